@@ -1,0 +1,264 @@
+// The loaded configuration: one property per implemented key (PgBouncer defaults), plus lookups.
+import Glibc
+
+public struct Config: Sendable {
+    /// TLS modes of `client_tls_sslmode` / `server_tls_sslmode`.
+    public enum TLSMode: String, Sendable, CaseIterable {
+        case disable, allow, prefer, require
+        case verifyCA = "verify-ca"
+        case verifyFull = "verify-full"
+    }
+
+    // MARK: [pgbouncer] — defaults are PgBouncer 1.2x's (see ConfigKeySpec.pgbouncer).
+
+    /// Empty: no TCP listener (Unix socket only). `*` means every address.
+    public var listenAddr: [String] = []
+    public var listenPort: Int = 6432
+    public var listenBacklog: Int = 128
+    /// Empty: no Unix socket.
+    public var unixSocketDir: String = "/tmp"
+    public var unixSocketMode: Int = 0o777
+    public var unixSocketGroup: String = ""
+
+    public var authType: AuthType = .md5
+    /// Resolved against the config file's directory when relative.
+    public var authFile: String? = nil
+    public var authUser: String? = nil
+    public var authQuery: String = ConfigKeySpec.defaultAuthQuery
+    public var adminUsers: [String] = []
+    public var statsUsers: [String] = []
+
+    public var poolMode: PoolMode = .session
+    public var defaultPoolSize: Int = 20
+    public var minPoolSize: Int = 0
+    public var reservePoolSize: Int = 0
+    public var reservePoolTimeout: Double = 5
+    public var maxClientConn: Int = 100
+    /// 0 = unlimited.
+    public var maxDBConnections: Int = 0
+    /// 0 = unlimited.
+    public var maxUserConnections: Int = 0
+
+    public var serverResetQuery: String = "DISCARD ALL"
+    public var serverResetQueryAlways: Bool = false
+    /// Raw value: "" disables the check, "<empty>" sends an empty query (see `serverCheckQueryToSend`).
+    public var serverCheckQuery: String = "<empty>"
+    public var serverCheckDelay: Double = 30
+    public var serverIdleTimeout: Double = 600
+    public var serverLifetime: Double = 3600
+    public var serverConnectTimeout: Double = 15
+    public var serverLoginRetry: Double = 15
+    public var serverRoundRobin: Bool = false
+    public var clientLoginTimeout: Double = 60
+    public var clientIdleTimeout: Double = 0
+    public var idleTransactionTimeout: Double = 0
+    public var queryTimeout: Double = 0
+    public var queryWaitTimeout: Double = 120
+
+    public var ignoreStartupParameters: [String] = []
+    public var trackExtraParameters: [String] = ["IntervalStyle"]
+    public var maxPreparedStatements: Int = 200
+    public var maxPacketSize: Int = 2147483647
+    public var pktBuf: Int = 4096
+
+    public var logfile: String? = nil
+    public var pidfile: String? = nil
+    public var logConnections: Bool = true
+    public var logDisconnections: Bool = true
+    public var logPoolerErrors: Bool = true
+    public var verbose: Int = 0
+    public var statsPeriod: Int = 60
+    public var applicationNameAddHost: Bool = false
+
+    public var soReuseport: Bool = false
+    public var tcpKeepalive: Bool = true
+    public var tcpKeepidle: Int = 0
+    public var tcpKeepintvl: Int = 0
+    public var tcpKeepcnt: Int = 0
+    /// Milliseconds; 0 = OS default.
+    public var tcpUserTimeout: Int = 0
+    public var dnsMaxTTL: Double = 15
+    public var dnsNXDomainTTL: Double = 15
+
+    // TLS: parsed and stored; pgswift does not do TLS yet (setting them warns).
+    public var clientTLSSSLMode: TLSMode = .disable
+    public var clientTLSKeyFile: String = ""
+    public var clientTLSCertFile: String = ""
+    public var clientTLSCAFile: String = ""
+    public var clientTLSProtocols: String = "secure"
+    public var clientTLSCiphers: String = "default"
+    public var clientTLS13Ciphers: String = ""
+    public var clientTLSDHEParams: String = "auto"
+    public var clientTLSECDHCurve: String = "auto"
+    public var serverTLSSSLMode: TLSMode = .prefer
+    public var serverTLSKeyFile: String = ""
+    public var serverTLSCertFile: String = ""
+    public var serverTLSCAFile: String = ""
+    public var serverTLSProtocols: String = "secure"
+    public var serverTLSCiphers: String = "default"
+    public var serverTLS13Ciphers: String = ""
+
+    // MARK: [pgswift]
+
+    /// Worker processes; defaults to the number of online CPUs.
+    public var workers: Int = Config.onlineCPUCount()
+    /// nil: `pgswift-worker` next to the supervisor binary.
+    public var workerBinary: String? = nil
+    /// Address of the Prometheus endpoint ("" = off).
+    public var metricsListen: String = ""
+    /// Seconds a draining worker may keep clients before it is stopped.
+    public var drainTimeout: Double = 300
+    /// When a backend is down, answer clients with an error at once instead of queueing them.
+    public var failFast: Bool = true
+
+    // MARK: The rest of the file
+
+    /// `[databases]` in file order, without the `*` entry.
+    public var databases: [DatabaseEntry] = []
+    /// The `*` entry: template for database names not listed.
+    public var fallbackDatabase: DatabaseEntry? = nil
+    public var users: [String: UserEntry] = [:]
+    public var configFile: String = ""
+    public var warnings: [ConfigWarning] = []
+    /// Raw values of PgBouncer keys pgswift accepts but does not implement (for SHOW CONFIG).
+    public var ignoredSettings: [String: String] = [:]
+    /// Where each `[pgbouncer]`/`[pgswift]` key was last set (key in lower case).
+    public var settingLocations: [String: ConfigLocation] = [:]
+
+    /// A configuration with every default and no databases.
+    public init() {}
+
+    // MARK: Loading
+
+    /// Reads, parses and validates a config file (includes, auth_file presence). No other side effects.
+    public static func load(path: String) throws(ConfigError) -> Config {
+        let text: String
+        do {
+            text = try ConfigFile.readAll(path: path)
+        } catch {
+            throw ConfigError(file: path, line: 0, message: "could not read config file: \(error.reason)")
+        }
+        let config = try parse(text: text, file: path)
+        try config.validateFiles()
+        return config
+    }
+
+    /// Parses config text; `%include` and a relative `auth_file` resolve against `file`'s directory.
+    /// Does not check that `auth_file` exists (`load` does, via `validateFiles`).
+    public static func parse(text: String, file: String) throws(ConfigError) -> Config {
+        var assembler = ConfigAssembler(file: file)
+        try ConfigIniParser.parse(text: text, file: file, depth: 0) { (event) throws(ConfigError) in
+            try assembler.handle(event)
+        }
+        return assembler.finish()
+    }
+
+    /// Checks the files the settings name: `auth_file` must be readable when set, and must be set
+    /// (or `auth_user`) when `auth_type` looks users up in it.
+    public func validateFiles() throws(ConfigError) {
+        if let authFile {
+            if let reason = ConfigFile.unreadableReason(path: authFile) {
+                let at = location(ofSetting: "auth_file")
+                throw ConfigError(file: at?.file ?? configFile, line: at?.line ?? 0,
+                                  message: "auth_file \"\(authFile)\" cannot be read: \(reason)")
+            }
+        } else if authType.needsUserList && authUser == nil {
+            let at = location(ofSetting: "auth_type")
+            throw ConfigError(file: at?.file ?? configFile, line: at?.line ?? 0,
+                              message: "auth_type \(authType.rawValue) needs auth_file (or auth_user) to know the users")
+        }
+    }
+
+    // MARK: Lookups
+
+    /// The entry for a client-requested database: the exact entry, else the `*` fallback renamed to
+    /// `name` (its server database then defaults to `name` too, as in PgBouncer).
+    public func database(named name: String) -> DatabaseEntry? {
+        if let entry = databases.first(where: { $0.name == name }) { return entry }
+        guard var fallback = fallbackDatabase else { return nil }
+        fallback.name = name
+        return fallback
+    }
+
+    /// Pool mode for a pool: the pool user's `[users]` entry, else the database's, else `pool_mode`.
+    /// The pool user is the database's forced `user` when it has one, else `user`.
+    public func effectivePoolMode(database: DatabaseEntry?, user: String) -> PoolMode {
+        let poolUser = database?.user ?? user
+        return users[poolUser]?.poolMode ?? database?.poolMode ?? poolMode
+    }
+
+    /// Pool size for a pool: `[users]` pool_size, else the database's, else `default_pool_size`.
+    public func effectivePoolSize(database: DatabaseEntry?, user: String) -> Int {
+        let poolUser = database?.user ?? user
+        return users[poolUser]?.poolSize ?? database?.poolSize ?? defaultPoolSize
+    }
+
+    /// Reserve pool size: `[users]`, else the database's, else `reserve_pool_size`.
+    public func effectiveReservePoolSize(database: DatabaseEntry?, user: String) -> Int {
+        let poolUser = database?.user ?? user
+        return users[poolUser]?.reservePoolSize ?? database?.reservePoolSize ?? reservePoolSize
+    }
+
+    /// Minimum pool size of a database's pools.
+    public func effectiveMinPoolSize(database: DatabaseEntry?) -> Int {
+        database?.minPoolSize ?? minPoolSize
+    }
+
+    /// Server connection cap for a database (0 = unlimited); a per-database 0 inherits, as in PgBouncer.
+    public func effectiveMaxDBConnections(database: DatabaseEntry?) -> Int {
+        if let v = database?.maxDBConnections, v > 0 { return v }
+        return maxDBConnections
+    }
+
+    /// Server connection cap for a user (0 = unlimited); a per-user 0 inherits, as in PgBouncer.
+    public func effectiveMaxUserConnections(user: String) -> Int {
+        if let v = users[user]?.maxUserConnections, v > 0 { return v }
+        return maxUserConnections
+    }
+
+    /// The health-check query to send: nil = checking disabled, "" = send an empty query.
+    public var serverCheckQueryToSend: String? {
+        switch serverCheckQuery {
+        case "": return nil
+        case "<empty>": return ""
+        default: return serverCheckQuery
+        }
+    }
+
+    /// Where a `[pgbouncer]`/`[pgswift]` key was set, if it was.
+    public func location(ofSetting key: String) -> ConfigLocation? {
+        settingLocations[key.lowercased()]
+    }
+
+    // MARK: Introspection (SHOW CONFIG)
+
+    /// One row of SHOW CONFIG.
+    public struct Setting: Sendable, Equatable {
+        public var key: String
+        public var value: String
+        public var defaultValue: String
+        /// false: accepted for compatibility but pgswift does not act on it yet.
+        public var implemented: Bool
+    }
+
+    /// Every `[pgbouncer]` key in PgBouncer's order, then the `[pgswift]` keys.
+    public func settings() -> [Setting] {
+        (ConfigKeySpec.pgbouncer + ConfigKeySpec.pgswift).map { spec in
+            let value = spec.show?(self) ?? ignoredSettings[spec.name] ?? spec.defaultValue
+            return Setting(key: spec.name, value: value, defaultValue: spec.defaultValue,
+                           implemented: spec.support == .implemented)
+        }
+    }
+
+    /// Whether pgswift acts on a `[pgbouncer]`/`[pgswift]` key; nil for a key that does not exist.
+    public static func isImplemented(key: String) -> Bool? {
+        let k = key.lowercased()
+        guard let spec = ConfigKeySpec.pgbouncerByName[k] ?? ConfigKeySpec.pgswiftByName[k] else { return nil }
+        return spec.support == .implemented
+    }
+
+    static func onlineCPUCount() -> Int {
+        let n = sysconf(Int32(_SC_NPROCESSORS_ONLN))
+        return n > 0 ? n : 1
+    }
+}

@@ -1,0 +1,280 @@
+// Turns ini events into a Config: section rules, key table lookups, [databases]/[users] entries.
+
+struct ConfigAssembler {
+    enum Section {
+        case pgbouncer, pgswift, databases, users, peers
+    }
+
+    private var config = Config()
+    private var section: Section? = nil
+    private var sawMainSection = false
+
+    init(file: String) {
+        config.configFile = file
+    }
+
+    mutating func handle(_ event: ConfigIniEvent) throws(ConfigError) {
+        switch event {
+        case .section(let name, let file, let line):
+            switch name.lowercased() {
+            case "pgbouncer":
+                section = .pgbouncer
+                sawMainSection = true
+            case "pgswift": section = .pgswift
+            case "databases": section = .databases
+            case "users": section = .users
+            case "peers":
+                section = .peers
+                warn(file, line, "[peers] is not implemented by pgswift yet; its entries are ignored")
+            default:
+                throw ConfigError(file: file, line: line, message: "unknown section [\(name)] "
+                                  + "(expected [pgbouncer], [pgswift], [databases], [users] or [peers])")
+            }
+        case .entry(let key, let value, let file, let line):
+            guard let section else {
+                throw ConfigError(file: file, line: line,
+                                  message: "\"\(key)\" is outside of any section (start with [pgbouncer])")
+            }
+            switch section {
+            case .pgbouncer: try setting(key, value, file, line, in: "pgbouncer")
+            case .pgswift: try setting(key, value, file, line, in: "pgswift")
+            case .databases: try database(key, value, file, line)
+            case .users: try user(key, value, file, line)
+            case .peers: break
+            }
+        }
+    }
+
+    func finish() -> Config {
+        var result = config
+        if !sawMainSection {
+            result.warnings.append(ConfigWarning(file: config.configFile, line: 0,
+                                                 message: "no [pgbouncer] section; using defaults"))
+        }
+        return result
+    }
+
+    private mutating func warn(_ file: String, _ line: Int, _ message: String) {
+        config.warnings.append(ConfigWarning(file: file, line: line, message: message))
+    }
+
+    // MARK: [pgbouncer] and [pgswift]
+
+    private mutating func setting(_ rawKey: String, _ value: String, _ file: String, _ line: Int,
+                                  in sectionName: String) throws(ConfigError) {
+        let key = rawKey.lowercased()
+        let own = sectionName == "pgbouncer" ? ConfigKeySpec.pgbouncerByName : ConfigKeySpec.pgswiftByName
+        guard let spec = own[key] else {
+            let otherName = sectionName == "pgbouncer" ? "pgswift" : "pgbouncer"
+            let other = sectionName == "pgbouncer" ? ConfigKeySpec.pgswiftByName : ConfigKeySpec.pgbouncerByName
+            if other[key] != nil {
+                throw ConfigError(file: file, line: line,
+                                  message: "\(key) belongs in the [\(otherName)] section, not [\(sectionName)]")
+            }
+            throw ConfigError(file: file, line: line, message: "unknown setting \"\(rawKey)\" in [\(sectionName)]")
+        }
+        let parsed: ConfigValue
+        do {
+            parsed = try spec.parse(value)
+        } catch {
+            throw ConfigError(file: file, line: line,
+                              message: "invalid value \"\(value)\" for \(key): \(error.reason)")
+        }
+        config.settingLocations[key] = ConfigLocation(file: file, line: line)
+        switch spec.support {
+        case .implemented:
+            spec.store?(&config, parsed)
+        case .storedNotImplemented:
+            spec.store?(&config, parsed)
+            warn(file, line, "\(key) is not implemented by pgswift yet; stored but has no effect")
+        case .notImplemented:
+            config.ignoredSettings[key] = value
+            warn(file, line, "\(key) is not implemented by pgswift yet; ignored")
+        }
+        if key == "auth_file", let path = config.authFile {
+            // Relative to the config file rather than the working directory: under systemd the
+            // working directory is "/", which would silently break a config that works by hand.
+            config.authFile = ConfigFile.resolve(path, relativeTo: ConfigFile.directory(of: file))
+        }
+    }
+
+    // MARK: [databases]
+
+    private mutating func database(_ name: String, _ connstr: String, _ file: String, _ line: Int) throws(ConfigError) {
+        func fail(_ message: String) -> ConfigError {
+            ConfigError(file: file, line: line, message: "database \"\(name)\": \(message)")
+        }
+        if name == "pgbouncer" {
+            throw fail("the name is reserved for the admin console")
+        }
+        let pairs: [(String, String)]
+        do {
+            pairs = try ConfigConnString.pairs(connstr)
+        } catch {
+            throw fail(error.reason)
+        }
+        var entry = DatabaseEntry(name: name, line: line, file: file)
+        var portsText: String? = nil
+        for (rawKey, value) in pairs {
+            let key = rawKey.lowercased()
+            switch key {
+            case "dbname": entry.dbname = value
+            case "host":
+                let hosts = value.split(separator: ",", omittingEmptySubsequences: false).map { ConfigText.trim($0) }
+                if hosts.contains(where: { $0.isEmpty }) { throw fail("empty name in host list \"\(value)\"") }
+                entry.hosts = hosts
+            case "port": portsText = value
+            case "user": entry.user = value
+            case "password": entry.password = value
+            case "auth_user": entry.authUser = value
+            case "pool_size": entry.poolSize = try poolNumber(value, key, fail)
+            case "min_pool_size": entry.minPoolSize = try poolNumber(value, key, fail)
+            case "reserve_pool", "reserve_pool_size": entry.reservePoolSize = try poolNumber(value, key, fail)
+            case "max_db_connections": entry.maxDBConnections = try poolNumber(value, key, fail)
+            case "pool_mode":
+                guard let mode = PoolMode(rawValue: value.lowercased()) else {
+                    throw fail("invalid pool_mode \"\(value)\" (expected session, transaction or statement)")
+                }
+                entry.poolMode = mode
+            case "load_balance_hosts":
+                guard let lb = DatabaseEntry.LoadBalance(rawValue: value.lowercased()) else {
+                    throw fail("invalid load_balance_hosts \"\(value)\" (expected round-robin or disable)")
+                }
+                entry.loadBalanceHosts = lb
+            case "connect_query": entry.connectQuery = value
+            case "client_encoding", "datestyle", "timezone", "application_name":
+                entry.startupParameters.removeAll { $0.name == key }
+                entry.startupParameters.append(ConnParam(name: key, value: value))
+            case "auth_dbname", "auth_query", "max_db_client_connections", "server_lifetime",
+                 "target_session_attrs", "query_wait_timeout":
+                warn(file, line, "database \"\(name)\": \(key) is not implemented by pgswift yet; ignored")
+            default:
+                throw fail("unrecognized connection parameter \"\(rawKey)\"")
+            }
+        }
+        if let portsText {
+            var ports: [Int] = []
+            for item in portsText.split(separator: ",", omittingEmptySubsequences: false) {
+                let t = ConfigText.trim(item)
+                guard let p = ConfigText.decimal(t), p >= 1 && p <= 65535 else {
+                    throw fail("invalid port \"\(t)\"")
+                }
+                ports.append(p)
+            }
+            entry.ports = ports
+        }
+        if entry.ports.count > 1 && entry.ports.count != entry.hosts.count {
+            throw fail("port list has \(entry.ports.count) entries for \(entry.hosts.count) hosts "
+                       + "(give one port, or one per host)")
+        }
+        if name == "*" {
+            config.fallbackDatabase = entry
+        } else if let i = config.databases.firstIndex(where: { $0.name == name }) {
+            // A later definition replaces an earlier one, as when PgBouncer reloads.
+            config.databases[i] = entry
+        } else {
+            config.databases.append(entry)
+        }
+    }
+
+    /// A pool-size-like number; negative means "not set" (PgBouncer's -1 = inherit).
+    private func poolNumber(_ value: String, _ key: String,
+                            _ fail: (String) -> ConfigError) throws(ConfigError) -> Int? {
+        guard let n = ConfigText.decimal(value), n <= ConfigKeySpec.intMax else {
+            throw fail("invalid \(key) \"\(value)\" (expected an integer)")
+        }
+        return n < 0 ? nil : n
+    }
+
+    // MARK: [users]
+
+    private mutating func user(_ name: String, _ settings: String, _ file: String, _ line: Int) throws(ConfigError) {
+        func fail(_ message: String) -> ConfigError {
+            ConfigError(file: file, line: line, message: "user \"\(name)\": \(message)")
+        }
+        let pairs: [(String, String)]
+        do {
+            pairs = try ConfigConnString.pairs(settings)
+        } catch {
+            throw fail(error.reason)
+        }
+        var entry = UserEntry(name: name)
+        for (rawKey, value) in pairs {
+            let key = rawKey.lowercased()
+            switch key {
+            case "pool_mode":
+                guard let mode = PoolMode(rawValue: value.lowercased()) else {
+                    throw fail("invalid pool_mode \"\(value)\" (expected session, transaction or statement)")
+                }
+                entry.poolMode = mode
+            case "pool_size": entry.poolSize = try poolNumber(value, key, fail)
+            case "reserve_pool", "reserve_pool_size": entry.reservePoolSize = try poolNumber(value, key, fail)
+            case "max_user_connections": entry.maxUserConnections = try poolNumber(value, key, fail)
+            case "query_timeout", "query_wait_timeout", "idle_transaction_timeout", "transaction_timeout",
+                 "client_idle_timeout", "max_user_client_connections":
+                warn(file, line, "user \"\(name)\": \(key) is not implemented by pgswift yet; ignored")
+            default:
+                throw fail("unrecognized user parameter \"\(rawKey)\"")
+            }
+        }
+        config.users[name] = entry
+    }
+}
+
+/// PgBouncer's connection-string syntax: `key=value` pairs separated by spaces; a value may be
+/// single-quoted, with `''` standing for one quote. Empty values are not allowed.
+enum ConfigConnString {
+    static func pairs(_ text: String) throws(ConfigValueError) -> [(String, String)] {
+        let b = Array(text.utf8)
+        var p = 0
+        var result: [(String, String)] = []
+        while true {
+            while p < b.count && ConfigText.isSpace(b[p]) { p += 1 }
+            if p == b.count { return result }
+            let keyStart = p
+            while p < b.count && b[p] != UInt8(ascii: "=") && !ConfigText.isSpace(b[p]) { p += 1 }
+            let key = String(decoding: b[keyStart..<p], as: UTF8.self)
+            while p < b.count && ConfigText.isSpace(b[p]) { p += 1 }
+            guard p < b.count && b[p] == UInt8(ascii: "="), !key.isEmpty else {
+                throw ConfigValueError(reason: key.isEmpty ? "syntax error in connection string: missing parameter name"
+                                                           : "syntax error in connection string: expected \"=\" after \"\(key)\"")
+            }
+            p += 1
+            while p < b.count && ConfigText.isSpace(b[p]) { p += 1 }
+            var value: [UInt8] = []
+            if p < b.count && b[p] == UInt8(ascii: "'") {
+                p += 1
+                var closed = false
+                while p < b.count {
+                    if b[p] == UInt8(ascii: "'") {
+                        if p + 1 < b.count && b[p + 1] == UInt8(ascii: "'") {
+                            value.append(b[p])
+                            p += 2
+                            continue
+                        }
+                        p += 1
+                        closed = true
+                        break
+                    }
+                    value.append(b[p])
+                    p += 1
+                }
+                if !closed {
+                    throw ConfigValueError(reason: "syntax error in connection string: unterminated quote in \(key)")
+                }
+                if p < b.count && !ConfigText.isSpace(b[p]) {
+                    throw ConfigValueError(reason: "syntax error in connection string: text right after the closing quote of \(key)")
+                }
+            } else {
+                while p < b.count && !ConfigText.isSpace(b[p]) {
+                    value.append(b[p])
+                    p += 1
+                }
+            }
+            if value.isEmpty {
+                throw ConfigValueError(reason: "syntax error in connection string: empty value for \(key)")
+            }
+            result.append((key, String(decoding: value, as: UTF8.self)))
+        }
+    }
+}

@@ -1,0 +1,155 @@
+// Whole-file reads and path helpers for config, include and auth files (Glibc, no Foundation).
+import Glibc
+
+/// Why a config-related file could not be read, as errno and its text.
+struct ConfigFileError: Error, Sendable {
+    var errno: Int32
+    var reason: String { String(cString: strerror(errno)) }
+}
+
+enum ConfigFile {
+    /// Upper bound on a config or auth file; anything larger is surely a mistake (wrong path).
+    static let maxSize = 64 << 20
+
+    /// Reads a whole file as UTF-8 (invalid sequences are replaced, which then fail parsing visibly).
+    static func readAll(path: String) throws(ConfigFileError) -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw ConfigFileError(errno: errno) }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                let e = errno
+                if e == EINTR { continue }
+                throw ConfigFileError(errno: e)
+            }
+            if n == 0 { break }
+            bytes.append(contentsOf: chunk[0..<n])
+            if bytes.count > maxSize { throw ConfigFileError(errno: EFBIG) }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// nil when the file can be opened for reading, else the reason it cannot.
+    static func unreadableReason(path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { return ConfigFileError(errno: errno).reason }
+        var st = stat()
+        let isDirectory = fstat(fd, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+        close(fd)
+        return isDirectory ? ConfigFileError(errno: EISDIR).reason : nil
+    }
+
+    /// The directory part of a path ("" when there is none).
+    static func directory(of path: String) -> String {
+        guard let slash = path.utf8.lastIndex(of: UInt8(ascii: "/")) else { return "" }
+        if slash == path.utf8.startIndex { return "/" }
+        return String(path[..<slash])
+    }
+
+    /// `path` taken relative to `directory` unless it is absolute.
+    static func resolve(_ path: String, relativeTo directory: String) -> String {
+        if path.hasPrefix("/") || directory.isEmpty || directory == "." { return path }
+        if directory.hasSuffix("/") { return directory + path }
+        return directory + "/" + path
+    }
+}
+
+/// Small byte-level text helpers, kept in a namespace so they cannot clash with other extensions.
+enum ConfigText {
+    @inline(__always) static func isBlank(_ b: UInt8) -> Bool {
+        b == 0x20 || b == 0x09
+    }
+
+    @inline(__always) static func isSpace(_ b: UInt8) -> Bool {
+        b == 0x20 || (b >= 0x09 && b <= 0x0D)
+    }
+
+    /// Trims ASCII whitespace from both ends.
+    static func trim<S: StringProtocol>(_ s: S) -> String {
+        let u = Array(s.utf8)
+        var lo = 0
+        var hi = u.count
+        while lo < hi && isSpace(u[lo]) { lo += 1 }
+        while hi > lo && isSpace(u[hi - 1]) { hi -= 1 }
+        return String(decoding: u[lo..<hi], as: UTF8.self)
+    }
+
+    /// Comma-separated list: items trimmed, empty items dropped (PgBouncer's list settings).
+    static func list(_ s: String) -> [String] {
+        s.split(separator: ",", omittingEmptySubsequences: false)
+            .map { trim($0) }
+            .filter { !$0.isEmpty }
+    }
+
+    /// Strict decimal integer with optional sign, no surrounding spaces.
+    static func decimal(_ s: String) -> Int? {
+        var u = Substring(s).utf8[...]
+        var negative = false
+        if let f = u.first, f == UInt8(ascii: "+") || f == UInt8(ascii: "-") {
+            negative = f == UInt8(ascii: "-")
+            u = u.dropFirst()
+        }
+        if u.isEmpty { return nil }
+        var value = 0
+        for b in u {
+            guard b >= 0x30 && b <= 0x39 else { return nil }
+            let (m, o1) = value.multipliedReportingOverflow(by: 10)
+            let (a, o2) = m.addingReportingOverflow(Int(b - 0x30))
+            if o1 || o2 { return nil }
+            value = a
+        }
+        return negative ? -value : value
+    }
+
+    /// An integer as C `strtol(s, &end, 0)` reads it when the whole string must be consumed:
+    /// `0x` prefix is hexadecimal, a leading `0` octal (PgBouncer's `unix_socket_mode = 0777`).
+    static func cInteger(_ s: String) -> Int? {
+        var u = Array(s.utf8)[...]
+        var negative = false
+        if let f = u.first, f == UInt8(ascii: "+") || f == UInt8(ascii: "-") {
+            negative = f == UInt8(ascii: "-")
+            u = u.dropFirst()
+        }
+        var base = 10
+        if u.count >= 2 && u[u.startIndex] == UInt8(ascii: "0")
+            && (u[u.startIndex + 1] | 0x20) == UInt8(ascii: "x") {
+            base = 16
+            u = u.dropFirst(2)
+        } else if u.count >= 2 && u[u.startIndex] == UInt8(ascii: "0") {
+            base = 8
+            u = u.dropFirst()
+        }
+        if u.isEmpty { return nil }
+        var value = 0
+        for b in u {
+            let digit: Int
+            switch b {
+            case 0x30...0x39: digit = Int(b - 0x30)
+            case 0x61...0x66: digit = Int(b - 0x61 + 10)
+            case 0x41...0x46: digit = Int(b - 0x41 + 10)
+            default: return nil
+            }
+            if digit >= base { return nil }
+            let (m, o1) = value.multipliedReportingOverflow(by: base)
+            let (a, o2) = m.addingReportingOverflow(digit)
+            if o1 || o2 { return nil }
+            value = a
+        }
+        return negative ? -value : value
+    }
+
+    /// Seconds as PgBouncer reads them (`strtod`): a finite, non-negative number.
+    static func seconds(_ s: String) -> Double? {
+        guard !s.isEmpty, let v = Double(s), v.isFinite, v >= 0 else { return nil }
+        return v
+    }
+
+    /// Formats seconds the way PgBouncer's SHOW CONFIG does (`%g`-like: no trailing ".0").
+    static func formatSeconds(_ v: Double) -> String {
+        if v == v.rounded() && abs(v) < 1e15 { return String(Int(v)) }
+        return String(v)
+    }
+}

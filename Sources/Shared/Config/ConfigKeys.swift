@@ -1,0 +1,280 @@
+// The one table of settings: every PgBouncer 1.2x key with its default, and what pgswift does with it.
+
+/// A setting value after parsing, before it is stored into `Config`.
+enum ConfigValue: Sendable {
+    case int(Int)
+    case bool(Bool)
+    case seconds(Double)
+    case text(String)
+    case list([String])
+}
+
+/// Why a value was rejected (the caller adds file, line and key).
+struct ConfigValueError: Error, Sendable {
+    var reason: String
+}
+
+struct ConfigKeySpec: Sendable {
+    enum Support: Sendable, Equatable {
+        /// pgswift acts on it.
+        case implemented
+        /// Parsed and stored for the component that will use it, but not acted on yet: warns when set.
+        case storedNotImplemented
+        /// A PgBouncer key pgswift does not implement: validated, kept raw, ignored with a warning.
+        case notImplemented
+    }
+
+    enum Kind: Sendable {
+        case int(min: Int, max: Int)
+        /// 1/0, yes/no, on/off, true/false; any other integer too (PgBouncer stores these as ints).
+        case bool
+        /// Non-negative seconds, fractions allowed (PgBouncer's CF_TIME_USEC).
+        case seconds
+        case text
+        /// Comma-separated, items trimmed.
+        case list
+        /// One of a fixed set of words, matched case-insensitively.
+        case lookup([String])
+    }
+
+    let name: String
+    let kind: Kind
+    /// PgBouncer's default written as in the config file ("" = not set).
+    let defaultValue: String
+    let support: Support
+    let store: (@Sendable (inout Config, ConfigValue) -> Void)?
+    let show: (@Sendable (Config) -> String)?
+
+    func parse(_ text: String) throws(ConfigValueError) -> ConfigValue {
+        switch kind {
+        case .int(let min, let max):
+            guard let v = ConfigText.cInteger(text) else {
+                throw ConfigValueError(reason: "not an integer")
+            }
+            guard v >= min && v <= max else {
+                throw ConfigValueError(reason: max == Self.intMax ? "must be at least \(min)"
+                                                                  : "must be between \(min) and \(max)")
+            }
+            return .int(v)
+        case .bool:
+            switch text.lowercased() {
+            case "1", "yes", "on", "true": return .bool(true)
+            case "0", "no", "off", "false": return .bool(false)
+            default:
+                if let v = ConfigText.cInteger(text) { return .bool(v != 0) }
+                throw ConfigValueError(reason: "not a boolean (use 1/0, yes/no, on/off or true/false)")
+            }
+        case .seconds:
+            guard let v = ConfigText.seconds(text) else {
+                throw ConfigValueError(reason: "not a non-negative number of seconds")
+            }
+            return .seconds(v)
+        case .text:
+            return .text(text)
+        case .list:
+            return .list(ConfigText.list(text))
+        case .lookup(let words):
+            let w = text.lowercased()
+            guard words.contains(w) else {
+                throw ConfigValueError(reason: "expected one of: " + words.joined(separator: ", "))
+            }
+            return .text(w)
+        }
+    }
+}
+
+extension ConfigKeySpec {
+    static let intMax = Int(Int32.max)
+
+    static let defaultAuthQuery = "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE "
+        + "rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin"
+
+    /// `[pgbouncer]`, in PgBouncer's order (alphabetical, as SHOW CONFIG lists them). This is the
+    /// list of what pgswift implements: `.implemented` rows act, `.storedNotImplemented` rows are
+    /// kept for a later component (TLS), `ignored` rows are accepted with a warning.
+    static let pgbouncer: [ConfigKeySpec] = [
+        list("admin_users", "", \.adminUsers),
+        bool("application_name_add_host", "0", \.applicationNameAddHost),
+        ignored("auth_dbname", "", .text),
+        optionalText("auth_file", "", \.authFile),
+        ignored("auth_hba_file", "", .text),
+        ignored("auth_ident_file", "", .text),
+        ignored("auth_ldap_options", "", .text),
+        text("auth_query", defaultAuthQuery, \.authQuery),
+        lookup("auth_type", "md5", \.authType),
+        optionalText("auth_user", "", \.authUser),
+        ignored("autodb_idle_timeout", "3600", .seconds),
+        ignored("cancel_wait_timeout", "10", .seconds),
+        seconds("client_idle_timeout", "0", \.clientIdleTimeout),
+        seconds("client_login_timeout", "60", \.clientLoginTimeout),
+        text("client_tls13_ciphers", "", \.clientTLS13Ciphers, .storedNotImplemented),
+        text("client_tls_ca_file", "", \.clientTLSCAFile, .storedNotImplemented),
+        text("client_tls_cert_file", "", \.clientTLSCertFile, .storedNotImplemented),
+        text("client_tls_ciphers", "default", \.clientTLSCiphers, .storedNotImplemented),
+        text("client_tls_dheparams", "auto", \.clientTLSDHEParams, .storedNotImplemented),
+        text("client_tls_ecdhcurve", "auto", \.clientTLSECDHCurve, .storedNotImplemented),
+        text("client_tls_key_file", "", \.clientTLSKeyFile, .storedNotImplemented),
+        text("client_tls_protocols", "secure", \.clientTLSProtocols, .storedNotImplemented),
+        lookup("client_tls_sslmode", "disable", \.clientTLSSSLMode, .storedNotImplemented),
+        ignored("conffile", "", .text),
+        int("default_pool_size", "20", \.defaultPoolSize),
+        ignored("disable_pqexec", "0", .bool),
+        seconds("dns_max_ttl", "15", \.dnsMaxTTL),
+        seconds("dns_nxdomain_ttl", "15", \.dnsNXDomainTTL),
+        ignored("dns_zone_check_period", "0", .seconds),
+        seconds("idle_transaction_timeout", "0", \.idleTransactionTimeout),
+        list("ignore_startup_parameters", "", \.ignoreStartupParameters),
+        ignored("job_name", "pgbouncer", .text),
+        list("listen_addr", "", \.listenAddr),
+        int("listen_backlog", "128", \.listenBacklog, min: 1),
+        int("listen_port", "6432", \.listenPort, min: 1, max: 65535),
+        bool("log_connections", "1", \.logConnections),
+        bool("log_disconnections", "1", \.logDisconnections),
+        bool("log_pooler_errors", "1", \.logPoolerErrors),
+        ignored("log_stats", "1", .bool),
+        optionalText("logfile", "", \.logfile),
+        ignored("login_notify_message", "", .text),
+        int("max_client_conn", "100", \.maxClientConn),
+        ignored("max_db_client_connections", "0", .int(min: 0, max: intMax)),
+        int("max_db_connections", "0", \.maxDBConnections),
+        int("max_packet_size", "2147483647", \.maxPacketSize, min: 0, max: Int(UInt32.max)),
+        int("max_prepared_statements", "200", \.maxPreparedStatements),
+        ignored("max_user_client_connections", "0", .int(min: 0, max: intMax)),
+        int("max_user_connections", "0", \.maxUserConnections),
+        int("min_pool_size", "0", \.minPoolSize),
+        ignored("peer_id", "0", .int(min: 0, max: 16383)),
+        optionalText("pidfile", "", \.pidfile),
+        int("pkt_buf", "4096", \.pktBuf, min: 256),
+        ignored("pool_idle_timeout", "0", .seconds),
+        lookup("pool_mode", "session", \.poolMode),
+        seconds("query_timeout", "0", \.queryTimeout),
+        ignored("query_wait_notify", "5", .int(min: 0, max: intMax)),
+        seconds("query_wait_timeout", "120", \.queryWaitTimeout),
+        int("reserve_pool_size", "0", \.reservePoolSize),
+        seconds("reserve_pool_timeout", "5", \.reservePoolTimeout),
+        ignored("resolv_conf", "", .text),
+        ignored("sbuf_loopcnt", "5", .int(min: 0, max: intMax)),
+        ignored("scram_iterations", "4096", .int(min: 1, max: intMax)),
+        seconds("server_check_delay", "30", \.serverCheckDelay),
+        text("server_check_query", "<empty>", \.serverCheckQuery),
+        seconds("server_connect_timeout", "15", \.serverConnectTimeout),
+        ignored("server_fast_close", "0", .bool),
+        seconds("server_idle_timeout", "600", \.serverIdleTimeout),
+        seconds("server_lifetime", "3600", \.serverLifetime),
+        seconds("server_login_retry", "15", \.serverLoginRetry),
+        text("server_reset_query", "DISCARD ALL", \.serverResetQuery),
+        bool("server_reset_query_always", "0", \.serverResetQueryAlways),
+        bool("server_round_robin", "0", \.serverRoundRobin),
+        text("server_tls13_ciphers", "", \.serverTLS13Ciphers, .storedNotImplemented),
+        text("server_tls_ca_file", "", \.serverTLSCAFile, .storedNotImplemented),
+        text("server_tls_cert_file", "", \.serverTLSCertFile, .storedNotImplemented),
+        text("server_tls_ciphers", "default", \.serverTLSCiphers, .storedNotImplemented),
+        text("server_tls_key_file", "", \.serverTLSKeyFile, .storedNotImplemented),
+        text("server_tls_protocols", "secure", \.serverTLSProtocols, .storedNotImplemented),
+        lookup("server_tls_sslmode", "prefer", \.serverTLSSSLMode, .storedNotImplemented),
+        ignored("service_name", "pgbouncer", .text),
+        bool("so_reuseport", "0", \.soReuseport),
+        int("stats_period", "60", \.statsPeriod, min: 1),
+        list("stats_users", "", \.statsUsers),
+        ignored("suspend_timeout", "10", .seconds),
+        ignored("syslog", "0", .bool),
+        ignored("syslog_facility", "daemon", .text),
+        ignored("syslog_ident", "pgbouncer", .text),
+        ignored("tcp_defer_accept", "1", .int(min: 0, max: intMax)),
+        bool("tcp_keepalive", "1", \.tcpKeepalive),
+        int("tcp_keepcnt", "0", \.tcpKeepcnt),
+        int("tcp_keepidle", "0", \.tcpKeepidle),
+        int("tcp_keepintvl", "0", \.tcpKeepintvl),
+        ignored("tcp_socket_buffer", "0", .int(min: 0, max: intMax)),
+        int("tcp_user_timeout", "0", \.tcpUserTimeout),
+        list("track_extra_parameters", "IntervalStyle", \.trackExtraParameters),
+        ignored("transaction_timeout", "0", .seconds),
+        text("unix_socket_dir", "/tmp", \.unixSocketDir),
+        text("unix_socket_group", "", \.unixSocketGroup),
+        int("unix_socket_mode", "0777", \.unixSocketMode, min: 0, max: 0o7777),
+        ignored("user", "", .text),
+        int("verbose", "0", \.verbose),
+    ]
+
+    /// `[pgswift]`: pgswift's own settings (`workers` defaults to the number of online CPUs).
+    static let pgswift: [ConfigKeySpec] = [
+        seconds("drain_timeout", "300", \.drainTimeout),
+        bool("fail_fast", "1", \.failFast),
+        text("metrics_listen", "", \.metricsListen),
+        optionalText("worker_binary", "", \.workerBinary),
+        int("workers", "", \.workers, min: 1, max: 4096),
+    ]
+
+    static let pgbouncerByName: [String: ConfigKeySpec] = index(pgbouncer)
+    static let pgswiftByName: [String: ConfigKeySpec] = index(pgswift)
+
+    private static func index(_ specs: [ConfigKeySpec]) -> [String: ConfigKeySpec] {
+        var d: [String: ConfigKeySpec] = [:]
+        for s in specs { d[s.name] = s }
+        return d
+    }
+}
+
+// Row builders: each ties a key to its `Config` property so parsing, storing and SHOW stay in step.
+extension ConfigKeySpec {
+    static func int(_ name: String, _ def: String, _ kp: WritableKeyPath<Config, Int> & Sendable,
+                    min: Int = 0, max: Int = intMax, _ support: Support = .implemented) -> ConfigKeySpec {
+        ConfigKeySpec(name: name, kind: .int(min: min, max: max), defaultValue: def, support: support,
+                      store: { c, v in if case .int(let i) = v { c[keyPath: kp] = i } },
+                      show: { c in String(c[keyPath: kp]) })
+    }
+
+    static func bool(_ name: String, _ def: String, _ kp: WritableKeyPath<Config, Bool> & Sendable,
+                     _ support: Support = .implemented) -> ConfigKeySpec {
+        ConfigKeySpec(name: name, kind: .bool, defaultValue: def, support: support,
+                      store: { c, v in if case .bool(let b) = v { c[keyPath: kp] = b } },
+                      show: { c in c[keyPath: kp] ? "1" : "0" })
+    }
+
+    static func seconds(_ name: String, _ def: String, _ kp: WritableKeyPath<Config, Double> & Sendable,
+                        _ support: Support = .implemented) -> ConfigKeySpec {
+        ConfigKeySpec(name: name, kind: .seconds, defaultValue: def, support: support,
+                      store: { c, v in if case .seconds(let s) = v { c[keyPath: kp] = s } },
+                      show: { c in ConfigText.formatSeconds(c[keyPath: kp]) })
+    }
+
+    static func text(_ name: String, _ def: String, _ kp: WritableKeyPath<Config, String> & Sendable,
+                     _ support: Support = .implemented) -> ConfigKeySpec {
+        ConfigKeySpec(name: name, kind: .text, defaultValue: def, support: support,
+                      store: { c, v in if case .text(let s) = v { c[keyPath: kp] = s } },
+                      show: { c in c[keyPath: kp] })
+    }
+
+    /// A string whose empty value means "not set" (nil).
+    static func optionalText(_ name: String, _ def: String,
+                             _ kp: WritableKeyPath<Config, String?> & Sendable,
+                             _ support: Support = .implemented) -> ConfigKeySpec {
+        ConfigKeySpec(name: name, kind: .text, defaultValue: def, support: support,
+                      store: { c, v in if case .text(let s) = v { c[keyPath: kp] = s.isEmpty ? nil : s } },
+                      show: { c in c[keyPath: kp] ?? "" })
+    }
+
+    static func list(_ name: String, _ def: String, _ kp: WritableKeyPath<Config, [String]> & Sendable,
+                     _ support: Support = .implemented) -> ConfigKeySpec {
+        ConfigKeySpec(name: name, kind: .list, defaultValue: def, support: support,
+                      store: { c, v in if case .list(let l) = v { c[keyPath: kp] = l } },
+                      show: { c in c[keyPath: kp].joined(separator: ",") })
+    }
+
+    static func lookup<E>(_ name: String, _ def: String, _ kp: WritableKeyPath<Config, E> & Sendable,
+                          _ support: Support = .implemented) -> ConfigKeySpec
+    where E: RawRepresentable & CaseIterable & Sendable, E.RawValue == String {
+        ConfigKeySpec(name: name, kind: .lookup(E.allCases.map { $0.rawValue }), defaultValue: def,
+                      support: support,
+                      store: { c, v in
+                          if case .text(let s) = v, let e = E(rawValue: s) { c[keyPath: kp] = e }
+                      },
+                      show: { c in c[keyPath: kp].rawValue })
+    }
+
+    /// A PgBouncer key pgswift does not implement: its value is still checked against `kind`.
+    static func ignored(_ name: String, _ def: String, _ kind: Kind) -> ConfigKeySpec {
+        ConfigKeySpec(name: name, kind: kind, defaultValue: def, support: .notImplemented,
+                      store: nil, show: nil)
+    }
+}

@@ -1,0 +1,166 @@
+// Public value types of the configuration model: modes, [databases]/[users] entries, errors, warnings.
+
+/// When a server connection goes back to the pool (PgBouncer's `pool_mode`).
+public enum PoolMode: String, Sendable, CaseIterable {
+    case session, transaction, statement
+}
+
+/// How clients authenticate (PgBouncer's `auth_type`, spelled as PgBouncer spells it).
+public enum AuthType: String, Sendable, CaseIterable {
+    case trust, any, plain, md5, scramSHA256 = "scram-sha-256", cert, hba, pam, peer
+
+    /// Whether the user list must come from `auth_file` (or `auth_user`) for this method to work:
+    /// PgBouncer looks users up there for every method except `any`, `pam` and the delegating ones.
+    public var needsUserList: Bool {
+        switch self {
+        case .trust, .plain, .md5, .scramSHA256: return true
+        case .any, .cert, .hba, .pam, .peer: return false
+        }
+    }
+}
+
+/// A configuration problem that stops loading. `line` is 0 when the problem is not tied to a line.
+public struct ConfigError: Error, CustomStringConvertible, Sendable, Equatable {
+    public var file: String
+    public var line: Int
+    public var message: String
+
+    public init(file: String, line: Int, message: String) {
+        self.file = file
+        self.line = line
+        self.message = message
+    }
+
+    public var description: String { "\(file):\(line): \(message)" }
+}
+
+/// Something accepted but worth telling the operator (a key pgswift ignores, a section it skips).
+public struct ConfigWarning: CustomStringConvertible, Sendable, Equatable {
+    public var file: String
+    public var line: Int
+    public var message: String
+
+    public init(file: String, line: Int, message: String) {
+        self.file = file
+        self.line = line
+        self.message = message
+    }
+
+    public var description: String { "\(file):\(line): \(message)" }
+}
+
+/// Where a setting was read from, so later failures (bind, open) can point at the line.
+public struct ConfigLocation: CustomStringConvertible, Sendable, Equatable {
+    public var file: String
+    public var line: Int
+
+    public init(file: String, line: Int) {
+        self.file = file
+        self.line = line
+    }
+
+    public var description: String { "\(file):\(line)" }
+}
+
+/// One startup parameter a `[databases]` entry forces on server connections.
+public struct ConnParam: Sendable, Equatable {
+    public var name: String
+    public var value: String
+
+    public init(name: String, value: String) {
+        self.name = name
+        self.value = value
+    }
+}
+
+/// One `[databases]` line: where a client-visible database name is routed and how it is pooled.
+/// `nil` optionals mean "not set here": the global setting (or the client's value) applies.
+public struct DatabaseEntry: Sendable, Equatable {
+    /// How a new server connection picks among several `hosts`.
+    public enum LoadBalance: String, Sendable, CaseIterable {
+        case roundRobin = "round-robin"
+        case disable
+    }
+
+    /// The name clients ask for (for the `*` fallback, the name actually requested).
+    public var name: String
+    /// Empty: not set, PgBouncer then connects over the Unix socket in `unix_socket_dir`.
+    /// An entry starting with `/` (or `@`, abstract namespace) is a Unix socket directory.
+    public var hosts: [String]
+    /// One port for every host, or exactly one port per host.
+    public var ports: [Int]
+    /// Server-side database name; `nil` means the same as `name`.
+    public var dbname: String?
+    /// Forced server user: all clients share one pool logged in as this user.
+    public var user: String?
+    public var password: String?
+    public var authUser: String?
+    public var poolSize: Int?
+    public var minPoolSize: Int?
+    public var reservePoolSize: Int?
+    public var poolMode: PoolMode?
+    public var maxDBConnections: Int?
+    public var connectQuery: String?
+    public var loadBalanceHosts: LoadBalance
+    /// client_encoding, datestyle, timezone, application_name, in the order written.
+    public var startupParameters: [ConnParam]
+    public var line: Int
+    public var file: String
+
+    public init(name: String, hosts: [String] = [], ports: [Int] = [5432], dbname: String? = nil,
+                user: String? = nil, password: String? = nil, authUser: String? = nil,
+                poolSize: Int? = nil, minPoolSize: Int? = nil, reservePoolSize: Int? = nil,
+                poolMode: PoolMode? = nil, maxDBConnections: Int? = nil, connectQuery: String? = nil,
+                loadBalanceHosts: LoadBalance = .roundRobin, startupParameters: [ConnParam] = [],
+                line: Int = 0, file: String = "") {
+        self.name = name
+        self.hosts = hosts
+        self.ports = ports
+        self.dbname = dbname
+        self.user = user
+        self.password = password
+        self.authUser = authUser
+        self.poolSize = poolSize
+        self.minPoolSize = minPoolSize
+        self.reservePoolSize = reservePoolSize
+        self.poolMode = poolMode
+        self.maxDBConnections = maxDBConnections
+        self.connectQuery = connectQuery
+        self.loadBalanceHosts = loadBalanceHosts
+        self.startupParameters = startupParameters
+        self.line = line
+        self.file = file
+    }
+
+    /// The database name sent to the server.
+    public var serverDatabaseName: String { dbname ?? name }
+
+    /// The port for `hosts[index]` (a single port applies to every host).
+    public func port(forHostAt index: Int) -> Int {
+        if ports.count == 1 { return ports[0] }
+        return index < ports.count ? ports[index] : 5432
+    }
+
+    /// Whether a host entry names a Unix socket directory (or an abstract socket) rather than a TCP host.
+    public static func isUnixSocket(_ host: String) -> Bool {
+        host.hasPrefix("/") || host.hasPrefix("@")
+    }
+}
+
+/// One `[users]` line: per-user overrides of pool settings.
+public struct UserEntry: Sendable, Equatable {
+    public var name: String
+    public var poolMode: PoolMode?
+    public var maxUserConnections: Int?
+    public var poolSize: Int?
+    public var reservePoolSize: Int?
+
+    public init(name: String, poolMode: PoolMode? = nil, maxUserConnections: Int? = nil,
+                poolSize: Int? = nil, reservePoolSize: Int? = nil) {
+        self.name = name
+        self.poolMode = poolMode
+        self.maxUserConnections = maxUserConnections
+        self.poolSize = poolSize
+        self.reservePoolSize = reservePoolSize
+    }
+}

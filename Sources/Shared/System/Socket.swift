@@ -1,0 +1,251 @@
+// Sockets: address resolution, listening (TCP with SO_REUSEPORT, Unix), non-blocking accept and connect.
+import Glibc
+import CLinux
+
+/// A resolved socket address (IPv4, IPv6 or Unix), stored inline.
+public struct SocketAddress: Sendable, CustomStringConvertible {
+    public var storage = sockaddr_storage()
+    public var length: socklen_t = 0
+
+    public init() {}
+
+    public var family: Int32 { Int32(storage.ss_family) }
+
+    public static func unix(path: String) -> SocketAddress? {
+        var a = SocketAddress()
+        var sun = sockaddr_un()
+        sun.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        let capacity = MemoryLayout.size(ofValue: sun.sun_path)
+        if bytes.count >= capacity { return nil }
+        withUnsafeMutableBytes(of: &sun.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        withUnsafeMutableBytes(of: &a.storage) { dst in
+            withUnsafeBytes(of: &sun) { src in dst.copyMemory(from: src) }
+        }
+        a.length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + 1)
+        return a
+    }
+
+    /// Resolves a numeric or named host (blocking getaddrinfo: call it outside the event loop).
+    public static func resolve(host: String, port: Int) throws(SyscallError) -> [SocketAddress] {
+        var hints = addrinfo()
+        hints.ai_socktype = cl_SOCK_STREAM()
+        hints.ai_family = AF_UNSPEC
+        var res: UnsafeMutablePointer<addrinfo>?
+        let h = (host == "*" || host.isEmpty) ? nil : host
+        if h == nil { hints.ai_flags = AI_PASSIVE }
+        let rc = getaddrinfo(h, String(port), &hints, &res)
+        if rc != 0 {
+            let msg = String(cString: gai_strerror(rc))
+            throw SyscallError("getaddrinfo(\(host)): \(msg)", Errno(rawValue: EINVAL))
+        }
+        defer { freeaddrinfo(res) }
+        var out: [SocketAddress] = []
+        var p = res
+        while let ai = p {
+            var a = SocketAddress()
+            withUnsafeMutableBytes(of: &a.storage) { dst in
+                dst.copyMemory(from: UnsafeRawBufferPointer(start: ai.pointee.ai_addr, count: Int(ai.pointee.ai_addrlen)))
+            }
+            a.length = ai.pointee.ai_addrlen
+            out.append(a)
+            p = ai.pointee.ai_next
+        }
+        return out
+    }
+
+    /// Parses a numeric IPv4/IPv6 address without any lookup.
+    public static func numeric(host: String, port: Int) -> SocketAddress? {
+        var a = SocketAddress()
+        var sin = sockaddr_in()
+        if inet_pton(AF_INET, host, &sin.sin_addr) == 1 {
+            sin.sin_family = sa_family_t(AF_INET)
+            sin.sin_port = UInt16(port).bigEndian
+            withUnsafeMutableBytes(of: &a.storage) { dst in withUnsafeBytes(of: &sin) { dst.copyMemory(from: $0) } }
+            a.length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            return a
+        }
+        var sin6 = sockaddr_in6()
+        if inet_pton(AF_INET6, host, &sin6.sin6_addr) == 1 {
+            sin6.sin6_family = sa_family_t(AF_INET6)
+            sin6.sin6_port = UInt16(port).bigEndian
+            withUnsafeMutableBytes(of: &a.storage) { dst in withUnsafeBytes(of: &sin6) { dst.copyMemory(from: $0) } }
+            a.length = socklen_t(MemoryLayout<sockaddr_in6>.size)
+            return a
+        }
+        return nil
+    }
+
+    public var description: String {
+        var s = storage
+        switch family {
+        case AF_INET:
+            return withUnsafePointer(to: &s) {
+                $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
+                    var buf = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
+                    var addr = sin.pointee.sin_addr
+                    inet_ntop(AF_INET, &addr, &buf, socklen_t(buf.count))
+                    return "\(String(cString: buf)):\(UInt16(bigEndian: sin.pointee.sin_port))"
+                }
+            }
+        case AF_INET6:
+            return withUnsafePointer(to: &s) {
+                $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
+                    var buf = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+                    var addr = sin6.pointee.sin6_addr
+                    inet_ntop(AF_INET6, &addr, &buf, socklen_t(buf.count))
+                    return "[\(String(cString: buf))]:\(UInt16(bigEndian: sin6.pointee.sin6_port))"
+                }
+            }
+        case AF_UNIX:
+            return withUnsafePointer(to: &s) {
+                $0.withMemoryRebound(to: sockaddr_un.self, capacity: 1) { sun in
+                    withUnsafeBytes(of: sun.pointee.sun_path) { raw in
+                        "unix:" + String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+                    }
+                }
+            }
+        default:
+            return "unknown-address"
+        }
+    }
+
+    /// The IP address without port ("127.0.0.1", "::1"), or "unix".
+    public var hostString: String {
+        let d = description
+        if family == AF_UNIX { return "unix" }
+        if d.hasPrefix("[") { return String(d.dropFirst().prefix(while: { $0 != "]" })) }
+        return String(d.prefix(while: { $0 != ":" }))
+    }
+
+    public var port: Int {
+        var s = storage
+        switch family {
+        case AF_INET:
+            return withUnsafePointer(to: &s) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin_port)) } }
+        case AF_INET6:
+            return withUnsafePointer(to: &s) { $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin6_port)) } }
+        default:
+            return 0
+        }
+    }
+}
+
+public enum Sockets {
+    /// A non-blocking listening TCP socket; with `reusePort` several sockets share the port (one per worker).
+    public static func listenTCP(_ address: SocketAddress, reusePort: Bool, backlog: Int32) throws(SyscallError) -> Int32 {
+        let fd = socket(address.family, cl_SOCK_STREAM() | cl_SOCK_NONBLOCK() | cl_SOCK_CLOEXEC(), 0)
+        if fd < 0 { throw SyscallError("socket", .current) }
+        do throws(SyscallError) {
+            try setIntOption(fd, SOL_SOCKET, SO_REUSEADDR, 1)
+            if reusePort { try setIntOption(fd, SOL_SOCKET, cl_SO_REUSEPORT(), 1) }
+            if address.family == AF_INET6 { try setIntOption(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1) }
+            var a = address
+            let r = withUnsafePointer(to: &a.storage) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, a.length) }
+            }
+            if r < 0 { throw SyscallError("bind(\(address))", .current) }
+            if Glibc.listen(fd, backlog) < 0 { throw SyscallError("listen(\(address))", .current) }
+        } catch {
+            Posix.close(fd)
+            throw error
+        }
+        return fd
+    }
+
+    /// A non-blocking listening Unix socket at `path` (a stale socket file is replaced), with `mode`.
+    public static func listenUnix(path: String, mode: mode_t, backlog: Int32) throws(SyscallError) -> Int32 {
+        guard let address = SocketAddress.unix(path: path) else {
+            throw SyscallError("unix socket path too long: \(path)", .invalidArgument)
+        }
+        let fd = socket(AF_UNIX, cl_SOCK_STREAM() | cl_SOCK_NONBLOCK() | cl_SOCK_CLOEXEC(), 0)
+        if fd < 0 { throw SyscallError("socket(AF_UNIX)", .current) }
+        unlink(path)
+        var a = address
+        let r = withUnsafePointer(to: &a.storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, a.length) }
+        }
+        if r < 0 {
+            let e = Errno.current
+            Posix.close(fd)
+            throw SyscallError("bind(\(path))", e)
+        }
+        chmod(path, mode)
+        if Glibc.listen(fd, backlog) < 0 {
+            let e = Errno.current
+            Posix.close(fd)
+            throw SyscallError("listen(\(path))", e)
+        }
+        return fd
+    }
+
+    /// accept4 returning a non-blocking, close-on-exec socket, or nil when the queue is empty.
+    @inlinable
+    public static func accept(_ listenFD: Int32, peer: inout SocketAddress) throws(SyscallError) -> Int32? {
+        while true {
+            peer.length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let fd = withUnsafeMutablePointer(to: &peer.storage) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    cl_accept4(listenFD, $0, &peer.length, cl_SOCK_NONBLOCK() | cl_SOCK_CLOEXEC())
+                }
+            }
+            if fd >= 0 { return fd }
+            let e = Errno.current
+            if e == .interrupted || e == .connectionAborted { continue }
+            if e == .wouldBlock { return nil }
+            throw SyscallError("accept4", e)
+        }
+    }
+
+    /// Starts a non-blocking connect. Returns the fd and whether the connect already completed.
+    public static func connect(_ address: SocketAddress) throws(SyscallError) -> (fd: Int32, connected: Bool) {
+        let fd = socket(address.family, cl_SOCK_STREAM() | cl_SOCK_NONBLOCK() | cl_SOCK_CLOEXEC(), 0)
+        if fd < 0 { throw SyscallError("socket", .current) }
+        if address.family != AF_UNIX {
+            try? setIntOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
+        }
+        var a = address
+        let r = withUnsafePointer(to: &a.storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, a.length) }
+        }
+        if r == 0 { return (fd, true) }
+        let e = Errno.current
+        if e == .inProgress || e == .wouldBlock || e == .interrupted { return (fd, false) }
+        Posix.close(fd)
+        throw SyscallError("connect(\(address))", e)
+    }
+
+    /// The pending error of a socket (SO_ERROR): 0 once a non-blocking connect succeeded.
+    public static func pendingError(_ fd: Int32) -> Errno? {
+        var err: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        if getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 { return .current }
+        return err == 0 ? nil : Errno(rawValue: err)
+    }
+
+    public static func setIntOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32) throws(SyscallError) {
+        var v = value
+        if setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size)) < 0 {
+            throw SyscallError("setsockopt(\(level), \(name))", .current)
+        }
+    }
+
+    /// TCP_NODELAY and keepalive for an accepted TCP client socket (failures are harmless).
+    public static func tuneTCP(_ fd: Int32, keepalive: Bool) {
+        try? setIntOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
+        if keepalive { try? setIntOption(fd, SOL_SOCKET, SO_KEEPALIVE, 1) }
+    }
+
+    /// The peer's uid of a Unix socket (SO_PEERCRED), for admin access over the socket.
+    public static func peerUID(_ fd: Int32) -> UInt32? {
+        var uid: UInt32 = 0
+        return cl_peer_uid(fd, &uid) == 0 ? uid : nil
+    }
+
+    public static func shutdownWrite(_ fd: Int32) {
+        _ = Glibc.shutdown(fd, Int32(SHUT_WR))
+    }
+}

@@ -1,0 +1,59 @@
+// Logging: one line per event on stderr (and the logfile when set): time, pid, who, level, message.
+import Glibc
+
+public enum LogLevel: Int, Comparable, Sendable {
+    case debug = 0, log, warning, error, fatal
+    public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
+    public var label: String {
+        switch self {
+        case .debug: return "DEBUG"
+        case .log: return "LOG"
+        case .warning: return "WARNING"
+        case .error: return "ERROR"
+        case .fatal: return "FATAL"
+        }
+    }
+}
+
+/// A logger owned by one process's single thread. Lines look like
+/// `2026-11-22 23:04:39.123 UTC [4242] w1 LOG C-7: login attempt: db=app user=app tls=no`.
+public struct Logger: Sendable {
+    public var who: String
+    public var minimumLevel: LogLevel
+    /// Extra fd the lines also go to (the `logfile`), or -1.
+    public var fileFD: Int32
+
+    public init(who: String, minimumLevel: LogLevel = .log, fileFD: Int32 = -1) {
+        self.who = who
+        self.minimumLevel = minimumLevel
+        self.fileFD = fileFD
+    }
+
+    /// Opens `path` for appending as the log file (keeps stderr too). Returns false on failure.
+    public mutating func openLogFile(_ path: String) -> Bool {
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
+        if fd < 0 { return false }
+        if fileFD >= 0 { Posix.close(fileFD) }
+        fileFD = fd
+        return true
+    }
+
+    @inline(__always)
+    public func enabled(_ level: LogLevel) -> Bool { level >= minimumLevel }
+
+    public func log(_ level: LogLevel, _ message: @autoclosure () -> String) {
+        guard level >= minimumLevel else { return }
+        let line = "\(Clock.timestamp()) [\(Posix.getpid())] \(who) \(level.label) \(message())\n"
+        var copy = line
+        copy.withUTF8 { buf in
+            Posix.writeAll(2, UnsafeRawBufferPointer(buf))
+            if fileFD >= 0 { Posix.writeAll(fileFD, UnsafeRawBufferPointer(buf)) }
+        }
+    }
+
+    public func debug(_ m: @autoclosure () -> String) { log(.debug, m()) }
+    public func info(_ m: @autoclosure () -> String) { log(.log, m()) }
+    public func warning(_ m: @autoclosure () -> String) { log(.warning, m()) }
+    public func error(_ m: @autoclosure () -> String) { log(.error, m()) }
+    public func fatal(_ m: @autoclosure () -> String) { log(.fatal, m()) }
+}

@@ -1,0 +1,114 @@
+// Connection I/O buffers: fixed-size chunks from a per-worker free list, held only while data is in flight.
+import Shared
+import Glibc
+
+/// A pool of equally sized raw buffers. Idle connections hold none: a buffer is taken when bytes arrive
+/// and given back as soon as everything in it has been forwarded.
+struct BufferPool: ~Copyable {
+    let size: Int
+    private var free: [UnsafeMutableRawPointer] = []
+    private let keepFree: Int
+    private(set) var inUse = 0
+
+    init(size: Int, keepFree: Int = 256) {
+        self.size = size
+        self.keepFree = keepFree
+        free.reserveCapacity(keepFree)
+    }
+
+    deinit {
+        for p in free { p.deallocate() }
+    }
+
+    @inline(__always)
+    mutating func take() -> UnsafeMutableRawPointer {
+        inUse &+= 1
+        if let p = free.popLast() { return p }
+        return UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
+    }
+
+    @inline(__always)
+    mutating func give(_ p: UnsafeMutableRawPointer) {
+        inUse &-= 1
+        if free.count < keepFree { free.append(p) } else { p.deallocate() }
+    }
+}
+
+/// Bytes read from one socket and not yet forwarded. Layout: [0, start) done, [start, scan) scanned and
+/// ready to forward, [scan, end) read but not yet parsed. `partial` is what is still to come of a
+/// message whose header was scanned but whose body runs past `end` (large rows, COPY data): those
+/// bytes are forwarded as they arrive, never buffered whole.
+struct IOBuf {
+    var base: UnsafeMutableRawPointer? = nil
+    var start = 0
+    var scan = 0
+    var end = 0
+    var partial = 0
+
+    @inline(__always) var hasUnsent: Bool { start < scan }
+    @inline(__always) var hasUnscanned: Bool { scan < end }
+    @inline(__always) var isEmpty: Bool { start == end }
+
+    /// Moves live bytes to the front so more can be read after them.
+    @inline(__always)
+    mutating func compact() {
+        guard let b = base, start > 0 else { return }
+        let n = end - start
+        if n > 0 { memmove(b, b + start, n) }
+        scan -= start
+        end -= start
+        start = 0
+    }
+}
+
+/// Bytes pgswift itself queued for a socket (login answers, errors, SET and reset queries): malloc'ed
+/// only when used, freed once flushed.
+struct PendingOut {
+    var base: UnsafeMutableRawPointer? = nil
+    var start = 0
+    var end = 0
+    var capacity = 0
+
+    @inline(__always) var isEmpty: Bool { start == end }
+
+    mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        guard bytes.count > 0 else { return }
+        if capacity - end < bytes.count {
+            if start > 0 && capacity - (end - start) >= bytes.count, let b = base {
+                memmove(b, b + start, end - start)
+                end -= start
+                start = 0
+            } else {
+                let newCap = max(capacity * 2, end - start + bytes.count, 1024)
+                let nb = UnsafeMutableRawPointer.allocate(byteCount: newCap, alignment: 16)
+                if let b = base {
+                    nb.copyMemory(from: b + start, byteCount: end - start)
+                    b.deallocate()
+                }
+                end -= start
+                start = 0
+                base = nb
+                capacity = newCap
+            }
+        }
+        (base! + end).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+        end += bytes.count
+    }
+
+    mutating func append(_ out: OutBuffer) {
+        out.withUnsafeBytes { append($0) }
+    }
+
+    mutating func consumed(_ n: Int) {
+        start += n
+        if start == end { release() }
+    }
+
+    mutating func release() {
+        base?.deallocate()
+        base = nil
+        start = 0
+        end = 0
+        capacity = 0
+    }
+}

@@ -1,0 +1,55 @@
+// Cancel requests: find the client by our BackendKeyData, relay to its server over a new connection.
+import Shared
+
+extension Worker {
+    /// A CancelRequest arrived on this worker: handle it here or pass it to the owning worker.
+    func handleCancelRequest(processID: Int32, secretKey: UInt32) {
+        let owner = processID >> 20
+        if owner == slot {
+            cancelLocal(processID: processID, secretKey: secretKey)
+        } else {
+            sendControl(.forwardCancel(targetSlot: owner, processID: processID, secretKey: secretKey))
+        }
+    }
+
+    /// Sends PostgreSQL a CancelRequest for the server this client is linked to right now. A wrong
+    /// key, or a client that is not running anything, cancels nothing.
+    func cancelLocal(processID: Int32, secretKey: UInt32) {
+        let ci = processID & 0xF_FFFF
+        guard ci < Int32(clients.capacity), clients[ci].state == .active,
+              clients[ci].cancelKey == secretKey else {
+            log.debug("cancel request for an unknown or idle client ignored")
+            return
+        }
+        let target = clients[ci].server
+        guard target >= 0 else { return }
+        let p = Int(servers[target].pool)
+        guard let addr = pools[p].addresses.first(where: { $0.description == servers[target].info?.address })
+                ?? pools[p].addresses.first else { return }
+        let fd: Int32
+        let connected: Bool
+        do {
+            (fd, connected) = try Sockets.connect(addr)
+        } catch {
+            log.warning("cancel: connect to \(addr) failed: \(error)")
+            return
+        }
+        let si = servers.allocate()
+        servers[si].fd = fd
+        servers[si].state = .cancelRequest
+        servers[si].pool = Int32(p)
+        servers[si].stateSince = now
+        scratch.clear()
+        Frontend.cancelRequest(into: &scratch, processID: servers[target].backendPID, secretKey: servers[target].backendKey)
+        servers[si].out.append(scratch)
+        do {
+            try epoll.add(fd, events: [.output, .readHangup, .edgeTriggered],
+                          data: Token.make(kind: Token.server, gen: servers[si].gen, index: si))
+        } catch {
+            closeServer(si, reason: "epoll failure")
+            return
+        }
+        log.info("C-\(clients[ci].id): cancel request forwarded to backend pid \(servers[target].backendPID)")
+        if connected, flushServer(si) { closeServer(si, reason: "cancel request sent") }
+    }
+}

@@ -1,0 +1,324 @@
+// Client login: startup packet, SSL/GSS refusal, cancel requests, and client authentication.
+import Shared
+import Glibc
+
+extension Worker {
+    static let adminDatabases: Set<String> = ["pgbouncer", "pgswift"]
+
+    /// Reads and handles login-phase input (startup packet, password messages).
+    func clientLoginInput(_ ci: Int32) {
+        while clients[ci].state == .startup || clients[ci].state == .auth {
+            if processLoginBytes(ci) { continue }
+            // Need more bytes.
+            if !clients[ci].readable { break }
+            switch readInto(client: ci) {
+            case .data: continue
+            case .wouldBlock, .full: break
+            case .closed:
+                closeClient(ci, reason: "client closed the connection during login", notify: false)
+                return
+            }
+            break
+        }
+        if clients[ci].state != .free { flushClient(ci) }
+    }
+
+    /// Handles one complete login packet if the buffer holds one. Returns true when it consumed something.
+    private func processLoginBytes(_ ci: Int32) -> Bool {
+        guard let base = clients[ci].input.base else { return false }
+        let start = clients[ci].input.start
+        let avail = clients[ci].input.end - start
+        let p = base + start
+        if clients[ci].state == .startup {
+            guard let len = StartupPacket.peekLength(p, available: avail) else { return false }
+            if len < 8 || len > Wire.maxStartupPacketLength {
+                failClient(ci, code: SQLState.protocolViolation, message: "invalid startup packet length \(len)")
+                return false
+            }
+            if avail < len { return false }
+            let packet: StartupPacket
+            do {
+                packet = try StartupPacket.parse(UnsafeRawBufferPointer(start: p, count: len))
+            } catch {
+                failClient(ci, code: SQLState.protocolViolation, message: "invalid startup packet: \(error)")
+                return false
+            }
+            consumeInput(client: ci, len)
+            handleStartupPacket(ci, packet)
+            return clients[ci].state == .startup || clients[ci].state == .auth
+        }
+        // Authentication: expect a 'p' message.
+        if avail < 5 { return false }
+        let type = p.load(as: UInt8.self)
+        let len = Int(ByteReader.int32(at: p + 1))
+        if type != FrontendType.password {
+            if type == FrontendType.terminate {
+                closeClient(ci, reason: "client terminated during authentication", notify: false)
+                return false
+            }
+            failClient(ci, code: SQLState.protocolViolation,
+                       message: "expected password response, got message type \(type)")
+            return false
+        }
+        if len < 4 || len > 65536 {
+            failClient(ci, code: SQLState.protocolViolation, message: "invalid password message length \(len)")
+            return false
+        }
+        if avail < len + 1 { return false }
+        let body = UnsafeRawBufferPointer(start: p + 5, count: len - 4)
+        let bytes = [UInt8](body)
+        consumeInput(client: ci, len + 1)
+        handlePasswordMessage(ci, bytes)
+        return clients[ci].state == .auth
+    }
+
+    private func handleStartupPacket(_ ci: Int32, _ packet: StartupPacket) {
+        switch packet {
+        case .sslRequest, .gssEncRequest:
+            // TLS and GSSAPI encryption are not offered (yet): 'N' lets libpq go on in plain text.
+            queueClient(ci, byte: Backend.sslRefused)
+        case .cancel(let pid, let key):
+            handleCancelRequest(processID: pid, secretKey: key)
+            closeClient(ci, reason: "cancel request handled", notify: false, quiet: true)
+        case .unsupportedVersion(let major, let minor):
+            failClient(ci, code: SQLState.featureNotSupported,
+                       message: "unsupported frontend protocol \(major).\(minor): server supports 3.0 to 3.0")
+        case .startup(let msg):
+            handleStartupMessage(ci, msg)
+        }
+    }
+
+    private func handleStartupMessage(_ ci: Int32, _ msg: StartupMessage) {
+        guard let info = clients[ci].info else { return }
+        var user: String? = nil
+        var database: String? = nil
+        for (name, value) in msg.parameters {
+            let lname = name.lowercased()
+            switch lname {
+            case "user": user = value
+            case "database": database = value
+            default:
+                if let t = tracked.index(of: name) {
+                    info.params.values[t] = value
+                    if lname == "application_name" { info.applicationName = value }
+                } else if config.ignoreStartupParameters.contains(where: { $0.lowercased() == lname }) {
+                    continue
+                } else if lname.hasPrefix("_pq_.") {
+                    continue
+                } else {
+                    failClient(ci, code: SQLState.protocolViolation, message: "unsupported startup parameter: \(name)")
+                    return
+                }
+            }
+        }
+        guard let user, !user.isEmpty else {
+            failClient(ci, code: SQLState.invalidAuthorizationSpecification,
+                       message: "no PostgreSQL user name specified in startup packet")
+            return
+        }
+        let db = (database?.isEmpty ?? true) ? user : database!
+        info.user = user
+        info.database = db
+        info.protocolMinor = msg.minorVersion
+        if config.logConnections {
+            log.info("C-\(clients[ci].id): login attempt: db=\(db) user=\(user) tls=no")
+        }
+        if msg.minorVersion > 0 || !msg.unrecognizedProtocolOptions.isEmpty {
+            scratch.clear()
+            Backend.negotiateProtocolVersion(into: &scratch, newestMinor: 0, unrecognized: msg.unrecognizedProtocolOptions)
+            clients[ci].out.append(scratch)
+        }
+        if Worker.adminDatabases.contains(db) {
+            failClient(ci, code: SQLState.featureNotSupported, message: "the admin console is not implemented yet")
+            return
+        }
+        guard let p = pool(database: db, user: user) else {
+            failClient(ci, code: SQLState.invalidCatalogName, message: "no such database: \(db)")
+            return
+        }
+        clients[ci].pool = p
+        pools[Int(p)].clientCount += 1
+        startAuthentication(ci)
+    }
+
+    // MARK: Authentication
+
+    private func startAuthentication(_ ci: Int32) {
+        guard let info = clients[ci].info else { return }
+        let raw = userlist.password(for: info.user)
+        let secret = raw.map { PasswordSecret(parsing: $0) }
+        clients[ci].state = .auth
+        clients[ci].stateSince = now
+        scratch.clear()
+        switch config.authType {
+        case .trust, .any:
+            authenticated(ci)
+            return
+        case .plain:
+            info.auth = secret.map { .cleartext(secret: $0) } ?? .failing
+            Backend.authenticationCleartextPassword(into: &scratch)
+        case .md5, .scramSHA256:
+            var useSCRAM = config.authType == .scramSHA256
+            if case .scram = secret { useSCRAM = true }
+            if case .md5 = secret { useSCRAM = false }
+            if useSCRAM, let secret {
+                let s: ScramSecret
+                switch secret {
+                case .scram(let sc): s = sc
+                case .plain(let pw): s = clientSecrets.secret(for: info.user, password: pw)
+                case .md5: return
+                }
+                info.auth = .scram(ScramServerExchange(secret: s), sawClientFirst: false)
+                Backend.authenticationSASL(into: &scratch, mechanisms: ["SCRAM-SHA-256"])
+            } else {
+                let salt = Crypto.randomBytes(4)
+                info.auth = secret.map { .md5(salt: salt, secret: $0) } ?? .failing
+                Backend.authenticationMD5Password(into: &scratch, salt: salt)
+            }
+        default:
+            failClient(ci, code: SQLState.featureNotSupported,
+                       message: "auth_type \(config.authType.rawValue) is not supported by pgswift yet")
+            return
+        }
+        clients[ci].out.append(scratch)
+    }
+
+    private func handlePasswordMessage(_ ci: Int32, _ body: [UInt8]) {
+        guard let info = clients[ci].info else { return }
+        switch info.auth {
+        case .none:
+            failClient(ci, code: SQLState.protocolViolation, message: "unexpected password message")
+        case .failing:
+            passwordFailed(ci, reason: "user not found in auth_file")
+        case .cleartext(let secret):
+            let given = body.withUnsafeBytes { PasswordMessage.parseCleartext($0) } ?? ""
+            if verifyCleartext(user: info.user, given: given, secret: secret) {
+                authenticated(ci)
+            } else {
+                passwordFailed(ci, reason: "wrong password")
+            }
+        case .md5(let salt, let secret):
+            let given = body.withUnsafeBytes { PasswordMessage.parseCleartext($0) } ?? ""
+            let stored: String
+            switch secret {
+            case .plain(let pw): stored = MD5Password.hash(user: info.user, password: pw)
+            case .md5(let h): stored = h
+            case .scram: passwordFailed(ci, reason: "md5 response for a SCRAM secret"); return
+            }
+            if MD5Password.verify(clientResponse: given, storedHash: stored, salt: salt) {
+                authenticated(ci)
+            } else {
+                passwordFailed(ci, reason: "wrong password")
+            }
+        case .scram(var exchange, let sawClientFirst):
+            if !sawClientFirst {
+                guard let initial = body.withUnsafeBytes({ SASLInitialResponse.parse($0) }),
+                      initial.mechanism == "SCRAM-SHA-256" else {
+                    failClient(ci, code: SQLState.protocolViolation, message: "unsupported SASL mechanism")
+                    return
+                }
+                switch exchange.receiveClientFirst(initial.data) {
+                case .success(let serverFirst):
+                    info.auth = .scram(exchange, sawClientFirst: true)
+                    scratch.clear()
+                    Backend.authenticationSASLContinue(into: &scratch, data: serverFirst)
+                    clients[ci].out.append(scratch)
+                case .failure(let f):
+                    failClient(ci, code: SQLState.protocolViolation, message: "malformed SCRAM message")
+                    log.warning("C-\(clients[ci].id): SCRAM client-first rejected: \(f.reason)")
+                }
+            } else {
+                switch exchange.receiveClientFinal(body) {
+                case .success(let serverFinal):
+                    info.auth = .none
+                    if let key = exchange.recoveredClientKey, clients[ci].pool >= 0,
+                       case .scram = userlist.password(for: info.user).map({ PasswordSecret(parsing: $0) }) {
+                        pools[Int(clients[ci].pool)].scramClientKey = key
+                    }
+                    scratch.clear()
+                    Backend.authenticationSASLFinal(into: &scratch, data: serverFinal)
+                    clients[ci].out.append(scratch)
+                    authenticated(ci)
+                case .failure(let f):
+                    passwordFailed(ci, reason: f.reason)
+                }
+            }
+        }
+    }
+
+    private func verifyCleartext(user: String, given: String, secret: PasswordSecret) -> Bool {
+        switch secret {
+        case .plain(let pw):
+            return Crypto.constantTimeEqual(Array(pw.utf8), Array(given.utf8))
+        case .md5(let h):
+            return Crypto.constantTimeEqual(Array(MD5Password.hash(user: user, password: given).utf8), Array(h.utf8))
+        case .scram(let s):
+            let keys = scramCache.keys(password: given, salt: s.salt, iterations: s.iterations)
+            return Crypto.constantTimeEqual(keys.storedKey, s.storedKey) && Crypto.constantTimeEqual(keys.serverKey, s.serverKey)
+        }
+    }
+
+    private func passwordFailed(_ ci: Int32, reason: String) {
+        let user = clients[ci].info?.user ?? ""
+        log.warning("C-\(clients[ci].id): password authentication failed for user \"\(user)\" (\(reason))")
+        failClient(ci, code: SQLState.invalidPassword, message: PostgresAuthMessages.passwordFailed(user: user))
+    }
+
+    /// The client proved who it is: finish now if the pool knows its welcome parameters, else wait for a server login.
+    func authenticated(_ ci: Int32) {
+        let p = Int(clients[ci].pool)
+        if pools[p].welcome != nil {
+            finishLogin(ci)
+            return
+        }
+        if let err = recentLoginFailure(p) {
+            sendClientError(ci, err, close: true)
+            return
+        }
+        clients[ci].state = .waitWelcome
+        clients[ci].stateSince = now
+        if pools[p].connectingCount == 0 { launchServer(Int32(p)) }
+        flushClient(ci)
+    }
+
+    /// AuthenticationOk, the welcome ParameterStatus set, our BackendKeyData, ReadyForQuery.
+    func finishLogin(_ ci: Int32) {
+        guard let info = clients[ci].info else { return }
+        let p = Int(clients[ci].pool)
+        scratch.clear()
+        Backend.authenticationOk(into: &scratch)
+        for (name, value) in pools[p].welcome ?? [] {
+            var v = value
+            if let t = tracked.index(of: name), let own = info.params.values[t] { v = own }
+            Backend.parameterStatus(into: &scratch, name: name, value: v)
+        }
+        // Tracked parameters the server did not report still echo the client's own values.
+        for (t, name) in tracked.names.enumerated() {
+            if let own = info.params.values[t], !(pools[p].welcome ?? []).contains(where: { $0.0 == name }) {
+                Backend.parameterStatus(into: &scratch, name: name, value: own)
+            }
+        }
+        Backend.backendKeyData(into: &scratch, processID: clientProcessID(ci), secretKey: clients[ci].cancelKey)
+        Backend.readyForQuery(into: &scratch, status: UInt8(ascii: "I"))
+        clients[ci].out.append(scratch)
+        clients[ci].state = .idle
+        clients[ci].stateSince = now
+        flushClient(ci)
+        if clients[ci].state == .idle && clients[ci].input.hasUnscanned {
+            clientData(ci)
+        }
+    }
+
+    /// Our BackendKeyData process id: the worker slot above the client's table index, so a cancel
+    /// that lands on any worker finds its owner.
+    func clientProcessID(_ ci: Int32) -> Int32 {
+        (slot << 20) | (ci & 0xF_FFFF)
+    }
+
+    /// The pool's last server login error while server_login_retry has not passed.
+    func recentLoginFailure(_ p: Int) -> ErrorFields? {
+        guard let e = pools[p].loginError, pools[p].loginFailedAt > 0 else { return nil }
+        if now - pools[p].loginFailedAt < Clock.nanos(seconds: config.serverLoginRetry) { return e }
+        return nil
+    }
+}

@@ -1,0 +1,197 @@
+// Connection records and their tables: plain structs in manually managed arrays, indexed by Int32.
+import Shared
+import Glibc
+
+enum ClientState: UInt8 {
+    case free
+    /// Reading the startup packet (and SSL/GSS requests before it).
+    case startup
+    /// Authentication exchange in progress.
+    case auth
+    /// Authenticated; waiting for the pool's first server login to learn the welcome parameters.
+    case waitWelcome
+    /// Logged in, no server linked.
+    case idle
+    /// Has data to send, queued for a server (FIFO in the pool).
+    case waitServer
+    /// Linked to a server.
+    case active
+    /// Flushing a final message, then closing.
+    case closing
+}
+
+enum ServerState: UInt8 {
+    case free
+    /// Non-blocking connect in progress.
+    case connecting
+    /// Startup and authentication with PostgreSQL.
+    case login
+    /// In the pool's idle list.
+    case idle
+    /// Linked to a client.
+    case active
+    /// Running server_reset_query (or a ROLLBACK) before going back to the pool.
+    case resetting
+    /// A one-shot connection that carries a CancelRequest.
+    case cancelRequest
+    /// Closed, waiting to be freed.
+    case closing
+}
+
+/// Per-connection epoll user data: kind (8 bits) | generation (24 bits) | index (32 bits).
+/// The generation lets the loop drop an event for an index reused within one epoll_wait batch.
+enum Token {
+    static let listener: UInt64 = 1
+    static let client: UInt64 = 2
+    static let server: UInt64 = 3
+    static let control: UInt64 = 4
+    static let signal: UInt64 = 5
+
+    @inline(__always)
+    static func make(kind: UInt64, gen: UInt32, index: Int32) -> UInt64 {
+        (kind << 56) | (UInt64(gen & 0xFF_FFFF) << 32) | UInt64(UInt32(bitPattern: index))
+    }
+    @inline(__always) static func kind(_ t: UInt64) -> UInt64 { t >> 56 }
+    @inline(__always) static func gen(_ t: UInt64) -> UInt32 { UInt32((t >> 32) & 0xFF_FFFF) }
+    @inline(__always) static func index(_ t: UInt64) -> Int32 { Int32(bitPattern: UInt32(truncatingIfNeeded: t)) }
+}
+
+/// Startup-parameter values that follow a client onto whichever server it gets (PgBouncer's varcache).
+/// Index i is `TrackedParams.names[i]`.
+struct ParamValues {
+    var values: [String?]
+    init(count: Int) { values = Array(repeating: nil, count: count) }
+}
+
+/// Login-time and per-session details of a client: touched at login, link time and in logs, never per message.
+final class ClientInfo {
+    var user = ""
+    var database = ""
+    var peer = ""
+    var params: ParamValues
+    var applicationName = ""
+    var auth = ClientAuth.none
+    var protocolMinor = 0
+    init(trackedCount: Int) { params = ParamValues(count: trackedCount) }
+}
+
+enum ClientAuth {
+    case none
+    case cleartext(secret: PasswordSecret)
+    case md5(salt: [UInt8], secret: PasswordSecret)
+    case scram(ScramServerExchange, sawClientFirst: Bool)
+    case failing
+}
+
+struct Client {
+    var fd: Int32 = -1
+    var gen: UInt32 = 0
+    var state: ClientState = .free
+    var pool: Int32 = -1
+    var server: Int32 = -1
+    var id: UInt32 = 0
+    var input = IOBuf()
+    var out = PendingOut()
+    var readable = false
+    var writable = true
+    var eof = false
+    var isUnix = false
+    var waitNext: Int32 = -1
+    var waitPrev: Int32 = -1
+    var connectedAt: Int64 = 0
+    var stateSince: Int64 = 0
+    var cancelKey: UInt32 = 0
+    var info: ClientInfo? = nil
+}
+
+final class ServerInfo {
+    var params: ParamValues
+    var auth: ServerAuth = .none
+    var address = ""
+    /// ParameterStatus values reported at login (the pool's welcome set if it is the first).
+    var reported: [(String, String)] = []
+    init(trackedCount: Int) { params = ParamValues(count: trackedCount) }
+}
+
+enum ServerAuth {
+    case none
+    case scram(ScramClientExchange)
+}
+
+struct Server {
+    var fd: Int32 = -1
+    var gen: UInt32 = 0
+    var state: ServerState = .free
+    var pool: Int32 = -1
+    var client: Int32 = -1
+    var id: UInt32 = 0
+    var input = IOBuf()
+    var out = PendingOut()
+    var readable = false
+    var writable = false
+    var eof = false
+    var idleNext: Int32 = -1
+    var idlePrev: Int32 = -1
+    var createdAt: Int64 = 0
+    var stateSince: Int64 = 0
+    /// Query and Sync messages forwarded whose ReadyForQuery has not come back yet.
+    var pendingSyncs: Int32 = 0
+    /// Extended-protocol messages forwarded since the last Sync: the server is not free yet.
+    var unsynced = false
+    /// ReadyForQuery answers still owed for queries pgswift sent itself (SET, reset): swallowed.
+    var internalQueries: Int32 = 0
+    var txStatus: UInt8 = UInt8(ascii: "I")
+    /// Something outside a transaction changed session state: reset before another client gets it.
+    var dirty = false
+    /// Release to the pool once the bytes up to the final ReadyForQuery reached the client.
+    var releaseOnFlush = false
+    var backendPID: Int32 = 0
+    var backendKey: UInt32 = 0
+    var info: ServerInfo? = nil
+}
+
+/// A growable table of records with a free list. Records never move while the loop holds an index
+/// across a call... they do move on growth, so code keeps indexes, never pointers.
+struct Table<Record> {
+    private(set) var base: UnsafeMutablePointer<Record>
+    private(set) var capacity: Int
+    private var freeList: [Int32]
+    private(set) var used = 0
+    private let empty: Record
+
+    init(capacity: Int, empty: Record) {
+        self.capacity = max(capacity, 16)
+        self.empty = empty
+        base = .allocate(capacity: self.capacity)
+        base.initialize(repeating: empty, count: self.capacity)
+        freeList = (0..<Int32(self.capacity)).reversed()
+    }
+
+    @inline(__always)
+    subscript(i: Int32) -> Record {
+        unsafeAddress { UnsafePointer(base + Int(i)) }
+        nonmutating unsafeMutableAddress { base + Int(i) }
+    }
+
+    mutating func allocate() -> Int32 {
+        if freeList.isEmpty { grow() }
+        used += 1
+        return freeList.removeLast()
+    }
+
+    mutating func release(_ i: Int32) {
+        used -= 1
+        freeList.append(i)
+    }
+
+    private mutating func grow() {
+        let newCap = capacity * 2
+        let nb = UnsafeMutablePointer<Record>.allocate(capacity: newCap)
+        nb.moveInitialize(from: base, count: capacity)
+        (nb + capacity).initialize(repeating: empty, count: newCap - capacity)
+        base.deallocate()
+        freeList.append(contentsOf: (Int32(capacity)..<Int32(newCap)).reversed())
+        base = nb
+        capacity = newCap
+    }
+}

@@ -1,0 +1,60 @@
+// Timeouts, checked ten times a second by walking the tables (PgBouncer's janitor, in spirit).
+import Shared
+
+extension Worker {
+    func janitor() {
+        let loginTimeout = Clock.nanos(seconds: config.clientLoginTimeout)
+        let waitTimeout = Clock.nanos(seconds: config.queryWaitTimeout)
+        let idleTimeout = Clock.nanos(seconds: config.clientIdleTimeout)
+        var ci: Int32 = 0
+        let ccap = Int32(clients.capacity)
+        while ci < ccap {
+            let age = now - clients[ci].stateSince
+            switch clients[ci].state {
+            case .startup, .auth, .waitWelcome:
+                if loginTimeout > 0 && now - clients[ci].connectedAt > loginTimeout {
+                    failClient(ci, code: SQLState.protocolViolation, message: "client_login_timeout")
+                }
+            case .waitServer:
+                if waitTimeout > 0 && age > waitTimeout {
+                    failClient(ci, code: SQLState.protocolViolation, message: "query_wait_timeout")
+                }
+            case .idle:
+                if idleTimeout > 0 && age > idleTimeout {
+                    failClient(ci, code: SQLState.idleSessionTimeout, message: "client_idle_timeout")
+                }
+            case .closing:
+                // A client that does not read its final error is not waited for long.
+                if age > 5_000_000_000 { freeClient(ci) }
+            default:
+                break
+            }
+            ci += 1
+        }
+        let connectTimeout = Clock.nanos(seconds: config.serverConnectTimeout)
+        let serverIdle = Clock.nanos(seconds: config.serverIdleTimeout)
+        let lifetime = Clock.nanos(seconds: config.serverLifetime)
+        var si: Int32 = 0
+        let scap = Int32(servers.capacity)
+        while si < scap {
+            switch servers[si].state {
+            case .connecting, .login:
+                if connectTimeout > 0 && now - servers[si].stateSince > connectTimeout {
+                    serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
+                                                      message: "server_connect_timeout"))
+                }
+            case .idle:
+                if serverIdle > 0 && now - servers[si].stateSince > serverIdle {
+                    closeServer(si, reason: "server_idle_timeout")
+                } else if lifetime > 0 && now - servers[si].createdAt > lifetime {
+                    closeServer(si, reason: "server_lifetime")
+                }
+            case .cancelRequest:
+                if now - servers[si].stateSince > 5_000_000_000 { closeServer(si, reason: "cancel request timed out") }
+            default:
+                break
+            }
+            si += 1
+        }
+    }
+}

@@ -1,0 +1,231 @@
+// Connection events and endings: epoll dispatch per state, errors to clients, close and free.
+import Shared
+import Glibc
+import CLinux
+
+extension Worker {
+    // MARK: Events
+
+    func clientEvent(_ ci: Int32, _ events: UInt32) {
+        if events & cl_EPOLLOUT() != 0 { clients[ci].writable = true }
+        let hangup = events & (cl_EPOLLERR() | cl_EPOLLHUP()) != 0
+        if events & (cl_EPOLLIN() | cl_EPOLLRDHUP() | cl_EPOLLERR() | cl_EPOLLHUP()) != 0 { clients[ci].readable = true }
+        switch clients[ci].state {
+        case .startup, .auth:
+            if !flushClient(ci) && clients[ci].state == .free { return }
+            clientLoginInput(ci)
+        case .closing:
+            if hangup { freeClient(ci) } else { flushClient(ci) }
+        case .waitWelcome:
+            if hangup { closeClient(ci, reason: "client went away during login", notify: false); return }
+            flushClient(ci)
+        case .waitServer:
+            if hangup || events & cl_EPOLLRDHUP() != 0 {
+                closeClient(ci, reason: "client went away while waiting for a server", notify: false)
+                return
+            }
+            flushClient(ci)
+        case .idle, .active:
+            if !clients[ci].out.isEmpty && !flushClient(ci) { return }
+            let si = clients[ci].server
+            if si >= 0 && (servers[si].input.hasUnsent || servers[si].input.hasUnscanned) {
+                serverData(si)
+                if clients[ci].state == .free { return }
+            }
+            clientData(ci)
+        case .free:
+            break
+        }
+    }
+
+    func serverEvent(_ si: Int32, _ events: UInt32) {
+        if events & cl_EPOLLOUT() != 0 { servers[si].writable = true }
+        if events & (cl_EPOLLIN() | cl_EPOLLRDHUP() | cl_EPOLLERR() | cl_EPOLLHUP()) != 0 { servers[si].readable = true }
+        switch servers[si].state {
+        case .connecting:
+            if let err = Sockets.pendingError(servers[si].fd) {
+                serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
+                    message: "could not connect to server \(servers[si].info?.address ?? ""): \(err)"))
+                return
+            }
+            if events & cl_EPOLLOUT() != 0 { serverConnected(si) }
+        case .login:
+            if !flushServer(si) && servers[si].state == .free { return }
+            serverLoginInput(si)
+        case .active:
+            if !servers[si].out.isEmpty && !flushServer(si) { return }
+            let ci = servers[si].client
+            if ci >= 0 && clients[ci].input.hasUnsent {
+                clientData(ci)
+                if servers[si].state != .active { return }
+            }
+            serverData(si)
+        case .idle:
+            idleServerInput(si)
+        case .resetting:
+            if !servers[si].out.isEmpty && !flushServer(si) { return }
+            serverData(si)
+        case .cancelRequest:
+            if flushServer(si) { closeServer(si, reason: "cancel request sent") }
+        case .closing, .free:
+            break
+        }
+    }
+
+    /// An idle server said something: a notice or parameter change is dropped, an error or EOF ends it.
+    func idleServerInput(_ si: Int32) {
+        while servers[si].readable {
+            switch readInto(server: si) {
+            case .data, .full:
+                let dropped = servers[si].input.end - servers[si].input.start
+                let first = servers[si].input.base!.load(fromByteOffset: servers[si].input.start, as: UInt8.self)
+                servers[si].input.start = servers[si].input.end
+                servers[si].input.scan = servers[si].input.end
+                releaseIfEmpty(server: si)
+                if first == BackendType.errorResponse {
+                    closeServer(si, reason: "idle server sent an error (\(dropped) bytes)")
+                    return
+                }
+            case .wouldBlock:
+                return
+            case .closed:
+                closeServer(si, reason: "idle server closed the connection")
+                return
+            }
+        }
+    }
+
+    // MARK: Errors to clients
+
+    /// Sends a FATAL error and closes the client once it is written.
+    func failClient(_ ci: Int32, code: String, message: String) {
+        sendClientError(ci, ErrorFields(severity: "FATAL", code: code, message: message), close: true)
+    }
+
+    func sendClientError(_ ci: Int32, _ fields: ErrorFields, close: Bool) {
+        guard clients[ci].state != .free, clients[ci].state != .closing else { return }
+        scratch.clear()
+        Backend.errorResponse(into: &scratch, fields)
+        clients[ci].out.append(scratch)
+        if !close {
+            flushClient(ci)
+            return
+        }
+        log.info("C-\(clients[ci].id): closing because: \(fields.message) (\(fields.code))")
+        detachClient(ci)
+        clients[ci].state = .closing
+        clients[ci].stateSince = now
+        flushClient(ci)
+    }
+
+    // MARK: Closing
+
+    /// Ends a client: its server goes back to the pool (or is closed if dirty), then the socket closes.
+    func closeClient(_ ci: Int32, reason: String, notify: Bool, quiet: Bool = false) {
+        guard clients[ci].state != .free else { return }
+        if notify && clients[ci].state != .closing {
+            scratch.clear()
+            Backend.errorResponse(into: &scratch, ErrorFields(severity: "FATAL", code: SQLState.adminShutdown, message: reason))
+            clients[ci].out.append(scratch)
+            _ = flushClientBestEffort(ci)
+        }
+        if !quiet && config.logDisconnections, let info = clients[ci].info {
+            let age = Double(now - clients[ci].connectedAt) / 1e9
+            log.info("C-\(clients[ci].id): closing because: \(reason) (age=\(Int(age))s db=\(info.database) user=\(info.user))")
+        }
+        detachClient(ci)
+        freeClient(ci)
+    }
+
+    private func flushClientBestEffort(_ ci: Int32) -> Bool {
+        let o = clients[ci].out
+        guard let b = o.base, o.end > o.start else { return true }
+        _ = try? Posix.send(clients[ci].fd, b + o.start, o.end - o.start)
+        return true
+    }
+
+    /// Takes the client out of its pool's queues and gives back its server.
+    func detachClient(_ ci: Int32) {
+        switch clients[ci].state {
+        case .waitServer:
+            removeWaiting(ci)
+        case .active:
+            detachServer(fromClient: ci)
+        default:
+            break
+        }
+        if clients[ci].pool >= 0 {
+            pools[Int(clients[ci].pool)].clientCount -= 1
+            clients[ci].pool = -1
+        }
+    }
+
+    func freeClient(_ ci: Int32) {
+        guard clients[ci].state != .free else { return }
+        if clients[ci].pool >= 0 { detachClient(ci) }
+        if clients[ci].fd >= 0 { Posix.close(clients[ci].fd) }
+        if let b = clients[ci].input.base { buffers.give(b) }
+        clients[ci].out.release()
+        let gen = clients[ci].gen &+ 1
+        clients[ci] = Client()
+        clients[ci].gen = gen
+        clients.release(ci)
+    }
+
+    /// The server connection broke while in use: its client gets a clean error, the pool refills.
+    func serverBroken(_ si: Int32, reason: String) {
+        guard servers[si].state != .free else { return }
+        let ci = servers[si].client
+        let p = servers[si].pool
+        if ci >= 0 {
+            // Whatever the server managed to say (a FATAL from pg_terminate_backend) goes first.
+            if servers[si].input.hasUnsent, let b = servers[si].input.base {
+                clients[ci].out.append(UnsafeRawBufferPointer(start: b + servers[si].input.start,
+                                                              count: servers[si].input.scan - servers[si].input.start))
+                servers[si].input.start = servers[si].input.scan
+            }
+            clients[ci].server = -1
+            unlinkServerCounts(si)
+            servers[si].client = -1
+            clients[ci].state = .idle
+            sendClientError(ci, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
+                                            message: "server conn crashed? (\(reason))"), close: true)
+        }
+        closeServer(si, reason: reason)
+        if p >= 0 { launchIfNeeded(p) }
+    }
+
+    func closeServer(_ si: Int32, reason: String) {
+        guard servers[si].state != .free else { return }
+        let p = Int(servers[si].pool)
+        log.debug("S-\(servers[si].id): closing: \(reason)")
+        switch servers[si].state {
+        case .idle:
+            removeIdle(si)
+        case .active:
+            let ci = servers[si].client
+            unlinkServerCounts(si)
+            if ci >= 0 {
+                clients[ci].server = -1
+                servers[si].client = -1
+                clients[ci].state = .idle
+                sendClientError(ci, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
+                                                message: "server connection closed: \(reason)"), close: true)
+            }
+        case .connecting, .login:
+            pools[p].connectingCount -= 1
+        default:
+            break
+        }
+        if servers[si].state != .cancelRequest && p >= 0 {
+            pools[p].serverCount -= 1
+        }
+        if servers[si].fd >= 0 { Posix.close(servers[si].fd) }
+        if let b = servers[si].input.base { buffers.give(b) }
+        servers[si].out.release()
+        let gen = servers[si].gen &+ 1
+        servers[si] = Server()
+        servers[si].gen = gen
+        servers.release(si)
+    }
+}

@@ -1,0 +1,217 @@
+// Linking clients to servers and back: acquire, parameter sync, release at ReadyForQuery, reset.
+import Shared
+
+extension Worker {
+    /// Links an idle server to the client, or queues the client. Returns true when linked.
+    func acquireServer(_ ci: Int32) -> Bool {
+        let p = clients[ci].pool
+        let pi = Int(p)
+        if !paused {
+            let si = pools[pi].idleHead
+            if si >= 0 {
+                removeIdle(si)
+                link(ci, si)
+                return clients[ci].state == .active
+            }
+        }
+        if let err = recentLoginFailure(pi), pools[pi].connectingCount == 0 {
+            sendClientError(ci, err, close: true)
+            return false
+        }
+        clients[ci].state = .waitServer
+        clients[ci].stateSince = now
+        enqueueWaiting(ci)
+        if !paused { launchIfNeeded(p) }
+        return false
+    }
+
+    /// Opens server connections while clients wait and the pool has room.
+    func launchIfNeeded(_ p: Int32) {
+        let pi = Int(p)
+        while pools[pi].waitCount > pools[pi].connectingCount && pools[pi].serverCount < pools[pi].size {
+            if recentLoginFailure(pi) != nil { return }
+            if config.maxDBConnections > 0 && serverCount(database: pools[pi].database) >= config.maxDBConnections { return }
+            if config.maxUserConnections > 0 && serverCount(user: pools[pi].user) >= config.maxUserConnections { return }
+            let before = pools[pi].serverCount
+            launchServer(p)
+            if pools[pi].serverCount == before { return }
+        }
+    }
+
+    func serverCount(database: String) -> Int {
+        var n = 0
+        for p in pools where p.database == database { n += p.serverCount }
+        return n
+    }
+
+    func serverCount(user: String) -> Int {
+        var n = 0
+        for p in pools where p.user == user { n += p.serverCount }
+        return n
+    }
+
+    func link(_ ci: Int32, _ si: Int32) {
+        let p = Int(clients[ci].pool)
+        servers[si].state = .active
+        servers[si].client = ci
+        servers[si].stateSince = now
+        clients[ci].server = si
+        clients[ci].state = .active
+        clients[ci].stateSince = now
+        pools[p].activeCount += 1
+        activeServerCount += 1
+        syncParameters(ci, si)
+    }
+
+    /// Sends SET for every tracked parameter whose value on this server differs from what the
+    /// client expects; the answers are swallowed. The client's own query follows in the same write.
+    func syncParameters(_ ci: Int32, _ si: Int32) {
+        guard let cinfo = clients[ci].info, let sinfo = servers[si].info else { return }
+        let p = Int(clients[ci].pool)
+        var sql = ""
+        for t in 0..<tracked.names.count {
+            let name = tracked.names[t]
+            var want = cinfo.params.values[t]
+            if want == nil, let w = pools[p].welcome?.first(where: { $0.0 == name }) { want = w.1 }
+            guard let want, sinfo.params.values[t] != want else { continue }
+            sql += "SET \(name) = \(sqlLiteral(want));"
+            sinfo.params.values[t] = want
+        }
+        guard !sql.isEmpty else { return }
+        scratch.clear()
+        Frontend.query(into: &scratch, sql: sql)
+        servers[si].out.append(scratch)
+        servers[si].internalQueries += 1
+    }
+
+    /// Transaction/statement mode: the server answered ReadyForQuery 'I' and the client's bytes are all
+    /// through; the server goes back to the pool and the client keeps its connection.
+    func releaseServer(_ si: Int32) {
+        let ci = servers[si].client
+        if ci >= 0 {
+            clients[ci].server = -1
+            clients[ci].state = .idle
+            clients[ci].stateSince = now
+        }
+        unlinkServerCounts(si)
+        servers[si].client = -1
+        dropLeftovers(si)
+        serverIdle(si)
+        if ci >= 0 && clients[ci].state == .idle && (clients[ci].input.hasUnscanned || clients[ci].readable) {
+            clientData(ci)
+        }
+    }
+
+    func unlinkServerCounts(_ si: Int32) {
+        if servers[si].state == .active {
+            pools[Int(servers[si].pool)].activeCount -= 1
+            activeServerCount -= 1
+        }
+    }
+
+    /// Bytes a server sent after the ReadyForQuery that freed it belong to nobody now.
+    private func dropLeftovers(_ si: Int32) {
+        if servers[si].input.hasUnscanned || servers[si].input.hasUnsent {
+            log.debug("S-\(servers[si].id): dropping \(servers[si].input.end - servers[si].input.start) bytes received after release")
+            servers[si].input.start = servers[si].input.end
+            servers[si].input.scan = servers[si].input.end
+            servers[si].input.partial = 0
+            releaseIfEmpty(server: si)
+        }
+    }
+
+    /// A server with nothing in flight: hand it to the first waiting client, or park it.
+    func serverIdle(_ si: Int32) {
+        let p = servers[si].pool
+        let pi = Int(p)
+        if servers[si].dirty {
+            closeServer(si, reason: "a query pgswift sent failed")
+            launchIfNeeded(p)
+            return
+        }
+        if config.serverLifetime > 0 && now - servers[si].createdAt > Clock.nanos(seconds: config.serverLifetime) {
+            closeServer(si, reason: "server_lifetime")
+            launchIfNeeded(p)
+            return
+        }
+        if !paused && pools[pi].waitHead >= 0 && shutdownMode != .safe {
+            let ci = pools[pi].waitHead
+            removeWaiting(ci)
+            link(ci, si)
+            clientData(ci)
+            return
+        }
+        servers[si].state = .idle
+        servers[si].stateSince = now
+        pushIdle(si)
+    }
+
+    /// Serves waiting clients from idle servers (after RESUME) and launches what is missing.
+    func serveWaiting(_ p: Int32) {
+        let pi = Int(p)
+        while pools[pi].waitHead >= 0 && pools[pi].idleHead >= 0 {
+            let si = pools[pi].idleHead
+            removeIdle(si)
+            let ci = pools[pi].waitHead
+            removeWaiting(ci)
+            link(ci, si)
+            clientData(ci)
+        }
+        launchIfNeeded(p)
+    }
+
+    /// The client left while linked. A clean server is reset (session mode) or parked; one caught
+    /// mid-transaction or mid-protocol is closed, never handed to someone else dirty.
+    func detachServer(fromClient ci: Int32) {
+        let si = clients[ci].server
+        guard si >= 0 else { return }
+        clients[ci].server = -1
+        unlinkServerCounts(si)
+        servers[si].client = -1
+        servers[si].releaseOnFlush = false
+        let clean = servers[si].pendingSyncs == 0 && !servers[si].unsynced && servers[si].internalQueries == 0
+            && servers[si].txStatus == UInt8(ascii: "I") && !servers[si].input.hasUnscanned
+            && servers[si].input.partial == 0 && !clients[ci].input.hasUnsent && clients[ci].input.partial == 0
+        if !clean {
+            closeServer(si, reason: "client disconnected while the server was busy")
+            launchIfNeeded(servers[si].pool)
+            return
+        }
+        let p = Int(servers[si].pool)
+        if (pools[p].mode == .session || config.serverResetQueryAlways) && !config.serverResetQuery.isEmpty {
+            resetServer(si)
+        } else {
+            serverIdle(si)
+        }
+    }
+
+    func resetServer(_ si: Int32) {
+        servers[si].state = .resetting
+        servers[si].stateSince = now
+        scratch.clear()
+        Frontend.query(into: &scratch, sql: config.serverResetQuery)
+        servers[si].out.append(scratch)
+        servers[si].internalQueries += 1
+        // Session state is gone after the reset: what the server reports next is what it has.
+        flushServer(si)
+    }
+
+    func resetDone(_ si: Int32) {
+        // DISCARD ALL resets tracked parameters to their defaults: forget what we knew.
+        if let info = servers[si].info, let welcome = pools[Int(servers[si].pool)].welcome {
+            for t in 0..<tracked.names.count {
+                info.params.values[t] = welcome.first(where: { $0.0 == tracked.names[t] })?.1
+            }
+        }
+        serverIdle(si)
+    }
+}
+
+/// A SQL string literal: single quotes doubled (standard_conforming_strings is on in every supported server).
+func sqlLiteral(_ s: String) -> String {
+    var out = "'"
+    for ch in s {
+        if ch == "'" { out += "''" } else { out.append(ch) }
+    }
+    return out + "'"
+}

@@ -1,0 +1,141 @@
+// Pools: one per (database, user). Idle servers (a LIFO list) and waiting clients (a FIFO queue).
+import Shared
+
+struct Pool {
+    var database: String
+    var user: String
+    var entry: DatabaseEntry
+    var mode: PoolMode
+    var size: Int
+    /// What the server connections log in as.
+    var serverUser: String
+    var serverDatabase: String
+    var addresses: [SocketAddress] = []
+    var nextAddress = 0
+
+    var idleHead: Int32 = -1
+    var idleCount = 0
+    var waitHead: Int32 = -1
+    var waitTail: Int32 = -1
+    var waitCount = 0
+    /// Server connections of this pool in any state (connecting, login, idle, active, resetting).
+    var serverCount = 0
+    var connectingCount = 0
+    var activeCount = 0
+    var clientCount = 0
+
+    /// The first server's ParameterStatus values, sent to every client at login.
+    var welcome: [(String, String)]? = nil
+    /// ClientKey recovered from a client's SCRAM proof: lets pgswift log in to PostgreSQL with a
+    /// userlist SCRAM secret (no plain password), as PgBouncer does.
+    var scramClientKey: [UInt8]? = nil
+    /// When the last server login failed, and why: clients are failed fast until server_login_retry passes.
+    var loginFailedAt: Int64 = 0
+    var loginError: ErrorFields? = nil
+
+    init(database: String, user: String, entry: DatabaseEntry, mode: PoolMode, size: Int) {
+        self.database = database
+        self.user = user
+        self.entry = entry
+        self.mode = mode
+        self.size = size
+        self.serverUser = entry.user ?? user
+        self.serverDatabase = entry.dbname ?? database
+    }
+}
+
+extension Worker {
+    // MARK: Idle list (LIFO: the most recently used server is the warmest)
+
+    func pushIdle(_ si: Int32) {
+        let p = servers[si].pool
+        servers[si].idleNext = pools[Int(p)].idleHead
+        servers[si].idlePrev = -1
+        if pools[Int(p)].idleHead >= 0 { servers[pools[Int(p)].idleHead].idlePrev = si }
+        pools[Int(p)].idleHead = si
+        pools[Int(p)].idleCount += 1
+    }
+
+    func removeIdle(_ si: Int32) {
+        let p = Int(servers[si].pool)
+        let next = servers[si].idleNext, prev = servers[si].idlePrev
+        if prev >= 0 { servers[prev].idleNext = next } else { pools[p].idleHead = next }
+        if next >= 0 { servers[next].idlePrev = prev }
+        servers[si].idleNext = -1
+        servers[si].idlePrev = -1
+        pools[p].idleCount -= 1
+    }
+
+    // MARK: Wait queue (FIFO)
+
+    func enqueueWaiting(_ ci: Int32) {
+        let p = Int(clients[ci].pool)
+        clients[ci].waitNext = -1
+        clients[ci].waitPrev = pools[p].waitTail
+        if pools[p].waitTail >= 0 { clients[pools[p].waitTail].waitNext = ci } else { pools[p].waitHead = ci }
+        pools[p].waitTail = ci
+        pools[p].waitCount += 1
+    }
+
+    func removeWaiting(_ ci: Int32) {
+        let p = Int(clients[ci].pool)
+        let next = clients[ci].waitNext, prev = clients[ci].waitPrev
+        if prev >= 0 { clients[prev].waitNext = next } else { pools[p].waitHead = next }
+        if next >= 0 { clients[next].waitPrev = prev } else { pools[p].waitTail = prev }
+        clients[ci].waitNext = -1
+        clients[ci].waitPrev = -1
+        pools[p].waitCount -= 1
+    }
+
+    // MARK: Finding pools
+
+    /// The pool for (database, user), created on first use. nil when the database is unknown.
+    func pool(database: String, user: String) -> Int32? {
+        let key = database + "\u{0}" + user
+        if let p = poolIndex[key] { return p }
+        guard let entry = config.database(named: database) else { return nil }
+        var pool = Pool(database: database, user: user, entry: entry,
+                        mode: config.effectivePoolMode(database: entry, user: user),
+                        size: config.effectivePoolSize(database: entry, user: user))
+        pool.addresses = resolveAddresses(entry)
+        let idx = Int32(pools.count)
+        pools.append(pool)
+        poolIndex[key] = idx
+        return idx
+    }
+
+    /// Addresses of a database entry. Numeric addresses and Unix sockets never block; a host name is
+    /// resolved here for now (moving lookups out of the loop is the health-check issue's work).
+    func resolveAddresses(_ entry: DatabaseEntry) -> [SocketAddress] {
+        var result: [SocketAddress] = []
+        let hosts = entry.hosts.isEmpty ? [""] : entry.hosts
+        for (i, host) in hosts.enumerated() {
+            let port = entry.ports.isEmpty ? 5432 : entry.ports[min(i, entry.ports.count - 1)]
+            if host.isEmpty || host.hasPrefix("/") {
+                let dir = host.isEmpty ? "/var/run/postgresql" : host
+                if let a = SocketAddress.unix(path: "\(dir)/.s.PGSQL.\(port)") { result.append(a) }
+            } else if let a = SocketAddress.numeric(host: host, port: port) {
+                result.append(a)
+            } else if let list = try? SocketAddress.resolve(host: host, port: port) {
+                result.append(contentsOf: list)
+            } else {
+                log.warning("cannot resolve host \(host) of database \(entry.name)")
+            }
+        }
+        return result
+    }
+
+    /// Re-applies pool settings after a reload (sizes, modes, addresses); existing links are kept.
+    func refreshPools() {
+        for i in pools.indices {
+            guard let entry = config.database(named: pools[i].database) else { continue }
+            pools[i].entry = entry
+            pools[i].mode = config.effectivePoolMode(database: entry, user: pools[i].user)
+            pools[i].size = config.effectivePoolSize(database: entry, user: pools[i].user)
+            pools[i].serverUser = entry.user ?? pools[i].user
+            pools[i].serverDatabase = entry.dbname ?? pools[i].database
+            pools[i].addresses = resolveAddresses(entry)
+            pools[i].loginFailedAt = 0
+        }
+    }
+}

@@ -1,0 +1,288 @@
+// Server connections: non-blocking connect, startup, authentication to PostgreSQL, welcome parameters.
+import Shared
+import Glibc
+
+extension Worker {
+    /// Opens one more server connection for the pool (the caller checked the limits).
+    func launchServer(_ p: Int32) {
+        let pi = Int(p)
+        guard !pools[pi].addresses.isEmpty else {
+            poolLoginFailed(p, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
+                                           message: "no address to connect to for database \"\(pools[pi].database)\""))
+            return
+        }
+        let address = pools[pi].addresses[pools[pi].nextAddress % pools[pi].addresses.count]
+        pools[pi].nextAddress &+= 1
+        let fd: Int32
+        let connected: Bool
+        do {
+            (fd, connected) = try Sockets.connect(address)
+        } catch {
+            log.warning("connect to \(address) failed: \(error)")
+            poolLoginFailed(p, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
+                                           message: "could not connect to server: \(error.errno)"))
+            return
+        }
+        let si = servers.allocate()
+        nextServerID &+= 1
+        servers[si].fd = fd
+        servers[si].state = .connecting
+        servers[si].pool = p
+        servers[si].client = -1
+        servers[si].id = nextServerID
+        servers[si].readable = false
+        servers[si].writable = false
+        servers[si].eof = false
+        servers[si].createdAt = now
+        servers[si].stateSince = now
+        servers[si].pendingSyncs = 0
+        servers[si].unsynced = false
+        servers[si].internalQueries = 0
+        servers[si].txStatus = UInt8(ascii: "I")
+        servers[si].dirty = false
+        servers[si].releaseOnFlush = false
+        let info = ServerInfo(trackedCount: tracked.names.count)
+        info.address = address.description
+        servers[si].info = info
+        pools[pi].serverCount += 1
+        pools[pi].connectingCount += 1
+        do {
+            try epoll.add(fd, events: [.input, .output, .readHangup, .edgeTriggered],
+                          data: Token.make(kind: Token.server, gen: servers[si].gen, index: si))
+        } catch {
+            log.error("epoll add for server: \(error)")
+            closeServer(si, reason: "epoll failure")
+            return
+        }
+        log.debug("S-\(servers[si].id): connecting to \(address) for \(pools[pi].database)/\(pools[pi].user)")
+        if connected { serverConnected(si) }
+    }
+
+    func serverConnected(_ si: Int32) {
+        let p = Int(servers[si].pool)
+        servers[si].state = .login
+        servers[si].stateSince = now
+        servers[si].writable = true
+        scratch.clear()
+        Frontend.startupMessage(into: &scratch, parameters: [("user", pools[p].serverUser),
+                                                             ("database", pools[p].serverDatabase)])
+        servers[si].out.append(scratch)
+        flushServer(si)
+    }
+
+    /// Handles login-phase messages from PostgreSQL until ReadyForQuery.
+    func serverLoginInput(_ si: Int32) {
+        while servers[si].state == .login {
+            if let base = servers[si].input.base {
+                let start = servers[si].input.start
+                let avail = servers[si].input.end - start
+                if avail >= 5 {
+                    let type = base.load(fromByteOffset: start, as: UInt8.self)
+                    let len = Int(ByteReader.int32(at: base + start + 1))
+                    if len < 4 || len > 65536 {
+                        serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.protocolViolation,
+                                                          message: "invalid message from server during login"))
+                        return
+                    }
+                    if avail >= len + 1 {
+                        let body = [UInt8](UnsafeRawBufferPointer(start: base + start + 5, count: len - 4))
+                        consumeInput(server: si, len + 1)
+                        handleServerLoginMessage(si, type, body)
+                        continue
+                    }
+                }
+            }
+            if !servers[si].readable { break }
+            switch readInto(server: si) {
+            case .data: continue
+            case .wouldBlock, .full: break
+            case .closed:
+                serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
+                                                  message: "server closed the connection during login"))
+                return
+            }
+            break
+        }
+        if servers[si].state == .login { flushServer(si) }
+    }
+
+    private func handleServerLoginMessage(_ si: Int32, _ type: UInt8, _ body: [UInt8]) {
+        guard let info = servers[si].info else { return }
+        switch type {
+        case BackendType.authentication:
+            guard let req = body.withUnsafeBytes({ AuthenticationRequest.parse($0) }) else {
+                serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.protocolViolation,
+                                                  message: "invalid authentication request from server"))
+                return
+            }
+            handleServerAuth(si, req)
+        case BackendType.parameterStatus:
+            if let (name, value) = body.withUnsafeBytes({ ParameterStatus.parse($0) }) {
+                info.reported.append((name, value))
+                if let t = tracked.index(of: name) { info.params.values[t] = value }
+            }
+        case BackendType.backendKeyData:
+            if let (pid, key) = body.withUnsafeBytes({ BackendKeyData.parse($0) }) {
+                servers[si].backendPID = pid
+                servers[si].backendKey = key
+            }
+        case BackendType.errorResponse:
+            let fields = body.withUnsafeBytes { ErrorFields.parse($0) }
+                ?? ErrorFields(severity: "FATAL", code: SQLState.connectionFailure, message: "server login failed")
+            serverLoginFailed(si, fields)
+        case BackendType.readyForQuery:
+            serverLoginDone(si)
+        default:
+            // NoticeResponse, NegotiateProtocolVersion: nothing to do.
+            break
+        }
+    }
+
+    private func handleServerAuth(_ si: Int32, _ req: AuthenticationRequest) {
+        guard let info = servers[si].info else { return }
+        let p = Int(servers[si].pool)
+        let secret = serverSecret(p)
+        scratch.clear()
+        switch req {
+        case .ok:
+            return
+        case .cleartextPassword:
+            guard case .plain(let pw)? = secret else {
+                serverLoginFailed(si, noPassword(p, "cleartext"))
+                return
+            }
+            Frontend.passwordMessage(into: &scratch, password: pw)
+        case .md5Password(let salt):
+            switch secret {
+            case .plain(let pw)?:
+                Frontend.passwordMessage(into: &scratch, password: MD5Password.response(user: pools[p].serverUser, password: pw, salt: salt))
+            case .md5(let h)?:
+                Frontend.passwordMessage(into: &scratch, password: MD5Password.response(storedHash: h, salt: salt))
+            default:
+                serverLoginFailed(si, noPassword(p, "md5"))
+                return
+            }
+        case .sasl(let mechanisms):
+            guard mechanisms.contains("SCRAM-SHA-256") else {
+                serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.featureNotSupported,
+                                                  message: "server offers no supported SASL mechanism"))
+                return
+            }
+            var exchange: ScramClientExchange
+            switch secret {
+            case .plain(let pw)?:
+                exchange = ScramClientExchange(credential: .password(pw), cache: scramCache)
+            case .scram(let s)?:
+                guard let clientKey = pools[p].scramClientKey else {
+                    serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.invalidPassword,
+                        message: "cannot log in to the server with a SCRAM secret before a client has authenticated with SCRAM"))
+                    return
+                }
+                exchange = ScramClientExchange(credential: .keys(clientKey: clientKey, serverKey: s.serverKey),
+                                               cache: nil, expectedParameters: (s.salt, s.iterations))
+            default:
+                serverLoginFailed(si, noPassword(p, "SCRAM"))
+                return
+            }
+            Frontend.saslInitialResponse(into: &scratch, mechanism: "SCRAM-SHA-256", data: exchange.clientFirstMessage())
+            info.auth = .scram(exchange)
+        case .saslContinue(let data):
+            guard case .scram(var exchange) = info.auth else {
+                serverLoginFailed(si, protocolError("unexpected SASL continue"))
+                return
+            }
+            switch exchange.receiveServerFirst(data) {
+            case .success(let final):
+                Frontend.saslResponse(into: &scratch, data: final)
+                info.auth = .scram(exchange)
+            case .failure(let f):
+                serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.invalidPassword, message: "SCRAM: \(f.reason)"))
+                return
+            }
+        case .saslFinal(let data):
+            guard case .scram(var exchange) = info.auth else {
+                serverLoginFailed(si, protocolError("unexpected SASL final"))
+                return
+            }
+            if case .failure(let f) = exchange.receiveServerFinal(data) {
+                serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.invalidPassword, message: "SCRAM: \(f.reason)"))
+                return
+            }
+            info.auth = .none
+            return
+        default:
+            serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.featureNotSupported,
+                                              message: "server asked for an unsupported authentication method"))
+            return
+        }
+        servers[si].out.append(scratch)
+        flushServer(si)
+    }
+
+    private func noPassword(_ p: Int, _ method: String) -> ErrorFields {
+        ErrorFields(severity: "FATAL", code: SQLState.invalidPassword,
+                    message: "no usable password for user \"\(pools[p].serverUser)\" (server asked for \(method))")
+    }
+
+    private func protocolError(_ m: String) -> ErrorFields {
+        ErrorFields(severity: "FATAL", code: SQLState.protocolViolation, message: m)
+    }
+
+    /// The password pgswift logs in with: the database entry's `password=`, else the auth_file's entry.
+    func serverSecret(_ p: Int) -> PasswordSecret? {
+        if let pw = pools[p].entry.password, !pw.isEmpty { return PasswordSecret(parsing: pw) }
+        if let raw = userlist.password(for: pools[p].serverUser) { return PasswordSecret(parsing: raw) }
+        return nil
+    }
+
+    private func serverLoginDone(_ si: Int32) {
+        let p = Int(servers[si].pool)
+        pools[p].connectingCount -= 1
+        pools[p].loginError = nil
+        pools[p].loginFailedAt = 0
+        if pools[p].welcome == nil, let info = servers[si].info {
+            pools[p].welcome = info.reported
+        }
+        servers[si].info?.reported = []
+        servers[si].info?.auth = .none
+        log.debug("S-\(servers[si].id): login done (backend pid \(servers[si].backendPID))")
+        // Clients that authenticated before the pool knew its welcome parameters.
+        var ci: Int32 = 0
+        let cap = Int32(clients.capacity)
+        while ci < cap {
+            if clients[ci].state == .waitWelcome && clients[ci].pool == Int32(p) { finishLogin(ci) }
+            ci += 1
+        }
+        serverIdle(si)
+    }
+
+    func serverLoginFailed(_ si: Int32, _ fields: ErrorFields) {
+        let p = servers[si].pool
+        log.warning("S-\(servers[si].id): server login failed: \(fields.message)")
+        if servers[si].state == .connecting || servers[si].state == .login {
+            pools[Int(p)].connectingCount -= 1
+            servers[si].state = .closing
+        }
+        closeServer(si, reason: "login failed")
+        poolLoginFailed(p, fields)
+    }
+
+    /// A server login failed: clients waiting on this pool get the error now rather than a hang, and
+    /// new ones fail fast until server_login_retry has passed.
+    func poolLoginFailed(_ p: Int32, _ fields: ErrorFields) {
+        let pi = Int(p)
+        var f = fields
+        f.severity = "FATAL"
+        pools[pi].loginError = f
+        pools[pi].loginFailedAt = now
+        if pools[pi].connectingCount > 0 { return }
+        var ci: Int32 = 0
+        let cap = Int32(clients.capacity)
+        while ci < cap {
+            if clients[ci].pool == p && (clients[ci].state == .waitWelcome || clients[ci].state == .waitServer) {
+                sendClientError(ci, f, close: true)
+            }
+            ci += 1
+        }
+    }
+}

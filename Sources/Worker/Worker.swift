@@ -1,0 +1,328 @@
+// The worker: one thread, one epoll loop, owning its clients, servers and pools.
+import Shared
+import Glibc
+import CLinux
+
+/// Names of startup parameters that follow a client from server to server.
+struct TrackedParams {
+    /// Canonical names as PostgreSQL reports them in ParameterStatus.
+    var names: [String]
+    /// Lowercased names, for matching startup-packet keys case-insensitively.
+    var lowered: [String]
+
+    init(extra: [String]) {
+        var n = ["client_encoding", "DateStyle", "TimeZone", "standard_conforming_strings", "application_name"]
+        for e in extra where !e.isEmpty && !n.contains(where: { $0.lowercased() == e.lowercased() }) {
+            n.append(e)
+        }
+        names = n
+        lowered = n.map { $0.lowercased() }
+    }
+
+    func index(of name: String) -> Int? {
+        let l = name.lowercased()
+        return lowered.firstIndex(of: l)
+    }
+}
+
+struct WorkerOptions {
+    var configPath: String
+    var slot: Int32
+    var tcpFDs: [Int32]
+    var unixFDs: [Int32]
+    var controlFD: Int32
+    var verbose: Int
+}
+
+final class Worker {
+    let slot: Int32
+    let configPath: String
+    var config: Config
+    var userlist: Userlist
+    var log: Logger
+    let epoll: Epoll
+    var clients: Table<Client>
+    var servers: Table<Server>
+    var pools: [Pool] = []
+    var poolIndex: [String: Int32] = [:]
+    var buffers: BufferPool
+    var scratch = OutBuffer(capacity: 4096)
+    var tracked: TrackedParams
+    var listenFDs: [Int32]
+    var unixFDs: [Int32]
+    let controlFD: Int32
+    var now: Int64 = 0
+    var nextClientID: UInt32 = 0
+    var nextServerID: UInt32 = 0
+    var scramCache = ScramKeyCache()
+    var clientSecrets = ClientScramSecrets()
+    var shutdownMode: ShutdownMode? = nil
+    var paused = false
+    var running = true
+    var accepting = true
+    var maxPacket: Int
+    var nextJanitor: Int64 = 0
+    var activeServerCount = 0
+
+    init(options: WorkerOptions, config: Config, userlist: Userlist) throws {
+        slot = options.slot
+        configPath = options.configPath
+        self.config = config
+        self.userlist = userlist
+        log = Logger(who: "w\(options.slot)", minimumLevel: options.verbose > 0 || config.verbose > 0 ? .debug : .log)
+        if let lf = config.logfile, !lf.isEmpty { _ = log.openLogFile(lf) }
+        epoll = try Epoll(capacity: 512)
+        clients = Table(capacity: min(max(config.maxClientConn + 16, 64), 100_000), empty: Client())
+        servers = Table(capacity: 64, empty: Server())
+        buffers = BufferPool(size: 32 * 1024)
+        tracked = TrackedParams(extra: config.trackExtraParameters)
+        listenFDs = options.tcpFDs
+        unixFDs = options.unixFDs
+        controlFD = options.controlFD
+        maxPacket = max(config.maxPacketSize, 1024)
+        // PostgreSQL's own cap for a single message is 1 GB; a larger limit only invites an OOM.
+        maxPacket = min(maxPacket, 0x3FFF_FFFF)
+    }
+
+    // MARK: The loop
+
+    func run() throws {
+        for fd in listenFDs {
+            try epoll.add(fd, events: [.input], data: Token.make(kind: Token.listener, gen: 0, index: fd))
+        }
+        for fd in unixFDs {
+            // Every worker shares the one Unix socket: wake only one of them per connection.
+            try epoll.add(fd, events: [.input, .exclusive], data: Token.make(kind: Token.listener, gen: 0, index: fd))
+        }
+        if controlFD >= 0 {
+            try epoll.add(controlFD, events: [.input], data: Token.make(kind: Token.control, gen: 0, index: controlFD))
+            sendControl(.ready(slot: slot, pid: Posix.getpid()))
+        }
+        log.info("worker \(slot) ready (pid \(Posix.getpid()), \(listenFDs.count) tcp + \(unixFDs.count) unix listeners)")
+        now = Clock.monotonicNanos()
+        nextJanitor = now + 100_000_000
+        while running {
+            let n = try epoll.wait(timeoutMillis: 100)
+            now = Clock.monotonicNanos()
+            for i in 0..<n {
+                let (events, data) = epoll.event(i)
+                dispatch(events: events, token: data)
+            }
+            if now >= nextJanitor {
+                janitor()
+                nextJanitor = now + 100_000_000
+            }
+            if shutdownMode != nil { checkShutdown() }
+        }
+        log.info("worker \(slot) exiting")
+    }
+
+    @inline(__always)
+    func dispatch(events: UInt32, token: UInt64) {
+        let kind = Token.kind(token)
+        let index = Token.index(token)
+        switch kind {
+        case Token.client:
+            guard clients[index].gen & 0xFF_FFFF == Token.gen(token), clients[index].state != .free else { return }
+            clientEvent(index, events)
+        case Token.server:
+            guard servers[index].gen & 0xFF_FFFF == Token.gen(token), servers[index].state != .free else { return }
+            serverEvent(index, events)
+        case Token.listener:
+            acceptClients(index)
+        case Token.control:
+            controlEvent()
+        default:
+            break
+        }
+    }
+
+    // MARK: Accepting
+
+    func acceptClients(_ listenFD: Int32) {
+        guard accepting else { return }
+        var peer = SocketAddress()
+        while true {
+            let fd: Int32
+            do {
+                guard let f = try Sockets.accept(listenFD, peer: &peer) else { return }
+                fd = f
+            } catch {
+                if error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesSystem {
+                    log.error("accept: \(error); refusing new clients until descriptors free up")
+                } else {
+                    log.error("accept: \(error)")
+                }
+                return
+            }
+            let isUnix = peer.family == AF_UNIX
+            if !isUnix { Sockets.tuneTCP(fd, keepalive: config.tcpKeepalive) }
+            if clients.used >= config.maxClientConn {
+                rejectEarly(fd, code: SQLState.tooManyConnections,
+                            message: "no more connections allowed (max_client_conn)")
+                continue
+            }
+            let ci = clients.allocate()
+            nextClientID &+= 1
+            clients[ci].fd = fd
+            clients[ci].state = .startup
+            clients[ci].id = nextClientID
+            clients[ci].isUnix = isUnix
+            clients[ci].readable = true
+            clients[ci].writable = true
+            clients[ci].eof = false
+            clients[ci].connectedAt = now
+            clients[ci].stateSince = now
+            clients[ci].cancelKey = randomUInt32()
+            let info = ClientInfo(trackedCount: tracked.names.count)
+            info.peer = isUnix ? "unix" : peer.description
+            clients[ci].info = info
+            do {
+                try epoll.add(fd, events: [.input, .output, .readHangup, .edgeTriggered],
+                              data: Token.make(kind: Token.client, gen: clients[ci].gen, index: ci))
+            } catch {
+                log.error("epoll add for client: \(error)")
+                freeClient(ci)
+                continue
+            }
+            clientLoginInput(ci)
+        }
+    }
+
+    /// Refuses a connection before it has a table slot: one best-effort write, then close.
+    func rejectEarly(_ fd: Int32, code: String, message: String) {
+        scratch.clear()
+        Backend.errorResponse(into: &scratch, ErrorFields(severity: "FATAL", code: code, message: message))
+        scratch.withUnsafeBytes { _ = try? Posix.send(fd, $0.baseAddress!, $0.count) }
+        Posix.close(fd)
+        log.warning("refused a client: \(message)")
+    }
+
+    // MARK: Control channel
+
+    func sendControl(_ m: ControlMessage) {
+        guard controlFD >= 0 else { return }
+        let bytes = m.encode()
+        _ = bytes.withUnsafeBytes { try? Posix.send(controlFD, $0.baseAddress!, $0.count) }
+    }
+
+    func controlEvent() {
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let r = buf.withUnsafeMutableBytes { p -> Result<Int, SyscallError> in
+                do throws(SyscallError) {
+                    switch try Posix.read(controlFD, p.baseAddress!, p.count) {
+                    case .processed(let n): return .success(n)
+                    case .wouldBlock: return .success(-1)
+                    }
+                } catch { return .failure(error) }
+            }
+            switch r {
+            case .success(-1):
+                return
+            case .success(0), .failure:
+                // The supervisor is gone: nobody will restart or drain us; stop now.
+                log.warning("control channel closed; exiting")
+                running = false
+                return
+            case .success(let n):
+                let msg = buf.withUnsafeBytes { try? ControlMessage.decode(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+                guard let msg else {
+                    log.warning("invalid control message ignored")
+                    continue
+                }
+                handleControl(msg)
+            }
+        }
+    }
+
+    func handleControl(_ m: ControlMessage) {
+        switch m {
+        case .shutdown(let mode):
+            beginShutdown(mode)
+        case .reload:
+            reload()
+        case .pause:
+            paused = true
+            log.info("paused")
+        case .resume:
+            if paused {
+                paused = false
+                log.info("resumed")
+                for p in pools.indices { serveWaiting(Int32(p)) }
+            }
+        case .cancel(let pid, let key):
+            cancelLocal(processID: pid, secretKey: key)
+        default:
+            break
+        }
+    }
+
+    func reload() {
+        do {
+            let newConfig = try Config.load(path: configPath)
+            var newUsers = Userlist(entries: [:])
+            if let af = newConfig.authFile, !af.isEmpty {
+                newUsers = try Userlist.load(path: af)
+            }
+            config = newConfig
+            userlist = newUsers
+            clientSecrets = ClientScramSecrets()
+            refreshPools()
+            log.info("configuration reloaded")
+        } catch {
+            log.error("reload failed, keeping the old configuration: \(error)")
+        }
+    }
+
+    // MARK: Shutdown
+
+    func beginShutdown(_ mode: ShutdownMode) {
+        if shutdownMode == nil || mode.rawValue > shutdownMode!.rawValue {
+            shutdownMode = mode
+        }
+        if accepting {
+            accepting = false
+            for fd in listenFDs + unixFDs {
+                epoll.remove(fd)
+                Posix.close(fd)
+            }
+            listenFDs = []
+            unixFDs = []
+        }
+        log.info("shutdown requested (\(mode)); no longer accepting")
+        checkShutdown()
+    }
+
+    func checkShutdown() {
+        guard let mode = shutdownMode else { return }
+        switch mode {
+        case .immediate:
+            running = false
+        case .safe:
+            // Exit when no server is linked to a client: in-flight transactions finish first.
+            if activeServerCount == 0 { running = false }
+        case .graceful:
+            if clients.used == 0 { running = false }
+        }
+        if !running {
+            var i: Int32 = 0
+            while i < Int32(clients.capacity) {
+                if clients[i].state != .free { closeClient(i, reason: "pgswift is shutting down", notify: true) }
+                i += 1
+            }
+            i = 0
+            while i < Int32(servers.capacity) {
+                if servers[i].state != .free { closeServer(i, reason: "shutdown") }
+                i += 1
+            }
+        }
+    }
+
+    // MARK: Helpers
+
+    func randomUInt32() -> UInt32 {
+        let b = Crypto.randomBytes(4)
+        return UInt32(b[0]) << 24 | UInt32(b[1]) << 16 | UInt32(b[2]) << 8 | UInt32(b[3])
+    }
+}

@@ -1,0 +1,53 @@
+// pgswift-worker entry point: parse the supervisor's arguments, load the config, run the loop.
+import Shared
+import Glibc
+
+func workerUsage() -> Never {
+    let text = "usage: pgswift-worker --config FILE --slot N --tcp-fds FD[,FD...] [--unix-fds FD[,FD...]] [--control-fd FD] [-v]\n"
+        + "pgswift-worker is started by the pgswift supervisor; it is not meant to be run by hand.\n"
+    var t = text
+    t.withUTF8 { _ = Posix.writeAll(2, UnsafeRawBufferPointer($0)) }
+    exit(1)
+}
+
+func parseWorkerArguments(_ args: [String]) -> WorkerOptions? {
+    var o = WorkerOptions(configPath: "", slot: 0, tcpFDs: [], unixFDs: [], controlFD: -1, verbose: 0)
+    var i = 1
+    func fds(_ s: String) -> [Int32] { s.split(separator: ",").compactMap { Int32($0) } }
+    while i < args.count {
+        let a = args[i]
+        let next: String? = i + 1 < args.count ? args[i + 1] : nil
+        switch a {
+        case "--config": guard let n = next else { return nil }; o.configPath = n; i += 1
+        case "--slot": guard let n = next, let v = Int32(n) else { return nil }; o.slot = v; i += 1
+        case "--tcp-fds": guard let n = next else { return nil }; o.tcpFDs = fds(n); i += 1
+        case "--unix-fds": guard let n = next else { return nil }; o.unixFDs = fds(n); i += 1
+        case "--control-fd": guard let n = next, let v = Int32(n) else { return nil }; o.controlFD = v; i += 1
+        case "-v", "--verbose": o.verbose += 1
+        case "--version":
+            print("pgswift-worker \(PgswiftVersion.string)")
+            exit(0)
+        default: return nil
+        }
+        i += 1
+    }
+    if o.configPath.isEmpty { return nil }
+    return o
+}
+
+guard let options = parseWorkerArguments(CommandLine.arguments) else { workerUsage() }
+var bootLog = Logger(who: "w\(options.slot)")
+Signals.ignoreSIGPIPE()
+Signals.dieWithParent(signal: SIGTERM)
+_ = Posix.raiseOpenFilesLimit()
+do {
+    let config = try Config.load(path: options.configPath)
+    var users = Userlist(entries: [:])
+    if let af = config.authFile, !af.isEmpty { users = try Userlist.load(path: af) }
+    let worker = try Worker(options: options, config: config, userlist: users)
+    try worker.run()
+    exit(0)
+} catch {
+    bootLog.fatal("worker \(options.slot) cannot start: \(error)")
+    exit(1)
+}

@@ -1,0 +1,632 @@
+// Tests of pgbouncer.ini parsing: defaults, value types, [databases]/[users], %include, errors, warnings.
+import Foundation
+import XCTest
+@testable import Shared
+
+final class ConfigTests: XCTestCase {
+    private var tempDir = ""
+
+    override func setUpWithError() throws {
+        tempDir = NSTemporaryDirectory() + "pgswift-config-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: tempDir, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(atPath: tempDir)
+    }
+
+    private func write(_ name: String, _ text: String) throws -> String {
+        let path = tempDir + "/" + name
+        let dir = (path as NSString).deletingLastPathComponent
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    private func parse(_ text: String, file: String = "test.ini") throws -> Config {
+        try Config.parse(text: text, file: file)
+    }
+
+    private func parseError(_ text: String, file: String = "test.ini",
+                            _ sourceLine: UInt = #line) -> ConfigError? {
+        do {
+            let c = try Config.parse(text: text, file: file)
+            XCTFail("expected an error, got a config with \(c.databases.count) databases", line: sourceLine)
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    private func loadError(_ path: String, _ sourceLine: UInt = #line) -> ConfigError? {
+        do {
+            _ = try Config.load(path: path)
+            XCTFail("expected an error loading \(path)", line: sourceLine)
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    // MARK: Defaults
+
+    func testDefaultsEqualPgBouncers() throws {
+        let c = try parse("[pgbouncer]\n")
+        XCTAssertEqual(c.listenAddr, [])
+        XCTAssertEqual(c.listenPort, 6432)
+        XCTAssertEqual(c.listenBacklog, 128)
+        XCTAssertEqual(c.unixSocketDir, "/tmp")
+        XCTAssertEqual(c.unixSocketMode, 0o777)
+        XCTAssertEqual(c.unixSocketGroup, "")
+        XCTAssertEqual(c.authType, .md5)
+        XCTAssertNil(c.authFile)
+        XCTAssertNil(c.authUser)
+        XCTAssertTrue(c.authQuery.hasPrefix("SELECT rolname, CASE WHEN rolvaliduntil < now()"))
+        XCTAssertEqual(c.adminUsers, [])
+        XCTAssertEqual(c.statsUsers, [])
+        XCTAssertEqual(c.poolMode, .session)
+        XCTAssertEqual(c.defaultPoolSize, 20)
+        XCTAssertEqual(c.minPoolSize, 0)
+        XCTAssertEqual(c.reservePoolSize, 0)
+        XCTAssertEqual(c.reservePoolTimeout, 5)
+        XCTAssertEqual(c.maxClientConn, 100)
+        XCTAssertEqual(c.maxDBConnections, 0)
+        XCTAssertEqual(c.maxUserConnections, 0)
+        XCTAssertEqual(c.serverResetQuery, "DISCARD ALL")
+        XCTAssertFalse(c.serverResetQueryAlways)
+        XCTAssertEqual(c.serverCheckQuery, "<empty>")
+        XCTAssertEqual(c.serverCheckQueryToSend, "")
+        XCTAssertEqual(c.serverCheckDelay, 30)
+        XCTAssertEqual(c.serverIdleTimeout, 600)
+        XCTAssertEqual(c.serverLifetime, 3600)
+        XCTAssertEqual(c.serverConnectTimeout, 15)
+        XCTAssertEqual(c.serverLoginRetry, 15)
+        XCTAssertFalse(c.serverRoundRobin)
+        XCTAssertEqual(c.clientLoginTimeout, 60)
+        XCTAssertEqual(c.clientIdleTimeout, 0)
+        XCTAssertEqual(c.idleTransactionTimeout, 0)
+        XCTAssertEqual(c.queryTimeout, 0)
+        XCTAssertEqual(c.queryWaitTimeout, 120)
+        XCTAssertEqual(c.ignoreStartupParameters, [])
+        XCTAssertEqual(c.trackExtraParameters, ["IntervalStyle"])
+        XCTAssertEqual(c.maxPreparedStatements, 200)
+        XCTAssertEqual(c.maxPacketSize, 2147483647)
+        XCTAssertEqual(c.pktBuf, 4096)
+        XCTAssertNil(c.logfile)
+        XCTAssertNil(c.pidfile)
+        XCTAssertTrue(c.logConnections)
+        XCTAssertTrue(c.logDisconnections)
+        XCTAssertTrue(c.logPoolerErrors)
+        XCTAssertEqual(c.verbose, 0)
+        XCTAssertEqual(c.statsPeriod, 60)
+        XCTAssertFalse(c.applicationNameAddHost)
+        XCTAssertFalse(c.soReuseport)
+        XCTAssertTrue(c.tcpKeepalive)
+        XCTAssertEqual(c.tcpKeepidle, 0)
+        XCTAssertEqual(c.tcpKeepintvl, 0)
+        XCTAssertEqual(c.tcpKeepcnt, 0)
+        XCTAssertEqual(c.tcpUserTimeout, 0)
+        XCTAssertEqual(c.dnsMaxTTL, 15)
+        XCTAssertEqual(c.dnsNXDomainTTL, 15)
+        XCTAssertEqual(c.clientTLSSSLMode, .disable)
+        XCTAssertEqual(c.serverTLSSSLMode, .prefer)
+        XCTAssertEqual(c.clientTLSProtocols, "secure")
+        XCTAssertEqual(c.serverTLSCiphers, "default")
+        XCTAssertEqual(c.clientTLSECDHCurve, "auto")
+        // [pgswift]
+        XCTAssertEqual(c.workers, max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
+        XCTAssertNil(c.workerBinary)
+        XCTAssertEqual(c.metricsListen, "")
+        XCTAssertEqual(c.drainTimeout, 300)
+        XCTAssertTrue(c.failFast)
+        // The rest
+        XCTAssertEqual(c.databases, [])
+        XCTAssertNil(c.fallbackDatabase)
+        XCTAssertTrue(c.users.isEmpty)
+        XCTAssertEqual(c.configFile, "test.ini")
+        XCTAssertEqual(c.warnings, [])
+    }
+
+    /// The table's PgBouncer default strings, parsed and stored, give the property initial values.
+    func testKeyTableDefaultsAgreeWithPropertyDefaults() throws {
+        for spec in ConfigKeySpec.pgbouncer + ConfigKeySpec.pgswift {
+            guard let store = spec.store, let show = spec.show else { continue }
+            if spec.name == "workers" { continue }  // depends on the machine
+            var c = Config()
+            let before = show(c)
+            store(&c, try spec.parse(spec.defaultValue))
+            XCTAssertEqual(show(c), before, "default of \(spec.name)")
+        }
+        let names = ConfigKeySpec.pgbouncer.map(\.name)
+        XCTAssertEqual(names, names.sorted(), "PgBouncer keys stay in PgBouncer's alphabetical order")
+        XCTAssertEqual(Set(names).count, names.count)
+    }
+
+    func testImplementedKeysListed() {
+        for key in ["listen_addr", "listen_port", "unix_socket_dir", "unix_socket_mode", "unix_socket_group",
+                    "auth_type", "auth_file", "auth_user", "auth_query", "admin_users", "stats_users",
+                    "pool_mode", "default_pool_size", "min_pool_size", "reserve_pool_size",
+                    "reserve_pool_timeout", "max_client_conn", "max_db_connections", "max_user_connections",
+                    "server_reset_query", "server_reset_query_always", "server_check_query",
+                    "server_check_delay", "server_idle_timeout", "server_lifetime", "server_connect_timeout",
+                    "server_login_retry", "client_login_timeout", "client_idle_timeout",
+                    "idle_transaction_timeout", "query_timeout", "query_wait_timeout",
+                    "ignore_startup_parameters", "track_extra_parameters", "max_prepared_statements",
+                    "max_packet_size", "pkt_buf", "listen_backlog", "logfile", "pidfile", "log_connections",
+                    "log_disconnections", "log_pooler_errors", "verbose", "stats_period",
+                    "application_name_add_host", "so_reuseport", "tcp_keepalive", "tcp_keepidle",
+                    "tcp_keepintvl", "tcp_keepcnt", "tcp_user_timeout", "server_round_robin", "dns_max_ttl",
+                    "dns_nxdomain_ttl", "workers", "worker_binary", "metrics_listen", "drain_timeout",
+                    "fail_fast"] {
+            XCTAssertEqual(Config.isImplemented(key: key), true, key)
+        }
+        XCTAssertEqual(Config.isImplemented(key: "client_tls_sslmode"), false)
+        XCTAssertEqual(Config.isImplemented(key: "syslog"), false)
+        XCTAssertEqual(Config.isImplemented(key: "user"), false)
+        XCTAssertNil(Config.isImplemented(key: "no_such_key"))
+    }
+
+    // MARK: Value formats
+
+    func testEveryValueType() throws {
+        let c = try parse("""
+            ; comment
+            # another comment
+            [PgBouncer]
+              Listen_Addr = 127.0.0.1, ::1 ,*
+            listen_port=7000
+            unix_socket_mode = 0700
+            max_packet_size = 0x10000
+            default_pool_size = 35
+            log_connections = no
+            log_disconnections = OFF
+            log_pooler_errors = false
+            so_reuseport = yes
+            server_round_robin = on
+            application_name_add_host = TRUE
+            server_reset_query_always = 1
+            tcp_keepalive = 0
+            server_idle_timeout = 0.5
+            query_wait_timeout = 15
+            server_lifetime = 1e3
+            admin_users = alice, bob
+            stats_users = carol
+            ignore_startup_parameters = extra_float_digits,options,
+            track_extra_parameters =
+            pool_mode = Transaction
+            auth_type = SCRAM-SHA-256
+            server_reset_query = DISCARD ALL; -- ; and # are plain text here
+            unix_socket_dir =
+            logfile = /var/log/pgswift.log
+            """)
+        XCTAssertEqual(c.listenAddr, ["127.0.0.1", "::1", "*"])
+        XCTAssertEqual(c.listenPort, 7000)
+        XCTAssertEqual(c.unixSocketMode, 0o700)
+        XCTAssertEqual(c.maxPacketSize, 65536)
+        XCTAssertEqual(c.defaultPoolSize, 35)
+        XCTAssertFalse(c.logConnections)
+        XCTAssertFalse(c.logDisconnections)
+        XCTAssertFalse(c.logPoolerErrors)
+        XCTAssertTrue(c.soReuseport)
+        XCTAssertTrue(c.serverRoundRobin)
+        XCTAssertTrue(c.applicationNameAddHost)
+        XCTAssertTrue(c.serverResetQueryAlways)
+        XCTAssertFalse(c.tcpKeepalive)
+        XCTAssertEqual(c.serverIdleTimeout, 0.5)
+        XCTAssertEqual(c.queryWaitTimeout, 15)
+        XCTAssertEqual(c.serverLifetime, 1000)
+        XCTAssertEqual(c.adminUsers, ["alice", "bob"])
+        XCTAssertEqual(c.statsUsers, ["carol"])
+        XCTAssertEqual(c.ignoreStartupParameters, ["extra_float_digits", "options"])
+        XCTAssertEqual(c.trackExtraParameters, [])
+        XCTAssertEqual(c.poolMode, .transaction)
+        XCTAssertEqual(c.authType, .scramSHA256)
+        XCTAssertEqual(c.serverResetQuery, "DISCARD ALL; -- ; and # are plain text here")
+        XCTAssertEqual(c.unixSocketDir, "")
+        XCTAssertEqual(c.logfile, "/var/log/pgswift.log")
+        XCTAssertEqual(c.warnings, [])
+        XCTAssertEqual(c.location(ofSetting: "LISTEN_PORT"), ConfigLocation(file: "test.ini", line: 5))
+    }
+
+    func testAllAuthTypeSpellings() throws {
+        for t in AuthType.allCases {
+            XCTAssertEqual(try parse("[pgbouncer]\nauth_type = \(t.rawValue)\n").authType, t)
+        }
+        XCTAssertEqual(AuthType.scramSHA256.rawValue, "scram-sha-256")
+    }
+
+    func testLaterValueWinsAndCRLFAndBOM() throws {
+        let c = try parse("\u{FEFF}[pgbouncer]\r\nlisten_port = 1\r\nlisten_port = 2\r\n")
+        XCTAssertEqual(c.listenPort, 2)
+        XCTAssertEqual(c.location(ofSetting: "listen_port")?.line, 3)
+    }
+
+    func testPgswiftSection() throws {
+        let c = try parse("""
+            [pgbouncer]
+            [pgswift]
+            workers = 4
+            worker_binary = /usr/libexec/pgswift-worker
+            metrics_listen = 127.0.0.1:9127
+            drain_timeout = 2.5
+            fail_fast = no
+            """)
+        XCTAssertEqual(c.workers, 4)
+        XCTAssertEqual(c.workerBinary, "/usr/libexec/pgswift-worker")
+        XCTAssertEqual(c.metricsListen, "127.0.0.1:9127")
+        XCTAssertEqual(c.drainTimeout, 2.5)
+        XCTAssertFalse(c.failFast)
+        XCTAssertNil(try parse("[pgswift]\nworker_binary =\n").workerBinary)
+    }
+
+    func testServerCheckQueryForms() throws {
+        XCTAssertNil(try parse("[pgbouncer]\nserver_check_query =\n").serverCheckQueryToSend)
+        XCTAssertEqual(try parse("[pgbouncer]\nserver_check_query = select 1\n").serverCheckQueryToSend, "select 1")
+    }
+
+    // MARK: [databases]
+
+    func testConnectionStrings() throws {
+        let c = try parse("""
+            [pgbouncer]
+            [databases]
+            app = host=db1.example.com port=5433 dbname=app_prod user=app password='it''s secret' pool_size=10
+            multi = host='10.0.0.1, 10.0.0.2,10.0.0.3' port=5432,5433,5434 load_balance_hosts=disable
+            shared = host=a,b port=6000
+            sock = host=/var/run/postgresql dbname=x
+            tuned = min_pool_size=2 reserve_pool=3 max_db_connections=50 pool_mode=statement auth_user=authy
+            params = client_encoding=UTF8 datestyle='ISO, MDY' timezone=UTC application_name=app connect_query='SELECT 1'
+            spaced  =   host = h1   port =  5439
+            "weird ""name"" db" = dbname=w
+            app2 = reserve_pool_size=4 pool_size=-1
+            """)
+        XCTAssertEqual(c.databases.map(\.name), ["app", "multi", "shared", "sock", "tuned", "params", "spaced",
+                                                 "weird \"name\" db", "app2"])
+        let app = try XCTUnwrap(c.database(named: "app"))
+        XCTAssertEqual(app, DatabaseEntry(name: "app", hosts: ["db1.example.com"], ports: [5433], dbname: "app_prod",
+                                          user: "app", password: "it's secret", poolSize: 10, line: 3,
+                                          file: "test.ini"))
+        XCTAssertEqual(app.serverDatabaseName, "app_prod")
+
+        let multi = try XCTUnwrap(c.database(named: "multi"))
+        XCTAssertEqual(multi.hosts, ["10.0.0.1", "10.0.0.2", "10.0.0.3"])
+        XCTAssertEqual(multi.ports, [5432, 5433, 5434])
+        XCTAssertEqual(multi.port(forHostAt: 2), 5434)
+        XCTAssertEqual(multi.loadBalanceHosts, .disable)
+        XCTAssertEqual(multi.serverDatabaseName, "multi")
+
+        let shared = try XCTUnwrap(c.database(named: "shared"))
+        XCTAssertEqual(shared.hosts, ["a", "b"])
+        XCTAssertEqual(shared.port(forHostAt: 1), 6000)
+        XCTAssertEqual(shared.loadBalanceHosts, .roundRobin)
+
+        let sock = try XCTUnwrap(c.database(named: "sock"))
+        XCTAssertTrue(DatabaseEntry.isUnixSocket(sock.hosts[0]))
+        XCTAssertFalse(DatabaseEntry.isUnixSocket("db1"))
+        XCTAssertEqual(sock.ports, [5432])
+
+        let tuned = try XCTUnwrap(c.database(named: "tuned"))
+        XCTAssertEqual(tuned.hosts, [])
+        XCTAssertEqual(tuned.minPoolSize, 2)
+        XCTAssertEqual(tuned.reservePoolSize, 3)
+        XCTAssertEqual(tuned.maxDBConnections, 50)
+        XCTAssertEqual(tuned.poolMode, .statement)
+        XCTAssertEqual(tuned.authUser, "authy")
+
+        let params = try XCTUnwrap(c.database(named: "params"))
+        XCTAssertEqual(params.startupParameters, [
+            ConnParam(name: "client_encoding", value: "UTF8"),
+            ConnParam(name: "datestyle", value: "ISO, MDY"),
+            ConnParam(name: "timezone", value: "UTC"),
+            ConnParam(name: "application_name", value: "app"),
+        ])
+        XCTAssertEqual(params.connectQuery, "SELECT 1")
+
+        let spaced = try XCTUnwrap(c.database(named: "spaced"))
+        XCTAssertEqual(spaced.hosts, ["h1"])
+        XCTAssertEqual(spaced.ports, [5439])
+        XCTAssertEqual(c.database(named: "weird \"name\" db")?.dbname, "w")
+        let app2 = try XCTUnwrap(c.database(named: "app2"))
+        XCTAssertEqual(app2.reservePoolSize, 4)
+        XCTAssertNil(app2.poolSize, "-1 means inherit, as in PgBouncer")
+        XCTAssertNil(c.database(named: "APP"), "database names are case-sensitive")
+        XCTAssertNil(c.database(named: "missing"))
+        XCTAssertNil(c.fallbackDatabase)
+    }
+
+    func testFallbackDatabaseAndRedefinition() throws {
+        let c = try parse("""
+            [databases]
+            a = host=one
+            * = host=fallback.example.com port=5433
+            a = host=two
+            """)
+        XCTAssertEqual(c.databases.count, 1)
+        XCTAssertEqual(c.database(named: "a")?.hosts, ["two"], "a later definition replaces the earlier one")
+        XCTAssertEqual(c.database(named: "a")?.line, 4)
+        let other = try XCTUnwrap(c.database(named: "reports"))
+        XCTAssertEqual(other.name, "reports")
+        XCTAssertEqual(other.serverDatabaseName, "reports")
+        XCTAssertEqual(other.hosts, ["fallback.example.com"])
+        XCTAssertEqual(other.ports, [5433])
+        XCTAssertEqual(c.fallbackDatabase?.name, "*")
+    }
+
+    func testUnimplementedConnectionParameterWarns() throws {
+        let c = try parse("[pgbouncer]\n[databases]\nx = host=h auth_query='SELECT 1' server_lifetime=10\n")
+        XCTAssertEqual(c.warnings.map(\.line), [3, 3])
+        XCTAssertTrue(c.warnings[0].message.contains("auth_query is not implemented by pgswift yet"))
+        XCTAssertEqual(c.database(named: "x")?.hosts, ["h"])
+    }
+
+    // MARK: [users] and effective settings
+
+    func testUsersSectionAndEffectiveSettings() throws {
+        let c = try parse("""
+            [pgbouncer]
+            pool_mode = session
+            default_pool_size = 20
+            reserve_pool_size = 1
+            max_user_connections = 7
+            max_db_connections = 9
+            [databases]
+            txdb = pool_mode=transaction pool_size=5 max_db_connections=0
+            plain = host=h
+            forced = user=svc pool_size=3
+            [users]
+            bob = pool_mode=statement max_user_connections=4 pool_size=2 reserve_pool_size=6
+            carol = max_user_connections=0
+            svc = pool_mode=transaction
+            """)
+        XCTAssertEqual(c.users["bob"], UserEntry(name: "bob", poolMode: .statement, maxUserConnections: 4,
+                                                 poolSize: 2, reservePoolSize: 6))
+        let txdb = c.database(named: "txdb")
+        let plain = c.database(named: "plain")
+        let forced = c.database(named: "forced")
+        XCTAssertEqual(c.effectivePoolMode(database: txdb, user: "alice"), .transaction)
+        XCTAssertEqual(c.effectivePoolMode(database: txdb, user: "bob"), .statement, "user beats database")
+        XCTAssertEqual(c.effectivePoolMode(database: plain, user: "alice"), .session)
+        XCTAssertEqual(c.effectivePoolMode(database: nil, user: "alice"), .session)
+        XCTAssertEqual(c.effectivePoolMode(database: forced, user: "bob"), .transaction, "forced user's entry")
+        XCTAssertEqual(c.effectivePoolSize(database: txdb, user: "alice"), 5)
+        XCTAssertEqual(c.effectivePoolSize(database: txdb, user: "bob"), 2)
+        XCTAssertEqual(c.effectivePoolSize(database: plain, user: "alice"), 20)
+        XCTAssertEqual(c.effectivePoolSize(database: forced, user: "bob"), 3)
+        XCTAssertEqual(c.effectiveReservePoolSize(database: plain, user: "alice"), 1)
+        XCTAssertEqual(c.effectiveReservePoolSize(database: plain, user: "bob"), 6)
+        XCTAssertEqual(c.effectiveMaxUserConnections(user: "bob"), 4)
+        XCTAssertEqual(c.effectiveMaxUserConnections(user: "carol"), 7, "0 inherits")
+        XCTAssertEqual(c.effectiveMaxDBConnections(database: txdb), 9, "0 inherits")
+        XCTAssertEqual(c.effectiveMinPoolSize(database: txdb), 0)
+    }
+
+    // MARK: %include
+
+    func testIncludeRelativeToIncludingFile() throws {
+        _ = try write("conf.d/pools.ini", """
+            [databases]
+            app = host=db port=5432
+            %include ../more/users.ini
+            """)
+        _ = try write("more/users.ini", "[users]\nbob = pool_mode=transaction\n")
+        _ = try write("userlist.txt", "\"bob\" \"secret\"\n")
+        let main = try write("pgbouncer.ini", """
+            [pgbouncer]
+            listen_port = 6500
+            auth_file = userlist.txt
+            %include conf.d/pools.ini
+            [pgbouncer]
+            default_pool_size = 7
+            """)
+        let c = try Config.load(path: main)
+        XCTAssertEqual(c.listenPort, 6500)
+        XCTAssertEqual(c.defaultPoolSize, 7)
+        XCTAssertEqual(c.database(named: "app")?.hosts, ["db"])
+        XCTAssertEqual(c.database(named: "app")?.file, tempDir + "/conf.d/pools.ini")
+        XCTAssertEqual(c.database(named: "app")?.line, 2)
+        XCTAssertEqual(c.users["bob"]?.poolMode, .transaction)
+        XCTAssertEqual(c.authFile, tempDir + "/userlist.txt", "relative auth_file resolves next to the config")
+        XCTAssertEqual(c.configFile, main)
+    }
+
+    func testErrorInsideIncludedFileNamesThatFile() throws {
+        let inc = try write("inc.ini", "\n[pgbouncer]\nlisten_port = many\n")
+        let main = try write("main.ini", "[pgbouncer]\n%include inc.ini\n")
+        let e = try XCTUnwrap(loadError(main))
+        XCTAssertEqual(e.file, inc)
+        XCTAssertEqual(e.line, 3)
+    }
+
+    func testMissingIncludeIsAnErrorAtTheDirective() throws {
+        let main = try write("main.ini", "[pgbouncer]\n\n%include nowhere.ini\n")
+        let e = try XCTUnwrap(loadError(main))
+        XCTAssertEqual(e.file, main)
+        XCTAssertEqual(e.line, 3)
+        XCTAssertTrue(e.message.contains("nowhere.ini"), e.message)
+    }
+
+    func testIncludeDepthLimit() throws {
+        let loop = try write("loop.ini", "%include loop.ini\n")
+        let e = try XCTUnwrap(loadError(loop))
+        XCTAssertEqual(e.file, loop)
+        XCTAssertEqual(e.line, 1)
+        XCTAssertTrue(e.message.contains("nested too deeply"), e.message)
+
+        // Ten nested includes are fine (chain0 → chain1 → … → chain10), an eleventh is not.
+        for i in 1...10 {
+            _ = try write("chain\(i).ini", i == 10 ? "[pgbouncer]\nlisten_port = 1234\n" : "%include chain\(i + 1).ini\n")
+        }
+        XCTAssertEqual(try Config.parse(text: "%include chain1.ini\n", file: tempDir + "/chain0.ini").listenPort, 1234)
+        let tooDeep = try write("deeper.ini", "%include chain0.ini\n")
+        _ = try write("chain0.ini", "%include chain1.ini\n")
+        XCTAssertEqual(loadError(tooDeep)?.file, tempDir + "/chain9.ini")
+    }
+
+    func testParseIncludesRelativeToTheGivenFileName() throws {
+        _ = try write("part.ini", "[pgbouncer]\nlisten_port = 5555\n")
+        let c = try Config.parse(text: "%include part.ini\n", file: tempDir + "/virtual.ini")
+        XCTAssertEqual(c.listenPort, 5555)
+    }
+
+    // MARK: Errors carry file and line
+
+    func testBadInt() throws {
+        let e = try XCTUnwrap(parseError("[pgbouncer]\nlisten_port = 64x32\n"))
+        XCTAssertEqual(e, ConfigError(file: "test.ini", line: 2,
+                                      message: "invalid value \"64x32\" for listen_port: not an integer"))
+        XCTAssertEqual(e.description, "test.ini:2: invalid value \"64x32\" for listen_port: not an integer")
+        XCTAssertEqual(parseError("[pgbouncer]\n\nlisten_port = 70000\n")?.line, 3)
+        XCTAssertEqual(parseError("[pgbouncer]\ndefault_pool_size = -1\n")?.line, 2)
+        XCTAssertEqual(parseError("[pgbouncer]\nunix_socket_mode = 0789\n")?.line, 2)
+        XCTAssertEqual(parseError("[pgswift]\nworkers = 0\n")?.line, 2)
+    }
+
+    func testBadBool() throws {
+        let e = try XCTUnwrap(parseError("[pgbouncer]\nlisten_port = 1\nlog_connections = maybe\n"))
+        XCTAssertEqual(e.file, "test.ini")
+        XCTAssertEqual(e.line, 3)
+        XCTAssertTrue(e.message.contains("log_connections"), e.message)
+        XCTAssertTrue(e.message.contains("boolean"), e.message)
+    }
+
+    func testBadTime() throws {
+        XCTAssertEqual(parseError("[pgbouncer]\nquery_timeout = -1\n")?.line, 2)
+        XCTAssertEqual(parseError("[pgbouncer]\nquery_timeout = 5s\n")?.line, 2)
+        XCTAssertEqual(parseError("[pgbouncer]\nquery_timeout = nan\n")?.line, 2)
+    }
+
+    func testBadEnum() throws {
+        let e = try XCTUnwrap(parseError("[pgbouncer]\npool_mode = foo\n"))
+        XCTAssertEqual(e.line, 2)
+        XCTAssertEqual(e.message, "invalid value \"foo\" for pool_mode: expected one of: session, transaction, statement")
+        let a = try XCTUnwrap(parseError("[pgbouncer]\n#\nauth_type = bar\n"))
+        XCTAssertEqual(a.line, 3)
+        XCTAssertTrue(a.message.contains("auth_type"), a.message)
+        XCTAssertEqual(parseError("[pgbouncer]\nserver_tls_sslmode = sometimes\n")?.line, 2)
+    }
+
+    func testUnknownKey() throws {
+        let e = try XCTUnwrap(parseError("[pgbouncer]\nlisten_port = 1\nlisten_prot = 2\n"))
+        XCTAssertEqual(e, ConfigError(file: "test.ini", line: 3,
+                                      message: "unknown setting \"listen_prot\" in [pgbouncer]"))
+        XCTAssertEqual(parseError("[pgswift]\nworkerz = 1\n")?.line, 2)
+        let wrong = try XCTUnwrap(parseError("[pgbouncer]\nworkers = 2\n"))
+        XCTAssertTrue(wrong.message.contains("[pgswift]"), wrong.message)
+        XCTAssertEqual(parseError("[pgswift]\nlisten_port = 2\n")?.line, 2)
+    }
+
+    func testUnknownSection() throws {
+        let e = try XCTUnwrap(parseError("[pgbouncer]\n[pgbouncre]\n"))
+        XCTAssertEqual(e.line, 2)
+        XCTAssertTrue(e.message.hasPrefix("unknown section [pgbouncre]"), e.message)
+    }
+
+    func testSyntaxErrors() throws {
+        XCTAssertEqual(parseError("[pgbouncer\n")?.line, 1)
+        XCTAssertEqual(parseError("[pgbouncer]\nlisten_port 6432\n")?.line, 2)
+        XCTAssertEqual(parseError("[pgbouncer]\n\n= 3\n")?.line, 3)
+        XCTAssertEqual(parseError("[pgbouncer] junk\n")?.line, 1)
+        XCTAssertEqual(parseError("[databases]\n\"unterminated = host=x\n")?.line, 2)
+        XCTAssertEqual(parseError("listen_port = 1\n")?.line, 1, "key before any section")
+        XCTAssertEqual(parseError("[pgbouncer]\n%inclde x\n")?.line, 2)
+        XCTAssertEqual(parseError("[pgbouncer]\n%include\n")?.line, 2)
+        XCTAssertNoThrow(try parse("[pgbouncer] ; trailing comment is fine\n"))
+    }
+
+    func testBadConnectionStrings() throws {
+        let unknown = try XCTUnwrap(parseError("[databases]\nok = host=x\nbad = host=x colour=blue\n"))
+        XCTAssertEqual(unknown, ConfigError(file: "test.ini", line: 3,
+                                            message: "database \"bad\": unrecognized connection parameter \"colour\""))
+        let port = try XCTUnwrap(parseError("[databases]\nbad = host=x port=abc\n"))
+        XCTAssertEqual(port.line, 2)
+        XCTAssertTrue(port.message.contains("invalid port"), port.message)
+        XCTAssertEqual(parseError("[databases]\nbad = port=0\n")?.line, 2)
+        XCTAssertEqual(parseError("[databases]\nbad = host=a,b,c port=1,2\n")?.line, 2)
+        XCTAssertEqual(parseError("[databases]\nbad = host=a,,c\n")?.line, 2)
+        XCTAssertEqual(parseError("[databases]\nbad = host=a, b\n")?.line, 2, "spaces in a list need quotes")
+        let mode = try XCTUnwrap(parseError("[databases]\n\nbad = pool_mode=sometimes\n"))
+        XCTAssertEqual(mode.line, 3)
+        XCTAssertTrue(mode.message.contains("pool_mode"), mode.message)
+        XCTAssertEqual(parseError("[databases]\nbad = password='open\n")?.line, 2)
+        XCTAssertEqual(parseError("[databases]\nbad = password=\n")?.line, 2)
+        XCTAssertEqual(parseError("[databases]\nbad = host\n")?.line, 2)
+        XCTAssertEqual(parseError("[databases]\nbad = pool_size=ten\n")?.line, 2)
+        XCTAssertEqual(parseError("[databases]\nbad = load_balance_hosts=random\n")?.line, 2)
+        XCTAssertEqual(parseError("[databases]\npgbouncer = host=x\n")?.line, 2)
+        XCTAssertEqual(parseError("[users]\nbob = pool_mode=x\n")?.line, 2)
+        XCTAssertEqual(parseError("[users]\nbob = colour=blue\n")?.line, 2)
+    }
+
+    // MARK: Warnings
+
+    func testNotImplementedKeysWarnInsteadOfFailing() throws {
+        let c = try parse("""
+            [pgbouncer]
+            syslog = 1
+            user = postgres
+            client_tls_sslmode = require
+            client_tls_key_file = /etc/k.pem
+            [peers]
+            1 = host=/tmp/pgbouncer-1
+            """)
+        XCTAssertEqual(c.warnings.map(\.line), [2, 3, 4, 5, 6])
+        XCTAssertEqual(c.warnings[0].message, "syslog is not implemented by pgswift yet; ignored")
+        XCTAssertEqual(c.warnings[0].description, "test.ini:2: syslog is not implemented by pgswift yet; ignored")
+        XCTAssertTrue(c.warnings[1].message.hasPrefix("user is not implemented by pgswift yet"))
+        XCTAssertEqual(c.clientTLSSSLMode, .require, "TLS keys are stored")
+        XCTAssertEqual(c.clientTLSKeyFile, "/etc/k.pem")
+        XCTAssertEqual(c.ignoredSettings["syslog"], "1")
+        XCTAssertEqual(c.ignoredSettings["user"], "postgres")
+        XCTAssertTrue(c.warnings[4].message.contains("[peers]"))
+        // Values of ignored keys are still checked.
+        XCTAssertEqual(parseError("[pgbouncer]\nsyslog = sometimes\n")?.line, 2)
+    }
+
+    func testMissingMainSectionWarns() throws {
+        let c = try parse("[databases]\nx = host=y\n")
+        XCTAssertEqual(c.warnings, [ConfigWarning(file: "test.ini", line: 0,
+                                                  message: "no [pgbouncer] section; using defaults")])
+    }
+
+    func testSettingsListing() throws {
+        let c = try parse("[pgbouncer]\nlisten_port = 7777\nserver_idle_timeout = 0.25\nsyslog = 1\n")
+        let s = Dictionary(uniqueKeysWithValues: c.settings().map { ($0.key, $0) })
+        XCTAssertEqual(s["listen_port"]?.value, "7777")
+        XCTAssertEqual(s["listen_port"]?.defaultValue, "6432")
+        XCTAssertEqual(s["server_idle_timeout"]?.value, "0.25")
+        XCTAssertEqual(s["server_lifetime"]?.value, "3600")
+        XCTAssertEqual(s["syslog"]?.value, "1")
+        XCTAssertEqual(s["syslog"]?.implemented, false)
+        XCTAssertEqual(s["unix_socket_mode"]?.value, "511")
+        XCTAssertEqual(s["workers"]?.value, String(c.workers))
+    }
+
+    // MARK: load(path:) file checks
+
+    func testLoadMissingFile() throws {
+        let e = try XCTUnwrap(loadError(tempDir + "/absent.ini"))
+        XCTAssertEqual(e.file, tempDir + "/absent.ini")
+        XCTAssertEqual(e.line, 0)
+        XCTAssertTrue(e.message.contains("No such file"), e.message)
+    }
+
+    func testLoadMissingAuthFile() throws {
+        let main = try write("p.ini", "[pgbouncer]\nauth_type = md5\n\nauth_file = /nonexistent/userlist.txt\n")
+        let e = try XCTUnwrap(loadError(main))
+        XCTAssertEqual(e.file, main)
+        XCTAssertEqual(e.line, 4)
+        XCTAssertTrue(e.message.contains("/nonexistent/userlist.txt"), e.message)
+    }
+
+    func testAuthFileRequiredByAuthType() throws {
+        let md5 = try write("md5.ini", "[pgbouncer]\nauth_type = md5\n")
+        let e = try XCTUnwrap(loadError(md5))
+        XCTAssertEqual(e.line, 2)
+        XCTAssertTrue(e.message.contains("auth_file"), e.message)
+        let implicit = try write("implicit.ini", "[pgbouncer]\nlisten_port = 1\n")
+        XCTAssertEqual(loadError(implicit)?.line, 0, "the default auth_type md5 needs a user list too")
+        XCTAssertNoThrow(try Config.load(path: try write("any.ini", "[pgbouncer]\nauth_type = any\n")))
+        XCTAssertNoThrow(try Config.load(path: try write("au.ini", "[pgbouncer]\nauth_user = pgswift\n")))
+        XCTAssertNoThrow(try Config.parse(text: "[pgbouncer]\n", file: "x.ini"), "parse does not check files")
+    }
+}
