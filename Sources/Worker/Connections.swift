@@ -169,8 +169,8 @@ struct Table<Record> {
 
     @inline(__always)
     subscript(i: Int32) -> Record {
-        unsafeAddress { UnsafePointer(base + Int(i)) }
-        nonmutating unsafeMutableAddress { base + Int(i) }
+        _read { yield base[Int(i)] }
+        nonmutating _modify { yield &base[Int(i)] }
     }
 
     mutating func allocate() -> Int32 {

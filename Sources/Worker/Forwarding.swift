@@ -409,6 +409,12 @@ extension Worker {
                         continue
                     }
                     if servers[si].pendingSyncs > 0 { servers[si].pendingSyncs &-= 1 }
+                    if status != UInt8(ascii: "I") && pools[Int(servers[si].pool)].mode == .statement {
+                        servers[si].input.scan = scan
+                        servers[si].input.partial = partial
+                        statementModeViolation(si)
+                        return .stop
+                    }
                     if servers[si].pendingSyncs == 0 && !servers[si].unsynced && status == UInt8(ascii: "I") {
                         let p = Int(servers[si].pool)
                         if pools[p].mode != .session {
@@ -446,6 +452,23 @@ extension Worker {
         if swallowing(si) { releaseIfEmpty(server: si) }
         if result == .needMore && scan > servers[si].input.start { return .progress }
         return result
+    }
+
+    /// Statement mode cannot keep a transaction open across statements: refuse, like PgBouncer.
+    func statementModeViolation(_ si: Int32) {
+        let ci = servers[si].client
+        log.warning("S-\(servers[si].id): transaction block in statement pooling mode")
+        if ci >= 0 {
+            clients[ci].server = -1
+            unlinkServerCounts(si)
+            servers[si].client = -1
+            clients[ci].state = .idle
+            sendClientError(ci, ErrorFields(severity: "FATAL", code: SQLState.featureNotSupported,
+                message: "transaction blocks not allowed in statement pooling mode"), close: true)
+        }
+        let p = servers[si].pool
+        closeServer(si, reason: "transaction block in statement pooling mode")
+        launchIfNeeded(p)
     }
 
     @inline(__always)

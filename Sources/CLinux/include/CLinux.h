@@ -137,15 +137,20 @@ static inline int cl_spawn(pid_t *pid, const char *path, char *const argv[], cha
     if (rc != 0) return rc;
     rc = posix_spawnattr_init(&attr);
     if (rc != 0) { posix_spawn_file_actions_destroy(&fa); return rc; }
-    // Move the sources out of the way first (above 64) so that dup2 onto 3.. never clobbers one.
-    for (int i = 0; i < fd_count && rc == 0; i++) {
-        rc = posix_spawn_file_actions_adddup2(&fa, fds[i], 64 + i);
+    // Park the sources first, above 64 and above every source (so parking one never clobbers another),
+    // then dup2 them onto 3.., which can no longer clobber a source either.
+    int base = 64;
+    for (int i = 0; i < fd_count; i++) {
+        if (fds[i] >= base) base = fds[i] + 1;
     }
     for (int i = 0; i < fd_count && rc == 0; i++) {
-        rc = posix_spawn_file_actions_adddup2(&fa, 64 + i, 3 + i);
+        rc = posix_spawn_file_actions_adddup2(&fa, fds[i], base + i);
     }
     for (int i = 0; i < fd_count && rc == 0; i++) {
-        rc = posix_spawn_file_actions_addclose(&fa, 64 + i);
+        rc = posix_spawn_file_actions_adddup2(&fa, base + i, 3 + i);
+    }
+    for (int i = 0; i < fd_count && rc == 0; i++) {
+        rc = posix_spawn_file_actions_addclose(&fa, base + i);
     }
     sigset_t empty, all;
     sigemptyset(&empty);

@@ -1,0 +1,42 @@
+# pgswift build, test and demo entry points (CI runs `make test` through .ci/run).
+SWIFT   ?= swift
+JOBS    ?= 2
+CONFIG  ?= pgswift.ini
+RELEASE := .build/release
+
+.PHONY: all build debug test run bench clean check-config deps deps-build deps-test
+
+all: build
+
+deps: deps-build deps-test
+deps-build:
+	scripts/install-deps.sh build
+deps-test:
+	scripts/install-deps.sh build test
+
+build: deps-build
+	$(SWIFT) build -c release -j $(JOBS)
+
+debug: deps-build
+	$(SWIFT) build -j $(JOBS)
+
+# Without Swift Testing tests its runner would close the log with "0 tests", hiding XCTest's count.
+TEST_FLAGS := $(if $(shell grep -rl '^import Testing' Tests 2>/dev/null),,--disable-swift-testing)
+
+# The end-to-end tests start the freshly built binaries: they are found through PGSWIFT_BIN_DIR.
+test: deps-test
+	$(SWIFT) build --build-tests -j $(JOBS)
+	PGSWIFT_BIN_DIR="$${PGSWIFT_BIN_DIR:-$$($(SWIFT) build --show-bin-path)}" $(SWIFT) test --skip-build $(TEST_FLAGS)
+
+run: deps-test build
+	scripts/demo.sh
+
+bench:
+	@echo "make bench: not implemented yet (issue 4)" >&2
+	@exit 1
+
+check-config: build
+	$(RELEASE)/pgswift --check-config $(CONFIG)
+
+clean:
+	rm -rf .build

@@ -1,0 +1,174 @@
+// Messages between the supervisor and a worker: one per SEQPACKET datagram, [kind u8][payload], big-endian.
+
+/// How a worker stops (PgBouncer's SIGTERM / SIGINT / second signal or SIGQUIT).
+public enum ShutdownMode: UInt8, Sendable {
+    /// Stop accepting; exit when the last client has left.
+    case graceful = 1
+    /// Stop accepting; exit when no server connection is in use.
+    case safe = 2
+    /// Close everything now.
+    case immediate = 3
+}
+
+public enum ControlMessage: Equatable, Sendable {
+    // supervisor → worker
+    case shutdown(ShutdownMode)
+    case reload
+    case pause
+    case resume
+    /// A cancel request for a client of this worker.
+    case cancel(processID: Int32, secretKey: UInt32)
+    // worker → supervisor
+    /// The worker accepts connections.
+    case ready(slot: Int32, pid: Int32)
+    /// A cancel request that reached the wrong worker: relay it to `targetSlot`.
+    case forwardCancel(targetSlot: Int32, processID: Int32, secretKey: UInt32)
+    case heartbeat(clients: Int32, servers: Int32)
+    /// Reserved: a log line to be written by the supervisor.
+    case log(String)
+
+    /// Largest datagram either side sends or accepts (a receiver rejects longer ones as invalid).
+    public static let maximumSize = 65_536
+
+    /// Wire kinds. Supervisor → worker below 0x40, worker → supervisor from 0x40, so a message sent
+    /// the wrong way is recognisable in a trace.
+    @usableFromInline
+    enum Kind: UInt8 {
+        case shutdown = 0x01, reload = 0x02, pause = 0x03, resume = 0x04, cancel = 0x05
+        case ready = 0x41, forwardCancel = 0x42, heartbeat = 0x43, log = 0x44
+    }
+
+    public func encode() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(16)
+        encode(into: &out)
+        return out
+    }
+
+    /// Appends the encoded message to `out` (lets a caller reuse one buffer).
+    public func encode(into out: inout [UInt8]) {
+        func u32(_ v: UInt32) {
+            out.append(UInt8(truncatingIfNeeded: v >> 24))
+            out.append(UInt8(truncatingIfNeeded: v >> 16))
+            out.append(UInt8(truncatingIfNeeded: v >> 8))
+            out.append(UInt8(truncatingIfNeeded: v))
+        }
+        func i32(_ v: Int32) { u32(UInt32(bitPattern: v)) }
+        switch self {
+        case .shutdown(let mode):
+            out.append(Kind.shutdown.rawValue)
+            out.append(mode.rawValue)
+        case .reload:
+            out.append(Kind.reload.rawValue)
+        case .pause:
+            out.append(Kind.pause.rawValue)
+        case .resume:
+            out.append(Kind.resume.rawValue)
+        case .cancel(let processID, let secretKey):
+            out.append(Kind.cancel.rawValue)
+            i32(processID)
+            u32(secretKey)
+        case .ready(let slot, let pid):
+            out.append(Kind.ready.rawValue)
+            i32(slot)
+            i32(pid)
+        case .forwardCancel(let targetSlot, let processID, let secretKey):
+            out.append(Kind.forwardCancel.rawValue)
+            i32(targetSlot)
+            i32(processID)
+            u32(secretKey)
+        case .heartbeat(let clients, let servers):
+            out.append(Kind.heartbeat.rawValue)
+            i32(clients)
+            i32(servers)
+        case .log(let text):
+            out.append(Kind.log.rawValue)
+            var t = text
+            t.withUTF8 { utf8 in
+                u32(UInt32(truncatingIfNeeded: utf8.count))
+                out.append(contentsOf: utf8)
+            }
+        }
+    }
+
+    /// Decodes exactly one message: a short, long or unknown datagram is an error, never a crash.
+    public static func decode(_ bytes: UnsafeRawBufferPointer) throws(ControlDecodeError) -> ControlMessage {
+        var r = Reader(bytes: bytes)
+        let rawKind = try r.u8("kind")
+        guard let kind = Kind(rawValue: rawKind) else {
+            throw ControlDecodeError("unknown message kind \(rawKind)")
+        }
+        let message: ControlMessage
+        switch kind {
+        case .shutdown:
+            let raw = try r.u8("shutdown mode")
+            guard let mode = ShutdownMode(rawValue: raw) else {
+                throw ControlDecodeError("unknown shutdown mode \(raw)")
+            }
+            message = .shutdown(mode)
+        case .reload:
+            message = .reload
+        case .pause:
+            message = .pause
+        case .resume:
+            message = .resume
+        case .cancel:
+            message = .cancel(processID: try r.i32("cancel"), secretKey: try r.u32("cancel"))
+        case .ready:
+            message = .ready(slot: try r.i32("ready"), pid: try r.i32("ready"))
+        case .forwardCancel:
+            message = .forwardCancel(targetSlot: try r.i32("forwardCancel"), processID: try r.i32("forwardCancel"),
+                                     secretKey: try r.u32("forwardCancel"))
+        case .heartbeat:
+            message = .heartbeat(clients: try r.i32("heartbeat"), servers: try r.i32("heartbeat"))
+        case .log:
+            let length = Int(try r.u32("log length"))
+            let raw = try r.bytes(length, "log text")
+            guard let text = String(validating: raw, as: UTF8.self) else {
+                throw ControlDecodeError("log text is not valid UTF-8")
+            }
+            message = .log(text)
+        }
+        if r.offset != bytes.count {
+            throw ControlDecodeError("\(bytes.count - r.offset) unexpected trailing bytes after \(kind)")
+        }
+        return message
+    }
+
+    /// A bounds-checked big-endian cursor over one datagram.
+    struct Reader {
+        let bytes: UnsafeRawBufferPointer
+        var offset = 0
+
+        mutating func u8(_ what: StaticString) throws(ControlDecodeError) -> UInt8 {
+            guard offset < bytes.count else { throw ControlDecodeError("truncated message (\(what))") }
+            defer { offset &+= 1 }
+            return bytes[offset]
+        }
+
+        mutating func u32(_ what: StaticString) throws(ControlDecodeError) -> UInt32 {
+            guard bytes.count - offset >= 4 else { throw ControlDecodeError("truncated message (\(what))") }
+            defer { offset &+= 4 }
+            return UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+        }
+
+        mutating func i32(_ what: StaticString) throws(ControlDecodeError) -> Int32 {
+            Int32(bitPattern: try u32(what))
+        }
+
+        mutating func bytes(_ count: Int, _ what: StaticString) throws(ControlDecodeError) -> UnsafeRawBufferPointer {
+            guard count >= 0, bytes.count - offset >= count else {
+                throw ControlDecodeError("truncated message (\(what))")
+            }
+            defer { offset &+= count }
+            return UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + count)])
+        }
+    }
+}
+
+/// A datagram that is not a valid control message.
+public struct ControlDecodeError: Error, Equatable, Sendable, CustomStringConvertible {
+    public var reason: String
+    public init(_ reason: String) { self.reason = reason }
+    public var description: String { "invalid control message: \(reason)" }
+}

@@ -1,0 +1,123 @@
+// The service's listening sockets: one SO_REUSEPORT TCP socket per slot and address, one shared Unix
+// socket; opened once at start and held until exit, so restarting a worker never closes the port.
+import Glibc
+import Shared
+
+/// A reason the supervisor cannot start; logged as FATAL, exit status 1.
+struct StartupError: Error, CustomStringConvertible {
+    var message: String
+    init(_ message: String) { self.message = message }
+    var description: String { message }
+}
+
+struct Listeners {
+    /// TCP addresses; every slot has one socket per address, in this order.
+    var addresses: [SocketAddress] = []
+    /// tcp[slot][i] listens on addresses[i].
+    var tcp: [[Int32]] = []
+    var unix: Int32 = -1
+    var unixPath: String?
+
+    /// The descriptors a worker of `slot` gets, in the order WorkerLaunch.arguments numbers them.
+    func fds(forSlot slot: Int) -> [Int32] {
+        unix >= 0 ? tcp[slot] + [unix] : tcp[slot]
+    }
+
+    var isOpen: Bool { unix >= 0 || tcp.contains { !$0.isEmpty } }
+
+    /// Closes the supervisor's copies. Workers keep theirs until they stop accepting.
+    mutating func close() {
+        for slotFDs in tcp { for fd in slotFDs { Posix.close(fd) } }
+        tcp = []
+        if unix >= 0 { Posix.close(unix) }
+        unix = -1
+    }
+
+    /// `<dir>/.s.PGSQL.<port>` as PostgreSQL and PgBouncer name it; nil when `dir` is empty (no Unix socket).
+    static func unixSocketPath(directory: String, port: Int) -> String? {
+        if directory.isEmpty { return nil }
+        var dir = Substring(directory)
+        while dir.count > 1 && dir.hasSuffix("/") { dir = dir.dropLast() }
+        return (dir == "/" ? "" : String(dir)) + "/.s.PGSQL.\(port)"
+    }
+
+    /// The TCP addresses for `listen_addr`: `*` is every IPv4 and IPv6 address (0.0.0.0 and ::),
+    /// names resolve to all their addresses. `wildcard` marks the ones a host without IPv6 may lack.
+    static func tcpAddresses(listenAddr: [String], port: Int) throws(StartupError) -> [(address: SocketAddress, wildcard: Bool)] {
+        var out: [(address: SocketAddress, wildcard: Bool)] = []
+        var seen: Set<String> = []
+        func add(_ a: SocketAddress, _ wildcard: Bool) {
+            if seen.insert(a.description).inserted { out.append((a, wildcard)) }
+        }
+        for entry in listenAddr where !entry.isEmpty {
+            if entry == "*" {
+                if let v4 = SocketAddress.numeric(host: "0.0.0.0", port: port) { add(v4, true) }
+                if let v6 = SocketAddress.numeric(host: "::", port: port) { add(v6, true) }
+                continue
+            }
+            do throws(SyscallError) {
+                for a in try SocketAddress.resolve(host: entry, port: port) { add(a, false) }
+            } catch {
+                throw StartupError("cannot resolve listen_addr \(entry): \(error)")
+            }
+        }
+        return out
+    }
+
+    /// Opens everything for `slots` workers. `warn` receives non-fatal problems.
+    static func open(listenAddr: [String], port: Int, unixSocketDir: String, unixSocketMode: Int,
+                     backlog: Int, slots: Int, warn: (String) -> Void) throws(StartupError) -> Listeners {
+        var result = Listeners()
+        let backlog = Int32(clamping: max(1, backlog))
+        for (address, wildcard) in try tcpAddresses(listenAddr: listenAddr, port: port) {
+            // SO_REUSEPORT would let us join another process's group on the same port (same user)
+            // and silently share its traffic. A plain bind first turns that into "address in use".
+            do throws(SyscallError) {
+                let probe = try Sockets.listenTCP(address, reusePort: false, backlog: 1)
+                Posix.close(probe)
+            } catch {
+                if wildcard && (error.errno.rawValue == EAFNOSUPPORT || error.errno.rawValue == EADDRNOTAVAIL) {
+                    warn("not listening on \(address): \(error.errno) (no IPv6 on this host?)")
+                    continue
+                }
+                throw listenError(address.description, error)
+            }
+            result.addresses.append(address)
+        }
+        for _ in 0..<slots {
+            var slotFDs: [Int32] = []
+            for address in result.addresses {
+                do throws(SyscallError) {
+                    slotFDs.append(try Sockets.listenTCP(address, reusePort: true, backlog: backlog))
+                } catch {
+                    throw listenError(address.description, error)
+                }
+            }
+            result.tcp.append(slotFDs)
+        }
+        if let path = unixSocketPath(directory: unixSocketDir, port: port) {
+            guard let address = SocketAddress.unix(path: path) else {
+                throw StartupError("unix socket path too long: \(path)")
+            }
+            // Listening would unlink the file: make sure it is not a live pooler's socket first.
+            if let (fd, _) = try? Sockets.connect(address) {
+                Posix.close(fd)
+                throw StartupError("could not listen on \(path): a running process is listening there (another pgswift or PgBouncer?)")
+            }
+            do throws(SyscallError) {
+                result.unix = try Sockets.listenUnix(path: path, mode: mode_t(truncatingIfNeeded: unixSocketMode), backlog: backlog)
+            } catch {
+                throw listenError(path, error)
+            }
+            result.unixPath = path
+        }
+        return result
+    }
+
+    private static func listenError(_ what: String, _ error: SyscallError) -> StartupError {
+        if error.errno == .addressInUse {
+            return StartupError("could not listen on \(what): address already in use (another pgswift or PgBouncer?)")
+        }
+        return StartupError("could not listen on \(what): \(error)")
+    }
+}

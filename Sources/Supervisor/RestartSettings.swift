@@ -1,0 +1,45 @@
+// The settings a reload cannot change (they shape sockets and processes); a reload names those it ignores.
+import Shared
+
+struct RestartSettings: Equatable, Sendable {
+    var listenAddr: [String]
+    var listenPort: Int
+    var unixSocketDir: String
+    var unixSocketMode: Int
+    var listenBacklog: Int
+    var workers: Int
+    var workerBinary: String?
+    var pidfile: String?
+
+    init(listenAddr: [String], listenPort: Int, unixSocketDir: String, unixSocketMode: Int,
+         listenBacklog: Int, workers: Int, workerBinary: String?, pidfile: String?) {
+        self.listenAddr = listenAddr
+        self.listenPort = listenPort
+        self.unixSocketDir = unixSocketDir
+        self.unixSocketMode = unixSocketMode
+        self.listenBacklog = listenBacklog
+        self.workers = workers
+        self.workerBinary = workerBinary
+        self.pidfile = pidfile
+    }
+
+    init(_ c: Config) {
+        self.init(listenAddr: c.listenAddr, listenPort: c.listenPort, unixSocketDir: c.unixSocketDir,
+                  unixSocketMode: c.unixSocketMode, listenBacklog: c.listenBacklog, workers: c.workers,
+                  workerBinary: c.workerBinary, pidfile: c.pidfile)
+    }
+
+    /// Config keys whose value differs in `new`: they take effect only after a restart.
+    func changedKeys(in new: RestartSettings) -> [String] {
+        var keys: [String] = []
+        if listenAddr != new.listenAddr { keys.append("listen_addr") }
+        if listenPort != new.listenPort { keys.append("listen_port") }
+        if unixSocketDir != new.unixSocketDir { keys.append("unix_socket_dir") }
+        if unixSocketMode != new.unixSocketMode { keys.append("unix_socket_mode") }
+        if listenBacklog != new.listenBacklog { keys.append("listen_backlog") }
+        if workers != new.workers { keys.append("workers") }
+        if workerBinary != new.workerBinary { keys.append("worker_binary") }
+        if pidfile != new.pidfile { keys.append("pidfile") }
+        return keys
+    }
+}

@@ -1,0 +1,485 @@
+// The supervisor's event loop: spawns, reaps and respawns workers and turns signals into control messages.
+import Glibc
+import Shared
+
+enum SupervisorMain {
+    /// Runs `pgswift` with the arguments after the program name; returns the exit status.
+    static func run(_ args: [String]) -> Int32 {
+        let command: SupervisorCommand
+        do throws(UsageError) {
+            command = try Arguments.parse(args)
+        } catch {
+            writeStderr("pgswift: \(error)\n" + Arguments.shortUsage)
+            return 1
+        }
+        switch command {
+        case .help:
+            print(Arguments.usage, terminator: "")
+            return 0
+        case .version:
+            print("pgswift \(PgswiftVersion.string)")
+            return 0
+        case .checkConfig(let options):
+            return checkConfig(options.configPath)
+        case .run(let options):
+            return Supervisor.start(options)
+        }
+    }
+
+    /// `--check-config`: warnings and errors as FILE:LINE: reason on stderr, verdict in the exit status.
+    static func checkConfig(_ path: String) -> Int32 {
+        do throws(ConfigError) {
+            let config = try Config.load(path: path)
+            for w in config.warnings { writeStderr("\(w.file):\(w.line): warning: \(w.message)\n") }
+            print("configuration OK")
+            return 0
+        } catch {
+            writeStderr("\(error)\n")
+            return 1
+        }
+    }
+
+    static func writeStderr(_ text: String) {
+        var t = text
+        t.withUTF8 { _ = Posix.writeAll(2, UnsafeRawBufferPointer($0)) }
+    }
+}
+
+final class Supervisor {
+    /// epoll data of the signalfd; worker channels use WorkerSlot.epollData, never 0.
+    static let signalData: UInt64 = 0
+    /// How long workers get to exit after `shutdown(.immediate)` before SIGKILL.
+    static let immediateGraceNanos: Int64 = 5_000_000_000
+
+    let options: SupervisorOptions
+    /// Absolute, so workers find it whatever their working directory.
+    let configPath: String
+    let workerBinary: String
+    var config: Config
+    /// The socket/process settings the service started with; a reload cannot change them.
+    let running: RestartSettings
+    var log: Logger
+    let epoll: Epoll
+    let signals: SignalFD
+    var listeners: Listeners
+    let slots: [WorkerSlot]
+    let systemd: Systemd
+    /// Set once a shutdown began: the strongest mode asked for so far.
+    var stopping: ShutdownMode?
+    var killDeadline: Int64?
+    var paused = false
+    var announcedReady = false
+    var nextWatchdog: Int64 = 0
+
+    init(options: SupervisorOptions, configPath: String, workerBinary: String, config: Config, log: Logger,
+         epoll: consuming Epoll, signals: consuming SignalFD, listeners: Listeners) {
+        self.options = options
+        self.configPath = configPath
+        self.workerBinary = workerBinary
+        self.config = config
+        self.running = RestartSettings(config)
+        self.log = log
+        self.epoll = epoll
+        self.signals = signals
+        self.listeners = listeners
+        self.slots = (0..<max(1, config.workers)).map { WorkerSlot(index: $0) }
+        self.systemd = Systemd()
+    }
+
+    // MARK: Start-up
+
+    /// Everything up to the event loop. Any failure here is FATAL with exit status 1, and nothing is left running.
+    static func start(_ options: SupervisorOptions) -> Int32 {
+        var log = Logger(who: "supervisor", minimumLevel: options.verbosity > 0 ? .debug : .log)
+        let configPath = WorkerLaunch.absolutePath(options.configPath, currentDirectory: Files.currentDirectory() ?? "/")
+        let config: Config
+        do throws(ConfigError) {
+            config = try Config.load(path: configPath)
+        } catch {
+            log.fatal("\(error)")
+            return 1
+        }
+        log.minimumLevel = options.verbosity + config.verbose > 0 ? .debug : .log
+        if let path = config.logfile, !path.isEmpty, !log.openLogFile(path) {
+            log.fatal("cannot open logfile \(path): \(Errno.current)")
+            return 1
+        }
+        let fileLimit = Posix.raiseOpenFilesLimit()
+        log.info("pgswift \(PgswiftVersion.string) starting: config \(configPath), \(config.workers) workers, open files limit \(fileLimit)")
+        for w in config.warnings { log.warning("\(w)") }
+        guard config.workers >= 1 else {
+            log.fatal("workers must be at least 1")
+            return 1
+        }
+
+        // Block the signals before anything else exists: one sent during start-up waits in the signalfd.
+        let signals: SignalFD
+        do throws(SyscallError) {
+            signals = try SignalFD(signals: SignalPolicy.handled)
+        } catch {
+            log.fatal("cannot set up signal handling: \(error)")
+            return 1
+        }
+        Signals.ignoreSIGPIPE()
+
+        let workerBinary = WorkerLaunch.locateBinary(configured: config.workerBinary,
+                                                     executablePath: Posix.executablePath(),
+                                                     isExecutable: Posix.isExecutable)
+        guard Posix.isExecutable(workerBinary) else {
+            log.fatal("worker binary \(workerBinary) is missing or not executable (set worker_binary in [pgswift])")
+            return 1
+        }
+
+        if let path = config.pidfile, !path.isEmpty {
+            if let pid = PidFile.livePID(at: path) {
+                log.fatal("pidfile \(path) names a running process (pid \(pid)): is pgswift already running?")
+                return 1
+            }
+            do throws(SyscallError) {
+                try PidFile.write(path)
+            } catch {
+                log.fatal("cannot write pidfile: \(error)")
+                return 1
+            }
+        }
+        func abandon() -> Int32 {
+            if let path = config.pidfile, !path.isEmpty { PidFile.remove(path) }
+            return 1
+        }
+
+        let warnLog = log
+        let listeners: Listeners
+        do throws(StartupError) {
+            listeners = try Listeners.open(listenAddr: config.listenAddr, port: config.listenPort,
+                                           unixSocketDir: config.unixSocketDir, unixSocketMode: config.unixSocketMode,
+                                           backlog: config.listenBacklog, slots: config.workers,
+                                           warn: { warnLog.warning($0) })
+        } catch {
+            log.fatal("\(error)")
+            return abandon()
+        }
+        guard listeners.isOpen else {
+            log.fatal("nothing to listen on: set listen_addr and/or unix_socket_dir")
+            return abandon()
+        }
+        var places = listeners.addresses.map { $0.description }
+        if let path = listeners.unixPath { places.append("unix:\(path)") }
+        log.info("listening on \(places.joined(separator: ", "))")
+
+        let epoll: Epoll
+        do throws(SyscallError) {
+            epoll = try Epoll(capacity: 64)
+        } catch {
+            log.fatal("\(error)")
+            if let path = listeners.unixPath { Files.remove(path) }
+            return abandon()
+        }
+        do throws(SyscallError) {
+            try epoll.add(signals.fd, events: .input, data: signalData)
+        } catch {
+            log.fatal("\(error)")
+            if let path = listeners.unixPath { Files.remove(path) }
+            return abandon()
+        }
+        // Only now: a start-up failure still reaches the terminal (or the journal) with -q.
+        if options.quiet { Files.silenceStderr() }
+        let supervisor = Supervisor(options: options, configPath: configPath, workerBinary: workerBinary,
+                                    config: config, log: log, epoll: epoll, signals: signals, listeners: listeners)
+        return supervisor.run()
+    }
+
+    // MARK: The loop
+
+    func run() -> Int32 {
+        let now = Clock.monotonicNanos()
+        for slot in slots { spawn(slot, now: now) }
+        if systemd.watchdogIntervalNanos > 0 { nextWatchdog = now }
+        var status: Int32 = 0
+        while !(stopping != nil && slots.allSatisfy({ $0.pid == 0 })) {
+            let n: Int
+            do throws(SyscallError) {
+                n = try epoll.wait(timeoutMillis: timeoutMillis(now: Clock.monotonicNanos()))
+            } catch {
+                // Cannot happen short of a bug; workers die with us (PR_SET_PDEATHSIG).
+                log.fatal("\(error)")
+                status = 1
+                break
+            }
+            for i in 0..<n {
+                let data = epoll.event(i).data
+                if data == Self.signalData {
+                    handleSignals()
+                } else {
+                    handleChannel(data)
+                }
+            }
+            runTimers(now: Clock.monotonicNanos())
+        }
+        listeners.close()
+        if let path = listeners.unixPath { Files.remove(path) }
+        if let path = running.pidfile, !path.isEmpty { PidFile.remove(path) }
+        log.info(status == 0 ? "all workers stopped: exiting" : "exiting after a fatal error")
+        return status
+    }
+
+    /// Until the nearest timer (respawn, kill deadline, watchdog), or forever when none is armed.
+    func timeoutMillis(now: Int64) -> Int32 {
+        var next: Int64 = .max
+        if stopping == nil {
+            for slot in slots { if let t = slot.respawnAt { next = min(next, t) } }
+        }
+        if let t = killDeadline { next = min(next, t) }
+        if systemd.watchdogIntervalNanos > 0 { next = min(next, nextWatchdog) }
+        if next == .max { return -1 }
+        let wait = next - now
+        if wait <= 0 { return 0 }
+        return Int32(clamping: (wait + 999_999) / 1_000_000)
+    }
+
+    func runTimers(now: Int64) {
+        if stopping == nil {
+            for slot in slots {
+                if let t = slot.respawnAt, t <= now {
+                    slot.respawnAt = nil
+                    spawn(slot, now: now)
+                }
+            }
+        }
+        if let deadline = killDeadline, now >= deadline {
+            killDeadline = nil
+            for slot in slots where slot.pid != 0 {
+                log.warning("worker \(slot.index) (pid \(slot.pid)) did not exit within 5 s: killing it")
+                try? Posix.kill(slot.pid, SIGKILL)
+            }
+        }
+        if systemd.watchdogIntervalNanos > 0 && now >= nextWatchdog {
+            systemd.watchdog()
+            nextWatchdog = now + systemd.watchdogIntervalNanos
+        }
+    }
+
+    // MARK: Workers
+
+    func spawn(_ slot: WorkerSlot, now: Int64) {
+        guard stopping == nil, listeners.isOpen else { return }
+        let pair: (Int32, Int32)
+        do throws(SyscallError) {
+            pair = try Posix.socketPair()
+        } catch {
+            log.error("cannot start worker \(slot.index): \(error)")
+            scheduleRespawn(slot, ranForNanos: 0, now: now)
+            return
+        }
+        let (mine, theirs) = pair
+        let arguments = WorkerLaunch.arguments(configPath: configPath, slot: slot.index,
+                                               tcpCount: listeners.addresses.count, hasUnix: listeners.unix >= 0,
+                                               verbosity: options.verbosity)
+        let pid: Int32
+        do throws(SyscallError) {
+            pid = try Posix.spawn(path: workerBinary, arguments: arguments, environment: Posix.environment(),
+                                  fds: listeners.fds(forSlot: slot.index) + [theirs])
+        } catch {
+            Posix.close(mine)
+            Posix.close(theirs)
+            log.error("cannot start worker \(slot.index): \(error)")
+            scheduleRespawn(slot, ranForNanos: 0, now: now)
+            return
+        }
+        Posix.close(theirs)
+        slot.generation &+= 1
+        slot.pid = pid
+        slot.startedAt = now
+        slot.ready = false
+        slot.respawnAt = nil
+        slot.channel = ControlChannel(fd: mine)
+        do throws(SyscallError) {
+            try epoll.add(mine, events: .input, data: slot.epollData)
+        } catch {
+            log.error("worker \(slot.index): cannot watch its control channel: \(error)")
+        }
+        log.info("worker \(slot.index) started (pid \(pid))")
+        if paused { slot.send(.pause) }
+    }
+
+    func scheduleRespawn(_ slot: WorkerSlot, ranForNanos: Int64, now: Int64) {
+        let delay = slot.backoff.delayAfterExit(ranForNanos: ranForNanos)
+        // Even "at once" goes through the timer: it runs at the end of this loop iteration.
+        slot.respawnAt = now + delay
+        if delay > 0 {
+            log.info("restarting worker \(slot.index) in \(delay / 1_000_000) ms (\(slot.backoff.quickFailures) failures in a row)")
+        }
+    }
+
+    func closeChannel(_ slot: WorkerSlot) {
+        if let fd = slot.channel?.fd { epoll.remove(fd) }
+        slot.channel = nil
+    }
+
+    func reapChildren() {
+        while let (pid, status) = Posix.reapChild() {
+            guard let slot = slots.first(where: { $0.pid == pid }) else {
+                log.debug("reaped process \(pid) (\(status))")
+                continue
+            }
+            let now = Clock.monotonicNanos()
+            closeChannel(slot)
+            slot.pid = 0
+            slot.ready = false
+            slot.clients = 0
+            slot.servers = 0
+            if stopping != nil {
+                log.info("worker \(slot.index) (pid \(pid)) \(status)")
+                continue
+            }
+            log.log(status == .exited(0) ? .warning : .error, "worker \(slot.index) (pid \(pid)) \(status)")
+            scheduleRespawn(slot, ranForNanos: now - slot.startedAt, now: now)
+        }
+    }
+
+    func handleChannel(_ data: UInt64) {
+        let (index, generation) = WorkerSlot.decode(epollData: data)
+        guard index >= 0 && index < slots.count else { return }
+        let slot = slots[index]
+        guard slot.generation == generation else { return }
+        // Bounded, so one chatty worker cannot starve the others (the fd stays readable: level-triggered).
+        for _ in 0..<64 {
+            guard let received = slot.channel?.receive() else { return }
+            switch received {
+            case .wouldBlock:
+                return
+            case .closed:
+                if stopping == nil { log.debug("worker \(index) (pid \(slot.pid)) closed its control channel") }
+                closeChannel(slot)
+                return
+            case .invalid(let reason):
+                log.warning("worker \(index) (pid \(slot.pid)): \(reason)")
+            case .message(let message):
+                handle(message, from: slot)
+            }
+        }
+    }
+
+    func handle(_ message: ControlMessage, from slot: WorkerSlot) {
+        switch message {
+        case .ready(let reportedSlot, let pid):
+            if Int(reportedSlot) != slot.index || pid != slot.pid {
+                log.warning("worker \(slot.index) (pid \(slot.pid)) reported itself as slot \(reportedSlot), pid \(pid)")
+            }
+            slot.ready = true
+            log.info("worker \(slot.index) ready (pid \(slot.pid))")
+            announceReadyIfAll()
+        case .forwardCancel(let target, let processID, let secretKey):
+            let t = Int(target)
+            guard t >= 0 && t < slots.count else {
+                log.debug("cancel request for unknown worker slot \(target) dropped")
+                return
+            }
+            if !slots[t].send(.cancel(processID: processID, secretKey: secretKey)) {
+                log.debug("cancel request for worker \(t) dropped: worker not reachable")
+            }
+        case .heartbeat(let clients, let servers):
+            slot.clients = clients
+            slot.servers = servers
+        case .log(let text):
+            log.info("worker \(slot.index): \(text)")
+        case .shutdown, .reload, .pause, .resume, .cancel:
+            log.warning("worker \(slot.index) sent a supervisor-only message: \(message)")
+        }
+    }
+
+    func announceReadyIfAll() {
+        guard !announcedReady, stopping == nil, slots.allSatisfy({ $0.ready }) else { return }
+        announcedReady = true
+        log.info("all \(slots.count) workers ready")
+        systemd.ready(status: "\(slots.count) workers accepting connections")
+    }
+
+    func broadcast(_ message: ControlMessage) {
+        for slot in slots where slot.pid != 0 {
+            if !slot.send(message) {
+                log.warning("worker \(slot.index) (pid \(slot.pid)) did not take \(message)")
+            }
+        }
+    }
+
+    // MARK: Signals
+
+    func handleSignals() {
+        while let signal = signals.next() {
+            let name = Signals.name(signal)
+            switch SignalPolicy.action(for: signal, stopping: stopping) {
+            case .reapChildren:
+                reapChildren()
+            case .shutdown(let mode):
+                beginShutdown(mode, because: name)
+            case .reload:
+                reload()
+            case .pause:
+                paused = true
+                log.info("\(name): pausing all workers")
+                broadcast(.pause)
+            case .resume:
+                paused = false
+                log.info("\(name): resuming all workers")
+                broadcast(.resume)
+            case .ignore:
+                log.info("\(name) ignored while shutting down")
+            }
+        }
+    }
+
+    func beginShutdown(_ mode: ShutdownMode, because signal: String) {
+        if stopping == .immediate {
+            log.info("\(signal): already shutting down immediately")
+            return
+        }
+        let first = stopping == nil
+        stopping = mode
+        switch mode {
+        case .graceful: log.info("\(signal): shutting down: no new connections, exiting once all clients have left")
+        case .safe: log.info("\(signal): shutting down: no new connections, exiting once no server connection is in use")
+        case .immediate: log.info("\(signal): shutting down immediately")
+        }
+        if first {
+            systemd.stopping(status: "shutting down")
+            // Our copies of the listeners only kept the port open for respawns; each worker closes its own.
+            listeners.close()
+            for slot in slots { slot.respawnAt = nil }
+        }
+        for slot in slots where slot.pid != 0 {
+            if !slot.send(.shutdown(mode)) {
+                // No channel to ask through: fall back to a signal.
+                log.warning("worker \(slot.index) (pid \(slot.pid)) unreachable: sending SIGTERM")
+                try? Posix.kill(slot.pid, SIGTERM)
+            }
+        }
+        if mode == .immediate { killDeadline = Clock.monotonicNanos() + Self.immediateGraceNanos }
+    }
+
+    /// SIGHUP: re-read the file; a broken file leaves the running configuration (and workers) alone.
+    func reload() {
+        systemd.reloading()
+        log.info("SIGHUP: reloading \(configPath)")
+        do throws(ConfigError) {
+            let new = try Config.load(path: configPath)
+            for w in new.warnings { log.warning("\(w)") }
+            let ignored = running.changedKeys(in: RestartSettings(new))
+            if !ignored.isEmpty {
+                log.warning("changed \(ignored.joined(separator: ", ")): takes effect only after a restart")
+            }
+            config = new
+            log.minimumLevel = options.verbosity + new.verbose > 0 ? .debug : .log
+            // Reopened on every reload, so log rotation only needs a SIGHUP (as with PgBouncer).
+            if let path = new.logfile, !path.isEmpty {
+                if !log.openLogFile(path) { log.error("cannot open logfile \(path): \(Errno.current)") }
+            } else if log.fileFD >= 0 {
+                Posix.close(log.fileFD)
+                log.fileFD = -1
+            }
+            broadcast(.reload)
+        } catch {
+            log.error("reload failed, keeping the previous configuration: \(error)")
+        }
+        systemd.ready(status: "\(slots.count) workers accepting connections")
+    }
+}

@@ -1,0 +1,48 @@
+// Which worker binary to run and with which arguments: pure functions, unit-tested.
+
+enum WorkerLaunch {
+    static let binaryName = "pgswift-worker"
+    static let installedBinary = "/usr/lib/pgswift/pgswift-worker"
+
+    /// `worker_binary` from the config if set; else `pgswift-worker` next to the supervisor's own
+    /// executable (a build directory, /usr/bin); else the packaged location.
+    static func locateBinary(configured: String?, executablePath: String?,
+                             isExecutable: (String) -> Bool) -> String {
+        if let configured, !configured.isEmpty { return configured }
+        if let exe = executablePath, let slash = exe.lastIndex(of: "/") {
+            let candidate = String(exe[..<slash]) + "/" + binaryName
+            if isExecutable(candidate) { return candidate }
+        }
+        return installedBinary
+    }
+
+    /// `path` made absolute against `currentDirectory` (workers may be started from anywhere).
+    static func absolutePath(_ path: String, currentDirectory: String) -> String {
+        if path.hasPrefix("/") { return path }
+        var rel = Substring(path)
+        while rel.hasPrefix("./") { rel = rel.dropFirst(2) }
+        let base = currentDirectory.hasSuffix("/") ? String(currentDirectory.dropLast()) : currentDirectory
+        return base + "/" + rel
+    }
+
+    /// The worker's arguments. Its descriptors arrive in the order Posix.spawn maps them to 3, 4, 5...:
+    /// the slot's TCP listeners, then the shared Unix listener (if any), then the control socket.
+    static func arguments(configPath: String, slot: Int, tcpCount: Int, hasUnix: Bool, verbosity: Int) -> [String] {
+        var next: Int32 = 3
+        var tcp: [String] = []
+        for _ in 0..<tcpCount {
+            tcp.append(String(next))
+            next += 1
+        }
+        var unix = ""
+        if hasUnix {
+            unix = String(next)
+            next += 1
+        }
+        var args = ["--config", configPath, "--slot", String(slot),
+                    "--tcp-fds", tcp.joined(separator: ","), "--unix-fds", unix,
+                    "--control-fd", String(next)]
+        for _ in 0..<max(0, verbosity) { args.append("-v") }
+        return args
+    }
+}

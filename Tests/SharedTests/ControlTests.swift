@@ -1,0 +1,145 @@
+// Tests of the supervisor↔worker control messages: codec round trips, hostile input, a real socket pair.
+import Glibc
+import XCTest
+import Shared
+
+final class ControlTests: XCTestCase {
+    static let allMessages: [ControlMessage] = [
+        .shutdown(.graceful), .shutdown(.safe), .shutdown(.immediate),
+        .reload, .pause, .resume,
+        .cancel(processID: 0x1234_5678, secretKey: 0xDEAD_BEEF),
+        .cancel(processID: -1, secretKey: 0),
+        .ready(slot: 3, pid: 4242),
+        .forwardCancel(targetSlot: 7, processID: Int32.min, secretKey: UInt32.max),
+        .heartbeat(clients: 10_000, servers: 0),
+        .log(""),
+        .log("worker 1: ünïcödé ✓ line"),
+    ]
+
+    private func decode(_ bytes: [UInt8]) throws -> ControlMessage {
+        try bytes.withUnsafeBytes { raw throws -> ControlMessage in try ControlMessage.decode(raw) }
+    }
+
+    func testEveryMessageRoundTrips() throws {
+        for m in Self.allMessages {
+            XCTAssertEqual(try decode(m.encode()), m, "\(m)")
+        }
+    }
+
+    func testWireFormatIsBigEndianKindThenPayload() {
+        XCTAssertEqual(ControlMessage.shutdown(.safe).encode(), [0x01, 2])
+        XCTAssertEqual(ControlMessage.reload.encode(), [0x02])
+        XCTAssertEqual(ControlMessage.cancel(processID: 0x0102_0304, secretKey: 0xA0B0_C0D0).encode(),
+                       [0x05, 1, 2, 3, 4, 0xA0, 0xB0, 0xC0, 0xD0])
+        XCTAssertEqual(ControlMessage.ready(slot: 1, pid: 256).encode(), [0x41, 0, 0, 0, 1, 0, 0, 1, 0])
+        XCTAssertEqual(ControlMessage.log("ok").encode(), [0x44, 0, 0, 0, 2, 0x6F, 0x6B])
+        var reused: [UInt8] = [9]
+        ControlMessage.pause.encode(into: &reused)
+        XCTAssertEqual(reused, [9, 0x03], "encode(into:) appends")
+    }
+
+    func testEveryTruncationIsAnErrorNotACrash() {
+        for m in Self.allMessages {
+            let full = m.encode()
+            for cut in 0..<full.count {
+                XCTAssertThrowsError(try decode(Array(full[0..<cut])), "\(m) cut at \(cut)")
+            }
+        }
+    }
+
+    func testTrailingBytesAreRejected() {
+        for m in Self.allMessages {
+            XCTAssertThrowsError(try decode(m.encode() + [0]), "\(m)")
+        }
+    }
+
+    func testUnknownKindModeAndBadTextAreRejected() {
+        XCTAssertThrowsError(try decode([0x00])) { error in
+            XCTAssertEqual((error as? ControlDecodeError)?.description, "invalid control message: unknown message kind 0")
+        }
+        XCTAssertThrowsError(try decode([0xFF, 1, 2, 3]))
+        XCTAssertThrowsError(try decode([0x01, 0]), "shutdown mode 0")
+        XCTAssertThrowsError(try decode([0x01, 4]), "shutdown mode 4")
+        XCTAssertThrowsError(try decode([0x44, 0, 0, 0, 2, 0xC3, 0x28]), "invalid UTF-8")
+        XCTAssertThrowsError(try decode([0x44, 0xFF, 0xFF, 0xFF, 0xFF, 0x41]), "length beyond the datagram")
+    }
+
+    func testRandomGarbageNeverCrashes() {
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<5000 {
+            let n = Int.random(in: 0...24, using: &rng)
+            let bytes = (0..<n).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            _ = try? decode(bytes)
+        }
+    }
+
+    // MARK: Channel over a real SEQPACKET socket pair
+
+    func testChannelCarriesEveryMessageBothWays() throws {
+        let (a, b) = try Posix.socketPair()
+        let supervisor = ControlChannel(fd: a)
+        let worker = ControlChannel(fd: b)
+        XCTAssertEqual(worker.receive(), .wouldBlock)
+        for m in Self.allMessages { XCTAssertTrue(supervisor.send(m)) }
+        for m in Self.allMessages { XCTAssertEqual(worker.receive(), .message(m)) }
+        XCTAssertEqual(worker.receive(), .wouldBlock)
+        XCTAssertTrue(worker.send(.ready(slot: 0, pid: 99)))
+        XCTAssertEqual(supervisor.receive(), .message(.ready(slot: 0, pid: 99)))
+    }
+
+    func testChannelReportsInvalidDatagramAndStaysUsable() throws {
+        let (a, b) = try Posix.socketPair()
+        let receiver = ControlChannel(fd: b)
+        defer { Posix.close(a) }
+        let junk: [UInt8] = [0x99, 1, 2]
+        _ = try junk.withUnsafeBytes { try Posix.send(a, $0.baseAddress!, $0.count) }
+        let good = ControlMessage.heartbeat(clients: 1, servers: 2).encode()
+        _ = try good.withUnsafeBytes { try Posix.send(a, $0.baseAddress!, $0.count) }
+        guard case .invalid(let reason) = receiver.receive() else { return XCTFail("expected .invalid") }
+        XCTAssertTrue(reason.contains("unknown message kind 153"), reason)
+        XCTAssertEqual(receiver.receive(), .message(.heartbeat(clients: 1, servers: 2)))
+    }
+
+    func testOversizedMessagesAreRefusedOnBothSides() throws {
+        let (a, b) = try Posix.socketPair()
+        let sender = ControlChannel(fd: a)
+        let receiver = ControlChannel(fd: b)
+        let huge = String(repeating: "x", count: ControlMessage.maximumSize)
+        XCTAssertFalse(sender.send(.log(huge)), "longer than maximumSize once encoded")
+
+        // A peer that ignores the limit: the datagram is consumed and reported, not cut and misread.
+        let raw = ControlMessage.log(huge).encode()
+        let sent = try raw.withUnsafeBytes { try Posix.send(sender.fd, $0.baseAddress!, $0.count) }
+        if case .processed = sent {
+            guard case .invalid = receiver.receive() else { return XCTFail("expected .invalid") }
+        }
+        XCTAssertEqual(receiver.receive(), .wouldBlock)
+        let fits = String(repeating: "y", count: ControlMessage.maximumSize - 5)
+        XCTAssertTrue(sender.send(.log(fits)))
+        XCTAssertEqual(receiver.receive(), .message(.log(fits)))
+    }
+
+    func testChannelReportsClosedPeer() throws {
+        let (a, b) = try Posix.socketPair()
+        var sender: ControlChannel? = ControlChannel(fd: a)
+        let receiver = ControlChannel(fd: b)
+        XCTAssertTrue(sender?.send(.pause) ?? false)
+        sender = nil  // closes the fd
+        XCTAssertEqual(receiver.receive(), .message(.pause), "queued messages are still delivered")
+        XCTAssertEqual(receiver.receive(), .closed)
+        XCTAssertFalse(receiver.send(.resume), "peer gone")
+    }
+
+    func testSendReportsFullSocket() throws {
+        let (a, b) = try Posix.socketPair()
+        let sender = ControlChannel(fd: a)
+        let receiver = ControlChannel(fd: b)
+        var accepted = 0
+        while sender.send(.heartbeat(clients: 1, servers: 1)) {
+            accepted += 1
+            if accepted > 1_000_000 { return XCTFail("socket never filled") }
+        }
+        XCTAssertGreaterThan(accepted, 0)
+        XCTAssertEqual(receiver.receive(), .message(.heartbeat(clients: 1, servers: 1)))
+    }
+}

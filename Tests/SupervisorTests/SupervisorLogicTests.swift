@@ -1,0 +1,252 @@
+// Tests of the supervisor's pure logic: command line, respawn backoff, worker launch, signals, reload checks.
+import Glibc
+import XCTest
+import Shared
+@testable import Supervisor
+
+final class ArgumentsTests: XCTestCase {
+    private func parse(_ args: String...) throws -> SupervisorCommand { try Arguments.parse(args) }
+
+    private func usageError(_ args: String...) -> String? {
+        do {
+            _ = try Arguments.parse(args)
+            return nil
+        } catch {
+            return error.message
+        }
+    }
+
+    func testRunWithVerbosityAndQuiet() throws {
+        XCTAssertEqual(try parse("pgswift.ini"), .run(SupervisorOptions(configPath: "pgswift.ini")))
+        XCTAssertEqual(try parse("-v", "-v", "/etc/pgswift.ini"),
+                       .run(SupervisorOptions(configPath: "/etc/pgswift.ini", verbosity: 2)))
+        XCTAssertEqual(try parse("-vvq", "a.ini"), .run(SupervisorOptions(configPath: "a.ini", verbosity: 2, quiet: true)))
+        XCTAssertEqual(try parse("a.ini", "--verbose", "--quiet"),
+                       .run(SupervisorOptions(configPath: "a.ini", verbosity: 1, quiet: true)))
+        XCTAssertEqual(try parse("--", "-odd.ini"), .run(SupervisorOptions(configPath: "-odd.ini")))
+    }
+
+    func testCheckConfigForms() throws {
+        XCTAssertEqual(try parse("--check-config", "a.ini"), .checkConfig(SupervisorOptions(configPath: "a.ini")))
+        XCTAssertEqual(try parse("-t", "a.ini"), .checkConfig(SupervisorOptions(configPath: "a.ini")))
+        XCTAssertEqual(try parse("a.ini", "-tv"), .checkConfig(SupervisorOptions(configPath: "a.ini", verbosity: 1)))
+    }
+
+    func testHelpAndVersionWinOverEverythingElse() throws {
+        XCTAssertEqual(try parse("--help"), .help)
+        XCTAssertEqual(try parse("-h", "--bogus"), .help)
+        XCTAssertEqual(try parse("a.ini", "-h"), .help)
+        XCTAssertEqual(try parse("--version"), .version)
+        XCTAssertEqual(try parse("-V"), .version)
+        XCTAssertEqual(PgswiftVersion.string, "0.1.0")
+    }
+
+    func testUsageErrors() {
+        XCTAssertEqual(usageError(), "missing CONFIG file")
+        XCTAssertEqual(usageError("-v"), "missing CONFIG file")
+        XCTAssertEqual(usageError("a.ini", "b.ini"), "expected one CONFIG file, got 2 arguments")
+        XCTAssertEqual(usageError("--bogus", "a.ini"), "unknown option --bogus")
+        XCTAssertEqual(usageError("-x", "a.ini"), "unknown option -x")
+        XCTAssertEqual(usageError("-vx", "a.ini"), "unknown option -x")
+    }
+
+    func testDaemonizeAndOtherPgBouncerOptionsAreRefusedWithAReason() {
+        for args in [["-d", "a.ini"], ["--daemon", "a.ini"], ["-vd", "a.ini"]] {
+            let message = (try? Arguments.parse(args)).map { "\($0)" } ?? usageErrorOf(args)
+            XCTAssertTrue(message.contains("daemonize") && message.contains("foreground"), message)
+        }
+        XCTAssertTrue(usageErrorOf(["-R", "a.ini"]).contains("online restart"))
+        XCTAssertTrue(usageErrorOf(["--reboot", "a.ini"]).contains("online restart"))
+        XCTAssertTrue(usageErrorOf(["--user=pg", "a.ini"]).contains("switch user"))
+        XCTAssertTrue(usageErrorOf(["-u", "postgres", "a.ini"]).contains("switch user"))
+    }
+
+    private func usageErrorOf(_ args: [String]) -> String {
+        do {
+            _ = try Arguments.parse(args)
+            return ""
+        } catch {
+            return error.message
+        }
+    }
+
+    func testUsageTextNamesEveryOption() {
+        for option in ["--check-config", "-t", "-v", "-q", "--help", "--version", "CONFIG", "SIGHUP", "SIGTERM"] {
+            XCTAssertTrue(Arguments.usage.contains(option), option)
+        }
+    }
+}
+
+final class RespawnBackoffTests: XCTestCase {
+    private let ms: Int64 = 1_000_000
+    private let quick: Int64 = 1_000_000_000  // crashed 1 s after starting
+
+    func testFirstCrashRestartsAtOnceThenDelaysDoubleUpToTheCap() {
+        var b = RespawnBackoff()
+        let delays = (0..<10).map { _ in b.delayAfterExit(ranForNanos: quick) }
+        XCTAssertEqual(delays, [0, 100 * ms, 200 * ms, 400 * ms, 800 * ms, 1600 * ms, 3200 * ms, 5000 * ms, 5000 * ms, 5000 * ms])
+        XCTAssertEqual(b.quickFailures, 10)
+    }
+
+    func testAWorkerThatRanTenSecondsStartsAFreshSeries() {
+        var b = RespawnBackoff()
+        _ = b.delayAfterExit(ranForNanos: quick)
+        _ = b.delayAfterExit(ranForNanos: quick)
+        XCTAssertEqual(b.delayAfterExit(ranForNanos: quick), 200 * ms)
+        XCTAssertEqual(b.delayAfterExit(ranForNanos: RespawnBackoff.stableAfterNanos), 0, "ran 10 s: immediate again")
+        XCTAssertEqual(b.quickFailures, 1)
+        XCTAssertEqual(b.delayAfterExit(ranForNanos: 0), 100 * ms)
+    }
+
+    func testManyFailuresDoNotOverflow() {
+        var b = RespawnBackoff()
+        for _ in 0..<10_000 { _ = b.delayAfterExit(ranForNanos: 0) }
+        XCTAssertEqual(b.delayAfterExit(ranForNanos: 0), RespawnBackoff.maximumDelayNanos)
+    }
+}
+
+final class WorkerLaunchTests: XCTestCase {
+    func testConfiguredBinaryWins() {
+        XCTAssertEqual(WorkerLaunch.locateBinary(configured: "/opt/w", executablePath: "/usr/bin/pgswift",
+                                                 isExecutable: { _ in true }), "/opt/w")
+    }
+
+    func testSiblingOfTheSupervisorThenPackagedLocation() {
+        XCTAssertEqual(WorkerLaunch.locateBinary(configured: nil, executablePath: "/build/debug/pgswift",
+                                                 isExecutable: { $0 == "/build/debug/pgswift-worker" }),
+                       "/build/debug/pgswift-worker")
+        XCTAssertEqual(WorkerLaunch.locateBinary(configured: "", executablePath: "/usr/bin/pgswift",
+                                                 isExecutable: { _ in false }),
+                       "/usr/lib/pgswift/pgswift-worker")
+        XCTAssertEqual(WorkerLaunch.locateBinary(configured: nil, executablePath: nil, isExecutable: { _ in true }),
+                       "/usr/lib/pgswift/pgswift-worker")
+    }
+
+    func testAbsolutePath() {
+        XCTAssertEqual(WorkerLaunch.absolutePath("/etc/pgswift.ini", currentDirectory: "/srv"), "/etc/pgswift.ini")
+        XCTAssertEqual(WorkerLaunch.absolutePath("conf/p.ini", currentDirectory: "/srv"), "/srv/conf/p.ini")
+        XCTAssertEqual(WorkerLaunch.absolutePath("./p.ini", currentDirectory: "/srv/"), "/srv/p.ini")
+        XCTAssertEqual(WorkerLaunch.absolutePath("p.ini", currentDirectory: "/"), "/p.ini")
+    }
+
+    func testArgumentsNumberDescriptorsInSpawnOrder() {
+        XCTAssertEqual(WorkerLaunch.arguments(configPath: "/etc/p.ini", slot: 2, tcpCount: 2, hasUnix: true, verbosity: 2),
+                       ["--config", "/etc/p.ini", "--slot", "2", "--tcp-fds", "3,4", "--unix-fds", "5",
+                        "--control-fd", "6", "-v", "-v"])
+        XCTAssertEqual(WorkerLaunch.arguments(configPath: "/p", slot: 0, tcpCount: 0, hasUnix: true, verbosity: 0),
+                       ["--config", "/p", "--slot", "0", "--tcp-fds", "", "--unix-fds", "3", "--control-fd", "4"])
+        XCTAssertEqual(WorkerLaunch.arguments(configPath: "/p", slot: 1, tcpCount: 1, hasUnix: false, verbosity: 0),
+                       ["--config", "/p", "--slot", "1", "--tcp-fds", "3", "--unix-fds", "", "--control-fd", "4"])
+    }
+}
+
+final class SignalPolicyTests: XCTestCase {
+    func testFirstSignalsFollowPgBouncer() {
+        XCTAssertEqual(SignalPolicy.action(for: SIGTERM, stopping: nil), .shutdown(.graceful))
+        XCTAssertEqual(SignalPolicy.action(for: SIGINT, stopping: nil), .shutdown(.safe))
+        XCTAssertEqual(SignalPolicy.action(for: SIGQUIT, stopping: nil), .shutdown(.immediate))
+        XCTAssertEqual(SignalPolicy.action(for: SIGHUP, stopping: nil), .reload)
+        XCTAssertEqual(SignalPolicy.action(for: SIGUSR1, stopping: nil), .pause)
+        XCTAssertEqual(SignalPolicy.action(for: SIGUSR2, stopping: nil), .resume)
+        XCTAssertEqual(SignalPolicy.action(for: SIGCHLD, stopping: nil), .reapChildren)
+        XCTAssertEqual(SignalPolicy.action(for: SIGWINCH, stopping: nil), .ignore)
+    }
+
+    func testASecondStopSignalMeansNow() {
+        for first in [ShutdownMode.graceful, .safe] {
+            XCTAssertEqual(SignalPolicy.action(for: SIGTERM, stopping: first), .shutdown(.immediate))
+            XCTAssertEqual(SignalPolicy.action(for: SIGINT, stopping: first), .shutdown(.immediate))
+            XCTAssertEqual(SignalPolicy.action(for: SIGHUP, stopping: first), .ignore)
+            XCTAssertEqual(SignalPolicy.action(for: SIGCHLD, stopping: first), .reapChildren)
+        }
+    }
+
+    func testEveryHandledSignalHasAnAction() {
+        for s in SignalPolicy.handled {
+            XCTAssertNotEqual(SignalPolicy.action(for: s, stopping: nil), .ignore, Signals.name(s))
+        }
+    }
+}
+
+final class ListenerPlanTests: XCTestCase {
+    func testUnixSocketPath() {
+        XCTAssertEqual(Listeners.unixSocketPath(directory: "/tmp", port: 6432), "/tmp/.s.PGSQL.6432")
+        XCTAssertEqual(Listeners.unixSocketPath(directory: "/var/run/pgswift/", port: 5432), "/var/run/pgswift/.s.PGSQL.5432")
+        XCTAssertEqual(Listeners.unixSocketPath(directory: "/", port: 1), "/.s.PGSQL.1")
+        XCTAssertNil(Listeners.unixSocketPath(directory: "", port: 6432))
+    }
+
+    func testWildcardIsBothFamiliesAndDuplicatesCollapse() throws {
+        let all = try Listeners.tcpAddresses(listenAddr: ["*"], port: 6432)
+        XCTAssertEqual(all.map { $0.address.description }, ["0.0.0.0:6432", "[::]:6432"])
+        XCTAssertTrue(all.allSatisfy { $0.wildcard })
+        let two = try Listeners.tcpAddresses(listenAddr: ["127.0.0.1", "127.0.0.1", "::1"], port: 1)
+        XCTAssertEqual(two.map { $0.address.description }, ["127.0.0.1:1", "[::1]:1"])
+        XCTAssertTrue(try Listeners.tcpAddresses(listenAddr: [], port: 1).isEmpty)
+        XCTAssertThrowsError(try Listeners.tcpAddresses(listenAddr: ["no-such-host.invalid"], port: 1))
+    }
+
+    func testOpenGivesEverySlotItsOwnSocketOnOnePort() throws {
+        let dir = "/tmp/pgswift-listenertests-\(getpid())"
+        mkdir(dir, 0o700)
+        defer { rmdir(dir) }
+        // Port 0 would give every socket its own port; pick a free one first.
+        let probe = try Sockets.listenTCP(SocketAddress.numeric(host: "127.0.0.1", port: 0)!, reusePort: false, backlog: 1)
+        var storage = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        _ = withUnsafeMutablePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(probe, $0, &len) } }
+        var a = SocketAddress()
+        a.storage = storage
+        a.length = len
+        let port = a.port
+        Posix.close(probe)
+
+        var warnings: [String] = []
+        var l = try Listeners.open(listenAddr: ["127.0.0.1"], port: port, unixSocketDir: dir, unixSocketMode: 0o700,
+                                   backlog: 16, slots: 3, warn: { warnings.append($0) })
+        XCTAssertEqual(l.tcp.count, 3)
+        XCTAssertEqual(Set(l.tcp.map { $0[0] }).count, 3, "one socket per slot")
+        XCTAssertEqual(l.fds(forSlot: 1), [l.tcp[1][0], l.unix])
+        XCTAssertEqual(l.unixPath, "\(dir)/.s.PGSQL.\(port)")
+        XCTAssertTrue(warnings.isEmpty)
+
+        // A second instance on the same port is refused, not quietly added to the group.
+        XCTAssertThrowsError(try Listeners.open(listenAddr: ["127.0.0.1"], port: port, unixSocketDir: "",
+                                                unixSocketMode: 0o700, backlog: 16, slots: 1, warn: { _ in })) { error in
+            XCTAssertTrue("\(error)".contains("address already in use"), "\(error)")
+        }
+        // Same for the Unix socket of a live instance.
+        XCTAssertThrowsError(try Listeners.open(listenAddr: [], port: port, unixSocketDir: dir,
+                                                unixSocketMode: 0o700, backlog: 16, slots: 1, warn: { _ in })) { error in
+            XCTAssertTrue("\(error)".contains("running process is listening"), "\(error)")
+        }
+        l.close()
+        XCTAssertFalse(l.isOpen)
+        unlink("\(dir)/.s.PGSQL.\(port)")
+    }
+}
+
+final class RestartSettingsTests: XCTestCase {
+    func testChangedKeysAreNamedInConfigSpelling() {
+        let old = RestartSettings(listenAddr: ["*"], listenPort: 6432, unixSocketDir: "/tmp", unixSocketMode: 0o777,
+                                  listenBacklog: 128, workers: 4, workerBinary: nil, pidfile: nil)
+        XCTAssertEqual(old.changedKeys(in: old), [])
+        var new = old
+        new.listenPort = 6433
+        new.workers = 8
+        new.pidfile = "/run/p.pid"
+        XCTAssertEqual(old.changedKeys(in: new), ["listen_port", "workers", "pidfile"])
+    }
+}
+
+final class WorkerSlotTests: XCTestCase {
+    func testEpollDataRoundTripsAndNeverCollidesWithTheSignalFD() {
+        let slot = WorkerSlot(index: 0)
+        XCTAssertNotEqual(slot.epollData, Supervisor.signalData)
+        slot.generation = 0xFFFF_FFFF
+        let (index, generation) = WorkerSlot.decode(epollData: slot.epollData)
+        XCTAssertEqual(index, 0)
+        XCTAssertEqual(generation, 0xFFFF_FFFF)
+        XCTAssertFalse(slot.send(.pause), "no channel yet")
+    }
+}

@@ -1,0 +1,99 @@
+// Unit tests of the worker's building blocks: epoll tokens, tables, buffers, tracked parameters.
+import XCTest
+@testable import Worker
+import Shared
+
+final class TokenTests: XCTestCase {
+    func testRoundTrip() {
+        let t = Token.make(kind: Token.server, gen: 0x12_3456, index: 987_654)
+        XCTAssertEqual(Token.kind(t), Token.server)
+        XCTAssertEqual(Token.gen(t), 0x12_3456)
+        XCTAssertEqual(Token.index(t), 987_654)
+    }
+
+    func testGenerationWrapsWithin24Bits() {
+        let t = Token.make(kind: Token.client, gen: 0x1FF_FFFF, index: 3)
+        XCTAssertEqual(Token.gen(t), 0xFF_FFFF)
+        XCTAssertEqual(Token.kind(t), Token.client)
+        XCTAssertEqual(Token.index(t), 3)
+    }
+}
+
+final class TableTests: XCTestCase {
+    func testAllocateReleaseAndGrow() {
+        var t = Table<Client>(capacity: 16, empty: Client())
+        var seen = Set<Int32>()
+        for _ in 0..<40 {
+            let i = t.allocate()
+            XCTAssertFalse(seen.contains(i))
+            seen.insert(i)
+            t[i].fd = i + 100
+        }
+        XCTAssertEqual(t.used, 40)
+        XCTAssertGreaterThanOrEqual(t.capacity, 40)
+        for i in seen { XCTAssertEqual(t[i].fd, i + 100, "records survive growth") }
+        let first = seen.first!
+        t.release(first)
+        XCTAssertEqual(t.used, 39)
+        XCTAssertEqual(t.allocate(), first, "a released slot is reused")
+    }
+}
+
+final class BufferTests: XCTestCase {
+    func testPoolReusesBuffers() {
+        var pool = BufferPool(size: 1024, keepFree: 2)
+        let a = pool.take()
+        pool.give(a)
+        let b = pool.take()
+        XCTAssertEqual(a, b)
+        XCTAssertEqual(pool.inUse, 1)
+        pool.give(b)
+        XCTAssertEqual(pool.inUse, 0)
+    }
+
+    func testCompactKeepsLiveBytes() {
+        var buf = IOBuf()
+        let mem = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 1)
+        defer { mem.deallocate() }
+        for i in 0..<16 { mem.storeBytes(of: UInt8(i), toByteOffset: i, as: UInt8.self) }
+        buf.base = mem
+        buf.start = 10
+        buf.scan = 12
+        buf.end = 16
+        buf.compact()
+        XCTAssertEqual(buf.start, 0)
+        XCTAssertEqual(buf.scan, 2)
+        XCTAssertEqual(buf.end, 6)
+        XCTAssertEqual(mem.load(fromByteOffset: 0, as: UInt8.self), 10)
+        XCTAssertEqual(mem.load(fromByteOffset: 5, as: UInt8.self), 15)
+    }
+
+    func testPendingOutGrowsAndDrains() {
+        var out = PendingOut()
+        XCTAssertTrue(out.isEmpty)
+        let chunk = [UInt8](repeating: 7, count: 3000)
+        chunk.withUnsafeBytes { out.append($0) }
+        chunk.withUnsafeBytes { out.append($0) }
+        XCTAssertEqual(out.end - out.start, 6000)
+        out.consumed(5000)
+        XCTAssertEqual(out.end - out.start, 1000)
+        out.consumed(1000)
+        XCTAssertTrue(out.isEmpty)
+        XCTAssertNil(out.base, "a drained queue frees its memory")
+    }
+}
+
+final class TrackedParamsTests: XCTestCase {
+    func testCaseInsensitiveLookupAndExtras() {
+        let t = TrackedParams(extra: ["IntervalStyle", "datestyle"])
+        XCTAssertEqual(t.index(of: "datestyle"), t.index(of: "DateStyle"))
+        XCTAssertNotNil(t.index(of: "intervalstyle"))
+        XCTAssertNil(t.index(of: "search_path"))
+        XCTAssertEqual(t.names.filter { $0.lowercased() == "datestyle" }.count, 1, "no duplicates")
+    }
+
+    func testSQLLiteralDoublesQuotes() {
+        XCTAssertEqual(sqlLiteral("it's"), "'it''s'")
+        XCTAssertEqual(sqlLiteral(""), "''")
+    }
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Installs the Debian packages pgswift needs that are missing; safe to run again and again.
+#
+# Usage: scripts/install-deps.sh [build] [test] [bench] [deb]   (no argument: build + test)
+#   build  toolchain libraries: libssl-dev, libsystemd-dev, pkg-config
+#   test   PostgreSQL server (initdb/postgres/pg_ctl), psql, pgbench, python3 + venv
+#   bench  test + pgbouncer (the reference pooler the benchmark compares against)
+#   deb    what building the Debian package needs (dpkg-dev, fakeroot)
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+
+want=()
+add() { want+=("$@"); }
+
+sets=("$@")
+[ ${#sets[@]} -eq 0 ] && sets=(build test)
+for s in "${sets[@]}"; do
+    case "$s" in
+        build) add libssl-dev libsystemd-dev pkg-config ;;
+        # On Debian 12 pgbench ships in postgresql-15 (pulled in by `postgresql`); newer
+        # releases moved it to postgresql-client-NN, which `postgresql-client` pulls in.
+        test) add postgresql postgresql-client python3 python3-venv python3-pip ;;
+        bench) add postgresql postgresql-client python3 pgbouncer ;;
+        deb) add dpkg-dev fakeroot ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        *) echo "install-deps.sh: unknown package set '$s' (build, test, bench, deb)" >&2; exit 2 ;;
+    esac
+done
+
+is_installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'
+}
+
+missing=()
+for p in "${want[@]}"; do
+    case " ${missing[*]-} " in *" $p "*) continue ;; esac
+    is_installed "$p" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "install-deps.sh: all packages present (${sets[*]})"
+else
+    echo "install-deps.sh: installing ${missing[*]}"
+    sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1; then
+            sudo=(sudo -n env DEBIAN_FRONTEND=noninteractive)
+        else
+            echo "install-deps.sh: need root (or sudo) to install: ${missing[*]}" >&2
+            exit 1
+        fi
+    fi
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+        "${missing[@]}" </dev/null
+fi
+
+# The test tools live under /usr/lib/postgresql/<version>/bin on Debian; check they are there.
+for s in "${sets[@]}"; do
+    case "$s" in
+        test|bench)
+            bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+            for tool in initdb postgres pg_ctl pgbench psql; do
+                if [ -z "$bindir" ] || [ ! -x "$bindir/$tool" ]; then
+                    command -v "$tool" >/dev/null 2>&1 || {
+                        echo "install-deps.sh: '$tool' not found after install" >&2; exit 1; }
+                fi
+            done
+            ;;
+    esac
+done
