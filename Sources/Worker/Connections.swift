@@ -145,6 +145,12 @@ struct Server {
     var dirty = false
     /// Release to the pool once the bytes up to the final ReadyForQuery reached the client.
     var releaseOnFlush = false
+    /// Transaction/statement mode: CommandComplete tags are watched for session-state changes.
+    var watchTags = false
+    /// A tag showed session state a later client must not inherit: reset before reuse.
+    var needsReset = false
+    /// When the last ReadyForQuery arrived (idle_transaction_timeout).
+    var lastReady: Int64 = 0
     var backendPID: Int32 = 0
     var backendKey: UInt32 = 0
     var info: ServerInfo? = nil

@@ -383,6 +383,7 @@ extension Worker {
             let total = len &+ 1
             let inspect = type == BackendType.readyForQuery || type == BackendType.parameterStatus
                 || (swallowing && type == BackendType.errorResponse)
+                || (type == BackendType.commandComplete && servers[si].watchTags)
             if inspect && total > avail {
                 if total <= buffers.size { result = .needMore; break }
                 // Too large to inspect (a giant ParameterStatus): pass it through unread.
@@ -396,6 +397,7 @@ extension Worker {
                 if type == BackendType.readyForQuery {
                     let status = len >= 5 ? body[0] : UInt8(ascii: "I")
                     servers[si].txStatus = status
+                    servers[si].lastReady = now
                     scan &+= total
                     if swallowing {
                         servers[si].input.start = scan
@@ -432,6 +434,10 @@ extension Worker {
                 if type == BackendType.parameterStatus {
                     if let (name, value) = ParameterStatus.parse(body), let t = tracked.index(of: name) {
                         servers[si].info?.params.values[t] = value
+                    }
+                } else if type == BackendType.commandComplete {
+                    if !swallowing, let change = SessionTags.classify(body) {
+                        servers[si].needsReset = change
                     }
                 } else if type == BackendType.errorResponse {
                     let e = ErrorFields.parse(body)
@@ -474,5 +480,39 @@ extension Worker {
     @inline(__always)
     private func swallowing(_ si: Int32) -> Bool {
         servers[si].internalQueries > 0 || servers[si].client < 0
+    }
+}
+
+/// CommandComplete tags that show a client changed session state outside what a transaction undoes.
+/// No SQL parsing: the server's own tag says what ran.
+enum SessionTags {
+    /// true: the session now carries state (SET, PREPARE, LISTEN, ...); false: it was wiped (DISCARD ALL);
+    /// nil: nothing to note.
+    @inline(__always)
+    static func classify(_ body: UnsafeRawBufferPointer) -> Bool? {
+        guard let first = body.first else { return nil }
+        switch first {
+        case UInt8(ascii: "S"), UInt8(ascii: "R"), UInt8(ascii: "P"), UInt8(ascii: "L"), UInt8(ascii: "D"), UInt8(ascii: "C"):
+            break
+        default:
+            return nil
+        }
+        if matches(body, "SET") || matches(body, "RESET") || matches(body, "PREPARE") || matches(body, "LISTEN")
+            || matches(body, "DECLARE CURSOR") || matches(body, "CREATE TABLE") || matches(body, "LOAD")
+            || matches(body, "CREATE TEMPORARY TABLE") || matches(body, "SELECT INTO") {
+            return true
+        }
+        if matches(body, "DISCARD ALL") { return false }
+        return nil
+    }
+
+    /// The tag (NUL-terminated) equals `word`.
+    @inline(__always)
+    static func matches(_ body: UnsafeRawBufferPointer, _ word: StaticString) -> Bool {
+        let n = word.utf8CodeUnitCount
+        guard body.count == n + 1, body[n] == 0 else { return false }
+        let w = word.utf8Start
+        for i in 0..<n where body[i] != w[i] { return false }
+        return true
     }
 }

@@ -31,6 +31,7 @@ extension Worker {
             }
             ci += 1
         }
+        let idleTx = Clock.nanos(seconds: config.idleTransactionTimeout)
         let connectTimeout = Clock.nanos(seconds: config.serverConnectTimeout)
         let serverIdle = Clock.nanos(seconds: config.serverIdleTimeout)
         let lifetime = Clock.nanos(seconds: config.serverLifetime)
@@ -42,6 +43,15 @@ extension Worker {
                 if connectTimeout > 0 && now - servers[si].stateSince > connectTimeout {
                     serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
                                                       message: "server_connect_timeout"))
+                }
+            case .active:
+                // A client that opened a transaction and went quiet holds a server hostage.
+                if idleTx > 0 && servers[si].pendingSyncs == 0 && servers[si].internalQueries == 0
+                    && servers[si].txStatus != UInt8(ascii: "I") && now - servers[si].lastReady > idleTx {
+                    let ci = servers[si].client
+                    if ci >= 0 {
+                        failClient(ci, code: SQLState.idleInTransactionSessionTimeout, message: "idle transaction timeout")
+                    }
                 }
             case .idle:
                 if serverIdle > 0 && now - servers[si].stateSince > serverIdle {

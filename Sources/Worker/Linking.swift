@@ -55,6 +55,8 @@ extension Worker {
         servers[si].state = .active
         servers[si].client = ci
         servers[si].stateSince = now
+        servers[si].lastReady = now
+        servers[si].watchTags = pools[p].mode != .session
         clients[ci].server = si
         clients[ci].state = .active
         clients[ci].stateSince = now
@@ -96,7 +98,11 @@ extension Worker {
         unlinkServerCounts(si)
         servers[si].client = -1
         dropLeftovers(si)
-        serverIdle(si)
+        if servers[si].needsReset && !config.serverResetQuery.isEmpty {
+            resetServer(si, rollback: false, reset: true)
+        } else {
+            serverIdle(si)
+        }
         if ci >= 0 && clients[ci].state == .idle && (clients[ci].input.hasUnscanned || clients[ci].readable) {
             clientData(ci)
         }
@@ -169,34 +175,51 @@ extension Worker {
         unlinkServerCounts(si)
         servers[si].client = -1
         servers[si].releaseOnFlush = false
-        let clean = servers[si].pendingSyncs == 0 && !servers[si].unsynced && servers[si].internalQueries == 0
-            && servers[si].txStatus == UInt8(ascii: "I") && !servers[si].input.hasUnscanned
-            && servers[si].input.partial == 0 && !clients[ci].input.hasUnsent && clients[ci].input.partial == 0
-        if !clean {
+        // Quiet means: no query running, no protocol exchange half done, no bytes in flight.
+        let quiet = servers[si].pendingSyncs == 0 && !servers[si].unsynced && servers[si].internalQueries == 0
+            && !servers[si].input.hasUnscanned && servers[si].input.partial == 0
+            && !clients[ci].input.hasUnsent && clients[ci].input.partial == 0
+        if !quiet {
+            let p = servers[si].pool
             closeServer(si, reason: "client disconnected while the server was busy")
-            launchIfNeeded(servers[si].pool)
+            launchIfNeeded(p)
             return
         }
         let p = Int(servers[si].pool)
-        if (pools[p].mode == .session || config.serverResetQueryAlways) && !config.serverResetQuery.isEmpty {
-            resetServer(si)
+        let inTransaction = servers[si].txStatus != UInt8(ascii: "I")
+        let reset = (pools[p].mode == .session || config.serverResetQueryAlways || servers[si].needsReset)
+            && !config.serverResetQuery.isEmpty
+        if inTransaction || reset {
+            resetServer(si, rollback: inTransaction, reset: reset)
         } else {
             serverIdle(si)
         }
     }
 
-    func resetServer(_ si: Int32) {
+    /// Rolls back an open transaction and/or runs server_reset_query; the answers are swallowed and the
+    /// server goes back to the pool after the last ReadyForQuery.
+    func resetServer(_ si: Int32, rollback: Bool, reset: Bool) {
         servers[si].state = .resetting
         servers[si].stateSince = now
         scratch.clear()
-        Frontend.query(into: &scratch, sql: config.serverResetQuery)
+        if rollback {
+            Frontend.query(into: &scratch, sql: "ROLLBACK")
+            servers[si].internalQueries += 1
+        }
+        if reset {
+            Frontend.query(into: &scratch, sql: config.serverResetQuery)
+            servers[si].internalQueries += 1
+        }
         servers[si].out.append(scratch)
-        servers[si].internalQueries += 1
-        // Session state is gone after the reset: what the server reports next is what it has.
         flushServer(si)
     }
 
     func resetDone(_ si: Int32) {
+        servers[si].needsReset = false
+        if servers[si].txStatus != UInt8(ascii: "I") {
+            closeServer(si, reason: "still in a transaction after ROLLBACK")
+            return
+        }
         // DISCARD ALL resets tracked parameters to their defaults: forget what we knew.
         if let info = servers[si].info, let welcome = pools[Int(servers[si].pool)].welcome {
             for t in 0..<tracked.names.count {
