@@ -71,6 +71,8 @@ final class ClientInfo {
     var params: ParamValues
     var applicationName = ""
     var auth = ClientAuth.none
+    /// Protocol-level prepared statements: client name → StatementRegistry id (transaction/statement mode).
+    var prepared: [String: Int32] = [:]
     var protocolMinor = 0
     init(trackedCount: Int) { params = ParamValues(count: trackedCount) }
 }
@@ -101,6 +103,8 @@ struct Client {
     var connectedAt: Int64 = 0
     var stateSince: Int64 = 0
     var cancelKey: UInt32 = 0
+    /// After an error pgswift raised for a prepared statement: drop messages until Sync, as PostgreSQL does.
+    var skipUntilSync = false
     var info: ClientInfo? = nil
 }
 
@@ -110,6 +114,10 @@ final class ServerInfo {
     var address = ""
     /// ParameterStatus values reported at login (the pool's welcome set if it is the first).
     var reported: [(String, String)] = []
+    /// Statements prepared on this server: StatementRegistry id → last use (LRU).
+    var prepared: [Int32: UInt64] = [:]
+    /// Errors pgswift raised itself, in the order their queue slots come due.
+    var pendingErrors: [ErrorFields] = []
     init(trackedCount: Int) { params = ParamValues(count: trackedCount) }
 }
 
@@ -151,6 +159,11 @@ struct Server {
     var needsReset = false
     /// When the last ReadyForQuery arrived (idle_transaction_timeout).
     var lastReady: Int64 = 0
+    /// Expected answers for what was forwarded on a tracked link (see Prepared.swift); nil until used.
+    var tracking = false
+    var slots: UnsafeMutablePointer<UInt8>? = nil
+    var slotHead: Int32 = 0
+    var slotCount: Int32 = 0
     var backendPID: Int32 = 0
     var backendKey: UInt32 = 0
     var info: ServerInfo? = nil

@@ -214,6 +214,9 @@ extension Worker {
                 case .needMore: break
                 }
             }
+            // Messages pgswift rewrote or injected may be all there is to send.
+            let si = clients[ci].server
+            if si >= 0 && !servers[si].out.isEmpty && servers[si].state == .active && !flushServer(si) { return }
             if !clients[ci].readable { return }
             switch readInto(client: ci) {
             case .data: continue
@@ -270,6 +273,54 @@ extension Worker {
                 if !acquireServer(ci) { return .stop }
                 si = clients[ci].server
             }
+            let total = len &+ 1
+            let avail = end &- scan
+            if servers[si].tracking {
+                // After an error pgswift raised itself: PostgreSQL would skip to the Sync, so do we.
+                if clients[ci].skipUntilSync && type != FrontendType.sync {
+                    if scan > clients[ci].input.start { return .progress }
+                    if total > avail { return .needMore }
+                    scan &+= total
+                    clients[ci].input.start = scan
+                    continue
+                }
+                var slot = slotFor(type, nil)
+                let mayName = type == FrontendType.parse || type == FrontendType.bind
+                    || type == FrontendType.describe || type == FrontendType.close
+                if mayName {
+                    if total > avail {
+                        if total > buffers.size && type != FrontendType.parse {
+                            failClient(ci, code: SQLState.programLimitExceeded, message: "extended-protocol message too large")
+                            return .stop
+                        }
+                        if total <= buffers.size { return scan > clients[ci].input.start ? .progress : .needMore }
+                        // A Parse larger than the buffer: only unnamed ones can stream through.
+                        if base.load(fromByteOffset: scan &+ 5, as: UInt8.self) != 0 {
+                            failClient(ci, code: SQLState.programLimitExceeded,
+                                       message: "named prepared statement larger than \(buffers.size) bytes")
+                            return .stop
+                        }
+                    } else {
+                        let body = UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4)
+                        if namesStatement(type, body) {
+                            if scan > clients[ci].input.start { return .progress }
+                            servers[si].unsynced = true
+                            scan &+= total
+                            clients[ci].input.start = scan
+                            clients[ci].input.scan = scan
+                            clients[ci].input.partial = partial
+                            if !rewritePrepared(ci, si, type, body) { return .stop }
+                            continue
+                        }
+                        slot = slotFor(type, body)
+                    }
+                }
+                if type == FrontendType.sync { clients[ci].skipUntilSync = false }
+                if slot != 0 && !pushSlot(si, slot) {
+                    failClient(ci, code: SQLState.programLimitExceeded, message: "too many pipelined messages")
+                    return .stop
+                }
+            }
             switch type {
             case FrontendType.query, FrontendType.functionCall:
                 servers[si].pendingSyncs &+= 1
@@ -282,8 +333,6 @@ extension Worker {
             default:
                 break
             }
-            let total = len &+ 1
-            let avail = end &- scan
             if total <= avail {
                 scan &+= total
             } else {
@@ -323,6 +372,10 @@ extension Worker {
                         closeClient(ci, reason: "write to client failed: \(error.errno)", notify: false)
                         return
                     }
+                }
+                if servers[si].slotCount > 0 && ci >= 0, let head = headSlot(si), Slot.isSynthetic(head) {
+                    emitDueSynthetics(si)
+                    if !flushClient(ci) { return }
                 }
                 if servers[si].releaseOnFlush {
                     servers[si].releaseOnFlush = false
@@ -392,6 +445,24 @@ extension Worker {
                 // Bytes for the client still unsent before a message to swallow: send them first.
                 break
             }
+            if !swallowing && servers[si].tracking && servers[si].slotCount > 0 {
+                if let head = headSlot(si), Slot.isSynthetic(head) {
+                    // An answer pgswift owes comes before this message: send what precedes it first.
+                    if scan > servers[si].input.start { break }
+                    emitDueSynthetics(si)
+                }
+                if total > avail && (type == BackendType.parseComplete || type == BackendType.closeComplete) {
+                    result = .needMore
+                    break
+                }
+                if !serverAnswer(si, type) {
+                    // The answer to an injected Parse/Close: drop it (after what precedes it is sent).
+                    if scan > servers[si].input.start { break }
+                    scan &+= total
+                    servers[si].input.start = scan
+                    continue
+                }
+            }
             if inspect && total <= avail {
                 let body = UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4)
                 if type == BackendType.readyForQuery {
@@ -417,7 +488,8 @@ extension Worker {
                         statementModeViolation(si)
                         return .stop
                     }
-                    if servers[si].pendingSyncs == 0 && !servers[si].unsynced && status == UInt8(ascii: "I") {
+                    if servers[si].pendingSyncs == 0 && !servers[si].unsynced && status == UInt8(ascii: "I")
+                        && servers[si].slotCount == 0 {
                         let p = Int(servers[si].pool)
                         if pools[p].mode != .session {
                             let ci = servers[si].client
@@ -438,6 +510,12 @@ extension Worker {
                 } else if type == BackendType.commandComplete {
                     if !swallowing, let change = SessionTags.classify(body) {
                         servers[si].needsReset = change
+                    }
+                    if !swallowing && (SessionTags.matches(body, "DEALLOCATE ALL") || SessionTags.matches(body, "DISCARD ALL")) {
+                        // The client wiped its statements: the server has none of ours left either.
+                        servers[si].info?.prepared.removeAll()
+                        let ci = servers[si].client
+                        if ci >= 0 { clients[ci].info?.prepared.removeAll() }
                     }
                 } else if type == BackendType.errorResponse {
                     let e = ErrorFields.parse(body)

@@ -222,6 +222,7 @@ extension Worker {
         }
         if servers[si].fd >= 0 { Posix.close(servers[si].fd) }
         if let b = servers[si].input.base { buffers.give(b) }
+        servers[si].slots?.deallocate()
         servers[si].out.release()
         let gen = servers[si].gen &+ 1
         servers[si] = Server()

@@ -57,12 +57,16 @@ extension Worker {
         servers[si].stateSince = now
         servers[si].lastReady = now
         servers[si].watchTags = pools[p].mode != .session
+        servers[si].tracking = pools[p].mode != .session && config.maxPreparedStatements > 0
+        servers[si].slotHead = 0
+        servers[si].slotCount = 0
         clients[ci].server = si
         clients[ci].state = .active
         clients[ci].stateSince = now
         pools[p].activeCount += 1
         activeServerCount += 1
         syncParameters(ci, si)
+        if log.enabled(.debug) { log.debug("C-\(clients[ci].id): linked to S-\(servers[si].id)") }
     }
 
     /// Sends SET for every tracked parameter whose value on this server differs from what the
@@ -90,6 +94,7 @@ extension Worker {
     /// through; the server goes back to the pool and the client keeps its connection.
     func releaseServer(_ si: Int32) {
         let ci = servers[si].client
+        if log.enabled(.debug) { log.debug("S-\(servers[si].id): released by C-\(ci >= 0 ? clients[ci].id : 0)") }
         if ci >= 0 {
             clients[ci].server = -1
             clients[ci].state = .idle
@@ -177,6 +182,7 @@ extension Worker {
         servers[si].releaseOnFlush = false
         // Quiet means: no query running, no protocol exchange half done, no bytes in flight.
         let quiet = servers[si].pendingSyncs == 0 && !servers[si].unsynced && servers[si].internalQueries == 0
+            && servers[si].slotCount == 0
             && !servers[si].input.hasUnscanned && servers[si].input.partial == 0
             && !clients[ci].input.hasUnsent && clients[ci].input.partial == 0
         if !quiet {
@@ -209,6 +215,12 @@ extension Worker {
         if reset {
             Frontend.query(into: &scratch, sql: config.serverResetQuery)
             servers[si].internalQueries += 1
+            if let info = servers[si].info, !info.prepared.isEmpty {
+                // Whatever server_reset_query is, no statement of ours may survive a reset we forget.
+                Frontend.query(into: &scratch, sql: "DEALLOCATE ALL")
+                servers[si].internalQueries += 1
+                info.prepared.removeAll()
+            }
         }
         servers[si].out.append(scratch)
         flushServer(si)

@@ -63,6 +63,8 @@ final class Worker {
     var maxPacket: Int
     var nextJanitor: Int64 = 0
     var activeServerCount = 0
+    var statements = StatementRegistry()
+    var useTick: UInt64 = 0
 
     init(options: WorkerOptions, config: Config, userlist: Userlist) throws {
         slot = options.slot

@@ -59,5 +59,7 @@ public enum SQLState {
     public static let idleSessionTimeout = "57P05"
 
     // Class XX: internal error
+    /// 54000: a limit of pgswift or PostgreSQL was exceeded.
+    public static let programLimitExceeded = "54000"
     public static let internalError = "XX000"
 }

@@ -1,0 +1,284 @@
+// Protocol-level prepared statements in transaction and statement mode (PgBouncer's
+// max_prepared_statements): client names are mapped to server names shared by identical statements,
+// Parse is injected where a server lacks a statement, and answers the server never sends are
+// synthesized in order through a per-server queue of expected responses.
+import Shared
+import Glibc
+
+/// What a server owes for each message forwarded on a tracked link, oldest first.
+enum Slot {
+    static let parse: UInt8 = 1
+    static let bind: UInt8 = 2
+    static let close: UInt8 = 3
+    static let describeStatement: UInt8 = 4
+    static let describePortal: UInt8 = 5
+    static let execute: UInt8 = 6
+    static let sync: UInt8 = 7
+    static let query: UInt8 = 8
+    static let functionCall: UInt8 = 9
+    /// No server message: pgswift answers ParseComplete / CloseComplete / an ErrorResponse itself.
+    static let synthParseComplete: UInt8 = 20
+    static let synthCloseComplete: UInt8 = 21
+    static let synthError: UInt8 = 22
+    /// Flag: the answer is to a message pgswift injected; the client never sees it.
+    static let swallow: UInt8 = 0x80
+    static let capacity: Int32 = 1024
+
+    @inline(__always) static func kind(_ s: UInt8) -> UInt8 { s & 0x7F }
+    @inline(__always) static func isSynthetic(_ s: UInt8) -> Bool { kind(s) >= synthParseComplete }
+}
+
+/// Distinct statements (query text + parameter types) seen in named Parse messages, per worker.
+struct StatementRegistry {
+    private var ids: [[UInt8]: Int32] = [:]
+    private(set) var bodies: [[UInt8]] = []
+
+    /// `rest` is a Parse body after the statement name: query\0, int16 count, int32 type oids.
+    mutating func intern(_ rest: UnsafeRawBufferPointer) -> Int32 {
+        let key = [UInt8](rest)
+        if let id = ids[key] { return id }
+        let id = Int32(bodies.count)
+        bodies.append(key)
+        ids[key] = id
+        return id
+    }
+
+    static func serverName(_ id: Int32) -> String { "PGSWIFT_\(id)" }
+}
+
+extension Worker {
+    // MARK: The response queue
+
+    @inline(__always)
+    func pushSlot(_ si: Int32, _ s: UInt8) -> Bool {
+        if servers[si].slots == nil {
+            servers[si].slots = .allocate(capacity: Int(Slot.capacity))
+        }
+        if servers[si].slotCount >= Slot.capacity { return false }
+        let i = (servers[si].slotHead &+ servers[si].slotCount) % Slot.capacity
+        servers[si].slots![Int(i)] = s
+        servers[si].slotCount &+= 1
+        return true
+    }
+
+    @inline(__always)
+    func headSlot(_ si: Int32) -> UInt8? {
+        guard servers[si].slotCount > 0 else { return nil }
+        return servers[si].slots![Int(servers[si].slotHead)]
+    }
+
+    @inline(__always)
+    func popSlot(_ si: Int32) {
+        servers[si].slotHead = (servers[si].slotHead &+ 1) % Slot.capacity
+        servers[si].slotCount &-= 1
+    }
+
+    /// Writes synthesized answers that are due (at the head of the queue) to the client. They may go
+    /// out only when no server bytes are waiting ahead of them. Returns false when blocked by those.
+    @discardableResult
+    func emitDueSynthetics(_ si: Int32) -> Bool {
+        while let head = headSlot(si), Slot.isSynthetic(head) {
+            if servers[si].input.hasUnsent { return false }
+            let ci = servers[si].client
+            popSlot(si)
+            guard ci >= 0 else { continue }
+            scratch.clear()
+            switch Slot.kind(head) {
+            case Slot.synthParseComplete: Backend.parseComplete(into: &scratch)
+            case Slot.synthCloseComplete: Backend.closeComplete(into: &scratch)
+            default:
+                let e = servers[si].info?.pendingErrors.isEmpty == false ? servers[si].info!.pendingErrors.removeFirst()
+                    : ErrorFields(severity: "ERROR", code: SQLState.protocolViolation, message: "protocol error")
+                Backend.errorResponse(into: &scratch, e)
+            }
+            clients[ci].out.append(scratch)
+        }
+        return true
+    }
+
+    /// A server message on a tracked link: advances the queue. Returns false if the client must not see it.
+    @inline(__always)
+    func serverAnswer(_ si: Int32, _ type: UInt8) -> Bool {
+        guard let head = headSlot(si) else { return true }
+        let kind = Slot.kind(head)
+        switch type {
+        case BackendType.readyForQuery:
+            while let h = headSlot(si) {
+                let k = Slot.kind(h)
+                popSlot(si)
+                if k == Slot.sync || k == Slot.query || k == Slot.functionCall { break }
+            }
+            return true
+        case BackendType.errorResponse:
+            if kind == Slot.query || kind == Slot.functionCall || kind == Slot.sync { return true }
+            // The server skips everything up to the next Sync: so do the answers we owe.
+            popSlot(si)
+            while let h = headSlot(si), Slot.kind(h) != Slot.sync { popSlot(si) }
+            return true
+        case BackendType.parseComplete where kind == Slot.parse,
+             BackendType.bindComplete where kind == Slot.bind,
+             BackendType.closeComplete where kind == Slot.close:
+            popSlot(si)
+            return head & Slot.swallow == 0
+        case BackendType.rowDescription, BackendType.noData:
+            if kind == Slot.describeStatement || kind == Slot.describePortal { popSlot(si) }
+            return true
+        case BackendType.commandComplete, BackendType.emptyQueryResponse, BackendType.portalSuspended:
+            if kind == Slot.execute { popSlot(si) }
+            return true
+        default:
+            return true
+        }
+    }
+
+    // MARK: Client messages
+
+    /// The slot a passed-through message adds (0: none).
+    @inline(__always)
+    func slotFor(_ type: UInt8, _ body: UnsafeRawBufferPointer?) -> UInt8 {
+        switch type {
+        case FrontendType.query: return Slot.query
+        case FrontendType.sync: return Slot.sync
+        case FrontendType.functionCall: return Slot.functionCall
+        case FrontendType.parse: return Slot.parse
+        case FrontendType.bind: return Slot.bind
+        case FrontendType.execute: return Slot.execute
+        case FrontendType.close: return Slot.close
+        case FrontendType.describe:
+            if let b = body, b.count > 0, b[0] == UInt8(ascii: "P") { return Slot.describePortal }
+            return Slot.describeStatement
+        default: return 0
+        }
+    }
+
+    /// Does this Parse/Bind/Describe/Close name a statement (and so need rewriting)?
+    @inline(__always)
+    func namesStatement(_ type: UInt8, _ body: UnsafeRawBufferPointer) -> Bool {
+        guard body.count > 1 else { return false }
+        switch type {
+        case FrontendType.parse:
+            return body[0] != 0
+        case FrontendType.bind:
+            guard let portalEnd = body.firstIndex(of: 0), portalEnd + 1 < body.count else { return false }
+            return body[portalEnd + 1] != 0
+        case FrontendType.describe, FrontendType.close:
+            return body[0] == UInt8(ascii: "S") && body[1] != 0
+        default:
+            return false
+        }
+    }
+
+    private func cString(_ body: UnsafeRawBufferPointer, from: Int) -> (String, Int)? {
+        guard from < body.count, let end = body[from...].firstIndex(of: 0) else { return nil }
+        return (String(decoding: UnsafeRawBufferPointer(rebasing: body[from..<end]), as: UTF8.self), end + 1)
+    }
+
+    /// Handles a named Parse/Bind/Describe/Close: writes what the server must see into its out queue and
+    /// records what the client must get back. Returns false when the client was failed.
+    func rewritePrepared(_ ci: Int32, _ si: Int32, _ type: UInt8, _ body: UnsafeRawBufferPointer) -> Bool {
+        guard let info = clients[ci].info else { return false }
+        scratch.clear()
+        var ok = true
+        switch type {
+        case FrontendType.parse:
+            guard let (name, restStart) = cString(body, from: 0) else { return protocolFailure(ci) }
+            if info.prepared[name] != nil {
+                ok = synthesizeError(ci, si, ErrorFields(severity: "ERROR", code: SQLState.duplicatePreparedStatement,
+                                                         message: "prepared statement \"\(name)\" already exists"))
+                break
+            }
+            let id = statements.intern(UnsafeRawBufferPointer(rebasing: body[restStart...]))
+            info.prepared[name] = id
+            if servers[si].info?.prepared[id] != nil {
+                servers[si].info?.prepared[id] = nextUseTick()
+                ok = pushSlot(si, Slot.synthParseComplete)
+            } else {
+                ok = injectParse(si, id, swallow: false)
+            }
+        case FrontendType.bind:
+            guard let (portal, stmtStart) = cString(body, from: 0),
+                  let (name, restStart) = cString(body, from: stmtStart) else { return protocolFailure(ci) }
+            guard let id = info.prepared[name] else {
+                ok = synthesizeError(ci, si, ErrorFields(severity: "ERROR", code: SQLState.invalidSQLStatementName,
+                                                         message: "prepared statement \"\(name)\" does not exist"))
+                break
+            }
+            ok = ensurePrepared(si, id)
+            let lo = scratch.beginMessage(FrontendType.bind)
+            scratch.appendCString(portal)
+            scratch.appendCString(StatementRegistry.serverName(id))
+            scratch.appendBytes(UnsafeRawBufferPointer(rebasing: body[restStart...]))
+            scratch.endMessage(lo)
+            ok = ok && pushSlot(si, Slot.bind)
+        case FrontendType.describe:
+            guard let (name, _) = cString(body, from: 1) else { return protocolFailure(ci) }
+            guard let id = info.prepared[name] else {
+                ok = synthesizeError(ci, si, ErrorFields(severity: "ERROR", code: SQLState.invalidSQLStatementName,
+                                                         message: "prepared statement \"\(name)\" does not exist"))
+                break
+            }
+            ok = ensurePrepared(si, id)
+            Frontend.describe(into: &scratch, kind: UInt8(ascii: "S"), name: StatementRegistry.serverName(id))
+            ok = ok && pushSlot(si, Slot.describeStatement)
+        case FrontendType.close:
+            guard let (name, _) = cString(body, from: 1) else { return protocolFailure(ci) }
+            // Only the client's mapping goes; the server keeps the statement for whoever needs it next.
+            info.prepared.removeValue(forKey: name)
+            ok = pushSlot(si, Slot.synthCloseComplete)
+        default:
+            return true
+        }
+        if !scratch.isEmpty { servers[si].out.append(scratch) }
+        if !ok {
+            failClient(ci, code: SQLState.programLimitExceeded, message: "too many pipelined messages")
+            return false
+        }
+        if emitDueSynthetics(si) { flushClient(ci) }
+        return clients[ci].state != .free && clients[ci].state != .closing
+    }
+
+    private func protocolFailure(_ ci: Int32) -> Bool {
+        failClient(ci, code: SQLState.protocolViolation, message: "malformed extended-protocol message")
+        return false
+    }
+
+    /// An error the server would have raised: queued in order, then the client's messages are skipped
+    /// up to its Sync, as PostgreSQL does.
+    private func synthesizeError(_ ci: Int32, _ si: Int32, _ e: ErrorFields) -> Bool {
+        servers[si].info?.pendingErrors.append(e)
+        clients[ci].skipUntilSync = true
+        return pushSlot(si, Slot.synthError)
+    }
+
+    /// Makes sure the server has statement `id`, injecting a Parse whose ParseComplete is swallowed.
+    private func ensurePrepared(_ si: Int32, _ id: Int32) -> Bool {
+        if servers[si].info?.prepared[id] != nil {
+            servers[si].info?.prepared[id] = nextUseTick()
+            return true
+        }
+        return injectParse(si, id, swallow: true)
+    }
+
+    private func injectParse(_ si: Int32, _ id: Int32, swallow: Bool) -> Bool {
+        guard let sinfo = servers[si].info else { return false }
+        // Keep each server's cache within max_prepared_statements: evict the least recently used.
+        if sinfo.prepared.count >= max(config.maxPreparedStatements, 1) {
+            if let victim = sinfo.prepared.min(by: { $0.value < $1.value })?.key {
+                sinfo.prepared.removeValue(forKey: victim)
+                Frontend.close(into: &scratch, kind: UInt8(ascii: "S"), name: StatementRegistry.serverName(victim))
+                if !pushSlot(si, Slot.close | Slot.swallow) { return false }
+            }
+        }
+        let lo = scratch.beginMessage(FrontendType.parse)
+        scratch.appendCString(StatementRegistry.serverName(id))
+        statements.bodies[Int(id)].withUnsafeBytes { scratch.appendBytes($0) }
+        scratch.endMessage(lo)
+        sinfo.prepared[id] = nextUseTick()
+        return pushSlot(si, swallow ? (Slot.parse | Slot.swallow) : Slot.parse)
+    }
+
+    func nextUseTick() -> UInt64 {
+        useTick &+= 1
+        return useTick
+    }
+}
