@@ -1,0 +1,100 @@
+// The response queue behind prepared-statement tracking, driven without sockets.
+import XCTest
+@testable import Worker
+import Shared
+
+final class PreparedTrackingTests: XCTestCase {
+    private func makeWorker() throws -> Worker {
+        let config = try Config.parse(text: """
+            [databases]
+            db = host=127.0.0.1 port=1
+            [pgbouncer]
+            listen_port = 1
+            pool_mode = transaction
+            auth_type = trust
+            """, file: "test.ini")
+        let options = WorkerOptions(configPath: "test.ini", slot: 0, tcpFDs: [], unixFDs: [], controlFD: -1, verbose: 0)
+        return try Worker(options: options, config: config, userlist: Userlist(entries: [:]))
+    }
+
+    func testAnswersPopTheirSlotsInOrder() throws {
+        let w = try makeWorker()
+        let si = w.servers.allocate()
+        for s in [Slot.parse, Slot.bind, Slot.describePortal, Slot.execute, Slot.sync] {
+            XCTAssertTrue(w.pushSlot(si, s))
+        }
+        XCTAssertTrue(w.serverAnswer(si, BackendType.parseComplete))
+        XCTAssertTrue(w.serverAnswer(si, BackendType.bindComplete))
+        XCTAssertTrue(w.serverAnswer(si, BackendType.rowDescription))
+        XCTAssertTrue(w.serverAnswer(si, BackendType.dataRow), "rows do not end an Execute")
+        XCTAssertEqual(w.servers[si].slotCount, 2)
+        XCTAssertTrue(w.serverAnswer(si, BackendType.commandComplete))
+        XCTAssertTrue(w.serverAnswer(si, BackendType.readyForQuery))
+        XCTAssertEqual(w.servers[si].slotCount, 0)
+    }
+
+    func testInjectedParseCompleteIsSwallowed() throws {
+        let w = try makeWorker()
+        let si = w.servers.allocate()
+        XCTAssertTrue(w.pushSlot(si, Slot.parse | Slot.swallow))
+        XCTAssertTrue(w.pushSlot(si, Slot.bind))
+        XCTAssertFalse(w.serverAnswer(si, BackendType.parseComplete), "the client never sent that Parse")
+        XCTAssertTrue(w.serverAnswer(si, BackendType.bindComplete))
+        XCTAssertEqual(w.servers[si].slotCount, 0)
+    }
+
+    func testErrorSkipsToTheSyncLikePostgres() throws {
+        let w = try makeWorker()
+        let si = w.servers.allocate()
+        for s in [Slot.parse, Slot.bind, Slot.synthCloseComplete, Slot.execute, Slot.sync, Slot.parse] {
+            XCTAssertTrue(w.pushSlot(si, s))
+        }
+        XCTAssertTrue(w.serverAnswer(si, BackendType.errorResponse))
+        XCTAssertEqual(w.servers[si].slotCount, 2, "only the Sync and what follows it remain")
+        XCTAssertEqual(w.headSlot(si), Slot.sync)
+        XCTAssertTrue(w.serverAnswer(si, BackendType.readyForQuery))
+        XCTAssertEqual(w.headSlot(si), Slot.parse)
+    }
+
+    func testErrorInsideASimpleQueryDoesNotSkip() throws {
+        let w = try makeWorker()
+        let si = w.servers.allocate()
+        XCTAssertTrue(w.pushSlot(si, Slot.query))
+        XCTAssertTrue(w.pushSlot(si, Slot.query))
+        XCTAssertTrue(w.serverAnswer(si, BackendType.errorResponse))
+        XCTAssertEqual(w.servers[si].slotCount, 2)
+        XCTAssertTrue(w.serverAnswer(si, BackendType.readyForQuery))
+        XCTAssertEqual(w.servers[si].slotCount, 1)
+    }
+
+    func testQueueIsBounded() throws {
+        let w = try makeWorker()
+        let si = w.servers.allocate()
+        for _ in 0..<Int(Slot.capacity) { XCTAssertTrue(w.pushSlot(si, Slot.execute)) }
+        XCTAssertFalse(w.pushSlot(si, Slot.execute))
+    }
+
+    func testRegistrySharesIdenticalStatements() {
+        var r = StatementRegistry()
+        let a = Array("select 1\0\0\0".utf8), b = Array("select 2\0\0\0".utf8)
+        let ia = a.withUnsafeBytes { r.intern($0) }
+        let ib = b.withUnsafeBytes { r.intern($0) }
+        let ia2 = a.withUnsafeBytes { r.intern($0) }
+        XCTAssertEqual(ia, ia2)
+        XCTAssertNotEqual(ia, ib)
+        XCTAssertEqual(StatementRegistry.serverName(ia), "PGSWIFT_\(ia)")
+    }
+
+    func testSessionTags() {
+        func classify(_ s: String) -> Bool? {
+            Array((s + "\0").utf8).withUnsafeBytes { SessionTags.classify($0) }
+        }
+        XCTAssertEqual(classify("SET"), true)
+        XCTAssertEqual(classify("PREPARE"), true)
+        XCTAssertEqual(classify("LISTEN"), true)
+        XCTAssertEqual(classify("DISCARD ALL"), false)
+        XCTAssertNil(classify("SELECT 1"))
+        XCTAssertNil(classify("SETTLE"), "whole tags only")
+        XCTAssertNil(classify("COMMIT"))
+    }
+}
