@@ -3,34 +3,46 @@ import Shared
 import Glibc
 
 /// A pool of equally sized raw buffers. Idle connections hold none: a buffer is taken when bytes arrive
-/// and given back as soon as everything in it has been forwarded.
-struct BufferPool: ~Copyable {
+/// and given back as soon as everything in it has been forwarded. A handle to pointer-held state, kept
+/// in a `let`: no reference counting or exclusivity checks on the hot path.
+struct BufferPool {
+    private struct State {
+        var free: UnsafeMutablePointer<UnsafeMutableRawPointer>
+        var freeCount: Int
+        var inUse: Int
+    }
     let size: Int
-    private var free: [UnsafeMutableRawPointer] = []
     private let keepFree: Int
-    private(set) var inUse = 0
+    private let state: UnsafeMutablePointer<State>
 
     init(size: Int, keepFree: Int = 256) {
         self.size = size
         self.keepFree = keepFree
-        free.reserveCapacity(keepFree)
+        state = .allocate(capacity: 1)
+        state.initialize(to: State(free: .allocate(capacity: keepFree), freeCount: 0, inUse: 0))
     }
 
-    deinit {
-        for p in free { p.deallocate() }
-    }
+    var inUse: Int { state.pointee.inUse }
 
     @inline(__always)
-    mutating func take() -> UnsafeMutableRawPointer {
-        inUse &+= 1
-        if let p = free.popLast() { return p }
+    func take() -> UnsafeMutableRawPointer {
+        state.pointee.inUse &+= 1
+        if state.pointee.freeCount > 0 {
+            state.pointee.freeCount &-= 1
+            return state.pointee.free[state.pointee.freeCount]
+        }
         return UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
     }
 
     @inline(__always)
-    mutating func give(_ p: UnsafeMutableRawPointer) {
-        inUse &-= 1
-        if free.count < keepFree { free.append(p) } else { p.deallocate() }
+    func give(_ p: UnsafeMutableRawPointer) {
+        state.pointee.inUse &-= 1
+        if state.pointee.freeCount < keepFree {
+            state.pointee.free[state.pointee.freeCount] = p
+            state.pointee.freeCount &+= 1
+        } else {
+            p.deallocate()
+        }
     }
 }
 

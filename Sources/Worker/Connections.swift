@@ -97,6 +97,8 @@ struct Client {
     var readable = false
     var writable = true
     var eof = false
+    /// epoll reported RDHUP/HUP/ERR: read until EOF, never stop at a short read.
+    var hangup = false
     var isUnix = false
     var waitNext: Int32 = -1
     var waitPrev: Int32 = -1
@@ -138,6 +140,7 @@ struct Server {
     var readable = false
     var writable = false
     var eof = false
+    var hangup = false
     var idleNext: Int32 = -1
     var idlePrev: Int32 = -1
     var createdAt: Int64 = 0
@@ -169,48 +172,77 @@ struct Server {
     var info: ServerInfo? = nil
 }
 
-/// A growable table of records with a free list. Records never move while the loop holds an index
-/// across a call... they do move on growth, so code keeps indexes, never pointers.
-struct Table<Record> {
-    private(set) var base: UnsafeMutablePointer<Record>
-    private(set) var capacity: Int
-    private var freeList: [Int32]
-    private(set) var used = 0
-    private let empty: Record
+/// Records that start out empty in a fresh table slot.
+protocol TableRecord {
+    init()
+}
 
-    init(capacity: Int, empty: Record) {
-        self.capacity = max(capacity, 16)
-        self.empty = empty
-        base = .allocate(capacity: self.capacity)
-        base.initialize(repeating: empty, count: self.capacity)
-        freeList = (0..<Int32(self.capacity)).reversed()
+extension Client: TableRecord {}
+extension Server: TableRecord {}
+
+/// A growable table of records with a free list, behind one pointer: copying the handle is free (no
+/// reference counting) and the worker keeps it in a `let`, so no access is exclusivity-checked at run
+/// time. Records move when the table grows, so code keeps indexes, never pointers into it.
+struct Table<Record: TableRecord> {
+    private struct Header {
+        var base: UnsafeMutablePointer<Record>
+        var capacity: Int
+        var freeStack: UnsafeMutablePointer<Int32>
+        var freeCount: Int
+        var used: Int
     }
+    private let header: UnsafeMutablePointer<Header>
+
+    init(capacity: Int) {
+        let cap = max(capacity, 16)
+        let base = UnsafeMutablePointer<Record>.allocate(capacity: cap)
+        base.initialize(repeating: Record(), count: cap)
+        let free = UnsafeMutablePointer<Int32>.allocate(capacity: cap)
+        for i in 0..<cap { free[i] = Int32(cap - 1 - i) }
+        header = .allocate(capacity: 1)
+        header.initialize(to: Header(base: base, capacity: cap, freeStack: free, freeCount: cap, used: 0))
+    }
+
+    var capacity: Int { header.pointee.capacity }
+    var used: Int { header.pointee.used }
 
     @inline(__always)
     subscript(i: Int32) -> Record {
-        _read { yield base[Int(i)] }
-        nonmutating _modify { yield &base[Int(i)] }
+        _read { yield header.pointee.base[Int(i)] }
+        nonmutating _modify { yield &header.pointee.base[Int(i)] }
     }
 
-    mutating func allocate() -> Int32 {
-        if freeList.isEmpty { grow() }
-        used += 1
-        return freeList.removeLast()
+    func allocate() -> Int32 {
+        if header.pointee.freeCount == 0 { grow() }
+        header.pointee.freeCount -= 1
+        header.pointee.used += 1
+        return header.pointee.freeStack[header.pointee.freeCount]
     }
 
-    mutating func release(_ i: Int32) {
-        used -= 1
-        freeList.append(i)
+    func release(_ i: Int32) {
+        header.pointee.freeStack[header.pointee.freeCount] = i
+        header.pointee.freeCount += 1
+        header.pointee.used -= 1
     }
 
-    private mutating func grow() {
-        let newCap = capacity * 2
+    private func grow() {
+        let old = header.pointee.capacity
+        let newCap = old * 2
         let nb = UnsafeMutablePointer<Record>.allocate(capacity: newCap)
-        nb.moveInitialize(from: base, count: capacity)
-        (nb + capacity).initialize(repeating: empty, count: newCap - capacity)
-        base.deallocate()
-        freeList.append(contentsOf: (Int32(capacity)..<Int32(newCap)).reversed())
-        base = nb
-        capacity = newCap
+        nb.moveInitialize(from: header.pointee.base, count: old)
+        (nb + old).initialize(repeating: Record(), count: newCap - old)
+        header.pointee.base.deallocate()
+        let nf = UnsafeMutablePointer<Int32>.allocate(capacity: newCap)
+        nf.update(from: header.pointee.freeStack, count: header.pointee.freeCount)
+        header.pointee.freeStack.deallocate()
+        var n = header.pointee.freeCount
+        for i in stride(from: newCap - 1, through: old, by: -1) {
+            nf[n] = Int32(i)
+            n += 1
+        }
+        header.pointee.freeStack = nf
+        header.pointee.freeCount = n
+        header.pointee.base = nb
+        header.pointee.capacity = newCap
     }
 }

@@ -41,6 +41,9 @@ extension Worker {
                 return .closed
             case .processed(let n):
                 clients[ci].input.end = end &+ n
+                // A short read emptied the socket; with edge-triggered epoll new bytes bring a new
+                // event, so skip the read that would only say EAGAIN.
+                if n < buffers.size &- end && !clients[ci].hangup { clients[ci].readable = false }
                 return .data
             case .wouldBlock:
                 clients[ci].readable = false
@@ -72,6 +75,9 @@ extension Worker {
                 return .closed
             case .processed(let n):
                 servers[si].input.end = end &+ n
+                // A short read emptied the socket; with edge-triggered epoll new bytes bring a new
+                // event, so skip the read that would only say EAGAIN.
+                if n < buffers.size &- end && !servers[si].hangup { servers[si].readable = false }
                 return .data
             case .wouldBlock:
                 servers[si].readable = false

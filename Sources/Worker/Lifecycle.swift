@@ -10,6 +10,7 @@ extension Worker {
         if events & cl_EPOLLOUT() != 0 { clients[ci].writable = true }
         let hangup = events & (cl_EPOLLERR() | cl_EPOLLHUP()) != 0
         if events & (cl_EPOLLIN() | cl_EPOLLRDHUP() | cl_EPOLLERR() | cl_EPOLLHUP()) != 0 { clients[ci].readable = true }
+        if events & (cl_EPOLLRDHUP() | cl_EPOLLERR() | cl_EPOLLHUP()) != 0 { clients[ci].hangup = true }
         switch clients[ci].state {
         case .startup, .auth:
             if !flushClient(ci) && clients[ci].state == .free { return }
@@ -41,6 +42,7 @@ extension Worker {
     func serverEvent(_ si: Int32, _ events: UInt32) {
         if events & cl_EPOLLOUT() != 0 { servers[si].writable = true }
         if events & (cl_EPOLLIN() | cl_EPOLLRDHUP() | cl_EPOLLERR() | cl_EPOLLHUP()) != 0 { servers[si].readable = true }
+        if events & (cl_EPOLLRDHUP() | cl_EPOLLERR() | cl_EPOLLHUP()) != 0 { servers[si].hangup = true }
         switch servers[si].state {
         case .connecting:
             if let err = Sockets.pendingError(servers[si].fd) {

@@ -41,11 +41,11 @@ final class Worker {
     var userlist: Userlist
     var log: Logger
     let epoll: Epoll
-    var clients: Table<Client>
-    var servers: Table<Server>
+    let clients: Table<Client>
+    let servers: Table<Server>
     var pools: [Pool] = []
     var poolIndex: [String: Int32] = [:]
-    var buffers: BufferPool
+    let buffers: BufferPool
     var scratch = OutBuffer(capacity: 4096)
     var tracked: TrackedParams
     var listenFDs: [Int32]
@@ -74,8 +74,8 @@ final class Worker {
         log = Logger(who: "w\(options.slot)", minimumLevel: options.verbose > 0 || config.verbose > 0 ? .debug : .log)
         if let lf = config.logfile, !lf.isEmpty { _ = log.openLogFile(lf) }
         epoll = try Epoll(capacity: 512)
-        clients = Table(capacity: min(max(config.maxClientConn + 16, 64), 100_000), empty: Client())
-        servers = Table(capacity: 64, empty: Server())
+        clients = Table(capacity: min(max(config.maxClientConn + 16, 64), 100_000))
+        servers = Table(capacity: 64)
         buffers = BufferPool(size: 32 * 1024)
         tracked = TrackedParams(extra: config.trackExtraParameters)
         listenFDs = options.tcpFDs

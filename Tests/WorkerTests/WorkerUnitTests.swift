@@ -21,7 +21,7 @@ final class TokenTests: XCTestCase {
 
 final class TableTests: XCTestCase {
     func testAllocateReleaseAndGrow() {
-        var t = Table<Client>(capacity: 16, empty: Client())
+        let t = Table<Client>(capacity: 16)
         var seen = Set<Int32>()
         for _ in 0..<40 {
             let i = t.allocate()
@@ -41,7 +41,7 @@ final class TableTests: XCTestCase {
 
 final class BufferTests: XCTestCase {
     func testPoolReusesBuffers() {
-        var pool = BufferPool(size: 1024, keepFree: 2)
+        let pool = BufferPool(size: 1024, keepFree: 2)
         let a = pool.take()
         pool.give(a)
         let b = pool.take()
