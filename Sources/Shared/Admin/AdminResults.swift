@@ -1,0 +1,326 @@
+// Renders admin console answers (RowDescription, DataRow*, CommandComplete) from merged stats.
+
+/// A [databases] entry as SHOW DATABASES shows it (built by the caller from the config and live counts).
+public struct AdminDatabaseRow: Equatable, Sendable {
+    public var name: String
+    public var host: String?
+    public var port: Int32
+    public var database: String?
+    public var forceUser: String?
+    public var poolSize: Int32
+    public var minPoolSize: Int32
+    public var reservePoolSize: Int32
+    /// Seconds.
+    public var serverLifetime: Int32
+    /// nil when the database inherits the global pool_mode.
+    public var poolMode: String?
+    public var loadBalanceHosts: String?
+    public var maxConnections: Int32
+    public var currentConnections: Int32
+    public var maxClientConnections: Int32
+    public var currentClientConnections: Int32
+    public var paused: Bool
+    public var disabled: Bool
+
+    public init(name: String, host: String?, port: Int32, database: String?, forceUser: String?, poolSize: Int32,
+                minPoolSize: Int32, reservePoolSize: Int32, serverLifetime: Int32, poolMode: String?,
+                loadBalanceHosts: String? = nil, maxConnections: Int32, currentConnections: Int32,
+                maxClientConnections: Int32, currentClientConnections: Int32, paused: Bool, disabled: Bool) {
+        self.name = name; self.host = host; self.port = port; self.database = database
+        self.forceUser = forceUser; self.poolSize = poolSize; self.minPoolSize = minPoolSize
+        self.reservePoolSize = reservePoolSize; self.serverLifetime = serverLifetime; self.poolMode = poolMode
+        self.loadBalanceHosts = loadBalanceHosts; self.maxConnections = maxConnections
+        self.currentConnections = currentConnections; self.maxClientConnections = maxClientConnections
+        self.currentClientConnections = currentClientConnections; self.paused = paused; self.disabled = disabled
+    }
+}
+
+/// A user as SHOW USERS shows it; nil overrides mean "not set for this user".
+public struct AdminUserRow: Equatable, Sendable {
+    public var name: String
+    public var poolSize: Int32?
+    public var reservePoolSize: Int32?
+    public var poolMode: String?
+    public var maxUserConnections: Int32
+    public var currentConnections: Int32
+    public var maxUserClientConnections: Int32
+    public var currentClientConnections: Int32
+
+    public init(name: String, poolSize: Int32?, reservePoolSize: Int32?, poolMode: String?, maxUserConnections: Int32,
+                currentConnections: Int32, maxUserClientConnections: Int32, currentClientConnections: Int32) {
+        self.name = name; self.poolSize = poolSize; self.reservePoolSize = reservePoolSize; self.poolMode = poolMode
+        self.maxUserConnections = maxUserConnections; self.currentConnections = currentConnections
+        self.maxUserClientConnections = maxUserClientConnections; self.currentClientConnections = currentClientConnections
+    }
+}
+
+/// One setting for SHOW CONFIG.
+public struct AdminConfigRow: Equatable, Sendable {
+    public var key: String
+    public var value: String
+    public var defaultValue: String
+    public var changeable: Bool
+
+    public init(key: String, value: String, defaultValue: String, changeable: Bool) {
+        self.key = key; self.value = value; self.defaultValue = defaultValue; self.changeable = changeable
+    }
+}
+
+/// One worker slot for SHOW WORKERS (the supervisor knows slots whose process is down, too).
+public struct AdminWorkerRow: Equatable, Sendable {
+    public var slot: Int32
+    /// 0 while no process runs in the slot.
+    public var pid: Int32
+    /// Wall-clock seconds since the epoch; 0 when not running.
+    public var startedAt: Int64
+    public var clients: Int32
+    public var servers: Int32
+    /// e.g. "starting", "running", "draining", "restarting", "stopped".
+    public var state: String
+    public var restarts: Int32
+    public var cpuMicros: UInt64
+    public var residentBytes: UInt64
+
+    public init(slot: Int32, pid: Int32, startedAt: Int64, clients: Int32, servers: Int32, state: String,
+                restarts: Int32, cpuMicros: UInt64, residentBytes: UInt64) {
+        self.slot = slot; self.pid = pid; self.startedAt = startedAt; self.clients = clients; self.servers = servers
+        self.state = state; self.restarts = restarts; self.cpuMicros = cpuMicros; self.residentBytes = residentBytes
+    }
+}
+
+/// Writers for every admin answer. Each appends complete protocol messages to `out` and ends with
+/// CommandComplete; the caller adds ReadyForQuery (it owns the transaction status).
+public enum AdminResults {
+    /// A result set: RowDescription, one DataRow per row, CommandComplete(tag).
+    public static func resultSet(_ columns: [AdminColumn], _ rows: [[String?]], tag: String = "SHOW",
+                                 into out: inout OutBuffer) {
+        Backend.rowDescription(into: &out, columns: columns)
+        for row in rows {
+            precondition(row.count == columns.count, "admin row has \(row.count) values for \(columns.count) columns")
+            Backend.dataRow(into: &out, row)
+        }
+        Backend.commandComplete(into: &out, tag: tag)
+    }
+
+    /// ErrorResponse for a failed command (severity ERROR: the console session goes on).
+    public static func error(_ e: AdminError, into out: inout OutBuffer) {
+        Backend.errorResponse(into: &out, ErrorFields(severity: ErrorFields.Severity.error, code: e.code, message: e.message))
+    }
+
+    /// CommandComplete alone (PAUSE, RESUME, RELOAD, ... answer with their own name as the tag).
+    public static func done(_ tag: String, into out: inout OutBuffer) {
+        Backend.commandComplete(into: &out, tag: tag)
+    }
+
+    // MARK: SHOW from merged stats
+
+    public static func pools(_ m: MergedStats, loadBalanceHosts: (String) -> String? = { _ in nil },
+                             into out: inout OutBuffer) {
+        let rows: [[String?]] = m.pools.map { p in
+            [p.database, p.user, s(p.clActive), s(p.clWaiting), s(p.clActiveCancelReq), s(p.clWaitingCancelReq),
+             s(p.svActive), s(p.svActiveCancel), s(p.svBeingCanceled), s(p.svIdle), s(p.svUsed), s(p.svTested),
+             s(p.svLogin), s(p.maxWaitSeconds), s(p.maxWaitMicrosPart), p.poolMode.rawValue,
+             loadBalanceHosts(p.database)]
+        }
+        resultSet(AdminColumns.pools, rows, into: &out)
+    }
+
+    /// SHOW STATS: totals and averages per database. `now` is monotonic microseconds (the averager's clock).
+    public static func stats(_ m: MergedStats, averager: StatsAverager, now: Int64, into out: inout OutBuffer) {
+        let rows: [[String?]] = m.databaseTotals().map { db in
+            let a = averager.averages(database: db.database, current: db.totals, now: now)
+            return [db.database] + totalValues(db.totals) + averageValues(a)
+        }
+        resultSet(AdminColumns.stats, rows, into: &out)
+    }
+
+    public static func statsTotals(_ m: MergedStats, into out: inout OutBuffer) {
+        let rows: [[String?]] = m.databaseTotals().map { [$0.database] + totalValues($0.totals) }
+        resultSet(AdminColumns.statsTotals, rows, into: &out)
+    }
+
+    public static func statsAverages(_ m: MergedStats, averager: StatsAverager, now: Int64, into out: inout OutBuffer) {
+        let rows: [[String?]] = m.databaseTotals().map { db in
+            [db.database] + averageValues(averager.averages(database: db.database, current: db.totals, now: now))
+        }
+        resultSet(AdminColumns.statsAverages, rows, into: &out)
+    }
+
+    /// SHOW TOTALS: name/value rows over all databases, in PgBouncer's order and spelling.
+    public static func totals(_ m: MergedStats, averager: StatsAverager, now: Int64, into out: inout OutBuffer) {
+        let t = m.grandTotals()
+        let a = averager.averages(total: t, now: now)
+        let names = ["server_assignment_count", "xact_count", "query_count", "client_bytes", "server_bytes",
+                     "xact_time", "query_time", "wait_time", "ps_client_parse_count", "ps_server_parse_count",
+                     "ps_bind_count"]
+        var rows: [[String?]] = []
+        for (n, v) in zip(names, totalValues(t)) { rows.append(["total_" + n, v]) }
+        for (n, v) in zip(names, averageValues(a)) { rows.append(["avg_" + n, v]) }
+        resultSet(AdminColumns.totals, rows, into: &out)
+    }
+
+    public static func clients(_ rows: [ConnectionRow], into out: inout OutBuffer) {
+        resultSet(AdminColumns.clients, rows.map(socketValues), into: &out)
+    }
+
+    public static func servers(_ rows: [ConnectionRow], into out: inout OutBuffer) {
+        resultSet(AdminColumns.servers, rows.map(socketValues), into: &out)
+    }
+
+    /// SHOW LISTS. `databases`, `users`: configured counts; the rest comes from the workers.
+    public static func lists(_ m: MergedStats, databases: Int, users: Int, into out: inout OutBuffer) {
+        let items: [(String, Int)] = [
+            ("databases", databases), ("users", users), ("peers", 0), ("pools", m.pools.count), ("peer_pools", 0),
+            ("free_clients", Int(m.lists.freeClients)), ("used_clients", Int(m.lists.usedClients)),
+            ("login_clients", Int(m.lists.loginClients)), ("free_servers", Int(m.lists.freeServers)),
+            ("used_servers", Int(m.lists.usedServers)), ("dns_names", 0), ("dns_zones", 0), ("dns_queries", 0),
+            ("dns_pending", 0),
+        ]
+        resultSet(AdminColumns.lists, items.map { [$0.0, String($0.1)] }, into: &out)
+    }
+
+    // MARK: SHOW from configuration and supervisor state
+
+    public static func state(paused: Bool, suspended: Bool, into out: inout OutBuffer) {
+        let active = !paused && !suspended
+        resultSet(AdminColumns.state, [["active", yesNo(active)], ["paused", yesNo(paused && !suspended)],
+                                       ["suspended", yesNo(suspended)]], into: &out)
+    }
+
+    public static func version(_ text: String = "pgswift " + PgswiftVersion.string, into out: inout OutBuffer) {
+        resultSet(AdminColumns.version, [[text]], into: &out)
+    }
+
+    public static func config(_ rows: [AdminConfigRow], into out: inout OutBuffer) {
+        resultSet(AdminColumns.config, rows.map { [$0.key, $0.value, $0.defaultValue, yesNo($0.changeable)] }, into: &out)
+    }
+
+    public static func databases(_ rows: [AdminDatabaseRow], into out: inout OutBuffer) {
+        resultSet(AdminColumns.databases, rows.map { d in
+            [d.name, d.host, s(d.port), d.database, d.forceUser, s(d.poolSize), s(d.minPoolSize), s(d.reservePoolSize),
+             s(d.serverLifetime), d.poolMode, d.loadBalanceHosts, s(d.maxConnections), s(d.currentConnections),
+             s(d.maxClientConnections), s(d.currentClientConnections), d.paused ? "1" : "0", d.disabled ? "1" : "0"]
+        }, into: &out)
+    }
+
+    /// PgBouncer prints the per-user pool sizes right-aligned in 9 characters, or an empty string when
+    /// unset (not NULL); reproduced so that scripts parsing them keep working.
+    public static func users(_ rows: [AdminUserRow], into out: inout OutBuffer) {
+        func padded(_ v: Int32?) -> String {
+            guard let v else { return "" }
+            let t = String(v)
+            return t.count >= 9 ? t : String(repeating: " ", count: 9 - t.count) + t
+        }
+        resultSet(AdminColumns.users, rows.map { u in
+            [u.name, padded(u.poolSize), padded(u.reservePoolSize), u.poolMode, s(u.maxUserConnections),
+             s(u.currentConnections), s(u.maxUserClientConnections), s(u.currentClientConnections)]
+        }, into: &out)
+    }
+
+    public static func workers(_ rows: [AdminWorkerRow], into out: inout OutBuffer) {
+        resultSet(AdminColumns.workers, rows.map { w in
+            [s(w.slot), s(w.pid), w.startedAt > 0 ? timestamp(micros: w.startedAt * 1_000_000) : nil, s(w.clients),
+             s(w.servers), w.state, s(w.restarts), decimalMicros(w.cpuMicros), String(w.residentBytes)]
+        }, into: &out)
+    }
+
+    /// Commands whose lists pgswift has no entries for (peers, DNS cache, slab memory, sockets):
+    /// the right columns and no rows, so scripts see an empty but well-formed answer.
+    public static func empty(_ target: AdminShowTarget, into out: inout OutBuffer) {
+        resultSet(AdminColumns.columns(for: target) ?? [], [], into: &out)
+    }
+
+    /// SHOW HELP: a NOTICE listing the commands, then CommandComplete.
+    public static func help(into out: inout OutBuffer) {
+        let detail = """
+
+            \tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION|WORKERS
+            \tSHOW PEERS|PEER_POOLS
+            \tSHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE
+            \tSHOW DNS_HOSTS|DNS_ZONES
+            \tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS
+            \tSET key = arg
+            \tRELOAD
+            \tPAUSE [<db>]
+            \tRESUME [<db>]
+            \tDISABLE <db>
+            \tENABLE <db>
+            \tRECONNECT [<db>]
+            \tKILL [<db>]
+            \tKILL_CLIENT <client_id>
+            \tSUSPEND
+            \tSHUTDOWN
+            \tSHUTDOWN WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS
+            \tWAIT_CLOSE [<db>]
+            \tUPGRADE
+            """
+        Backend.noticeResponse(into: &out, ErrorFields(severity: ErrorFields.Severity.notice, code: "00000",
+                                                       message: "Console usage", detail: detail))
+        Backend.commandComplete(into: &out, tag: "SHOW")
+    }
+
+    /// SHOW client_encoding and friends.
+    public static func fakeParameter(name: String, value: String, into out: inout OutBuffer) {
+        resultSet([(name, Backend.TypeOID.text)], [[value]], into: &out)
+    }
+
+    /// SET client_encoding = ... and friends: ignored with a NOTICE.
+    public static func fakeSet(into out: inout OutBuffer) {
+        Backend.noticeResponse(into: &out, ErrorFields(severity: ErrorFields.Severity.notice, code: "00000",
+                                                       message: "SET ignored"))
+        Backend.commandComplete(into: &out, tag: "SET")
+    }
+
+    /// A successful SET: PgBouncer's tag is "SET key=value".
+    public static func setDone(key: String, value: String, into out: inout OutBuffer) {
+        Backend.commandComplete(into: &out, tag: "SET \(key)=\(value)")
+    }
+
+    // MARK: value formatting
+
+    @inline(__always) static func s<T: BinaryInteger>(_ v: T) -> String { String(v) }
+
+    static func yesNo(_ b: Bool) -> String { b ? "yes" : "no" }
+
+    static func totalValues(_ t: PoolCounters) -> [String?] {
+        [s(t.serverAssignmentCount), s(t.xactCount), s(t.queryCount), s(t.bytesReceived), s(t.bytesSent),
+         s(t.xactTimeMicros), s(t.queryTimeMicros), s(t.waitTimeMicros), s(t.clientParseCount),
+         s(t.serverParseCount), s(t.bindCount)]
+    }
+
+    static func averageValues(_ a: PoolAverages) -> [String?] {
+        [s(a.serverAssignmentCount), s(a.xactCount), s(a.queryCount), s(a.bytesReceived), s(a.bytesSent),
+         s(a.xactTimeMicros), s(a.queryTimeMicros), s(a.waitTimeMicros), s(a.clientParseCount),
+         s(a.serverParseCount), s(a.bindCount)]
+    }
+
+    static func socketValues(_ r: ConnectionRow) -> [String?] {
+        let wait = max(r.waitMicros, 0)
+        return [r.isServer ? "S" : "C", r.user.isEmpty ? "(nouser)" : r.user, r.database.isEmpty ? "(nodb)" : r.database,
+                r.replication.name, r.state, r.addr, s(r.port), r.localAddr, s(r.localPort),
+                r.connectTime > 0 ? timestamp(micros: r.connectTime) : nil,
+                r.requestTime > 0 ? timestamp(micros: r.requestTime) : nil,
+                s(wait / 1_000_000), s(wait % 1_000_000), r.closeNeeded ? "1" : "0",
+                pointer(r.ptr), r.link == 0 ? "" : pointer(r.link), s(r.remotePid), r.tls, r.applicationName,
+                s(r.preparedStatements), s(r.id)]
+    }
+
+    /// `ptr` / `link` values: hex, as a C "%p" prints them.
+    static func pointer(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
+
+    /// "2026-11-22 23:04:39 UTC" for wall-clock microseconds.
+    static func timestamp(micros: Int64) -> String {
+        Clock.timestamp(seconds: Int(micros / 1_000_000))
+    }
+
+    /// Microseconds as an exact decimal number of seconds ("1.5", "0.000042", "3").
+    public static func decimalMicros(_ v: UInt64) -> String {
+        let whole = v / 1_000_000
+        var frac = v % 1_000_000
+        if frac == 0 { return String(whole) }
+        var digits = 6
+        while frac % 10 == 0 { frac /= 10; digits -= 1 }
+        let f = String(frac)
+        return String(whole) + "." + String(repeating: "0", count: digits - f.count) + f
+    }
+}

@@ -1,0 +1,181 @@
+// Per-pool statistics with PgBouncer's meanings: SHOW POOLS gauges and SHOW STATS counters.
+
+/// Cumulative counters of one pool since the worker started (PgBouncer's `PgStats`, 1.24 set).
+/// Times are microseconds. Names follow SHOW STATS_TOTALS.
+public struct PoolCounters: Equatable, Sendable {
+    /// Times a server was linked to a client (`total_server_assignment_count`).
+    public var serverAssignmentCount: UInt64 = 0
+    /// Transactions pooled (`total_xact_count`): a ReadyForQuery 'I' after a statement or transaction.
+    public var xactCount: UInt64 = 0
+    /// Queries pooled (`total_query_count`): one per ReadyForQuery answering a query / Sync.
+    public var queryCount: UInt64 = 0
+    /// Bytes read from clients (`total_received`).
+    public var bytesReceived: UInt64 = 0
+    /// Bytes written to clients (`total_sent`).
+    public var bytesSent: UInt64 = 0
+    /// Time linked to a server inside a transaction (`total_xact_time`).
+    public var xactTimeMicros: UInt64 = 0
+    /// Time a server spent executing queries (`total_query_time`).
+    public var queryTimeMicros: UInt64 = 0
+    /// Time clients waited for a server, added when one is assigned (`total_wait_time`).
+    public var waitTimeMicros: UInt64 = 0
+    /// Prepared statements created by clients (`total_client_parse_count`).
+    public var clientParseCount: UInt64 = 0
+    /// Prepared statements pgswift created on servers (`total_server_parse_count`).
+    public var serverParseCount: UInt64 = 0
+    /// Binds of prepared statements forwarded (`total_bind_count`).
+    public var bindCount: UInt64 = 0
+
+    public init() {}
+
+    /// Field order used by the wire codec and by `add`.
+    static let fieldCount = 11
+
+    @inlinable
+    public mutating func add(_ o: PoolCounters) {
+        serverAssignmentCount &+= o.serverAssignmentCount
+        xactCount &+= o.xactCount
+        queryCount &+= o.queryCount
+        bytesReceived &+= o.bytesReceived
+        bytesSent &+= o.bytesSent
+        xactTimeMicros &+= o.xactTimeMicros
+        queryTimeMicros &+= o.queryTimeMicros
+        waitTimeMicros &+= o.waitTimeMicros
+        clientParseCount &+= o.clientParseCount
+        serverParseCount &+= o.serverParseCount
+        bindCount &+= o.bindCount
+    }
+
+    var fields: [UInt64] {
+        [serverAssignmentCount, xactCount, queryCount, bytesReceived, bytesSent, xactTimeMicros,
+         queryTimeMicros, waitTimeMicros, clientParseCount, serverParseCount, bindCount]
+    }
+
+    init(fields f: [UInt64]) {
+        serverAssignmentCount = f[0]; xactCount = f[1]; queryCount = f[2]
+        bytesReceived = f[3]; bytesSent = f[4]; xactTimeMicros = f[5]
+        queryTimeMicros = f[6]; waitTimeMicros = f[7]; clientParseCount = f[8]
+        serverParseCount = f[9]; bindCount = f[10]
+    }
+
+    /// PgBouncer's averages (stats.c `calc_average`): rates per second over `elapsedMicros`, and
+    /// mean durations per query / transaction / assignment over the same window. A counter that went
+    /// backwards (a worker restarted and its totals vanished) counts as zero, never as a huge number.
+    public func averages(since old: PoolCounters, elapsedMicros: Int64) -> PoolAverages {
+        var a = PoolAverages()
+        guard elapsedMicros > 0 else { return a }
+        let dur = UInt64(elapsedMicros)
+        func delta(_ new: UInt64, _ old: UInt64) -> UInt64 { new >= old ? new - old : 0 }
+        func rate(_ d: UInt64) -> UInt64 {
+            // 128-bit product, so a huge delta saturates instead of trapping.
+            let p = d.multipliedFullWidth(by: 1_000_000)
+            if p.high >= dur { return .max }
+            return dur.dividingFullWidth(p).quotient
+        }
+        let queries = delta(queryCount, old.queryCount)
+        let xacts = delta(xactCount, old.xactCount)
+        let assignments = delta(serverAssignmentCount, old.serverAssignmentCount)
+        a.serverAssignmentCount = rate(assignments)
+        a.xactCount = rate(xacts)
+        a.queryCount = rate(queries)
+        a.bytesReceived = rate(delta(bytesReceived, old.bytesReceived))
+        a.bytesSent = rate(delta(bytesSent, old.bytesSent))
+        if xacts > 0 { a.xactTimeMicros = delta(xactTimeMicros, old.xactTimeMicros) / xacts }
+        if queries > 0 { a.queryTimeMicros = delta(queryTimeMicros, old.queryTimeMicros) / queries }
+        if assignments > 0 { a.waitTimeMicros = delta(waitTimeMicros, old.waitTimeMicros) / assignments }
+        a.clientParseCount = rate(delta(clientParseCount, old.clientParseCount))
+        a.serverParseCount = rate(delta(serverParseCount, old.serverParseCount))
+        a.bindCount = rate(delta(bindCount, old.bindCount))
+        return a
+    }
+}
+
+/// SHOW STATS_AVERAGES values: counts and bytes per second, times in microseconds per event.
+public struct PoolAverages: Equatable, Sendable {
+    public var serverAssignmentCount: UInt64 = 0
+    public var xactCount: UInt64 = 0
+    public var queryCount: UInt64 = 0
+    public var bytesReceived: UInt64 = 0
+    public var bytesSent: UInt64 = 0
+    public var xactTimeMicros: UInt64 = 0
+    public var queryTimeMicros: UInt64 = 0
+    public var waitTimeMicros: UInt64 = 0
+    public var clientParseCount: UInt64 = 0
+    public var serverParseCount: UInt64 = 0
+    public var bindCount: UInt64 = 0
+    public init() {}
+}
+
+/// One (database, user) pool as a worker sees it, or as the supervisor merged it.
+///
+/// Gauges count connections by PgBouncer's lists; pgswift's own client/server states map onto them
+/// (the mapping is the worker's business: e.g. a logged-in client without a server is `cl_active`).
+public struct PoolStats: Equatable, Sendable {
+    public var database: String
+    public var user: String
+    public var poolMode: PoolMode
+
+    public var clActive: Int32 = 0
+    public var clWaiting: Int32 = 0
+    public var clActiveCancelReq: Int32 = 0
+    public var clWaitingCancelReq: Int32 = 0
+    public var svActive: Int32 = 0
+    public var svActiveCancel: Int32 = 0
+    public var svBeingCanceled: Int32 = 0
+    public var svIdle: Int32 = 0
+    public var svUsed: Int32 = 0
+    public var svTested: Int32 = 0
+    public var svLogin: Int32 = 0
+    /// How long the oldest waiting client has waited (SHOW POOLS splits it into maxwait + maxwait_us).
+    public var maxWaitMicros: Int64 = 0
+
+    /// Cumulative counters (SHOW STATS).
+    public var totals = PoolCounters()
+    /// pgswift's own distributions: query duration, transaction duration, client wait for a server.
+    public var queryDuration = LatencyHistogram()
+    public var xactDuration = LatencyHistogram()
+    public var waitDuration = LatencyHistogram()
+
+    public init(database: String, user: String, poolMode: PoolMode) {
+        self.database = database
+        self.user = user
+        self.poolMode = poolMode
+    }
+
+    /// `maxwait` column: whole seconds.
+    public var maxWaitSeconds: Int64 { max(maxWaitMicros, 0) / 1_000_000 }
+    /// `maxwait_us` column: the microsecond part.
+    public var maxWaitMicrosPart: Int64 { max(maxWaitMicros, 0) % 1_000_000 }
+
+    /// Folds another worker's view of the same pool into this one: sums, except maxwait (the max).
+    public mutating func merge(_ o: PoolStats) {
+        clActive &+= o.clActive
+        clWaiting &+= o.clWaiting
+        clActiveCancelReq &+= o.clActiveCancelReq
+        clWaitingCancelReq &+= o.clWaitingCancelReq
+        svActive &+= o.svActive
+        svActiveCancel &+= o.svActiveCancel
+        svBeingCanceled &+= o.svBeingCanceled
+        svIdle &+= o.svIdle
+        svUsed &+= o.svUsed
+        svTested &+= o.svTested
+        svLogin &+= o.svLogin
+        maxWaitMicros = max(maxWaitMicros, o.maxWaitMicros)
+        totals.add(o.totals)
+        queryDuration.merge(o.queryDuration)
+        xactDuration.merge(o.xactDuration)
+        waitDuration.merge(o.waitDuration)
+    }
+
+    var gauges: [Int32] {
+        [clActive, clWaiting, clActiveCancelReq, clWaitingCancelReq, svActive, svActiveCancel,
+         svBeingCanceled, svIdle, svUsed, svTested, svLogin]
+    }
+
+    mutating func setGauges(_ g: [Int32]) {
+        clActive = g[0]; clWaiting = g[1]; clActiveCancelReq = g[2]; clWaitingCancelReq = g[3]
+        svActive = g[4]; svActiveCancel = g[5]; svBeingCanceled = g[6]; svIdle = g[7]
+        svUsed = g[8]; svTested = g[9]; svLogin = g[10]
+    }
+    static let gaugeCount = 11
+}

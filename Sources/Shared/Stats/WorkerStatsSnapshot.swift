@@ -1,0 +1,232 @@
+// One worker's stats at one moment (pools, connection rows, process usage) and its binary codec.
+
+/// Replication mode of a connection (SHOW CLIENTS/SERVERS `replication`).
+public enum ReplicationMode: UInt8, Sendable {
+    case none = 0, logical = 1, physical = 2
+
+    public var name: String {
+        switch self {
+        case .none: return "none"
+        case .logical: return "logical"
+        case .physical: return "physical"
+        }
+    }
+}
+
+/// One row of SHOW CLIENTS or SHOW SERVERS, with PgBouncer's columns.
+public struct ConnectionRow: Equatable, Sendable {
+    /// True for a server connection (`type` S), false for a client (`type` C).
+    public var isServer: Bool
+    public var user: String
+    public var database: String
+    public var replication: ReplicationMode = .none
+    /// PgBouncer's state names. Clients: active, idle, waiting, active_cancel_req, waiting_cancel_req.
+    /// Servers: active, idle, used, tested, new, active_cancel, being_canceled.
+    public var state: String
+    public var addr: String = ""
+    public var port: Int32 = 0
+    public var localAddr: String = ""
+    public var localPort: Int32 = 0
+    /// Wall-clock microseconds since the epoch; 0 when unknown.
+    public var connectTime: Int64 = 0
+    public var requestTime: Int64 = 0
+    /// Current wait for a server (clients), split into `wait` + `wait_us`.
+    public var waitMicros: Int64 = 0
+    public var closeNeeded: Bool = false
+    /// An opaque identity of this connection (`ptr`, printed in hex), and of its partner (`link`, 0: none).
+    public var ptr: UInt64 = 0
+    public var link: UInt64 = 0
+    public var remotePid: Int32 = 0
+    /// TLS description, empty without TLS.
+    public var tls: String = ""
+    public var applicationName: String = ""
+    public var preparedStatements: Int32 = 0
+    /// Unique id (`id`; what KILL_CLIENT takes).
+    public var id: Int64 = 0
+
+    public init(isServer: Bool, user: String, database: String, state: String) {
+        self.isServer = isServer
+        self.user = user
+        self.database = database
+        self.state = state
+    }
+
+    func encode(into w: inout StatsWriter) {
+        w.bool(isServer)
+        w.string(user)
+        w.string(database)
+        w.u8(replication.rawValue)
+        w.string(state)
+        w.string(addr)
+        w.signed(Int64(port))
+        w.string(localAddr)
+        w.signed(Int64(localPort))
+        w.signed(connectTime)
+        w.signed(requestTime)
+        w.signed(waitMicros)
+        w.bool(closeNeeded)
+        w.varint(ptr)
+        w.varint(link)
+        w.signed(Int64(remotePid))
+        w.string(tls)
+        w.string(applicationName)
+        w.signed(Int64(preparedStatements))
+        w.signed(id)
+    }
+
+    static func decode(_ r: inout StatsReader) throws(StatsDecodeError) -> ConnectionRow {
+        let isServer = try r.bool("row type")
+        var row = ConnectionRow(isServer: isServer, user: try r.string("row user"),
+                                database: try r.string("row database"), state: "")
+        let rep = try r.u8("row replication")
+        guard let mode = ReplicationMode(rawValue: rep) else { throw StatsDecodeError("unknown replication mode \(rep)") }
+        row.replication = mode
+        row.state = try r.string("row state")
+        row.addr = try r.string("row addr")
+        row.port = try r.int32("row port")
+        row.localAddr = try r.string("row local_addr")
+        row.localPort = try r.int32("row local_port")
+        row.connectTime = try r.signed("row connect_time")
+        row.requestTime = try r.signed("row request_time")
+        row.waitMicros = try r.signed("row wait")
+        row.closeNeeded = try r.bool("row close_needed")
+        row.ptr = try r.varint("row ptr")
+        row.link = try r.varint("row link")
+        row.remotePid = try r.int32("row remote_pid")
+        row.tls = try r.string("row tls")
+        row.applicationName = try r.string("row application_name")
+        row.preparedStatements = try r.int32("row prepared_statements")
+        row.id = try r.signed("row id")
+        return row
+    }
+}
+
+/// Object counts for SHOW LISTS (per worker; summed across workers).
+public struct ListCounts: Equatable, Sendable {
+    public var usedClients: Int32 = 0
+    public var freeClients: Int32 = 0
+    public var loginClients: Int32 = 0
+    public var usedServers: Int32 = 0
+    public var freeServers: Int32 = 0
+    public init() {}
+
+    public mutating func add(_ o: ListCounts) {
+        usedClients &+= o.usedClients
+        freeClients &+= o.freeClients
+        loginClients &+= o.loginClients
+        usedServers &+= o.usedServers
+        freeServers &+= o.freeServers
+    }
+}
+
+/// Everything one worker reports about itself.
+///
+/// The periodic push (once a second) carries pools, lists and process usage with `clients` and
+/// `servers` empty; SHOW CLIENTS / SHOW SERVERS ask each worker for a snapshot with the rows
+/// (`StatsRequest`), because 10 000 rows a second per worker would be wasted work. Either way the
+/// encoded blob travels in chunks (`StatsChunk`), so its size is not bound by one datagram.
+public struct WorkerStatsSnapshot: Equatable, Sendable {
+    public var slot: Int32
+    public var pid: Int32
+    /// Wall-clock seconds since the epoch at which the worker process started.
+    public var startedAt: Int64
+    /// Wall-clock microseconds since the epoch at which this snapshot was taken.
+    public var takenAt: Int64
+    public var process = ProcessStats()
+    public var lists = ListCounts()
+    public var pools: [PoolStats] = []
+    public var clients: [ConnectionRow] = []
+    public var servers: [ConnectionRow] = []
+
+    public init(slot: Int32, pid: Int32, startedAt: Int64, takenAt: Int64) {
+        self.slot = slot
+        self.pid = pid
+        self.startedAt = startedAt
+        self.takenAt = takenAt
+    }
+
+    /// Format tag and version: a supervisor and worker of different builds (during a binary upgrade)
+    /// refuse each other's blobs cleanly instead of misreading them.
+    static let magic: UInt8 = 0x57  // "W"
+    static let version: UInt8 = 1
+
+    public func encode() -> [UInt8] {
+        var w = StatsWriter(capacity: 128 + pools.count * 160 + (clients.count + servers.count) * 96)
+        w.u8(Self.magic)
+        w.u8(Self.version)
+        w.signed(Int64(slot))
+        w.signed(Int64(pid))
+        w.signed(startedAt)
+        w.signed(takenAt)
+        w.varint(process.cpuUserMicros)
+        w.varint(process.cpuSystemMicros)
+        w.varint(process.residentBytes)
+        for v in [lists.usedClients, lists.freeClients, lists.loginClients, lists.usedServers, lists.freeServers] {
+            w.signed(Int64(v))
+        }
+        w.varint(UInt64(pools.count))
+        for p in pools {
+            w.string(p.database)
+            w.string(p.user)
+            w.string(p.poolMode.rawValue)
+            for g in p.gauges { w.signed(Int64(g)) }
+            w.signed(p.maxWaitMicros)
+            for f in p.totals.fields { w.varint(f) }
+            w.histogram(p.queryDuration)
+            w.histogram(p.xactDuration)
+            w.histogram(p.waitDuration)
+        }
+        w.varint(UInt64(clients.count))
+        for c in clients { c.encode(into: &w) }
+        w.varint(UInt64(servers.count))
+        for s in servers { s.encode(into: &w) }
+        return w.bytes
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws(StatsDecodeError) -> WorkerStatsSnapshot {
+        var r = StatsReader(bytes)
+        guard try r.u8("magic") == magic else { throw StatsDecodeError("not a worker snapshot") }
+        let v = try r.u8("version")
+        guard v == version else { throw StatsDecodeError("snapshot version \(v), expected \(version)") }
+        var s = WorkerStatsSnapshot(slot: try r.int32("slot"), pid: try r.int32("pid"),
+                                    startedAt: try r.signed("started_at"), takenAt: try r.signed("taken_at"))
+        s.process.cpuUserMicros = try r.varint("cpu user")
+        s.process.cpuSystemMicros = try r.varint("cpu system")
+        s.process.residentBytes = try r.varint("rss")
+        s.lists.usedClients = try r.int32("lists")
+        s.lists.freeClients = try r.int32("lists")
+        s.lists.loginClients = try r.int32("lists")
+        s.lists.usedServers = try r.int32("lists")
+        s.lists.freeServers = try r.int32("lists")
+        let poolCount = try r.count("pool count", minimumElementSize: 3 + PoolStats.gaugeCount + 1 + PoolCounters.fieldCount)
+        s.pools.reserveCapacity(poolCount)
+        for _ in 0..<poolCount {
+            let db = try r.string("pool database")
+            let user = try r.string("pool user")
+            let modeName = try r.string("pool mode")
+            guard let mode = PoolMode(rawValue: modeName) else { throw StatsDecodeError("unknown pool mode \(modeName)") }
+            var p = PoolStats(database: db, user: user, poolMode: mode)
+            var g: [Int32] = []
+            g.reserveCapacity(PoolStats.gaugeCount)
+            for _ in 0..<PoolStats.gaugeCount { g.append(try r.int32("pool gauge")) }
+            p.setGauges(g)
+            p.maxWaitMicros = try r.signed("pool maxwait")
+            var f: [UInt64] = []
+            f.reserveCapacity(PoolCounters.fieldCount)
+            for _ in 0..<PoolCounters.fieldCount { f.append(try r.varint("pool counter")) }
+            p.totals = PoolCounters(fields: f)
+            p.queryDuration = try r.histogram("query histogram")
+            p.xactDuration = try r.histogram("xact histogram")
+            p.waitDuration = try r.histogram("wait histogram")
+            s.pools.append(p)
+        }
+        let clientCount = try r.count("client count", minimumElementSize: 20)
+        s.clients.reserveCapacity(clientCount)
+        for _ in 0..<clientCount { s.clients.append(try ConnectionRow.decode(&r)) }
+        let serverCount = try r.count("server count", minimumElementSize: 20)
+        s.servers.reserveCapacity(serverCount)
+        for _ in 0..<serverCount { s.servers.append(try ConnectionRow.decode(&r)) }
+        guard r.isAtEnd else { throw StatsDecodeError("\(r.remaining) trailing bytes after snapshot") }
+        return s
+    }
+}

@@ -1,0 +1,216 @@
+// Prometheus text exposition (format 0.0.4) of merged stats, with pgbouncer_exporter's metric names.
+import Shared
+
+/// What one scrape shows; the supervisor fills it from its merged stats, config and slots.
+struct MetricsInput {
+    var merged: MergedStats
+    /// SHOW DATABASES rows (pgbouncer_databases_* series).
+    var databases: [AdminDatabaseRow] = []
+    /// One per worker slot, running or not.
+    var workers: [AdminWorkerRow] = []
+    var configuredDatabases = 0
+    var configuredUsers = 0
+    var maxClientConnections: Int64 = 0
+    var maxUserConnections: Int64 = 0
+    var version = "pgswift " + PgswiftVersion.string
+}
+
+/// Writes families one at a time: HELP and TYPE once, then every sample of the family, as the text
+/// format requires (a family's samples must be contiguous).
+struct PrometheusTextWriter {
+    private(set) var text = ""
+
+    init(capacity: Int = 16_384) { text.reserveCapacity(capacity) }
+
+    enum Kind: String { case counter, gauge, histogram }
+
+    mutating func family(_ name: String, _ kind: Kind, _ help: String) {
+        text += "# HELP \(name) \(Self.escapeHelp(help))\n# TYPE \(name) \(kind.rawValue)\n"
+    }
+
+    mutating func sample(_ name: String, _ labels: [(String, String)] = [], _ value: String) {
+        text += name
+        if !labels.isEmpty {
+            text += "{"
+            for (i, (k, v)) in labels.enumerated() {
+                if i > 0 { text += "," }
+                text += k + "=\"" + Self.escapeLabel(v) + "\""
+            }
+            text += "}"
+        }
+        text += " " + value + "\n"
+    }
+
+    /// One whole histogram series: cumulative buckets with `le` in seconds, then _sum and _count.
+    mutating func histogram(_ name: String, _ labels: [(String, String)], _ h: LatencyHistogram) {
+        var cumulative: UInt64 = 0
+        for i in 0..<LatencyHistogram.bucketCount {
+            cumulative &+= h.bucketCount(i)
+            let le = LatencyHistogram.upperBoundMicros(i).map { AdminResults.decimalMicros($0) } ?? "+Inf"
+            sample(name + "_bucket", labels + [("le", le)], String(cumulative))
+        }
+        sample(name + "_sum", labels, AdminResults.decimalMicros(h.sumMicros))
+        sample(name + "_count", labels, String(h.count))
+    }
+
+    /// Label values escape backslash, double quote and line feed.
+    static func escapeLabel(_ s: String) -> String {
+        guard s.utf8.contains(where: { $0 == 0x5C || $0 == 0x22 || $0 == 0x0A }) else { return s }
+        var out = ""
+        for c in s.unicodeScalars {
+            switch c {
+            case "\\": out += "\\\\"
+            case "\"": out += "\\\""
+            case "\n": out += "\\n"
+            default: out.unicodeScalars.append(c)
+            }
+        }
+        return out
+    }
+
+    /// HELP text escapes backslash and line feed (quotes stay as they are).
+    static func escapeHelp(_ s: String) -> String {
+        var out = ""
+        for c in s.unicodeScalars {
+            switch c {
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            default: out.unicodeScalars.append(c)
+            }
+        }
+        return out
+    }
+}
+
+enum MetricsExposition {
+    static let contentType = "text/plain; version=0.0.4; charset=utf-8"
+
+    /// The whole /metrics body.
+    static func render(_ input: MetricsInput) -> String {
+        var w = PrometheusTextWriter()
+        let m = input.merged
+
+        w.family("pgbouncer_up", .gauge, "Whether the pooler answered this scrape (always 1 when pgswift serves it).")
+        w.sample("pgbouncer_up", [], "1")
+        w.family("pgbouncer_version_info", .gauge, "Version of the pooler, as a label.")
+        w.sample("pgbouncer_version_info", [("version", input.version)], "1")
+
+        // SHOW LISTS
+        let lists: [(String, String, Int64)] = [
+            ("pgbouncer_databases", "Number of configured databases.", Int64(input.configuredDatabases)),
+            ("pgbouncer_users", "Number of configured users.", Int64(input.configuredUsers)),
+            ("pgbouncer_pools", "Number of (database, user) pools.", Int64(m.pools.count)),
+            ("pgbouncer_free_clients", "Client records allocated but unused.", Int64(m.lists.freeClients)),
+            ("pgbouncer_used_clients", "Client records in use.", Int64(m.lists.usedClients)),
+            ("pgbouncer_login_clients", "Clients still logging in.", Int64(m.lists.loginClients)),
+            ("pgbouncer_free_servers", "Server records allocated but unused.", Int64(m.lists.freeServers)),
+            ("pgbouncer_used_servers", "Server records in use.", Int64(m.lists.usedServers)),
+            ("pgbouncer_cached_dns_names", "Host names in the DNS cache.", 0),
+            ("pgbouncer_cached_dns_zones", "DNS zones in the DNS cache.", 0),
+            ("pgbouncer_in_flight_dns_queries", "DNS lookups in progress.", 0),
+        ]
+        for (name, help, value) in lists {
+            w.family(name, .gauge, help)
+            w.sample(name, [], String(value))
+        }
+
+        w.family("pgbouncer_config_max_client_connections", .gauge, "The max_client_conn setting.")
+        w.sample("pgbouncer_config_max_client_connections", [], String(input.maxClientConnections))
+        w.family("pgbouncer_config_max_user_connections", .gauge, "The max_user_connections setting.")
+        w.sample("pgbouncer_config_max_user_connections", [], String(input.maxUserConnections))
+
+        // SHOW DATABASES
+        let dbGauges: [(String, String, (AdminDatabaseRow) -> Int64)] = [
+            ("pool_size", "Server connections allowed per pool of this database.", { Int64($0.poolSize) }),
+            ("reserve_pool", "Extra server connections allowed when clients wait too long.", { Int64($0.reservePoolSize) }),
+            ("max_connections", "Server connections allowed for this database in all (0: no limit).", { Int64($0.maxConnections) }),
+            ("current_connections", "Server connections open for this database.", { Int64($0.currentConnections) }),
+            ("paused", "1 while the database is paused.", { $0.paused ? 1 : 0 }),
+            ("disabled", "1 while the database is disabled.", { $0.disabled ? 1 : 0 }),
+        ]
+        for (suffix, help, value) in dbGauges {
+            let name = "pgbouncer_databases_" + suffix
+            w.family(name, .gauge, help)
+            for d in input.databases {
+                let labels = [("name", d.name), ("host", d.host ?? ""), ("port", String(d.port)),
+                              ("database", d.database ?? ""), ("force_user", d.forceUser ?? ""),
+                              ("pool_mode", d.poolMode ?? "")]
+                w.sample(name, labels, String(value(d)))
+            }
+        }
+
+        // SHOW STATS_TOTALS, per database
+        let totals = m.databaseTotals()
+        let statsCounters: [(String, String, (PoolCounters) -> String)] = [
+            ("queries_pooled_total", "Queries pooled.", { String($0.queryCount) }),
+            ("queries_duration_seconds_total", "Time servers spent executing queries, in seconds.",
+             { AdminResults.decimalMicros($0.queryTimeMicros) }),
+            ("received_bytes_total", "Bytes received from clients.", { String($0.bytesReceived) }),
+            ("sent_bytes_total", "Bytes sent to clients.", { String($0.bytesSent) }),
+            ("client_wait_seconds_total", "Time clients waited for a server, in seconds.",
+             { AdminResults.decimalMicros($0.waitTimeMicros) }),
+            ("sql_transactions_pooled_total", "Transactions pooled.", { String($0.xactCount) }),
+            ("server_in_transaction_seconds_total", "Time servers spent inside transactions, in seconds.",
+             { AdminResults.decimalMicros($0.xactTimeMicros) }),
+            ("client_parses_total", "Prepared statements created by clients (Parse).", { String($0.clientParseCount) }),
+            ("server_parses_total", "Prepared statements created on servers by the pooler.", { String($0.serverParseCount) }),
+            ("binds_total", "Prepared statement executions forwarded (Bind).", { String($0.bindCount) }),
+        ]
+        for (suffix, help, value) in statsCounters {
+            let name = "pgbouncer_stats_" + suffix
+            w.family(name, .counter, help)
+            for t in totals { w.sample(name, [("database", t.database)], value(t.totals)) }
+        }
+
+        // SHOW POOLS
+        let poolGauges: [(String, String, (PoolStats) -> String)] = [
+            ("client_active_connections", "Clients linked to a server or idle.", { String($0.clActive) }),
+            ("client_active_cancel_connections", "Clients whose cancel request was forwarded.", { String($0.clActiveCancelReq) }),
+            ("client_waiting_connections", "Clients waiting for a server.", { String($0.clWaiting) }),
+            ("client_waiting_cancel_connections", "Clients whose cancel request waits to be forwarded.", { String($0.clWaitingCancelReq) }),
+            ("server_active_connections", "Servers linked to a client.", { String($0.svActive) }),
+            ("server_active_cancel_connections", "Servers forwarding a cancel request.", { String($0.svActiveCancel) }),
+            ("server_being_canceled_connections", "Servers waiting for cancel requests aimed at them to finish.", { String($0.svBeingCanceled) }),
+            ("server_idle_connections", "Servers idle and ready.", { String($0.svIdle) }),
+            ("server_used_connections", "Servers idle long enough to need a check before use.", { String($0.svUsed) }),
+            ("server_testing_connections", "Servers running a reset or check query.", { String($0.svTested) }),
+            ("server_login_connections", "Servers logging in.", { String($0.svLogin) }),
+            ("client_maxwait_seconds", "How long the oldest waiting client has waited, in seconds.",
+             { AdminResults.decimalMicros(UInt64(max($0.maxWaitMicros, 0))) }),
+        ]
+        for (suffix, help, value) in poolGauges {
+            let name = "pgbouncer_pools_" + suffix
+            w.family(name, .gauge, help)
+            for p in m.pools { w.sample(name, [("database", p.database), ("user", p.user)], value(p)) }
+        }
+
+        // pgswift's own: latency distributions per pool
+        let histograms: [(String, String, (PoolStats) -> LatencyHistogram)] = [
+            ("pgswift_query_duration_seconds", "Query duration on the server, from forwarding to ReadyForQuery.", { $0.queryDuration }),
+            ("pgswift_transaction_duration_seconds", "Transaction duration on the server.", { $0.xactDuration }),
+            ("pgswift_client_wait_seconds", "Time a client waited for a server before one was assigned.", { $0.waitDuration }),
+        ]
+        for (name, help, value) in histograms {
+            w.family(name, .histogram, help)
+            for p in m.pools { w.histogram(name, [("database", p.database), ("user", p.user)], value(p)) }
+        }
+
+        // pgswift's own: worker processes
+        let workerFamilies: [(String, PrometheusTextWriter.Kind, String, (AdminWorkerRow) -> String)] = [
+            ("pgswift_worker_up", .gauge, "1 while a worker process runs in the slot.", { $0.pid != 0 ? "1" : "0" }),
+            ("pgswift_worker_restarts_total", .counter, "Times the slot's worker was restarted.", { String($0.restarts) }),
+            ("pgswift_worker_cpu_seconds_total", .counter, "CPU time (user and system) of the slot's current worker.",
+             { AdminResults.decimalMicros($0.cpuMicros) }),
+            ("pgswift_worker_resident_memory_bytes", .gauge, "Resident memory of the slot's current worker.", { String($0.residentBytes) }),
+            ("pgswift_worker_start_time_seconds", .gauge, "Start time of the slot's current worker, seconds since the epoch.",
+             { String($0.startedAt) }),
+            ("pgswift_worker_clients", .gauge, "Client connections of the slot's worker.", { String($0.clients) }),
+            ("pgswift_worker_servers", .gauge, "Server connections of the slot's worker.", { String($0.servers) }),
+        ]
+        for (name, kind, help, value) in workerFamilies {
+            w.family(name, kind, help)
+            for row in input.workers { w.sample(name, [("slot", String(row.slot))], value(row)) }
+        }
+        return w.text
+    }
+}

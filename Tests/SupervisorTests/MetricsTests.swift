@@ -1,0 +1,320 @@
+// Tests of the Prometheus exposition (strict line checks, and prometheus_client's parser when present)
+// and of the /metrics HTTP responder.
+import Foundation
+import XCTest
+import Shared
+@testable import Supervisor
+
+final class MetricsExpositionTests: XCTestCase {
+    static func input() -> MetricsInput {
+        var p = PoolStats(database: "db\"1\\x\ny", user: "app", poolMode: .transaction)
+        p.clActive = 3
+        p.clWaiting = 1
+        p.svIdle = 2
+        p.maxWaitMicros = 1_250_000
+        p.totals.queryCount = 42
+        p.totals.queryTimeMicros = 1_500_000
+        p.totals.waitTimeMicros = 16
+        for v: Int64 in [10, 100, 1000, 10_000, 1 << 28] { p.queryDuration.record(micros: v) }
+        p.xactDuration.record(micros: 500)
+        var q = PoolStats(database: "other", user: "ro", poolMode: .session)
+        q.totals.xactCount = 7
+        var w0 = WorkerStatsSnapshot(slot: 0, pid: 100, startedAt: 1_700_000_000, takenAt: 0)
+        w0.pools = [p, q]
+        var w1 = WorkerStatsSnapshot(slot: 1, pid: 101, startedAt: 1_700_000_005, takenAt: 0)
+        w1.pools = [p]
+        var input = MetricsInput(merged: MergedStats.merge([w0, w1]))
+        input.databases = [AdminDatabaseRow(name: "db1", host: nil, port: 5432, database: "real", forceUser: "u",
+                                            poolSize: 20, minPoolSize: 0, reservePoolSize: 5, serverLifetime: 3600,
+                                            poolMode: "transaction", maxConnections: 0, currentConnections: 2,
+                                            maxClientConnections: 0, currentClientConnections: 3, paused: false,
+                                            disabled: true)]
+        input.workers = [
+            AdminWorkerRow(slot: 0, pid: 100, startedAt: 1_700_000_000, clients: 4, servers: 2, state: "running",
+                           restarts: 0, cpuMicros: 2_000_001, residentBytes: 10_000_000),
+            AdminWorkerRow(slot: 1, pid: 0, startedAt: 0, clients: 0, servers: 0, state: "restarting",
+                           restarts: 2, cpuMicros: 0, residentBytes: 0),
+        ]
+        input.configuredDatabases = 2
+        input.configuredUsers = 1
+        input.maxClientConnections = 100
+        return input
+    }
+
+    /// A strict reading of text format 0.0.4: every line is HELP, TYPE or a sample; a family's TYPE
+    /// comes once, before its samples, which are contiguous; names and labels are well formed; histogram
+    /// buckets are cumulative and end with +Inf equal to _count. Returns samples by family.
+    @discardableResult
+    static func strictCheck(_ text: String) throws -> [String: [(name: String, labels: [String: String], value: String)]] {
+        struct Fail: Error, CustomStringConvertible { var description: String }
+        guard text.hasSuffix("\n") else { throw Fail(description: "no final newline") }
+        let namePattern = try NSRegularExpression(pattern: "^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+        func validName(_ s: String) -> Bool {
+            namePattern.firstMatch(in: s, range: NSRange(s.startIndex..., in: s)) != nil
+        }
+        var types: [String: String] = [:]
+        var helps: Set<String> = []
+        var finished: Set<String> = []
+        var current: String? = nil
+        var samples: [String: [(name: String, labels: [String: String], value: String)]] = [:]
+        func family(of sample: String) -> String? {
+            if types[sample] != nil { return sample }
+            for suffix in ["_bucket", "_sum", "_count"] where sample.hasSuffix(suffix) {
+                let base = String(sample.dropLast(suffix.count))
+                if types[base] == "histogram" { return base }
+            }
+            return nil
+        }
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false).dropLast() {
+            let l = String(line)
+            if l.hasPrefix("# HELP ") {
+                let parts = l.dropFirst(7).split(separator: " ", maxSplits: 1)
+                guard parts.count == 2, validName(String(parts[0])) else { throw Fail(description: "bad HELP: \(l)") }
+                guard helps.insert(String(parts[0])).inserted else { throw Fail(description: "second HELP: \(l)") }
+                continue
+            }
+            if l.hasPrefix("# TYPE ") {
+                let parts = l.dropFirst(7).split(separator: " ")
+                guard parts.count == 2, validName(String(parts[0])),
+                      ["counter", "gauge", "histogram", "summary", "untyped"].contains(String(parts[1])) else {
+                    throw Fail(description: "bad TYPE: \(l)")
+                }
+                let name = String(parts[0])
+                guard types[name] == nil else { throw Fail(description: "second TYPE: \(l)") }
+                if let c = current { finished.insert(c) }
+                types[name] = String(parts[1])
+                current = name
+                continue
+            }
+            guard !l.hasPrefix("#"), !l.isEmpty else { throw Fail(description: "unexpected line: \(l)") }
+            // name{labels} value
+            var i = l.startIndex
+            while i < l.endIndex, l[i] != "{", l[i] != " " { i = l.index(after: i) }
+            let name = String(l[..<i])
+            guard validName(name), let fam = family(of: name) else { throw Fail(description: "sample of no family: \(l)") }
+            guard fam == current, !finished.contains(fam) else { throw Fail(description: "samples not contiguous: \(l)") }
+            var labels: [String: String] = [:]
+            if i < l.endIndex, l[i] == "{" {
+                i = l.index(after: i)
+                while l[i] != "}" {
+                    let eq = l[i...].firstIndex(of: "=")!
+                    let key = String(l[i..<eq])
+                    guard validName(key), !key.hasPrefix("__") else { throw Fail(description: "bad label name: \(l)") }
+                    var j = l.index(after: eq)
+                    guard l[j] == "\"" else { throw Fail(description: "unquoted label: \(l)") }
+                    j = l.index(after: j)
+                    var value = ""
+                    while l[j] != "\"" {
+                        if l[j] == "\\" {
+                            j = l.index(after: j)
+                            switch l[j] {
+                            case "\\": value += "\\"
+                            case "\"": value += "\""
+                            case "n": value += "\n"
+                            default: throw Fail(description: "bad escape: \(l)")
+                            }
+                        } else {
+                            value.append(l[j])
+                        }
+                        j = l.index(after: j)
+                    }
+                    guard labels.updateValue(value, forKey: key) == nil else { throw Fail(description: "label twice: \(l)") }
+                    i = l.index(after: j)
+                    if l[i] == "," { i = l.index(after: i) }
+                }
+                i = l.index(after: i)
+            }
+            guard i < l.endIndex, l[i] == " " else { throw Fail(description: "no value: \(l)") }
+            let value = String(l[l.index(after: i)...])
+            guard Double(value) != nil || ["+Inf", "-Inf", "NaN"].contains(value), !value.contains(" ") else {
+                throw Fail(description: "bad value: \(l)")
+            }
+            if types[fam] == "counter", let v = Double(value), v < 0 { throw Fail(description: "negative counter: \(l)") }
+            samples[fam, default: []].append((name, labels, value))
+        }
+        for (fam, kind) in types where kind == "histogram" {
+            var series: [String: (last: Double, inf: Double?, count: Double?)] = [:]
+            for s in samples[fam] ?? [] {
+                var key = s.labels
+                let le = key.removeValue(forKey: "le")
+                let k = key.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+                var e = series[k] ?? (0, nil, nil)
+                if s.name.hasSuffix("_bucket") {
+                    guard let le, let v = Double(s.value), v >= e.last else { throw Fail(description: "buckets not cumulative in \(fam)") }
+                    e.last = v
+                    if le == "+Inf" { e.inf = v }
+                } else if s.name.hasSuffix("_count") {
+                    e.count = Double(s.value)
+                }
+                series[k] = e
+            }
+            for (k, e) in series where e.inf == nil || e.inf != e.count {
+                throw Fail(description: "histogram \(fam){\(k)}: +Inf bucket \(String(describing: e.inf)) != count \(String(describing: e.count))")
+            }
+        }
+        return samples
+    }
+
+    func testStrictFormatAndNames() throws {
+        let text = MetricsExposition.render(Self.input())
+        let samples = try Self.strictCheck(text)
+        // pgbouncer_exporter's names
+        for name in ["pgbouncer_up", "pgbouncer_version_info", "pgbouncer_databases", "pgbouncer_users", "pgbouncer_pools",
+                     "pgbouncer_free_clients", "pgbouncer_used_clients", "pgbouncer_login_clients",
+                     "pgbouncer_free_servers", "pgbouncer_used_servers", "pgbouncer_cached_dns_names",
+                     "pgbouncer_cached_dns_zones", "pgbouncer_in_flight_dns_queries",
+                     "pgbouncer_config_max_client_connections", "pgbouncer_config_max_user_connections",
+                     "pgbouncer_databases_pool_size", "pgbouncer_databases_reserve_pool",
+                     "pgbouncer_databases_max_connections", "pgbouncer_databases_current_connections",
+                     "pgbouncer_databases_paused", "pgbouncer_databases_disabled",
+                     "pgbouncer_stats_queries_pooled_total", "pgbouncer_stats_queries_duration_seconds_total",
+                     "pgbouncer_stats_received_bytes_total", "pgbouncer_stats_sent_bytes_total",
+                     "pgbouncer_stats_client_wait_seconds_total", "pgbouncer_stats_sql_transactions_pooled_total",
+                     "pgbouncer_stats_server_in_transaction_seconds_total", "pgbouncer_stats_client_parses_total",
+                     "pgbouncer_stats_server_parses_total", "pgbouncer_stats_binds_total",
+                     "pgbouncer_pools_client_active_connections", "pgbouncer_pools_client_active_cancel_connections",
+                     "pgbouncer_pools_client_waiting_connections", "pgbouncer_pools_client_waiting_cancel_connections",
+                     "pgbouncer_pools_server_active_connections", "pgbouncer_pools_server_active_cancel_connections",
+                     "pgbouncer_pools_server_being_canceled_connections", "pgbouncer_pools_server_idle_connections",
+                     "pgbouncer_pools_server_used_connections", "pgbouncer_pools_server_testing_connections",
+                     "pgbouncer_pools_server_login_connections", "pgbouncer_pools_client_maxwait_seconds",
+                     "pgswift_query_duration_seconds", "pgswift_transaction_duration_seconds",
+                     "pgswift_client_wait_seconds", "pgswift_worker_up", "pgswift_worker_restarts_total",
+                     "pgswift_worker_cpu_seconds_total", "pgswift_worker_resident_memory_bytes"] {
+            XCTAssertTrue(text.contains("# TYPE \(name) "), name)
+        }
+        let active = try XCTUnwrap(samples["pgbouncer_pools_client_active_connections"])
+        XCTAssertEqual(active.count, 2)
+        XCTAssertEqual(active[0].labels, ["database": "db\"1\\x\ny", "user": "app"])  // escaped and read back
+        XCTAssertEqual(active[0].value, "6")                                             // merged over two workers
+        XCTAssertTrue(text.contains("pgbouncer_pools_client_maxwait_seconds{database=\"db\\\"1\\\\x\\ny\",user=\"app\"} 1.25\n"))
+        XCTAssertTrue(text.contains("pgbouncer_stats_queries_duration_seconds_total{database=\"db\\\"1\\\\x\\ny\"} 3\n"))
+        XCTAssertTrue(text.contains("pgswift_query_duration_seconds_bucket{database=\"db\\\"1\\\\x\\ny\",user=\"app\",le=\"0.000016\"} 2\n"))
+        XCTAssertTrue(text.contains("pgswift_query_duration_seconds_bucket{database=\"db\\\"1\\\\x\\ny\",user=\"app\",le=\"+Inf\"} 10\n"))
+        XCTAssertTrue(text.contains("pgswift_worker_up{slot=\"1\"} 0\n"))
+        XCTAssertTrue(text.contains("pgswift_worker_cpu_seconds_total{slot=\"0\"} 2.000001\n"))
+        XCTAssertTrue(text.contains("pgbouncer_databases_disabled{name=\"db1\",host=\"\",port=\"5432\",database=\"real\",force_user=\"u\",pool_mode=\"transaction\"} 1\n"))
+        XCTAssertEqual(samples["pgswift_query_duration_seconds"]?.count, 2 * (LatencyHistogram.bucketCount + 2))
+    }
+
+    func testEmptyStatsStillValid() throws {
+        let text = MetricsExposition.render(MetricsInput(merged: MergedStats()))
+        try Self.strictCheck(text)
+        XCTAssertTrue(text.contains("pgbouncer_up 1\n"))
+    }
+
+    func testEscaping() {
+        XCTAssertEqual(PrometheusTextWriter.escapeLabel("plain"), "plain")
+        XCTAssertEqual(PrometheusTextWriter.escapeLabel("a\"b\\c\nd"), "a\\\"b\\\\c\\nd")
+        XCTAssertEqual(PrometheusTextWriter.escapeHelp("a\"b\\c\nd"), "a\"b\\\\c\\nd")
+    }
+
+    /// prometheus_client's own parser, when python3 has it (pip install prometheus_client).
+    func testPrometheusClientParses() throws {
+        func run(_ args: [String], stdin: String? = nil) throws -> (Int32, String) {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = args
+            let out = Pipe(), inPipe = Pipe()
+            p.standardOutput = out
+            p.standardError = out
+            p.standardInput = inPipe
+            try p.run()
+            if let stdin { inPipe.fileHandleForWriting.write(Data(stdin.utf8)) }
+            try inPipe.fileHandleForWriting.close()
+            let data = out.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+        }
+        guard let probe = try? run(["python3", "-c", "import prometheus_client"]), probe.0 == 0 else {
+            throw XCTSkip("python3 with prometheus_client is not available")
+        }
+        let script = """
+            import sys
+            from prometheus_client.parser import text_string_to_metric_families
+            fams = {f.name: f for f in text_string_to_metric_families(sys.stdin.read())}
+            h = fams['pgswift_query_duration_seconds']
+            assert h.type == 'histogram', h.type
+            assert fams['pgbouncer_stats_queries_pooled'].type == 'counter'
+            s = [x for x in fams['pgbouncer_pools_client_active_connections'].samples if x.labels['user'] == 'app'][0]
+            assert s.labels['database'] == 'db"1\\\\x\\ny', repr(s.labels)
+            assert s.value == 6.0
+            print(len(fams))
+            """
+        let (status, output) = try run(["python3", "-c", script], stdin: MetricsExposition.render(Self.input()))
+        XCTAssertEqual(status, 0, output)
+        XCTAssertGreaterThan(Int(output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0, 50, output)
+    }
+}
+
+final class MetricsHTTPTests: XCTestCase {
+    func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
+
+    func testParse() {
+        XCTAssertEqual(MetricsHTTP.parse(bytes("GET /metrics HTTP/1.1\r\nHost: x\r\n")), .incomplete)
+        XCTAssertEqual(MetricsHTTP.parse(bytes("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")),
+                       .request(HTTPRequest(method: "GET", path: "/metrics", version: "HTTP/1.1")))
+        XCTAssertEqual(MetricsHTTP.parse(bytes("\r\nHEAD /health?x=1 HTTP/1.0\n\n")),
+                       .request(HTTPRequest(method: "HEAD", path: "/health", version: "HTTP/1.0")))
+        XCTAssertEqual(MetricsHTTP.parse(bytes("GET http://h:9127/metrics HTTP/1.1\r\n\r\n")),
+                       .request(HTTPRequest(method: "GET", path: "/metrics", version: "HTTP/1.1")))
+        XCTAssertEqual(MetricsHTTP.parse(bytes("GET /metrics\r\n\r\n")), .invalid(status: 400, reason: "Bad Request"))
+        XCTAssertEqual(MetricsHTTP.parse(bytes("GET  /metrics HTTP/1.1\r\n\r\n")), .invalid(status: 400, reason: "Bad Request"))
+        XCTAssertEqual(MetricsHTTP.parse(bytes("GET /metrics HTTP/2.0\r\n\r\n")),
+                       .invalid(status: 505, reason: "HTTP Version Not Supported"))
+        XCTAssertEqual(MetricsHTTP.parse(bytes("GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n")),
+                       .invalid(status: 400, reason: "Bad Request"))
+        XCTAssertEqual(MetricsHTTP.parse(bytes("GET /metrics HTTP/1.1\r\nBad Name: v\r\n\r\n")),
+                       .invalid(status: 400, reason: "Bad Request"))
+        let huge = bytes("GET /metrics HTTP/1.1\r\nX: " + String(repeating: "a", count: 9000))
+        XCTAssertEqual(MetricsHTTP.parse(huge), .invalid(status: 431, reason: "Request Header Fields Too Large"))
+    }
+
+    func testRoutes() {
+        func answer(_ method: String, _ path: String, healthy: Bool = true) -> String {
+            String(decoding: MetricsHTTP.route(HTTPRequest(method: method, path: path, version: "HTTP/1.1"),
+                                               healthy: healthy, metrics: { "m 1\n" }), as: UTF8.self)
+        }
+        XCTAssertEqual(answer("GET", "/metrics"),
+                       "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: 4\r\nConnection: close\r\n\r\nm 1\n")
+        XCTAssertEqual(answer("HEAD", "/metrics"),
+                       "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: 4\r\nConnection: close\r\n\r\n")
+        XCTAssertTrue(answer("GET", "/health").hasSuffix("\r\n\r\nok\n"))
+        XCTAssertTrue(answer("GET", "/health", healthy: false).hasPrefix("HTTP/1.1 503 Service Unavailable\r\n"))
+        XCTAssertTrue(answer("GET", "/").hasPrefix("HTTP/1.1 404 Not Found\r\n"))
+        let post = answer("POST", "/metrics")
+        XCTAssertTrue(post.hasPrefix("HTTP/1.1 405 Method Not Allowed\r\n"))
+        XCTAssertTrue(post.contains("\r\nAllow: GET, HEAD\r\n"))
+        var called = false
+        _ = MetricsHTTP.route(HTTPRequest(method: "GET", path: "/health", version: "HTTP/1.1"), healthy: true,
+                              metrics: { called = true; return "" })
+        XCTAssertFalse(called, "metrics rendered for /health")
+    }
+
+    func testConnectionLifecycle() {
+        var c = MetricsConnection(now: 0, timeoutNanos: 100)
+        let respond: (HTTPRequest) -> [UInt8] = { MetricsHTTP.route($0, healthy: true, metrics: { "x 1\n" }) }
+        XCTAssertEqual(c.received(bytes("GET /met"), respond: respond), .readMore)
+        XCTAssertEqual(c.received(bytes("rics HTTP/1.1\r\n\r\n"), respond: respond), .write)
+        let total = c.pendingOutput.count
+        XCTAssertTrue(String(decoding: c.pendingOutput, as: UTF8.self).hasPrefix("HTTP/1.1 200 OK"))
+        XCTAssertEqual(c.wrote(10), .write)
+        XCTAssertEqual(c.pendingOutput.count, total - 10)
+        XCTAssertEqual(c.received(bytes("more"), respond: respond), .write)  // extra input is ignored
+        XCTAssertEqual(c.wrote(total - 10), .close)
+        XCTAssertFalse(c.expired(now: 99))
+        XCTAssertTrue(c.expired(now: 100))
+
+        var eof = MetricsConnection(now: 0)
+        XCTAssertEqual(eof.received([], respond: respond), .close)
+
+        var flood = MetricsConnection(now: 0)
+        var action = MetricsConnection.Action.readMore
+        for _ in 0..<20 where action == .readMore {
+            action = flood.received([UInt8](repeating: 0x61, count: 1000), respond: respond)
+        }
+        XCTAssertEqual(action, .write)
+        XCTAssertTrue(String(decoding: flood.pendingOutput, as: UTF8.self).hasPrefix("HTTP/1.1 431 "))
+        XCTAssertLessThanOrEqual(flood.input.count, MetricsHTTP.maximumRequestSize + 1)
+    }
+}
