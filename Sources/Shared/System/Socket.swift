@@ -88,7 +88,7 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
                     var buf = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
                     var addr = sin.pointee.sin_addr
                     inet_ntop(AF_INET, &addr, &buf, socklen_t(buf.count))
-                    return "\(String(cString: buf)):\(UInt16(bigEndian: sin.pointee.sin_port))"
+                    return "\(cStringText(buf)):\(UInt16(bigEndian: sin.pointee.sin_port))"
                 }
             }
         case AF_INET6:
@@ -97,7 +97,7 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
                     var buf = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
                     var addr = sin6.pointee.sin6_addr
                     inet_ntop(AF_INET6, &addr, &buf, socklen_t(buf.count))
-                    return "[\(String(cString: buf))]:\(UInt16(bigEndian: sin6.pointee.sin6_port))"
+                    return "[\(cStringText(buf))]:\(UInt16(bigEndian: sin6.pointee.sin6_port))"
                 }
             }
         case AF_UNIX:
@@ -248,4 +248,9 @@ public enum Sockets {
     public static func shutdownWrite(_ fd: Int32) {
         _ = Glibc.shutdown(fd, Int32(SHUT_WR))
     }
+}
+
+/// The text of a NUL-terminated C buffer.
+func cStringText(_ buf: [CChar]) -> String {
+    String(decoding: buf.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
