@@ -23,6 +23,12 @@ extension Worker {
         }
         let target = clients[ci].server
         guard target >= 0 else { return }
+        log.info("C-\(clients[ci].id): cancel request for backend pid \(servers[target].backendPID)")
+        sendCancel(toServer: target)
+    }
+
+    /// Opens a short connection to the server's host and sends a CancelRequest with its backend key.
+    func sendCancel(toServer target: Int32) {
         let p = Int(servers[target].pool)
         guard let addr = pools[p].addresses.first(where: { $0.description == servers[target].info?.address })
                 ?? pools[p].addresses.first else { return }
@@ -49,7 +55,6 @@ extension Worker {
             closeServer(si, reason: "epoll failure")
             return
         }
-        log.info("C-\(clients[ci].id): cancel request forwarded to backend pid \(servers[target].backendPID)")
         if connected, flushServer(si) { closeServer(si, reason: "cancel request sent") }
     }
 }

@@ -187,6 +187,8 @@ extension Worker {
             && !clients[ci].input.hasUnsent && clients[ci].input.partial == 0
         if !quiet {
             let p = servers[si].pool
+            // Stop what the backend is running: closing the socket alone lets a long query run on.
+            if servers[si].pendingSyncs > 0 || servers[si].unsynced { sendCancel(toServer: si) }
             closeServer(si, reason: "client disconnected while the server was busy")
             launchIfNeeded(p)
             return
