@@ -79,8 +79,13 @@ extension Worker {
             let name = tracked.names[t]
             var want = cinfo.params.values[t]
             if want == nil, let w = pools[p].welcome?.first(where: { $0.0 == name }) { want = w.1 }
-            guard let want, sinfo.params.values[t] != want else { continue }
-            sql += "SET \(name) = \(sqlLiteral(want));"
+            guard sinfo.params.values[t] != want else { continue }
+            if let want {
+                sql += "SET \(name) = \(sqlLiteral(want));"
+            } else {
+                // A parameter the server does not report, set by an earlier client: back to the default.
+                sql += "RESET \(name);"
+            }
             sinfo.params.values[t] = want
         }
         guard !sql.isEmpty else { return }

@@ -11,7 +11,8 @@ struct TrackedParams {
     var lowered: [String]
 
     init(extra: [String]) {
-        var n = ["client_encoding", "DateStyle", "TimeZone", "standard_conforming_strings", "application_name"]
+        var n = ["client_encoding", "DateStyle", "TimeZone", "standard_conforming_strings", "application_name",
+                 "search_path", "default_transaction_read_only"]
         for e in extra where !e.isEmpty && !n.contains(where: { $0.lowercased() == e.lowercased() }) {
             n.append(e)
         }
