@@ -88,7 +88,8 @@ final class TrackedParamsTests: XCTestCase {
         let t = TrackedParams(extra: ["IntervalStyle", "datestyle"])
         XCTAssertEqual(t.index(of: "datestyle"), t.index(of: "DateStyle"))
         XCTAssertNotNil(t.index(of: "intervalstyle"))
-        XCTAssertNil(t.index(of: "search_path"))
+        XCTAssertNotNil(t.index(of: "Search_Path"), "search_path follows clients too, as in PgBouncer 1.26")
+        XCTAssertNil(t.index(of: "work_mem"))
         XCTAssertEqual(t.names.filter { $0.lowercased() == "datestyle" }.count, 1, "no duplicates")
     }
 
