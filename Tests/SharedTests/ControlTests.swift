@@ -193,3 +193,32 @@ final class ControlStatsMessageTests: XCTestCase {
         XCTAssertEqual(out?.bytes, blob)
     }
 }
+
+/// The outbox keeps what a full socket refused and sends it, in order, once the peer reads.
+final class ControlOutboxTests: XCTestCase {
+    func testAFullSocketQueuesAndDrainsInOrder() throws {
+        let (a, b) = try Posix.socketPair()
+        let receiver = ControlChannel(fd: b)
+        defer { Posix.close(a) }
+        var outbox = ControlOutbox()
+        let chunks = StatsChunk.split([UInt8](repeating: 0x5A, count: 3_000_000), kind: .adminResult, slot: 0, requestID: 1)
+        for c in chunks {
+            XCTAssertTrue(outbox.enqueue(ControlMessage.statsToWorker(c).encode()))
+            XCTAssertTrue(outbox.drain(fd: a))
+        }
+        XCTAssertFalse(outbox.isEmpty, "3 MB cannot fit a socket buffer: some chunks must wait")
+        var reassembler = StatsReassembler()
+        var blob: StatsBlob?
+        var rounds = 0
+        while blob == nil && rounds < 10_000 {
+            rounds += 1
+            switch receiver.receive() {
+            case .message(.statsToWorker(let c)): blob = try reassembler.add(c)
+            case .wouldBlock: XCTAssertTrue(outbox.drain(fd: a))
+            default: return XCTFail("unexpected receive result")
+            }
+        }
+        XCTAssertTrue(outbox.isEmpty)
+        XCTAssertEqual(blob?.bytes.count, 3_000_000)
+    }
+}
