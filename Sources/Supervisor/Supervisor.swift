@@ -70,6 +70,10 @@ final class Supervisor {
     var paused = false
     var announcedReady = false
     var nextWatchdog: Int64 = 0
+    /// Worker stats, admin commands in progress, the metrics listener (SupervisorStats.swift).
+    var statsState: SupervisorStatsState
+    /// Why the last reload failed (the admin RELOAD answer says it).
+    var reloadError: AdminError?
 
     init(options: SupervisorOptions, configPath: String, workerBinary: String, config: Config, log: Logger,
          epoll: consuming Epoll, signals: consuming SignalFD, listeners: Listeners) {
@@ -84,6 +88,7 @@ final class Supervisor {
         self.listeners = listeners
         self.slots = (0..<max(1, config.workers)).map { WorkerSlot(index: $0) }
         self.systemd = Systemd()
+        self.statsState = SupervisorStatsState(now: Clock.monotonicNanos(), statsPeriod: config.statsPeriod)
     }
 
     // MARK: Start-up
@@ -193,6 +198,7 @@ final class Supervisor {
     func run() -> Int32 {
         let now = Clock.monotonicNanos()
         for slot in slots { spawn(slot, now: now) }
+        openMetrics()
         if systemd.watchdogIntervalNanos > 0 { nextWatchdog = now }
         var status: Int32 = 0
         while !(stopping != nil && slots.allSatisfy({ $0.pid == 0 })) {
@@ -209,12 +215,17 @@ final class Supervisor {
                 let data = epoll.event(i).data
                 if data == Self.signalData {
                     handleSignals()
+                } else if data & MetricsServer.tag != 0 {
+                    handleMetrics(data)
                 } else {
                     handleChannel(data)
                 }
             }
             runTimers(now: Clock.monotonicNanos())
+            runStatsTimers(now: Clock.monotonicNanos())
+            updateChannelInterest()
         }
+        statsState.metrics?.shutdown(epoll: epoll)
         listeners.close()
         if let path = listeners.unixPath { Files.remove(path) }
         if let path = running.pidfile, !path.isEmpty { PidFile.remove(path) }
@@ -230,6 +241,7 @@ final class Supervisor {
         }
         if let t = killDeadline { next = min(next, t) }
         if systemd.watchdogIntervalNanos > 0 { next = min(next, nextWatchdog) }
+        next = min(next, statsTimeout(now: now))
         if next == .max { return -1 }
         let wait = next - now
         if wait <= 0 { return 0 }
@@ -286,6 +298,12 @@ final class Supervisor {
             return
         }
         Posix.close(theirs)
+        if slot.generation > 0 { slot.restarts += 1 }
+        slot.outbox = ControlOutbox()
+        slot.latest = nil
+        slot.lastReportAt = 0
+        slot.reportedSilent = false
+        statsState.reassembler.discard(slot: Int32(slot.index))
         slot.generation &+= 1
         slot.pid = pid
         slot.startedAt = now
@@ -325,6 +343,8 @@ final class Supervisor {
             closeChannel(slot)
             slot.pid = 0
             slot.ready = false
+            slot.latest = nil
+            forgetInCollections(slot.index)
             slot.clients = 0
             slot.servers = 0
             if stopping != nil {
@@ -341,6 +361,7 @@ final class Supervisor {
         guard index >= 0 && index < slots.count else { return }
         let slot = slots[index]
         guard slot.generation == generation else { return }
+        drainChannel(slot)
         // Bounded, so one chatty worker cannot starve the others (the fd stays readable: level-triggered).
         for _ in 0..<64 {
             guard let received = slot.channel?.receive() else { return }
@@ -382,7 +403,9 @@ final class Supervisor {
             slot.servers = servers
         case .log(let text):
             log.info("worker \(slot.index): \(text)")
-        case .shutdown, .reload, .pause, .resume, .cancel:
+        case .statsFromWorker(let chunk):
+            handleStatsChunk(chunk, from: slot)
+        case .shutdown, .reload, .pause, .resume, .cancel, .statsToWorker:
             log.warning("worker \(slot.index) sent a supervisor-only message: \(message)")
         }
     }
@@ -413,7 +436,7 @@ final class Supervisor {
             case .shutdown(let mode):
                 beginShutdown(mode, because: name)
             case .reload:
-                reload()
+                reload(because: name)
             case .pause:
                 paused = true
                 log.info("\(name): pausing all workers")
@@ -456,10 +479,12 @@ final class Supervisor {
         if mode == .immediate { killDeadline = Clock.monotonicNanos() + Self.immediateGraceNanos }
     }
 
-    /// SIGHUP: re-read the file; a broken file leaves the running configuration (and workers) alone.
-    func reload() {
+    /// SIGHUP or RELOAD: re-read the file; a broken file leaves the running configuration (and workers) alone.
+    @discardableResult
+    func reload(because reason: String) -> Bool {
         systemd.reloading()
-        log.info("SIGHUP: reloading \(configPath)")
+        defer { systemd.ready(status: "\(slots.count) workers accepting connections") }
+        log.info("\(reason): reloading \(configPath)")
         do throws(ConfigError) {
             let new = try Config.load(path: configPath)
             for w in new.warnings { log.warning("\(w)") }
@@ -477,9 +502,12 @@ final class Supervisor {
                 log.fileFD = -1
             }
             broadcast(.reload)
+            reloadError = nil
+            return true
         } catch {
             log.error("reload failed, keeping the previous configuration: \(error)")
+            reloadError = AdminError("RELOAD failed, keeping the previous configuration: \(error)", code: "F0000")
+            return false
         }
-        systemd.ready(status: "\(slots.count) workers accepting connections")
     }
 }

@@ -16,6 +16,15 @@ final class WorkerSlot {
     var respawnAt: Int64?
     var clients: Int32 = 0
     var servers: Int32 = 0
+    /// Messages the channel could not take yet (EPOLLOUT drains them, in order).
+    var outbox = ControlOutbox()
+    /// The last periodic stats snapshot of the current process, and when it came (monotonic ns).
+    var latest: WorkerStatsSnapshot?
+    var lastReportAt: Int64 = 0
+    /// Already logged as silent (no stats for a while); logged again only after it recovers.
+    var reportedSilent = false
+    /// Processes started in this slot after the first.
+    var restarts: Int32 = 0
 
     init(index: Int) { self.index = index }
 
@@ -26,9 +35,13 @@ final class WorkerSlot {
         (Int(truncatingIfNeeded: epollData & 0xffff_ffff) - 1, UInt32(truncatingIfNeeded: epollData >> 32))
     }
 
-    /// False when the worker has no open channel, is gone, or its socket is full.
+    /// Sends now or queues behind earlier messages. False when the worker has no open channel, is
+    /// gone, or the backlog is full.
     @discardableResult
     func send(_ message: ControlMessage) -> Bool {
-        channel?.send(message) ?? false
+        guard let fd = channel?.fd else { return false }
+        let bytes = message.encode()
+        guard bytes.count <= ControlMessage.maximumSize, outbox.enqueue(bytes) else { return false }
+        return outbox.drain(fd: fd)
     }
 }

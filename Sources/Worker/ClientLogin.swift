@@ -129,7 +129,7 @@ extension Worker {
             clients[ci].out.append(scratch)
         }
         if Worker.adminDatabases.contains(db) {
-            failClient(ci, code: SQLState.featureNotSupported, message: "the admin console is not implemented yet")
+            adminLogin(ci)
             return
         }
         guard let p = pool(database: db, user: user) else {
@@ -143,7 +143,7 @@ extension Worker {
 
     // MARK: Authentication
 
-    private func startAuthentication(_ ci: Int32) {
+    func startAuthentication(_ ci: Int32) {
         guard let info = clients[ci].info else { return }
         let raw = userlist.password(for: info.user)
         let secret = raw.map { PasswordSecret(parsing: $0) }
@@ -266,6 +266,7 @@ extension Worker {
 
     /// The client proved who it is: finish now if the pool knows its welcome parameters, else wait for a server login.
     func authenticated(_ ci: Int32) {
+        if clients[ci].admin != 0 { adminAuthenticated(ci); return }
         let p = Int(clients[ci].pool)
         if pools[p].welcome != nil {
             finishLogin(ci)

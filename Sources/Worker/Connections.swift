@@ -107,6 +107,14 @@ struct Client {
     var cancelKey: UInt32 = 0
     /// After an error pgswift raised for a prepared statement: drop messages until Sync, as PostgreSQL does.
     var skipUntilSync = false
+    /// Bytes read from / forwarded to this client since they were last added to its pool's totals
+    /// (kept here so the data path never touches the pools array; folded in by WorkerStats.swift).
+    var statBytesIn: UInt64 = 0
+    var statBytesOut: UInt64 = 0
+    /// Admin console access: 0 not an admin client, 1 SHOW only (stats_users), 2 everything.
+    var admin: UInt8 = 0
+    /// The admin query forwarded to the supervisor and not answered yet (0: none).
+    var adminRequest: UInt32 = 0
     var info: ClientInfo? = nil
 }
 
@@ -169,6 +177,9 @@ struct Server {
     var slotCount: Int32 = 0
     var backendPID: Int32 = 0
     var backendKey: UInt32 = 0
+    /// Monotonic ns at which the query / transaction now running began (0: none), for the stats.
+    var queryStart: Int64 = 0
+    var xactStart: Int64 = 0
     var info: ServerInfo? = nil
 }
 

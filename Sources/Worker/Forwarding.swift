@@ -41,6 +41,7 @@ extension Worker {
                 return .closed
             case .processed(let n):
                 clients[ci].input.end = end &+ n
+                clients[ci].statBytesIn &+= UInt64(n)  // stats hook
                 // A short read emptied the socket; with edge-triggered epoll new bytes bring a new
                 // event, so skip the read that would only say EAGAIN.
                 if n < buffers.size &- end && !clients[ci].hangup { clients[ci].readable = false }
@@ -329,8 +330,10 @@ extension Worker {
             }
             switch type {
             case FrontendType.query, FrontendType.functionCall:
+                if servers[si].queryStart == 0 { statsQueryStart(si) }  // stats hook
                 servers[si].pendingSyncs &+= 1
             case FrontendType.sync:
+                if servers[si].queryStart == 0 { statsQueryStart(si) }  // stats hook
                 servers[si].pendingSyncs &+= 1
                 servers[si].unsynced = false
             case FrontendType.parse, FrontendType.bind, FrontendType.describe, FrontendType.execute,
@@ -366,6 +369,7 @@ extension Worker {
                         switch try Posix.send(clients[ci].fd, servers[si].input.base! + start, count) {
                         case .processed(let n):
                             servers[si].input.start = start &+ n
+                            clients[ci].statBytesOut &+= UInt64(n)  // stats hook
                             if n < count {
                                 clients[ci].writable = false
                                 return
@@ -488,6 +492,7 @@ extension Worker {
                         continue
                     }
                     if servers[si].pendingSyncs > 0 { servers[si].pendingSyncs &-= 1 }
+                    statsReadyForQuery(si, status: status)  // stats hook
                     if status != UInt8(ascii: "I") && pools[Int(servers[si].pool)].mode == .statement {
                         servers[si].input.scan = scan
                         servers[si].input.partial = partial

@@ -27,6 +27,7 @@ extension Worker {
             }
             flushClient(ci)
         case .idle, .active:
+            if clients[ci].admin != 0 { adminInput(ci); return }
             if !clients[ci].out.isEmpty && !flushClient(ci) { return }
             let si = clients[ci].server
             if si >= 0 && (servers[si].input.hasUnsent || servers[si].input.hasUnscanned) {
@@ -157,6 +158,7 @@ extension Worker {
             break
         }
         if clients[ci].pool >= 0 {
+            foldClientBytes(ci)
             pools[Int(clients[ci].pool)].clientCount -= 1
             clients[ci].pool = -1
         }

@@ -51,6 +51,7 @@ extension Worker {
     }
 
     func link(_ ci: Int32, _ si: Int32) {
+        statsLink(ci, si)  // stats hook (WorkerStats.swift)
         let p = Int(clients[ci].pool)
         servers[si].state = .active
         servers[si].client = ci

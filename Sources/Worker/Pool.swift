@@ -33,6 +33,12 @@ struct Pool {
     var loginFailedAt: Int64 = 0
     var loginError: ErrorFields? = nil
 
+    /// Cumulative counters and latency distributions for SHOW STATS and /metrics (WorkerStats.swift).
+    var totals = PoolCounters()
+    var queryDuration = LatencyHistogram()
+    var xactDuration = LatencyHistogram()
+    var waitDuration = LatencyHistogram()
+
     init(database: String, user: String, entry: DatabaseEntry, mode: PoolMode, size: Int) {
         self.database = database
         self.user = user

@@ -66,6 +66,8 @@ final class Worker {
     var activeServerCount = 0
     var statements = StatementRegistry()
     var useTick: UInt64 = 0
+    /// Stats pushed to the supervisor and admin queries relayed to it (WorkerStats.swift, AdminConsole.swift).
+    var stats = WorkerStatsState()
 
     init(options: WorkerOptions, config: Config, userlist: Userlist) throws {
         slot = options.slot
@@ -114,6 +116,7 @@ final class Worker {
             if now >= nextJanitor {
                 janitor()
                 nextJanitor = now + 100_000_000
+                pushStatsIfDue()
             }
             if shutdownMode != nil { checkShutdown() }
         }
@@ -204,12 +207,11 @@ final class Worker {
     // MARK: Control channel
 
     func sendControl(_ m: ControlMessage) {
-        guard controlFD >= 0 else { return }
-        let bytes = m.encode()
-        _ = bytes.withUnsafeBytes { try? Posix.send(controlFD, $0.baseAddress!, $0.count) }
+        sendControlBytes(m.encode())
     }
 
     func controlEvent() {
+        if !stats.outbox.isEmpty { drainControl() }
         var buf = [UInt8](repeating: 0, count: 65536)
         while true {
             let r = buf.withUnsafeMutableBytes { p -> Result<Int, SyscallError> in
@@ -256,6 +258,8 @@ final class Worker {
             }
         case .cancel(let pid, let key):
             cancelLocal(processID: pid, secretKey: key)
+        case .statsToWorker(let chunk):
+            handleStatsChunk(chunk)
         default:
             break
         }

@@ -143,3 +143,82 @@ final class ControlTests: XCTestCase {
         XCTAssertEqual(receiver.receive(), .message(.heartbeat(clients: 1, servers: 1)))
     }
 }
+
+/// The stats messages carry one StatsChunk each, filling the rest of the datagram.
+final class ControlStatsMessageTests: XCTestCase {
+    private func decode(_ bytes: [UInt8]) throws -> ControlMessage {
+        try bytes.withUnsafeBytes { raw throws -> ControlMessage in try ControlMessage.decode(raw) }
+    }
+
+    func testStatsMessagesRoundTripWithKinds0x06And0x45() throws {
+        let chunks = StatsChunk.split(Array(repeating: 7, count: 300), kind: .periodicSnapshot, slot: 2,
+                                      requestID: 0, maximumSize: 100)
+        XCTAssertEqual(chunks.count, 4)
+        for c in chunks {
+            let up = ControlMessage.statsFromWorker(c)
+            XCTAssertEqual(up.encode().first, 0x45)
+            XCTAssertEqual(try decode(up.encode()), up)
+            let down = ControlMessage.statsToWorker(c)
+            XCTAssertEqual(down.encode().first, 0x06)
+            XCTAssertEqual(Array(down.encode().dropFirst()), c)
+            XCTAssertEqual(try decode(down.encode()), down)
+        }
+    }
+
+    func testAStatsMessageWithABrokenChunkIsRejected() {
+        let good = StatsChunk.split([1, 2, 3], kind: .adminRequest, slot: 0, requestID: 9)[0]
+        for cut in 0..<StatsChunk.headerSize {
+            XCTAssertThrowsError(try decode([0x45] + Array(good[0..<cut])), "cut at \(cut)")
+        }
+        var badKind = good
+        badKind[0] = 0xEE
+        XCTAssertThrowsError(try decode([0x06] + badKind))
+        var badIndex = good
+        badIndex[12] = 5  // index 5 of 1
+        XCTAssertThrowsError(try decode([0x45] + badIndex))
+    }
+
+    func testALargestChunkFitsOneControlMessage() throws {
+        let blob = [UInt8](repeating: 0xAB, count: 200_000)
+        let chunks = StatsChunk.split(blob, kind: .adminResult, slot: 1, requestID: 3,
+                                      maximumSize: ControlMessage.maximumSize - 1)
+        var r = StatsReassembler()
+        var out: StatsBlob?
+        for c in chunks {
+            let m = ControlMessage.statsToWorker(c)
+            XCTAssertLessThanOrEqual(m.encode().count, ControlMessage.maximumSize)
+            guard case .statsToWorker(let back) = try decode(m.encode()) else { return XCTFail() }
+            out = try r.add(back)
+        }
+        XCTAssertEqual(out?.bytes, blob)
+    }
+}
+
+/// The outbox keeps what a full socket refused and sends it, in order, once the peer reads.
+final class ControlOutboxTests: XCTestCase {
+    func testAFullSocketQueuesAndDrainsInOrder() throws {
+        let (a, b) = try Posix.socketPair()
+        let receiver = ControlChannel(fd: b)
+        defer { Posix.close(a) }
+        var outbox = ControlOutbox()
+        let chunks = StatsChunk.split([UInt8](repeating: 0x5A, count: 3_000_000), kind: .adminResult, slot: 0, requestID: 1)
+        for c in chunks {
+            XCTAssertTrue(outbox.enqueue(ControlMessage.statsToWorker(c).encode()))
+            XCTAssertTrue(outbox.drain(fd: a))
+        }
+        XCTAssertFalse(outbox.isEmpty, "3 MB cannot fit a socket buffer: some chunks must wait")
+        var reassembler = StatsReassembler()
+        var blob: StatsBlob?
+        var rounds = 0
+        while blob == nil && rounds < 10_000 {
+            rounds += 1
+            switch receiver.receive() {
+            case .message(.statsToWorker(let c)): blob = try reassembler.add(c)
+            case .wouldBlock: XCTAssertTrue(outbox.drain(fd: a))
+            default: return XCTFail("unexpected receive result")
+            }
+        }
+        XCTAssertTrue(outbox.isEmpty)
+        XCTAssertEqual(blob?.bytes.count, 3_000_000)
+    }
+}

@@ -18,6 +18,8 @@ public enum ControlMessage: Equatable, Sendable {
     case resume
     /// A cancel request for a client of this worker.
     case cancel(processID: Int32, secretKey: UInt32)
+    /// One encoded `StatsChunk` (a stats request or an admin answer).
+    case statsToWorker([UInt8])
     // worker → supervisor
     /// The worker accepts connections.
     case ready(slot: Int32, pid: Int32)
@@ -26,6 +28,8 @@ public enum ControlMessage: Equatable, Sendable {
     case heartbeat(clients: Int32, servers: Int32)
     /// Reserved: a log line to be written by the supervisor.
     case log(String)
+    /// One encoded `StatsChunk` (a snapshot or an admin request).
+    case statsFromWorker([UInt8])
 
     /// Largest datagram either side sends or accepts (a receiver rejects longer ones as invalid).
     public static let maximumSize = 65_536
@@ -34,8 +38,8 @@ public enum ControlMessage: Equatable, Sendable {
     /// the wrong way is recognisable in a trace.
     @usableFromInline
     enum Kind: UInt8 {
-        case shutdown = 0x01, reload = 0x02, pause = 0x03, resume = 0x04, cancel = 0x05
-        case ready = 0x41, forwardCancel = 0x42, heartbeat = 0x43, log = 0x44
+        case shutdown = 0x01, reload = 0x02, pause = 0x03, resume = 0x04, cancel = 0x05, statsToWorker = 0x06
+        case ready = 0x41, forwardCancel = 0x42, heartbeat = 0x43, log = 0x44, statsFromWorker = 0x45
     }
 
     public func encode() -> [UInt8] {
@@ -88,6 +92,12 @@ public enum ControlMessage: Equatable, Sendable {
                 u32(UInt32(truncatingIfNeeded: utf8.count))
                 out.append(contentsOf: utf8)
             }
+        case .statsToWorker(let chunk):
+            out.append(Kind.statsToWorker.rawValue)
+            out.append(contentsOf: chunk)
+        case .statsFromWorker(let chunk):
+            out.append(Kind.statsFromWorker.rawValue)
+            out.append(contentsOf: chunk)
         }
     }
 
@@ -128,6 +138,16 @@ public enum ControlMessage: Equatable, Sendable {
                 throw ControlDecodeError("log text is not valid UTF-8")
             }
             message = .log(text)
+        case .statsToWorker, .statsFromWorker:
+            // The chunk fills the rest of the datagram; its own header is checked by StatsChunk.decode.
+            let rest = try r.bytes(bytes.count - r.offset, "stats chunk")
+            let chunk = Array(rest)
+            do throws(StatsDecodeError) {
+                _ = try StatsChunk.decode(chunk)
+            } catch {
+                throw ControlDecodeError(error.description)
+            }
+            message = kind == .statsToWorker ? .statsToWorker(chunk) : .statsFromWorker(chunk)
         }
         if r.offset != bytes.count {
             throw ControlDecodeError("\(bytes.count - r.offset) unexpected trailing bytes after \(kind)")

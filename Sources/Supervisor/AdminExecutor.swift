@@ -1,0 +1,170 @@
+// Runs admin console commands for whichever worker received them: SHOW from merged worker stats,
+// PAUSE/RESUME/RELOAD/SHUTDOWN on the whole service.
+import Glibc
+import Shared
+
+extension Supervisor {
+    func executeAdmin(_ request: AdminRequest, from slot: Int) {
+        let id = request.requestID
+        let command: AdminCommand
+        do throws(AdminError) {
+            command = try AdminCommand.parse(request.query)
+        } catch {
+            replyError(slot: slot, requestID: id, error)
+            return
+        }
+        if command.requiresAdmin && !request.isAdmin {
+            replyError(slot: slot, requestID: id, .adminAccessNeeded)
+            return
+        }
+        var out = OutBuffer(capacity: 1024)
+        switch command {
+        case .show(let target):
+            switch target {
+            case .help: AdminResults.help(into: &out)
+            case .version: AdminResults.version(into: &out)
+            case .config:
+                AdminResults.config(config.settings().map {
+                    AdminConfigRow(key: $0.key, value: $0.value, defaultValue: $0.defaultValue, changeable: true)
+                }, into: &out)
+            case .state: AdminResults.state(paused: paused, suspended: false, into: &out)
+            case .fds, .peers, .peerPools, .sockets, .activeSockets, .mem, .dnsHosts, .dnsZones:
+                AdminResults.empty(target, into: &out)
+            default:
+                // Everything else reads live figures: ask every worker now, answer when all replied.
+                startCollection(.admin(slot: slot, requestID: id, command: command),
+                                clients: target == .clients, servers: target == .servers)
+                return
+            }
+        case .showFakeParameter(let name, let value):
+            AdminResults.fakeParameter(name: name, value: value, into: &out)
+        case .setFakeParameter:
+            AdminResults.fakeSet(into: &out)
+        case .pause(let db):
+            // Pausing is service-wide: PAUSE <db> pauses every database (per-database pause is not implemented).
+            if let e = checkDatabaseArgument(db, verb: "pause") { return replyError(slot: slot, requestID: id, e) }
+            if paused { return replyError(slot: slot, requestID: id, .alreadyPaused) }
+            paused = true
+            log.info("PAUSE\(db.map { " " + $0 } ?? ""): pausing all workers; waiting for servers to be released")
+            broadcast(.pause)
+            statsState.pendingPauses.append((slot, id))
+            statsState.nextPauseCheck = Clock.monotonicNanos()
+            return
+        case .resume(let db):
+            if let e = checkDatabaseArgument(db, verb: "resume") { return replyError(slot: slot, requestID: id, e) }
+            guard paused else { return replyError(slot: slot, requestID: id, .notPaused) }
+            paused = false
+            log.info("RESUME: resuming all workers")
+            broadcast(.resume)
+            for p in statsState.pendingPauses {
+                replyError(slot: p.slot, requestID: p.requestID, AdminError("PAUSE interrupted by RESUME"))
+            }
+            statsState.pendingPauses = []
+            statsState.nextPauseCheck = nil
+            AdminResults.done("RESUME", into: &out)
+        case .reload:
+            if reload(because: "RELOAD") {
+                AdminResults.done("RELOAD", into: &out)
+            } else {
+                AdminResults.error(reloadError ?? .reloadFailed, into: &out)
+            }
+        case .shutdown(let mode):
+            AdminResults.done("SHUTDOWN", into: &out)
+            replyAdmin(slot: slot, requestID: id, out)
+            beginShutdown(mode, because: "SHUTDOWN command")
+            return
+        default:
+            AdminResults.error(AdminError("command not supported by pgswift yet: \(request.query)", code: "0A000"), into: &out)
+        }
+        replyAdmin(slot: slot, requestID: id, out)
+    }
+
+    private func checkDatabaseArgument(_ db: String?, verb: String) -> AdminError? {
+        guard let db else { return nil }
+        if db == "pgbouncer" || db == "pgswift" { return .adminDatabase(verb, db) }
+        if config.database(named: db) == nil { return .noSuchDatabase(db) }
+        return nil
+    }
+
+    /// SHOW answers computed from a fresh merge of every worker's snapshot.
+    func renderShow(_ command: AdminCommand, _ m: MergedStats, into out: inout OutBuffer) {
+        guard case .show(let target) = command else { return }
+        let nowMicros = Clock.monotonicNanos() / 1000
+        switch target {
+        case .pools:
+            AdminResults.pools(m, loadBalanceHosts: { [config] db in config.database(named: db)?.loadBalanceHosts.rawValue },
+                               into: &out)
+        case .stats: AdminResults.stats(m, averager: statsState.averager, now: nowMicros, into: &out)
+        case .statsTotals: AdminResults.statsTotals(m, into: &out)
+        case .statsAverages: AdminResults.statsAverages(m, averager: statsState.averager, now: nowMicros, into: &out)
+        case .totals: AdminResults.totals(m, averager: statsState.averager, now: nowMicros, into: &out)
+        case .clients: AdminResults.clients(m.clients, into: &out)
+        case .servers: AdminResults.servers(m.servers, into: &out)
+        case .lists: AdminResults.lists(m, databases: config.databases.count, users: config.users.count, into: &out)
+        case .databases: AdminResults.databases(databaseRows(m), into: &out)
+        case .users: AdminResults.users(userRows(m), into: &out)
+        case .workers: AdminResults.workers(workerRows(m), into: &out)
+        default: AdminResults.empty(target, into: &out)
+        }
+    }
+
+    func databaseRows(_ m: MergedStats) -> [AdminDatabaseRow] {
+        func servers(_ p: PoolStats) -> Int32 { p.svActive + p.svIdle + p.svUsed + p.svTested + p.svLogin }
+        func clients(_ p: PoolStats) -> Int32 { p.clActive + p.clWaiting }
+        var rows: [AdminDatabaseRow] = config.databases.map { d in
+            let pools = m.pools.filter { $0.database == d.name }
+            return AdminDatabaseRow(
+                name: d.name, host: d.hosts.first.flatMap { $0.isEmpty ? nil : $0 }, port: Int32(d.ports.first ?? 5432),
+                database: d.dbname ?? d.name, forceUser: d.user,
+                poolSize: Int32(clamping: config.effectivePoolSize(database: d, user: "")),
+                minPoolSize: Int32(clamping: d.minPoolSize ?? config.minPoolSize),
+                reservePoolSize: Int32(clamping: d.reservePoolSize ?? config.reservePoolSize),
+                serverLifetime: Int32(clamping: Int(config.serverLifetime)), poolMode: d.poolMode?.rawValue,
+                loadBalanceHosts: d.loadBalanceHosts.rawValue,
+                maxConnections: Int32(clamping: d.maxDBConnections ?? config.maxDBConnections),
+                currentConnections: pools.reduce(0) { $0 + servers($1) }, maxClientConnections: 0,
+                currentClientConnections: pools.reduce(0) { $0 + clients($1) }, paused: paused, disabled: false)
+        }
+        let admin = m.pools.filter { $0.database == "pgbouncer" }
+        rows.append(AdminDatabaseRow(name: "pgbouncer", host: nil, port: Int32(config.listenPort), database: "pgbouncer",
+                                     forceUser: "pgbouncer", poolSize: 2, minPoolSize: 0, reservePoolSize: 0,
+                                     serverLifetime: 0, poolMode: "statement", maxConnections: 0, currentConnections: 0,
+                                     maxClientConnections: 0, currentClientConnections: admin.reduce(0) { $0 + clients($1) },
+                                     paused: false, disabled: false))
+        return rows.sorted { $0.name < $1.name }
+    }
+
+    func userRows(_ m: MergedStats) -> [AdminUserRow] {
+        var names = Set(config.users.keys)
+        for p in m.pools where p.database != "pgbouncer" { names.insert(p.user) }
+        return names.sorted().map { name in
+            let u = config.users[name]
+            let pools = m.pools.filter { $0.user == name && $0.database != "pgbouncer" }
+            return AdminUserRow(name: name, poolSize: u?.poolSize.map { Int32(clamping: $0) },
+                                reservePoolSize: u?.reservePoolSize.map { Int32(clamping: $0) },
+                                poolMode: u?.poolMode?.rawValue,
+                                maxUserConnections: Int32(clamping: u?.maxUserConnections ?? config.maxUserConnections),
+                                currentConnections: pools.reduce(0) { $0 + $1.svActive + $1.svIdle + $1.svUsed + $1.svTested + $1.svLogin },
+                                maxUserClientConnections: 0,
+                                currentClientConnections: pools.reduce(0) { $0 + $1.clActive + $1.clWaiting })
+        }
+    }
+
+    func workerRows(_ m: MergedStats) -> [AdminWorkerRow] {
+        slots.map { slot in
+            let summary = m.workers.first { Int($0.slot) == slot.index && $0.pid == slot.pid }
+            let state: String
+            if slot.pid == 0 {
+                state = slot.respawnAt != nil ? "restarting" : "stopped"
+            } else if stopping != nil {
+                state = "draining"
+            } else {
+                state = slot.ready ? "running" : "starting"
+            }
+            return AdminWorkerRow(slot: Int32(slot.index), pid: slot.pid, startedAt: summary?.startedAt ?? 0,
+                                  clients: summary?.clients ?? 0, servers: summary?.servers ?? 0, state: state,
+                                  restarts: slot.restarts, cpuMicros: summary?.process.cpuTotalMicros ?? 0,
+                                  residentBytes: summary?.process.residentBytes ?? 0)
+        }
+    }
+}

@@ -1,0 +1,246 @@
+// The supervisor's stats: worker snapshots collected and merged, stale workers noticed, averages kept.
+import Glibc
+import Shared
+
+/// A round of StatsRequests to every live worker, finished when all answered or after a second.
+struct StatsCollection {
+    enum Purpose {
+        /// An admin SHOW to answer for the worker `slot` (its request `requestID`).
+        case admin(slot: Int, requestID: UInt32, command: AdminCommand)
+        /// Is every server released yet (PAUSE)?
+        case pauseCheck
+    }
+    var purpose: Purpose
+    var waiting: Set<Int>
+    var snapshots: [Int: WorkerStatsSnapshot] = [:]
+    var deadline: Int64
+}
+
+struct SupervisorStatsState {
+    var reassembler = StatsReassembler()
+    var averager: StatsAverager
+    var nextAveragerRefresh: Int64
+    var nextRequestID: UInt32 = 0
+    var collections: [UInt32: StatsCollection] = [:]
+    /// Admin PAUSE commands waiting for the servers to be released: (worker slot, request id).
+    var pendingPauses: [(slot: Int, requestID: UInt32)] = []
+    var nextPauseCheck: Int64? = nil
+    var pauseCheckRunning = false
+    var nextTick: Int64
+    var metrics: MetricsServer? = nil
+
+    /// How long a collection waits for slow workers before answering with what it has.
+    static let collectionTimeoutNanos: Int64 = 1_000_000_000
+    /// A worker silent for longer is logged.
+    static let silenceNanos: Int64 = 3_000_000_000
+
+    init(now: Int64, statsPeriod: Int) {
+        averager = StatsAverager(now: now / 1000)
+        nextAveragerRefresh = now + Int64(max(statsPeriod, 1)) * 1_000_000_000
+        nextTick = now + 1_000_000_000
+    }
+}
+
+extension Supervisor {
+    // MARK: Receiving
+
+    func handleStatsChunk(_ chunk: [UInt8], from slot: WorkerSlot) {
+        let blob: StatsBlob
+        do throws(StatsDecodeError) {
+            guard let b = try statsState.reassembler.add(chunk) else { return }
+            blob = b
+        } catch {
+            log.warning("worker \(slot.index) (pid \(slot.pid)) sent \(error)")
+            return
+        }
+        guard Int(blob.slot) == slot.index else {
+            log.warning("worker \(slot.index) sent a stats blob labelled slot \(blob.slot)")
+            return
+        }
+        switch blob.kind {
+        case .periodicSnapshot, .requestedSnapshot:
+            let snap: WorkerStatsSnapshot
+            do throws(StatsDecodeError) {
+                snap = try WorkerStatsSnapshot.decode(blob.bytes)
+            } catch {
+                log.warning("worker \(slot.index) sent \(error)")
+                return
+            }
+            var periodic = snap
+            periodic.clients = []
+            periodic.servers = []
+            slot.latest = periodic
+            slot.lastReportAt = Clock.monotonicNanos()
+            if slot.reportedSilent {
+                slot.reportedSilent = false
+                log.info("worker \(slot.index) (pid \(slot.pid)) reports stats again")
+            }
+            if blob.kind == .requestedSnapshot { collected(snap, from: slot.index, requestID: blob.requestID) }
+        case .adminRequest:
+            do throws(StatsDecodeError) {
+                let request = try AdminRequest.decode(blob.bytes, requestID: blob.requestID)
+                executeAdmin(request, from: slot.index)
+            } catch {
+                log.warning("worker \(slot.index) sent \(error)")
+            }
+        case .statsRequest, .adminResult:
+            log.warning("worker \(slot.index) sent a supervisor-only stats blob (\(blob.kind))")
+        }
+    }
+
+    // MARK: Collections
+
+    /// Asks every live worker for a fresh snapshot; `collectionDone` runs once all answered (or 1 s passed).
+    func startCollection(_ purpose: StatsCollection.Purpose, clients: Bool, servers: Bool) {
+        statsState.nextRequestID &+= 1
+        let id = statsState.nextRequestID
+        var waiting = Set<Int>()
+        let request = StatsRequest(requestID: id, includeClients: clients, includeServers: servers).encode()
+        for slot in slots where slot.pid != 0 && slot.channel != nil {
+            var ok = true
+            for chunk in StatsChunk.split(request, kind: .statsRequest, slot: Int32(slot.index), requestID: id) {
+                ok = ok && slot.send(.statsToWorker(chunk))
+            }
+            if ok { waiting.insert(slot.index) }
+        }
+        statsState.collections[id] = StatsCollection(purpose: purpose, waiting: waiting,
+                                                     deadline: Clock.monotonicNanos() + SupervisorStatsState.collectionTimeoutNanos)
+        if waiting.isEmpty { finishCollection(id) }
+    }
+
+    func collected(_ snap: WorkerStatsSnapshot, from slot: Int, requestID: UInt32) {
+        guard statsState.collections[requestID] != nil else { return }
+        statsState.collections[requestID]!.snapshots[slot] = snap
+        statsState.collections[requestID]!.waiting.remove(slot)
+        if statsState.collections[requestID]!.waiting.isEmpty { finishCollection(requestID) }
+    }
+
+    func finishCollection(_ id: UInt32) {
+        guard let c = statsState.collections.removeValue(forKey: id) else { return }
+        var snaps: [WorkerStatsSnapshot] = []
+        for slot in slots where slot.pid != 0 {
+            if let s = c.snapshots[slot.index] {
+                snaps.append(s)
+            } else if let s = slot.latest {
+                // A worker that did not answer in time: its last periodic view (no rows).
+                snaps.append(s)
+            }
+        }
+        let merged = MergedStats.merge(snaps)
+        switch c.purpose {
+        case .admin(let slot, let requestID, let command):
+            var out = OutBuffer(capacity: 4096)
+            renderShow(command, merged, into: &out)
+            replyAdmin(slot: slot, requestID: requestID, out)
+        case .pauseCheck:
+            statsState.pauseCheckRunning = false
+            guard paused, !statsState.pendingPauses.isEmpty else { return }
+            let busy = merged.pools.reduce(0) { $0 + Int($1.svActive) + Int($1.svTested) + Int($1.svActiveCancel) }
+            if busy == 0 && c.waiting.isEmpty {
+                for p in statsState.pendingPauses { replyDone(slot: p.slot, requestID: p.requestID, "PAUSE") }
+                statsState.pendingPauses = []
+                log.info("PAUSE: every server connection is released")
+            } else {
+                statsState.nextPauseCheck = Clock.monotonicNanos() + 50_000_000
+            }
+        }
+    }
+
+    /// Merged view of the last periodic snapshots (metrics, averages).
+    func latestMerged() -> MergedStats {
+        MergedStats.merge(slots.compactMap { $0.pid != 0 ? $0.latest : nil })
+    }
+
+    // MARK: Timers
+
+    /// Milliseconds until the stats timers need the loop.
+    func statsTimeout(now: Int64) -> Int64 {
+        var next = statsState.nextTick
+        for c in statsState.collections.values { next = min(next, c.deadline) }
+        if let t = statsState.nextPauseCheck { next = min(next, t) }
+        return next
+    }
+
+    func runStatsTimers(now: Int64) {
+        for (id, c) in statsState.collections where c.deadline <= now {
+            if !c.waiting.isEmpty {
+                log.warning("workers \(c.waiting.sorted()) did not answer a stats request within 1 s")
+            }
+            finishCollection(id)
+        }
+        if let t = statsState.nextPauseCheck, t <= now, !statsState.pauseCheckRunning {
+            statsState.nextPauseCheck = nil
+            statsState.pauseCheckRunning = true
+            startCollection(.pauseCheck, clients: false, servers: false)
+        }
+        if now >= statsState.nextTick {
+            statsState.nextTick = now + 1_000_000_000
+            for slot in slots where slot.pid != 0 && slot.ready && !slot.reportedSilent {
+                let since = max(slot.lastReportAt, slot.startedAt)
+                if now - since > SupervisorStatsState.silenceNanos {
+                    slot.reportedSilent = true
+                    log.warning("worker \(slot.index) (pid \(slot.pid)) has sent no stats for \((now - since) / 1_000_000_000) s")
+                }
+            }
+            statsState.metrics?.expire(now: now, epoll: epoll)
+        }
+        if now >= statsState.nextAveragerRefresh {
+            statsState.nextAveragerRefresh = now + Int64(max(config.statsPeriod, 1)) * 1_000_000_000
+            statsState.averager.refresh(latestMerged().databaseTotals(), now: now / 1000)
+        }
+    }
+
+    /// Keeps EPOLLOUT on exactly the channels with queued messages.
+    func updateChannelInterest() {
+        for slot in slots {
+            guard let fd = slot.channel?.fd else { continue }
+            let want = !slot.outbox.isEmpty
+            if want != slot.outbox.watchingOutput {
+                slot.outbox.watchingOutput = want
+                try? epoll.modify(fd, events: want ? [.input, .output] : [.input], data: slot.epollData)
+            }
+        }
+    }
+
+    /// EPOLLOUT (or any event) on a channel: send what waits.
+    func drainChannel(_ slot: WorkerSlot) {
+        guard let fd = slot.channel?.fd, !slot.outbox.isEmpty else { return }
+        _ = slot.outbox.drain(fd: fd)
+    }
+
+    // MARK: Replies
+
+    func replyAdmin(slot: Int, requestID: UInt32, _ out: OutBuffer) {
+        guard slot >= 0 && slot < slots.count else { return }
+        let target = slots[slot]
+        for chunk in StatsChunk.split(out.bytes, kind: .adminResult, slot: Int32(slot), requestID: requestID) {
+            if !target.send(.statsToWorker(chunk)) {
+                log.warning("admin answer for worker \(slot) dropped: worker not reachable")
+                return
+            }
+        }
+    }
+
+    func replyError(slot: Int, requestID: UInt32, _ e: AdminError) {
+        var out = OutBuffer(capacity: 256)
+        AdminResults.error(e, into: &out)
+        replyAdmin(slot: slot, requestID: requestID, out)
+    }
+
+    func replyDone(slot: Int, requestID: UInt32, _ tag: String) {
+        var out = OutBuffer(capacity: 64)
+        AdminResults.done(tag, into: &out)
+        replyAdmin(slot: slot, requestID: requestID, out)
+    }
+}
+
+extension Supervisor {
+    /// A worker died: collections stop waiting for it.
+    func forgetInCollections(_ slot: Int) {
+        statsState.reassembler.discard(slot: Int32(slot))
+        for (id, c) in statsState.collections where c.waiting.contains(slot) {
+            statsState.collections[id]!.waiting.remove(slot)
+            if statsState.collections[id]!.waiting.isEmpty { finishCollection(id) }
+        }
+    }
+}

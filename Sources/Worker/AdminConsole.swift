@@ -1,0 +1,154 @@
+// The admin console's worker half: login to the virtual `pgbouncer`/`pgswift` database, access
+// rules, and simple-protocol queries relayed to the supervisor (which holds the merged stats).
+import Shared
+import Glibc
+
+extension Worker {
+    /// Admin access levels kept in `Client.admin`.
+    static let adminNone: UInt8 = 0
+    static let adminStatsOnly: UInt8 = 1
+    static let adminFull: UInt8 = 2
+    /// Logging in to the console; the level is decided once the client has authenticated.
+    static let adminPending: UInt8 = 3
+
+    /// The startup packet named an admin database. Like PgBouncer, a Unix-socket peer running as root
+    /// or as pgswift's own user gets in without a password; everyone else authenticates as usual and
+    /// must then be in admin_users or stats_users.
+    func adminLogin(_ ci: Int32) {
+        if clients[ci].isUnix, let uid = Sockets.peerUID(clients[ci].fd), uid == 0 || uid == getuid() {
+            clients[ci].admin = Worker.adminFull
+            adminLoginDone(ci)
+            return
+        }
+        clients[ci].admin = Worker.adminPending
+        startAuthentication(ci)
+    }
+
+    /// The client proved who it is: check the lists, then finish the login.
+    func adminAuthenticated(_ ci: Int32) {
+        let user = clients[ci].info?.user ?? ""
+        if config.authType == .any || config.adminUsers.contains(user) {
+            clients[ci].admin = Worker.adminFull
+        } else if config.statsUsers.contains(user) {
+            clients[ci].admin = Worker.adminStatsOnly
+        } else {
+            log.warning("C-\(clients[ci].id): admin console refused to user \"\(user)\" (not in admin_users or stats_users)")
+            failClient(ci, code: SQLState.protocolViolation, message: "not allowed")
+            return
+        }
+        adminLoginDone(ci)
+    }
+
+    /// No server is involved: AuthenticationOk, a few parameters, our key, ReadyForQuery.
+    private func adminLoginDone(_ ci: Int32) {
+        scratch.clear()
+        Backend.authenticationOk(into: &scratch)
+        for (name, value) in [("server_version", PgswiftVersion.string + " pgswift"), ("server_encoding", "UTF8"),
+                              ("client_encoding", "UTF8"), ("DateStyle", "ISO"), ("TimeZone", "GMT"),
+                              ("standard_conforming_strings", "on"), ("integer_datetimes", "on"),
+                              ("is_superuser", "off")] {
+            Backend.parameterStatus(into: &scratch, name: name, value: value)
+        }
+        Backend.backendKeyData(into: &scratch, processID: clientProcessID(ci), secretKey: clients[ci].cancelKey)
+        Backend.readyForQuery(into: &scratch, status: UInt8(ascii: "I"))
+        clients[ci].out.append(scratch)
+        clients[ci].state = .idle
+        clients[ci].stateSince = now
+        if config.logConnections { log.info("C-\(clients[ci].id): admin console login (\(clients[ci].admin == Worker.adminFull ? "admin" : "stats"))") }
+        flushClient(ci)
+        if clients[ci].state == .idle { adminInput(ci) }
+    }
+
+    /// Events of a logged-in admin client: write what is pending, then run queries one at a time.
+    func adminInput(_ ci: Int32) {
+        while clients[ci].state == .idle {
+            if !clients[ci].out.isEmpty && !flushClient(ci) { return }
+            // One query at a time: the rest waits in the buffer until the answer came back.
+            if clients[ci].adminRequest != 0 { return }
+            if adminNextMessage(ci) { continue }
+            if !clients[ci].readable { return }
+            switch readInto(client: ci) {
+            case .data: continue
+            case .wouldBlock: return
+            case .full:
+                failClient(ci, code: SQLState.programLimitExceeded, message: "admin query too long")
+                return
+            case .closed:
+                closeClient(ci, reason: "admin client closed the connection", notify: false)
+                return
+            }
+        }
+    }
+
+    /// Handles one complete message if the buffer holds one; true when it consumed something.
+    private func adminNextMessage(_ ci: Int32) -> Bool {
+        guard let base = clients[ci].input.base else { return false }
+        let start = clients[ci].input.start
+        let avail = clients[ci].input.end - start
+        if avail < 5 { return false }
+        let p = base + start
+        let type = p.load(as: UInt8.self)
+        let len = Int(ByteReader.int32(at: p + 1))
+        if len < 4 || len > buffers.size - 1 {
+            failClient(ci, code: SQLState.protocolViolation, message: "invalid message length \(len)")
+            return false
+        }
+        if avail < len + 1 { return false }
+        let body = [UInt8](UnsafeRawBufferPointer(start: p + 5, count: len - 4))
+        consumeInput(client: ci, len + 1)
+        clients[ci].input.scan = clients[ci].input.start
+        switch type {
+        case FrontendType.query:
+            let text = String(decoding: body.prefix(while: { $0 != 0 }), as: UTF8.self)
+            adminQuery(ci, text)
+        case FrontendType.terminate:
+            closeClient(ci, reason: "admin client sent Terminate", notify: false, quiet: true)
+        default:
+            failClient(ci, code: SQLState.protocolViolation,
+                       message: "unsupported pkt type: \(type) (the admin console speaks the simple query protocol only)")
+        }
+        return true
+    }
+
+    private func adminQuery(_ ci: Int32, _ query: String) {
+        if query.allSatisfy({ $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" || $0 == ";" }) {
+            scratch.clear()
+            Backend.emptyQueryResponse(into: &scratch)
+            Backend.readyForQuery(into: &scratch, status: UInt8(ascii: "I"))
+            clients[ci].out.append(scratch)
+            return
+        }
+        guard controlFD >= 0 else {
+            adminAnswered(ci, error: AdminError("the admin console needs the pgswift supervisor"))
+            return
+        }
+        stats.nextAdminRequest &+= 1
+        if stats.nextAdminRequest == 0 { stats.nextAdminRequest = 1 }
+        let id = stats.nextAdminRequest
+        stats.pendingAdmin[id] = (ci, clients[ci].gen)
+        clients[ci].adminRequest = id
+        clients[ci].stateSince = now
+        let request = AdminRequest(requestID: id, isAdmin: clients[ci].admin == Worker.adminFull, query: query)
+        sendBlob(request.encode(), kind: .adminRequest, requestID: id)
+    }
+
+    private func adminAnswered(_ ci: Int32, error: AdminError) {
+        scratch.clear()
+        AdminResults.error(error, into: &scratch)
+        Backend.readyForQuery(into: &scratch, status: UInt8(ascii: "I"))
+        clients[ci].out.append(scratch)
+    }
+
+    /// The supervisor's answer: written to the client with ReadyForQuery, then the next query runs.
+    func adminAnswered(requestID: UInt32, bytes: [UInt8]) {
+        guard let (ci, gen) = stats.pendingAdmin.removeValue(forKey: requestID) else { return }
+        guard clients[ci].gen == gen, clients[ci].state == .idle, clients[ci].adminRequest == requestID else { return }
+        clients[ci].adminRequest = 0
+        bytes.withUnsafeBytes { clients[ci].out.append($0) }
+        scratch.clear()
+        Backend.readyForQuery(into: &scratch, status: UInt8(ascii: "I"))
+        clients[ci].out.append(scratch)
+        clients[ci].stateSince = now
+        adminInput(ci)
+    }
+}

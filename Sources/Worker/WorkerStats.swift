@@ -1,0 +1,246 @@
+// The worker's statistics: counters recorded on the data path, snapshots pushed to the supervisor.
+import Shared
+import Glibc
+
+/// Stats and admin-console bookkeeping of one worker (one stored property of Worker).
+struct WorkerStatsState {
+    var outbox = ControlOutbox()
+    var reassembler = StatsReassembler(maximumBlobSize: 1 << 20, maximumPending: 16)
+    /// Wall-clock seconds at start-up (SHOW WORKERS started_at).
+    let startedAt: Int64
+    /// Monotonic ns of the next periodic snapshot.
+    var nextPush: Int64 = 0
+    var nextAdminRequest: UInt32 = 0
+    /// Admin request id → (client index, client generation).
+    var pendingAdmin: [UInt32: (client: Int32, gen: UInt32)] = [:]
+
+    init() {
+        startedAt = Int64(Clock.wallClock().seconds)
+    }
+
+    static let pushIntervalNanos: Int64 = 1_000_000_000
+}
+
+extension Worker {
+    // MARK: Recording (called from the data path; `now` is the loop's cached clock)
+
+    /// A server is being linked to a client: one assignment, and the client's wait if it queued.
+    @inline(__always)
+    func statsLink(_ ci: Int32, _ si: Int32) {
+        let p = Int(clients[ci].pool)
+        guard p >= 0 else { return }
+        let waited = clients[ci].state == .waitServer ? max(0, now &- clients[ci].stateSince) / 1000 : 0
+        pools[p].totals.serverAssignmentCount &+= 1
+        pools[p].totals.waitTimeMicros &+= UInt64(waited)
+        pools[p].waitDuration.record(micros: waited)
+        servers[si].queryStart = 0
+        servers[si].xactStart = 0
+    }
+
+    /// A Query or Sync was forwarded to a server with no query running.
+    @inline(__always)
+    func statsQueryStart(_ si: Int32) {
+        servers[si].queryStart = now
+        if servers[si].xactStart == 0 { servers[si].xactStart = now }
+    }
+
+    /// A ReadyForQuery answered the client's query (after `pendingSyncs` was decremented).
+    @inline(__always)
+    func statsReadyForQuery(_ si: Int32, status: UInt8) {
+        let p = Int(servers[si].pool)
+        guard p >= 0 else { return }
+        if servers[si].queryStart != 0 {
+            let d = max(0, now &- servers[si].queryStart) / 1000
+            pools[p].totals.queryCount &+= 1
+            pools[p].totals.queryTimeMicros &+= UInt64(d)
+            pools[p].queryDuration.record(micros: d)
+            // A pipelined query behind this one starts now.
+            servers[si].queryStart = servers[si].pendingSyncs > 0 ? now : 0
+        }
+        if status == UInt8(ascii: "I") && servers[si].xactStart != 0 {
+            let d = max(0, now &- servers[si].xactStart) / 1000
+            pools[p].totals.xactCount &+= 1
+            pools[p].totals.xactTimeMicros &+= UInt64(d)
+            pools[p].xactDuration.record(micros: d)
+            servers[si].xactStart = servers[si].queryStart
+        }
+    }
+
+    /// Adds a client's byte counts to its pool (at detach and before every snapshot).
+    func foldClientBytes(_ ci: Int32) {
+        let p = Int(clients[ci].pool)
+        guard p >= 0, clients[ci].statBytesIn | clients[ci].statBytesOut != 0 else { return }
+        pools[p].totals.bytesReceived &+= clients[ci].statBytesIn
+        pools[p].totals.bytesSent &+= clients[ci].statBytesOut
+        clients[ci].statBytesIn = 0
+        clients[ci].statBytesOut = 0
+    }
+
+    // MARK: Snapshots
+
+    /// Counts every connection by PgBouncer's lists; rows only when asked (SHOW CLIENTS / SERVERS).
+    func makeSnapshot(includeClients: Bool, includeServers: Bool) -> WorkerStatsSnapshot {
+        let wall = Clock.wallClock()
+        let wallMicros = Int64(wall.seconds) * 1_000_000 + Int64(wall.micros)
+        func wallTime(_ mono: Int64) -> Int64 { mono == 0 ? 0 : wallMicros - max(0, now - mono) / 1000 }
+        var snap = WorkerStatsSnapshot(slot: slot, pid: Posix.getpid(), startedAt: stats.startedAt, takenAt: wallMicros)
+        snap.process = ProcessStats.readSelf() ?? ProcessStats()
+        var ps = pools.map { PoolStats(database: $0.database, user: $0.user, poolMode: $0.mode) }
+        var adminPool = PoolStats(database: "pgbouncer", user: "pgbouncer", poolMode: .statement)
+        var login: Int32 = 0
+        let ccap = Int32(clients.capacity)
+        var ci: Int32 = 0
+        while ci < ccap {
+            defer { ci += 1 }
+            let state = clients[ci].state
+            if state == .free { continue }
+            foldClientBytes(ci)
+            let p = Int(clients[ci].pool)
+            var stateName = ""
+            switch state {
+            case .startup, .auth:
+                login += 1
+                stateName = "login"
+            case .waitWelcome, .waitServer:
+                if p >= 0 { ps[p].clWaiting += 1 }
+                stateName = "waiting"
+            case .idle, .active:
+                if clients[ci].admin != 0 {
+                    adminPool.clActive += 1
+                } else if p >= 0 {
+                    ps[p].clActive += 1
+                }
+                stateName = state == .active ? "active" : "idle"
+            case .closing:
+                stateName = "closing"
+            case .free:
+                break
+            }
+            guard includeClients, state != .closing else { continue }
+            let info = clients[ci].info
+            let isAdmin = clients[ci].admin != 0
+            var row = ConnectionRow(isServer: false, user: info?.user ?? "",
+                                    database: isAdmin ? "pgbouncer" : (p >= 0 ? pools[p].database : info?.database ?? ""),
+                                    state: stateName)
+            splitPeer(info?.peer ?? "", into: &row)
+            row.connectTime = wallTime(clients[ci].connectedAt)
+            row.requestTime = wallTime(clients[ci].stateSince)
+            if state == .waitServer || state == .waitWelcome { row.waitMicros = max(0, now - clients[ci].stateSince) / 1000 }
+            row.ptr = UInt64(slot) << 40 | UInt64(clients[ci].gen & 0xFF_FFFF) << 16 | UInt64(UInt32(bitPattern: ci) & 0xFFFF)
+            let si = clients[ci].server
+            if si >= 0 { row.link = UInt64(slot) << 40 | 1 << 39 | UInt64(UInt32(bitPattern: si)) }
+            row.remotePid = clientProcessID(ci)
+            row.applicationName = info?.applicationName ?? ""
+            row.preparedStatements = Int32(clamping: info?.prepared.count ?? 0)
+            row.id = Int64(slot) << 32 | Int64(clients[ci].id)
+            snap.clients.append(row)
+        }
+        // maxwait: the head of each wait queue has waited longest (FIFO).
+        for p in pools.indices where pools[p].waitHead >= 0 {
+            ps[p].maxWaitMicros = max(0, now - clients[pools[p].waitHead].stateSince) / 1000
+        }
+        let scap = Int32(servers.capacity)
+        var si: Int32 = 0
+        while si < scap {
+            defer { si += 1 }
+            let state = servers[si].state
+            let p = Int(servers[si].pool)
+            guard state != .free, state != .cancelRequest, p >= 0 else { continue }
+            var stateName = ""
+            switch state {
+            case .active: ps[p].svActive += 1; stateName = "active"
+            case .idle: ps[p].svIdle += 1; stateName = "idle"
+            case .resetting: ps[p].svTested += 1; stateName = "tested"
+            case .connecting, .login: ps[p].svLogin += 1; stateName = "new"
+            default: continue
+            }
+            guard includeServers else { continue }
+            var row = ConnectionRow(isServer: true, user: pools[p].serverUser, database: pools[p].database, state: stateName)
+            splitPeer(servers[si].info?.address ?? "", into: &row)
+            row.connectTime = wallTime(servers[si].createdAt)
+            row.requestTime = wallTime(servers[si].stateSince)
+            row.ptr = UInt64(slot) << 40 | 1 << 39 | UInt64(UInt32(bitPattern: si))
+            let c = servers[si].client
+            if c >= 0 {
+                row.link = UInt64(slot) << 40 | UInt64(clients[c].gen & 0xFF_FFFF) << 16 | UInt64(UInt32(bitPattern: c) & 0xFFFF)
+            }
+            row.remotePid = servers[si].backendPID
+            row.applicationName = ""
+            row.preparedStatements = Int32(clamping: servers[si].info?.prepared.count ?? 0)
+            row.id = Int64(slot) << 32 | Int64(servers[si].id)
+            snap.servers.append(row)
+        }
+        for p in pools.indices {
+            ps[p].totals = pools[p].totals
+            ps[p].queryDuration = pools[p].queryDuration
+            ps[p].xactDuration = pools[p].xactDuration
+            ps[p].waitDuration = pools[p].waitDuration
+        }
+        if adminPool.clActive > 0 { ps.append(adminPool) }
+        snap.pools = ps
+        snap.lists.usedClients = Int32(clamping: clients.used)
+        snap.lists.freeClients = Int32(clamping: clients.capacity - clients.used)
+        snap.lists.loginClients = login
+        snap.lists.usedServers = Int32(clamping: servers.used)
+        snap.lists.freeServers = Int32(clamping: servers.capacity - servers.used)
+        return snap
+    }
+
+    /// "10.0.0.1:5432", "[::1]:6432", "unix:/path" or "unix" into addr and port.
+    private func splitPeer(_ peer: String, into row: inout ConnectionRow) {
+        if peer.hasPrefix("unix") {
+            row.addr = "unix"
+            return
+        }
+        guard let colon = peer.lastIndex(of: ":") else {
+            row.addr = peer
+            return
+        }
+        var host = String(peer[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        row.addr = host
+        row.port = Int32(peer[peer.index(after: colon)...]) ?? 0
+    }
+
+    /// Sends a blob to the supervisor in chunks.
+    func sendBlob(_ blob: [UInt8], kind: StatsBlobKind, requestID: UInt32) {
+        for chunk in StatsChunk.split(blob, kind: kind, slot: slot, requestID: requestID) {
+            sendControlBytes(ControlMessage.statsFromWorker(chunk).encode())
+        }
+    }
+
+    /// Once a second from the loop: pools, lists and process usage (no rows).
+    func pushStatsIfDue() {
+        guard controlFD >= 0, now >= stats.nextPush else { return }
+        stats.nextPush = now + WorkerStatsState.pushIntervalNanos
+        // A supervisor that is not reading gets no more snapshots piled up behind the old ones.
+        if stats.outbox.count > 64 { return }
+        sendBlob(makeSnapshot(includeClients: false, includeServers: false).encode(), kind: .periodicSnapshot, requestID: 0)
+    }
+
+    /// A chunk from the supervisor: a stats request or an admin answer.
+    func handleStatsChunk(_ chunk: [UInt8]) {
+        let blob: StatsBlob
+        do throws(StatsDecodeError) {
+            guard let b = try stats.reassembler.add(chunk) else { return }
+            blob = b
+        } catch {
+            log.warning("supervisor sent \(error)")
+            return
+        }
+        switch blob.kind {
+        case .statsRequest:
+            do throws(StatsDecodeError) {
+                let r = try StatsRequest.decode(blob.bytes, requestID: blob.requestID)
+                let snap = makeSnapshot(includeClients: r.includeClients, includeServers: r.includeServers)
+                sendBlob(snap.encode(), kind: .requestedSnapshot, requestID: r.requestID)
+            } catch {
+                log.warning("supervisor sent \(error)")
+            }
+        case .adminResult:
+            adminAnswered(requestID: blob.requestID, bytes: blob.bytes)
+        default:
+            log.warning("supervisor sent a stats blob of kind \(blob.kind)")
+        }
+    }
+}
