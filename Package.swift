@@ -24,6 +24,7 @@ let package = Package(
         .testTarget(name: "WorkerTests", dependencies: ["Worker", "Shared"], path: "Tests/WorkerTests"),
         .testTarget(name: "SupervisorTests", dependencies: ["Supervisor", "Shared"],
                     path: "Tests/SupervisorTests"),
-        .testTarget(name: "EndToEndTests", dependencies: ["Shared"], path: "Tests/EndToEndTests"),
+        .testTarget(name: "EndToEndTests", dependencies: ["Shared"], path: "Tests/EndToEndTests",
+                    exclude: ["drivers"]),
     ]
 )

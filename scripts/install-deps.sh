@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Installs the Debian packages pgswift needs that are missing; safe to run again and again.
 #
-# Usage: scripts/install-deps.sh [build] [test] [bench] [deb]   (no argument: build + test)
-#   build  toolchain libraries: libssl-dev, libsystemd-dev, pkg-config
-#   test   PostgreSQL server (initdb/postgres/pg_ctl), psql, pgbench, python3 + venv
-#   bench  test + pgbouncer (the reference pooler the benchmark compares against)
-#   deb    what building the Debian package needs (dpkg-dev, fakeroot)
+# Usage: scripts/install-deps.sh [build] [test] [drivers] [bench] [deb]   (no argument: build + test)
+#   build    toolchain libraries: libssl-dev, libsystemd-dev, pkg-config
+#   test     PostgreSQL server (initdb/postgres/pg_ctl), psql, pgbench, python3 + venv, and drivers
+#   drivers  a Python venv (.build/pyenv, or $PGSWIFT_PYENV) with psycopg 3 and asyncpg from PyPI,
+#            for the end-to-end driver tests (they find it there, or through $PGSWIFT_PYTHON)
+#   bench    test + pgbouncer (the reference pooler the benchmark compares against)
+#   deb      what building the Debian package needs (dpkg-dev, fakeroot)
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
 
 want=()
 add() { want+=("$@"); }
+drivers=0
 
 sets=("$@")
 [ ${#sets[@]} -eq 0 ] && sets=(build test)
@@ -20,11 +23,12 @@ for s in "${sets[@]}"; do
         build) add libssl-dev libsystemd-dev pkg-config ;;
         # On Debian 12 pgbench ships in postgresql-15 (pulled in by `postgresql`); newer
         # releases moved it to postgresql-client-NN, which `postgresql-client` pulls in.
-        test) add postgresql postgresql-client python3 python3-venv python3-pip ;;
+        test) add postgresql postgresql-client python3 python3-venv python3-pip; drivers=1 ;;
+        drivers) add python3 python3-venv python3-pip; drivers=1 ;;
         bench) add postgresql postgresql-client python3 pgbouncer ;;
         deb) add dpkg-dev fakeroot ;;
         -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
-        *) echo "install-deps.sh: unknown package set '$s' (build, test, bench, deb)" >&2; exit 2 ;;
+        *) echo "install-deps.sh: unknown package set '$s' (build, test, drivers, bench, deb)" >&2; exit 2 ;;
     esac
 done
 
@@ -71,3 +75,25 @@ for s in "${sets[@]}"; do
             ;;
     esac
 done
+
+# Python drivers for the end-to-end tests, in a venv of their own (never the system's site-packages).
+if [ "$drivers" -eq 1 ]; then
+    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    pyenv=${PGSWIFT_PYENV:-$root/.build/pyenv}
+    # Debian's interpreter (its python3-venv is installed above), not whatever python3 PATH finds first.
+    base_python=/usr/bin/python3
+    [ -x "$base_python" ] || base_python=$(command -v python3)
+    check='import psycopg, asyncpg; psycopg.pq.version()'
+    if [ -x "$pyenv/bin/python" ] && "$pyenv/bin/python" -c "$check" >/dev/null 2>&1; then
+        echo "install-deps.sh: python drivers present ($pyenv)"
+    else
+        echo "install-deps.sh: installing psycopg 3 and asyncpg into $pyenv"
+        # A half-made venv (an interrupted run, a moved interpreter) is rebuilt from scratch.
+        if [ -d "$pyenv" ] && ! "$pyenv/bin/python" -c 'import pip' >/dev/null 2>&1; then rm -rf "$pyenv"; fi
+        [ -d "$pyenv" ] || "$base_python" -m venv "$pyenv"
+        PIP_DISABLE_PIP_VERSION_CHECK=1 "$pyenv/bin/python" -m pip install -q --no-input \
+            'psycopg[binary]>=3.1,<4' 'asyncpg>=0.27' </dev/null
+        "$pyenv/bin/python" -c "$check" || {
+            echo "install-deps.sh: psycopg/asyncpg not importable from $pyenv after install" >&2; exit 1; }
+    fi
+fi

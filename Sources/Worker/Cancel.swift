@@ -45,16 +45,47 @@ extension Worker {
         servers[si].state = .cancelRequest
         servers[si].pool = Int32(p)
         servers[si].stateSince = now
+        servers[si].cancelTarget = target
+        servers[si].cancelTargetGen = servers[target].gen
+        servers[target].cancelsInFlight += 1
         scratch.clear()
         Frontend.cancelRequest(into: &scratch, processID: servers[target].backendPID, secretKey: servers[target].backendKey)
         servers[si].out.append(scratch)
         do {
-            try epoll.add(fd, events: [.output, .readHangup, .edgeTriggered],
+            try epoll.add(fd, events: [.input, .output, .readHangup, .edgeTriggered],
                           data: Token.make(kind: Token.server, gen: servers[si].gen, index: si))
         } catch {
             closeServer(si, reason: "epoll failure")
             return
         }
-        if connected, flushServer(si) { closeServer(si, reason: "cancel request sent") }
+        if connected { servers[si].writable = true; flushServer(si) }
+    }
+
+    /// The cancel connection is done once PostgreSQL closes it (it has signalled the backend by then).
+    func cancelConnectionEvent(_ si: Int32) {
+        if !flushServer(si) { return }
+        while servers[si].state == .cancelRequest {
+            switch readInto(server: si) {
+            case .data, .full:
+                servers[si].input.start = servers[si].input.end
+                servers[si].input.scan = servers[si].input.end
+                releaseIfEmpty(server: si)
+            case .wouldBlock:
+                return
+            case .closed:
+                closeServer(si, reason: "cancel request done")
+            }
+        }
+    }
+
+    /// A cancel connection ended: its target may be handed out again.
+    func cancelFinished(_ si: Int32) {
+        let target = servers[si].cancelTarget
+        guard target >= 0, servers[target].gen == servers[si].cancelTargetGen,
+              servers[target].state != .free else { return }
+        servers[target].cancelsInFlight -= 1
+        if servers[target].cancelsInFlight == 0 && servers[target].state == .beingCanceled {
+            serverIdle(target)
+        }
     }
 }

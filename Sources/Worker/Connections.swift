@@ -34,6 +34,9 @@ enum ServerState: UInt8 {
     case resetting
     /// A one-shot connection that carries a CancelRequest.
     case cancelRequest
+    /// Free again but a cancel aimed at it is still in flight: no client gets it until that ends,
+    /// or the cancel could hit the next client's query (PgBouncer's being_canceled).
+    case beingCanceled
     /// Closed, waiting to be freed.
     case closing
 }
@@ -175,6 +178,11 @@ struct Server {
     var slots: UnsafeMutablePointer<UInt8>? = nil
     var slotHead: Int32 = 0
     var slotCount: Int32 = 0
+    /// Cancel connections aimed at this server that have not finished yet.
+    var cancelsInFlight: Int32 = 0
+    /// For a cancel connection: the server it targets (index and generation).
+    var cancelTarget: Int32 = -1
+    var cancelTargetGen: UInt32 = 0
     var backendPID: Int32 = 0
     var backendKey: UInt32 = 0
     /// Monotonic ns at which the query / transaction now running began (0: none), for the stats.

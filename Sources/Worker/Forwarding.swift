@@ -517,6 +517,9 @@ extension Worker {
                 if type == BackendType.parameterStatus {
                     if let (name, value) = ParameterStatus.parse(body), let t = tracked.index(of: name) {
                         servers[si].info?.params.values[t] = value
+                        // The client changed it itself (SET application_name ...): it follows the client.
+                        let ci = servers[si].client
+                        if !swallowing && ci >= 0 { clients[ci].info?.params.values[t] = value }
                     }
                 } else if type == BackendType.commandComplete {
                     if !swallowing, let change = SessionTags.classify(body) {

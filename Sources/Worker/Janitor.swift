@@ -59,6 +59,12 @@ extension Worker {
                 } else if lifetime > 0 && now - servers[si].createdAt > lifetime {
                     closeServer(si, reason: "server_lifetime")
                 }
+            case .beingCanceled:
+                // PostgreSQL should close a cancel connection at once; don't hold a server forever.
+                if now - servers[si].stateSince > 10_000_000_000 {
+                    servers[si].cancelsInFlight = 0
+                    self.serverIdle(si)
+                }
             case .cancelRequest:
                 if now - servers[si].stateSince > 5_000_000_000 { closeServer(si, reason: "cancel request timed out") }
             default:

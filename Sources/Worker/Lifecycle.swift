@@ -69,7 +69,9 @@ extension Worker {
             if !servers[si].out.isEmpty && !flushServer(si) { return }
             serverData(si)
         case .cancelRequest:
-            if flushServer(si) { closeServer(si, reason: "cancel request sent") }
+            cancelConnectionEvent(si)
+        case .beingCanceled:
+            idleServerInput(si)
         case .closing, .free:
             break
         }
@@ -221,7 +223,9 @@ extension Worker {
         default:
             break
         }
-        if servers[si].state != .cancelRequest && p >= 0 {
+        if servers[si].state == .cancelRequest {
+            cancelFinished(si)
+        } else if p >= 0 {
             pools[p].serverCount -= 1
         }
         if servers[si].fd >= 0 { Posix.close(servers[si].fd) }

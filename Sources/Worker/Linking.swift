@@ -141,6 +141,11 @@ extension Worker {
     func serverIdle(_ si: Int32) {
         let p = servers[si].pool
         let pi = Int(p)
+        if servers[si].cancelsInFlight > 0 {
+            servers[si].state = .beingCanceled
+            servers[si].stateSince = now
+            return
+        }
         if servers[si].dirty {
             closeServer(si, reason: "a query pgswift sent failed")
             launchIfNeeded(p)

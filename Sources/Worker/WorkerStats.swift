@@ -150,6 +150,7 @@ extension Worker {
             switch state {
             case .active: ps[p].svActive += 1; stateName = "active"
             case .idle: ps[p].svIdle += 1; stateName = "idle"
+            case .beingCanceled: ps[p].svBeingCanceled += 1; stateName = "being_canceled"
             case .resetting: ps[p].svTested += 1; stateName = "tested"
             case .connecting, .login: ps[p].svLogin += 1; stateName = "new"
             default: continue

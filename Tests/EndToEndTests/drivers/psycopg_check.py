@@ -1,0 +1,135 @@
+# psycopg 3 through pgswift: usage `psycopg_check.py MODE [DSN]` (DSN else $PGSWIFT_DSN); MODE is
+# basic (no server-side prepared statements), prepared (prepare_threshold=0) or cancel.
+# Prints one "OK ..." line and exits 0, or prints the failure and exits 1.
+import os
+import sys
+import threading
+import time
+
+import psycopg
+
+CLIENTS = 4
+ROUNDS = 40
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def one_client(dsn, n, prepare_threshold, errors):
+    try:
+        with psycopg.connect(dsn, autocommit=True, prepare_threshold=prepare_threshold) as conn:
+            for i in range(ROUNDS):
+                # Simple query, several statements in one string (no parameters, never prepared:
+                # the simple protocol).
+                cur = conn.execute("select 1; select 'two'", prepare=False)
+                check(cur.fetchone() == (1,), "first result of a two-statement string")
+                check(cur.nextset() and cur.fetchone() == ("two",), "second result of a two-statement string")
+                # Parameters (extended protocol), text, unicode and NULL.
+                row = conn.execute("select %s::int + %s::int, %s::text, %s::text is null",
+                                   (n, i, "zürich €", None)).fetchone()
+                check(row == (n + i, "zürich €", True), f"parameters gave {row}")
+                # A transaction: one backend throughout, its temp table gone at commit.
+                with conn.transaction():
+                    pid = conn.execute("select pg_backend_pid()").fetchone()[0]
+                    conn.execute("create temp table t (i int, s text) on commit drop")
+                    with conn.cursor() as c:
+                        c.executemany("insert into t values (%s, %s)", [(k, f"row {k}") for k in range(50)])
+                    total = conn.execute("select count(*), sum(i) from t").fetchone()
+                    check(total == (50, sum(range(50))), f"executemany inserted {total}")
+                    again = conn.execute("select pg_backend_pid(), txid_current_if_assigned() is not null").fetchone()
+                    check(again == (pid, True), f"backend changed inside a transaction: {pid} then {again}")
+                # A rolled-back transaction leaves nothing behind.
+                try:
+                    with conn.transaction():
+                        conn.execute("set local work_mem = '77MB'")
+                        conn.execute("select 1/0")
+                except psycopg.errors.DivisionByZero:
+                    pass
+                check(conn.execute("select txid_current_if_assigned() is null").fetchone() == (True,),
+                      "a transaction stayed open after rollback")
+                # Autocommit executemany and a pipeline: many syncs in flight on one server.
+                with conn.cursor() as c:
+                    c.executemany("select %s::int * 2", [(k,) for k in range(20)], returning=True)
+                    got = []
+                    while True:
+                        got.append(c.fetchone()[0])
+                        if not c.nextset():
+                            break
+                    check(got == [k * 2 for k in range(20)], f"executemany returning gave {got}")
+                with conn.pipeline():
+                    curs = [conn.execute("select %s::int + 1000", (k,)) for k in range(10)]
+                check([c.fetchone()[0] for c in curs] == [k + 1000 for k in range(10)], "pipeline results")
+    except Exception as e:  # report every client's failure, not just the first
+        errors.append(f"client {n}: {type(e).__name__}: {e}")
+
+
+def run_clients(dsn, prepare_threshold):
+    errors = []
+    threads = [threading.Thread(target=one_client, args=(dsn, n, prepare_threshold, errors)) for n in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise AssertionError("; ".join(errors))
+    return f"{CLIENTS} connections x {ROUNDS} rounds"
+
+
+def cancel(dsn):
+    """conn.cancel() from another thread while pg_sleep runs: QueryCanceled (57014), quickly."""
+    timings = []
+    for _ in range(5):
+        with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
+            def fire():
+                # The query must have reached the server first; it shows in pg_stat_activity.
+                with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as watcher:
+                    for _ in range(3000):
+                        n = watcher.execute("select count(*) from pg_stat_activity "
+                                            "where query like %s and state = 'active'",
+                                            ("%psycopg-cancel-target%",)).fetchone()[0]
+                        if n:
+                            break
+                        time.sleep(0.01)
+                fired.append(time.monotonic())
+                conn.cancel()
+
+            fired = []
+            t = threading.Thread(target=fire)
+            t.start()
+            try:
+                conn.execute("select pg_sleep(30), 'psycopg-cancel-target'")
+                raise AssertionError("pg_sleep(30) was not cancelled")
+            except psycopg.errors.QueryCanceled as e:
+                check(e.sqlstate == "57014", f"sqlstate {e.sqlstate}")
+                timings.append(time.monotonic() - fired[0])
+            finally:
+                t.join()
+            check(conn.execute("select 'after'").fetchone() == ("after",), "query after the cancel")
+    check(max(timings) < 5.0, f"cancel took {timings}")
+    return "5 cancels, seconds: " + ", ".join(f"{x:.3f}" for x in timings)
+
+
+def main():
+    if len(sys.argv) < 2 or sys.argv[1] not in ("basic", "prepared", "cancel"):
+        print(__doc__ or "usage: psycopg_check.py basic|prepared|cancel [DSN]", file=sys.stderr)
+        return 2
+    mode = sys.argv[1]
+    dsn = sys.argv[2] if len(sys.argv) > 2 else os.environ.get("PGSWIFT_DSN", "")
+    try:
+        if mode == "basic":
+            detail = run_clients(dsn, None)
+        elif mode == "prepared":
+            detail = run_clients(dsn, 0)
+        else:
+            detail = cancel(dsn)
+    except Exception as e:
+        print(f"FAIL psycopg {psycopg.__version__} {mode}: {type(e).__name__}: {e}")
+        return 1
+    print(f"OK psycopg {psycopg.__version__} {mode}: {detail}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
