@@ -26,6 +26,12 @@ final class DriverTests: XCTestCase {
         try runDriver("psycopg_check.py", mode: "prepared")
     }
 
+    /// libpq-level named statements: a reused name (42P05) and an unknown one (26000) get PostgreSQL's
+    /// own errors and the connection survives; the statement keeps working across servers.
+    func testPreparedStatementNameErrorsKeepTheConnection() throws {
+        try runDriver("psycopg_check.py", mode: "names")
+    }
+
     /// asyncpg's default statement cache uses named prepared statements.
     func testAsyncpgPreparedStatements() throws {
         try runDriver("asyncpg_check.py", mode: "prepared")

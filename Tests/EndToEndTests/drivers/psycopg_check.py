@@ -111,8 +111,39 @@ def cancel(dsn):
     return "5 cancels, seconds: " + ", ".join(f"{x:.3f}" for x in timings)
 
 
+def names(dsn):
+    """Protocol-level prepared statements through libpq: a reused name gets PostgreSQL's 42P05 and an
+    unknown one 26000 (PgBouncer would disconnect), and the connection keeps working after both."""
+    from psycopg import pq
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        pg = conn.pgconn
+        r = pg.prepare(b"s1", b"select $1::int + 1")
+        check(r.status == pq.ExecStatus.COMMAND_OK, f"prepare s1: {r.error_message}")
+        r = pg.prepare(b"s1", b"select 2")
+        check(r.status == pq.ExecStatus.FATAL_ERROR, "a reused statement name must fail")
+        check(r.error_field(pq.DiagnosticField.SQLSTATE) == b"42P05", f"reused name: {r.error_field(pq.DiagnosticField.SQLSTATE)}")
+        r = pg.exec_prepared(b"nope", [])
+        check(r.status == pq.ExecStatus.FATAL_ERROR, "an unknown statement name must fail")
+        check(r.error_field(pq.DiagnosticField.SQLSTATE) == b"26000", f"unknown name: {r.error_field(pq.DiagnosticField.SQLSTATE)}")
+        check(pg.status == pq.ConnStatus.OK, "the connection must survive both errors")
+        for i in range(20):
+            # Interleave with other clients' traffic so s1 runs on servers that never saw it.
+            r = pg.exec_prepared(b"s1", [str(i).encode()])
+            check(r.status == pq.ExecStatus.TUPLES_OK and r.get_value(0, 0) == str(i + 1).encode(),
+                  f"exec s1 #{i}: {r.error_message}")
+            with psycopg.connect(dsn, autocommit=True) as other:
+                other.execute("select pg_sleep(0.001)")
+        r = pg.describe_prepared(b"s1")
+        check(r.status == pq.ExecStatus.COMMAND_OK and r.nparams == 1, "describe s1")
+        conn.execute("deallocate all")
+        r = pg.exec_prepared(b"s1", [b"1"])
+        check(r.error_field(pq.DiagnosticField.SQLSTATE) == b"26000", "DEALLOCATE ALL must drop s1")
+        check(conn.execute("select 41 + 1").fetchone()[0] == 42, "connection usable at the end")
+    return "42P05 and 26000 answered, connection kept, s1 re-prepared across servers"
+
+
 def main():
-    if len(sys.argv) < 2 or sys.argv[1] not in ("basic", "prepared", "cancel"):
+    if len(sys.argv) < 2 or sys.argv[1] not in ("basic", "prepared", "cancel", "names"):
         print(__doc__ or "usage: psycopg_check.py basic|prepared|cancel [DSN]", file=sys.stderr)
         return 2
     mode = sys.argv[1]
@@ -122,6 +153,8 @@ def main():
             detail = run_clients(dsn, None)
         elif mode == "prepared":
             detail = run_clients(dsn, 0)
+        elif mode == "names":
+            detail = names(dsn)
         else:
             detail = cancel(dsn)
     except Exception as e:
