@@ -110,6 +110,8 @@ struct Client {
     var cancelKey: UInt32 = 0
     /// After an error pgswift raised for a prepared statement: drop messages until Sync, as PostgreSQL does.
     var skipUntilSync = false
+    /// Fingerprint of the tracked parameter values this client expects (0: not computed yet).
+    var paramsKey: UInt64 = 0
     /// Bytes read from / forwarded to this client since they were last added to its pool's totals
     /// (kept here so the data path never touches the pools array; folded in by WorkerStats.swift).
     var statBytesIn: UInt64 = 0
@@ -178,6 +180,9 @@ struct Server {
     var slots: UnsafeMutablePointer<UInt8>? = nil
     var slotHead: Int32 = 0
     var slotCount: Int32 = 0
+    /// Fingerprint of the tracked parameter values this server has (0: unknown): equal to the client's
+    /// means no SET is needed, without comparing strings.
+    var paramsKey: UInt64 = 0
     /// Cancel connections aimed at this server that have not finished yet.
     var cancelsInFlight: Int32 = 0
     /// For a cancel connection: the server it targets (index and generation).
@@ -198,6 +203,9 @@ protocol TableRecord {
 
 extension Client: TableRecord {}
 extension Server: TableRecord {}
+extension Pool: TableRecord {
+    init() { self.init(database: "", user: "", entry: DatabaseEntry(name: ""), mode: .session, size: 0) }
+}
 
 /// A growable table of records with a free list, behind one pointer: copying the handle is free (no
 /// reference counting) and the worker keeps it in a `let`, so no access is exclusivity-checked at run
@@ -229,6 +237,23 @@ struct Table<Record: TableRecord> {
     subscript(i: Int32) -> Record {
         _read { yield header.pointee.base[Int(i)] }
         nonmutating _modify { yield &header.pointee.base[Int(i)] }
+    }
+
+    @inline(__always)
+    subscript(i: Int) -> Record {
+        _read { yield header.pointee.base[i] }
+        nonmutating _modify { yield &header.pointee.base[i] }
+    }
+
+    /// For tables that never release (pools): records live at 0..<count, in order of appending.
+    var count: Int { header.pointee.used }
+    var indices: Range<Int> { 0..<header.pointee.used }
+
+    @discardableResult
+    func append(_ r: Record) -> Int32 {
+        let i = allocate()
+        self[i] = r
+        return i
     }
 
     func allocate() -> Int32 {

@@ -516,10 +516,16 @@ extension Worker {
                 }
                 if type == BackendType.parameterStatus {
                     if let (name, value) = ParameterStatus.parse(body), let t = tracked.index(of: name) {
-                        servers[si].info?.params.values[t] = value
+                        if let info = servers[si].info, info.params.values[t] != value {
+                            info.params.values[t] = value
+                            servers[si].paramsKey = 0
+                        }
                         // The client changed it itself (SET application_name ...): it follows the client.
                         let ci = servers[si].client
-                        if !swallowing && ci >= 0 { clients[ci].info?.params.values[t] = value }
+                        if !swallowing && ci >= 0, let cinfo = clients[ci].info, cinfo.params.values[t] != value {
+                            cinfo.params.values[t] = value
+                            clients[ci].paramsKey = 0
+                        }
                     }
                 } else if type == BackendType.commandComplete {
                     if !swallowing, let change = SessionTags.classify(body) {

@@ -40,13 +40,13 @@ extension Worker {
 
     func serverCount(database: String) -> Int {
         var n = 0
-        for p in pools where p.database == database { n += p.serverCount }
+        for p in pools.indices where pools[p].database == database { n += pools[p].serverCount }
         return n
     }
 
     func serverCount(user: String) -> Int {
         var n = 0
-        for p in pools where p.user == user { n += p.serverCount }
+        for p in pools.indices where pools[p].user == user { n += pools[p].serverCount }
         return n
     }
 
@@ -58,7 +58,7 @@ extension Worker {
         servers[si].stateSince = now
         servers[si].lastReady = now
         servers[si].watchTags = pools[p].mode != .session
-        servers[si].tracking = pools[p].mode != .session && config.maxPreparedStatements > 0
+        servers[si].tracking = pools[p].mode != .session && hot.pointee.trackPrepared
         servers[si].slotHead = 0
         servers[si].slotCount = 0
         clients[ci].server = si
@@ -67,13 +67,15 @@ extension Worker {
         pools[p].activeCount += 1
         activeServerCount += 1
         syncParameters(ci, si)
-        if log.enabled(.debug) { log.debug("C-\(clients[ci].id): linked to S-\(servers[si].id)") }
     }
 
     /// Sends SET for every tracked parameter whose value on this server differs from what the
     /// client expects; the answers are swallowed. The client's own query follows in the same write.
     func syncParameters(_ ci: Int32, _ si: Int32) {
+        if clients[ci].paramsKey == 0 { clients[ci].paramsKey = expectedParamsKey(ci) }
+        if servers[si].paramsKey == clients[ci].paramsKey { return }
         guard let cinfo = clients[ci].info, let sinfo = servers[si].info else { return }
+        servers[si].paramsKey = clients[ci].paramsKey
         let p = Int(clients[ci].pool)
         var sql = ""
         for t in 0..<tracked.names.count {
@@ -96,11 +98,40 @@ extension Worker {
         servers[si].internalQueries += 1
     }
 
+    /// Fingerprint of what a client expects: its own value of each tracked parameter, else the pool's default.
+    func expectedParamsKey(_ ci: Int32) -> UInt64 {
+        guard let info = clients[ci].info else { return 1 }
+        let welcome = pools[Int(clients[ci].pool)].welcome
+        var h = Hasher()
+        for t in 0..<tracked.names.count {
+            var want = info.params.values[t]
+            if want == nil { want = welcome?.first(where: { $0.0 == tracked.names[t] })?.1 }
+            h.combine(t)
+            h.combine(want)
+        }
+        return nonZero(h.finalize())
+    }
+
+    /// Fingerprint of the values a server has, comparable with `expectedParamsKey`.
+    func serverParamsKey(_ si: Int32) -> UInt64 {
+        guard let info = servers[si].info else { return 0 }
+        var h = Hasher()
+        for t in 0..<tracked.names.count {
+            h.combine(t)
+            h.combine(info.params.values[t])
+        }
+        return nonZero(h.finalize())
+    }
+
+    private func nonZero(_ v: Int) -> UInt64 {
+        let u = UInt64(bitPattern: Int64(v))
+        return u == 0 ? 1 : u
+    }
+
     /// Transaction/statement mode: the server answered ReadyForQuery 'I' and the client's bytes are all
     /// through; the server goes back to the pool and the client keeps its connection.
     func releaseServer(_ si: Int32) {
         let ci = servers[si].client
-        if log.enabled(.debug) { log.debug("S-\(servers[si].id): released by C-\(ci >= 0 ? clients[ci].id : 0)") }
         if ci >= 0 {
             clients[ci].server = -1
             clients[ci].state = .idle
@@ -151,12 +182,12 @@ extension Worker {
             launchIfNeeded(p)
             return
         }
-        if config.serverLifetime > 0 && now - servers[si].createdAt > Clock.nanos(seconds: config.serverLifetime) {
+        if hot.pointee.serverLifetimeNanos > 0 && now - servers[si].createdAt > hot.pointee.serverLifetimeNanos {
             closeServer(si, reason: "server_lifetime")
             launchIfNeeded(p)
             return
         }
-        if !paused && pools[pi].waitHead >= 0 && shutdownMode != .safe {
+        if !paused && pools[pi].waitHead >= 0 && !hot.pointee.safeShutdown {
             let ci = pools[pi].waitHead
             removeWaiting(ci)
             link(ci, si)
@@ -250,6 +281,7 @@ extension Worker {
             for t in 0..<tracked.names.count {
                 info.params.values[t] = welcome.first(where: { $0.0 == tracked.names[t] })?.1
             }
+            servers[si].paramsKey = serverParamsKey(si)
         }
         serverIdle(si)
     }

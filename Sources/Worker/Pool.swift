@@ -104,8 +104,7 @@ extension Worker {
                         mode: config.effectivePoolMode(database: entry, user: user),
                         size: config.effectivePoolSize(database: entry, user: user))
         pool.addresses = resolveAddresses(entry)
-        let idx = Int32(pools.count)
-        pools.append(pool)
+        let idx = pools.append(pool)
         poolIndex[key] = idx
         return idx
     }

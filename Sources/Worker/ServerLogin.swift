@@ -244,6 +244,7 @@ extension Worker {
             pools[p].welcome = info.reported
         }
         servers[si].info?.reported = []
+        servers[si].paramsKey = serverParamsKey(si)
         servers[si].info?.auth = .none
         log.debug("S-\(servers[si].id): login done (backend pid \(servers[si].backendPID))")
         // Clients that authenticated before the pool knew its welcome parameters.

@@ -26,6 +26,17 @@ struct TrackedParams {
     }
 }
 
+/// See `Worker.hot`.
+struct HotState {
+    var now: Int64 = 0
+    var paused = false
+    var activeServerCount = 0
+    var useTick: UInt64 = 0
+    var safeShutdown = false
+    var serverLifetimeNanos: Int64 = 0
+    var trackPrepared = false
+}
+
 struct WorkerOptions {
     var configPath: String
     var slot: Int32
@@ -44,7 +55,7 @@ final class Worker {
     let epoll: Epoll
     let clients: Table<Client>
     let servers: Table<Server>
-    var pools: [Pool] = []
+    let pools = Table<Pool>(capacity: 16)
     var poolIndex: [String: Int32] = [:]
     let buffers: BufferPool
     var scratch = OutBuffer(capacity: 4096)
@@ -52,20 +63,39 @@ final class Worker {
     var listenFDs: [Int32]
     var unixFDs: [Int32]
     let controlFD: Int32
-    var now: Int64 = 0
+    /// Loop state read on every event, behind a pointer: a computed property over it costs no run-time
+    /// exclusivity check, where a stored `var` of this class would cost one per access.
+    let hot: UnsafeMutablePointer<HotState> = {
+        let p = UnsafeMutablePointer<HotState>.allocate(capacity: 1)
+        p.initialize(to: HotState())
+        return p
+    }()
+    var now: Int64 {
+        get { hot.pointee.now }
+        set { hot.pointee.now = newValue }
+    }
     var nextClientID: UInt32 = 0
     var nextServerID: UInt32 = 0
     var scramCache = ScramKeyCache()
     var clientSecrets = ClientScramSecrets()
     var shutdownMode: ShutdownMode? = nil
-    var paused = false
+    var paused: Bool {
+        get { hot.pointee.paused }
+        set { hot.pointee.paused = newValue }
+    }
     var running = true
     var accepting = true
     var maxPacket: Int
     var nextJanitor: Int64 = 0
-    var activeServerCount = 0
+    var activeServerCount: Int {
+        get { hot.pointee.activeServerCount }
+        set { hot.pointee.activeServerCount = newValue }
+    }
     var statements = StatementRegistry()
-    var useTick: UInt64 = 0
+    var useTick: UInt64 {
+        get { hot.pointee.useTick }
+        set { hot.pointee.useTick = newValue }
+    }
     /// Stats pushed to the supervisor and admin queries relayed to it (WorkerStats.swift, AdminConsole.swift).
     var stats = WorkerStatsState()
 
@@ -87,6 +117,7 @@ final class Worker {
         maxPacket = max(config.maxPacketSize, 1024)
         // PostgreSQL's own cap for a single message is 1 GB; a larger limit only invites an OOM.
         maxPacket = min(maxPacket, 0x3FFF_FFFF)
+        applyHotSettings()
     }
 
     // MARK: The loop
@@ -276,6 +307,7 @@ final class Worker {
             userlist = newUsers
             clientSecrets = ClientScramSecrets()
             refreshPools()
+            applyHotSettings()
             log.info("configuration reloaded")
         } catch {
             log.error("reload failed, keeping the old configuration: \(error)")
@@ -288,6 +320,7 @@ final class Worker {
         if shutdownMode == nil || mode.rawValue > shutdownMode!.rawValue {
             shutdownMode = mode
         }
+        hot.pointee.safeShutdown = shutdownMode == .safe
         if accepting {
             accepting = false
             for fd in listenFDs + unixFDs {
@@ -327,6 +360,12 @@ final class Worker {
     }
 
     // MARK: Helpers
+
+    /// Copies the settings the data path reads into `hot`.
+    func applyHotSettings() {
+        hot.pointee.serverLifetimeNanos = Clock.nanos(seconds: config.serverLifetime)
+        hot.pointee.trackPrepared = config.maxPreparedStatements > 0
+    }
 
     func randomUInt32() -> UInt32 {
         let b = Crypto.randomBytes(4)

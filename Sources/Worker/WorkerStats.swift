@@ -85,7 +85,7 @@ extension Worker {
         func wallTime(_ mono: Int64) -> Int64 { mono == 0 ? 0 : wallMicros - max(0, now - mono) / 1000 }
         var snap = WorkerStatsSnapshot(slot: slot, pid: Posix.getpid(), startedAt: stats.startedAt, takenAt: wallMicros)
         snap.process = ProcessStats.readSelf() ?? ProcessStats()
-        var ps = pools.map { PoolStats(database: $0.database, user: $0.user, poolMode: $0.mode) }
+        var ps = pools.indices.map { PoolStats(database: pools[$0].database, user: pools[$0].user, poolMode: pools[$0].mode) }
         var adminPool = PoolStats(database: "pgbouncer", user: "pgbouncer", poolMode: .statement)
         var login: Int32 = 0
         let ccap = Int32(clients.capacity)

@@ -73,49 +73,50 @@ public enum FrameResult: Equatable, Sendable {
     case invalid(reason: String)
 }
 
-/// Type bytes of messages sent by the server.
+/// Type bytes of messages sent by the server. Computed constants, not `static let`: a global `let`
+/// is reached through a lazy-initialisation accessor on every use, which showed in the hot path.
 public enum BackendType {
-    public static let authentication = UInt8(ascii: "R")
-    public static let parameterStatus = UInt8(ascii: "S")
-    public static let backendKeyData = UInt8(ascii: "K")
-    public static let readyForQuery = UInt8(ascii: "Z")
-    public static let errorResponse = UInt8(ascii: "E")
-    public static let noticeResponse = UInt8(ascii: "N")
-    public static let commandComplete = UInt8(ascii: "C")
-    public static let dataRow = UInt8(ascii: "D")
-    public static let rowDescription = UInt8(ascii: "T")
-    public static let copyInResponse = UInt8(ascii: "G")
-    public static let copyOutResponse = UInt8(ascii: "H")
-    public static let copyBothResponse = UInt8(ascii: "W")
-    public static let copyData = UInt8(ascii: "d")
-    public static let copyDone = UInt8(ascii: "c")
-    public static let parseComplete = UInt8(ascii: "1")
-    public static let bindComplete = UInt8(ascii: "2")
-    public static let closeComplete = UInt8(ascii: "3")
-    public static let noData = UInt8(ascii: "n")
-    public static let portalSuspended = UInt8(ascii: "s")
-    public static let parameterDescription = UInt8(ascii: "t")
-    public static let emptyQueryResponse = UInt8(ascii: "I")
-    public static let notificationResponse = UInt8(ascii: "A")
-    public static let functionCallResponse = UInt8(ascii: "V")
-    public static let negotiateProtocolVersion = UInt8(ascii: "v")
+    @inlinable public static var authentication: UInt8 { 82 } // R
+    @inlinable public static var parameterStatus: UInt8 { 83 } // S
+    @inlinable public static var backendKeyData: UInt8 { 75 } // K
+    @inlinable public static var readyForQuery: UInt8 { 90 } // Z
+    @inlinable public static var errorResponse: UInt8 { 69 } // E
+    @inlinable public static var noticeResponse: UInt8 { 78 } // N
+    @inlinable public static var commandComplete: UInt8 { 67 } // C
+    @inlinable public static var dataRow: UInt8 { 68 } // D
+    @inlinable public static var rowDescription: UInt8 { 84 } // T
+    @inlinable public static var copyInResponse: UInt8 { 71 } // G
+    @inlinable public static var copyOutResponse: UInt8 { 72 } // H
+    @inlinable public static var copyBothResponse: UInt8 { 87 } // W
+    @inlinable public static var copyData: UInt8 { 100 } // d
+    @inlinable public static var copyDone: UInt8 { 99 } // c
+    @inlinable public static var parseComplete: UInt8 { 49 } // 1
+    @inlinable public static var bindComplete: UInt8 { 50 } // 2
+    @inlinable public static var closeComplete: UInt8 { 51 } // 3
+    @inlinable public static var noData: UInt8 { 110 } // n
+    @inlinable public static var portalSuspended: UInt8 { 115 } // s
+    @inlinable public static var parameterDescription: UInt8 { 116 } // t
+    @inlinable public static var emptyQueryResponse: UInt8 { 73 } // I
+    @inlinable public static var notificationResponse: UInt8 { 65 } // A
+    @inlinable public static var functionCallResponse: UInt8 { 86 } // V
+    @inlinable public static var negotiateProtocolVersion: UInt8 { 118 } // v
 }
 
 /// Type bytes of messages sent by the client.
 public enum FrontendType {
-    public static let query = UInt8(ascii: "Q")
-    public static let parse = UInt8(ascii: "P")
-    public static let bind = UInt8(ascii: "B")
-    public static let describe = UInt8(ascii: "D")
-    public static let execute = UInt8(ascii: "E")
-    public static let sync = UInt8(ascii: "S")
-    public static let flush = UInt8(ascii: "H")
-    public static let close = UInt8(ascii: "C")
-    public static let copyData = UInt8(ascii: "d")
-    public static let copyDone = UInt8(ascii: "c")
-    public static let copyFail = UInt8(ascii: "f")
-    public static let functionCall = UInt8(ascii: "F")
-    public static let terminate = UInt8(ascii: "X")
+    @inlinable public static var query: UInt8 { 81 } // Q
+    @inlinable public static var parse: UInt8 { 80 } // P
+    @inlinable public static var bind: UInt8 { 66 } // B
+    @inlinable public static var describe: UInt8 { 68 } // D
+    @inlinable public static var execute: UInt8 { 69 } // E
+    @inlinable public static var sync: UInt8 { 83 } // S
+    @inlinable public static var flush: UInt8 { 72 } // H
+    @inlinable public static var close: UInt8 { 67 } // C
+    @inlinable public static var copyData: UInt8 { 100 } // d
+    @inlinable public static var copyDone: UInt8 { 99 } // c
+    @inlinable public static var copyFail: UInt8 { 102 } // f
+    @inlinable public static var functionCall: UInt8 { 70 } // F
+    @inlinable public static var terminate: UInt8 { 88 } // X
     /// PasswordMessage, SASLInitialResponse, SASLResponse and GSSResponse all share 'p'.
-    public static let password = UInt8(ascii: "p")
+    @inlinable public static var password: UInt8 { 112 } // p
 }
