@@ -4,7 +4,7 @@ JOBS    ?= 2
 CONFIG  ?= pgswift.ini
 RELEASE := .build/release
 
-.PHONY: all build debug test run bench clean check-config deps deps-build deps-test
+.PHONY: all build debug test run bench bench-quick microbench clean check-config deps deps-build deps-test
 
 all: build
 
@@ -31,9 +31,20 @@ test: deps-test
 run: deps-test build
 	scripts/demo.sh
 
-bench:
-	@echo "make bench: not implemented yet (issue 4)" >&2
-	@exit 1
+# Benchmarks (bench/README.md); never part of `make test`. Tune with BENCH_DURATION, BENCH_REPEATS...
+BENCH_PY := PYTHONDONTWRITEBYTECODE=1 python3
+
+bench: build
+	scripts/install-deps.sh bench
+	BENCH_MAKE_TARGET=bench $(BENCH_PY) bench/bench.py
+
+bench-quick: build
+	scripts/install-deps.sh bench
+	BENCH_MAKE_TARGET=bench-quick BENCH_QUICK=1 $(BENCH_PY) bench/bench.py
+
+microbench: build
+	scripts/install-deps.sh bench
+	$(BENCH_PY) bench/microbench.py
 
 check-config: build
 	$(RELEASE)/pgswift --check-config $(CONFIG)

@@ -6,7 +6,7 @@
 #   test     PostgreSQL server (initdb/postgres/pg_ctl), psql, pgbench, python3 + venv, and drivers
 #   drivers  a Python venv (.build/pyenv, or $PGSWIFT_PYENV) with psycopg 3 and asyncpg from PyPI,
 #            for the end-to-end driver tests (they find it there, or through $PGSWIFT_PYTHON)
-#   bench    test + pgbouncer (the reference pooler the benchmark compares against)
+#   bench    test + pgbouncer (the reference pooler), valgrind and strace (for make microbench)
 #   deb      what building the Debian package needs (dpkg-dev, fakeroot)
 set -euo pipefail
 
@@ -25,7 +25,7 @@ for s in "${sets[@]}"; do
         # releases moved it to postgresql-client-NN, which `postgresql-client` pulls in.
         test) add postgresql postgresql-client python3 python3-venv python3-pip; drivers=1 ;;
         drivers) add python3 python3-venv python3-pip; drivers=1 ;;
-        bench) add postgresql postgresql-client python3 pgbouncer ;;
+        bench) add postgresql postgresql-client python3 pgbouncer valgrind strace ;;
         deb) add dpkg-dev fakeroot ;;
         -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
         *) echo "install-deps.sh: unknown package set '$s' (build, test, drivers, bench, deb)" >&2; exit 2 ;;
