@@ -93,15 +93,16 @@ extension Worker {
         var user: String? = nil
         var database: String? = nil
         for (name, value) in msg.parameters {
-            let lname = name.lowercased()
+            // Startup keys are nearly always lowercase already: skip the lowercasing copy then.
+            let lname = name.utf8.contains(where: { $0 >= 65 && $0 <= 90 }) ? name.lowercased() : name
             switch lname {
             case "user": user = value
             case "database": database = value
             default:
-                if let t = tracked.index(of: name) {
+                if let t = tracked.lowered.firstIndex(of: lname) {
                     info.params.values[t] = value
                     if lname == "application_name" { info.applicationName = value }
-                } else if config.ignoreStartupParameters.contains(where: { $0.lowercased() == lname }) {
+                } else if ignoredStartupParameters.contains(lname) {
                     continue
                 } else if lname.hasPrefix("_pq_.") {
                     continue
@@ -145,8 +146,7 @@ extension Worker {
 
     func startAuthentication(_ ci: Int32) {
         guard let info = clients[ci].info else { return }
-        let raw = userlist.password(for: info.user)
-        let secret = raw.map { PasswordSecret(parsing: $0) }
+        let secret = userSecret(info.user)
         clients[ci].state = .auth
         clients[ci].stateSince = now
         scratch.clear()
@@ -232,7 +232,7 @@ extension Worker {
                 case .success(let serverFinal):
                     info.auth = .none
                     if let key = exchange.recoveredClientKey, clients[ci].pool >= 0,
-                       case .scram = userlist.password(for: info.user).map({ PasswordSecret(parsing: $0) }) {
+                       case .scram? = userSecret(info.user) {
                         pools[Int(clients[ci].pool)].scramClientKey = key
                     }
                     scratch.clear()
@@ -244,6 +244,17 @@ extension Worker {
                 }
             }
         }
+    }
+
+    /// The auth_file entry of a user, parsed once per user (a SCRAM secret costs base64 decoding and
+    /// splitting that showed at the top of the login profile); forgotten on reload.
+    func userSecret(_ user: String) -> PasswordSecret? {
+        if let s = secretCache[user] { return s }
+        guard let raw = userlist.password(for: user) else { return nil }
+        let s = PasswordSecret(parsing: raw)
+        if secretCache.count > 100_000 { secretCache.removeAll() }
+        secretCache[user] = s
+        return s
     }
 
     private func verifyCleartext(user: String, given: String, secret: PasswordSecret) -> Bool {

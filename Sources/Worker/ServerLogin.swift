@@ -231,8 +231,7 @@ extension Worker {
     /// The password pgswift logs in with: the database entry's `password=`, else the auth_file's entry.
     func serverSecret(_ p: Int) -> PasswordSecret? {
         if let pw = pools[p].entry.password, !pw.isEmpty { return PasswordSecret(parsing: pw) }
-        if let raw = userlist.password(for: pools[p].serverUser) { return PasswordSecret(parsing: raw) }
-        return nil
+        return userSecret(pools[p].serverUser)
     }
 
     private func serverLoginDone(_ si: Int32) {

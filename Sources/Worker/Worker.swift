@@ -92,6 +92,9 @@ final class Worker {
         set { hot.pointee.activeServerCount = newValue }
     }
     var statements = StatementRegistry()
+    var secretCache: [String: PasswordSecret] = [:]
+    /// `ignore_startup_parameters`, lowercased.
+    var ignoredStartupParameters: Set<String> = []
     var useTick: UInt64 {
         get { hot.pointee.useTick }
         set { hot.pointee.useTick = newValue }
@@ -306,6 +309,7 @@ final class Worker {
             config = newConfig
             userlist = newUsers
             clientSecrets = ClientScramSecrets()
+            secretCache.removeAll()
             refreshPools()
             applyHotSettings()
             log.info("configuration reloaded")
@@ -363,6 +367,7 @@ final class Worker {
 
     /// Copies the settings the data path reads into `hot`.
     func applyHotSettings() {
+        ignoredStartupParameters = Set(config.ignoreStartupParameters.map { $0.lowercased() })
         hot.pointee.serverLifetimeNanos = Clock.nanos(seconds: config.serverLifetime)
         hot.pointee.trackPrepared = config.maxPreparedStatements > 0
     }
