@@ -24,6 +24,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <sys/random.h>
 #include <netdb.h>
 #include <time.h>
 
@@ -34,6 +35,17 @@ extern int pipe2(int pipefd[2], int flags);
 int cl_peer_uid(int fd, unsigned int *uid);
 
 static inline int cl_errno(void) { return errno; }
+
+// Fills buf from the kernel's CSPRNG (getrandom(2)); returns 0, or -1 if it could not.
+static inline int cl_getrandom(void *buf, size_t len) {
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = getrandom((char *)buf + done, len - done, 0);
+        if (n < 0) { if (errno == EINTR) continue; return -1; }
+        done += (size_t)n;
+    }
+    return 0;
+}
 static inline void cl_set_errno(int e) { errno = e; }
 
 static inline int cl_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
