@@ -37,4 +37,50 @@ final class PoolLimitTests: XCTestCase {
         }
         print("pool limit: throughput 4 workers / 1 worker = \((tps[4] ?? 0) / max(tps[1] ?? 1, 1)) (informative)")
     }
+
+    /// One worker's clients want the whole pool while the others hold nothing busy: the supervisor
+    /// moves the others' shares to it (lowering them first), so 4 concurrent 0.6 s queries on one
+    /// worker finish well before the 2.4 s they would take on its even share of 1 server, and the
+    /// pool never exceeds its size meanwhile.
+    func testIdleWorkersShareMovesToTheBusyOne() throws {
+        let pg = try PostgresServer.shared()
+        XCTAssertTrue(TxFixtures.waitForNoBackends(pg), "leftover \(TxFixtures.role) backends")
+        let px = try Pgswift.start(try TxFixtures.settings(pg, workers: 4, poolSize: 4))
+        defer { px.stop() }
+        // SO_REUSEPORT spreads connections by address hash: connect until one worker has 4 clients.
+        var bySlot: [Int32: [WireClient]] = [:]
+        var chosen: [WireClient] = []
+        for _ in 0..<60 {
+            let c = try WireClient.connect(port: px.port, user: TxFixtures.role, database: "testdb")
+            bySlot[c.backendProcessID >> 20, default: []].append(c)
+            if let full = bySlot.values.first(where: { $0.count == 4 }) {
+                chosen = full
+                break
+            }
+        }
+        for list in bySlot.values { for c in list where !chosen.contains(where: { $0 === c }) { c.close() } }
+        defer { for c in chosen { c.close() } }
+        guard chosen.count == 4 else { return XCTFail("no worker got 4 of 60 connections: \(bySlot.mapValues(\.count))") }
+        let slot = chosen[0].backendProcessID >> 20
+        // Let the other workers report their (idle) pools first.
+        sleepSeconds(0.5)
+
+        let start = monotonicNow()
+        for c in chosen { try c.socket.send(WireEncode.query("select pg_sleep(0.6)")) }
+        var maxSeen = 0
+        while monotonicNow() - start < 1.0 {
+            maxSeen = max(maxSeen, (try? pg.countBackends(user: TxFixtures.role, db: "testdb")) ?? 0)
+            sleepSeconds(0.03)
+        }
+        for c in chosen {
+            while let m = try c.readMessage(), m.typeChar != "Z" {
+                XCTAssertNotEqual(m.typeChar, "E", "a query failed")
+            }
+        }
+        let elapsed = monotonicNow() - start
+        print("pool limit: 4 queries of 0.6 s on worker \(slot) took \(elapsed) s, at most \(maxSeen) server connections")
+        XCTAssertLessThanOrEqual(maxSeen, 4, "the pool exceeded its size")
+        XCTAssertGreaterThan(maxSeen, 1, "worker \(slot) never got more than its even share")
+        XCTAssertLessThan(elapsed, 2.0, "the busy worker was starved; log:\n\(px.log().suffix(4000))")
+    }
 }
