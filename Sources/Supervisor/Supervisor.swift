@@ -74,6 +74,8 @@ final class Supervisor {
     var statsState: SupervisorStatsState
     /// Why the last reload failed (the admin RELOAD answer says it).
     var reloadError: AdminError?
+    /// Each worker's share of every pool (PoolQuotas.swift).
+    var quotas: PoolQuotas
 
     init(options: SupervisorOptions, configPath: String, workerBinary: String, config: Config, log: Logger,
          epoll: consuming Epoll, signals: consuming SignalFD, listeners: Listeners) {
@@ -87,6 +89,7 @@ final class Supervisor {
         self.signals = signals
         self.listeners = listeners
         self.slots = (0..<max(1, config.workers)).map { WorkerSlot(index: $0) }
+        self.quotas = PoolQuotas(workers: max(1, config.workers))
         self.systemd = Systemd()
         self.statsState = SupervisorStatsState(now: Clock.monotonicNanos(), statsPeriod: config.statsPeriod)
     }
@@ -285,7 +288,7 @@ final class Supervisor {
         let (mine, theirs) = pair
         let arguments = WorkerLaunch.arguments(configPath: configPath, slot: slot.index,
                                                tcpCount: listeners.addresses.count, hasUnix: listeners.unix >= 0,
-                                               verbosity: options.verbosity)
+                                               verbosity: options.verbosity, respawned: slot.generation > 0)
         let pid: Int32
         do throws(SyscallError) {
             pid = try Posix.spawn(path: workerBinary, arguments: arguments, environment: Posix.environment(),
@@ -317,6 +320,7 @@ final class Supervisor {
         }
         log.info("worker \(slot.index) started (pid \(pid))")
         if paused { slot.send(.pause) }
+        sendQuotas(quotas.workerStarted(slot: slot.index))
     }
 
     func scheduleRespawn(_ slot: WorkerSlot, ranForNanos: Int64, now: Int64) {
@@ -347,6 +351,7 @@ final class Supervisor {
             forgetInCollections(slot.index)
             slot.clients = 0
             slot.servers = 0
+            sendQuotas(quotas.workerGone(slot: slot.index, now: now))
             if stopping != nil {
                 log.info("worker \(slot.index) (pid \(pid)) \(status)")
                 continue
@@ -405,7 +410,11 @@ final class Supervisor {
             log.info("worker \(slot.index): \(text)")
         case .statsFromWorker(let chunk):
             handleStatsChunk(chunk, from: slot)
-        case .shutdown, .reload, .pause, .resume, .cancel, .statsToWorker:
+        case .poolReport(let database, let user, let servers, let idle, let waiting, let seq):
+            let key = PoolQuotaKey(database: database, user: user)
+            sendQuotas(quotas.report(slot: slot.index, key: key, size: poolSize(key), servers: Int(servers),
+                                     idle: Int(idle), waiting: Int(waiting), seq: seq, now: Clock.monotonicNanos()))
+        case .shutdown, .reload, .pause, .resume, .cancel, .statsToWorker, .quota:
             log.warning("worker \(slot.index) sent a supervisor-only message: \(message)")
         }
     }
@@ -502,12 +511,31 @@ final class Supervisor {
                 log.fileFD = -1
             }
             broadcast(.reload)
+            sendQuotas(quotas.resizeAll(size: poolSize))
             reloadError = nil
             return true
         } catch {
             log.error("reload failed, keeping the previous configuration: \(error)")
             reloadError = AdminError("RELOAD failed, keeping the previous configuration: \(error)", code: "F0000")
             return false
+        }
+    }
+}
+
+extension Supervisor {
+    /// The configured size of a pool (per-user, else per-database, else default_pool_size).
+    func poolSize(_ key: PoolQuotaKey) -> Int {
+        config.effectivePoolSize(database: config.database(named: key.database), user: key.user)
+    }
+
+    func sendQuotas(_ orders: [QuotaOrder]) {
+        for o in orders {
+            let slot = slots[o.slot]
+            guard slot.pid != 0 else { continue }
+            log.debug("pool \(o.key.database)/\(o.key.user): worker \(o.slot) quota \(o.quota)")
+            if !slot.send(.quota(database: o.key.database, user: o.key.user, quota: Int32(clamping: o.quota), seq: o.seq)) {
+                log.warning("worker \(o.slot) (pid \(slot.pid)) did not take its pool quota")
+            }
         }
     }
 }

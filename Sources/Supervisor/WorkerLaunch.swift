@@ -27,7 +27,8 @@ enum WorkerLaunch {
 
     /// The worker's arguments. Its descriptors arrive in the order Posix.spawn maps them to 3, 4, 5...:
     /// the slot's TCP listeners, then the shared Unix listener (if any), then the control socket.
-    static func arguments(configPath: String, slot: Int, tcpCount: Int, hasUnix: Bool, verbosity: Int) -> [String] {
+    static func arguments(configPath: String, slot: Int, tcpCount: Int, hasUnix: Bool, verbosity: Int,
+                          respawned: Bool = false) -> [String] {
         var next: Int32 = 3
         var tcp: [String] = []
         for _ in 0..<tcpCount {
@@ -43,6 +44,9 @@ enum WorkerLaunch {
                     "--tcp-fds", tcp.joined(separator: ","), "--unix-fds", unix,
                     "--control-fd", String(next)]
         for _ in 0..<max(0, verbosity) { args.append("-v") }
+        // A replacement process must not assume the even share of a pool: the supervisor may have
+        // moved some of this slot's share elsewhere while it was gone; it waits to be told.
+        if respawned { args.append("--respawned") }
         return args
     }
 }

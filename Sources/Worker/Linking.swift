@@ -28,7 +28,7 @@ extension Worker {
     /// Opens server connections while clients wait and the pool has room.
     func launchIfNeeded(_ p: Int32) {
         let pi = Int(p)
-        while pools[pi].waitCount > pools[pi].connectingCount && pools[pi].serverCount < pools[pi].size {
+        while pools[pi].waitCount > pools[pi].connectingCount && pools[pi].serverCount < pools[pi].limit {
             if recentLoginFailure(pi) != nil { return }
             if config.maxDBConnections > 0 && serverCount(database: pools[pi].database) >= config.maxDBConnections { return }
             if config.maxUserConnections > 0 && serverCount(user: pools[pi].user) >= config.maxUserConnections { return }
@@ -185,6 +185,13 @@ extension Worker {
         if hot.pointee.serverLifetimeNanos > 0 && now - servers[si].createdAt > hot.pointee.serverLifetimeNanos {
             closeServer(si, reason: "server_lifetime")
             launchIfNeeded(p)
+            return
+        }
+        if pools[pi].serverCount > pools[pi].limit {
+            // This worker's quota was lowered: its share goes to another worker.
+            // The caller already settled the list counts; a neutral state lets closeServer only free it.
+            servers[si].state = .resetting
+            closeServer(si, reason: "pool quota lowered")
             return
         }
         if !paused && pools[pi].waitHead >= 0 && !hot.pointee.safeShutdown {

@@ -23,6 +23,13 @@ struct Pool {
     var connectingCount = 0
     var activeCount = 0
     var clientCount = 0
+    /// min(size, this worker's quota): server connections this worker may hold (Quotas.swift).
+    var limit = 0
+    /// The last quota the supervisor sent (-1: none yet) and its seq.
+    var quota = -1
+    var quotaSeq: UInt32 = 0
+    /// What the last pool report said (servers, idle, waiting, seq), to send only changes.
+    var reported: (Int, Int, Int, UInt32) = (-1, -1, -1, 0)
 
     /// The first server's ParameterStatus values, sent to every client at login.
     var welcome: [(String, String)]? = nil
@@ -104,8 +111,13 @@ extension Worker {
                         mode: config.effectivePoolMode(database: entry, user: user),
                         size: config.effectivePoolSize(database: entry, user: user))
         pool.addresses = resolveAddresses(entry)
+        if let told = quotas.told[key] {
+            pool.quota = told.quota
+            pool.quotaSeq = told.seq
+        }
         let idx = pools.append(pool)
         poolIndex[key] = idx
+        updateLimit(Int(idx))
         return idx
     }
 
@@ -141,6 +153,8 @@ extension Worker {
             pools[i].serverDatabase = entry.dbname ?? pools[i].database
             pools[i].addresses = resolveAddresses(entry)
             pools[i].loginFailedAt = 0
+            updateLimit(i)
+            trimToLimit(i)
         }
     }
 }

@@ -44,6 +44,8 @@ struct WorkerOptions {
     var unixFDs: [Int32]
     var controlFD: Int32
     var verbose: Int
+    /// Started to replace a worker that exited: no pool share until the supervisor gives one.
+    var respawned = false
 }
 
 final class Worker {
@@ -101,6 +103,8 @@ final class Worker {
     }
     /// Stats pushed to the supervisor and admin queries relayed to it (WorkerStats.swift, AdminConsole.swift).
     var stats = WorkerStatsState()
+    /// This worker's share of each pool, as the supervisor set it (Quotas.swift).
+    var quotas = WorkerQuotas()
 
     init(options: WorkerOptions, config: Config, userlist: Userlist) throws {
         slot = options.slot
@@ -117,6 +121,8 @@ final class Worker {
         listenFDs = options.tcpFDs
         unixFDs = options.unixFDs
         controlFD = options.controlFD
+        quotas.workers = max(1, config.workers)
+        quotas.respawned = options.respawned
         maxPacket = max(config.maxPacketSize, 1024)
         // PostgreSQL's own cap for a single message is 1 GB; a larger limit only invites an OOM.
         maxPacket = min(maxPacket, 0x3FFF_FFFF)
@@ -151,6 +157,7 @@ final class Worker {
                 janitor()
                 nextJanitor = now + 100_000_000
                 pushStatsIfDue()
+                reportPools()
             }
             if shutdownMode != nil { checkShutdown() }
         }
@@ -294,6 +301,8 @@ final class Worker {
             cancelLocal(processID: pid, secretKey: key)
         case .statsToWorker(let chunk):
             handleStatsChunk(chunk)
+        case .quota(let database, let user, let quota, let seq):
+            applyQuota(database: database, user: user, quota: Int(quota), seq: seq)
         default:
             break
         }

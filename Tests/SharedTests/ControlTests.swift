@@ -14,6 +14,9 @@ final class ControlTests: XCTestCase {
         .heartbeat(clients: 10_000, servers: 0),
         .log(""),
         .log("worker 1: ünïcödé ✓ line"),
+        .quota(database: "app", user: "ünï", quota: 3, seq: 7),
+        .quota(database: "", user: "", quota: 0, seq: UInt32.max),
+        .poolReport(database: "app", user: "bob", servers: 5, idle: 2, waiting: 40, seq: 9),
     ]
 
     private func decode(_ bytes: [UInt8]) throws -> ControlMessage {
@@ -33,6 +36,8 @@ final class ControlTests: XCTestCase {
                        [0x05, 1, 2, 3, 4, 0xA0, 0xB0, 0xC0, 0xD0])
         XCTAssertEqual(ControlMessage.ready(slot: 1, pid: 256).encode(), [0x41, 0, 0, 0, 1, 0, 0, 1, 0])
         XCTAssertEqual(ControlMessage.log("ok").encode(), [0x44, 0, 0, 0, 2, 0x6F, 0x6B])
+        XCTAssertEqual(ControlMessage.quota(database: "d", user: "u", quota: 2, seq: 1).encode(),
+                       [0x07, 0, 0, 0, 1, 0x64, 0, 0, 0, 1, 0x75, 0, 0, 0, 2, 0, 0, 0, 1])
         var reused: [UInt8] = [9]
         ControlMessage.pause.encode(into: &reused)
         XCTAssertEqual(reused, [9, 0x03], "encode(into:) appends")

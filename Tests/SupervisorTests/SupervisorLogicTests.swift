@@ -137,6 +137,8 @@ final class WorkerLaunchTests: XCTestCase {
                        ["--config", "/p", "--slot", "0", "--tcp-fds", "", "--unix-fds", "3", "--control-fd", "4"])
         XCTAssertEqual(WorkerLaunch.arguments(configPath: "/p", slot: 1, tcpCount: 1, hasUnix: false, verbosity: 0),
                        ["--config", "/p", "--slot", "1", "--tcp-fds", "3", "--unix-fds", "", "--control-fd", "4"])
+        XCTAssertEqual(WorkerLaunch.arguments(configPath: "/p", slot: 1, tcpCount: 1, hasUnix: false, verbosity: 0,
+                                              respawned: true).last, "--respawned")
     }
 }
 

@@ -20,6 +20,9 @@ public enum ControlMessage: Equatable, Sendable {
     case cancel(processID: Int32, secretKey: UInt32)
     /// One encoded `StatsChunk` (a stats request or an admin answer).
     case statsToWorker([UInt8])
+    /// This worker's share of the pool (database, user): it keeps at most `quota` server connections
+    /// there. `seq` grows with every quota the supervisor sends for the pool; reports echo the last one seen.
+    case quota(database: String, user: String, quota: Int32, seq: UInt32)
     // worker → supervisor
     /// The worker accepts connections.
     case ready(slot: Int32, pid: Int32)
@@ -30,6 +33,10 @@ public enum ControlMessage: Equatable, Sendable {
     case log(String)
     /// One encoded `StatsChunk` (a snapshot or an admin request).
     case statsFromWorker([UInt8])
+    /// One pool's state in this worker: server connections in any state, idle ones, waiting clients,
+    /// and the `seq` of the last quota applied (0: none yet). Sent when it changes (at most every 100 ms),
+    /// while clients wait, and at once after a quota was applied (its acknowledgement).
+    case poolReport(database: String, user: String, servers: Int32, idle: Int32, waiting: Int32, seq: UInt32)
 
     /// Largest datagram either side sends or accepts (a receiver rejects longer ones as invalid).
     public static let maximumSize = 65_536
@@ -38,8 +45,8 @@ public enum ControlMessage: Equatable, Sendable {
     /// the wrong way is recognisable in a trace.
     @usableFromInline
     enum Kind: UInt8 {
-        case shutdown = 0x01, reload = 0x02, pause = 0x03, resume = 0x04, cancel = 0x05, statsToWorker = 0x06
-        case ready = 0x41, forwardCancel = 0x42, heartbeat = 0x43, log = 0x44, statsFromWorker = 0x45
+        case shutdown = 0x01, reload = 0x02, pause = 0x03, resume = 0x04, cancel = 0x05, statsToWorker = 0x06, quota = 0x07
+        case ready = 0x41, forwardCancel = 0x42, heartbeat = 0x43, log = 0x44, statsFromWorker = 0x45, poolReport = 0x46
     }
 
     public func encode() -> [UInt8] {
@@ -58,6 +65,13 @@ public enum ControlMessage: Equatable, Sendable {
             out.append(UInt8(truncatingIfNeeded: v))
         }
         func i32(_ v: Int32) { u32(UInt32(bitPattern: v)) }
+        func str(_ text: String) {
+            var t = text
+            t.withUTF8 { utf8 in
+                u32(UInt32(truncatingIfNeeded: utf8.count))
+                out.append(contentsOf: utf8)
+            }
+        }
         switch self {
         case .shutdown(let mode):
             out.append(Kind.shutdown.rawValue)
@@ -98,6 +112,20 @@ public enum ControlMessage: Equatable, Sendable {
         case .statsFromWorker(let chunk):
             out.append(Kind.statsFromWorker.rawValue)
             out.append(contentsOf: chunk)
+        case .quota(let database, let user, let quota, let seq):
+            out.append(Kind.quota.rawValue)
+            str(database)
+            str(user)
+            i32(quota)
+            u32(seq)
+        case .poolReport(let database, let user, let servers, let idle, let waiting, let seq):
+            out.append(Kind.poolReport.rawValue)
+            str(database)
+            str(user)
+            i32(servers)
+            i32(idle)
+            i32(waiting)
+            u32(seq)
         }
     }
 
@@ -138,6 +166,13 @@ public enum ControlMessage: Equatable, Sendable {
                 throw ControlDecodeError("log text is not valid UTF-8")
             }
             message = .log(text)
+        case .quota:
+            message = .quota(database: try r.string("quota database"), user: try r.string("quota user"),
+                             quota: try r.i32("quota"), seq: try r.u32("quota"))
+        case .poolReport:
+            message = .poolReport(database: try r.string("report database"), user: try r.string("report user"),
+                                  servers: try r.i32("report"), idle: try r.i32("report"),
+                                  waiting: try r.i32("report"), seq: try r.u32("report"))
         case .statsToWorker, .statsFromWorker:
             // The chunk fills the rest of the datagram; its own header is checked by StatsChunk.decode.
             let rest = try r.bytes(bytes.count - r.offset, "stats chunk")
@@ -174,6 +209,15 @@ public enum ControlMessage: Equatable, Sendable {
 
         mutating func i32(_ what: StaticString) throws(ControlDecodeError) -> Int32 {
             Int32(bitPattern: try u32(what))
+        }
+
+        mutating func string(_ what: StaticString) throws(ControlDecodeError) -> String {
+            let length = Int(try u32(what))
+            let raw = try bytes(length, what)
+            guard let text = String(validating: raw, as: UTF8.self) else {
+                throw ControlDecodeError("\(what) is not valid UTF-8")
+            }
+            return text
         }
 
         mutating func bytes(_ count: Int, _ what: StaticString) throws(ControlDecodeError) -> UnsafeRawBufferPointer {

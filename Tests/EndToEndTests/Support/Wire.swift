@@ -199,6 +199,8 @@ enum WireEncode {
 final class WireClient {
     let socket: TestSocket
     let timeout: Double
+    /// The process id of the BackendKeyData the server sent at login (pgswift: slot << 20 | index).
+    var backendProcessID: Int32 = 0
 
     init(socket: TestSocket, timeout: Double) {
         self.socket = socket
@@ -233,7 +235,10 @@ final class WireClient {
                 try client.socket.send(WireEncode.password(password))
             case "E": throw WireServerError(fields: WireErrorFields(body: m.body))
             case "Z": return client
-            default: continue  // ParameterStatus, BackendKeyData, NoticeResponse
+            case "K" where m.body.count >= 4:
+                client.backendProcessID = Int32(bitPattern: UInt32(m.body[0]) << 24 | UInt32(m.body[1]) << 16
+                                                | UInt32(m.body[2]) << 8 | UInt32(m.body[3]))
+            default: continue  // ParameterStatus, NoticeResponse
             }
         }
     }

@@ -1,0 +1,206 @@
+// Pool sizes for the whole service: each worker's share of every pool, moved to where clients wait.
+import Shared
+
+/// A pool as the supervisor knows it: (database, user) as the client asked.
+struct PoolQuotaKey: Hashable, Sendable {
+    var database: String
+    var user: String
+}
+
+/// "Tell worker `slot` that its share of `key` is now `quota`" (a `ControlMessage.quota`).
+struct QuotaOrder: Equatable, Sendable {
+    var slot: Int
+    var key: PoolQuotaKey
+    var quota: Int
+    var seq: UInt32
+}
+
+/// Invariant: for every pool, the sum of the workers' quotas never exceeds the pool size, so the
+/// server connections of all workers together never do either. A quota is only raised from size
+/// not handed out, or after the worker giving it up has confirmed (a report carrying the lowering's
+/// `seq` with no more servers than its new quota) that it is down to its new quota.
+/// Pure: driven by reports and the clock, it returns the messages to send.
+struct PoolQuotas {
+    struct Entry {
+        var size: Int
+        var quota: [Int]
+        var servers: [Int]
+        var idle: [Int]
+        var waiting: [Int]
+        /// Seq of the last quota sent to each slot, and of the last one each slot reported applied.
+        var sentSeq: [UInt32]
+        var seenSeq: [UInt32]
+        /// Reported since its process started: one never heard from is nobody's donor yet (it may be busy).
+        var heard: [Bool]
+        /// A lowering not confirmed yet: while set, nothing else moves in this pool.
+        var pending: (donor: Int, receiver: Int, amount: Int)?
+        var lastMove: Int64 = .min
+        var nextSeq: UInt32 = 1
+
+        var handedOut: Int { quota.reduce(0, +) }
+    }
+
+    let workers: Int
+    /// False while a slot has no process (died, not respawned yet).
+    private(set) var alive: [Bool]
+    private(set) var pools: [PoolQuotaKey: Entry] = [:]
+    /// At most one move per pool per interval, so quotas do not flap with every report.
+    static let moveIntervalNanos: Int64 = 150_000_000
+
+    init(workers: Int) {
+        self.workers = max(1, workers)
+        alive = Array(repeating: true, count: self.workers)
+    }
+
+    /// A worker's share before any message: size / workers, the remainder to the lowest slots.
+    /// Workers compute the same themselves, so the sum holds before the first message too.
+    static func evenShare(size: Int, slot: Int, workers: Int) -> Int {
+        PoolShare.even(size: size, slot: slot, workers: workers)
+    }
+
+    func quota(_ key: PoolQuotaKey, slot: Int) -> Int? { pools[key]?.quota[slot] }
+
+    // MARK: Inputs
+
+    /// A worker's report for a pool. `size` is the pool size from the supervisor's configuration.
+    mutating func report(slot: Int, key: PoolQuotaKey, size: Int, servers: Int, idle: Int, waiting: Int,
+                         seq: UInt32, now: Int64) -> [QuotaOrder] {
+        guard slot >= 0 && slot < workers else { return [] }
+        var orders: [QuotaOrder] = []
+        if pools[key] == nil {
+            pools[key] = makeEntry(size: size)
+            // A respawned worker starts from 0 for a pool it was never told about: tell everyone.
+            for s in 0..<workers where alive[s] { orders.append(send(key, slot: s)) }
+        } else if pools[key]!.size != size {
+            orders += resize(key, to: size)
+        }
+        pools[key]!.servers[slot] = max(0, servers)
+        pools[key]!.idle[slot] = max(0, idle)
+        pools[key]!.waiting[slot] = max(0, waiting)
+        pools[key]!.seenSeq[slot] = seq
+        pools[key]!.heard[slot] = true
+        orders += rebalance(key, now: now)
+        return orders
+    }
+
+    /// A worker process exited: its connections are gone, so its whole quota may be given away.
+    mutating func workerGone(slot: Int, now: Int64) -> [QuotaOrder] {
+        guard slot >= 0 && slot < workers else { return [] }
+        alive[slot] = false
+        var orders: [QuotaOrder] = []
+        for key in Array(pools.keys) {
+            pools[key]!.servers[slot] = 0
+            pools[key]!.idle[slot] = 0
+            pools[key]!.waiting[slot] = 0
+            orders += rebalance(key, now: now)
+        }
+        return orders
+    }
+
+    /// A new process in `slot`: its quota of every known pool (it starts from 0 for all of them).
+    mutating func workerStarted(slot: Int) -> [QuotaOrder] {
+        guard slot >= 0 && slot < workers else { return [] }
+        alive[slot] = true
+        var orders: [QuotaOrder] = []
+        for key in pools.keys {
+            pools[key]!.seenSeq[slot] = 0
+            pools[key]!.heard[slot] = false
+            orders.append(send(key, slot: slot))
+        }
+        return orders
+    }
+
+    /// After a reload: pools whose size changed start again from the even split.
+    mutating func resizeAll(size: (PoolQuotaKey) -> Int) -> [QuotaOrder] {
+        var orders: [QuotaOrder] = []
+        for key in Array(pools.keys) {
+            let new = size(key)
+            if new != pools[key]!.size { orders += resize(key, to: new) }
+        }
+        return orders
+    }
+
+    // MARK: Moving quota
+
+    private func makeEntry(size: Int) -> Entry {
+        let zero = Array(repeating: 0, count: workers)
+        return Entry(size: size, quota: (0..<workers).map { Self.evenShare(size: size, slot: $0, workers: workers) },
+                     servers: zero, idle: zero, waiting: zero,
+                     sentSeq: Array(repeating: 0, count: workers), seenSeq: Array(repeating: 0, count: workers),
+                     heard: Array(repeating: false, count: workers))
+    }
+
+    /// A changed pool size: the even split of the new size. Shrinking is safe (every worker also caps
+    /// at the size from its own configuration); growing may briefly let a worker whose share grows
+    /// launch before one whose share shrinks has closed its extra servers.
+    private mutating func resize(_ key: PoolQuotaKey, to size: Int) -> [QuotaOrder] {
+        let fresh = makeEntry(size: size)
+        pools[key]!.size = size
+        pools[key]!.quota = fresh.quota
+        pools[key]!.pending = nil
+        return (0..<workers).filter { alive[$0] }.map { send(key, slot: $0) }
+    }
+
+    private mutating func send(_ key: PoolQuotaKey, slot: Int) -> QuotaOrder {
+        let seq = pools[key]!.nextSeq
+        pools[key]!.nextSeq &+= 1
+        pools[key]!.sentSeq[slot] = seq
+        return QuotaOrder(slot: slot, key: key, quota: pools[key]!.quota[slot], seq: seq)
+    }
+
+    /// Finishes a confirmed lowering, or starts one move: a worker whose clients wait at its quota gets
+    /// size nobody holds, else quota another worker holds idle or unused (lowered first, raised here
+    /// only once that worker confirmed).
+    private mutating func rebalance(_ key: PoolQuotaKey, now: Int64) -> [QuotaOrder] {
+        guard var e = pools[key] else { return [] }
+        var orders: [QuotaOrder] = []
+        if let p = e.pending {
+            let confirmed = !alive[p.donor]
+                || (e.seenSeq[p.donor] == e.sentSeq[p.donor] && e.servers[p.donor] <= e.quota[p.donor])
+            guard confirmed else { return [] }
+            e.pending = nil
+            e.lastMove = now
+            let room = e.size - e.handedOut
+            let amount = min(p.amount, room)
+            pools[key] = e
+            if alive[p.receiver] && amount > 0 {
+                pools[key]!.quota[p.receiver] += amount
+                orders.append(send(key, slot: p.receiver))
+            }
+            return orders
+        }
+        guard e.lastMove == .min || now - e.lastMove >= Self.moveIntervalNanos else { return [] }
+        // The receiver: the most clients waiting among workers at (or above) their quota.
+        var receiver = -1
+        for s in 0..<workers where alive[s] && e.waiting[s] > 0 && e.servers[s] >= e.quota[s] {
+            if receiver < 0 || e.waiting[s] > e.waiting[receiver] { receiver = s }
+        }
+        guard receiver >= 0 else { return [] }
+        let need = e.waiting[receiver]
+        let free = e.size - e.handedOut
+        if free > 0 {
+            let amount = min(free, need)
+            pools[key]!.quota[receiver] += amount
+            pools[key]!.lastMove = now
+            return [send(key, slot: receiver)]
+        }
+        // The donor: the most quota not in use, among workers with nobody waiting.
+        var donor = -1, spare = 0
+        for s in 0..<workers where s != receiver && e.waiting[s] == 0 && (e.heard[s] || !alive[s]) {
+            let busy = alive[s] ? e.servers[s] - e.idle[s] : 0
+            let unused = e.quota[s] - max(0, busy)
+            if unused > spare {
+                donor = s
+                spare = unused
+            }
+        }
+        guard donor >= 0 else { return [] }
+        let amount = min(spare, need)
+        pools[key]!.quota[donor] -= amount
+        pools[key]!.pending = (donor, receiver, amount)
+        pools[key]!.lastMove = now
+        if alive[donor] { orders.append(send(key, slot: donor)) }
+        // A dead donor has nothing to close: the raise follows at once.
+        return orders + (alive[donor] ? [] : rebalance(key, now: now))
+    }
+}

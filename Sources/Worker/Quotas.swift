@@ -1,0 +1,68 @@
+// This worker's share of each pool: set by the supervisor, reported back, enforced at launch and release.
+import Shared
+
+/// What the supervisor told this worker about pool shares (PoolQuotas.swift in the supervisor).
+struct WorkerQuotas {
+    /// `config.workers` at start-up: the supervisor's slot count (a reload cannot change it).
+    var workers = 1
+    /// A replacement process holds nothing of a pool until told: its slot's share may be elsewhere now.
+    var respawned = false
+    /// Quotas by pool key (database NUL user), also for pools this worker has not opened yet.
+    var told: [String: (quota: Int, seq: UInt32)] = [:]
+}
+
+extension Worker {
+    /// Recomputes `limit` = min(pool size, quota); before any quota message, the even share.
+    func updateLimit(_ pi: Int) {
+        let share: Int
+        if pools[pi].quota >= 0 {
+            share = pools[pi].quota
+        } else if quotas.respawned {
+            share = 0
+        } else {
+            share = PoolShare.even(size: pools[pi].size, slot: Int(slot), workers: quotas.workers)
+        }
+        pools[pi].limit = max(0, min(pools[pi].size, share))
+    }
+
+    /// Closes idle servers above the limit; busy ones close when they come back (`serverIdle`).
+    func trimToLimit(_ pi: Int) {
+        while pools[pi].serverCount > pools[pi].limit && pools[pi].idleHead >= 0 {
+            closeServer(pools[pi].idleHead, reason: "pool quota lowered")
+        }
+    }
+
+    /// A quota message: apply it, shed what is above it or launch what it now allows, then acknowledge.
+    func applyQuota(database: String, user: String, quota: Int, seq: UInt32) {
+        let key = database + "\u{0}" + user
+        quotas.told[key] = (quota, seq)
+        guard let p = poolIndex[key] else {
+            // Not opened here yet: acknowledge with an empty pool, so a lowering is confirmed.
+            sendControl(.poolReport(database: database, user: user, servers: 0, idle: 0, waiting: 0, seq: seq))
+            return
+        }
+        let pi = Int(p)
+        pools[pi].quota = quota
+        pools[pi].quotaSeq = seq
+        updateLimit(pi)
+        trimToLimit(pi)
+        if !paused { launchIfNeeded(p) }
+        reportPool(pi, force: true)
+    }
+
+    /// Every 100 ms: pools whose figures changed, or whose clients wait (the supervisor may move quota).
+    func reportPools() {
+        guard controlFD >= 0 else { return }
+        for pi in pools.indices { reportPool(pi, force: false) }
+    }
+
+    func reportPool(_ pi: Int, force: Bool) {
+        guard controlFD >= 0 else { return }
+        let now = (pools[pi].serverCount, pools[pi].idleCount, pools[pi].waitCount, pools[pi].quotaSeq)
+        if !force && now == pools[pi].reported && pools[pi].waitCount == 0 { return }
+        pools[pi].reported = now
+        sendControl(.poolReport(database: pools[pi].database, user: pools[pi].user,
+                                servers: Int32(clamping: now.0), idle: Int32(clamping: now.1),
+                                waiting: Int32(clamping: now.2), seq: now.3))
+    }
+}
