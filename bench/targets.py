@@ -223,7 +223,13 @@ class PgSwift(Target):
         self.bindir, self.version = bindir, version
 
     def config_text(self):
-        return common_ini(self.s) + f"""\
+        # pgswift's pool size holds for the whole service (split over the workers), PgBouncer's per
+        # process: give pgswift N x pool_size so both may open the same number of server connections.
+        ini = common_ini(self.s).replace(
+            f"; per process: N processes open up to N x default_pool_size server connections\ndefault_pool_size = {self.s.pool_size}",
+            f"; pgswift: for the whole service, = PgBouncer's per-process size x {self.processes} processes\n"
+            f"default_pool_size = {self.s.pool_size * self.processes}")
+        return ini + f"""\
 
 [pgswift]
 workers = {self.processes}
@@ -239,4 +245,5 @@ worker_binary = {os.path.join(self.bindir, "pgswift-worker")}
 
     def describe(self):
         return (f"{self.version}, supervisor + {self.processes} worker(s) on one SO_REUSEPORT port, "
-                f"transaction pooling, default_pool_size={self.s.pool_size} per worker")
+                f"transaction pooling, default_pool_size={self.s.pool_size * self.processes} for the service "
+                f"(= {self.s.pool_size} per PgBouncer process x {self.processes})")
