@@ -94,6 +94,10 @@ final class Worker {
         set { hot.pointee.activeServerCount = newValue }
     }
     var statements = StatementRegistry()
+    /// One control datagram at a time (SEQPACKET, at most 64 KiB), read into a buffer kept for the
+    /// worker's life instead of a fresh 64 KiB array per control event.
+    static let controlBufferSize = 65536
+    let controlBuffer = UnsafeMutableRawPointer.allocate(byteCount: Worker.controlBufferSize, alignment: 16)
     var secretCache: [String: PasswordSecret] = [:]
     /// `ignore_startup_parameters`, lowercased.
     var ignoredStartupParameters: Set<String> = []
@@ -253,16 +257,16 @@ final class Worker {
 
     func controlEvent() {
         if !stats.outbox.isEmpty { drainControl() }
-        var buf = [UInt8](repeating: 0, count: 65536)
+        let buf = controlBuffer
         while true {
-            let r = buf.withUnsafeMutableBytes { p -> Result<Int, SyscallError> in
+            let r = { () -> Result<Int, SyscallError> in
                 do throws(SyscallError) {
-                    switch try Posix.read(controlFD, p.baseAddress!, p.count) {
+                    switch try Posix.read(controlFD, buf, Worker.controlBufferSize) {
                     case .processed(let n): return .success(n)
                     case .wouldBlock: return .success(-1)
                     }
                 } catch { return .failure(error) }
-            }
+            }()
             switch r {
             case .success(-1):
                 return
@@ -272,7 +276,7 @@ final class Worker {
                 running = false
                 return
             case .success(let n):
-                let msg = buf.withUnsafeBytes { try? ControlMessage.decode(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+                let msg = try? ControlMessage.decode(UnsafeRawBufferPointer(start: buf, count: n))
                 guard let msg else {
                     log.warning("invalid control message ignored")
                     continue
