@@ -69,16 +69,15 @@ final class ChildProcess: @unchecked Sendable {
 
     /// Starts `argv` (looked up in PATH when it has no slash). A nil path sends that stream to /dev/null.
     static func spawn(_ argv: [String], environment: [String: String] = childEnvironment(),
-                      stdoutPath: String?, stderrPath: String?) throws -> ChildProcess {
+                      stdoutPath: String?, stderrPath: String?, appendOutput: Bool = false) throws -> ChildProcess {
+        let mode = O_WRONLY | O_CREAT | (appendOutput ? O_APPEND : O_TRUNC)
         precondition(!argv.isEmpty)
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, stdoutPath ?? "/dev/null",
-                                         O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_addopen(&actions, 2, stderrPath ?? "/dev/null",
-                                         O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 1, stdoutPath ?? "/dev/null", mode, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, stderrPath ?? "/dev/null", mode, 0o644)
 
         // Children start with default dispositions and an empty mask whatever the test runner did.
         var attr = posix_spawnattr_t()

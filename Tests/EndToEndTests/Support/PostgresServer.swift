@@ -25,8 +25,10 @@ final class PostgresServer: @unchecked Sendable {
     /// Directory of the Unix socket (the admin connection's `host`).
     var socketDir: String { baseDir }
     let port: Int
-    private let process: ChildProcess
-    private let watchdog: Watchdog?
+    /// `-c name=value` settings this instance was started with (besides the defaults below).
+    let extraSettings: [String]
+    private var process: ChildProcess
+    private var watchdog: Watchdog?
     private let lock = NSLock()
     private var pgbenchLoaded = false
 
@@ -69,7 +71,16 @@ final class PostgresServer: @unchecked Sendable {
 
     // MARK: lifecycle
 
-    private init() throws {
+    /// A cluster of the caller's own (not shared): for tests that stop, restart or reconfigure it.
+    /// `settings` are extra `name=value` server settings (`ssl=on`...); `configure` runs on the data
+    /// directory after initdb and before the first start (certificates, pg_hba.conf changes).
+    /// The caller calls `stop()` when done (atexit does not).
+    static func startPrivate(settings: [String] = [], configure: ((String) throws -> Void)? = nil) throws -> PostgresServer {
+        try PostgresServer(settings: settings, configure: configure)
+    }
+
+    private init(settings: [String] = [], configure: ((String) throws -> Void)? = nil) throws {
+        extraSettings = settings
         let bin = try PostgresTools.binDir()
         let base = try makeTempDirectory(prefix: "pg")
         baseDir = base
@@ -86,22 +97,19 @@ final class PostgresServer: @unchecked Sendable {
         }
         try Self.hbaConf.write(toFile: base + "/data/pg_hba.conf", atomically: false, encoding: .utf8)
         try PostgresUser.chownIfRoot(base + "/data/pg_hba.conf")
+        do {
+            try configure?(base + "/data")
+        } catch {
+            try? FileManager.default.removeItem(atPath: base)
+            throw error
+        }
 
         var lastError = ""
         var started: (ChildProcess, Int)?
         for _ in 0..<3 {  // another process may take the port between choosing and binding it
             let port = try freePort()
-            let child = try ChildProcess.spawn(asPostgres + [
-                bin + "/postgres", "-D", base + "/data",
-                "-c", "listen_addresses=127.0.0.1", "-c", "port=\(port)",
-                "-c", "unix_socket_directories=\(base)",
-                "-c", "max_connections=300", "-c", "fsync=off", "-c", "synchronous_commit=off",
-                "-c", "full_page_writes=off", "-c", "log_min_messages=warning",
-            ], stdoutPath: base + "/postgres.out", stderrPath: base + "/postgres.log")
-            let up = waitUntil(timeout: 60, poll: 0.1) {
-                !child.isRunning || Self.psqlAdmin(socketDir: base, port: port, sql: "select 1").succeeded
-            }
-            if up && child.isRunning {
+            let child = try Self.spawnPostgres(base: base, port: port, settings: settings)
+            if Self.waitUp(child, base: base, port: port) {
                 started = (child, port)
                 break
             }
@@ -124,11 +132,65 @@ final class PostgresServer: @unchecked Sendable {
         }
     }
 
+    private static func spawnPostgres(base: String, port: Int, settings: [String]) throws -> ChildProcess {
+        var argv = PostgresUser.commandPrefix() + [
+            try PostgresTools.binDir() + "/postgres", "-D", base + "/data",
+            "-c", "listen_addresses=127.0.0.1", "-c", "port=\(port)",
+            "-c", "unix_socket_directories=\(base)",
+            "-c", "max_connections=300", "-c", "fsync=off", "-c", "synchronous_commit=off",
+            "-c", "full_page_writes=off", "-c", "log_min_messages=warning",
+        ]
+        for s in settings { argv += ["-c", s] }
+        // Appends, so a restarted server's log keeps what the stopped one said.
+        return try ChildProcess.spawn(argv, stdoutPath: base + "/postgres.out", stderrPath: base + "/postgres.log",
+                                      appendOutput: true)
+    }
+
+    private static func waitUp(_ child: ChildProcess, base: String, port: Int) -> Bool {
+        let up = waitUntil(timeout: 60, poll: 0.1) {
+            !child.isRunning || Self.psqlAdmin(socketDir: base, port: port, sql: "select 1").succeeded
+        }
+        return up && child.isRunning
+    }
+
     /// Fast shutdown (SIGINT), then the directory goes.
     func stop() {
-        process.terminate(SIGINT, grace: 20)
+        lock.lock()
+        let p = process
+        lock.unlock()
+        p.terminate(SIGINT, grace: 20)
         watchdog?.cancel()
         try? FileManager.default.removeItem(atPath: baseDir)
+    }
+
+    /// Stops the server process (fast shutdown) and keeps its data: `startServer()` brings it back
+    /// on the same port. For tests of a backend that goes away.
+    func stopServer(signal: Int32 = SIGINT) {
+        lock.lock()
+        let p = process
+        lock.unlock()
+        p.terminate(signal, grace: 20)
+    }
+
+    /// Starts the server again after `stopServer()`, on the same port.
+    func startServer() throws {
+        let child = try Self.spawnPostgres(base: baseDir, port: port, settings: extraSettings)
+        guard Self.waitUp(child, base: baseDir, port: port) else {
+            child.terminate(SIGQUIT, grace: 5)
+            throw E2EError("postgres did not restart: \(readTextFile(baseDir + "/postgres.log"))")
+        }
+        lock.lock()
+        process = child
+        lock.unlock()
+        watchdog?.cancel()
+        watchdog = try? Watchdog(cleanup: "kill -QUIT \(child.pid) 2>/dev/null; sleep 3; rm -rf '\(baseDir)'")
+    }
+
+    /// Whether the server process is running now.
+    var isRunning: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return process.isRunning
     }
 
     private static let hbaConf = """
