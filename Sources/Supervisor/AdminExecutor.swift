@@ -68,6 +68,10 @@ extension Supervisor {
             } else {
                 AdminResults.error(reloadError ?? .reloadFailed, into: &out)
             }
+        case .upgrade:
+            // Answered when the roll has finished or stopped (Upgrade.swift).
+            if let requester = adminTarget(slot) { startUpgrade(requester: requester, requestID: id) }
+            return
         case .shutdown(let mode):
             AdminResults.done("SHUTDOWN", into: &out)
             replyAdmin(slot: slot, requestID: id, out)

@@ -23,6 +23,8 @@ enum SupervisorMain {
             return checkConfig(options.configPath)
         case .run(let options):
             return Supervisor.start(options)
+        case .upgrade(let options):
+            return UpgradeCLI.run(configPath: options.configPath)
         }
     }
 
@@ -62,7 +64,8 @@ final class Supervisor {
     let epoll: Epoll
     let signals: SignalFD
     var listeners: Listeners
-    let slots: [WorkerSlot]
+    /// Each slot's current process (a rolling restart swaps in the new one: Upgrade.swift).
+    var slots: [WorkerSlot]
     let systemd: Systemd
     /// Set once a shutdown began: the strongest mode asked for so far.
     var stopping: ShutdownMode?
@@ -76,6 +79,8 @@ final class Supervisor {
     var reloadError: AdminError?
     /// Each worker's share of every pool (PoolQuotas.swift).
     var quotas: PoolQuotas
+    /// Rolling restart in progress and replaced workers still draining (Upgrade.swift).
+    var upgrade = UpgradeState()
 
     init(options: SupervisorOptions, configPath: String, workerBinary: String, config: Config, log: Logger,
          epoll: consuming Epoll, signals: consuming SignalFD, listeners: Listeners) {
@@ -204,7 +209,7 @@ final class Supervisor {
         openMetrics()
         if systemd.watchdogIntervalNanos > 0 { nextWatchdog = now }
         var status: Int32 = 0
-        while !(stopping != nil && slots.allSatisfy({ $0.pid == 0 })) {
+        while !(stopping != nil && slots.allSatisfy({ $0.pid == 0 }) && upgrade.isIdle) {
             let n: Int
             do throws(SyscallError) {
                 n = try epoll.wait(timeoutMillis: timeoutMillis(now: Clock.monotonicNanos()))
@@ -245,6 +250,7 @@ final class Supervisor {
         if let t = killDeadline { next = min(next, t) }
         if systemd.watchdogIntervalNanos > 0 { next = min(next, nextWatchdog) }
         next = min(next, statsTimeout(now: now))
+        next = min(next, upgradeNextDeadline())
         if next == .max { return -1 }
         let wait = next - now
         if wait <= 0 { return 0 }
@@ -271,6 +277,7 @@ final class Supervisor {
             systemd.watchdog()
             nextWatchdog = now + systemd.watchdogIntervalNanos
         }
+        runUpgradeTimers(now: now)
     }
 
     // MARK: Workers
@@ -339,6 +346,7 @@ final class Supervisor {
 
     func reapChildren() {
         while let (pid, status) = Posix.reapChild() {
+            if upgradeReaped(pid: pid, status: status) { continue }
             guard let slot = slots.first(where: { $0.pid == pid }) else {
                 log.debug("reaped process \(pid) (\(status))")
                 continue
@@ -362,10 +370,9 @@ final class Supervisor {
     }
 
     func handleChannel(_ data: UInt64) {
-        let (index, generation) = WorkerSlot.decode(epollData: data)
-        guard index >= 0 && index < slots.count else { return }
-        let slot = slots[index]
-        guard slot.generation == generation else { return }
+        // A slot's worker, or a new / replaced one during a rolling restart (Upgrade.swift).
+        guard let slot = channelOwner(data) else { return }
+        let index = slot.index
         drainChannel(slot)
         // Bounded, so one chatty worker cannot starve the others (the fd stays readable: level-triggered).
         for _ in 0..<64 {
@@ -386,6 +393,7 @@ final class Supervisor {
     }
 
     func handle(_ message: ControlMessage, from slot: WorkerSlot) {
+        if upgradeIntercepts(message, from: slot) { return }
         switch message {
         case .ready(let reportedSlot, let pid):
             if Int(reportedSlot) != slot.index || pid != slot.pid {
@@ -403,6 +411,7 @@ final class Supervisor {
             if !slots[t].send(.cancel(processID: processID, secretKey: secretKey)) {
                 log.debug("cancel request for worker \(t) dropped: worker not reachable")
             }
+            forwardCancelToRetired(slot: t, processID: processID, secretKey: secretKey)
         case .heartbeat(let clients, let servers):
             slot.clients = clients
             slot.servers = servers
@@ -414,7 +423,7 @@ final class Supervisor {
             let key = PoolQuotaKey(database: database, user: user)
             sendQuotas(quotas.report(slot: slot.index, key: key, size: poolSize(key), servers: Int(servers),
                                      idle: Int(idle), waiting: Int(waiting), seq: seq, now: Clock.monotonicNanos()))
-        case .shutdown, .reload, .pause, .resume, .cancel, .statsToWorker, .quota:
+        case .shutdown, .reload, .pause, .resume, .cancel, .statsToWorker, .quota, .drain:
             log.warning("worker \(slot.index) sent a supervisor-only message: \(message)")
         }
     }
@@ -486,6 +495,7 @@ final class Supervisor {
             }
         }
         if mode == .immediate { killDeadline = Clock.monotonicNanos() + Self.immediateGraceNanos }
+        upgradeShutdown(mode)
     }
 
     /// SIGHUP or RELOAD: re-read the file; a broken file leaves the running configuration (and workers) alone.

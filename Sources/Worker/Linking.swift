@@ -145,6 +145,8 @@ extension Worker {
         } else {
             serverIdle(si)
         }
+        // Rolling restart: between transactions is when a client can move to the successor.
+        if hot.pointee.draining && ci >= 0 && handOff(ci) { return }
         if ci >= 0 && clients[ci].state == .idle && (clients[ci].input.hasUnscanned || clients[ci].readable) {
             clientData(ci)
         }

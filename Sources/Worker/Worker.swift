@@ -35,6 +35,8 @@ struct HotState {
     var safeShutdown = false
     var serverLifetimeNanos: Int64 = 0
     var trackPrepared = false
+    /// Rolling restart: clients move to the successor when they become idle (Handoff.swift).
+    var draining = false
 }
 
 struct WorkerOptions {
@@ -46,6 +48,8 @@ struct WorkerOptions {
     var verbose: Int
     /// Started to replace a worker that exited: no pool share until the supervisor gives one.
     var respawned = false
+    /// Started by a rolling restart: the predecessor's clients arrive on this socket (Handoff.swift).
+    var handoffFD: Int32 = -1
 }
 
 final class Worker {
@@ -109,6 +113,9 @@ final class Worker {
     var stats = WorkerStatsState()
     /// This worker's share of each pool, as the supervisor set it (Quotas.swift).
     var quotas = WorkerQuotas()
+    /// Rolling restarts: clients handed to a successor or adopted from a predecessor (Handoff.swift).
+    var handoff = WorkerHandoff()
+    let initialHandoffFD: Int32
 
     init(options: WorkerOptions, config: Config, userlist: Userlist) throws {
         slot = options.slot
@@ -127,6 +134,7 @@ final class Worker {
         controlFD = options.controlFD
         quotas.workers = max(1, config.workers)
         quotas.respawned = options.respawned
+        initialHandoffFD = options.handoffFD
         maxPacket = max(config.maxPacketSize, 1024)
         // PostgreSQL's own cap for a single message is 1 GB; a larger limit only invites an OOM.
         maxPacket = min(maxPacket, 0x3FFF_FFFF)
@@ -145,6 +153,7 @@ final class Worker {
         }
         if controlFD >= 0 {
             try epoll.add(controlFD, events: [.input], data: Token.make(kind: Token.control, gen: 0, index: controlFD))
+            if initialHandoffFD >= 0 { try registerHandoffInput(initialHandoffFD) }
             sendControl(.ready(slot: slot, pid: Posix.getpid()))
         }
         log.info("worker \(slot) ready (pid \(Posix.getpid()), \(listenFDs.count) tcp + \(unixFDs.count) unix listeners)")
@@ -162,6 +171,7 @@ final class Worker {
                 nextJanitor = now + 100_000_000
                 pushStatsIfDue()
                 reportPools()
+                if hot.pointee.draining { drainTick() }
             }
             if shutdownMode != nil { checkShutdown() }
         }
@@ -183,6 +193,8 @@ final class Worker {
             acceptClients(index)
         case Token.control:
             controlEvent()
+        case Token.handoff:
+            handoffEvent()
         default:
             break
         }
@@ -259,14 +271,16 @@ final class Worker {
         if !stats.outbox.isEmpty { drainControl() }
         let buf = controlBuffer
         while true {
-            let r = { () -> Result<Int, SyscallError> in
+            // recvmsg, not read: a `drain` carries a socket (SCM_RIGHTS), which read() would drop.
+            var fds: [Int32] = []
+            let r = { (fds: inout [Int32]) -> Result<Int, SyscallError> in
                 do throws(SyscallError) {
-                    switch try Posix.read(controlFD, buf, Worker.controlBufferSize) {
+                    switch try Posix.receiveWithFDs(controlFD, buf, Worker.controlBufferSize, fds: &fds) {
                     case .processed(let n): return .success(n)
                     case .wouldBlock: return .success(-1)
                     }
                 } catch { return .failure(error) }
-            }()
+            }(&fds)
             switch r {
             case .success(-1):
                 return
@@ -278,9 +292,16 @@ final class Worker {
             case .success(let n):
                 let msg = try? ControlMessage.decode(UnsafeRawBufferPointer(start: buf, count: n))
                 guard let msg else {
+                    for fd in fds { Posix.close(fd) }
                     log.warning("invalid control message ignored")
                     continue
                 }
+                if case .drain(let withSocket) = msg {
+                    for fd in fds.dropFirst() { Posix.close(fd) }
+                    beginDrain(handoffFD: withSocket ? fds.first : nil)
+                    continue
+                }
+                for fd in fds { Posix.close(fd) }
                 handleControl(msg)
             }
         }

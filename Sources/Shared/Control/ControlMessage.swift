@@ -23,6 +23,9 @@ public enum ControlMessage: Equatable, Sendable {
     /// This worker's share of the pool (database, user): it keeps at most `quota` server connections
     /// there. `seq` grows with every quota the supervisor sends for the pool; reports echo the last one seen.
     case quota(database: String, user: String, quota: Int32, seq: UInt32)
+    /// Rolling restart: stop accepting, finish or hand off the clients, exit. With `handoff` the datagram
+    /// also carries (SCM_RIGHTS) this worker's end of a socket to its successor (Worker/Handoff.swift).
+    case drain(handoff: Bool)
     // worker → supervisor
     /// The worker accepts connections.
     case ready(slot: Int32, pid: Int32)
@@ -46,6 +49,7 @@ public enum ControlMessage: Equatable, Sendable {
     @usableFromInline
     enum Kind: UInt8 {
         case shutdown = 0x01, reload = 0x02, pause = 0x03, resume = 0x04, cancel = 0x05, statsToWorker = 0x06, quota = 0x07
+        case drain = 0x10
         case ready = 0x41, forwardCancel = 0x42, heartbeat = 0x43, log = 0x44, statsFromWorker = 0x45, poolReport = 0x46
     }
 
@@ -118,6 +122,9 @@ public enum ControlMessage: Equatable, Sendable {
             str(user)
             i32(quota)
             u32(seq)
+        case .drain(let handoff):
+            out.append(Kind.drain.rawValue)
+            out.append(handoff ? 1 : 0)
         case .poolReport(let database, let user, let servers, let idle, let waiting, let seq):
             out.append(Kind.poolReport.rawValue)
             str(database)
@@ -173,6 +180,10 @@ public enum ControlMessage: Equatable, Sendable {
             message = .poolReport(database: try r.string("report database"), user: try r.string("report user"),
                                   servers: try r.i32("report"), idle: try r.i32("report"),
                                   waiting: try r.i32("report"), seq: try r.u32("report"))
+        case .drain:
+            let flag = try r.u8("drain")
+            guard flag <= 1 else { throw ControlDecodeError("bad drain flag \(flag)") }
+            message = .drain(handoff: flag == 1)
         case .statsToWorker, .statsFromWorker:
             // The chunk fills the rest of the datagram; its own header is checked by StatsChunk.decode.
             let rest = try r.bytes(bytes.count - r.offset, "stats chunk")

@@ -1,0 +1,171 @@
+// End to end: rolling restarts (`pgswift upgrade`) under pgbench load: no failed transaction, no dropped
+// connection, every worker replaced; a broken worker binary stops the roll and the old workers serve on.
+import Foundation
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+enum UpgradeFixtures {
+    /// Transaction pooling, 2 workers, enough servers for pgbench's 50 clients to flow.
+    static func settings(_ pg: PostgresServer) throws -> PgswiftSettings {
+        var s = PgswiftSettings(postgres: pg)
+        s.poolMode = "transaction"
+        s.workers = 2
+        s.defaultPoolSize = 20
+        s.pgswiftSettings.append(("drain_timeout", "60"))
+        return s
+    }
+
+    static func benchTarget(_ px: Pgswift) -> ClientTarget {
+        px.target(user: "bench", database: "bench", password: PostgresServer.passwords["bench"])
+    }
+
+    /// pgbench in the background (TPC-B, simple protocol), output to files in `dir`.
+    static func spawnPgbench(_ px: Pgswift, dir: String, args: [String]) throws -> ChildProcess {
+        let target = benchTarget(px)
+        let argv = [try PostgresTools.path("pgbench"), "-n", "-M", "simple", "-h", "127.0.0.1", "-p", String(px.port),
+                    "-U", target.user] + args + [target.database]
+        return try ChildProcess.spawn(argv, environment: target.environment,
+                                      stdoutPath: dir + "/pgbench.out", stderrPath: dir + "/pgbench.err")
+    }
+
+    /// Waits for pgbench to end; its result and summary.
+    static func finish(_ child: ChildProcess, timeout: Double = 90) -> (CommandResult, PgbenchSummary) {
+        var status = child.wait(timeout: timeout)
+        let timedOut = status == nil
+        if timedOut { status = child.terminate(SIGKILL, grace: 0) }
+        let r = CommandResult(status: timedOut ? -1 : status!, stdout: child.stdoutText(), stderr: child.stderrText(),
+                              timedOut: timedOut)
+        return (r, Pgbench.parse(r.stdout))
+    }
+
+    /// `pgswift upgrade -c CONFIG` with the given supervisor binary (default: the built one).
+    static func upgradeCLI(_ px: Pgswift, binary: String? = nil) throws -> CommandResult {
+        try runCommand([try binary ?? PgswiftBinaries.supervisor(), "upgrade", "-c", px.configPath], timeout: 120)
+    }
+
+    /// Lines of the CLI's table: (slot, old pid, new pid, result).
+    static func rows(_ output: String) -> [(slot: Int, old: Int32, new: Int32, result: String)] {
+        output.split(separator: "\n").dropFirst().compactMap { line in
+            let f = line.split(separator: " ", maxSplits: 3, omittingEmptySubsequences: true).map(String.init)
+            guard f.count == 4, let s = Int(f[0]), let o = Int32(f[1]), let n = Int32(f[2]) else { return nil }
+            return (s, o, n, f[3].trimmed)
+        }
+    }
+
+    /// Waits until pgswift's log shows a pgbench client served by every worker (so the roll meets load).
+    static func waitForLoad(_ pg: PostgresServer, minimumBackends: Int = 5) -> Bool {
+        waitUntil(timeout: 20, poll: 0.1) { ((try? pg.countBackends(user: "bench", db: "bench")) ?? 0) >= minimumBackends }
+    }
+}
+
+final class UpgradeTests: XCTestCase {
+    /// Acceptance 1: 50 long-lived pgbench clients in transaction mode, a rolling restart in the middle:
+    /// no failed transaction, no dropped connection, both worker pids changed.
+    func testRollingRestartUnderLongLivedClientsLosesNothing() throws {
+        let pg = try PostgresServer.shared()
+        try pg.ensurePgbenchData()
+        let px = try Pgswift.start(try UpgradeFixtures.settings(pg))
+        defer { px.stop() }
+        let dir = try makeTempDirectory(prefix: "upg")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let before = Set(px.workerPids())
+        XCTAssertEqual(before.count, 2)
+
+        let bench = try UpgradeFixtures.spawnPgbench(px, dir: dir, args: ["-c", "50", "-j", "2", "-T", "20"])
+        // The roll should meet a busy service: wait until most of the pool is in use.
+        XCTAssertTrue(UpgradeFixtures.waitForLoad(pg, minimumBackends: 15), "pgbench never got going: \(bench.stderrText())")
+        let cli = try UpgradeFixtures.upgradeCLI(px)
+        XCTAssertTrue(cli.succeeded, "\(cli)\nlog:\n\(px.log().suffix(4000))")
+        let rows = UpgradeFixtures.rows(cli.stdout)
+        XCTAssertEqual(rows.map(\.slot).sorted(), [0, 1], cli.stdout)
+        for r in rows {
+            XCTAssertEqual(r.result, "ok", cli.stdout)
+            XCTAssertTrue(before.contains(r.old), "old pid \(r.old) not one of \(before)")
+            XCTAssertFalse(before.contains(r.new), cli.stdout)
+        }
+        let replaced = waitUntil(timeout: 30) {
+            let now = Set(px.workerPids())
+            return now.count == 2 && now.isDisjoint(with: before)
+        }
+        XCTAssertTrue(replaced, "workers now \(px.workerPids()), before \(before); log:\n\(px.log().suffix(4000))")
+
+        let (r, summary) = UpgradeFixtures.finish(bench)
+        XCTAssertEqual(r.status, 0, "\(r.abridged)\nlog:\n\(px.log().suffix(4000))")
+        XCTAssertFalse(r.stderr.contains("aborted"), r.abridged)
+        XCTAssertEqual(summary.failedTransactions, 0, r.stdout)
+        XCTAssertGreaterThan(summary.transactions ?? 0, 0, r.stdout)
+        let moved = px.logLines(containing: "adopted")
+        print("rolling restart under pgbench: \(summary.transactions ?? 0) transactions, tps \(summary.tps ?? 0); \(moved.joined(separator: " | "))")
+        XCTAssertFalse(moved.isEmpty, "no client was handed over; log:\n\(px.log().suffix(4000))")
+    }
+
+    /// Acceptance 2: pgbench -C (a new connection per transaction) across a rolling restart: no failure.
+    func testRollingRestartUnderConnectionChurnLosesNothing() throws {
+        let pg = try PostgresServer.shared()
+        try pg.ensurePgbenchData()
+        let px = try Pgswift.start(try UpgradeFixtures.settings(pg))
+        defer { px.stop() }
+        let dir = try makeTempDirectory(prefix: "upg")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let before = Set(px.workerPids())
+
+        let bench = try UpgradeFixtures.spawnPgbench(px, dir: dir, args: ["-C", "-c", "50", "-j", "2", "-T", "12"])
+        XCTAssertTrue(UpgradeFixtures.waitForLoad(pg, minimumBackends: 5), "pgbench never got going: \(bench.stderrText())")
+        let cli = try UpgradeFixtures.upgradeCLI(px)
+        XCTAssertTrue(cli.succeeded, "\(cli)\nlog:\n\(px.log().suffix(4000))")
+        XCTAssertTrue(waitUntil(timeout: 30) { Set(px.workerPids()).isDisjoint(with: before) && px.workerPids().count == 2 },
+                      "workers now \(px.workerPids()), before \(before)")
+
+        let (r, summary) = UpgradeFixtures.finish(bench)
+        XCTAssertEqual(r.status, 0, "\(r.abridged)\nlog:\n\(px.log().suffix(4000))")
+        XCTAssertEqual(summary.failedTransactions, 0, r.stdout)
+        XCTAssertGreaterThan(summary.transactions ?? 0, 0, r.stdout)
+        print("rolling restart under pgbench -C: \(summary.transactions ?? 0) transactions, tps \(summary.tps ?? 0)")
+    }
+
+    /// Acceptance 4: the new worker binary exits at once: the roll stops at the first slot and says
+    /// why, the old workers keep serving, pgbench sees no failure.
+    func testBrokenWorkerBinaryStopsTheRollAndServiceContinues() throws {
+        let pg = try PostgresServer.shared()
+        try pg.ensurePgbenchData()
+        let bin = try makeTempDirectory(prefix: "upgbin")
+        defer { try? FileManager.default.removeItem(atPath: bin) }
+        let worker = bin + "/pgswift-worker"
+        try FileManager.default.copyItem(atPath: try PgswiftBinaries.directory() + "/pgswift-worker", toPath: worker)
+        var settings = try UpgradeFixtures.settings(pg)
+        settings.pgswiftSettings.append(("worker_binary", worker))
+        let px = try Pgswift.start(settings)
+        defer { px.stop() }
+        let dir = try makeTempDirectory(prefix: "upg")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let before = Set(px.workerPids())
+
+        let bench = try UpgradeFixtures.spawnPgbench(px, dir: dir, args: ["-c", "20", "-j", "2", "-T", "8"])
+        XCTAssertTrue(UpgradeFixtures.waitForLoad(pg), "pgbench never got going: \(bench.stderrText())")
+        // A "new release" that cannot start: replaced atomically, as a package manager would.
+        try "#!/bin/sh\necho 'broken build' >&2\nexit 1\n".write(toFile: worker + ".new", atomically: false, encoding: .utf8)
+        XCTAssertEqual(chmod(worker + ".new", 0o755), 0)
+        XCTAssertEqual(rename(worker + ".new", worker), 0)
+
+        let cli = try UpgradeFixtures.upgradeCLI(px)
+        XCTAssertEqual(cli.status, 1, "\(cli)")
+        let rows = UpgradeFixtures.rows(cli.stdout)
+        XCTAssertEqual(rows.count, 2, cli.stdout)
+        let failed = rows.filter { $0.result.hasPrefix("failed") }
+        XCTAssertEqual(failed.count, 1, cli.stdout)
+        XCTAssertTrue(failed.first?.result.contains("exited with status 1") ?? false, cli.stdout)
+        XCTAssertEqual(rows.filter { $0.result == "not started" }.count, 1, cli.stdout)
+        XCTAssertFalse(px.logLines(containing: "UPGRADE stopped at worker", "exited with status 1").isEmpty, px.log())
+        XCTAssertEqual(Set(px.workerPids()), before, "the old workers must keep serving")
+
+        let (r, summary) = UpgradeFixtures.finish(bench)
+        XCTAssertEqual(r.status, 0, "\(r.abridged)\nlog:\n\(px.log().suffix(4000))")
+        XCTAssertEqual(summary.failedTransactions, 0, r.stdout)
+        XCTAssertGreaterThan(summary.transactions ?? 0, 0, r.stdout)
+        XCTAssertEqual(Set(px.workerPids()), before)
+        let probe = try Psql.run(px.target(user: "u_trust", database: "testdb"), "select 42")
+        XCTAssertEqual(probe.stdout.trimmed, "42", "\(probe)")
+    }
+}
