@@ -81,6 +81,7 @@ final class Supervisor {
     var quotas: PoolQuotas
     /// Rolling restart in progress and replaced workers still draining (Upgrade.swift).
     var upgrade = UpgradeState()
+    var systemdState = SystemdState()
 
     init(options: SupervisorOptions, configPath: String, workerBinary: String, config: Config, log: Logger,
          epoll: consuming Epoll, signals: consuming SignalFD, listeners: Listeners) {
@@ -231,6 +232,7 @@ final class Supervisor {
             }
             runTimers(now: Clock.monotonicNanos())
             runStatsTimers(now: Clock.monotonicNanos())
+            updateSystemdStatus(now: Clock.monotonicNanos())
             updateChannelInterest()
         }
         statsState.metrics?.shutdown(epoll: epoll)
@@ -274,7 +276,8 @@ final class Supervisor {
             }
         }
         if systemd.watchdogIntervalNanos > 0 && now >= nextWatchdog {
-            systemd.watchdog()
+            // Only while every worker runs and reports (SystemdStatus.swift): else systemd's watchdog fires.
+            if workersHealthy || stopping != nil { systemd.watchdog() }
             nextWatchdog = now + systemd.watchdogIntervalNanos
         }
         runUpgradeTimers(now: now)
