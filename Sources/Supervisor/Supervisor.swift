@@ -82,6 +82,8 @@ final class Supervisor {
     /// Rolling restart in progress and replaced workers still draining (Upgrade.swift).
     var upgrade = UpgradeState()
     var systemdState = SystemdState()
+    /// Our own binary's path as it was at start: UPGRADE re-executes whatever is at that path now.
+    var supervisorExecutable = "/usr/bin/pgswift"
 
     init(options: SupervisorOptions, configPath: String, workerBinary: String, config: Config, log: Logger,
          epoll: consuming Epoll, signals: consuming SignalFD, listeners: Listeners) {
@@ -118,6 +120,9 @@ final class Supervisor {
             log.fatal("cannot open logfile \(path): \(Errno.current)")
             return 1
         }
+        // Set when a previous image of this process re-executed us for UPGRADE (Reexec.swift).
+        let reexec = takeReexecState(log: log)
+        let executable = (Posix.executablePath() ?? CommandLine.arguments[0])
         let fileLimit = Posix.raiseOpenFilesLimit()
         log.info("pgswift \(PgswiftVersion.string) starting: config \(configPath), \(config.workers) workers, open files limit \(fileLimit)")
         for w in config.warnings { log.warning("\(w)") }
@@ -144,7 +149,7 @@ final class Supervisor {
             return 1
         }
 
-        if let path = config.pidfile, !path.isEmpty {
+        if reexec == nil, let path = config.pidfile, !path.isEmpty {
             if let pid = PidFile.livePID(at: path) {
                 log.fatal("pidfile \(path) names a running process (pid \(pid)): is pgswift already running?")
                 return 1
@@ -162,8 +167,10 @@ final class Supervisor {
         }
 
         let warnLog = log
-        let listeners: Listeners
-        do throws(StartupError) {
+        var listeners: Listeners
+        if let reexec {
+            listeners = adoptListeners(reexec, config: config)
+        } else { do throws(StartupError) {
             listeners = try Listeners.open(listenAddr: config.listenAddr, port: config.listenPort,
                                            unixSocketDir: config.unixSocketDir, unixSocketMode: config.unixSocketMode,
                                            backlog: config.listenBacklog, slots: config.workers,
@@ -171,7 +178,7 @@ final class Supervisor {
         } catch {
             log.fatal("\(error)")
             return abandon()
-        }
+        } }
         guard listeners.isOpen else {
             log.fatal("nothing to listen on: set listen_addr and/or unix_socket_dir")
             return abandon()
@@ -199,6 +206,8 @@ final class Supervisor {
         if options.quiet { Files.silenceStderr() }
         let supervisor = Supervisor(options: options, configPath: configPath, workerBinary: workerBinary,
                                     config: config, log: log, epoll: epoll, signals: signals, listeners: listeners)
+        supervisor.supervisorExecutable = executable.hasSuffix(" (deleted)") ? String(executable.dropLast(10)) : executable
+        if let reexec { supervisor.adopt(reexec) }
         return supervisor.run()
     }
 
@@ -206,8 +215,9 @@ final class Supervisor {
 
     func run() -> Int32 {
         let now = Clock.monotonicNanos()
-        for slot in slots { spawn(slot, now: now) }
+        for slot in slots where slot.pid == 0 { spawn(slot, now: now) }
         openMetrics()
+        resumeUpgradeAfterReexec()
         if systemd.watchdogIntervalNanos > 0 { nextWatchdog = now }
         var status: Int32 = 0
         while !(stopping != nil && slots.allSatisfy({ $0.pid == 0 }) && upgrade.isIdle) {

@@ -39,6 +39,10 @@ struct UpgradeState {
         var startedAt: Int64 = 0
     }
     var roll: Roll?
+    /// The new supervisor binary being checked before the exec (Reexec.swift).
+    var check: SupervisorCheck?
+    /// Set by a re-executed image: the roll to run once the loop is up, and who asked for it.
+    var resume: (pid: Int32, requestID: UInt32)?
     var retired: [RetiredWorker] = []
     var nextAdminKey = 1 << 20
 
@@ -56,10 +60,14 @@ struct UpgradeState {
 extension Supervisor {
     // MARK: Starting
 
-    /// UPGRADE from the admin console (`requester` is the process that holds that client), or nil
-    /// from elsewhere. The answer goes out when the roll has finished or stopped.
+    static let upgradeColumns: [AdminColumn] = [("slot", Backend.TypeOID.int4), ("old_pid", Backend.TypeOID.int4),
+                                                ("new_pid", Backend.TypeOID.int4), ("result", Backend.TypeOID.text)]
+
+    /// UPGRADE from the admin console (`requester` is the process that holds that client). Always the
+    /// whole thing: the supervisor re-executes the binary at its path (after checking it in a child),
+    /// and the new image rolls every worker. The answer goes out when the roll has finished or stopped.
     func startUpgrade(requester: WorkerSlot?, requestID: UInt32) {
-        if upgrade.roll != nil {
+        if upgrade.roll != nil || upgrade.check != nil || upgrade.resume != nil {
             if let r = requester { replyError(to: r, requestID: requestID, AdminError("an UPGRADE is already in progress", code: "55000")) }
             return
         }
@@ -67,6 +75,13 @@ extension Supervisor {
             if let r = requester { replyError(to: r, requestID: requestID, AdminError("shutting down", code: "57P01")) }
             return
         }
+        systemd.reloading()
+        systemd.status("upgrading: checking the supervisor binary")
+        beginSupervisorUpgrade(requester: requester, requestID: requestID)
+    }
+
+    /// The rolling restart proper (in the re-executed image): slot by slot, the requester's slot last.
+    func startRoll(requester: WorkerSlot?, requestID: UInt32) {
         let holder = requester.flatMap { r in slots.first { $0 === r }?.index }
         var order = slots.map(\.index).filter { $0 != holder }
         if let holder { order.append(holder) }
@@ -74,7 +89,6 @@ extension Supervisor {
         roll.requester = requester.map { ($0, requestID) }
         roll.startedAt = Clock.monotonicNanos()
         upgrade.roll = roll
-        systemd.reloading()
         systemd.status("rolling restart of \(slots.count) workers")
         log.info("UPGRADE: rolling restart of \(slots.count) workers with \(currentWorkerBinary())")
         startNextSlot(now: Clock.monotonicNanos())
@@ -227,9 +241,7 @@ extension Supervisor {
         systemd.ready(status: "\(slots.count) workers accepting connections")
         guard let (process, requestID) = roll.requester else { return }
         var out = OutBuffer(capacity: 512)
-        let columns: [AdminColumn] = [("slot", Backend.TypeOID.int4), ("old_pid", Backend.TypeOID.int4),
-                                      ("new_pid", Backend.TypeOID.int4), ("result", Backend.TypeOID.text)]
-        AdminResults.resultSet(columns, roll.rows.sorted { $0.slot < $1.slot }.map {
+        AdminResults.resultSet(Self.upgradeColumns, roll.rows.sorted { $0.slot < $1.slot }.map {
             [String($0.slot), String($0.oldPid), String($0.newPid), $0.result]
         }, tag: "UPGRADE", into: &out)
         reply(to: process, requestID: requestID, out)
@@ -265,6 +277,10 @@ extension Supervisor {
 
     /// A child exited: the new process of a roll (which stops it) or a retired worker. True when it was one.
     func upgradeReaped(pid: Int32, status: ChildStatus) -> Bool {
+        if let check = upgrade.check, check.pid == pid {
+            checkFinished(check, status: status)
+            return true
+        }
         if let fresh = upgrade.roll?.fresh, fresh.pid == pid {
             fresh.pid = 0
             failSlot(fresh.index, newPid: pid, because: "the new worker (pid \(pid)) \(status) before it was ready")
@@ -320,10 +336,17 @@ extension Supervisor {
         var next: Int64 = .max
         if let roll = upgrade.roll, roll.fresh != nil { next = roll.readyDeadline }
         for r in upgrade.retired { next = min(next, r.killAt) }
+        if let c = upgrade.check { next = min(next, c.deadline) }
         return next
     }
 
     func runUpgradeTimers(now: Int64) {
+        if let c = upgrade.check, now >= c.deadline {
+            try? Posix.kill(c.pid, SIGKILL)
+            upgrade.check = nil
+            supervisorUpgradeFailed("the new supervisor binary did not finish its check within \(Self.checkTimeoutNanos / 1_000_000_000) s",
+                                    requester: c.requester, requestID: c.requestID)
+        }
         if let roll = upgrade.roll, let fresh = roll.fresh, now >= roll.readyDeadline {
             failSlot(fresh.index, newPid: fresh.pid, because: "the new worker (pid \(fresh.pid)) was not ready within \(UpgradeState.readyTimeoutNanos / 1_000_000_000) s")
         }

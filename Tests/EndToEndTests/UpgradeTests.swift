@@ -54,6 +54,45 @@ enum UpgradeFixtures {
         }
     }
 
+    /// Copies the built `pgswift` and `pgswift-worker` into a fresh directory (the "installed" release).
+    static func installCopy() throws -> String {
+        let dir = try makeTempDirectory(prefix: "upgbin")
+        if runningAsRoot { chmod(dir, 0o755) }
+        for name in ["pgswift", "pgswift-worker"] {
+            try FileManager.default.copyItem(atPath: try PgswiftBinaries.directory() + "/" + name, toPath: dir + "/" + name)
+        }
+        return dir
+    }
+
+    /// Installs a "new release" over the binaries in `dir`, as a package manager does (write beside,
+    /// rename over): the same build with its version string rewritten (`pgswift-version=X` lives in the
+    /// binary's read-only data, Shared/Util/Version.swift), so `--version` differs. Returns the new version.
+    static func installNewRelease(in dir: String, from current: String) throws -> String {
+        let next = String(current.dropLast()) + (current.hasSuffix("9") ? "8" : "9")
+        let old = Data("pgswift-version=\(current)\0".utf8), new = Data("pgswift-version=\(next)\0".utf8)
+        for name in ["pgswift", "pgswift-worker"] {
+            var data = try Data(contentsOf: URL(fileURLWithPath: dir + "/" + name))
+            guard let range = data.range(of: old) else { throw E2EError("no version string in \(name)") }
+            data.replaceSubrange(range, with: new)
+            try data.write(to: URL(fileURLWithPath: dir + "/" + name + ".new"))
+            guard chmod(dir + "/" + name + ".new", 0o755) == 0, rename(dir + "/" + name + ".new", dir + "/" + name) == 0 else {
+                throw E2EError("cannot install \(name): \(String(cString: strerror(errno)))")
+            }
+        }
+        return next
+    }
+
+    static func version(_ binary: String) throws -> String {
+        let r = try runCommand([binary, "--version"], timeout: 30)
+        guard r.succeeded, let v = r.stdout.trimmed.split(separator: " ").last else { throw E2EError("\(binary) --version: \(r)") }
+        return String(v)
+    }
+
+    /// The executable a process runs now (" (deleted)" once the file was replaced under it).
+    static func exe(_ pid: pid_t) -> String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? "?"
+    }
+
     /// Waits until pgswift's log shows a pgbench client served by every worker (so the roll meets load).
     static func waitForLoad(_ pg: PostgresServer, minimumBackends: Int = 5) -> Bool {
         waitUntil(timeout: 20, poll: 0.1) { ((try? pg.countBackends(user: "bench", db: "bench")) ?? 0) >= minimumBackends }
@@ -123,6 +162,92 @@ final class UpgradeTests: XCTestCase {
         XCTAssertEqual(summary.failedTransactions, 0, r.stdout)
         XCTAssertGreaterThan(summary.transactions ?? 0, 0, r.stdout)
         print("rolling restart under pgbench -C: \(summary.transactions ?? 0) transactions, tps \(summary.tps ?? 0)")
+    }
+
+    /// Acceptance 3: a binary upgrade to a release with another --version under 50 long-lived clients,
+    /// then under connection churn: the supervisor keeps its PID and runs the new binary, every worker
+    /// is replaced by the new one, pgbench sees no failure and no dropped connection.
+    func testBinaryUpgradeUnderLongLivedClientsLosesNothing() throws {
+        try binaryUpgrade(pgbench: ["-c", "50", "-j", "2", "-T", "20"], minimumBackends: 15)
+    }
+
+    func testBinaryUpgradeUnderConnectionChurnLosesNothing() throws {
+        try binaryUpgrade(pgbench: ["-C", "-c", "50", "-j", "2", "-T", "12"], minimumBackends: 5)
+    }
+
+    private func binaryUpgrade(pgbench args: [String], minimumBackends: Int) throws {
+        let pg = try PostgresServer.shared()
+        try pg.ensurePgbenchData()
+        let bin = try UpgradeFixtures.installCopy()
+        defer { try? FileManager.default.removeItem(atPath: bin) }
+        let supervisor = bin + "/pgswift"
+        let oldVersion = try UpgradeFixtures.version(supervisor)
+        let px = try Pgswift.start(try UpgradeFixtures.settings(pg), binary: supervisor)
+        defer { px.stop() }
+        let dir = try makeTempDirectory(prefix: "upg")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let before = Set(px.workerPids())
+        XCTAssertEqual(before.count, 2)
+        for w in before { XCTAssertEqual(UpgradeFixtures.exe(w), bin + "/pgswift-worker") }
+
+        let bench = try UpgradeFixtures.spawnPgbench(px, dir: dir, args: args)
+        XCTAssertTrue(UpgradeFixtures.waitForLoad(pg, minimumBackends: minimumBackends), "pgbench never got going: \(bench.stderrText())")
+        let newVersion = try UpgradeFixtures.installNewRelease(in: bin, from: oldVersion)
+        XCTAssertNotEqual(newVersion, oldVersion)
+        XCTAssertEqual(try UpgradeFixtures.version(supervisor), newVersion)
+        XCTAssertEqual(UpgradeFixtures.exe(px.supervisorPid), supervisor + " (deleted)")
+
+        let cli = try UpgradeFixtures.upgradeCLI(px, binary: supervisor)
+        XCTAssertTrue(cli.succeeded, "\(cli)\nlog:\n\(px.log().suffix(4000))")
+        XCTAssertEqual(UpgradeFixtures.rows(cli.stdout).filter { $0.result == "ok" }.count, 2, cli.stdout)
+        // Same process, new image: systemd's MAINPID stays valid.
+        XCTAssertTrue(px.isRunning)
+        XCTAssertEqual(UpgradeFixtures.exe(px.supervisorPid), supervisor, "the supervisor still runs the old binary")
+        XCTAssertFalse(px.logLines(containing: "[\(px.supervisorPid)] supervisor", "pgswift \(newVersion) took over").isEmpty,
+                       px.log().suffix(4000).description)
+        XCTAssertTrue(waitUntil(timeout: 30) { Set(px.workerPids()).isDisjoint(with: before) && px.workerPids().count == 2 },
+                      "workers now \(px.workerPids()), before \(before)")
+        for w in px.workerPids() { XCTAssertEqual(UpgradeFixtures.exe(w), bin + "/pgswift-worker", "worker \(w)") }
+
+        let (r, summary) = UpgradeFixtures.finish(bench)
+        XCTAssertEqual(r.status, 0, "\(r.abridged)\nlog:\n\(px.log().suffix(4000))")
+        XCTAssertFalse(r.stderr.contains("aborted"), r.abridged)
+        XCTAssertEqual(summary.failedTransactions, 0, r.stdout)
+        XCTAssertGreaterThan(summary.transactions ?? 0, 0, r.stdout)
+        print("binary upgrade \(oldVersion) -> \(newVersion) under pgbench \(args.joined(separator: " ")): \(summary.transactions ?? 0) transactions")
+    }
+
+    /// A supervisor binary that cannot start: checked in a child first, so nothing is replaced, the
+    /// answer says why, and the same process goes on with its old image and workers.
+    func testBrokenSupervisorBinaryKeepsTheRunningImage() throws {
+        let pg = try PostgresServer.shared()
+        let bin = try UpgradeFixtures.installCopy()
+        defer { try? FileManager.default.removeItem(atPath: bin) }
+        let supervisor = bin + "/pgswift"
+        let px = try Pgswift.start(try UpgradeFixtures.settings(pg), binary: supervisor)
+        defer { px.stop() }
+        let before = Set(px.workerPids())
+        try "#!/bin/sh\necho 'broken build' >&2\nexit 3\n".write(toFile: supervisor + ".new", atomically: false, encoding: .utf8)
+        XCTAssertEqual(chmod(supervisor + ".new", 0o755), 0)
+        XCTAssertEqual(rename(supervisor + ".new", supervisor), 0)
+
+        let cli = try UpgradeFixtures.upgradeCLI(px, binary: try PgswiftBinaries.supervisor())
+        XCTAssertEqual(cli.status, 1, "\(cli)")
+        let rows = UpgradeFixtures.rows(cli.stdout)
+        XCTAssertEqual(rows.count, 2, cli.stdout)
+        XCTAssertTrue(rows.allSatisfy { $0.result.contains("failed its check") && $0.result.contains("exited with status 3") }, cli.stdout)
+        XCTAssertFalse(px.logLines(containing: "UPGRADE failed", "keep serving").isEmpty, px.log())
+        XCTAssertTrue(px.isRunning)
+        XCTAssertEqual(UpgradeFixtures.exe(px.supervisorPid), supervisor + " (deleted)", "the old image must still run")
+        XCTAssertEqual(Set(px.workerPids()), before)
+        let probe = try Psql.run(px.target(user: "u_trust", database: "testdb"), "select 7")
+        XCTAssertEqual(probe.stdout.trimmed, "7", "\(probe)")
+        // And the service still upgrades once a working binary is back.
+        try FileManager.default.removeItem(atPath: supervisor)
+        try FileManager.default.copyItem(atPath: try PgswiftBinaries.supervisor(), toPath: supervisor)
+        let again = try UpgradeFixtures.upgradeCLI(px, binary: supervisor)
+        XCTAssertTrue(again.succeeded, "\(again)\n\(px.log().suffix(3000))")
+        XCTAssertEqual(UpgradeFixtures.exe(px.supervisorPid), supervisor)
     }
 
     /// Acceptance 4: the new worker binary exits at once: the roll stops at the first slot and says

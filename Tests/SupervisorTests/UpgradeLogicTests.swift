@@ -15,3 +15,29 @@ final class UpgradeLogicTests: XCTestCase {
         XCTAssertEqual(try Arguments.parse(["./upgrade"]), .run(SupervisorOptions(configPath: "./upgrade")))
     }
 }
+
+final class ReexecStateTests: XCTestCase {
+    func testRoundTrip() {
+        var s = ReexecState()
+        s.tcp = [[5, 6], [7, 8]]
+        s.unix = 9
+        s.paused = true
+        s.requesterPid = 4242
+        s.requestID = 17
+        s.workers = [.init(slot: 0, pid: 100, controlFD: 10, generation: 3, restarts: 1, startedAt: 123_456_789),
+                     .init(slot: 1, pid: 101, controlFD: 11, generation: 65_537, restarts: 0, startedAt: 5)]
+        s.retired = [.init(slot: 1, pid: 99, controlFD: 12, generation: 1, restarts: 0, startedAt: 1)]
+        XCTAssertEqual(ReexecState.decode(s.encode()), s)
+        XCTAssertEqual(Set(s.descriptors), [5, 6, 7, 8, 9, 10, 11, 12])
+        let empty = ReexecState()
+        XCTAssertEqual(ReexecState.decode(empty.encode()), empty)
+    }
+
+    func testGarbageIsRejected() {
+        for text in ["", "v2 paused=0", "v1", "v1 paused=0 request=1:2 unix=-1 tcp=- workers=x retired=-",
+                     "v1 paused=0 request=1 unix=-1 tcp=- workers=- retired=-",
+                     "v1 paused=0 request=0:0 unix=-1 tcp=a,b workers=- retired=-"] {
+            XCTAssertNil(ReexecState.decode(text), text)
+        }
+    }
+}
