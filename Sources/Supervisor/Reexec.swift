@@ -33,8 +33,10 @@ struct ReexecState: Equatable, Sendable {
             ps.isEmpty ? "-" : ps.map { "\($0.slot):\($0.pid):\($0.controlFD):\($0.generation):\($0.restarts):\($0.startedAt)" }
                 .joined(separator: ",")
         }
-        let tcpText = tcp.map { $0.isEmpty ? "-" : $0.map(String.init).joined(separator: ",") }.joined(separator: "/")
-        return "v1 paused=\(paused ? 1 : 0) request=\(requesterPid):\(requestID) unix=\(unix) tcp=\(tcpText.isEmpty ? "-" : tcpText) workers=\(list(workers)) retired=\(list(retired))"
+        // tcp=<slots>/<slot 0's fds>/<slot 1's fds>...; "-" for a slot without TCP sockets.
+        let tcpText = ([String(tcp.count)] + tcp.map { $0.isEmpty ? "-" : $0.map(String.init).joined(separator: ",") })
+            .joined(separator: "/")
+        return "v1 paused=\(paused ? 1 : 0) request=\(requesterPid):\(requestID) unix=\(unix) tcp=\(tcpText) workers=\(list(workers)) retired=\(list(retired))"
     }
 
     static func decode(_ text: String) -> ReexecState? {
@@ -67,13 +69,13 @@ struct ReexecState: Equatable, Sendable {
         s.requesterPid = rp
         s.requestID = rid
         s.unix = unix
-        if tcp != "-" {
-            for slotText in tcp.split(separator: "/", omittingEmptySubsequences: false) {
-                if slotText == "-" { s.tcp.append([]); continue }
-                let fds = slotText.split(separator: ",").compactMap { Int32($0) }
-                guard fds.count == slotText.split(separator: ",").count else { return nil }
-                s.tcp.append(fds)
-            }
+        let parts = tcp.split(separator: "/", omittingEmptySubsequences: false)
+        guard let count = parts.first.flatMap({ Int($0) }), count == parts.count - 1 else { return nil }
+        for slotText in parts.dropFirst() {
+            if slotText == "-" { s.tcp.append([]); continue }
+            let fds = slotText.split(separator: ",").compactMap { Int32($0) }
+            guard !fds.isEmpty, fds.count == slotText.split(separator: ",").count else { return nil }
+            s.tcp.append(fds)
         }
         s.workers = workers
         s.retired = retired

@@ -108,7 +108,7 @@ final class Supervisor {
     static func start(_ options: SupervisorOptions) -> Int32 {
         var log = Logger(who: "supervisor", minimumLevel: options.verbosity > 0 ? .debug : .log)
         let configPath = WorkerLaunch.absolutePath(options.configPath, currentDirectory: Files.currentDirectory() ?? "/")
-        let config: Config
+        var config: Config
         do throws(ConfigError) {
             config = try Config.load(path: configPath)
         } catch {
@@ -122,6 +122,11 @@ final class Supervisor {
         }
         // Set when a previous image of this process re-executed us for UPGRADE (Reexec.swift).
         let reexec = takeReexecState(log: log)
+        if let reexec, reexec.tcp.count != config.workers {
+            // The listening sockets exist per slot: the slot count is one of the restart-only settings.
+            log.warning("changed workers: takes effect only after a restart (keeping \(reexec.tcp.count))")
+            config.workers = reexec.tcp.count
+        }
         let executable = (Posix.executablePath() ?? CommandLine.arguments[0])
         let fileLimit = Posix.raiseOpenFilesLimit()
         log.info("pgswift \(PgswiftVersion.string) starting: config \(configPath), \(config.workers) workers, open files limit \(fileLimit)")

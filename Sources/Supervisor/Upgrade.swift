@@ -259,6 +259,8 @@ extension Supervisor {
             case .poolReport, .heartbeat:
                 // Not the slot's worker yet: its figures would overwrite the old one's.
                 return true
+            case .statsFromWorker(let chunk):
+                return isPeriodicSnapshot(chunk)
             default:
                 return false
             }
@@ -268,11 +270,20 @@ extension Supervisor {
             case .poolReport, .heartbeat, .ready:
                 // Its slot's quota and figures belong to the successor now.
                 return true
+            case .statsFromWorker(let chunk):
+                // Its admin requests go through; its snapshots would mix with the slot's worker's
+                // (same slot label) in reassembly, and SHOW counts the slot's worker only.
+                return isPeriodicSnapshot(chunk)
             default:
                 return false
             }
         }
         return false
+    }
+
+    private func isPeriodicSnapshot(_ chunk: [UInt8]) -> Bool {
+        guard let c = try? StatsChunk.decode(chunk) else { return false }
+        return c.kind == .periodicSnapshot
     }
 
     /// A child exited: the new process of a roll (which stops it) or a retired worker. True when it was one.

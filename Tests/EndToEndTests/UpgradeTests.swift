@@ -250,6 +250,52 @@ final class UpgradeTests: XCTestCase {
         XCTAssertEqual(UpgradeFixtures.exe(px.supervisorPid), supervisor)
     }
 
+    /// A client moved by a roll keeps the BackendKeyData it got at login: a CancelRequest with that key
+    /// (landing on whichever worker) still cancels its query, after one roll and after a second one.
+    func testCancelKeyFollowsTheClientAcrossRolls() throws {
+        let pg = try PostgresServer.shared()
+        let px = try Pgswift.start(try UpgradeFixtures.settings(pg))
+        defer { px.stop() }
+        // A client that is not at table index 0 of its worker: alone on the successor it gets index 0
+        // there, so its old key no longer matches the successor's own numbering (the adopted-key path).
+        var spare: [WireClient] = []
+        var client = try WireClient.connect(port: px.port, user: "u_trust", database: "testdb")
+        while client.backendProcessID & 0xF_FFFF == 0 && spare.count < 20 {
+            spare.append(client)
+            client = try WireClient.connect(port: px.port, user: "u_trust", database: "testdb")
+        }
+        spare.forEach { $0.close() }
+        defer { client.close() }
+        XCTAssertEqual(try client.query("select 1").first?.first ?? nil, "1")
+        let (pid, key) = (client.backendProcessID, client.backendSecretKey)
+        for round in 1...2 {
+            let before = Set(px.workerPids())
+            let cli = try UpgradeFixtures.upgradeCLI(px)
+            XCTAssertTrue(cli.succeeded, "\(cli)\n\(px.log().suffix(3000))")
+            XCTAssertTrue(waitUntil(timeout: 30) { Set(px.workerPids()).isDisjoint(with: before) && px.workerPids().count == 2 })
+            // Still the same connection, now served by a new worker.
+            XCTAssertEqual(try client.query("select \(round)").first?.first ?? nil, String(round))
+            try client.socket.send(WireEncode.query("select pg_sleep(60)"))
+            XCTAssertTrue(waitUntil(timeout: 20) {
+                ((try? pg.adminQuery("select count(*) from pg_stat_activity where query = 'select pg_sleep(60)' and state = 'active'")) ?? "0") == "1"
+            }, "the query never started")
+            // Several tries: SO_REUSEPORT may put each on either worker; all must be routed.
+            let cancel = TestSocket.cancelRequest(processID: pid, secretKey: key)
+            for _ in 0..<3 {
+                let s = try TestSocket(port: px.port, timeout: 10)
+                try s.send(cancel)
+                _ = s.readUntilClosed(timeout: 10)
+                s.close()
+            }
+            var code: String?
+            while let m = try client.readMessage(timeout: 20) {
+                if m.typeChar == "E" { code = WireErrorFields(body: m.body).sqlstate }
+                if m.typeChar == "Z" { break }
+            }
+            XCTAssertEqual(code, "57014", "round \(round): the cancel did not reach the query\n\(px.log().suffix(3000))")
+        }
+    }
+
     /// Acceptance 4: the new worker binary exits at once: the roll stops at the first slot and says
     /// why, the old workers keep serving, pgbench sees no failure.
     func testBrokenWorkerBinaryStopsTheRollAndServiceContinues() throws {
@@ -292,5 +338,13 @@ final class UpgradeTests: XCTestCase {
         XCTAssertEqual(Set(px.workerPids()), before)
         let probe = try Psql.run(px.target(user: "u_trust", database: "testdb"), "select 42")
         XCTAssertEqual(probe.stdout.trimmed, "42", "\(probe)")
+    }
+}
+
+extension TestSocket {
+    /// A CancelRequest packet: length 16, code 80877102, process id, secret key.
+    static func cancelRequest(processID: Int32, secretKey: UInt32) -> [UInt8] {
+        WireEncode.int32(16) + WireEncode.int32(80_877_102) + WireEncode.int32(UInt32(bitPattern: processID))
+            + WireEncode.int32(secretKey)
     }
 }

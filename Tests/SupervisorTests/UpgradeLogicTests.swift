@@ -31,12 +31,17 @@ final class ReexecStateTests: XCTestCase {
         XCTAssertEqual(Set(s.descriptors), [5, 6, 7, 8, 9, 10, 11, 12])
         let empty = ReexecState()
         XCTAssertEqual(ReexecState.decode(empty.encode()), empty)
+        var unixOnly = ReexecState()
+        unixOnly.tcp = [[]]
+        unixOnly.unix = 4
+        XCTAssertEqual(ReexecState.decode(unixOnly.encode())?.tcp.count, 1)
     }
 
     func testGarbageIsRejected() {
         for text in ["", "v2 paused=0", "v1", "v1 paused=0 request=1:2 unix=-1 tcp=- workers=x retired=-",
                      "v1 paused=0 request=1 unix=-1 tcp=- workers=- retired=-",
-                     "v1 paused=0 request=0:0 unix=-1 tcp=a,b workers=- retired=-"] {
+                     "v1 paused=0 request=0:0 unix=-1 tcp=1/a,b workers=- retired=-",
+                     "v1 paused=0 request=0:0 unix=-1 tcp=2/3 workers=- retired=-"] {
             XCTAssertNil(ReexecState.decode(text), text)
         }
     }
