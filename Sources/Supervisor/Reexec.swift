@@ -233,8 +233,7 @@ extension Supervisor {
         }
         for w in retired {
             let grace = Clock.nanos(seconds: config.drainTimeout) + UpgradeState.drainGraceNanos
-            upgrade.retired.append(RetiredWorker(process: w, adminKey: upgrade.nextAdminKey, killAt: now + grace))
-            upgrade.nextAdminKey += 1
+            upgrade.retired.append(RetiredWorker(process: w, killAt: now + grace))
         }
         for p in allProcesses {
             guard let fd = p.channel?.fd else { continue }

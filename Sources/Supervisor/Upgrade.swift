@@ -16,9 +16,6 @@ struct UpgradeRow: Equatable, Sendable {
 /// last client has left or `drain_timeout` has passed.
 struct RetiredWorker {
     let process: WorkerSlot
-    /// Admin answers for console sessions still on it are routed by this key (current slots use
-    /// their index, which now names the successor).
-    let adminKey: Int
     /// Backstop in case it never exits: killed then (its own drain_timeout plus a grace period).
     var killAt: Int64
 }
@@ -44,7 +41,11 @@ struct UpgradeState {
     /// Set by a re-executed image: the roll to run once the loop is up, and who asked for it.
     var resume: (pid: Int32, requestID: UInt32)?
     var retired: [RetiredWorker] = []
+    /// Admin answers for console sessions on a process that is not (or no longer) its slot's worker are
+    /// routed by a key of its own (a slot's worker uses its index, which names the successor after a swap).
     var nextAdminKey = 1 << 20
+    var adminKeys: [ObjectIdentifier: Int] = [:]
+    var adminProcesses: [Int: WorkerSlot] = [:]
 
     /// A new worker that is not ready by then stops the roll.
     static let readyTimeoutNanos: Int64 = 30_000_000_000
@@ -180,8 +181,7 @@ extension Supervisor {
         if old.pid != 0 {
             if !sendDrain(to: old, socket: roll.handoffSocket) { result = "ok (old worker unreachable)" }
             let grace = Clock.nanos(seconds: config.drainTimeout) + UpgradeState.drainGraceNanos
-            upgrade.retired.append(RetiredWorker(process: old, adminKey: upgrade.nextAdminKey, killAt: now + grace))
-            upgrade.nextAdminKey += 1
+            upgrade.retired.append(RetiredWorker(process: old, killAt: now + grace))
         } else {
             closeChannel(old)
         }
@@ -217,6 +217,7 @@ extension Supervisor {
         guard var roll = upgrade.roll else { return }
         if let fresh = roll.fresh {
             closeChannel(fresh)
+            forgetAdminKey(fresh)
             if fresh.pid != 0 { try? Posix.kill(fresh.pid, SIGKILL) }
         }
         if roll.handoffSocket >= 0 { Posix.close(roll.handoffSocket) }
@@ -300,6 +301,7 @@ extension Supervisor {
         if let i = upgrade.retired.firstIndex(where: { $0.process.pid == pid }) {
             let r = upgrade.retired.remove(at: i)
             closeChannel(r.process)
+            forgetAdminKey(r.process)
             r.process.pid = 0
             log.info("worker \(r.process.index): replaced process \(pid) \(status) after draining")
             return true
@@ -372,13 +374,24 @@ extension Supervisor {
 
     /// The admin key of a process: its slot index while it is the slot's worker, else its retired key.
     func adminKey(of process: WorkerSlot) -> Int {
-        upgrade.retired.first { $0.process === process }?.adminKey ?? process.index
+        if process.index < slots.count && slots[process.index] === process { return process.index }
+        if let k = upgrade.adminKeys[ObjectIdentifier(process)] { return k }
+        let k = upgrade.nextAdminKey
+        upgrade.nextAdminKey += 1
+        upgrade.adminKeys[ObjectIdentifier(process)] = k
+        upgrade.adminProcesses[k] = process
+        return k
+    }
+
+    /// Forgets the admin key of a process that is gone.
+    func forgetAdminKey(_ process: WorkerSlot) {
+        if let k = upgrade.adminKeys.removeValue(forKey: ObjectIdentifier(process)) { upgrade.adminProcesses[k] = nil }
     }
 
     /// The process an admin key names.
     func adminTarget(_ key: Int) -> WorkerSlot? {
         if key >= 0 && key < slots.count { return slots[key] }
-        return upgrade.retired.first { $0.adminKey == key }?.process
+        return upgrade.adminProcesses[key]
     }
 
     func reply(to process: WorkerSlot, requestID: UInt32, _ out: OutBuffer) {
