@@ -39,6 +39,8 @@ enum ServerState: UInt8 {
     case beingCanceled
     /// Closed, waiting to be freed.
     case closing
+    /// Running auth_query for clients that wait to log in (AuthQuery.swift); back to the pool after.
+    case authQuery
 }
 
 /// Per-connection epoll user data: kind (8 bits) | generation (24 bits) | index (32 bits).
@@ -103,6 +105,8 @@ struct Client {
     /// epoll reported RDHUP/HUP/ERR: read until EOF, never stop at a short read.
     var hangup = false
     var isUnix = false
+    /// The connection runs over TLS (set by the TLS handshake; hba's hostssl/hostnossl read it).
+    var usesTLS = false
     var waitNext: Int32 = -1
     var waitPrev: Int32 = -1
     var connectedAt: Int64 = 0
