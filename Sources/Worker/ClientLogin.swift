@@ -203,7 +203,7 @@ extension Worker {
         case .none:
             failClient(ci, code: SQLState.protocolViolation, message: "unexpected password message")
         case .failing:
-            passwordFailed(ci, reason: "user not found in auth_file")
+            passwordFailed(ci, reason: "unknown user, or no usable password")
         case .cleartext(let secret):
             let given = body.withUnsafeBytes { PasswordMessage.parseCleartext($0) } ?? ""
             if verifyCleartext(user: info.user, given: given, secret: secret) {
