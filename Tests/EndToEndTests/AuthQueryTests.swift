@@ -145,6 +145,47 @@ final class E2EAuthQueryTests: XCTestCase {
         XCTAssertTrue(px.isRunning)
     }
 
+    /// A slow lookup does not hold up the worker's other clients; a lookup whose server connection is
+    /// killed fails its client with a clean error.
+    func testSlowLookupDoesNotBlockAndABrokenLookupFailsCleanly() throws {
+        let pg = try PostgresServer.shared()
+        var s = try settings(pg)
+        s.settings.append(("auth_query",
+                           "SELECT rolname, rolpassword FROM pg_authid, pg_sleep(3) WHERE rolname = $1"))
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        let dir = try makeTempDirectory(prefix: "aqslow")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+
+        let slow = try Psql.spawn(px.target(user: "u_md5", database: "aqdb", password: passwords["u_md5"]),
+                                  "select current_user", dir: dir, tag: "slow")
+        XCTAssertTrue(waitUntil(timeout: 30, poll: 0.05) { self.queriesRun(px, user: "u_md5") == 1 },
+                      "the lookup started:\n\(px.log().suffix(2000))")
+        // The same (only) worker serves another client while the lookup sleeps on the server.
+        let other = try Psql.run(px.target(user: "u_trust", database: "probe", password: passwords["u_trust"]),
+                                 "select 42")
+        XCTAssertEqual(other.stdout.trimmed, "42", "\(other)")
+        XCTAssertTrue(slow.isRunning, "the other client was served while the lookup was still running")
+        XCTAssertEqual(slow.wait(timeout: 60), 0, readTextFile(dir + "/slow.err"))
+        XCTAssertEqual(readTextFile(dir + "/slow.out").trimmed, "u_md5")
+
+        // Kill the backend running the next lookup: the client fails, pgswift goes on.
+        let broken = try Psql.spawn(px.target(user: "u_scram", database: "aqdb", password: passwords["u_scram"]),
+                                    "select 1", dir: dir, tag: "broken")
+        XCTAssertTrue(waitUntil(timeout: 30, poll: 0.05) {
+            let n = (try? pg.adminQuery("""
+                select count(pg_terminate_backend(pid)) from pg_stat_activity
+                where usename = 'aq_auth' and state = 'active' and query like '%pg_sleep%'
+                """)) ?? "0"
+            return n != "0"
+        }, "the lookup's backend was found and terminated")
+        XCTAssertNotEqual(broken.wait(timeout: 60), 0)
+        XCTAssertTrue(readTextFile(dir + "/broken.err").contains("authentication query failed"),
+                      readTextFile(dir + "/broken.err"))
+        XCTAssertTrue(px.isRunning)
+        try assertLogsIn(px, "u_md5", password: passwords["u_md5"])
+    }
+
     /// Problems on the lookup side reach the client as clean errors, and the worker keeps serving.
     func testLookupFailuresAreCleanErrors() throws {
         let pg = try PostgresServer.shared()
