@@ -105,8 +105,6 @@ struct Client {
     /// epoll reported RDHUP/HUP/ERR: read until EOF, never stop at a short read.
     var hangup = false
     var isUnix = false
-    /// The connection runs over TLS (set by the TLS handshake; hba's hostssl/hostnossl read it).
-    var usesTLS = false
     var waitNext: Int32 = -1
     var waitPrev: Int32 = -1
     var connectedAt: Int64 = 0
@@ -125,6 +123,8 @@ struct Client {
     /// The admin query forwarded to the supervisor and not answered yet (0: none).
     var adminRequest: UInt32 = 0
     var info: ClientInfo? = nil
+    /// The TLS handshake with this client completed (hostssl/hostnossl, cert auth, SCRAM -PLUS).
+    var usesTLS = false
 }
 
 final class ServerInfo {

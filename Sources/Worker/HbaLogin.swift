@@ -4,7 +4,7 @@ import Glibc
 
 extension Worker {
     /// The authentication method for this client under `auth_type = hba`. nil means the client was
-    /// dealt with here: refused (a `reject` line, no line at all) or logged in by peer/cert.
+    /// dealt with here: refused (a `reject` line, no line at all, cert without TLS) or settled by peer.
     func hbaAuthType(_ ci: Int32) -> AuthType? {
         guard let info = clients[ci].info else { return nil }
         let peer: HbaPeer
@@ -33,7 +33,10 @@ extension Worker {
         case .peer:
             peerAuthentication(ci)
         case .cert:
-            hbaCertAuthentication(ci)
+            // The certificate check is auth_type cert's, on the TLS side; without TLS there is none.
+            if clients[ci].usesTLS { return .cert }
+            log.warning("C-\(clients[ci].id): cert authentication for user \"\(info.user)\" refused: the connection is not TLS")
+            failClient(ci, code: SQLState.invalidAuthorizationSpecification, message: "cert authentication requires TLS")
         }
         return nil
     }
@@ -65,19 +68,5 @@ extension Worker {
             return
         }
         authenticated(ci)
-    }
-
-    /// `cert` from an hba line. The certificate check belongs to the TLS side (issue 8's TLS half):
-    /// it replaces the body below once merged. Until then a TLS client cannot get here
-    /// (`usesTLS` is never set), and a plain one is refused clearly.
-    func hbaCertAuthentication(_ ci: Int32) {
-        let user = clients[ci].info?.user ?? ""
-        if !clients[ci].usesTLS {
-            log.warning("C-\(clients[ci].id): cert authentication for user \"\(user)\" refused: the connection is not TLS")
-            failClient(ci, code: SQLState.invalidAuthorizationSpecification, message: "cert authentication requires TLS")
-            return
-        }
-        log.warning("C-\(clients[ci].id): cert authentication for user \"\(user)\" refused: no certificate check in this build")
-        failClient(ci, code: SQLState.invalidAuthorizationSpecification, message: "cert authentication is not available")
     }
 }
