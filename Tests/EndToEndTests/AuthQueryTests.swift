@@ -165,11 +165,26 @@ final class E2EAuthQueryTests: XCTestCase {
         let other = try Psql.run(px.target(user: "u_trust", database: "probe", password: passwords["u_trust"]),
                                  "select 42")
         XCTAssertEqual(other.stdout.trimmed, "42", "\(other)")
+        // A client that sends a query instead of waiting for its password request gets a clean error.
+        let rude = WireClient(socket: try TestSocket(port: px.port, timeout: 20), timeout: 20)
+        try rude.socket.send(WireEncode.startup(parameters: [("user", "u_password"), ("database", "aqdb")]))
+        try rude.socket.send(WireEncode.query("select 1"))
+        guard let answer = try rude.readMessage() else { return XCTFail("closed without an error") }
+        XCTAssertEqual(answer.typeChar, "E")
+        XCTAssertEqual(WireErrorFields(body: answer.body).sqlstate, "08P01", "\(WireErrorFields(body: answer.body))")
+        rude.socket.close()
         XCTAssertTrue(slow.isRunning, "the other client was served while the lookup was still running")
         XCTAssertEqual(slow.wait(timeout: 60), 0, readTextFile(dir + "/slow.err"))
         XCTAssertEqual(readTextFile(dir + "/slow.out").trimmed, "u_md5")
 
-        // Kill the backend running the next lookup: the client fails, pgswift goes on.
+        // Kill the backend running the next lookup: the client fails, pgswift goes on. (First let the
+        // rude client's lookup end, so that only the next one can be the one killed.)
+        XCTAssertTrue(waitUntil(timeout: 30, poll: 0.1) {
+            (try? pg.adminQuery("""
+                select count(*) from pg_stat_activity
+                where usename = 'aq_auth' and state = 'active' and query like '%pg_sleep%'
+                """)) == "0"
+        })
         let broken = try Psql.spawn(px.target(user: "u_scram", database: "aqdb", password: passwords["u_scram"]),
                                     "select 1", dir: dir, tag: "broken")
         XCTAssertTrue(waitUntil(timeout: 30, poll: 0.05) {
