@@ -91,10 +91,14 @@ final class E2EAuthQueryTests: XCTestCase {
     func testUncachedLookupsThroughAFunctionSeePasswordChanges() throws {
         let pg = try PostgresServer.shared()
         try pg.adminQuery([
-            "drop role if exists aq_rotate",
-            "create role aq_rotate login password 'first-pw'",
-            "drop role if exists aq_lookup",
-            "create role aq_lookup login password 'lookup-pw'",
+            """
+            do $$ begin
+              if not exists (select from pg_roles where rolname = 'aq_rotate') then create role aq_rotate login; end if;
+              if not exists (select from pg_roles where rolname = 'aq_lookup') then create role aq_lookup login; end if;
+            end $$
+            """,
+            "alter role aq_rotate password 'first-pw'",
+            "alter role aq_lookup password 'lookup-pw'",
         ])
         try pg.adminQuery([
             """
