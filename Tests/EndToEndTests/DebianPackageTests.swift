@@ -151,6 +151,108 @@ final class DebianPackageTests: XCTestCase {
         XCTAssertEqual(r.stdout.trimmed, "1", "\(r)")
         XCTAssertEqual(service.stop(), 0, service.log())
     }
+
+    /// The maintainer scripts' systemd paths, which CI's container cannot take for real: each script
+    /// runs in a private mount namespace whose /run is a fresh tmpfs (with or without
+    /// /run/systemd/system), with systemctl, deb-systemd-invoke, deb-systemd-helper, pgswift, adduser
+    /// install, chown, chmod and dpkg-statoverride replaced by stand-ins that log their arguments.
+    /// Nothing on the machine changes.
+    func testMaintainerScriptsTakeTheRightSystemdPath() throws {
+        guard runningAsRoot else { throw XCTSkip("needs root for a private mount namespace (unshare -m)") }
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare") else { throw XCTSkip("no unshare") }
+        let scripts = DebianBuild.repoRoot + "/Packaging/debian"
+        let dir = try makeTempDirectory(prefix: "maint")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+
+        // name, systemd running, active units, upgrade exit status, script and arguments.
+        let scenarios: [(String, Bool, [String], Int, String)] = [
+            ("install", true, [], 0, "postinst configure"),
+            ("upgrade", true, ["pgswift.service", "pgswift@b.service"], 0, "postinst configure 0.1.0-1"),
+            ("upgrade-fails", true, ["pgswift.service"], 1, "postinst configure 0.1.0-1"),
+            ("upgrade-stopped", true, [], 0, "postinst configure 0.1.0-1"),
+            ("upgrade-nosystemd", false, ["pgswift.service"], 0, "postinst configure 0.1.0-1"),
+            ("prerm-upgrade", true, ["pgswift.service"], 0, "prerm upgrade 0.1.0-2"),
+            ("prerm-remove", true, ["pgswift.service", "pgswift@b.service"], 0, "prerm remove"),
+            ("prerm-remove-nosystemd", false, ["pgswift.service"], 0, "prerm remove"),
+            ("postrm-remove", true, [], 0, "postrm remove"),
+        ]
+        var script = #"""
+            set -u
+            mount -t tmpfs pgswift-test /run || exit 90
+            bin=\#(dir)/bin; mkdir -p $bin
+            cat > $bin/stub <<'STUB'
+            #!/bin/sh
+            tool=$(basename "$0")
+            echo "$tool $*" >> "$STUB_LOG"
+            case "$tool $*" in
+              "systemctl --quiet is-active "*) grep -qx "$3" "$STUB_ACTIVE"; exit $? ;;
+              "systemctl list-units "*) grep '@' "$STUB_ACTIVE" | sed 's/$/ loaded active running x/'; exit 0 ;;
+              "pgswift upgrade "*) exit "$STUB_UPGRADE_RC" ;;
+            esac
+            exit 0
+            STUB
+            chmod +x $bin/stub
+            for tool in systemctl deb-systemd-invoke deb-systemd-helper pgswift adduser install chown chmod dpkg-statoverride; do
+              ln -s stub $bin/$tool
+            done
+            run() {
+              name=$1; systemd=$2; active=$3; rc=$4; shift 4
+              rm -rf /run/systemd; [ "$systemd" = yes ] && mkdir -p /run/systemd/system
+              printf '%s\n' $active > \#(dir)/$name.active
+              STUB_LOG=\#(dir)/$name.log STUB_ACTIVE=\#(dir)/$name.active STUB_UPGRADE_RC=$rc PATH=$bin:$PATH \
+                sh \#(scripts)/"$@" > \#(dir)/$name.out 2>&1
+              echo $? > \#(dir)/$name.status
+              touch \#(dir)/$name.log
+            }
+
+            """#
+        for (name, systemd, active, rc, args) in scenarios {
+            script += "run \(name) \(systemd ? "yes" : "no") '\(active.joined(separator: " "))' \(rc) \(args)\n"
+        }
+        let r = try runCommand(["/usr/bin/unshare", "-m", "sh", "-c", script], timeout: 120)
+        guard r.succeeded else {
+            if r.status == 90 { throw XCTSkip("cannot mount a tmpfs in a private namespace here: \(r)") }
+            throw E2EError("maintainer script harness: \(r)")
+        }
+        func log(_ name: String) -> [String] {
+            XCTAssertEqual(readTextFile("\(dir)/\(name).status").trimmed, "0",
+                           "\(name) failed: \(readTextFile("\(dir)/\(name).out"))")
+            return readTextFile("\(dir)/\(name).log").split(separator: "\n").map(String.init)
+        }
+        func has(_ lines: [String], _ line: String) -> Bool { lines.contains(line) }
+        func hasPrefix(_ lines: [String], _ p: String) -> Bool { lines.contains { $0.hasPrefix(p) } }
+
+        let install = log("install")
+        XCTAssertTrue(has(install, "deb-systemd-helper enable pgswift.service"), "\(install)")
+        XCTAssertTrue(has(install, "systemctl --system daemon-reload"), "\(install)")
+        XCTAssertTrue(has(install, "deb-systemd-invoke start pgswift.service"), "\(install)")
+        XCTAssertFalse(hasPrefix(install, "pgswift "), "\(install)")
+
+        let upgrade = log("upgrade")
+        XCTAssertTrue(has(upgrade, "pgswift upgrade -c /etc/pgswift/pgswift.ini"), "\(upgrade)")
+        XCTAssertTrue(has(upgrade, "pgswift upgrade -c /etc/pgswift/b.ini"), "\(upgrade)")
+        XCTAssertFalse(hasPrefix(upgrade, "deb-systemd-invoke"), "an upgrade must not restart or stop: \(upgrade)")
+
+        let fails = log("upgrade-fails")
+        XCTAssertTrue(has(fails, "pgswift upgrade -c /etc/pgswift/pgswift.ini"), "\(fails)")
+        XCTAssertTrue(has(fails, "deb-systemd-invoke restart pgswift.service"), "\(fails)")
+
+        let stopped = log("upgrade-stopped")
+        XCTAssertFalse(hasPrefix(stopped, "pgswift ") || hasPrefix(stopped, "deb-systemd-invoke"),
+                       "a stopped service stays stopped: \(stopped)")
+
+        let noSystemd = log("upgrade-nosystemd")
+        XCTAssertFalse(hasPrefix(noSystemd, "systemctl") || hasPrefix(noSystemd, "deb-systemd-invoke")
+                       || hasPrefix(noSystemd, "pgswift "), "no systemd: no service action: \(noSystemd)")
+        XCTAssertTrue(hasPrefix(noSystemd, "install -d -o pgswift -g pgswift -m 0755 /run/pgswift"), "\(noSystemd)")
+
+        XCTAssertFalse(hasPrefix(log("prerm-upgrade"), "deb-systemd-invoke"), "prerm must not stop on upgrade")
+        let remove = log("prerm-remove")
+        XCTAssertTrue(has(remove, "deb-systemd-invoke stop pgswift.service"), "\(remove)")
+        XCTAssertTrue(has(remove, "deb-systemd-invoke stop pgswift@b.service"), "\(remove)")
+        XCTAssertEqual(log("prerm-remove-nosystemd"), [])
+        XCTAssertTrue(has(log("postrm-remove"), "systemctl --system daemon-reload"))
+    }
 }
 
 // MARK: - Building the packages (once per test process)
