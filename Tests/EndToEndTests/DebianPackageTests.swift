@@ -51,6 +51,10 @@ final class DebianPackageTests: XCTestCase {
         XCTAssertEqual(try machine.owner("/etc/pgswift/pgswift.ini"), "root:pgswift 640")
         XCTAssertEqual(try machine.owner("/run/pgswift"), "pgswift:pgswift 755")
         let installed = try DebianMachine.run(["dpkg", "-L", "pgswift"]).split(separator: "\n").map(String.init)
+        // The maintainer scripts are idempotent: the same package again configures cleanly.
+        try machine.install(deb)
+        XCTAssertEqual(try machine.packageStatus(), "install ok installed")
+        XCTAssertEqual(try machine.owner("/etc/pgswift/userlist.txt"), "pgswift:pgswift 640")
 
         // 5. The installed units (ExecStart's binary and the man pages now exist) pass verify.
         try machine.verifyUnits()
