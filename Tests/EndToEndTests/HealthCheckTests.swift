@@ -1,0 +1,107 @@
+// End to end: backends that go away and come back (health checks, backoff, fail-fast, recovery, no leaks).
+import Foundation
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Shared helpers of the health-check tests.
+enum HealthE2E {
+    /// Short periods so a test runs in seconds: check every 0.5 s, backoff 0.5 s doubling to 4 s.
+    static func settings(_ pg: PostgresServer, workers: Int = 2, poolSize: Int = 8) -> PgswiftSettings {
+        var s = PgswiftSettings(postgres: pg)
+        s.workers = workers
+        s.poolMode = "transaction"
+        s.defaultPoolSize = poolSize
+        s.settings = [("admin_users", "u_trust"), ("server_check_delay", "0.5"), ("server_login_retry", "1"),
+                      ("query_wait_timeout", "30")]
+        s.pgswiftSettings = [("health_check_backoff_initial", "0.5"), ("health_check_backoff_max", "4"),
+                             ("health_check_timeout", "2")]
+        return s
+    }
+
+    /// SHOW HEALTH rows: host, port, state, role, addrs, checks, failed_checks, retry, backoff_ms, ...
+    static func health(_ px: Pgswift) throws -> [[String?]] {
+        let admin = try WireClient.connect(port: px.port, user: "u_trust", database: "pgbouncer")
+        defer { admin.close() }
+        return try admin.query("SHOW HEALTH")
+    }
+
+    /// The state SHOW HEALTH gives for the host on `port` ("up", "down", "unknown"), nil if not listed.
+    static func state(_ px: Pgswift, port: Int) -> String? {
+        guard let rows = try? health(px) else { return nil }
+        return rows.first { $0[1] == String(port) }?[2] ?? nil
+    }
+
+    static func waitState(_ px: Pgswift, port: Int, _ want: String, timeout: Double) -> Bool {
+        waitUntil(timeout: timeout, poll: 0.05) { state(px, port: port) == want }
+    }
+
+    /// The "backoff X s" values logged for retries of the host on `port`, in order.
+    static func loggedBackoffs(_ px: Pgswift, port: Int) -> [Double] {
+        px.logLines(containing: "health check of", ":\(port) failed", "backoff ").compactMap { line in
+            guard let r = line.range(of: "(backoff ") else { return nil }
+            return Double(line[r.upperBound...].split(separator: " ").first ?? "")
+        }
+    }
+}
+
+final class HealthCheckTests: XCTestCase {
+    /// Acceptance 1 and 2: stop PostgreSQL under pgswift, see it marked down with growing backoff and
+    /// clients failed at once; start it again, see it detected and a pgbench run complete without failures.
+    func testBackendDownFailsFastBacksOffAndRecovers() throws {
+        let pg = try PostgresServer.startPrivate()
+        defer { pg.stop() }
+        try pg.ensurePgbenchData()
+        let px = try Pgswift.start(HealthE2E.settings(pg))
+        defer { px.stop() }
+        let bench = px.target(user: "bench", database: "bench", password: PostgresServer.passwords["bench"])
+        XCTAssertTrue(HealthE2E.waitState(px, port: pg.port, "up", timeout: 20), "\((try? HealthE2E.health(px)) ?? [])")
+        // Warm the pools, so clients log in from pgswift's cached parameters while the server is away.
+        let warm = try Pgbench.run(bench, ["-S", "-c", "4", "-j", "2", "-T", "1"])
+        XCTAssertEqual(warm.result.status, 0, "\(warm.result)")
+
+        pg.stopServer()
+        let stoppedAt = monotonicNow()
+        // Within two check intervals (0.5 s each), plus slack for a loaded CI machine.
+        XCTAssertTrue(HealthE2E.waitState(px, port: pg.port, "down", timeout: 2 * 0.5 + 2.0),
+                      "not marked down: \((try? HealthE2E.health(px)) ?? [])\n\(px.log())")
+        let detection = monotonicNow() - stoppedAt
+        XCTAssertLessThan(detection, 2 * 0.5 + 2.0)
+
+        // A new client that needs a server gets a clean 08006 at once, not after query_wait_timeout (30 s).
+        let started = monotonicNow()
+        var failure: WireServerError?
+        do {
+            let c = try WireClient.connect(port: px.port, user: "u_trust", database: "testdb")
+            defer { c.close() }
+            _ = try c.query("select 1")
+        } catch let e as WireServerError {
+            failure = e
+        }
+        let took = monotonicNow() - started
+        XCTAssertEqual(failure?.fields.sqlstate, "08006", "\(String(describing: failure))")
+        XCTAssertTrue(failure?.fields.message?.contains("cannot connect to server") ?? false, "\(String(describing: failure))")
+        XCTAssertLessThan(took, 1.0, "the error took \(took) s")
+
+        // The log shows the backoff ceiling doubling from 0.5 s to the 4 s cap.
+        XCTAssertTrue(waitUntil(timeout: 30) { HealthE2E.loggedBackoffs(px, port: pg.port).filter { $0 == 4 }.count >= 2 },
+                      "backoffs: \(HealthE2E.loggedBackoffs(px, port: pg.port))\n\(px.log())")
+        let backoffs = HealthE2E.loggedBackoffs(px, port: pg.port)
+        XCTAssertEqual(Array(backoffs.prefix(5)), [0.5, 1, 2, 4, 4], "\(backoffs)")
+        XCTAssertEqual(px.logLines(containing: "backend 127.0.0.1:\(pg.port) is DOWN").count, 1, "one transition line")
+
+        try pg.startServer()
+        let restartedAt = monotonicNow()
+        // Detected within the current backoff interval (4 s) plus slack.
+        XCTAssertTrue(HealthE2E.waitState(px, port: pg.port, "up", timeout: 4 + 3), "\((try? HealthE2E.health(px)) ?? [])\n\(px.log())")
+        XCTAssertLessThan(monotonicNow() - restartedAt, 4 + 3)
+        XCTAssertEqual(px.logLines(containing: "backend 127.0.0.1:\(pg.port) is UP again").count, 1)
+
+        let run = try Pgbench.run(bench, ["-c", "4", "-j", "2", "-T", "2"])
+        XCTAssertEqual(run.result.status, 0, "\(run.result)\n\(px.log())")
+        XCTAssertGreaterThan(run.summary.transactions ?? 0, 0)
+        XCTAssertEqual(run.summary.failedTransactions ?? 0, 0)
+        XCTAssertTrue(px.isRunning)
+    }
+}
