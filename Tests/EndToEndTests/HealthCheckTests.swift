@@ -104,4 +104,82 @@ final class HealthCheckTests: XCTestCase {
         XCTAssertEqual(run.summary.failedTransactions ?? 0, 0)
         XCTAssertTrue(px.isRunning)
     }
+
+    /// Acceptance 5: no descriptor, thread or memory growth across 100 down/up cycles of a backend.
+    /// A real PostgreSQL restart takes about a second here, so the backend goes down and up through a
+    /// TCP relay in front of it (`TCPGate`): closing it refuses new connections and resets open ones,
+    /// which is what pgswift sees of a stopped server; the health check, the workers' fail-fast,
+    /// draining and reconnecting all run as with a real restart (testBackendDownFailsFastBacksOffAndRecovers
+    /// does real stop/start cycles).
+    func testNoLeaksAcrossAHundredDownUpCycles() throws {
+        let pg = try PostgresServer.shared()
+        let gate = try TCPGate(targetPort: pg.port)
+        defer { gate.stop() }
+        var s = PgswiftSettings(postgres: pg)
+        s.databases = [("testdb", "host=127.0.0.1 port=\(gate.port) dbname=testdb")]
+        s.workers = 2
+        s.poolMode = "transaction"
+        s.defaultPoolSize = 4
+        s.settings = [("admin_users", "u_trust"), ("server_check_delay", "0.2"), ("server_login_retry", "0.1")]
+        s.pgswiftSettings = [("health_check_backoff_initial", "0.05"), ("health_check_backoff_max", "0.2"),
+                             ("health_check_timeout", "1")]
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        let key = "backend 127.0.0.1:\(gate.port) is"
+
+        func query() -> Bool {
+            guard let c = try? WireClient.connect(port: px.port, user: "u_trust", database: "testdb", timeout: 5) else { return false }
+            defer { c.close() }
+            return (try? c.query("select 1")) == [["1"]]
+        }
+        func cycle(_ i: Int) {
+            gate.close()
+            XCTAssertTrue(waitUntil(timeout: 10, poll: 0.01) { px.logLines(containing: key + " DOWN").count >= i },
+                          "cycle \(i): not marked down")
+            if i % 10 == 0 {
+                let c = try? WireClient.connect(port: px.port, user: "u_trust", database: "testdb", timeout: 5)
+                XCTAssertThrowsError(try c?.query("select 1") ?? { throw E2EError("refused at login") }(), "cycle \(i)")
+                c?.close()
+            }
+            gate.open()
+            XCTAssertTrue(waitUntil(timeout: 10, poll: 0.01) { px.logLines(containing: key + " UP again").count >= i },
+                          "cycle \(i): not marked up")
+            XCTAssertTrue(waitUntil(timeout: 5, poll: 0.02) { query() }, "cycle \(i): no query after recovery")
+        }
+        struct Usage: CustomStringConvertible {
+            var fds = 0, threads = 0, rssKiB = 0
+            var description: String { "\(fds) fds, \(threads) threads, \(rssKiB) KiB" }
+        }
+        func usage(_ pid: pid_t) -> Usage {
+            var u = Usage()
+            u.fds = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []).count
+            for line in readTextFile("/proc/\(pid)/status").split(separator: "\n") {
+                let f = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+                if f.first == "Threads:" { u.threads = Int(f[1]) ?? 0 }
+                if f.first == "VmRSS:" { u.rssKiB = Int(f[1]) ?? 0 }
+            }
+            return u
+        }
+        let pids = [px.supervisorPid] + px.workerPids()
+
+        XCTAssertTrue(query())
+        for i in 1...10 { cycle(i) }
+        sleepSeconds(0.5)
+        let before = pids.map(usage)
+        for i in 11...100 { cycle(i) }
+        XCTAssertEqual(px.workerPids(), Array(pids.dropFirst()), "workers restarted")
+        // Steady state: no check in flight in the supervisor, no more server connections than the pool allows.
+        var after: [Usage] = []
+        let settled = waitUntil(timeout: 10, poll: 0.1) {
+            after = pids.map(usage)
+            return zip(before, after).enumerated().allSatisfy { (i, p) in
+                p.1.fds <= p.0.fds + (i == 0 ? 0 : 2) && p.1.threads == p.0.threads
+            }
+        }
+        XCTAssertTrue(settled, "fds/threads before \(before) after \(after)")
+        for (b, a) in zip(before, after) {
+            XCTAssertLessThan(a.rssKiB - b.rssKiB, 8 * 1024, "RSS grew from \(b.rssKiB) to \(a.rssKiB) KiB")
+        }
+        print("health leak test: before \(before), after \(after)")
+    }
 }
