@@ -33,6 +33,24 @@ enum HealthE2E {
         return rows.first { $0[1] == String(port) }?[2] ?? nil
     }
 
+    /// Logs in and runs `sql`; the first ErrorResponse at login or in the answer (nil: it worked).
+    /// pgswift closes the connection after its FATAL, so the error may come without ReadyForQuery.
+    static func firstError(port: Int, user: String, database: String, _ sql: String = "select 1") throws -> WireErrorFields? {
+        let c: WireClient
+        do {
+            c = try WireClient.connect(port: port, user: user, database: database, password: PostgresServer.passwords[user])
+        } catch let e as WireServerError {
+            return e.fields
+        }
+        defer { c.close() }
+        try c.socket.send(WireEncode.query(sql))
+        while let m = try c.readMessage() {
+            if m.typeChar == "E" { return WireErrorFields(body: m.body) }
+            if m.typeChar == "Z" { return nil }
+        }
+        throw E2EError("connection closed without an error")
+    }
+
     static func waitState(_ px: Pgswift, port: Int, _ want: String, timeout: Double) -> Bool {
         waitUntil(timeout: timeout, poll: 0.05) { state(px, port: port) == want }
     }
@@ -71,17 +89,10 @@ final class HealthCheckTests: XCTestCase {
 
         // A new client that needs a server gets a clean 08006 at once, not after query_wait_timeout (30 s).
         let started = monotonicNow()
-        var failure: WireServerError?
-        do {
-            let c = try WireClient.connect(port: px.port, user: "u_trust", database: "testdb")
-            defer { c.close() }
-            _ = try c.query("select 1")
-        } catch let e as WireServerError {
-            failure = e
-        }
+        let failure = try HealthE2E.firstError(port: px.port, user: "u_trust", database: "testdb")
         let took = monotonicNow() - started
-        XCTAssertEqual(failure?.fields.sqlstate, "08006", "\(String(describing: failure))")
-        XCTAssertTrue(failure?.fields.message?.contains("cannot connect to server") ?? false, "\(String(describing: failure))")
+        XCTAssertEqual(failure?.sqlstate, "08006", "\(String(describing: failure))")
+        XCTAssertTrue(failure?.message?.contains("cannot connect to server") ?? false, "\(String(describing: failure))")
         XCTAssertLessThan(took, 1.0, "the error took \(took) s")
 
         // The log shows the backoff ceiling doubling from 0.5 s to the 4 s cap.
