@@ -112,7 +112,13 @@ extension Supervisor {
         for t in healthState.targets { old[t.key] = t }
         var targets: [HealthTarget] = []
         var seen: [String: Int] = [:]
-        for entry in config.databases {
+        // The `*` entry's hosts too (its pools name their own databases; the check logs in to `postgres`).
+        var entries = config.databases
+        if var fallback = config.fallbackDatabase {
+            fallback.dbname = fallback.dbname ?? "postgres"
+            entries.append(fallback)
+        }
+        for entry in entries {
             let hosts = entry.hosts.isEmpty ? [""] : entry.hosts
             let (user, secret) = healthCheckLogin(entry, userlist)
             for (i, rawHost) in hosts.enumerated() {
@@ -375,7 +381,8 @@ extension Supervisor {
         case BackendType.errorResponse:
             let f = body.withUnsafeBytes { ErrorFields.parse($0) }
             let text = f.map { "\($0.message) (\($0.code))" } ?? "error"
-            if p.phase == .login, let code = f?.code, code.hasPrefix("28") {
+            // Refused login or unknown database: PostgreSQL is there and answering, just not to this check.
+            if p.phase == .login, let code = f?.code, code.hasPrefix("28") || code.hasPrefix("3D") {
                 return loginRefused(i, text)
             }
             probeFailed(i, text)
