@@ -278,6 +278,7 @@ extension Supervisor {
         let t = healthState.targets[i]
         p.phase = .login
         var out = OutBuffer(capacity: 256)
+        defer { out.deallocate() }
         Frontend.startupMessage(into: &out, parameters: [("user", t.user), ("database", t.database),
                                                          ("application_name", "pgswift health check")])
         p.pending += out.bytes
@@ -339,6 +340,7 @@ extension Supervisor {
     func probeMessage(_ i: Int, _ p: HealthProbe, _ type: UInt8, _ body: [UInt8]) {
         let t = healthState.targets[i]
         var out = OutBuffer(capacity: 256)
+        defer { out.deallocate() }
         switch type {
         case BackendType.authentication:
             guard let req = body.withUnsafeBytes({ AuthenticationRequest.parse($0) }) else {

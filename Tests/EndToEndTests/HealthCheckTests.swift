@@ -189,7 +189,8 @@ final class HealthCheckTests: XCTestCase {
         }
         XCTAssertTrue(settled, "fds/threads before \(before) after \(after)")
         for (b, a) in zip(before, after) {
-            XCTAssertLessThan(a.rssKiB - b.rssKiB, 8 * 1024, "RSS grew from \(b.rssKiB) to \(a.rssKiB) KiB")
+            // A leak of one 256-byte buffer per check grew the supervisor by about 600 KiB here; clean runs stay flat.
+            XCTAssertLessThan(a.rssKiB - b.rssKiB, 256, "RSS grew from \(b.rssKiB) to \(a.rssKiB) KiB")
         }
         print("health leak test: before \(before), after \(after)")
     }
