@@ -51,6 +51,14 @@ enum HealthE2E {
         throw E2EError("connection closed without an error")
     }
 
+    /// The body of GET /metrics from the supervisor's endpoint on `port`.
+    static func metrics(port: Int) throws -> String {
+        let socket = try TestSocket(port: port, timeout: 10)
+        defer { socket.close() }
+        try socket.send(Array("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".utf8))
+        return String(decoding: socket.readUntilClosed(timeout: 10).data, as: UTF8.self)
+    }
+
     static func waitState(_ px: Pgswift, port: Int, _ want: String, timeout: Double) -> Bool {
         waitUntil(timeout: timeout, poll: 0.05) { state(px, port: port) == want }
     }
@@ -71,8 +79,12 @@ final class HealthCheckTests: XCTestCase {
         let pg = try PostgresServer.startPrivate()
         defer { pg.stop() }
         try pg.ensurePgbenchData()
-        let px = try Pgswift.start(HealthE2E.settings(pg))
+        var s = HealthE2E.settings(pg)
+        let metricsPort = try freePort()
+        s.pgswiftSettings.append(("metrics_listen", "127.0.0.1:\(metricsPort)"))
+        let px = try Pgswift.start(s)
         defer { px.stop() }
+        let upSeries = "pgswift_backend_up{host=\"127.0.0.1\",port=\"\(pg.port)\"}"
         let bench = px.target(user: "bench", database: "bench", password: PostgresServer.passwords["bench"])
         XCTAssertTrue(HealthE2E.waitState(px, port: pg.port, "up", timeout: 20), "\((try? HealthE2E.health(px)) ?? [])")
         // Warm the pools, so clients log in from pgswift's cached parameters while the server is away.
@@ -94,6 +106,20 @@ final class HealthCheckTests: XCTestCase {
         XCTAssertEqual(failure?.sqlstate, "08006", "\(String(describing: failure))")
         XCTAssertTrue(failure?.message?.contains("cannot connect to server") ?? false, "\(String(describing: failure))")
         XCTAssertLessThan(took, 1.0, "the error took \(took) s")
+        XCTAssertTrue(try HealthE2E.metrics(port: metricsPort).contains(upSeries + " 0"))
+
+        // A worker started while the host is down learns the state too: every new client fails fast,
+        // whichever worker takes it.
+        let victim = px.workerPids()[0]
+        kill(victim, SIGKILL)
+        XCTAssertTrue(waitUntil(timeout: 20) { px.workerPids().count == 2 && !px.workerPids().contains(victim) })
+        XCTAssertTrue(waitUntil(timeout: 10) { px.logLines(containing: "supervisor", "ready (pid").count >= 3 }, px.log())
+        for _ in 0..<8 {
+            let t0 = monotonicNow()
+            let e = try HealthE2E.firstError(port: px.port, user: "u_trust", database: "testdb")
+            XCTAssertEqual(e?.sqlstate, "08006", "\(String(describing: e))")
+            XCTAssertLessThan(monotonicNow() - t0, 1.0)
+        }
 
         // The log shows the backoff ceiling doubling from 0.5 s to the 4 s cap.
         XCTAssertTrue(waitUntil(timeout: 30) { HealthE2E.loggedBackoffs(px, port: pg.port).filter { $0 == 4 }.count >= 2 },
@@ -108,6 +134,7 @@ final class HealthCheckTests: XCTestCase {
         XCTAssertTrue(HealthE2E.waitState(px, port: pg.port, "up", timeout: 4 + 3), "\((try? HealthE2E.health(px)) ?? [])\n\(px.log())")
         XCTAssertLessThan(monotonicNow() - restartedAt, 4 + 3)
         XCTAssertEqual(px.logLines(containing: "backend 127.0.0.1:\(pg.port) is UP again").count, 1)
+        XCTAssertTrue(waitUntil(timeout: 5) { (try? HealthE2E.metrics(port: metricsPort).contains(upSeries + " 1")) ?? false })
 
         let run = try Pgbench.run(bench, ["-c", "4", "-j", "2", "-T", "2"])
         XCTAssertEqual(run.result.status, 0, "\(run.result)\n\(px.log())")
@@ -193,5 +220,29 @@ final class HealthCheckTests: XCTestCase {
             XCTAssertLessThan(a.rssKiB - b.rssKiB, 256, "RSS grew from \(b.rssKiB) to \(a.rssKiB) KiB")
         }
         print("health leak test: before \(before), after \(after)")
+    }
+
+    /// A wrong server password is reported to every client, but not retried in a loop: while the
+    /// pool backs off (floor server_login_retry = 1 s here) clients get the cached error without a
+    /// new login attempt. The host itself stays up (PostgreSQL answers), so nothing fails over.
+    func testBadServerCredentialsAreReportedNotHammered() throws {
+        let pg = try PostgresServer.shared()
+        var s = HealthE2E.settings(pg)
+        s.databases = [("testdb", pg.connectionString(dbname: "testdb")),
+                       ("wrongpw", pg.connectionString(dbname: "testdb", extra: "user=u_scram password=not-the-password"))]
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        let started = monotonicNow()
+        var errors = 0
+        while monotonicNow() - started < 2.5 {
+            let e = try HealthE2E.firstError(port: px.port, user: "u_trust", database: "wrongpw")
+            XCTAssertEqual(e?.sqlstate, "28P01", "\(String(describing: e))")
+            errors += 1
+        }
+        let attempts = px.logLines(containing: "server login failed").count
+        XCTAssertGreaterThan(errors, 10)
+        // One attempt per worker at first, then at most one per worker per backoff interval (>= 1 s).
+        XCTAssertLessThanOrEqual(attempts, 2 * 4, "\(attempts) login attempts for \(errors) clients\n\(px.log())")
+        XCTAssertEqual(HealthE2E.state(px, port: pg.port), "up")
     }
 }
