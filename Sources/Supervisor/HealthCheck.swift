@@ -155,6 +155,12 @@ extension Supervisor {
         }
     }
 
+    /// `server_check_delay` between checks of a healthy host; PgBouncer's 0 ("check on every reuse")
+    /// becomes one check a second here, and nothing runs more often than ten times a second.
+    func healthCheckPeriod() -> Int64 {
+        Clock.nanos(seconds: config.serverCheckDelay > 0 ? max(config.serverCheckDelay, 0.1) : 1)
+    }
+
     func healthBackoff() -> Backoff {
         Backoff(initialNanos: Clock.nanos(seconds: config.healthCheckBackoffInitial),
                 maxNanos: Clock.nanos(seconds: config.healthCheckBackoffMax))
@@ -465,7 +471,7 @@ extension Supervisor {
         } else {
             let previous = healthState.targets[i].health.state
             let downSince = healthState.targets[i].health.lastChangeNanos
-            let o = healthState.targets[i].health.succeeded(now: now, role: role, periodNanos: Clock.nanos(seconds: max(config.serverCheckDelay, 0.1)))
+            let o = healthState.targets[i].health.succeeded(now: now, role: role, periodNanos: healthCheckPeriod())
             healthState.targets[i].nextCheckAt = now + o.nextInNanos
             if o.changedTo != nil {
                 let roleText = role.map { " (\($0.inRecovery ? "in recovery" : "primary"), \($0.readOnly ? "read-only" : "read-write"))" } ?? ""
