@@ -191,11 +191,12 @@ extension Supervisor {
         guard healthState.started, stopping == nil else { return .max }
         var next: Int64 = .max
         let ttl = Clock.nanos(seconds: max(config.dnsMaxTTL, 1))
+        let nxTTL = Clock.nanos(seconds: max(config.dnsNXDomainTTL, 1))
         for t in healthState.targets {
             if let p = t.probe { next = min(next, p.deadline) } else if t.kind != .name || !t.addresses.isEmpty || t.resolveError != nil {
                 next = min(next, t.nextCheckAt)
             }
-            if t.kind == .name && t.resolvedAt > 0 { next = min(next, t.resolvedAt + ttl) }
+            if t.kind == .name && t.resolvedAt > 0 { next = min(next, t.resolvedAt + (t.resolveError == nil ? ttl : nxTTL)) }
         }
         return next
     }
@@ -203,6 +204,7 @@ extension Supervisor {
     func runHealthTimers(now: Int64) {
         guard healthState.started, stopping == nil else { return }
         let ttl = Clock.nanos(seconds: max(config.dnsMaxTTL, 1))
+        let nxTTL = Clock.nanos(seconds: max(config.dnsNXDomainTTL, 1))
         for i in healthState.targets.indices {
             if let p = healthState.targets[i].probe {
                 if now >= p.deadline {
@@ -211,7 +213,8 @@ extension Supervisor {
                 continue
             }
             let t = healthState.targets[i]
-            if t.kind == .name && t.resolvedAt > 0 && now - t.resolvedAt >= ttl { startResolve(i) }
+            // A name is looked up again after dns_max_ttl, or dns_nxdomain_ttl after a failed lookup.
+            if t.kind == .name && t.resolvedAt > 0 && now - t.resolvedAt >= (t.resolveError == nil ? ttl : nxTTL) { startResolve(i) }
             if now >= t.nextCheckAt { beginCheck(i, now: now) }
         }
     }
