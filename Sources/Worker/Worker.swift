@@ -109,6 +109,8 @@ final class Worker {
     var stats = WorkerStatsState()
     /// This worker's share of each pool, as the supervisor set it (Quotas.swift).
     var quotas = WorkerQuotas()
+    /// Backend host states and addresses from the supervisor (BackendHealth.swift).
+    var health = WorkerHealth()
 
     init(options: WorkerOptions, config: Config, userlist: Userlist) throws {
         slot = options.slot
@@ -162,6 +164,7 @@ final class Worker {
                 nextJanitor = now + 100_000_000
                 pushStatsIfDue()
                 reportPools()
+                healthTick()
             }
             if shutdownMode != nil { checkShutdown() }
         }
@@ -307,6 +310,8 @@ final class Worker {
             handleStatsChunk(chunk)
         case .quota(let database, let user, let quota, let seq):
             applyQuota(database: database, user: user, quota: Int(quota), seq: seq)
+        case .backendState(let host, let port, let flags, let addresses):
+            applyBackendState(host: host, port: Int(port), flags: flags, addresses: addresses)
         default:
             break
         }
