@@ -113,6 +113,8 @@ final class Worker {
     var quotas = WorkerQuotas()
     /// auth_query lookups in flight, their cache, and the secrets they gave pools (AuthQuery.swift).
     var authQuery = AuthQueryState()
+    /// Backend host states and addresses from the supervisor (BackendHealth.swift).
+    var health = WorkerHealth()
 
     init(options: WorkerOptions, config: Config, userlist: Userlist) throws {
         slot = options.slot
@@ -166,6 +168,7 @@ final class Worker {
                 nextJanitor = now + 100_000_000
                 pushStatsIfDue()
                 reportPools()
+                healthTick()
             }
             if shutdownMode != nil { checkShutdown() }
         }
@@ -311,6 +314,8 @@ final class Worker {
             handleStatsChunk(chunk)
         case .quota(let database, let user, let quota, let seq):
             applyQuota(database: database, user: user, quota: Int(quota), seq: seq)
+        case .backendState(let host, let port, let flags, let addresses):
+            applyBackendState(host: host, port: Int(port), flags: flags, addresses: addresses)
         default:
             break
         }
