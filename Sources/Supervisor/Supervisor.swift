@@ -84,6 +84,8 @@ final class Supervisor {
     var systemdState = SystemdState()
     /// Our own binary's path as it was at start: UPGRADE re-executes whatever is at that path now.
     var supervisorExecutable = "/usr/bin/pgswift"
+    /// Backend health checks and host-name lookups (HealthCheck.swift).
+    var healthState = HealthCheckState()
 
     init(options: SupervisorOptions, configPath: String, workerBinary: String, config: Config, log: Logger,
          epoll: consuming Epoll, signals: consuming SignalFD, listeners: Listeners) {
@@ -223,6 +225,7 @@ final class Supervisor {
         for slot in slots where slot.pid == 0 { spawn(slot, now: now) }
         openMetrics()
         resumeUpgradeAfterReexec()
+        startHealthChecks(now: now)
         if systemd.watchdogIntervalNanos > 0 { nextWatchdog = now }
         var status: Int32 = 0
         while !(stopping != nil && slots.allSatisfy({ $0.pid == 0 }) && upgrade.isIdle) {
@@ -241,6 +244,8 @@ final class Supervisor {
                     handleSignals()
                 } else if data & MetricsServer.tag != 0 {
                     handleMetrics(data)
+                } else if data & HealthCheckState.tag != 0 {
+                    handleHealthEvent(data)
                 } else {
                     handleChannel(data)
                 }
@@ -248,6 +253,7 @@ final class Supervisor {
             runTimers(now: Clock.monotonicNanos())
             runStatsTimers(now: Clock.monotonicNanos())
             updateSystemdStatus(now: Clock.monotonicNanos())
+            runHealthTimers(now: Clock.monotonicNanos())
             updateChannelInterest()
         }
         statsState.metrics?.shutdown(epoll: epoll)
@@ -268,6 +274,7 @@ final class Supervisor {
         if systemd.watchdogIntervalNanos > 0 { next = min(next, nextWatchdog) }
         next = min(next, statsTimeout(now: now))
         next = min(next, upgradeNextDeadline())
+        next = min(next, healthTimeout(now: now))
         if next == .max { return -1 }
         let wait = next - now
         if wait <= 0 { return 0 }
@@ -346,6 +353,7 @@ final class Supervisor {
         log.info("worker \(slot.index) started (pid \(pid))")
         if paused { slot.send(.pause) }
         sendQuotas(quotas.workerStarted(slot: slot.index))
+        sendHealth(to: slot)
     }
 
     func scheduleRespawn(_ slot: WorkerSlot, ranForNanos: Int64, now: Int64) {
@@ -441,7 +449,9 @@ final class Supervisor {
             let key = PoolQuotaKey(database: database, user: user)
             sendQuotas(quotas.report(slot: slot.index, key: key, size: poolSize(key), servers: Int(servers),
                                      idle: Int(idle), waiting: Int(waiting), seq: seq, now: Clock.monotonicNanos()))
-        case .shutdown, .reload, .pause, .resume, .cancel, .statsToWorker, .quota, .drain:
+        case .backendFailed(let host, let port, let reason):
+            healthBackendFailed(host: host, port: Int(port), reason: reason)
+        case .shutdown, .reload, .pause, .resume, .cancel, .statsToWorker, .quota, .backendState, .drain:
             log.warning("worker \(slot.index) sent a supervisor-only message: \(message)")
         }
     }
@@ -540,6 +550,7 @@ final class Supervisor {
             }
             broadcast(.reload)
             sendQuotas(quotas.resizeAll(size: poolSize))
+            reconfigureHealthChecks(now: Clock.monotonicNanos())
             reloadError = nil
             return true
         } catch {

@@ -53,7 +53,7 @@ struct UpgradeState {
     static let drainGraceNanos: Int64 = 30_000_000_000
     /// Rolled processes get generations far from their slot's, so a respawn in that slot never reuses
     /// the epoll data of a process that is still around.
-    static let generationStride: UInt32 = 0x1_0000
+    static let generationStride: UInt32 = 0x100
 
     var isIdle: Bool { roll == nil && retired.isEmpty }
 }
@@ -162,6 +162,7 @@ extension Supervisor {
             log.error("worker \(old.index): cannot watch the new process's control channel: \(error)")
         }
         if paused { fresh.send(.pause) }
+        sendHealth(to: fresh)
         return (fresh, handoff.0)
     }
 

@@ -37,6 +37,8 @@ struct HotState {
     var trackPrepared = false
     /// Rolling restart: clients move to the successor when they become idle (Handoff.swift).
     var draining = false
+    /// auth_query lookups waiting for a server of their pool (AuthQuery.swift).
+    var authQueriesWaiting = 0
 }
 
 struct WorkerOptions {
@@ -116,6 +118,10 @@ final class Worker {
     /// Rolling restarts: clients handed to a successor or adopted from a predecessor (Handoff.swift).
     var handoff = WorkerHandoff()
     let initialHandoffFD: Int32
+    /// auth_query lookups in flight, their cache, and the secrets they gave pools (AuthQuery.swift).
+    var authQuery = AuthQueryState()
+    /// Backend host states and addresses from the supervisor (BackendHealth.swift).
+    var health = WorkerHealth()
 
     init(options: WorkerOptions, config: Config, userlist: Userlist) throws {
         slot = options.slot
@@ -172,6 +178,7 @@ final class Worker {
                 pushStatsIfDue()
                 reportPools()
                 if hot.pointee.draining { drainTick() }
+                healthTick()
             }
             if shutdownMode != nil { checkShutdown() }
         }
@@ -328,6 +335,8 @@ final class Worker {
             handleStatsChunk(chunk)
         case .quota(let database, let user, let quota, let seq):
             applyQuota(database: database, user: user, quota: Int(quota), seq: seq)
+        case .backendState(let host, let port, let flags, let addresses):
+            applyBackendState(host: host, port: Int(port), flags: flags, addresses: addresses)
         default:
             break
         }
@@ -344,6 +353,7 @@ final class Worker {
             userlist = newUsers
             clientSecrets = ClientScramSecrets()
             secretCache.removeAll()
+            authQuery.cache.removeAll()
             refreshPools()
             applyHotSettings()
             log.info("configuration reloaded")

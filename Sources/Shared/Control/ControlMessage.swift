@@ -26,6 +26,9 @@ public enum ControlMessage: Equatable, Sendable {
     /// Rolling restart: stop accepting, finish or hand off the clients, exit. With `handoff` the datagram
     /// also carries (SCM_RIGHTS) this worker's end of a socket to its successor (Worker/Handoff.swift).
     case drain(handoff: Bool)
+    /// Health of one backend host (host, port) as the supervisor's check sees it (`BackendFlags`), and
+    /// for a host name the addresses it resolved to (numeric strings; workers never resolve names).
+    case backendState(host: String, port: Int32, flags: UInt8, addresses: [String])
     // worker → supervisor
     /// The worker accepts connections.
     case ready(slot: Int32, pid: Int32)
@@ -40,6 +43,8 @@ public enum ControlMessage: Equatable, Sendable {
     /// and the `seq` of the last quota applied (0: none yet). Sent when it changes (at most every 100 ms),
     /// while clients wait, and at once after a quota was applied (its acknowledgement).
     case poolReport(database: String, user: String, servers: Int32, idle: Int32, waiting: Int32, seq: UInt32)
+    /// A worker could not connect to a backend host: the supervisor checks it now instead of waiting.
+    case backendFailed(host: String, port: Int32, reason: String)
 
     /// Largest datagram either side sends or accepts (a receiver rejects longer ones as invalid).
     public static let maximumSize = 65_536
@@ -50,6 +55,8 @@ public enum ControlMessage: Equatable, Sendable {
     enum Kind: UInt8 {
         case shutdown = 0x01, reload = 0x02, pause = 0x03, resume = 0x04, cancel = 0x05, statsToWorker = 0x06, quota = 0x07
         case drain = 0x10
+        case backendState = 0x20
+        case backendFailed = 0x60
         case ready = 0x41, forwardCancel = 0x42, heartbeat = 0x43, log = 0x44, statsFromWorker = 0x45, poolReport = 0x46
     }
 
@@ -125,6 +132,18 @@ public enum ControlMessage: Equatable, Sendable {
         case .drain(let handoff):
             out.append(Kind.drain.rawValue)
             out.append(handoff ? 1 : 0)
+        case .backendState(let host, let port, let flags, let addresses):
+            out.append(Kind.backendState.rawValue)
+            str(host)
+            i32(port)
+            out.append(flags)
+            u32(UInt32(truncatingIfNeeded: addresses.count))
+            for a in addresses { str(a) }
+        case .backendFailed(let host, let port, let reason):
+            out.append(Kind.backendFailed.rawValue)
+            str(host)
+            i32(port)
+            str(reason)
         case .poolReport(let database, let user, let servers, let idle, let waiting, let seq):
             out.append(Kind.poolReport.rawValue)
             str(database)
@@ -184,6 +203,18 @@ public enum ControlMessage: Equatable, Sendable {
             let flag = try r.u8("drain")
             guard flag <= 1 else { throw ControlDecodeError("bad drain flag \(flag)") }
             message = .drain(handoff: flag == 1)
+        case .backendState:
+            let host = try r.string("backend host")
+            let port = try r.i32("backend port")
+            let flags = try r.u8("backend flags")
+            let count = Int(try r.u32("address count"))
+            guard count <= 1024 else { throw ControlDecodeError("too many addresses (\(count))") }
+            var addresses: [String] = []
+            for _ in 0..<count { addresses.append(try r.string("address")) }
+            message = .backendState(host: host, port: port, flags: flags, addresses: addresses)
+        case .backendFailed:
+            message = .backendFailed(host: try r.string("backend host"), port: try r.i32("backend port"),
+                                     reason: try r.string("backend failure"))
         case .statsToWorker, .statsFromWorker:
             // The chunk fills the rest of the datagram; its own header is checked by StatsChunk.decode.
             let rest = try r.bytes(bytes.count - r.offset, "stats chunk")
