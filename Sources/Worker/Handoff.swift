@@ -20,6 +20,8 @@ struct WorkerHandoff {
     /// passes the same key on.
     var adopted: [Int32: (ci: Int32, gen: UInt32)] = [:]
     var original: [Int32: (pid: Int32, gen: UInt32)] = [:]
+    /// Descriptors that came with a control datagram (only `drain` carries one), kept for the worker's life.
+    let controlFDs = UnsafeMutablePointer<Int32>.allocate(capacity: 4)
     /// Receive buffer, allocated while a predecessor is handing off.
     var buffer: UnsafeMutableRawPointer? = nil
     static let bufferSize = HandoffClient.maximumSize + 1
@@ -92,6 +94,8 @@ extension Worker {
     func handOff(_ ci: Int32) -> Bool {
         guard handoff.outFD >= 0, clients[ci].state == .idle || clients[ci].state == .waitServer,
               clients[ci].server < 0, clients[ci].admin == 0,
+              // A TLS session's keys live in this process: such a client stays until it leaves.
+              !clients[ci].usesTLS,
               clients[ci].out.isEmpty, !clients[ci].hangup, !clients[ci].eof, !clients[ci].skipUntilSync,
               clients[ci].input.start == clients[ci].input.scan, clients[ci].input.partial == 0,
               clients[ci].pool >= 0, let info = clients[ci].info else { return false }
@@ -150,6 +154,22 @@ extension Worker {
         handoff.moved += 1
         freeClient(ci)
         return true
+    }
+
+    /// One control datagram into `buf`, with the descriptors that came along (almost always none).
+    func receiveControl(_ buf: UnsafeMutableRawPointer) -> (Result<Int, SyscallError>, UnsafeBufferPointer<Int32>) {
+        var count: Int32 = 0
+        let r: Result<Int, SyscallError>
+        do throws(SyscallError) {
+            switch try Posix.receive(controlFD, buf, Worker.controlBufferSize, fds: handoff.controlFDs, maxFDs: 4,
+                                     received: &count) {
+            case .processed(let n): r = .success(n)
+            case .wouldBlock: r = .success(-1)
+            }
+        } catch {
+            r = .failure(error)
+        }
+        return (r, UnsafeBufferPointer(start: handoff.controlFDs, count: Int(count)))
     }
 
     // MARK: Adopting (the new worker)

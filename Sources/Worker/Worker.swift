@@ -279,15 +279,7 @@ final class Worker {
         let buf = controlBuffer
         while true {
             // recvmsg, not read: a `drain` carries a socket (SCM_RIGHTS), which read() would drop.
-            var fds: [Int32] = []
-            let r = { (fds: inout [Int32]) -> Result<Int, SyscallError> in
-                do throws(SyscallError) {
-                    switch try Posix.receiveWithFDs(controlFD, buf, Worker.controlBufferSize, fds: &fds) {
-                    case .processed(let n): return .success(n)
-                    case .wouldBlock: return .success(-1)
-                    }
-                } catch { return .failure(error) }
-            }(&fds)
+            let (r, fds) = receiveControl(buf)
             switch r {
             case .success(-1):
                 return
