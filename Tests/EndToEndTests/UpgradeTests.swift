@@ -296,6 +296,64 @@ final class UpgradeTests: XCTestCase {
         }
     }
 
+    /// Protocol-level prepared statements move with their clients: pgbench -M prepared (statements
+    /// prepared once per connection, then only Bind/Execute) across a roll sees no failure.
+    func testPreparedStatementsMoveWithTheirClients() throws {
+        let pg = try PostgresServer.shared()
+        try pg.ensurePgbenchData()
+        let px = try Pgswift.start(try UpgradeFixtures.settings(pg))
+        defer { px.stop() }
+        let dir = try makeTempDirectory(prefix: "upg")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let before = Set(px.workerPids())
+        let target = UpgradeFixtures.benchTarget(px)
+        // -j = -c: libpq's synchronous prepare must not wait behind the same thread's other clients (README).
+        let argv = [try PostgresTools.path("pgbench"), "-n", "-M", "prepared", "-S", "-h", "127.0.0.1",
+                    "-p", String(px.port), "-U", target.user, "-c", "8", "-j", "8", "-T", "8", target.database]
+        let bench = try ChildProcess.spawn(argv, environment: target.environment,
+                                           stdoutPath: dir + "/pgbench.out", stderrPath: dir + "/pgbench.err")
+        XCTAssertTrue(UpgradeFixtures.waitForLoad(pg, minimumBackends: 3), "pgbench never got going: \(bench.stderrText())")
+        let cli = try UpgradeFixtures.upgradeCLI(px)
+        XCTAssertTrue(cli.succeeded, "\(cli)\nlog:\n\(px.log().suffix(4000))")
+        XCTAssertTrue(waitUntil(timeout: 30) { Set(px.workerPids()).isDisjoint(with: before) && px.workerPids().count == 2 })
+        let (r, summary) = UpgradeFixtures.finish(bench)
+        XCTAssertEqual(r.status, 0, "\(r.abridged)\nlog:\n\(px.log().suffix(4000))")
+        XCTAssertEqual(summary.failedTransactions, 0, r.stdout)
+        XCTAssertGreaterThan(summary.transactions ?? 0, 0, r.stdout)
+        let adopted = px.logLines(containing: "adopted").compactMap { line in
+            line.split(separator: ":").last.flatMap { Int($0.trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "") }
+        }
+        XCTAssertGreaterThan(adopted.reduce(0, +), 0, "no client moved; log:\n\(px.log().suffix(3000))")
+    }
+
+    /// Session mode: a client stays on the draining worker (its server session cannot move) and keeps
+    /// working; once drain_timeout passes it is closed with an error and the old worker exits.
+    func testSessionClientStaysUntilDrainTimeout() throws {
+        let pg = try PostgresServer.shared()
+        var settings = try UpgradeFixtures.settings(pg)
+        settings.poolMode = "session"
+        settings.pgswiftSettings = [("drain_timeout", "3")]
+        let px = try Pgswift.start(settings)
+        defer { px.stop() }
+        let client = try WireClient.connect(port: px.port, user: "u_trust", database: "testdb")
+        defer { client.close() }
+        XCTAssertEqual(try client.query("select 1").first?.first ?? nil, "1")
+        let before = Set(px.workerPids())
+        let upgradedAt = monotonicNow()
+        let cli = try UpgradeFixtures.upgradeCLI(px)
+        XCTAssertTrue(cli.succeeded, "\(cli)")
+        // Still served, by the old worker, which is still there.
+        XCTAssertEqual(try client.query("select 2").first?.first ?? nil, "2")
+        XCTAssertFalse(Set(px.workerPids()).isDisjoint(with: before), "the old worker left while its session client was there")
+        // After drain_timeout the session is closed and the old workers are gone.
+        XCTAssertTrue(waitUntil(timeout: 20) { Set(px.workerPids()).isDisjoint(with: before) },
+                      "old workers still there: \(px.workerPids()) vs \(before)\n\(px.log().suffix(3000))")
+        XCTAssertGreaterThanOrEqual(monotonicNow() - upgradedAt, 2.5, "closed before drain_timeout")
+        XCTAssertThrowsError(try client.query("select 3"), "the session survived drain_timeout")
+        XCTAssertFalse(px.logLines(containing: "drain_timeout passed").isEmpty, px.log())
+        XCTAssertEqual(px.workerPids().count, 2)
+    }
+
     /// Acceptance 4: the new worker binary exits at once: the roll stops at the first slot and says
     /// why, the old workers keep serving, pgbench sees no failure.
     func testBrokenWorkerBinaryStopsTheRollAndServiceContinues() throws {
