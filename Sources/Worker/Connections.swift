@@ -121,6 +121,10 @@ struct Client {
     /// The admin query forwarded to the supervisor and not answered yet (0: none).
     var adminRequest: UInt32 = 0
     var info: ClientInfo? = nil
+    /// TLS state (TLSConnection.swift); nil for plaintext, the only test the plaintext data path pays.
+    var tls: TLSConn? = nil
+    /// The TLS handshake with this client completed (hostssl/hostnossl, cert auth, SCRAM -PLUS).
+    var usesTLS = false
 }
 
 final class ServerInfo {
@@ -194,6 +198,10 @@ struct Server {
     var queryStart: Int64 = 0
     var xactStart: Int64 = 0
     var info: ServerInfo? = nil
+    /// TLS state (TLSConnection.swift); nil for plaintext.
+    var tls: TLSConn? = nil
+    /// Login-time TLS step (ServerTLS.swift): 0 none, 1 SSLRequest sent, 2 handshaking.
+    var tlsPhase: UInt8 = 0
 }
 
 /// Records that start out empty in a fresh table slot.

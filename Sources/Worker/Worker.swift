@@ -109,6 +109,8 @@ final class Worker {
     var stats = WorkerStatsState()
     /// This worker's share of each pool, as the supervisor set it (Quotas.swift).
     var quotas = WorkerQuotas()
+    /// TLS contexts for clients and servers (TLS.swift).
+    var tlsState = WorkerTLS()
 
     init(options: WorkerOptions, config: Config, userlist: Userlist) throws {
         slot = options.slot
@@ -130,6 +132,7 @@ final class Worker {
         maxPacket = max(config.maxPacketSize, 1024)
         // PostgreSQL's own cap for a single message is 1 GB; a larger limit only invites an OOM.
         maxPacket = min(maxPacket, 0x3FFF_FFFF)
+        try tlsState.load(config)
         applyHotSettings()
     }
 
@@ -325,6 +328,7 @@ final class Worker {
             secretCache.removeAll()
             refreshPools()
             applyHotSettings()
+            reloadTLS()
             log.info("configuration reloaded")
         } catch {
             log.error("reload failed, keeping the old configuration: \(error)")
