@@ -154,6 +154,11 @@ extension Worker {
             }
         }
         if clients[ci].state == .closing {
+            // The final error may still sit encrypted in the TLS buffer: free once it is out.
+            if let t = clients[ci].tls, !t.pointee.out.isEmpty {
+                clients[ci].writable = false
+                return false
+            }
             freeClient(ci)
             return false
         }

@@ -124,7 +124,16 @@ enum TLSIO {
     }
 
     static func free(_ c: TLSConn) {
-        if let ssl = c.pointee.ssl { SSL_free(ssl) }
+        if let ssl = c.pointee.ssl {
+            // close_notify, best effort (a socket that refuses it loses it): the peer then logs a clean
+            // close rather than an unexpected EOF.
+            if c.pointee.handshakeDone && c.pointee.ioErrno == 0 {
+                _ = SSL_shutdown(ssl)
+                try? flush(c)
+            }
+            ERR_clear_error()
+            SSL_free(ssl)
+        }
         c.pointee.out.release()
         c.pointee.pre.release()
         c.deinitialize(count: 1)

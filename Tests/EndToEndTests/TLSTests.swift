@@ -323,6 +323,28 @@ final class TLSTests: XCTestCase {
         return try runCommand(["/bin/sh", "-c", cmd], timeout: 30)
     }
 
+    /// A TLS setting that cannot work stops pgswift at start with the file:line of the setting.
+    func testBadTLSSettingRefusedAtStart() throws {
+        let ini = """
+            [databases]
+            testdb = host=127.0.0.1 port=1
+            [pgbouncer]
+            listen_addr = 127.0.0.1
+            listen_port = {{PORT}}
+            unix_socket_dir = {{DIR}}
+            auth_type = trust
+            auth_file = {{DIR}}/userlist.txt
+            client_tls_sslmode = require
+            client_tls_key_file = {{DIR}}/missing.key
+            client_tls_cert_file = {{DIR}}/missing.crt
+            """
+        let px = try Pgswift.launch(ini: ini, userlist: "\"u_trust\" \"x\"\n")
+        defer { px.stop() }
+        XCTAssertEqual(px.waitForExit(timeout: 30), 1, px.log())
+        XCTAssertTrue(px.log().contains("\(px.configPath):11:"), px.log())
+        XCTAssertTrue(px.log().contains("client_tls_cert_file"), px.log())
+    }
+
     // MARK: reload
 
     /// SIGHUP with new certificate files: new connections get them, a session open meanwhile goes on.

@@ -194,7 +194,10 @@ public final class TLSContext: @unchecked Sendable {
         if !s.keyFile.isEmpty {
             if let r = unreadable(s.keyFile) { throw TLSSetupError(key: "\(p)_tls_key_file", reason: "cannot read \"\(s.keyFile)\": \(r)") }
             if SSL_CTX_use_PrivateKey_file(ctx, s.keyFile, SSL_FILETYPE_PEM) != 1 {
-                throw TLSSetupError(key: "\(p)_tls_key_file", reason: "cannot load \"\(s.keyFile)\": \(lastError())")
+                let e = lastError()
+                let reason = e.contains("mismatch") ? "the key does not match \(p)_tls_cert_file (\(e))"
+                                                    : "cannot load \"\(s.keyFile)\": \(e)"
+                throw TLSSetupError(key: "\(p)_tls_key_file", reason: reason)
             }
             if SSL_CTX_check_private_key(ctx) != 1 {
                 throw TLSSetupError(key: "\(p)_tls_key_file", reason: "the key does not match \(p)_tls_cert_file: \(lastError())")
