@@ -204,6 +204,23 @@ final class TLSTests: XCTestCase {
         XCTAssertEqual(summary.failedTransactions ?? 0, 0, r.stdout)
     }
 
+    /// psycopg 3 (libpq underneath) with sslmode=require, transaction mode: the driver script's
+    /// basic workload (several connections, errors, transactions) over TLS on both sides.
+    func testPsycopgOverTLS() throws {
+        let (certs, pg) = try environment()
+        let python = try DriverTests.python()
+        let px = try start(pg, [("client_tls_sslmode", "require"), ("client_tls_key_file", certs.serverKey),
+                                ("client_tls_cert_file", certs.serverCert), ("server_tls_sslmode", "require")],
+                           poolMode: "transaction")
+        defer { px.stop() }
+        let dsn = "postgresql://u_trust@127.0.0.1:\(px.port)/testdb?sslmode=require&gssencmode=disable"
+        let r = try runCommand([python, DriverTests.driversDirectory + "/psycopg_check.py", "basic", dsn],
+                               environment: childEnvironment(["PYTHONDONTWRITEBYTECODE": "1"]), timeout: 300)
+        XCTAssertEqual(r.status, 0, "\(r)\n\(px.log().suffix(3000))")
+        XCTAssertTrue(r.stdout.hasPrefix("OK "), "\(r)")
+        XCTAssertFalse(px.logLines(containing: "tls=TLSv1.").isEmpty)
+    }
+
     // MARK: 4. auth_type cert and SCRAM channel binding
 
     func testCertAuth() throws {
