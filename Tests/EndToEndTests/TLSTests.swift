@@ -173,6 +173,10 @@ final class TLSTests: XCTestCase {
         let r = try psql(px, "sslmode=disable user=u_trust", "select ssl from pg_stat_ssl where pid = pg_backend_pid()")
         XCTAssertTrue(r.succeeded, "\(r)\n\(px.log().suffix(3000))")
         XCTAssertEqual(r.stdout.trimmed, "t", "the server connection is not on TLS")
+        // The admin console (Unix socket, root) shows the server's TLS version in SHOW SERVERS.
+        let show = try runCommand([try PostgresTools.path("psql"), "-h", px.dir, "-p", String(px.port), "-U", "u_trust",
+                                   "-XAtq", "-d", "pgbouncer", "-c", "show servers"], timeout: 30)
+        XCTAssertTrue(show.stdout.contains("TLSv1.3/"), "\(show)")
 
         let wrong = try start(pg, [("server_tls_sslmode", "verify-full"), ("server_tls_ca_file", certs.otherCACert)])
         defer { wrong.stop() }
