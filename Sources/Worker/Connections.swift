@@ -103,6 +103,8 @@ struct Client {
     /// epoll reported RDHUP/HUP/ERR: read until EOF, never stop at a short read.
     var hangup = false
     var isUnix = false
+    /// TLS state (TLSConnection.swift); nil for plaintext, the only test the plaintext data path pays.
+    var tls: TLSConn? = nil
     var waitNext: Int32 = -1
     var waitPrev: Int32 = -1
     var connectedAt: Int64 = 0
@@ -121,8 +123,6 @@ struct Client {
     /// The admin query forwarded to the supervisor and not answered yet (0: none).
     var adminRequest: UInt32 = 0
     var info: ClientInfo? = nil
-    /// TLS state (TLSConnection.swift); nil for plaintext, the only test the plaintext data path pays.
-    var tls: TLSConn? = nil
     /// The TLS handshake with this client completed (hostssl/hostnossl, cert auth, SCRAM -PLUS).
     var usesTLS = false
 }

@@ -94,6 +94,8 @@ final class Worker {
         set { hot.pointee.activeServerCount = newValue }
     }
     var statements = StatementRegistry()
+    /// TLS contexts for clients and servers (TLS.swift).
+    var tlsState = WorkerTLS()
     /// One control datagram at a time (SEQPACKET, at most 64 KiB), read into a buffer kept for the
     /// worker's life instead of a fresh 64 KiB array per control event.
     static let controlBufferSize = 65536
@@ -109,8 +111,6 @@ final class Worker {
     var stats = WorkerStatsState()
     /// This worker's share of each pool, as the supervisor set it (Quotas.swift).
     var quotas = WorkerQuotas()
-    /// TLS contexts for clients and servers (TLS.swift).
-    var tlsState = WorkerTLS()
 
     init(options: WorkerOptions, config: Config, userlist: Userlist) throws {
         slot = options.slot
