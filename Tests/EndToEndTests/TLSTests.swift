@@ -144,6 +144,31 @@ final class TLSTests: XCTestCase {
         XCTAssertFalse(px.logLines(containing: "login attempt", "tls=TLSv1.").isEmpty, px.log().suffix(3000).description)
     }
 
+    /// Megabytes each way over TLS on both sides: a 3 MB query text up, 5 MB of rows down.
+    func testBulkDataOverTLS() throws {
+        let (certs, pg) = try environment()
+        let px = try start(pg, [("client_tls_sslmode", "require"), ("client_tls_key_file", certs.serverKey),
+                                ("client_tls_cert_file", certs.serverCert), ("server_tls_sslmode", "require")])
+        defer { px.stop() }
+        let dir = try makeTempDirectory(prefix: "tlsbulk")
+        let sqlPath = dir + "/big.sql"
+        try ("select length('" + String(repeating: "abcdefgh", count: 3 * 131_072) + "');\n"
+             + "select length(string_agg(repeat('y', 100), '')) from generate_series(1, 50000);\n"
+             + "select count(*) from (select repeat('z', 1000) from generate_series(1, 5000)) s;\n")
+            .write(toFile: sqlPath, atomically: false, encoding: .utf8)
+        var env = childEnvironment()
+        env["PGSSLCERT"] = "/nonexistent"
+        let conn = "hostaddr=127.0.0.1 port=\(px.port) dbname=testdb user=u_trust sslmode=require gssencmode=disable"
+        let r = try runCommand([try PostgresTools.path("psql"), conn, "-XAtq", "-v", "ON_ERROR_STOP=1", "-f", sqlPath],
+                               environment: env, timeout: 120)
+        XCTAssertTrue(r.succeeded, "\(r.stderr)\n\(px.log().suffix(3000))")
+        XCTAssertEqual(r.stdout.split(separator: "\n").map(String.init), ["3145728", "5000000", "5000"])
+        let rows = try runCommand([try PostgresTools.path("psql"), conn, "-XAtq", "-c",
+                                   "select repeat('w', 1000) from generate_series(1, 5000)"], environment: env, timeout: 120)
+        XCTAssertTrue(rows.succeeded, rows.stderr)
+        XCTAssertEqual(rows.stdout.utf8.count, 5000 * 1001)
+    }
+
     /// TLS off: SSLRequest gets 'N' (sslmode=require fails, prefer goes on in plaintext). allow/prefer:
     /// both plaintext and TLS clients get in.
     func testClientTLSOffAndPrefer() throws {
