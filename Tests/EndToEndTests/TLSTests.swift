@@ -20,8 +20,9 @@ final class TestCertificates: @unchecked Sendable {
         try makeSigned("server", cn: "localhost", san: "subjectAltName=DNS:localhost,IP:127.0.0.1")
         try makeSigned("client-u_trust", cn: "u_trust", san: nil)
         try makeSigned("client-u_md5", cn: "u_md5", san: nil)
+        try makeSigned("client-rogue", cn: "u_trust", san: nil, ca: "other-ca")
         // libpq refuses a client key readable by others.
-        for f in ["server.key", "client-u_trust.key", "client-u_md5.key"] { chmod(dir + "/" + f, 0o600) }
+        for f in ["server.key", "client-u_trust.key", "client-u_md5.key", "client-rogue.key"] { chmod(dir + "/" + f, 0o600) }
     }
 
     private func openssl(_ args: [String]) throws {
@@ -34,10 +35,10 @@ final class TestCertificates: @unchecked Sendable {
                      "-keyout", "\(dir)/\(name).key", "-out", "\(dir)/\(name).crt", "-days", "2", "-subj", "/CN=\(cn)"])
     }
 
-    private func makeSigned(_ name: String, cn: String, san: String?) throws {
+    private func makeSigned(_ name: String, cn: String, san: String?, ca: String = "ca") throws {
         try openssl(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                      "-keyout", "\(dir)/\(name).key", "-out", "\(dir)/\(name).csr", "-subj", "/CN=\(cn)"])
-        var args = ["x509", "-req", "-in", "\(dir)/\(name).csr", "-CA", caCert, "-CAkey", "\(dir)/ca.key",
+        var args = ["x509", "-req", "-in", "\(dir)/\(name).csr", "-CA", "\(dir)/\(ca).crt", "-CAkey", "\(dir)/\(ca).key",
                     "-CAcreateserial", "-out", "\(dir)/\(name).crt", "-days", "2"]
         if let san {
             try san.write(toFile: "\(dir)/\(name).ext", atomically: false, encoding: .utf8)
@@ -270,6 +271,29 @@ final class TLSTests: XCTestCase {
 
         let noCert = try psql(px, "sslmode=require user=u_trust", "select 1")
         XCTAssertFalse(noCert.succeeded, "no client certificate, but cert auth passed")
+
+        // Right CN, but signed by a CA pgswift does not trust.
+        let rogue = try psql(px, "sslmode=require user=u_trust sslcert=\(certs.clientCert("rogue")) sslkey=\(certs.clientKey("rogue"))",
+                             "select 1")
+        XCTAssertFalse(rogue.succeeded, "a certificate from an untrusted CA passed cert auth")
+        XCTAssertFalse(px.logLines(containing: "client certificate not verified").isEmpty, px.log().suffix(3000).description)
+    }
+
+    /// client_tls_sslmode = verify-ca: the handshake itself needs a client certificate from the CA.
+    func testClientVerifyCARequiresCertificate() throws {
+        let (certs, pg) = try environment()
+        let px = try start(pg, [("client_tls_sslmode", "verify-ca"), ("client_tls_key_file", certs.serverKey),
+                                ("client_tls_cert_file", certs.serverCert), ("client_tls_ca_file", certs.caCert),
+                                ("server_tls_sslmode", "disable")])
+        defer { px.stop() }
+        let ok = try psql(px, "sslmode=require user=u_trust sslcert=\(certs.clientCert("u_md5")) sslkey=\(certs.clientKey("u_md5"))",
+                          "select 1")
+        XCTAssertTrue(ok.succeeded, "\(ok)\n\(px.log().suffix(3000))")
+        XCTAssertFalse(try psql(px, "sslmode=require user=u_trust", "select 1").succeeded, "no certificate under verify-ca")
+        let rogue = try psql(px, "sslmode=require user=u_trust sslcert=\(certs.clientCert("rogue")) sslkey=\(certs.clientKey("rogue"))",
+                             "select 1")
+        XCTAssertFalse(rogue.succeeded, "an untrusted certificate under verify-ca")
+        XCTAssertFalse(try psql(px, "sslmode=disable user=u_trust", "select 1").succeeded)
     }
 
     func testScramChannelBinding() throws {
