@@ -8,7 +8,8 @@
 #   drivers  a Python venv (.build/pyenv, or $PGSWIFT_PYENV) with psycopg 3 and asyncpg from PyPI,
 #            for the end-to-end driver tests (they find it there, or through $PGSWIFT_PYTHON)
 #   bench    test + pgbouncer (the reference pooler), valgrind and strace (for make microbench)
-#   deb      what building the Debian package needs (dpkg-dev, fakeroot)
+#   deb      building and checking the Debian package: dpkg-dev, lintian, adduser, systemd
+#            (systemd-analyze verify; nothing is started), binutils (strip)
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -27,8 +28,8 @@ for s in "${sets[@]}"; do
         test) add postgresql postgresql-client python3 python3-venv python3-pip openssl; drivers=1 ;;
         drivers) add python3 python3-venv python3-pip; drivers=1 ;;
         bench) add postgresql postgresql-client python3 pgbouncer valgrind strace openssl ;;
-        deb) add dpkg-dev fakeroot ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        deb) add dpkg-dev lintian adduser systemd binutils ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
         *) echo "install-deps.sh: unknown package set '$s' (build, test, drivers, bench, deb)" >&2; exit 2 ;;
     esac
 done

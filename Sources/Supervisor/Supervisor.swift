@@ -76,6 +76,8 @@ final class Supervisor {
     var reloadError: AdminError?
     /// Each worker's share of every pool (PoolQuotas.swift).
     var quotas: PoolQuotas
+    /// Backend health checks and host-name lookups (HealthCheck.swift).
+    var healthState = HealthCheckState()
 
     init(options: SupervisorOptions, configPath: String, workerBinary: String, config: Config, log: Logger,
          epoll: consuming Epoll, signals: consuming SignalFD, listeners: Listeners) {
@@ -202,6 +204,7 @@ final class Supervisor {
         let now = Clock.monotonicNanos()
         for slot in slots { spawn(slot, now: now) }
         openMetrics()
+        startHealthChecks(now: now)
         if systemd.watchdogIntervalNanos > 0 { nextWatchdog = now }
         var status: Int32 = 0
         while !(stopping != nil && slots.allSatisfy({ $0.pid == 0 })) {
@@ -220,12 +223,15 @@ final class Supervisor {
                     handleSignals()
                 } else if data & MetricsServer.tag != 0 {
                     handleMetrics(data)
+                } else if data & HealthCheckState.tag != 0 {
+                    handleHealthEvent(data)
                 } else {
                     handleChannel(data)
                 }
             }
             runTimers(now: Clock.monotonicNanos())
             runStatsTimers(now: Clock.monotonicNanos())
+            runHealthTimers(now: Clock.monotonicNanos())
             updateChannelInterest()
         }
         statsState.metrics?.shutdown(epoll: epoll)
@@ -245,6 +251,7 @@ final class Supervisor {
         if let t = killDeadline { next = min(next, t) }
         if systemd.watchdogIntervalNanos > 0 { next = min(next, nextWatchdog) }
         next = min(next, statsTimeout(now: now))
+        next = min(next, healthTimeout(now: now))
         if next == .max { return -1 }
         let wait = next - now
         if wait <= 0 { return 0 }
@@ -321,6 +328,7 @@ final class Supervisor {
         log.info("worker \(slot.index) started (pid \(pid))")
         if paused { slot.send(.pause) }
         sendQuotas(quotas.workerStarted(slot: slot.index))
+        sendHealth(to: slot)
     }
 
     func scheduleRespawn(_ slot: WorkerSlot, ranForNanos: Int64, now: Int64) {
@@ -414,7 +422,9 @@ final class Supervisor {
             let key = PoolQuotaKey(database: database, user: user)
             sendQuotas(quotas.report(slot: slot.index, key: key, size: poolSize(key), servers: Int(servers),
                                      idle: Int(idle), waiting: Int(waiting), seq: seq, now: Clock.monotonicNanos()))
-        case .shutdown, .reload, .pause, .resume, .cancel, .statsToWorker, .quota:
+        case .backendFailed(let host, let port, let reason):
+            healthBackendFailed(host: host, port: Int(port), reason: reason)
+        case .shutdown, .reload, .pause, .resume, .cancel, .statsToWorker, .quota, .backendState:
             log.warning("worker \(slot.index) sent a supervisor-only message: \(message)")
         }
     }
@@ -512,6 +522,7 @@ final class Supervisor {
             }
             broadcast(.reload)
             sendQuotas(quotas.resizeAll(size: poolSize))
+            reconfigureHealthChecks(now: Clock.monotonicNanos())
             reloadError = nil
             return true
         } catch {

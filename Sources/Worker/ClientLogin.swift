@@ -305,6 +305,10 @@ extension Worker {
             sendClientError(ci, err, close: true)
             return
         }
+        if pools[p].allDown && config.failFast {
+            sendClientError(ci, downError(p), close: true)
+            return
+        }
         clients[ci].state = .waitWelcome
         clients[ci].stateSince = now
         if pools[p].connectingCount == 0 { launchServer(Int32(p)) }
@@ -348,7 +352,7 @@ extension Worker {
     /// The pool's last server login error while server_login_retry has not passed.
     func recentLoginFailure(_ p: Int) -> ErrorFields? {
         guard let e = pools[p].loginError, pools[p].loginFailedAt > 0 else { return nil }
-        if now - pools[p].loginFailedAt < Clock.nanos(seconds: config.serverLoginRetry) { return e }
+        if now - pools[p].loginFailedAt < pools[p].loginRetryNanos { return e }
         return nil
     }
 }

@@ -131,6 +131,10 @@ final class ServerInfo {
     var params: ParamValues
     var auth: ServerAuth = .none
     var address = ""
+    /// The backend host ("host:port") this connection went to (BackendHealth.swift).
+    var hostKey = ""
+    /// Where it is connected (a cancel request goes to the same address).
+    var socketAddress: SocketAddress? = nil
     /// ParameterStatus values reported at login (the pool's welcome set if it is the first).
     var reported: [(String, String)] = []
     /// Statements prepared on this server: StatementRegistry id → last use (LRU).

@@ -18,6 +18,10 @@ extension Worker {
             sendClientError(ci, err, close: true)
             return false
         }
+        if pools[pi].allDown && config.failFast {
+            sendClientError(ci, downError(pi), close: true)
+            return false
+        }
         clients[ci].state = .waitServer
         clients[ci].stateSince = now
         enqueueWaiting(ci)
@@ -28,7 +32,8 @@ extension Worker {
     /// Opens server connections while clients wait and the pool has room.
     func launchIfNeeded(_ p: Int32) {
         let pi = Int(p)
-        while pools[pi].waitCount > pools[pi].connectingCount && pools[pi].serverCount < pools[pi].limit {
+        while pools[pi].waitCount > pools[pi].connectingCount && pools[pi].serverCount < pools[pi].limit
+                && pools[pi].connectingCount < Worker.maxConcurrentConnectsPerPool {
             if recentLoginFailure(pi) != nil { return }
             if config.maxDBConnections > 0 && serverCount(database: pools[pi].database) >= config.maxDBConnections { return }
             if config.maxUserConnections > 0 && serverCount(user: pools[pi].user) >= config.maxUserConnections { return }

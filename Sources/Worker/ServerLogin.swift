@@ -6,21 +6,20 @@ extension Worker {
     /// Opens one more server connection for the pool (the caller checked the limits).
     func launchServer(_ p: Int32) {
         let pi = Int(p)
-        guard !pools[pi].addresses.isEmpty else {
-            poolLoginFailed(p, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
-                                           message: "no address to connect to for database \"\(pools[pi].database)\""))
-            return
-        }
-        let address = pools[pi].addresses[pools[pi].nextAddress % pools[pi].addresses.count]
-        pools[pi].nextAddress &+= 1
+        guard let (address, hostKey) = pickBackend(p) else { return }
         let fd: Int32
         let connected: Bool
         do {
             (fd, connected) = try Sockets.connect(address)
         } catch {
             log.warning("connect to \(address) failed: \(error)")
-            poolLoginFailed(p, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
-                                           message: "could not connect to server: \(error.errno)"))
+            let fields = ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
+                                     message: "could not connect to server: \(error.errno)")
+            if noteConnectFailure(p, key: hostKey, fields) {
+                launchIfNeeded(p)
+            } else {
+                poolLoginFailed(p, fields)
+            }
             return
         }
         let si = servers.allocate()
@@ -43,6 +42,8 @@ extension Worker {
         servers[si].releaseOnFlush = false
         let info = ServerInfo(trackedCount: tracked.names.count)
         info.address = address.description
+        info.hostKey = hostKey
+        info.socketAddress = address
         servers[si].info = info
         pools[pi].serverCount += 1
         pools[pi].connectingCount += 1
@@ -246,6 +247,11 @@ extension Worker {
         pools[p].connectingCount -= 1
         pools[p].loginError = nil
         pools[p].loginFailedAt = 0
+        pools[p].loginBackoff = nil
+        if let key = servers[si].info?.hostKey {
+            health.hostBackoff[key] = nil
+            health.suspectUntil[key] = nil
+        }
         if pools[p].welcome == nil, let info = servers[si].info {
             pools[p].welcome = info.reported
         }
@@ -261,6 +267,8 @@ extension Worker {
             ci += 1
         }
         serverIdle(si)
+        // Connects are capped per pool (BackendHealth.swift): this one's end lets the next start.
+        if !paused { launchIfNeeded(Int32(p)) }
     }
 
     func serverLoginFailed(_ si: Int32, _ fields: ErrorFields) {
@@ -270,8 +278,13 @@ extension Worker {
             pools[Int(p)].connectingCount -= 1
             servers[si].state = .closing
         }
+        let failover = noteConnectFailure(p, key: servers[si].info?.hostKey ?? "", fields)
         closeServer(si, reason: "login failed")
-        poolLoginFailed(p, fields)
+        if failover {
+            launchIfNeeded(p)
+        } else {
+            poolLoginFailed(p, fields)
+        }
     }
 
     /// A server login failed: clients waiting on this pool get the error now rather than a hang, and
@@ -282,6 +295,7 @@ extension Worker {
         f.severity = "FATAL"
         pools[pi].loginError = f
         pools[pi].loginFailedAt = now
+        pools[pi].loginRetryNanos = loginRetryDelay(pi)
         if pools[pi].connectingCount > 0 { return }
         var ci: Int32 = 0
         let cap = Int32(clients.capacity)

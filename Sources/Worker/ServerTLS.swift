@@ -101,6 +101,11 @@ extension Worker {
     func serverHostName(_ si: Int32) -> String? {
         let p = servers[si].pool
         guard p >= 0, let info = servers[si].info else { return nil }
+        // The configured host this connection was picked for ("host:port", BackendHealth.swift).
+        if let colon = info.hostKey.lastIndex(of: ":") {
+            let host = String(info.hostKey[..<colon])
+            return host.isEmpty || host.hasPrefix("/") ? nil : host
+        }
         let hosts = pools[Int(p)].entry.hosts.filter { !$0.isEmpty && !$0.hasPrefix("/") }
         if hosts.count == 1 { return hosts[0] }
         for h in hosts {

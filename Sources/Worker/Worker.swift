@@ -111,6 +111,8 @@ final class Worker {
     var stats = WorkerStatsState()
     /// This worker's share of each pool, as the supervisor set it (Quotas.swift).
     var quotas = WorkerQuotas()
+    /// Backend host states and addresses from the supervisor (BackendHealth.swift).
+    var health = WorkerHealth()
 
     init(options: WorkerOptions, config: Config, userlist: Userlist) throws {
         slot = options.slot
@@ -165,6 +167,7 @@ final class Worker {
                 nextJanitor = now + 100_000_000
                 pushStatsIfDue()
                 reportPools()
+                healthTick()
             }
             if shutdownMode != nil { checkShutdown() }
         }
@@ -310,6 +313,8 @@ final class Worker {
             handleStatsChunk(chunk)
         case .quota(let database, let user, let quota, let seq):
             applyQuota(database: database, user: user, quota: Int(quota), seq: seq)
+        case .backendState(let host, let port, let flags, let addresses):
+            applyBackendState(host: host, port: Int(port), flags: flags, addresses: addresses)
         default:
             break
         }

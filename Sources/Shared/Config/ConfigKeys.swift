@@ -200,6 +200,10 @@ extension ConfigKeySpec {
     static let pgswift: [ConfigKeySpec] = [
         seconds("drain_timeout", "300", \.drainTimeout),
         bool("fail_fast", "1", \.failFast),
+        seconds("health_check_backoff_initial", "0.5", \.healthCheckBackoffInitial),
+        seconds("health_check_backoff_max", "30", \.healthCheckBackoffMax),
+        seconds("health_check_timeout", "5", \.healthCheckTimeout),
+        text("health_check_user", "", \.healthCheckUser),
         text("metrics_listen", "", \.metricsListen),
         optionalText("worker_binary", "", \.workerBinary),
         int("workers", "", \.workers, min: 1, max: 4096),

@@ -23,6 +23,9 @@ public enum ControlMessage: Equatable, Sendable {
     /// This worker's share of the pool (database, user): it keeps at most `quota` server connections
     /// there. `seq` grows with every quota the supervisor sends for the pool; reports echo the last one seen.
     case quota(database: String, user: String, quota: Int32, seq: UInt32)
+    /// Health of one backend host (host, port) as the supervisor's check sees it (`BackendFlags`), and
+    /// for a host name the addresses it resolved to (numeric strings; workers never resolve names).
+    case backendState(host: String, port: Int32, flags: UInt8, addresses: [String])
     // worker → supervisor
     /// The worker accepts connections.
     case ready(slot: Int32, pid: Int32)
@@ -37,6 +40,8 @@ public enum ControlMessage: Equatable, Sendable {
     /// and the `seq` of the last quota applied (0: none yet). Sent when it changes (at most every 100 ms),
     /// while clients wait, and at once after a quota was applied (its acknowledgement).
     case poolReport(database: String, user: String, servers: Int32, idle: Int32, waiting: Int32, seq: UInt32)
+    /// A worker could not connect to a backend host: the supervisor checks it now instead of waiting.
+    case backendFailed(host: String, port: Int32, reason: String)
 
     /// Largest datagram either side sends or accepts (a receiver rejects longer ones as invalid).
     public static let maximumSize = 65_536
@@ -46,6 +51,8 @@ public enum ControlMessage: Equatable, Sendable {
     @usableFromInline
     enum Kind: UInt8 {
         case shutdown = 0x01, reload = 0x02, pause = 0x03, resume = 0x04, cancel = 0x05, statsToWorker = 0x06, quota = 0x07
+        case backendState = 0x20
+        case backendFailed = 0x60
         case ready = 0x41, forwardCancel = 0x42, heartbeat = 0x43, log = 0x44, statsFromWorker = 0x45, poolReport = 0x46
     }
 
@@ -118,6 +125,18 @@ public enum ControlMessage: Equatable, Sendable {
             str(user)
             i32(quota)
             u32(seq)
+        case .backendState(let host, let port, let flags, let addresses):
+            out.append(Kind.backendState.rawValue)
+            str(host)
+            i32(port)
+            out.append(flags)
+            u32(UInt32(truncatingIfNeeded: addresses.count))
+            for a in addresses { str(a) }
+        case .backendFailed(let host, let port, let reason):
+            out.append(Kind.backendFailed.rawValue)
+            str(host)
+            i32(port)
+            str(reason)
         case .poolReport(let database, let user, let servers, let idle, let waiting, let seq):
             out.append(Kind.poolReport.rawValue)
             str(database)
@@ -173,6 +192,18 @@ public enum ControlMessage: Equatable, Sendable {
             message = .poolReport(database: try r.string("report database"), user: try r.string("report user"),
                                   servers: try r.i32("report"), idle: try r.i32("report"),
                                   waiting: try r.i32("report"), seq: try r.u32("report"))
+        case .backendState:
+            let host = try r.string("backend host")
+            let port = try r.i32("backend port")
+            let flags = try r.u8("backend flags")
+            let count = Int(try r.u32("address count"))
+            guard count <= 1024 else { throw ControlDecodeError("too many addresses (\(count))") }
+            var addresses: [String] = []
+            for _ in 0..<count { addresses.append(try r.string("address")) }
+            message = .backendState(host: host, port: port, flags: flags, addresses: addresses)
+        case .backendFailed:
+            message = .backendFailed(host: try r.string("backend host"), port: try r.i32("backend port"),
+                                     reason: try r.string("backend failure"))
         case .statsToWorker, .statsFromWorker:
             // The chunk fills the rest of the datagram; its own header is checked by StatsChunk.decode.
             let rest = try r.bytes(bytes.count - r.offset, "stats chunk")
