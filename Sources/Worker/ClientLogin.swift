@@ -157,11 +157,25 @@ extension Worker {
 
     func startAuthentication(_ ci: Int32) {
         guard let info = clients[ci].info else { return }
-        let secret = userSecret(info.user)
         clients[ci].state = .auth
         clients[ci].stateSince = now
+        var authType = config.authType
+        if authType == .hba {
+            // The first matching auth_hba_file line's method; nil: refused, or settled there (peer, cert).
+            guard let chosen = hbaAuthType(ci) else { return }
+            authType = chosen
+        }
+        let secret = userSecret(info.user)
+        // A user missing from auth_file is looked up with auth_query first (AuthQuery.swift).
+        if secret == nil && startAuthQueryIfNeeded(ci, authType: authType) { return }
+        requestCredentials(ci, authType: authType, secret: secret)
+    }
+
+    /// Asks for the password in the form `authType` and the user's secret call for (trust: lets the client in).
+    func requestCredentials(_ ci: Int32, authType: AuthType, secret: PasswordSecret?) {
+        guard let info = clients[ci].info else { return }
         scratch.clear()
-        switch config.authType {
+        switch authType {
         case .trust, .any:
             authenticated(ci)
             return
@@ -169,7 +183,7 @@ extension Worker {
             info.auth = secret.map { .cleartext(secret: $0) } ?? .failing
             Backend.authenticationCleartextPassword(into: &scratch)
         case .md5, .scramSHA256:
-            var useSCRAM = config.authType == .scramSHA256
+            var useSCRAM = authType == .scramSHA256
             if case .scram = secret { useSCRAM = true }
             if case .md5 = secret { useSCRAM = false }
             if useSCRAM, let secret {
@@ -194,7 +208,7 @@ extension Worker {
             return
         default:
             failClient(ci, code: SQLState.featureNotSupported,
-                       message: "auth_type \(config.authType.rawValue) is not supported by pgswift yet")
+                       message: "auth_type \(authType.rawValue) is not supported by pgswift yet")
             return
         }
         clients[ci].out.append(scratch)
@@ -206,7 +220,7 @@ extension Worker {
         case .none:
             failClient(ci, code: SQLState.protocolViolation, message: "unexpected password message")
         case .failing:
-            passwordFailed(ci, reason: "user not found in auth_file")
+            passwordFailed(ci, reason: "unknown user, or no usable password")
         case .cleartext(let secret):
             let given = body.withUnsafeBytes { PasswordMessage.parseCleartext($0) } ?? ""
             if verifyCleartext(user: info.user, given: given, secret: secret) {
@@ -250,7 +264,7 @@ extension Worker {
                 case .success(let serverFinal):
                     info.auth = .none
                     if let key = exchange.recoveredClientKey, clients[ci].pool >= 0,
-                       case .scram? = userSecret(info.user) {
+                       case .scram? = clientSecret(ci) {
                         pools[Int(clients[ci].pool)].scramClientKey = key
                     }
                     scratch.clear()

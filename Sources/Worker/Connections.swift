@@ -39,6 +39,8 @@ enum ServerState: UInt8 {
     case beingCanceled
     /// Closed, waiting to be freed.
     case closing
+    /// Running auth_query for clients that wait to log in (AuthQuery.swift); back to the pool after.
+    case authQuery
 }
 
 /// Per-connection epoll user data: kind (8 bits) | generation (24 bits) | index (32 bits).

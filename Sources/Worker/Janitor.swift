@@ -72,5 +72,6 @@ extension Worker {
             }
             si += 1
         }
+        authQueryTick()
     }
 }

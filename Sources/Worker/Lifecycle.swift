@@ -72,6 +72,8 @@ extension Worker {
             serverData(si)
         case .cancelRequest:
             cancelConnectionEvent(si)
+        case .authQuery:
+            authQueryServerEvent(si)
         case .beingCanceled:
             idleServerInput(si)
         case .closing, .free:
@@ -223,6 +225,8 @@ extension Worker {
             }
         case .connecting, .login:
             pools[p].connectingCount -= 1
+        case .authQuery:
+            authQueryServerClosed(si, reason: reason)
         default:
             break
         }

@@ -199,6 +199,8 @@ extension Worker {
             closeServer(si, reason: "pool quota lowered")
             return
         }
+        // Logins waiting for auth_query go before queued clients (AuthQuery.swift).
+        if hot.pointee.authQueriesWaiting > 0 && authQueryTakes(si) { return }
         if !paused && pools[pi].waitHead >= 0 && !hot.pointee.safeShutdown {
             let ci = pools[pi].waitHead
             removeWaiting(ci)

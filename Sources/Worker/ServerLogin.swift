@@ -236,10 +236,11 @@ extension Worker {
         ErrorFields(severity: "FATAL", code: SQLState.protocolViolation, message: m)
     }
 
-    /// The password pgswift logs in with: the database entry's `password=`, else the auth_file's entry.
+    /// The password pgswift logs in with: the database entry's `password=`, else the auth_file's entry,
+    /// else what auth_query returned for the pool's user.
     func serverSecret(_ p: Int) -> PasswordSecret? {
         if let pw = pools[p].entry.password, !pw.isEmpty { return PasswordSecret(parsing: pw) }
-        return userSecret(pools[p].serverUser)
+        return userSecret(pools[p].serverUser) ?? authQuerySecret(pool: p)
     }
 
     private func serverLoginDone(_ si: Int32) {

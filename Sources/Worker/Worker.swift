@@ -35,6 +35,8 @@ struct HotState {
     var safeShutdown = false
     var serverLifetimeNanos: Int64 = 0
     var trackPrepared = false
+    /// auth_query lookups waiting for a server of their pool (AuthQuery.swift).
+    var authQueriesWaiting = 0
 }
 
 struct WorkerOptions {
@@ -111,6 +113,8 @@ final class Worker {
     var stats = WorkerStatsState()
     /// This worker's share of each pool, as the supervisor set it (Quotas.swift).
     var quotas = WorkerQuotas()
+    /// auth_query lookups in flight, their cache, and the secrets they gave pools (AuthQuery.swift).
+    var authQuery = AuthQueryState()
     /// Backend host states and addresses from the supervisor (BackendHealth.swift).
     var health = WorkerHealth()
 
@@ -331,6 +335,7 @@ final class Worker {
             userlist = newUsers
             clientSecrets = ClientScramSecrets()
             secretCache.removeAll()
+            authQuery.cache.removeAll()
             refreshPools()
             applyHotSettings()
             reloadTLS()

@@ -149,7 +149,7 @@ extension Worker {
             guard state != .free, state != .cancelRequest, p >= 0 else { continue }
             var stateName = ""
             switch state {
-            case .active: ps[p].svActive += 1; stateName = "active"
+            case .active, .authQuery: ps[p].svActive += 1; stateName = "active"
             case .idle: ps[p].svIdle += 1; stateName = "idle"
             case .beingCanceled: ps[p].svBeingCanceled += 1; stateName = "being_canceled"
             case .resetting: ps[p].svTested += 1; stateName = "tested"

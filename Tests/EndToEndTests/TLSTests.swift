@@ -279,6 +279,34 @@ final class TLSTests: XCTestCase {
         XCTAssertFalse(px.logLines(containing: "client certificate not verified").isEmpty, px.log().suffix(3000).description)
     }
 
+    /// auth_type = hba over TLS: hostssl lines match TLS clients only, hostnossl plaintext ones, and an
+    /// hba `cert` line takes the certificate check of auth_type cert.
+    func testHbaWithTLS() throws {
+        let (certs, pg) = try environment()
+        let hba = certs.dir + "/hba.conf"
+        try """
+            hostssl   testdb  u_md5  127.0.0.1/32  cert
+            hostssl   testdb  all    127.0.0.1/32  trust
+            hostnossl testdb  all    127.0.0.1/32  reject
+            """.write(toFile: hba, atomically: false, encoding: .utf8)
+        let px = try start(pg, [("client_tls_sslmode", "prefer"), ("client_tls_key_file", certs.serverKey),
+                                ("client_tls_cert_file", certs.serverCert), ("client_tls_ca_file", certs.caCert),
+                                ("server_tls_sslmode", "disable"), ("auth_hba_file", hba)], authType: "hba")
+        defer { px.stop() }
+        let tls = try psql(px, "sslmode=require user=u_trust", "select 1")
+        XCTAssertTrue(tls.succeeded, "hostssl trust: \(tls)\n\(px.log().suffix(3000))")
+        let plain = try psql(px, "sslmode=disable user=u_trust", "select 1")
+        XCTAssertFalse(plain.succeeded, "hostnossl reject let a plaintext client in")
+        XCTAssertTrue(plain.stderr.contains("login rejected"), plain.stderr)
+        let cert = try psql(px, "sslmode=require user=u_md5 sslcert=\(certs.clientCert("u_md5")) sslkey=\(certs.clientKey("u_md5"))",
+                            "select 1")
+        XCTAssertTrue(cert.succeeded, "hba cert with the right certificate: \(cert)\n\(px.log().suffix(3000))")
+        let wrong = try psql(px, "sslmode=require user=u_md5 sslcert=\(certs.clientCert("u_trust")) sslkey=\(certs.clientKey("u_trust"))",
+                             "select 1")
+        XCTAssertFalse(wrong.succeeded, "hba cert accepted another user's certificate")
+        XCTAssertTrue(wrong.stderr.contains("certificate authentication failed"), wrong.stderr)
+    }
+
     /// client_tls_sslmode = verify-ca: the handshake itself needs a client certificate from the CA.
     func testClientVerifyCARequiresCertificate() throws {
         let (certs, pg) = try environment()

@@ -24,6 +24,10 @@ public struct Config: Sendable {
     /// Resolved against the config file's directory when relative.
     public var authFile: String? = nil
     public var authUser: String? = nil
+    /// Resolved against the config file's directory when relative; read when `auth_type = hba`.
+    public var authHbaFile: String? = nil
+    /// The parsed `auth_hba_file` (`load` fills it when `auth_type = hba`; see Hba.swift).
+    public var hba: HbaRules? = nil
     public var authQuery: String = ConfigKeySpec.defaultAuthQuery
     public var adminUsers: [String] = []
     public var statsUsers: [String] = []
@@ -106,6 +110,8 @@ public struct Config: Sendable {
     public var workerBinary: String? = nil
     /// Address of the Prometheus endpoint ("" = off).
     public var metricsListen: String = ""
+    /// Seconds a worker keeps a password hash that auth_query returned (0: ask every time).
+    public var authQueryCacheTTL: Double = 60
     /// Seconds a draining worker may keep clients before it is stopped.
     public var drainTimeout: Double = 300
     /// When a backend is down, answer clients with an error at once instead of queueing them.
@@ -144,8 +150,9 @@ public struct Config: Sendable {
         } catch {
             throw ConfigError(file: path, line: 0, message: "could not read config file: \(error.reason)")
         }
-        let config = try parse(text: text, file: path)
+        var config = try parse(text: text, file: path)
         try config.validateFiles()
+        try config.loadHbaRules()
         return config
     }
 

@@ -96,6 +96,9 @@ struct ConfigAssembler {
             // working directory is "/", which would silently break a config that works by hand.
             config.authFile = ConfigFile.resolve(path, relativeTo: ConfigFile.directory(of: file))
         }
+        if key == "auth_hba_file", let path = config.authHbaFile {
+            config.authHbaFile = ConfigFile.resolve(path, relativeTo: ConfigFile.directory(of: file))
+        }
     }
 
     // MARK: [databases]

@@ -97,7 +97,7 @@ extension ConfigKeySpec {
         bool("application_name_add_host", "0", \.applicationNameAddHost),
         ignored("auth_dbname", "", .text),
         optionalText("auth_file", "", \.authFile),
-        ignored("auth_hba_file", "", .text),
+        optionalText("auth_hba_file", "", \.authHbaFile),
         ignored("auth_ident_file", "", .text),
         ignored("auth_ldap_options", "", .text),
         text("auth_query", defaultAuthQuery, \.authQuery),
@@ -198,6 +198,7 @@ extension ConfigKeySpec {
 
     /// `[pgswift]`: pgswift's own settings (`workers` defaults to the number of online CPUs).
     static let pgswift: [ConfigKeySpec] = [
+        seconds("auth_query_cache_ttl", "60", \.authQueryCacheTTL),
         seconds("drain_timeout", "300", \.drainTimeout),
         bool("fail_fast", "1", \.failFast),
         seconds("health_check_backoff_initial", "0.5", \.healthCheckBackoffInitial),
