@@ -8,6 +8,7 @@ extension Worker {
     /// Reads and handles login-phase input (startup packet, password messages).
     func clientLoginInput(_ ci: Int32) {
         while clients[ci].state == .startup || clients[ci].state == .auth {
+            if clients[ci].tls != nil && !clients[ci].usesTLS && !clientHandshake(ci) { break }
             if processLoginBytes(ci) { continue }
             // Need more bytes.
             if !clients[ci].readable { break }
@@ -30,6 +31,11 @@ extension Worker {
         let avail = clients[ci].input.end - start
         let p = base + start
         if clients[ci].state == .startup {
+            if avail > 0 && clients[ci].tls == nil && p.load(as: UInt8.self) == 0x16 {
+                // A TLS ClientHello with no SSLRequest before it: PostgreSQL 17's direct TLS.
+                clientDirectTLS(ci)
+                return clients[ci].state == .startup
+            }
             guard let len = StartupPacket.peekLength(p, available: avail) else { return false }
             if len < 8 || len > Wire.maxStartupPacketLength {
                 failClient(ci, code: SQLState.protocolViolation, message: "invalid startup packet length \(len)")
@@ -74,8 +80,12 @@ extension Worker {
 
     private func handleStartupPacket(_ ci: Int32, _ packet: StartupPacket) {
         switch packet {
-        case .sslRequest, .gssEncRequest:
-            // TLS and GSSAPI encryption are not offered (yet): 'N' lets libpq go on in plain text.
+        case .sslRequest:
+            if clientSSLRequest(ci) { return }
+            // TLS is off (or a Unix socket): 'N' lets libpq go on in plain text.
+            queueClient(ci, byte: Backend.sslRefused)
+        case .gssEncRequest:
+            // GSSAPI encryption is not offered: 'N' lets libpq go on in plain text.
             queueClient(ci, byte: Backend.sslRefused)
         case .cancel(let pid, let key):
             handleCancelRequest(processID: pid, secretKey: key)
@@ -90,6 +100,7 @@ extension Worker {
 
     private func handleStartupMessage(_ ci: Int32, _ msg: StartupMessage) {
         guard let info = clients[ci].info else { return }
+        if clientTLSRefused(ci) { return }
         var user: String? = nil
         var database: String? = nil
         for (name, value) in msg.parameters {
@@ -122,7 +133,7 @@ extension Worker {
         info.database = db
         info.protocolMinor = msg.minorVersion
         if config.logConnections {
-            log.info("C-\(clients[ci].id): login attempt: db=\(db) user=\(user) tls=no")
+            log.info("C-\(clients[ci].id): login attempt: db=\(db) user=\(user) tls=\(tlsDescription(client: ci))")
         }
         if msg.minorVersion > 0 || !msg.unrecognizedProtocolOptions.isEmpty {
             scratch.clear()
@@ -182,13 +193,19 @@ extension Worker {
                 case .plain(let pw): s = clientSecrets.secret(for: info.user, password: pw)
                 case .md5: return
                 }
-                info.auth = .scram(ScramServerExchange(secret: s), sawClientFirst: false)
-                Backend.authenticationSASL(into: &scratch, mechanisms: ["SCRAM-SHA-256"])
+                // On TLS, -PLUS (tls-server-end-point channel binding) is offered first, as PostgreSQL does.
+                let binding = scramChannelBinding(ci)
+                info.auth = .scram(ScramServerExchange(secret: s, channelBinding: binding), sawClientFirst: false)
+                Backend.authenticationSASL(into: &scratch, mechanisms: binding == nil ? ["SCRAM-SHA-256"]
+                                           : ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"])
             } else {
                 let salt = Crypto.randomBytes(4)
                 info.auth = secret.map { .md5(salt: salt, secret: $0) } ?? .failing
                 Backend.authenticationMD5Password(into: &scratch, salt: salt)
             }
+        case .cert:
+            certAuthenticate(ci)
+            return
         default:
             failClient(ci, code: SQLState.featureNotSupported,
                        message: "auth_type \(authType.rawValue) is not supported by pgswift yet")
@@ -227,11 +244,12 @@ extension Worker {
         case .scram(var exchange, let sawClientFirst):
             if !sawClientFirst {
                 guard let initial = body.withUnsafeBytes({ SASLInitialResponse.parse($0) }),
-                      initial.mechanism == "SCRAM-SHA-256" else {
+                      initial.mechanism == ScramServerExchange.mechanism
+                        || (initial.mechanism == ScramServerExchange.mechanismPlus && exchange.offersChannelBinding) else {
                     failClient(ci, code: SQLState.protocolViolation, message: "unsupported SASL mechanism")
                     return
                 }
-                switch exchange.receiveClientFirst(initial.data) {
+                switch exchange.receiveClientFirst(initial.data, mechanism: initial.mechanism) {
                 case .success(let serverFirst):
                     info.auth = .scram(exchange, sawClientFirst: true)
                     scratch.clear()

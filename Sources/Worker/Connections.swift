@@ -105,6 +105,8 @@ struct Client {
     /// epoll reported RDHUP/HUP/ERR: read until EOF, never stop at a short read.
     var hangup = false
     var isUnix = false
+    /// TLS state (TLSConnection.swift); nil for plaintext, the only test the plaintext data path pays.
+    var tls: TLSConn? = nil
     var waitNext: Int32 = -1
     var waitPrev: Int32 = -1
     var connectedAt: Int64 = 0
@@ -202,6 +204,10 @@ struct Server {
     var queryStart: Int64 = 0
     var xactStart: Int64 = 0
     var info: ServerInfo? = nil
+    /// TLS state (TLSConnection.swift); nil for plaintext.
+    var tls: TLSConn? = nil
+    /// Login-time TLS step (ServerTLS.swift): 0 none, 1 SSLRequest sent, 2 handshaking.
+    var tlsPhase: UInt8 = 0
 }
 
 /// Records that start out empty in a fresh table slot.

@@ -95,7 +95,7 @@ extension Worker {
         guard handoff.outFD >= 0, clients[ci].state == .idle || clients[ci].state == .waitServer,
               clients[ci].server < 0, clients[ci].admin == 0,
               // A TLS session's keys live in this process: such a client stays until it leaves.
-              !clients[ci].usesTLS,
+              clients[ci].tls == nil && !clients[ci].usesTLS,
               clients[ci].out.isEmpty, !clients[ci].hangup, !clients[ci].eof, !clients[ci].skipUntilSync,
               clients[ci].input.start == clients[ci].input.scan, clients[ci].input.partial == 0,
               clients[ci].pool >= 0, let info = clients[ci].info else { return false }

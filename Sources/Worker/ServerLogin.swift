@@ -64,6 +64,12 @@ extension Worker {
         servers[si].state = .login
         servers[si].stateSince = now
         servers[si].writable = true
+        if beginServerTLS(si) { return }
+        sendServerStartup(si)
+    }
+
+    func sendServerStartup(_ si: Int32) {
+        let p = Int(servers[si].pool)
         scratch.clear()
         Frontend.startupMessage(into: &scratch, parameters: [("user", pools[p].serverUser),
                                                              ("database", pools[p].serverDatabase)])
@@ -73,6 +79,7 @@ extension Worker {
 
     /// Handles login-phase messages from PostgreSQL until ReadyForQuery.
     func serverLoginInput(_ si: Int32) {
+        if servers[si].tlsPhase != 0 && !serverTLSLogin(si) { return }
         while servers[si].state == .login {
             if let base = servers[si].input.base {
                 let start = servers[si].input.start

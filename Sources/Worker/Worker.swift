@@ -100,6 +100,8 @@ final class Worker {
         set { hot.pointee.activeServerCount = newValue }
     }
     var statements = StatementRegistry()
+    /// TLS contexts for clients and servers (TLS.swift).
+    var tlsState = WorkerTLS()
     /// One control datagram at a time (SEQPACKET, at most 64 KiB), read into a buffer kept for the
     /// worker's life instead of a fresh 64 KiB array per control event.
     static let controlBufferSize = 65536
@@ -144,6 +146,7 @@ final class Worker {
         maxPacket = max(config.maxPacketSize, 1024)
         // PostgreSQL's own cap for a single message is 1 GB; a larger limit only invites an OOM.
         maxPacket = min(maxPacket, 0x3FFF_FFFF)
+        try tlsState.load(config)
         applyHotSettings()
     }
 
@@ -348,6 +351,7 @@ final class Worker {
             authQuery.cache.removeAll()
             refreshPools()
             applyHotSettings()
+            reloadTLS()
             log.info("configuration reloaded")
         } catch {
             log.error("reload failed, keeping the old configuration: \(error)")

@@ -131,6 +131,7 @@ extension Worker {
             if si >= 0 { row.link = UInt64(slot) << 40 | 1 << 39 | UInt64(UInt32(bitPattern: si)) }
             row.remotePid = clientProcessID(ci)
             row.applicationName = info?.applicationName ?? ""
+            if clients[ci].usesTLS, let t = clients[ci].tls { row.tls = TLSIO.describe(t) }  // TLS hook
             row.preparedStatements = Int32(clamping: info?.prepared.count ?? 0)
             row.id = Int64(slot) << 32 | Int64(clients[ci].id)
             snap.clients.append(row)
@@ -167,6 +168,7 @@ extension Worker {
             }
             row.remotePid = servers[si].backendPID
             row.applicationName = ""
+            if servers[si].tlsPhase == 0, let t = servers[si].tls { row.tls = TLSIO.describe(t) }  // TLS hook
             row.preparedStatements = Int32(clamping: servers[si].info?.prepared.count ?? 0)
             row.id = Int64(slot) << 32 | Int64(servers[si].id)
             snap.servers.append(row)

@@ -84,7 +84,7 @@ public struct Config: Sendable {
     public var dnsMaxTTL: Double = 15
     public var dnsNXDomainTTL: Double = 15
 
-    // TLS: parsed and stored; pgswift does not do TLS yet (setting them warns).
+    // TLS (Shared/TLS/TLSContext.swift; dheparams and ecdhcurve are stored but have no effect).
     public var clientTLSSSLMode: TLSMode = .disable
     public var clientTLSKeyFile: String = ""
     public var clientTLSCertFile: String = ""
@@ -180,6 +180,7 @@ public struct Config: Sendable {
             throw ConfigError(file: at?.file ?? configFile, line: at?.line ?? 0,
                               message: "auth_type \(authType.rawValue) needs auth_file (or auth_user) to know the users")
         }
+        try validateTLS()
     }
 
     // MARK: Lookups
