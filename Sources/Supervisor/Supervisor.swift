@@ -76,6 +76,8 @@ final class Supervisor {
     var reloadError: AdminError?
     /// Each worker's share of every pool (PoolQuotas.swift).
     var quotas: PoolQuotas
+    /// Connection-limit shares, the shared client count, per-database admin state (ServiceLimits.swift).
+    var limits: SupervisorLimits
 
     init(options: SupervisorOptions, configPath: String, workerBinary: String, config: Config, log: Logger,
          epoll: consuming Epoll, signals: consuming SignalFD, listeners: Listeners) {
@@ -90,6 +92,7 @@ final class Supervisor {
         self.listeners = listeners
         self.slots = (0..<max(1, config.workers)).map { WorkerSlot(index: $0) }
         self.quotas = PoolQuotas(workers: max(1, config.workers))
+        self.limits = SupervisorLimits(workers: max(1, config.workers))
         self.systemd = Systemd()
         self.statsState = SupervisorStatsState(now: Clock.monotonicNanos(), statsPeriod: config.statsPeriod)
     }
@@ -200,6 +203,11 @@ final class Supervisor {
 
     func run() -> Int32 {
         let now = Clock.monotonicNanos()
+        do throws(SyscallError) {
+            limits.counter = try ClientCounter.create()
+        } catch {
+            log.warning("no shared client count (\(error)): max_client_conn applies per worker")
+        }
         for slot in slots { spawn(slot, now: now) }
         openMetrics()
         if systemd.watchdogIntervalNanos > 0 { nextWatchdog = now }
@@ -226,6 +234,7 @@ final class Supervisor {
             }
             runTimers(now: Clock.monotonicNanos())
             runStatsTimers(now: Clock.monotonicNanos())
+            runLimitsTimers(now: Clock.monotonicNanos())
             updateChannelInterest()
         }
         statsState.metrics?.shutdown(epoll: epoll)
@@ -245,6 +254,7 @@ final class Supervisor {
         if let t = killDeadline { next = min(next, t) }
         if systemd.watchdogIntervalNanos > 0 { next = min(next, nextWatchdog) }
         next = min(next, statsTimeout(now: now))
+        next = min(next, limitsTimeout(now: now))
         if next == .max { return -1 }
         let wait = next - now
         if wait <= 0 { return 0 }
@@ -288,11 +298,12 @@ final class Supervisor {
         let (mine, theirs) = pair
         let arguments = WorkerLaunch.arguments(configPath: configPath, slot: slot.index,
                                                tcpCount: listeners.addresses.count, hasUnix: listeners.unix >= 0,
-                                               verbosity: options.verbosity, respawned: slot.generation > 0)
+                                               verbosity: options.verbosity, respawned: slot.generation > 0,
+                                               clientsFD: limits.counter != nil)
         let pid: Int32
         do throws(SyscallError) {
             pid = try Posix.spawn(path: workerBinary, arguments: arguments, environment: Posix.environment(),
-                                  fds: listeners.fds(forSlot: slot.index) + [theirs])
+                                  fds: listeners.fds(forSlot: slot.index) + [theirs] + (limits.counter.map { [$0.fd] } ?? []))
         } catch {
             Posix.close(mine)
             Posix.close(theirs)
@@ -321,6 +332,7 @@ final class Supervisor {
         log.info("worker \(slot.index) started (pid \(pid))")
         if paused { slot.send(.pause) }
         sendQuotas(quotas.workerStarted(slot: slot.index))
+        limitsWorkerStarted(slot)
     }
 
     func scheduleRespawn(_ slot: WorkerSlot, ranForNanos: Int64, now: Int64) {
@@ -352,6 +364,7 @@ final class Supervisor {
             slot.clients = 0
             slot.servers = 0
             sendQuotas(quotas.workerGone(slot: slot.index, now: now))
+            limitsWorkerGone(slot.index)
             if stopping != nil {
                 log.info("worker \(slot.index) (pid \(pid)) \(status)")
                 continue
@@ -414,7 +427,10 @@ final class Supervisor {
             let key = PoolQuotaKey(database: database, user: user)
             sendQuotas(quotas.report(slot: slot.index, key: key, size: poolSize(key), servers: Int(servers),
                                      idle: Int(idle), waiting: Int(waiting), seq: seq, now: Clock.monotonicNanos()))
-        case .shutdown, .reload, .pause, .resume, .cancel, .statsToWorker, .quota:
+            updateWarmShares(key)
+        case .limitsFromWorker(let m):
+            handleLimitsReport(m, from: slot)
+        case .shutdown, .reload, .pause, .resume, .cancel, .statsToWorker, .quota, .limitsToWorker:
             log.warning("worker \(slot.index) sent a supervisor-only message: \(message)")
         }
     }
@@ -512,6 +528,7 @@ final class Supervisor {
             }
             broadcast(.reload)
             sendQuotas(quotas.resizeAll(size: poolSize))
+            limitsReloaded()
             reloadError = nil
             return true
         } catch {

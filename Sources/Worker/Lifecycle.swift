@@ -170,6 +170,7 @@ extension Worker {
         guard clients[ci].state != .free else { return }
         if clients[ci].pool >= 0 { detachClient(ci) }
         if clients[ci].fd >= 0 { Posix.close(clients[ci].fd) }
+        clientLeft()
         if let b = clients[ci].input.base { buffers.give(b) }
         clients[ci].out.release()
         let gen = clients[ci].gen &+ 1

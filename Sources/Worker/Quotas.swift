@@ -54,6 +54,7 @@ extension Worker {
     func reportPools() {
         guard controlFD >= 0 else { return }
         for pi in pools.indices { reportPool(pi, force: false) }
+        limitsTick()
     }
 
     func reportPool(_ pi: Int, force: Bool) {

@@ -46,6 +46,8 @@ struct WorkerOptions {
     var verbose: Int
     /// Started to replace a worker that exited: no pool share until the supervisor gives one.
     var respawned = false
+    /// The supervisor's shared client count (ClientCounter), or -1.
+    var clientsFD: Int32 = -1
 }
 
 final class Worker {
@@ -109,6 +111,8 @@ final class Worker {
     var stats = WorkerStatsState()
     /// This worker's share of each pool, as the supervisor set it (Quotas.swift).
     var quotas = WorkerQuotas()
+    /// Service-wide connection limits and per-database admin state (ServiceLimits.swift).
+    var limits = WorkerLimits()
 
     init(options: WorkerOptions, config: Config, userlist: Userlist) throws {
         slot = options.slot
@@ -127,6 +131,7 @@ final class Worker {
         controlFD = options.controlFD
         quotas.workers = max(1, config.workers)
         quotas.respawned = options.respawned
+        if options.clientsFD >= 0 { limits.counter = try ClientCounter.map(options.clientsFD) }
         maxPacket = max(config.maxPacketSize, 1024)
         // PostgreSQL's own cap for a single message is 1 GB; a larger limit only invites an OOM.
         maxPacket = min(maxPacket, 0x3FFF_FFFF)
@@ -208,7 +213,7 @@ final class Worker {
             }
             let isUnix = peer.family == AF_UNIX
             if !isUnix { Sockets.tuneTCP(fd, keepalive: config.tcpKeepalive) }
-            if clients.used >= config.maxClientConn {
+            if !admitClient() {
                 rejectEarly(fd, code: SQLState.tooManyConnections,
                             message: "no more connections allowed (max_client_conn)")
                 continue
@@ -307,6 +312,8 @@ final class Worker {
             handleStatsChunk(chunk)
         case .quota(let database, let user, let quota, let seq):
             applyQuota(database: database, user: user, quota: Int(quota), seq: seq)
+        case .limitsToWorker(let m):
+            handleLimits(m)
         default:
             break
         }

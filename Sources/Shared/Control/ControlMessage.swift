@@ -23,6 +23,8 @@ public enum ControlMessage: Equatable, Sendable {
     /// This worker's share of the pool (database, user): it keeps at most `quota` server connections
     /// there. `seq` grows with every quota the supervisor sends for the pool; reports echo the last one seen.
     case quota(database: String, user: String, quota: Int32, seq: UInt32)
+    /// Service-wide limits and per-database admin commands (LimitsMessage.swift), kind 0x30.
+    case limitsToWorker(LimitsMessage)
     // worker → supervisor
     /// The worker accepts connections.
     case ready(slot: Int32, pid: Int32)
@@ -37,6 +39,8 @@ public enum ControlMessage: Equatable, Sendable {
     /// and the `seq` of the last quota applied (0: none yet). Sent when it changes (at most every 100 ms),
     /// while clients wait, and at once after a quota was applied (its acknowledgement).
     case poolReport(database: String, user: String, servers: Int32, idle: Int32, waiting: Int32, seq: UInt32)
+    /// Group reports and answers to per-database commands (LimitsMessage.swift), kind 0x70.
+    case limitsFromWorker(LimitsMessage)
 
     /// Largest datagram either side sends or accepts (a receiver rejects longer ones as invalid).
     public static let maximumSize = 65_536
@@ -45,8 +49,8 @@ public enum ControlMessage: Equatable, Sendable {
     /// the wrong way is recognisable in a trace.
     @usableFromInline
     enum Kind: UInt8 {
-        case shutdown = 0x01, reload = 0x02, pause = 0x03, resume = 0x04, cancel = 0x05, statsToWorker = 0x06, quota = 0x07
-        case ready = 0x41, forwardCancel = 0x42, heartbeat = 0x43, log = 0x44, statsFromWorker = 0x45, poolReport = 0x46
+        case shutdown = 0x01, reload = 0x02, pause = 0x03, resume = 0x04, cancel = 0x05, statsToWorker = 0x06, quota = 0x07, limitsToWorker = 0x30
+        case ready = 0x41, forwardCancel = 0x42, heartbeat = 0x43, log = 0x44, statsFromWorker = 0x45, poolReport = 0x46, limitsFromWorker = 0x70
     }
 
     public func encode() -> [UInt8] {
@@ -126,6 +130,12 @@ public enum ControlMessage: Equatable, Sendable {
             i32(idle)
             i32(waiting)
             u32(seq)
+        case .limitsToWorker(let m):
+            out.append(Kind.limitsToWorker.rawValue)
+            m.encode(into: &out)
+        case .limitsFromWorker(let m):
+            out.append(Kind.limitsFromWorker.rawValue)
+            m.encode(into: &out)
         }
     }
 
@@ -173,6 +183,12 @@ public enum ControlMessage: Equatable, Sendable {
             message = .poolReport(database: try r.string("report database"), user: try r.string("report user"),
                                   servers: try r.i32("report"), idle: try r.i32("report"),
                                   waiting: try r.i32("report"), seq: try r.u32("report"))
+        case .limitsToWorker, .limitsFromWorker:
+            let inner = try LimitsMessage.decode(&r)
+            guard inner.isToWorker == (kind == .limitsToWorker) else {
+                throw ControlDecodeError("limits message sent the wrong way")
+            }
+            message = kind == .limitsToWorker ? .limitsToWorker(inner) : .limitsFromWorker(inner)
         case .statsToWorker, .statsFromWorker:
             // The chunk fills the rest of the datagram; its own header is checked by StatsChunk.decode.
             let rest = try r.bytes(bytes.count - r.offset, "stats chunk")
