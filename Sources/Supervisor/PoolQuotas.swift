@@ -54,6 +54,8 @@ struct ShareQuotas<Key: Hashable & Sendable> {
     private(set) var pools: [Key: Entry] = [:]
     /// At most one move per pool per interval, so quotas do not flap with every report.
     static var moveIntervalNanos: Int64 { 150_000_000 }
+    /// How long a lowering may wait for a donor whose servers are all busy before it is cut back.
+    static var stuckLoweringNanos: Int64 { 300_000_000 }
 
     init(workers: Int) {
         self.workers = max(1, workers)
@@ -165,7 +167,25 @@ struct ShareQuotas<Key: Hashable & Sendable> {
         if let p = e.pending {
             let confirmed = !alive[p.donor]
                 || (e.seenSeq[p.donor] == e.sentSeq[p.donor] && e.servers[p.donor] <= e.quota[p.donor])
-            guard confirmed else { return [] }
+            if !confirmed {
+                // The donor applied the lowering but its servers are all in use (an idle one was taken
+                // between its report and the lowering; session clients may hold theirs for hours).
+                // After a while it keeps what it holds and only the rest moves: no deadlock, and the
+                // sum is unchanged (what the donor keeps back, the receiver does not get).
+                guard e.seenSeq[p.donor] == e.sentSeq[p.donor], e.idle[p.donor] == 0,
+                      now - e.lastMove >= Self.stuckLoweringNanos else { return [] }
+                let kept = min(p.amount, e.servers[p.donor] - e.quota[p.donor])
+                pools[key]!.quota[p.donor] += kept
+                pools[key]!.pending = nil
+                pools[key]!.lastMove = now
+                orders.append(send(key, slot: p.donor))
+                let rest = min(p.amount - kept, pools[key]!.size - pools[key]!.handedOut)
+                if alive[p.receiver] && rest > 0 {
+                    pools[key]!.quota[p.receiver] += rest
+                    orders.append(send(key, slot: p.receiver))
+                }
+                return orders
+            }
             e.pending = nil
             e.lastMove = now
             let room = e.size - e.handedOut

@@ -82,6 +82,7 @@ final class ServiceLimitsE2ETests: XCTestCase {
         var s = PgswiftSettings(postgres: pg)
         s.workers = 4
         s.maxClientConn = 20
+        s.poolMode = "transaction"
         let px = try Pgswift.start(s)
         defer { px.stop() }
         var admitted: [WireClient] = []
@@ -109,7 +110,7 @@ final class ServiceLimitsE2ETests: XCTestCase {
         XCTAssertGreaterThan(workers.count, 1, "all clients landed on one worker: the test proves nothing")
         XCTAssertFalse(attempt(), "a 21st client got in")
         // Every admitted client works.
-        for c in admitted { XCTAssertEqual(try c.query("select 1"), [["1"]]) }
+        for c in admitted { XCTAssertEqual(try c.query("select 1"), [["1"]], px.log().suffix(3000).description) }
         // Five leave: five new ones get in (once the workers have seen them go), then no more.
         for c in admitted.prefix(5) { c.close() }
         admitted.removeFirst(5)
@@ -121,7 +122,8 @@ final class ServiceLimitsE2ETests: XCTestCase {
     // MARK: 3. min_pool_size
 
     /// min_pool_size=3 over 4 workers, pool size 10: once the pool has been used, PostgreSQL sees 3
-    /// idle connections (not 3 per worker), and they come back after pg_terminate_backend.
+    /// idle connections (not 3 per worker; 4 when the client's own server sits on a worker whose part
+    /// of min_pool_size is 0), and they come back after pg_terminate_backend.
     func testMinPoolSizeKeepsServersWarmServiceWide() throws {
         let pg = try PostgresServer.shared()
         XCTAssertTrue(waitUntil(timeout: 30, poll: 0.1) { (try? self.backends(pg, users: ["u_md5"])) == 0 })
@@ -135,20 +137,20 @@ final class ServiceLimitsE2ETests: XCTestCase {
         let c = try WireClient.connect(port: px.port, user: "u_md5", database: "testdb")
         _ = try c.query("select 1")
         c.close()
-        XCTAssertTrue(waitUntil(timeout: 20, poll: 0.1) { (try? self.backends(pg, users: ["u_md5"])) == 3 },
+        XCTAssertTrue(waitUntil(timeout: 20, poll: 0.1) { ((try? self.backends(pg, users: ["u_md5"])) ?? 0) >= 3 },
                       "backends: \((try? backends(pg, users: ["u_md5"])) ?? -1)\n\(px.log().suffix(3000))")
-        // It stays at 3, not more.
+        // It stays there, not 3 per worker.
         var maxSeen = 0
         let until = monotonicNow() + 1.0
         while monotonicNow() < until {
             maxSeen = max(maxSeen, (try? backends(pg, users: ["u_md5"])) ?? 0)
             sleepSeconds(0.1)
         }
-        XCTAssertEqual(maxSeen, 3)
+        XCTAssertTrue((3...4).contains(maxSeen), "\(maxSeen) server connections")
         _ = try pg.adminQuery("""
             select pg_terminate_backend(pid) from pg_stat_activity where usename = 'u_md5' and datname = 'testdb'
             """)
-        XCTAssertTrue(waitUntil(timeout: 20, poll: 0.1) { (try? self.backends(pg, users: ["u_md5"])) == 3 },
+        XCTAssertTrue(waitUntil(timeout: 20, poll: 0.1) { ((try? self.backends(pg, users: ["u_md5"])) ?? 0) >= 3 },
                       "not refilled after pg_terminate_backend")
     }
 

@@ -90,3 +90,28 @@ final class ServiceLimitsTests: XCTestCase {
         }
     }
 }
+
+final class StuckLoweringTests: XCTestCase {
+    let key = PoolQuotaKey(database: "app", user: "bob")
+    let ms: Int64 = 1_000_000
+
+    /// A donor whose idle server was taken (session mode) before the lowering arrived cannot shed it:
+    /// after a while it keeps what it holds, the receiver gets the rest, and later moves are not blocked.
+    func testALoweringTheDonorCannotHonourIsCutBack() {
+        var q = PoolQuotas(workers: 2)
+        var seq = [UInt32](repeating: 0, count: 2)
+        for o in q.report(slot: 0, key: key, size: 4, servers: 0, idle: 0, waiting: 0, seq: 0, now: 0) { seq[o.slot] = o.seq }
+        _ = q.report(slot: 1, key: key, size: 4, servers: 1, idle: 1, waiting: 0, seq: seq[1], now: 1 * ms)
+        let lower = q.report(slot: 0, key: key, size: 4, servers: 2, idle: 0, waiting: 3, seq: seq[0], now: 2 * ms)
+        XCTAssertEqual(lower.map(\.quota), [0], "worker 1 lowered from 2 to 0 (nothing of its share in use)")
+        // Its idle server got a client meanwhile: it acknowledges with 1 busy server, above its new quota.
+        XCTAssertEqual(q.report(slot: 1, key: key, size: 4, servers: 1, idle: 0, waiting: 0, seq: lower[0].seq, now: 3 * ms), [])
+        XCTAssertEqual(q.report(slot: 0, key: key, size: 4, servers: 2, idle: 0, waiting: 3, seq: seq[0], now: 100 * ms), [],
+                       "not cut back too early")
+        let cut = q.report(slot: 0, key: key, size: 4, servers: 2, idle: 0, waiting: 3, seq: seq[0], now: 400 * ms)
+        XCTAssertEqual(cut.map(\.slot), [1, 0], "the donor keeps what it holds, the receiver gets the rest")
+        XCTAssertEqual(q.pools[key]!.quota, [3, 1])
+        XCTAssertNil(q.pools[key]!.pending)
+        XCTAssertLessThanOrEqual(q.pools[key]!.quota.reduce(0, +), 4)
+    }
+}
