@@ -72,7 +72,9 @@ extension Worker {
             cancelConnectionEvent(si)
         case .beingCanceled:
             idleServerInput(si)
-        case .closing, .free:
+        case .closing:
+            retiringInput(si)
+        case .free:
             break
         }
     }

@@ -13,6 +13,8 @@ struct PoolLimitState {
     var closeBefore: Int64 = 0
     /// This worker's part of min_pool_size (set by the supervisor).
     var warm = 0
+    /// Servers of this pool closing for a connection limit, still counted until PostgreSQL let them go.
+    var retiring = 0
 
     var grouped: Bool { dbGroup >= 0 || userGroup >= 0 }
     /// Something to check when a server comes back (a flag test on the release path otherwise).
@@ -120,6 +122,12 @@ extension Worker {
         return n
     }
 
+    func groupRetiring(_ g: Int) -> Int {
+        var n = 0
+        for p in limits.groups[g].members { n += pools[Int(p)].limits.retiring }
+        return n
+    }
+
     /// Clients that want a server of this pool: queued ones, plus those waiting for the pool's first login.
     func wanting(_ pi: Int) -> Int {
         var n = pools[pi].waitCount
@@ -133,8 +141,9 @@ extension Worker {
         for g in [pools[pi].limits.dbGroup, pools[pi].limits.userGroup] where g >= 0 {
             let gi = Int(g)
             if groupServers(gi) < groupLimit(gi) { continue }
-            guard evictIdle(group: gi, except: pi) else { return false }
-            if groupServers(gi) >= groupLimit(gi) { return false }
+            // One eviction at a time; the launch follows when PostgreSQL has let the old server go.
+            if groupRetiring(gi) == 0 { _ = evictIdle(group: gi, except: pi) }
+            return false
         }
         return true
     }
@@ -143,7 +152,7 @@ extension Worker {
         for p in limits.groups[g].members where Int(p) != pi {
             let si = pools[Int(p)].idleHead
             if si >= 0 && pools[Int(p)].waitCount == 0 {
-                closeServer(si, reason: "evicted for another pool of \(limits.groups[g].key) (connection limit)")
+                retireServer(si, reason: "evicted for another pool of \(limits.groups[g].key) (connection limit)")
                 return true
             }
         }
@@ -161,19 +170,17 @@ extension Worker {
         }
         for g in [pools[pi].limits.dbGroup, pools[pi].limits.userGroup] where g >= 0 {
             let gi = Int(g)
-            let count = groupServers(gi), limit = groupLimit(gi)
-            if count > limit {
-                servers[si].state = .resetting
-                closeServer(si, reason: "connection limit share lowered (\(limits.groups[gi].key))")
+            let count = groupServers(gi), limit = groupLimit(gi), retiring = groupRetiring(gi)
+            if count - retiring > limit {
+                retireServer(si, reason: "connection limit share lowered (\(limits.groups[gi].key))")
                 return true
             }
-            // Nobody here wants it but another pool of the group waits at the limit: it gets the room.
-            if count >= limit && pools[pi].waitCount == 0 {
+            // Nobody here wants it but another pool of the group waits at the limit: it gets the room
+            // (once PostgreSQL has let this one go, see retired()).
+            if count >= limit && retiring == 0 && pools[pi].waitCount == 0 {
                 for p in limits.groups[gi].members where Int(p) != pi && wanting(Int(p)) > pools[Int(p)].connectingCount
                     && !pools[Int(p)].limits.dbPaused {
-                    servers[si].state = .resetting
-                    closeServer(si, reason: "released for another pool of \(limits.groups[gi].key) (connection limit)")
-                    launchFor(Int(p))
+                    retireServer(si, reason: "released for another pool of \(limits.groups[gi].key) (connection limit)")
                     return true
                 }
             }
@@ -200,13 +207,60 @@ extension Worker {
     /// Closes idle servers while the group is above this worker's share; busy ones close on release.
     func trimGroup(_ g: Int) {
         guard limits.groups[g].size > 0 else { return }
-        var progress = true
-        while progress && groupServers(g) > groupLimit(g) {
-            progress = false
-            for p in limits.groups[g].members where pools[Int(p)].idleHead >= 0 {
-                closeServer(pools[Int(p)].idleHead, reason: "connection limit share lowered (\(limits.groups[g].key))")
-                progress = true
-                break
+        var excess = groupServers(g) - groupRetiring(g) - groupLimit(g)
+        for p in limits.groups[g].members {
+            while excess > 0 && pools[Int(p)].idleHead >= 0 {
+                retireServer(pools[Int(p)].idleHead, reason: "connection limit share lowered (\(limits.groups[g].key))")
+                excess -= 1
+            }
+        }
+    }
+
+    // MARK: Retiring servers
+
+    /// Closes a server for a connection limit but keeps counting it until PostgreSQL has let it go:
+    /// Terminate, then wait for EOF (a backend leaves pg_stat_activity before its socket closes), so
+    /// its replacement never overlaps it, not even in PostgreSQL's view. The server is idle (in the
+    /// idle list) or was just released by its client (`serverIdle`: counts already settled).
+    func retireServer(_ si: Int32, reason: String) {
+        if servers[si].state == .idle { removeIdle(si) }
+        log.debug("S-\(servers[si].id): closing: \(reason)")
+        let terminate: (UInt8, UInt8, UInt8, UInt8, UInt8) = (0x58, 0, 0, 0, 4)
+        withUnsafeBytes(of: terminate) { _ = try? Posix.send(servers[si].fd, $0.baseAddress!, 5) }
+        servers[si].state = .closing
+        servers[si].stateSince = now
+        pools[Int(servers[si].pool)].limits.retiring += 1
+        servers[si].readable = true
+        retiringInput(si)
+    }
+
+    /// Events of a retiring server: whatever it says is dropped; EOF ends it.
+    func retiringInput(_ si: Int32) {
+        while servers[si].readable {
+            switch readInto(server: si) {
+            case .data, .full:
+                servers[si].input.start = servers[si].input.end
+                servers[si].input.scan = servers[si].input.end
+                releaseIfEmpty(server: si)
+            case .wouldBlock:
+                return
+            case .closed:
+                retired(si)
+                return
+            }
+        }
+    }
+
+    /// PostgreSQL let a retiring server go (or it took too long): free it and use the room.
+    func retired(_ si: Int32) {
+        let p = Int(servers[si].pool)
+        pools[p].limits.retiring -= 1
+        closeServer(si, reason: "retired")
+        if paused { return }
+        for g in [pools[p].limits.dbGroup, pools[p].limits.userGroup] where g >= 0 {
+            for m in limits.groups[Int(g)].members where !pools[Int(m)].limits.dbPaused
+                && wanting(Int(m)) > pools[Int(m)].connectingCount {
+                launchFor(Int(m))
             }
         }
     }
@@ -267,7 +321,8 @@ extension Worker {
     func applyDatabaseOp(_ op: DatabaseOp, _ database: String) -> Int {
         switch op {
         case .pause, .kill:
-            if database.isEmpty { limits.allPaused = true } else { limits.pausedDBs.insert(database) }
+            // KILL of every database comes after a PAUSE per configured database (RESUME db must undo it).
+            if !database.isEmpty { limits.pausedDBs.insert(database) } else if op == .pause { limits.allPaused = true }
             for pi in pools.indices where covered(pi, database) { pools[pi].limits.dbPaused = true }
             if op == .kill { killDatabase(database) }
             log.info("\(op == .kill ? "KILL" : "PAUSE") \(database.isEmpty ? "(all databases)" : database)")
@@ -339,7 +394,8 @@ extension Worker {
         }
         var si: Int32 = 0
         while si < Int32(servers.capacity) {
-            if servers[si].state != .free && servers[si].state != .cancelRequest && servers[si].pool >= 0
+            let st = servers[si].state
+            if st != .free && st != .cancelRequest && st != .closing && servers[si].pool >= 0
                 && covered(Int(servers[si].pool), database) {
                 closeServer(si, reason: "database removed")
             }
@@ -357,6 +413,16 @@ extension Worker {
     /// RECONNECT marked, and keeps min_pool_size servers warm.
     func limitsTick() {
         for gi in limits.groups.indices where limits.groups[gi].size > 0 { reportGroup(gi, force: false) }
+        if !limits.groups.isEmpty {
+            // A backend that does not close within a second after Terminate is not waited for longer.
+            var si: Int32 = 0
+            while si < Int32(servers.capacity) {
+                if servers[si].state == .closing && servers[si].pool >= 0 && now - servers[si].stateSince > 1_000_000_000 {
+                    retired(si)
+                }
+                si += 1
+            }
+        }
         for pi in pools.indices {
             if pools[pi].limits.closeBefore > 0 {
                 closeIdleBefore(pi)
@@ -390,6 +456,12 @@ extension Worker {
             }
         }
         launchServer(Int32(pi))
+    }
+
+    /// An idle server the pool's min_pool_size part still needs.
+    func keepWarm(_ si: Int32) -> Bool {
+        let p = servers[si].pool
+        return p >= 0 && pools[Int(p)].limits.warm > 0 && pools[Int(p)].serverCount <= pools[Int(p)].limits.warm
     }
 
     func reportGroup(_ g: Int, force: Bool) {

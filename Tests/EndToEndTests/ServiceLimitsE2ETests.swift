@@ -9,15 +9,19 @@ import Glibc
 final class ServiceLimitsE2ETests: XCTestCase {
     private let users = ["u_md5", "u_scram"]
 
-    /// Server connections of `users` on `db`, all states.
-    private func backends(_ pg: PostgresServer, users: [String], db: String = "testdb") throws -> Int {
-        let list = users.map { "'\($0)'" }.joined(separator: ",")
-        let out = try pg.adminQuery("""
+    /// Server connections of `users` on `dbs`, all states. pg_stat_activity copies the backend slots
+    /// one by one, not atomically: a sampler preempted mid-copy can see a backend that has already
+    /// left and its replacement that started after it. So the count is read twice, in two separate
+    /// snapshots, and the lower figure kept: a real excess lasting longer than one read shows in both.
+    private func backends(_ pg: PostgresServer, users: [String], dbs: [String] = ["testdb"]) throws -> Int {
+        let q = """
             select count(*) from pg_stat_activity
-            where datname = '\(db)' and usename in (\(list)) and backend_type = 'client backend'
-            """)
-        guard let n = Int(out.trimmingCharacters(in: .whitespacesAndNewlines)) else { throw E2EError("bad count: \(out)") }
-        return n
+            where datname in (\(dbs.map { "'\($0)'" }.joined(separator: ","))) and
+                  usename in (\(users.map { "'\($0)'" }.joined(separator: ","))) and backend_type = 'client backend'
+            """
+        let counts = try pg.adminQuery([q, q]).split(separator: "\n").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard counts.count == 2 else { throw E2EError("bad counts: \(counts)") }
+        return counts.min()!
     }
 
     // MARK: 1. max_db_connections across workers
@@ -34,22 +38,51 @@ final class ServiceLimitsE2ETests: XCTestCase {
         s.settings = [("max_db_connections", "4")]
         let px = try Pgswift.start(s)
         defer { px.stop() }
-        let dir = try makeTempDirectory(prefix: "dblimit")
+        let maxSeen = try loadAndSample(px, loads: users.map { ($0, "testdb") }) { try self.backends(pg, users: self.users) }
+        print("max_db_connections: at most \(maxSeen) server connections to testdb")
+        XCTAssertLessThanOrEqual(maxSeen, 4, "max_db_connections=4 exceeded across workers")
+        XCTAssertGreaterThan(maxSeen, 1, "the load never used more than one connection")
+        XCTAssertTrue(px.isRunning)
+    }
+
+    /// The same for max_user_connections=3: one user busy on two databases at once.
+    func testMaxUserConnectionsHoldsAcrossWorkers() throws {
+        let pg = try PostgresServer.shared()
+        let count = { () throws -> Int in try self.backends(pg, users: ["u_md5"], dbs: ["testdb", "bench"]) }
+        XCTAssertTrue(waitUntil(timeout: 30, poll: 0.1) { (try? count()) == 0 })
+        var s = PgswiftSettings(postgres: pg)
+        s.workers = 4
+        s.poolMode = "transaction"
+        s.defaultPoolSize = 10
+        s.settings = [("max_user_connections", "3")]
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        let maxSeen = try loadAndSample(px, loads: [("u_md5", "testdb"), ("u_md5", "bench")], sample: count)
+        print("max_user_connections: at most \(maxSeen) server connections of u_md5")
+        XCTAssertLessThanOrEqual(maxSeen, 3, "max_user_connections=3 exceeded across workers")
+        XCTAssertGreaterThan(maxSeen, 1)
+    }
+
+    /// Runs pgbench (10 clients x 60 short transactions) for each (user, database) at once, sampling
+    /// `sample` until they end; every run must succeed without a failed transaction. Returns the
+    /// highest sample.
+    private func loadAndSample(_ px: Pgswift, loads: [(user: String, db: String)], sample: () throws -> Int) throws -> Int {
+        let dir = try makeTempDirectory(prefix: "limits")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let script = dir + "/load.sql"
         try "select pg_sleep(0.002);\n".write(toFile: script, atomically: false, encoding: .utf8)
         var children: [ChildProcess] = []
-        for u in users {
-            let target = px.target(user: u, database: "testdb")
-            let argv = [try PostgresTools.path("pgbench"), "-n", "-h", "127.0.0.1", "-p", String(px.port), "-U", u,
-                        "-f", script, "-c", "10", "-j", "2", "-t", "60", "testdb"]
+        for (i, l) in loads.enumerated() {
+            let target = px.target(user: l.user, database: l.db)
+            let argv = [try PostgresTools.path("pgbench"), "-n", "-h", "127.0.0.1", "-p", String(px.port), "-U", l.user,
+                        "-f", script, "-c", "10", "-j", "2", "-t", "60", l.db]
             children.append(try ChildProcess.spawn(argv, environment: target.environment,
-                                                   stdoutPath: dir + "/\(u).out", stderrPath: dir + "/\(u).err"))
+                                                   stdoutPath: dir + "/\(i).out", stderrPath: dir + "/\(i).err"))
         }
         var maxSeen = 0, samples = 0
         let deadline = monotonicNow() + 240
         while children.contains(where: { $0.isRunning }) && monotonicNow() < deadline {
-            if let n = try? backends(pg, users: users) {
+            if let n = try? sample() {
                 maxSeen = max(maxSeen, n)
                 samples += 1
             }
@@ -59,18 +92,15 @@ final class ServiceLimitsE2ETests: XCTestCase {
             let timedOut = c.isRunning
             let status = timedOut ? c.terminate(SIGKILL, grace: 0) : (c.poll() ?? -1)
             let summary = Pgbench.parse(c.stdoutText())
-            let context = "\(users[i]): status \(status)\n\(c.stdoutText().suffix(1500))\n\(c.stderrText().suffix(1500))\n" +
+            let context = "\(loads[i]): status \(status)\n\(c.stdoutText().suffix(1500))\n\(c.stderrText().suffix(1500))\n" +
                 "pgswift log:\n\(px.log().suffix(3000))"
             XCTAssertFalse(timedOut, context)
             XCTAssertEqual(status, 0, context)
             XCTAssertEqual(summary.failedTransactions ?? 0, 0, context)
             XCTAssertEqual(summary.transactions, 600, context)
         }
-        print("max_db_connections: at most \(maxSeen) server connections to testdb in \(samples) samples")
         XCTAssertGreaterThan(samples, 5)
-        XCTAssertLessThanOrEqual(maxSeen, 4, "max_db_connections=4 exceeded across workers")
-        XCTAssertGreaterThan(maxSeen, 1, "the load never used more than one connection")
-        XCTAssertTrue(px.isRunning)
+        return maxSeen
     }
 
     // MARK: 2. max_client_conn across workers
