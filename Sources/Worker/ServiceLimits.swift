@@ -199,7 +199,7 @@ extension Worker {
 
     /// The pool's first server (its welcome parameters), within the pool's and groups' limits.
     func launchWelcome(_ pi: Int) {
-        guard pools[pi].connectingCount == 0, recentLoginFailure(pi) == nil else { return }
+        guard pools[pi].connectingCount == 0, pools[pi].clientCount > 0, recentLoginFailure(pi) == nil else { return }
         if pools[pi].limits.grouped && (pools[pi].serverCount >= pools[pi].limit || !groupRoom(pi)) { return }
         launchServer(Int32(pi))
     }
