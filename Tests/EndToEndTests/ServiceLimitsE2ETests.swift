@@ -147,6 +147,20 @@ final class ServiceLimitsE2ETests: XCTestCase {
         XCTAssertTrue(waitUntil(timeout: 10, poll: 0.05) { admitted.count == 20 || (attempt() && admitted.count == 20) })
         XCTAssertEqual(admitted.count, 20)
         XCTAssertFalse(attempt(), "the limit no longer holds after clients left")
+
+        // A worker that dies takes its clients with it: the supervisor frees their places.
+        let slot = admitted[0].backendProcessID >> 20
+        let held = admitted.filter { $0.backendProcessID >> 20 == slot }
+        guard let line = px.logLines(containing: "worker \(slot) started (pid ").last,
+              let pid = Int32(line.split(separator: "(pid ").last?.dropLast() ?? "") else {
+            return XCTFail("no start line for worker \(slot)")
+        }
+        XCTAssertEqual(kill(pid, SIGKILL), 0)
+        for c in held { XCTAssertTrue(c.socket.readUntilClosed(timeout: 10).closed) }
+        admitted.removeAll { c in held.contains { $0 === c } }
+        XCTAssertTrue(waitUntil(timeout: 15, poll: 0.1) { admitted.count == 20 || (attempt() && admitted.count == 20) },
+                      "\(held.count) places of the killed worker not given back: \(admitted.count) admitted")
+        XCTAssertFalse(attempt(), "the limit no longer holds after a worker died")
     }
 
     // MARK: 3. min_pool_size
