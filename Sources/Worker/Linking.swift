@@ -175,11 +175,10 @@ extension Worker {
             launchIfNeeded(p)
             return
         }
-        if pools[pi].serverCount > pools[pi].limit {
-            // This worker's quota was lowered: its share goes to another worker.
-            // The caller already settled the list counts; a neutral state lets closeServer only free it.
-            servers[si].state = .resetting
-            closeServer(si, reason: "pool quota lowered")
+        if pools[pi].serverCount - pools[pi].limits.retiring > pools[pi].limit {
+            // This worker's quota was lowered: its share goes to another worker once PostgreSQL has
+            // let this server go (retired: Terminate, counted until EOF; ServiceLimits.swift).
+            retireServer(si, reason: "pool quota lowered")
             return
         }
         if pools[pi].limits.onRelease && closeOnRelease(si, pi) { return }

@@ -47,6 +47,8 @@ struct WorkerLimits {
     var warm: [String: Int] = [:]
     /// The service-wide client count, when the supervisor handed one over (else max_client_conn is per worker).
     var counter: ClientCounter? = nil
+    /// Servers retiring in all pools (a janitor scan bounds their wait only while there are some).
+    var retiring = 0
 }
 
 extension Worker {
@@ -230,6 +232,7 @@ extension Worker {
         servers[si].state = .closing
         servers[si].stateSince = now
         pools[Int(servers[si].pool)].limits.retiring += 1
+        limits.retiring += 1
         servers[si].readable = true
         retiringInput(si)
     }
@@ -255,8 +258,10 @@ extension Worker {
     func retired(_ si: Int32) {
         let p = Int(servers[si].pool)
         pools[p].limits.retiring -= 1
+        limits.retiring -= 1
         closeServer(si, reason: "retired")
-        if paused { return }
+        if paused || pools[p].limits.dbPaused { return }
+        launchIfNeeded(Int32(p))
         for g in [pools[p].limits.dbGroup, pools[p].limits.userGroup] where g >= 0 {
             for m in limits.groups[Int(g)].members where !pools[Int(m)].limits.dbPaused
                 && wanting(Int(m)) > pools[Int(m)].connectingCount {
@@ -413,7 +418,7 @@ extension Worker {
     /// RECONNECT marked, and keeps min_pool_size servers warm.
     func limitsTick() {
         for gi in limits.groups.indices where limits.groups[gi].size > 0 { reportGroup(gi, force: false) }
-        if !limits.groups.isEmpty {
+        if limits.retiring > 0 {
             // A backend that does not close within a second after Terminate is not waited for longer.
             var si: Int32 = 0
             while si < Int32(servers.capacity) {

@@ -332,3 +332,40 @@ final class ServiceLimitsE2ETests: XCTestCase {
         XCTAssertNil(try late.finishQuery(timeout: 10))
     }
 }
+
+extension PgbenchRun {
+    /// `sampled`, but each sample is the lower of two counts read in separate snapshots:
+    /// pg_stat_activity copies backend slots one by one, so a sampler preempted mid-copy on a loaded
+    /// machine can count a backend that already left together with the one that replaced it.
+    static func sampledStrict(_ target: ClientTarget, _ args: [String], pg: PostgresServer, user: String,
+                              db: String, timeout: Double) throws -> PgbenchRun {
+        let dir = try makeTempDirectory(prefix: "pgbench")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let argv = [try PostgresTools.path("pgbench"), "-h", "127.0.0.1", "-p", String(target.port),
+                    "-U", target.user] + args + [target.database]
+        let child = try ChildProcess.spawn(argv, environment: target.environment,
+                                           stdoutPath: dir + "/out", stderrPath: dir + "/err")
+        let q = """
+            select count(*) from pg_stat_activity
+            where usename = '\(user)' and datname = '\(db)' and backend_type = 'client backend'
+            """
+        var maxSeen = 0
+        var samples = 0
+        let deadline = monotonicNow() + timeout
+        while child.isRunning && monotonicNow() < deadline {
+            if let out = try? pg.adminQuery([q, q]) {
+                let counts = out.split(separator: "\n").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+                if let n = counts.min(), counts.count == 2 {
+                    maxSeen = max(maxSeen, n)
+                    samples += 1
+                }
+            }
+            sleepSeconds(0.04)
+        }
+        let timedOut = child.isRunning
+        let status = timedOut ? child.terminate(SIGKILL, grace: 0) : (child.poll() ?? -1)
+        let result = CommandResult(status: timedOut ? -1 : status, stdout: child.stdoutText(),
+                                   stderr: child.stderrText(), timedOut: timedOut)
+        return PgbenchRun(result: result, summary: Pgbench.parse(result.stdout), maxBackends: maxSeen, samples: samples)
+    }
+}
