@@ -45,6 +45,19 @@ struct SupervisorLimits {
 extension Supervisor {
     // MARK: Workers coming and going
 
+    /// Before the first spawn: the shared client count every worker admits clients against.
+    func setUpClientCounter() {
+        guard slots.count <= ClientCounter.maxSlots else {
+            log.warning("\(slots.count) workers: more than the shared client count holds; max_client_conn applies per worker")
+            return
+        }
+        do throws(SyscallError) {
+            limits.counter = try ClientCounter.create()
+        } catch {
+            log.warning("no shared client count (\(error)): max_client_conn applies per worker")
+        }
+    }
+
     /// A new process in `slot`: its group shares and the per-database state it must honour.
     func limitsWorkerStarted(_ slot: WorkerSlot) {
         sendGroupQuotas(limits.groups.workerStarted(slot: slot.index))

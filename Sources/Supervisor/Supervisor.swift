@@ -203,11 +203,7 @@ final class Supervisor {
 
     func run() -> Int32 {
         let now = Clock.monotonicNanos()
-        do throws(SyscallError) {
-            limits.counter = try ClientCounter.create()
-        } catch {
-            log.warning("no shared client count (\(error)): max_client_conn applies per worker")
-        }
+        setUpClientCounter()
         for slot in slots { spawn(slot, now: now) }
         openMetrics()
         if systemd.watchdogIntervalNanos > 0 { nextWatchdog = now }

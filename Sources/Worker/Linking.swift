@@ -175,14 +175,15 @@ extension Worker {
             launchIfNeeded(p)
             return
         }
-        if pools[pi].serverCount - pools[pi].limits.retiring > pools[pi].limit {
+        if pools[pi].serverCount > pools[pi].limit && pools[pi].limits.retiring == 0 {
             // This worker's quota was lowered: its share goes to another worker once PostgreSQL has
             // let this server go (retired: Terminate, counted until EOF; ServiceLimits.swift).
             retireServer(si, reason: "pool quota lowered")
             return
         }
+        // Connection limits, RECONNECT, retiring servers, PAUSE db (ServiceLimits.swift).
         if pools[pi].limits.onRelease && closeOnRelease(si, pi) { return }
-        if !paused && pools[pi].waitHead >= 0 && !hot.pointee.safeShutdown && !pools[pi].limits.dbPaused {
+        if !paused && pools[pi].waitHead >= 0 && !hot.pointee.safeShutdown {
             let ci = pools[pi].waitHead
             removeWaiting(ci)
             link(ci, si)

@@ -5,20 +5,24 @@ import Shared
 /// Per-pool state of this file, kept in `Pool.limits`.
 struct PoolLimitState {
     /// Index in `WorkerLimits.groups` of the pool's max_db_connections / max_user_connections group, or -1.
-    var dbGroup: Int32 = -1
-    var userGroup: Int32 = -1
+    var dbGroup: Int32 = -1 { didSet { update() } }
+    var userGroup: Int32 = -1 { didSet { update() } }
     /// PAUSE db or KILL db: no server is handed out until RESUME.
-    var dbPaused = false
+    var dbPaused = false { didSet { update() } }
     /// RECONNECT: servers opened at or before this time close when released (0: none).
-    var closeBefore: Int64 = 0
+    var closeBefore: Int64 = 0 { didSet { update() } }
     /// This worker's part of min_pool_size (set by the supervisor).
     var warm = 0
-    /// Servers of this pool closing for a connection limit, still counted until PostgreSQL let them go.
-    var retiring = 0
+    /// Servers of this pool closing for a limit, still counted until PostgreSQL let them go.
+    var retiring = 0 { didSet { update() } }
+    /// Something to check when a server comes back: one flag test on the release path otherwise.
+    private(set) var onRelease = false
 
     var grouped: Bool { dbGroup >= 0 || userGroup >= 0 }
-    /// Something to check when a server comes back (a flag test on the release path otherwise).
-    var onRelease: Bool { dbGroup >= 0 || userGroup >= 0 || closeBefore > 0 }
+
+    private mutating func update() {
+        onRelease = dbGroup >= 0 || userGroup >= 0 || closeBefore > 0 || retiring > 0 || dbPaused
+    }
 }
 
 /// One max_db_connections / max_user_connections limit in this worker: the pools it covers and this
@@ -161,9 +165,13 @@ extension Worker {
         return false
     }
 
-    /// A server came back (`serverIdle`) in a pool with limits or a RECONNECT pending: true when it
-    /// was closed instead of being reused.
+    /// A server came back (`serverIdle`) in a pool with limits, a RECONNECT, retiring servers or a
+    /// pause of its database: true when it was closed (or parked) instead of being handed on.
     func closeOnRelease(_ si: Int32, _ pi: Int) -> Bool {
+        if pools[pi].limits.retiring > 0 && pools[pi].serverCount - pools[pi].limits.retiring > pools[pi].limit {
+            retireServer(si, reason: "pool quota lowered")
+            return true
+        }
         if pools[pi].limits.closeBefore > 0 && servers[si].createdAt <= pools[pi].limits.closeBefore {
             servers[si].state = .resetting
             closeServer(si, reason: "RECONNECT")
@@ -186,6 +194,13 @@ extension Worker {
                     return true
                 }
             }
+        }
+        if pools[pi].limits.dbPaused {
+            // PAUSE db: back to the idle list, nobody waiting gets it until RESUME db.
+            servers[si].state = .idle
+            servers[si].stateSince = now
+            pushIdle(si)
+            return true
         }
         return false
     }
