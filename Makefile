@@ -4,7 +4,7 @@ JOBS    ?= 2
 CONFIG  ?= pgswift.ini
 RELEASE := .build/release
 
-.PHONY: all build debug test run bench bench-quick microbench clean check-config deps deps-build deps-test
+.PHONY: all build debug test run bench bench-quick microbench clean check-config deps deps-build deps-test deb deb-binaries
 
 all: build
 
@@ -12,7 +12,7 @@ deps: deps-build deps-test
 deps-build:
 	scripts/install-deps.sh build
 deps-test:
-	scripts/install-deps.sh build test
+	scripts/install-deps.sh build test deb
 
 build: deps-build
 	$(SWIFT) build -c release -j $(JOBS)
@@ -50,4 +50,18 @@ check-config: build
 	$(RELEASE)/pgswift --check-config $(CONFIG)
 
 clean:
-	rm -rf .build
+	rm -rf .build .build-deb
+
+# Debian package (Packaging/README.md): pgswift_<version>-1_<arch>.deb in DEB_OUT. Release binaries with
+# the Swift standard library linked in (no Swift runtime on the target), in their own build folder so
+# `make build` is not rebuilt. DEB_VERSION=0.1.0-2 repackages the same binaries under another version.
+DEB_BUILD := .build-deb
+DEB_OUT   ?= .
+DEB_LDFLAGS := -Xlinker -z -Xlinker relro -Xlinker -z -Xlinker now
+
+deb-binaries: deps-build
+	scripts/install-deps.sh deb
+	$(SWIFT) build -c release -j $(JOBS) --static-swift-stdlib --scratch-path $(DEB_BUILD) $(DEB_LDFLAGS)
+
+deb: deb-binaries
+	Packaging/build-deb.sh $(DEB_BUILD)/release $(DEB_OUT)

@@ -17,7 +17,7 @@ let package = Package(
         .systemLibrary(name: "CSystemd", path: "Sources/CSystemd", pkgConfig: "libsystemd",
                        providers: [.apt(["libsystemd-dev"])]),
         .target(name: "Shared", dependencies: ["CLinux", "COpenSSL"], path: "Sources/Shared"),
-        .executableTarget(name: "Worker", dependencies: ["Shared", "CLinux"], path: "Sources/Worker"),
+        .executableTarget(name: "Worker", dependencies: ["Shared", "CLinux", "COpenSSL"], path: "Sources/Worker"),
         .executableTarget(name: "Supervisor", dependencies: ["Shared", "CLinux", "CSystemd"],
                           path: "Sources/Supervisor"),
         .testTarget(name: "SharedTests", dependencies: ["Shared"], path: "Tests/SharedTests"),

@@ -54,15 +54,18 @@ def _interrupt(signum, _frame):
 # scenarios
 
 class Scenario:
-    def __init__(self, name, title, args, clients="clients", writes=False, idle=False):
+    def __init__(self, name, title, args, clients="clients", writes=False, idle=False, tls=False):
         self.name, self.title, self.args = name, title, args
-        self.clients_key, self.writes, self.idle = clients, writes, idle
+        self.clients_key, self.writes, self.idle, self.tls = clients, writes, idle, tls
 
     def clients(self, a):
         return getattr(a, self.clients_key)
 
     def info(self, a):
-        return {"name": self.name, "title": self.title, "pgbench_args": self.args, "clients": self.clients(a)}
+        i = {"name": self.name, "title": self.title, "pgbench_args": self.args, "clients": self.clients(a)}
+        if self.tls:
+            i["client_tls"] = "pgbench with PGSSLMODE=require; poolers with client_tls_sslmode=prefer"
+        return i
 
 
 SCENARIOS = [
@@ -77,6 +80,11 @@ SCENARIOS = [
              ["-S", "-M", "simple", "-C"]),
     Scenario("idle", "idle logged-in connections held open: pooler memory per connection", [],
              clients="idle_clients", idle=True),
+    # Client TLS (the poolers talk plaintext to PostgreSQL in every scenario).
+    Scenario("select-tls", "select-only, simple protocol, clients on TLS (sslmode=require)",
+             ["-S", "-M", "simple"], tls=True),
+    Scenario("churn-tls", "a new TLS connection (handshake + SCRAM login) per transaction, select-only",
+             ["-S", "-M", "simple", "-C"], tls=True),
 ]
 
 
@@ -188,8 +196,32 @@ class Bench:
                 self.targets.append(PgBouncer(s, n, self.pgbouncer, self.versions["pgbouncer"]))
             else:
                 self.targets.append(PgSwift(s, n, a.pgswift_bin_dir, self.versions["pgswift"]))
+        if any(sc.tls for sc in a.scenario_list):
+            s.client_tls = self.make_certificate()
         self.client_env = clean_env({"PGPASSWORD": self.password, "PGSSLMODE": "disable", "PGGSSENCMODE": "disable",
                                      "PGCONNECT_TIMEOUT": "10"})
+
+    def make_certificate(self):
+        """A self-signed certificate and key for the poolers' client TLS (the openssl CLI)."""
+        d = os.path.join(self.workdir, "tls")
+        os.makedirs(d)
+        cert, key = os.path.join(d, "server.crt"), os.path.join(d, "server.key")
+        r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                            "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost"],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise HarnessError(f"openssl req failed: {r.stderr.strip()[-500:]}")
+        for f in (d, cert, key):
+            chown(f, self.run_as)
+        os.chmod(key, 0o600)
+        return cert, key
+
+    def env_for(self, sc):
+        if not sc.tls:
+            return self.client_env
+        e = dict(self.client_env)
+        e["PGSSLMODE"] = "require"
+        return e
 
     # -- noise
     def background(self, seconds=3.0):
@@ -246,6 +278,7 @@ class Bench:
         a = self.a
         rec = self.new_record(sc, t, rep, k)
         try:
+            t.client_tls = sc.tls
             t.start(a.start_timeout)
         except TargetError as exc:
             rec["error"] = f"target did not start: {exc}"
@@ -264,7 +297,7 @@ class Bench:
     def warmup(self, sc, k):
         """Unmeasured: fills the pooler's server pool and the caches."""
         path = os.path.join(self.rundir, f"{k:03d}-warmup.log")
-        p = Child("pgbench-warmup", self.pgbench_argv(sc, self.a.warmup), path, env=self.client_env, cwd=self.rundir)
+        p = Child("pgbench-warmup", self.pgbench_argv(sc, self.a.warmup), path, env=self.env_for(sc), cwd=self.rundir)
         try:
             p.popen.wait(self.a.warmup + 60)
         except BaseException:
@@ -291,7 +324,7 @@ class Bench:
         peak = tree_rss(roots)
         c0, pg0, m0, me0 = tree_cpu(roots), tree_cpu([self.pg.pid]), machine_jiffies(), own_cpu()
         t0 = time.monotonic()
-        p = Child("pgbench", argv, stem + ".log", env=self.client_env, cwd=self.rundir)
+        p = Child("pgbench", argv, stem + ".log", env=self.env_for(sc), cwd=self.rundir)
         limit = a.duration + 30 + a.duration / 2
         ru, conns, timed_out, next_sample = None, None, False, t0
         try:

@@ -23,6 +23,8 @@ class Settings:
     def __init__(self, port, pg_port, pool_size, max_clients, secret, password, run_as, workdir):
         self.port, self.pg_port, self.pool_size, self.max_clients = port, pg_port, pool_size, max_clients
         self.secret, self.password, self.run_as, self.workdir = secret, password, run_as, workdir
+        # (certificate, key) for client TLS, made when a TLS scenario is planned.
+        self.client_tls = None
 
 
 class Target:
@@ -37,6 +39,8 @@ class Target:
         chown(self.dir, s.run_as)
         self.children = []
         self.log_offsets = {}
+        # Set per run: serve client TLS (sslmode=prefer, so the plaintext readiness check still gets in).
+        self.client_tls = False
 
     # -- to be provided by subclasses
     def config_text(self):
@@ -47,6 +51,12 @@ class Target:
 
     def describe(self):
         raise NotImplementedError
+
+    def tls_ini(self):
+        if not (self.client_tls and self.s.client_tls):
+            return "client_tls_sslmode = disable\n"
+        cert, key = self.s.client_tls
+        return f"client_tls_sslmode = prefer\nclient_tls_cert_file = {cert}\nclient_tls_key_file = {key}\n"
 
     # -- lifecycle
     def write_files(self):
@@ -202,10 +212,9 @@ class PgBouncer(Target):
         return common_ini(self.s) + """\
 ; N processes share the TCP port, the kernel spreads new connections
 so_reuseport = 1
-client_tls_sslmode = disable
 server_tls_sslmode = disable
 stats_period = 60
-"""
+""" + self.tls_ini()
 
     def commands(self, ini):
         return [[self.binary, ini] for _ in range(self.processes)]
@@ -229,7 +238,8 @@ class PgSwift(Target):
             f"; per process: N processes open up to N x default_pool_size server connections\ndefault_pool_size = {self.s.pool_size}",
             f"; pgswift: for the whole service, = PgBouncer's per-process size x {self.processes} processes\n"
             f"default_pool_size = {self.s.pool_size * self.processes}")
-        return ini + f"""\
+        # pgswift's server_tls_sslmode defaults to prefer (as PgBouncer's): plaintext here, as for PgBouncer.
+        return ini + "server_tls_sslmode = disable\n" + self.tls_ini() + f"""\
 
 [pgswift]
 workers = {self.processes}

@@ -3,11 +3,13 @@
 #
 # Usage: scripts/install-deps.sh [build] [test] [drivers] [bench] [deb]   (no argument: build + test)
 #   build    toolchain libraries: libssl-dev, libsystemd-dev, pkg-config
-#   test     PostgreSQL server (initdb/postgres/pg_ctl), psql, pgbench, python3 + venv, and drivers
+#   test     PostgreSQL server (initdb/postgres/pg_ctl), psql, pgbench, python3 + venv, and drivers;
+#            openssl (the TLS tests make their certificates with it)
 #   drivers  a Python venv (.build/pyenv, or $PGSWIFT_PYENV) with psycopg 3 and asyncpg from PyPI,
 #            for the end-to-end driver tests (they find it there, or through $PGSWIFT_PYTHON)
 #   bench    test + pgbouncer (the reference pooler), valgrind and strace (for make microbench)
-#   deb      what building the Debian package needs (dpkg-dev, fakeroot)
+#   deb      building and checking the Debian package: dpkg-dev, lintian, adduser, systemd
+#            (systemd-analyze verify; nothing is started), binutils (strip)
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -23,11 +25,11 @@ for s in "${sets[@]}"; do
         build) add libssl-dev libsystemd-dev pkg-config ;;
         # On Debian 12 pgbench ships in postgresql-15 (pulled in by `postgresql`); newer
         # releases moved it to postgresql-client-NN, which `postgresql-client` pulls in.
-        test) add postgresql postgresql-client python3 python3-venv python3-pip; drivers=1 ;;
+        test) add postgresql postgresql-client python3 python3-venv python3-pip openssl; drivers=1 ;;
         drivers) add python3 python3-venv python3-pip; drivers=1 ;;
-        bench) add postgresql postgresql-client python3 pgbouncer valgrind strace ;;
-        deb) add dpkg-dev fakeroot ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        bench) add postgresql postgresql-client python3 pgbouncer valgrind strace openssl ;;
+        deb) add dpkg-dev lintian adduser systemd binutils ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
         *) echo "install-deps.sh: unknown package set '$s' (build, test, drivers, bench, deb)" >&2; exit 2 ;;
     esac
 done

@@ -1,4 +1,5 @@
-// OpenSSL headers pgswift uses: libcrypto for hashes/HMAC/PBKDF2/random, libssl for TLS.
+// OpenSSL headers pgswift uses: libcrypto for hashes/HMAC/PBKDF2/random, libssl for TLS, plus inline
+// wrappers for the OpenSSL macros Swift cannot call.
 #ifndef PGSWIFT_COPENSSL_SHIM_H
 #define PGSWIFT_COPENSSL_SHIM_H
 #include <openssl/evp.h>
@@ -11,4 +12,23 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <openssl/bio.h>
+#include <openssl/objects.h>
+
+static inline long pgs_SSL_CTX_set_min_proto(SSL_CTX *c, int v) { return SSL_CTX_set_min_proto_version(c, v); }
+static inline long pgs_SSL_CTX_set_max_proto(SSL_CTX *c, int v) { return SSL_CTX_set_max_proto_version(c, v); }
+static inline long pgs_SSL_CTX_set_mode(SSL_CTX *c, long m) { return SSL_CTX_set_mode(c, m); }
+static inline void pgs_SSL_CTX_harden(SSL_CTX *c) { SSL_CTX_set_options(c, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION); }
+/* i: 0 = TLS 1.0, 1 = TLS 1.1, 2 = TLS 1.2, 3 = TLS 1.3 */
+static inline void pgs_SSL_CTX_disable_tls(SSL_CTX *c, int i) {
+    static const uint64_t flags[4] = { SSL_OP_NO_TLSv1, SSL_OP_NO_TLSv1_1, SSL_OP_NO_TLSv1_2, SSL_OP_NO_TLSv1_3 };
+    if (i >= 0 && i < 4) SSL_CTX_set_options(c, flags[i]);
+}
+static inline long pgs_SSL_set_tlsext_host_name(SSL *s, const char *name) { return SSL_set_tlsext_host_name(s, name); }
+static inline void pgs_BIO_set_retry_read(BIO *b) { BIO_set_retry_read(b); }
+static inline void pgs_BIO_clear_retry_flags(BIO *b) { BIO_clear_retry_flags(b); }
+static inline X509 *pgs_SSL_get_peer_certificate(const SSL *s) { return SSL_get1_peer_certificate(s); }
+static inline void pgs_OPENSSL_free(void *p) { OPENSSL_free(p); }
+static inline long pgs_SSL_CTX_set_session_cache_mode(SSL_CTX *c, long m) { return SSL_CTX_set_session_cache_mode(c, m); }
+static inline long pgs_SSL_CTX_set_ecdh_auto(SSL_CTX *c) { (void)c; return 1; }
 #endif

@@ -30,7 +30,9 @@ extension Supervisor {
                     AdminConfigRow(key: $0.key, value: $0.value, defaultValue: $0.defaultValue, changeable: true)
                 }, into: &out)
             case .state: AdminResults.state(paused: paused, suspended: false, into: &out)
-            case .fds, .peers, .peerPools, .sockets, .activeSockets, .mem, .dnsHosts, .dnsZones:
+            case .health: AdminResults.resultSet(AdminColumns.health, healthRows(now: Clock.monotonicNanos()), into: &out)
+            case .dnsHosts: AdminResults.resultSet(AdminColumns.dnsHosts, dnsHostRows(now: Clock.monotonicNanos()), into: &out)
+            case .fds, .peers, .peerPools, .sockets, .activeSockets, .mem, .dnsZones:
                 AdminResults.empty(target, into: &out)
             default:
                 // Everything else reads live figures: ask every worker now, answer when all replied.

@@ -136,7 +136,7 @@ extension Supervisor {
         guard let server = statsState.metrics else { return }
         server.handle(data: data, epoll: epoll) { request in
             let healthy = stopping == nil && slots.allSatisfy { $0.pid != 0 && $0.ready }
-            return MetricsHTTP.route(request, healthy: healthy) { MetricsExposition.render(metricsInput()) }
+            return MetricsHTTP.route(request, healthy: healthy) { MetricsExposition.render(metricsInput()) + healthMetrics() }
         }
     }
 

@@ -78,6 +78,8 @@ final class Supervisor {
     var quotas: PoolQuotas
     /// Connection-limit shares, the shared client count, per-database admin state (ServiceLimits.swift).
     var limits: SupervisorLimits
+    /// Backend health checks and host-name lookups (HealthCheck.swift).
+    var healthState = HealthCheckState()
 
     init(options: SupervisorOptions, configPath: String, workerBinary: String, config: Config, log: Logger,
          epoll: consuming Epoll, signals: consuming SignalFD, listeners: Listeners) {
@@ -206,6 +208,7 @@ final class Supervisor {
         setUpClientCounter()
         for slot in slots { spawn(slot, now: now) }
         openMetrics()
+        startHealthChecks(now: now)
         if systemd.watchdogIntervalNanos > 0 { nextWatchdog = now }
         var status: Int32 = 0
         while !(stopping != nil && slots.allSatisfy({ $0.pid == 0 })) {
@@ -224,6 +227,8 @@ final class Supervisor {
                     handleSignals()
                 } else if data & MetricsServer.tag != 0 {
                     handleMetrics(data)
+                } else if data & HealthCheckState.tag != 0 {
+                    handleHealthEvent(data)
                 } else {
                     handleChannel(data)
                 }
@@ -231,6 +236,7 @@ final class Supervisor {
             runTimers(now: Clock.monotonicNanos())
             runStatsTimers(now: Clock.monotonicNanos())
             runLimitsTimers(now: Clock.monotonicNanos())
+            runHealthTimers(now: Clock.monotonicNanos())
             updateChannelInterest()
         }
         statsState.metrics?.shutdown(epoll: epoll)
@@ -251,6 +257,7 @@ final class Supervisor {
         if systemd.watchdogIntervalNanos > 0 { next = min(next, nextWatchdog) }
         next = min(next, statsTimeout(now: now))
         next = min(next, limitsTimeout(now: now))
+        next = min(next, healthTimeout(now: now))
         if next == .max { return -1 }
         let wait = next - now
         if wait <= 0 { return 0 }
@@ -329,6 +336,7 @@ final class Supervisor {
         if paused { slot.send(.pause) }
         sendQuotas(quotas.workerStarted(slot: slot.index))
         limitsWorkerStarted(slot)
+        sendHealth(to: slot)
     }
 
     func scheduleRespawn(_ slot: WorkerSlot, ranForNanos: Int64, now: Int64) {
@@ -426,7 +434,9 @@ final class Supervisor {
             updateWarmShares(key)
         case .limitsFromWorker(let m):
             handleLimitsReport(m, from: slot)
-        case .shutdown, .reload, .pause, .resume, .cancel, .statsToWorker, .quota, .limitsToWorker:
+        case .backendFailed(let host, let port, let reason):
+            healthBackendFailed(host: host, port: Int(port), reason: reason)
+        case .shutdown, .reload, .pause, .resume, .cancel, .statsToWorker, .quota, .backendState, .limitsToWorker:
             log.warning("worker \(slot.index) sent a supervisor-only message: \(message)")
         }
     }
@@ -525,6 +535,7 @@ final class Supervisor {
             broadcast(.reload)
             sendQuotas(quotas.resizeAll(size: poolSize))
             limitsReloaded()
+            reconfigureHealthChecks(now: Clock.monotonicNanos())
             reloadError = nil
             return true
         } catch {

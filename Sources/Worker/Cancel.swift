@@ -30,8 +30,7 @@ extension Worker {
     /// Opens a short connection to the server's host and sends a CancelRequest with its backend key.
     func sendCancel(toServer target: Int32) {
         let p = Int(servers[target].pool)
-        guard let addr = pools[p].addresses.first(where: { $0.description == servers[target].info?.address })
-                ?? pools[p].addresses.first else { return }
+        guard let addr = servers[target].info?.socketAddress else { return }
         let fd: Int32
         let connected: Bool
         do {

@@ -8,6 +8,7 @@ extension Worker {
     /// Reads and handles login-phase input (startup packet, password messages).
     func clientLoginInput(_ ci: Int32) {
         while clients[ci].state == .startup || clients[ci].state == .auth {
+            if clients[ci].tls != nil && !clients[ci].usesTLS && !clientHandshake(ci) { break }
             if processLoginBytes(ci) { continue }
             // Need more bytes.
             if !clients[ci].readable { break }
@@ -30,6 +31,11 @@ extension Worker {
         let avail = clients[ci].input.end - start
         let p = base + start
         if clients[ci].state == .startup {
+            if avail > 0 && clients[ci].tls == nil && p.load(as: UInt8.self) == 0x16 {
+                // A TLS ClientHello with no SSLRequest before it: PostgreSQL 17's direct TLS.
+                clientDirectTLS(ci)
+                return clients[ci].state == .startup
+            }
             guard let len = StartupPacket.peekLength(p, available: avail) else { return false }
             if len < 8 || len > Wire.maxStartupPacketLength {
                 failClient(ci, code: SQLState.protocolViolation, message: "invalid startup packet length \(len)")
@@ -74,8 +80,12 @@ extension Worker {
 
     private func handleStartupPacket(_ ci: Int32, _ packet: StartupPacket) {
         switch packet {
-        case .sslRequest, .gssEncRequest:
-            // TLS and GSSAPI encryption are not offered (yet): 'N' lets libpq go on in plain text.
+        case .sslRequest:
+            if clientSSLRequest(ci) { return }
+            // TLS is off (or a Unix socket): 'N' lets libpq go on in plain text.
+            queueClient(ci, byte: Backend.sslRefused)
+        case .gssEncRequest:
+            // GSSAPI encryption is not offered: 'N' lets libpq go on in plain text.
             queueClient(ci, byte: Backend.sslRefused)
         case .cancel(let pid, let key):
             handleCancelRequest(processID: pid, secretKey: key)
@@ -90,6 +100,7 @@ extension Worker {
 
     private func handleStartupMessage(_ ci: Int32, _ msg: StartupMessage) {
         guard let info = clients[ci].info else { return }
+        if clientTLSRefused(ci) { return }
         var user: String? = nil
         var database: String? = nil
         for (name, value) in msg.parameters {
@@ -122,7 +133,7 @@ extension Worker {
         info.database = db
         info.protocolMinor = msg.minorVersion
         if config.logConnections {
-            log.info("C-\(clients[ci].id): login attempt: db=\(db) user=\(user) tls=no")
+            log.info("C-\(clients[ci].id): login attempt: db=\(db) user=\(user) tls=\(tlsDescription(client: ci))")
         }
         if msg.minorVersion > 0 || !msg.unrecognizedProtocolOptions.isEmpty {
             scratch.clear()
@@ -150,11 +161,25 @@ extension Worker {
 
     func startAuthentication(_ ci: Int32) {
         guard let info = clients[ci].info else { return }
-        let secret = userSecret(info.user)
         clients[ci].state = .auth
         clients[ci].stateSince = now
+        var authType = config.authType
+        if authType == .hba {
+            // The first matching auth_hba_file line's method; nil: refused, or settled there (peer, cert).
+            guard let chosen = hbaAuthType(ci) else { return }
+            authType = chosen
+        }
+        let secret = userSecret(info.user)
+        // A user missing from auth_file is looked up with auth_query first (AuthQuery.swift).
+        if secret == nil && startAuthQueryIfNeeded(ci, authType: authType) { return }
+        requestCredentials(ci, authType: authType, secret: secret)
+    }
+
+    /// Asks for the password in the form `authType` and the user's secret call for (trust: lets the client in).
+    func requestCredentials(_ ci: Int32, authType: AuthType, secret: PasswordSecret?) {
+        guard let info = clients[ci].info else { return }
         scratch.clear()
-        switch config.authType {
+        switch authType {
         case .trust, .any:
             authenticated(ci)
             return
@@ -162,7 +187,7 @@ extension Worker {
             info.auth = secret.map { .cleartext(secret: $0) } ?? .failing
             Backend.authenticationCleartextPassword(into: &scratch)
         case .md5, .scramSHA256:
-            var useSCRAM = config.authType == .scramSHA256
+            var useSCRAM = authType == .scramSHA256
             if case .scram = secret { useSCRAM = true }
             if case .md5 = secret { useSCRAM = false }
             if useSCRAM, let secret {
@@ -172,16 +197,22 @@ extension Worker {
                 case .plain(let pw): s = clientSecrets.secret(for: info.user, password: pw)
                 case .md5: return
                 }
-                info.auth = .scram(ScramServerExchange(secret: s), sawClientFirst: false)
-                Backend.authenticationSASL(into: &scratch, mechanisms: ["SCRAM-SHA-256"])
+                // On TLS, -PLUS (tls-server-end-point channel binding) is offered first, as PostgreSQL does.
+                let binding = scramChannelBinding(ci)
+                info.auth = .scram(ScramServerExchange(secret: s, channelBinding: binding), sawClientFirst: false)
+                Backend.authenticationSASL(into: &scratch, mechanisms: binding == nil ? ["SCRAM-SHA-256"]
+                                           : ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"])
             } else {
                 let salt = Crypto.randomBytes(4)
                 info.auth = secret.map { .md5(salt: salt, secret: $0) } ?? .failing
                 Backend.authenticationMD5Password(into: &scratch, salt: salt)
             }
+        case .cert:
+            certAuthenticate(ci)
+            return
         default:
             failClient(ci, code: SQLState.featureNotSupported,
-                       message: "auth_type \(config.authType.rawValue) is not supported by pgswift yet")
+                       message: "auth_type \(authType.rawValue) is not supported by pgswift yet")
             return
         }
         clients[ci].out.append(scratch)
@@ -193,7 +224,7 @@ extension Worker {
         case .none:
             failClient(ci, code: SQLState.protocolViolation, message: "unexpected password message")
         case .failing:
-            passwordFailed(ci, reason: "user not found in auth_file")
+            passwordFailed(ci, reason: "unknown user, or no usable password")
         case .cleartext(let secret):
             let given = body.withUnsafeBytes { PasswordMessage.parseCleartext($0) } ?? ""
             if verifyCleartext(user: info.user, given: given, secret: secret) {
@@ -217,11 +248,12 @@ extension Worker {
         case .scram(var exchange, let sawClientFirst):
             if !sawClientFirst {
                 guard let initial = body.withUnsafeBytes({ SASLInitialResponse.parse($0) }),
-                      initial.mechanism == "SCRAM-SHA-256" else {
+                      initial.mechanism == ScramServerExchange.mechanism
+                        || (initial.mechanism == ScramServerExchange.mechanismPlus && exchange.offersChannelBinding) else {
                     failClient(ci, code: SQLState.protocolViolation, message: "unsupported SASL mechanism")
                     return
                 }
-                switch exchange.receiveClientFirst(initial.data) {
+                switch exchange.receiveClientFirst(initial.data, mechanism: initial.mechanism) {
                 case .success(let serverFirst):
                     info.auth = .scram(exchange, sawClientFirst: true)
                     scratch.clear()
@@ -236,7 +268,7 @@ extension Worker {
                 case .success(let serverFinal):
                     info.auth = .none
                     if let key = exchange.recoveredClientKey, clients[ci].pool >= 0,
-                       case .scram? = userSecret(info.user) {
+                       case .scram? = clientSecret(ci) {
                         pools[Int(clients[ci].pool)].scramClientKey = key
                     }
                     scratch.clear()
@@ -291,6 +323,10 @@ extension Worker {
             sendClientError(ci, err, close: true)
             return
         }
+        if pools[p].allDown && config.failFast {
+            sendClientError(ci, downError(p), close: true)
+            return
+        }
         clients[ci].state = .waitWelcome
         clients[ci].stateSince = now
         if pools[p].connectingCount == 0 { launchWelcome(p) }
@@ -334,7 +370,7 @@ extension Worker {
     /// The pool's last server login error while server_login_retry has not passed.
     func recentLoginFailure(_ p: Int) -> ErrorFields? {
         guard let e = pools[p].loginError, pools[p].loginFailedAt > 0 else { return nil }
-        if now - pools[p].loginFailedAt < Clock.nanos(seconds: config.serverLoginRetry) { return e }
+        if now - pools[p].loginFailedAt < pools[p].loginRetryNanos { return e }
         return nil
     }
 }

@@ -39,6 +39,8 @@ enum ServerState: UInt8 {
     case beingCanceled
     /// Closed, waiting to be freed.
     case closing
+    /// Running auth_query for clients that wait to log in (AuthQuery.swift); back to the pool after.
+    case authQuery
 }
 
 /// Per-connection epoll user data: kind (8 bits) | generation (24 bits) | index (32 bits).
@@ -103,6 +105,8 @@ struct Client {
     /// epoll reported RDHUP/HUP/ERR: read until EOF, never stop at a short read.
     var hangup = false
     var isUnix = false
+    /// TLS state (TLSConnection.swift); nil for plaintext, the only test the plaintext data path pays.
+    var tls: TLSConn? = nil
     var waitNext: Int32 = -1
     var waitPrev: Int32 = -1
     var connectedAt: Int64 = 0
@@ -121,12 +125,18 @@ struct Client {
     /// The admin query forwarded to the supervisor and not answered yet (0: none).
     var adminRequest: UInt32 = 0
     var info: ClientInfo? = nil
+    /// The TLS handshake with this client completed (hostssl/hostnossl, cert auth, SCRAM -PLUS).
+    var usesTLS = false
 }
 
 final class ServerInfo {
     var params: ParamValues
     var auth: ServerAuth = .none
     var address = ""
+    /// The backend host ("host:port") this connection went to (BackendHealth.swift).
+    var hostKey = ""
+    /// Where it is connected (a cancel request goes to the same address).
+    var socketAddress: SocketAddress? = nil
     /// ParameterStatus values reported at login (the pool's welcome set if it is the first).
     var reported: [(String, String)] = []
     /// Statements prepared on this server: StatementRegistry id → last use (LRU).
@@ -194,6 +204,10 @@ struct Server {
     var queryStart: Int64 = 0
     var xactStart: Int64 = 0
     var info: ServerInfo? = nil
+    /// TLS state (TLSConnection.swift); nil for plaintext.
+    var tls: TLSConn? = nil
+    /// Login-time TLS step (ServerTLS.swift): 0 none, 1 SSLRequest sent, 2 handshaking.
+    var tlsPhase: UInt8 = 0
 }
 
 /// Records that start out empty in a fresh table slot.

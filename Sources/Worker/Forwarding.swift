@@ -33,6 +33,7 @@ extension Worker {
         }
         let b = clients[ci].input.base!
         let end = clients[ci].input.end
+        if let t = clients[ci].tls { return readTLS(client: ci, t, b, end) }
         do {
             switch try Posix.read(clients[ci].fd, b + end, buffers.size - end) {
             case .processed(0):
@@ -68,6 +69,7 @@ extension Worker {
         }
         let b = servers[si].input.base!
         let end = servers[si].input.end
+        if let t = servers[si].tls { return readTLS(server: si, t, b, end) }
         do {
             switch try Posix.read(servers[si].fd, b + end, buffers.size - end) {
             case .processed(0):
@@ -134,7 +136,7 @@ extension Worker {
         while !clients[ci].out.isEmpty {
             let o = clients[ci].out
             do {
-                switch try Posix.send(clients[ci].fd, o.base! + o.start, o.end - o.start) {
+                switch try sendToClient(ci, o.base! + o.start, o.end - o.start) {
                 case .processed(let n):
                     clients[ci].out.consumed(n)
                     if !clients[ci].out.isEmpty {
@@ -152,6 +154,11 @@ extension Worker {
             }
         }
         if clients[ci].state == .closing {
+            // The final error may still sit encrypted in the TLS buffer: free once it is out.
+            if let t = clients[ci].tls, !t.pointee.out.isEmpty {
+                clients[ci].writable = false
+                return false
+            }
             freeClient(ci)
             return false
         }
@@ -163,7 +170,7 @@ extension Worker {
         while !servers[si].out.isEmpty {
             let o = servers[si].out
             do {
-                switch try Posix.send(servers[si].fd, o.base! + o.start, o.end - o.start) {
+                switch try sendToServer(si, o.base! + o.start, o.end - o.start) {
                 case .processed(let n):
                     servers[si].out.consumed(n)
                     if !servers[si].out.isEmpty {
@@ -196,7 +203,7 @@ extension Worker {
                 let start = clients[ci].input.start
                 let count = clients[ci].input.scan - start
                 do {
-                    switch try Posix.send(servers[si].fd, clients[ci].input.base! + start, count) {
+                    switch try sendToServer(si, clients[ci].input.base! + start, count) {
                     case .processed(let n):
                         clients[ci].input.start = start &+ n
                         if n < count {
@@ -366,7 +373,7 @@ extension Worker {
                     let start = servers[si].input.start
                     let count = servers[si].input.scan - start
                     do {
-                        switch try Posix.send(clients[ci].fd, servers[si].input.base! + start, count) {
+                        switch try sendToClient(ci, servers[si].input.base! + start, count) {
                         case .processed(let n):
                             servers[si].input.start = start &+ n
                             clients[ci].statBytesOut &+= UInt64(n)  // stats hook

@@ -73,5 +73,6 @@ extension Worker {
             }
             si += 1
         }
+        authQueryTick()
     }
 }

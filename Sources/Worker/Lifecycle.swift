@@ -8,6 +8,7 @@ extension Worker {
 
     func clientEvent(_ ci: Int32, _ events: UInt32) {
         if events & cl_EPOLLOUT() != 0 { clients[ci].writable = true }
+        if let t = clients[ci].tls, !t.pointee.out.isEmpty, !flushClientTLS(ci, t) { return }
         let hangup = events & (cl_EPOLLERR() | cl_EPOLLHUP()) != 0
         if events & (cl_EPOLLIN() | cl_EPOLLRDHUP() | cl_EPOLLERR() | cl_EPOLLHUP()) != 0 { clients[ci].readable = true }
         if events & (cl_EPOLLRDHUP() | cl_EPOLLERR() | cl_EPOLLHUP()) != 0 { clients[ci].hangup = true }
@@ -42,6 +43,7 @@ extension Worker {
 
     func serverEvent(_ si: Int32, _ events: UInt32) {
         if events & cl_EPOLLOUT() != 0 { servers[si].writable = true }
+        if let t = servers[si].tls, !t.pointee.out.isEmpty, !flushServerTLS(si, t) { return }
         if events & (cl_EPOLLIN() | cl_EPOLLRDHUP() | cl_EPOLLERR() | cl_EPOLLHUP()) != 0 { servers[si].readable = true }
         if events & (cl_EPOLLRDHUP() | cl_EPOLLERR() | cl_EPOLLHUP()) != 0 { servers[si].hangup = true }
         switch servers[si].state {
@@ -70,6 +72,8 @@ extension Worker {
             serverData(si)
         case .cancelRequest:
             cancelConnectionEvent(si)
+        case .authQuery:
+            authQueryServerEvent(si)
         case .beingCanceled:
             idleServerInput(si)
         case .closing:
@@ -147,7 +151,7 @@ extension Worker {
     private func flushClientBestEffort(_ ci: Int32) -> Bool {
         let o = clients[ci].out
         guard let b = o.base, o.end > o.start else { return true }
-        _ = try? Posix.send(clients[ci].fd, b + o.start, o.end - o.start)
+        _ = try? sendToClient(ci, b + o.start, o.end - o.start)
         return true
     }
 
@@ -171,6 +175,7 @@ extension Worker {
     func freeClient(_ ci: Int32) {
         guard clients[ci].state != .free else { return }
         if clients[ci].pool >= 0 { detachClient(ci) }
+        freeTLS(client: ci)
         if clients[ci].fd >= 0 { Posix.close(clients[ci].fd) }
         clientLeft()
         if let b = clients[ci].input.base { buffers.give(b) }
@@ -223,6 +228,8 @@ extension Worker {
             }
         case .connecting, .login:
             pools[p].connectingCount -= 1
+        case .authQuery:
+            authQueryServerClosed(si, reason: reason)
         default:
             break
         }
@@ -231,6 +238,7 @@ extension Worker {
         } else if p >= 0 {
             pools[p].serverCount -= 1
         }
+        freeTLS(server: si)
         if servers[si].fd >= 0 { Posix.close(servers[si].fd) }
         if let b = servers[si].input.base { buffers.give(b) }
         servers[si].slots?.deallocate()

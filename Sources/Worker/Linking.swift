@@ -18,6 +18,10 @@ extension Worker {
             sendClientError(ci, err, close: true)
             return false
         }
+        if pools[pi].allDown && config.failFast {
+            sendClientError(ci, downError(pi), close: true)
+            return false
+        }
         clients[ci].state = .waitServer
         clients[ci].stateSince = now
         enqueueWaiting(ci)
@@ -28,7 +32,8 @@ extension Worker {
     /// Opens server connections while clients wait and the pool has room.
     func launchIfNeeded(_ p: Int32) {
         let pi = Int(p)
-        while pools[pi].waitCount > pools[pi].connectingCount && pools[pi].serverCount < pools[pi].limit {
+        while pools[pi].waitCount > pools[pi].connectingCount && pools[pi].serverCount < pools[pi].limit
+                && pools[pi].connectingCount < Worker.maxConcurrentConnectsPerPool {
             if recentLoginFailure(pi) != nil { return }
             // max_db_connections / max_user_connections for the whole service (ServiceLimits.swift).
             if pools[pi].limits.grouped && !groupRoom(pi) { return }
@@ -183,6 +188,8 @@ extension Worker {
         }
         // Connection limits, RECONNECT, retiring servers, PAUSE db (ServiceLimits.swift).
         if pools[pi].limits.onRelease && closeOnRelease(si, pi) { return }
+        // Logins waiting for auth_query go before queued clients (AuthQuery.swift).
+        if hot.pointee.authQueriesWaiting > 0 && authQueryTakes(si) { return }
         if !paused && pools[pi].waitHead >= 0 && !hot.pointee.safeShutdown {
             let ci = pools[pi].waitHead
             removeWaiting(ci)

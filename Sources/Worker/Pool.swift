@@ -10,8 +10,13 @@ struct Pool {
     /// What the server connections log in as.
     var serverUser: String
     var serverDatabase: String
-    var addresses: [SocketAddress] = []
+    /// Round-robin cursor over the database's healthy hosts (BackendHealth.swift).
     var nextAddress = 0
+    /// Every host of the database is down (health checks): clients fail fast instead of waiting.
+    var allDown = false
+    /// Backoff of failed logins; how long the current failure keeps clients away.
+    var loginBackoff: Backoff? = nil
+    var loginRetryNanos: Int64 = 0
 
     var idleHead: Int32 = -1
     var idleCount = 0
@@ -112,7 +117,7 @@ extension Worker {
         var pool = Pool(database: database, user: user, entry: entry,
                         mode: config.effectivePoolMode(database: entry, user: user),
                         size: config.effectivePoolSize(database: entry, user: user))
-        pool.addresses = resolveAddresses(entry)
+        pool.allDown = computeAllDown(entry)
         if let told = quotas.told[key] {
             pool.quota = told.quota
             pool.quotaSeq = told.seq
@@ -124,27 +129,6 @@ extension Worker {
         return idx
     }
 
-    /// Addresses of a database entry. Numeric addresses and Unix sockets never block; a host name is
-    /// resolved here for now (moving lookups out of the loop is the health-check issue's work).
-    func resolveAddresses(_ entry: DatabaseEntry) -> [SocketAddress] {
-        var result: [SocketAddress] = []
-        let hosts = entry.hosts.isEmpty ? [""] : entry.hosts
-        for (i, host) in hosts.enumerated() {
-            let port = entry.ports.isEmpty ? 5432 : entry.ports[min(i, entry.ports.count - 1)]
-            if host.isEmpty || host.hasPrefix("/") {
-                let dir = host.isEmpty ? "/var/run/postgresql" : host
-                if let a = SocketAddress.unix(path: "\(dir)/.s.PGSQL.\(port)") { result.append(a) }
-            } else if let a = SocketAddress.numeric(host: host, port: port) {
-                result.append(a)
-            } else if let list = try? SocketAddress.resolve(host: host, port: port) {
-                result.append(contentsOf: list)
-            } else {
-                log.warning("cannot resolve host \(host) of database \(entry.name)")
-            }
-        }
-        return result
-    }
-
     /// Re-applies pool settings after a reload (sizes, modes, addresses); existing links are kept.
     func refreshPools() {
         for i in pools.indices {
@@ -154,7 +138,7 @@ extension Worker {
             pools[i].size = config.effectivePoolSize(database: entry, user: pools[i].user)
             pools[i].serverUser = entry.user ?? pools[i].user
             pools[i].serverDatabase = entry.dbname ?? pools[i].database
-            pools[i].addresses = resolveAddresses(entry)
+            pools[i].allDown = computeAllDown(entry)
             pools[i].loginFailedAt = 0
             updateLimit(i)
             trimToLimit(i)

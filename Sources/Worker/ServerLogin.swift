@@ -6,21 +6,20 @@ extension Worker {
     /// Opens one more server connection for the pool (the caller checked the limits).
     func launchServer(_ p: Int32) {
         let pi = Int(p)
-        guard !pools[pi].addresses.isEmpty else {
-            poolLoginFailed(p, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
-                                           message: "no address to connect to for database \"\(pools[pi].database)\""))
-            return
-        }
-        let address = pools[pi].addresses[pools[pi].nextAddress % pools[pi].addresses.count]
-        pools[pi].nextAddress &+= 1
+        guard let (address, hostKey) = pickBackend(p) else { return }
         let fd: Int32
         let connected: Bool
         do {
             (fd, connected) = try Sockets.connect(address)
         } catch {
             log.warning("connect to \(address) failed: \(error)")
-            poolLoginFailed(p, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
-                                           message: "could not connect to server: \(error.errno)"))
+            let fields = ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
+                                     message: "could not connect to server: \(error.errno)")
+            if noteConnectFailure(p, key: hostKey, fields) {
+                launchIfNeeded(p)
+            } else {
+                poolLoginFailed(p, fields)
+            }
             return
         }
         let si = servers.allocate()
@@ -43,6 +42,8 @@ extension Worker {
         servers[si].releaseOnFlush = false
         let info = ServerInfo(trackedCount: tracked.names.count)
         info.address = address.description
+        info.hostKey = hostKey
+        info.socketAddress = address
         servers[si].info = info
         pools[pi].serverCount += 1
         pools[pi].connectingCount += 1
@@ -63,6 +64,12 @@ extension Worker {
         servers[si].state = .login
         servers[si].stateSince = now
         servers[si].writable = true
+        if beginServerTLS(si) { return }
+        sendServerStartup(si)
+    }
+
+    func sendServerStartup(_ si: Int32) {
+        let p = Int(servers[si].pool)
         scratch.clear()
         Frontend.startupMessage(into: &scratch, parameters: [("user", pools[p].serverUser),
                                                              ("database", pools[p].serverDatabase)])
@@ -72,6 +79,7 @@ extension Worker {
 
     /// Handles login-phase messages from PostgreSQL until ReadyForQuery.
     func serverLoginInput(_ si: Int32) {
+        if servers[si].tlsPhase != 0 && !serverTLSLogin(si) { return }
         while servers[si].state == .login {
             if let base = servers[si].input.base {
                 let start = servers[si].input.start
@@ -228,10 +236,11 @@ extension Worker {
         ErrorFields(severity: "FATAL", code: SQLState.protocolViolation, message: m)
     }
 
-    /// The password pgswift logs in with: the database entry's `password=`, else the auth_file's entry.
+    /// The password pgswift logs in with: the database entry's `password=`, else the auth_file's entry,
+    /// else what auth_query returned for the pool's user.
     func serverSecret(_ p: Int) -> PasswordSecret? {
         if let pw = pools[p].entry.password, !pw.isEmpty { return PasswordSecret(parsing: pw) }
-        return userSecret(pools[p].serverUser)
+        return userSecret(pools[p].serverUser) ?? authQuerySecret(pool: p)
     }
 
     private func serverLoginDone(_ si: Int32) {
@@ -239,6 +248,11 @@ extension Worker {
         pools[p].connectingCount -= 1
         pools[p].loginError = nil
         pools[p].loginFailedAt = 0
+        pools[p].loginBackoff = nil
+        if let key = servers[si].info?.hostKey {
+            health.hostBackoff[key] = nil
+            health.suspectUntil[key] = nil
+        }
         if pools[p].welcome == nil, let info = servers[si].info {
             pools[p].welcome = info.reported
         }
@@ -254,6 +268,8 @@ extension Worker {
             ci += 1
         }
         serverIdle(si)
+        // Connects are capped per pool (BackendHealth.swift): this one's end lets the next start.
+        if !paused { launchIfNeeded(Int32(p)) }
     }
 
     func serverLoginFailed(_ si: Int32, _ fields: ErrorFields) {
@@ -263,8 +279,13 @@ extension Worker {
             pools[Int(p)].connectingCount -= 1
             servers[si].state = .closing
         }
+        let failover = noteConnectFailure(p, key: servers[si].info?.hostKey ?? "", fields)
         closeServer(si, reason: "login failed")
-        poolLoginFailed(p, fields)
+        if failover {
+            launchIfNeeded(p)
+        } else {
+            poolLoginFailed(p, fields)
+        }
     }
 
     /// A server login failed: clients waiting on this pool get the error now rather than a hang, and
@@ -275,6 +296,7 @@ extension Worker {
         f.severity = "FATAL"
         pools[pi].loginError = f
         pools[pi].loginFailedAt = now
+        pools[pi].loginRetryNanos = loginRetryDelay(pi)
         if pools[pi].connectingCount > 0 { return }
         var ci: Int32 = 0
         let cap = Int32(clients.capacity)

@@ -35,6 +35,8 @@ struct HotState {
     var safeShutdown = false
     var serverLifetimeNanos: Int64 = 0
     var trackPrepared = false
+    /// auth_query lookups waiting for a server of their pool (AuthQuery.swift).
+    var authQueriesWaiting = 0
 }
 
 struct WorkerOptions {
@@ -96,6 +98,8 @@ final class Worker {
         set { hot.pointee.activeServerCount = newValue }
     }
     var statements = StatementRegistry()
+    /// TLS contexts for clients and servers (TLS.swift).
+    var tlsState = WorkerTLS()
     /// One control datagram at a time (SEQPACKET, at most 64 KiB), read into a buffer kept for the
     /// worker's life instead of a fresh 64 KiB array per control event.
     static let controlBufferSize = 65536
@@ -113,6 +117,10 @@ final class Worker {
     var quotas = WorkerQuotas()
     /// Service-wide connection limits and per-database admin state (ServiceLimits.swift).
     var limits = WorkerLimits()
+    /// auth_query lookups in flight, their cache, and the secrets they gave pools (AuthQuery.swift).
+    var authQuery = AuthQueryState()
+    /// Backend host states and addresses from the supervisor (BackendHealth.swift).
+    var health = WorkerHealth()
 
     init(options: WorkerOptions, config: Config, userlist: Userlist) throws {
         slot = options.slot
@@ -135,6 +143,7 @@ final class Worker {
         maxPacket = max(config.maxPacketSize, 1024)
         // PostgreSQL's own cap for a single message is 1 GB; a larger limit only invites an OOM.
         maxPacket = min(maxPacket, 0x3FFF_FFFF)
+        try tlsState.load(config)
         applyHotSettings()
     }
 
@@ -167,6 +176,7 @@ final class Worker {
                 nextJanitor = now + 100_000_000
                 pushStatsIfDue()
                 reportPools()
+                healthTick()
             }
             if shutdownMode != nil { checkShutdown() }
         }
@@ -314,6 +324,8 @@ final class Worker {
             applyQuota(database: database, user: user, quota: Int(quota), seq: seq)
         case .limitsToWorker(let m):
             handleLimits(m)
+        case .backendState(let host, let port, let flags, let addresses):
+            applyBackendState(host: host, port: Int(port), flags: flags, addresses: addresses)
         default:
             break
         }
@@ -330,8 +342,10 @@ final class Worker {
             userlist = newUsers
             clientSecrets = ClientScramSecrets()
             secretCache.removeAll()
+            authQuery.cache.removeAll()
             refreshPools()
             applyHotSettings()
+            reloadTLS()
             log.info("configuration reloaded")
         } catch {
             log.error("reload failed, keeping the old configuration: \(error)")

@@ -131,6 +131,7 @@ extension Worker {
             if si >= 0 { row.link = UInt64(slot) << 40 | 1 << 39 | UInt64(UInt32(bitPattern: si)) }
             row.remotePid = clientProcessID(ci)
             row.applicationName = info?.applicationName ?? ""
+            if clients[ci].usesTLS, let t = clients[ci].tls { row.tls = TLSIO.describe(t) }  // TLS hook
             row.preparedStatements = Int32(clamping: info?.prepared.count ?? 0)
             row.id = Int64(slot) << 32 | Int64(clients[ci].id)
             snap.clients.append(row)
@@ -148,7 +149,7 @@ extension Worker {
             guard state != .free, state != .cancelRequest, p >= 0 else { continue }
             var stateName = ""
             switch state {
-            case .active: ps[p].svActive += 1; stateName = "active"
+            case .active, .authQuery: ps[p].svActive += 1; stateName = "active"
             case .idle: ps[p].svIdle += 1; stateName = "idle"
             case .beingCanceled: ps[p].svBeingCanceled += 1; stateName = "being_canceled"
             case .resetting: ps[p].svTested += 1; stateName = "tested"
@@ -167,6 +168,7 @@ extension Worker {
             }
             row.remotePid = servers[si].backendPID
             row.applicationName = ""
+            if servers[si].tlsPhase == 0, let t = servers[si].tls { row.tls = TLSIO.describe(t) }  // TLS hook
             row.preparedStatements = Int32(clamping: servers[si].info?.prepared.count ?? 0)
             row.id = Int64(slot) << 32 | Int64(servers[si].id)
             snap.servers.append(row)

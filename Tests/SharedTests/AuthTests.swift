@@ -241,6 +241,47 @@ final class AuthTests: XCTestCase {
         XCTAssertThrowsError(try serverFinal { n in "r=\(n),c=biws,p=" + self.proofFor("r=\(n),c=biws") }.get())
     }
 
+    // MARK: - SCRAM-SHA-256-PLUS (tls-server-end-point)
+
+    private let cbData: [UInt8] = Array(0..<32)
+
+    /// client-first with `gs2` under `mechanism`, then a client-final whose c= is `cbind` (base64 of
+    /// gs2 header + binding data for a bound client), against a server offering binding `cbData`.
+    private func plusExchange(mechanism: String, gs2: String, cbind: [UInt8], offer: Bool = true) -> Result<[UInt8], AuthFailure> {
+        var s = ScramServerExchange(secret: rfcSecret, nonceBytes: bytes("SRV"), channelBinding: offer ? cbData : nil)
+        guard case .success = s.receiveClientFirst(bytes(gs2 + "n=,r=abc"), mechanism: mechanism) else {
+            return .failure(AuthFailure("client-first rejected"))
+        }
+        let c = Base64.encode(cbind)
+        return s.receiveClientFinal(bytes("c=\(c),r=abcSRV,p=" + proofFor("c=\(c),r=abcSRV")))
+    }
+
+    func testChannelBindingAccepted() throws {
+        let gs2 = "p=tls-server-end-point,,"
+        XCTAssertNoThrow(try plusExchange(mechanism: "SCRAM-SHA-256-PLUS", gs2: gs2, cbind: bytes(gs2) + cbData).get())
+        // Plain SCRAM with "n" still works on TLS (channel_binding=disable).
+        XCTAssertNoThrow(try plusExchange(mechanism: "SCRAM-SHA-256", gs2: "n,,", cbind: bytes("n,,")).get())
+    }
+
+    func testChannelBindingRejected() {
+        let gs2 = "p=tls-server-end-point,,"
+        // Wrong binding data (another certificate: a man in the middle).
+        XCTAssertThrowsError(try plusExchange(mechanism: "SCRAM-SHA-256-PLUS", gs2: gs2,
+                                              cbind: bytes(gs2) + [UInt8](repeating: 9, count: 32)).get())
+        // Header alone, no data.
+        XCTAssertThrowsError(try plusExchange(mechanism: "SCRAM-SHA-256-PLUS", gs2: gs2, cbind: bytes(gs2)).get())
+        // -PLUS chosen without binding, binding without -PLUS, -PLUS when not offered.
+        XCTAssertThrowsError(try plusExchange(mechanism: "SCRAM-SHA-256-PLUS", gs2: "n,,", cbind: bytes("n,,")).get())
+        XCTAssertThrowsError(try plusExchange(mechanism: "SCRAM-SHA-256", gs2: gs2, cbind: bytes(gs2) + cbData).get())
+        XCTAssertThrowsError(try plusExchange(mechanism: "SCRAM-SHA-256-PLUS", gs2: gs2, cbind: bytes(gs2) + cbData,
+                                              offer: false).get())
+        // "y" while -PLUS was offered: the offer was stripped on the way (downgrade).
+        XCTAssertThrowsError(try plusExchange(mechanism: "SCRAM-SHA-256", gs2: "y,,", cbind: bytes("y,,")).get())
+        // Another binding type.
+        XCTAssertThrowsError(try plusExchange(mechanism: "SCRAM-SHA-256-PLUS", gs2: "p=tls-unique,,",
+                                              cbind: bytes("p=tls-unique,,") + cbData).get())
+    }
+
     func testServerRejectsOutOfOrderAndReuseAfterFailure() throws {
         var s = ScramServerExchange(secret: rfcSecret)
         XCTAssertThrowsError(try s.receiveClientFinal(bytes("c=biws,r=x,p=AAAA")).get())

@@ -160,7 +160,8 @@ final class ConfigTests: XCTestCase {
                     "fail_fast"] {
             XCTAssertEqual(Config.isImplemented(key: key), true, key)
         }
-        XCTAssertEqual(Config.isImplemented(key: "client_tls_sslmode"), false)
+        XCTAssertEqual(Config.isImplemented(key: "client_tls_sslmode"), true)
+        XCTAssertEqual(Config.isImplemented(key: "client_tls_dheparams"), false)
         XCTAssertEqual(Config.isImplemented(key: "syslog"), false)
         XCTAssertEqual(Config.isImplemented(key: "user"), false)
         XCTAssertNil(Config.isImplemented(key: "no_such_key"))
@@ -564,8 +565,8 @@ final class ConfigTests: XCTestCase {
             [pgbouncer]
             syslog = 1
             user = postgres
-            client_tls_sslmode = require
-            client_tls_key_file = /etc/k.pem
+            client_tls_dheparams = none
+            client_tls_ecdhcurve = secp384r1
             [peers]
             1 = host=/tmp/pgbouncer-1
             """)
@@ -573,8 +574,8 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(c.warnings[0].message, "syslog is not implemented by pgswift yet; ignored")
         XCTAssertEqual(c.warnings[0].description, "test.ini:2: syslog is not implemented by pgswift yet; ignored")
         XCTAssertTrue(c.warnings[1].message.hasPrefix("user is not implemented by pgswift yet"))
-        XCTAssertEqual(c.clientTLSSSLMode, .require, "TLS keys are stored")
-        XCTAssertEqual(c.clientTLSKeyFile, "/etc/k.pem")
+        XCTAssertEqual(c.clientTLSDHEParams, "none", "stored TLS keys are kept")
+        XCTAssertEqual(c.clientTLSECDHCurve, "secp384r1")
         XCTAssertEqual(c.ignoredSettings["syslog"], "1")
         XCTAssertEqual(c.ignoredSettings["user"], "postgres")
         XCTAssertTrue(c.warnings[4].message.contains("[peers]"))

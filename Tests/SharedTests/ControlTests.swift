@@ -17,6 +17,9 @@ final class ControlTests: XCTestCase {
         .quota(database: "app", user: "ünï", quota: 3, seq: 7),
         .quota(database: "", user: "", quota: 0, seq: UInt32.max),
         .poolReport(database: "app", user: "bob", servers: 5, idle: 2, waiting: 40, seq: 9),
+        .backendState(host: "db.example", port: 5432, flags: 0x23, addresses: ["10.0.0.1", "::1"]),
+        .backendState(host: "127.0.0.1", port: 1, flags: 0, addresses: []),
+        .backendFailed(host: "db", port: 6543, reason: "connection refused"),
     ]
 
     private func decode(_ bytes: [UInt8]) throws -> ControlMessage {

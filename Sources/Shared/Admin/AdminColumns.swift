@@ -109,6 +109,7 @@ public enum AdminColumns {
         case .dnsZones: return dnsZones
         case .state: return state
         case .workers: return workers
+        case .health: return health
         }
     }
 }

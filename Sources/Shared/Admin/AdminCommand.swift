@@ -15,6 +15,8 @@ public enum AdminShowTarget: String, Sendable, CaseIterable {
     case state
     /// pgswift's own: one row per worker process.
     case workers
+    /// pgswift's own: one row per backend host the health check watches.
+    case health
 }
 
 /// One admin console command.

@@ -234,7 +234,7 @@ public enum AdminResults {
     public static func help(into out: inout OutBuffer) {
         let detail = """
 
-            \tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION|WORKERS
+            \tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION|WORKERS|HEALTH
             \tSHOW PEERS|PEER_POOLS
             \tSHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE
             \tSHOW DNS_HOSTS|DNS_ZONES

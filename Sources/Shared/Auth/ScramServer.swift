@@ -8,6 +8,10 @@ public struct ScramServerExchange {
 
     public let secret: ScramSecret
     private let injectedNonce: [UInt8]?
+    /// tls-server-end-point data when the client is on TLS: SCRAM-SHA-256-PLUS is then offered.
+    private let channelBinding: [UInt8]?
+    /// The client chose -PLUS: client-final's c= must carry the binding data.
+    private var bound = false
     private var phase = Phase.awaitingClientFirst
     private var gs2Header: [UInt8] = []
     private var clientFirstBare: [UInt8] = []
@@ -17,10 +21,16 @@ public struct ScramServerExchange {
 
     /// `nonceBytes`: the server nonce part for tests (SCRAM-printable bytes are used verbatim, others
     /// base64-encoded); by default 18 random bytes, base64-encoded, like PostgreSQL.
-    public init(secret: ScramSecret, nonceBytes: [UInt8]? = nil) {
+    /// `channelBinding`: the hash of the server certificate (RFC 5929 tls-server-end-point) when the
+    /// client is on TLS; -PLUS is then offered and a client that could bind must.
+    public init(secret: ScramSecret, nonceBytes: [UInt8]? = nil, channelBinding: [UInt8]? = nil) {
         self.secret = secret
         self.injectedNonce = nonceBytes
+        self.channelBinding = channelBinding
     }
+
+    /// Whether SCRAM-SHA-256-PLUS is offered (the client is on TLS).
+    public var offersChannelBinding: Bool { channelBinding != nil }
 
     /// ClientKey the client proved it knows (ClientProof XOR ClientSignature); set only after a successful
     /// `receiveClientFinal`. With the secret's ServerKey it lets pgswift log in to PostgreSQL as this user
@@ -30,16 +40,35 @@ public struct ScramServerExchange {
     public var isComplete: Bool { phase == .succeeded }
 
     /// Parses client-first-message and returns server-first-message.
-    public mutating func receiveClientFirst(_ data: [UInt8]) -> Result<[UInt8], AuthFailure> {
+    /// `mechanism`: the one the client chose in SASLInitialResponse.
+    public mutating func receiveClientFirst(_ data: [UInt8], mechanism: String = ScramServerExchange.mechanism)
+        -> Result<[UInt8], AuthFailure> {
         guard phase == .awaitingClientFirst else { return fail("client-first-message received out of order") }
         guard let flag = data.first else { return fail("empty SCRAM client-first-message") }
+        let plus = mechanism == Self.mechanismPlus
+        if plus && channelBinding == nil {
+            return fail("SCRAM-SHA-256-PLUS chosen, but channel binding is not offered")
+        }
+        if plus != (flag == UInt8(ascii: "p")) {
+            return fail(plus ? "SCRAM-SHA-256-PLUS chosen, but the client does not bind the channel"
+                             : "client requires SCRAM channel binding, but did not choose SCRAM-SHA-256-PLUS")
+        }
         var i = 1
         switch flag {
-        case UInt8(ascii: "n"), UInt8(ascii: "y"):
-            // "y": the client could bind but believes we cannot; true, since -PLUS is never advertised.
+        case UInt8(ascii: "n"):
             break
+        case UInt8(ascii: "y"):
+            // The client could bind but believes we cannot: when -PLUS was offered, someone removed it.
+            if channelBinding != nil {
+                return fail("SCRAM channel binding negotiation error: -PLUS was offered, client answered \"y\"")
+            }
         case UInt8(ascii: "p"):
-            return fail("client requires SCRAM channel binding, but SCRAM-SHA-256-PLUS is not offered")
+            let name = Array("=tls-server-end-point".utf8)
+            guard data.count >= 1 + name.count, Array(data[1..<(1 + name.count)]) == name else {
+                return fail("unsupported SCRAM channel-binding type (only tls-server-end-point)")
+            }
+            i += name.count
+            bound = true
         default:
             return fail("malformed SCRAM message: unexpected channel-binding flag \(ScramText.sanitize(flag))")
         }
@@ -94,8 +123,10 @@ public struct ScramServerExchange {
         switch reader.read("c") {
         case .failure(let f): return fail(f.reason)
         case .success(let v):
-            // With no channel binding the cbind-input is exactly the gs2 header from client-first.
-            guard let cbind = Base64.decode(bytes: v), cbind == gs2Header else {
+            // cbind-input: the gs2 header from client-first, then the binding data if the client bound.
+            var expected = gs2Header
+            if bound, let cb = channelBinding { expected += cb }
+            guard let cbind = Base64.decode(bytes: v), Crypto.constantTimeEqual(cbind, expected) else {
                 return fail("SCRAM channel binding check failed (c= does not match the gs2 header)")
             }
         }

@@ -24,6 +24,10 @@ public struct Config: Sendable {
     /// Resolved against the config file's directory when relative.
     public var authFile: String? = nil
     public var authUser: String? = nil
+    /// Resolved against the config file's directory when relative; read when `auth_type = hba`.
+    public var authHbaFile: String? = nil
+    /// The parsed `auth_hba_file` (`load` fills it when `auth_type = hba`; see Hba.swift).
+    public var hba: HbaRules? = nil
     public var authQuery: String = ConfigKeySpec.defaultAuthQuery
     public var adminUsers: [String] = []
     public var statsUsers: [String] = []
@@ -80,7 +84,7 @@ public struct Config: Sendable {
     public var dnsMaxTTL: Double = 15
     public var dnsNXDomainTTL: Double = 15
 
-    // TLS: parsed and stored; pgswift does not do TLS yet (setting them warns).
+    // TLS (Shared/TLS/TLSContext.swift; dheparams and ecdhcurve are stored but have no effect).
     public var clientTLSSSLMode: TLSMode = .disable
     public var clientTLSKeyFile: String = ""
     public var clientTLSCertFile: String = ""
@@ -106,10 +110,18 @@ public struct Config: Sendable {
     public var workerBinary: String? = nil
     /// Address of the Prometheus endpoint ("" = off).
     public var metricsListen: String = ""
+    /// Seconds a worker keeps a password hash that auth_query returned (0: ask every time).
+    public var authQueryCacheTTL: Double = 60
     /// Seconds a draining worker may keep clients before it is stopped.
     public var drainTimeout: Double = 300
     /// When a backend is down, answer clients with an error at once instead of queueing them.
     public var failFast: Bool = true
+    /// Backend health checks (Supervisor/HealthCheck.swift): first retry delay after a failed check,
+    /// the backoff's cap, the check's own timeout, and who it logs in as ("" = chosen, see README).
+    public var healthCheckBackoffInitial: Double = 0.5
+    public var healthCheckBackoffMax: Double = 30
+    public var healthCheckTimeout: Double = 5
+    public var healthCheckUser: String = ""
 
     // MARK: The rest of the file
 
@@ -138,8 +150,9 @@ public struct Config: Sendable {
         } catch {
             throw ConfigError(file: path, line: 0, message: "could not read config file: \(error.reason)")
         }
-        let config = try parse(text: text, file: path)
+        var config = try parse(text: text, file: path)
         try config.validateFiles()
+        try config.loadHbaRules()
         return config
     }
 
@@ -167,6 +180,7 @@ public struct Config: Sendable {
             throw ConfigError(file: at?.file ?? configFile, line: at?.line ?? 0,
                               message: "auth_type \(authType.rawValue) needs auth_file (or auth_user) to know the users")
         }
+        try validateTLS()
     }
 
     // MARK: Lookups

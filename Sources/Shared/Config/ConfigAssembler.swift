@@ -96,6 +96,9 @@ struct ConfigAssembler {
             // working directory is "/", which would silently break a config that works by hand.
             config.authFile = ConfigFile.resolve(path, relativeTo: ConfigFile.directory(of: file))
         }
+        if key == "auth_hba_file", let path = config.authHbaFile {
+            config.authHbaFile = ConfigFile.resolve(path, relativeTo: ConfigFile.directory(of: file))
+        }
     }
 
     // MARK: [databases]
@@ -138,15 +141,20 @@ struct ConfigAssembler {
                 entry.poolMode = mode
             case "load_balance_hosts":
                 guard let lb = DatabaseEntry.LoadBalance(rawValue: value.lowercased()) else {
-                    throw fail("invalid load_balance_hosts \"\(value)\" (expected round-robin or disable)")
+                    throw fail("invalid load_balance_hosts \"\(value)\" (expected round-robin, least-connections or disable)")
                 }
                 entry.loadBalanceHosts = lb
             case "connect_query": entry.connectQuery = value
+            case "target_session_attrs":
+                guard let t = TargetSessionAttrs(rawValue: value.lowercased()) else {
+                    throw fail("invalid target_session_attrs \"\(value)\" (expected any, read-write, read-only, primary, standby or prefer-standby)")
+                }
+                entry.targetSessionAttrs = t
             case "client_encoding", "datestyle", "timezone", "application_name":
                 entry.startupParameters.removeAll { $0.name == key }
                 entry.startupParameters.append(ConnParam(name: key, value: value))
             case "auth_dbname", "auth_query", "max_db_client_connections", "server_lifetime",
-                 "target_session_attrs", "query_wait_timeout":
+                 "query_wait_timeout":
                 warn(file, line, "database \"\(name)\": \(key) is not implemented by pgswift yet; ignored")
             default:
                 throw fail("unrecognized connection parameter \"\(rawKey)\"")

@@ -80,6 +80,8 @@ public struct DatabaseEntry: Sendable, Equatable {
     public enum LoadBalance: String, Sendable, CaseIterable {
         case roundRobin = "round-robin"
         case disable
+        /// pgswift's extension: the healthy host this worker holds the fewest connections to.
+        case leastConnections = "least-connections"
     }
 
     /// The name clients ask for (for the `*` fallback, the name actually requested).
@@ -102,6 +104,8 @@ public struct DatabaseEntry: Sendable, Equatable {
     public var maxDBConnections: Int?
     public var connectQuery: String?
     public var loadBalanceHosts: LoadBalance
+    /// libpq's target_session_attrs, checked by the supervisor's health check.
+    public var targetSessionAttrs: TargetSessionAttrs = .any
     /// client_encoding, datestyle, timezone, application_name, in the order written.
     public var startupParameters: [ConnParam]
     public var line: Int

@@ -25,6 +25,9 @@ public enum ControlMessage: Equatable, Sendable {
     case quota(database: String, user: String, quota: Int32, seq: UInt32)
     /// Service-wide limits and per-database admin commands (LimitsMessage.swift), kind 0x30.
     case limitsToWorker(LimitsMessage)
+    /// Health of one backend host (host, port) as the supervisor's check sees it (`BackendFlags`), and
+    /// for a host name the addresses it resolved to (numeric strings; workers never resolve names).
+    case backendState(host: String, port: Int32, flags: UInt8, addresses: [String])
     // worker → supervisor
     /// The worker accepts connections.
     case ready(slot: Int32, pid: Int32)
@@ -41,6 +44,8 @@ public enum ControlMessage: Equatable, Sendable {
     case poolReport(database: String, user: String, servers: Int32, idle: Int32, waiting: Int32, seq: UInt32)
     /// Group reports and answers to per-database commands (LimitsMessage.swift), kind 0x70.
     case limitsFromWorker(LimitsMessage)
+    /// A worker could not connect to a backend host: the supervisor checks it now instead of waiting.
+    case backendFailed(host: String, port: Int32, reason: String)
 
     /// Largest datagram either side sends or accepts (a receiver rejects longer ones as invalid).
     public static let maximumSize = 65_536
@@ -49,8 +54,12 @@ public enum ControlMessage: Equatable, Sendable {
     /// the wrong way is recognisable in a trace.
     @usableFromInline
     enum Kind: UInt8 {
-        case shutdown = 0x01, reload = 0x02, pause = 0x03, resume = 0x04, cancel = 0x05, statsToWorker = 0x06, quota = 0x07, limitsToWorker = 0x30
-        case ready = 0x41, forwardCancel = 0x42, heartbeat = 0x43, log = 0x44, statsFromWorker = 0x45, poolReport = 0x46, limitsFromWorker = 0x70
+        case shutdown = 0x01, reload = 0x02, pause = 0x03, resume = 0x04, cancel = 0x05, statsToWorker = 0x06, quota = 0x07
+        case backendState = 0x20
+        case limitsToWorker = 0x30
+        case backendFailed = 0x60
+        case limitsFromWorker = 0x70
+        case ready = 0x41, forwardCancel = 0x42, heartbeat = 0x43, log = 0x44, statsFromWorker = 0x45, poolReport = 0x46
     }
 
     public func encode() -> [UInt8] {
@@ -122,6 +131,18 @@ public enum ControlMessage: Equatable, Sendable {
             str(user)
             i32(quota)
             u32(seq)
+        case .backendState(let host, let port, let flags, let addresses):
+            out.append(Kind.backendState.rawValue)
+            str(host)
+            i32(port)
+            out.append(flags)
+            u32(UInt32(truncatingIfNeeded: addresses.count))
+            for a in addresses { str(a) }
+        case .backendFailed(let host, let port, let reason):
+            out.append(Kind.backendFailed.rawValue)
+            str(host)
+            i32(port)
+            str(reason)
         case .poolReport(let database, let user, let servers, let idle, let waiting, let seq):
             out.append(Kind.poolReport.rawValue)
             str(database)
@@ -189,6 +210,18 @@ public enum ControlMessage: Equatable, Sendable {
                 throw ControlDecodeError("limits message sent the wrong way")
             }
             message = kind == .limitsToWorker ? .limitsToWorker(inner) : .limitsFromWorker(inner)
+        case .backendState:
+            let host = try r.string("backend host")
+            let port = try r.i32("backend port")
+            let flags = try r.u8("backend flags")
+            let count = Int(try r.u32("address count"))
+            guard count <= 1024 else { throw ControlDecodeError("too many addresses (\(count))") }
+            var addresses: [String] = []
+            for _ in 0..<count { addresses.append(try r.string("address")) }
+            message = .backendState(host: host, port: port, flags: flags, addresses: addresses)
+        case .backendFailed:
+            message = .backendFailed(host: try r.string("backend host"), port: try r.i32("backend port"),
+                                     reason: try r.string("backend failure"))
         case .statsToWorker, .statsFromWorker:
             // The chunk fills the rest of the datagram; its own header is checked by StatsChunk.decode.
             let rest = try r.bytes(bytes.count - r.offset, "stats chunk")

@@ -23,6 +23,8 @@ struct PgswiftSettings {
     var pgswiftSettings: [(key: String, value: String)] = []
     /// Pass `-v` to the supervisor.
     var verbose = false
+    /// Run the supervisor through this command (e.g. `unshare -m ...`); it must exec the rest of its arguments.
+    var commandPrefix: [String] = []
     /// Who the readiness check (`SELECT 1` through pgswift) logs in as.
     var probe: ClientTarget? = ClientTarget(port: 0, user: "u_trust", database: "testdb",
                                            password: PostgresServer.passwords["u_trust"])
@@ -83,7 +85,8 @@ final class Pgswift: @unchecked Sendable {
         let dir = try makeTempDirectory(prefix: "px")
         let port = try freePort()
         let px = try launch(ini: settings.render(port: port, dir: dir), userlist: settings.renderUserlist(),
-                            dir: dir, port: port, workers: settings.workers, verbose: settings.verbose)
+                            dir: dir, port: port, workers: settings.workers, verbose: settings.verbose,
+                            commandPrefix: settings.commandPrefix)
         do {
             var probe = settings.probe
             probe?.port = port
@@ -110,11 +113,11 @@ final class Pgswift: @unchecked Sendable {
     }
 
     private static func launch(ini: String, userlist: String, dir: String, port: Int, workers: Int?,
-                               verbose: Bool) throws -> Pgswift {
+                               verbose: Bool, commandPrefix: [String] = []) throws -> Pgswift {
         let configPath = dir + "/pgswift.ini"
         try ini.write(toFile: configPath, atomically: false, encoding: .utf8)
         try userlist.write(toFile: dir + "/userlist.txt", atomically: false, encoding: .utf8)
-        let argv = [try PgswiftBinaries.supervisor()] + (verbose ? ["-v"] : []) + [configPath]
+        let argv = commandPrefix + [try PgswiftBinaries.supervisor()] + (verbose ? ["-v"] : []) + [configPath]
         let child = try ChildProcess.spawn(argv, stdoutPath: dir + "/pgswift.stdout",
                                            stderrPath: dir + "/pgswift.stderr")
         return Pgswift(dir: dir, port: port, configPath: configPath, process: child, expectedWorkers: workers)

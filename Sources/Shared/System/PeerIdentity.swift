@@ -1,0 +1,41 @@
+// Who is on the other end of an accepted socket: its address (getpeername) and a Unix user's name.
+import Glibc
+
+extension Sockets {
+    /// The peer address of a connected socket; nil if the socket is no longer connected.
+    public static func peerAddress(_ fd: Int32) -> SocketAddress? {
+        var a = SocketAddress()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &a.storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &len) }
+        }
+        guard rc == 0 else { return nil }
+        a.length = len
+        return a
+    }
+}
+
+extension Posix {
+    /// The login name of a uid (getpwuid_r). It may consult NSS (files, LDAP...): called only for
+    /// peer authentication, as PgBouncer does.
+    public static func userName(uid: UInt32) -> String? {
+        var pw = passwd()
+        var result: UnsafeMutablePointer<passwd>? = nil
+        var size = 1024
+        while size <= 1 << 20 {
+            var buf = [CChar](repeating: 0, count: size)
+            // pw's strings point into buf: read the name while buf is pinned.
+            let (rc, name) = buf.withUnsafeMutableBufferPointer { b -> (Int32, String?) in
+                let rc = getpwuid_r(uid_t(uid), &pw, b.baseAddress!, b.count, &result)
+                guard rc == 0, result != nil, let n = pw.pw_name else { return (rc, nil) }
+                return (rc, String(cString: n))
+            }
+            if rc == ERANGE {
+                size *= 4
+                continue
+            }
+            return name
+        }
+        return nil
+    }
+}

@@ -1,0 +1,565 @@
+// Backend health checks in the supervisor: connect, log in, run server_check_query, back off on failure, tell the workers.
+import Glibc
+import Shared
+
+/// One check in flight: a non-blocking connection to a backend host, driven by the supervisor's loop.
+final class HealthProbe {
+    enum Phase { case connecting, login, query }
+    let fd: Int32
+    let serial: UInt32
+    let address: String
+    var phase = Phase.connecting
+    var input: [UInt8] = []
+    var pending: [UInt8] = []
+    var deadline: Int64
+    var scram: ScramClientExchange?
+    var lastRow: [String?]? = nil
+    var wantsOutput = true
+
+    init(fd: Int32, serial: UInt32, address: String, deadline: Int64) {
+        self.fd = fd
+        self.serial = serial
+        self.address = address
+        self.deadline = deadline
+    }
+}
+
+/// One backend host (host, port) of the `[databases]` entries, checked once whatever number of databases use it.
+struct HealthTarget {
+    enum Kind { case numeric, unix, name }
+    var key: String
+    var host: String
+    var port: Int
+    var kind: Kind
+    /// Who the check logs in as, and where (the first database entry that names this host).
+    var database: String
+    var user: String
+    var secret: PasswordSecret?
+    /// Some database on this host has a target_session_attrs other than any: learn the role too.
+    var needRole: Bool
+    var addresses: [SocketAddress] = []
+    var resolvedAt: Int64 = 0
+    var resolveError: String? = nil
+    var nextAddress = 0
+    var health: HostHealth
+    var nextCheckAt: Int64 = 0
+    var probe: HealthProbe? = nil
+    /// What the workers were last told, to push only changes.
+    var pushed: (flags: UInt8, addresses: [String])? = nil
+    /// A login refusal already logged (class 28): logged once, not on every check.
+    var loggedLoginRefusal = ""
+
+    var addressTexts: [String] { kind == .name ? addresses.map { $0.hostString } : [] }
+
+    var flags: BackendFlags {
+        var f = BackendFlags()
+        switch health.state {
+        case .unknown: break
+        case .up: f.insert([.known, .up])
+        case .down: f.insert(.known)
+        }
+        if let r = health.role {
+            f.insert(.roleKnown)
+            if r.inRecovery { f.insert(.inRecovery) }
+            if r.readOnly { f.insert(.readOnly) }
+        }
+        if kind == .name && resolvedAt > 0 { f.insert(.resolved) }
+        return f
+    }
+}
+
+/// The supervisor's health-check state (one per supervisor).
+struct HealthCheckState {
+    /// epoll data: this bit, then (probe serial << 32 | target index + 1); index 0 is the resolver's pipe.
+    static let tag: UInt64 = 1 << 62
+    var targets: [HealthTarget] = []
+    var resolver: DNSResolver? = nil
+    var nextSerial: UInt32 = 0
+    var started = false
+    var rng = SystemRandomNumberGenerator()
+
+    /// The key workers and the supervisor use for a host: "host:port".
+    static func key(host: String, port: Int) -> String { "\(host):\(port)" }
+}
+
+extension Supervisor {
+    // MARK: Configuration
+
+    func startHealthChecks(now: Int64) {
+        if healthState.resolver == nil {
+            do throws(SyscallError) {
+                let r = try DNSResolver()
+                try epoll.add(r.wakeRead, events: .input, data: HealthCheckState.tag)
+                healthState.resolver = r
+            } catch {
+                log.error("cannot start the DNS resolver: \(error); host names will not be resolved")
+            }
+        }
+        healthState.started = true
+        reconfigureHealthChecks(now: now)
+    }
+
+    /// (Re)builds the target list from the configuration; a host kept across a reload keeps its state.
+    func reconfigureHealthChecks(now: Int64) {
+        guard healthState.started else { return }
+        let userlist: Userlist
+        if let path = config.authFile, !path.isEmpty, let u = try? Userlist.load(path: path) {
+            userlist = u
+        } else {
+            userlist = Userlist()
+        }
+        var old: [String: HealthTarget] = [:]
+        for t in healthState.targets { old[t.key] = t }
+        var targets: [HealthTarget] = []
+        var seen: [String: Int] = [:]
+        // The `*` entry's hosts too (its pools name their own databases; the check logs in to `postgres`).
+        var entries = config.databases
+        if var fallback = config.fallbackDatabase {
+            fallback.dbname = fallback.dbname ?? "postgres"
+            entries.append(fallback)
+        }
+        for entry in entries {
+            let hosts = entry.hosts.isEmpty ? [""] : entry.hosts
+            let (user, secret) = healthCheckLogin(entry, userlist)
+            for (i, rawHost) in hosts.enumerated() {
+                let port = entry.port(forHostAt: i)
+                let host = rawHost.isEmpty ? "/var/run/postgresql" : rawHost
+                let key = HealthCheckState.key(host: host, port: port)
+                if let at = seen[key] {
+                    if entry.targetSessionAttrs != .any { targets[at].needRole = true }
+                    continue
+                }
+                let kind: HealthTarget.Kind = DatabaseEntry.isUnixSocket(host) ? .unix
+                    : (SocketAddress.numeric(host: host, port: port) != nil ? .numeric : .name)
+                var t = old.removeValue(forKey: key) ?? HealthTarget(
+                    key: key, host: host, port: port, kind: kind, database: entry.serverDatabaseName, user: user,
+                    secret: secret, needRole: false, health: HostHealth(backoff: healthBackoff()), nextCheckAt: now)
+                t.database = entry.serverDatabaseName
+                t.user = user
+                t.secret = secret
+                t.needRole = entry.targetSessionAttrs != .any
+                switch kind {
+                case .numeric: t.addresses = SocketAddress.numeric(host: host, port: port).map { [$0] } ?? []
+                case .unix: t.addresses = SocketAddress.unix(path: "\(host)/.s.PGSQL.\(port)").map { [$0] } ?? []
+                case .name: break
+                }
+                seen[key] = targets.count
+                targets.append(t)
+            }
+        }
+        for (_, gone) in old { if let p = gone.probe { endProbe(p) } }
+        healthState.targets = targets
+        for i in healthState.targets.indices where healthState.targets[i].kind == .name
+            && healthState.targets[i].resolvedAt == 0 {
+            startResolve(i)
+        }
+    }
+
+    /// `server_check_delay` between checks of a healthy host; PgBouncer's 0 ("check on every reuse")
+    /// becomes one check a second here, and nothing runs more often than ten times a second.
+    func healthCheckPeriod() -> Int64 {
+        Clock.nanos(seconds: config.serverCheckDelay > 0 ? max(config.serverCheckDelay, 0.1) : 1)
+    }
+
+    func healthBackoff() -> Backoff {
+        Backoff(initialNanos: Clock.nanos(seconds: config.healthCheckBackoffInitial),
+                maxNanos: Clock.nanos(seconds: config.healthCheckBackoffMax))
+    }
+
+    /// Who the check logs in as: `[pgswift] health_check_user`, else the entry's forced `user=`, else the
+    /// first auth_file user (by name) whose secret is usable without a client (plain or md5). The password
+    /// is the entry's `password=` for its forced user, else the auth_file's.
+    func healthCheckLogin(_ entry: DatabaseEntry, _ userlist: Userlist) -> (String, PasswordSecret?) {
+        func secret(_ user: String) -> PasswordSecret? {
+            if user == entry.user, let pw = entry.password, !pw.isEmpty { return PasswordSecret(parsing: pw) }
+            return userlist.password(for: user).map { PasswordSecret(parsing: $0) }
+        }
+        if !config.healthCheckUser.isEmpty { return (config.healthCheckUser, secret(config.healthCheckUser)) }
+        if let u = entry.user { return (u, secret(u)) }
+        for name in userlist.entries.keys.sorted() {
+            switch PasswordSecret(parsing: userlist.entries[name]!) {
+            case .plain, .md5: return (name, secret(name))
+            case .scram: continue
+            }
+        }
+        return ("postgres", nil)
+    }
+
+    // MARK: Timers
+
+    func healthTimeout(now: Int64) -> Int64 {
+        guard healthState.started, stopping == nil else { return .max }
+        var next: Int64 = .max
+        let ttl = Clock.nanos(seconds: max(config.dnsMaxTTL, 1))
+        let nxTTL = Clock.nanos(seconds: max(config.dnsNXDomainTTL, 1))
+        for t in healthState.targets {
+            if let p = t.probe { next = min(next, p.deadline) } else if t.kind != .name || !t.addresses.isEmpty || t.resolveError != nil {
+                next = min(next, t.nextCheckAt)
+            }
+            if t.kind == .name && t.resolvedAt > 0 { next = min(next, t.resolvedAt + (t.resolveError == nil ? ttl : nxTTL)) }
+        }
+        return next
+    }
+
+    func runHealthTimers(now: Int64) {
+        guard healthState.started, stopping == nil else { return }
+        let ttl = Clock.nanos(seconds: max(config.dnsMaxTTL, 1))
+        let nxTTL = Clock.nanos(seconds: max(config.dnsNXDomainTTL, 1))
+        for i in healthState.targets.indices {
+            if let p = healthState.targets[i].probe {
+                if now >= p.deadline {
+                    probeFailed(i, "no answer within health_check_timeout (\(HealthText.seconds(nanos: Clock.nanos(seconds: config.healthCheckTimeout))) s)")
+                }
+                continue
+            }
+            let t = healthState.targets[i]
+            // A name is looked up again after dns_max_ttl, or dns_nxdomain_ttl after a failed lookup.
+            if t.kind == .name && t.resolvedAt > 0 && now - t.resolvedAt >= (t.resolveError == nil ? ttl : nxTTL) { startResolve(i) }
+            if now >= t.nextCheckAt { beginCheck(i, now: now) }
+        }
+    }
+
+    // MARK: Checking
+
+    func beginCheck(_ i: Int, now: Int64) {
+        var t = healthState.targets[i]
+        if t.addresses.isEmpty {
+            if t.kind == .name && t.resolveError == nil {
+                // Waiting for the first lookup: the check starts when it answers.
+                startResolve(i)
+                healthState.targets[i].nextCheckAt = now + 1_000_000_000
+                return
+            }
+            checkFinished(i, failure: t.resolveError.map { "cannot resolve \(t.host): \($0)" } ?? "no address", role: nil)
+            return
+        }
+        let address = t.addresses[t.nextAddress % t.addresses.count]
+        t.nextAddress &+= 1
+        healthState.targets[i] = t
+        let fd: Int32
+        let connected: Bool
+        do throws(SyscallError) {
+            (fd, connected) = try Sockets.connect(address)
+        } catch {
+            checkFinished(i, failure: "connect to \(address): \(error.errno)", role: nil)
+            return
+        }
+        healthState.nextSerial &+= 1
+        let probe = HealthProbe(fd: fd, serial: healthState.nextSerial & 0xFF_FFFF, address: address.description,
+                                deadline: now + Clock.nanos(seconds: max(config.healthCheckTimeout, 0.05)))
+        healthState.targets[i].probe = probe
+        do throws(SyscallError) {
+            try epoll.add(fd, events: [.input, .output], data: probeData(i, probe))
+        } catch {
+            probeFailed(i, "epoll: \(error)")
+            return
+        }
+        if connected { probeConnected(i, probe) }
+    }
+
+    func probeData(_ i: Int, _ p: HealthProbe) -> UInt64 {
+        HealthCheckState.tag | UInt64(p.serial) << 32 | UInt64(i + 1)
+    }
+
+    func handleHealthEvent(_ data: UInt64) {
+        let index = Int(data & 0xffff_ffff) - 1
+        if index < 0 {
+            guard let r = healthState.resolver else { return }
+            for result in r.collect() { resolved(result) }
+            return
+        }
+        guard index < healthState.targets.count, let p = healthState.targets[index].probe,
+              UInt64(p.serial) == (data >> 32) & 0xFF_FFFF else { return }
+        switch p.phase {
+        case .connecting:
+            if let e = Sockets.pendingError(p.fd) {
+                probeFailed(index, "connect to \(p.address): \(e)")
+                return
+            }
+            probeConnected(index, p)
+        case .login, .query:
+            probeRead(index, p)
+        }
+        if let q = healthState.targets[index].probe, q === p { flushProbe(index, p) }
+    }
+
+    func probeConnected(_ i: Int, _ p: HealthProbe) {
+        let t = healthState.targets[i]
+        p.phase = .login
+        var out = OutBuffer(capacity: 256)
+        defer { out.deallocate() }
+        Frontend.startupMessage(into: &out, parameters: [("user", t.user), ("database", t.database),
+                                                         ("application_name", "pgswift health check")])
+        p.pending += out.bytes
+        flushProbe(i, p)
+    }
+
+    func flushProbe(_ i: Int, _ p: HealthProbe) {
+        while !p.pending.isEmpty {
+            guard let r = p.pending.withUnsafeBytes({ b in try? Posix.send(p.fd, b.baseAddress!, b.count) }) else {
+                probeFailed(i, "send to \(p.address) failed: \(Errno.current)")
+                return
+            }
+            guard case .processed(let n) = r else { break }
+            p.pending.removeFirst(n)
+        }
+        let want = !p.pending.isEmpty || p.phase == .connecting
+        if want != p.wantsOutput {
+            p.wantsOutput = want
+            try? epoll.modify(p.fd, events: want ? [.input, .output] : [.input], data: probeData(i, p))
+        }
+    }
+
+    func probeRead(_ i: Int, _ p: HealthProbe) {
+        var buf = [UInt8](repeating: 0, count: 8192)
+        while true {
+            guard let r = buf.withUnsafeMutableBytes({ b in try? Posix.read(p.fd, b.baseAddress!, b.count) }) else {
+                probeFailed(i, "read from \(p.address) failed: \(Errno.current)")
+                return
+            }
+            switch r {
+            case .wouldBlock:
+                return
+            case .processed(0):
+                probeFailed(i, "\(p.address) closed the connection")
+                return
+            case .processed(let n):
+                p.input += buf[0..<n]
+                if p.input.count > 1 << 20 {
+                    probeFailed(i, "\(p.address) sent more than 1 MiB to a health check")
+                    return
+                }
+                while p.input.count >= 5 {
+                    let len = Int(UInt32(p.input[1]) << 24 | UInt32(p.input[2]) << 16 | UInt32(p.input[3]) << 8 | UInt32(p.input[4]))
+                    guard len >= 4 && len < 1 << 20 else {
+                        probeFailed(i, "invalid message from \(p.address)")
+                        return
+                    }
+                    guard p.input.count >= len + 1 else { break }
+                    let type = p.input[0]
+                    let body = Array(p.input[5..<(len + 1)])
+                    p.input.removeFirst(len + 1)
+                    probeMessage(i, p, type, body)
+                    guard let q = healthState.targets[i].probe, q === p else { return }
+                }
+            }
+        }
+    }
+
+    func probeMessage(_ i: Int, _ p: HealthProbe, _ type: UInt8, _ body: [UInt8]) {
+        let t = healthState.targets[i]
+        var out = OutBuffer(capacity: 256)
+        defer { out.deallocate() }
+        switch type {
+        case BackendType.authentication:
+            guard let req = body.withUnsafeBytes({ AuthenticationRequest.parse($0) }) else {
+                return probeFailed(i, "invalid authentication request from \(p.address)")
+            }
+            switch req {
+            case .ok:
+                return
+            case .cleartextPassword:
+                guard case .plain(let pw)? = t.secret else { return loginRefused(i, "no plain password for \(t.user)") }
+                Frontend.passwordMessage(into: &out, password: pw)
+            case .md5Password(let salt):
+                switch t.secret {
+                case .plain(let pw)?: Frontend.passwordMessage(into: &out, password: MD5Password.response(user: t.user, password: pw, salt: salt))
+                case .md5(let h)?: Frontend.passwordMessage(into: &out, password: MD5Password.response(storedHash: h, salt: salt))
+                default: return loginRefused(i, "no md5-usable password for \(t.user)")
+                }
+            case .sasl(let mechanisms):
+                guard mechanisms.contains("SCRAM-SHA-256"), case .plain(let pw)? = t.secret else {
+                    return loginRefused(i, "no password usable for SCRAM for \(t.user)")
+                }
+                var exchange = ScramClientExchange(credential: .password(pw), cache: nil)
+                Frontend.saslInitialResponse(into: &out, mechanism: "SCRAM-SHA-256", data: exchange.clientFirstMessage())
+                p.scram = exchange
+            case .saslContinue(let data):
+                guard var exchange = p.scram else { return probeFailed(i, "unexpected SASL continue") }
+                switch exchange.receiveServerFirst(data) {
+                case .success(let final): Frontend.saslResponse(into: &out, data: final)
+                case .failure(let f): return loginRefused(i, "SCRAM: \(f.reason)")
+                }
+                p.scram = exchange
+            case .saslFinal(let data):
+                guard var exchange = p.scram else { return probeFailed(i, "unexpected SASL final") }
+                if case .failure(let f) = exchange.receiveServerFinal(data) { return loginRefused(i, "SCRAM: \(f.reason)") }
+                return
+            default:
+                return loginRefused(i, "unsupported authentication method")
+            }
+            p.pending += out.bytes
+        case BackendType.errorResponse:
+            let f = body.withUnsafeBytes { ErrorFields.parse($0) }
+            let text = f.map { "\($0.message) (\($0.code))" } ?? "error"
+            // Refused login or unknown database: PostgreSQL is there and answering, just not to this check.
+            if p.phase == .login, let code = f?.code, code.hasPrefix("28") || code.hasPrefix("3D") {
+                return loginRefused(i, text)
+            }
+            probeFailed(i, text)
+        case BackendType.dataRow:
+            p.lastRow = body.withUnsafeBytes { Decode.dataRowText($0) }
+        case BackendType.readyForQuery:
+            if p.phase == .login {
+                let sql = healthCheckSQL(needRole: t.needRole)
+                p.phase = .query
+                Frontend.query(into: &out, sql: sql)
+                p.pending += out.bytes
+                return
+            }
+            var role: HostRole? = nil
+            if t.needRole, let row = p.lastRow, row.count == 2 {
+                role = HostRole(inRecovery: row[0] == "t", readOnly: row[1] == "on")
+            }
+            Frontend.terminate(into: &out)
+            out.withUnsafeBytes { b in _ = try? Posix.send(p.fd, b.baseAddress!, b.count) }
+            checkFinished(i, failure: nil, role: role)
+        default:
+            break
+        }
+    }
+
+    /// `server_check_query` (the PgBouncer default `<empty>` and an empty value run `SELECT 1`), then,
+    /// when some database needs it, the role query whose last row `probeMessage` reads.
+    func healthCheckSQL(needRole: Bool) -> String {
+        var sql = config.serverCheckQueryToSend ?? ""
+        if sql.isEmpty { sql = "SELECT 1" }
+        if needRole {
+            sql += "; SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.current_setting('transaction_read_only')"
+        }
+        return sql
+    }
+
+    /// PostgreSQL answered but refused the check's login: the host is up (it speaks the protocol), the
+    /// role stays unknown. Logged once per distinct reason, so a bad health-check user is visible.
+    func loginRefused(_ i: Int, _ reason: String) {
+        if healthState.targets[i].loggedLoginRefusal != reason {
+            healthState.targets[i].loggedLoginRefusal = reason
+            log.warning("health check of \(healthState.targets[i].key): login as \(healthState.targets[i].user) refused: \(reason); "
+                        + "counting the host as up (set [pgswift] health_check_user)")
+        }
+        checkFinished(i, failure: nil, role: nil)
+    }
+
+    func probeFailed(_ i: Int, _ reason: String) {
+        checkFinished(i, failure: reason, role: nil)
+    }
+
+    func endProbe(_ p: HealthProbe) {
+        epoll.remove(p.fd)
+        Posix.close(p.fd)
+    }
+
+    /// One check's verdict: state machine, logs, next check, re-resolution, and the workers told.
+    func checkFinished(_ i: Int, failure: String?, role: HostRole?) {
+        let now = Clock.monotonicNanos()
+        if let p = healthState.targets[i].probe {
+            endProbe(p)
+            healthState.targets[i].probe = nil
+        }
+        let key = healthState.targets[i].key
+        if let reason = failure {
+            let wasUp = healthState.targets[i].health.state == .up
+            let downSince = healthState.targets[i].health.state == .down ? healthState.targets[i].health.lastChangeNanos : now
+            let random = Double(healthState.rng.next() >> 11) / Double(1 << 53)
+            let o = healthState.targets[i].health.failed(now: now, reason: reason, random: random)
+            healthState.targets[i].nextCheckAt = now + o.nextInNanos
+            if o.changedTo != nil {
+                log.warning("backend \(key) is DOWN\(wasUp ? "" : " (first check)"): \(reason)")
+            }
+            log.info("health check of \(key) failed (\(reason)): retry \(o.retry) in \(HealthText.seconds(nanos: o.nextInNanos)) s "
+                     + "(backoff \(HealthText.seconds(nanos: o.backoffCapNanos)) s, full jitter; down for \(HealthText.seconds(nanos: now - downSince)) s)")
+            // A failed check may mean the name moved (a managed database failing over by DNS).
+            if healthState.targets[i].kind == .name { startResolve(i) }
+        } else {
+            let previous = healthState.targets[i].health.state
+            let downSince = healthState.targets[i].health.lastChangeNanos
+            let o = healthState.targets[i].health.succeeded(now: now, role: role, periodNanos: healthCheckPeriod())
+            healthState.targets[i].nextCheckAt = now + o.nextInNanos
+            if o.changedTo != nil {
+                let roleText = role.map { " (\($0.inRecovery ? "in recovery" : "primary"), \($0.readOnly ? "read-only" : "read-write"))" } ?? ""
+                if previous == .down {
+                    log.info("backend \(key) is UP again after \(HealthText.seconds(nanos: now - downSince)) s down\(roleText)")
+                } else {
+                    log.info("backend \(key) is up\(roleText)")
+                }
+            }
+        }
+        pushHealth(i)
+    }
+
+    // MARK: Names
+
+    func startResolve(_ i: Int) {
+        guard let r = healthState.resolver else { return }
+        let t = healthState.targets[i]
+        guard t.kind == .name else { return }
+        if !r.start(key: t.key, host: t.host, port: t.port) {
+            log.warning("cannot start a lookup of \(t.host)")
+        }
+    }
+
+    func resolved(_ r: ResolveResult) {
+        guard let i = healthState.targets.firstIndex(where: { $0.key == r.key }) else { return }
+        let now = Clock.monotonicNanos()
+        let before = healthState.targets[i].addressTexts
+        healthState.targets[i].resolvedAt = now
+        if let e = r.error {
+            if healthState.targets[i].resolveError != e {
+                log.warning("cannot resolve \(healthState.targets[i].host): \(e)")
+            }
+            healthState.targets[i].resolveError = e
+            // Keep the last known addresses: a resolver hiccup is not a reason to forget a working host.
+            if healthState.targets[i].addresses.isEmpty && healthState.targets[i].probe == nil {
+                healthState.targets[i].nextCheckAt = min(healthState.targets[i].nextCheckAt, now)
+            }
+            return
+        }
+        healthState.targets[i].resolveError = nil
+        healthState.targets[i].addresses = r.addresses
+        let after = healthState.targets[i].addressTexts
+        if before != after {
+            if before.isEmpty {
+                log.info("host \(healthState.targets[i].host) resolves to \(after.joined(separator: ", "))")
+            } else {
+                log.info("host \(healthState.targets[i].host) now resolves to \(after.joined(separator: ", ")) (was \(before.joined(separator: ", ")))")
+            }
+            // Check the new address now rather than at the next period.
+            if healthState.targets[i].probe == nil { healthState.targets[i].nextCheckAt = now }
+            pushHealth(i)
+        }
+    }
+
+    // MARK: Telling the workers
+
+    func backendStateMessage(_ t: HealthTarget) -> ControlMessage {
+        .backendState(host: t.host, port: Int32(t.port), flags: t.flags.rawValue, addresses: t.addressTexts)
+    }
+
+    func pushHealth(_ i: Int) {
+        let t = healthState.targets[i]
+        let now = (t.flags.rawValue, t.addressTexts)
+        if let p = t.pushed, p.flags == now.0 && p.addresses == now.1 { return }
+        healthState.targets[i].pushed = now
+        broadcast(backendStateMessage(t))
+    }
+
+    /// A worker just started: it learns every known host state and resolved address.
+    func sendHealth(to slot: WorkerSlot) {
+        for t in healthState.targets where t.pushed != nil {
+            slot.send(backendStateMessage(t))
+        }
+    }
+
+    /// A worker's own connect failed: check that host now instead of at the next period.
+    func healthBackendFailed(host: String, port: Int, reason: String) {
+        let key = HealthCheckState.key(host: host, port: port)
+        guard let i = healthState.targets.firstIndex(where: { $0.key == key }) else { return }
+        let now = Clock.monotonicNanos()
+        if healthState.targets[i].probe == nil && healthState.targets[i].health.state != .down
+            && now - healthState.targets[i].health.lastCheckNanos > 100_000_000 {
+            log.debug("worker reports \(key) failing (\(reason)): checking it now")
+            healthState.targets[i].nextCheckAt = now
+        }
+    }
+}

@@ -1,0 +1,284 @@
+// auth_query + auth_user: a user missing from auth_file is looked up on the server, without blocking the loop.
+//
+// As in PgBouncer, the query runs on a server connection of the pool (database, auth_user), taken
+// like any pooled server and given back afterwards. The client waits in the `auth` state (nothing
+// was asked of it yet); when the row arrives it is asked for its password as if the hash had been
+// in auth_file. Answers are cached per worker for `[pgswift] auth_query_cache_ttl` seconds.
+import Shared
+
+/// Per-worker auth_query state.
+struct AuthQueryState {
+    struct Cached {
+        /// nil: the user does not exist or has no usable password.
+        var secret: PasswordSecret?
+        var at: Int64
+    }
+
+    /// A client waiting for a lookup; `id` tells a reused table slot apart.
+    struct Waiter {
+        var client: Int32
+        var id: UInt32
+        var authType: AuthType
+    }
+
+    struct Lookup {
+        /// Database + NUL + user: one lookup serves every client waiting for the same answer.
+        var key: String
+        var user: String
+        /// The pool (database, auth_user) whose server runs the query.
+        var pool: Int32
+        var clientPool: Int32
+        var waiters: [Waiter]
+        /// The server running it (-1: waiting for one).
+        var server: Int32 = -1
+        var reply = AuthQueryReply()
+        var since: Int64
+    }
+
+    var cache: [String: Cached] = [:]
+    var lookups: [Lookup] = []
+    /// What auth_query returned for a pool's user: server logins of that pool use it.
+    var poolSecrets: [Int32: PasswordSecret] = [:]
+    /// Queries sent to servers since the worker started (the log and tests read it).
+    var queriesRun: UInt64 = 0
+}
+
+extension Worker {
+    /// The secret a client authenticates against: its auth_file entry, else its pool's auth_query answer.
+    func clientSecret(_ ci: Int32) -> PasswordSecret? {
+        guard let info = clients[ci].info else { return nil }
+        if let s = userSecret(info.user) { return s }
+        let p = clients[ci].pool
+        return p >= 0 ? authQuery.poolSecrets[p] : nil
+    }
+
+    /// auth_query's answer for a pool's own user (not for a database's forced `user=`).
+    func authQuerySecret(pool p: Int) -> PasswordSecret? {
+        guard pools[p].serverUser == pools[p].user else { return nil }
+        return authQuery.poolSecrets[Int32(p)]
+    }
+
+    /// Starts (or joins) a lookup when the client's user is not in auth_file, an auth_user is set for
+    /// its database and the method needs a password. True: the client now waits (or was answered
+    /// from the cache); false: go on without auth_query.
+    func startAuthQueryIfNeeded(_ ci: Int32, authType: AuthType) -> Bool {
+        switch authType {
+        case .plain, .md5, .scramSHA256: break
+        default: return false
+        }
+        guard clients[ci].admin == 0, clients[ci].pool >= 0, let info = clients[ci].info else { return false }
+        let p = clients[ci].pool
+        guard let authUser = pools[Int(p)].entry.authUser ?? config.authUser else { return false }
+        let database = pools[Int(p)].database
+        let key = database + "\u{0}" + info.user
+        let ttl = Clock.nanos(seconds: config.authQueryCacheTTL)
+        if let cached = authQuery.cache[key] {
+            if ttl > 0 && now - cached.at < ttl {
+                log.debug("C-\(clients[ci].id): auth_query answer for \"\(info.user)\" taken from the cache")
+                adoptAuthQuerySecret(cached.secret, pool: p)
+                requestCredentials(ci, authType: authType, secret: cached.secret)
+                return true
+            }
+            authQuery.cache[key] = nil
+        }
+        let waiter = AuthQueryState.Waiter(client: ci, id: clients[ci].id, authType: authType)
+        if let li = authQuery.lookups.firstIndex(where: { $0.key == key }) {
+            authQuery.lookups[li].waiters.append(waiter)
+            return true
+        }
+        guard let ap = pool(database: database, user: authUser) else { return false }
+        authQuery.lookups.append(AuthQueryState.Lookup(key: key, user: info.user, pool: ap, clientPool: p,
+                                                       waiters: [waiter], since: now))
+        hot.pointee.authQueriesWaiting += 1
+        pumpAuthQueries()
+        return true
+    }
+
+    /// Gives waiting lookups an idle server of their pool, opens one where none is coming, and fails
+    /// the lookups of a pool whose server login just failed.
+    func pumpAuthQueries() {
+        var li = 0
+        while li < authQuery.lookups.count {
+            let l = authQuery.lookups[li]
+            if l.server >= 0 || paused {
+                li += 1
+                continue
+            }
+            let ap = Int(l.pool)
+            let si = pools[ap].idleHead
+            if si >= 0 {
+                removeIdle(si)
+                runAuthQuery(li, on: si)
+                li += 1
+                continue
+            }
+            if let err = recentLoginFailure(ap), pools[ap].connectingCount == 0 {
+                authQuery.lookups.remove(at: li)
+                hot.pointee.authQueriesWaiting -= 1
+                log.warning("auth_query for \"\(l.user)\": cannot log in as \(pools[ap].serverUser): \(err.message)")
+                failWaiters(l, err)
+                continue
+            }
+            let wanted = authQuery.lookups.reduce(0) { $0 + ($1.pool == l.pool && $1.server < 0 ? 1 : 0) }
+            if pools[ap].connectingCount < wanted && pools[ap].serverCount < pools[ap].limit
+                && (!pools[ap].limits.grouped || groupRoom(ap)) {  // service-wide limits (ServiceLimits.swift)
+                launchServer(l.pool)
+            }
+            li += 1
+        }
+    }
+
+    /// serverIdle's hook: a server coming free runs a waiting lookup of its pool first.
+    func authQueryTakes(_ si: Int32) -> Bool {
+        guard !paused, let li = authQuery.lookups.firstIndex(where: { $0.server < 0 && $0.pool == servers[si].pool }) else {
+            return false
+        }
+        runAuthQuery(li, on: si)
+        return true
+    }
+
+    private func runAuthQuery(_ li: Int, on si: Int32) {
+        hot.pointee.authQueriesWaiting -= 1
+        authQuery.queriesRun &+= 1
+        authQuery.lookups[li].server = si
+        authQuery.lookups[li].since = now
+        servers[si].state = .authQuery
+        servers[si].stateSince = now
+        let user = authQuery.lookups[li].user
+        log.debug("S-\(servers[si].id): running auth_query for user \"\(user)\" (lookup \(authQuery.queriesRun))")
+        scratch.clear()
+        AuthQueryReply.request(into: &scratch, query: config.authQuery, user: user)
+        servers[si].out.append(scratch)
+        flushServer(si)
+    }
+
+    /// Reads the reply of the query a server runs for us.
+    func authQueryServerEvent(_ si: Int32) {
+        if !servers[si].out.isEmpty && !flushServer(si) { return }
+        while servers[si].state == .authQuery {
+            if let base = servers[si].input.base {
+                let start = servers[si].input.start
+                let avail = servers[si].input.end - start
+                if avail >= 5 {
+                    let type = base.load(fromByteOffset: start, as: UInt8.self)
+                    let len = Int(ByteReader.int32(at: base + start + 1))
+                    if len < 4 || len > 1 << 20 {
+                        closeServer(si, reason: "invalid message length \(len) in the auth_query reply")
+                        return
+                    }
+                    if avail >= len + 1 {
+                        let body = UnsafeRawBufferPointer(start: base + start + 5, count: len - 4)
+                        guard let li = authQuery.lookups.firstIndex(where: { $0.server == si }) else {
+                            closeServer(si, reason: "auth_query reply without a lookup")
+                            return
+                        }
+                        let step = authQuery.lookups[li].reply.receive(type: type, body: body)
+                        consumeInput(server: si, len + 1)
+                        switch step {
+                        case .more:
+                            continue
+                        case .protocolError(let reason):
+                            closeServer(si, reason: reason)
+                            return
+                        case .done(let outcome, let status):
+                            servers[si].txStatus = status
+                            finishAuthQuery(li, si: si, outcome: outcome)
+                            return
+                        }
+                    }
+                }
+            }
+            if !servers[si].readable { return }
+            switch readInto(server: si) {
+            case .data: continue
+            case .wouldBlock: return
+            case .full:
+                closeServer(si, reason: "auth_query reply too large")
+                return
+            case .closed:
+                closeServer(si, reason: "server closed the connection during auth_query")
+                return
+            }
+        }
+    }
+
+    private func finishAuthQuery(_ li: Int, si: Int32, outcome: AuthQueryReply.Outcome) {
+        let l = authQuery.lookups.remove(at: li)
+        // The server goes back first: it may already serve the next lookup or a queued client.
+        if servers[si].txStatus == UInt8(ascii: "I") {
+            serverIdle(si)
+        } else {
+            closeServer(si, reason: "still in a transaction after auth_query")
+        }
+        let secret: PasswordSecret?
+        switch outcome {
+        case .found(_, let password):
+            secret = password.map { PasswordSecret(parsing: $0) }
+            if secret == nil { log.info("auth_query: user \"\(l.user)\" has no password; its logins will fail") }
+        case .notFound:
+            secret = nil
+            log.info("auth_query: no user \"\(l.user)\"")
+        case .failed(let reason):
+            log.warning("auth_query for user \"\(l.user)\": \(reason)")
+            failWaiters(l, ErrorFields(severity: "FATAL", code: SQLState.invalidAuthorizationSpecification,
+                                       message: "authentication query failed"))
+            return
+        }
+        authQuery.cache[l.key] = AuthQueryState.Cached(secret: secret, at: now)
+        if authQuery.cache.count > 100_000 { authQuery.cache.removeAll() }
+        adoptAuthQuerySecret(secret, pool: l.clientPool)
+        for w in l.waiters where isWaiting(w) {
+            requestCredentials(w.client, authType: w.authType, secret: secret)
+            if clients[w.client].state != .free { flushClient(w.client) }
+        }
+    }
+
+    private func adoptAuthQuerySecret(_ secret: PasswordSecret?, pool p: Int32) {
+        if let secret { authQuery.poolSecrets[p] = secret }
+    }
+
+    /// The client is still there, still logging in, and was not asked for anything yet.
+    private func isWaiting(_ w: AuthQueryState.Waiter) -> Bool {
+        guard clients[w.client].state == .auth, clients[w.client].id == w.id,
+              let info = clients[w.client].info, case .none = info.auth else { return false }
+        return true
+    }
+
+    private func failWaiters(_ l: AuthQueryState.Lookup, _ fields: ErrorFields) {
+        var f = fields
+        f.severity = "FATAL"
+        for w in l.waiters where isWaiting(w) { sendClientError(w.client, f, close: true) }
+    }
+
+    /// closeServer's hook: the server running a lookup went away, so its clients cannot log in now.
+    func authQueryServerClosed(_ si: Int32, reason: String) {
+        guard let li = authQuery.lookups.firstIndex(where: { $0.server == si }) else { return }
+        let l = authQuery.lookups.remove(at: li)
+        log.warning("auth_query for user \"\(l.user)\" failed: \(reason)")
+        failWaiters(l, ErrorFields(severity: "FATAL", code: SQLState.invalidAuthorizationSpecification,
+                                   message: "authentication query failed"))
+    }
+
+    /// From the janitor: drops lookups nobody waits for, bounds a query's time, retries launches.
+    func authQueryTick() {
+        if authQuery.lookups.isEmpty { return }
+        let limit = Clock.nanos(seconds: config.clientLoginTimeout > 0 ? config.clientLoginTimeout : 60)
+        var li = 0
+        while li < authQuery.lookups.count {
+            authQuery.lookups[li].waiters.removeAll { !isWaiting($0) }
+            let l = authQuery.lookups[li]
+            if l.server < 0 && l.waiters.isEmpty {
+                authQuery.lookups.remove(at: li)
+                hot.pointee.authQueriesWaiting -= 1
+                continue
+            }
+            if l.server >= 0 && now - l.since > limit {
+                // Closing it fails the waiters and removes the lookup (authQueryServerClosed).
+                closeServer(l.server, reason: "auth_query took longer than \(Int(config.clientLoginTimeout)) s")
+                continue
+            }
+            li += 1
+        }
+        pumpAuthQueries()
+    }
+}

@@ -1,0 +1,130 @@
+// Tests of the TLS settings: protocol keywords, and context validation errors at the setting's file:line.
+import Foundation
+import XCTest
+@testable import Shared
+
+final class TLSConfigTests: XCTestCase {
+    private var dir = ""
+
+    override func setUpWithError() throws {
+        dir = NSTemporaryDirectory() + "pgswift-tlsconfig-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    /// A self-signed certificate and its key, made with the openssl CLI.
+    private func makeCert(_ name: String) throws -> (cert: String, key: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                       "-keyout", "\(dir)/\(name).key", "-out", "\(dir)/\(name).crt", "-days", "1", "-subj", "/CN=\(name)"]
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0, "openssl req failed")
+        return ("\(dir)/\(name).crt", "\(dir)/\(name).key")
+    }
+
+    /// The error `validateTLS` raises for this config text (nil when it passes).
+    private func tlsError(_ text: String) throws -> ConfigError? {
+        let c = try Config.parse(text: text, file: "test.ini")
+        do {
+            try c.validateTLS()
+            return nil
+        } catch {
+            return error
+        }
+    }
+
+    func testProtocolKeywords() throws {
+        XCTAssertEqual(try TLSProtocols.parse("secure").allowed, [false, false, true, true])
+        XCTAssertEqual(try TLSProtocols.parse("").allowed, [false, false, true, true])
+        XCTAssertEqual(try TLSProtocols.parse("all").allowed, [true, true, true, true])
+        XCTAssertEqual(try TLSProtocols.parse("legacy").allowed, [true, true, true, true])
+        XCTAssertEqual(try TLSProtocols.parse("TLSv1.3").allowed, [false, false, false, true])
+        XCTAssertEqual(try TLSProtocols.parse("tlsv1.1, tlsv1.3").allowed, [false, true, false, true])
+        XCTAssertEqual(try TLSProtocols.parse("tlsv1.2:tlsv1.3").allowed, [false, false, true, true])
+        XCTAssertThrowsError(try TLSProtocols.parse("sslv3"))
+        XCTAssertThrowsError(try TLSProtocols.parse("tlsv1.2,bogus"))
+    }
+
+    func testCipherShortcuts() {
+        XCTAssertEqual(TLSCiphers.openSSLList("HIGH:!aNULL"), "HIGH:!aNULL")
+        XCTAssertNotEqual(TLSCiphers.openSSLList("default"), "default")
+        XCTAssertNotEqual(TLSCiphers.openSSLList("fast"), "fast")
+    }
+
+    func testDefaultsValidate() throws {
+        XCTAssertNil(try tlsError("[pgbouncer]\n"))
+        XCTAssertNil(try tlsError("[pgbouncer]\nclient_tls_sslmode = disable\nserver_tls_sslmode = disable\n"))
+    }
+
+    func testMissingFilesAreReportedAtTheirLine() throws {
+        let e1 = try XCTUnwrap(try tlsError("[pgbouncer]\nlisten_port = 1\nclient_tls_sslmode = require\n"))
+        XCTAssertEqual(e1.line, 3)
+        XCTAssertTrue(e1.message.contains("client_tls_key_file"), e1.message)
+
+        let e2 = try XCTUnwrap(try tlsError("""
+            [pgbouncer]
+            client_tls_sslmode = require
+            client_tls_key_file = \(dir)/none.key
+            client_tls_cert_file = \(dir)/none.crt
+            """))
+        XCTAssertEqual(e2.line, 4, e2.description)
+        XCTAssertTrue(e2.message.contains("cannot read"), e2.message)
+
+        let (cert, key) = try makeCert("a")
+        let e3 = try XCTUnwrap(try tlsError("""
+            [pgbouncer]
+            client_tls_sslmode = verify-ca
+            client_tls_key_file = \(key)
+            client_tls_cert_file = \(cert)
+            """))
+        XCTAssertTrue(e3.message.contains("client_tls_ca_file"), e3.message)
+        XCTAssertEqual(e3.line, 2)
+    }
+
+    func testKeyMismatchProtocolsAndCiphers() throws {
+        let a = try makeCert("a")
+        let b = try makeCert("b")
+        XCTAssertNil(try tlsError("""
+            [pgbouncer]
+            client_tls_sslmode = verify-full
+            client_tls_key_file = \(a.key)
+            client_tls_cert_file = \(a.cert)
+            client_tls_ca_file = \(b.cert)
+            server_tls_sslmode = verify-full
+            server_tls_ca_file = \(a.cert)
+            """))
+        let mismatch = try XCTUnwrap(try tlsError("""
+            [pgbouncer]
+            client_tls_sslmode = require
+            client_tls_cert_file = \(a.cert)
+            client_tls_key_file = \(b.key)
+            """))
+        XCTAssertEqual(mismatch.line, 4)
+        XCTAssertTrue(mismatch.message.contains("does not match"), mismatch.message)
+
+        let proto = try XCTUnwrap(try tlsError("[pgbouncer]\nserver_tls_sslmode = require\nserver_tls_protocols = tlsv9\n"))
+        XCTAssertEqual(proto.line, 3)
+        XCTAssertTrue(proto.message.contains("tlsv9"), proto.message)
+
+        let ciphers = try XCTUnwrap(try tlsError("[pgbouncer]\nserver_tls_ciphers = NOTHING-REAL\n"))
+        XCTAssertEqual(ciphers.line, 2)
+
+        let serverKey = try XCTUnwrap(try tlsError("[pgbouncer]\nserver_tls_key_file = \(a.key)\n"))
+        XCTAssertTrue(serverKey.message.contains("go together"), serverKey.message)
+    }
+
+    /// A relative certificate path is taken from the config file's directory (as auth_file is).
+    func testRelativePathsResolveAgainstConfigDirectory() throws {
+        _ = try makeCert("rel")
+        let c = try Config.parse(text: "[pgbouncer]\nclient_tls_sslmode = require\nclient_tls_key_file = rel.key\n"
+                                 + "client_tls_cert_file = rel.crt\n", file: dir + "/pgswift.ini")
+        XCTAssertEqual(c.clientTLS.keyFile, dir + "/rel.key")
+        XCTAssertNoThrow(try c.validateTLS())
+    }
+}
