@@ -13,10 +13,14 @@ struct ReexecState: Equatable, Sendable {
         var generation: UInt32
         var restarts: Int32
         var startedAt: Int64
+        /// Its word in the shared client count (ClientCounter); -1: its slot.
+        var counterWord: Int = -1
     }
     /// tcp[slot] as in `Listeners`.
     var tcp: [[Int32]] = []
     var unix: Int32 = -1
+    /// The shared client count's memory file (-1: none).
+    var counter: Int32 = -1
     var workers: [Process] = []
     /// Replaced workers still draining.
     var retired: [Process] = []
@@ -30,13 +34,13 @@ struct ReexecState: Equatable, Sendable {
     /// One line of space-separated `key=value` fields; numbers only, so no quoting is needed.
     func encode() -> String {
         func list(_ ps: [Process]) -> String {
-            ps.isEmpty ? "-" : ps.map { "\($0.slot):\($0.pid):\($0.controlFD):\($0.generation):\($0.restarts):\($0.startedAt)" }
+            ps.isEmpty ? "-" : ps.map { "\($0.slot):\($0.pid):\($0.controlFD):\($0.generation):\($0.restarts):\($0.startedAt):\($0.counterWord)" }
                 .joined(separator: ",")
         }
         // tcp=<slots>/<slot 0's fds>/<slot 1's fds>...; "-" for a slot without TCP sockets.
         let tcpText = ([String(tcp.count)] + tcp.map { $0.isEmpty ? "-" : $0.map(String.init).joined(separator: ",") })
             .joined(separator: "/")
-        return "v1 paused=\(paused ? 1 : 0) request=\(requesterPid):\(requestID) unix=\(unix) tcp=\(tcpText) workers=\(list(workers)) retired=\(list(retired))"
+        return "v1 paused=\(paused ? 1 : 0) request=\(requesterPid):\(requestID) unix=\(unix) counter=\(counter) tcp=\(tcpText) workers=\(list(workers)) retired=\(list(retired))"
     }
 
     static func decode(_ text: String) -> ReexecState? {
@@ -53,10 +57,17 @@ struct ReexecState: Equatable, Sendable {
             var out: [Process] = []
             for item in s.split(separator: ",") {
                 let p = item.split(separator: ":").map(String.init)
-                guard p.count == 6, let slot = Int(p[0]), let pid = Int32(p[1]), let fd = Int32(p[2]),
+                // A seventh field (the client-count word) is absent in states written before it existed.
+                guard p.count == 6 || p.count == 7, let slot = Int(p[0]), let pid = Int32(p[1]), let fd = Int32(p[2]),
                       let gen = UInt32(p[3]), let restarts = Int32(p[4]), let started = Int64(p[5]),
                       slot >= 0, pid > 0, fd >= 0 else { return nil }
-                out.append(Process(slot: slot, pid: pid, controlFD: fd, generation: gen, restarts: restarts, startedAt: started))
+                var word = -1
+                if p.count == 7 {
+                    guard let w = Int(p[6]), w >= -1 else { return nil }
+                    word = w
+                }
+                out.append(Process(slot: slot, pid: pid, controlFD: fd, generation: gen, restarts: restarts, startedAt: started,
+                                   counterWord: word))
             }
             return out
         }
@@ -69,6 +80,10 @@ struct ReexecState: Equatable, Sendable {
         s.requesterPid = rp
         s.requestID = rid
         s.unix = unix
+        if let c = kv["counter"] {
+            guard let fd = Int32(c), fd >= -1 else { return nil }
+            s.counter = fd
+        }
         let parts = tcp.split(separator: "/", omittingEmptySubsequences: false)
         guard let count = parts.first.flatMap({ Int($0) }), count == parts.count - 1 else { return nil }
         for slotText in parts.dropFirst() {
@@ -84,7 +99,8 @@ struct ReexecState: Equatable, Sendable {
 
     /// Every descriptor the new image inherits.
     var descriptors: [Int32] {
-        tcp.flatMap { $0 } + (unix >= 0 ? [unix] : []) + workers.map(\.controlFD) + retired.map(\.controlFD)
+        tcp.flatMap { $0 } + (unix >= 0 ? [unix] : []) + (counter >= 0 ? [counter] : [])
+            + workers.map(\.controlFD) + retired.map(\.controlFD)
     }
 }
 
@@ -147,8 +163,9 @@ extension Supervisor {
         func describe(_ p: WorkerSlot) -> ReexecState.Process? {
             guard p.pid != 0, let fd = p.channel?.fd else { return nil }
             return .init(slot: p.index, pid: p.pid, controlFD: fd, generation: p.generation, restarts: p.restarts,
-                         startedAt: p.startedAt)
+                         startedAt: p.startedAt, counterWord: p.counterWord)
         }
+        state.counter = limits.counter?.fd ?? -1
         state.workers = slots.compactMap(describe)
         state.retired = upgrade.retired.compactMap { describe($0.process) }
         if let requester, requester.pid != 0 {
@@ -207,6 +224,15 @@ extension Supervisor {
     /// Takes over the previous image's workers; the UPGRADE it was answering continues with the roll.
     func adopt(_ state: ReexecState) {
         paused = state.paused
+        if state.counter >= 0 {
+            // The workers hold this memory file: the count must stay the one they update.
+            try? Posix.setCloseOnExec(state.counter, true)
+            do throws(SyscallError) {
+                limits.counter = try ClientCounter.map(state.counter)
+            } catch {
+                log.error("cannot map the inherited client count (\(error)); max_client_conn applies per worker until a restart")
+            }
+        }
         let now = Clock.monotonicNanos()
         func make(_ p: ReexecState.Process) -> WorkerSlot {
             try? Posix.setCloseOnExec(p.controlFD, true)
@@ -218,6 +244,7 @@ extension Supervisor {
             w.ready = true
             w.lastReportAt = now
             w.channel = ControlChannel(fd: p.controlFD)
+            if p.counterWord >= 0 { w.counterWord = p.counterWord }
             return w
         }
         var retired = state.retired.map(make)

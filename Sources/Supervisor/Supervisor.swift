@@ -84,6 +84,8 @@ final class Supervisor {
     var systemdState = SystemdState()
     /// Our own binary's path as it was at start: UPGRADE re-executes whatever is at that path now.
     var supervisorExecutable = "/usr/bin/pgswift"
+    /// Connection-limit shares, the shared client count, per-database admin state (ServiceLimits.swift).
+    var limits: SupervisorLimits
     /// Backend health checks and host-name lookups (HealthCheck.swift).
     var healthState = HealthCheckState()
 
@@ -100,6 +102,7 @@ final class Supervisor {
         self.listeners = listeners
         self.slots = (0..<max(1, config.workers)).map { WorkerSlot(index: $0) }
         self.quotas = PoolQuotas(workers: max(1, config.workers))
+        self.limits = SupervisorLimits(workers: max(1, config.workers))
         self.systemd = Systemd()
         self.statsState = SupervisorStatsState(now: Clock.monotonicNanos(), statsPeriod: config.statsPeriod)
     }
@@ -222,6 +225,7 @@ final class Supervisor {
 
     func run() -> Int32 {
         let now = Clock.monotonicNanos()
+        setUpClientCounter()
         for slot in slots where slot.pid == 0 { spawn(slot, now: now) }
         openMetrics()
         resumeUpgradeAfterReexec()
@@ -253,6 +257,7 @@ final class Supervisor {
             runTimers(now: Clock.monotonicNanos())
             runStatsTimers(now: Clock.monotonicNanos())
             updateSystemdStatus(now: Clock.monotonicNanos())
+            runLimitsTimers(now: Clock.monotonicNanos())
             runHealthTimers(now: Clock.monotonicNanos())
             updateChannelInterest()
         }
@@ -274,6 +279,7 @@ final class Supervisor {
         if systemd.watchdogIntervalNanos > 0 { next = min(next, nextWatchdog) }
         next = min(next, statsTimeout(now: now))
         next = min(next, upgradeNextDeadline())
+        next = min(next, limitsTimeout(now: now))
         next = min(next, healthTimeout(now: now))
         if next == .max { return -1 }
         let wait = next - now
@@ -320,11 +326,12 @@ final class Supervisor {
         let (mine, theirs) = pair
         let arguments = WorkerLaunch.arguments(configPath: configPath, slot: slot.index,
                                                tcpCount: listeners.addresses.count, hasUnix: listeners.unix >= 0,
-                                               verbosity: options.verbosity, respawned: slot.generation > 0)
+                                               verbosity: options.verbosity, respawned: slot.generation > 0,
+                                               clientsFD: limits.counter != nil, clientsWord: slot.counterWord)
         let pid: Int32
         do throws(SyscallError) {
             pid = try Posix.spawn(path: workerBinary, arguments: arguments, environment: Posix.environment(),
-                                  fds: listeners.fds(forSlot: slot.index) + [theirs])
+                                  fds: listeners.fds(forSlot: slot.index) + [theirs] + (limits.counter.map { [$0.fd] } ?? []))
         } catch {
             Posix.close(mine)
             Posix.close(theirs)
@@ -353,6 +360,7 @@ final class Supervisor {
         log.info("worker \(slot.index) started (pid \(pid))")
         if paused { slot.send(.pause) }
         sendQuotas(quotas.workerStarted(slot: slot.index))
+        limitsWorkerStarted(slot)
         sendHealth(to: slot)
     }
 
@@ -386,6 +394,7 @@ final class Supervisor {
             slot.clients = 0
             slot.servers = 0
             sendQuotas(quotas.workerGone(slot: slot.index, now: now))
+            limitsWorkerGone(slot.index, counterWord: slot.counterWord)
             if stopping != nil {
                 log.info("worker \(slot.index) (pid \(pid)) \(status)")
                 continue
@@ -449,9 +458,12 @@ final class Supervisor {
             let key = PoolQuotaKey(database: database, user: user)
             sendQuotas(quotas.report(slot: slot.index, key: key, size: poolSize(key), servers: Int(servers),
                                      idle: Int(idle), waiting: Int(waiting), seq: seq, now: Clock.monotonicNanos()))
+            updateWarmShares(key)
+        case .limitsFromWorker(let m):
+            handleLimitsReport(m, from: slot)
         case .backendFailed(let host, let port, let reason):
             healthBackendFailed(host: host, port: Int(port), reason: reason)
-        case .shutdown, .reload, .pause, .resume, .cancel, .statsToWorker, .quota, .backendState, .drain:
+        case .shutdown, .reload, .pause, .resume, .cancel, .statsToWorker, .quota, .backendState, .drain, .limitsToWorker:
             log.warning("worker \(slot.index) sent a supervisor-only message: \(message)")
         }
     }
@@ -550,6 +562,7 @@ final class Supervisor {
             }
             broadcast(.reload)
             sendQuotas(quotas.resizeAll(size: poolSize))
+            limitsReloaded()
             reconfigureHealthChecks(now: Clock.monotonicNanos())
             reloadError = nil
             return true

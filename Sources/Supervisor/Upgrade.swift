@@ -135,15 +135,19 @@ extension Supervisor {
             throw error
         }
         let listenFDs = listeners.fds(forSlot: old.index)
-        // Descriptors land on 3, 4, ...: listeners, control socket, then the handoff socket.
+        // The old process keeps its word of the client count until it exits; the new one takes the other.
+        let word = old.counterWord == old.index ? old.index + slots.count : old.index
+        let counterFDs = limits.counter.map { [$0.fd] } ?? []
+        // Descriptors land on 3, 4, ...: listeners, control socket, the client count, then the handoff socket.
         let arguments = WorkerLaunch.arguments(configPath: configPath, slot: old.index,
                                                tcpCount: listeners.addresses.count, hasUnix: listeners.unix >= 0,
-                                               verbosity: options.verbosity, respawned: true)
-            + ["--handoff-fd", String(3 + listenFDs.count + 1)]
+                                               verbosity: options.verbosity, respawned: true,
+                                               clientsFD: !counterFDs.isEmpty, clientsWord: word)
+            + ["--handoff-fd", String(3 + listenFDs.count + 1 + counterFDs.count)]
         let pid: Int32
         do throws(SyscallError) {
             pid = try Posix.spawn(path: currentWorkerBinary(), arguments: arguments, environment: Posix.environment(),
-                                  fds: listenFDs + [theirs, handoff.1])
+                                  fds: listenFDs + [theirs] + counterFDs + [handoff.1])
         } catch {
             for fd in [mine, theirs, handoff.0, handoff.1] { Posix.close(fd) }
             throw error
@@ -151,6 +155,7 @@ extension Supervisor {
         Posix.close(theirs)
         Posix.close(handoff.1)
         let fresh = WorkerSlot(index: old.index)
+        fresh.counterWord = word
         fresh.generation = old.generation &+ UpgradeState.generationStride
         fresh.pid = pid
         fresh.startedAt = now
@@ -296,11 +301,13 @@ extension Supervisor {
         }
         if let fresh = upgrade.roll?.fresh, fresh.pid == pid {
             fresh.pid = 0
+            reclaimClientPlaces(slot: fresh.index, counterWord: fresh.counterWord)
             failSlot(fresh.index, newPid: pid, because: "the new worker (pid \(pid)) \(status) before it was ready")
             return true
         }
         if let i = upgrade.retired.firstIndex(where: { $0.process.pid == pid }) {
             let r = upgrade.retired.remove(at: i)
+            reclaimClientPlaces(slot: r.process.index, counterWord: r.process.counterWord)
             closeChannel(r.process)
             forgetAdminKey(r.process)
             r.process.pid = 0

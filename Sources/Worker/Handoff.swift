@@ -230,6 +230,7 @@ extension Worker {
     /// Takes over a client from the predecessor: same state, same cancel key, its unprocessed bytes.
     func adopt(_ state: HandoffClient, fd: Int32) {
         let ci = clients.allocate()
+        clientAdopted()
         nextClientID &+= 1
         clients[ci].fd = fd
         clients[ci].id = nextClientID

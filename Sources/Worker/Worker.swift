@@ -52,6 +52,10 @@ struct WorkerOptions {
     var respawned = false
     /// Started by a rolling restart: the predecessor's clients arrive on this socket (Handoff.swift).
     var handoffFD: Int32 = -1
+    /// The supervisor's shared client count (ClientCounter), or -1.
+    var clientsFD: Int32 = -1
+    /// This process's word in the shared client count (-1: its slot).
+    var clientsWord: Int = -1
 }
 
 final class Worker {
@@ -120,6 +124,8 @@ final class Worker {
     /// Rolling restarts: clients handed to a successor or adopted from a predecessor (Handoff.swift).
     var handoff = WorkerHandoff()
     let initialHandoffFD: Int32
+    /// Service-wide connection limits and per-database admin state (ServiceLimits.swift).
+    var limits = WorkerLimits()
     /// auth_query lookups in flight, their cache, and the secrets they gave pools (AuthQuery.swift).
     var authQuery = AuthQueryState()
     /// Backend host states and addresses from the supervisor (BackendHealth.swift).
@@ -143,6 +149,8 @@ final class Worker {
         quotas.workers = max(1, config.workers)
         quotas.respawned = options.respawned
         initialHandoffFD = options.handoffFD
+        if options.clientsFD >= 0 { limits.counter = try ClientCounter.map(options.clientsFD) }
+        limits.counterWord = options.clientsWord >= 0 ? options.clientsWord : Int(options.slot)
         maxPacket = max(config.maxPacketSize, 1024)
         // PostgreSQL's own cap for a single message is 1 GB; a larger limit only invites an OOM.
         maxPacket = min(maxPacket, 0x3FFF_FFFF)
@@ -230,7 +238,7 @@ final class Worker {
             }
             let isUnix = peer.family == AF_UNIX
             if !isUnix { Sockets.tuneTCP(fd, keepalive: config.tcpKeepalive) }
-            if clients.used >= config.maxClientConn {
+            if !admitClient() {
                 rejectEarly(fd, code: SQLState.tooManyConnections,
                             message: "no more connections allowed (max_client_conn)")
                 continue
@@ -330,6 +338,8 @@ final class Worker {
             handleStatsChunk(chunk)
         case .quota(let database, let user, let quota, let seq):
             applyQuota(database: database, user: user, quota: Int(quota), seq: seq)
+        case .limitsToWorker(let m):
+            handleLimits(m)
         case .backendState(let host, let port, let flags, let addresses):
             applyBackendState(host: host, port: Int(port), flags: flags, addresses: addresses)
         default:
