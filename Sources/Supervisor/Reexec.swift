@@ -21,6 +21,9 @@ struct ReexecState: Equatable, Sendable {
     var unix: Int32 = -1
     /// The shared client count's memory file (-1: none).
     var counter: Int32 = -1
+    /// Databases paused (PAUSE db, KILL db) or disabled (DISABLE db) one by one.
+    var pausedDBs: [String] = []
+    var disabledDBs: [String] = []
     var workers: [Process] = []
     /// Replaced workers still draining.
     var retired: [Process] = []
@@ -40,7 +43,42 @@ struct ReexecState: Equatable, Sendable {
         // tcp=<slots>/<slot 0's fds>/<slot 1's fds>...; "-" for a slot without TCP sockets.
         let tcpText = ([String(tcp.count)] + tcp.map { $0.isEmpty ? "-" : $0.map(String.init).joined(separator: ",") })
             .joined(separator: "/")
-        return "v1 paused=\(paused ? 1 : 0) request=\(requesterPid):\(requestID) unix=\(unix) counter=\(counter) tcp=\(tcpText) workers=\(list(workers)) retired=\(list(retired))"
+        return "v1 paused=\(paused ? 1 : 0) request=\(requesterPid):\(requestID) unix=\(unix) counter=\(counter) pausedDBs=\(Self.names(pausedDBs)) disabledDBs=\(Self.names(disabledDBs)) tcp=\(tcpText) workers=\(list(workers)) retired=\(list(retired))"
+    }
+
+    /// Names as hex of their UTF-8 bytes, comma-separated ("-": none), so the line stays free of quoting.
+    static func names(_ list: [String]) -> String {
+        if list.isEmpty { return "-" }
+        let digits = Array("0123456789abcdef")
+        return list.map { name in
+            String(name.utf8.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 15)]] })
+        }.joined(separator: ",")
+    }
+
+    static func decodeNames(_ text: String) -> [String]? {
+        if text == "-" { return [] }
+        var out: [String] = []
+        for item in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let chars = Array(item.utf8)
+            guard !chars.isEmpty, chars.count % 2 == 0 else { return nil }
+            var bytes: [UInt8] = []
+            var i = 0
+            while i < chars.count {
+                guard let hi = hexValue(chars[i]), let lo = hexValue(chars[i + 1]) else { return nil }
+                bytes.append(hi << 4 | lo)
+                i += 2
+            }
+            out.append(String(decoding: bytes, as: UTF8.self))
+        }
+        return out
+    }
+
+    private static func hexValue(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+        default: return nil
+        }
     }
 
     static func decode(_ text: String) -> ReexecState? {
@@ -80,6 +118,14 @@ struct ReexecState: Equatable, Sendable {
         s.requesterPid = rp
         s.requestID = rid
         s.unix = unix
+        if let p = kv["pausedDBs"] {
+            guard let names = decodeNames(p) else { return nil }
+            s.pausedDBs = names
+        }
+        if let d = kv["disabledDBs"] {
+            guard let names = decodeNames(d) else { return nil }
+            s.disabledDBs = names
+        }
         if let c = kv["counter"] {
             guard let fd = Int32(c), fd >= -1 else { return nil }
             s.counter = fd
@@ -166,6 +212,8 @@ extension Supervisor {
                          startedAt: p.startedAt, counterWord: p.counterWord)
         }
         state.counter = limits.counter?.fd ?? -1
+        state.pausedDBs = limits.pausedDBs.sorted()
+        state.disabledDBs = limits.disabledDBs.sorted()
         state.workers = slots.compactMap(describe)
         state.retired = upgrade.retired.compactMap { describe($0.process) }
         if let requester, requester.pid != 0 {
@@ -224,6 +272,8 @@ extension Supervisor {
     /// Takes over the previous image's workers; the UPGRADE it was answering continues with the roll.
     func adopt(_ state: ReexecState) {
         paused = state.paused
+        limits.pausedDBs = Set(state.pausedDBs)
+        limits.disabledDBs = Set(state.disabledDBs)
         if state.counter >= 0 {
             // The workers hold this memory file: the count must stay the one they update.
             try? Posix.setCloseOnExec(state.counter, true)

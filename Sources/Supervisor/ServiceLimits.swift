@@ -62,11 +62,17 @@ extension Supervisor {
     /// A new process in `slot`: its group shares and the per-database state it must honour.
     func limitsWorkerStarted(_ slot: WorkerSlot) {
         sendGroupQuotas(limits.groups.workerStarted(slot: slot.index))
-        for db in limits.pausedDBs.sorted() { slot.send(.limitsToWorker(.database(.pause, database: db, requestID: 0))) }
-        for db in limits.disabledDBs.sorted() { slot.send(.limitsToWorker(.database(.disable, database: db, requestID: 0))) }
+        sendDatabaseStates(to: slot)
         for (key, shares) in limits.warmSent where shares[slot.index] > 0 {
             slot.send(.limitsToWorker(.warm(database: key.database, user: key.user, count: Int32(shares[slot.index]))))
         }
+    }
+
+    /// Paused and disabled databases, for a process that starts (also a roll's new process before it
+    /// becomes its slot's worker, so it never serves a database that should be paused).
+    func sendDatabaseStates(to slot: WorkerSlot) {
+        for db in limits.pausedDBs.sorted() { slot.send(.limitsToWorker(.database(.pause, database: db, requestID: 0))) }
+        for db in limits.disabledDBs.sorted() { slot.send(.limitsToWorker(.database(.disable, database: db, requestID: 0))) }
     }
 
     /// A process exited: its clients' places in the shared count, its group shares, its probes.

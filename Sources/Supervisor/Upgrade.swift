@@ -168,6 +168,7 @@ extension Supervisor {
         }
         if paused { fresh.send(.pause) }
         sendHealth(to: fresh)
+        sendDatabaseStates(to: fresh)
         return (fresh, handoff.0)
     }
 
@@ -182,6 +183,8 @@ extension Supervisor {
         slots[index] = fresh
         old.respawnAt = nil
         sendQuotas(quotas.workerStarted(slot: index))
+        // Connection-limit shares, paused/disabled databases and warm-up parts, now that it is the slot's.
+        limitsWorkerStarted(fresh)
         let now = Clock.monotonicNanos()
         var result = "ok"
         if old.pid != 0 {

@@ -311,6 +311,30 @@ final class ServiceLimitsE2ETests: XCTestCase {
         }
     }
 
+    /// DISABLE db survives `pgswift upgrade` (supervisor re-exec, then new workers): the new processes
+    /// refuse the database too, and ENABLE afterwards reaches them.
+    func testDisabledDatabaseStaysDisabledAcrossUpgrade() throws {
+        let pg = try PostgresServer.shared()
+        let px = try Pgswift.start(adminSettings(pg))
+        defer { px.stop() }
+        let a = try admin(px)
+        _ = try a.show("DISABLE testdb")
+        a.close()
+        let before = Set(px.workerPids())
+        let cli = try UpgradeFixtures.upgradeCLI(px)
+        XCTAssertTrue(cli.succeeded, "\(cli)")
+        XCTAssertTrue(waitUntil(timeout: 60, poll: 0.2) { Set(px.workerPids()).isDisjoint(with: before) })
+        for _ in 0..<6 {
+            XCTAssertThrowsError(try WireClient.connect(port: px.port, user: "u_trust", database: "testdb")) { e in
+                XCTAssertEqual((e as? WireServerError)?.fields.message, "database does not allow connections: testdb")
+            }
+        }
+        let b = try admin(px)
+        defer { b.close() }
+        _ = try b.show("ENABLE testdb")
+        for _ in 0..<6 { try WireClient.connect(port: px.port, user: "u_trust", database: "testdb").close() }
+    }
+
     func testReconnectAndWaitClose() throws {
         let pg = try PostgresServer.shared()
         XCTAssertTrue(waitUntil(timeout: 30, poll: 0.1) { (try? pg.countBackends(user: "u_trust", db: "testdb")) == 0 })

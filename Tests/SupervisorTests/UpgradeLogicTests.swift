@@ -28,12 +28,16 @@ final class ReexecStateTests: XCTestCase {
                      .init(slot: 1, pid: 101, controlFD: 11, generation: 65_537, restarts: 0, startedAt: 5)]
         s.retired = [.init(slot: 1, pid: 99, controlFD: 12, generation: 1, restarts: 0, startedAt: 1, counterWord: 3)]
         s.counter = 13
+        s.pausedDBs = ["app", "dé jà"]
+        s.disabledDBs = ["x,y=z"]
         XCTAssertEqual(ReexecState.decode(s.encode()), s)
         XCTAssertEqual(Set(s.descriptors), [5, 6, 7, 8, 9, 10, 11, 12, 13])
         // A state written by an image that knew no client count: no counter, words default to the slot.
         let old = ReexecState.decode("v1 paused=0 request=0:0 unix=-1 tcp=1/5 workers=0:100:10:3:1:7 retired=-")
         XCTAssertEqual(old?.counter, -1)
         XCTAssertEqual(old?.workers.first?.counterWord, -1)
+        XCTAssertEqual(old?.pausedDBs, [])
+        XCTAssertNil(ReexecState.decode("v1 paused=0 request=0:0 unix=-1 pausedDBs=6g tcp=1/5 workers=- retired=-"))
         let empty = ReexecState()
         XCTAssertEqual(ReexecState.decode(empty.encode()), empty)
         var unixOnly = ReexecState()
