@@ -18,6 +18,7 @@ extension Supervisor {
             return
         }
         var out = OutBuffer(capacity: 1024)
+        defer { out.deallocate() }
         switch command {
         case .show(let target):
             switch target {
