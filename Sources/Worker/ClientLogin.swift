@@ -195,11 +195,12 @@ extension Worker {
                 }
                 // On TLS, -PLUS (tls-server-end-point channel binding) is offered first, as PostgreSQL does.
                 let binding = scramChannelBinding(ci)
-                info.auth = .scram(ScramServerExchange(secret: s, channelBinding: binding), sawClientFirst: false)
+                info.auth = .scram(ScramServerExchange(secret: s, nonceBytes: random.bytes(ScramServerExchange.rawNonceLength),
+                                                        channelBinding: binding), sawClientFirst: false)
                 Backend.authenticationSASL(into: &scratch, mechanisms: binding == nil ? ["SCRAM-SHA-256"]
                                            : ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"])
             } else {
-                let salt = Crypto.randomBytes(4)
+                let salt = random.bytes(4)
                 info.auth = secret.map { .md5(salt: salt, secret: $0) } ?? .failing
                 Backend.authenticationMD5Password(into: &scratch, salt: salt)
             }

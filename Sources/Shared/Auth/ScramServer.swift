@@ -3,6 +3,8 @@
 public struct ScramServerExchange {
     public static let mechanism = "SCRAM-SHA-256"
     public static let mechanismPlus = "SCRAM-SHA-256-PLUS"
+    /// Random bytes a server nonce is made of (base64-encoded), for callers that supply their own.
+    public static let rawNonceLength = ScramText.rawNonceLength
 
     private enum Phase { case awaitingClientFirst, awaitingClientFinal, succeeded, failed }
 
