@@ -130,7 +130,7 @@ final class Worker {
         log = Logger(who: "w\(options.slot)", minimumLevel: options.verbose > 0 || config.verbose > 0 ? .debug : .log)
         if let lf = config.logfile, !lf.isEmpty { _ = log.openLogFile(lf) }
         epoll = try Epoll(capacity: 512)
-        clients = Table(capacity: min(max(config.maxClientConn + 16, 64), 100_000))
+        clients = Table(capacity: 256, growthTarget: min(max(config.maxClientConn + 16, 64), 100_000))
         servers = Table(capacity: 64)
         buffers = BufferPool(size: 32 * 1024)
         tracked = TrackedParams(extra: config.trackExtraParameters)
