@@ -336,14 +336,16 @@ extension Worker {
         let p = Int(clients[ci].pool)
         scratch.clear()
         Backend.authenticationOk(into: &scratch)
-        for (name, value) in pools[p].welcome ?? [] {
-            var v = value
-            if let t = tracked.index(of: name), let own = info.params.values[t] { v = own }
-            Backend.parameterStatus(into: &scratch, name: name, value: v)
+        if let welcome = pools[p].welcome {
+            for i in 0..<welcome.count {
+                let t = pools[p].welcomeTrackedIndex[i]
+                let v = t >= 0 ? info.params.values[t] ?? welcome[i].1 : welcome[i].1
+                Backend.parameterStatus(into: &scratch, name: welcome[i].0, value: v)
+            }
         }
         // Tracked parameters the server did not report still echo the client's own values.
         for (t, name) in tracked.names.enumerated() {
-            if let own = info.params.values[t], !(pools[p].welcome ?? []).contains(where: { $0.0 == name }) {
+            if let own = info.params.values[t], welcomeValue(p, t) == nil {
                 Backend.parameterStatus(into: &scratch, name: name, value: own)
             }
         }
