@@ -27,6 +27,27 @@ public enum Crypto {
         }
     }
 
+    /// An HMAC-SHA-256 key with its padded blocks already hashed (`pgs_hmac_sha256_prepare`): 16 words.
+    public static func hmacSHA256Prepare(key: [UInt8]) -> [UInt32] {
+        [UInt32](unsafeUninitializedCapacity: 16) { out, n in
+            key.withUnsafeBufferPointer { pgs_hmac_sha256_prepare($0.baseAddress, $0.count, out.baseAddress) }
+            n = 16
+        }
+    }
+
+    /// HMAC-SHA-256 with a key from `hmacSHA256Prepare`: the same result as `hmacSHA256(key:data:)`.
+    public static func hmacSHA256(prepared: [UInt32], data: [UInt8]) -> [UInt8] {
+        precondition(prepared.count == 16, "prepared HMAC key must be 16 words")
+        return [UInt8](unsafeUninitializedCapacity: sha256Length) { out, n in
+            prepared.withUnsafeBufferPointer { st in
+                data.withUnsafeBytes { d in
+                    pgs_hmac_sha256_prepared(st.baseAddress, d.baseAddress, d.count, out.baseAddress)
+                }
+            }
+            n = sha256Length
+        }
+    }
+
     /// PBKDF2-HMAC-SHA-256 with a 32-byte output (SCRAM's Hi() function).
     public static func pbkdf2SHA256(password: [UInt8], salt: [UInt8], iterations: Int) -> [UInt8] {
         precondition(iterations >= 1 && iterations <= Int(Int32.max), "PBKDF2 iteration count out of range")

@@ -159,12 +159,12 @@ public struct ScramServerExchange {
         let withoutProof = data[0..<(proofAttributeStart - 1)]
         let authMessage = ScramText.authMessage(clientFirstBare, serverFirst, withoutProof)
 
-        let clientSignature = Crypto.hmacSHA256(key: secret.storedKey, data: authMessage)
+        let clientSignature = Crypto.hmacSHA256(prepared: secret.storedKeyHMAC, data: authMessage)
         let key = ScramText.xor(proof, clientSignature)
         guard Crypto.constantTimeEqual(Crypto.sha256(key), secret.storedKey) else {
             return fail("SCRAM client proof does not match the stored secret (wrong password)")
         }
-        let serverSignature = Crypto.hmacSHA256(key: secret.serverKey, data: authMessage)
+        let serverSignature = Crypto.hmacSHA256(prepared: secret.serverKeyHMAC, data: authMessage)
         clientKey = key
         phase = .succeeded
         var final = Array("v=".utf8)
