@@ -15,7 +15,7 @@ bindir=$(cd "$1" && pwd)
 mkdir -p "$2"
 outdir=$(cd "$2" && pwd)
 
-upstream=$(sed -n 's/.*static let string = "\([^"]*\)".*/\1/p' "$root/Sources/Shared/Util/Version.swift")
+upstream=$(sed -n 's/.*"pgswift-version=\([^"]*\)".*/\1/p' "$root/Sources/Shared/Util/Version.swift")
 [ -n "$upstream" ] || { echo "build-deb.sh: no version found in Version.swift" >&2; exit 1; }
 version=${DEB_VERSION:-$upstream-1}
 arch=$(dpkg --print-architecture)

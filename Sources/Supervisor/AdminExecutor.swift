@@ -17,6 +17,8 @@ extension Supervisor {
             replyError(slot: slot, requestID: id, .adminAccessNeeded)
             return
         }
+        // Per-database commands and the service-wide ones built on them (ServiceLimits.swift).
+        if executeDatabaseAdmin(command, slot: slot, requestID: id) { return }
         var out = OutBuffer(capacity: 1024)
         defer { out.deallocate() }
         switch command {
@@ -44,7 +46,7 @@ extension Supervisor {
         case .setFakeParameter:
             AdminResults.fakeSet(into: &out)
         case .pause(let db):
-            // Pausing is service-wide: PAUSE <db> pauses every database (per-database pause is not implemented).
+            // PAUSE <db> is handled in ServiceLimits.swift; here db is nil.
             if let e = checkDatabaseArgument(db, verb: "pause") { return replyError(slot: slot, requestID: id, e) }
             if paused { return replyError(slot: slot, requestID: id, .alreadyPaused) }
             paused = true
@@ -71,6 +73,10 @@ extension Supervisor {
             } else {
                 AdminResults.error(reloadError ?? .reloadFailed, into: &out)
             }
+        case .upgrade:
+            // Answered when the roll has finished or stopped (Upgrade.swift).
+            if let requester = adminTarget(slot) { startUpgrade(requester: requester, requestID: id) }
+            return
         case .shutdown(let mode):
             AdminResults.done("SHUTDOWN", into: &out)
             replyAdmin(slot: slot, requestID: id, out)
@@ -126,7 +132,8 @@ extension Supervisor {
                 loadBalanceHosts: d.loadBalanceHosts.rawValue,
                 maxConnections: Int32(clamping: d.maxDBConnections ?? config.maxDBConnections),
                 currentConnections: pools.reduce(0) { $0 + servers($1) }, maxClientConnections: 0,
-                currentClientConnections: pools.reduce(0) { $0 + clients($1) }, paused: paused, disabled: false)
+                currentClientConnections: pools.reduce(0) { $0 + clients($1) },
+                paused: paused || limits.pausedDBs.contains(d.name), disabled: limits.disabledDBs.contains(d.name))
         }
         let admin = m.pools.filter { $0.database == "pgbouncer" }
         rows.append(AdminDatabaseRow(name: "pgbouncer", host: nil, port: Int32(config.listenPort), database: "pgbouncer",

@@ -11,6 +11,8 @@ struct SupervisorOptions: Equatable, Sendable {
 enum SupervisorCommand: Equatable, Sendable {
     case run(SupervisorOptions)
     case checkConfig(SupervisorOptions)
+    /// `pgswift upgrade [-c] CONFIG`: ask the running service for a rolling upgrade (UpgradeCLI.swift).
+    case upgrade(SupervisorOptions)
     case help
     case version
 }
@@ -28,6 +30,7 @@ enum Arguments {
     static let usage = """
         usage: pgswift [-v] [-q] CONFIG
                pgswift --check-config CONFIG
+               pgswift upgrade -c CONFIG
                pgswift --help | --version
 
         Runs the pooler in the foreground (under systemd use Type=notify).
@@ -41,10 +44,15 @@ enum Arguments {
         connections are released; SIGQUIT or a second SIGTERM/SIGINT exit now;
         SIGUSR1 pause; SIGUSR2 resume.
 
+        `pgswift upgrade -c CONFIG` asks the running service (over the admin Unix socket of CONFIG)
+        to replace every worker with one started from the binaries now on disk, without dropping
+        clients, and prints one line per worker slot; exit status 0 when every slot was replaced.
+
         """
 
     /// Parses the arguments after the program name.
     static func parse(_ args: [String]) throws(UsageError) -> SupervisorCommand {
+        if args.first == "upgrade" { return try parseUpgrade(Array(args.dropFirst())) }
         var verbosity = 0
         var quiet = false
         var check = false
@@ -96,6 +104,27 @@ enum Arguments {
         }
         let options = SupervisorOptions(configPath: path, verbosity: verbosity, quiet: quiet)
         return check ? .checkConfig(options) : .run(options)
+    }
+
+    /// `upgrade -c CONFIG` (or `upgrade CONFIG`).
+    static func parseUpgrade(_ args: [String]) throws(UsageError) -> SupervisorCommand {
+        var path: String?
+        var i = 0
+        while i < args.count {
+            let a = args[i]
+            if a == "-c" || a == "--config" {
+                guard i + 1 < args.count else { throw UsageError("-c needs a CONFIG file") }
+                path = args[i + 1]
+                i += 2
+                continue
+            }
+            if a.hasPrefix("-") { throw UsageError("unknown option \(a) for upgrade") }
+            if path != nil { throw UsageError("upgrade takes one CONFIG file") }
+            path = a
+            i += 1
+        }
+        guard let path, !path.isEmpty else { throw UsageError("upgrade needs -c CONFIG") }
+        return .upgrade(SupervisorOptions(configPath: path))
     }
 
     /// PgBouncer options that make no sense for pgswift get a reason rather than "unknown option".

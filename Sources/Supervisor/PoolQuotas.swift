@@ -7,20 +7,28 @@ struct PoolQuotaKey: Hashable, Sendable {
     var user: String
 }
 
-/// "Tell worker `slot` that its share of `key` is now `quota`" (a `ControlMessage.quota`).
-struct QuotaOrder: Equatable, Sendable {
+/// "Tell worker `slot` that its share of `key` is now `quota`" (a `ControlMessage.quota`, or a
+/// group quota for max_db_connections / max_user_connections).
+struct ShareOrder<Key: Hashable & Sendable>: Equatable, Sendable {
     var slot: Int
-    var key: PoolQuotaKey
+    var key: Key
     var quota: Int
     var seq: UInt32
 }
+
+typealias QuotaOrder = ShareOrder<PoolQuotaKey>
+/// Pool sizes (`pool_size`) split over the workers.
+typealias PoolQuotas = ShareQuotas<PoolQuotaKey>
+/// `max_db_connections` and `max_user_connections` split over the workers (ServiceLimits.swift).
+typealias GroupQuotas = ShareQuotas<LimitGroupKey>
 
 /// Invariant: for every pool, the sum of the workers' quotas never exceeds the pool size, so the
 /// server connections of all workers together never do either. A quota is only raised from size
 /// not handed out, or after the worker giving it up has confirmed (a report carrying the lowering's
 /// `seq` with no more servers than its new quota) that it is down to its new quota.
-/// Pure: driven by reports and the clock, it returns the messages to send.
-struct PoolQuotas {
+/// Pure: driven by reports and the clock, it returns the messages to send. The same algorithm splits
+/// pool sizes (key: pool) and database/user connection limits (key: limit group).
+struct ShareQuotas<Key: Hashable & Sendable> {
     struct Entry {
         var size: Int
         var quota: [Int]
@@ -43,9 +51,11 @@ struct PoolQuotas {
     let workers: Int
     /// False while a slot has no process (died, not respawned yet).
     private(set) var alive: [Bool]
-    private(set) var pools: [PoolQuotaKey: Entry] = [:]
+    private(set) var pools: [Key: Entry] = [:]
     /// At most one move per pool per interval, so quotas do not flap with every report.
-    static let moveIntervalNanos: Int64 = 150_000_000
+    static var moveIntervalNanos: Int64 { 150_000_000 }
+    /// How long a lowering may wait for a donor whose servers are all busy before it is cut back.
+    static var stuckLoweringNanos: Int64 { 300_000_000 }
 
     init(workers: Int) {
         self.workers = max(1, workers)
@@ -58,15 +68,15 @@ struct PoolQuotas {
         PoolShare.even(size: size, slot: slot, workers: workers)
     }
 
-    func quota(_ key: PoolQuotaKey, slot: Int) -> Int? { pools[key]?.quota[slot] }
+    func quota(_ key: Key, slot: Int) -> Int? { pools[key]?.quota[slot] }
 
     // MARK: Inputs
 
     /// A worker's report for a pool. `size` is the pool size from the supervisor's configuration.
-    mutating func report(slot: Int, key: PoolQuotaKey, size: Int, servers: Int, idle: Int, waiting: Int,
-                         seq: UInt32, now: Int64) -> [QuotaOrder] {
+    mutating func report(slot: Int, key: Key, size: Int, servers: Int, idle: Int, waiting: Int,
+                         seq: UInt32, now: Int64) -> [ShareOrder<Key>] {
         guard slot >= 0 && slot < workers else { return [] }
-        var orders: [QuotaOrder] = []
+        var orders: [ShareOrder<Key>] = []
         if pools[key] == nil {
             pools[key] = makeEntry(size: size)
             // A respawned worker starts from 0 for a pool it was never told about: tell everyone.
@@ -84,10 +94,10 @@ struct PoolQuotas {
     }
 
     /// A worker process exited: its connections are gone, so its whole quota may be given away.
-    mutating func workerGone(slot: Int, now: Int64) -> [QuotaOrder] {
+    mutating func workerGone(slot: Int, now: Int64) -> [ShareOrder<Key>] {
         guard slot >= 0 && slot < workers else { return [] }
         alive[slot] = false
-        var orders: [QuotaOrder] = []
+        var orders: [ShareOrder<Key>] = []
         for key in Array(pools.keys) {
             pools[key]!.servers[slot] = 0
             pools[key]!.idle[slot] = 0
@@ -98,10 +108,10 @@ struct PoolQuotas {
     }
 
     /// A new process in `slot`: its quota of every known pool (it starts from 0 for all of them).
-    mutating func workerStarted(slot: Int) -> [QuotaOrder] {
+    mutating func workerStarted(slot: Int) -> [ShareOrder<Key>] {
         guard slot >= 0 && slot < workers else { return [] }
         alive[slot] = true
-        var orders: [QuotaOrder] = []
+        var orders: [ShareOrder<Key>] = []
         for key in pools.keys {
             pools[key]!.seenSeq[slot] = 0
             pools[key]!.heard[slot] = false
@@ -111,8 +121,8 @@ struct PoolQuotas {
     }
 
     /// After a reload: pools whose size changed start again from the even split.
-    mutating func resizeAll(size: (PoolQuotaKey) -> Int) -> [QuotaOrder] {
-        var orders: [QuotaOrder] = []
+    mutating func resizeAll(size: (Key) -> Int) -> [ShareOrder<Key>] {
+        var orders: [ShareOrder<Key>] = []
         for key in Array(pools.keys) {
             let new = size(key)
             if new != pools[key]!.size { orders += resize(key, to: new) }
@@ -133,7 +143,7 @@ struct PoolQuotas {
     /// A changed pool size: the even split of the new size. Shrinking is safe (every worker also caps
     /// at the size from its own configuration); growing may briefly let a worker whose share grows
     /// launch before one whose share shrinks has closed its extra servers.
-    private mutating func resize(_ key: PoolQuotaKey, to size: Int) -> [QuotaOrder] {
+    private mutating func resize(_ key: Key, to size: Int) -> [ShareOrder<Key>] {
         let fresh = makeEntry(size: size)
         pools[key]!.size = size
         pools[key]!.quota = fresh.quota
@@ -141,23 +151,41 @@ struct PoolQuotas {
         return (0..<workers).filter { alive[$0] }.map { send(key, slot: $0) }
     }
 
-    private mutating func send(_ key: PoolQuotaKey, slot: Int) -> QuotaOrder {
+    private mutating func send(_ key: Key, slot: Int) -> ShareOrder<Key> {
         let seq = pools[key]!.nextSeq
         pools[key]!.nextSeq &+= 1
         pools[key]!.sentSeq[slot] = seq
-        return QuotaOrder(slot: slot, key: key, quota: pools[key]!.quota[slot], seq: seq)
+        return ShareOrder(slot: slot, key: key, quota: pools[key]!.quota[slot], seq: seq)
     }
 
     /// Finishes a confirmed lowering, or starts one move: a worker whose clients wait at its quota gets
     /// size nobody holds, else quota another worker holds idle or unused (lowered first, raised here
     /// only once that worker confirmed).
-    private mutating func rebalance(_ key: PoolQuotaKey, now: Int64) -> [QuotaOrder] {
+    private mutating func rebalance(_ key: Key, now: Int64) -> [ShareOrder<Key>] {
         guard var e = pools[key] else { return [] }
-        var orders: [QuotaOrder] = []
+        var orders: [ShareOrder<Key>] = []
         if let p = e.pending {
             let confirmed = !alive[p.donor]
                 || (e.seenSeq[p.donor] == e.sentSeq[p.donor] && e.servers[p.donor] <= e.quota[p.donor])
-            guard confirmed else { return [] }
+            if !confirmed {
+                // The donor applied the lowering but its servers are all in use (an idle one was taken
+                // between its report and the lowering; session clients may hold theirs for hours).
+                // After a while it keeps what it holds and only the rest moves: no deadlock, and the
+                // sum is unchanged (what the donor keeps back, the receiver does not get).
+                guard e.seenSeq[p.donor] == e.sentSeq[p.donor], e.idle[p.donor] == 0,
+                      now - e.lastMove >= Self.stuckLoweringNanos else { return [] }
+                let kept = min(p.amount, e.servers[p.donor] - e.quota[p.donor])
+                pools[key]!.quota[p.donor] += kept
+                pools[key]!.pending = nil
+                pools[key]!.lastMove = now
+                orders.append(send(key, slot: p.donor))
+                let rest = min(p.amount - kept, pools[key]!.size - pools[key]!.handedOut)
+                if alive[p.receiver] && rest > 0 {
+                    pools[key]!.quota[p.receiver] += rest
+                    orders.append(send(key, slot: p.receiver))
+                }
+                return orders
+            }
             e.pending = nil
             e.lastMove = now
             let room = e.size - e.handedOut

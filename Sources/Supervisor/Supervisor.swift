@@ -23,6 +23,8 @@ enum SupervisorMain {
             return checkConfig(options.configPath)
         case .run(let options):
             return Supervisor.start(options)
+        case .upgrade(let options):
+            return UpgradeCLI.run(configPath: options.configPath)
         }
     }
 
@@ -62,7 +64,8 @@ final class Supervisor {
     let epoll: Epoll
     let signals: SignalFD
     var listeners: Listeners
-    let slots: [WorkerSlot]
+    /// Each slot's current process (a rolling restart swaps in the new one: Upgrade.swift).
+    var slots: [WorkerSlot]
     let systemd: Systemd
     /// Set once a shutdown began: the strongest mode asked for so far.
     var stopping: ShutdownMode?
@@ -76,6 +79,13 @@ final class Supervisor {
     var reloadError: AdminError?
     /// Each worker's share of every pool (PoolQuotas.swift).
     var quotas: PoolQuotas
+    /// Rolling restart in progress and replaced workers still draining (Upgrade.swift).
+    var upgrade = UpgradeState()
+    var systemdState = SystemdState()
+    /// Our own binary's path as it was at start: UPGRADE re-executes whatever is at that path now.
+    var supervisorExecutable = "/usr/bin/pgswift"
+    /// Connection-limit shares, the shared client count, per-database admin state (ServiceLimits.swift).
+    var limits: SupervisorLimits
     /// Backend health checks and host-name lookups (HealthCheck.swift).
     var healthState = HealthCheckState()
 
@@ -92,6 +102,7 @@ final class Supervisor {
         self.listeners = listeners
         self.slots = (0..<max(1, config.workers)).map { WorkerSlot(index: $0) }
         self.quotas = PoolQuotas(workers: max(1, config.workers))
+        self.limits = SupervisorLimits(workers: max(1, config.workers))
         self.systemd = Systemd()
         self.statsState = SupervisorStatsState(now: Clock.monotonicNanos(), statsPeriod: config.statsPeriod)
     }
@@ -102,7 +113,7 @@ final class Supervisor {
     static func start(_ options: SupervisorOptions) -> Int32 {
         var log = Logger(who: "supervisor", minimumLevel: options.verbosity > 0 ? .debug : .log)
         let configPath = WorkerLaunch.absolutePath(options.configPath, currentDirectory: Files.currentDirectory() ?? "/")
-        let config: Config
+        var config: Config
         do throws(ConfigError) {
             config = try Config.load(path: configPath)
         } catch {
@@ -114,6 +125,14 @@ final class Supervisor {
             log.fatal("cannot open logfile \(path): \(Errno.current)")
             return 1
         }
+        // Set when a previous image of this process re-executed us for UPGRADE (Reexec.swift).
+        let reexec = takeReexecState(log: log)
+        if let reexec, reexec.tcp.count != config.workers {
+            // The listening sockets exist per slot: the slot count is one of the restart-only settings.
+            log.warning("changed workers: takes effect only after a restart (keeping \(reexec.tcp.count))")
+            config.workers = reexec.tcp.count
+        }
+        let executable = (Posix.executablePath() ?? CommandLine.arguments[0])
         let fileLimit = Posix.raiseOpenFilesLimit()
         log.info("pgswift \(PgswiftVersion.string) starting: config \(configPath), \(config.workers) workers, open files limit \(fileLimit)")
         for w in config.warnings { log.warning("\(w)") }
@@ -140,7 +159,7 @@ final class Supervisor {
             return 1
         }
 
-        if let path = config.pidfile, !path.isEmpty {
+        if reexec == nil, let path = config.pidfile, !path.isEmpty {
             if let pid = PidFile.livePID(at: path) {
                 log.fatal("pidfile \(path) names a running process (pid \(pid)): is pgswift already running?")
                 return 1
@@ -158,8 +177,10 @@ final class Supervisor {
         }
 
         let warnLog = log
-        let listeners: Listeners
-        do throws(StartupError) {
+        var listeners: Listeners
+        if let reexec {
+            listeners = adoptListeners(reexec, config: config)
+        } else { do throws(StartupError) {
             listeners = try Listeners.open(listenAddr: config.listenAddr, port: config.listenPort,
                                            unixSocketDir: config.unixSocketDir, unixSocketMode: config.unixSocketMode,
                                            backlog: config.listenBacklog, slots: config.workers,
@@ -167,7 +188,7 @@ final class Supervisor {
         } catch {
             log.fatal("\(error)")
             return abandon()
-        }
+        } }
         guard listeners.isOpen else {
             log.fatal("nothing to listen on: set listen_addr and/or unix_socket_dir")
             return abandon()
@@ -195,6 +216,8 @@ final class Supervisor {
         if options.quiet { Files.silenceStderr() }
         let supervisor = Supervisor(options: options, configPath: configPath, workerBinary: workerBinary,
                                     config: config, log: log, epoll: epoll, signals: signals, listeners: listeners)
+        supervisor.supervisorExecutable = executable.hasSuffix(" (deleted)") ? String(executable.dropLast(10)) : executable
+        if let reexec { supervisor.adopt(reexec) }
         return supervisor.run()
     }
 
@@ -202,12 +225,14 @@ final class Supervisor {
 
     func run() -> Int32 {
         let now = Clock.monotonicNanos()
-        for slot in slots { spawn(slot, now: now) }
+        setUpClientCounter()
+        for slot in slots where slot.pid == 0 { spawn(slot, now: now) }
         openMetrics()
+        resumeUpgradeAfterReexec()
         startHealthChecks(now: now)
         if systemd.watchdogIntervalNanos > 0 { nextWatchdog = now }
         var status: Int32 = 0
-        while !(stopping != nil && slots.allSatisfy({ $0.pid == 0 })) {
+        while !(stopping != nil && slots.allSatisfy({ $0.pid == 0 }) && upgrade.isIdle) {
             let n: Int
             do throws(SyscallError) {
                 n = try epoll.wait(timeoutMillis: timeoutMillis(now: Clock.monotonicNanos()))
@@ -231,6 +256,8 @@ final class Supervisor {
             }
             runTimers(now: Clock.monotonicNanos())
             runStatsTimers(now: Clock.monotonicNanos())
+            updateSystemdStatus(now: Clock.monotonicNanos())
+            runLimitsTimers(now: Clock.monotonicNanos())
             runHealthTimers(now: Clock.monotonicNanos())
             updateChannelInterest()
         }
@@ -251,6 +278,8 @@ final class Supervisor {
         if let t = killDeadline { next = min(next, t) }
         if systemd.watchdogIntervalNanos > 0 { next = min(next, nextWatchdog) }
         next = min(next, statsTimeout(now: now))
+        next = min(next, upgradeNextDeadline())
+        next = min(next, limitsTimeout(now: now))
         next = min(next, healthTimeout(now: now))
         if next == .max { return -1 }
         let wait = next - now
@@ -275,9 +304,11 @@ final class Supervisor {
             }
         }
         if systemd.watchdogIntervalNanos > 0 && now >= nextWatchdog {
-            systemd.watchdog()
+            // Only while every worker runs and reports (SystemdStatus.swift): else systemd's watchdog fires.
+            if workersHealthy || stopping != nil { systemd.watchdog() }
             nextWatchdog = now + systemd.watchdogIntervalNanos
         }
+        runUpgradeTimers(now: now)
     }
 
     // MARK: Workers
@@ -295,11 +326,12 @@ final class Supervisor {
         let (mine, theirs) = pair
         let arguments = WorkerLaunch.arguments(configPath: configPath, slot: slot.index,
                                                tcpCount: listeners.addresses.count, hasUnix: listeners.unix >= 0,
-                                               verbosity: options.verbosity, respawned: slot.generation > 0)
+                                               verbosity: options.verbosity, respawned: slot.generation > 0,
+                                               clientsFD: limits.counter != nil, clientsWord: slot.counterWord)
         let pid: Int32
         do throws(SyscallError) {
             pid = try Posix.spawn(path: workerBinary, arguments: arguments, environment: Posix.environment(),
-                                  fds: listeners.fds(forSlot: slot.index) + [theirs])
+                                  fds: listeners.fds(forSlot: slot.index) + [theirs] + (limits.counter.map { [$0.fd] } ?? []))
         } catch {
             Posix.close(mine)
             Posix.close(theirs)
@@ -328,6 +360,7 @@ final class Supervisor {
         log.info("worker \(slot.index) started (pid \(pid))")
         if paused { slot.send(.pause) }
         sendQuotas(quotas.workerStarted(slot: slot.index))
+        limitsWorkerStarted(slot)
         sendHealth(to: slot)
     }
 
@@ -347,6 +380,7 @@ final class Supervisor {
 
     func reapChildren() {
         while let (pid, status) = Posix.reapChild() {
+            if upgradeReaped(pid: pid, status: status) { continue }
             guard let slot = slots.first(where: { $0.pid == pid }) else {
                 log.debug("reaped process \(pid) (\(status))")
                 continue
@@ -360,6 +394,7 @@ final class Supervisor {
             slot.clients = 0
             slot.servers = 0
             sendQuotas(quotas.workerGone(slot: slot.index, now: now))
+            limitsWorkerGone(slot.index, counterWord: slot.counterWord)
             if stopping != nil {
                 log.info("worker \(slot.index) (pid \(pid)) \(status)")
                 continue
@@ -370,10 +405,9 @@ final class Supervisor {
     }
 
     func handleChannel(_ data: UInt64) {
-        let (index, generation) = WorkerSlot.decode(epollData: data)
-        guard index >= 0 && index < slots.count else { return }
-        let slot = slots[index]
-        guard slot.generation == generation else { return }
+        // A slot's worker, or a new / replaced one during a rolling restart (Upgrade.swift).
+        guard let slot = channelOwner(data) else { return }
+        let index = slot.index
         drainChannel(slot)
         // Bounded, so one chatty worker cannot starve the others (the fd stays readable: level-triggered).
         for _ in 0..<64 {
@@ -394,6 +428,7 @@ final class Supervisor {
     }
 
     func handle(_ message: ControlMessage, from slot: WorkerSlot) {
+        if upgradeIntercepts(message, from: slot) { return }
         switch message {
         case .ready(let reportedSlot, let pid):
             if Int(reportedSlot) != slot.index || pid != slot.pid {
@@ -411,6 +446,7 @@ final class Supervisor {
             if !slots[t].send(.cancel(processID: processID, secretKey: secretKey)) {
                 log.debug("cancel request for worker \(t) dropped: worker not reachable")
             }
+            forwardCancelToRetired(slot: t, processID: processID, secretKey: secretKey)
         case .heartbeat(let clients, let servers):
             slot.clients = clients
             slot.servers = servers
@@ -422,9 +458,12 @@ final class Supervisor {
             let key = PoolQuotaKey(database: database, user: user)
             sendQuotas(quotas.report(slot: slot.index, key: key, size: poolSize(key), servers: Int(servers),
                                      idle: Int(idle), waiting: Int(waiting), seq: seq, now: Clock.monotonicNanos()))
+            updateWarmShares(key)
+        case .limitsFromWorker(let m):
+            handleLimitsReport(m, from: slot)
         case .backendFailed(let host, let port, let reason):
             healthBackendFailed(host: host, port: Int(port), reason: reason)
-        case .shutdown, .reload, .pause, .resume, .cancel, .statsToWorker, .quota, .backendState:
+        case .shutdown, .reload, .pause, .resume, .cancel, .statsToWorker, .quota, .backendState, .drain, .limitsToWorker:
             log.warning("worker \(slot.index) sent a supervisor-only message: \(message)")
         }
     }
@@ -496,6 +535,7 @@ final class Supervisor {
             }
         }
         if mode == .immediate { killDeadline = Clock.monotonicNanos() + Self.immediateGraceNanos }
+        upgradeShutdown(mode)
     }
 
     /// SIGHUP or RELOAD: re-read the file; a broken file leaves the running configuration (and workers) alone.
@@ -522,6 +562,7 @@ final class Supervisor {
             }
             broadcast(.reload)
             sendQuotas(quotas.resizeAll(size: poolSize))
+            limitsReloaded()
             reconfigureHealthChecks(now: Clock.monotonicNanos())
             reloadError = nil
             return true

@@ -79,7 +79,7 @@ extension Supervisor {
         case .adminRequest:
             do throws(StatsDecodeError) {
                 let request = try AdminRequest.decode(blob.bytes, requestID: blob.requestID)
-                executeAdmin(request, from: slot.index)
+                executeAdmin(request, from: adminKey(of: slot))
             } catch {
                 log.warning("worker \(slot.index) sent \(error)")
             }
@@ -193,7 +193,7 @@ extension Supervisor {
 
     /// Keeps EPOLLOUT on exactly the channels with queued messages.
     func updateChannelInterest() {
-        for slot in slots {
+        for slot in allProcesses {
             guard let fd = slot.channel?.fd else { continue }
             let want = !slot.outbox.isEmpty
             if want != slot.outbox.watchingOutput {
@@ -212,9 +212,8 @@ extension Supervisor {
     // MARK: Replies
 
     func replyAdmin(slot: Int, requestID: UInt32, _ out: OutBuffer) {
-        guard slot >= 0 && slot < slots.count else { return }
-        let target = slots[slot]
-        for chunk in StatsChunk.split(out.bytes, kind: .adminResult, slot: Int32(slot), requestID: requestID) {
+        guard let target = adminTarget(slot) else { return }
+        for chunk in StatsChunk.split(out.bytes, kind: .adminResult, slot: Int32(target.index), requestID: requestID) {
             if !target.send(.statsToWorker(chunk)) {
                 log.warning("admin answer for worker \(slot) dropped: worker not reachable")
                 return

@@ -28,7 +28,7 @@ enum WorkerLaunch {
     /// The worker's arguments. Its descriptors arrive in the order Posix.spawn maps them to 3, 4, 5...:
     /// the slot's TCP listeners, then the shared Unix listener (if any), then the control socket.
     static func arguments(configPath: String, slot: Int, tcpCount: Int, hasUnix: Bool, verbosity: Int,
-                          respawned: Bool = false) -> [String] {
+                          respawned: Bool = false, clientsFD: Bool = false, clientsWord: Int? = nil) -> [String] {
         var next: Int32 = 3
         var tcp: [String] = []
         for _ in 0..<tcpCount {
@@ -47,6 +47,11 @@ enum WorkerLaunch {
         // A replacement process must not assume the even share of a pool: the supervisor may have
         // moved some of this slot's share elsewhere while it was gone; it waits to be told.
         if respawned { args.append("--respawned") }
+        // The shared client count (ClientCounter) follows the control socket.
+        if clientsFD {
+            args += ["--clients-fd", String(next + 1)]
+            if let w = clientsWord { args += ["--clients-word", String(w)] }
+        }
         return args
     }
 }

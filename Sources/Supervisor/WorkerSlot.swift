@@ -26,7 +26,14 @@ final class WorkerSlot {
     /// Processes started in this slot after the first.
     var restarts: Int32 = 0
 
-    init(index: Int) { self.index = index }
+    /// This process's word in the shared client count: the slot's index, or index + workers for a
+    /// rolling restart's new process when the old one uses the index (they alternate).
+    var counterWord: Int
+
+    init(index: Int) {
+        self.index = index
+        counterWord = index
+    }
 
     /// epoll data of this slot's current channel: (generation << 32) | (index + 1); 0 is the signalfd.
     var epollData: UInt64 { UInt64(generation) << 32 | UInt64(index + 1) }

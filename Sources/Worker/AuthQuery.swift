@@ -121,8 +121,7 @@ extension Worker {
             }
             let wanted = authQuery.lookups.reduce(0) { $0 + ($1.pool == l.pool && $1.server < 0 ? 1 : 0) }
             if pools[ap].connectingCount < wanted && pools[ap].serverCount < pools[ap].limit
-                && (config.maxDBConnections == 0 || serverCount(database: pools[ap].database) < config.maxDBConnections)
-                && (config.maxUserConnections == 0 || serverCount(user: pools[ap].user) < config.maxUserConnections) {
+                && (!pools[ap].limits.grouped || groupRoom(ap)) {  // service-wide limits (ServiceLimits.swift)
                 launchServer(l.pool)
             }
             li += 1

@@ -15,8 +15,8 @@ extension Worker {
     /// Sends PostgreSQL a CancelRequest for the server this client is linked to right now. A wrong
     /// key, or a client that is not running anything, cancels nothing.
     func cancelLocal(processID: Int32, secretKey: UInt32) {
-        let ci = processID & 0xF_FFFF
-        guard ci < Int32(clients.capacity), clients[ci].state == .active,
+        let ci = cancelTarget(processID: processID, secretKey: secretKey)  // Handoff.swift: adopted keys too
+        guard ci >= 0, clients[ci].state == .active,
               clients[ci].cancelKey == secretKey else {
             log.debug("cancel request for an unknown or idle client ignored")
             return

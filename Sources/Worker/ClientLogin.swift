@@ -144,6 +144,10 @@ extension Worker {
             adminLogin(ci)
             return
         }
+        if isDisabled(db) {
+            failClient(ci, code: SQLState.protocolViolation, message: "database does not allow connections: \(db)")
+            return
+        }
         guard let p = pool(database: db, user: user) else {
             failClient(ci, code: SQLState.invalidCatalogName, message: "no such database: \(db)")
             return
@@ -326,7 +330,7 @@ extension Worker {
         }
         clients[ci].state = .waitWelcome
         clients[ci].stateSince = now
-        if pools[p].connectingCount == 0 { launchServer(Int32(p)) }
+        if pools[p].connectingCount == 0 { launchWelcome(p) }
         flushClient(ci)
     }
 

@@ -54,7 +54,8 @@ extension Worker {
                     }
                 }
             case .idle:
-                if serverIdle > 0 && now - servers[si].stateSince > serverIdle {
+                // As PgBouncer: server_idle_timeout never takes a pool below its min_pool_size part.
+                if serverIdle > 0 && now - servers[si].stateSince > serverIdle && !keepWarm(si) {
                     closeServer(si, reason: "server_idle_timeout")
                 } else if lifetime > 0 && now - servers[si].createdAt > lifetime {
                     closeServer(si, reason: "server_lifetime")

@@ -76,7 +76,9 @@ extension Worker {
             authQueryServerEvent(si)
         case .beingCanceled:
             idleServerInput(si)
-        case .closing, .free:
+        case .closing:
+            retiringInput(si)
+        case .free:
             break
         }
     }
@@ -175,6 +177,7 @@ extension Worker {
         if clients[ci].pool >= 0 { detachClient(ci) }
         freeTLS(client: ci)
         if clients[ci].fd >= 0 { Posix.close(clients[ci].fd) }
+        clientLeft()
         if let b = clients[ci].input.base { buffers.give(b) }
         clients[ci].out.release()
         let gen = clients[ci].gen &+ 1

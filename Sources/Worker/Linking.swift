@@ -6,7 +6,7 @@ extension Worker {
     func acquireServer(_ ci: Int32) -> Bool {
         let p = clients[ci].pool
         let pi = Int(p)
-        if !paused {
+        if !paused && !pools[pi].limits.dbPaused {
             let si = pools[pi].idleHead
             if si >= 0 {
                 removeIdle(si)
@@ -25,7 +25,7 @@ extension Worker {
         clients[ci].state = .waitServer
         clients[ci].stateSince = now
         enqueueWaiting(ci)
-        if !paused { launchIfNeeded(p) }
+        if !paused && !pools[pi].limits.dbPaused { launchIfNeeded(p) }
         return false
     }
 
@@ -35,24 +35,12 @@ extension Worker {
         while pools[pi].waitCount > pools[pi].connectingCount && pools[pi].serverCount < pools[pi].limit
                 && pools[pi].connectingCount < Worker.maxConcurrentConnectsPerPool {
             if recentLoginFailure(pi) != nil { return }
-            if config.maxDBConnections > 0 && serverCount(database: pools[pi].database) >= config.maxDBConnections { return }
-            if config.maxUserConnections > 0 && serverCount(user: pools[pi].user) >= config.maxUserConnections { return }
+            // max_db_connections / max_user_connections for the whole service (ServiceLimits.swift).
+            if pools[pi].limits.grouped && !groupRoom(pi) { return }
             let before = pools[pi].serverCount
             launchServer(p)
             if pools[pi].serverCount == before { return }
         }
-    }
-
-    func serverCount(database: String) -> Int {
-        var n = 0
-        for p in pools.indices where pools[p].database == database { n += pools[p].serverCount }
-        return n
-    }
-
-    func serverCount(user: String) -> Int {
-        var n = 0
-        for p in pools.indices where pools[p].user == user { n += pools[p].serverCount }
-        return n
     }
 
     func link(_ ci: Int32, _ si: Int32) {
@@ -150,6 +138,8 @@ extension Worker {
         } else {
             serverIdle(si)
         }
+        // Rolling restart: between transactions is when a client can move to the successor.
+        if hot.pointee.draining && ci >= 0 && handOff(ci) { return }
         if ci >= 0 && clients[ci].state == .idle && (clients[ci].input.hasUnscanned || clients[ci].readable) {
             clientData(ci)
         }
@@ -192,13 +182,14 @@ extension Worker {
             launchIfNeeded(p)
             return
         }
-        if pools[pi].serverCount > pools[pi].limit {
-            // This worker's quota was lowered: its share goes to another worker.
-            // The caller already settled the list counts; a neutral state lets closeServer only free it.
-            servers[si].state = .resetting
-            closeServer(si, reason: "pool quota lowered")
+        if pools[pi].serverCount > pools[pi].limit && pools[pi].limits.retiring == 0 {
+            // This worker's quota was lowered: its share goes to another worker once PostgreSQL has
+            // let this server go (retired: Terminate, counted until EOF; ServiceLimits.swift).
+            retireServer(si, reason: "pool quota lowered")
             return
         }
+        // Connection limits, RECONNECT, retiring servers, PAUSE db (ServiceLimits.swift).
+        if pools[pi].limits.onRelease && closeOnRelease(si, pi) { return }
         // Logins waiting for auth_query go before queued clients (AuthQuery.swift).
         if hot.pointee.authQueriesWaiting > 0 && authQueryTakes(si) { return }
         if !paused && pools[pi].waitHead >= 0 && !hot.pointee.safeShutdown {
@@ -216,6 +207,7 @@ extension Worker {
     /// Serves waiting clients from idle servers (after RESUME) and launches what is missing.
     func serveWaiting(_ p: Int32) {
         let pi = Int(p)
+        if pools[pi].limits.dbPaused { return }
         while pools[pi].waitHead >= 0 && pools[pi].idleHead >= 0 {
             let si = pools[pi].idleHead
             removeIdle(si)

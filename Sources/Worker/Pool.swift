@@ -35,6 +35,8 @@ struct Pool {
     var quotaSeq: UInt32 = 0
     /// What the last pool report said (servers, idle, waiting, seq), to send only changes.
     var reported: (Int, Int, Int, UInt32) = (-1, -1, -1, 0)
+    /// Connection-limit groups, per-database pause, RECONNECT, warm-up (ServiceLimits.swift).
+    var limits = PoolLimitState()
 
     /// The first server's ParameterStatus values, sent to every client at login.
     var welcome: [(String, String)]? = nil
@@ -128,6 +130,7 @@ extension Worker {
         let idx = pools.append(pool)
         poolIndex[key] = idx
         updateLimit(Int(idx))
+        attachLimits(Int(idx))
         return idx
     }
 
@@ -145,5 +148,6 @@ extension Worker {
             updateLimit(i)
             trimToLimit(i)
         }
+        refreshLimits()
     }
 }

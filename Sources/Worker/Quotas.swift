@@ -26,9 +26,10 @@ extension Worker {
     }
 
     /// Closes idle servers above the limit; busy ones close when they come back (`serverIdle`).
+    /// Retired, not closed: they count until PostgreSQL let them go (ServiceLimits.swift).
     func trimToLimit(_ pi: Int) {
-        while pools[pi].serverCount > pools[pi].limit && pools[pi].idleHead >= 0 {
-            closeServer(pools[pi].idleHead, reason: "pool quota lowered")
+        while pools[pi].serverCount - pools[pi].limits.retiring > pools[pi].limit && pools[pi].idleHead >= 0 {
+            retireServer(pools[pi].idleHead, reason: "pool quota lowered")
         }
     }
 
@@ -54,6 +55,7 @@ extension Worker {
     func reportPools() {
         guard controlFD >= 0 else { return }
         for pi in pools.indices { reportPool(pi, force: false) }
+        limitsTick()
     }
 
     func reportPool(_ pi: Int, force: Bool) {

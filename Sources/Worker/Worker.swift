@@ -35,6 +35,8 @@ struct HotState {
     var safeShutdown = false
     var serverLifetimeNanos: Int64 = 0
     var trackPrepared = false
+    /// Rolling restart: clients move to the successor when they become idle (Handoff.swift).
+    var draining = false
     /// auth_query lookups waiting for a server of their pool (AuthQuery.swift).
     var authQueriesWaiting = 0
 }
@@ -48,6 +50,12 @@ struct WorkerOptions {
     var verbose: Int
     /// Started to replace a worker that exited: no pool share until the supervisor gives one.
     var respawned = false
+    /// Started by a rolling restart: the predecessor's clients arrive on this socket (Handoff.swift).
+    var handoffFD: Int32 = -1
+    /// The supervisor's shared client count (ClientCounter), or -1.
+    var clientsFD: Int32 = -1
+    /// This process's word in the shared client count (-1: its slot).
+    var clientsWord: Int = -1
 }
 
 final class Worker {
@@ -117,6 +125,11 @@ final class Worker {
     var stats = WorkerStatsState()
     /// This worker's share of each pool, as the supervisor set it (Quotas.swift).
     var quotas = WorkerQuotas()
+    /// Rolling restarts: clients handed to a successor or adopted from a predecessor (Handoff.swift).
+    var handoff = WorkerHandoff()
+    let initialHandoffFD: Int32
+    /// Service-wide connection limits and per-database admin state (ServiceLimits.swift).
+    var limits = WorkerLimits()
     /// auth_query lookups in flight, their cache, and the secrets they gave pools (AuthQuery.swift).
     var authQuery = AuthQueryState()
     /// Backend host states and addresses from the supervisor (BackendHealth.swift).
@@ -139,6 +152,9 @@ final class Worker {
         controlFD = options.controlFD
         quotas.workers = max(1, config.workers)
         quotas.respawned = options.respawned
+        initialHandoffFD = options.handoffFD
+        if options.clientsFD >= 0 { limits.counter = try ClientCounter.map(options.clientsFD) }
+        limits.counterWord = options.clientsWord >= 0 ? options.clientsWord : Int(options.slot)
         maxPacket = max(config.maxPacketSize, 1024)
         // PostgreSQL's own cap for a single message is 1 GB; a larger limit only invites an OOM.
         maxPacket = min(maxPacket, 0x3FFF_FFFF)
@@ -159,6 +175,7 @@ final class Worker {
         }
         if controlFD >= 0 {
             try epoll.add(controlFD, events: [.input], data: Token.make(kind: Token.control, gen: 0, index: controlFD))
+            if initialHandoffFD >= 0 { try registerHandoffInput(initialHandoffFD) }
             sendControl(.ready(slot: slot, pid: Posix.getpid()))
         }
         log.info("worker \(slot) ready (pid \(Posix.getpid()), \(listenFDs.count) tcp + \(unixFDs.count) unix listeners)")
@@ -176,6 +193,7 @@ final class Worker {
                 nextJanitor = now + 100_000_000
                 pushStatsIfDue()
                 reportPools()
+                if hot.pointee.draining { drainTick() }
                 healthTick()
             }
             if shutdownMode != nil { checkShutdown() }
@@ -198,6 +216,8 @@ final class Worker {
             acceptClients(index)
         case Token.control:
             controlEvent()
+        case Token.handoff:
+            handoffEvent()
         default:
             break
         }
@@ -228,7 +248,7 @@ final class Worker {
             }
             let isUnix = peer.family == AF_UNIX
             if !isUnix && !listenersTuned { Sockets.tuneTCP(fd, keepalive: config.tcpKeepalive) }
-            if clients.used >= config.maxClientConn {
+            if !admitClient() {
                 rejectEarly(fd, code: SQLState.tooManyConnections,
                             message: "no more connections allowed (max_client_conn)")
                 continue
@@ -279,14 +299,8 @@ final class Worker {
         if !stats.outbox.isEmpty { drainControl() }
         let buf = controlBuffer
         while true {
-            let r = { () -> Result<Int, SyscallError> in
-                do throws(SyscallError) {
-                    switch try Posix.read(controlFD, buf, Worker.controlBufferSize) {
-                    case .processed(let n): return .success(n)
-                    case .wouldBlock: return .success(-1)
-                    }
-                } catch { return .failure(error) }
-            }()
+            // recvmsg, not read: a `drain` carries a socket (SCM_RIGHTS), which read() would drop.
+            let (r, fds) = receiveControl(buf)
             switch r {
             case .success(-1):
                 return
@@ -298,9 +312,16 @@ final class Worker {
             case .success(let n):
                 let msg = try? ControlMessage.decode(UnsafeRawBufferPointer(start: buf, count: n))
                 guard let msg else {
+                    for fd in fds { Posix.close(fd) }
                     log.warning("invalid control message ignored")
                     continue
                 }
+                if case .drain(let withSocket) = msg {
+                    for fd in fds.dropFirst() { Posix.close(fd) }
+                    beginDrain(handoffFD: withSocket ? fds.first : nil)
+                    continue
+                }
+                for fd in fds { Posix.close(fd) }
                 handleControl(msg)
             }
         }
@@ -327,6 +348,8 @@ final class Worker {
             handleStatsChunk(chunk)
         case .quota(let database, let user, let quota, let seq):
             applyQuota(database: database, user: user, quota: Int(quota), seq: seq)
+        case .limitsToWorker(let m):
+            handleLimits(m)
         case .backendState(let host, let port, let flags, let addresses):
             applyBackendState(host: host, port: Int(port), flags: flags, addresses: addresses)
         default:

@@ -333,12 +333,14 @@ enum DebianBuild {
     }
 
     static func upstreamVersion() throws -> String {
+        // Version.swift keeps the version as one marker string, "pgswift-version=X.Y.Z".
         let text = readTextFile(repoRoot + "/Sources/Shared/Util/Version.swift")
-        guard let line = text.split(separator: "\n").first(where: { $0.contains("static let string") }),
-              let open = line.firstIndex(of: "\""), let close = line.lastIndex(of: "\""), open < close else {
+        guard let line = text.split(separator: "\n").first(where: { $0.contains("\"pgswift-version=") }),
+              let start = line.range(of: "pgswift-version=")?.upperBound, let close = line.lastIndex(of: "\""),
+              start < close else {
             throw E2EError("no version in Version.swift")
         }
-        return String(line[line.index(after: open)..<close])
+        return String(line[start..<close])
     }
 
     /// The in-place upgrade command (issue 7) may not be merged yet: this build's `pgswift` then

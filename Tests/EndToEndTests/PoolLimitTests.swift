@@ -20,7 +20,7 @@ final class PoolLimitTests: XCTestCase {
             let px = try Pgswift.start(s)
             defer { px.stop() }
             let target = px.target(user: "bench", database: "bench", password: PostgresServer.passwords["bench"])
-            let run = try PgbenchRun.sampled(target, ["-n", "-S", "-c", "200", "-j", "2", "-t", "200"],
+            let run = try PgbenchRun.sampledStrict(target, ["-n", "-S", "-c", "200", "-j", "2", "-t", "200"],
                                              pg: pg, user: "bench", db: "bench", timeout: 300)
             let context = "\(workers) workers: \(run.result.abridged)\npgswift log (tail):\n\(px.log().suffix(4000))"
             XCTAssertFalse(run.result.timedOut, context)

@@ -139,6 +139,10 @@ final class WorkerLaunchTests: XCTestCase {
                        ["--config", "/p", "--slot", "1", "--tcp-fds", "3", "--unix-fds", "", "--control-fd", "4"])
         XCTAssertEqual(WorkerLaunch.arguments(configPath: "/p", slot: 1, tcpCount: 1, hasUnix: false, verbosity: 0,
                                               respawned: true).last, "--respawned")
+        // The client count follows the control socket; a rolling restart's new process names its own word.
+        XCTAssertEqual(Array(WorkerLaunch.arguments(configPath: "/p", slot: 1, tcpCount: 1, hasUnix: false, verbosity: 0,
+                                                    clientsFD: true, clientsWord: 5).suffix(4)),
+                       ["--clients-fd", "5", "--clients-word", "5"])
     }
 }
 

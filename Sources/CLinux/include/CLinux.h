@@ -186,4 +186,19 @@ static inline int cl_WTERMSIG(int s) { return WTERMSIG(s); }
 static inline int cl_set_pdeathsig(int sig) { return prctl(PR_SET_PDEATHSIG, (unsigned long)sig, 0, 0, 0); }
 static inline int cl_set_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1UL, 0, 0, 0); }
 
+// Shared memory between the supervisor and its workers (the service-wide client count): an anonymous
+// memory file passed to each worker as a descriptor, and atomic operations on 64-bit words in it.
+#include <sys/mman.h>
+#include <sys/syscall.h>
+static inline int cl_memfd_create(const char *name) {
+    return (int)syscall(SYS_memfd_create, name, 1U /* MFD_CLOEXEC */);
+}
+static inline void *cl_mmap_shared(int fd, size_t len) {
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+static inline int64_t cl_atomic_fetch_add_i64(int64_t *p, int64_t v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+static inline int64_t cl_atomic_load_i64(int64_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+static inline void cl_atomic_store_i64(int64_t *p, int64_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+
 #endif

@@ -23,6 +23,11 @@ public enum ControlMessage: Equatable, Sendable {
     /// This worker's share of the pool (database, user): it keeps at most `quota` server connections
     /// there. `seq` grows with every quota the supervisor sends for the pool; reports echo the last one seen.
     case quota(database: String, user: String, quota: Int32, seq: UInt32)
+    /// Rolling restart: stop accepting, finish or hand off the clients, exit. With `handoff` the datagram
+    /// also carries (SCM_RIGHTS) this worker's end of a socket to its successor (Worker/Handoff.swift).
+    case drain(handoff: Bool)
+    /// Service-wide limits and per-database admin commands (LimitsMessage.swift), kind 0x30.
+    case limitsToWorker(LimitsMessage)
     /// Health of one backend host (host, port) as the supervisor's check sees it (`BackendFlags`), and
     /// for a host name the addresses it resolved to (numeric strings; workers never resolve names).
     case backendState(host: String, port: Int32, flags: UInt8, addresses: [String])
@@ -40,6 +45,8 @@ public enum ControlMessage: Equatable, Sendable {
     /// and the `seq` of the last quota applied (0: none yet). Sent when it changes (at most every 100 ms),
     /// while clients wait, and at once after a quota was applied (its acknowledgement).
     case poolReport(database: String, user: String, servers: Int32, idle: Int32, waiting: Int32, seq: UInt32)
+    /// Group reports and answers to per-database commands (LimitsMessage.swift), kind 0x70.
+    case limitsFromWorker(LimitsMessage)
     /// A worker could not connect to a backend host: the supervisor checks it now instead of waiting.
     case backendFailed(host: String, port: Int32, reason: String)
 
@@ -51,8 +58,11 @@ public enum ControlMessage: Equatable, Sendable {
     @usableFromInline
     enum Kind: UInt8 {
         case shutdown = 0x01, reload = 0x02, pause = 0x03, resume = 0x04, cancel = 0x05, statsToWorker = 0x06, quota = 0x07
+        case drain = 0x10
         case backendState = 0x20
+        case limitsToWorker = 0x30
         case backendFailed = 0x60
+        case limitsFromWorker = 0x70
         case ready = 0x41, forwardCancel = 0x42, heartbeat = 0x43, log = 0x44, statsFromWorker = 0x45, poolReport = 0x46
     }
 
@@ -125,6 +135,9 @@ public enum ControlMessage: Equatable, Sendable {
             str(user)
             i32(quota)
             u32(seq)
+        case .drain(let handoff):
+            out.append(Kind.drain.rawValue)
+            out.append(handoff ? 1 : 0)
         case .backendState(let host, let port, let flags, let addresses):
             out.append(Kind.backendState.rawValue)
             str(host)
@@ -145,6 +158,12 @@ public enum ControlMessage: Equatable, Sendable {
             i32(idle)
             i32(waiting)
             u32(seq)
+        case .limitsToWorker(let m):
+            out.append(Kind.limitsToWorker.rawValue)
+            m.encode(into: &out)
+        case .limitsFromWorker(let m):
+            out.append(Kind.limitsFromWorker.rawValue)
+            m.encode(into: &out)
         }
     }
 
@@ -192,6 +211,16 @@ public enum ControlMessage: Equatable, Sendable {
             message = .poolReport(database: try r.string("report database"), user: try r.string("report user"),
                                   servers: try r.i32("report"), idle: try r.i32("report"),
                                   waiting: try r.i32("report"), seq: try r.u32("report"))
+        case .drain:
+            let flag = try r.u8("drain")
+            guard flag <= 1 else { throw ControlDecodeError("bad drain flag \(flag)") }
+            message = .drain(handoff: flag == 1)
+        case .limitsToWorker, .limitsFromWorker:
+            let inner = try LimitsMessage.decode(&r)
+            guard inner.isToWorker == (kind == .limitsToWorker) else {
+                throw ControlDecodeError("limits message sent the wrong way")
+            }
+            message = kind == .limitsToWorker ? .limitsToWorker(inner) : .limitsFromWorker(inner)
         case .backendState:
             let host = try r.string("backend host")
             let port = try r.i32("backend port")

@@ -81,12 +81,13 @@ final class Pgswift: @unchecked Sendable {
 
     /// Writes the config from `settings`, starts pgswift and waits until it serves `SELECT 1`
     /// and all its workers are up.
-    static func start(_ settings: PgswiftSettings, timeout: Double = 60) throws -> Pgswift {
+    static func start(_ settings: PgswiftSettings, timeout: Double = 60, environment: [String: String] = [:],
+                      binary: String? = nil) throws -> Pgswift {
         let dir = try makeTempDirectory(prefix: "px")
         let port = try freePort()
         let px = try launch(ini: settings.render(port: port, dir: dir), userlist: settings.renderUserlist(),
                             dir: dir, port: port, workers: settings.workers, verbose: settings.verbose,
-                            commandPrefix: settings.commandPrefix)
+                            commandPrefix: settings.commandPrefix, environment: environment, binary: binary)
         do {
             var probe = settings.probe
             probe?.port = port
@@ -101,24 +102,29 @@ final class Pgswift: @unchecked Sendable {
     /// Starts pgswift on a config given as text, with placeholders `{{PORT}}` (the listen port),
     /// `{{DIR}}` (the instance's directory, also where `userlist.txt` is written) and `{{PGPORT}}`.
     /// Does not wait: follow with `waitUntilReady` or `waitForExit`.
+    /// `environment` is added to the supervisor's; `binary` replaces the built supervisor (a copy elsewhere).
     static func launch(ini template: String, userlist: String = "", workers: Int? = nil,
-                       verbose: Bool = false) throws -> Pgswift {
+                       verbose: Bool = false, environment: [String: String] = [:],
+                       binary: String? = nil) throws -> Pgswift {
         let dir = try makeTempDirectory(prefix: "px")
         let port = try freePort()
         let pgPort = template.contains("{{PGPORT}}") ? try PostgresServer.shared().port : 0
         let ini = template.replacingOccurrences(of: "{{PORT}}", with: String(port))
             .replacingOccurrences(of: "{{DIR}}", with: dir)
             .replacingOccurrences(of: "{{PGPORT}}", with: String(pgPort))
-        return try launch(ini: ini, userlist: userlist, dir: dir, port: port, workers: workers, verbose: verbose)
+        return try launch(ini: ini, userlist: userlist, dir: dir, port: port, workers: workers, verbose: verbose,
+                          environment: environment, binary: binary)
     }
 
     private static func launch(ini: String, userlist: String, dir: String, port: Int, workers: Int?,
-                               verbose: Bool, commandPrefix: [String] = []) throws -> Pgswift {
+                               verbose: Bool, commandPrefix: [String] = [], environment: [String: String] = [:],
+                               binary: String? = nil) throws -> Pgswift {
         let configPath = dir + "/pgswift.ini"
         try ini.write(toFile: configPath, atomically: false, encoding: .utf8)
         try userlist.write(toFile: dir + "/userlist.txt", atomically: false, encoding: .utf8)
-        let argv = commandPrefix + [try PgswiftBinaries.supervisor()] + (verbose ? ["-v"] : []) + [configPath]
-        let child = try ChildProcess.spawn(argv, stdoutPath: dir + "/pgswift.stdout",
+        let argv = commandPrefix + [try binary ?? PgswiftBinaries.supervisor()] + (verbose ? ["-v"] : []) + [configPath]
+        let child = try ChildProcess.spawn(argv, environment: childEnvironment(environment),
+                                           stdoutPath: dir + "/pgswift.stdout",
                                            stderrPath: dir + "/pgswift.stderr")
         return Pgswift(dir: dir, port: port, configPath: configPath, process: child, expectedWorkers: workers)
     }

@@ -201,6 +201,7 @@ final class WireClient {
     let timeout: Double
     /// The process id of the BackendKeyData the server sent at login (pgswift: slot << 20 | index).
     var backendProcessID: Int32 = 0
+    var backendSecretKey: UInt32 = 0
 
     init(socket: TestSocket, timeout: Double) {
         self.socket = socket
@@ -238,6 +239,9 @@ final class WireClient {
             case "K" where m.body.count >= 4:
                 client.backendProcessID = Int32(bitPattern: UInt32(m.body[0]) << 24 | UInt32(m.body[1]) << 16
                                                 | UInt32(m.body[2]) << 8 | UInt32(m.body[3]))
+                if m.body.count >= 8 {
+                    client.backendSecretKey = UInt32(m.body[4]) << 24 | UInt32(m.body[5]) << 16 | UInt32(m.body[6]) << 8 | UInt32(m.body[7])
+                }
             default: continue  // ParameterStatus, NoticeResponse
             }
         }

@@ -1,0 +1,147 @@
+// Control messages for service-wide limits and per-database admin commands (kinds 0x30 / 0x70).
+
+/// What a connection-limit group counts: the servers of one database (all users) or of one user (all databases).
+public enum LimitGroupKind: UInt8, Sendable, Hashable {
+    case database = 1
+    case user = 2
+}
+
+/// A group of pools under one `max_db_connections` / `max_user_connections` limit.
+public struct LimitGroupKey: Hashable, Sendable, CustomStringConvertible {
+    public var kind: LimitGroupKind
+    public var name: String
+    public init(kind: LimitGroupKind, name: String) {
+        self.kind = kind
+        self.name = name
+    }
+    public var description: String { (kind == .database ? "database " : "user ") + name }
+}
+
+/// A per-database admin operation the supervisor applies on every worker. An empty database name means all.
+public enum DatabaseOp: UInt8, Sendable {
+    /// PAUSE db: hand out no server of db; linked clients finish their transaction.
+    case pause = 1
+    case resume = 2
+    /// DISABLE db: refuse new clients of db.
+    case disable = 3
+    case enable = 4
+    /// RECONNECT [db]: close every server of db when it is next released.
+    case reconnect = 5
+    /// KILL [db]: close every client and server of db, and pause it.
+    case kill = 6
+    /// Probes (answered with a count, change nothing): servers of db still linked to clients,
+    /// servers of db opened before the last RECONNECT.
+    case countActive = 7
+    case countCloseNeeded = 8
+}
+
+/// Supervisor → worker (inside `ControlMessage.limitsToWorker`) and worker → supervisor
+/// (inside `ControlMessage.limitsFromWorker`).
+public enum LimitsMessage: Equatable, Sendable {
+    // supervisor → worker
+    /// This worker's share of a connection-limit group; `seq` as for pool quotas.
+    case groupQuota(LimitGroupKey, quota: Int32, seq: UInt32)
+    /// Apply `op` to `database` ("" = every database); answered with `reply(requestID, count)`.
+    case database(DatabaseOp, database: String, requestID: UInt32)
+    /// KILL_CLIENT: the client whose per-worker id is `clientID`; answered with 1 if found, else 0.
+    case killClient(clientID: UInt32, requestID: UInt32)
+    /// This worker's share of min_pool_size for a pool (warm-up): keep at least `count` servers open.
+    case warm(database: String, user: String, count: Int32)
+    // worker → supervisor
+    /// A group's state in this worker: servers in any state, idle ones, clients waiting, last quota seq applied.
+    case groupReport(LimitGroupKey, servers: Int32, idle: Int32, waiting: Int32, seq: UInt32)
+    /// The answer to `database` or `killClient`.
+    case reply(requestID: UInt32, count: Int32)
+
+    @usableFromInline
+    enum Kind: UInt8 {
+        case groupQuota = 1, database = 2, killClient = 3, warm = 4
+        case groupReport = 0x81, reply = 0x82
+    }
+
+    public var isToWorker: Bool {
+        switch self {
+        case .groupQuota, .database, .killClient, .warm: return true
+        case .groupReport, .reply: return false
+        }
+    }
+
+    func encode(into out: inout [UInt8]) {
+        func u32(_ v: UInt32) {
+            out.append(UInt8(truncatingIfNeeded: v >> 24))
+            out.append(UInt8(truncatingIfNeeded: v >> 16))
+            out.append(UInt8(truncatingIfNeeded: v >> 8))
+            out.append(UInt8(truncatingIfNeeded: v))
+        }
+        func i32(_ v: Int32) { u32(UInt32(bitPattern: v)) }
+        func str(_ text: String) {
+            var t = text
+            t.withUTF8 { utf8 in
+                u32(UInt32(truncatingIfNeeded: utf8.count))
+                out.append(contentsOf: utf8)
+            }
+        }
+        switch self {
+        case .groupQuota(let key, let quota, let seq):
+            out.append(Kind.groupQuota.rawValue)
+            out.append(key.kind.rawValue)
+            str(key.name)
+            i32(quota)
+            u32(seq)
+        case .database(let op, let database, let requestID):
+            out.append(Kind.database.rawValue)
+            out.append(op.rawValue)
+            str(database)
+            u32(requestID)
+        case .killClient(let clientID, let requestID):
+            out.append(Kind.killClient.rawValue)
+            u32(clientID)
+            u32(requestID)
+        case .warm(let database, let user, let count):
+            out.append(Kind.warm.rawValue)
+            str(database)
+            str(user)
+            i32(count)
+        case .groupReport(let key, let servers, let idle, let waiting, let seq):
+            out.append(Kind.groupReport.rawValue)
+            out.append(key.kind.rawValue)
+            str(key.name)
+            i32(servers)
+            i32(idle)
+            i32(waiting)
+            u32(seq)
+        case .reply(let requestID, let count):
+            out.append(Kind.reply.rawValue)
+            u32(requestID)
+            i32(count)
+        }
+    }
+
+    static func decode(_ r: inout ControlMessage.Reader) throws(ControlDecodeError) -> LimitsMessage {
+        let raw = try r.u8("limits kind")
+        guard let kind = Kind(rawValue: raw) else { throw ControlDecodeError("unknown limits message kind \(raw)") }
+        func groupKey() throws(ControlDecodeError) -> LimitGroupKey {
+            let k = try r.u8("group kind")
+            guard let gk = LimitGroupKind(rawValue: k) else { throw ControlDecodeError("unknown limit group kind \(k)") }
+            return LimitGroupKey(kind: gk, name: try r.string("group name"))
+        }
+        switch kind {
+        case .groupQuota:
+            return .groupQuota(try groupKey(), quota: try r.i32("group quota"), seq: try r.u32("group quota"))
+        case .database:
+            let o = try r.u8("database op")
+            guard let op = DatabaseOp(rawValue: o) else { throw ControlDecodeError("unknown database op \(o)") }
+            return .database(op, database: try r.string("database op name"), requestID: try r.u32("database op"))
+        case .killClient:
+            return .killClient(clientID: try r.u32("kill client"), requestID: try r.u32("kill client"))
+        case .warm:
+            return .warm(database: try r.string("warm database"), user: try r.string("warm user"),
+                         count: try r.i32("warm"))
+        case .groupReport:
+            return .groupReport(try groupKey(), servers: try r.i32("group report"), idle: try r.i32("group report"),
+                                waiting: try r.i32("group report"), seq: try r.u32("group report"))
+        case .reply:
+            return .reply(requestID: try r.u32("reply"), count: try r.i32("reply"))
+        }
+    }
+}

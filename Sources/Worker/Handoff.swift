@@ -1,0 +1,317 @@
+// Rolling restarts, worker side: a draining worker hands its idle clients (socket + state) to its
+// successor over a socket pair the supervisor set up; the successor adopts them and their cancel keys.
+import Shared
+import Glibc
+
+/// Handoff state of this worker, in either role (a successor may later drain too).
+struct WorkerHandoff {
+    /// Draining: our end of the socket to the successor (-1: none, or the successor is gone).
+    var outFD: Int32 = -1
+    /// Successor: where the predecessor's clients arrive (-1: none, or it has finished).
+    var inFD: Int32 = -1
+    /// Draining: when the clients still here are closed (drain_timeout).
+    var drainDeadline: Int64 = 0
+    /// Draining: when to log the next progress line.
+    var nextReport: Int64 = 0
+    var moved = 0
+    var adoptedCount = 0
+    /// Adopted clients keep the BackendKeyData they got from a predecessor: its process id →
+    /// (table index, generation) here, and back, so cancels still find them and a later drain
+    /// passes the same key on.
+    var adopted: [Int32: (ci: Int32, gen: UInt32)] = [:]
+    var original: [Int32: (pid: Int32, gen: UInt32)] = [:]
+    /// Descriptors that came with a control datagram (only `drain` carries one), kept for the worker's life.
+    let controlFDs = UnsafeMutablePointer<Int32>.allocate(capacity: 4)
+    /// Receive buffer, allocated while a predecessor is handing off.
+    var buffer: UnsafeMutableRawPointer? = nil
+    static let bufferSize = HandoffClient.maximumSize + 1
+}
+
+extension Token {
+    static let handoff: UInt64 = 6
+}
+
+extension Worker {
+    // MARK: Draining (the old worker)
+
+    /// The supervisor's `drain`: stop accepting (the supervisor keeps the listening sockets open, so
+    /// nothing queued is lost), move idle clients to the successor, exit when the last client has
+    /// left or drain_timeout has passed.
+    func beginDrain(handoffFD: Int32?) {
+        hot.pointee.draining = true
+        handoff.outFD = handoffFD ?? -1
+        if let fd = handoffFD { try? Posix.setNonBlocking(fd) }
+        handoff.drainDeadline = now + Clock.nanos(seconds: config.drainTimeout)
+        log.info("draining for a rolling restart: \(clients.used) clients; idle ones in transaction/statement mode move to the successor\(handoffFD == nil ? " (no successor socket: they stay)" : ""); drain_timeout \(Int(config.drainTimeout)) s")
+        beginShutdown(.graceful)
+        // The slot's share of each pool belongs to the successor now and the supervisor no longer
+        // adjusts ours: a share lowered just before the drain must not strand the clients that stay
+        // (session mode). So whoever stays here may use up to the pool size while we drain.
+        for pi in pools.indices { pools[pi].limit = pools[pi].size }
+        handOffIdleClients()
+        for pi in pools.indices where pools[pi].waitCount > 0 { launchIfNeeded(Int32(pi)) }
+    }
+
+    /// Every 100 ms while draining: move who can move, shed idle servers nobody waits for, and
+    /// close what is left once drain_timeout has passed.
+    func drainTick() {
+        if now >= handoff.drainDeadline {
+            log.info("drain_timeout passed: closing the \(clients.used) clients still here")
+            hot.pointee.draining = false
+            beginShutdown(.immediate)
+            return
+        }
+        handOffIdleClients()
+        if now >= handoff.nextReport {
+            handoff.nextReport = now + 5_000_000_000
+            var counts: [ClientState: Int] = [:]
+            var ci: Int32 = 0
+            while ci < Int32(clients.capacity) {
+                if clients[ci].state != .free { counts[clients[ci].state, default: 0] += 1 }
+                ci += 1
+            }
+            let pools = pools.indices.map { "\(self.pools[$0].database)/\(self.pools[$0].user) servers \(self.pools[$0].serverCount) limit \(self.pools[$0].limit) waiting \(self.pools[$0].waitCount)" }
+            log.info("draining: \(clients.used) clients left (\(counts.map { "\($0.key): \($0.value)" }.sorted().joined(separator: ", "))), \(handoff.moved) moved; \(pools.joined(separator: "; "))\(handoff.outFD < 0 ? "; no successor socket" : "")")
+        }
+        for pi in pools.indices where pools[pi].waitCount == 0 {
+            while pools[pi].idleHead >= 0 { closeServer(pools[pi].idleHead, reason: "draining") }
+        }
+    }
+
+    func handOffIdleClients() {
+        guard handoff.outFD >= 0 else { return }
+        var ci: Int32 = 0
+        let cap = Int32(clients.capacity)
+        while ci < cap && handoff.outFD >= 0 {
+            if clients[ci].state == .idle || clients[ci].state == .waitServer { _ = handOff(ci) }
+            ci += 1
+        }
+    }
+
+    /// Moves one client if it sits between transactions with nothing in flight in either direction
+    /// (idle, or queued for a server with its next query still unsent); true when it is gone from here.
+    @discardableResult
+    func handOff(_ ci: Int32) -> Bool {
+        guard handoff.outFD >= 0, clients[ci].state == .idle || clients[ci].state == .waitServer,
+              clients[ci].server < 0, clients[ci].admin == 0,
+              // A TLS session's keys live in this process: such a client stays until it leaves.
+              clients[ci].tls == nil && !clients[ci].usesTLS,
+              clients[ci].out.isEmpty, !clients[ci].hangup, !clients[ci].eof, !clients[ci].skipUntilSync,
+              clients[ci].input.start == clients[ci].input.scan, clients[ci].input.partial == 0,
+              clients[ci].pool >= 0, let info = clients[ci].info else { return false }
+        let p = Int(clients[ci].pool)
+        // Session mode: the client's server session cannot move with it.
+        guard pools[p].mode != .session else { return false }
+        var state = HandoffClient(user: info.user, database: info.database, processID: clientProcessID(ci),
+                                  secretKey: clients[ci].cancelKey)
+        if let o = handoff.original[ci], o.gen == clients[ci].gen { state.processID = o.pid }
+        for (t, name) in tracked.names.enumerated() {
+            if let v = info.params.values[t] { state.parameters.append(HandoffParameter(name: name, value: v)) }
+        }
+        state.applicationName = info.applicationName
+        state.protocolMinor = Int32(info.protocolMinor)
+        state.isUnix = clients[ci].isUnix
+        state.peer = info.peer
+        state.connectedAt = clients[ci].connectedAt
+        for (name, id) in info.prepared where Int(id) < statements.bodies.count {
+            state.prepared.append(HandoffStatement(name: name, body: statements.bodies[Int(id)]))
+        }
+        if let b = clients[ci].input.base, clients[ci].input.end > clients[ci].input.start {
+            state.pending = [UInt8](UnsafeRawBufferPointer(start: b + clients[ci].input.start,
+                                                           count: clients[ci].input.end - clients[ci].input.start))
+        }
+        state.scramClientKey = pools[p].scramClientKey ?? []
+        let bytes = state.encode()
+        guard bytes.count <= HandoffClient.maximumSize else {
+            log.debug("C-\(clients[ci].id): state too large to hand off (\(bytes.count) bytes); it stays")
+            return false
+        }
+        let fd = clients[ci].fd
+        let outFD = handoff.outFD
+        let sent: Result<IOResult, SyscallError> = bytes.withUnsafeBytes { raw in
+            do throws(SyscallError) {
+                return .success(try Posix.sendWithFDs(outFD, raw, fds: [fd]))
+            } catch {
+                return .failure(error)
+            }
+        }
+        let result: IOResult
+        switch sent {
+        case .success(let r):
+            result = r
+        case .failure(let error):
+            log.warning("cannot hand clients to the successor (\(error)); the remaining ones stay here")
+            Posix.close(handoff.outFD)
+            handoff.outFD = -1
+            return false
+        }
+        guard case .processed = result else { return false }
+        // The successor holds the socket now: our copy must not stay in our epoll set (it would, as
+        // long as any process keeps the file open) nor be written to again.
+        epoll.remove(clients[ci].fd)
+        log.debug("C-\(clients[ci].id): handed to the successor")
+        handoff.original[ci] = nil
+        handoff.moved += 1
+        freeClient(ci)
+        return true
+    }
+
+    /// One control datagram into `buf`, with the descriptors that came along (almost always none).
+    func receiveControl(_ buf: UnsafeMutableRawPointer) -> (Result<Int, SyscallError>, UnsafeBufferPointer<Int32>) {
+        var count: Int32 = 0
+        let r: Result<Int, SyscallError>
+        do throws(SyscallError) {
+            switch try Posix.receive(controlFD, buf, Worker.controlBufferSize, fds: handoff.controlFDs, maxFDs: 4,
+                                     received: &count) {
+            case .processed(let n): r = .success(n)
+            case .wouldBlock: r = .success(-1)
+            }
+        } catch {
+            r = .failure(error)
+        }
+        return (r, UnsafeBufferPointer(start: handoff.controlFDs, count: Int(count)))
+    }
+
+    // MARK: Adopting (the new worker)
+
+    /// Registers the socket the predecessor's clients will arrive on (`--handoff-fd`).
+    func registerHandoffInput(_ fd: Int32) throws {
+        try Posix.setNonBlocking(fd)
+        handoff.inFD = fd
+        try epoll.add(fd, events: [.input], data: Token.make(kind: Token.handoff, gen: 0, index: fd))
+    }
+
+    func handoffEvent() {
+        guard handoff.inFD >= 0 else { return }
+        if handoff.buffer == nil { handoff.buffer = .allocate(byteCount: WorkerHandoff.bufferSize, alignment: 16) }
+        let buf = handoff.buffer!
+        while handoff.inFD >= 0 {
+            var fds: [Int32] = []
+            let result: IOResult
+            do throws(SyscallError) {
+                result = try Posix.receiveWithFDs(handoff.inFD, buf, WorkerHandoff.bufferSize, fds: &fds)
+            } catch {
+                finishAdopting("\(error)")
+                return
+            }
+            switch result {
+            case .wouldBlock:
+                return
+            case .processed(0) where fds.isEmpty:
+                finishAdopting(nil)
+                return
+            case .processed(let n):
+                guard let fd = fds.first else {
+                    log.warning("handoff datagram without a socket ignored")
+                    continue
+                }
+                for extra in fds.dropFirst() { Posix.close(extra) }
+                do throws(HandoffDecodeError) {
+                    let state = try HandoffClient.decode(UnsafeRawBufferPointer(start: buf, count: n))
+                    adopt(state, fd: fd)
+                } catch {
+                    // Cannot serve it without its state: better a clean close than a confused session.
+                    log.warning("\(error); closing that client")
+                    Posix.close(fd)
+                }
+            }
+        }
+    }
+
+    private func finishAdopting(_ error: String?) {
+        epoll.remove(handoff.inFD)
+        Posix.close(handoff.inFD)
+        handoff.inFD = -1
+        handoff.buffer?.deallocate()
+        handoff.buffer = nil
+        log.info("predecessor done handing off\(error.map { " (\($0))" } ?? ""): \(handoff.adoptedCount) clients adopted")
+    }
+
+    /// Takes over a client from the predecessor: same state, same cancel key, its unprocessed bytes.
+    func adopt(_ state: HandoffClient, fd: Int32) {
+        let ci = clients.allocate()
+        clientAdopted()
+        nextClientID &+= 1
+        clients[ci].fd = fd
+        clients[ci].id = nextClientID
+        clients[ci].isUnix = state.isUnix
+        clients[ci].readable = true
+        clients[ci].writable = true
+        clients[ci].connectedAt = state.connectedAt
+        clients[ci].stateSince = now
+        clients[ci].cancelKey = state.secretKey
+        clients[ci].state = .idle
+        let info = ClientInfo(trackedCount: tracked.names.count)
+        info.user = state.user
+        info.database = state.database
+        info.peer = state.peer
+        info.applicationName = state.applicationName
+        info.protocolMinor = Int(state.protocolMinor)
+        for p in state.parameters {
+            if let t = tracked.index(of: p.name) { info.params.values[t] = p.value }
+        }
+        for s in state.prepared {
+            info.prepared[s.name] = s.body.withUnsafeBytes { statements.intern($0) }
+        }
+        clients[ci].info = info
+        do {
+            try epoll.add(fd, events: [.input, .output, .readHangup, .edgeTriggered],
+                          data: Token.make(kind: Token.client, gen: clients[ci].gen, index: ci))
+        } catch {
+            log.error("epoll add for an adopted client: \(error)")
+            freeClient(ci)
+            return
+        }
+        guard let p = pool(database: state.database, user: state.user) else {
+            failClient(ci, code: SQLState.invalidCatalogName, message: "no such database: \(state.database)")
+            return
+        }
+        clients[ci].pool = p
+        pools[Int(p)].clientCount += 1
+        if pools[Int(p)].scramClientKey == nil && !state.scramClientKey.isEmpty {
+            pools[Int(p)].scramClientKey = state.scramClientKey
+        }
+        if !state.pending.isEmpty {
+            guard state.pending.count <= buffers.size else {
+                failClient(ci, code: SQLState.programLimitExceeded, message: "handed-off input too large")
+                return
+            }
+            let b = buffers.take()
+            state.pending.withUnsafeBytes { b.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            clients[ci].input.base = b
+            clients[ci].input.end = state.pending.count
+        }
+        if state.processID != clientProcessID(ci) {
+            handoff.adopted[state.processID] = (ci, clients[ci].gen)
+            handoff.original[ci] = (state.processID, clients[ci].gen)
+            if handoff.adopted.count > 2 * clients.used + 1024 { pruneAdopted() }
+        }
+        handoff.adoptedCount += 1
+        log.debug("C-\(clients[ci].id): adopted from the predecessor (db=\(state.database) user=\(state.user))")
+        if hot.pointee.draining {
+            // Adopted while draining ourselves (rolls in quick succession): pass it on when it can move.
+            if handOff(ci) { return }
+        }
+        clientData(ci)
+    }
+
+    /// Forgets adopted keys whose clients have left.
+    func pruneAdopted() {
+        handoff.adopted = handoff.adopted.filter { clients[$0.value.ci].gen == $0.value.gen && clients[$0.value.ci].state != .free }
+        handoff.original = handoff.original.filter { clients[$0.key].gen == $0.value.gen && clients[$0.key].state != .free }
+    }
+
+    /// The table index a cancel key names: ours (slot << 20 | index), else a key a client brought
+    /// from a predecessor. -1 when none matches.
+    func cancelTarget(processID: Int32, secretKey: UInt32) -> Int32 {
+        let ci = processID & 0xF_FFFF
+        if ci < Int32(clients.capacity), clients[ci].state != .free, clients[ci].cancelKey == secretKey,
+           handoff.original[ci] == nil || handoff.original[ci]!.gen != clients[ci].gen {
+            return ci
+        }
+        if let a = handoff.adopted[processID], clients[a.ci].gen == a.gen, clients[a.ci].cancelKey == secretKey {
+            return a.ci
+        }
+        return -1
+    }
+}

@@ -1,0 +1,85 @@
+// Tests of the rolling-restart client handoff codec and the `drain` control message: round trips,
+// hostile input, and a socket carried with its state over a real SEQPACKET pair.
+import Glibc
+import XCTest
+import Shared
+
+final class HandoffCodecTests: XCTestCase {
+    static let full = HandoffClient(
+        user: "app", database: "ünïcödé db",
+        parameters: [HandoffParameter(name: "client_encoding", value: "UTF8"),
+                     HandoffParameter(name: "application_name", value: "pgbench"),
+                     HandoffParameter(name: "search_path", value: "")],
+        applicationName: "pgbench", protocolMinor: 0, processID: (1 << 20) | 77, secretKey: 0xDEAD_BEEF,
+        isUnix: true, peer: "unix", connectedAt: 123_456_789_012,
+        prepared: [HandoffStatement(name: "s1", body: Array("select $1\0".utf8) + [0, 1, 0, 0, 0, 23]),
+                   HandoffStatement(name: "", body: [])],
+        pending: [0x51, 0, 0, 0, 9, 0x73], scramClientKey: Array(repeating: 7, count: 32))
+
+    private func decode(_ bytes: [UInt8]) throws -> HandoffClient {
+        try bytes.withUnsafeBytes { raw throws -> HandoffClient in try HandoffClient.decode(raw) }
+    }
+
+    func testRoundTrips() throws {
+        XCTAssertEqual(try decode(Self.full.encode()), Self.full)
+        let minimal = HandoffClient(user: "u", database: "d", processID: -1, secretKey: 0)
+        XCTAssertEqual(try decode(minimal.encode()), minimal)
+    }
+
+    func testEveryTruncationAndTrailingByteIsRejected() {
+        let bytes = Self.full.encode()
+        for n in 0..<bytes.count {
+            XCTAssertThrowsError(try decode(Array(bytes.prefix(n))), "prefix of \(n) bytes")
+        }
+        XCTAssertThrowsError(try decode(bytes + [0]))
+    }
+
+    func testForeignFormatAndHugeCountsAreRejected() {
+        XCTAssertThrowsError(try decode(Array("PGH2".utf8) + Array(Self.full.encode().dropFirst(4))))
+        // A parameter count of 2^32-1 in a short datagram must not allocate or loop.
+        var w = Array("PGH1".utf8) + [0, 0, 0, 1, 0x75, 0, 0, 0, 1, 0x64]
+        w += [0xFF, 0xFF, 0xFF, 0xFF]
+        XCTAssertThrowsError(try decode(w))
+        // Invalid UTF-8 in a name.
+        var bad = Self.full.encode()
+        bad[8] = 0xFF
+        XCTAssertThrowsError(try decode(bad))
+    }
+
+    func testDrainControlMessage() throws {
+        for m in [ControlMessage.drain(handoff: true), .drain(handoff: false)] {
+            XCTAssertEqual(try m.encode().withUnsafeBytes { try ControlMessage.decode($0) }, m)
+        }
+        XCTAssertEqual(ControlMessage.drain(handoff: true).encode(), [0x10, 1])
+        XCTAssertThrowsError(try [UInt8]([0x10, 2]).withUnsafeBytes { try ControlMessage.decode($0) })
+        XCTAssertThrowsError(try [UInt8]([0x10]).withUnsafeBytes { try ControlMessage.decode($0) })
+    }
+
+    /// The state and a socket travel together; the received descriptor is the same connection.
+    func testStateAndSocketTravelTogether() throws {
+        let (a, b) = try Posix.socketPair()
+        defer { Posix.close(a); Posix.close(b) }
+        let (client, server) = try Posix.socketPair(type: cl_SOCK_STREAM_value())
+        defer { Posix.close(client) }
+        let bytes = Self.full.encode()
+        let sent = try bytes.withUnsafeBytes { try Posix.sendWithFDs(a, $0, fds: [server]) }
+        XCTAssertEqual(sent, .processed(bytes.count))
+        Posix.close(server)
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: HandoffClient.maximumSize + 1, alignment: 8)
+        defer { buf.deallocate() }
+        var fds: [Int32] = []
+        let got = try Posix.receiveWithFDs(b, buf, HandoffClient.maximumSize + 1, fds: &fds)
+        XCTAssertEqual(got, .processed(bytes.count))
+        XCTAssertEqual(fds.count, 1)
+        XCTAssertEqual(try HandoffClient.decode(UnsafeRawBufferPointer(start: buf, count: bytes.count)), Self.full)
+        // Bytes written by the "client" reach the passed descriptor.
+        var ping: [UInt8] = [1, 2, 3]
+        XCTAssertEqual(Glibc.write(client, &ping, 3), 3)
+        var back = [UInt8](repeating: 0, count: 3)
+        XCTAssertEqual(Glibc.read(fds[0], &back, 3), 3)
+        XCTAssertEqual(back, ping)
+        Posix.close(fds[0])
+    }
+}
+
+private func cl_SOCK_STREAM_value() -> Int32 { Int32(SOCK_STREAM.rawValue) }
