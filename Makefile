@@ -4,7 +4,7 @@ JOBS    ?= 2
 CONFIG  ?= pgswift.ini
 RELEASE := .build/release
 
-.PHONY: all build debug test run bench bench-quick microbench clean check-config deps deps-build deps-test deb deb-binaries
+.PHONY: all build debug test run bench bench-quick bench-binaries microbench clean check-config deps deps-build deps-test deb deb-binaries
 
 all: build
 
@@ -34,17 +34,24 @@ run: deps-test build
 # Benchmarks (bench/README.md); never part of `make test`. Tune with BENCH_DURATION, BENCH_REPEATS...
 BENCH_PY := PYTHONDONTWRITEBYTECODE=1 python3
 
-bench: build
-	scripts/install-deps.sh bench
-	BENCH_MAKE_TARGET=bench $(BENCH_PY) bench/bench.py
+# They measure the binaries the Debian package ships (deb-binaries' build: Swift runtime linked in), not
+# `make build`'s: a dynamically linked libswiftCore & co. add ~5 MiB of resident pages to every process.
+BENCH_BIN = $${PGSWIFT_BIN_DIR:-$(DEB_BUILD)/release}
 
-bench-quick: build
+bench: bench-binaries
 	scripts/install-deps.sh bench
-	BENCH_MAKE_TARGET=bench-quick BENCH_QUICK=1 $(BENCH_PY) bench/bench.py
+	BENCH_MAKE_TARGET=bench PGSWIFT_BIN_DIR="$(BENCH_BIN)" $(BENCH_PY) bench/bench.py
 
-microbench: build
+bench-quick: bench-binaries
 	scripts/install-deps.sh bench
-	$(BENCH_PY) bench/microbench.py
+	BENCH_MAKE_TARGET=bench-quick BENCH_QUICK=1 PGSWIFT_BIN_DIR="$(BENCH_BIN)" $(BENCH_PY) bench/bench.py
+
+microbench: bench-binaries
+	scripts/install-deps.sh bench
+	PGSWIFT_BIN_DIR="$(BENCH_BIN)" $(BENCH_PY) bench/microbench.py
+
+bench-binaries: deps-build
+	$(SWIFT) build -c release -j $(JOBS) --static-swift-stdlib --scratch-path $(DEB_BUILD) $(DEB_LDFLAGS)
 
 check-config: build
 	$(RELEASE)/pgswift --check-config $(CONFIG)
@@ -59,9 +66,8 @@ DEB_BUILD := .build-deb
 DEB_OUT   ?= .
 DEB_LDFLAGS := -Xlinker -z -Xlinker relro -Xlinker -z -Xlinker now
 
-deb-binaries: deps-build
+deb-binaries: deps-build bench-binaries
 	scripts/install-deps.sh deb
-	$(SWIFT) build -c release -j $(JOBS) --static-swift-stdlib --scratch-path $(DEB_BUILD) $(DEB_LDFLAGS)
 
 deb: deb-binaries
 	Packaging/build-deb.sh $(DEB_BUILD)/release $(DEB_OUT)

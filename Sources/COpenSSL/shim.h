@@ -2,6 +2,7 @@
 // wrappers for the OpenSSL macros Swift cannot call.
 #ifndef PGSWIFT_COPENSSL_SHIM_H
 #define PGSWIFT_COPENSSL_SHIM_H
+#include <string.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
@@ -31,4 +32,77 @@ static inline X509 *pgs_SSL_get_peer_certificate(const SSL *s) { return SSL_get1
 static inline void pgs_OPENSSL_free(void *p) { OPENSSL_free(p); }
 static inline long pgs_SSL_CTX_set_session_cache_mode(SSL_CTX *c, long m) { return SSL_CTX_set_session_cache_mode(c, m); }
 static inline long pgs_SSL_CTX_set_ecdh_auto(SSL_CTX *c) { (void)c; return 1; }
+/* SHA-256 and HMAC-SHA-256 on libcrypto's low-level SHA256_* (deprecated in OpenSSL 3, still exported):
+ * no provider dispatch, no context allocation. A SCRAM login hashes a few hundred bytes, where the EVP
+ * layer's per-call overhead cost as much as the hashing itself. */
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wdeprecated-declarations"
+static inline void pgs_sha256(const void *d, size_t n, unsigned char out[32]) {
+    SHA256_CTX c;
+    SHA256_Init(&c);
+    SHA256_Update(&c, d, n);
+    SHA256_Final(out, &c);
+    OPENSSL_cleanse(&c, sizeof c);
+}
+static inline void pgs_hmac_sha256(const unsigned char *key, size_t klen, const void *d, size_t n,
+                                   unsigned char out[32]) {
+    unsigned char k[64] = {0}, pad[64], inner[32];
+    SHA256_CTX c;
+    if (klen > 64) { pgs_sha256(key, klen, k); } else if (klen > 0) { memcpy(k, key, klen); }
+    for (int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x36;
+    SHA256_Init(&c);
+    SHA256_Update(&c, pad, 64);
+    SHA256_Update(&c, d, n);
+    SHA256_Final(inner, &c);
+    for (int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x5c;
+    SHA256_Init(&c);
+    SHA256_Update(&c, pad, 64);
+    SHA256_Update(&c, inner, 32);
+    SHA256_Final(out, &c);
+    OPENSSL_cleanse(&c, sizeof c);
+    OPENSSL_cleanse(k, sizeof k);
+    OPENSSL_cleanse(pad, sizeof pad);
+    OPENSSL_cleanse(inner, sizeof inner);
+}
+/* HMAC-SHA-256 with the key's padded blocks hashed once: `states` holds the SHA-256 chaining values
+ * after key^ipad (words 0-7) and after key^opad (words 8-15). A SCRAM secret's two keys are used for
+ * every login: preparing them once saves 4 of the 13 SHA-256 blocks a login hashes. */
+static inline void pgs_hmac_sha256_prepare(const unsigned char *key, size_t klen, unsigned int states[16]) {
+    unsigned char k[64] = {0}, pad[64];
+    SHA256_CTX c;
+    if (klen > 64) { pgs_sha256(key, klen, k); } else if (klen > 0) { memcpy(k, key, klen); }
+    for (int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x36;
+    SHA256_Init(&c);
+    SHA256_Update(&c, pad, 64);
+    memcpy(states, c.h, 32);
+    for (int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x5c;
+    SHA256_Init(&c);
+    SHA256_Update(&c, pad, 64);
+    memcpy(states + 8, c.h, 32);
+    OPENSSL_cleanse(&c, sizeof c);
+    OPENSSL_cleanse(k, sizeof k);
+    OPENSSL_cleanse(pad, sizeof pad);
+}
+/* A context that has hashed exactly one 64-byte block whose chaining value is `h`. */
+static inline void pgs_sha256_resume(SHA256_CTX *c, const unsigned int h[8]) {
+    SHA256_Init(c);
+    memcpy(c->h, h, 32);
+    c->Nl = 512;
+    c->Nh = 0;
+    c->num = 0;
+}
+static inline void pgs_hmac_sha256_prepared(const unsigned int states[16], const void *d, size_t n,
+                                            unsigned char out[32]) {
+    unsigned char inner[32];
+    SHA256_CTX c;
+    pgs_sha256_resume(&c, states);
+    SHA256_Update(&c, d, n);
+    SHA256_Final(inner, &c);
+    pgs_sha256_resume(&c, states + 8);
+    SHA256_Update(&c, inner, 32);
+    SHA256_Final(out, &c);
+    OPENSSL_cleanse(&c, sizeof c);
+    OPENSSL_cleanse(inner, sizeof inner);
+}
+#pragma clang diagnostic pop
 #endif

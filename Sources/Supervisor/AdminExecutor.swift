@@ -20,6 +20,7 @@ extension Supervisor {
         // Per-database commands and the service-wide ones built on them (ServiceLimits.swift).
         if executeDatabaseAdmin(command, slot: slot, requestID: id) { return }
         var out = OutBuffer(capacity: 1024)
+        defer { out.deallocate() }
         switch command {
         case .show(let target):
             switch target {

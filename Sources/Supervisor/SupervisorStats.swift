@@ -130,6 +130,7 @@ extension Supervisor {
         switch c.purpose {
         case .admin(let slot, let requestID, let command):
             var out = OutBuffer(capacity: 4096)
+            defer { out.deallocate() }
             renderShow(command, merged, into: &out)
             replyAdmin(slot: slot, requestID: requestID, out)
         case .pauseCheck:
@@ -222,12 +223,14 @@ extension Supervisor {
 
     func replyError(slot: Int, requestID: UInt32, _ e: AdminError) {
         var out = OutBuffer(capacity: 256)
+        defer { out.deallocate() }
         AdminResults.error(e, into: &out)
         replyAdmin(slot: slot, requestID: requestID, out)
     }
 
     func replyDone(slot: Int, requestID: UInt32, _ tag: String) {
         var out = OutBuffer(capacity: 64)
+        defer { out.deallocate() }
         AdminResults.done(tag, into: &out)
         replyAdmin(slot: slot, requestID: requestID, out)
     }

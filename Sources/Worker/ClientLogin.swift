@@ -199,11 +199,12 @@ extension Worker {
                 }
                 // On TLS, -PLUS (tls-server-end-point channel binding) is offered first, as PostgreSQL does.
                 let binding = scramChannelBinding(ci)
-                info.auth = .scram(ScramServerExchange(secret: s, channelBinding: binding), sawClientFirst: false)
+                info.auth = .scram(ScramServerExchange(secret: s, nonceBytes: random.bytes(ScramServerExchange.rawNonceLength),
+                                                        channelBinding: binding), sawClientFirst: false)
                 Backend.authenticationSASL(into: &scratch, mechanisms: binding == nil ? ["SCRAM-SHA-256"]
                                            : ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"])
             } else {
-                let salt = Crypto.randomBytes(4)
+                let salt = random.bytes(4)
                 info.auth = secret.map { .md5(salt: salt, secret: $0) } ?? .failing
                 Backend.authenticationMD5Password(into: &scratch, salt: salt)
             }
@@ -339,14 +340,16 @@ extension Worker {
         let p = Int(clients[ci].pool)
         scratch.clear()
         Backend.authenticationOk(into: &scratch)
-        for (name, value) in pools[p].welcome ?? [] {
-            var v = value
-            if let t = tracked.index(of: name), let own = info.params.values[t] { v = own }
-            Backend.parameterStatus(into: &scratch, name: name, value: v)
+        if let welcome = pools[p].welcome {
+            for i in 0..<welcome.count {
+                let t = pools[p].welcomeTrackedIndex[i]
+                let v = t >= 0 ? info.params.values[t] ?? welcome[i].1 : welcome[i].1
+                Backend.parameterStatus(into: &scratch, name: welcome[i].0, value: v)
+            }
         }
         // Tracked parameters the server did not report still echo the client's own values.
         for (t, name) in tracked.names.enumerated() {
-            if let own = info.params.values[t], !(pools[p].welcome ?? []).contains(where: { $0.0 == name }) {
+            if let own = info.params.values[t], welcomeValue(p, t) == nil {
                 Backend.parameterStatus(into: &scratch, name: name, value: own)
             }
         }

@@ -231,17 +231,23 @@ struct Table<Record: TableRecord> {
         var freeStack: UnsafeMutablePointer<Int32>
         var freeCount: Int
         var used: Int
+        var growthTarget: Int
     }
     private let header: UnsafeMutablePointer<Header>
 
-    init(capacity: Int) {
+    /// `growthTarget`: the size the table is expected to reach at most (clients: max_client_conn).
+    /// Records are initialised, so every page of the table is resident: it starts at `capacity` and
+    /// doubles, but not past the target until that is full, so that a worker never holding more than
+    /// a few hundred clients does not carry (and the janitor does not walk) a table sized for 10,000.
+    init(capacity: Int, growthTarget: Int = 0) {
         let cap = max(capacity, 16)
         let base = UnsafeMutablePointer<Record>.allocate(capacity: cap)
         base.initialize(repeating: Record(), count: cap)
         let free = UnsafeMutablePointer<Int32>.allocate(capacity: cap)
         for i in 0..<cap { free[i] = Int32(cap - 1 - i) }
         header = .allocate(capacity: 1)
-        header.initialize(to: Header(base: base, capacity: cap, freeStack: free, freeCount: cap, used: 0))
+        header.initialize(to: Header(base: base, capacity: cap, freeStack: free, freeCount: cap, used: 0,
+                                     growthTarget: growthTarget))
     }
 
     var capacity: Int { header.pointee.capacity }
@@ -285,7 +291,9 @@ struct Table<Record: TableRecord> {
 
     private func grow() {
         let old = header.pointee.capacity
-        let newCap = old * 2
+        var newCap = old * 2
+        let target = header.pointee.growthTarget
+        if old < target && newCap > target { newCap = target }
         let nb = UnsafeMutablePointer<Record>.allocate(capacity: newCap)
         nb.moveInitialize(from: header.pointee.base, count: old)
         (nb + old).initialize(repeating: Record(), count: newCap - old)

@@ -74,7 +74,7 @@ extension Worker {
         for t in 0..<tracked.names.count {
             let name = tracked.names[t]
             var want = cinfo.params.values[t]
-            if want == nil, let w = pools[p].welcome?.first(where: { $0.0 == name }) { want = w.1 }
+            if want == nil { want = welcomeValue(p, t) }
             guard sinfo.params.values[t] != want else { continue }
             if let want {
                 sql += "SET \(name) = \(sqlLiteral(want));"
@@ -94,11 +94,11 @@ extension Worker {
     /// Fingerprint of what a client expects: its own value of each tracked parameter, else the pool's default.
     func expectedParamsKey(_ ci: Int32) -> UInt64 {
         guard let info = clients[ci].info else { return 1 }
-        let welcome = pools[Int(clients[ci].pool)].welcome
+        let p = Int(clients[ci].pool)
         var h = Hasher()
         for t in 0..<tracked.names.count {
             var want = info.params.values[t]
-            if want == nil { want = welcome?.first(where: { $0.0 == tracked.names[t] })?.1 }
+            if want == nil { want = welcomeValue(p, t) }
             h.combine(t)
             h.combine(want)
         }
@@ -283,9 +283,9 @@ extension Worker {
             return
         }
         // DISCARD ALL resets tracked parameters to their defaults: forget what we knew.
-        if let info = servers[si].info, let welcome = pools[Int(servers[si].pool)].welcome {
+        if let info = servers[si].info, pools[Int(servers[si].pool)].welcome != nil {
             for t in 0..<tracked.names.count {
-                info.params.values[t] = welcome.first(where: { $0.0 == tracked.names[t] })?.1
+                info.params.values[t] = welcomeValue(Int(servers[si].pool), t)
             }
             servers[si].paramsKey = serverParamsKey(si)
         }

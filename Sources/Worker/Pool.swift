@@ -40,6 +40,11 @@ struct Pool {
 
     /// The first server's ParameterStatus values, sent to every client at login.
     var welcome: [(String, String)]? = nil
+    /// Set with `welcome` (WelcomeIndex.swift): each welcome entry's tracked-parameter index (-1: not
+    /// tracked), and each tracked parameter's welcome value (nil: not reported). Logins and links read
+    /// these instead of matching parameter names as strings.
+    var welcomeTrackedIndex: [Int] = []
+    var welcomeTrackedValues: [String?] = []
     /// ClientKey recovered from a client's SCRAM proof: lets pgswift log in to PostgreSQL with a
     /// userlist SCRAM secret (no plain password), as PgBouncer does.
     var scramClientKey: [UInt8]? = nil

@@ -254,7 +254,7 @@ extension Worker {
             health.suspectUntil[key] = nil
         }
         if pools[p].welcome == nil, let info = servers[si].info {
-            pools[p].welcome = info.reported
+            setWelcome(p, info.reported)
         }
         servers[si].info?.reported = []
         servers[si].paramsKey = serverParamsKey(si)

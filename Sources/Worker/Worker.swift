@@ -70,6 +70,8 @@ final class Worker {
     let pools = Table<Pool>(capacity: 16)
     var poolIndex: [String: Int32] = [:]
     let buffers: BufferPool
+    /// Cancel keys, SCRAM nonces and md5 salts (RandomPool.swift).
+    let random = RandomPool()
     var scratch = OutBuffer(capacity: 4096)
     var tracked: TrackedParams
     var listenFDs: [Int32]
@@ -97,6 +99,8 @@ final class Worker {
     }
     var running = true
     var accepting = true
+    /// TCP_NODELAY and SO_KEEPALIVE are set on the listeners and inherited (ListenerTuning.swift).
+    var listenersTuned = false
     var maxPacket: Int
     var nextJanitor: Int64 = 0
     var activeServerCount: Int {
@@ -139,7 +143,7 @@ final class Worker {
         log = Logger(who: "w\(options.slot)", minimumLevel: options.verbose > 0 || config.verbose > 0 ? .debug : .log)
         if let lf = config.logfile, !lf.isEmpty { _ = log.openLogFile(lf) }
         epoll = try Epoll(capacity: 512)
-        clients = Table(capacity: min(max(config.maxClientConn + 16, 64), 100_000))
+        clients = Table(capacity: 256, growthTarget: min(max(config.maxClientConn + 16, 64), 100_000))
         servers = Table(capacity: 64)
         buffers = BufferPool(size: 32 * 1024)
         tracked = TrackedParams(extra: config.trackExtraParameters)
@@ -161,6 +165,7 @@ final class Worker {
     // MARK: The loop
 
     func run() throws {
+        tuneListeners()
         for fd in listenFDs {
             try epoll.add(fd, events: [.input], data: Token.make(kind: Token.listener, gen: 0, index: fd))
         }
@@ -220,10 +225,15 @@ final class Worker {
 
     // MARK: Accepting
 
+    /// One connection per readiness event: listeners are level-triggered, so the next epoll_wait
+    /// (which the loop makes anyway) reports any still pending, and the accept4 that would only say
+    /// EAGAIN — one per connection when they come one at a time — is never made.
+    static let acceptsPerEvent = 1
+
     func acceptClients(_ listenFD: Int32) {
         guard accepting else { return }
         var peer = SocketAddress()
-        while true {
+        for _ in 0..<Worker.acceptsPerEvent {
             let fd: Int32
             do {
                 guard let f = try Sockets.accept(listenFD, peer: &peer) else { return }
@@ -237,7 +247,7 @@ final class Worker {
                 return
             }
             let isUnix = peer.family == AF_UNIX
-            if !isUnix { Sockets.tuneTCP(fd, keepalive: config.tcpKeepalive) }
+            if !isUnix && !listenersTuned { Sockets.tuneTCP(fd, keepalive: config.tcpKeepalive) }
             if !admitClient() {
                 rejectEarly(fd, code: SQLState.tooManyConnections,
                             message: "no more connections allowed (max_client_conn)")
@@ -361,6 +371,7 @@ final class Worker {
             authQuery.cache.removeAll()
             refreshPools()
             applyHotSettings()
+            tuneListeners()
             reloadTLS()
             log.info("configuration reloaded")
         } catch {
@@ -423,7 +434,6 @@ final class Worker {
     }
 
     func randomUInt32() -> UInt32 {
-        let b = Crypto.randomBytes(4)
-        return UInt32(b[0]) << 24 | UInt32(b[1]) << 16 | UInt32(b[2]) << 8 | UInt32(b[3])
+        random.uint32()
     }
 }

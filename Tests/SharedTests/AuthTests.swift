@@ -24,6 +24,27 @@ final class AuthTests: XCTestCase {
         // Empty key and data must work (no NULL-pointer special cases).
         XCTAssertEqual(hex(Crypto.hmacSHA256(key: [], data: [])),
                        "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad")
+        // RFC 4231 test case 6: a key longer than the block is hashed first.
+        XCTAssertEqual(hex(Crypto.hmacSHA256(key: [UInt8](repeating: 0xaa, count: 131),
+                                             data: bytes("Test Using Larger Than Block-Size Key - Hash Key First"))),
+                       "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54")
+    }
+
+    func testPreparedHMACMatchesPlainHMAC() {
+        let keys: [[UInt8]] = [[], bytes("Jefe"), [UInt8](repeating: 0x0b, count: 32), [UInt8](repeating: 0xaa, count: 131)]
+        let datas: [[UInt8]] = [[], bytes("Hi There"), [UInt8](repeating: 0x5a, count: 55),
+                                [UInt8](repeating: 0x17, count: 64), [UInt8](repeating: 0x99, count: 300)]
+        for k in keys {
+            let prepared = Crypto.hmacSHA256Prepare(key: k)
+            for d in datas {
+                XCTAssertEqual(Crypto.hmacSHA256(prepared: prepared, data: d), Crypto.hmacSHA256(key: k, data: d),
+                               "key \(k.count) bytes, data \(d.count) bytes")
+            }
+        }
+        var s = ScramSecret(iterations: 16, salt: [1, 2, 3], storedKey: [UInt8](repeating: 1, count: 32),
+                            serverKey: [UInt8](repeating: 2, count: 32))
+        s.storedKey = [UInt8](repeating: 3, count: 32)
+        XCTAssertEqual(s.storedKeyHMAC, Crypto.hmacSHA256Prepare(key: s.storedKey), "a changed key is prepared again")
     }
 
     func testPBKDF2Vectors() {

@@ -37,6 +37,16 @@ final class TableTests: XCTestCase {
         XCTAssertEqual(t.used, 39)
         XCTAssertEqual(t.allocate(), first, "a released slot is reused")
     }
+
+    func testGrowthStopsAtTargetFirst() {
+        let t = Table<Client>(capacity: 16, growthTarget: 40)
+        for _ in 0..<17 { _ = t.allocate() }
+        XCTAssertEqual(t.capacity, 32)
+        for _ in 17..<33 { _ = t.allocate() }
+        XCTAssertEqual(t.capacity, 40, "doubling stops at the target (max_client_conn) while below it")
+        for _ in 33..<41 { _ = t.allocate() }
+        XCTAssertEqual(t.capacity, 80, "past the target it doubles again")
+    }
 }
 
 final class BufferTests: XCTestCase {

@@ -7,36 +7,45 @@ public enum Crypto {
     public static let sha256Length = 32
 
     public static func sha256(_ data: [UInt8]) -> [UInt8] {
-        withNonNullBytes(data) { d, n in sha256Parts(UnsafeRawBufferPointer(start: d, count: n), nil) }
-    }
-
-    /// HMAC-SHA-256 (RFC 2104) over libcrypto's SHA-256 with a digest fetched once: OpenSSL 3's one-shot
-    /// HMAC() fetches the MAC and digest implementations on every call, which topped the login profile.
-    public static func hmacSHA256(key: [UInt8], data: [UInt8]) -> [UInt8] {
-        let block = 64
-        var k = key.count > block ? sha256(key) : key
-        k += [UInt8](repeating: 0, count: block - k.count)
-        let ipad = k.map { $0 ^ 0x36 }
-        let opad = k.map { $0 ^ 0x5c }
-        let inner = ipad.withUnsafeBytes { ip in
-            withNonNullBytes(data) { d, n in sha256Parts(ip, UnsafeRawBufferPointer(start: d, count: n)) }
+        [UInt8](unsafeUninitializedCapacity: sha256Length) { out, n in
+            data.withUnsafeBytes { pgs_sha256($0.baseAddress, $0.count, out.baseAddress) }
+            n = sha256Length
         }
-        return opad.withUnsafeBytes { op in inner.withUnsafeBytes { sha256Parts(op, $0) } }
     }
 
-    /// SHA-256 of `a` followed by `b`.
-    private static func sha256Parts(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer?) -> [UInt8] {
-        guard let ctx = EVP_MD_CTX_new() else { preconditionFailure("libcrypto: out of memory") }
-        defer { EVP_MD_CTX_free(ctx) }
-        var out = [UInt8](repeating: 0, count: sha256Length)
-        var outLength: UInt32 = 0
-        var ok = EVP_DigestInit_ex(ctx, FetchedDigests.shared.sha256, nil) == 1
-        if ok && a.count > 0 { ok = EVP_DigestUpdate(ctx, a.baseAddress, a.count) == 1 }
-        if ok, let b, b.count > 0 { ok = EVP_DigestUpdate(ctx, b.baseAddress, b.count) == 1 }
-        if ok { ok = out.withUnsafeMutableBufferPointer { EVP_DigestFinal_ex(ctx, $0.baseAddress, &outLength) } == 1 }
-        // Only allocation failure inside OpenSSL can get here; continuing would authenticate with zeros.
-        precondition(ok && Int(outLength) == sha256Length, "libcrypto SHA-256 failed")
-        return out
+    /// HMAC-SHA-256 (RFC 2104) in the COpenSSL shim over libcrypto's low-level SHA-256: OpenSSL 3's
+    /// one-shot HMAC() fetches the MAC and digest on every call, and even EVP digests with a digest
+    /// fetched once spent as much on dispatch and context allocation as on hashing in the login profile.
+    public static func hmacSHA256(key: [UInt8], data: [UInt8]) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: sha256Length) { out, n in
+            key.withUnsafeBufferPointer { k in
+                data.withUnsafeBytes { d in
+                    pgs_hmac_sha256(k.baseAddress, k.count, d.baseAddress, d.count, out.baseAddress)
+                }
+            }
+            n = sha256Length
+        }
+    }
+
+    /// An HMAC-SHA-256 key with its padded blocks already hashed (`pgs_hmac_sha256_prepare`): 16 words.
+    public static func hmacSHA256Prepare(key: [UInt8]) -> [UInt32] {
+        [UInt32](unsafeUninitializedCapacity: 16) { out, n in
+            key.withUnsafeBufferPointer { pgs_hmac_sha256_prepare($0.baseAddress, $0.count, out.baseAddress) }
+            n = 16
+        }
+    }
+
+    /// HMAC-SHA-256 with a key from `hmacSHA256Prepare`: the same result as `hmacSHA256(key:data:)`.
+    public static func hmacSHA256(prepared: [UInt32], data: [UInt8]) -> [UInt8] {
+        precondition(prepared.count == 16, "prepared HMAC key must be 16 words")
+        return [UInt8](unsafeUninitializedCapacity: sha256Length) { out, n in
+            prepared.withUnsafeBufferPointer { st in
+                data.withUnsafeBytes { d in
+                    pgs_hmac_sha256_prepared(st.baseAddress, d.baseAddress, d.count, out.baseAddress)
+                }
+            }
+            n = sha256Length
+        }
     }
 
     /// PBKDF2-HMAC-SHA-256 with a 32-byte output (SCRAM's Hi() function).
@@ -208,15 +217,5 @@ public enum Base64 {
         }
         if padding > 0 { out.removeLast(padding) }
         return out
-    }
-}
-
-/// Digest implementations fetched from libcrypto once per process (immutable after start).
-final class FetchedDigests: @unchecked Sendable {
-    static let shared = FetchedDigests()
-    let sha256: OpaquePointer?
-    private init() {
-        sha256 = EVP_MD_fetch(nil, "SHA256", nil)
-        precondition(sha256 != nil, "libcrypto has no SHA256")
     }
 }

@@ -18,14 +18,23 @@ public struct ScramSecret: Sendable, Equatable, CustomStringConvertible {
 
     public var iterations: Int
     public var salt: [UInt8]
-    public var storedKey: [UInt8]
-    public var serverKey: [UInt8]
+    public var storedKey: [UInt8] {
+        didSet { storedKeyHMAC = Crypto.hmacSHA256Prepare(key: storedKey) }
+    }
+    public var serverKey: [UInt8] {
+        didSet { serverKeyHMAC = Crypto.hmacSHA256Prepare(key: serverKey) }
+    }
+    /// The two keys prepared for HMAC once per secret (secrets are cached per user), not per login.
+    public private(set) var storedKeyHMAC: [UInt32]
+    public private(set) var serverKeyHMAC: [UInt32]
 
     public init(iterations: Int, salt: [UInt8], storedKey: [UInt8], serverKey: [UInt8]) {
         self.iterations = iterations
         self.salt = salt
         self.storedKey = storedKey
         self.serverKey = serverKey
+        storedKeyHMAC = Crypto.hmacSHA256Prepare(key: storedKey)
+        serverKeyHMAC = Crypto.hmacSHA256Prepare(key: serverKey)
     }
 
     /// Parses `SCRAM-SHA-256$<iterations>:<salt b64>$<StoredKey b64>:<ServerKey b64>`.

@@ -3,6 +3,8 @@
 public struct ScramServerExchange {
     public static let mechanism = "SCRAM-SHA-256"
     public static let mechanismPlus = "SCRAM-SHA-256-PLUS"
+    /// Random bytes a server nonce is made of (base64-encoded), for callers that supply their own.
+    public static let rawNonceLength = ScramText.rawNonceLength
 
     private enum Phase { case awaitingClientFirst, awaitingClientFinal, succeeded, failed }
 
@@ -157,12 +159,12 @@ public struct ScramServerExchange {
         let withoutProof = data[0..<(proofAttributeStart - 1)]
         let authMessage = ScramText.authMessage(clientFirstBare, serverFirst, withoutProof)
 
-        let clientSignature = Crypto.hmacSHA256(key: secret.storedKey, data: authMessage)
+        let clientSignature = Crypto.hmacSHA256(prepared: secret.storedKeyHMAC, data: authMessage)
         let key = ScramText.xor(proof, clientSignature)
         guard Crypto.constantTimeEqual(Crypto.sha256(key), secret.storedKey) else {
             return fail("SCRAM client proof does not match the stored secret (wrong password)")
         }
-        let serverSignature = Crypto.hmacSHA256(key: secret.serverKey, data: authMessage)
+        let serverSignature = Crypto.hmacSHA256(prepared: secret.serverKeyHMAC, data: authMessage)
         clientKey = key
         phase = .succeeded
         var final = Array("v=".utf8)
