@@ -36,7 +36,7 @@ BENCH_PY := PYTHONDONTWRITEBYTECODE=1 python3
 
 # They measure the binaries the Debian package ships (deb-binaries' build: Swift runtime linked in), not
 # `make build`'s: a dynamically linked libswiftCore & co. add ~5 MiB of resident pages to every process.
-BENCH_BIN = $${PGSWIFT_BIN_DIR:-$(DEB_BUILD)/release}
+BENCH_BIN = $${PGSWIFT_BIN_DIR:-$(CURDIR)/$(DEB_BUILD)/release}
 
 bench: bench-binaries
 	scripts/install-deps.sh bench
