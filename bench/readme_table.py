@@ -11,6 +11,8 @@ NAMES = [
     ("select-prepared", "prepared statements (transaction mode)"),
     ("tpcb", "TPC-B"),
     ("churn", "connection churn (`-C`)"),
+    ("select-tls", "select-only, client TLS"),
+    ("churn-tls", "connection churn, client TLS"),
 ]
 
 
@@ -41,6 +43,15 @@ def main():
                     vals.append(f"{v:.2f}")
             cells.append(" / ".join(vals))
         print(f"| {label} | " + " | ".join(cells) + " |")
+    rss = []
+    for n in (1, 2):
+        vals = [r["ratios"]["pooler_peak_rss_mib"] for r in d["summary"]
+                if r["target"] == f"pgswift:{n}" and "pooler_peak_rss_mib" in r.get("ratios", {})]
+        if vals:
+            rss.append(f"{min(vals):.2f}–{max(vals):.2f}× with {n} process(es)")
+    if rss:
+        print()
+        print("Peak RSS of the pooler's processes, ratio to PgBouncer's over the scenarios: " + "; ".join(rss) + ".")
     idle = {r["target"]: r for r in d["runs"] if r["scenario"] == "idle" and r["status"] == "OK"}
     parts = []
     for n in (1, 2):
