@@ -75,20 +75,6 @@ public enum ControlMessage: Equatable, Sendable {
 
     /// Appends the encoded message to `out` (lets a caller reuse one buffer).
     public func encode(into out: inout [UInt8]) {
-        func u32(_ v: UInt32) {
-            out.append(UInt8(truncatingIfNeeded: v >> 24))
-            out.append(UInt8(truncatingIfNeeded: v >> 16))
-            out.append(UInt8(truncatingIfNeeded: v >> 8))
-            out.append(UInt8(truncatingIfNeeded: v))
-        }
-        func i32(_ v: Int32) { u32(UInt32(bitPattern: v)) }
-        func str(_ text: String) {
-            var t = text
-            t.withUTF8 { utf8 in
-                u32(UInt32(truncatingIfNeeded: utf8.count))
-                out.append(contentsOf: utf8)
-            }
-        }
         switch self {
         case .shutdown(let mode):
             out.append(Kind.shutdown.rawValue)
@@ -101,28 +87,24 @@ public enum ControlMessage: Equatable, Sendable {
             out.append(Kind.resume.rawValue)
         case .cancel(let processID, let secretKey):
             out.append(Kind.cancel.rawValue)
-            i32(processID)
-            u32(secretKey)
+            out.appendControlI32(processID)
+            out.appendControlU32(secretKey)
         case .ready(let slot, let pid):
             out.append(Kind.ready.rawValue)
-            i32(slot)
-            i32(pid)
+            out.appendControlI32(slot)
+            out.appendControlI32(pid)
         case .forwardCancel(let targetSlot, let processID, let secretKey):
             out.append(Kind.forwardCancel.rawValue)
-            i32(targetSlot)
-            i32(processID)
-            u32(secretKey)
+            out.appendControlI32(targetSlot)
+            out.appendControlI32(processID)
+            out.appendControlU32(secretKey)
         case .heartbeat(let clients, let servers):
             out.append(Kind.heartbeat.rawValue)
-            i32(clients)
-            i32(servers)
+            out.appendControlI32(clients)
+            out.appendControlI32(servers)
         case .log(let text):
             out.append(Kind.log.rawValue)
-            var t = text
-            t.withUTF8 { utf8 in
-                u32(UInt32(truncatingIfNeeded: utf8.count))
-                out.append(contentsOf: utf8)
-            }
+            out.appendControlString(text)
         case .statsToWorker(let chunk):
             out.append(Kind.statsToWorker.rawValue)
             out.append(contentsOf: chunk)
@@ -131,33 +113,33 @@ public enum ControlMessage: Equatable, Sendable {
             out.append(contentsOf: chunk)
         case .quota(let database, let user, let quota, let seq):
             out.append(Kind.quota.rawValue)
-            str(database)
-            str(user)
-            i32(quota)
-            u32(seq)
+            out.appendControlString(database)
+            out.appendControlString(user)
+            out.appendControlI32(quota)
+            out.appendControlU32(seq)
         case .drain(let handoff):
             out.append(Kind.drain.rawValue)
             out.append(handoff ? 1 : 0)
         case .backendState(let host, let port, let flags, let addresses):
             out.append(Kind.backendState.rawValue)
-            str(host)
-            i32(port)
+            out.appendControlString(host)
+            out.appendControlI32(port)
             out.append(flags)
-            u32(UInt32(truncatingIfNeeded: addresses.count))
-            for a in addresses { str(a) }
+            out.appendControlU32(UInt32(truncatingIfNeeded: addresses.count))
+            for a in addresses { out.appendControlString(a) }
         case .backendFailed(let host, let port, let reason):
             out.append(Kind.backendFailed.rawValue)
-            str(host)
-            i32(port)
-            str(reason)
+            out.appendControlString(host)
+            out.appendControlI32(port)
+            out.appendControlString(reason)
         case .poolReport(let database, let user, let servers, let idle, let waiting, let seq):
             out.append(Kind.poolReport.rawValue)
-            str(database)
-            str(user)
-            i32(servers)
-            i32(idle)
-            i32(waiting)
-            u32(seq)
+            out.appendControlString(database)
+            out.appendControlString(user)
+            out.appendControlI32(servers)
+            out.appendControlI32(idle)
+            out.appendControlI32(waiting)
+            out.appendControlU32(seq)
         case .limitsToWorker(let m):
             out.append(Kind.limitsToWorker.rawValue)
             m.encode(into: &out)
@@ -286,6 +268,27 @@ public enum ControlMessage: Equatable, Sendable {
             }
             defer { offset &+= count }
             return UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + count)])
+        }
+    }
+}
+
+/// The writing side of `ControlMessage.Reader`: big-endian integers and u32-length-prefixed UTF-8, shared
+/// by every control-message encoder (ControlMessage, LimitsMessage).
+extension [UInt8] {
+    mutating func appendControlU32(_ v: UInt32) {
+        append(UInt8(truncatingIfNeeded: v >> 24))
+        append(UInt8(truncatingIfNeeded: v >> 16))
+        append(UInt8(truncatingIfNeeded: v >> 8))
+        append(UInt8(truncatingIfNeeded: v))
+    }
+
+    mutating func appendControlI32(_ v: Int32) { appendControlU32(UInt32(bitPattern: v)) }
+
+    mutating func appendControlString(_ text: String) {
+        var t = text
+        t.withUTF8 { utf8 in
+            appendControlU32(UInt32(truncatingIfNeeded: utf8.count))
+            append(contentsOf: utf8)
         }
     }
 }

@@ -67,53 +67,39 @@ public enum LimitsMessage: Equatable, Sendable {
     }
 
     func encode(into out: inout [UInt8]) {
-        func u32(_ v: UInt32) {
-            out.append(UInt8(truncatingIfNeeded: v >> 24))
-            out.append(UInt8(truncatingIfNeeded: v >> 16))
-            out.append(UInt8(truncatingIfNeeded: v >> 8))
-            out.append(UInt8(truncatingIfNeeded: v))
-        }
-        func i32(_ v: Int32) { u32(UInt32(bitPattern: v)) }
-        func str(_ text: String) {
-            var t = text
-            t.withUTF8 { utf8 in
-                u32(UInt32(truncatingIfNeeded: utf8.count))
-                out.append(contentsOf: utf8)
-            }
-        }
         switch self {
         case .groupQuota(let key, let quota, let seq):
             out.append(Kind.groupQuota.rawValue)
             out.append(key.kind.rawValue)
-            str(key.name)
-            i32(quota)
-            u32(seq)
+            out.appendControlString(key.name)
+            out.appendControlI32(quota)
+            out.appendControlU32(seq)
         case .database(let op, let database, let requestID):
             out.append(Kind.database.rawValue)
             out.append(op.rawValue)
-            str(database)
-            u32(requestID)
+            out.appendControlString(database)
+            out.appendControlU32(requestID)
         case .killClient(let clientID, let requestID):
             out.append(Kind.killClient.rawValue)
-            u32(clientID)
-            u32(requestID)
+            out.appendControlU32(clientID)
+            out.appendControlU32(requestID)
         case .warm(let database, let user, let count):
             out.append(Kind.warm.rawValue)
-            str(database)
-            str(user)
-            i32(count)
+            out.appendControlString(database)
+            out.appendControlString(user)
+            out.appendControlI32(count)
         case .groupReport(let key, let servers, let idle, let waiting, let seq):
             out.append(Kind.groupReport.rawValue)
             out.append(key.kind.rawValue)
-            str(key.name)
-            i32(servers)
-            i32(idle)
-            i32(waiting)
-            u32(seq)
+            out.appendControlString(key.name)
+            out.appendControlI32(servers)
+            out.appendControlI32(idle)
+            out.appendControlI32(waiting)
+            out.appendControlU32(seq)
         case .reply(let requestID, let count):
             out.append(Kind.reply.rawValue)
-            u32(requestID)
-            i32(count)
+            out.appendControlU32(requestID)
+            out.appendControlI32(count)
         }
     }
 
