@@ -40,6 +40,13 @@ struct ShareQuotas<Key: Hashable & Sendable> {
         var seenSeq: [UInt32]
         /// Reported since its process started: one never heard from is nobody's donor yet (it may be busy).
         var heard: [Bool]
+        /// Most servers each slot had in use at once (reported servers - idle, where a report's idle
+        /// is the fewest over its interval) in the current and the previous half of `calmNanos`, and
+        /// when the current half began (`.min`: not yet). A donor gives only quota it left unused
+        /// over the whole window.
+        var busyPeak: [Int]
+        var busyPeakPrev: [Int]
+        var busyPeakStart: [Int64]
         /// A lowering not confirmed yet: while set, nothing else moves in this pool.
         var pending: (donor: Int, receiver: Int, amount: Int)?
         var lastMove: Int64 = .min
@@ -56,6 +63,12 @@ struct ShareQuotas<Key: Hashable & Sendable> {
     static var moveIntervalNanos: Int64 { 150_000_000 }
     /// How long a lowering may wait for a donor whose servers are all busy before it is cut back.
     static var stuckLoweringNanos: Int64 { 300_000_000 }
+    /// A donor gives only quota it has not used over this long (its peak of servers in use over the
+    /// window, not a snapshot). Quota with no server behind it moves at once. Without the window, two
+    /// saturated workers (select-only, 2 workers, 50 clients, 40 servers in `make bench`) each look idle
+    /// at some report and trade servers back and forth: ~3 new PostgreSQL sessions a second, each move
+    /// closing a server connection on one side and logging in a new one on the other.
+    static var calmNanos: Int64 { 1_000_000_000 }
 
     init(workers: Int) {
         self.workers = max(1, workers)
@@ -84,11 +97,14 @@ struct ShareQuotas<Key: Hashable & Sendable> {
         } else if pools[key]!.size != size {
             orders += resize(key, to: size)
         }
+        rotatePeak(key, slot: slot, now: now)
         pools[key]!.servers[slot] = max(0, servers)
         pools[key]!.idle[slot] = max(0, idle)
         pools[key]!.waiting[slot] = max(0, waiting)
         pools[key]!.seenSeq[slot] = seq
         pools[key]!.heard[slot] = true
+        let busy = max(0, servers - idle)
+        if busy > pools[key]!.busyPeak[slot] { pools[key]!.busyPeak[slot] = busy }
         orders += rebalance(key, now: now)
         return orders
     }
@@ -102,6 +118,7 @@ struct ShareQuotas<Key: Hashable & Sendable> {
             pools[key]!.servers[slot] = 0
             pools[key]!.idle[slot] = 0
             pools[key]!.waiting[slot] = 0
+            pools[key]!.busyPeakStart[slot] = .min
             orders += rebalance(key, now: now)
         }
         return orders
@@ -115,6 +132,7 @@ struct ShareQuotas<Key: Hashable & Sendable> {
         for key in pools.keys {
             pools[key]!.seenSeq[slot] = 0
             pools[key]!.heard[slot] = false
+            pools[key]!.busyPeakStart[slot] = .min
             orders.append(send(key, slot: slot))
         }
         return orders
@@ -130,6 +148,30 @@ struct ShareQuotas<Key: Hashable & Sendable> {
         return orders
     }
 
+    /// Starts a new half-window for `slot` when the current one is over. Called before a report's
+    /// figures replace the previous ones: those held until now (a worker reports only changes), so
+    /// they start the new half.
+    private mutating func rotatePeak(_ key: Key, slot: Int, now: Int64) {
+        let half = Self.calmNanos / 2
+        let current = max(0, pools[key]!.servers[slot] - pools[key]!.idle[slot])
+        let start = pools[key]!.busyPeakStart[slot]
+        if start == .min || now - start >= 2 * half {
+            pools[key]!.busyPeakPrev[slot] = current
+            pools[key]!.busyPeak[slot] = current
+            pools[key]!.busyPeakStart[slot] = now
+        } else if now - start >= half {
+            pools[key]!.busyPeakPrev[slot] = pools[key]!.busyPeak[slot]
+            pools[key]!.busyPeak[slot] = current
+            pools[key]!.busyPeakStart[slot] = start + half
+        }
+    }
+
+    /// Most servers `slot` had in use at once over the last half to whole `calmNanos`.
+    private mutating func windowPeak(_ key: Key, slot: Int, now: Int64) -> Int {
+        rotatePeak(key, slot: slot, now: now)
+        return max(pools[key]!.busyPeak[slot], pools[key]!.busyPeakPrev[slot])
+    }
+
     // MARK: Moving quota
 
     private func makeEntry(size: Int) -> Entry {
@@ -137,7 +179,8 @@ struct ShareQuotas<Key: Hashable & Sendable> {
         return Entry(size: size, quota: (0..<workers).map { Self.evenShare(size: size, slot: $0, workers: workers) },
                      servers: zero, idle: zero, waiting: zero,
                      sentSeq: Array(repeating: 0, count: workers), seenSeq: Array(repeating: 0, count: workers),
-                     heard: Array(repeating: false, count: workers))
+                     heard: Array(repeating: false, count: workers),
+                     busyPeak: zero, busyPeakPrev: zero, busyPeakStart: Array(repeating: .min, count: workers))
     }
 
     /// A changed pool size: the even split of the new size. Shrinking is safe (every worker also caps
@@ -198,10 +241,16 @@ struct ShareQuotas<Key: Hashable & Sendable> {
             return orders
         }
         guard e.lastMove == .min || now - e.lastMove >= Self.moveIntervalNanos else { return [] }
-        // The receiver: the most clients waiting among workers at (or above) their quota.
-        var receiver = -1
+        // The receiver: among workers at (or above) their quota with clients waiting, one below its even
+        // share first, then the most clients waiting.
+        var receiver = -1, receiverBelow = false
         for s in 0..<workers where alive[s] && e.waiting[s] > 0 && e.servers[s] >= e.quota[s] {
-            if receiver < 0 || e.waiting[s] > e.waiting[receiver] { receiver = s }
+            let below = e.quota[s] < Self.evenShare(size: e.size, slot: s, workers: workers)
+            if receiver < 0 || (below && !receiverBelow)
+                || (below == receiverBelow && e.waiting[s] > e.waiting[receiver]) {
+                receiver = s
+                receiverBelow = below
+            }
         }
         guard receiver >= 0 else { return [] }
         let need = e.waiting[receiver]
@@ -212,17 +261,31 @@ struct ShareQuotas<Key: Hashable & Sendable> {
             pools[key]!.lastMove = now
             return [send(key, slot: receiver)]
         }
-        // The donor: the most quota not in use, among workers with nobody waiting.
+        // The donor: the most quota not in use over the last `calmNanos`, among workers with nobody waiting.
         var donor = -1, spare = 0
         for s in 0..<workers where s != receiver && e.waiting[s] == 0 && (e.heard[s] || !alive[s]) {
-            let busy = alive[s] ? e.servers[s] - e.idle[s] : 0
+            let busy = alive[s] ? windowPeak(key, slot: s, now: now) : 0
             let unused = e.quota[s] - max(0, busy)
             if unused > spare {
                 donor = s
                 spare = unused
             }
         }
-        guard donor >= 0 else { return [] }
+        if donor < 0 {
+            // Every worker that holds quota uses it: move toward the even split only, so that a worker
+            // left below its share (0 after an idle spell) is not starved by one whose clients also wait.
+            let fair = Self.evenShare(size: e.size, slot: receiver, workers: workers)
+            guard e.quota[receiver] < fair else { return [] }
+            for s in 0..<workers where s != receiver && alive[s] {
+                let over = e.quota[s] - Self.evenShare(size: e.size, slot: s, workers: workers)
+                if over > spare {
+                    donor = s
+                    spare = over
+                }
+            }
+            guard donor >= 0 else { return [] }
+            spare = min(spare, fair - e.quota[receiver])
+        }
         let amount = min(spare, need)
         pools[key]!.quota[donor] -= amount
         pools[key]!.pending = (donor, receiver, amount)

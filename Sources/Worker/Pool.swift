@@ -20,6 +20,9 @@ struct Pool {
 
     var idleHead: Int32 = -1
     var idleCount = 0
+    /// Most servers out of the idle list at once since the last pool report: the report's idle figure
+    /// is the fewest idle over the interval, not a snapshot (Quotas.swift).
+    var busyPeak = 0
     var waitHead: Int32 = -1
     var waitTail: Int32 = -1
     var waitCount = 0
@@ -89,6 +92,8 @@ extension Worker {
         servers[si].idleNext = -1
         servers[si].idlePrev = -1
         pools[p].idleCount -= 1
+        let busy = pools[p].serverCount - pools[p].idleCount
+        if busy > pools[p].busyPeak { pools[p].busyPeak = busy }
     }
 
     // MARK: Wait queue (FIFO)

@@ -58,11 +58,16 @@ extension Worker {
         limitsTick()
     }
 
+    /// `idle` is the fewest idle servers since the previous report (servers minus the most in use at
+    /// once), so a worker whose servers were all busy for an instant does not look like a donor.
     func reportPool(_ pi: Int, force: Bool) {
         guard controlFD >= 0 else { return }
-        let now = (pools[pi].serverCount, pools[pi].idleCount, pools[pi].waitCount, pools[pi].quotaSeq)
+        let busyNow = pools[pi].serverCount - pools[pi].idleCount
+        let idleLow = max(0, pools[pi].serverCount - max(busyNow, pools[pi].busyPeak))
+        let now = (pools[pi].serverCount, idleLow, pools[pi].waitCount, pools[pi].quotaSeq)
         if !force && now == pools[pi].reported && pools[pi].waitCount == 0 { return }
         pools[pi].reported = now
+        pools[pi].busyPeak = busyNow
         sendControl(.poolReport(database: pools[pi].database, user: pools[pi].user,
                                 servers: Int32(clamping: now.0), idle: Int32(clamping: now.1),
                                 waiting: Int32(clamping: now.2), seq: now.3))

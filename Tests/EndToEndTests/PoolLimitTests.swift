@@ -83,4 +83,48 @@ final class PoolLimitTests: XCTestCase {
         XCTAssertGreaterThan(maxSeen, 1, "worker \(slot) never got more than its even share")
         XCTAssertLessThan(elapsed, 2.0, "the busy worker was starved; log:\n\(px.log().suffix(4000))")
     }
+
+    /// Two workers whose clients all want servers keep the ones they hold: quota moves only from a
+    /// worker that left it unused (PoolQuotas.calmNanos), so a steady load does not make the workers
+    /// trade servers, each trade closing a PostgreSQL session and logging in a new one (it did, ~3 a
+    /// second, before; seen in make bench as lower throughput with 2 workers).
+    func testSaturatedWorkersDoNotTradeServers() throws {
+        let pg = try PostgresServer.shared()
+        XCTAssertTrue(TxFixtures.waitForNoBackends(pg), "leftover \(TxFixtures.role) backends")
+        let px = try Pgswift.start(try TxFixtures.settings(pg, workers: 2, poolSize: 8))
+        defer { px.stop() }
+        let dir = try makeTempDirectory(prefix: "notrade")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // Slightly more clients than servers, with short queries: each worker's clients wait only now
+        // and then, which made each look idle in some reports.
+        let target = TxFixtures.target(px)
+        let script = dir + "/short.sql"
+        try "select 1;\n".write(toFile: script, atomically: false, encoding: .utf8)
+        let load = try ChildProcess.spawn(
+            [try PostgresTools.path("pgbench"), "-n", "-h", "127.0.0.1", "-p", String(target.port), "-U", target.user,
+             "-f", script, "-c", "10", "-j", "2", "-T", "12", target.database],
+            environment: target.environment, stdoutPath: dir + "/load.out", stderrPath: dir + "/load.err")
+        defer { load.terminate(SIGKILL, grace: 0) }
+        XCTAssertTrue(waitUntil(timeout: 30, poll: 0.05) { (try? pg.countBackends(user: TxFixtures.role, db: "testdb")) ?? 0 >= 8 },
+                      "the pgbench load never used the whole pool: \(load.stderrText())")
+        func sessions() throws -> Int {
+            Int(try pg.adminQuery("select sessions from pg_stat_database where datname = 'testdb'")
+                .trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        }
+        // Past the start, where one worker may still take the other's unused places.
+        sleepSeconds(2)
+        let before = try sessions()
+        var maxSeen = 0
+        let start = monotonicNow()
+        while monotonicNow() - start < 4 {
+            maxSeen = max(maxSeen, (try? pg.countBackends(user: TxFixtures.role, db: "testdb")) ?? 0)
+            sleepSeconds(0.05)
+        }
+        let opened = try sessions() - before
+        XCTAssertTrue(load.isRunning, "pgbench stopped early: \(load.stderrText())")
+        print("no trade: \(opened) new server sessions in 4 s of steady load, at most \(maxSeen) server connections")
+        XCTAssertGreaterThanOrEqual(before, 8)
+        XCTAssertLessThanOrEqual(opened, 1, "the workers traded servers under a steady load; log:\n\(px.log().suffix(3000))")
+        XCTAssertLessThanOrEqual(maxSeen, 8, "the pool exceeded its size")
+    }
 }

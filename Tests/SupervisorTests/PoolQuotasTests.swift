@@ -69,20 +69,83 @@ final class PoolQuotasTests: XCTestCase {
         _ = q.report(slot: 0, key: key, size: 6, servers: 3, idle: 0, waiting: 5, seq: 0, now: 0)
         XCTAssertEqual(q.report(slot: 1, key: key, size: 6, servers: 3, idle: 0, waiting: 5, seq: 0, now: 0), [])
         XCTAssertEqual(q.pools[key]!.quota, [3, 3])
-        // Worker 1's clients are gone: it can give 2 of its 3 (one server still busy).
-        var orders = q.report(slot: 1, key: key, size: 6, servers: 3, idle: 2, waiting: 0, seq: 0, now: 1 * ms)
+        // Worker 1's clients are gone: once it has been calm for a while, it can give 2 of its 3 (one
+        // server still busy). Just after its clients waited, its open idle servers stay.
+        XCTAssertEqual(q.report(slot: 1, key: key, size: 6, servers: 3, idle: 2, waiting: 0, seq: 0, now: 1 * ms), [])
+        XCTAssertEqual(q.report(slot: 0, key: key, size: 6, servers: 3, idle: 0, waiting: 5, seq: 0,
+                                now: PoolQuotas.calmNanos - 1 * ms), [], "worker 1 had all 3 in use less than calmNanos ago")
+        let c = PoolQuotas.calmNanos
+        var orders = q.report(slot: 1, key: key, size: 6, servers: 3, idle: 2, waiting: 0, seq: 0, now: c + 1 * ms)
         XCTAssertEqual(orders.map(\.slot), [1], "worker 0 still waits: worker 1 is lowered")
         XCTAssertEqual(orders.map(\.quota), [1])
-        orders = q.report(slot: 1, key: key, size: 6, servers: 1, idle: 0, waiting: 0, seq: orders[0].seq, now: 3 * ms)
+        orders = q.report(slot: 1, key: key, size: 6, servers: 1, idle: 0, waiting: 0, seq: orders[0].seq, now: c + 3 * ms)
         XCTAssertEqual(orders.map(\.slot), [0])
         XCTAssertEqual(q.pools[key]!.quota, [5, 1])
-        // Worker 1 is now idle entirely, worker 0 still waits: not before the interval has passed.
-        XCTAssertEqual(q.report(slot: 1, key: key, size: 6, servers: 1, idle: 1, waiting: 0, seq: orders[0].seq, now: 4 * ms), [])
-        XCTAssertEqual(q.report(slot: 0, key: key, size: 6, servers: 5, idle: 0, waiting: 5, seq: orders[0].seq, now: 50 * ms), [])
+        // Worker 1 is now idle entirely, worker 0 still waits: not before the move interval has passed,
+        // and not before worker 1's last server has been unused for calmNanos.
+        XCTAssertEqual(q.report(slot: 1, key: key, size: 6, servers: 1, idle: 1, waiting: 0, seq: orders[0].seq, now: c + 4 * ms), [])
+        XCTAssertEqual(q.report(slot: 0, key: key, size: 6, servers: 5, idle: 0, waiting: 5, seq: orders[0].seq, now: c + 50 * ms), [])
+        XCTAssertEqual(q.report(slot: 0, key: key, size: 6, servers: 5, idle: 0, waiting: 5, seq: orders[0].seq,
+                                now: c + 3 * ms + PoolQuotas.moveIntervalNanos), [])
         let later = q.report(slot: 0, key: key, size: 6, servers: 5, idle: 0, waiting: 5, seq: orders[0].seq,
-                             now: 3 * ms + PoolQuotas.moveIntervalNanos)
+                             now: c + 4 * ms + PoolQuotas.calmNanos)
         XCTAssertEqual(later.map(\.slot), [1])
         XCTAssertEqual(later.map(\.quota), [0])
+    }
+
+    /// Two saturated workers whose waiters come and go must not trade open servers back and forth
+    /// (each move closes a server connection and logs in a new one): a donor gives only quota it left
+    /// unused over the last `calmNanos` (quota with no open server behind it at once).
+    func testARecentlyBusyWorkerKeepsItsOpenServersButNotUnusedQuota() {
+        var q = PoolQuotas(workers: 2)
+        _ = q.report(slot: 0, key: key, size: 8, servers: 4, idle: 0, waiting: 3, seq: 0, now: 0)
+        XCTAssertEqual(q.report(slot: 1, key: key, size: 8, servers: 3, idle: 0, waiting: 2, seq: 0, now: 0), [])
+        XCTAssertEqual(q.pools[key]!.quota, [4, 4])
+        // Worker 1's waiters are served for a moment: 1 idle server open, 1 of quota never opened.
+        // Worker 0 still waits.
+        let lower = q.report(slot: 1, key: key, size: 8, servers: 3, idle: 1, waiting: 0, seq: 0, now: 10 * ms)
+        XCTAssertEqual(lower.map(\.slot), [1])
+        XCTAssertEqual(lower.map(\.quota), [3], "only the unopened place moves, the idle open server stays")
+        let raise = q.report(slot: 1, key: key, size: 8, servers: 3, idle: 1, waiting: 0, seq: lower[0].seq, now: 30 * ms)
+        XCTAssertEqual(raise.map(\.slot), [0])
+        XCTAssertEqual(q.pools[key]!.quota, [5, 3])
+        // Still within calmNanos of its last wait: worker 1 keeps its idle open server.
+        XCTAssertEqual(q.report(slot: 0, key: key, size: 8, servers: 5, idle: 0, waiting: 2, seq: raise[0].seq,
+                                now: 30 * ms + PoolQuotas.moveIntervalNanos), [])
+        // Calm for long enough: now it is taken.
+        let later = q.report(slot: 0, key: key, size: 8, servers: 5, idle: 0, waiting: 2, seq: raise[0].seq,
+                             now: PoolQuotas.calmNanos + 1 * ms)
+        XCTAssertEqual(later.map(\.slot), [1])
+        XCTAssertEqual(later.map(\.quota), [2])
+        XCTAssertLessThanOrEqual(sum(q), 8)
+    }
+
+    /// A worker whose idle quota went to another must get its even share back when its own clients
+    /// wait, even though the other worker's clients wait too (else it starves at quota 0).
+    func testAWorkerBelowItsEvenShareGetsItBackFromABusyOne() {
+        var q = PoolQuotas(workers: 2)
+        _ = q.report(slot: 1, key: key, size: 2, servers: 0, idle: 0, waiting: 0, seq: 0, now: 0)
+        let lower = q.report(slot: 0, key: key, size: 2, servers: 1, idle: 0, waiting: 5, seq: 0, now: 0)
+        XCTAssertEqual(lower.map(\.slot), [1], "worker 1 has never used its place: it moves")
+        let raise = q.report(slot: 1, key: key, size: 2, servers: 0, idle: 0, waiting: 0, seq: lower[0].seq, now: 1 * ms)
+        XCTAssertEqual(raise.map(\.slot), [0])
+        XCTAssertEqual(q.pools[key]!.quota, [2, 0])
+        // Worker 0 now uses both and its clients still wait; a client of worker 1 waits at quota 0.
+        _ = q.report(slot: 0, key: key, size: 2, servers: 2, idle: 0, waiting: 4, seq: raise[0].seq, now: 2 * ms)
+        let back = q.report(slot: 1, key: key, size: 2, servers: 0, idle: 0, waiting: 1, seq: lower[0].seq,
+                            now: 2 * ms + PoolQuotas.moveIntervalNanos)
+        XCTAssertEqual(back.map(\.slot), [0])
+        XCTAssertEqual(back.map(\.quota), [1], "worker 0 is lowered to its even share")
+        // Worker 0 retires the server its client released, and confirms: worker 1 gets its place.
+        let given = q.report(slot: 0, key: key, size: 2, servers: 1, idle: 0, waiting: 4, seq: back[0].seq,
+                             now: 3 * ms + PoolQuotas.moveIntervalNanos)
+        XCTAssertEqual(given.map(\.slot), [1])
+        XCTAssertEqual(q.pools[key]!.quota, [1, 1])
+        // Both at their even share with clients waiting: nothing moves any more.
+        XCTAssertEqual(q.report(slot: 0, key: key, size: 2, servers: 1, idle: 0, waiting: 4, seq: back[0].seq,
+                                now: 10 * PoolQuotas.moveIntervalNanos), [])
+        XCTAssertEqual(q.report(slot: 1, key: key, size: 2, servers: 1, idle: 0, waiting: 1, seq: given[0].seq,
+                                now: 11 * PoolQuotas.moveIntervalNanos), [])
     }
 
     func testADeadWorkersQuotaIsFreedAndItsSuccessorIsToldItsShare() {
