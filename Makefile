@@ -4,7 +4,7 @@ JOBS    ?= 2
 CONFIG  ?= pgswift.ini
 RELEASE := .build/release
 
-.PHONY: all build debug test run bench bench-quick bench-binaries microbench clean check-config deps deps-build deps-test deb deb-binaries
+.PHONY: all build debug test run bench bench-quick bench-binaries microbench profile clean check-config deps deps-build deps-test deb deb-binaries
 
 all: build
 
@@ -49,6 +49,11 @@ bench-quick: bench-binaries
 microbench: bench-binaries
 	scripts/install-deps.sh bench
 	PGSWIFT_BIN_DIR="$(BENCH_BIN)" $(BENCH_PY) bench/microbench.py
+
+# Where each pooler's CPU goes per transaction (perf record, system call by system call): bench/PROFILE.md.
+profile: bench-binaries
+	scripts/install-deps.sh bench profile
+	PGSWIFT_BIN_DIR="$(BENCH_BIN)" $(BENCH_PY) bench/profile.py $(PROFILE_ARGS)
 
 bench-binaries: deps-build
 	$(SWIFT) build -c release -j $(JOBS) --static-swift-stdlib --scratch-path $(DEB_BUILD) $(DEB_LDFLAGS)

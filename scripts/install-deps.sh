@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages pgswift needs that are missing; safe to run again and again.
 #
-# Usage: scripts/install-deps.sh [build] [test] [drivers] [bench] [deb]   (no argument: build + test)
+# Usage: scripts/install-deps.sh [build] [test] [drivers] [bench] [profile] [deb]   (no argument: build + test)
 #   build    toolchain libraries: libssl-dev, libsystemd-dev, pkg-config
 #   test     PostgreSQL server (initdb/postgres/pg_ctl), psql, pgbench, python3 + venv, and drivers;
 #            openssl (the TLS tests make their certificates with it)
 #   drivers  a Python venv (.build/pyenv, or $PGSWIFT_PYENV) with psycopg 3 and asyncpg from PyPI,
 #            for the end-to-end driver tests (they find it there, or through $PGSWIFT_PYTHON)
 #   bench    test + pgbouncer (the reference pooler), valgrind and strace (for make microbench)
+#   profile  linux-perf (make profile, Debian)
 #   deb      building and checking the Debian package: dpkg-dev, lintian, adduser, systemd
 #            (systemd-analyze verify; nothing is started), binutils (strip)
 set -euo pipefail
@@ -28,9 +29,11 @@ for s in "${sets[@]}"; do
         test) add postgresql postgresql-client python3 python3-venv python3-pip openssl; drivers=1 ;;
         drivers) add python3 python3-venv python3-pip; drivers=1 ;;
         bench) add postgresql postgresql-client python3 pgbouncer valgrind strace openssl ;;
+        # perf: Debian's linux-perf (Ubuntu ships it as linux-tools-$(uname -r), not installed here).
+        profile) add linux-perf ;;
         deb) add dpkg-dev lintian adduser systemd binutils ;;
         -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
-        *) echo "install-deps.sh: unknown package set '$s' (build, test, drivers, bench, deb)" >&2; exit 2 ;;
+        *) echo "install-deps.sh: unknown package set '$s' (build, test, drivers, bench, profile, deb)" >&2; exit 2 ;;
     esac
 done
 

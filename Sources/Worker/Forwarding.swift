@@ -35,7 +35,7 @@ extension Worker {
         let end = clients[ci].input.end
         if let t = clients[ci].tls { return readTLS(client: ci, t, b, end) }
         do {
-            switch try Posix.read(clients[ci].fd, b + end, buffers.size - end) {
+            switch try Posix.recv(clients[ci].fd, b + end, buffers.size - end) {
             case .processed(0):
                 clients[ci].eof = true
                 clients[ci].readable = false
@@ -71,7 +71,7 @@ extension Worker {
         let end = servers[si].input.end
         if let t = servers[si].tls { return readTLS(server: si, t, b, end) }
         do {
-            switch try Posix.read(servers[si].fd, b + end, buffers.size - end) {
+            switch try Posix.recv(servers[si].fd, b + end, buffers.size - end) {
             case .processed(0):
                 servers[si].eof = true
                 servers[si].readable = false

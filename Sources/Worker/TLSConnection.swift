@@ -76,7 +76,7 @@ struct TLSBIOMethod {
                 return Int32(n)
             }
             do throws(SyscallError) {
-                switch try Posix.read(c.pointee.fd, buf, want) {
+                switch try Posix.recv(c.pointee.fd, buf, want) {
                 case .processed(let n):
                     c.pointee.recvShort = n < want
                     return Int32(n)
