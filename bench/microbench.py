@@ -415,8 +415,8 @@ def parse_args(argv):
     p.add_argument("--tool", choices=("auto", "perf", "callgrind", "none"), default=env("MICRO_TOOL", "auto"))
     p.add_argument("--pgswift-bin-dir", default=env("PGSWIFT_BIN_DIR", os.path.join(ROOT, ".build", "release")))
     p.add_argument("--run-as", default=env("BENCH_RUN_AS", "postgres"), help="user for the poolers when root")
-    p.add_argument("--json", default=env("MICRO_JSON", os.path.join(HERE, "out", "microbench.json")))
-    p.add_argument("--md", default=env("MICRO_MD", os.path.join(HERE, "out", "microbench.md")))
+    p.add_argument("--json", default=env("MICRO_JSON", os.path.join(HERE, "MICROBENCH.json")))
+    p.add_argument("--md", default=env("MICRO_MD", os.path.join(HERE, "MICROBENCH.md")))
     p.add_argument("--keep-workdir", action="store_true")
     return p.parse_args(argv)
 
