@@ -64,10 +64,12 @@ extension Worker {
         guard controlFD >= 0 else { return }
         let busyNow = pools[pi].serverCount - pools[pi].idleCount
         let idleLow = max(0, pools[pi].serverCount - max(busyNow, pools[pi].busyPeak))
+        // A new interval starts at every tick, reported or not: a peak kept until the next report
+        // would repeat the same figures, so an idle worker would never report, and never look idle.
+        pools[pi].busyPeak = busyNow
         let now = (pools[pi].serverCount, idleLow, pools[pi].waitCount, pools[pi].quotaSeq)
         if !force && now == pools[pi].reported && pools[pi].waitCount == 0 { return }
         pools[pi].reported = now
-        pools[pi].busyPeak = busyNow
         sendControl(.poolReport(database: pools[pi].database, user: pools[pi].user,
                                 servers: Int32(clamping: now.0), idle: Int32(clamping: now.1),
                                 waiting: Int32(clamping: now.2), seq: now.3))

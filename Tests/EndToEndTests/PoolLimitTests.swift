@@ -102,7 +102,7 @@ final class PoolLimitTests: XCTestCase {
         try "select 1;\n".write(toFile: script, atomically: false, encoding: .utf8)
         let load = try ChildProcess.spawn(
             [try PostgresTools.path("pgbench"), "-n", "-h", "127.0.0.1", "-p", String(target.port), "-U", target.user,
-             "-f", script, "-c", "10", "-j", "2", "-T", "12", target.database],
+             "-f", script, "-c", "10", "-j", "2", "-T", "14", target.database],
             environment: target.environment, stdoutPath: dir + "/load.out", stderrPath: dir + "/load.err")
         defer { load.terminate(SIGKILL, grace: 0) }
         XCTAssertTrue(waitUntil(timeout: 30, poll: 0.05) { (try? pg.countBackends(user: TxFixtures.role, db: "testdb")) ?? 0 >= 8 },
@@ -111,8 +111,9 @@ final class PoolLimitTests: XCTestCase {
             Int(try pg.adminQuery("select sessions from pg_stat_database where datname = 'testdb'")
                 .trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
         }
-        // Past the start, where one worker may still take the other's unused places.
-        sleepSeconds(2)
+        // Past the start, where a worker with fewer clients than its share gives the rest away once
+        // it has left it unused for a second (a legitimate move, not a trade).
+        sleepSeconds(3)
         let before = try sessions()
         var maxSeen = 0
         let start = monotonicNow()
@@ -126,5 +127,43 @@ final class PoolLimitTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(before, 8)
         XCTAssertLessThanOrEqual(opened, 1, "the workers traded servers under a steady load; log:\n\(px.log().suffix(3000))")
         XCTAssertLessThanOrEqual(maxSeen, 8, "the pool exceeded its size")
+    }
+
+    /// A worker whose server was busy a moment ago and is idle now must come to look idle to the
+    /// supervisor, so its share can move: 2 workers, pool size 2 (1 each). Worker X runs one query
+    /// and goes idle; then worker Y's client B sleeps 6 s on Y's server while Y's client C waits. C
+    /// must be served from X's share within a few seconds, not after B's sleep. (A worker used to keep
+    /// reporting the peak of its last busy interval, so an idle one never reported again and its
+    /// share never moved; seen as psycopg's cancel test hanging with 2 workers.)
+    func testAWorkerThatWentIdleGivesItsShareAway() throws {
+        let pg = try PostgresServer.shared()
+        XCTAssertTrue(TxFixtures.waitForNoBackends(pg), "leftover \(TxFixtures.role) backends")
+        let px = try Pgswift.start(try TxFixtures.settings(pg, workers: 2, poolSize: 2))
+        defer { px.stop() }
+        var bySlot: [Int32: [WireClient]] = [:]
+        for _ in 0..<60 {
+            let c = try WireClient.connect(port: px.port, user: TxFixtures.role, database: "testdb")
+            bySlot[c.backendProcessID >> 20, default: []].append(c)
+            if (bySlot[0]?.count ?? 0) >= 2 && (bySlot[1]?.count ?? 0) >= 2 { break }
+        }
+        defer { for list in bySlot.values { for c in list { c.close() } } }
+        guard let x = bySlot[0], let y = bySlot[1], x.count >= 2, y.count >= 2 else {
+            return XCTFail("the 60 connections did not reach both workers: \(bySlot.mapValues(\.count))")
+        }
+        // Worker 0 uses its one server and goes idle.
+        _ = try x[0].query("select pg_sleep(0.3)")
+        // Worker 1: B holds its one server, C needs another.
+        let (b, c) = (y[0], y[1])
+        try b.socket.send(WireEncode.query("select pg_sleep(6)"))
+        XCTAssertTrue(waitUntil(timeout: 10, poll: 0.02) {
+            ((try? TxFixtures.backends(pg)) ?? []).contains { $0.state == "active" && $0.query.contains("pg_sleep(6)") }
+        }, "B's query never started")
+        let start = monotonicNow()
+        let rows = try c.query("select 'served'")
+        let waited = monotonicNow() - start
+        print("idle share: C waited \(waited) s for a server while B slept 6 s")
+        XCTAssertEqual(rows.first?.first ?? nil, "served")
+        XCTAssertLessThan(waited, 4.5, "worker 0's idle share never moved to worker 1; log:\n\(px.log().suffix(3000))")
+        while let m = try b.readMessage(), m.typeChar != "Z" { XCTAssertNotEqual(m.typeChar, "E") }
     }
 }
