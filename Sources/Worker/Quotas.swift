@@ -58,7 +58,7 @@ extension Worker {
         limitsTick()
     }
 
-    /// `idle` is the fewest idle servers since the previous report (servers minus the most in use at
+    /// `idle` is the fewest idle servers since the previous tick (servers minus the most in use at
     /// once), so a worker whose servers were all busy for an instant does not look like a donor.
     func reportPool(_ pi: Int, force: Bool) {
         guard controlFD >= 0 else { return }
