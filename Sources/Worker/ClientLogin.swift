@@ -121,7 +121,7 @@ extension Worker {
                 } else {
                     // Echoed (and logged) at most NAMEDATALEN - 1 bytes long, as PostgreSQL truncates names.
                     failClient(ci, code: SQLState.protocolViolation,
-                               message: "unsupported startup parameter: \(Worker.truncatedName(name))")
+                               message: "unsupported startup parameter: \(StartupMessage.truncatedName(name))")
                     return
                 }
             }
@@ -152,19 +152,6 @@ extension Worker {
         // told only then too, as PgBouncer does, so that it cannot be probed without a password.
         info.entry = config.database(named: db)
         startAuthentication(ci)
-    }
-
-    /// A client-supplied name cut to PostgreSQL's NAMEDATALEN - 1 (63) bytes, on a character boundary.
-    static func truncatedName(_ name: String) -> String {
-        if name.utf8.count <= 63 { return name }
-        var out = ""
-        var n = 0
-        for ch in name {
-            n += ch.utf8.count
-            if n > 63 { break }
-            out.append(ch)
-        }
-        return out + "..."
     }
 
     // MARK: Authentication
@@ -203,7 +190,8 @@ extension Worker {
             guard secret != nil || authQueryFound else {
                 log.warning("C-\(clients[ci].id): trust authentication failed for user \"\(info.user)\" (not in auth_file"
                             + (info.entry?.authUser ?? config.authUser != nil ? " nor found by auth_query)" : ")"))
-                failClient(ci, code: SQLState.invalidAuthorizationSpecification, message: "\"trust\" authentication failed")
+                // PgBouncer's text and SQLSTATE (08P01, its default for pooler errors).
+                failClient(ci, code: SQLState.protocolViolation, message: "\"trust\" authentication failed")
                 return
             }
             authenticated(ci)
