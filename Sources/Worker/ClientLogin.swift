@@ -176,8 +176,11 @@ extension Worker {
     /// user in). A user with no secret (unknown, or not found by auth_query) gets the same request as a
     /// known one and fails at the end with the wrong-password error; `authQueryFound`: auth_query found
     /// the user (it may still have no password).
-    func requestCredentials(_ ci: Int32, authType: AuthType, secret: PasswordSecret?, authQueryFound: Bool = false) {
+    func requestCredentials(_ ci: Int32, authType: AuthType, secret given: PasswordSecret?, authQueryFound: Bool = false) {
         guard let info = clients[ci].info else { return }
+        // An empty password never authenticates (PostgreSQL and PgBouncer refuse it); trust still
+        // counts the user as known.
+        let secret = authType != .trust && given == .plain("") ? nil : given
         info.secret = secret
         info.authQueryFound = authQueryFound
         scratch.clear()
@@ -187,7 +190,7 @@ extension Worker {
             return
         case .trust:
             // As PgBouncer: trust lets in users of auth_file (or found by auth_query) only.
-            guard secret != nil || authQueryFound else {
+            guard given != nil || authQueryFound else {
                 log.warning("C-\(clients[ci].id): trust authentication failed for user \"\(info.user)\" (not in auth_file"
                             + (info.entry?.authUser ?? config.authUser != nil ? " nor found by auth_query)" : ")"))
                 // PgBouncer's text and SQLSTATE (08P01, its default for pooler errors).

@@ -81,6 +81,61 @@ final class AuthSecurityTests: XCTestCase {
         c.close()
     }
 
+    /// Under trust, a user missing from auth_file is looked up with auth_query (as PgBouncer does): one
+    /// the server knows gets in, an unknown one gets the trust failure.
+    func testTrustWithAuthQueryAdmitsOnlyUsersItFinds() throws {
+        let pg = try PostgresServer.shared()
+        try pg.adminQuery("""
+            do $$ begin
+              if not exists (select from pg_roles where rolname = 'aq_auth') then
+                create role aq_auth login superuser password 'aq-auth-pw';
+              end if;
+            end $$
+            """)
+        var s = PgswiftSettings(postgres: pg)
+        s.workers = 1
+        s.authType = "trust"
+        s.databases = [("aqdb", pg.connectionString(dbname: "testdb") + " auth_user=aq_auth"),
+                       ("testdb", pg.connectionString(dbname: "testdb"))]
+        s.users = [("aq_auth", "aq-auth-pw"), ("u_trust", passwords["u_trust"]!)]
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        let c = try WireClient.connect(port: px.port, user: "u_md5", database: "aqdb")
+        XCTAssertEqual(try c.query("select current_user").first?.first, "u_md5")
+        c.close()
+        XCTAssertThrowsError(try WireClient.connect(port: px.port, user: "aq_nobody", database: "aqdb")) { e in
+            XCTAssertEqual((e as? WireServerError)?.fields.message, "\"trust\" authentication failed", "\(e)")
+        }
+    }
+
+    /// An empty password in auth_file never authenticates a password method (PgBouncer and PostgreSQL
+    /// refuse empty passwords); under trust the user is still known.
+    func testEmptyPasswordNeverAuthenticates() throws {
+        let pg = try PostgresServer.shared()
+        for authType in ["plain", "md5", "trust"] {
+            var s = try settings(pg, authType: authType)
+            s.users.append(("u_empty", ""))
+            let px = try Pgswift.start(s)
+            defer { px.stop() }
+            if authType == "trust" {
+                XCTAssertNoThrow(try WireClient.connect(port: px.port, user: "u_empty", database: "testdb").close())
+                continue
+            }
+            let r = try Psql.run(px.target(user: "u_empty", database: "testdb", password: ""), "select 1")
+            XCTAssertFalse(r.succeeded, "\(authType): an empty password logged in")
+            if authType == "plain" {
+                // libpq sends nothing for an empty password; answer the request by hand.
+                let (c, req, _) = try startLogin(px, user: "u_empty", database: "testdb")
+                defer { c.socket.close() }
+                XCTAssertEqual(req?.code, 3)
+                try c.socket.send(WireEncode.password(""))
+                let m = try XCTUnwrap(try c.readMessage())
+                XCTAssertEqual(m.typeChar, "E")
+                XCTAssertEqual(WireErrorFields(body: m.body).sqlstate, "28P01")
+            }
+        }
+    }
+
     /// auth_type = scram-sha-256 used to ask a user whose secret is an MD5 hash for MD5 instead (a
     /// downgrade). Now it is asked for SCRAM, which that secret cannot verify: even the right
     /// password fails, with the wrong-password error. The same through an hba scram-sha-256 line.
