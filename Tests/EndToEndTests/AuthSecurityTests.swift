@@ -48,10 +48,14 @@ final class AuthSecurityTests: XCTestCase {
         return r
     }
 
-    /// The salt and iteration count of the SCRAM server-first message shown to `user`.
-    private func scramSaltAndIterations(_ px: Pgswift, user: String) throws -> String {
+    /// The salt and iteration count of the SCRAM server-first message shown to `user`; `servedBy`
+    /// collects the worker that answered.
+    private func scramSaltAndIterations(_ px: Pgswift, user: String, servedBy: UnsafeMutablePointer<Set<pid_t>>? = nil) throws -> String {
         let (c, r, _) = try startLogin(px, user: user, database: "testdb")
         defer { c.socket.close() }
+        if let servedBy, let owner = ProcFS.owner(ofConnectionFrom: c.socket.localPort, to: px.port, among: px.workerPids()) {
+            servedBy.pointee.insert(owner)
+        }
         guard r?.code == 10 else { throw E2EError("\(user): not asked for SASL: \(String(describing: r))") }
         let first = Array("n,,n=,r=\(randomAlphanumeric(24))".utf8)
         try c.socket.send(WireEncode.message("p", WireEncode.cString("SCRAM-SHA-256") + WireEncode.int32(UInt32(first.count)) + first))
@@ -244,13 +248,15 @@ final class AuthSecurityTests: XCTestCase {
         XCTAssertEqual(try firstRequest(px, user: "ghost_one"), known)
         XCTAssertEqual(try firstRequest(px, user: "u_password"), known)
 
-        // SO_REUSEPORT spreads these over both workers.
+        // SO_REUSEPORT spreads these over both workers (checked: each answered some).
         var ghost = Set<String>(), plain = Set<String>(), scram = Set<String>()
-        for _ in 0..<12 {
-            ghost.insert(try scramSaltAndIterations(px, user: "ghost_one"))
-            plain.insert(try scramSaltAndIterations(px, user: "u_password"))
+        var workers = Set<pid_t>()
+        for i in 0..<40 where i < 12 || workers.count < 2 {
+            ghost.insert(try scramSaltAndIterations(px, user: "ghost_one", servedBy: &workers))
+            plain.insert(try scramSaltAndIterations(px, user: "u_password", servedBy: &workers))
             scram.insert(try scramSaltAndIterations(px, user: "u_scram"))
         }
+        XCTAssertEqual(workers.count, 2, "the logins did not reach both workers: \(workers)")
         XCTAssertEqual(ghost.count, 1, "\(ghost)")
         XCTAssertEqual(plain.count, 1, "a plain-password user's salt differs between workers: \(plain)")
         XCTAssertEqual(scram.count, 1)
