@@ -7,21 +7,19 @@
 // (unless one is already there), so every worker it spawns, every respawned worker and the image a
 // binary upgrade execs inherit the same key. A stop and start draws a new one unless the service sets
 // PGSWIFT_MOCK_AUTH_KEY itself (any string; only its SHA-256 is used).
-import Glibc
-
 public enum MockAuthKey {
     public static let environmentName = "PGSWIFT_MOCK_AUTH_KEY"
 
     /// Supervisor, before it spawns anything: draw the key unless the environment already has one.
     public static func ensureInEnvironment() {
-        guard getenv(environmentName) == nil else { return }
-        _ = setenv(environmentName, Crypto.hex(Crypto.randomBytes(32)), 0)
+        guard Posix.getenv(environmentName) == nil else { return }
+        Posix.setenv(environmentName, Crypto.hex(Crypto.randomBytes(32)))
     }
 
     /// The key this process uses: the inherited one, else (a worker started on its own) a random one.
     public static func current() -> [UInt8] {
-        if let v = getenv(environmentName), v.pointee != 0 {
-            return Crypto.sha256(Array(String(cString: v).utf8))
+        if let v = Posix.getenv(environmentName), !v.isEmpty {
+            return Crypto.sha256(Array(v.utf8))
         }
         return Crypto.randomBytes(32)
     }
