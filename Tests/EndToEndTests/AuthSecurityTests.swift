@@ -283,6 +283,25 @@ final class AuthSecurityTests: XCTestCase {
         XCTAssertEqual(wrong.message, "password authentication failed for user \"u_scram\"")
     }
 
+    /// `pgswift upgrade` execs the supervisor in place and replaces every worker: the environment,
+    /// and with it the mock key, goes along, so an unknown name keeps its salt.
+    func testUnknownNamesKeepTheirSaltAcrossABinaryUpgrade() throws {
+        let pg = try PostgresServer.shared()
+        let px = try Pgswift.start(try settings(pg, authType: "scram-sha-256", workers: 2))
+        defer { px.stop() }
+        let salt = try scramSaltAndIterations(px, user: "ghost_upgrade")
+        let plain = try scramSaltAndIterations(px, user: "u_password")
+        let before = Set(px.workerPids())
+        let cli = try UpgradeFixtures.upgradeCLI(px)
+        XCTAssertTrue(cli.succeeded, "\(cli)\nlog:\n\(px.log().suffix(4000))")
+        XCTAssertTrue(waitUntil(timeout: 60) { Set(px.workerPids()).isDisjoint(with: before) && px.workerPids().count == 2 },
+                      "workers now \(px.workerPids()), before \(before)")
+        for _ in 0..<8 {
+            XCTAssertEqual(try scramSaltAndIterations(px, user: "ghost_upgrade"), salt)
+            XCTAssertEqual(try scramSaltAndIterations(px, user: "u_password"), plain)
+        }
+    }
+
     /// Under md5 a known user with an MD5 (or plain) secret and an unknown one both get an MD5 request
     /// with a 4-byte salt, and the same final error.
     func testUnknownUsersGetTheKnownUsersMd5Request() throws {
