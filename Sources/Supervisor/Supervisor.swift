@@ -22,6 +22,7 @@ enum SupervisorMain {
         case .checkConfig(let options):
             return checkConfig(options.configPath)
         case .run(let options):
+            MockAuthKey.ensureInEnvironment()  // workers and upgrades inherit it (Shared/Auth/MockAuthKey.swift)
             return Supervisor.start(options)
         case .upgrade(let options):
             return UpgradeCLI.run(configPath: options.configPath)

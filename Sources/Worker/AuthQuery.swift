@@ -4,6 +4,11 @@
 // like any pooled server and given back afterwards. The client waits in the `auth` state (nothing
 // was asked of it yet); when the row arrives it is asked for its password as if the hash had been
 // in auth_file. Answers are cached per worker for `[pgswift] auth_query_cache_ttl` seconds.
+//
+// Before authentication anyone can send names, so lookups of names auth_query has never found are
+// rate-limited per worker (a token bucket: `AuthQueryState.ratePerSecond`, burst `burst`), with one
+// lookup in flight per name; over the limit the client is treated as an unknown user (the same
+// exchange, the same failure). Names found before (even past the TTL) are not limited.
 import Shared
 
 /// Per-worker auth_query state.
@@ -11,8 +16,25 @@ struct AuthQueryState {
     struct Cached {
         /// nil: the user does not exist or has no usable password.
         var secret: PasswordSecret?
+        /// The user exists (maybe without a password).
+        var found: Bool
         var at: Int64
     }
+
+    /// Lookups of names never found: at most `ratePerSecond` on average, `burst` at once, per worker.
+    static let ratePerSecond = 10
+    static let burst = 20
+    static let maxCached = 100_000
+    /// Answers for names never found are dropped past this many (they cost a lookup each, which the
+    /// rate limit bounds; found names are bounded by the real users).
+    static let maxNotFound = 10_000
+    var tokens = Double(burst)
+    var refilledAt: Int64 = 0
+    /// Keys (database + NUL + user) auth_query found at least once: exempt from the rate limit.
+    var everFound: Set<String> = []
+    var notFoundCount = 0
+    /// Lookups refused by the rate limit since the worker started (the log and tests read it).
+    var limited: UInt64 = 0
 
     /// A client waiting for a lookup; `id` tells a reused table slot apart.
     struct Waiter {
@@ -27,7 +49,6 @@ struct AuthQueryState {
         var user: String
         /// The pool (database, auth_user) whose server runs the query.
         var pool: Int32
-        var clientPool: Int32
         var waiters: [Waiter]
         /// The server running it (-1: waiting for one).
         var server: Int32 = -1
@@ -44,14 +65,6 @@ struct AuthQueryState {
 }
 
 extension Worker {
-    /// The secret a client authenticates against: its auth_file entry, else its pool's auth_query answer.
-    func clientSecret(_ ci: Int32) -> PasswordSecret? {
-        guard let info = clients[ci].info else { return nil }
-        if let s = userSecret(info.user) { return s }
-        let p = clients[ci].pool
-        return p >= 0 ? authQuery.poolSecrets[p] : nil
-    }
-
     /// auth_query's answer for a pool's own user (not for a database's forced `user=`).
     func authQuerySecret(pool p: Int) -> PasswordSecret? {
         guard pools[p].serverUser == pools[p].user else { return nil }
@@ -59,38 +72,57 @@ extension Worker {
     }
 
     /// Starts (or joins) a lookup when the client's user is not in auth_file, an auth_user is set for
-    /// its database and the method needs a password. True: the client now waits (or was answered
-    /// from the cache); false: go on without auth_query.
+    /// its (known) database and the method needs the user (a password, or trust). True: the client now
+    /// waits (or was answered from the cache or refused by the rate limit); false: go on without auth_query.
     func startAuthQueryIfNeeded(_ ci: Int32, authType: AuthType) -> Bool {
         switch authType {
-        case .plain, .md5, .scramSHA256: break
+        case .plain, .md5, .scramSHA256, .trust: break
         default: return false
         }
-        guard clients[ci].admin == 0, clients[ci].pool >= 0, let info = clients[ci].info else { return false }
-        let p = clients[ci].pool
-        guard let authUser = pools[Int(p)].entry.authUser ?? config.authUser else { return false }
-        let database = pools[Int(p)].database
+        // An unknown database runs no query (PgBouncer's fake database): the login fails either way.
+        guard clients[ci].admin == 0, let info = clients[ci].info, let entry = info.entry else { return false }
+        guard let authUser = entry.authUser ?? config.authUser else { return false }
+        let database = info.database
         let key = database + "\u{0}" + info.user
         let ttl = Clock.nanos(seconds: config.authQueryCacheTTL)
         if let cached = authQuery.cache[key] {
             if ttl > 0 && now - cached.at < ttl {
                 log.debug("C-\(clients[ci].id): auth_query answer for \"\(info.user)\" taken from the cache")
-                adoptAuthQuerySecret(cached.secret, pool: p)
-                requestCredentials(ci, authType: authType, secret: cached.secret)
+                info.authQuerySecret = cached.secret
+                requestCredentials(ci, authType: authType, secret: cached.secret, authQueryFound: cached.found)
                 return true
             }
             authQuery.cache[key] = nil
+            if !cached.found { authQuery.notFoundCount -= 1 }
         }
         let waiter = AuthQueryState.Waiter(client: ci, id: clients[ci].id, authType: authType)
         if let li = authQuery.lookups.firstIndex(where: { $0.key == key }) {
             authQuery.lookups[li].waiters.append(waiter)
             return true
         }
+        if !authQuery.everFound.contains(key) && !takeAuthQueryToken() {
+            authQuery.limited &+= 1
+            log.warning("C-\(clients[ci].id): auth_query for \"\(info.user)\" not run: more than "
+                        + "\(AuthQueryState.ratePerSecond) lookups per second of unknown names; treated as unknown")
+            requestCredentials(ci, authType: authType, secret: nil)
+            return true
+        }
         guard let ap = pool(database: database, user: authUser) else { return false }
-        authQuery.lookups.append(AuthQueryState.Lookup(key: key, user: info.user, pool: ap, clientPool: p,
+        authQuery.lookups.append(AuthQueryState.Lookup(key: key, user: info.user, pool: ap,
                                                        waiters: [waiter], since: now))
         hot.pointee.authQueriesWaiting += 1
         pumpAuthQueries()
+        return true
+    }
+
+    /// One token of the per-worker bucket, refilled at `ratePerSecond` up to `burst`.
+    private func takeAuthQueryToken() -> Bool {
+        let rate = Double(AuthQueryState.ratePerSecond)
+        let elapsed = authQuery.refilledAt == 0 ? 0 : Double(max(0, now - authQuery.refilledAt)) / 1e9
+        authQuery.tokens = min(Double(AuthQueryState.burst), authQuery.tokens + elapsed * rate)
+        authQuery.refilledAt = now
+        if authQuery.tokens < 1 { return false }
+        authQuery.tokens -= 1
         return true
     }
 
@@ -211,12 +243,15 @@ extension Worker {
             closeServer(si, reason: "still in a transaction after auth_query")
         }
         let secret: PasswordSecret?
+        let found: Bool
         switch outcome {
         case .found(_, let password):
             secret = password.map { PasswordSecret(parsing: $0) }
+            found = true
             if secret == nil { log.info("auth_query: user \"\(l.user)\" has no password; its logins will fail") }
         case .notFound:
             secret = nil
+            found = false
             log.info("auth_query: no user \"\(l.user)\"")
         case .failed(let reason):
             log.warning("auth_query for user \"\(l.user)\": \(reason)")
@@ -224,17 +259,31 @@ extension Worker {
                                        message: "authentication query failed"))
             return
         }
-        authQuery.cache[l.key] = AuthQueryState.Cached(secret: secret, at: now)
-        if authQuery.cache.count > 100_000 { authQuery.cache.removeAll() }
-        adoptAuthQuerySecret(secret, pool: l.clientPool)
+        if authQuery.cache.count >= AuthQueryState.maxCached || authQuery.notFoundCount >= AuthQueryState.maxNotFound {
+            authQuery.cache.removeAll()
+            authQuery.notFoundCount = 0
+        }
+        if found {
+            if authQuery.everFound.count >= AuthQueryState.maxCached { authQuery.everFound.removeAll() }
+            authQuery.everFound.insert(l.key)
+        } else {
+            authQuery.notFoundCount += 1
+        }
+        if let old = authQuery.cache.updateValue(AuthQueryState.Cached(secret: secret, found: found, at: now), forKey: l.key),
+           !old.found {
+            authQuery.notFoundCount -= 1
+        }
         for w in l.waiters where isWaiting(w) {
-            requestCredentials(w.client, authType: w.authType, secret: secret)
+            clients[w.client].info?.authQuerySecret = secret
+            requestCredentials(w.client, authType: w.authType, secret: secret, authQueryFound: found)
             if clients[w.client].state != .free { flushClient(w.client) }
         }
     }
 
-    private func adoptAuthQuerySecret(_ secret: PasswordSecret?, pool p: Int32) {
-        if let secret { authQuery.poolSecrets[p] = secret }
+    /// `authenticated`'s hook: the pool of a client that logged in with auth_query's secret uses it
+    /// for its server logins.
+    func adoptAuthQuerySecret(_ secret: PasswordSecret, pool p: Int32) {
+        authQuery.poolSecrets[p] = secret
     }
 
     /// The client is still there, still logging in, and was not asked for anything yet.

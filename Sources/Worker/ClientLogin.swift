@@ -46,7 +46,8 @@ extension Worker {
             do {
                 packet = try StartupPacket.parse(UnsafeRawBufferPointer(start: p, count: len))
             } catch {
-                failClient(ci, code: SQLState.protocolViolation, message: "invalid startup packet: \(error)")
+                // The error's own text says "invalid startup packet" (or "invalid length of ...").
+                failClient(ci, code: SQLState.protocolViolation, message: "\(error)")
                 return false
             }
             consumeInput(client: ci, len)
@@ -118,7 +119,9 @@ extension Worker {
                 } else if lname.hasPrefix("_pq_.") {
                     continue
                 } else {
-                    failClient(ci, code: SQLState.protocolViolation, message: "unsupported startup parameter: \(name)")
+                    // Echoed (and logged) at most NAMEDATALEN - 1 bytes long, as PostgreSQL truncates names.
+                    failClient(ci, code: SQLState.protocolViolation,
+                               message: "unsupported startup parameter: \(StartupMessage.truncatedName(name))")
                     return
                 }
             }
@@ -144,16 +147,10 @@ extension Worker {
             adminLogin(ci)
             return
         }
-        if isDisabled(db) {
-            failClient(ci, code: SQLState.protocolViolation, message: "database does not allow connections: \(db)")
-            return
-        }
-        guard let p = pool(database: db, user: user) else {
-            failClient(ci, code: SQLState.invalidCatalogName, message: "no such database: \(db)")
-            return
-        }
-        clients[ci].pool = p
-        pools[Int(p)].clientCount += 1
+        // Nothing per user (pool, counters, stats rows) before authentication: the client keeps its
+        // database entry and the pool is found in `authenticated`. An unknown or disabled database is
+        // told only then too, as PgBouncer does, so that it cannot be probed without a password.
+        info.entry = config.database(named: db)
         startAuthentication(ci)
     }
 
@@ -175,27 +172,53 @@ extension Worker {
         requestCredentials(ci, authType: authType, secret: secret)
     }
 
-    /// Asks for the password in the form `authType` and the user's secret call for (trust: lets the client in).
-    func requestCredentials(_ ci: Int32, authType: AuthType, secret: PasswordSecret?) {
+    /// Asks for the password in the form `authType` and the user's secret call for (trust: lets a known
+    /// user in). A user with no secret (unknown, or not found by auth_query) gets the same request as a
+    /// known one and fails at the end with the wrong-password error; `authQueryFound`: auth_query found
+    /// the user (it may still have no password).
+    func requestCredentials(_ ci: Int32, authType: AuthType, secret given: PasswordSecret?, authQueryFound: Bool = false) {
         guard let info = clients[ci].info else { return }
+        // An empty password never authenticates (PostgreSQL and PgBouncer refuse it); trust still
+        // counts the user as known.
+        let secret = authType != .trust && given == .plain("") ? nil : given
+        info.secret = secret
+        info.authQueryFound = authQueryFound
         scratch.clear()
         switch authType {
-        case .trust, .any:
+        case .any:
+            authenticated(ci)
+            return
+        case .trust:
+            // As PgBouncer: trust lets in users of auth_file (or found by auth_query) only.
+            guard given != nil || authQueryFound else {
+                log.warning("C-\(clients[ci].id): trust authentication failed for user \"\(info.user)\" (not in auth_file"
+                            + (info.entry?.authUser ?? config.authUser != nil ? " nor found by auth_query)" : ")"))
+                // PgBouncer's text and SQLSTATE (08P01, its default for pooler errors).
+                failClient(ci, code: SQLState.protocolViolation, message: "\"trust\" authentication failed")
+                return
+            }
             authenticated(ci)
             return
         case .plain:
             info.auth = secret.map { .cleartext(secret: $0) } ?? .failing
             Backend.authenticationCleartextPassword(into: &scratch)
         case .md5, .scramSHA256:
+            // md5 asks for SCRAM when the secret is SCRAM (as PostgreSQL and PgBouncer do); scram-sha-256
+            // always asks for SCRAM, even when the secret is an MD5 hash, which then cannot succeed
+            // (no downgrade to MD5). Unknown users get the request of the method's usual case.
             var useSCRAM = authType == .scramSHA256
-            if case .scram = secret { useSCRAM = true }
-            if case .md5 = secret { useSCRAM = false }
-            if useSCRAM, let secret {
+            if case .scram? = secret { useSCRAM = true }
+            if useSCRAM {
                 let s: ScramSecret
                 switch secret {
-                case .scram(let sc): s = sc
-                case .plain(let pw): s = clientSecrets.secret(for: info.user, password: pw)
-                case .md5: return
+                case .scram(let sc)?: s = sc
+                case .plain(let pw)?: s = clientSecrets.secret(for: info.user, password: pw)
+                case .md5?:
+                    info.mockReason = "the user's secret is an MD5 hash, which cannot do SCRAM"
+                    s = ScramSecret.mock(user: info.user, processKey: mockAuthKey)
+                case nil:
+                    info.mockReason = authQueryFound ? "the user has no password" : "no such user"
+                    s = ScramSecret.mock(user: info.user, processKey: mockAuthKey)
                 }
                 // On TLS, -PLUS (tls-server-end-point channel binding) is offered first, as PostgreSQL does.
                 let binding = scramChannelBinding(ci)
@@ -225,7 +248,7 @@ extension Worker {
         case .none:
             failClient(ci, code: SQLState.protocolViolation, message: "unexpected password message")
         case .failing:
-            passwordFailed(ci, reason: "unknown user, or no usable password")
+            passwordFailed(ci, reason: info.authQueryFound ? "the user has no password" : "no such user")
         case .cleartext(let secret):
             let given = body.withUnsafeBytes { PasswordMessage.parseCleartext($0) } ?? ""
             if verifyCleartext(user: info.user, given: given, secret: secret) {
@@ -268,16 +291,16 @@ extension Worker {
                 switch exchange.receiveClientFinal(body) {
                 case .success(let serverFinal):
                     info.auth = .none
-                    if let key = exchange.recoveredClientKey, clients[ci].pool >= 0,
-                       case .scram? = clientSecret(ci) {
-                        pools[Int(clients[ci].pool)].scramClientKey = key
+                    // Kept for the pool, which gets it once `authenticated` has found it.
+                    if let key = exchange.recoveredClientKey, case .scram? = info.secret {
+                        info.scramClientKey = key
                     }
                     scratch.clear()
                     Backend.authenticationSASLFinal(into: &scratch, data: serverFinal)
                     clients[ci].out.append(scratch)
                     authenticated(ci)
                 case .failure(let f):
-                    passwordFailed(ci, reason: f.reason)
+                    passwordFailed(ci, reason: info.mockReason ?? f.reason)
                 }
             }
         }
@@ -312,10 +335,29 @@ extension Worker {
         failClient(ci, code: SQLState.invalidPassword, message: PostgresAuthMessages.passwordFailed(user: user))
     }
 
-    /// The client proved who it is: finish now if the pool knows its welcome parameters, else wait for a server login.
+    /// The client proved who it is: only now is its database told if unknown or disabled, and its pool
+    /// found (created on first use) and given what the login learnt (auth_query's secret, the SCRAM
+    /// ClientKey). Finish now if the pool knows its welcome parameters, else wait for a server login.
     func authenticated(_ ci: Int32) {
         if clients[ci].admin != 0 { adminAuthenticated(ci); return }
-        let p = Int(clients[ci].pool)
+        guard let info = clients[ci].info else { return }
+        if info.entry != nil && isDisabled(info.database) {
+            failClient(ci, code: SQLState.protocolViolation, message: "database does not allow connections: \(info.database)")
+            return
+        }
+        guard info.entry != nil, let pi = pool(database: info.database, user: info.user) else {
+            if config.logConnections { log.info("C-\(clients[ci].id): login failed: db=\(info.database) user=\(info.user)") }
+            failClient(ci, code: SQLState.invalidCatalogName, message: "no such database: \(info.database)")
+            return
+        }
+        clients[ci].pool = pi
+        let p = Int(pi)
+        pools[p].clientCount += 1
+        if let s = info.authQuerySecret { adoptAuthQuerySecret(s, pool: pi) }
+        if let key = info.scramClientKey { pools[p].scramClientKey = key }
+        info.secret = nil
+        info.authQuerySecret = nil
+        info.scramClientKey = nil
         if pools[p].welcome != nil {
             finishLogin(ci)
             return

@@ -76,6 +76,21 @@ final class ClientInfo {
     var params: ParamValues
     var applicationName = ""
     var auth = ClientAuth.none
+    /// The database entry asked for; nil: unknown, which is told only after authentication (as
+    /// PgBouncer does), so that unauthenticated clients cannot probe database names.
+    var entry: DatabaseEntry? = nil
+    /// The secret the exchange runs against (auth_file or auth_query), and whether auth_query found the
+    /// user (a found user with no password still passes `trust`). Login only: nothing per user goes
+    /// into a pool before authentication succeeds (`authenticated`).
+    var secret: PasswordSecret? = nil
+    var authQueryFound = false
+    /// Handed to the pool once the client has authenticated: auth_query's secret (server logins use it)
+    /// and the ClientKey recovered from a SCRAM proof (server logins with a userlist SCRAM secret).
+    var authQuerySecret: PasswordSecret? = nil
+    var scramClientKey: [UInt8]? = nil
+    /// Why the exchange in progress cannot succeed (unknown user, an MD5 secret under SCRAM), for the log:
+    /// the client still goes through the whole exchange and gets the wrong-password error.
+    var mockReason: String? = nil
     /// Protocol-level prepared statements: client name → StatementRegistry id (transaction/statement mode).
     var prepared: [String: Int32] = [:]
     var protocolMinor = 0

@@ -91,7 +91,9 @@ final class Worker {
     var nextClientID: UInt32 = 0
     var nextServerID: UInt32 = 0
     var scramCache = ScramKeyCache()
-    var clientSecrets = ClientScramSecrets()
+    /// Salts of unknown users' mock SCRAM exchanges and of plain-password users (MockAuthKey.swift).
+    let mockAuthKey = MockAuthKey.current()
+    lazy var clientSecrets = ClientScramSecrets(saltKey: mockAuthKey)
     var shutdownMode: ShutdownMode? = nil
     var paused: Bool {
         get { hot.pointee.paused }
@@ -366,7 +368,7 @@ final class Worker {
             }
             config = newConfig
             userlist = newUsers
-            clientSecrets = ClientScramSecrets()
+            clientSecrets = ClientScramSecrets(saltKey: mockAuthKey)
             secretCache.removeAll()
             authQuery.cache.removeAll()
             refreshPools()

@@ -174,6 +174,39 @@ final class AuthTests: XCTestCase {
         XCTAssertThrowsError(try result.get())
     }
 
+    /// Mock salts: 16 bytes, stable per (key, name), different between names and keys; a plain-password
+    /// user's salt comes from the same key (so it cannot be told from an unknown name's), and still
+    /// verifies its password.
+    func testMockSaltsAndKeyedPlainPasswordSalts() throws {
+        let key = Crypto.sha256(Array("k".utf8))
+        let s = MockAuthKey.salt(user: "ghost", key: key)
+        XCTAssertEqual(s.count, ScramSecret.defaultSaltLength)
+        XCTAssertEqual(s, MockAuthKey.salt(user: "ghost", key: key))
+        XCTAssertNotEqual(s, MockAuthKey.salt(user: "ghost2", key: key))
+        XCTAssertNotEqual(s, MockAuthKey.salt(user: "ghost", key: Crypto.sha256(Array("other".utf8))))
+        XCTAssertEqual(ScramSecret.mock(user: "ghost", processKey: key).salt, s)
+        XCTAssertEqual(ScramSecret.mock(user: "ghost", processKey: key).iterations, 4096)
+        let plain = ClientScramSecrets(saltKey: key).secret(for: "alice", password: "pw")
+        XCTAssertEqual(plain.salt, MockAuthKey.salt(user: "alice", key: key))
+        XCTAssertEqual(plain, ClientScramSecrets(saltKey: key).secret(for: "alice", password: "pw"))
+        let (ok, _) = runExchange(clientPassword: "pw", secret: plain)
+        XCTAssertNoThrow(try ok.get())
+        let (bad, _) = runExchange(clientPassword: "wrong", secret: plain)
+        XCTAssertThrowsError(try bad.get())
+        // Without a key the salt is random per instance.
+        XCTAssertNotEqual(ClientScramSecrets().secret(for: "alice", password: "pw").salt,
+                          ClientScramSecrets().secret(for: "alice", password: "pw").salt)
+    }
+
+    func testStartupNamesAreTruncatedForErrors() {
+        XCTAssertEqual(StartupMessage.truncatedName("short"), "short")
+        XCTAssertEqual(StartupMessage.truncatedName(String(repeating: "a", count: 63)), String(repeating: "a", count: 63))
+        XCTAssertEqual(StartupMessage.truncatedName(String(repeating: "a", count: 10_000)), String(repeating: "a", count: 63) + "...")
+        // Never cuts a multi-byte character in half.
+        let cut = StartupMessage.truncatedName(String(repeating: "é", count: 40))
+        XCTAssertEqual(cut, String(repeating: "é", count: 31) + "...")
+    }
+
     func testClientDetectsForgedServerSignatureAndServerError() throws {
         var client = ScramClientExchange(credential: .password("pencil"), cache: nil)
         var server = ScramServerExchange(secret: rfcSecret)

@@ -64,7 +64,7 @@ public struct ScramSecret: Sendable, Equatable, CustomStringConvertible {
     /// wrong password (as PostgreSQL does) instead of revealing that the user is unknown. The salt is
     /// stable per (processKey, user); the keys are all zero, which no proof can match.
     public static func mock(user: String, processKey: [UInt8]) -> ScramSecret {
-        let salt = Array(Crypto.sha256(processKey + Array(user.utf8)).prefix(defaultSaltLength))
+        let salt = MockAuthKey.salt(user: user, key: processKey)
         let zero = [UInt8](repeating: 0, count: Crypto.sha256Length)
         return ScramSecret(iterations: defaultIterations, salt: salt, storedKey: zero, serverKey: zero)
     }
@@ -170,8 +170,8 @@ public final class ScramKeyCache {
     }
 }
 
-/// SCRAM secrets for users whose userlist entry is a plain password: one random salt per user for the life
-/// of the process, so the keys are derived once and reused for every client login. Not Sendable: one per
+/// SCRAM secrets for users whose userlist entry is a plain password: one salt per user (derived from the
+/// mock key when given, else random) for the life of the process, so the keys are derived once and reused for every client login. Not Sendable: one per
 /// worker loop.
 public final class ClientScramSecrets {
     private struct Entry {
@@ -180,13 +180,20 @@ public final class ClientScramSecrets {
     }
 
     public let iterations: Int
+    /// When set, a user's salt is `MockAuthKey.salt(user:key:)`: the same in every worker and the same
+    /// as an unknown name would get, so a plain-password user cannot be told from one (nil: random).
+    public let saltKey: [UInt8]?
     private var entries: [String: Entry] = [:]
 
-    public init() { self.iterations = ScramSecret.defaultIterations }
+    public init(saltKey: [UInt8]? = nil) {
+        self.iterations = ScramSecret.defaultIterations
+        self.saltKey = saltKey
+    }
 
     public init(iterations: Int) {
         precondition(iterations >= 1)
         self.iterations = iterations
+        self.saltKey = nil
     }
 
     public func secret(for user: String, password: String) -> ScramSecret {
@@ -197,7 +204,8 @@ public final class ClientScramSecrets {
     /// with the user's existing salt.
     public func secret(for user: String, password: String, keyCache: ScramKeyCache?) -> ScramSecret {
         if let e = entries[user], e.password == password { return e.secret }
-        let salt = entries[user]?.secret.salt ?? Crypto.randomBytes(ScramSecret.defaultSaltLength)
+        let salt = entries[user]?.secret.salt
+            ?? saltKey.map { MockAuthKey.salt(user: user, key: $0) } ?? Crypto.randomBytes(ScramSecret.defaultSaltLength)
         let keys = keyCache?.scramKeys(password: password, salt: salt, iterations: iterations)
             ?? ScramKeys.derive(password: password, salt: salt, iterations: iterations)
         let secret = ScramSecret(iterations: iterations, salt: salt, storedKey: keys.storedKey,

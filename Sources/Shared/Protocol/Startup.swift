@@ -22,6 +22,20 @@ public enum StartupParseError: Error, CustomStringConvertible, Equatable, Sendab
 
 /// A StartupMessage's content.
 public struct StartupMessage: Sendable {
+    /// A client-supplied name cut to PostgreSQL's NAMEDATALEN - 1 (63) bytes on a character boundary,
+    /// "..." marking the cut: what errors and logs echo (a startup packet may carry a 10 KB name).
+    public static func truncatedName(_ name: String) -> String {
+        if name.utf8.count <= 63 { return name }
+        var out = ""
+        var n = 0
+        for ch in name {
+            n += ch.utf8.count
+            if n > 63 { break }
+            out.append(ch)
+        }
+        return out + "..."
+    }
+
     public var majorVersion: Int
     public var minorVersion: Int
     /// In the order sent, without the `_pq_.` protocol options.
@@ -115,7 +129,7 @@ public enum StartupPacket: Sendable {
                 break
             }
             guard let value = r.readCString() else {
-                throw .malformed("missing value for parameter \"\(name)\"")
+                throw .malformed("missing value for parameter \"\(StartupMessage.truncatedName(name))\"")
             }
             if name.hasPrefix("_pq_.") {
                 message.unrecognizedProtocolOptions.append(name)
