@@ -33,6 +33,8 @@ extern int pipe2(int pipefd[2], int flags);
 
 // SO_PEERCRED uid of a Unix socket peer (shim.c). Returns 0 or -1.
 int cl_peer_uid(int fd, unsigned int *uid);
+// SO_PEERCRED pid of a Unix socket peer; for a connection to a listener, the process that called listen().
+int cl_peer_pid(int fd, int *pid);
 
 static inline int cl_errno(void) { return errno; }
 
