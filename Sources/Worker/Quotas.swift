@@ -56,9 +56,10 @@ extension Worker {
     }
 
     /// Every 100 ms: pools whose figures changed, or whose clients wait (the supervisor may move quota).
+    /// The limits housekeeping runs without a supervisor too (retired servers that never close,
+    /// warm-up, group launches): a worker whose supervisor died still serves its clients.
     func reportPools() {
-        guard controlFD >= 0 else { return }
-        for pi in pools.indices { reportPool(pi, force: false) }
+        if controlFD >= 0 { for pi in pools.indices { reportPool(pi, force: false) } }
         limitsTick()
     }
 
