@@ -65,8 +65,9 @@ struct Listeners {
     }
 
     /// How long start-up waits for the port while the workers of a crashed predecessor still hold
-    /// it: they close their listeners as soon as they see their supervisor is gone (milliseconds).
-    static let orphanWaitNanos: Int64 = 2_000_000_000
+    /// it: they close their listeners as soon as they see their supervisor is gone (milliseconds;
+    /// generous for a loaded machine, and only paid when the port really is someone else's).
+    static let orphanWaitNanos: Int64 = 5_000_000_000
 
     /// Opens everything for `slots` workers. `warn` receives non-fatal problems. `predecessorCrashed`
     /// (a pidfile naming a dead process) lets an "address in use" wait for the old workers to let go.

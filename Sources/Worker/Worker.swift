@@ -297,6 +297,7 @@ final class Worker {
     }
 
     func controlEvent() {
+        guard controlFD >= 0 else { return }  // the supervisor is gone (supervisorLost)
         if !stats.outbox.isEmpty { drainControl() }
         let buf = controlBuffer
         while true {

@@ -185,7 +185,6 @@ static inline int cl_WEXITSTATUS(int s) { return WEXITSTATUS(s); }
 static inline int cl_WIFSIGNALED(int s) { return WIFSIGNALED(s); }
 static inline int cl_WTERMSIG(int s) { return WTERMSIG(s); }
 
-static inline int cl_set_pdeathsig(int sig) { return prctl(PR_SET_PDEATHSIG, (unsigned long)sig, 0, 0, 0); }
 static inline int cl_set_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1UL, 0, 0, 0); }
 
 // Shared memory between the supervisor and its workers (the service-wide client count): an anonymous
