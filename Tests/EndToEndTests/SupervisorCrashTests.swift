@@ -93,7 +93,9 @@ final class SupervisorCrashTests: XCTestCase {
     /// carries on. No pidfile: the Unix socket alone tells it that old workers are around.
     func testRestartBesideOldWorkersStillHoldingTheSockets() throws {
         let pg = try PostgresServer.shared()
-        let first = try Pgswift.start(PgswiftSettings(postgres: pg))
+        var settings = PgswiftSettings(postgres: pg)
+        settings.settings = [("admin_users", "u_trust")]
+        let first = try Pgswift.start(settings)
         var current = first
         let oldWorkers = first.workerPids()
         XCTAssertEqual(oldWorkers.count, 2)
@@ -106,7 +108,12 @@ final class SupervisorCrashTests: XCTestCase {
         let session = try WireClient.connect(port: first.port, user: "u_trust", database: "testdb")
         XCTAssertEqual(try session.query("select 1").first?.first ?? nil, "1")
 
+        let admin = try WireClient.connect(port: first.port, user: "u_trust", database: "pgbouncer")
+        XCTAssertFalse(try admin.query("show version").isEmpty)
+
         for pid in oldWorkers { XCTAssertEqual(kill(pid, SIGSTOP), 0) }
+        // Sent while its worker is stopped: the worker sees it and its supervisor's death together.
+        try admin.socket.send(WireEncode.query("show version"))
         XCTAssertEqual(kill(first.supervisorPid, SIGKILL), 0)
         XCTAssertNotNil(first.waitForExit(timeout: 10))
         let probe = ClientTarget(port: first.port, user: "u_trust", database: "testdb", password: nil)
@@ -127,6 +134,19 @@ final class SupervisorCrashTests: XCTestCase {
         // The session on the old worker was never interrupted.
         XCTAssertEqual(try session.query("select 2").first?.first ?? nil, "2")
         session.close()
+        // The admin console of the old worker answers with an error instead of hanging; the new
+        // supervisor's works.
+        var answerError: WireErrorFields?
+        while let m = try admin.readMessage(timeout: 30), m.typeChar != "Z" {
+            if m.typeChar == "E" { answerError = WireErrorFields(body: m.body) }
+        }
+        XCTAssertTrue(answerError?.description.contains("supervisor") ?? false, "\(String(describing: answerError))")
+        XCTAssertThrowsError(try admin.query("show version")) { XCTAssertTrue("\($0)".contains("supervisor"), "\($0)") }
+        admin.close()
+        let show = try runCommand([try PostgresTools.path("psql"),
+                                   "host=\(first.dir) port=\(first.port) dbname=pgbouncer user=u_trust", "-XAtc", "show version"],
+                                  timeout: 60)
+        XCTAssertTrue(show.succeeded && show.stdout.contains("pgswift"), "\(show)")
         XCTAssertTrue(waitUntil(timeout: 60) { !oldWorkers.contains(where: ProcFS.isAlive) },
                       "old workers still running: \(oldWorkers.filter(ProcFS.isAlive))\n\(first.log().suffix(3000))")
     }
