@@ -64,10 +64,16 @@ enum Files {
 enum PidFile {
     /// The pid recorded in `path` if that process is alive (and is not us), else nil.
     static func livePID(at path: String) -> Int32? {
+        guard let pid = recordedPID(at: path) else { return nil }
+        return Files.processExists(pid) ? pid : nil
+    }
+
+    /// The pid recorded in `path` (not us), alive or not; nil when there is none.
+    static func recordedPID(at path: String) -> Int32? {
         guard let bytes = Files.readSmall(path, limit: 64) else { return nil }
         let text = String(decoding: bytes, as: UTF8.self).filter { !$0.isWhitespace }
         guard let pid = Int32(text), pid > 0, pid != Posix.getpid() else { return nil }
-        return Files.processExists(pid) ? pid : nil
+        return pid
     }
 
     static func write(_ path: String) throws(SyscallError) {

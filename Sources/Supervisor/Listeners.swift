@@ -64,23 +64,63 @@ struct Listeners {
         return out
     }
 
-    /// Opens everything for `slots` workers. `warn` receives non-fatal problems.
+    /// How long start-up waits for the port while the workers of a crashed predecessor still hold
+    /// it: they close their listeners as soon as they see their supervisor is gone (milliseconds;
+    /// generous for a loaded machine, and only paid when the port really is someone else's).
+    static let orphanWaitNanos: Int64 = 5_000_000_000
+
+    /// Opens everything for `slots` workers. `warn` receives non-fatal problems. `predecessorCrashed`
+    /// (a pidfile naming a dead process) lets an "address in use" wait for the old workers to let go.
     static func open(listenAddr: [String], port: Int, unixSocketDir: String, unixSocketMode: Int,
-                     backlog: Int, slots: Int, warn: (String) -> Void) throws(StartupError) -> Listeners {
+                     backlog: Int, slots: Int, predecessorCrashed: Bool = false,
+                     warn: (String) -> Void) throws(StartupError) -> Listeners {
         var result = Listeners()
         let backlog = Int32(clamping: max(1, backlog))
-        for (address, wildcard) in try tcpAddresses(listenAddr: listenAddr, port: port) {
+        var orphans = predecessorCrashed
+        // The Unix socket first: who listens there tells whether old workers are still around.
+        var unixAddress: (String, SocketAddress)? = nil
+        if let path = unixSocketPath(directory: unixSocketDir, port: port) {
+            guard let address = SocketAddress.unix(path: path) else {
+                throw StartupError("unix socket path too long: \(path)")
+            }
+            // Listening would unlink the file: make sure it is not a live pooler's socket first. A
+            // listener made by a process that is gone belongs to the workers of a crashed pgswift,
+            // which stop accepting and drain on their own: replacing the file is what they expect.
+            if let (fd, _) = try? Sockets.connect(address) {
+                let owner = Sockets.peerPID(fd)
+                Posix.close(fd)
+                guard let owner, owner > 0, !Files.processExists(owner) else {
+                    throw StartupError("could not listen on \(path): a running process is listening there (another pgswift or PgBouncer?)")
+                }
+                warn("\(path) was made by pid \(owner), which is gone: workers of a crashed pgswift are still draining; replacing it")
+                orphans = true
+            }
+            unixAddress = (path, address)
+        }
+        let orphanDeadline = Clock.monotonicNanos() + (orphans ? orphanWaitNanos : 0)
+        addresses: for (address, wildcard) in try tcpAddresses(listenAddr: listenAddr, port: port) {
             // SO_REUSEPORT would let us join another process's group on the same port (same user)
             // and silently share its traffic. A plain bind first turns that into "address in use".
-            do throws(SyscallError) {
-                let probe = try Sockets.listenTCP(address, reusePort: false, backlog: 1)
-                Posix.close(probe)
-            } catch {
-                if wildcard && (error.errno.rawValue == EAFNOSUPPORT || error.errno.rawValue == EADDRNOTAVAIL) {
-                    warn("not listening on \(address): \(error.errno) (no IPv6 on this host?)")
-                    continue
+            var waited = false
+            while true {
+                do throws(SyscallError) {
+                    let probe = try Sockets.listenTCP(address, reusePort: false, backlog: 1)
+                    Posix.close(probe)
+                    break
+                } catch {
+                    if wildcard && (error.errno.rawValue == EAFNOSUPPORT || error.errno.rawValue == EADDRNOTAVAIL) {
+                        warn("not listening on \(address): \(error.errno) (no IPv6 on this host?)")
+                        continue addresses
+                    }
+                    if error.errno == .addressInUse && Clock.monotonicNanos() < orphanDeadline {
+                        if !waited { warn("\(address) still in use: waiting for the old workers to close it") }
+                        waited = true
+                        var pause = timespec(tv_sec: 0, tv_nsec: 20_000_000)
+                        _ = nanosleep(&pause, nil)
+                        continue
+                    }
+                    throw listenError(address.description, error)
                 }
-                throw listenError(address.description, error)
             }
             result.addresses.append(address)
         }
@@ -95,15 +135,7 @@ struct Listeners {
             }
             result.tcp.append(slotFDs)
         }
-        if let path = unixSocketPath(directory: unixSocketDir, port: port) {
-            guard let address = SocketAddress.unix(path: path) else {
-                throw StartupError("unix socket path too long: \(path)")
-            }
-            // Listening would unlink the file: make sure it is not a live pooler's socket first.
-            if let (fd, _) = try? Sockets.connect(address) {
-                Posix.close(fd)
-                throw StartupError("could not listen on \(path): a running process is listening there (another pgswift or PgBouncer?)")
-            }
+        if let (path, _) = unixAddress {
             do throws(SyscallError) {
                 result.unix = try Sockets.listenUnix(path: path, mode: mode_t(truncatingIfNeeded: unixSocketMode), backlog: backlog)
             } catch {

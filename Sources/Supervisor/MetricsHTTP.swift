@@ -115,8 +115,9 @@ enum MetricsHTTP {
 /// One accepted /metrics connection, driven by the supervisor's epoll loop.
 ///
 /// The loop reads into `received`, writes what `pendingOutput` holds, reports what it wrote with
-/// `wrote`, and closes the socket on `.close` or when `deadline` (monotonic ns) passes. One request
-/// per connection: the answer says `Connection: close`, so no pipelining or keep-alive state exists.
+/// `wrote`, and closes the socket on `.close`; how long it may stay open is `MetricsConnectionLimits`'
+/// business. One request per connection: the answer says `Connection: close`, so no pipelining or
+/// keep-alive state exists.
 struct MetricsConnection {
     enum Action: Equatable {
         /// Wait for more input (keep EPOLLIN).
@@ -130,13 +131,6 @@ struct MetricsConnection {
     private(set) var input: [UInt8] = []
     private(set) var output: [UInt8] = []
     private(set) var written = 0
-    let deadline: Int64
-
-    /// `now`: monotonic nanoseconds at accept; a client gets `timeoutNanos` to send its request and
-    /// read the answer.
-    init(now: Int64, timeoutNanos: Int64 = 10_000_000_000) {
-        deadline = now + timeoutNanos
-    }
 
     var pendingOutput: ArraySlice<UInt8> { output[written...] }
 
@@ -164,6 +158,103 @@ struct MetricsConnection {
         written = min(output.count, written + max(n, 0))
         return written == output.count ? .close : .write
     }
+}
 
-    func expired(now: Int64) -> Bool { now >= deadline }
+/// Which /metrics connections stay open: a pure policy, driven by the server's accepts, completed
+/// requests, closes and clock ticks, that never touches a socket.
+///
+/// A connection is *idle* until its request is complete (after that it is writing an answer). Idle
+/// connections are what a broken or hostile client leaves behind, so they are the ones bounded:
+/// at most `perAddress` connections per client address and `total` in all (a new connection past
+/// either cap evicts the oldest idle one of that address, else the oldest idle one overall, so a
+/// fresh scrape is always answered; it is refused only when every connection it would compete with
+/// is busy answering), `idleNanos` to send a complete request, `lifetimeNanos` in all.
+struct MetricsConnectionLimits {
+    struct Entry: Equatable {
+        var address: String
+        var openedAt: Int64
+        /// Accept order: "oldest" is the smallest, whatever the clock's resolution.
+        var order: UInt64
+        var idle = true
+    }
+
+    enum Admission: Equatable {
+        /// Take the new connection after closing these (oldest first).
+        case accept(evict: [Int32])
+        /// Close the new connection at once: every connection it would replace is busy.
+        case refuse
+    }
+
+    var total = 64
+    var perAddress = 8
+    var idleNanos: Int64 = 5_000_000_000
+    var lifetimeNanos: Int64 = 10_000_000_000
+    private(set) var entries: [Int32: Entry] = [:]
+    private var nextOrder: UInt64 = 0
+
+    var count: Int { entries.count }
+
+    /// A connection was accepted on `fd` from `address` (host only, no port). `hasRequest` is asked
+    /// about an idle connection before it is evicted (the server reads what it was sent): one whose
+    /// request is complete is busy, not idle, and the next candidate is taken. A burst of connections
+    /// (SYN retries after a full backlog) must not push out a scrape whose request is only unread.
+    mutating func admit(_ fd: Int32, address: String, now: Int64,
+                        hasRequest: (Int32) -> Bool = { _ in false }) -> Admission {
+        var evict: [Int32] = []
+        if entries.values.lazy.filter({ $0.address == address }).count >= perAddress {
+            guard let victim = takeIdleVictim(where: { $0.address == address }, hasRequest) else { return .refuse }
+            evict.append(victim)
+        }
+        if entries.count >= total {
+            // Only reached with nothing evicted above (that eviction made room), so nothing to undo.
+            guard let victim = takeIdleVictim(where: { _ in true }, hasRequest) else { return .refuse }
+            evict.append(victim)
+        }
+        nextOrder &+= 1
+        entries[fd] = Entry(address: address, openedAt: now, order: nextOrder)
+        return .accept(evict: evict)
+    }
+
+    private mutating func takeIdleVictim(where match: (Entry) -> Bool, _ hasRequest: (Int32) -> Bool) -> Int32? {
+        while let victim = oldestIdle(where: match) {
+            if hasRequest(victim) {
+                entries[victim]?.idle = false
+                continue
+            }
+            entries[victim] = nil
+            return victim
+        }
+        return nil
+    }
+
+    /// The request on `fd` is complete: it no longer counts as idle.
+    mutating func requestComplete(_ fd: Int32) {
+        entries[fd]?.idle = false
+    }
+
+    mutating func closed(_ fd: Int32) {
+        entries[fd] = nil
+    }
+
+    /// Connections to close at `now`: idle past `idleNanos`, or open past `lifetimeNanos`.
+    func expired(now: Int64) -> [Int32] {
+        entries.filter { _, e in
+            now - e.openedAt >= lifetimeNanos || (e.idle && now - e.openedAt >= idleNanos)
+        }.map(\.key).sorted()
+    }
+
+    /// When the next connection expires, or nil when none is open.
+    var nextExpiry: Int64? {
+        entries.values.map { $0.openedAt + ($0.idle ? min(idleNanos, lifetimeNanos) : lifetimeNanos) }.min()
+    }
+
+    private func oldestIdle(where match: (Entry) -> Bool) -> Int32? {
+        entries.filter { $0.value.idle && match($0.value) }.min { $0.value.order < $1.value.order }?.key
+    }
+
+    /// The host part of "host:port" / "[v6]:port", so all of one client's connections share a key.
+    static func host(of peer: String) -> String {
+        guard let colon = peer.lastIndex(of: ":") else { return peer }
+        return String(peer[..<colon])
+    }
 }

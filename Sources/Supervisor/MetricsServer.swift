@@ -2,17 +2,36 @@
 import Glibc
 import Shared
 
-/// One listening socket and its open connections, each a `MetricsConnection` state machine.
+/// One listening socket and its open connections, each a `MetricsConnection` state machine, bounded
+/// by `MetricsConnectionLimits`.
+///
+/// The listener is level-triggered: every readiness event accepts (a connection past a cap evicts an
+/// idle one or is closed at once), because a pending connection left in the queue keeps the listener
+/// readable and `epoll_wait` would return at once, forever. When accept itself fails for lack of
+/// descriptors, the listener leaves the epoll set until the next tick for the same reason.
 final class MetricsServer {
     /// epoll data: bit 63 marks metrics sockets; the listener is bit 63 alone, a connection adds its fd + 1.
     static let tag: UInt64 = 1 << 63
+    /// Connections accepted per listener event; the rest wait for the next `epoll_wait`.
+    static let acceptsPerEvent = 16
     let listenFD: Int32
     let address: String
     var connections: [Int32: MetricsConnection] = [:]
+    var limits = MetricsConnectionLimits()
+    /// Out of the epoll set after EMFILE/ENFILE; put back at the next tick.
+    var listenerParked = false
+    /// Connections closed by the caps and timers since start (logged in batches, not one line each).
+    var evicted = 0
+    var refused = 0
+    var expiredCount = 0
+    var lastReported = (evicted: 0, refused: 0, expired: 0)
 
-    init(listenFD: Int32, address: String) {
+    let log: Logger
+
+    init(listenFD: Int32, address: String, log: Logger) {
         self.listenFD = listenFD
         self.address = address
+        self.log = log
     }
 
     /// "host:port", "[v6]:port" or ":port" / "port" (all interfaces).
@@ -30,14 +49,14 @@ final class MetricsServer {
         return SocketAddress.numeric(host: host, port: port)
     }
 
-    static func open(_ text: String, epoll: borrowing Epoll) throws(StartupError) -> MetricsServer {
+    static func open(_ text: String, epoll: borrowing Epoll, log: Logger) throws(StartupError) -> MetricsServer {
         guard let address = parseAddress(text) else {
             throw StartupError("metrics_listen = \(text): expected host:port with a numeric address")
         }
         do throws(SyscallError) {
             let fd = try Sockets.listenTCP(address, reusePort: false, backlog: 64)
             try epoll.add(fd, events: .input, data: tag)
-            return MetricsServer(listenFD: fd, address: address.description)
+            return MetricsServer(listenFD: fd, address: address.description, log: log)
         } catch {
             throw StartupError("metrics_listen = \(text): \(error)")
         }
@@ -45,21 +64,52 @@ final class MetricsServer {
 
     func handle(data: UInt64, epoll: borrowing Epoll, respond: (HTTPRequest) -> [UInt8]) {
         if data == Self.tag {
-            accept(epoll: epoll)
+            accept(epoll: epoll, respond: respond)
         } else {
             let fd = Int32(truncatingIfNeeded: data & 0xFFFF_FFFF) - 1
             serve(fd, epoll: epoll, respond: respond)
         }
     }
 
-    private func accept(epoll: borrowing Epoll) {
+    private func accept(epoll: borrowing Epoll, respond: (HTTPRequest) -> [UInt8]) {
         var peer = SocketAddress()
-        while connections.count < 64 {
-            guard let fd = try? Sockets.accept(listenFD, peer: &peer) else { return }
+        let now = Clock.monotonicNanos()
+        for _ in 0..<Self.acceptsPerEvent {
+            let fd: Int32
+            do throws(SyscallError) {
+                guard let f = try Sockets.accept(listenFD, peer: &peer) else { return }
+                fd = f
+            } catch {
+                if error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesSystem {
+                    // The queued connection stays: watching the listener now would only spin.
+                    epoll.remove(listenFD)
+                    listenerParked = true
+                }
+                log.warning("metrics: accept: \(error)")
+                return
+            }
+            var answerable: [Int32] = []
+            let admission = limits.admit(fd, address: MetricsConnectionLimits.host(of: peer.description), now: now) { victim in
+                guard readRequest(victim, respond: respond) else { return false }
+                answerable.append(victim)
+                return true
+            }
+            // Requests found complete while looking for a victim are answered now.
+            for ready in answerable { serve(ready, epoll: epoll, respond: respond) }
+            switch admission {
+            case .refuse:
+                refused += 1
+                Posix.close(fd)
+                continue
+            case .accept(let evict):
+                for victim in evict { close(victim, epoll: epoll) }
+                evicted += evict.count
+            }
             do throws(SyscallError) {
                 try epoll.add(fd, events: .input, data: Self.tag | UInt64(fd + 1))
-                connections[fd] = MetricsConnection(now: Clock.monotonicNanos())
+                connections[fd] = MetricsConnection()
             } catch {
+                limits.closed(fd)
                 Posix.close(fd)
             }
         }
@@ -69,15 +119,9 @@ final class MetricsServer {
         guard var conn = connections[fd] else { return }
         var action = MetricsConnection.Action.write
         if conn.pendingOutput.isEmpty {
-            var buf = [UInt8](repeating: 0, count: 4096)
-            let r = buf.withUnsafeMutableBytes { raw -> IOResult? in try? Posix.read(fd, raw.baseAddress!, raw.count) }
-            let n: Int
-            switch r {
-            case .processed(let k)?: n = k
-            case .wouldBlock?: return
-            case nil: n = 0
-            }
-            action = conn.received(Array(buf[0..<n]), respond: respond)
+            guard let a = read(fd, &conn, respond: respond) else { return }
+            action = a
+            if action == .write { limits.requestComplete(fd) }
         }
         while action == .write {
             let pending = Array(conn.pendingOutput)
@@ -102,20 +146,56 @@ final class MetricsServer {
         }
     }
 
+    /// One read into the connection's state machine; nil when the socket had nothing (EAGAIN).
+    private func read(_ fd: Int32, _ conn: inout MetricsConnection, respond: (HTTPRequest) -> [UInt8]) -> MetricsConnection.Action? {
+        var buf = [UInt8](repeating: 0, count: 4096)
+        let r = buf.withUnsafeMutableBytes { raw -> IOResult? in try? Posix.read(fd, raw.baseAddress!, raw.count) }
+        let n: Int
+        switch r {
+        case .processed(let k)?: n = k
+        case .wouldBlock?: return nil
+        case nil: n = 0
+        }
+        return conn.received(Array(buf[0..<n]), respond: respond)
+    }
+
+    /// Reads an eviction candidate: true when its request is now complete (its answer is built).
+    private func readRequest(_ fd: Int32, respond: (HTTPRequest) -> [UInt8]) -> Bool {
+        guard var conn = connections[fd], conn.pendingOutput.isEmpty else { return false }
+        let action = read(fd, &conn, respond: respond)
+        connections[fd] = conn
+        return action == .write
+    }
+
     private func close(_ fd: Int32, epoll: borrowing Epoll) {
         epoll.remove(fd)
         Posix.close(fd)
         connections[fd] = nil
+        limits.closed(fd)
     }
 
-    /// Closes connections past their deadline (a scraper that never sent its request).
+    /// From the supervisor's 1 s tick: closes connections idle or open too long, puts a parked
+    /// listener back, and logs what the caps closed since the last line.
+    /// Named `expire` for its caller (SupervisorStats.swift).
     func expire(now: Int64, epoll: borrowing Epoll) {
-        for (fd, c) in connections where c.expired(now: now) { close(fd, epoll: epoll) }
+        let expired = limits.expired(now: now)
+        for fd in expired { close(fd, epoll: epoll) }
+        expiredCount += expired.count
+        if listenerParked {
+            listenerParked = (try? epoll.add(listenFD, events: .input, data: Self.tag)) == nil
+        }
+        let current = (evicted: evicted, refused: refused, expired: expiredCount)
+        if current != lastReported {
+            log.warning("metrics: closed \(current.expired - lastReported.expired) connections idle or open too long, "
+                        + "\(current.evicted - lastReported.evicted) idle ones to make room, refused "
+                        + "\(current.refused - lastReported.refused) (\(connections.count) open)")
+            lastReported = current
+        }
     }
 
     func shutdown(epoll: borrowing Epoll) {
         for fd in connections.keys { close(fd, epoll: epoll) }
-        epoll.remove(listenFD)
+        if !listenerParked { epoll.remove(listenFD) }
         Posix.close(listenFD)
     }
 }
@@ -125,7 +205,7 @@ extension Supervisor {
     func openMetrics() {
         guard !config.metricsListen.isEmpty, statsState.metrics == nil else { return }
         do throws(StartupError) {
-            statsState.metrics = try MetricsServer.open(config.metricsListen, epoll: epoll)
+            statsState.metrics = try MetricsServer.open(config.metricsListen, epoll: epoll, log: log)
             log.info("metrics on http://\(statsState.metrics!.address)/metrics")
         } catch {
             log.error("\(error)")

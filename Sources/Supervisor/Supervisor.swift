@@ -160,10 +160,17 @@ final class Supervisor {
             return 1
         }
 
+        // A pidfile naming a dead process: the previous supervisor crashed, and its workers may still
+        // be draining their clients (Handoff.swift, supervisorLost); we start beside them.
+        var predecessorCrashed = false
         if reexec == nil, let path = config.pidfile, !path.isEmpty {
             if let pid = PidFile.livePID(at: path) {
                 log.fatal("pidfile \(path) names a running process (pid \(pid)): is pgswift already running?")
                 return 1
+            }
+            if let pid = PidFile.recordedPID(at: path) {
+                log.warning("pidfile \(path) names pid \(pid), which is gone: starting beside whatever workers it left draining")
+                predecessorCrashed = true
             }
             do throws(SyscallError) {
                 try PidFile.write(path)
@@ -185,7 +192,7 @@ final class Supervisor {
             listeners = try Listeners.open(listenAddr: config.listenAddr, port: config.listenPort,
                                            unixSocketDir: config.unixSocketDir, unixSocketMode: config.unixSocketMode,
                                            backlog: config.listenBacklog, slots: config.workers,
-                                           warn: { warnLog.warning($0) })
+                                           predecessorCrashed: predecessorCrashed, warn: { warnLog.warning($0) })
         } catch {
             log.fatal("\(error)")
             return abandon()
@@ -238,7 +245,7 @@ final class Supervisor {
             do throws(SyscallError) {
                 n = try epoll.wait(timeoutMillis: timeoutMillis(now: Clock.monotonicNanos()))
             } catch {
-                // Cannot happen short of a bug; workers die with us (PR_SET_PDEATHSIG).
+                // Cannot happen short of a bug; workers see their control socket close and drain.
                 log.fatal("\(error)")
                 status = 1
                 break

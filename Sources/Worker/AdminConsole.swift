@@ -139,6 +139,17 @@ extension Worker {
         clients[ci].out.append(scratch)
     }
 
+    /// The supervisor is gone: queries waiting for its answer get an error instead of waiting forever.
+    func failPendingAdminRequests() {
+        for (id, (ci, gen)) in stats.pendingAdmin {
+            guard clients[ci].gen == gen, clients[ci].state == .idle, clients[ci].adminRequest == id else { continue }
+            clients[ci].adminRequest = 0
+            adminAnswered(ci, error: AdminError("the pgswift supervisor is gone; this worker only serves its remaining clients"))
+            adminInput(ci)
+        }
+        stats.pendingAdmin.removeAll()
+    }
+
     /// The supervisor's answer: written to the client with ReadyForQuery, then the next query runs.
     func adminAnswered(requestID: UInt32, bytes: [UInt8]) {
         guard let (ci, gen) = stats.pendingAdmin.removeValue(forKey: requestID) else { return }

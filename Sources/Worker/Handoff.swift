@@ -15,6 +15,9 @@ struct WorkerHandoff {
     var nextReport: Int64 = 0
     var moved = 0
     var adoptedCount = 0
+    /// Draining because the supervisor died, not for a rolling restart: no successor, and idle
+    /// servers stay (the clients here keep using them until they leave).
+    var orphaned = false
     /// Adopted clients keep the BackendKeyData they got from a predecessor: its process id →
     /// (table index, generation) here, and back, so cancels still find them and a later drain
     /// passes the same key on.
@@ -73,9 +76,39 @@ extension Worker {
             let pools = pools.indices.map { "\(self.pools[$0].database)/\(self.pools[$0].user) servers \(self.pools[$0].serverCount) limit \(self.pools[$0].limit) waiting \(self.pools[$0].waitCount)" }
             log.info("draining: \(clients.used) clients left (\(counts.map { "\($0.key): \($0.value)" }.sorted().joined(separator: ", "))), \(handoff.moved) moved; \(pools.joined(separator: "; "))\(handoff.outFD < 0 ? "; no successor socket" : "")")
         }
+        guard !handoff.orphaned else { return }
         for pi in pools.indices where pools[pi].waitCount == 0 {
             while pools[pi].idleHead >= 0 { closeServer(pools[pi].idleHead, reason: "draining") }
         }
+    }
+
+    // MARK: The supervisor is gone
+
+    /// The control channel closed: the supervisor died (a clean stop always sends `shutdown` first).
+    /// Stop accepting (a restarted supervisor opens new listeners on the same port and Unix path),
+    /// keep serving the clients here until they leave or drain_timeout passes, then exit. Nothing
+    /// they need comes from the supervisor: a pool's (and a limit group's) share stays at least the
+    /// even split, the shared client count is a memory mapping that outlives it, backend states stay
+    /// as last told. What is lost: cancels to forward to other workers, the admin console, stats.
+    func supervisorLost() {
+        epoll.remove(controlFD)
+        Posix.close(controlFD)
+        controlFD = -1
+        stats.outbox = ControlOutbox()
+        failPendingAdminRequests()
+        if hot.pointee.draining {
+            // A rolling restart's drain goes on as it was (its pool limits are already the pool sizes).
+            log.warning("supervisor gone (control channel closed) while draining: \(clients.used) clients still here")
+            return
+        }
+        quotas.orphaned = true
+        for pi in pools.indices { updateLimit(pi) }
+        handoff.orphaned = true
+        hot.pointee.draining = true
+        handoff.drainDeadline = now + Clock.nanos(seconds: config.drainTimeout)
+        log.warning("supervisor gone (control channel closed): no longer accepting; serving the \(clients.used) clients here until they leave (drain_timeout \(Int(config.drainTimeout)) s)")
+        beginShutdown(.graceful)
+        for pi in pools.indices where pools[pi].waitCount > 0 { launchIfNeeded(Int32(pi)) }
     }
 
     func handOffIdleClients() {

@@ -9,6 +9,9 @@ struct WorkerQuotas {
     var respawned = false
     /// Quotas by pool key (database NUL user), also for pools this worker has not opened yet.
     var told: [String: (quota: Int, seq: UInt32)] = [:]
+    /// The supervisor is gone and nobody moves shares any more: a pool's share is at least the even
+    /// split (Handoff.swift, `supervisorLost`).
+    var orphaned = false
 }
 
 extension Worker {
@@ -22,7 +25,8 @@ extension Worker {
         } else {
             share = PoolShare.even(size: pools[pi].size, slot: Int(slot), workers: quotas.workers)
         }
-        pools[pi].limit = max(0, min(pools[pi].size, share))
+        let even = quotas.orphaned ? PoolShare.even(size: pools[pi].size, slot: Int(slot), workers: quotas.workers) : 0
+        pools[pi].limit = max(0, min(pools[pi].size, max(share, even)))
     }
 
     /// Closes idle servers above the limit; busy ones close when they come back (`serverIdle`).
@@ -52,9 +56,10 @@ extension Worker {
     }
 
     /// Every 100 ms: pools whose figures changed, or whose clients wait (the supervisor may move quota).
+    /// The limits housekeeping runs without a supervisor too (retired servers that never close,
+    /// warm-up, group launches): a worker whose supervisor died still serves its clients.
     func reportPools() {
-        guard controlFD >= 0 else { return }
-        for pi in pools.indices { reportPool(pi, force: false) }
+        if controlFD >= 0 { for pi in pools.indices { reportPool(pi, force: false) } }
         limitsTick()
     }
 

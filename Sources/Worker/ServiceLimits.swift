@@ -126,7 +126,9 @@ extension Worker {
         } else {
             share = PoolShare.even(size: size, slot: Int(slot), workers: quotas.workers)
         }
-        return max(0, min(size, share))
+        // Without a supervisor nobody moves shares: at least the even split (Handoff.swift).
+        let even = quotas.orphaned ? PoolShare.even(size: size, slot: Int(slot), workers: quotas.workers) : 0
+        return max(0, min(size, max(share, even)))
     }
 
     func groupServers(_ g: Int) -> Int {

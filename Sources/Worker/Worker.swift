@@ -76,7 +76,8 @@ final class Worker {
     var tracked: TrackedParams
     var listenFDs: [Int32]
     var unixFDs: [Int32]
-    let controlFD: Int32
+    /// The supervisor's control socket; -1 without one, or once the supervisor is gone (Handoff.swift).
+    var controlFD: Int32
     /// Loop state read on every event, behind a pointer: a computed property over it costs no run-time
     /// exclusivity check, where a stored `var` of this class would cost one per access.
     let hot: UnsafeMutablePointer<HotState> = {
@@ -298,6 +299,7 @@ final class Worker {
     }
 
     func controlEvent() {
+        guard controlFD >= 0 else { return }  // the supervisor is gone (supervisorLost)
         if !stats.outbox.isEmpty { drainControl() }
         let buf = controlBuffer
         while true {
@@ -307,9 +309,8 @@ final class Worker {
             case .success(-1):
                 return
             case .success(0), .failure:
-                // The supervisor is gone: nobody will restart or drain us; stop now.
-                log.warning("control channel closed; exiting")
-                running = false
+                // The supervisor died (a clean stop always sends `shutdown` first): drain on our own.
+                supervisorLost()
                 return
             case .success(let n):
                 let msg = try? ControlMessage.decode(UnsafeRawBufferPointer(start: buf, count: n))

@@ -42,7 +42,7 @@ func parseWorkerArguments(_ args: [String]) -> WorkerOptions? {
 guard let options = parseWorkerArguments(CommandLine.arguments) else { workerUsage() }
 var bootLog = Logger(who: "w\(options.slot)")
 Signals.ignoreSIGPIPE()
-Signals.dieWithParent(signal: SIGTERM)
+// No PR_SET_PDEATHSIG: a worker outlives a crashed supervisor and drains (Handoff.swift, supervisorLost).
 _ = Posix.raiseOpenFilesLimit()
 do {
     let config = try Config.load(path: options.configPath)

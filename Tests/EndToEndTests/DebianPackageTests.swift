@@ -507,7 +507,7 @@ final class DebianMachine: @unchecked Sendable {
         var env = childEnvironment()
         env["NOTIFY_SOCKET"] = notifySocket.address
         let child = try ChildProcess.spawn(argv, environment: env, stdoutPath: dir + "/stdout", stderrPath: dir + "/stderr")
-        // If this process dies mid-test, the supervisor (whose workers die with it) goes too.
+        // If this process dies mid-test, the supervisor goes too (its workers drain and exit; with no clients, at once).
         let watchdog = try Watchdog(cleanup: "kill -KILL \(child.pid) 2>/dev/null")
         return RunningService(child: child, dir: dir, watchdog: watchdog)
     }

@@ -292,7 +292,7 @@ final class MetricsHTTPTests: XCTestCase {
     }
 
     func testConnectionLifecycle() {
-        var c = MetricsConnection(now: 0, timeoutNanos: 100)
+        var c = MetricsConnection()
         let respond: (HTTPRequest) -> [UInt8] = { MetricsHTTP.route($0, healthy: true, metrics: { "x 1\n" }) }
         XCTAssertEqual(c.received(bytes("GET /met"), respond: respond), .readMore)
         XCTAssertEqual(c.received(bytes("rics HTTP/1.1\r\n\r\n"), respond: respond), .write)
@@ -302,13 +302,11 @@ final class MetricsHTTPTests: XCTestCase {
         XCTAssertEqual(c.pendingOutput.count, total - 10)
         XCTAssertEqual(c.received(bytes("more"), respond: respond), .write)  // extra input is ignored
         XCTAssertEqual(c.wrote(total - 10), .close)
-        XCTAssertFalse(c.expired(now: 99))
-        XCTAssertTrue(c.expired(now: 100))
 
-        var eof = MetricsConnection(now: 0)
+        var eof = MetricsConnection()
         XCTAssertEqual(eof.received([], respond: respond), .close)
 
-        var flood = MetricsConnection(now: 0)
+        var flood = MetricsConnection()
         var action = MetricsConnection.Action.readMore
         for _ in 0..<20 where action == .readMore {
             action = flood.received([UInt8](repeating: 0x61, count: 1000), respond: respond)

@@ -33,6 +33,8 @@ extern int pipe2(int pipefd[2], int flags);
 
 // SO_PEERCRED uid of a Unix socket peer (shim.c). Returns 0 or -1.
 int cl_peer_uid(int fd, unsigned int *uid);
+// SO_PEERCRED pid of a Unix socket peer; for a connection to a listener, the process that called listen().
+int cl_peer_pid(int fd, int *pid);
 
 static inline int cl_errno(void) { return errno; }
 
@@ -183,7 +185,6 @@ static inline int cl_WEXITSTATUS(int s) { return WEXITSTATUS(s); }
 static inline int cl_WIFSIGNALED(int s) { return WIFSIGNALED(s); }
 static inline int cl_WTERMSIG(int s) { return WTERMSIG(s); }
 
-static inline int cl_set_pdeathsig(int sig) { return prctl(PR_SET_PDEATHSIG, (unsigned long)sig, 0, 0, 0); }
 static inline int cl_set_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1UL, 0, 0, 0); }
 
 // Shared memory between the supervisor and its workers (the service-wide client count): an anonymous

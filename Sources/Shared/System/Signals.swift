@@ -37,11 +37,6 @@ public enum Signals {
         signal(SIGPIPE, SIG_IGN)
     }
 
-    /// Asks the kernel to send `sig` to this process when its parent dies.
-    public static func dieWithParent(signal sig: Int32) {
-        _ = cl_set_pdeathsig(sig)
-    }
-
     public static func name(_ s: Int32) -> String {
         switch s {
         case SIGTERM: return "SIGTERM"

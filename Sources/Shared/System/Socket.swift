@@ -245,6 +245,13 @@ public enum Sockets {
         return cl_peer_uid(fd, &uid) == 0 ? uid : nil
     }
 
+    /// The peer's pid of a Unix socket (SO_PEERCRED); connected to a listener, the process that
+    /// called listen() on it, even if that process has exited since.
+    public static func peerPID(_ fd: Int32) -> Int32? {
+        var pid: Int32 = 0
+        return cl_peer_pid(fd, &pid) == 0 ? pid : nil
+    }
+
     public static func shutdownWrite(_ fd: Int32) {
         _ = Glibc.shutdown(fd, Int32(SHUT_WR))
     }

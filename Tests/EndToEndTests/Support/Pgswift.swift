@@ -73,9 +73,11 @@ final class Pgswift: @unchecked Sendable {
     let expectedWorkers: Int?
     private var watchdog: Watchdog?
     private var stopped = false
+    /// False once `relaunch` handed the directory to the next supervisor.
+    private var ownsDirectory = true
 
     var supervisorPid: pid_t { process.pid }
-    var logPath: String { dir + "/pgswift.stderr" }
+    let logPath: String
 
     // MARK: starting
 
@@ -126,15 +128,41 @@ final class Pgswift: @unchecked Sendable {
         let child = try ChildProcess.spawn(argv, environment: childEnvironment(environment),
                                            stdoutPath: dir + "/pgswift.stdout",
                                            stderrPath: dir + "/pgswift.stderr")
-        return Pgswift(dir: dir, port: port, configPath: configPath, process: child, expectedWorkers: workers)
+        return Pgswift(dir: dir, port: port, configPath: configPath, process: child, expectedWorkers: workers,
+                       logPath: dir + "/pgswift.stderr")
     }
 
-    private init(dir: String, port: Int, configPath: String, process: ChildProcess, expectedWorkers: Int?) {
+    /// Starts another supervisor on this instance's config (same port, same directory), as systemd's
+    /// Restart= would after this one was killed, and waits until it serves `probe`. Its stderr goes to
+    /// a file of its own (the old workers may still write to `pgswift.stderr`); the new object owns
+    /// the directory from now on.
+    /// With `wait` false it returns at once: follow with `waitUntilReady`.
+    func relaunch(probe: ClientTarget?, timeout: Double = 60, wait: Bool = true) throws -> Pgswift {
+        let stderrPath = dir + "/pgswift.next\(monotonicNow()).stderr"
+        let child = try ChildProcess.spawn([try PgswiftBinaries.supervisor(), configPath],
+                                           environment: childEnvironment([:]),
+                                           stdoutPath: dir + "/pgswift.next.stdout", stderrPath: stderrPath)
+        ownsDirectory = false
+        let next = Pgswift(dir: dir, port: port, configPath: configPath, process: child,
+                           expectedWorkers: expectedWorkers, logPath: stderrPath)
+        if !wait { return next }
+        do {
+            try next.waitUntilReady(probe: probe, timeout: timeout)
+        } catch {
+            next.stop()
+            throw error
+        }
+        return next
+    }
+
+    private init(dir: String, port: Int, configPath: String, process: ChildProcess, expectedWorkers: Int?,
+                 logPath: String) {
         self.dir = dir
         self.port = port
         self.configPath = configPath
         self.process = process
         self.expectedWorkers = expectedWorkers
+        self.logPath = logPath
         // If the test process dies, take the workers, then the supervisor, down with it.
         watchdog = try? Watchdog(cleanup: """
             kill -9 $(cat /proc/\(process.pid)/task/*/children 2>/dev/null) 2>/dev/null
@@ -219,7 +247,7 @@ final class Pgswift: @unchecked Sendable {
             leftover.filter(ProcFS.isAlive).forEach { _ = kill($0, SIGKILL) }
         }
         watchdog?.cancel()
-        if ProcessInfo.processInfo.environment["PGSWIFT_E2E_KEEP"] == nil {
+        if ownsDirectory && ProcessInfo.processInfo.environment["PGSWIFT_E2E_KEEP"] == nil {
             try? FileManager.default.removeItem(atPath: dir)
         }
     }
