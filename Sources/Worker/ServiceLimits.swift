@@ -108,6 +108,15 @@ extension Worker {
         return size > 0 ? g : -1
     }
 
+    /// A pool is freed (Pool.swift `freePool`): it leaves its groups, so its index can be reused.
+    func detachLimits(_ pi: Int) {
+        let db = pools[pi].database, user = pools[pi].user
+        for key in [LimitGroupKey(kind: .database, name: db), LimitGroupKey(kind: .user, name: user)] {
+            guard let g = limits.groupIndex[key] else { continue }
+            limits.groups[Int(g)].members.removeAll { $0 == Int32(pi) }
+        }
+    }
+
     /// After a reload: limits may have appeared, changed or gone.
     func refreshLimits() {
         for pi in pools.indices { attachLimits(pi) }

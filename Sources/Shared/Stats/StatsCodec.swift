@@ -35,6 +35,9 @@ public struct StatsWriter {
 
     public mutating func bool(_ v: Bool) { bytes.append(v ? 1 : 0) }
 
+    /// Appends bytes written by another writer.
+    public mutating func append(_ other: [UInt8]) { bytes.append(contentsOf: other) }
+
     public mutating func string(_ s: String) {
         var s = s
         s.withUTF8 { utf8 in
