@@ -133,7 +133,10 @@ extension Worker {
     /// The pool for (database, user), created on first use. nil when the database is unknown.
     func pool(database: String, user: String) -> Int32? {
         let key = database + "\u{0}" + user
-        if let p = poolIndex[key] { return p }
+        if let p = poolIndex[key] {
+            pools[Int(p)].emptySince = 0  // a login: the idle time starts again when it leaves
+            return p
+        }
         guard let entry = config.database(named: database) else { return nil }
         var pool = Pool(database: database, user: user, entry: entry,
                         mode: config.effectivePoolMode(database: entry, user: user),
@@ -147,7 +150,7 @@ extension Worker {
         let idx = pools.append(pool)
         poolIndex[key] = idx
         updateLimit(Int(idx))
-        attachLimits(Int(idx))
+        attachLimits(Int(idx), fresh: true)
         return idx
     }
 
