@@ -92,7 +92,9 @@ struct ShareQuotas<Key: Hashable & Sendable> {
     /// A worker's report for a pool. `size` is the pool size from the supervisor's configuration.
     /// `servers` -1: the worker holds no such pool (it freed it after pool_idle_timeout, or never
     /// opened it and acknowledges a quota). Once every live worker says so and no move is under
-    /// way, the pool is forgotten and each live worker is told to forget its quota (quota -1).
+    /// way, the pool is forgotten and each live worker is told to forget its quota (quota -1). A live
+    /// worker never heard from about the pool counts as holding none (its acknowledgement may have
+    /// been lost in a burst of new pools).
     mutating func report(slot: Int, key: Key, size: Int, servers: Int, idle: Int, waiting: Int,
                          seq: UInt32, now: Int64) -> [ShareOrder<Key>] {
         guard slot >= 0 && slot < workers else { return [] }
@@ -105,7 +107,10 @@ struct ShareQuotas<Key: Hashable & Sendable> {
             pools[key]!.heard[slot] = true
             pools[key]!.freed[slot] = true
             var orders = rebalance(key, now: now)
-            if let e = pools[key], e.pending == nil, (0..<workers).allSatisfy({ e.freed[$0] || !alive[$0] }) {
+            // A slot never heard from since its process started holds none either (a worker that opens
+            // a pool reports it at its next tick; if that report comes after the forget, the pool starts
+            // again from the even split, as every worker then does).
+            if let e = pools[key], e.pending == nil, (0..<workers).allSatisfy({ e.freed[$0] || !alive[$0] || !e.heard[$0] }) {
                 pools[key] = nil
                 for s in 0..<workers where alive[s] { orders.append(ShareOrder(slot: s, key: key, quota: -1, seq: 0)) }
             }

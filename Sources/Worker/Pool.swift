@@ -194,6 +194,10 @@ extension Worker {
             && p.activeCount == 0 && p.idleCount == 0 && p.limits.retiring == 0 && p.limits.warm == 0
     }
 
+    /// At most this many pools are freed a second: each is a message to the supervisor, and each
+    /// pool it forgets a message to every worker; 20,000 at once overflowed the control channels.
+    static let poolsFreedPerSweep = 500
+
     /// Once a second from the janitor: frees the pools empty for longer than their idle timeout.
     /// Before freeing, the client and server tables and the auth_query lookups are checked for any
     /// reference to the pool (a count gone wrong must not leave a dangling index behind).
@@ -208,7 +212,9 @@ extension Worker {
             }
             if pools[pi].emptySince == 0 { pools[pi].emptySince = now; continue }
             let timeout = poolIdleTimeout(pi)
-            if timeout > 0 && now - pools[pi].emptySince > timeout { candidates.append(pi) }
+            if timeout > 0 && now - pools[pi].emptySince > timeout && candidates.count < Self.poolsFreedPerSweep {
+                candidates.append(pi)
+            }
         }
         guard !candidates.isEmpty else { return }
         var referenced = Set<Int32>()

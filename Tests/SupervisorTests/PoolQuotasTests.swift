@@ -46,6 +46,15 @@ final class PoolQuotasTests: XCTestCase {
         XCTAssertEqual(sum(q), 5)
     }
 
+    /// A live worker whose acknowledgement never came (lost in a burst) does not keep the pool forever.
+    func testWorkerNeverHeardFromDoesNotKeepThePool() {
+        var q = PoolQuotas(workers: 2)
+        let orders = q.report(slot: 0, key: key, size: 4, servers: 1, idle: 1, waiting: 0, seq: 0, now: 0)
+        let forget = q.report(slot: 0, key: key, size: 4, servers: -1, idle: 0, waiting: 0, seq: orders[0].seq, now: 1)
+        XCTAssertEqual(q.count, 0)
+        XCTAssertEqual(forget.map(\.slot), [0, 1])
+    }
+
     /// A dead worker counts as holding nothing; a worker still holding the pool keeps it remembered.
     func testPoolKeptWhileOneWorkerHoldsIt() {
         var q = PoolQuotas(workers: 2)
