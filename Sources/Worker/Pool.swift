@@ -189,9 +189,10 @@ extension Worker {
     /// Whether the pool holds nothing: no client (in any state), no server (connecting, logging in,
     /// idle, active, retiring), no waiter, no warm-up share (min_pool_size), no auth_query lookup.
     func poolIsEmpty(_ pi: Int) -> Bool {
-        let p = pools[pi]
-        return p.clientCount == 0 && p.serverCount == 0 && p.waitCount == 0 && p.connectingCount == 0
-            && p.activeCount == 0 && p.idleCount == 0 && p.limits.retiring == 0 && p.limits.warm == 0
+        // Field by field: a copy of the record would retain its strings and arrays.
+        pools[pi].clientCount == 0 && pools[pi].serverCount == 0 && pools[pi].waitCount == 0
+            && pools[pi].connectingCount == 0 && pools[pi].activeCount == 0 && pools[pi].idleCount == 0
+            && pools[pi].limits.retiring == 0 && pools[pi].limits.warm == 0
     }
 
     /// At most this many pools are freed a second: each is a message to the supervisor, and each

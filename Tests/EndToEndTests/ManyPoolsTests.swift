@@ -72,13 +72,13 @@ final class ManyPoolsTests: XCTestCase {
         XCTAssertTrue(px.isRunning)
     }
 
-    /// Many pools (default 5,000; PGSWIFT_MANY_POOLS=20000 for the acceptance figure): each made by one
+    /// Many pools (default 10,000; PGSWIFT_MANY_POOLS=20000 for the acceptance figure): each made by one
     /// authenticated (trust) client of a database whose server does not answer, so no PostgreSQL
     /// session is needed per pool. SHOW POOLS lists them all, SHOW STATS / SHOW LISTS / /metrics answer,
     /// and the supervisor's RSS is printed (bounds are generous: the machine is shared).
     func testManyPoolsShowAndMetricsAnswer() throws {
         let pg = try PostgresServer.shared()
-        let n = Int(ProcessInfo.processInfo.environment["PGSWIFT_MANY_POOLS"] ?? "") ?? 5000
+        let n = Int(ProcessInfo.processInfo.environment["PGSWIFT_MANY_POOLS"] ?? "") ?? 10_000
         var s = PgswiftSettings(postgres: pg)
         s.workers = 2
         s.maxClientConn = 1000
