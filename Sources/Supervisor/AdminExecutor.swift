@@ -120,8 +120,14 @@ extension Supervisor {
     func databaseRows(_ m: MergedStats) -> [AdminDatabaseRow] {
         func servers(_ p: PoolStats) -> Int32 { p.svActive + p.svIdle + p.svUsed + p.svTested + p.svLogin }
         func clients(_ p: PoolStats) -> Int32 { p.clActive + p.clWaiting }
+        // One pass over the pools (there may be tens of thousands), not one per database.
+        var byDatabase: [String: (servers: Int32, clients: Int32)] = [:]
+        for p in m.pools {
+            let t = byDatabase[p.database] ?? (0, 0)
+            byDatabase[p.database] = (t.servers &+ servers(p), t.clients &+ clients(p))
+        }
         var rows: [AdminDatabaseRow] = config.databases.map { d in
-            let pools = m.pools.filter { $0.database == d.name }
+            let totals = byDatabase[d.name] ?? (0, 0)
             return AdminDatabaseRow(
                 name: d.name, host: d.hosts.first.flatMap { $0.isEmpty ? nil : $0 }, port: Int32(d.ports.first ?? 5432),
                 database: d.dbname ?? d.name, forceUser: d.user,
@@ -131,32 +137,36 @@ extension Supervisor {
                 serverLifetime: Int32(clamping: Int(config.serverLifetime)), poolMode: d.poolMode?.rawValue,
                 loadBalanceHosts: d.loadBalanceHosts.rawValue,
                 maxConnections: Int32(clamping: d.maxDBConnections ?? config.maxDBConnections),
-                currentConnections: pools.reduce(0) { $0 + servers($1) }, maxClientConnections: 0,
-                currentClientConnections: pools.reduce(0) { $0 + clients($1) },
+                currentConnections: totals.servers, maxClientConnections: 0,
+                currentClientConnections: totals.clients,
                 paused: paused || limits.pausedDBs.contains(d.name), disabled: limits.disabledDBs.contains(d.name))
         }
-        let admin = m.pools.filter { $0.database == "pgbouncer" }
         rows.append(AdminDatabaseRow(name: "pgbouncer", host: nil, port: Int32(config.listenPort), database: "pgbouncer",
                                      forceUser: "pgbouncer", poolSize: 2, minPoolSize: 0, reservePoolSize: 0,
                                      serverLifetime: 0, poolMode: "statement", maxConnections: 0, currentConnections: 0,
-                                     maxClientConnections: 0, currentClientConnections: admin.reduce(0) { $0 + clients($1) },
+                                     maxClientConnections: 0, currentClientConnections: byDatabase["pgbouncer"]?.clients ?? 0,
                                      paused: false, disabled: false))
         return rows.sorted { $0.name < $1.name }
     }
 
     func userRows(_ m: MergedStats) -> [AdminUserRow] {
-        var names = Set(config.users.keys)
-        for p in m.pools where p.database != "pgbouncer" { names.insert(p.user) }
-        return names.sorted().map { name in
+        // One pass over the pools (there may be tens of thousands), not one per user.
+        var byUser: [String: (servers: Int32, clients: Int32)] = [:]
+        for name in config.users.keys { byUser[name] = (0, 0) }
+        for p in m.pools where p.database != "pgbouncer" {
+            let t = byUser[p.user] ?? (0, 0)
+            byUser[p.user] = (t.servers &+ p.svActive &+ p.svIdle &+ p.svUsed &+ p.svTested &+ p.svLogin,
+                              t.clients &+ p.clActive &+ p.clWaiting)
+        }
+        return byUser.keys.sorted().map { name in
             let u = config.users[name]
-            let pools = m.pools.filter { $0.user == name && $0.database != "pgbouncer" }
+            let totals = byUser[name] ?? (0, 0)
             return AdminUserRow(name: name, poolSize: u?.poolSize.map { Int32(clamping: $0) },
                                 reservePoolSize: u?.reservePoolSize.map { Int32(clamping: $0) },
                                 poolMode: u?.poolMode?.rawValue,
                                 maxUserConnections: Int32(clamping: u?.maxUserConnections ?? config.maxUserConnections),
-                                currentConnections: pools.reduce(0) { $0 + $1.svActive + $1.svIdle + $1.svUsed + $1.svTested + $1.svLogin },
-                                maxUserClientConnections: 0,
-                                currentClientConnections: pools.reduce(0) { $0 + $1.clActive + $1.clWaiting })
+                                currentConnections: totals.servers, maxUserClientConnections: 0,
+                                currentClientConnections: totals.clients)
         }
     }
 

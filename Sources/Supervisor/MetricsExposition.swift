@@ -16,29 +16,78 @@ struct MetricsInput {
 }
 
 /// Writes families one at a time: HELP and TYPE once, then every sample of the family, as the text
-/// format requires (a family's samples must be contiguous).
+/// format requires (a family's samples must be contiguous). Appends UTF-8 bytes to one buffer, with no
+/// intermediate strings or label arrays per sample: a scrape with tens of thousands of pools writes
+/// hundreds of thousands of lines.
 struct PrometheusTextWriter {
-    private(set) var text = ""
+    private(set) var bytes: [UInt8] = []
 
-    init(capacity: Int = 16_384) { text.reserveCapacity(capacity) }
+    init(capacity: Int = 16_384) { bytes.reserveCapacity(capacity) }
+
+    var text: String { String(decoding: bytes, as: UTF8.self) }
 
     enum Kind: String { case counter, gauge, histogram }
 
+    private mutating func put(_ s: String) {
+        var s = s
+        s.withUTF8 { bytes.append(contentsOf: $0) }
+    }
+
+    private mutating func put(_ s: StaticString) {
+        s.withUTF8Buffer { bytes.append(contentsOf: $0) }
+    }
+
+    private mutating func putLabel(_ v: String) {
+        var v = v
+        v.withUTF8 { utf8 in
+            for b in utf8 {
+                switch b {
+                case 0x5C: bytes.append(0x5C); bytes.append(0x5C)
+                case 0x22: bytes.append(0x5C); bytes.append(0x22)
+                case 0x0A: bytes.append(0x5C); bytes.append(UInt8(ascii: "n"))
+                default: bytes.append(b)
+                }
+            }
+        }
+    }
+
+    private mutating func putLabels(_ labels: [(String, String)], extra: (String, String)? = nil) {
+        guard !labels.isEmpty || extra != nil else { return }
+        bytes.append(UInt8(ascii: "{"))
+        var first = true
+        for (k, v) in labels {
+            if !first { bytes.append(UInt8(ascii: ",")) }
+            first = false
+            put(k)
+            put("=\"")
+            putLabel(v)
+            bytes.append(UInt8(ascii: "\""))
+        }
+        if let (k, v) = extra {
+            if !first { bytes.append(UInt8(ascii: ",")) }
+            put(k)
+            put("=\"")
+            putLabel(v)
+            bytes.append(UInt8(ascii: "\""))
+        }
+        bytes.append(UInt8(ascii: "}"))
+    }
+
     mutating func family(_ name: String, _ kind: Kind, _ help: String) {
-        text += "# HELP \(name) \(Self.escapeHelp(help))\n# TYPE \(name) \(kind.rawValue)\n"
+        put("# HELP \(name) \(Self.escapeHelp(help))\n# TYPE \(name) \(kind.rawValue)\n")
     }
 
     mutating func sample(_ name: String, _ labels: [(String, String)] = [], _ value: String) {
-        text += name
-        if !labels.isEmpty {
-            text += "{"
-            for (i, (k, v)) in labels.enumerated() {
-                if i > 0 { text += "," }
-                text += k + "=\"" + Self.escapeLabel(v) + "\""
-            }
-            text += "}"
-        }
-        text += " " + value + "\n"
+        put(name)
+        putLabels(labels)
+        bytes.append(UInt8(ascii: " "))
+        put(value)
+        bytes.append(UInt8(ascii: "\n"))
+    }
+
+    /// The `le` label values, in seconds, computed once.
+    private static let bucketBounds: [String] = (0..<LatencyHistogram.bucketCount).map { i in
+        LatencyHistogram.upperBoundMicros(i).map { AdminResults.decimalMicros($0) } ?? "+Inf"
     }
 
     /// One whole histogram series: cumulative buckets with `le` in seconds, then _sum and _count.
@@ -46,8 +95,12 @@ struct PrometheusTextWriter {
         var cumulative: UInt64 = 0
         for i in 0..<LatencyHistogram.bucketCount {
             cumulative &+= h.bucketCount(i)
-            let le = LatencyHistogram.upperBoundMicros(i).map { AdminResults.decimalMicros($0) } ?? "+Inf"
-            sample(name + "_bucket", labels + [("le", le)], String(cumulative))
+            put(name)
+            put("_bucket")
+            putLabels(labels, extra: ("le", Self.bucketBounds[i]))
+            bytes.append(UInt8(ascii: " "))
+            put(String(cumulative))
+            bytes.append(UInt8(ascii: "\n"))
         }
         sample(name + "_sum", labels, AdminResults.decimalMicros(h.sumMicros))
         sample(name + "_count", labels, String(h.count))
@@ -87,8 +140,9 @@ enum MetricsExposition {
 
     /// The whole /metrics body.
     static func render(_ input: MetricsInput) -> String {
-        var w = PrometheusTextWriter()
         let m = input.merged
+        // About 1 KiB per pool without histograms.
+        var w = PrometheusTextWriter(capacity: 16_384 + m.pools.count * 1200)
 
         w.family("pgbouncer_up", .gauge, "Whether the pooler answered this scrape (always 1 when pgswift serves it).")
         w.sample("pgbouncer_up", [], "1")
@@ -190,9 +244,13 @@ enum MetricsExposition {
             ("pgswift_transaction_duration_seconds", "Transaction duration on the server.", { $0.xactDuration }),
             ("pgswift_client_wait_seconds", "Time a client waited for a server before one was assigned.", { $0.waitDuration }),
         ]
+        // A pool's series appear once it recorded something: with many pools (most of them idle) the
+        // 27 lines per histogram and pool would be most of the scrape.
         for (name, help, value) in histograms {
             w.family(name, .histogram, help)
-            for p in m.pools { w.histogram(name, [("database", p.database), ("user", p.user)], value(p)) }
+            for p in m.pools where value(p).count > 0 {
+                w.histogram(name, [("database", p.database), ("user", p.user)], value(p))
+            }
         }
 
         // pgswift's own: worker processes

@@ -40,6 +40,8 @@ struct ShareQuotas<Key: Hashable & Sendable> {
         var seenSeq: [UInt32]
         /// Reported since its process started: one never heard from is nobody's donor yet (it may be busy).
         var heard: [Bool]
+        /// The slot's last report said it holds no such pool (freed, or never opened: `servers` -1).
+        var freed: [Bool]
         /// Most servers each slot had in use at once (reported servers - idle, where a report's idle
         /// is the fewest over its interval) in the current and the previous half of `calmNanos`, and
         /// when the current half began (`.min`: not yet). A donor gives only quota it left unused
@@ -82,13 +84,38 @@ struct ShareQuotas<Key: Hashable & Sendable> {
     }
 
     func quota(_ key: Key, slot: Int) -> Int? { pools[key]?.quota[slot] }
+    /// Pools (or groups) known: what the supervisor keeps per pool is bounded by the pools open somewhere.
+    var count: Int { pools.count }
 
     // MARK: Inputs
 
     /// A worker's report for a pool. `size` is the pool size from the supervisor's configuration.
+    /// `servers` -1: the worker holds no such pool (it freed it after pool_idle_timeout, or never
+    /// opened it and acknowledges a quota). Once every live worker says so and no move is under
+    /// way, the pool is forgotten and each live worker is told to forget its quota (quota -1). A live
+    /// worker never heard from about the pool counts as holding none (its acknowledgement may have
+    /// been lost in a burst of new pools).
     mutating func report(slot: Int, key: Key, size: Int, servers: Int, idle: Int, waiting: Int,
                          seq: UInt32, now: Int64) -> [ShareOrder<Key>] {
         guard slot >= 0 && slot < workers else { return [] }
+        if servers < 0 {
+            guard pools[key] != nil else { return [] }
+            pools[key]!.servers[slot] = 0
+            pools[key]!.idle[slot] = 0
+            pools[key]!.waiting[slot] = 0
+            pools[key]!.seenSeq[slot] = seq
+            pools[key]!.heard[slot] = true
+            pools[key]!.freed[slot] = true
+            var orders = rebalance(key, now: now)
+            // A slot never heard from since its process started holds none either (a worker that opens
+            // a pool reports it at its next tick; if that report comes after the forget, the pool starts
+            // again from the even split, as every worker then does).
+            if let e = pools[key], e.pending == nil, (0..<workers).allSatisfy({ e.freed[$0] || !alive[$0] || !e.heard[$0] }) {
+                pools[key] = nil
+                for s in 0..<workers where alive[s] { orders.append(ShareOrder(slot: s, key: key, quota: -1, seq: 0)) }
+            }
+            return orders
+        }
         var orders: [ShareOrder<Key>] = []
         if pools[key] == nil {
             pools[key] = makeEntry(size: size)
@@ -103,6 +130,7 @@ struct ShareQuotas<Key: Hashable & Sendable> {
         pools[key]!.waiting[slot] = max(0, waiting)
         pools[key]!.seenSeq[slot] = seq
         pools[key]!.heard[slot] = true
+        pools[key]!.freed[slot] = false
         let busy = max(0, servers - idle)
         if busy > pools[key]!.busyPeak[slot] { pools[key]!.busyPeak[slot] = busy }
         orders += rebalance(key, now: now)
@@ -132,6 +160,7 @@ struct ShareQuotas<Key: Hashable & Sendable> {
         for key in pools.keys {
             pools[key]!.seenSeq[slot] = 0
             pools[key]!.heard[slot] = false
+            pools[key]!.freed[slot] = false
             pools[key]!.busyPeakStart[slot] = .min
             orders.append(send(key, slot: slot))
         }
@@ -179,7 +208,7 @@ struct ShareQuotas<Key: Hashable & Sendable> {
         return Entry(size: size, quota: (0..<workers).map { Self.evenShare(size: size, slot: $0, workers: workers) },
                      servers: zero, idle: zero, waiting: zero,
                      sentSeq: Array(repeating: 0, count: workers), seenSeq: Array(repeating: 0, count: workers),
-                     heard: Array(repeating: false, count: workers),
+                     heard: Array(repeating: false, count: workers), freed: Array(repeating: false, count: workers),
                      busyPeak: zero, busyPeakPrev: zero, busyPeakStart: Array(repeating: .min, count: workers))
     }
 

@@ -464,8 +464,10 @@ final class Supervisor {
             handleStatsChunk(chunk, from: slot)
         case .poolReport(let database, let user, let servers, let idle, let waiting, let seq):
             let key = PoolQuotaKey(database: database, user: user)
-            sendQuotas(quotas.report(slot: slot.index, key: key, size: poolSize(key), servers: Int(servers),
-                                     idle: Int(idle), waiting: Int(waiting), seq: seq, now: Clock.monotonicNanos()))
+            let orders = quotas.report(slot: slot.index, key: key, size: poolSize(key), servers: Int(servers),
+                                       idle: Int(idle), waiting: Int(waiting), seq: seq, now: Clock.monotonicNanos())
+            if orders.contains(where: { $0.quota < 0 }) { log.debug("pool \(database)/\(user) forgotten: no worker holds it") }
+            sendQuotas(orders)
             updateWarmShares(key)
         case .limitsFromWorker(let m):
             handleLimitsReport(m, from: slot)

@@ -17,7 +17,16 @@ struct StatsCollection {
 }
 
 struct SupervisorStatsState {
-    var reassembler = StatsReassembler()
+    /// A snapshot page is about `WorkerStatsSnapshot.targetPageBytes`: this bound is never reached by
+    /// a worker, however many pools it has (pages, not one blob, carry them).
+    var reassembler = StatsReassembler(maximumBlobSize: 16 << 20)
+    struct PageKey: Hashable {
+        var slot: Int
+        var kind: UInt8
+        var requestID: UInt32
+    }
+    /// Snapshots whose first pages arrived, waiting for their last page (WorkerStatsSnapshot paging).
+    var partialSnapshots: [PageKey: WorkerStatsSnapshot] = [:]
     var averager: StatsAverager
     var nextAveragerRefresh: Int64
     var nextRequestID: UInt32 = 0
@@ -59,13 +68,29 @@ extension Supervisor {
         }
         switch blob.kind {
         case .periodicSnapshot, .requestedSnapshot:
-            let snap: WorkerStatsSnapshot
+            let page: WorkerStatsSnapshot
             do throws(StatsDecodeError) {
-                snap = try WorkerStatsSnapshot.decode(blob.bytes)
+                page = try WorkerStatsSnapshot.decode(blob.bytes)
             } catch {
                 log.warning("worker \(slot.index) sent \(error)")
                 return
             }
+            let key = SupervisorStatsState.PageKey(slot: slot.index, kind: blob.kind.rawValue, requestID: blob.requestID)
+            var snap: WorkerStatsSnapshot
+            if page.page == 0 {
+                snap = page
+            } else if var earlier = statsState.partialSnapshots.removeValue(forKey: key), earlier.page + 1 == page.page {
+                earlier.appendPage(page)
+                snap = earlier
+            } else {
+                log.warning("worker \(slot.index) sent snapshot page \(page.page) without the pages before it")
+                return
+            }
+            guard snap.lastPage else {
+                statsState.partialSnapshots[key] = snap
+                return
+            }
+            statsState.partialSnapshots[key] = nil
             var periodic = snap
             periodic.clients = []
             periodic.servers = []
@@ -240,6 +265,7 @@ extension Supervisor {
     /// A worker died: collections stop waiting for it.
     func forgetInCollections(_ slot: Int) {
         statsState.reassembler.discard(slot: Int32(slot))
+        statsState.partialSnapshots = statsState.partialSnapshots.filter { $0.key.slot != slot }
         for (id, c) in statsState.collections where c.waiting.contains(slot) {
             statsState.collections[id]!.waiting.remove(slot)
             if statsState.collections[id]!.waiting.isEmpty { finishCollection(id) }

@@ -228,6 +228,12 @@ struct Server {
 /// Records that start out empty in a fresh table slot.
 protocol TableRecord {
     init()
+    /// False for a record that was released and not allocated again (`Table.indices` skips it).
+    var inUse: Bool { get }
+}
+
+extension TableRecord {
+    var inUse: Bool { true }
 }
 
 extension Client: TableRecord {}
@@ -247,6 +253,8 @@ struct Table<Record: TableRecord> {
         var freeCount: Int
         var used: Int
         var growthTarget: Int
+        /// One past the highest index ever allocated.
+        var highWater = 0
     }
     private let header: UnsafeMutablePointer<Header>
 
@@ -280,9 +288,15 @@ struct Table<Record: TableRecord> {
         nonmutating _modify { yield &header.pointee.base[i] }
     }
 
-    /// For tables that never release (pools): records live at 0..<count, in order of appending.
+    /// Records in use, in index order (pools: a freed pool leaves a hole, reused by a later pool;
+    /// its record says `inUse == false` meanwhile).
     var count: Int { header.pointee.used }
-    var indices: Range<Int> { 0..<header.pointee.used }
+    var indices: LazyFilterSequence<Range<Int>> {
+        let t = self
+        return (0..<header.pointee.highWater).lazy.filter { t[$0].inUse }
+    }
+    /// One past the highest index ever allocated (arrays indexed by record index need this many).
+    var highWater: Int { header.pointee.highWater }
 
     @discardableResult
     func append(_ r: Record) -> Int32 {
@@ -295,7 +309,9 @@ struct Table<Record: TableRecord> {
         if header.pointee.freeCount == 0 { grow() }
         header.pointee.freeCount -= 1
         header.pointee.used += 1
-        return header.pointee.freeStack[header.pointee.freeCount]
+        let i = header.pointee.freeStack[header.pointee.freeCount]
+        if Int(i) >= header.pointee.highWater { header.pointee.highWater = Int(i) + 1 }
+        return i
     }
 
     func release(_ i: Int32) {

@@ -74,5 +74,6 @@ extension Worker {
             si += 1
         }
         authQueryTick()
+        freeIdlePools()
     }
 }

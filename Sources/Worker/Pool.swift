@@ -2,6 +2,10 @@
 import Shared
 
 struct Pool {
+    /// False in a freed record of the pools table (pool_idle_timeout): `pools.indices` skips it.
+    var inUse = false
+    /// Monotonic ns since which the pool has held nothing (no client, server, lookup, warm-up); 0: in use.
+    var emptySince: Int64 = 0
     var database: String
     var user: String
     var entry: DatabaseEntry
@@ -129,11 +133,15 @@ extension Worker {
     /// The pool for (database, user), created on first use. nil when the database is unknown.
     func pool(database: String, user: String) -> Int32? {
         let key = database + "\u{0}" + user
-        if let p = poolIndex[key] { return p }
+        if let p = poolIndex[key] {
+            pools[Int(p)].emptySince = 0  // a login: the idle time starts again when it leaves
+            return p
+        }
         guard let entry = config.database(named: database) else { return nil }
         var pool = Pool(database: database, user: user, entry: entry,
                         mode: config.effectivePoolMode(database: entry, user: user),
                         size: config.effectivePoolSize(database: entry, user: user))
+        pool.inUse = true
         pool.allDown = computeAllDown(entry)
         if let told = quotas.told[key] {
             pool.quota = told.quota
@@ -142,7 +150,7 @@ extension Worker {
         let idx = pools.append(pool)
         poolIndex[key] = idx
         updateLimit(Int(idx))
-        attachLimits(Int(idx))
+        attachLimits(Int(idx), fresh: true)
         return idx
     }
 
@@ -161,5 +169,87 @@ extension Worker {
             trimToLimit(i)
         }
         refreshLimits()
+    }
+}
+
+extension Worker {
+    // MARK: Freeing idle pools (pool_idle_timeout, autodb_idle_timeout)
+
+    /// The idle timeout of a pool in ns (0: never freed): `pool_idle_timeout`, or for a pool of an
+    /// automatic database (`*`) `autodb_idle_timeout` when that is shorter.
+    func poolIdleTimeout(_ pi: Int) -> Int64 {
+        var t = Clock.nanos(seconds: config.poolIdleTimeout)
+        if config.databases.first(where: { $0.name == pools[pi].database }) == nil {
+            let auto = Clock.nanos(seconds: config.autodbIdleTimeout)
+            if auto > 0 && (t <= 0 || auto < t) { t = auto }
+        }
+        return t
+    }
+
+    /// Whether the pool holds nothing: no client (in any state), no server (connecting, logging in,
+    /// idle, active, retiring), no waiter, no warm-up share (min_pool_size), no auth_query lookup.
+    func poolIsEmpty(_ pi: Int) -> Bool {
+        // Field by field: a copy of the record would retain its strings and arrays.
+        pools[pi].clientCount == 0 && pools[pi].serverCount == 0 && pools[pi].waitCount == 0
+            && pools[pi].connectingCount == 0 && pools[pi].activeCount == 0 && pools[pi].idleCount == 0
+            && pools[pi].limits.retiring == 0 && pools[pi].limits.warm == 0
+    }
+
+    /// At most this many pools are freed a second: each is a message to the supervisor, and each
+    /// pool it forgets a message to every worker; 20,000 at once overflowed the control channels.
+    static let poolsFreedPerSweep = 500
+
+    /// Once a second from the janitor: frees the pools empty for longer than their idle timeout.
+    /// Before freeing, the client and server tables and the auth_query lookups are checked for any
+    /// reference to the pool (a count gone wrong must not leave a dangling index behind).
+    func freeIdlePools() {
+        guard now >= quotas.nextPoolSweep else { return }
+        quotas.nextPoolSweep = now + 1_000_000_000
+        var candidates: [Int] = []
+        for pi in pools.indices {
+            guard poolIsEmpty(pi) else {
+                pools[pi].emptySince = 0
+                continue
+            }
+            if pools[pi].emptySince == 0 { pools[pi].emptySince = now; continue }
+            let timeout = poolIdleTimeout(pi)
+            if timeout > 0 && now - pools[pi].emptySince > timeout && candidates.count < Self.poolsFreedPerSweep {
+                candidates.append(pi)
+            }
+        }
+        guard !candidates.isEmpty else { return }
+        var referenced = Set<Int32>()
+        var ci: Int32 = 0
+        let ccap = Int32(clients.capacity)
+        while ci < ccap {
+            if clients[ci].state != .free && clients[ci].pool >= 0 { referenced.insert(clients[ci].pool) }
+            ci += 1
+        }
+        var si: Int32 = 0
+        let scap = Int32(servers.capacity)
+        while si < scap {
+            if servers[si].state != .free && servers[si].pool >= 0 { referenced.insert(servers[si].pool) }
+            si += 1
+        }
+        // Clients waiting for a lookup have no pool yet (one is made at authentication).
+        for l in authQuery.lookups { referenced.insert(l.pool) }
+        for pi in candidates where !referenced.contains(Int32(pi)) { freePool(pi) }
+    }
+
+    /// Forgets a pool: its index, limit-group memberships, auth_query secret and record go, and the
+    /// supervisor is told (a report with `servers` -1), so it can forget the pool's quota. Its
+    /// cumulative stats go with it (SHOW STATS and /metrics totals drop by its share, as PgBouncer's
+    /// pool_idle_timeout does). The quota the supervisor told is kept until the supervisor forgets it
+    /// too (`applyQuota` with a negative quota), so a pool opened again meanwhile keeps within it.
+    func freePool(_ pi: Int) {
+        let db = pools[pi].database, user = pools[pi].user, seq = pools[pi].quotaSeq
+        log.info("cleaning up idle pool for user \(user) on db \(db) because: pool idle timeout "
+                 + "(age=\((now - pools[pi].emptySince) / 1_000_000_000)s)")
+        poolIndex[db + "\u{0}" + user] = nil
+        detachLimits(pi)
+        authQuery.poolSecrets[Int32(pi)] = nil
+        pools[pi] = Pool()
+        pools.release(Int32(pi))
+        sendControl(.poolReport(database: db, user: user, servers: -1, idle: 0, waiting: 0, seq: seq))
     }
 }

@@ -12,6 +12,8 @@ struct WorkerQuotas {
     /// The supervisor is gone and nobody moves shares any more: a pool's share is at least the even
     /// split (Handoff.swift, `supervisorLost`).
     var orphaned = false
+    /// Monotonic ns of the next idle-pool sweep (Pool.swift `freeIdlePools`).
+    var nextPoolSweep: Int64 = 0
 }
 
 extension Worker {
@@ -38,17 +40,26 @@ extension Worker {
     }
 
     /// A quota message: apply it, shed what is above it or launch what it now allows, then acknowledge.
+    /// A negative quota: the supervisor forgot the pool (every worker had freed it or never opened
+    /// it); a pool opened here again meanwhile goes back to the even share, and reports.
     func applyQuota(database: String, user: String, quota: Int, seq: UInt32) {
         let key = database + "\u{0}" + user
-        quotas.told[key] = (quota, seq)
+        if quota < 0 {
+            quotas.told[key] = nil
+        } else {
+            quotas.told[key] = (quota, seq)
+        }
         guard let p = poolIndex[key] else {
-            // Not opened here yet: acknowledge with an empty pool, so a lowering is confirmed.
-            sendControl(.poolReport(database: database, user: user, servers: 0, idle: 0, waiting: 0, seq: seq))
+            // Not opened here: acknowledge with "no pool" (servers -1), so a lowering is confirmed and
+            // the supervisor knows this worker holds nothing of it. A forget needs no answer.
+            if quota >= 0 {
+                sendControl(.poolReport(database: database, user: user, servers: -1, idle: 0, waiting: 0, seq: seq))
+            }
             return
         }
         let pi = Int(p)
-        pools[pi].quota = quota
-        pools[pi].quotaSeq = seq
+        pools[pi].quota = max(quota, -1)
+        pools[pi].quotaSeq = quota < 0 ? 0 : seq
         updateLimit(pi)
         trimToLimit(pi)
         if !paused { launchIfNeeded(p) }

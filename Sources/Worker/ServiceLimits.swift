@@ -79,17 +79,18 @@ extension Worker {
     // MARK: Pools and groups
 
     /// A new pool: join its limit groups, take the database's pause state and the warm-up share.
-    func attachLimits(_ pi: Int) {
+    /// `fresh`: the pool was just created, so it is in no group's members yet (no linear search).
+    func attachLimits(_ pi: Int, fresh: Bool = false) {
         let db = pools[pi].database, user = pools[pi].user
         pools[pi].limits.dbPaused = limits.allPaused || limits.pausedDBs.contains(db)
         pools[pi].limits.warm = limits.warm[db + "\u{0}" + user] ?? 0
         let dbLimit = config.effectiveMaxDBConnections(database: config.database(named: db))
         let userLimit = config.effectiveMaxUserConnections(user: user)
-        pools[pi].limits.dbGroup = join(LimitGroupKey(kind: .database, name: db), size: dbLimit, pool: pi)
-        pools[pi].limits.userGroup = join(LimitGroupKey(kind: .user, name: user), size: userLimit, pool: pi)
+        pools[pi].limits.dbGroup = join(LimitGroupKey(kind: .database, name: db), size: dbLimit, pool: pi, fresh: fresh)
+        pools[pi].limits.userGroup = join(LimitGroupKey(kind: .user, name: user), size: userLimit, pool: pi, fresh: fresh)
     }
 
-    private func join(_ key: LimitGroupKey, size: Int, pool pi: Int) -> Int32 {
+    private func join(_ key: LimitGroupKey, size: Int, pool pi: Int, fresh: Bool) -> Int32 {
         let g: Int32
         if let existing = limits.groupIndex[key] {
             g = existing
@@ -104,8 +105,17 @@ extension Worker {
             limits.groupIndex[key] = g
         }
         limits.groups[Int(g)].size = size
-        if !limits.groups[Int(g)].members.contains(Int32(pi)) { limits.groups[Int(g)].members.append(Int32(pi)) }
+        if fresh || !limits.groups[Int(g)].members.contains(Int32(pi)) { limits.groups[Int(g)].members.append(Int32(pi)) }
         return size > 0 ? g : -1
+    }
+
+    /// A pool is freed (Pool.swift `freePool`): it leaves its groups, so its index can be reused.
+    func detachLimits(_ pi: Int) {
+        let db = pools[pi].database, user = pools[pi].user
+        for key in [LimitGroupKey(kind: .database, name: db), LimitGroupKey(kind: .user, name: user)] {
+            guard let g = limits.groupIndex[key] else { continue }
+            limits.groups[Int(g)].members.removeAll { $0 == Int32(pi) }
+        }
     }
 
     /// After a reload: limits may have appeared, changed or gone.

@@ -5,6 +5,7 @@ import Glibc
 /// Stats and admin-console bookkeeping of one worker (one stored property of Worker).
 struct WorkerStatsState {
     var outbox = ControlOutbox()
+    /// Only stats requests (a byte) are reassembled here: admin answers are streamed (`adminAnswerChunk`).
     var reassembler = StatsReassembler(maximumBlobSize: 1 << 20, maximumPending: 16)
     /// Wall-clock seconds at start-up (SHOW WORKERS started_at).
     let startedAt: Int64
@@ -85,7 +86,14 @@ extension Worker {
         func wallTime(_ mono: Int64) -> Int64 { mono == 0 ? 0 : wallMicros - max(0, now - mono) / 1000 }
         var snap = WorkerStatsSnapshot(slot: slot, pid: Posix.getpid(), startedAt: stats.startedAt, takenAt: wallMicros)
         snap.process = ProcessStats.readSelf() ?? ProcessStats()
-        var ps = pools.indices.map { PoolStats(database: pools[$0].database, user: pools[$0].user, poolMode: pools[$0].mode) }
+        // Freed pools leave holes in the table: `at[pool index]` is the pool's place in `ps`.
+        var at = [Int32](repeating: -1, count: pools.highWater)
+        var ps: [PoolStats] = []
+        ps.reserveCapacity(pools.count + 1)
+        for pi in pools.indices {
+            at[pi] = Int32(ps.count)
+            ps.append(PoolStats(database: pools[pi].database, user: pools[pi].user, poolMode: pools[pi].mode))
+        }
         var adminPool = PoolStats(database: "pgbouncer", user: "pgbouncer", poolMode: .statement)
         var login: Int32 = 0
         let ccap = Int32(clients.capacity)
@@ -96,19 +104,20 @@ extension Worker {
             if state == .free { continue }
             foldClientBytes(ci)
             let p = Int(clients[ci].pool)
+            let sp = p >= 0 ? Int(at[p]) : -1
             var stateName = ""
             switch state {
             case .startup, .auth:
                 login += 1
                 stateName = "login"
             case .waitWelcome, .waitServer:
-                if p >= 0 { ps[p].clWaiting += 1 }
+                if sp >= 0 { ps[sp].clWaiting += 1 }
                 stateName = "waiting"
             case .idle, .active:
                 if clients[ci].admin != 0 {
                     adminPool.clActive += 1
-                } else if p >= 0 {
-                    ps[p].clActive += 1
+                } else if sp >= 0 {
+                    ps[sp].clActive += 1
                 }
                 stateName = state == .active ? "active" : "idle"
             case .closing:
@@ -138,7 +147,7 @@ extension Worker {
         }
         // maxwait: the head of each wait queue has waited longest (FIFO).
         for p in pools.indices where pools[p].waitHead >= 0 {
-            ps[p].maxWaitMicros = max(0, now - clients[pools[p].waitHead].stateSince) / 1000
+            ps[Int(at[p])].maxWaitMicros = max(0, now - clients[pools[p].waitHead].stateSince) / 1000
         }
         let scap = Int32(servers.capacity)
         var si: Int32 = 0
@@ -146,14 +155,15 @@ extension Worker {
             defer { si += 1 }
             let state = servers[si].state
             let p = Int(servers[si].pool)
-            guard state != .free, state != .cancelRequest, p >= 0 else { continue }
+            guard state != .free, state != .cancelRequest, p >= 0, at[p] >= 0 else { continue }
+            let sp = Int(at[p])
             var stateName = ""
             switch state {
-            case .active, .authQuery: ps[p].svActive += 1; stateName = "active"
-            case .idle: ps[p].svIdle += 1; stateName = "idle"
-            case .beingCanceled: ps[p].svBeingCanceled += 1; stateName = "being_canceled"
-            case .resetting: ps[p].svTested += 1; stateName = "tested"
-            case .connecting, .login: ps[p].svLogin += 1; stateName = "new"
+            case .active, .authQuery: ps[sp].svActive += 1; stateName = "active"
+            case .idle: ps[sp].svIdle += 1; stateName = "idle"
+            case .beingCanceled: ps[sp].svBeingCanceled += 1; stateName = "being_canceled"
+            case .resetting: ps[sp].svTested += 1; stateName = "tested"
+            case .connecting, .login: ps[sp].svLogin += 1; stateName = "new"
             default: continue
             }
             guard includeServers else { continue }
@@ -174,10 +184,11 @@ extension Worker {
             snap.servers.append(row)
         }
         for p in pools.indices {
-            ps[p].totals = pools[p].totals
-            ps[p].queryDuration = pools[p].queryDuration
-            ps[p].xactDuration = pools[p].xactDuration
-            ps[p].waitDuration = pools[p].waitDuration
+            let sp = Int(at[p])
+            ps[sp].totals = pools[p].totals
+            ps[sp].queryDuration = pools[p].queryDuration
+            ps[sp].xactDuration = pools[p].xactDuration
+            ps[sp].waitDuration = pools[p].waitDuration
         }
         if adminPool.clActive > 0 { ps.append(adminPool) }
         snap.pools = ps
@@ -205,6 +216,12 @@ extension Worker {
         row.port = Int32(peer[peer.index(after: colon)...]) ?? 0
     }
 
+    /// Sends a snapshot in pages (WorkerStatsSnapshot.encodePages), each a blob in chunks: no blob
+    /// grows with the number of pools or connections.
+    func sendSnapshot(_ snap: WorkerStatsSnapshot, kind: StatsBlobKind, requestID: UInt32) {
+        for page in snap.encodePages() { sendBlob(page, kind: kind, requestID: requestID) }
+    }
+
     /// Sends a blob to the supervisor in chunks.
     func sendBlob(_ blob: [UInt8], kind: StatsBlobKind, requestID: UInt32) {
         for chunk in StatsChunk.split(blob, kind: kind, slot: slot, requestID: requestID) {
@@ -218,11 +235,22 @@ extension Worker {
         stats.nextPush = now + WorkerStatsState.pushIntervalNanos
         // A supervisor that is not reading gets no more snapshots piled up behind the old ones.
         if stats.outbox.count > 64 { return }
-        sendBlob(makeSnapshot(includeClients: false, includeServers: false).encode(), kind: .periodicSnapshot, requestID: 0)
+        sendSnapshot(makeSnapshot(includeClients: false, includeServers: false), kind: .periodicSnapshot, requestID: 0)
     }
 
     /// A chunk from the supervisor: a stats request or an admin answer.
     func handleStatsChunk(_ chunk: [UInt8]) {
+        // An admin answer is written to its client chunk by chunk as it comes (chunks of a blob arrive
+        // in order): no reassembly, so no bound on the size of an answer (SHOW POOLS with many pools).
+        if chunk.first == StatsBlobKind.adminResult.rawValue {
+            do throws(StatsDecodeError) {
+                let c = try StatsChunk.decode(chunk)
+                adminAnswerChunk(c)
+            } catch {
+                log.warning("supervisor sent \(error)")
+            }
+            return
+        }
         let blob: StatsBlob
         do throws(StatsDecodeError) {
             guard let b = try stats.reassembler.add(chunk) else { return }
@@ -236,14 +264,28 @@ extension Worker {
             do throws(StatsDecodeError) {
                 let r = try StatsRequest.decode(blob.bytes, requestID: blob.requestID)
                 let snap = makeSnapshot(includeClients: r.includeClients, includeServers: r.includeServers)
-                sendBlob(snap.encode(), kind: .requestedSnapshot, requestID: r.requestID)
+                sendSnapshot(snap, kind: .requestedSnapshot, requestID: r.requestID)
             } catch {
                 log.warning("supervisor sent \(error)")
             }
         case .adminResult:
-            adminAnswered(requestID: blob.requestID, bytes: blob.bytes)
+            adminAnswered(requestID: blob.requestID, bytes: blob.bytes)  // not reached: see above
         default:
             log.warning("supervisor sent a stats blob of kind \(blob.kind)")
         }
+    }
+}
+
+extension Worker {
+    /// One chunk of an admin answer: its bytes go to the client at once; the last one completes the
+    /// answer (ReadyForQuery, next query). A client gone meanwhile drops the rest.
+    func adminAnswerChunk(_ c: StatsChunk) {
+        if c.index + 1 == c.total {
+            adminAnswered(requestID: c.requestID, bytes: Array(c.payload))
+            return
+        }
+        guard let (ci, gen) = stats.pendingAdmin[c.requestID] else { return }
+        guard clients[ci].gen == gen, clients[ci].state == .idle, clients[ci].adminRequest == c.requestID else { return }
+        c.payload.withUnsafeBytes { clients[ci].out.append($0) }
     }
 }

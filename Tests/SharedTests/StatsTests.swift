@@ -190,6 +190,36 @@ final class StatsSnapshotTests: XCTestCase {
         XCTAssertEqual(try WorkerStatsSnapshot.decode(empty.encode()), empty)
     }
 
+    /// Paging: a snapshot with many pools and rows goes out as pages of about the target size, every
+    /// page but the last flagged, and appending the decoded pages gives back the snapshot.
+    func testPagesRoundTrip() throws {
+        var s = WorkerStatsSnapshot(slot: 1, pid: 42, startedAt: 7, takenAt: 9)
+        for i in 0..<3000 { s.pools.append(Self.samplePool("db\(i % 7)", "user\(i)", seed: Int32(i % 100))) }
+        for i in 0..<500 {
+            var r = ConnectionRow(isServer: i % 2 == 0, user: "u\(i)", database: "d", state: "idle")
+            r.id = Int64(i)
+            if r.isServer { s.servers.append(r) } else { s.clients.append(r) }
+        }
+        let pages = s.encodePages(targetPageBytes: 16 << 10)
+        XCTAssertGreaterThan(pages.count, 5)
+        var merged: WorkerStatsSnapshot? = nil
+        for (i, bytes) in pages.enumerated() {
+            XCTAssertLessThan(bytes.count, (16 << 10) + 2048, "page \(i) is about the target size")
+            let page = try WorkerStatsSnapshot.decode(bytes)
+            XCTAssertEqual(page.page, i)
+            XCTAssertEqual(page.lastPage, i == pages.count - 1)
+            if merged == nil { merged = page } else { merged!.appendPage(page) }
+        }
+        merged?.page = 0  // the assembled snapshot carries the last page's number
+        XCTAssertEqual(merged?.pools.count, s.pools.count)
+        XCTAssertEqual(merged?.clients.count, s.clients.count)
+        XCTAssertTrue(merged == s, "the pages put together give back the snapshot")
+        // An empty snapshot is one page.
+        let empty = WorkerStatsSnapshot(slot: 0, pid: 1, startedAt: 0, takenAt: 0)
+        XCTAssertEqual(empty.encodePages().count, 1)
+        XCTAssertEqual(try WorkerStatsSnapshot.decode(empty.encodePages()[0]), empty)
+    }
+
     func testPeriodicSnapshotIsCompact() {
         // A periodic push (no rows) of 200 busy pools still fits one control message.
         var s = WorkerStatsSnapshot(slot: 0, pid: 1, startedAt: 0, takenAt: 0)

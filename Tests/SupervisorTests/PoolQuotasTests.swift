@@ -20,6 +20,54 @@ final class PoolQuotasTests: XCTestCase {
         XCTAssertEqual((0..<4).map { PoolQuotas.evenShare(size: 5, slot: $0, workers: 4) }, [2, 1, 1, 1])
     }
 
+    /// pool_idle_timeout: a pool is forgotten once every live worker reports it holds none (servers
+    /// -1, a freed pool or the acknowledgement of one never opened), and every live worker is told to
+    /// forget its quota (-1); a report of "none" for an unknown pool creates nothing.
+    func testPoolForgottenOnceNoWorkerHoldsIt() {
+        var q = PoolQuotas(workers: 3)
+        let orders = q.report(slot: 0, key: key, size: 5, servers: 2, idle: 2, waiting: 0, seq: 0, now: 0)
+        XCTAssertEqual(orders.map(\.slot), [0, 1, 2])
+        // Workers 1 and 2 never opened it: they acknowledge with "none".
+        for o in orders where o.slot != 0 {
+            XCTAssertEqual(q.report(slot: o.slot, key: key, size: 5, servers: -1, idle: 0, waiting: 0, seq: o.seq, now: 1), [])
+        }
+        XCTAssertEqual(q.count, 1, "worker 0 still holds the pool")
+        // Worker 0 frees it: forgotten, everyone told.
+        let forget = q.report(slot: 0, key: key, size: 5, servers: -1, idle: 0, waiting: 0, seq: orders[0].seq, now: 2)
+        XCTAssertEqual(q.count, 0)
+        XCTAssertNil(q.quota(key, slot: 0))
+        XCTAssertEqual(forget.map(\.slot), [0, 1, 2])
+        XCTAssertEqual(Set(forget.map(\.quota)), [-1])
+        // A late "none" does not bring it back; a worker opening it again starts a fresh even split.
+        XCTAssertEqual(q.report(slot: 1, key: key, size: 5, servers: -1, idle: 0, waiting: 0, seq: 0, now: 3), [])
+        XCTAssertEqual(q.count, 0)
+        let again = q.report(slot: 2, key: key, size: 5, servers: 1, idle: 0, waiting: 0, seq: 0, now: 4)
+        XCTAssertEqual(again.map(\.quota), [2, 2, 1])
+        XCTAssertEqual(sum(q), 5)
+    }
+
+    /// A live worker whose acknowledgement never came (lost in a burst) does not keep the pool forever.
+    func testWorkerNeverHeardFromDoesNotKeepThePool() {
+        var q = PoolQuotas(workers: 2)
+        let orders = q.report(slot: 0, key: key, size: 4, servers: 1, idle: 1, waiting: 0, seq: 0, now: 0)
+        let forget = q.report(slot: 0, key: key, size: 4, servers: -1, idle: 0, waiting: 0, seq: orders[0].seq, now: 1)
+        XCTAssertEqual(q.count, 0)
+        XCTAssertEqual(forget.map(\.slot), [0, 1])
+    }
+
+    /// A dead worker counts as holding nothing; a worker still holding the pool keeps it remembered.
+    func testPoolKeptWhileOneWorkerHoldsIt() {
+        var q = PoolQuotas(workers: 2)
+        _ = q.report(slot: 0, key: key, size: 4, servers: 1, idle: 1, waiting: 0, seq: 0, now: 0)
+        _ = q.report(slot: 1, key: key, size: 4, servers: 1, idle: 1, waiting: 0, seq: 0, now: 0)
+        XCTAssertEqual(q.report(slot: 0, key: key, size: 4, servers: -1, idle: 0, waiting: 0, seq: 1, now: 1).map(\.quota).filter { $0 < 0 }, [])
+        XCTAssertEqual(q.count, 1)
+        _ = q.workerGone(slot: 1, now: 2)
+        let forget = q.report(slot: 0, key: key, size: 4, servers: -1, idle: 0, waiting: 0, seq: 1, now: 3)
+        XCTAssertEqual(q.count, 0)
+        XCTAssertEqual(forget.map(\.slot), [0], "only live workers are told")
+    }
+
     func testFirstReportCreatesTheEvenSplitAndTellsEveryone() {
         var q = PoolQuotas(workers: 4)
         let orders = q.report(slot: 2, key: key, size: 5, servers: 1, idle: 0, waiting: 0, seq: 0, now: 0)

@@ -38,6 +38,31 @@ final class TableTests: XCTestCase {
         XCTAssertEqual(t.allocate(), first, "a released slot is reused")
     }
 
+    /// Pools are freed (pool_idle_timeout): `indices` walks only records in use, in index order, and a
+    /// freed index is the next one handed out, its record fresh.
+    func testFreedPoolLeavesAHoleThatIsReused() {
+        let t = Table<Pool>(capacity: 16)
+        for n in 0..<20 {
+            var p = Pool(database: "db", user: "u\(n)", entry: DatabaseEntry(name: "db"), mode: .session, size: 1)
+            p.inUse = true
+            t.append(p)
+        }
+        XCTAssertEqual(Array(t.indices), Array(0..<20))
+        t[5] = Pool()
+        t.release(5)
+        t[17] = Pool()
+        t.release(17)
+        XCTAssertEqual(Array(t.indices), Array(0..<20).filter { $0 != 5 && $0 != 17 })
+        XCTAssertEqual(t.highWater, 20)
+        var p = Pool(database: "db2", user: "x", entry: DatabaseEntry(name: "db2"), mode: .transaction, size: 2)
+        p.inUse = true
+        let i = t.append(p)
+        XCTAssertTrue(i == 5 || i == 17, "a freed index is reused: \(i)")
+        XCTAssertEqual(t[i].user, "x")
+        XCTAssertEqual(t[i].totals.queryCount, 0)
+        XCTAssertEqual(Array(t.indices).count, 19)
+    }
+
     func testGrowthStopsAtTargetFirst() {
         let t = Table<Client>(capacity: 16, growthTarget: 40)
         for _ in 0..<17 { _ = t.allocate() }

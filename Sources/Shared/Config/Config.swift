@@ -72,6 +72,11 @@ public struct Config: Sendable {
     public var logPoolerErrors: Bool = true
     public var verbose: Int = 0
     public var statsPeriod: Int = 60
+    /// Seconds a pool may stay empty (no client, no server) before it is freed (0: never).
+    /// pgswift's default is 3600, not PgBouncer's 0 (see README).
+    public var poolIdleTimeout: Double = 3600
+    /// Seconds an empty pool of an automatic (`*`) database may stay before it is freed (0: never).
+    public var autodbIdleTimeout: Double = 3600
     public var applicationNameAddHost: Bool = false
 
     public var soReuseport: Bool = false

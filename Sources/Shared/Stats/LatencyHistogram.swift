@@ -72,6 +72,13 @@ public struct LatencyHistogram: Sendable {
 
     public var isEmpty: Bool { count == 0 }
 
+    /// Decoding (StatsReader.histogram): one bucket's count, then the totals, with no array in between.
+    mutating func setDecoded(bucket i: Int, count c: UInt64) { buckets[i] = c }
+    mutating func setDecodedTotals(sum: UInt64, count: UInt64) {
+        _sum = sum
+        _count = count
+    }
+
     /// Rebuilds a histogram from decoded parts; false when the parts are inconsistent.
     public init?(bucketCounts: [UInt64], sumMicros: UInt64) {
         guard bucketCounts.count == LatencyHistogram.bucketCount else { return nil }

@@ -35,6 +35,9 @@ public struct StatsWriter {
 
     public mutating func bool(_ v: Bool) { bytes.append(v ? 1 : 0) }
 
+    /// Appends bytes written by another writer.
+    public mutating func append(_ other: [UInt8]) { bytes.append(contentsOf: other) }
+
     public mutating func string(_ s: String) {
         var s = s
         s.withUTF8 { utf8 in
@@ -43,9 +46,15 @@ public struct StatsWriter {
         }
     }
 
+    /// A mask of the buckets in use (25 bits), then, when any, the sum and those buckets' counts: an
+    /// empty histogram (most pools' most of the time) is one byte.
     public mutating func histogram(_ h: LatencyHistogram) {
+        var mask: UInt64 = 0
+        for i in 0..<LatencyHistogram.bucketCount where h.bucketCount(i) != 0 { mask |= 1 << UInt64(i) }
+        varint(mask)
+        guard mask != 0 else { return }
         varint(h.sumMicros)
-        for i in 0..<LatencyHistogram.bucketCount { varint(h.bucketCount(i)) }
+        for i in 0..<LatencyHistogram.bucketCount where mask & (1 << UInt64(i)) != 0 { varint(h.bucketCount(i)) }
     }
 }
 
@@ -118,13 +127,20 @@ public struct StatsReader {
     }
 
     public mutating func histogram(_ what: StaticString) throws(StatsDecodeError) -> LatencyHistogram {
+        let mask = try varint(what)
+        if mask == 0 { return LatencyHistogram() }
+        guard mask >> UInt64(LatencyHistogram.bucketCount) == 0 else { throw StatsDecodeError("histogram bucket mask (\(what))") }
         let sum = try varint(what)
-        var counts: [UInt64] = []
-        counts.reserveCapacity(LatencyHistogram.bucketCount)
-        for _ in 0..<LatencyHistogram.bucketCount { counts.append(try varint(what)) }
-        guard let h = LatencyHistogram(bucketCounts: counts, sumMicros: sum) else {
-            throw StatsDecodeError("histogram counts overflow (\(what))")
+        var h = LatencyHistogram()
+        var total: UInt64 = 0
+        for i in 0..<LatencyHistogram.bucketCount where mask & (1 << UInt64(i)) != 0 {
+            let c = try varint(what)
+            let (t, overflow) = total.addingReportingOverflow(c)
+            if overflow { throw StatsDecodeError("histogram counts overflow (\(what))") }
+            total = t
+            h.setDecoded(bucket: i, count: c)
         }
+        h.setDecodedTotals(sum: sum, count: total)
         return h
     }
 }

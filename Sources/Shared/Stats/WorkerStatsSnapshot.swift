@@ -145,13 +145,20 @@ public struct WorkerStatsSnapshot: Equatable, Sendable {
         self.takenAt = takenAt
     }
 
+    /// Paging: a worker with many pools or rows sends its snapshot as several blobs ("pages"), each a
+    /// snapshot with the same header and a part of the pools and rows, numbered from 0; the receiver
+    /// appends pages until `lastPage` (`appendPage`). No blob then grows with the number of pools.
+    public var page: Int = 0
+    public var lastPage = true
+
     /// Format tag and version: a supervisor and worker of different builds (during a binary upgrade)
     /// refuse each other's blobs cleanly instead of misreading them.
     static let magic: UInt8 = 0x57  // "W"
-    static let version: UInt8 = 1
+    static let version: UInt8 = 2
+    /// What `encodePages` aims a page at: well below a reassembler's bound, a few chunks each.
+    public static let targetPageBytes = 256 << 10
 
-    public func encode() -> [UInt8] {
-        var w = StatsWriter(capacity: 128 + pools.count * 160 + (clients.count + servers.count) * 96)
+    private func writeHeader(_ w: inout StatsWriter, page: Int, last: Bool) {
         w.u8(Self.magic)
         w.u8(Self.version)
         w.signed(Int64(slot))
@@ -164,23 +171,82 @@ public struct WorkerStatsSnapshot: Equatable, Sendable {
         for v in [lists.usedClients, lists.freeClients, lists.loginClients, lists.usedServers, lists.freeServers] {
             w.signed(Int64(v))
         }
+        w.varint(UInt64(page))
+        w.bool(last)
+    }
+
+    private static func writePool(_ p: PoolStats, _ w: inout StatsWriter) {
+        w.string(p.database)
+        w.string(p.user)
+        w.string(p.poolMode.rawValue)
+        for g in p.gauges { w.signed(Int64(g)) }
+        w.signed(p.maxWaitMicros)
+        for f in p.totals.fields { w.varint(f) }
+        w.histogram(p.queryDuration)
+        w.histogram(p.xactDuration)
+        w.histogram(p.waitDuration)
+    }
+
+    /// This snapshot as one blob (its `page` and `lastPage` as they are).
+    public func encode() -> [UInt8] {
+        var w = StatsWriter(capacity: 128 + pools.count * 160 + (clients.count + servers.count) * 96)
+        writeHeader(&w, page: page, last: lastPage)
         w.varint(UInt64(pools.count))
-        for p in pools {
-            w.string(p.database)
-            w.string(p.user)
-            w.string(p.poolMode.rawValue)
-            for g in p.gauges { w.signed(Int64(g)) }
-            w.signed(p.maxWaitMicros)
-            for f in p.totals.fields { w.varint(f) }
-            w.histogram(p.queryDuration)
-            w.histogram(p.xactDuration)
-            w.histogram(p.waitDuration)
-        }
+        for p in pools { Self.writePool(p, &w) }
         w.varint(UInt64(clients.count))
         for c in clients { c.encode(into: &w) }
         w.varint(UInt64(servers.count))
         for s in servers { s.encode(into: &w) }
         return w.bytes
+    }
+
+    /// This snapshot as pages of about `targetPageBytes` each (at least one): pools first, then client
+    /// rows, then server rows; a page holds at least one record, so it exceeds the target by at most one.
+    public func encodePages(targetPageBytes: Int = WorkerStatsSnapshot.targetPageBytes) -> [[UInt8]] {
+        var pages: [[UInt8]] = []
+        var pi = 0, ci = 0, si = 0
+        while true {
+            var w = StatsWriter(capacity: min(targetPageBytes, 64 << 10) + 256)
+            writeHeader(&w, page: pages.count, last: false)
+            let lastFlagAt = w.bytes.count - 1
+            var body = StatsWriter(capacity: min(targetPageBytes, 64 << 10))
+            var n = 0
+            while pi < pools.count && (n == 0 || body.bytes.count < targetPageBytes) {
+                Self.writePool(pools[pi], &body)
+                pi += 1
+                n += 1
+            }
+            w.varint(UInt64(n))
+            w.append(body.bytes)
+            for (rows, index) in [(clients, 0), (servers, 1)] {
+                var b = StatsWriter(capacity: 256)
+                var k = 0
+                var i = index == 0 ? ci : si
+                while i < rows.count && (w.bytes.count + b.bytes.count < targetPageBytes || (k == 0 && n == 0)) {
+                    rows[i].encode(into: &b)
+                    i += 1
+                    k += 1
+                    n += 1
+                }
+                if index == 0 { ci = i } else { si = i }
+                w.varint(UInt64(k))
+                w.append(b.bytes)
+            }
+            var bytes = w.bytes
+            let done = pi == pools.count && ci == clients.count && si == servers.count
+            if done { bytes[lastFlagAt] = 1 }
+            pages.append(bytes)
+            if done { return pages }
+        }
+    }
+
+    /// Adds the pools and rows of the next page of the same snapshot.
+    public mutating func appendPage(_ next: WorkerStatsSnapshot) {
+        pools.append(contentsOf: next.pools)
+        clients.append(contentsOf: next.clients)
+        servers.append(contentsOf: next.servers)
+        page = next.page
+        lastPage = next.lastPage
     }
 
     public static func decode(_ bytes: [UInt8]) throws(StatsDecodeError) -> WorkerStatsSnapshot {
@@ -198,6 +264,10 @@ public struct WorkerStatsSnapshot: Equatable, Sendable {
         s.lists.loginClients = try r.int32("lists")
         s.lists.usedServers = try r.int32("lists")
         s.lists.freeServers = try r.int32("lists")
+        let page = try r.varint("page")
+        guard page < UInt64(Int32.max) else { throw StatsDecodeError("page number \(page)") }
+        s.page = Int(page)
+        s.lastPage = try r.bool("last page")
         let poolCount = try r.count("pool count", minimumElementSize: 3 + PoolStats.gaugeCount + 1 + PoolCounters.fieldCount)
         s.pools.reserveCapacity(poolCount)
         for _ in 0..<poolCount {
