@@ -123,7 +123,13 @@ extension Worker {
                                                   message: "invalid authentication request from server"))
                 return
             }
-            handleServerAuth(si, req)
+            // Credentials are read when the server first asks (a client may have just given a ClientKey).
+            if info.login == nil {
+                let p = Int(servers[si].pool)
+                info.login = BackendLoginMachine(user: pools[p].serverUser, secret: serverSecret(p),
+                                                 scramClientKey: pools[p].scramClientKey, keyCache: scramCache)
+            }
+            if let action = info.login?.authenticationRequestReceived(req) { performServerLogin(si, action) }
         case BackendType.parameterStatus:
             if let (name, value) = body.withUnsafeBytes({ ParameterStatus.parse($0) }) {
                 info.reported.append((name, value))
@@ -137,7 +143,7 @@ extension Worker {
         case BackendType.errorResponse:
             let fields = body.withUnsafeBytes { ErrorFields.parse($0) }
                 ?? ErrorFields(severity: "FATAL", code: SQLState.connectionFailure, message: "server login failed")
-            serverLoginFailed(si, fields)
+            performServerLogin(si, info.login?.errorReceived(fields) ?? .fail(.server(fields)))
         case BackendType.readyForQuery:
             serverLoginDone(si)
         default:
@@ -146,94 +152,24 @@ extension Worker {
         }
     }
 
-    private func handleServerAuth(_ si: Int32, _ req: AuthenticationRequest) {
-        guard let info = servers[si].info else { return }
-        let p = Int(servers[si].pool)
-        let secret = serverSecret(p)
+    /// Does what the login machine asks: answer the server, wait, or fail the login.
+    private func performServerLogin(_ si: Int32, _ action: BackendLoginMachine.Action) {
         scratch.clear()
-        switch req {
-        case .ok:
+        switch action {
+        case .wait, .authenticated:
             return
-        case .cleartextPassword:
-            guard case .plain(let pw)? = secret else {
-                serverLoginFailed(si, noPassword(p, "cleartext"))
-                return
-            }
-            Frontend.passwordMessage(into: &scratch, password: pw)
-        case .md5Password(let salt):
-            switch secret {
-            case .plain(let pw)?:
-                Frontend.passwordMessage(into: &scratch, password: MD5Password.response(user: pools[p].serverUser, password: pw, salt: salt))
-            case .md5(let h)?:
-                Frontend.passwordMessage(into: &scratch, password: MD5Password.response(storedHash: h, salt: salt))
-            default:
-                serverLoginFailed(si, noPassword(p, "md5"))
-                return
-            }
-        case .sasl(let mechanisms):
-            guard mechanisms.contains("SCRAM-SHA-256") else {
-                serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.featureNotSupported,
-                                                  message: "server offers no supported SASL mechanism"))
-                return
-            }
-            var exchange: ScramClientExchange
-            switch secret {
-            case .plain(let pw)?:
-                exchange = ScramClientExchange(credential: .password(pw), cache: scramCache)
-            case .scram(let s)?:
-                guard let clientKey = pools[p].scramClientKey else {
-                    serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.invalidPassword,
-                        message: "cannot log in to the server with a SCRAM secret before a client has authenticated with SCRAM"))
-                    return
-                }
-                exchange = ScramClientExchange(credential: .keys(clientKey: clientKey, serverKey: s.serverKey),
-                                               cache: nil, expectedParameters: (s.salt, s.iterations))
-            default:
-                serverLoginFailed(si, noPassword(p, "SCRAM"))
-                return
-            }
-            Frontend.saslInitialResponse(into: &scratch, mechanism: "SCRAM-SHA-256", data: exchange.clientFirstMessage())
-            info.auth = .scram(exchange)
-        case .saslContinue(let data):
-            guard case .scram(var exchange) = info.auth else {
-                serverLoginFailed(si, protocolError("unexpected SASL continue"))
-                return
-            }
-            switch exchange.receiveServerFirst(data) {
-            case .success(let final):
-                Frontend.saslResponse(into: &scratch, data: final)
-                info.auth = .scram(exchange)
-            case .failure(let f):
-                serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.invalidPassword, message: "SCRAM: \(f.reason)"))
-                return
-            }
-        case .saslFinal(let data):
-            guard case .scram(var exchange) = info.auth else {
-                serverLoginFailed(si, protocolError("unexpected SASL final"))
-                return
-            }
-            if case .failure(let f) = exchange.receiveServerFinal(data) {
-                serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.invalidPassword, message: "SCRAM: \(f.reason)"))
-                return
-            }
-            info.auth = .none
-            return
-        default:
-            serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.featureNotSupported,
-                                              message: "server asked for an unsupported authentication method"))
+        case .sendPassword(let text):
+            Frontend.passwordMessage(into: &scratch, password: text)
+        case .sendSASLInitialResponse(let mechanism, let data):
+            Frontend.saslInitialResponse(into: &scratch, mechanism: mechanism, data: data)
+        case .sendSASLResponse(let data):
+            Frontend.saslResponse(into: &scratch, data: data)
+        case .fail(let failure):
+            serverLoginFailed(si, failure.errorFields)
             return
         }
         servers[si].out.append(scratch)
         flushServer(si)
-    }
-
-    private func noPassword(_ p: Int, _ method: String) -> ErrorFields {
-        ErrorFields(severity: "FATAL", code: SQLState.invalidPassword,
-                    message: "no usable password for user \"\(pools[p].serverUser)\" (server asked for \(method))")
-    }
-
-    private func protocolError(_ m: String) -> ErrorFields {
-        ErrorFields(severity: "FATAL", code: SQLState.protocolViolation, message: m)
     }
 
     /// The password pgswift logs in with: the database entry's `password=`, else the auth_file's entry,
@@ -258,7 +194,7 @@ extension Worker {
         }
         servers[si].info?.reported = []
         servers[si].paramsKey = serverParamsKey(si)
-        servers[si].info?.auth = .none
+        servers[si].info?.login = nil
         log.debug("S-\(servers[si].id): login done (backend pid \(servers[si].backendPID))")
         // Clients that authenticated before the pool knew its welcome parameters.
         var ci: Int32 = 0
