@@ -386,41 +386,38 @@ extension Supervisor {
         }
     }
 
-    /// Does what the login machine asks. A refusal (no usable password, a method pgswift lacks, SCRAM
-    /// failing, a class 28 or 3D error) still means PostgreSQL answers: `loginRefused` counts the host up.
+    /// Does what the login machine asks: answer the server, wait, or end the check.
     func performProbeLogin(_ i: Int, _ p: HealthProbe, _ action: BackendLoginMachine.Action) {
+        if case .fail(let failure) = action { return probeLoginFailed(i, failure) }
         var out = OutBuffer(capacity: 256)
         defer { out.deallocate() }
+        if action.encode(into: &out) { p.pending += out.bytes }
+    }
+
+    /// A refusal (no usable password, a method pgswift lacks, SCRAM failing, a class 28 or 3D error)
+    /// still means PostgreSQL answers: `loginRefused` counts the host up.
+    func probeLoginFailed(_ i: Int, _ failure: BackendLoginFailure) {
         let user = healthState.targets[i].user
-        switch action {
-        case .wait, .authenticated:
-            return
-        case .sendPassword(let text):
-            Frontend.passwordMessage(into: &out, password: text)
-        case .sendSASLInitialResponse(let mechanism, let data):
-            Frontend.saslInitialResponse(into: &out, mechanism: mechanism, data: data)
-        case .sendSASLResponse(let data):
-            Frontend.saslResponse(into: &out, data: data)
-        case .fail(.noPassword(_, .cleartext)):
-            return loginRefused(i, "no plain password for \(user)")
-        case .fail(.noPassword(_, .md5)):
-            return loginRefused(i, "no md5-usable password for \(user)")
-        case .fail(.noPassword(_, .scram)), .fail(.noSupportedSASLMechanism), .fail(.scramClientKeyMissing):
-            return loginRefused(i, "no password usable for SCRAM for \(user)")
-        case .fail(.scram(let reason)):
-            return loginRefused(i, "SCRAM: \(reason)")
-        case .fail(.unsupportedMethod):
-            return loginRefused(i, "unsupported authentication method")
-        case .fail(.unexpectedSASLContinue):
-            return probeFailed(i, "unexpected SASL continue")
-        case .fail(.unexpectedSASLFinal):
-            return probeFailed(i, "unexpected SASL final")
-        case .fail(.server(let f)):
+        switch failure {
+        case .noPassword(_, .cleartext):
+            loginRefused(i, "no plain password for \(user)")
+        case .noPassword(_, .md5):
+            loginRefused(i, "no md5-usable password for \(user)")
+        case .noPassword(_, .scram), .noSupportedSASLMechanism, .scramClientKeyMissing:
+            loginRefused(i, "no password usable for SCRAM for \(user)")
+        case .scram(let reason):
+            loginRefused(i, "SCRAM: \(reason)")
+        case .unsupportedMethod:
+            loginRefused(i, "unsupported authentication method")
+        case .unexpectedSASLContinue:
+            probeFailed(i, "unexpected SASL continue")
+        case .unexpectedSASLFinal:
+            probeFailed(i, "unexpected SASL final")
+        case .server(let f):
             // Refused login or unknown database: PostgreSQL is there and answering, just not to this check.
             let text = "\(f.message) (\(f.code))"
-            return f.code.hasPrefix("28") || f.code.hasPrefix("3D") ? loginRefused(i, text) : probeFailed(i, text)
+            if f.code.hasPrefix("28") || f.code.hasPrefix("3D") { loginRefused(i, text) } else { probeFailed(i, text) }
         }
-        p.pending += out.bytes
     }
 
     /// `server_check_query` (the PgBouncer default `<empty>` and an empty value run `SELECT 1`), then,

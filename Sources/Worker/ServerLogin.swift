@@ -84,18 +84,18 @@ extension Worker {
             if let base = servers[si].input.base {
                 let start = servers[si].input.start
                 let avail = servers[si].input.end - start
-                if avail >= 5 {
-                    let type = base.load(fromByteOffset: start, as: UInt8.self)
-                    let len = Int(ByteReader.int32(at: base + start + 1))
-                    if len < 4 || len > 65536 {
-                        serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.protocolViolation,
-                                                          message: "invalid message from server during login"))
-                        return
-                    }
-                    if avail >= len + 1 {
-                        let body = [UInt8](UnsafeRawBufferPointer(start: base + start + 5, count: len - 4))
-                        consumeInput(server: si, len + 1)
-                        handleServerLoginMessage(si, type, body)
+                switch Wire.peekHeader(base + start, available: avail, maxLength: 65536) {
+                case .incomplete:
+                    break
+                case .invalid:
+                    serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.protocolViolation,
+                                                      message: "invalid message from server during login"))
+                    return
+                case .header(let h):
+                    if avail >= h.frameLength {
+                        let body = [UInt8](UnsafeRawBufferPointer(start: base + start + Wire.headerSize, count: h.bodyLength))
+                        consumeInput(server: si, h.frameLength)
+                        handleServerLoginMessage(si, h.type, body)
                         continue
                     }
                 }
@@ -154,20 +154,9 @@ extension Worker {
 
     /// Does what the login machine asks: answer the server, wait, or fail the login.
     private func performServerLogin(_ si: Int32, _ action: BackendLoginMachine.Action) {
+        if case .fail(let failure) = action { return serverLoginFailed(si, failure.errorFields) }
         scratch.clear()
-        switch action {
-        case .wait, .authenticated:
-            return
-        case .sendPassword(let text):
-            Frontend.passwordMessage(into: &scratch, password: text)
-        case .sendSASLInitialResponse(let mechanism, let data):
-            Frontend.saslInitialResponse(into: &scratch, mechanism: mechanism, data: data)
-        case .sendSASLResponse(let data):
-            Frontend.saslResponse(into: &scratch, data: data)
-        case .fail(let failure):
-            serverLoginFailed(si, failure.errorFields)
-            return
-        }
+        guard action.encode(into: &scratch) else { return }
         servers[si].out.append(scratch)
         flushServer(si)
     }

@@ -238,6 +238,26 @@ final class BackendLoginMachineTests: XCTestCase {
         XCTAssertEqual(m.authenticationRequestReceived(.ok), .authenticated)
     }
 
+    // MARK: - What the caller writes
+
+    func testActionEncoding() {
+        var out = OutBuffer(capacity: 64)
+        defer { out.deallocate() }
+        XCTAssertTrue(BackendLoginMachine.Action.sendPassword("pencil").encode(into: &out))
+        XCTAssertEqual(out.bytes, [UInt8(ascii: "p"), 0, 0, 0, 11] + bytes("pencil") + [0])
+        out.clear()
+        XCTAssertTrue(BackendLoginMachine.Action.sendSASLInitialResponse(mechanism: "SCRAM-SHA-256", data: bytes("n,,")).encode(into: &out))
+        XCTAssertEqual(out.bytes, [UInt8(ascii: "p"), 0, 0, 0, 25] + bytes("SCRAM-SHA-256") + [0, 0, 0, 0, 3] + bytes("n,,"))
+        out.clear()
+        XCTAssertTrue(BackendLoginMachine.Action.sendSASLResponse(bytes("c=biws")).encode(into: &out))
+        XCTAssertEqual(out.bytes, [UInt8(ascii: "p"), 0, 0, 0, 10] + bytes("c=biws"))
+        out.clear()
+        for quiet: BackendLoginMachine.Action in [.wait, .authenticated, .fail(.unexpectedSASLFinal)] {
+            XCTAssertFalse(quiet.encode(into: &out))
+            XCTAssertTrue(out.isEmpty)
+        }
+    }
+
     // MARK: - The worker's error texts (clients and the e2e tests read them)
 
     func testErrorFieldsWording() {

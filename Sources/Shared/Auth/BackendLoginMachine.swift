@@ -191,3 +191,21 @@ public struct BackendLoginMachine {
         return .fail(failure)
     }
 }
+
+extension BackendLoginMachine.Action {
+    /// Appends the message this action sends (PasswordMessage, SASLInitialResponse or SASLResponse);
+    /// false for an action that sends nothing (wait, authenticated, fail).
+    public func encode(into out: inout OutBuffer) -> Bool {
+        switch self {
+        case .sendPassword(let text):
+            Frontend.passwordMessage(into: &out, password: text)
+        case .sendSASLInitialResponse(let mechanism, let data):
+            Frontend.saslInitialResponse(into: &out, mechanism: mechanism, data: data)
+        case .sendSASLResponse(let data):
+            Frontend.saslResponse(into: &out, data: data)
+        case .wait, .authenticated, .fail:
+            return false
+        }
+        return true
+    }
+}
