@@ -60,7 +60,6 @@ extension Worker {
     }
 
     func serverConnected(_ si: Int32) {
-        let p = Int(servers[si].pool)
         servers[si].state = .login
         servers[si].stateSince = now
         servers[si].writable = true
