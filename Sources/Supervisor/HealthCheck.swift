@@ -12,7 +12,8 @@ final class HealthProbe {
     var input: [UInt8] = []
     var pending: [UInt8] = []
     var deadline: Int64
-    var scram: ScramClientExchange?
+    /// Answers the server's authentication requests; created at the first one.
+    var login: BackendLoginMachine?
     var lastRow: [String?]? = nil
     var wantsOutput = true
 
@@ -355,48 +356,14 @@ extension Supervisor {
             guard let req = body.withUnsafeBytes({ AuthenticationRequest.parse($0) }) else {
                 return probeFailed(i, "invalid authentication request from \(p.address)")
             }
-            switch req {
-            case .ok:
-                return
-            case .cleartextPassword:
-                guard case .plain(let pw)? = t.secret else { return loginRefused(i, "no plain password for \(t.user)") }
-                Frontend.passwordMessage(into: &out, password: pw)
-            case .md5Password(let salt):
-                switch t.secret {
-                case .plain(let pw)?: Frontend.passwordMessage(into: &out, password: MD5Password.response(user: t.user, password: pw, salt: salt))
-                case .md5(let h)?: Frontend.passwordMessage(into: &out, password: MD5Password.response(storedHash: h, salt: salt))
-                default: return loginRefused(i, "no md5-usable password for \(t.user)")
-                }
-            case .sasl(let mechanisms):
-                guard mechanisms.contains("SCRAM-SHA-256"), case .plain(let pw)? = t.secret else {
-                    return loginRefused(i, "no password usable for SCRAM for \(t.user)")
-                }
-                var exchange = ScramClientExchange(credential: .password(pw), cache: nil)
-                Frontend.saslInitialResponse(into: &out, mechanism: "SCRAM-SHA-256", data: exchange.clientFirstMessage())
-                p.scram = exchange
-            case .saslContinue(let data):
-                guard var exchange = p.scram else { return probeFailed(i, "unexpected SASL continue") }
-                switch exchange.receiveServerFirst(data) {
-                case .success(let final): Frontend.saslResponse(into: &out, data: final)
-                case .failure(let f): return loginRefused(i, "SCRAM: \(f.reason)")
-                }
-                p.scram = exchange
-            case .saslFinal(let data):
-                guard var exchange = p.scram else { return probeFailed(i, "unexpected SASL final") }
-                if case .failure(let f) = exchange.receiveServerFinal(data) { return loginRefused(i, "SCRAM: \(f.reason)") }
-                return
-            default:
-                return loginRefused(i, "unsupported authentication method")
-            }
-            p.pending += out.bytes
+            if p.login == nil { p.login = BackendLoginMachine(user: t.user, secret: t.secret) }
+            if let action = p.login?.authenticationRequestReceived(req) { performProbeLogin(i, p, action) }
         case BackendType.errorResponse:
             let f = body.withUnsafeBytes { ErrorFields.parse($0) }
-            let text = f.map { "\($0.message) (\($0.code))" } ?? "error"
-            // Refused login or unknown database: PostgreSQL is there and answering, just not to this check.
-            if p.phase == .login, let code = f?.code, code.hasPrefix("28") || code.hasPrefix("3D") {
-                return loginRefused(i, text)
+            if p.phase == .login, let f {
+                return performProbeLogin(i, p, p.login?.errorReceived(f) ?? .fail(.server(f)))
             }
-            probeFailed(i, text)
+            probeFailed(i, f.map { "\($0.message) (\($0.code))" } ?? "error")
         case BackendType.dataRow:
             p.lastRow = body.withUnsafeBytes { Decode.dataRowText($0) }
         case BackendType.readyForQuery:
@@ -416,6 +383,40 @@ extension Supervisor {
             checkFinished(i, failure: nil, role: role)
         default:
             break
+        }
+    }
+
+    /// Does what the login machine asks: answer the server, wait, or end the check.
+    func performProbeLogin(_ i: Int, _ p: HealthProbe, _ action: BackendLoginMachine.Action) {
+        if case .fail(let failure) = action { return probeLoginFailed(i, failure) }
+        var out = OutBuffer(capacity: 256)
+        defer { out.deallocate() }
+        if action.encode(into: &out) { p.pending += out.bytes }
+    }
+
+    /// A refusal (no usable password, a method pgswift lacks, SCRAM failing, a class 28 or 3D error)
+    /// still means PostgreSQL answers: `loginRefused` counts the host up.
+    func probeLoginFailed(_ i: Int, _ failure: BackendLoginFailure) {
+        let user = healthState.targets[i].user
+        switch failure {
+        case .noPassword(_, .cleartext):
+            loginRefused(i, "no plain password for \(user)")
+        case .noPassword(_, .md5):
+            loginRefused(i, "no md5-usable password for \(user)")
+        case .noPassword(_, .scram), .noSupportedSASLMechanism, .scramClientKeyMissing:
+            loginRefused(i, "no password usable for SCRAM for \(user)")
+        case .scram(let reason):
+            loginRefused(i, "SCRAM: \(reason)")
+        case .unsupportedMethod:
+            loginRefused(i, "unsupported authentication method")
+        case .unexpectedSASLContinue:
+            probeFailed(i, "unexpected SASL continue")
+        case .unexpectedSASLFinal:
+            probeFailed(i, "unexpected SASL final")
+        case .server(let f):
+            // Refused login or unknown database: PostgreSQL is there and answering, just not to this check.
+            let text = "\(f.message) (\(f.code))"
+            if f.code.hasPrefix("28") || f.code.hasPrefix("3D") { loginRefused(i, text) } else { probeFailed(i, text) }
         }
     }
 

@@ -146,7 +146,8 @@ struct Client {
 
 final class ServerInfo {
     var params: ParamValues
-    var auth: ServerAuth = .none
+    /// Answers PostgreSQL's authentication requests (ServerLogin.swift); nil before the first one.
+    var login: BackendLoginMachine? = nil
     var address = ""
     /// The backend host ("host:port") this connection went to (BackendHealth.swift).
     var hostKey = ""
@@ -159,11 +160,6 @@ final class ServerInfo {
     /// Errors pgswift raised itself, in the order their queue slots come due.
     var pendingErrors: [ErrorFields] = []
     init(trackedCount: Int) { params = ParamValues(count: trackedCount) }
-}
-
-enum ServerAuth {
-    case none
-    case scram(ScramClientExchange)
 }
 
 struct Server {

@@ -60,7 +60,6 @@ extension Worker {
     }
 
     func serverConnected(_ si: Int32) {
-        let p = Int(servers[si].pool)
         servers[si].state = .login
         servers[si].stateSince = now
         servers[si].writable = true
@@ -84,18 +83,18 @@ extension Worker {
             if let base = servers[si].input.base {
                 let start = servers[si].input.start
                 let avail = servers[si].input.end - start
-                if avail >= 5 {
-                    let type = base.load(fromByteOffset: start, as: UInt8.self)
-                    let len = Int(ByteReader.int32(at: base + start + 1))
-                    if len < 4 || len > 65536 {
-                        serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.protocolViolation,
-                                                          message: "invalid message from server during login"))
-                        return
-                    }
-                    if avail >= len + 1 {
-                        let body = [UInt8](UnsafeRawBufferPointer(start: base + start + 5, count: len - 4))
-                        consumeInput(server: si, len + 1)
-                        handleServerLoginMessage(si, type, body)
+                switch Wire.peekHeader(base + start, available: avail, maxLength: 65536) {
+                case .incomplete:
+                    break
+                case .invalid:
+                    serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.protocolViolation,
+                                                      message: "invalid message from server during login"))
+                    return
+                case .header(let h):
+                    if avail >= h.frameLength {
+                        let body = [UInt8](UnsafeRawBufferPointer(start: base + start + Wire.headerSize, count: h.bodyLength))
+                        consumeInput(server: si, h.frameLength)
+                        handleServerLoginMessage(si, h.type, body)
                         continue
                     }
                 }
@@ -123,7 +122,13 @@ extension Worker {
                                                   message: "invalid authentication request from server"))
                 return
             }
-            handleServerAuth(si, req)
+            // Credentials are read when the server first asks (a client may have just given a ClientKey).
+            if info.login == nil {
+                let p = Int(servers[si].pool)
+                info.login = BackendLoginMachine(user: pools[p].serverUser, secret: serverSecret(p),
+                                                 scramClientKey: pools[p].scramClientKey, keyCache: scramCache)
+            }
+            if let action = info.login?.authenticationRequestReceived(req) { performServerLogin(si, action) }
         case BackendType.parameterStatus:
             if let (name, value) = body.withUnsafeBytes({ ParameterStatus.parse($0) }) {
                 info.reported.append((name, value))
@@ -137,7 +142,7 @@ extension Worker {
         case BackendType.errorResponse:
             let fields = body.withUnsafeBytes { ErrorFields.parse($0) }
                 ?? ErrorFields(severity: "FATAL", code: SQLState.connectionFailure, message: "server login failed")
-            serverLoginFailed(si, fields)
+            performServerLogin(si, info.login?.errorReceived(fields) ?? .fail(.server(fields)))
         case BackendType.readyForQuery:
             serverLoginDone(si)
         default:
@@ -146,94 +151,13 @@ extension Worker {
         }
     }
 
-    private func handleServerAuth(_ si: Int32, _ req: AuthenticationRequest) {
-        guard let info = servers[si].info else { return }
-        let p = Int(servers[si].pool)
-        let secret = serverSecret(p)
+    /// Does what the login machine asks: answer the server, wait, or fail the login.
+    private func performServerLogin(_ si: Int32, _ action: BackendLoginMachine.Action) {
+        if case .fail(let failure) = action { return serverLoginFailed(si, failure.errorFields) }
         scratch.clear()
-        switch req {
-        case .ok:
-            return
-        case .cleartextPassword:
-            guard case .plain(let pw)? = secret else {
-                serverLoginFailed(si, noPassword(p, "cleartext"))
-                return
-            }
-            Frontend.passwordMessage(into: &scratch, password: pw)
-        case .md5Password(let salt):
-            switch secret {
-            case .plain(let pw)?:
-                Frontend.passwordMessage(into: &scratch, password: MD5Password.response(user: pools[p].serverUser, password: pw, salt: salt))
-            case .md5(let h)?:
-                Frontend.passwordMessage(into: &scratch, password: MD5Password.response(storedHash: h, salt: salt))
-            default:
-                serverLoginFailed(si, noPassword(p, "md5"))
-                return
-            }
-        case .sasl(let mechanisms):
-            guard mechanisms.contains("SCRAM-SHA-256") else {
-                serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.featureNotSupported,
-                                                  message: "server offers no supported SASL mechanism"))
-                return
-            }
-            var exchange: ScramClientExchange
-            switch secret {
-            case .plain(let pw)?:
-                exchange = ScramClientExchange(credential: .password(pw), cache: scramCache)
-            case .scram(let s)?:
-                guard let clientKey = pools[p].scramClientKey else {
-                    serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.invalidPassword,
-                        message: "cannot log in to the server with a SCRAM secret before a client has authenticated with SCRAM"))
-                    return
-                }
-                exchange = ScramClientExchange(credential: .keys(clientKey: clientKey, serverKey: s.serverKey),
-                                               cache: nil, expectedParameters: (s.salt, s.iterations))
-            default:
-                serverLoginFailed(si, noPassword(p, "SCRAM"))
-                return
-            }
-            Frontend.saslInitialResponse(into: &scratch, mechanism: "SCRAM-SHA-256", data: exchange.clientFirstMessage())
-            info.auth = .scram(exchange)
-        case .saslContinue(let data):
-            guard case .scram(var exchange) = info.auth else {
-                serverLoginFailed(si, protocolError("unexpected SASL continue"))
-                return
-            }
-            switch exchange.receiveServerFirst(data) {
-            case .success(let final):
-                Frontend.saslResponse(into: &scratch, data: final)
-                info.auth = .scram(exchange)
-            case .failure(let f):
-                serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.invalidPassword, message: "SCRAM: \(f.reason)"))
-                return
-            }
-        case .saslFinal(let data):
-            guard case .scram(var exchange) = info.auth else {
-                serverLoginFailed(si, protocolError("unexpected SASL final"))
-                return
-            }
-            if case .failure(let f) = exchange.receiveServerFinal(data) {
-                serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.invalidPassword, message: "SCRAM: \(f.reason)"))
-                return
-            }
-            info.auth = .none
-            return
-        default:
-            serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.featureNotSupported,
-                                              message: "server asked for an unsupported authentication method"))
-            return
-        }
+        guard action.encode(into: &scratch) else { return }
         servers[si].out.append(scratch)
         flushServer(si)
-    }
-
-    private func noPassword(_ p: Int, _ method: String) -> ErrorFields {
-        ErrorFields(severity: "FATAL", code: SQLState.invalidPassword,
-                    message: "no usable password for user \"\(pools[p].serverUser)\" (server asked for \(method))")
-    }
-
-    private func protocolError(_ m: String) -> ErrorFields {
-        ErrorFields(severity: "FATAL", code: SQLState.protocolViolation, message: m)
     }
 
     /// The password pgswift logs in with: the database entry's `password=`, else the auth_file's entry,
@@ -258,7 +182,7 @@ extension Worker {
         }
         servers[si].info?.reported = []
         servers[si].paramsKey = serverParamsKey(si)
-        servers[si].info?.auth = .none
+        servers[si].info?.login = nil
         log.debug("S-\(servers[si].id): login done (backend pid \(servers[si].backendPID))")
         // Clients that authenticated before the pool knew its welcome parameters.
         var ci: Int32 = 0

@@ -245,4 +245,39 @@ final class HealthCheckTests: XCTestCase {
         XCTAssertLessThanOrEqual(attempts, 2 * 4, "\(attempts) login attempts for \(errors) clients\n\(px.log())")
         XCTAssertEqual(HealthE2E.state(px, port: pg.port), "up")
     }
+
+    /// The check logs in with each method PostgreSQL asks for (password, md5 from a plain password or
+    /// from the stored hash, SCRAM); a secret that cannot answer, or a wrong password, is logged once
+    /// as a refused login and the host still counts as up.
+    func testHealthCheckLogsInWithEachMethod() throws {
+        let pg = try PostgresServer.shared()
+        let md5Hash = try pg.storedPassword(of: "u_md5")
+        let cases: [(user: String, secret: String, refusal: String?)] = [
+            ("u_password", PostgresServer.passwords["u_password"]!, nil),
+            ("u_md5", PostgresServer.passwords["u_md5"]!, nil),
+            ("u_md5", md5Hash, nil),
+            ("u_scram", PostgresServer.passwords["u_scram"]!, nil),
+            ("u_scram", "not-the-password", "(28P01)"),
+            ("u_scram", md5Hash, "no password usable for SCRAM for u_scram"),
+        ]
+        for c in cases {
+            var s = HealthE2E.settings(pg, workers: 1)
+            s.users = s.users.filter { $0.user != c.user } + [(c.user, c.secret)]
+            s.pgswiftSettings.append(("health_check_user", c.user))
+            let px = try Pgswift.start(s)
+            defer { px.stop() }
+            let checked = waitUntil(timeout: 20) {
+                let row = (try? HealthE2E.health(px))?.first { $0[1] == String(pg.port) }
+                return row?[2] == "up" && Int(row?[5] ?? "") ?? 0 >= 2
+            }
+            XCTAssertTrue(checked, "\(c.user): \((try? HealthE2E.health(px)) ?? [])\n\(px.log())")
+            let refused = px.logLines(containing: "login as \(c.user) refused")
+            if let expected = c.refusal {
+                XCTAssertEqual(refused.count, 1, "\(c.user) with \(c.secret): \(refused)")
+                XCTAssertTrue(refused.first?.contains(expected) ?? false, "\(c.user): \(refused)")
+            } else {
+                XCTAssertEqual(refused, [], "\(c.user) with \(c.secret)")
+            }
+        }
+    }
 }
