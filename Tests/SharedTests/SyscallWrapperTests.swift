@@ -2,7 +2,7 @@
 // and address wrappers against the real kernel on temp files.
 import Glibc
 import XCTest
-import Shared
+@testable import Shared
 
 final class SyscallWrapperTests: XCTestCase {
     private var dir = ""
@@ -165,6 +165,22 @@ final class SyscallWrapperTests: XCTestCase {
         var b: UInt8 = 1
         XCTAssertEqual(try Posix.write(w, &b, 1), .processed(1))
         XCTAssertEqual(try Posix.read(r, &b, 1), .processed(0))
+    }
+
+    func testConfigFileReadsAndReasonsThroughFiles() throws {
+        let path = dir + "/a"
+        try Files.write(path, "[pgbouncer]\n")
+        XCTAssertEqual(try ConfigFile.readAll(path: path), "[pgbouncer]\n")
+        XCTAssertNil(ConfigFile.unreadableReason(path: path))
+        XCTAssertEqual(ConfigFile.unreadableReason(path: dir), "Is a directory")
+        XCTAssertEqual(ConfigFile.unreadableReason(path: dir + "/missing"), "No such file or directory")
+        XCTAssertThrowsError(try ConfigFile.readAll(path: dir + "/missing")) { error in
+            XCTAssertEqual((error as? ConfigFileError)?.reason, "No such file or directory")
+        }
+        XCTAssertThrowsError(try ConfigFile.readAll(path: dir)) { error in
+            XCTAssertEqual((error as? ConfigFileError)?.errno, EISDIR)
+        }
+        XCTAssertGreaterThan(Config.onlineCPUCount(), 0)
     }
 
     // MARK: Processes, poll, threads, sleep, addresses, sysconf

@@ -13,6 +13,11 @@ public enum Posix {
     /// EBADF/EFAULT from a call on an fd we own means a pgswift bug (a stale fd or a bad pointer):
     /// stop here rather than carry on with a descriptor that may belong to someone else by now.
     @usableFromInline
+    static func isBug(_ e: Errno) -> Bool {
+        e == .badFileDescriptor || e == .badAddress
+    }
+
+    @usableFromInline
     static func bug(_ call: String, _ e: Errno) -> Never {
         preconditionFailure("\(call) failed with \(e): this is a pgswift bug")
     }
@@ -33,7 +38,7 @@ public enum Posix {
             let e = Errno.current
             if e == .interrupted { continue }
             if e == .wouldBlock { return .wouldBlock }
-            if badFDIsBug && (e == .badFileDescriptor || e == .badAddress) { bug(name(), e) }
+            if badFDIsBug && isBug(e) { bug(name(), e) }
             throw SyscallError(name(), e)
         }
     }
