@@ -1,5 +1,4 @@
 // Host-name lookups off the supervisor's loop: each lookup runs getaddrinfo on its own short-lived thread.
-import Glibc
 import Shared
 import Synchronization
 
@@ -20,7 +19,7 @@ final class ResolverMailbox: Sendable {
     func post(_ r: ResolveResult) {
         results.withLock { $0.append(r) }
         var b: UInt8 = 1
-        _ = Glibc.write(wakeWrite, &b, 1)
+        _ = try? Posix.write(wakeWrite, &b, 1)
     }
 }
 
@@ -73,19 +72,7 @@ final class DNSResolver {
     func start(key: String, host: String, port: Int) -> Bool {
         if inFlight.contains(key) { return true }
         let job = ResolveJob(key: key, host: host, port: port, mailbox: mailbox)
-        let context = Unmanaged.passRetained(job).toOpaque()
-        var tid = pthread_t()
-        let rc = pthread_create(&tid, nil, { raw in
-            guard let raw else { return nil }
-            let job = Unmanaged<ResolveJob>.fromOpaque(raw).takeRetainedValue()
-            job.run()
-            return nil
-        }, context)
-        if rc != 0 {
-            Unmanaged<ResolveJob>.fromOpaque(context).release()
-            return false
-        }
-        pthread_detach(tid)
+        guard Threads.startDetached({ job.run() }) else { return false }
         inFlight.insert(key)
         return true
     }
@@ -94,8 +81,8 @@ final class DNSResolver {
     func collect() -> [ResolveResult] {
         var buf = [UInt8](repeating: 0, count: 64)
         while true {
-            let n = buf.withUnsafeMutableBytes { Glibc.read(wakeRead, $0.baseAddress, 64) }
-            if n <= 0 { break }
+            let r = buf.withUnsafeMutableBytes { try? Posix.read(wakeRead, $0.baseAddress!, 64) }
+            guard case .processed(let n)? = r, n > 0 else { break }
         }
         let results = mailbox.results.withLock { r -> [ResolveResult] in
             let out = r

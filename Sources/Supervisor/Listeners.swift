@@ -89,7 +89,7 @@ struct Listeners {
             if let (fd, _) = try? Sockets.connect(address) {
                 let owner = Sockets.peerPID(fd)
                 Posix.close(fd)
-                guard let owner, owner > 0, !Files.processExists(owner) else {
+                guard let owner, owner > 0, !Posix.processExists(owner) else {
                     throw StartupError("could not listen on \(path): a running process is listening there (another pgswift or PgBouncer?)")
                 }
                 warn("\(path) was made by pid \(owner), which is gone: workers of a crashed pgswift are still draining; replacing it")
@@ -108,15 +108,14 @@ struct Listeners {
                     Posix.close(probe)
                     break
                 } catch {
-                    if wildcard && (error.errno.rawValue == EAFNOSUPPORT || error.errno.rawValue == EADDRNOTAVAIL) {
+                    if wildcard && (error.errno == .addressFamilyNotSupported || error.errno == .addressNotAvailable) {
                         warn("not listening on \(address): \(error.errno) (no IPv6 on this host?)")
                         continue addresses
                     }
                     if error.errno == .addressInUse && Clock.monotonicNanos() < orphanDeadline {
                         if !waited { warn("\(address) still in use: waiting for the old workers to close it") }
                         waited = true
-                        var pause = timespec(tv_sec: 0, tv_nsec: 20_000_000)
-                        _ = nanosleep(&pause, nil)
+                        Clock.sleep(nanos: 20_000_000)
                         continue
                     }
                     throw listenError(address.description, error)

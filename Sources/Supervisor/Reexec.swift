@@ -1,7 +1,6 @@
 // Supervisor binary upgrade: check the binary now on disk in a child, then exec it in place (same PID,
 // so systemd keeps tracking it) keeping exactly the listening sockets and the worker channels; the new
 // image adopts the running workers from PGSWIFT_REEXEC and then rolls them.
-import Glibc
 import Shared
 
 /// What the old image hands the new one: descriptor numbers, worker pids and slots, a pending UPGRADE.
@@ -256,14 +255,7 @@ extension Supervisor {
         l.unix = state.unix
         for fd in state.tcp.flatMap({ $0 }) + (state.unix >= 0 ? [state.unix] : []) { try? Posix.setCloseOnExec(fd, true) }
         if let first = state.tcp.first {
-            l.addresses = first.map { fd in
-                var a = SocketAddress()
-                a.length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-                _ = withUnsafeMutablePointer(to: &a.storage) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &a.length) }
-                }
-                return a
-            }
+            l.addresses = first.map { Sockets.localAddress($0) ?? SocketAddress() }
         }
         if state.unix >= 0 { l.unixPath = Listeners.unixSocketPath(directory: config.unixSocketDir, port: config.listenPort) }
         return l

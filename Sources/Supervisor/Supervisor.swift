@@ -221,7 +221,7 @@ final class Supervisor {
             return abandon()
         }
         // Only now: a start-up failure still reaches the terminal (or the journal) with -q.
-        if options.quiet { Files.silenceStderr() }
+        if options.quiet { Files.redirectToDevNull(2) }  // workers inherit fd 2, so they are quiet too
         let supervisor = Supervisor(options: options, configPath: configPath, workerBinary: workerBinary,
                                     config: config, log: log, epoll: epoll, signals: signals, listeners: listeners)
         supervisor.supervisorExecutable = executable.hasSuffix(" (deleted)") ? String(executable.dropLast(10)) : executable

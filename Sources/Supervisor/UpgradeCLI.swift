@@ -75,13 +75,13 @@ enum UpgradeCLI {
         }
 
         func wait(_ events: Int32) throws(CLIError) {
-            var p = pollfd(fd: fd, events: Int16(events), revents: 0)
-            while true {
-                let r = poll(&p, 1, UpgradeCLI.timeoutMillis)
-                if r > 0 { return }
-                if r == 0 { throw CLIError("no answer from \(path) within \(UpgradeCLI.timeoutMillis / 1000) s") }
-                if errno != EINTR { throw CLIError("poll: \(Errno.current)") }
+            let ready: Bool
+            do throws(SyscallError) {
+                ready = try Posix.poll(fd, events: Int16(events), timeoutMillis: UpgradeCLI.timeoutMillis)
+            } catch {
+                throw CLIError("poll: \(error.errno)")
             }
+            if !ready { throw CLIError("no answer from \(path) within \(UpgradeCLI.timeoutMillis / 1000) s") }
         }
 
         func send(_ out: OutBuffer) throws(CLIError) {

@@ -1,4 +1,4 @@
 // Entry point of `pgswift`: parse the command line, then check the configuration or run the service.
-import Glibc
+import Shared
 
-exit(SupervisorMain.run(Array(CommandLine.arguments.dropFirst())))
+Posix.exit(SupervisorMain.run(Array(CommandLine.arguments.dropFirst())))

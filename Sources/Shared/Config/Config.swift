@@ -1,5 +1,4 @@
 // The loaded configuration: one property per implemented key (PgBouncer defaults), plus lookups.
-import Glibc
 
 public struct Config: Sendable {
     /// TLS modes of `client_tls_sslmode` / `server_tls_sslmode`.
@@ -277,7 +276,7 @@ public struct Config: Sendable {
     }
 
     static func onlineCPUCount() -> Int {
-        let n = sysconf(Int32(_SC_NPROCESSORS_ONLN))
+        let n = Posix.onlineProcessors()
         return n > 0 ? n : 1
     }
 }

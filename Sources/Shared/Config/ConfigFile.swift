@@ -1,10 +1,9 @@
-// Whole-file reads and path helpers for config, include and auth files (Glibc, no Foundation).
-import Glibc
+// Whole-file reads and path helpers for config, include and auth files (through System's Files, no Foundation).
 
 /// Why a config-related file could not be read, as errno and its text.
 struct ConfigFileError: Error, Sendable {
     var errno: Int32
-    var reason: String { String(cString: strerror(errno)) }
+    var reason: String { Errno(rawValue: self.errno).description }
 }
 
 enum ConfigFile {
@@ -13,33 +12,22 @@ enum ConfigFile {
 
     /// Reads a whole file as UTF-8 (invalid sequences are replaced, which then fail parsing visibly).
     static func readAll(path: String) throws(ConfigFileError) -> String {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 { throw ConfigFileError(errno: errno) }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                let e = errno
-                if e == EINTR { continue }
-                throw ConfigFileError(errno: e)
-            }
-            if n == 0 { break }
-            bytes.append(contentsOf: chunk[0..<n])
-            if bytes.count > maxSize { throw ConfigFileError(errno: EFBIG) }
+        do throws(SyscallError) {
+            return String(decoding: try Files.readContents(path, limit: maxSize, longerIsError: true), as: UTF8.self)
+        } catch {
+            throw ConfigFileError(errno: error.errno.rawValue)
         }
-        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// nil when the file can be opened for reading, else the reason it cannot.
     static func unreadableReason(path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 { return ConfigFileError(errno: errno).reason }
-        var st = stat()
-        let isDirectory = fstat(fd, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
-        close(fd)
-        return isDirectory ? ConfigFileError(errno: EISDIR).reason : nil
+        do throws(SyscallError) {
+            let fd = try Files.openForReading(path)
+            defer { Posix.close(fd) }
+            return Files.isDirectory(fd) ? Errno.isADirectory.description : nil
+        } catch {
+            return error.errno.description
+        }
     }
 
     /// The directory part of a path ("" when there is none).

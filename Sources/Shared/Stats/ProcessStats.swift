@@ -1,6 +1,4 @@
 // CPU time and resident memory of the current process, read from /proc/self/stat.
-import Glibc
-
 /// Resource usage of one process (a worker reports its own; the supervisor exports them).
 public struct ProcessStats: Equatable, Sendable {
     public var cpuUserMicros: UInt64 = 0
@@ -31,33 +29,16 @@ public struct ProcessStats: Equatable, Sendable {
                             residentBytes: UInt64(max(rss, 0)) &* UInt64(pageSize))
     }
 
-    /// This process's usage now; nil when /proc is unavailable. One small read (no allocation beyond
-    /// the returned string), cheap enough for a once-a-second stats push.
+    /// This process's usage now; nil when /proc is unavailable. One small read (a 4 KiB scratch buffer
+    /// and the returned string), cheap enough for a once-a-second stats push.
     public static func readSelf() -> ProcessStats? {
         guard let text = readSmallFile("/proc/self/stat") else { return nil }
-        return parse(procStat: text, ticksPerSecond: Int(sysconf(Int32(_SC_CLK_TCK))),
-                     pageSize: Int(sysconf(Int32(_SC_PAGESIZE))))
+        return parse(procStat: text, ticksPerSecond: Posix.clockTicksPerSecond(), pageSize: Posix.pageSize())
     }
 
     /// Reads up to 4 KiB of a (virtual) file. /proc files report size 0, so stat() is no help.
     static func readSmallFile(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { Posix.close(fd) }
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        var total = 0
-        while total < buffer.count {
-            let n = buffer.withUnsafeMutableBytes { raw -> Int in
-                let r = read(fd, raw.baseAddress! + total, raw.count - total)
-                return r
-            }
-            if n < 0 {
-                if errno == EINTR { continue }
-                return nil
-            }
-            if n == 0 { break }
-            total += n
-        }
-        return String(decoding: buffer[0..<total], as: UTF8.self)
+        guard let bytes = try? Files.readContents(path, limit: 4096) else { return nil }
+        return String(decoding: bytes, as: UTF8.self)
     }
 }

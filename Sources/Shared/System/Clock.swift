@@ -36,4 +36,12 @@ public enum Clock {
     }
 
     public static func nanos(seconds: Double) -> Int64 { Int64(seconds * 1_000_000_000) }
+
+    /// Blocks the calling thread for `nanos` (nanosleep, resumed after a signal). Only for short
+    /// waits outside an event loop (the supervisor's start-up retries).
+    public static func sleep(nanos: Int64) {
+        var request = timespec(tv_sec: Int(nanos / 1_000_000_000), tv_nsec: Int(nanos % 1_000_000_000))
+        var remaining = timespec()
+        while nanosleep(&request, &remaining) < 0 && Errno.current == .interrupted { request = remaining }
+    }
 }

@@ -28,6 +28,11 @@ public struct Errno: RawRepresentable, Error, Equatable, Hashable, Sendable, Cus
     public static let timedOut = Errno(rawValue: ETIMEDOUT)
     public static let notConnected = Errno(rawValue: ENOTCONN)
     public static let permissionDenied = Errno(rawValue: EACCES)
+    public static let notPermitted = Errno(rawValue: EPERM)
+    public static let fileTooLarge = Errno(rawValue: EFBIG)
+    public static let isADirectory = Errno(rawValue: EISDIR)
+    public static let addressFamilyNotSupported = Errno(rawValue: EAFNOSUPPORT)
+    public static let addressNotAvailable = Errno(rawValue: EADDRNOTAVAIL)
 
     public var description: String {
         // strerror is fine here: each process has one thread that logs.

@@ -1,4 +1,4 @@
-// Replacing the running image (the supervisor's binary upgrade) and the environment it passes on.
+// Replacing or ending the running image (the supervisor's binary upgrade, exit) and the environment it passes on.
 import Glibc
 
 extension Posix {
@@ -9,6 +9,11 @@ extension Posix {
         defer { argv.forEach { free($0) } }
         _ = argv.withUnsafeBufferPointer { execv(path, $0.baseAddress!) }
         return .current
+    }
+
+    /// exit(3): runs atexit handlers and flushes stdio, then ends the process with `code`.
+    public static func exit(_ code: Int32) -> Never {
+        Glibc.exit(code)
     }
 
     public static func setenv(_ name: String, _ value: String) {

@@ -7,13 +7,6 @@ extension Posix {
     public static func receive(_ sock: Int32, _ buf: UnsafeMutableRawPointer, _ count: Int,
                                fds: UnsafeMutablePointer<Int32>, maxFDs: Int32,
                                received: inout Int32) throws(SyscallError) -> IOResult {
-        while true {
-            let n = cl_recv_fds(sock, buf, count, fds, maxFDs, &received)
-            if n >= 0 { return .processed(n) }
-            let e = Errno.current
-            if e == .interrupted { continue }
-            if e == .wouldBlock { return .wouldBlock }
-            throw SyscallError("recvmsg", e)
-        }
+        try retrying("recvmsg", badFDIsBug: false) { cl_recv_fds(sock, buf, count, fds, maxFDs, &received) }
     }
 }

@@ -10,10 +10,50 @@ public enum IOResult: Equatable, Sendable {
 }
 
 public enum Posix {
+    /// EBADF/EFAULT from a call on an fd we own means a pgswift bug (a stale fd or a bad pointer):
+    /// stop here rather than carry on with a descriptor that may belong to someone else by now.
     @usableFromInline
-    static func fatalIfBug(_ call: StaticString, _ e: Errno) {
-        if e == .badFileDescriptor || e == .badAddress {
-            preconditionFailure("\(call) failed with \(e): this is a pgswift bug")
+    static func isBug(_ e: Errno) -> Bool {
+        e == .badFileDescriptor || e == .badAddress
+    }
+
+    @usableFromInline
+    static func bug(_ call: String, _ e: Errno) -> Never {
+        preconditionFailure("\(call) failed with \(e): this is a pgswift bug")
+    }
+
+    // MARK: The retry helpers (every EINTR loop in pgswift is one of these two)
+
+    /// Runs a non-blocking I/O call that returns a count or -1: again while it fails with EINTR;
+    /// EAGAIN comes back as `.wouldBlock`; any other errno is thrown as `SyscallError(name)`, and with
+    /// `badFDIsBug` EBADF/EFAULT stop the process. errno is read right after the call, nothing between.
+    /// Always inlined with its closure: a wrapper built on it compiles to the loop it replaces (the
+    /// error text is built only on the throwing path).
+    @inlinable @inline(__always)
+    public static func retrying(_ name: @autoclosure () -> String, badFDIsBug: Bool = true,
+                                _ call: () -> Int) throws(SyscallError) -> IOResult {
+        while true {
+            let n = call()
+            if n >= 0 { return .processed(n) }
+            let e = Errno.current
+            if e == .interrupted { continue }
+            if e == .wouldBlock { return .wouldBlock }
+            if badFDIsBug && isBug(e) { bug(name(), e) }
+            throw SyscallError(name(), e)
+        }
+    }
+
+    /// Runs a call that returns a non-negative value or -1 (open, waitpid, poll, read on a blocking
+    /// fd...): again while it fails with EINTR; any other errno, EAGAIN included, is thrown.
+    @inlinable @inline(__always)
+    public static func retryingInterrupts<T: BinaryInteger>(_ name: @autoclosure () -> String,
+                                                            _ call: () -> T) throws(SyscallError) -> T {
+        while true {
+            let r = call()
+            if r >= 0 { return r }
+            let e = Errno.current
+            if e == .interrupted { continue }
+            throw SyscallError(name(), e)
         }
     }
 
@@ -22,15 +62,7 @@ public enum Posix {
     /// read(2). `.processed(0)` means end of file.
     @inlinable
     public static func read(_ fd: Int32, _ buf: UnsafeMutableRawPointer, _ count: Int) throws(SyscallError) -> IOResult {
-        while true {
-            let n = Glibc.read(fd, buf, count)
-            if n >= 0 { return .processed(n) }
-            let e = Errno.current
-            if e == .interrupted { continue }
-            if e == .wouldBlock { return .wouldBlock }
-            fatalIfBug("read", e)
-            throw SyscallError("read", e)
-        }
+        try retrying("read") { Glibc.read(fd, buf, count) }
     }
 
     /// recv(2) with no flags: read(2) for sockets, minus the VFS layer read(2) goes through first
@@ -38,43 +70,19 @@ public enum Posix {
     /// means end of file.
     @inlinable
     public static func recv(_ fd: Int32, _ buf: UnsafeMutableRawPointer, _ count: Int) throws(SyscallError) -> IOResult {
-        while true {
-            let n = Glibc.recv(fd, buf, count, 0)
-            if n >= 0 { return .processed(n) }
-            let e = Errno.current
-            if e == .interrupted { continue }
-            if e == .wouldBlock { return .wouldBlock }
-            fatalIfBug("recv", e)
-            throw SyscallError("recv", e)
-        }
+        try retrying("recv") { Glibc.recv(fd, buf, count, 0) }
     }
 
     /// send(2) with MSG_NOSIGNAL so a closed peer is EPIPE, never SIGPIPE.
     @inlinable
     public static func send(_ fd: Int32, _ buf: UnsafeRawPointer, _ count: Int) throws(SyscallError) -> IOResult {
-        while true {
-            let n = Glibc.send(fd, buf, count, cl_MSG_NOSIGNAL())
-            if n >= 0 { return .processed(n) }
-            let e = Errno.current
-            if e == .interrupted { continue }
-            if e == .wouldBlock { return .wouldBlock }
-            fatalIfBug("send", e)
-            throw SyscallError("send", e)
-        }
+        try retrying("send") { Glibc.send(fd, buf, count, cl_MSG_NOSIGNAL()) }
     }
 
     /// write(2) for non-socket fds (pipes, files, signal/event fds).
     @inlinable
     public static func write(_ fd: Int32, _ buf: UnsafeRawPointer, _ count: Int) throws(SyscallError) -> IOResult {
-        while true {
-            let n = Glibc.write(fd, buf, count)
-            if n >= 0 { return .processed(n) }
-            let e = Errno.current
-            if e == .interrupted { continue }
-            if e == .wouldBlock { return .wouldBlock }
-            fatalIfBug("write", e)
-            throw SyscallError("write", e)
-        }
+        try retrying("write") { Glibc.write(fd, buf, count) }
     }
 
     /// sendmsg(2) of several buffers at once (writev semantics, MSG_NOSIGNAL).
@@ -83,15 +91,7 @@ public enum Posix {
         var msg = msghdr()
         msg.msg_iov = iov
         msg.msg_iovlen = count
-        while true {
-            let n = Glibc.sendmsg(fd, &msg, cl_MSG_NOSIGNAL())
-            if n >= 0 { return .processed(n) }
-            let e = Errno.current
-            if e == .interrupted { continue }
-            if e == .wouldBlock { return .wouldBlock }
-            fatalIfBug("sendmsg", e)
-            throw SyscallError("sendmsg", e)
-        }
+        return try retrying("sendmsg") { Glibc.sendmsg(fd, &msg, cl_MSG_NOSIGNAL()) }
     }
 
     /// Writes everything to a blocking fd (logs, pid files); gives up on error.
@@ -99,11 +99,8 @@ public enum Posix {
     public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
         var off = 0
         while off < bytes.count {
-            let n = Glibc.write(fd, bytes.baseAddress! + off, bytes.count - off)
-            if n < 0 {
-                if Errno.current == .interrupted { continue }
-                return false
-            }
+            let r = try? retrying("write", badFDIsBug: false) { Glibc.write(fd, bytes.baseAddress! + off, bytes.count - off) }
+            guard case .processed(let n)? = r else { return false }
             off += n
         }
         return true
@@ -160,15 +157,10 @@ public enum Posix {
 
     /// Sends bytes plus descriptors (SCM_RIGHTS) on a Unix socket.
     public static func sendWithFDs(_ sock: Int32, _ bytes: UnsafeRawBufferPointer, fds: [Int32]) throws(SyscallError) -> IOResult {
-        while true {
-            let n = fds.withUnsafeBufferPointer {
-                cl_send_fds(sock, bytes.baseAddress, bytes.count, $0.baseAddress, Int32($0.count))
+        try fds.withUnsafeBufferPointer { (fdp) throws(SyscallError) -> IOResult in
+            try retrying("sendmsg(SCM_RIGHTS)", badFDIsBug: false) {
+                cl_send_fds(sock, bytes.baseAddress, bytes.count, fdp.baseAddress, Int32(fdp.count))
             }
-            if n >= 0 { return .processed(n) }
-            let e = Errno.current
-            if e == .interrupted { continue }
-            if e == .wouldBlock { return .wouldBlock }
-            throw SyscallError("sendmsg(SCM_RIGHTS)", e)
         }
     }
 
@@ -177,22 +169,22 @@ public enum Posix {
                                       fds: inout [Int32]) throws(SyscallError) -> IOResult {
         var got = [Int32](repeating: -1, count: 8)
         var nfds: Int32 = 0
-        while true {
-            let n = got.withUnsafeMutableBufferPointer { cl_recv_fds(sock, buf, count, $0.baseAddress, 8, &nfds) }
-            if n >= 0 {
-                fds = Array(got.prefix(Int(nfds)))
-                return .processed(n)
-            }
-            let e = Errno.current
-            if e == .interrupted { continue }
-            if e == .wouldBlock { return .wouldBlock }
-            throw SyscallError("recvmsg", e)
+        let r = try retrying("recvmsg", badFDIsBug: false) {
+            got.withUnsafeMutableBufferPointer { cl_recv_fds(sock, buf, count, $0.baseAddress, 8, &nfds) }
         }
+        if case .processed = r { fds = Array(got.prefix(Int(nfds))) }
+        return r
     }
 
     // MARK: Processes
 
     public static func getpid() -> Int32 { Glibc.getpid() }
+
+    /// True if `pid` names a live process (kill with signal 0); one we may not signal counts as live.
+    public static func processExists(_ pid: Int32) -> Bool {
+        if pid <= 0 { return false }
+        return Glibc.kill(pid, 0) == 0 || Errno.current == .notPermitted
+    }
 
     public static func kill(_ pid: Int32, _ signal: Int32) throws(SyscallError) {
         if Glibc.kill(pid, signal) < 0 { throw SyscallError("kill", .current) }
@@ -201,12 +193,8 @@ public enum Posix {
     /// Reaps one exited child without blocking: nil when none is waiting.
     public static func reapChild() -> (pid: Int32, status: ChildStatus)? {
         var status: Int32 = 0
-        while true {
-            let pid = waitpid(-1, &status, WNOHANG)
-            if pid > 0 { return (pid, ChildStatus(raw: status)) }
-            if pid < 0 && Errno.current == .interrupted { continue }
-            return nil
-        }
+        guard let pid = try? retryingInterrupts("waitpid", { waitpid(-1, &status, WNOHANG) }), pid > 0 else { return nil }
+        return (pid, ChildStatus(raw: status))
     }
 
     /// Starts `path` with a cleared signal mask and default dispositions; `fds` become 3, 4, 5...
@@ -260,6 +248,24 @@ public enum Posix {
 
     public static func isExecutable(_ path: String) -> Bool {
         access(path, X_OK) == 0
+    }
+
+    /// Processors online now (sysconf(_SC_NPROCESSORS_ONLN)); -1 if unknown.
+    public static func onlineProcessors() -> Int { sysconf(Int32(_SC_NPROCESSORS_ONLN)) }
+
+    /// Clock ticks per second of /proc's CPU times (sysconf(_SC_CLK_TCK)); -1 if unknown.
+    public static func clockTicksPerSecond() -> Int { sysconf(Int32(_SC_CLK_TCK)) }
+
+    /// The memory page size in bytes (sysconf(_SC_PAGESIZE)).
+    public static func pageSize() -> Int { sysconf(Int32(_SC_PAGESIZE)) }
+
+    // MARK: Waiting on one descriptor
+
+    /// poll(2) on one fd for `events` (POLLIN, POLLOUT): true when ready, false after `timeoutMillis`.
+    /// A signal restarts the wait with the full timeout, as the callers' hand-written loops did.
+    public static func poll(_ fd: Int32, events: Int16, timeoutMillis: Int32) throws(SyscallError) -> Bool {
+        var p = pollfd(fd: fd, events: events, revents: 0)
+        return try retryingInterrupts("poll") { Glibc.poll(&p, 1, timeoutMillis) } > 0
     }
 
     /// Raises the soft open-files limit to the hard limit (a pooler needs many sockets).

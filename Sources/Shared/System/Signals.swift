@@ -22,12 +22,8 @@ public struct SignalFD: ~Copyable {
     public func next() -> Int32? {
         var info = signalfd_siginfo()
         let size = MemoryLayout<signalfd_siginfo>.size
-        while true {
-            let n = Glibc.read(fd, &info, size)
-            if n == size { return Int32(info.ssi_signo) }
-            if n < 0 && Errno.current == .interrupted { continue }
-            return nil
-        }
+        let r = try? Posix.retrying("read(signalfd)", badFDIsBug: false) { Glibc.read(fd, &info, size) }
+        return r == .processed(size) ? Int32(info.ssi_signo) : nil
     }
 }
 

@@ -186,17 +186,20 @@ public enum Sockets {
     @inlinable
     public static func accept(_ listenFD: Int32, peer: inout SocketAddress) throws(SyscallError) -> Int32? {
         while true {
-            peer.length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-            let fd = withUnsafeMutablePointer(to: &peer.storage) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    cl_accept4(listenFD, $0, &peer.length, cl_SOCK_NONBLOCK() | cl_SOCK_CLOEXEC())
+            do throws(SyscallError) {
+                let r = try Posix.retrying("accept4", badFDIsBug: false) {
+                    peer.length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+                    return Int(withUnsafeMutablePointer(to: &peer.storage) {
+                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                            cl_accept4(listenFD, $0, &peer.length, cl_SOCK_NONBLOCK() | cl_SOCK_CLOEXEC())
+                        }
+                    })
                 }
+                guard case .processed(let fd) = r else { return nil }
+                return Int32(truncatingIfNeeded: fd)
+            } catch where error.errno == .connectionAborted {
+                continue  // the client gave up while queued: take the next one
             }
-            if fd >= 0 { return fd }
-            let e = Errno.current
-            if e == .interrupted || e == .connectionAborted { continue }
-            if e == .wouldBlock { return nil }
-            throw SyscallError("accept4", e)
         }
     }
 
@@ -216,6 +219,18 @@ public enum Sockets {
         if e == .inProgress || e == .wouldBlock || e == .interrupted { return (fd, false) }
         Posix.close(fd)
         throw SyscallError("connect(\(address))", e)
+    }
+
+    /// The local address a socket is bound to (getsockname); nil when it has none.
+    public static func localAddress(_ fd: Int32) -> SocketAddress? {
+        var a = SocketAddress()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &a.storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
+        guard rc == 0 else { return nil }
+        a.length = len
+        return a
     }
 
     /// The pending error of a socket (SO_ERROR): 0 once a non-blocking connect succeeded.

@@ -1,6 +1,4 @@
 // Logging: one line per event on stderr (and the logfile when set): time, pid, who, level, message.
-import Glibc
-
 public enum LogLevel: Int, Comparable, Sendable {
     case debug = 0, log, warning, error, fatal
     public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
@@ -31,8 +29,7 @@ public struct Logger: Sendable {
 
     /// Opens `path` for appending as the log file (keeps stderr too). Returns false on failure.
     public mutating func openLogFile(_ path: String) -> Bool {
-        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
-        if fd < 0 { return false }
+        guard let fd = try? Files.openForAppending(path, mode: 0o640) else { return false }
         if fileFD >= 0 { Posix.close(fileFD) }
         fileFD = fd
         return true
