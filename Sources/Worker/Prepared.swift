@@ -46,6 +46,47 @@ struct StatementRegistry {
     static func serverName(_ id: Int32) -> String { "PGSWIFT_\(id)" }
 }
 
+/// Bytes of one client message too large for the I/O buffer that pgswift needs whole (a named Parse,
+/// to intern it): malloc'ed when such a message starts, grown as it arrives (up to max_packet_size),
+/// freed once handled.
+struct SideBuffer {
+    var base: UnsafeMutableRawPointer? = nil
+    var count = 0
+    var capacity = 0
+
+    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
+
+    /// False if memory ran out.
+    mutating func append(_ p: UnsafeRawPointer, _ n: Int) -> Bool {
+        if capacity - count < n {
+            let newCap = max(capacity * 2, count + n, 64 * 1024)
+            guard let nb = realloc(base, newCap) else { return false }
+            base = nb
+            capacity = newCap
+        }
+        (base! + count).copyMemory(from: p, byteCount: n)
+        count += n
+        return true
+    }
+
+    mutating func release() {
+        free(base)
+        self = SideBuffer()
+    }
+}
+
+/// What `largeExtended` did with a message larger than the buffer.
+enum LargeStep {
+    /// Its head is not all buffered yet.
+    case needMore
+    /// The client was failed.
+    case stop
+    /// Handled: the client's input (start, scan, partial, partialMode) says what happens to the rest.
+    case handled
+    /// Nothing to rewrite: it streams through like any message, adding this slot.
+    case stream(UInt8)
+}
+
 extension Worker {
     // MARK: The response queue
 
@@ -173,9 +214,85 @@ extension Worker {
         return (String(decoding: UnsafeRawBufferPointer(rebasing: body[from..<end]), as: UTF8.self), end + 1)
     }
 
+    /// A Parse/Bind/Describe/Close larger than the I/O buffer on a tracked link, first in the client's
+    /// unsent bytes (`input.scan == input.start`, `avail` bytes of it buffered). The statement name is
+    /// at the start of Bind (after the portal name), Describe and Close, so only that head is read: an
+    /// unnamed one streams through, a named Bind gets its head rewritten and its parameters stream
+    /// after it (or are dropped if the statement is unknown). A named Parse is needed whole to be
+    /// interned: it is collected in a side buffer (`largeParse`), then handled as if it had fitted.
+    func largeExtended(_ ci: Int32, _ si: Int32, _ type: UInt8, avail: Int, total: Int) -> LargeStep {
+        let at = clients[ci].input.scan
+        let end = clients[ci].input.end
+        let head = UnsafeRawBufferPointer(start: clients[ci].input.base! + (at &+ 5), count: avail &- 5)
+        // No more of it can be buffered once it fills the buffer from its first byte.
+        let full = avail >= buffers.size
+        let rest = total &- avail
+        switch type {
+        case FrontendType.parse:
+            guard head.count >= 1 else { return .needMore }
+            if head[0] == 0 { return .stream(Slot.parse) }
+            guard clients[ci].largeParse.append(head.baseAddress!, head.count) else {
+                failClient(ci, code: SQLState.outOfMemory, message: "out of memory")
+                return .stop
+            }
+            servers[si].unsynced = true
+            clients[ci].input.start = end
+            clients[ci].input.scan = end
+            clients[ci].input.partial = rest
+            clients[ci].partialMode = .collect
+            return .handled
+        case FrontendType.bind:
+            guard let portalEnd = head.firstIndex(of: 0), portalEnd + 1 < head.count,
+                  let stmtEnd = head[(portalEnd + 1)...].firstIndex(of: 0) else {
+                if !full { return .needMore }
+                failClient(ci, code: SQLState.protocolViolation,
+                           message: "Bind portal and statement names longer than \(buffers.size) bytes")
+                return .stop
+            }
+            if stmtEnd == portalEnd + 1 { return .stream(Slot.bind) }
+            let names = stmtEnd + 1
+            servers[si].unsynced = true
+            clients[ci].input.start = at &+ 5 &+ names
+            clients[ci].input.scan = end
+            clients[ci].input.partial = rest
+            clients[ci].partialMode = .forward
+            if !rewritePrepared(ci, si, type, UnsafeRawBufferPointer(rebasing: head[0..<names]),
+                                following: total &- 5 &- names) { return .stop }
+            if clients[ci].skipUntilSync {
+                // Unknown statement: answered with an error, the parameters go nowhere.
+                clients[ci].input.start = end
+                clients[ci].partialMode = .drop
+            }
+            return .handled
+        default:  // Describe, Close: a kind byte and a name, nothing after it
+            guard head.count >= 2 else { return .needMore }
+            if head[0] == UInt8(ascii: "S") && head[1] != 0 {
+                failClient(ci, code: SQLState.protocolViolation, message: "malformed extended-protocol message")
+                return .stop
+            }
+            return .stream(slotFor(type, head))
+        }
+    }
+
+    /// The last byte of a collected named Parse arrived: intern and forward it as if it had fitted.
+    func finishLargeParse(_ ci: Int32) -> Bool {
+        var side = clients[ci].largeParse
+        clients[ci].largeParse = SideBuffer()
+        defer { side.release() }
+        let si = clients[ci].server
+        guard si >= 0 else {
+            failClient(ci, code: SQLState.protocolViolation, message: "server link lost during a large Parse")
+            return false
+        }
+        return rewritePrepared(ci, si, FrontendType.parse, side.bytes)
+    }
+
     /// Handles a named Parse/Bind/Describe/Close: writes what the server must see into its out queue and
-    /// records what the client must get back. Returns false when the client was failed.
-    func rewritePrepared(_ ci: Int32, _ si: Int32, _ type: UInt8, _ body: UnsafeRawBufferPointer) -> Bool {
+    /// records what the client must get back. Returns false when the client was failed. For a Bind whose
+    /// parameters stream after it, `body` is its head (portal and statement names) and `following` the
+    /// bytes the caller forwards after the rewritten head.
+    func rewritePrepared(_ ci: Int32, _ si: Int32, _ type: UInt8, _ body: UnsafeRawBufferPointer,
+                         following: Int = 0) -> Bool {
         guard let info = clients[ci].info else { return false }
         scratch.clear()
         var ok = true
@@ -196,7 +313,7 @@ extension Worker {
                 ok = injectParse(si, id, swallow: false)
             }
         case FrontendType.bind:
-            guard let (portal, stmtStart) = cString(body, from: 0),
+            guard let (_, stmtStart) = cString(body, from: 0),
                   let (name, restStart) = cString(body, from: stmtStart) else { return protocolFailure(ci) }
             guard let id = info.prepared[name] else {
                 ok = synthesizeError(ci, si, ErrorFields(severity: "ERROR", code: SQLState.invalidSQLStatementName,
@@ -204,11 +321,14 @@ extension Worker {
                 break
             }
             ok = ensurePrepared(si, id)
-            let lo = scratch.beginMessage(FrontendType.bind)
-            scratch.appendCString(portal)
-            scratch.appendCString(StatementRegistry.serverName(id))
-            scratch.appendBytes(UnsafeRawBufferPointer(rebasing: body[restStart...]))
-            scratch.endMessage(lo)
+            let serverName = StatementRegistry.serverName(id)
+            let inline = UnsafeRawBufferPointer(rebasing: body[restStart...])
+            scratch.appendUInt8(FrontendType.bind)
+            scratch.appendInt32(Int32(truncatingIfNeeded: 4 &+ stmtStart &+ serverName.utf8.count &+ 1
+                                      &+ inline.count &+ following))
+            scratch.appendBytes(UnsafeRawBufferPointer(rebasing: body[0..<stmtStart]))  // portal name and NUL
+            scratch.appendCString(serverName)
+            scratch.appendBytes(inline)
             ok = ok && pushSlot(si, Slot.bind)
         case FrontendType.describe:
             guard let (name, _) = cString(body, from: 1) else { return protocolFailure(ci) }
