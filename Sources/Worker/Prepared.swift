@@ -152,9 +152,16 @@ extension Worker {
             return true
         case BackendType.errorResponse:
             if kind == Slot.query || kind == Slot.functionCall || kind == Slot.sync { return true }
-            // The server skips everything up to the next Sync: so do the answers we owe.
+            // The server skips everything up to the next Sync: so do the answers we owe. That
+            // includes a Query or FunctionCall sent before that Sync: no ReadyForQuery will answer it.
             popSlot(si)
-            while let h = headSlot(si), Slot.kind(h) != Slot.sync { popSlot(si) }
+            while let h = headSlot(si), Slot.kind(h) != Slot.sync {
+                let k = Slot.kind(h)
+                if (k == Slot.query || k == Slot.functionCall) && servers[si].pendingSyncs > 0 {
+                    servers[si].pendingSyncs &-= 1
+                }
+                popSlot(si)
+            }
             return true
         case BackendType.parseComplete where kind == Slot.parse,
              BackendType.bindComplete where kind == Slot.bind,
