@@ -150,6 +150,8 @@ final class ServerInfo {
     var prepared: [Int32: UInt64] = [:]
     /// Errors pgswift raised itself, in the order their queue slots come due.
     var pendingErrors: [ErrorFields] = []
+    /// Tracked Parses not answered yet, in the order of their `Slot.parseTracked` slots (Prepared.swift).
+    var parsesInFlight: [ParseInFlight] = []
     init(trackedCount: Int) { params = ParamValues(count: trackedCount) }
 }
 

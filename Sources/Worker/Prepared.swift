@@ -16,6 +16,9 @@ enum Slot {
     static let sync: UInt8 = 7
     static let query: UInt8 = 8
     static let functionCall: UInt8 = 9
+    /// A Parse of a tracked statement: its entry in `ServerInfo.parsesInFlight` says which, so a Parse
+    /// the server fails or skips is forgotten (the statement does not exist there, nor for the client).
+    static let parseTracked: UInt8 = 10
     /// No server message: pgswift answers ParseComplete / CloseComplete / an ErrorResponse itself.
     static let synthParseComplete: UInt8 = 20
     static let synthCloseComplete: UInt8 = 21
@@ -73,6 +76,13 @@ struct SideBuffer {
         free(base)
         self = SideBuffer()
     }
+}
+
+/// A tracked Parse sent to a server and not answered yet: the statement, and the client's name for it
+/// when the Parse was the client's own (nil when pgswift injected it before a Bind or Describe).
+struct ParseInFlight {
+    let id: Int32
+    let clientName: String?
 }
 
 /// What `largeExtended` did with a message larger than the buffer.
@@ -147,6 +157,7 @@ extension Worker {
             while let h = headSlot(si) {
                 let k = Slot.kind(h)
                 popSlot(si)
+                if k == Slot.parseTracked { parseFailed(si) }
                 if k == Slot.sync || k == Slot.query || k == Slot.functionCall { break }
             }
             return true
@@ -154,15 +165,22 @@ extension Worker {
             if kind == Slot.query || kind == Slot.functionCall || kind == Slot.sync { return true }
             // The server skips everything up to the next Sync: so do the answers we owe. That
             // includes a Query or FunctionCall sent before that Sync: no ReadyForQuery will answer it.
+            // A Parse that failed or was skipped prepared nothing.
             popSlot(si)
+            if kind == Slot.parseTracked { parseFailed(si) }
             while let h = headSlot(si), Slot.kind(h) != Slot.sync {
                 let k = Slot.kind(h)
                 if (k == Slot.query || k == Slot.functionCall) && servers[si].pendingSyncs > 0 {
                     servers[si].pendingSyncs &-= 1
                 }
                 popSlot(si)
+                if k == Slot.parseTracked { parseFailed(si) }
             }
             return true
+        case BackendType.parseComplete where kind == Slot.parseTracked:
+            popSlot(si)
+            if let sinfo = servers[si].info, !sinfo.parsesInFlight.isEmpty { sinfo.parsesInFlight.removeFirst() }
+            return head & Slot.swallow == 0
         case BackendType.parseComplete where kind == Slot.parse,
              BackendType.bindComplete where kind == Slot.bind,
              BackendType.closeComplete where kind == Slot.close:
@@ -317,7 +335,7 @@ extension Worker {
                 servers[si].info?.prepared[id] = nextUseTick()
                 ok = pushSlot(si, Slot.synthParseComplete)
             } else {
-                ok = injectParse(si, id, swallow: false)
+                ok = injectParse(si, id, swallow: false, clientName: name)
             }
         case FrontendType.bind:
             guard let (_, stmtStart) = cString(body, from: 0),
@@ -383,10 +401,10 @@ extension Worker {
             servers[si].info?.prepared[id] = nextUseTick()
             return true
         }
-        return injectParse(si, id, swallow: true)
+        return injectParse(si, id, swallow: true, clientName: nil)
     }
 
-    private func injectParse(_ si: Int32, _ id: Int32, swallow: Bool) -> Bool {
+    private func injectParse(_ si: Int32, _ id: Int32, swallow: Bool, clientName: String?) -> Bool {
         guard let sinfo = servers[si].info else { return false }
         // Keep each server's cache within max_prepared_statements: evict the least recently used.
         if sinfo.prepared.count >= max(config.maxPreparedStatements, 1) {
@@ -401,7 +419,22 @@ extension Worker {
         statements.bodies[Int(id)].withUnsafeBytes { scratch.appendBytes($0) }
         scratch.endMessage(lo)
         sinfo.prepared[id] = nextUseTick()
-        return pushSlot(si, swallow ? (Slot.parse | Slot.swallow) : Slot.parse)
+        guard pushSlot(si, swallow ? (Slot.parseTracked | Slot.swallow) : Slot.parseTracked) else { return false }
+        sinfo.parsesInFlight.append(ParseInFlight(id: id, clientName: clientName))
+        return true
+    }
+
+    /// The server answered (or skipped) the oldest tracked Parse without ParseComplete: the statement
+    /// is not on that server, and a name the client gave it in that Parse is not defined either (as in
+    /// PostgreSQL, where a failed Parse creates nothing).
+    func parseFailed(_ si: Int32) {
+        guard let sinfo = servers[si].info, !sinfo.parsesInFlight.isEmpty else { return }
+        let p = sinfo.parsesInFlight.removeFirst()
+        sinfo.prepared.removeValue(forKey: p.id)
+        let ci = servers[si].client
+        if let name = p.clientName, ci >= 0, let cinfo = clients[ci].info, cinfo.prepared[name] == p.id {
+            cinfo.prepared.removeValue(forKey: name)
+        }
     }
 
     func nextUseTick() -> UInt64 {

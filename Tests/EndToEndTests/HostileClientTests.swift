@@ -155,6 +155,29 @@ final class HostileClientTests: XCTestCase {
         for c in stay { XCTAssertEqual(try c.query("select 3").first?.first ?? nil, "3") }
     }
 
+    /// A Parse the server fails, or skips after an earlier error, defines nothing (as in PostgreSQL):
+    /// the name can be parsed again, and a Bind to it before that gets 26000.
+    func testFailedOrSkippedParseDefinesNothing() throws {
+        let c = try login()
+        defer { c.close() }
+        func run(_ bytes: [UInt8]) throws -> [WireMessage] {
+            try c.socket.send(bytes)
+            guard let m = try readUntilReady(c) else { throw E2EError("closed; log:\n\(px.log().suffix(3000))") }
+            return m
+        }
+        func states(_ ms: [WireMessage]) -> [String] {
+            ms.map { $0.typeChar == "E" ? "E" + (WireErrorFields(body: $0.body).sqlstate ?? "?") : String($0.typeChar) }
+        }
+        let first = try run(Ext.parse("ok", "select 1") + Ext.parse("bad", "select * from no_such_table")
+                            + Ext.parse("skipped", "select 2") + Ext.sync)
+        XCTAssertEqual(states(first), ["1", "E42P01", "Z"])
+        XCTAssertEqual(states(try run(Ext.bind("skipped") + Ext.execute() + Ext.sync)), ["E26000", "Z"])
+        XCTAssertEqual(states(try run(Ext.bind("bad") + Ext.execute() + Ext.sync)), ["E26000", "Z"])
+        let again = try run(Ext.parse("bad", "select 3") + Ext.parse("skipped", "select 4") + Ext.bind("bad") + Ext.execute()
+                            + Ext.bind("skipped") + Ext.execute() + Ext.bind("ok") + Ext.execute() + Ext.sync)
+        XCTAssertEqual(states(again), ["1", "1", "2", "D", "C", "2", "D", "C", "2", "D", "C", "Z"])
+    }
+
     /// The same sequence from a client that stays: it gets what PostgreSQL gives (ErrorResponse
     /// 26000, the Query skipped, ReadyForQuery after its Sync), and the connection goes on working.
     func testSkippedLargeQueryIsAnsweredLikePostgres() throws {
