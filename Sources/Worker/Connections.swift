@@ -152,6 +152,8 @@ final class ServerInfo {
     var pendingErrors: [ErrorFields] = []
     /// Tracked Parses not answered yet, in the order of their `Slot.parseTracked` slots (Prepared.swift).
     var parsesInFlight: [ParseInFlight] = []
+    /// Statements evicted by a Close not answered yet, in the order of their `Slot.closeTracked` slots.
+    var closesInFlight: [Int32] = []
     init(trackedCount: Int) { params = ParamValues(count: trackedCount) }
 }
 

@@ -19,6 +19,9 @@ enum Slot {
     /// A Parse of a tracked statement: its entry in `ServerInfo.parsesInFlight` says which, so a Parse
     /// the server fails or skips is forgotten (the statement does not exist there, nor for the client).
     static let parseTracked: UInt8 = 10
+    /// The Close pgswift sends to evict a statement from a server's cache: its id is the head of
+    /// `ServerInfo.closesInFlight`, so a Close the server skips leaves the statement known there.
+    static let closeTracked: UInt8 = 11
     /// No server message: pgswift answers ParseComplete / CloseComplete / an ErrorResponse itself.
     static let synthParseComplete: UInt8 = 20
     static let synthCloseComplete: UInt8 = 21
@@ -157,7 +160,11 @@ extension Worker {
             while let h = headSlot(si) {
                 let k = Slot.kind(h)
                 popSlot(si)
-                if k == Slot.parseTracked { parseFailed(si) }
+                if k == Slot.parseTracked || k == Slot.closeTracked {
+                    // Abnormal (an error pops these first): kept off the common path.
+                    var failed: [Int32] = []
+                    unanswered(si, k, &failed)
+                }
                 if k == Slot.sync || k == Slot.query || k == Slot.functionCall { break }
             }
             return true
@@ -165,21 +172,25 @@ extension Worker {
             if kind == Slot.query || kind == Slot.functionCall || kind == Slot.sync { return true }
             // The server skips everything up to the next Sync: so do the answers we owe. That
             // includes a Query or FunctionCall sent before that Sync: no ReadyForQuery will answer it.
-            // A Parse that failed or was skipped prepared nothing.
+            var failed: [Int32] = []
             popSlot(si)
-            if kind == Slot.parseTracked { parseFailed(si) }
+            unanswered(si, kind, &failed)
             while let h = headSlot(si), Slot.kind(h) != Slot.sync {
                 let k = Slot.kind(h)
                 if (k == Slot.query || k == Slot.functionCall) && servers[si].pendingSyncs > 0 {
                     servers[si].pendingSyncs &-= 1
                 }
                 popSlot(si)
-                if k == Slot.parseTracked { parseFailed(si) }
+                unanswered(si, k, &failed)
             }
             return true
         case BackendType.parseComplete where kind == Slot.parseTracked:
             popSlot(si)
             if let sinfo = servers[si].info, !sinfo.parsesInFlight.isEmpty { sinfo.parsesInFlight.removeFirst() }
+            return head & Slot.swallow == 0
+        case BackendType.closeComplete where kind == Slot.closeTracked:
+            popSlot(si)
+            if let sinfo = servers[si].info, !sinfo.closesInFlight.isEmpty { sinfo.closesInFlight.removeFirst() }
             return head & Slot.swallow == 0
         case BackendType.parseComplete where kind == Slot.parse,
              BackendType.bindComplete where kind == Slot.bind,
@@ -411,7 +422,8 @@ extension Worker {
             if let victim = sinfo.prepared.min(by: { $0.value < $1.value })?.key {
                 sinfo.prepared.removeValue(forKey: victim)
                 Frontend.close(into: &scratch, kind: UInt8(ascii: "S"), name: StatementRegistry.serverName(victim))
-                if !pushSlot(si, Slot.close | Slot.swallow) { return false }
+                if !pushSlot(si, Slot.closeTracked | Slot.swallow) { return false }
+                sinfo.closesInFlight.append(victim)
             }
         }
         let lo = scratch.beginMessage(FrontendType.parse)
@@ -424,16 +436,26 @@ extension Worker {
         return true
     }
 
-    /// The server answered (or skipped) the oldest tracked Parse without ParseComplete: the statement
-    /// is not on that server, and a name the client gave it in that Parse is not defined either (as in
-    /// PostgreSQL, where a failed Parse creates nothing).
-    func parseFailed(_ si: Int32) {
-        guard let sinfo = servers[si].info, !sinfo.parsesInFlight.isEmpty else { return }
-        let p = sinfo.parsesInFlight.removeFirst()
-        sinfo.prepared.removeValue(forKey: p.id)
-        let ci = servers[si].client
-        if let name = p.clientName, ci >= 0, let cinfo = clients[ci].info, cinfo.prepared[name] == p.id {
-            cinfo.prepared.removeValue(forKey: name)
+    /// A slot popped without its own answer (an error, or the ReadyForQuery, came first): the server
+    /// failed or skipped that message. `failed` gathers the statements whose Parse failed in this pass.
+    private func unanswered(_ si: Int32, _ kind: UInt8, _ failed: inout [Int32]) {
+        guard kind == Slot.parseTracked || kind == Slot.closeTracked, let sinfo = servers[si].info else { return }
+        if kind == Slot.parseTracked {
+            // The statement is not on that server, and the name the client gave it in that Parse is
+            // not defined either (as in PostgreSQL, where a failed Parse creates nothing).
+            guard !sinfo.parsesInFlight.isEmpty else { return }
+            let p = sinfo.parsesInFlight.removeFirst()
+            sinfo.prepared.removeValue(forKey: p.id)
+            failed.append(p.id)
+            let ci = servers[si].client
+            if let name = p.clientName, ci >= 0, let cinfo = clients[ci].info, cinfo.prepared[name] == p.id {
+                cinfo.prepared.removeValue(forKey: name)
+            }
+        } else {
+            // An eviction Close skipped: the statement is still there, unless its own Parse just failed.
+            guard !sinfo.closesInFlight.isEmpty else { return }
+            let id = sinfo.closesInFlight.removeFirst()
+            if sinfo.prepared[id] == nil && !failed.contains(id) { sinfo.prepared[id] = nextUseTick() }
         }
     }
 

@@ -178,6 +178,40 @@ final class HostileClientTests: XCTestCase {
         XCTAssertEqual(states(again), ["1", "1", "2", "D", "C", "2", "D", "C", "2", "D", "C", "Z"])
     }
 
+    /// With a cache of one statement per server, an eviction Close that the server skips (an error
+    /// came first in the pipeline) leaves the evicted statement known on that server: it is used, not
+    /// parsed again (which the server would refuse with 42P05).
+    func testEvictionSkippedAfterAnErrorKeepsTheStatement() throws {
+        px.stop()
+        var s = try TxFixtures.settings(pg, workers: 1, poolSize: 1)
+        s.settings.append(("max_prepared_statements", "1"))
+        px = try Pgswift.start(s)
+        let c = try login()
+        defer { c.close() }
+        func run(_ bytes: [UInt8]) throws -> [String] {
+            try c.socket.send(bytes)
+            guard let m = try readUntilReady(c) else { throw E2EError("closed; log:\n\(px.log().suffix(3000))") }
+            return m.map { $0.typeChar == "E" ? "E" + (WireErrorFields(body: $0.body).sqlstate ?? "?") : String($0.typeChar) }
+        }
+        XCTAssertEqual(try run(Ext.parse("a", "select $1::int + 1") + Ext.sync), ["1", "Z"])
+        // The Bind fails on the server (no parameter); "c" evicts "a" with a Close the server skips.
+        XCTAssertEqual(try run(Ext.bind("a") + Ext.parse("c", "select 3") + Ext.sync), ["E08P01", "Z"])
+        XCTAssertEqual(try run(Ext.bind("a", [Array("41".utf8)]) + Ext.execute() + Ext.sync), ["2", "D", "C", "Z"])
+        XCTAssertEqual(try run(Ext.parse("c", "select 3") + Ext.bind("c") + Ext.execute() + Ext.sync),
+                       ["1", "2", "D", "C", "Z"])
+        // A statement whose own Parse failed is not taken for present when its eviction is skipped:
+        // once the table exists, the same text is parsed again (not answered from a wrong cache).
+        let table = "hostile_late_\(getpid())"
+        _ = try? pg.adminQuery("drop table if exists \(table)", database: "testdb")
+        defer { _ = try? pg.adminQuery("drop table if exists \(table)", database: "testdb") }
+        XCTAssertEqual(try run(Ext.parse("b", "select count(*) from \(table)") + Ext.parse("d", "select 4") + Ext.sync),
+                       ["E42P01", "Z"])
+        _ = try pg.adminQuery(["create table \(table) (i int)", "grant select on \(table) to \(TxFixtures.role)"],
+                              database: "testdb")
+        XCTAssertEqual(try run(Ext.parse("b", "select count(*) from \(table)") + Ext.bind("b") + Ext.execute() + Ext.sync),
+                       ["1", "2", "D", "C", "Z"])
+    }
+
     /// The same sequence from a client that stays: it gets what PostgreSQL gives (ErrorResponse
     /// 26000, the Query skipped, ReadyForQuery after its Sync), and the connection goes on working.
     func testSkippedLargeQueryIsAnsweredLikePostgres() throws {
