@@ -91,7 +91,8 @@ final class HostileClientTests: XCTestCase {
         let c = try login(timeout: 5)
         defer { c.close() }
         let rows = try c.query("select 42")
-        XCTAssertEqual(rows.first?.first ?? nil, "42", file: file, line: line)
+        XCTAssertEqual(rows.first?.first ?? nil, "42", "\(label): rows \(rows); log:\n\(px.log().suffix(3000))",
+                       file: file, line: line)
         let took = monotonicNow() - started
         XCTAssertLessThan(took, 5, "\(label): a normal client waited \(took) s; log:\n\(px.log().suffix(3000))",
                           file: file, line: line)
@@ -210,6 +211,32 @@ final class HostileClientTests: XCTestCase {
                               database: "testdb")
         XCTAssertEqual(try run(Ext.parse("b", "select count(*) from \(table)") + Ext.bind("b") + Ext.execute() + Ext.sync),
                        ["1", "2", "D", "C", "Z"])
+    }
+
+    /// Clients that send a query and reset the connection at once: the answer pgswift cannot deliver
+    /// is dropped with the client, never handed to whoever gets the server next.
+    func testUndeliveredAnswersNeverReachTheNextClient() throws {
+        px.stop()
+        px = try Pgswift.start(try TxFixtures.settings(pg, workers: 1, poolSize: 1))
+        let normal = try login()
+        defer { normal.close() }
+        for round in 0..<30 {
+            var gone: [WireClient] = []
+            for _ in 0..<5 {
+                let c = try login()
+                try c.socket.send(WireEncode.query("select 'stale'") + Ext.parse("", "select 'stale2'") + Ext.bind("")
+                                  + Ext.execute() + Ext.sync)
+                gone.append(c)
+            }
+            for c in gone {
+                var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+                _ = setsockopt(c.socket.fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+                c.socket.close()
+            }
+            let rows = try normal.query("select \(round)")
+            XCTAssertEqual(rows.first?.first ?? nil, String(round), "round \(round): \(rows); log:\n\(px.log().suffix(2000))")
+            if rows.first?.first ?? nil != String(round) { break }
+        }
     }
 
     /// The same sequence from a client that stays: it gets what PostgreSQL gives (ErrorResponse
