@@ -100,7 +100,9 @@ final class HostileClientTests: XCTestCase {
 
     // MARK: Issue 14: skip to Sync, then hang up
 
-    /// 25 clients send `bytes` and close, against a pool of 2: none may freeze the pool.
+    /// 25 clients send `bytes`, wait for their first ErrorResponse (so pgswift is past the failing
+    /// message and skipping when they leave; at most 2 s) and close, against a pool of 2: none may
+    /// freeze the pool.
     private func assertNoFreeze(_ label: String, _ bytes: [UInt8], file: StaticString = #filePath, line: UInt = #line) throws {
         var clients: [WireClient] = []
         for _ in 0..<25 {
@@ -108,7 +110,12 @@ final class HostileClientTests: XCTestCase {
             try c.socket.send(bytes)
             clients.append(c)
         }
-        for c in clients { c.socket.close() }
+        for c in clients {
+            let deadline = monotonicNow() + 2
+            while monotonicNow() < deadline, let m = try? c.readMessage(timeout: max(0.1, deadline - monotonicNow())),
+                  m.typeChar != "E" {}
+            c.socket.close()
+        }
         try assertPoolUsable(label, file: file, line: line)
         XCTAssertTrue(px.isRunning, "pgswift died; log:\n\(px.log().suffix(3000))", file: file, line: line)
     }
@@ -120,9 +127,9 @@ final class HostileClientTests: XCTestCase {
 
     /// The same skip after an error pgswift raises for a duplicate name.
     func testDuplicateParseThenLargeQueriesThenCloseNeverFreezesThePool() throws {
-        try assertNoFreeze("duplicate Parse + two 30 kB Queries + Sync",
+        try assertNoFreeze("duplicate Parse + 30 kB and 40 kB Queries + Sync",
                            Ext.parse("dup", "select 1") + Ext.parse("dup", "select 2") + Ext.bigQuery(30_000)
-                            + Ext.bigQuery(30_000) + Ext.sync)
+                            + Ext.bigQuery(40_000) + Ext.sync)
     }
 
     /// A named Parse whose length lies (it swallows the start of two 30 kB queries, and what follows
@@ -132,6 +139,13 @@ final class HostileClientTests: XCTestCase {
             try assertNoFreeze("lying Parse (\(claimed)) + two 30 kB Queries + Sync",
                                Ext.lyingParse(claimed: claimed) + Ext.bigQuery(30_000) + Ext.bigQuery(30_000) + Ext.sync)
         }
+        // A name already in use, whose length swallows the first 30 kB query exactly: 42P05, then the
+        // skip meets a Query larger than the buffer.
+        let swallowed = Ext.bigQuery(30_000)
+        let real = Ext.parse("lie", "select 1")
+        let lying = [real[0]] + WireEncode.int32(UInt32(real.count - 1 + swallowed.count)) + Array(real[5...]) + swallowed
+        try assertNoFreeze("Parse + lying duplicate Parse swallowing a 30 kB Query + 40 kB Query + Sync",
+                           real + lying + Ext.bigQuery(40_000) + Ext.sync)
     }
 
     /// After an error PostgreSQL raises in the extended protocol it skips a Query up to the Sync too:
