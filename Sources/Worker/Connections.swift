@@ -129,6 +129,13 @@ struct Client {
     var cancelKey: UInt32 = 0
     /// After an error pgswift raised for a prepared statement: drop messages until Sync, as PostgreSQL does.
     var skipUntilSync = false
+    /// What becomes of the rest of a message larger than what is buffered (`input.partial`):
+    /// forwarded as it arrives, dropped, or collected whole (Forwarding.swift).
+    var partialMode = PartialMode.forward
+    /// A named Parse larger than the I/O buffer, collected before it is interned (Prepared.swift).
+    var largeParse = SideBuffer()
+    /// When epoll first reported the peer's hang-up (the janitor closes a client still here after it).
+    var hangupAt: Int64 = 0
     /// Fingerprint of the tracked parameter values this client expects (0: not computed yet).
     var paramsKey: UInt64 = 0
     /// Bytes read from / forwarded to this client since they were last added to its pool's totals
@@ -159,6 +166,10 @@ final class ServerInfo {
     var prepared: [Int32: UInt64] = [:]
     /// Errors pgswift raised itself, in the order their queue slots come due.
     var pendingErrors: [ErrorFields] = []
+    /// Tracked Parses not answered yet, in the order of their `Slot.parseTracked` slots (Prepared.swift).
+    var parsesInFlight: [ParseInFlight] = []
+    /// Statements evicted by a Close not answered yet, in the order of their `Slot.closeTracked` slots.
+    var closesInFlight: [Int32] = []
     init(trackedCount: Int) { params = ParamValues(count: trackedCount) }
 }
 

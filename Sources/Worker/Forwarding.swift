@@ -12,6 +12,16 @@ enum ScanResult {
     case stop
 }
 
+/// What becomes of the rest of a client message larger than what is buffered (`IOBuf.partial`).
+enum PartialMode: UInt8 {
+    /// Forwarded to the server as it arrives (big rows, COPY data, large parameters).
+    case forward
+    /// Read and thrown away: a message skipped up to Sync, or one pgswift answered itself.
+    case drop
+    /// Copied into the client's `largeParse` side buffer: a named Parse too big for the I/O buffer.
+    case collect
+}
+
 enum ReadOutcome {
     case data
     case wouldBlock
@@ -259,6 +269,27 @@ extension Worker {
         while scan < end {
             if partial > 0 {
                 let take = min(partial, end &- scan)
+                if clients[ci].partialMode != .forward {
+                    // Not for the server: consumed here (the message's head was, too: start == scan).
+                    if clients[ci].partialMode == .collect && !clients[ci].largeParse.append(base + scan, take) {
+                        clients[ci].input.scan = scan
+                        failClient(ci, code: SQLState.outOfMemory, message: "out of memory")
+                        return .stop
+                    }
+                    scan &+= take
+                    partial &-= take
+                    clients[ci].input.start = scan
+                    if partial == 0 {
+                        let collected = clients[ci].partialMode == .collect
+                        clients[ci].partialMode = .forward
+                        if collected {
+                            clients[ci].input.scan = scan
+                            clients[ci].input.partial = 0
+                            if !finishLargeParse(ci) { return .stop }
+                        }
+                    }
+                    continue
+                }
                 scan &+= take
                 partial &-= take
                 continue
@@ -284,6 +315,11 @@ extension Worker {
                 clients[ci].input.scan = scan
                 clients[ci].input.partial = partial
                 if scan > clients[ci].input.start { return .progress }
+                // Garbage is refused here: no server is linked (or launched) for it.
+                if !knownClientMessage(type) {
+                    unknownClientMessage(ci, type)
+                    return .stop
+                }
                 if !acquireServer(ci) { return .stop }
                 si = clients[ci].server
             }
@@ -293,8 +329,14 @@ extension Worker {
                 // After an error pgswift raised itself: PostgreSQL would skip to the Sync, so do we.
                 if clients[ci].skipUntilSync && type != FrontendType.sync {
                     if scan > clients[ci].input.start { return .progress }
-                    if total > avail { return .needMore }
-                    scan &+= total
+                    if total > avail {
+                        // Never waited for whole (it may not fit): thrown away as it arrives.
+                        partial = total &- avail
+                        clients[ci].partialMode = .drop
+                        scan = end
+                    } else {
+                        scan &+= total
+                    }
                     clients[ci].input.start = scan
                     continue
                 }
@@ -303,16 +345,19 @@ extension Worker {
                     || type == FrontendType.describe || type == FrontendType.close
                 if mayName {
                     if total > avail {
-                        if total > buffers.size && type != FrontendType.parse {
-                            failClient(ci, code: SQLState.programLimitExceeded, message: "extended-protocol message too large")
-                            return .stop
-                        }
                         if total <= buffers.size { return scan > clients[ci].input.start ? .progress : .needMore }
-                        // A Parse larger than the buffer: only unnamed ones can stream through.
-                        if base.load(fromByteOffset: scan &+ 5, as: UInt8.self) != 0 {
-                            failClient(ci, code: SQLState.programLimitExceeded,
-                                       message: "named prepared statement larger than \(buffers.size) bytes")
-                            return .stop
+                        // Larger than the buffer: only its head (the names) is looked at, the rest
+                        // streams. Forward what precedes it first so the head has the whole buffer.
+                        if scan > clients[ci].input.start { return .progress }
+                        clients[ci].input.scan = scan
+                        switch largeExtended(ci, si, type, avail: avail, total: total) {
+                        case .needMore: return .needMore
+                        case .stop: return .stop
+                        case .handled:
+                            scan = clients[ci].input.scan
+                            partial = clients[ci].input.partial
+                            continue
+                        case .stream(let s): slot = s
                         }
                     } else {
                         let body = UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4)
@@ -346,8 +391,12 @@ extension Worker {
             case FrontendType.parse, FrontendType.bind, FrontendType.describe, FrontendType.execute,
                  FrontendType.close, FrontendType.flush:
                 servers[si].unsynced = true
-            default:
+            case FrontendType.copyData, FrontendType.copyDone, FrontendType.copyFail:
                 break
+            default:
+                clients[ci].input.scan = scan
+                unknownClientMessage(ci, type)
+                return .stop
             }
             if total <= avail {
                 scan &+= total
@@ -357,6 +406,24 @@ extension Worker {
             }
         }
         return .progress
+    }
+
+    /// Message types a logged-in client may send (PostgreSQL's list, Terminate handled apart).
+    @inline(__always)
+    func knownClientMessage(_ type: UInt8) -> Bool {
+        switch type {
+        case FrontendType.query, FrontendType.parse, FrontendType.bind, FrontendType.describe,
+             FrontendType.execute, FrontendType.sync, FrontendType.flush, FrontendType.close,
+             FrontendType.copyData, FrontendType.copyDone, FrontendType.copyFail, FrontendType.functionCall:
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// PostgreSQL's answer to a message type it does not know: one FATAL, and the connection ends.
+    func unknownClientMessage(_ ci: Int32, _ type: UInt8) {
+        failClient(ci, code: SQLState.protocolViolation, message: "invalid frontend message type \(type)")
     }
 
     // MARK: Server → client

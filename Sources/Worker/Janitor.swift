@@ -9,6 +9,10 @@ extension Worker {
         var ci: Int32 = 0
         let ccap = Int32(clients.capacity)
         while ci < ccap {
+            if clients[ci].hangup && closeIfHungUp(ci) {
+                ci += 1
+                continue
+            }
             let age = now - clients[ci].stateSince
             switch clients[ci].state {
             case .startup, .auth, .waitWelcome:
@@ -75,5 +79,32 @@ extension Worker {
         }
         authQueryTick()
         freeIdlePools()
+    }
+
+    /// Last line of defence against a pool frozen by a client that is gone. A logged-in client whose
+    /// peer hung up is normally closed as soon as its EOF is read; one still here half a second later
+    /// is not being read (its input waits behind a server that does not drain, or a message that can
+    /// never complete): closed now, which gives back or closes its server as for any client that
+    /// leaves. Only clients with `hangup` set get here, so the walk costs one flag test per client.
+    func closeIfHungUp(_ ci: Int32) -> Bool {
+        switch clients[ci].state {
+        case .idle, .active, .waitServer:
+            guard clients[ci].hangupAt > 0, now - clients[ci].hangupAt > 500_000_000 else { return false }
+            closeClient(ci, reason: "client closed the connection (hang-up noticed while its input was not read)",
+                        notify: false)
+            return true
+        default:
+            return false
+        }
+    }
+}
+
+extension Worker {
+    /// epoll said the client's peer hung up (RDHUP, HUP or ERR): read until EOF from now on, and let
+    /// the janitor close the client if that EOF is never reached.
+    @inline(__always)
+    func noteHangup(client ci: Int32) {
+        clients[ci].hangup = true
+        if clients[ci].hangupAt == 0 { clients[ci].hangupAt = now }
     }
 }

@@ -11,7 +11,7 @@ extension Worker {
         if let t = clients[ci].tls, !t.pointee.out.isEmpty, !flushClientTLS(ci, t) { return }
         let hangup = events & (cl_EPOLLERR() | cl_EPOLLHUP()) != 0
         if events & (cl_EPOLLIN() | cl_EPOLLRDHUP() | cl_EPOLLERR() | cl_EPOLLHUP()) != 0 { clients[ci].readable = true }
-        if events & (cl_EPOLLRDHUP() | cl_EPOLLERR() | cl_EPOLLHUP()) != 0 { clients[ci].hangup = true }
+        if events & (cl_EPOLLRDHUP() | cl_EPOLLERR() | cl_EPOLLHUP()) != 0 { noteHangup(client: ci) }
         switch clients[ci].state {
         case .startup, .auth:
             if !flushClient(ci) && clients[ci].state == .free { return }
@@ -179,6 +179,7 @@ extension Worker {
         if clients[ci].fd >= 0 { Posix.close(clients[ci].fd) }
         clientLeft()
         if let b = clients[ci].input.base { buffers.give(b) }
+        clients[ci].largeParse.release()
         clients[ci].out.release()
         let gen = clients[ci].gen &+ 1
         clients[ci] = Client()

@@ -241,6 +241,12 @@ extension Worker {
             launchIfNeeded(p)
             return
         }
+        // Answers already scanned but not delivered (the client went before reading them) were its
+        // own: the next client must never get them.
+        if servers[si].input.hasUnsent {
+            servers[si].input.start = servers[si].input.scan
+            releaseIfEmpty(server: si)
+        }
         let p = Int(servers[si].pool)
         let inTransaction = servers[si].txStatus != UInt8(ascii: "I")
         let reset = (pools[p].mode == .session || config.serverResetQueryAlways || servers[si].needsReset)

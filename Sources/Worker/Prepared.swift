@@ -16,6 +16,12 @@ enum Slot {
     static let sync: UInt8 = 7
     static let query: UInt8 = 8
     static let functionCall: UInt8 = 9
+    /// A Parse of a tracked statement: its entry in `ServerInfo.parsesInFlight` says which, so a Parse
+    /// the server fails or skips is forgotten (the statement does not exist there, nor for the client).
+    static let parseTracked: UInt8 = 10
+    /// The Close pgswift sends to evict a statement from a server's cache: its id is the head of
+    /// `ServerInfo.closesInFlight`, so a Close the server skips leaves the statement known there.
+    static let closeTracked: UInt8 = 11
     /// No server message: pgswift answers ParseComplete / CloseComplete / an ErrorResponse itself.
     static let synthParseComplete: UInt8 = 20
     static let synthCloseComplete: UInt8 = 21
@@ -44,6 +50,54 @@ struct StatementRegistry {
     }
 
     static func serverName(_ id: Int32) -> String { "PGSWIFT_\(id)" }
+}
+
+/// Bytes of one client message too large for the I/O buffer that pgswift needs whole (a named Parse,
+/// to intern it): malloc'ed when such a message starts, grown as it arrives (up to max_packet_size),
+/// freed once handled.
+struct SideBuffer {
+    var base: UnsafeMutableRawPointer? = nil
+    var count = 0
+    var capacity = 0
+
+    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
+
+    /// False if memory ran out.
+    mutating func append(_ p: UnsafeRawPointer, _ n: Int) -> Bool {
+        if capacity - count < n {
+            let newCap = max(capacity * 2, count + n, 64 * 1024)
+            guard let nb = realloc(base, newCap) else { return false }
+            base = nb
+            capacity = newCap
+        }
+        (base! + count).copyMemory(from: p, byteCount: n)
+        count += n
+        return true
+    }
+
+    mutating func release() {
+        free(base)
+        self = SideBuffer()
+    }
+}
+
+/// A tracked Parse sent to a server and not answered yet: the statement, and the client's name for it
+/// when the Parse was the client's own (nil when pgswift injected it before a Bind or Describe).
+struct ParseInFlight {
+    let id: Int32
+    let clientName: String?
+}
+
+/// What `largeExtended` did with a message larger than the buffer.
+enum LargeStep {
+    /// Its head is not all buffered yet.
+    case needMore
+    /// The client was failed.
+    case stop
+    /// Handled: the client's input (start, scan, partial, partialMode) says what happens to the rest.
+    case handled
+    /// Nothing to rewrite: it streams through like any message, adding this slot.
+    case stream(UInt8)
 }
 
 extension Worker {
@@ -106,15 +160,38 @@ extension Worker {
             while let h = headSlot(si) {
                 let k = Slot.kind(h)
                 popSlot(si)
+                if k == Slot.parseTracked || k == Slot.closeTracked {
+                    // Abnormal (an error pops these first): kept off the common path.
+                    var failed: [Int32] = []
+                    unanswered(si, k, &failed)
+                }
                 if k == Slot.sync || k == Slot.query || k == Slot.functionCall { break }
             }
             return true
         case BackendType.errorResponse:
             if kind == Slot.query || kind == Slot.functionCall || kind == Slot.sync { return true }
-            // The server skips everything up to the next Sync: so do the answers we owe.
+            // The server skips everything up to the next Sync: so do the answers we owe. That
+            // includes a Query or FunctionCall sent before that Sync: no ReadyForQuery will answer it.
+            var failed: [Int32] = []
             popSlot(si)
-            while let h = headSlot(si), Slot.kind(h) != Slot.sync { popSlot(si) }
+            unanswered(si, kind, &failed)
+            while let h = headSlot(si), Slot.kind(h) != Slot.sync {
+                let k = Slot.kind(h)
+                if (k == Slot.query || k == Slot.functionCall) && servers[si].pendingSyncs > 0 {
+                    servers[si].pendingSyncs &-= 1
+                }
+                popSlot(si)
+                unanswered(si, k, &failed)
+            }
             return true
+        case BackendType.parseComplete where kind == Slot.parseTracked:
+            popSlot(si)
+            if let sinfo = servers[si].info, !sinfo.parsesInFlight.isEmpty { sinfo.parsesInFlight.removeFirst() }
+            return head & Slot.swallow == 0
+        case BackendType.closeComplete where kind == Slot.closeTracked:
+            popSlot(si)
+            if let sinfo = servers[si].info, !sinfo.closesInFlight.isEmpty { sinfo.closesInFlight.removeFirst() }
+            return head & Slot.swallow == 0
         case BackendType.parseComplete where kind == Slot.parse,
              BackendType.bindComplete where kind == Slot.bind,
              BackendType.closeComplete where kind == Slot.close:
@@ -173,9 +250,85 @@ extension Worker {
         return (String(decoding: UnsafeRawBufferPointer(rebasing: body[from..<end]), as: UTF8.self), end + 1)
     }
 
+    /// A Parse/Bind/Describe/Close larger than the I/O buffer on a tracked link, first in the client's
+    /// unsent bytes (`input.scan == input.start`, `avail` bytes of it buffered). The statement name is
+    /// at the start of Bind (after the portal name), Describe and Close, so only that head is read: an
+    /// unnamed one streams through, a named Bind gets its head rewritten and its parameters stream
+    /// after it (or are dropped if the statement is unknown). A named Parse is needed whole to be
+    /// interned: it is collected in a side buffer (`largeParse`), then handled as if it had fitted.
+    func largeExtended(_ ci: Int32, _ si: Int32, _ type: UInt8, avail: Int, total: Int) -> LargeStep {
+        let at = clients[ci].input.scan
+        let end = clients[ci].input.end
+        let head = UnsafeRawBufferPointer(start: clients[ci].input.base! + (at &+ 5), count: avail &- 5)
+        // No more of it can be buffered once it fills the buffer from its first byte.
+        let full = avail >= buffers.size
+        let rest = total &- avail
+        switch type {
+        case FrontendType.parse:
+            guard head.count >= 1 else { return .needMore }
+            if head[0] == 0 { return .stream(Slot.parse) }
+            guard clients[ci].largeParse.append(head.baseAddress!, head.count) else {
+                failClient(ci, code: SQLState.outOfMemory, message: "out of memory")
+                return .stop
+            }
+            servers[si].unsynced = true
+            clients[ci].input.start = end
+            clients[ci].input.scan = end
+            clients[ci].input.partial = rest
+            clients[ci].partialMode = .collect
+            return .handled
+        case FrontendType.bind:
+            guard let portalEnd = head.firstIndex(of: 0), portalEnd + 1 < head.count,
+                  let stmtEnd = head[(portalEnd + 1)...].firstIndex(of: 0) else {
+                if !full { return .needMore }
+                failClient(ci, code: SQLState.protocolViolation,
+                           message: "Bind portal and statement names longer than \(buffers.size) bytes")
+                return .stop
+            }
+            if stmtEnd == portalEnd + 1 { return .stream(Slot.bind) }
+            let names = stmtEnd + 1
+            servers[si].unsynced = true
+            clients[ci].input.start = at &+ 5 &+ names
+            clients[ci].input.scan = end
+            clients[ci].input.partial = rest
+            clients[ci].partialMode = .forward
+            if !rewritePrepared(ci, si, type, UnsafeRawBufferPointer(rebasing: head[0..<names]),
+                                following: total &- 5 &- names) { return .stop }
+            if clients[ci].skipUntilSync {
+                // Unknown statement: answered with an error, the parameters go nowhere.
+                clients[ci].input.start = end
+                clients[ci].partialMode = .drop
+            }
+            return .handled
+        default:  // Describe, Close: a kind byte and a name, nothing after it
+            guard head.count >= 2 else { return .needMore }
+            if head[0] == UInt8(ascii: "S") && head[1] != 0 {
+                failClient(ci, code: SQLState.protocolViolation, message: "malformed extended-protocol message")
+                return .stop
+            }
+            return .stream(slotFor(type, head))
+        }
+    }
+
+    /// The last byte of a collected named Parse arrived: intern and forward it as if it had fitted.
+    func finishLargeParse(_ ci: Int32) -> Bool {
+        var side = clients[ci].largeParse
+        clients[ci].largeParse = SideBuffer()
+        defer { side.release() }
+        let si = clients[ci].server
+        guard si >= 0 else {
+            failClient(ci, code: SQLState.protocolViolation, message: "server link lost during a large Parse")
+            return false
+        }
+        return rewritePrepared(ci, si, FrontendType.parse, side.bytes)
+    }
+
     /// Handles a named Parse/Bind/Describe/Close: writes what the server must see into its out queue and
-    /// records what the client must get back. Returns false when the client was failed.
-    func rewritePrepared(_ ci: Int32, _ si: Int32, _ type: UInt8, _ body: UnsafeRawBufferPointer) -> Bool {
+    /// records what the client must get back. Returns false when the client was failed. For a Bind whose
+    /// parameters stream after it, `body` is its head (portal and statement names) and `following` the
+    /// bytes the caller forwards after the rewritten head.
+    func rewritePrepared(_ ci: Int32, _ si: Int32, _ type: UInt8, _ body: UnsafeRawBufferPointer,
+                         following: Int = 0) -> Bool {
         guard let info = clients[ci].info else { return false }
         scratch.clear()
         var ok = true
@@ -193,10 +346,10 @@ extension Worker {
                 servers[si].info?.prepared[id] = nextUseTick()
                 ok = pushSlot(si, Slot.synthParseComplete)
             } else {
-                ok = injectParse(si, id, swallow: false)
+                ok = injectParse(si, id, swallow: false, clientName: name)
             }
         case FrontendType.bind:
-            guard let (portal, stmtStart) = cString(body, from: 0),
+            guard let (_, stmtStart) = cString(body, from: 0),
                   let (name, restStart) = cString(body, from: stmtStart) else { return protocolFailure(ci) }
             guard let id = info.prepared[name] else {
                 ok = synthesizeError(ci, si, ErrorFields(severity: "ERROR", code: SQLState.invalidSQLStatementName,
@@ -204,11 +357,14 @@ extension Worker {
                 break
             }
             ok = ensurePrepared(si, id)
-            let lo = scratch.beginMessage(FrontendType.bind)
-            scratch.appendCString(portal)
-            scratch.appendCString(StatementRegistry.serverName(id))
-            scratch.appendBytes(UnsafeRawBufferPointer(rebasing: body[restStart...]))
-            scratch.endMessage(lo)
+            let serverName = StatementRegistry.serverName(id)
+            let inline = UnsafeRawBufferPointer(rebasing: body[restStart...])
+            scratch.appendUInt8(FrontendType.bind)
+            scratch.appendInt32(Int32(truncatingIfNeeded: 4 &+ stmtStart &+ serverName.utf8.count &+ 1
+                                      &+ inline.count &+ following))
+            scratch.appendBytes(UnsafeRawBufferPointer(rebasing: body[0..<stmtStart]))  // portal name and NUL
+            scratch.appendCString(serverName)
+            scratch.appendBytes(inline)
             ok = ok && pushSlot(si, Slot.bind)
         case FrontendType.describe:
             guard let (name, _) = cString(body, from: 1) else { return protocolFailure(ci) }
@@ -256,17 +412,18 @@ extension Worker {
             servers[si].info?.prepared[id] = nextUseTick()
             return true
         }
-        return injectParse(si, id, swallow: true)
+        return injectParse(si, id, swallow: true, clientName: nil)
     }
 
-    private func injectParse(_ si: Int32, _ id: Int32, swallow: Bool) -> Bool {
+    private func injectParse(_ si: Int32, _ id: Int32, swallow: Bool, clientName: String?) -> Bool {
         guard let sinfo = servers[si].info else { return false }
         // Keep each server's cache within max_prepared_statements: evict the least recently used.
         if sinfo.prepared.count >= max(config.maxPreparedStatements, 1) {
             if let victim = sinfo.prepared.min(by: { $0.value < $1.value })?.key {
                 sinfo.prepared.removeValue(forKey: victim)
                 Frontend.close(into: &scratch, kind: UInt8(ascii: "S"), name: StatementRegistry.serverName(victim))
-                if !pushSlot(si, Slot.close | Slot.swallow) { return false }
+                if !pushSlot(si, Slot.closeTracked | Slot.swallow) { return false }
+                sinfo.closesInFlight.append(victim)
             }
         }
         let lo = scratch.beginMessage(FrontendType.parse)
@@ -274,7 +431,32 @@ extension Worker {
         statements.bodies[Int(id)].withUnsafeBytes { scratch.appendBytes($0) }
         scratch.endMessage(lo)
         sinfo.prepared[id] = nextUseTick()
-        return pushSlot(si, swallow ? (Slot.parse | Slot.swallow) : Slot.parse)
+        guard pushSlot(si, swallow ? (Slot.parseTracked | Slot.swallow) : Slot.parseTracked) else { return false }
+        sinfo.parsesInFlight.append(ParseInFlight(id: id, clientName: clientName))
+        return true
+    }
+
+    /// A slot popped without its own answer (an error, or the ReadyForQuery, came first): the server
+    /// failed or skipped that message. `failed` gathers the statements whose Parse failed in this pass.
+    private func unanswered(_ si: Int32, _ kind: UInt8, _ failed: inout [Int32]) {
+        guard kind == Slot.parseTracked || kind == Slot.closeTracked, let sinfo = servers[si].info else { return }
+        if kind == Slot.parseTracked {
+            // The statement is not on that server, and the name the client gave it in that Parse is
+            // not defined either (as in PostgreSQL, where a failed Parse creates nothing).
+            guard !sinfo.parsesInFlight.isEmpty else { return }
+            let p = sinfo.parsesInFlight.removeFirst()
+            sinfo.prepared.removeValue(forKey: p.id)
+            failed.append(p.id)
+            let ci = servers[si].client
+            if let name = p.clientName, ci >= 0, let cinfo = clients[ci].info, cinfo.prepared[name] == p.id {
+                cinfo.prepared.removeValue(forKey: name)
+            }
+        } else {
+            // An eviction Close skipped: the statement is still there, unless its own Parse just failed.
+            guard !sinfo.closesInFlight.isEmpty else { return }
+            let id = sinfo.closesInFlight.removeFirst()
+            if sinfo.prepared[id] == nil && !failed.contains(id) { sinfo.prepared[id] = nextUseTick() }
+        }
     }
 
     func nextUseTick() -> UInt64 {

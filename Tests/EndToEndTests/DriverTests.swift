@@ -37,6 +37,16 @@ final class DriverTests: XCTestCase {
         try runDriver("asyncpg_check.py", mode: "prepared")
     }
 
+    /// Issue 15: 40 kB text and JSON parameters (larger than the 32 KiB I/O buffer), named and
+    /// unnamed statements, sent and returned, with prepared-statement tracking on.
+    func testPsycopgLargeParameters() throws {
+        try runDriver("psycopg_check.py", mode: "large")
+    }
+
+    func testAsyncpgLargeParameters() throws {
+        try runDriver("asyncpg_check.py", mode: "large")
+    }
+
     // MARK: helpers
 
     /// pgswift in transaction mode, 2 workers × 2 servers; the script's 4 connections share them.

@@ -56,6 +56,20 @@ final class PreparedTrackingTests: XCTestCase {
         XCTAssertEqual(w.headSlot(si), Slot.parse)
     }
 
+    /// PostgreSQL skips a Query sent between a failed extended-protocol message and the Sync: one
+    /// ReadyForQuery answers both, so the Query's count in `pendingSyncs` goes with its slot.
+    func testQuerySkippedAfterAnErrorNoLongerCountsAsPending() throws {
+        let w = try makeWorker()
+        let si = w.servers.allocate()
+        for s in [Slot.parse, Slot.query, Slot.sync] { XCTAssertTrue(w.pushSlot(si, s)) }
+        w.servers[si].pendingSyncs = 2  // the Query and the Sync, as the scanner counts them
+        XCTAssertTrue(w.serverAnswer(si, BackendType.errorResponse))
+        XCTAssertEqual(w.servers[si].pendingSyncs, 1)
+        XCTAssertEqual(w.headSlot(si), Slot.sync)
+        XCTAssertTrue(w.serverAnswer(si, BackendType.readyForQuery))
+        XCTAssertEqual(w.servers[si].slotCount, 0)
+    }
+
     func testErrorInsideASimpleQueryDoesNotSkip() throws {
         let w = try makeWorker()
         let si = w.servers.allocate()

@@ -1,7 +1,9 @@
 # asyncpg through pgswift: usage `asyncpg_check.py MODE [DSN]` (DSN else $PGSWIFT_DSN); MODE is
-# basic (statement_cache_size=0: unnamed statements only) or prepared (the default named cache).
+# basic (statement_cache_size=0: unnamed statements only), prepared (the default named cache) or
+# large (40 kB text and JSON parameters, larger than pgswift's 32 KiB buffer, both ways).
 # Prints one "OK ..." line and exits 0, or prints the failure and exits 1.
 import asyncio
+import json
 import os
 import sys
 
@@ -61,14 +63,53 @@ async def run(dsn, cache_size):
     return f"{CLIENTS} connections x {ROUNDS} rounds"
 
 
+def large_values(seed):
+    """A 40 kB text (multi-byte characters, quotes, backslashes) and the JSON text of a 40 kB object."""
+    unit = f"{seed}:zürich € 'quote' \\back\\ \"dq\" line\n"
+    text = (unit * (40_000 // len(unit) + 1))[:40_000]
+    doc = {f"key{k}": {"n": k * seed, "s": "é" * (k % 7), "l": [k, None, True]} for k in range(900)}
+    return text, json.dumps(doc)
+
+
+async def large(dsn):
+    """Parameters larger than pgswift's 32 KiB I/O buffer, sent and returned, with asyncpg's default
+    named statements and (statement_cache_size=0) unnamed ones: `select $1::text`, `select $1::json`
+    (asyncpg passes JSON as text), and an INSERT then SELECT of both. Values are compared exactly."""
+    done = 0
+    for cache_size in (100, 0):
+        conn = await asyncpg.connect(dsn, statement_cache_size=cache_size)
+        try:
+            for rnd in range(3):
+                text, doc = large_values(rnd + cache_size)
+                check(len(text.encode()) > 40_000 and len(doc) > 40_000, "values too small")
+                check(await conn.fetchval("select $1::text", text) == text,
+                      f"select text (cache {cache_size}, round {rnd}) differs")
+                check(await conn.fetchval("select $1::json", doc) == doc,
+                      f"select json (cache {cache_size}, round {rnd}) differs")
+                # A temp table lives on one server: the INSERT and SELECT share a transaction.
+                async with conn.transaction():
+                    await conn.execute("create temp table large_values (k text, t text, j json) on commit drop")
+                    await conn.execute("insert into large_values (k, t, j) values ($1, $2, $3)", "k", text, doc)
+                    row = await conn.fetchrow("select t, j from large_values where k = $1", "k")
+                check((row["t"], row["j"]) == (text, doc), f"insert/select (cache {cache_size}, round {rnd}) differs")
+                done += 1
+            check(await conn.fetchval("select 41 + 1") == 42, "connection usable at the end")
+        finally:
+            await conn.close()
+    return f"{done} rounds of 40 kB text and JSON, named and unnamed, both directions"
+
+
 def main():
-    if len(sys.argv) < 2 or sys.argv[1] not in ("basic", "prepared"):
-        print("usage: asyncpg_check.py basic|prepared [DSN]", file=sys.stderr)
+    if len(sys.argv) < 2 or sys.argv[1] not in ("basic", "prepared", "large"):
+        print("usage: asyncpg_check.py basic|prepared|large [DSN]", file=sys.stderr)
         return 2
     mode = sys.argv[1]
     dsn = sys.argv[2] if len(sys.argv) > 2 else os.environ.get("PGSWIFT_DSN", "")
     try:
-        detail = asyncio.run(asyncio.wait_for(run(dsn, 0 if mode == "basic" else 100), 240))
+        if mode == "large":
+            detail = asyncio.run(asyncio.wait_for(large(dsn), 240))
+        else:
+            detail = asyncio.run(asyncio.wait_for(run(dsn, 0 if mode == "basic" else 100), 240))
     except BaseException as e:
         print(f"FAIL asyncpg {asyncpg.__version__} {mode}: {type(e).__name__}: {e}")
         return 1

@@ -1,5 +1,6 @@
 # psycopg 3 through pgswift: usage `psycopg_check.py MODE [DSN]` (DSN else $PGSWIFT_DSN); MODE is
-# basic (no server-side prepared statements), prepared (prepare_threshold=0) or cancel.
+# basic (no server-side prepared statements), prepared (prepare_threshold=0), cancel, names or
+# large (40 kB text and JSON parameters, larger than pgswift's 32 KiB buffer, both ways).
 # Prints one "OK ..." line and exits 0, or prints the failure and exits 1.
 import os
 import sys
@@ -142,8 +143,44 @@ def names(dsn):
     return "42P05 and 26000 answered, connection kept, s1 re-prepared across servers"
 
 
+def large_values(seed):
+    """A 40 kB text (multi-byte characters, quotes, backslashes) and the JSON text of a 40 kB object."""
+    import json
+    unit = f"{seed}:zürich € 'quote' \\back\\ \"dq\" line\n"
+    text = (unit * (40_000 // len(unit) + 1))[:40_000]
+    doc = {f"key{k}": {"n": k * seed, "s": "é" * (k % 7), "l": [k, None, True]} for k in range(900)}
+    return text, json.dumps(doc)
+
+
+def large(dsn):
+    """Parameters larger than pgswift's 32 KiB I/O buffer, sent and returned, with named statements
+    (prepare=True) and unnamed ones (prepare=False): `select $1::text`, `select $1::json::text`, and an
+    INSERT then SELECT of both. Values are compared exactly."""
+    from psycopg.types.json import Json
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        done = 0
+        for prepare in (False, True):
+            for rnd in range(3):  # named: the first round prepares, the next ones reuse the name
+                text, doc = large_values(rnd + (10 if prepare else 0))
+                check(len(text.encode()) > 40_000 and len(doc) > 40_000, "values too small")
+                got = conn.execute("select %s::text", (text,), prepare=prepare).fetchone()[0]
+                check(got == text, f"select text (prepare={prepare}, round {rnd}) differs")
+                got = conn.execute("select %s::json::text", (Json(doc, dumps=lambda d: d),), prepare=prepare).fetchone()[0]
+                check(got == doc, f"select json (prepare={prepare}, round {rnd}) differs")
+                # A temp table lives on one server: the INSERT and SELECT share a transaction.
+                with conn.transaction():
+                    conn.execute("create temp table large_values (k text, t text, j json) on commit drop")
+                    conn.execute("insert into large_values (k, t, j) values (%s, %s, %s)",
+                                 ("k", text, Json(doc, dumps=lambda d: d)), prepare=prepare)
+                    row = conn.execute("select t, j::text from large_values where k = %s", ("k",), prepare=prepare).fetchone()
+                check(row == (text, doc), f"insert/select (prepare={prepare}, round {rnd}) differs")
+                done += 1
+        check(conn.execute("select 41 + 1").fetchone()[0] == 42, "connection usable at the end")
+    return f"{done} rounds of 40 kB text and JSON, named and unnamed, both directions"
+
+
 def main():
-    if len(sys.argv) < 2 or sys.argv[1] not in ("basic", "prepared", "cancel", "names"):
+    if len(sys.argv) < 2 or sys.argv[1] not in ("basic", "prepared", "cancel", "names", "large"):
         print(__doc__ or "usage: psycopg_check.py basic|prepared|cancel [DSN]", file=sys.stderr)
         return 2
     mode = sys.argv[1]
@@ -155,6 +192,8 @@ def main():
             detail = run_clients(dsn, 0)
         elif mode == "names":
             detail = names(dsn)
+        elif mode == "large":
+            detail = large(dsn)
         else:
             detail = cancel(dsn)
     except Exception as e:
