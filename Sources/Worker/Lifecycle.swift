@@ -113,8 +113,21 @@ extension Worker {
         sendClientError(ci, ErrorFields(severity: "FATAL", code: code, message: message), close: true)
     }
 
+    /// True while the client has been sent the start of a server message whose rest has not come yet
+    /// (forwarded piecemeal, `IOBuf.partial`): anything pgswift wrote now would land inside it.
+    func clientMidMessage(_ ci: Int32) -> Bool {
+        let si = clients[ci].server
+        return si >= 0 && servers[si].input.partial > 0
+    }
+
     func sendClientError(_ ci: Int32, _ fields: ErrorFields, close: Bool) {
         guard clients[ci].state != .free, clients[ci].state != .closing else { return }
+        if clientMidMessage(ci) {
+            // An error now would corrupt the message being forwarded: the socket is closed instead,
+            // after what was forwarded so far.
+            closeClientMidMessage(ci, reason: fields.message)
+            return
+        }
         scratch.clear()
         Backend.errorResponse(into: &scratch, fields)
         clients[ci].out.append(scratch)
@@ -129,12 +142,22 @@ extension Worker {
         flushClient(ci)
     }
 
+    /// Closes a client whose stream stops inside a server message: no error can be framed, so the
+    /// closed socket is the error (libpq: "server closed the connection unexpectedly").
+    func closeClientMidMessage(_ ci: Int32, reason: String) {
+        log.info("C-\(clients[ci].id): closing because: \(reason) (inside a server message: closed without an error)")
+        detachClient(ci)
+        clients[ci].state = .closing
+        clients[ci].stateSince = now
+        flushClient(ci)
+    }
+
     // MARK: Closing
 
     /// Ends a client: its server goes back to the pool (or is closed if dirty), then the socket closes.
     func closeClient(_ ci: Int32, reason: String, notify: Bool, quiet: Bool = false) {
         guard clients[ci].state != .free else { return }
-        if notify && clients[ci].state != .closing {
+        if notify && clients[ci].state != .closing && !clientMidMessage(ci) {
             scratch.clear()
             Backend.errorResponse(into: &scratch, ErrorFields(severity: "FATAL", code: SQLState.adminShutdown, message: reason))
             clients[ci].out.append(scratch)
@@ -199,12 +222,17 @@ extension Worker {
                                                               count: servers[si].input.scan - servers[si].input.start))
                 servers[si].input.start = servers[si].input.scan
             }
+            let midMessage = servers[si].input.partial > 0
             clients[ci].server = -1
             unlinkServerCounts(si)
             servers[si].client = -1
             clients[ci].state = .idle
-            sendClientError(ci, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
-                                            message: "server conn crashed? (\(reason))"), close: true)
+            if midMessage {
+                closeClientMidMessage(ci, reason: "server conn crashed? (\(reason))")
+            } else {
+                sendClientError(ci, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
+                                                message: "server conn crashed? (\(reason))"), close: true)
+            }
         }
         closeServer(si, reason: reason)
         if p >= 0 { launchIfNeeded(p) }
@@ -219,13 +247,18 @@ extension Worker {
             removeIdle(si)
         case .active:
             let ci = servers[si].client
+            let midMessage = servers[si].input.partial > 0
             unlinkServerCounts(si)
             if ci >= 0 {
                 clients[ci].server = -1
                 servers[si].client = -1
                 clients[ci].state = .idle
-                sendClientError(ci, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
-                                                message: "server connection closed: \(reason)"), close: true)
+                if midMessage {
+                    closeClientMidMessage(ci, reason: "server connection closed: \(reason)")
+                } else {
+                    sendClientError(ci, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
+                                                    message: "server connection closed: \(reason)"), close: true)
+                }
             }
         case .connecting, .login:
             pools[p].connectingCount -= 1

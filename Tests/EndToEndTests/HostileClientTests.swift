@@ -382,4 +382,45 @@ final class HostileClientTests: XCTestCase {
         XCTAssertEqual(unknown.first.map { WireErrorFields(body: $0.body).sqlstate } ?? nil, "26000")
         XCTAssertEqual(try c.query("select 'ok'").first?.first ?? nil, "ok")
     }
+
+    // MARK: Issue 14 (found by the fuzzer): a server dying inside a message
+
+    /// The server dies while pgswift forwards one of its messages piecemeal (a 64 MB DataRow to a
+    /// client that does not read): the client gets what the server sent, then the socket closes. No
+    /// ErrorResponse is spliced into the DataRow (it would be read as row data).
+    func testServerDyingInsideAMessageClosesWithoutSplicingAnError() throws {
+        let c = try login()
+        defer { c.socket.close() }
+        try c.socket.send(WireEncode.query("select repeat('x', 64000000) as big"))
+        // The socket buffers on both sides fill, pgswift stops reading, the backend blocks writing.
+        var pid = ""
+        XCTAssertTrue(waitUntil(timeout: 60, poll: 0.1) {
+            pid = (try? pg.adminQuery("""
+                select pid from pg_stat_activity where query like 'select repeat(%' and wait_event = 'ClientWrite'
+                """)) ?? ""
+            return !pid.isEmpty
+        }, "the backend never blocked writing; log:\n\(px.log().suffix(3000))")
+        try pg.adminQuery("select pg_terminate_backend(\(pid))")
+        let (data, closed) = c.socket.readUntilClosed(timeout: 120)
+        XCTAssertTrue(closed, "pgswift kept the client open after its server died; log:\n\(px.log().suffix(3000))")
+        // Walk the stream: RowDescription, then a DataRow cut short by the close, and nothing else.
+        var at = 0
+        var kinds: [Character] = []
+        var cutShort = false
+        while at + 5 <= data.count {
+            let len = Int(data[at + 1]) << 24 | Int(data[at + 2]) << 16 | Int(data[at + 3]) << 8 | Int(data[at + 4])
+            kinds.append(Character(UnicodeScalar(data[at])))
+            if at + 1 + len > data.count { cutShort = true; break }
+            at += 1 + len
+        }
+        XCTAssertEqual(kinds, ["T", "D"], "messages seen: \(kinds)")
+        XCTAssertTrue(cutShort, "the DataRow was complete: the server was not killed inside it")
+        let marker = Array("server conn crashed".utf8)
+        let spliced = data.count >= marker.count && (0...(data.count - marker.count)).contains { i in
+            data[i] == marker[0] && Array(data[i..<(i + marker.count)]) == marker
+        }
+        XCTAssertFalse(spliced, "pgswift wrote its error inside the DataRow")
+        XCTAssertTrue(px.isRunning)
+        try assertPoolUsable("server died inside a message")
+    }
 }
