@@ -14,7 +14,11 @@ extension Worker {
             if !clients[ci].readable { break }
             switch readInto(client: ci) {
             case .data: continue
-            case .wouldBlock, .full: break
+            case .wouldBlock: break
+            case .full:
+                // Every login message fits the buffer (lengths are checked first): never wait on one.
+                failClient(ci, code: SQLState.protocolViolation, message: "login message too large")
+                return
             case .closed:
                 closeClient(ci, reason: "client closed the connection during login", notify: false)
                 return
@@ -67,7 +71,9 @@ extension Worker {
                        message: "expected password response, got message type \(type)")
             return false
         }
-        if len < 4 || len > 65536 {
+        // A password/SASL message must fit the input buffer whole (a SCRAM final message is ~200 bytes);
+        // a larger one could never be read and would hold the client until client_login_timeout.
+        if len < 4 || len + 1 > buffers.size {
             failClient(ci, code: SQLState.protocolViolation, message: "invalid password message length \(len)")
             return false
         }

@@ -129,4 +129,29 @@ final class UnauthenticatedTests: XCTestCase {
                 ?? false
         }, px.log().suffix(3000).description)
     }
+
+    /// A password message larger than the input buffer (40 kB), then a half-close: refused at once
+    /// with 08P01, not held until client_login_timeout (found by the fuzzer).
+    func testOversizedPasswordMessageIsRefusedAtOnce() throws {
+        let pg = try PostgresServer.shared()
+        var settings = PgswiftSettings(postgres: pg)
+        settings.authType = "md5"
+        settings.settings = [("client_login_timeout", "120")]
+        let px = try Pgswift.start(settings)
+        defer { px.stop() }
+        let c = WireClient(socket: try TestSocket(port: px.port, timeout: 30), timeout: 30)
+        defer { c.socket.close() }
+        try c.socket.send(WireEncode.startup(parameters: [("user", "u_md5"), ("database", "testdb")]))
+        XCTAssertEqual(try c.readMessage()?.typeChar, "R")
+        let started = monotonicNow()
+        try c.socket.send(WireEncode.message("p", [UInt8](repeating: UInt8(ascii: "a"), count: 40_000)))
+        c.socket.shutdownWrite()
+        let (data, closed) = c.socket.readUntilClosed(timeout: 30)
+        let took = monotonicNow() - started
+        XCTAssertTrue(closed, "still open after 30 s; log:\n\(px.log().suffix(2000))")
+        XCTAssertLessThan(took, 10, "held for \(took) s")
+        XCTAssertEqual(data.first, UInt8(ascii: "E"), "answer: \(data.prefix(40))")
+        XCTAssertTrue(String(decoding: data, as: UTF8.self).contains("08P01"), String(decoding: data, as: UTF8.self))
+        XCTAssertTrue(px.isRunning)
+    }
 }
