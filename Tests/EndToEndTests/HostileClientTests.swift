@@ -423,4 +423,30 @@ final class HostileClientTests: XCTestCase {
         XCTAssertTrue(px.isRunning)
         try assertPoolUsable("server died inside a message")
     }
+
+    /// A sequence the fuzzer froze a pool with (seed 20261204, input 149524): Bind to an unknown
+    /// statement, Execute, Sync; then a real Parse/Bind/Execute, a Query exactly the buffer's size, a
+    /// FunctionCall (for a function that does not exist) and Sync. Every Sync gets its
+    /// ReadyForQuery, and the pool stays usable after 25 clients send it and hang up.
+    func testFuzzerSequenceWithFunctionCallIsAnsweredToTheEnd() throws {
+        let filler = 32_768 - 5 - 1 - "select ''".utf8.count
+        let query = WireEncode.query("select '" + String(repeating: "q", count: filler) + "'")
+        XCTAssertEqual(query.count, 32_768)
+        let call = WireEncode.message("F", WireEncode.int32(4_000_000_000) + Ext.int16(0) + Ext.int16(0) + Ext.int16(0))
+        let bytes = Ext.bind("nosuch") + Ext.execute() + Ext.sync
+            + Ext.parse("", "select 1") + Ext.bind("") + Ext.execute() + query + call + Ext.sync
+        let c = try login()
+        defer { c.close() }
+        try c.socket.send(bytes)
+        var readies = 0
+        var kinds: [Character] = []
+        while readies < 4 {  // Sync, Query, FunctionCall, Sync
+            guard let m = try c.readMessage(timeout: 10) else { XCTFail("closed after \(kinds)"); return }
+            kinds.append(m.typeChar)
+            if m.typeChar == "Z" { readies += 1 }
+        }
+        XCTAssertEqual(kinds.first, "E", "\(kinds)")
+        XCTAssertEqual(try c.query("select 'after'").first?.first ?? nil, "after", "\(kinds)")
+        try assertNoFreeze("fuzzer sequence with FunctionCall", bytes)
+    }
 }
