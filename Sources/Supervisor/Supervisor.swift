@@ -583,21 +583,3 @@ final class Supervisor {
         }
     }
 }
-
-extension Supervisor {
-    /// The configured size of a pool (per-user, else per-database, else default_pool_size).
-    func poolSize(_ key: PoolQuotaKey) -> Int {
-        config.effectivePoolSize(database: config.database(named: key.database), user: key.user)
-    }
-
-    func sendQuotas(_ orders: [QuotaOrder]) {
-        for o in orders {
-            let slot = slots[o.slot]
-            guard slot.pid != 0 else { continue }
-            log.debug("pool \(o.key.database)/\(o.key.user): worker \(o.slot) quota \(o.quota)")
-            if !slot.send(.quota(database: o.key.database, user: o.key.user, quota: Int32(clamping: o.quota), seq: o.seq)) {
-                log.warning("worker \(o.slot) (pid \(slot.pid)) did not take its pool quota")
-            }
-        }
-    }
-}

@@ -120,7 +120,7 @@ public struct Config: Sendable {
     public var drainTimeout: Double = 300
     /// When a backend is down, answer clients with an error at once instead of queueing them.
     public var failFast: Bool = true
-    /// Backend health checks (Supervisor/HealthCheck.swift): first retry delay after a failed check,
+    /// Backend health checks (Supervisor/Health/HealthCheck.swift): first retry delay after a failed check,
     /// the backoff's cap, the check's own timeout, and who it logs in as ("" = chosen, see README).
     public var healthCheckBackoffInitial: Double = 0.5
     public var healthCheckBackoffMax: Double = 30

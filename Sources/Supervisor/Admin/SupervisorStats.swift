@@ -1,4 +1,5 @@
-// The supervisor's stats: worker snapshots collected and merged, stale workers noticed, averages kept.
+// The supervisor's stats: worker snapshots collected and merged, stale workers noticed, averages kept,
+// admin answers sent back to the worker that holds the admin client.
 import Glibc
 import Shared
 
@@ -214,24 +215,6 @@ extension Supervisor {
             statsState.nextAveragerRefresh = now + Int64(max(config.statsPeriod, 1)) * 1_000_000_000
             statsState.averager.refresh(latestMerged().databaseTotals(), now: now / 1000)
         }
-    }
-
-    /// Keeps EPOLLOUT on exactly the channels with queued messages.
-    func updateChannelInterest() {
-        for slot in allProcesses {
-            guard let fd = slot.channel?.fd else { continue }
-            let want = !slot.outbox.isEmpty
-            if want != slot.outbox.watchingOutput {
-                slot.outbox.watchingOutput = want
-                try? epoll.modify(fd, events: want ? [.input, .output] : [.input], data: slot.epollData)
-            }
-        }
-    }
-
-    /// EPOLLOUT (or any event) on a channel: send what waits.
-    func drainChannel(_ slot: WorkerSlot) {
-        guard let fd = slot.channel?.fd, !slot.outbox.isEmpty else { return }
-        _ = slot.outbox.drain(fd: fd)
     }
 
     // MARK: Replies
