@@ -52,8 +52,7 @@ extension Worker {
         Backend.backendKeyData(into: &scratch, processID: clientProcessID(ci), secretKey: clients[ci].cancelKey)
         Backend.readyForQuery(into: &scratch, status: UInt8(ascii: "I"))
         clients[ci].out.append(scratch)
-        clients[ci].state = .idle
-        clients[ci].stateSince = now
+        setClientState(ci, .idle)
         if config.logConnections { log.info("C-\(clients[ci].id): admin console login (\(clients[ci].admin == Worker.adminFull ? "admin" : "stats"))") }
         flushClient(ci)
         if clients[ci].state == .idle { adminInput(ci) }
@@ -85,12 +84,13 @@ extension Worker {
         guard let base = clients[ci].input.base else { return false }
         let start = clients[ci].input.start
         let avail = clients[ci].input.end - start
-        if avail < 5 { return false }
         let p = base + start
-        let type = p.load(as: UInt8.self)
-        let len = Int(ByteReader.int32(at: p + 1))
-        if len < 4 || len > buffers.size - 1 {
-            failClient(ci, code: SQLState.protocolViolation, message: "invalid message length \(len)")
+        let type: UInt8, len: Int
+        switch frameHeader(p, available: avail, .held) {
+        case .incomplete: return false
+        case .header(let h): (type, len) = (h.type, h.length)
+        case .invalid(let h):
+            failClient(ci, code: SQLState.protocolViolation, message: "invalid message length \(h.length)")
             return false
         }
         if avail < len + 1 { return false }
@@ -127,7 +127,7 @@ extension Worker {
         let id = stats.nextAdminRequest
         stats.pendingAdmin[id] = (ci, clients[ci].gen)
         clients[ci].adminRequest = id
-        clients[ci].stateSince = now
+        setClientState(ci, clients[ci].state)  // restarts stateSince: the request's wait
         let request = AdminRequest(requestID: id, isAdmin: clients[ci].admin == Worker.adminFull, query: query)
         sendBlob(request.encode(), kind: .adminRequest, requestID: id)
     }
@@ -159,7 +159,7 @@ extension Worker {
         scratch.clear()
         Backend.readyForQuery(into: &scratch, status: UInt8(ascii: "I"))
         clients[ci].out.append(scratch)
-        clients[ci].stateSince = now
+        setClientState(ci, clients[ci].state)
         adminInput(ci)
     }
 }

@@ -139,8 +139,7 @@ extension Worker {
             let ap = Int(l.pool)
             let si = pools[ap].idleHead
             if si >= 0 {
-                removeIdle(si)
-                runAuthQuery(li, on: si)
+                runAuthQuery(li, on: si)  // leaves the idle list
                 li += 1
                 continue
             }
@@ -174,8 +173,7 @@ extension Worker {
         authQuery.queriesRun &+= 1
         authQuery.lookups[li].server = si
         authQuery.lookups[li].since = now
-        servers[si].state = .authQuery
-        servers[si].stateSince = now
+        setServerState(si, .authQuery)
         let user = authQuery.lookups[li].user
         log.debug("S-\(servers[si].id): running auth_query for user \"\(user)\" (lookup \(authQuery.queriesRun))")
         scratch.clear()
@@ -191,13 +189,14 @@ extension Worker {
             if let base = servers[si].input.base {
                 let start = servers[si].input.start
                 let avail = servers[si].input.end - start
-                if avail >= 5 {
-                    let type = base.load(fromByteOffset: start, as: UInt8.self)
-                    let len = Int(ByteReader.int32(at: base + start + 1))
-                    if len < 4 || len > 1 << 20 {
-                        closeServer(si, reason: "invalid message length \(len) in the auth_query reply")
-                        return
-                    }
+                switch frameHeader(base + start, available: avail, .held) {
+                case .incomplete:
+                    break
+                case .invalid(let h):
+                    closeServer(si, reason: "invalid message length \(h.length) in the auth_query reply")
+                    return
+                case .header(let h):
+                    let type = h.type, len = h.length
                     if avail >= len + 1 {
                         let body = UnsafeRawBufferPointer(start: base + start + 5, count: len - 4)
                         guard let li = authQuery.lookups.firstIndex(where: { $0.server == si }) else {

@@ -41,9 +41,8 @@ extension Worker {
         }
         let si = servers.allocate()
         servers[si].fd = fd
-        servers[si].state = .cancelRequest
         servers[si].pool = Int32(p)
-        servers[si].stateSince = now
+        setServerState(si, .cancelRequest)
         servers[si].cancelTarget = target
         servers[si].cancelTargetGen = servers[target].gen
         servers[target].cancelsInFlight += 1

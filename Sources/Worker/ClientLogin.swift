@@ -58,10 +58,15 @@ extension Worker {
             handleStartupPacket(ci, packet)
             return clients[ci].state == .startup || clients[ci].state == .auth
         }
-        // Authentication: expect a 'p' message.
-        if avail < 5 { return false }
-        let type = p.load(as: UInt8.self)
-        let len = Int(ByteReader.int32(at: p + 1))
+        // Authentication: expect a 'p' message, held whole in the buffer (a SCRAM final message is
+        // ~200 bytes; a larger one could never be read and would hold the client until
+        // client_login_timeout).
+        let frame = frameHeader(p, available: avail, .held)
+        let type: UInt8, len: Int
+        switch frame {
+        case .incomplete: return false
+        case .header(let h), .invalid(let h): (type, len) = (h.type, h.length)
+        }
         if type != FrontendType.password {
             if type == FrontendType.terminate {
                 closeClient(ci, reason: "client terminated during authentication", notify: false)
@@ -71,9 +76,7 @@ extension Worker {
                        message: "expected password response, got message type \(type)")
             return false
         }
-        // A password/SASL message must fit the input buffer whole (a SCRAM final message is ~200 bytes);
-        // a larger one could never be read and would hold the client until client_login_timeout.
-        if len < 4 || len + 1 > buffers.size {
+        if case .invalid = frame {
             failClient(ci, code: SQLState.protocolViolation, message: "invalid password message length \(len)")
             return false
         }
@@ -164,8 +167,7 @@ extension Worker {
 
     func startAuthentication(_ ci: Int32) {
         guard let info = clients[ci].info else { return }
-        clients[ci].state = .auth
-        clients[ci].stateSince = now
+        setClientState(ci, .auth)
         var authType = config.authType
         if authType == .hba {
             // The first matching auth_hba_file line's method; nil: refused, or settled there (peer, cert).
@@ -376,8 +378,7 @@ extension Worker {
             sendClientError(ci, downError(p), close: true)
             return
         }
-        clients[ci].state = .waitWelcome
-        clients[ci].stateSince = now
+        setClientState(ci, .waitWelcome)
         if pools[p].connectingCount == 0 { launchWelcome(p) }
         flushClient(ci)
     }
@@ -404,8 +405,7 @@ extension Worker {
         Backend.backendKeyData(into: &scratch, processID: clientProcessID(ci), secretKey: clients[ci].cancelKey)
         Backend.readyForQuery(into: &scratch, status: UInt8(ascii: "I"))
         clients[ci].out.append(scratch)
-        clients[ci].state = .idle
-        clients[ci].stateSince = now
+        setClientState(ci, .idle)
         flushClient(ci)
         if clients[ci].state == .idle && clients[ci].input.hasUnscanned {
             clientData(ci)

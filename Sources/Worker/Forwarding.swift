@@ -294,13 +294,16 @@ extension Worker {
                 partial &-= take
                 continue
             }
-            if end &- scan < 5 { return scan > clients[ci].input.start ? .progress : .needMore }
-            let type = base.load(fromByteOffset: scan, as: UInt8.self)
-            let len = Int(ByteReader.int32(at: base + (scan &+ 1)))
-            if len < 4 || len > maxPacket {
+            let type: UInt8, len: Int
+            switch frameHeader(base + scan, available: end &- scan, .forwarded) {
+            case .incomplete:
+                return scan > clients[ci].input.start ? .progress : .needMore
+            case .header(let h):
+                (type, len) = (h.type, h.length)
+            case .invalid(let h):
                 clients[ci].input.scan = scan
-                failClient(ci, code: SQLState.protocolViolation,
-                           message: len < 4 ? "invalid message length \(len)" : "message too long (\(len) bytes; max_packet_size is \(maxPacket))")
+                failClient(ci, code: SQLState.protocolViolation, message: h.length < 4 ? "invalid message length \(h.length)"
+                           : "message too long (\(h.length) bytes; max_packet_size is \(maxPacket))")
                 return .stop
             }
             if type == FrontendType.terminate {
@@ -499,7 +502,7 @@ extension Worker {
         let end = servers[si].input.end
         var partial = servers[si].input.partial
         var result = ScanResult.progress
-        while scan < end {
+        scanning: while scan < end {
             let swallowing = servers[si].internalQueries > 0 || servers[si].client < 0
             if partial > 0 {
                 let take = min(partial, end &- scan)
@@ -509,12 +512,17 @@ extension Worker {
                 continue
             }
             let avail = end &- scan
-            if avail < 5 { result = .needMore; break }
-            let type = base.load(fromByteOffset: scan, as: UInt8.self)
-            let len = Int(ByteReader.int32(at: base + (scan &+ 1)))
-            if len < 4 || len > 0x4000_0000 {
+            let type: UInt8, len: Int
+            switch frameHeader(base + scan, available: avail, .forwarded) {
+            case .incomplete:
+                result = .needMore
+                break scanning
+            case .header(let h):
+                (type, len) = (h.type, h.length)
+            case .invalid(let h):
                 servers[si].input.scan = scan
-                serverBroken(si, reason: "invalid message length \(len) from server")
+                serverBroken(si, reason: h.length < 4 ? "invalid message length \(h.length) from server"
+                             : "message too long (\(h.length) bytes; max_packet_size is \(maxPacket))")
                 return .stop
             }
             let total = len &+ 1
@@ -637,10 +645,7 @@ extension Worker {
         let ci = servers[si].client
         log.warning("S-\(servers[si].id): transaction block in statement pooling mode")
         if ci >= 0 {
-            clients[ci].server = -1
-            unlinkServerCounts(si)
-            servers[si].client = -1
-            clients[ci].state = .idle
+            unlink(ci, si)
             sendClientError(ci, ErrorFields(severity: "FATAL", code: SQLState.featureNotSupported,
                 message: "transaction blocks not allowed in statement pooling mode"), close: true)
         }

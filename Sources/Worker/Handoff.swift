@@ -271,9 +271,8 @@ extension Worker {
         clients[ci].readable = true
         clients[ci].writable = true
         clients[ci].connectedAt = state.connectedAt
-        clients[ci].stateSince = now
         clients[ci].cancelKey = state.secretKey
-        clients[ci].state = .idle
+        setClientState(ci, .idle)
         let info = ClientInfo(trackedCount: tracked.names.count)
         info.user = state.user
         info.database = state.database

@@ -137,8 +137,7 @@ extension Worker {
         }
         log.info("C-\(clients[ci].id): closing because: \(fields.message) (\(fields.code))")
         detachClient(ci)
-        clients[ci].state = .closing
-        clients[ci].stateSince = now
+        setClientState(ci, .closing)
         flushClient(ci)
     }
 
@@ -147,8 +146,7 @@ extension Worker {
     func closeClientMidMessage(_ ci: Int32, reason: String) {
         log.info("C-\(clients[ci].id): closing because: \(reason) (inside a server message: closed without an error)")
         detachClient(ci)
-        clients[ci].state = .closing
-        clients[ci].stateSince = now
+        setClientState(ci, .closing)
         flushClient(ci)
     }
 
@@ -182,7 +180,7 @@ extension Worker {
     func detachClient(_ ci: Int32) {
         switch clients[ci].state {
         case .waitServer:
-            removeWaiting(ci)
+            setClientState(ci, .idle)  // out of the wait queue
         case .active:
             detachServer(fromClient: ci)
         default:
@@ -204,6 +202,7 @@ extension Worker {
         if let b = clients[ci].input.base { buffers.give(b) }
         clients[ci].largeParse.release()
         clients[ci].out.release()
+        setClientState(ci, .free)
         let gen = clients[ci].gen &+ 1
         clients[ci] = Client()
         clients[ci].gen = gen
@@ -223,10 +222,7 @@ extension Worker {
                 servers[si].input.start = servers[si].input.scan
             }
             let midMessage = servers[si].input.partial > 0
-            clients[ci].server = -1
-            unlinkServerCounts(si)
-            servers[si].client = -1
-            clients[ci].state = .idle
+            unlink(ci, si)
             if midMessage {
                 closeClientMidMessage(ci, reason: "server conn crashed? (\(reason))")
             } else {
@@ -243,16 +239,11 @@ extension Worker {
         let p = Int(servers[si].pool)
         log.debug("S-\(servers[si].id): closing: \(reason)")
         switch servers[si].state {
-        case .idle:
-            removeIdle(si)
         case .active:
             let ci = servers[si].client
             let midMessage = servers[si].input.partial > 0
-            unlinkServerCounts(si)
             if ci >= 0 {
-                clients[ci].server = -1
-                servers[si].client = -1
-                clients[ci].state = .idle
+                unlink(ci, si)
                 if midMessage {
                     closeClientMidMessage(ci, reason: "server connection closed: \(reason)")
                 } else {
@@ -260,18 +251,13 @@ extension Worker {
                                                     message: "server connection closed: \(reason)"), close: true)
                 }
             }
-        case .connecting, .login:
-            pools[p].connectingCount -= 1
         case .authQuery:
             authQueryServerClosed(si, reason: reason)
         default:
             break
         }
-        if servers[si].state == .cancelRequest {
-            cancelFinished(si)
-        } else if p >= 0 {
-            pools[p].serverCount -= 1
-        }
+        if servers[si].state == .cancelRequest { cancelFinished(si) }
+        setServerState(si, .free)  // out of the idle list and the pool's counts
         freeTLS(server: si)
         if servers[si].fd >= 0 { Posix.close(servers[si].fd) }
         if let b = servers[si].input.base { buffers.give(b) }

@@ -9,7 +9,6 @@ extension Worker {
         if !paused && !pools[pi].limits.dbPaused {
             let si = pools[pi].idleHead
             if si >= 0 {
-                removeIdle(si)
                 link(ci, si)
                 return clients[ci].state == .active
             }
@@ -22,9 +21,7 @@ extension Worker {
             sendClientError(ci, downError(pi), close: true)
             return false
         }
-        clients[ci].state = .waitServer
-        clients[ci].stateSince = now
-        enqueueWaiting(ci)
+        setClientState(ci, .waitServer)
         if !paused && !pools[pi].limits.dbPaused { launchIfNeeded(p) }
         return false
     }
@@ -43,22 +40,23 @@ extension Worker {
         }
     }
 
+    /// Pairs a client with a server of its pool (idle, just released, reset or logged in): both become
+    /// active; the client leaves the wait queue, the server the idle list.
     func link(_ ci: Int32, _ si: Int32) {
         statsLink(ci, si)  // stats hook (WorkerStats.swift)
         let p = Int(clients[ci].pool)
-        servers[si].state = .active
+        setServerState(si, .active)
         servers[si].client = ci
-        servers[si].stateSince = now
         servers[si].lastReady = now
         servers[si].watchTags = pools[p].mode != .session
         servers[si].tracking = pools[p].mode != .session && hot.pointee.trackPrepared
         servers[si].slotHead = 0
         servers[si].slotCount = 0
         clients[ci].server = si
-        clients[ci].state = .active
-        clients[ci].stateSince = now
-        pools[p].activeCount += 1
-        activeServerCount += 1
+        setClientState(ci, .active)
+        #if DEBUG
+        checkLink(ci, si)
+        #endif
         syncParameters(ci, si)
     }
 
@@ -125,13 +123,7 @@ extension Worker {
     /// through; the server goes back to the pool and the client keeps its connection.
     func releaseServer(_ si: Int32) {
         let ci = servers[si].client
-        if ci >= 0 {
-            clients[ci].server = -1
-            clients[ci].state = .idle
-            clients[ci].stateSince = now
-        }
-        unlinkServerCounts(si)
-        servers[si].client = -1
+        if ci >= 0 { unlink(ci, si) }
         dropLeftovers(si)
         if servers[si].needsReset && !config.serverResetQuery.isEmpty {
             resetServer(si, rollback: false, reset: true)
@@ -145,11 +137,15 @@ extension Worker {
         }
     }
 
-    func unlinkServerCounts(_ si: Int32) {
-        if servers[si].state == .active {
-            pools[Int(servers[si].pool)].activeCount -= 1
-            activeServerCount -= 1
-        }
+    /// Undoes a link: the client is idle again; the server stays `.active`, unlinked, until the caller
+    /// moves it on (to a waiting client, the idle list, a reset, or closed).
+    func unlink(_ ci: Int32, _ si: Int32) {
+        #if DEBUG
+        checkLink(ci, si)
+        #endif
+        clients[ci].server = -1
+        servers[si].client = -1
+        setClientState(ci, .idle)
     }
 
     /// Bytes a server sent after the ReadyForQuery that freed it belong to nobody now.
@@ -168,8 +164,7 @@ extension Worker {
         let p = servers[si].pool
         let pi = Int(p)
         if servers[si].cancelsInFlight > 0 {
-            servers[si].state = .beingCanceled
-            servers[si].stateSince = now
+            setServerState(si, .beingCanceled)
             return
         }
         if servers[si].dirty {
@@ -194,14 +189,11 @@ extension Worker {
         if hot.pointee.authQueriesWaiting > 0 && authQueryTakes(si) { return }
         if !paused && pools[pi].waitHead >= 0 && !hot.pointee.safeShutdown {
             let ci = pools[pi].waitHead
-            removeWaiting(ci)
             link(ci, si)
             clientData(ci)
             return
         }
-        servers[si].state = .idle
-        servers[si].stateSince = now
-        pushIdle(si)
+        setServerState(si, .idle)
     }
 
     /// Serves waiting clients from idle servers (after RESUME) and launches what is missing.
@@ -210,9 +202,7 @@ extension Worker {
         if pools[pi].limits.dbPaused { return }
         while pools[pi].waitHead >= 0 && pools[pi].idleHead >= 0 {
             let si = pools[pi].idleHead
-            removeIdle(si)
             let ci = pools[pi].waitHead
-            removeWaiting(ci)
             link(ci, si)
             clientData(ci)
         }
@@ -224,8 +214,8 @@ extension Worker {
     func detachServer(fromClient ci: Int32) {
         let si = clients[ci].server
         guard si >= 0 else { return }
+        // The client is leaving (its caller closes or frees it): only the pointers are undone here.
         clients[ci].server = -1
-        unlinkServerCounts(si)
         servers[si].client = -1
         servers[si].releaseOnFlush = false
         // Quiet means: no query running, no protocol exchange half done, no bytes in flight.
@@ -261,8 +251,7 @@ extension Worker {
     /// Rolls back an open transaction and/or runs server_reset_query; the answers are swallowed and the
     /// server goes back to the pool after the last ReadyForQuery.
     func resetServer(_ si: Int32, rollback: Bool, reset: Bool) {
-        servers[si].state = .resetting
-        servers[si].stateSince = now
+        setServerState(si, .resetting)
         scratch.clear()
         if rollback {
             Frontend.query(into: &scratch, sql: "ROLLBACK")

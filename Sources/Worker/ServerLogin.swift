@@ -25,15 +25,14 @@ extension Worker {
         let si = servers.allocate()
         nextServerID &+= 1
         servers[si].fd = fd
-        servers[si].state = .connecting
         servers[si].pool = p
+        setServerState(si, .connecting)
         servers[si].client = -1
         servers[si].id = nextServerID
         servers[si].readable = false
         servers[si].writable = false
         servers[si].eof = false
         servers[si].createdAt = now
-        servers[si].stateSince = now
         servers[si].pendingSyncs = 0
         servers[si].unsynced = false
         servers[si].internalQueries = 0
@@ -45,8 +44,6 @@ extension Worker {
         info.hostKey = hostKey
         info.socketAddress = address
         servers[si].info = info
-        pools[pi].serverCount += 1
-        pools[pi].connectingCount += 1
         do {
             try epoll.add(fd, events: [.input, .output, .readHangup, .edgeTriggered],
                           data: Token.make(kind: Token.server, gen: servers[si].gen, index: si))
@@ -60,8 +57,7 @@ extension Worker {
     }
 
     func serverConnected(_ si: Int32) {
-        servers[si].state = .login
-        servers[si].stateSince = now
+        setServerState(si, .login)
         servers[si].writable = true
         if beginServerTLS(si) { return }
         sendServerStartup(si)
@@ -83,7 +79,7 @@ extension Worker {
             if let base = servers[si].input.base {
                 let start = servers[si].input.start
                 let avail = servers[si].input.end - start
-                switch Wire.peekHeader(base + start, available: avail, maxLength: 65536) {
+                switch frameHeader(base + start, available: avail, .held) {
                 case .incomplete:
                     break
                 case .invalid:
@@ -169,7 +165,7 @@ extension Worker {
 
     private func serverLoginDone(_ si: Int32) {
         let p = Int(servers[si].pool)
-        pools[p].connectingCount -= 1
+        // Still `.login` (counted as connecting) until serverIdle hands it on or parks it.
         pools[p].loginError = nil
         pools[p].loginFailedAt = 0
         pools[p].loginBackoff = nil
@@ -200,8 +196,7 @@ extension Worker {
         let p = servers[si].pool
         log.warning("S-\(servers[si].id): server login failed: \(fields.message)")
         if servers[si].state == .connecting || servers[si].state == .login {
-            pools[Int(p)].connectingCount -= 1
-            servers[si].state = .closing
+            setServerState(si, .closing)
         }
         let failover = noteConnectFailure(p, key: servers[si].info?.hostKey ?? "", fields)
         closeServer(si, reason: "login failed")

@@ -192,7 +192,6 @@ extension Worker {
             return true
         }
         if pools[pi].limits.closeBefore > 0 && servers[si].createdAt <= pools[pi].limits.closeBefore {
-            servers[si].state = .resetting
             closeServer(si, reason: "RECONNECT")
             launchIfNeeded(Int32(pi))
             return true
@@ -216,9 +215,7 @@ extension Worker {
         }
         if pools[pi].limits.dbPaused {
             // PAUSE db: back to the idle list, nobody waiting gets it until RESUME db.
-            servers[si].state = .idle
-            servers[si].stateSince = now
-            pushIdle(si)
+            setServerState(si, .idle)
             return true
         }
         return false
@@ -259,12 +256,10 @@ extension Worker {
     /// its replacement never overlaps it, not even in PostgreSQL's view. The server is idle (in the
     /// idle list) or was just released by its client (`serverIdle`: counts already settled).
     func retireServer(_ si: Int32, reason: String) {
-        if servers[si].state == .idle { removeIdle(si) }
         log.debug("S-\(servers[si].id): closing: \(reason)")
         let terminate: (UInt8, UInt8, UInt8, UInt8, UInt8) = (0x58, 0, 0, 0, 4)
         withUnsafeBytes(of: terminate) { _ = try? Posix.send(servers[si].fd, $0.baseAddress!, 5) }
-        servers[si].state = .closing
-        servers[si].stateSince = now
+        setServerState(si, .closing)  // leaves the idle list; still counted until EOF
         pools[Int(servers[si].pool)].limits.retiring += 1
         limits.retiring += 1
         servers[si].readable = true

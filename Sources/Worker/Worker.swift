@@ -259,14 +259,13 @@ final class Worker {
             let ci = clients.allocate()
             nextClientID &+= 1
             clients[ci].fd = fd
-            clients[ci].state = .startup
+            setClientState(ci, .startup)
             clients[ci].id = nextClientID
             clients[ci].isUnix = isUnix
             clients[ci].readable = true
             clients[ci].writable = true
             clients[ci].eof = false
             clients[ci].connectedAt = now
-            clients[ci].stateSince = now
             clients[ci].cancelKey = randomUInt32()
             let info = ClientInfo(trackedCount: tracked.names.count)
             info.peer = isUnix ? "unix" : peer.description

@@ -189,13 +189,17 @@ final class ProtocolFramingTests: XCTestCase {
     func testInvalidLengths() {
         for bytes: [UInt8] in [[0x51, 0, 0, 0, 3], [0x51, 0, 0, 0, 0], [0x51, 0xFF, 0xFF, 0xFF, 0xFF],
                                [0x51, 0x80, 0, 0, 0], [0x51, 0, 0, 0x10, 1], [0x01, 0x7F, 0xFF, 0xFF, 0xFF]] {
-            guard case .invalid(let reason) = peek(bytes, max: 4096) else {
+            guard case .invalid(let h) = peek(bytes, max: 4096) else {
                 return XCTFail("\(bytes) accepted")
             }
-            XCTAssertFalse(reason.isEmpty)
+            XCTAssertEqual(h.type, bytes[0])
+            XCTAssertFalse(Wire.invalidLengthReason(h, maxLength: 4096).isEmpty)
         }
-        guard case .invalid(let reason) = peek([0x51, 0, 0, 0, 3]) else { return XCTFail() }
-        XCTAssertTrue(reason.contains("'Q'"), reason)
+        guard case .invalid(let h) = peek([0x51, 0, 0, 0, 3]) else { return XCTFail() }
+        let reason = Wire.invalidLengthReason(h, maxLength: 1 << 20)
+        XCTAssertTrue(reason.contains("'Q'") && reason.contains("minimum is 4"), reason)
+        guard case .invalid(let big) = peek([0x51, 0, 0, 0x10, 1], max: 4096) else { return XCTFail() }
+        XCTAssertTrue(Wire.invalidLengthReason(big, maxLength: 4096).contains("exceeds the limit of 4096"))
     }
 
     func testScanningAStream() {

@@ -27,19 +27,26 @@ public enum Wire {
     /// Returns `.incomplete` while fewer than the 5 header bytes are available, `.invalid` when the
     /// length is below 4 or above `maxLength`, otherwise `.header` — as soon as the header is there,
     /// even if the body is not yet: the caller compares `header.frameLength` with what it has.
-    @inlinable
+    /// Every reader of a regular message header goes through here (the worker's `frameHeader` picks
+    /// `maxLength`); the result is a plain value, no reference counting on the data path.
+    @inlinable @inline(__always)
     public static func peekHeader(_ p: UnsafeRawPointer, available: Int, maxLength: Int) -> FrameResult {
         if available < 5 { return .incomplete }
         let type = p.load(as: UInt8.self)
         let length = Int(ByteReader.int32(at: p + 1))
-        if length < 4 || length > maxLength {
-            return .invalid(reason: invalidLengthReason(type: type, length: length, maxLength: maxLength))
-        }
-        return .header(MessageHeader(type: type, length: length))
+        let header = MessageHeader(type: type, length: length)
+        if length < 4 || length > maxLength { return .invalid(header) }
+        return .header(header)
     }
 
-    // Kept out of line so the hot path carries no string-building code.
-    @usableFromInline @inline(never)
+    /// Why `header` was refused under `maxLength`, for a log line or an ErrorResponse. Kept out of line
+    /// so the data path carries no string-building code.
+    @inline(never)
+    public static func invalidLengthReason(_ header: MessageHeader, maxLength: Int) -> String {
+        invalidLengthReason(type: header.type, length: header.length, maxLength: maxLength)
+    }
+
+    @inline(never)
     static func invalidLengthReason(type: UInt8, length: Int, maxLength: Int) -> String {
         let printable = type >= 0x20 && type < 0x7F ? "'\(Character(Unicode.Scalar(type)))'" : "0x\(String(type, radix: 16))"
         if length < 4 {
@@ -67,10 +74,12 @@ public struct MessageHeader: Equatable, Sendable {
     @inlinable public var bodyLength: Int { length &- 4 }
 }
 
+@frozen
 public enum FrameResult: Equatable, Sendable {
     case incomplete
     case header(MessageHeader)
-    case invalid(reason: String)
+    /// The length word is below 4 or above the cap: the header as read (see `Wire.invalidLengthReason`).
+    case invalid(MessageHeader)
 }
 
 /// Type bytes of messages sent by the server. Computed constants, not `static let`: a global `let`

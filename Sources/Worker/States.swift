@@ -1,0 +1,122 @@
+// The one place a connection changes state, in the manner of PgBouncer's change_client_state /
+// change_server_state: `setClientState` and `setServerState` alone write `.state`, and with it keep
+// the lists and counters a state implies and `stateSince`. Nothing else adds to or removes from a
+// pool's idle list or wait queue, or counts servers by state.
+//
+// What each state means for the lists and counters (docs/ARCHITECTURE.md draws both machines):
+//   client .waitServer         in its pool's wait queue (FIFO), counted in waitCount
+//   server .connecting/.login  counted in connectingCount
+//   server .idle               in its pool's idle list (LIFO), counted in idleCount
+//   server .active             counted in the pool's activeCount and the worker's activeServerCount
+//   server, any but .free and .cancelRequest: counted in serverCount (a cancel connection is not
+//   one of the pool's servers)
+// Adding a state: add the case to ClientState/ServerState, then its enter/leave effects here.
+import Shared
+
+extension Worker {
+    /// Moves a client to `to`: leaves the wait queue when it stops waiting, joins it when it starts.
+    /// A move to the same state only restarts `stateSince`.
+    @inline(__always)
+    func setClientState(_ ci: Int32, _ to: ClientState) {
+        let from = clients[ci].state
+        clients[ci].stateSince = now
+        if from == to { return }
+        if from == .waitServer { removeWaiting(ci) }
+        clients[ci].state = to
+        if to == .waitServer { enqueueWaiting(ci) }
+        #if DEBUG
+        checkPoolInvariants(clients[ci].pool)
+        #endif
+    }
+
+    /// Moves a server to `to`, keeping its pool's idle list and counters and the worker's count of
+    /// active servers. The server's `pool` must be set before it leaves `.free`.
+    @inline(__always)
+    func setServerState(_ si: Int32, _ to: ServerState) {
+        let from = servers[si].state
+        servers[si].stateSince = now
+        if from == to { return }
+        let p = Int(servers[si].pool)
+        switch from {
+        case .idle:
+            removeIdle(si)
+        case .active:
+            pools[p].activeCount -= 1
+            activeServerCount -= 1
+        case .connecting, .login:
+            if to != .connecting && to != .login { pools[p].connectingCount -= 1 }
+        default:
+            break
+        }
+        if p >= 0 {
+            let was = Worker.isPoolServer(from), isNow = Worker.isPoolServer(to)
+            if isNow && !was { pools[p].serverCount += 1 }
+            if was && !isNow { pools[p].serverCount -= 1 }
+        }
+        servers[si].state = to
+        switch to {
+        case .idle:
+            pushIdle(si)
+        case .active:
+            pools[p].activeCount += 1
+            activeServerCount += 1
+        case .connecting, .login:
+            if from != .connecting && from != .login { pools[p].connectingCount += 1 }
+        default:
+            break
+        }
+        #if DEBUG
+        checkPoolInvariants(servers[si].pool)
+        #endif
+    }
+
+    /// Counted in its pool's serverCount: every state but free and a cancel connection's.
+    @inline(__always)
+    static func isPoolServer(_ s: ServerState) -> Bool { s != .free && s != .cancelRequest }
+
+    #if DEBUG
+    /// Debug builds (`make test`): after every transition, the pool's counters equal what its lists and
+    /// its servers' states say. A mismatch is a bug in a transition: stop at once, loudly.
+    func checkPoolInvariants(_ p: Int32) {
+        guard p >= 0, Int(p) < pools.capacity, pools[Int(p)].inUse else { return }
+        let pi = Int(p)
+        var idle = 0, wait = 0, all = 0, connecting = 0, active = 0, activeAll = 0
+        var si = pools[pi].idleHead
+        while si >= 0 {
+            precondition(servers[si].state == .idle, "S-\(servers[si].id) in the idle list in state \(servers[si].state)")
+            idle += 1
+            si = servers[si].idleNext
+        }
+        var ci = pools[pi].waitHead
+        while ci >= 0 {
+            precondition(clients[ci].state == .waitServer, "C-\(clients[ci].id) in the wait queue in state \(clients[ci].state)")
+            wait += 1
+            ci = clients[ci].waitNext
+        }
+        var i: Int32 = 0
+        while i < Int32(servers.capacity) {
+            let s = servers[i].state
+            if s == .active { activeAll += 1 }
+            if servers[i].pool == p && s != .free && s != .cancelRequest {
+                all += 1
+                if s == .connecting || s == .login { connecting += 1 }
+                if s == .active { active += 1 }
+            }
+            i += 1
+        }
+        let c = pools[pi]
+        precondition(idle == c.idleCount && wait == c.waitCount && all == c.serverCount
+                     && connecting == c.connectingCount && active == c.activeCount && activeAll == activeServerCount,
+                     "pool \(c.database)/\(c.user): counters idle \(c.idleCount) wait \(c.waitCount) servers \(c.serverCount) "
+                     + "connecting \(c.connectingCount) active \(c.activeCount) (worker \(activeServerCount)), but the lists "
+                     + "and states say \(idle) \(wait) \(all) \(connecting) \(active) (\(activeAll))")
+    }
+
+    /// A linked pair points at each other (checked where pairs are made and undone).
+    func checkLink(_ ci: Int32, _ si: Int32) {
+        precondition(clients[ci].server == si && servers[si].client == ci
+                     && clients[ci].state == .active && servers[si].state == .active,
+                     "C-\(clients[ci].id) and S-\(servers[si].id) are not a linked pair")
+    }
+    #endif
+}
