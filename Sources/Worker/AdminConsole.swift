@@ -15,7 +15,7 @@ extension Worker {
     /// or as pgswift's own user gets in without a password; everyone else authenticates as usual and
     /// must then be in admin_users or stats_users.
     func adminLogin(_ ci: Int32) {
-        if clients[ci].isUnix, let uid = Sockets.peerUID(clients[ci].fd), uid == 0 || uid == getuid() {
+        if clients[ci].isUnix, let uid = Sockets.peerUID(clients[ci].io.fd), uid == 0 || uid == getuid() {
             clients[ci].admin = Worker.adminFull
             adminLoginDone(ci)
             return
@@ -51,7 +51,7 @@ extension Worker {
         }
         Backend.backendKeyData(into: &scratch, processID: clientProcessID(ci), secretKey: clients[ci].cancelKey)
         Backend.readyForQuery(into: &scratch, status: UInt8(ascii: "I"))
-        clients[ci].out.append(scratch)
+        clients[ci].io.out.append(scratch)
         setClientState(ci, .idle)
         if config.logConnections { log.info("C-\(clients[ci].id): admin console login (\(clients[ci].admin == Worker.adminFull ? "admin" : "stats"))") }
         flushClient(ci)
@@ -61,11 +61,11 @@ extension Worker {
     /// Events of a logged-in admin client: write what is pending, then run queries one at a time.
     func adminInput(_ ci: Int32) {
         while clients[ci].state == .idle {
-            if !clients[ci].out.isEmpty && !flushClient(ci) { return }
+            if !clients[ci].io.out.isEmpty && !flushClient(ci) { return }
             // One query at a time: the rest waits in the buffer until the answer came back.
             if clients[ci].adminRequest != 0 { return }
             if adminNextMessage(ci) { continue }
-            if !clients[ci].readable { return }
+            if !clients[ci].io.readable { return }
             switch readInto(client: ci) {
             case .data: continue
             case .wouldBlock: return
@@ -81,9 +81,9 @@ extension Worker {
 
     /// Handles one complete message if the buffer holds one; true when it consumed something.
     private func adminNextMessage(_ ci: Int32) -> Bool {
-        guard let base = clients[ci].input.base else { return false }
-        let start = clients[ci].input.start
-        let avail = clients[ci].input.end - start
+        guard let base = clients[ci].io.input.base else { return false }
+        let start = clients[ci].io.input.start
+        let avail = clients[ci].io.input.end - start
         let p = base + start
         let type: UInt8, len: Int
         switch frameHeader(p, available: avail, .held) {
@@ -95,8 +95,8 @@ extension Worker {
         }
         if avail < len + 1 { return false }
         let body = [UInt8](UnsafeRawBufferPointer(start: p + 5, count: len - 4))
-        consumeInput(client: ci, len + 1)
-        clients[ci].input.scan = clients[ci].input.start
+        clients[ci].io.consume(len + 1, buffers)
+        clients[ci].io.input.scan = clients[ci].io.input.start
         switch type {
         case FrontendType.query:
             let text = String(decoding: body.prefix(while: { $0 != 0 }), as: UTF8.self)
@@ -115,7 +115,7 @@ extension Worker {
             scratch.clear()
             Backend.emptyQueryResponse(into: &scratch)
             Backend.readyForQuery(into: &scratch, status: UInt8(ascii: "I"))
-            clients[ci].out.append(scratch)
+            clients[ci].io.out.append(scratch)
             return
         }
         guard controlFD >= 0 else {
@@ -125,7 +125,7 @@ extension Worker {
         stats.nextAdminRequest &+= 1
         if stats.nextAdminRequest == 0 { stats.nextAdminRequest = 1 }
         let id = stats.nextAdminRequest
-        stats.pendingAdmin[id] = (ci, clients[ci].gen)
+        stats.pendingAdmin[id] = (ci, clients[ci].io.gen)
         clients[ci].adminRequest = id
         setClientState(ci, clients[ci].state)  // restarts stateSince: the request's wait
         let request = AdminRequest(requestID: id, isAdmin: clients[ci].admin == Worker.adminFull, query: query)
@@ -136,13 +136,13 @@ extension Worker {
         scratch.clear()
         AdminResults.error(error, into: &scratch)
         Backend.readyForQuery(into: &scratch, status: UInt8(ascii: "I"))
-        clients[ci].out.append(scratch)
+        clients[ci].io.out.append(scratch)
     }
 
     /// The supervisor is gone: queries waiting for its answer get an error instead of waiting forever.
     func failPendingAdminRequests() {
         for (id, (ci, gen)) in stats.pendingAdmin {
-            guard clients[ci].gen == gen, clients[ci].state == .idle, clients[ci].adminRequest == id else { continue }
+            guard clients[ci].io.gen == gen, clients[ci].state == .idle, clients[ci].adminRequest == id else { continue }
             clients[ci].adminRequest = 0
             adminAnswered(ci, error: AdminError("the pgswift supervisor is gone; this worker only serves its remaining clients"))
             adminInput(ci)
@@ -153,12 +153,12 @@ extension Worker {
     /// The supervisor's answer: written to the client with ReadyForQuery, then the next query runs.
     func adminAnswered(requestID: UInt32, bytes: [UInt8]) {
         guard let (ci, gen) = stats.pendingAdmin.removeValue(forKey: requestID) else { return }
-        guard clients[ci].gen == gen, clients[ci].state == .idle, clients[ci].adminRequest == requestID else { return }
+        guard clients[ci].io.gen == gen, clients[ci].state == .idle, clients[ci].adminRequest == requestID else { return }
         clients[ci].adminRequest = 0
-        bytes.withUnsafeBytes { clients[ci].out.append($0) }
+        bytes.withUnsafeBytes { clients[ci].io.out.append($0) }
         scratch.clear()
         Backend.readyForQuery(into: &scratch, status: UInt8(ascii: "I"))
-        clients[ci].out.append(scratch)
+        clients[ci].io.out.append(scratch)
         setClientState(ci, clients[ci].state)
         adminInput(ci)
     }

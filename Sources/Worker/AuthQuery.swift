@@ -178,17 +178,17 @@ extension Worker {
         log.debug("S-\(servers[si].id): running auth_query for user \"\(user)\" (lookup \(authQuery.queriesRun))")
         scratch.clear()
         AuthQueryReply.request(into: &scratch, query: config.authQuery, user: user)
-        servers[si].out.append(scratch)
+        servers[si].io.out.append(scratch)
         flushServer(si)
     }
 
     /// Reads the reply of the query a server runs for us.
     func authQueryServerEvent(_ si: Int32) {
-        if !servers[si].out.isEmpty && !flushServer(si) { return }
+        if !servers[si].io.out.isEmpty && !flushServer(si) { return }
         while servers[si].state == .authQuery {
-            if let base = servers[si].input.base {
-                let start = servers[si].input.start
-                let avail = servers[si].input.end - start
+            if let base = servers[si].io.input.base {
+                let start = servers[si].io.input.start
+                let avail = servers[si].io.input.end - start
                 switch frameHeader(base + start, available: avail, .held) {
                 case .incomplete:
                     break
@@ -204,7 +204,7 @@ extension Worker {
                             return
                         }
                         let step = authQuery.lookups[li].reply.receive(type: type, body: body)
-                        consumeInput(server: si, len + 1)
+                        servers[si].io.consume(len + 1, buffers)
                         switch step {
                         case .more:
                             continue
@@ -219,7 +219,7 @@ extension Worker {
                     }
                 }
             }
-            if !servers[si].readable { return }
+            if !servers[si].io.readable { return }
             switch readInto(server: si) {
             case .data: continue
             case .wouldBlock: return

@@ -40,23 +40,23 @@ extension Worker {
             return
         }
         let si = servers.allocate()
-        servers[si].fd = fd
+        servers[si].io.fd = fd
         servers[si].pool = Int32(p)
         setServerState(si, .cancelRequest)
         servers[si].cancelTarget = target
-        servers[si].cancelTargetGen = servers[target].gen
+        servers[si].cancelTargetGen = servers[target].io.gen
         servers[target].cancelsInFlight += 1
         scratch.clear()
         Frontend.cancelRequest(into: &scratch, processID: servers[target].backendPID, secretKey: servers[target].backendKey)
-        servers[si].out.append(scratch)
+        servers[si].io.out.append(scratch)
         do {
             try epoll.add(fd, events: [.input, .output, .readHangup, .edgeTriggered],
-                          data: Token.make(kind: Token.server, gen: servers[si].gen, index: si))
+                          data: Token.make(kind: Token.server, gen: servers[si].io.gen, index: si))
         } catch {
             closeServer(si, reason: "epoll failure")
             return
         }
-        if connected { servers[si].writable = true; flushServer(si) }
+        if connected { servers[si].io.writable = true; flushServer(si) }
     }
 
     /// The cancel connection is done once PostgreSQL closes it (it has signalled the backend by then).
@@ -65,9 +65,9 @@ extension Worker {
         while servers[si].state == .cancelRequest {
             switch readInto(server: si) {
             case .data, .full:
-                servers[si].input.start = servers[si].input.end
-                servers[si].input.scan = servers[si].input.end
-                releaseIfEmpty(server: si)
+                servers[si].io.input.start = servers[si].io.input.end
+                servers[si].io.input.scan = servers[si].io.input.end
+                servers[si].io.releaseIfEmpty(buffers)
             case .wouldBlock:
                 return
             case .closed:
@@ -79,7 +79,7 @@ extension Worker {
     /// A cancel connection ended: its target may be handed out again.
     func cancelFinished(_ si: Int32) {
         let target = servers[si].cancelTarget
-        guard target >= 0, servers[target].gen == servers[si].cancelTargetGen,
+        guard target >= 0, servers[target].io.gen == servers[si].cancelTargetGen,
               servers[target].state != .free else { return }
         servers[target].cancelsInFlight -= 1
         if servers[target].cancelsInFlight == 0 && servers[target].state == .beingCanceled {

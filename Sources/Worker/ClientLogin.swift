@@ -8,10 +8,10 @@ extension Worker {
     /// Reads and handles login-phase input (startup packet, password messages).
     func clientLoginInput(_ ci: Int32) {
         while clients[ci].state == .startup || clients[ci].state == .auth {
-            if clients[ci].tls != nil && !clients[ci].usesTLS && !clientHandshake(ci) { break }
+            if clients[ci].io.tls != nil && !clients[ci].usesTLS && !clientHandshake(ci) { break }
             if processLoginBytes(ci) { continue }
             // Need more bytes.
-            if !clients[ci].readable { break }
+            if !clients[ci].io.readable { break }
             switch readInto(client: ci) {
             case .data: continue
             case .wouldBlock: break
@@ -30,12 +30,12 @@ extension Worker {
 
     /// Handles one complete login packet if the buffer holds one. Returns true when it consumed something.
     private func processLoginBytes(_ ci: Int32) -> Bool {
-        guard let base = clients[ci].input.base else { return false }
-        let start = clients[ci].input.start
-        let avail = clients[ci].input.end - start
+        guard let base = clients[ci].io.input.base else { return false }
+        let start = clients[ci].io.input.start
+        let avail = clients[ci].io.input.end - start
         let p = base + start
         if clients[ci].state == .startup {
-            if avail > 0 && clients[ci].tls == nil && p.load(as: UInt8.self) == 0x16 {
+            if avail > 0 && clients[ci].io.tls == nil && p.load(as: UInt8.self) == 0x16 {
                 // A TLS ClientHello with no SSLRequest before it: PostgreSQL 17's direct TLS.
                 clientDirectTLS(ci)
                 return clients[ci].state == .startup
@@ -54,7 +54,7 @@ extension Worker {
                 failClient(ci, code: SQLState.protocolViolation, message: "\(error)")
                 return false
             }
-            consumeInput(client: ci, len)
+            clients[ci].io.consume(len, buffers)
             handleStartupPacket(ci, packet)
             return clients[ci].state == .startup || clients[ci].state == .auth
         }
@@ -83,7 +83,7 @@ extension Worker {
         if avail < len + 1 { return false }
         let body = UnsafeRawBufferPointer(start: p + 5, count: len - 4)
         let bytes = [UInt8](body)
-        consumeInput(client: ci, len + 1)
+        clients[ci].io.consume(len + 1, buffers)
         handlePasswordMessage(ci, bytes)
         return clients[ci].state == .auth
     }
@@ -150,7 +150,7 @@ extension Worker {
         if msg.minorVersion > 0 || !msg.unrecognizedProtocolOptions.isEmpty {
             scratch.clear()
             Backend.negotiateProtocolVersion(into: &scratch, newestMinor: 0, unrecognized: msg.unrecognizedProtocolOptions)
-            clients[ci].out.append(scratch)
+            clients[ci].io.out.append(scratch)
         }
         if Worker.adminDatabases.contains(db) {
             adminLogin(ci)
@@ -247,7 +247,7 @@ extension Worker {
                        message: "auth_type \(authType.rawValue) is not supported by pgswift yet")
             return
         }
-        clients[ci].out.append(scratch)
+        clients[ci].io.out.append(scratch)
     }
 
     private func handlePasswordMessage(_ ci: Int32, _ body: [UInt8]) {
@@ -290,7 +290,7 @@ extension Worker {
                     info.auth = .scram(exchange, sawClientFirst: true)
                     scratch.clear()
                     Backend.authenticationSASLContinue(into: &scratch, data: serverFirst)
-                    clients[ci].out.append(scratch)
+                    clients[ci].io.out.append(scratch)
                 case .failure(let f):
                     failClient(ci, code: SQLState.protocolViolation, message: "malformed SCRAM message")
                     log.warning("C-\(clients[ci].id): SCRAM client-first rejected: \(f.reason)")
@@ -305,7 +305,7 @@ extension Worker {
                     }
                     scratch.clear()
                     Backend.authenticationSASLFinal(into: &scratch, data: serverFinal)
-                    clients[ci].out.append(scratch)
+                    clients[ci].io.out.append(scratch)
                     authenticated(ci)
                 case .failure(let f):
                     passwordFailed(ci, reason: info.mockReason ?? f.reason)
@@ -404,10 +404,10 @@ extension Worker {
         }
         Backend.backendKeyData(into: &scratch, processID: clientProcessID(ci), secretKey: clients[ci].cancelKey)
         Backend.readyForQuery(into: &scratch, status: UInt8(ascii: "I"))
-        clients[ci].out.append(scratch)
+        clients[ci].io.out.append(scratch)
         setClientState(ci, .idle)
         flushClient(ci)
-        if clients[ci].state == .idle && clients[ci].input.hasUnscanned {
+        if clients[ci].state == .idle && clients[ci].io.input.hasUnscanned {
             clientData(ci)
         }
     }

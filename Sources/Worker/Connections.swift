@@ -106,22 +106,13 @@ enum ClientAuth {
 }
 
 struct Client {
-    var fd: Int32 = -1
-    var gen: UInt32 = 0
+    /// Socket, buffers, readiness and TLS (Endpoint.swift), the same for both sides.
+    var io = Endpoint(writable: true)
     var state: ClientState = .free
     var pool: Int32 = -1
     var server: Int32 = -1
     var id: UInt32 = 0
-    var input = IOBuf()
-    var out = PendingOut()
-    var readable = false
-    var writable = true
-    var eof = false
-    /// epoll reported RDHUP/HUP/ERR: read until EOF, never stop at a short read.
-    var hangup = false
     var isUnix = false
-    /// TLS state (TLSConnection.swift); nil for plaintext, the only test the plaintext data path pays.
-    var tls: TLSConn? = nil
     var waitNext: Int32 = -1
     var waitPrev: Int32 = -1
     var connectedAt: Int64 = 0
@@ -174,18 +165,12 @@ final class ServerInfo {
 }
 
 struct Server {
-    var fd: Int32 = -1
-    var gen: UInt32 = 0
+    /// Socket, buffers, readiness and TLS (Endpoint.swift), the same for both sides.
+    var io = Endpoint(writable: false)
     var state: ServerState = .free
     var pool: Int32 = -1
     var client: Int32 = -1
     var id: UInt32 = 0
-    var input = IOBuf()
-    var out = PendingOut()
-    var readable = false
-    var writable = false
-    var eof = false
-    var hangup = false
     var idleNext: Int32 = -1
     var idlePrev: Int32 = -1
     var createdAt: Int64 = 0
@@ -226,8 +211,6 @@ struct Server {
     var queryStart: Int64 = 0
     var xactStart: Int64 = 0
     var info: ServerInfo? = nil
-    /// TLS state (TLSConnection.swift); nil for plaintext.
-    var tls: TLSConn? = nil
     /// Login-time TLS step (ServerTLS.swift): 0 none, 1 SSLRequest sent, 2 handshaking.
     var tlsPhase: UInt8 = 0
 }

@@ -31,142 +31,45 @@ enum ReadOutcome {
 }
 
 extension Worker {
-    // MARK: Reading
+    // MARK: Reading and writing (Endpoint.swift does the I/O; here what differs per side)
 
     @inline(__always)
     func readInto(client ci: Int32) -> ReadOutcome {
-        if clients[ci].input.base == nil {
-            clients[ci].input.base = buffers.take()
-        } else if clients[ci].input.end == buffers.size {
-            clients[ci].input.compact()
-            if clients[ci].input.end == buffers.size { return .full }
-        }
-        let b = clients[ci].input.base!
-        let end = clients[ci].input.end
-        if let t = clients[ci].tls { return readTLS(client: ci, t, b, end) }
-        do {
-            switch try Posix.recv(clients[ci].fd, b + end, buffers.size - end) {
-            case .processed(0):
-                clients[ci].eof = true
-                clients[ci].readable = false
-                return .closed
-            case .processed(let n):
-                clients[ci].input.end = end &+ n
-                clients[ci].statBytesIn &+= UInt64(n)  // stats hook
-                // A short read emptied the socket; with edge-triggered epoll new bytes bring a new
-                // event, so skip the read that would only say EAGAIN.
-                if n < buffers.size &- end && !clients[ci].hangup { clients[ci].readable = false }
-                return .data
-            case .wouldBlock:
-                clients[ci].readable = false
-                releaseIfEmpty(client: ci)
-                return .wouldBlock
-            }
-        } catch {
-            clients[ci].eof = true
-            clients[ci].readable = false
-            return .closed
-        }
+        var n = 0
+        let id = clients[ci].id
+        let r = clients[ci].io.read(buffers, bytes: &n) { reason in log.warning("C-\(id): TLS read failed: \(reason)") }
+        clients[ci].statBytesIn &+= UInt64(n)  // stats hook
+        return r
     }
 
     @inline(__always)
     func readInto(server si: Int32) -> ReadOutcome {
-        if servers[si].input.base == nil {
-            servers[si].input.base = buffers.take()
-        } else if servers[si].input.end == buffers.size {
-            servers[si].input.compact()
-            if servers[si].input.end == buffers.size { return .full }
-        }
-        let b = servers[si].input.base!
-        let end = servers[si].input.end
-        if let t = servers[si].tls { return readTLS(server: si, t, b, end) }
-        do {
-            switch try Posix.recv(servers[si].fd, b + end, buffers.size - end) {
-            case .processed(0):
-                servers[si].eof = true
-                servers[si].readable = false
-                return .closed
-            case .processed(let n):
-                servers[si].input.end = end &+ n
-                // A short read emptied the socket; with edge-triggered epoll new bytes bring a new
-                // event, so skip the read that would only say EAGAIN.
-                if n < buffers.size &- end && !servers[si].hangup { servers[si].readable = false }
-                return .data
-            case .wouldBlock:
-                servers[si].readable = false
-                releaseIfEmpty(server: si)
-                return .wouldBlock
-            }
-        } catch {
-            servers[si].eof = true
-            servers[si].readable = false
-            return .closed
-        }
+        var n = 0
+        let id = servers[si].id
+        return servers[si].io.read(buffers, bytes: &n) { reason in log.warning("S-\(id): TLS read failed: \(reason)") }
     }
-
-    @inline(__always)
-    func releaseIfEmpty(client ci: Int32) {
-        if let b = clients[ci].input.base, clients[ci].input.start == clients[ci].input.end, clients[ci].input.partial == 0 {
-            buffers.give(b)
-            clients[ci].input = IOBuf()
-        }
-    }
-
-    @inline(__always)
-    func releaseIfEmpty(server si: Int32) {
-        if let b = servers[si].input.base, servers[si].input.start == servers[si].input.end, servers[si].input.partial == 0 {
-            buffers.give(b)
-            servers[si].input = IOBuf()
-        }
-    }
-
-    /// Drops `n` bytes from the front of a client's input (login-phase packets pgswift handled itself).
-    func consumeInput(client ci: Int32, _ n: Int) {
-        clients[ci].input.start += n
-        if clients[ci].input.scan < clients[ci].input.start { clients[ci].input.scan = clients[ci].input.start }
-        releaseIfEmpty(client: ci)
-    }
-
-    func consumeInput(server si: Int32, _ n: Int) {
-        servers[si].input.start += n
-        if servers[si].input.scan < servers[si].input.start { servers[si].input.scan = servers[si].input.start }
-        releaseIfEmpty(server: si)
-    }
-
-    // MARK: Writing pgswift's own bytes
 
     func queueClient(_ ci: Int32, byte: UInt8) {
         var b = byte
-        withUnsafeBytes(of: &b) { clients[ci].out.append($0) }
+        withUnsafeBytes(of: &b) { clients[ci].io.out.append($0) }
     }
 
-    /// Writes pending pgswift-generated bytes to the client. Returns true when nothing is left.
+    /// Writes pending pgswift-generated bytes to the client. Returns true when nothing is left; a
+    /// closing client is freed once its last bytes (TLS ciphertext included) are out.
     @discardableResult
     func flushClient(_ ci: Int32) -> Bool {
-        while !clients[ci].out.isEmpty {
-            let o = clients[ci].out
-            do {
-                switch try sendToClient(ci, o.base! + o.start, o.end - o.start) {
-                case .processed(let n):
-                    clients[ci].out.consumed(n)
-                    if !clients[ci].out.isEmpty {
-                        clients[ci].writable = false
-                        return false
-                    }
-                case .wouldBlock:
-                    clients[ci].writable = false
-                    return false
-                }
-            } catch {
-                clients[ci].out.release()
-                closeClient(ci, reason: "write to client failed: \(error.errno)", notify: false)
-                return false
-            }
+        switch clients[ci].io.flushOut() {
+        case .done:
+            break
+        case .blocked:
+            return false
+        case .failed(let error):
+            closeClient(ci, reason: "write to client failed: \(error.errno)", notify: false)
+            return false
         }
         if clients[ci].state == .closing {
-            // The final error may still sit encrypted in the TLS buffer: free once it is out.
-            if let t = clients[ci].tls, !t.pointee.out.isEmpty {
-                clients[ci].writable = false
+            if clients[ci].io.tlsPending {
+                clients[ci].io.writable = false
                 return false
             }
             freeClient(ci)
@@ -177,27 +80,15 @@ extension Worker {
 
     @discardableResult
     func flushServer(_ si: Int32) -> Bool {
-        while !servers[si].out.isEmpty {
-            let o = servers[si].out
-            do {
-                switch try sendToServer(si, o.base! + o.start, o.end - o.start) {
-                case .processed(let n):
-                    servers[si].out.consumed(n)
-                    if !servers[si].out.isEmpty {
-                        servers[si].writable = false
-                        return false
-                    }
-                case .wouldBlock:
-                    servers[si].writable = false
-                    return false
-                }
-            } catch {
-                servers[si].out.release()
-                serverBroken(si, reason: "write to server failed: \(error.errno)")
-                return false
-            }
+        switch servers[si].io.flushOut() {
+        case .done:
+            return true
+        case .blocked:
+            return false
+        case .failed(let error):
+            serverBroken(si, reason: "write to server failed: \(error.errno)")
+            return false
         }
-        return true
     }
 
     // MARK: Client → server
@@ -206,42 +97,42 @@ extension Worker {
     /// read until EAGAIN. Stops when the server cannot take more or the client waits for a server.
     func clientData(_ ci: Int32) {
         while true {
-            if clients[ci].input.hasUnsent {
+            if clients[ci].io.input.hasUnsent {
                 let si = clients[ci].server
                 guard si >= 0, servers[si].state == .active else { return }
-                if !servers[si].out.isEmpty && !flushServer(si) { return }
-                let start = clients[ci].input.start
-                let count = clients[ci].input.scan - start
+                if !servers[si].io.out.isEmpty && !flushServer(si) { return }
+                let start = clients[ci].io.input.start
+                let count = clients[ci].io.input.scan - start
                 do {
-                    switch try sendToServer(si, clients[ci].input.base! + start, count) {
+                    switch try servers[si].io.send(clients[ci].io.input.base! + start, count) {
                     case .processed(let n):
-                        clients[ci].input.start = start &+ n
+                        clients[ci].io.input.start = start &+ n
                         if n < count {
-                            servers[si].writable = false
+                            servers[si].io.writable = false
                             return
                         }
                     case .wouldBlock:
-                        servers[si].writable = false
+                        servers[si].io.writable = false
                         return
                     }
                 } catch {
                     serverBroken(si, reason: "write to server failed: \(error.errno)")
                     return
                 }
-                releaseIfEmpty(client: ci)
+                clients[ci].io.releaseIfEmpty(buffers)
                 continue
             }
-            if clients[ci].input.hasUnscanned {
+            if clients[ci].io.input.hasUnscanned {
                 switch scanClient(ci) {
                 case .stop: return
-                case .progress: if clients[ci].input.hasUnsent { continue }
+                case .progress: if clients[ci].io.input.hasUnsent { continue }
                 case .needMore: break
                 }
             }
             // Messages pgswift rewrote or injected may be all there is to send.
             let si = clients[ci].server
-            if si >= 0 && !servers[si].out.isEmpty && servers[si].state == .active && !flushServer(si) { return }
-            if !clients[ci].readable { return }
+            if si >= 0 && !servers[si].io.out.isEmpty && servers[si].state == .active && !flushServer(si) { return }
+            if !clients[ci].io.readable { return }
             switch readInto(client: ci) {
             case .data: continue
             case .wouldBlock, .full: return
@@ -256,14 +147,14 @@ extension Worker {
     /// transaction. Returns false when the pump must stop.
     @inline(__always)
     func scanClient(_ ci: Int32) -> ScanResult {
-        let base = clients[ci].input.base!
-        var scan = clients[ci].input.scan
-        let end = clients[ci].input.end
-        var partial = clients[ci].input.partial
+        let base = clients[ci].io.input.base!
+        var scan = clients[ci].io.input.scan
+        let end = clients[ci].io.input.end
+        var partial = clients[ci].io.input.partial
         defer {
             if clients[ci].state != .free {
-                clients[ci].input.scan = scan
-                clients[ci].input.partial = partial
+                clients[ci].io.input.scan = scan
+                clients[ci].io.input.partial = partial
             }
         }
         while scan < end {
@@ -272,19 +163,19 @@ extension Worker {
                 if clients[ci].partialMode != .forward {
                     // Not for the server: consumed here (the message's head was, too: start == scan).
                     if clients[ci].partialMode == .collect && !clients[ci].largeParse.append(base + scan, take) {
-                        clients[ci].input.scan = scan
+                        clients[ci].io.input.scan = scan
                         failClient(ci, code: SQLState.outOfMemory, message: "out of memory")
                         return .stop
                     }
                     scan &+= take
                     partial &-= take
-                    clients[ci].input.start = scan
+                    clients[ci].io.input.start = scan
                     if partial == 0 {
                         let collected = clients[ci].partialMode == .collect
                         clients[ci].partialMode = .forward
                         if collected {
-                            clients[ci].input.scan = scan
-                            clients[ci].input.partial = 0
+                            clients[ci].io.input.scan = scan
+                            clients[ci].io.input.partial = 0
                             if !finishLargeParse(ci) { return .stop }
                         }
                     }
@@ -297,27 +188,27 @@ extension Worker {
             let type: UInt8, len: Int
             switch frameHeader(base + scan, available: end &- scan, .forwarded) {
             case .incomplete:
-                return scan > clients[ci].input.start ? .progress : .needMore
+                return scan > clients[ci].io.input.start ? .progress : .needMore
             case .header(let h):
                 (type, len) = (h.type, h.length)
             case .invalid(let h):
-                clients[ci].input.scan = scan
+                clients[ci].io.input.scan = scan
                 failClient(ci, code: SQLState.protocolViolation, message: h.length < 4 ? "invalid message length \(h.length)"
                            : "message too long (\(h.length) bytes; max_packet_size is \(maxPacket))")
                 return .stop
             }
             if type == FrontendType.terminate {
                 // Forward what came before, then leave. Terminate itself never reaches a pooled server.
-                if scan > clients[ci].input.start { return .progress }
-                clients[ci].input.scan = scan
+                if scan > clients[ci].io.input.start { return .progress }
+                clients[ci].io.input.scan = scan
                 closeClient(ci, reason: "client sent Terminate", notify: false)
                 return .stop
             }
             var si = clients[ci].server
             if si < 0 {
-                clients[ci].input.scan = scan
-                clients[ci].input.partial = partial
-                if scan > clients[ci].input.start { return .progress }
+                clients[ci].io.input.scan = scan
+                clients[ci].io.input.partial = partial
+                if scan > clients[ci].io.input.start { return .progress }
                 // Garbage is refused here: no server is linked (or launched) for it.
                 if !knownClientMessage(type) {
                     unknownClientMessage(ci, type)
@@ -331,7 +222,7 @@ extension Worker {
             if servers[si].tracking {
                 // After an error pgswift raised itself: PostgreSQL would skip to the Sync, so do we.
                 if clients[ci].skipUntilSync && type != FrontendType.sync {
-                    if scan > clients[ci].input.start { return .progress }
+                    if scan > clients[ci].io.input.start { return .progress }
                     if total > avail {
                         // Never waited for whole (it may not fit): thrown away as it arrives.
                         partial = total &- avail
@@ -340,7 +231,7 @@ extension Worker {
                     } else {
                         scan &+= total
                     }
-                    clients[ci].input.start = scan
+                    clients[ci].io.input.start = scan
                     continue
                 }
                 var slot = slotFor(type, nil)
@@ -348,29 +239,29 @@ extension Worker {
                     || type == FrontendType.describe || type == FrontendType.close
                 if mayName {
                     if total > avail {
-                        if total <= buffers.size { return scan > clients[ci].input.start ? .progress : .needMore }
+                        if total <= buffers.size { return scan > clients[ci].io.input.start ? .progress : .needMore }
                         // Larger than the buffer: only its head (the names) is looked at, the rest
                         // streams. Forward what precedes it first so the head has the whole buffer.
-                        if scan > clients[ci].input.start { return .progress }
-                        clients[ci].input.scan = scan
+                        if scan > clients[ci].io.input.start { return .progress }
+                        clients[ci].io.input.scan = scan
                         switch largeExtended(ci, si, type, avail: avail, total: total) {
                         case .needMore: return .needMore
                         case .stop: return .stop
                         case .handled:
-                            scan = clients[ci].input.scan
-                            partial = clients[ci].input.partial
+                            scan = clients[ci].io.input.scan
+                            partial = clients[ci].io.input.partial
                             continue
                         case .stream(let s): slot = s
                         }
                     } else {
                         let body = UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4)
                         if namesStatement(type, body) {
-                            if scan > clients[ci].input.start { return .progress }
+                            if scan > clients[ci].io.input.start { return .progress }
                             servers[si].unsynced = true
                             scan &+= total
-                            clients[ci].input.start = scan
-                            clients[ci].input.scan = scan
-                            clients[ci].input.partial = partial
+                            clients[ci].io.input.start = scan
+                            clients[ci].io.input.scan = scan
+                            clients[ci].io.input.partial = partial
                             if !rewritePrepared(ci, si, type, body) { return .stop }
                             continue
                         }
@@ -397,7 +288,7 @@ extension Worker {
             case FrontendType.copyData, FrontendType.copyDone, FrontendType.copyFail:
                 break
             default:
-                clients[ci].input.scan = scan
+                clients[ci].io.input.scan = scan
                 unknownClientMessage(ci, type)
                 return .stop
             }
@@ -434,25 +325,25 @@ extension Worker {
     /// Pumps a server's bytes to its client (or swallows them while pgswift talks to the server itself).
     func serverData(_ si: Int32) {
         while true {
-            if servers[si].input.hasUnsent {
+            if servers[si].io.input.hasUnsent {
                 let ci = servers[si].client
                 if ci < 0 {
-                    servers[si].input.start = servers[si].input.scan
+                    servers[si].io.input.start = servers[si].io.input.scan
                 } else {
-                    if !clients[ci].out.isEmpty && !flushClient(ci) { return }
-                    let start = servers[si].input.start
-                    let count = servers[si].input.scan - start
+                    if !clients[ci].io.out.isEmpty && !flushClient(ci) { return }
+                    let start = servers[si].io.input.start
+                    let count = servers[si].io.input.scan - start
                     do {
-                        switch try sendToClient(ci, servers[si].input.base! + start, count) {
+                        switch try clients[ci].io.send(servers[si].io.input.base! + start, count) {
                         case .processed(let n):
-                            servers[si].input.start = start &+ n
+                            servers[si].io.input.start = start &+ n
                             clients[ci].statBytesOut &+= UInt64(n)  // stats hook
                             if n < count {
-                                clients[ci].writable = false
+                                clients[ci].io.writable = false
                                 return
                             }
                         case .wouldBlock:
-                            clients[ci].writable = false
+                            clients[ci].io.writable = false
                             return
                         }
                     } catch {
@@ -469,21 +360,21 @@ extension Worker {
                     releaseServer(si)
                     return
                 }
-                releaseIfEmpty(server: si)
+                servers[si].io.releaseIfEmpty(buffers)
                 continue
             }
-            if servers[si].input.hasUnscanned {
+            if servers[si].io.input.hasUnscanned {
                 switch scanServer(si) {
                 case .stop: return
-                case .progress: if servers[si].input.hasUnsent { continue }
+                case .progress: if servers[si].io.input.hasUnsent { continue }
                 case .needMore: break
                 }
             }
-            if servers[si].eof {
+            if servers[si].io.eof {
                 serverBroken(si, reason: "server closed the connection")
                 return
             }
-            if !servers[si].readable { return }
+            if !servers[si].io.readable { return }
             switch readInto(server: si) {
             case .data: continue
             case .wouldBlock, .full: return
@@ -497,10 +388,10 @@ extension Worker {
     /// pgswift's own queries. Returns false when the pump must stop.
     @inline(__always)
     func scanServer(_ si: Int32) -> ScanResult {
-        let base = servers[si].input.base!
-        var scan = servers[si].input.scan
-        let end = servers[si].input.end
-        var partial = servers[si].input.partial
+        let base = servers[si].io.input.base!
+        var scan = servers[si].io.input.scan
+        let end = servers[si].io.input.end
+        var partial = servers[si].io.input.partial
         var result = ScanResult.progress
         scanning: while scan < end {
             let swallowing = servers[si].internalQueries > 0 || servers[si].client < 0
@@ -508,7 +399,7 @@ extension Worker {
                 let take = min(partial, end &- scan)
                 scan &+= take
                 partial &-= take
-                if swallowing { servers[si].input.start = scan }
+                if swallowing { servers[si].io.input.start = scan }
                 continue
             }
             let avail = end &- scan
@@ -520,7 +411,7 @@ extension Worker {
             case .header(let h):
                 (type, len) = (h.type, h.length)
             case .invalid(let h):
-                servers[si].input.scan = scan
+                servers[si].io.input.scan = scan
                 serverBroken(si, reason: h.length < 4 ? "invalid message length \(h.length) from server"
                              : "message too long (\(h.length) bytes; max_packet_size is \(maxPacket))")
                 return .stop
@@ -533,14 +424,14 @@ extension Worker {
                 if total <= buffers.size { result = .needMore; break }
                 // Too large to inspect (a giant ParameterStatus): pass it through unread.
             }
-            if swallowing && scan > servers[si].input.start {
+            if swallowing && scan > servers[si].io.input.start {
                 // Bytes for the client still unsent before a message to swallow: send them first.
                 break
             }
             if !swallowing && servers[si].tracking && servers[si].slotCount > 0 {
                 if let head = headSlot(si), Slot.isSynthetic(head) {
                     // An answer pgswift owes comes before this message: send what precedes it first.
-                    if scan > servers[si].input.start { break }
+                    if scan > servers[si].io.input.start { break }
                     emitDueSynthetics(si)
                 }
                 if total > avail && (type == BackendType.parseComplete || type == BackendType.closeComplete) {
@@ -549,9 +440,9 @@ extension Worker {
                 }
                 if !serverAnswer(si, type) {
                     // The answer to an injected Parse/Close: drop it (after what precedes it is sent).
-                    if scan > servers[si].input.start { break }
+                    if scan > servers[si].io.input.start { break }
                     scan &+= total
-                    servers[si].input.start = scan
+                    servers[si].io.input.start = scan
                     continue
                 }
             }
@@ -563,11 +454,11 @@ extension Worker {
                     servers[si].lastReady = now
                     scan &+= total
                     if swallowing {
-                        servers[si].input.start = scan
+                        servers[si].io.input.start = scan
                         if servers[si].internalQueries > 0 { servers[si].internalQueries &-= 1 }
                         if servers[si].internalQueries == 0 && servers[si].state == .resetting {
-                            servers[si].input.scan = scan
-                            servers[si].input.partial = partial
+                            servers[si].io.input.scan = scan
+                            servers[si].io.input.partial = partial
                             resetDone(si)
                             return .stop
                         }
@@ -576,8 +467,8 @@ extension Worker {
                     if servers[si].pendingSyncs > 0 { servers[si].pendingSyncs &-= 1 }
                     statsReadyForQuery(si, status: status)  // stats hook
                     if status != UInt8(ascii: "I") && pools[Int(servers[si].pool)].mode == .statement {
-                        servers[si].input.scan = scan
-                        servers[si].input.partial = partial
+                        servers[si].io.input.scan = scan
+                        servers[si].io.input.partial = partial
                         statementModeViolation(si)
                         return .stop
                     }
@@ -586,10 +477,10 @@ extension Worker {
                         let p = Int(servers[si].pool)
                         if pools[p].mode != .session {
                             let ci = servers[si].client
-                            if ci >= 0 && !clients[ci].input.hasUnsent {
+                            if ci >= 0 && !clients[ci].io.input.hasUnsent {
                                 servers[si].releaseOnFlush = true
-                                servers[si].input.scan = scan
-                                servers[si].input.partial = partial
+                                servers[si].io.input.scan = scan
+                                servers[si].io.input.partial = partial
                                 return .progress
                             }
                         }
@@ -631,12 +522,12 @@ extension Worker {
                 partial = total &- avail
                 scan = end
             }
-            if swallowing { servers[si].input.start = scan }
+            if swallowing { servers[si].io.input.start = scan }
         }
-        servers[si].input.scan = scan
-        servers[si].input.partial = partial
-        if swallowing(si) { releaseIfEmpty(server: si) }
-        if result == .needMore && scan > servers[si].input.start { return .progress }
+        servers[si].io.input.scan = scan
+        servers[si].io.input.partial = partial
+        if swallowing(si) { servers[si].io.releaseIfEmpty(buffers) }
+        if result == .needMore && scan > servers[si].io.input.start { return .progress }
         return result
     }
 

@@ -128,16 +128,16 @@ extension Worker {
         guard handoff.outFD >= 0, clients[ci].state == .idle || clients[ci].state == .waitServer,
               clients[ci].server < 0, clients[ci].admin == 0,
               // A TLS session's keys live in this process: such a client stays until it leaves.
-              clients[ci].tls == nil && !clients[ci].usesTLS,
-              clients[ci].out.isEmpty, !clients[ci].hangup, !clients[ci].eof, !clients[ci].skipUntilSync,
-              clients[ci].input.start == clients[ci].input.scan, clients[ci].input.partial == 0,
+              clients[ci].io.tls == nil && !clients[ci].usesTLS,
+              clients[ci].io.out.isEmpty, !clients[ci].io.hangup, !clients[ci].io.eof, !clients[ci].skipUntilSync,
+              clients[ci].io.input.start == clients[ci].io.input.scan, clients[ci].io.input.partial == 0,
               clients[ci].pool >= 0, let info = clients[ci].info else { return false }
         let p = Int(clients[ci].pool)
         // Session mode: the client's server session cannot move with it.
         guard pools[p].mode != .session else { return false }
         var state = HandoffClient(user: info.user, database: info.database, processID: clientProcessID(ci),
                                   secretKey: clients[ci].cancelKey)
-        if let o = handoff.original[ci], o.gen == clients[ci].gen { state.processID = o.pid }
+        if let o = handoff.original[ci], o.gen == clients[ci].io.gen { state.processID = o.pid }
         for (t, name) in tracked.names.enumerated() {
             if let v = info.params.values[t] { state.parameters.append(HandoffParameter(name: name, value: v)) }
         }
@@ -149,9 +149,9 @@ extension Worker {
         for (name, id) in info.prepared where Int(id) < statements.bodies.count {
             state.prepared.append(HandoffStatement(name: name, body: statements.bodies[Int(id)]))
         }
-        if let b = clients[ci].input.base, clients[ci].input.end > clients[ci].input.start {
-            state.pending = [UInt8](UnsafeRawBufferPointer(start: b + clients[ci].input.start,
-                                                           count: clients[ci].input.end - clients[ci].input.start))
+        if let b = clients[ci].io.input.base, clients[ci].io.input.end > clients[ci].io.input.start {
+            state.pending = [UInt8](UnsafeRawBufferPointer(start: b + clients[ci].io.input.start,
+                                                           count: clients[ci].io.input.end - clients[ci].io.input.start))
         }
         state.scramClientKey = pools[p].scramClientKey ?? []
         let bytes = state.encode()
@@ -159,7 +159,7 @@ extension Worker {
             log.debug("C-\(clients[ci].id): state too large to hand off (\(bytes.count) bytes); it stays")
             return false
         }
-        let fd = clients[ci].fd
+        let fd = clients[ci].io.fd
         let outFD = handoff.outFD
         let sent: Result<IOResult, SyscallError> = bytes.withUnsafeBytes { raw in
             do throws(SyscallError) {
@@ -181,7 +181,7 @@ extension Worker {
         guard case .processed = result else { return false }
         // The successor holds the socket now: our copy must not stay in our epoll set (it would, as
         // long as any process keeps the file open) nor be written to again.
-        epoll.remove(clients[ci].fd)
+        epoll.remove(clients[ci].io.fd)
         log.debug("C-\(clients[ci].id): handed to the successor")
         handoff.original[ci] = nil
         handoff.moved += 1
@@ -265,11 +265,11 @@ extension Worker {
         let ci = clients.allocate()
         clientAdopted()
         nextClientID &+= 1
-        clients[ci].fd = fd
+        clients[ci].io.fd = fd
         clients[ci].id = nextClientID
         clients[ci].isUnix = state.isUnix
-        clients[ci].readable = true
-        clients[ci].writable = true
+        clients[ci].io.readable = true
+        clients[ci].io.writable = true
         clients[ci].connectedAt = state.connectedAt
         clients[ci].cancelKey = state.secretKey
         setClientState(ci, .idle)
@@ -288,7 +288,7 @@ extension Worker {
         clients[ci].info = info
         do {
             try epoll.add(fd, events: [.input, .output, .readHangup, .edgeTriggered],
-                          data: Token.make(kind: Token.client, gen: clients[ci].gen, index: ci))
+                          data: Token.make(kind: Token.client, gen: clients[ci].io.gen, index: ci))
         } catch {
             log.error("epoll add for an adopted client: \(error)")
             freeClient(ci)
@@ -310,12 +310,12 @@ extension Worker {
             }
             let b = buffers.take()
             state.pending.withUnsafeBytes { b.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-            clients[ci].input.base = b
-            clients[ci].input.end = state.pending.count
+            clients[ci].io.input.base = b
+            clients[ci].io.input.end = state.pending.count
         }
         if state.processID != clientProcessID(ci) {
-            handoff.adopted[state.processID] = (ci, clients[ci].gen)
-            handoff.original[ci] = (state.processID, clients[ci].gen)
+            handoff.adopted[state.processID] = (ci, clients[ci].io.gen)
+            handoff.original[ci] = (state.processID, clients[ci].io.gen)
             if handoff.adopted.count > 2 * clients.used + 1024 { pruneAdopted() }
         }
         handoff.adoptedCount += 1
@@ -329,8 +329,8 @@ extension Worker {
 
     /// Forgets adopted keys whose clients have left.
     func pruneAdopted() {
-        handoff.adopted = handoff.adopted.filter { clients[$0.value.ci].gen == $0.value.gen && clients[$0.value.ci].state != .free }
-        handoff.original = handoff.original.filter { clients[$0.key].gen == $0.value.gen && clients[$0.key].state != .free }
+        handoff.adopted = handoff.adopted.filter { clients[$0.value.ci].io.gen == $0.value.gen && clients[$0.value.ci].state != .free }
+        handoff.original = handoff.original.filter { clients[$0.key].io.gen == $0.value.gen && clients[$0.key].state != .free }
     }
 
     /// The table index a cancel key names: ours (slot << 20 | index), else a key a client brought
@@ -338,10 +338,10 @@ extension Worker {
     func cancelTarget(processID: Int32, secretKey: UInt32) -> Int32 {
         let ci = processID & 0xF_FFFF
         if ci < Int32(clients.capacity), clients[ci].state != .free, clients[ci].cancelKey == secretKey,
-           handoff.original[ci] == nil || handoff.original[ci]!.gen != clients[ci].gen {
+           handoff.original[ci] == nil || handoff.original[ci]!.gen != clients[ci].io.gen {
             return ci
         }
-        if let a = handoff.adopted[processID], clients[a.ci].gen == a.gen, clients[a.ci].cancelKey == secretKey {
+        if let a = handoff.adopted[processID], clients[a.ci].io.gen == a.gen, clients[a.ci].cancelKey == secretKey {
             return a.ci
         }
         return -1

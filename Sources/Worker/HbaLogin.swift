@@ -10,7 +10,7 @@ extension Worker {
         let peer: HbaPeer
         if clients[ci].isUnix {
             peer = .unix
-        } else if let address = Sockets.peerAddress(clients[ci].fd), let p = HbaPeer(address) {
+        } else if let address = Sockets.peerAddress(clients[ci].io.fd), let p = HbaPeer(address) {
             peer = p
         } else {
             hbaReject(ci, reason: "cannot read the client's address")
@@ -55,7 +55,7 @@ extension Worker {
             hbaReject(ci, reason: "peer authentication over TCP")
             return
         }
-        guard let uid = Sockets.peerUID(clients[ci].fd), let name = Posix.userName(uid: uid) else {
+        guard let uid = Sockets.peerUID(clients[ci].io.fd), let name = Posix.userName(uid: uid) else {
             log.warning("C-\(clients[ci].id): peer authentication failed for user \"\(info.user)\": cannot identify the socket's peer")
             failClient(ci, code: SQLState.invalidAuthorizationSpecification,
                        message: "Peer authentication failed for user \"\(info.user)\"")

@@ -9,7 +9,7 @@ extension Worker {
         var ci: Int32 = 0
         let ccap = Int32(clients.capacity)
         while ci < ccap {
-            if clients[ci].hangup && closeIfHungUp(ci) {
+            if clients[ci].io.hangup && closeIfHungUp(ci) {
                 ci += 1
                 continue
             }
@@ -104,7 +104,7 @@ extension Worker {
     /// the janitor close the client if that EOF is never reached.
     @inline(__always)
     func noteHangup(client ci: Int32) {
-        clients[ci].hangup = true
+        clients[ci].io.hangup = true
         if clients[ci].hangupAt == 0 { clients[ci].hangupAt = now }
     }
 }

@@ -7,10 +7,10 @@ extension Worker {
     // MARK: Events
 
     func clientEvent(_ ci: Int32, _ events: UInt32) {
-        if events & cl_EPOLLOUT() != 0 { clients[ci].writable = true }
-        if let t = clients[ci].tls, !t.pointee.out.isEmpty, !flushClientTLS(ci, t) { return }
+        if events & cl_EPOLLOUT() != 0 { clients[ci].io.writable = true }
+        if let t = clients[ci].io.tls, !t.pointee.out.isEmpty, !flushClientTLS(ci, t) { return }
         let hangup = events & (cl_EPOLLERR() | cl_EPOLLHUP()) != 0
-        if events & (cl_EPOLLIN() | cl_EPOLLRDHUP() | cl_EPOLLERR() | cl_EPOLLHUP()) != 0 { clients[ci].readable = true }
+        if events & (cl_EPOLLIN() | cl_EPOLLRDHUP() | cl_EPOLLERR() | cl_EPOLLHUP()) != 0 { clients[ci].io.readable = true }
         if events & (cl_EPOLLRDHUP() | cl_EPOLLERR() | cl_EPOLLHUP()) != 0 { noteHangup(client: ci) }
         switch clients[ci].state {
         case .startup, .auth:
@@ -29,9 +29,9 @@ extension Worker {
             flushClient(ci)
         case .idle, .active:
             if clients[ci].admin != 0 { adminInput(ci); return }
-            if !clients[ci].out.isEmpty && !flushClient(ci) { return }
+            if !clients[ci].io.out.isEmpty && !flushClient(ci) { return }
             let si = clients[ci].server
-            if si >= 0 && (servers[si].input.hasUnsent || servers[si].input.hasUnscanned) {
+            if si >= 0 && (servers[si].io.input.hasUnsent || servers[si].io.input.hasUnscanned) {
                 serverData(si)
                 if clients[ci].state == .free { return }
             }
@@ -42,13 +42,13 @@ extension Worker {
     }
 
     func serverEvent(_ si: Int32, _ events: UInt32) {
-        if events & cl_EPOLLOUT() != 0 { servers[si].writable = true }
-        if let t = servers[si].tls, !t.pointee.out.isEmpty, !flushServerTLS(si, t) { return }
-        if events & (cl_EPOLLIN() | cl_EPOLLRDHUP() | cl_EPOLLERR() | cl_EPOLLHUP()) != 0 { servers[si].readable = true }
-        if events & (cl_EPOLLRDHUP() | cl_EPOLLERR() | cl_EPOLLHUP()) != 0 { servers[si].hangup = true }
+        if events & cl_EPOLLOUT() != 0 { servers[si].io.writable = true }
+        if let t = servers[si].io.tls, !t.pointee.out.isEmpty, !flushServerTLS(si, t) { return }
+        if events & (cl_EPOLLIN() | cl_EPOLLRDHUP() | cl_EPOLLERR() | cl_EPOLLHUP()) != 0 { servers[si].io.readable = true }
+        if events & (cl_EPOLLRDHUP() | cl_EPOLLERR() | cl_EPOLLHUP()) != 0 { servers[si].io.hangup = true }
         switch servers[si].state {
         case .connecting:
-            if let err = Sockets.pendingError(servers[si].fd) {
+            if let err = Sockets.pendingError(servers[si].io.fd) {
                 serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
                     message: "could not connect to server \(servers[si].info?.address ?? ""): \(err)"))
                 return
@@ -58,9 +58,9 @@ extension Worker {
             if !flushServer(si) && servers[si].state == .free { return }
             serverLoginInput(si)
         case .active:
-            if !servers[si].out.isEmpty && !flushServer(si) { return }
+            if !servers[si].io.out.isEmpty && !flushServer(si) { return }
             let ci = servers[si].client
-            if ci >= 0 && clients[ci].input.hasUnsent {
+            if ci >= 0 && clients[ci].io.input.hasUnsent {
                 clientData(ci)
                 if servers[si].state != .active { return }
             }
@@ -68,7 +68,7 @@ extension Worker {
         case .idle:
             idleServerInput(si)
         case .resetting:
-            if !servers[si].out.isEmpty && !flushServer(si) { return }
+            if !servers[si].io.out.isEmpty && !flushServer(si) { return }
             serverData(si)
         case .cancelRequest:
             cancelConnectionEvent(si)
@@ -85,14 +85,14 @@ extension Worker {
 
     /// An idle server said something: a notice or parameter change is dropped, an error or EOF ends it.
     func idleServerInput(_ si: Int32) {
-        while servers[si].readable {
+        while servers[si].io.readable {
             switch readInto(server: si) {
             case .data, .full:
-                let dropped = servers[si].input.end - servers[si].input.start
-                let first = servers[si].input.base!.load(fromByteOffset: servers[si].input.start, as: UInt8.self)
-                servers[si].input.start = servers[si].input.end
-                servers[si].input.scan = servers[si].input.end
-                releaseIfEmpty(server: si)
+                let dropped = servers[si].io.input.end - servers[si].io.input.start
+                let first = servers[si].io.input.base!.load(fromByteOffset: servers[si].io.input.start, as: UInt8.self)
+                servers[si].io.input.start = servers[si].io.input.end
+                servers[si].io.input.scan = servers[si].io.input.end
+                servers[si].io.releaseIfEmpty(buffers)
                 if first == BackendType.errorResponse {
                     closeServer(si, reason: "idle server sent an error (\(dropped) bytes)")
                     return
@@ -117,7 +117,7 @@ extension Worker {
     /// (forwarded piecemeal, `IOBuf.partial`): anything pgswift wrote now would land inside it.
     func clientMidMessage(_ ci: Int32) -> Bool {
         let si = clients[ci].server
-        return si >= 0 && servers[si].input.partial > 0
+        return si >= 0 && servers[si].io.input.partial > 0
     }
 
     func sendClientError(_ ci: Int32, _ fields: ErrorFields, close: Bool) {
@@ -130,7 +130,7 @@ extension Worker {
         }
         scratch.clear()
         Backend.errorResponse(into: &scratch, fields)
-        clients[ci].out.append(scratch)
+        clients[ci].io.out.append(scratch)
         if !close {
             flushClient(ci)
             return
@@ -158,7 +158,7 @@ extension Worker {
         if notify && clients[ci].state != .closing && !clientMidMessage(ci) {
             scratch.clear()
             Backend.errorResponse(into: &scratch, ErrorFields(severity: "FATAL", code: SQLState.adminShutdown, message: reason))
-            clients[ci].out.append(scratch)
+            clients[ci].io.out.append(scratch)
             _ = flushClientBestEffort(ci)
         }
         if !quiet && config.logDisconnections, let info = clients[ci].info {
@@ -170,9 +170,9 @@ extension Worker {
     }
 
     private func flushClientBestEffort(_ ci: Int32) -> Bool {
-        let o = clients[ci].out
+        let o = clients[ci].io.out
         guard let b = o.base, o.end > o.start else { return true }
-        _ = try? sendToClient(ci, b + o.start, o.end - o.start)
+        _ = try? clients[ci].io.send(b + o.start, o.end - o.start)
         return true
     }
 
@@ -197,15 +197,15 @@ extension Worker {
         guard clients[ci].state != .free else { return }
         if clients[ci].pool >= 0 { detachClient(ci) }
         freeTLS(client: ci)
-        if clients[ci].fd >= 0 { Posix.close(clients[ci].fd) }
+        if clients[ci].io.fd >= 0 { Posix.close(clients[ci].io.fd) }
         clientLeft()
-        if let b = clients[ci].input.base { buffers.give(b) }
+        if let b = clients[ci].io.input.base { buffers.give(b) }
         clients[ci].largeParse.release()
-        clients[ci].out.release()
+        clients[ci].io.out.release()
         setClientState(ci, .free)
-        let gen = clients[ci].gen &+ 1
+        let gen = clients[ci].io.gen &+ 1
         clients[ci] = Client()
-        clients[ci].gen = gen
+        clients[ci].io.gen = gen
         clients.release(ci)
     }
 
@@ -216,12 +216,12 @@ extension Worker {
         let p = servers[si].pool
         if ci >= 0 {
             // Whatever the server managed to say (a FATAL from pg_terminate_backend) goes first.
-            if servers[si].input.hasUnsent, let b = servers[si].input.base {
-                clients[ci].out.append(UnsafeRawBufferPointer(start: b + servers[si].input.start,
-                                                              count: servers[si].input.scan - servers[si].input.start))
-                servers[si].input.start = servers[si].input.scan
+            if servers[si].io.input.hasUnsent, let b = servers[si].io.input.base {
+                clients[ci].io.out.append(UnsafeRawBufferPointer(start: b + servers[si].io.input.start,
+                                                              count: servers[si].io.input.scan - servers[si].io.input.start))
+                servers[si].io.input.start = servers[si].io.input.scan
             }
-            let midMessage = servers[si].input.partial > 0
+            let midMessage = servers[si].io.input.partial > 0
             unlink(ci, si)
             if midMessage {
                 closeClientMidMessage(ci, reason: "server conn crashed? (\(reason))")
@@ -241,7 +241,7 @@ extension Worker {
         switch servers[si].state {
         case .active:
             let ci = servers[si].client
-            let midMessage = servers[si].input.partial > 0
+            let midMessage = servers[si].io.input.partial > 0
             if ci >= 0 {
                 unlink(ci, si)
                 if midMessage {
@@ -259,13 +259,13 @@ extension Worker {
         if servers[si].state == .cancelRequest { cancelFinished(si) }
         setServerState(si, .free)  // out of the idle list and the pool's counts
         freeTLS(server: si)
-        if servers[si].fd >= 0 { Posix.close(servers[si].fd) }
-        if let b = servers[si].input.base { buffers.give(b) }
+        if servers[si].io.fd >= 0 { Posix.close(servers[si].io.fd) }
+        if let b = servers[si].io.input.base { buffers.give(b) }
         servers[si].slots?.deallocate()
-        servers[si].out.release()
-        let gen = servers[si].gen &+ 1
+        servers[si].io.out.release()
+        let gen = servers[si].io.gen &+ 1
         servers[si] = Server()
-        servers[si].gen = gen
+        servers[si].io.gen = gen
         servers.release(si)
     }
 }

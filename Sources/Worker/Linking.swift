@@ -85,7 +85,7 @@ extension Worker {
         guard !sql.isEmpty else { return }
         scratch.clear()
         Frontend.query(into: &scratch, sql: sql)
-        servers[si].out.append(scratch)
+        servers[si].io.out.append(scratch)
         servers[si].internalQueries += 1
     }
 
@@ -132,7 +132,7 @@ extension Worker {
         }
         // Rolling restart: between transactions is when a client can move to the successor.
         if hot.pointee.draining && ci >= 0 && handOff(ci) { return }
-        if ci >= 0 && clients[ci].state == .idle && (clients[ci].input.hasUnscanned || clients[ci].readable) {
+        if ci >= 0 && clients[ci].state == .idle && (clients[ci].io.input.hasUnscanned || clients[ci].io.readable) {
             clientData(ci)
         }
     }
@@ -150,12 +150,12 @@ extension Worker {
 
     /// Bytes a server sent after the ReadyForQuery that freed it belong to nobody now.
     private func dropLeftovers(_ si: Int32) {
-        if servers[si].input.hasUnscanned || servers[si].input.hasUnsent {
-            log.debug("S-\(servers[si].id): dropping \(servers[si].input.end - servers[si].input.start) bytes received after release")
-            servers[si].input.start = servers[si].input.end
-            servers[si].input.scan = servers[si].input.end
-            servers[si].input.partial = 0
-            releaseIfEmpty(server: si)
+        if servers[si].io.input.hasUnscanned || servers[si].io.input.hasUnsent {
+            log.debug("S-\(servers[si].id): dropping \(servers[si].io.input.end - servers[si].io.input.start) bytes received after release")
+            servers[si].io.input.start = servers[si].io.input.end
+            servers[si].io.input.scan = servers[si].io.input.end
+            servers[si].io.input.partial = 0
+            servers[si].io.releaseIfEmpty(buffers)
         }
     }
 
@@ -221,8 +221,8 @@ extension Worker {
         // Quiet means: no query running, no protocol exchange half done, no bytes in flight.
         let quiet = servers[si].pendingSyncs == 0 && !servers[si].unsynced && servers[si].internalQueries == 0
             && servers[si].slotCount == 0
-            && !servers[si].input.hasUnscanned && servers[si].input.partial == 0
-            && !clients[ci].input.hasUnsent && clients[ci].input.partial == 0
+            && !servers[si].io.input.hasUnscanned && servers[si].io.input.partial == 0
+            && !clients[ci].io.input.hasUnsent && clients[ci].io.input.partial == 0
         if !quiet {
             let p = servers[si].pool
             // Stop what the backend is running: closing the socket alone lets a long query run on.
@@ -233,9 +233,9 @@ extension Worker {
         }
         // Answers already scanned but not delivered (the client went before reading them) were its
         // own: the next client must never get them.
-        if servers[si].input.hasUnsent {
-            servers[si].input.start = servers[si].input.scan
-            releaseIfEmpty(server: si)
+        if servers[si].io.input.hasUnsent {
+            servers[si].io.input.start = servers[si].io.input.scan
+            servers[si].io.releaseIfEmpty(buffers)
         }
         let p = Int(servers[si].pool)
         let inTransaction = servers[si].txStatus != UInt8(ascii: "I")
@@ -267,7 +267,7 @@ extension Worker {
                 info.prepared.removeAll()
             }
         }
-        servers[si].out.append(scratch)
+        servers[si].io.out.append(scratch)
         flushServer(si)
     }
 

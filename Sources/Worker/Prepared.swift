@@ -132,7 +132,7 @@ extension Worker {
     @discardableResult
     func emitDueSynthetics(_ si: Int32) -> Bool {
         while let head = headSlot(si), Slot.isSynthetic(head) {
-            if servers[si].input.hasUnsent { return false }
+            if servers[si].io.input.hasUnsent { return false }
             let ci = servers[si].client
             popSlot(si)
             guard ci >= 0 else { continue }
@@ -145,7 +145,7 @@ extension Worker {
                     : ErrorFields(severity: "ERROR", code: SQLState.protocolViolation, message: "protocol error")
                 Backend.errorResponse(into: &scratch, e)
             }
-            clients[ci].out.append(scratch)
+            clients[ci].io.out.append(scratch)
         }
         return true
     }
@@ -257,9 +257,9 @@ extension Worker {
     /// after it (or are dropped if the statement is unknown). A named Parse is needed whole to be
     /// interned: it is collected in a side buffer (`largeParse`), then handled as if it had fitted.
     func largeExtended(_ ci: Int32, _ si: Int32, _ type: UInt8, avail: Int, total: Int) -> LargeStep {
-        let at = clients[ci].input.scan
-        let end = clients[ci].input.end
-        let head = UnsafeRawBufferPointer(start: clients[ci].input.base! + (at &+ 5), count: avail &- 5)
+        let at = clients[ci].io.input.scan
+        let end = clients[ci].io.input.end
+        let head = UnsafeRawBufferPointer(start: clients[ci].io.input.base! + (at &+ 5), count: avail &- 5)
         // No more of it can be buffered once it fills the buffer from its first byte.
         let full = avail >= buffers.size
         let rest = total &- avail
@@ -272,9 +272,9 @@ extension Worker {
                 return .stop
             }
             servers[si].unsynced = true
-            clients[ci].input.start = end
-            clients[ci].input.scan = end
-            clients[ci].input.partial = rest
+            clients[ci].io.input.start = end
+            clients[ci].io.input.scan = end
+            clients[ci].io.input.partial = rest
             clients[ci].partialMode = .collect
             return .handled
         case FrontendType.bind:
@@ -288,15 +288,15 @@ extension Worker {
             if stmtEnd == portalEnd + 1 { return .stream(Slot.bind) }
             let names = stmtEnd + 1
             servers[si].unsynced = true
-            clients[ci].input.start = at &+ 5 &+ names
-            clients[ci].input.scan = end
-            clients[ci].input.partial = rest
+            clients[ci].io.input.start = at &+ 5 &+ names
+            clients[ci].io.input.scan = end
+            clients[ci].io.input.partial = rest
             clients[ci].partialMode = .forward
             if !rewritePrepared(ci, si, type, UnsafeRawBufferPointer(rebasing: head[0..<names]),
                                 following: total &- 5 &- names) { return .stop }
             if clients[ci].skipUntilSync {
                 // Unknown statement: answered with an error, the parameters go nowhere.
-                clients[ci].input.start = end
+                clients[ci].io.input.start = end
                 clients[ci].partialMode = .drop
             }
             return .handled
@@ -384,7 +384,7 @@ extension Worker {
         default:
             return true
         }
-        if !scratch.isEmpty { servers[si].out.append(scratch) }
+        if !scratch.isEmpty { servers[si].io.out.append(scratch) }
         if !ok {
             failClient(ci, code: SQLState.programLimitExceeded, message: "too many pipelined messages")
             return false

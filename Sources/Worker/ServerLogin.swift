@@ -24,14 +24,14 @@ extension Worker {
         }
         let si = servers.allocate()
         nextServerID &+= 1
-        servers[si].fd = fd
+        servers[si].io.fd = fd
         servers[si].pool = p
         setServerState(si, .connecting)
         servers[si].client = -1
         servers[si].id = nextServerID
-        servers[si].readable = false
-        servers[si].writable = false
-        servers[si].eof = false
+        servers[si].io.readable = false
+        servers[si].io.writable = false
+        servers[si].io.eof = false
         servers[si].createdAt = now
         servers[si].pendingSyncs = 0
         servers[si].unsynced = false
@@ -46,7 +46,7 @@ extension Worker {
         servers[si].info = info
         do {
             try epoll.add(fd, events: [.input, .output, .readHangup, .edgeTriggered],
-                          data: Token.make(kind: Token.server, gen: servers[si].gen, index: si))
+                          data: Token.make(kind: Token.server, gen: servers[si].io.gen, index: si))
         } catch {
             log.error("epoll add for server: \(error)")
             closeServer(si, reason: "epoll failure")
@@ -58,7 +58,7 @@ extension Worker {
 
     func serverConnected(_ si: Int32) {
         setServerState(si, .login)
-        servers[si].writable = true
+        servers[si].io.writable = true
         if beginServerTLS(si) { return }
         sendServerStartup(si)
     }
@@ -68,7 +68,7 @@ extension Worker {
         scratch.clear()
         Frontend.startupMessage(into: &scratch, parameters: [("user", pools[p].serverUser),
                                                              ("database", pools[p].serverDatabase)])
-        servers[si].out.append(scratch)
+        servers[si].io.out.append(scratch)
         flushServer(si)
     }
 
@@ -76,9 +76,9 @@ extension Worker {
     func serverLoginInput(_ si: Int32) {
         if servers[si].tlsPhase != 0 && !serverTLSLogin(si) { return }
         while servers[si].state == .login {
-            if let base = servers[si].input.base {
-                let start = servers[si].input.start
-                let avail = servers[si].input.end - start
+            if let base = servers[si].io.input.base {
+                let start = servers[si].io.input.start
+                let avail = servers[si].io.input.end - start
                 switch frameHeader(base + start, available: avail, .held) {
                 case .incomplete:
                     break
@@ -89,13 +89,13 @@ extension Worker {
                 case .header(let h):
                     if avail >= h.frameLength {
                         let body = [UInt8](UnsafeRawBufferPointer(start: base + start + Wire.headerSize, count: h.bodyLength))
-                        consumeInput(server: si, h.frameLength)
+                        servers[si].io.consume(h.frameLength, buffers)
                         handleServerLoginMessage(si, h.type, body)
                         continue
                     }
                 }
             }
-            if !servers[si].readable { break }
+            if !servers[si].io.readable { break }
             switch readInto(server: si) {
             case .data: continue
             case .wouldBlock, .full: break
@@ -152,7 +152,7 @@ extension Worker {
         if case .fail(let failure) = action { return serverLoginFailed(si, failure.errorFields) }
         scratch.clear()
         guard action.encode(into: &scratch) else { return }
-        servers[si].out.append(scratch)
+        servers[si].io.out.append(scratch)
         flushServer(si)
     }
 

@@ -12,7 +12,7 @@ extension Worker {
         }
         scratch.clear()
         Frontend.sslRequest(into: &scratch)
-        servers[si].out.append(scratch)
+        servers[si].io.out.append(scratch)
         servers[si].tlsPhase = 1
         flushServer(si)
         return true
@@ -23,8 +23,8 @@ extension Worker {
     func serverTLSLogin(_ si: Int32) -> Bool {
         guard let ctx = tlsState.serverContext else { return true }
         if servers[si].tlsPhase == 1 {
-            while servers[si].input.isEmpty {
-                if !servers[si].readable { return false }
+            while servers[si].io.input.isEmpty {
+                if !servers[si].io.readable { return false }
                 switch readInto(server: si) {
                 case .data: continue
                 case .wouldBlock, .full: return false
@@ -33,15 +33,15 @@ extension Worker {
                     return false
                 }
             }
-            let answer = servers[si].input.base!.load(fromByteOffset: servers[si].input.start, as: UInt8.self)
-            consumeInput(server: si, 1)
+            let answer = servers[si].io.input.base!.load(fromByteOffset: servers[si].io.input.start, as: UInt8.self)
+            servers[si].io.consume(1, buffers)
             switch answer {
             case UInt8(ascii: "S"):
-                if !servers[si].input.isEmpty {
+                if !servers[si].io.input.isEmpty {
                     serverTLSFailed(si, "server sent unencrypted data after accepting SSLRequest")
                     return false
                 }
-                guard let t = TLSIO.make(ctx, fd: servers[si].fd, accepting: false, method: tlsState.bio) else {
+                guard let t = TLSIO.make(ctx, fd: servers[si].io.fd, accepting: false, method: tlsState.bio) else {
                     serverTLSFailed(si, "TLS setup failed: \(TLSContext.lastError())")
                     return false
                 }
@@ -57,7 +57,7 @@ extension Worker {
                         }
                     }
                 }
-                servers[si].tls = t
+                servers[si].io.tls = t
                 servers[si].tlsPhase = 2
             case UInt8(ascii: "N"):
                 if ctx.mode == .require || ctx.mode == .verifyCA || ctx.mode == .verifyFull {
@@ -72,11 +72,11 @@ extension Worker {
                 return false
             }
         }
-        guard let t = servers[si].tls else { return true }
+        guard let t = servers[si].io.tls else { return true }
         switch TLSIO.handshake(t) {
         case .done:
             servers[si].tlsPhase = 0
-            servers[si].readable = true
+            servers[si].io.readable = true
             log.debug("S-\(servers[si].id): TLS established: \(TLSIO.describe(t))")
             sendServerStartup(si)
             return true

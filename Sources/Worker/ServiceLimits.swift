@@ -258,22 +258,22 @@ extension Worker {
     func retireServer(_ si: Int32, reason: String) {
         log.debug("S-\(servers[si].id): closing: \(reason)")
         let terminate: (UInt8, UInt8, UInt8, UInt8, UInt8) = (0x58, 0, 0, 0, 4)
-        withUnsafeBytes(of: terminate) { _ = try? Posix.send(servers[si].fd, $0.baseAddress!, 5) }
+        withUnsafeBytes(of: terminate) { _ = try? Posix.send(servers[si].io.fd, $0.baseAddress!, 5) }
         setServerState(si, .closing)  // leaves the idle list; still counted until EOF
         pools[Int(servers[si].pool)].limits.retiring += 1
         limits.retiring += 1
-        servers[si].readable = true
+        servers[si].io.readable = true
         retiringInput(si)
     }
 
     /// Events of a retiring server: whatever it says is dropped; EOF ends it.
     func retiringInput(_ si: Int32) {
-        while servers[si].readable {
+        while servers[si].io.readable {
             switch readInto(server: si) {
             case .data, .full:
-                servers[si].input.start = servers[si].input.end
-                servers[si].input.scan = servers[si].input.end
-                releaseIfEmpty(server: si)
+                servers[si].io.input.start = servers[si].io.input.end
+                servers[si].io.input.scan = servers[si].io.input.end
+                servers[si].io.releaseIfEmpty(buffers)
             case .wouldBlock:
                 return
             case .closed:

@@ -21,101 +21,40 @@ struct WorkerTLS {
 }
 
 extension Worker {
-    // MARK: I/O entry points (the plaintext path pays one nil test)
+    // MARK: TLS flush on EPOLLOUT (the I/O itself is Endpoint's)
 
-    @inline(__always)
-    func sendToClient(_ ci: Int32, _ p: UnsafeRawPointer, _ count: Int) throws(SyscallError) -> IOResult {
-        if let t = clients[ci].tls { return try TLSIO.send(t, p, count) }
-        return try Posix.send(clients[ci].fd, p, count)
-    }
-
-    @inline(__always)
-    func sendToServer(_ si: Int32, _ p: UnsafeRawPointer, _ count: Int) throws(SyscallError) -> IOResult {
-        if let t = servers[si].tls { return try TLSIO.send(t, p, count) }
-        return try Posix.send(servers[si].fd, p, count)
-    }
-
-    /// readInto(client:)'s TLS half: SSL_read into the same pooled buffer. `readable` stays set while
-    /// OpenSSL may hold decrypted or read-ahead bytes, which no epoll edge would announce.
-    func readTLS(client ci: Int32, _ t: TLSConn, _ b: UnsafeMutableRawPointer, _ end: Int) -> ReadOutcome {
-        switch TLSIO.read(t, b + end, buffers.size - end) {
-        case .data(let n, let drained):
-            clients[ci].input.end = end &+ n
-            clients[ci].statBytesIn &+= UInt64(n)  // stats hook
-            if drained && !clients[ci].hangup { clients[ci].readable = false }
-            return .data
-        case .wouldBlock:
-            clients[ci].readable = false
-            releaseIfEmpty(client: ci)
-            return .wouldBlock
-        case .closed:
-            clients[ci].eof = true
-            clients[ci].readable = false
-            return .closed
-        case .failed(let reason):
-            log.warning("C-\(clients[ci].id): TLS read failed: \(reason)")
-            clients[ci].eof = true
-            clients[ci].readable = false
-            return .closed
-        }
-    }
-
-    func readTLS(server si: Int32, _ t: TLSConn, _ b: UnsafeMutableRawPointer, _ end: Int) -> ReadOutcome {
-        switch TLSIO.read(t, b + end, buffers.size - end) {
-        case .data(let n, let drained):
-            servers[si].input.end = end &+ n
-            if drained && !servers[si].hangup { servers[si].readable = false }
-            return .data
-        case .wouldBlock:
-            servers[si].readable = false
-            releaseIfEmpty(server: si)
-            return .wouldBlock
-        case .closed:
-            servers[si].eof = true
-            servers[si].readable = false
-            return .closed
-        case .failed(let reason):
-            log.warning("S-\(servers[si].id): TLS read failed: \(reason)")
-            servers[si].eof = true
-            servers[si].readable = false
-            return .closed
-        }
-    }
-
-    /// On EPOLLOUT: ciphertext left from an earlier write goes first. Returns false if the client was closed.
+    /// Ciphertext left from an earlier write goes first. Returns false if the client was closed.
     func flushClientTLS(_ ci: Int32, _ t: TLSConn) -> Bool {
         do {
-            try TLSIO.flush(t)
+            try clients[ci].io.flushTLS(t)
         } catch {
             closeClient(ci, reason: "write to client failed: \(error.errno)", notify: false)
             return false
         }
-        if !t.pointee.out.isEmpty { clients[ci].writable = false }
         return true
     }
 
     func flushServerTLS(_ si: Int32, _ t: TLSConn) -> Bool {
         do {
-            try TLSIO.flush(t)
+            try servers[si].io.flushTLS(t)
         } catch {
             serverBroken(si, reason: "write to server failed: \(error.errno)")
             return false
         }
-        if !t.pointee.out.isEmpty { servers[si].writable = false }
         return true
     }
 
     func freeTLS(client ci: Int32) {
-        if let t = clients[ci].tls {
+        if let t = clients[ci].io.tls {
             TLSIO.free(t)
-            clients[ci].tls = nil
+            clients[ci].io.tls = nil
         }
     }
 
     func freeTLS(server si: Int32) {
-        if let t = servers[si].tls {
+        if let t = servers[si].io.tls {
             TLSIO.free(t)
-            servers[si].tls = nil
+            servers[si].io.tls = nil
         }
     }
 
@@ -132,7 +71,7 @@ extension Worker {
 
     /// "TLSv1.3/TLS_AES_256_GCM_SHA384" for a client on TLS, "no" otherwise (login log line).
     func tlsDescription(client ci: Int32) -> String {
-        guard clients[ci].usesTLS, let t = clients[ci].tls else { return "no" }
+        guard clients[ci].usesTLS, let t = clients[ci].io.tls else { return "no" }
         return TLSIO.describe(t)
     }
 
@@ -140,12 +79,12 @@ extension Worker {
     /// and the caller answers 'N'.
     func clientSSLRequest(_ ci: Int32) -> Bool {
         guard let ctx = tlsState.clientContext, !clients[ci].isUnix else { return false }
-        if clients[ci].tls != nil {
+        if clients[ci].io.tls != nil {
             failClient(ci, code: SQLState.protocolViolation, message: "SSLRequest received over TLS")
             return true
         }
         // Bytes after SSLRequest would be plaintext a man in the middle slipped in (CVE-2021-23214).
-        if clients[ci].input.start < clients[ci].input.end {
+        if clients[ci].io.input.start < clients[ci].io.input.end {
             failClient(ci, code: SQLState.protocolViolation, message: "received unencrypted data after SSL request")
             return true
         }
@@ -154,16 +93,16 @@ extension Worker {
             return true
         }
         var s = UInt8(ascii: "S")
-        let sent = (try? Posix.send(clients[ci].fd, &s, 1)) ?? .wouldBlock
+        let sent = (try? Posix.send(clients[ci].io.fd, &s, 1)) ?? .wouldBlock
         guard sent == .processed(1) else {
             closeClient(ci, reason: "could not answer SSLRequest", notify: false)
             return true
         }
-        guard let t = TLSIO.make(ctx, fd: clients[ci].fd, accepting: true, method: tlsState.bio) else {
+        guard let t = TLSIO.make(ctx, fd: clients[ci].io.fd, accepting: true, method: tlsState.bio) else {
             closeClient(ci, reason: "TLS setup failed: \(TLSContext.lastError())", notify: false)
             return true
         }
-        clients[ci].tls = t
+        clients[ci].io.tls = t
         return true
     }
 
@@ -174,22 +113,22 @@ extension Worker {
             closeClient(ci, reason: "direct TLS connection but TLS is not enabled", notify: false)
             return
         }
-        guard let t = TLSIO.make(ctx, fd: clients[ci].fd, accepting: true, method: tlsState.bio) else {
+        guard let t = TLSIO.make(ctx, fd: clients[ci].io.fd, accepting: true, method: tlsState.bio) else {
             closeClient(ci, reason: "TLS setup failed: \(TLSContext.lastError())", notify: false)
             return
         }
         t.pointee.direct = true
-        if let b = clients[ci].input.base {
-            let n = clients[ci].input.end - clients[ci].input.start
-            t.pointee.pre.append(UnsafeRawBufferPointer(start: b + clients[ci].input.start, count: n))
-            consumeInput(client: ci, n)
+        if let b = clients[ci].io.input.base {
+            let n = clients[ci].io.input.end - clients[ci].io.input.start
+            t.pointee.pre.append(UnsafeRawBufferPointer(start: b + clients[ci].io.input.start, count: n))
+            clients[ci].io.consume(n, buffers)
         }
-        clients[ci].tls = t
+        clients[ci].io.tls = t
     }
 
     /// Advances a client's handshake. True once it is complete (login goes on over TLS).
     func clientHandshake(_ ci: Int32) -> Bool {
-        guard let t = clients[ci].tls else { return true }
+        guard let t = clients[ci].io.tls else { return true }
         switch TLSIO.handshake(t) {
         case .done:
             if t.pointee.direct && !TLSIO.alpnIsPostgres(t) {
@@ -198,7 +137,7 @@ extension Worker {
             }
             clients[ci].usesTLS = true
             // The startup packet may have come with the last handshake bytes, already read by OpenSSL.
-            clients[ci].readable = true
+            clients[ci].io.readable = true
             log.debug("C-\(clients[ci].id): TLS established: \(TLSIO.describe(t))")
             return true
         case .wantMore:
@@ -226,7 +165,7 @@ extension Worker {
     /// auth_type cert: a verified client certificate whose CommonName is the user name.
     func certAuthenticate(_ ci: Int32) {
         guard let info = clients[ci].info else { return }
-        guard clients[ci].usesTLS, let t = clients[ci].tls else {
+        guard clients[ci].usesTLS, let t = clients[ci].io.tls else {
             certFailed(ci, reason: "TLS connection required")
             return
         }
@@ -255,7 +194,7 @@ extension Worker {
 
     /// tls-server-end-point data for SCRAM-SHA-256-PLUS, when the client is on TLS.
     func scramChannelBinding(_ ci: Int32) -> [UInt8]? {
-        guard clients[ci].usesTLS, let t = clients[ci].tls else { return nil }
+        guard clients[ci].usesTLS, let t = clients[ci].io.tls else { return nil }
         let h = TLSIO.endPointHash(t)
         return h.isEmpty ? nil : h
     }

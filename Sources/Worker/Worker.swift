@@ -210,10 +210,10 @@ final class Worker {
         let index = Token.index(token)
         switch kind {
         case Token.client:
-            guard clients[index].gen & 0xFF_FFFF == Token.gen(token), clients[index].state != .free else { return }
+            guard clients[index].io.gen & 0xFF_FFFF == Token.gen(token), clients[index].state != .free else { return }
             clientEvent(index, events)
         case Token.server:
-            guard servers[index].gen & 0xFF_FFFF == Token.gen(token), servers[index].state != .free else { return }
+            guard servers[index].io.gen & 0xFF_FFFF == Token.gen(token), servers[index].state != .free else { return }
             serverEvent(index, events)
         case Token.listener:
             acceptClients(index)
@@ -258,13 +258,13 @@ final class Worker {
             }
             let ci = clients.allocate()
             nextClientID &+= 1
-            clients[ci].fd = fd
+            clients[ci].io.fd = fd
             setClientState(ci, .startup)
             clients[ci].id = nextClientID
             clients[ci].isUnix = isUnix
-            clients[ci].readable = true
-            clients[ci].writable = true
-            clients[ci].eof = false
+            clients[ci].io.readable = true
+            clients[ci].io.writable = true
+            clients[ci].io.eof = false
             clients[ci].connectedAt = now
             clients[ci].cancelKey = randomUInt32()
             let info = ClientInfo(trackedCount: tracked.names.count)
@@ -272,7 +272,7 @@ final class Worker {
             clients[ci].info = info
             do {
                 try epoll.add(fd, events: [.input, .output, .readHangup, .edgeTriggered],
-                              data: Token.make(kind: Token.client, gen: clients[ci].gen, index: ci))
+                              data: Token.make(kind: Token.client, gen: clients[ci].io.gen, index: ci))
             } catch {
                 log.error("epoll add for client: \(error)")
                 freeClient(ci)

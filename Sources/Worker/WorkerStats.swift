@@ -135,12 +135,12 @@ extension Worker {
             row.connectTime = wallTime(clients[ci].connectedAt)
             row.requestTime = wallTime(clients[ci].stateSince)
             if state == .waitServer || state == .waitWelcome { row.waitMicros = max(0, now - clients[ci].stateSince) / 1000 }
-            row.ptr = UInt64(slot) << 40 | UInt64(clients[ci].gen & 0xFF_FFFF) << 16 | UInt64(UInt32(bitPattern: ci) & 0xFFFF)
+            row.ptr = UInt64(slot) << 40 | UInt64(clients[ci].io.gen & 0xFF_FFFF) << 16 | UInt64(UInt32(bitPattern: ci) & 0xFFFF)
             let si = clients[ci].server
             if si >= 0 { row.link = UInt64(slot) << 40 | 1 << 39 | UInt64(UInt32(bitPattern: si)) }
             row.remotePid = clientProcessID(ci)
             row.applicationName = info?.applicationName ?? ""
-            if clients[ci].usesTLS, let t = clients[ci].tls { row.tls = TLSIO.describe(t) }  // TLS hook
+            if clients[ci].usesTLS, let t = clients[ci].io.tls { row.tls = TLSIO.describe(t) }  // TLS hook
             row.preparedStatements = Int32(clamping: info?.prepared.count ?? 0)
             row.id = Int64(slot) << 32 | Int64(clients[ci].id)
             snap.clients.append(row)
@@ -174,11 +174,11 @@ extension Worker {
             row.ptr = UInt64(slot) << 40 | 1 << 39 | UInt64(UInt32(bitPattern: si))
             let c = servers[si].client
             if c >= 0 {
-                row.link = UInt64(slot) << 40 | UInt64(clients[c].gen & 0xFF_FFFF) << 16 | UInt64(UInt32(bitPattern: c) & 0xFFFF)
+                row.link = UInt64(slot) << 40 | UInt64(clients[c].io.gen & 0xFF_FFFF) << 16 | UInt64(UInt32(bitPattern: c) & 0xFFFF)
             }
             row.remotePid = servers[si].backendPID
             row.applicationName = ""
-            if servers[si].tlsPhase == 0, let t = servers[si].tls { row.tls = TLSIO.describe(t) }  // TLS hook
+            if servers[si].tlsPhase == 0, let t = servers[si].io.tls { row.tls = TLSIO.describe(t) }  // TLS hook
             row.preparedStatements = Int32(clamping: servers[si].info?.prepared.count ?? 0)
             row.id = Int64(slot) << 32 | Int64(servers[si].id)
             snap.servers.append(row)
@@ -285,7 +285,7 @@ extension Worker {
             return
         }
         guard let (ci, gen) = stats.pendingAdmin[c.requestID] else { return }
-        guard clients[ci].gen == gen, clients[ci].state == .idle, clients[ci].adminRequest == c.requestID else { return }
-        c.payload.withUnsafeBytes { clients[ci].out.append($0) }
+        guard clients[ci].io.gen == gen, clients[ci].state == .idle, clients[ci].adminRequest == c.requestID else { return }
+        c.payload.withUnsafeBytes { clients[ci].io.out.append($0) }
     }
 }

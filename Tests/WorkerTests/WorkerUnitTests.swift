@@ -27,11 +27,11 @@ final class TableTests: XCTestCase {
             let i = t.allocate()
             XCTAssertFalse(seen.contains(i))
             seen.insert(i)
-            t[i].fd = i + 100
+            t[i].io.fd = i + 100
         }
         XCTAssertEqual(t.used, 40)
         XCTAssertGreaterThanOrEqual(t.capacity, 40)
-        for i in seen { XCTAssertEqual(t[i].fd, i + 100, "records survive growth") }
+        for i in seen { XCTAssertEqual(t[i].io.fd, i + 100, "records survive growth") }
         let first = seen.first!
         t.release(first)
         XCTAssertEqual(t.used, 39)

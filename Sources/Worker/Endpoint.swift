@@ -1,0 +1,154 @@
+// One side of a proxied connection, client or server — the role PgBouncer's sbuf plays: the socket,
+// its generation, the input buffer and pgswift's own pending output, readiness flags and TLS. Reading,
+// sending, flushing and giving the buffer back are written here once for both sides; what differs
+// per side (byte counters, which error ends the connection, log prefixes) stays with the caller in
+// Forwarding.swift and TLS.swift.
+import Shared
+
+struct Endpoint {
+    var fd: Int32 = -1
+    /// Bumped when the record is reused; epoll tokens carry it (`Token`), so a stale event is dropped.
+    var gen: UInt32 = 0
+    var input = IOBuf()
+    var out = PendingOut()
+    /// Edge-triggered readiness as last seen: read until EAGAIN (or a short read), write until blocked.
+    var readable = false
+    var writable: Bool
+    var eof = false
+    /// epoll reported RDHUP/HUP/ERR: read until EOF, never stop at a short read.
+    var hangup = false
+    /// TLS state (TLSConnection.swift); nil for plaintext, the only test the plaintext path pays.
+    var tls: TLSConn? = nil
+
+    init(writable: Bool) {
+        self.writable = writable
+    }
+
+    /// One read into the input buffer (taking a pooled buffer first if it has none). `bytes` gets the
+    /// count read; `tlsFailed` is called with OpenSSL's reason before a failed TLS read ends the stream.
+    /// Under TLS, `readable` stays set while OpenSSL may hold decrypted or read-ahead bytes, which no
+    /// epoll edge would announce.
+    @inline(__always)
+    mutating func read(_ buffers: BufferPool, bytes: inout Int, tlsFailed: (String) -> Void) -> ReadOutcome {
+        if input.base == nil {
+            input.base = buffers.take()
+        } else if input.end == buffers.size {
+            input.compact()
+            if input.end == buffers.size { return .full }
+        }
+        let b = input.base!
+        let end = input.end
+        if let t = tls {
+            switch TLSIO.read(t, b + end, buffers.size - end) {
+            case .data(let n, let drained):
+                input.end = end &+ n
+                bytes = n
+                if drained && !hangup { readable = false }
+                return .data
+            case .wouldBlock:
+                readable = false
+                releaseIfEmpty(buffers)
+                return .wouldBlock
+            case .closed:
+                return ended()
+            case .failed(let reason):
+                tlsFailed(reason)
+                return ended()
+            }
+        }
+        do {
+            switch try Posix.recv(fd, b + end, buffers.size - end) {
+            case .processed(0):
+                return ended()
+            case .processed(let n):
+                input.end = end &+ n
+                bytes = n
+                // A short read emptied the socket; with edge-triggered epoll new bytes bring a new
+                // event, so skip the read that would only say EAGAIN.
+                if n < buffers.size &- end && !hangup { readable = false }
+                return .data
+            case .wouldBlock:
+                readable = false
+                releaseIfEmpty(buffers)
+                return .wouldBlock
+            }
+        } catch {
+            return ended()
+        }
+    }
+
+    @inline(__always)
+    private mutating func ended() -> ReadOutcome {
+        eof = true
+        readable = false
+        return .closed
+    }
+
+    /// Gives the input buffer back once everything in it has gone (idle connections hold none).
+    @inline(__always)
+    mutating func releaseIfEmpty(_ buffers: BufferPool) {
+        if let b = input.base, input.start == input.end, input.partial == 0 {
+            buffers.give(b)
+            input = IOBuf()
+        }
+    }
+
+    /// Drops `n` bytes from the front of the input (messages pgswift handled itself).
+    mutating func consume(_ n: Int, _ buffers: BufferPool) {
+        input.start += n
+        if input.scan < input.start { input.scan = input.start }
+        releaseIfEmpty(buffers)
+    }
+
+    /// One send of `count` bytes, through TLS when the connection has it.
+    @inline(__always)
+    func send(_ p: UnsafeRawPointer, _ count: Int) throws(SyscallError) -> IOResult {
+        if let t = tls { return try TLSIO.send(t, p, count) }
+        return try Posix.send(fd, p, count)
+    }
+
+    enum FlushOutcome {
+        /// Nothing of pgswift's own is left to write.
+        case done
+        /// The socket took less than all: wait for the EPOLLOUT edge (`writable` is now false).
+        case blocked
+        /// The write failed; the pending bytes are dropped, the caller ends the connection.
+        case failed(SyscallError)
+    }
+
+    /// Writes pgswift's own queued bytes (`out`).
+    mutating func flushOut() -> FlushOutcome {
+        while !out.isEmpty {
+            let o = out
+            do {
+                switch try send(o.base! + o.start, o.end - o.start) {
+                case .processed(let n):
+                    out.consumed(n)
+                    if !out.isEmpty {
+                        writable = false
+                        return .blocked
+                    }
+                case .wouldBlock:
+                    writable = false
+                    return .blocked
+                }
+            } catch {
+                out.release()
+                return .failed(error)
+            }
+        }
+        return .done
+    }
+
+    /// On EPOLLOUT under TLS: ciphertext left from an earlier write goes first.
+    mutating func flushTLS(_ t: TLSConn) throws(SyscallError) {
+        try TLSIO.flush(t)
+        if !t.pointee.out.isEmpty { writable = false }
+    }
+
+    /// Ciphertext still waiting in the TLS layer (a final error must be out before the socket closes).
+    var tlsPending: Bool {
+        if let t = tls { return !t.pointee.out.isEmpty }
+        return false
+    }
+}
