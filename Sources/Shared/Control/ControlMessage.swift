@@ -24,7 +24,7 @@ public enum ControlMessage: Equatable, Sendable {
     /// there. `seq` grows with every quota the supervisor sends for the pool; reports echo the last one seen.
     case quota(database: String, user: String, quota: Int32, seq: UInt32)
     /// Rolling restart: stop accepting, finish or hand off the clients, exit. With `handoff` the datagram
-    /// also carries (SCM_RIGHTS) this worker's end of a socket to its successor (Worker/Handoff.swift).
+    /// also carries (SCM_RIGHTS) this worker's end of a socket to its successor (Worker/Control/Handoff.swift).
     case drain(handoff: Bool)
     /// Service-wide limits and per-database admin commands (LimitsMessage.swift), kind 0x30.
     case limitsToWorker(LimitsMessage)

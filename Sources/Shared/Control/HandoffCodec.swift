@@ -30,7 +30,7 @@ public struct HandoffClient: Equatable, Sendable {
     public var applicationName: String
     public var protocolMinor: Int32
     /// The BackendKeyData the client got at login: it keeps cancelling with it, so the successor
-    /// must accept it (Worker/Handoff.swift keeps a map from it to the new table index).
+    /// must accept it (Worker/Control/Handoff.swift keeps a map from it to the new table index).
     public var processID: Int32
     public var secretKey: UInt32
     public var isUnix: Bool
