@@ -1,4 +1,4 @@
-// Unit tests of the worker's building blocks: epoll tokens, tables, buffers, tracked parameters.
+// Epoll tokens and record tables (Session/Connections.swift).
 import XCTest
 @testable import Worker
 import Shared
@@ -71,65 +71,5 @@ final class TableTests: XCTestCase {
         XCTAssertEqual(t.capacity, 40, "doubling stops at the target (max_client_conn) while below it")
         for _ in 33..<41 { _ = t.allocate() }
         XCTAssertEqual(t.capacity, 80, "past the target it doubles again")
-    }
-}
-
-final class BufferTests: XCTestCase {
-    func testPoolReusesBuffers() {
-        let pool = BufferPool(size: 1024, keepFree: 2)
-        let a = pool.take()
-        pool.give(a)
-        let b = pool.take()
-        XCTAssertEqual(a, b)
-        XCTAssertEqual(pool.inUse, 1)
-        pool.give(b)
-        XCTAssertEqual(pool.inUse, 0)
-    }
-
-    func testCompactKeepsLiveBytes() {
-        var buf = IOBuf()
-        let mem = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 1)
-        defer { mem.deallocate() }
-        for i in 0..<16 { mem.storeBytes(of: UInt8(i), toByteOffset: i, as: UInt8.self) }
-        buf.base = mem
-        buf.start = 10
-        buf.scan = 12
-        buf.end = 16
-        buf.compact()
-        XCTAssertEqual(buf.start, 0)
-        XCTAssertEqual(buf.scan, 2)
-        XCTAssertEqual(buf.end, 6)
-        XCTAssertEqual(mem.load(fromByteOffset: 0, as: UInt8.self), 10)
-        XCTAssertEqual(mem.load(fromByteOffset: 5, as: UInt8.self), 15)
-    }
-
-    func testPendingOutGrowsAndDrains() {
-        var out = PendingOut()
-        XCTAssertTrue(out.isEmpty)
-        let chunk = [UInt8](repeating: 7, count: 3000)
-        chunk.withUnsafeBytes { out.append($0) }
-        chunk.withUnsafeBytes { out.append($0) }
-        XCTAssertEqual(out.end - out.start, 6000)
-        out.consumed(5000)
-        XCTAssertEqual(out.end - out.start, 1000)
-        out.consumed(1000)
-        XCTAssertTrue(out.isEmpty)
-        XCTAssertNil(out.base, "a drained queue frees its memory")
-    }
-}
-
-final class TrackedParamsTests: XCTestCase {
-    func testCaseInsensitiveLookupAndExtras() {
-        let t = TrackedParams(extra: ["IntervalStyle", "datestyle"])
-        XCTAssertEqual(t.index(of: "datestyle"), t.index(of: "DateStyle"))
-        XCTAssertNotNil(t.index(of: "intervalstyle"))
-        XCTAssertNotNil(t.index(of: "Search_Path"), "search_path follows clients too, as in PgBouncer 1.26")
-        XCTAssertNil(t.index(of: "work_mem"))
-        XCTAssertEqual(t.names.filter { $0.lowercased() == "datestyle" }.count, 1, "no duplicates")
-    }
-
-    func testSQLLiteralDoublesQuotes() {
-        XCTAssertEqual(sqlLiteral("it's"), "'it''s'")
-        XCTAssertEqual(sqlLiteral(""), "''")
     }
 }

@@ -7,7 +7,9 @@ import Shared
 
 final class StatesTests: XCTestCase {
     static var repositoryRoot: URL {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        // Tests/WorkerTests/Session/StatesTests.swift -> the package root.
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent()
     }
 
     /// `x.state = ...` (not `==`) appears in Sources/Worker only inside States.swift.
