@@ -81,21 +81,15 @@ extension Worker {
 
     /// Handles one complete message if the buffer holds one; true when it consumed something.
     private func adminNextMessage(_ ci: Int32) -> Bool {
-        guard let base = clients[ci].io.input.base else { return false }
-        let start = clients[ci].io.input.start
-        let avail = clients[ci].io.input.end - start
-        let p = base + start
-        let type: UInt8, len: Int
-        switch frameHeader(p, available: avail, .held) {
-        case .incomplete: return false
-        case .header(let h): (type, len) = (h.type, h.length)
+        let type: UInt8, body: [UInt8]
+        switch clients[ci].io.heldMessage(maxLength: frameLimit(.held)) {
+        case .none: return false
+        case .message(let t, let raw): (type, body) = (t, [UInt8](raw))
         case .invalid(let h):
             failClient(ci, code: SQLState.protocolViolation, message: "invalid message length \(h.length)")
             return false
         }
-        if avail < len + 1 { return false }
-        let body = [UInt8](UnsafeRawBufferPointer(start: p + 5, count: len - 4))
-        clients[ci].io.consume(len + 1, buffers)
+        clients[ci].io.consume(Wire.headerSize + body.count, buffers)
         clients[ci].io.input.scan = clients[ci].io.input.start
         switch type {
         case FrontendType.query:

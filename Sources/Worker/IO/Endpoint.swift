@@ -100,6 +100,40 @@ struct Endpoint {
         releaseIfEmpty(buffers)
     }
 
+    /// Drops everything read so far (a connection whose answers nobody wants).
+    mutating func discardInput(_ buffers: BufferPool) {
+        input.start = input.end
+        input.scan = input.end
+        input.partial = 0
+        releaseIfEmpty(buffers)
+    }
+
+    enum HeldMessage {
+        /// No whole message yet (or no header).
+        case none
+        /// The length word is out of bounds.
+        case invalid(MessageHeader)
+        /// A whole message at the front of the input; `body` is valid until the input is consumed.
+        case message(type: UInt8, body: UnsafeRawBufferPointer)
+    }
+
+    /// The next whole message at the front of the input, for the readers that handle one message at a
+    /// time (logins, the admin console, auth_query replies); `maxLength` is `Worker.frameLimit(.held)`.
+    func heldMessage(maxLength: Int) -> HeldMessage {
+        guard let base = input.base else { return .none }
+        let avail = input.end - input.start
+        switch Wire.peekHeader(base + input.start, available: avail, maxLength: maxLength) {
+        case .incomplete:
+            return .none
+        case .invalid(let h):
+            return .invalid(h)
+        case .header(let h):
+            if avail < h.frameLength { return .none }
+            return .message(type: h.type, body: UnsafeRawBufferPointer(start: base + input.start + Wire.headerSize,
+                                                                        count: h.bodyLength))
+        }
+    }
+
     /// One send of `count` bytes, through TLS when the connection has it.
     @inline(__always)
     func send(_ p: UnsafeRawPointer, _ count: Int) throws(SyscallError) -> IOResult {

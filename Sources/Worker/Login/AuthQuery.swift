@@ -186,37 +186,29 @@ extension Worker {
     func authQueryServerEvent(_ si: Int32) {
         if !servers[si].io.out.isEmpty && !flushServer(si) { return }
         while servers[si].state == .authQuery {
-            if let base = servers[si].io.input.base {
-                let start = servers[si].io.input.start
-                let avail = servers[si].io.input.end - start
-                switch frameHeader(base + start, available: avail, .held) {
-                case .incomplete:
-                    break
-                case .invalid(let h):
-                    closeServer(si, reason: "invalid message length \(h.length) in the auth_query reply")
+            switch servers[si].io.heldMessage(maxLength: frameLimit(.held)) {
+            case .none:
+                break
+            case .invalid(let h):
+                closeServer(si, reason: "invalid message length \(h.length) in the auth_query reply")
+                return
+            case .message(let type, let body):
+                guard let li = authQuery.lookups.firstIndex(where: { $0.server == si }) else {
+                    closeServer(si, reason: "auth_query reply without a lookup")
                     return
-                case .header(let h):
-                    let type = h.type, len = h.length
-                    if avail >= len + 1 {
-                        let body = UnsafeRawBufferPointer(start: base + start + 5, count: len - 4)
-                        guard let li = authQuery.lookups.firstIndex(where: { $0.server == si }) else {
-                            closeServer(si, reason: "auth_query reply without a lookup")
-                            return
-                        }
-                        let step = authQuery.lookups[li].reply.receive(type: type, body: body)
-                        servers[si].io.consume(len + 1, buffers)
-                        switch step {
-                        case .more:
-                            continue
-                        case .protocolError(let reason):
-                            closeServer(si, reason: reason)
-                            return
-                        case .done(let outcome, let status):
-                            servers[si].txStatus = status
-                            finishAuthQuery(li, si: si, outcome: outcome)
-                            return
-                        }
-                    }
+                }
+                let step = authQuery.lookups[li].reply.receive(type: type, body: body)
+                servers[si].io.consume(Wire.headerSize + body.count, buffers)
+                switch step {
+                case .more:
+                    continue
+                case .protocolError(let reason):
+                    closeServer(si, reason: reason)
+                    return
+                case .done(let outcome, let status):
+                    servers[si].txStatus = status
+                    finishAuthQuery(li, si: si, outcome: outcome)
+                    return
                 }
             }
             if !servers[si].io.readable { return }

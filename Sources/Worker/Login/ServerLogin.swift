@@ -44,14 +44,7 @@ extension Worker {
         info.hostKey = hostKey
         info.socketAddress = address
         servers[si].info = info
-        do {
-            try epoll.add(fd, events: [.input, .output, .readHangup, .edgeTriggered],
-                          data: Token.make(kind: Token.server, gen: servers[si].io.gen, index: si))
-        } catch {
-            log.error("epoll add for server: \(error)")
-            closeServer(si, reason: "epoll failure")
-            return
-        }
+        if !watchServer(si) { return }
         log.debug("S-\(servers[si].id): connecting to \(address) for \(pools[pi].database)/\(pools[pi].user)")
         if connected { serverConnected(si) }
     }
@@ -76,24 +69,18 @@ extension Worker {
     func serverLoginInput(_ si: Int32) {
         if servers[si].tlsPhase != 0 && !serverTLSLogin(si) { return }
         while servers[si].state == .login {
-            if let base = servers[si].io.input.base {
-                let start = servers[si].io.input.start
-                let avail = servers[si].io.input.end - start
-                switch frameHeader(base + start, available: avail, .held) {
-                case .incomplete:
-                    break
-                case .invalid:
-                    serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.protocolViolation,
-                                                      message: "invalid message from server during login"))
-                    return
-                case .header(let h):
-                    if avail >= h.frameLength {
-                        let body = [UInt8](UnsafeRawBufferPointer(start: base + start + Wire.headerSize, count: h.bodyLength))
-                        servers[si].io.consume(h.frameLength, buffers)
-                        handleServerLoginMessage(si, h.type, body)
-                        continue
-                    }
-                }
+            switch servers[si].io.heldMessage(maxLength: frameLimit(.held)) {
+            case .none:
+                break
+            case .invalid:
+                serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.protocolViolation,
+                                                  message: "invalid message from server during login"))
+                return
+            case .message(let type, let raw):
+                let body = [UInt8](raw)
+                servers[si].io.consume(Wire.headerSize + raw.count, buffers)
+                handleServerLoginMessage(si, type, body)
+                continue
             }
             if !servers[si].io.readable { break }
             switch readInto(server: si) {

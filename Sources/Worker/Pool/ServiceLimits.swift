@@ -268,19 +268,7 @@ extension Worker {
 
     /// Events of a retiring server: whatever it says is dropped; EOF ends it.
     func retiringInput(_ si: Int32) {
-        while servers[si].io.readable {
-            switch readInto(server: si) {
-            case .data, .full:
-                servers[si].io.input.start = servers[si].io.input.end
-                servers[si].io.input.scan = servers[si].io.input.end
-                servers[si].io.releaseIfEmpty(buffers)
-            case .wouldBlock:
-                return
-            case .closed:
-                retired(si)
-                return
-            }
-        }
+        if discardServerInput(si) { retired(si) }
     }
 
     /// PostgreSQL let a retiring server go (or it took too long): free it and use the room.

@@ -49,31 +49,14 @@ extension Worker {
         scratch.clear()
         Frontend.cancelRequest(into: &scratch, processID: servers[target].backendPID, secretKey: servers[target].backendKey)
         servers[si].io.out.append(scratch)
-        do {
-            try epoll.add(fd, events: [.input, .output, .readHangup, .edgeTriggered],
-                          data: Token.make(kind: Token.server, gen: servers[si].io.gen, index: si))
-        } catch {
-            closeServer(si, reason: "epoll failure")
-            return
-        }
+        if !watchServer(si) { return }
         if connected { servers[si].io.writable = true; flushServer(si) }
     }
 
     /// The cancel connection is done once PostgreSQL closes it (it has signalled the backend by then).
     func cancelConnectionEvent(_ si: Int32) {
         if !flushServer(si) { return }
-        while servers[si].state == .cancelRequest {
-            switch readInto(server: si) {
-            case .data, .full:
-                servers[si].io.input.start = servers[si].io.input.end
-                servers[si].io.input.scan = servers[si].io.input.end
-                servers[si].io.releaseIfEmpty(buffers)
-            case .wouldBlock:
-                return
-            case .closed:
-                closeServer(si, reason: "cancel request done")
-            }
-        }
+        if discardServerInput(si) { closeServer(si, reason: "cancel request done") }
     }
 
     /// A cancel connection ended: its target may be handed out again.

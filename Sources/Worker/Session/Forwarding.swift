@@ -49,6 +49,36 @@ extension Worker {
         return servers[si].io.read(buffers, bytes: &n) { reason in log.warning("S-\(id): TLS read failed: \(reason)") }
     }
 
+    /// Adds a server socket to epoll, once for its life (edge-triggered, both directions); on failure the
+    /// server is closed and false returned.
+    func watchServer(_ si: Int32) -> Bool {
+        do {
+            try epoll.add(servers[si].io.fd, events: [.input, .output, .readHangup, .edgeTriggered],
+                          data: Token.make(kind: Token.server, gen: servers[si].io.gen, index: si))
+            return true
+        } catch {
+            log.error("epoll add for S-\(servers[si].id): \(error)")
+            closeServer(si, reason: "epoll failure")
+            return false
+        }
+    }
+
+    /// Reads and drops what a server sends while its socket is readable (a cancel connection, a server
+    /// being retired). True once the server has closed.
+    func discardServerInput(_ si: Int32) -> Bool {
+        while servers[si].io.readable {
+            switch readInto(server: si) {
+            case .data, .full:
+                servers[si].io.discardInput(buffers)
+            case .wouldBlock:
+                return false
+            case .closed:
+                return true
+            }
+        }
+        return false
+    }
+
     func queueClient(_ ci: Int32, byte: UInt8) {
         var b = byte
         withUnsafeBytes(of: &b) { clients[ci].io.out.append($0) }

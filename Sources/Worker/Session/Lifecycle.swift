@@ -221,17 +221,22 @@ extension Worker {
                                                               count: servers[si].io.input.scan - servers[si].io.input.start))
                 servers[si].io.input.start = servers[si].io.input.scan
             }
-            let midMessage = servers[si].io.input.partial > 0
-            unlink(ci, si)
-            if midMessage {
-                closeClientMidMessage(ci, reason: "server conn crashed? (\(reason))")
-            } else {
-                sendClientError(ci, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
-                                                message: "server conn crashed? (\(reason))"), close: true)
-            }
+            dropLinkedClient(ci, si, "server conn crashed? (\(reason))")
         }
         closeServer(si, reason: reason)
         if p >= 0 { launchIfNeeded(p) }
+    }
+
+    /// The server under a linked client is going: the pair is undone and the client gets a FATAL 08006,
+    /// or — inside a server message, where an error would be read as its bytes — the closed socket.
+    private func dropLinkedClient(_ ci: Int32, _ si: Int32, _ message: String) {
+        let midMessage = servers[si].io.input.partial > 0
+        unlink(ci, si)
+        if midMessage {
+            closeClientMidMessage(ci, reason: message)
+        } else {
+            sendClientError(ci, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure, message: message), close: true)
+        }
     }
 
     func closeServer(_ si: Int32, reason: String) {
@@ -241,16 +246,7 @@ extension Worker {
         switch servers[si].state {
         case .active:
             let ci = servers[si].client
-            let midMessage = servers[si].io.input.partial > 0
-            if ci >= 0 {
-                unlink(ci, si)
-                if midMessage {
-                    closeClientMidMessage(ci, reason: "server connection closed: \(reason)")
-                } else {
-                    sendClientError(ci, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
-                                                    message: "server connection closed: \(reason)"), close: true)
-                }
-            }
+            if ci >= 0 { dropLinkedClient(ci, si, "server connection closed: \(reason)") }
         case .authQuery:
             authQueryServerClosed(si, reason: reason)
         default:
