@@ -3,6 +3,18 @@
 import Shared
 import Glibc
 
+/// What a scanner helper tells the scanning loop.
+enum ScanStep {
+    /// Go on with this message (count it, inspect it, forward it).
+    case handle
+    /// The message was dealt with: scan the next.
+    case next
+    /// Stop scanning; the loop writes back its position and returns this.
+    case exit(ScanResult)
+    /// Return this at once (the position is already written back).
+    case done(ScanResult)
+}
+
 enum ScanResult {
     /// Scanned what could be scanned; go on (forward, then scan again).
     case progress
@@ -189,30 +201,7 @@ extension Worker {
         }
         while scan < end {
             if partial > 0 {
-                let take = min(partial, end &- scan)
-                if clients[ci].partialMode != .forward {
-                    // Not for the server: consumed here (the message's head was, too: start == scan).
-                    if clients[ci].partialMode == .collect && !clients[ci].largeParse.append(base + scan, take) {
-                        clients[ci].io.input.scan = scan
-                        failClient(ci, code: SQLState.outOfMemory, message: "out of memory")
-                        return .stop
-                    }
-                    scan &+= take
-                    partial &-= take
-                    clients[ci].io.input.start = scan
-                    if partial == 0 {
-                        let collected = clients[ci].partialMode == .collect
-                        clients[ci].partialMode = .forward
-                        if collected {
-                            clients[ci].io.input.scan = scan
-                            clients[ci].io.input.partial = 0
-                            if !finishLargeParse(ci) { return .stop }
-                        }
-                    }
-                    continue
-                }
-                scan &+= take
-                partial &-= take
+                if let r = clientMessageTail(ci, base, &scan, &partial, end) { return r }
                 continue
             }
             let type: UInt8, len: Int
@@ -250,74 +239,13 @@ extension Worker {
             let total = len &+ 1
             let avail = end &- scan
             if servers[si].tracking {
-                // After an error pgswift raised itself: PostgreSQL would skip to the Sync, so do we.
-                if clients[ci].skipUntilSync && type != FrontendType.sync {
-                    if scan > clients[ci].io.input.start { return .progress }
-                    if total > avail {
-                        // Never waited for whole (it may not fit): thrown away as it arrives.
-                        partial = total &- avail
-                        clients[ci].partialMode = .drop
-                        scan = end
-                    } else {
-                        scan &+= total
-                    }
-                    clients[ci].io.input.start = scan
-                    continue
-                }
-                var slot = slotFor(type, nil)
-                let mayName = type == FrontendType.parse || type == FrontendType.bind
-                    || type == FrontendType.describe || type == FrontendType.close
-                if mayName {
-                    if total > avail {
-                        if total <= buffers.size { return scan > clients[ci].io.input.start ? .progress : .needMore }
-                        // Larger than the buffer: only its head (the names) is looked at, the rest
-                        // streams. Forward what precedes it first so the head has the whole buffer.
-                        if scan > clients[ci].io.input.start { return .progress }
-                        clients[ci].io.input.scan = scan
-                        switch largeExtended(ci, si, type, avail: avail, total: total) {
-                        case .needMore: return .needMore
-                        case .stop: return .stop
-                        case .handled:
-                            scan = clients[ci].io.input.scan
-                            partial = clients[ci].io.input.partial
-                            continue
-                        case .stream(let s): slot = s
-                        }
-                    } else {
-                        let body = UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4)
-                        if namesStatement(type, body) {
-                            if scan > clients[ci].io.input.start { return .progress }
-                            servers[si].unsynced = true
-                            scan &+= total
-                            clients[ci].io.input.start = scan
-                            clients[ci].io.input.scan = scan
-                            clients[ci].io.input.partial = partial
-                            if !rewritePrepared(ci, si, type, body) { return .stop }
-                            continue
-                        }
-                        slot = slotFor(type, body)
-                    }
-                }
-                if type == FrontendType.sync { clients[ci].skipUntilSync = false }
-                if slot != 0 && !pushSlot(si, slot) {
-                    failClient(ci, code: SQLState.programLimitExceeded, message: "too many pipelined messages")
-                    return .stop
+                switch trackClientMessage(ci, si, type, len, base, &scan, &partial, end) {
+                case .handle: break
+                case .next: continue
+                case .exit(let r), .done(let r): return r
                 }
             }
-            switch type {
-            case FrontendType.query, FrontendType.functionCall:
-                if servers[si].queryStart == 0 { statsQueryStart(si) }  // stats hook
-                servers[si].pendingSyncs &+= 1
-            case FrontendType.sync:
-                if servers[si].queryStart == 0 { statsQueryStart(si) }  // stats hook
-                servers[si].pendingSyncs &+= 1
-                servers[si].unsynced = false
-            case FrontendType.parse, FrontendType.bind, FrontendType.describe, FrontendType.execute,
-                 FrontendType.close, FrontendType.flush:
-                servers[si].unsynced = true
-            case FrontendType.copyData, FrontendType.copyDone, FrontendType.copyFail:
-                break
-            default:
+            if !countClientMessage(si, type) {
                 clients[ci].io.input.scan = scan
                 unknownClientMessage(ci, type)
                 return .stop
@@ -330,6 +258,126 @@ extension Worker {
             }
         }
         return .progress
+    }
+
+    /// The rest of a message larger than what was buffered (`partial` bytes still to come): forwarded
+    /// as it streams, or consumed here when it is not for the server (skipped to Sync, or a large named
+    /// Parse collected). nil: go on scanning.
+    @inline(__always)
+    private func clientMessageTail(_ ci: Int32, _ base: UnsafeMutableRawPointer, _ scan: inout Int, _ partial: inout Int,
+                                   _ end: Int) -> ScanResult? {
+        let take = min(partial, end &- scan)
+        if clients[ci].partialMode == .forward {
+            scan &+= take
+            partial &-= take
+            return nil
+        }
+        // Not for the server: consumed here (the message's head was, too: start == scan).
+        if clients[ci].partialMode == .collect && !clients[ci].largeParse.append(base + scan, take) {
+            clients[ci].io.input.scan = scan
+            failClient(ci, code: SQLState.outOfMemory, message: "out of memory")
+            return .stop
+        }
+        scan &+= take
+        partial &-= take
+        clients[ci].io.input.start = scan
+        if partial == 0 {
+            let collected = clients[ci].partialMode == .collect
+            clients[ci].partialMode = .forward
+            if collected {
+                clients[ci].io.input.scan = scan
+                clients[ci].io.input.partial = 0
+                if !finishLargeParse(ci) { return .stop }
+            }
+        }
+        return nil
+    }
+
+    /// A client message on a tracked link (prepared statements, Prepared.swift): skipped after an error
+    /// pgswift raised, rewritten when it names a statement, or given its expected-answer slot.
+    @inline(__always)
+    private func trackClientMessage(_ ci: Int32, _ si: Int32, _ type: UInt8, _ len: Int, _ base: UnsafeMutableRawPointer,
+                                    _ scan: inout Int, _ partial: inout Int, _ end: Int) -> ScanStep {
+        let total = len &+ 1
+        let avail = end &- scan
+        // After an error pgswift raised itself: PostgreSQL would skip to the Sync, so do we.
+        if clients[ci].skipUntilSync && type != FrontendType.sync {
+            if scan > clients[ci].io.input.start { return .done(.progress) }
+            if total > avail {
+                // Never waited for whole (it may not fit): thrown away as it arrives.
+                partial = total &- avail
+                clients[ci].partialMode = .drop
+                scan = end
+            } else {
+                scan &+= total
+            }
+            clients[ci].io.input.start = scan
+            return .next
+        }
+        var slot = slotFor(type, nil)
+        let mayName = type == FrontendType.parse || type == FrontendType.bind
+            || type == FrontendType.describe || type == FrontendType.close
+        if mayName {
+            if total > avail {
+                if total <= buffers.size { return .done(scan > clients[ci].io.input.start ? .progress : .needMore) }
+                // Larger than the buffer: only its head (the names) is looked at, the rest
+                // streams. Forward what precedes it first so the head has the whole buffer.
+                if scan > clients[ci].io.input.start { return .done(.progress) }
+                clients[ci].io.input.scan = scan
+                switch largeExtended(ci, si, type, avail: avail, total: total) {
+                case .needMore: return .done(.needMore)
+                case .stop: return .done(.stop)
+                case .handled:
+                    scan = clients[ci].io.input.scan
+                    partial = clients[ci].io.input.partial
+                    return .next
+                case .stream(let s): slot = s
+                }
+            } else {
+                let body = UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4)
+                if namesStatement(type, body) {
+                    if scan > clients[ci].io.input.start { return .done(.progress) }
+                    servers[si].unsynced = true
+                    scan &+= total
+                    clients[ci].io.input.start = scan
+                    clients[ci].io.input.scan = scan
+                    clients[ci].io.input.partial = partial
+                    if !rewritePrepared(ci, si, type, body) { return .done(.stop) }
+                    return .next
+                }
+                slot = slotFor(type, body)
+            }
+        }
+        if type == FrontendType.sync { clients[ci].skipUntilSync = false }
+        if slot != 0 && !pushSlot(si, slot) {
+            failClient(ci, code: SQLState.programLimitExceeded, message: "too many pipelined messages")
+            return .done(.stop)
+        }
+        return .handle
+    }
+
+    /// What a forwarded message means for its server: a Query, FunctionCall or Sync awaits a
+    /// ReadyForQuery, extended-protocol messages leave it unsynced. False for a type a logged-in
+    /// client may not send.
+    @inline(__always)
+    private func countClientMessage(_ si: Int32, _ type: UInt8) -> Bool {
+        switch type {
+        case FrontendType.query, FrontendType.functionCall:
+            if servers[si].queryStart == 0 { statsQueryStart(si) }  // stats hook
+            servers[si].pendingSyncs &+= 1
+        case FrontendType.sync:
+            if servers[si].queryStart == 0 { statsQueryStart(si) }  // stats hook
+            servers[si].pendingSyncs &+= 1
+            servers[si].unsynced = false
+        case FrontendType.parse, FrontendType.bind, FrontendType.describe, FrontendType.execute,
+             FrontendType.close, FrontendType.flush:
+            servers[si].unsynced = true
+        case FrontendType.copyData, FrontendType.copyDone, FrontendType.copyFail:
+            break
+        default:
+            return false
+        }
+        return true
     }
 
     /// Message types a logged-in client may send (PostgreSQL's list, Terminate handled apart).
@@ -459,92 +507,24 @@ extension Worker {
                 break
             }
             if !swallowing && servers[si].tracking && servers[si].slotCount > 0 {
-                if let head = headSlot(si), Slot.isSynthetic(head) {
-                    // An answer pgswift owes comes before this message: send what precedes it first.
-                    if scan > servers[si].io.input.start { break }
-                    emitDueSynthetics(si)
-                }
-                if total > avail && (type == BackendType.parseComplete || type == BackendType.closeComplete) {
-                    result = .needMore
-                    break
-                }
-                if !serverAnswer(si, type) {
-                    // The answer to an injected Parse/Close: drop it (after what precedes it is sent).
-                    if scan > servers[si].io.input.start { break }
-                    scan &+= total
-                    servers[si].io.input.start = scan
-                    continue
+                switch trackServerMessage(si, type, total: total, avail: avail, &scan) {
+                case .handle: break
+                case .next: continue
+                case .exit(let r):
+                    result = r
+                    break scanning
+                case .done(let r): return r
                 }
             }
             if inspect && total <= avail {
                 let body = UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4)
                 if type == BackendType.readyForQuery {
-                    let status = len >= 5 ? body[0] : UInt8(ascii: "I")
-                    servers[si].txStatus = status
-                    servers[si].lastReady = now
-                    scan &+= total
-                    if swallowing {
-                        servers[si].io.input.start = scan
-                        if servers[si].internalQueries > 0 { servers[si].internalQueries &-= 1 }
-                        if servers[si].internalQueries == 0 && servers[si].state == .resetting {
-                            servers[si].io.input.scan = scan
-                            servers[si].io.input.partial = partial
-                            resetDone(si)
-                            return .stop
-                        }
-                        continue
+                    switch serverReadyForQuery(si, body, swallowing: swallowing, &scan, total: total, partial: partial) {
+                    case .done(let r): return r
+                    default: continue
                     }
-                    if servers[si].pendingSyncs > 0 { servers[si].pendingSyncs &-= 1 }
-                    statsReadyForQuery(si, status: status)  // stats hook
-                    if status != UInt8(ascii: "I") && pools[Int(servers[si].pool)].mode == .statement {
-                        servers[si].io.input.scan = scan
-                        servers[si].io.input.partial = partial
-                        statementModeViolation(si)
-                        return .stop
-                    }
-                    if servers[si].pendingSyncs == 0 && !servers[si].unsynced && status == UInt8(ascii: "I")
-                        && servers[si].slotCount == 0 {
-                        let p = Int(servers[si].pool)
-                        if pools[p].mode != .session {
-                            let ci = servers[si].client
-                            if ci >= 0 && !clients[ci].io.input.hasUnsent {
-                                servers[si].releaseOnFlush = true
-                                servers[si].io.input.scan = scan
-                                servers[si].io.input.partial = partial
-                                return .progress
-                            }
-                        }
-                    }
-                    continue
                 }
-                if type == BackendType.parameterStatus {
-                    if let (name, value) = ParameterStatus.parse(body), let t = tracked.index(of: name) {
-                        if let info = servers[si].info, info.params.values[t] != value {
-                            info.params.values[t] = value
-                            servers[si].paramsKey = 0
-                        }
-                        // The client changed it itself (SET application_name ...): it follows the client.
-                        let ci = servers[si].client
-                        if !swallowing && ci >= 0, let cinfo = clients[ci].info, cinfo.params.values[t] != value {
-                            cinfo.params.values[t] = value
-                            clients[ci].paramsKey = 0
-                        }
-                    }
-                } else if type == BackendType.commandComplete {
-                    if !swallowing, let change = SessionTags.classify(body) {
-                        servers[si].needsReset = change
-                    }
-                    if !swallowing && (SessionTags.matches(body, "DEALLOCATE ALL") || SessionTags.matches(body, "DISCARD ALL")) {
-                        // The client wiped its statements: the server has none of ours left either.
-                        servers[si].info?.prepared.removeAll()
-                        let ci = servers[si].client
-                        if ci >= 0 { clients[ci].info?.prepared.removeAll() }
-                    }
-                } else if type == BackendType.errorResponse {
-                    let e = ErrorFields.parse(body)
-                    log.warning("S-\(servers[si].id): query pgswift sent failed: \(e?.message ?? "?")")
-                    servers[si].dirty = true
-                }
+                inspectServerMessage(si, type, body, swallowing: swallowing)
             }
             if total <= avail {
                 scan &+= total
@@ -559,6 +539,103 @@ extension Worker {
         if swallowing(si) { servers[si].io.releaseIfEmpty(buffers) }
         if result == .needMore && scan > servers[si].io.input.start { return .progress }
         return result
+    }
+
+    /// A server message on a tracked link with expected answers pending: pgswift's own synthesized
+    /// answers due before it go first, and an answer to a Parse/Close pgswift injected is dropped.
+    @inline(__always)
+    private func trackServerMessage(_ si: Int32, _ type: UInt8, total: Int, avail: Int, _ scan: inout Int) -> ScanStep {
+        if let head = headSlot(si), Slot.isSynthetic(head) {
+            // An answer pgswift owes comes before this message: send what precedes it first.
+            if scan > servers[si].io.input.start { return .exit(.progress) }
+            emitDueSynthetics(si)
+        }
+        if total > avail && (type == BackendType.parseComplete || type == BackendType.closeComplete) {
+            return .exit(.needMore)
+        }
+        if !serverAnswer(si, type) {
+            // The answer to an injected Parse/Close: drop it (after what precedes it is sent).
+            if scan > servers[si].io.input.start { return .exit(.progress) }
+            scan &+= total
+            servers[si].io.input.start = scan
+            return .next
+        }
+        return .handle
+    }
+
+    /// ReadyForQuery: the end of pgswift's own query (swallowed; a reset may be done), or of the
+    /// client's — where transaction and statement mode give the server back once its bytes are out.
+    @inline(__always)
+    private func serverReadyForQuery(_ si: Int32, _ body: UnsafeRawBufferPointer, swallowing: Bool, _ scan: inout Int,
+                                     total: Int, partial: Int) -> ScanStep {
+        let status = body.count >= 1 ? body[0] : UInt8(ascii: "I")
+        servers[si].txStatus = status
+        servers[si].lastReady = now
+        scan &+= total
+        if swallowing {
+            servers[si].io.input.start = scan
+            if servers[si].internalQueries > 0 { servers[si].internalQueries &-= 1 }
+            if servers[si].internalQueries == 0 && servers[si].state == .resetting {
+                servers[si].io.input.scan = scan
+                servers[si].io.input.partial = partial
+                resetDone(si)
+                return .done(.stop)
+            }
+            return .next
+        }
+        if servers[si].pendingSyncs > 0 { servers[si].pendingSyncs &-= 1 }
+        statsReadyForQuery(si, status: status)  // stats hook
+        if status != UInt8(ascii: "I") && pools[Int(servers[si].pool)].mode == .statement {
+            servers[si].io.input.scan = scan
+            servers[si].io.input.partial = partial
+            statementModeViolation(si)
+            return .done(.stop)
+        }
+        if servers[si].pendingSyncs == 0 && !servers[si].unsynced && status == UInt8(ascii: "I")
+            && servers[si].slotCount == 0 && pools[Int(servers[si].pool)].mode != .session {
+            let ci = servers[si].client
+            if ci >= 0 && !clients[ci].io.input.hasUnsent {
+                servers[si].releaseOnFlush = true
+                servers[si].io.input.scan = scan
+                servers[si].io.input.partial = partial
+                return .done(.progress)
+            }
+        }
+        return .next
+    }
+
+    /// ParameterStatus (tracked values follow the client), CommandComplete tags (session state that
+    /// needs a reset; statements wiped) and errors of pgswift's own queries.
+    @inline(__always)
+    private func inspectServerMessage(_ si: Int32, _ type: UInt8, _ body: UnsafeRawBufferPointer, swallowing: Bool) {
+        if type == BackendType.parameterStatus {
+            if let (name, value) = ParameterStatus.parse(body), let t = tracked.index(of: name) {
+                if let info = servers[si].info, info.params.values[t] != value {
+                    info.params.values[t] = value
+                    servers[si].paramsKey = 0
+                }
+                // The client changed it itself (SET application_name ...): it follows the client.
+                let ci = servers[si].client
+                if !swallowing && ci >= 0, let cinfo = clients[ci].info, cinfo.params.values[t] != value {
+                    cinfo.params.values[t] = value
+                    clients[ci].paramsKey = 0
+                }
+            }
+        } else if type == BackendType.commandComplete {
+            if !swallowing, let change = SessionTags.classify(body) {
+                servers[si].needsReset = change
+            }
+            if !swallowing && (SessionTags.matches(body, "DEALLOCATE ALL") || SessionTags.matches(body, "DISCARD ALL")) {
+                // The client wiped its statements: the server has none of ours left either.
+                servers[si].info?.prepared.removeAll()
+                let ci = servers[si].client
+                if ci >= 0 { clients[ci].info?.prepared.removeAll() }
+            }
+        } else if type == BackendType.errorResponse {
+            let e = ErrorFields.parse(body)
+            log.warning("S-\(servers[si].id): query pgswift sent failed: \(e?.message ?? "?")")
+            servers[si].dirty = true
+        }
     }
 
     /// Statement mode cannot keep a transaction open across statements: refuse, like PgBouncer.
