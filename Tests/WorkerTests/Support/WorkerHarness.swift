@@ -60,10 +60,10 @@ final class WorkerHarness {
 
     // MARK: The loop
 
-    /// One worker turn (at most 2 ms of waiting), then the test's side: new server connections
-    /// accepted, logins answered, every socket written and read.
-    func step() {
-        XCTAssertNoThrow(try worker.turn(timeoutMillis: 2))
+    /// One worker turn (waiting at most `waitMillis` for an event), then the test's side: new server
+    /// connections accepted, logins answered, every socket written and read.
+    func step(waitMillis: Int32 = 2) {
+        XCTAssertNoThrow(try worker.turn(timeoutMillis: waitMillis))
         acceptServers()
         for s in servers {
             s.peer.pump()
@@ -110,6 +110,9 @@ final class WorkerHarness {
     private func acceptServers() {
         var peer = SocketAddress()
         while backendFD >= 0, let fd = try? Sockets.accept(backendFD, peer: &peer) {
+            // No Nagle on the test's side either: a scripted answer sent in pieces must not wait
+            // for a delayed ACK.
+            try? Sockets.setIntOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
             servers.append(FakeServer(peer: Peer(fd: fd), index: servers.count))
         }
     }
@@ -130,6 +133,7 @@ final class WorkerHarness {
                 accepted = try? Sockets.accept(tcpListenFD, peer: &peerAddress)
                 return accepted != nil
             }
+            try? Sockets.setIntOption(cfd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
             fds = [accepted ?? -1, cfd]
         } else {
             let rc = socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds)

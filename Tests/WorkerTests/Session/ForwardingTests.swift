@@ -1,0 +1,311 @@
+// The data path (Forwarding.swift) through a real worker loop: pipelines, byte-boundary splits,
+// errors, servers dying mid-result, garbage from clients, messages larger than the 32 KiB buffer.
+import XCTest
+@testable import Worker
+import Shared
+
+final class ForwardingTests: WorkerHarnessCase {
+    /// Three unnamed extended-protocol queries, each ending in Sync, as one write.
+    private func pipeline(_ n: Int = 3) -> [UInt8] {
+        (0..<n).flatMap { i in
+            FE.parse("", "select \(i)") + FE.bind("", "") + FE.describePortal() + FE.execute() + FE.sync
+        }
+    }
+
+    /// What PostgreSQL answers to one Parse/Bind/Describe/Execute/Sync.
+    private func answer(_ i: Int, status: Character = "I") -> [UInt8] {
+        BE.parseComplete + BE.bindComplete + BE.rowDescription(["v"]) + BE.dataRow(["\(i)"])
+            + BE.complete("SELECT 1") + BE.ready(status)
+    }
+
+    private func frames(_ msgs: [Msg]) -> [UInt8] { msgs.flatMap { $0.frame } }
+
+    func testPipelineWithSeveralSyncsPassesIntactAndReleasesOnlyAfterTheLast() throws {
+        try start(databaseOptions: "pool_size=1")
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        let bytes = pipeline()
+        a.send(bytes)
+        XCTAssertEqual(frames(h.next(s, 15)), bytes, "the server gets the client's bytes unchanged")
+        let b = h.login()
+        b.send(FE.query("select b"))
+        var expected: [UInt8] = []
+        for i in 0..<3 {
+            s.send(answer(i))
+            expected += answer(i)
+            XCTAssertEqual(h.readUntilReady(a).last?.status, "I")
+            if i < 2 {
+                h.settle(turns: 5)
+                XCTAssertNil(s.nextMessage(), "released after ReadyForQuery \(i + 1) of 3")
+            }
+        }
+        XCTAssertEqual(Array(a.received.suffix(expected.count)), expected, "answers reach the client unchanged")
+        h.answerQuery(s, expect: "select b")
+        XCTAssertEqual(h.readUntilReady(b).last?.status, "I")
+    }
+
+    /// The same pipeline, cut in two at every byte boundary, and the answers cut at the same offset.
+    func testPipelineSplitAtEveryByteBoundary() throws {
+        try start(databaseOptions: "pool_size=1")
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        let bytes = pipeline()
+        let answers = answer(0) + answer(1) + answer(2)
+        for cut in 1..<bytes.count {
+            a.send(Array(bytes[..<cut]))
+            h.step(waitMillis: 0)
+            h.step(waitMillis: 0)
+            a.send(Array(bytes[cut...]))
+            let got = frames(h.next(s, 15))
+            XCTAssertEqual(got, bytes, "client bytes cut at \(cut)")
+            let at = cut % answers.count
+            let before = a.received.count
+            s.send(Array(answers[..<at]))
+            h.step(waitMillis: 0)
+            h.step(waitMillis: 0)
+            s.send(Array(answers[at...]))
+            let msgs = h.readUntilReady(a, count: 3)
+            XCTAssertEqual(Array(a.received[before...]), answers, "server bytes cut at \(at)")
+            XCTAssertEqual(msgs.count, 18)
+            if got != bytes || msgs.count != 18 { return }
+        }
+        // Released after all that: another client gets the same server.
+        let b = h.login()
+        h.roundTrip(b, s, "select 1")
+        XCTAssertEqual(h.servers.count, 1)
+    }
+
+    /// Random pipelines (simple and extended queries, Flush, several Syncs) cut at random points in
+    /// both directions, on one server that must come back to the pool each time.
+    func testRandomPipelinesAndSplits() throws {
+        var rng = SeededRandom("testRandomPipelinesAndSplits")
+        let seed = rng.seed
+        try start(databaseOptions: "pool_size=1")
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        for round in 0..<60 {
+            var request: [UInt8] = [], reply: [UInt8] = []
+            var messages = 0, readies = 0
+            for q in 0..<Int.random(in: 1...4, using: &rng) {
+                if Bool.random(using: &rng) {
+                    request += FE.query("select \(round)_\(q)")
+                    reply += BE.row("\(q)") + BE.ready("I")
+                    messages += 1
+                } else {
+                    let sql = "select '" + String(repeating: "x", count: Int.random(in: 0...300, using: &rng)) + "'"
+                    request += FE.parse("", sql) + FE.bind("", "") + FE.execute() + (Bool.random(using: &rng) ? FE.flush : []) + FE.sync
+                    reply += BE.parseComplete + BE.bindComplete + BE.dataRow([String(repeating: "y", count: Int.random(in: 0...3000, using: &rng))])
+                        + BE.complete("SELECT 1") + BE.ready("I")
+                    messages += request.count  // counted below from the frames instead
+                }
+                readies += 1
+            }
+            var expectedServer: [Msg] = []
+            var r = MessageReader()
+            request.withUnsafeBytes { r.append($0) }
+            while let m = r.next() { expectedServer.append(m) }
+            send(request, to: a, pieces: Int.random(in: 1...6, using: &rng), &rng)
+            let got = h.next(s, expectedServer.count)
+            XCTAssertEqual(got, expectedServer, "seed \(seed) round \(round): the server got other bytes")
+            let before = a.received.count
+            send(reply, to: s.peer, pieces: Int.random(in: 1...6, using: &rng), &rng)
+            let msgs = h.readUntilReady(a, count: readies)
+            XCTAssertEqual(Array(a.received[before...]), reply, "seed \(seed) round \(round): the client got other bytes")
+            if got != expectedServer || msgs.filter({ $0.char == "Z" }).count != readies { return }
+        }
+        let b = h.login()
+        h.roundTrip(b, s, "select 1")
+        XCTAssertEqual(h.servers.count, 1, "seed \(seed): the server came back to the pool after every round")
+    }
+
+    private func send(_ bytes: [UInt8], to p: Peer, pieces: Int, _ rng: inout SeededRandom) {
+        var cuts = (0..<(pieces - 1)).map { _ in Int.random(in: 0...bytes.count, using: &rng) }.sorted()
+        cuts.append(bytes.count)
+        var at = 0
+        for c in cuts where c > at {
+            p.send(Array(bytes[at..<c]))
+            at = c
+            h.step(waitMillis: 0)
+        }
+    }
+
+    func testErrorInsidePipelineIsPassedAndTheServerReleasedAfterTheLastSync() throws {
+        try start(databaseOptions: "pool_size=1")
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(pipeline(2))
+        _ = h.next(s, 10)
+        // PostgreSQL skips to the Sync after an error.
+        s.send(BE.error("42601", "syntax error") + BE.ready("I") + answer(1))
+        let got = h.readUntilReady(a, count: 2)
+        XCTAssertEqual(got.map { $0.char }, ["E", "Z", "1", "2", "T", "D", "C", "Z"])
+        let b = h.login()
+        h.roundTrip(b, s, "select 1")
+    }
+
+    // MARK: Servers dying
+
+    func testServerDyingInsideAMessageClosesTheClientWithoutSplicingAnError() throws {
+        try start()
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("select big"))
+        _ = h.next(s)
+        let row = BE.dataRow([String(repeating: "z", count: 1000)])
+        let sent = BE.rowDescription(["big"]) + Array(row[..<500])
+        let before = a.received.count
+        s.send(sent)
+        h.waitUntil("the first half of the row at the client") { a.received.count - before >= sent.count }
+        s.close()
+        h.waitUntil("the client closed") { a.eof }
+        XCTAssertEqual(Array(a.received[before...]), sent, "only what the server sent, nothing spliced in")
+        // The pool refills: the next client is served by a new connection.
+        let b = h.login()
+        b.send(FE.query("select 2"))
+        let s1 = try XCTUnwrap(h.waitServers(2))
+        h.answerQuery(s1, expect: "select 2")
+        XCTAssertEqual(h.readUntilReady(b).last?.status, "I")
+    }
+
+    func testServerDyingBetweenMessagesGivesTheClientAnError() throws {
+        try start()
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("select 1"))
+        _ = h.next(s)
+        s.send(BE.rowDescription(["v"]) + BE.dataRow(["1"]))
+        h.read(a, 2)
+        s.close()
+        let rest = h.readUntilClosed(a)
+        XCTAssertEqual(rest.map { $0.char }, ["E"], "\(rest)")
+        XCTAssertEqual(rest.first?.sqlState, SQLState.connectionFailure)
+        XCTAssertEqual(rest.first?.error?.severity, "FATAL")
+    }
+
+    func testServerSendingAnInvalidLengthIsDropped() throws {
+        try start()
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("select 1"))
+        _ = h.next(s)
+        s.send([UInt8(ascii: "D")] + TestWire.int32(2))
+        let got = h.readUntilClosed(a)
+        XCTAssertEqual(got.map { $0.sqlState }, [SQLState.connectionFailure], "\(got)")
+        h.waitClosed(s)
+    }
+
+    // MARK: What clients send
+
+    func testUnknownMessageTypeGetsOneFatalAndNothingReachesTheServer() throws {
+        try start()
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(TestWire.message("z", [1, 2, 3]))
+        let got = h.readUntilClosed(a)
+        XCTAssertEqual(got.count, 1, "\(got)")
+        XCTAssertEqual(got.first?.sqlState, SQLState.protocolViolation)
+        XCTAssertEqual(got.first?.error?.message, "invalid frontend message type 122")
+        h.settle(turns: 5)
+        XCTAssertNil(s.nextMessage())
+    }
+
+    func testUnknownMessageTypeAfterAQueryStillGetsOneFatal() throws {
+        try start()
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        h.roundTrip(a, s, "begin", status: "T")
+        a.send(FE.query("select 1") + TestWire.message("z", []))
+        let got = h.readUntilClosed(a)
+        XCTAssertEqual(got.map { $0.sqlState }, [SQLState.protocolViolation], "\(got)")
+        // Mid-transaction, with a query scanned: that server is closed, never handed to anyone else.
+        h.waitClosed(s)
+        XCTAssertFalse(s.peer.received.contains(UInt8(ascii: "z")), "the garbage never reached the server")
+    }
+
+    func testNegativeMessageLengthIsRefused() throws {
+        try start()
+        let a = h.login()
+        a.send([UInt8(ascii: "Q")] + TestWire.int32(-5))
+        let got = h.readUntilClosed(a)
+        XCTAssertEqual(got.map { $0.sqlState }, [SQLState.protocolViolation], "\(got)")
+    }
+
+    func testMessageAboveMaxPacketSizeIsRefused() throws {
+        try start(["max_packet_size": "65536"])
+        let a = h.login()
+        a.send([UInt8(ascii: "Q")] + TestWire.int32(70_000))
+        let got = h.readUntilClosed(a)
+        XCTAssertEqual(got.map { $0.sqlState }, [SQLState.protocolViolation], "\(got)")
+        XCTAssertTrue(got.first?.error?.message.contains("max_packet_size") ?? false)
+    }
+
+    func testTerminateClosesTheClientAndNeverReachesTheServer() throws {
+        try start()
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        h.roundTrip(a, s, "select 1")
+        a.send(FE.terminate)
+        XCTAssertEqual(h.readUntilClosed(a), [])
+        h.settle(turns: 5)
+        XCTAssertNil(s.nextMessage())
+        XCTAssertFalse(s.closed)
+    }
+
+    // MARK: Large messages
+
+    func testQueryLargerThanTheBufferPassesIntact() throws {
+        try start()
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        let sql = "select '" + String((0..<100_000).map { Character(UnicodeScalar(UInt8(97 + $0 % 26))) }) + "'"
+        a.send(FE.query(sql))
+        let m = h.next(s)
+        XCTAssertEqual(m?.frame, FE.query(sql))
+        s.send(BE.row("ok") + BE.ready())
+        XCTAssertEqual(h.readUntilReady(a).last?.status, "I")
+    }
+
+    func testRowLargerThanTheBufferPassesIntact() throws {
+        try start()
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("select big"))
+        _ = h.next(s)
+        let value = String((0..<300_000).map { Character(UnicodeScalar(UInt8(65 + $0 % 26))) })
+        let reply = BE.rowDescription(["big"]) + BE.dataRow([value]) + BE.complete("SELECT 1") + BE.ready()
+        let before = a.received.count
+        s.send(reply)
+        XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["T", "D", "C", "Z"])
+        XCTAssertEqual(Array(a.received[before...]), reply)
+        let b = h.login()
+        h.roundTrip(b, s, "select 1")
+    }
+
+    func testLargeUnnamedParseAndBindStreamThrough() throws {
+        try start()
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        let big = String(repeating: "p", count: 70_000)
+        let bytes = FE.parse("", "select '\(big)', $1") + FE.bind("", "", [String(repeating: "b", count: 50_000)])
+            + FE.execute() + FE.sync
+        a.send(bytes)
+        XCTAssertEqual(frames(h.next(s, 4)), bytes)
+        s.send(BE.parseComplete + BE.bindComplete + BE.dataRow(["x"]) + BE.complete("SELECT 1") + BE.ready())
+        XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["1", "2", "D", "C", "Z"])
+    }
+
+    func testCopyInPassesThrough() throws {
+        try start()
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("copy t from stdin"))
+        _ = h.next(s)
+        s.send(TestWire.message("G", [0] + TestWire.int16(1) + TestWire.int16(0)))
+        XCTAssertEqual(h.read(a, 1).first?.char, "G")
+        let data = TestWire.message("d", Array("1\n".utf8)) + TestWire.message("d", Array("2\n".utf8)) + TestWire.message("c", [])
+        a.send(data)
+        XCTAssertEqual(frames(h.next(s, 3)), data)
+        s.send(BE.complete("COPY 2") + BE.ready())
+        XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["C", "Z"])
+    }
+}
