@@ -42,16 +42,41 @@ final class WorkerHarness {
         let text = "[databases]\n\(dbs)\n[pgbouncer]\n"
             + s.sorted { $0.key < $1.key }.map { "\($0.key) = \($0.value)" }.joined(separator: "\n")
             + "\n[pgswift]\nworkers = 1\n"
+        configText = text
+        self.users = users
+        worker = try WorkerHarness.makeWorker(text, users: users, slot: 0)
+    }
+
+    let configText: String
+    private let users: [String: String]
+    /// Other workers on the same configuration (a rolling restart's successor), turned with `worker`.
+    private(set) var otherWorkers: [Worker] = []
+
+    private static func makeWorker(_ text: String, users: [String: String], slot: Int32) throws -> Worker {
         let config = try Config.parse(text: text, file: "harness.ini")
-        let options = WorkerOptions(configPath: "harness.ini", slot: 0, tcpFDs: [], unixFDs: [], controlFD: -1, verbose: 0)
-        worker = try Worker(options: options, config: config, userlist: Userlist(entries: users))
+        let options = WorkerOptions(configPath: "harness.ini", slot: slot, tcpFDs: [], unixFDs: [], controlFD: -1, verbose: 0)
+        let w = try Worker(options: options, config: config, userlist: Userlist(entries: users))
         // The loop's clock is read once per turn: start it before a client is adopted.
-        try worker.turn(timeoutMillis: 0)
+        try w.turn(timeoutMillis: 0)
+        return w
+    }
+
+    /// Another worker on the same configuration and scripted backend; `step` turns it too.
+    func addWorker(slot: Int32) throws -> Worker {
+        let w = try WorkerHarness.makeWorker(configText, users: users, slot: slot)
+        otherWorkers.append(w)
+        return w
+    }
+
+    /// The scripted PostgreSQL stops listening: new server connections are refused.
+    func stopBackend() {
+        if backendFD >= 0 { Glibc.close(backendFD); backendFD = -1 }
     }
 
     /// Closes everything: the worker's clients and servers (an immediate shutdown), then the test's ends.
     func close() {
         worker.beginShutdown(.immediate)
+        for w in otherWorkers { w.beginShutdown(.immediate) }
         for c in clients { c.close() }
         for s in servers { s.close() }
         if backendFD >= 0 { Glibc.close(backendFD); backendFD = -1 }
@@ -64,6 +89,7 @@ final class WorkerHarness {
     /// connections accepted, logins answered, every socket written and read.
     func step(waitMillis: Int32 = 2) {
         XCTAssertNoThrow(try worker.turn(timeoutMillis: waitMillis))
+        for w in otherWorkers { XCTAssertNoThrow(try w.turn(timeoutMillis: 0)) }
         acceptServers()
         for s in servers {
             s.peer.pump()
@@ -120,7 +146,7 @@ final class WorkerHarness {
     // MARK: Clients
 
     /// A client connection adopted by the worker as if accepted: a Unix socketpair, or a TCP pair.
-    func connect(tcp: Bool = false, file: StaticString = #filePath, line: UInt = #line) -> Peer {
+    func connect(tcp: Bool = false, to target: Worker? = nil, file: StaticString = #filePath, line: UInt = #line) -> Peer {
         var fds: [Int32] = [-1, -1]
         var peerAddress = SocketAddress.unix(path: "harness")!
         if tcp {
@@ -141,7 +167,7 @@ final class WorkerHarness {
         }
         let client = Peer(fd: fds[1])
         clients.append(client)
-        worker.adoptAcceptedClient(fds[0], peer: peerAddress)
+        (target ?? worker).adoptAcceptedClient(fds[0], peer: peerAddress)
         return client
     }
 
