@@ -308,4 +308,91 @@ final class ForwardingTests: WorkerHarnessCase {
         s.send(BE.complete("COPY 2") + BE.ready())
         XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["C", "Z"])
     }
+
+    // MARK: Edge cases of the response queue
+
+    /// The sequence the fuzzer froze a pool with (HostileClientTests): a Bind to an unknown
+    /// statement, then a real unnamed query, a Query exactly the buffer's size and a FunctionCall,
+    /// then Sync. Every Sync, Query and FunctionCall gets its ReadyForQuery, and the server comes back.
+    func testFuzzerSequenceWithAFunctionCallIsAnsweredToTheEnd() throws {
+        try start(databaseOptions: "pool_size=1")
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        let filler = 32_768 - 5 - 1 - "select ''".utf8.count
+        let query = FE.query("select '" + String(repeating: "q", count: filler) + "'")
+        XCTAssertEqual(query.count, 32_768)
+        let call = TestWire.message("F", TestWire.int32(-294_967_296) + TestWire.int16(0) + TestWire.int16(0) + TestWire.int16(0))
+        a.send(FE.bind("", "nosuch") + FE.execute() + FE.sync
+               + FE.parse("", "select 1") + FE.bind("", "") + FE.execute() + query + call + FE.sync)
+        let got = h.next(s, 7)
+        XCTAssertEqual(got.map { $0.char }, ["S", "P", "B", "E", "Q", "F", "S"], "the unknown Bind and its Execute are skipped")
+        s.send(BE.ready()
+               + BE.parseComplete + BE.bindComplete + BE.dataRow(["1"]) + BE.complete("SELECT 1")
+               + BE.row("q") + BE.ready()
+               + BE.error("42883", "function 4000000000 does not exist") + BE.ready()
+               + BE.ready())
+        let msgs = h.readUntilReady(a, count: 4)
+        XCTAssertEqual(msgs.map { $0.char }, ["E", "Z", "1", "2", "D", "C", "T", "D", "C", "Z", "E", "Z", "Z"])
+        let b = h.login()
+        h.roundTrip(b, s, "select 'after'")
+    }
+
+    /// PostgreSQL skips a Query that follows a failed extended-protocol message up to the Sync: one
+    /// ReadyForQuery answers both, and the server must still come back to the pool.
+    func testQuerySkippedAfterAnExtendedErrorDoesNotHoldTheServer() throws {
+        try start(databaseOptions: "pool_size=1")
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.parse("", "selec 1") + FE.query("select 2") + FE.sync)
+        XCTAssertEqual(h.next(s, 3).map { $0.char }, ["P", "Q", "S"])
+        s.send(BE.error("42601", "syntax error") + BE.ready())
+        XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["E", "Z"])
+        let b = h.login()
+        h.roundTrip(b, s, "select 3")
+    }
+
+    func testFlushWithoutSyncKeepsTheServer() throws {
+        try start(databaseOptions: "pool_size=1")
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.parse("", "select 1") + FE.bind("", "") + FE.execute() + FE.flush)
+        XCTAssertEqual(h.next(s, 4).map { $0.char }, ["P", "B", "E", "H"])
+        s.send(BE.parseComplete + BE.bindComplete + BE.dataRow(["1"]) + BE.complete("SELECT 1"))
+        XCTAssertEqual(h.read(a, 4).map { $0.char }, ["1", "2", "D", "C"])
+        let b = h.login()
+        b.send(FE.query("select b"))
+        h.settle()
+        XCTAssertNil(s.nextMessage(), "mid-protocol (no Sync yet): the server stays with a")
+        a.send(FE.sync)
+        XCTAssertEqual(h.next(s)?.char, "S")
+        s.send(BE.ready())
+        XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["Z"])
+        h.answerQuery(s, expect: "select b")
+        XCTAssertEqual(h.readUntilReady(b).last?.status, "I")
+    }
+
+    func testParameterStatusLargerThanTheBufferPassesThrough() throws {
+        try start()
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("set application_name = 'long'"))
+        _ = h.next(s)
+        let ps = BE.parameterStatus("application_name", String(repeating: "n", count: 40_000))
+        let reply = ps + BE.complete("SET") + BE.ready()
+        let before = a.received.count
+        s.send(reply)
+        XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["S", "C", "Z"])
+        XCTAssertEqual(Array(a.received[before...]), reply)
+    }
+
+    func testFailedParameterSetClosesTheServerAfterTheTransaction() throws {
+        try start()
+        let a = h.login([("application_name", "x")])
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("select 1"))
+        XCTAssertEqual(h.next(s, 2).map { $0.firstString }, ["SET application_name = 'x';", "select 1"])
+        s.send(BE.error("22023", "invalid value") + BE.ready() + BE.row("1") + BE.ready())
+        XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["T", "D", "C", "Z"], "pgswift's own error is not the client's")
+        h.waitClosed(s)
+    }
 }

@@ -200,4 +200,62 @@ final class PreparedTests: WorkerHarnessCase {
         a.send(bytes)
         XCTAssertEqual(h.next(s, 2).flatMap { $0.frame }, bytes)
     }
+
+    func testServerCacheEvictsTheLeastRecentlyUsedStatement() throws {
+        try start(["max_prepared_statements": "1"])
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.parse("one", "select 1") + FE.sync)
+        let first = h.next(s, 2)
+        XCTAssertEqual(chars(first), ["P", "S"])
+        let n1 = first[0].strings[0]
+        s.send(BE.parseComplete + BE.ready())
+        XCTAssertEqual(chars(h.readUntilReady(a)), ["1", "Z"])
+        a.send(FE.parse("two", "select 2") + FE.sync)
+        let second = h.next(s, 3)
+        XCTAssertEqual(chars(second), ["C", "P", "S"], "the first statement is closed to make room")
+        XCTAssertEqual(TestWire.cString(second[0].body, from: 1).0, n1)
+        let n2 = second[1].strings[0]
+        XCTAssertNotEqual(n1, n2)
+        s.send(BE.closeComplete + BE.parseComplete + BE.ready())
+        XCTAssertEqual(chars(h.readUntilReady(a)), ["1", "Z"], "the eviction's CloseComplete is swallowed")
+        a.send(FE.bind("", "one") + FE.execute() + FE.sync)
+        let third = h.next(s, 5)
+        XCTAssertEqual(chars(third), ["C", "P", "B", "E", "S"], "evicted again, and prepared again")
+        XCTAssertEqual(third[1].strings[0], n1)
+        s.send(BE.closeComplete + BE.parseComplete + BE.bindComplete + BE.dataRow(["1"]) + BE.complete("SELECT 1") + BE.ready())
+        XCTAssertEqual(chars(h.readUntilReady(a)), ["2", "D", "C", "Z"])
+    }
+
+    func testDescribeOfAnUnknownStatementIsAnsweredByPgswift() throws {
+        try start()
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.describeStatement("nosuch") + FE.sync)
+        XCTAssertEqual(chars(h.next(s, 1)), ["S"])
+        s.send(BE.ready())
+        let got = h.readUntilReady(a)
+        XCTAssertEqual(got.map { $0.sqlState ?? String($0.char) }, [SQLState.invalidSQLStatementName, "Z"])
+    }
+
+    func testPreparedStatementSurvivesMovingToAnotherServer() throws {
+        try start()
+        let a = h.login(), b = h.login()
+        let s0 = try XCTUnwrap(h.waitServers(1))
+        let name = prepareAndRun(a, s0, "mine", "select $1::int")
+        h.roundTrip(b, s0, "begin", status: "T")
+        // a's next use lands on a new server, which gets the statement first.
+        a.send(FE.bind("", "mine", ["9"]) + FE.execute() + FE.sync)
+        let s1 = try XCTUnwrap(h.waitServers(2))
+        let got = h.next(s1, 4)
+        XCTAssertEqual(chars(got), ["P", "B", "E", "S"])
+        XCTAssertEqual(got[0].strings[0], name, "the same server-side name on every server")
+        s1.send(BE.parseComplete + BE.bindComplete + BE.dataRow(["9"]) + BE.complete("SELECT 1") + BE.ready())
+        XCTAssertEqual(chars(h.readUntilReady(a)), ["2", "D", "C", "Z"])
+        // And back on s0, which still has it: nothing injected.
+        h.roundTrip(b, s0, "commit")
+        a.send(FE.bind("", "mine", ["10"]) + FE.execute() + FE.sync)
+        let (s, m) = try XCTUnwrap(h.nextOnAnyServer())
+        XCTAssertEqual(m.char, "B", "no Parse for a server that has the statement (got it on server \(s.index))")
+    }
 }
