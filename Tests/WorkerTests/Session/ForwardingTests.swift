@@ -395,4 +395,88 @@ final class ForwardingTests: WorkerHarnessCase {
         XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["T", "D", "C", "Z"], "pgswift's own error is not the client's")
         h.waitClosed(s)
     }
+
+    // MARK: Backpressure
+
+    /// Sends `chunk` from `p` again and again until the socket refuses more: the worker stopped
+    /// reading (kernel buffers may first absorb a few megabytes). Returns everything sent.
+    private func sendUntilRefused(_ p: Peer, _ chunk: [UInt8], file: StaticString = #filePath, line: UInt = #line) -> [UInt8] {
+        var sent: [UInt8] = []
+        h.waitUntil("the worker to stop reading (sent \(sent.count) bytes)", file: file, line: line) {
+            if p.pendingOut > 0 {
+                h.settle(turns: 5)
+                if p.pendingOut > 0 { return true }
+            }
+            guard sent.count < 256 << 20 else { return false }
+            p.send(chunk)
+            sent += chunk
+            return false
+        }
+        return sent
+    }
+
+    func testAClientThatStopsReadingGetsEverythingOnceItReadsAgain() throws {
+        try start()
+        let a = h.login(), b = h.login()
+        let s0 = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("select lots"))
+        _ = h.next(s0)
+        a.readingPaused = true
+        let chunk = (0..<100).flatMap { i in BE.dataRow([String(repeating: Character(UnicodeScalar(UInt8(65 + i % 26))), count: 10_000)]) }
+        let before = a.received.count
+        var reply = BE.rowDescription(["v"])
+        s0.send(reply)
+        reply += sendUntilRefused(s0.peer, chunk)
+        // Meanwhile another client is served by another server.
+        b.send(FE.query("select b"))
+        let s1 = try XCTUnwrap(h.waitServers(2))
+        h.answerQuery(s1, expect: "select b")
+        XCTAssertEqual(h.readUntilReady(b).last?.status, "I")
+        let end = BE.complete("SELECT") + BE.ready()
+        s0.send(end)
+        reply += end
+        a.readingPaused = false
+        _ = h.readUntilReady(a)
+        XCTAssertEqual(a.received.count - before, reply.count)
+        XCTAssertTrue(Array(a.received[before...]) == reply, "the rows arrived intact and in order")
+    }
+
+    func testAServerThatStopsReadingGetsEverythingOnceItReadsAgain() throws {
+        try start()
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("copy t from stdin"))
+        _ = h.next(s)
+        s.send(TestWire.message("G", [0] + TestWire.int16(0)))
+        XCTAssertEqual(h.read(a, 1).first?.char, "G")
+        s.peer.readingPaused = true
+        let chunk = (0..<100).flatMap { i in TestWire.message("d", Array(String(repeating: "\(i % 10)", count: 10_000).utf8) + [10]) }
+        let before = s.peer.received.count
+        var data = sendUntilRefused(a, chunk)
+        data += TestWire.message("c", [])
+        a.send(TestWire.message("c", []))
+        s.peer.readingPaused = false
+        h.waitUntil("all the COPY data at the server") { s.peer.received.count - before >= data.count }
+        XCTAssertTrue(Array(s.peer.received[before...]) == data, "the COPY data arrived intact and in order")
+        s.send(BE.complete("COPY") + BE.ready())
+        XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["C", "Z"])
+    }
+
+    func testAClientThatHangsUpBehindAStuckServerIsClosedAndTheServerWithIt() throws {
+        try start()
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("copy t from stdin"))
+        _ = h.next(s)
+        s.send(TestWire.message("G", [0] + TestWire.int16(0)))
+        _ = h.read(a, 1)
+        s.peer.readingPaused = true
+        _ = sendUntilRefused(a, (0..<100).flatMap { _ in TestWire.message("d", [UInt8](repeating: 65, count: 10_000)) })
+        a.close()
+        // Its input waits behind a server that does not read: the janitor closes the hung-up client
+        // (half a second after the hang-up), and the busy server with it (after a cancel).
+        h.waitUntil("a cancel connection for the COPY") { h.servers.contains { $0.cancel?.pid == s.backendPID } }
+        s.peer.readingPaused = false
+        h.waitClosed(s)
+    }
 }

@@ -15,6 +15,8 @@ final class Peer {
     private(set) var eof = false
     /// The worker refused a write (EPIPE, ECONNRESET): what was queued is dropped.
     private(set) var writeFailed = false
+    /// The test stops reading (its socket buffer fills, the worker sees backpressure).
+    var readingPaused = false
 
     init(fd: Int32) { self.fd = fd }
 
@@ -41,7 +43,7 @@ final class Peer {
             outbox = []
             outStart = 0
         }
-        guard !eof else { return }
+        guard !eof, !readingPaused else { return }
         var buf = [UInt8](repeating: 0, count: 65536)
         while true {
             let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
