@@ -146,7 +146,10 @@ final class WorkerHarness {
     // MARK: Clients
 
     /// A client connection adopted by the worker as if accepted: a Unix socketpair, or a TCP pair.
-    func connect(tcp: Bool = false, to target: Worker? = nil, file: StaticString = #filePath, line: UInt = #line) -> Peer {
+    /// `smallBuffers`: the socket holds only a few KiB in flight (SO_SNDBUF/SO_RCVBUF of 4 KiB), so a
+    /// client that stops reading blocks the worker's writes after a few messages.
+    func connect(tcp: Bool = false, to target: Worker? = nil, smallBuffers: Bool = false,
+                 file: StaticString = #filePath, line: UInt = #line) -> Peer {
         var fds: [Int32] = [-1, -1]
         var peerAddress = SocketAddress.unix(path: "harness")!
         if tcp {
@@ -165,6 +168,11 @@ final class WorkerHarness {
             let rc = socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds)
             XCTAssertEqual(rc, 0, "socketpair", file: file, line: line)
         }
+        if smallBuffers {
+            var small: Int32 = 4096
+            setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &small, socklen_t(MemoryLayout<Int32>.size))
+            setsockopt(fds[1], SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
+        }
         let client = Peer(fd: fds[1])
         clients.append(client)
         (target ?? worker).adoptAcceptedClient(fds[0], peer: peerAddress)
@@ -174,8 +182,8 @@ final class WorkerHarness {
     /// A client logged in (trust): everything up to its first ReadyForQuery has been read.
     @discardableResult
     func login(user: String = "u", database: String = "db", _ params: [(String, String)] = [], tcp: Bool = false,
-               file: StaticString = #filePath, line: UInt = #line) -> Peer {
-        let c = connect(tcp: tcp, file: file, line: line)
+               smallBuffers: Bool = false, file: StaticString = #filePath, line: UInt = #line) -> Peer {
+        let c = connect(tcp: tcp, smallBuffers: smallBuffers, file: file, line: line)
         c.send(FE.startup(user: user, database: database, params))
         let msgs = readUntilReady(c, file: file, line: line)
         XCTAssertEqual(msgs.first?.char, "R", "login answer: \(msgs)", file: file, line: line)
@@ -184,6 +192,7 @@ final class WorkerHarness {
     }
 
     /// Messages until `count` ReadyForQuery have come (or the connection closed, or the deadline).
+    @discardableResult
     func readUntilReady(_ c: Peer, count: Int = 1, file: StaticString = #filePath, line: UInt = #line) -> [Msg] {
         var out: [Msg] = []
         var readies = 0
@@ -199,6 +208,7 @@ final class WorkerHarness {
     }
 
     /// Every message until the worker closes the connection.
+    @discardableResult
     func readUntilClosed(_ c: Peer, file: StaticString = #filePath, line: UInt = #line) -> [Msg] {
         var out: [Msg] = []
         waitUntil("the worker to close the client (so far: \(out))", file: file, line: line) {
@@ -210,6 +220,7 @@ final class WorkerHarness {
     }
 
     /// The next `n` messages the client receives.
+    @discardableResult
     func read(_ c: Peer, _ n: Int, file: StaticString = #filePath, line: UInt = #line) -> [Msg] {
         var out: [Msg] = []
         waitUntil("\(n) messages (so far: \(out))", file: file, line: line) {
@@ -234,6 +245,7 @@ final class WorkerHarness {
     }
 
     /// The next message pgswift sends this server.
+    @discardableResult
     func next(_ s: FakeServer, file: StaticString = #filePath, line: UInt = #line) -> Msg? {
         var m: Msg? = nil
         waitUntil("a message on server \(s.index)", file: file, line: line) {
@@ -244,6 +256,7 @@ final class WorkerHarness {
     }
 
     /// The next `n` messages pgswift sends this server.
+    @discardableResult
     func next(_ s: FakeServer, _ n: Int, file: StaticString = #filePath, line: UInt = #line) -> [Msg] {
         var out: [Msg] = []
         waitUntil("\(n) messages on server \(s.index) (so far: \(out))", file: file, line: line) {
