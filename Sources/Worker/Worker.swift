@@ -185,23 +185,30 @@ final class Worker {
         now = Clock.monotonicNanos()
         nextJanitor = now + 100_000_000
         while running {
-            let n = try epoll.wait(timeoutMillis: 100)
-            now = Clock.monotonicNanos()
-            for i in 0..<n {
-                let (events, data) = epoll.event(i)
-                dispatch(events: events, token: data)
-            }
-            if now >= nextJanitor {
-                janitor()
-                nextJanitor = now + 100_000_000
-                pushStatsIfDue()
-                reportPools()
-                if hot.pointee.draining { drainTick() }
-                healthTick()
-            }
-            if shutdownMode != nil { checkShutdown() }
+            try turn(timeoutMillis: 100)
         }
         log.info("worker \(slot) exiting")
+    }
+
+    /// One turn of the loop: wait for events (at most `timeoutMillis`), handle them, run the janitor
+    /// when due. `run` repeats it; unit tests call it themselves to drive the worker step by step.
+    @inline(__always)
+    func turn(timeoutMillis: Int32) throws {
+        let n = try epoll.wait(timeoutMillis: timeoutMillis)
+        now = Clock.monotonicNanos()
+        for i in 0..<n {
+            let (events, data) = epoll.event(i)
+            dispatch(events: events, token: data)
+        }
+        if now >= nextJanitor {
+            janitor()
+            nextJanitor = now + 100_000_000
+            pushStatsIfDue()
+            reportPools()
+            if hot.pointee.draining { drainTick() }
+            healthTick()
+        }
+        if shutdownMode != nil { checkShutdown() }
     }
 
     @inline(__always)
@@ -249,37 +256,28 @@ final class Worker {
                 }
                 return
             }
-            let isUnix = peer.family == AF_UNIX
-            if !isUnix && !listenersTuned { Sockets.tuneTCP(fd, keepalive: config.tcpKeepalive) }
-            if !admitClient() {
-                rejectEarly(fd, code: SQLState.tooManyConnections,
-                            message: "no more connections allowed (max_client_conn)")
-                continue
-            }
-            let ci = clients.allocate()
-            nextClientID &+= 1
-            clients[ci].io.fd = fd
-            setClientState(ci, .startup)
-            clients[ci].id = nextClientID
-            clients[ci].isUnix = isUnix
-            clients[ci].io.readable = true
-            clients[ci].io.writable = true
-            clients[ci].io.eof = false
-            clients[ci].connectedAt = now
-            clients[ci].cancelKey = randomUInt32()
-            let info = ClientInfo(trackedCount: tracked.names.count)
-            info.peer = isUnix ? "unix" : peer.description
-            clients[ci].info = info
-            do {
-                try epoll.add(fd, events: [.input, .output, .readHangup, .edgeTriggered],
-                              data: Token.make(kind: Token.client, gen: clients[ci].io.gen, index: ci))
-            } catch {
-                log.error("epoll add for client: \(error)")
-                freeClient(ci)
-                continue
-            }
-            clientLoginInput(ci)
+            adoptAcceptedClient(fd, peer: peer)
         }
+    }
+
+    /// Takes a freshly accepted, non-blocking client socket: counts it against max_client_conn,
+    /// gives it a table slot, registers it and reads its startup packet. Returns the slot, or nil
+    /// when the client was refused (the socket is closed then).
+    @discardableResult
+    func adoptAcceptedClient(_ fd: Int32, peer: SocketAddress) -> Int32? {
+        let isUnix = peer.family == AF_UNIX
+        if !isUnix && !listenersTuned { Sockets.tuneTCP(fd, keepalive: config.tcpKeepalive) }
+        if !admitClient() {
+            rejectEarly(fd, code: SQLState.tooManyConnections,
+                        message: "no more connections allowed (max_client_conn)")
+            return nil
+        }
+        let info = ClientInfo(trackedCount: tracked.names.count)
+        info.peer = isUnix ? "unix" : peer.description
+        guard let ci = newClient(fd, isUnix: isUnix, connectedAt: now, cancelKey: randomUInt32(), info: info,
+                                 state: .startup) else { return nil }
+        clientLoginInput(ci)
+        return ci
     }
 
     /// Refuses a connection before it has a table slot: one best-effort write, then close.

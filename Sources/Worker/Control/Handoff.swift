@@ -262,17 +262,7 @@ extension Worker {
 
     /// Takes over a client from the predecessor: same state, same cancel key, its unprocessed bytes.
     func adopt(_ state: HandoffClient, fd: Int32) {
-        let ci = clients.allocate()
         clientAdopted()
-        nextClientID &+= 1
-        clients[ci].io.fd = fd
-        clients[ci].id = nextClientID
-        clients[ci].isUnix = state.isUnix
-        clients[ci].io.readable = true
-        clients[ci].io.writable = true
-        clients[ci].connectedAt = state.connectedAt
-        clients[ci].cancelKey = state.secretKey
-        setClientState(ci, .idle)
         let info = ClientInfo(trackedCount: tracked.names.count)
         info.user = state.user
         info.database = state.database
@@ -285,15 +275,8 @@ extension Worker {
         for s in state.prepared {
             info.prepared[s.name] = s.body.withUnsafeBytes { statements.intern($0) }
         }
-        clients[ci].info = info
-        do {
-            try epoll.add(fd, events: [.input, .output, .readHangup, .edgeTriggered],
-                          data: Token.make(kind: Token.client, gen: clients[ci].io.gen, index: ci))
-        } catch {
-            log.error("epoll add for an adopted client: \(error)")
-            freeClient(ci)
-            return
-        }
+        guard let ci = newClient(fd, isUnix: state.isUnix, connectedAt: state.connectedAt, cancelKey: state.secretKey,
+                                 info: info, state: .idle) else { return }
         guard let p = pool(database: state.database, user: state.user) else {
             failClient(ci, code: SQLState.invalidCatalogName, message: "no such database: \(state.database)")
             return

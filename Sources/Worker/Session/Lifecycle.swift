@@ -106,6 +106,36 @@ extension Worker {
         }
     }
 
+    // MARK: New clients
+
+    /// A client record for a socket pgswift now owns, accepted or adopted from a predecessor
+    /// (Handoff.swift), registered with epoll for good; nil (the record freed, the socket closed) when
+    /// that fails.
+    func newClient(_ fd: Int32, isUnix: Bool, connectedAt: Int64, cancelKey: UInt32, info: ClientInfo,
+                   state: ClientState) -> Int32? {
+        let ci = clients.allocate()
+        nextClientID &+= 1
+        clients[ci].io.fd = fd
+        clients[ci].id = nextClientID
+        clients[ci].isUnix = isUnix
+        clients[ci].io.readable = true
+        clients[ci].io.writable = true
+        clients[ci].io.eof = false
+        clients[ci].connectedAt = connectedAt
+        clients[ci].cancelKey = cancelKey
+        clients[ci].info = info
+        setClientState(ci, state)
+        do {
+            try epoll.add(fd, events: [.input, .output, .readHangup, .edgeTriggered],
+                          data: Token.make(kind: Token.client, gen: clients[ci].io.gen, index: ci))
+            return ci
+        } catch {
+            log.error("epoll add for C-\(clients[ci].id): \(error)")
+            freeClient(ci)
+            return nil
+        }
+    }
+
     // MARK: Errors to clients
 
     /// Sends a FATAL error and closes the client once it is written.

@@ -1,0 +1,189 @@
+// Client login through a real worker loop (ClientLogin.swift): startup packets, refusals, SSL/GSS
+// requests, authentication order. No PostgreSQL: the server side is scripted (Support/).
+import XCTest
+@testable import Worker
+import Shared
+
+final class ClientLoginTests: WorkerHarnessCase {
+    func testTrustLoginGetsWelcomeParametersKeyAndReady() throws {
+        try start()
+        let c = h.login()
+        // login() read up to ReadyForQuery; check the whole sequence on a second client.
+        _ = c
+        let d = h.connect()
+        d.send(FE.startup(user: "u", database: "db", [("application_name", "mine")]))
+        let msgs = h.readUntilReady(d)
+        XCTAssertEqual(msgs.map { $0.char }.first, "R")
+        XCTAssertEqual(msgs.first?.body, [0, 0, 0, 0], "AuthenticationOk")
+        let params = Dictionary(msgs.filter { $0.char == "S" }.map { ($0.strings[0], $0.strings[1]) }, uniquingKeysWith: { a, _ in a })
+        XCTAssertEqual(params["server_version"], "16.4", "the pool's welcome set comes from the server")
+        XCTAssertEqual(params["application_name"], "mine", "a tracked parameter echoes the client's own value")
+        XCTAssertEqual(msgs.filter { $0.char == "K" }.count, 1)
+        XCTAssertEqual(msgs.last?.status, "I")
+        XCTAssertEqual(h.servers.count, 1, "one server login serves both clients' welcome")
+        XCTAssertEqual(h.servers[0].startup?["user"], "u")
+        XCTAssertEqual(h.servers[0].startup?["database"], "db")
+    }
+
+    func testStartupLengthBelowEightIsRefused() throws {
+        try start()
+        let c = h.connect()
+        c.send([0, 0, 0, 4, 0, 3, 0, 0])
+        let msgs = h.readUntilClosed(c)
+        XCTAssertEqual(msgs.count, 1, "\(msgs)")
+        XCTAssertEqual(msgs.first?.sqlState, SQLState.protocolViolation)
+        XCTAssertEqual(msgs.first?.error?.severity, "FATAL")
+        XCTAssertTrue(h.servers.isEmpty)
+    }
+
+    func testStartupLengthAboveTheLimitIsRefusedBeforeItArrives() throws {
+        try start()
+        let c = h.connect()
+        c.send(TestWire.int32(Int32(Wire.maxStartupPacketLength + 1)) + TestWire.int32(Wire.protocolVersion3))
+        let msgs = h.readUntilClosed(c)
+        XCTAssertEqual(msgs.map { $0.sqlState }, [SQLState.protocolViolation], "\(msgs)")
+        XCTAssertTrue(msgs.first?.error?.message.contains("startup packet") ?? false, "\(msgs)")
+    }
+
+    func testUnknownDatabaseIsToldOnlyAfterAuthentication() throws {
+        try start(["auth_type": "plain"])
+        let c = h.connect()
+        c.send(FE.startup(user: "u", database: "nosuch"))
+        let ask = h.read(c, 1)
+        XCTAssertEqual(ask.first?.char, "R")
+        XCTAssertEqual(ask.first?.body, [0, 0, 0, 3], "a cleartext password request, as for a known database")
+        c.send(FE.password("pw"))
+        let msgs = h.readUntilClosed(c)
+        XCTAssertEqual(msgs.map { $0.sqlState }, [SQLState.invalidCatalogName], "\(msgs)")
+        XCTAssertTrue(h.servers.isEmpty, "no server connection for an unknown database")
+    }
+
+    func testWrongPasswordForAnUnknownDatabaseDoesNotRevealIt() throws {
+        try start(["auth_type": "plain"])
+        let c = h.connect()
+        c.send(FE.startup(user: "u", database: "nosuch"))
+        _ = h.read(c, 1)
+        c.send(FE.password("wrong"))
+        let msgs = h.readUntilClosed(c)
+        XCTAssertEqual(msgs.map { $0.sqlState }, [SQLState.invalidPassword], "\(msgs)")
+    }
+
+    func testPlainPasswordLogin() throws {
+        try start(["auth_type": "plain"])
+        let c = h.connect()
+        c.send(FE.startup(user: "u", database: "db"))
+        XCTAssertEqual(h.read(c, 1).first?.body, [0, 0, 0, 3])
+        c.send(FE.password("pw"))
+        let msgs = h.readUntilReady(c)
+        XCTAssertEqual(msgs.first?.body, [0, 0, 0, 0], "\(msgs)")
+        XCTAssertEqual(msgs.last?.status, "I")
+    }
+
+    func testSSLRequestIsAnsweredNWithoutTLSAndLoginGoesOn() throws {
+        try start()
+        let c = h.connect(tcp: true)
+        c.send(FE.sslRequest)
+        var answer: [UInt8]? = nil
+        h.waitUntil("the SSL answer") { answer = c.reader.take(1); return answer != nil }
+        XCTAssertEqual(answer, [UInt8(ascii: "N")])
+        c.send(FE.startup(user: "u", database: "db"))
+        XCTAssertEqual(h.readUntilReady(c).last?.status, "I")
+    }
+
+    func testGSSEncRequestIsAnsweredN() throws {
+        try start()
+        let c = h.connect()
+        c.send(FE.gssEncRequest)
+        var answer: [UInt8]? = nil
+        h.waitUntil("the GSS answer") { answer = c.reader.take(1); return answer != nil }
+        XCTAssertEqual(answer, [UInt8(ascii: "N")])
+        c.send(FE.startup(user: "u", database: "db"))
+        XCTAssertEqual(h.readUntilReady(c).last?.status, "I")
+    }
+
+    func testTrustLetsInOnlyUsersOfTheAuthFile() throws {
+        try start()
+        let c = h.connect()
+        c.send(FE.startup(user: "stranger", database: "db"))
+        let msgs = h.readUntilClosed(c)
+        XCTAssertEqual(msgs.map { $0.sqlState }, [SQLState.protocolViolation], "\(msgs)")
+        XCTAssertEqual(msgs.first?.error?.message, "\"trust\" authentication failed")
+        XCTAssertTrue(h.servers.isEmpty)
+    }
+
+    func testUnsupportedStartupParameterIsRefused() throws {
+        try start()
+        let c = h.connect()
+        c.send(FE.startup(user: "u", database: "db", [("work_mem", "1GB")]))
+        let msgs = h.readUntilClosed(c)
+        XCTAssertEqual(msgs.map { $0.sqlState }, [SQLState.protocolViolation], "\(msgs)")
+        XCTAssertTrue(msgs.first?.error?.message.contains("work_mem") ?? false)
+    }
+
+    func testIgnoredStartupParameterIsAccepted() throws {
+        try start(["ignore_startup_parameters": "extra_float_digits"])
+        let c = h.connect()
+        c.send(FE.startup(user: "u", database: "db", [("extra_float_digits", "3")]))
+        XCTAssertEqual(h.readUntilReady(c).last?.status, "I")
+    }
+
+    func testStartupWithoutUserIsRefused() throws {
+        try start()
+        let c = h.connect()
+        c.send(TestWire.encode { Frontend.startupMessage(into: &$0, parameters: [("database", "db")]) })
+        let msgs = h.readUntilClosed(c)
+        XCTAssertEqual(msgs.map { $0.sqlState }, [SQLState.invalidAuthorizationSpecification], "\(msgs)")
+    }
+
+    func testNewerProtocolMinorIsNegotiatedDownToZero() throws {
+        try start()
+        let c = h.connect()
+        c.send(FE.startup(user: "u", database: "db", [("_pq_.made_up", "x")], minor: 2))
+        let msgs = h.readUntilReady(c)
+        let v = msgs.first { $0.char == "v" }
+        XCTAssertNotNil(v, "NegotiateProtocolVersion expected: \(msgs)")
+        if let v {
+            XCTAssertEqual(TestWire.readInt32(v.body, 0), Wire.protocolVersion3, "newest minor 0")
+            XCTAssertEqual(TestWire.readInt32(v.body, 4), 1, "one unrecognised option")
+            XCTAssertEqual(TestWire.cString(v.body, from: 8).0, "_pq_.made_up")
+        }
+        XCTAssertEqual(msgs.last?.status, "I")
+    }
+
+    func testUnsupportedMajorProtocolIsRefused() throws {
+        try start()
+        let c = h.connect()
+        c.send(TestWire.encode { Frontend.startupMessage(into: &$0, parameters: [("user", "u")], protocolVersion: 4 << 16) })
+        let msgs = h.readUntilClosed(c)
+        XCTAssertEqual(msgs.map { $0.sqlState }, [SQLState.featureNotSupported], "\(msgs)")
+    }
+
+    func testTerminateDuringAuthenticationClosesQuietly() throws {
+        try start(["auth_type": "plain"])
+        let c = h.connect()
+        c.send(FE.startup(user: "u", database: "db"))
+        XCTAssertEqual(h.read(c, 1).first?.char, "R")
+        c.send(FE.terminate)
+        XCTAssertEqual(h.readUntilClosed(c), [])
+    }
+
+    func testPasswordMessageLargerThanTheBufferIsRefusedAtOnce() throws {
+        try start(["auth_type": "plain"])
+        let c = h.connect()
+        c.send(FE.startup(user: "u", database: "db"))
+        _ = h.read(c, 1)
+        // Only the header: pgswift must not wait for 40 KB it could never buffer.
+        c.send([UInt8(ascii: "p")] + TestWire.int32(40_000))
+        let msgs = h.readUntilClosed(c)
+        XCTAssertEqual(msgs.map { $0.sqlState }, [SQLState.protocolViolation], "\(msgs)")
+    }
+
+    func testMaxClientConnRefusesTheNextClient() throws {
+        try start(["max_client_conn": "2"])
+        h.login()
+        h.login()
+        let c = h.connect()
+        let msgs = h.readUntilClosed(c)
+        XCTAssertEqual(msgs.map { $0.sqlState }, [SQLState.tooManyConnections], "\(msgs)")
+    }
+}

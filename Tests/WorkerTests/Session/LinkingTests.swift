@@ -1,0 +1,235 @@
+// Linking clients to servers and back (Linking.swift, Pool.swift) through a real worker loop: release
+// at ReadyForQuery per pool mode, session mode, resets, the wait queue, parameter sync.
+import XCTest
+@testable import Worker
+import Shared
+
+final class LinkingTests: WorkerHarnessCase {
+    // MARK: Transaction mode
+
+    func testTransactionModeReleasesOnReadyIdleAndTheNextClientReusesTheServer() throws {
+        try start()
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        let got = h.roundTrip(a, s, "select 1")
+        XCTAssertEqual(got.map { $0.char }, ["T", "D", "C", "Z"])
+        let b = h.login()
+        h.roundTrip(b, s, "select 2")
+        h.roundTrip(a, s, "select 3")
+        XCTAssertEqual(h.servers.count, 1, "one server served both clients in turn")
+    }
+
+    func testTransactionModeKeepsTheServerWhileInATransaction() throws {
+        try start()
+        let a = h.login()
+        let s0 = try XCTUnwrap(h.waitServers(1))
+        XCTAssertEqual(h.roundTrip(a, s0, "begin", status: "T").last?.status, "T")
+        let b = h.login()
+        b.send(FE.query("select 2"))
+        let s1 = try XCTUnwrap(h.waitServers(2))
+        h.answerQuery(s1, expect: "select 2")
+        XCTAssertEqual(h.readUntilReady(b).last?.status, "I")
+        XCTAssertNil(s0.nextMessage(), "the server in a transaction was not handed to another client")
+        h.roundTrip(a, s0, "commit")
+        // a's transaction is over: s0 goes back to the pool, the most recently used on top.
+        b.send(FE.query("select 4"))
+        let (s, m) = try XCTUnwrap(h.nextOnAnyServer())
+        XCTAssertEqual(m.firstString, "select 4")
+        XCTAssertTrue(s === s0, "LIFO: the server released last is used first")
+    }
+
+    func testFailedTransactionKeepsTheServerUntilRollback() throws {
+        try start(databaseOptions: "pool_size=1")
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        h.roundTrip(a, s, "begin", status: "T")
+        a.send(FE.query("select bad"))
+        XCTAssertEqual(h.next(s)?.firstString, "select bad")
+        s.send(BE.error("42703", "column \"bad\" does not exist") + BE.ready("E"))
+        let got = h.readUntilReady(a)
+        XCTAssertEqual(got.map { $0.char }, ["E", "Z"])
+        XCTAssertEqual(got.last?.status, "E")
+        let b = h.login()
+        b.send(FE.query("select 2"))
+        h.settle()
+        XCTAssertNil(s.nextMessage(), "a failed transaction's server stays with its client")
+        XCTAssertTrue(b.reader.unread.isEmpty, "the other client waits")
+        h.roundTrip(a, s, "rollback")
+        h.answerQuery(s, expect: "select 2")
+        XCTAssertEqual(h.readUntilReady(b).last?.status, "I")
+        XCTAssertEqual(h.servers.count, 1)
+    }
+
+    func testSessionStateTagMakesTheServerResetBeforeTheNextClient() throws {
+        try start()
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("set work_mem = '1MB'"))
+        XCTAssertEqual(h.next(s)?.firstString, "set work_mem = '1MB'")
+        s.send(BE.complete("SET") + BE.ready("I"))
+        XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["C", "Z"])
+        XCTAssertEqual(h.next(s)?.firstString, "DISCARD ALL", "server_reset_query after a SET in transaction mode")
+        s.send(BE.complete("DISCARD ALL") + BE.ready("I"))
+        let b = h.login()
+        h.roundTrip(b, s, "select 1")
+        XCTAssertTrue(a.reader.unread.isEmpty, "the reset's answers were swallowed")
+    }
+
+    func testPlainSelectDoesNotResetTheServer() throws {
+        try start()
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        h.roundTrip(a, s, "select 1")
+        let b = h.login()
+        b.send(FE.query("select 2"))
+        XCTAssertEqual(h.next(s)?.firstString, "select 2", "no DISCARD ALL between transactions")
+    }
+
+    // MARK: Statement mode
+
+    func testStatementModeRefusesATransactionBlock() throws {
+        try start(["pool_mode": "statement"])
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("begin"))
+        XCTAssertEqual(h.next(s)?.firstString, "begin")
+        s.send(BE.complete("BEGIN") + BE.ready("T"))
+        let got = h.readUntilClosed(a)
+        XCTAssertEqual(got.map { $0.sqlState }, [SQLState.featureNotSupported], "\(got)")
+        XCTAssertEqual(got.first?.error?.message, "transaction blocks not allowed in statement pooling mode")
+        h.waitClosed(s)
+    }
+
+    func testStatementModeReleasesAfterEachStatement() throws {
+        try start(["pool_mode": "statement"])
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        h.roundTrip(a, s, "select 1")
+        let b = h.login()
+        h.roundTrip(b, s, "select 2")
+        XCTAssertEqual(h.servers.count, 1)
+    }
+
+    // MARK: Session mode
+
+    func testSessionModeKeepsTheServerForTheClient() throws {
+        try start(["pool_mode": "session"])
+        let a = h.login()
+        let s0 = try XCTUnwrap(h.waitServers(1))
+        h.roundTrip(a, s0, "select 1")
+        let b = h.login()
+        b.send(FE.query("select 2"))
+        let s1 = try XCTUnwrap(h.waitServers(2))
+        h.answerQuery(s1, expect: "select 2")
+        h.readUntilReady(b)
+        h.roundTrip(a, s0, "select 3")
+        h.roundTrip(b, s1, "select 4")
+        XCTAssertNil(s0.nextMessage())
+        XCTAssertNil(s1.nextMessage())
+    }
+
+    func testSessionModeRunsServerResetQueryWhenTheClientLeaves() throws {
+        try start(["pool_mode": "session", "server_reset_query": "RESET ALL"])
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        h.roundTrip(a, s, "select 1")
+        a.send(FE.terminate)
+        let reset = h.next(s)
+        XCTAssertEqual(reset?.char, "Q")
+        XCTAssertEqual(reset?.firstString, "RESET ALL")
+        s.send(BE.complete("RESET") + BE.ready("I"))
+        XCTAssertFalse(h.servers[0].closed, "Terminate never reaches a pooled server")
+        let b = h.login()
+        h.roundTrip(b, s, "select 2")
+        XCTAssertEqual(h.servers.count, 1, "the reset server was reused")
+    }
+
+    func testSessionClientLeavingInsideATransactionRollsBackFirst() throws {
+        try start(["pool_mode": "session"])
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        h.roundTrip(a, s, "begin", status: "T")
+        a.send(FE.terminate)
+        let msgs = h.next(s, 2)
+        XCTAssertEqual(msgs.map { $0.firstString }, ["ROLLBACK", "DISCARD ALL"])
+        s.send(BE.complete("ROLLBACK") + BE.ready("I") + BE.complete("DISCARD ALL") + BE.ready("I"))
+        let b = h.login()
+        h.roundTrip(b, s, "select 2")
+    }
+
+    // MARK: The wait queue
+
+    func testWaitingClientsAreServedInArrivalOrder() throws {
+        try start(databaseOptions: "pool_size=1")
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        h.roundTrip(a, s, "begin", status: "T")
+        let b = h.login(), c = h.login(), d = h.login()
+        for (client, sql) in [(c, "select c"), (b, "select b"), (d, "select d")] {
+            client.send(FE.query(sql))
+            h.settle(turns: 5)
+        }
+        XCTAssertNil(s.nextMessage(), "nobody gets the server while a holds it")
+        h.roundTrip(a, s, "commit")
+        for (client, sql) in [(c, "select c"), (b, "select b"), (d, "select d")] {
+            h.answerQuery(s, expect: sql)
+            XCTAssertEqual(h.readUntilReady(client).last?.status, "I")
+        }
+        XCTAssertEqual(h.servers.count, 1, "pool_size=1 held")
+    }
+
+    func testClientLeavingTheWaitQueueIsSkipped() throws {
+        try start(databaseOptions: "pool_size=1")
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        h.roundTrip(a, s, "begin", status: "T")
+        let b = h.login(), c = h.login()
+        b.send(FE.query("select b"))
+        h.settle(turns: 5)
+        c.send(FE.query("select c"))
+        h.settle(turns: 5)
+        b.close()
+        h.settle(turns: 5)
+        h.roundTrip(a, s, "commit")
+        h.answerQuery(s, expect: "select c")
+        XCTAssertEqual(h.readUntilReady(c).last?.status, "I")
+    }
+
+    // MARK: Parameters that follow the client
+
+    func testClientStartupParameterIsSetOnTheServerAndTheAnswerSwallowed() throws {
+        try start()
+        let a = h.login([("application_name", "app1")])
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("select 1"))
+        let msgs = h.next(s, 2)
+        XCTAssertEqual(msgs.first?.firstString, "SET application_name = 'app1';")
+        XCTAssertEqual(msgs.last?.firstString, "select 1")
+        s.send(BE.complete("SET") + BE.parameterStatus("application_name", "app1") + BE.ready("I")
+               + BE.row("1") + BE.ready("I"))
+        let got = h.readUntilReady(a)
+        XCTAssertEqual(got.map { $0.char }, ["T", "D", "C", "Z"], "the SET's answers never reach the client: \(got)")
+        // Same values next time: no SET.
+        a.send(FE.query("select 2"))
+        XCTAssertEqual(h.next(s)?.firstString, "select 2")
+    }
+
+    func testParameterChangedByTheClientFollowsIt() throws {
+        try start()
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("select set_config('TimeZone', 'Europe/Paris', false)"))
+        _ = h.next(s)
+        s.send(BE.parameterStatus("TimeZone", "Europe/Paris") + BE.row("Europe/Paris") + BE.ready("I"))
+        let got = h.readUntilReady(a)
+        XCTAssertEqual(got.first?.strings, ["TimeZone", "Europe/Paris"], "the client sees the change")
+        let b = h.login()
+        b.send(FE.query("select 2"))
+        let forB = h.next(s, 2)
+        XCTAssertEqual(forB.first?.firstString, "SET TimeZone = 'UTC';", "b expects the pool's default")
+        s.send(BE.complete("SET") + BE.parameterStatus("TimeZone", "UTC") + BE.ready("I") + BE.row("2") + BE.ready("I"))
+        XCTAssertEqual(h.readUntilReady(b).map { $0.char }, ["T", "D", "C", "Z"])
+        a.send(FE.query("select 3"))
+        XCTAssertEqual(h.next(s)?.firstString, "SET TimeZone = 'Europe/Paris';", "a keeps the value it set")
+    }
+}
