@@ -435,8 +435,12 @@ extension Worker {
                 }
                 if servers[si].releaseOnFlush {
                     servers[si].releaseOnFlush = false
-                    releaseServer(si)
-                    return
+                    // Checked again: the client may have pipelined its next query onto this server
+                    // while the answer waited for it to read; then the server stays linked.
+                    if transactionDone(si) {
+                        releaseServer(si)
+                        return
+                    }
                 }
                 servers[si].io.releaseIfEmpty(buffers)
                 continue
@@ -591,17 +595,23 @@ extension Worker {
             statementModeViolation(si)
             return .done(.stop)
         }
-        if servers[si].pendingSyncs == 0 && !servers[si].unsynced && status == UInt8(ascii: "I")
-            && servers[si].slotCount == 0 && pools[Int(servers[si].pool)].mode != .session {
-            let ci = servers[si].client
-            if ci >= 0 && !clients[ci].io.input.hasUnsent {
-                servers[si].releaseOnFlush = true
-                servers[si].io.input.scan = scan
-                servers[si].io.input.partial = partial
-                return .done(.progress)
-            }
+        if pools[Int(servers[si].pool)].mode != .session && transactionDone(si) {
+            servers[si].releaseOnFlush = true
+            servers[si].io.input.scan = scan
+            servers[si].io.input.partial = partial
+            return .done(.progress)
         }
         return .next
+    }
+
+    /// Transaction and statement mode: the server may go back to the pool — idle ('I'), nothing
+    /// forwarded awaits an answer, no extended-protocol batch is open, no answer pgswift owes, and the
+    /// client has nothing scanned for it that is not sent yet.
+    @inline(__always)
+    func transactionDone(_ si: Int32) -> Bool {
+        let ci = servers[si].client
+        return servers[si].pendingSyncs == 0 && !servers[si].unsynced && servers[si].txStatus == UInt8(ascii: "I")
+            && servers[si].slotCount == 0 && ci >= 0 && !clients[ci].io.input.hasUnsent
     }
 
     /// ParameterStatus (tracked values follow the client), CommandComplete tags (session state that

@@ -1,18 +1,14 @@
-// KNOWN BUG, kept out of the suite (this folder belongs to no target). Copy this file into
-// Tests/WorkerTests/Session/ to run it: it fails on main at 2d97c8f.
-//
-// Transaction mode releases a server when the bytes up to its ReadyForQuery 'I' have been flushed
-// to the client (`releaseOnFlush`, set in `scanServer`). The conditions (pendingSyncs == 0, nothing
-// unsynced, empty slot ring, no unsent client bytes) are checked when the ReadyForQuery is scanned,
-// not when the flush completes. A client that pipelines its next query while the previous answer is
-// still waiting for it to read gets that query forwarded to the same server in between; the flush
-// then releases the server with the query running: the client never gets its answer, and the next
-// client linked to that server receives it (a cross-client leak).
+// Transaction mode releases a server when the bytes up to its ReadyForQuery 'I' have reached the
+// client (`releaseOnFlush`). A client that pipelines its next query while the previous answer still
+// waits for it to read gets that query forwarded to the same server in between: the release must then
+// not happen. Before the fix the conditions were checked only when the ReadyForQuery was scanned; the
+// server went back to the pool with the query running, the client never got its answer, and the next
+// client linked to that server received it (found by the worker harness).
 import XCTest
 @testable import Worker
 import Shared
 
-final class ReleaseOnFlushBugTests: WorkerHarnessCase {
+final class ReleaseOnFlushTests: WorkerHarnessCase {
     func testQueryPipelinedBehindAnUndeliveredAnswerKeepsItsServer() throws {
         try start(databaseOptions: "pool_size=1")
         let a = h.login(smallBuffers: true)
@@ -39,7 +35,11 @@ final class ReleaseOnFlushBugTests: WorkerHarnessCase {
         s.send(BE.row("for a") + BE.ready())
         let got = h.readUntilReady(a, count: 2)
         XCTAssertEqual(got.filter { $0.char == "Z" }.count, 2, "a's second query was never answered: \(got.suffix(4))")
-        let forB = h.read(b, 2)
+        // Only now is the server free: b's query reaches it, and b gets its own answer.
+        XCTAssertEqual(h.next(s)?.firstString, "select b")
+        s.send(BE.row("for b") + BE.ready())
+        let forB = h.readUntilReady(b, count: 1)
         XCTAssertFalse(forB.contains { $0.char == "D" && $0.body.suffix(5) == Array("for a".utf8) }, "b received a's row")
+        XCTAssertTrue(forB.contains { $0.char == "D" && $0.body.suffix(5) == Array("for b".utf8) }, "b: \(forB)")
     }
 }
