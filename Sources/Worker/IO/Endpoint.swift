@@ -25,11 +25,11 @@ struct Endpoint {
     }
 
     /// One read into the input buffer (taking a pooled buffer first if it has none). `bytes` gets the
-    /// count read; `tlsFailed` is called with OpenSSL's reason before a failed TLS read ends the stream.
-    /// Under TLS, `readable` stays set while OpenSSL may hold decrypted or read-ahead bytes, which no
-    /// epoll edge would announce.
+    /// count read. A failed TLS read ends the stream (`.closed`) and leaves OpenSSL's reason in the TLS
+    /// state (`tlsReadFailure`). Under TLS, `readable` stays set while OpenSSL may hold decrypted or
+    /// read-ahead bytes, which no epoll edge would announce.
     @inline(__always)
-    mutating func read(_ buffers: BufferPool, bytes: inout Int, tlsFailed: (String) -> Void) -> ReadOutcome {
+    mutating func read(_ buffers: BufferPool, bytes: inout Int) -> ReadOutcome {
         if input.base == nil {
             input.base = buffers.take()
         } else if input.end == buffers.size {
@@ -52,7 +52,7 @@ struct Endpoint {
             case .closed:
                 return ended()
             case .failed(let reason):
-                tlsFailed(reason)
+                t.pointee.readFailure = reason
                 return ended()
             }
         }
@@ -76,6 +76,9 @@ struct Endpoint {
             return ended()
         }
     }
+
+    /// Why the TLS read that ended the stream failed (nil: plaintext, or a clean close).
+    var tlsReadFailure: String? { tls?.pointee.readFailure }
 
     @inline(__always)
     private mutating func ended() -> ReadOutcome {

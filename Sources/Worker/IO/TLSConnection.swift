@@ -20,6 +20,8 @@ struct TLSConnState {
     var direct = false
     /// errno of a failed send(2)/read(2) inside the BIO (0: none).
     var ioErrno: Int32 = 0
+    /// Why the last read failed (`Endpoint.read` returned `.closed` for it), for the caller's log.
+    var readFailure: String? = nil
 }
 
 typealias TLSConn = UnsafeMutablePointer<TLSConnState>

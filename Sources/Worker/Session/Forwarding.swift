@@ -9,8 +9,6 @@ enum ScanStep {
     case handle
     /// The message was dealt with: scan the next.
     case next
-    /// Stop scanning; the loop writes back its position and returns this.
-    case exit(ScanResult)
     /// Return this at once (the position is already written back).
     case done(ScanResult)
 }
@@ -48,17 +46,28 @@ extension Worker {
     @inline(__always)
     func readInto(client ci: Int32) -> ReadOutcome {
         var n = 0
-        let id = clients[ci].id
-        let r = clients[ci].io.read(buffers, bytes: &n) { reason in log.warning("C-\(id): TLS read failed: \(reason)") }
+        let r = clients[ci].io.read(buffers, bytes: &n)
         clients[ci].statBytesIn &+= UInt64(n)  // stats hook
+        if r == .closed && clients[ci].io.tls != nil { tlsReadFailed(client: ci) }
         return r
     }
 
     @inline(__always)
     func readInto(server si: Int32) -> ReadOutcome {
         var n = 0
-        let id = servers[si].id
-        return servers[si].io.read(buffers, bytes: &n) { reason in log.warning("S-\(id): TLS read failed: \(reason)") }
+        let r = servers[si].io.read(buffers, bytes: &n)
+        if r == .closed && servers[si].io.tls != nil { tlsReadFailed(server: si) }
+        return r
+    }
+
+    @inline(never)
+    private func tlsReadFailed(client ci: Int32) {
+        if let reason = clients[ci].io.tlsReadFailure { log.warning("C-\(clients[ci].id): TLS read failed: \(reason)") }
+    }
+
+    @inline(never)
+    private func tlsReadFailed(server si: Int32) {
+        if let reason = servers[si].io.tlsReadFailure { log.warning("S-\(servers[si].id): TLS read failed: \(reason)") }
     }
 
     /// Adds a server socket to epoll, once for its life (edge-triggered, both directions); on failure the
@@ -242,7 +251,7 @@ extension Worker {
                 switch trackClientMessage(ci, si, type, len, base, &scan, &partial, end) {
                 case .handle: break
                 case .next: continue
-                case .exit(let r), .done(let r): return r
+                case .done(let r): return r
                 }
             }
             if !countClientMessage(si, type) {
@@ -511,13 +520,16 @@ extension Worker {
                 break
             }
             if !swallowing && servers[si].tracking && servers[si].slotCount > 0 {
-                switch trackServerMessage(si, type, total: total, avail: avail, &scan) {
-                case .handle: break
-                case .next: continue
-                case .exit(let r):
+                if let r = trackServerMessage(si, type, total: total, avail: avail, &scan) {
                     result = r
                     break scanning
-                case .done(let r): return r
+                }
+                if !serverAnswer(si, type) {
+                    // The answer to an injected Parse/Close: drop it (after what precedes it is sent).
+                    if scan > servers[si].io.input.start { break }
+                    scan &+= total
+                    servers[si].io.input.start = scan
+                    continue
                 }
             }
             if inspect && total <= avail {
@@ -545,26 +557,20 @@ extension Worker {
         return result
     }
 
-    /// A server message on a tracked link with expected answers pending: pgswift's own synthesized
-    /// answers due before it go first, and an answer to a Parse/Close pgswift injected is dropped.
+    /// A server message on a tracked link with expected answers pending, before its slot is popped:
+    /// pgswift's own synthesized answers due before it go first, and a ParseComplete/CloseComplete is
+    /// read whole. Non-nil: stop scanning with that result.
     @inline(__always)
-    private func trackServerMessage(_ si: Int32, _ type: UInt8, total: Int, avail: Int, _ scan: inout Int) -> ScanStep {
+    private func trackServerMessage(_ si: Int32, _ type: UInt8, total: Int, avail: Int, _ scan: inout Int) -> ScanResult? {
         if let head = headSlot(si), Slot.isSynthetic(head) {
             // An answer pgswift owes comes before this message: send what precedes it first.
-            if scan > servers[si].io.input.start { return .exit(.progress) }
+            if scan > servers[si].io.input.start { return .progress }
             emitDueSynthetics(si)
         }
         if total > avail && (type == BackendType.parseComplete || type == BackendType.closeComplete) {
-            return .exit(.needMore)
+            return .needMore
         }
-        if !serverAnswer(si, type) {
-            // The answer to an injected Parse/Close: drop it (after what precedes it is sent).
-            if scan > servers[si].io.input.start { return .exit(.progress) }
-            scan &+= total
-            servers[si].io.input.start = scan
-            return .next
-        }
-        return .handle
+        return nil
     }
 
     /// ReadyForQuery: the end of pgswift's own query (swallowed; a reset may be done), or of the

@@ -139,6 +139,7 @@ extension Worker {
 
     /// Undoes a link: the client is idle again; the server stays `.active`, unlinked, until the caller
     /// moves it on (to a waiting client, the idle list, a reset, or closed).
+    @inline(__always)
     func unlink(_ ci: Int32, _ si: Int32) {
         #if DEBUG
         checkLink(ci, si)

@@ -48,10 +48,11 @@ extension Worker {
         default:
             break
         }
-        if p >= 0 {
-            let was = Worker.isPoolServer(from), isNow = Worker.isPoolServer(to)
-            if isNow && !was { pools[p].serverCount += 1 }
-            if was && !isNow { pools[p].serverCount -= 1 }
+        assert(p >= 0, "a server record changes state without a pool")
+        if from == .free {
+            if to != .cancelRequest { pools[p].serverCount += 1 }
+        } else if to == .free || to == .cancelRequest {
+            if from != .cancelRequest { pools[p].serverCount -= 1 }
         }
         servers[si].state = to
         switch to {
