@@ -19,6 +19,15 @@ enum ConfigFile {
         }
     }
 
+    /// `readAll` for a file to parse: a failure is a `ConfigError` at `path`, "could not read <what>: <reason>".
+    static func readText(path: String, what: String) throws(ConfigError) -> String {
+        do throws(ConfigFileError) {
+            return try readAll(path: path)
+        } catch {
+            throw ConfigError(file: path, line: 0, message: "could not read \(what): \(error.reason)")
+        }
+    }
+
     /// nil when the file can be opened for reading, else the reason it cannot.
     static func unreadableReason(path: String) -> String? {
         do throws(SyscallError) {
@@ -45,6 +54,40 @@ enum ConfigFile {
     }
 }
 
+/// The lines of a config, auth or hba file: split at LF, a CR before the LF dropped, numbered from 1;
+/// no line after a final LF. A UTF-8 byte order mark at the start is skipped when asked (it is
+/// invisible in editors and must not become part of a key).
+struct ConfigLines: Sequence {
+    let bytes: [UInt8]
+    let start: Int
+
+    init(_ text: String, skippingByteOrderMark: Bool) {
+        bytes = Array(text.utf8)
+        let bom = bytes.count >= 3 && bytes[0] == 0xEF && bytes[1] == 0xBB && bytes[2] == 0xBF
+        start = skippingByteOrderMark && bom ? 3 : 0
+    }
+
+    struct Iterator: IteratorProtocol {
+        let bytes: [UInt8]
+        var start: Int
+        var number = 0
+
+        /// The line's number and its bytes (indices are `bytes`' own).
+        mutating func next() -> (number: Int, line: ArraySlice<UInt8>)? {
+            guard start < bytes.count else { return nil }
+            var end = start
+            while end < bytes.count && bytes[end] != 0x0A { end += 1 }
+            var lineEnd = end
+            if lineEnd > start && bytes[lineEnd - 1] == 0x0D { lineEnd -= 1 }
+            defer { start = end + 1 }
+            number += 1
+            return (number, bytes[start..<lineEnd])
+        }
+    }
+
+    func makeIterator() -> Iterator { Iterator(bytes: bytes, start: start) }
+}
+
 /// Small byte-level text helpers, kept in a namespace so they cannot clash with other extensions.
 enum ConfigText {
     @inline(__always) static func isBlank(_ b: UInt8) -> Bool {
@@ -63,6 +106,28 @@ enum ConfigText {
         while lo < hi && isSpace(u[lo]) { lo += 1 }
         while hi > lo && isSpace(u[hi - 1]) { hi -= 1 }
         return String(decoding: u[lo..<hi], as: UTF8.self)
+    }
+
+    /// A quoted field starting at `p` (on the opening `quote`), where two quotes stand for one (SQL
+    /// identifiers, userlist fields, hba words, connection-string values). Leaves `p` after the closing
+    /// quote; nil when the field is not closed before `b` ends.
+    static func quoted(_ b: ArraySlice<UInt8>, at p: inout Int, quote: UInt8) -> String? {
+        var out: [UInt8] = []
+        var i = p + 1
+        while i < b.endIndex {
+            if b[i] == quote {
+                if i + 1 < b.endIndex && b[i + 1] == quote {
+                    out.append(quote)
+                    i += 2
+                    continue
+                }
+                p = i + 1
+                return String(decoding: out, as: UTF8.self)
+            }
+            out.append(b[i])
+            i += 1
+        }
+        return nil
     }
 
     /// Comma-separated list: items trimmed, empty items dropped (PgBouncer's list settings).

@@ -83,23 +83,11 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         var s = storage
         switch family {
         case AF_INET:
-            return withUnsafePointer(to: &s) {
-                $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
-                    var buf = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
-                    var addr = sin.pointee.sin_addr
-                    inet_ntop(AF_INET, &addr, &buf, socklen_t(buf.count))
-                    return "\(cStringText(buf)):\(UInt16(bigEndian: sin.pointee.sin_port))"
-                }
-            }
+            let (host, port) = numeric(sockaddr_in.self, AF_INET, INET_ADDRSTRLEN, \.sin_addr, \.sin_port)
+            return "\(host):\(port)"
         case AF_INET6:
-            return withUnsafePointer(to: &s) {
-                $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
-                    var buf = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
-                    var addr = sin6.pointee.sin6_addr
-                    inet_ntop(AF_INET6, &addr, &buf, socklen_t(buf.count))
-                    return "[\(cStringText(buf))]:\(UInt16(bigEndian: sin6.pointee.sin6_port))"
-                }
-            }
+            let (host, port) = numeric(sockaddr_in6.self, AF_INET6, INET6_ADDRSTRLEN, \.sin6_addr, \.sin6_port)
+            return "[\(host)]:\(port)"
         case AF_UNIX:
             return withUnsafePointer(to: &s) {
                 $0.withMemoryRebound(to: sockaddr_un.self, capacity: 1) { sun in
@@ -110,6 +98,20 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
             }
         default:
             return "unknown-address"
+        }
+    }
+
+    /// The numeric host (inet_ntop) and port of an IPv4 or IPv6 address held as `S`.
+    private func numeric<S, A>(_ type: S.Type, _ family: Int32, _ size: Int32, _ address: KeyPath<S, A>,
+                               _ port: KeyPath<S, in_port_t>) -> (host: String, port: UInt16) {
+        var s = storage
+        return withUnsafePointer(to: &s) {
+            $0.withMemoryRebound(to: S.self, capacity: 1) { sa in
+                var buf = [CChar](repeating: 0, count: Int(size))
+                var addr = sa.pointee[keyPath: address]
+                inet_ntop(family, &addr, &buf, socklen_t(buf.count))
+                return (cStringText(buf), UInt16(bigEndian: sa.pointee[keyPath: port]))
+            }
         }
     }
 
@@ -223,10 +225,16 @@ public enum Sockets {
 
     /// The local address a socket is bound to (getsockname); nil when it has none.
     public static func localAddress(_ fd: Int32) -> SocketAddress? {
+        address(of: fd, getsockname)
+    }
+
+    /// The address `call` (getsockname or getpeername) stores for `fd`; nil when it fails.
+    static func address(of fd: Int32, _ call: (Int32, UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) -> Int32)
+        -> SocketAddress? {
         var a = SocketAddress()
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
         let rc = withUnsafeMutablePointer(to: &a.storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { call(fd, $0, &len) }
         }
         guard rc == 0 else { return nil }
         a.length = len
