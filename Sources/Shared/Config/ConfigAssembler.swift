@@ -251,7 +251,7 @@ enum ConfigConnString {
             while p < b.count && ConfigText.isSpace(b[p]) { p += 1 }
             var value: [UInt8] = []
             if p < b.count && b[p] == UInt8(ascii: "'") {
-                guard let quoted = ConfigText.quoted(b[...], at: &p, quote: UInt8(ascii: "'")) else {
+                guard let quoted = QuotedText.read(b[...], at: &p, quote: UInt8(ascii: "'")) else {
                     throw ConfigValueError(reason: "syntax error in connection string: unterminated quote in \(key)")
                 }
                 value = Array(quoted.utf8)

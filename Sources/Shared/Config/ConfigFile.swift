@@ -108,28 +108,6 @@ enum ConfigText {
         return String(decoding: u[lo..<hi], as: UTF8.self)
     }
 
-    /// A quoted field starting at `p` (on the opening `quote`), where two quotes stand for one (SQL
-    /// identifiers, userlist fields, hba words, connection-string values). Leaves `p` after the closing
-    /// quote; nil when the field is not closed before `b` ends.
-    static func quoted(_ b: ArraySlice<UInt8>, at p: inout Int, quote: UInt8) -> String? {
-        var out: [UInt8] = []
-        var i = p + 1
-        while i < b.endIndex {
-            if b[i] == quote {
-                if i + 1 < b.endIndex && b[i + 1] == quote {
-                    out.append(quote)
-                    i += 2
-                    continue
-                }
-                p = i + 1
-                return String(decoding: out, as: UTF8.self)
-            }
-            out.append(b[i])
-            i += 1
-        }
-        return nil
-    }
-
     /// Comma-separated list: items trimmed, empty items dropped (PgBouncer's list settings).
     static func list(_ s: String) -> [String] {
         s.split(separator: ",", omittingEmptySubsequences: false)

@@ -49,7 +49,7 @@ enum ConfigIniParser {
                 let key: String
                 if bytes[p] == UInt8(ascii: "\"") {
                     // SQL-identifier quoting for database and user names: "" is one quote.
-                    guard let name = ConfigText.quoted(bytes[lo..<hi], at: &p, quote: UInt8(ascii: "\"")) else {
+                    guard let name = QuotedText.read(bytes[lo..<hi], at: &p, quote: UInt8(ascii: "\"")) else {
                         throw fail("syntax error: unterminated quoted name")
                     }
                     if name.isEmpty { throw fail("syntax error: empty quoted name") }

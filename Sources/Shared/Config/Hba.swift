@@ -194,7 +194,7 @@ struct HbaToken: Equatable {
                 continue
             }
             if c == UInt8(ascii: "\"") {
-                guard let value = ConfigText.quoted(b[...], at: &p, quote: c) else {
+                guard let value = QuotedText.read(b[...], at: &p, quote: c) else {
                     throw SyntaxError(reason: "unterminated quoted string")
                 }
                 if p < b.count && !isSeparator(b[p]) {

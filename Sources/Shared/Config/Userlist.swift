@@ -28,7 +28,7 @@ public struct Userlist: Sendable {
             guard b[p] == UInt8(ascii: "\"") else {
                 throw fail("expected a double-quoted user name at the start of the line")
             }
-            guard let user = ConfigText.quoted(b, at: &p, quote: UInt8(ascii: "\"")) else {
+            guard let user = QuotedText.read(b, at: &p, quote: UInt8(ascii: "\"")) else {
                 throw fail("unterminated quoted user name")
             }
             if user.isEmpty { throw fail("empty user name") }
@@ -36,7 +36,7 @@ public struct Userlist: Sendable {
             guard p < end && b[p] == UInt8(ascii: "\"") else {
                 throw fail("expected a double-quoted password after user \"\(user)\"")
             }
-            guard let password = ConfigText.quoted(b, at: &p, quote: UInt8(ascii: "\"")) else {
+            guard let password = QuotedText.read(b, at: &p, quote: UInt8(ascii: "\"")) else {
                 throw fail("unterminated quoted password for user \"\(user)\"")
             }
             list.entries[user] = password

@@ -11,8 +11,13 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
 
     public var family: Int32 { Int32(storage.ss_family) }
 
+    /// `sa` (a sockaddr_in, sockaddr_in6 or sockaddr_un) as the first `length` bytes that count.
+    init<S>(copying sa: S, length: Int = MemoryLayout<S>.size) {
+        withUnsafeMutableBytes(of: &storage) { dst in withUnsafeBytes(of: sa) { dst.copyMemory(from: $0) } }
+        self.length = socklen_t(length)
+    }
+
     public static func unix(path: String) -> SocketAddress? {
-        var a = SocketAddress()
         var sun = sockaddr_un()
         sun.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
@@ -22,11 +27,7 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
             raw.copyBytes(from: bytes)
             raw[bytes.count] = 0
         }
-        withUnsafeMutableBytes(of: &a.storage) { dst in
-            withUnsafeBytes(of: &sun) { src in dst.copyMemory(from: src) }
-        }
-        a.length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + 1)
-        return a
+        return SocketAddress(copying: sun, length: MemoryLayout<sa_family_t>.size + bytes.count + 1)
     }
 
     /// Resolves a numeric or named host (blocking getaddrinfo: call it outside the event loop).
@@ -59,24 +60,17 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
 
     /// Parses a numeric IPv4/IPv6 address without any lookup.
     public static func numeric(host: String, port: Int) -> SocketAddress? {
-        var a = SocketAddress()
         var sin = sockaddr_in()
         if inet_pton(AF_INET, host, &sin.sin_addr) == 1 {
             sin.sin_family = sa_family_t(AF_INET)
             sin.sin_port = UInt16(port).bigEndian
-            withUnsafeMutableBytes(of: &a.storage) { dst in withUnsafeBytes(of: &sin) { dst.copyMemory(from: $0) } }
-            a.length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            return a
+            return SocketAddress(copying: sin)
         }
         var sin6 = sockaddr_in6()
-        if inet_pton(AF_INET6, host, &sin6.sin6_addr) == 1 {
-            sin6.sin6_family = sa_family_t(AF_INET6)
-            sin6.sin6_port = UInt16(port).bigEndian
-            withUnsafeMutableBytes(of: &a.storage) { dst in withUnsafeBytes(of: &sin6) { dst.copyMemory(from: $0) } }
-            a.length = socklen_t(MemoryLayout<sockaddr_in6>.size)
-            return a
-        }
-        return nil
+        guard inet_pton(AF_INET6, host, &sin6.sin6_addr) == 1 else { return nil }
+        sin6.sin6_family = sa_family_t(AF_INET6)
+        sin6.sin6_port = UInt16(port).bigEndian
+        return SocketAddress(copying: sin6)
     }
 
     public var description: String {
