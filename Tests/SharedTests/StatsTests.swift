@@ -242,7 +242,7 @@ final class StatsSnapshotTests: XCTestCase {
         bad[1] = 99
         XCTAssertThrowsError(try WorkerStatsSnapshot.decode(bad))
         // A pool count of 2^63 must be refused before anything is reserved.
-        var w = StatsWriter()
+        var w = MessageWriter()
         w.u8(0x57); w.u8(1)
         for _ in 0..<12 { w.signed(0) }
         w.varint(1 << 62)
@@ -257,17 +257,20 @@ final class StatsSnapshotTests: XCTestCase {
     }
 
     func testVarintEdges() throws {
-        var w = StatsWriter()
+        var w = MessageWriter()
         for v: UInt64 in [0, 1, 127, 128, 16_383, 16_384, .max] { w.varint(v) }
         for v: Int64 in [0, -1, 1, .min, .max] { w.signed(v) }
-        var r = StatsReader(w.bytes)
-        for v: UInt64 in [0, 1, 127, 128, 16_383, 16_384, .max] { XCTAssertEqual(try r.varint("t"), v) }
-        for v: Int64 in [0, -1, 1, .min, .max] { XCTAssertEqual(try r.signed("t"), v) }
-        XCTAssertTrue(r.isAtEnd)
-        var over = StatsReader([0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02])
-        XCTAssertThrowsError(try over.varint("t"))
-        var badUTF8 = StatsReader([2, 0xC3, 0x28])
-        XCTAssertThrowsError(try badUTF8.string("t"))
+        try StatsReader.reading(w.bytes) { r throws(StatsDecodeError) in
+            for v: UInt64 in [0, 1, 127, 128, 16_383, 16_384, .max] { XCTAssertEqual(try r.varint("t"), v) }
+            for v: Int64 in [0, -1, 1, .min, .max] { XCTAssertEqual(try r.signed("t"), v) }
+            XCTAssertTrue(r.isAtEnd)
+        }
+        XCTAssertThrowsError(try StatsReader.reading([0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02]) {
+            r throws(StatsDecodeError) in try r.varint("t")
+        })
+        XCTAssertThrowsError(try StatsReader.reading([2, 0xC3, 0x28]) { r throws(StatsDecodeError) in
+            try r.compactString("t")
+        })
     }
 }
 

@@ -226,24 +226,8 @@ struct AdminLexer {
     /// `q...q` with `qq` standing for one q; the text is unquoted.
     mutating func quoted(_ q: UInt8) -> Word? {
         let from = i
-        guard i < s.count, s[i] == q else { return nil }
-        i += 1
-        var out: [UInt8] = []
-        while i < s.count {
-            if s[i] == q {
-                if i + 1 < s.count && s[i + 1] == q {
-                    out.append(q)
-                    i += 2
-                    continue
-                }
-                i += 1
-                return Word(text: String(decoding: out, as: UTF8.self), rawLength: i - from)
-            }
-            out.append(s[i])
-            i += 1
-        }
-        i = from
-        return nil
+        guard i < s.count, s[i] == q, let text = QuotedText.read(s[...], at: &i, quote: q) else { return nil }
+        return Word(text: text, rawLength: i - from)
     }
 
     /// Optional `;` and trailing space, then the end.

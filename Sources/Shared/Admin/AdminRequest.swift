@@ -15,16 +15,18 @@ public struct AdminRequest: Equatable, Sendable {
         self.query = query
     }
 
-    /// [flags u8][query UTF-8]
+    /// [flags u8][query UTF-8 to the end]
     public func encode() -> [UInt8] {
-        [isAdmin ? 1 : 0] + Array(query.utf8)
+        var w = MessageWriter(capacity: 1 + query.utf8.count)
+        w.put(isAdmin)
+        w.raw(query.utf8)
+        return w.bytes
     }
 
     public static func decode(_ bytes: [UInt8], requestID: UInt32) throws(StatsDecodeError) -> AdminRequest {
-        guard let flags = bytes.first, flags & ~1 == 0 else { throw StatsDecodeError("bad admin request flags") }
-        guard let query = bytes.dropFirst().withUnsafeBufferPointer({ String(validating: $0, as: UTF8.self) }) else {
-            throw StatsDecodeError("admin query is not valid UTF-8")
+        try StatsReader.reading(bytes) { r throws(StatsDecodeError) in
+            AdminRequest(requestID: requestID, isAdmin: try r.bool("admin request flags"),
+                         query: try StatsReader.text(r.rest(), "admin query"))
         }
-        return AdminRequest(requestID: requestID, isAdmin: flags & 1 != 0, query: query)
     }
 }

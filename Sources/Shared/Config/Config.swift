@@ -148,13 +148,7 @@ public struct Config: Sendable {
 
     /// Reads, parses and validates a config file (includes, auth_file presence). No other side effects.
     public static func load(path: String) throws(ConfigError) -> Config {
-        let text: String
-        do {
-            text = try ConfigFile.readAll(path: path)
-        } catch {
-            throw ConfigError(file: path, line: 0, message: "could not read config file: \(error.reason)")
-        }
-        var config = try parse(text: text, file: path)
+        var config = try parse(text: try ConfigFile.readText(path: path, what: "config file"), file: path)
         try config.validateFiles()
         try config.loadHbaRules()
         return config

@@ -251,25 +251,10 @@ enum ConfigConnString {
             while p < b.count && ConfigText.isSpace(b[p]) { p += 1 }
             var value: [UInt8] = []
             if p < b.count && b[p] == UInt8(ascii: "'") {
-                p += 1
-                var closed = false
-                while p < b.count {
-                    if b[p] == UInt8(ascii: "'") {
-                        if p + 1 < b.count && b[p + 1] == UInt8(ascii: "'") {
-                            value.append(b[p])
-                            p += 2
-                            continue
-                        }
-                        p += 1
-                        closed = true
-                        break
-                    }
-                    value.append(b[p])
-                    p += 1
-                }
-                if !closed {
+                guard let quoted = QuotedText.read(b[...], at: &p, quote: UInt8(ascii: "'")) else {
                     throw ConfigValueError(reason: "syntax error in connection string: unterminated quote in \(key)")
                 }
+                value = Array(quoted.utf8)
                 if p < b.count && !ConfigText.isSpace(b[p]) {
                     throw ConfigValueError(reason: "syntax error in connection string: text right after the closing quote of \(key)")
                 }

@@ -19,6 +19,15 @@ enum ConfigFile {
         }
     }
 
+    /// `readAll` for a file to parse: a failure is a `ConfigError` at `path`, "could not read <what>: <reason>".
+    static func readText(path: String, what: String) throws(ConfigError) -> String {
+        do throws(ConfigFileError) {
+            return try readAll(path: path)
+        } catch {
+            throw ConfigError(file: path, line: 0, message: "could not read \(what): \(error.reason)")
+        }
+    }
+
     /// nil when the file can be opened for reading, else the reason it cannot.
     static func unreadableReason(path: String) -> String? {
         do throws(SyscallError) {
@@ -43,6 +52,40 @@ enum ConfigFile {
         if directory.hasSuffix("/") { return directory + path }
         return directory + "/" + path
     }
+}
+
+/// The lines of a config, auth or hba file: split at LF, a CR before the LF dropped, numbered from 1;
+/// no line after a final LF. A UTF-8 byte order mark at the start is skipped when asked (it is
+/// invisible in editors and must not become part of a key).
+struct ConfigLines: Sequence {
+    let bytes: [UInt8]
+    let start: Int
+
+    init(_ text: String, skippingByteOrderMark: Bool) {
+        bytes = Array(text.utf8)
+        let bom = bytes.count >= 3 && bytes[0] == 0xEF && bytes[1] == 0xBB && bytes[2] == 0xBF
+        start = skippingByteOrderMark && bom ? 3 : 0
+    }
+
+    struct Iterator: IteratorProtocol {
+        let bytes: [UInt8]
+        var start: Int
+        var number = 0
+
+        /// The line's number and its bytes (indices are `bytes`' own).
+        mutating func next() -> (number: Int, line: ArraySlice<UInt8>)? {
+            guard start < bytes.count else { return nil }
+            var end = start
+            while end < bytes.count && bytes[end] != 0x0A { end += 1 }
+            var lineEnd = end
+            if lineEnd > start && bytes[lineEnd - 1] == 0x0D { lineEnd -= 1 }
+            defer { start = end + 1 }
+            number += 1
+            return (number, bytes[start..<lineEnd])
+        }
+    }
+
+    func makeIterator() -> Iterator { Iterator(bytes: bytes, start: start) }
 }
 
 /// Small byte-level text helpers, kept in a namespace so they cannot clash with other extensions.

@@ -14,18 +14,11 @@ enum ConfigIniParser {
     /// only comments at the start of a line), `"quoted key" = value`, `%include FILE`.
     static func parse(text: String, file: String, depth: Int,
                       handler: (ConfigIniEvent) throws(ConfigError) -> Void) throws(ConfigError) {
-        let bytes = Array(text.utf8)
-        var lineStart = 0
-        var lineNo = 0
-        // A UTF-8 byte order mark is invisible in editors; do not let it become part of a key.
-        if bytes.count >= 3 && bytes[0] == 0xEF && bytes[1] == 0xBB && bytes[2] == 0xBF { lineStart = 3 }
-        while lineStart < bytes.count {
-            var lineEnd = lineStart
-            while lineEnd < bytes.count && bytes[lineEnd] != 0x0A { lineEnd += 1 }
-            lineNo += 1
-            var lo = lineStart
-            var hi = lineEnd
-            lineStart = lineEnd + 1
+        let lines = ConfigLines(text, skippingByteOrderMark: true)
+        let bytes = lines.bytes
+        for (lineNo, raw) in lines {
+            var lo = raw.startIndex
+            var hi = raw.endIndex
             while lo < hi && ConfigText.isSpace(bytes[lo]) { lo += 1 }
             while hi > lo && ConfigText.isSpace(bytes[hi - 1]) { hi -= 1 }
             if lo == hi { continue }
@@ -56,26 +49,11 @@ enum ConfigIniParser {
                 let key: String
                 if bytes[p] == UInt8(ascii: "\"") {
                     // SQL-identifier quoting for database and user names: "" is one quote.
-                    var name: [UInt8] = []
-                    p += 1
-                    var closed = false
-                    while p < hi {
-                        if bytes[p] == UInt8(ascii: "\"") {
-                            if p + 1 < hi && bytes[p + 1] == UInt8(ascii: "\"") {
-                                name.append(bytes[p])
-                                p += 2
-                                continue
-                            }
-                            p += 1
-                            closed = true
-                            break
-                        }
-                        name.append(bytes[p])
-                        p += 1
+                    guard let name = QuotedText.read(bytes[lo..<hi], at: &p, quote: UInt8(ascii: "\"")) else {
+                        throw fail("syntax error: unterminated quoted name")
                     }
-                    if !closed { throw fail("syntax error: unterminated quoted name") }
                     if name.isEmpty { throw fail("syntax error: empty quoted name") }
-                    key = String(decoding: name, as: UTF8.self)
+                    key = name
                 } else {
                     while p < hi && isKeyByte(bytes[p]) { p += 1 }
                     if p == lo {

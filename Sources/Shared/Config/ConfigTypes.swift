@@ -19,8 +19,15 @@ public enum AuthType: String, Sendable, CaseIterable {
     }
 }
 
-/// A configuration problem that stops loading. `line` is 0 when the problem is not tied to a line.
-public struct ConfigError: Error, CustomStringConvertible, Sendable, Equatable {
+/// What a `ConfigMessage` is: a `ConfigError` stops loading, a `ConfigWarning` is logged.
+public protocol ConfigSeverity: Sendable {}
+public enum ConfigFailure: ConfigSeverity {}
+public enum ConfigNotice: ConfigSeverity {}
+
+/// A message about a line of a config, auth or hba file, printed "file:line: message"; `line` is 0
+/// when the problem is not tied to a line. Errors and warnings carry the same parts, so they are one
+/// type told apart by `Severity` (a warning cannot be thrown where a `ConfigError` is expected).
+public struct ConfigMessage<Severity: ConfigSeverity>: Error, CustomStringConvertible, Sendable, Equatable {
     public var file: String
     public var line: Int
     public var message: String
@@ -33,21 +40,12 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable, Equatable {
 
     public var description: String { "\(file):\(line): \(message)" }
 }
+
+/// A configuration problem that stops loading.
+public typealias ConfigError = ConfigMessage<ConfigFailure>
 
 /// Something accepted but worth telling the operator (a key pgswift ignores, a section it skips).
-public struct ConfigWarning: CustomStringConvertible, Sendable, Equatable {
-    public var file: String
-    public var line: Int
-    public var message: String
-
-    public init(file: String, line: Int, message: String) {
-        self.file = file
-        self.line = line
-        self.message = message
-    }
-
-    public var description: String { "\(file):\(line): \(message)" }
-}
+public typealias ConfigWarning = ConfigMessage<ConfigNotice>
 
 /// Where a setting was read from, so later failures (bind, open) can point at the line.
 public struct ConfigLocation: CustomStringConvertible, Sendable, Equatable {

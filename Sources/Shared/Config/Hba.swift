@@ -86,21 +86,14 @@ public struct HbaRules: Sendable, Equatable {
     // MARK: Loading
 
     public static func load(path: String) throws(ConfigError) -> HbaRules {
-        let text: String
-        do {
-            text = try ConfigFile.readAll(path: path)
-        } catch {
-            throw ConfigError(file: path, line: 0, message: "could not read auth_hba_file: \(error.reason)")
-        }
-        return try parse(text: text, file: path)
+        try parse(text: try ConfigFile.readText(path: path, what: "auth_hba_file"), file: path)
     }
 
     /// Parses hba text; `@file` names resolve against `file`'s directory.
     public static func parse(text: String, file: String) throws(ConfigError) -> HbaRules {
         var rules = HbaRules(file: file)
-        var lineNo = 0
-        for rawLine in HbaLines(text) {
-            lineNo += 1
+        // No byte order mark is skipped here (PgBouncer's hba reader does not either).
+        for (lineNo, rawLine) in ConfigLines(text, skippingByteOrderMark: false) {
             func fail(_ message: String) -> ConfigError {
                 ConfigError(file: file, line: lineNo, message: message)
             }
@@ -173,28 +166,6 @@ public enum HbaPeer: Sendable, Equatable {
 
 // MARK: - Tokens
 
-/// The lines of a text (LF or CRLF), without their terminators.
-struct HbaLines: Sequence {
-    let bytes: [UInt8]
-    init(_ text: String) { bytes = Array(text.utf8) }
-
-    func makeIterator() -> AnyIterator<ArraySlice<UInt8>> {
-        var start = 0
-        var done = bytes.isEmpty
-        return AnyIterator {
-            if done { return nil }
-            var end = start
-            while end < bytes.count && bytes[end] != 0x0A { end += 1 }
-            var lineEnd = end
-            if lineEnd > start && bytes[lineEnd - 1] == 0x0D { lineEnd -= 1 }
-            let line = bytes[start..<lineEnd]
-            start = end + 1
-            if start >= bytes.count { done = true }
-            return line
-        }
-    }
-}
-
 /// One token of an hba line: a word (quoted or not) or a comma. `#` outside quotes ends the line.
 struct HbaToken: Equatable {
     enum Kind: Equatable { case word, comma }
@@ -223,29 +194,13 @@ struct HbaToken: Equatable {
                 continue
             }
             if c == UInt8(ascii: "\"") {
-                var value: [UInt8] = []
-                var i = p + 1
-                var closed = false
-                while i < b.count {
-                    if b[i] == UInt8(ascii: "\"") {
-                        if i + 1 < b.count && b[i + 1] == UInt8(ascii: "\"") {
-                            value.append(b[i])
-                            i += 2
-                            continue
-                        }
-                        closed = true
-                        i += 1
-                        break
-                    }
-                    value.append(b[i])
-                    i += 1
+                guard let value = QuotedText.read(b[...], at: &p, quote: c) else {
+                    throw SyntaxError(reason: "unterminated quoted string")
                 }
-                guard closed else { throw SyntaxError(reason: "unterminated quoted string") }
-                if i < b.count && !isSeparator(b[i]) {
+                if p < b.count && !isSeparator(b[p]) {
                     throw SyntaxError(reason: "unexpected text right after a closing quote")
                 }
-                tokens.append(HbaToken(kind: .word, text: String(decoding: value, as: UTF8.self), quoted: true))
-                p = i
+                tokens.append(HbaToken(kind: .word, text: value, quoted: true))
                 continue
             }
             var i = p
@@ -394,9 +349,7 @@ struct HbaLineParser {
         } catch {
             throw fail("could not read @\(name) (\(path)): \(error.reason)")
         }
-        var lineNo = 0
-        for raw in HbaLines(text) {
-            lineNo += 1
+        for (lineNo, raw) in ConfigLines(text, skippingByteOrderMark: false) {
             let tokens: [HbaToken]
             do {
                 tokens = try HbaToken.split(raw)

@@ -75,95 +75,44 @@ public enum ControlMessage: Equatable, Sendable {
 
     /// Appends the encoded message to `out` (lets a caller reuse one buffer).
     public func encode(into out: inout [UInt8]) {
+        var w = MessageWriter(appendingTo: &out)
         switch self {
-        case .shutdown(let mode):
-            out.append(Kind.shutdown.rawValue)
-            out.append(mode.rawValue)
-        case .reload:
-            out.append(Kind.reload.rawValue)
-        case .pause:
-            out.append(Kind.pause.rawValue)
-        case .resume:
-            out.append(Kind.resume.rawValue)
-        case .cancel(let processID, let secretKey):
-            out.append(Kind.cancel.rawValue)
-            out.appendControlI32(processID)
-            out.appendControlU32(secretKey)
-        case .ready(let slot, let pid):
-            out.append(Kind.ready.rawValue)
-            out.appendControlI32(slot)
-            out.appendControlI32(pid)
+        case .shutdown(let mode): w.put(Kind.shutdown, mode)
+        case .reload: w.put(Kind.reload)
+        case .pause: w.put(Kind.pause)
+        case .resume: w.put(Kind.resume)
+        case .cancel(let processID, let secretKey): w.put(Kind.cancel, processID, secretKey)
+        case .ready(let slot, let pid): w.put(Kind.ready, slot, pid)
         case .forwardCancel(let targetSlot, let processID, let secretKey):
-            out.append(Kind.forwardCancel.rawValue)
-            out.appendControlI32(targetSlot)
-            out.appendControlI32(processID)
-            out.appendControlU32(secretKey)
-        case .heartbeat(let clients, let servers):
-            out.append(Kind.heartbeat.rawValue)
-            out.appendControlI32(clients)
-            out.appendControlI32(servers)
-        case .log(let text):
-            out.append(Kind.log.rawValue)
-            out.appendControlString(text)
-        case .statsToWorker(let chunk):
-            out.append(Kind.statsToWorker.rawValue)
-            out.append(contentsOf: chunk)
-        case .statsFromWorker(let chunk):
-            out.append(Kind.statsFromWorker.rawValue)
-            out.append(contentsOf: chunk)
-        case .quota(let database, let user, let quota, let seq):
-            out.append(Kind.quota.rawValue)
-            out.appendControlString(database)
-            out.appendControlString(user)
-            out.appendControlI32(quota)
-            out.appendControlU32(seq)
-        case .drain(let handoff):
-            out.append(Kind.drain.rawValue)
-            out.append(handoff ? 1 : 0)
+            w.put(Kind.forwardCancel, targetSlot, processID, secretKey)
+        case .heartbeat(let clients, let servers): w.put(Kind.heartbeat, clients, servers)
+        case .log(let text): w.put(Kind.log, text)
+        case .statsToWorker(let chunk): w.put(Kind.statsToWorker); w.raw(chunk)
+        case .statsFromWorker(let chunk): w.put(Kind.statsFromWorker); w.raw(chunk)
+        case .quota(let database, let user, let quota, let seq): w.put(Kind.quota, database, user, quota, seq)
+        case .drain(let handoff): w.put(Kind.drain, handoff)
         case .backendState(let host, let port, let flags, let addresses):
-            out.append(Kind.backendState.rawValue)
-            out.appendControlString(host)
-            out.appendControlI32(port)
-            out.append(flags)
-            out.appendControlU32(UInt32(truncatingIfNeeded: addresses.count))
-            for a in addresses { out.appendControlString(a) }
-        case .backendFailed(let host, let port, let reason):
-            out.append(Kind.backendFailed.rawValue)
-            out.appendControlString(host)
-            out.appendControlI32(port)
-            out.appendControlString(reason)
+            w.put(Kind.backendState, host, port, flags, UInt32(truncatingIfNeeded: addresses.count))
+            for a in addresses { w.string(a) }
+        case .backendFailed(let host, let port, let reason): w.put(Kind.backendFailed, host, port, reason)
         case .poolReport(let database, let user, let servers, let idle, let waiting, let seq):
-            out.append(Kind.poolReport.rawValue)
-            out.appendControlString(database)
-            out.appendControlString(user)
-            out.appendControlI32(servers)
-            out.appendControlI32(idle)
-            out.appendControlI32(waiting)
-            out.appendControlU32(seq)
-        case .limitsToWorker(let m):
-            out.append(Kind.limitsToWorker.rawValue)
-            m.encode(into: &out)
-        case .limitsFromWorker(let m):
-            out.append(Kind.limitsFromWorker.rawValue)
-            m.encode(into: &out)
+            w.put(Kind.poolReport, database, user, servers, idle, waiting, seq)
+        case .limitsToWorker(let m): w.put(Kind.limitsToWorker); m.encode(into: &w)
+        case .limitsFromWorker(let m): w.put(Kind.limitsFromWorker); m.encode(into: &w)
         }
+        w.finish(into: &out)
     }
+
+    typealias Reader = MessageReader<ControlDecodeError>
 
     /// Decodes exactly one message: a short, long or unknown datagram is an error, never a crash.
     public static func decode(_ bytes: UnsafeRawBufferPointer) throws(ControlDecodeError) -> ControlMessage {
-        var r = Reader(bytes: bytes)
-        let rawKind = try r.u8("kind")
-        guard let kind = Kind(rawValue: rawKind) else {
-            throw ControlDecodeError("unknown message kind \(rawKind)")
-        }
+        var r = Reader(bytes)
+        let kind = try r.code(Kind.self, "message kind")
         let message: ControlMessage
         switch kind {
         case .shutdown:
-            let raw = try r.u8("shutdown mode")
-            guard let mode = ShutdownMode(rawValue: raw) else {
-                throw ControlDecodeError("unknown shutdown mode \(raw)")
-            }
-            message = .shutdown(mode)
+            message = .shutdown(try r.code(ShutdownMode.self, "shutdown mode"))
         case .reload:
             message = .reload
         case .pause:
@@ -180,12 +129,7 @@ public enum ControlMessage: Equatable, Sendable {
         case .heartbeat:
             message = .heartbeat(clients: try r.i32("heartbeat"), servers: try r.i32("heartbeat"))
         case .log:
-            let length = Int(try r.u32("log length"))
-            let raw = try r.bytes(length, "log text")
-            guard let text = String(validating: raw, as: UTF8.self) else {
-                throw ControlDecodeError("log text is not valid UTF-8")
-            }
-            message = .log(text)
+            message = .log(try r.string("log text"))
         case .quota:
             message = .quota(database: try r.string("quota database"), user: try r.string("quota user"),
                              quota: try r.i32("quota"), seq: try r.u32("quota"))
@@ -194,9 +138,7 @@ public enum ControlMessage: Equatable, Sendable {
                                   servers: try r.i32("report"), idle: try r.i32("report"),
                                   waiting: try r.i32("report"), seq: try r.u32("report"))
         case .drain:
-            let flag = try r.u8("drain")
-            guard flag <= 1 else { throw ControlDecodeError("bad drain flag \(flag)") }
-            message = .drain(handoff: flag == 1)
+            message = .drain(handoff: try r.bool("drain"))
         case .limitsToWorker, .limitsFromWorker:
             let inner = try LimitsMessage.decode(&r)
             guard inner.isToWorker == (kind == .limitsToWorker) else {
@@ -207,18 +149,16 @@ public enum ControlMessage: Equatable, Sendable {
             let host = try r.string("backend host")
             let port = try r.i32("backend port")
             let flags = try r.u8("backend flags")
-            let count = Int(try r.u32("address count"))
-            guard count <= 1024 else { throw ControlDecodeError("too many addresses (\(count))") }
-            var addresses: [String] = []
-            for _ in 0..<count { addresses.append(try r.string("address")) }
+            let addresses = try r.array("addresses", minimumEach: 4, maximum: 1024) { r throws(ControlDecodeError) in
+                try r.string("address")
+            }
             message = .backendState(host: host, port: port, flags: flags, addresses: addresses)
         case .backendFailed:
             message = .backendFailed(host: try r.string("backend host"), port: try r.i32("backend port"),
                                      reason: try r.string("backend failure"))
         case .statsToWorker, .statsFromWorker:
             // The chunk fills the rest of the datagram; its own header is checked by StatsChunk.decode.
-            let rest = try r.bytes(bytes.count - r.offset, "stats chunk")
-            let chunk = Array(rest)
+            let chunk = Array(r.rest())
             do throws(StatsDecodeError) {
                 _ = try StatsChunk.decode(chunk)
             } catch {
@@ -226,75 +166,16 @@ public enum ControlMessage: Equatable, Sendable {
             }
             message = kind == .statsToWorker ? .statsToWorker(chunk) : .statsFromWorker(chunk)
         }
-        if r.offset != bytes.count {
-            throw ControlDecodeError("\(bytes.count - r.offset) unexpected trailing bytes after \(kind)")
-        }
+        try r.expectEnd("\(kind)")
         return message
     }
-
-    /// A bounds-checked big-endian cursor over one datagram.
-    struct Reader {
-        let bytes: UnsafeRawBufferPointer
-        var offset = 0
-
-        mutating func u8(_ what: StaticString) throws(ControlDecodeError) -> UInt8 {
-            guard offset < bytes.count else { throw ControlDecodeError("truncated message (\(what))") }
-            defer { offset &+= 1 }
-            return bytes[offset]
-        }
-
-        mutating func u32(_ what: StaticString) throws(ControlDecodeError) -> UInt32 {
-            guard bytes.count - offset >= 4 else { throw ControlDecodeError("truncated message (\(what))") }
-            defer { offset &+= 4 }
-            return UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
-        }
-
-        mutating func i32(_ what: StaticString) throws(ControlDecodeError) -> Int32 {
-            Int32(bitPattern: try u32(what))
-        }
-
-        mutating func string(_ what: StaticString) throws(ControlDecodeError) -> String {
-            let length = Int(try u32(what))
-            let raw = try bytes(length, what)
-            guard let text = String(validating: raw, as: UTF8.self) else {
-                throw ControlDecodeError("\(what) is not valid UTF-8")
-            }
-            return text
-        }
-
-        mutating func bytes(_ count: Int, _ what: StaticString) throws(ControlDecodeError) -> UnsafeRawBufferPointer {
-            guard count >= 0, bytes.count - offset >= count else {
-                throw ControlDecodeError("truncated message (\(what))")
-            }
-            defer { offset &+= count }
-            return UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + count)])
-        }
-    }
 }
 
-/// The writing side of `ControlMessage.Reader`: big-endian integers and u32-length-prefixed UTF-8, shared
-/// by every control-message encoder (ControlMessage, LimitsMessage).
-extension [UInt8] {
-    mutating func appendControlU32(_ v: UInt32) {
-        append(UInt8(truncatingIfNeeded: v >> 24))
-        append(UInt8(truncatingIfNeeded: v >> 16))
-        append(UInt8(truncatingIfNeeded: v >> 8))
-        append(UInt8(truncatingIfNeeded: v))
-    }
-
-    mutating func appendControlI32(_ v: Int32) { appendControlU32(UInt32(bitPattern: v)) }
-
-    mutating func appendControlString(_ text: String) {
-        var t = text
-        t.withUTF8 { utf8 in
-            appendControlU32(UInt32(truncatingIfNeeded: utf8.count))
-            append(contentsOf: utf8)
-        }
-    }
-}
+extension ShutdownMode: MessageField {}
+extension ControlMessage.Kind: MessageField {}
 
 /// A datagram that is not a valid control message.
-public struct ControlDecodeError: Error, Equatable, Sendable, CustomStringConvertible {
+public struct ControlDecodeError: MessageDecodeFailure, Equatable, Sendable, CustomStringConvertible {
     public var reason: String
     public init(_ reason: String) { self.reason = reason }
     public var description: String { "invalid control message: \(reason)" }

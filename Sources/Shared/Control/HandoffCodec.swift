@@ -70,141 +70,50 @@ public struct HandoffClient: Equatable, Sendable {
     public static let maximumSize = 160_000
 
     public func encode() -> [UInt8] {
-        var w = HandoffWriter()
-        w.bytes.append(contentsOf: Self.magic)
-        w.string(user)
-        w.string(database)
-        w.u32(UInt32(parameters.count))
-        for p in parameters {
-            w.string(p.name)
-            w.string(p.value)
-        }
-        w.string(applicationName)
-        w.u32(UInt32(bitPattern: protocolMinor))
-        w.u32(UInt32(bitPattern: processID))
-        w.u32(secretKey)
-        w.bytes.append(isUnix ? 1 : 0)
-        w.string(peer)
-        w.u64(UInt64(bitPattern: connectedAt))
-        w.u32(UInt32(prepared.count))
-        for s in prepared {
-            w.string(s.name)
-            w.blob(s.body)
-        }
-        w.blob(pending)
-        w.blob(scramClientKey)
+        var w = MessageWriter(capacity: 256 + pending.count)
+        w.raw(Self.magic)
+        w.put(user, database, UInt32(parameters.count))
+        for p in parameters { w.put(p.name, p.value) }
+        w.put(applicationName, protocolMinor, processID, secretKey, isUnix, peer, connectedAt, UInt32(prepared.count))
+        for s in prepared { w.put(s.name, s.body) }
+        w.put(pending, scramClientKey)
         return w.bytes
     }
 
     /// Decodes exactly one state: anything short, long or malformed is an error, never a crash.
     public static func decode(_ bytes: UnsafeRawBufferPointer) throws(HandoffDecodeError) -> HandoffClient {
-        var r = HandoffReader(bytes: bytes)
+        var r = MessageReader<HandoffDecodeError>(bytes)
         guard bytes.count >= magic.count, Array(bytes[0..<magic.count]) == magic else {
             throw HandoffDecodeError("not a pgswift client handoff (format PGH1)")
         }
-        r.offset = magic.count
-        let user = try r.string()
-        let database = try r.string()
-        let nparams = try r.count(minimumEach: 8)
-        var parameters: [HandoffParameter] = []
-        for _ in 0..<nparams { parameters.append(HandoffParameter(name: try r.string(), value: try r.string())) }
-        let applicationName = try r.string()
-        let minor = Int32(bitPattern: try r.u32())
-        let pid = Int32(bitPattern: try r.u32())
-        let key = try r.u32()
-        let unixFlag = try r.u8()
-        guard unixFlag <= 1 else { throw HandoffDecodeError("bad flag \(unixFlag)") }
-        let peer = try r.string()
-        let connectedAt = Int64(bitPattern: try r.u64())
-        let nprepared = try r.count(minimumEach: 8)
-        var prepared: [HandoffStatement] = []
-        for _ in 0..<nprepared { prepared.append(HandoffStatement(name: try r.string(), body: try r.blob())) }
-        let pending = try r.blob()
-        let scram = try r.blob()
-        guard r.offset == bytes.count else {
-            throw HandoffDecodeError("\(bytes.count - r.offset) unexpected trailing bytes")
+        _ = try r.bytes(magic.count, "format")
+        let user = try r.string("user")
+        let database = try r.string("database")
+        let parameters = try r.array("parameters", minimumEach: 8) { r throws(HandoffDecodeError) in
+            HandoffParameter(name: try r.string("parameter"), value: try r.string("parameter"))
         }
+        let applicationName = try r.string("application name")
+        let minor = try r.i32("protocol")
+        let pid = try r.i32("process id")
+        let key = try r.u32("secret key")
+        let isUnix = try r.bool("unix")
+        let peer = try r.string("peer")
+        let connectedAt = Int64(bitPattern: try r.u64("connected at"))
+        let prepared = try r.array("statements", minimumEach: 8) { r throws(HandoffDecodeError) in
+            HandoffStatement(name: try r.string("statement"), body: try r.blob("statement"))
+        }
+        let pending = try r.blob("pending")
+        let scram = try r.blob("scram key")
+        try r.expectEnd("the client state")
         return HandoffClient(user: user, database: database, parameters: parameters, applicationName: applicationName,
-                             protocolMinor: minor, processID: pid, secretKey: key, isUnix: unixFlag == 1, peer: peer,
+                             protocolMinor: minor, processID: pid, secretKey: key, isUnix: isUnix, peer: peer,
                              connectedAt: connectedAt, prepared: prepared, pending: pending, scramClientKey: scram)
     }
 }
 
 /// A handoff datagram that cannot be read.
-public struct HandoffDecodeError: Error, Equatable, Sendable, CustomStringConvertible {
+public struct HandoffDecodeError: MessageDecodeFailure, Equatable, Sendable, CustomStringConvertible {
     public var reason: String
     public init(_ reason: String) { self.reason = reason }
     public var description: String { "invalid client handoff: \(reason)" }
-}
-
-/// Big-endian, length-prefixed fields appended to one array.
-struct HandoffWriter {
-    var bytes: [UInt8] = []
-
-    mutating func u32(_ v: UInt32) {
-        bytes.append(UInt8(truncatingIfNeeded: v >> 24))
-        bytes.append(UInt8(truncatingIfNeeded: v >> 16))
-        bytes.append(UInt8(truncatingIfNeeded: v >> 8))
-        bytes.append(UInt8(truncatingIfNeeded: v))
-    }
-
-    mutating func u64(_ v: UInt64) {
-        u32(UInt32(truncatingIfNeeded: v >> 32))
-        u32(UInt32(truncatingIfNeeded: v))
-    }
-
-    mutating func blob(_ b: [UInt8]) {
-        u32(UInt32(b.count))
-        bytes.append(contentsOf: b)
-    }
-
-    mutating func string(_ s: String) {
-        blob(Array(s.utf8))
-    }
-}
-
-/// The bounds-checked reader for `HandoffWriter`'s output.
-struct HandoffReader {
-    let bytes: UnsafeRawBufferPointer
-    var offset = 0
-
-    mutating func u8() throws(HandoffDecodeError) -> UInt8 {
-        guard offset < bytes.count else { throw HandoffDecodeError("truncated") }
-        defer { offset += 1 }
-        return bytes[offset]
-    }
-
-    mutating func u32() throws(HandoffDecodeError) -> UInt32 {
-        guard bytes.count - offset >= 4 else { throw HandoffDecodeError("truncated") }
-        var v: UInt32 = 0
-        for i in 0..<4 { v = v << 8 | UInt32(bytes[offset + i]) }
-        offset += 4
-        return v
-    }
-
-    mutating func u64() throws(HandoffDecodeError) -> UInt64 {
-        let hi = try u32()
-        let lo = try u32()
-        return UInt64(hi) << 32 | UInt64(lo)
-    }
-
-    /// An element count that the remaining bytes could hold (a huge count in a short datagram is an error).
-    mutating func count(minimumEach: Int) throws(HandoffDecodeError) -> Int {
-        let n = Int(try u32())
-        guard n <= (bytes.count - offset) / minimumEach else { throw HandoffDecodeError("count \(n) too large") }
-        return n
-    }
-
-    mutating func blob() throws(HandoffDecodeError) -> [UInt8] {
-        let n = Int(try u32())
-        guard bytes.count - offset >= n else { throw HandoffDecodeError("truncated (a \(n)-byte field)") }
-        defer { offset += n }
-        return Array(bytes[offset..<(offset + n)])
-    }
-
-    mutating func string() throws(HandoffDecodeError) -> String {
-        let b = try blob()
-        guard let s = String(validating: b, as: UTF8.self) else { throw HandoffDecodeError("text is not valid UTF-8") }
-        return s
-    }
 }

@@ -66,58 +66,29 @@ public enum LimitsMessage: Equatable, Sendable {
         }
     }
 
-    func encode(into out: inout [UInt8]) {
+    func encode(into w: inout MessageWriter) {
         switch self {
-        case .groupQuota(let key, let quota, let seq):
-            out.append(Kind.groupQuota.rawValue)
-            out.append(key.kind.rawValue)
-            out.appendControlString(key.name)
-            out.appendControlI32(quota)
-            out.appendControlU32(seq)
-        case .database(let op, let database, let requestID):
-            out.append(Kind.database.rawValue)
-            out.append(op.rawValue)
-            out.appendControlString(database)
-            out.appendControlU32(requestID)
-        case .killClient(let clientID, let requestID):
-            out.append(Kind.killClient.rawValue)
-            out.appendControlU32(clientID)
-            out.appendControlU32(requestID)
-        case .warm(let database, let user, let count):
-            out.append(Kind.warm.rawValue)
-            out.appendControlString(database)
-            out.appendControlString(user)
-            out.appendControlI32(count)
+        case .groupQuota(let key, let quota, let seq): w.put(Kind.groupQuota, key.kind, key.name, quota, seq)
+        case .database(let op, let database, let requestID): w.put(Kind.database, op, database, requestID)
+        case .killClient(let clientID, let requestID): w.put(Kind.killClient, clientID, requestID)
+        case .warm(let database, let user, let count): w.put(Kind.warm, database, user, count)
         case .groupReport(let key, let servers, let idle, let waiting, let seq):
-            out.append(Kind.groupReport.rawValue)
-            out.append(key.kind.rawValue)
-            out.appendControlString(key.name)
-            out.appendControlI32(servers)
-            out.appendControlI32(idle)
-            out.appendControlI32(waiting)
-            out.appendControlU32(seq)
-        case .reply(let requestID, let count):
-            out.append(Kind.reply.rawValue)
-            out.appendControlU32(requestID)
-            out.appendControlI32(count)
+            w.put(Kind.groupReport, key.kind, key.name, servers, idle, waiting, seq)
+        case .reply(let requestID, let count): w.put(Kind.reply, requestID, count)
         }
     }
 
     static func decode(_ r: inout ControlMessage.Reader) throws(ControlDecodeError) -> LimitsMessage {
-        let raw = try r.u8("limits kind")
-        guard let kind = Kind(rawValue: raw) else { throw ControlDecodeError("unknown limits message kind \(raw)") }
+        let kind = try r.code(Kind.self, "limits message kind")
         func groupKey() throws(ControlDecodeError) -> LimitGroupKey {
-            let k = try r.u8("group kind")
-            guard let gk = LimitGroupKind(rawValue: k) else { throw ControlDecodeError("unknown limit group kind \(k)") }
-            return LimitGroupKey(kind: gk, name: try r.string("group name"))
+            LimitGroupKey(kind: try r.code(LimitGroupKind.self, "limit group kind"), name: try r.string("group name"))
         }
         switch kind {
         case .groupQuota:
             return .groupQuota(try groupKey(), quota: try r.i32("group quota"), seq: try r.u32("group quota"))
         case .database:
-            let o = try r.u8("database op")
-            guard let op = DatabaseOp(rawValue: o) else { throw ControlDecodeError("unknown database op \(o)") }
-            return .database(op, database: try r.string("database op name"), requestID: try r.u32("database op"))
+            return .database(try r.code(DatabaseOp.self, "database op"), database: try r.string("database op name"),
+                             requestID: try r.u32("database op"))
         case .killClient:
             return .killClient(clientID: try r.u32("kill client"), requestID: try r.u32("kill client"))
         case .warm:
@@ -131,3 +102,7 @@ public enum LimitsMessage: Equatable, Sendable {
         }
     }
 }
+
+extension LimitGroupKind: MessageField {}
+extension DatabaseOp: MessageField {}
+extension LimitsMessage.Kind: MessageField {}

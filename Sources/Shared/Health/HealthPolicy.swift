@@ -110,19 +110,22 @@ public struct HostHealth: Sendable {
         public var retry: Int
     }
 
+    /// Enters `next`; returns it when that is a change (counted, timestamped), nil when already there.
+    private mutating func move(to next: State, now: Int64) -> State? {
+        guard state != next else { return nil }
+        state = next
+        lastChangeNanos = now
+        transitions += 1
+        return next
+    }
+
     public mutating func succeeded(now: Int64, role: HostRole?, periodNanos: Int64) -> Outcome {
         checks += 1
         lastCheckNanos = now
         backoff.reset()
         lastError = ""
         self.role = role
-        var changed: State? = nil
-        if state != .up {
-            changed = .up
-            state = .up
-            lastChangeNanos = now
-            transitions += 1
-        }
+        let changed = move(to: .up, now: now)
         return Outcome(changedTo: changed, nextInNanos: max(periodNanos, 10_000_000), backoffCapNanos: 0, retry: 0)
     }
 
@@ -131,13 +134,7 @@ public struct HostHealth: Sendable {
         failedChecks += 1
         lastCheckNanos = now
         lastError = reason
-        var changed: State? = nil
-        if state != .down {
-            changed = .down
-            state = .down
-            lastChangeNanos = now
-            transitions += 1
-        }
+        let changed = move(to: .down, now: now)
         let (cap, wait) = backoff.fail(random: random)
         return Outcome(changedTo: changed, nextInNanos: wait, backoffCapNanos: cap, retry: backoff.failures)
     }

@@ -93,31 +93,18 @@ public struct OutBuffer {
 
     // MARK: appending (big-endian, as on the wire)
 
-    @inlinable public mutating func appendUInt8(_ v: UInt8) {
-        reserve(1)
-        _base.storeBytes(of: v, toByteOffset: _count, as: UInt8.self)
-        _count &+= 1
+    /// Any fixed-width integer, big-endian (the protocol's byte order); specialised at each call site.
+    @inlinable public mutating func appendBigEndian<T: FixedWidthInteger>(_ v: T) {
+        reserve(MemoryLayout<T>.size)
+        _base.storeBytes(of: v.bigEndian, toByteOffset: _count, as: T.self)
+        _count &+= MemoryLayout<T>.size
     }
 
-    @inlinable public mutating func appendInt16(_ v: Int16) {
-        reserve(2)
-        _base.storeBytes(of: v.bigEndian, toByteOffset: _count, as: Int16.self)
-        _count &+= 2
-    }
-
-    @inlinable public mutating func appendUInt16(_ v: UInt16) {
-        appendInt16(Int16(bitPattern: v))
-    }
-
-    @inlinable public mutating func appendInt32(_ v: Int32) {
-        reserve(4)
-        _base.storeBytes(of: v.bigEndian, toByteOffset: _count, as: Int32.self)
-        _count &+= 4
-    }
-
-    @inlinable public mutating func appendUInt32(_ v: UInt32) {
-        appendInt32(Int32(bitPattern: v))
-    }
+    @inlinable public mutating func appendUInt8(_ v: UInt8) { appendBigEndian(v) }
+    @inlinable public mutating func appendInt16(_ v: Int16) { appendBigEndian(v) }
+    @inlinable public mutating func appendUInt16(_ v: UInt16) { appendBigEndian(v) }
+    @inlinable public mutating func appendInt32(_ v: Int32) { appendBigEndian(v) }
+    @inlinable public mutating func appendUInt32(_ v: UInt32) { appendBigEndian(v) }
 
     public mutating func appendBytes(_ p: UnsafeRawBufferPointer) {
         guard let src = p.baseAddress, p.count > 0 else { return }

@@ -72,7 +72,7 @@ public struct LatencyHistogram: Sendable {
 
     public var isEmpty: Bool { count == 0 }
 
-    /// Decoding (StatsReader.histogram): one bucket's count, then the totals, with no array in between.
+    /// Decoding (MessageReader.histogram): one bucket's count, then the totals, with no array in between.
     mutating func setDecoded(bucket i: Int, count c: UInt64) { buckets[i] = c }
     mutating func setDecodedTotals(sum: UInt64, count: UInt64) {
         _sum = sum

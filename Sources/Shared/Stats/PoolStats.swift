@@ -28,34 +28,22 @@ public struct PoolCounters: Equatable, Sendable {
 
     public init() {}
 
-    /// Field order used by the wire codec and by `add`.
-    static let fieldCount = 11
+    /// Every counter, in the wire codec's order (WorkerStatsSnapshot) and the one `add` walks.
+    static let fieldPaths: [WritableKeyPath<PoolCounters, UInt64> & Sendable] = [
+        \.serverAssignmentCount, \.xactCount, \.queryCount, \.bytesReceived, \.bytesSent, \.xactTimeMicros,
+        \.queryTimeMicros, \.waitTimeMicros, \.clientParseCount, \.serverParseCount, \.bindCount,
+    ]
+    static var fieldCount: Int { fieldPaths.count }
 
-    @inlinable
+    /// Adds another worker's counters (merging happens in the supervisor, once per stats request).
     public mutating func add(_ o: PoolCounters) {
-        serverAssignmentCount &+= o.serverAssignmentCount
-        xactCount &+= o.xactCount
-        queryCount &+= o.queryCount
-        bytesReceived &+= o.bytesReceived
-        bytesSent &+= o.bytesSent
-        xactTimeMicros &+= o.xactTimeMicros
-        queryTimeMicros &+= o.queryTimeMicros
-        waitTimeMicros &+= o.waitTimeMicros
-        clientParseCount &+= o.clientParseCount
-        serverParseCount &+= o.serverParseCount
-        bindCount &+= o.bindCount
+        for k in Self.fieldPaths { self[keyPath: k] &+= o[keyPath: k] }
     }
 
-    var fields: [UInt64] {
-        [serverAssignmentCount, xactCount, queryCount, bytesReceived, bytesSent, xactTimeMicros,
-         queryTimeMicros, waitTimeMicros, clientParseCount, serverParseCount, bindCount]
-    }
+    var fields: [UInt64] { Self.fieldPaths.map { self[keyPath: $0] } }
 
     init(fields f: [UInt64]) {
-        serverAssignmentCount = f[0]; xactCount = f[1]; queryCount = f[2]
-        bytesReceived = f[3]; bytesSent = f[4]; xactTimeMicros = f[5]
-        queryTimeMicros = f[6]; waitTimeMicros = f[7]; clientParseCount = f[8]
-        serverParseCount = f[9]; bindCount = f[10]
+        for (k, v) in zip(Self.fieldPaths, f) { self[keyPath: k] = v }
     }
 
     /// PgBouncer's averages (stats.c `calc_average`): rates per second over `elapsedMicros`, and
@@ -90,21 +78,9 @@ public struct PoolCounters: Equatable, Sendable {
     }
 }
 
-/// SHOW STATS_AVERAGES values: counts and bytes per second, times in microseconds per event.
-public struct PoolAverages: Equatable, Sendable {
-    public var serverAssignmentCount: UInt64 = 0
-    public var xactCount: UInt64 = 0
-    public var queryCount: UInt64 = 0
-    public var bytesReceived: UInt64 = 0
-    public var bytesSent: UInt64 = 0
-    public var xactTimeMicros: UInt64 = 0
-    public var queryTimeMicros: UInt64 = 0
-    public var waitTimeMicros: UInt64 = 0
-    public var clientParseCount: UInt64 = 0
-    public var serverParseCount: UInt64 = 0
-    public var bindCount: UInt64 = 0
-    public init() {}
-}
+/// SHOW STATS_AVERAGES values: the same fields as the totals, holding counts and bytes per second and
+/// times in microseconds per event (`PoolCounters.averages`).
+public typealias PoolAverages = PoolCounters
 
 /// One (database, user) pool as a worker sees it, or as the supervisor merged it.
 ///

@@ -44,29 +44,19 @@ public struct StatsChunk: Equatable, Sendable {
     }
 
     public func encode() -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(Self.headerSize + payload.count)
-        out.append(kind.rawValue)
-        for v in [UInt32(bitPattern: slot), requestID, index, total] {
-            out.append(UInt8(truncatingIfNeeded: v >> 24))
-            out.append(UInt8(truncatingIfNeeded: v >> 16))
-            out.append(UInt8(truncatingIfNeeded: v >> 8))
-            out.append(UInt8(truncatingIfNeeded: v))
-        }
-        out.append(contentsOf: payload)
-        return out
+        var w = MessageWriter(capacity: Self.headerSize + payload.count)
+        w.put(kind, slot, requestID, index, total)
+        w.raw(payload)
+        return w.bytes
     }
 
     public static func decode(_ bytes: [UInt8]) throws(StatsDecodeError) -> StatsChunk {
         guard bytes.count >= headerSize else { throw StatsDecodeError("chunk shorter than its header") }
-        guard let kind = StatsBlobKind(rawValue: bytes[0]) else {
-            throw StatsDecodeError("unknown blob kind \(bytes[0])")
+        let chunk = try StatsReader.reading(bytes) { r throws(StatsDecodeError) in
+            StatsChunk(kind: try r.code(StatsBlobKind.self, "blob kind"), slot: try r.i32("slot"),
+                       requestID: try r.u32("request id"), index: try r.u32("index"), total: try r.u32("total"),
+                       payload: bytes[headerSize...])
         }
-        func u32(_ at: Int) -> UInt32 {
-            UInt32(bytes[at]) << 24 | UInt32(bytes[at + 1]) << 16 | UInt32(bytes[at + 2]) << 8 | UInt32(bytes[at + 3])
-        }
-        let chunk = StatsChunk(kind: kind, slot: Int32(bitPattern: u32(1)), requestID: u32(5), index: u32(9),
-                               total: u32(13), payload: bytes[headerSize...])
         guard chunk.total >= 1, chunk.index < chunk.total else {
             throw StatsDecodeError("chunk \(chunk.index) of \(chunk.total)")
         }
@@ -205,3 +195,5 @@ public struct StatsRequest: Equatable, Sendable {
         return StatsRequest(requestID: requestID, includeClients: bytes[0] & 1 != 0, includeServers: bytes[0] & 2 != 0)
     }
 }
+
+extension StatsBlobKind: MessageField {}

@@ -51,51 +51,49 @@ public struct ConnectionRow: Equatable, Sendable {
         self.state = state
     }
 
-    func encode(into w: inout StatsWriter) {
-        w.bool(isServer)
-        w.string(user)
-        w.string(database)
+    func encode(into w: inout MessageWriter) {
+        w.put(isServer)
+        w.compactString(user)
+        w.compactString(database)
         w.u8(replication.rawValue)
-        w.string(state)
-        w.string(addr)
+        w.compactString(state)
+        w.compactString(addr)
         w.signed(Int64(port))
-        w.string(localAddr)
+        w.compactString(localAddr)
         w.signed(Int64(localPort))
         w.signed(connectTime)
         w.signed(requestTime)
         w.signed(waitMicros)
-        w.bool(closeNeeded)
+        w.put(closeNeeded)
         w.varint(ptr)
         w.varint(link)
         w.signed(Int64(remotePid))
-        w.string(tls)
-        w.string(applicationName)
+        w.compactString(tls)
+        w.compactString(applicationName)
         w.signed(Int64(preparedStatements))
         w.signed(id)
     }
 
     static func decode(_ r: inout StatsReader) throws(StatsDecodeError) -> ConnectionRow {
         let isServer = try r.bool("row type")
-        var row = ConnectionRow(isServer: isServer, user: try r.string("row user"),
-                                database: try r.string("row database"), state: "")
-        let rep = try r.u8("row replication")
-        guard let mode = ReplicationMode(rawValue: rep) else { throw StatsDecodeError("unknown replication mode \(rep)") }
-        row.replication = mode
-        row.state = try r.string("row state")
-        row.addr = try r.string("row addr")
-        row.port = try r.int32("row port")
-        row.localAddr = try r.string("row local_addr")
-        row.localPort = try r.int32("row local_port")
+        var row = ConnectionRow(isServer: isServer, user: try r.compactString("row user"),
+                                database: try r.compactString("row database"), state: "")
+        row.replication = try r.code(ReplicationMode.self, "replication mode")
+        row.state = try r.compactString("row state")
+        row.addr = try r.compactString("row addr")
+        row.port = try r.signed32("row port")
+        row.localAddr = try r.compactString("row local_addr")
+        row.localPort = try r.signed32("row local_port")
         row.connectTime = try r.signed("row connect_time")
         row.requestTime = try r.signed("row request_time")
         row.waitMicros = try r.signed("row wait")
         row.closeNeeded = try r.bool("row close_needed")
         row.ptr = try r.varint("row ptr")
         row.link = try r.varint("row link")
-        row.remotePid = try r.int32("row remote_pid")
-        row.tls = try r.string("row tls")
-        row.applicationName = try r.string("row application_name")
-        row.preparedStatements = try r.int32("row prepared_statements")
+        row.remotePid = try r.signed32("row remote_pid")
+        row.tls = try r.compactString("row tls")
+        row.applicationName = try r.compactString("row application_name")
+        row.preparedStatements = try r.signed32("row prepared_statements")
         row.id = try r.signed("row id")
         return row
     }
@@ -158,7 +156,7 @@ public struct WorkerStatsSnapshot: Equatable, Sendable {
     /// What `encodePages` aims a page at: well below a reassembler's bound, a few chunks each.
     public static let targetPageBytes = 256 << 10
 
-    private func writeHeader(_ w: inout StatsWriter, page: Int, last: Bool) {
+    private func writeHeader(_ w: inout MessageWriter, page: Int, last: Bool) {
         w.u8(Self.magic)
         w.u8(Self.version)
         w.signed(Int64(slot))
@@ -172,13 +170,13 @@ public struct WorkerStatsSnapshot: Equatable, Sendable {
             w.signed(Int64(v))
         }
         w.varint(UInt64(page))
-        w.bool(last)
+        w.put(last)
     }
 
-    private static func writePool(_ p: PoolStats, _ w: inout StatsWriter) {
-        w.string(p.database)
-        w.string(p.user)
-        w.string(p.poolMode.rawValue)
+    private static func writePool(_ p: PoolStats, _ w: inout MessageWriter) {
+        w.compactString(p.database)
+        w.compactString(p.user)
+        w.compactString(p.poolMode.rawValue)
         for g in p.gauges { w.signed(Int64(g)) }
         w.signed(p.maxWaitMicros)
         for f in p.totals.fields { w.varint(f) }
@@ -189,7 +187,7 @@ public struct WorkerStatsSnapshot: Equatable, Sendable {
 
     /// This snapshot as one blob (its `page` and `lastPage` as they are).
     public func encode() -> [UInt8] {
-        var w = StatsWriter(capacity: 128 + pools.count * 160 + (clients.count + servers.count) * 96)
+        var w = MessageWriter(capacity: 128 + pools.count * 160 + (clients.count + servers.count) * 96)
         writeHeader(&w, page: page, last: lastPage)
         w.varint(UInt64(pools.count))
         for p in pools { Self.writePool(p, &w) }
@@ -206,10 +204,10 @@ public struct WorkerStatsSnapshot: Equatable, Sendable {
         var pages: [[UInt8]] = []
         var pi = 0, ci = 0, si = 0
         while true {
-            var w = StatsWriter(capacity: min(targetPageBytes, 64 << 10) + 256)
+            var w = MessageWriter(capacity: min(targetPageBytes, 64 << 10) + 256)
             writeHeader(&w, page: pages.count, last: false)
             let lastFlagAt = w.bytes.count - 1
-            var body = StatsWriter(capacity: min(targetPageBytes, 64 << 10))
+            var body = MessageWriter(capacity: min(targetPageBytes, 64 << 10))
             var n = 0
             while pi < pools.count && (n == 0 || body.bytes.count < targetPageBytes) {
                 Self.writePool(pools[pi], &body)
@@ -217,9 +215,9 @@ public struct WorkerStatsSnapshot: Equatable, Sendable {
                 n += 1
             }
             w.varint(UInt64(n))
-            w.append(body.bytes)
+            w.raw(body.bytes)
             for (rows, index) in [(clients, 0), (servers, 1)] {
-                var b = StatsWriter(capacity: 256)
+                var b = MessageWriter(capacity: 256)
                 var k = 0
                 var i = index == 0 ? ci : si
                 while i < rows.count && (w.bytes.count + b.bytes.count < targetPageBytes || (k == 0 && n == 0)) {
@@ -230,7 +228,7 @@ public struct WorkerStatsSnapshot: Equatable, Sendable {
                 }
                 if index == 0 { ci = i } else { si = i }
                 w.varint(UInt64(k))
-                w.append(b.bytes)
+                w.raw(b.bytes)
             }
             var bytes = w.bytes
             let done = pi == pools.count && ci == clients.count && si == servers.count
@@ -250,35 +248,38 @@ public struct WorkerStatsSnapshot: Equatable, Sendable {
     }
 
     public static func decode(_ bytes: [UInt8]) throws(StatsDecodeError) -> WorkerStatsSnapshot {
-        var r = StatsReader(bytes)
+        try StatsReader.reading(bytes) { r throws(StatsDecodeError) in try decode(&r) }
+    }
+
+    private static func decode(_ r: inout StatsReader) throws(StatsDecodeError) -> WorkerStatsSnapshot {
         guard try r.u8("magic") == magic else { throw StatsDecodeError("not a worker snapshot") }
         let v = try r.u8("version")
         guard v == version else { throw StatsDecodeError("snapshot version \(v), expected \(version)") }
-        var s = WorkerStatsSnapshot(slot: try r.int32("slot"), pid: try r.int32("pid"),
+        var s = WorkerStatsSnapshot(slot: try r.signed32("slot"), pid: try r.signed32("pid"),
                                     startedAt: try r.signed("started_at"), takenAt: try r.signed("taken_at"))
         s.process.cpuUserMicros = try r.varint("cpu user")
         s.process.cpuSystemMicros = try r.varint("cpu system")
         s.process.residentBytes = try r.varint("rss")
-        s.lists.usedClients = try r.int32("lists")
-        s.lists.freeClients = try r.int32("lists")
-        s.lists.loginClients = try r.int32("lists")
-        s.lists.usedServers = try r.int32("lists")
-        s.lists.freeServers = try r.int32("lists")
+        s.lists.usedClients = try r.signed32("lists")
+        s.lists.freeClients = try r.signed32("lists")
+        s.lists.loginClients = try r.signed32("lists")
+        s.lists.usedServers = try r.signed32("lists")
+        s.lists.freeServers = try r.signed32("lists")
         let page = try r.varint("page")
         guard page < UInt64(Int32.max) else { throw StatsDecodeError("page number \(page)") }
         s.page = Int(page)
         s.lastPage = try r.bool("last page")
-        let poolCount = try r.count("pool count", minimumElementSize: 3 + PoolStats.gaugeCount + 1 + PoolCounters.fieldCount)
+        let poolCount = try r.compactCount("pool count", minimumEach: 3 + PoolStats.gaugeCount + 1 + PoolCounters.fieldCount)
         s.pools.reserveCapacity(poolCount)
         for _ in 0..<poolCount {
-            let db = try r.string("pool database")
-            let user = try r.string("pool user")
-            let modeName = try r.string("pool mode")
+            let db = try r.compactString("pool database")
+            let user = try r.compactString("pool user")
+            let modeName = try r.compactString("pool mode")
             guard let mode = PoolMode(rawValue: modeName) else { throw StatsDecodeError("unknown pool mode \(modeName)") }
             var p = PoolStats(database: db, user: user, poolMode: mode)
             var g: [Int32] = []
             g.reserveCapacity(PoolStats.gaugeCount)
-            for _ in 0..<PoolStats.gaugeCount { g.append(try r.int32("pool gauge")) }
+            for _ in 0..<PoolStats.gaugeCount { g.append(try r.signed32("pool gauge")) }
             p.setGauges(g)
             p.maxWaitMicros = try r.signed("pool maxwait")
             var f: [UInt64] = []
@@ -290,13 +291,13 @@ public struct WorkerStatsSnapshot: Equatable, Sendable {
             p.waitDuration = try r.histogram("wait histogram")
             s.pools.append(p)
         }
-        let clientCount = try r.count("client count", minimumElementSize: 20)
+        let clientCount = try r.compactCount("client count", minimumEach: 20)
         s.clients.reserveCapacity(clientCount)
         for _ in 0..<clientCount { s.clients.append(try ConnectionRow.decode(&r)) }
-        let serverCount = try r.count("server count", minimumElementSize: 20)
+        let serverCount = try r.compactCount("server count", minimumEach: 20)
         s.servers.reserveCapacity(serverCount)
         for _ in 0..<serverCount { s.servers.append(try ConnectionRow.decode(&r)) }
-        guard r.isAtEnd else { throw StatsDecodeError("\(r.remaining) trailing bytes after snapshot") }
+        try r.expectEnd("snapshot")
         return s
     }
 }

@@ -4,14 +4,7 @@ import Glibc
 extension Sockets {
     /// The peer address of a connected socket; nil if the socket is no longer connected.
     public static func peerAddress(_ fd: Int32) -> SocketAddress? {
-        var a = SocketAddress()
-        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let rc = withUnsafeMutablePointer(to: &a.storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &len) }
-        }
-        guard rc == 0 else { return nil }
-        a.length = len
-        return a
+        address(of: fd, getpeername)
     }
 }
 

@@ -11,8 +11,13 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
 
     public var family: Int32 { Int32(storage.ss_family) }
 
+    /// `sa` (a sockaddr_in, sockaddr_in6 or sockaddr_un) as the first `length` bytes that count.
+    init<S>(copying sa: S, length: Int = MemoryLayout<S>.size) {
+        withUnsafeMutableBytes(of: &storage) { dst in withUnsafeBytes(of: sa) { dst.copyMemory(from: $0) } }
+        self.length = socklen_t(length)
+    }
+
     public static func unix(path: String) -> SocketAddress? {
-        var a = SocketAddress()
         var sun = sockaddr_un()
         sun.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
@@ -22,11 +27,7 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
             raw.copyBytes(from: bytes)
             raw[bytes.count] = 0
         }
-        withUnsafeMutableBytes(of: &a.storage) { dst in
-            withUnsafeBytes(of: &sun) { src in dst.copyMemory(from: src) }
-        }
-        a.length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + 1)
-        return a
+        return SocketAddress(copying: sun, length: MemoryLayout<sa_family_t>.size + bytes.count + 1)
     }
 
     /// Resolves a numeric or named host (blocking getaddrinfo: call it outside the event loop).
@@ -59,47 +60,28 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
 
     /// Parses a numeric IPv4/IPv6 address without any lookup.
     public static func numeric(host: String, port: Int) -> SocketAddress? {
-        var a = SocketAddress()
         var sin = sockaddr_in()
         if inet_pton(AF_INET, host, &sin.sin_addr) == 1 {
             sin.sin_family = sa_family_t(AF_INET)
             sin.sin_port = UInt16(port).bigEndian
-            withUnsafeMutableBytes(of: &a.storage) { dst in withUnsafeBytes(of: &sin) { dst.copyMemory(from: $0) } }
-            a.length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            return a
+            return SocketAddress(copying: sin)
         }
         var sin6 = sockaddr_in6()
-        if inet_pton(AF_INET6, host, &sin6.sin6_addr) == 1 {
-            sin6.sin6_family = sa_family_t(AF_INET6)
-            sin6.sin6_port = UInt16(port).bigEndian
-            withUnsafeMutableBytes(of: &a.storage) { dst in withUnsafeBytes(of: &sin6) { dst.copyMemory(from: $0) } }
-            a.length = socklen_t(MemoryLayout<sockaddr_in6>.size)
-            return a
-        }
-        return nil
+        guard inet_pton(AF_INET6, host, &sin6.sin6_addr) == 1 else { return nil }
+        sin6.sin6_family = sa_family_t(AF_INET6)
+        sin6.sin6_port = UInt16(port).bigEndian
+        return SocketAddress(copying: sin6)
     }
 
     public var description: String {
         var s = storage
         switch family {
         case AF_INET:
-            return withUnsafePointer(to: &s) {
-                $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
-                    var buf = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
-                    var addr = sin.pointee.sin_addr
-                    inet_ntop(AF_INET, &addr, &buf, socklen_t(buf.count))
-                    return "\(cStringText(buf)):\(UInt16(bigEndian: sin.pointee.sin_port))"
-                }
-            }
+            let (host, port) = numeric(sockaddr_in.self, AF_INET, INET_ADDRSTRLEN, \.sin_addr, \.sin_port)
+            return "\(host):\(port)"
         case AF_INET6:
-            return withUnsafePointer(to: &s) {
-                $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
-                    var buf = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
-                    var addr = sin6.pointee.sin6_addr
-                    inet_ntop(AF_INET6, &addr, &buf, socklen_t(buf.count))
-                    return "[\(cStringText(buf))]:\(UInt16(bigEndian: sin6.pointee.sin6_port))"
-                }
-            }
+            let (host, port) = numeric(sockaddr_in6.self, AF_INET6, INET6_ADDRSTRLEN, \.sin6_addr, \.sin6_port)
+            return "[\(host)]:\(port)"
         case AF_UNIX:
             return withUnsafePointer(to: &s) {
                 $0.withMemoryRebound(to: sockaddr_un.self, capacity: 1) { sun in
@@ -110,6 +92,20 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
             }
         default:
             return "unknown-address"
+        }
+    }
+
+    /// The numeric host (inet_ntop) and port of an IPv4 or IPv6 address held as `S`.
+    private func numeric<S, A>(_ type: S.Type, _ family: Int32, _ size: Int32, _ address: KeyPath<S, A>,
+                               _ port: KeyPath<S, in_port_t>) -> (host: String, port: UInt16) {
+        var s = storage
+        return withUnsafePointer(to: &s) {
+            $0.withMemoryRebound(to: S.self, capacity: 1) { sa in
+                var buf = [CChar](repeating: 0, count: Int(size))
+                var addr = sa.pointee[keyPath: address]
+                inet_ntop(family, &addr, &buf, socklen_t(buf.count))
+                return (cStringText(buf), UInt16(bigEndian: sa.pointee[keyPath: port]))
+            }
         }
     }
 
@@ -223,10 +219,16 @@ public enum Sockets {
 
     /// The local address a socket is bound to (getsockname); nil when it has none.
     public static func localAddress(_ fd: Int32) -> SocketAddress? {
+        address(of: fd, getsockname)
+    }
+
+    /// The address `call` (getsockname or getpeername) stores for `fd`; nil when it fails.
+    static func address(of fd: Int32, _ call: (Int32, UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) -> Int32)
+        -> SocketAddress? {
         var a = SocketAddress()
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
         let rc = withUnsafeMutablePointer(to: &a.storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { call(fd, $0, &len) }
         }
         guard rc == 0 else { return nil }
         a.length = len

@@ -38,23 +38,32 @@ public struct TLSSideSettings: Sendable, Equatable {
     }
 }
 
+extension TLSSideSettings {
+    /// The key, certificate and CA file names taken relative to `configFile`'s directory (empty stays empty).
+    func resolvingFiles(against configFile: String) -> TLSSideSettings {
+        let dir = ConfigFile.directory(of: configFile)
+        func path(_ p: String) -> String { p.isEmpty ? p : ConfigFile.resolve(p, relativeTo: dir) }
+        var s = self
+        s.keyFile = path(keyFile)
+        s.certFile = path(certFile)
+        s.caFile = path(caFile)
+        return s
+    }
+}
+
 extension Config {
     /// Settings for the TLS pgswift offers to clients; file names resolved against the config's directory.
     public var clientTLS: TLSSideSettings {
-        let dir = ConfigFile.directory(of: configFile)
-        func path(_ p: String) -> String { p.isEmpty ? p : ConfigFile.resolve(p, relativeTo: dir) }
-        return TLSSideSettings(mode: clientTLSSSLMode, keyFile: path(clientTLSKeyFile), certFile: path(clientTLSCertFile),
-                               caFile: path(clientTLSCAFile), protocols: clientTLSProtocols, ciphers: clientTLSCiphers,
-                               tls13Ciphers: clientTLS13Ciphers, prefix: "client")
+        TLSSideSettings(mode: clientTLSSSLMode, keyFile: clientTLSKeyFile, certFile: clientTLSCertFile,
+                        caFile: clientTLSCAFile, protocols: clientTLSProtocols, ciphers: clientTLSCiphers,
+                        tls13Ciphers: clientTLS13Ciphers, prefix: "client").resolvingFiles(against: configFile)
     }
 
     /// Settings for the TLS pgswift asks of PostgreSQL servers.
     public var serverTLS: TLSSideSettings {
-        let dir = ConfigFile.directory(of: configFile)
-        func path(_ p: String) -> String { p.isEmpty ? p : ConfigFile.resolve(p, relativeTo: dir) }
-        return TLSSideSettings(mode: serverTLSSSLMode, keyFile: path(serverTLSKeyFile), certFile: path(serverTLSCertFile),
-                               caFile: path(serverTLSCAFile), protocols: serverTLSProtocols, ciphers: serverTLSCiphers,
-                               tls13Ciphers: serverTLS13Ciphers, prefix: "server")
+        TLSSideSettings(mode: serverTLSSSLMode, keyFile: serverTLSKeyFile, certFile: serverTLSCertFile,
+                        caFile: serverTLSCAFile, protocols: serverTLSProtocols, ciphers: serverTLSCiphers,
+                        tls13Ciphers: serverTLS13Ciphers, prefix: "server").resolvingFiles(against: configFile)
     }
 
     /// Builds both TLS contexts once to find unreadable files, a key that does not match its
