@@ -4,23 +4,16 @@ import Shared
 import Glibc
 
 extension Worker {
-    /// Admin access levels kept in `Client.admin`.
-    static let adminNone: UInt8 = 0
-    static let adminStatsOnly: UInt8 = 1
-    static let adminFull: UInt8 = 2
-    /// Logging in to the console; the level is decided once the client has authenticated.
-    static let adminPending: UInt8 = 3
-
     /// The startup packet named an admin database. Like PgBouncer, a Unix-socket peer running as root
     /// or as pgswift's own user gets in without a password; everyone else authenticates as usual and
     /// must then be in admin_users or stats_users.
     func adminLogin(_ ci: Int32) {
         if clients[ci].isUnix, let uid = Sockets.peerUID(clients[ci].io.fd), uid == 0 || uid == getuid() {
-            clients[ci].admin = Worker.adminFull
+            clients[ci].admin = .full
             adminLoginDone(ci)
             return
         }
-        clients[ci].admin = Worker.adminPending
+        clients[ci].admin = .pending
         startAuthentication(ci)
     }
 
@@ -28,9 +21,9 @@ extension Worker {
     func adminAuthenticated(_ ci: Int32) {
         let user = clients[ci].info?.user ?? ""
         if config.authType == .any || config.adminUsers.contains(user) {
-            clients[ci].admin = Worker.adminFull
+            clients[ci].admin = .full
         } else if config.statsUsers.contains(user) {
-            clients[ci].admin = Worker.adminStatsOnly
+            clients[ci].admin = .statsOnly
         } else {
             log.warning("C-\(clients[ci].id): admin console refused to user \"\(user)\" (not in admin_users or stats_users)")
             failClient(ci, code: SQLState.protocolViolation, message: "not allowed")
@@ -53,7 +46,7 @@ extension Worker {
         Backend.readyForQuery(into: &scratch, status: UInt8(ascii: "I"))
         clients[ci].io.out.append(scratch)
         setClientState(ci, .idle)
-        if config.logConnections { log.info("C-\(clients[ci].id): admin console login (\(clients[ci].admin == Worker.adminFull ? "admin" : "stats"))") }
+        if config.logConnections { log.info("C-\(clients[ci].id): admin console login (\(clients[ci].admin == .full ? "admin" : "stats"))") }
         flushClient(ci)
         if clients[ci].state == .idle { adminInput(ci) }
     }
@@ -122,7 +115,7 @@ extension Worker {
         stats.pendingAdmin[id] = (ci, clients[ci].io.gen)
         clients[ci].adminRequest = id
         setClientState(ci, clients[ci].state)  // restarts stateSince: the request's wait
-        let request = AdminRequest(requestID: id, isAdmin: clients[ci].admin == Worker.adminFull, query: query)
+        let request = AdminRequest(requestID: id, isAdmin: clients[ci].admin == .full, query: query)
         sendBlob(request.encode(), kind: .adminRequest, requestID: id)
     }
 

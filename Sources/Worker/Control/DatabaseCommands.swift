@@ -30,7 +30,7 @@ extension Worker {
             var found = 0
             var ci: Int32 = 0
             while ci < Int32(clients.capacity) {
-                if clients[ci].state != .free && clients[ci].id == clientID && clients[ci].admin == 0 {
+                if clients[ci].state != .free && clients[ci].id == clientID && clients[ci].admin == .none {
                     closeClient(ci, reason: "admin forced disconnect", notify: true)
                     found = 1
                     break

@@ -126,7 +126,7 @@ extension Worker {
     @discardableResult
     func handOff(_ ci: Int32) -> Bool {
         guard handoff.outFD >= 0, clients[ci].state == .idle || clients[ci].state == .waitServer,
-              clients[ci].server < 0, clients[ci].admin == 0,
+              clients[ci].server < 0, clients[ci].admin == .none,
               // A TLS session's keys live in this process: such a client stays until it leaves.
               clients[ci].io.tls == nil && !clients[ci].usesTLS,
               clients[ci].io.out.isEmpty, !clients[ci].io.hangup, !clients[ci].io.eof, !clients[ci].skipUntilSync,

@@ -114,7 +114,7 @@ extension Worker {
                 if sp >= 0 { ps[sp].clWaiting += 1 }
                 stateName = "waiting"
             case .idle, .active:
-                if clients[ci].admin != 0 {
+                if clients[ci].admin != .none {
                     adminPool.clActive += 1
                 } else if sp >= 0 {
                     ps[sp].clActive += 1
@@ -127,7 +127,7 @@ extension Worker {
             }
             guard includeClients, state != .closing else { continue }
             let info = clients[ci].info
-            let isAdmin = clients[ci].admin != 0
+            let isAdmin = clients[ci].admin != .none
             var row = ConnectionRow(isServer: false, user: info?.user ?? "",
                                     database: isAdmin ? "pgbouncer" : (p >= 0 ? pools[p].database : info?.database ?? ""),
                                     state: stateName)
@@ -178,7 +178,7 @@ extension Worker {
             }
             row.remotePid = servers[si].backendPID
             row.applicationName = ""
-            if servers[si].tlsPhase == 0, let t = servers[si].io.tls { row.tls = TLSIO.describe(t) }  // TLS hook
+            if servers[si].tlsPhase == .none, let t = servers[si].io.tls { row.tls = TLSIO.describe(t) }  // TLS hook
             row.preparedStatements = Int32(clamping: servers[si].info?.prepared.count ?? 0)
             row.id = Int64(slot) << 32 | Int64(servers[si].id)
             snap.servers.append(row)

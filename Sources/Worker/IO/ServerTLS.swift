@@ -13,7 +13,7 @@ extension Worker {
         scratch.clear()
         Frontend.sslRequest(into: &scratch)
         servers[si].io.out.append(scratch)
-        servers[si].tlsPhase = 1
+        servers[si].tlsPhase = .requested
         flushServer(si)
         return true
     }
@@ -22,7 +22,7 @@ extension Worker {
     /// settled and the startup packet has been queued.
     func serverTLSLogin(_ si: Int32) -> Bool {
         guard let ctx = tlsState.serverContext else { return true }
-        if servers[si].tlsPhase == 1 {
+        if servers[si].tlsPhase == .requested {
             while servers[si].io.input.isEmpty {
                 if !servers[si].io.readable { return false }
                 switch readInto(server: si) {
@@ -58,13 +58,13 @@ extension Worker {
                     }
                 }
                 servers[si].io.tls = t
-                servers[si].tlsPhase = 2
+                servers[si].tlsPhase = .handshaking
             case UInt8(ascii: "N"):
                 if ctx.mode == .require || ctx.mode == .verifyCA || ctx.mode == .verifyFull {
                     serverTLSFailed(si, "server refused TLS (server_tls_sslmode is \(ctx.mode.rawValue))")
                     return false
                 }
-                servers[si].tlsPhase = 0
+                servers[si].tlsPhase = .none
                 sendServerStartup(si)
                 return true
             default:
@@ -75,7 +75,7 @@ extension Worker {
         guard let t = servers[si].io.tls else { return true }
         switch TLSIO.handshake(t) {
         case .done:
-            servers[si].tlsPhase = 0
+            servers[si].tlsPhase = .none
             servers[si].io.readable = true
             log.debug("S-\(servers[si].id): TLS established: \(TLSIO.describe(t))")
             sendServerStartup(si)

@@ -80,7 +80,7 @@ extension Worker {
         default: return false
         }
         // An unknown database runs no query (PgBouncer's fake database): the login fails either way.
-        guard clients[ci].admin == 0, let info = clients[ci].info, let entry = info.entry else { return false }
+        guard clients[ci].admin == .none, let info = clients[ci].info, let entry = info.entry else { return false }
         guard let authUser = entry.authUser ?? config.authUser else { return false }
         let database = info.database
         let key = database + "\u{0}" + info.user

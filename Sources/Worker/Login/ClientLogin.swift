@@ -347,7 +347,7 @@ extension Worker {
     /// found (created on first use) and given what the login learnt (auth_query's secret, the SCRAM
     /// ClientKey). Finish now if the pool knows its welcome parameters, else wait for a server login.
     func authenticated(_ ci: Int32) {
-        if clients[ci].admin != 0 { adminAuthenticated(ci); return }
+        if clients[ci].admin != .none { adminAuthenticated(ci); return }
         guard let info = clients[ci].info else { return }
         if info.entry != nil && isDisabled(info.database) {
             failClient(ci, code: SQLState.protocolViolation, message: "database does not allow connections: \(info.database)")

@@ -67,7 +67,7 @@ extension Worker {
 
     /// Handles login-phase messages from PostgreSQL until ReadyForQuery.
     func serverLoginInput(_ si: Int32) {
-        if servers[si].tlsPhase != 0 && !serverTLSLogin(si) { return }
+        if servers[si].tlsPhase != .none && !serverTLSLogin(si) { return }
         while servers[si].state == .login {
             switch servers[si].io.heldMessage(maxLength: frameLimit(.held)) {
             case .none:

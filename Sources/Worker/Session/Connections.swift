@@ -105,6 +105,28 @@ enum ClientAuth {
     case failing
 }
 
+/// What an admin-console client may do.
+enum AdminAccess: UInt8 {
+    /// Not an admin-console client.
+    case none
+    /// Logging in to the console; the level is decided once the client has authenticated.
+    case pending
+    /// SHOW only (stats_users).
+    case statsOnly
+    /// Everything (admin_users, or root / pgswift's own user over the Unix socket).
+    case full
+}
+
+/// A server connection's TLS step during login (ServerTLS.swift).
+enum ServerTLSPhase: UInt8 {
+    /// Plaintext, or TLS settled.
+    case none
+    /// SSLRequest sent, its one-byte answer awaited.
+    case requested
+    /// TLS handshake in progress.
+    case handshaking
+}
+
 struct Client {
     /// Socket, buffers, readiness and TLS (Endpoint.swift), the same for both sides.
     var io = Endpoint(writable: true)
@@ -133,8 +155,8 @@ struct Client {
     /// (kept here so the data path never touches the pools array; folded in by WorkerStats.swift).
     var statBytesIn: UInt64 = 0
     var statBytesOut: UInt64 = 0
-    /// Admin console access: 0 not an admin client, 1 SHOW only (stats_users), 2 everything.
-    var admin: UInt8 = 0
+    /// Admin console access (AdminConsole.swift).
+    var admin = AdminAccess.none
     /// The admin query forwarded to the supervisor and not answered yet (0: none).
     var adminRequest: UInt32 = 0
     var info: ClientInfo? = nil
@@ -211,8 +233,8 @@ struct Server {
     var queryStart: Int64 = 0
     var xactStart: Int64 = 0
     var info: ServerInfo? = nil
-    /// Login-time TLS step (ServerTLS.swift): 0 none, 1 SSLRequest sent, 2 handshaking.
-    var tlsPhase: UInt8 = 0
+    /// Login-time TLS step (ServerTLS.swift).
+    var tlsPhase = ServerTLSPhase.none
 }
 
 /// Records that start out empty in a fresh table slot.

@@ -28,7 +28,7 @@ extension Worker {
             }
             flushClient(ci)
         case .idle, .active:
-            if clients[ci].admin != 0 { adminInput(ci); return }
+            if clients[ci].admin != .none { adminInput(ci); return }
             if !clients[ci].io.out.isEmpty && !flushClient(ci) { return }
             let si = clients[ci].server
             if si >= 0 && (servers[si].io.input.hasUnsent || servers[si].io.input.hasUnscanned) {
