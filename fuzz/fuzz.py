@@ -337,6 +337,12 @@ worker_binary = {os.path.join(self.bin, "pgswift-worker")}
         return res
 
     def run(self):
+        if os.environ.get("FUZZ_HOLD"):
+            # Debugging: keep PostgreSQL and pgswift up for replays, until interrupted.
+            log(f"holding: socket {self.socket}, admin console {HOST}:{self.port} as {ADMIN_USER} "
+                f"password {self.password}; Ctrl-C to stop")
+            while True:
+                time.sleep(3600)
         if os.environ.get("FUZZ_REGRESSIONS", "1") != "0":
             self.regressions()
         canary = Canary(self.port)

@@ -35,7 +35,10 @@ public struct Mutator: Sendable {
     /// Input `index` of the run seeded `seed`: a pure function of (seed, phase, index).
     public func input(seed: UInt64, index: UInt64) -> FuzzInput {
         var rng = FuzzRandom.forInput(seed: seed, phase: phase, index: index)
-        let seedIndex = rng.below(seeds.count)
+        var seedIndex = rng.below(seeds.count)
+        // COPY FROM STDIN seeds at a quarter of the rate: a large message mutated in after them makes
+        // PostgreSQL drop the session ("protocol synchronization was lost"), which costs a backend.
+        if seeds[seedIndex].name.hasPrefix("copy-in") && !rng.chance(25) { seedIndex = rng.below(seeds.count) }
         var msgs = seeds[seedIndex].messages
         var steps = [seeds[seedIndex].name]
         // One input in ten is a seed as is (the paths a valid client takes stay covered).
@@ -55,6 +58,8 @@ public struct Mutator: Sendable {
 
     // MARK: structured (well framed)
 
+    /// Message types PostgreSQL refuses above 10,000 bytes (PQ_SMALL_MESSAGE_LIMIT) with a FATAL.
+    static let smallLimit: Set<UInt8> = Set("SHCDEX".utf8)
     static let boundary16: [UInt16] = [0, 1, 0x7f, 0x80, 0xff, 0x7fff, 0x8000, 0xffff, 0xfffe]
     static let boundary32: [UInt32] = [0, 1, 3, 4, 5, 0x7f, 0x80, 0xff, 0x7fff, 0x8000, 0xffff, 0x10000,
                                        0x7fff_ffff, 0x8000_0000, 0xffff_ffff, 0xffff_fffe, 32_768, 1_048_576]
@@ -115,7 +120,15 @@ public struct Mutator: Sendable {
             msgs.insert(rng.pick(other), at: rng.below(msgs.count + 1))
             return "splice(\(i))"
         case 9:
-            // Oversized contents: past the 32 KiB I/O buffer, sometimes well past it.
+            // Oversized contents: past the 32 KiB I/O buffer, sometimes well past it. PostgreSQL closes
+            // the session on a Sync, Flush, Close, Describe or Execute over 10,000 bytes, which costs a
+            // backend: post-auth, those get it one time in ten, the other messages the rest.
+            var i = i
+            if phase == .postAuth && Mutator.smallLimit.contains(msgs[i].type) && !rng.chance(10) {
+                let big = msgs.indices.filter { !Mutator.smallLimit.contains(msgs[$0].type) }
+                guard !big.isEmpty else { return "huge(skipped)" }
+                i = rng.pick(big)
+            }
             let size = 32_768 + rng.below(rng.chance(20) ? 200_000 : 40_000)
             let at = msgs[i].payload.isEmpty ? 0 : rng.below(msgs[i].payload.count)
             let fill = rng.pick([0x20, 0x78, 0x00, 0x27] as [UInt8])
@@ -124,6 +137,10 @@ public struct Mutator: Sendable {
         case 10:
             guard msgs[i].type != 0 else { return "type(untyped)" }
             msgs[i].type = phase == .preAuth ? rng.pick(Array("pQXSB".utf8)) : rng.pick(Enc.frontendTypes)
+            if phase == .postAuth && msgs[i].payload.count > 10_000 && Mutator.smallLimit.contains(msgs[i].type)
+                && !rng.chance(10) {
+                msgs[i].type = rng.pick(Array("PBQF".utf8))  // see `smallLimit`
+            }
             return "type(\(i)=\(Character(UnicodeScalar(msgs[i].type))))"
         case 11:
             // Replace one NUL-terminated string (a name, a query, a parameter) with a dictionary word.

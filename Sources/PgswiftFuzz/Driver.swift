@@ -33,6 +33,7 @@ struct Counters {
     var loginFailures: UInt64 = 0
     var connectBusy: UInt64 = 0
     var connectFailures: UInt64 = 0
+    var lateCloses: UInt64 = 0   // closed by pgswift, but only after the slot had moved on
 }
 
 final class Slot {
@@ -49,6 +50,16 @@ final class Slot {
     var sawMarker = false
     var sawError = false
     var retryAt = 0.0
+    /// The last ErrorResponse's SQLSTATE and message, for the tally of why connections closed.
+    var lastError = ""
+}
+
+/// A half-closed connection waiting for pgswift to close it, no longer holding a slot.
+struct Lingering {
+    var fd: Int32
+    var index: UInt64
+    var input: FuzzInput
+    var deadline: Double
 }
 
 final class Driver {
@@ -61,6 +72,10 @@ final class Driver {
     var stopping = false
     var lastConnectOK = Net.now()
     var fatal: String?
+    var lingering: [Lingering] = []
+    var closeReasons: [String: Int] = [:]
+    /// Seconds a half-closed connection keeps its slot before it waits aside (`lingering`).
+    let lingerAfter = 0.2
     let readBuf = UnsafeMutableRawBufferPointer.allocate(byteCount: 262_144, alignment: 8)
 
     init(_ o: RunOptions) {
@@ -81,7 +96,7 @@ final class Driver {
                        "\(kind) phase=\(o.phase.name) seed=\(o.seed) index=\(s.index) bytes=\(input.bytes.count) "
                        + "framing=\(input.breaksFraming) steps=\(input.steps.joined(separator: ",")) \(detail)"
                        + (n < 20 ? " file=\(base).bin" : ""))
-        if n < 5 {
+        if n < 5 && !kind.hasPrefix("info-") {
             Net.eprint("finding: \(kind) seed=\(o.seed) index=\(s.index) \(detail) (replay: pgswift-fuzz replay --phase \(o.phase.name) --seed \(o.seed) --index \(s.index) --socket PATH)")
         }
     }
@@ -141,6 +156,7 @@ final class Driver {
         s.outPos = 0
         s.sawMarker = false
         s.sawError = false
+        s.lastError = ""
         if o.phase == .postAuth && !input.breaksFraming {
             // Sync ends whatever extended-protocol exchange the input left open; the canary query
             // ends any transaction it opened and carries a marker no input produces.
@@ -201,6 +217,11 @@ final class Driver {
         case .halfClosed, .awaiting:
             c.run += 1
             c.closed += 1
+            closeReasons[s.lastError.isEmpty ? "(no error)" : s.lastError, default: 0] += 1
+            if s.lastError.hasPrefix("08006") && saved["info-serverclosed", default: 0] < 20 {
+                // Not a bug by itself (PostgreSQL closed the session): kept to see what costs backends.
+                finding("info-serverclosed", s, s.lastError)
+            }
             if s.input?.breaksFraming == true { c.framing += 1 }
         case .sending:
             c.cutShort += 1
@@ -241,6 +262,7 @@ final class Driver {
                     drop(s, retryAfter: 0.1)
                 } else {
                     s.sawError = true
+                    s.lastError = Driver.errorSummary(body)
                 }
             case UInt8(ascii: "D"):
                 if body == s.marker { s.sawMarker = true }
@@ -248,6 +270,62 @@ final class Driver {
                 break
             }
         }
+    }
+
+    static func errorSummary(_ body: [UInt8]) -> String {
+        var code = "", msg = ""
+        for f in body.split(separator: 0) where !f.isEmpty {
+            let v = String(decoding: f.dropFirst(), as: UTF8.self)
+            if f.first == UInt8(ascii: "C") { code = v }
+            if f.first == UInt8(ascii: "M") { msg = String(v.prefix(60)) }
+        }
+        return code + " " + msg
+    }
+
+    /// Moves a slow half-closed connection aside so its slot runs the next input.
+    func linger(_ s: Slot) {
+        guard let input = s.input else { return drop(s) }
+        lingering.append(Lingering(fd: s.fd, index: s.index, input: input, deadline: s.deadline))
+        s.fd = -1
+        drop(s)
+    }
+
+    /// Polls the lingering connections (without waiting): end of file counts the input as run;
+    /// past the deadline it is a finding.
+    func checkLingering(now: Double) {
+        guard !lingering.isEmpty else { return }
+        var fds = lingering.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
+        _ = poll(&fds, nfds_t(fds.count), 0)
+        var keep: [Lingering] = []
+        for (k, l) in lingering.enumerated() {
+            var closed = false
+            if fds[k].revents != 0 {
+                loop: while true {
+                    switch Net.recv(l.fd, readBuf) {
+                    case .done(0), .closed: closed = true; break loop
+                    case .done: continue
+                    case .wouldBlock: break loop
+                    }
+                }
+            }
+            if closed {
+                c.run += 1
+                c.closed += 1
+                c.lateCloses += 1
+                if l.input.breaksFraming { c.framing += 1 }
+                close(l.fd)
+            } else if now > l.deadline {
+                c.timeouts += 1
+                let s = Slot()
+                s.index = l.index
+                s.input = l.input
+                finding("notclosed", s, "half-closed, not closed by pgswift within \(o.timeout) s")
+                close(l.fd)
+            } else {
+                keep.append(l)
+            }
+        }
+        lingering = keep
     }
 
     // MARK: the loop
@@ -277,6 +355,9 @@ final class Driver {
                 } else if s.state == .ready {
                     startInput(s, now: now)
                 }
+                if s.state == .halfClosed && now > s.deadline - o.timeout + lingerAfter && now <= s.deadline {
+                    linger(s)
+                }
                 if s.fd >= 0 && s.state != .ready && s.state != .down && now > s.deadline {
                     if s.state == .loggingIn {
                         c.loginFailures += 1
@@ -294,6 +375,7 @@ final class Driver {
                 map[n] = i
                 n += 1
             }
+            checkLingering(now: now)
             let rc = poll(&fds, nfds_t(n), 20)
             if rc <= 0 { continue }
             let t = Net.now()
@@ -304,7 +386,17 @@ final class Driver {
                 if s.fd >= 0 && fds[k].revents & (Int16(POLLIN) | Int16(POLLHUP) | Int16(POLLERR)) != 0 { readable(s, now: t) }
             }
         }
+        // Lingering connections get their full timeout: pgswift must close them.
+        while !lingering.isEmpty {
+            checkLingering(now: Net.now())
+            if !lingering.isEmpty { usleep(20_000) }
+        }
         for s in slots where s.fd >= 0 { drop(s) }
+        let top = closeReasons.sorted { $0.value > $1.value }.prefix(12)
+        if !top.isEmpty {
+            Net.eprint("\(o.phase.name): why connections closed (last error seen): "
+                       + top.map { "\($0.value)× \($0.key)" }.joined(separator: "; "))
+        }
         return c
     }
 }
