@@ -129,7 +129,7 @@ class Fuzz:
         for f in os.listdir(self.out):
             if f.endswith(".bin") or f in ("findings.txt",):
                 os.unlink(os.path.join(self.out, f))
-        raise_open_files(8192)
+        raise_open_files(20000)
         self.work = tempfile.mkdtemp(prefix="pgswift-fuzz-")
         os.chmod(self.work, 0o755)
         chown(self.work, self.run_as)
@@ -173,7 +173,11 @@ listen_port = {self.port}
 unix_socket_dir = {self.sockdir}
 pool_mode = transaction
 default_pool_size = {self.pool_size}
-max_client_conn = 4000
+; pgswift-fuzz counts a pre-auth connection pgswift has not closed 5 s after the client's half-close as
+; a finding and stops waiting; the login timeout bounds how many such connections pile up in pgswift
+; (max_client_conn reached would refuse everything after them).
+max_client_conn = 10000
+client_login_timeout = 15
 auth_type = hba
 auth_hba_file = hba.conf
 auth_file = userlist.txt
@@ -301,18 +305,22 @@ worker_binary = {os.path.join(self.bin, "pgswift-worker")}
         files = sorted(f for f in os.listdir(d) if f.endswith(".bin")) if os.path.isdir(d) else []
         for f in files:
             phase = "pre" if f.startswith("pre-") else "post"
-            argv = [self.fuzz_bin(), "replay-file", os.path.join(d, f), "--phase", phase, "--socket", self.socket,
-                    "--repeat", "25"]
-            try:
-                r = subprocess.run(argv, capture_output=True, text=True, timeout=400)
-                ok, text = r.returncode == 0, r.stdout
-            except subprocess.TimeoutExpired:
-                ok, text = False, "timed out after 400 s"
-            verdict = "ok" if ok else "FAILED"
-            log(f"regression {f} ({phase}-auth, 25 times): {verdict}")
-            self.results[f"regression {f}"] = verdict
-            if not ok:
-                self.failures.append(f"regression {f} failed:\n{text[-1500:]}")
+            # Post-auth files twice: followed by CopyFail, Sync and the canary query (must be answered),
+            # and followed by a half-close (pgswift must close); then a normal query must be answered.
+            for mode in (["--canary"], []) if phase == "post" else ([],):
+                argv = [self.fuzz_bin(), "replay-file", os.path.join(d, f), "--phase", phase, "--socket", self.socket,
+                        "--repeat", "25"] + mode
+                try:
+                    r = subprocess.run(argv, capture_output=True, text=True, timeout=400)
+                    ok, text = r.returncode == 0, r.stdout
+                except subprocess.TimeoutExpired:
+                    ok, text = False, "timed out after 400 s"
+                verdict = "ok" if ok else "FAILED"
+                how = "then canary" if mode else "then half-close"
+                log(f"regression {f} ({phase}-auth, 25 times, {how}): {verdict}")
+                self.results[f"regression {f}, {how}"] = verdict
+                if not ok:
+                    self.failures.append(f"regression {f} ({how}) failed:\n{text[-1500:]}")
 
     def phase(self, name, conns, budget):
         argv = [self.fuzz_bin(), "run", "--phase", name, "--seed", str(self.seed), "--inputs", str(self.inputs),
@@ -404,9 +412,12 @@ worker_binary = {os.path.join(self.bin, "pgswift-worker")}
         self.results["CLOSE-WAIT sockets"] = len(cw)
         if cw:
             self.failures.append(f"frozen: {len(cw)} pgswift socket(s) in CLOSE-WAIT: {cw[:5]}")
-        fds = self.socket_fds()
+        limit = self.fd_baseline + 2 * self.pool_size * self.workers + 16
+        deadline = time.monotonic() + 30
+        while (fds := self.socket_fds()) > limit and time.monotonic() < deadline:
+            time.sleep(0.5)
         self.results["pgswift sockets"] = f"{fds} (at start {self.fd_baseline})"
-        if fds > self.fd_baseline + 2 * self.pool_size * self.workers + 16:
+        if fds > limit:
             self.failures.append(f"frozen: pgswift holds {fds} sockets, {self.fd_baseline} at start")
         self.results["pgswift RSS"] = f"{rss_bytes(self.pids) / 1048576:.1f} MiB (at start {self.rss_start / 1048576:.1f})"
         if not self.pg.alive():
@@ -426,8 +437,15 @@ worker_binary = {os.path.join(self.bin, "pgswift-worker")}
             shutil.rmtree(self.work, ignore_errors=True)
 
 
+def _stop(signum, _frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main():
     become_subreaper()
+    # SIGINT too: a job started in the background by a shell ignores it unless told otherwise.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     f = Fuzz()
     log(f"pgswift fuzz: seed {f.seed} (replay with FUZZ_SEED={f.seed}), budget {f.seconds} s, "
         f"{f.inputs} inputs per phase")

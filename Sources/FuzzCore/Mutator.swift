@@ -22,7 +22,7 @@ public struct Mutator: Sendable {
     public init(phase: FuzzPhase, names: FuzzNames = FuzzNames(), framingPercent: Int? = nil) {
         self.phase = phase
         seeds = phase == .preAuth ? Corpus.preAuth(names) : Corpus.postAuth(names)
-        self.framingPercent = framingPercent ?? (phase == .preAuth ? 35 : 4)
+        self.framingPercent = framingPercent ?? (phase == .preAuth ? 35 : 3)
         let words = ["", names.trustUser, names.md5User, names.scramUser, "nosuchuser", "pgbouncer", "pgswift",
                      names.database, "template1", "user", "database", "options", "replication", "application_name",
                      "_pq_.x", "client_encoding", "SQL_ASCII", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS", "n,,", "md5",
@@ -130,8 +130,25 @@ public struct Mutator: Sendable {
                 i = rng.pick(big)
             }
             let size = 32_768 + rng.below(rng.chance(20) ? 200_000 : 40_000)
-            let at = msgs[i].payload.isEmpty ? 0 : rng.below(msgs[i].payload.count)
             let fill = rng.pick([0x20, 0x78, 0x00, 0x27] as [UInt8])
+            // Post-auth, most oversized Parse and Bind messages stay valid (a long query text, a long
+            // parameter): pgswift ends the session on a malformed one, which costs a backend when a
+            // server is linked. One in ten gets the bytes anywhere, names included.
+            if phase == .postAuth && !rng.chance(10) {
+                let p = msgs[i].payload
+                let zeros = p.indices.filter { p[$0] == 0 }
+                if msgs[i].type == UInt8(ascii: "B"), zeros.count >= 2 {
+                    let names = Array(p[0...zeros[1]])
+                    msgs[i].payload = names + Enc.int16(0) + Enc.int16(1) + Enc.int32(size)
+                        + [UInt8](repeating: fill == 0 ? 0x61 : fill, count: size) + Enc.int16(0)
+                    return "hugeparam(\(i)+\(size))"
+                }
+                if msgs[i].type == UInt8(ascii: "P"), zeros.count >= 2 {
+                    msgs[i].payload.insert(contentsOf: [UInt8](repeating: 0x20, count: size), at: zeros[1])
+                    return "hugetext(\(i)+\(size))"
+                }
+            }
+            let at = msgs[i].payload.isEmpty ? 0 : rng.below(msgs[i].payload.count)
             msgs[i].payload.insert(contentsOf: [UInt8](repeating: fill, count: size), at: at)
             return "huge(\(i)+\(size))"
         case 10:

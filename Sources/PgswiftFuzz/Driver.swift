@@ -42,7 +42,9 @@ final class Slot {
     var state = State.down
     var out: [UInt8] = []
     var outPos = 0
-    var scanner = BackendScanner(keep: Set("DEZ".utf8))
+    var scanner = BackendScanner(keep: Set("DEZGHW".utf8))
+    /// Types of the last few kept messages of the current input, for a timeout's report.
+    var recent: [UInt8] = []
     var index: UInt64 = 0
     var input: FuzzInput?
     var deadline = 0.0
@@ -143,7 +145,7 @@ final class Driver {
 
     func startInput(_ s: Slot, now: Double) {
         guard next < o.inputs, !stopping else {
-            if o.phase == .preAuth { drop(s) }
+            drop(s)
             return
         }
         let index = next
@@ -157,12 +159,15 @@ final class Driver {
         s.sawMarker = false
         s.sawError = false
         s.lastError = ""
+        s.recent.removeAll(keepingCapacity: true)
         if o.phase == .postAuth && !input.breaksFraming {
-            // Sync ends whatever extended-protocol exchange the input left open; the canary query
-            // ends any transaction it opened and carries a marker no input produces.
+            // CopyFail ends a COPY FROM STDIN the input left open (PostgreSQL ignores it otherwise),
+            // Sync whatever extended-protocol exchange it left open; the canary query ends any
+            // transaction it opened and carries a marker no input produces.
             let value = 1_000_000_000_000 + index
             let digits = Array(String(value).utf8)
             s.marker = Enc.int16(1) + Enc.int32(digits.count) + digits
+            Enc.copyFail("pgswift-fuzz").append(to: &s.out)
             Enc.sync.append(to: &s.out)
             Enc.query("ROLLBACK; SELECT \(value)").append(to: &s.out)
         }
@@ -245,6 +250,8 @@ final class Driver {
             }
             drop(s)
         case .message(let type, let body):
+            if s.recent.count >= 12 { s.recent.removeFirst() }
+            s.recent.append(type)
             switch type {
             case UInt8(ascii: "Z"):
                 if s.state == .loggingIn {
@@ -340,6 +347,8 @@ final class Driver {
         while fatal == nil {
             let now = Net.now()
             if !stopping && (c.run >= o.inputs || now - start >= o.seconds) { stopping = true }
+            // Every input handed out and finished one way or another (some end as timeouts or cut short).
+            if next >= o.inputs && lingering.isEmpty && slots.allSatisfy({ $0.fd < 0 }) { stopping = true }
             if stopping { break }
             if now - lastProgress >= o.progressEvery {
                 let rate = Double(c.run - lastRun) / (now - lastProgress)
@@ -364,7 +373,8 @@ final class Driver {
                     } else {
                         c.timeouts += 1
                         finding(s.state == .halfClosed ? "notclosed" : "timeout", s,
-                                "state=\(s.state) after \(o.timeout) s")
+                                "state=\(s.state) after \(o.timeout) s, last answers "
+                                + String(decoding: s.recent, as: UTF8.self) + " " + s.lastError)
                     }
                     drop(s)
                 }

@@ -111,12 +111,13 @@ struct Replay {
             guard let fd = o.phase == .preAuth ? connect() : login(verbose: verbose) else { return false }
             var payload = bytes
             if !halfClose {
+                Enc.copyFail("pgswift-fuzz").append(to: &payload)
                 Enc.sync.append(to: &payload)
                 Enc.query("ROLLBACK; SELECT 424242").append(to: &payload)
             }
             let started = Net.now()
             let until = started + 10
-            if verbose { print("-> \(payload.count) bytes\(halfClose ? ", then half-close" : " + Sync + canary")") }
+            if verbose { print("-> \(payload.count) bytes\(halfClose ? ", then half-close" : " + CopyFail + Sync + canary")") }
             _ = sendAll(fd, payload, until: until)
             if halfClose { shutdown(fd, Int32(SHUT_WR)) }
             var sawMarker = false

@@ -9,9 +9,10 @@ usage: pgswift-fuzz run    --phase pre|post --seed S --socket PATH [--inputs N] 
                            [--timeout T] [--framing PCT] [--out DIR] [--user U --database D ...]
        pgswift-fuzz show   --phase pre|post --seed S --index I           (print one input)
        pgswift-fuzz replay --phase pre|post --seed S --index I --socket PATH [--repeat N]
-       pgswift-fuzz replay-file FILE --phase pre|post --socket PATH [--repeat N]
+       pgswift-fuzz replay-file FILE --phase pre|post --socket PATH [--repeat N] [--canary]
   Input I of seed S is the same bytes on every machine and run: replaying (S, I) sends exactly what the
-  run sent. replay-file sends a saved input (fuzz/regressions/*.bin, fuzz/out/*.bin) and half-closes;
+  run sent. replay-file sends a saved input (fuzz/regressions/*.bin, fuzz/out/*.bin) and half-closes
+  (with --canary, post-auth: Sync and the canary query instead, as the run does for well-framed inputs);
   post-auth replays log in first and afterwards check that a normal query is answered within 5 s.
 """
 
@@ -21,6 +22,7 @@ struct Command {
     var index: UInt64 = 0
     var file: String?
     var repeatCount = 1
+    var canary = false
 }
 
 func parseArguments(_ all: [String]) -> Command {
@@ -55,6 +57,7 @@ func parseArguments(_ all: [String]) -> Command {
         case "--out": cmd.o.outDir = value()
         case "--index": cmd.index = UInt64(value()) ?? 0
         case "--repeat": cmd.repeatCount = max(1, Int(value()) ?? 1)
+        case "--canary": cmd.canary = true
         case "--user": cmd.o.names.trustUser = value()
         case "--md5-user": cmd.o.names.md5User = value()
         case "--scram-user": cmd.o.names.scramUser = value()
@@ -123,6 +126,7 @@ case "replay", "replay-file":
             exit(2)
         }
         bytes = b
+        breaks = !(cmd.canary && o.phase == .postAuth)
         print("file=\(f) bytes=\(b.count) phase=\(o.phase.name)")
     }
     exit(Replay(o).run(bytes, halfClose: breaks, times: cmd.repeatCount) ? 0 : 1)
