@@ -75,6 +75,8 @@ final class Driver {
     var lastConnectOK = Net.now()
     var fatal: String?
     var lingering: [Lingering] = []
+    /// How many more inputs may be handed out now (inputs wanted - run - in flight).
+    var allowance = 0
     var closeReasons: [String: Int] = [:]
     /// Seconds a half-closed connection keeps its slot before it waits aside (`lingering`).
     let lingerAfter = 0.2
@@ -144,12 +146,13 @@ final class Driver {
     }
 
     func startInput(_ s: Slot, now: Double) {
-        guard next < o.inputs, !stopping else {
+        guard allowance > 0, !stopping else {
             drop(s)
             return
         }
         let index = next
         next += 1
+        allowance -= 1
         let input = mutator.input(seed: o.seed, index: index)
         s.index = index
         s.input = input
@@ -348,7 +351,9 @@ final class Driver {
             let now = Net.now()
             if !stopping && (c.run >= o.inputs || now - start >= o.seconds) { stopping = true }
             // Every input handed out and finished one way or another (some end as timeouts or cut short).
-            if next >= o.inputs && lingering.isEmpty && slots.allSatisfy({ $0.fd < 0 }) { stopping = true }
+            // Inputs that end as timeouts or cut short do not count: hand out more until `inputs` have run.
+            let inFlight = slots.reduce(0) { $0 + ($1.input != nil ? 1 : 0) } + lingering.count
+            allowance = Int(o.inputs) - Int(c.run) - inFlight
             if stopping { break }
             if now - lastProgress >= o.progressEvery {
                 let rate = Double(c.run - lastRun) / (now - lastProgress)
@@ -360,7 +365,7 @@ final class Driver {
             var n = 0
             for (i, s) in slots.enumerated() {
                 if s.state == .down {
-                    if now >= s.retryAt && next < o.inputs { open(s, now: now) }
+                    if now >= s.retryAt && allowance > 0 { open(s, now: now) }
                 } else if s.state == .ready {
                     startInput(s, now: now)
                 }
