@@ -356,9 +356,9 @@ worker_binary = {os.path.join(self.bin, "pgswift-worker")}
         canary = Canary(self.port)
         canary.start()
         pg_sessions0 = self.pg_sessions()
-        left = self.seconds - (time.monotonic() - self.started) - 45
+        left = self.seconds - (time.monotonic() - self.started) - 30
         self.phase("pre", self.conns_pre, left * 0.4)
-        left = self.seconds - (time.monotonic() - self.started) - 45
+        left = self.seconds - (time.monotonic() - self.started) - 30
         self.phase("post", self.conns_post, left)
         canary.stop_flag.set()
         canary.join(15)

@@ -22,7 +22,7 @@ public struct Mutator: Sendable {
     public init(phase: FuzzPhase, names: FuzzNames = FuzzNames(), framingPercent: Int? = nil) {
         self.phase = phase
         seeds = phase == .preAuth ? Corpus.preAuth(names) : Corpus.postAuth(names)
-        self.framingPercent = framingPercent ?? (phase == .preAuth ? 35 : 3)
+        self.framingPercent = framingPercent ?? (phase == .preAuth ? 35 : 2)
         let words = ["", names.trustUser, names.md5User, names.scramUser, "nosuchuser", "pgbouncer", "pgswift",
                      names.database, "template1", "user", "database", "options", "replication", "application_name",
                      "_pq_.x", "client_encoding", "SQL_ASCII", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS", "n,,", "md5",
@@ -58,8 +58,9 @@ public struct Mutator: Sendable {
 
     // MARK: structured (well framed)
 
-    /// Message types PostgreSQL refuses above 10,000 bytes (PQ_SMALL_MESSAGE_LIMIT) with a FATAL.
-    static let smallLimit: Set<UInt8> = Set("SHCDEX".utf8)
+    /// Message types PostgreSQL refuses above 10,000 bytes (PQ_SMALL_MESSAGE_LIMIT) with a FATAL; CopyDone
+    /// and CopyFail too, inside COPY FROM STDIN.
+    static let smallLimit: Set<UInt8> = Set("SHCDEXcf".utf8)
     static let boundary16: [UInt16] = [0, 1, 0x7f, 0x80, 0xff, 0x7fff, 0x8000, 0xffff, 0xfffe]
     static let boundary32: [UInt32] = [0, 1, 3, 4, 5, 0x7f, 0x80, 0xff, 0x7fff, 0x8000, 0xffff, 0x10000,
                                        0x7fff_ffff, 0x8000_0000, 0xffff_ffff, 0xffff_fffe, 32_768, 1_048_576]

@@ -116,7 +116,7 @@ struct Replay {
                 Enc.query("ROLLBACK; SELECT 424242").append(to: &payload)
             }
             let started = Net.now()
-            let until = started + 10
+            let until = started + 5
             if verbose { print("-> \(payload.count) bytes\(halfClose ? ", then half-close" : " + CopyFail + Sync + canary")") }
             _ = sendAll(fd, payload, until: until)
             if halfClose { shutdown(fd, Int32(SHUT_WR)) }
@@ -132,7 +132,7 @@ struct Replay {
             case true?:
                 if verbose { print("outcome: answered (canary seen) in \(format1(took)) s") }
             case false?:
-                print("outcome: NO ANSWER AND NO CLOSE within 10 s (run \(n + 1) of \(times)); stopping the repeats")
+                print("outcome: NO ANSWER AND NO CLOSE within 5 s (run \(n + 1) of \(times)); stopping the repeats")
                 ok = false
             }
             close(fd)
