@@ -45,7 +45,8 @@ class FuzzPostgres(Postgres):
     def settings(self):
         s = super().settings()
         # A million errors must not become a million log lines; fsync is already off.
-        s.update({"log_min_messages": "fatal", "log_min_error_statement": "panic", "max_connections": 100,
+        # "log" keeps FATALs and the postmaster's report of a crashed backend (with its query), not ERRORs.
+        s.update({"log_min_messages": "log", "log_min_error_statement": "panic", "max_connections": 100,
                   "shared_buffers": "128MB"})
         return s
 
@@ -337,7 +338,7 @@ worker_binary = {os.path.join(self.bin, "pgswift-worker")}
         if r.returncode != 0 or not line:
             self.failures.append(f"{name}-auth driver failed (status {r.returncode}): {line or 'no RESULT line'}")
             return res
-        for key in ("timeouts", "garbled"):
+        for key in ("timeouts", "garbled", "server_down"):
             if int(res.get(key, 0)):
                 self.failures.append(f"{name}-auth: {res[key]} input(s) {key} (see {self.out}/findings.txt)")
         if int(res.get("inputs", 0)) < self.inputs:
@@ -422,12 +423,24 @@ worker_binary = {os.path.join(self.bin, "pgswift-worker")}
         self.results["pgswift RSS"] = f"{rss_bytes(self.pids) / 1048576:.1f} MiB (at start {self.rss_start / 1048576:.1f})"
         if not self.pg.alive():
             self.failures.append("PostgreSQL died")
+        # A PostgreSQL backend that crashed on what pgswift forwarded (the postmaster then restarts all).
+        with open(self.pg.log_path, errors="replace") as fh:
+            crashes = [ln.strip() for ln in fh if "terminated by signal" in ln or "Failed process was running" in ln]
+        self.results["PostgreSQL backend crashes"] = sum(1 for ln in crashes if "terminated by signal" in ln)
+        if crashes:
+            self.failures.append("PostgreSQL backend crashed (postgres.log in the output folder): "
+                                 + " | ".join(c[:300] for c in crashes[:4]))
 
     def cleanup(self):
         if self.px is not None:
             log(f"stopping pgswift: {self.px.stop(signal.SIGTERM, grace=10.0, then=signal.SIGTERM)}")
             try:
                 shutil.copy(self.px_log, os.path.join(self.out, "pgswift.log"))
+            except OSError:
+                pass
+        if self.pg is not None:
+            try:
+                shutil.copy(self.pg.log_path, os.path.join(self.out, "postgres.log"))
             except OSError:
                 pass
         if self.pg is not None:

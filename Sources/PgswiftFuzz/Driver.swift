@@ -33,6 +33,7 @@ struct Counters {
     var loginFailures: UInt64 = 0
     var connectBusy: UInt64 = 0
     var connectFailures: UInt64 = 0
+    var serverDown: UInt64 = 0   // closed because PostgreSQL was down or restarting (not counted in run)
     var lateCloses: UInt64 = 0   // closed by pgswift, but only after the slot had moved on
 }
 
@@ -222,6 +223,9 @@ final class Driver {
 
     func peerClosed(_ s: Slot) {
         switch s.state {
+        case .halfClosed where Driver.serverDown(s.lastError), .awaiting where Driver.serverDown(s.lastError):
+            // PostgreSQL was restarting or unreachable: the input tested nothing; it does not count.
+            c.serverDown += 1
         case .halfClosed, .awaiting:
             c.run += 1
             c.closed += 1
@@ -281,6 +285,8 @@ final class Driver {
             }
         }
     }
+
+    static func serverDown(_ error: String) -> Bool { error.hasPrefix("57P") || error.hasPrefix("08001") }
 
     static func errorSummary(_ body: [UInt8]) -> String {
         var code = "", msg = ""
