@@ -4,7 +4,7 @@ JOBS    ?= 2
 CONFIG  ?= pgswift.ini
 RELEASE := .build/release
 
-.PHONY: all build debug test run bench bench-quick bench-binaries microbench profile clean check-config deps deps-build deps-test deb deb-binaries
+.PHONY: all build debug test run fuzz bench bench-quick bench-binaries microbench profile clean check-config deps deps-build deps-test deb deb-binaries
 
 all: build
 
@@ -30,6 +30,17 @@ test: deps-test
 
 run: deps-test build
 	scripts/demo.sh
+
+# The fuzzer (issue 14; README "Fuzzing"): a real PostgreSQL and pgswift, >= 1 M pre-auth and >= 1 M post-auth
+# inputs within FUZZ_SECONDS, then crash and frozen-pool checks. Never part of `make test`. FUZZ_SEED replays a
+# run (drawn and printed when unset); findings and pgswift's log go to fuzz/out/.
+FUZZ_SECONDS ?= 570
+FUZZ_SEED    ?=
+
+fuzz: deps-test
+	$(SWIFT) build -c release -j $(JOBS)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_SEED=$(FUZZ_SEED) PGSWIFT_BIN_DIR="$${PGSWIFT_BIN_DIR:-$(CURDIR)/$(RELEASE)}" \
+		PYTHONDONTWRITEBYTECODE=1 python3 fuzz/fuzz.py
 
 # Benchmarks (bench/README.md); never part of `make test`. Tune with BENCH_DURATION, BENCH_REPEATS...
 BENCH_PY := PYTHONDONTWRITEBYTECODE=1 python3

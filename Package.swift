@@ -8,6 +8,7 @@ let package = Package(
     products: [
         .executable(name: "pgswift", targets: ["Supervisor"]),
         .executable(name: "pgswift-worker", targets: ["Worker"]),
+        .executable(name: "pgswift-fuzz", targets: ["PgswiftFuzz"]),
     ],
     targets: [
         // Header-only shim for what Glibc does not export to Swift (epoll, signalfd, accept4, CMSG...).
@@ -20,10 +21,14 @@ let package = Package(
         .executableTarget(name: "Worker", dependencies: ["Shared", "CLinux", "COpenSSL"], path: "Sources/Worker"),
         .executableTarget(name: "Supervisor", dependencies: ["Shared", "CLinux", "CSystemd"],
                           path: "Sources/Supervisor"),
+        // The fuzzer (`make fuzz`, fuzz/README in README.md): generator library and its driver.
+        .target(name: "FuzzCore", path: "Sources/FuzzCore"),
+        .executableTarget(name: "PgswiftFuzz", dependencies: ["FuzzCore"], path: "Sources/PgswiftFuzz"),
         .testTarget(name: "SharedTests", dependencies: ["Shared"], path: "Tests/SharedTests"),
         .testTarget(name: "WorkerTests", dependencies: ["Worker", "Shared"], path: "Tests/WorkerTests"),
         .testTarget(name: "SupervisorTests", dependencies: ["Supervisor", "Shared"],
                     path: "Tests/SupervisorTests"),
+        .testTarget(name: "FuzzCoreTests", dependencies: ["FuzzCore"], path: "Tests/FuzzCoreTests"),
         .testTarget(name: "EndToEndTests", dependencies: ["Shared"], path: "Tests/EndToEndTests",
                     exclude: ["drivers"]),
     ]
