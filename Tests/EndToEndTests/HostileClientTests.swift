@@ -449,4 +449,32 @@ final class HostileClientTests: XCTestCase {
         XCTAssertEqual(try c.query("select 'after'").first?.first ?? nil, "after", "\(kinds)")
         try assertNoFreeze("fuzzer sequence with FunctionCall", bytes)
     }
+
+    /// A sequence the fuzzer stalled a session with: a Query without its terminating NUL (PostgreSQL:
+    /// 08P01 "invalid string in message", then ReadyForQuery), a CopyData of 222,601 zero bytes outside
+    /// any COPY (ignored by PostgreSQL), CopyFail (ignored), Sync and a Query: every Sync and Query gets
+    /// its ReadyForQuery and the last Query its row.
+    func testUnterminatedQueryThenLargeCopyDataIsAnsweredToTheEnd() throws {
+        for filler: UInt8 in [0, UInt8(ascii: "x")] {
+            let c = try login()
+            defer { c.close() }
+            let badQuery = WireEncode.message("Q", Array("select 1".utf8))
+            let copyData = WireEncode.message("d", [UInt8](repeating: filler, count: 222_601))
+            let copyFail = WireEncode.message("f", WireEncode.cString("fuzz"))
+            try c.socket.send(badQuery + copyData + copyFail + Ext.sync + WireEncode.query("select 'tail'"))
+            var kinds: [Character] = []
+            var readies = 0
+            var tail: String? = nil
+            while readies < 3 {
+                guard let m = try c.readMessage(timeout: 10) else { XCTFail("filler \(filler): closed after \(kinds)"); return }
+                kinds.append(m.typeChar)
+                if m.typeChar == "Z" { readies += 1 }
+                if m.typeChar == "D" { tail = String(decoding: m.body.dropFirst(6), as: UTF8.self) }
+            }
+            XCTAssertEqual(kinds.first, "E", "filler \(filler): \(kinds)")
+            XCTAssertEqual(tail, "tail", "filler \(filler): \(kinds)")
+            XCTAssertEqual(try c.query("select 'after'").first?.first ?? nil, "after", "filler \(filler): \(kinds)")
+        }
+        try assertPoolUsable("unterminated query then large CopyData")
+    }
 }

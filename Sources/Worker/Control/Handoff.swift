@@ -146,8 +146,9 @@ extension Worker {
         state.isUnix = clients[ci].isUnix
         state.peer = info.peer
         state.connectedAt = clients[ci].connectedAt
-        for (name, id) in info.prepared where Int(id) < statements.bodies.count {
-            state.prepared.append(HandoffStatement(name: name, body: statements.bodies[Int(id)]))
+        for (name, id) in info.prepared {
+            guard let body = statements.body(id) else { continue }
+            state.prepared.append(HandoffStatement(name: name, body: body))
         }
         if let b = clients[ci].io.input.base, clients[ci].io.input.end > clients[ci].io.input.start {
             state.pending = [UInt8](UnsafeRawBufferPointer(start: b + clients[ci].io.input.start,

@@ -37,19 +37,66 @@ enum Slot {
 /// Distinct statements (query text + parameter types) seen in named Parse messages, per worker.
 struct StatementRegistry {
     private var ids: [[UInt8]: Int32] = [:]
-    private(set) var bodies: [[UInt8]] = []
+    private var bodies: [Int32: [UInt8]] = [:]
+    /// Ids are never reused (a server may know PGSWIFT_<id> until it forgets it): the next one.
+    private var nextID: Int32 = 0
+    /// Statements kept since the last sweep at which a sweep is due (see `Worker.sweepStatements`).
+    private(set) var sweepAt = StatementRegistry.minimumSweep
+    static let minimumSweep = 10_000
+
+    var count: Int { bodies.count }
+    var sweepDue: Bool { bodies.count >= sweepAt }
 
     /// `rest` is a Parse body after the statement name: query\0, int16 count, int32 type oids.
     mutating func intern(_ rest: UnsafeRawBufferPointer) -> Int32 {
         let key = [UInt8](rest)
         if let id = ids[key] { return id }
-        let id = Int32(bodies.count)
-        bodies.append(key)
+        let id = nextID
+        nextID &+= 1
+        bodies[id] = key
         ids[key] = id
         return id
     }
 
+    func body(_ id: Int32) -> [UInt8]? { bodies[id] }
+
+    /// Forgets every statement not in `live`; the next sweep is due when the registry has doubled.
+    mutating func keepOnly(_ live: Set<Int32>) {
+        for (id, key) in bodies where !live.contains(id) {
+            bodies[id] = nil
+            ids[key] = nil
+        }
+        sweepAt = max(2 * bodies.count, StatementRegistry.minimumSweep)
+    }
+
     static func serverName(_ id: Int32) -> String { "PGSWIFT_\(id)" }
+}
+
+extension Worker {
+    /// Statements no client names and no server holds are forgotten (a client that prepares endless
+    /// distinct texts would otherwise grow the registry for the worker's life). Run when the registry
+    /// has doubled since the last sweep (at least 10,000 statements): a walk of the tables, marking
+    /// every id a client maps a name to, a server has prepared, or a Parse or Close in flight names.
+    func sweepStatements() {
+        var live = Set<Int32>()
+        var ci: Int32 = 0
+        while ci < Int32(clients.capacity) {
+            if clients[ci].state != .free, let info = clients[ci].info { live.formUnion(info.prepared.values) }
+            ci += 1
+        }
+        var si: Int32 = 0
+        while si < Int32(servers.capacity) {
+            if servers[si].state != .free, let info = servers[si].info {
+                live.formUnion(info.prepared.keys)
+                for p in info.parsesInFlight { live.insert(p.id) }
+                live.formUnion(info.closesInFlight)
+            }
+            si += 1
+        }
+        let before = statements.count
+        statements.keepOnly(live)
+        log.debug("prepared statements: kept \(statements.count) of \(before)")
+    }
 }
 
 /// Bytes of one client message too large for the I/O buffer that pgswift needs whole (a named Parse,
@@ -342,6 +389,7 @@ extension Worker {
             }
             let id = statements.intern(UnsafeRawBufferPointer(rebasing: body[restStart...]))
             info.prepared[name] = id
+            if statements.sweepDue { sweepStatements() }
             if servers[si].info?.prepared[id] != nil {
                 servers[si].info?.prepared[id] = nextUseTick()
                 ok = pushSlot(si, Slot.synthParseComplete)
@@ -428,7 +476,7 @@ extension Worker {
         }
         let lo = scratch.beginMessage(FrontendType.parse)
         scratch.appendCString(StatementRegistry.serverName(id))
-        statements.bodies[Int(id)].withUnsafeBytes { scratch.appendBytes($0) }
+        statements.body(id)?.withUnsafeBytes { scratch.appendBytes($0) }
         scratch.endMessage(lo)
         sinfo.prepared[id] = nextUseTick()
         guard pushSlot(si, swallow ? (Slot.parseTracked | Slot.swallow) : Slot.parseTracked) else { return false }

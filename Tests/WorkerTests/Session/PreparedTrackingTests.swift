@@ -99,6 +99,46 @@ final class PreparedTrackingTests: XCTestCase {
         XCTAssertEqual(StatementRegistry.serverName(ia), "PGSWIFT_\(ia)")
     }
 
+    func testRegistryForgetsWhatIsNotLiveAndNeverReusesIds() {
+        var r = StatementRegistry()
+        let ids = (0..<5).map { i in Array("select \(i)\0\0\0".utf8).withUnsafeBytes { r.intern($0) } }
+        r.keepOnly([ids[1], ids[3]])
+        XCTAssertEqual(r.count, 2)
+        XCTAssertNil(r.body(ids[0]))
+        XCTAssertEqual(r.body(ids[3]), Array("select 3\0\0\0".utf8))
+        // A forgotten text comes back under a new id: PGSWIFT_<old id> may still exist somewhere.
+        let again = Array("select 0\0\0\0".utf8).withUnsafeBytes { r.intern($0) }
+        XCTAssertFalse(ids.contains(again))
+        XCTAssertEqual(Array("select 3\0\0\0".utf8).withUnsafeBytes { r.intern($0) }, ids[3], "a live text keeps its id")
+    }
+
+    /// The worker's sweep keeps what a client names or a server holds (prepared, or a Parse/Close in
+    /// flight) and forgets the rest; a sweep is due only once the registry has doubled.
+    func testSweepKeepsStatementsClientsAndServersStillUse() throws {
+        let w = try makeWorker()
+        func intern(_ i: Int) -> Int32 { Array("select \(i)\0\0\0".utf8).withUnsafeBytes { w.statements.intern($0) } }
+        let all = (0..<StatementRegistry.minimumSweep).map(intern)
+        XCTAssertTrue(w.statements.sweepDue)
+        let ci = w.clients.allocate()
+        w.setClientState(ci, .idle)
+        let cinfo = ClientInfo(trackedCount: 1)
+        cinfo.prepared["a"] = all[7]
+        w.clients[ci].info = cinfo
+        let si = w.servers.allocate()
+        w.servers[si].pool = try XCTUnwrap(w.pool(database: "db", user: "u"))
+        w.setServerState(si, .connecting)
+        let sinfo = ServerInfo(trackedCount: 1)
+        sinfo.prepared[all[8]] = 1
+        sinfo.parsesInFlight = [ParseInFlight(id: all[9], clientName: nil)]
+        sinfo.closesInFlight = [all[10]]
+        w.servers[si].info = sinfo
+        w.sweepStatements()
+        XCTAssertEqual(w.statements.count, 4)
+        for i in [7, 8, 9, 10] { XCTAssertNotNil(w.statements.body(all[i]), "statement \(i)") }
+        XCTAssertNil(w.statements.body(all[0]))
+        XCTAssertFalse(w.statements.sweepDue)
+    }
+
     func testSessionTags() {
         func classify(_ s: String) -> Bool? {
             Array((s + "\0").utf8).withUnsafeBytes { SessionTags.classify($0) }
