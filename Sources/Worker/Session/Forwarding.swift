@@ -612,12 +612,14 @@ extension Worker {
 
     /// Transaction and statement mode: the server may go back to the pool — idle ('I'), nothing
     /// forwarded awaits an answer, no extended-protocol batch is open, no answer pgswift owes, and the
-    /// client has nothing scanned for it that is not sent yet.
+    /// client has nothing scanned for it that is not sent yet and is not in the middle of a message
+    /// to it (the rest of a large one would have no server to go to).
     @inline(__always)
     func transactionDone(_ si: Int32) -> Bool {
         let ci = servers[si].client
         return servers[si].pendingSyncs == 0 && !servers[si].unsynced && servers[si].txStatus == UInt8(ascii: "I")
             && servers[si].slotCount == 0 && ci >= 0 && !clients[ci].io.input.hasUnsent
+            && clients[ci].io.input.partial == 0
     }
 
     /// ParameterStatus (tracked values follow the client), CommandComplete tags (session state that

@@ -42,4 +42,26 @@ final class ReleaseOnFlushTests: WorkerHarnessCase {
         XCTAssertFalse(forB.contains { $0.char == "D" && $0.body.suffix(5) == Array("for a".utf8) }, "b received a's row")
         XCTAssertTrue(forB.contains { $0.char == "D" && $0.body.suffix(5) == Array("for b".utf8) }, "b: \(forB)")
     }
+
+    /// The fuzzer's stall: a Query whose answer (here an error and ReadyForQuery 'I') comes back while
+    /// the client is still sending a large message after it (a CopyData outside COPY, which PostgreSQL
+    /// ignores). The server must stay linked until that message is through: released, the rest of it
+    /// had no server to go to and the session hung.
+    func testServerIsNotReleasedInTheMiddleOfAClientMessage() throws {
+        try start(databaseOptions: "pool_size=1")
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        let copyData = TestWire.message("d", [UInt8](repeating: 0, count: 200_000))
+        a.send(FE.query("select 1") + Array(copyData[0..<20_000]))
+        XCTAssertEqual(h.next(s)?.firstString, "select 1")
+        s.send(BE.error("08P01", "invalid string in message") + BE.ready())
+        XCTAssertEqual(h.readUntilReady(a).map(\.char), ["E", "Z"])
+        a.send(Array(copyData[20_000...]) + FE.sync + FE.query("select 'tail'"))
+        let rest = h.next(s, 3)
+        XCTAssertEqual(rest.map(\.char), ["d", "S", "Q"], "the rest of the CopyData, Sync and Query reach the server")
+        XCTAssertEqual(rest.first?.body.count, 200_000)
+        s.send(BE.ready() + BE.row("tail") + BE.ready())
+        let got = h.readUntilReady(a, count: 2)
+        XCTAssertTrue(got.contains { $0.char == "D" && $0.body.suffix(4) == Array("tail".utf8) }, "\(got.map(\.char))")
+    }
 }
