@@ -182,7 +182,13 @@ extension Worker {
             if servers[si].io.input.hasUnsent { return false }
             let ci = servers[si].client
             popSlot(si)
-            guard ci >= 0 else { continue }
+            guard ci >= 0 else {
+                // Nobody to tell: the error queued for this slot goes with it.
+                if Slot.kind(head) == Slot.synthError, let sinfo = servers[si].info, !sinfo.pendingErrors.isEmpty {
+                    sinfo.pendingErrors.removeFirst()
+                }
+                continue
+            }
             scratch.clear()
             switch Slot.kind(head) {
             case Slot.synthParseComplete: Backend.parseComplete(into: &scratch)
@@ -207,7 +213,7 @@ extension Worker {
             while let h = headSlot(si) {
                 let k = Slot.kind(h)
                 popSlot(si)
-                if k == Slot.parseTracked || k == Slot.closeTracked {
+                if k == Slot.parseTracked || k == Slot.closeTracked || k == Slot.synthError {
                     // Abnormal (an error pops these first): kept off the common path.
                     var failed: [Int32] = []
                     unanswered(si, k, &failed)
@@ -487,7 +493,14 @@ extension Worker {
     /// A slot popped without its own answer (an error, or the ReadyForQuery, came first): the server
     /// failed or skipped that message. `failed` gathers the statements whose Parse failed in this pass.
     private func unanswered(_ si: Int32, _ kind: UInt8, _ failed: inout [Int32]) {
-        guard kind == Slot.parseTracked || kind == Slot.closeTracked, let sinfo = servers[si].info else { return }
+        guard kind == Slot.parseTracked || kind == Slot.closeTracked || kind == Slot.synthError,
+              let sinfo = servers[si].info else { return }
+        if kind == Slot.synthError {
+            // An error pgswift owed but never sent (the server's own error came first and ended the
+            // batch): its text goes too, or the next synthesized error would carry this one's.
+            if !sinfo.pendingErrors.isEmpty { sinfo.pendingErrors.removeFirst() }
+            return
+        }
         if kind == Slot.parseTracked {
             // The statement is not on that server, and the name the client gave it in that Parse is
             // not defined either (as in PostgreSQL, where a failed Parse creates nothing).

@@ -98,6 +98,27 @@ final class PreparedTests: WorkerHarnessCase {
         h.roundTrip(a, s, "select 1")
     }
 
+    /// The server's own error can end a batch before an error pgswift owes reaches the client (an
+    /// unnamed Parse fails, then a Bind to an unknown statement): the owed error is dropped with the
+    /// batch, and its text with it. Before, the text stayed queued and the next synthesised error (here
+    /// for "other") went out with the old one's text ("nosuch").
+    func testAnOwedErrorDroppedWithItsBatchTakesItsTextAlong() throws {
+        try start()
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.parse("", "select syntax error") + FE.bind("", "nosuch", ["1"]) + FE.execute() + FE.sync)
+        XCTAssertEqual(chars(h.next(s, 2)), ["P", "S"])
+        s.send(BE.error("42601", "syntax error") + BE.ready())
+        let first = h.readUntilReady(a)
+        XCTAssertEqual(first.first?.sqlState, "42601", "\(chars(first))")
+        a.send(FE.bind("", "other", ["1"]) + FE.execute() + FE.sync)
+        XCTAssertEqual(chars(h.next(s, 1)), ["S"])
+        s.send(BE.ready())
+        let second = h.readUntilReady(a)
+        XCTAssertEqual(chars(second), ["E", "Z"])
+        XCTAssertEqual(second.first?.error?.message, "prepared statement \"other\" does not exist")
+    }
+
     func testSkippingAfterAnErrorConsumesAMessageLargerThanTheBuffer() throws {
         try start()
         let a = h.login()
