@@ -412,10 +412,10 @@ extension Worker {
         }
     }
 
-    /// Our BackendKeyData process id: the worker slot above the client's table index, so a cancel
-    /// that lands on any worker finds its owner.
+    /// Our BackendKeyData process id (`CancelProcessID`: the worker slot above the client's table
+    /// index), so a cancel that lands on any worker finds its owner.
     func clientProcessID(_ ci: Int32) -> Int32 {
-        (slot << 20) | (ci & 0xF_FFFF)
+        CancelProcessID(slot: slot, index: ci).raw
     }
 
     /// The pool's last server login error while server_login_retry has not passed.

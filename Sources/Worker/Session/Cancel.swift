@@ -4,7 +4,7 @@ import Shared
 extension Worker {
     /// A CancelRequest arrived on this worker: handle it here or pass it to the owning worker.
     func handleCancelRequest(processID: Int32, secretKey: UInt32) {
-        let owner = processID >> 20
+        let owner = CancelProcessID(raw: processID).slot
         if owner == slot {
             cancelLocal(processID: processID, secretKey: secretKey)
         } else {
