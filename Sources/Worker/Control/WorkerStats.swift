@@ -249,14 +249,7 @@ extension Worker {
             }
             return
         }
-        let blob: StatsBlob
-        do throws(StatsDecodeError) {
-            guard let b = try stats.reassembler.add(chunk) else { return }
-            blob = b
-        } catch {
-            log.warning("supervisor sent \(error)")
-            return
-        }
+        guard let blob = stats.reassembler.add(chunk, from: "supervisor", log: log) else { return }
         switch blob.kind {
         case .statsRequest:
             do throws(StatsDecodeError) {

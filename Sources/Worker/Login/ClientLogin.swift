@@ -10,18 +10,12 @@ extension Worker {
         while clients[ci].state == .startup || clients[ci].state == .auth {
             if clients[ci].io.tls != nil && !clients[ci].usesTLS && !clientHandshake(ci) { break }
             if processLoginBytes(ci) { continue }
-            // Need more bytes.
-            if !clients[ci].io.readable { break }
-            switch readInto(client: ci) {
-            case .data: continue
-            case .wouldBlock: break
-            case .full:
-                // Every login message fits the buffer (lengths are checked first): never wait on one.
-                failClient(ci, code: SQLState.protocolViolation, message: "login message too large")
-                return
-            case .closed:
-                closeClient(ci, reason: "client closed the connection during login", notify: false)
-                return
+            // Need more bytes. Every login message fits the buffer (lengths are checked first): never wait on one.
+            switch readHeld(client: ci, tooLarge: (SQLState.protocolViolation, "login message too large"),
+                            closed: "client closed the connection during login") {
+            case .more: continue
+            case .wait: break
+            case .stopped: return
             }
             break
         }
