@@ -252,14 +252,14 @@ extension Worker {
         case .failing:
             passwordFailed(ci, reason: info.authQueryFound ? "the user has no password" : "no such user")
         case .cleartext(let secret):
-            let given = body.withUnsafeBytes { PasswordMessage.parseCleartext($0) } ?? ""
+            let given = body.withUnsafeBytes { Decode.passwordCleartext($0) } ?? ""
             if verifyCleartext(user: info.user, given: given, secret: secret) {
                 authenticated(ci)
             } else {
                 passwordFailed(ci, reason: "wrong password")
             }
         case .md5(let salt, let secret):
-            let given = body.withUnsafeBytes { PasswordMessage.parseCleartext($0) } ?? ""
+            let given = body.withUnsafeBytes { Decode.passwordCleartext($0) } ?? ""
             let stored: String
             switch secret {
             case .plain(let pw): stored = MD5Password.hash(user: info.user, password: pw)
