@@ -49,8 +49,6 @@ enum SupervisorMain {
 }
 
 final class Supervisor {
-    /// epoll data of the signalfd; worker channels use WorkerSlot.epollData, never 0.
-    static let signalData: UInt64 = 0
     /// How long workers get to exit after `shutdown(.immediate)` before SIGKILL.
     static let immediateGraceNanos: Int64 = 5_000_000_000
 
@@ -214,7 +212,7 @@ final class Supervisor {
             return abandon()
         }
         do throws(SyscallError) {
-            try epoll.add(signals.fd, events: .input, data: signalData)
+            try epoll.add(signals.fd, events: .input, data: SupervisorToken.signal.raw)
         } catch {
             log.fatal("\(error)")
             if let path = listeners.unixPath { Files.remove(path) }
@@ -251,15 +249,12 @@ final class Supervisor {
                 break
             }
             for i in 0..<n {
-                let data = epoll.event(i).data
-                if data == Self.signalData {
-                    handleSignals()
-                } else if data & MetricsServer.tag != 0 {
-                    handleMetrics(data)
-                } else if data & HealthCheckState.tag != 0 {
-                    handleHealthEvent(data)
-                } else {
-                    handleChannel(data)
+                let token = SupervisorToken(raw: epoll.event(i).data)
+                switch token.owner {
+                case .signal: handleSignals()
+                case .metrics: handleMetrics(token)
+                case .health: handleHealthEvent(token)
+                case .channel: handleChannel(token)
                 }
             }
             runTimers(now: Clock.monotonicNanos())
@@ -361,7 +356,7 @@ final class Supervisor {
         slot.respawnAt = nil
         slot.channel = ControlChannel(fd: mine)
         do throws(SyscallError) {
-            try epoll.add(mine, events: .input, data: slot.epollData)
+            try epoll.add(mine, events: .input, data: slot.epollData.raw)
         } catch {
             log.error("worker \(slot.index): cannot watch its control channel: \(error)")
         }
@@ -412,9 +407,9 @@ final class Supervisor {
         }
     }
 
-    func handleChannel(_ data: UInt64) {
+    func handleChannel(_ token: SupervisorToken) {
         // A slot's worker, or a new / replaced one during a rolling restart (Upgrade.swift).
-        guard let slot = channelOwner(data) else { return }
+        guard let slot = channelOwner(token) else { return }
         let index = slot.index
         drainChannel(slot)
         // Bounded, so one chatty worker cannot starve the others (the fd stays readable: level-triggered).

@@ -170,14 +170,14 @@ final class Worker {
     func run() throws {
         tuneListeners()
         for fd in listenFDs {
-            try epoll.add(fd, events: [.input], data: Token.make(kind: Token.listener, gen: 0, index: fd))
+            try epoll.add(fd, events: [.input], data: WorkerToken(.listener, fd: fd).raw)
         }
         for fd in unixFDs {
             // Every worker shares the one Unix socket: wake only one of them per connection.
-            try epoll.add(fd, events: [.input, .exclusive], data: Token.make(kind: Token.listener, gen: 0, index: fd))
+            try epoll.add(fd, events: [.input, .exclusive], data: WorkerToken(.listener, fd: fd).raw)
         }
         if controlFD >= 0 {
-            try epoll.add(controlFD, events: [.input], data: Token.make(kind: Token.control, gen: 0, index: controlFD))
+            try epoll.add(controlFD, events: [.input], data: WorkerToken(.control, fd: controlFD).raw)
             if initialHandoffFD >= 0 { try registerHandoffInput(initialHandoffFD) }
             sendControl(.ready(slot: slot, pid: Posix.getpid()))
         }
@@ -212,23 +212,23 @@ final class Worker {
     }
 
     @inline(__always)
-    func dispatch(events: UInt32, token: UInt64) {
-        let kind = Token.kind(token)
-        let index = Token.index(token)
-        switch kind {
-        case Token.client:
-            guard clients[index].io.gen & 0xFF_FFFF == Token.gen(token), clients[index].state != .free else { return }
+    func dispatch(events: UInt32, token data: UInt64) {
+        let token = WorkerToken(raw: data)
+        let index = token.index
+        switch token.kind {
+        case .client?:
+            guard token.matches(generation: clients[index].io.gen), clients[index].state != .free else { return }
             clientEvent(index, events)
-        case Token.server:
-            guard servers[index].io.gen & 0xFF_FFFF == Token.gen(token), servers[index].state != .free else { return }
+        case .server?:
+            guard token.matches(generation: servers[index].io.gen), servers[index].state != .free else { return }
             serverEvent(index, events)
-        case Token.listener:
+        case .listener?:
             acceptClients(index)
-        case Token.control:
+        case .control?:
             controlEvent()
-        case Token.handoff:
+        case .handoff?:
             handoffEvent()
-        default:
+        case nil:
             break
         }
     }

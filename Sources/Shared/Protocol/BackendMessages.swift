@@ -198,13 +198,11 @@ public enum Backend {
     // MARK: query results (admin console, synthetic answers)
 
     public static func commandComplete(into out: inout OutBuffer, tag: String) {
-        let at = out.beginMessage(BackendType.commandComplete)
-        out.appendCString(tag)
-        out.endMessage(at)
+        out.appendCStringMessage(BackendType.commandComplete, tag)
     }
 
     public static func emptyQueryResponse(into out: inout OutBuffer) {
-        empty(into: &out, BackendType.emptyQueryResponse)
+        out.appendEmptyMessage(BackendType.emptyQueryResponse)
     }
 
     /// Columns in text format, not tied to a table, as PostgreSQL describes a computed result.
@@ -244,23 +242,18 @@ public enum Backend {
     // MARK: extended protocol acknowledgements
 
     public static func parseComplete(into out: inout OutBuffer) {
-        empty(into: &out, BackendType.parseComplete)
+        out.appendEmptyMessage(BackendType.parseComplete)
     }
 
     public static func bindComplete(into out: inout OutBuffer) {
-        empty(into: &out, BackendType.bindComplete)
+        out.appendEmptyMessage(BackendType.bindComplete)
     }
 
     public static func closeComplete(into out: inout OutBuffer) {
-        empty(into: &out, BackendType.closeComplete)
+        out.appendEmptyMessage(BackendType.closeComplete)
     }
 
     public static func noData(into out: inout OutBuffer) {
-        empty(into: &out, BackendType.noData)
-    }
-
-    private static func empty(into out: inout OutBuffer, _ type: UInt8) {
-        out.appendUInt8(type)
-        out.appendInt32(4)
+        out.appendEmptyMessage(BackendType.noData)
     }
 }

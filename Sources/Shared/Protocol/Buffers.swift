@@ -146,6 +146,19 @@ public struct OutBuffer {
         return beginUntypedMessage()
     }
 
+    /// A message with no body (Sync, Flush, Terminate, ParseComplete, NoData...).
+    @inlinable public mutating func appendEmptyMessage(_ type: UInt8) {
+        appendUInt8(type)
+        appendInt32(4)
+    }
+
+    /// A message whose body is one C string (Query, PasswordMessage, CommandComplete, CopyFail).
+    @inlinable public mutating func appendCStringMessage(_ type: UInt8, _ text: String) {
+        let at = beginMessage(type)
+        appendCString(text)
+        endMessage(at)
+    }
+
     /// Placeholder length only, for startup-style packets that have no type byte.
     @inlinable public mutating func beginUntypedMessage() -> Int {
         let offset = _count

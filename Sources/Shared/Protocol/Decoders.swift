@@ -113,21 +113,6 @@ public enum ReadyForQuery {
     }
 }
 
-/// CommandComplete ('C' from a server).
-public enum CommandComplete {
-    /// The command tag, e.g. "SELECT 1", "INSERT 0 5", "BEGIN".
-    public static func parse(_ body: UnsafeRawBufferPointer) -> String? {
-        Decode.exactCString(body)
-    }
-}
-
-/// PasswordMessage ('p' from a client answering a cleartext or MD5 request).
-public enum PasswordMessage {
-    public static func parseCleartext(_ body: UnsafeRawBufferPointer) -> String? {
-        Decode.exactCString(body)
-    }
-}
-
 /// SASLInitialResponse ('p' from a client answering AuthenticationSASL).
 public enum SASLInitialResponse {
     /// Mechanism and client-first data; a data length of -1 ("none") yields empty data.
@@ -139,20 +124,6 @@ public enum SASLInitialResponse {
         }
         guard Int(n) == r.remaining, let data = r.readBytes(Int(n)) else { return nil }
         return (mechanism: mechanism, data: [UInt8](data))
-    }
-}
-
-/// SASLResponse ('p' from a client during SASL exchange): the body is the mechanism's data.
-public enum SASLResponse {
-    public static func parse(_ body: UnsafeRawBufferPointer) -> [UInt8] {
-        [UInt8](body)
-    }
-}
-
-/// Query ('Q' from a client).
-public enum Query {
-    public static func parse(_ body: UnsafeRawBufferPointer) -> String? {
-        Decode.exactCString(body)
     }
 }
 
@@ -179,24 +150,28 @@ public enum Decode {
         ReadyForQuery.parse(body)
     }
 
+    /// CommandComplete ('C' from a server): the command tag, e.g. "SELECT 1", "INSERT 0 5", "BEGIN".
     public static func commandComplete(_ body: UnsafeRawBufferPointer) -> String? {
-        CommandComplete.parse(body)
+        exactCString(body)
     }
 
+    /// PasswordMessage ('p' from a client answering a cleartext or MD5 request).
     public static func passwordCleartext(_ body: UnsafeRawBufferPointer) -> String? {
-        PasswordMessage.parseCleartext(body)
+        exactCString(body)
     }
 
     public static func saslInitialResponse(_ body: UnsafeRawBufferPointer) -> (mechanism: String, data: [UInt8])? {
         SASLInitialResponse.parse(body)
     }
 
+    /// SASLResponse ('p' from a client during a SASL exchange): the body is the mechanism's data.
     public static func saslResponse(_ body: UnsafeRawBufferPointer) -> [UInt8] {
-        SASLResponse.parse(body)
+        [UInt8](body)
     }
 
+    /// Query ('Q' from a client).
     public static func query(_ body: UnsafeRawBufferPointer) -> String? {
-        Query.parse(body)
+        exactCString(body)
     }
 
     /// NegotiateProtocolVersion ('v' from a server).

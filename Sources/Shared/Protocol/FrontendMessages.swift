@@ -37,9 +37,7 @@ public enum Frontend {
 
     /// Cleartext password or the "md5..." hash string.
     public static func passwordMessage(into out: inout OutBuffer, password: String) {
-        let at = out.beginMessage(FrontendType.password)
-        out.appendCString(password)
-        out.endMessage(at)
+        out.appendCStringMessage(FrontendType.password, password)
     }
 
     /// SASLInitialResponse; nil data is sent as length -1 ("no initial response").
@@ -64,23 +62,21 @@ public enum Frontend {
     // MARK: simple query and session end
 
     public static func query(into out: inout OutBuffer, sql: String) {
-        let at = out.beginMessage(FrontendType.query)
-        out.appendCString(sql)
-        out.endMessage(at)
+        out.appendCStringMessage(FrontendType.query, sql)
     }
 
     public static func terminate(into out: inout OutBuffer) {
-        empty(into: &out, FrontendType.terminate)
+        out.appendEmptyMessage(FrontendType.terminate)
     }
 
     // MARK: extended query
 
     public static func sync(into out: inout OutBuffer) {
-        empty(into: &out, FrontendType.sync)
+        out.appendEmptyMessage(FrontendType.sync)
     }
 
     public static func flush(into out: inout OutBuffer) {
-        empty(into: &out, FrontendType.flush)
+        out.appendEmptyMessage(FrontendType.flush)
     }
 
     /// Parse; `name` "" is the unnamed statement. `parameterTypes` 0 lets the server infer a type.
@@ -146,17 +142,10 @@ public enum Frontend {
     // MARK: COPY
 
     public static func copyDone(into out: inout OutBuffer) {
-        empty(into: &out, FrontendType.copyDone)
+        out.appendEmptyMessage(FrontendType.copyDone)
     }
 
     public static func copyFail(into out: inout OutBuffer, message: String) {
-        let at = out.beginMessage(FrontendType.copyFail)
-        out.appendCString(message)
-        out.endMessage(at)
-    }
-
-    private static func empty(into out: inout OutBuffer, _ type: UInt8) {
-        out.appendUInt8(type)
-        out.appendInt32(4)
+        out.appendCStringMessage(FrontendType.copyFail, message)
     }
 }

@@ -121,6 +121,17 @@ public struct StatsReassembler {
 
     public var pendingCount: Int { pending.count }
 
+    /// Adds one chunk from `sender`; returns the blob when this chunk completed it. A malformed chunk
+    /// is logged as a warning ("<sender> sent ...") and dropped: nil, as for a chunk that completes nothing.
+    public mutating func add(_ encoded: [UInt8], from sender: @autoclosure () -> String, log: Logger) -> StatsBlob? {
+        do throws(StatsDecodeError) {
+            return try add(encoded)
+        } catch {
+            log.warning("\(sender()) sent \(error)")
+            return nil
+        }
+    }
+
     /// Adds one encoded chunk; returns the blob when this chunk completed it.
     public mutating func add(_ encoded: [UInt8]) throws(StatsDecodeError) -> StatsBlob? {
         let c = try StatsChunk.decode(encoded)

@@ -80,8 +80,8 @@ extension Supervisor {
             done("KILL")
         case .killClient(let clientID):
             guard let clientID else { replyError(slot: slot, requestID: id, .invalidClientID); return true }
-            // SHOW CLIENTS ids are (worker slot << 32) | the worker's own client id.
-            let target = Int(clientID >> 32)
+            let client = ConnectionID(raw: clientID)  // SHOW CLIENTS' id: the slot above the worker's id
+            let target = client.slot
             guard target < slots.count, slots[target].pid != 0 else {
                 replyError(slot: slot, requestID: id, .clientNotFound)
                 return true
@@ -92,7 +92,7 @@ extension Supervisor {
             w.waiting = [target]
             w.nextProbe = .max
             limits.waits.append(w)
-            if !slots[target].send(.limitsToWorker(.killClient(clientID: UInt32(truncatingIfNeeded: clientID),
+            if !slots[target].send(.limitsToWorker(.killClient(clientID: client.local,
                                                                 requestID: w.probeID))) {
                 limits.waits.removeLast()
                 replyError(slot: slot, requestID: id, .clientNotFound)

@@ -55,14 +55,7 @@ extension Supervisor {
     // MARK: Receiving
 
     func handleStatsChunk(_ chunk: [UInt8], from slot: WorkerSlot) {
-        let blob: StatsBlob
-        do throws(StatsDecodeError) {
-            guard let b = try statsState.reassembler.add(chunk) else { return }
-            blob = b
-        } catch {
-            log.warning("worker \(slot.index) (pid \(slot.pid)) sent \(error)")
-            return
-        }
+        guard let blob = statsState.reassembler.add(chunk, from: "worker \(slot.index) (pid \(slot.pid))", log: log) else { return }
         guard Int(blob.slot) == slot.index else {
             log.warning("worker \(slot.index) sent a stats blob labelled slot \(blob.slot)")
             return

@@ -71,8 +71,6 @@ struct HealthTarget {
 
 /// The supervisor's health-check state (one per supervisor).
 struct HealthCheckState {
-    /// epoll data: this bit, then (probe serial << 32 | target index + 1); index 0 is the resolver's pipe.
-    static let tag: UInt64 = 1 << 62
     var targets: [HealthTarget] = []
     var resolver: DNSResolver? = nil
     var nextSerial: UInt32 = 0
@@ -90,7 +88,7 @@ extension Supervisor {
         if healthState.resolver == nil {
             do throws(SyscallError) {
                 let r = try DNSResolver()
-                try epoll.add(r.wakeRead, events: .input, data: HealthCheckState.tag)
+                try epoll.add(r.wakeRead, events: .input, data: SupervisorToken.healthResolver.raw)
                 healthState.resolver = r
             } catch {
                 log.error("cannot start the DNS resolver: \(error); host names will not be resolved")
@@ -246,7 +244,7 @@ extension Supervisor {
             return
         }
         healthState.nextSerial &+= 1
-        let probe = HealthProbe(fd: fd, serial: healthState.nextSerial & 0xFF_FFFF, address: address.description,
+        let probe = HealthProbe(fd: fd, serial: healthState.nextSerial & SupervisorToken.probeSerialMask, address: address.description,
                                 deadline: now + Clock.nanos(seconds: max(config.healthCheckTimeout, 0.05)))
         healthState.targets[i].probe = probe
         do throws(SyscallError) {
@@ -259,18 +257,18 @@ extension Supervisor {
     }
 
     func probeData(_ i: Int, _ p: HealthProbe) -> UInt64 {
-        HealthCheckState.tag | UInt64(p.serial) << 32 | UInt64(i + 1)
+        SupervisorToken.healthProbe(target: i, serial: p.serial).raw
     }
 
-    func handleHealthEvent(_ data: UInt64) {
-        let index = Int(data & 0xffff_ffff) - 1
+    func handleHealthEvent(_ token: SupervisorToken) {
+        let index = token.index
         if index < 0 {
             guard let r = healthState.resolver else { return }
             for result in r.collect() { resolved(result) }
             return
         }
         guard index < healthState.targets.count, let p = healthState.targets[index].probe,
-              UInt64(p.serial) == (data >> 32) & 0xFF_FFFF else { return }
+              p.serial == token.generation else { return }
         switch p.phase {
         case .connecting:
             if let e = Sockets.pendingError(p.fd) {

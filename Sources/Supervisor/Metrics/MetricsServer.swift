@@ -10,8 +10,6 @@ import Shared
 /// readable and `epoll_wait` would return at once, forever. When accept itself fails for lack of
 /// descriptors, the listener leaves the epoll set until the next tick for the same reason.
 final class MetricsServer {
-    /// epoll data: bit 63 marks metrics sockets; the listener is bit 63 alone, a connection adds its fd + 1.
-    static let tag: UInt64 = 1 << 63
     /// Connections accepted per listener event; the rest wait for the next `epoll_wait`.
     static let acceptsPerEvent = 16
     let listenFD: Int32
@@ -55,18 +53,18 @@ final class MetricsServer {
         }
         do throws(SyscallError) {
             let fd = try Sockets.listenTCP(address, reusePort: false, backlog: 64)
-            try epoll.add(fd, events: .input, data: tag)
+            try epoll.add(fd, events: .input, data: SupervisorToken.metricsListener.raw)
             return MetricsServer(listenFD: fd, address: address.description, log: log)
         } catch {
             throw StartupError("metrics_listen = \(text): \(error)")
         }
     }
 
-    func handle(data: UInt64, epoll: borrowing Epoll, respond: (HTTPRequest) -> [UInt8]) {
-        if data == Self.tag {
+    func handle(_ token: SupervisorToken, epoll: borrowing Epoll, respond: (HTTPRequest) -> [UInt8]) {
+        if token == .metricsListener {
             accept(epoll: epoll, respond: respond)
         } else {
-            let fd = Int32(truncatingIfNeeded: data & 0xFFFF_FFFF) - 1
+            let fd = Int32(truncatingIfNeeded: token.index)
             serve(fd, epoll: epoll, respond: respond)
         }
     }
@@ -106,7 +104,7 @@ final class MetricsServer {
                 evicted += evict.count
             }
             do throws(SyscallError) {
-                try epoll.add(fd, events: .input, data: Self.tag | UInt64(fd + 1))
+                try epoll.add(fd, events: .input, data: SupervisorToken.metricsConnection(fd: fd).raw)
                 connections[fd] = MetricsConnection()
             } catch {
                 limits.closed(fd)
@@ -131,7 +129,7 @@ final class MetricsServer {
             case .processed(let k)?: written = k
             case .wouldBlock?:
                 connections[fd] = conn
-                try? epoll.modify(fd, events: .output, data: Self.tag | UInt64(fd + 1))
+                try? epoll.modify(fd, events: .output, data: SupervisorToken.metricsConnection(fd: fd).raw)
                 return
             case nil:
                 action = .close
@@ -182,7 +180,7 @@ final class MetricsServer {
         for fd in expired { close(fd, epoll: epoll) }
         expiredCount += expired.count
         if listenerParked {
-            listenerParked = (try? epoll.add(listenFD, events: .input, data: Self.tag)) == nil
+            listenerParked = (try? epoll.add(listenFD, events: .input, data: SupervisorToken.metricsListener.raw)) == nil
         }
         let current = (evicted: evicted, refused: refused, expired: expiredCount)
         if current != lastReported {
@@ -212,9 +210,9 @@ extension Supervisor {
         }
     }
 
-    func handleMetrics(_ data: UInt64) {
+    func handleMetrics(_ token: SupervisorToken) {
         guard let server = statsState.metrics else { return }
-        server.handle(data: data, epoll: epoll) { request in
+        server.handle(token, epoll: epoll) { request in
             let healthy = stopping == nil && slots.allSatisfy { $0.pid != 0 && $0.ready }
             return MetricsHTTP.route(request, healthy: healthy) { MetricsExposition.render(metricsInput()) + healthMetrics() }
         }

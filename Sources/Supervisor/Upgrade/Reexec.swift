@@ -307,7 +307,7 @@ extension Supervisor {
         for p in allProcesses {
             guard let fd = p.channel?.fd else { continue }
             do throws(SyscallError) {
-                try epoll.add(fd, events: .input, data: p.epollData)
+                try epoll.add(fd, events: .input, data: p.epollData.raw)
             } catch {
                 log.error("worker \(p.index) (pid \(p.pid)): cannot watch its control channel: \(error)")
             }

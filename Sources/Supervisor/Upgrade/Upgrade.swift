@@ -162,7 +162,7 @@ extension Supervisor {
         fresh.restarts = old.restarts
         fresh.channel = ControlChannel(fd: mine)
         do throws(SyscallError) {
-            try epoll.add(mine, events: .input, data: fresh.epollData)
+            try epoll.add(mine, events: .input, data: fresh.epollData.raw)
         } catch {
             log.error("worker \(old.index): cannot watch the new process's control channel: \(error)")
         }
@@ -321,11 +321,11 @@ extension Supervisor {
     }
 
     /// The process whose channel `data` names: a slot's worker, a roll's new process, or a retired one.
-    func channelOwner(_ data: UInt64) -> WorkerSlot? {
-        let (index, _) = WorkerSlot.decode(epollData: data)
-        if index >= 0 && index < slots.count && slots[index].epollData == data { return slots[index] }
-        if let fresh = upgrade.roll?.fresh, fresh.epollData == data { return fresh }
-        return upgrade.retired.first { $0.process.epollData == data }?.process
+    func channelOwner(_ token: SupervisorToken) -> WorkerSlot? {
+        let index = token.index
+        if index >= 0 && index < slots.count && slots[index].epollData == token { return slots[index] }
+        if let fresh = upgrade.roll?.fresh, fresh.epollData == token { return fresh }
+        return upgrade.retired.first { $0.process.epollData == token }?.process
     }
 
     /// Every process with a control channel, for output interest and broadcasts of shutdown.

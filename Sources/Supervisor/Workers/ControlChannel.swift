@@ -9,7 +9,7 @@ extension Supervisor {
             let want = !slot.outbox.isEmpty
             if want != slot.outbox.watchingOutput {
                 slot.outbox.watchingOutput = want
-                try? epoll.modify(fd, events: want ? [.input, .output] : [.input], data: slot.epollData)
+                try? epoll.modify(fd, events: want ? [.input, .output] : [.input], data: slot.epollData.raw)
             }
         }
     }

@@ -35,12 +35,8 @@ final class WorkerSlot {
         counterWord = index
     }
 
-    /// epoll data of this slot's current channel: (generation << 32) | (index + 1); 0 is the signalfd.
-    var epollData: UInt64 { UInt64(generation) << 32 | UInt64(index + 1) }
-
-    static func decode(epollData: UInt64) -> (index: Int, generation: UInt32) {
-        (Int(truncatingIfNeeded: epollData & 0xffff_ffff) - 1, UInt32(truncatingIfNeeded: epollData >> 32))
-    }
+    /// epoll data of this slot's current channel (`SupervisorToken.channel`: generation and index).
+    var epollData: SupervisorToken { .channel(slot: index, generation: generation) }
 
     /// Sends now or queues behind earlier messages. False when the worker has no open channel, is
     /// gone, or the backlog is full.

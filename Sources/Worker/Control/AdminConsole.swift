@@ -58,17 +58,9 @@ extension Worker {
             // One query at a time: the rest waits in the buffer until the answer came back.
             if clients[ci].adminRequest != 0 { return }
             if adminNextMessage(ci) { continue }
-            if !clients[ci].io.readable { return }
-            switch readInto(client: ci) {
-            case .data: continue
-            case .wouldBlock: return
-            case .full:
-                failClient(ci, code: SQLState.programLimitExceeded, message: "admin query too long")
-                return
-            case .closed:
-                closeClient(ci, reason: "admin client closed the connection", notify: false)
-                return
-            }
+            let read = readHeld(client: ci, tooLarge: (SQLState.programLimitExceeded, "admin query too long"),
+                                closed: "admin client closed the connection")
+            if read != .more { return }
         }
     }
 

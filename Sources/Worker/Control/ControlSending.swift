@@ -18,7 +18,7 @@ extension Worker {
         let want = !stats.outbox.isEmpty
         if want != stats.outbox.watchingOutput {
             stats.outbox.watchingOutput = want
-            let token = Token.make(kind: Token.control, gen: 0, index: controlFD)
+            let token = WorkerToken(.control, fd: controlFD).raw
             try? epoll.modify(controlFD, events: want ? [.input, .output] : [.input], data: token)
         }
     }

@@ -30,10 +30,6 @@ struct WorkerHandoff {
     static let bufferSize = HandoffClient.maximumSize + 1
 }
 
-extension Token {
-    static let handoff: UInt64 = 6
-}
-
 extension Worker {
     // MARK: Draining (the old worker)
 
@@ -212,7 +208,7 @@ extension Worker {
     func registerHandoffInput(_ fd: Int32) throws {
         try Posix.setNonBlocking(fd)
         handoff.inFD = fd
-        try epoll.add(fd, events: [.input], data: Token.make(kind: Token.handoff, gen: 0, index: fd))
+        try epoll.add(fd, events: [.input], data: WorkerToken(.handoff, fd: fd).raw)
     }
 
     func handoffEvent() {
@@ -317,10 +313,10 @@ extension Worker {
         handoff.original = handoff.original.filter { clients[$0.key].io.gen == $0.value.gen && clients[$0.key].state != .free }
     }
 
-    /// The table index a cancel key names: ours (slot << 20 | index), else a key a client brought
+    /// The table index a cancel key names: ours (`CancelProcessID`), else a key a client brought
     /// from a predecessor. -1 when none matches.
     func cancelTarget(processID: Int32, secretKey: UInt32) -> Int32 {
-        let ci = processID & 0xF_FFFF
+        let ci = CancelProcessID(raw: processID).index
         if ci < Int32(clients.capacity), clients[ci].state != .free, clients[ci].cancelKey == secretKey,
            handoff.original[ci] == nil || handoff.original[ci]!.gen != clients[ci].io.gen {
             return ci

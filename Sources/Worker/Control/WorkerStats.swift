@@ -135,14 +135,14 @@ extension Worker {
             row.connectTime = wallTime(clients[ci].connectedAt)
             row.requestTime = wallTime(clients[ci].stateSince)
             if state == .waitServer || state == .waitWelcome { row.waitMicros = max(0, now - clients[ci].stateSince) / 1000 }
-            row.ptr = UInt64(slot) << 40 | UInt64(clients[ci].io.gen & 0xFF_FFFF) << 16 | UInt64(UInt32(bitPattern: ci) & 0xFFFF)
+            row.ptr = AdminPointer.client(slot: slot, generation: clients[ci].io.gen, index: ci).raw
             let si = clients[ci].server
-            if si >= 0 { row.link = UInt64(slot) << 40 | 1 << 39 | UInt64(UInt32(bitPattern: si)) }
+            if si >= 0 { row.link = AdminPointer.server(slot: slot, index: si).raw }
             row.remotePid = clientProcessID(ci)
             row.applicationName = info?.applicationName ?? ""
             if clients[ci].usesTLS, let t = clients[ci].io.tls { row.tls = TLSIO.describe(t) }  // TLS hook
             row.preparedStatements = Int32(clamping: info?.prepared.count ?? 0)
-            row.id = Int64(slot) << 32 | Int64(clients[ci].id)
+            row.id = ConnectionID(slot: slot, local: clients[ci].id).int64
             snap.clients.append(row)
         }
         // maxwait: the head of each wait queue has waited longest (FIFO).
@@ -171,16 +171,14 @@ extension Worker {
             splitPeer(servers[si].info?.address ?? "", into: &row)
             row.connectTime = wallTime(servers[si].createdAt)
             row.requestTime = wallTime(servers[si].stateSince)
-            row.ptr = UInt64(slot) << 40 | 1 << 39 | UInt64(UInt32(bitPattern: si))
+            row.ptr = AdminPointer.server(slot: slot, index: si).raw
             let c = servers[si].client
-            if c >= 0 {
-                row.link = UInt64(slot) << 40 | UInt64(clients[c].io.gen & 0xFF_FFFF) << 16 | UInt64(UInt32(bitPattern: c) & 0xFFFF)
-            }
+            if c >= 0 { row.link = AdminPointer.client(slot: slot, generation: clients[c].io.gen, index: c).raw }
             row.remotePid = servers[si].backendPID
             row.applicationName = ""
             if servers[si].tlsPhase == .none, let t = servers[si].io.tls { row.tls = TLSIO.describe(t) }  // TLS hook
             row.preparedStatements = Int32(clamping: servers[si].info?.prepared.count ?? 0)
-            row.id = Int64(slot) << 32 | Int64(servers[si].id)
+            row.id = ConnectionID(slot: slot, local: servers[si].id).int64
             snap.servers.append(row)
         }
         for p in pools.indices {
@@ -251,14 +249,7 @@ extension Worker {
             }
             return
         }
-        let blob: StatsBlob
-        do throws(StatsDecodeError) {
-            guard let b = try stats.reassembler.add(chunk) else { return }
-            blob = b
-        } catch {
-            log.warning("supervisor sent \(error)")
-            return
-        }
+        guard let blob = stats.reassembler.add(chunk, from: "supervisor", log: log) else { return }
         switch blob.kind {
         case .statsRequest:
             do throws(StatsDecodeError) {

@@ -26,3 +26,50 @@ extension Worker {
         Wire.peekHeader(p, available: available, maxLength: frameLimit(use))
     }
 }
+
+/// What one read did for a loop over messages held whole in the input buffer (`readHeld`).
+enum HeldRead {
+    /// Bytes came: look at the buffer again.
+    case more
+    /// Nothing to read now: wait for the next event.
+    case wait
+    /// `readHeld` failed or closed the connection: stop.
+    case stopped
+}
+
+extension Worker {
+    /// One read for a loop that handles only whole messages held in a client's buffer (login, the
+    /// admin console), made once the buffer holds no complete one. A full buffer is a message that can
+    /// never be read whole (held frames are capped below the buffer size): the client gets `tooLarge`.
+    func readHeld(client ci: Int32, tooLarge: (code: String, message: String), closed reason: String) -> HeldRead {
+        guard clients[ci].io.readable else { return .wait }
+        switch readInto(client: ci) {
+        case .data: return .more
+        case .wouldBlock: return .wait
+        case .full:
+            failClient(ci, code: tooLarge.code, message: tooLarge.message)
+            return .stopped
+        case .closed:
+            closeClient(ci, reason: reason, notify: false)
+            return .stopped
+        }
+    }
+
+    /// The same for a server (login, its TLS answer, an auth_query reply). A full buffer closes the
+    /// server with `tooLarge`; nil: it is waited on like an empty socket (the caller's own checks
+    /// refuse what cannot fit).
+    func readHeld(server si: Int32, tooLarge: String? = nil, onClosed: () -> Void) -> HeldRead {
+        guard servers[si].io.readable else { return .wait }
+        switch readInto(server: si) {
+        case .data: return .more
+        case .wouldBlock: return .wait
+        case .full:
+            guard let tooLarge else { return .wait }
+            closeServer(si, reason: tooLarge)
+            return .stopped
+        case .closed:
+            onClosed()
+            return .stopped
+        }
+    }
+}

@@ -24,14 +24,8 @@ extension Worker {
         guard let ctx = tlsState.serverContext else { return true }
         if servers[si].tlsPhase == .requested {
             while servers[si].io.input.isEmpty {
-                if !servers[si].io.readable { return false }
-                switch readInto(server: si) {
-                case .data: continue
-                case .wouldBlock, .full: return false
-                case .closed:
-                    serverTLSFailed(si, "server closed the connection after SSLRequest")
-                    return false
-                }
+                let read = readHeld(server: si) { serverTLSFailed(si, "server closed the connection after SSLRequest") }
+                if read != .more { return false }
             }
             let answer = servers[si].io.input.base!.load(fromByteOffset: servers[si].io.input.start, as: UInt8.self)
             servers[si].io.consume(1, buffers)

@@ -211,17 +211,9 @@ extension Worker {
                     return
                 }
             }
-            if !servers[si].io.readable { return }
-            switch readInto(server: si) {
-            case .data: continue
-            case .wouldBlock: return
-            case .full:
-                closeServer(si, reason: "auth_query reply too large")
-                return
-            case .closed:
-                closeServer(si, reason: "server closed the connection during auth_query")
-                return
-            }
+            let read = readHeld(server: si, tooLarge: "auth_query reply too large",
+                                onClosed: { closeServer(si, reason: "server closed the connection during auth_query") })
+            if read != .more { return }
         }
     }
 

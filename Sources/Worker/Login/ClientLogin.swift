@@ -10,18 +10,12 @@ extension Worker {
         while clients[ci].state == .startup || clients[ci].state == .auth {
             if clients[ci].io.tls != nil && !clients[ci].usesTLS && !clientHandshake(ci) { break }
             if processLoginBytes(ci) { continue }
-            // Need more bytes.
-            if !clients[ci].io.readable { break }
-            switch readInto(client: ci) {
-            case .data: continue
-            case .wouldBlock: break
-            case .full:
-                // Every login message fits the buffer (lengths are checked first): never wait on one.
-                failClient(ci, code: SQLState.protocolViolation, message: "login message too large")
-                return
-            case .closed:
-                closeClient(ci, reason: "client closed the connection during login", notify: false)
-                return
+            // Need more bytes. Every login message fits the buffer (lengths are checked first): never wait on one.
+            switch readHeld(client: ci, tooLarge: (SQLState.protocolViolation, "login message too large"),
+                            closed: "client closed the connection during login") {
+            case .more: continue
+            case .wait: break
+            case .stopped: return
             }
             break
         }
@@ -258,14 +252,14 @@ extension Worker {
         case .failing:
             passwordFailed(ci, reason: info.authQueryFound ? "the user has no password" : "no such user")
         case .cleartext(let secret):
-            let given = body.withUnsafeBytes { PasswordMessage.parseCleartext($0) } ?? ""
+            let given = body.withUnsafeBytes { Decode.passwordCleartext($0) } ?? ""
             if verifyCleartext(user: info.user, given: given, secret: secret) {
                 authenticated(ci)
             } else {
                 passwordFailed(ci, reason: "wrong password")
             }
         case .md5(let salt, let secret):
-            let given = body.withUnsafeBytes { PasswordMessage.parseCleartext($0) } ?? ""
+            let given = body.withUnsafeBytes { Decode.passwordCleartext($0) } ?? ""
             let stored: String
             switch secret {
             case .plain(let pw): stored = MD5Password.hash(user: info.user, password: pw)
@@ -412,10 +406,10 @@ extension Worker {
         }
     }
 
-    /// Our BackendKeyData process id: the worker slot above the client's table index, so a cancel
-    /// that lands on any worker finds its owner.
+    /// Our BackendKeyData process id (`CancelProcessID`: the worker slot above the client's table
+    /// index), so a cancel that lands on any worker finds its owner.
     func clientProcessID(_ ci: Int32) -> Int32 {
-        (slot << 20) | (ci & 0xF_FFFF)
+        CancelProcessID(slot: slot, index: ci).raw
     }
 
     /// The pool's last server login error while server_login_retry has not passed.

@@ -7,10 +7,9 @@ extension Worker {
     func launchServer(_ p: Int32) {
         let pi = Int(p)
         guard let (address, hostKey) = pickBackend(p) else { return }
-        let fd: Int32
-        let connected: Bool
-        do {
-            (fd, connected) = try Sockets.connect(address)
+        let si: Int32, connected: Bool
+        do throws(SyscallError) {
+            (si, connected) = try connectServer(address, pool: p, .connecting)
         } catch {
             log.warning("connect to \(address) failed: \(error)")
             let fields = ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
@@ -22,11 +21,7 @@ extension Worker {
             }
             return
         }
-        let si = servers.allocate()
         nextServerID &+= 1
-        servers[si].io.fd = fd
-        servers[si].pool = p
-        setServerState(si, .connecting)
         servers[si].client = -1
         servers[si].id = nextServerID
         servers[si].io.readable = false
@@ -47,6 +42,18 @@ extension Worker {
         if !watchServer(si) { return }
         log.debug("S-\(servers[si].id): connecting to \(address) for \(pools[pi].database)/\(pools[pi].user)")
         if connected { serverConnected(si) }
+    }
+
+    /// A new server record whose socket is connecting (non-blocking) to `address`, in `state` for pool
+    /// `p`. Not in epoll yet: the caller fills in the record, then calls `watchServer`.
+    func connectServer(_ address: SocketAddress, pool p: Int32, _ state: ServerState) throws(SyscallError)
+        -> (si: Int32, connected: Bool) {
+        let (fd, connected) = try Sockets.connect(address)
+        let si = servers.allocate()
+        servers[si].io.fd = fd
+        servers[si].pool = p
+        setServerState(si, state)
+        return (si, connected)
     }
 
     func serverConnected(_ si: Int32) {
@@ -82,15 +89,12 @@ extension Worker {
                 handleServerLoginMessage(si, type, body)
                 continue
             }
-            if !servers[si].io.readable { break }
-            switch readInto(server: si) {
-            case .data: continue
-            case .wouldBlock, .full: break
-            case .closed:
+            let read = readHeld(server: si) {
                 serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
                                                   message: "server closed the connection during login"))
-                return
             }
+            if read == .more { continue }
+            if read == .stopped { return }
             break
         }
         if servers[si].state == .login { flushServer(si) }

@@ -4,7 +4,7 @@ import Shared
 extension Worker {
     /// A CancelRequest arrived on this worker: handle it here or pass it to the owning worker.
     func handleCancelRequest(processID: Int32, secretKey: UInt32) {
-        let owner = processID >> 20
+        let owner = CancelProcessID(raw: processID).slot
         if owner == slot {
             cancelLocal(processID: processID, secretKey: secretKey)
         } else {
@@ -29,20 +29,14 @@ extension Worker {
 
     /// Opens a short connection to the server's host and sends a CancelRequest with its backend key.
     func sendCancel(toServer target: Int32) {
-        let p = Int(servers[target].pool)
         guard let addr = servers[target].info?.socketAddress else { return }
-        let fd: Int32
-        let connected: Bool
-        do {
-            (fd, connected) = try Sockets.connect(addr)
+        let si: Int32, connected: Bool
+        do throws(SyscallError) {
+            (si, connected) = try connectServer(addr, pool: servers[target].pool, .cancelRequest)
         } catch {
             log.warning("cancel: connect to \(addr) failed: \(error)")
             return
         }
-        let si = servers.allocate()
-        servers[si].io.fd = fd
-        servers[si].pool = Int32(p)
-        setServerState(si, .cancelRequest)
         servers[si].cancelTarget = target
         servers[si].cancelTargetGen = servers[target].io.gen
         servers[target].cancelsInFlight += 1

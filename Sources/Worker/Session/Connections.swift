@@ -43,24 +43,6 @@ enum ServerState: UInt8 {
     case authQuery
 }
 
-/// Per-connection epoll user data: kind (8 bits) | generation (24 bits) | index (32 bits).
-/// The generation lets the loop drop an event for an index reused within one epoll_wait batch.
-enum Token {
-    static let listener: UInt64 = 1
-    static let client: UInt64 = 2
-    static let server: UInt64 = 3
-    static let control: UInt64 = 4
-    static let signal: UInt64 = 5
-
-    @inline(__always)
-    static func make(kind: UInt64, gen: UInt32, index: Int32) -> UInt64 {
-        (kind << 56) | (UInt64(gen & 0xFF_FFFF) << 32) | UInt64(UInt32(bitPattern: index))
-    }
-    @inline(__always) static func kind(_ t: UInt64) -> UInt64 { t >> 56 }
-    @inline(__always) static func gen(_ t: UInt64) -> UInt32 { UInt32((t >> 32) & 0xFF_FFFF) }
-    @inline(__always) static func index(_ t: UInt64) -> Int32 { Int32(bitPattern: UInt32(truncatingIfNeeded: t)) }
-}
-
 /// Startup-parameter values that follow a client onto whichever server it gets (PgBouncer's varcache).
 /// Index i is `TrackedParams.names[i]`.
 struct ParamValues {
@@ -177,11 +159,11 @@ final class ServerInfo {
     var reported: [(String, String)] = []
     /// Statements prepared on this server: StatementRegistry id → last use (LRU).
     var prepared: [Int32: UInt64] = [:]
-    /// Errors pgswift raised itself, in the order their queue slots come due.
+    /// Errors pgswift raised itself, in the order their `synthError` entries come due.
     var pendingErrors: [ErrorFields] = []
-    /// Tracked Parses not answered yet, in the order of their `Slot.parseTracked` slots (Prepared.swift).
+    /// Tracked Parses not answered yet, in the order of their `ExpectedAnswer.parseTracked` entries (Prepared.swift).
     var parsesInFlight: [ParseInFlight] = []
-    /// Statements evicted by a Close not answered yet, in the order of their `Slot.closeTracked` slots.
+    /// Statements evicted by a Close not answered yet, in the order of their `ExpectedAnswer.closeTracked` entries.
     var closesInFlight: [Int32] = []
     init(trackedCount: Int) { params = ParamValues(count: trackedCount) }
 }
@@ -216,9 +198,9 @@ struct Server {
     var lastReady: Int64 = 0
     /// Expected answers for what was forwarded on a tracked link (see Prepared.swift); nil until used.
     var tracking = false
-    var slots: UnsafeMutablePointer<UInt8>? = nil
-    var slotHead: Int32 = 0
-    var slotCount: Int32 = 0
+    var answers: UnsafeMutablePointer<ExpectedAnswer>? = nil
+    var answerHead: Int32 = 0
+    var answerCount: Int32 = 0
     /// Fingerprint of the tracked parameter values this server has (0: unknown): equal to the client's
     /// means no SET is needed, without comparing strings.
     var paramsKey: UInt64 = 0

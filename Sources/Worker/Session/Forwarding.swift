@@ -75,7 +75,7 @@ extension Worker {
     func watchServer(_ si: Int32) -> Bool {
         do {
             try epoll.add(servers[si].io.fd, events: [.input, .output, .readHangup, .edgeTriggered],
-                          data: Token.make(kind: Token.server, gen: servers[si].io.gen, index: si))
+                          data: WorkerToken(.server, generation: servers[si].io.gen, index: si).raw)
             return true
         } catch {
             log.error("epoll add for S-\(servers[si].id): \(error)")
@@ -323,7 +323,7 @@ extension Worker {
             clients[ci].io.input.start = scan
             return .next
         }
-        var slot = slotFor(type, nil)
+        var expected = answerFor(type, nil)
         let mayName = type == FrontendType.parse || type == FrontendType.bind
             || type == FrontendType.describe || type == FrontendType.close
         if mayName {
@@ -340,7 +340,7 @@ extension Worker {
                     scan = clients[ci].io.input.scan
                     partial = clients[ci].io.input.partial
                     return .next
-                case .stream(let s): slot = s
+                case .stream(let s): expected = s
                 }
             } else {
                 let body = UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4)
@@ -354,11 +354,11 @@ extension Worker {
                     if !rewritePrepared(ci, si, type, body) { return .done(.stop) }
                     return .next
                 }
-                slot = slotFor(type, body)
+                expected = answerFor(type, body)
             }
         }
         if type == FrontendType.sync { clients[ci].skipUntilSync = false }
-        if slot != 0 && !pushSlot(si, slot) {
+        if expected != .none && !pushAnswer(si, expected) {
             failClient(ci, code: SQLState.programLimitExceeded, message: "too many pipelined messages")
             return .done(.stop)
         }
@@ -438,7 +438,7 @@ extension Worker {
                         return
                     }
                 }
-                if servers[si].slotCount > 0 && ci >= 0, let head = headSlot(si), Slot.isSynthetic(head) {
+                if servers[si].answerCount > 0 && ci >= 0, let head = headAnswer(si), head.isSynthetic {
                     emitDueSynthetics(si)
                     if !flushClient(ci) { return }
                 }
@@ -519,7 +519,7 @@ extension Worker {
                 // Bytes for the client still unsent before a message to swallow: send them first.
                 break
             }
-            if !swallowing && servers[si].tracking && servers[si].slotCount > 0 {
+            if !swallowing && servers[si].tracking && servers[si].answerCount > 0 {
                 if let r = trackServerMessage(si, type, total: total, avail: avail, &scan) {
                     result = r
                     break scanning
@@ -562,7 +562,7 @@ extension Worker {
     /// read whole. Non-nil: stop scanning with that result.
     @inline(__always)
     private func trackServerMessage(_ si: Int32, _ type: UInt8, total: Int, avail: Int, _ scan: inout Int) -> ScanResult? {
-        if let head = headSlot(si), Slot.isSynthetic(head) {
+        if let head = headAnswer(si), head.isSynthetic {
             // An answer pgswift owes comes before this message: send what precedes it first.
             if scan > servers[si].io.input.start { return .progress }
             emitDueSynthetics(si)
@@ -618,7 +618,7 @@ extension Worker {
     func transactionDone(_ si: Int32) -> Bool {
         let ci = servers[si].client
         return servers[si].pendingSyncs == 0 && !servers[si].unsynced && servers[si].txStatus == UInt8(ascii: "I")
-            && servers[si].slotCount == 0 && ci >= 0 && !clients[ci].io.input.hasUnsent
+            && servers[si].answerCount == 0 && ci >= 0 && !clients[ci].io.input.hasUnsent
             && clients[ci].io.input.partial == 0
     }
 

@@ -6,13 +6,8 @@ extension Worker {
         let loginTimeout = Clock.nanos(seconds: config.clientLoginTimeout)
         let waitTimeout = Clock.nanos(seconds: config.queryWaitTimeout)
         let idleTimeout = Clock.nanos(seconds: config.clientIdleTimeout)
-        var ci: Int32 = 0
-        let ccap = Int32(clients.capacity)
-        while ci < ccap {
-            if clients[ci].io.hangup && closeIfHungUp(ci) {
-                ci += 1
-                continue
-            }
+        for ci in 0..<Int32(clients.capacity) {
+            if clients[ci].io.hangup && closeIfHungUp(ci) { continue }
             let age = now - clients[ci].stateSince
             switch clients[ci].state {
             case .startup, .auth, .waitWelcome:
@@ -33,15 +28,12 @@ extension Worker {
             default:
                 break
             }
-            ci += 1
         }
         let idleTx = Clock.nanos(seconds: config.idleTransactionTimeout)
         let connectTimeout = Clock.nanos(seconds: config.serverConnectTimeout)
         let serverIdle = Clock.nanos(seconds: config.serverIdleTimeout)
         let lifetime = Clock.nanos(seconds: config.serverLifetime)
-        var si: Int32 = 0
-        let scap = Int32(servers.capacity)
-        while si < scap {
+        for si in 0..<Int32(servers.capacity) {
             switch servers[si].state {
             case .connecting, .login:
                 if connectTimeout > 0 && now - servers[si].stateSince > connectTimeout {
@@ -75,7 +67,6 @@ extension Worker {
             default:
                 break
             }
-            si += 1
         }
         authQueryTick()
         freeIdlePools()

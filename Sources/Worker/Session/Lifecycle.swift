@@ -127,7 +127,7 @@ extension Worker {
         setClientState(ci, state)
         do {
             try epoll.add(fd, events: [.input, .output, .readHangup, .edgeTriggered],
-                          data: Token.make(kind: Token.client, gen: clients[ci].io.gen, index: ci))
+                          data: WorkerToken(.client, generation: clients[ci].io.gen, index: ci).raw)
             return ci
         } catch {
             log.error("epoll add for C-\(clients[ci].id): \(error)")
@@ -287,7 +287,7 @@ extension Worker {
         freeTLS(server: si)
         if servers[si].io.fd >= 0 { Posix.close(servers[si].io.fd) }
         if let b = servers[si].io.input.base { buffers.give(b) }
-        servers[si].slots?.deallocate()
+        servers[si].answers?.deallocate()
         servers[si].io.out.release()
         let gen = servers[si].io.gen &+ 1
         servers[si] = Server()

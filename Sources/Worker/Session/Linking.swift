@@ -50,8 +50,8 @@ extension Worker {
         servers[si].lastReady = now
         servers[si].watchTags = pools[p].mode != .session
         servers[si].tracking = pools[p].mode != .session && hot.pointee.trackPrepared
-        servers[si].slotHead = 0
-        servers[si].slotCount = 0
+        servers[si].answerHead = 0
+        servers[si].answerCount = 0
         clients[ci].server = si
         setClientState(ci, .active)
         #if DEBUG
@@ -221,7 +221,7 @@ extension Worker {
         servers[si].releaseOnFlush = false
         // Quiet means: no query running, no protocol exchange half done, no bytes in flight.
         let quiet = servers[si].pendingSyncs == 0 && !servers[si].unsynced && servers[si].internalQueries == 0
-            && servers[si].slotCount == 0
+            && servers[si].answerCount == 0
             && !servers[si].io.input.hasUnscanned && servers[si].io.input.partial == 0
             && !clients[ci].io.input.hasUnsent && clients[ci].io.input.partial == 0
         if !quiet {

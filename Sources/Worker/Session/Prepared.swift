@@ -5,33 +5,51 @@
 import Shared
 import Glibc
 
-/// What a server owes for each message forwarded on a tracked link, oldest first.
-enum Slot {
-    static let parse: UInt8 = 1
-    static let bind: UInt8 = 2
-    static let close: UInt8 = 3
-    static let describeStatement: UInt8 = 4
-    static let describePortal: UInt8 = 5
-    static let execute: UInt8 = 6
-    static let sync: UInt8 = 7
-    static let query: UInt8 = 8
-    static let functionCall: UInt8 = 9
+/// One entry of a server's ring of expected answers (`Server.answers`, oldest first): what the
+/// server owes for one message forwarded on a tracked link, or an answer pgswift gives itself.
+///
+/// ```
+///    7         6                    0
+/// │ swallow │ kind (7 bits: 1-11, 20-22) │
+/// ```
+/// `kind` is the entry without the flag, so `head.kind == .sync` reads as it says; 0 (`none`) is
+/// "no entry" and never stored. Kept to one byte: the ring is walked on every server message of a
+/// tracked link.
+struct ExpectedAnswer: Equatable {
+    var raw: UInt8
+    @inline(__always) init(raw: UInt8) { self.raw = raw }
+
+    @inline(__always) static var none: ExpectedAnswer { .init(raw: 0) }
+    @inline(__always) static var parse: ExpectedAnswer { .init(raw: 1) }
+    @inline(__always) static var bind: ExpectedAnswer { .init(raw: 2) }
+    @inline(__always) static var close: ExpectedAnswer { .init(raw: 3) }
+    @inline(__always) static var describeStatement: ExpectedAnswer { .init(raw: 4) }
+    @inline(__always) static var describePortal: ExpectedAnswer { .init(raw: 5) }
+    @inline(__always) static var execute: ExpectedAnswer { .init(raw: 6) }
+    @inline(__always) static var sync: ExpectedAnswer { .init(raw: 7) }
+    @inline(__always) static var query: ExpectedAnswer { .init(raw: 8) }
+    @inline(__always) static var functionCall: ExpectedAnswer { .init(raw: 9) }
     /// A Parse of a tracked statement: its entry in `ServerInfo.parsesInFlight` says which, so a Parse
     /// the server fails or skips is forgotten (the statement does not exist there, nor for the client).
-    static let parseTracked: UInt8 = 10
+    @inline(__always) static var parseTracked: ExpectedAnswer { .init(raw: 10) }
     /// The Close pgswift sends to evict a statement from a server's cache: its id is the head of
     /// `ServerInfo.closesInFlight`, so a Close the server skips leaves the statement known there.
-    static let closeTracked: UInt8 = 11
+    @inline(__always) static var closeTracked: ExpectedAnswer { .init(raw: 11) }
     /// No server message: pgswift answers ParseComplete / CloseComplete / an ErrorResponse itself.
-    static let synthParseComplete: UInt8 = 20
-    static let synthCloseComplete: UInt8 = 21
-    static let synthError: UInt8 = 22
-    /// Flag: the answer is to a message pgswift injected; the client never sees it.
-    static let swallow: UInt8 = 0x80
-    static let capacity: Int32 = 1024
+    @inline(__always) static var synthParseComplete: ExpectedAnswer { .init(raw: 20) }
+    @inline(__always) static var synthCloseComplete: ExpectedAnswer { .init(raw: 21) }
+    @inline(__always) static var synthError: ExpectedAnswer { .init(raw: 22) }
 
-    @inline(__always) static func kind(_ s: UInt8) -> UInt8 { s & 0x7F }
-    @inline(__always) static func isSynthetic(_ s: UInt8) -> Bool { kind(s) >= synthParseComplete }
+    /// Flag bit: the answer is to a message pgswift injected; the client never sees it.
+    @inline(__always) static var swallowBit: UInt8 { 0x80 }
+    /// Entries a ring holds; a client pipelining more is failed ("too many pipelined messages").
+    static var capacity: Int32 { 1024 }
+
+    /// The same entry, answered to pgswift alone.
+    @inline(__always) var swallowed: ExpectedAnswer { .init(raw: raw | Self.swallowBit) }
+    @inline(__always) var isSwallowed: Bool { raw & Self.swallowBit != 0 }
+    @inline(__always) var kind: ExpectedAnswer { .init(raw: raw & 0x7F) }
+    @inline(__always) var isSynthetic: Bool { raw & 0x7F >= 20 }
 }
 
 /// Distinct statements (query text + parameter types) seen in named Parse messages, per worker.
@@ -143,56 +161,56 @@ enum LargeStep {
     case stop
     /// Handled: the client's input (start, scan, partial, partialMode) says what happens to the rest.
     case handled
-    /// Nothing to rewrite: it streams through like any message, adding this slot.
-    case stream(UInt8)
+    /// Nothing to rewrite: it streams through like any message, adding this expected answer.
+    case stream(ExpectedAnswer)
 }
 
 extension Worker {
     // MARK: The response queue
 
     @inline(__always)
-    func pushSlot(_ si: Int32, _ s: UInt8) -> Bool {
-        if servers[si].slots == nil {
-            servers[si].slots = .allocate(capacity: Int(Slot.capacity))
+    func pushAnswer(_ si: Int32, _ s: ExpectedAnswer) -> Bool {
+        if servers[si].answers == nil {
+            servers[si].answers = .allocate(capacity: Int(ExpectedAnswer.capacity))
         }
-        if servers[si].slotCount >= Slot.capacity { return false }
-        let i = (servers[si].slotHead &+ servers[si].slotCount) % Slot.capacity
-        servers[si].slots![Int(i)] = s
-        servers[si].slotCount &+= 1
+        if servers[si].answerCount >= ExpectedAnswer.capacity { return false }
+        let i = (servers[si].answerHead &+ servers[si].answerCount) % ExpectedAnswer.capacity
+        servers[si].answers![Int(i)] = s
+        servers[si].answerCount &+= 1
         return true
     }
 
     @inline(__always)
-    func headSlot(_ si: Int32) -> UInt8? {
-        guard servers[si].slotCount > 0 else { return nil }
-        return servers[si].slots![Int(servers[si].slotHead)]
+    func headAnswer(_ si: Int32) -> ExpectedAnswer? {
+        guard servers[si].answerCount > 0 else { return nil }
+        return servers[si].answers![Int(servers[si].answerHead)]
     }
 
     @inline(__always)
-    func popSlot(_ si: Int32) {
-        servers[si].slotHead = (servers[si].slotHead &+ 1) % Slot.capacity
-        servers[si].slotCount &-= 1
+    func popAnswer(_ si: Int32) {
+        servers[si].answerHead = (servers[si].answerHead &+ 1) % ExpectedAnswer.capacity
+        servers[si].answerCount &-= 1
     }
 
     /// Writes synthesized answers that are due (at the head of the queue) to the client. They may go
     /// out only when no server bytes are waiting ahead of them. Returns false when blocked by those.
     @discardableResult
     func emitDueSynthetics(_ si: Int32) -> Bool {
-        while let head = headSlot(si), Slot.isSynthetic(head) {
+        while let head = headAnswer(si), head.isSynthetic {
             if servers[si].io.input.hasUnsent { return false }
             let ci = servers[si].client
-            popSlot(si)
+            popAnswer(si)
             guard ci >= 0 else {
-                // Nobody to tell: the error queued for this slot goes with it.
-                if Slot.kind(head) == Slot.synthError, let sinfo = servers[si].info, !sinfo.pendingErrors.isEmpty {
+                // Nobody to tell: the error queued for this answer goes with it.
+                if head.kind == ExpectedAnswer.synthError, let sinfo = servers[si].info, !sinfo.pendingErrors.isEmpty {
                     sinfo.pendingErrors.removeFirst()
                 }
                 continue
             }
             scratch.clear()
-            switch Slot.kind(head) {
-            case Slot.synthParseComplete: Backend.parseComplete(into: &scratch)
-            case Slot.synthCloseComplete: Backend.closeComplete(into: &scratch)
+            switch head.kind {
+            case ExpectedAnswer.synthParseComplete: Backend.parseComplete(into: &scratch)
+            case ExpectedAnswer.synthCloseComplete: Backend.closeComplete(into: &scratch)
             default:
                 let e = servers[si].info?.pendingErrors.isEmpty == false ? servers[si].info!.pendingErrors.removeFirst()
                     : ErrorFields(severity: "ERROR", code: SQLState.protocolViolation, message: "protocol error")
@@ -206,55 +224,55 @@ extension Worker {
     /// A server message on a tracked link: advances the queue. Returns false if the client must not see it.
     @inline(__always)
     func serverAnswer(_ si: Int32, _ type: UInt8) -> Bool {
-        guard let head = headSlot(si) else { return true }
-        let kind = Slot.kind(head)
+        guard let head = headAnswer(si) else { return true }
+        let kind = head.kind
         switch type {
         case BackendType.readyForQuery:
-            while let h = headSlot(si) {
-                let k = Slot.kind(h)
-                popSlot(si)
-                if k == Slot.parseTracked || k == Slot.closeTracked || k == Slot.synthError {
+            while let h = headAnswer(si) {
+                let k = h.kind
+                popAnswer(si)
+                if k == ExpectedAnswer.parseTracked || k == ExpectedAnswer.closeTracked || k == ExpectedAnswer.synthError {
                     // Abnormal (an error pops these first): kept off the common path.
                     var failed: [Int32] = []
                     unanswered(si, k, &failed)
                 }
-                if k == Slot.sync || k == Slot.query || k == Slot.functionCall { break }
+                if k == ExpectedAnswer.sync || k == ExpectedAnswer.query || k == ExpectedAnswer.functionCall { break }
             }
             return true
         case BackendType.errorResponse:
-            if kind == Slot.query || kind == Slot.functionCall || kind == Slot.sync { return true }
+            if kind == ExpectedAnswer.query || kind == ExpectedAnswer.functionCall || kind == ExpectedAnswer.sync { return true }
             // The server skips everything up to the next Sync: so do the answers we owe. That
             // includes a Query or FunctionCall sent before that Sync: no ReadyForQuery will answer it.
             var failed: [Int32] = []
-            popSlot(si)
+            popAnswer(si)
             unanswered(si, kind, &failed)
-            while let h = headSlot(si), Slot.kind(h) != Slot.sync {
-                let k = Slot.kind(h)
-                if (k == Slot.query || k == Slot.functionCall) && servers[si].pendingSyncs > 0 {
+            while let h = headAnswer(si), h.kind != .sync {
+                let k = h.kind
+                if (k == ExpectedAnswer.query || k == ExpectedAnswer.functionCall) && servers[si].pendingSyncs > 0 {
                     servers[si].pendingSyncs &-= 1
                 }
-                popSlot(si)
+                popAnswer(si)
                 unanswered(si, k, &failed)
             }
             return true
-        case BackendType.parseComplete where kind == Slot.parseTracked:
-            popSlot(si)
+        case BackendType.parseComplete where kind == ExpectedAnswer.parseTracked:
+            popAnswer(si)
             if let sinfo = servers[si].info, !sinfo.parsesInFlight.isEmpty { sinfo.parsesInFlight.removeFirst() }
-            return head & Slot.swallow == 0
-        case BackendType.closeComplete where kind == Slot.closeTracked:
-            popSlot(si)
+            return !head.isSwallowed
+        case BackendType.closeComplete where kind == ExpectedAnswer.closeTracked:
+            popAnswer(si)
             if let sinfo = servers[si].info, !sinfo.closesInFlight.isEmpty { sinfo.closesInFlight.removeFirst() }
-            return head & Slot.swallow == 0
-        case BackendType.parseComplete where kind == Slot.parse,
-             BackendType.bindComplete where kind == Slot.bind,
-             BackendType.closeComplete where kind == Slot.close:
-            popSlot(si)
-            return head & Slot.swallow == 0
+            return !head.isSwallowed
+        case BackendType.parseComplete where kind == ExpectedAnswer.parse,
+             BackendType.bindComplete where kind == ExpectedAnswer.bind,
+             BackendType.closeComplete where kind == ExpectedAnswer.close:
+            popAnswer(si)
+            return !head.isSwallowed
         case BackendType.rowDescription, BackendType.noData:
-            if kind == Slot.describeStatement || kind == Slot.describePortal { popSlot(si) }
+            if kind == ExpectedAnswer.describeStatement || kind == ExpectedAnswer.describePortal { popAnswer(si) }
             return true
         case BackendType.commandComplete, BackendType.emptyQueryResponse, BackendType.portalSuspended:
-            if kind == Slot.execute { popSlot(si) }
+            if kind == ExpectedAnswer.execute { popAnswer(si) }
             return true
         default:
             return true
@@ -263,21 +281,21 @@ extension Worker {
 
     // MARK: Client messages
 
-    /// The slot a passed-through message adds (0: none).
+    /// The expected answer a passed-through message adds (`none`: none).
     @inline(__always)
-    func slotFor(_ type: UInt8, _ body: UnsafeRawBufferPointer?) -> UInt8 {
+    func answerFor(_ type: UInt8, _ body: UnsafeRawBufferPointer?) -> ExpectedAnswer {
         switch type {
-        case FrontendType.query: return Slot.query
-        case FrontendType.sync: return Slot.sync
-        case FrontendType.functionCall: return Slot.functionCall
-        case FrontendType.parse: return Slot.parse
-        case FrontendType.bind: return Slot.bind
-        case FrontendType.execute: return Slot.execute
-        case FrontendType.close: return Slot.close
+        case FrontendType.query: return ExpectedAnswer.query
+        case FrontendType.sync: return ExpectedAnswer.sync
+        case FrontendType.functionCall: return ExpectedAnswer.functionCall
+        case FrontendType.parse: return ExpectedAnswer.parse
+        case FrontendType.bind: return ExpectedAnswer.bind
+        case FrontendType.execute: return ExpectedAnswer.execute
+        case FrontendType.close: return ExpectedAnswer.close
         case FrontendType.describe:
-            if let b = body, b.count > 0, b[0] == UInt8(ascii: "P") { return Slot.describePortal }
-            return Slot.describeStatement
-        default: return 0
+            if let b = body, b.count > 0, b[0] == UInt8(ascii: "P") { return ExpectedAnswer.describePortal }
+            return ExpectedAnswer.describeStatement
+        default: return .none
         }
     }
 
@@ -319,7 +337,7 @@ extension Worker {
         switch type {
         case FrontendType.parse:
             guard head.count >= 1 else { return .needMore }
-            if head[0] == 0 { return .stream(Slot.parse) }
+            if head[0] == 0 { return .stream(ExpectedAnswer.parse) }
             guard clients[ci].largeParse.append(head.baseAddress!, head.count) else {
                 failClient(ci, code: SQLState.outOfMemory, message: "out of memory")
                 return .stop
@@ -338,7 +356,7 @@ extension Worker {
                            message: "Bind portal and statement names longer than \(buffers.size) bytes")
                 return .stop
             }
-            if stmtEnd == portalEnd + 1 { return .stream(Slot.bind) }
+            if stmtEnd == portalEnd + 1 { return .stream(ExpectedAnswer.bind) }
             let names = stmtEnd + 1
             servers[si].unsynced = true
             clients[ci].io.input.start = at &+ 5 &+ names
@@ -359,7 +377,7 @@ extension Worker {
                 failClient(ci, code: SQLState.protocolViolation, message: "malformed extended-protocol message")
                 return .stop
             }
-            return .stream(slotFor(type, head))
+            return .stream(answerFor(type, head))
         }
     }
 
@@ -398,7 +416,7 @@ extension Worker {
             if statements.sweepDue { sweepStatements() }
             if servers[si].info?.prepared[id] != nil {
                 servers[si].info?.prepared[id] = nextUseTick()
-                ok = pushSlot(si, Slot.synthParseComplete)
+                ok = pushAnswer(si, ExpectedAnswer.synthParseComplete)
             } else {
                 ok = injectParse(si, id, swallow: false, clientName: name)
             }
@@ -419,7 +437,7 @@ extension Worker {
             scratch.appendBytes(UnsafeRawBufferPointer(rebasing: body[0..<stmtStart]))  // portal name and NUL
             scratch.appendCString(serverName)
             scratch.appendBytes(inline)
-            ok = ok && pushSlot(si, Slot.bind)
+            ok = ok && pushAnswer(si, ExpectedAnswer.bind)
         case FrontendType.describe:
             guard let (name, _) = cString(body, from: 1) else { return protocolFailure(ci) }
             guard let id = info.prepared[name] else {
@@ -429,12 +447,12 @@ extension Worker {
             }
             ok = ensurePrepared(si, id)
             Frontend.describe(into: &scratch, kind: UInt8(ascii: "S"), name: StatementRegistry.serverName(id))
-            ok = ok && pushSlot(si, Slot.describeStatement)
+            ok = ok && pushAnswer(si, ExpectedAnswer.describeStatement)
         case FrontendType.close:
             guard let (name, _) = cString(body, from: 1) else { return protocolFailure(ci) }
             // Only the client's mapping goes; the server keeps the statement for whoever needs it next.
             info.prepared.removeValue(forKey: name)
-            ok = pushSlot(si, Slot.synthCloseComplete)
+            ok = pushAnswer(si, ExpectedAnswer.synthCloseComplete)
         default:
             return true
         }
@@ -457,7 +475,7 @@ extension Worker {
     private func synthesizeError(_ ci: Int32, _ si: Int32, _ e: ErrorFields) -> Bool {
         servers[si].info?.pendingErrors.append(e)
         clients[ci].skipUntilSync = true
-        return pushSlot(si, Slot.synthError)
+        return pushAnswer(si, ExpectedAnswer.synthError)
     }
 
     /// Makes sure the server has statement `id`, injecting a Parse whose ParseComplete is swallowed.
@@ -476,7 +494,7 @@ extension Worker {
             if let victim = sinfo.prepared.min(by: { $0.value < $1.value })?.key {
                 sinfo.prepared.removeValue(forKey: victim)
                 Frontend.close(into: &scratch, kind: UInt8(ascii: "S"), name: StatementRegistry.serverName(victim))
-                if !pushSlot(si, Slot.closeTracked | Slot.swallow) { return false }
+                if !pushAnswer(si, ExpectedAnswer.closeTracked.swallowed) { return false }
                 sinfo.closesInFlight.append(victim)
             }
         }
@@ -485,23 +503,23 @@ extension Worker {
         statements.body(id)?.withUnsafeBytes { scratch.appendBytes($0) }
         scratch.endMessage(lo)
         sinfo.prepared[id] = nextUseTick()
-        guard pushSlot(si, swallow ? (Slot.parseTracked | Slot.swallow) : Slot.parseTracked) else { return false }
+        guard pushAnswer(si, swallow ? ExpectedAnswer.parseTracked.swallowed : ExpectedAnswer.parseTracked) else { return false }
         sinfo.parsesInFlight.append(ParseInFlight(id: id, clientName: clientName))
         return true
     }
 
-    /// A slot popped without its own answer (an error, or the ReadyForQuery, came first): the server
+    /// An entry popped without its own answer (an error, or the ReadyForQuery, came first): the server
     /// failed or skipped that message. `failed` gathers the statements whose Parse failed in this pass.
-    private func unanswered(_ si: Int32, _ kind: UInt8, _ failed: inout [Int32]) {
-        guard kind == Slot.parseTracked || kind == Slot.closeTracked || kind == Slot.synthError,
+    private func unanswered(_ si: Int32, _ kind: ExpectedAnswer, _ failed: inout [Int32]) {
+        guard kind == ExpectedAnswer.parseTracked || kind == ExpectedAnswer.closeTracked || kind == ExpectedAnswer.synthError,
               let sinfo = servers[si].info else { return }
-        if kind == Slot.synthError {
+        if kind == ExpectedAnswer.synthError {
             // An error pgswift owed but never sent (the server's own error came first and ended the
             // batch): its text goes too, or the next synthesized error would carry this one's.
             if !sinfo.pendingErrors.isEmpty { sinfo.pendingErrors.removeFirst() }
             return
         }
-        if kind == Slot.parseTracked {
+        if kind == ExpectedAnswer.parseTracked {
             // The statement is not on that server, and the name the client gave it in that Parse is
             // not defined either (as in PostgreSQL, where a failed Parse creates nothing).
             guard !sinfo.parsesInFlight.isEmpty else { return }

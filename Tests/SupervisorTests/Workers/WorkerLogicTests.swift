@@ -76,11 +76,12 @@ final class WorkerLaunchTests: XCTestCase {
 final class WorkerSlotTests: XCTestCase {
     func testEpollDataRoundTripsAndNeverCollidesWithTheSignalFD() {
         let slot = WorkerSlot(index: 0)
-        XCTAssertNotEqual(slot.epollData, Supervisor.signalData)
+        XCTAssertNotEqual(slot.epollData, .signal)
+        XCTAssertEqual(slot.epollData.owner, .channel)
         slot.generation = 0xFFFF_FFFF
-        let (index, generation) = WorkerSlot.decode(epollData: slot.epollData)
-        XCTAssertEqual(index, 0)
-        XCTAssertEqual(generation, 0xFFFF_FFFF)
+        XCTAssertEqual(slot.epollData.owner, .channel, "a generation never reaches the tag bits")
+        XCTAssertEqual(slot.epollData.index, 0)
+        XCTAssertEqual(slot.epollData.generation, 0x3FFF_FFFF)
         XCTAssertFalse(slot.send(.pause), "no channel yet")
     }
 }

@@ -1,23 +1,7 @@
-// Epoll tokens and record tables (Session/Connections.swift).
+// Record tables (Session/Connections.swift); the epoll token is tested in SharedTests/PackedIDTests.
 import XCTest
 @testable import Worker
 import Shared
-
-final class TokenTests: XCTestCase {
-    func testRoundTrip() {
-        let t = Token.make(kind: Token.server, gen: 0x12_3456, index: 987_654)
-        XCTAssertEqual(Token.kind(t), Token.server)
-        XCTAssertEqual(Token.gen(t), 0x12_3456)
-        XCTAssertEqual(Token.index(t), 987_654)
-    }
-
-    func testGenerationWrapsWithin24Bits() {
-        let t = Token.make(kind: Token.client, gen: 0x1FF_FFFF, index: 3)
-        XCTAssertEqual(Token.gen(t), 0xFF_FFFF)
-        XCTAssertEqual(Token.kind(t), Token.client)
-        XCTAssertEqual(Token.index(t), 3)
-    }
-}
 
 final class TableTests: XCTestCase {
     func testAllocateReleaseAndGrow() {

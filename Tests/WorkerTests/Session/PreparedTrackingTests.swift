@@ -17,43 +17,43 @@ final class PreparedTrackingTests: XCTestCase {
         return try Worker(options: options, config: config, userlist: Userlist(entries: [:]))
     }
 
-    func testAnswersPopTheirSlotsInOrder() throws {
+    func testAnswersPopTheirEntriesInOrder() throws {
         let w = try makeWorker()
         let si = w.servers.allocate()
-        for s in [Slot.parse, Slot.bind, Slot.describePortal, Slot.execute, Slot.sync] {
-            XCTAssertTrue(w.pushSlot(si, s))
+        for s in [ExpectedAnswer.parse, ExpectedAnswer.bind, ExpectedAnswer.describePortal, ExpectedAnswer.execute, ExpectedAnswer.sync] {
+            XCTAssertTrue(w.pushAnswer(si, s))
         }
         XCTAssertTrue(w.serverAnswer(si, BackendType.parseComplete))
         XCTAssertTrue(w.serverAnswer(si, BackendType.bindComplete))
         XCTAssertTrue(w.serverAnswer(si, BackendType.rowDescription))
         XCTAssertTrue(w.serverAnswer(si, BackendType.dataRow), "rows do not end an Execute")
-        XCTAssertEqual(w.servers[si].slotCount, 2)
+        XCTAssertEqual(w.servers[si].answerCount, 2)
         XCTAssertTrue(w.serverAnswer(si, BackendType.commandComplete))
         XCTAssertTrue(w.serverAnswer(si, BackendType.readyForQuery))
-        XCTAssertEqual(w.servers[si].slotCount, 0)
+        XCTAssertEqual(w.servers[si].answerCount, 0)
     }
 
     func testInjectedParseCompleteIsSwallowed() throws {
         let w = try makeWorker()
         let si = w.servers.allocate()
-        XCTAssertTrue(w.pushSlot(si, Slot.parse | Slot.swallow))
-        XCTAssertTrue(w.pushSlot(si, Slot.bind))
+        XCTAssertTrue(w.pushAnswer(si, ExpectedAnswer.parse.swallowed))
+        XCTAssertTrue(w.pushAnswer(si, ExpectedAnswer.bind))
         XCTAssertFalse(w.serverAnswer(si, BackendType.parseComplete), "the client never sent that Parse")
         XCTAssertTrue(w.serverAnswer(si, BackendType.bindComplete))
-        XCTAssertEqual(w.servers[si].slotCount, 0)
+        XCTAssertEqual(w.servers[si].answerCount, 0)
     }
 
     func testErrorSkipsToTheSyncLikePostgres() throws {
         let w = try makeWorker()
         let si = w.servers.allocate()
-        for s in [Slot.parse, Slot.bind, Slot.synthCloseComplete, Slot.execute, Slot.sync, Slot.parse] {
-            XCTAssertTrue(w.pushSlot(si, s))
+        for s in [ExpectedAnswer.parse, ExpectedAnswer.bind, ExpectedAnswer.synthCloseComplete, ExpectedAnswer.execute, ExpectedAnswer.sync, ExpectedAnswer.parse] {
+            XCTAssertTrue(w.pushAnswer(si, s))
         }
         XCTAssertTrue(w.serverAnswer(si, BackendType.errorResponse))
-        XCTAssertEqual(w.servers[si].slotCount, 2, "only the Sync and what follows it remain")
-        XCTAssertEqual(w.headSlot(si), Slot.sync)
+        XCTAssertEqual(w.servers[si].answerCount, 2, "only the Sync and what follows it remain")
+        XCTAssertEqual(w.headAnswer(si), ExpectedAnswer.sync)
         XCTAssertTrue(w.serverAnswer(si, BackendType.readyForQuery))
-        XCTAssertEqual(w.headSlot(si), Slot.parse)
+        XCTAssertEqual(w.headAnswer(si), ExpectedAnswer.parse)
     }
 
     /// PostgreSQL skips a Query sent between a failed extended-protocol message and the Sync: one
@@ -61,31 +61,31 @@ final class PreparedTrackingTests: XCTestCase {
     func testQuerySkippedAfterAnErrorNoLongerCountsAsPending() throws {
         let w = try makeWorker()
         let si = w.servers.allocate()
-        for s in [Slot.parse, Slot.query, Slot.sync] { XCTAssertTrue(w.pushSlot(si, s)) }
+        for s in [ExpectedAnswer.parse, ExpectedAnswer.query, ExpectedAnswer.sync] { XCTAssertTrue(w.pushAnswer(si, s)) }
         w.servers[si].pendingSyncs = 2  // the Query and the Sync, as the scanner counts them
         XCTAssertTrue(w.serverAnswer(si, BackendType.errorResponse))
         XCTAssertEqual(w.servers[si].pendingSyncs, 1)
-        XCTAssertEqual(w.headSlot(si), Slot.sync)
+        XCTAssertEqual(w.headAnswer(si), ExpectedAnswer.sync)
         XCTAssertTrue(w.serverAnswer(si, BackendType.readyForQuery))
-        XCTAssertEqual(w.servers[si].slotCount, 0)
+        XCTAssertEqual(w.servers[si].answerCount, 0)
     }
 
     func testErrorInsideASimpleQueryDoesNotSkip() throws {
         let w = try makeWorker()
         let si = w.servers.allocate()
-        XCTAssertTrue(w.pushSlot(si, Slot.query))
-        XCTAssertTrue(w.pushSlot(si, Slot.query))
+        XCTAssertTrue(w.pushAnswer(si, ExpectedAnswer.query))
+        XCTAssertTrue(w.pushAnswer(si, ExpectedAnswer.query))
         XCTAssertTrue(w.serverAnswer(si, BackendType.errorResponse))
-        XCTAssertEqual(w.servers[si].slotCount, 2)
+        XCTAssertEqual(w.servers[si].answerCount, 2)
         XCTAssertTrue(w.serverAnswer(si, BackendType.readyForQuery))
-        XCTAssertEqual(w.servers[si].slotCount, 1)
+        XCTAssertEqual(w.servers[si].answerCount, 1)
     }
 
     func testQueueIsBounded() throws {
         let w = try makeWorker()
         let si = w.servers.allocate()
-        for _ in 0..<Int(Slot.capacity) { XCTAssertTrue(w.pushSlot(si, Slot.execute)) }
-        XCTAssertFalse(w.pushSlot(si, Slot.execute))
+        for _ in 0..<Int(ExpectedAnswer.capacity) { XCTAssertTrue(w.pushAnswer(si, ExpectedAnswer.execute)) }
+        XCTAssertFalse(w.pushAnswer(si, ExpectedAnswer.execute))
     }
 
     func testRegistrySharesIdenticalStatements() {
@@ -150,5 +150,24 @@ final class PreparedTrackingTests: XCTestCase {
         XCTAssertNil(classify("SELECT 1"))
         XCTAssertNil(classify("SETTLE"), "whole tags only")
         XCTAssertNil(classify("COMMIT"))
+    }
+}
+
+final class ExpectedAnswerTests: XCTestCase {
+    func testByteLayout() {
+        XCTAssertEqual(MemoryLayout<ExpectedAnswer>.size, 1, "one byte per ring entry")
+        XCTAssertEqual(ExpectedAnswer.parse.raw, 1)
+        XCTAssertEqual(ExpectedAnswer.closeTracked.raw, 11)
+        XCTAssertEqual(ExpectedAnswer.synthParseComplete.raw, 20)
+        XCTAssertEqual(ExpectedAnswer.synthError.raw, 22)
+        let s = ExpectedAnswer.parseTracked.swallowed
+        XCTAssertEqual(s.raw, 0x80 | 10)
+        XCTAssertTrue(s.isSwallowed)
+        XCTAssertEqual(s.kind, .parseTracked)
+        XCTAssertFalse(ExpectedAnswer.parseTracked.isSwallowed)
+        XCTAssertTrue(ExpectedAnswer.synthCloseComplete.isSynthetic)
+        XCTAssertTrue(ExpectedAnswer.synthCloseComplete.swallowed.isSynthetic)
+        XCTAssertFalse(ExpectedAnswer.closeTracked.swallowed.isSynthetic)
+        XCTAssertEqual(ExpectedAnswer.none.raw, 0)
     }
 }
