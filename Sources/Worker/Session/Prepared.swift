@@ -58,12 +58,18 @@ struct StatementRegistry {
     private var bodies: [Int32: [UInt8]] = [:]
     /// Ids are never reused (a server may know PGSWIFT_<id> until it forgets it): the next one.
     private var nextID: Int32 = 0
-    /// Statements kept since the last sweep at which a sweep is due (see `Worker.sweepStatements`).
+    /// Statements, and bytes of statement text, at which a sweep is due (see `Worker.sweepStatements`):
+    /// twice what the last sweep kept, and at least 10,000 statements or 16 MiB (a named Parse may be
+    /// megabytes long, so counting statements alone would let a few thousand of them fill memory).
     private(set) var sweepAt = StatementRegistry.minimumSweep
+    private(set) var sweepAtBytes = StatementRegistry.minimumSweepBytes
     static let minimumSweep = 10_000
+    static let minimumSweepBytes = 16 << 20
+    /// Bytes of all the statement texts kept.
+    private(set) var bytes = 0
 
     var count: Int { bodies.count }
-    var sweepDue: Bool { bodies.count >= sweepAt }
+    var sweepDue: Bool { bodies.count >= sweepAt || bytes >= sweepAtBytes }
 
     /// `rest` is a Parse body after the statement name: query\0, int16 count, int32 type oids.
     mutating func intern(_ rest: UnsafeRawBufferPointer) -> Int32 {
@@ -73,6 +79,7 @@ struct StatementRegistry {
         nextID &+= 1
         bodies[id] = key
         ids[key] = id
+        bytes += key.count
         return id
     }
 
@@ -83,8 +90,10 @@ struct StatementRegistry {
         for (id, key) in bodies where !live.contains(id) {
             bodies[id] = nil
             ids[key] = nil
+            bytes -= key.count
         }
         sweepAt = max(2 * bodies.count, StatementRegistry.minimumSweep)
+        sweepAtBytes = max(2 * bytes, StatementRegistry.minimumSweepBytes)
     }
 
     static func serverName(_ id: Int32) -> String { "PGSWIFT_\(id)" }

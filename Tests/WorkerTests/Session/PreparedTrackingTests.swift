@@ -112,6 +112,19 @@ final class PreparedTrackingTests: XCTestCase {
         XCTAssertEqual(Array("select 3\0\0\0".utf8).withUnsafeBytes { r.intern($0) }, ids[3], "a live text keeps its id")
     }
 
+    /// Long statement texts make a sweep due by their bytes, long before 10,000 of them are kept.
+    func testRegistrySweepIsDueByBytesToo() {
+        var r = StatementRegistry()
+        let long = String(repeating: "x", count: 1 << 20)
+        for i in 0..<15 { _ = Array("select '\(long)\(i)'\0\0\0".utf8).withUnsafeBytes { r.intern($0) } }
+        XCTAssertFalse(r.sweepDue, "15 MiB of statements: not due yet")
+        _ = Array("select '\(long)15'\0\0\0".utf8).withUnsafeBytes { r.intern($0) }
+        XCTAssertTrue(r.sweepDue, "16 MiB: due")
+        r.keepOnly([])
+        XCTAssertEqual(r.bytes, 0)
+        XCTAssertFalse(r.sweepDue)
+    }
+
     /// The worker's sweep keeps what a client names or a server holds (prepared, or a Parse/Close in
     /// flight) and forgets the rest; a sweep is due only once the registry has doubled.
     func testSweepKeepsStatementsClientsAndServersStillUse() throws {
