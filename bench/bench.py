@@ -36,7 +36,7 @@ sys.path.insert(0, HERE)
 
 import report  # noqa: E402
 from cluster import (BENCH_DB, BENCH_USER, HOST, HarnessError, Postgres, clean_env,  # noqa: E402
-                     find_pg_bindir, find_tool)
+                     find_pg_bindir, find_tool, pick_port)
 from procs import (CLK_TCK, Child, become_subreaper, chown, cpu_model, descendants, log,  # noqa: E402
                    machine_jiffies, raise_open_files, reap_adopted, rss_by_process, tree_cpu, tree_rss)
 from targets import PgBouncer, PgSwift, Settings, TargetError  # noqa: E402
@@ -585,25 +585,6 @@ def os_name():
     except OSError:
         pass
     return platform.system()
-
-
-def pick_port():
-    """A free TCP port below the ephemeral range, so no outgoing connection (churn makes many)
-    sits on it in TIME_WAIT when a target binds it."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
-            low = int(fh.read().split()[0])
-    except (OSError, ValueError):
-        low = 32768
-    for _ in range(500):
-        port = random.randint(20000, max(20001, low - 1))
-        with socket.socket() as s:
-            try:
-                s.bind((HOST, port))
-                return port
-            except OSError:
-                continue
-    raise HarnessError("no free port found")
 
 
 # ---------------------------------------------------------------------------

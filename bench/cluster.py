@@ -4,8 +4,10 @@ Unix socket for the harness's own admin queries (which therefore never cross a p
 
 import glob
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import time
 
@@ -156,6 +158,25 @@ class Postgres:
         if self.child:
             log(f"stopping postgres (pid {self.pid}): {self.child.stop(signal.SIGINT, grace=60)}")
             self.child = None
+
+
+def pick_port():
+    """A free TCP port below the ephemeral range, so no outgoing connection (churn makes many)
+    sits on it in TIME_WAIT when a target binds it."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            low = int(fh.read().split()[0])
+    except (OSError, ValueError):
+        low = 32768
+    for _ in range(500):
+        port = random.randint(20000, max(20001, low - 1))
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+                return port
+            except OSError:
+                continue
+    raise HarnessError("no free port found")
 
 
 def tail(path, n=15):

@@ -33,7 +33,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 import pgwire  # noqa: E402
-from cluster import HOST, HarnessError, Postgres, clean_env, find_pg_bindir, tail  # noqa: E402
+from cluster import HOST, HarnessError, Postgres, clean_env, find_pg_bindir, pick_port, tail  # noqa: E402
 from procs import (Child, become_subreaper, chown, descendants, log, raise_open_files,  # noqa: E402
                    reap_adopted, rss_bytes)
 
@@ -49,20 +49,6 @@ class FuzzPostgres(Postgres):
         s.update({"log_min_messages": "log", "log_min_error_statement": "panic", "max_connections": 100,
                   "shared_buffers": "128MB"})
         return s
-
-
-def pick_port():
-    with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
-        low = int(fh.read().split()[0])
-    for _ in range(500):
-        port = random.randint(20000, max(20001, low - 1))
-        with socket.socket() as s:
-            try:
-                s.bind((HOST, port))
-                return port
-            except OSError:
-                continue
-    raise HarnessError("no free port found")
 
 
 def env_int(name, default):
