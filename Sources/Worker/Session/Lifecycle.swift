@@ -166,15 +166,20 @@ extension Worker {
             return
         }
         log.info("C-\(clients[ci].id): closing because: \(fields.message) (\(fields.code))")
-        detachClient(ci)
-        setClientState(ci, .closing)
-        flushClient(ci)
+        closeOnceFlushed(ci)
     }
 
     /// Closes a client whose stream stops inside a server message: no error can be framed, so the
     /// closed socket is the error (libpq: "server closed the connection unexpectedly").
     func closeClientMidMessage(_ ci: Int32, reason: String) {
         log.info("C-\(clients[ci].id): closing because: \(reason) (inside a server message: closed without an error)")
+        closeOnceFlushed(ci)
+    }
+
+    /// Gives back the client's server and queue place, then frees it once what is queued for it
+    /// (its final error, or the forwarded bytes) is written (`flushClient`; the janitor gives up
+    /// after 5 s).
+    private func closeOnceFlushed(_ ci: Int32) {
         detachClient(ci)
         setClientState(ci, .closing)
         flushClient(ci)

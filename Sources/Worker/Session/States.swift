@@ -71,7 +71,8 @@ extension Worker {
         #endif
     }
 
-    /// Counted in its pool's serverCount: every state but free and a cancel connection's.
+    /// Counted in its pool's serverCount: every state but free and a cancel connection's (what
+    /// `setServerState` counts and `checkPoolInvariants` checks).
     @inline(__always)
     static func isPoolServer(_ s: ServerState) -> Bool { s != .free && s != .cancelRequest }
 
@@ -98,7 +99,7 @@ extension Worker {
         while i < Int32(servers.capacity) {
             let s = servers[i].state
             if s == .active { activeAll += 1 }
-            if servers[i].pool == p && s != .free && s != .cancelRequest {
+            if servers[i].pool == p && Worker.isPoolServer(s) {
                 all += 1
                 if s == .connecting || s == .login { connecting += 1 }
                 if s == .active { active += 1 }
