@@ -18,6 +18,9 @@ mode it reports:
   round-trip time the driver saw (the Python driver adds its own overhead to the latter).
 - callgrind's top functions of the pooler (self cost, longer run) in bench/out/.
 
+MB_DUMP_INSTR=yes in the environment makes callgrind record costs per instruction address (with
+--keep-workdir, the outputs then tell which call site, e.g. of swift_beginAccess, runs per transaction).
+
 A transaction is one simple Query ("SELECT 1") or one Parse/Bind/Describe/Execute/Sync, answered
 by the fake server with RowDescription, one DataRow, CommandComplete, ReadyForQuery.  With
 --clients C the driver keeps C transactions in flight (one per connection).  Transaction pooling,
@@ -145,7 +148,7 @@ server_check_delay = 3600
         chown(d, self.run_as)
         with open(os.path.join(d, "userlist.txt"), "w") as fh:
             fh.write(f'"{USER}" ""\n')
-        vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={callgrind_out}", "--dump-instr=no",
+        vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={callgrind_out}", "--dump-instr=" + os.environ.get("MB_DUMP_INSTR", "no"),
               "--collect-jumps=no", "--trace-children=no"] if callgrind_out else []
         worker = None
         if self.kind == "pgswift" and vg:

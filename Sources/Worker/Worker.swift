@@ -39,6 +39,10 @@ struct HotState {
     var draining = false
     /// auth_query lookups waiting for a server of their pool (AuthQuery.swift).
     var authQueriesWaiting = 0
+    /// Read by every loop turn.
+    var running = true
+    var nextJanitor: Int64 = 0
+    var shutdownMode: ShutdownMode? = nil
 }
 
 struct WorkerOptions {
@@ -95,17 +99,26 @@ final class Worker {
     /// Salts of unknown users' mock SCRAM exchanges and of plain-password users (MockAuthKey.swift).
     let mockAuthKey = MockAuthKey.current()
     lazy var clientSecrets = ClientScramSecrets(saltKey: mockAuthKey)
-    var shutdownMode: ShutdownMode? = nil
+    var shutdownMode: ShutdownMode? {
+        get { hot.pointee.shutdownMode }
+        set { hot.pointee.shutdownMode = newValue }
+    }
     var paused: Bool {
         get { hot.pointee.paused }
         set { hot.pointee.paused = newValue }
     }
-    var running = true
+    var running: Bool {
+        get { hot.pointee.running }
+        set { hot.pointee.running = newValue }
+    }
     var accepting = true
     /// TCP_NODELAY and SO_KEEPALIVE are set on the listeners and inherited (ListenerTuning.swift).
     var listenersTuned = false
     var maxPacket: Int
-    var nextJanitor: Int64 = 0
+    var nextJanitor: Int64 {
+        get { hot.pointee.nextJanitor }
+        set { hot.pointee.nextJanitor = newValue }
+    }
     var activeServerCount: Int {
         get { hot.pointee.activeServerCount }
         set { hot.pointee.activeServerCount = newValue }
@@ -192,6 +205,9 @@ final class Worker {
 
     /// One turn of the loop: wait for events (at most `timeoutMillis`), handle them, run the janitor
     /// when due. `run` repeats it; unit tests call it themselves to drive the worker step by step.
+    /// What it calls for listeners, control, handoff and the janitor is `@inline(never)`: inlined here,
+    /// their accesses to this class's stored `var`s (stats, handoff) were hoisted into every turn, two
+    /// run-time exclusivity checks per turn that no forwarded byte needed.
     @inline(__always)
     func turn(timeoutMillis: Int32) throws {
         let n = try epoll.wait(timeoutMillis: timeoutMillis)
@@ -240,6 +256,7 @@ final class Worker {
     /// EAGAIN — one per connection when they come one at a time — is never made.
     static let acceptsPerEvent = 1
 
+    @inline(never)  // cold: kept out of the loop turn (see `turn`)
     func acceptClients(_ listenFD: Int32) {
         guard accepting else { return }
         var peer = SocketAddress()
@@ -295,6 +312,7 @@ final class Worker {
         sendControlBytes(m.encode())
     }
 
+    @inline(never)  // cold: kept out of the loop turn (see `turn`)
     func controlEvent() {
         guard controlFD >= 0 else { return }  // the supervisor is gone (supervisorLost)
         if !stats.outbox.isEmpty { drainControl() }
@@ -399,6 +417,7 @@ final class Worker {
         checkShutdown()
     }
 
+    @inline(never)  // cold: kept out of the loop turn (see `turn`)
     func checkShutdown() {
         guard let mode = shutdownMode else { return }
         switch mode {

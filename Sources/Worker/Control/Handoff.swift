@@ -53,6 +53,7 @@ extension Worker {
 
     /// Every 100 ms while draining: move who can move, shed idle servers nobody waits for, and
     /// close what is left once drain_timeout has passed.
+    @inline(never)  // cold: kept out of the loop turn (see `turn`)
     func drainTick() {
         if now >= handoff.drainDeadline {
             log.info("drain_timeout passed: closing the \(clients.used) clients still here")
@@ -211,6 +212,7 @@ extension Worker {
         try epoll.add(fd, events: [.input], data: WorkerToken(.handoff, fd: fd).raw)
     }
 
+    @inline(never)  // cold: kept out of the loop turn (see `turn`)
     func handoffEvent() {
         guard handoff.inFD >= 0 else { return }
         if handoff.buffer == nil { handoff.buffer = .allocate(byteCount: WorkerHandoff.bufferSize, alignment: 16) }

@@ -228,6 +228,7 @@ extension Worker {
     }
 
     /// Once a second from the loop: pools, lists and process usage (no rows).
+    @inline(never)  // cold: kept out of the loop turn (see `turn`)
     func pushStatsIfDue() {
         guard controlFD >= 0, now >= stats.nextPush else { return }
         stats.nextPush = now + WorkerStatsState.pushIntervalNanos

@@ -240,6 +240,7 @@ extension Worker {
 
     /// Every janitor tick: clients still waiting with nothing being opened get another try (a suspected
     /// host's interval ran out, a connect slot freed up).
+    @inline(never)  // cold: kept out of the loop turn (see `turn`)
     func healthTick() {
         for pi in pools.indices where pools[pi].waitCount > 0 && pools[pi].connectingCount == 0 && !paused {
             launchIfNeeded(Int32(pi))

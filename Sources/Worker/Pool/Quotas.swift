@@ -69,6 +69,7 @@ extension Worker {
     /// Every 100 ms: pools whose figures changed, or whose clients wait (the supervisor may move quota).
     /// The limits housekeeping runs without a supervisor too (retired servers that never close,
     /// warm-up, group launches): a worker whose supervisor died still serves its clients.
+    @inline(never)  // cold: kept out of the loop turn (see `turn`)
     func reportPools() {
         if controlFD >= 0 { for pi in pools.indices { reportPool(pi, force: false) } }
         limitsTick()

@@ -2,6 +2,7 @@
 import Shared
 
 extension Worker {
+    @inline(never)  // cold: kept out of the loop turn (see `turn`)
     func janitor() {
         let loginTimeout = Clock.nanos(seconds: config.clientLoginTimeout)
         let waitTimeout = Clock.nanos(seconds: config.queryWaitTimeout)
