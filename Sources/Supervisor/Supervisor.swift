@@ -31,14 +31,19 @@ enum SupervisorMain {
 
     /// `--check-config`: warnings and errors as FILE:LINE: reason on stderr, verdict in the exit status.
     static func checkConfig(_ path: String) -> Int32 {
+        guard let config = loadConfig(path, report: { writeStderr("\($0)\n") }) else { return 1 }
+        for w in config.warnings { writeStderr("\(w.location): warning: \(w.message)\n") }
+        print("configuration OK")
+        return 0
+    }
+
+    /// Loads the config file for a command, or hands the error to `report` and returns nil.
+    static func loadConfig(_ path: String, report: (ConfigError) -> Void) -> Config? {
         do throws(ConfigError) {
-            let config = try Config.load(path: path)
-            for w in config.warnings { writeStderr("\(w.file):\(w.line): warning: \(w.message)\n") }
-            print("configuration OK")
-            return 0
+            return try Config.load(path: path)
         } catch {
-            writeStderr("\(error)\n")
-            return 1
+            report(error)
+            return nil
         }
     }
 
@@ -112,13 +117,7 @@ final class Supervisor {
     static func start(_ options: SupervisorOptions) -> Int32 {
         var log = Logger(who: "supervisor", minimumLevel: options.verbosity > 0 ? .debug : .log)
         let configPath = WorkerLaunch.absolutePath(options.configPath, currentDirectory: Files.currentDirectory() ?? "/")
-        var config: Config
-        do throws(ConfigError) {
-            config = try Config.load(path: configPath)
-        } catch {
-            log.fatal("\(error)")
-            return 1
-        }
+        guard var config = SupervisorMain.loadConfig(configPath, report: { log.fatal("\($0)") }) else { return 1 }
         log.minimumLevel = options.verbosity + config.verbose > 0 ? .debug : .log
         if let path = config.logfile, !path.isEmpty, !log.openLogFile(path) {
             log.fatal("cannot open logfile \(path): \(Errno.current)")

@@ -169,14 +169,11 @@ public struct Config: Sendable {
     public func validateFiles() throws(ConfigError) {
         if let authFile {
             if let reason = ConfigFile.unreadableReason(path: authFile) {
-                let at = location(ofSetting: "auth_file")
-                throw ConfigError(file: at?.file ?? configFile, line: at?.line ?? 0,
-                                  message: "auth_file \"\(authFile)\" cannot be read: \(reason)")
+                throw settingError("auth_file \"\(authFile)\" cannot be read: \(reason)", at: "auth_file")
             }
         } else if authType.needsUserList && authUser == nil {
-            let at = location(ofSetting: "auth_type")
-            throw ConfigError(file: at?.file ?? configFile, line: at?.line ?? 0,
-                              message: "auth_type \(authType.rawValue) needs auth_file (or auth_user) to know the users")
+            throw settingError("auth_type \(authType.rawValue) needs auth_file (or auth_user) to know the users",
+                               at: "auth_type")
         }
         try validateTLS()
     }
@@ -240,6 +237,13 @@ public struct Config: Sendable {
     /// Where a `[pgbouncer]`/`[pgswift]` key was set, if it was.
     public func location(ofSetting key: String) -> ConfigLocation? {
         settingLocations[key.lowercased()]
+    }
+
+    /// An error about a setting, reported at the line of the first of `keys` that was set (else at
+    /// the config file, line 0).
+    func settingError(_ message: String, at keys: String...) -> ConfigError {
+        let at = keys.lazy.compactMap { location(ofSetting: $0) }.first
+        return ConfigError(file: at?.file ?? configFile, line: at?.line ?? 0, message: message)
     }
 
     // MARK: Introspection (SHOW CONFIG)

@@ -28,17 +28,17 @@ public enum ConfigNotice: ConfigSeverity {}
 /// when the problem is not tied to a line. Errors and warnings carry the same parts, so they are one
 /// type told apart by `Severity` (a warning cannot be thrown where a `ConfigError` is expected).
 public struct ConfigMessage<Severity: ConfigSeverity>: Error, CustomStringConvertible, Sendable, Equatable {
-    public var file: String
-    public var line: Int
+    public var location: ConfigLocation
     public var message: String
 
     public init(file: String, line: Int, message: String) {
-        self.file = file
-        self.line = line
+        location = ConfigLocation(file: file, line: line)
         self.message = message
     }
 
-    public var description: String { "\(file):\(line): \(message)" }
+    public var file: String { location.file }
+    public var line: Int { location.line }
+    public var description: String { "\(location): \(message)" }
 }
 
 /// A configuration problem that stops loading.
@@ -60,7 +60,8 @@ public struct ConfigLocation: CustomStringConvertible, Sendable, Equatable {
     public var description: String { "\(file):\(line)" }
 }
 
-/// One startup parameter a `[databases]` entry forces on server connections.
+/// One startup parameter by name: one a `[databases]` entry forces on server connections, or one
+/// that follows a client to another worker (`HandoffParameter`).
 public struct ConnParam: Sendable, Equatable {
     public var name: String
     public var value: String

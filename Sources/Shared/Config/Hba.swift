@@ -450,9 +450,7 @@ extension Config {
             return
         }
         guard let path = authHbaFile else {
-            let at = location(ofSetting: "auth_type")
-            throw ConfigError(file: at?.file ?? configFile, line: at?.line ?? 0,
-                              message: "auth_type hba needs auth_hba_file")
+            throw settingError("auth_type hba needs auth_hba_file", at: "auth_type")
         }
         hba = try HbaRules.load(path: path)
     }

@@ -1,14 +1,8 @@
 // Rolling restarts: the state of a client moving from a draining worker to its successor, and its codec.
 
-/// One startup parameter that follows the client (by name: two builds may track different lists).
-public struct HandoffParameter: Equatable, Sendable {
-    public var name: String
-    public var value: String
-    public init(name: String, value: String) {
-        self.name = name
-        self.value = value
-    }
-}
+/// One startup parameter that follows the client (by name: two builds may track different lists);
+/// the same name/value pair as a `[databases]` entry's forced parameter.
+public typealias HandoffParameter = ConnParam
 
 /// A protocol-level prepared statement: the client's name and the Parse body after that name
 /// (query text, parameter count and type OIDs), which the successor interns again.

@@ -6,10 +6,6 @@ import Glibc
 public struct TLSSetupError: Error, Sendable, CustomStringConvertible {
     public var key: String
     public var reason: String
-    public init(key: String, reason: String) {
-        self.key = key
-        self.reason = reason
-    }
     public var description: String { "\(key): \(reason)" }
 }
 
@@ -77,9 +73,7 @@ extension Config {
                     _ = try TLSContext.connectingServers(side)
                 }
             } catch {
-                let at = location(ofSetting: error.key) ?? location(ofSetting: "\(side.prefix)_tls_sslmode")
-                throw ConfigError(file: at?.file ?? configFile, line: at?.line ?? 0,
-                                  message: "\(error.key): \(error.reason)")
+                throw settingError("\(error)", at: error.key, "\(side.prefix)_tls_sslmode")
             }
         }
     }

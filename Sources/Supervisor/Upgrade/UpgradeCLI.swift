@@ -8,13 +8,9 @@ enum UpgradeCLI {
     static let timeoutMillis: Int32 = 600_000
 
     static func run(configPath: String) -> Int32 {
-        let config: Config
-        do throws(ConfigError) {
-            config = try Config.load(path: configPath)
-        } catch {
-            SupervisorMain.writeStderr("pgswift upgrade: \(error)\n")
-            return 1
-        }
+        guard let config = SupervisorMain.loadConfig(configPath, report: {
+            SupervisorMain.writeStderr("pgswift upgrade: \($0)\n")
+        }) else { return 1 }
         guard let path = Listeners.unixSocketPath(directory: config.unixSocketDir, port: config.listenPort),
               let address = SocketAddress.unix(path: path) else {
             SupervisorMain.writeStderr("pgswift upgrade: the admin console is reached over the Unix socket: set unix_socket_dir\n")
