@@ -30,10 +30,8 @@ extension Worker {
         servers[si].createdAt = now
         servers[si].pendingSyncs = 0
         servers[si].unsynced = false
-        servers[si].internalQueries = 0
         servers[si].txStatus = UInt8(ascii: "I")
         servers[si].dirty = false
-        servers[si].releaseOnFlush = false
         let info = ServerInfo(trackedCount: tracked.names.count)
         info.address = address.description
         info.hostKey = hostKey

@@ -24,8 +24,10 @@ extension Worker {
         if from == .waitServer { removeWaiting(ci) }
         clients[ci].state = to
         if to == .waitServer { enqueueWaiting(ci) }
+        if to == .free { clients[ci].skipUntilSync = false }
         #if DEBUG
         checkPoolInvariants(clients[ci].pool)
+        checkScopedFields(client: ci)
         #endif
     }
 
@@ -55,6 +57,9 @@ extension Worker {
             if from != .cancelRequest { pools[p].serverCount -= 1 }
         }
         servers[si].state = to
+        // Fields that belong to one state end with it (see "State-scoped fields" below).
+        if from == .active { servers[si].releaseOnFlush = false }
+        if to == .free { servers[si].internalQueries = 0 }
         switch to {
         case .idle:
             pushIdle(si)
@@ -68,6 +73,7 @@ extension Worker {
         }
         #if DEBUG
         checkPoolInvariants(servers[si].pool)
+        checkScopedFields(server: si)
         #endif
     }
 
@@ -112,6 +118,28 @@ extension Worker {
                      "pool \(c.database)/\(c.user): counters idle \(c.idleCount) wait \(c.waitCount) servers \(c.serverCount) "
                      + "connecting \(c.connectingCount) active \(c.activeCount) (worker \(activeServerCount)), but the lists "
                      + "and states say \(idle) \(wait) \(all) \(connecting) \(active) (\(activeAll))")
+    }
+
+    /// State-scoped fields: flags that mean something in some states only. The transitions above end
+    /// them with their state (`releaseOnFlush` when a server leaves `.active`, `internalQueries` and
+    /// `skipUntilSync` when the record is freed); this checks that no other state carries one:
+    ///   server.releaseOnFlush   only `.active`: release once the final ReadyForQuery is flushed
+    ///   server.internalQueries  only `.active` (parameter SETs before the client's query), `.resetting`
+    ///                           (ROLLBACK, server_reset_query) and `.closing`/`.beingCanceled` (a
+    ///                           server dropped before its swallowed answers came)
+    ///   client.skipUntilSync    only `.idle`, `.waitServer`, `.active` (a logged-in client)
+    func checkScopedFields(server si: Int32) {
+        let s = servers[si]
+        precondition(!s.releaseOnFlush || s.state == .active, "S-\(s.id): releaseOnFlush in state \(s.state)")
+        precondition(s.internalQueries == 0 || s.state == .active || s.state == .resetting || s.state == .closing
+                     || s.state == .beingCanceled,
+                     "S-\(s.id): \(s.internalQueries) internal queries in state \(s.state)")
+    }
+
+    func checkScopedFields(client ci: Int32) {
+        let c = clients[ci]
+        precondition(!c.skipUntilSync || c.state == .idle || c.state == .waitServer || c.state == .active,
+                     "C-\(c.id): skipUntilSync in state \(c.state)")
     }
 
     /// A linked pair points at each other (checked where pairs are made and undone).
