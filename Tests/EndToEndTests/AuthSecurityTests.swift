@@ -86,7 +86,7 @@ final class AuthSecurityTests: XCTestCase {
     }
 
     /// Under trust, a user missing from auth_file is looked up with auth_query (as PgBouncer does): one
-    /// the server knows gets in, an unknown one gets the trust failure.
+    /// the server knows gets in, an unknown one gets PgBouncer's "no such user" (08P01).
     func testTrustWithAuthQueryAdmitsOnlyUsersItFinds() throws {
         let pg = try PostgresServer.shared()
         try pg.adminQuery("""
@@ -108,7 +108,8 @@ final class AuthSecurityTests: XCTestCase {
         XCTAssertEqual(try c.query("select current_user").first?.first, "u_md5")
         c.close()
         XCTAssertThrowsError(try WireClient.connect(port: px.port, user: "aq_nobody", database: "aqdb")) { e in
-            XCTAssertEqual((e as? WireServerError)?.fields.message, "\"trust\" authentication failed", "\(e)")
+            XCTAssertEqual((e as? WireServerError)?.fields.message, "no such user", "\(e)")
+            XCTAssertEqual((e as? WireServerError)?.fields.sqlstate, "08P01", "\(e)")
         }
     }
 

@@ -15,8 +15,9 @@ enum HealthE2E {
         s.defaultPoolSize = poolSize
         s.settings = [("admin_users", "u_trust"), ("server_check_delay", "0.5"), ("server_login_retry", "1"),
                       ("query_wait_timeout", "30")]
+        // These tests are about failing fast: pgswift's extension, off by default as in PgBouncer.
         s.pgswiftSettings = [("health_check_backoff_initial", "0.5"), ("health_check_backoff_max", "4"),
-                             ("health_check_timeout", "2")]
+                             ("health_check_timeout", "2"), ("fail_fast", "on")]
         return s
     }
 
@@ -160,7 +161,7 @@ final class HealthCheckTests: XCTestCase {
         s.defaultPoolSize = 4
         s.settings = [("admin_users", "u_trust"), ("server_check_delay", "0.2"), ("server_login_retry", "0.1")]
         s.pgswiftSettings = [("health_check_backoff_initial", "0.05"), ("health_check_backoff_max", "0.2"),
-                             ("health_check_timeout", "1")]
+                             ("health_check_timeout", "1"), ("fail_fast", "on")]
         let px = try Pgswift.start(s)
         defer { px.stop() }
         let key = "backend 127.0.0.1:\(gate.port) is"

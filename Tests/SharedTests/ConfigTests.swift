@@ -118,7 +118,7 @@ final class ConfigTests: XCTestCase {
         XCTAssertNil(c.workerBinary)
         XCTAssertEqual(c.metricsListen, "")
         XCTAssertEqual(c.drainTimeout, 300)
-        XCTAssertTrue(c.failFast)
+        XCTAssertFalse(c.failFast, "off by default, as PgBouncer has no such thing")
         // The rest
         XCTAssertEqual(c.databases, [])
         XCTAssertNil(c.fallbackDatabase)
@@ -250,13 +250,13 @@ final class ConfigTests: XCTestCase {
             worker_binary = /usr/libexec/pgswift-worker
             metrics_listen = 127.0.0.1:9127
             drain_timeout = 2.5
-            fail_fast = no
+            fail_fast = yes
             """)
         XCTAssertEqual(c.workers, 4)
         XCTAssertEqual(c.workerBinary, "/usr/libexec/pgswift-worker")
         XCTAssertEqual(c.metricsListen, "127.0.0.1:9127")
         XCTAssertEqual(c.drainTimeout, 2.5)
-        XCTAssertFalse(c.failFast)
+        XCTAssertTrue(c.failFast)
         XCTAssertNil(try parse("[pgswift]\nworker_binary =\n").workerBinary)
     }
 
@@ -426,8 +426,25 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(c.database(named: "app")?.file, tempDir + "/conf.d/pools.ini")
         XCTAssertEqual(c.database(named: "app")?.line, 2)
         XCTAssertEqual(c.users["bob"]?.poolMode, .transaction)
-        XCTAssertEqual(c.authFile, tempDir + "/userlist.txt", "relative auth_file resolves next to the config")
+        XCTAssertEqual(c.authFile, tempDir + "/userlist.txt", "not in the working directory: found next to the config")
+        XCTAssertTrue(c.warnings.contains { $0.message.contains("auth_file \"userlist.txt\" is not in the working directory") },
+                      "the fallback is warned about: \(c.warnings)")
         XCTAssertEqual(c.configFile, main)
+    }
+
+    /// PgBouncer takes relative file names from the working directory: when the same name exists
+    /// there and next to the config, the working directory's wins, made absolute, without a warning.
+    func testRelativeNamesAreTakenFromTheWorkingDirectoryFirst() throws {
+        let cwd = try XCTUnwrap(FileManager.default.currentDirectoryPath as String?)
+        let name = "pgswift-config-test-\(UUID().uuidString).txt"
+        let inCWD = cwd + "/" + name
+        XCTAssertTrue(FileManager.default.createFile(atPath: inCWD, contents: Data("\"bob\" \"cwd\"\n".utf8)))
+        defer { try? FileManager.default.removeItem(atPath: inCWD) }
+        _ = try write(name, "\"bob\" \"beside\"\n")
+        let main = try write("pgbouncer.ini", "[pgbouncer]\nauth_file = \(name)\n")
+        let c = try Config.load(path: main)
+        XCTAssertEqual(c.authFile, inCWD)
+        XCTAssertFalse(c.warnings.contains { $0.message.contains("working directory") }, "\(c.warnings)")
     }
 
     func testErrorInsideIncludedFileNamesThatFile() throws {

@@ -16,7 +16,7 @@ final class HealthConfigTests: XCTestCase {
             health_check_backoff_max = 8
             health_check_timeout = 1.5
             health_check_user = checker
-            fail_fast = 0
+            fail_fast = 1
             """, file: "t.ini")
         XCTAssertEqual(c.databases[0].targetSessionAttrs, .readWrite)
         XCTAssertEqual(c.databases[0].loadBalanceHosts, .leastConnections)
@@ -27,7 +27,7 @@ final class HealthConfigTests: XCTestCase {
         XCTAssertEqual(c.healthCheckBackoffMax, 8)
         XCTAssertEqual(c.healthCheckTimeout, 1.5)
         XCTAssertEqual(c.healthCheckUser, "checker")
-        XCTAssertFalse(c.failFast)
+        XCTAssertTrue(c.failFast)
         XCTAssertEqual(c.serverCheckDelay, 0.5)
         XCTAssertEqual(Config.isImplemented(key: "health_check_backoff_max"), true)
         XCTAssertTrue(c.warnings.isEmpty, "\(c.warnings)")

@@ -20,10 +20,10 @@ public struct Config: Sendable {
     public var unixSocketGroup: String = ""
 
     public var authType: AuthType = .md5
-    /// Resolved against the config file's directory when relative.
+    /// Relative: against the working directory (PgBouncer), else next to the config file.
     public var authFile: String? = nil
     public var authUser: String? = nil
-    /// Resolved against the config file's directory when relative; read when `auth_type = hba`.
+    /// Relative: against the working directory (PgBouncer), else next to the config file; read when `auth_type = hba`.
     public var authHbaFile: String? = nil
     /// The parsed `auth_hba_file` (`load` fills it when `auth_type = hba`; see Hba.swift).
     public var hba: HbaRules? = nil
@@ -119,7 +119,7 @@ public struct Config: Sendable {
     /// Seconds a draining worker may keep clients before it is stopped.
     public var drainTimeout: Double = 300
     /// When a backend is down, answer clients with an error at once instead of queueing them.
-    public var failFast: Bool = true
+    public var failFast: Bool = false
     /// Backend health checks (Supervisor/Health/HealthCheck.swift): first retry delay after a failed check,
     /// the backoff's cap, the check's own timeout, and who it logs in as ("" = chosen, see README).
     public var healthCheckBackoffInitial: Double = 0.5

@@ -54,6 +54,16 @@ struct ConfigAssembler {
         return result
     }
 
+    /// A relative file name, against the working directory as in PgBouncer (ConfigFile.swift).
+    private mutating func resolveFile(_ key: String, _ path: String, _ file: String, _ line: Int) -> String {
+        let r = ConfigFile.resolveFromWorkingDirectory(path, configFile: file)
+        if r.nextToConfig {
+            warn(file, line, "\(key) \"\(path)\" is not in the working directory; using \(r.path) next to the "
+                 + "config file (PgBouncer takes relative names from the working directory only)")
+        }
+        return r.path
+    }
+
     private mutating func warn(_ file: String, _ line: Int, _ message: String) {
         config.warnings.append(ConfigWarning(file: file, line: line, message: message))
     }
@@ -92,12 +102,10 @@ struct ConfigAssembler {
             warn(file, line, "\(key) is not implemented by pgswift yet; ignored")
         }
         if key == "auth_file", let path = config.authFile {
-            // Relative to the config file rather than the working directory: under systemd the
-            // working directory is "/", which would silently break a config that works by hand.
-            config.authFile = ConfigFile.resolve(path, relativeTo: ConfigFile.directory(of: file))
+            config.authFile = resolveFile(key, path, file, line)
         }
         if key == "auth_hba_file", let path = config.authHbaFile {
-            config.authHbaFile = ConfigFile.resolve(path, relativeTo: ConfigFile.directory(of: file))
+            config.authHbaFile = resolveFile(key, path, file, line)
         }
     }
 

@@ -46,6 +46,21 @@ enum ConfigFile {
         return String(path[..<slash])
     }
 
+    /// A file named in a config (`auth_file`, `auth_hba_file`, `%include`) as PgBouncer takes it: a
+    /// relative name against the working directory, made absolute so every process agrees. When nothing
+    /// is there but the file exists next to the config file, that one is used (pgswift's earlier rule,
+    /// kept so that configs written for it keep working under systemd, whose working directory is "/")
+    /// and `nextToConfig` says so, for a warning.
+    static func resolveFromWorkingDirectory(_ path: String, configFile: String) -> (path: String, nextToConfig: Bool) {
+        if path.hasPrefix("/") { return (path, false) }
+        let cwd = Files.currentDirectory() ?? "."
+        let fromCWD = resolve(path, relativeTo: cwd)
+        if Files.exists(fromCWD) { return (fromCWD, false) }
+        let beside = resolve(path, relativeTo: directory(of: configFile))
+        if beside != fromCWD && Files.exists(beside) { return (beside, true) }
+        return (fromCWD, false)
+    }
+
     /// `path` taken relative to `directory` unless it is absolute.
     static func resolve(_ path: String, relativeTo directory: String) -> String {
         if path.hasPrefix("/") || directory.isEmpty || directory == "." { return path }

@@ -100,7 +100,7 @@ enum ConfigIniParser {
             throw ConfigError(file: file, line: lineNo,
                               message: "%include nested too deeply (limit \(maxIncludeDepth))")
         }
-        let path = ConfigFile.resolve(name, relativeTo: ConfigFile.directory(of: file))
+        let path = ConfigFile.resolveFromWorkingDirectory(name, configFile: file).path
         let text: String
         do {
             text = try ConfigFile.readAll(path: path)

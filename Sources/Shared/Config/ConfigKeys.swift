@@ -200,7 +200,7 @@ extension ConfigKeySpec {
     static let pgswift: [ConfigKeySpec] = [
         seconds("auth_query_cache_ttl", "60", \.authQueryCacheTTL),
         seconds("drain_timeout", "300", \.drainTimeout),
-        bool("fail_fast", "1", \.failFast),
+        bool("fail_fast", "0", \.failFast),
         seconds("health_check_backoff_initial", "0.5", \.healthCheckBackoffInitial),
         seconds("health_check_backoff_max", "30", \.healthCheckBackoffMax),
         seconds("health_check_timeout", "5", \.healthCheckTimeout),

@@ -59,6 +59,11 @@ public enum Files {
         _ = unlink(path)
     }
 
+    /// access(F_OK): something exists at `path`.
+    public static func exists(_ path: String) -> Bool {
+        access(path, F_OK) == 0
+    }
+
     public static func currentDirectory() -> String? {
         var buf = [CChar](repeating: 0, count: 4096)
         guard getcwd(&buf, buf.count) != nil else { return nil }

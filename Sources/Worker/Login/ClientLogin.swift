@@ -193,10 +193,14 @@ extension Worker {
         case .trust:
             // As PgBouncer: trust lets in users of auth_file (or found by auth_query) only.
             guard given != nil || authQueryFound else {
+                let askedAuthQuery = info.entry?.authUser ?? config.authUser != nil
                 log.warning("C-\(clients[ci].id): trust authentication failed for user \"\(info.user)\" (not in auth_file"
-                            + (info.entry?.authUser ?? config.authUser != nil ? " nor found by auth_query)" : ")"))
-                // PgBouncer's text and SQLSTATE (08P01, its default for pooler errors).
-                failClient(ci, code: SQLState.protocolViolation, message: "\"trust\" authentication failed")
+                            + (askedAuthQuery ? " nor found by auth_query)" : ")"))
+                // PgBouncer's texts and SQLSTATE (08P01, its default for pooler errors): after an
+                // auth_query that found nothing it says "no such user" (trust hides no name anyway:
+                // a known one gets in without a password).
+                failClient(ci, code: SQLState.protocolViolation,
+                           message: askedAuthQuery ? "no such user" : "\"trust\" authentication failed")
                 return
             }
             authenticated(ci)
