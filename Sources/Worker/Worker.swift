@@ -33,7 +33,6 @@ struct HotState {
     var activeServerCount = 0
     var useTick: UInt64 = 0
     var safeShutdown = false
-    var serverLifetimeNanos: Int64 = 0
     var trackPrepared = false
     /// Rolling restart: clients move to the successor when they become idle (Handoff.swift).
     var draining = false
@@ -448,7 +447,6 @@ final class Worker {
     /// Copies the settings the data path reads into `hot`.
     func applyHotSettings() {
         ignoredStartupParameters = Set(config.ignoreStartupParameters.map { $0.lowercased() })
-        hot.pointee.serverLifetimeNanos = Clock.nanos(seconds: config.serverLifetime)
         hot.pointee.trackPrepared = config.maxPreparedStatements > 0
     }
 

@@ -150,7 +150,7 @@ final class ConfigTests: XCTestCase {
                     "server_reset_query", "server_reset_query_always", "server_check_query",
                     "server_check_delay", "server_idle_timeout", "server_lifetime", "server_connect_timeout",
                     "server_login_retry", "client_login_timeout", "client_idle_timeout",
-                    "idle_transaction_timeout", "query_timeout", "query_wait_timeout",
+                    "idle_transaction_timeout", "query_timeout", "query_wait_timeout", "transaction_timeout",
                     "ignore_startup_parameters", "track_extra_parameters", "max_prepared_statements",
                     "max_packet_size", "pkt_buf", "listen_backlog", "logfile", "pidfile", "log_connections",
                     "log_disconnections", "log_pooler_errors", "verbose", "stats_period",
@@ -354,13 +354,48 @@ final class ConfigTests: XCTestCase {
     }
 
     func testUnimplementedConnectionParameterWarns() throws {
-        let c = try parse("[pgbouncer]\n[databases]\nx = host=h auth_query='SELECT 1' server_lifetime=10\n")
+        let c = try parse("[pgbouncer]\n[databases]\nx = host=h auth_query='SELECT 1' query_wait_timeout=10\n")
         XCTAssertEqual(c.warnings.map(\.line), [3, 3])
         XCTAssertTrue(c.warnings[0].message.contains("auth_query is not implemented by pgswift yet"))
         XCTAssertEqual(c.database(named: "x")?.hosts, ["h"])
     }
 
     // MARK: [users] and effective settings
+
+    /// PgBouncer 1.25's per-user timeouts and per-database server_lifetime: a positive value beats the
+    /// global one, 0 inherits it; the pool user is the database's forced user when it has one.
+    func testPerUserAndPerDatabaseTimeouts() throws {
+        let c = try parse("""
+            [pgbouncer]
+            query_timeout = 100
+            idle_transaction_timeout = 30
+            client_idle_timeout = 50
+            server_lifetime = 3600
+            [databases]
+            short = host=h server_lifetime=20
+            plain = host=h
+            forced = host=h user=svc
+            [users]
+            bob = query_timeout=1 transaction_timeout=2 idle_transaction_timeout=3 client_idle_timeout=4.5
+            carol = query_timeout=0
+            svc = transaction_timeout=9
+            """)
+        XCTAssertTrue(c.warnings.isEmpty, "\(c.warnings)")
+        XCTAssertEqual(c.transactionTimeout, 0)
+        XCTAssertEqual(c.users["bob"], UserEntry(name: "bob", queryTimeout: 1, transactionTimeout: 2,
+                                                 idleTransactionTimeout: 3, clientIdleTimeout: 4.5))
+        let plain = c.database(named: "plain"), short = c.database(named: "short")
+        XCTAssertEqual(c.effectiveTimeouts(database: plain, user: "bob"),
+                       PoolTimeouts(query: 1, transaction: 2, idleTransaction: 3, clientIdle: 4.5, serverLifetime: 3600))
+        XCTAssertEqual(c.effectiveTimeouts(database: short, user: "alice"),
+                       PoolTimeouts(query: 100, transaction: 0, idleTransaction: 30, clientIdle: 50, serverLifetime: 20))
+        XCTAssertEqual(c.effectiveTimeouts(database: plain, user: "carol").query, 100, "a per-user 0 inherits")
+        XCTAssertEqual(c.effectiveTimeouts(database: c.database(named: "forced"), user: "bob").transaction, 9,
+                       "the forced user's entry")
+        XCTAssertEqual(parseError("[users]\nbob = query_timeout=soon\n")?.line, 2)
+        XCTAssertEqual(parseError("[databases]\nx = host=h server_lifetime=-1\n")?.line, 2)
+        XCTAssertEqual(try parse("[pgbouncer]\ntransaction_timeout = 2.5\n").transactionTimeout, 2.5)
+    }
 
     func testUsersSectionAndEffectiveSettings() throws {
         let c = try parse("""

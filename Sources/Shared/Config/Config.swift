@@ -56,6 +56,7 @@ public struct Config: Sendable {
     public var clientIdleTimeout: Double = 0
     public var idleTransactionTimeout: Double = 0
     public var queryTimeout: Double = 0
+    public var transactionTimeout: Double = 0
     public var queryWaitTimeout: Double = 120
 
     public var ignoreStartupParameters: [String] = []
@@ -206,6 +207,21 @@ public struct Config: Sendable {
     public func effectiveReservePoolSize(database: DatabaseEntry?, user: String) -> Int {
         let poolUser = database?.user ?? user
         return users[poolUser]?.reservePoolSize ?? database?.reservePoolSize ?? reservePoolSize
+    }
+
+    /// The timeouts of a pool: a positive per-user value (of the pool user, as above) beats the global
+    /// one, and so does a positive per-database `server_lifetime`, as in PgBouncer 1.25.
+    public func effectiveTimeouts(database: DatabaseEntry?, user: String) -> PoolTimeouts {
+        let u = users[database?.user ?? user]
+        func pick(_ own: Double?, _ global: Double) -> Double {
+            if let own, own > 0 { return own }
+            return global
+        }
+        return PoolTimeouts(query: pick(u?.queryTimeout, queryTimeout),
+                            transaction: pick(u?.transactionTimeout, transactionTimeout),
+                            idleTransaction: pick(u?.idleTransactionTimeout, idleTransactionTimeout),
+                            clientIdle: pick(u?.clientIdleTimeout, clientIdleTimeout),
+                            serverLifetime: pick(database?.serverLifetime, serverLifetime))
     }
 
     /// Minimum pool size of a database's pools.

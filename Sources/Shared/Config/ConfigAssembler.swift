@@ -161,8 +161,8 @@ struct ConfigAssembler {
             case "client_encoding", "datestyle", "timezone", "application_name":
                 entry.startupParameters.removeAll { $0.name == key }
                 entry.startupParameters.append(ConnParam(name: key, value: value))
-            case "auth_dbname", "auth_query", "max_db_client_connections", "server_lifetime",
-                 "query_wait_timeout":
+            case "server_lifetime": entry.serverLifetime = try timeout(value, key, fail)
+            case "auth_dbname", "auth_query", "max_db_client_connections", "query_wait_timeout":
                 warn(file, line, "database \"\(name)\": \(key) is not implemented by pgswift yet; ignored")
             default:
                 throw fail("unrecognized connection parameter \"\(rawKey)\"")
@@ -202,6 +202,16 @@ struct ConfigAssembler {
         return n < 0 ? nil : n
     }
 
+    /// A per-user or per-database timeout in seconds, written as the `[pgbouncer]` ones are (PgBouncer
+    /// reads these with atoi, so "1.5" is 1 there; pgswift keeps the fraction and refuses garbage).
+    private func timeout(_ value: String, _ key: String,
+                         _ fail: (String) -> ConfigError) throws(ConfigError) -> Double {
+        guard let v = ConfigText.seconds(value) else {
+            throw fail("invalid \(key) \"\(value)\" (expected a non-negative number of seconds)")
+        }
+        return v
+    }
+
     // MARK: [users]
 
     private mutating func user(_ name: String, _ settings: String, _ file: String, _ line: Int) throws(ConfigError) {
@@ -226,8 +236,11 @@ struct ConfigAssembler {
             case "pool_size": entry.poolSize = try poolNumber(value, key, fail)
             case "reserve_pool", "reserve_pool_size": entry.reservePoolSize = try poolNumber(value, key, fail)
             case "max_user_connections": entry.maxUserConnections = try poolNumber(value, key, fail)
-            case "query_timeout", "query_wait_timeout", "idle_transaction_timeout", "transaction_timeout",
-                 "client_idle_timeout", "max_user_client_connections":
+            case "query_timeout": entry.queryTimeout = try timeout(value, key, fail)
+            case "transaction_timeout": entry.transactionTimeout = try timeout(value, key, fail)
+            case "idle_transaction_timeout": entry.idleTransactionTimeout = try timeout(value, key, fail)
+            case "client_idle_timeout": entry.clientIdleTimeout = try timeout(value, key, fail)
+            case "query_wait_timeout", "max_user_client_connections":
                 warn(file, line, "user \"\(name)\": \(key) is not implemented by pgswift yet; ignored")
             default:
                 throw fail("unrecognized user parameter \"\(rawKey)\"")

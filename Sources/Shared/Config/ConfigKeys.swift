@@ -188,7 +188,7 @@ extension ConfigKeySpec {
         ignored("tcp_socket_buffer", "0", .int(min: 0, max: intMax)),
         int("tcp_user_timeout", "0", \.tcpUserTimeout),
         list("track_extra_parameters", "IntervalStyle", \.trackExtraParameters),
-        ignored("transaction_timeout", "0", .seconds),
+        seconds("transaction_timeout", "0", \.transactionTimeout),
         text("unix_socket_dir", "/tmp", \.unixSocketDir),
         text("unix_socket_group", "", \.unixSocketGroup),
         int("unix_socket_mode", "0777", \.unixSocketMode, min: 0, max: 0o7777),

@@ -102,6 +102,8 @@ public struct DatabaseEntry: Sendable, Equatable {
     public var poolMode: PoolMode?
     public var maxDBConnections: Int?
     public var connectQuery: String?
+    /// Seconds; nil or 0: the global `server_lifetime` (PgBouncer 1.25 reads 0 as "not set").
+    public var serverLifetime: Double?
     public var loadBalanceHosts: LoadBalance
     /// libpq's target_session_attrs, checked by the supervisor's health check.
     public var targetSessionAttrs: TargetSessionAttrs = .any
@@ -157,13 +159,44 @@ public struct UserEntry: Sendable, Equatable {
     public var maxUserConnections: Int?
     public var poolSize: Int?
     public var reservePoolSize: Int?
+    /// Seconds; nil or 0: the global value applies (PgBouncer 1.25: a per-user 0 is "not set", so it
+    /// cannot switch a global timeout off).
+    public var queryTimeout: Double?
+    public var transactionTimeout: Double?
+    public var idleTransactionTimeout: Double?
+    public var clientIdleTimeout: Double?
 
     public init(name: String, poolMode: PoolMode? = nil, maxUserConnections: Int? = nil,
-                poolSize: Int? = nil, reservePoolSize: Int? = nil) {
+                poolSize: Int? = nil, reservePoolSize: Int? = nil, queryTimeout: Double? = nil,
+                transactionTimeout: Double? = nil, idleTransactionTimeout: Double? = nil,
+                clientIdleTimeout: Double? = nil) {
         self.name = name
         self.poolMode = poolMode
         self.maxUserConnections = maxUserConnections
         self.poolSize = poolSize
         self.reservePoolSize = reservePoolSize
+        self.queryTimeout = queryTimeout
+        self.transactionTimeout = transactionTimeout
+        self.idleTransactionTimeout = idleTransactionTimeout
+        self.clientIdleTimeout = clientIdleTimeout
+    }
+}
+
+/// The timeouts a pool applies, in seconds (0: off): `[users]` and `[databases]` overrides resolved
+/// against the globals (`Config.effectiveTimeouts`).
+public struct PoolTimeouts: Sendable, Equatable {
+    public var query: Double
+    public var transaction: Double
+    public var idleTransaction: Double
+    public var clientIdle: Double
+    public var serverLifetime: Double
+
+    public init(query: Double, transaction: Double, idleTransaction: Double, clientIdle: Double,
+                serverLifetime: Double) {
+        self.query = query
+        self.transaction = transaction
+        self.idleTransaction = idleTransaction
+        self.clientIdle = clientIdle
+        self.serverLifetime = serverLifetime
     }
 }

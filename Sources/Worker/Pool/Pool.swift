@@ -11,6 +11,10 @@ struct Pool {
     var entry: DatabaseEntry
     var mode: PoolMode
     var size: Int
+    /// This pool's timeouts with its user's and database's overrides applied (`Config.effectiveTimeouts`),
+    /// set when the pool is made and at reload: the janitor reads them, the release path reads
+    /// `serverLifetime`, so a per-user or per-database value costs no lookup per connection.
+    var timeouts = PoolTimeoutNanos()
     /// What the server connections log in as.
     var serverUser: String
     var serverDatabase: String
@@ -85,6 +89,25 @@ struct Pool {
     }
 }
 
+/// `PoolTimeouts` in monotonic nanoseconds; 0: off.
+struct PoolTimeoutNanos {
+    var query: Int64 = 0
+    var transaction: Int64 = 0
+    var idleTransaction: Int64 = 0
+    var clientIdle: Int64 = 0
+    var serverLifetime: Int64 = 0
+
+    init() {}
+
+    init(_ t: PoolTimeouts) {
+        query = Clock.nanos(seconds: t.query)
+        transaction = Clock.nanos(seconds: t.transaction)
+        idleTransaction = Clock.nanos(seconds: t.idleTransaction)
+        clientIdle = Clock.nanos(seconds: t.clientIdle)
+        serverLifetime = Clock.nanos(seconds: t.serverLifetime)
+    }
+}
+
 extension Worker {
     // MARK: Idle list (LIFO: the most recently used server is the warmest)
 
@@ -142,6 +165,7 @@ extension Worker {
                         mode: config.effectivePoolMode(database: entry, user: user),
                         size: config.effectivePoolSize(database: entry, user: user))
         pool.inUse = true
+        pool.timeouts = PoolTimeoutNanos(config.effectiveTimeouts(database: entry, user: user))
         pool.allDown = computeAllDown(entry)
         if let told = quotas.told[key] {
             pool.quota = told.quota
@@ -161,6 +185,7 @@ extension Worker {
             pools[i].entry = entry
             pools[i].mode = config.effectivePoolMode(database: entry, user: pools[i].user)
             pools[i].size = config.effectivePoolSize(database: entry, user: pools[i].user)
+            pools[i].timeouts = PoolTimeoutNanos(config.effectiveTimeouts(database: entry, user: pools[i].user))
             pools[i].serverUser = entry.user ?? pools[i].user
             pools[i].serverDatabase = entry.dbname ?? pools[i].database
             pools[i].allDown = computeAllDown(entry)

@@ -6,7 +6,10 @@ extension Worker {
     func janitor() {
         let loginTimeout = Clock.nanos(seconds: config.clientLoginTimeout)
         let waitTimeout = Clock.nanos(seconds: config.queryWaitTimeout)
-        let idleTimeout = Clock.nanos(seconds: config.clientIdleTimeout)
+        // As PgBouncer: a queued client is held to the global query_timeout (per-user values apply to
+        // running queries only), then to query_wait_timeout.
+        let queryTimeout = Clock.nanos(seconds: config.queryTimeout)
+        let globalIdleTimeout = Clock.nanos(seconds: config.clientIdleTimeout)
         for ci in 0..<Int32(clients.capacity) {
             if clients[ci].io.hangup && closeIfHungUp(ci) { continue }
             let age = now - clients[ci].stateSince
@@ -16,12 +19,17 @@ extension Worker {
                     failClient(ci, code: SQLState.protocolViolation, message: "client_login_timeout")
                 }
             case .waitServer:
-                if waitTimeout > 0 && age > waitTimeout {
+                if queryTimeout > 0 && age > queryTimeout {
+                    failClient(ci, code: SQLState.protocolViolation, message: "query_timeout")
+                } else if waitTimeout > 0 && age > waitTimeout {
                     failClient(ci, code: SQLState.protocolViolation, message: "query_wait_timeout")
                 }
             case .idle:
+                // Per pool: the pool user's [users] client_idle_timeout beats the global one.
+                let p = clients[ci].pool
+                let idleTimeout = p >= 0 ? pools[Int(p)].timeouts.clientIdle : globalIdleTimeout
                 if idleTimeout > 0 && age > idleTimeout {
-                    failClient(ci, code: SQLState.idleSessionTimeout, message: "client_idle_timeout")
+                    failClient(ci, code: SQLState.protocolViolation, message: "client_idle_timeout")
                 }
             case .closing:
                 // A client that does not read its final error is not waited for long.
@@ -30,10 +38,8 @@ extension Worker {
                 break
             }
         }
-        let idleTx = Clock.nanos(seconds: config.idleTransactionTimeout)
         let connectTimeout = Clock.nanos(seconds: config.serverConnectTimeout)
         let serverIdle = Clock.nanos(seconds: config.serverIdleTimeout)
-        let lifetime = Clock.nanos(seconds: config.serverLifetime)
         for si in 0..<Int32(servers.capacity) {
             switch servers[si].state {
             case .connecting, .login:
@@ -42,16 +48,10 @@ extension Worker {
                                                       message: "server_connect_timeout"))
                 }
             case .active:
-                // A client that opened a transaction and went quiet holds a server hostage.
-                if idleTx > 0 && servers[si].pendingSyncs == 0 && servers[si].internalQueries == 0
-                    && servers[si].txStatus != UInt8(ascii: "I") && now - servers[si].lastReady > idleTx {
-                    let ci = servers[si].client
-                    if ci >= 0 {
-                        failClient(ci, code: SQLState.idleInTransactionSessionTimeout, message: "idle transaction timeout")
-                    }
-                }
+                if let reason = timedOut(si) { serverTimedOut(si, reason: reason) }
             case .idle:
                 // As PgBouncer: server_idle_timeout never takes a pool below its min_pool_size part.
+                let lifetime = pools[Int(servers[si].pool)].timeouts.serverLifetime
                 if serverIdle > 0 && now - servers[si].stateSince > serverIdle && !keepWarm(si) {
                     closeServer(si, reason: "server_idle_timeout")
                 } else if lifetime > 0 && now - servers[si].createdAt > lifetime {
@@ -71,6 +71,28 @@ extension Worker {
         }
         authQueryTick()
         freeIdlePools()
+    }
+
+    /// Which of PgBouncer's timeouts a linked server has run past, in PgBouncer's order and words
+    /// (nil: none), from the timestamps the data path keeps anyway: `queryStart` (a Query, FunctionCall
+    /// or Sync forwarded with nothing running; extended-protocol messages are timed from their Sync),
+    /// `xactStart` (the first of those in the transaction) and `lastReady` (the last ReadyForQuery).
+    ///   query_timeout             a query has been running that long
+    ///   idle_transaction_timeout  in a transaction, nothing running, since the last ReadyForQuery
+    ///   transaction_timeout       in a transaction (or running one statement outside one) that long
+    func timedOut(_ si: Int32) -> String? {
+        let t = pools[Int(servers[si].pool)].timeouts
+        if t.query > 0 && servers[si].queryStart != 0 && now - servers[si].queryStart > t.query {
+            return "query timeout"
+        }
+        if t.idleTransaction > 0 && servers[si].pendingSyncs == 0 && !servers[si].unsynced
+            && servers[si].internalQueries == 0 && servers[si].txStatus != UInt8(ascii: "I") && now - servers[si].lastReady > t.idleTransaction {
+            return "idle transaction timeout"
+        }
+        if t.transaction > 0 && servers[si].xactStart != 0 && now - servers[si].xactStart > t.transaction {
+            return "transaction timeout"
+        }
+        return nil
     }
 
     /// Last line of defence against a pool frozen by a client that is gone. A logged-in client whose

@@ -251,27 +251,55 @@ extension Worker {
         let p = servers[si].pool
         if ci >= 0 {
             // Whatever the server managed to say (a FATAL from pg_terminate_backend) goes first.
-            if servers[si].io.input.hasUnsent, let b = servers[si].io.input.base {
-                clients[ci].io.out.append(UnsafeRawBufferPointer(start: b + servers[si].io.input.start,
-                                                              count: servers[si].io.input.scan - servers[si].io.input.start))
-                servers[si].io.input.start = servers[si].io.input.scan
-            }
-            dropLinkedClient(ci, si, "server conn crashed? (\(reason))")
+            handOverUnsent(si, to: ci)
+            dropLinkedClient(ci, si, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
+                                                 message: "server conn crashed? (\(reason))"))
         }
         closeServer(si, reason: reason)
         if p >= 0 { launchIfNeeded(p) }
     }
 
-    /// The server under a linked client is going: the pair is undone and the client gets a FATAL 08006,
-    /// or — inside a server message, where an error would be read as its bytes — the closed socket.
-    private func dropLinkedClient(_ ci: Int32, _ si: Int32, _ message: String) {
+    /// Server bytes already scanned for the linked client but not yet sent go to the client's own queue,
+    /// so that an error pgswift writes after them lands on a message boundary (a short send may have
+    /// left the client inside a message whose rest is still in the server's buffer).
+    func handOverUnsent(_ si: Int32, to ci: Int32) {
+        if servers[si].io.input.hasUnsent, let b = servers[si].io.input.base {
+            clients[ci].io.out.append(UnsafeRawBufferPointer(start: b + servers[si].io.input.start,
+                                                          count: servers[si].io.input.scan - servers[si].io.input.start))
+            servers[si].io.input.start = servers[si].io.input.scan
+        }
+    }
+
+    /// The server under a linked client is going: the pair is undone and the client gets `fields` and
+    /// is closed, or — inside a server message, where an error would be read as its bytes — the closed
+    /// socket.
+    private func dropLinkedClient(_ ci: Int32, _ si: Int32, _ fields: ErrorFields) {
         let midMessage = servers[si].io.input.partial > 0
         unlink(ci, si)
         if midMessage {
-            closeClientMidMessage(ci, reason: message)
+            closeClientMidMessage(ci, reason: fields.message)
         } else {
-            sendClientError(ci, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure, message: message), close: true)
+            sendClientError(ci, fields, close: true)
         }
+    }
+
+    /// query_timeout, transaction_timeout, idle_transaction_timeout (Janitor.swift): as in PgBouncer, the
+    /// linked client gets FATAL 08P01 with PgBouncer's reason and is closed, and the server is closed,
+    /// never handed to another client. A query still running is cancelled first: closing the socket
+    /// alone would let the backend run on until it next writes.
+    func serverTimedOut(_ si: Int32, reason: String) {
+        let p = servers[si].pool
+        let ci = servers[si].client
+        let running = servers[si].pendingSyncs > 0 || servers[si].unsynced
+        log.info("S-\(servers[si].id): closing because: \(reason) (backend pid \(servers[si].backendPID)"
+                 + (ci >= 0 ? ", client C-\(clients[ci].id))" : ")"))
+        if ci >= 0 {
+            handOverUnsent(si, to: ci)
+            dropLinkedClient(ci, si, ErrorFields(severity: "FATAL", code: SQLState.protocolViolation, message: reason))
+        }
+        if running { sendCancel(toServer: si) }
+        closeServer(si, reason: reason)
+        if p >= 0 { launchIfNeeded(p) }
     }
 
     func closeServer(_ si: Int32, reason: String) {
@@ -281,7 +309,10 @@ extension Worker {
         switch servers[si].state {
         case .active:
             let ci = servers[si].client
-            if ci >= 0 { dropLinkedClient(ci, si, "server connection closed: \(reason)") }
+            if ci >= 0 {
+                dropLinkedClient(ci, si, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
+                                                     message: "server connection closed: \(reason)"))
+            }
         case .authQuery:
             authQueryServerClosed(si, reason: reason)
         default:

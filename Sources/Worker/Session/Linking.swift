@@ -173,7 +173,8 @@ extension Worker {
             launchIfNeeded(p)
             return
         }
-        if hot.pointee.serverLifetimeNanos > 0 && now - servers[si].createdAt > hot.pointee.serverLifetimeNanos {
+        let lifetime = pools[pi].timeouts.serverLifetime
+        if lifetime > 0 && now - servers[si].createdAt > lifetime {
             closeServer(si, reason: "server_lifetime")
             launchIfNeeded(p)
             return

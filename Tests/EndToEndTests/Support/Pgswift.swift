@@ -19,6 +19,8 @@ struct PgswiftSettings {
     var users: [(user: String, secret: String)]
     /// More `[pgbouncer]` lines, e.g. ("client_login_timeout", "2").
     var settings: [(key: String, value: String)] = []
+    /// `[users]` entries, e.g. ("u_trust", "query_timeout=1").
+    var userSettings: [(user: String, settings: String)] = []
     /// More `[pgswift]` lines.
     var pgswiftSettings: [(key: String, value: String)] = []
     /// Pass `-v` to the supervisor.
@@ -54,6 +56,9 @@ struct PgswiftSettings {
             "max_client_conn = \(maxClientConn)",
         ]
         lines += settings.map { "\($0.key) = \($0.value)" }
+        if !userSettings.isEmpty {
+            lines += ["", "[users]"] + userSettings.map { "\($0.user) = \($0.settings)" }
+        }
         lines += ["", "[pgswift]", "workers = \(workers)"]
         lines += pgswiftSettings.map { "\($0.key) = \($0.value)" }
         return lines.joined(separator: "\n") + "\n"
