@@ -81,6 +81,9 @@ final class Supervisor {
     var statsState: SupervisorStatsState
     /// Why the last reload failed (the admin RELOAD answer says it).
     var reloadError: AdminError?
+    /// The admin console's SET values since the last RELOAD, applied on top of the file by every
+    /// worker (passed to new ones as `--set`); a RELOAD or SIGHUP clears them.
+    var setOverrides: [ConfigOverride] = []
     /// Each worker's share of every pool (PoolQuotas.swift).
     var quotas: PoolQuotas
     /// Rolling restart in progress and replaced workers still draining (Upgrade.swift).
@@ -329,7 +332,8 @@ final class Supervisor {
         let arguments = WorkerLaunch.arguments(configPath: configPath, slot: slot.index,
                                                tcpCount: listeners.addresses.count, hasUnix: listeners.unix >= 0,
                                                verbosity: options.verbosity, respawned: slot.generation > 0,
-                                               clientsFD: limits.counter != nil, clientsWord: slot.counterWord)
+                                               clientsFD: limits.counter != nil, clientsWord: slot.counterWord,
+                                               overrides: setOverrides)
         let pid: Int32
         do throws(SyscallError) {
             pid = try Posix.spawn(path: workerBinary, arguments: arguments, environment: Posix.environment(),
@@ -543,6 +547,7 @@ final class Supervisor {
     }
 
     /// SIGHUP or RELOAD: re-read the file; a broken file leaves the running configuration (and workers) alone.
+    /// The admin console's SET values are dropped: as in PgBouncer, the file wins.
     @discardableResult
     func reload(because reason: String) -> Bool {
         systemd.reloading()
@@ -550,30 +555,49 @@ final class Supervisor {
         log.info("\(reason): reloading \(configPath)")
         do throws(ConfigError) {
             let new = try Config.load(path: configPath)
-            for w in new.warnings { log.warning("\(w)") }
-            let ignored = running.changedKeys(in: RestartSettings(new))
-            if !ignored.isEmpty {
-                log.warning("changed \(ignored.joined(separator: ", ")): takes effect only after a restart")
+            if !setOverrides.isEmpty {
+                log.info("\(reason): dropping the SET values \(setOverrides.map { $0.key }.joined(separator: ", "))")
             }
-            config = new
-            log.minimumLevel = options.verbosity + new.verbose > 0 ? .debug : .log
-            // Reopened on every reload, so log rotation only needs a SIGHUP (as with PgBouncer).
-            if let path = new.logfile, !path.isEmpty {
-                if !log.openLogFile(path) { log.error("cannot open logfile \(path): \(Errno.current)") }
-            } else if log.fileFD >= 0 {
-                Posix.close(log.fileFD)
-                log.fileFD = -1
-            }
-            broadcast(.reload)
-            sendQuotas(quotas.resizeAll(size: poolSize))
-            limitsReloaded()
-            reconfigureHealthChecks(now: Clock.monotonicNanos())
+            applyConfig(new, overrides: [])
             reloadError = nil
             return true
         } catch {
             log.error("reload failed, keeping the previous configuration: \(error)")
-            reloadError = AdminError("RELOAD failed, keeping the previous configuration: \(error)", code: "F0000")
+            reloadError = AdminError.reloadFailed.detailed("keeping the previous configuration: \(error)")
             return false
         }
+    }
+
+    /// Admin console SET: the file (as a RELOAD reads it) with every SET since the last RELOAD and
+    /// this one on top, applied to the whole service the way a RELOAD is. The error names why not.
+    func set(_ override: ConfigOverride) throws(ConfigError) {
+        let overrides = ConfigOverride.merging(setOverrides, override)
+        let new = try Config.load(path: configPath, overrides: overrides)
+        log.info("SET \(override.key)=\(override.value): applying to all workers")
+        applyConfig(new, overrides: overrides)
+    }
+
+    /// Makes `new` the running configuration: logs its warnings, the restart-only settings it would
+    /// change, reopens the log file, and tells every worker to load the same (the file plus `overrides`).
+    private func applyConfig(_ new: Config, overrides: [ConfigOverride]) {
+        for w in new.warnings { log.warning("\(w)") }
+        let ignored = running.changedKeys(in: RestartSettings(new))
+        if !ignored.isEmpty {
+            log.warning("changed \(ignored.joined(separator: ", ")): takes effect only after a restart")
+        }
+        config = new
+        setOverrides = overrides
+        log.minimumLevel = options.verbosity + new.verbose > 0 ? .debug : .log
+        // Reopened on every reload, so log rotation only needs a SIGHUP (as with PgBouncer).
+        if let path = new.logfile, !path.isEmpty {
+            if !log.openLogFile(path) { log.error("cannot open logfile \(path): \(Errno.current)") }
+        } else if log.fileFD >= 0 {
+            Posix.close(log.fileFD)
+            log.fileFD = -1
+        }
+        broadcast(.reload(overrides: overrides))
+        sendQuotas(quotas.resizeAll(size: poolSize))
+        limitsReloaded()
+        reconfigureHealthChecks(now: Clock.monotonicNanos())
     }
 }

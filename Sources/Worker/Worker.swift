@@ -59,11 +59,15 @@ struct WorkerOptions {
     var clientsFD: Int32 = -1
     /// This process's word in the shared client count (-1: its slot).
     var clientsWord: Int = -1
+    /// The admin console's SET values the service runs with (`--set key=value`).
+    var overrides: [ConfigOverride] = []
 }
 
 final class Worker {
     let slot: Int32
     let configPath: String
+    /// The admin console's SET values applied on top of the file; replaced by every reload message.
+    var overrides: [ConfigOverride]
     var config: Config
     var userlist: Userlist
     var log: Logger
@@ -153,6 +157,7 @@ final class Worker {
     init(options: WorkerOptions, config: Config, userlist: Userlist) throws {
         slot = options.slot
         configPath = options.configPath
+        overrides = options.overrides
         self.config = config
         self.userlist = userlist
         log = Logger(who: "w\(options.slot)", minimumLevel: options.verbose > 0 || config.verbose > 0 ? .debug : .log)
@@ -170,9 +175,7 @@ final class Worker {
         initialHandoffFD = options.handoffFD
         if options.clientsFD >= 0 { limits.counter = try ClientCounter.map(options.clientsFD) }
         limits.counterWord = options.clientsWord >= 0 ? options.clientsWord : Int(options.slot)
-        maxPacket = max(config.maxPacketSize, 1024)
-        // PostgreSQL's own cap for a single message is 1 GB; a larger limit only invites an OOM.
-        maxPacket = min(maxPacket, 0x3FFF_FFFF)
+        maxPacket = 0
         try tlsState.load(config)
         applyHotSettings()
     }
@@ -348,7 +351,8 @@ final class Worker {
         switch m {
         case .shutdown(let mode):
             beginShutdown(mode)
-        case .reload:
+        case .reload(let overrides):
+            self.overrides = overrides
             reload()
         case .pause:
             paused = true
@@ -376,7 +380,7 @@ final class Worker {
 
     func reload() {
         do {
-            let newConfig = try Config.load(path: configPath)
+            let newConfig = try Config.load(path: configPath, overrides: overrides)
             var newUsers = Userlist(entries: [:])
             if let af = newConfig.authFile, !af.isEmpty {
                 newUsers = try Userlist.load(path: af)
@@ -448,6 +452,8 @@ final class Worker {
     func applyHotSettings() {
         ignoredStartupParameters = Set(config.ignoreStartupParameters.map { $0.lowercased() })
         hot.pointee.trackPrepared = config.maxPreparedStatements > 0
+        // PostgreSQL's own cap for a single message is 1 GB; a larger limit only invites an OOM.
+        maxPacket = min(max(config.maxPacketSize, 1024), 0x3FFF_FFFF)
     }
 
     func randomUInt32() -> UInt32 {

@@ -3,7 +3,7 @@ import Shared
 import Glibc
 
 func workerUsage() -> Never {
-    let text = "usage: pgswift-worker --config FILE --slot N --tcp-fds FD[,FD...] [--unix-fds FD[,FD...]] [--control-fd FD] [--respawned] [--handoff-fd FD] [--clients-fd FD [--clients-word N]] [-v]\n"
+    let text = "usage: pgswift-worker --config FILE --slot N --tcp-fds FD[,FD...] [--unix-fds FD[,FD...]] [--control-fd FD] [--respawned] [--handoff-fd FD] [--clients-fd FD [--clients-word N]] [--set KEY=VALUE]... [-v]\n"
         + "pgswift-worker is started by the pgswift supervisor; it is not meant to be run by hand.\n"
     var t = text
     t.withUTF8 { _ = Posix.writeAll(2, UnsafeRawBufferPointer($0)) }
@@ -28,6 +28,10 @@ func parseWorkerArguments(_ args: [String]) -> WorkerOptions? {
         case "--handoff-fd": guard let n = next, let v = Int32(n) else { return nil }; o.handoffFD = v; i += 1
         case "--clients-fd": guard let n = next, let v = Int32(n) else { return nil }; o.clientsFD = v; i += 1
         case "--clients-word": guard let n = next, let v = Int(n), v >= 0 else { return nil }; o.clientsWord = v; i += 1
+        case "--set":
+            guard let n = next, let eq = n.firstIndex(of: "=") else { return nil }
+            o.overrides.append(ConfigOverride(key: String(n[..<eq]), value: String(n[n.index(after: eq)...])))
+            i += 1
         case "--version":
             print("pgswift-worker \(PgswiftVersion.string)")
             exit(0)
@@ -45,7 +49,7 @@ Signals.ignoreSIGPIPE()
 // No PR_SET_PDEATHSIG: a worker outlives a crashed supervisor and drains (Handoff.swift, supervisorLost).
 _ = Posix.raiseOpenFilesLimit()
 do {
-    let config = try Config.load(path: options.configPath)
+    let config = try Config.load(path: options.configPath, overrides: options.overrides)
     var users = Userlist(entries: [:])
     if let af = config.authFile, !af.isEmpty { users = try Userlist.load(path: af) }
     let worker = try Worker(options: options, config: config, userlist: users)

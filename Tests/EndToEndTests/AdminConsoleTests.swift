@@ -266,8 +266,11 @@ final class AdminConsoleTests: XCTestCase {
         // A broken file: RELOAD fails, says why, and the old configuration stays.
         try "[pgbouncer]\ndefault_pool_size = lots\n".write(toFile: px.configPath, atomically: true, encoding: .utf8)
         XCTAssertThrowsError(try a.show("RELOAD")) { error in
-            let message = (error as? WireServerError)?.fields.message ?? ""
-            XCTAssertTrue(message.contains("default_pool_size") && message.contains("not an integer"), message)
+            // PgBouncer's text; pgswift adds the reason as DETAIL.
+            let fields = (error as? WireServerError)?.fields
+            XCTAssertEqual(fields?.message, "RELOAD failed, see logs for additional details")
+            let detail = fields?.fields["D"] ?? ""
+            XCTAssertTrue(detail.contains("default_pool_size") && detail.contains("not an integer"), detail)
         }
         XCTAssertEqual(try a.show("SHOW CONFIG").rows.first { $0[0] == "default_pool_size" }?[1], "6")
         XCTAssertEqual(try kept.query("select 3"), [["3"]])

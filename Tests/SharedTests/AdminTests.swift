@@ -82,6 +82,22 @@ final class AdminParserTests: XCTestCase {
         assertCommand("SET \"pool_mode\" = \"session\"", .set(key: "pool_mode", value: "session"))
         assertCommand("SET client_encoding = 'UTF8'", .setFakeParameter(name: "client_encoding"))
         assertCommand("set TimeZone to 'UTC'", .setFakeParameter(name: "timezone"))
+        assertCommand("  Set\tquery_wait_timeout  TO  '30' ; ", .set(key: "query_wait_timeout", value: "30"))
+        assertCommand("SET admin_users = 'a,b'", .set(key: "admin_users", value: "a,b"))
+        assertCommand("SET auth_user = ''", .set(key: "auth_user", value: ""))
+        assertCommand("SET Default_Pool_Size=5", .set(key: "Default_Pool_Size", value: "5"))
+        assertCommand("SET verbose to 2", .set(key: "verbose", value: "2"))
+        assertCommand("SET \"weird \"\"key\"\"\" = 1", .set(key: "weird \"key\"", value: "1"))
+        // PgBouncer's bare value is [0-9a-z_]+: anything else must be quoted.
+        assertError("SET query_timeout = 0.5", "invalid command 'SET query_timeout = 0.5', use SHOW HELP;")
+        assertCommand("SET query_timeout = '0.5'", .set(key: "query_timeout", value: "0.5"))
+        assertError("SET pool_mode session", "invalid command 'SET pool_mode session', use SHOW HELP;")
+        assertError("SET pool_mode = session extra", "invalid command 'SET pool_mode = session extra', use SHOW HELP;")
+        assertError("SETpool_mode = session", "invalid command 'SETpool_mode = session', use SHOW HELP;")
+        // Key below 64 bytes and value below 256 (quotes included), as PgBouncer's buffers.
+        assertCommand("SET k = '" + String(repeating: "v", count: 253) + "'",
+                      .set(key: "k", value: String(repeating: "v", count: 253)))
+        assertError("SET k = '" + String(repeating: "v", count: 254) + "'", "bad arguments")
         assertError("SET x", "invalid command 'SET x', use SHOW HELP;")
         assertError("SET x = 'unterminated", "invalid command 'SET x = 'unterminated', use SHOW HELP;")
     }
@@ -418,6 +434,21 @@ final class AdminResultsTests: XCTestCase {
         out.clear()
         AdminResults.setDone(key: "default_pool_size", value: "30", into: &out)
         XCTAssertEqual(AdminWire.decode(out), [.commandComplete("SET default_pool_size=30")])
+        out.clear()
+        AdminResults.setDone(key: "listen_port", value: "1", notice: "ignored", into: &out)
+        m = AdminWire.decode(out)
+        guard case .notice(let n) = m.first else { return XCTFail("no notice") }
+        XCTAssertEqual(n[UInt8(ascii: "M")], "ignored")
+        XCTAssertEqual(m.last, .commandComplete("SET listen_port=1"))
+        out.clear()
+        // PgBouncer's fixed text and code; the reason goes in DETAIL.
+        AdminResults.error(AdminError.setFailed.detailed("unknown parameter: x"), into: &out)
+        guard case .error(let f) = AdminWire.decode(out).first else { return XCTFail("no error") }
+        XCTAssertEqual(f[UInt8(ascii: "M")], "SET failed")
+        XCTAssertEqual(f[UInt8(ascii: "C")], "08P01")
+        XCTAssertEqual(f[UInt8(ascii: "D")], "unknown parameter: x")
+        XCTAssertEqual(AdminError.reloadFailed.message, "RELOAD failed, see logs for additional details")
+        XCTAssertEqual(AdminError.reloadFailed.code, "F0000")
         out.clear()
         AdminResults.done("PAUSE", into: &out)
         XCTAssertEqual(AdminWire.decode(out), [.commandComplete("PAUSE")])

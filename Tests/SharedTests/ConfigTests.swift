@@ -654,6 +654,92 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(s["workers"]?.value, String(c.workers))
     }
 
+    // MARK: Admin console SET (overrides)
+
+    func testOverridesApplyAfterTheFile() throws {
+        let text = "[pgbouncer]\ndefault_pool_size = 7\nquery_wait_timeout = 9\n"
+        let c = try Config.parse(text: text, file: "/etc/p.ini", overrides: [
+            ConfigOverride(key: "Default_Pool_Size", value: "5"),
+            ConfigOverride(key: "client_idle_timeout", value: "1.5"),
+            ConfigOverride(key: "pool_mode", value: "TRANSACTION"),
+        ])
+        XCTAssertEqual(c.defaultPoolSize, 5)
+        XCTAssertEqual(c.queryWaitTimeout, 9, "keys not SET keep the file's value")
+        XCTAssertEqual(c.clientIdleTimeout, 1.5)
+        XCTAssertEqual(c.poolMode, .transaction)
+        XCTAssertEqual(c.location(ofSetting: "default_pool_size"), ConfigLocation(file: ConfigOverride.origin, line: 0))
+        XCTAssertEqual(c.warnings, [])
+        XCTAssertEqual(try Config.parse(text: text, file: "/etc/p.ini").defaultPoolSize, 7)
+    }
+
+    func testOverrideOfAnUnimplementedKeyWarnsAsTheFileDoes() throws {
+        let c = try Config.parse(text: "[pgbouncer]\n", file: "p.ini",
+                                 overrides: [ConfigOverride(key: "max_db_client_connections", value: "2")])
+        XCTAssertEqual(c.warnings.map(\.description),
+                       ["admin console SET:0: max_db_client_connections is not implemented by pgswift yet; ignored"])
+        XCTAssertEqual(c.settings().first { $0.key == "max_db_client_connections" }?.value, "2")
+    }
+
+    func testOverrideErrorsAndPaths() throws {
+        XCTAssertThrowsError(try Config.parse(text: "", file: "p.ini",
+                                              overrides: [ConfigOverride(key: "pool_mode", value: "sometimes")])) { e in
+            XCTAssertEqual((e as? ConfigError)?.file, ConfigOverride.origin)
+        }
+        // auth_file resolves against the config file's directory, as in the file; load checks it exists.
+        let users = try write("conf/users.txt", "\"u\" \"p\"\n")
+        let main = try write("conf/p.ini", "[pgbouncer]\nauth_type = trust\nauth_file = \(users)\n")
+        let c = try Config.load(path: main, overrides: [ConfigOverride(key: "auth_file", value: "users.txt")])
+        XCTAssertEqual(c.authFile, tempDir + "/conf/users.txt")
+        var failure: ConfigError?
+        do throws(ConfigError) {
+            _ = try Config.load(path: main, overrides: [ConfigOverride(key: "auth_file", value: "absent.txt")])
+        } catch {
+            failure = error
+        }
+        let e = try XCTUnwrap(failure)
+        XCTAssertEqual(e.file, ConfigOverride.origin)
+        XCTAssertTrue(e.message.contains("absent.txt"), e.message)
+    }
+
+    func testOverrideCheck() {
+        XCTAssertEqual(ConfigOverride.check(key: "DEFAULT_POOL_SIZE", value: "5"),
+                       .accepted(ConfigOverride(key: "default_pool_size", value: "5")))
+        XCTAssertEqual(ConfigOverride.check(key: "health_check_timeout", value: "2"),
+                       .accepted(ConfigOverride(key: "health_check_timeout", value: "2")))
+        XCTAssertEqual(ConfigOverride.check(key: "no_such_key", value: "1"), .unknownKey)
+        XCTAssertEqual(ConfigOverride.check(key: "listen_port", value: "7000"), .restartOnly(key: "listen_port"))
+        XCTAssertEqual(ConfigOverride.check(key: "workers", value: "2"), .restartOnly(key: "workers"))
+        XCTAssertEqual(ConfigOverride.check(key: "default_pool_size", value: "five"),
+                       .invalidValue(key: "default_pool_size", reason: "not an integer"))
+        // Keys pgswift does not implement may be SET, as in PgBouncer (the load warns).
+        XCTAssertEqual(ConfigOverride.check(key: "transaction_timeout", value: "2"),
+                       .accepted(ConfigOverride(key: "transaction_timeout", value: "2")))
+        XCTAssertEqual(ConfigOverride.merging([ConfigOverride(key: "a", value: "1"), ConfigOverride(key: "b", value: "2")],
+                                              ConfigOverride(key: "A", value: "3")),
+                       [ConfigOverride(key: "a", value: "3"), ConfigOverride(key: "b", value: "2")])
+    }
+
+    /// SHOW CONFIG's `changeable` is PgBouncer 1.25's list: every key but its CF_NO_RELOAD ones.
+    func testChangeableIsPgBouncersList() throws {
+        let noReload: Set<String> = ["disable_pqexec", "job_name", "listen_addr", "listen_backlog", "listen_port",
+                                     "pidfile", "pkt_buf", "resolv_conf", "so_reuseport", "track_extra_parameters",
+                                     "unix_socket_dir", "unix_socket_group", "unix_socket_mode", "user",
+                                     "service_name"]  // PgBouncer's Windows alias of job_name
+        let rows = try parse("").settings()
+        for r in rows where ConfigKeySpec.pgbouncerByName[r.key] != nil {
+            XCTAssertEqual(r.changeable, !noReload.contains(r.key), r.key)
+        }
+        let pgswift = Dictionary(uniqueKeysWithValues: rows.filter { ConfigKeySpec.pgswiftByName[$0.key] != nil }
+            .map { ($0.key, $0.changeable) })
+        XCTAssertEqual(pgswift["workers"], false)
+        XCTAssertEqual(pgswift["worker_binary"], false)
+        XCTAssertEqual(pgswift["metrics_listen"], false)
+        XCTAssertEqual(pgswift["drain_timeout"], true)
+        for key in ConfigKeySpec.restartOnly {
+            XCTAssertNotNil(ConfigKeySpec.named(key), "\(key) is in the key table")
+        }
+    }
+
     // MARK: load(path:) file checks
 
     func testLoadMissingFile() throws {

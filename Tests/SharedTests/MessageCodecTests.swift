@@ -99,7 +99,7 @@ final class MessageCodecTests: XCTestCase {
 
     func testControlMessagesKeepTheirBytes() throws {
         let expected: [(ControlMessage, String)] = [
-            (.shutdown(.safe), "0102"), (.reload, "02"), (.cancel(processID: -5, secretKey: 0xFEED_FACE), "05fffffffbfeedface"),
+            (.shutdown(.safe), "0102"), (.reload(overrides: []), "02"), (.cancel(processID: -5, secretKey: 0xFEED_FACE), "05fffffffbfeedface"),
             (.quota(database: "db", user: "ü", quota: 7, seq: 9), "0700000002646200000002c3bc0000000700000009"),
             (.drain(handoff: true), "1001"),
             (.backendState(host: "h", port: 5432, flags: 3, addresses: ["10.0.0.1", "::1"]),

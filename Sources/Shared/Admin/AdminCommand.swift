@@ -151,10 +151,19 @@ public enum AdminCommand: Equatable, Sendable {
 public struct AdminError: Error, Equatable, Sendable, CustomStringConvertible {
     public var message: String
     public var code: String
+    /// pgswift's addition to PgBouncer's fixed text (the ErrorResponse's DETAIL field), e.g. why a
+    /// SET or RELOAD failed, which PgBouncer only logs.
+    public var detail: String?
 
-    public init(_ message: String, code: String = "08P01") {
+    public init(_ message: String, code: String = "08P01", detail: String? = nil) {
         self.message = message
         self.code = code
+        self.detail = detail
+    }
+
+    /// The same error with a DETAIL.
+    public func detailed(_ detail: String) -> AdminError {
+        AdminError(message, code: code, detail: detail)
     }
 
     public var description: String { message }

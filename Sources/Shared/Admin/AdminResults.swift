@@ -104,7 +104,8 @@ public enum AdminResults {
 
     /// ErrorResponse for a failed command (severity ERROR: the console session goes on).
     public static func error(_ e: AdminError, into out: inout OutBuffer) {
-        Backend.errorResponse(into: &out, ErrorFields(severity: ErrorFields.Severity.error, code: e.code, message: e.message))
+        Backend.errorResponse(into: &out, ErrorFields(severity: ErrorFields.Severity.error, code: e.code, message: e.message,
+                                                      detail: e.detail))
     }
 
     /// CommandComplete alone (PAUSE, RESUME, RELOAD, ... answer with their own name as the tag).
@@ -271,8 +272,13 @@ public enum AdminResults {
         Backend.commandComplete(into: &out, tag: "SET")
     }
 
-    /// A successful SET: PgBouncer's tag is "SET key=value".
-    public static func setDone(key: String, value: String, into out: inout OutBuffer) {
+    /// A successful SET: PgBouncer's tag is "SET key=value". `notice`: a NOTICE before it (a SET
+    /// that changed nothing says why; PgBouncer says nothing).
+    public static func setDone(key: String, value: String, notice: String? = nil, into out: inout OutBuffer) {
+        if let notice {
+            Backend.noticeResponse(into: &out, ErrorFields(severity: ErrorFields.Severity.notice, code: "00000",
+                                                           message: notice))
+        }
         Backend.commandComplete(into: &out, tag: "SET \(key)=\(value)")
     }
 

@@ -147,9 +147,11 @@ public struct Config: Sendable {
 
     // MARK: Loading
 
-    /// Reads, parses and validates a config file (includes, auth_file presence). No other side effects.
-    public static func load(path: String) throws(ConfigError) -> Config {
-        var config = try parse(text: try ConfigFile.readText(path: path, what: "config file"), file: path)
+    /// Reads, parses and validates a config file (includes, auth_file presence), with the admin
+    /// console's SET values applied after the file's own. No other side effects.
+    public static func load(path: String, overrides: [ConfigOverride] = []) throws(ConfigError) -> Config {
+        var config = try parse(text: try ConfigFile.readText(path: path, what: "config file"), file: path,
+                               overrides: overrides)
         try config.validateFiles()
         try config.loadHbaRules()
         return config
@@ -157,11 +159,13 @@ public struct Config: Sendable {
 
     /// Parses config text; `%include` and a relative `auth_file` resolve against `file`'s directory.
     /// Does not check that `auth_file` exists (`load` does, via `validateFiles`).
-    public static func parse(text: String, file: String) throws(ConfigError) -> Config {
+    public static func parse(text: String, file: String,
+                             overrides: [ConfigOverride] = []) throws(ConfigError) -> Config {
         var assembler = ConfigAssembler(file: file)
         try ConfigIniParser.parse(text: text, file: file, depth: 0) { (event) throws(ConfigError) in
             try assembler.handle(event)
         }
+        for o in overrides { try assembler.override(o) }
         return assembler.finish()
     }
 
@@ -271,6 +275,8 @@ public struct Config: Sendable {
         public var defaultValue: String
         /// false: accepted for compatibility but pgswift does not act on it yet.
         public var implemented: Bool
+        /// The admin console's SET may change it (SHOW CONFIG's `changeable`).
+        public var changeable: Bool
     }
 
     /// Every `[pgbouncer]` key in PgBouncer's order, then the `[pgswift]` keys.
@@ -278,14 +284,13 @@ public struct Config: Sendable {
         (ConfigKeySpec.pgbouncer + ConfigKeySpec.pgswift).map { spec in
             let value = spec.show?(self) ?? ignoredSettings[spec.name] ?? spec.defaultValue
             return Setting(key: spec.name, value: value, defaultValue: spec.defaultValue,
-                           implemented: spec.support == .implemented)
+                           implemented: spec.support == .implemented, changeable: spec.changeable)
         }
     }
 
     /// Whether pgswift acts on a `[pgbouncer]`/`[pgswift]` key; nil for a key that does not exist.
     public static func isImplemented(key: String) -> Bool? {
-        let k = key.lowercased()
-        guard let spec = ConfigKeySpec.pgbouncerByName[k] ?? ConfigKeySpec.pgswiftByName[k] else { return nil }
+        guard let spec = ConfigKeySpec.named(key) else { return nil }
         return spec.support == .implemented
     }
 

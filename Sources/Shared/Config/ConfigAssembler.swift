@@ -55,8 +55,9 @@ struct ConfigAssembler {
     }
 
     /// A relative file name, against the working directory as in PgBouncer (ConfigFile.swift).
-    private mutating func resolveFile(_ key: String, _ path: String, _ file: String, _ line: Int) -> String {
-        let r = ConfigFile.resolveFromWorkingDirectory(path, configFile: file)
+    private mutating func resolveFile(_ key: String, _ path: String, configFile: String,
+                                      _ file: String, _ line: Int) -> String {
+        let r = ConfigFile.resolveFromWorkingDirectory(path, configFile: configFile)
         if r.nextToConfig {
             warn(file, line, "\(key) \"\(path)\" is not in the working directory; using \(r.path) next to the "
                  + "config file (PgBouncer takes relative names from the working directory only)")
@@ -83,6 +84,26 @@ struct ConfigAssembler {
             }
             throw ConfigError(file: file, line: line, message: "unknown setting \"\(rawKey)\" in [\(sectionName)]")
         }
+        try store(spec, value, at: ConfigLocation(file: file, line: line), resolvingAgainst: file)
+    }
+
+    /// Applies an admin console `SET` on top of the file, as if it were the file's last line for
+    /// that key: the same parsing, storing and warnings. Relative paths resolve as in the main
+    /// config file. The caller checked the key exists and may change online.
+    mutating func override(_ o: ConfigOverride) throws(ConfigError) {
+        guard let spec = ConfigKeySpec.named(o.key) else {
+            throw ConfigError(file: ConfigOverride.origin, line: 0, message: "unknown setting \"\(o.key)\"")
+        }
+        try store(spec, o.value, at: ConfigLocation(file: ConfigOverride.origin, line: 0),
+                  resolvingAgainst: config.configFile)
+    }
+
+    /// Parses and stores one `[pgbouncer]`/`[pgswift]` value; an unimplemented key warns.
+    /// `resolvingFile`: the file whose directory is the fallback for relative file names.
+    private mutating func store(_ spec: ConfigKeySpec, _ value: String, at location: ConfigLocation,
+                                resolvingAgainst resolvingFile: String) throws(ConfigError) {
+        let key = spec.name
+        let (file, line) = (location.file, location.line)
         let parsed: ConfigValue
         do {
             parsed = try spec.parse(value)
@@ -90,7 +111,7 @@ struct ConfigAssembler {
             throw ConfigError(file: file, line: line,
                               message: "invalid value \"\(value)\" for \(key): \(error.reason)")
         }
-        config.settingLocations[key] = ConfigLocation(file: file, line: line)
+        config.settingLocations[key] = location
         switch spec.support {
         case .implemented:
             spec.store?(&config, parsed)
@@ -102,10 +123,10 @@ struct ConfigAssembler {
             warn(file, line, "\(key) is not implemented by pgswift yet; ignored")
         }
         if key == "auth_file", let path = config.authFile {
-            config.authFile = resolveFile(key, path, file, line)
+            config.authFile = resolveFile(key, path, configFile: resolvingFile, file, line)
         }
         if key == "auth_hba_file", let path = config.authHbaFile {
-            config.authHbaFile = resolveFile(key, path, file, line)
+            config.authHbaFile = resolveFile(key, path, configFile: resolvingFile, file, line)
         }
     }
 

@@ -213,6 +213,26 @@ extension ConfigKeySpec {
     static let pgbouncerByName: [String: ConfigKeySpec] = index(pgbouncer)
     static let pgswiftByName: [String: ConfigKeySpec] = index(pgswift)
 
+    /// A `[pgbouncer]` or `[pgswift]` key by name, any case.
+    static func named(_ key: String) -> ConfigKeySpec? {
+        let k = key.lowercased()
+        return pgbouncerByName[k] ?? pgswiftByName[k]
+    }
+
+    /// Keys the admin console's SET refuses and SHOW CONFIG shows as not changeable: PgBouncer
+    /// 1.25's CF_NO_RELOAD keys (src/main.c; `service_name` is its Windows alias of `job_name`), and
+    /// pgswift's own that shape processes or sockets (`RestartSettings`) or are opened once
+    /// (`metrics_listen`). Everything else a RELOAD applies, so SET applies it the same way.
+    static let restartOnly: Set<String> = [
+        "disable_pqexec", "job_name", "listen_addr", "listen_backlog", "listen_port", "pidfile", "pkt_buf",
+        "resolv_conf", "service_name", "so_reuseport", "track_extra_parameters", "unix_socket_dir",
+        "unix_socket_group", "unix_socket_mode", "user",
+        "metrics_listen", "worker_binary", "workers",
+    ]
+
+    /// Whether SET may change the key online.
+    var changeable: Bool { !Self.restartOnly.contains(name) }
+
     private static func index(_ specs: [ConfigKeySpec]) -> [String: ConfigKeySpec] {
         var d: [String: ConfigKeySpec] = [:]
         for s in specs { d[s.name] = s }

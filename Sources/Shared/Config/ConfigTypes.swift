@@ -200,3 +200,54 @@ public struct PoolTimeouts: Sendable, Equatable {
         self.serverLifetime = serverLifetime
     }
 }
+
+/// One admin console `SET key = value`, kept by the supervisor until the next RELOAD and applied on
+/// top of the file by every process that loads the configuration (`Config.load(path:overrides:)`).
+public struct ConfigOverride: Sendable, Equatable {
+    /// Lower case, as in the key table.
+    public var key: String
+    public var value: String
+
+    public init(key: String, value: String) {
+        self.key = key.lowercased()
+        self.value = value
+    }
+
+    /// The "file" that config messages about an override name.
+    public static let origin = "admin console SET"
+
+    /// `overrides` with `new` replacing an earlier value of the same key (order of first SET kept).
+    public static func merging(_ overrides: [ConfigOverride], _ new: ConfigOverride) -> [ConfigOverride] {
+        var result = overrides
+        if let i = result.firstIndex(where: { $0.key == new.key }) {
+            result[i] = new
+        } else {
+            result.append(new)
+        }
+        return result
+    }
+
+    /// What the admin console's SET may do with a key and value, before the whole configuration is
+    /// loaded with it (which may still fail: a file that cannot be read, TLS files, ...).
+    public enum Check: Equatable, Sendable {
+        case accepted(ConfigOverride)
+        /// No such `[pgbouncer]` or `[pgswift]` key.
+        case unknownKey
+        /// A key PgBouncer does not change online (CF_NO_RELOAD) or pgswift applies only at start.
+        case restartOnly(key: String)
+        /// The value does not parse for the key (the reason says why).
+        case invalidValue(key: String, reason: String)
+    }
+
+    public static func check(key rawKey: String, value: String) -> Check {
+        let key = rawKey.lowercased()
+        guard let spec = ConfigKeySpec.named(key) else { return .unknownKey }
+        guard spec.changeable else { return .restartOnly(key: key) }
+        do {
+            _ = try spec.parse(value)
+        } catch {
+            return .invalidValue(key: key, reason: error.reason)
+        }
+        return .accepted(ConfigOverride(key: key, value: value))
+    }
+}

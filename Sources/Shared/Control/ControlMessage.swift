@@ -13,7 +13,10 @@ public enum ShutdownMode: UInt8, Sendable {
 public enum ControlMessage: Equatable, Sendable {
     // supervisor → worker
     case shutdown(ShutdownMode)
-    case reload
+    /// Re-read the config file and apply it, with the admin console's SET values since the last
+    /// RELOAD on top (empty after a RELOAD: the file wins). Encoded as the bare kind when empty, the
+    /// bytes of a plain reload before SET existed; otherwise a u32 count of (key, value) strings.
+    case reload(overrides: [ConfigOverride])
     case pause
     case resume
     /// A cancel request for a client of this worker.
@@ -78,7 +81,12 @@ public enum ControlMessage: Equatable, Sendable {
         var w = MessageWriter(appendingTo: &out)
         switch self {
         case .shutdown(let mode): w.put(Kind.shutdown, mode)
-        case .reload: w.put(Kind.reload)
+        case .reload(let overrides):
+            w.put(Kind.reload)
+            if !overrides.isEmpty {
+                w.u32(UInt32(truncatingIfNeeded: overrides.count))
+                for o in overrides { w.string(o.key); w.string(o.value) }
+            }
         case .pause: w.put(Kind.pause)
         case .resume: w.put(Kind.resume)
         case .cancel(let processID, let secretKey): w.put(Kind.cancel, processID, secretKey)
@@ -114,7 +122,13 @@ public enum ControlMessage: Equatable, Sendable {
         case .shutdown:
             message = .shutdown(try r.code(ShutdownMode.self, "shutdown mode"))
         case .reload:
-            message = .reload
+            var overrides: [ConfigOverride] = []
+            if !r.isAtEnd {
+                overrides = try r.array("overrides", minimumEach: 8, maximum: 4096) { r throws(ControlDecodeError) in
+                    ConfigOverride(key: try r.string("override key"), value: try r.string("override value"))
+                }
+            }
+            message = .reload(overrides: overrides)
         case .pause:
             message = .pause
         case .resume:

@@ -28,7 +28,7 @@ extension Supervisor {
             case .version: AdminResults.version(into: &out)
             case .config:
                 AdminResults.config(config.settings().map {
-                    AdminConfigRow(key: $0.key, value: $0.value, defaultValue: $0.defaultValue, changeable: true)
+                    AdminConfigRow(key: $0.key, value: $0.value, defaultValue: $0.defaultValue, changeable: $0.changeable)
                 }, into: &out)
             case .state: AdminResults.state(paused: paused, suspended: false, into: &out)
             case .health: AdminResults.resultSet(AdminColumns.health, healthRows(now: Clock.monotonicNanos()), into: &out)
@@ -45,6 +45,8 @@ extension Supervisor {
             AdminResults.fakeParameter(name: name, value: value, into: &out)
         case .setFakeParameter:
             AdminResults.fakeSet(into: &out)
+        case .set(let key, let value):
+            adminSet(key: key, value: value, into: &out)
         case .pause(let db):
             // PAUSE <db> is handled in ServiceLimits.swift; here db is nil.
             if let e = checkDatabaseArgument(db, verb: "pause") { return replyError(slot: slot, requestID: id, e) }
@@ -86,6 +88,33 @@ extension Supervisor {
             AdminResults.error(AdminError("command not supported by pgswift yet: \(request.query)", code: "0A000"), into: &out)
         }
         replyAdmin(slot: slot, requestID: id, out)
+    }
+
+    /// SET key = value, as PgBouncer answers it: "SET key=value" on success, "SET failed" (08P01)
+    /// for an unknown key or a bad value (the reason, which PgBouncer only logs, also goes in DETAIL).
+    /// A key PgBouncer cannot change online is accepted and ignored as PgBouncer does, with a NOTICE.
+    private func adminSet(key: String, value: String, into out: inout OutBuffer) {
+        func fail(_ reason: String) {
+            log.error("SET \(key)=\(value) failed: \(reason)")
+            AdminResults.error(AdminError.setFailed.detailed(reason), into: &out)
+        }
+        switch ConfigOverride.check(key: key, value: value) {
+        case .unknownKey:
+            fail("unknown parameter: \(key)")
+        case .invalidValue(let k, let reason):
+            fail("invalid value \"\(value)\" for \(k): \(reason)")
+        case .restartOnly(let k):
+            let why = "\(k) cannot be changed online; SET ignored (a restart applies the config file's value)"
+            log.warning("SET \(k)=\(value): \(why)")
+            AdminResults.setDone(key: key, value: value, notice: why, into: &out)
+        case .accepted(let o):
+            do throws(ConfigError) {
+                try set(o)
+                AdminResults.setDone(key: key, value: value, into: &out)
+            } catch {
+                fail("\(error)")
+            }
+        }
     }
 
     private func checkDatabaseArgument(_ db: String?, verb: String) -> AdminError? {

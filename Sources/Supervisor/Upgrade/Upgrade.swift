@@ -142,7 +142,8 @@ extension Supervisor {
         let arguments = WorkerLaunch.arguments(configPath: configPath, slot: old.index,
                                                tcpCount: listeners.addresses.count, hasUnix: listeners.unix >= 0,
                                                verbosity: options.verbosity, respawned: true,
-                                               clientsFD: !counterFDs.isEmpty, clientsWord: word)
+                                               clientsFD: !counterFDs.isEmpty, clientsWord: word,
+                                               overrides: setOverrides)
             + ["--handoff-fd", String(3 + listenFDs.count + 1 + counterFDs.count)]
         let pid: Int32
         do throws(SyscallError) {

@@ -1,4 +1,5 @@
 // Which worker binary to run and with which arguments: pure functions, unit-tested.
+import Shared
 
 enum WorkerLaunch {
     static let binaryName = "pgswift-worker"
@@ -28,7 +29,8 @@ enum WorkerLaunch {
     /// The worker's arguments. Its descriptors arrive in the order Posix.spawn maps them to 3, 4, 5...:
     /// the slot's TCP listeners, then the shared Unix listener (if any), then the control socket.
     static func arguments(configPath: String, slot: Int, tcpCount: Int, hasUnix: Bool, verbosity: Int,
-                          respawned: Bool = false, clientsFD: Bool = false, clientsWord: Int? = nil) -> [String] {
+                          respawned: Bool = false, clientsFD: Bool = false, clientsWord: Int? = nil,
+                          overrides: [ConfigOverride] = []) -> [String] {
         var next: Int32 = 3
         var tcp: [String] = []
         for _ in 0..<tcpCount {
@@ -52,6 +54,9 @@ enum WorkerLaunch {
             args += ["--clients-fd", String(next + 1)]
             if let w = clientsWord { args += ["--clients-word", String(w)] }
         }
+        // The admin console's SET values since the last RELOAD: a new process loads what the others
+        // run. Only present when there are some, so a worker binary older than SET still starts.
+        for o in overrides { args += ["--set", o.key + "=" + o.value] }
         return args
     }
 }

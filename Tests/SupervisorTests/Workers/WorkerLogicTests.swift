@@ -70,6 +70,12 @@ final class WorkerLaunchTests: XCTestCase {
         XCTAssertEqual(Array(WorkerLaunch.arguments(configPath: "/p", slot: 1, tcpCount: 1, hasUnix: false, verbosity: 0,
                                                     clientsFD: true, clientsWord: 5).suffix(4)),
                        ["--clients-fd", "5", "--clients-word", "5"])
+        // SET values since the last RELOAD: a new process loads what the running ones run.
+        XCTAssertEqual(Array(WorkerLaunch.arguments(configPath: "/p", slot: 0, tcpCount: 1, hasUnix: false, verbosity: 0,
+                                                    overrides: [ConfigOverride(key: "pool_mode", value: "transaction"),
+                                                                ConfigOverride(key: "server_reset_query", value: "")])
+                             .suffix(4)),
+                       ["--set", "pool_mode=transaction", "--set", "server_reset_query="])
     }
 }
 
