@@ -570,11 +570,18 @@ final class Supervisor {
 
     /// Admin console SET: the file (as a RELOAD reads it) with every SET since the last RELOAD and
     /// this one on top, applied to the whole service the way a RELOAD is. The error names why not.
-    func set(_ override: ConfigOverride) throws(ConfigError) {
+    /// Returns why the TLS settings cannot be set up, if they cannot (the SET holds all the same,
+    /// and workers keep their TLS contexts, as in PgBouncer).
+    @discardableResult
+    func set(_ override: ConfigOverride) throws(ConfigError) -> ConfigError? {
         let overrides = ConfigOverride.merging(setOverrides, override)
         let new = try Config.load(path: configPath, overrides: overrides)
         log.info("SET \(override.key)=\(override.value): applying to all workers")
+        if let problem = new.tlsNotApplied {
+            log.error("TLS settings could not be applied, still using old configuration: \(problem)")
+        }
         applyConfig(new, overrides: overrides)
+        return new.tlsNotApplied
     }
 
     /// Makes `new` the running configuration: logs its warnings, the restart-only settings it would

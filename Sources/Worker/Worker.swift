@@ -176,7 +176,15 @@ final class Worker {
         if options.clientsFD >= 0 { limits.counter = try ClientCounter.map(options.clientsFD) }
         limits.counterWord = options.clientsWord >= 0 ? options.clientsWord : Int(options.slot)
         maxPacket = 0
-        try tlsState.load(config)
+        do {
+            try tlsState.load(config)
+        } catch {
+            // SET TLS values the running workers could not set up either: they kept their previous
+            // contexts; a new process starts with the TLS settings of the file and the other SETs.
+            guard config.tlsNotApplied != nil else { throw error }
+            try tlsState.load(try Config.load(path: configPath, overrides: overrides.filter { !$0.isTLS }))
+            log.error("TLS settings from SET not applied, using the config file's: \(error)")
+        }
         applyHotSettings()
     }
 

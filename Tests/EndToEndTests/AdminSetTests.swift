@@ -244,4 +244,35 @@ final class AdminSetTests: XCTestCase {
         XCTAssertEqual(try configValue(b, "default_pool_size"), "4")
         XCTAssertTrue(px.isRunning)
     }
+
+    /// PgBouncer keeps a TLS value SET even when the TLS set-up then fails (key and certificate are
+    /// SET one after the other), says so in a NOTICE and keeps the old contexts.
+    func testTLSKeySetThatCannotBeSetUpIsKeptWithANotice() throws {
+        let pg = try PostgresServer.shared()
+        let px = try Pgswift.start(settings(pg, workers: 2))
+        defer { px.stop() }
+        let a = try admin(px)
+        defer { a.close() }
+
+        let o = try a.outcome("SET server_tls_key_file = '/nonexistent/bouncer.key'")
+        XCTAssertNil(o.error, "\(String(describing: o.error))")
+        XCTAssertEqual(o.tags, ["SET server_tls_key_file=/nonexistent/bouncer.key"])
+        XCTAssertEqual(o.notices, ["TLS settings could not be applied, still using old configuration"])
+        XCTAssertEqual(try configValue(a, "server_tls_key_file"), "/nonexistent/bouncer.key")
+        // Workers keep serving with their old contexts, and a replacement worker starts too.
+        let before = Set(px.workerPids())
+        kill(try XCTUnwrap(before.first), SIGKILL)
+        XCTAssertTrue(waitUntil(timeout: 20) { !Set(px.workerPids()).subtracting(before).isEmpty })
+        var slots: Set<Int> = []
+        XCTAssertTrue(waitUntil(timeout: 20) {
+            guard let c = try? WireClient.connect(port: px.port, user: "u_trust", database: "testdb") else { return false }
+            defer { c.close() }
+            if (try? c.query("select 1")) == [["1"]] { slots.insert(slot(of: c)) }
+            return slots == [0, 1]
+        }, "both workers answer: \(slots)\n\(px.log())")
+        XCTAssertEqual(px.logLines(containing: "worker", "cannot start").count, 0, px.log())
+        XCTAssertEqual(px.logLines(containing: "TLS settings from SET not applied, using the config file's").count, 1,
+                       px.log())
+        XCTAssertTrue(px.isRunning)
+    }
 }

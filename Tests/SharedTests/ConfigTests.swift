@@ -701,6 +701,21 @@ final class ConfigTests: XCTestCase {
         XCTAssertTrue(e.message.contains("absent.txt"), e.message)
     }
 
+    /// As in PgBouncer, a TLS key SET whose set-up fails is kept (the caller says so); in the file it is an error.
+    func testTLSOverrideThatCannotBeSetUpIsKeptNotFatal() throws {
+        let main = try write("tls.ini", "[pgbouncer]\nauth_type = any\n")
+        let c = try Config.load(path: main, overrides: [ConfigOverride(key: "server_tls_key_file", value: "/x.key")])
+        XCTAssertEqual(c.serverTLSKeyFile, "/x.key")
+        XCTAssertTrue(c.tlsNotApplied?.message.contains("go together") ?? false, "\(String(describing: c.tlsNotApplied))")
+        XCTAssertNil(try Config.load(path: main).tlsNotApplied)
+        let bad = try write("badtls.ini", "[pgbouncer]\nauth_type = any\nserver_tls_key_file = /x.key\n")
+        XCTAssertNotNil(loadError(bad))
+        XCTAssertNotNil(loadError(bad), "a non-TLS SET does not excuse the file's TLS error")
+        XCTAssertThrowsError(try Config.load(path: bad, overrides: [ConfigOverride(key: "verbose", value: "1")]))
+        XCTAssertTrue(ConfigOverride(key: "client_tls13_ciphers", value: "").isTLS)
+        XCTAssertFalse(ConfigOverride(key: "default_pool_size", value: "").isTLS)
+    }
+
     func testOverrideCheck() {
         XCTAssertEqual(ConfigOverride.check(key: "DEFAULT_POOL_SIZE", value: "5"),
                        .accepted(ConfigOverride(key: "default_pool_size", value: "5")))

@@ -139,6 +139,9 @@ public struct Config: Sendable {
     public var warnings: [ConfigWarning] = []
     /// Raw values of PgBouncer keys pgswift accepts but does not implement (for SHOW CONFIG).
     public var ignoredSettings: [String: String] = [:]
+    /// Why the TLS settings, changed by an admin console SET, cannot be set up (`load` stores it
+    /// instead of failing; workers keep their previous TLS contexts, as PgBouncer does).
+    public var tlsNotApplied: ConfigError? = nil
     /// Where each `[pgbouncer]`/`[pgswift]` key was last set (key in lower case).
     public var settingLocations: [String: ConfigLocation] = [:]
 
@@ -152,7 +155,15 @@ public struct Config: Sendable {
     public static func load(path: String, overrides: [ConfigOverride] = []) throws(ConfigError) -> Config {
         var config = try parse(text: try ConfigFile.readText(path: path, what: "config file"), file: path,
                                overrides: overrides)
-        try config.validateFiles()
+        try config.validateAuthFiles()
+        do throws(ConfigError) {
+            try config.validateTLS()
+        } catch {
+            // PgBouncer stores a SET TLS value even when the TLS set-up then fails, keeping the old
+            // contexts (a NOTICE says so): certificate and key are SET one after the other.
+            guard overrides.contains(where: \.isTLS) else { throw error }
+            config.tlsNotApplied = error
+        }
         try config.loadHbaRules()
         return config
     }
@@ -169,9 +180,14 @@ public struct Config: Sendable {
         return assembler.finish()
     }
 
-    /// Checks the files the settings name: `auth_file` must be readable when set, and must be set
-    /// (or `auth_user`) when `auth_type` looks users up in it.
+    /// Checks the files the settings name: the auth files (`validateAuthFiles`) and the TLS ones.
     public func validateFiles() throws(ConfigError) {
+        try validateAuthFiles()
+        try validateTLS()
+    }
+
+    /// `auth_file` must be readable when set, and set (or `auth_user`) when `auth_type` needs it.
+    func validateAuthFiles() throws(ConfigError) {
         if let authFile {
             if let reason = ConfigFile.unreadableReason(path: authFile) {
                 throw settingError("auth_file \"\(authFile)\" cannot be read: \(reason)", at: "auth_file")
@@ -180,7 +196,6 @@ public struct Config: Sendable {
             throw settingError("auth_type \(authType.rawValue) needs auth_file (or auth_user) to know the users",
                                at: "auth_type")
         }
-        try validateTLS()
     }
 
     // MARK: Lookups

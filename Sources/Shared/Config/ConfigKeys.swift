@@ -219,7 +219,8 @@ extension ConfigKeySpec {
         return pgbouncerByName[k] ?? pgswiftByName[k]
     }
 
-    /// Keys the admin console's SET refuses and SHOW CONFIG shows as not changeable: PgBouncer
+    /// Keys the admin console's SET does not change (it accepts and ignores them, as PgBouncer does)
+    /// and SHOW CONFIG shows as not changeable: PgBouncer
     /// 1.25's CF_NO_RELOAD keys (src/main.c; `service_name` is its Windows alias of `job_name`), and
     /// pgswift's own that shape processes or sockets (`RestartSettings`) or are opened once
     /// (`metrics_listen`). Everything else a RELOAD applies, so SET applies it the same way.

@@ -213,6 +213,9 @@ public struct ConfigOverride: Sendable, Equatable {
         self.value = value
     }
 
+    /// A TLS key (PgBouncer's test: the name contains `_tls_` or `_tls13_`).
+    public var isTLS: Bool { key.contains("_tls_") || key.contains("_tls13_") }
+
     /// The "file" that config messages about an override name.
     public static let origin = "admin console SET"
 

@@ -109,8 +109,11 @@ extension Supervisor {
             AdminResults.setDone(key: key, value: value, notice: why, into: &out)
         case .accepted(let o):
             do throws(ConfigError) {
-                try set(o)
-                AdminResults.setDone(key: key, value: value, into: &out)
+                let tlsProblem = try set(o)
+                // PgBouncer's NOTICE when a TLS key's new set-up fails; the value is kept all the same.
+                AdminResults.setDone(key: key, value: value,
+                                     notice: tlsProblem == nil ? nil : "TLS settings could not be applied, still using old configuration",
+                                     into: &out)
             } catch {
                 fail("\(error)")
             }
