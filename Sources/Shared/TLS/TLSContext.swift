@@ -218,10 +218,10 @@ public final class TLSContext: @unchecked Sendable {
         versions.apply(ctx)
         let list = TLSCiphers.openSSLList(s.ciphers)
         if SSL_CTX_set_cipher_list(ctx, list) != 1 {
-            throw TLSSetupError(key: "\(p)_tls_ciphers", reason: "no usable cipher in \"\(s.ciphers)\"")
+            throw TLSSetupError(key: "\(p)_tls_ciphers", reason: "failed to set ciphers: no usable cipher in \"\(s.ciphers)\"")
         }
         if !s.tls13Ciphers.isEmpty && SSL_CTX_set_ciphersuites(ctx, s.tls13Ciphers) != 1 {
-            throw TLSSetupError(key: "\(p)_tls13_ciphers", reason: "no usable cipher suite in \"\(s.tls13Ciphers)\"")
+            throw TLSSetupError(key: "\(p)_tls13_ciphers", reason: "failed to set the TLSv1.3 cipher suites: no usable cipher suite in \"\(s.tls13Ciphers)\"")
         }
         // Our write BIO never refuses bytes (TLSConnection), and buffers may move between retries.
         _ = pgs_SSL_CTX_set_mode(ctx, Int(SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER))
