@@ -183,12 +183,12 @@ final class AdminSetTests: XCTestCase {
         XCTAssertEqual(changeable["unix_socket_dir"], "no")
         XCTAssertEqual(changeable["workers"], "no")
         XCTAssertEqual(changeable["default_pool_size"], "yes")
-        XCTAssertEqual(changeable["transaction_timeout"], "yes")
+        XCTAssertEqual(changeable["cancel_wait_timeout"], "yes")
 
         // A key pgswift does not implement may be SET as in PgBouncer; the log warns as at load time.
-        XCTAssertEqual(try a.outcome("SET transaction_timeout = 2").tags, ["SET transaction_timeout=2"])
-        XCTAssertEqual(try configValue(a, "transaction_timeout"), "2")
-        XCTAssertGreaterThanOrEqual(px.logLines(containing: "admin console SET:0: transaction_timeout is not implemented").count,
+        XCTAssertEqual(try a.outcome("SET cancel_wait_timeout = 2").tags, ["SET cancel_wait_timeout=2"])
+        XCTAssertEqual(try configValue(a, "cancel_wait_timeout"), "2")
+        XCTAssertGreaterThanOrEqual(px.logLines(containing: "admin console SET:0: cancel_wait_timeout is not implemented").count,
                                     1, px.log())
 
         // stats_users may SHOW, not SET; the session-parameter SET drivers send stays open to all.

@@ -727,8 +727,8 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(ConfigOverride.check(key: "default_pool_size", value: "five"),
                        .invalidValue(key: "default_pool_size", reason: "not an integer"))
         // Keys pgswift does not implement may be SET, as in PgBouncer (the load warns).
-        XCTAssertEqual(ConfigOverride.check(key: "transaction_timeout", value: "2"),
-                       .accepted(ConfigOverride(key: "transaction_timeout", value: "2")))
+        XCTAssertEqual(ConfigOverride.check(key: "cancel_wait_timeout", value: "2"),
+                       .accepted(ConfigOverride(key: "cancel_wait_timeout", value: "2")))
         XCTAssertEqual(ConfigOverride.merging([ConfigOverride(key: "a", value: "1"), ConfigOverride(key: "b", value: "2")],
                                               ConfigOverride(key: "A", value: "3")),
                        [ConfigOverride(key: "a", value: "3"), ConfigOverride(key: "b", value: "2")])
