@@ -114,6 +114,8 @@ final class Worker {
     var accepting = true
     /// TCP_NODELAY and SO_KEEPALIVE are set on the listeners and inherited (ListenerTuning.swift).
     var listenersTuned = false
+    /// What `tuneListeners` last set on the listeners (nil before the first time).
+    var listenerKeepalive: TCPKeepalive?
     var maxPacket: Int
     var nextJanitor: Int64 {
         get { hot.pointee.nextJanitor }
@@ -283,7 +285,7 @@ final class Worker {
     @discardableResult
     func adoptAcceptedClient(_ fd: Int32, peer: SocketAddress) -> Int32? {
         let isUnix = peer.family == AF_UNIX
-        if !isUnix && !listenersTuned { Sockets.tuneTCP(fd, keepalive: config.tcpKeepalive) }
+        if !isUnix && !listenersTuned { Sockets.tuneTCP(fd, keepalive: config.tcpKeepaliveSettings) }
         if !admitClient() {
             rejectEarly(fd, code: SQLState.tooManyConnections,
                         message: "no more connections allowed (max_client_conn)")
