@@ -184,11 +184,10 @@ final class Worker {
 
     func run() throws {
         tuneListeners()
-        for fd in listenFDs {
-            try epoll.add(fd, events: [.input], data: WorkerToken(.listener, fd: fd).raw)
-        }
-        for fd in unixFDs {
-            // Every worker shares the one Unix socket: wake only one of them per connection.
+        // Every worker shares the Unix socket and, without so_reuseport, the TCP ones: wake only one of
+        // them per connection. A per-slot SO_REUSEPORT socket has one watcher (two during a roll), so
+        // the flag costs nothing there.
+        for fd in listenFDs + unixFDs {
             try epoll.add(fd, events: [.input, .exclusive], data: WorkerToken(.listener, fd: fd).raw)
         }
         if controlFD >= 0 {

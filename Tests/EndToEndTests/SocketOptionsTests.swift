@@ -81,3 +81,106 @@ final class SocketOptionsTests: XCTestCase {
         XCTAssertEqual(last?.server?.userTimeout, 4321)
     }
 }
+
+extension SocketOptionsTests {
+    /// unix_socket_mode and unix_socket_group on the Unix socket; clients connect through it; an
+    /// unknown group stops the start with a line naming it.
+    func testUnixSocketModeAndGroup() throws {
+        let postgres = try PostgresServer.shared()
+        guard let nogroup = getgrnam("nogroup")?.pointee.gr_gid else { throw XCTSkip("no group 'nogroup' here") }
+        var s = PgswiftSettings(postgres: postgres)
+        s.settings = [("unix_socket_mode", "0660"), ("unix_socket_group", "nogroup")]
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        let path = "\(px.dir)/.s.PGSQL.\(px.port)"
+        var st = stat()
+        XCTAssertEqual(stat(path, &st), 0, path)
+        XCTAssertEqual(st.st_mode & 0o7777, 0o660, "mode of \(path)")
+        XCTAssertEqual(st.st_gid, nogroup, "group of \(path)")
+        XCTAssertEqual(st.st_mode & S_IFMT, S_IFSOCK)
+        let r = try runCommand([try PostgresTools.path("psql"), "host=\(px.dir) port=\(px.port) dbname=testdb user=u_trust",
+                                "-XAtq", "-c", "select 42"], timeout: 60)
+        XCTAssertEqual(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "42", "\(r)")
+
+        var bad = PgswiftSettings(postgres: postgres)
+        bad.settings = [("unix_socket_group", "no_such_group_pgswift")]
+        let refused = try Pgswift.launch(ini: bad.render(port: 0, dir: "{{DIR}}")
+            .replacingOccurrences(of: "listen_port = 0", with: "listen_port = {{PORT}}"), userlist: bad.renderUserlist())
+        defer { refused.stop() }
+        XCTAssertEqual(refused.waitForExit(timeout: 30), 1, refused.log())
+        XCTAssertTrue(refused.log().contains("unix_socket_group: no group named no_such_group_pgswift"), refused.log())
+    }
+
+    /// Binds 127.0.0.1:port with SO_REUSEPORT from this process (as a PgBouncer with so_reuseport = 1
+    /// would, same user); the errno, or 0 when it bound.
+    private func bindWithReuseport(port: Int) -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
+        var addr = sockaddr_in.loopback(port: port)
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        if rc != 0 { return errno }
+        return listen(fd, 1) == 0 ? 0 : errno
+    }
+
+    /// so_reuseport = 0 (default): the port is pgswift's alone, as PgBouncer's is: a second pgswift
+    /// (either setting) fails to start with "address already in use", and a foreign SO_REUSEPORT socket
+    /// of the same user cannot join.
+    func testWithoutReuseportThePortIsExclusive() throws {
+        let postgres = try PostgresServer.shared()
+        let first = try Pgswift.start(PgswiftSettings(postgres: postgres))
+        defer { first.stop() }
+        XCTAssertEqual(bindWithReuseport(port: first.port), EADDRINUSE, "a same-user SO_REUSEPORT bind must be refused")
+        for reuse in ["0", "1"] {
+            var s = PgswiftSettings(postgres: postgres)
+            s.settings = [("so_reuseport", reuse)]
+            let second = try Pgswift.launch(ini: s.render(port: first.port, dir: "{{DIR}}"), userlist: s.renderUserlist(),
+                                            port: first.port)
+            defer { second.stop() }
+            XCTAssertEqual(second.waitForExit(timeout: 30), 1, "so_reuseport = \(reuse): \(second.log())")
+            XCTAssertTrue(second.log().contains("could not listen on 127.0.0.1:\(first.port): address already in use"),
+                          "so_reuseport = \(reuse): \(second.log())")
+        }
+        // The first one still serves.
+        XCTAssertEqual(try Psql.run(first.target(user: "u_trust", database: "testdb"), "select 1").stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines), "1")
+    }
+
+    /// so_reuseport = 1: two pgswift services share one port and the kernel gives connections to
+    /// both; stopping one leaves the other serving (blue/green hand-over).
+    func testWithReuseportTwoServicesShareThePort() throws {
+        let postgres = try PostgresServer.shared()
+        var s = PgswiftSettings(postgres: postgres)
+        s.settings = [("so_reuseport", "1")]
+        let blue = try Pgswift.start(s)
+        defer { blue.stop() }
+        let green = try Pgswift.launch(ini: s.render(port: blue.port, dir: "{{DIR}}"), userlist: s.renderUserlist(),
+                                       workers: s.workers, port: blue.port)
+        defer { green.stop() }
+        var probe = s.probe
+        probe?.port = blue.port
+        try green.waitUntilReady(probe: probe)
+        // Connections land on both services' workers.
+        var seen: Set<String> = []
+        XCTAssertTrue(try waitUntil(timeout: 60, poll: 0) {
+            let c = try WireClient.connect(port: blue.port, user: "u_trust", database: "testdb")
+            defer { c.close() }
+            _ = try c.query("select 1")
+            let port = c.socket.localPort
+            if ProcFS.owner(ofConnectionFrom: port, to: blue.port, among: blue.workerPids()) != nil { seen.insert("blue") }
+            if ProcFS.owner(ofConnectionFrom: port, to: blue.port, among: green.workerPids()) != nil { seen.insert("green") }
+            return seen.count == 2
+        }, "connections reached only \(seen)")
+        // Blue goes; green keeps serving the port.
+        blue.stop()
+        for _ in 0..<20 {
+            let c = try WireClient.connect(port: green.port, user: "u_trust", database: "testdb")
+            XCTAssertEqual(try c.query("select 7"), [["7"]])
+            c.close()
+        }
+    }
+}

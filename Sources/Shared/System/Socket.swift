@@ -170,8 +170,10 @@ public enum Sockets {
         return fd
     }
 
-    /// A non-blocking listening Unix socket at `path` (a stale socket file is replaced), with `mode`.
-    public static func listenUnix(path: String, mode: mode_t, backlog: Int32) throws(SyscallError) -> Int32 {
+    /// A non-blocking listening Unix socket at `path` (a stale socket file is replaced), with `mode`
+    /// and, when given, `group` as its group (PgBouncer's unix_socket_mode and unix_socket_group); both
+    /// are set before listen(), so no client connects through a socket with other permissions.
+    public static func listenUnix(path: String, mode: mode_t, group: UInt32? = nil, backlog: Int32) throws(SyscallError) -> Int32 {
         guard let address = SocketAddress.unix(path: path) else {
             throw SyscallError("unix socket path too long: \(path)", .invalidArgument)
         }
@@ -187,7 +189,16 @@ public enum Sockets {
             Posix.close(fd)
             throw SyscallError("bind(\(path))", e)
         }
-        chmod(path, mode)
+        if chmod(path, mode) < 0 {
+            let e = Errno.current
+            Posix.close(fd)
+            throw SyscallError("chmod(\(path))", e)
+        }
+        if let group, chown(path, uid_t.max, gid_t(group)) < 0 {
+            let e = Errno.current
+            Posix.close(fd)
+            throw SyscallError("chown(\(path), group \(group))", e)
+        }
         if Glibc.listen(fd, backlog) < 0 {
             let e = Errno.current
             Posix.close(fd)
