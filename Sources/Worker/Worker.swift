@@ -35,6 +35,8 @@ struct HotState {
     var safeShutdown = false
     var serverLifetimeNanos: Int64 = 0
     var trackPrepared = false
+    /// server_round_robin: idle servers are taken oldest first (FIFO) instead of LIFO (Pool.swift).
+    var serverRoundRobin = false
     /// Rolling restart: clients move to the successor when they become idle (Handoff.swift).
     var draining = false
     /// auth_query lookups waiting for a server of their pool (AuthQuery.swift).
@@ -116,6 +118,10 @@ final class Worker {
     var listenersTuned = false
     /// What `tuneListeners` last set on the listeners (nil before the first time).
     var listenerKeepalive: TCPKeepalive?
+    /// gethostname, read once when application_name_add_host first needs it for a Unix client.
+    var hostName: String?
+    /// Listeners shared by every worker (`takeTurnOnSharedListener`).
+    var sharedListeners: Set<Int32> = []
     var maxPacket: Int
     var nextJanitor: Int64 {
         get { hot.pointee.nextJanitor }
@@ -190,6 +196,7 @@ final class Worker {
         for fd in listenFDs + unixFDs {
             try epoll.add(fd, events: [.input, .exclusive], data: WorkerToken(.listener, fd: fd).raw)
         }
+        sharedListeners = Set(unixFDs + listenFDs.filter { !Sockets.reusesPort($0) })
         if controlFD >= 0 {
             try epoll.add(controlFD, events: [.input], data: WorkerToken(.control, fd: controlFD).raw)
             if initialHandoffFD >= 0 { try registerHandoffInput(initialHandoffFD) }
@@ -275,6 +282,24 @@ final class Worker {
                 return
             }
             adoptAcceptedClient(fd, peer: peer)
+            if sharedListeners.contains(listenFD) { takeTurnOnSharedListener(listenFD) }
+        }
+    }
+
+    /// A listener every worker shares (the Unix socket; TCP without so_reuseport) wakes the first
+    /// worker in its wait queue that sits in epoll_wait (EPOLLEXCLUSIVE), so when the service is quiet
+    /// one worker would get every connection, and long sessions opened then would all stay on it. A
+    /// worker holding more than its even share of the service's clients re-registers the listener,
+    /// which puts it at the back of the queue: connections go round the workers. Two epoll_ctl calls
+    /// per such accept, none per message.
+    func takeTurnOnSharedListener(_ fd: Int32) {
+        guard let counter = limits.counter, quotas.workers > 1 else { return }
+        guard counter.held(bySlot: limits.counterWord) * quotas.workers > counter.total else { return }
+        epoll.remove(fd)
+        do {
+            try epoll.add(fd, events: [.input, .exclusive], data: WorkerToken(.listener, fd: fd).raw)
+        } catch {
+            log.error("could not re-register a listening socket (\(error)); this worker no longer accepts on it")
         }
     }
 
@@ -413,6 +438,7 @@ final class Worker {
             }
             listenFDs = []
             unixFDs = []
+            sharedListeners = []
         }
         log.info("shutdown requested (\(mode)); no longer accepting")
         checkShutdown()
@@ -451,6 +477,7 @@ final class Worker {
         ignoredStartupParameters = Set(config.ignoreStartupParameters.map { $0.lowercased() })
         hot.pointee.serverLifetimeNanos = Clock.nanos(seconds: config.serverLifetime)
         hot.pointee.trackPrepared = config.maxPreparedStatements > 0
+        hot.pointee.serverRoundRobin = config.serverRoundRobin
     }
 
     func randomUInt32() -> UInt32 {

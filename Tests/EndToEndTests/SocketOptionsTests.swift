@@ -145,9 +145,21 @@ extension SocketOptionsTests {
             XCTAssertTrue(second.log().contains("could not listen on 127.0.0.1:\(first.port): address already in use"),
                           "so_reuseport = \(reuse): \(second.log())")
         }
-        // The first one still serves.
-        XCTAssertEqual(try Psql.run(first.target(user: "u_trust", database: "testdb"), "select 1").stdout
-            .trimmingCharacters(in: .whitespacesAndNewlines), "1")
+        // The first one still serves, and sessions opened one at a time on a quiet service go round
+        // its workers (takeTurnOnSharedListener), not all to the first one woken.
+        var perWorker: [pid_t: Int] = [:]
+        var sessions: [WireClient] = []
+        defer { sessions.forEach { $0.close() } }
+        for i in 0..<20 {
+            let c = try WireClient.connect(port: first.port, user: "u_trust", database: "testdb")
+            XCTAssertEqual(try c.query("select \(i)"), [[String(i)]])
+            sessions.append(c)
+            if let w = ProcFS.owner(ofConnectionFrom: c.socket.localPort, to: first.port, among: first.workerPids()) {
+                perWorker[w, default: 0] += 1
+            }
+        }
+        XCTAssertEqual(perWorker.count, 2, "\(perWorker)")
+        XCTAssertGreaterThanOrEqual(perWorker.values.min() ?? 0, 5, "20 sessions over 2 workers: \(perWorker)")
     }
 
     /// so_reuseport = 1: two pgswift services share one port and the kernel gives connections to

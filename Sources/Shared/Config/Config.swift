@@ -62,7 +62,6 @@ public struct Config: Sendable {
     public var trackExtraParameters: [String] = ["IntervalStyle"]
     public var maxPreparedStatements: Int = 200
     public var maxPacketSize: Int = 2147483647
-    public var pktBuf: Int = 4096
 
     public var logfile: String? = nil
     public var pidfile: String? = nil

@@ -327,6 +327,13 @@ public enum Sockets {
         try? setKeepalive(fd, keepalive)
     }
 
+    /// Whether SO_REUSEPORT is set on a socket (false if it cannot be read).
+    public static func reusesPort(_ fd: Int32) -> Bool {
+        var v: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        return getsockopt(fd, SOL_SOCKET, cl_SO_REUSEPORT(), &v, &len) == 0 && v != 0
+    }
+
     /// The peer's uid of a Unix socket (SO_PEERCRED), for admin access over the socket.
     public static func peerUID(_ fd: Int32) -> UInt32? {
         var uid: UInt32 = 0
