@@ -191,6 +191,7 @@ final class Supervisor {
         } else { do throws(StartupError) {
             listeners = try Listeners.open(listenAddr: config.listenAddr, port: config.listenPort,
                                            unixSocketDir: config.unixSocketDir, unixSocketMode: config.unixSocketMode,
+                                           unixSocketGroup: config.unixSocketGroup, reusePort: config.soReuseport,
                                            backlog: config.listenBacklog, slots: config.workers,
                                            predecessorCrashed: predecessorCrashed, warn: { warnLog.warning($0) })
         } catch {

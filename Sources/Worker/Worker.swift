@@ -34,6 +34,8 @@ struct HotState {
     var useTick: UInt64 = 0
     var safeShutdown = false
     var trackPrepared = false
+    /// server_round_robin: idle servers are taken oldest first (FIFO) instead of LIFO (Pool.swift).
+    var serverRoundRobin = false
     /// Rolling restart: clients move to the successor when they become idle (Handoff.swift).
     var draining = false
     /// auth_query lookups waiting for a server of their pool (AuthQuery.swift).
@@ -117,6 +119,12 @@ final class Worker {
     var accepting = true
     /// TCP_NODELAY and SO_KEEPALIVE are set on the listeners and inherited (ListenerTuning.swift).
     var listenersTuned = false
+    /// What `tuneListeners` last set on the listeners (nil before the first time).
+    var listenerKeepalive: TCPKeepalive?
+    /// gethostname, read once when application_name_add_host first needs it for a Unix client.
+    var hostName: String?
+    /// Listeners shared by every worker (`takeTurnOnSharedListener`).
+    var sharedListeners: Set<Int32> = []
     var maxPacket: Int
     var nextJanitor: Int64 {
         get { hot.pointee.nextJanitor }
@@ -192,13 +200,13 @@ final class Worker {
 
     func run() throws {
         tuneListeners()
-        for fd in listenFDs {
-            try epoll.add(fd, events: [.input], data: WorkerToken(.listener, fd: fd).raw)
-        }
-        for fd in unixFDs {
-            // Every worker shares the one Unix socket: wake only one of them per connection.
+        // Every worker shares the Unix socket and, without so_reuseport, the TCP ones: wake only one of
+        // them per connection. A per-slot SO_REUSEPORT socket has one watcher (two during a roll), so
+        // the flag costs nothing there.
+        for fd in listenFDs + unixFDs {
             try epoll.add(fd, events: [.input, .exclusive], data: WorkerToken(.listener, fd: fd).raw)
         }
+        sharedListeners = Set(unixFDs + listenFDs.filter { !Sockets.reusesPort($0) })
         if controlFD >= 0 {
             try epoll.add(controlFD, events: [.input], data: WorkerToken(.control, fd: controlFD).raw)
             if initialHandoffFD >= 0 { try registerHandoffInput(initialHandoffFD) }
@@ -284,6 +292,24 @@ final class Worker {
                 return
             }
             adoptAcceptedClient(fd, peer: peer)
+            if sharedListeners.contains(listenFD) { takeTurnOnSharedListener(listenFD) }
+        }
+    }
+
+    /// A listener every worker shares (the Unix socket; TCP without so_reuseport) wakes the first
+    /// worker in its wait queue that sits in epoll_wait (EPOLLEXCLUSIVE), so when the service is quiet
+    /// one worker would get every connection, and long sessions opened then would all stay on it. A
+    /// worker holding more than its even share of the service's clients re-registers the listener,
+    /// which puts it at the back of the queue: connections go round the workers. Two epoll_ctl calls
+    /// per such accept, none per message.
+    func takeTurnOnSharedListener(_ fd: Int32) {
+        guard let counter = limits.counter, quotas.workers > 1 else { return }
+        guard counter.held(bySlot: limits.counterWord) * quotas.workers > counter.total else { return }
+        epoll.remove(fd)
+        do {
+            try epoll.add(fd, events: [.input, .exclusive], data: WorkerToken(.listener, fd: fd).raw)
+        } catch {
+            log.error("could not re-register a listening socket (\(error)); this worker no longer accepts on it")
         }
     }
 
@@ -293,7 +319,7 @@ final class Worker {
     @discardableResult
     func adoptAcceptedClient(_ fd: Int32, peer: SocketAddress) -> Int32? {
         let isUnix = peer.family == AF_UNIX
-        if !isUnix && !listenersTuned { Sockets.tuneTCP(fd, keepalive: config.tcpKeepalive) }
+        if !isUnix && !listenersTuned { Sockets.tuneTCP(fd, keepalive: config.tcpKeepaliveSettings) }
         if !admitClient() {
             rejectEarly(fd, code: SQLState.tooManyConnections,
                         message: "no more connections allowed (max_client_conn)")
@@ -423,6 +449,7 @@ final class Worker {
             }
             listenFDs = []
             unixFDs = []
+            sharedListeners = []
         }
         log.info("shutdown requested (\(mode)); no longer accepting")
         checkShutdown()
@@ -462,6 +489,7 @@ final class Worker {
         hot.pointee.trackPrepared = config.maxPreparedStatements > 0
         // PostgreSQL's own cap for a single message is 1 GB; a larger limit only invites an OOM.
         maxPacket = min(max(config.maxPacketSize, 1024), 0x3FFF_FFFF)
+        hot.pointee.serverRoundRobin = config.serverRoundRobin
     }
 
     func randomUInt32() -> UInt32 {

@@ -91,7 +91,6 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(c.trackExtraParameters, ["IntervalStyle"])
         XCTAssertEqual(c.maxPreparedStatements, 200)
         XCTAssertEqual(c.maxPacketSize, 2147483647)
-        XCTAssertEqual(c.pktBuf, 4096)
         XCTAssertNil(c.logfile)
         XCTAssertNil(c.pidfile)
         XCTAssertTrue(c.logConnections)
@@ -152,7 +151,7 @@ final class ConfigTests: XCTestCase {
                     "server_login_retry", "client_login_timeout", "client_idle_timeout",
                     "idle_transaction_timeout", "query_timeout", "query_wait_timeout", "transaction_timeout",
                     "ignore_startup_parameters", "track_extra_parameters", "max_prepared_statements",
-                    "max_packet_size", "pkt_buf", "listen_backlog", "logfile", "pidfile", "log_connections",
+                    "max_packet_size", "listen_backlog", "logfile", "pidfile", "log_connections",
                     "log_disconnections", "log_pooler_errors", "verbose", "stats_period",
                     "application_name_add_host", "so_reuseport", "tcp_keepalive", "tcp_keepidle",
                     "tcp_keepintvl", "tcp_keepcnt", "tcp_user_timeout", "server_round_robin", "dns_max_ttl",
@@ -630,6 +629,7 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(c.clientTLSECDHCurve, "secp384r1")
         XCTAssertEqual(c.ignoredSettings["syslog"], "1")
         XCTAssertEqual(c.ignoredSettings["user"], "postgres")
+        XCTAssertEqual(Config.isImplemented(key: "pkt_buf"), false)
         XCTAssertTrue(c.warnings[4].message.contains("[peers]"))
         // Values of ignored keys are still checked.
         XCTAssertEqual(parseError("[pgbouncer]\nsyslog = sometimes\n")?.line, 2)
@@ -782,5 +782,17 @@ final class ConfigTests: XCTestCase {
         XCTAssertNoThrow(try Config.load(path: try write("any.ini", "[pgbouncer]\nauth_type = any\n")))
         XCTAssertNoThrow(try Config.load(path: try write("au.ini", "[pgbouncer]\nauth_user = pgswift\n")))
         XCTAssertNoThrow(try Config.parse(text: "[pgbouncer]\n", file: "x.ini"), "parse does not check files")
+    }
+
+    /// pkt_buf has no effect by design: the load warning says why instead of "not yet".
+    func testPktBufWarnsThatItHasNoEffect() throws {
+        let c = try parse("""
+            [pgbouncer]
+            pkt_buf = 8192
+            """)
+        XCTAssertEqual(c.warnings.map(\.line), [2])
+        XCTAssertTrue(c.warnings[0].message.hasPrefix("pkt_buf has no effect in pgswift; ignored: pgswift's I/O buffers are 32 KiB"),
+                      c.warnings[0].message)
+        XCTAssertEqual(c.ignoredSettings["pkt_buf"], "8192")
     }
 }

@@ -91,6 +91,10 @@ static inline int cl_MSG_NOSIGNAL(void) { return MSG_NOSIGNAL; }
 static inline int cl_MSG_DONTWAIT(void) { return MSG_DONTWAIT; }
 static inline int cl_MSG_CMSG_CLOEXEC(void) { return MSG_CMSG_CLOEXEC; }
 static inline int cl_SO_REUSEPORT(void) { return SO_REUSEPORT; }
+static inline int cl_TCP_USER_TIMEOUT(void) { return TCP_USER_TIMEOUT; }
+static inline int cl_TCP_KEEPIDLE(void) { return TCP_KEEPIDLE; }
+static inline int cl_TCP_KEEPINTVL(void) { return TCP_KEEPINTVL; }
+static inline int cl_TCP_KEEPCNT(void) { return TCP_KEEPCNT; }
 
 // Sending and receiving file descriptors over a Unix socket (SCM_RIGHTS).
 // Sends `len` bytes plus up to `nfds` descriptors. Returns sendmsg's result.

@@ -63,7 +63,6 @@ public struct Config: Sendable {
     public var trackExtraParameters: [String] = ["IntervalStyle"]
     public var maxPreparedStatements: Int = 200
     public var maxPacketSize: Int = 2147483647
-    public var pktBuf: Int = 4096
 
     public var logfile: String? = nil
     public var pidfile: String? = nil
@@ -86,6 +85,11 @@ public struct Config: Sendable {
     public var tcpKeepcnt: Int = 0
     /// Milliseconds; 0 = OS default.
     public var tcpUserTimeout: Int = 0
+    /// tcp_keepalive ... tcp_user_timeout as set on client (listening) and server sockets.
+    public var tcpKeepaliveSettings: TCPKeepalive {
+        TCPKeepalive(enabled: tcpKeepalive, idle: Int32(clamping: tcpKeepidle), interval: Int32(clamping: tcpKeepintvl),
+                     count: Int32(clamping: tcpKeepcnt), userTimeoutMillis: Int32(clamping: tcpUserTimeout))
+    }
     public var dnsMaxTTL: Double = 15
     public var dnsNXDomainTTL: Double = 15
 

@@ -120,7 +120,11 @@ struct ConfigAssembler {
             warn(file, line, "\(key) is not implemented by pgswift yet; stored but has no effect")
         case .notImplemented:
             config.ignoredSettings[key] = value
-            warn(file, line, "\(key) is not implemented by pgswift yet; ignored")
+            if let reason = ConfigKeySpec.noEffectReasons[key] {
+                warn(file, line, "\(key) has no effect in pgswift; ignored: \(reason)")
+            } else {
+                warn(file, line, "\(key) is not implemented by pgswift yet; ignored")
+            }
         }
         if key == "auth_file", let path = config.authFile {
             config.authFile = resolveFile(key, path, configFile: resolvingFile, file, line)

@@ -144,7 +144,7 @@ extension ConfigKeySpec {
         int("min_pool_size", "0", \.minPoolSize),
         ignored("peer_id", "0", .int(min: 0, max: 16383)),
         optionalText("pidfile", "", \.pidfile),
-        int("pkt_buf", "4096", \.pktBuf, min: 256),
+        ignored("pkt_buf", "4096", .int(min: 256, max: intMax)),
         seconds("pool_idle_timeout", "3600", \.poolIdleTimeout),
         lookup("pool_mode", "session", \.poolMode),
         seconds("query_timeout", "0", \.queryTimeout),
@@ -208,6 +208,12 @@ extension ConfigKeySpec {
         text("metrics_listen", "", \.metricsListen),
         optionalText("worker_binary", "", \.workerBinary),
         int("workers", "", \.workers, min: 1, max: 4096),
+    ]
+
+    /// Why a PgBouncer key has no effect in pgswift by design (not "not yet"): its load warning says so.
+    static let noEffectReasons: [String: String] = [
+        "pkt_buf": "pgswift's I/O buffers are 32 KiB chunks shared by the worker's connections and held only "
+            + "while data is in flight (docs/ARCHITECTURE.md, Buffers), not per-connection buffers of pkt_buf bytes",
     ]
 
     static let pgbouncerByName: [String: ConfigKeySpec] = index(pgbouncer)

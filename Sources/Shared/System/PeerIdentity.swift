@@ -1,4 +1,4 @@
-// Who is on the other end of an accepted socket: its address (getpeername) and a Unix user's name.
+// Who is on the other end of an accepted socket: its address (getpeername) and a Unix user's name; group ids.
 import Glibc
 
 extension Sockets {
@@ -28,6 +28,23 @@ extension Posix {
                 continue
             }
             return name
+        }
+        return nil
+    }
+
+    /// The id of a group name (getgrnam_r), for unix_socket_group; nil when there is no such group.
+    public static func groupID(name: String) -> UInt32? {
+        var gr = group()
+        var result: UnsafeMutablePointer<group>? = nil
+        var size = 1024
+        while size <= 1 << 20 {
+            var buf = [CChar](repeating: 0, count: size)
+            let rc = buf.withUnsafeMutableBufferPointer { b in getgrnam_r(name, &gr, b.baseAddress!, b.count, &result) }
+            if rc == ERANGE {
+                size *= 4
+                continue
+            }
+            return rc == 0 && result != nil ? UInt32(gr.gr_gid) : nil
         }
         return nil
     }

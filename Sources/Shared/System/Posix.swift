@@ -180,6 +180,13 @@ public enum Posix {
 
     public static func getpid() -> Int32 { Glibc.getpid() }
 
+    /// This machine's host name (gethostname), "" if it cannot be read.
+    public static func hostName() -> String {
+        var buf = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buf, buf.count - 1) == 0 else { return "" }
+        return cStringText(buf)
+    }
+
     /// True if `pid` names a live process (kill with signal 0); one we may not signal counts as live.
     public static func processExists(_ pid: Int32) -> Bool {
         if pid <= 0 { return false }

@@ -130,6 +130,24 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
     }
 }
 
+/// PgBouncer's tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt (seconds, probes) and
+/// tcp_user_timeout (milliseconds); 0 means "the system's default".
+public struct TCPKeepalive: Sendable, Equatable {
+    public var enabled: Bool
+    public var idle: Int32
+    public var interval: Int32
+    public var count: Int32
+    public var userTimeoutMillis: Int32
+
+    public init(enabled: Bool, idle: Int32 = 0, interval: Int32 = 0, count: Int32 = 0, userTimeoutMillis: Int32 = 0) {
+        self.enabled = enabled
+        self.idle = idle
+        self.interval = interval
+        self.count = count
+        self.userTimeoutMillis = userTimeoutMillis
+    }
+}
+
 public enum Sockets {
     /// A non-blocking listening TCP socket; with `reusePort` several sockets share the port (one per worker).
     public static func listenTCP(_ address: SocketAddress, reusePort: Bool, backlog: Int32) throws(SyscallError) -> Int32 {
@@ -152,8 +170,10 @@ public enum Sockets {
         return fd
     }
 
-    /// A non-blocking listening Unix socket at `path` (a stale socket file is replaced), with `mode`.
-    public static func listenUnix(path: String, mode: mode_t, backlog: Int32) throws(SyscallError) -> Int32 {
+    /// A non-blocking listening Unix socket at `path` (a stale socket file is replaced), with `mode`
+    /// and, when given, `group` as its group (PgBouncer's unix_socket_mode and unix_socket_group); both
+    /// are set before listen(), so no client connects through a socket with other permissions.
+    public static func listenUnix(path: String, mode: mode_t, group: UInt32? = nil, backlog: Int32) throws(SyscallError) -> Int32 {
         guard let address = SocketAddress.unix(path: path) else {
             throw SyscallError("unix socket path too long: \(path)", .invalidArgument)
         }
@@ -169,7 +189,16 @@ public enum Sockets {
             Posix.close(fd)
             throw SyscallError("bind(\(path))", e)
         }
-        chmod(path, mode)
+        if chmod(path, mode) < 0 {
+            let e = Errno.current
+            Posix.close(fd)
+            throw SyscallError("chmod(\(path))", e)
+        }
+        if let group, chown(path, uid_t.max, gid_t(group)) < 0 {
+            let e = Errno.current
+            Posix.close(fd)
+            throw SyscallError("chown(\(path), group \(group))", e)
+        }
         if Glibc.listen(fd, backlog) < 0 {
             let e = Errno.current
             Posix.close(fd)
@@ -200,11 +229,22 @@ public enum Sockets {
     }
 
     /// Starts a non-blocking connect. Returns the fd and whether the connect already completed.
-    public static func connect(_ address: SocketAddress) throws(SyscallError) -> (fd: Int32, connected: Bool) {
+    /// `keepalive` (TCP only) is set before connecting, as PgBouncer tunes its server sockets; a
+    /// failure to set it closes the socket and throws, like a failed connect.
+    public static func connect(_ address: SocketAddress, keepalive: TCPKeepalive? = nil) throws(SyscallError)
+        -> (fd: Int32, connected: Bool) {
         let fd = socket(address.family, cl_SOCK_STREAM() | cl_SOCK_NONBLOCK() | cl_SOCK_CLOEXEC(), 0)
         if fd < 0 { throw SyscallError("socket", .current) }
         if address.family != AF_UNIX {
             try? setIntOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
+            if let keepalive {
+                do throws(SyscallError) {
+                    try setKeepalive(fd, keepalive)
+                } catch {
+                    Posix.close(fd)
+                    throw error
+                }
+            }
         }
         var a = address
         let r = withUnsafePointer(to: &a.storage) {
@@ -250,10 +290,48 @@ public enum Sockets {
         }
     }
 
+    /// PgBouncer's keepalive settings on one TCP socket (its `tune_socket`): SO_KEEPALIVE on or off;
+    /// when on, each of TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT that is not 0; TCP_USER_TIMEOUT when
+    /// not 0, whatever the keepalive switch says. A field left at 0 keeps the socket's current value
+    /// (the system's default on a new socket).
+    public static func setKeepalive(_ fd: Int32, _ k: TCPKeepalive) throws(SyscallError) {
+        try setIntOption(fd, SOL_SOCKET, SO_KEEPALIVE, k.enabled ? 1 : 0)
+        if k.enabled {
+            if k.idle > 0 { try setIntOption(fd, Int32(IPPROTO_TCP), cl_TCP_KEEPIDLE(), k.idle) }
+            if k.interval > 0 { try setIntOption(fd, Int32(IPPROTO_TCP), cl_TCP_KEEPINTVL(), k.interval) }
+            if k.count > 0 { try setIntOption(fd, Int32(IPPROTO_TCP), cl_TCP_KEEPCNT(), k.count) }
+        }
+        if k.userTimeoutMillis > 0 {
+            try setIntOption(fd, Int32(IPPROTO_TCP), cl_TCP_USER_TIMEOUT(), k.userTimeoutMillis)
+        }
+    }
+
+    /// The system's defaults for the fields of `k` that are 0 (net.ipv4.tcp_keepalive_time, _intvl,
+    /// _probes; TCP_USER_TIMEOUT 0 is its own default). For a socket that outlives a reload (a
+    /// listener): setsockopt cannot set a keepalive field back to "unset", only to a value.
+    public static func withSystemDefaults(_ k: TCPKeepalive) -> TCPKeepalive {
+        func sysctl(_ name: String) -> Int32 {
+            guard let bytes = try? Files.readContents("/proc/sys/net/ipv4/" + name, limit: 64) else { return 0 }
+            return Int32(String(decoding: bytes.filter { $0 >= 0x30 && $0 <= 0x39 }, as: UTF8.self)) ?? 0
+        }
+        var out = k
+        if out.idle == 0 { out.idle = sysctl("tcp_keepalive_time") }
+        if out.interval == 0 { out.interval = sysctl("tcp_keepalive_intvl") }
+        if out.count == 0 { out.count = sysctl("tcp_keepalive_probes") }
+        return out
+    }
+
     /// TCP_NODELAY and keepalive for an accepted TCP client socket (failures are harmless).
-    public static func tuneTCP(_ fd: Int32, keepalive: Bool) {
+    public static func tuneTCP(_ fd: Int32, keepalive: TCPKeepalive) {
         try? setIntOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
-        if keepalive { try? setIntOption(fd, SOL_SOCKET, SO_KEEPALIVE, 1) }
+        try? setKeepalive(fd, keepalive)
+    }
+
+    /// Whether SO_REUSEPORT is set on a socket (false if it cannot be read).
+    public static func reusesPort(_ fd: Int32) -> Bool {
+        var v: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        return getsockopt(fd, SOL_SOCKET, cl_SO_REUSEPORT(), &v, &len) == 0 && v != 0
     }
 
     /// The peer's uid of a Unix socket (SO_PEERCRED), for admin access over the socket.

@@ -1,5 +1,6 @@
-// The service's listening sockets: one SO_REUSEPORT TCP socket per slot and address, one shared Unix
-// socket; opened once at start and held until exit, so restarting a worker never closes the port.
+// The service's listening sockets: per TCP address one socket shared by every slot (or, with
+// so_reuseport, one SO_REUSEPORT socket per slot), one shared Unix socket; opened once at start and
+// held until exit, so restarting a worker never closes the port.
 import Glibc
 import Shared
 
@@ -13,7 +14,8 @@ struct StartupError: Error, CustomStringConvertible {
 struct Listeners {
     /// TCP addresses; every slot has one socket per address, in this order.
     var addresses: [SocketAddress] = []
-    /// tcp[slot][i] listens on addresses[i].
+    /// tcp[slot][i] listens on addresses[i]. Without so_reuseport every slot holds the same socket
+    /// for an address (tcp[0][i] == tcp[1][i]); with it each slot has its own.
     var tcp: [[Int32]] = []
     var unix: Int32 = -1
     var unixPath: String?
@@ -27,7 +29,7 @@ struct Listeners {
 
     /// Closes the supervisor's copies. Workers keep theirs until they stop accepting.
     mutating func close() {
-        for slotFDs in tcp { for fd in slotFDs { Posix.close(fd) } }
+        for fd in Set(tcp.flatMap { $0 }) { Posix.close(fd) }
         tcp = []
         if unix >= 0 { Posix.close(unix) }
         unix = -1
@@ -71,9 +73,28 @@ struct Listeners {
 
     /// Opens everything for `slots` workers. `warn` receives non-fatal problems. `predecessorCrashed`
     /// (a pidfile naming a dead process) lets an "address in use" wait for the old workers to let go.
+    ///
+    /// `reusePort` is PgBouncer's so_reuseport. Off (the default), each TCP address gets one socket
+    /// bound without SO_REUSEPORT and shared by every worker (each registers it with EPOLLEXCLUSIVE,
+    /// so one worker wakes per connection): as with PgBouncer, no other process can bind the port
+    /// while pgswift holds it. Per-worker SO_REUSEPORT sockets cannot give that: Linux lets any socket
+    /// of the same user with SO_REUSEPORT join their group, and clearing the option after listen()
+    /// stops the kernel from spreading connections over the group. On, every slot binds its own
+    /// SO_REUSEPORT socket: the kernel spreads connections over the workers and over any other process
+    /// of the same user that binds the port with SO_REUSEPORT (a second pgswift, or a PgBouncer with
+    /// so_reuseport = 1: blue/green hand-over).
+    /// `unixSocketGroup` (a group name, "" for none) becomes the Unix socket's group.
     static func open(listenAddr: [String], port: Int, unixSocketDir: String, unixSocketMode: Int,
+                     unixSocketGroup: String = "", reusePort: Bool = false,
                      backlog: Int, slots: Int, predecessorCrashed: Bool = false,
                      warn: (String) -> Void) throws(StartupError) -> Listeners {
+        var group: UInt32? = nil
+        if !unixSocketGroup.isEmpty {
+            guard let gid = Posix.groupID(name: unixSocketGroup) else {
+                throw StartupError("unix_socket_group: no group named \(unixSocketGroup)")
+            }
+            group = gid
+        }
         var result = Listeners()
         let backlog = Int32(clamping: max(1, backlog))
         var orphans = predecessorCrashed
@@ -98,14 +119,36 @@ struct Listeners {
             unixAddress = (path, address)
         }
         let orphanDeadline = Clock.monotonicNanos() + (orphans ? orphanWaitNanos : 0)
+        var perAddress: [[Int32]] = []
+        var ok = false
+        defer { if !ok { for fd in Set(perAddress.flatMap { $0 }) { Posix.close(fd) } } }
         addresses: for (address, wildcard) in try tcpAddresses(listenAddr: listenAddr, port: port) {
-            // SO_REUSEPORT would let us join another process's group on the same port (same user)
-            // and silently share its traffic. A plain bind first turns that into "address in use".
+            if reusePort {
+                // Join (or start) the port's SO_REUSEPORT group, one socket per slot.
+                var slotFDs: [Int32] = []
+                for _ in 0..<slots {
+                    do throws(SyscallError) {
+                        slotFDs.append(try Sockets.listenTCP(address, reusePort: true, backlog: backlog))
+                    } catch {
+                        for fd in slotFDs { Posix.close(fd) }
+                        if slotFDs.isEmpty && wildcard && (error.errno == .addressFamilyNotSupported || error.errno == .addressNotAvailable) {
+                            warn("not listening on \(address): \(error.errno) (no IPv6 on this host?)")
+                            continue addresses
+                        }
+                        throw listenError(address.description, error, reusePort: true)
+                    }
+                }
+                result.addresses.append(address)
+                perAddress.append(slotFDs)
+                continue
+            }
+            // One socket without SO_REUSEPORT: nobody else can join it.
             var waited = false
             while true {
                 do throws(SyscallError) {
-                    let probe = try Sockets.listenTCP(address, reusePort: false, backlog: 1)
-                    Posix.close(probe)
+                    let fd = try Sockets.listenTCP(address, reusePort: false, backlog: backlog)
+                    result.addresses.append(address)
+                    perAddress.append(Array(repeating: fd, count: slots))
                     break
                 } catch {
                     if wildcard && (error.errno == .addressFamilyNotSupported || error.errno == .addressNotAvailable) {
@@ -118,36 +161,28 @@ struct Listeners {
                         Clock.sleep(nanos: 20_000_000)
                         continue
                     }
-                    throw listenError(address.description, error)
+                    throw listenError(address.description, error, reusePort: false)
                 }
             }
-            result.addresses.append(address)
         }
-        for _ in 0..<slots {
-            var slotFDs: [Int32] = []
-            for address in result.addresses {
-                do throws(SyscallError) {
-                    slotFDs.append(try Sockets.listenTCP(address, reusePort: true, backlog: backlog))
-                } catch {
-                    throw listenError(address.description, error)
-                }
-            }
-            result.tcp.append(slotFDs)
-        }
+        result.tcp = (0..<slots).map { slot in perAddress.map { $0[slot] } }
         if let (path, _) = unixAddress {
             do throws(SyscallError) {
-                result.unix = try Sockets.listenUnix(path: path, mode: mode_t(truncatingIfNeeded: unixSocketMode), backlog: backlog)
+                result.unix = try Sockets.listenUnix(path: path, mode: mode_t(truncatingIfNeeded: unixSocketMode),
+                                                     group: group, backlog: backlog)
             } catch {
-                throw listenError(path, error)
+                throw listenError(path, error, reusePort: false)
             }
             result.unixPath = path
         }
+        ok = true
         return result
     }
 
-    private static func listenError(_ what: String, _ error: SyscallError) -> StartupError {
+    private static func listenError(_ what: String, _ error: SyscallError, reusePort: Bool) -> StartupError {
         if error.errno == .addressInUse {
-            return StartupError("could not listen on \(what): address already in use (another pgswift or PgBouncer?)")
+            return StartupError("could not listen on \(what): address already in use ("
+                + (reusePort ? "held by a process without so_reuseport, or by another user)" : "another pgswift or PgBouncer?)"))
         }
         return StartupError("could not listen on \(what): \(error)")
     }

@@ -6,17 +6,22 @@ struct RestartSettings: Equatable, Sendable {
     var listenPort: Int
     var unixSocketDir: String
     var unixSocketMode: Int
+    var unixSocketGroup: String
+    var soReuseport: Bool
     var listenBacklog: Int
     var workers: Int
     var workerBinary: String?
     var pidfile: String?
 
     init(listenAddr: [String], listenPort: Int, unixSocketDir: String, unixSocketMode: Int,
+         unixSocketGroup: String = "", soReuseport: Bool = false,
          listenBacklog: Int, workers: Int, workerBinary: String?, pidfile: String?) {
         self.listenAddr = listenAddr
         self.listenPort = listenPort
         self.unixSocketDir = unixSocketDir
         self.unixSocketMode = unixSocketMode
+        self.unixSocketGroup = unixSocketGroup
+        self.soReuseport = soReuseport
         self.listenBacklog = listenBacklog
         self.workers = workers
         self.workerBinary = workerBinary
@@ -25,7 +30,8 @@ struct RestartSettings: Equatable, Sendable {
 
     init(_ c: Config) {
         self.init(listenAddr: c.listenAddr, listenPort: c.listenPort, unixSocketDir: c.unixSocketDir,
-                  unixSocketMode: c.unixSocketMode, listenBacklog: c.listenBacklog, workers: c.workers,
+                  unixSocketMode: c.unixSocketMode, unixSocketGroup: c.unixSocketGroup, soReuseport: c.soReuseport,
+                  listenBacklog: c.listenBacklog, workers: c.workers,
                   workerBinary: c.workerBinary, pidfile: c.pidfile)
     }
 
@@ -36,6 +42,8 @@ struct RestartSettings: Equatable, Sendable {
         if listenPort != new.listenPort { keys.append("listen_port") }
         if unixSocketDir != new.unixSocketDir { keys.append("unix_socket_dir") }
         if unixSocketMode != new.unixSocketMode { keys.append("unix_socket_mode") }
+        if unixSocketGroup != new.unixSocketGroup { keys.append("unix_socket_group") }
+        if soReuseport != new.soReuseport { keys.append("so_reuseport") }
         if listenBacklog != new.listenBacklog { keys.append("listen_backlog") }
         if workers != new.workers { keys.append("workers") }
         if workerBinary != new.workerBinary { keys.append("worker_binary") }

@@ -102,6 +102,28 @@ extension Worker {
         }
     }
 
+    /// application_name_add_host: "<application_name or app> - <client address>", PgBouncer's format
+    /// (`set_appname`, `pga_details`): `127.0.0.1:5432`, `[::1]:5432`, and for the Unix socket
+    /// `unix(<peer pid>@<host name>):<listen_port>` (`unix:<listen_port>` without a pid). Only at login:
+    /// a later SET application_name is the client's own.
+    private func addHostToApplicationName(_ ci: Int32, _ info: ClientInfo) {
+        guard let t = tracked.index(of: "application_name") else { return }
+        let details: String
+        if clients[ci].isUnix {
+            if let pid = Sockets.peerPID(clients[ci].io.fd), pid > 0 {
+                if hostName == nil { hostName = Posix.hostName() }
+                details = "unix(\(pid)@\(hostName ?? "")):\(config.listenPort)"
+            } else {
+                details = "unix:\(config.listenPort)"
+            }
+        } else {
+            details = info.peer
+        }
+        let value = (info.params.values[t] ?? "app") + " - " + details
+        info.params.values[t] = value
+        info.applicationName = value
+    }
+
     private func handleStartupMessage(_ ci: Int32, _ msg: StartupMessage) {
         guard let info = clients[ci].info else { return }
         if clientTLSRefused(ci) { return }
@@ -129,6 +151,7 @@ extension Worker {
                 }
             }
         }
+        if config.applicationNameAddHost { addHostToApplicationName(ci, info) }
         guard let user, !user.isEmpty else {
             failClient(ci, code: SQLState.invalidAuthorizationSpecification,
                        message: "no PostgreSQL user name specified in startup packet")

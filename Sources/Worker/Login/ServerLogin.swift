@@ -46,7 +46,7 @@ extension Worker {
     /// `p`. Not in epoll yet: the caller fills in the record, then calls `watchServer`.
     func connectServer(_ address: SocketAddress, pool p: Int32, _ state: ServerState) throws(SyscallError)
         -> (si: Int32, connected: Bool) {
-        let (fd, connected) = try Sockets.connect(address)
+        let (fd, connected) = try Sockets.connect(address, keepalive: config.tcpKeepaliveSettings)
         let si = servers.allocate()
         servers[si].io.fd = fd
         servers[si].pool = p

@@ -26,7 +26,9 @@ struct Pool {
     var loginBackoff: Backoff? = nil
     var loginRetryNanos: Int64 = 0
 
+    /// Idle servers, taken at the head; `idleTail` is where server_round_robin adds them.
     var idleHead: Int32 = -1
+    var idleTail: Int32 = -1
     var idleCount = 0
     /// Most servers out of the idle list at once since the last janitor tick: the pool report's idle
     /// figure is the fewest idle over that interval, not a snapshot (Quotas.swift).
@@ -109,22 +111,33 @@ struct PoolTimeoutNanos {
 }
 
 extension Worker {
-    // MARK: Idle list (LIFO: the most recently used server is the warmest)
+    // MARK: Idle list (LIFO: the most recently used server is the warmest; FIFO with server_round_robin)
 
+    /// Adds a server that became idle: at the head (LIFO, taken next), or with server_round_robin at
+    /// the tail, as PgBouncer does, so the pool's connections take turns (uniform load behind a
+    /// round-robin address or host list). One predictable branch per release.
     func pushIdle(_ si: Int32) {
-        let p = servers[si].pool
-        servers[si].idleNext = pools[Int(p)].idleHead
-        servers[si].idlePrev = -1
-        if pools[Int(p)].idleHead >= 0 { servers[pools[Int(p)].idleHead].idlePrev = si }
-        pools[Int(p)].idleHead = si
-        pools[Int(p)].idleCount += 1
+        let p = Int(servers[si].pool)
+        let head = pools[p].idleHead, tail = pools[p].idleTail
+        if hot.pointee.serverRoundRobin && tail >= 0 {
+            servers[si].idlePrev = tail
+            servers[si].idleNext = -1
+            servers[tail].idleNext = si
+            pools[p].idleTail = si
+        } else {
+            servers[si].idleNext = head
+            servers[si].idlePrev = -1
+            if head >= 0 { servers[head].idlePrev = si } else { pools[p].idleTail = si }
+            pools[p].idleHead = si
+        }
+        pools[p].idleCount += 1
     }
 
     func removeIdle(_ si: Int32) {
         let p = Int(servers[si].pool)
         let next = servers[si].idleNext, prev = servers[si].idlePrev
         if prev >= 0 { servers[prev].idleNext = next } else { pools[p].idleHead = next }
-        if next >= 0 { servers[next].idlePrev = prev }
+        if next >= 0 { servers[next].idlePrev = prev } else { pools[p].idleTail = prev }
         servers[si].idleNext = -1
         servers[si].idlePrev = -1
         Pool.tookIdle(&pools[p])

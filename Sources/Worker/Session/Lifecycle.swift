@@ -158,6 +158,8 @@ extension Worker {
             closeClientMidMessage(ci, reason: fields.message)
             return
         }
+        // log_pooler_errors: PgBouncer logs every error it sends itself as a warning ("pooler error").
+        if config.logPoolerErrors { log.warning("C-\(clients[ci].id): pooler error: \(fields.message)") }
         scratch.clear()
         Backend.errorResponse(into: &scratch, fields)
         clients[ci].io.out.append(scratch)
@@ -191,6 +193,7 @@ extension Worker {
     func closeClient(_ ci: Int32, reason: String, notify: Bool, quiet: Bool = false) {
         guard clients[ci].state != .free else { return }
         if notify && clients[ci].state != .closing && !clientMidMessage(ci) {
+            if config.logPoolerErrors { log.warning("C-\(clients[ci].id): pooler error: \(reason)") }
             scratch.clear()
             Backend.errorResponse(into: &scratch, ErrorFields(severity: "FATAL", code: SQLState.adminShutdown, message: reason))
             clients[ci].io.out.append(scratch)

@@ -89,12 +89,14 @@ extension Worker {
         guard p >= 0, Int(p) < pools.capacity, pools[Int(p)].inUse else { return }
         let pi = Int(p)
         var idle = 0, wait = 0, all = 0, connecting = 0, active = 0, activeAll = 0
-        var si = pools[pi].idleHead
+        var si = pools[pi].idleHead, last: Int32 = -1
         while si >= 0 {
             precondition(servers[si].state == .idle, "S-\(servers[si].id) in the idle list in state \(servers[si].state)")
             idle += 1
+            last = si
             si = servers[si].idleNext
         }
+        precondition(pools[pi].idleTail == last, "pool \(pi): idle tail \(pools[pi].idleTail), last in the list \(last)")
         var ci = pools[pi].waitHead
         while ci >= 0 {
             precondition(clients[ci].state == .waitServer, "C-\(clients[ci].id) in the wait queue in state \(clients[ci].state)")

@@ -110,11 +110,12 @@ final class Pgswift: @unchecked Sendable {
     /// `{{DIR}}` (the instance's directory, also where `userlist.txt` is written) and `{{PGPORT}}`.
     /// Does not wait: follow with `waitUntilReady` or `waitForExit`.
     /// `environment` is added to the supervisor's; `binary` replaces the built supervisor (a copy elsewhere).
+    /// `port` replaces the fresh free port (a second instance on the port of another).
     static func launch(ini template: String, userlist: String = "", workers: Int? = nil,
                        verbose: Bool = false, environment: [String: String] = [:],
-                       binary: String? = nil) throws -> Pgswift {
+                       binary: String? = nil, port fixedPort: Int? = nil) throws -> Pgswift {
         let dir = try makeTempDirectory(prefix: "px")
-        let port = try freePort()
+        let port = try fixedPort ?? freePort()
         let pgPort = template.contains("{{PGPORT}}") ? try PostgresServer.shared().port : 0
         let ini = template.replacingOccurrences(of: "{{PORT}}", with: String(port))
             .replacingOccurrences(of: "{{DIR}}", with: dir)

@@ -123,7 +123,7 @@ final class ListenerPlanTests: XCTestCase {
         XCTAssertThrowsError(try Listeners.tcpAddresses(listenAddr: ["no-such-host.invalid"], port: 1))
     }
 
-    func testOpenGivesEverySlotItsOwnSocketOnOnePort() throws {
+    func testOpenSharesOneSocketOrGivesEverySlotItsOwnWithReuseport() throws {
         let dir = "/tmp/pgswift-listenertests-\(getpid())"
         mkdir(dir, 0o700)
         defer { rmdir(dir) }
@@ -142,7 +142,7 @@ final class ListenerPlanTests: XCTestCase {
         var l = try Listeners.open(listenAddr: ["127.0.0.1"], port: port, unixSocketDir: dir, unixSocketMode: 0o700,
                                    backlog: 16, slots: 3, warn: { warnings.append($0) })
         XCTAssertEqual(l.tcp.count, 3)
-        XCTAssertEqual(Set(l.tcp.map { $0[0] }).count, 3, "one socket per slot")
+        XCTAssertEqual(Set(l.tcp.map { $0[0] }).count, 1, "without so_reuseport one socket shared by the slots")
         XCTAssertEqual(l.fds(forSlot: 1), [l.tcp[1][0], l.unix])
         XCTAssertEqual(l.unixPath, "\(dir)/.s.PGSQL.\(port)")
         XCTAssertTrue(warnings.isEmpty)
@@ -157,9 +157,28 @@ final class ListenerPlanTests: XCTestCase {
                                                 unixSocketMode: 0o700, backlog: 16, slots: 1, warn: { _ in })) { error in
             XCTAssertTrue("\(error)".contains("running process is listening"), "\(error)")
         }
+        // Not even with SO_REUSEPORT: the shared socket has no SO_REUSEPORT group to join.
+        XCTAssertThrowsError(try Listeners.open(listenAddr: ["127.0.0.1"], port: port, unixSocketDir: "",
+                                                unixSocketMode: 0o700, reusePort: true, backlog: 16, slots: 1,
+                                                warn: { _ in })) { error in
+            XCTAssertTrue("\(error)".contains("address already in use"), "\(error)")
+        }
         l.close()
         XCTAssertFalse(l.isOpen)
         unlink("\(dir)/.s.PGSQL.\(port)")
+
+        // so_reuseport: one socket per slot, and a second set may join the port.
+        var shared1 = try Listeners.open(listenAddr: ["127.0.0.1"], port: port, unixSocketDir: "", unixSocketMode: 0o700,
+                                   reusePort: true, backlog: 16, slots: 3, warn: { _ in })
+        XCTAssertEqual(Set(shared1.tcp.map { $0[0] }).count, 3, "so_reuseport: one socket per slot")
+        var shared2 = try Listeners.open(listenAddr: ["127.0.0.1"], port: port, unixSocketDir: "", unixSocketMode: 0o700,
+                                   reusePort: true, backlog: 16, slots: 2, warn: { _ in })
+        XCTAssertEqual(shared2.tcp.count, 2)
+        // ...but not one without so_reuseport.
+        XCTAssertThrowsError(try Listeners.open(listenAddr: ["127.0.0.1"], port: port, unixSocketDir: "",
+                                                unixSocketMode: 0o700, backlog: 16, slots: 1, warn: { _ in }))
+        shared1.close()
+        shared2.close()
     }
 }
 

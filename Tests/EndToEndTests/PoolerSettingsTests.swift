@@ -1,0 +1,98 @@
+// End to end: application_name_add_host, log_pooler_errors and server_round_robin do what PgBouncer documents.
+import Foundation
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+final class PoolerSettingsTests: XCTestCase {
+    /// application_name_add_host = 1: PostgreSQL sees "<application_name> - <client ip>:<port>" (and
+    /// "app - ..." when the client sends none); a later SET is the client's own. Off, the name is kept.
+    func testApplicationNameAddHost() throws {
+        let postgres = try PostgresServer.shared()
+        var s = PgswiftSettings(postgres: postgres)
+        s.settings = [("application_name_add_host", "1")]
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        let target = px.target(user: "u_trust", database: "testdb")
+        // psql sends application_name=psql; pg_stat_activity shows the session's own row.
+        let sql = "select application_name || '|' || inet_client_port() from pg_stat_activity where pid = pg_backend_pid()"
+        let r = try runCommand(try Psql.argv(target, ["select 1", sql], verbose: false), environment: target.environment)
+        XCTAssertTrue(r.succeeded, "\(r)")
+        let shown = r.stdout.split(separator: "\n").last.map(String.init) ?? ""
+        XCTAssertTrue(shown.hasPrefix("psql - 127.0.0.1:"), "application_name as PostgreSQL sees it: \(shown)")
+        // The port is the client's (psql's), not pgswift's side of the server connection.
+        let parts = shown.dropFirst("psql - 127.0.0.1:".count).split(separator: "|")
+        XCTAssertEqual(parts.count, 2, shown)
+        XCTAssertNotEqual(parts.first, parts.last, "the port added is the client's own: \(shown)")
+
+        // No application_name from the client: "app - host:port".
+        let c = try WireClient.connect(port: px.port, user: "u_trust", database: "testdb")
+        defer { c.close() }
+        let name = try c.query("show application_name").first?.first ?? nil
+        XCTAssertEqual(name, "app - 127.0.0.1:\(c.socket.localPort)")
+        _ = try c.query("set application_name = 'mine'")
+        XCTAssertEqual(try c.query("show application_name"), [["mine"]])
+
+        // Off (default): the name arrives as sent.
+        let plain = try Pgswift.start(PgswiftSettings(postgres: postgres))
+        defer { plain.stop() }
+        let r2 = try Psql.run(plain.target(user: "u_trust", database: "testdb"), "show application_name")
+        XCTAssertEqual(r2.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "psql", "\(r2)")
+    }
+
+    /// log_pooler_errors = 1 (default): an error pgswift sends a client itself is logged as a
+    /// WARNING "pooler error: <message>"; 0: it is not.
+    func testLogPoolerErrors() throws {
+        let postgres = try PostgresServer.shared()
+        for on in [true, false] {
+            var s = PgswiftSettings(postgres: postgres)
+            s.settings = [("log_pooler_errors", on ? "1" : "0")]
+            let px = try Pgswift.start(s)
+            defer { px.stop() }
+            XCTAssertThrowsError(try WireClient.connect(port: px.port, user: "u_trust", database: "no_such_db_17"))
+            // The refusal itself is logged either way ("closing because"): wait for it, then look.
+            XCTAssertTrue(waitUntil(timeout: 30) { !px.logLines(containing: "no_such_db_17", "closing because").isEmpty },
+                          px.log())
+            let lines = px.logLines(containing: "WARNING", "pooler error:", "no_such_db_17")
+            XCTAssertEqual(lines.count, on ? 1 : 0, "log_pooler_errors = \(on ? 1 : 0):\n\(px.log())")
+        }
+    }
+
+    /// The backend pids a transaction-mode client gets for `n` transactions in a row, after three
+    /// servers went idle in a known order.
+    private func pidsInTurn(roundRobin: Bool) throws -> (order: [String], taken: [String]) {
+        let postgres = try PostgresServer.shared()
+        var s = PgswiftSettings(postgres: postgres)
+        s.workers = 1
+        s.poolMode = "transaction"
+        s.settings = [("server_round_robin", roundRobin ? "1" : "0")]
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        // Three clients inside transactions hold three servers; they commit in order: s1, s2, s3 go idle.
+        let holders = try (0..<3).map { _ in try WireClient.connect(port: px.port, user: "u_trust", database: "testdb") }
+        defer { holders.forEach { $0.close() } }
+        var order: [String] = []
+        for h in holders {
+            _ = try h.query("begin")
+            order.append(try h.query("select pg_backend_pid()").first?.first??.description ?? "")
+        }
+        for h in holders { _ = try h.query("commit") }
+        let c = try WireClient.connect(port: px.port, user: "u_trust", database: "testdb")
+        defer { c.close() }
+        var taken: [String] = []
+        for _ in 0..<6 { taken.append(try c.query("select pg_backend_pid()").first?.first??.description ?? "") }
+        return (order, taken)
+    }
+
+    /// server_round_robin = 0: the most recently released server serves every transaction (LIFO);
+    /// = 1: idle servers take turns, oldest first.
+    func testServerRoundRobin() throws {
+        let lifo = try pidsInTurn(roundRobin: false)
+        XCTAssertEqual(Set(lifo.order).count, 3, "\(lifo)")
+        XCTAssertEqual(lifo.taken, Array(repeating: lifo.order[2], count: 6), "LIFO: the last one released, always: \(lifo)")
+        let rr = try pidsInTurn(roundRobin: true)
+        XCTAssertEqual(Set(rr.order).count, 3, "\(rr)")
+        XCTAssertEqual(rr.taken, rr.order + rr.order, "round robin: in the order they went idle: \(rr)")
+    }
+}
