@@ -47,6 +47,9 @@ final class Slot {
     /// Types of the last few kept messages of the current input, for a timeout's report.
     var recent: [UInt8] = []
     var index: UInt64 = 0
+    /// Inputs run earlier on this connection (latest last, at most 4), for a finding's report: a
+    /// session carries state (statements, parameters) from one input to the next.
+    var earlier: [UInt64] = []
     var input: FuzzInput?
     var deadline = 0.0
     var marker: [UInt8] = []
@@ -99,7 +102,8 @@ final class Driver {
         if n < 20 { Net.writeFile("\(o.outDir)/\(base).bin", input.bytes) }
         Net.appendLine("\(o.outDir)/findings.txt",
                        "\(kind) phase=\(o.phase.name) seed=\(o.seed) index=\(s.index) bytes=\(input.bytes.count) "
-                       + "framing=\(input.breaksFraming) steps=\(input.steps.joined(separator: ",")) \(detail)"
+                       + "framing=\(input.breaksFraming) steps=\(input.steps.joined(separator: ","))"
+                       + (s.earlier.isEmpty ? "" : " earlier=\(s.earlier.map { String($0) }.joined(separator: ","))") + " \(detail)"
                        + (n < 20 ? " file=\(base).bin" : ""))
         if n < 5 && !kind.hasPrefix("info-") {
             Net.eprint("finding: \(kind) seed=\(o.seed) index=\(s.index) \(detail) (replay: pgswift-fuzz replay --phase \(o.phase.name) --seed \(o.seed) --index \(s.index) --socket PATH)")
@@ -122,6 +126,7 @@ final class Driver {
         switch Net.connectUnix(o.socketPath) {
         case .connected(let fd):
             s.fd = fd
+            s.earlier.removeAll(keepingCapacity: true)
             lastConnectOK = now
             s.scanner.reset()
             if o.phase == .preAuth {
@@ -267,6 +272,8 @@ final class Driver {
                     c.run += 1
                     c.answered += 1
                     if s.sawError { c.errors += 1 }
+                    if s.earlier.count >= 4 { s.earlier.removeFirst() }
+                    s.earlier.append(s.index)
                     s.input = nil
                     s.state = .ready
                 }
