@@ -28,6 +28,7 @@ struct Counters {
     var cutShort: UInt64 = 0     // pgswift closed before the input was fully sent (not counted in run)
     var timeouts: UInt64 = 0     // no outcome within the timeout (a finding)
     var garbled: UInt64 = 0      // pgswift's output stopped being framed (a finding)
+    var crossed: UInt64 = 0      // post: another input's canary row reached this session (a finding)
     var framing: UInt64 = 0      // inputs that broke framing (run)
     var logins: UInt64 = 0
     var loginFailures: UInt64 = 0
@@ -286,11 +287,26 @@ final class Driver {
                     s.lastError = Driver.errorSummary(body)
                 }
             case UInt8(ascii: "D"):
-                if body == s.marker { s.sawMarker = true }
+                if body == s.marker {
+                    s.sawMarker = true
+                } else if let other = Driver.markerIndex(body), other != s.index {
+                    // An answer owed to another input (of this session, already finished, or of
+                    // another session): pgswift delivered a reply to the wrong client or twice.
+                    c.crossed += 1
+                    finding("crossed", s, "got the canary row of input \(other), last answers "
+                            + String(decoding: s.recent, as: UTF8.self))
+                }
             default:
                 break
             }
         }
+    }
+
+    /// The input index a canary row (`SELECT 1000000000000 + index`: one column, 13 digits) carries.
+    static func markerIndex(_ body: [UInt8]) -> UInt64? {
+        guard body.count == 19, body[0] == 0, body[1] == 1, body[2] == 0, body[3] == 0, body[4] == 0, body[5] == 13,
+              let v = UInt64(String(decoding: body[6...], as: UTF8.self)), v >= 1_000_000_000_000 else { return nil }
+        return v - 1_000_000_000_000
     }
 
     static func serverDown(_ error: String) -> Bool { error.hasPrefix("57P") || error.hasPrefix("08001") }
