@@ -272,6 +272,7 @@ worker_binary = {os.path.join(self.bin, "pgswift-worker")}
     def crashed(self):
         """Exits and restarts of pgswift's processes since the start (pids, and the supervisor's log)."""
         problems = []
+        self.stalls = []
         if not self.px.alive():
             problems.append(f"the supervisor exited (status {self.px.popen.returncode})")
         now = self.pgswift_pids()
@@ -279,6 +280,12 @@ worker_binary = {os.path.join(self.bin, "pgswift-worker")}
             problems.append(f"pgswift processes changed: {self.pids} -> {now}")
         with open(self.px_log, errors="replace") as fh:
             for line in fh:
+                # A worker silent on its stats channel for a while (a stalled loop, or a starved CPU) has
+                # not exited: reported apart (`stalls`), not as a crash.
+                if re.search(r"worker \d+ \(pid \d+\) (has sent no stats|reports stats again)", line):
+                    if "has sent no stats" in line:
+                        self.stalls.append(line.strip()[:200])
+                    continue
                 if re.search(r"worker \d+ \(pid \d+\) ", line) or re.search(r"\b(PANIC|Fatal error|fatalError)\b", line):
                     problems.append("log: " + line.strip()[:300])
         return problems
@@ -324,7 +331,7 @@ worker_binary = {os.path.join(self.bin, "pgswift-worker")}
         if r.returncode != 0 or not line:
             self.failures.append(f"{name}-auth driver failed (status {r.returncode}): {line or 'no RESULT line'}")
             return res
-        for key in ("timeouts", "garbled", "server_down"):
+        for key in ("timeouts", "garbled", "crossed", "server_down"):
             if int(res.get(key, 0)):
                 self.failures.append(f"{name}-auth: {res[key]} input(s) {key} (see {self.out}/findings.txt)")
         if int(res.get("inputs", 0)) < self.inputs:
@@ -366,6 +373,9 @@ worker_binary = {os.path.join(self.bin, "pgswift-worker")}
     def final_checks(self):
         crashes = self.crashed()
         self.results["crashes"] = len(crashes)
+        if self.stalls:
+            self.results["worker stats silences"] = f"{len(self.stalls)} (first: {self.stalls[0]})"
+            self.notes.append(f"a worker sent no stats for seconds {len(self.stalls)} time(s) (stalled or starved of CPU)")
         self.failures += [f"crash: {c}" for c in crashes]
         # A normal client, answered within 5 s.
         t0 = time.monotonic()

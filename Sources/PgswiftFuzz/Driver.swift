@@ -28,6 +28,7 @@ struct Counters {
     var cutShort: UInt64 = 0     // pgswift closed before the input was fully sent (not counted in run)
     var timeouts: UInt64 = 0     // no outcome within the timeout (a finding)
     var garbled: UInt64 = 0      // pgswift's output stopped being framed (a finding)
+    var crossed: UInt64 = 0      // post: another input's canary row reached this session (a finding)
     var framing: UInt64 = 0      // inputs that broke framing (run)
     var logins: UInt64 = 0
     var loginFailures: UInt64 = 0
@@ -47,6 +48,9 @@ final class Slot {
     /// Types of the last few kept messages of the current input, for a timeout's report.
     var recent: [UInt8] = []
     var index: UInt64 = 0
+    /// Inputs run earlier on this connection (latest last, at most 4), for a finding's report: a
+    /// session carries state (statements, parameters) from one input to the next.
+    var earlier: [UInt64] = []
     var input: FuzzInput?
     var deadline = 0.0
     var marker: [UInt8] = []
@@ -99,7 +103,8 @@ final class Driver {
         if n < 20 { Net.writeFile("\(o.outDir)/\(base).bin", input.bytes) }
         Net.appendLine("\(o.outDir)/findings.txt",
                        "\(kind) phase=\(o.phase.name) seed=\(o.seed) index=\(s.index) bytes=\(input.bytes.count) "
-                       + "framing=\(input.breaksFraming) steps=\(input.steps.joined(separator: ",")) \(detail)"
+                       + "framing=\(input.breaksFraming) steps=\(input.steps.joined(separator: ","))"
+                       + (s.earlier.isEmpty ? "" : " earlier=\(s.earlier.map { String($0) }.joined(separator: ","))") + " \(detail)"
                        + (n < 20 ? " file=\(base).bin" : ""))
         if n < 5 && !kind.hasPrefix("info-") {
             Net.eprint("finding: \(kind) seed=\(o.seed) index=\(s.index) \(detail) (replay: pgswift-fuzz replay --phase \(o.phase.name) --seed \(o.seed) --index \(s.index) --socket PATH)")
@@ -122,6 +127,7 @@ final class Driver {
         switch Net.connectUnix(o.socketPath) {
         case .connected(let fd):
             s.fd = fd
+            s.earlier.removeAll(keepingCapacity: true)
             lastConnectOK = now
             s.scanner.reset()
             if o.phase == .preAuth {
@@ -267,6 +273,8 @@ final class Driver {
                     c.run += 1
                     c.answered += 1
                     if s.sawError { c.errors += 1 }
+                    if s.earlier.count >= 4 { s.earlier.removeFirst() }
+                    s.earlier.append(s.index)
                     s.input = nil
                     s.state = .ready
                 }
@@ -279,11 +287,26 @@ final class Driver {
                     s.lastError = Driver.errorSummary(body)
                 }
             case UInt8(ascii: "D"):
-                if body == s.marker { s.sawMarker = true }
+                if body == s.marker {
+                    s.sawMarker = true
+                } else if let other = Driver.markerIndex(body), other != s.index {
+                    // An answer owed to another input (of this session, already finished, or of
+                    // another session): pgswift delivered a reply to the wrong client or twice.
+                    c.crossed += 1
+                    finding("crossed", s, "got the canary row of input \(other), last answers "
+                            + String(decoding: s.recent, as: UTF8.self))
+                }
             default:
                 break
             }
         }
+    }
+
+    /// The input index a canary row (`SELECT 1000000000000 + index`: one column, 13 digits) carries.
+    static func markerIndex(_ body: [UInt8]) -> UInt64? {
+        guard body.count == 19, body[0] == 0, body[1] == 1, body[2] == 0, body[3] == 0, body[4] == 0, body[5] == 13,
+              let v = UInt64(String(decoding: body[6...], as: UTF8.self)), v >= 1_000_000_000_000 else { return nil }
+        return v - 1_000_000_000_000
     }
 
     static func serverDown(_ error: String) -> Bool { error.hasPrefix("57P") || error.hasPrefix("08001") }

@@ -100,7 +100,7 @@ case "run":
     let secs = Net.now() - start
     print("RESULT phase=\(o.phase.name) seed=\(o.seed) inputs=\(c.run) seconds=\(format1(secs)) "
           + "rate=\(Int(Double(c.run) / max(secs, 0.001))) answered=\(c.answered) errors=\(c.errors) closed=\(c.closed) late_closes=\(c.lateCloses) server_down=\(c.serverDown) "
-          + "framing=\(c.framing) cut_short=\(c.cutShort) timeouts=\(c.timeouts) garbled=\(c.garbled) logins=\(c.logins) "
+          + "framing=\(c.framing) cut_short=\(c.cutShort) timeouts=\(c.timeouts) garbled=\(c.garbled) crossed=\(c.crossed) logins=\(c.logins) "
           + "login_failures=\(c.loginFailures) connect_busy=\(c.connectBusy) connect_failures=\(c.connectFailures)"
           + (d.fatal.map { " fatal=\"\($0)\"" } ?? ""))
     exit(d.fatal == nil ? 0 : 1)
