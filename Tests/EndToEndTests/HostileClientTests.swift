@@ -170,6 +170,65 @@ final class HostileClientTests: XCTestCase {
         for c in stay { XCTAssertEqual(try c.query("select 3").first?.first ?? nil, "3") }
     }
 
+    /// What PostgreSQL reads without answering must not leave a server owed a ReadyForQuery (and so
+    /// pinned to its client in transaction mode): a Sync sent during COPY FROM STDIN (libpq sends one
+    /// with an extended-protocol COPY, and another after CopyDone; or one sent before a row the COPY
+    /// fails on), and a Query sent after an extended-protocol error was already answered.
+    /// Three clients doing each stay connected; pool_size 2, so a fourth is served only if none pins.
+    func testCopySyncsAndSkippedQueriesNeverPinTheServer() throws {
+        let table = "hostile_copy_\(randomAlphanumeric(6).lowercased())"
+        _ = try pg.adminQuery(["create table \(table) (a int)", "grant all on \(table) to \(TxFixtures.role)"],
+                              database: "testdb")
+        func types(_ ms: [WireMessage]?) -> [String] {
+            (ms ?? []).map { $0.typeChar == "E" ? "E" + (WireErrorFields(body: $0.body).sqlstate ?? "?") : String($0.typeChar) }
+        }
+        func readUntil(_ c: WireClient, _ type: Character) throws -> [WireMessage] {
+            var out: [WireMessage] = []
+            while let m = try c.readMessage(timeout: 10) {
+                out.append(m)
+                if m.typeChar == type { return out }
+            }
+            throw E2EError("closed before \(type) after \(types(out)); log:\n\(px.log().suffix(3000))")
+        }
+        let copyData = WireEncode.message("d", Array("7\n".utf8))
+        let copyDone = WireEncode.message("c", [])
+        var stay: [WireClient] = []
+
+        // 1. COPY through the extended protocol, as libpq sends it: its first Sync is read by the COPY.
+        let a = try login()
+        try a.socket.send(Ext.parse("", "copy \(table) (a) from stdin") + Ext.bind("") + Ext.execute() + Ext.sync)
+        XCTAssertEqual(types(try readUntil(a, "G")), ["1", "2", "G"])
+        try a.socket.send(copyData + copyDone + Ext.sync)
+        XCTAssertEqual(types(try readUntil(a, "Z")), ["C", "Z"])
+        stay.append(a)
+
+        // 2. A Sync during a simple-protocol COPY (read by it), then a row it fails on (22P02).
+        let b = try login()
+        try b.socket.send(WireEncode.query("copy \(table) (a) from stdin"))
+        XCTAssertEqual(types(try readUntil(b, "G")), ["G"])
+        try b.socket.send(Ext.sync + WireEncode.message("d", Array("x\n".utf8)))
+        XCTAssertEqual(types(try readUntil(b, "Z")), ["E22P02", "Z"])
+        stay.append(b)
+
+        // 3. An extended-protocol error answered first; the Query sent after it is skipped to the Sync.
+        let c = try login()
+        try c.socket.send(Ext.parse("", "selec 1"))
+        try c.socket.send(Ext.bind("") + Ext.execute() + WireEncode.query("select 1"))
+        try c.socket.send(WireEncode.message("H", []))  // Flush: the error comes before the Sync is sent
+        XCTAssertEqual(types(try readUntil(c, "E")), ["E42601"])
+        try c.socket.send(WireEncode.query("select 2") + Ext.sync)
+        XCTAssertEqual(types(try readUntil(c, "Z")), ["Z"])
+        stay.append(c)
+
+        try assertPoolUsable("clients staying after COPY Syncs and skipped queries")
+        for (i, k) in stay.enumerated() {
+            XCTAssertEqual(try k.query("select \(i)").first?.first ?? nil, "\(i)", "client \(i); log:\n\(px.log().suffix(3000))")
+        }
+        let n = try pg.adminQuery("select count(*) from \(table)", database: "testdb")
+        XCTAssertTrue(n.contains("1"), "rows copied: \(n)")
+        _ = try pg.adminQuery("drop table \(table)", database: "testdb")
+    }
+
     /// A Parse the server fails, or skips after an earlier error, defines nothing (as in PostgreSQL):
     /// the name can be parsed again, and a Bind to it before that gets 26000.
     func testFailedOrSkippedParseDefinesNothing() throws {

@@ -395,7 +395,9 @@ extension Worker {
             sendClientError(ci, err, close: true)
             return
         }
-        if pools[p].allDown && config.failFast {
+        if pools[p].allDown {
+            // No server can log in to learn the welcome (PgBouncer fails such logins after its connect
+            // attempt fails; the health check already knows), fail_fast or not.
             sendClientError(ci, downError(p), close: true)
             return
         }

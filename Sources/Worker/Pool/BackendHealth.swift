@@ -86,8 +86,8 @@ extension Worker {
             candidates.removeAll { !$0.standby }
         }
         guard !candidates.isEmpty else {
-            if pools[pi].allDown && config.failFast {
-                failPoolClients(pi, downError(pi))
+            if pools[pi].allDown {
+                failPoolClients(pi, downError(pi), loggedInToo: config.failFast)
             } else {
                 log.debug("pool \(pools[pi].database)/\(pools[pi].user): no usable host yet; clients wait")
             }
@@ -121,11 +121,16 @@ extension Worker {
     }
 
     /// Clients of a pool that wait for a server (or for the pool's first login) get `fields` now.
-    func failPoolClients(_ pi: Int, _ fields: ErrorFields) {
+    /// Clients of a pool whose hosts are all down: those still logging in (waiting for a first server
+    /// to learn the welcome) get the error, as after PgBouncer's failed server login; logged-in ones
+    /// waiting for a server too when `loggedInToo` (fail_fast), else they stay queued
+    /// (query_wait_timeout).
+    func failPoolClients(_ pi: Int, _ fields: ErrorFields, loggedInToo: Bool) {
         var ci: Int32 = 0
         let cap = Int32(clients.capacity)
         while ci < cap {
-            if clients[ci].pool == Int32(pi) && (clients[ci].state == .waitWelcome || clients[ci].state == .waitServer) {
+            if clients[ci].pool == Int32(pi)
+                && (clients[ci].state == .waitWelcome || (loggedInToo && clients[ci].state == .waitServer)) {
                 sendClientError(ci, fields, close: true)
             }
             ci += 1
@@ -169,8 +174,8 @@ extension Worker {
                     pools[pi].loginError = nil
                 }
             }
-            if pools[pi].allDown && config.failFast {
-                failPoolClients(pi, downError(pi))
+            if pools[pi].allDown {
+                failPoolClients(pi, downError(pi), loggedInToo: config.failFast)
             } else if !paused && pools[pi].waitCount > 0 {
                 serveWaiting(Int32(pi))
             } else if !paused && pools[pi].welcome == nil && pools[pi].connectingCount == 0 && hasWaitWelcome(pi) {

@@ -201,6 +201,12 @@ struct Server {
     var answers: UnsafeMutablePointer<ExpectedAnswer>? = nil
     var answerHead: Int32 = 0
     var answerCount: Int32 = 0
+    /// Tracked link: the server sent CopyInResponse (or CopyBothResponse) and the COPY has not ended;
+    /// the Syncs it reads meanwhile get no ReadyForQuery (`Worker.copyEnded`).
+    var copyIn = false
+    /// Tracked link: an extended-protocol message failed, so the server skips every message up to the
+    /// next Sync; the ReadyForQuery for that Sync drops what was forwarded meanwhile.
+    var skipping = false
     /// Fingerprint of the tracked parameter values this server has (0: unknown): equal to the client's
     /// means no SET is needed, without comparing strings.
     var paramsKey: UInt64 = 0

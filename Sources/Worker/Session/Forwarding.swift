@@ -570,6 +570,27 @@ extension Worker {
         if total > avail && (type == BackendType.parseComplete || type == BackendType.closeComplete) {
             return .needMore
         }
+        if type == BackendType.copyInResponse || type == BackendType.copyBothResponse {
+            copyStarted(si)
+        } else if servers[si].copyIn && (type == BackendType.commandComplete || type == BackendType.errorResponse) {
+            return copyMayEnd(si, type, total: total, avail: avail, scan)
+        }
+        return nil
+    }
+
+    /// CommandComplete or ErrorResponse while a COPY FROM STDIN runs: it ended (`copyEnded`). An error's
+    /// SQLSTATE is read to tell a message the COPY could not take (08P01: read and dropped) from bad data.
+    @inline(never)
+    private func copyMayEnd(_ si: Int32, _ type: UInt8, total: Int, avail: Int, _ scan: Int) -> ScanResult? {
+        var consumed = false
+        if type == BackendType.errorResponse {
+            if total > avail && total <= buffers.size { return .needMore }
+            if total <= avail {
+                let body = UnsafeRawBufferPointer(start: servers[si].io.input.base! + (scan &+ 5), count: total &- 5)
+                consumed = ErrorFields.parse(body)?.code == SQLState.protocolViolation
+            }
+        }
+        copyEnded(si, consumed: consumed)
         return nil
     }
 

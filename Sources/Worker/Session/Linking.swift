@@ -52,6 +52,8 @@ extension Worker {
         servers[si].tracking = pools[p].mode != .session && hot.pointee.trackPrepared
         servers[si].answerHead = 0
         servers[si].answerCount = 0
+        servers[si].copyIn = false
+        servers[si].skipping = false
         clients[ci].server = si
         setClientState(ci, .active)
         #if DEBUG

@@ -35,6 +35,9 @@ struct ExpectedAnswer: Equatable {
     /// The Close pgswift sends to evict a statement from a server's cache: its id is the head of
     /// `ServerInfo.closesInFlight`, so a Close the server skips leaves the statement known there.
     @inline(__always) static var closeTracked: ExpectedAnswer { .init(raw: 11) }
+    /// A CopyDone or CopyFail: no answer of its own, but it ends a COPY FROM STDIN, which reads (and
+    /// never answers) the Syncs sent during it. Stale (popped unanswered) when no COPY was running.
+    @inline(__always) static var copyEnd: ExpectedAnswer { .init(raw: 12) }
     /// No server message: pgswift answers ParseComplete / CloseComplete / an ErrorResponse itself.
     @inline(__always) static var synthParseComplete: ExpectedAnswer { .init(raw: 20) }
     @inline(__always) static var synthCloseComplete: ExpectedAnswer { .init(raw: 21) }
@@ -201,10 +204,66 @@ extension Worker {
         servers[si].answerCount &-= 1
     }
 
+    /// A COPY FROM STDIN began (CopyInResponse; `copyIn`): the head of the queue is the Query or
+    /// Execute running it, once CopyDone/CopyFail entries left from before are popped (no COPY read them).
+    func copyStarted(_ si: Int32) {
+        while let h = headAnswer(si), h.kind == ExpectedAnswer.copyEnd { popAnswer(si) }
+        servers[si].copyIn = true
+    }
+
+    /// The COPY ended (CommandComplete, or an ErrorResponse: `failed`). It read the client's messages
+    /// up to its CopyDone/CopyFail, so the Syncs among them got no ReadyForQuery: their entries go,
+    /// from behind the head (the COPY's Query or Execute), with the CopyDone/CopyFail. When the COPY
+    /// failed on a message it did not expect (08P01, `consumed`), that message was read and dropped.
+    func copyEnded(_ si: Int32, consumed: Bool) {
+        servers[si].copyIn = false
+        var failed: [Int32] = []
+        while servers[si].answerCount > 1 {
+            let i = Int((servers[si].answerHead &+ 1) % ExpectedAnswer.capacity)
+            let k = servers[si].answers![i].kind
+            let isSync = k == ExpectedAnswer.sync
+            if !isSync && k != ExpectedAnswer.copyEnd && !consumed { return }
+            // Remove the second entry: pop the head and the entry, then put the head back.
+            let head = servers[si].answers![Int(servers[si].answerHead)]
+            popAnswer(si)
+            popAnswer(si)
+            servers[si].answerHead = (servers[si].answerHead &+ ExpectedAnswer.capacity &- 1) % ExpectedAnswer.capacity
+            servers[si].answers![Int(servers[si].answerHead)] = head
+            servers[si].answerCount &+= 1
+            if isSync || k == ExpectedAnswer.query || k == ExpectedAnswer.functionCall {
+                if servers[si].pendingSyncs > 0 { servers[si].pendingSyncs &-= 1 }
+            } else {
+                unanswered(si, k, &failed)
+            }
+            if !isSync { return }
+        }
+    }
+
+    /// The server skips every message up to the next Sync: the answers owed for them are popped
+    /// unanswered (a Query or FunctionCall among them gets no ReadyForQuery either), and that Sync's
+    /// own too when `throughSync` (its ReadyForQuery came).
+    func skippedToSync(_ si: Int32, throughSync: Bool) {
+        var failed: [Int32] = []
+        while let h = headAnswer(si) {
+            let k = h.kind
+            if k == ExpectedAnswer.sync {
+                if throughSync { popAnswer(si) }
+                return
+            }
+            popAnswer(si)
+            if (k == ExpectedAnswer.query || k == ExpectedAnswer.functionCall) && servers[si].pendingSyncs > 0 {
+                servers[si].pendingSyncs &-= 1
+            }
+            unanswered(si, k, &failed)
+        }
+    }
+
     /// Writes synthesized answers that are due (at the head of the queue) to the client. They may go
     /// out only when no server bytes are waiting ahead of them. Returns false when blocked by those.
     @discardableResult
     func emitDueSynthetics(_ si: Int32) -> Bool {
+        // While the server skips to a Sync, what pgswift would have answered is skipped too.
+        if servers[si].skipping { return true }
         while let head = headAnswer(si), head.isSynthetic {
             if servers[si].io.input.hasUnsent { return false }
             let ci = servers[si].client
@@ -237,6 +296,12 @@ extension Worker {
         let kind = head.kind
         switch type {
         case BackendType.readyForQuery:
+            if servers[si].skipping {
+                // The Sync that ended the server's skipping: nothing forwarded before it is answered.
+                servers[si].skipping = false
+                skippedToSync(si, throughSync: true)
+                return true
+            }
             while let h = headAnswer(si) {
                 let k = h.kind
                 popAnswer(si)
@@ -250,19 +315,10 @@ extension Worker {
             return true
         case BackendType.errorResponse:
             if kind == ExpectedAnswer.query || kind == ExpectedAnswer.functionCall || kind == ExpectedAnswer.sync { return true }
-            // The server skips everything up to the next Sync: so do the answers we owe. That
-            // includes a Query or FunctionCall sent before that Sync: no ReadyForQuery will answer it.
-            var failed: [Int32] = []
-            popAnswer(si)
-            unanswered(si, kind, &failed)
-            while let h = headAnswer(si), h.kind != .sync {
-                let k = h.kind
-                if (k == ExpectedAnswer.query || k == ExpectedAnswer.functionCall) && servers[si].pendingSyncs > 0 {
-                    servers[si].pendingSyncs &-= 1
-                }
-                popAnswer(si)
-                unanswered(si, k, &failed)
-            }
+            // The server skips everything up to the next Sync: so do the answers we owe, for what was
+            // forwarded already and (`skipping`, until its ReadyForQuery) for what is forwarded next.
+            servers[si].skipping = true
+            skippedToSync(si, throughSync: false)
             return true
         case BackendType.parseComplete where kind == ExpectedAnswer.parseTracked:
             popAnswer(si)
@@ -301,6 +357,7 @@ extension Worker {
         case FrontendType.bind: return ExpectedAnswer.bind
         case FrontendType.execute: return ExpectedAnswer.execute
         case FrontendType.close: return ExpectedAnswer.close
+        case FrontendType.copyDone, FrontendType.copyFail: return ExpectedAnswer.copyEnd
         case FrontendType.describe:
             if let b = body, b.count > 0, b[0] == UInt8(ascii: "P") { return ExpectedAnswer.describePortal }
             return ExpectedAnswer.describeStatement

@@ -8,6 +8,7 @@ var runningAsRoot: Bool { geteuid() == 0 }
 
 /// A fresh private directory under /tmp, e.g. /tmp/pgswift-e2e-pg.Ab12Cd.
 func makeTempDirectory(prefix: String) throws -> String {
+    TestWatchdog.install()  // every end-to-end test makes one: the per-test deadline starts with the first
     var template = Array("/tmp/pgswift-e2e-\(prefix).XXXXXX".utf8CString)
     guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
         throw E2EError("mkdtemp failed: \(String(cString: strerror(errno)))")

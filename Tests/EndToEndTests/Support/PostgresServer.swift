@@ -45,6 +45,7 @@ final class PostgresServer: @unchecked Sendable {
     /// The process-wide instance, started on first call. A start failure is remembered, so every
     /// later test fails fast with the same reason instead of trying again.
     static func shared() throws -> PostgresServer {
+        TestWatchdog.install()
         holder.lock.lock()
         defer { holder.lock.unlock() }
         if let s = holder.server { return s }
