@@ -176,6 +176,16 @@ final class HostileClientTests: XCTestCase {
     /// fails on), and a Query sent after an extended-protocol error was already answered.
     /// Three clients doing each stay connected; pool_size 2, so a fourth is served only if none pins.
     func testCopySyncsAndSkippedQueriesNeverPinTheServer() throws {
+        try copySyncsAndSkippedQueries()
+        // The same without prepared-statement support (max_prepared_statements = 0): still tracked.
+        px.stop()
+        var s = try TxFixtures.settings(pg, workers: 1, poolSize: 2)
+        s.settings.append(("max_prepared_statements", "0"))
+        px = try Pgswift.start(s)
+        try copySyncsAndSkippedQueries()
+    }
+
+    private func copySyncsAndSkippedQueries() throws {
         let table = "hostile_copy_\(randomAlphanumeric(6).lowercased())"
         _ = try pg.adminQuery(["create table \(table) (a int)", "grant all on \(table) to \(TxFixtures.role)"],
                               database: "testdb")

@@ -198,6 +198,8 @@ struct Server {
     var lastReady: Int64 = 0
     /// Expected answers for what was forwarded on a tracked link (see Prepared.swift); nil until used.
     var tracking = false
+    /// Tracked link with max_prepared_statements > 0: named statements are rewritten (Prepared.swift).
+    var rewriting = false
     var answers: UnsafeMutablePointer<ExpectedAnswer>? = nil
     var answerHead: Int32 = 0
     var answerCount: Int32 = 0

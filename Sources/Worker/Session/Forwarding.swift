@@ -324,8 +324,8 @@ extension Worker {
             return .next
         }
         var expected = answerFor(type, nil)
-        let mayName = type == FrontendType.parse || type == FrontendType.bind
-            || type == FrontendType.describe || type == FrontendType.close
+        let mayName = servers[si].rewriting && (type == FrontendType.parse || type == FrontendType.bind
+            || type == FrontendType.describe || type == FrontendType.close)
         if mayName {
             if total > avail {
                 if total <= buffers.size { return .done(scan > clients[ci].io.input.start ? .progress : .needMore) }

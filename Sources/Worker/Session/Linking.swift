@@ -49,7 +49,8 @@ extension Worker {
         servers[si].client = ci
         servers[si].lastReady = now
         servers[si].watchTags = pools[p].mode != .session
-        servers[si].tracking = pools[p].mode != .session && hot.pointee.trackPrepared
+        servers[si].tracking = pools[p].mode != .session
+        servers[si].rewriting = servers[si].tracking && hot.pointee.trackPrepared
         servers[si].answerHead = 0
         servers[si].answerCount = 0
         servers[si].copyIn = false
