@@ -174,7 +174,8 @@ final class HostileClientTests: XCTestCase {
     /// pinned to its client in transaction mode): a Sync sent during COPY FROM STDIN (libpq sends one
     /// with an extended-protocol COPY, and another after CopyDone; or one sent before a row the COPY
     /// fails on), and a Query sent after an extended-protocol error was already answered.
-    /// Three clients doing each stay connected; pool_size 2, so a fourth is served only if none pins.
+    /// Clients doing each stay connected; pool_size 2, so another is served only if none pins. And a
+    /// CopyDone sent while no COPY runs changes nothing (the server ignores it).
     func testCopySyncsAndSkippedQueriesNeverPinTheServer() throws {
         try copySyncsAndSkippedQueries()
         // The same without prepared-statement support (max_prepared_statements = 0): still tracked.
@@ -229,6 +230,15 @@ final class HostileClientTests: XCTestCase {
         try c.socket.send(WireEncode.query("select 2") + Ext.sync)
         XCTAssertEqual(types(try readUntil(c, "Z")), ["Z"])
         stay.append(c)
+
+        // 4. A CopyDone while no COPY runs is ignored by the server: the error of the Query after it is
+        //    not an extended-protocol error, so nothing is skipped and every answer still comes.
+        let d = try login()
+        try d.socket.send(copyDone + WireEncode.query("select 1/0") + Ext.sync + WireEncode.query("select 7"))
+        XCTAssertEqual(types(try readUntil(d, "Z")), ["E22012", "Z"])
+        XCTAssertEqual(types(try readUntil(d, "Z")), ["Z"])
+        XCTAssertEqual(types(try readUntil(d, "Z")), ["T", "D", "C", "Z"])
+        stay.append(d)
 
         try assertPoolUsable("clients staying after COPY Syncs and skipped queries")
         for (i, k) in stay.enumerated() {

@@ -562,6 +562,12 @@ extension Worker {
     /// read whole. Non-nil: stop scanning with that result.
     @inline(__always)
     private func trackServerMessage(_ si: Int32, _ type: UInt8, total: Int, avail: Int, _ scan: inout Int) -> ScanResult? {
+        if let head = headAnswer(si), head.kind == ExpectedAnswer.copyEnd {
+            // A CopyDone/CopyFail at the head never ended a COPY (a running COPY's Query or Execute
+            // would be ahead of it): the server ignored it. It must not stand for the message this
+            // server message answers.
+            popStaleCopyEnds(si)
+        }
         if let head = headAnswer(si), head.isSynthetic {
             // An answer pgswift owes comes before this message: send what precedes it first.
             if scan > servers[si].io.input.start { return .progress }

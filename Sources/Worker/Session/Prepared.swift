@@ -53,6 +53,12 @@ struct ExpectedAnswer: Equatable {
     @inline(__always) var isSwallowed: Bool { raw & Self.swallowBit != 0 }
     @inline(__always) var kind: ExpectedAnswer { .init(raw: raw & 0x7F) }
     @inline(__always) var isSynthetic: Bool { raw & 0x7F >= 20 }
+    /// A Parse, Bind, Describe, Execute or Close the server reads (injected or not): an error answering
+    /// it makes the server skip to the next Sync.
+    @inline(__always) var isExtendedMessage: Bool {
+        let k = raw & 0x7F
+        return (k >= 1 && k <= 6) || k == 10 || k == 11
+    }
 }
 
 /// Distinct statements (query text + parameter types) seen in named Parse messages, per worker.
@@ -205,10 +211,16 @@ extension Worker {
     }
 
     /// A COPY FROM STDIN began (CopyInResponse; `copyIn`): the head of the queue is the Query or
-    /// Execute running it, once CopyDone/CopyFail entries left from before are popped (no COPY read them).
+    /// Execute running it.
     func copyStarted(_ si: Int32) {
-        while let h = headAnswer(si), h.kind == ExpectedAnswer.copyEnd { popAnswer(si) }
+        popStaleCopyEnds(si)
         servers[si].copyIn = true
+    }
+
+    /// CopyDone/CopyFail entries at the head: sent while no COPY ran, ignored by the server.
+    @inline(never)
+    func popStaleCopyEnds(_ si: Int32) {
+        while let h = headAnswer(si), h.kind == ExpectedAnswer.copyEnd { popAnswer(si) }
     }
 
     /// The COPY ended (CommandComplete, or an ErrorResponse: `failed`). It read the client's messages
@@ -314,7 +326,8 @@ extension Worker {
             }
             return true
         case BackendType.errorResponse:
-            if kind == ExpectedAnswer.query || kind == ExpectedAnswer.functionCall || kind == ExpectedAnswer.sync { return true }
+            // Only an extended-protocol message's error makes the server skip to the next Sync.
+            if !kind.isExtendedMessage { return true }
             // The server skips everything up to the next Sync: so do the answers we owe, for what was
             // forwarded already and (`skipping`, until its ReadyForQuery) for what is forwarded next.
             servers[si].skipping = true
