@@ -98,16 +98,19 @@ public struct DatabaseEntry: Sendable, Equatable {
     public var authUser: String?
     public var poolSize: Int?
     public var minPoolSize: Int?
+    /// Stored (SHOW DATABASES shows it) but not acted on yet: the key warns at load time.
     public var reservePoolSize: Int?
     public var poolMode: PoolMode?
     public var maxDBConnections: Int?
+    /// Stored but not acted on yet: the key warns at load time.
     public var connectQuery: String?
     /// Seconds; nil or 0: the global `server_lifetime` (PgBouncer 1.25 reads 0 as "not set").
     public var serverLifetime: Double?
     public var loadBalanceHosts: LoadBalance
     /// libpq's target_session_attrs, checked by the supervisor's health check.
     public var targetSessionAttrs: TargetSessionAttrs = .any
-    /// client_encoding, datestyle, timezone, application_name, in the order written.
+    /// client_encoding, datestyle, timezone, application_name, in the order written. Stored but not
+    /// sent to servers yet: the keys warn at load time.
     public var startupParameters: [ConnParam]
     public var line: Int
     public var file: String
@@ -158,6 +161,7 @@ public struct UserEntry: Sendable, Equatable {
     public var poolMode: PoolMode?
     public var maxUserConnections: Int?
     public var poolSize: Int?
+    /// Stored (SHOW USERS shows it) but not acted on yet: the key warns at load time.
     public var reservePoolSize: Int?
     /// Seconds; nil or 0: the global value applies (PgBouncer 1.25: a per-user 0 is "not set", so it
     /// cannot switch a global timeout off).
