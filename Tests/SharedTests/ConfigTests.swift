@@ -233,6 +233,31 @@ final class ConfigTests: XCTestCase {
             XCTAssertEqual(try parse("[pgbouncer]\nauth_type = \(t.rawValue)\n").authType, t)
         }
         XCTAssertEqual(AuthType.scramSHA256.rawValue, "scram-sha-256")
+        XCTAssertEqual(Set(AuthType.allCases.map(\.rawValue)),
+                       ["trust", "any", "plain", "md5", "scram-sha-256", "cert", "hba"])
+    }
+
+    /// An auth_type pgswift cannot do is a config error at its line, as PgBouncer refuses a value it was
+    /// built without (pam, ldap) or does not have (peer is an hba method only), not a config under
+    /// which every login fails.
+    func testAuthTypesPgswiftCannotDoAreRefused() throws {
+        let cases: [(String, String)] = [
+            ("pam", "pgswift does not do PAM authentication"),
+            ("ldap", "pgswift does not do LDAP authentication"),
+            ("PEER", "peer is a method of auth_hba_file lines, not an auth_type"),
+            ("kerberos", "expected one of: trust, any, plain, md5, scram-sha-256, cert, hba"),
+        ]
+        for (value, reason) in cases {
+            let e = parseError("[pgbouncer]\nlisten_port = 1\nauth_type = \(value)\n")
+            XCTAssertEqual(e?.line, 3, value)
+            XCTAssertTrue(e?.message.hasPrefix("invalid value \"\(value)\" for auth_type: \(reason)") ?? false,
+                          "\(value): \(String(describing: e))")
+        }
+        // The admin console's SET refuses them the same way.
+        guard case .invalidValue(key: "auth_type", let reason) = ConfigOverride.check(key: "auth_type", value: "pam") else {
+            return XCTFail("SET auth_type = pam must be refused")
+        }
+        XCTAssertTrue(reason.contains("PAM"), reason)
     }
 
     func testLaterValueWinsAndCRLFAndBOM() throws {

@@ -76,6 +76,9 @@ struct ConfigKeySpec: Sendable {
         case .lookup(let words):
             let w = text.lowercased()
             guard words.contains(w) else {
+                if let why = Self.refusedValues[name]?[w] {
+                    throw ConfigValueError(reason: why + " (pgswift's values: " + words.joined(separator: ", ") + ")")
+                }
                 throw ConfigValueError(reason: "expected one of: " + words.joined(separator: ", "))
             }
             return .text(w)
@@ -208,6 +211,17 @@ extension ConfigKeySpec {
         text("metrics_listen", "", \.metricsListen),
         optionalText("worker_binary", "", \.workerBinary),
         int("workers", "", \.workers, min: 1, max: 4096),
+    ]
+
+    /// Values PgBouncer may take for a lookup key that pgswift refuses, and why: loading such a config
+    /// would otherwise fail every login (PgBouncer, too, refuses a value it was built without).
+    static let refusedValues: [String: [String: String]] = [
+        "auth_type": [
+            "pam": "pgswift does not do PAM authentication (PgBouncer has it only when built with PAM)",
+            "ldap": "pgswift does not do LDAP authentication (PgBouncer has it only when built with LDAP)",
+            "peer": "peer is a method of auth_hba_file lines, not an auth_type (as in PgBouncer): "
+                + "use auth_type = hba with a local line whose method is peer",
+        ],
     ]
 
     /// Why a PgBouncer key has no effect in pgswift by design (not "not yet"): its load warning says so.

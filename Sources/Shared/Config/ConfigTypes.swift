@@ -5,16 +5,17 @@ public enum PoolMode: String, Sendable, CaseIterable {
     case session, transaction, statement
 }
 
-/// How clients authenticate (PgBouncer's `auth_type`, spelled as PgBouncer spells it).
+/// How clients authenticate (PgBouncer's `auth_type`, spelled as PgBouncer spells it): the values
+/// pgswift can do. PgBouncer's others are refused at load time (`ConfigKeySpec.refusedValues`).
 public enum AuthType: String, Sendable, CaseIterable {
-    case trust, any, plain, md5, scramSHA256 = "scram-sha-256", cert, hba, pam, peer
+    case trust, any, plain, md5, scramSHA256 = "scram-sha-256", cert, hba
 
     /// Whether the user list must come from `auth_file` (or `auth_user`) for this method to work:
-    /// PgBouncer looks users up there for every method except `any`, `pam` and the delegating ones.
+    /// PgBouncer looks users up there for every method except `any` and the delegating ones.
     public var needsUserList: Bool {
         switch self {
         case .trust, .plain, .md5, .scramSHA256: return true
-        case .any, .cert, .hba, .pam, .peer: return false
+        case .any, .cert, .hba: return false
         }
     }
 }
