@@ -94,7 +94,9 @@ extension ConfigKeySpec {
 
     /// `[pgbouncer]`, in PgBouncer's order (alphabetical, as SHOW CONFIG lists them). This is the
     /// list of what pgswift implements: `.implemented` rows act, `.storedNotImplemented` rows are
-    /// kept for a later component (TLS), `ignored` rows are accepted with a warning.
+    /// kept for a later component and warn, `ignored` rows are accepted with a warning. An
+    /// `.implemented` row's property must be read by the code that runs (scripts/check-config-readers,
+    /// docs/CONFIG.md).
     static let pgbouncer: [ConfigKeySpec] = [
         list("admin_users", "", \.adminUsers),
         bool("application_name_add_host", "0", \.applicationNameAddHost),
