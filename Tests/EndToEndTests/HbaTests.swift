@@ -1,5 +1,6 @@
 // End to end: auth_type = hba against the real PostgreSQL — each method allowed and refused by
-// address and by user, local lines (trust, peer), hostnossl/hostssl/cert without TLS, and reloads.
+// address and by user, local lines (trust, peer), hostnossl/hostssl/cert without TLS, lines skipped
+// with a warning, and reloads.
 import Foundation
 import XCTest
 #if canImport(Glibc)
@@ -250,6 +251,37 @@ final class E2EHbaTests: XCTestCase {
         try assertAsked(px, "u_password", "db_trust", source: "127.0.0.1", code: 0)
         try assertRejected(px, "u_scram", "db_trust")
         try assertLogsIn(px, "u_trust", "db_trust")
+        XCTAssertTrue(px.isRunning)
+    }
+
+    /// A line whose method or option pgswift does not support does not stop pgswift: it is skipped (an
+    /// ldap line refuses what it matches instead), with a warning naming file and line, as PgBouncer does.
+    func testUnsupportedMethodAndOptionLinesWarnAndTheRestApplies() throws {
+        let rules = """
+            host  db_trust  u_trust  127.0.0.2/32  gss include_realm=0
+            host  db_trust  u_trust  127.0.0.3/32  ldap ldapserver=ldap.example.com ldapprefix="cn=" ldapsuffix=", dc=x"
+            host  db_trust  u_trust  127.0.0.4/32  md5 clientcert=verify-full
+            host  db_trust  u_trust  127.0.0.0/8   trust
+            """
+        let (px, hbaPath, scratch) = try start(rules: rules)
+        defer { px.stop(); try? FileManager.default.removeItem(atPath: scratch) }
+        // The gss line and the line with an option are skipped: the trust line below takes their clients.
+        try assertAsked(px, "u_trust", "db_trust", source: "127.0.0.2", code: 0)
+        try assertAsked(px, "u_trust", "db_trust", source: "127.0.0.4", code: 0)
+        try assertLogsIn(px, "u_trust", "db_trust")
+        // The ldap line keeps its clients and refuses them (no fall-through to the trust line).
+        try assertRejected(px, "u_trust", "db_trust", source: "127.0.0.3")
+        XCTAssertTrue(waitUntil(timeout: 30, poll: 0.2) {
+            !px.logLines(containing: "login rejected", "rejected by \(hbaPath):2").isEmpty
+        }, "the log names the ldap line:\n\(px.log().suffix(3000))")
+        for (line, what) in [(1, "\"gss\""), (2, "\"ldap\""), (3, "\"clientcert=verify-full\"")] {
+            XCTAssertFalse(px.logLines(containing: "\(hbaPath):\(line): ", what, "is not supported by pgswift").isEmpty,
+                           "warning for line \(line):\n\(px.log().suffix(3000))")
+        }
+        // --check-config accepts the file and prints the same warnings.
+        let check = try Pgswift.runCLI(["--check-config", px.configPath])
+        XCTAssertEqual(check.status, 0, "\(check)")
+        XCTAssertTrue(check.stderr.contains("\(hbaPath):1: warning: authentication method \"gss\""), "\(check)")
         XCTAssertTrue(px.isRunning)
     }
 

@@ -141,26 +141,14 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(Set(names).count, names.count)
     }
 
-    func testImplementedKeysListed() {
-        for key in ["listen_addr", "listen_port", "unix_socket_dir", "unix_socket_mode", "unix_socket_group",
-                    "auth_type", "auth_file", "auth_user", "auth_query", "admin_users", "stats_users",
-                    "pool_mode", "default_pool_size", "min_pool_size", "reserve_pool_size",
-                    "reserve_pool_timeout", "max_client_conn", "max_db_connections", "max_user_connections",
-                    "server_reset_query", "server_reset_query_always", "server_check_query",
-                    "server_check_delay", "server_idle_timeout", "server_lifetime", "server_connect_timeout",
-                    "server_login_retry", "client_login_timeout", "client_idle_timeout",
-                    "idle_transaction_timeout", "query_timeout", "query_wait_timeout", "transaction_timeout",
-                    "ignore_startup_parameters", "track_extra_parameters", "max_prepared_statements",
-                    "max_packet_size", "listen_backlog", "logfile", "pidfile", "log_connections",
-                    "log_disconnections", "log_pooler_errors", "verbose", "stats_period",
-                    "application_name_add_host", "so_reuseport", "tcp_keepalive", "tcp_keepidle",
-                    "tcp_keepintvl", "tcp_keepcnt", "tcp_user_timeout", "server_round_robin", "dns_max_ttl",
-                    "dns_nxdomain_ttl", "workers", "worker_binary", "metrics_listen", "drain_timeout",
-                    "fail_fast"] {
-            XCTAssertEqual(Config.isImplemented(key: key), true, key)
-        }
+    /// `Config.isImplemented` answers from the key table (which keys act is checked by
+    /// ConfigReadersTests, through scripts/check-config-readers).
+    func testIsImplementedAnswersFromTheKeyTable() {
+        XCTAssertEqual(Config.isImplemented(key: "listen_port"), true)
+        XCTAssertEqual(Config.isImplemented(key: "FAIL_FAST"), true, "any case")
         XCTAssertEqual(Config.isImplemented(key: "client_tls_sslmode"), true)
         XCTAssertEqual(Config.isImplemented(key: "client_tls_dheparams"), false)
+        XCTAssertEqual(Config.isImplemented(key: "reserve_pool_timeout"), false)
         XCTAssertEqual(Config.isImplemented(key: "syslog"), false)
         XCTAssertEqual(Config.isImplemented(key: "user"), false)
         XCTAssertNil(Config.isImplemented(key: "no_such_key"))
@@ -233,6 +221,31 @@ final class ConfigTests: XCTestCase {
             XCTAssertEqual(try parse("[pgbouncer]\nauth_type = \(t.rawValue)\n").authType, t)
         }
         XCTAssertEqual(AuthType.scramSHA256.rawValue, "scram-sha-256")
+        XCTAssertEqual(Set(AuthType.allCases.map(\.rawValue)),
+                       ["trust", "any", "plain", "md5", "scram-sha-256", "cert", "hba"])
+    }
+
+    /// An auth_type pgswift cannot do is a config error at its line, as PgBouncer refuses a value it was
+    /// built without (pam, ldap) or does not have (peer is an hba method only), not a config under
+    /// which every login fails.
+    func testAuthTypesPgswiftCannotDoAreRefused() throws {
+        let cases: [(String, String)] = [
+            ("pam", "pgswift does not do PAM authentication"),
+            ("ldap", "pgswift does not do LDAP authentication"),
+            ("PEER", "peer is a method of auth_hba_file lines, not an auth_type"),
+            ("kerberos", "expected one of: trust, any, plain, md5, scram-sha-256, cert, hba"),
+        ]
+        for (value, reason) in cases {
+            let e = parseError("[pgbouncer]\nlisten_port = 1\nauth_type = \(value)\n")
+            XCTAssertEqual(e?.line, 3, value)
+            XCTAssertTrue(e?.message.hasPrefix("invalid value \"\(value)\" for auth_type: \(reason)") ?? false,
+                          "\(value): \(String(describing: e))")
+        }
+        // The admin console's SET refuses them the same way.
+        guard case .invalidValue(key: "auth_type", let reason) = ConfigOverride.check(key: "auth_type", value: "pam") else {
+            return XCTFail("SET auth_type = pam must be refused")
+        }
+        XCTAssertTrue(reason.contains("PAM"), reason)
     }
 
     func testLaterValueWinsAndCRLFAndBOM() throws {
@@ -357,6 +370,38 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(c.warnings.map(\.line), [3, 3])
         XCTAssertTrue(c.warnings[0].message.contains("auth_query is not implemented by pgswift yet"))
         XCTAssertEqual(c.database(named: "x")?.hosts, ["h"])
+    }
+
+    /// Keys whose value is kept (SHOW DATABASES / SHOW USERS show some) but that nothing acts on yet
+    /// warn, in every section; scripts/check-config-readers finds such keys when they do not.
+    func testStoredButUnusedKeysWarn() throws {
+        let c = try parse("""
+            [pgbouncer]
+            reserve_pool_size = 3
+            reserve_pool_timeout = 2
+            [databases]
+            d = host=h reserve_pool=1 connect_query='SELECT 1' client_encoding=UTF8 datestyle=ISO timezone=UTC application_name=a
+            e = host=h reserve_pool_size=2
+            [users]
+            u = reserve_pool_size=4 pool_size=5
+            """)
+        XCTAssertEqual(c.warnings.map(\.line), [2, 3, 5, 5, 5, 5, 5, 5, 6, 8])
+        XCTAssertEqual(c.warnings[0].message, "reserve_pool_size is not implemented by pgswift yet; stored but has no effect")
+        XCTAssertEqual(c.warnings[1].message, "reserve_pool_timeout is not implemented by pgswift yet; stored but has no effect")
+        XCTAssertEqual(c.warnings[2].message, "database \"d\": reserve_pool is not implemented by pgswift yet; stored but has no effect")
+        for (w, key) in zip(c.warnings[3...7], ["connect_query", "client_encoding", "datestyle", "timezone",
+                                                "application_name"]) {
+            XCTAssertEqual(w.message, "database \"d\": \(key) is not implemented by pgswift yet; stored but has no effect")
+        }
+        XCTAssertEqual(c.warnings[8].message, "database \"e\": reserve_pool_size is not implemented by pgswift yet; stored but has no effect")
+        XCTAssertEqual(c.warnings[9].message, "user \"u\": reserve_pool_size is not implemented by pgswift yet; stored but has no effect")
+        XCTAssertEqual(c.reservePoolSize, 3)
+        XCTAssertEqual(c.reservePoolTimeout, 2)
+        XCTAssertEqual(c.database(named: "d")?.reservePoolSize, 1)
+        XCTAssertEqual(c.database(named: "d")?.connectQuery, "SELECT 1")
+        XCTAssertEqual(c.users["u"]?.reservePoolSize, 4)
+        XCTAssertEqual(c.users["u"]?.poolSize, 5)
+        XCTAssertEqual(Config.isImplemented(key: "reserve_pool_size"), false)
     }
 
     // MARK: [users] and effective settings

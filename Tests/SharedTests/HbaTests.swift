@@ -1,4 +1,5 @@
-// Tests of the auth_hba_file parser and matcher: line syntax, name lists, @file, addresses, methods, errors.
+// Tests of the auth_hba_file parser and matcher: line syntax, name lists, @file, addresses, methods,
+// lines skipped with a warning, errors.
 import Foundation
 import XCTest
 @testable import Shared
@@ -333,17 +334,14 @@ final class HbaTests: XCTestCase {
             ("host all all 10.0.0.0 ffff:: md5", "do not match in family"),
             ("host all all fe80::1%eth0/64 md5", "zone ids are not supported"),
             ("host all all \"10.0.0.0/8\" md5", "quoted address"),
-            ("host all all all ident", "\"ident\" is not supported in auth_hba_file"),
-            ("host all all all ldap", "\"ldap\" is not supported"),
-            ("host all all all pam", "\"pam\" is not supported"),
-            ("host all all all gss", "\"gss\" is not supported"),
             ("host all all all md55", "unknown authentication method \"md55\""),
+            ("host all all all crypt", "unknown authentication method \"crypt\""),
+            ("host all all all \"gss\"", "unknown authentication method \"gss\""),
             ("host all all all \"md5\"", "unknown authentication method"),
             ("host all all all MD5", "unknown authentication method \"MD5\""),
             ("host all all all peer", "peer authentication is only supported on local lines"),
             ("local all all cert", "cert authentication is only supported on host"),
-            ("local all all peer map=admins", "map= is not supported"),
-            ("host all all all md5 clientcert=verify-full", "unsupported option \"clientcert=verify-full\""),
+            ("host all all all gss\"x", "unexpected quote inside a word"),
             ("host all all 10.0.0.0/8, md5", "unexpected comma where authentication method belongs"),
             ("host db1,,db2 all all md5", "missing database after a comma"),
             ("host all u1,", "missing user name after a comma"),
@@ -351,7 +349,7 @@ final class HbaTests: XCTestCase {
             ("host \"db all all md5", "unterminated quoted string"),
             ("host \"db\"x all all md5", "right after a closing quote"),
             ("host d\"b\" all all md5", "unexpected quote inside a word"),
-            ("host all all all md5 ,", "unexpected comma where option belongs"),
+            ("host db1,\"x all all md5", "unterminated quoted string"),
         ]
         for (text, fragment) in cases {
             let file = "/etc/pgswift/hba.conf"
@@ -361,6 +359,66 @@ final class HbaTests: XCTestCase {
             XCTAssertTrue(e.message.contains(fragment), "\(text): \(e.message)")
             XCTAssertTrue(e.description.hasPrefix("/etc/pgswift/hba.conf:3: "), e.description)
         }
+    }
+
+    /// A line whose method or option pgswift does not support is handled as by a PgBouncer without that
+    /// feature, with a warning naming file and line, and the rest of the file stays in force.
+    func testUnsupportedMethodsAndOptionsSkipTheLineWithAWarning() throws {
+        let file = "/etc/pgswift/hba.conf"
+        let r = try parse("""
+            # methods PgBouncer does not know either: skipped
+            host all alice 10.0.0.0/8 gss include_realm=0 krb_realm="EXAMPLE, COM"
+            host all alice 10.0.0.0/8 ident
+            local all alice pam pamservice=postgresql
+            host all alice 10.0.0.0/8 sspi
+            host all alice 10.0.0.0/8 radius radiusservers="a,b" radiussecrets=s
+            host all alice 10.0.0.0/8 bsd
+            host all alice 10.0.0.0/8 oauth issuer=x
+            # options: skipped (map= needs auth_ident_file, which pgswift does not read)
+            local all alice peer map=admins
+            host all alice 10.0.0.0/8 md5 clientcert=verify-full
+            host all alice 10.0.0.0/8 scram-sha-256 clientcert="verify-full"
+            host all alice 10.0.0.0/8 md5 ,
+            # ldap: kept, as a refusal of what it matches (PgBouncer without LDAP refuses those logins)
+            host all bob 10.0.0.0/8 ldap ldapserver=ldap.example.com ldapprefix="cn=" ldapsuffix=", dc=example"
+            host all all 0.0.0.0/0 md5
+            local all all trust
+            """, file: file)
+        XCTAssertEqual(r.warnings.map(\.line), [2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 15])
+        XCTAssertTrue(r.warnings.allSatisfy { $0.file == file })
+        for (w, method) in zip(r.warnings, ["gss", "ident", "pam", "sspi", "radius", "bsd", "oauth"]) {
+            XCTAssertTrue(w.message.contains("authentication method \"\(method)\" is not supported by pgswift; line skipped"),
+                          w.message)
+        }
+        XCTAssertTrue(r.warnings[7].message.contains("option \"map=admins\" is not supported"), r.warnings[7].message)
+        XCTAssertTrue(r.warnings[7].message.contains("auth_ident_file"), r.warnings[7].message)
+        XCTAssertTrue(r.warnings[8].message.contains("option \"clientcert=verify-full\" is not supported by pgswift; line skipped"),
+                      r.warnings[8].message)
+        XCTAssertTrue(r.warnings[9].message.contains("option \"clientcert=\"verify-full\"\" is not supported"),
+                      "an option pgswift cannot even read: \(r.warnings[9].message)")
+        XCTAssertTrue(r.warnings[10].message.contains("option \",\" is not supported"), r.warnings[10].message)
+        XCTAssertTrue(r.warnings[11].message.contains("\"ldap\" is not supported by pgswift; the line refuses"),
+                      r.warnings[11].message)
+        XCTAssertTrue(r.warnings[11].description.hasPrefix("/etc/pgswift/hba.conf:15: "), r.warnings[11].description)
+
+        XCTAssertEqual(r.rules.map(\.line), [15, 16, 17], "only the ldap line of the unsupported ones is kept")
+        // The skipped lines match nothing: their connections go on to the next lines.
+        XCTAssertEqual(method(r, "db", "alice", v4("10.1.2.3")), "md5")
+        XCTAssertEqual(method(r, "db", "alice", .unix), "trust")
+        // The ldap line refuses bob from 10/8 instead of letting the md5 line below take him.
+        let bob = r.match(peer: v4("10.1.2.3"), tls: false, database: "db", user: "bob")
+        XCTAssertEqual(bob?.method, .reject)
+        XCTAssertEqual(bob?.line, 15)
+        XCTAssertEqual(method(r, "db", "bob", v4("11.1.2.3")), "md5")
+    }
+
+    /// What comes before the method must still be readable on a skipped line; what comes after it need not.
+    func testSkippedLinesStillNeedAReadableStart() throws {
+        XCTAssertEqual(parseError("host all all 10.0.0.0/33 gss\n")?.message.contains("too long"), true)
+        XCTAssertEqual(parseError("host all +admins all pam\n")?.message.contains("group names"), true)
+        XCTAssertEqual(parseError("host \"all all all ldap\n")?.message, "unterminated quoted string")
+        XCTAssertEqual(try parse("host all all all pam \"unterminated\n").warnings.count, 1)
+        XCTAssertEqual(try parse("host all all all ldap x=\"unterminated\n").rules.first?.method, .reject)
     }
 
     func testKeywordsAreCaseSensitiveAndQuotedKeywordsAreNames() throws {
@@ -392,6 +450,17 @@ final class HbaTests: XCTestCase {
         XCTAssertEqual(c.hba?.rules.first?.file, tempDir + "/hba.conf")
         XCTAssertEqual(Config.isImplemented(key: "auth_hba_file"), true)
         XCTAssertEqual(c.settings().first { $0.key == "auth_hba_file" }?.value, tempDir + "/hba.conf")
+    }
+
+    func testConfigCarriesTheHbaWarnings() throws {
+        try write("userlist.txt", "\"u\" \"p\"\n")
+        try write("hba.conf", "host all all 10.0.0.0/8 gss\nhost all all 127.0.0.1/32 md5\n")
+        let ini = try write("w.ini", "[pgbouncer]\nauth_type = hba\nauth_file = userlist.txt\nauth_hba_file = hba.conf\n")
+        let c = try Config.load(path: ini)
+        XCTAssertEqual(c.hba?.rules.map(\.line), [2])
+        let w = c.warnings.filter { $0.file == tempDir + "/hba.conf" }
+        XCTAssertEqual(w.map(\.line), [1], "\(c.warnings)")
+        XCTAssertTrue(w.first?.message.contains("\"gss\" is not supported by pgswift; line skipped") ?? false, "\(w)")
     }
 
     func testConfigHbaErrors() throws {

@@ -34,6 +34,7 @@ public struct Config: Sendable {
     public var poolMode: PoolMode = .session
     public var defaultPoolSize: Int = 20
     public var minPoolSize: Int = 0
+    /// Stored (SHOW DATABASES shows it) but not acted on yet: both warn at load time.
     public var reservePoolSize: Int = 0
     public var reservePoolTimeout: Double = 5
     public var maxClientConn: Int = 100

@@ -69,6 +69,11 @@ struct ConfigAssembler {
         config.warnings.append(ConfigWarning(file: file, line: line, message: message))
     }
 
+    /// A `[databases]`/`[users]` value kept on the entry (SHOW DATABASES shows it) that nothing acts on yet.
+    private mutating func warnStored(_ file: String, _ line: Int, _ owner: String, _ key: String) {
+        warn(file, line, "\(owner): \(key) is not implemented by pgswift yet; stored but has no effect")
+    }
+
     // MARK: [pgbouncer] and [pgswift]
 
     private mutating func setting(_ rawKey: String, _ value: String, _ file: String, _ line: Int,
@@ -150,7 +155,6 @@ struct ConfigAssembler {
             throw fail(error.reason)
         }
         var entry = DatabaseEntry(name: name, line: line, file: file)
-        var portsText: String? = nil
         for (rawKey, value) in pairs {
             let key = rawKey.lowercased()
             switch key {
@@ -159,13 +163,15 @@ struct ConfigAssembler {
                 let hosts = value.split(separator: ",", omittingEmptySubsequences: false).map { ConfigText.trim($0) }
                 if hosts.contains(where: { $0.isEmpty }) { throw fail("empty name in host list \"\(value)\"") }
                 entry.hosts = hosts
-            case "port": portsText = value
+            case "port": entry.ports = try ports(value, fail)
             case "user": entry.user = value
             case "password": entry.password = value
             case "auth_user": entry.authUser = value
             case "pool_size": entry.poolSize = try poolNumber(value, key, fail)
             case "min_pool_size": entry.minPoolSize = try poolNumber(value, key, fail)
-            case "reserve_pool", "reserve_pool_size": entry.reservePoolSize = try poolNumber(value, key, fail)
+            case "reserve_pool", "reserve_pool_size":
+                entry.reservePoolSize = try poolNumber(value, key, fail)
+                warnStored(file, line, "database \"\(name)\"", key)
             case "max_db_connections": entry.maxDBConnections = try poolNumber(value, key, fail)
             case "pool_mode":
                 guard let mode = PoolMode(rawValue: value.lowercased()) else {
@@ -177,7 +183,9 @@ struct ConfigAssembler {
                     throw fail("invalid load_balance_hosts \"\(value)\" (expected round-robin, least-connections or disable)")
                 }
                 entry.loadBalanceHosts = lb
-            case "connect_query": entry.connectQuery = value
+            case "connect_query":
+                entry.connectQuery = value
+                warnStored(file, line, "database \"\(name)\"", key)
             case "target_session_attrs":
                 guard let t = TargetSessionAttrs(rawValue: value.lowercased()) else {
                     throw fail("invalid target_session_attrs \"\(value)\" (expected any, read-write, read-only, primary, standby or prefer-standby)")
@@ -186,23 +194,13 @@ struct ConfigAssembler {
             case "client_encoding", "datestyle", "timezone", "application_name":
                 entry.startupParameters.removeAll { $0.name == key }
                 entry.startupParameters.append(ConnParam(name: key, value: value))
+                warnStored(file, line, "database \"\(name)\"", key)
             case "server_lifetime": entry.serverLifetime = try timeout(value, key, fail)
             case "auth_dbname", "auth_query", "max_db_client_connections", "query_wait_timeout":
                 warn(file, line, "database \"\(name)\": \(key) is not implemented by pgswift yet; ignored")
             default:
                 throw fail("unrecognized connection parameter \"\(rawKey)\"")
             }
-        }
-        if let portsText {
-            var ports: [Int] = []
-            for item in portsText.split(separator: ",", omittingEmptySubsequences: false) {
-                let t = ConfigText.trim(item)
-                guard let p = ConfigText.decimal(t), p >= 1 && p <= 65535 else {
-                    throw fail("invalid port \"\(t)\"")
-                }
-                ports.append(p)
-            }
-            entry.ports = ports
         }
         if entry.ports.count > 1 && entry.ports.count != entry.hosts.count {
             throw fail("port list has \(entry.ports.count) entries for \(entry.hosts.count) hosts "
@@ -216,6 +214,19 @@ struct ConfigAssembler {
         } else {
             config.databases.append(entry)
         }
+    }
+
+    /// `port=`: one port, or a comma-separated list of them (one per host, checked once all pairs are read).
+    private func ports(_ value: String, _ fail: (String) -> ConfigError) throws(ConfigError) -> [Int] {
+        var ports: [Int] = []
+        for item in value.split(separator: ",", omittingEmptySubsequences: false) {
+            let t = ConfigText.trim(item)
+            guard let p = ConfigText.decimal(t), p >= 1 && p <= 65535 else {
+                throw fail("invalid port \"\(t)\"")
+            }
+            ports.append(p)
+        }
+        return ports
     }
 
     /// A pool-size-like number; negative means "not set" (PgBouncer's -1 = inherit).
@@ -259,7 +270,9 @@ struct ConfigAssembler {
                 }
                 entry.poolMode = mode
             case "pool_size": entry.poolSize = try poolNumber(value, key, fail)
-            case "reserve_pool", "reserve_pool_size": entry.reservePoolSize = try poolNumber(value, key, fail)
+            case "reserve_pool", "reserve_pool_size":
+                entry.reservePoolSize = try poolNumber(value, key, fail)
+                warnStored(file, line, "user \"\(name)\"", key)
             case "max_user_connections": entry.maxUserConnections = try poolNumber(value, key, fail)
             case "query_timeout": entry.queryTimeout = try timeout(value, key, fail)
             case "transaction_timeout": entry.transactionTimeout = try timeout(value, key, fail)

@@ -76,6 +76,9 @@ struct ConfigKeySpec: Sendable {
         case .lookup(let words):
             let w = text.lowercased()
             guard words.contains(w) else {
+                if let why = Self.refusedValues[name]?[w] {
+                    throw ConfigValueError(reason: why + " (pgswift's values: " + words.joined(separator: ", ") + ")")
+                }
                 throw ConfigValueError(reason: "expected one of: " + words.joined(separator: ", "))
             }
             return .text(w)
@@ -91,7 +94,9 @@ extension ConfigKeySpec {
 
     /// `[pgbouncer]`, in PgBouncer's order (alphabetical, as SHOW CONFIG lists them). This is the
     /// list of what pgswift implements: `.implemented` rows act, `.storedNotImplemented` rows are
-    /// kept for a later component (TLS), `ignored` rows are accepted with a warning.
+    /// kept for a later component and warn, `ignored` rows are accepted with a warning. An
+    /// `.implemented` row's property must be read by the code that runs (scripts/check-config-readers,
+    /// docs/CONFIG.md).
     static let pgbouncer: [ConfigKeySpec] = [
         list("admin_users", "", \.adminUsers),
         bool("application_name_add_host", "0", \.applicationNameAddHost),
@@ -150,8 +155,8 @@ extension ConfigKeySpec {
         seconds("query_timeout", "0", \.queryTimeout),
         ignored("query_wait_notify", "5", .int(min: 0, max: intMax)),
         seconds("query_wait_timeout", "120", \.queryWaitTimeout),
-        int("reserve_pool_size", "0", \.reservePoolSize),
-        seconds("reserve_pool_timeout", "5", \.reservePoolTimeout),
+        int("reserve_pool_size", "0", \.reservePoolSize, .storedNotImplemented),
+        seconds("reserve_pool_timeout", "5", \.reservePoolTimeout, .storedNotImplemented),
         ignored("resolv_conf", "", .text),
         ignored("sbuf_loopcnt", "5", .int(min: 0, max: intMax)),
         ignored("scram_iterations", "4096", .int(min: 1, max: intMax)),
@@ -208,6 +213,17 @@ extension ConfigKeySpec {
         text("metrics_listen", "", \.metricsListen),
         optionalText("worker_binary", "", \.workerBinary),
         int("workers", "", \.workers, min: 1, max: 4096),
+    ]
+
+    /// Values PgBouncer may take for a lookup key that pgswift refuses, and why: loading such a config
+    /// would otherwise fail every login (PgBouncer, too, refuses a value it was built without).
+    static let refusedValues: [String: [String: String]] = [
+        "auth_type": [
+            "pam": "pgswift does not do PAM authentication (PgBouncer has it only when built with PAM)",
+            "ldap": "pgswift does not do LDAP authentication (PgBouncer has it only when built with LDAP)",
+            "peer": "peer is a method of auth_hba_file lines, not an auth_type (as in PgBouncer): "
+                + "use auth_type = hba with a local line whose method is peer",
+        ],
     ]
 
     /// Why a PgBouncer key has no effect in pgswift by design (not "not yet"): its load warning says so.

@@ -5,16 +5,17 @@ public enum PoolMode: String, Sendable, CaseIterable {
     case session, transaction, statement
 }
 
-/// How clients authenticate (PgBouncer's `auth_type`, spelled as PgBouncer spells it).
+/// How clients authenticate (PgBouncer's `auth_type`, spelled as PgBouncer spells it): the values
+/// pgswift can do. PgBouncer's others are refused at load time (`ConfigKeySpec.refusedValues`).
 public enum AuthType: String, Sendable, CaseIterable {
-    case trust, any, plain, md5, scramSHA256 = "scram-sha-256", cert, hba, pam, peer
+    case trust, any, plain, md5, scramSHA256 = "scram-sha-256", cert, hba
 
     /// Whether the user list must come from `auth_file` (or `auth_user`) for this method to work:
-    /// PgBouncer looks users up there for every method except `any`, `pam` and the delegating ones.
+    /// PgBouncer looks users up there for every method except `any` and the delegating ones.
     public var needsUserList: Bool {
         switch self {
         case .trust, .plain, .md5, .scramSHA256: return true
-        case .any, .cert, .hba, .pam, .peer: return false
+        case .any, .cert, .hba: return false
         }
     }
 }
@@ -98,16 +99,19 @@ public struct DatabaseEntry: Sendable, Equatable {
     public var authUser: String?
     public var poolSize: Int?
     public var minPoolSize: Int?
+    /// Stored (SHOW DATABASES shows it) but not acted on yet: the key warns at load time.
     public var reservePoolSize: Int?
     public var poolMode: PoolMode?
     public var maxDBConnections: Int?
+    /// Stored but not acted on yet: the key warns at load time.
     public var connectQuery: String?
     /// Seconds; nil or 0: the global `server_lifetime` (PgBouncer 1.25 reads 0 as "not set").
     public var serverLifetime: Double?
     public var loadBalanceHosts: LoadBalance
     /// libpq's target_session_attrs, checked by the supervisor's health check.
     public var targetSessionAttrs: TargetSessionAttrs = .any
-    /// client_encoding, datestyle, timezone, application_name, in the order written.
+    /// client_encoding, datestyle, timezone, application_name, in the order written. Stored but not
+    /// sent to servers yet: the keys warn at load time.
     public var startupParameters: [ConnParam]
     public var line: Int
     public var file: String
@@ -158,6 +162,7 @@ public struct UserEntry: Sendable, Equatable {
     public var poolMode: PoolMode?
     public var maxUserConnections: Int?
     public var poolSize: Int?
+    /// Stored (SHOW USERS shows it) but not acted on yet: the key warns at load time.
     public var reservePoolSize: Int?
     /// Seconds; nil or 0: the global value applies (PgBouncer 1.25: a per-user 0 is "not set", so it
     /// cannot switch a global timeout off).

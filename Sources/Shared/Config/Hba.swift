@@ -1,9 +1,13 @@
 // auth_hba_file: pg_hba.conf lines as PgBouncer supports them, parsed into rules, and the first-match lookup.
 import Glibc
 
-/// The rules of an `auth_hba_file`, in file order. A line pgswift cannot honour exactly is an error
-/// naming file and line (PgBouncer logs and skips such a line; skipping a rule can open access, so
-/// pgswift refuses the whole file and, on reload, keeps the rules it had).
+/// The rules of an `auth_hba_file`, in file order. A line naming an authentication method or an option
+/// pgswift does not support is handled as a PgBouncer without that feature handles it, with a warning
+/// naming file and line: skipped (gss, ident, pam..., `map=` and other options), or, for `ldap`, kept
+/// as a line that refuses the connections it matches. Any other line pgswift cannot read or honour
+/// exactly (a syntax error, an unknown word, `+group`, host names...) is an error naming file and line:
+/// PgBouncer skips those too, but skipping a mistyped rule can open access, so pgswift refuses the
+/// whole file and, on reload, keeps the rules it had.
 public struct HbaRules: Sendable, Equatable {
     public enum ConnectionType: String, Sendable {
         case local, host, hostssl, hostnossl
@@ -54,10 +58,14 @@ public struct HbaRules: Sendable, Equatable {
 
     public var rules: [Rule]
     public var file: String
+    /// Lines skipped or turned into refusals, as said above (`Config.loadHbaRules` adds them to the
+    /// config's warnings, which the supervisor logs).
+    public var warnings: [ConfigWarning]
 
-    public init(rules: [Rule] = [], file: String = "") {
+    public init(rules: [Rule] = [], file: String = "", warnings: [ConfigWarning] = []) {
         self.rules = rules
         self.file = file
+        self.warnings = warnings
     }
 
     // MARK: Matching
@@ -94,18 +102,18 @@ public struct HbaRules: Sendable, Equatable {
         var rules = HbaRules(file: file)
         // No byte order mark is skipped here (PgBouncer's hba reader does not either).
         for (lineNo, rawLine) in ConfigLines(text, skippingByteOrderMark: false) {
-            func fail(_ message: String) -> ConfigError {
-                ConfigError(file: file, line: lineNo, message: message)
+            let (tokens, syntaxError) = HbaToken.splitUntilError(rawLine)
+            if tokens.isEmpty {
+                if let syntaxError { throw ConfigError(file: file, line: lineNo, message: syntaxError.reason) }
+                continue
             }
-            let tokens: [HbaToken]
-            do {
-                tokens = try HbaToken.split(rawLine)
-            } catch {
-                throw fail(error.reason)
+            var p = HbaLineParser(tokens: tokens, file: file, line: lineNo, syntaxError: syntaxError?.reason,
+                                  text: Array(rawLine))
+            let parsed = try p.rule()
+            if let rule = parsed.rule { rules.rules.append(rule) }
+            if let warning = parsed.warning {
+                rules.warnings.append(ConfigWarning(file: file, line: lineNo, message: warning))
             }
-            if tokens.isEmpty { continue }
-            var p = HbaLineParser(tokens: tokens, file: file, line: lineNo)
-            rules.rules.append(try p.rule())
         }
         return rules
     }
@@ -172,14 +180,31 @@ struct HbaToken: Equatable {
     var kind: Kind
     var text: String
     var quoted: Bool
-
-    static let comma = HbaToken(kind: .comma, text: ",", quoted: false)
+    /// Offset in the line just past the token.
+    var end = 0
 
     struct SyntaxError: Error { var reason: String }
 
-    static func split(_ line: ArraySlice<UInt8>) throws(SyntaxError) -> [HbaToken] {
-        let b = Array(line)
+    /// The tokens of a line, stopping at the first syntax error, which is returned beside them: the
+    /// rest of a line that is skipped for its method need not be readable.
+    static func splitUntilError(_ line: ArraySlice<UInt8>) -> (tokens: [HbaToken], error: SyntaxError?) {
         var tokens: [HbaToken] = []
+        do throws(SyntaxError) {
+            try split(line, into: &tokens)
+            return (tokens, nil)
+        } catch {
+            return (tokens, error)
+        }
+    }
+
+    static func split(_ line: ArraySlice<UInt8>) throws(SyntaxError) -> [HbaToken] {
+        var tokens: [HbaToken] = []
+        try split(line, into: &tokens)
+        return tokens
+    }
+
+    private static func split(_ line: ArraySlice<UInt8>, into tokens: inout [HbaToken]) throws(SyntaxError) {
+        let b = Array(line)
         var p = 0
         func isSeparator(_ c: UInt8) -> Bool {
             ConfigText.isSpace(c) || c == UInt8(ascii: ",") || c == UInt8(ascii: "#")
@@ -189,8 +214,8 @@ struct HbaToken: Equatable {
             if ConfigText.isSpace(c) { p += 1; continue }
             if c == UInt8(ascii: "#") { break }
             if c == UInt8(ascii: ",") {
-                tokens.append(.comma)
                 p += 1
+                tokens.append(HbaToken(kind: .comma, text: ",", quoted: false, end: p))
                 continue
             }
             if c == UInt8(ascii: "\"") {
@@ -200,7 +225,7 @@ struct HbaToken: Equatable {
                 if p < b.count && !isSeparator(b[p]) {
                     throw SyntaxError(reason: "unexpected text right after a closing quote")
                 }
-                tokens.append(HbaToken(kind: .word, text: value, quoted: true))
+                tokens.append(HbaToken(kind: .word, text: value, quoted: true, end: p))
                 continue
             }
             var i = p
@@ -208,10 +233,9 @@ struct HbaToken: Equatable {
                 if b[i] == UInt8(ascii: "\"") { throw SyntaxError(reason: "unexpected quote inside a word") }
                 i += 1
             }
-            tokens.append(HbaToken(kind: .word, text: String(decoding: b[p..<i], as: UTF8.self), quoted: false))
+            tokens.append(HbaToken(kind: .word, text: String(decoding: b[p..<i], as: UTF8.self), quoted: false, end: i))
             p = i
         }
-        return tokens
     }
 }
 
@@ -221,12 +245,18 @@ struct HbaLineParser {
     let tokens: [HbaToken]
     let file: String
     let line: Int
+    /// The syntax error that ended `tokens` early: it is the line's error as soon as a token past it is needed.
+    let syntaxError: String?
+    /// The line's bytes, for the text after the method of a skipped line.
+    let text: [UInt8]
     var p = 0
 
-    init(tokens: [HbaToken], file: String, line: Int) {
+    init(tokens: [HbaToken], file: String, line: Int, syntaxError: String? = nil, text: [UInt8] = []) {
         self.tokens = tokens
         self.file = file
         self.line = line
+        self.syntaxError = syntaxError
+        self.text = text
     }
 
     func fail(_ message: String) -> ConfigError {
@@ -235,14 +265,24 @@ struct HbaLineParser {
 
     /// The next word (a comma where a word belongs is an error naming `what`).
     mutating func word(_ what: String) throws(ConfigError) -> HbaToken {
-        guard p < tokens.count else { throw fail("missing \(what)") }
+        guard p < tokens.count else { throw fail(syntaxError ?? "missing \(what)") }
         let t = tokens[p]
         guard t.kind == .word else { throw fail("unexpected comma where \(what) belongs") }
         p += 1
         return t
     }
 
-    mutating func rule() throws(ConfigError) -> HbaRules.Rule {
+    /// What one line gives: a rule, a warning, or both (a line kept as a refusal).
+    struct Parsed {
+        var rule: HbaRules.Rule?
+        var warning: String?
+    }
+
+    /// pg_hba.conf methods pgswift cannot do, which PgBouncer does not know either: such a line is
+    /// skipped, as PgBouncer skips it.
+    static let skippedMethods: Set<String> = ["gss", "sspi", "ident", "radius", "pam", "bsd", "oauth"]
+
+    mutating func rule() throws(ConfigError) -> Parsed {
         let typeToken = try word("connection type")
         let type: HbaRules.ConnectionType
         switch (typeToken.quoted, typeToken.text) {
@@ -262,6 +302,18 @@ struct HbaLineParser {
         var address: HbaRules.Address? = nil
         if type != .local { address = try parseAddress() }
         let methodToken = try word("authentication method")
+        if !methodToken.quoted && Self.skippedMethods.contains(methodToken.text) {
+            return Parsed(rule: nil, warning: "authentication method \"\(methodToken.text)\" is not supported by "
+                          + "pgswift; line skipped, as PgBouncer skips it (supported: \(Self.supportedMethods))")
+        }
+        if !methodToken.quoted && methodToken.text == "ldap" {
+            // PgBouncer without LDAP support keeps the line and refuses its logins ("ldap is not supported
+            // by this build"): the connections it matches must not fall through to a later line.
+            return Parsed(rule: HbaRules.Rule(type: type, databases: databases, users: users, address: address,
+                                              method: .reject, file: file, line: line),
+                          warning: "authentication method \"ldap\" is not supported by pgswift; the line "
+                          + "refuses the connections it matches, as in a PgBouncer built without LDAP")
+        }
         guard !methodToken.quoted, let method = HbaRules.Method(rawValue: methodToken.text) else {
             throw fail(Self.unsupportedMethodMessage(methodToken.text))
         }
@@ -271,24 +323,32 @@ struct HbaLineParser {
         if method == .cert && type == .local {
             throw fail("cert authentication is only supported on host and hostssl lines (it needs TLS)")
         }
-        while p < tokens.count {
-            let option = try word("option")
-            if option.text.hasPrefix("map=") {
-                throw fail("option map= is not supported by pgswift yet (it needs auth_ident_file)")
+        // Whatever follows the method is an option pgswift does not support (readable or not): PgBouncer
+        // skips such a line too, map= when auth_ident_file has no such map (pgswift reads no
+        // auth_ident_file), anything else as "unsupported parameters".
+        if p < tokens.count || syntaxError != nil {
+            let option = p < tokens.count && tokens[p].kind == .word ? tokens[p].text : rest(after: methodToken)
+            if option.hasPrefix("map=") {
+                return Parsed(rule: nil, warning: "option \"\(option)\" is not supported by pgswift (it needs "
+                              + "auth_ident_file); line skipped, as PgBouncer skips a map it cannot find")
             }
-            throw fail("unsupported option \"\(option.text)\" after the authentication method")
+            return Parsed(rule: nil, warning: "option \"\(option)\" is not supported by pgswift; line skipped, "
+                          + "as PgBouncer skips it")
         }
-        return HbaRules.Rule(type: type, databases: databases, users: users, address: address, method: method,
-                             file: file, line: line)
+        return Parsed(rule: HbaRules.Rule(type: type, databases: databases, users: users, address: address,
+                                          method: method, file: file, line: line),
+                      warning: nil)
+    }
+
+    static let supportedMethods = "trust, reject, md5, password, scram-sha-256, cert, peer"
+
+    /// The line's text after `token`, trimmed (for a warning).
+    func rest(after token: HbaToken) -> String {
+        ConfigText.trim(String(decoding: text[min(token.end, text.count)...], as: UTF8.self))
     }
 
     static func unsupportedMethodMessage(_ m: String) -> String {
-        let known = ["ident", "gss", "sspi", "ldap", "radius", "pam", "bsd", "oauth", "any", "crypt", "krb5"]
-        let supported = "trust, reject, md5, password, scram-sha-256, cert, peer"
-        if known.contains(m) {
-            return "authentication method \"\(m)\" is not supported in auth_hba_file (supported: \(supported))"
-        }
-        return "unknown authentication method \"\(m)\" (supported: \(supported))"
+        "unknown authentication method \"\(m)\" (supported: \(supportedMethods))"
     }
 
     /// A comma-separated list of names and keywords (one field).
@@ -300,7 +360,9 @@ struct HbaLineParser {
             try add(t, to: &result, isDatabase: isDatabase, depth: 0, baseFile: file)
             guard p < tokens.count, tokens[p].kind == .comma else { break }
             p += 1
-            guard p < tokens.count, tokens[p].kind == .word else { throw fail("missing \(what) after a comma") }
+            guard p < tokens.count, tokens[p].kind == .word else {
+                throw fail(p == tokens.count ? syntaxError ?? "missing \(what) after a comma" : "missing \(what) after a comma")
+            }
         }
         return result
     }
@@ -452,6 +514,8 @@ extension Config {
         guard let path = authHbaFile else {
             throw settingError("auth_type hba needs auth_hba_file", at: "auth_type")
         }
-        hba = try HbaRules.load(path: path)
+        let rules = try HbaRules.load(path: path)
+        warnings.append(contentsOf: rules.warnings)
+        hba = rules
     }
 }
