@@ -240,6 +240,20 @@ final class HostileClientTests: XCTestCase {
         XCTAssertEqual(types(try readUntil(d, "Z")), ["T", "D", "C", "Z"])
         stay.append(d)
 
+        // 5. A Sync after CopyData that the COPY fails on (22P02): the server reads that Sync after the
+        //    error and answers it, which pgswift cannot know in advance (the fuzzer's finding): every
+        //    answer still reaches this client, whose server stays with it and is never reused.
+        let e = try login()
+        try e.socket.send(WireEncode.query("copy \(table) (a) from stdin") + WireEncode.message("d", Array("x\n".utf8))
+                          + Ext.sync + WireEncode.message("f", Array("no\0".utf8)) + Ext.sync + WireEncode.query("select 5"))
+        var got: [WireMessage] = []
+        while !(got.last?.typeChar == "Z" && got.contains { $0.typeChar == "D" }) {
+            got += try readUntil(e, "Z")
+        }
+        XCTAssertEqual(types(got), ["G", "E22P02", "Z", "Z", "Z", "T", "D", "C", "Z"])
+        XCTAssertTrue(px.log().contains("cannot be counted"), "log:\n\(px.log().suffix(3000))")
+        stay.append(e)
+
         try assertPoolUsable("clients staying after COPY Syncs and skipped queries")
         for (i, k) in stay.enumerated() {
             XCTAssertEqual(try k.query("select \(i)").first?.first ?? nil, "\(i)", "client \(i); log:\n\(px.log().suffix(3000))")

@@ -32,6 +32,8 @@ extension Worker {
         servers[si].unsynced = false
         servers[si].txStatus = UInt8(ascii: "I")
         servers[si].dirty = false
+        servers[si].unreliable = false
+        servers[si].copyDataSent = false
         let info = ServerInfo(trackedCount: tracked.names.count)
         info.address = address.description
         info.hostKey = hostKey

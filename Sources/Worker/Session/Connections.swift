@@ -209,6 +209,12 @@ struct Server {
     /// Tracked link: an extended-protocol message failed, so the server skips every message up to the
     /// next Sync; the ReadyForQuery for that Sync drops what was forwarded meanwhile.
     var skipping = false
+    /// CopyData went to the server since the last CopyDone/CopyFail or other message that starts or
+    /// ends a COPY: a Sync sent now is marked `ExpectedAnswer.afterCopyData`.
+    var copyDataSent = false
+    /// The answers owed can no longer be counted (a COPY failed on its data after a Sync amid it,
+    /// `Worker.copyEnded`): never released to the pool; closed when its client leaves.
+    var unreliable = false
     /// Fingerprint of the tracked parameter values this server has (0: unknown): equal to the client's
     /// means no SET is needed, without comparing strings.
     var paramsKey: UInt64 = 0

@@ -357,7 +357,10 @@ extension Worker {
                 expected = answerFor(type, body)
             }
         }
-        if type == FrontendType.sync { clients[ci].skipUntilSync = false }
+        if type == FrontendType.sync {
+            clients[ci].skipUntilSync = false
+            if servers[si].copyDataSent { expected = expected.afterCopyData }
+        }
         if expected != .none && !pushAnswer(si, expected) {
             failClient(ci, code: SQLState.programLimitExceeded, message: "too many pipelined messages")
             return .done(.stop)
@@ -374,15 +377,22 @@ extension Worker {
         case FrontendType.query, FrontendType.functionCall:
             if servers[si].queryStart == 0 { statsQueryStart(si) }  // stats hook
             servers[si].pendingSyncs &+= 1
+            servers[si].copyDataSent = false
         case FrontendType.sync:
             if servers[si].queryStart == 0 { statsQueryStart(si) }  // stats hook
             servers[si].pendingSyncs &+= 1
             servers[si].unsynced = false
         case FrontendType.parse, FrontendType.bind, FrontendType.describe, FrontendType.execute,
-             FrontendType.close, FrontendType.flush:
+             FrontendType.close:
             servers[si].unsynced = true
-        case FrontendType.copyData, FrontendType.copyDone, FrontendType.copyFail:
-            break
+            servers[si].copyDataSent = false
+        case FrontendType.flush:
+            // Read and ignored inside a COPY, like Sync: it does not end a run of CopyData.
+            servers[si].unsynced = true
+        case FrontendType.copyData:
+            servers[si].copyDataSent = true
+        case FrontendType.copyDone, FrontendType.copyFail:
+            servers[si].copyDataSent = false
         default:
             return false
         }
@@ -596,7 +606,7 @@ extension Worker {
                 consumed = ErrorFields.parse(body)?.code == SQLState.protocolViolation
             }
         }
-        copyEnded(si, consumed: consumed)
+        copyEnded(si, consumed: consumed, failed: type == BackendType.errorResponse)
         return nil
     }
 
@@ -645,7 +655,7 @@ extension Worker {
     func transactionDone(_ si: Int32) -> Bool {
         let ci = servers[si].client
         return servers[si].pendingSyncs == 0 && !servers[si].unsynced && servers[si].txStatus == UInt8(ascii: "I")
-            && servers[si].answerCount == 0 && ci >= 0 && !clients[ci].io.input.hasUnsent
+            && servers[si].answerCount == 0 && !servers[si].unreliable && ci >= 0 && !clients[ci].io.input.hasUnsent
             && clients[ci].io.input.partial == 0
     }
 

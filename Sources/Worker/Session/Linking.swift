@@ -225,7 +225,7 @@ extension Worker {
         servers[si].releaseOnFlush = false
         // Quiet means: no query running, no protocol exchange half done, no bytes in flight.
         let quiet = servers[si].pendingSyncs == 0 && !servers[si].unsynced && servers[si].internalQueries == 0
-            && servers[si].answerCount == 0
+            && servers[si].answerCount == 0 && !servers[si].unreliable
             && !servers[si].io.input.hasUnscanned && servers[si].io.input.partial == 0
             && !clients[ci].io.input.hasUnsent && clients[ci].io.input.partial == 0
         if !quiet {

@@ -10,9 +10,10 @@ import Glibc
 ///
 /// ```
 ///    7         6                    0
-/// │ swallow │ kind (7 bits: 1-11, 20-22) │
+///    7         6                   5                0
+/// │ swallow │ afterCopyData (Sync only) │ kind (6 bits: 1-12, 20-22) │
 /// ```
-/// `kind` is the entry without the flag, so `head.kind == .sync` reads as it says; 0 (`none`) is
+/// `kind` is the entry without the flags, so `head.kind == .sync` reads as it says; 0 (`none`) is
 /// "no entry" and never stored. Kept to one byte: the ring is walked on every server message of a
 /// tracked link.
 struct ExpectedAnswer: Equatable {
@@ -45,18 +46,24 @@ struct ExpectedAnswer: Equatable {
 
     /// Flag bit: the answer is to a message pgswift injected; the client never sees it.
     @inline(__always) static var swallowBit: UInt8 { 0x80 }
+    /// Flag bit of a Sync: CopyData went to the server before it. Inside a COPY FROM STDIN that the
+    /// server fails on bad data, such a Sync may have been read during the COPY (no ReadyForQuery) or
+    /// after it (a ReadyForQuery): pgswift cannot tell which (`Server.unreliable`).
+    @inline(__always) static var afterCopyDataBit: UInt8 { 0x40 }
     /// Entries a ring holds; a client pipelining more is failed ("too many pipelined messages").
     static var capacity: Int32 { 1024 }
 
     /// The same entry, answered to pgswift alone.
     @inline(__always) var swallowed: ExpectedAnswer { .init(raw: raw | Self.swallowBit) }
     @inline(__always) var isSwallowed: Bool { raw & Self.swallowBit != 0 }
-    @inline(__always) var kind: ExpectedAnswer { .init(raw: raw & 0x7F) }
-    @inline(__always) var isSynthetic: Bool { raw & 0x7F >= 20 }
+    @inline(__always) var kind: ExpectedAnswer { .init(raw: raw & 0x3F) }
+    @inline(__always) var isSynthetic: Bool { raw & 0x3F >= 20 }
+    @inline(__always) var afterCopyData: ExpectedAnswer { .init(raw: raw | Self.afterCopyDataBit) }
+    @inline(__always) var isAfterCopyData: Bool { raw & Self.afterCopyDataBit != 0 }
     /// A Parse, Bind, Describe, Execute or Close the server reads (injected or not): an error answering
     /// it makes the server skip to the next Sync.
     @inline(__always) var isExtendedMessage: Bool {
-        let k = raw & 0x7F
+        let k = raw & 0x3F
         return (k >= 1 && k <= 6) || k == 10 || k == 11
     }
 }
@@ -227,7 +234,12 @@ extension Worker {
     /// up to its CopyDone/CopyFail, so the Syncs among them got no ReadyForQuery: their entries go,
     /// from behind the head (the COPY's Query or Execute), with the CopyDone/CopyFail. When the COPY
     /// failed on a message it did not expect (08P01, `consumed`), that message was read and dropped.
-    func copyEnded(_ si: Int32, consumed: Bool) {
+    ///
+    /// A COPY that failed on its data may have stopped reading before a Sync sent after CopyData: that
+    /// Sync then gets a ReadyForQuery after all, or not, and nothing the server sends tells which. The
+    /// count of answers is then unknown: the server stays with its client (`unreliable`) and is
+    /// closed when the client leaves, so no answer can ever reach another client.
+    func copyEnded(_ si: Int32, consumed: Bool, failed dataError: Bool) {
         servers[si].copyIn = false
         var failed: [Int32] = []
         while servers[si].answerCount > 1 {
@@ -235,6 +247,7 @@ extension Worker {
             let k = servers[si].answers![i].kind
             let isSync = k == ExpectedAnswer.sync
             if !isSync && k != ExpectedAnswer.copyEnd && !consumed { return }
+            if isSync && dataError && !consumed && servers[si].answers![i].isAfterCopyData { countUnreliable(si) }
             // Remove the second entry: pop the head and the entry, then put the head back.
             let head = servers[si].answers![Int(servers[si].answerHead)]
             popAnswer(si)
@@ -249,6 +262,16 @@ extension Worker {
             }
             if !isSync { return }
         }
+    }
+
+    /// The answers this server owes can no longer be counted (`copyEnded`): it is never given back to
+    /// the pool; the client keeps it until it leaves, and then it is closed.
+    @inline(never)
+    func countUnreliable(_ si: Int32) {
+        guard !servers[si].unreliable else { return }
+        servers[si].unreliable = true
+        log.warning("S-\(servers[si].id): COPY failed after a Sync sent amid its data: the server's answers "
+            + "cannot be counted; it stays with its client and is closed when the client leaves")
     }
 
     /// The server skips every message up to the next Sync: the answers owed for them are popped
