@@ -235,6 +235,7 @@ final class Supervisor {
     func run() -> Int32 {
         let now = Clock.monotonicNanos()
         setUpClientCounter()
+        warmForcedUserPools()  // recorded here, sent to each worker as it starts (limitsWorkerStarted)
         for slot in slots where slot.pid == 0 { spawn(slot, now: now) }
         openMetrics()
         resumeUpgradeAfterReexec()

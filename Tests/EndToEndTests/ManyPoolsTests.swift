@@ -87,7 +87,9 @@ final class ManyPoolsTests: XCTestCase {
         s.users += (0..<n).map { ("mp\($0)", "x") }
         s.settings = [("admin_users", "u_trust")]
         let metricsPort = try freePort()
-        s.pgswiftSettings = [("metrics_listen", "127.0.0.1:\(metricsPort)")]
+        // fail_fast: a login to a pool whose hosts are all down (health check) is failed at once. Without
+        // it each login would wait, as in PgBouncer, for a server until client_login_timeout.
+        s.pgswiftSettings = [("metrics_listen", "127.0.0.1:\(metricsPort)"), ("fail_fast", "on")]
         let px = try Pgswift.start(s)
         defer { px.stop() }
 

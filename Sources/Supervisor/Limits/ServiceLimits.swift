@@ -77,6 +77,7 @@ extension Supervisor {
 
     func limitsReloaded() {
         sendGroupQuotas(limits.groups.resizeAll(size: groupSize))
+        warmForcedUserPools()
     }
 
     // MARK: Groups
@@ -118,6 +119,16 @@ extension Supervisor {
     }
 
     // MARK: min_pool_size
+
+    /// A database with a forced `user=` has one pool, known before any client comes: its min_pool_size
+    /// is kept warm from the start (and from the reload that adds it), as PgBouncer's janitor makes that
+    /// pool for the purpose. Other pools are warmed once a client has used them.
+    func warmForcedUserPools() {
+        for entry in config.databases {
+            guard let user = entry.user, config.effectiveMinPoolSize(database: entry) > 0 else { continue }
+            updateWarmShares(PoolQuotaKey(database: entry.name, user: user))
+        }
+    }
 
     /// A pool reported by a worker: its min_pool_size goes to the workers by the same split as the
     /// pool size (each worker's part capped by its pool quota), so the service keeps min_pool_size warm.

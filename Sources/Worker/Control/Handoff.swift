@@ -276,13 +276,14 @@ extension Worker {
         }
         guard let ci = newClient(fd, isUnix: state.isUnix, connectedAt: state.connectedAt, cancelKey: state.secretKey,
                                  info: info, state: .idle) else { return }
-        guard let p = pool(database: state.database, user: state.user) else {
+        let poolUser = poolUser(database: state.database, clientUser: state.user)
+        guard let p = pool(database: state.database, user: poolUser) else {
             failClient(ci, code: SQLState.invalidCatalogName, message: "no such database: \(state.database)")
             return
         }
         clients[ci].pool = p
         pools[Int(p)].clientCount += 1
-        if pools[Int(p)].scramClientKey == nil && !state.scramClientKey.isEmpty {
+        if pools[Int(p)].scramClientKey == nil && !state.scramClientKey.isEmpty && poolUser == state.user {
             pools[Int(p)].scramClientKey = state.scramClientKey
         }
         if !state.pending.isEmpty {

@@ -67,7 +67,7 @@ struct AuthQueryState {
 extension Worker {
     /// auth_query's answer for a pool's own user (not for a database's forced `user=`).
     func authQuerySecret(pool p: Int) -> PasswordSecret? {
-        guard pools[p].serverUser == pools[p].user else { return nil }
+        guard pools[p].entry.user == nil else { return nil }
         return authQuery.poolSecrets[Int32(p)]
     }
 
@@ -143,7 +143,7 @@ extension Worker {
                 li += 1
                 continue
             }
-            if let err = recentLoginFailure(ap), pools[ap].connectingCount == 0 {
+            if let err = cachedLoginFailure(ap) {
                 authQuery.lookups.remove(at: li)
                 hot.pointee.authQueriesWaiting -= 1
                 log.warning("auth_query for \"\(l.user)\": cannot log in as \(pools[ap].serverUser): \(err.message)")

@@ -374,7 +374,9 @@ extension Worker {
             failClient(ci, code: SQLState.protocolViolation, message: "database does not allow connections: \(info.database)")
             return
         }
-        guard info.entry != nil, let pi = pool(database: info.database, user: info.user) else {
+        // A database with a forced user= has one pool, whoever the client is (PgBouncer's get_pool with
+        // the forced credentials): its pool_size bounds the server connections of all its clients.
+        guard let entry = info.entry, let pi = pool(database: info.database, user: entry.user ?? info.user) else {
             if config.logConnections { log.info("C-\(clients[ci].id): login failed: db=\(info.database) user=\(info.user)") }
             failClient(ci, code: SQLState.invalidCatalogName, message: "no such database: \(info.database)")
             return
@@ -382,8 +384,12 @@ extension Worker {
         clients[ci].pool = pi
         let p = Int(pi)
         pools[p].clientCount += 1
-        if let s = info.authQuerySecret { adoptAuthQuerySecret(s, pool: pi) }
-        if let key = info.scramClientKey { pools[p].scramClientKey = key }
+        // What the client's login learnt about its own user serves only a pool that logs in as that user
+        // (PgBouncer refuses SCRAM key data for a forced user).
+        if entry.user == nil || entry.user == info.user {
+            if let s = info.authQuerySecret { adoptAuthQuerySecret(s, pool: pi) }
+            if let key = info.scramClientKey { pools[p].scramClientKey = key }
+        }
         info.secret = nil
         info.authQuerySecret = nil
         info.scramClientKey = nil
@@ -391,14 +397,17 @@ extension Worker {
             finishLogin(ci)
             return
         }
-        if let err = recentLoginFailure(p) {
-            sendClientError(ci, err, close: true)
+        if pools[p].allDown && config.failFast {
+            // fail_fast (pgswift's extension): no server can log in to learn the welcome while the
+            // health check says every host is down. Without it the client waits, as in PgBouncer.
+            sendClientError(ci, downError(p), close: true)
             return
         }
-        if pools[p].allDown {
-            // No server can log in to learn the welcome (PgBouncer fails such logins after its connect
-            // attempt fails; the health check already knows), fail_fast or not.
-            sendClientError(ci, downError(p), close: true)
+        if pools[p].loginRefused, let err = cachedLoginFailure(p) {
+            // PostgreSQL refused this pool's login and server_login_retry has not passed: PgBouncer
+            // would park the client until its next attempt fails the same way; it gets the cached
+            // error now instead (no login attempt, no wait).
+            sendClientError(ci, err, close: true)
             return
         }
         setClientState(ci, .waitWelcome)
@@ -441,10 +450,18 @@ extension Worker {
         CancelProcessID(slot: slot, index: ci).raw
     }
 
-    /// The pool's last server login error while server_login_retry has not passed.
-    func recentLoginFailure(_ p: Int) -> ErrorFields? {
-        guard let e = pools[p].loginError, pools[p].loginFailedAt > 0 else { return nil }
-        if now - pools[p].loginFailedAt < pools[p].loginRetryNanos { return e }
-        return nil
+    /// The pool's logins are failing and no new attempt may start yet (server_login_retry has not passed
+    /// since the last one): PgBouncer's launch_new_connection throttle.
+    func loginRetryPending(_ p: Int) -> Bool {
+        LoginRetry.pending(failing: pools[p].loginError != nil, lastConnectAt: pools[p].lastConnectAt, now: now,
+                           retryNanos: Clock.nanos(seconds: config.serverLoginRetry))
+    }
+
+    /// What a new client of a failing pool gets instead of a wait (PgBouncer's check_fast_fail): the
+    /// cached error, while no new login may be attempted and the pool has no server at all (none
+    /// logged in, none being opened). nil: let the client wait.
+    func cachedLoginFailure(_ p: Int) -> ErrorFields? {
+        guard let e = pools[p].loginError, pools[p].serverCount == 0, loginRetryPending(p) else { return nil }
+        return LoginRetry.cachedError(e)
     }
 }

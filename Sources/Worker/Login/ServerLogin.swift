@@ -7,6 +7,7 @@ extension Worker {
     func launchServer(_ p: Int32) {
         let pi = Int(p)
         guard let (address, hostKey) = pickBackend(p) else { return }
+        pools[pi].lastConnectAt = now
         let si: Int32, connected: Bool
         do throws(SyscallError) {
             (si, connected) = try connectServer(address, pool: p, .connecting)
@@ -17,7 +18,7 @@ extension Worker {
             if noteConnectFailure(p, key: hostKey, fields) {
                 launchIfNeeded(p)
             } else {
-                poolLoginFailed(p, fields)
+                poolLoginFailed(p, fields, refusal: false)
             }
             return
         }
@@ -140,7 +141,9 @@ extension Worker {
 
     /// Does what the login machine asks: answer the server, wait, or fail the login.
     private func performServerLogin(_ si: Int32, _ action: BackendLoginMachine.Action) {
-        if case .fail(let failure) = action { return serverLoginFailed(si, failure.errorFields) }
+        if case .fail(let failure) = action {
+            return serverLoginFailed(si, failure.errorFields, refusal: LoginRetry.isRefusal(failure))
+        }
         scratch.clear()
         guard action.encode(into: &scratch) else { return }
         servers[si].io.out.append(scratch)
@@ -158,8 +161,7 @@ extension Worker {
         let p = Int(servers[si].pool)
         // Still `.login` (counted as connecting) until serverIdle hands it on or parks it.
         pools[p].loginError = nil
-        pools[p].loginFailedAt = 0
-        pools[p].loginBackoff = nil
+        pools[p].loginRefused = false
         if let key = servers[si].info?.hostKey {
             health.hostBackoff[key] = nil
             health.suspectUntil[key] = nil
@@ -183,7 +185,10 @@ extension Worker {
         if !paused { launchIfNeeded(Int32(p)) }
     }
 
-    func serverLoginFailed(_ si: Int32, _ fields: ErrorFields) {
+    /// A server connection failed before ReadyForQuery. `refusal`: PostgreSQL refused the login, or
+    /// pgswift could not answer it (`LoginRetry.isRefusal`); anything else (connect, TLS, timeout, a
+    /// closed connection) is not one.
+    func serverLoginFailed(_ si: Int32, _ fields: ErrorFields, refusal: Bool = false) {
         let p = servers[si].pool
         log.warning("S-\(servers[si].id): server login failed: \(fields.message)")
         if servers[si].state == .connecting || servers[si].state == .login {
@@ -194,20 +199,31 @@ extension Worker {
         if failover {
             launchIfNeeded(p)
         } else {
-            poolLoginFailed(p, fields)
+            poolLoginFailed(p, fields, refusal: refusal)
         }
     }
 
-    /// A server login failed: clients waiting on this pool get the error now rather than a hang, and
-    /// new ones fail fast until server_login_retry has passed.
-    func poolLoginFailed(_ p: Int32, _ fields: ErrorFields) {
+    /// A server login of the pool failed, as PgBouncer handles it: the pool remembers the error (no new
+    /// connect until server_login_retry has passed since the last one, the janitor retries; new clients
+    /// meanwhile get the cached error: `cachedLoginFailure`). A refusal also fails the clients waiting on
+    /// the pool (queued, or logging in and waiting for the welcome) with the server's own error, unless a
+    /// logged-in server is left; any other failure leaves them waiting (query_wait_timeout,
+    /// client_login_timeout), as connects are retried.
+    func poolLoginFailed(_ p: Int32, _ fields: ErrorFields, refusal: Bool) {
         let pi = Int(p)
         var f = fields
         f.severity = "FATAL"
         pools[pi].loginError = f
-        pools[pi].loginFailedAt = now
-        pools[pi].loginRetryNanos = loginRetryDelay(pi)
-        if pools[pi].connectingCount > 0 { return }
+        pools[pi].loginRefused = refusal
+        let loggedIn = pools[pi].serverCount - pools[pi].connectingCount
+        guard LoginRetry.failsWaitingClients(refusal: refusal, loggedInServers: loggedIn,
+                                             welcomeKnown: pools[pi].welcome != nil) else {
+            if pools[pi].waitCount > 0 || pools[pi].welcomeWaitCount > 0 {
+                log.debug("pool \(pools[pi].database)/\(pools[pi].user): server login failed; waiting clients keep "
+                         + "waiting, next attempt in server_login_retry (\(config.serverLoginRetry) s)")
+            }
+            return
+        }
         var ci: Int32 = 0
         let cap = Int32(clients.capacity)
         while ci < cap {

@@ -1,4 +1,4 @@
-// Backend health in a worker: which host a new server connection goes to, fail-fast while a database is down,
+// Backend health in a worker: which host a new server connection goes to, fail_fast while a database is down,
 // draining connections to a host that went down or moved, and connect failures reported to the supervisor.
 import Shared
 
@@ -70,27 +70,40 @@ extension Worker {
         let pi = Int(p)
         let entry = pools[pi].entry
         var candidates: [(key: String, addresses: [SocketAddress], standby: Bool)] = []
-        for h in backendHosts(entry) where hostUsable(h.key, entry) {
-            let addresses: [SocketAddress]
-            if DatabaseEntry.isUnixSocket(h.host) {
-                addresses = SocketAddress.unix(path: "\(h.host)/.s.PGSQL.\(h.port)").map { [$0] } ?? []
-            } else if let a = SocketAddress.numeric(host: h.host, port: h.port) {
-                addresses = [a]
-            } else {
-                addresses = health.backends[h.key]?.addresses ?? []
+        func addCandidates(_ take: (String) -> Bool) {
+            for h in backendHosts(entry) where take(h.key) {
+                let addresses: [SocketAddress]
+                if DatabaseEntry.isUnixSocket(h.host) {
+                    addresses = SocketAddress.unix(path: "\(h.host)/.s.PGSQL.\(h.port)").map { [$0] } ?? []
+                } else if let a = SocketAddress.numeric(host: h.host, port: h.port) {
+                    addresses = [a]
+                } else {
+                    addresses = health.backends[h.key]?.addresses ?? []
+                }
+                if addresses.isEmpty { continue }
+                candidates.append((h.key, addresses, health.backends[h.key]?.flags.role?.inRecovery ?? false))
             }
-            if addresses.isEmpty { continue }
-            candidates.append((h.key, addresses, health.backends[h.key]?.flags.role?.inRecovery ?? false))
+        }
+        addCandidates { hostUsable($0, entry) }
+        if candidates.isEmpty && config.failFast && pools[pi].allDown {
+            failPoolClients(pi, downError(pi))
+            return nil
+        }
+        if candidates.isEmpty && !config.failFast {
+            // Without fail_fast the health check only steers: with no host it calls usable, connects go on
+            // as in PgBouncer (every server_login_retry while they fail), to any host not known to be of
+            // the wrong role.
+            addCandidates { key in
+                guard let v = health.backends[key], v.flags.contains(.known), v.flags.contains(.up) else { return true }
+                return entry.targetSessionAttrs == .any || entry.targetSessionAttrs == .preferStandby
+                    || entry.targetSessionAttrs.accepts(v.flags.role)
+            }
         }
         if entry.targetSessionAttrs == .preferStandby, candidates.contains(where: { $0.standby }) {
             candidates.removeAll { !$0.standby }
         }
         guard !candidates.isEmpty else {
-            if pools[pi].allDown {
-                failPoolClients(pi, downError(pi), loggedInToo: config.failFast)
-            } else {
-                log.debug("pool \(pools[pi].database)/\(pools[pi].user): no usable host yet; clients wait")
-            }
+            log.debug("pool \(pools[pi].database)/\(pools[pi].user): no usable host yet; clients wait")
             return nil
         }
         let choice: Int
@@ -120,17 +133,15 @@ extension Worker {
         return (address, picked.key)
     }
 
-    /// Clients of a pool that wait for a server (or for the pool's first login) get `fields` now.
-    /// Clients of a pool whose hosts are all down: those still logging in (waiting for a first server
-    /// to learn the welcome) get the error, as after PgBouncer's failed server login; logged-in ones
-    /// waiting for a server too when `loggedInToo` (fail_fast), else they stay queued
-    /// (query_wait_timeout).
-    func failPoolClients(_ pi: Int, _ fields: ErrorFields, loggedInToo: Bool) {
+    /// fail_fast (pgswift's extension) while every host of the pool's database is down: the clients
+    /// waiting for a server, and those logging in and waiting for the pool's first server login, get
+    /// `fields` now. Without fail_fast nobody is failed for the health check's sake: they wait, as in
+    /// PgBouncer (query_wait_timeout, client_login_timeout).
+    func failPoolClients(_ pi: Int, _ fields: ErrorFields) {
         var ci: Int32 = 0
         let cap = Int32(clients.capacity)
         while ci < cap {
-            if clients[ci].pool == Int32(pi)
-                && (clients[ci].state == .waitWelcome || (loggedInToo && clients[ci].state == .waitServer)) {
+            if clients[ci].pool == Int32(pi) && (clients[ci].state == .waitWelcome || clients[ci].state == .waitServer) {
                 sendClientError(ci, fields, close: true)
             }
             ci += 1
@@ -169,29 +180,19 @@ extension Worker {
             if isUp && flags.contains(.known) {
                 // The supervisor saw it answer: retry now, whatever this worker's own backoff said.
                 health.hostBackoff[key]?.reset()
-                if pools[pi].loginError?.code.hasPrefix("08") ?? false {
-                    pools[pi].loginFailedAt = 0
+                // A failed connect (not a refused login) is retried at once, server_login_retry or not.
+                if !pools[pi].loginRefused && pools[pi].loginError != nil {
                     pools[pi].loginError = nil
                 }
             }
-            if pools[pi].allDown {
-                failPoolClients(pi, downError(pi), loggedInToo: config.failFast)
+            if pools[pi].allDown && config.failFast {
+                failPoolClients(pi, downError(pi))
             } else if !paused && pools[pi].waitCount > 0 {
                 serveWaiting(Int32(pi))
-            } else if !paused && pools[pi].welcome == nil && pools[pi].connectingCount == 0 && hasWaitWelcome(pi) {
-                launchServer(Int32(pi))
+            } else if !paused && pools[pi].welcome == nil && pools[pi].welcomeWaitCount > 0 {
+                launchWelcome(pi)
             }
         }
-    }
-
-    func hasWaitWelcome(_ pi: Int) -> Bool {
-        var ci: Int32 = 0
-        let cap = Int32(clients.capacity)
-        while ci < cap {
-            if clients[ci].pool == Int32(pi) && clients[ci].state == .waitWelcome { return true }
-            ci += 1
-        }
-        return false
     }
 
     /// Idle connections to `key` (or, with `keep`, to an address not in it) close now; busy ones are
@@ -232,23 +233,18 @@ extension Worker {
         return backendHosts(pools[pi].entry).contains { $0.key != key && hostUsable($0.key, pools[pi].entry) }
     }
 
-    /// How long after a failed login the pool refuses clients: the same backoff as the health check,
-    /// never shorter than server_login_retry.
-    func loginRetryDelay(_ pi: Int) -> Int64 {
-        var b = pools[pi].loginBackoff ?? Backoff(initialNanos: Clock.nanos(seconds: config.healthCheckBackoffInitial),
-                                                   maxNanos: Clock.nanos(seconds: config.healthCheckBackoffMax),
-                                                   floorNanos: Clock.nanos(seconds: config.serverLoginRetry))
-        let (_, wait) = b.fail(random: Double(randomUInt32()) / 4_294_967_296.0)
-        pools[pi].loginBackoff = b
-        return wait
-    }
-
     /// Every janitor tick: clients still waiting with nothing being opened get another try (a suspected
-    /// host's interval ran out, a connect slot freed up).
+    /// host's interval ran out, a connect slot freed up, server_login_retry passed after a failed login:
+    /// PgBouncer's janitor relaunches the same way), queued ones and those waiting for the welcome alike.
     @inline(never)  // cold: kept out of the loop turn (see `turn`)
     func healthTick() {
-        for pi in pools.indices where pools[pi].waitCount > 0 && pools[pi].connectingCount == 0 && !paused {
-            launchIfNeeded(Int32(pi))
+        guard !paused else { return }
+        for pi in pools.indices where pools[pi].connectingCount == 0 {
+            if pools[pi].waitCount > 0 {
+                launchIfNeeded(Int32(pi))
+            } else if pools[pi].welcomeWaitCount > 0 && pools[pi].welcome == nil {
+                launchWelcome(pi)
+            }
         }
     }
 }

@@ -20,11 +20,15 @@ struct Pool {
     var serverDatabase: String
     /// Round-robin cursor over the database's healthy hosts (BackendHealth.swift).
     var nextAddress = 0
-    /// Every host of the database is down (health checks): clients fail fast instead of waiting.
+    /// Every host of the database is down (health checks): with `fail_fast` on, clients fail at once
+    /// instead of waiting.
     var allDown = false
-    /// Backoff of failed logins; how long the current failure keeps clients away.
-    var loginBackoff: Backoff? = nil
-    var loginRetryNanos: Int64 = 0
+    /// When this pool's last server connection was launched (PgBouncer's last_connect_time): while a
+    /// login is failing, the next one starts server_login_retry after it (ServerLogin.swift).
+    var lastConnectAt: Int64 = 0
+    /// Clients in `.waitWelcome` (logged in to pgswift, waiting for the pool's first server login):
+    /// the janitor retries a failed login for them as it does for queued clients.
+    var welcomeWaitCount = 0
 
     /// Idle servers, taken at the head; `idleTail` is where server_round_robin adds them.
     var idleHead: Int32 = -1
@@ -61,9 +65,13 @@ struct Pool {
     /// ClientKey recovered from a client's SCRAM proof: lets pgswift log in to PostgreSQL with a
     /// userlist SCRAM secret (no plain password), as PgBouncer does.
     var scramClientKey: [UInt8]? = nil
-    /// When the last server login failed, and why: clients are failed fast until server_login_retry passes.
-    var loginFailedAt: Int64 = 0
+    /// The last server login's failure (PgBouncer's last_login_failed and its cached message), kept
+    /// until a login succeeds: it throttles connects and fails new clients fast (ServerLogin.swift).
     var loginError: ErrorFields? = nil
+    /// That failure was PostgreSQL refusing the login (an ErrorResponse other than 57P03), or pgswift
+    /// having no answer to its authentication request: a retry would fail the same way, so waiting
+    /// clients are failed with it. A connect, TLS or timeout failure leaves them waiting.
+    var loginRefused = false
 
     /// Cumulative counters and latency distributions for SHOW STATS and /metrics (WorkerStats.swift).
     var totals = PoolCounters()
@@ -166,7 +174,14 @@ extension Worker {
 
     // MARK: Finding pools
 
-    /// The pool for (database, user), created on first use. nil when the database is unknown.
+    /// Who a client of `database` shares a pool as: the database's forced `user=` when it has one (all
+    /// its clients share that one pool, as in PgBouncer), else the client's own user.
+    func poolUser(database: String, clientUser: String) -> String {
+        config.database(named: database)?.user ?? clientUser
+    }
+
+    /// The pool for (database, pool user), created on first use. nil when the database is unknown.
+    /// `user` is the pool's user (`poolUser(database:clientUser:)` for a client).
     func pool(database: String, user: String) -> Int32? {
         let key = database + "\u{0}" + user
         if let p = poolIndex[key] {
@@ -195,6 +210,12 @@ extension Worker {
     func refreshPools() {
         for i in pools.indices {
             guard let entry = config.database(named: pools[i].database) else { continue }
+            if entry != pools[i].entry {
+                // A changed entry (password, host...) is worth a login at once, server_login_retry or not
+                // (PgBouncer keeps waiting it out; its docs wish a reload reset it).
+                pools[i].loginError = nil
+                pools[i].loginRefused = false
+            }
             pools[i].entry = entry
             pools[i].mode = config.effectivePoolMode(database: entry, user: pools[i].user)
             pools[i].size = config.effectivePoolSize(database: entry, user: pools[i].user)
@@ -202,7 +223,6 @@ extension Worker {
             pools[i].serverUser = entry.user ?? pools[i].user
             pools[i].serverDatabase = entry.dbname ?? pools[i].database
             pools[i].allDown = computeAllDown(entry)
-            pools[i].loginFailedAt = 0
             updateLimit(i)
             trimToLimit(i)
         }

@@ -232,7 +232,7 @@ extension Worker {
 
     /// The pool's first server (its welcome parameters), within the pool's and groups' limits.
     func launchWelcome(_ pi: Int) {
-        guard pools[pi].connectingCount == 0, pools[pi].clientCount > 0, recentLoginFailure(pi) == nil else { return }
+        guard pools[pi].connectingCount == 0, pools[pi].clientCount > 0, !loginRetryPending(pi) else { return }
         if pools[pi].limits.grouped && (pools[pi].serverCount >= pools[pi].limit || !groupRoom(pi)) { return }
         launchServer(Int32(pi))
     }
@@ -328,7 +328,7 @@ extension Worker {
     func warmUp(_ pi: Int) {
         guard !paused, !pools[pi].limits.dbPaused, pools[pi].connectingCount == 0, shutdownMode == nil,
               pools[pi].serverCount < min(pools[pi].limits.warm, pools[pi].limit),
-              recentLoginFailure(pi) == nil else { return }
+              !loginRetryPending(pi) else { return }
         if pools[pi].limits.grouped {
             // Warm-up never evicts: only where the groups have room.
             for g in [pools[pi].limits.dbGroup, pools[pi].limits.userGroup] where g >= 0 {

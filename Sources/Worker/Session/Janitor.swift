@@ -16,7 +16,9 @@ extension Worker {
             switch clients[ci].state {
             case .startup, .auth, .waitWelcome:
                 if loginTimeout > 0 && now - clients[ci].connectedAt > loginTimeout {
-                    failClient(ci, code: SQLState.protocolViolation, message: "client_login_timeout")
+                    // PgBouncer's words for a client whose pool has no server to learn the welcome from.
+                    failClient(ci, code: SQLState.protocolViolation,
+                               message: clients[ci].state == .waitWelcome ? "client_login_timeout (server down)" : "client_login_timeout")
                 }
             case .waitServer:
                 if queryTimeout > 0 && age > queryTimeout {

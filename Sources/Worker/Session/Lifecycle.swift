@@ -227,6 +227,8 @@ extension Worker {
         if clients[ci].pool >= 0 {
             foldClientBytes(ci)
             pools[Int(clients[ci].pool)].clientCount -= 1
+            // Counted only while it belongs to the pool (States.swift).
+            if clients[ci].state == .waitWelcome { pools[Int(clients[ci].pool)].welcomeWaitCount -= 1 }
             clients[ci].pool = -1
         }
     }

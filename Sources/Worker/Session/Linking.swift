@@ -13,12 +13,13 @@ extension Worker {
                 return clients[ci].state == .active
             }
         }
-        if let err = recentLoginFailure(pi), pools[pi].connectingCount == 0 {
-            sendClientError(ci, err, close: true)
-            return false
-        }
         if pools[pi].allDown && config.failFast {
             sendClientError(ci, downError(pi), close: true)
+            return false
+        }
+        // PgBouncer's check_fast_fail: logins are failing, no server is left, and no retry is due yet.
+        if let err = cachedLoginFailure(pi) {
+            sendClientError(ci, err, close: true)
             return false
         }
         setClientState(ci, .waitServer)
@@ -31,7 +32,7 @@ extension Worker {
         let pi = Int(p)
         while pools[pi].waitCount > pools[pi].connectingCount && pools[pi].serverCount < pools[pi].limit
                 && pools[pi].connectingCount < Worker.maxConcurrentConnectsPerPool {
-            if recentLoginFailure(pi) != nil { return }
+            if loginRetryPending(pi) { return }
             // max_db_connections / max_user_connections for the whole service (ServiceLimits.swift).
             if pools[pi].limits.grouped && !groupRoom(pi) { return }
             let before = pools[pi].serverCount

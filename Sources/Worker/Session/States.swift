@@ -5,6 +5,7 @@
 //
 // What each state means for the lists and counters (docs/ARCHITECTURE.md draws both machines):
 //   client .waitServer         in its pool's wait queue (FIFO), counted in waitCount
+//   client .waitWelcome        counted in its pool's welcomeWaitCount (until detachClient)
 //   server .connecting/.login  counted in connectingCount
 //   server .idle               in its pool's idle list (LIFO), counted in idleCount
 //   server .active             counted in the pool's activeCount and the worker's activeServerCount
@@ -22,8 +23,11 @@ extension Worker {
         clients[ci].stateSince = now
         if from == to { return }
         if from == .waitServer { removeWaiting(ci) }
+        // A client in .waitWelcome is counted while it belongs to its pool (detachClient uncounts it).
+        if from == .waitWelcome && clients[ci].pool >= 0 { pools[Int(clients[ci].pool)].welcomeWaitCount -= 1 }
         clients[ci].state = to
         if to == .waitServer { enqueueWaiting(ci) }
+        if to == .waitWelcome { pools[Int(clients[ci].pool)].welcomeWaitCount += 1 }
         if to == .free { clients[ci].skipUntilSync = false }
         #if DEBUG
         checkPoolInvariants(clients[ci].pool)
@@ -103,6 +107,14 @@ extension Worker {
             wait += 1
             ci = clients[ci].waitNext
         }
+        var welcomeWait = 0
+        var ck: Int32 = 0
+        while ck < Int32(clients.capacity) {
+            if clients[ck].pool == p && clients[ck].state == .waitWelcome { welcomeWait += 1 }
+            ck += 1
+        }
+        precondition(welcomeWait == pools[pi].welcomeWaitCount,
+                     "pool \(pi): welcomeWaitCount \(pools[pi].welcomeWaitCount), clients in waitWelcome \(welcomeWait)")
         var i: Int32 = 0
         while i < Int32(servers.capacity) {
             let s = servers[i].state

@@ -187,3 +187,27 @@ final class ClientLoginTests: WorkerHarnessCase {
         XCTAssertEqual(msgs.map { $0.sqlState }, [SQLState.tooManyConnections], "\(msgs)")
     }
 }
+
+/// A database with a forced user=: one pool, whoever logs in (PgBouncer's get_pool with the forced
+/// credentials), so its pool_size bounds all its clients together.
+final class ForcedUserPoolTests: WorkerHarnessCase {
+    func testClientsOfAForcedUserDatabaseShareOnePool() throws {
+        try start(databaseOptions: "user=realuser pool_size=1")
+        let a = h.login(user: "u")
+        let b = h.login(user: "v")
+        let worker = h.worker
+        let used = worker.pools.indices.filter { worker.pools[$0].database == "db" }
+        XCTAssertEqual(used.count, 1, "one pool for both client users")
+        XCTAssertEqual(used.first.map { h.worker.pools[$0].user }, "realuser")
+        XCTAssertEqual(used.first.map { h.worker.pools[$0].clientCount }, 2)
+        a.send(FE.query("begin"))
+        let s = try XCTUnwrap(h.waitServers(1))
+        _ = h.answerQuery(s, expect: "begin", status: "T")
+        XCTAssertEqual(h.readUntilReady(a).last?.status, "T")
+        b.send(FE.query("select 1"))
+        h.settle()
+        XCTAssertEqual(h.servers.count, 1, "pool_size=1 holds for both users together: the second one queues")
+        XCTAssertEqual(h.worker.pools[used[0]].waitCount, 1)
+        XCTAssertEqual(h.servers[0].startup?["user"], "realuser")
+    }
+}

@@ -24,16 +24,66 @@ final class ServerLoginTests: WorkerHarnessCase {
         XCTAssertEqual(got.first?.error?.message, "password authentication failed for user \"u\"")
     }
 
-    func testClientsFailFastAfterAServerLoginFailure() throws {
+    /// PgBouncer's check_fast_fail: within server_login_retry a new client gets the cached error, and no
+    /// new login is tried for it.
+    func testNewClientsGetTheCachedErrorWithinServerLoginRetry() throws {
         try start(["server_login_retry": "60"])
         h.onStartup = { $0.send(BE.error("28P01", "password authentication failed", severity: "FATAL")) }
         let a = h.connect()
         a.send(FE.startup(user: "u", database: "db"))
-        _ = h.readUntilClosed(a)
+        XCTAssertEqual(h.readUntilClosed(a).map { $0.sqlState }, [SQLState.invalidPassword], "the first client gets the server's error")
         let b = h.connect()
         b.send(FE.startup(user: "u", database: "db"))
-        XCTAssertEqual(h.readUntilClosed(b).map { $0.sqlState }, [SQLState.invalidPassword])
+        let got = h.readUntilClosed(b)
+        XCTAssertEqual(got.map { $0.sqlState }, [SQLState.protocolViolation], "\(got)")
+        XCTAssertEqual(got.first?.error?.message,
+                       "server login has been failing, cached error: password authentication failed (server_login_retry)")
         XCTAssertEqual(h.servers.count, 1, "no new server login within server_login_retry")
+    }
+
+    /// After server_login_retry a new client makes a new attempt, and gets in when it works.
+    func testALoginIsTriedAgainAfterServerLoginRetry() throws {
+        try start(["server_login_retry": "0.3"])
+        var refuse = true
+        h.onStartup = { s in
+            if refuse { s.send(BE.error("28P01", "password authentication failed", severity: "FATAL")) } else { s.answerLogin(welcome: self.h.welcome) }
+        }
+        let a = h.connect()
+        a.send(FE.startup(user: "u", database: "db"))
+        XCTAssertEqual(h.readUntilClosed(a).map { $0.sqlState }, [SQLState.invalidPassword])
+        refuse = false
+        let started = Clock.monotonicNanos()
+        // Within the interval the cached error; once it has passed, a new login that works.
+        var cached = 0
+        h.waitUntil("a client getting in after server_login_retry") {
+            let c = h.connect()
+            c.send(FE.startup(user: "u", database: "db"))
+            let first = h.read(c, 1).first
+            if first?.sqlState == SQLState.protocolViolation { cached += 1 }
+            return first?.char == "R"
+        }
+        XCTAssertGreaterThan(cached, 0, "no client got the cached error within server_login_retry")
+        XCTAssertGreaterThanOrEqual(Clock.monotonicNanos() - started, 200_000_000, "retried before server_login_retry")
+        XCTAssertEqual(h.servers.count, 2, "one new attempt, not one per client")
+    }
+
+    /// A logged-in client whose pool has lost its servers, while the login is refused: queued clients
+    /// get the server's error; a new client gets the cached error (the pool has no server left).
+    func testLoggedInClientsOfAFailingPoolGetTheCachedError() throws {
+        try start(["server_login_retry": "60"])
+        let a = h.login()
+        let first = try XCTUnwrap(h.waitServers(1))
+        h.onStartup = { $0.send(BE.error("28P01", "password authentication failed", severity: "FATAL")) }
+        first.close()
+        h.waitUntil("the pool notices its server is gone") { self.h.worker.pools[0].serverCount == 0 }
+        a.send(FE.query("select 1"))
+        XCTAssertEqual(h.readUntilClosed(a).map { $0.sqlState }, [SQLState.invalidPassword], "queued: the server's own error")
+        let b = h.login()
+        b.send(FE.query("select 1"))
+        let got = h.readUntilClosed(b)
+        XCTAssertEqual(got.map { $0.sqlState }, [SQLState.protocolViolation], "\(got)")
+        XCTAssertTrue(got.first?.error?.message.hasPrefix("server login has been failing, cached error: ") ?? false, "\(got)")
+        XCTAssertEqual(h.servers.count, 2)
     }
 
     func testServerAskingForACleartextPasswordGetsTheEntrysPassword() throws {
@@ -54,22 +104,52 @@ final class ServerLoginTests: WorkerHarnessCase {
         XCTAssertEqual(h.readUntilReady(c).last?.status, "I")
     }
 
-    func testServerClosingDuringLoginFailsTheWaitingClient() throws {
-        try start()
-        h.onStartup = { $0.close() }
+    /// Not a refusal (PgBouncer kills waiting clients only from an ErrorResponse at login): the client
+    /// keeps waiting and the login is tried again after server_login_retry.
+    func testServerClosingDuringLoginLeavesTheClientWaitingForTheRetry() throws {
+        try start(["server_login_retry": "0.3"])
+        var attempts = 0
+        h.onStartup = { s in
+            attempts += 1
+            if attempts == 1 { s.close() } else { s.answerLogin(welcome: self.h.welcome) }
+        }
         let c = h.connect()
         c.send(FE.startup(user: "u", database: "db"))
-        let got = h.readUntilClosed(c)
-        XCTAssertEqual(got.map { $0.sqlState }, [SQLState.connectionFailure], "\(got)")
+        XCTAssertEqual(h.readUntilReady(c).last?.status, "I")
+        XCTAssertEqual(attempts, 2)
     }
 
-    func testUnreachableServerFailsTheWaitingClient() throws {
-        try start()
+    /// 57P03 ("the database system is starting up") is PostgreSQL's answer, but a passing one: the
+    /// client waits for the next attempt (PgBouncer exempts it from kill_pool_logins).
+    func testAStartingUpServerLeavesTheClientWaiting() throws {
+        try start(["server_login_retry": "0.3"])
+        var attempts = 0
+        h.onStartup = { s in
+            attempts += 1
+            if attempts == 1 {
+                s.send(BE.error(SQLState.cannotConnectNow, "the database system is starting up", severity: "FATAL"))
+            } else {
+                s.answerLogin(welcome: self.h.welcome)
+            }
+        }
+        let c = h.connect()
+        c.send(FE.startup(user: "u", database: "db"))
+        XCTAssertEqual(h.readUntilReady(c).last?.status, "I")
+        XCTAssertEqual(attempts, 2)
+    }
+
+    /// A server that cannot be reached fails nobody at once: the client waits for the retries until
+    /// client_login_timeout, in PgBouncer's words.
+    func testUnreachableServerLeavesTheClientWaitingUntilClientLoginTimeout() throws {
+        try start(["client_login_timeout": "1", "server_login_retry": "0.2"])
         h.stopBackend()
         let c = h.connect()
         c.send(FE.startup(user: "u", database: "db"))
+        let started = Clock.monotonicNanos()
         let got = h.readUntilClosed(c)
-        XCTAssertEqual(got.map { $0.sqlState }, [SQLState.connectionFailure], "\(got)")
+        XCTAssertEqual(got.map { $0.sqlState }, [SQLState.protocolViolation], "\(got)")
+        XCTAssertEqual(got.first?.error?.message, "client_login_timeout (server down)")
+        XCTAssertGreaterThanOrEqual(Clock.monotonicNanos() - started, 500_000_000, "failed before client_login_timeout")
     }
 
     func testClientsAuthenticatedBeforeTheFirstServerLoginAllGetTheWelcome() throws {
