@@ -194,7 +194,6 @@ struct ConfigAssembler {
             case "client_encoding", "datestyle", "timezone", "application_name":
                 entry.startupParameters.removeAll { $0.name == key }
                 entry.startupParameters.append(ConnParam(name: key, value: value))
-                warnStored(file, line, "database \"\(name)\"", key)
             case "server_lifetime": entry.serverLifetime = try timeout(value, key, fail)
             case "auth_dbname", "auth_query", "max_db_client_connections", "query_wait_timeout":
                 warn(file, line, "database \"\(name)\": \(key) is not implemented by pgswift yet; ignored")

@@ -110,8 +110,9 @@ public struct DatabaseEntry: Sendable, Equatable {
     public var loadBalanceHosts: LoadBalance
     /// libpq's target_session_attrs, checked by the supervisor's health check.
     public var targetSessionAttrs: TargetSessionAttrs = .any
-    /// client_encoding, datestyle, timezone, application_name, in the order written. Stored but not
-    /// sent to servers yet: the keys warn at load time.
+    /// client_encoding, datestyle, timezone, application_name, in the order written: sent in the
+    /// startup packet of every server connection of the database (so they are the session defaults
+    /// the pool's first server reports to clients; a client's own value still wins, by a SET at link).
     public var startupParameters: [ConnParam]
     public var line: Int
     public var file: String

@@ -66,8 +66,12 @@ extension Worker {
     func sendServerStartup(_ si: Int32) {
         let p = Int(servers[si].pool)
         scratch.clear()
-        Frontend.startupMessage(into: &scratch, parameters: [("user", pools[p].serverUser),
-                                                             ("database", pools[p].serverDatabase)])
+        // The database entry's client_encoding, datestyle, timezone and application_name become the
+        // session's defaults, as in PgBouncer (its `startup_params`): the first server reports them
+        // and they become the pool's welcome values; a client that set its own gets a SET at link.
+        var parameters = [("user", pools[p].serverUser), ("database", pools[p].serverDatabase)]
+        for param in pools[p].entry.startupParameters { parameters.append((param.name, param.value)) }
+        Frontend.startupMessage(into: &scratch, parameters: parameters)
         servers[si].io.out.append(scratch)
         flushServer(si)
     }
