@@ -7,20 +7,58 @@ import Glibc
 #endif
 
 final class DatabaseParametersTests: XCTestCase {
-    /// One worker, transaction pooling, one server per pool (so two clients share one backend), and a
-    /// database `paramdb` (PostgreSQL's `testdb`) with `extra` options. Clients log in as `u_trust`.
-    private func start(_ pg: PostgresServer, extra: String, settings: [(String, String)] = []) throws -> Pgswift {
+    /// One worker, transaction pooling, one server per pool (so two clients of a pool share one
+    /// backend), and the database `paramdb` (PostgreSQL's `testdb`) with `extra` options, plus
+    /// `databases` (name, options) on `testdb` too. Clients log in with trust.
+    private func start(_ pg: PostgresServer, extra: String, databases: [(String, String)] = [],
+                       settings: [(String, String)] = [], users: [(String, String)] = []) throws -> Pgswift {
         var s = PgswiftSettings(postgres: pg)
         s.workers = 1
         s.poolMode = "transaction"
         s.defaultPoolSize = 1
         s.databases.append(("paramdb", pg.connectionString(dbname: "testdb", extra: extra)))
+        for (name, options) in databases {
+            s.databases.append((name, pg.connectionString(dbname: "testdb", extra: options)))
+        }
         s.settings = settings.map { (key: $0.0, value: $0.1) }
+        s.userSettings = users.map { (user: $0.0, settings: $0.1) }
         return try Pgswift.start(s)
     }
 
-    private func connect(_ px: Pgswift, _ parameters: [(String, String)] = []) throws -> WireClient {
-        try WireClient.connect(port: px.port, user: "u_trust", database: "paramdb", parameters: parameters)
+    private func connect(_ px: Pgswift, _ parameters: [(String, String)] = [], user: String = "u_trust",
+                         database: String = "paramdb") throws -> WireClient {
+        try WireClient.connect(port: px.port, user: user, database: database, parameters: parameters)
+    }
+
+    /// How a client's wait ended: the first error, whether pgswift then closed the connection, and
+    /// the seconds from `since` to that error (or to the first message, or to `deadline`).
+    private struct Ending: CustomStringConvertible {
+        var error: WireErrorFields?
+        var closed = false
+        var rows: [String] = []
+        var elapsed = 0.0
+        var description: String {
+            "error \(error.map { "\($0)" } ?? "none"), closed \(closed), rows \(rows), after \(String(format: "%.2f", elapsed)) s"
+        }
+    }
+
+    /// Reads until ReadyForQuery, an error, or a close; at most `deadline` seconds after `since`.
+    private func readEnding(_ c: WireClient, since: Double, deadline: Double = 30) -> Ending {
+        var e = Ending()
+        while true {
+            let left = since + deadline - monotonicNow()
+            guard left > 0 else { break }
+            guard let m = try? c.readMessage(timeout: left) else {
+                e.closed = true
+                break
+            }
+            if e.elapsed == 0 { e.elapsed = monotonicNow() - since }
+            if m.typeChar == "E" && e.error == nil { e.error = WireErrorFields(body: m.body) }
+            if m.typeChar == "D" { e.rows.append(String(decoding: m.body.suffix(from: 6), as: UTF8.self)) }
+            if m.typeChar == "Z" { break }
+        }
+        if e.elapsed == 0 { e.elapsed = monotonicNow() - since }
+        return e
     }
 
     private func value(_ c: WireClient, _ sql: String) throws -> String? {
@@ -65,5 +103,52 @@ final class DatabaseParametersTests: XCTestCase {
 
         let log = px.log()
         XCTAssertFalse(log.contains("not implemented by pgswift yet"), "no warning for these keys: \(log.suffix(2000))")
+    }
+
+    // MARK: query_wait_timeout per database and per user
+
+    /// PgBouncer 1.25's order: the client's `[users]` query_wait_timeout beats its database's, which
+    /// beats the global one (60 s here); a level set to 0 is off and beats the levels below. Each pool
+    /// has one server, held by a client inside a transaction; a second client of the pool queues:
+    /// one under the database's 1 s and one under a user's 1 s get FATAL 08P01 "query_wait_timeout"
+    /// and are disconnected long before 60 s; one whose user says 0 (on the 1 s database) is still
+    /// queued after those two ended, and is served once the holder commits.
+    func testQueryWaitTimeoutUserBeatsDatabaseBeatsGlobal() throws {
+        let pg = try PostgresServer.shared()
+        let px = try start(pg, extra: "query_wait_timeout=1", databases: [("plaindb", "")],
+                           settings: [("query_wait_timeout", "60")],
+                           users: [("u_password", "query_wait_timeout=0"), ("u_md5", "query_wait_timeout=1")])
+        defer { px.stop() }
+        // (user, database) of each pool: the database's 1 s, a user's 0 over it, a user's 1 s over the global.
+        let cases = [("u_trust", "paramdb"), ("u_password", "paramdb"), ("u_md5", "plaindb")]
+        var holders: [WireClient] = []
+        var waiters: [WireClient] = []
+        defer { (holders + waiters).forEach { $0.close() } }
+        for (user, database) in cases {
+            let holder = try connect(px, user: user, database: database)
+            holders.append(holder)
+            _ = try holder.query("begin")
+            _ = try holder.query("select 1")
+            waiters.append(try connect(px, user: user, database: database))
+        }
+        let started = monotonicNow()
+        for w in waiters { try w.socket.send(WireEncode.query("select 'served'")) }
+        for i in [0, 2] {
+            let e = readEnding(waiters[i], since: started)
+            print("query_wait_timeout, \(cases[i]): \(e)")
+            XCTAssertEqual(e.error?.severity, "FATAL", "\(cases[i]): \(e)\n\(px.log().suffix(2000))")
+            XCTAssertEqual(e.error?.sqlstate, "08P01", "\(cases[i]): \(e)")
+            XCTAssertEqual(e.error?.message, "query_wait_timeout", "\(cases[i]): \(e)")
+            XCTAssertTrue(e.closed, "\(cases[i]): not disconnected: \(e)")
+            XCTAssertLessThan(e.elapsed, 30, "\(cases[i]): the global 60 s applied: \(e)")
+        }
+        XCTAssertGreaterThan(monotonicNow() - started, 0.9, "the 1 s waits ended before a second")
+        // The user's 0 beats its database's 1 s: still queued now that the 1 s waits have ended.
+        XCTAssertThrowsError(try waiters[1].readMessage(timeout: 0.2), "the u_password waiter got an answer or was closed")
+        _ = try holders[1].query("commit")
+        let served = readEnding(waiters[1], since: started)
+        XCTAssertNil(served.error, "\(served)")
+        XCTAssertEqual(served.rows.count, 1, "\(served)")
+        XCTAssertFalse(served.closed, "\(served)")
     }
 }

@@ -367,9 +367,44 @@ final class ConfigTests: XCTestCase {
 
     func testUnimplementedConnectionParameterWarns() throws {
         let c = try parse("[pgbouncer]\n[databases]\nx = host=h auth_query='SELECT 1' query_wait_timeout=10\n")
-        XCTAssertEqual(c.warnings.map(\.line), [3, 3])
+        XCTAssertEqual(c.warnings.map(\.line), [3])
         XCTAssertTrue(c.warnings[0].message.contains("auth_query is not implemented by pgswift yet"))
         XCTAssertEqual(c.database(named: "x")?.hosts, ["h"])
+    }
+
+    /// PgBouncer 1.25's query_wait_timeout: the client's `[users]` value, else its database's, else
+    /// the global one; a level set to 0 is off and beats the levels below; -1 is "not set".
+    func testQueryWaitTimeoutUserBeatsDatabaseBeatsGlobal() throws {
+        let c = try parse("""
+            [pgbouncer]
+            query_wait_timeout = 120
+            [databases]
+            fast = host=h query_wait_timeout=2
+            off = host=h query_wait_timeout=0
+            unset = host=h query_wait_timeout=-1
+            plain = host=h
+            forced = host=h user=owner query_wait_timeout=7
+            [users]
+            patient = query_wait_timeout=0
+            quick = query_wait_timeout=1.5
+            owner = query_wait_timeout=9
+            shrug = query_wait_timeout=-1
+            """)
+        XCTAssertEqual(c.warnings, [])
+        func wait(_ db: String, _ user: String) -> Double {
+            c.effectiveQueryWaitTimeout(database: c.database(named: db), user: user)
+        }
+        XCTAssertEqual(wait("plain", "bob"), 120)
+        XCTAssertEqual(wait("fast", "bob"), 2, "the database's value beats the global one")
+        XCTAssertEqual(wait("off", "bob"), 0, "a database's 0 turns it off")
+        XCTAssertEqual(wait("unset", "bob"), 120, "-1 is not set")
+        XCTAssertEqual(wait("fast", "quick"), 1.5, "the user's value beats the database's")
+        XCTAssertEqual(wait("fast", "patient"), 0, "a user's 0 turns it off over the database's")
+        XCTAssertEqual(wait("fast", "shrug"), 2)
+        XCTAssertEqual(wait("forced", "bob"), 7, "the login user counts, not the forced user")
+        XCTAssertEqual(wait("forced", "quick"), 1.5)
+        XCTAssertNil(c.users["shrug"]?.queryWaitTimeout)
+        XCTAssertThrowsError(try parse("[databases]\nx = host=h query_wait_timeout=soon\n"))
     }
 
     /// Keys whose value is kept (SHOW DATABASES / SHOW USERS show some) but that nothing acts on yet

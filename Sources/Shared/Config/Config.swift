@@ -248,6 +248,14 @@ public struct Config: Sendable {
                             serverLifetime: pick(database?.serverLifetime, serverLifetime))
     }
 
+    /// How long a client of `user` (the name it logged in as, not a database's forced user) may wait
+    /// for a server of `database`: the `[users]` value, else the `[databases]` one, else the global
+    /// `query_wait_timeout`, as PgBouncer 1.25's janitor picks it. A level that sets 0 turns it off,
+    /// beating the levels below (unlike the other per-user timeouts, where 0 inherits).
+    public func effectiveQueryWaitTimeout(database: DatabaseEntry?, user: String) -> Double {
+        users[user]?.queryWaitTimeout ?? database?.queryWaitTimeout ?? queryWaitTimeout
+    }
+
     /// Minimum pool size of a database's pools.
     public func effectiveMinPoolSize(database: DatabaseEntry?) -> Int {
         database?.minPoolSize ?? minPoolSize

@@ -195,7 +195,8 @@ struct ConfigAssembler {
                 entry.startupParameters.removeAll { $0.name == key }
                 entry.startupParameters.append(ConnParam(name: key, value: value))
             case "server_lifetime": entry.serverLifetime = try timeout(value, key, fail)
-            case "auth_dbname", "auth_query", "max_db_client_connections", "query_wait_timeout":
+            case "query_wait_timeout": entry.queryWaitTimeout = try optionalTimeout(value, key, fail)
+            case "auth_dbname", "auth_query", "max_db_client_connections":
                 warn(file, line, "database \"\(name)\": \(key) is not implemented by pgswift yet; ignored")
             default:
                 throw fail("unrecognized connection parameter \"\(rawKey)\"")
@@ -247,6 +248,15 @@ struct ConfigAssembler {
         return v
     }
 
+    /// A per-user or per-database timeout that, once set, applies even when 0 (off): PgBouncer's
+    /// `query_wait_timeout` in `[databases]` and `[users]`, where a negative value means "not set"
+    /// (its documentation; nil here), so the next level applies.
+    private func optionalTimeout(_ value: String, _ key: String,
+                                 _ fail: (String) -> ConfigError) throws(ConfigError) -> Double? {
+        if let n = ConfigText.decimal(value), n < 0 { return nil }
+        return try timeout(value, key, fail)
+    }
+
     // MARK: [users]
 
     private mutating func user(_ name: String, _ settings: String, _ file: String, _ line: Int) throws(ConfigError) {
@@ -277,7 +287,8 @@ struct ConfigAssembler {
             case "transaction_timeout": entry.transactionTimeout = try timeout(value, key, fail)
             case "idle_transaction_timeout": entry.idleTransactionTimeout = try timeout(value, key, fail)
             case "client_idle_timeout": entry.clientIdleTimeout = try timeout(value, key, fail)
-            case "query_wait_timeout", "max_user_client_connections":
+            case "query_wait_timeout": entry.queryWaitTimeout = try optionalTimeout(value, key, fail)
+            case "max_user_client_connections":
                 warn(file, line, "user \"\(name)\": \(key) is not implemented by pgswift yet; ignored")
             default:
                 throw fail("unrecognized user parameter \"\(rawKey)\"")

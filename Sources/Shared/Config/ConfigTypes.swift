@@ -107,6 +107,8 @@ public struct DatabaseEntry: Sendable, Equatable {
     public var connectQuery: String?
     /// Seconds; nil or 0: the global `server_lifetime` (PgBouncer 1.25 reads 0 as "not set").
     public var serverLifetime: Double?
+    /// Seconds; nil: not set (the user's, else the global `query_wait_timeout` applies); 0: off.
+    public var queryWaitTimeout: Double?
     public var loadBalanceHosts: LoadBalance
     /// libpq's target_session_attrs, checked by the supervisor's health check.
     public var targetSessionAttrs: TargetSessionAttrs = .any
@@ -171,6 +173,8 @@ public struct UserEntry: Sendable, Equatable {
     public var transactionTimeout: Double?
     public var idleTransactionTimeout: Double?
     public var clientIdleTimeout: Double?
+    /// Seconds; nil: not set (the database's, else the global value applies); 0: off, beating both.
+    public var queryWaitTimeout: Double?
 
     public init(name: String, poolMode: PoolMode? = nil, maxUserConnections: Int? = nil,
                 poolSize: Int? = nil, reservePoolSize: Int? = nil, queryTimeout: Double? = nil,
