@@ -151,4 +151,52 @@ final class DatabaseParametersTests: XCTestCase {
         XCTAssertEqual(served.rows.count, 1, "\(served)")
         XCTAssertFalse(served.closed, "\(served)")
     }
+
+    // MARK: connect_query
+
+    /// connect_query runs once on each new server connection, before it serves a client: a custom
+    /// setting it makes with set_config (session-wide) is what the client sees, and a row it inserts
+    /// appears once per backend. As PgBouncer: a connect_query that fails is logged (ERROR, "error
+    /// while executing connect_query") and ignored, so the client is still served (the failed query
+    /// string's own effects are rolled back by PostgreSQL); one that leaves the server inside a
+    /// transaction (pgswift's difference) closes it, and the client waiting for it gets the reason.
+    func testConnectQueryRunsOnEachNewServerBeforeItServes() throws {
+        let pg = try PostgresServer.shared()
+        try pg.adminQuery(["create table if not exists cq_log (pid int, at timestamptz default now())",
+                           "grant all on cq_log to public", "truncate cq_log"], database: "testdb")
+        let query = "select set_config(''pgswift.cq'', ''ran'', false); insert into cq_log (pid) values (pg_backend_pid())"
+        let px = try start(pg, extra: "connect_query='\(query)'", databases: [
+            ("cqfail", "connect_query='select set_config(''pgswift.cq'', ''half'', false), 1/0'"),
+            ("cqtx", "connect_query=begin"),
+        ])
+        defer { px.stop() }
+
+        let a = try connect(px)
+        defer { a.close() }
+        XCTAssertEqual(try value(a, "select current_setting('pgswift.cq', true)"), "ran")
+        XCTAssertEqual(try value(a, "select count(*) from cq_log where pid = pg_backend_pid()"), "1")
+        // A second pool (another user): its own server, its own single run.
+        let b = try connect(px, user: "u_password")
+        defer { b.close() }
+        XCTAssertEqual(try value(b, "select current_setting('pgswift.cq', true)"), "ran")
+        XCTAssertEqual(try value(b, "select count(*) from cq_log where pid = pg_backend_pid()"), "1")
+        XCTAssertEqual(try value(a, "select count(*) from cq_log where pid = pg_backend_pid()"), "1",
+                       "once per server, not per client or per query")
+
+        let failed = try connect(px, database: "cqfail")
+        defer { failed.close() }
+        XCTAssertEqual(try value(failed, "select 'served'"), "served")
+        XCTAssertEqual(try value(failed, "select coalesce(current_setting('pgswift.cq', true), '')"), "",
+                       "the failed query string was rolled back as a whole")
+        XCTAssertFalse(px.logLines(containing: "error while executing connect_query: ERROR: division by zero").isEmpty,
+                       px.log().suffix(3000).description)
+
+        XCTAssertThrowsError(try connect(px, database: "cqtx")) { error in
+            let fields = (error as? WireServerError)?.fields
+            XCTAssertEqual(fields?.severity, "FATAL", "\(error)")
+            XCTAssertEqual(fields?.sqlstate, "25000", "\(error)")
+            XCTAssertEqual(fields?.message, "connect_query left the server connection inside a transaction", "\(error)")
+        }
+        XCTAssertFalse(px.log().contains("not implemented by pgswift yet"), px.log().suffix(2000).description)
+    }
 }

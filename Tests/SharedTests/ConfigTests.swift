@@ -420,13 +420,12 @@ final class ConfigTests: XCTestCase {
             [users]
             u = reserve_pool_size=4 pool_size=5
             """)
-        XCTAssertEqual(c.warnings.map(\.line), [2, 3, 5, 5, 6, 8])
+        XCTAssertEqual(c.warnings.map(\.line), [2, 3, 5, 6, 8])
         XCTAssertEqual(c.warnings[0].message, "reserve_pool_size is not implemented by pgswift yet; stored but has no effect")
         XCTAssertEqual(c.warnings[1].message, "reserve_pool_timeout is not implemented by pgswift yet; stored but has no effect")
         XCTAssertEqual(c.warnings[2].message, "database \"d\": reserve_pool is not implemented by pgswift yet; stored but has no effect")
-        XCTAssertEqual(c.warnings[3].message, "database \"d\": connect_query is not implemented by pgswift yet; stored but has no effect")
-        XCTAssertEqual(c.warnings[4].message, "database \"e\": reserve_pool_size is not implemented by pgswift yet; stored but has no effect")
-        XCTAssertEqual(c.warnings[5].message, "user \"u\": reserve_pool_size is not implemented by pgswift yet; stored but has no effect")
+        XCTAssertEqual(c.warnings[3].message, "database \"e\": reserve_pool_size is not implemented by pgswift yet; stored but has no effect")
+        XCTAssertEqual(c.warnings[4].message, "user \"u\": reserve_pool_size is not implemented by pgswift yet; stored but has no effect")
         XCTAssertEqual(c.reservePoolSize, 3)
         XCTAssertEqual(c.reservePoolTimeout, 2)
         XCTAssertEqual(c.database(named: "d")?.reservePoolSize, 1)

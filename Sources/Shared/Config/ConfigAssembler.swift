@@ -183,9 +183,7 @@ struct ConfigAssembler {
                     throw fail("invalid load_balance_hosts \"\(value)\" (expected round-robin, least-connections or disable)")
                 }
                 entry.loadBalanceHosts = lb
-            case "connect_query":
-                entry.connectQuery = value
-                warnStored(file, line, "database \"\(name)\"", key)
+            case "connect_query": entry.connectQuery = value
             case "target_session_attrs":
                 guard let t = TargetSessionAttrs(rawValue: value.lowercased()) else {
                     throw fail("invalid target_session_attrs \"\(value)\" (expected any, read-write, read-only, primary, standby or prefer-standby)")

@@ -103,7 +103,7 @@ public struct DatabaseEntry: Sendable, Equatable {
     public var reservePoolSize: Int?
     public var poolMode: PoolMode?
     public var maxDBConnections: Int?
-    /// Stored but not acted on yet: the key warns at load time.
+    /// Run once on each new server connection before it serves clients (Worker/Login/ConnectQuery.swift).
     public var connectQuery: String?
     /// Seconds; nil or 0: the global `server_lifetime` (PgBouncer 1.25 reads 0 as "not set").
     public var serverLifetime: Double?

@@ -204,6 +204,12 @@ extension Worker {
     func refreshPools() {
         for i in pools.indices {
             guard let entry = config.database(named: pools[i].database) else { continue }
+            if entry.connectQuery != pools[i].entry.connectQuery {
+                // As PgBouncer: servers set up by the old connect_query close (idle ones now, the
+                // others when released), as after RECONNECT.
+                pools[i].limits.closeBefore = now
+                closeIdleBefore(i)
+            }
             pools[i].entry = entry
             pools[i].mode = config.effectivePoolMode(database: entry, user: pools[i].user)
             pools[i].size = config.effectivePoolSize(database: entry, user: pools[i].user)

@@ -150,6 +150,8 @@ final class ServerInfo {
     var params: ParamValues
     /// Answers PostgreSQL's authentication requests (ServerLogin.swift); nil before the first one.
     var login: BackendLoginMachine? = nil
+    /// The database's connect_query was sent and its ReadyForQuery has not come (ConnectQuery.swift).
+    var connectQueryRunning = false
     var address = ""
     /// The backend host ("host:port") this connection went to (BackendHealth.swift).
     var hostKey = ""
