@@ -199,4 +199,90 @@ final class DatabaseParametersTests: XCTestCase {
         }
         XCTAssertFalse(px.log().contains("not implemented by pgswift yet"), px.log().suffix(2000).description)
     }
+
+    // MARK: auth_query and auth_dbname per database, auth_dbname global
+
+    /// `dp_auth` runs the lookups (a superuser, so pg_authid is readable); `dp_target` is looked up
+    /// (not in auth_file). The database `dp_authdb` alone has the table `pw_lookup` with dp_target's
+    /// hash, so a query reading it works only where auth_dbname sends it.
+    private func ensureAuthQueryFixtures(_ pg: PostgresServer) throws {
+        try pg.adminQuery("""
+            do $$ begin
+              if not exists (select from pg_roles where rolname = 'dp_auth') then
+                create role dp_auth login superuser password 'dp-auth-pw';
+              end if;
+              if not exists (select from pg_roles where rolname = 'dp_target') then
+                create role dp_target login password 'dp-target-pw';
+              end if;
+            end $$
+            """)
+        if try pg.adminQuery("select count(*) from pg_database where datname = 'dp_authdb'") == "0" {
+            try pg.adminQuery("create database dp_authdb")
+        }
+        try pg.adminQuery(["create table if not exists pw_lookup (uname text, phash text)",
+                           "grant select on pw_lookup to public", "truncate pw_lookup",
+                           "insert into pw_lookup select rolname, rolpassword from pg_authid where rolname = 'dp_target'"],
+                          database: "dp_authdb")
+    }
+
+    /// PgBouncer 1.25: a database's auth_query beats the global one, its auth_dbname beats the global
+    /// auth_dbname, which beats the client's own database; auth_dbname names a `[databases]` entry.
+    /// The global auth_query here reads a table that exists nowhere, the global auth_dbname is
+    /// `authsrc` (PostgreSQL's dp_authdb).
+    func testPerDatabaseAuthQueryAndAuthDbname() throws {
+        let pg = try PostgresServer.shared()
+        try ensureAuthQueryFixtures(pg)
+        let lookup = "auth_query='SELECT uname, phash FROM pw_lookup WHERE uname = $1'"
+        let catalog = "auth_query='SELECT rolname, rolpassword FROM pg_authid WHERE rolname = $1'"
+        var s = PgswiftSettings(postgres: pg)
+        s.workers = 1
+        s.authType = "md5"
+        s.databases += [
+            ("authsrc", pg.connectionString(dbname: "dp_authdb")),
+            // Its own query, run in the global auth_dbname: pw_lookup is there.
+            ("aqpaired", pg.connectionString(dbname: "testdb", extra: lookup)),
+            // Its own query and its own auth_dbname (testdb itself): pg_authid is everywhere.
+            ("aqhere", pg.connectionString(dbname: "testdb", extra: "\(catalog) auth_dbname=aqhere")),
+            // pw_lookup, but its auth_dbname (testdb) beats the global one: no such table there.
+            ("aqmissing", pg.connectionString(dbname: "testdb", extra: "\(lookup) auth_dbname=aqhere")),
+            // No query of its own: the global one, which fails.
+            ("aqglobal", pg.connectionString(dbname: "testdb")),
+            ("aqunknown", pg.connectionString(dbname: "testdb", extra: "auth_dbname=nosuchentry")),
+            ("aqadmin", pg.connectionString(dbname: "testdb", extra: "auth_dbname=pgbouncer")),
+        ]
+        s.users.append(("dp_auth", "dp-auth-pw"))
+        s.settings = [("auth_user", "dp_auth"), ("auth_dbname", "authsrc"), ("verbose", "1"),
+                      ("auth_query", "SELECT uname, phash FROM no_such_table WHERE uname = $1")]
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+
+        func login(_ database: String) throws -> CommandResult {
+            try Psql.run(px.target(user: "dp_target", database: database, password: "dp-target-pw"), "select current_user")
+        }
+        for db in ["aqpaired", "aqhere"] {
+            let r = try login(db)
+            XCTAssertTrue(r.succeeded, "\(db): \(r)\nlog:\n\(px.log().suffix(3000))")
+            XCTAssertEqual(r.stdout.trimmed, "dp_target", db)
+        }
+        for db in ["aqmissing", "aqglobal"] {
+            let r = try login(db)
+            XCTAssertFalse(r.succeeded, "\(db) logged in: \(r)")
+            XCTAssertTrue(r.stderr.contains("authentication query failed"), "\(db): \(r.stderr)")
+        }
+        // Each failed where its query ran: pw_lookup in testdb, no_such_table in the global auth_dbname.
+        XCTAssertFalse(px.logLines(containing: "auth_query for user \"dp_target\"", "\"pw_lookup\" does not exist").isEmpty,
+                       px.log().suffix(3000).description)
+        XCTAssertFalse(px.logLines(containing: "auth_query for user \"dp_target\"", "\"no_such_table\" does not exist").isEmpty,
+                       px.log().suffix(3000).description)
+        let unknown = try login("aqunknown")
+        XCTAssertFalse(unknown.succeeded)
+        XCTAssertTrue(unknown.stderr.contains("bouncer config error"), unknown.stderr)
+        XCTAssertFalse(px.logLines(containing: "authentication database \"nosuchentry\" is not configured").isEmpty,
+                       px.log().suffix(2000).description)
+        let admin = try login("aqadmin")
+        XCTAssertFalse(admin.succeeded)
+        XCTAssertTrue(admin.stderr.contains("bouncer config error"), admin.stderr)
+        XCTAssertFalse(px.logLines(containing: "cannot use the reserved \"pgbouncer\" database as an auth_dbname").isEmpty)
+        XCTAssertFalse(px.log().contains("not implemented by pgswift yet"), px.log().suffix(2000).description)
+    }
 }

@@ -366,10 +366,42 @@ final class ConfigTests: XCTestCase {
     }
 
     func testUnimplementedConnectionParameterWarns() throws {
-        let c = try parse("[pgbouncer]\n[databases]\nx = host=h auth_query='SELECT 1' query_wait_timeout=10\n")
+        let c = try parse("[pgbouncer]\n[databases]\nx = host=h max_db_client_connections=5 query_wait_timeout=10\n")
         XCTAssertEqual(c.warnings.map(\.line), [3])
-        XCTAssertTrue(c.warnings[0].message.contains("auth_query is not implemented by pgswift yet"))
+        XCTAssertTrue(c.warnings[0].message.contains("max_db_client_connections is not implemented by pgswift yet"))
         XCTAssertEqual(c.database(named: "x")?.hosts, ["h"])
+    }
+
+    /// auth_query and auth_dbname per database, auth_dbname global (PgBouncer 1.25). The admin
+    /// console's names are refused as a global auth_dbname, in the file and by SET, as PgBouncer's
+    /// CF_AUTHDB does; per database PgBouncer accepts them and fails the login (the worker does too).
+    func testAuthQueryAndAuthDbnameSettings() throws {
+        let c = try parse("""
+            [pgbouncer]
+            auth_dbname = authsrc
+            [databases]
+            a = host=h auth_query='SELECT u, p FROM t WHERE u = $1' auth_dbname=other
+            b = host=h
+            c = host=h auth_dbname=pgbouncer
+            """)
+        XCTAssertEqual(c.warnings, [])
+        XCTAssertEqual(c.authDbname, "authsrc")
+        XCTAssertEqual(c.database(named: "a")?.authQuery, "SELECT u, p FROM t WHERE u = $1")
+        XCTAssertEqual(c.database(named: "a")?.authDbname, "other")
+        XCTAssertNil(c.database(named: "b")?.authQuery)
+        XCTAssertNil(c.database(named: "b")?.authDbname)
+        XCTAssertEqual(c.database(named: "c")?.authDbname, "pgbouncer")
+        XCTAssertNil(try parse("[pgbouncer]\n").authDbname)
+        XCTAssertEqual(Config.isImplemented(key: "auth_dbname"), true)
+        for reserved in ["pgbouncer", "pgswift"] {
+            XCTAssertThrowsError(try parse("[pgbouncer]\nauth_dbname = \(reserved)\n")) { error in
+                XCTAssertEqual((error as? ConfigError)?.line, 2)
+                XCTAssertTrue("\(error)".contains("cannot use the reserved \"\(reserved)\" database as an auth_dbname"), "\(error)")
+            }
+            guard case .invalidValue = ConfigOverride.check(key: "auth_dbname", value: reserved) else {
+                return XCTFail("SET auth_dbname = \(reserved) was accepted")
+            }
+        }
     }
 
     /// PgBouncer 1.25's query_wait_timeout: the client's `[users]` value, else its database's, else

@@ -23,6 +23,9 @@ public struct Config: Sendable {
     /// Relative: against the working directory (PgBouncer), else next to the config file.
     public var authFile: String? = nil
     public var authUser: String? = nil
+    /// The `[databases]` entry auth_query runs in (nil: the client's own database); a database's
+    /// `auth_dbname` beats it (Worker/Login/AuthQuery.swift).
+    public var authDbname: String? = nil
     /// Relative: against the working directory (PgBouncer), else next to the config file; read when `auth_type = hba`.
     public var authHbaFile: String? = nil
     /// The parsed `auth_hba_file` (`load` fills it when `auth_type = hba`; see Hba.swift).
@@ -314,6 +317,11 @@ public struct Config: Sendable {
             return Setting(key: spec.name, value: value, defaultValue: spec.defaultValue,
                            implemented: spec.support == .implemented, changeable: spec.changeable)
         }
+    }
+
+    /// Why `name` cannot be an auth_dbname (an admin console name, PgBouncer's words), or nil.
+    public static func reservedAuthDatabaseReason(_ name: String) -> String? {
+        ConfigKeySpec.reservedAuthDatabaseReason(name)
     }
 
     /// Whether pgswift acts on a `[pgbouncer]`/`[pgswift]` key; nil for a key that does not exist.

@@ -167,6 +167,8 @@ struct ConfigAssembler {
             case "user": entry.user = value
             case "password": entry.password = value
             case "auth_user": entry.authUser = value
+            case "auth_query": entry.authQuery = value
+            case "auth_dbname": entry.authDbname = value
             case "pool_size": entry.poolSize = try poolNumber(value, key, fail)
             case "min_pool_size": entry.minPoolSize = try poolNumber(value, key, fail)
             case "reserve_pool", "reserve_pool_size":
@@ -194,7 +196,7 @@ struct ConfigAssembler {
                 entry.startupParameters.append(ConnParam(name: key, value: value))
             case "server_lifetime": entry.serverLifetime = try timeout(value, key, fail)
             case "query_wait_timeout": entry.queryWaitTimeout = try optionalTimeout(value, key, fail)
-            case "auth_dbname", "auth_query", "max_db_client_connections":
+            case "max_db_client_connections":
                 warn(file, line, "database \"\(name)\": \(key) is not implemented by pgswift yet; ignored")
             default:
                 throw fail("unrecognized connection parameter \"\(rawKey)\"")

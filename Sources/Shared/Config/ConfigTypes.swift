@@ -97,6 +97,9 @@ public struct DatabaseEntry: Sendable, Equatable {
     public var user: String?
     public var password: String?
     public var authUser: String?
+    /// Overrides of the global `auth_query` and `auth_dbname` for this database's clients.
+    public var authQuery: String?
+    public var authDbname: String?
     public var poolSize: Int?
     public var minPoolSize: Int?
     /// Stored (SHOW DATABASES shows it) but not acted on yet: the key warns at load time.
