@@ -365,43 +365,39 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(c.fallbackDatabase?.name, "*")
     }
 
-    func testUnimplementedConnectionParameterWarns() throws {
-        let c = try parse("[pgbouncer]\n[databases]\nx = host=h max_db_client_connections=5 query_wait_timeout=10\n")
-        XCTAssertEqual(c.warnings.map(\.line), [3])
-        XCTAssertTrue(c.warnings[0].message.contains("max_db_client_connections is not implemented by pgswift yet"))
-        XCTAssertEqual(c.database(named: "x")?.hosts, ["h"])
-    }
-
-    /// auth_query and auth_dbname per database, auth_dbname global (PgBouncer 1.25). The admin
-    /// console's names are refused as a global auth_dbname, in the file and by SET, as PgBouncer's
-    /// CF_AUTHDB does; per database PgBouncer accepts them and fails the login (the worker does too).
-    func testAuthQueryAndAuthDbnameSettings() throws {
+    /// max_db_client_connections and max_user_client_connections, global, per database and per user:
+    /// a positive own value beats the global one, 0 or -1 inherits it (PgBouncer 1.25's
+    /// `database_max_client_connections` and `user_client_max_connections`).
+    func testClientConnectionLimits() throws {
         let c = try parse("""
             [pgbouncer]
-            auth_dbname = authsrc
+            max_db_client_connections = 10
+            max_user_client_connections = 4
             [databases]
-            a = host=h auth_query='SELECT u, p FROM t WHERE u = $1' auth_dbname=other
-            b = host=h
-            c = host=h auth_dbname=pgbouncer
+            small = host=h max_db_client_connections=2
+            zero = host=h max_db_client_connections=0
+            unset = host=h max_db_client_connections=-1
+            plain = host=h
+            [users]
+            alice = max_user_client_connections=1
+            bob = max_user_client_connections=0
             """)
         XCTAssertEqual(c.warnings, [])
-        XCTAssertEqual(c.authDbname, "authsrc")
-        XCTAssertEqual(c.database(named: "a")?.authQuery, "SELECT u, p FROM t WHERE u = $1")
-        XCTAssertEqual(c.database(named: "a")?.authDbname, "other")
-        XCTAssertNil(c.database(named: "b")?.authQuery)
-        XCTAssertNil(c.database(named: "b")?.authDbname)
-        XCTAssertEqual(c.database(named: "c")?.authDbname, "pgbouncer")
-        XCTAssertNil(try parse("[pgbouncer]\n").authDbname)
-        XCTAssertEqual(Config.isImplemented(key: "auth_dbname"), true)
-        for reserved in ["pgbouncer", "pgswift"] {
-            XCTAssertThrowsError(try parse("[pgbouncer]\nauth_dbname = \(reserved)\n")) { error in
-                XCTAssertEqual((error as? ConfigError)?.line, 2)
-                XCTAssertTrue("\(error)".contains("cannot use the reserved \"\(reserved)\" database as an auth_dbname"), "\(error)")
-            }
-            guard case .invalidValue = ConfigOverride.check(key: "auth_dbname", value: reserved) else {
-                return XCTFail("SET auth_dbname = \(reserved) was accepted")
-            }
-        }
+        XCTAssertEqual(c.effectiveMaxDBClientConnections(database: c.database(named: "small")), 2)
+        XCTAssertEqual(c.effectiveMaxDBClientConnections(database: c.database(named: "zero")), 10)
+        XCTAssertEqual(c.effectiveMaxDBClientConnections(database: c.database(named: "unset")), 10)
+        XCTAssertEqual(c.effectiveMaxDBClientConnections(database: c.database(named: "plain")), 10)
+        XCTAssertEqual(c.effectiveMaxDBClientConnections(database: nil), 10, "the admin console has the global one")
+        XCTAssertEqual(c.effectiveMaxUserClientConnections(user: "alice"), 1)
+        XCTAssertEqual(c.effectiveMaxUserClientConnections(user: "bob"), 4)
+        XCTAssertEqual(c.effectiveMaxUserClientConnections(user: "carol"), 4)
+        let none = try parse("[pgbouncer]\n[databases]\nd = host=h\n")
+        XCTAssertEqual(none.effectiveMaxDBClientConnections(database: none.database(named: "d")), 0, "default: unlimited")
+        XCTAssertEqual(none.effectiveMaxUserClientConnections(user: "u"), 0)
+        XCTAssertEqual(Config.isImplemented(key: "max_db_client_connections"), true)
+        XCTAssertEqual(Config.isImplemented(key: "max_user_client_connections"), true)
+        XCTAssertThrowsError(try parse("[databases]\nd = host=h max_db_client_connections=many\n"))
+        XCTAssertThrowsError(try parse("[pgbouncer]\nmax_user_client_connections = -1\n"))
     }
 
     /// PgBouncer 1.25's query_wait_timeout: the client's `[users]` value, else its database's, else
@@ -782,10 +778,10 @@ final class ConfigTests: XCTestCase {
 
     func testOverrideOfAnUnimplementedKeyWarnsAsTheFileDoes() throws {
         let c = try Config.parse(text: "[pgbouncer]\n", file: "p.ini",
-                                 overrides: [ConfigOverride(key: "max_db_client_connections", value: "2")])
+                                 overrides: [ConfigOverride(key: "sbuf_loopcnt", value: "2")])
         XCTAssertEqual(c.warnings.map(\.description),
-                       ["admin console SET:0: max_db_client_connections is not implemented by pgswift yet; ignored"])
-        XCTAssertEqual(c.settings().first { $0.key == "max_db_client_connections" }?.value, "2")
+                       ["admin console SET:0: sbuf_loopcnt is not implemented by pgswift yet; ignored"])
+        XCTAssertEqual(c.settings().first { $0.key == "sbuf_loopcnt" }?.value, "2")
     }
 
     func testOverrideErrorsAndPaths() throws {

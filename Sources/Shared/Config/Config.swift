@@ -45,6 +45,9 @@ public struct Config: Sendable {
     public var maxDBConnections: Int = 0
     /// 0 = unlimited.
     public var maxUserConnections: Int = 0
+    /// Client connections per database / per user for the whole service (0 = unlimited).
+    public var maxDBClientConnections: Int = 0
+    public var maxUserClientConnections: Int = 0
 
     public var serverResetQuery: String = "DISCARD ALL"
     public var serverResetQueryAlways: Bool = false
@@ -274,6 +277,21 @@ public struct Config: Sendable {
     public func effectiveMaxUserConnections(user: String) -> Int {
         if let v = users[user]?.maxUserConnections, v > 0 { return v }
         return maxUserConnections
+    }
+
+    /// Client connections allowed to a database (0 = unlimited): its own positive value, else the
+    /// global `max_db_client_connections` (PgBouncer 1.25: a per-database 0 or -1 inherits). The admin
+    /// console (no entry) has the global one.
+    public func effectiveMaxDBClientConnections(database: DatabaseEntry?) -> Int {
+        if let v = database?.maxDBClientConnections, v > 0 { return v }
+        return maxDBClientConnections
+    }
+
+    /// Client connections allowed to a user, the name it logs in as (0 = unlimited): its `[users]`
+    /// positive value, else the global `max_user_client_connections`.
+    public func effectiveMaxUserClientConnections(user: String) -> Int {
+        if let v = users[user]?.maxUserClientConnections, v > 0 { return v }
+        return maxUserClientConnections
     }
 
     /// The health-check query to send: nil = checking disabled, "" = send an empty query.

@@ -196,8 +196,7 @@ struct ConfigAssembler {
                 entry.startupParameters.append(ConnParam(name: key, value: value))
             case "server_lifetime": entry.serverLifetime = try timeout(value, key, fail)
             case "query_wait_timeout": entry.queryWaitTimeout = try optionalTimeout(value, key, fail)
-            case "max_db_client_connections":
-                warn(file, line, "database \"\(name)\": \(key) is not implemented by pgswift yet; ignored")
+            case "max_db_client_connections": entry.maxDBClientConnections = try poolNumber(value, key, fail)
             default:
                 throw fail("unrecognized connection parameter \"\(rawKey)\"")
             }
@@ -288,8 +287,7 @@ struct ConfigAssembler {
             case "idle_transaction_timeout": entry.idleTransactionTimeout = try timeout(value, key, fail)
             case "client_idle_timeout": entry.clientIdleTimeout = try timeout(value, key, fail)
             case "query_wait_timeout": entry.queryWaitTimeout = try optionalTimeout(value, key, fail)
-            case "max_user_client_connections":
-                warn(file, line, "user \"\(name)\": \(key) is not implemented by pgswift yet; ignored")
+            case "max_user_client_connections": entry.maxUserClientConnections = try poolNumber(value, key, fail)
             default:
                 throw fail("unrecognized user parameter \"\(rawKey)\"")
             }

@@ -106,6 +106,8 @@ public struct DatabaseEntry: Sendable, Equatable {
     public var reservePoolSize: Int?
     public var poolMode: PoolMode?
     public var maxDBConnections: Int?
+    /// Client connections of the database for the whole service; nil or 0: the global value.
+    public var maxDBClientConnections: Int?
     /// Run once on each new server connection before it serves clients (Worker/Login/ConnectQuery.swift).
     public var connectQuery: String?
     /// Seconds; nil or 0: the global `server_lifetime` (PgBouncer 1.25 reads 0 as "not set").
@@ -178,6 +180,8 @@ public struct UserEntry: Sendable, Equatable {
     public var clientIdleTimeout: Double?
     /// Seconds; nil: not set (the database's, else the global value applies); 0: off, beating both.
     public var queryWaitTimeout: Double?
+    /// Client connections of the user (as it logs in) for the whole service; nil or 0: the global value.
+    public var maxUserClientConnections: Int?
 
     public init(name: String, poolMode: PoolMode? = nil, maxUserConnections: Int? = nil,
                 poolSize: Int? = nil, reservePoolSize: Int? = nil, queryTimeout: Double? = nil,

@@ -170,14 +170,16 @@ extension Supervisor {
                 poolMode: d.poolMode?.rawValue,
                 loadBalanceHosts: d.loadBalanceHosts.rawValue,
                 maxConnections: Int32(clamping: d.maxDBConnections ?? config.maxDBConnections),
-                currentConnections: totals.servers, maxClientConnections: 0,
+                currentConnections: totals.servers,
+                maxClientConnections: Int32(clamping: config.effectiveMaxDBClientConnections(database: d)),
                 currentClientConnections: totals.clients,
                 paused: paused || limits.pausedDBs.contains(d.name), disabled: limits.disabledDBs.contains(d.name))
         }
         rows.append(AdminDatabaseRow(name: "pgbouncer", host: nil, port: Int32(config.listenPort), database: "pgbouncer",
                                      forceUser: "pgbouncer", poolSize: 2, minPoolSize: 0, reservePoolSize: 0,
                                      serverLifetime: 0, poolMode: "statement", maxConnections: 0, currentConnections: 0,
-                                     maxClientConnections: 0, currentClientConnections: byDatabase["pgbouncer"]?.clients ?? 0,
+                                     maxClientConnections: Int32(clamping: config.effectiveMaxDBClientConnections(database: nil)),
+                                     currentClientConnections: byDatabase["pgbouncer"]?.clients ?? 0,
                                      paused: false, disabled: false))
         return rows.sorted { $0.name < $1.name }
     }
@@ -198,7 +200,8 @@ extension Supervisor {
                                 reservePoolSize: u?.reservePoolSize.map { Int32(clamping: $0) },
                                 poolMode: u?.poolMode?.rawValue,
                                 maxUserConnections: Int32(clamping: u?.maxUserConnections ?? config.maxUserConnections),
-                                currentConnections: totals.servers, maxUserClientConnections: 0,
+                                currentConnections: totals.servers,
+                                maxUserClientConnections: Int32(clamping: config.effectiveMaxUserClientConnections(user: name)),
                                 currentClientConnections: totals.clients)
         }
     }

@@ -282,6 +282,7 @@ extension Worker {
         }
         clients[ci].pool = p
         pools[Int(p)].clientCount += 1
+        adoptClientLimits(info, entry: config.database(named: state.database))
         if pools[Int(p)].scramClientKey == nil && !state.scramClientKey.isEmpty {
             pools[Int(p)].scramClientKey = state.scramClientKey
         }

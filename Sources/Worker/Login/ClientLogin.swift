@@ -374,6 +374,11 @@ extension Worker {
             failClient(ci, code: SQLState.protocolViolation, message: "database does not allow connections: \(info.database)")
             return
         }
+        // max_db_client_connections / max_user_client_connections (ClientLimits.swift).
+        if info.entry != nil, let refusal = admitToClientLimits(ci, exempt: false) {
+            failClient(ci, code: SQLState.protocolViolation, message: refusal)
+            return
+        }
         guard info.entry != nil, let pi = pool(database: info.database, user: info.user) else {
             if config.logConnections { log.info("C-\(clients[ci].id): login failed: db=\(info.database) user=\(info.user)") }
             failClient(ci, code: SQLState.invalidCatalogName, message: "no such database: \(info.database)")

@@ -76,6 +76,10 @@ final class ClientInfo {
     /// Protocol-level prepared statements: client name → StatementRegistry id (transaction/statement mode).
     var prepared: [String: Int32] = [:]
     var protocolMinor = 0
+    /// The database and user name keys this client is counted under for max_db_client_connections
+    /// and max_user_client_connections (0: not counted; ClientLimits.swift).
+    var countedDB: Int64 = 0
+    var countedUser: Int64 = 0
     init(trackedCount: Int) { params = ParamValues(count: trackedCount) }
 }
 
