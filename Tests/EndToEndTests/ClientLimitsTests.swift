@@ -78,7 +78,7 @@ final class ClientLimitsTests: XCTestCase {
     /// limit of its own (the global one is 0), is not affected.
     func testDatabaseLimitHoldsAcrossWorkers() throws {
         let pg = try PostgresServer.shared()
-        let px = try start(pg, databases: [("limdb", "max_db_client_connections=3")])
+        let px = try start(pg, databases: [("limdb", "max_db_client_connections=3")], settings: [("admin_users", "u_trust")])
         defer { px.stop() }
         let lim = Attempts(px, user: "u_trust", database: "limdb")
         defer { lim.closeAll() }
@@ -90,6 +90,12 @@ final class ClientLimitsTests: XCTestCase {
         // Whichever worker refused holds at most two of the three itself: the count is the service's.
         XCTAssertLessThan(lim.admitted.filter { $0.backendProcessID >> 20 == 0 }.count, 3)
         for c in lim.admitted { XCTAssertEqual(try c.query("select 1"), [["1"]]) }
+        let admin = try WireClient.connect(port: px.port, user: "u_trust", database: "pgbouncer")
+        defer { admin.close() }
+        let dbs = try admin.show("SHOW DATABASES")
+        let row = try XCTUnwrap(dbs.rows.first { $0[dbs.columns.firstIndex(of: "name")!] == "limdb" })
+        XCTAssertEqual(row[dbs.columns.firstIndex(of: "max_client_connections")!], "3")
+        XCTAssertEqual(row[dbs.columns.firstIndex(of: "current_client_connections")!], "3", "the service's count")
 
         let other = Attempts(px, user: "u_trust", database: "testdb")
         defer { other.closeAll() }
@@ -117,7 +123,7 @@ final class ClientLimitsTests: XCTestCase {
     /// max_user_client_connections=3 holds another user; one leaving frees a place.
     func testUserLimitHoldsAcrossWorkersAndDatabases() throws {
         let pg = try PostgresServer.shared()
-        let px = try start(pg, settings: [("max_user_client_connections", "3")],
+        let px = try start(pg, settings: [("max_user_client_connections", "3"), ("admin_users", "u_trust")],
                            users: [("u_password", "max_user_client_connections=2")])
         defer { px.stop() }
         let a = Attempts(px, user: "u_password", database: "testdb")
@@ -130,6 +136,12 @@ final class ClientLimitsTests: XCTestCase {
             XCTAssertFalse(b.attempt())
         }
         XCTAssertEqual(Set(a.refused + b.refused), ["FATAL 08P01 client connections exceeded (max_user_client_connections)"])
+        let admin = try WireClient.connect(port: px.port, user: "u_trust", database: "pgbouncer")
+        defer { admin.close() }
+        let users = try admin.show("SHOW USERS")
+        let row = try XCTUnwrap(users.rows.first { $0[users.columns.firstIndex(of: "name")!] == "u_password" })
+        XCTAssertEqual(row[users.columns.firstIndex(of: "max_user_client_connections")!], "2")
+        XCTAssertEqual(row[users.columns.firstIndex(of: "current_client_connections")!], "2", "in both databases")
 
         let md5 = Attempts(px, user: "u_md5", database: "testdb")
         defer { md5.closeAll() }
