@@ -365,11 +365,74 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(c.fallbackDatabase?.name, "*")
     }
 
-    func testUnimplementedConnectionParameterWarns() throws {
-        let c = try parse("[pgbouncer]\n[databases]\nx = host=h auth_query='SELECT 1' query_wait_timeout=10\n")
-        XCTAssertEqual(c.warnings.map(\.line), [3, 3])
-        XCTAssertTrue(c.warnings[0].message.contains("auth_query is not implemented by pgswift yet"))
-        XCTAssertEqual(c.database(named: "x")?.hosts, ["h"])
+    /// max_db_client_connections and max_user_client_connections, global, per database and per user:
+    /// a positive own value beats the global one, 0 or -1 inherits it (PgBouncer 1.25's
+    /// `database_max_client_connections` and `user_client_max_connections`).
+    func testClientConnectionLimits() throws {
+        let c = try parse("""
+            [pgbouncer]
+            max_db_client_connections = 10
+            max_user_client_connections = 4
+            [databases]
+            small = host=h max_db_client_connections=2
+            zero = host=h max_db_client_connections=0
+            unset = host=h max_db_client_connections=-1
+            plain = host=h
+            [users]
+            alice = max_user_client_connections=1
+            bob = max_user_client_connections=0
+            """)
+        XCTAssertEqual(c.warnings, [])
+        XCTAssertEqual(c.effectiveMaxDBClientConnections(database: c.database(named: "small")), 2)
+        XCTAssertEqual(c.effectiveMaxDBClientConnections(database: c.database(named: "zero")), 10)
+        XCTAssertEqual(c.effectiveMaxDBClientConnections(database: c.database(named: "unset")), 10)
+        XCTAssertEqual(c.effectiveMaxDBClientConnections(database: c.database(named: "plain")), 10)
+        XCTAssertEqual(c.effectiveMaxDBClientConnections(database: nil), 10, "the admin console has the global one")
+        XCTAssertEqual(c.effectiveMaxUserClientConnections(user: "alice"), 1)
+        XCTAssertEqual(c.effectiveMaxUserClientConnections(user: "bob"), 4)
+        XCTAssertEqual(c.effectiveMaxUserClientConnections(user: "carol"), 4)
+        let none = try parse("[pgbouncer]\n[databases]\nd = host=h\n")
+        XCTAssertEqual(none.effectiveMaxDBClientConnections(database: none.database(named: "d")), 0, "default: unlimited")
+        XCTAssertEqual(none.effectiveMaxUserClientConnections(user: "u"), 0)
+        XCTAssertEqual(Config.isImplemented(key: "max_db_client_connections"), true)
+        XCTAssertEqual(Config.isImplemented(key: "max_user_client_connections"), true)
+        XCTAssertThrowsError(try parse("[databases]\nd = host=h max_db_client_connections=many\n"))
+        XCTAssertThrowsError(try parse("[pgbouncer]\nmax_user_client_connections = -1\n"))
+    }
+
+    /// PgBouncer 1.25's query_wait_timeout: the client's `[users]` value, else its database's, else
+    /// the global one; a level set to 0 is off and beats the levels below; -1 is "not set".
+    func testQueryWaitTimeoutUserBeatsDatabaseBeatsGlobal() throws {
+        let c = try parse("""
+            [pgbouncer]
+            query_wait_timeout = 120
+            [databases]
+            fast = host=h query_wait_timeout=2
+            off = host=h query_wait_timeout=0
+            unset = host=h query_wait_timeout=-1
+            plain = host=h
+            forced = host=h user=owner query_wait_timeout=7
+            [users]
+            patient = query_wait_timeout=0
+            quick = query_wait_timeout=1.5
+            owner = query_wait_timeout=9
+            shrug = query_wait_timeout=-1
+            """)
+        XCTAssertEqual(c.warnings, [])
+        func wait(_ db: String, _ user: String) -> Double {
+            c.effectiveQueryWaitTimeout(database: c.database(named: db), user: user)
+        }
+        XCTAssertEqual(wait("plain", "bob"), 120)
+        XCTAssertEqual(wait("fast", "bob"), 2, "the database's value beats the global one")
+        XCTAssertEqual(wait("off", "bob"), 0, "a database's 0 turns it off")
+        XCTAssertEqual(wait("unset", "bob"), 120, "-1 is not set")
+        XCTAssertEqual(wait("fast", "quick"), 1.5, "the user's value beats the database's")
+        XCTAssertEqual(wait("fast", "patient"), 0, "a user's 0 turns it off over the database's")
+        XCTAssertEqual(wait("fast", "shrug"), 2)
+        XCTAssertEqual(wait("forced", "bob"), 7, "the login user counts, not the forced user")
+        XCTAssertEqual(wait("forced", "quick"), 1.5)
+        XCTAssertNil(c.users["shrug"]?.queryWaitTimeout)
+        XCTAssertThrowsError(try parse("[databases]\nx = host=h query_wait_timeout=soon\n"))
     }
 
     /// Keys whose value is kept (SHOW DATABASES / SHOW USERS show some) but that nothing acts on yet
@@ -385,16 +448,12 @@ final class ConfigTests: XCTestCase {
             [users]
             u = reserve_pool_size=4 pool_size=5
             """)
-        XCTAssertEqual(c.warnings.map(\.line), [2, 3, 5, 5, 5, 5, 5, 5, 6, 8])
+        XCTAssertEqual(c.warnings.map(\.line), [2, 3, 5, 6, 8])
         XCTAssertEqual(c.warnings[0].message, "reserve_pool_size is not implemented by pgswift yet; stored but has no effect")
         XCTAssertEqual(c.warnings[1].message, "reserve_pool_timeout is not implemented by pgswift yet; stored but has no effect")
         XCTAssertEqual(c.warnings[2].message, "database \"d\": reserve_pool is not implemented by pgswift yet; stored but has no effect")
-        for (w, key) in zip(c.warnings[3...7], ["connect_query", "client_encoding", "datestyle", "timezone",
-                                                "application_name"]) {
-            XCTAssertEqual(w.message, "database \"d\": \(key) is not implemented by pgswift yet; stored but has no effect")
-        }
-        XCTAssertEqual(c.warnings[8].message, "database \"e\": reserve_pool_size is not implemented by pgswift yet; stored but has no effect")
-        XCTAssertEqual(c.warnings[9].message, "user \"u\": reserve_pool_size is not implemented by pgswift yet; stored but has no effect")
+        XCTAssertEqual(c.warnings[3].message, "database \"e\": reserve_pool_size is not implemented by pgswift yet; stored but has no effect")
+        XCTAssertEqual(c.warnings[4].message, "user \"u\": reserve_pool_size is not implemented by pgswift yet; stored but has no effect")
         XCTAssertEqual(c.reservePoolSize, 3)
         XCTAssertEqual(c.reservePoolTimeout, 2)
         XCTAssertEqual(c.database(named: "d")?.reservePoolSize, 1)
@@ -719,10 +778,10 @@ final class ConfigTests: XCTestCase {
 
     func testOverrideOfAnUnimplementedKeyWarnsAsTheFileDoes() throws {
         let c = try Config.parse(text: "[pgbouncer]\n", file: "p.ini",
-                                 overrides: [ConfigOverride(key: "max_db_client_connections", value: "2")])
+                                 overrides: [ConfigOverride(key: "sbuf_loopcnt", value: "2")])
         XCTAssertEqual(c.warnings.map(\.description),
-                       ["admin console SET:0: max_db_client_connections is not implemented by pgswift yet; ignored"])
-        XCTAssertEqual(c.settings().first { $0.key == "max_db_client_connections" }?.value, "2")
+                       ["admin console SET:0: sbuf_loopcnt is not implemented by pgswift yet; ignored"])
+        XCTAssertEqual(c.settings().first { $0.key == "sbuf_loopcnt" }?.value, "2")
     }
 
     func testOverrideErrorsAndPaths() throws {

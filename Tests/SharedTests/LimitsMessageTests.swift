@@ -100,4 +100,62 @@ final class LimitsMessageTests: XCTestCase {
         XCTAssertEqual(total, sup.total)
         XCTAssertLessThanOrEqual(total, limit)
     }
+
+    // MARK: The name table (max_db_client_connections, max_user_client_connections)
+
+    func testNameCountsAreExactPerNameAcrossProcessesAndReclaimed() throws {
+        let sup = try ClientCounter.create()
+        let w0 = try ClientCounter.map(sup.fd), w1 = try ClientCounter.map(sup.fd)
+        let app = ClientCounter.nameKey(kind: "d", "app"), alice = ClientCounter.nameKey(kind: "u", "app")
+        XCTAssertNotEqual(app, alice, "a database and a user of the same name are different names")
+        XCTAssertEqual(ClientCounter.nameKey(kind: "d", "app"), app, "the same key in every process")
+        XCTAssertNil(sup.nameEntry(app, claim: false), "not there before a worker counts it")
+        let e0 = try XCTUnwrap(w0.nameEntry(app, claim: true))
+        let e1 = try XCTUnwrap(w1.nameEntry(app, claim: true))
+        XCTAssertEqual(e0, e1, "both processes find the same entry")
+        XCTAssertTrue(w0.tryAcquire(entry: e0, slot: 0, limit: 2))
+        XCTAssertTrue(w1.tryAcquire(entry: e1, slot: 1, limit: 2))
+        XCTAssertFalse(w0.tryAcquire(entry: e0, slot: 0, limit: 2), "the limit is for both workers together")
+        XCTAssertEqual(sup.count(entry: e0), 2)
+        let u = try XCTUnwrap(w0.nameEntry(alice, claim: true))
+        XCTAssertNotEqual(u, e0)
+        XCTAssertTrue(w0.tryAcquire(entry: u, slot: 0, limit: 1), "another name has its own count")
+        XCTAssertTrue(w0.tryAcquire(entry: u, slot: 0, limit: 0), "limit 0: counted, never refused")
+        w1.release(entry: e1, slot: 1)
+        XCTAssertTrue(w0.tryAcquire(entry: e0, slot: 0, limit: 2), "a freed place is taken again")
+        // Worker 0 dies holding two places of app and two of alice: the supervisor gives them back,
+        // and leaves the client counts of other words alone.
+        XCTAssertEqual(sup.reclaim(slot: 0), 0)
+        XCTAssertEqual(sup.count(entry: e0), 0)
+        XCTAssertEqual(sup.count(entry: u), 0)
+        XCTAssertTrue(w1.tryAcquire(entry: e1, slot: 1, limit: 2))
+        XCTAssertEqual(sup.reclaim(slot: 1), 0)
+        XCTAssertEqual(sup.count(entry: e1), 0)
+    }
+
+    func testNameTableFillsAndThenCountsNothingNew() throws {
+        let sup = try ClientCounter.create()
+        var entries = Set<Int32>()
+        for i in 0..<ClientCounter.nameCapacity {
+            entries.insert(try XCTUnwrap(sup.nameEntry(ClientCounter.nameKey(kind: "u", "user\(i)"), claim: true)))
+        }
+        XCTAssertEqual(entries.count, ClientCounter.nameCapacity)
+        XCTAssertNil(sup.nameEntry(ClientCounter.nameKey(kind: "u", "one-too-many"), claim: true))
+        XCTAssertEqual(sup.nameEntry(ClientCounter.nameKey(kind: "u", "user7"), claim: true),
+                       sup.nameEntry(ClientCounter.nameKey(kind: "u", "user7"), claim: false), "a full table still finds its names")
+    }
+
+    /// A supervisor re-executed from an older binary inherits a file of the client words only: the new
+    /// image grows it, and what the old processes counted stays.
+    func testAFileOfTheOldSizeIsGrown() throws {
+        let old = try ClientCounter.create()
+        XCTAssertTrue(old.tryAcquire(slot: 0, limit: 10))
+        XCTAssertEqual(ftruncate(old.fd, off_t(ClientCounter.byteCount)), 0)
+        let grown = try ClientCounter.map(old.fd)
+        XCTAssertEqual(Files.size(old.fd), ClientCounter.fileSize)
+        XCTAssertEqual(grown.total, 1)
+        let e = try XCTUnwrap(grown.nameEntry(ClientCounter.nameKey(kind: "d", "db"), claim: true))
+        XCTAssertTrue(grown.tryAcquire(entry: e, slot: 3, limit: 1))
+        XCTAssertEqual(grown.count(entry: e), 1)
+    }
 }

@@ -205,5 +205,10 @@ static inline void *cl_mmap_shared(int fd, size_t len) {
 static inline int64_t cl_atomic_fetch_add_i64(int64_t *p, int64_t v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
 static inline int64_t cl_atomic_load_i64(int64_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
 static inline void cl_atomic_store_i64(int64_t *p, int64_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+/// Stores `desired` if `*p` is `expected`; returns what `*p` held (== expected when it stored).
+static inline int64_t cl_atomic_cas_i64(int64_t *p, int64_t expected, int64_t desired) {
+    __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    return expected;
+}
 
 #endif

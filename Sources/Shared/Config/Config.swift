@@ -23,6 +23,9 @@ public struct Config: Sendable {
     /// Relative: against the working directory (PgBouncer), else next to the config file.
     public var authFile: String? = nil
     public var authUser: String? = nil
+    /// The `[databases]` entry auth_query runs in (nil: the client's own database); a database's
+    /// `auth_dbname` beats it (Worker/Login/AuthQuery.swift).
+    public var authDbname: String? = nil
     /// Relative: against the working directory (PgBouncer), else next to the config file; read when `auth_type = hba`.
     public var authHbaFile: String? = nil
     /// The parsed `auth_hba_file` (`load` fills it when `auth_type = hba`; see Hba.swift).
@@ -42,6 +45,9 @@ public struct Config: Sendable {
     public var maxDBConnections: Int = 0
     /// 0 = unlimited.
     public var maxUserConnections: Int = 0
+    /// Client connections per database / per user for the whole service (0 = unlimited).
+    public var maxDBClientConnections: Int = 0
+    public var maxUserClientConnections: Int = 0
 
     public var serverResetQuery: String = "DISCARD ALL"
     public var serverResetQueryAlways: Bool = false
@@ -248,6 +254,14 @@ public struct Config: Sendable {
                             serverLifetime: pick(database?.serverLifetime, serverLifetime))
     }
 
+    /// How long a client of `user` (the name it logged in as, not a database's forced user) may wait
+    /// for a server of `database`: the `[users]` value, else the `[databases]` one, else the global
+    /// `query_wait_timeout`, as PgBouncer 1.25's janitor picks it. A level that sets 0 turns it off,
+    /// beating the levels below (unlike the other per-user timeouts, where 0 inherits).
+    public func effectiveQueryWaitTimeout(database: DatabaseEntry?, user: String) -> Double {
+        users[user]?.queryWaitTimeout ?? database?.queryWaitTimeout ?? queryWaitTimeout
+    }
+
     /// Minimum pool size of a database's pools.
     public func effectiveMinPoolSize(database: DatabaseEntry?) -> Int {
         database?.minPoolSize ?? minPoolSize
@@ -263,6 +277,21 @@ public struct Config: Sendable {
     public func effectiveMaxUserConnections(user: String) -> Int {
         if let v = users[user]?.maxUserConnections, v > 0 { return v }
         return maxUserConnections
+    }
+
+    /// Client connections allowed to a database (0 = unlimited): its own positive value, else the
+    /// global `max_db_client_connections` (PgBouncer 1.25: a per-database 0 or -1 inherits). The admin
+    /// console (no entry) has the global one.
+    public func effectiveMaxDBClientConnections(database: DatabaseEntry?) -> Int {
+        if let v = database?.maxDBClientConnections, v > 0 { return v }
+        return maxDBClientConnections
+    }
+
+    /// Client connections allowed to a user, the name it logs in as (0 = unlimited): its `[users]`
+    /// positive value, else the global `max_user_client_connections`.
+    public func effectiveMaxUserClientConnections(user: String) -> Int {
+        if let v = users[user]?.maxUserClientConnections, v > 0 { return v }
+        return maxUserClientConnections
     }
 
     /// The health-check query to send: nil = checking disabled, "" = send an empty query.
@@ -306,6 +335,11 @@ public struct Config: Sendable {
             return Setting(key: spec.name, value: value, defaultValue: spec.defaultValue,
                            implemented: spec.support == .implemented, changeable: spec.changeable)
         }
+    }
+
+    /// Why `name` cannot be an auth_dbname (an admin console name, PgBouncer's words), or nil.
+    public static func reservedAuthDatabaseReason(_ name: String) -> String? {
+        ConfigKeySpec.reservedAuthDatabaseReason(name)
     }
 
     /// Whether pgswift acts on a `[pgbouncer]`/`[pgswift]` key; nil for a key that does not exist.

@@ -167,6 +167,8 @@ struct ConfigAssembler {
             case "user": entry.user = value
             case "password": entry.password = value
             case "auth_user": entry.authUser = value
+            case "auth_query": entry.authQuery = value
+            case "auth_dbname": entry.authDbname = value
             case "pool_size": entry.poolSize = try poolNumber(value, key, fail)
             case "min_pool_size": entry.minPoolSize = try poolNumber(value, key, fail)
             case "reserve_pool", "reserve_pool_size":
@@ -183,9 +185,7 @@ struct ConfigAssembler {
                     throw fail("invalid load_balance_hosts \"\(value)\" (expected round-robin, least-connections or disable)")
                 }
                 entry.loadBalanceHosts = lb
-            case "connect_query":
-                entry.connectQuery = value
-                warnStored(file, line, "database \"\(name)\"", key)
+            case "connect_query": entry.connectQuery = value
             case "target_session_attrs":
                 guard let t = TargetSessionAttrs(rawValue: value.lowercased()) else {
                     throw fail("invalid target_session_attrs \"\(value)\" (expected any, read-write, read-only, primary, standby or prefer-standby)")
@@ -194,10 +194,9 @@ struct ConfigAssembler {
             case "client_encoding", "datestyle", "timezone", "application_name":
                 entry.startupParameters.removeAll { $0.name == key }
                 entry.startupParameters.append(ConnParam(name: key, value: value))
-                warnStored(file, line, "database \"\(name)\"", key)
             case "server_lifetime": entry.serverLifetime = try timeout(value, key, fail)
-            case "auth_dbname", "auth_query", "max_db_client_connections", "query_wait_timeout":
-                warn(file, line, "database \"\(name)\": \(key) is not implemented by pgswift yet; ignored")
+            case "query_wait_timeout": entry.queryWaitTimeout = try optionalTimeout(value, key, fail)
+            case "max_db_client_connections": entry.maxDBClientConnections = try poolNumber(value, key, fail)
             default:
                 throw fail("unrecognized connection parameter \"\(rawKey)\"")
             }
@@ -248,6 +247,15 @@ struct ConfigAssembler {
         return v
     }
 
+    /// A per-user or per-database timeout that, once set, applies even when 0 (off): PgBouncer's
+    /// `query_wait_timeout` in `[databases]` and `[users]`, where a negative value means "not set"
+    /// (its documentation; nil here), so the next level applies.
+    private func optionalTimeout(_ value: String, _ key: String,
+                                 _ fail: (String) -> ConfigError) throws(ConfigError) -> Double? {
+        if let n = ConfigText.decimal(value), n < 0 { return nil }
+        return try timeout(value, key, fail)
+    }
+
     // MARK: [users]
 
     private mutating func user(_ name: String, _ settings: String, _ file: String, _ line: Int) throws(ConfigError) {
@@ -278,8 +286,8 @@ struct ConfigAssembler {
             case "transaction_timeout": entry.transactionTimeout = try timeout(value, key, fail)
             case "idle_transaction_timeout": entry.idleTransactionTimeout = try timeout(value, key, fail)
             case "client_idle_timeout": entry.clientIdleTimeout = try timeout(value, key, fail)
-            case "query_wait_timeout", "max_user_client_connections":
-                warn(file, line, "user \"\(name)\": \(key) is not implemented by pgswift yet; ignored")
+            case "query_wait_timeout": entry.queryWaitTimeout = try optionalTimeout(value, key, fail)
+            case "max_user_client_connections": entry.maxUserClientConnections = try poolNumber(value, key, fail)
             default:
                 throw fail("unrecognized user parameter \"\(rawKey)\"")
             }

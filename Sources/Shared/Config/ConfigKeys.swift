@@ -35,6 +35,17 @@ struct ConfigKeySpec: Sendable {
         case list
         /// One of a fixed set of words, matched case-insensitively.
         case lookup([String])
+        /// A `[databases]` name to run auth_query in; "" is not set. The admin console's names are
+        /// refused, as by PgBouncer's CF_AUTHDB: no query can run there.
+        case authDatabase
+    }
+
+    /// Database names that are the admin console, never a `[databases]` entry a query can run in.
+    static let adminDatabaseNames: Set<String> = ["pgbouncer", "pgswift"]
+
+    /// Why `name` cannot be an auth_dbname (PgBouncer's words), or nil.
+    static func reservedAuthDatabaseReason(_ name: String) -> String? {
+        adminDatabaseNames.contains(name) ? "cannot use the reserved \"\(name)\" database as an auth_dbname" : nil
     }
 
     let name: String
@@ -71,6 +82,9 @@ struct ConfigKeySpec: Sendable {
             return .seconds(v)
         case .text:
             return .text(text)
+        case .authDatabase:
+            if let why = Self.reservedAuthDatabaseReason(text) { throw ConfigValueError(reason: why) }
+            return .text(text)
         case .list:
             return .list(ConfigText.list(text))
         case .lookup(let words):
@@ -100,7 +114,7 @@ extension ConfigKeySpec {
     static let pgbouncer: [ConfigKeySpec] = [
         list("admin_users", "", \.adminUsers),
         bool("application_name_add_host", "0", \.applicationNameAddHost),
-        ignored("auth_dbname", "", .text),
+        optionalText("auth_dbname", "", \.authDbname, kind: .authDatabase),
         optionalText("auth_file", "", \.authFile),
         optionalText("auth_hba_file", "", \.authHbaFile),
         ignored("auth_ident_file", "", .text),
@@ -140,11 +154,11 @@ extension ConfigKeySpec {
         optionalText("logfile", "", \.logfile),
         ignored("login_notify_message", "", .text),
         int("max_client_conn", "100", \.maxClientConn),
-        ignored("max_db_client_connections", "0", .int(min: 0, max: intMax)),
+        int("max_db_client_connections", "0", \.maxDBClientConnections),
         int("max_db_connections", "0", \.maxDBConnections),
         int("max_packet_size", "2147483647", \.maxPacketSize, min: 0, max: Int(UInt32.max)),
         int("max_prepared_statements", "200", \.maxPreparedStatements),
-        ignored("max_user_client_connections", "0", .int(min: 0, max: intMax)),
+        int("max_user_client_connections", "0", \.maxUserClientConnections),
         int("max_user_connections", "0", \.maxUserConnections),
         int("min_pool_size", "0", \.minPoolSize),
         ignored("peer_id", "0", .int(min: 0, max: 16383)),
@@ -296,8 +310,8 @@ extension ConfigKeySpec {
     /// A string whose empty value means "not set" (nil).
     static func optionalText(_ name: String, _ def: String,
                              _ kp: WritableKeyPath<Config, String?> & Sendable,
-                             _ support: Support = .implemented) -> ConfigKeySpec {
-        ConfigKeySpec(name: name, kind: .text, defaultValue: def, support: support,
+                             _ support: Support = .implemented, kind: Kind = .text) -> ConfigKeySpec {
+        ConfigKeySpec(name: name, kind: kind, defaultValue: def, support: support,
                       store: { c, v in if case .text(let s) = v { c[keyPath: kp] = s.isEmpty ? nil : s } },
                       show: { c in c[keyPath: kp] ?? "" })
     }

@@ -97,21 +97,29 @@ public struct DatabaseEntry: Sendable, Equatable {
     public var user: String?
     public var password: String?
     public var authUser: String?
+    /// Overrides of the global `auth_query` and `auth_dbname` for this database's clients.
+    public var authQuery: String?
+    public var authDbname: String?
     public var poolSize: Int?
     public var minPoolSize: Int?
     /// Stored (SHOW DATABASES shows it) but not acted on yet: the key warns at load time.
     public var reservePoolSize: Int?
     public var poolMode: PoolMode?
     public var maxDBConnections: Int?
-    /// Stored but not acted on yet: the key warns at load time.
+    /// Client connections of the database for the whole service; nil or 0: the global value.
+    public var maxDBClientConnections: Int?
+    /// Run once on each new server connection before it serves clients (Worker/Login/ConnectQuery.swift).
     public var connectQuery: String?
     /// Seconds; nil or 0: the global `server_lifetime` (PgBouncer 1.25 reads 0 as "not set").
     public var serverLifetime: Double?
+    /// Seconds; nil: not set (the user's, else the global `query_wait_timeout` applies); 0: off.
+    public var queryWaitTimeout: Double?
     public var loadBalanceHosts: LoadBalance
     /// libpq's target_session_attrs, checked by the supervisor's health check.
     public var targetSessionAttrs: TargetSessionAttrs = .any
-    /// client_encoding, datestyle, timezone, application_name, in the order written. Stored but not
-    /// sent to servers yet: the keys warn at load time.
+    /// client_encoding, datestyle, timezone, application_name, in the order written: sent in the
+    /// startup packet of every server connection of the database (so they are the session defaults
+    /// the pool's first server reports to clients; a client's own value still wins, by a SET at link).
     public var startupParameters: [ConnParam]
     public var line: Int
     public var file: String
@@ -170,6 +178,10 @@ public struct UserEntry: Sendable, Equatable {
     public var transactionTimeout: Double?
     public var idleTransactionTimeout: Double?
     public var clientIdleTimeout: Double?
+    /// Seconds; nil: not set (the database's, else the global value applies); 0: off, beating both.
+    public var queryWaitTimeout: Double?
+    /// Client connections of the user (as it logs in) for the whole service; nil or 0: the global value.
+    public var maxUserClientConnections: Int?
 
     public init(name: String, poolMode: PoolMode? = nil, maxUserConnections: Int? = nil,
                 poolSize: Int? = nil, reservePoolSize: Int? = nil, queryTimeout: Double? = nil,

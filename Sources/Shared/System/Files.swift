@@ -48,6 +48,12 @@ public enum Files {
         if !ok { throw SyscallError("write(\(path))", .current) }
     }
 
+    /// The size of the file open as `fd` (fstat); nil when fstat fails.
+    public static func size(_ fd: Int32) -> Int? {
+        var st = stat()
+        return fstat(fd, &st) == 0 ? Int(st.st_size) : nil
+    }
+
     /// True if `fd` is open on a directory (fstat).
     public static func isDirectory(_ fd: Int32) -> Bool {
         var st = stat()

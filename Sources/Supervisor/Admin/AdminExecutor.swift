@@ -149,6 +149,15 @@ extension Supervisor {
         }
     }
 
+    /// The clients of a database ("d") or user ("u") the service counts in the shared name table (those
+    /// with a client limit: exact, admin console clients included), or nil when it is not counted there.
+    func countedClients(_ kind: Character, _ name: String) -> Int32? {
+        guard let c = limits.counter, let e = c.nameEntry(ClientCounter.nameKey(kind: kind, name), claim: false) else {
+            return nil
+        }
+        return Int32(clamping: c.count(entry: e))
+    }
+
     func databaseRows(_ m: MergedStats) -> [AdminDatabaseRow] {
         func servers(_ p: PoolStats) -> Int32 { p.svActive + p.svIdle + p.svUsed + p.svTested + p.svLogin }
         func clients(_ p: PoolStats) -> Int32 { p.clActive + p.clWaiting }
@@ -160,6 +169,7 @@ extension Supervisor {
         }
         var rows: [AdminDatabaseRow] = config.databases.map { d in
             let totals = byDatabase[d.name] ?? (0, 0)
+            let maxClients = config.effectiveMaxDBClientConnections(database: d)
             return AdminDatabaseRow(
                 name: d.name, host: d.hosts.first.flatMap { $0.isEmpty ? nil : $0 }, port: Int32(d.ports.first ?? 5432),
                 database: d.dbname ?? d.name, forceUser: d.user,
@@ -170,14 +180,18 @@ extension Supervisor {
                 poolMode: d.poolMode?.rawValue,
                 loadBalanceHosts: d.loadBalanceHosts.rawValue,
                 maxConnections: Int32(clamping: d.maxDBConnections ?? config.maxDBConnections),
-                currentConnections: totals.servers, maxClientConnections: 0,
-                currentClientConnections: totals.clients,
+                currentConnections: totals.servers,
+                maxClientConnections: Int32(clamping: maxClients),
+                currentClientConnections: (maxClients > 0 ? countedClients("d", d.name) : nil) ?? totals.clients,
                 paused: paused || limits.pausedDBs.contains(d.name), disabled: limits.disabledDBs.contains(d.name))
         }
+        let adminMax = config.effectiveMaxDBClientConnections(database: nil)
         rows.append(AdminDatabaseRow(name: "pgbouncer", host: nil, port: Int32(config.listenPort), database: "pgbouncer",
                                      forceUser: "pgbouncer", poolSize: 2, minPoolSize: 0, reservePoolSize: 0,
                                      serverLifetime: 0, poolMode: "statement", maxConnections: 0, currentConnections: 0,
-                                     maxClientConnections: 0, currentClientConnections: byDatabase["pgbouncer"]?.clients ?? 0,
+                                     maxClientConnections: Int32(clamping: adminMax),
+                                     currentClientConnections: (adminMax > 0 ? countedClients("d", "pgbouncer") : nil)
+                                         ?? byDatabase["pgbouncer"]?.clients ?? 0,
                                      paused: false, disabled: false))
         return rows.sorted { $0.name < $1.name }
     }
@@ -194,12 +208,14 @@ extension Supervisor {
         return byUser.keys.sorted().map { name in
             let u = config.users[name]
             let totals = byUser[name] ?? (0, 0)
+            let maxClients = config.effectiveMaxUserClientConnections(user: name)
             return AdminUserRow(name: name, poolSize: u?.poolSize.map { Int32(clamping: $0) },
                                 reservePoolSize: u?.reservePoolSize.map { Int32(clamping: $0) },
                                 poolMode: u?.poolMode?.rawValue,
                                 maxUserConnections: Int32(clamping: u?.maxUserConnections ?? config.maxUserConnections),
-                                currentConnections: totals.servers, maxUserClientConnections: 0,
-                                currentClientConnections: totals.clients)
+                                currentConnections: totals.servers,
+                                maxUserClientConnections: Int32(clamping: maxClients),
+                                currentClientConnections: (maxClients > 0 ? countedClients("u", name) : nil) ?? totals.clients)
         }
     }
 

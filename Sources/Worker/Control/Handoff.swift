@@ -283,6 +283,7 @@ extension Worker {
         }
         clients[ci].pool = p
         pools[Int(p)].clientCount += 1
+        adoptClientLimits(info, entry: config.database(named: state.database))
         if pools[Int(p)].scramClientKey == nil && !state.scramClientKey.isEmpty && poolUser == state.user {
             pools[Int(p)].scramClientKey = state.scramClientKey
         }

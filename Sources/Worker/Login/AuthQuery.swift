@@ -47,8 +47,9 @@ struct AuthQueryState {
         /// Database + NUL + user: one lookup serves every client waiting for the same answer.
         var key: String
         var user: String
-        /// The pool (database, auth_user) whose server runs the query.
+        /// The pool (auth database, auth_user) whose server runs the query, and the query.
         var pool: Int32
+        var query: String
         var waiters: [Waiter]
         /// The server running it (-1: waiting for one).
         var server: Int32 = -1
@@ -71,17 +72,53 @@ extension Worker {
         return authQuery.poolSecrets[Int32(p)]
     }
 
+    /// Where and what a client's lookup runs, as PgBouncer 1.25 picks it: the database's auth_user,
+    /// auth_query and auth_dbname, else the global ones; no auth_dbname: the client's own database.
+    /// An admin console client (no entry) uses the global ones, and only with an auth_dbname (no
+    /// query can run in the console). nil: no lookup for this client.
+    private func authQueryPlan(_ ci: Int32) -> (user: String, query: String, database: String?)? {
+        guard let info = clients[ci].info else { return nil }
+        if clients[ci].admin != .none {
+            guard let user = config.authUser, let database = config.authDbname else { return nil }
+            return (user, config.authQuery, database)
+        }
+        // An unknown database runs no query (PgBouncer's fake database): the login fails either way.
+        guard let entry = info.entry, let user = entry.authUser ?? config.authUser else { return nil }
+        return (user, entry.authQuery ?? config.authQuery, entry.authDbname ?? config.authDbname)
+    }
+
+    /// The auth_dbname a lookup names can run queries: configured (a `*` entry counts), not an admin
+    /// name, not disabled. Else the client gets PgBouncer's error and false.
+    private func authDatabaseUsable(_ ci: Int32, _ name: String) -> Bool {
+        if let why = Config.reservedAuthDatabaseReason(name) {
+            log.error("C-\(clients[ci].id): \(why)")
+            failClient(ci, code: SQLState.protocolViolation, message: "bouncer config error")
+            return false
+        }
+        if config.database(named: name) == nil {
+            log.error("C-\(clients[ci].id): authentication database \"\(name)\" is not configured")
+            failClient(ci, code: SQLState.protocolViolation, message: "bouncer config error")
+            return false
+        }
+        if isDisabled(name) {
+            failClient(ci, code: SQLState.protocolViolation, message: "authentication database \"\(name)\" is disabled")
+            return false
+        }
+        return true
+    }
+
     /// Starts (or joins) a lookup when the client's user is not in auth_file, an auth_user is set for
     /// its (known) database and the method needs the user (a password, or trust). True: the client now
-    /// waits (or was answered from the cache or refused by the rate limit); false: go on without auth_query.
+    /// waits (or was answered from the cache, refused by the rate limit, or failed for a bad
+    /// auth_dbname); false: go on without auth_query.
     func startAuthQueryIfNeeded(_ ci: Int32, authType: AuthType) -> Bool {
         switch authType {
         case .plain, .md5, .scramSHA256, .trust: break
         default: return false
         }
-        // An unknown database runs no query (PgBouncer's fake database): the login fails either way.
-        guard clients[ci].admin == .none, let info = clients[ci].info, let entry = info.entry else { return false }
-        guard let authUser = entry.authUser ?? config.authUser else { return false }
+        guard let info = clients[ci].info, let plan = authQueryPlan(ci) else { return false }
+        let authUser = plan.user
+        if let name = plan.database, !authDatabaseUsable(ci, name) { return true }
         let database = info.database
         let key = database + "\u{0}" + info.user
         let ttl = Clock.nanos(seconds: config.authQueryCacheTTL)
@@ -107,8 +144,8 @@ extension Worker {
             requestCredentials(ci, authType: authType, secret: nil)
             return true
         }
-        guard let ap = pool(database: database, user: authUser) else { return false }
-        authQuery.lookups.append(AuthQueryState.Lookup(key: key, user: info.user, pool: ap,
+        guard let ap = pool(database: plan.database ?? database, user: authUser) else { return false }
+        authQuery.lookups.append(AuthQueryState.Lookup(key: key, user: info.user, pool: ap, query: plan.query,
                                                        waiters: [waiter], since: now))
         hot.pointee.authQueriesWaiting += 1
         pumpAuthQueries()
@@ -177,7 +214,7 @@ extension Worker {
         let user = authQuery.lookups[li].user
         log.debug("S-\(servers[si].id): running auth_query for user \"\(user)\" (lookup \(authQuery.queriesRun))")
         scratch.clear()
-        AuthQueryReply.request(into: &scratch, query: config.authQuery, user: user)
+        AuthQueryReply.request(into: &scratch, query: authQuery.lookups[li].query, user: user)
         servers[si].io.out.append(scratch)
         flushServer(si)
     }

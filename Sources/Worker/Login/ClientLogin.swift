@@ -374,6 +374,11 @@ extension Worker {
             failClient(ci, code: SQLState.protocolViolation, message: "database does not allow connections: \(info.database)")
             return
         }
+        // max_db_client_connections / max_user_client_connections (ClientLimits.swift).
+        if info.entry != nil, let refusal = admitToClientLimits(ci, exempt: false) {
+            failClient(ci, code: SQLState.protocolViolation, message: refusal)
+            return
+        }
         // A database with a forced user= has one pool, whoever the client is (PgBouncer's get_pool with
         // the forced credentials): its pool_size bounds the server connections of all its clients.
         guard let entry = info.entry, let pi = pool(database: info.database, user: entry.user ?? info.user) else {

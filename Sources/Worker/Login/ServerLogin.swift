@@ -67,8 +67,12 @@ extension Worker {
     func sendServerStartup(_ si: Int32) {
         let p = Int(servers[si].pool)
         scratch.clear()
-        Frontend.startupMessage(into: &scratch, parameters: [("user", pools[p].serverUser),
-                                                             ("database", pools[p].serverDatabase)])
+        // The database entry's client_encoding, datestyle, timezone and application_name become the
+        // session's defaults, as in PgBouncer (its `startup_params`): the first server reports them
+        // and they become the pool's welcome values; a client that set its own gets a SET at link.
+        var parameters = [("user", pools[p].serverUser), ("database", pools[p].serverDatabase)]
+        for param in pools[p].entry.startupParameters { parameters.append((param.name, param.value)) }
+        Frontend.startupMessage(into: &scratch, parameters: parameters)
         servers[si].io.out.append(scratch)
         flushServer(si)
     }
@@ -103,6 +107,7 @@ extension Worker {
 
     private func handleServerLoginMessage(_ si: Int32, _ type: UInt8, _ body: [UInt8]) {
         guard let info = servers[si].info else { return }
+        if info.connectQueryRunning { return connectQueryMessage(si, type, body) }
         switch type {
         case BackendType.authentication:
             guard let req = body.withUnsafeBytes({ AuthenticationRequest.parse($0) }) else {
@@ -118,10 +123,7 @@ extension Worker {
             }
             if let action = info.login?.authenticationRequestReceived(req) { performServerLogin(si, action) }
         case BackendType.parameterStatus:
-            if let (name, value) = body.withUnsafeBytes({ ParameterStatus.parse($0) }) {
-                info.reported.append((name, value))
-                if let t = tracked.index(of: name) { info.params.values[t] = value }
-            }
+            noteLoginParameter(si, body)
         case BackendType.backendKeyData:
             if let (pid, key) = body.withUnsafeBytes({ BackendKeyData.parse($0) }) {
                 servers[si].backendPID = pid
@@ -132,11 +134,25 @@ extension Worker {
                 ?? ErrorFields(severity: "FATAL", code: SQLState.connectionFailure, message: "server login failed")
             performServerLogin(si, info.login?.errorReceived(fields) ?? .fail(.server(fields)))
         case BackendType.readyForQuery:
-            serverLoginDone(si)
+            // The database's connect_query, if any, runs before the server serves anyone (ConnectQuery.swift).
+            if !startConnectQuery(si) { serverLoginDone(si) }
         default:
             // NoticeResponse, NegotiateProtocolVersion: nothing to do.
             break
         }
+    }
+
+    /// A ParameterStatus before the server serves anyone: the pool's welcome set if it is the first.
+    /// A name reported again (a SET in connect_query) keeps its place with the newer value.
+    func noteLoginParameter(_ si: Int32, _ body: [UInt8]) {
+        guard let info = servers[si].info,
+              let (name, value) = body.withUnsafeBytes({ ParameterStatus.parse($0) }) else { return }
+        if info.connectQueryRunning, let i = info.reported.firstIndex(where: { $0.0 == name }) {
+            info.reported[i].1 = value
+        } else {
+            info.reported.append((name, value))
+        }
+        if let t = tracked.index(of: name) { info.params.values[t] = value }
     }
 
     /// Does what the login machine asks: answer the server, wait, or fail the login.
@@ -157,7 +173,7 @@ extension Worker {
         return userSecret(pools[p].serverUser) ?? authQuerySecret(pool: p)
     }
 
-    private func serverLoginDone(_ si: Int32) {
+    func serverLoginDone(_ si: Int32) {
         let p = Int(servers[si].pool)
         // Still `.login` (counted as connecting) until serverIdle hands it on or parks it.
         pools[p].loginError = nil

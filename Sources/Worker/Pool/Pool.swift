@@ -106,6 +106,8 @@ struct PoolTimeoutNanos {
     var idleTransaction: Int64 = 0
     var clientIdle: Int64 = 0
     var serverLifetime: Int64 = 0
+    /// query_wait_timeout of the pool's (login) user and database (`Config.effectiveQueryWaitTimeout`).
+    var queryWait: Int64 = 0
 
     init() {}
 
@@ -193,7 +195,7 @@ extension Worker {
                         mode: config.effectivePoolMode(database: entry, user: user),
                         size: config.effectivePoolSize(database: entry, user: user))
         pool.inUse = true
-        pool.timeouts = PoolTimeoutNanos(config.effectiveTimeouts(database: entry, user: user))
+        pool.timeouts = poolTimeouts(entry, user)
         pool.allDown = computeAllDown(entry)
         if let told = quotas.told[key] {
             pool.quota = told.quota
@@ -206,6 +208,13 @@ extension Worker {
         return idx
     }
 
+    /// The timeouts of the pool of `user` on the database `entry`, in nanoseconds.
+    private func poolTimeouts(_ entry: DatabaseEntry, _ user: String) -> PoolTimeoutNanos {
+        var t = PoolTimeoutNanos(config.effectiveTimeouts(database: entry, user: user))
+        t.queryWait = Clock.nanos(seconds: config.effectiveQueryWaitTimeout(database: entry, user: user))
+        return t
+    }
+
     /// Re-applies pool settings after a reload (sizes, modes, addresses); existing links are kept.
     func refreshPools() {
         for i in pools.indices {
@@ -216,10 +225,16 @@ extension Worker {
                 pools[i].loginError = nil
                 pools[i].loginRefused = false
             }
+            if entry.connectQuery != pools[i].entry.connectQuery {
+                // As PgBouncer: servers set up by the old connect_query close (idle ones now, the
+                // others when released), as after RECONNECT.
+                pools[i].limits.closeBefore = now
+                closeIdleBefore(i)
+            }
             pools[i].entry = entry
             pools[i].mode = config.effectivePoolMode(database: entry, user: pools[i].user)
             pools[i].size = config.effectivePoolSize(database: entry, user: pools[i].user)
-            pools[i].timeouts = PoolTimeoutNanos(config.effectiveTimeouts(database: entry, user: pools[i].user))
+            pools[i].timeouts = poolTimeouts(entry, pools[i].user)
             pools[i].serverUser = entry.user ?? pools[i].user
             pools[i].serverDatabase = entry.dbname ?? pools[i].database
             pools[i].allDown = computeAllDown(entry)

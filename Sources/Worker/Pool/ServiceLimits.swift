@@ -53,6 +53,9 @@ struct WorkerLimits {
     var counter: ClientCounter? = nil
     /// This process's word in `counter` (ClientCounter).
     var counterWord = 0
+    /// Clients per database / user name key when there is no shared counter (ClientLimits.swift).
+    var localClientCounts: [Int64: Int] = [:]
+    var nameTableFullLogged = false
     /// Servers retiring in all pools (a janitor scan bounds their wait only while there are some).
     var retiring = 0
 }

@@ -76,6 +76,10 @@ final class ClientInfo {
     /// Protocol-level prepared statements: client name → StatementRegistry id (transaction/statement mode).
     var prepared: [String: Int32] = [:]
     var protocolMinor = 0
+    /// The database and user name keys this client is counted under for max_db_client_connections
+    /// and max_user_client_connections (0: not counted; ClientLimits.swift).
+    var countedDB: Int64 = 0
+    var countedUser: Int64 = 0
     init(trackedCount: Int) { params = ParamValues(count: trackedCount) }
 }
 
@@ -150,6 +154,8 @@ final class ServerInfo {
     var params: ParamValues
     /// Answers PostgreSQL's authentication requests (ServerLogin.swift); nil before the first one.
     var login: BackendLoginMachine? = nil
+    /// The database's connect_query was sent and its ReadyForQuery has not come (ConnectQuery.swift).
+    var connectQueryRunning = false
     var address = ""
     /// The backend host ("host:port") this connection went to (BackendHealth.swift).
     var hostKey = ""

@@ -5,10 +5,10 @@ extension Worker {
     @inline(never)  // cold: kept out of the loop turn (see `turn`)
     func janitor() {
         let loginTimeout = Clock.nanos(seconds: config.clientLoginTimeout)
-        let waitTimeout = Clock.nanos(seconds: config.queryWaitTimeout)
         // As PgBouncer: a queued client is held to the global query_timeout (per-user values apply to
         // running queries only), then to query_wait_timeout.
         let queryTimeout = Clock.nanos(seconds: config.queryTimeout)
+        let globalWaitTimeout = Clock.nanos(seconds: config.queryWaitTimeout)
         let globalIdleTimeout = Clock.nanos(seconds: config.clientIdleTimeout)
         for ci in 0..<Int32(clients.capacity) {
             if clients[ci].io.hangup && closeIfHungUp(ci) { continue }
@@ -21,6 +21,9 @@ extension Worker {
                                message: clients[ci].state == .waitWelcome ? "client_login_timeout (server down)" : "client_login_timeout")
                 }
             case .waitServer:
+                // query_wait_timeout of the client's user, else database, else global (per pool).
+                let p = clients[ci].pool
+                let waitTimeout = p >= 0 ? pools[Int(p)].timeouts.queryWait : globalWaitTimeout
                 if queryTimeout > 0 && age > queryTimeout {
                     failClient(ci, code: SQLState.protocolViolation, message: "query_timeout")
                 } else if waitTimeout > 0 && age > waitTimeout {

@@ -239,6 +239,7 @@ extension Worker {
         freeTLS(client: ci)
         if clients[ci].io.fd >= 0 { Posix.close(clients[ci].io.fd) }
         clientLeft()
+        if let info = clients[ci].info, info.countedDB != 0 || info.countedUser != 0 { giveBackClientPlaces(info) }
         if let b = clients[ci].io.input.base { buffers.give(b) }
         clients[ci].largeParse.release()
         clients[ci].io.out.release()

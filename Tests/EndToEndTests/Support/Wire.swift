@@ -202,6 +202,8 @@ final class WireClient {
     /// The process id of the BackendKeyData the server sent at login (pgswift: slot << 20 | index).
     var backendProcessID: Int32 = 0
     var backendSecretKey: UInt32 = 0
+    /// ParameterStatus values the server sent at login, by name.
+    var reported: [String: String] = [:]
 
     init(socket: TestSocket, timeout: Double) {
         self.socket = socket
@@ -219,11 +221,12 @@ final class WireClient {
     }
 
     /// Connects and logs in. Handles AuthenticationOk and the clear-text password request;
-    /// throws WireServerError on an ErrorResponse.
+    /// throws WireServerError on an ErrorResponse. `parameters` go into the startup packet after
+    /// user and database; the ParameterStatus values of the login are kept in `reported`.
     static func connect(port: Int, user: String, database: String, password: String? = nil,
-                        timeout: Double = 30) throws -> WireClient {
+                        parameters: [(String, String)] = [], timeout: Double = 30) throws -> WireClient {
         let client = WireClient(socket: try TestSocket(port: port, timeout: timeout), timeout: timeout)
-        try client.socket.send(WireEncode.startup(parameters: [("user", user), ("database", database)]))
+        try client.socket.send(WireEncode.startup(parameters: [("user", user), ("database", database)] + parameters))
         while true {
             guard let m = try client.readMessage() else { throw E2EError("connection closed during login") }
             switch m.typeChar {
@@ -242,7 +245,12 @@ final class WireClient {
                 if m.body.count >= 8 {
                     client.backendSecretKey = UInt32(m.body[4]) << 24 | UInt32(m.body[5]) << 16 | UInt32(m.body[6]) << 8 | UInt32(m.body[7])
                 }
-            default: continue  // ParameterStatus, NoticeResponse
+            case "S":
+                let fields = m.body.split(separator: 0, omittingEmptySubsequences: false)
+                if fields.count >= 2 {
+                    client.reported[String(decoding: fields[0], as: UTF8.self)] = String(decoding: fields[1], as: UTF8.self)
+                }
+            default: continue  // NoticeResponse
             }
         }
     }

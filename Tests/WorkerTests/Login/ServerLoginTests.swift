@@ -14,6 +14,19 @@ final class ServerLoginTests: WorkerHarnessCase {
         XCTAssertEqual(s.sslRequests, 1, "server_tls_sslmode prefer asks for TLS first")
     }
 
+    /// client_encoding, datestyle, timezone and application_name of the `[databases]` entry go into
+    /// every server's startup packet, as PgBouncer sends them (its `startup_params`).
+    func testStartupCarriesTheEntrysSessionDefaults() throws {
+        try start(databaseOptions: "client_encoding=LATIN1 datestyle='SQL, DMY' timezone=Europe/Paris application_name=dbapp")
+        h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        XCTAssertEqual(s.startup?["client_encoding"], "LATIN1")
+        XCTAssertEqual(s.startup?["datestyle"], "SQL, DMY")
+        XCTAssertEqual(s.startup?["timezone"], "Europe/Paris")
+        XCTAssertEqual(s.startup?["application_name"], "dbapp")
+        XCTAssertEqual(s.startup?["database"], "db")
+    }
+
     func testServerLoginErrorFailsTheWaitingClient() throws {
         try start()
         h.onStartup = { $0.send(BE.error("28P01", "password authentication failed for user \"u\"", severity: "FATAL")) }
