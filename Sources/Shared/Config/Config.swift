@@ -34,7 +34,8 @@ public struct Config: Sendable {
     public var poolMode: PoolMode = .session
     public var defaultPoolSize: Int = 20
     public var minPoolSize: Int = 0
-    /// Stored (SHOW DATABASES shows it) but not acted on yet: both warn at load time.
+    /// Extra servers a pool may open for clients that waited `reservePoolTimeout` seconds (0 turns
+    /// the reserve off), service-wide like pool sizes (Supervisor/Limits/PoolQuotas.swift).
     public var reservePoolSize: Int = 0
     public var reservePoolTimeout: Double = 5
     public var maxClientConn: Int = 100

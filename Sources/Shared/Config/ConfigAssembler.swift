@@ -169,9 +169,8 @@ struct ConfigAssembler {
             case "auth_user": entry.authUser = value
             case "pool_size": entry.poolSize = try poolNumber(value, key, fail)
             case "min_pool_size": entry.minPoolSize = try poolNumber(value, key, fail)
-            case "reserve_pool", "reserve_pool_size":
+            case "reserve_pool", "reserve_pool_size":  // reserve_pool: the older name, an alias in PgBouncer too
                 entry.reservePoolSize = try poolNumber(value, key, fail)
-                warnStored(file, line, "database \"\(name)\"", key)
             case "max_db_connections": entry.maxDBConnections = try poolNumber(value, key, fail)
             case "pool_mode":
                 guard let mode = PoolMode(rawValue: value.lowercased()) else {
@@ -270,9 +269,7 @@ struct ConfigAssembler {
                 }
                 entry.poolMode = mode
             case "pool_size": entry.poolSize = try poolNumber(value, key, fail)
-            case "reserve_pool", "reserve_pool_size":
-                entry.reservePoolSize = try poolNumber(value, key, fail)
-                warnStored(file, line, "user \"\(name)\"", key)
+            case "reserve_pool_size": entry.reservePoolSize = try poolNumber(value, key, fail)
             case "max_user_connections": entry.maxUserConnections = try poolNumber(value, key, fail)
             case "query_timeout": entry.queryTimeout = try timeout(value, key, fail)
             case "transaction_timeout": entry.transactionTimeout = try timeout(value, key, fail)
@@ -281,7 +278,9 @@ struct ConfigAssembler {
             case "query_wait_timeout", "max_user_client_connections":
                 warn(file, line, "user \"\(name)\": \(key) is not implemented by pgswift yet; ignored")
             default:
-                throw fail("unrecognized user parameter \"\(rawKey)\"")
+                // PgBouncer 1.25 takes the old name `reserve_pool` in [databases] only, not here.
+                let hint = key == "reserve_pool" ? " (reserve_pool is a [databases] option; use reserve_pool_size)" : ""
+                throw fail("unrecognized user parameter \"\(rawKey)\"\(hint)")
             }
         }
         config.users[name] = entry
