@@ -419,6 +419,10 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(c.effectiveReservePoolSize(database: c.database(named: "forced"), user: "bob"), 4,
                        "the forced user's entry")
         XCTAssertEqual(Config.isImplemented(key: "reserve_pool_size"), true)
+        var off = c
+        off.reservePoolTimeout = 0
+        XCTAssertEqual(off.effectiveReservePoolSize(database: c.database(named: "e"), user: "u"), 0,
+                       "reserve_pool_timeout 0 turns the reserve off")
         let err = parseError("[users]\nu = reserve_pool=2\n")
         XCTAssertEqual(err?.line, 2)
         XCTAssertTrue(err?.message.contains("unrecognized user parameter \"reserve_pool\"") ?? false, "\(String(describing: err))")

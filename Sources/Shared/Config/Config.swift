@@ -228,8 +228,10 @@ public struct Config: Sendable {
         return users[poolUser]?.poolSize ?? database?.poolSize ?? defaultPoolSize
     }
 
-    /// Reserve pool size: `[users]`, else the database's, else `reserve_pool_size`.
+    /// Reserve pool size: `[users]`, else the database's, else `reserve_pool_size`; 0 when
+    /// `reserve_pool_timeout` is 0, which turns the reserve off as in PgBouncer.
     public func effectiveReservePoolSize(database: DatabaseEntry?, user: String) -> Int {
+        guard reservePoolTimeout > 0 else { return 0 }
         let poolUser = database?.user ?? user
         return users[poolUser]?.reservePoolSize ?? database?.reservePoolSize ?? reservePoolSize
     }

@@ -156,11 +156,9 @@ extension Supervisor {
         config.effectivePoolSize(database: config.database(named: key.database), user: key.user)
     }
 
-    /// The reserve_pool_size of a pool (per-user, else per-database, else the global one); 0 when
-    /// reserve_pool_timeout is 0, which turns the reserve off as in PgBouncer.
+    /// The reserve_pool_size of a pool (0: none, or reserve_pool_timeout is 0).
     func reservePoolSize(_ key: PoolQuotaKey) -> Int {
-        guard config.reservePoolTimeout > 0 else { return 0 }
-        return config.effectiveReservePoolSize(database: config.database(named: key.database), user: key.user)
+        config.effectiveReservePoolSize(database: config.database(named: key.database), user: key.user)
     }
 
     func sendQuotas(_ orders: [QuotaOrder]) {

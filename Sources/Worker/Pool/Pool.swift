@@ -181,7 +181,7 @@ extension Worker {
                         mode: config.effectivePoolMode(database: entry, user: user),
                         size: config.effectivePoolSize(database: entry, user: user))
         pool.inUse = true
-        pool.reserve = reservePoolSize(database: entry, user: user)
+        pool.reserve = config.effectiveReservePoolSize(database: entry, user: user)
         pool.timeouts = PoolTimeoutNanos(config.effectiveTimeouts(database: entry, user: user))
         pool.allDown = computeAllDown(entry)
         if let told = quotas.told[key] {
@@ -202,7 +202,7 @@ extension Worker {
             pools[i].entry = entry
             pools[i].mode = config.effectivePoolMode(database: entry, user: pools[i].user)
             pools[i].size = config.effectivePoolSize(database: entry, user: pools[i].user)
-            pools[i].reserve = reservePoolSize(database: entry, user: pools[i].user)
+            pools[i].reserve = config.effectiveReservePoolSize(database: entry, user: pools[i].user)
             pools[i].timeouts = PoolTimeoutNanos(config.effectiveTimeouts(database: entry, user: pools[i].user))
             pools[i].serverUser = entry.user ?? pools[i].user
             pools[i].serverDatabase = entry.dbname ?? pools[i].database

@@ -95,11 +95,6 @@ extension Worker {
                                 overdue: Int32(clamping: overdueClients(pi))))
     }
 
-    /// The pool's reserve_pool_size, 0 when reserve_pool_timeout is 0 (PgBouncer's "0 disables").
-    func reservePoolSize(database: DatabaseEntry, user: String) -> Int {
-        config.reservePoolTimeout > 0 ? config.effectiveReservePoolSize(database: database, user: user) : 0
-    }
-
     /// reserve_pool_size: clients that have waited longer than reserve_pool_timeout while this worker
     /// holds all the servers its quota allows, less the servers already connecting for them (PgBouncer
     /// opens a reserve connection while the first waiting client has waited that long and the pool is
