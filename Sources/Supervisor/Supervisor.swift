@@ -462,10 +462,11 @@ final class Supervisor {
             log.info("worker \(slot.index): \(text)")
         case .statsFromWorker(let chunk):
             handleStatsChunk(chunk, from: slot)
-        case .poolReport(let database, let user, let servers, let idle, let waiting, let seq):
+        case .poolReport(let database, let user, let servers, let idle, let waiting, let seq, let overdue):
             let key = PoolQuotaKey(database: database, user: user)
-            let orders = quotas.report(slot: slot.index, key: key, size: poolSize(key), servers: Int(servers),
-                                       idle: Int(idle), waiting: Int(waiting), seq: seq, now: Clock.monotonicNanos())
+            let orders = quotas.report(slot: slot.index, key: key, size: poolSize(key), reserve: reservePoolSize(key),
+                                       servers: Int(servers), idle: Int(idle), waiting: Int(waiting),
+                                       overdue: Int(overdue), seq: seq, now: Clock.monotonicNanos())
             if orders.contains(where: { $0.quota < 0 }) { log.debug("pool \(database)/\(user) forgotten: no worker holds it") }
             sendQuotas(orders)
             updateWarmShares(key)
@@ -605,7 +606,7 @@ final class Supervisor {
             log.fileFD = -1
         }
         broadcast(.reload(overrides: overrides))
-        sendQuotas(quotas.resizeAll(size: poolSize))
+        sendQuotas(quotas.resizeAll(size: poolSize, reserve: reservePoolSize))
         limitsReloaded()
         reconfigureHealthChecks(now: Clock.monotonicNanos())
     }

@@ -148,7 +148,7 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(Config.isImplemented(key: "FAIL_FAST"), true, "any case")
         XCTAssertEqual(Config.isImplemented(key: "client_tls_sslmode"), true)
         XCTAssertEqual(Config.isImplemented(key: "client_tls_dheparams"), false)
-        XCTAssertEqual(Config.isImplemented(key: "reserve_pool_timeout"), false)
+        XCTAssertEqual(Config.isImplemented(key: "reserve_pool_timeout"), true)
         XCTAssertEqual(Config.isImplemented(key: "syslog"), false)
         XCTAssertEqual(Config.isImplemented(key: "user"), false)
         XCTAssertNil(Config.isImplemented(key: "no_such_key"))
@@ -438,29 +438,58 @@ final class ConfigTests: XCTestCase {
     /// Keys whose value is kept (SHOW DATABASES / SHOW USERS show some) but that nothing acts on yet
     /// warn, in every section; scripts/check-config-readers finds such keys when they do not.
     func testStoredButUnusedKeysWarn() throws {
+        // The [databases] session defaults and connect_query act now: no warning for them.
+        let c = try parse("""
+            [pgbouncer]
+            client_tls_ecdhcurve = secp384r1
+            [databases]
+            d = host=h connect_query='SELECT 1' client_encoding=UTF8 datestyle=ISO timezone=UTC application_name=a
+            """)
+        XCTAssertEqual(c.warnings.map(\.line), [2])
+        XCTAssertEqual(c.warnings.first?.message, "client_tls_ecdhcurve is not implemented by pgswift yet; stored but has no effect")
+        XCTAssertEqual(c.database(named: "d")?.connectQuery, "SELECT 1")
+    }
+
+    /// reserve_pool_size and reserve_pool_timeout (PgBouncer 1.25): global, per database (also under
+    /// the older name `reserve_pool`) and per user, without a warning; `reserve_pool` in [users] is
+    /// an error naming it, as PgBouncer's "unrecognized user parameter". The user's value beats the
+    /// database's, which beats the global one; a set 0 is a value, not "inherit".
+    func testReservePoolKeysAndWhichValueApplies() throws {
         let c = try parse("""
             [pgbouncer]
             reserve_pool_size = 3
-            reserve_pool_timeout = 2
+            reserve_pool_timeout = 2.5
             [databases]
-            d = host=h reserve_pool=1 connect_query='SELECT 1' client_encoding=UTF8 datestyle=ISO timezone=UTC application_name=a
+            d = host=h reserve_pool=1
             e = host=h reserve_pool_size=2
+            z = host=h reserve_pool_size=0
+            plain = host=h
+            forced = host=h user=u reserve_pool_size=7
             [users]
             u = reserve_pool_size=4 pool_size=5
             """)
-        XCTAssertEqual(c.warnings.map(\.line), [2, 3, 5, 6, 8])
-        XCTAssertEqual(c.warnings[0].message, "reserve_pool_size is not implemented by pgswift yet; stored but has no effect")
-        XCTAssertEqual(c.warnings[1].message, "reserve_pool_timeout is not implemented by pgswift yet; stored but has no effect")
-        XCTAssertEqual(c.warnings[2].message, "database \"d\": reserve_pool is not implemented by pgswift yet; stored but has no effect")
-        XCTAssertEqual(c.warnings[3].message, "database \"e\": reserve_pool_size is not implemented by pgswift yet; stored but has no effect")
-        XCTAssertEqual(c.warnings[4].message, "user \"u\": reserve_pool_size is not implemented by pgswift yet; stored but has no effect")
+        XCTAssertTrue(c.warnings.isEmpty, "\(c.warnings)")
         XCTAssertEqual(c.reservePoolSize, 3)
-        XCTAssertEqual(c.reservePoolTimeout, 2)
-        XCTAssertEqual(c.database(named: "d")?.reservePoolSize, 1)
-        XCTAssertEqual(c.database(named: "d")?.connectQuery, "SELECT 1")
+        XCTAssertEqual(c.reservePoolTimeout, 2.5)
         XCTAssertEqual(c.users["u"]?.reservePoolSize, 4)
         XCTAssertEqual(c.users["u"]?.poolSize, 5)
-        XCTAssertEqual(Config.isImplemented(key: "reserve_pool_size"), false)
+        XCTAssertEqual(c.effectiveReservePoolSize(database: c.database(named: "d"), user: "bob"), 1)
+        XCTAssertEqual(c.effectiveReservePoolSize(database: c.database(named: "e"), user: "bob"), 2)
+        XCTAssertEqual(c.effectiveReservePoolSize(database: c.database(named: "z"), user: "bob"), 0)
+        XCTAssertEqual(c.effectiveReservePoolSize(database: c.database(named: "plain"), user: "bob"), 3)
+        XCTAssertEqual(c.effectiveReservePoolSize(database: c.database(named: "z"), user: "u"), 4, "user beats database")
+        XCTAssertEqual(c.effectiveReservePoolSize(database: c.database(named: "forced"), user: "bob"), 4,
+                       "the forced user's entry")
+        XCTAssertEqual(Config.isImplemented(key: "reserve_pool_size"), true)
+        var off = c
+        off.reservePoolTimeout = 0
+        XCTAssertEqual(off.effectiveReservePoolSize(database: c.database(named: "e"), user: "u"), 0,
+                       "reserve_pool_timeout 0 turns the reserve off")
+        let err = parseError("[users]\nu = reserve_pool=2\n")
+        XCTAssertEqual(err?.line, 2)
+        XCTAssertTrue(err?.message.contains("unrecognized user parameter \"reserve_pool\"") ?? false, "\(String(describing: err))")
+        XCTAssertEqual(parseError("[databases]\nd = host=h reserve_pool_size=x\n")?.line, 2)
+        XCTAssertEqual(parseError("[pgbouncer]\nreserve_pool_timeout = soon\n")?.line, 2)
     }
 
     // MARK: [users] and effective settings

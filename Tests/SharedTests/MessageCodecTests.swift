@@ -109,6 +109,9 @@ final class MessageCodecTests: XCTestCase {
             (.heartbeat(clients: 4, servers: -1), "4300000004ffffffff"), (.log("x"), "440000000178"),
             (.poolReport(database: "d", user: "u", servers: 1, idle: 2, waiting: 3, seq: 4),
              "460000000164000000017500000001000000020000000300000004"),
+            // reserve_pool_size: clients past reserve_pool_timeout, a trailing field only when not 0.
+            (.poolReport(database: "d", user: "u", servers: 1, idle: 2, waiting: 3, seq: 4, overdue: 5),
+             "46000000016400000001750000000100000002000000030000000400000005"),
             (.backendFailed(host: "h", port: 1, reason: "r"), "600000000168000000010000000172"),
             (.limitsToWorker(.groupQuota(LimitGroupKey(kind: .user, name: "bob"), quota: 3, seq: 8)),
              "30010200000003626f620000000300000008"),

@@ -37,7 +37,8 @@ public struct Config: Sendable {
     public var poolMode: PoolMode = .session
     public var defaultPoolSize: Int = 20
     public var minPoolSize: Int = 0
-    /// Stored (SHOW DATABASES shows it) but not acted on yet: both warn at load time.
+    /// Extra servers a pool may open for clients that waited `reservePoolTimeout` seconds (0 turns
+    /// the reserve off), service-wide like pool sizes (Supervisor/Limits/PoolQuotas.swift).
     public var reservePoolSize: Int = 0
     public var reservePoolTimeout: Double = 5
     public var maxClientConn: Int = 100
@@ -233,8 +234,10 @@ public struct Config: Sendable {
         return users[poolUser]?.poolSize ?? database?.poolSize ?? defaultPoolSize
     }
 
-    /// Reserve pool size: `[users]`, else the database's, else `reserve_pool_size`.
+    /// Reserve pool size: `[users]`, else the database's, else `reserve_pool_size`; 0 when
+    /// `reserve_pool_timeout` is 0, which turns the reserve off as in PgBouncer.
     public func effectiveReservePoolSize(database: DatabaseEntry?, user: String) -> Int {
+        guard reservePoolTimeout > 0 else { return 0 }
         let poolUser = database?.user ?? user
         return users[poolUser]?.reservePoolSize ?? database?.reservePoolSize ?? reservePoolSize
     }

@@ -69,11 +69,6 @@ struct ConfigAssembler {
         config.warnings.append(ConfigWarning(file: file, line: line, message: message))
     }
 
-    /// A `[databases]`/`[users]` value kept on the entry (SHOW DATABASES shows it) that nothing acts on yet.
-    private mutating func warnStored(_ file: String, _ line: Int, _ owner: String, _ key: String) {
-        warn(file, line, "\(owner): \(key) is not implemented by pgswift yet; stored but has no effect")
-    }
-
     // MARK: [pgbouncer] and [pgswift]
 
     private mutating func setting(_ rawKey: String, _ value: String, _ file: String, _ line: Int,
@@ -171,9 +166,8 @@ struct ConfigAssembler {
             case "auth_dbname": entry.authDbname = value
             case "pool_size": entry.poolSize = try poolNumber(value, key, fail)
             case "min_pool_size": entry.minPoolSize = try poolNumber(value, key, fail)
-            case "reserve_pool", "reserve_pool_size":
+            case "reserve_pool", "reserve_pool_size":  // reserve_pool: the older name, an alias in PgBouncer too
                 entry.reservePoolSize = try poolNumber(value, key, fail)
-                warnStored(file, line, "database \"\(name)\"", key)
             case "max_db_connections": entry.maxDBConnections = try poolNumber(value, key, fail)
             case "pool_mode":
                 guard let mode = PoolMode(rawValue: value.lowercased()) else {
@@ -278,9 +272,7 @@ struct ConfigAssembler {
                 }
                 entry.poolMode = mode
             case "pool_size": entry.poolSize = try poolNumber(value, key, fail)
-            case "reserve_pool", "reserve_pool_size":
-                entry.reservePoolSize = try poolNumber(value, key, fail)
-                warnStored(file, line, "user \"\(name)\"", key)
+            case "reserve_pool_size": entry.reservePoolSize = try poolNumber(value, key, fail)
             case "max_user_connections": entry.maxUserConnections = try poolNumber(value, key, fail)
             case "query_timeout": entry.queryTimeout = try timeout(value, key, fail)
             case "transaction_timeout": entry.transactionTimeout = try timeout(value, key, fail)
@@ -289,7 +281,9 @@ struct ConfigAssembler {
             case "query_wait_timeout": entry.queryWaitTimeout = try optionalTimeout(value, key, fail)
             case "max_user_client_connections": entry.maxUserClientConnections = try poolNumber(value, key, fail)
             default:
-                throw fail("unrecognized user parameter \"\(rawKey)\"")
+                // PgBouncer 1.25 takes the old name `reserve_pool` in [databases] only, not here.
+                let hint = key == "reserve_pool" ? " (reserve_pool is a [databases] option; use reserve_pool_size)" : ""
+                throw fail("unrecognized user parameter \"\(rawKey)\"\(hint)")
             }
         }
         config.users[name] = entry

@@ -46,8 +46,12 @@ public enum ControlMessage: Equatable, Sendable {
     case statsFromWorker([UInt8])
     /// One pool's state in this worker: server connections in any state, idle ones, waiting clients,
     /// and the `seq` of the last quota applied (0: none yet). Sent when it changes (at most every 100 ms),
-    /// while clients wait, and at once after a quota was applied (its acknowledgement).
-    case poolReport(database: String, user: String, servers: Int32, idle: Int32, waiting: Int32, seq: UInt32)
+    /// while clients wait, and at once after a quota was applied (its acknowledgement). `overdue`: clients
+    /// that have waited longer than reserve_pool_timeout with the worker at its quota (they may have a
+    /// reserve_pool_size connection). Encoded only when not 0, after `seq`: a report without it has the
+    /// bytes of a report before the reserve pool existed, which a newer supervisor still reads.
+    case poolReport(database: String, user: String, servers: Int32, idle: Int32, waiting: Int32, seq: UInt32,
+                    overdue: Int32 = 0)
     /// Group reports and answers to per-database commands (LimitsMessage.swift), kind 0x70.
     case limitsFromWorker(LimitsMessage)
     /// A worker could not connect to a backend host: the supervisor checks it now instead of waiting.
@@ -103,8 +107,9 @@ public enum ControlMessage: Equatable, Sendable {
             w.put(Kind.backendState, host, port, flags, UInt32(truncatingIfNeeded: addresses.count))
             for a in addresses { w.string(a) }
         case .backendFailed(let host, let port, let reason): w.put(Kind.backendFailed, host, port, reason)
-        case .poolReport(let database, let user, let servers, let idle, let waiting, let seq):
+        case .poolReport(let database, let user, let servers, let idle, let waiting, let seq, let overdue):
             w.put(Kind.poolReport, database, user, servers, idle, waiting, seq)
+            if overdue != 0 { w.put(overdue) }
         case .limitsToWorker(let m): w.put(Kind.limitsToWorker); m.encode(into: &w)
         case .limitsFromWorker(let m): w.put(Kind.limitsFromWorker); m.encode(into: &w)
         }
@@ -148,9 +153,13 @@ public enum ControlMessage: Equatable, Sendable {
             message = .quota(database: try r.string("quota database"), user: try r.string("quota user"),
                              quota: try r.i32("quota"), seq: try r.u32("quota"))
         case .poolReport:
-            message = .poolReport(database: try r.string("report database"), user: try r.string("report user"),
-                                  servers: try r.i32("report"), idle: try r.i32("report"),
-                                  waiting: try r.i32("report"), seq: try r.u32("report"))
+            let database = try r.string("report database"), user = try r.string("report user")
+            let servers = try r.i32("report"), idle = try r.i32("report")
+            let waiting = try r.i32("report"), seq = try r.u32("report")
+            var overdue: Int32 = 0
+            if !r.isAtEnd { overdue = try r.i32("report overdue") }
+            message = .poolReport(database: database, user: user, servers: servers, idle: idle,
+                                  waiting: waiting, seq: seq, overdue: overdue)
         case .drain:
             message = .drain(handoff: try r.bool("drain"))
         case .limitsToWorker, .limitsFromWorker:

@@ -8,12 +8,14 @@ struct PoolQuotaKey: Hashable, Sendable {
 }
 
 /// "Tell worker `slot` that its share of `key` is now `quota`" (a `ControlMessage.quota`, or a
-/// group quota for max_db_connections / max_user_connections).
+/// group quota for max_db_connections / max_user_connections). `fromReserve`: how much of a raise
+/// came from the pool's reserve_pool_size (the supervisor logs each such connection, as PgBouncer does).
 struct ShareOrder<Key: Hashable & Sendable>: Equatable, Sendable {
     var slot: Int
     var key: Key
     var quota: Int
     var seq: UInt32
+    var fromReserve = 0
 }
 
 typealias QuotaOrder = ShareOrder<PoolQuotaKey>
@@ -22,19 +24,26 @@ typealias PoolQuotas = ShareQuotas<PoolQuotaKey>
 /// `max_db_connections` and `max_user_connections` split over the workers (ServiceLimits.swift).
 typealias GroupQuotas = ShareQuotas<LimitGroupKey>
 
-/// Invariant: for every pool, the sum of the workers' quotas never exceeds the pool size, so the
-/// server connections of all workers together never do either. A quota is only raised from size
-/// not handed out, or after the worker giving it up has confirmed (a report carrying the lowering's
-/// `seq` with no more servers than its new quota) that it is down to its new quota.
+/// Invariant: for every pool, the sum of the workers' quotas never exceeds the pool size plus its
+/// reserve (reserve_pool_size; 0 for limit groups), so the server connections of all workers together
+/// never do either; it exceeds the pool size only by reserve handed to workers whose clients waited
+/// longer than reserve_pool_timeout. A quota is only raised from size (or reserve) not handed out, or
+/// after the worker giving it up has confirmed (a report carrying the lowering's `seq` with no more
+/// servers than its new quota) that it is down to its new quota.
 /// Pure: driven by reports and the clock, it returns the messages to send. The same algorithm splits
 /// pool sizes (key: pool) and database/user connection limits (key: limit group).
 struct ShareQuotas<Key: Hashable & Sendable> {
     struct Entry {
         var size: Int
+        /// reserve_pool_size (0 when reserve_pool_timeout is 0, and for limit groups): quota above `size`
+        /// that only workers with overdue clients get, and that goes back once no server stands on it.
+        var reserve = 0
         var quota: [Int]
         var servers: [Int]
         var idle: [Int]
         var waiting: [Int]
+        /// Clients each slot reported waiting longer than reserve_pool_timeout at its quota.
+        var overdue: [Int]
         /// Seq of the last quota sent to each slot, and of the last one each slot reported applied.
         var sentSeq: [UInt32]
         var seenSeq: [UInt32]
@@ -49,12 +58,15 @@ struct ShareQuotas<Key: Hashable & Sendable> {
         var busyPeak: [Int]
         var busyPeakPrev: [Int]
         var busyPeakStart: [Int64]
-        /// A lowering not confirmed yet: while set, nothing else moves in this pool.
+        /// A lowering not confirmed yet: while set, nothing else moves in this pool. `receiver` -1: reserve
+        /// given back (nobody is raised).
         var pending: (donor: Int, receiver: Int, amount: Int)?
         var lastMove: Int64 = .min
         var nextSeq: UInt32 = 1
 
         var handedOut: Int { quota.reduce(0, +) }
+        /// Reserve in use: quota handed out above the pool size.
+        var reserveInUse: Int { max(0, handedOut - size) }
     }
 
     let workers: Int
@@ -89,20 +101,23 @@ struct ShareQuotas<Key: Hashable & Sendable> {
 
     // MARK: Inputs
 
-    /// A worker's report for a pool. `size` is the pool size from the supervisor's configuration.
+    /// A worker's report for a pool. `size` is the pool size from the supervisor's configuration, and
+    /// `reserve` its reserve_pool_size (0: none, or reserve_pool_timeout 0); `overdue` the clients that
+    /// waited longer than reserve_pool_timeout with the worker at its quota.
     /// `servers` -1: the worker holds no such pool (it freed it after pool_idle_timeout, or never
     /// opened it and acknowledges a quota). Once every live worker says so and no move is under
     /// way, the pool is forgotten and each live worker is told to forget its quota (quota -1). A live
     /// worker never heard from about the pool counts as holding none (its acknowledgement may have
     /// been lost in a burst of new pools).
-    mutating func report(slot: Int, key: Key, size: Int, servers: Int, idle: Int, waiting: Int,
-                         seq: UInt32, now: Int64) -> [ShareOrder<Key>] {
+    mutating func report(slot: Int, key: Key, size: Int, reserve: Int = 0, servers: Int, idle: Int, waiting: Int,
+                         overdue: Int = 0, seq: UInt32, now: Int64) -> [ShareOrder<Key>] {
         guard slot >= 0 && slot < workers else { return [] }
         if servers < 0 {
             guard pools[key] != nil else { return [] }
             pools[key]!.servers[slot] = 0
             pools[key]!.idle[slot] = 0
             pools[key]!.waiting[slot] = 0
+            pools[key]!.overdue[slot] = 0
             pools[key]!.seenSeq[slot] = seq
             pools[key]!.heard[slot] = true
             pools[key]!.freed[slot] = true
@@ -118,16 +133,17 @@ struct ShareQuotas<Key: Hashable & Sendable> {
         }
         var orders: [ShareOrder<Key>] = []
         if pools[key] == nil {
-            pools[key] = makeEntry(size: size)
+            pools[key] = makeEntry(size: size, reserve: reserve)
             // A respawned worker starts from 0 for a pool it was never told about: tell everyone.
             for s in 0..<workers where alive[s] { orders.append(send(key, slot: s)) }
-        } else if pools[key]!.size != size {
-            orders += resize(key, to: size)
+        } else if pools[key]!.size != size || pools[key]!.reserve != max(0, reserve) {
+            orders += resize(key, to: size, reserve: reserve)
         }
         rotatePeak(key, slot: slot, now: now)
         pools[key]!.servers[slot] = max(0, servers)
         pools[key]!.idle[slot] = max(0, idle)
         pools[key]!.waiting[slot] = max(0, waiting)
+        pools[key]!.overdue[slot] = max(0, overdue)
         pools[key]!.seenSeq[slot] = seq
         pools[key]!.heard[slot] = true
         pools[key]!.freed[slot] = false
@@ -146,6 +162,7 @@ struct ShareQuotas<Key: Hashable & Sendable> {
             pools[key]!.servers[slot] = 0
             pools[key]!.idle[slot] = 0
             pools[key]!.waiting[slot] = 0
+            pools[key]!.overdue[slot] = 0
             pools[key]!.busyPeakStart[slot] = .min
             orders += rebalance(key, now: now)
         }
@@ -167,12 +184,14 @@ struct ShareQuotas<Key: Hashable & Sendable> {
         return orders
     }
 
-    /// After a reload: pools whose size changed start again from the even split.
-    mutating func resizeAll(size: (Key) -> Int) -> [ShareOrder<Key>] {
+    /// After a reload: pools whose size or reserve changed start again from the even split.
+    mutating func resizeAll(size: (Key) -> Int, reserve: (Key) -> Int = { _ in 0 }) -> [ShareOrder<Key>] {
         var orders: [ShareOrder<Key>] = []
         for key in Array(pools.keys) {
-            let new = size(key)
-            if new != pools[key]!.size { orders += resize(key, to: new) }
+            let new = size(key), newReserve = max(0, reserve(key))
+            if new != pools[key]!.size || newReserve != pools[key]!.reserve {
+                orders += resize(key, to: new, reserve: newReserve)
+            }
         }
         return orders
     }
@@ -203,21 +222,24 @@ struct ShareQuotas<Key: Hashable & Sendable> {
 
     // MARK: Moving quota
 
-    private func makeEntry(size: Int) -> Entry {
+    private func makeEntry(size: Int, reserve: Int) -> Entry {
         let zero = Array(repeating: 0, count: workers)
-        return Entry(size: size, quota: (0..<workers).map { Self.evenShare(size: size, slot: $0, workers: workers) },
-                     servers: zero, idle: zero, waiting: zero,
+        return Entry(size: size, reserve: max(0, reserve),
+                     quota: (0..<workers).map { Self.evenShare(size: size, slot: $0, workers: workers) },
+                     servers: zero, idle: zero, waiting: zero, overdue: zero,
                      sentSeq: Array(repeating: 0, count: workers), seenSeq: Array(repeating: 0, count: workers),
                      heard: Array(repeating: false, count: workers), freed: Array(repeating: false, count: workers),
                      busyPeak: zero, busyPeakPrev: zero, busyPeakStart: Array(repeating: .min, count: workers))
     }
 
-    /// A changed pool size: the even split of the new size. Shrinking is safe (every worker also caps
-    /// at the size from its own configuration); growing may briefly let a worker whose share grows
-    /// launch before one whose share shrinks has closed its extra servers.
-    private mutating func resize(_ key: Key, to size: Int) -> [ShareOrder<Key>] {
-        let fresh = makeEntry(size: size)
+    /// A changed pool size or reserve: the even split of the new size (reserve handed out goes back).
+    /// Shrinking is safe (every worker also caps at the size and reserve from its own configuration);
+    /// growing may briefly let a worker whose share grows launch before one whose share shrinks has
+    /// closed its extra servers.
+    private mutating func resize(_ key: Key, to size: Int, reserve: Int) -> [ShareOrder<Key>] {
+        let fresh = makeEntry(size: size, reserve: reserve)
         pools[key]!.size = size
+        pools[key]!.reserve = fresh.reserve
         pools[key]!.quota = fresh.quota
         pools[key]!.pending = nil
         return (0..<workers).filter { alive[$0] }.map { send(key, slot: $0) }
@@ -230,12 +252,14 @@ struct ShareQuotas<Key: Hashable & Sendable> {
         return ShareOrder(slot: slot, key: key, quota: pools[key]!.quota[slot], seq: seq)
     }
 
-    /// Finishes a confirmed lowering, or starts one move: a worker whose clients wait at its quota gets
-    /// size nobody holds, else quota another worker holds idle or unused (lowered first, raised here
-    /// only once that worker confirmed).
+    /// Finishes a confirmed lowering, or starts one move: reserve no server stands on goes back; a
+    /// worker whose clients wait at its quota gets size nobody holds, else quota another worker holds
+    /// idle or unused (lowered first, raised here only once that worker confirmed); when nothing can
+    /// move, a worker whose clients waited past reserve_pool_timeout gets reserve nobody holds.
     private mutating func rebalance(_ key: Key, now: Int64) -> [ShareOrder<Key>] {
         guard var e = pools[key] else { return [] }
         var orders: [ShareOrder<Key>] = []
+        let capacity = e.size + e.reserve
         if let p = e.pending {
             let confirmed = !alive[p.donor]
                 || (e.seenSeq[p.donor] == e.sentSeq[p.donor] && e.servers[p.donor] <= e.quota[p.donor])
@@ -251,8 +275,8 @@ struct ShareQuotas<Key: Hashable & Sendable> {
                 pools[key]!.pending = nil
                 pools[key]!.lastMove = now
                 orders.append(send(key, slot: p.donor))
-                let rest = min(p.amount - kept, pools[key]!.size - pools[key]!.handedOut)
-                if alive[p.receiver] && rest > 0 {
+                let rest = min(p.amount - kept, capacity - pools[key]!.handedOut)
+                if p.receiver >= 0 && alive[p.receiver] && rest > 0 {
                     pools[key]!.quota[p.receiver] += rest
                     orders.append(send(key, slot: p.receiver))
                 }
@@ -260,16 +284,78 @@ struct ShareQuotas<Key: Hashable & Sendable> {
             }
             e.pending = nil
             e.lastMove = now
-            let room = e.size - e.handedOut
+            // What the donor gave up, back to where it was: a move never adds reserve in use.
+            let room = capacity - e.handedOut
             let amount = min(p.amount, room)
             pools[key] = e
-            if alive[p.receiver] && amount > 0 {
+            if p.receiver >= 0 && alive[p.receiver] && amount > 0 {
                 pools[key]!.quota[p.receiver] += amount
                 orders.append(send(key, slot: p.receiver))
             }
             return orders
         }
         guard e.lastMove == .min || now - e.lastMove >= Self.moveIntervalNanos else { return [] }
+        if e.handedOut > e.size, let back = returnReserve(key, now: now) { return back }
+        if let moved = moveQuota(key, now: now) { return moved }
+        return grantReserve(key, now: now)
+    }
+
+    /// Quota above the pool size that no server stands on goes back to the reserve, from a worker with
+    /// nobody waiting whose report reflects its latest quota (or a dead one), as a lowering: nothing
+    /// else moves until the worker confirms, so the reserve is never handed out twice. A reserve server
+    /// stays as long as it is open (server_idle_timeout, server_lifetime close it), as in PgBouncer,
+    /// whose pool keeps its reserve connections until they close; its quota may move to another worker
+    /// like any other (its clients then use that connection instead of waiting for the reserve).
+    private mutating func returnReserve(_ key: Key, now: Int64) -> [ShareOrder<Key>]? {
+        let e = pools[key]!
+        for s in 0..<workers {
+            let settled = !alive[s] || (e.heard[s] && e.seenSeq[s] == e.sentSeq[s] && e.waiting[s] == 0)
+            let unused = e.quota[s] - (alive[s] ? e.servers[s] : 0)
+            guard settled && unused > 0 else { continue }
+            let amount = min(unused, e.handedOut - e.size)
+            pools[key]!.quota[s] -= amount
+            pools[key]!.pending = (s, -1, amount)
+            pools[key]!.lastMove = now
+            // A dead worker has nothing to close: confirmed at once.
+            return alive[s] ? [send(key, slot: s)] : rebalance(key, now: now)
+        }
+        return nil
+    }
+
+    /// reserve_pool_size: when no size is free and no quota can move, the worker with the most clients
+    /// waiting past reserve_pool_timeout at its quota gets reserve for them, once it has acknowledged
+    /// its last quota (a report older than that could count clients it launched for). Its part is the
+    /// reserve left in proportion (rounded up) to its share of all the clients waiting at a worker's
+    /// quota, overdue or not yet: a burst reaches every worker at once, but their reports cross the
+    /// timeout up to a tick apart, and the first to report must not take the reserve from clients
+    /// that waited as long on another (PgBouncer serves its one queue in order). The rest goes at the
+    /// next moves.
+    private mutating func grantReserve(_ key: Key, now: Int64) -> [ShareOrder<Key>] {
+        let e = pools[key]!
+        guard e.reserve > 0, e.handedOut >= e.size else { return [] }
+        let room = e.size + e.reserve - e.handedOut
+        guard room > 0 else { return [] }
+        var receiver = -1, waiting = 0
+        for s in 0..<workers where alive[s] && e.servers[s] >= e.quota[s] {
+            waiting += max(e.waiting[s], e.overdue[s])
+            guard e.overdue[s] > 0 && e.seenSeq[s] == e.sentSeq[s] else { continue }
+            if receiver < 0 || e.overdue[s] > e.overdue[receiver] { receiver = s }
+        }
+        guard receiver >= 0 else { return [] }
+        let part = (room * e.overdue[receiver] + waiting - 1) / waiting
+        let amount = min(room, e.overdue[receiver], part)
+        pools[key]!.quota[receiver] += amount
+        pools[key]!.lastMove = now
+        var order = send(key, slot: receiver)
+        order.fromReserve = amount
+        return [order]
+    }
+
+    /// The move of size: to the worker whose clients wait at its quota, from size nobody holds or from
+    /// the worker that left the most unused. nil: nothing to move.
+    private mutating func moveQuota(_ key: Key, now: Int64) -> [ShareOrder<Key>]? {
+        let e = pools[key]!
+        var orders: [ShareOrder<Key>] = []
         // The receiver: among workers at (or above) their quota with clients waiting, one below its even
         // share first, then the most clients waiting.
         var receiver = -1, receiverBelow = false
@@ -281,7 +367,7 @@ struct ShareQuotas<Key: Hashable & Sendable> {
                 receiverBelow = below
             }
         }
-        guard receiver >= 0 else { return [] }
+        guard receiver >= 0 else { return nil }
         let need = e.waiting[receiver]
         let free = e.size - e.handedOut
         if free > 0 {
@@ -304,7 +390,7 @@ struct ShareQuotas<Key: Hashable & Sendable> {
             // Every worker that holds quota uses it: move toward the even split only, so that a worker
             // left below its share (0 after an idle spell) is not starved by one whose clients also wait.
             let fair = Self.evenShare(size: e.size, slot: receiver, workers: workers)
-            guard e.quota[receiver] < fair else { return [] }
+            guard e.quota[receiver] < fair else { return nil }
             for s in 0..<workers where s != receiver && alive[s] {
                 let over = e.quota[s] - Self.evenShare(size: e.size, slot: s, workers: workers)
                 if over > spare {
@@ -312,7 +398,7 @@ struct ShareQuotas<Key: Hashable & Sendable> {
                     spare = over
                 }
             }
-            guard donor >= 0 else { return [] }
+            guard donor >= 0 else { return nil }
             spare = min(spare, fair - e.quota[receiver])
         }
         let amount = min(spare, need)

@@ -167,10 +167,24 @@ extension Supervisor {
         config.effectivePoolSize(database: config.database(named: key.database), user: key.user)
     }
 
+    /// The reserve_pool_size of a pool (0: none, or reserve_pool_timeout is 0).
+    func reservePoolSize(_ key: PoolQuotaKey) -> Int {
+        config.effectiveReservePoolSize(database: config.database(named: key.database), user: key.user)
+    }
+
     func sendQuotas(_ orders: [QuotaOrder]) {
         for o in orders {
             let slot = slots[o.slot]
             guard slot.pid != 0 else { continue }
+            if o.fromReserve > 0 {
+                // One line per connection, in PgBouncer's words (its log is read by tools and tests).
+                let first = max(1, (quotas.pools[o.key]?.reserveInUse ?? o.fromReserve) - o.fromReserve + 1)
+                let reserve = quotas.pools[o.key]?.reserve ?? 0
+                for n in first..<(first + o.fromReserve) {
+                    log.warning("pool \(o.key.database)/\(o.key.user): taking connection from reserve_pool "
+                                + "for worker \(o.slot) (clients waited over reserve_pool_timeout; \(n) of \(reserve) in use)")
+                }
+            }
             log.debug("pool \(o.key.database)/\(o.key.user): worker \(o.slot) quota \(o.quota)")
             if !slot.send(.quota(database: o.key.database, user: o.key.user, quota: Int32(clamping: o.quota), seq: o.seq)) {
                 log.warning("worker \(o.slot) (pid \(slot.pid)) did not take its pool quota")

@@ -11,6 +11,9 @@ struct Pool {
     var entry: DatabaseEntry
     var mode: PoolMode
     var size: Int
+    /// reserve_pool_size for the pool (0: none, or reserve_pool_timeout is 0): servers above `size` the
+    /// supervisor may grant this worker when its clients waited past reserve_pool_timeout (Quotas.swift).
+    var reserve = 0
     /// This pool's timeouts with its user's and database's overrides applied (`Config.effectiveTimeouts`),
     /// set when the pool is made and at reload: the janitor reads them, the release path reads
     /// `serverLifetime`, so a per-user or per-database value costs no lookup per connection.
@@ -45,7 +48,7 @@ struct Pool {
     var connectingCount = 0
     var activeCount = 0
     var clientCount = 0
-    /// min(size, this worker's quota): server connections this worker may hold (Quotas.swift).
+    /// min(size + reserve, this worker's quota): server connections this worker may hold (Quotas.swift).
     var limit = 0
     /// The last quota the supervisor sent (-1: none yet) and its seq.
     var quota = -1
@@ -195,6 +198,7 @@ extension Worker {
                         mode: config.effectivePoolMode(database: entry, user: user),
                         size: config.effectivePoolSize(database: entry, user: user))
         pool.inUse = true
+        pool.reserve = config.effectiveReservePoolSize(database: entry, user: user)
         pool.timeouts = poolTimeouts(entry, user)
         pool.allDown = computeAllDown(entry)
         if let told = quotas.told[key] {
@@ -234,6 +238,7 @@ extension Worker {
             pools[i].entry = entry
             pools[i].mode = config.effectivePoolMode(database: entry, user: pools[i].user)
             pools[i].size = config.effectivePoolSize(database: entry, user: pools[i].user)
+            pools[i].reserve = config.effectiveReservePoolSize(database: entry, user: pools[i].user)
             pools[i].timeouts = poolTimeouts(entry, pools[i].user)
             pools[i].serverUser = entry.user ?? pools[i].user
             pools[i].serverDatabase = entry.dbname ?? pools[i].database

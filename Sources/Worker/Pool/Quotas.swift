@@ -17,7 +17,8 @@ struct WorkerQuotas {
 }
 
 extension Worker {
-    /// Recomputes `limit` = min(pool size, quota); before any quota message, the even share.
+    /// Recomputes `limit` = min(pool size + reserve, quota); before any quota message, the even share
+    /// (of the size: reserve comes only from the supervisor).
     func updateLimit(_ pi: Int) {
         let share: Int
         if pools[pi].quota >= 0 {
@@ -28,7 +29,7 @@ extension Worker {
             share = PoolShare.even(size: pools[pi].size, slot: Int(slot), workers: quotas.workers)
         }
         let even = quotas.orphaned ? PoolShare.even(size: pools[pi].size, slot: Int(slot), workers: quotas.workers) : 0
-        pools[pi].limit = max(0, min(pools[pi].size, max(share, even)))
+        pools[pi].limit = max(0, min(pools[pi].size + pools[pi].reserve, max(share, even)))
     }
 
     /// Closes idle servers above the limit; busy ones close when they come back (`serverIdle`).
@@ -77,6 +78,7 @@ extension Worker {
 
     /// `idle` is the fewest idle servers since the previous tick (servers minus the most in use at
     /// once), so a worker whose servers were all busy for an instant does not look like a donor.
+    /// Clients that wait report every tick, so `overdue` (reserve_pool_timeout) is always current.
     func reportPool(_ pi: Int, force: Bool) {
         guard controlFD >= 0 else { return }
         let busyNow = pools[pi].serverCount - pools[pi].idleCount
@@ -89,6 +91,27 @@ extension Worker {
         pools[pi].reported = now
         sendControl(.poolReport(database: pools[pi].database, user: pools[pi].user,
                                 servers: Int32(clamping: now.0), idle: Int32(clamping: now.1),
-                                waiting: Int32(clamping: now.2), seq: now.3))
+                                waiting: Int32(clamping: now.2), seq: now.3,
+                                overdue: Int32(clamping: overdueClients(pi))))
+    }
+
+    /// reserve_pool_size: clients that have waited longer than reserve_pool_timeout while this worker
+    /// holds all the servers its quota allows, less the servers already connecting for them (PgBouncer
+    /// opens a reserve connection while the first waiting client has waited that long and the pool is
+    /// full). The wait queue is FIFO, so the walk stops at the first client that has not; it counts at
+    /// most the reserve. 0 while paused: nothing would be launched.
+    func overdueClients(_ pi: Int) -> Int {
+        let reserve = pools[pi].reserve
+        guard reserve > 0, pools[pi].waitCount > 0, pools[pi].serverCount >= pools[pi].limit,
+              !paused, !pools[pi].limits.dbPaused else { return 0 }
+        let timeout = Clock.nanos(seconds: config.reservePoolTimeout)
+        let wanted = reserve + pools[pi].connectingCount
+        var n = 0
+        var ci = pools[pi].waitHead
+        while ci >= 0 && n < wanted && now - clients[ci].stateSince >= timeout {
+            n += 1
+            ci = clients[ci].waitNext
+        }
+        return max(0, n - pools[pi].connectingCount)
     }
 }

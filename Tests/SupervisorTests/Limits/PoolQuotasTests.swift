@@ -263,4 +263,234 @@ final class PoolQuotasTests: XCTestCase {
             XCTAssertGreaterThan(moves, 0)
         }
     }
+
+    // MARK: reserve_pool_size
+
+    /// Both workers hold their even share of size 5, all busy, with clients waiting: nothing moves
+    /// until clients have waited past reserve_pool_timeout (the worker reports them as overdue); then
+    /// the most overdue worker gets up to that many from the reserve of 3, marked as reserve, and the
+    /// quotas never add up to more than size + reserve.
+    func testReserveGoesOnlyToClientsThatWaitedPastTheTimeout() {
+        var q = PoolQuotas(workers: 2)
+        var seqs = [UInt32](repeating: 0, count: 2)
+        for o in q.report(slot: 0, key: key, size: 5, reserve: 3, servers: 3, idle: 0, waiting: 3, seq: 0, now: 0) {
+            seqs[o.slot] = o.seq
+        }
+        XCTAssertEqual(q.report(slot: 0, key: key, size: 5, reserve: 3, servers: 3, idle: 0, waiting: 3, seq: seqs[0], now: 1 * ms), [])
+        XCTAssertEqual(q.report(slot: 1, key: key, size: 5, reserve: 3, servers: 2, idle: 0, waiting: 2, seq: seqs[1], now: 2 * ms), [],
+                       "clients wait, but not past reserve_pool_timeout yet: no reserve")
+        XCTAssertEqual(q.pools[key]!.quota, [3, 2])
+        // Worker 1's 2 clients are overdue: it gets both from the reserve at once.
+        let grant = q.report(slot: 1, key: key, size: 5, reserve: 3, servers: 2, idle: 0, waiting: 2, overdue: 2,
+                             seq: seqs[1], now: 3 * ms)
+        XCTAssertEqual(grant.map(\.slot), [1])
+        XCTAssertEqual(grant.map(\.quota), [4])
+        XCTAssertEqual(grant.map(\.fromReserve), [2])
+        XCTAssertEqual(q.pools[key]!.reserveInUse, 2)
+        // Worker 0's 3 overdue clients get what is left of the reserve: 1 (after the move interval).
+        XCTAssertEqual(q.report(slot: 0, key: key, size: 5, reserve: 3, servers: 3, idle: 0, waiting: 3, overdue: 3,
+                                seq: seqs[0], now: 4 * ms), [], "at most one move per interval")
+        let rest = q.report(slot: 0, key: key, size: 5, reserve: 3, servers: 3, idle: 0, waiting: 3, overdue: 3,
+                            seq: seqs[0], now: 4 * ms + PoolQuotas.moveIntervalNanos)
+        XCTAssertEqual(rest.map(\.slot), [0])
+        XCTAssertEqual(rest.map(\.quota), [4])
+        XCTAssertEqual(rest.map(\.fromReserve), [1])
+        XCTAssertEqual(sum(q), 8)
+        // The reserve is used up: more overdue clients get nothing.
+        XCTAssertEqual(q.report(slot: 0, key: key, size: 5, reserve: 3, servers: 4, idle: 0, waiting: 2, overdue: 2,
+                                seq: rest[0].seq, now: 10 * PoolQuotas.moveIntervalNanos), [])
+        XCTAssertEqual(sum(q), 8)
+    }
+
+    /// A burst on both workers: the reserve left is shared in proportion to the clients waiting at
+    /// each worker's quota, so the worker whose report crosses reserve_pool_timeout first does not take
+    /// it all from clients that waited as long on the other (whose report comes a tick later).
+    func testReserveIsSharedBetweenWorkersWhoseClientsWait() {
+        var q = PoolQuotas(workers: 2)
+        var seqs = [UInt32](repeating: 0, count: 2)
+        for o in q.report(slot: 1, key: key, size: 2, reserve: 3, servers: 1, idle: 0, waiting: 0, seq: 0, now: 0) {
+            seqs[o.slot] = o.seq
+        }
+        let first = q.report(slot: 0, key: key, size: 2, reserve: 3, servers: 1, idle: 0, waiting: 1, overdue: 1,
+                             seq: seqs[0], now: 0)
+        XCTAssertEqual(first.map(\.fromReserve), [1], "one overdue client: one reserve server")
+        // Within the move interval both workers come to have 2 clients waiting; worker 0's are overdue,
+        // worker 1's not yet.
+        XCTAssertEqual(q.report(slot: 1, key: key, size: 2, reserve: 3, servers: 1, idle: 0, waiting: 2,
+                                seq: seqs[1], now: 1 * ms), [])
+        XCTAssertEqual(q.report(slot: 0, key: key, size: 2, reserve: 3, servers: 2, idle: 0, waiting: 2, overdue: 2,
+                                seq: first[0].seq, now: 2 * ms), [])
+        // 2 left for 4 waiting clients: worker 0 gets 1, not both.
+        let t = PoolQuotas.moveIntervalNanos
+        let a = q.report(slot: 0, key: key, size: 2, reserve: 3, servers: 2, idle: 0, waiting: 2, overdue: 2,
+                         seq: first[0].seq, now: t)
+        XCTAssertEqual(a.map(\.slot), [0])
+        XCTAssertEqual(a.map(\.fromReserve), [1])
+        // Worker 1's clients are overdue a tick later: the last one is theirs.
+        let b = q.report(slot: 1, key: key, size: 2, reserve: 3, servers: 1, idle: 0, waiting: 2, overdue: 2,
+                         seq: seqs[1], now: 2 * t)
+        XCTAssertEqual(b.map(\.slot), [1])
+        XCTAssertEqual(b.map(\.fromReserve), [1])
+        XCTAssertEqual(q.pools[key]!.quota, [3, 2])
+    }
+
+    /// A worker's report sent before it applied its grant (an older seq) still counts the clients the
+    /// grant was for: no second grant until the acknowledgement, which counts the servers launched.
+    func testReserveIsGrantedOnceThenWaitsForTheAcknowledgement() {
+        var q = PoolQuotas(workers: 1)
+        let first = q.report(slot: 0, key: key, size: 2, reserve: 4, servers: 2, idle: 0, waiting: 5, seq: 0, now: 0)
+        let grant = q.report(slot: 0, key: key, size: 2, reserve: 4, servers: 2, idle: 0, waiting: 5, overdue: 2,
+                             seq: first[0].seq, now: 1 * ms)
+        XCTAssertEqual(grant.map(\.fromReserve), [2])
+        let later = PoolQuotas.moveIntervalNanos * 2
+        XCTAssertEqual(q.report(slot: 0, key: key, size: 2, reserve: 4, servers: 2, idle: 0, waiting: 5, overdue: 2,
+                                seq: first[0].seq, now: later), [], "a stale report does not grant again")
+        // Acknowledged: 2 servers launched for the 2 overdue clients; 1 more has become overdue since.
+        let next = q.report(slot: 0, key: key, size: 2, reserve: 4, servers: 4, idle: 0, waiting: 3, overdue: 1,
+                            seq: grant[0].seq, now: later + 1 * ms)
+        XCTAssertEqual(next.map(\.quota), [5])
+        XCTAssertEqual(next.map(\.fromReserve), [1])
+    }
+
+    /// PgBouncer uses the reserve only when the pool is full: quota another worker leaves unused moves
+    /// first (and size nobody holds is given at once), even to clients that waited past the timeout.
+    func testUnusedQuotaMovesBeforeTheReserveIsUsed() {
+        var q = PoolQuotas(workers: 2)
+        var seqs = [UInt32](repeating: 0, count: 2)
+        for o in q.report(slot: 1, key: key, size: 4, reserve: 2, servers: 0, idle: 0, waiting: 0, seq: 0, now: 0) {
+            seqs[o.slot] = o.seq
+        }
+        _ = q.report(slot: 1, key: key, size: 4, reserve: 2, servers: 0, idle: 0, waiting: 0, seq: seqs[1], now: 0)
+        let lower = q.report(slot: 0, key: key, size: 4, reserve: 2, servers: 2, idle: 0, waiting: 2, overdue: 2,
+                             seq: seqs[0], now: 1 * ms)
+        XCTAssertEqual(lower.map(\.slot), [1], "worker 1's unused quota is lowered, no reserve granted")
+        XCTAssertEqual(lower.map(\.quota), [0])
+        XCTAssertEqual(lower.map(\.fromReserve), [0])
+        let raise = q.report(slot: 1, key: key, size: 4, reserve: 2, servers: 0, idle: 0, waiting: 0, seq: lower[0].seq, now: 2 * ms)
+        XCTAssertEqual(raise.map(\.quota), [4])
+        XCTAssertEqual(raise.map(\.fromReserve), [0])
+        XCTAssertEqual(q.pools[key]!.reserveInUse, 0)
+    }
+
+    /// Reserve quota stays while its servers are open (PgBouncer keeps reserve connections until they
+    /// close); once a worker with nobody waiting holds fewer servers than its quota, the quota above
+    /// the size goes back, as a lowering the worker confirms, and may then be granted again.
+    func testReserveGoesBackOnceNoServerStandsOnIt() {
+        var q = PoolQuotas(workers: 2)
+        var seqs = [UInt32](repeating: 0, count: 2)
+        for o in q.report(slot: 0, key: key, size: 4, reserve: 2, servers: 2, idle: 0, waiting: 2, seq: 0, now: 0) {
+            seqs[o.slot] = o.seq
+        }
+        _ = q.report(slot: 1, key: key, size: 4, reserve: 2, servers: 2, idle: 0, waiting: 1, seq: seqs[1], now: 0)
+        let grant = q.report(slot: 0, key: key, size: 4, reserve: 2, servers: 2, idle: 0, waiting: 2, overdue: 2,
+                             seq: seqs[0], now: 1 * ms)
+        XCTAssertEqual(grant.map(\.quota), [4])
+        seqs[0] = grant[0].seq
+        var t = PoolQuotas.moveIntervalNanos
+        // Worker 0 launched the 2 and all 4 are busy; then the burst is over but the servers are still
+        // open (idle): the reserve stays with them.
+        XCTAssertEqual(q.report(slot: 0, key: key, size: 4, reserve: 2, servers: 4, idle: 0, waiting: 0,
+                                seq: seqs[0], now: t), [])
+        XCTAssertEqual(q.report(slot: 1, key: key, size: 4, reserve: 2, servers: 2, idle: 2, waiting: 0,
+                                seq: seqs[1], now: t + 1 * ms), [])
+        XCTAssertEqual(q.report(slot: 0, key: key, size: 4, reserve: 2, servers: 4, idle: 4, waiting: 0,
+                                seq: seqs[0], now: t + 2 * ms), [])
+        XCTAssertEqual(sum(q), 6)
+        // server_idle_timeout closed 3 of worker 0's: the 2 above the size go back.
+        t += PoolQuotas.moveIntervalNanos
+        let back = q.report(slot: 0, key: key, size: 4, reserve: 2, servers: 1, idle: 1, waiting: 0, seq: seqs[0], now: t)
+        XCTAssertEqual(back.map(\.slot), [0])
+        XCTAssertEqual(back.map(\.quota), [2])
+        XCTAssertEqual(back.map(\.fromReserve), [0])
+        XCTAssertEqual(sum(q), 4)
+        // Until worker 0 confirms, nothing else moves: worker 1's overdue client waits.
+        XCTAssertEqual(q.report(slot: 1, key: key, size: 4, reserve: 2, servers: 2, idle: 0, waiting: 1, overdue: 1,
+                                seq: seqs[1], now: t + PoolQuotas.moveIntervalNanos), [])
+        XCTAssertEqual(q.report(slot: 0, key: key, size: 4, reserve: 2, servers: 1, idle: 1, waiting: 0, seq: back[0].seq,
+                                now: t + PoolQuotas.moveIntervalNanos + 1 * ms), [], "confirmed: nobody is raised")
+        // The reserve is free again: worker 1's overdue client gets one (worker 0 used all 4 of its
+        // servers less than calmNanos ago, so none of its quota moves).
+        let regrant = q.report(slot: 1, key: key, size: 4, reserve: 2, servers: 2, idle: 0, waiting: 1, overdue: 1,
+                               seq: seqs[1], now: t + 2 * PoolQuotas.moveIntervalNanos + 1 * ms)
+        XCTAssertEqual(regrant.map(\.slot), [1])
+        XCTAssertEqual(regrant.map(\.quota), [3])
+        XCTAssertEqual(regrant.map(\.fromReserve), [1])
+        XCTAssertEqual(q.pools[key]!.quota, [2, 3])
+    }
+
+    /// A dead worker's reserve goes back at once (it holds no connection); reserve 0, or a reload that
+    /// changes the reserve, start again from the even split of the size.
+    func testReserveOfADeadWorkerReturnsAndAReloadResets() {
+        var q = PoolQuotas(workers: 2)
+        var seqs = [UInt32](repeating: 0, count: 2)
+        for o in q.report(slot: 0, key: key, size: 2, reserve: 1, servers: 1, idle: 0, waiting: 1, seq: 0, now: 0) {
+            seqs[o.slot] = o.seq
+        }
+        _ = q.report(slot: 1, key: key, size: 2, reserve: 1, servers: 1, idle: 0, waiting: 0, seq: seqs[1], now: 0)
+        XCTAssertEqual(q.report(slot: 0, key: key, size: 2, reserve: 1, servers: 1, idle: 0, waiting: 1, overdue: 1,
+                                seq: seqs[0], now: 1 * ms).map(\.fromReserve), [1])
+        XCTAssertEqual(q.pools[key]!.quota, [2, 1])
+        _ = q.workerGone(slot: 0, now: PoolQuotas.moveIntervalNanos * 2)
+        XCTAssertEqual(q.pools[key]!.reserveInUse, 0, "the dead worker's reserve is free again")
+        XCTAssertLessThanOrEqual(sum(q), 2)
+        // Without a reserve, overdue clients get nothing beyond the size.
+        var plain = PoolQuotas(workers: 1)
+        let o = plain.report(slot: 0, key: key, size: 2, servers: 2, idle: 0, waiting: 3, seq: 0, now: 0)
+        XCTAssertEqual(plain.report(slot: 0, key: key, size: 2, servers: 2, idle: 0, waiting: 3, overdue: 3,
+                                    seq: o[0].seq, now: 1 * ms), [])
+        // A reload that gives the pool a reserve: the even split of the size again, the reserve known.
+        XCTAssertEqual(plain.resizeAll(size: { _ in 2 }, reserve: { _ in 3 }).map(\.quota), [2])
+        XCTAssertEqual(plain.pools[key]!.reserve, 3)
+        XCTAssertEqual(plain.resizeAll(size: { _ in 2 }, reserve: { _ in 3 }), [])
+    }
+
+    /// Simulated workers that obey their quotas report in random order, with clients that become
+    /// overdue: the servers of all workers never exceed size + reserve, and the quotas exceed the
+    /// size only by what was granted from the reserve.
+    func testServersNeverExceedSizePlusReserveUnderRandomReports() {
+        var rng = SystemRandomNumberGenerator()
+        let size = 5, reserve = 3
+        var granted = 0
+        for _ in 0..<50 {
+            var q = PoolQuotas(workers: 3)
+            var seq = [UInt32](repeating: 0, count: 3)
+            var servers = [Int](repeating: 0, count: 3)
+            var busy = [Int](repeating: 0, count: 3)
+            var quota = (0..<3).map { PoolQuotas.evenShare(size: size, slot: $0, workers: 3) }
+            var waiting = [Int](repeating: 0, count: 3)
+            var inbox: [QuotaOrder] = []
+            var now: Int64 = 0
+            var overdue = [Int](repeating: 0, count: 3)
+            func report(_ s: Int) {
+                overdue[s] = servers[s] >= quota[s] && Bool.random(using: &rng) ? waiting[s] : 0
+                let orders = q.report(slot: s, key: key, size: size, reserve: reserve, servers: servers[s],
+                                      idle: servers[s] - busy[s], waiting: waiting[s], overdue: overdue[s], seq: seq[s], now: now)
+                for o in orders where o.fromReserve > 0 {
+                    XCTAssertGreaterThanOrEqual(overdue[o.slot], o.fromReserve, "reserve beyond the overdue clients")
+                    granted += o.fromReserve
+                }
+                inbox += orders
+            }
+            for _ in 0..<600 {
+                now += Int64.random(in: 0...60, using: &rng) * ms
+                if !inbox.isEmpty && Bool.random(using: &rng) {
+                    let o = inbox.removeFirst()
+                    quota[o.slot] = o.quota
+                    seq[o.slot] = o.seq
+                    servers[o.slot] = max(busy[o.slot], min(servers[o.slot], o.quota))
+                    report(o.slot)
+                } else {
+                    let s = Int.random(in: 0..<3, using: &rng)
+                    if servers[s] < quota[s] { servers[s] = Int.random(in: servers[s]...quota[s], using: &rng) }
+                    busy[s] = Int.random(in: 0...servers[s], using: &rng)
+                    if servers[s] > quota[s] { servers[s] = max(busy[s], quota[s]) }
+                    waiting[s] = Int.random(in: 0...2, using: &rng) == 0 ? Int.random(in: 1...20, using: &rng) : 0
+                    report(s)
+                }
+                XCTAssertLessThanOrEqual(servers.reduce(0, +), size + reserve, "servers \(servers) quotas \(quota)")
+                XCTAssertLessThanOrEqual(q.pools[key]!.quota.reduce(0, +), size + reserve)
+            }
+        }
+        XCTAssertGreaterThan(granted, 0, "the reserve was never used")
+    }
 }
