@@ -38,7 +38,8 @@ extension Worker {
                 serverLoginDone(si)
             } else {
                 serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.invalidTransactionState,
-                                                  message: "connect_query left the server connection inside a transaction"))
+                                                  message: "connect_query left the server connection inside a transaction"),
+                                  refusal: true)  // retrying gives the same: fail the waiting clients
             }
         default:
             // RowDescription, DataRow, CommandComplete, EmptyQueryResponse, NoticeResponse, COPY out.

@@ -310,7 +310,6 @@ extension Worker {
 
     func closeServer(_ si: Int32, reason: String) {
         guard servers[si].state != .free else { return }
-        let p = Int(servers[si].pool)
         log.debug("S-\(servers[si].id): closing: \(reason)")
         switch servers[si].state {
         case .active:
