@@ -254,6 +254,16 @@ final class HostileClientTests: XCTestCase {
         XCTAssertTrue(px.log().contains("cannot be counted"), "log:\n\(px.log().suffix(3000))")
         stay.append(e)
 
+        // 6. A Flush with a body: PostgreSQL fails it (08P01) as an extended-protocol message and skips
+        //    the Query after it to the Sync. Counting that Query's ReadyForQuery kept the server linked
+        //    for good (with e's, the pool of 2 had none left for the check below).
+        let f = try login()
+        try f.socket.send(WireEncode.message("H", [0, 0]) + WireEncode.query("select 1") + Ext.sync
+                          + WireEncode.query("select 6"))
+        XCTAssertEqual(types(try readUntil(f, "Z")), ["E08P01", "Z"])
+        XCTAssertEqual(types(try readUntil(f, "Z")), ["T", "D", "C", "Z"])
+        stay.append(f)
+
         try assertPoolUsable("clients staying after COPY Syncs and skipped queries")
         for (i, k) in stay.enumerated() {
             XCTAssertEqual(try k.query("select \(i)").first?.first ?? nil, "\(i)", "client \(i); log:\n\(px.log().suffix(3000))")

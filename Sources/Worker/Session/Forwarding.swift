@@ -324,6 +324,8 @@ extension Worker {
             return .next
         }
         var expected = answerFor(type, nil)
+        // A Flush with a body is an extended-protocol error for PostgreSQL (see `badFlush`).
+        if type == FrontendType.flush && len != 4 { expected = ExpectedAnswer.badFlush }
         let mayName = servers[si].rewriting && (type == FrontendType.parse || type == FrontendType.bind
             || type == FrontendType.describe || type == FrontendType.close)
         if mayName {

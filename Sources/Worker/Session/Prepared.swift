@@ -9,9 +9,8 @@ import Glibc
 /// server owes for one message forwarded on a tracked link, or an answer pgswift gives itself.
 ///
 /// ```
-///    7         6                    0
-///    7         6                   5                0
-/// │ swallow │ afterCopyData (Sync only) │ kind (6 bits: 1-12, 20-22) │
+///    7                  6                        5 ... 0
+/// │ swallow │ afterCopyData (Sync only) │ kind (6 bits: 1-13, 20-22) │
 /// ```
 /// `kind` is the entry without the flags, so `head.kind == .sync` reads as it says; 0 (`none`) is
 /// "no entry" and never stored. Kept to one byte: the ring is walked on every server message of a
@@ -39,6 +38,9 @@ struct ExpectedAnswer: Equatable {
     /// A CopyDone or CopyFail: no answer of its own, but it ends a COPY FROM STDIN, which reads (and
     /// never answers) the Syncs sent during it. Stale (popped unanswered) when no COPY was running.
     @inline(__always) static var copyEnd: ExpectedAnswer { .init(raw: 12) }
+    /// A Flush with a body: PostgreSQL fails it (08P01) as an extended-protocol message, so it skips to
+    /// the next Sync. Popped by that error (or skipped itself, or ignored inside a COPY).
+    @inline(__always) static var badFlush: ExpectedAnswer { .init(raw: 13) }
     /// No server message: pgswift answers ParseComplete / CloseComplete / an ErrorResponse itself.
     @inline(__always) static var synthParseComplete: ExpectedAnswer { .init(raw: 20) }
     @inline(__always) static var synthCloseComplete: ExpectedAnswer { .init(raw: 21) }
@@ -60,11 +62,11 @@ struct ExpectedAnswer: Equatable {
     @inline(__always) var isSynthetic: Bool { raw & 0x3F >= 20 }
     @inline(__always) var afterCopyData: ExpectedAnswer { .init(raw: raw | Self.afterCopyDataBit) }
     @inline(__always) var isAfterCopyData: Bool { raw & Self.afterCopyDataBit != 0 }
-    /// A Parse, Bind, Describe, Execute or Close the server reads (injected or not): an error answering
-    /// it makes the server skip to the next Sync.
+    /// A Parse, Bind, Describe, Execute or Close the server reads (injected or not), or a malformed
+    /// Flush: an error answering it makes the server skip to the next Sync.
     @inline(__always) var isExtendedMessage: Bool {
         let k = raw & 0x3F
-        return (k >= 1 && k <= 6) || k == 10 || k == 11
+        return (k >= 1 && k <= 6) || k == 10 || k == 11 || k == 13
     }
 }
 
@@ -245,7 +247,8 @@ extension Worker {
         while servers[si].answerCount > 1 {
             let i = Int((servers[si].answerHead &+ 1) % ExpectedAnswer.capacity)
             let k = servers[si].answers![i].kind
-            let isSync = k == ExpectedAnswer.sync
+            // A malformed Flush read by the COPY is ignored like a Sync (and has no answer to lose).
+            let isSync = k == ExpectedAnswer.sync || k == ExpectedAnswer.badFlush
             if !isSync && k != ExpectedAnswer.copyEnd && !consumed { return }
             if isSync && dataError && !consumed && servers[si].answers![i].isAfterCopyData { countUnreliable(si) }
             // Remove the second entry: pop the head and the entry, then put the head back.
@@ -255,7 +258,9 @@ extension Worker {
             servers[si].answerHead = (servers[si].answerHead &+ ExpectedAnswer.capacity &- 1) % ExpectedAnswer.capacity
             servers[si].answers![Int(servers[si].answerHead)] = head
             servers[si].answerCount &+= 1
-            if isSync || k == ExpectedAnswer.query || k == ExpectedAnswer.functionCall {
+            if k == ExpectedAnswer.badFlush {
+                // No ReadyForQuery was owed for it.
+            } else if isSync || k == ExpectedAnswer.query || k == ExpectedAnswer.functionCall {
                 if servers[si].pendingSyncs > 0 { servers[si].pendingSyncs &-= 1 }
             } else {
                 unanswered(si, k, &failed)
