@@ -243,30 +243,42 @@ extension Worker {
     /// closed when the client leaves, so no answer can ever reach another client.
     func copyEnded(_ si: Int32, consumed: Bool, failed dataError: Bool) {
         servers[si].copyIn = false
+        let count = Int(servers[si].answerCount)
+        guard count > 1 else { return }
+        let cap = Int(ExpectedAnswer.capacity)
+        let head = Int(servers[si].answerHead)
         var failed: [Int32] = []
-        while servers[si].answerCount > 1 {
-            let i = Int((servers[si].answerHead &+ 1) % ExpectedAnswer.capacity)
-            let k = servers[si].answers![i].kind
-            // A malformed Flush read by the COPY is ignored like a Sync (and has no answer to lose).
-            let isSync = k == ExpectedAnswer.sync || k == ExpectedAnswer.badFlush
-            if !isSync && k != ExpectedAnswer.copyEnd && !consumed { return }
-            if isSync && dataError && !consumed && servers[si].answers![i].isAfterCopyData { countUnreliable(si) }
-            // Remove the second entry: pop the head and the entry, then put the head back.
-            let head = servers[si].answers![Int(servers[si].answerHead)]
-            popAnswer(si)
-            popAnswer(si)
-            servers[si].answerHead = (servers[si].answerHead &+ ExpectedAnswer.capacity &- 1) % ExpectedAnswer.capacity
-            servers[si].answers![Int(servers[si].answerHead)] = head
-            servers[si].answerCount &+= 1
-            if k == ExpectedAnswer.badFlush {
-                // No ReadyForQuery was owed for it.
-            } else if isSync || k == ExpectedAnswer.query || k == ExpectedAnswer.functionCall {
-                if servers[si].pendingSyncs > 0 { servers[si].pendingSyncs &-= 1 }
-            } else {
-                unanswered(si, k, &failed)
+        // Compacted in place behind the head: what the COPY read goes, the rest keeps its order.
+        // Answers pgswift gives itself (an error for a Bind it refused amid the COPY) are not the
+        // server's: they stay, and the Syncs behind them were read by the COPY all the same.
+        var w = 1
+        var done = false
+        for r in 1..<count {
+            let e = servers[si].answers![(head &+ r) % cap]
+            if !done && !e.isSynthetic {
+                let k = e.kind
+                // A malformed Flush read by the COPY is ignored like a Sync (and has no answer to lose).
+                if k == ExpectedAnswer.sync || k == ExpectedAnswer.badFlush {
+                    if dataError && !consumed && e.isAfterCopyData { countUnreliable(si) }
+                    if k == ExpectedAnswer.sync && servers[si].pendingSyncs > 0 { servers[si].pendingSyncs &-= 1 }
+                    continue
+                }
+                done = true
+                if k == ExpectedAnswer.copyEnd { continue }
+                if consumed {
+                    // The message the COPY did not expect: read and dropped.
+                    if k == ExpectedAnswer.query || k == ExpectedAnswer.functionCall {
+                        if servers[si].pendingSyncs > 0 { servers[si].pendingSyncs &-= 1 }
+                    } else {
+                        unanswered(si, k, &failed)
+                    }
+                    continue
+                }
             }
-            if !isSync { return }
+            servers[si].answers![(head &+ w) % cap] = e
+            w &+= 1
         }
+        servers[si].answerCount = Int32(w)
     }
 
     /// The answers this server owes can no longer be counted (`copyEnded`): it is never given back to
