@@ -124,6 +124,33 @@ extension Worker {
         info.applicationName = value
     }
 
+    /// The `options` startup parameter, as PgBouncer 1.20+ takes it (`StartupOptions`): each
+    /// `-c name=value` / `--name=value` is a startup parameter of its own, so a tracked one follows the
+    /// client to its servers like any other; a name `ignore_startup_parameters` lists, or any name when
+    /// it lists `options`, is dropped; any other name, or anything but such pairs, refuses the client
+    /// with PgBouncer's words (FATAL 08P01). False when the client was refused.
+    private func applyStartupOptions(_ ci: Int32, _ info: ClientInfo, _ options: String) -> Bool {
+        guard case .pairs(let pairs) = StartupOptions.parse(options) else {
+            failClient(ci, code: SQLState.protocolViolation, message: StartupOptions.unsupportedMessage)
+            return false
+        }
+        for pair in pairs {
+            let lname = pair.name.lowercased()
+            if let t = tracked.lowered.firstIndex(of: lname) {
+                info.params.values[t] = pair.value
+                if lname == "application_name" { info.applicationName = pair.value }
+            } else if ignoredStartupParameters.contains(lname) || ignoredStartupParameters.contains("options") {
+                log.debug("C-\(clients[ci].id): ignoring startup parameter from options: \(pair.name)=\(pair.value)")
+            } else {
+                let name = StartupMessage.truncatedName(pair.name)
+                log.warning("C-\(clients[ci].id): unsupported startup parameter in options: \(name)=\(StartupMessage.truncatedName(pair.value))")
+                failClient(ci, code: SQLState.protocolViolation, message: "unsupported startup parameter in options: \(name)")
+                return false
+            }
+        }
+        return true
+    }
+
     private func handleStartupMessage(_ ci: Int32, _ msg: StartupMessage) {
         guard let info = clients[ci].info else { return }
         if clientTLSRefused(ci) { return }
@@ -135,6 +162,8 @@ extension Worker {
             switch lname {
             case "user": user = value
             case "database": database = value
+            case "options":
+                if !applyStartupOptions(ci, info, value) { return }
             default:
                 if let t = tracked.lowered.firstIndex(of: lname) {
                     info.params.values[t] = value
