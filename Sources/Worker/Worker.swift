@@ -117,6 +117,10 @@ final class Worker {
         set { hot.pointee.running = newValue }
     }
     var accepting = true
+    /// The service is stopping (the supervisor's `shutdown`: SHUTDOWN, SIGTERM, SIGINT), as opposed to
+    /// this worker draining for a rolling restart: new logins to a database get PgBouncer's `pooler
+    /// is shutting down`, the admin console still logs in (ShutdownDrain.swift).
+    var serviceStopping = false
     /// TCP_NODELAY and SO_KEEPALIVE are set on the listeners and inherited (ListenerTuning.swift).
     var listenersTuned = false
     /// What `tuneListeners` last set on the listeners (nil before the first time).
@@ -384,7 +388,7 @@ final class Worker {
     func handleControl(_ m: ControlMessage) {
         switch m {
         case .shutdown(let mode):
-            beginShutdown(mode)
+            beginServiceShutdown(mode)
         case .reload(let overrides):
             self.overrides = overrides
             reload()
@@ -436,22 +440,25 @@ final class Worker {
 
     // MARK: Shutdown
 
-    func beginShutdown(_ mode: ShutdownMode) {
+    /// Stops accepting and exits when `mode` allows. `keepUnixSocket`: a graceful or safe stop of the
+    /// service keeps accepting on the Unix socket, as PgBouncer does, so that the admin console stays
+    /// reachable during the drain (ShutdownDrain.swift); a rolling restart's drain, a lost supervisor and
+    /// an immediate stop close every listener.
+    func beginShutdown(_ mode: ShutdownMode, keepUnixSocket: Bool = false) {
         if shutdownMode == nil || mode.rawValue > shutdownMode!.rawValue {
             shutdownMode = mode
         }
         hot.pointee.safeShutdown = shutdownMode == .safe
-        if accepting {
-            accepting = false
-            for fd in listenFDs + unixFDs {
-                epoll.remove(fd)
-                Posix.close(fd)
-            }
-            listenFDs = []
-            unixFDs = []
-            sharedListeners = []
+        let closeUnix = !keepUnixSocket || shutdownMode == .immediate
+        for fd in listenFDs + (closeUnix ? unixFDs : []) {
+            epoll.remove(fd)
+            Posix.close(fd)
+            sharedListeners.remove(fd)
         }
-        log.info("shutdown requested (\(mode)); no longer accepting")
+        listenFDs = []
+        if closeUnix { unixFDs = [] }
+        accepting = !unixFDs.isEmpty
+        log.info("shutdown requested (\(mode)); " + (accepting ? "accepting on the Unix socket only" : "no longer accepting"))
         checkShutdown()
     }
 

@@ -410,6 +410,11 @@ extension Worker {
             failClient(ci, code: SQLState.protocolViolation, message: "database \"\(info.database)\" is disabled")
             return
         }
+        if serviceStopping && info.entry != nil {
+            // The service is stopping (ShutdownDrain.swift): PgBouncer's finish_client_login refusal.
+            sendClientError(ci, Worker.poolerShuttingDown, close: true)
+            return
+        }
         // max_db_client_connections / max_user_client_connections (ClientLimits.swift).
         if info.entry != nil, let refusal = admitToClientLimits(ci, exempt: false) {
             failClient(ci, code: SQLState.protocolViolation, message: refusal)

@@ -6,6 +6,11 @@ extension Worker {
     func acquireServer(_ ci: Int32) -> Bool {
         let p = clients[ci].pool
         let pi = Int(p)
+        if hot.pointee.safeShutdown {
+            // SHUTDOWN WAIT_FOR_SERVERS / SIGINT: no server for a new transaction (ShutdownDrain.swift).
+            sendClientError(ci, Worker.serverShuttingDown, close: true)
+            return false
+        }
         if !paused && !pools[pi].limits.dbPaused {
             let si = pools[pi].idleHead
             if si >= 0 {
