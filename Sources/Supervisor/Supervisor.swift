@@ -547,6 +547,7 @@ final class Supervisor {
             }
         }
         if mode == .immediate { killDeadline = Clock.monotonicNanos() + Self.immediateGraceNanos }
+        if mode == .safe { startServersCheck(now: Clock.monotonicNanos()) }
         upgradeShutdown(mode)
     }
 

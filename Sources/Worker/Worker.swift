@@ -244,6 +244,7 @@ final class Worker {
             pushStatsIfDue()
             reportPools()
             if hot.pointee.draining { drainTick() }
+            if hot.pointee.safeShutdown { shutdownTick() }
             healthTick()
         }
         if shutdownMode != nil { checkShutdown() }
@@ -469,15 +470,18 @@ final class Worker {
         case .immediate:
             running = false
         case .safe:
-            // Exit when no server is linked to a client: in-flight transactions finish first.
-            if activeServerCount == 0 { running = false }
+            // Exit when no server is linked to a client: in-flight transactions finish first. While the
+            // supervisor is there it decides, for the whole service (Supervisor/Service/ServiceStop.swift):
+            // a worker with nothing in use waits for the others, as PgBouncer, one process, would.
+            if activeServerCount == 0 && (controlFD < 0 || hot.pointee.draining) { running = false }
         case .graceful:
             if clients.used == 0 { running = false }
         }
         if !running {
+            let (reason, code) = exitNotice()
             var i: Int32 = 0
             while i < Int32(clients.capacity) {
-                if clients[i].state != .free { closeClient(i, reason: "pgswift is shutting down", notify: true) }
+                if clients[i].state != .free { closeClient(i, reason: reason, notify: true, code: code) }
                 i += 1
             }
             i = 0

@@ -55,25 +55,35 @@ final class ShutdownE2ETests: XCTestCase {
         XCTAssertEqual(px.waitForExit(timeout: 30), 0, "pgswift did not exit once its clients left:\n\(px.log().suffix(3000))")
     }
 
-    /// SHUTDOWN WAIT_FOR_SERVERS with one server: a client queued for it gets PgBouncer's FATAL 08P01
-    /// "server shutting down" at once (not at its query_wait_timeout), and so does an idle client at its
-    /// next transaction; the client inside its transaction finishes it while the admin console answers
-    /// on the Unix socket; pgswift exits once that server is released.
+    /// SHUTDOWN WAIT_FOR_SERVERS, two workers, one server for the service: a client queued for it gets
+    /// PgBouncer's FATAL 08P01 "server shutting down" promptly (not at its query_wait_timeout), and so
+    /// does an idle client at its next transaction, on either worker: the worker with nothing in use
+    /// waits for the other, as PgBouncer (one process) does, instead of closing its clients early. The
+    /// client inside its transaction finishes it while the admin console answers on the Unix socket;
+    /// once that server is released the service exits, and the clients still connected get PgBouncer's
+    /// "database removed".
     func testWaitForServersFailsQueuedClientsAndLetsTransactionsFinish() throws {
-        let px = try Pgswift.start(try settings(workers: 1, poolSize: 1))
+        let px = try Pgswift.start(try settings(workers: 2, poolSize: 1))
         defer { px.stop() }
+        func slot(_ c: WireClient) -> Int32 { c.backendProcessID >> 20 }
         let inTx = try WireClient.connect(port: px.port, user: "u_trust", database: "testdb")
         defer { inTx.close() }
-        let idle = try WireClient.connect(port: px.port, user: "u_trust", database: "testdb")
-        defer { idle.close() }
-        let queued = try WireClient.connect(port: px.port, user: "u_trust", database: "testdb")
-        defer { queued.close() }
         _ = try inTx.query("begin")
         XCTAssertEqual(try inTx.query("select 1"), [["1"]])
+        // Idle clients until there are three on the other worker (and whatever lands on inTx's).
+        var clients: [WireClient] = []
+        defer { clients.forEach { $0.close() } }
+        while clients.filter({ slot($0) != slot(inTx) }).count < 3 && clients.count < 40 {
+            clients.append(try WireClient.connect(port: px.port, user: "u_trust", database: "testdb"))
+        }
+        let others = clients.filter { slot($0) != slot(inTx) }
+        XCTAssertEqual(others.count, 3, "connections never reached the second worker")
+        guard others.count == 3 else { return }
+        let (queued, idle, watcher) = (others[0], others[1], others[2])
         try queued.socket.send(WireEncode.query("select 'queued'"))
         XCTAssertTrue(waitUntil(timeout: 20, poll: 0.1) {
             ((try? self.admin(px, "SHOW POOLS"))?.sum("cl_waiting", where: "database", is: "testdb") ?? 0) == 1
-        }, "the third client never queued")
+        }, "the client never queued")
 
         _ = try admin(px, "SHUTDOWN WAIT_FOR_SERVERS")
         let started = monotonicNow()
@@ -83,16 +93,22 @@ final class ShutdownE2ETests: XCTestCase {
         XCTAssertEqual(fields?.sqlstate, "08P01", "\(String(describing: fields))")
         XCTAssertEqual(fields?.message, "server shutting down")
         XCTAssertLessThan(monotonicNow() - started, 10, "failed at once, not at query_wait_timeout (120 s)")
-        try idle.socket.send(WireEncode.query("select 'idle'"))
-        let idleError = try idle.readMessage(timeout: 20).map { WireErrorFields(body: $0.body) }
-        XCTAssertEqual(idleError?.message, "server shutting down", "an idle client's next transaction")
 
         XCTAssertEqual(try inTx.query("select 3"), [["3"]], "the transaction goes on")
         let version = try overUnixSocket(px, database: "pgbouncer", "SHOW VERSION")
         XCTAssertTrue(version.succeeded, "\(version)\n\(px.log().suffix(3000))")
+        // The worker with no server in use is still there: its client hears "server shutting down" when
+        // it needs a server (had it exited, the client would have been closed with "database removed").
+        try idle.socket.send(WireEncode.query("select 'idle'"))
+        let idleError = try idle.readMessage(timeout: 20).map { WireErrorFields(body: $0.body) }
+        XCTAssertEqual(idleError?.message, "server shutting down", "an idle client's next transaction")
         XCTAssertTrue(px.isRunning, "a server is still linked")
         XCTAssertFalse(px.logLines(containing: "closing because: server shutting down").isEmpty, px.log().suffix(3000).description)
+
         try inTx.socket.send(WireEncode.query("commit"))
+        let last = try watcher.readMessage(timeout: 30).map { WireErrorFields(body: $0.body) }
+        XCTAssertEqual(last?.message, "database removed", "the clients still connected when the service exits")
         XCTAssertEqual(px.waitForExit(timeout: 30), 0, "pgswift did not exit once no server was in use:\n\(px.log().suffix(3000))")
+        XCTAssertFalse(px.logLines(containing: "server connections dropped, exiting").isEmpty, px.log().suffix(3000).description)
     }
 }

@@ -15,14 +15,30 @@ extension Worker {
     /// (WAIT_FOR_SERVERS) stop closes the TCP listeners and keeps the Unix socket: the admin console
     /// still logs in there (SHOW, and a second SHUTDOWN), while a login to a database gets `pooler is
     /// shutting down` once authenticated (`authenticated`). A safe stop also hands no server to anyone
-    /// any more: clients queued or waiting for a pool's first login get `server shutting down` now,
-    /// and so does any client whose next transaction needs a server (`acquireServer`); linked clients
-    /// finish their transaction (session mode: until they leave), and the worker exits once no server
-    /// is linked. A graceful stop serves every client already in until it leaves.
+    /// any more: clients queued or waiting for a pool's first login get `server shutting down` at the
+    /// next tick (`shutdownTick`), and so does any client whose next transaction needs a server
+    /// (`acquireServer`); linked clients finish their transaction (session mode: until they leave),
+    /// and the service exits once no server
+    /// is in use in any worker (the supervisor's `shutdown(.immediate)`, ServiceStop.swift). A
+    /// graceful stop serves every client already in until it leaves.
     func beginServiceShutdown(_ mode: ShutdownMode) {
         serviceStopping = true
-        if mode == .safe { failClientsWaitingForServers() }
         beginShutdown(mode, keepUnixSocket: true)
+    }
+
+    /// Every 100 ms (the janitor's cadence, as PgBouncer's janitor does it every 1/3 s) while a safe
+    /// stop runs: the clients queued for a server, or waiting for a pool's first login, are failed.
+    @inline(never)  // cold: kept out of the loop turn (see `turn`)
+    func shutdownTick() {
+        if hot.pointee.safeShutdown && running { failClientsWaitingForServers() }
+    }
+
+    /// What the clients still here get (FATAL, 57P01 admin_shutdown) when the worker exits: when the
+    /// service stops, `database removed`, what PgBouncer's exit cleanup tells its clients (once
+    /// WAIT_FOR_SERVERS has seen every server released, or on an immediate stop); when a rolling
+    /// restart's drain or a lost supervisor's drain times out, `pgswift is shutting down`.
+    func exitNotice() -> (reason: String, code: String) {
+        (serviceStopping ? "database removed" : "pgswift is shutting down", SQLState.adminShutdown)
     }
 
     func failClientsWaitingForServers() {

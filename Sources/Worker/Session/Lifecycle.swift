@@ -190,12 +190,13 @@ extension Worker {
     // MARK: Closing
 
     /// Ends a client: its server goes back to the pool (or is closed if dirty), then the socket closes.
-    func closeClient(_ ci: Int32, reason: String, notify: Bool, quiet: Bool = false) {
+    /// `notify`: a FATAL `reason` (SQLSTATE `code`) is written first, best effort.
+    func closeClient(_ ci: Int32, reason: String, notify: Bool, quiet: Bool = false, code: String = SQLState.adminShutdown) {
         guard clients[ci].state != .free else { return }
         if notify && clients[ci].state != .closing && !clientMidMessage(ci) {
             if config.logPoolerErrors { log.warning("C-\(clients[ci].id): pooler error: \(reason)") }
             scratch.clear()
-            Backend.errorResponse(into: &scratch, ErrorFields(severity: "FATAL", code: SQLState.adminShutdown, message: reason))
+            Backend.errorResponse(into: &scratch, ErrorFields(severity: "FATAL", code: code, message: reason))
             clients[ci].io.out.append(scratch)
             _ = flushClientBestEffort(ci)
         }

@@ -35,7 +35,28 @@ final class ShutdownDrainTests: WorkerHarnessCase {
         XCTAssertTrue(h.worker.running)
         a.send(FE.query("commit"))
         _ = h.answerQuery(s, expect: "commit", status: "I")
+        // No supervisor here (a lost one): the worker decides alone. With one, the supervisor does,
+        // for the whole service (Supervisor/Service/ServiceStop.swift; EndToEndTests/ShutdownE2ETests).
         h.waitUntil("the worker to stop once no server is linked") { !self.h.worker.running }
+        let last = h.readUntilClosed(a)
+        XCTAssertEqual(last.last?.error?.message, "database removed", "what is left hears PgBouncer's words: \(last)")
+    }
+
+    /// A second stop signal (immediate) closes the clients still in with `database removed`, what
+    /// PgBouncer's cleanup tells them as it exits; a rolling restart's drain says pgswift's own words.
+    func testImmediateStopSaysDatabaseRemoved() throws {
+        try start()
+        let a = h.login()
+        h.worker.beginServiceShutdown(.graceful)
+        XCTAssertTrue(h.worker.running)
+        h.worker.beginServiceShutdown(.immediate)
+        let got = h.readUntilClosed(a)
+        XCTAssertEqual(got.map { $0.error?.message }, ["database removed"], "\(got)")
+        XCTAssertEqual(got.first?.sqlState, SQLState.adminShutdown)
+        XCTAssertEqual(h.worker.exitNotice().reason, "database removed")
+
+        try start()
+        XCTAssertEqual(h.worker.exitNotice().reason, "pgswift is shutting down", "not a stopping service")
     }
 
     /// While the service stops (graceful here), a login to a database gets PgBouncer's `pooler is
