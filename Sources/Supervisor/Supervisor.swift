@@ -515,7 +515,8 @@ final class Supervisor {
                 log.info("\(name): resuming all workers")
                 broadcast(.resume)
             case .ignore:
-                log.info("\(name) ignored while shutting down")
+                // PgBouncer's words for it.
+                log.info(stopping != nil ? "got \(name) while shutting down, ignoring" : "\(name) ignored")
             }
         }
     }
@@ -546,6 +547,7 @@ final class Supervisor {
             }
         }
         if mode == .immediate { killDeadline = Clock.monotonicNanos() + Self.immediateGraceNanos }
+        if mode == .safe { startServersCheck(now: Clock.monotonicNanos()) }
         upgradeShutdown(mode)
     }
 

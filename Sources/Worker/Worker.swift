@@ -117,6 +117,10 @@ final class Worker {
         set { hot.pointee.running = newValue }
     }
     var accepting = true
+    /// The service is stopping (the supervisor's `shutdown`: SHUTDOWN, SIGTERM, SIGINT), as opposed to
+    /// this worker draining for a rolling restart: new logins to a database get PgBouncer's `pooler
+    /// is shutting down`, the admin console still logs in (ShutdownDrain.swift).
+    var serviceStopping = false
     /// TCP_NODELAY and SO_KEEPALIVE are set on the listeners and inherited (ListenerTuning.swift).
     var listenersTuned = false
     /// What `tuneListeners` last set on the listeners (nil before the first time).
@@ -240,6 +244,7 @@ final class Worker {
             pushStatsIfDue()
             reportPools()
             if hot.pointee.draining { drainTick() }
+            if hot.pointee.safeShutdown { shutdownTick() }
             healthTick()
         }
         if shutdownMode != nil { checkShutdown() }
@@ -384,7 +389,7 @@ final class Worker {
     func handleControl(_ m: ControlMessage) {
         switch m {
         case .shutdown(let mode):
-            beginShutdown(mode)
+            beginServiceShutdown(mode)
         case .reload(let overrides):
             self.overrides = overrides
             reload()
@@ -436,22 +441,25 @@ final class Worker {
 
     // MARK: Shutdown
 
-    func beginShutdown(_ mode: ShutdownMode) {
+    /// Stops accepting and exits when `mode` allows. `keepUnixSocket`: a graceful or safe stop of the
+    /// service keeps accepting on the Unix socket, as PgBouncer does, so that the admin console stays
+    /// reachable during the drain (ShutdownDrain.swift); a rolling restart's drain, a lost supervisor and
+    /// an immediate stop close every listener.
+    func beginShutdown(_ mode: ShutdownMode, keepUnixSocket: Bool = false) {
         if shutdownMode == nil || mode.rawValue > shutdownMode!.rawValue {
             shutdownMode = mode
         }
         hot.pointee.safeShutdown = shutdownMode == .safe
-        if accepting {
-            accepting = false
-            for fd in listenFDs + unixFDs {
-                epoll.remove(fd)
-                Posix.close(fd)
-            }
-            listenFDs = []
-            unixFDs = []
-            sharedListeners = []
+        let closeUnix = !keepUnixSocket || shutdownMode == .immediate
+        for fd in listenFDs + (closeUnix ? unixFDs : []) {
+            epoll.remove(fd)
+            Posix.close(fd)
+            sharedListeners.remove(fd)
         }
-        log.info("shutdown requested (\(mode)); no longer accepting")
+        listenFDs = []
+        if closeUnix { unixFDs = [] }
+        accepting = !unixFDs.isEmpty
+        log.info("shutdown requested (\(mode)); " + (accepting ? "accepting on the Unix socket only" : "no longer accepting"))
         checkShutdown()
     }
 
@@ -462,15 +470,18 @@ final class Worker {
         case .immediate:
             running = false
         case .safe:
-            // Exit when no server is linked to a client: in-flight transactions finish first.
-            if activeServerCount == 0 { running = false }
+            // Exit when no server is linked to a client: in-flight transactions finish first. While the
+            // supervisor is there it decides, for the whole service (Supervisor/Service/ServiceStop.swift):
+            // a worker with nothing in use waits for the others, as PgBouncer, one process, would.
+            if activeServerCount == 0 && (controlFD < 0 || hot.pointee.draining) { running = false }
         case .graceful:
             if clients.used == 0 { running = false }
         }
         if !running {
+            let (reason, code) = exitNotice()
             var i: Int32 = 0
             while i < Int32(clients.capacity) {
-                if clients[i].state != .free { closeClient(i, reason: "pgswift is shutting down", notify: true) }
+                if clients[i].state != .free { closeClient(i, reason: reason, notify: true, code: code) }
                 i += 1
             }
             i = 0

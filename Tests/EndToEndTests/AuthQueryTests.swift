@@ -46,12 +46,13 @@ final class E2EAuthQueryTests: XCTestCase {
         XCTAssertEqual(r.stdout.trimmed, user, file: file, line: line)
     }
 
-    private func assertPasswordFails(_ px: Pgswift, _ user: String, database: String = "aqdb",
+    /// `sasl`: the exchange was SCRAM, whose failure is PgBouncer's `SASL authentication failed`.
+    private func assertPasswordFails(_ px: Pgswift, _ user: String, database: String = "aqdb", sasl: Bool = false,
                                      file: StaticString = #filePath, line: UInt = #line) throws {
         let r = try Psql.run(px.target(user: user, database: database, password: "definitely-wrong"), "select 1")
         XCTAssertFalse(r.succeeded, "\(user) got in with a wrong password", file: file, line: line)
-        XCTAssertTrue(r.stderr.contains("password authentication failed for user \"\(user)\""), r.stderr,
-                      file: file, line: line)
+        XCTAssertTrue(r.stderr.contains(sasl ? "SASL authentication failed" : "password authentication failed for user \"\(user)\""),
+                      r.stderr, file: file, line: line)
         let fields = try WireClient.failedLogin(port: px.port, user: user, database: database)
         XCTAssertEqual(fields.sqlstate, "28P01", "\(fields)", file: file, line: line)
     }
@@ -67,7 +68,7 @@ final class E2EAuthQueryTests: XCTestCase {
         // uses the ClientKey its proof revealed.
         try assertLogsIn(px, "u_scram", password: passwords["u_scram"])
         try assertPasswordFails(px, "u_md5")
-        try assertPasswordFails(px, "u_scram")
+        try assertPasswordFails(px, "u_scram", sasl: true)
         // A user the server does not know fails like a wrong password (nothing tells it apart).
         try assertPasswordFails(px, "aq_nobody")
 
@@ -127,11 +128,11 @@ final class E2EAuthQueryTests: XCTestCase {
 
         try pg.adminQuery("alter role aq_rotate password 'second-pw'")
         try assertLogsIn(px, "aq_rotate", password: "second-pw")
-        try assertPasswordFails(px, "aq_rotate")
+        try assertPasswordFails(px, "aq_rotate", sasl: true)
         let old = try Psql.run(px.target(user: "aq_rotate", database: "aqdb", password: "first-pw"), "select 1")
         XCTAssertFalse(old.succeeded, "the old password must not work any more")
         // The function returns a row of NULLs for a missing user: a plain login failure.
-        try assertPasswordFails(px, "aq_nobody")
+        try assertPasswordFails(px, "aq_nobody", sasl: true)
 
         // Twenty logins at once: each waits without blocking the worker, and all get in.
         let dir = try makeTempDirectory(prefix: "aqmany")

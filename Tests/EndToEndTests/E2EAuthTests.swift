@@ -29,8 +29,11 @@ final class E2EAuthTests: XCTestCase {
     }
 
     /// The right password logs in (and lands on the forced server user); a wrong one is refused
-    /// with `password authentication failed` and SQLSTATE 28P01.
-    private func assertPasswordChecked(_ px: Pgswift, user: String, file: StaticString = #filePath, line: UInt = #line) throws {
+    /// with `password authentication failed` (PgBouncer's `SASL authentication failed` after a SCRAM
+    /// exchange: `sasl`) and SQLSTATE 28P01.
+    private func assertPasswordChecked(_ px: Pgswift, user: String, sasl: Bool = false,
+                                       file: StaticString = #filePath, line: UInt = #line) throws {
+        let failure = sasl ? "SASL authentication failed" : "password authentication failed"
         let right = try Psql.run(px.target(user: user, database: "testdb", password: passwords[user]),
                                  "select current_user")
         XCTAssertTrue(right.succeeded, "\(user), right password: \(right)\nlog:\n\(px.log().suffix(3000))",
@@ -40,13 +43,13 @@ final class E2EAuthTests: XCTestCase {
         let wrong = try Psql.run(px.target(user: user, database: "testdb", password: "not-" + passwords[user]!),
                                  "select 1")
         XCTAssertFalse(wrong.succeeded, "\(user), wrong password was accepted", file: file, line: line)
-        XCTAssertTrue(wrong.stderr.contains("password authentication failed"),
+        XCTAssertTrue(wrong.stderr.contains(failure),
                       "\(user), wrong password: \(wrong.stderr)", file: file, line: line)
 
         // psql does not print the SQLSTATE of a failed connection; the raw protocol shows it.
         let fields = try WireClient.failedLogin(port: px.port, user: user, database: "testdb")
         XCTAssertEqual(fields.sqlstate, "28P01", "\(user): \(fields)", file: file, line: line)
-        XCTAssertTrue(fields.message?.contains("password authentication failed") ?? false, "\(fields)",
+        XCTAssertTrue(fields.message?.contains(failure) ?? false, "\(fields)",
                       file: file, line: line)
     }
 
@@ -80,7 +83,7 @@ final class E2EAuthTests: XCTestCase {
         let pg = try PostgresServer.shared()
         let px = try Pgswift.start(try clientAuthSettings(pg, authType: "md5"))
         defer { px.stop() }
-        try assertPasswordChecked(px, user: "u_scram")
+        try assertPasswordChecked(px, user: "u_scram", sasl: true)
     }
 
     /// (An MD5 hash cannot answer SCRAM, so u_md5 is not tried here.)
@@ -88,7 +91,7 @@ final class E2EAuthTests: XCTestCase {
         let pg = try PostgresServer.shared()
         let px = try Pgswift.start(try clientAuthSettings(pg, authType: "scram-sha-256"))
         defer { px.stop() }
-        for user in ["u_password", "u_scram"] { try assertPasswordChecked(px, user: user) }
+        for user in ["u_password", "u_scram"] { try assertPasswordChecked(px, user: user, sasl: true) }
     }
 
     // MARK: server side

@@ -296,7 +296,7 @@ final class ServiceLimitsE2ETests: XCTestCase {
         _ = try a.show("DISABLE testdb")
         for _ in 0..<6 {
             XCTAssertThrowsError(try WireClient.connect(port: px.port, user: "u_trust", database: "testdb")) { e in
-                XCTAssertEqual((e as? WireServerError)?.fields.message, "database does not allow connections: testdb")
+                XCTAssertEqual((e as? WireServerError)?.fields.message, "database \"testdb\" is disabled")
             }
         }
         for c in kept { XCTAssertEqual(try c.query("select 1"), [["1"]], "connected clients keep working") }
@@ -326,7 +326,7 @@ final class ServiceLimitsE2ETests: XCTestCase {
         XCTAssertTrue(waitUntil(timeout: 60, poll: 0.2) { Set(px.workerPids()).isDisjoint(with: before) })
         for _ in 0..<6 {
             XCTAssertThrowsError(try WireClient.connect(port: px.port, user: "u_trust", database: "testdb")) { e in
-                XCTAssertEqual((e as? WireServerError)?.fields.message, "database does not allow connections: testdb")
+                XCTAssertEqual((e as? WireServerError)?.fields.message, "database \"testdb\" is disabled")
             }
         }
         let b = try admin(px)

@@ -231,6 +231,52 @@ final class TimeoutTests: XCTestCase {
         assertPgBouncerError(idleEnding, "client_idle_timeout", within: 5, px)
     }
 
+    // MARK: The global values, in PgBouncer's words
+
+    /// The global idle_transaction_timeout and client_idle_timeout, query_timeout for a client still
+    /// queued for a server, and client_login_timeout: each ends its client with PgBouncer's FATAL 08P01
+    /// and PgBouncer's text ("idle transaction timeout", "client_idle_timeout", "query_timeout",
+    /// "client_login_timeout"), then closes it.
+    func testGlobalTimeoutsEndClientsWithPgBouncersWords() throws {
+        let pg = try PostgresServer.shared()
+        let idle = try start(pg, settings: [("idle_transaction_timeout", "1"), ("client_idle_timeout", "1")])
+        do {
+            defer { idle.stop() }
+            let inTx = try connect(idle)
+            defer { inTx.close() }
+            let quiet = try connect(idle, user: "u_trust")
+            defer { quiet.close() }
+            let started = monotonicNow()
+            _ = try inTx.query("begin")
+            _ = try quiet.query("select 1")
+            assertPgBouncerError(readEnding(inTx, since: started), "idle transaction timeout", within: 5, idle)
+            assertPgBouncerError(readEnding(quiet, since: started), "client_idle_timeout", within: 5, idle)
+        }
+
+        // Two servers (the fixture's pool size), both held inside transactions that do not run anything
+        // (query_timeout counts running queries only): the third client queues and gets "query_timeout".
+        let px = try start(pg, settings: [("query_timeout", "1"), ("query_wait_timeout", "60"), ("client_login_timeout", "1")])
+        defer {
+            px.stop()
+            TxFixtures.terminateLeftovers(pg)
+        }
+        let holders = try (0..<2).map { _ in try connect(px) }
+        defer { holders.forEach { $0.close() } }
+        for h in holders { _ = try h.query("begin") }
+        let waiting = try connect(px)
+        defer { waiting.close() }
+        let queuedAt = monotonicNow()
+        try waiting.socket.send(WireEncode.query("select 'queued'"))
+        assertPgBouncerError(readEnding(waiting, since: queuedAt), "query_timeout", within: 5, px)
+        for h in holders { XCTAssertEqual(try h.query("select 'held'"), [["held"]], "the holders were not touched") }
+
+        let silent = try TestSocket(port: px.port)
+        defer { silent.close() }
+        let connectedAt = monotonicNow()
+        let login = WireClient(socket: silent, timeout: 20)
+        assertPgBouncerError(readEnding(login, since: connectedAt), "client_login_timeout", within: 5, px)
+    }
+
     // MARK: server_lifetime per database
 
     /// `server_lifetime=1` on the database entry closes its idle server after about a second, while the

@@ -43,4 +43,10 @@ public enum PostgresAuthMessages {
     public static func passwordFailed(user: String) -> String {
         "password authentication failed for user \"\(user)\""
     }
+
+    /// PgBouncer's words for any failed SCRAM exchange (a wrong proof, an unknown user's mock
+    /// exchange, a malformed message), which pgswift sends too: tools written for PgBouncer look for it.
+    public static let saslFailed = "SASL authentication failed"
+    /// PgBouncer's words for a SASLInitialResponse naming a mechanism that was not offered.
+    public static let invalidSASLMechanism = "client selected an invalid SASL authentication mechanism"
 }

@@ -59,6 +59,8 @@ extension Supervisor {
             return
         case .resume(let db):
             if let e = checkDatabaseArgument(db, verb: "resume") { return replyError(slot: slot, requestID: id, e) }
+            // As PgBouncer: a stopping service is not resumed (SHUTDOWN WAIT_FOR_SERVERS pauses it).
+            if stopping != nil { return replyError(slot: slot, requestID: id, .shuttingDown) }
             guard paused else { return replyError(slot: slot, requestID: id, .notPaused) }
             paused = false
             log.info("RESUME: resuming all workers")

@@ -10,6 +10,8 @@ struct StatsCollection {
         case admin(slot: Int, requestID: UInt32, command: AdminCommand)
         /// Is every server released yet (PAUSE)?
         case pauseCheck
+        /// Is no server in use anywhere yet (SHUTDOWN WAIT_FOR_SERVERS, ServiceStop.swift)?
+        case serversCheck
     }
     var purpose: Purpose
     var waiting: Set<Int>
@@ -36,6 +38,9 @@ struct SupervisorStatsState {
     var pendingPauses: [(slot: Int, requestID: UInt32)] = []
     var nextPauseCheck: Int64? = nil
     var pauseCheckRunning = false
+    /// SHUTDOWN WAIT_FOR_SERVERS polling (ServiceStop.swift), as PAUSE's.
+    var nextServersCheck: Int64? = nil
+    var serversCheckRunning = false
     var nextTick: Int64
     var metrics: MetricsServer? = nil
 
@@ -163,6 +168,8 @@ extension Supervisor {
             } else {
                 statsState.nextPauseCheck = Clock.monotonicNanos() + 50_000_000
             }
+        case .serversCheck:
+            serversChecked(merged, everyWorkerAnswered: c.waiting.isEmpty)
         }
     }
 
@@ -178,6 +185,7 @@ extension Supervisor {
         var next = statsState.nextTick
         for c in statsState.collections.values { next = min(next, c.deadline) }
         if let t = statsState.nextPauseCheck { next = min(next, t) }
+        if let t = statsState.nextServersCheck { next = min(next, t) }
         return next
     }
 
@@ -192,6 +200,11 @@ extension Supervisor {
             statsState.nextPauseCheck = nil
             statsState.pauseCheckRunning = true
             startCollection(.pauseCheck, clients: false, servers: false)
+        }
+        if let t = statsState.nextServersCheck, t <= now, !statsState.serversCheckRunning {
+            statsState.nextServersCheck = nil
+            statsState.serversCheckRunning = true
+            startCollection(.serversCheck, clients: false, servers: false)
         }
         if now >= statsState.nextTick {
             statsState.nextTick = now + 1_000_000_000

@@ -33,7 +33,8 @@ enum SignalPolicy {
         case SIGUSR1:
             return .pause
         case SIGUSR2:
-            return .resume
+            // As PgBouncer: nothing to resume once stopping (WAIT_FOR_SERVERS pauses on purpose).
+            return stopping == nil ? .resume : .ignore
         default:
             return .ignore
         }

@@ -124,6 +124,33 @@ extension Worker {
         info.applicationName = value
     }
 
+    /// The `options` startup parameter, as PgBouncer 1.20+ takes it (`StartupOptions`): each
+    /// `-c name=value` / `--name=value` is a startup parameter of its own, so a tracked one follows the
+    /// client to its servers like any other; a name `ignore_startup_parameters` lists, or any name when
+    /// it lists `options`, is dropped; any other name, or anything but such pairs, refuses the client
+    /// with PgBouncer's words (FATAL 08P01). False when the client was refused.
+    private func applyStartupOptions(_ ci: Int32, _ info: ClientInfo, _ options: String) -> Bool {
+        guard case .pairs(let pairs) = StartupOptions.parse(options) else {
+            failClient(ci, code: SQLState.protocolViolation, message: StartupOptions.unsupportedMessage)
+            return false
+        }
+        for pair in pairs {
+            let lname = pair.name.lowercased()
+            if let t = tracked.lowered.firstIndex(of: lname) {
+                info.params.values[t] = pair.value
+                if lname == "application_name" { info.applicationName = pair.value }
+            } else if ignoredStartupParameters.contains(lname) || ignoredStartupParameters.contains("options") {
+                log.debug("C-\(clients[ci].id): ignoring startup parameter from options: \(pair.name)=\(pair.value)")
+            } else {
+                let name = StartupMessage.truncatedName(pair.name)
+                log.warning("C-\(clients[ci].id): unsupported startup parameter in options: \(name)=\(StartupMessage.truncatedName(pair.value))")
+                failClient(ci, code: SQLState.protocolViolation, message: "unsupported startup parameter in options: \(name)")
+                return false
+            }
+        }
+        return true
+    }
+
     private func handleStartupMessage(_ ci: Int32, _ msg: StartupMessage) {
         guard let info = clients[ci].info else { return }
         if clientTLSRefused(ci) { return }
@@ -135,6 +162,8 @@ extension Worker {
             switch lname {
             case "user": user = value
             case "database": database = value
+            case "options":
+                if !applyStartupOptions(ci, info, value) { return }
             default:
                 if let t = tracked.lowered.firstIndex(of: lname) {
                     info.params.values[t] = value
@@ -162,7 +191,8 @@ extension Worker {
         info.database = db
         info.protocolMinor = msg.minorVersion
         if config.logConnections {
-            log.info("C-\(clients[ci].id): login attempt: db=\(db) user=\(user) tls=\(tlsDescription(client: ci))")
+            // PgBouncer's line (pgswift takes no replication connections).
+            log.info("\(clientLogPrefix(ci)) login attempt: db=\(db) user=\(user) tls=\(tlsDescription(client: ci)) replication=no")
         }
         if msg.minorVersion > 0 || !msg.unrecognizedProtocolOptions.isEmpty {
             scratch.clear()
@@ -303,7 +333,7 @@ extension Worker {
                 guard let initial = body.withUnsafeBytes({ SASLInitialResponse.parse($0) }),
                       initial.mechanism == ScramServerExchange.mechanism
                         || (initial.mechanism == ScramServerExchange.mechanismPlus && exchange.offersChannelBinding) else {
-                    failClient(ci, code: SQLState.protocolViolation, message: "unsupported SASL mechanism")
+                    failClient(ci, code: SQLState.protocolViolation, message: PostgresAuthMessages.invalidSASLMechanism)
                     return
                 }
                 switch exchange.receiveClientFirst(initial.data, mechanism: initial.mechanism) {
@@ -313,8 +343,8 @@ extension Worker {
                     Backend.authenticationSASLContinue(into: &scratch, data: serverFirst)
                     clients[ci].io.out.append(scratch)
                 case .failure(let f):
-                    failClient(ci, code: SQLState.protocolViolation, message: "malformed SCRAM message")
                     log.warning("C-\(clients[ci].id): SCRAM client-first rejected: \(f.reason)")
+                    failClient(ci, code: SQLState.protocolViolation, message: PostgresAuthMessages.saslFailed)
                 }
             } else {
                 switch exchange.receiveClientFinal(body) {
@@ -329,7 +359,7 @@ extension Worker {
                     clients[ci].io.out.append(scratch)
                     authenticated(ci)
                 case .failure(let f):
-                    passwordFailed(ci, reason: info.mockReason ?? f.reason)
+                    passwordFailed(ci, reason: info.mockReason ?? f.reason, sasl: true)
                 }
             }
         }
@@ -358,10 +388,15 @@ extension Worker {
         }
     }
 
-    private func passwordFailed(_ ci: Int32, reason: String) {
+    /// The password did not match (or could not have: unknown user, mock exchange). The text is
+    /// PostgreSQL's for a password (which contains PgBouncer's `password authentication failed`) and
+    /// PgBouncer's `SASL authentication failed` for a SCRAM exchange (`sasl`); the SQLSTATE stays
+    /// PostgreSQL's 28P01 (PgBouncer says 08P01 for both), which drivers read as an auth failure.
+    private func passwordFailed(_ ci: Int32, reason: String, sasl: Bool = false) {
         let user = clients[ci].info?.user ?? ""
-        log.warning("C-\(clients[ci].id): password authentication failed for user \"\(user)\" (\(reason))")
-        failClient(ci, code: SQLState.invalidPassword, message: PostgresAuthMessages.passwordFailed(user: user))
+        log.warning("C-\(clients[ci].id): \(sasl ? "SASL" : "password") authentication failed for user \"\(user)\" (\(reason))")
+        failClient(ci, code: SQLState.invalidPassword,
+                   message: sasl ? PostgresAuthMessages.saslFailed : PostgresAuthMessages.passwordFailed(user: user))
     }
 
     /// The client proved who it is: only now is its database told if unknown or disabled, and its pool
@@ -371,7 +406,13 @@ extension Worker {
         if clients[ci].admin != .none { adminAuthenticated(ci); return }
         guard let info = clients[ci].info else { return }
         if info.entry != nil && isDisabled(info.database) {
-            failClient(ci, code: SQLState.protocolViolation, message: "database does not allow connections: \(info.database)")
+            // PgBouncer's words (finish_client_login), FATAL 08P01.
+            failClient(ci, code: SQLState.protocolViolation, message: "database \"\(info.database)\" is disabled")
+            return
+        }
+        if serviceStopping && info.entry != nil {
+            // The service is stopping (ShutdownDrain.swift): PgBouncer's finish_client_login refusal.
+            sendClientError(ci, Worker.poolerShuttingDown, close: true)
             return
         }
         // max_db_client_connections / max_user_client_connections (ClientLimits.swift).
@@ -382,7 +423,7 @@ extension Worker {
         // A database with a forced user= has one pool, whoever the client is (PgBouncer's get_pool with
         // the forced credentials): its pool_size bounds the server connections of all its clients.
         guard let entry = info.entry, let pi = pool(database: info.database, user: entry.user ?? info.user) else {
-            if config.logConnections { log.info("C-\(clients[ci].id): login failed: db=\(info.database) user=\(info.user)") }
+            if config.logConnections { log.info("\(clientLogPrefix(ci)) login failed: db=\(info.database) user=\(info.user)") }
             failClient(ci, code: SQLState.invalidCatalogName, message: "no such database: \(info.database)")
             return
         }

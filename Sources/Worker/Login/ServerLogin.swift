@@ -58,6 +58,7 @@ extension Worker {
     }
 
     func serverConnected(_ si: Int32) {
+        logNewServerConnection(si)
         setServerState(si, .login)
         servers[si].io.writable = true
         if beginServerTLS(si) { return }
@@ -206,7 +207,8 @@ extension Worker {
     /// closed connection) is not one.
     func serverLoginFailed(_ si: Int32, _ fields: ErrorFields, refusal: Bool = false) {
         let p = servers[si].pool
-        log.warning("S-\(servers[si].id): server login failed: \(fields.message)")
+        // PgBouncer's words ("server login failed: FATAL <message>"), after pgswift's socket prefix.
+        log.warning("\(serverLogPrefix(si)) server login failed: \(fields.severity) \(fields.message)")
         if servers[si].state == .connecting || servers[si].state == .login {
             setServerState(si, .closing)
         }

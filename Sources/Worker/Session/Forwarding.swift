@@ -188,7 +188,7 @@ extension Worker {
             case .data: continue
             case .wouldBlock, .full: return
             case .closed:
-                closeClient(ci, reason: "client closed the connection", notify: false)
+                closeClient(ci, reason: "client unexpected eof", notify: false)  // PgBouncer's words
                 return
             }
         }
@@ -229,7 +229,7 @@ extension Worker {
                 // Forward what came before, then leave. Terminate itself never reaches a pooled server.
                 if scan > clients[ci].io.input.start { return .progress }
                 clients[ci].io.input.scan = scan
-                closeClient(ci, reason: "client sent Terminate", notify: false)
+                closeClient(ci, reason: "client close request", notify: false)  // PgBouncer's words
                 return .stop
             }
             var si = clients[ci].server
@@ -695,13 +695,14 @@ extension Worker {
         }
     }
 
-    /// Statement mode cannot keep a transaction open across statements: refuse, like PgBouncer.
+    /// Statement mode cannot keep a transaction open across statements: refuse, like PgBouncer (its
+    /// words and SQLSTATE, FATAL 08P01, and the client is closed with its server).
     func statementModeViolation(_ si: Int32) {
         let ci = servers[si].client
         log.warning("S-\(servers[si].id): transaction block in statement pooling mode")
         if ci >= 0 {
             unlink(ci, si)
-            sendClientError(ci, ErrorFields(severity: "FATAL", code: SQLState.featureNotSupported,
+            sendClientError(ci, ErrorFields(severity: "FATAL", code: SQLState.protocolViolation,
                 message: "transaction blocks not allowed in statement pooling mode"), close: true)
         }
         let p = servers[si].pool

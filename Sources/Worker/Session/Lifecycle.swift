@@ -167,14 +167,14 @@ extension Worker {
             flushClient(ci)
             return
         }
-        log.info("C-\(clients[ci].id): closing because: \(fields.message) (\(fields.code))")
+        logClientClosing(ci, fields.message)
         closeOnceFlushed(ci)
     }
 
     /// Closes a client whose stream stops inside a server message: no error can be framed, so the
     /// closed socket is the error (libpq: "server closed the connection unexpectedly").
     func closeClientMidMessage(_ ci: Int32, reason: String) {
-        log.info("C-\(clients[ci].id): closing because: \(reason) (inside a server message: closed without an error)")
+        logClientClosing(ci, "\(reason); inside a server message, closed without an error")
         closeOnceFlushed(ci)
     }
 
@@ -190,19 +190,17 @@ extension Worker {
     // MARK: Closing
 
     /// Ends a client: its server goes back to the pool (or is closed if dirty), then the socket closes.
-    func closeClient(_ ci: Int32, reason: String, notify: Bool, quiet: Bool = false) {
+    /// `notify`: a FATAL `reason` (SQLSTATE `code`) is written first, best effort.
+    func closeClient(_ ci: Int32, reason: String, notify: Bool, quiet: Bool = false, code: String = SQLState.adminShutdown) {
         guard clients[ci].state != .free else { return }
         if notify && clients[ci].state != .closing && !clientMidMessage(ci) {
             if config.logPoolerErrors { log.warning("C-\(clients[ci].id): pooler error: \(reason)") }
             scratch.clear()
-            Backend.errorResponse(into: &scratch, ErrorFields(severity: "FATAL", code: SQLState.adminShutdown, message: reason))
+            Backend.errorResponse(into: &scratch, ErrorFields(severity: "FATAL", code: code, message: reason))
             clients[ci].io.out.append(scratch)
             _ = flushClientBestEffort(ci)
         }
-        if !quiet && config.logDisconnections, let info = clients[ci].info {
-            let age = Double(now - clients[ci].connectedAt) / 1e9
-            log.info("C-\(clients[ci].id): closing because: \(reason) (age=\(Int(age))s db=\(info.database) user=\(info.user))")
-        }
+        if !quiet { logClientClosing(ci, reason) }
         detachClient(ci)
         freeClient(ci)
     }
@@ -297,8 +295,8 @@ extension Worker {
         let p = servers[si].pool
         let ci = servers[si].client
         let running = servers[si].pendingSyncs > 0 || servers[si].unsynced
-        log.info("S-\(servers[si].id): closing because: \(reason) (backend pid \(servers[si].backendPID)"
-                 + (ci >= 0 ? ", client C-\(clients[ci].id))" : ")"))
+        log.debug("S-\(servers[si].id): \(reason): backend pid \(servers[si].backendPID)"
+                  + (ci >= 0 ? ", client C-\(clients[ci].id)" : "") + (running ? ", query cancelled" : ""))
         if ci >= 0 {
             handOverUnsent(si, to: ci)
             dropLinkedClient(ci, si, ErrorFields(severity: "FATAL", code: SQLState.protocolViolation, message: reason))
@@ -310,7 +308,12 @@ extension Worker {
 
     func closeServer(_ si: Int32, reason: String) {
         guard servers[si].state != .free else { return }
-        log.debug("S-\(servers[si].id): closing: \(reason)")
+        // PgBouncer logs every server it closes (log_disconnections); a cancel connection is not one.
+        if servers[si].state == .cancelRequest {
+            log.debug("S-\(servers[si].id): closing: \(reason)")
+        } else {
+            logServerClosing(si, reason)
+        }
         switch servers[si].state {
         case .active:
             let ci = servers[si].client

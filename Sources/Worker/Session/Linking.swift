@@ -6,6 +6,11 @@ extension Worker {
     func acquireServer(_ ci: Int32) -> Bool {
         let p = clients[ci].pool
         let pi = Int(p)
+        if hot.pointee.safeShutdown {
+            // SHUTDOWN WAIT_FOR_SERVERS / SIGINT: no server for a new transaction (ShutdownDrain.swift).
+            sendClientError(ci, Worker.serverShuttingDown, close: true)
+            return false
+        }
         if !paused && !pools[pi].limits.dbPaused {
             let si = pools[pi].idleHead
             if si >= 0 {
@@ -79,7 +84,7 @@ extension Worker {
             if want == nil { want = welcomeValue(p, t) }
             guard sinfo.params.values[t] != want else { continue }
             if let want {
-                sql += "SET \(name) = \(sqlLiteral(want));"
+                sql += "SET \(name) = \(settingValueSQL(name: name, want));"
             } else {
                 // A parameter the server does not report, set by an earlier client: back to the default.
                 sql += "RESET \(name);"
@@ -295,6 +300,66 @@ extension Worker {
 }
 
 /// A SQL string literal: single quotes doubled (standard_conforming_strings is on in every supported server).
+/// The right-hand side of `SET name = ...` for a tracked value. search_path is a list PostgreSQL quotes
+/// element by element (GUC_LIST_QUOTE): a single literal would make the whole value one schema name
+/// (`'a, b'` is the schema "a, b"), so each element of the list, as PostgreSQL splits it
+/// (`identifierList`), becomes a literal of its own: `'a', 'b'`. Anything else, and a search_path
+/// that does not split, is one literal.
+func settingValueSQL(name: String, _ value: String) -> String {
+    if name == "search_path", let elements = identifierList(value), !elements.isEmpty {
+        return elements.map(sqlLiteral).joined(separator: ", ")
+    }
+    return sqlLiteral(value)
+}
+
+/// A comma-separated list of identifiers split as PostgreSQL's SplitIdentifierString splits a list
+/// setting: whitespace around elements is dropped, `"..."` keeps its text (`""` is a quote) and an
+/// unquoted name is lowercased (ASCII). nil when it is not such a list (an unterminated or empty
+/// quoted name, an empty element, text after a name).
+func identifierList(_ value: String) -> [String]? {
+    let b = Array(value.utf8)
+    var out: [String] = []
+    var i = 0
+    func isSpace(_ c: UInt8) -> Bool { c == 0x20 || (c >= 0x09 && c <= 0x0D) }
+    while i < b.count && isSpace(b[i]) { i += 1 }
+    if i == b.count { return [] }
+    while true {
+        var name: [UInt8] = []
+        if b[i] == UInt8(ascii: "\"") {
+            i += 1
+            while true {
+                guard i < b.count else { return nil }
+                if b[i] == UInt8(ascii: "\"") {
+                    if i + 1 < b.count && b[i + 1] == UInt8(ascii: "\"") {
+                        name.append(b[i])
+                        i += 2
+                        continue
+                    }
+                    i += 1
+                    break
+                }
+                name.append(b[i])
+                i += 1
+            }
+            if name.isEmpty { return nil }
+        } else {
+            while i < b.count && b[i] != UInt8(ascii: ",") && !isSpace(b[i]) {
+                let c = b[i]
+                name.append(c >= 65 && c <= 90 ? c + 32 : c)
+                i += 1
+            }
+            if name.isEmpty { return nil }
+        }
+        out.append(String(decoding: name, as: UTF8.self))
+        while i < b.count && isSpace(b[i]) { i += 1 }
+        if i == b.count { return out }
+        guard b[i] == UInt8(ascii: ",") else { return nil }
+        i += 1
+        while i < b.count && isSpace(b[i]) { i += 1 }
+        if i == b.count { return nil }
+    }
+}
+
 func sqlLiteral(_ s: String) -> String {
     var out = "'"
     for ch in s {

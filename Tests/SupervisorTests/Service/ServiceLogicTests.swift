@@ -94,6 +94,7 @@ final class SignalPolicyTests: XCTestCase {
             XCTAssertEqual(SignalPolicy.action(for: SIGTERM, stopping: first), .shutdown(.immediate))
             XCTAssertEqual(SignalPolicy.action(for: SIGINT, stopping: first), .shutdown(.immediate))
             XCTAssertEqual(SignalPolicy.action(for: SIGHUP, stopping: first), .ignore)
+            XCTAssertEqual(SignalPolicy.action(for: SIGUSR2, stopping: first), .ignore, "no RESUME while stopping")
             XCTAssertEqual(SignalPolicy.action(for: SIGCHLD, stopping: first), .reapChildren)
         }
     }

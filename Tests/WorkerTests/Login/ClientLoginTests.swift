@@ -127,6 +127,55 @@ final class ClientLoginTests: WorkerHarnessCase {
         XCTAssertEqual(h.readUntilReady(c).last?.status, "I")
     }
 
+    // MARK: The options startup parameter (PgBouncer 1.20+)
+
+    /// `-c name=value` and `--name=value` in options are startup parameters of their own: tracked
+    /// ones are SET on the client's server at link, as if sent alone.
+    func testOptionsPairsFollowTheClientLikeStartupParameters() throws {
+        try start()
+        let a = h.login([("options", "-c search_path=x --application_name=opt\\ app")])
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("select 1"))
+        XCTAssertEqual(h.next(s, 2).map { $0.firstString },
+                       ["SET application_name = 'opt app';SET search_path = 'x';", "select 1"])
+    }
+
+    /// An untracked name, or anything but pairs, refuses the client with PgBouncer's FATAL 08P01.
+    func testOptionsWithAnUnknownNameOrAnotherSwitchAreRefused() throws {
+        try start()
+        for (options, message) in [
+            ("-c enable_seqscan=off", "unsupported startup parameter in options: enable_seqscan"),
+            ("-d", StartupOptions.unsupportedMessage),
+            ("-c timezone", StartupOptions.unsupportedMessage),
+        ] {
+            let c = h.connect()
+            c.send(FE.startup(user: "u", database: "db", [("options", options)]))
+            let msgs = h.readUntilClosed(c)
+            XCTAssertEqual(msgs.map { $0.sqlState }, [SQLState.protocolViolation], "\(options): \(msgs)")
+            XCTAssertEqual(msgs.first?.error?.message, message, options)
+        }
+    }
+
+    /// ignore_startup_parameters drops a listed name found in options; listing `options` drops every
+    /// unknown name in it, but the syntax is still checked and tracked names still apply.
+    func testIgnoredNamesInOptionsAreDropped() throws {
+        try start(["ignore_startup_parameters": "extra_float_digits"])
+        XCTAssertEqual(h.readUntilReady(sendStartup(("options", "-c extra_float_digits=3"))).last?.status, "I")
+        try start(["ignore_startup_parameters": "options"])
+        let a = h.login([("options", "-c enable_seqscan=off -c TimeZone=Europe/Paris")])
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("select 1"))
+        XCTAssertEqual(h.next(s)?.firstString, "SET TimeZone = 'Europe/Paris';")
+        let bad = h.readUntilClosed(sendStartup(("options", "-d")))
+        XCTAssertEqual(bad.first?.error?.message, StartupOptions.unsupportedMessage, "\(bad)")
+    }
+
+    private func sendStartup(_ param: (String, String)) -> Peer {
+        let c = h.connect()
+        c.send(FE.startup(user: "u", database: "db", [param]))
+        return c
+    }
+
     func testStartupWithoutUserIsRefused() throws {
         try start()
         let c = h.connect()

@@ -95,7 +95,8 @@ final class LinkingTests: WorkerHarnessCase {
         XCTAssertEqual(h.next(s)?.firstString, "begin")
         s.send(BE.complete("BEGIN") + BE.ready("T"))
         let got = h.readUntilClosed(a)
-        XCTAssertEqual(got.map { $0.sqlState }, [SQLState.featureNotSupported], "\(got)")
+        // PgBouncer's SQLSTATE for it (its disconnect_server default), not PostgreSQL's 0A000.
+        XCTAssertEqual(got.map { $0.sqlState }, [SQLState.protocolViolation], "\(got)")
         XCTAssertEqual(got.first?.error?.message, "transaction blocks not allowed in statement pooling mode")
         h.waitClosed(s)
     }
@@ -196,6 +197,24 @@ final class LinkingTests: WorkerHarnessCase {
     }
 
     // MARK: Parameters that follow the client
+
+    /// search_path is a list PostgreSQL quotes element by element: each element becomes a literal of
+    /// its own (one literal would be a single schema named "a, b"), split as PostgreSQL splits it.
+    func testSearchPathIsSetElementByElement() throws {
+        XCTAssertEqual(settingValueSQL(name: "search_path", "a, public"), "'a', 'public'")
+        XCTAssertEqual(settingValueSQL(name: "search_path", "\"$user\", public"), "'$user', 'public'")
+        XCTAssertEqual(settingValueSQL(name: "search_path", " My ,\"Odd \"\"S\"\"\" "), "'my', 'Odd \"S\"'")
+        XCTAssertEqual(settingValueSQL(name: "search_path", "x'y"), "'x''y'")
+        for notAList in ["", "a,,b", "a,", "\"open", "a b", "\"\""] {
+            XCTAssertEqual(settingValueSQL(name: "search_path", notAList), sqlLiteral(notAList), notAList)
+        }
+        XCTAssertEqual(settingValueSQL(name: "DateStyle", "ISO, MDY"), "'ISO, MDY'", "other lists are one value")
+        try start()
+        let a = h.login([("search_path", "app, public")])
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("select 1"))
+        XCTAssertEqual(h.next(s)?.firstString, "SET search_path = 'app', 'public';")
+    }
 
     func testClientStartupParameterIsSetOnTheServerAndTheAnswerSwallowed() throws {
         try start()

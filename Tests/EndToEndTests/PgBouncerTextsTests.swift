@@ -1,0 +1,81 @@
+// End to end: the texts, SQLSTATEs and log lines that tools and scripts written for PgBouncer read.
+import Foundation
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+final class PgBouncerTextsTests: XCTestCase {
+    /// Statement mode refuses a transaction block as PgBouncer does: FATAL 08P01 "transaction blocks not
+    /// allowed in statement pooling mode", the client closed, and PgBouncer's log line.
+    func testStatementModeRefusesATransactionBlock() throws {
+        var s = PgswiftSettings(postgres: try PostgresServer.shared())
+        s.poolMode = "statement"
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        let c = try WireClient.connect(port: px.port, user: "u_trust", database: "testdb")
+        defer { c.close() }
+        XCTAssertEqual(try c.query("select 1"), [["1"]], "a single statement is fine")
+        try c.socket.send(WireEncode.query("begin"))
+        var error: WireErrorFields?
+        var closed = false
+        while let m = try c.readMessage(timeout: 20) {
+            if m.typeChar == "E" { error = WireErrorFields(body: m.body) }
+            XCTAssertNotEqual(m.typeChar, "Z", "ReadyForQuery after the refusal")
+        }
+        closed = true
+        XCTAssertTrue(closed)
+        XCTAssertEqual(error?.severity, "FATAL", "\(String(describing: error))")
+        XCTAssertEqual(error?.sqlstate, "08P01", "\(String(describing: error))")
+        XCTAssertEqual(error?.message, "transaction blocks not allowed in statement pooling mode")
+        XCTAssertTrue(waitUntil(timeout: 10) {
+            !px.logLines(containing: "closing because: transaction blocks not allowed in statement pooling mode").isEmpty
+        }, px.log().suffix(3000).description)
+        let r = try Psql.run(px.target(user: "u_trust", database: "testdb"), "begin")
+        XCTAssertFalse(r.succeeded)
+        XCTAssertTrue(r.stderr.contains("transaction blocks not allowed in statement pooling mode"), "\(r)")
+    }
+
+    /// PgBouncer's connection log lines (log_connections, log_disconnections), each after PgBouncer's
+    /// `db/user@address:port` prefix: login attempt, new connection to server (from the local address),
+    /// closing because: <reason> (age=Ns) for clients and servers, server login failed: <severity> <message>.
+    func testConnectionLogLinesHavePgBouncersShape() throws {
+        let pg = try PostgresServer.shared()
+        var s = PgswiftSettings(postgres: pg)
+        s.workers = 1
+        s.databases.append(("wrongpw", pg.connectionString(dbname: "testdb", extra: "user=u_md5 password=not-the-password")))
+        s.settings = [("server_lifetime", "1"), ("server_idle_timeout", "1")]
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        let c = try WireClient.connect(port: px.port, user: "u_trust", database: "bench")
+        let port = c.socket.localPort
+        XCTAssertEqual(try c.query("select 1"), [["1"]])
+        c.close()
+        XCTAssertThrowsError(try WireClient.connect(port: px.port, user: "u_trust", database: "wrongpw"))
+
+        func line(_ fragments: String...) -> String? {
+            var found: String?
+            waitUntil(timeout: 20) {
+                found = px.log().split(separator: "\n").map(String.init).first { l in fragments.allSatisfy(l.contains) }
+                return found != nil
+            }
+            return found
+        }
+        let client = "bench/u_trust@127.0.0.1:\(port) "
+        let server = "bench/u_trust@127.0.0.1:\(pg.port) "
+        XCTAssertNotNil(line(client + "login attempt: db=bench user=u_trust tls=no replication=no"), px.log())
+        XCTAssertNotNil(line(server + "new connection to server (from 127.0.0.1:"), px.log())
+        let closing = line(client + "closing because: client close request (age=")
+        XCTAssertNotNil(closing, px.log())
+        XCTAssertTrue(closing?.hasSuffix("s)") ?? false, "PgBouncer's line ends with (age=Ns): \(closing ?? "")")
+        XCTAssertNotNil(line(server + "closing because: "), "the idle server closed after server_idle_timeout: \(px.log())")
+        XCTAssertNotNil(line("wrongpw/u_md5@127.0.0.1:\(pg.port) server login failed: FATAL password authentication failed"),
+                        px.log())
+        // Every such line is "<C|S>-<n>: <db>/<user>@<address> <message>", as PgBouncer's log_socket_prefix.
+        let shape = try NSRegularExpression(pattern: "(^| )[CS]-[0-9]+: [^ /]+/[^ @]+@[^ ]+ (login attempt|new connection to server|closing because|server login failed)")
+        for l in px.log().split(separator: "\n").map(String.init)
+        where ["login attempt", "new connection to server", "closing because", "server login failed"].contains(where: l.contains) {
+            XCTAssertNotNil(shape.firstMatch(in: l, range: NSRange(l.startIndex..., in: l)), l)
+        }
+    }
+}
