@@ -38,6 +38,9 @@ struct SupervisorStatsState {
     var pauseCheckRunning = false
     var nextTick: Int64
     var metrics: MetricsServer? = nil
+    /// auth_file's user names for SHOW USERS, read with the configuration (`loadAuthFileUsers`); nil
+    /// until then.
+    var authFileUsers: [String]? = nil
 
     /// How long a collection waits for slow workers before answering with what it has.
     static let collectionTimeoutNanos: Int64 = 1_000_000_000
