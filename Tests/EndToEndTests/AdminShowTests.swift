@@ -1,6 +1,6 @@
 // End to end: the admin console's inspection commands against real connections: SHOW FDS, SOCKETS,
 // ACTIVE_SOCKETS and MEM, connection ids across workers, the console in SHOW STATS/TOTALS, SHOW USERS'
-// configured users.
+// configured users, and log_stats' periodic line.
 import Foundation
 import XCTest
 import Shared
@@ -207,5 +207,46 @@ final class AdminShowTests: XCTestCase {
         XCTAssertTrue(names.isSuperset(of: ["u_md5", "u_password", "u_trust", "pgbouncer"]), "\(names)")
         let md5 = try XCTUnwrap(users.rows.first { $0[0] == "u_md5" })
         XCTAssertEqual(md5[users.columns.firstIndex(of: "current_connections")!], "0")
+    }
+
+    /// log_stats: every stats_period the supervisor logs PgBouncer's `stats:` line, in the shape
+    /// pgbadger's PgBouncer pattern reads (`<time> [<pid>] LOG stats: ...`), with the rates of the
+    /// period; `log_stats = 0` (here by SET) stops it.
+    func testLogStatsLineEveryPeriodUnderLoad() throws {
+        let pg = try PostgresServer.shared()
+        var s = settings(pg, workers: 2, poolMode: "transaction")
+        s.settings += [("stats_period", "1")]
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        let c = try WireClient.connect(port: px.port, user: "u_trust", database: "testdb")
+        defer { c.close() }
+        let pattern = try NSRegularExpression(pattern:
+            #"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d+ [A-Z]+ \[(\d+)\] LOG stats: (\d+) xacts/s, (\d+) queries/s, "#
+            + #"(\d+) client parses/s, (\d+) server parses/s, (\d+) binds/s, in (\d+) B/s, out (\d+) B/s, "#
+            + #"xact (\d+) us, query (\d+) us, wait (\d+) us$"#)
+        func statsLines() -> [[String]] {
+            px.log().split(separator: "\n").map(String.init).compactMap { line in
+                let ns = line as NSString
+                guard let m = pattern.firstMatch(in: line, range: NSRange(location: 0, length: ns.length)) else { return nil }
+                return (1..<m.numberOfRanges).map { ns.substring(with: m.range(at: $0)) }
+            }
+        }
+        var busy: [String]? = nil
+        let found = try waitUntil(timeout: 20) {
+            for _ in 0..<20 { _ = try c.query("select 1") }
+            busy = statsLines().first { (Int($0[1]) ?? 0) > 0 }
+            return busy != nil
+        }
+        XCTAssertTrue(found, "no stats line with xacts/s > 0:\n\(px.logLines(containing: "stats:").joined(separator: "\n"))")
+        XCTAssertEqual(busy?[0], String(px.supervisorPid), "logged by the supervisor")
+        XCTAssertGreaterThan(Int(busy?[2] ?? "") ?? 0, 0, "queries/s")
+        XCTAssertGreaterThan(Int(busy?[6] ?? "") ?? 0, 0, "in B/s")
+
+        let a = try admin(px)
+        defer { a.close() }
+        _ = try a.show("SET log_stats = 0")
+        // The supervisor applies the SET before it answers, and writes its log lines itself: none after.
+        let before = statsLines().count
+        XCTAssertFalse(waitUntil(timeout: 3) { statsLines().count > before }, "a stats line after SET log_stats = 0")
     }
 }

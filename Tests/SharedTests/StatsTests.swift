@@ -414,6 +414,25 @@ final class StatsMergeTests: XCTestCase {
         XCTAssertFalse(SocketBuffers(pktRemain: 1).isEmpty, "a message still coming")
         XCTAssertFalse(SocketBuffers(sendRemain: 1).isEmpty, "pgswift's own output queued")
     }
+
+    /// log_stats: PgBouncer 1.25's line, word for word, from the averages of one period.
+    func testStatsLogLine() {
+        var a = PoolAverages()
+        a.xactCount = 12
+        a.queryCount = 34
+        a.clientParseCount = 1
+        a.serverParseCount = 2
+        a.bindCount = 3
+        a.bytesReceived = 4567
+        a.bytesSent = 8910
+        a.xactTimeMicros = 111
+        a.queryTimeMicros = 22
+        a.waitTimeMicros = 3
+        XCTAssertEqual(a.statsLogLine, "stats: 12 xacts/s, 34 queries/s, 1 client parses/s, 2 server parses/s, 3 binds/s, "
+                       + "in 4567 B/s, out 8910 B/s, xact 111 us, query 22 us, wait 3 us")
+        XCTAssertEqual(PoolAverages().statsLogLine, "stats: 0 xacts/s, 0 queries/s, 0 client parses/s, 0 server parses/s, "
+                       + "0 binds/s, in 0 B/s, out 0 B/s, xact 0 us, query 0 us, wait 0 us")
+    }
 }
 
 final class StatsProcessTests: XCTestCase {

@@ -209,7 +209,14 @@ extension Supervisor {
         }
         if now >= statsState.nextAveragerRefresh {
             statsState.nextAveragerRefresh = now + Int64(max(config.statsPeriod, 1)) * 1_000_000_000
-            statsState.averager.refresh(latestMerged().databaseTotals(), now: now / 1000)
+            let merged = latestMerged()
+            statsState.averager.refresh(merged.databaseTotals(), now: now / 1000)
+            if config.logStats {
+                // PgBouncer's line, over all pools and the period that just ended; without the `supervisor`
+                // field, so that pgbadger's pattern for PgBouncer's logs reads it.
+                let averages = statsState.averager.averages(total: merged.grandTotals(), now: now / 1000)
+                log.logUntagged(.log, averages.statsLogLine)
+            }
         }
     }
 
