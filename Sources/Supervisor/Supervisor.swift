@@ -610,6 +610,7 @@ final class Supervisor {
         broadcast(.reload(overrides: overrides))
         sendQuotas(quotas.resizeAll(size: poolSize, reserve: reservePoolSize))
         limitsReloaded()
+        loadAuthFileUsers()
         reconfigureHealthChecks(now: Clock.monotonicNanos())
     }
 }

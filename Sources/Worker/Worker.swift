@@ -98,8 +98,8 @@ final class Worker {
         get { hot.pointee.now }
         set { hot.pointee.now = newValue }
     }
-    var nextClientID: UInt32 = 0
-    var nextServerID: UInt32 = 0
+    /// Connection ids when there is no shared counter to take them from (`newConnectionID`).
+    var nextLocalID: UInt64 = 0
     var scramCache = ScramKeyCache()
     /// Salts of unknown users' mock SCRAM exchanges and of plain-password users (MockAuthKey.swift).
     let mockAuthKey = MockAuthKey.current()

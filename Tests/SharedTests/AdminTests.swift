@@ -409,6 +409,87 @@ final class AdminResultsTests: XCTestCase {
         XCTAssertEqual(m, [.rowDescription(["hostname", "ttl", "addrs"], [25, 20, 25]), .commandComplete("SHOW")])
     }
 
+    /// SHOW SOCKETS / ACTIVE_SOCKETS: SHOW CLIENTS' columns, PgBouncer's list names as state, the
+    /// buffer columns; clients, servers, then clients logging in. ACTIVE_SOCKETS keeps those with bytes.
+    func testShowSocketsAndActiveSockets() {
+        var m = MergedStats()
+        var idle = ConnectionRow(isServer: false, user: "app", database: "db1", state: "idle")
+        idle.id = 5
+        var login = ConnectionRow(isServer: false, user: "app", database: "db1", state: "login")
+        login.id = 9
+        login.buffers = SocketBuffers(recvPos: 8, pktPos: 8, sendPos: 0)
+        var waiting = ConnectionRow(isServer: false, user: "app", database: "db1", state: "waiting")
+        waiting.id = 6
+        var server = ConnectionRow(isServer: true, user: "app", database: "db1", state: "new")
+        server.id = 7
+        server.buffers = SocketBuffers(recvPos: 100, pktPos: 60, pktRemain: 5, sendPos: 20, sendRemain: 3)
+        var used = ConnectionRow(isServer: true, user: "app", database: "db1", state: "used")
+        used.id = 8
+        m.clients = [idle, login, waiting]
+        m.servers = [server, used]
+        AdminResults.sockets(m, activeOnly: false, into: &out)
+        let messages = AdminWire.decode(out)
+        XCTAssertEqual(messages.first, .rowDescription(AdminColumns.sockets.map(\.name), AdminColumns.sockets.map(\.typeOID)))
+        let rows = AdminWire.rows(messages)
+        XCTAssertEqual(rows.map { $0[20] }, ["5", "6", "7", "8", "9"])
+        XCTAssertEqual(rows.map { $0[4] }, ["cl_active", "cl_waiting", "sv_login", "sv_used", "cl_login"])
+        XCTAssertEqual(Array(rows[2][21...]), ["100", "60", "5", "20", "3", "40", "40"])
+        XCTAssertEqual(Array(rows[0][21...]), ["0", "0", "0", "0", "0", "0", "0"])
+        out.clear()
+        AdminResults.sockets(m, activeOnly: true, into: &out)
+        XCTAssertEqual(AdminWire.rows(AdminWire.decode(out)).map { $0[20] }, ["7", "9"])
+        XCTAssertEqual(AdminResults.socketListName(ConnectionRow(isServer: true, user: "", database: "", state: "being_canceled")),
+                       "sv_being_canceled")
+    }
+
+    /// SHOW FDS: the listeners as `pooler`, then clients and servers with their partner's fd, cancel key
+    /// and session parameters; admin console clients left out; no password or SCRAM keys.
+    func testShowFds() {
+        var m = MergedStats()
+        var c = ConnectionRow(isServer: false, user: "app", database: "db1", state: "active")
+        c.fd = 12
+        c.linkFD = 14
+        c.addr = "127.0.0.1"
+        c.port = 40000
+        c.cancelKey = 0x0000_0001_FFFF_FFFF
+        c.clientEncoding = "UTF8"
+        c.standardConformingStrings = "on"
+        c.dateStyle = "ISO, MDY"
+        c.timeZone = "UTC"
+        var admin = ConnectionRow(isServer: false, user: "admin", database: "pgbouncer", state: "active")
+        admin.isAdmin = true
+        var s = ConnectionRow(isServer: true, user: "app", database: "db1", state: "active")
+        s.fd = 14
+        s.linkFD = 12
+        s.addr = "10.0.0.5"
+        s.port = 5432
+        s.cancelKey = UInt64.max
+        m.clients = [c, admin]
+        m.servers = [s]
+        AdminResults.fds(listeners: [AdminListenerRow(fd: 3, addr: "0.0.0.0", port: 6432),
+                                     AdminListenerRow(fd: 4, addr: "unix", port: 6432)], m, into: &out)
+        let messages = AdminWire.decode(out)
+        XCTAssertEqual(messages.first, .rowDescription(AdminColumns.fds.map(\.name), AdminColumns.fds.map(\.typeOID)))
+        XCTAssertEqual(AdminWire.rows(messages), [
+            ["3", "pooler", nil, nil, "0.0.0.0", "6432", "0", "0", nil, nil, nil, nil, nil, nil, nil],
+            ["4", "pooler", nil, nil, "unix", "6432", "0", "0", nil, nil, nil, nil, nil, nil, nil],
+            ["12", "client", "app", "db1", "127.0.0.1", "40000", "8589934591", "14", "UTF8", "on", "ISO, MDY", "UTC",
+             nil, nil, nil],
+            ["14", "server", "app", "db1", "10.0.0.5", "5432", "18446744073709551615", "12", nil, nil, nil, nil,
+             nil, nil, nil],
+        ])
+    }
+
+    /// SHOW MEM: name, size, used, free, memtotal per object kind; int4 columns saturate.
+    func testShowMem() {
+        AdminResults.mem([MemoryRow(name: "client_cache", size: 312, used: 3, free: 13),
+                          MemoryRow(name: "iobuf_cache", size: 1 << 20, used: 4096, free: 0)], into: &out)
+        let messages = AdminWire.decode(out)
+        XCTAssertEqual(messages.first, .rowDescription(["name", "size", "used", "free", "memtotal"], [25, 23, 23, 23, 23]))
+        XCTAssertEqual(AdminWire.rows(messages), [["client_cache", "312", "3", "13", "4992"],
+                                                  ["iobuf_cache", "1048576", "4096", "0", "2147483647"]])
+    }
+
     func testHelpErrorsAndFakes() {
         AdminResults.help(into: &out)
         var m = AdminWire.decode(out)

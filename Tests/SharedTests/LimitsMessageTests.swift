@@ -57,6 +57,29 @@ final class LimitsMessageTests: XCTestCase {
         XCTAssertEqual(sup.held(bySlot: 1), 0)
     }
 
+    /// SHOW CLIENTS/SERVERS ids: one sequence for every process of the service, as PgBouncer's one
+    /// counter per process, kept in the file (so across a supervisor re-exec too).
+    func testConnectionIDsAreOneSequenceAcrossProcesses() throws {
+        let sup = try ClientCounter.create()
+        let w0 = try ClientCounter.map(sup.fd), w1 = try ClientCounter.map(sup.fd)
+        XCTAssertEqual([w0.nextConnectionID(), w1.nextConnectionID(), w1.nextConnectionID(), w0.nextConnectionID()],
+                       [1, 2, 3, 4])
+        let remapped = try ClientCounter.map(sup.fd)
+        XCTAssertEqual(remapped.nextConnectionID(), 5)
+        XCTAssertEqual(sup.total, 0, "ids are not client places")
+        final class Seen: @unchecked Sendable {
+            let ids = UnsafeMutablePointer<UInt64>.allocate(capacity: 4000)
+            deinit { ids.deallocate() }
+        }
+        let seen = Seen()
+        let fd = sup.fd
+        DispatchQueue.concurrentPerform(iterations: 4) { t in
+            guard let c = try? ClientCounter.map(fd) else { return }
+            for i in 0..<1000 { seen.ids[t * 1000 + i] = c.nextConnectionID() }
+        }
+        XCTAssertEqual(Set(UnsafeBufferPointer(start: seen.ids, count: 4000)), Set(6...4005), "no id twice, none skipped")
+    }
+
     func testAdoptedClientsMoveBetweenAnOldAndANewProcessOfOneSlot() throws {
         // A rolling restart: slot 0's old process uses word 0, its successor word 2 (slot + workers).
         let sup = try ClientCounter.create()

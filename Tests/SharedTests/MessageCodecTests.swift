@@ -116,7 +116,8 @@ final class MessageCodecTests: XCTestCase {
             (.limitsToWorker(.groupQuota(LimitGroupKey(kind: .user, name: "bob"), quota: 3, seq: 8)),
              "30010200000003626f620000000300000008"),
             (.limitsToWorker(.database(.kill, database: "db", requestID: 77)), "3002060000000264620000004d"),
-            (.limitsToWorker(.killClient(clientID: 5, requestID: 6)), "30030000000500000006"),
+            // KILL_CLIENT's id is 64 bits and service-wide (kind 5; 3 was the 32-bit per-worker id).
+            (.limitsToWorker(.killClient(clientID: 0x1_0000_0005, requestID: 6)), "3005000000010000000500000006"),
             (.limitsToWorker(.warm(database: "a", user: "b", count: 2)), "30040000000161000000016200000002"),
             (.limitsFromWorker(.groupReport(LimitGroupKey(kind: .database, name: "db"), servers: 1, idle: 2, waiting: 3,
                                             seq: 4)), "70810100000002646200000001000000020000000300000004"),

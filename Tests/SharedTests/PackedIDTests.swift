@@ -1,5 +1,5 @@
 // The packed ids (Shared/Util/PackedIDs.swift): round trips and the exact bits. The user-visible
-// ones (SHOW ptr/link/id, KILL_CLIENT ids, BackendKeyData process ids) are pinned to the values
+// ones (SHOW ptr/link, BackendKeyData process ids) are pinned to the values
 // pgswift has always produced.
 import XCTest
 import Shared
@@ -92,19 +92,6 @@ final class AdminPointerTests: XCTestCase {
         XCTAssertEqual(p.raw, 2 << 40 | 1 << 39 | 0x1_2345)
         XCTAssertEqual(p.slot, 2)
         XCTAssertEqual(p.serverIndex, 0x1_2345)
-    }
-}
-
-final class ConnectionIDTests: XCTestCase {
-    func testBitsAndRoundTrip() {
-        let id = ConnectionID(slot: 5, local: 0xDEAD_BEEF)
-        XCTAssertEqual(id.raw, 5 << 32 | 0xDEAD_BEEF)
-        XCTAssertEqual(id.int64, Int64(5) << 32 | 0xDEAD_BEEF)
-        XCTAssertEqual(id.slot, 5)
-        XCTAssertEqual(id.local, 0xDEAD_BEEF)
-        XCTAssertEqual(ConnectionID(raw: id.raw), id)
-        // A typed-in KILL_CLIENT id may name any slot; the caller checks it.
-        XCTAssertEqual(ConnectionID(raw: UInt64.max).slot, 0xFFFF_FFFF)
     }
 }
 

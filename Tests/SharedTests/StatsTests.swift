@@ -164,6 +164,15 @@ final class StatsSnapshotTests: XCTestCase {
         r.preparedStatements = 3
         r.id = id
         r.replication = server ? .logical : .none
+        r.fd = 7 + Int32(id)
+        r.linkFD = server ? 0 : 9
+        r.isAdmin = !server && id == 1
+        r.cancelKey = 0xFFFF_FFFF_0000_0001
+        r.clientEncoding = "UTF8"
+        r.standardConformingStrings = server ? nil : "on"
+        r.dateStyle = "ISO, MDY"
+        r.timeZone = server ? "" : nil
+        r.buffers = SocketBuffers(recvPos: 100, pktPos: 60, pktRemain: 70_000, sendPos: 20, sendRemain: server ? 0 : 5)
         return r
     }
 
@@ -178,6 +187,8 @@ final class StatsSnapshotTests: XCTestCase {
         s.pools = [samplePool("db1", "app", seed: slot + 1), samplePool("db2", "ro", seed: 7)]
         s.clients = (0..<rows).map { sampleRow(id: Int64($0), server: false) }
         s.servers = (0..<rows).map { sampleRow(id: Int64(100 + $0), server: true) }
+        s.memory = [MemoryRow(name: "client_cache", size: 312, used: 10, free: 20),
+                    MemoryRow(name: "iobuf_cache", size: 32768, used: 2, free: 5)]
         return s
     }
 
@@ -200,6 +211,7 @@ final class StatsSnapshotTests: XCTestCase {
             r.id = Int64(i)
             if r.isServer { s.servers.append(r) } else { s.clients.append(r) }
         }
+        s.memory = [MemoryRow(name: "server_cache", size: 400, used: 1, free: 15)]
         let pages = s.encodePages(targetPageBytes: 16 << 10)
         XCTAssertGreaterThan(pages.count, 5)
         var merged: WorkerStatsSnapshot? = nil
@@ -207,6 +219,7 @@ final class StatsSnapshotTests: XCTestCase {
             XCTAssertLessThan(bytes.count, (16 << 10) + 2048, "page \(i) is about the target size")
             let page = try WorkerStatsSnapshot.decode(bytes)
             XCTAssertEqual(page.page, i)
+            XCTAssertEqual(page.memory.count, i == 0 ? 1 : 0, "memory rows travel on the first page only")
             XCTAssertEqual(page.lastPage, i == pages.count - 1)
             if merged == nil { merged = page } else { merged!.appendPage(page) }
         }
@@ -386,6 +399,39 @@ final class StatsMergeTests: XCTestCase {
         XCTAssertEqual(totals[2].totals.queryCount, 14_000)
         XCTAssertEqual(m.grandTotals().queryCount, 17_000)
         XCTAssertEqual(MergedStats.merge([]).pools, [])
+        // SHOW MEM: one row per kind, counts summed over the workers.
+        XCTAssertEqual(m.memory, [MemoryRow(name: "client_cache", size: 312, used: 20, free: 40),
+                                  MemoryRow(name: "iobuf_cache", size: 32768, used: 4, free: 10)])
+        XCTAssertEqual(m.memory[1].memtotal, 14 * 32768)
+    }
+
+    func testSocketBuffers() {
+        let b = SocketBuffers(recvPos: 100, pktPos: 60, pktRemain: 0, sendPos: 20, sendRemain: 0)
+        XCTAssertEqual(b.pktAvail, 40)
+        XCTAssertEqual(b.sendAvail, 40)
+        XCTAssertFalse(b.isEmpty)
+        XCTAssertTrue(SocketBuffers(recvPos: 30, pktPos: 30, sendPos: 30).isEmpty, "everything read was forwarded")
+        XCTAssertFalse(SocketBuffers(pktRemain: 1).isEmpty, "a message still coming")
+        XCTAssertFalse(SocketBuffers(sendRemain: 1).isEmpty, "pgswift's own output queued")
+    }
+
+    /// log_stats: PgBouncer 1.25's line, word for word, from the averages of one period.
+    func testStatsLogLine() {
+        var a = PoolAverages()
+        a.xactCount = 12
+        a.queryCount = 34
+        a.clientParseCount = 1
+        a.serverParseCount = 2
+        a.bindCount = 3
+        a.bytesReceived = 4567
+        a.bytesSent = 8910
+        a.xactTimeMicros = 111
+        a.queryTimeMicros = 22
+        a.waitTimeMicros = 3
+        XCTAssertEqual(a.statsLogLine, "stats: 12 xacts/s, 34 queries/s, 1 client parses/s, 2 server parses/s, 3 binds/s, "
+                       + "in 4567 B/s, out 8910 B/s, xact 111 us, query 22 us, wait 3 us")
+        XCTAssertEqual(PoolAverages().statsLogLine, "stats: 0 xacts/s, 0 queries/s, 0 client parses/s, 0 server parses/s, "
+                       + "0 binds/s, in 0 B/s, out 0 B/s, xact 0 us, query 0 us, wait 0 us")
     }
 }
 

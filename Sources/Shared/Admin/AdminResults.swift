@@ -88,6 +88,19 @@ public struct AdminWorkerRow: Equatable, Sendable {
     }
 }
 
+/// A listening socket of the service, as SHOW FDS lists it (task `pooler`).
+public struct AdminListenerRow: Equatable, Sendable {
+    /// The supervisor's descriptor (workers inherit the socket under their own numbers).
+    public var fd: Int32
+    /// The address PgBouncer prints: the IP address, or `unix` for the Unix socket.
+    public var addr: String
+    public var port: Int32
+
+    public init(fd: Int32, addr: String, port: Int32) {
+        self.fd = fd; self.addr = addr; self.port = port
+    }
+}
+
 /// Writers for every admin answer. Each appends complete protocol messages to `out` and ends with
 /// CommandComplete; the caller adds ReadyForQuery (it owns the transaction status).
 public enum AdminResults {
@@ -168,6 +181,66 @@ public enum AdminResults {
         resultSet(AdminColumns.servers, rows.map(socketValues), into: &out)
     }
 
+    /// SHOW SOCKETS (`activeOnly` false) and SHOW ACTIVE_SOCKETS (true: only sockets with buffered
+    /// bytes): SHOW CLIENTS' columns plus the buffer positions, `state` named after PgBouncer's lists
+    /// (`cl_active`, `sv_idle`, ...), clients and servers then the clients still logging in, as
+    /// PgBouncer orders them.
+    public static func sockets(_ m: MergedStats, activeOnly: Bool, into out: inout OutBuffer) {
+        var rows: [[String?]] = []
+        func add(_ r: ConnectionRow) {
+            guard !activeOnly || !r.buffers.isEmpty else { return }
+            var values = socketValues(r)
+            values[4] = socketListName(r)
+            let b = r.buffers
+            values += [s(b.recvPos), s(b.pktPos), s(b.pktRemain), s(b.sendPos), s(b.sendRemain), s(b.pktAvail),
+                       s(b.sendAvail)]
+            rows.append(values)
+        }
+        for r in m.clients where r.state != "login" { add(r) }
+        for r in m.servers { add(r) }
+        for r in m.clients where r.state == "login" { add(r) }
+        resultSet(activeOnly ? AdminColumns.activeSockets : AdminColumns.sockets, rows, into: &out)
+    }
+
+    /// The PgBouncer list a connection of SHOW CLIENTS / SHOW SERVERS state `state` is on, as SHOW
+    /// SOCKETS names it. A client without a server is on `cl_active` too, as in PgBouncer. pgswift's
+    /// `being_canceled` servers, which PgBouncer's SHOW SOCKETS leaves out, are `sv_being_canceled`.
+    public static func socketListName(_ r: ConnectionRow) -> String {
+        if r.isServer {
+            return r.state == "new" ? "sv_login" : "sv_" + r.state
+        }
+        switch r.state {
+        case "active", "idle": return "cl_active"
+        default: return "cl_" + r.state
+        }
+    }
+
+    /// SHOW FDS: the listening sockets (`pooler`), then every client and server socket except the admin
+    /// console's, with the session parameters PgBouncer's online restart would carry over. pgswift
+    /// attaches no descriptors to the rows (it has no such restart: the supervisor keeps the listening
+    /// sockets and a rolling restart hands idle clients over itself), and has nothing for `password`
+    /// or the SCRAM keys (NULL). A client's and a server's `fd` are numbers in their worker's process.
+    public static func fds(listeners: [AdminListenerRow], _ m: MergedStats, into out: inout OutBuffer) {
+        var rows: [[String?]] = listeners.map { l in
+            [s(l.fd), "pooler", nil, nil, l.addr, s(l.port), "0", "0", nil, nil, nil, nil, nil, nil, nil]
+        }
+        for r in m.clients + m.servers where !r.isAdmin {
+            rows.append([s(r.fd), r.isServer ? "server" : "client", r.user.isEmpty ? nil : r.user,
+                         r.database.isEmpty ? nil : r.database, r.addr, s(r.port), String(r.cancelKey), s(r.linkFD),
+                         r.clientEncoding, r.standardConformingStrings, r.dateStyle, r.timeZone, nil, nil, nil])
+        }
+        resultSet(AdminColumns.fds, rows, into: &out)
+    }
+
+    /// SHOW MEM: one row per object kind (pgswift has no slab allocator; see `MemoryRow`). The int4
+    /// columns saturate rather than wrap.
+    public static func mem(_ rows: [MemoryRow], into out: inout OutBuffer) {
+        resultSet(AdminColumns.mem, rows.map { r in
+            [r.name, s(Int32(clamping: r.size)), s(Int32(clamping: r.used)), s(Int32(clamping: r.free)),
+             s(Int32(clamping: r.memtotal))]
+        }, into: &out)
+    }
+
     /// SHOW LISTS. `databases`, `users`: configured counts; the rest comes from the workers.
     public static func lists(_ m: MergedStats, databases: Int, users: Int, into out: inout OutBuffer) {
         let items: [(String, Int)] = [
@@ -225,7 +298,7 @@ public enum AdminResults {
         }, into: &out)
     }
 
-    /// Commands whose lists pgswift has no entries for (peers, DNS cache, slab memory, sockets):
+    /// Commands whose lists pgswift has no entries for (peers, DNS zones):
     /// the right columns and no rows, so scripts see an empty but well-formed answer.
     public static func empty(_ target: AdminShowTarget, into out: inout OutBuffer) {
         resultSet(AdminColumns.columns(for: target) ?? [], [], into: &out)

@@ -79,6 +79,8 @@ public struct Config: Sendable {
     public var logPoolerErrors: Bool = true
     public var verbose: Int = 0
     public var statsPeriod: Int = 60
+    /// Every `stats_period` the supervisor logs PgBouncer's `stats:` line (averages over all pools).
+    public var logStats: Bool = true
     /// Seconds a pool may stay empty (no client, no server) before it is freed (0: never).
     /// pgswift's default is 3600, not PgBouncer's 0 (see README).
     public var poolIdleTimeout: Double = 3600

@@ -150,7 +150,7 @@ extension ConfigKeySpec {
         bool("log_connections", "1", \.logConnections),
         bool("log_disconnections", "1", \.logDisconnections),
         bool("log_pooler_errors", "1", \.logPoolerErrors),
-        ignored("log_stats", "1", .bool),
+        bool("log_stats", "1", \.logStats),
         optionalText("logfile", "", \.logfile),
         ignored("login_notify_message", "", .text),
         int("max_client_conn", "100", \.maxClientConn),

@@ -43,8 +43,9 @@ public enum LimitsMessage: Equatable, Sendable {
     case groupQuota(LimitGroupKey, quota: Int32, seq: UInt32)
     /// Apply `op` to `database` ("" = every database); answered with `reply(requestID, count)`.
     case database(DatabaseOp, database: String, requestID: UInt32)
-    /// KILL_CLIENT: the client whose per-worker id is `clientID`; answered with 1 if found, else 0.
-    case killClient(clientID: UInt32, requestID: UInt32)
+    /// KILL_CLIENT: the client whose id (SHOW CLIENTS `id`, one sequence for the whole service) is
+    /// `clientID`; answered with 1 if this worker had it, else 0.
+    case killClient(clientID: UInt64, requestID: UInt32)
     /// This worker's share of min_pool_size for a pool (warm-up): keep at least `count` servers open.
     case warm(database: String, user: String, count: Int32)
     // worker → supervisor
@@ -55,7 +56,9 @@ public enum LimitsMessage: Equatable, Sendable {
 
     @usableFromInline
     enum Kind: UInt8 {
-        case groupQuota = 1, database = 2, killClient = 3, warm = 4
+        // 3 was KILL_CLIENT with a 32-bit per-worker id (before ids were service-wide); not reused, so
+        // that a worker of an older build refuses the new form instead of misreading it.
+        case groupQuota = 1, database = 2, warm = 4, killClient = 5
         case groupReport = 0x81, reply = 0x82
     }
 
@@ -90,7 +93,7 @@ public enum LimitsMessage: Equatable, Sendable {
             return .database(try r.code(DatabaseOp.self, "database op"), database: try r.string("database op name"),
                              requestID: try r.u32("database op"))
         case .killClient:
-            return .killClient(clientID: try r.u32("kill client"), requestID: try r.u32("kill client"))
+            return .killClient(clientID: try r.u64("kill client"), requestID: try r.u32("kill client"))
         case .warm:
             return .warm(database: try r.string("warm database"), user: try r.string("warm user"),
                          count: try r.i32("warm"))

@@ -19,10 +19,13 @@ public struct MergedStats: Equatable, Sendable {
     public var workers: [WorkerSummary] = []
     public var clients: [ConnectionRow] = []
     public var servers: [ConnectionRow] = []
+    /// One row per object kind, summed over the workers (SHOW MEM).
+    public var memory: [MemoryRow] = []
 
     public init() {}
 
-    /// Sums gauges and counters, takes the max of maxwait, merges histograms, concatenates rows.
+    /// Sums gauges and counters, takes the max of maxwait, merges histograms, concatenates rows, sums
+    /// the memory rows of each kind.
     /// A pool's mode comes from the first snapshot that has the pool (all workers share one config).
     public static func merge(_ snapshots: [WorkerStatsSnapshot]) -> MergedStats {
         var m = MergedStats()
@@ -47,6 +50,15 @@ public struct MergedStats: Equatable, Sendable {
                                            servers: servers, process: s.process, takenAt: s.takenAt))
             m.clients.append(contentsOf: s.clients)
             m.servers.append(contentsOf: s.servers)
+            for r in s.memory {
+                if let i = m.memory.firstIndex(where: { $0.name == r.name }) {
+                    m.memory[i].size = max(m.memory[i].size, r.size)
+                    m.memory[i].used &+= r.used
+                    m.memory[i].free &+= r.free
+                } else {
+                    m.memory.append(r)
+                }
+            }
         }
         m.pools.sort { ($0.database, $0.user) < ($1.database, $1.user) }
         return m

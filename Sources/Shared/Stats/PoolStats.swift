@@ -82,6 +82,17 @@ public struct PoolCounters: Equatable, Sendable {
 /// times in microseconds per event (`PoolCounters.averages`).
 public typealias PoolAverages = PoolCounters
 
+extension PoolCounters {
+    /// The line `log_stats` writes every `stats_period`, word for word PgBouncer's (stats.c
+    /// `refresh_stats`), so that log parsers (pgbadger, grep scripts) read it: rates per second and
+    /// mean durations over the last period, of these averages over all pools.
+    public var statsLogLine: String {
+        "stats: \(xactCount) xacts/s, \(queryCount) queries/s, \(clientParseCount) client parses/s, "
+            + "\(serverParseCount) server parses/s, \(bindCount) binds/s, in \(bytesReceived) B/s, "
+            + "out \(bytesSent) B/s, xact \(xactTimeMicros) us, query \(queryTimeMicros) us, wait \(waitTimeMicros) us"
+    }
+}
+
 /// One (database, user) pool as a worker sees it, or as the supervisor merged it.
 ///
 /// Gauges count connections by PgBouncer's lists; pgswift's own client/server states map onto them

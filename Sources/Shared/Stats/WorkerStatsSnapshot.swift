@@ -41,8 +41,24 @@ public struct ConnectionRow: Equatable, Sendable {
     public var tls: String = ""
     public var applicationName: String = ""
     public var preparedStatements: Int32 = 0
-    /// Unique id (`id`; what KILL_CLIENT takes).
+    /// PgBouncer's `id`: one sequence for clients and servers of the whole service (what KILL_CLIENT takes).
     public var id: Int64 = 0
+
+    // SHOW FDS and SHOW SOCKETS only:
+    /// The socket's descriptor in its worker process, and its partner's there (0: no partner).
+    public var fd: Int32 = 0
+    public var linkFD: Int32 = 0
+    /// An admin console client: SHOW FDS leaves these out, as PgBouncer leaves out its admin pool.
+    public var isAdmin = false
+    /// The cancel key as PgBouncer's 8 bytes read big-endian: process id above secret key.
+    public var cancelKey: UInt64 = 0
+    /// The session's client_encoding, standard_conforming_strings, DateStyle and TimeZone (nil: not known).
+    public var clientEncoding: String? = nil
+    public var standardConformingStrings: String? = nil
+    public var dateStyle: String? = nil
+    public var timeZone: String? = nil
+    /// The socket's input buffer and pending output (SHOW SOCKETS' last columns).
+    public var buffers = SocketBuffers()
 
     public init(isServer: Bool, user: String, database: String, state: String) {
         self.isServer = isServer
@@ -72,6 +88,17 @@ public struct ConnectionRow: Equatable, Sendable {
         w.compactString(applicationName)
         w.signed(Int64(preparedStatements))
         w.signed(id)
+        w.signed(Int64(fd))
+        w.signed(Int64(linkFD))
+        w.put(isAdmin)
+        w.varint(cancelKey)
+        for v in [clientEncoding, standardConformingStrings, dateStyle, timeZone] {
+            w.put(v != nil)
+            if let v { w.compactString(v) }
+        }
+        for v in [buffers.recvPos, buffers.pktPos, buffers.pktRemain, buffers.sendPos, buffers.sendRemain] {
+            w.signed(Int64(v))
+        }
     }
 
     static func decode(_ r: inout StatsReader) throws(StatsDecodeError) -> ConnectionRow {
@@ -95,8 +122,73 @@ public struct ConnectionRow: Equatable, Sendable {
         row.applicationName = try r.compactString("row application_name")
         row.preparedStatements = try r.signed32("row prepared_statements")
         row.id = try r.signed("row id")
+        row.fd = try r.signed32("row fd")
+        row.linkFD = try r.signed32("row link fd")
+        row.isAdmin = try r.bool("row admin")
+        row.cancelKey = try r.varint("row cancel key")
+        func optional() throws(StatsDecodeError) -> String? {
+            try r.bool("row parameter") ? try r.compactString("row parameter") : nil
+        }
+        row.clientEncoding = try optional()
+        row.standardConformingStrings = try optional()
+        row.dateStyle = try optional()
+        row.timeZone = try optional()
+        row.buffers = SocketBuffers(recvPos: try r.signed32("row recv_pos"), pktPos: try r.signed32("row pkt_pos"),
+                                    pktRemain: try r.signed32("row pkt_remain"), sendPos: try r.signed32("row send_pos"),
+                                    sendRemain: try r.signed32("row send_remain"))
         return row
     }
+}
+
+/// A socket's buffer positions, as PgBouncer's SHOW SOCKETS names them. pgswift's input buffer
+/// (`IOBuf`) holds, in order, bytes already forwarded to the partner, bytes scanned (whole message
+/// headers seen) and not yet forwarded, and bytes read but not scanned yet: the three positions are
+/// where those parts end. Offsets are within the buffer now held (a connection holds one only while
+/// bytes are in flight; none: all 0).
+public struct SocketBuffers: Equatable, Sendable {
+    /// Bytes read into the buffer (PgBouncer's recv_pos).
+    public var recvPos: Int32 = 0
+    /// Bytes scanned (parse_pos, `pkt_pos`).
+    public var pktPos: Int32 = 0
+    /// Bytes of the current message still to come past what is buffered (`pkt_remain`): a message
+    /// larger than the buffer is forwarded as it arrives.
+    public var pktRemain: Int32 = 0
+    /// Bytes forwarded (done_pos, `send_pos`).
+    public var sendPos: Int32 = 0
+    /// Bytes pgswift itself queued for this socket and not yet written (login answers, errors, SET and
+    /// reset queries, admin answers); PgBouncer always shows 0 here.
+    public var sendRemain: Int32 = 0
+
+    public init(recvPos: Int32 = 0, pktPos: Int32 = 0, pktRemain: Int32 = 0, sendPos: Int32 = 0, sendRemain: Int32 = 0) {
+        self.recvPos = recvPos; self.pktPos = pktPos; self.pktRemain = pktRemain
+        self.sendPos = sendPos; self.sendRemain = sendRemain
+    }
+
+    /// Read and not scanned yet (`pkt_avail`).
+    public var pktAvail: Int32 { recvPos &- pktPos }
+    /// Scanned and not forwarded yet (`send_avail`).
+    public var sendAvail: Int32 { pktPos &- sendPos }
+    /// Nothing buffered either way: SHOW ACTIVE_SOCKETS leaves the socket out (PgBouncer's `sbuf_is_empty`,
+    /// plus pgswift's own queued output).
+    public var isEmpty: Bool { recvPos == sendPos && pktRemain == 0 && sendRemain == 0 }
+}
+
+/// One kind of object a worker keeps in a preallocated table or free list (SHOW MEM). PgBouncer's
+/// rows are its slab caches; pgswift's are its connection and pool tables and its I/O buffer pool.
+public struct MemoryRow: Equatable, Sendable {
+    public var name: String
+    /// Bytes per object.
+    public var size: Int64
+    public var used: Int64
+    /// Allocated and not in use (table records free for reuse, buffers kept on the free list).
+    public var free: Int64
+
+    public init(name: String, size: Int64, used: Int64, free: Int64) {
+        self.name = name; self.size = size; self.used = used; self.free = free
+    }
+
+    /// Bytes allocated for this kind, used or free.
+    public var memtotal: Int64 { (used &+ free) &* size }
 }
 
 /// Object counts for SHOW LISTS (per worker; summed across workers).
@@ -135,6 +227,8 @@ public struct WorkerStatsSnapshot: Equatable, Sendable {
     public var pools: [PoolStats] = []
     public var clients: [ConnectionRow] = []
     public var servers: [ConnectionRow] = []
+    /// The worker's tables and buffer pool (SHOW MEM); on the first page only.
+    public var memory: [MemoryRow] = []
 
     public init(slot: Int32, pid: Int32, startedAt: Int64, takenAt: Int64) {
         self.slot = slot
@@ -152,7 +246,7 @@ public struct WorkerStatsSnapshot: Equatable, Sendable {
     /// Format tag and version: a supervisor and worker of different builds (during a binary upgrade)
     /// refuse each other's blobs cleanly instead of misreading them.
     static let magic: UInt8 = 0x57  // "W"
-    static let version: UInt8 = 2
+    static let version: UInt8 = 3
     /// What `encodePages` aims a page at: well below a reassembler's bound, a few chunks each.
     public static let targetPageBytes = 256 << 10
 
@@ -173,6 +267,16 @@ public struct WorkerStatsSnapshot: Equatable, Sendable {
         w.put(last)
     }
 
+    private func writeMemory(_ w: inout MessageWriter, rows: [MemoryRow]) {
+        w.varint(UInt64(rows.count))
+        for m in rows {
+            w.compactString(m.name)
+            w.signed(m.size)
+            w.signed(m.used)
+            w.signed(m.free)
+        }
+    }
+
     private static func writePool(_ p: PoolStats, _ w: inout MessageWriter) {
         w.compactString(p.database)
         w.compactString(p.user)
@@ -189,6 +293,7 @@ public struct WorkerStatsSnapshot: Equatable, Sendable {
     public func encode() -> [UInt8] {
         var w = MessageWriter(capacity: 128 + pools.count * 160 + (clients.count + servers.count) * 96)
         writeHeader(&w, page: page, last: lastPage)
+        writeMemory(&w, rows: memory)
         w.varint(UInt64(pools.count))
         for p in pools { Self.writePool(p, &w) }
         w.varint(UInt64(clients.count))
@@ -207,6 +312,7 @@ public struct WorkerStatsSnapshot: Equatable, Sendable {
             var w = MessageWriter(capacity: min(targetPageBytes, 64 << 10) + 256)
             writeHeader(&w, page: pages.count, last: false)
             let lastFlagAt = w.bytes.count - 1
+            writeMemory(&w, rows: pages.isEmpty ? memory : [])
             var body = MessageWriter(capacity: min(targetPageBytes, 64 << 10))
             var n = 0
             while pi < pools.count && (n == 0 || body.bytes.count < targetPageBytes) {
@@ -243,6 +349,7 @@ public struct WorkerStatsSnapshot: Equatable, Sendable {
         pools.append(contentsOf: next.pools)
         clients.append(contentsOf: next.clients)
         servers.append(contentsOf: next.servers)
+        memory.append(contentsOf: next.memory)
         page = next.page
         lastPage = next.lastPage
     }
@@ -269,6 +376,11 @@ public struct WorkerStatsSnapshot: Equatable, Sendable {
         guard page < UInt64(Int32.max) else { throw StatsDecodeError("page number \(page)") }
         s.page = Int(page)
         s.lastPage = try r.bool("last page")
+        let memoryCount = try r.compactCount("memory row count", minimumEach: 4)
+        for _ in 0..<memoryCount {
+            s.memory.append(MemoryRow(name: try r.compactString("memory name"), size: try r.signed("memory size"),
+                                      used: try r.signed("memory used"), free: try r.signed("memory free")))
+        }
         let poolCount = try r.compactCount("pool count", minimumEach: 3 + PoolStats.gaugeCount + 1 + PoolCounters.fieldCount)
         s.pools.reserveCapacity(poolCount)
         for _ in 0..<poolCount {

@@ -4,7 +4,8 @@ import CLinux
 import Glibc
 
 /// A memory file the supervisor creates before spawning workers and hands to each as a descriptor.
-/// Word 0 is the number of clients the whole service holds; word 8 + w is how many of them the
+/// Word 0 is the number of clients the whole service holds; word 1 the last connection id handed out
+/// (`nextConnectionID`); word 8 + w is how many of them the
 /// worker process given word `w` holds (`--clients-word`: its slot, or slot + workers for the other of
 /// the two processes a slot has during a rolling restart, so an old and a new worker never share one). A worker admits a client with one atomic fetch-add on word 0 (undone at once
 /// if that went over the limit), so the limit is exact; it also counts the client in its own word,
@@ -67,6 +68,13 @@ public struct ClientCounter: @unchecked Sendable {
     public var total: Int { Int(cl_atomic_load_i64(words)) }
 
     public func held(bySlot slot: Int) -> Int { Int(cl_atomic_load_i64(slotWord(slot))) }
+
+    /// A new connection id, one more than the last one any process took: PgBouncer's one sequence of
+    /// client and server ids (SHOW CLIENTS/SERVERS/SOCKETS `id`, KILL_CLIENT's argument), kept for the
+    /// whole service and across supervisor re-execs, as the file is.
+    public func nextConnectionID() -> UInt64 {
+        UInt64(bitPattern: cl_atomic_fetch_add_i64(words + 1, 1) &+ 1)
+    }
 
     /// Takes one place if fewer than `limit` are taken; false (and nothing changed) otherwise.
     public func tryAcquire(slot: Int, limit: Int) -> Bool {

@@ -48,6 +48,18 @@ public struct Logger: Sendable {
         }
     }
 
+    /// A line without the `who` field, in PgBouncer's own shape (`<time> [<pid>] LOG <message>`), for
+    /// the lines log parsers read from PgBouncer's logs (pgbadger's pattern has no room for `who`):
+    /// `log_stats`.
+    public func logUntagged(_ level: LogLevel, _ message: String) {
+        guard level >= minimumLevel else { return }
+        var line = "\(Clock.timestamp()) [\(Posix.getpid())] \(level.label) \(message)\n"
+        line.withUTF8 { buf in
+            Posix.writeAll(2, UnsafeRawBufferPointer(buf))
+            if fileFD >= 0 { Posix.writeAll(fileFD, UnsafeRawBufferPointer(buf)) }
+        }
+    }
+
     public func debug(_ m: @autoclosure () -> String) { log(.debug, m()) }
     public func info(_ m: @autoclosure () -> String) { log(.log, m()) }
     public func warning(_ m: @autoclosure () -> String) { log(.warning, m()) }

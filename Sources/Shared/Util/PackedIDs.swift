@@ -1,8 +1,9 @@
 // Every id pgswift packs into one integer, each layout written once: epoll user data (worker and
-// supervisor), the ptr/link/id columns of SHOW CLIENTS and SHOW SERVERS (and KILL_CLIENT's argument),
-// and the process id of the BackendKeyData pgswift gives its clients.
+// supervisor), the ptr/link columns of SHOW CLIENTS and SHOW SERVERS, and the process id of the
+// BackendKeyData pgswift gives its clients. (Their `id` column is not packed: one sequence for the
+// whole service, `ClientCounter.nextConnectionID`.)
 //
-// Values users see (`AdminPointer`, `ConnectionID`, `CancelProcessID`) are behaviour: clients and
+// Values users see (`AdminPointer`, `CancelProcessID`) are behaviour: clients and
 // tests read them, cancel keys cross a rolling restart, so their bits must not change. The epoll
 // layouts never leave a process. Everything is `@inlinable`: the worker decodes a `WorkerToken` on
 // every event.
@@ -149,28 +150,6 @@
     @inlinable public var clientIndex: Int32 { Int32(truncatingIfNeeded: raw & 0xFFFF) }
     /// A server pointer's table index.
     @inlinable public var serverIndex: Int32 { Int32(bitPattern: UInt32(truncatingIfNeeded: raw)) }
-}
-
-/// The `id` column of SHOW CLIENTS / SHOW SERVERS, and the argument of KILL_CLIENT: the worker slot
-/// above the worker's own connection number (`Client.id` / `Server.id`, counted per worker from 1,
-/// wrapping at 2^32).
-///
-/// ```
-///  63            32 31                       0
-/// │ slot (32)      │ the worker's id (32)     │
-/// ```
-@frozen public struct ConnectionID: Equatable, Hashable, Sendable {
-    public var raw: UInt64
-    @inlinable public init(raw: UInt64) { self.raw = raw }
-    @inlinable public init(slot: Int32, local: UInt32) {
-        raw = UInt64(UInt32(bitPattern: slot)) << 32 | UInt64(local)
-    }
-    /// The worker slot that owns the connection (any 32-bit value for a typed-in KILL_CLIENT id).
-    @inlinable public var slot: Int { Int(raw >> 32) }
-    /// The worker's own id of the connection.
-    @inlinable public var local: UInt32 { UInt32(truncatingIfNeeded: raw) }
-    /// As SHOW prints it (a bigint).
-    @inlinable public var int64: Int64 { Int64(bitPattern: raw) }
 }
 
 /// The process id in the BackendKeyData pgswift sends a client, which the client's CancelRequest

@@ -33,12 +33,14 @@ extension Supervisor {
             case .state: AdminResults.state(paused: paused, suspended: false, into: &out)
             case .health: AdminResults.resultSet(AdminColumns.health, healthRows(now: Clock.monotonicNanos()), into: &out)
             case .dnsHosts: AdminResults.resultSet(AdminColumns.dnsHosts, dnsHostRows(now: Clock.monotonicNanos()), into: &out)
-            case .fds, .peers, .peerPools, .sockets, .activeSockets, .mem, .dnsZones:
+            case .peers, .peerPools, .dnsZones:
                 AdminResults.empty(target, into: &out)
             default:
                 // Everything else reads live figures: ask every worker now, answer when all replied.
+                let sockets: Set<AdminShowTarget> = [.sockets, .activeSockets, .fds]
                 startCollection(.admin(slot: slot, requestID: id, command: command),
-                                clients: target == .clients, servers: target == .servers)
+                                clients: target == .clients || sockets.contains(target),
+                                servers: target == .servers || sockets.contains(target))
                 return
             }
         case .showFakeParameter(let name, let value):
@@ -143,10 +145,16 @@ extension Supervisor {
         case .totals: AdminResults.totals(m, averager: statsState.averager, now: nowMicros, into: &out)
         case .clients: AdminResults.clients(m.clients, into: &out)
         case .servers: AdminResults.servers(m.servers, into: &out)
-        case .lists: AdminResults.lists(m, databases: config.databases.count, users: config.users.count, into: &out)
+        case .lists:
+            // PgBouncer counts its lists: the admin database and every user SHOW USERS shows.
+            AdminResults.lists(m, databases: databaseRows(m).count, users: userRows(m).count, into: &out)
         case .databases: AdminResults.databases(databaseRows(m), into: &out)
         case .users: AdminResults.users(userRows(m), into: &out)
         case .workers: AdminResults.workers(workerRows(m), into: &out)
+        case .sockets: AdminResults.sockets(m, activeOnly: false, into: &out)
+        case .activeSockets: AdminResults.sockets(m, activeOnly: true, into: &out)
+        case .fds: AdminResults.fds(listeners: listenerRows(), m, into: &out)
+        case .mem: AdminResults.mem(m.memory, into: &out)
         default: AdminResults.empty(target, into: &out)
         }
     }
@@ -198,10 +206,33 @@ extension Supervisor {
         return rows.sorted { $0.name < $1.name }
     }
 
+    /// Reads auth_file's user names for SHOW USERS (at a RELOAD or SET, and at the first SHOW USERS);
+    /// an unreadable file gives none (the workers keep their last good list and log why).
+    func loadAuthFileUsers() {
+        guard let path = config.authFile, !path.isEmpty, let list = try? Userlist.load(path: path) else {
+            statsState.authFileUsers = []
+            return
+        }
+        statsState.authFileUsers = Array(list.entries.keys)
+    }
+
+    /// The users SHOW USERS lists without a pool: as PgBouncer, every user it knows from the
+    /// configuration (auth_file, [users], the databases' forced users) and the admin console's
+    /// `pgbouncer`. PgBouncer also keeps every user who ever logged in (auth_query); pgswift lists those
+    /// while they have a pool.
+    static func configuredUsers(_ config: Config, authFileUsers: [String]) -> Set<String> {
+        var names = Set(authFileUsers)
+        names.formUnion(config.users.keys)
+        for d in config.databases { if let u = d.user { names.insert(u) } }
+        names.insert("pgbouncer")
+        return names
+    }
+
     func userRows(_ m: MergedStats) -> [AdminUserRow] {
         // One pass over the pools (there may be tens of thousands), not one per user.
         var byUser: [String: (servers: Int32, clients: Int32)] = [:]
-        for name in config.users.keys { byUser[name] = (0, 0) }
+        if statsState.authFileUsers == nil { loadAuthFileUsers() }
+        for name in Self.configuredUsers(config, authFileUsers: statsState.authFileUsers ?? []) { byUser[name] = (0, 0) }
         for p in m.pools where p.database != "pgbouncer" {
             let t = byUser[p.user] ?? (0, 0)
             byUser[p.user] = (t.servers &+ p.svActive &+ p.svIdle &+ p.svUsed &+ p.svTested &+ p.svLogin,
@@ -219,6 +250,24 @@ extension Supervisor {
                                 maxUserClientConnections: Int32(clamping: maxClients),
                                 currentClientConnections: (maxClients > 0 ? countedClients("u", name) : nil) ?? totals.clients)
         }
+    }
+
+    func listenerRows() -> [AdminListenerRow] { Self.listenerRows(listeners, port: running.listenPort) }
+
+    /// SHOW FDS' `pooler` rows: each listening socket once (with so_reuseport every slot has its own).
+    static func listenerRows(_ listeners: Listeners, port: Int) -> [AdminListenerRow] {
+        var rows: [AdminListenerRow] = []
+        var seen = Set<Int32>()
+        for perSlot in listeners.tcp {
+            for (i, fd) in perSlot.enumerated() where fd >= 0 && seen.insert(fd).inserted {
+                let a = i < listeners.addresses.count ? listeners.addresses[i] : nil
+                rows.append(AdminListenerRow(fd: fd, addr: a?.hostString ?? "", port: Int32(a?.port ?? port)))
+            }
+        }
+        if listeners.unix >= 0 {
+            rows.append(AdminListenerRow(fd: listeners.unix, addr: "unix", port: Int32(port)))
+        }
+        return rows
     }
 
     func workerRows(_ m: MergedStats) -> [AdminWorkerRow] {

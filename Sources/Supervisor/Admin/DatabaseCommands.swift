@@ -15,7 +15,7 @@ struct DatabaseWait {
     var waiting: Set<Int> = []
     var sum = 0
     var nextProbe: Int64 = 0
-    /// KILL_CLIENT: one worker asked once; a 0 answer means "client not found".
+    /// KILL_CLIENT: every worker asked once; a sum of 0 means "client not found".
     var once = false
 }
 
@@ -80,23 +80,22 @@ extension Supervisor {
             done("KILL")
         case .killClient(let clientID):
             guard let clientID else { replyError(slot: slot, requestID: id, .invalidClientID); return true }
-            let client = ConnectionID(raw: clientID)  // SHOW CLIENTS' id: the slot above the worker's id
-            let target = client.slot
-            guard target < slots.count, slots[target].pid != 0 else {
-                replyError(slot: slot, requestID: id, .clientNotFound)
-                return true
-            }
+            // SHOW CLIENTS' id is one sequence for the whole service (ClientCounter.nextConnectionID):
+            // every worker is asked, the one holding the client closes it.
             var w = DatabaseWait(slot: slot, requestID: id, tag: "KILL_CLIENT", probe: .countActive, database: "")
             w.once = true
             w.probeID = limits.newRequestID()
-            w.waiting = [target]
             w.nextProbe = .max
-            limits.waits.append(w)
-            if !slots[target].send(.limitsToWorker(.killClient(clientID: client.local,
-                                                                requestID: w.probeID))) {
-                limits.waits.removeLast()
-                replyError(slot: slot, requestID: id, .clientNotFound)
+            for target in slots where target.pid != 0 && target.channel != nil {
+                if target.send(.limitsToWorker(.killClient(clientID: clientID, requestID: w.probeID))) {
+                    w.waiting.insert(target.index)
+                }
             }
+            guard !w.waiting.isEmpty else {
+                replyError(slot: slot, requestID: id, .clientNotFound)
+                return true
+            }
+            limits.waits.append(w)
         case .waitClose(let db):
             if let db {
                 if db == "pgbouncer" || db == "pgswift" {

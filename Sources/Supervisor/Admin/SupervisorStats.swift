@@ -43,6 +43,9 @@ struct SupervisorStatsState {
     var serversCheckRunning = false
     var nextTick: Int64
     var metrics: MetricsServer? = nil
+    /// auth_file's user names for SHOW USERS, read with the configuration (`loadAuthFileUsers`); nil
+    /// until then.
+    var authFileUsers: [String]? = nil
 
     /// How long a collection waits for slow workers before answering with what it has.
     static let collectionTimeoutNanos: Int64 = 1_000_000_000
@@ -219,7 +222,14 @@ extension Supervisor {
         }
         if now >= statsState.nextAveragerRefresh {
             statsState.nextAveragerRefresh = now + Int64(max(config.statsPeriod, 1)) * 1_000_000_000
-            statsState.averager.refresh(latestMerged().databaseTotals(), now: now / 1000)
+            let merged = latestMerged()
+            statsState.averager.refresh(merged.databaseTotals(), now: now / 1000)
+            if config.logStats {
+                // PgBouncer's line, over all pools and the period that just ended; without the `supervisor`
+                // field, so that pgbadger's pattern for PgBouncer's logs reads it.
+                let averages = statsState.averager.averages(total: merged.grandTotals(), now: now / 1000)
+                log.logUntagged(.log, averages.statsLogLine)
+            }
         }
     }
 

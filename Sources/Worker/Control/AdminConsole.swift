@@ -82,6 +82,13 @@ extension Worker {
         }
         clients[ci].io.consume(Wire.headerSize + body.count, buffers)
         clients[ci].io.input.scan = clients[ci].io.input.start
+        if type != FrontendType.terminate && !clients[ci].adminCounted {
+            // PgBouncer counts an admin client's first message as a query and a transaction of its admin
+            // pool, and no more (nothing ends them): SHOW STATS/TOTALS include the console, as there.
+            clients[ci].adminCounted = true
+            stats.adminTotals.queryCount &+= 1
+            stats.adminTotals.xactCount &+= 1
+        }
         switch type {
         case FrontendType.query:
             let text = String(decoding: body.prefix(while: { $0 != 0 }), as: UTF8.self)

@@ -7,6 +7,9 @@ struct WorkerStatsState {
     var outbox = ControlOutbox()
     /// Only stats requests (a byte) are reassembled here: admin answers are streamed (`adminAnswerChunk`).
     var reassembler = StatsReassembler(maximumBlobSize: 1 << 20, maximumPending: 16)
+    /// The admin console's counters (database and user `pgbouncer`): one query and one transaction per
+    /// admin client, at its first query, as PgBouncer counts its admin pool.
+    var adminTotals = PoolCounters()
     /// Wall-clock seconds at start-up (SHOW WORKERS started_at).
     let startedAt: Int64
     /// Monotonic ns of the next periodic snapshot.
@@ -23,6 +26,15 @@ struct WorkerStatsState {
 }
 
 extension Worker {
+    /// The id of a new client or server connection: from the service-wide sequence in the shared
+    /// memory file, so ids are unique and consecutive whichever worker takes them; without that file
+    /// (no supervisor, or it could not make one) this worker's own sequence above its slot.
+    func newConnectionID() -> UInt64 {
+        if let c = limits.counter { return c.nextConnectionID() }
+        nextLocalID &+= 1
+        return UInt64(UInt32(bitPattern: slot)) << 40 | nextLocalID
+    }
+
     // MARK: Recording (called from the data path; `now` is the loop's cached clock)
 
     /// A server is being linked to a client: one assignment, and the client's wait if it queued.
@@ -95,7 +107,20 @@ extension Worker {
             ps.append(PoolStats(database: pools[pi].database, user: pools[pi].user, poolMode: pools[pi].mode))
         }
         var adminPool = PoolStats(database: "pgbouncer", user: "pgbouncer", poolMode: .statement)
+        adminPool.totals = stats.adminTotals
         var login: Int32 = 0
+        // SHOW FDS' session parameters: where they are among the tracked ones.
+        let paramIndex = ["client_encoding", "standard_conforming_strings", "DateStyle", "TimeZone"].map { tracked.index(of: $0) }
+        func setParams(_ row: inout ConnectionRow, _ values: ParamValues?) {
+            func param(_ k: Int) -> String? {
+                guard let values, let i = paramIndex[k], i < values.values.count else { return nil }
+                return values.values[i]
+            }
+            row.clientEncoding = param(0)
+            row.standardConformingStrings = param(1)
+            row.dateStyle = param(2)
+            row.timeZone = param(3)
+        }
         let ccap = Int32(clients.capacity)
         var ci: Int32 = 0
         while ci < ccap {
@@ -142,7 +167,13 @@ extension Worker {
             row.applicationName = info?.applicationName ?? ""
             if clients[ci].usesTLS, let t = clients[ci].io.tls { row.tls = TLSIO.describe(t) }  // TLS hook
             row.preparedStatements = Int32(clamping: info?.prepared.count ?? 0)
-            row.id = ConnectionID(slot: slot, local: clients[ci].id).int64
+            row.id = Int64(bitPattern: clients[ci].id)
+            row.fd = clients[ci].io.fd
+            if si >= 0 { row.linkFD = servers[si].io.fd }
+            row.isAdmin = isAdmin
+            row.cancelKey = UInt64(UInt32(bitPattern: row.remotePid)) << 32 | UInt64(clients[ci].cancelKey)
+            setParams(&row, info?.params)
+            row.buffers = socketBuffers(clients[ci].io)
             snap.clients.append(row)
         }
         // maxwait: the head of each wait queue has waited longest (FIFO).
@@ -178,7 +209,12 @@ extension Worker {
             row.applicationName = ""
             if servers[si].tlsPhase == .none, let t = servers[si].io.tls { row.tls = TLSIO.describe(t) }  // TLS hook
             row.preparedStatements = Int32(clamping: servers[si].info?.prepared.count ?? 0)
-            row.id = ConnectionID(slot: slot, local: servers[si].id).int64
+            row.id = Int64(bitPattern: servers[si].id)
+            row.fd = servers[si].io.fd
+            if c >= 0 { row.linkFD = clients[c].io.fd }
+            row.cancelKey = UInt64(UInt32(bitPattern: servers[si].backendPID)) << 32 | UInt64(servers[si].backendKey)
+            setParams(&row, servers[si].info?.params)
+            row.buffers = socketBuffers(servers[si].io)
             snap.servers.append(row)
         }
         for p in pools.indices {
@@ -188,14 +224,32 @@ extension Worker {
             ps[sp].xactDuration = pools[p].xactDuration
             ps[sp].waitDuration = pools[p].waitDuration
         }
-        if adminPool.clActive > 0 { ps.append(adminPool) }
+        // The admin pool stays listed once it has counted something, as PgBouncer's admin pool does.
+        if adminPool.clActive > 0 || adminPool.totals != PoolCounters() { ps.append(adminPool) }
         snap.pools = ps
+        snap.memory = [
+            MemoryRow(name: "client_cache", size: Int64(MemoryLayout<Client>.stride), used: Int64(clients.used),
+                      free: Int64(clients.capacity - clients.used)),
+            MemoryRow(name: "server_cache", size: Int64(MemoryLayout<Server>.stride), used: Int64(servers.used),
+                      free: Int64(servers.capacity - servers.used)),
+            MemoryRow(name: "pool_cache", size: Int64(MemoryLayout<Pool>.stride), used: Int64(pools.used),
+                      free: Int64(pools.capacity - pools.used)),
+            MemoryRow(name: "iobuf_cache", size: Int64(buffers.size), used: Int64(buffers.inUse),
+                      free: Int64(buffers.freeCount)),
+        ]
         snap.lists.usedClients = Int32(clamping: clients.used)
         snap.lists.freeClients = Int32(clamping: clients.capacity - clients.used)
         snap.lists.loginClients = login
         snap.lists.usedServers = Int32(clamping: servers.used)
         snap.lists.freeServers = Int32(clamping: servers.capacity - servers.used)
         return snap
+    }
+
+    /// SHOW SOCKETS' buffer columns of one side of a connection (see `SocketBuffers`).
+    private func socketBuffers(_ io: Endpoint) -> SocketBuffers {
+        SocketBuffers(recvPos: Int32(clamping: io.input.end), pktPos: Int32(clamping: io.input.scan),
+                      pktRemain: Int32(clamping: io.input.partial), sendPos: Int32(clamping: io.input.start),
+                      sendRemain: Int32(clamping: io.out.end - io.out.start))
     }
 
     /// "10.0.0.1:5432", "[::1]:6432", "unix:/path" or "unix" into addr and port.

@@ -23,6 +23,8 @@ struct BufferPool {
     }
 
     var inUse: Int { state.pointee.inUse }
+    /// Buffers kept on the free list for reuse.
+    var freeCount: Int { state.pointee.freeCount }
 
     @inline(__always)
     func take() -> UnsafeMutableRawPointer {

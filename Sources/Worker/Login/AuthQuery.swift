@@ -39,7 +39,7 @@ struct AuthQueryState {
     /// A client waiting for a lookup; `id` tells a reused table slot apart.
     struct Waiter {
         var client: Int32
-        var id: UInt32
+        var id: UInt64
         var authType: AuthType
     }
 

@@ -22,9 +22,7 @@ extension Worker {
             }
             return
         }
-        nextServerID &+= 1
         servers[si].client = -1
-        servers[si].id = nextServerID
         servers[si].io.readable = false
         servers[si].io.writable = false
         servers[si].io.eof = false
@@ -52,6 +50,7 @@ extension Worker {
         let (fd, connected) = try Sockets.connect(address, keepalive: config.tcpKeepaliveSettings)
         let si = servers.allocate()
         servers[si].io.fd = fd
+        servers[si].id = newConnectionID()
         servers[si].pool = p
         setServerState(si, state)
         return (si, connected)

@@ -102,7 +102,7 @@ struct Pool {
     }
 }
 
-/// `PoolTimeouts` in monotonic nanoseconds; 0: off.
+/// `PoolTimeouts` in monotonic nanoseconds; 0: off (`serverLifetime` 0: a server serves one client, then closes).
 struct PoolTimeoutNanos {
     var query: Int64 = 0
     var transaction: Int64 = 0

@@ -119,7 +119,8 @@ struct Client {
     var state: ClientState = .free
     var pool: Int32 = -1
     var server: Int32 = -1
-    var id: UInt32 = 0
+    /// SHOW CLIENTS' `id` (`newConnectionID`), also in log lines (`C-<id>`).
+    var id: UInt64 = 0
     var isUnix = false
     var waitNext: Int32 = -1
     var waitPrev: Int32 = -1
@@ -145,6 +146,8 @@ struct Client {
     var admin = AdminAccess.none
     /// The admin query forwarded to the supervisor and not answered yet (0: none).
     var adminRequest: UInt32 = 0
+    /// The admin console counted this client's first query in its stats (AdminConsole.swift).
+    var adminCounted = false
     var info: ClientInfo? = nil
     /// The TLS handshake with this client completed (hostssl/hostnossl, cert auth, SCRAM -PLUS).
     var usesTLS = false
@@ -180,7 +183,8 @@ struct Server {
     var state: ServerState = .free
     var pool: Int32 = -1
     var client: Int32 = -1
-    var id: UInt32 = 0
+    /// SHOW SERVERS' `id` (`newConnectionID`), also in log lines (`S-<id>`).
+    var id: UInt64 = 0
     var idleNext: Int32 = -1
     var idlePrev: Int32 = -1
     var createdAt: Int64 = 0

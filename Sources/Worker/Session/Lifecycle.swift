@@ -114,9 +114,8 @@ extension Worker {
     func newClient(_ fd: Int32, isUnix: Bool, connectedAt: Int64, cancelKey: UInt32, info: ClientInfo,
                    state: ClientState) -> Int32? {
         let ci = clients.allocate()
-        nextClientID &+= 1
         clients[ci].io.fd = fd
-        clients[ci].id = nextClientID
+        clients[ci].id = newConnectionID()
         clients[ci].isUnix = isUnix
         clients[ci].io.readable = true
         clients[ci].io.writable = true

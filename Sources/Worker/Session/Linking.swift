@@ -183,7 +183,10 @@ extension Worker {
             return
         }
         let lifetime = pools[pi].timeouts.serverLifetime
-        if lifetime > 0 && now - servers[si].createdAt > lifetime {
+        // server_lifetime = 0: a server serves once, then closes (PgBouncer closes it on release, when it
+        // is not coming out of its login).
+        let served = servers[si].state != .login && servers[si].state != .connecting
+        if lifetime > 0 ? now - servers[si].createdAt > lifetime : served {
             closeServer(si, reason: "server_lifetime")
             launchIfNeeded(p)
             return
