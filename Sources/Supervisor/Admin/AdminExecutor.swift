@@ -141,7 +141,10 @@ extension Supervisor {
         case .totals: AdminResults.totals(m, averager: statsState.averager, now: nowMicros, into: &out)
         case .clients: AdminResults.clients(m.clients, into: &out)
         case .servers: AdminResults.servers(m.servers, into: &out)
-        case .lists: AdminResults.lists(m, databases: config.databases.count, users: config.users.count, into: &out)
+        case .lists:
+            let dns = dnsCounts()
+            AdminResults.lists(m, databases: config.databases.count, users: config.users.count,
+                               dnsNames: dns.names, dnsQueries: dns.queries, into: &out)
         case .databases: AdminResults.databases(databaseRows(m), into: &out)
         case .users: AdminResults.users(userRows(m), into: &out)
         case .workers: AdminResults.workers(workerRows(m), into: &out)

@@ -10,6 +10,8 @@ struct StatsCollection {
         case admin(slot: Int, requestID: UInt32, command: AdminCommand)
         /// Is every server released yet (PAUSE)?
         case pauseCheck
+        /// /metrics requests waiting for fresh figures (MetricsServer.swift).
+        case metrics
     }
     var purpose: Purpose
     var waiting: Set<Int>
@@ -163,6 +165,8 @@ extension Supervisor {
             } else {
                 statsState.nextPauseCheck = Clock.monotonicNanos() + 50_000_000
             }
+        case .metrics:
+            metricsRoundDone(merged)
         }
     }
 
@@ -178,6 +182,7 @@ extension Supervisor {
         var next = statsState.nextTick
         for c in statsState.collections.values { next = min(next, c.deadline) }
         if let t = statsState.nextPauseCheck { next = min(next, t) }
+        if let t = statsState.metrics?.nextRoundAt { next = min(next, t) }
         return next
     }
 
@@ -193,6 +198,7 @@ extension Supervisor {
             statsState.pauseCheckRunning = true
             startCollection(.pauseCheck, clients: false, servers: false)
         }
+        startMetricsRound(now: now)
         if now >= statsState.nextTick {
             statsState.nextTick = now + 1_000_000_000
             for slot in slots where slot.pid != 0 && slot.ready && !slot.reportedSilent {
