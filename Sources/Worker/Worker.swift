@@ -36,6 +36,9 @@ struct HotState {
     var trackPrepared = false
     /// server_round_robin: idle servers are taken oldest first (FIFO) instead of LIFO (Pool.swift).
     var serverRoundRobin = false
+    /// server_check_delay in ns: an idle server that waited this long is checked with
+    /// server_check_query before a client gets it (`Int64.max`: never, the query is empty).
+    var serverCheckDelay: Int64 = .max
     /// Rolling restart: clients move to the successor when they become idle (Handoff.swift).
     var draining = false
     /// auth_query lookups waiting for a server of their pool (AuthQuery.swift).
@@ -490,6 +493,7 @@ final class Worker {
         // PostgreSQL's own cap for a single message is 1 GB; a larger limit only invites an OOM.
         maxPacket = min(max(config.maxPacketSize, 1024), 0x3FFF_FFFF)
         hot.pointee.serverRoundRobin = config.serverRoundRobin
+        hot.pointee.serverCheckDelay = config.serverCheckQueryToSend == nil ? .max : Clock.nanos(seconds: config.serverCheckDelay)
     }
 
     func randomUInt32() -> UInt32 {
