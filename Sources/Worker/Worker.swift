@@ -106,7 +106,7 @@ final class Worker {
     var scramCache = ScramKeyCache()
     /// Salts of unknown users' mock SCRAM exchanges and of plain-password users (MockAuthKey.swift).
     let mockAuthKey = MockAuthKey.current()
-    lazy var clientSecrets = ClientScramSecrets(saltKey: mockAuthKey)
+    lazy var clientSecrets = ClientScramSecrets(saltKey: mockAuthKey, iterations: config.scramIterations)
     var shutdownMode: ShutdownMode? {
         get { hot.pointee.shutdownMode }
         set { hot.pointee.shutdownMode = newValue }
@@ -424,7 +424,7 @@ final class Worker {
             }
             config = newConfig
             userlist = newUsers
-            clientSecrets = ClientScramSecrets(saltKey: mockAuthKey)
+            clientSecrets = ClientScramSecrets(saltKey: mockAuthKey, iterations: config.scramIterations)
             secretCache.removeAll()
             authQuery.cache.removeAll()
             refreshPools()

@@ -77,6 +77,7 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(c.serverCheckQuery, "<empty>")
         XCTAssertEqual(c.serverCheckQueryToSend, "")
         XCTAssertEqual(c.serverCheckDelay, 30)
+        XCTAssertEqual(c.scramIterations, 4096)
         XCTAssertEqual(c.serverIdleTimeout, 600)
         XCTAssertEqual(c.serverLifetime, 3600)
         XCTAssertEqual(c.serverConnectTimeout, 15)

@@ -173,7 +173,7 @@ extension ConfigKeySpec {
         seconds("reserve_pool_timeout", "5", \.reservePoolTimeout),
         ignored("resolv_conf", "", .text),
         ignored("sbuf_loopcnt", "5", .int(min: 0, max: intMax)),
-        ignored("scram_iterations", "4096", .int(min: 1, max: intMax)),
+        int("scram_iterations", "4096", \.scramIterations, min: 1),
         seconds("server_check_delay", "30", \.serverCheckDelay),
         text("server_check_query", "<empty>", \.serverCheckQuery),
         seconds("server_connect_timeout", "15", \.serverConnectTimeout),
