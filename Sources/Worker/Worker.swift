@@ -173,6 +173,7 @@ final class Worker {
         self.userlist = userlist
         log = Logger(who: "w\(options.slot)", minimumLevel: options.verbose > 0 || config.verbose > 0 ? .debug : .log)
         if let lf = config.logfile, !lf.isEmpty { _ = log.openLogFile(lf) }
+        Syslog.configure(enabled: config.syslog, ident: config.syslogIdent, facility: config.syslogFacility)
         epoll = try Epoll(capacity: 512)
         clients = Table(capacity: 256, growthTarget: min(max(config.maxClientConn + 16, 64), 100_000))
         servers = Table(capacity: 64)
@@ -424,6 +425,7 @@ final class Worker {
             }
             config = newConfig
             userlist = newUsers
+            Syslog.configure(enabled: config.syslog, ident: config.syslogIdent, facility: config.syslogFacility)
             clientSecrets = ClientScramSecrets(saltKey: mockAuthKey, iterations: config.scramIterations)
             secretCache.removeAll()
             authQuery.cache.removeAll()

@@ -77,6 +77,11 @@ public struct Config: Sendable {
     public var maxPacketSize: Int = 2147483647
 
     public var logfile: String? = nil
+    /// syslog = 1: every line at LOG level and above also goes to syslog (`Syslog`, Shared/System),
+    /// from the supervisor and every worker, under `syslogIdent` and `syslogFacility`.
+    public var syslog = false
+    public var syslogIdent = "pgbouncer"
+    public var syslogFacility: SyslogFacility = .daemon
     public var pidfile: String? = nil
     public var logConnections: Bool = true
     public var logDisconnections: Bool = true
