@@ -126,6 +126,7 @@ final class Supervisor {
             log.fatal("cannot open logfile \(path): \(Errno.current)")
             return 1
         }
+        Syslog.configure(enabled: config.syslog, ident: config.syslogIdent, facility: config.syslogFacility)
         // Set when a previous image of this process re-executed us for UPGRADE (Reexec.swift).
         let reexec = takeReexecState(log: log)
         if let reexec, reexec.tcp.count != config.workers {
@@ -607,6 +608,7 @@ final class Supervisor {
             Posix.close(log.fileFD)
             log.fileFD = -1
         }
+        Syslog.configure(enabled: new.syslog, ident: new.syslogIdent, facility: new.syslogFacility)
         broadcast(.reload(overrides: overrides))
         sendQuotas(quotas.resizeAll(size: poolSize, reserve: reservePoolSize))
         limitsReloaded()

@@ -36,6 +36,9 @@ struct HotState {
     var trackPrepared = false
     /// server_round_robin: idle servers are taken oldest first (FIFO) instead of LIFO (Pool.swift).
     var serverRoundRobin = false
+    /// server_check_delay in ns: an idle server that waited this long is checked with
+    /// server_check_query before a client gets it (`Int64.max`: never, the query is empty).
+    var serverCheckDelay: Int64 = .max
     /// Rolling restart: clients move to the successor when they become idle (Handoff.swift).
     var draining = false
     /// auth_query lookups waiting for a server of their pool (AuthQuery.swift).
@@ -103,7 +106,7 @@ final class Worker {
     var scramCache = ScramKeyCache()
     /// Salts of unknown users' mock SCRAM exchanges and of plain-password users (MockAuthKey.swift).
     let mockAuthKey = MockAuthKey.current()
-    lazy var clientSecrets = ClientScramSecrets(saltKey: mockAuthKey)
+    lazy var clientSecrets = ClientScramSecrets(saltKey: mockAuthKey, iterations: config.scramIterations)
     var shutdownMode: ShutdownMode? {
         get { hot.pointee.shutdownMode }
         set { hot.pointee.shutdownMode = newValue }
@@ -174,6 +177,7 @@ final class Worker {
         self.userlist = userlist
         log = Logger(who: "w\(options.slot)", minimumLevel: options.verbose > 0 || config.verbose > 0 ? .debug : .log)
         if let lf = config.logfile, !lf.isEmpty { _ = log.openLogFile(lf) }
+        Syslog.configure(enabled: config.syslog, ident: config.syslogIdent, facility: config.syslogFacility)
         epoll = try Epoll(capacity: 512)
         clients = Table(capacity: 256, growthTarget: min(max(config.maxClientConn + 16, 64), 100_000))
         servers = Table(capacity: 64)
@@ -426,7 +430,8 @@ final class Worker {
             }
             config = newConfig
             userlist = newUsers
-            clientSecrets = ClientScramSecrets(saltKey: mockAuthKey)
+            Syslog.configure(enabled: config.syslog, ident: config.syslogIdent, facility: config.syslogFacility)
+            clientSecrets = ClientScramSecrets(saltKey: mockAuthKey, iterations: config.scramIterations)
             secretCache.removeAll()
             authQuery.cache.removeAll()
             refreshPools()
@@ -501,6 +506,7 @@ final class Worker {
         // PostgreSQL's own cap for a single message is 1 GB; a larger limit only invites an OOM.
         maxPacket = min(max(config.maxPacketSize, 1024), 0x3FFF_FFFF)
         hot.pointee.serverRoundRobin = config.serverRoundRobin
+        hot.pointee.serverCheckDelay = config.serverCheckQueryToSend == nil ? .max : Clock.nanos(seconds: config.serverCheckDelay)
     }
 
     func randomUInt32() -> UInt32 {

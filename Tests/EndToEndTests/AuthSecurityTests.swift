@@ -286,6 +286,25 @@ final class AuthSecurityTests: XCTestCase {
         XCTAssertEqual(wrong.message, "SASL authentication failed")
     }
 
+    /// scram_iterations: the SCRAM exchange of an auth_file user with a plain-text password, and of an
+    /// unknown user, uses that many iterations (as PgBouncer's ad hoc and mock secrets do), and the
+    /// plain-text user logs in with it; a user whose auth_file entry is a SCRAM secret keeps the
+    /// secret's own count.
+    func testScramIterationsApplyToPlainPasswordsAndUnknownUsers() throws {
+        let pg = try PostgresServer.shared()
+        var s = try settings(pg, authType: "scram-sha-256")
+        s.settings = [("scram_iterations", "6000")]
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        XCTAssertTrue(try scramSaltAndIterations(px, user: "u_password").hasSuffix(",i=6000"))
+        XCTAssertTrue(try scramSaltAndIterations(px, user: "ghost_iterations").hasSuffix(",i=6000"))
+        XCTAssertTrue(try scramSaltAndIterations(px, user: "u_scram").hasSuffix(",i=4096"), "the stored secret's count")
+        let r = try Psql.run(px.target(user: "u_password", database: "testdb", password: passwords["u_password"]),
+                             "select 1")
+        XCTAssertTrue(r.succeeded, "\(r)\nlog:\n\(px.log().suffix(3000))")
+        XCTAssertFalse(px.log().contains("scram_iterations is not implemented"), px.log())
+    }
+
     /// `pgswift upgrade` execs the supervisor in place and replaces every worker: the environment,
     /// and with it the mock key, goes along, so an unknown name keeps its salt.
     func testUnknownNamesKeepTheirSaltAcrossABinaryUpgrade() throws {

@@ -71,6 +71,61 @@ final class MetricsServerTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(lived, 3.5, "closed well before the 5 s idle limit")
     }
 
+    /// A scrape shows what the workers hold when it arrives, as pgbouncer_exporter's live SHOW does:
+    /// clients that logged in just before the scrape are in `pgbouncer_pools_client_*` (before, workers
+    /// pushed stats once a second, and the first scrape after clients connected could show no pool).
+    /// Each scrape follows the logins at once, several times over, across two workers. The DNS gauges
+    /// count the one host name configured (`localhost`).
+    func testScrapeShowsClientsThatConnectedJustBefore() throws {
+        let pg = try PostgresServer.shared()
+        var settings = PgswiftSettings(postgres: pg)
+        settings.databases.append(("named", "host=localhost port=\(pg.port) dbname=testdb"))
+        let metricsPort = try freePort()
+        settings.pgswiftSettings = [("metrics_listen", "127.0.0.1:\(metricsPort)")]
+        let px = try Pgswift.start(settings)
+        defer { px.stop() }
+
+        func scrape() throws -> String {
+            let response = try httpGet(port: metricsPort, path: "/metrics", timeout: 10)
+            guard response.hasPrefix("HTTP/1.1 200 OK"), let split = response.range(of: "\r\n\r\n") else {
+                throw E2EError("bad /metrics response: \(response.prefix(300))")
+            }
+            return String(response[split.upperBound...])
+        }
+        func gauge(_ text: String, _ name: String, labels: String? = nil) -> Double? {
+            let prefix = labels.map { name + "{" + $0 + "}" } ?? name
+            for line in text.split(separator: "\n") where line.hasPrefix(prefix + " ") {
+                return Double(line.split(separator: " ").last ?? "")
+            }
+            return nil
+        }
+        let pool = "database=\"testdb\",user=\"u_password\""
+        var clients: [WireClient] = []
+        defer { clients.forEach { $0.close() } }
+        for batch in [1, 3, 4] {
+            for _ in 0..<batch {
+                let c = try WireClient.connect(port: px.port, user: "u_password", database: "testdb", timeout: 10)
+                clients.append(c)
+            }
+            let start = monotonicNow()
+            let text = try scrape()
+            let elapsed = monotonicNow() - start
+            print("scrape right after \(clients.count) logins: \(String(format: "%.3f", elapsed)) s")
+            XCTAssertEqual(gauge(text, "pgbouncer_pools_client_active_connections", labels: pool), Double(clients.count),
+                           text.split(separator: "\n").filter { $0.hasPrefix("pgbouncer_pools_client") }.joined(separator: "\n"))
+            XCTAssertEqual(gauge(text, "pgbouncer_pools_client_waiting_connections", labels: pool), 0)
+        }
+
+        // The supervisor resolves `localhost` for the health check: one name cached, no zone.
+        var text = ""
+        XCTAssertTrue(waitUntil(timeout: 10) {
+            text = (try? scrape()) ?? ""
+            return gauge(text, "pgbouncer_cached_dns_names") == 1
+        }, text.split(separator: "\n").filter { $0.contains("dns") }.joined(separator: "\n"))
+        XCTAssertEqual(gauge(text, "pgbouncer_cached_dns_zones"), 0)
+        XCTAssertNotNil(gauge(text, "pgbouncer_in_flight_dns_queries"))
+    }
+
     // MARK: Helpers
 
     /// A TCP connection to 127.0.0.1:port from `source` (any 127/8 address is local on Linux).

@@ -1,4 +1,5 @@
-// End to end: application_name_add_host, log_pooler_errors and server_round_robin do what PgBouncer documents.
+// End to end: application_name_add_host, log_pooler_errors, server_round_robin and server_check_query /
+// server_check_delay do what PgBouncer documents.
 import Foundation
 import XCTest
 #if canImport(Glibc)
@@ -95,4 +96,73 @@ final class PoolerSettingsTests: XCTestCase {
         XCTAssertEqual(Set(rr.order).count, 3, "\(rr)")
         XCTAssertEqual(rr.taken, rr.order + rr.order, "round robin: in the order they went idle: \(rr)")
     }
+
+    /// server_check_query / server_check_delay as PgBouncer uses them: a server idle longer than the
+    /// delay runs the check query before a client gets it (seen here as rows a check function
+    /// inserts with the server's backend pid); one used more recently does not. A server killed with
+    /// pg_terminate_backend while idle, and one whose check fails, are replaced by a new server
+    /// without the client seeing an error.
+    func testServerCheckQueryRunsBeforeReuseOfAServerIdlePastTheDelay() throws {
+        let pg = try PostgresServer.shared()
+        try pg.adminQuery([
+            "drop function if exists pgswift_check()", "drop table if exists pgswift_checks, pgswift_doomed",
+            "create table pgswift_checks (pid int, at timestamptz default clock_timestamp())",
+            "create table pgswift_doomed (pid int)",
+            """
+            create function pgswift_check() returns int language plpgsql security definer as $$
+            begin
+              if exists (select 1 from pgswift_doomed where pid = pg_backend_pid()) then
+                raise exception 'backend % is doomed', pg_backend_pid();
+              end if;
+              insert into pgswift_checks (pid) values (pg_backend_pid());
+              return 1;
+            end $$
+            """,
+        ], database: "testdb")
+        defer {
+            _ = try? pg.adminQuery(["drop function if exists pgswift_check()",
+                                    "drop table if exists pgswift_checks, pgswift_doomed"], database: "testdb")
+        }
+        var s = PgswiftSettings(postgres: pg)
+        s.workers = 1
+        s.poolMode = "transaction"
+        s.databases.append(("checked", pg.connectionString(dbname: "testdb", extra: "pool_size=1")))
+        // The supervisor's health check runs the same query (on its own backends, every second).
+        s.settings = [("server_check_delay", "1"), ("server_check_query", "select pgswift_check()")]
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        let c = try WireClient.connect(port: px.port, user: "u_trust", database: "checked")
+        defer { c.close() }
+        func backend() throws -> String {
+            try XCTUnwrap(try c.query("select pg_backend_pid()").first?.first ?? nil)
+        }
+        func checks(_ pid: String) throws -> Int {
+            Int(try pg.adminQuery("select count(*) from pgswift_checks where pid = \(pid)", database: "testdb")) ?? -1
+        }
+
+        let pid1 = try backend()
+        XCTAssertEqual(try backend(), pid1)
+        XCTAssertEqual(try checks(pid1), 0, "a server used within server_check_delay is not checked")
+        sleepSeconds(1.5)  // the server idles past server_check_delay
+        XCTAssertEqual(try backend(), pid1)
+        XCTAssertEqual(try checks(pid1), 1, "checked once before reuse:\n\(px.log())")
+
+        // Killed while idle: the next transaction gets a new server and no error.
+        sleepSeconds(1.5)
+        try pg.adminQuery("select pg_terminate_backend(\(pid1))")
+        let pid2 = try backend()
+        XCTAssertNotEqual(pid2, pid1)
+
+        // A check that fails closes the server; the transaction runs on a new one, without an error.
+        try pg.adminQuery("insert into pgswift_doomed values (\(pid2))", database: "testdb")
+        sleepSeconds(1.5)
+        let pid3 = try backend()
+        XCTAssertFalse([pid1, pid2].contains(pid3), "\(pid1) \(pid2) \(pid3)")
+        XCTAssertEqual(try checks(pid2), 0)
+        XCTAssertFalse(px.logLines(containing: "closing because: server_check_query failed").isEmpty, px.log())
+        XCTAssertTrue(waitUntil(timeout: 10) {
+            (try? pg.adminQuery("select count(*) from pg_stat_activity where pid = \(pid2)")) == "0"
+        }, "the server that failed its check is closed")
+    }
 }
+

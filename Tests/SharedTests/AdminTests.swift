@@ -383,13 +383,14 @@ final class AdminResultsTests: XCTestCase {
         AdminResults.version("pgswift 9.9", into: &out)
         XCTAssertEqual(AdminWire.rows(AdminWire.decode(out)), [["pgswift 9.9"]])
         out.clear()
-        AdminResults.lists(merged(), databases: 2, users: 3, into: &out)
+        AdminResults.lists(merged(), databases: 2, users: 3, dnsNames: 4, dnsQueries: 1, into: &out)
         let lists = AdminWire.rows(AdminWire.decode(out))
         XCTAssertEqual(lists.map { $0[0]! }, ["databases", "users", "peers", "pools", "peer_pools", "free_clients",
                                               "used_clients", "login_clients", "free_servers", "used_servers",
                                               "dns_names", "dns_zones", "dns_queries", "dns_pending"])
         XCTAssertEqual(lists[3], ["pools", "2"])
         XCTAssertEqual(lists[6], ["used_clients", "5"])
+        XCTAssertEqual(Array(lists[10...]), [["dns_names", "4"], ["dns_zones", "0"], ["dns_queries", "1"], ["dns_pending", "0"]])
     }
 
     func testShowWorkersAndEmpty() {

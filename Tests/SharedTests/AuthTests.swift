@@ -198,6 +198,20 @@ final class AuthTests: XCTestCase {
                           ClientScramSecrets().secret(for: "alice", password: "pw").salt)
     }
 
+    /// scram_iterations: the count of the secrets built from plain-text passwords (what the client
+    /// derives its proof with) and of the mock secrets of unknown users.
+    func testScramIterationsOfPlainPasswordAndMockSecrets() throws {
+        let key = Crypto.sha256(Array("k".utf8))
+        let secrets = ClientScramSecrets(saltKey: key, iterations: 5000)
+        let plain = secrets.secret(for: "alice", password: "pw")
+        XCTAssertEqual(plain.iterations, 5000)
+        XCTAssertEqual(plain, ScramSecret.derive(password: "pw", salt: plain.salt, iterations: 5000))
+        XCTAssertNotEqual(plain.storedKey, ScramSecret.derive(password: "pw", salt: plain.salt, iterations: 4096).storedKey)
+        let (ok, _) = runExchange(clientPassword: "pw", secret: plain)
+        XCTAssertNoThrow(try ok.get())
+        XCTAssertEqual(ScramSecret.mock(user: "ghost", processKey: key, iterations: 5000).iterations, 5000)
+    }
+
     func testStartupNamesAreTruncatedForErrors() {
         XCTAssertEqual(StartupMessage.truncatedName("short"), "short")
         XCTAssertEqual(StartupMessage.truncatedName(String(repeating: "a", count: 63)), String(repeating: "a", count: 63))

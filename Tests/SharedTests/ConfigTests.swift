@@ -77,6 +77,7 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(c.serverCheckQuery, "<empty>")
         XCTAssertEqual(c.serverCheckQueryToSend, "")
         XCTAssertEqual(c.serverCheckDelay, 30)
+        XCTAssertEqual(c.scramIterations, 4096)
         XCTAssertEqual(c.serverIdleTimeout, 600)
         XCTAssertEqual(c.serverLifetime, 3600)
         XCTAssertEqual(c.serverConnectTimeout, 15)
@@ -149,7 +150,8 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(Config.isImplemented(key: "client_tls_sslmode"), true)
         XCTAssertEqual(Config.isImplemented(key: "client_tls_dheparams"), false)
         XCTAssertEqual(Config.isImplemented(key: "reserve_pool_timeout"), true)
-        XCTAssertEqual(Config.isImplemented(key: "syslog"), false)
+        XCTAssertEqual(Config.isImplemented(key: "syslog"), true)
+        XCTAssertEqual(Config.isImplemented(key: "disable_pqexec"), false)
         XCTAssertEqual(Config.isImplemented(key: "user"), false)
         XCTAssertNil(Config.isImplemented(key: "no_such_key"))
     }
@@ -747,7 +749,7 @@ final class ConfigTests: XCTestCase {
     func testNotImplementedKeysWarnInsteadOfFailing() throws {
         let c = try parse("""
             [pgbouncer]
-            syslog = 1
+            disable_pqexec = 1
             user = postgres
             client_tls_dheparams = none
             client_tls_ecdhcurve = secp384r1
@@ -755,17 +757,43 @@ final class ConfigTests: XCTestCase {
             1 = host=/tmp/pgbouncer-1
             """)
         XCTAssertEqual(c.warnings.map(\.line), [2, 3, 4, 5, 6])
-        XCTAssertEqual(c.warnings[0].message, "syslog is not implemented by pgswift yet; ignored")
-        XCTAssertEqual(c.warnings[0].description, "test.ini:2: syslog is not implemented by pgswift yet; ignored")
+        XCTAssertEqual(c.warnings[0].message, "disable_pqexec is not implemented by pgswift yet; ignored")
+        XCTAssertEqual(c.warnings[0].description, "test.ini:2: disable_pqexec is not implemented by pgswift yet; ignored")
         XCTAssertTrue(c.warnings[1].message.hasPrefix("user is not implemented by pgswift yet"))
         XCTAssertEqual(c.clientTLSDHEParams, "none", "stored TLS keys are kept")
         XCTAssertEqual(c.clientTLSECDHCurve, "secp384r1")
-        XCTAssertEqual(c.ignoredSettings["syslog"], "1")
+        XCTAssertEqual(c.ignoredSettings["disable_pqexec"], "1")
         XCTAssertEqual(c.ignoredSettings["user"], "postgres")
         XCTAssertEqual(Config.isImplemented(key: "pkt_buf"), false)
         XCTAssertTrue(c.warnings[4].message.contains("[peers]"))
         // Values of ignored keys are still checked.
-        XCTAssertEqual(parseError("[pgbouncer]\nsyslog = sometimes\n")?.line, 2)
+        XCTAssertEqual(parseError("[pgbouncer]\ndisable_pqexec = sometimes\n")?.line, 2)
+    }
+
+    /// syslog, syslog_ident, syslog_facility: PgBouncer's defaults and facility names (in any case),
+    /// encoded as syslog(3) does; a name PgBouncer does not know is an error here (PgBouncer silently
+    /// uses daemon).
+    func testSyslogSettingsAndFacilityNames() throws {
+        let d = try parse("[pgbouncer]\n")
+        XCTAssertFalse(d.syslog)
+        XCTAssertEqual(d.syslogIdent, "pgbouncer")
+        XCTAssertEqual(d.syslogFacility, .daemon)
+        let c = try parse("[pgbouncer]\nsyslog = 1\nsyslog_ident = pgs-1\nsyslog_facility = LOCAL3\n")
+        XCTAssertTrue(c.syslog)
+        XCTAssertEqual(c.syslogIdent, "pgs-1")
+        XCTAssertEqual(c.syslogFacility, .local3)
+        XCTAssertEqual(c.warnings, [])
+        let codes: [(String, Int32)] = [("auth", 4 << 3), ("authpriv", 10 << 3), ("daemon", 3 << 3), ("user", 1 << 3),
+                                        ("local0", 16 << 3), ("local1", 17 << 3), ("local2", 18 << 3),
+                                        ("local3", 19 << 3), ("local4", 20 << 3), ("local5", 21 << 3),
+                                        ("local6", 22 << 3), ("local7", 23 << 3)]
+        XCTAssertEqual(codes.map { $0.0 }, SyslogFacility.allCases.map(\.rawValue), "PgBouncer's names, in its order")
+        for (name, code) in codes {
+            XCTAssertEqual(try parse("[pgbouncer]\nsyslog_facility = \(name)\n").syslogFacility.code, code, name)
+        }
+        let e = try XCTUnwrap(parseError("[pgbouncer]\nsyslog_facility = kern\n"))
+        XCTAssertEqual(e.line, 2)
+        XCTAssertTrue(e.message.contains("expected one of: auth, authpriv, daemon, user, local0"), e.message)
     }
 
     func testMissingMainSectionWarns() throws {
@@ -775,14 +803,14 @@ final class ConfigTests: XCTestCase {
     }
 
     func testSettingsListing() throws {
-        let c = try parse("[pgbouncer]\nlisten_port = 7777\nserver_idle_timeout = 0.25\nsyslog = 1\n")
+        let c = try parse("[pgbouncer]\nlisten_port = 7777\nserver_idle_timeout = 0.25\ndisable_pqexec = 1\n")
         let s = Dictionary(uniqueKeysWithValues: c.settings().map { ($0.key, $0) })
         XCTAssertEqual(s["listen_port"]?.value, "7777")
         XCTAssertEqual(s["listen_port"]?.defaultValue, "6432")
         XCTAssertEqual(s["server_idle_timeout"]?.value, "0.25")
         XCTAssertEqual(s["server_lifetime"]?.value, "3600")
-        XCTAssertEqual(s["syslog"]?.value, "1")
-        XCTAssertEqual(s["syslog"]?.implemented, false)
+        XCTAssertEqual(s["disable_pqexec"]?.value, "1")
+        XCTAssertEqual(s["disable_pqexec"]?.implemented, false)
         XCTAssertEqual(s["unix_socket_mode"]?.value, "511")
         XCTAssertEqual(s["workers"]?.value, String(c.workers))
     }

@@ -388,4 +388,24 @@ final class SystemTests: XCTestCase {
         XCTAssertFalse(log.enabled(.log))
         XCTAssertTrue(log.enabled(.error))
     }
+
+    // MARK: Syslog
+
+    /// The facility codes are libc's LOG_* values, and the levels map to PgBouncer's priorities
+    /// (debug is not sent). What reaches the syslog socket: EndToEndTests/SyslogTests.swift.
+    func testSyslogFacilityCodesAndPriorities() {
+        XCTAssertEqual(SyslogFacility.auth.code, LOG_AUTH)
+        XCTAssertEqual(SyslogFacility.authpriv.code, LOG_AUTHPRIV)
+        XCTAssertEqual(SyslogFacility.daemon.code, LOG_DAEMON)
+        XCTAssertEqual(SyslogFacility.user.code, LOG_USER)
+        XCTAssertEqual(SyslogFacility.local0.code, LOG_LOCAL0)
+        XCTAssertEqual(SyslogFacility.local7.code, LOG_LOCAL7)
+        XCTAssertEqual(Syslog.severity(.fatal), LOG_CRIT)
+        XCTAssertEqual(Syslog.severity(.error), LOG_ERR)
+        XCTAssertEqual(Syslog.severity(.warning), LOG_WARNING)
+        XCTAssertEqual(Syslog.severity(.log), LOG_INFO)
+        XCTAssertNil(Syslog.severity(.debug))
+        XCTAssertFalse(Syslog.isOn)
+    }
 }
+

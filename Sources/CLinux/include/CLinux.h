@@ -1,5 +1,6 @@
 // Linux APIs that Glibc does not export cleanly to Swift: epoll, signalfd, eventfd, timerfd,
-// accept4, pipe2, prctl, posix_spawn helpers, SCM_RIGHTS (CMSG macros) and errno access.
+// accept4, pipe2, prctl, posix_spawn helpers, SCM_RIGHTS (CMSG macros), errno access and syslog
+// (a variadic C function, which Swift does not import).
 // Deliberately no _GNU_SOURCE here: it breaks accept4's sockaddr argument in Swift.
 #ifndef PGSWIFT_CLINUX_H
 #define PGSWIFT_CLINUX_H
@@ -26,6 +27,7 @@
 #include <sys/wait.h>
 #include <sys/random.h>
 #include <netdb.h>
+#include <syslog.h>
 #include <time.h>
 
 extern int accept4(int sockfd, struct sockaddr *addr, socklen_t *addrlen, int flags);
@@ -210,5 +212,8 @@ static inline int64_t cl_atomic_cas_i64(int64_t *p, int64_t expected, int64_t de
     __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
     return expected;
 }
+
+/// syslog(3) of one message, never read as a format.
+static inline void cl_syslog(int priority, const char *message) { syslog(priority, "%s", message); }
 
 #endif

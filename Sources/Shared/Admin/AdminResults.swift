@@ -241,13 +241,15 @@ public enum AdminResults {
         }, into: &out)
     }
 
-    /// SHOW LISTS. `databases`, `users`: configured counts; the rest comes from the workers.
-    public static func lists(_ m: MergedStats, databases: Int, users: Int, into out: inout OutBuffer) {
+    /// SHOW LISTS. `databases`, `users`: configured counts; `dnsNames`, `dnsQueries`: the supervisor's
+    /// resolver (no zones: pgswift tracks none); the rest comes from the workers.
+    public static func lists(_ m: MergedStats, databases: Int, users: Int, dnsNames: Int = 0, dnsQueries: Int = 0,
+                             into out: inout OutBuffer) {
         let items: [(String, Int)] = [
             ("databases", databases), ("users", users), ("peers", 0), ("pools", m.pools.count), ("peer_pools", 0),
             ("free_clients", Int(m.lists.freeClients)), ("used_clients", Int(m.lists.usedClients)),
             ("login_clients", Int(m.lists.loginClients)), ("free_servers", Int(m.lists.freeServers)),
-            ("used_servers", Int(m.lists.usedServers)), ("dns_names", 0), ("dns_zones", 0), ("dns_queries", 0),
+            ("used_servers", Int(m.lists.usedServers)), ("dns_names", dnsNames), ("dns_zones", 0), ("dns_queries", dnsQueries),
             ("dns_pending", 0),
         ]
         resultSet(AdminColumns.lists, items.map { [$0.0, String($0.1)] }, into: &out)

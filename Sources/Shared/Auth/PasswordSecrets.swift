@@ -63,10 +63,11 @@ public struct ScramSecret: Sendable, Equatable, CustomStringConvertible {
     /// A secret for a user that does not exist, so that the exchange runs to the end and fails like a
     /// wrong password (as PostgreSQL does) instead of revealing that the user is unknown. The salt is
     /// stable per (processKey, user); the keys are all zero, which no proof can match.
-    public static func mock(user: String, processKey: [UInt8]) -> ScramSecret {
+    /// `iterations` is scram_iterations, as for plain-text passwords, so neither stands out.
+    public static func mock(user: String, processKey: [UInt8], iterations: Int = defaultIterations) -> ScramSecret {
         let salt = MockAuthKey.salt(user: user, key: processKey)
         let zero = [UInt8](repeating: 0, count: Crypto.sha256Length)
-        return ScramSecret(iterations: defaultIterations, salt: salt, storedKey: zero, serverKey: zero)
+        return ScramSecret(iterations: iterations, salt: salt, storedKey: zero, serverKey: zero)
     }
 
     public var description: String {
@@ -185,15 +186,11 @@ public final class ClientScramSecrets {
     public let saltKey: [UInt8]?
     private var entries: [String: Entry] = [:]
 
-    public init(saltKey: [UInt8]? = nil) {
-        self.iterations = ScramSecret.defaultIterations
-        self.saltKey = saltKey
-    }
-
-    public init(iterations: Int) {
+    /// `iterations`: scram_iterations (PgBouncer's count for the secrets it builds from plain text).
+    public init(saltKey: [UInt8]? = nil, iterations: Int = ScramSecret.defaultIterations) {
         precondition(iterations >= 1)
         self.iterations = iterations
-        self.saltKey = nil
+        self.saltKey = saltKey
     }
 
     public func secret(for user: String, password: String) -> ScramSecret {

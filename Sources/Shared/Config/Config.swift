@@ -55,6 +55,10 @@ public struct Config: Sendable {
     /// Raw value: "" disables the check, "<empty>" sends an empty query (see `serverCheckQueryToSend`).
     public var serverCheckQuery: String = "<empty>"
     public var serverCheckDelay: Double = 30
+    /// PBKDF2 iterations of the SCRAM secrets pgswift computes itself: for auth_file users with a
+    /// plain-text password, and for the mock exchange of unknown users (the same count, so the two
+    /// cannot be told apart).
+    public var scramIterations: Int = 4096
     public var serverIdleTimeout: Double = 600
     public var serverLifetime: Double = 3600
     public var serverConnectTimeout: Double = 15
@@ -73,6 +77,11 @@ public struct Config: Sendable {
     public var maxPacketSize: Int = 2147483647
 
     public var logfile: String? = nil
+    /// syslog = 1: every line at LOG level and above also goes to syslog (`Syslog`, Shared/System),
+    /// from the supervisor and every worker, under `syslogIdent` and `syslogFacility`.
+    public var syslog = false
+    public var syslogIdent = "pgbouncer"
+    public var syslogFacility: SyslogFacility = .daemon
     public var pidfile: String? = nil
     public var logConnections: Bool = true
     public var logDisconnections: Bool = true

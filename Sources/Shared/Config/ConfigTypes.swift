@@ -5,6 +5,29 @@ public enum PoolMode: String, Sendable, CaseIterable {
     case session, transaction, statement
 }
 
+/// Where syslog files the lines (PgBouncer's `syslog_facility`: its names, no others).
+public enum SyslogFacility: String, Sendable, CaseIterable {
+    case auth, authpriv, daemon, user, local0, local1, local2, local3, local4, local5, local6, local7
+
+    /// The facility as syslog(3) encodes it (`LOG_DAEMON` is 3 << 3...), the same on every Linux libc.
+    public var code: Int32 {
+        switch self {
+        case .user: return 1 << 3
+        case .daemon: return 3 << 3
+        case .auth: return 4 << 3
+        case .authpriv: return 10 << 3
+        case .local0: return 16 << 3
+        case .local1: return 17 << 3
+        case .local2: return 18 << 3
+        case .local3: return 19 << 3
+        case .local4: return 20 << 3
+        case .local5: return 21 << 3
+        case .local6: return 22 << 3
+        case .local7: return 23 << 3
+        }
+    }
+}
+
 /// How clients authenticate (PgBouncer's `auth_type`, spelled as PgBouncer spells it): the values
 /// pgswift can do. PgBouncer's others are refused at load time (`ConfigKeySpec.refusedValues`).
 public enum AuthType: String, Sendable, CaseIterable {

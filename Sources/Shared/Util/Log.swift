@@ -1,4 +1,5 @@
-// Logging: one line per event on stderr (and the logfile when set): time, pid, who, level, message.
+// Logging: one line per event on stderr (and the logfile when set): time, pid, who, level, message;
+// with `syslog`, also to syslog (Shared/System/Syslog.swift).
 public enum LogLevel: Int, Comparable, Sendable {
     case debug = 0, log, warning, error, fatal
     public static func < (a: LogLevel, b: LogLevel) -> Bool { a.rawValue < b.rawValue }
@@ -40,7 +41,9 @@ public struct Logger: Sendable {
 
     public func log(_ level: LogLevel, _ message: @autoclosure () -> String) {
         guard level >= minimumLevel else { return }
-        let line = "\(Clock.timestamp()) [\(Posix.getpid())] \(who) \(level.label) \(message())\n"
+        let text = message()
+        if Syslog.isOn { Syslog.send(level, "\(who) \(text)") }
+        let line = "\(Clock.timestamp()) [\(Posix.getpid())] \(who) \(level.label) \(text)\n"
         var copy = line
         copy.withUTF8 { buf in
             Posix.writeAll(2, UnsafeRawBufferPointer(buf))

@@ -147,7 +147,9 @@ extension Supervisor {
         case .servers: AdminResults.servers(m.servers, into: &out)
         case .lists:
             // PgBouncer counts its lists: the admin database and every user SHOW USERS shows.
-            AdminResults.lists(m, databases: databaseRows(m).count, users: userRows(m).count, into: &out)
+            let dns = dnsCounts()
+            AdminResults.lists(m, databases: databaseRows(m).count, users: userRows(m).count,
+                               dnsNames: dns.names, dnsQueries: dns.queries, into: &out)
         case .databases: AdminResults.databases(databaseRows(m), into: &out)
         case .users: AdminResults.users(userRows(m), into: &out)
         case .workers: AdminResults.workers(workerRows(m), into: &out)

@@ -12,6 +12,8 @@ struct StatsCollection {
         case pauseCheck
         /// Is no server in use anywhere yet (SHUTDOWN WAIT_FOR_SERVERS, ServiceStop.swift)?
         case serversCheck
+        /// /metrics requests waiting for fresh figures (MetricsServer.swift).
+        case metrics
     }
     var purpose: Purpose
     var waiting: Set<Int>
@@ -173,6 +175,8 @@ extension Supervisor {
             }
         case .serversCheck:
             serversChecked(merged, everyWorkerAnswered: c.waiting.isEmpty)
+        case .metrics:
+            metricsRoundDone(merged)
         }
     }
 
@@ -189,6 +193,7 @@ extension Supervisor {
         for c in statsState.collections.values { next = min(next, c.deadline) }
         if let t = statsState.nextPauseCheck { next = min(next, t) }
         if let t = statsState.nextServersCheck { next = min(next, t) }
+        if let t = statsState.metrics?.nextRoundAt { next = min(next, t) }
         return next
     }
 
@@ -209,6 +214,7 @@ extension Supervisor {
             statsState.serversCheckRunning = true
             startCollection(.serversCheck, clients: false, servers: false)
         }
+        startMetricsRound(now: now)
         if now >= statsState.nextTick {
             statsState.nextTick = now + 1_000_000_000
             for slot in slots where slot.pid != 0 && slot.ready && !slot.reportedSilent {

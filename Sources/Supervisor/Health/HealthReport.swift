@@ -23,6 +23,17 @@ extension Supervisor {
         }
     }
 
+    /// PgBouncer's SHOW LISTS dns_names and dns_queries: the distinct host names the supervisor
+    /// resolves that have an answer (or a failure) cached or a lookup running, and the lookups running.
+    func dnsCounts() -> (names: Int, queries: Int) {
+        let running = healthState.resolver?.inFlight ?? []
+        var names = Set<String>()
+        for t in healthState.targets where t.kind == .name && (t.resolvedAt > 0 || running.contains(t.key)) {
+            names.insert(t.host)
+        }
+        return (names.count, running.count)
+    }
+
     /// Appended to /metrics: one series per backend host.
     func healthMetrics() -> String {
         var w = PrometheusTextWriter(capacity: 1024)

@@ -12,6 +12,10 @@ struct MetricsInput {
     var configuredUsers = 0
     var maxClientConnections: Int64 = 0
     var maxUserConnections: Int64 = 0
+    /// Host names the supervisor resolves (answered or being looked up) and lookups running now
+    /// (`Supervisor.dnsCounts`). pgswift has no DNS zones (dns_zone_check_period is not implemented).
+    var cachedDNSNames: Int64 = 0
+    var inFlightDNSQueries: Int64 = 0
     var version = "pgswift " + PgswiftVersion.string
 }
 
@@ -159,9 +163,9 @@ enum MetricsExposition {
             ("pgbouncer_login_clients", "Clients still logging in.", Int64(m.lists.loginClients)),
             ("pgbouncer_free_servers", "Server records allocated but unused.", Int64(m.lists.freeServers)),
             ("pgbouncer_used_servers", "Server records in use.", Int64(m.lists.usedServers)),
-            ("pgbouncer_cached_dns_names", "Host names in the DNS cache.", 0),
-            ("pgbouncer_cached_dns_zones", "DNS zones in the DNS cache.", 0),
-            ("pgbouncer_in_flight_dns_queries", "DNS lookups in progress.", 0),
+            ("pgbouncer_cached_dns_names", "Host names in the DNS cache.", input.cachedDNSNames),
+            ("pgbouncer_cached_dns_zones", "DNS zones in the DNS cache (always 0: pgswift tracks no zones).", 0),
+            ("pgbouncer_in_flight_dns_queries", "DNS lookups in progress.", input.inFlightDNSQueries),
         ]
         for (name, help, value) in lists {
             w.family(name, .gauge, help)

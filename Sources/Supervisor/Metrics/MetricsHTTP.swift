@@ -90,26 +90,37 @@ enum MetricsHTTP {
         return out
     }
 
-    /// Answers a parsed request. `metrics` is called only for /metrics; `healthy` says whether every
-    /// worker slot has a ready worker.
-    static func route(_ request: HTTPRequest, healthy: Bool, metrics: () -> String) -> [UInt8] {
+    /// Answers a parsed request, except /metrics: its body needs fresh figures from the workers, so
+    /// the caller answers it later with `metricsResponse`. `healthy` says whether every worker slot
+    /// has a ready worker.
+    static func route(_ request: HTTPRequest, healthy: Bool) -> MetricsRoute {
         let head = request.method == "HEAD"
         guard request.method == "GET" || head else {
-            return response(status: 405, reason: "Method Not Allowed", body: Array("method not allowed\n".utf8),
-                            extraHeaders: [("Allow", "GET, HEAD")])
+            return .answer(response(status: 405, reason: "Method Not Allowed", body: Array("method not allowed\n".utf8),
+                                    extraHeaders: [("Allow", "GET, HEAD")]))
         }
         switch request.path {
         case "/metrics":
-            return response(status: 200, reason: "OK", contentType: MetricsExposition.contentType,
-                            body: Array(metrics().utf8), headOnly: head)
+            return .metrics(headOnly: head)
         case "/health", "/healthz":
-            return healthy
+            return .answer(healthy
                 ? response(status: 200, reason: "OK", body: Array("ok\n".utf8), headOnly: head)
-                : response(status: 503, reason: "Service Unavailable", body: Array("unavailable\n".utf8), headOnly: head)
+                : response(status: 503, reason: "Service Unavailable", body: Array("unavailable\n".utf8), headOnly: head))
         default:
-            return response(status: 404, reason: "Not Found", body: Array("not found\n".utf8), headOnly: head)
+            return .answer(response(status: 404, reason: "Not Found", body: Array("not found\n".utf8), headOnly: head))
         }
     }
+
+    /// The answer to /metrics once its body is rendered.
+    static func metricsResponse(body: [UInt8], headOnly: Bool) -> [UInt8] {
+        response(status: 200, reason: "OK", contentType: MetricsExposition.contentType, body: body, headOnly: headOnly)
+    }
+}
+
+/// What a request gets: an answer now, or the metrics once the workers have sent fresh figures.
+enum MetricsRoute: Equatable {
+    case answer([UInt8])
+    case metrics(headOnly: Bool)
 }
 
 /// One accepted /metrics connection, driven by the supervisor's epoll loop.
@@ -124,6 +135,9 @@ struct MetricsConnection {
         case readMore
         /// Output is pending: watch EPOLLOUT and write `pendingOutput`.
         case write
+        /// The request is /metrics: wait for the workers' figures (`answerMetrics`), reading only to
+        /// notice the client leaving.
+        case awaitMetrics
         /// Done (or hopeless): close the socket.
         case close
     }
@@ -131,12 +145,20 @@ struct MetricsConnection {
     private(set) var input: [UInt8] = []
     private(set) var output: [UInt8] = []
     private(set) var written = 0
+    /// A /metrics request waits for its body; `headOnly` for HEAD.
+    private(set) var awaitingMetrics = false
+    private(set) var headOnly = false
 
     var pendingOutput: ArraySlice<UInt8> { output[written...] }
 
-    /// Feeds bytes read from the socket (an empty read is EOF). `respond` builds the answer once the
-    /// request is complete.
-    mutating func received(_ bytes: [UInt8], respond: (HTTPRequest) -> [UInt8]) -> Action {
+    /// Feeds bytes read from the socket (an empty read is EOF). `respond` routes the request once it
+    /// is complete.
+    mutating func received(_ bytes: [UInt8], respond: (HTTPRequest) -> MetricsRoute) -> Action {
+        if awaitingMetrics {
+            // Anything sent after the request is ignored; a client that hangs up gets no answer
+            // (reading EOF again and again would spin the loop until the figures come).
+            return bytes.isEmpty ? .close : .awaitMetrics
+        }
         guard output.isEmpty else { return .write }  // ignore anything sent after the request
         if bytes.isEmpty { return .close }
         // Keep at most one byte past the limit: enough for parse() to tell "too large" from "incomplete".
@@ -147,9 +169,25 @@ struct MetricsConnection {
         case .invalid(let status, let reason):
             output = MetricsHTTP.response(status: status, reason: reason, body: Array("\(reason)\n".utf8))
         case .request(let request):
-            output = respond(request)
+            switch respond(request) {
+            case .answer(let bytes):
+                output = bytes
+            case .metrics(let head):
+                input = []
+                awaitingMetrics = true
+                headOnly = head
+                return .awaitMetrics
+            }
         }
         input = []
+        return .write
+    }
+
+    /// The body of an awaited /metrics answer: the response is now pending output.
+    mutating func answerMetrics(body: [UInt8]) -> Action {
+        guard awaitingMetrics else { return output.isEmpty ? .close : .write }
+        awaitingMetrics = false
+        output = MetricsHTTP.metricsResponse(body: body, headOnly: headOnly)
         return .write
     }
 

@@ -24,6 +24,21 @@ final class MetricsServer {
     var expiredCount = 0
     var lastReported = (evicted: 0, refused: 0, expired: 0)
 
+    /// /metrics requests are answered from a round of StatsRequests to every worker (a scrape shows
+    /// what the workers hold when it arrives, not their last once-a-second push). Requests that come
+    /// while a round is in flight wait for the next one, so no answer predates its request; one round
+    /// answers every request waiting for it, and rounds start at most every `roundGapNanos`, so a
+    /// burst of scrapes costs the workers a few snapshots, not one each.
+    static let roundGapNanos: Int64 = 100_000_000
+    /// Requests waiting for the next round.
+    private(set) var awaitingNextRound: Set<Int32> = []
+    /// Requests answered when the round in flight ends.
+    private(set) var inRound: Set<Int32> = []
+    private(set) var roundInFlight = false
+    private var lastRoundStart: Int64 = 0
+    /// Rounds started since start (a test hook and a figure for debugging).
+    private(set) var rounds = 0
+
     let log: Logger
 
     init(listenFD: Int32, address: String, log: Logger) {
@@ -60,7 +75,7 @@ final class MetricsServer {
         }
     }
 
-    func handle(_ token: SupervisorToken, epoll: borrowing Epoll, respond: (HTTPRequest) -> [UInt8]) {
+    func handle(_ token: SupervisorToken, epoll: borrowing Epoll, respond: (HTTPRequest) -> MetricsRoute) {
         if token == .metricsListener {
             accept(epoll: epoll, respond: respond)
         } else {
@@ -69,7 +84,7 @@ final class MetricsServer {
         }
     }
 
-    private func accept(epoll: borrowing Epoll, respond: (HTTPRequest) -> [UInt8]) {
+    private func accept(epoll: borrowing Epoll, respond: (HTTPRequest) -> MetricsRoute) {
         var peer = SocketAddress()
         let now = Clock.monotonicNanos()
         for _ in 0..<Self.acceptsPerEvent {
@@ -88,9 +103,16 @@ final class MetricsServer {
             }
             var answerable: [Int32] = []
             let admission = limits.admit(fd, address: MetricsConnectionLimits.host(of: peer.description), now: now) { victim in
-                guard readRequest(victim, respond: respond) else { return false }
-                answerable.append(victim)
-                return true
+                switch readRequest(victim, respond: respond) {
+                case .write?:
+                    answerable.append(victim)
+                    return true
+                case .awaitMetrics?:
+                    awaitingNextRound.insert(victim)
+                    return true
+                default:
+                    return false
+                }
             }
             // Requests found complete while looking for a victim are answered now.
             for ready in answerable { serve(ready, epoll: epoll, respond: respond) }
@@ -113,14 +135,26 @@ final class MetricsServer {
         }
     }
 
-    private func serve(_ fd: Int32, epoll: borrowing Epoll, respond: (HTTPRequest) -> [UInt8]) {
+    private func serve(_ fd: Int32, epoll: borrowing Epoll, respond: (HTTPRequest) -> MetricsRoute) {
         guard var conn = connections[fd] else { return }
         var action = MetricsConnection.Action.write
         if conn.pendingOutput.isEmpty {
             guard let a = read(fd, &conn, respond: respond) else { return }
             action = a
-            if action == .write { limits.requestComplete(fd) }
+            if action == .write || action == .awaitMetrics { limits.requestComplete(fd) }
         }
+        if action == .awaitMetrics {
+            connections[fd] = conn
+            if !inRound.contains(fd) { awaitingNextRound.insert(fd) }
+            return
+        }
+        flush(fd, &conn, action, epoll: epoll)
+    }
+
+    /// Writes what the connection has pending until done (closed) or the socket is full (EPOLLOUT).
+    private func flush(_ fd: Int32, _ conn: inout MetricsConnection, _ first: MetricsConnection.Action,
+                       epoll: borrowing Epoll) {
+        var action = first
         while action == .write {
             let pending = Array(conn.pendingOutput)
             var written = 0
@@ -144,8 +178,43 @@ final class MetricsServer {
         }
     }
 
+    // MARK: Rounds
+
+    /// Whether a round should start now: requests wait, none is in flight, and the last one started
+    /// at least `roundGapNanos` ago.
+    func roundDue(now: Int64) -> Bool {
+        !awaitingNextRound.isEmpty && !roundInFlight && (rounds == 0 || now - lastRoundStart >= Self.roundGapNanos)
+    }
+
+    /// When the stats timer must start a round that `roundDue` held back; nil when none waits.
+    var nextRoundAt: Int64? {
+        guard !awaitingNextRound.isEmpty, !roundInFlight else { return nil }
+        return lastRoundStart + Self.roundGapNanos
+    }
+
+    /// The requests waiting now are the ones this round answers.
+    func beginRound(now: Int64) {
+        inRound = awaitingNextRound
+        awaitingNextRound = []
+        roundInFlight = true
+        lastRoundStart = now
+        rounds += 1
+    }
+
+    /// The round's figures are in: every request of the round gets `body` (or its head).
+    func answerRound(body: [UInt8], epoll: borrowing Epoll) {
+        let fds = inRound
+        inRound = []
+        roundInFlight = false
+        for fd in fds.sorted() {
+            guard var conn = connections[fd] else { continue }
+            let action = conn.answerMetrics(body: body)
+            flush(fd, &conn, action, epoll: epoll)
+        }
+    }
+
     /// One read into the connection's state machine; nil when the socket had nothing (EAGAIN).
-    private func read(_ fd: Int32, _ conn: inout MetricsConnection, respond: (HTTPRequest) -> [UInt8]) -> MetricsConnection.Action? {
+    private func read(_ fd: Int32, _ conn: inout MetricsConnection, respond: (HTTPRequest) -> MetricsRoute) -> MetricsConnection.Action? {
         var buf = [UInt8](repeating: 0, count: 4096)
         let r = buf.withUnsafeMutableBytes { raw -> IOResult? in try? Posix.read(fd, raw.baseAddress!, raw.count) }
         let n: Int
@@ -157,12 +226,14 @@ final class MetricsServer {
         return conn.received(Array(buf[0..<n]), respond: respond)
     }
 
-    /// Reads an eviction candidate: true when its request is now complete (its answer is built).
-    private func readRequest(_ fd: Int32, respond: (HTTPRequest) -> [UInt8]) -> Bool {
-        guard var conn = connections[fd], conn.pendingOutput.isEmpty else { return false }
+    /// Reads an eviction candidate: `.write` when its request is now complete (its answer is built),
+    /// `.awaitMetrics` when it is a /metrics request (answered by the next round); nil when nothing
+    /// was read.
+    private func readRequest(_ fd: Int32, respond: (HTTPRequest) -> MetricsRoute) -> MetricsConnection.Action? {
+        guard var conn = connections[fd], conn.pendingOutput.isEmpty, !conn.awaitingMetrics else { return nil }
         let action = read(fd, &conn, respond: respond)
         connections[fd] = conn
-        return action == .write
+        return action
     }
 
     private func close(_ fd: Int32, epoll: borrowing Epoll) {
@@ -170,6 +241,8 @@ final class MetricsServer {
         Posix.close(fd)
         connections[fd] = nil
         limits.closed(fd)
+        awaitingNextRound.remove(fd)
+        inRound.remove(fd)
     }
 
     /// From the supervisor's 1 s tick: closes connections idle or open too long, puts a parked
@@ -212,14 +285,30 @@ extension Supervisor {
 
     func handleMetrics(_ token: SupervisorToken) {
         guard let server = statsState.metrics else { return }
-        server.handle(token, epoll: epoll) { request in
-            let healthy = stopping == nil && slots.allSatisfy { $0.pid != 0 && $0.ready }
-            return MetricsHTTP.route(request, healthy: healthy) { MetricsExposition.render(metricsInput()) + healthMetrics() }
-        }
+        let healthy = stopping == nil && slots.allSatisfy { $0.pid != 0 && $0.ready }
+        server.handle(token, epoll: epoll) { MetricsHTTP.route($0, healthy: healthy) }
+        startMetricsRound(now: Clock.monotonicNanos())
     }
 
-    func metricsInput() -> MetricsInput {
-        let merged = latestMerged()
+    /// Asks every worker for a fresh snapshot for the /metrics requests waiting, when a round is due
+    /// (`MetricsServer.roundDue`; otherwise the stats timer comes back at `nextRoundAt`). The answer
+    /// comes at `metricsRoundDone`, within `SupervisorStatsState.collectionTimeoutNanos` whatever the
+    /// workers do: a worker that is late counts with its last periodic snapshot.
+    func startMetricsRound(now: Int64) {
+        guard let server = statsState.metrics, server.roundDue(now: now) else { return }
+        server.beginRound(now: now)
+        startCollection(.metrics, clients: false, servers: false)
+    }
+
+    /// The round's snapshots are in (or its time is up): one body for every request of the round.
+    func metricsRoundDone(_ merged: MergedStats) {
+        guard let server = statsState.metrics else { return }
+        let body = Array((MetricsExposition.render(metricsInput(merged)) + healthMetrics()).utf8)
+        server.answerRound(body: body, epoll: epoll)
+        startMetricsRound(now: Clock.monotonicNanos())
+    }
+
+    func metricsInput(_ merged: MergedStats) -> MetricsInput {
         var input = MetricsInput(merged: merged)
         input.databases = databaseRows(merged)
         input.workers = workerRows(merged)
@@ -227,6 +316,9 @@ extension Supervisor {
         input.configuredUsers = config.users.count
         input.maxClientConnections = Int64(config.maxClientConn)
         input.maxUserConnections = Int64(config.maxUserConnections)
+        let dns = dnsCounts()
+        input.cachedDNSNames = Int64(dns.names)
+        input.inFlightDNSQueries = Int64(dns.queries)
         return input
     }
 }

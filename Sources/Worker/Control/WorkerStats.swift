@@ -191,7 +191,13 @@ extension Worker {
             var stateName = ""
             switch state {
             case .active, .authQuery: ps[sp].svActive += 1; stateName = "active"
-            case .idle: ps[sp].svIdle += 1; stateName = "idle"
+            case .idle:
+                // PgBouncer's sv_used: idle past server_check_delay, checked before its next client.
+                if now &- servers[si].stateSince >= hot.pointee.serverCheckDelay {
+                    ps[sp].svUsed += 1; stateName = "used"
+                } else {
+                    ps[sp].svIdle += 1; stateName = "idle"
+                }
             case .beingCanceled: ps[sp].svBeingCanceled += 1; stateName = "being_canceled"
             case .resetting: ps[sp].svTested += 1; stateName = "tested"
             case .connecting, .login: ps[sp].svLogin += 1; stateName = "new"

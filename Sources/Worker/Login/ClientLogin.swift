@@ -274,10 +274,10 @@ extension Worker {
                 case .plain(let pw)?: s = clientSecrets.secret(for: info.user, password: pw)
                 case .md5?:
                     info.mockReason = "the user's secret is an MD5 hash, which cannot do SCRAM"
-                    s = ScramSecret.mock(user: info.user, processKey: mockAuthKey)
+                    s = ScramSecret.mock(user: info.user, processKey: mockAuthKey, iterations: clientSecrets.iterations)
                 case nil:
                     info.mockReason = authQueryFound ? "the user has no password" : "no such user"
-                    s = ScramSecret.mock(user: info.user, processKey: mockAuthKey)
+                    s = ScramSecret.mock(user: info.user, processKey: mockAuthKey, iterations: clientSecrets.iterations)
                 }
                 // On TLS, -PLUS (tls-server-end-point channel binding) is offered first, as PostgreSQL does.
                 let binding = scramChannelBinding(ci)

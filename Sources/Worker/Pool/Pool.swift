@@ -46,6 +46,8 @@ struct Pool {
     /// Server connections of this pool in any state (connecting, login, idle, active, resetting).
     var serverCount = 0
     var connectingCount = 0
+    /// Servers running server_check_query for a waiting client (States.swift keeps it).
+    var checkingCount = 0
     var activeCount = 0
     var clientCount = 0
     /// min(size + reserve, this worker's quota): server connections this worker may hold (Quotas.swift).

@@ -204,6 +204,8 @@ struct Server {
     var watchTags = false
     /// A tag showed session state a later client must not inherit: reset before reuse.
     var needsReset = false
+    /// In `.resetting` for server_check_query (not a reset): counted in the pool's `checkingCount`.
+    var checking = false
     /// When the last ReadyForQuery arrived (idle_transaction_timeout).
     var lastReady: Int64 = 0
     /// Expected answers for what was forwarded on a tracked link (see Prepared.swift); nil until used.

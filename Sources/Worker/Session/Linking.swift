@@ -14,6 +14,13 @@ extension Worker {
         if !paused && !pools[pi].limits.dbPaused {
             let si = pools[pi].idleHead
             if si >= 0 {
+                // server_check_delay: one compare for a server used recently; one idle longer is
+                // checked first, and the client waits for it (or for whatever serves it sooner).
+                if now &- servers[si].stateSince >= hot.pointee.serverCheckDelay {
+                    setClientState(ci, .waitServer)
+                    checkServer(si)
+                    return false
+                }
                 link(ci, si)
                 return clients[ci].state == .active
             }
@@ -32,10 +39,11 @@ extension Worker {
         return false
     }
 
-    /// Opens server connections while clients wait and the pool has room.
+    /// Opens server connections while clients wait and the pool has room. A server being checked
+    /// (server_check_query) counts as one coming, as one connecting does.
     func launchIfNeeded(_ p: Int32) {
         let pi = Int(p)
-        while pools[pi].waitCount > pools[pi].connectingCount && pools[pi].serverCount < pools[pi].limit
+        while pools[pi].waitCount > pools[pi].connectingCount + pools[pi].checkingCount && pools[pi].serverCount < pools[pi].limit
                 && pools[pi].connectingCount < Worker.maxConcurrentConnectsPerPool {
             if loginRetryPending(pi) { return }
             // max_db_connections / max_user_connections for the whole service (ServiceLimits.swift).
@@ -210,17 +218,44 @@ extension Worker {
         setServerState(si, .idle)
     }
 
-    /// Serves waiting clients from idle servers (after RESUME) and launches what is missing.
+    /// Serves waiting clients from idle servers (after RESUME, after a failed server_check_query) and
+    /// launches what is missing. A server idle past server_check_delay is checked first, one per
+    /// waiting client not already waiting for a check.
     func serveWaiting(_ p: Int32) {
         let pi = Int(p)
         if pools[pi].limits.dbPaused { return }
         while pools[pi].waitHead >= 0 && pools[pi].idleHead >= 0 {
             let si = pools[pi].idleHead
+            if now &- servers[si].stateSince >= hot.pointee.serverCheckDelay {
+                if pools[pi].checkingCount >= pools[pi].waitCount { break }
+                checkServer(si)  // leaves the idle list
+                continue
+            }
             let ci = pools[pi].waitHead
             link(ci, si)
             clientData(ci)
         }
         launchIfNeeded(p)
+    }
+
+    /// PgBouncer's server_check_query before reuse: the idle server runs it (state `.resetting`,
+    /// `checking`; its answers are swallowed as a reset's are) and goes back through `serverIdle`
+    /// when it passes, to the first waiting client. An error closes it (`resetDone`) and the clients
+    /// waiting get another server (`serveWaiting`); a broken connection does the same through the
+    /// usual path (`serverBroken` launches a new one).
+    @inline(never)  // cold: only servers idle past server_check_delay
+    func checkServer(_ si: Int32) {
+        let p = Int(servers[si].pool)
+        let sql = config.serverCheckQueryToSend ?? ""
+        log.debug("S-\(servers[si].id): idle \((now - servers[si].stateSince) / 1_000_000) ms, checking: \(sql)")
+        setServerState(si, .resetting)
+        servers[si].checking = true
+        pools[p].checkingCount += 1
+        scratch.clear()
+        Frontend.query(into: &scratch, sql: sql)
+        servers[si].io.out.append(scratch)
+        servers[si].internalQueries += 1
+        flushServer(si)
     }
 
     /// The client left while linked. A clean server is reset (session mode) or parked; one caught
@@ -286,6 +321,10 @@ extension Worker {
     }
 
     func resetDone(_ si: Int32) {
+        if servers[si].checking {
+            checkDone(si)
+            return
+        }
         servers[si].needsReset = false
         if servers[si].txStatus != UInt8(ascii: "I") {
             closeServer(si, reason: "still in a transaction after ROLLBACK")
@@ -299,6 +338,24 @@ extension Worker {
             servers[si].paramsKey = serverParamsKey(si)
         }
         serverIdle(si)
+    }
+}
+
+extension Worker {
+    /// server_check_query answered (its ReadyForQuery): a server that passed goes back to the pool
+    /// (the first waiting client gets it); one that failed, or was left inside a transaction, is
+    /// closed and the waiting clients are served by another.
+    func checkDone(_ si: Int32) {
+        let p = servers[si].pool
+        let failed = servers[si].dirty ? "server_check_query failed"
+            : servers[si].txStatus != UInt8(ascii: "I") ? "server_check_query left a transaction open" : nil
+        guard let reason = failed else {
+            serverIdle(si)
+            return
+        }
+        log.info("S-\(servers[si].id): closing because: \(reason) (backend pid \(servers[si].backendPID))")
+        closeServer(si, reason: reason)
+        if !paused { serveWaiting(p) }
     }
 }
 

@@ -8,6 +8,7 @@
 //   client .waitWelcome        counted in its pool's welcomeWaitCount (until detachClient)
 //   server .connecting/.login  counted in connectingCount
 //   server .idle               in its pool's idle list (LIFO), counted in idleCount
+//   server .resetting + checking  running server_check_query, counted in checkingCount
 //   server .active             counted in the pool's activeCount and the worker's activeServerCount
 //   server, any but .free and .cancelRequest: counted in serverCount (a cancel connection is not
 //   one of the pool's servers)
@@ -51,6 +52,12 @@ extension Worker {
             activeServerCount -= 1
         case .connecting, .login:
             if to != .connecting && to != .login { pools[p].connectingCount -= 1 }
+        case .resetting:
+            // The end of a server_check_query, passed or not (Linking.swift, `checkServer`).
+            if servers[si].checking {
+                servers[si].checking = false
+                pools[p].checkingCount -= 1
+            }
         default:
             break
         }
@@ -92,7 +99,7 @@ extension Worker {
     func checkPoolInvariants(_ p: Int32) {
         guard p >= 0, Int(p) < pools.capacity, pools[Int(p)].inUse else { return }
         let pi = Int(p)
-        var idle = 0, wait = 0, all = 0, connecting = 0, active = 0, activeAll = 0
+        var idle = 0, wait = 0, all = 0, connecting = 0, active = 0, activeAll = 0, checking = 0
         var si = pools[pi].idleHead, last: Int32 = -1
         while si >= 0 {
             precondition(servers[si].state == .idle, "S-\(servers[si].id) in the idle list in state \(servers[si].state)")
@@ -123,15 +130,18 @@ extension Worker {
                 all += 1
                 if s == .connecting || s == .login { connecting += 1 }
                 if s == .active { active += 1 }
+                if servers[i].checking { checking += 1 }
             }
             i += 1
         }
         let c = pools[pi]
         precondition(idle == c.idleCount && wait == c.waitCount && all == c.serverCount
-                     && connecting == c.connectingCount && active == c.activeCount && activeAll == activeServerCount,
+                     && connecting == c.connectingCount && active == c.activeCount && activeAll == activeServerCount
+                     && checking == c.checkingCount,
                      "pool \(c.database)/\(c.user): counters idle \(c.idleCount) wait \(c.waitCount) servers \(c.serverCount) "
-                     + "connecting \(c.connectingCount) active \(c.activeCount) (worker \(activeServerCount)), but the lists "
-                     + "and states say \(idle) \(wait) \(all) \(connecting) \(active) (\(activeAll))")
+                     + "connecting \(c.connectingCount) active \(c.activeCount) (worker \(activeServerCount)) checking "
+                     + "\(c.checkingCount), but the lists and states say \(idle) \(wait) \(all) \(connecting) \(active) "
+                     + "(\(activeAll)) \(checking)")
     }
 
     /// State-scoped fields: flags that mean something in some states only. The transitions above end
@@ -141,9 +151,11 @@ extension Worker {
     ///   server.internalQueries  only `.active` (parameter SETs before the client's query), `.resetting`
     ///                           (ROLLBACK, server_reset_query) and `.closing`/`.beingCanceled` (a
     ///                           server dropped before its swallowed answers came)
+    ///   server.checking         only `.resetting` (server_check_query running)
     ///   client.skipUntilSync    only `.idle`, `.waitServer`, `.active` (a logged-in client)
     func checkScopedFields(server si: Int32) {
         let s = servers[si]
+        precondition(!s.checking || s.state == .resetting, "S-\(s.id): checking in state \(s.state)")
         precondition(!s.releaseOnFlush || s.state == .active, "S-\(s.id): releaseOnFlush in state \(s.state)")
         precondition(s.internalQueries == 0 || s.state == .active || s.state == .resetting || s.state == .closing
                      || s.state == .beingCanceled,

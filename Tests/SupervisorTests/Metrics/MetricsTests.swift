@@ -38,6 +38,8 @@ final class MetricsExpositionTests: XCTestCase {
         input.configuredDatabases = 2
         input.configuredUsers = 1
         input.maxClientConnections = 100
+        input.cachedDNSNames = 3
+        input.inFlightDNSQueries = 1
         return input
     }
 
@@ -192,6 +194,9 @@ final class MetricsExpositionTests: XCTestCase {
         XCTAssertTrue(text.contains("pgswift_query_duration_seconds_bucket{database=\"db\\\"1\\\\x\\ny\",user=\"app\",le=\"0.000016\"} 2\n"))
         XCTAssertTrue(text.contains("pgswift_query_duration_seconds_bucket{database=\"db\\\"1\\\\x\\ny\",user=\"app\",le=\"+Inf\"} 10\n"))
         XCTAssertTrue(text.contains("pgswift_worker_up{slot=\"1\"} 0\n"))
+        XCTAssertTrue(text.contains("\npgbouncer_cached_dns_names 3\n"))
+        XCTAssertTrue(text.contains("\npgbouncer_in_flight_dns_queries 1\n"))
+        XCTAssertTrue(text.contains("\npgbouncer_cached_dns_zones 0\n"))
         XCTAssertTrue(text.contains("pgswift_worker_cpu_seconds_total{slot=\"0\"} 2.000001\n"))
         XCTAssertTrue(text.contains("pgbouncer_databases_disabled{name=\"db1\",host=\"\",port=\"5432\",database=\"real\",force_user=\"u\",pool_mode=\"transaction\"} 1\n"))
         // Only the pool that recorded queries has a series: an empty histogram is not written (with
@@ -275,12 +280,16 @@ final class MetricsHTTPTests: XCTestCase {
 
     func testRoutes() {
         func answer(_ method: String, _ path: String, healthy: Bool = true) -> String {
-            String(decoding: MetricsHTTP.route(HTTPRequest(method: method, path: path, version: "HTTP/1.1"),
-                                               healthy: healthy, metrics: { "m 1\n" }), as: UTF8.self)
+            switch MetricsHTTP.route(HTTPRequest(method: method, path: path, version: "HTTP/1.1"), healthy: healthy) {
+            case .answer(let bytes): return String(decoding: bytes, as: UTF8.self)
+            case .metrics(let head): return head ? "metrics head" : "metrics"
+            }
         }
-        XCTAssertEqual(answer("GET", "/metrics"),
+        XCTAssertEqual(answer("GET", "/metrics"), "metrics")
+        XCTAssertEqual(answer("HEAD", "/metrics"), "metrics head")
+        XCTAssertEqual(String(decoding: MetricsHTTP.metricsResponse(body: Array("m 1\n".utf8), headOnly: false), as: UTF8.self),
                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: 4\r\nConnection: close\r\n\r\nm 1\n")
-        XCTAssertEqual(answer("HEAD", "/metrics"),
+        XCTAssertEqual(String(decoding: MetricsHTTP.metricsResponse(body: Array("m 1\n".utf8), headOnly: true), as: UTF8.self),
                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: 4\r\nConnection: close\r\n\r\n")
         XCTAssertTrue(answer("GET", "/health").hasSuffix("\r\n\r\nok\n"))
         XCTAssertTrue(answer("GET", "/health", healthy: false).hasPrefix("HTTP/1.1 503 Service Unavailable\r\n"))
@@ -288,23 +297,36 @@ final class MetricsHTTPTests: XCTestCase {
         let post = answer("POST", "/metrics")
         XCTAssertTrue(post.hasPrefix("HTTP/1.1 405 Method Not Allowed\r\n"))
         XCTAssertTrue(post.contains("\r\nAllow: GET, HEAD\r\n"))
-        var called = false
-        _ = MetricsHTTP.route(HTTPRequest(method: "GET", path: "/health", version: "HTTP/1.1"), healthy: true,
-                              metrics: { called = true; return "" })
-        XCTAssertFalse(called, "metrics rendered for /health")
     }
 
     func testConnectionLifecycle() {
         var c = MetricsConnection()
-        let respond: (HTTPRequest) -> [UInt8] = { MetricsHTTP.route($0, healthy: true, metrics: { "x 1\n" }) }
+        let respond: (HTTPRequest) -> MetricsRoute = { MetricsHTTP.route($0, healthy: true) }
         XCTAssertEqual(c.received(bytes("GET /met"), respond: respond), .readMore)
-        XCTAssertEqual(c.received(bytes("rics HTTP/1.1\r\n\r\n"), respond: respond), .write)
+        // /metrics waits for the round's figures; more input meanwhile is ignored.
+        XCTAssertEqual(c.received(bytes("rics HTTP/1.1\r\n\r\n"), respond: respond), .awaitMetrics)
+        XCTAssertTrue(c.pendingOutput.isEmpty)
+        XCTAssertEqual(c.received(bytes("more"), respond: respond), .awaitMetrics)
+        XCTAssertEqual(c.answerMetrics(body: bytes("x 1\n")), .write)
         let total = c.pendingOutput.count
         XCTAssertTrue(String(decoding: c.pendingOutput, as: UTF8.self).hasPrefix("HTTP/1.1 200 OK"))
+        XCTAssertTrue(String(decoding: c.pendingOutput, as: UTF8.self).hasSuffix("\r\n\r\nx 1\n"))
         XCTAssertEqual(c.wrote(10), .write)
         XCTAssertEqual(c.pendingOutput.count, total - 10)
         XCTAssertEqual(c.received(bytes("more"), respond: respond), .write)  // extra input is ignored
         XCTAssertEqual(c.wrote(total - 10), .close)
+
+        // A client that hangs up while its figures are collected is closed, not read again and again.
+        var leaving = MetricsConnection()
+        XCTAssertEqual(leaving.received(bytes("HEAD /metrics HTTP/1.1\r\n\r\n"), respond: respond), .awaitMetrics)
+        XCTAssertEqual(leaving.received([], respond: respond), .close)
+        var head = MetricsConnection()
+        _ = head.received(bytes("HEAD /metrics HTTP/1.1\r\n\r\n"), respond: respond)
+        XCTAssertEqual(head.answerMetrics(body: bytes("x 1\n")), .write)
+        XCTAssertTrue(String(decoding: head.pendingOutput, as: UTF8.self).hasSuffix("Content-Length: 4\r\nConnection: close\r\n\r\n"))
+
+        var health = MetricsConnection()
+        XCTAssertEqual(health.received(bytes("GET /health HTTP/1.1\r\n\r\n"), respond: respond), .write)
 
         var eof = MetricsConnection()
         XCTAssertEqual(eof.received([], respond: respond), .close)

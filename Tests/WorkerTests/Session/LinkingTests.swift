@@ -111,6 +111,69 @@ final class LinkingTests: WorkerHarnessCase {
         XCTAssertEqual(h.servers.count, 1)
     }
 
+    // MARK: server_check_query before reuse (server_check_delay)
+
+    /// A server used within server_check_delay goes to the next client at once; one idle longer is
+    /// counted as used (SHOW POOLS sv_used) and runs server_check_query first, whose answer the
+    /// client never sees.
+    func testServerIdleLongerThanTheCheckDelayIsCheckedBeforeReuse() throws {
+        try start(["server_check_delay": "1", "server_check_query": "select 'alive'"])
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        h.roundTrip(a, s, "select 1")
+        h.roundTrip(a, s, "select 2")  // used just now: no check
+        let released = Clock.monotonicNanos()
+        h.waitUntil("server_check_delay to pass") { Clock.monotonicNanos() - released > 1_100_000_000 }
+        let pool = try XCTUnwrap(h.worker.makeSnapshot(includeClients: false, includeServers: true).pools.first)
+        XCTAssertEqual([pool.svIdle, pool.svUsed], [0, 1], "idle past server_check_delay counts as used")
+        a.send(FE.query("select 3"))
+        XCTAssertEqual(h.next(s)?.firstString, "select 'alive'", "checked before the client's query")
+        s.send(BE.rowDescription(["?column?"]) + BE.dataRow(["alive"]) + BE.complete("SELECT 1") + BE.ready("I"))
+        h.answerQuery(s, expect: "select 3")
+        XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["T", "D", "C", "Z"], "the check's answer is swallowed")
+        XCTAssertEqual(h.servers.count, 1)
+    }
+
+    /// server_check_delay = 0 checks at every reuse with the default `<empty>` query (an empty Query).
+    /// A check that fails closes the server and the client is served by a new one without an error;
+    /// so is a server that dies during its check.
+    func testFailedCheckClosesTheServerAndTheClientGetsAnother() throws {
+        try start(["server_check_delay": "0"])
+        let a = h.login()
+        let s0 = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("select 1"))
+        let check = h.next(s0)
+        XCTAssertEqual(check?.char, "Q")
+        XCTAssertEqual(check?.firstString, "", "<empty>: an empty query")
+        s0.send(TestWire.message("I", []) + BE.ready("I"))  // EmptyQueryResponse
+        h.answerQuery(s0, expect: "select 1")
+        XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["T", "D", "C", "Z"])
+
+        a.send(FE.query("select 2"))
+        XCTAssertEqual(h.next(s0)?.firstString, "")
+        s0.send(BE.error("XX000", "check failed") + BE.ready("I"))
+        h.waitClosed(s0)
+        let s1 = try XCTUnwrap(h.waitServers(2))
+        h.answerQuery(s1, expect: "select 2")  // a new server is not checked
+        XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["T", "D", "C", "Z"], "no error reaches the client")
+
+        a.send(FE.query("select 3"))
+        XCTAssertEqual(h.next(s1)?.firstString, "")
+        s1.close()  // the backend went away during the check
+        let s2 = try XCTUnwrap(h.waitServers(3))
+        h.answerQuery(s2, expect: "select 3")
+        XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["T", "D", "C", "Z"], "no error reaches the client")
+    }
+
+    /// An empty server_check_query turns the check off, whatever server_check_delay says.
+    func testEmptyCheckQueryNeverChecks() throws {
+        try start(["server_check_delay": "0", "server_check_query": ""])
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        h.roundTrip(a, s, "select 1")
+        h.roundTrip(a, s, "select 2")
+    }
+
     // MARK: Session mode
 
     func testSessionModeKeepsTheServerForTheClient() throws {
