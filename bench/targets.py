@@ -239,7 +239,10 @@ class PgSwift(Target):
             f"; pgswift: for the whole service, = PgBouncer's per-process size x {self.processes} processes\n"
             f"default_pool_size = {self.s.pool_size * self.processes}")
         # pgswift's server_tls_sslmode defaults to prefer (as PgBouncer's): plaintext here, as for PgBouncer.
-        return ini + "server_tls_sslmode = disable\n" + self.tls_ini() + f"""\
+        # so_reuseport = 1: one SO_REUSEPORT socket per worker, as PgBouncer's processes here (and the N
+        # listening sockets `wait_ready` counts); pgswift's default, one socket shared by the workers,
+        # would be one.
+        return ini + "server_tls_sslmode = disable\nso_reuseport = 1\n" + self.tls_ini() + f"""\
 
 [pgswift]
 workers = {self.processes}
