@@ -259,7 +259,7 @@ extension Worker {
                 let k = e.kind
                 // A malformed Flush read by the COPY is ignored like a Sync (and has no answer to lose).
                 if k == ExpectedAnswer.sync || k == ExpectedAnswer.badFlush {
-                    if dataError && !consumed && e.isAfterCopyData { countUnreliable(si) }
+                    if dataError && !consumed && e.isAfterCopyData { markUnreliable(si) }
                     if k == ExpectedAnswer.sync && servers[si].pendingSyncs > 0 { servers[si].pendingSyncs &-= 1 }
                     continue
                 }
@@ -284,7 +284,7 @@ extension Worker {
     /// The answers this server owes can no longer be counted (`copyEnded`): it is never given back to
     /// the pool; the client keeps it until it leaves, and then it is closed.
     @inline(never)
-    func countUnreliable(_ si: Int32) {
+    func markUnreliable(_ si: Int32) {
         guard !servers[si].unreliable else { return }
         servers[si].unreliable = true
         log.warning("S-\(servers[si].id): COPY failed after a Sync sent amid its data: the server's answers "
