@@ -86,6 +86,9 @@ final class Supervisor {
     var setOverrides: [ConfigOverride] = []
     /// Each worker's share of every pool (PoolQuotas.swift).
     var quotas: PoolQuotas
+    /// Server connections relayed from one worker to another for a quota move, and those that could
+    /// not be delivered (closed) (`relayServer`, ServiceLimits.swift).
+    var serverMoves = (relayed: 0, lost: 0)
     /// Rolling restart in progress and replaced workers still draining (Upgrade.swift).
     var upgrade = UpgradeState()
     var systemdState = SystemdState()
@@ -350,7 +353,7 @@ final class Supervisor {
         }
         Posix.close(theirs)
         if slot.generation > 0 { slot.restarts += 1 }
-        slot.outbox = ControlOutbox()
+        slot.outbox.discard()
         slot.latest = nil
         slot.lastReportAt = 0
         slot.reportedSilent = false
@@ -437,9 +440,14 @@ final class Supervisor {
     }
 
     func handle(_ message: ControlMessage, from slot: WorkerSlot) {
+        if case .ready(_, _, let features) = message { slot.features = features }
+        if case .moveServer(let target, let state) = message {
+            relayServer(from: slot, to: Int(target), state: state)
+            return
+        }
         if upgradeIntercepts(message, from: slot) { return }
         switch message {
-        case .ready(let reportedSlot, let pid):
+        case .ready(let reportedSlot, let pid, _):
             if Int(reportedSlot) != slot.index || pid != slot.pid {
                 log.warning("worker \(slot.index) (pid \(slot.pid)) reported itself as slot \(reportedSlot), pid \(pid)")
             }
@@ -475,7 +483,10 @@ final class Supervisor {
             handleLimitsReport(m, from: slot)
         case .backendFailed(let host, let port, let reason):
             healthBackendFailed(host: host, port: Int(port), reason: reason)
-        case .shutdown, .reload, .pause, .resume, .cancel, .statsToWorker, .quota, .backendState, .drain, .limitsToWorker:
+        case .moveServer:
+            break  // relayed above
+        case .shutdown, .reload, .pause, .resume, .cancel, .statsToWorker, .quota, .backendState, .drain, .limitsToWorker,
+             .adoptServer:
             log.warning("worker \(slot.index) sent a supervisor-only message: \(message)")
         }
     }

@@ -161,6 +161,8 @@ final class Worker {
     var quotas = WorkerQuotas()
     /// Rolling restarts: clients handed to a successor or adopted from a predecessor (Handoff.swift).
     var handoff = WorkerHandoff()
+    /// Server connections moved to and from other workers (ServerMove.swift).
+    var moves = ServerMoveCounts()
     let initialHandoffFD: Int32
     /// Service-wide connection limits and per-database admin state (ServiceLimits.swift).
     var limits = WorkerLimits()
@@ -218,7 +220,7 @@ final class Worker {
         if controlFD >= 0 {
             try epoll.add(controlFD, events: [.input], data: WorkerToken(.control, fd: controlFD).raw)
             if initialHandoffFD >= 0 { try registerHandoffInput(initialHandoffFD) }
-            sendControl(.ready(slot: slot, pid: Posix.getpid()))
+            sendControl(.ready(slot: slot, pid: Posix.getpid(), features: WorkerFeatures.serverMoves))
         }
         log.info("worker \(slot) ready (pid \(Posix.getpid()), \(listenFDs.count) tcp + \(unixFDs.count) unix listeners)")
         now = Clock.monotonicNanos()
@@ -363,7 +365,7 @@ final class Worker {
         if !stats.outbox.isEmpty { drainControl() }
         let buf = controlBuffer
         while true {
-            // recvmsg, not read: a `drain` carries a socket (SCM_RIGHTS), which read() would drop.
+            // recvmsg, not read: a `drain` or `adoptServer` carries a socket (SCM_RIGHTS), which read() would drop.
             let (r, fds) = receiveControl(buf)
             switch r {
             case .success(-1):
@@ -382,6 +384,11 @@ final class Worker {
                 if case .drain(let withSocket) = msg {
                     for fd in fds.dropFirst() { Posix.close(fd) }
                     beginDrain(handoffFD: withSocket ? fds.first : nil)
+                    continue
+                }
+                if case .adoptServer(let state) = msg {
+                    for fd in fds.dropFirst() { Posix.close(fd) }
+                    adoptServer(state, fd: fds.first ?? -1)
                     continue
                 }
                 for fd in fds { Posix.close(fd) }
@@ -410,8 +417,8 @@ final class Worker {
             cancelLocal(processID: pid, secretKey: key)
         case .statsToWorker(let chunk):
             handleStatsChunk(chunk)
-        case .quota(let database, let user, let quota, let seq):
-            applyQuota(database: database, user: user, quota: Int(quota), seq: seq)
+        case .quota(let database, let user, let quota, let seq, let moveTo):
+            applyQuota(database: database, user: user, quota: Int(quota), seq: seq, moveTo: Int(moveTo))
         case .limitsToWorker(let m):
             handleLimits(m)
         case .backendState(let host, let port, let flags, let addresses):

@@ -314,13 +314,6 @@ final class AdminConsoleTests: XCTestCase {
 
     // MARK: HTTP and the text format
 
-    private func httpGet(port: Int, path: String) throws -> String {
-        let socket = try TestSocket(port: port, timeout: 10)
-        defer { socket.close() }
-        try socket.send(Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".utf8))
-        return String(decoding: socket.readUntilClosed(timeout: 10).data, as: UTF8.self)
-    }
-
     private func metricsBody(port: Int) throws -> String {
         let response = try httpGet(port: port, path: "/metrics")
         guard response.hasPrefix("HTTP/1.1 200"), let split = response.range(of: "\r\n\r\n") else {

@@ -83,3 +83,97 @@ final class HandoffCodecTests: XCTestCase {
 }
 
 private func cl_SOCK_STREAM_value() -> Int32 { Int32(SOCK_STREAM.rawValue) }
+
+/// The state of a server connection moving between workers (issue 18), and the outbox that carries its socket.
+final class HandoffServerCodecTests: XCTestCase {
+    static let full = HandoffServer(
+        database: "ünï db", user: "app", id: 0x1_0000_0042, backendPID: 4242, backendKey: 0xFEED_BEEF,
+        createdAt: 987_654_321_000, hostKey: "127.0.0.1:5432", address: "127.0.0.1:5432",
+        parameters: [HandoffParameter(name: "search_path", value: "a, b"), HandoffParameter(name: "TimeZone", value: "UTC")],
+        prepared: [HandoffServerStatement(serverID: 7, body: Array("select $1\0".utf8) + [0, 1, 0, 0, 0, 23]),
+                   HandoffServerStatement(serverID: 0, body: [])],
+        welcome: [HandoffParameter(name: "server_version", value: "16.4")])
+
+    private func decode(_ bytes: [UInt8]) throws -> HandoffServer {
+        try bytes.withUnsafeBytes { raw throws -> HandoffServer in try HandoffServer.decode(raw) }
+    }
+
+    func testRoundTrips() throws {
+        XCTAssertEqual(try decode(Self.full.encode()), Self.full)
+        let minimal = HandoffServer(database: "d", user: "u")
+        XCTAssertEqual(try decode(minimal.encode()), minimal)
+    }
+
+    func testEveryTruncationTrailingByteAndForeignFormatIsRejected() {
+        let bytes = Self.full.encode()
+        for n in 0..<bytes.count {
+            XCTAssertThrowsError(try decode(Array(bytes.prefix(n))), "prefix of \(n) bytes")
+        }
+        XCTAssertThrowsError(try decode(bytes + [0]))
+        XCTAssertThrowsError(try decode(Array("PGS2".utf8) + Array(bytes.dropFirst(4))))
+        XCTAssertThrowsError(try decode(HandoffCodecTests.full.encode()), "a client state is not a server state")
+    }
+
+    /// A datagram queued with a descriptor goes out with it, in order behind the ones queued before;
+    /// the outbox closes its own copy once sent, and closes what it drops.
+    func testOutboxCarriesADescriptorInOrderAndClosesItsCopy() throws {
+        let (a, b) = try Posix.socketPair()
+        defer { Glibc.close(a); Glibc.close(b) }
+        var fds: [Int32] = [-1, -1]
+        XCTAssertEqual(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds), 0)
+        defer { Glibc.close(fds[1]) }
+        var box = ControlOutbox()
+        XCTAssertTrue(box.enqueue([1]))
+        XCTAssertTrue(box.enqueue([2], fd: fds[0]))
+        XCTAssertTrue(box.drain(fd: a))
+        XCTAssertTrue(box.isEmpty)
+        XCTAssertEqual(fcntl(fds[0], F_GETFD), -1, "the outbox closed its copy after sending")
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 8)
+        defer { buf.deallocate() }
+        var got: [Int32] = []
+        guard case .processed(1) = try Posix.receiveWithFDs(b, buf, 16, fds: &got) else { return XCTFail("first datagram") }
+        XCTAssertEqual(buf.load(as: UInt8.self), 1)
+        XCTAssertTrue(got.isEmpty)
+        guard case .processed(1) = try Posix.receiveWithFDs(b, buf, 16, fds: &got) else { return XCTFail("second datagram") }
+        XCTAssertEqual(buf.load(as: UInt8.self), 2)
+        XCTAssertEqual(got.count, 1)
+        // The received descriptor is the same connection.
+        XCTAssertEqual(Glibc.write(fds[1], "x", 1), 1)
+        var byte: UInt8 = 0
+        XCTAssertEqual(Glibc.read(got[0], &byte, 1), 1)
+        XCTAssertEqual(byte, UInt8(ascii: "x"))
+        Glibc.close(got[0])
+
+        // Dropped (the peer is gone): the queued descriptor is closed, not leaked.
+        var pair2: [Int32] = [-1, -1]
+        XCTAssertEqual(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair2), 0)
+        defer { Glibc.close(pair2[1]) }
+        var box2 = ControlOutbox()
+        XCTAssertTrue(box2.enqueue([3], fd: pair2[0]))
+        box2.discard()
+        XCTAssertEqual(fcntl(pair2[0], F_GETFD), -1, "a discarded outbox closes the descriptors it held")
+    }
+
+    /// A supervisor's channel takes the descriptor a `moveServer` carries; one not taken is closed.
+    func testControlChannelHandsOverThePassedDescriptor() throws {
+        let (w, s) = try Posix.socketPair()
+        defer { Glibc.close(w) }
+        let channel = ControlChannel(fd: s)
+        var fds: [Int32] = [-1, -1]
+        XCTAssertEqual(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds), 0)
+        defer { Glibc.close(fds[1]) }
+        var box = ControlOutbox()
+        XCTAssertTrue(box.enqueue(ControlMessage.moveServer(targetSlot: 2, state: [9]).encode(), fd: fds[0]))
+        XCTAssertTrue(box.enqueue(ControlMessage.heartbeat(clients: 1, servers: 2).encode()))
+        XCTAssertTrue(box.drain(fd: w))
+        XCTAssertEqual(channel.receive(), .message(.moveServer(targetSlot: 2, state: [9])))
+        let passed = channel.takePassedFD()
+        XCTAssertGreaterThanOrEqual(passed, 0)
+        XCTAssertEqual(channel.takePassedFD(), -1, "taken once")
+        XCTAssertEqual(channel.receive(), .message(.heartbeat(clients: 1, servers: 2)))
+        XCTAssertEqual(Glibc.write(fds[1], "y", 1), 1)
+        var byte: UInt8 = 0
+        XCTAssertEqual(Glibc.read(passed, &byte, 1), 1)
+        Glibc.close(passed)
+    }
+}

@@ -122,6 +122,12 @@ final class MessageCodecTests: XCTestCase {
             (.limitsFromWorker(.groupReport(LimitGroupKey(kind: .database, name: "db"), servers: 1, idle: 2, waiting: 3,
                                             seq: 4)), "70810100000002646200000001000000020000000300000004"),
             (.limitsFromWorker(.reply(requestID: 9, count: -2)), "708200000009fffffffe"),
+            // Server moves (issue 18): `ready`'s features and `quota`'s moveTo are new kinds or trailing
+            // fields, so the bytes above (what older builds send and read) are unchanged.
+            (.ready(slot: 2, pid: 1234, features: 1), "4100000002000004d200000001"),
+            (.quota(database: "d", user: "u", quota: 1, seq: 2, moveTo: 3), "0800000001640000000175000000010000000200000003"),
+            (.moveServer(targetSlot: 1, state: [0xAB]), "4700000001ab"),
+            (.adoptServer([0xCD, 0xEF]), "09cdef"),
         ]
         for (message, hex) in expected {
             XCTAssertEqual(Self.hex(message.encode()), hex, "\(message)")

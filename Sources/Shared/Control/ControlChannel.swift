@@ -15,6 +15,8 @@ public enum ControlReceive: Equatable, Sendable {
 public struct ControlChannel: ~Copyable {
     public let fd: Int32
     private let buffer: UnsafeMutableRawPointer
+    /// The descriptor the last datagram carried (SCM_RIGHTS; -1: none): a `moveServer`'s socket.
+    private let passed: UnsafeMutablePointer<Int32>
     /// One byte more than the largest valid message, so an oversized datagram is detected, not cut.
     private var bufferSize: Int { ControlMessage.maximumSize + 1 }
 
@@ -22,9 +24,13 @@ public struct ControlChannel: ~Copyable {
     public init(fd: Int32) {
         self.fd = fd
         self.buffer = .allocate(byteCount: ControlMessage.maximumSize + 1, alignment: 8)
+        self.passed = .allocate(capacity: 1)
+        passed.pointee = -1
     }
 
     deinit {
+        if passed.pointee >= 0 { Posix.close(passed.pointee) }
+        passed.deallocate()
         buffer.deallocate()
         Posix.close(fd)
     }
@@ -45,11 +51,25 @@ public struct ControlChannel: ~Copyable {
         return false
     }
 
-    /// Receives one message without blocking.
+    /// The descriptor that came with the message `receive` returned last (-1: none); the caller owns it
+    /// now. One not taken is closed at the next `receive`.
+    public func takePassedFD() -> Int32 {
+        let f = passed.pointee
+        passed.pointee = -1
+        return f
+    }
+
+    /// Receives one message without blocking (recvmsg: a `moveServer` carries a socket).
     public func receive() -> ControlReceive {
+        if passed.pointee >= 0 {
+            Posix.close(passed.pointee)
+            passed.pointee = -1
+        }
         let result: IOResult
+        var count: Int32 = 0
         do throws(SyscallError) {
-            result = try Posix.read(fd, buffer, bufferSize)
+            result = try Posix.receive(fd, buffer, bufferSize, fds: passed, maxFDs: 1, received: &count)
+            if count == 0 { passed.pointee = -1 }
         } catch {
             // ECONNRESET and friends: the peer is gone; nothing else is recoverable on this socket either.
             return .closed

@@ -25,7 +25,13 @@ public enum ControlMessage: Equatable, Sendable {
     case statsToWorker([UInt8])
     /// This worker's share of the pool (database, user): it keeps at most `quota` server connections
     /// there. `seq` grows with every quota the supervisor sends for the pool; reports echo the last one seen.
-    case quota(database: String, user: String, quota: Int32, seq: UInt32)
+    /// `moveTo` >= 0 (a lowering, wire kind 0x08, sent only to a worker that announced
+    /// `WorkerFeatures.serverMoves`): the quota goes to worker slot `moveTo`, and idle server connections
+    /// above the new quota move there (`moveServer`) instead of closing.
+    case quota(database: String, user: String, quota: Int32, seq: UInt32, moveTo: Int32 = -1)
+    /// A server connection another worker gave up (`moveServer`), relayed by the supervisor: the
+    /// datagram carries its socket (SCM_RIGHTS) and the encoded `HandoffServer`.
+    case adoptServer([UInt8])
     /// Rolling restart: stop accepting, finish or hand off the clients, exit. With `handoff` the datagram
     /// also carries (SCM_RIGHTS) this worker's end of a socket to its successor (Worker/Control/Handoff.swift).
     case drain(handoff: Bool)
@@ -36,7 +42,12 @@ public enum ControlMessage: Equatable, Sendable {
     case backendState(host: String, port: Int32, flags: UInt8, addresses: [String])
     // worker → supervisor
     /// The worker accepts connections.
-    case ready(slot: Int32, pid: Int32)
+    /// `features` (`WorkerFeatures` bits) is encoded only when not 0: the bytes of a `ready` before it
+    /// existed, which a newer supervisor still reads.
+    case ready(slot: Int32, pid: Int32, features: UInt32 = 0)
+    /// An idle server connection handed to worker slot `targetSlot` (its socket rides along,
+    /// SCM_RIGHTS); the supervisor relays it as `adoptServer`.
+    case moveServer(targetSlot: Int32, state: [UInt8])
     /// A cancel request that reached the wrong worker: relay it to `targetSlot`.
     case forwardCancel(targetSlot: Int32, processID: Int32, secretKey: UInt32)
     case heartbeat(clients: Int32, servers: Int32)
@@ -65,12 +76,14 @@ public enum ControlMessage: Equatable, Sendable {
     @usableFromInline
     enum Kind: UInt8 {
         case shutdown = 0x01, reload = 0x02, pause = 0x03, resume = 0x04, cancel = 0x05, statsToWorker = 0x06, quota = 0x07
+        case quotaMove = 0x08, adoptServer = 0x09
         case drain = 0x10
         case backendState = 0x20
         case limitsToWorker = 0x30
         case backendFailed = 0x60
         case limitsFromWorker = 0x70
         case ready = 0x41, forwardCancel = 0x42, heartbeat = 0x43, log = 0x44, statsFromWorker = 0x45, poolReport = 0x46
+        case moveServer = 0x47
     }
 
     public func encode() -> [UInt8] {
@@ -94,14 +107,23 @@ public enum ControlMessage: Equatable, Sendable {
         case .pause: w.put(Kind.pause)
         case .resume: w.put(Kind.resume)
         case .cancel(let processID, let secretKey): w.put(Kind.cancel, processID, secretKey)
-        case .ready(let slot, let pid): w.put(Kind.ready, slot, pid)
+        case .ready(let slot, let pid, let features):
+            w.put(Kind.ready, slot, pid)
+            if features != 0 { w.put(features) }
+        case .moveServer(let target, let state): w.put(Kind.moveServer, target); w.raw(state)
+        case .adoptServer(let state): w.put(Kind.adoptServer); w.raw(state)
         case .forwardCancel(let targetSlot, let processID, let secretKey):
             w.put(Kind.forwardCancel, targetSlot, processID, secretKey)
         case .heartbeat(let clients, let servers): w.put(Kind.heartbeat, clients, servers)
         case .log(let text): w.put(Kind.log, text)
         case .statsToWorker(let chunk): w.put(Kind.statsToWorker); w.raw(chunk)
         case .statsFromWorker(let chunk): w.put(Kind.statsFromWorker); w.raw(chunk)
-        case .quota(let database, let user, let quota, let seq): w.put(Kind.quota, database, user, quota, seq)
+        case .quota(let database, let user, let quota, let seq, let moveTo):
+            if moveTo >= 0 {
+                w.put(Kind.quotaMove, database, user, quota, seq, moveTo)
+            } else {
+                w.put(Kind.quota, database, user, quota, seq)
+            }
         case .drain(let handoff): w.put(Kind.drain, handoff)
         case .backendState(let host, let port, let flags, let addresses):
             w.put(Kind.backendState, host, port, flags, UInt32(truncatingIfNeeded: addresses.count))
@@ -141,7 +163,12 @@ public enum ControlMessage: Equatable, Sendable {
         case .cancel:
             message = .cancel(processID: try r.i32("cancel"), secretKey: try r.u32("cancel"))
         case .ready:
-            message = .ready(slot: try r.i32("ready"), pid: try r.i32("ready"))
+            let slot = try r.i32("ready"), pid = try r.i32("ready")
+            message = .ready(slot: slot, pid: pid, features: r.isAtEnd ? 0 : try r.u32("ready features"))
+        case .moveServer:
+            message = .moveServer(targetSlot: try r.i32("move target"), state: Array(r.rest()))
+        case .adoptServer:
+            message = .adoptServer(Array(r.rest()))
         case .forwardCancel:
             message = .forwardCancel(targetSlot: try r.i32("forwardCancel"), processID: try r.i32("forwardCancel"),
                                      secretKey: try r.u32("forwardCancel"))
@@ -152,6 +179,9 @@ public enum ControlMessage: Equatable, Sendable {
         case .quota:
             message = .quota(database: try r.string("quota database"), user: try r.string("quota user"),
                              quota: try r.i32("quota"), seq: try r.u32("quota"))
+        case .quotaMove:
+            message = .quota(database: try r.string("quota database"), user: try r.string("quota user"),
+                             quota: try r.i32("quota"), seq: try r.u32("quota"), moveTo: try r.i32("quota move"))
         case .poolReport:
             let database = try r.string("report database"), user = try r.string("report user")
             let servers = try r.i32("report"), idle = try r.i32("report")
@@ -192,6 +222,12 @@ public enum ControlMessage: Equatable, Sendable {
         try r.expectEnd("\(kind)")
         return message
     }
+}
+
+/// What a worker build can do beyond the messages every build reads (`ready`'s `features`).
+public enum WorkerFeatures {
+    /// Reads `quota` with `moveTo` and `adoptServer`: server connections move to it and from it.
+    public static let serverMoves: UInt32 = 1
 }
 
 extension ShutdownMode: MessageField {}

@@ -111,3 +111,98 @@ public struct HandoffDecodeError: MessageDecodeFailure, Equatable, Sendable, Cus
     public init(_ reason: String) { self.reason = reason }
     public var description: String { "invalid client handoff: \(reason)" }
 }
+
+/// A statement prepared on a server connection: the name the old worker gave it on the server
+/// (`PGSWIFT_<serverID>`) and its Parse body. The new worker keeps it when its own registry gives
+/// the body the same id, and DEALLOCATEs the name otherwise (Worker/Control/ServerMove.swift).
+public struct HandoffServerStatement: Equatable, Sendable {
+    public var serverID: Int32
+    public var body: [UInt8]
+    public init(serverID: Int32, body: [UInt8]) {
+        self.serverID = serverID
+        self.body = body
+    }
+}
+
+/// Everything a worker needs to take over a logged-in server connection that is idle (ReadyForQuery
+/// received, nothing in flight) without a new login: its pool, what PostgreSQL told it, what
+/// pgswift set on it. The socket travels beside it (SCM_RIGHTS) in the same datagram.
+public struct HandoffServer: Equatable, Sendable {
+    /// The pool as the worker keys it: the database as the client asked and the pool's user.
+    public var database: String
+    public var user: String
+    /// SHOW SERVERS' id and the `S-<id>` of log lines: one sequence for the whole service, so it stays.
+    public var id: UInt64
+    public var backendPID: Int32
+    public var backendKey: UInt32
+    /// CLOCK_MONOTONIC nanoseconds (the same in every process of the machine): server_lifetime counts on.
+    public var createdAt: Int64
+    /// "host:port" of the backend host (health and round robin) and the address as logged.
+    public var hostKey: String
+    public var address: String
+    /// Tracked parameter values the server has (by name: two builds may track different lists).
+    public var parameters: [HandoffParameter]
+    public var prepared: [HandoffServerStatement]
+    /// The old worker's welcome set for the pool (ParameterStatus values a new client gets), for a
+    /// new worker whose pool never logged in a server.
+    public var welcome: [HandoffParameter]
+
+    public init(database: String, user: String, id: UInt64 = 0, backendPID: Int32 = 0, backendKey: UInt32 = 0,
+                createdAt: Int64 = 0, hostKey: String = "", address: String = "", parameters: [HandoffParameter] = [],
+                prepared: [HandoffServerStatement] = [], welcome: [HandoffParameter] = []) {
+        self.database = database
+        self.user = user
+        self.id = id
+        self.backendPID = backendPID
+        self.backendKey = backendKey
+        self.createdAt = createdAt
+        self.hostKey = hostKey
+        self.address = address
+        self.parameters = parameters
+        self.prepared = prepared
+        self.welcome = welcome
+    }
+
+    static let magic: [UInt8] = Array("PGS1".utf8)
+    /// A state must fit one control datagram with room to spare (ControlMessage.maximumSize).
+    public static let maximumSize = 60_000
+
+    public func encode() -> [UInt8] {
+        var w = MessageWriter(capacity: 256)
+        w.raw(Self.magic)
+        w.put(database, user, id, backendPID, backendKey, createdAt, hostKey, address, UInt32(parameters.count))
+        for p in parameters { w.put(p.name, p.value) }
+        w.put(UInt32(prepared.count))
+        for s in prepared { w.put(s.serverID, s.body) }
+        w.put(UInt32(welcome.count))
+        for p in welcome { w.put(p.name, p.value) }
+        return w.bytes
+    }
+
+    /// Decodes exactly one state: anything short, long or malformed is an error, never a crash.
+    public static func decode(_ bytes: UnsafeRawBufferPointer) throws(HandoffDecodeError) -> HandoffServer {
+        var r = MessageReader<HandoffDecodeError>(bytes)
+        guard bytes.count >= magic.count, Array(bytes[0..<magic.count]) == magic else {
+            throw HandoffDecodeError("not a pgswift server handoff (format PGS1)")
+        }
+        _ = try r.bytes(magic.count, "format")
+        var s = HandoffServer(database: try r.string("database"), user: try r.string("user"))
+        s.id = try r.u64("id")
+        s.backendPID = try r.i32("backend pid")
+        s.backendKey = try r.u32("backend key")
+        s.createdAt = Int64(bitPattern: try r.u64("created at"))
+        s.hostKey = try r.string("host")
+        s.address = try r.string("address")
+        s.parameters = try r.array("parameters", minimumEach: 8) { r throws(HandoffDecodeError) in
+            HandoffParameter(name: try r.string("parameter"), value: try r.string("parameter"))
+        }
+        s.prepared = try r.array("statements", minimumEach: 8) { r throws(HandoffDecodeError) in
+            HandoffServerStatement(serverID: try r.i32("statement id"), body: try r.blob("statement"))
+        }
+        s.welcome = try r.array("welcome", minimumEach: 8) { r throws(HandoffDecodeError) in
+            HandoffParameter(name: try r.string("welcome"), value: try r.string("welcome"))
+        }
+        try r.expectEnd("the server state")
+        return s
+    }
+}

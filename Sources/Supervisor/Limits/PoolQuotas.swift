@@ -16,6 +16,9 @@ struct ShareOrder<Key: Hashable & Sendable>: Equatable, Sendable {
     var quota: Int
     var seq: UInt32
     var fromReserve = 0
+    /// A lowering made for another worker's waiting clients: that worker's slot (-1: none). Its idle
+    /// servers above the new quota may move there instead of closing (pool quotas only).
+    var receiver = -1
 }
 
 typealias QuotaOrder = ShareOrder<PoolQuotaKey>
@@ -405,7 +408,11 @@ struct ShareQuotas<Key: Hashable & Sendable> {
         pools[key]!.quota[donor] -= amount
         pools[key]!.pending = (donor, receiver, amount)
         pools[key]!.lastMove = now
-        if alive[donor] { orders.append(send(key, slot: donor)) }
+        if alive[donor] {
+            var lowering = send(key, slot: donor)
+            lowering.receiver = receiver
+            orders.append(lowering)
+        }
         // A dead donor has nothing to close: the raise follows at once.
         return orders + (alive[donor] ? [] : rebalance(key, now: now))
     }

@@ -185,10 +185,37 @@ extension Supervisor {
                                 + "for worker \(o.slot) (clients waited over reserve_pool_timeout; \(n) of \(reserve) in use)")
                 }
             }
-            log.debug("pool \(o.key.database)/\(o.key.user): worker \(o.slot) quota \(o.quota)")
-            if !slot.send(.quota(database: o.key.database, user: o.key.user, quota: Int32(clamping: o.quota), seq: o.seq)) {
+            // A lowering for another worker's clients: the donor's idle servers move there instead of
+            // closing, when both processes can move servers (ServerMove.swift in the worker).
+            var moveTo: Int32 = -1
+            if o.receiver >= 0 && o.receiver < slots.count && slot.features & WorkerFeatures.serverMoves != 0
+                && slots[o.receiver].features & WorkerFeatures.serverMoves != 0 && slots[o.receiver].pid != 0 {
+                moveTo = Int32(o.receiver)
+            }
+            log.debug("pool \(o.key.database)/\(o.key.user): worker \(o.slot) quota \(o.quota)\(moveTo >= 0 ? " (idle servers above it move to worker \(moveTo))" : "")")
+            if !slot.send(.quota(database: o.key.database, user: o.key.user, quota: Int32(clamping: o.quota), seq: o.seq,
+                                 moveTo: moveTo)) {
                 log.warning("worker \(o.slot) (pid \(slot.pid)) did not take its pool quota")
             }
+        }
+    }
+
+    /// A worker gave up an idle server connection for the worker in slot `target` (a quota move):
+    /// its socket goes on to that worker with the state, untouched (`adoptServer`). Where it cannot
+    /// go (no such worker, a full channel), it is closed: PostgreSQL ends that session, nothing else
+    /// is lost (nobody was using it), and the worker that lacks it opens a new one.
+    func relayServer(from slot: WorkerSlot, to target: Int, state: [UInt8]) {
+        let fd = slot.channel?.takePassedFD() ?? -1
+        guard fd >= 0 else {
+            log.warning("worker \(slot.index) (pid \(slot.pid)) moved a server connection without its socket")
+            return
+        }
+        serverMoves.relayed += 1
+        guard target >= 0 && target < slots.count, slots[target].pid != 0,
+              slots[target].send(.adoptServer(state), passing: fd) else {
+            serverMoves.lost += 1
+            log.warning("a server connection from worker \(slot.index) could not reach worker \(target): closed")
+            return
         }
     }
 }

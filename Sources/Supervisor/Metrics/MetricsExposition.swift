@@ -16,6 +16,10 @@ struct MetricsInput {
     /// (`Supervisor.dnsCounts`). pgswift has no DNS zones (dns_zone_check_period is not implemented).
     var cachedDNSNames: Int64 = 0
     var inFlightDNSQueries: Int64 = 0
+    /// Server connections relayed between workers for quota moves, and those that could not be
+    /// delivered (closed) (`Supervisor.relayServer`).
+    var serverMoves: Int64 = 0
+    var serverMovesLost: Int64 = 0
     var version = "pgswift " + PgswiftVersion.string
 }
 
@@ -273,6 +277,12 @@ enum MetricsExposition {
             w.family(name, kind, help)
             for row in input.workers { w.sample(name, [("slot", String(row.slot))], value(row)) }
         }
+        w.family("pgswift_server_moves_total", .counter,
+                 "Idle server connections handed from one worker to another when pool quota moved (no new login).")
+        w.sample("pgswift_server_moves_total", [], String(input.serverMoves))
+        w.family("pgswift_server_moves_lost_total", .counter,
+                 "Server connections given up for a move that could not reach the other worker (closed).")
+        w.sample("pgswift_server_moves_lost_total", [], String(input.serverMovesLost))
         return w.text
     }
 }

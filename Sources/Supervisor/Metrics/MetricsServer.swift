@@ -319,6 +319,8 @@ extension Supervisor {
         let dns = dnsCounts()
         input.cachedDNSNames = Int64(dns.names)
         input.inFlightDNSQueries = Int64(dns.queries)
+        input.serverMoves = Int64(serverMoves.relayed - serverMoves.lost)
+        input.serverMovesLost = Int64(serverMoves.lost)
         return input
     }
 }

@@ -11,6 +11,8 @@ final class WorkerSlot {
     var channel: ControlChannel?
     var startedAt: Int64 = 0
     var ready = false
+    /// `WorkerFeatures` bits the current process announced in its `ready`.
+    var features: UInt32 = 0
     var backoff = RespawnBackoff()
     /// Monotonic time at which to start a replacement, while waiting out the backoff.
     var respawnAt: Int64?
@@ -41,10 +43,19 @@ final class WorkerSlot {
     /// Sends now or queues behind earlier messages. False when the worker has no open channel, is
     /// gone, or the backlog is full.
     @discardableResult
-    func send(_ message: ControlMessage) -> Bool {
-        guard let fd = channel?.fd else { return false }
+    /// `passing` (>= 0): a descriptor that goes with the message (SCM_RIGHTS), owned by the slot from
+    /// now on: closed once sent, or when it cannot be.
+    func send(_ message: ControlMessage, passing: Int32 = -1) -> Bool {
+        guard let fd = channel?.fd else {
+            if passing >= 0 { Posix.close(passing) }
+            return false
+        }
         let bytes = message.encode()
-        guard bytes.count <= ControlMessage.maximumSize, outbox.enqueue(bytes) else { return false }
+        guard bytes.count <= ControlMessage.maximumSize else {
+            if passing >= 0 { Posix.close(passing) }
+            return false
+        }
+        guard outbox.enqueue(bytes, fd: passing) else { return false }
         return outbox.drain(fd: fd)
     }
 }

@@ -3,9 +3,14 @@ import Shared
 
 extension Worker {
     /// Sends (or queues) one encoded control message; keeps EPOLLOUT armed while anything waits.
-    func sendControlBytes(_ bytes: [UInt8]) {
-        guard controlFD >= 0 else { return }
-        if !stats.outbox.enqueue(bytes) {
+    /// `passing` (>= 0): a descriptor that goes with the bytes (SCM_RIGHTS); the outbox owns it from
+    /// now on (closed once sent, or if it cannot be).
+    func sendControlBytes(_ bytes: [UInt8], passing: Int32 = -1) {
+        guard controlFD >= 0 else {
+            if passing >= 0 { Posix.close(passing) }
+            return
+        }
+        if !stats.outbox.enqueue(bytes, fd: passing) {
             log.warning("control channel backlog full: a message to the supervisor was dropped")
             return
         }

@@ -91,7 +91,7 @@ extension Worker {
         epoll.remove(controlFD)
         Posix.close(controlFD)
         controlFD = -1
-        stats.outbox = ControlOutbox()
+        stats.outbox.discard()
         failPendingAdminRequests()
         if hot.pointee.draining {
             // A rolling restart's drain goes on as it was (its pool limits are already the pool sizes).

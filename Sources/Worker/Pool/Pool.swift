@@ -55,6 +55,9 @@ struct Pool {
     /// The last quota the supervisor sent (-1: none yet) and its seq.
     var quota = -1
     var quotaSeq: UInt32 = 0
+    /// The worker slot the last lowering gave this pool's quota to (-1: the last quota moved nothing):
+    /// a server released above the limit moves there rather than closing (ServerMove.swift).
+    var moveTo = -1
     /// What the last pool report said (servers, idle, waiting, seq), to send only changes.
     var reported: (Int, Int, Int, UInt32) = (-1, -1, -1, 0)
     /// Connection-limit groups, per-database pause, RECONNECT, warm-up (ServiceLimits.swift).

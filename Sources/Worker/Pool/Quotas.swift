@@ -32,18 +32,21 @@ extension Worker {
         pools[pi].limit = max(0, min(pools[pi].size + pools[pi].reserve, max(share, even)))
     }
 
-    /// Closes idle servers above the limit; busy ones close when they come back (`serverIdle`).
-    /// Retired, not closed: they count until PostgreSQL let them go (ServiceLimits.swift).
-    func trimToLimit(_ pi: Int) {
+    /// Sheds idle servers above the limit; busy ones close when they come back (`serverIdle`). With
+    /// `moveTo` (the worker the quota goes to), each moves there when it can (ServerMove.swift); else
+    /// it is retired, not closed: it counts until PostgreSQL let it go (ServiceLimits.swift).
+    func trimToLimit(_ pi: Int, moveTo: Int = -1) {
         while pools[pi].serverCount - pools[pi].limits.retiring > pools[pi].limit && pools[pi].idleHead >= 0 {
-            retireServer(pools[pi].idleHead, reason: "pool quota lowered")
+            let si = pools[pi].idleHead
+            if moveTo >= 0 && moveServer(si, toSlot: moveTo) { continue }
+            retireServer(si, reason: "pool quota lowered")
         }
     }
 
     /// A quota message: apply it, shed what is above it or launch what it now allows, then acknowledge.
     /// A negative quota: the supervisor forgot the pool (every worker had freed it or never opened
     /// it); a pool opened here again meanwhile goes back to the even share, and reports.
-    func applyQuota(database: String, user: String, quota: Int, seq: UInt32) {
+    func applyQuota(database: String, user: String, quota: Int, seq: UInt32, moveTo: Int = -1) {
         let key = database + "\u{0}" + user
         if quota < 0 {
             quotas.told[key] = nil
@@ -61,8 +64,9 @@ extension Worker {
         let pi = Int(p)
         pools[pi].quota = max(quota, -1)
         pools[pi].quotaSeq = quota < 0 ? 0 : seq
+        pools[pi].moveTo = moveTo
         updateLimit(pi)
-        trimToLimit(pi)
+        trimToLimit(pi, moveTo: moveTo)
         if !paused { launchIfNeeded(p) }
         reportPool(pi, force: true)
     }

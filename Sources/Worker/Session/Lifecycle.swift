@@ -326,6 +326,12 @@ extension Worker {
             break
         }
         if servers[si].state == .cancelRequest { cancelFinished(si) }
+        freeServerRecord(si)
+    }
+
+    /// The end of a server record: out of its pool's lists and counts, socket closed (unless it was
+    /// handed to another process: `io.fd` -1), buffers back, the slot free for reuse.
+    func freeServerRecord(_ si: Int32) {
         setServerState(si, .free)  // out of the idle list and the pool's counts
         freeTLS(server: si)
         if servers[si].io.fd >= 0 { Posix.close(servers[si].io.fd) }

@@ -200,8 +200,10 @@ extension Worker {
             return
         }
         if pools[pi].serverCount > pools[pi].limit && pools[pi].limits.retiring == 0 {
-            // This worker's quota was lowered: its share goes to another worker once PostgreSQL has
-            // let this server go (retired: Terminate, counted until EOF; ServiceLimits.swift).
+            // This worker's quota was lowered: the server moves to the worker the quota went to
+            // (ServerMove.swift), or its share goes there once PostgreSQL has let it go (retired:
+            // Terminate, counted until EOF; ServiceLimits.swift).
+            if pools[pi].moveTo >= 0 && moveServer(si, toSlot: pools[pi].moveTo) { return }
             retireServer(si, reason: "pool quota lowered")
             return
         }

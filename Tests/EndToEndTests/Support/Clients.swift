@@ -82,3 +82,11 @@ enum Pgbench {
         return line[line.index(after: i)...].trimmingCharacters(in: .whitespaces)
     }
 }
+
+/// One HTTP GET to 127.0.0.1:`port` (pgswift's metrics_listen): the whole response, headers included.
+func httpGet(port: Int, path: String, timeout: Double = 10) throws -> String {
+    let socket = try TestSocket(port: port, timeout: timeout)
+    defer { socket.close() }
+    try socket.send(Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".utf8))
+    return String(decoding: socket.readUntilClosed(timeout: timeout).data, as: UTF8.self)
+}

@@ -258,6 +258,12 @@ final class WireClient {
     /// Runs one simple query; returns the rows as text (nil = NULL). Throws on an ErrorResponse.
     func query(_ sql: String) throws -> [[String?]] {
         try socket.send(WireEncode.query(sql))
+        return try readResult(sql)
+    }
+
+    /// The rows of a query sent earlier, up to its ReadyForQuery (for several clients' queries in
+    /// flight at once: send on each, then read each). Throws on an ErrorResponse.
+    func readResult(_ sql: String = "") throws -> [[String?]] {
         var rows: [[String?]] = []
         var failure: WireErrorFields?
         while true {

@@ -98,6 +98,7 @@ final class PoolQuotasTests: XCTestCase {
         XCTAssertEqual(lower.count, 1)
         XCTAssertEqual(lower[0].slot, 1)
         XCTAssertEqual(lower[0].quota, 0)
+        XCTAssertEqual(lower[0].receiver, 0, "the lowering names where the quota goes: its idle servers move there")
         XCTAssertEqual(q.pools[key]!.quota, [2, 0], "the donor is lowered first, the receiver not raised yet")
         // A report from the donor sent before it saw the lowering does not confirm it.
         XCTAssertEqual(q.report(slot: 1, key: key, size: 4, servers: 2, idle: 2, waiting: 0, seq: seqs[1], now: 3 * ms), [])
@@ -109,6 +110,7 @@ final class PoolQuotasTests: XCTestCase {
         let raise = q.report(slot: 1, key: key, size: 4, servers: 0, idle: 0, waiting: 0, seq: lower[0].seq, now: 5 * ms)
         XCTAssertEqual(raise.map(\.slot), [0])
         XCTAssertEqual(raise.map(\.quota), [4])
+        XCTAssertEqual(raise.map(\.receiver), [-1], "a raise moves nothing")
         XCTAssertEqual(sum(q), 4)
     }
 

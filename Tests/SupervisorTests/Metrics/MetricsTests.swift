@@ -40,6 +40,8 @@ final class MetricsExpositionTests: XCTestCase {
         input.maxClientConnections = 100
         input.cachedDNSNames = 3
         input.inFlightDNSQueries = 1
+        input.serverMoves = 5
+        input.serverMovesLost = 1
         return input
     }
 
@@ -197,6 +199,8 @@ final class MetricsExpositionTests: XCTestCase {
         XCTAssertTrue(text.contains("\npgbouncer_cached_dns_names 3\n"))
         XCTAssertTrue(text.contains("\npgbouncer_in_flight_dns_queries 1\n"))
         XCTAssertTrue(text.contains("\npgbouncer_cached_dns_zones 0\n"))
+        XCTAssertTrue(text.contains("\npgswift_server_moves_total 5\n"))
+        XCTAssertTrue(text.contains("\npgswift_server_moves_lost_total 1\n"))
         XCTAssertTrue(text.contains("pgswift_worker_cpu_seconds_total{slot=\"0\"} 2.000001\n"))
         XCTAssertTrue(text.contains("pgbouncer_databases_disabled{name=\"db1\",host=\"\",port=\"5432\",database=\"real\",force_user=\"u\",pool_mode=\"transaction\"} 1\n"))
         // Only the pool that recorded queries has a series: an empty histogram is not written (with
