@@ -74,8 +74,19 @@ final class TLSTests: XCTestCase {
         defer { s.lock.unlock() }
         if let c = s.certs, let p = s.pg { return (c, p) }
         let certs = try TestCertificates()
-        let pg = try PostgresServer.startPrivate(settings: ["ssl=on", "ssl_cert_file=server.crt", "ssl_key_file=server.key"],
-                                                 configure: { try certs.install(into: $0) })
+        // Database certdb takes TLS connections with a client certificate from the test CA only (for
+        // server_tls_key_file / server_tls_cert_file); the rest of pg_hba.conf is the harness's.
+        let pg = try PostgresServer.startPrivate(settings: ["ssl=on", "ssl_cert_file=server.crt", "ssl_key_file=server.key",
+                                                            "ssl_ca_file=root.crt"],
+                                                 configure: { data in
+            try certs.install(into: data)
+            let hba = data + "/pg_hba.conf"
+            let harness = readTextFile(hba)
+            guard !harness.isEmpty else { throw E2EError("cannot read \(hba)") }
+            try ("hostssl   certdb all 127.0.0.1/32 cert\nhostnossl certdb all 127.0.0.1/32 reject\n" + harness)
+                .write(toFile: hba, atomically: false, encoding: .utf8)
+        })
+        try pg.adminQuery("create database certdb")
         s.certs = certs
         s.pg = pg
         return (certs, pg)
@@ -98,7 +109,8 @@ final class TLSTests: XCTestCase {
         s.authType = authType
         s.poolMode = poolMode
         s.databases = [("testdb", pg.connectionString(dbname: "testdb", extra: "user=u_trust")),
-                       ("bench", pg.connectionString(dbname: "bench", extra: "user=bench password=\(PostgresServer.passwords["bench"]!)"))]
+                       ("bench", pg.connectionString(dbname: "bench", extra: "user=bench password=\(PostgresServer.passwords["bench"]!)")),
+                       ("certdb", pg.connectionString(dbname: "certdb", extra: "user=u_trust"))]
         if let users { s.users = users }
         s.settings = settings.map { (key: $0.0, value: $0.1) }
         s.probe = nil
@@ -551,6 +563,89 @@ final class TLSTests: XCTestCase {
         XCTAssertTrue(try psql(px, "sslmode=require user=u_trust", "select 1").succeeded)
         XCTAssertFalse(px.logLines(containing: "login attempt", "tls=TLSv1.3/TLS_CHACHA20_POLY1305_SHA256").isEmpty,
                        px.log().suffix(3000).description)
+    }
+
+    // MARK: 7. client certificate, protocol versions and ciphers towards PostgreSQL
+
+    /// "version/cipher/client DN" of the TLS connection between pgswift and PostgreSQL, from pg_stat_ssl
+    /// on the server connection a plaintext client gets.
+    private func serverSSL(_ px: Pgswift, database: String = "testdb") throws -> CommandResult {
+        try psql(px, "sslmode=disable user=u_trust dbname=\(database)",
+                 "select version || '/' || cipher || '/' || coalesce(client_dn, '') from pg_stat_ssl where pid = pg_backend_pid()")
+    }
+
+    /// server_tls_key_file / server_tls_cert_file: PostgreSQL's `hostssl certdb ... cert` lets pgswift in
+    /// with its certificate (pg_stat_ssl shows its DN), and refuses it without one.
+    func testServerTLSClientCertificate() throws {
+        let (certs, pg) = try environment()
+        let px = try start(pg, [("server_tls_sslmode", "require"), ("server_tls_key_file", certs.clientKey("u_trust")),
+                                ("server_tls_cert_file", certs.clientCert("u_trust"))])
+        defer { px.stop() }
+        let r = try serverSSL(px, database: "certdb")
+        XCTAssertTrue(r.succeeded, "\(r)\n\(px.log().suffix(3000))")
+        XCTAssertTrue(r.stdout.trimmed.hasSuffix("/CN=u_trust"), "pg_stat_ssl: \(r.stdout)")
+
+        let without = try start(pg, [("server_tls_sslmode", "require"), ("client_login_timeout", "10")])
+        defer { without.stop() }
+        let refused = try serverSSL(without, database: "certdb")
+        XCTAssertFalse(refused.succeeded, "certdb let pgswift in without a client certificate")
+        XCTAssertTrue(refused.stderr.contains("certificate"), refused.stderr)
+        XCTAssertFalse(without.logLines(containing: "server login failed", "certificate").isEmpty, without.log().suffix(3000).description)
+    }
+
+    /// server_tls_protocols: pg_stat_ssl shows the version pgswift allowed; a version PostgreSQL does not
+    /// take (it needs TLS 1.2 or later) fails the handshake.
+    func testServerTLSProtocols() throws {
+        let (_, pg) = try environment()
+        for (setting, version) in [("tlsv1.2", "TLSv1.2"), ("tlsv1.3", "TLSv1.3")] {
+            let px = try start(pg, [("server_tls_sslmode", "require"), ("server_tls_protocols", setting)])
+            defer { px.stop() }
+            let r = try serverSSL(px)
+            XCTAssertTrue(r.succeeded, "\(setting): \(r)\n\(px.log().suffix(3000))")
+            XCTAssertTrue(r.stdout.trimmed.hasPrefix(version + "/"), "server_tls_protocols = \(setting): pg_stat_ssl \(r.stdout)")
+        }
+        let old = try start(pg, [("server_tls_sslmode", "require"), ("server_tls_protocols", "tlsv1.0"),
+                                 ("client_login_timeout", "3"), ("server_login_retry", "1")])
+        defer { old.stop() }
+        let r = try serverSSL(old)
+        XCTAssertFalse(r.succeeded, "a TLS 1.0 server connection got in: \(r)")
+        XCTAssertFalse(old.logLines(containing: "TLS handshake with server failed").isEmpty, old.log().suffix(3000).description)
+    }
+
+    /// server_tls_ciphers: pg_stat_ssl shows the TLS 1.2 cipher pgswift offered alone; one the server's
+    /// certificate (ECDSA) cannot use fails the handshake.
+    func testServerTLSCiphers() throws {
+        let (_, pg) = try environment()
+        for cipher in ["ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-ECDSA-AES128-GCM-SHA256"] {
+            let px = try start(pg, [("server_tls_sslmode", "require"), ("server_tls_protocols", "tlsv1.2"),
+                                    ("server_tls_ciphers", cipher)])
+            defer { px.stop() }
+            let r = try serverSSL(px)
+            XCTAssertTrue(r.succeeded, "\(cipher): \(r)\n\(px.log().suffix(3000))")
+            XCTAssertTrue(r.stdout.trimmed.hasPrefix("TLSv1.2/\(cipher)/"), "server_tls_ciphers = \(cipher): pg_stat_ssl \(r.stdout)")
+        }
+        let rsa = try start(pg, [("server_tls_sslmode", "require"), ("server_tls_protocols", "tlsv1.2"),
+                                 ("server_tls_ciphers", "ECDHE-RSA-AES128-GCM-SHA256"),
+                                 ("client_login_timeout", "3"), ("server_login_retry", "1")])
+        defer { rsa.stop() }
+        let r = try serverSSL(rsa)
+        XCTAssertFalse(r.succeeded, "an RSA-only cipher list got a TLS connection to an ECDSA server: \(r)")
+        XCTAssertTrue(r.stderr.contains("client_login_timeout (server down)"), r.stderr)
+        let failures = rsa.logLines(containing: "TLS handshake with server failed")
+        XCTAssertFalse(failures.isEmpty, rsa.log().suffix(3000).description)
+    }
+
+    /// server_tls13_ciphers: pg_stat_ssl shows the TLS 1.3 suite pgswift allowed (not OpenSSL's first choice,
+    /// TLS_AES_256_GCM_SHA384).
+    func testServerTLS13Ciphers() throws {
+        let (_, pg) = try environment()
+        for suite in ["TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256"] {
+            let px = try start(pg, [("server_tls_sslmode", "require"), ("server_tls13_ciphers", suite)])
+            defer { px.stop() }
+            let r = try serverSSL(px)
+            XCTAssertTrue(r.succeeded, "\(suite): \(r)\n\(px.log().suffix(3000))")
+            XCTAssertTrue(r.stdout.trimmed.hasPrefix("TLSv1.3/\(suite)/"), "server_tls13_ciphers = \(suite): pg_stat_ssl \(r.stdout)")
+        }
     }
 
     // MARK: reload
