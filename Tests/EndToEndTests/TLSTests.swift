@@ -1,4 +1,4 @@
-// End to end: TLS with clients (sslmode, direct TLS, cert auth, bad input) and with PostgreSQL (verify-full).
+// End to end: TLS with clients and with PostgreSQL: sslmodes, certificates, versions, ciphers, direct TLS, bad input.
 import Foundation
 import XCTest
 
@@ -74,8 +74,19 @@ final class TLSTests: XCTestCase {
         defer { s.lock.unlock() }
         if let c = s.certs, let p = s.pg { return (c, p) }
         let certs = try TestCertificates()
-        let pg = try PostgresServer.startPrivate(settings: ["ssl=on", "ssl_cert_file=server.crt", "ssl_key_file=server.key"],
-                                                 configure: { try certs.install(into: $0) })
+        // Database certdb takes TLS connections with a client certificate from the test CA only (for
+        // server_tls_key_file / server_tls_cert_file); the rest of pg_hba.conf is the harness's.
+        let pg = try PostgresServer.startPrivate(settings: ["ssl=on", "ssl_cert_file=server.crt", "ssl_key_file=server.key",
+                                                            "ssl_ca_file=root.crt"],
+                                                 configure: { data in
+            try certs.install(into: data)
+            let hba = data + "/pg_hba.conf"
+            let harness = readTextFile(hba)
+            guard !harness.isEmpty else { throw E2EError("cannot read \(hba)") }
+            try ("hostssl   certdb all 127.0.0.1/32 cert\nhostnossl certdb all 127.0.0.1/32 reject\n" + harness)
+                .write(toFile: hba, atomically: false, encoding: .utf8)
+        })
+        try pg.adminQuery("create database certdb")
         s.certs = certs
         s.pg = pg
         return (certs, pg)
@@ -98,7 +109,8 @@ final class TLSTests: XCTestCase {
         s.authType = authType
         s.poolMode = poolMode
         s.databases = [("testdb", pg.connectionString(dbname: "testdb", extra: "user=u_trust")),
-                       ("bench", pg.connectionString(dbname: "bench", extra: "user=bench password=\(PostgresServer.passwords["bench"]!)"))]
+                       ("bench", pg.connectionString(dbname: "bench", extra: "user=bench password=\(PostgresServer.passwords["bench"]!)")),
+                       ("certdb", pg.connectionString(dbname: "certdb", extra: "user=u_trust"))]
         if let users { s.users = users }
         s.settings = settings.map { (key: $0.0, value: $0.1) }
         s.probe = nil
@@ -446,6 +458,194 @@ final class TLSTests: XCTestCase {
         XCTAssertEqual(px.waitForExit(timeout: 30), 1, px.log())
         XCTAssertTrue(px.log().contains("\(px.configPath):11:"), px.log())
         XCTAssertTrue(px.log().contains("client_tls_cert_file"), px.log())
+    }
+
+    // MARK: 6. protocol versions and ciphers offered to clients
+
+    /// What `openssl s_client` saw of one handshake with pgswift, after PostgreSQL's SSLRequest.
+    private struct Handshake: CustomStringConvertible {
+        var established: Bool
+        var version: String
+        var cipher: String
+        var output: String
+        var description: String { output }
+    }
+
+    /// `openssl s_client -starttls postgres` (SSLRequest, then the handshake) with `args` (-tls1_2,
+    /// -cipher, -ciphersuites...); it closes when its stdin (/dev/null) ends.
+    private func handshake(_ px: Pgswift, _ args: [String]) throws -> Handshake {
+        let r = try runCommand(["openssl", "s_client", "-connect", "127.0.0.1:\(px.port)", "-starttls", "postgres",
+                                "-brief"] + args, timeout: 30)
+        let out = r.stdout + r.stderr
+        func field(_ name: String) -> String {
+            guard let line = out.split(separator: "\n").first(where: { $0.hasPrefix(name + ": ") }) else { return "" }
+            return String(line.dropFirst(name.count + 2)).trimmed
+        }
+        let ok = r.succeeded && out.contains("CONNECTION ESTABLISHED")
+        return Handshake(established: ok, version: field("Protocol version"), cipher: field("Ciphersuite"),
+                         output: "s_client \(args.joined(separator: " ")): status \(r.status)\n\(out)")
+    }
+
+    private func clientTLS(_ certs: TestCertificates, _ more: [(String, String)]) -> [(String, String)] {
+        [("client_tls_sslmode", "require"), ("client_tls_key_file", certs.serverKey),
+         ("client_tls_cert_file", certs.serverCert), ("server_tls_sslmode", "disable")] + more
+    }
+
+    /// client_tls_protocols: a client limited to a version outside the list fails the handshake (openssl
+    /// and libpq alike), one inside it gets that version.
+    func testClientTLSProtocols() throws {
+        let (certs, pg) = try environment()
+        let only13 = try start(pg, clientTLS(certs, [("client_tls_protocols", "tlsv1.3")]))
+        defer { only13.stop() }
+        let old = try handshake(only13, ["-tls1_2"])
+        XCTAssertFalse(old.established, "TLS 1.2 accepted under client_tls_protocols = tlsv1.3: \(old)")
+        let new = try handshake(only13, ["-tls1_3"])
+        XCTAssertTrue(new.established, "\(new)\n\(only13.log().suffix(3000))")
+        XCTAssertEqual(new.version, "TLSv1.3", "\(new)")
+        let psql12 = try psql(only13, "sslmode=require ssl_max_protocol_version=TLSv1.2 user=u_trust", "select 1")
+        XCTAssertFalse(psql12.succeeded, "psql limited to TLS 1.2 got in: \(psql12)")
+        let psqlAny = try psql(only13, "sslmode=require user=u_trust", "select 1")
+        XCTAssertTrue(psqlAny.succeeded, "\(psqlAny)\n\(only13.log().suffix(3000))")
+
+        // PgBouncer's "!" removes a version from the list.
+        let only12 = try start(pg, clientTLS(certs, [("client_tls_protocols", "secure,!tlsv1.3")]))
+        defer { only12.stop() }
+        let tls13 = try handshake(only12, ["-tls1_3"])
+        XCTAssertFalse(tls13.established, "TLS 1.3 accepted under client_tls_protocols = secure,!tlsv1.3: \(tls13)")
+        let best = try handshake(only12, [])
+        XCTAssertTrue(best.established, "\(best)\n\(only12.log().suffix(3000))")
+        XCTAssertEqual(best.version, "TLSv1.2", "\(best)")
+        let psql13 = try psql(only12, "sslmode=require ssl_min_protocol_version=TLSv1.3 user=u_trust", "select 1")
+        XCTAssertFalse(psql13.succeeded, "psql requiring TLS 1.3 got in: \(psql13)")
+        XCTAssertTrue(try psql(only12, "sslmode=require user=u_trust", "select 1").succeeded)
+        XCTAssertFalse(only12.logLines(containing: "login attempt", "tls=TLSv1.2/").isEmpty, only12.log().suffix(3000).description)
+    }
+
+    /// client_tls_ciphers: a TLS 1.2 client offering only a cipher outside the list fails, one inside it
+    /// gets it; TLS 1.3 is not affected. "default" is OpenSSL's default list, as in PgBouncer.
+    func testClientTLSCiphers() throws {
+        let (certs, pg) = try environment()
+        let px = try start(pg, clientTLS(certs, [("client_tls_ciphers", "ECDHE-ECDSA-AES128-GCM-SHA256")]))
+        defer { px.stop() }
+        let excluded = try handshake(px, ["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384"])
+        XCTAssertFalse(excluded.established, "a cipher outside client_tls_ciphers was accepted: \(excluded)")
+        let included = try handshake(px, ["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"])
+        XCTAssertTrue(included.established, "\(included)\n\(px.log().suffix(3000))")
+        XCTAssertEqual(included.cipher, "ECDHE-ECDSA-AES128-GCM-SHA256", "\(included)")
+        let anyCipher = try handshake(px, ["-tls1_2"])
+        XCTAssertEqual(anyCipher.cipher, "ECDHE-ECDSA-AES128-GCM-SHA256", "\(anyCipher)")
+        let tls13 = try handshake(px, ["-tls1_3"])
+        XCTAssertTrue(tls13.established, "client_tls_ciphers should not touch TLS 1.3: \(tls13)")
+
+        // "default" leaves OpenSSL's own list: a cipher it has (when this OpenSSL has it) gets in.
+        let defaults = try runCommand(["openssl", "ciphers", "DEFAULT"], timeout: 30).stdout.trimmed.split(separator: ":")
+        if defaults.contains("ECDHE-ECDSA-AES128-SHA256") {
+            let dflt = try start(pg, clientTLS(certs, [("client_tls_ciphers", "default")]))
+            defer { dflt.stop() }
+            let cbc = try handshake(dflt, ["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA256"])
+            XCTAssertTrue(cbc.established, "a cipher of OpenSSL's default list refused under default: \(cbc)")
+        }
+    }
+
+    /// client_tls13_ciphers: the same for TLS 1.3's cipher suites; TLS 1.2 is not affected.
+    func testClientTLS13Ciphers() throws {
+        let (certs, pg) = try environment()
+        let px = try start(pg, clientTLS(certs, [("client_tls13_ciphers", "TLS_CHACHA20_POLY1305_SHA256")]))
+        defer { px.stop() }
+        let excluded = try handshake(px, ["-tls1_3", "-ciphersuites", "TLS_AES_256_GCM_SHA384"])
+        XCTAssertFalse(excluded.established, "a suite outside client_tls13_ciphers was accepted: \(excluded)")
+        let included = try handshake(px, ["-tls1_3", "-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256"])
+        XCTAssertTrue(included.established, "\(included)\n\(px.log().suffix(3000))")
+        XCTAssertEqual(included.cipher, "TLS_CHACHA20_POLY1305_SHA256", "\(included)")
+        let tls12 = try handshake(px, ["-tls1_2"])
+        XCTAssertTrue(tls12.established, "client_tls13_ciphers should not touch TLS 1.2: \(tls12)")
+        // libpq offers every suite; pgswift picks the one it allows (PgBouncer's test_ssl.py checks the same log).
+        XCTAssertTrue(try psql(px, "sslmode=require user=u_trust", "select 1").succeeded)
+        XCTAssertFalse(px.logLines(containing: "login attempt", "tls=TLSv1.3/TLS_CHACHA20_POLY1305_SHA256").isEmpty,
+                       px.log().suffix(3000).description)
+    }
+
+    // MARK: 7. client certificate, protocol versions and ciphers towards PostgreSQL
+
+    /// "version/cipher/client DN" of the TLS connection between pgswift and PostgreSQL, from pg_stat_ssl
+    /// on the server connection a plaintext client gets.
+    private func serverSSL(_ px: Pgswift, database: String = "testdb") throws -> CommandResult {
+        try psql(px, "sslmode=disable user=u_trust dbname=\(database)",
+                 "select version || '/' || cipher || '/' || coalesce(client_dn, '') from pg_stat_ssl where pid = pg_backend_pid()")
+    }
+
+    /// server_tls_key_file / server_tls_cert_file: PostgreSQL's `hostssl certdb ... cert` lets pgswift in
+    /// with its certificate (pg_stat_ssl shows its DN), and refuses it without one.
+    func testServerTLSClientCertificate() throws {
+        let (certs, pg) = try environment()
+        let px = try start(pg, [("server_tls_sslmode", "require"), ("server_tls_key_file", certs.clientKey("u_trust")),
+                                ("server_tls_cert_file", certs.clientCert("u_trust"))])
+        defer { px.stop() }
+        let r = try serverSSL(px, database: "certdb")
+        XCTAssertTrue(r.succeeded, "\(r)\n\(px.log().suffix(3000))")
+        XCTAssertTrue(r.stdout.trimmed.hasSuffix("/CN=u_trust"), "pg_stat_ssl: \(r.stdout)")
+
+        let without = try start(pg, [("server_tls_sslmode", "require"), ("client_login_timeout", "10")])
+        defer { without.stop() }
+        let refused = try serverSSL(without, database: "certdb")
+        XCTAssertFalse(refused.succeeded, "certdb let pgswift in without a client certificate")
+        XCTAssertTrue(refused.stderr.contains("certificate"), refused.stderr)
+        XCTAssertFalse(without.logLines(containing: "server login failed", "certificate").isEmpty, without.log().suffix(3000).description)
+    }
+
+    /// server_tls_protocols: pg_stat_ssl shows the version pgswift allowed; a version PostgreSQL does not
+    /// take (it needs TLS 1.2 or later) fails the handshake.
+    func testServerTLSProtocols() throws {
+        let (_, pg) = try environment()
+        for (setting, version) in [("tlsv1.2", "TLSv1.2"), ("tlsv1.3", "TLSv1.3")] {
+            let px = try start(pg, [("server_tls_sslmode", "require"), ("server_tls_protocols", setting)])
+            defer { px.stop() }
+            let r = try serverSSL(px)
+            XCTAssertTrue(r.succeeded, "\(setting): \(r)\n\(px.log().suffix(3000))")
+            XCTAssertTrue(r.stdout.trimmed.hasPrefix(version + "/"), "server_tls_protocols = \(setting): pg_stat_ssl \(r.stdout)")
+        }
+        let old = try start(pg, [("server_tls_sslmode", "require"), ("server_tls_protocols", "tlsv1.0"),
+                                 ("client_login_timeout", "3"), ("server_login_retry", "1")])
+        defer { old.stop() }
+        let r = try serverSSL(old)
+        XCTAssertFalse(r.succeeded, "a TLS 1.0 server connection got in: \(r)")
+        XCTAssertFalse(old.logLines(containing: "TLS handshake with server failed").isEmpty, old.log().suffix(3000).description)
+    }
+
+    /// server_tls_ciphers: pg_stat_ssl shows the TLS 1.2 cipher pgswift offered alone; one the server's
+    /// certificate (ECDSA) cannot use fails the handshake.
+    func testServerTLSCiphers() throws {
+        let (_, pg) = try environment()
+        for cipher in ["ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-ECDSA-AES128-GCM-SHA256"] {
+            let px = try start(pg, [("server_tls_sslmode", "require"), ("server_tls_protocols", "tlsv1.2"),
+                                    ("server_tls_ciphers", cipher)])
+            defer { px.stop() }
+            let r = try serverSSL(px)
+            XCTAssertTrue(r.succeeded, "\(cipher): \(r)\n\(px.log().suffix(3000))")
+            XCTAssertTrue(r.stdout.trimmed.hasPrefix("TLSv1.2/\(cipher)/"), "server_tls_ciphers = \(cipher): pg_stat_ssl \(r.stdout)")
+        }
+        let rsa = try start(pg, [("server_tls_sslmode", "require"), ("server_tls_protocols", "tlsv1.2"),
+                                 ("server_tls_ciphers", "ECDHE-RSA-AES128-GCM-SHA256"),
+                                 ("client_login_timeout", "3"), ("server_login_retry", "1")])
+        defer { rsa.stop() }
+        let r = try serverSSL(rsa)
+        XCTAssertFalse(r.succeeded, "an RSA-only cipher list got a TLS connection to an ECDSA server: \(r)")
+        XCTAssertTrue(r.stderr.contains("client_login_timeout (server down)"), r.stderr)
+        let failures = rsa.logLines(containing: "TLS handshake with server failed")
+        XCTAssertFalse(failures.isEmpty, rsa.log().suffix(3000).description)
+    }
+
+    /// server_tls13_ciphers: pg_stat_ssl shows the TLS 1.3 suite pgswift allowed (not OpenSSL's first choice,
+    /// TLS_AES_256_GCM_SHA384).
+    func testServerTLS13Ciphers() throws {
+        let (_, pg) = try environment()
+        for suite in ["TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_128_GCM_SHA256"] {
+            let px = try start(pg, [("server_tls_sslmode", "require"), ("server_tls13_ciphers", suite)])
+            defer { px.stop() }
+            let r = try serverSSL(px)
+            XCTAssertTrue(r.succeeded, "\(suite): \(r)\n\(px.log().suffix(3000))")
+            XCTAssertTrue(r.stdout.trimmed.hasPrefix("TLSv1.3/\(suite)/"), "server_tls13_ciphers = \(suite): pg_stat_ssl \(r.stdout)")
+        }
     }
 
     // MARK: reload

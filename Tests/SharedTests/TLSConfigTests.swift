@@ -49,12 +49,22 @@ final class TLSConfigTests: XCTestCase {
         XCTAssertEqual(try TLSProtocols.parse("tlsv1.2:tlsv1.3").allowed, [false, false, true, true])
         XCTAssertThrowsError(try TLSProtocols.parse("sslv3"))
         XCTAssertThrowsError(try TLSProtocols.parse("tlsv1.2,bogus"))
+        // PgBouncer's (libtls's) "tlsv1" is every TLS 1.x, and "!" removes versions.
+        XCTAssertEqual(try TLSProtocols.parse("tlsv1").allowed, [true, true, true, true])
+        XCTAssertEqual(try TLSProtocols.parse("secure,!tlsv1.2").allowed, [false, false, false, true])
+        XCTAssertEqual(try TLSProtocols.parse("!tlsv1.0, !tlsv1.1").allowed, [false, false, true, true])
+        XCTAssertThrowsError(try TLSProtocols.parse("tlsv1.3,!tlsv1.3"))
+        XCTAssertThrowsError(try TLSProtocols.parse("!bogus"))
     }
 
+    /// PgBouncer's default/secure/normal/fast keep OpenSSL's default list; "all" must reach OpenSSL
+    /// in a form it knows (it refuses a lowercase "all").
     func testCipherShortcuts() {
         XCTAssertEqual(TLSCiphers.openSSLList("HIGH:!aNULL"), "HIGH:!aNULL")
-        XCTAssertNotEqual(TLSCiphers.openSSLList("default"), "default")
-        XCTAssertNotEqual(TLSCiphers.openSSLList("fast"), "fast")
+        for keyword in ["", "default", "Secure", "normal", "fast"] {
+            XCTAssertNil(TLSCiphers.openSSLList(keyword), keyword)
+        }
+        XCTAssertEqual(TLSCiphers.openSSLList("all"), "ALL:!aNULL:!eNULL")
     }
 
     func testDefaultsValidate() throws {
@@ -114,6 +124,10 @@ final class TLSConfigTests: XCTestCase {
 
         let ciphers = try XCTUnwrap(try tlsError("[pgbouncer]\nserver_tls_ciphers = NOTHING-REAL\n"))
         XCTAssertEqual(ciphers.line, 2)
+        XCTAssertNil(try tlsError("[pgbouncer]\nserver_tls_ciphers = all\nclient_tls_ciphers = fast\n"))
+        let none = try XCTUnwrap(try tlsError("[pgbouncer]\nserver_tls_protocols = !all\n"))
+        XCTAssertEqual(none.line, 2)
+        XCTAssertTrue(none.message.contains("no TLS protocol"), none.message)
 
         let serverKey = try XCTUnwrap(try tlsError("[pgbouncer]\nserver_tls_key_file = \(a.key)\n"))
         XCTAssertTrue(serverKey.message.contains("go together"), serverKey.message)

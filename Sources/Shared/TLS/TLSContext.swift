@@ -216,8 +216,7 @@ public final class TLSContext: @unchecked Sendable {
             throw TLSSetupError(key: "\(p)_tls_protocols", reason: error.reason)
         }
         versions.apply(ctx)
-        let list = TLSCiphers.openSSLList(s.ciphers)
-        if SSL_CTX_set_cipher_list(ctx, list) != 1 {
+        if let list = TLSCiphers.openSSLList(s.ciphers), SSL_CTX_set_cipher_list(ctx, list) != 1 {
             throw TLSSetupError(key: "\(p)_tls_ciphers", reason: "failed to set ciphers: no usable cipher in \"\(s.ciphers)\"")
         }
         if !s.tls13Ciphers.isEmpty && SSL_CTX_set_ciphersuites(ctx, s.tls13Ciphers) != 1 {
@@ -261,22 +260,32 @@ public struct TLSProtocols: Sendable, Equatable {
     public var allowed: [Bool]
 
     /// "all", "secure" (1.2 and 1.3; the default), "legacy" (all), "default", or a list of
-    /// tlsv1.0/tlsv1.1/tlsv1.2/tlsv1.3 separated by commas, colons or spaces.
+    /// tlsv1.0/tlsv1.1/tlsv1.2/tlsv1.3 separated by commas, colons or spaces. As in PgBouncer (libtls),
+    /// "tlsv1" means every TLS 1.x version and a leading "!" removes versions ("secure,!tlsv1.2"; a list
+    /// that starts with a removal starts from all). A list that leaves no version is refused.
     public static func parse(_ text: String) throws(TLSSetupError) -> TLSProtocols {
-        var allowed = [false, false, false, false]
         let words = text.lowercased().split(whereSeparator: { $0 == "," || $0 == ":" || $0 == " " || $0 == "\t" })
         if words.isEmpty { return TLSProtocols(allowed: [false, false, true, true]) }
+        var allowed = [false, false, false, false]
         for w in words {
-            switch w {
-            case "all", "legacy": allowed = [true, true, true, true]
-            case "secure", "default": allowed[2] = true; allowed[3] = true
-            case "tlsv1.0", "tlsv1": allowed[0] = true
-            case "tlsv1.1": allowed[1] = true
-            case "tlsv1.2": allowed[2] = true
-            case "tlsv1.3": allowed[3] = true
+            let negate = w.hasPrefix("!")
+            let name = negate ? w.dropFirst() : w[...]
+            let mask: [Bool]
+            switch name {
+            case "all", "legacy", "tlsv1": mask = [true, true, true, true]
+            case "secure", "default": mask = [false, false, true, true]
+            case "tlsv1.0": mask = [true, false, false, false]
+            case "tlsv1.1": mask = [false, true, false, false]
+            case "tlsv1.2": mask = [false, false, true, false]
+            case "tlsv1.3": mask = [false, false, false, true]
             default:
-                throw TLSSetupError(key: "", reason: "unknown TLS protocol \"\(w)\" (use all, secure, legacy, tlsv1.0, tlsv1.1, tlsv1.2, tlsv1.3)")
+                throw TLSSetupError(key: "", reason: "unknown TLS protocol \"\(w)\" (use all, secure, legacy, tlsv1.0, tlsv1.1, tlsv1.2, tlsv1.3, or ! before one to remove it)")
             }
+            if negate && !allowed.contains(true) { allowed = [true, true, true, true] }
+            for i in 0..<4 where mask[i] { allowed[i] = !negate }
+        }
+        guard allowed.contains(true) else {
+            throw TLSSetupError(key: "", reason: "\"\(text)\" leaves no TLS protocol version allowed")
         }
         return TLSProtocols(allowed: allowed)
     }
@@ -290,14 +299,16 @@ public struct TLSProtocols: Sendable, Equatable {
     }
 }
 
-/// `*_tls_ciphers`: PgBouncer's shortcuts, anything else passed to OpenSSL as a cipher list (TLS 1.2 and older).
+/// `*_tls_ciphers` (TLS 1.2 and older): as in PgBouncer, "default", "secure", "normal" and "fast" keep
+/// OpenSSL's own default list (which follows a system-wide crypto policy where there is one); "all" and
+/// "insecure" allow every cipher with authentication and encryption; anything else is an OpenSSL cipher list.
 public enum TLSCiphers {
-    public static func openSSLList(_ text: String) -> String {
+    /// The list to give OpenSSL, nil to keep its default.
+    public static func openSSLList(_ text: String) -> String? {
         switch text.lowercased() {
-        case "", "default", "secure": return "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL"
+        case "", "default", "secure", "normal", "fast": return nil
+        // Older PgBouncer keywords, not in its current documentation.
         case "compat", "legacy": return "HIGH:!aNULL"
-        case "normal": return "HIGH:MEDIUM:!aNULL"
-        case "fast": return "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL"
         case "insecure", "all": return "ALL:!aNULL:!eNULL"
         default: return text
         }
