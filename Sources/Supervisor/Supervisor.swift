@@ -613,12 +613,7 @@ final class Supervisor {
         setOverrides = overrides
         log.minimumLevel = options.verbosity + new.verbose > 0 ? .debug : .log
         // Reopened on every reload, so log rotation only needs a SIGHUP (as with PgBouncer).
-        if let path = new.logfile, !path.isEmpty {
-            if !log.openLogFile(path) { log.error("cannot open logfile \(path): \(Errno.current)") }
-        } else if log.fileFD >= 0 {
-            Posix.close(log.fileFD)
-            log.fileFD = -1
-        }
+        if !log.useLogFile(new.logfile) { log.error("cannot open logfile \(new.logfile ?? ""): \(Errno.current)") }
         Syslog.configure(enabled: new.syslog, ident: new.syslogIdent, facility: new.syslogFacility)
         broadcast(.reload(overrides: overrides))
         sendQuotas(quotas.resizeAll(size: poolSize, reserve: reservePoolSize))

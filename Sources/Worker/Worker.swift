@@ -437,6 +437,8 @@ final class Worker {
             }
             config = newConfig
             userlist = newUsers
+            // Reopened on every reload, as the supervisor does: log rotation needs only a SIGHUP.
+            if !log.useLogFile(config.logfile) { log.error("cannot open logfile \(config.logfile ?? ""): \(Errno.current)") }
             Syslog.configure(enabled: config.syslog, ident: config.syslogIdent, facility: config.syslogFacility)
             clientSecrets = ClientScramSecrets(saltKey: mockAuthKey, iterations: config.scramIterations)
             secretCache.removeAll()

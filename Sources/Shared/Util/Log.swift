@@ -36,6 +36,19 @@ public struct Logger: Sendable {
         return true
     }
 
+    /// Makes `path` the log file, opened anew even when the name is unchanged, so that a file moved
+    /// away by log rotation is followed by a new one at the next reload (PgBouncer's SIGHUP/RELOAD).
+    /// nil or empty: no log file (one open is closed). Returns false when `path` cannot be opened;
+    /// the previous file, if any, is kept.
+    public mutating func useLogFile(_ path: String?) -> Bool {
+        guard let path, !path.isEmpty else {
+            if fileFD >= 0 { Posix.close(fileFD) }
+            fileFD = -1
+            return true
+        }
+        return openLogFile(path)
+    }
+
     @inline(__always)
     public func enabled(_ level: LogLevel) -> Bool { level >= minimumLevel }
 
