@@ -39,6 +39,9 @@ struct HotState {
     /// server_check_delay in ns: an idle server that waited this long is checked with
     /// server_check_query before a client gets it (`Int64.max`: never, the query is empty).
     var serverCheckDelay: Int64 = .max
+    /// server_reset_query_always with a server_reset_query: every release runs the reset, in
+    /// transaction and statement mode too (Linking.swift `releaseServer`).
+    var resetOnEveryRelease = false
     /// Rolling restart: clients move to the successor when they become idle (Handoff.swift).
     var draining = false
     /// auth_query lookups waiting for a server of their pool (AuthQuery.swift).
@@ -516,6 +519,7 @@ final class Worker {
         maxPacket = min(max(config.maxPacketSize, 1024), 0x3FFF_FFFF)
         hot.pointee.serverRoundRobin = config.serverRoundRobin
         hot.pointee.serverCheckDelay = config.serverCheckQueryToSend == nil ? .max : Clock.nanos(seconds: config.serverCheckDelay)
+        hot.pointee.resetOnEveryRelease = config.serverResetQueryAlways && !config.serverResetQuery.isEmpty
     }
 
     func randomUInt32() -> UInt32 {

@@ -1,5 +1,5 @@
-// End to end: application_name_add_host, log_pooler_errors, server_round_robin and server_check_query /
-// server_check_delay do what PgBouncer documents.
+// End to end: application_name_add_host, log_pooler_errors, server_reset_query_always, server_round_robin
+// and server_check_query / server_check_delay do what PgBouncer documents.
 import Foundation
 import XCTest
 #if canImport(Glibc)
@@ -57,6 +57,41 @@ final class PoolerSettingsTests: XCTestCase {
                           px.log())
             let lines = px.logLines(containing: "WARNING", "pooler error:", "no_such_db_17")
             XCTAssertEqual(lines.count, on ? 1 : 0, "log_pooler_errors = \(on ? 1 : 0):\n\(px.log())")
+        }
+    }
+
+    /// server_reset_query_always = 1: in transaction mode server_reset_query (here the default, DISCARD
+    /// ALL) runs at every release, not only when the client leaves, so a client loses its session state
+    /// after each transaction ("deterministic breakage", as PgBouncer puts it): a custom setting made
+    /// with set_config() and a session advisory lock, neither of which pgswift's tracking of SET and
+    /// its kin notices, are gone at the next transaction on the same server. Off (the default), they
+    /// stay with the server.
+    func testServerResetQueryAlwaysResetsAtEveryRelease() throws {
+        let postgres = try PostgresServer.shared()
+        for always in [false, true] {
+            var s = PgswiftSettings(postgres: postgres)
+            s.workers = 1
+            s.poolMode = "transaction"
+            s.defaultPoolSize = 1
+            s.settings = [("server_reset_query_always", always ? "1" : "0")]
+            let px = try Pgswift.start(s)
+            defer { px.stop() }
+            let c = try WireClient.connect(port: px.port, user: "u_trust", database: "testdb")
+            defer { c.close() }
+            let pid = try c.query("select pg_backend_pid()")
+            _ = try c.query("select set_config('pgswift.marker', 'kept', false), pg_advisory_lock(4217)")
+            XCTAssertEqual(try c.query("select pg_backend_pid()"), pid, "one server (pool size 1)")
+            let marker = try c.query("select coalesce(current_setting('pgswift.marker', true), '')").first?.first ?? nil
+            let locks = try c.query("select count(*) from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()")
+                .first?.first ?? nil
+            if always {
+                XCTAssertNotEqual(marker, "kept", "the setting survived the release\n\(px.log())")
+                XCTAssertEqual(locks, "0", "the advisory lock survived the release")
+            } else {
+                XCTAssertEqual(marker, "kept")
+                XCTAssertEqual(locks, "1")
+                _ = try c.query("select pg_advisory_unlock_all()")
+            }
         }
     }
 

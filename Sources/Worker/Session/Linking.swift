@@ -137,12 +137,14 @@ extension Worker {
     }
 
     /// Transaction/statement mode: the server answered ReadyForQuery 'I' and the client's bytes are all
-    /// through; the server goes back to the pool and the client keeps its connection.
+    /// through; the server goes back to the pool and the client keeps its connection. It runs
+    /// server_reset_query first when its client changed session state (`needsReset`), or at every
+    /// release with server_reset_query_always, as PgBouncer's release_server does.
     func releaseServer(_ si: Int32) {
         let ci = servers[si].client
         if ci >= 0 { unlink(ci, si) }
         dropLeftovers(si)
-        if servers[si].needsReset && !config.serverResetQuery.isEmpty {
+        if hot.pointee.resetOnEveryRelease || (servers[si].needsReset && !config.serverResetQuery.isEmpty) {
             resetServer(si, rollback: false, reset: true)
         } else {
             serverIdle(si)
