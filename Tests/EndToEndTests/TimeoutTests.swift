@@ -277,6 +277,52 @@ final class TimeoutTests: XCTestCase {
         assertPgBouncerError(readEnding(login, since: connectedAt), "client_login_timeout", within: 5, px)
     }
 
+    // MARK: server_connect_timeout
+
+    /// server_connect_timeout (1 s here; the default is 15): a server connection that has not logged in
+    /// that long after its connect began is closed and the pool's login counts as failed, in the words
+    /// `server login failed: FATAL server_connect_timeout`, both when the host accepts the connection and
+    /// never answers the startup packet (which sees the connection end about a second after it began)
+    /// and when its SYNs go unanswered. server_login_retry is 60 s: one attempt each.
+    func testServerConnectTimeoutClosesConnectionsThatDoNotLogIn() throws {
+        let pg = try PostgresServer.shared()
+        let silent = try SilentBackend(.accepting)
+        defer { silent.stop() }
+        let hole = try SilentBackend(.blackhole)
+        defer { hole.stop() }
+        var s = PgswiftSettings(postgres: pg)
+        s.workers = 1
+        s.databases += [("silent", "host=127.0.0.1 port=\(silent.port) dbname=testdb"),
+                        ("hole", "host=127.0.0.1 port=\(hole.port) dbname=testdb")]
+        // client_login_timeout ends the waiting clients soon after the test (a client waiting for its
+        // pool's first login is not read, so closing it goes unnoticed until then).
+        s.settings = [("server_connect_timeout", "1"), ("server_login_retry", "60"), ("client_login_timeout", "5")]
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+
+        // One client per pool: authenticated at once (trust), then waiting for the pool's first server.
+        var clients: [TestSocket] = []
+        defer { clients.forEach { $0.close() } }
+        for db in ["silent", "hole"] {
+            let c = try TestSocket(port: px.port)
+            try c.send(WireEncode.startup(parameters: [("user", "u_trust"), ("database", db)]))
+            clients.append(c)
+        }
+        for (db, port) in [("silent", silent.port), ("hole", hole.port)] {
+            let failed = "\(db)/u_trust@127.0.0.1:\(port) server login failed: FATAL server_connect_timeout"
+            XCTAssertTrue(waitUntil(timeout: 10) { !px.logLines(containing: failed).isEmpty },
+                          "no server_connect_timeout for \(db):\n\(px.log())")
+        }
+        XCTAssertTrue(waitUntil(timeout: 10) { silent.sessions().contains { !$0.healthCheck } }, "\(silent.sessions())")
+        let sessions = silent.sessions().filter { !$0.healthCheck }
+        XCTAssertEqual(sessions.count, 1, "one attempt within server_login_retry: \(sessions)")
+        for session in sessions {
+            XCTAssertGreaterThanOrEqual(session.seconds, 0.9, "closed before server_connect_timeout: \(session)")
+            XCTAssertLessThan(session.seconds, 10, "\(session)")
+        }
+        XCTAssertEqual(px.logLines(containing: "server login failed").count, 2, px.log())
+    }
+
     // MARK: server_lifetime per database
 
     /// `server_lifetime=1` on the database entry closes its idle server after about a second, while the

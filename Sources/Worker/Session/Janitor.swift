@@ -48,7 +48,9 @@ extension Worker {
         for si in 0..<Int32(servers.capacity) {
             switch servers[si].state {
             case .connecting, .login:
-                if connectTimeout > 0 && now - servers[si].stateSince > connectTimeout {
+                // From the connect's start, as PgBouncer's connect_time: connect, TLS, authentication and
+                // connect_query together (stateSince restarts when the connect completes).
+                if connectTimeout > 0 && now - servers[si].createdAt > connectTimeout {
                     serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
                                                       message: "server_connect_timeout"))
                 }
