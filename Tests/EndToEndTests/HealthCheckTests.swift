@@ -290,4 +290,37 @@ final class HealthCheckTests: XCTestCase {
             }
         }
     }
+
+    /// health_check_timeout bounds a whole check (connect, login, query): a host that accepts the
+    /// connection and never answers the startup packet, and one whose SYNs go unanswered, are both
+    /// marked down when it passes, in the timeout's words; the silent host sees each check's
+    /// connection closed about health_check_timeout (1 s here; the default is 5) after it began. The
+    /// real PostgreSQL beside them stays up.
+    func testHostThatNeverAnswersIsDownAfterHealthCheckTimeout() throws {
+        let pg = try PostgresServer.shared()
+        let silent = try SilentBackend(.accepting)
+        defer { silent.stop() }
+        let hole = try SilentBackend(.blackhole)
+        defer { hole.stop() }
+        var s = HealthE2E.settings(pg)
+        s.pgswiftSettings = s.pgswiftSettings.filter { $0.key != "health_check_timeout" } + [("health_check_timeout", "1")]
+        s.databases += [("silent", "host=127.0.0.1 port=\(silent.port) dbname=testdb"),
+                        ("hole", "host=127.0.0.1 port=\(hole.port) dbname=testdb")]
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+
+        for port in [silent.port, hole.port] {
+            XCTAssertTrue(HealthE2E.waitState(px, port: port, "down", timeout: 30),
+                          "\(port): \((try? HealthE2E.health(px)) ?? [])\n\(px.log())")
+            XCTAssertEqual(px.logLines(containing: "backend 127.0.0.1:\(port) is DOWN",
+                                       "no answer within health_check_timeout (1 s)").count, 1, px.log())
+        }
+        XCTAssertTrue(waitUntil(timeout: 30) { silent.sessions().filter(\.healthCheck).count >= 3 },
+                      "checks seen by the silent host: \(silent.sessions())\n\(px.log())")
+        for check in silent.sessions() where check.healthCheck {
+            XCTAssertGreaterThanOrEqual(check.seconds, 0.9, "ended before health_check_timeout: \(silent.sessions())")
+            XCTAssertLessThan(check.seconds, 4, "not ended at health_check_timeout: \(silent.sessions())")
+        }
+        XCTAssertEqual(HealthE2E.state(px, port: pg.port), "up")
+    }
 }
