@@ -1,5 +1,6 @@
-// End to end: pools are freed after pool_idle_timeout, and the stats path copes with many pools
-// (SHOW POOLS and /metrics answer, the supervisor's memory stays bounded).
+// End to end: pools are freed after pool_idle_timeout (a `*` database's after autodb_idle_timeout), and
+// the stats path copes with many pools (SHOW POOLS and /metrics answer, the supervisor's memory stays
+// bounded).
 import Foundation
 import XCTest
 #if canImport(Glibc)
@@ -70,6 +71,42 @@ final class ManyPoolsTests: XCTestCase {
         XCTAssertEqual(try queryCount("testdb", "u_password"), 2)
         XCTAssertTrue(try pools().contains("bench/u_md5"))
         XCTAssertTrue(px.isRunning)
+    }
+
+    /// autodb_idle_timeout: the pool of a database made from the `*` entry is freed once it has held
+    /// nothing that long (its server went after server_idle_timeout), while the pool of a database
+    /// named in [databases] stays (pool_idle_timeout, an hour by default); used again, the automatic
+    /// database gets a new pool that works.
+    func testAutoDatabasePoolIsFreedAfterAutodbIdleTimeout() throws {
+        let pg = try PostgresServer.shared()
+        var s = PgswiftSettings(postgres: pg)
+        s.workers = 1
+        s.databases.append(("*", pg.connectionString(dbname: "testdb")))
+        s.settings = [("admin_users", "u_trust"), ("autodb_idle_timeout", "2"), ("server_idle_timeout", "1")]
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        let adm = try admin(px)
+        defer { adm.close() }
+        func pools() throws -> [String] {
+            let a = try adm.show("SHOW POOLS")
+            return zip(a.column("database"), a.column("user")).map { "\($0.0 ?? "")/\($0.1 ?? "")" }
+        }
+        for db in ["auto_17", "testdb"] {
+            let c = try WireClient.connect(port: px.port, user: "u_md5", database: db)
+            XCTAssertEqual(try c.query("select 1"), [["1"]])
+            c.close()
+        }
+        XCTAssertTrue(try pools().contains("auto_17/u_md5"), "\((try? pools()) ?? [])")
+        XCTAssertTrue(waitUntil(timeout: 30, poll: 0.2) { !((try? pools()) ?? ["?"]).contains("auto_17/u_md5") },
+                      "still listed: \((try? pools()) ?? [])\n\(px.log().suffix(3000))")
+        XCTAssertEqual(px.logLines(containing: "cleaning up idle pool for user u_md5 on db auto_17").count, 1, px.log())
+        XCTAssertTrue(try pools().contains("testdb/u_md5"), "the named database's pool was freed: \((try? pools()) ?? [])")
+        XCTAssertEqual(px.logLines(containing: "cleaning up idle pool for user u_md5 on db testdb"), [])
+
+        let again = try WireClient.connect(port: px.port, user: "u_md5", database: "auto_17")
+        defer { again.close() }
+        XCTAssertEqual(try again.query("select 2"), [["2"]])
+        XCTAssertTrue(try pools().contains("auto_17/u_md5"))
     }
 
     /// Many pools (default 10,000; PGSWIFT_MANY_POOLS=20000 for the acceptance figure): each made by one
