@@ -1,4 +1,5 @@
-// End to end: PgBouncer's socket settings (keepalive, Unix socket group and mode, so_reuseport) take effect.
+// End to end: PgBouncer's socket settings (keepalive, Unix socket group and mode, so_reuseport, listen_backlog)
+// take effect.
 import Foundation
 import XCTest
 #if canImport(Glibc)
@@ -193,6 +194,36 @@ extension SocketOptionsTests {
             let c = try WireClient.connect(port: green.port, user: "u_trust", database: "testdb")
             XCTAssertEqual(try c.query("select 7"), [["7"]])
             c.close()
+        }
+    }
+
+    /// The listen(2) backlogs `ss` shows for the listening sockets `args` select: a socket in LISTEN
+    /// state shows its backlog as Send-Q (the column after Recv-Q).
+    private func listenBacklogs(_ args: [String]) throws -> [Int] {
+        let r = try runCommand(["ss", "-H"] + args)
+        XCTAssertTrue(r.succeeded, "\(r)")
+        return r.stdout.split(separator: "\n").compactMap { line in
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard let at = f.firstIndex(of: "LISTEN"), at + 2 < f.count else { return nil }
+            return Int(f[at + 2])
+        }
+    }
+
+    /// listen_backlog is the backlog of every listening socket pgswift opens: the TCP socket the
+    /// workers share (so_reuseport = 0) or each worker's own (so_reuseport = 1), and the Unix socket.
+    /// The default would be 128.
+    func testListenBacklogSizesEveryListeningSocket() throws {
+        let postgres = try PostgresServer.shared()
+        for reuse in ["0", "1"] {
+            var s = PgswiftSettings(postgres: postgres)
+            s.workers = 2
+            s.settings = [("listen_backlog", "37"), ("so_reuseport", reuse)]
+            let px = try Pgswift.start(s)
+            defer { px.stop() }
+            XCTAssertEqual(try listenBacklogs(["-ltn", "sport = :\(px.port)"]), reuse == "1" ? [37, 37] : [37],
+                           "so_reuseport = \(reuse)")
+            XCTAssertEqual(try listenBacklogs(["-lx", "src", "\(px.dir)/.s.PGSQL.\(px.port)"]), [37],
+                           "so_reuseport = \(reuse): the Unix socket")
         }
     }
 }
