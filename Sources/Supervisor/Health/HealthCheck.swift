@@ -191,11 +191,16 @@ extension Supervisor {
         var next: Int64 = .max
         let ttl = Clock.nanos(seconds: max(config.dnsMaxTTL, 1))
         let nxTTL = Clock.nanos(seconds: max(config.dnsNXDomainTTL, 1))
+        let inFlight = healthState.resolver?.inFlight ?? []
         for t in healthState.targets {
             if let p = t.probe { next = min(next, p.deadline) } else if t.kind != .name || !t.addresses.isEmpty || t.resolveError != nil {
                 next = min(next, t.nextCheckAt)
             }
-            if t.kind == .name && t.resolvedAt > 0 { next = min(next, t.resolvedAt + (t.resolveError == nil ? ttl : nxTTL)) }
+            // Not while its lookup runs: the answer wakes the loop, and a deadline already past would
+            // spin it (epoll_wait with no wait) for as long as a slow resolver takes.
+            if t.kind == .name && t.resolvedAt > 0 && !inFlight.contains(t.key) {
+                next = min(next, t.resolvedAt + (t.resolveError == nil ? ttl : nxTTL))
+            }
         }
         return next
     }
@@ -468,8 +473,10 @@ extension Supervisor {
             }
             log.info("health check of \(key) failed (\(reason)): retry \(o.retry) in \(HealthText.seconds(nanos: o.nextInNanos)) s "
                      + "(backoff \(HealthText.seconds(nanos: o.backoffCapNanos)) s, full jitter; down for \(HealthText.seconds(nanos: now - downSince)) s)")
-            // A failed check may mean the name moved (a managed database failing over by DNS).
-            if healthState.targets[i].kind == .name { startResolve(i) }
+            // A failed check of an address the name gave may mean the name moved (a managed database
+            // failing over by DNS): look it up now. Not when the last lookup failed: that one is
+            // repeated after dns_nxdomain_ttl (runHealthTimers), not at every check.
+            if healthState.targets[i].kind == .name && healthState.targets[i].resolveError == nil { startResolve(i) }
         } else {
             let previous = healthState.targets[i].health.state
             let downSince = healthState.targets[i].health.lastChangeNanos
@@ -509,7 +516,10 @@ extension Supervisor {
             }
             healthState.targets[i].resolveError = e
             // Keep the last known addresses: a resolver hiccup is not a reason to forget a working host.
-            if healthState.targets[i].addresses.isEmpty && healthState.targets[i].probe == nil {
+            // A name never resolved and never checked gets its verdict (down) now; after that its
+            // checks keep their backoff, and only the next lookup (dns_nxdomain_ttl) can change it.
+            if healthState.targets[i].addresses.isEmpty && healthState.targets[i].probe == nil
+                && healthState.targets[i].health.state == .unknown {
                 healthState.targets[i].nextCheckAt = min(healthState.targets[i].nextCheckAt, now)
             }
             return
