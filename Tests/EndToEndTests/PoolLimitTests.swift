@@ -1,4 +1,5 @@
-// End to end: pool_size holds for the whole service, whatever the number of workers.
+// End to end: pool_size (default, per database, per user) holds for the whole service, whatever the
+// number of workers.
 import Foundation
 import XCTest
 
@@ -36,6 +37,40 @@ final class PoolLimitTests: XCTestCase {
                   "tps \(run.summary.tps ?? 0), at most \(run.maxBackends) server connections in \(run.samples) samples")
         }
         print("pool limit: throughput 4 workers / 1 worker = \((tps[4] ?? 0) / max(tps[1] ?? 1, 1)) (informative)")
+    }
+
+    /// `[databases]` and `[users]` pool_size, 2 workers, default_pool_size=20: the database `sized`
+    /// (PostgreSQL's testdb) says 3, and u_md5's `[users]` entry says 2, beating both (PgBouncer's
+    /// order: user, database, default). 10 pgbench clients of each of u_password and u_md5 on `sized`
+    /// run pg_sleep at once while 6 of u_scram use `testdb` (the default 20): pg_stat_activity never
+    /// shows more than 3 backends of u_password nor 2 of u_md5 (the sizes are the service's, not each
+    /// worker's), u_password reaches 3 (so 2 is u_md5's own limit), and u_scram goes past 3.
+    func testPerDatabaseAndPerUserPoolSizeBeatTheDefaultAcrossWorkers() throws {
+        let pg = try PostgresServer.shared()
+        // Not u_trust: the readiness probe leaves a server of u_trust on testdb.
+        let users = ["u_password", "u_md5", "u_scram"]
+        let conditions = users.map { "usename = '\($0)' and datname = 'testdb'" }
+        XCTAssertTrue(waitUntil(timeout: 30, poll: 0.1) { (try? pg.backendCounts(conditions)) == [0, 0, 0] },
+                      "leftover backends")
+        var s = PgswiftSettings(postgres: pg)
+        s.workers = 2
+        s.poolMode = "transaction"
+        s.defaultPoolSize = 20
+        s.databases.append(("sized", pg.connectionString(dbname: "testdb", extra: "pool_size=3")))
+        s.userSettings = [("u_md5", "pool_size=2")]
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        let loads = [PgbenchLoad(user: "u_password", database: "sized", clients: 10, transactions: 15),
+                     PgbenchLoad(user: "u_md5", database: "sized", clients: 10, transactions: 10),
+                     PgbenchLoad(user: "u_scram", database: "testdb", clients: 6, transactions: 15)]
+        let maxima = try px.runSampling(loads, script: "select pg_sleep(0.05);") { try pg.backendCounts(conditions) }
+        print("per-entry pool_size: at most \(maxima) backends of \(users)")
+        XCTAssertLessThanOrEqual(maxima[0], 3, "the database's pool_size=3 exceeded")
+        XCTAssertEqual(maxima[0], 3, "u_password never used its 3 servers: the test shows nothing")
+        XCTAssertLessThanOrEqual(maxima[1], 2, "u_md5's pool_size=2 did not beat the database's 3")
+        XCTAssertGreaterThan(maxima[1], 0)
+        XCTAssertGreaterThan(maxima[2], 3, "default_pool_size=20 did not apply to testdb")
+        XCTAssertTrue(px.isRunning)
     }
 
     /// One worker's clients want the whole pool while the others hold nothing busy: the supervisor
