@@ -1,5 +1,6 @@
-// End to end: max_db_connections and max_client_conn for the whole service, min_pool_size warm-up,
-// and the per-database admin commands (PAUSE db, DISABLE/ENABLE, RECONNECT, WAIT_CLOSE, KILL, KILL_CLIENT).
+// End to end: max_db_connections, max_user_connections (global, per database, per user) and
+// max_client_conn for the whole service, min_pool_size warm-up (global, per database), and the
+// per-database admin commands (PAUSE db, DISABLE/ENABLE, RECONNECT, WAIT_CLOSE, KILL, KILL_CLIENT).
 import Foundation
 import XCTest
 #if canImport(Glibc)
@@ -61,6 +62,60 @@ final class ServiceLimitsE2ETests: XCTestCase {
         print("max_user_connections: at most \(maxSeen) server connections of u_md5")
         XCTAssertLessThanOrEqual(maxSeen, 3, "max_user_connections=3 exceeded across workers")
         XCTAssertGreaterThan(maxSeen, 1)
+    }
+
+    /// `[databases]` max_db_connections=2 on `capped` (PostgreSQL's testdb) beats the global 6, across
+    /// 2 workers: u_md5 and u_scram, pool_size 5 each, busy on `capped` at once, never have more than
+    /// 2 backends together (and reach 2), while u_trust on `testdb` (the global 6) goes past 2.
+    func testPerDatabaseMaxDBConnectionsBeatsTheGlobal() throws {
+        let pg = try PostgresServer.shared()
+        let conditions = ["usename in ('u_md5', 'u_scram') and datname = 'testdb'",
+                          "usename = 'u_trust' and datname = 'testdb'"]
+        XCTAssertTrue(waitUntil(timeout: 30, poll: 0.1) { (try? pg.backendCounts(conditions)) == [0, 0] }, "leftover backends")
+        var s = PgswiftSettings(postgres: pg)
+        s.workers = 2
+        s.poolMode = "transaction"
+        s.defaultPoolSize = 5
+        s.settings = [("max_db_connections", "6")]
+        s.databases.append(("capped", pg.connectionString(dbname: "testdb", extra: "max_db_connections=2")))
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        let loads = [PgbenchLoad(user: "u_md5", database: "capped", clients: 5, transactions: 30),
+                     PgbenchLoad(user: "u_scram", database: "capped", clients: 5, transactions: 30),
+                     PgbenchLoad(user: "u_trust", database: "testdb", clients: 8, transactions: 30)]
+        let maxima = try px.runSampling(loads, script: "select pg_sleep(0.01);") { try pg.backendCounts(conditions) }
+        print("per-database max_db_connections: at most \(maxima[0]) backends of capped, \(maxima[1]) of testdb")
+        XCTAssertLessThanOrEqual(maxima[0], 2, "capped's max_db_connections=2 exceeded across workers")
+        XCTAssertEqual(maxima[0], 2, "capped never used 2 servers: the test shows nothing")
+        XCTAssertGreaterThan(maxima[1], 2, "testdb was held to capped's limit")
+        XCTAssertLessThanOrEqual(maxima[1], 5)
+    }
+
+    /// `[users]` max_user_connections=2 for u_md5 beats the global 6, across 2 workers: u_md5 busy on
+    /// two databases at once (pool_size 5 each) never has more than 2 backends (and reaches 2), while
+    /// u_scram (the global 6) goes past 2.
+    func testPerUserMaxUserConnectionsBeatsTheGlobal() throws {
+        let pg = try PostgresServer.shared()
+        let conditions = ["usename = 'u_md5' and datname in ('testdb', 'bench')",
+                          "usename = 'u_scram' and datname in ('testdb', 'bench')"]
+        XCTAssertTrue(waitUntil(timeout: 30, poll: 0.1) { (try? pg.backendCounts(conditions)) == [0, 0] }, "leftover backends")
+        var s = PgswiftSettings(postgres: pg)
+        s.workers = 2
+        s.poolMode = "transaction"
+        s.defaultPoolSize = 5
+        s.settings = [("max_user_connections", "6")]
+        s.userSettings = [("u_md5", "max_user_connections=2")]
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        let loads = [PgbenchLoad(user: "u_md5", database: "testdb", clients: 5, transactions: 30),
+                     PgbenchLoad(user: "u_md5", database: "bench", clients: 5, transactions: 30),
+                     PgbenchLoad(user: "u_scram", database: "testdb", clients: 8, transactions: 30)]
+        let maxima = try px.runSampling(loads, script: "select pg_sleep(0.01);") { try pg.backendCounts(conditions) }
+        print("per-user max_user_connections: at most \(maxima[0]) backends of u_md5, \(maxima[1]) of u_scram")
+        XCTAssertLessThanOrEqual(maxima[0], 2, "u_md5's max_user_connections=2 exceeded across workers")
+        XCTAssertEqual(maxima[0], 2, "u_md5 never used 2 servers: the test shows nothing")
+        XCTAssertGreaterThan(maxima[1], 2, "u_scram was held to u_md5's limit")
+        XCTAssertLessThanOrEqual(maxima[1], 5)
     }
 
     /// Runs pgbench (10 clients x 60 short transactions) for each (user, database) at once, sampling
@@ -236,6 +291,44 @@ final class ServiceLimitsE2ETests: XCTestCase {
             """)
         XCTAssertTrue(waitUntil(timeout: 20, poll: 0.1) { ((try? self.backends(pg, users: ["u_md5"])) ?? 0) >= 3 },
                       "not refilled after pg_terminate_backend")
+    }
+
+    /// `[databases]` min_pool_size beats the global one (4), over 2 workers (pool size 10): once each
+    /// pool has been used by one client that then left, `warmdb` (min_pool_size=2) keeps 2 servers
+    /// open, `colddb` (min_pool_size=0) only the one it used, and `testdb` (the global) 4. All three
+    /// are PostgreSQL's testdb, told apart by user.
+    func testPerDatabaseMinPoolSizeBeatsTheGlobal() throws {
+        let pg = try PostgresServer.shared()
+        let pools = [("u_md5", "warmdb"), ("u_password", "colddb"), ("u_scram", "testdb")]
+        let conditions = pools.map { "usename = '\($0.0)' and datname = 'testdb'" }
+        XCTAssertTrue(waitUntil(timeout: 30, poll: 0.1) { (try? pg.backendCounts(conditions)) == [0, 0, 0] }, "leftover backends")
+        var s = PgswiftSettings(postgres: pg)
+        s.workers = 2
+        s.poolMode = "transaction"
+        s.defaultPoolSize = 10
+        s.settings = [("min_pool_size", "4")]
+        s.databases += [("warmdb", pg.connectionString(dbname: "testdb", extra: "min_pool_size=2")),
+                        ("colddb", pg.connectionString(dbname: "testdb", extra: "min_pool_size=0"))]
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        for (user, db) in pools {
+            let c = try WireClient.connect(port: px.port, user: user, database: db)
+            XCTAssertEqual(try c.query("select 1"), [["1"]])
+            c.close()
+        }
+        XCTAssertTrue(waitUntil(timeout: 20, poll: 0.1) {
+            guard let n = try? pg.backendCounts(conditions) else { return false }
+            return n[0] >= 2 && n[2] >= 4
+        }, "not warmed: \((try? pg.backendCounts(conditions)) ?? [])\n\(px.log().suffix(3000))")
+        // It stays there with no client: the database's values, not 2 or 4 per worker.
+        var maxSeen = [0, 0, 0]
+        let until = monotonicNow() + 1.5
+        while monotonicNow() < until {
+            if let n = try? pg.backendCounts(conditions) { maxSeen = zip(maxSeen, n).map { max($0, $1) } }
+            sleepSeconds(0.1)
+        }
+        print("per-database min_pool_size: \(maxSeen) servers open for \(pools)")
+        XCTAssertEqual(maxSeen, [2, 1, 4], "warmdb (2), colddb (0: the one used), testdb (global 4)")
     }
 
     // MARK: 4. Per-database admin commands
