@@ -1,5 +1,7 @@
 // End to end: what a `[databases]` entry sets on its server connections: client_encoding, datestyle,
-// timezone and application_name (startup parameters of the servers, the session defaults clients see).
+// timezone and application_name (startup parameters of the servers, the session defaults clients see);
+// and the per-database and per-user settings of its pools that beat the global ones (pool_mode,
+// query_wait_timeout), connect_query, auth_query and auth_dbname.
 import Foundation
 import XCTest
 #if canImport(Glibc)
@@ -7,15 +9,17 @@ import Glibc
 #endif
 
 final class DatabaseParametersTests: XCTestCase {
-    /// One worker, transaction pooling, one server per pool (so two clients of a pool share one
-    /// backend), and the database `paramdb` (PostgreSQL's `testdb`) with `extra` options, plus
-    /// `databases` (name, options) on `testdb` too. Clients log in with trust.
+    /// One worker, transaction pooling (unless `poolMode` says otherwise), one server per pool (so two
+    /// clients of a pool share one backend; `poolSize` changes it), and the database `paramdb`
+    /// (PostgreSQL's `testdb`) with `extra` options, plus `databases` (name, options) on `testdb` too.
+    /// Clients log in with trust.
     private func start(_ pg: PostgresServer, extra: String, databases: [(String, String)] = [],
-                       settings: [(String, String)] = [], users: [(String, String)] = []) throws -> Pgswift {
+                       settings: [(String, String)] = [], users: [(String, String)] = [],
+                       poolMode: String = "transaction", poolSize: Int = 1) throws -> Pgswift {
         var s = PgswiftSettings(postgres: pg)
         s.workers = 1
-        s.poolMode = "transaction"
-        s.defaultPoolSize = 1
+        s.poolMode = poolMode
+        s.defaultPoolSize = poolSize
         s.databases.append(("paramdb", pg.connectionString(dbname: "testdb", extra: extra)))
         for (name, options) in databases {
             s.databases.append((name, pg.connectionString(dbname: "testdb", extra: options)))
@@ -103,6 +107,39 @@ final class DatabaseParametersTests: XCTestCase {
 
         let log = px.log()
         XCTAssertFalse(log.contains("not implemented by pgswift yet"), "no warning for these keys: \(log.suffix(2000))")
+    }
+
+    // MARK: pool_mode per database and per user
+
+    /// PgBouncer's order for pool_mode: the pool user's `[users]` value, else the database's, else the
+    /// global one (session here). Pool size 2; client A runs a query and stays connected, then B of
+    /// the same pool runs one: in transaction mode B gets A's backend (released when A's transaction
+    /// ended), in session mode A keeps it and B gets another.
+    func testPoolModeUserBeatsDatabaseBeatsGlobal() throws {
+        let pg = try PostgresServer.shared()
+        let px = try start(pg, extra: "pool_mode=transaction", databases: [("plaindb", "")],
+                           users: [("u_md5", "pool_mode=session"), ("u_password", "pool_mode=transaction")],
+                           poolMode: "session", poolSize: 2)
+        defer { px.stop() }
+        func secondClientGetsTheFirstsBackend(_ user: String, _ database: String) throws -> Bool {
+            let a = try connect(px, user: user, database: database)
+            defer { a.close() }
+            let first = try value(a, "select pg_backend_pid()")
+            let b = try connect(px, user: user, database: database)
+            defer { b.close() }
+            let second = try value(b, "select pg_backend_pid()")
+            XCTAssertEqual(try value(a, "select 'still here'"), "still here", "\(user)@\(database)")
+            print("pool_mode, \(user)@\(database): backends \(first ?? "?") then \(second ?? "?")")
+            return first != nil && first == second
+        }
+        XCTAssertTrue(try secondClientGetsTheFirstsBackend("u_trust", "paramdb"),
+                      "the database's transaction mode did not beat the global session mode")
+        XCTAssertFalse(try secondClientGetsTheFirstsBackend("u_trust", "plaindb"), "the global session mode did not apply")
+        XCTAssertFalse(try secondClientGetsTheFirstsBackend("u_md5", "paramdb"),
+                       "the user's session mode did not beat the database's transaction mode")
+        XCTAssertTrue(try secondClientGetsTheFirstsBackend("u_password", "plaindb"),
+                      "the user's transaction mode did not beat the global session mode")
+        XCTAssertFalse(px.log().contains("not implemented by pgswift yet"), px.log().suffix(2000).description)
     }
 
     // MARK: query_wait_timeout per database and per user
