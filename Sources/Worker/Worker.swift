@@ -341,6 +341,7 @@ final class Worker {
         }
         let info = ClientInfo(trackedCount: tracked.names.count)
         info.peer = isUnix ? "unix" : peer.description
+        info.login = ClientLoginState()
         guard let ci = newClient(fd, isUnix: isUnix, connectedAt: now, cancelKey: randomUInt32(), info: info,
                                  state: .startup) else { return nil }
         clientLoginInput(ci)

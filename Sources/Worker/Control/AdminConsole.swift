@@ -31,7 +31,7 @@ extension Worker {
         }
         // The console counts for max_db_client_connections and max_user_client_connections too;
         // admin_users are never refused, as in PgBouncer.
-        if let refusal = admitToClientLimits(ci, exempt: config.adminUsers.contains(user)) {
+        if let refusal = admitToClientLimits(ci, entry: nil, exempt: config.adminUsers.contains(user)) {
             failClient(ci, code: SQLState.protocolViolation, message: refusal)
             return
         }

@@ -11,14 +11,15 @@ struct Endpoint {
     var gen: UInt32 = 0
     var input = IOBuf()
     var out = PendingOut()
+    /// TLS state (TLSConnection.swift); nil for plaintext, the only test the plaintext path pays.
+    var tls: TLSConn? = nil
+    // The flags come last: Client puts its own 4-byte fields right after them instead of padding to 8.
     /// Edge-triggered readiness as last seen: read until EAGAIN (or a short read), write until blocked.
     var readable = false
     var writable: Bool
     var eof = false
     /// epoll reported RDHUP/HUP/ERR: read until EOF, never stop at a short read.
     var hangup = false
-    /// TLS state (TLSConnection.swift); nil for plaintext, the only test the plaintext path pays.
-    var tls: TLSConn? = nil
 
     init(writable: Bool) {
         self.writable = writable

@@ -83,7 +83,7 @@ extension Worker {
             return (user, config.authQuery, database)
         }
         // An unknown database runs no query (PgBouncer's fake database): the login fails either way.
-        guard let entry = info.entry, let user = entry.authUser ?? config.authUser else { return nil }
+        guard let entry = info.login?.entry, let user = entry.authUser ?? config.authUser else { return nil }
         return (user, entry.authQuery ?? config.authQuery, entry.authDbname ?? config.authDbname)
     }
 
@@ -125,7 +125,7 @@ extension Worker {
         if let cached = authQuery.cache[key] {
             if ttl > 0 && now - cached.at < ttl {
                 log.debug("C-\(clients[ci].id): auth_query answer for \"\(info.user)\" taken from the cache")
-                info.authQuerySecret = cached.secret
+                info.login?.authQuerySecret = cached.secret
                 requestCredentials(ci, authType: authType, secret: cached.secret, authQueryFound: cached.found)
                 return true
             }
@@ -294,7 +294,7 @@ extension Worker {
             authQuery.notFoundCount -= 1
         }
         for w in l.waiters where isWaiting(w) {
-            clients[w.client].info?.authQuerySecret = secret
+            clients[w.client].info?.login?.authQuerySecret = secret
             requestCredentials(w.client, authType: w.authType, secret: secret, authQueryFound: found)
             if clients[w.client].state != .free { flushClient(w.client) }
         }
@@ -309,7 +309,7 @@ extension Worker {
     /// The client is still there, still logging in, and was not asked for anything yet.
     private func isWaiting(_ w: AuthQueryState.Waiter) -> Bool {
         guard clients[w.client].state == .auth, clients[w.client].id == w.id,
-              let info = clients[w.client].info, case .none = info.auth else { return false }
+              let login = clients[w.client].info?.login, case .none = login.auth else { return false }
         return true
     }
 

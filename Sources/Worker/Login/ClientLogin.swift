@@ -206,7 +206,7 @@ extension Worker {
         // Nothing per user (pool, counters, stats rows) before authentication: the client keeps its
         // database entry and the pool is found in `authenticated`. An unknown or disabled database is
         // told only then too, as PgBouncer does, so that it cannot be probed without a password.
-        info.entry = config.database(named: db)
+        info.login?.entry = config.database(named: db)
         startAuthentication(ci)
     }
 
@@ -232,12 +232,12 @@ extension Worker {
     /// known one and fails at the end with the wrong-password error; `authQueryFound`: auth_query found
     /// the user (it may still have no password).
     func requestCredentials(_ ci: Int32, authType: AuthType, secret given: PasswordSecret?, authQueryFound: Bool = false) {
-        guard let info = clients[ci].info else { return }
+        guard let info = clients[ci].info, let login = info.login else { return }
         // An empty password never authenticates (PostgreSQL and PgBouncer refuse it); trust still
         // counts the user as known.
         let secret = authType != .trust && given == .plain("") ? nil : given
-        info.secret = secret
-        info.authQueryFound = authQueryFound
+        login.secret = secret
+        login.authQueryFound = authQueryFound
         scratch.clear()
         switch authType {
         case .any:
@@ -246,7 +246,7 @@ extension Worker {
         case .trust:
             // As PgBouncer: trust lets in users of auth_file (or found by auth_query) only.
             guard given != nil || authQueryFound else {
-                let askedAuthQuery = info.entry?.authUser ?? config.authUser != nil
+                let askedAuthQuery = login.entry?.authUser ?? config.authUser != nil
                 log.warning("C-\(clients[ci].id): trust authentication failed for user \"\(info.user)\" (not in auth_file"
                             + (askedAuthQuery ? " nor found by auth_query)" : ")"))
                 // PgBouncer's texts and SQLSTATE (08P01, its default for pooler errors): after an
@@ -259,7 +259,7 @@ extension Worker {
             authenticated(ci)
             return
         case .plain:
-            info.auth = secret.map { .cleartext(secret: $0) } ?? .failing
+            login.auth = secret.map { .cleartext(secret: $0) } ?? .failing
             Backend.authenticationCleartextPassword(into: &scratch)
         case .md5, .scramSHA256:
             // md5 asks for SCRAM when the secret is SCRAM (as PostgreSQL and PgBouncer do); scram-sha-256
@@ -273,21 +273,21 @@ extension Worker {
                 case .scram(let sc)?: s = sc
                 case .plain(let pw)?: s = clientSecrets.secret(for: info.user, password: pw)
                 case .md5?:
-                    info.mockReason = "the user's secret is an MD5 hash, which cannot do SCRAM"
+                    login.mockReason = "the user's secret is an MD5 hash, which cannot do SCRAM"
                     s = ScramSecret.mock(user: info.user, processKey: mockAuthKey, iterations: clientSecrets.iterations)
                 case nil:
-                    info.mockReason = authQueryFound ? "the user has no password" : "no such user"
+                    login.mockReason = authQueryFound ? "the user has no password" : "no such user"
                     s = ScramSecret.mock(user: info.user, processKey: mockAuthKey, iterations: clientSecrets.iterations)
                 }
                 // On TLS, -PLUS (tls-server-end-point channel binding) is offered first, as PostgreSQL does.
                 let binding = scramChannelBinding(ci)
-                info.auth = .scram(ScramServerExchange(secret: s, nonceBytes: random.bytes(ScramServerExchange.rawNonceLength),
+                login.auth = .scram(ScramServerExchange(secret: s, nonceBytes: random.bytes(ScramServerExchange.rawNonceLength),
                                                         channelBinding: binding), sawClientFirst: false)
                 Backend.authenticationSASL(into: &scratch, mechanisms: binding == nil ? ["SCRAM-SHA-256"]
                                            : ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"])
             } else {
                 let salt = random.bytes(4)
-                info.auth = secret.map { .md5(salt: salt, secret: $0) } ?? .failing
+                login.auth = secret.map { .md5(salt: salt, secret: $0) } ?? .failing
                 Backend.authenticationMD5Password(into: &scratch, salt: salt)
             }
         case .cert:
@@ -302,12 +302,12 @@ extension Worker {
     }
 
     private func handlePasswordMessage(_ ci: Int32, _ body: [UInt8]) {
-        guard let info = clients[ci].info else { return }
-        switch info.auth {
+        guard let info = clients[ci].info, let login = info.login else { return }
+        switch login.auth {
         case .none:
             failClient(ci, code: SQLState.protocolViolation, message: "unexpected password message")
         case .failing:
-            passwordFailed(ci, reason: info.authQueryFound ? "the user has no password" : "no such user")
+            passwordFailed(ci, reason: login.authQueryFound ? "the user has no password" : "no such user")
         case .cleartext(let secret):
             let given = body.withUnsafeBytes { Decode.passwordCleartext($0) } ?? ""
             if verifyCleartext(user: info.user, given: given, secret: secret) {
@@ -338,7 +338,7 @@ extension Worker {
                 }
                 switch exchange.receiveClientFirst(initial.data, mechanism: initial.mechanism) {
                 case .success(let serverFirst):
-                    info.auth = .scram(exchange, sawClientFirst: true)
+                    login.auth = .scram(exchange, sawClientFirst: true)
                     scratch.clear()
                     Backend.authenticationSASLContinue(into: &scratch, data: serverFirst)
                     clients[ci].io.out.append(scratch)
@@ -349,17 +349,17 @@ extension Worker {
             } else {
                 switch exchange.receiveClientFinal(body) {
                 case .success(let serverFinal):
-                    info.auth = .none
+                    login.auth = .none
                     // Kept for the pool, which gets it once `authenticated` has found it.
-                    if let key = exchange.recoveredClientKey, case .scram? = info.secret {
-                        info.scramClientKey = key
+                    if let key = exchange.recoveredClientKey, case .scram? = login.secret {
+                        login.scramClientKey = key
                     }
                     scratch.clear()
                     Backend.authenticationSASLFinal(into: &scratch, data: serverFinal)
                     clients[ci].io.out.append(scratch)
                     authenticated(ci)
                 case .failure(let f):
-                    passwordFailed(ci, reason: info.mockReason ?? f.reason, sasl: true)
+                    passwordFailed(ci, reason: login.mockReason ?? f.reason, sasl: true)
                 }
             }
         }
@@ -402,27 +402,29 @@ extension Worker {
     /// The client proved who it is: only now is its database told if unknown or disabled, and its pool
     /// found (created on first use) and given what the login learnt (auth_query's secret, the SCRAM
     /// ClientKey). Finish now if the pool knows its welcome parameters, else wait for a server login.
+    /// The state change that follows drops the login state (`setClientState`).
     func authenticated(_ ci: Int32) {
         if clients[ci].admin != .none { adminAuthenticated(ci); return }
-        guard let info = clients[ci].info else { return }
-        if info.entry != nil && isDisabled(info.database) {
+        guard let info = clients[ci].info, let login = info.login else { return }
+        let entry = login.entry
+        if entry != nil && isDisabled(info.database) {
             // PgBouncer's words (finish_client_login), FATAL 08P01.
             failClient(ci, code: SQLState.protocolViolation, message: "database \"\(info.database)\" is disabled")
             return
         }
-        if serviceStopping && info.entry != nil {
+        if serviceStopping && entry != nil {
             // The service is stopping (ShutdownDrain.swift): PgBouncer's finish_client_login refusal.
             sendClientError(ci, Worker.poolerShuttingDown, close: true)
             return
         }
         // max_db_client_connections / max_user_client_connections (ClientLimits.swift).
-        if info.entry != nil, let refusal = admitToClientLimits(ci, exempt: false) {
+        if entry != nil, let refusal = admitToClientLimits(ci, entry: entry, exempt: false) {
             failClient(ci, code: SQLState.protocolViolation, message: refusal)
             return
         }
         // A database with a forced user= has one pool, whoever the client is (PgBouncer's get_pool with
         // the forced credentials): its pool_size bounds the server connections of all its clients.
-        guard let entry = info.entry, let pi = pool(database: info.database, user: entry.user ?? info.user) else {
+        guard let entry, let pi = pool(database: info.database, user: entry.user ?? info.user) else {
             if config.logConnections { log.info("\(clientLogPrefix(ci)) login failed: db=\(info.database) user=\(info.user)") }
             failClient(ci, code: SQLState.invalidCatalogName, message: "no such database: \(info.database)")
             return
@@ -433,12 +435,9 @@ extension Worker {
         // What the client's login learnt about its own user serves only a pool that logs in as that user
         // (PgBouncer refuses SCRAM key data for a forced user).
         if entry.user == nil || entry.user == info.user {
-            if let s = info.authQuerySecret { adoptAuthQuerySecret(s, pool: pi) }
-            if let key = info.scramClientKey { pools[p].scramClientKey = key }
+            if let s = login.authQuerySecret { adoptAuthQuerySecret(s, pool: pi) }
+            if let key = login.scramClientKey { pools[p].scramClientKey = key }
         }
-        info.secret = nil
-        info.authQuerySecret = nil
-        info.scramClientKey = nil
         if pools[p].welcome != nil {
             finishLogin(ci)
             return

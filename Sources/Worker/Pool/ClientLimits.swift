@@ -10,10 +10,11 @@ extension Worker {
     /// Once the client has authenticated (its database known, or the admin console): counts it for its
     /// database and its user (the name it logged in as) when a limit applies to them. Returns the
     /// refusal, with nothing counted, when one of them is full; `exempt` (an admin_users member on the
-    /// admin console, as in PgBouncer) is counted but never refused.
-    func admitToClientLimits(_ ci: Int32, exempt: Bool) -> String? {
+    /// admin console, as in PgBouncer) is counted but never refused. `entry`: the client's database
+    /// entry (nil: the admin console).
+    func admitToClientLimits(_ ci: Int32, entry: DatabaseEntry?, exempt: Bool) -> String? {
         guard let info = clients[ci].info else { return nil }
-        let dbLimit = config.effectiveMaxDBClientConnections(database: info.entry)
+        let dbLimit = config.effectiveMaxDBClientConnections(database: entry)
         if dbLimit > 0 {
             let key = ClientCounter.nameKey(kind: "d", info.database)
             guard takeClientPlace(key, limit: exempt ? 0 : dbLimit) else {

@@ -50,20 +50,40 @@ struct ParamValues {
     init(count: Int) { values = Array(repeating: nil, count: count) }
 }
 
-/// Login-time and per-session details of a client: touched at login, link time and in logs, never per message.
+/// Per-session details of a client: touched at login, link time and in logs, never per message. One
+/// is held by every connected client (10,000 idle clients hold 10,000), so what only a login needs
+/// lives in `login`, dropped when the login ends.
 final class ClientInfo {
     var user = ""
     var database = ""
     var peer = ""
     var params: ParamValues
     var applicationName = ""
+    /// While the client is in `.startup` or `.auth` (a freshly accepted one); `setClientState` drops it
+    /// as the client leaves them, so an idle client pays one nil pointer for its login.
+    var login: ClientLoginState? = nil
+    /// Protocol-level prepared statements: client name → StatementRegistry id (transaction/statement mode).
+    var prepared: [String: Int32] = [:]
+    var protocolMinor = 0
+    /// The database and user name keys this client is counted under for max_db_client_connections
+    /// and max_user_client_connections (0: not counted; ClientLimits.swift).
+    var countedDB: Int64 = 0
+    var countedUser: Int64 = 0
+    init(trackedCount: Int) { params = ParamValues(count: trackedCount) }
+}
+
+/// What only a client's login needs (ClientLogin.swift, AuthQuery.swift): the exchange in progress,
+/// the secret it runs against and what it learnt for the pool. Allocated on accept, dropped by
+/// `setClientState` when the client leaves `.startup`/`.auth` (`authenticated` has handed the pool
+/// what it needed by then).
+final class ClientLoginState {
     var auth = ClientAuth.none
     /// The database entry asked for; nil: unknown, which is told only after authentication (as
     /// PgBouncer does), so that unauthenticated clients cannot probe database names.
     var entry: DatabaseEntry? = nil
     /// The secret the exchange runs against (auth_file or auth_query), and whether auth_query found the
-    /// user (a found user with no password still passes `trust`). Login only: nothing per user goes
-    /// into a pool before authentication succeeds (`authenticated`).
+    /// user (a found user with no password still passes `trust`). Nothing per user goes into a pool
+    /// before authentication succeeds (`authenticated`).
     var secret: PasswordSecret? = nil
     var authQueryFound = false
     /// Handed to the pool once the client has authenticated: auth_query's secret (server logins use it)
@@ -73,14 +93,6 @@ final class ClientInfo {
     /// Why the exchange in progress cannot succeed (unknown user, an MD5 secret under SCRAM), for the log:
     /// the client still goes through the whole exchange and gets the wrong-password error.
     var mockReason: String? = nil
-    /// Protocol-level prepared statements: client name → StatementRegistry id (transaction/statement mode).
-    var prepared: [String: Int32] = [:]
-    var protocolMinor = 0
-    /// The database and user name keys this client is counted under for max_db_client_connections
-    /// and max_user_client_connections (0: not counted; ClientLimits.swift).
-    var countedDB: Int64 = 0
-    var countedUser: Int64 = 0
-    init(trackedCount: Int) { params = ParamValues(count: trackedCount) }
 }
 
 enum ClientAuth {
@@ -113,25 +125,22 @@ enum ServerTLSPhase: UInt8 {
     case handshaking
 }
 
+/// One slot of the client table, which holds max_client_conn of them whether used or not: the fields
+/// go by size (8-byte, 4-byte, then 1-byte), so that no padding is added between them.
 struct Client {
     /// Socket, buffers, readiness and TLS (Endpoint.swift), the same for both sides.
     var io = Endpoint(writable: true)
-    var state: ClientState = .free
     var pool: Int32 = -1
     var server: Int32 = -1
-    /// SHOW CLIENTS' `id` (`newConnectionID`), also in log lines (`C-<id>`).
-    var id: UInt64 = 0
-    var isUnix = false
     var waitNext: Int32 = -1
     var waitPrev: Int32 = -1
+    var cancelKey: UInt32 = 0
+    /// The admin query forwarded to the supervisor and not answered yet (0: none).
+    var adminRequest: UInt32 = 0
+    /// SHOW CLIENTS' `id` (`newConnectionID`), also in log lines (`C-<id>`).
+    var id: UInt64 = 0
     var connectedAt: Int64 = 0
     var stateSince: Int64 = 0
-    var cancelKey: UInt32 = 0
-    /// After an error pgswift raised for a prepared statement: drop messages until Sync, as PostgreSQL does.
-    var skipUntilSync = false
-    /// What becomes of the rest of a message larger than what is buffered (`input.partial`):
-    /// forwarded as it arrives, dropped, or collected whole (Forwarding.swift).
-    var partialMode = PartialMode.forward
     /// A named Parse larger than the I/O buffer, collected before it is interned (Prepared.swift).
     var largeParse = SideBuffer()
     /// When epoll first reported the peer's hang-up (the janitor closes a client still here after it).
@@ -142,13 +151,18 @@ struct Client {
     /// (kept here so the data path never touches the pools array; folded in by WorkerStats.swift).
     var statBytesIn: UInt64 = 0
     var statBytesOut: UInt64 = 0
+    var info: ClientInfo? = nil
+    var state: ClientState = .free
+    var isUnix = false
+    /// After an error pgswift raised for a prepared statement: drop messages until Sync, as PostgreSQL does.
+    var skipUntilSync = false
+    /// What becomes of the rest of a message larger than what is buffered (`input.partial`):
+    /// forwarded as it arrives, dropped, or collected whole (Forwarding.swift).
+    var partialMode = PartialMode.forward
     /// Admin console access (AdminConsole.swift).
     var admin = AdminAccess.none
-    /// The admin query forwarded to the supervisor and not answered yet (0: none).
-    var adminRequest: UInt32 = 0
     /// The admin console counted this client's first query in its stats (AdminConsole.swift).
     var adminCounted = false
-    var info: ClientInfo? = nil
     /// The TLS handshake with this client completed (hostssl/hostnossl, cert auth, SCRAM -PLUS).
     var usesTLS = false
 }

@@ -5,6 +5,7 @@
 //
 // What each state means for the lists and counters (docs/ARCHITECTURE.md draws both machines):
 //   client .waitServer         in its pool's wait queue (FIFO), counted in waitCount
+//   client .startup/.auth      holds its login state (`ClientInfo.login`), dropped as it leaves them
 //   client .waitWelcome        counted in its pool's welcomeWaitCount (until detachClient)
 //   server .connecting/.login  counted in connectingCount
 //   server .idle               in its pool's idle list (LIFO), counted in idleCount
@@ -30,6 +31,8 @@ extension Worker {
         if to == .waitServer { enqueueWaiting(ci) }
         if to == .waitWelcome { pools[Int(clients[ci].pool)].welcomeWaitCount += 1 }
         if to == .free { clients[ci].skipUntilSync = false }
+        // The login ends here, whichever way: what only it needed goes (an idle client keeps none).
+        if Worker.isLoginState(from) && !Worker.isLoginState(to) { clients[ci].info?.login = nil }
         #if DEBUG
         checkPoolInvariants(clients[ci].pool)
         checkScopedFields(client: ci)
@@ -87,6 +90,10 @@ extension Worker {
         checkScopedFields(server: si)
         #endif
     }
+
+    /// A client logging in: the states that carry `ClientInfo.login`.
+    @inline(__always)
+    static func isLoginState(_ s: ClientState) -> Bool { s == .startup || s == .auth }
 
     /// Counted in its pool's serverCount: every state but free and a cancel connection's (what
     /// `setServerState` counts and `checkPoolInvariants` checks).
@@ -153,6 +160,7 @@ extension Worker {
     ///                           server dropped before its swallowed answers came)
     ///   server.checking         only `.resetting` (server_check_query running)
     ///   client.skipUntilSync    only `.idle`, `.waitServer`, `.active` (a logged-in client)
+    ///   client.info.login       only `.startup`, `.auth` (dropped as the client leaves them)
     func checkScopedFields(server si: Int32) {
         let s = servers[si]
         precondition(!s.checking || s.state == .resetting, "S-\(s.id): checking in state \(s.state)")
@@ -166,6 +174,7 @@ extension Worker {
         let c = clients[ci]
         precondition(!c.skipUntilSync || c.state == .idle || c.state == .waitServer || c.state == .active,
                      "C-\(c.id): skipUntilSync in state \(c.state)")
+        precondition(c.info?.login == nil || Worker.isLoginState(c.state), "C-\(c.id): login state kept in state \(c.state)")
     }
 
     /// A linked pair points at each other (checked where pairs are made and undone).

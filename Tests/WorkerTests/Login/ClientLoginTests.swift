@@ -227,6 +227,37 @@ final class ClientLoginTests: WorkerHarnessCase {
         XCTAssertEqual(msgs.map { $0.sqlState }, [SQLState.protocolViolation], "\(msgs)")
     }
 
+    /// What only a login needs (the SCRAM exchange, the secret, the database entry) is held while the
+    /// client logs in and dropped once it has: a logged-in idle client carries none of it (the bench's
+    /// idle scenario counts these bytes once per connection).
+    func testLoginStateIsHeldDuringLoginAndDroppedAfter() throws {
+        try start(["auth_type": "scram-sha-256"])
+        let c = h.connect()
+        c.send(FE.startup(user: "u", database: "db"))
+        let ask = h.read(c, 1)
+        XCTAssertEqual(ask.first?.char, "R")
+        XCTAssertEqual(ask.first.map { Array($0.body.prefix(4)) }, [0, 0, 0, 10], "AuthenticationSASL")
+        let worker = h.worker
+        let ci = try XCTUnwrap(worker.clients.indices.first { worker.clients[$0].state == .auth })
+        let login = try XCTUnwrap(worker.clients[ci].info?.login, "a client logging in holds its login state")
+        guard case .scram = login.auth else { return XCTFail("a SCRAM exchange in progress, not \(login.auth)") }
+        XCTAssertNotNil(login.entry)
+        XCTAssertNotNil(login.secret)
+
+        var scram = ScramClientExchange(credential: .password("pw"), cache: nil)
+        c.send(TestWire.encode { Frontend.saslInitialResponse(into: &$0, mechanism: "SCRAM-SHA-256", data: scram.clientFirstMessage()) })
+        let serverFirst = try XCTUnwrap(h.read(c, 1).first)
+        XCTAssertEqual(Array(serverFirst.body.prefix(4)), [0, 0, 0, 11], "AuthenticationSASLContinue")
+        let final = try scram.receiveServerFirst(Array(serverFirst.body.dropFirst(4))).get()
+        c.send(TestWire.encode { Frontend.saslResponse(into: &$0, data: final) })
+        let msgs = h.readUntilReady(c)
+        XCTAssertEqual(msgs.first.map { Array($0.body.prefix(4)) }, [0, 0, 0, 12], "AuthenticationSASLFinal: \(msgs)")
+        XCTAssertEqual(msgs.last?.status, "I")
+        XCTAssertEqual(worker.clients[ci].state, .idle)
+        XCTAssertNotNil(worker.clients[ci].info, "the session details stay")
+        XCTAssertNil(worker.clients[ci].info?.login, "the login state went with the login")
+    }
+
     func testMaxClientConnRefusesTheNextClient() throws {
         try start(["max_client_conn": "2"])
         h.login()

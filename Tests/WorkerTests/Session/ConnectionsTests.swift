@@ -57,3 +57,13 @@ final class TableTests: XCTestCase {
         XCTAssertEqual(t.capacity, 80, "past the target it doubles again")
     }
 }
+
+final class RecordSizeTests: XCTestCase {
+    /// The client table holds max_client_conn records whether used or not: every byte of a Client is a
+    /// byte per connection (the bench's idle scenario). Its fields go by size, so none is padding.
+    func testClientRecordIsPacked() {
+        XCTAssertLessThanOrEqual(MemoryLayout<Client>.stride, 216)
+        XCTAssertEqual(MemoryLayout<Client>.offset(of: \Client.pool), MemoryLayout<Endpoint>.size,
+                       "the first 4-byte field goes right after the Endpoint's flags")
+    }
+}
