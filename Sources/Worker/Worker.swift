@@ -223,7 +223,7 @@ final class Worker {
         if controlFD >= 0 {
             try epoll.add(controlFD, events: [.input], data: WorkerToken(.control, fd: controlFD).raw)
             if initialHandoffFD >= 0 { try registerHandoffInput(initialHandoffFD) }
-            sendControl(.ready(slot: slot, pid: Posix.getpid(), features: WorkerFeatures.serverMoves))
+            sendControl(.ready(slot: slot, pid: Posix.getpid(), features: WorkerFeatures.all))
         }
         log.info("worker \(slot) ready (pid \(Posix.getpid()), \(listenFDs.count) tcp + \(unixFDs.count) unix listeners)")
         now = Clock.monotonicNanos()
@@ -385,9 +385,9 @@ final class Worker {
                     log.warning("invalid control message ignored")
                     continue
                 }
-                if case .drain(let withSocket) = msg {
-                    for fd in fds.dropFirst() { Posix.close(fd) }
-                    beginDrain(handoffFD: withSocket ? fds.first : nil)
+                if case .drain(let withSocket, let successorFeatures) = msg {
+                    for fd in fds.dropFirst(withSocket ? 1 : 0) { Posix.close(fd) }
+                    beginDrain(handoffFD: withSocket ? fds.first : nil, successorFeatures: successorFeatures)
                     continue
                 }
                 if case .adoptServer(let state) = msg {

@@ -326,9 +326,11 @@ final class UpgradeTests: XCTestCase {
         XCTAssertGreaterThan(adopted.reduce(0, +), 0, "no client moved; log:\n\(px.log().suffix(3000))")
     }
 
-    /// Session mode: a client stays on the draining worker (its server session cannot move) and keeps
-    /// working; once drain_timeout passes it is closed with an error and the old worker exits.
-    func testSessionClientStaysUntilDrainTimeout() throws {
+    /// A client that cannot move stays on the draining worker until drain_timeout: here a session-mode
+    /// client whose query runs longer than that (a pair moves only once its ReadyForQuery has reached the
+    /// client; TLS clients stay the same way). Once drain_timeout passes it is closed with an error and
+    /// the old worker exits.
+    func testBusySessionStaysUntilDrainTimeout() throws {
         let pg = try PostgresServer.shared()
         var settings = try UpgradeFixtures.settings(pg)
         settings.poolMode = "session"
@@ -338,17 +340,25 @@ final class UpgradeTests: XCTestCase {
         let client = try WireClient.connect(port: px.port, user: "u_trust", database: "testdb")
         defer { client.close() }
         XCTAssertEqual(try client.query("select 1").first?.first ?? nil, "1")
+        try client.socket.send(WireEncode.query("select pg_sleep(10)"))
+        XCTAssertTrue(waitUntil(timeout: 20) {
+            ((try? pg.adminQuery("select count(*) from pg_stat_activity where query = 'select pg_sleep(10)' and state = 'active'")) ?? "0") == "1"
+        }, "the query never started")
         let before = Set(px.workerPids())
         let upgradedAt = monotonicNow()
         let cli = try UpgradeFixtures.upgradeCLI(px)
         XCTAssertTrue(cli.succeeded, "\(cli)")
-        // Still served, by the old worker, which is still there.
-        XCTAssertEqual(try client.query("select 2").first?.first ?? nil, "2")
-        XCTAssertFalse(Set(px.workerPids()).isDisjoint(with: before), "the old worker left while its session client was there")
+        // The old worker is still there for its busy client.
+        XCTAssertFalse(Set(px.workerPids()).isDisjoint(with: before), "the old worker left while its busy client was there")
         // After drain_timeout the session is closed and the old workers are gone.
         XCTAssertTrue(waitUntil(timeout: 20) { Set(px.workerPids()).isDisjoint(with: before) },
                       "old workers still there: \(px.workerPids()) vs \(before)\n\(px.log().suffix(3000))")
         XCTAssertGreaterThanOrEqual(monotonicNow() - upgradedAt, 2.5, "closed before drain_timeout")
+        var fatal: String?
+        while let m = try? client.readMessage(timeout: 10) {
+            if m.typeChar == "E" { fatal = WireErrorFields(body: m.body).severity }
+        }
+        XCTAssertEqual(fatal, "FATAL", "the client is told why its session ends")
         XCTAssertThrowsError(try client.query("select 3"), "the session survived drain_timeout")
         XCTAssertFalse(px.logLines(containing: "drain_timeout passed").isEmpty, px.log())
         XCTAssertEqual(px.workerPids().count, 2)

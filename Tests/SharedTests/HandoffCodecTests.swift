@@ -47,12 +47,15 @@ final class HandoffCodecTests: XCTestCase {
     }
 
     func testDrainControlMessage() throws {
-        for m in [ControlMessage.drain(handoff: true), .drain(handoff: false)] {
+        for m in [ControlMessage.drain(handoff: true), .drain(handoff: false), .drain(handoff: true, successorFeatures: 3)] {
             XCTAssertEqual(try m.encode().withUnsafeBytes { try ControlMessage.decode($0) }, m)
         }
         XCTAssertEqual(ControlMessage.drain(handoff: true).encode(), [0x10, 1])
         XCTAssertThrowsError(try [UInt8]([0x10, 2]).withUnsafeBytes { try ControlMessage.decode($0) })
         XCTAssertThrowsError(try [UInt8]([0x10]).withUnsafeBytes { try ControlMessage.decode($0) })
+        // The successor's features: a whole u32 or nothing.
+        XCTAssertThrowsError(try [UInt8]([0x10, 1, 0, 0]).withUnsafeBytes { try ControlMessage.decode($0) })
+        XCTAssertThrowsError(try [UInt8]([0x10, 1, 0, 0, 0, 1, 0]).withUnsafeBytes { try ControlMessage.decode($0) })
     }
 
     /// The state and a socket travel together; the received descriptor is the same connection.
@@ -175,5 +178,72 @@ final class HandoffServerCodecTests: XCTestCase {
         var byte: UInt8 = 0
         XCTAssertEqual(Glibc.read(passed, &byte, 1), 1)
         Glibc.close(passed)
+    }
+}
+
+/// A client and its server moving together on a rolling restart (issue 18): round trips, hostile input,
+/// and two sockets carried with the state in one datagram.
+final class HandoffPairCodecTests: XCTestCase {
+    static let full = HandoffPair(client: HandoffCodecTests.full, server: HandoffServerCodecTests.full, poolMode: "transaction",
+                                  txStatus: UInt8(ascii: "E"), needsReset: true, lastReady: 123_456, xactStart: 120_000)
+
+    private func decode(_ bytes: [UInt8]) throws -> HandoffPair {
+        try bytes.withUnsafeBytes { raw throws -> HandoffPair in try HandoffPair.decode(raw) }
+    }
+
+    func testRoundTrips() throws {
+        XCTAssertEqual(try decode(Self.full.encode()), Self.full)
+        let minimal = HandoffPair(client: HandoffClient(user: "u", database: "d", processID: 1, secretKey: 2),
+                                  server: HandoffServer(database: "d", user: "u"), poolMode: "session")
+        XCTAssertEqual(try decode(minimal.encode()), minimal)
+        XCTAssertTrue(Self.full.encode().withUnsafeBytes { HandoffPair.isPair($0) })
+        XCTAssertFalse(HandoffCodecTests.full.encode().withUnsafeBytes { HandoffPair.isPair($0) }, "a lone client is not a pair")
+    }
+
+    func testEveryTruncationTrailingByteAndBadNestedStateIsRejected() {
+        let bytes = Self.full.encode()
+        for n in 0..<bytes.count {
+            XCTAssertThrowsError(try decode(Array(bytes.prefix(n))), "prefix of \(n) bytes")
+        }
+        XCTAssertThrowsError(try decode(bytes + [0]))
+        XCTAssertThrowsError(try decode(Array("PGP2".utf8) + Array(bytes.dropFirst(4))))
+        // The client state's own format tag, spoiled inside the pair.
+        var bad = bytes
+        bad[8] = UInt8(ascii: "X")
+        XCTAssertThrowsError(try decode(bad))
+        // A nested length that runs past the datagram.
+        var long = bytes
+        long[4] = 0x7F
+        XCTAssertThrowsError(try decode(long))
+    }
+
+    /// Both sockets travel with the state, in order (the client's first), over a SEQPACKET pair.
+    func testStateAndBothSocketsTravelTogether() throws {
+        let (a, b) = try Posix.socketPair()
+        defer { Posix.close(a); Posix.close(b) }
+        var client: [Int32] = [-1, -1], server: [Int32] = [-1, -1]
+        XCTAssertEqual(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &client), 0)
+        XCTAssertEqual(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &server), 0)
+        defer { Glibc.close(client[1]); Glibc.close(server[1]) }
+        let bytes = Self.full.encode()
+        XCTAssertLessThanOrEqual(bytes.count, HandoffClient.maximumSize)
+        let sent = try bytes.withUnsafeBytes { try Posix.sendWithFDs(a, $0, fds: [client[0], server[0]]) }
+        XCTAssertEqual(sent, .processed(bytes.count))
+        Glibc.close(client[0])
+        Glibc.close(server[0])
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: HandoffClient.maximumSize + 1, alignment: 8)
+        defer { buf.deallocate() }
+        var fds: [Int32] = []
+        XCTAssertEqual(try Posix.receiveWithFDs(b, buf, HandoffClient.maximumSize + 1, fds: &fds), .processed(bytes.count))
+        XCTAssertEqual(fds.count, 2)
+        defer { fds.forEach { Glibc.close($0) } }
+        XCTAssertEqual(try HandoffPair.decode(UnsafeRawBufferPointer(start: buf, count: bytes.count)), Self.full)
+        for (mine, theirs, byte) in [(client[1], fds[0], UInt8(1)), (server[1], fds[1], UInt8(2))] {
+            var out = byte
+            XCTAssertEqual(Glibc.write(mine, &out, 1), 1)
+            var back: UInt8 = 0
+            XCTAssertEqual(Glibc.read(theirs, &back, 1), 1)
+            XCTAssertEqual(back, byte)
+        }
     }
 }

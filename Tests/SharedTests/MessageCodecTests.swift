@@ -128,6 +128,11 @@ final class MessageCodecTests: XCTestCase {
             (.quota(database: "d", user: "u", quota: 1, seq: 2, moveTo: 3), "0800000001640000000175000000010000000200000003"),
             (.moveServer(targetSlot: 1, state: [0xAB]), "4700000001ab"),
             (.adoptServer([0xCD, 0xEF]), "09cdef"),
+            // Pairs move (issue 18): `drain` carries the successor's features as a trailing field, sent
+            // only to a worker that announced pairMoves; without it the bytes are those above.
+            (.drain(handoff: true, successorFeatures: 3), "100100000003"),
+            (.drain(handoff: false, successorFeatures: 0), "1000"),
+            (.ready(slot: 2, pid: 1234, features: 3), "4100000002000004d200000003"),
         ]
         for (message, hex) in expected {
             XCTAssertEqual(Self.hex(message.encode()), hex, "\(message)")
@@ -142,6 +147,20 @@ final class MessageCodecTests: XCTestCase {
             + "0000000273310000001073656c65637420243100000100000017000000000000000000000006510000000973000000200707070707"
             + "070707070707070707070707070707070707070707070707070707"
         XCTAssertEqual(Self.hex(HandoffCodecTests.full.encode()), golden)
+    }
+
+    /// A client with its server (issue 18): the nested client and server states are the bytes pinned
+    /// above and in HandoffServerCodecTests, each behind a u32 length.
+    func testPairHandoffKeepsItsBytes() throws {
+        let pair = HandoffPair(client: HandoffClient(user: "u", database: "d", processID: 7, secretKey: 9),
+                               server: HandoffServer(database: "d", user: "u", id: 5, backendPID: 6, backendKey: 8),
+                               poolMode: "session", txStatus: UInt8(ascii: "T"), needsReset: true, lastReady: 10,
+                               xactStart: -1)
+        let client = Self.hex(pair.client.encode()), server = Self.hex(pair.server.encode())
+        XCTAssertEqual(client, "5047483100000001750000000164000000000000000000000000000000070000000900000000000000000000000000000000000000000000000000")
+        XCTAssertEqual(server, "50475331000000016400000001750000000000000005000000060000000800000000000000000000000000000000000000000000000000000000")
+        XCTAssertEqual(Self.hex(pair.encode()), "50475031" + "0000003b" + client + "0000003a" + server
+                       + "0000000773657373696f6e" + "54" + "01" + "000000000000000a" + "ffffffffffffffff")
     }
 
     static func hex(_ bytes: [UInt8]) -> String {

@@ -34,7 +34,10 @@ public enum ControlMessage: Equatable, Sendable {
     case adoptServer([UInt8])
     /// Rolling restart: stop accepting, finish or hand off the clients, exit. With `handoff` the datagram
     /// also carries (SCM_RIGHTS) this worker's end of a socket to its successor (Worker/Control/Handoff.swift).
-    case drain(handoff: Bool)
+    /// `successorFeatures`: the `WorkerFeatures` the successor announced in its `ready`, a trailing field
+    /// encoded only when not 0. The supervisor sets it only for a worker that announced
+    /// `WorkerFeatures.pairMoves` itself: an older build refuses a `drain` with a field it does not know.
+    case drain(handoff: Bool, successorFeatures: UInt32 = 0)
     /// Service-wide limits and per-database admin commands (LimitsMessage.swift), kind 0x30.
     case limitsToWorker(LimitsMessage)
     /// Health of one backend host (host, port) as the supervisor's check sees it (`BackendFlags`), and
@@ -124,7 +127,9 @@ public enum ControlMessage: Equatable, Sendable {
             } else {
                 w.put(Kind.quota, database, user, quota, seq)
             }
-        case .drain(let handoff): w.put(Kind.drain, handoff)
+        case .drain(let handoff, let successorFeatures):
+            w.put(Kind.drain, handoff)
+            if successorFeatures != 0 { w.put(successorFeatures) }
         case .backendState(let host, let port, let flags, let addresses):
             w.put(Kind.backendState, host, port, flags, UInt32(truncatingIfNeeded: addresses.count))
             for a in addresses { w.string(a) }
@@ -191,7 +196,8 @@ public enum ControlMessage: Equatable, Sendable {
             message = .poolReport(database: database, user: user, servers: servers, idle: idle,
                                   waiting: waiting, seq: seq, overdue: overdue)
         case .drain:
-            message = .drain(handoff: try r.bool("drain"))
+            let handoff = try r.bool("drain")
+            message = .drain(handoff: handoff, successorFeatures: r.isAtEnd ? 0 : try r.u32("drain successor features"))
         case .limitsToWorker, .limitsFromWorker:
             let inner = try LimitsMessage.decode(&r)
             guard inner.isToWorker == (kind == .limitsToWorker) else {
@@ -228,6 +234,12 @@ public enum ControlMessage: Equatable, Sendable {
 public enum WorkerFeatures {
     /// Reads `quota` with `moveTo` and `adoptServer`: server connections move to it and from it.
     public static let serverMoves: UInt32 = 1
+    /// Reads `drain`'s `successorFeatures`, and adopts a client together with its linked server
+    /// (`HandoffPair`, two sockets in one datagram) on the handoff socket: a draining worker moves such
+    /// pairs only to a successor that announced this (Worker/Control/PairHandoff.swift).
+    public static let pairMoves: UInt32 = 2
+    /// What this build announces.
+    public static let all: UInt32 = serverMoves | pairMoves
 }
 
 extension ShutdownMode: MessageField {}

@@ -206,3 +206,72 @@ public struct HandoffServer: Equatable, Sendable {
         return s
     }
 }
+
+/// A client and the server connection linked to it, moving together to the successor on a rolling
+/// restart (Worker/Control/PairHandoff.swift): a session-mode client between queries, or a
+/// transaction-mode client inside a transaction. Both sockets travel beside it (SCM_RIGHTS, the
+/// client's first) in one datagram on the handoff socket, only to a successor that announced
+/// `WorkerFeatures.pairMoves`. The two states are the ones a lone client or an idle server moves with,
+/// nested whole, plus what the link itself holds.
+public struct HandoffPair: Equatable, Sendable {
+    public var client: HandoffClient
+    public var server: HandoffServer
+    /// The pool mode the link was made under (`PoolMode`'s text): a successor whose pool has another
+    /// mode cannot go on with it (a session's server would be released after a transaction).
+    public var poolMode: String
+    /// The status of the server's last ReadyForQuery: `I`, `T` or `E`.
+    public var txStatus: UInt8
+    /// Transaction mode: a CommandComplete tag showed session state, so the server is reset before
+    /// another client gets it.
+    public var needsReset: Bool
+    /// CLOCK_MONOTONIC nanoseconds (the same in every process of the machine) of the last
+    /// ReadyForQuery (idle_transaction_timeout) and of the transaction's start (0: none;
+    /// transaction_timeout and the stats).
+    public var lastReady: Int64
+    public var xactStart: Int64
+
+    public init(client: HandoffClient, server: HandoffServer, poolMode: String, txStatus: UInt8 = UInt8(ascii: "I"),
+                needsReset: Bool = false, lastReady: Int64 = 0, xactStart: Int64 = 0) {
+        self.client = client
+        self.server = server
+        self.poolMode = poolMode
+        self.txStatus = txStatus
+        self.needsReset = needsReset
+        self.lastReady = lastReady
+        self.xactStart = xactStart
+    }
+
+    static let magic: [UInt8] = Array("PGP1".utf8)
+
+    /// The datagram is a pair (the handoff socket carries lone clients too).
+    public static func isPair(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        bytes.count >= magic.count && magic.indices.allSatisfy { bytes[$0] == magic[$0] }
+    }
+
+    public func encode() -> [UInt8] {
+        let c = client.encode(), s = server.encode()
+        var w = MessageWriter(capacity: c.count + s.count + 64)
+        w.raw(Self.magic)
+        w.put(c, s, poolMode, txStatus, needsReset, lastReady, xactStart)
+        return w.bytes
+    }
+
+    /// Decodes exactly one pair: anything short, long or malformed, in either nested state, is an
+    /// error, never a crash.
+    public static func decode(_ bytes: UnsafeRawBufferPointer) throws(HandoffDecodeError) -> HandoffPair {
+        guard isPair(bytes) else { throw HandoffDecodeError("not a pgswift client-server handoff (format PGP1)") }
+        var r = MessageReader<HandoffDecodeError>(bytes)
+        _ = try r.bytes(magic.count, "format")
+        // Each nested state is u32-length-prefixed (as `put` writes a byte array) and decoded in place.
+        let client = try HandoffClient.decode(try r.bytes(Int(try r.u32("client state")), "client state"))
+        let server = try HandoffServer.decode(try r.bytes(Int(try r.u32("server state")), "server state"))
+        let mode = try r.string("pool mode")
+        let status = try r.u8("transaction status")
+        let needsReset = try r.bool("needs reset")
+        let lastReady = Int64(bitPattern: try r.u64("last ready"))
+        let xactStart = Int64(bitPattern: try r.u64("transaction start"))
+        try r.expectEnd("the pair state")
+        return HandoffPair(client: client, server: server, poolMode: mode, txStatus: status, needsReset: needsReset,
+                           lastReady: lastReady, xactStart: xactStart)
+    }
+}

@@ -14,6 +14,9 @@ struct ReexecState: Equatable, Sendable {
         var startedAt: Int64
         /// Its word in the shared client count (ClientCounter); -1: its slot.
         var counterWord: Int = -1
+        /// The `WorkerFeatures` it announced in its `ready` (it is not asked again). Written as a field
+        /// of its own (`features=pid:bits,...`), which an image that does not know it ignores.
+        var features: UInt32 = 0
     }
     /// tcp[slot] as in `Listeners`.
     var tcp: [[Int32]] = []
@@ -42,7 +45,9 @@ struct ReexecState: Equatable, Sendable {
         // tcp=<slots>/<slot 0's fds>/<slot 1's fds>...; "-" for a slot without TCP sockets.
         let tcpText = ([String(tcp.count)] + tcp.map { $0.isEmpty ? "-" : $0.map(String.init).joined(separator: ",") })
             .joined(separator: "/")
-        return "v1 paused=\(paused ? 1 : 0) request=\(requesterPid):\(requestID) unix=\(unix) counter=\(counter) pausedDBs=\(Self.names(pausedDBs)) disabledDBs=\(Self.names(disabledDBs)) tcp=\(tcpText) workers=\(list(workers)) retired=\(list(retired))"
+        let announced = (workers + retired).filter { $0.features != 0 }
+        let featuresText = announced.isEmpty ? "-" : announced.map { "\($0.pid):\($0.features)" }.joined(separator: ",")
+        return "v1 paused=\(paused ? 1 : 0) request=\(requesterPid):\(requestID) unix=\(unix) counter=\(counter) pausedDBs=\(Self.names(pausedDBs)) disabledDBs=\(Self.names(disabledDBs)) tcp=\(tcpText) workers=\(list(workers)) retired=\(list(retired)) features=\(featuresText)"
     }
 
     /// Names as hex of their UTF-8 bytes, comma-separated ("-": none), so the line stays free of quoting.
@@ -139,6 +144,16 @@ struct ReexecState: Equatable, Sendable {
         }
         s.workers = workers
         s.retired = retired
+        // Absent in states written before it existed: no features known (the old workers are then not
+        // sent anything they might not read).
+        if let f = kv["features"], f != "-" {
+            for item in f.split(separator: ",") {
+                let p = item.split(separator: ":")
+                guard p.count == 2, let pid = Int32(p[0]), let bits = UInt32(p[1]) else { return nil }
+                for i in s.workers.indices where s.workers[i].pid == pid { s.workers[i].features = bits }
+                for i in s.retired.indices where s.retired[i].pid == pid { s.retired[i].features = bits }
+            }
+        }
         return s
     }
 
@@ -208,7 +223,7 @@ extension Supervisor {
         func describe(_ p: WorkerSlot) -> ReexecState.Process? {
             guard p.pid != 0, let fd = p.channel?.fd else { return nil }
             return .init(slot: p.index, pid: p.pid, controlFD: fd, generation: p.generation, restarts: p.restarts,
-                         startedAt: p.startedAt, counterWord: p.counterWord)
+                         startedAt: p.startedAt, counterWord: p.counterWord, features: p.features)
         }
         state.counter = limits.counter?.fd ?? -1
         state.pausedDBs = limits.pausedDBs.sorted()
@@ -287,6 +302,7 @@ extension Supervisor {
             w.lastReportAt = now
             w.channel = ControlChannel(fd: p.controlFD)
             if p.counterWord >= 0 { w.counterWord = p.counterWord }
+            w.features = p.features
             return w
         }
         var retired = state.retired.map(make)

@@ -189,7 +189,7 @@ extension Supervisor {
         let now = Clock.monotonicNanos()
         var result = "ok"
         if old.pid != 0 {
-            if !sendDrain(to: old, socket: roll.handoffSocket) { result = "ok (old worker unreachable)" }
+            if !sendDrain(to: old, socket: roll.handoffSocket, successor: fresh) { result = "ok (old worker unreachable)" }
             let grace = Clock.nanos(seconds: config.drainTimeout) + UpgradeState.drainGraceNanos
             upgrade.retired.append(RetiredWorker(process: old, killAt: now + grace))
         } else {
@@ -207,11 +207,14 @@ extension Supervisor {
 
     /// `drain` with the old worker's end of the handoff pair (SCM_RIGHTS). If the channel cannot take
     /// it now, a plain `drain` is queued: the old worker then keeps its clients until they leave.
-    private func sendDrain(to old: WorkerSlot, socket: Int32) -> Bool {
+    /// The successor's features go along only to an old worker that can read them (it announced
+    /// `pairMoves`): with them it knows what the successor can adopt (Worker/Control/PairHandoff.swift).
+    private func sendDrain(to old: WorkerSlot, socket: Int32, successor: WorkerSlot) -> Bool {
         guard let fd = old.channel?.fd else { return false }
         _ = old.outbox.drain(fd: fd)
         if old.outbox.isEmpty {
-            let bytes = ControlMessage.drain(handoff: true).encode()
+            let features = old.features & WorkerFeatures.pairMoves != 0 ? successor.features : 0
+            let bytes = ControlMessage.drain(handoff: true, successorFeatures: features).encode()
             let sent = bytes.withUnsafeBytes { raw -> Bool in
                 guard let r = try? Posix.sendWithFDs(fd, raw, fds: [socket]), case .processed = r else { return false }
                 return true

@@ -15,6 +15,12 @@ struct WorkerHandoff {
     var nextReport: Int64 = 0
     var moved = 0
     var adoptedCount = 0
+    /// Of those, clients that moved with their server (PairHandoff.swift).
+    var movedPairs = 0
+    var adoptedPairs = 0
+    /// Draining: the `WorkerFeatures` the successor announced (from `drain`; 0: unknown, so nothing is
+    /// sent that an older build could not read).
+    var successorFeatures: UInt32 = 0
     /// Draining because the supervisor died, not for a rolling restart: no successor, and idle
     /// servers stay (the clients here keep using them until they leave).
     var orphaned = false
@@ -34,14 +40,17 @@ extension Worker {
     // MARK: Draining (the old worker)
 
     /// The supervisor's `drain`: stop accepting (the supervisor keeps the listening sockets open, so
-    /// nothing queued is lost), move idle clients to the successor, exit when the last client has
-    /// left or drain_timeout has passed.
-    func beginDrain(handoffFD: Int32?) {
+    /// nothing queued is lost), move clients to the successor (alone between transactions, or with
+    /// their server when the successor can adopt pairs: `successorFeatures`), exit when the last client
+    /// has left or drain_timeout has passed.
+    func beginDrain(handoffFD: Int32?, successorFeatures: UInt32 = 0) {
         hot.pointee.draining = true
         handoff.outFD = handoffFD ?? -1
+        handoff.successorFeatures = handoffFD == nil ? 0 : successorFeatures
         if let fd = handoffFD { try? Posix.setNonBlocking(fd) }
         handoff.drainDeadline = now + Clock.nanos(seconds: config.drainTimeout)
-        log.info("draining for a rolling restart: \(clients.used) clients; idle ones in transaction/statement mode move to the successor\(handoffFD == nil ? " (no successor socket: they stay)" : ""); drain_timeout \(Int(config.drainTimeout)) s")
+        let pairs = handoff.successorFeatures & WorkerFeatures.pairMoves != 0
+        log.info("draining for a rolling restart: \(clients.used) clients; \(handoffFD == nil ? "no successor socket: they stay" : pairs ? "they move to the successor between transactions, or with their server (session mode, or inside a transaction)" : "they move to the successor between transactions (the successor cannot adopt a client with its server: session-mode clients with a server stay)"); drain_timeout \(Int(config.drainTimeout)) s")
         beginShutdown(.graceful)
         // The slot's share of each pool belongs to the successor now and the supervisor no longer
         // adjusts ours: a share lowered just before the drain must not strand the clients that stay
@@ -71,7 +80,7 @@ extension Worker {
                 ci += 1
             }
             let pools = pools.indices.map { "\(self.pools[$0].database)/\(self.pools[$0].user) servers \(self.pools[$0].serverCount) limit \(self.pools[$0].limit) waiting \(self.pools[$0].waitCount)" }
-            log.info("draining: \(clients.used) clients left (\(counts.map { "\($0.key): \($0.value)" }.sorted().joined(separator: ", "))), \(handoff.moved) moved; \(pools.joined(separator: "; "))\(handoff.outFD < 0 ? "; no successor socket" : "")")
+            log.info("draining: \(clients.used) clients left (\(counts.map { "\($0.key): \($0.value)" }.sorted().joined(separator: ", "))), \(handoff.moved) moved (\(handoff.movedPairs) with their server); \(pools.joined(separator: "; "))\(handoff.outFD < 0 ? "; no successor socket" : "")")
         }
         guard !handoff.orphaned else { return }
         for pi in pools.indices where pools[pi].waitCount == 0 {
@@ -108,30 +117,55 @@ extension Worker {
         for pi in pools.indices where pools[pi].waitCount > 0 { launchIfNeeded(Int32(pi)) }
     }
 
+    /// At drain start and every 100 ms: every client that can move now, alone or with its server.
     func handOffIdleClients() {
         guard handoff.outFD >= 0 else { return }
         var ci: Int32 = 0
         let cap = Int32(clients.capacity)
         while ci < cap && handoff.outFD >= 0 {
-            if clients[ci].state == .idle || clients[ci].state == .waitServer { _ = handOff(ci) }
+            switch clients[ci].state {
+            case .idle, .waitServer: _ = handOff(ci)
+            case .active: _ = handOffPair(ci)
+            default: break
+            }
             ci += 1
         }
     }
 
     /// Moves one client if it sits between transactions with nothing in flight in either direction
     /// (idle, or queued for a server with its next query still unsent); true when it is gone from here.
+    /// A session-mode client moves too when it has no server (it has not sent a query yet, so there is no
+    /// session to lose); one linked to its server moves with it (`handOffPair`).
     @discardableResult
     func handOff(_ ci: Int32) -> Bool {
         guard handoff.outFD >= 0, clients[ci].state == .idle || clients[ci].state == .waitServer,
-              clients[ci].server < 0, clients[ci].admin == .none,
-              // A TLS session's keys live in this process: such a client stays until it leaves.
-              clients[ci].io.tls == nil && !clients[ci].usesTLS,
+              clients[ci].server < 0, let state = clientHandoffState(ci) else { return false }
+        let bytes = state.encode()
+        guard bytes.count <= HandoffClient.maximumSize else {
+            log.debug("C-\(clients[ci].id): state too large to hand off (\(bytes.count) bytes); it stays")
+            return false
+        }
+        guard sendToSuccessor(bytes, fds: [clients[ci].io.fd]) else { return false }
+        // The successor holds the socket now: our copy must not stay in our epoll set (it would, as
+        // long as any process keeps the file open) nor be written to again.
+        epoll.remove(clients[ci].io.fd)
+        log.debug("C-\(clients[ci].id): handed to the successor")
+        handoff.original[ci] = nil
+        handoff.moved += 1
+        freeClient(ci)
+        return true
+    }
+
+    /// What the successor needs to go on serving client `ci` (`HandoffClient`); nil when it cannot move:
+    /// an admin client, a TLS client (its session keys live in this process: it stays until it leaves),
+    /// bytes pending towards it, its peer gone, a message half read or half forwarded.
+    func clientHandoffState(_ ci: Int32) -> HandoffClient? {
+        guard clients[ci].admin == .none, clients[ci].io.tls == nil && !clients[ci].usesTLS,
               clients[ci].io.out.isEmpty, !clients[ci].io.hangup, !clients[ci].io.eof, !clients[ci].skipUntilSync,
               clients[ci].io.input.start == clients[ci].io.input.scan, clients[ci].io.input.partial == 0,
-              clients[ci].pool >= 0, let info = clients[ci].info else { return false }
+              clients[ci].partialMode == .forward, clients[ci].largeParse.count == 0,
+              clients[ci].pool >= 0, let info = clients[ci].info else { return nil }
         let p = Int(clients[ci].pool)
-        // Session mode: the client's server session cannot move with it.
-        guard pools[p].mode != .session else { return false }
         var state = HandoffClient(user: info.user, database: info.database, processID: clientProcessID(ci),
                                   secretKey: clients[ci].cancelKey)
         if let o = handoff.original[ci], o.gen == clients[ci].io.gen { state.processID = o.pid }
@@ -143,7 +177,9 @@ extension Worker {
         state.isUnix = clients[ci].isUnix
         state.peer = info.peer
         state.connectedAt = clients[ci].connectedAt
-        for (name, id) in info.prepared {
+        // In id order: a successor with a fresh registry interns them in that order, so it gives them
+        // the ids they have here, the names a server moved with its client knows them by.
+        for (name, id) in info.prepared.sorted(by: { $0.value < $1.value }) {
             guard let body = statements.body(id) else { continue }
             state.prepared.append(HandoffStatement(name: name, body: body))
         }
@@ -152,39 +188,33 @@ extension Worker {
                                                            count: clients[ci].io.input.end - clients[ci].io.input.start))
         }
         state.scramClientKey = pools[p].scramClientKey ?? []
-        let bytes = state.encode()
-        guard bytes.count <= HandoffClient.maximumSize else {
-            log.debug("C-\(clients[ci].id): state too large to hand off (\(bytes.count) bytes); it stays")
-            return false
-        }
-        let fd = clients[ci].io.fd
+        return state
+    }
+
+    /// One datagram and its sockets to the successor. True once sent: the successor holds the sockets
+    /// then (the caller forgets its copies). False and nothing changed: the socket is full (tried again
+    /// later), or the successor is gone (the handoff socket is closed: the rest stay here).
+    func sendToSuccessor(_ bytes: [UInt8], fds: [Int32]) -> Bool {
         let outFD = handoff.outFD
+        guard outFD >= 0 else { return false }
         let sent: Result<IOResult, SyscallError> = bytes.withUnsafeBytes { raw in
             do throws(SyscallError) {
-                return .success(try Posix.sendWithFDs(outFD, raw, fds: [fd]))
+                return .success(try Posix.sendWithFDs(outFD, raw, fds: fds))
             } catch {
                 return .failure(error)
             }
         }
-        let result: IOResult
         switch sent {
-        case .success(let r):
-            result = r
+        case .success(.processed):
+            return true
+        case .success(.wouldBlock):
+            return false
         case .failure(let error):
             log.warning("cannot hand clients to the successor (\(error)); the remaining ones stay here")
             Posix.close(handoff.outFD)
             handoff.outFD = -1
             return false
         }
-        guard case .processed = result else { return false }
-        // The successor holds the socket now: our copy must not stay in our epoll set (it would, as
-        // long as any process keeps the file open) nor be written to again.
-        epoll.remove(clients[ci].io.fd)
-        log.debug("C-\(clients[ci].id): handed to the successor")
-        handoff.original[ci] = nil
-        handoff.moved += 1
-        freeClient(ci)
-        return true
     }
 
     /// One control datagram into `buf`, with the descriptors that came along (almost always none).
@@ -233,13 +263,18 @@ extension Worker {
                 finishAdopting(nil)
                 return
             case .processed(let n):
+                let raw = UnsafeRawBufferPointer(start: buf, count: n)
+                if HandoffPair.isPair(raw) {
+                    adoptPairDatagram(raw, fds: fds)
+                    continue
+                }
                 guard let fd = fds.first else {
                     log.warning("handoff datagram without a socket ignored")
                     continue
                 }
                 for extra in fds.dropFirst() { Posix.close(extra) }
                 do throws(HandoffDecodeError) {
-                    let state = try HandoffClient.decode(UnsafeRawBufferPointer(start: buf, count: n))
+                    let state = try HandoffClient.decode(raw)
                     adopt(state, fd: fd)
                 } catch {
                     // Cannot serve it without its state: better a clean close than a confused session.
@@ -256,11 +291,24 @@ extension Worker {
         handoff.inFD = -1
         handoff.buffer?.deallocate()
         handoff.buffer = nil
-        log.info("predecessor done handing off\(error.map { " (\($0))" } ?? ""): \(handoff.adoptedCount) clients adopted")
+        log.info("predecessor done handing off\(error.map { " (\($0))" } ?? ""): \(handoff.adoptedCount) clients adopted (\(handoff.adoptedPairs) with their server)")
     }
 
     /// Takes over a client from the predecessor: same state, same cancel key, its unprocessed bytes.
     func adopt(_ state: HandoffClient, fd: Int32) {
+        guard let ci = adoptClientRecord(state, fd: fd) else { return }
+        log.debug("C-\(clients[ci].id): adopted from the predecessor (db=\(state.database) user=\(state.user))")
+        if hot.pointee.draining {
+            // Adopted while draining ourselves (rolls in quick succession): pass it on when it can move.
+            if handOff(ci) { return }
+        }
+        clientData(ci)
+    }
+
+    /// A client record for a client the predecessor handed over, idle in its pool: its login state,
+    /// statements, cancel key (kept in `handoff.adopted`) and unprocessed bytes (in its input buffer,
+    /// not processed yet). nil when it could not be taken (the client got an error, or its socket closed).
+    func adoptClientRecord(_ state: HandoffClient, fd: Int32) -> Int32? {
         clientAdopted()
         let info = ClientInfo(trackedCount: tracked.names.count)
         info.user = state.user
@@ -275,11 +323,11 @@ extension Worker {
             info.prepared[s.name] = s.body.withUnsafeBytes { statements.intern($0) }
         }
         guard let ci = newClient(fd, isUnix: state.isUnix, connectedAt: state.connectedAt, cancelKey: state.secretKey,
-                                 info: info, state: .idle) else { return }
+                                 info: info, state: .idle) else { return nil }
         let poolUser = poolUser(database: state.database, clientUser: state.user)
         guard let p = pool(database: state.database, user: poolUser) else {
             failClient(ci, code: SQLState.invalidCatalogName, message: "no such database: \(state.database)")
-            return
+            return nil
         }
         clients[ci].pool = p
         pools[Int(p)].clientCount += 1
@@ -290,7 +338,7 @@ extension Worker {
         if !state.pending.isEmpty {
             guard state.pending.count <= buffers.size else {
                 failClient(ci, code: SQLState.programLimitExceeded, message: "handed-off input too large")
-                return
+                return nil
             }
             let b = buffers.take()
             state.pending.withUnsafeBytes { b.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
@@ -303,12 +351,7 @@ extension Worker {
             if handoff.adopted.count > 2 * clients.used + 1024 { pruneAdopted() }
         }
         handoff.adoptedCount += 1
-        log.debug("C-\(clients[ci].id): adopted from the predecessor (db=\(state.database) user=\(state.user))")
-        if hot.pointee.draining {
-            // Adopted while draining ourselves (rolls in quick succession): pass it on when it can move.
-            if handOff(ci) { return }
-        }
-        clientData(ci)
+        return ci
     }
 
     /// Forgets adopted keys whose clients have left.

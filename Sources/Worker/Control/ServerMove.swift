@@ -30,21 +30,11 @@ extension Worker {
     /// Hands server `si` to the worker in slot `target` through the supervisor; true when it is gone
     /// from here (the outbox owns its socket now). False, and nothing changed, when it cannot move.
     func moveServer(_ si: Int32, toSlot target: Int) -> Bool {
-        guard controlFD >= 0, target != Int(slot), canMove(si), let info = servers[si].info else {
+        guard controlFD >= 0, target != Int(slot), canMove(si), let state = serverHandoffState(si) else {
             moves.notMovable += 1
             return false
         }
         let p = Int(servers[si].pool)
-        var state = HandoffServer(database: pools[p].database, user: pools[p].user, id: servers[si].id,
-                                  backendPID: servers[si].backendPID, backendKey: servers[si].backendKey,
-                                  createdAt: servers[si].createdAt, hostKey: info.hostKey, address: info.address)
-        for (t, name) in tracked.names.enumerated() {
-            if let v = info.params.values[t] { state.parameters.append(HandoffParameter(name: name, value: v)) }
-        }
-        for id in info.prepared.keys {
-            if let body = statements.body(id) { state.prepared.append(HandoffServerStatement(serverID: id, body: body)) }
-        }
-        for (name, value) in pools[p].welcome ?? [] { state.welcome.append(HandoffParameter(name: name, value: value)) }
         let bytes = ControlMessage.moveServer(targetSlot: Int32(target), state: state.encode()).encode()
         guard bytes.count <= ControlMessage.maximumSize else {
             moves.notMovable += 1
@@ -60,6 +50,25 @@ extension Worker {
         sendControlBytes(bytes, passing: fd)
         moves.movedOut += 1
         return true
+    }
+
+    /// What another worker needs to take over server `si` without a login (`HandoffServer`): its pool,
+    /// identity, tracked parameter values, the statements prepared on it, the pool's welcome set.
+    func serverHandoffState(_ si: Int32) -> HandoffServer? {
+        guard let info = servers[si].info else { return nil }
+        let p = Int(servers[si].pool)
+        var state = HandoffServer(database: pools[p].database, user: pools[p].user, id: servers[si].id,
+                                  backendPID: servers[si].backendPID, backendKey: servers[si].backendKey,
+                                  createdAt: servers[si].createdAt, hostKey: info.hostKey, address: info.address)
+        for (t, name) in tracked.names.enumerated() {
+            if let v = info.params.values[t] { state.parameters.append(HandoffParameter(name: name, value: v)) }
+        }
+        // In id order, as a client's (clientHandoffState): a fresh registry then gives them the same ids.
+        for id in info.prepared.keys.sorted() {
+            if let body = statements.body(id) { state.prepared.append(HandoffServerStatement(serverID: id, body: body)) }
+        }
+        for (name, value) in pools[p].welcome ?? [] { state.welcome.append(HandoffParameter(name: name, value: value)) }
+        return state
     }
 
     /// A server connection another worker gave up for our waiting clients: it joins the pool as a
@@ -94,6 +103,33 @@ extension Worker {
             return
         }
         let pi = Int(p)
+        let (si, stale) = adoptServerRecord(state, fd: fd, pool: p)
+        moves.adopted += 1
+        log.debug("S-\(state.id): server connection adopted from another worker (\(state.database)/\(state.user), backend pid \(state.backendPID)\(stale.isEmpty ? "" : ", \(stale.count) statements to deallocate"))")
+        if !stale.isEmpty {
+            setServerState(si, .resetting)
+            guard watchServer(si) else { return }
+            scratch.clear()
+            Frontend.query(into: &scratch, sql: stale.map { "DEALLOCATE \(StatementRegistry.serverName($0))" }.joined(separator: "; "))
+            servers[si].io.out.append(scratch)
+            servers[si].internalQueries += 1
+            holdAdopted(pi)
+            flushServer(si)
+            return
+        }
+        setServerState(si, .idle)
+        guard watchServer(si) else { return }
+        holdAdopted(pi)
+        serveWaiting(p)
+    }
+
+    /// A server record for a server connection another process gave up (still `.free`: the caller moves
+    /// it on through `setServerState`): same `S-<id>`, backend pid and cancel key, creation time, host,
+    /// tracked parameter values. `stale`: statements the server holds under a name (`PGSWIFT_<old
+    /// worker's id>`) that means another statement here, or nothing yet: the caller drops them before
+    /// anyone uses the server. Also gives the pool its welcome set if it had none.
+    func adoptServerRecord(_ state: HandoffServer, fd: Int32, pool p: Int32) -> (si: Int32, stale: [Int32]) {
+        let pi = Int(p)
         try? Posix.setNonBlocking(fd)
         let si = servers.allocate()
         servers[si].io.fd = fd
@@ -114,8 +150,8 @@ extension Worker {
             if let t = tracked.index(of: param.name) { info.params.values[t] = param.value }
         }
         // The server knows its statements as PGSWIFT_<old worker's id>: those our registry gives the same
-        // id stay usable; the others are DEALLOCATEd before anyone uses the server, since that name may
-        // mean another statement here.
+        // id stay usable; the others must go before anyone uses the server, since that name may mean
+        // another statement here.
         var stale: [Int32] = []
         for s in state.prepared {
             let id = s.body.withUnsafeBytes { statements.intern($0) }
@@ -135,23 +171,7 @@ extension Worker {
                 ci += 1
             }
         }
-        moves.adopted += 1
-        log.debug("S-\(state.id): server connection adopted from another worker (\(state.database)/\(state.user), backend pid \(state.backendPID)\(stale.isEmpty ? "" : ", \(stale.count) statements to deallocate"))")
-        if !stale.isEmpty {
-            setServerState(si, .resetting)
-            guard watchServer(si) else { return }
-            scratch.clear()
-            Frontend.query(into: &scratch, sql: stale.map { "DEALLOCATE \(StatementRegistry.serverName($0))" }.joined(separator: "; "))
-            servers[si].io.out.append(scratch)
-            servers[si].internalQueries += 1
-            holdAdopted(pi)
-            flushServer(si)
-            return
-        }
-        setServerState(si, .idle)
-        guard watchServer(si) else { return }
-        holdAdopted(pi)
-        serveWaiting(p)
+        return (si, stale)
     }
 
     /// The pool's quota covers what it holds now, until the supervisor's raise (which counts the

@@ -212,7 +212,8 @@ struct Server {
     var txStatus: UInt8 = UInt8(ascii: "I")
     /// Something outside a transaction changed session state: reset before another client gets it.
     var dirty = false
-    /// Release to the pool once the bytes up to the final ReadyForQuery reached the client.
+    /// Release to the pool once the bytes up to the final ReadyForQuery reached the client; in a
+    /// draining worker, also set at any ReadyForQuery so the pair may then move (PairHandoff.swift).
     var releaseOnFlush = false
     /// Transaction/statement mode: CommandComplete tags are watched for session-state changes.
     var watchTags = false

@@ -457,11 +457,15 @@ extension Worker {
                 if servers[si].releaseOnFlush {
                     servers[si].releaseOnFlush = false
                     // Checked again: the client may have pipelined its next query onto this server
-                    // while the answer waited for it to read; then the server stays linked.
-                    if transactionDone(si) {
+                    // while the answer waited for it to read; then the server stays linked. (Only a
+                    // draining worker sets the flag in session mode, where nothing is released.)
+                    if transactionDone(si) && servers[si].watchTags {
                         releaseServer(si)
                         return
                     }
+                    // Rolling restart: the ReadyForQuery has reached the client, so the pair may move
+                    // to the successor now (PairHandoff.swift).
+                    if hot.pointee.draining && ci >= 0 && handOffPair(ci) { return }
                 }
                 servers[si].io.releaseIfEmpty(buffers)
                 continue
@@ -641,6 +645,14 @@ extension Worker {
             return .done(.stop)
         }
         if pools[Int(servers[si].pool)].mode != .session && transactionDone(si) {
+            servers[si].releaseOnFlush = true
+            servers[si].io.input.scan = scan
+            servers[si].io.input.partial = partial
+            return .done(.progress)
+        }
+        if hot.pointee.draining {
+            // Rolling restart: a client linked in session mode or inside a transaction moves with its
+            // server once this ReadyForQuery has reached it (checked where `releaseOnFlush` is).
             servers[si].releaseOnFlush = true
             servers[si].io.input.scan = scan
             servers[si].io.input.partial = partial

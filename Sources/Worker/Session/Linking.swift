@@ -58,10 +58,18 @@ extension Worker {
     /// active; the client leaves the wait queue, the server the idle list.
     func link(_ ci: Int32, _ si: Int32) {
         statsLink(ci, si)  // stats hook (WorkerStats.swift)
+        servers[si].lastReady = now
+        join(ci, si)
+        syncParameters(ci, si)
+    }
+
+    /// The pair's states and pointers, and the flags the pool's mode gives a link. Also how a client
+    /// and server adopted together from a predecessor are linked again (PairHandoff.swift).
+    @inline(__always)
+    func join(_ ci: Int32, _ si: Int32) {
         let p = Int(clients[ci].pool)
         setServerState(si, .active)
         servers[si].client = ci
-        servers[si].lastReady = now
         servers[si].watchTags = pools[p].mode != .session
         servers[si].tracking = pools[p].mode != .session
         servers[si].rewriting = servers[si].tracking && hot.pointee.trackPrepared
@@ -74,7 +82,6 @@ extension Worker {
         #if DEBUG
         checkLink(ci, si)
         #endif
-        syncParameters(ci, si)
     }
 
     /// Sends SET for every tracked parameter whose value on this server differs from what the

@@ -154,7 +154,8 @@ extension Worker {
     /// State-scoped fields: flags that mean something in some states only. The transitions above end
     /// them with their state (`releaseOnFlush` when a server leaves `.active`, `internalQueries` and
     /// `skipUntilSync` when the record is freed); this checks that no other state carries one:
-    ///   server.releaseOnFlush   only `.active`: release once the final ReadyForQuery is flushed
+    ///   server.releaseOnFlush   only `.active`: release (or, draining, move the pair) once the
+    ///                           ReadyForQuery is flushed
     ///   server.internalQueries  only `.active` (parameter SETs before the client's query), `.resetting`
     ///                           (ROLLBACK, server_reset_query) and `.closing`/`.beingCanceled` (a
     ///                           server dropped before its swallowed answers came)

@@ -26,7 +26,9 @@ final class ReexecStateTests: XCTestCase {
         s.requestID = 17
         s.workers = [.init(slot: 0, pid: 100, controlFD: 10, generation: 3, restarts: 1, startedAt: 123_456_789),
                      .init(slot: 1, pid: 101, controlFD: 11, generation: 65_537, restarts: 0, startedAt: 5)]
-        s.retired = [.init(slot: 1, pid: 99, controlFD: 12, generation: 1, restarts: 0, startedAt: 1, counterWord: 3)]
+        s.retired = [.init(slot: 1, pid: 99, controlFD: 12, generation: 1, restarts: 0, startedAt: 1, counterWord: 3,
+                           features: 3)]
+        s.workers[1].features = 1
         s.counter = 13
         s.pausedDBs = ["app", "dé jà"]
         s.disabledDBs = ["x,y=z"]
@@ -37,6 +39,10 @@ final class ReexecStateTests: XCTestCase {
         XCTAssertEqual(old?.counter, -1)
         XCTAssertEqual(old?.workers.first?.counterWord, -1)
         XCTAssertEqual(old?.pausedDBs, [])
+        XCTAssertEqual(old?.workers.first?.features, 0, "features unknown: nothing is sent an old worker might not read")
+        // The features are a field of their own, which an older image skips (it reads known keys only).
+        XCTAssertTrue(s.encode().hasSuffix(" features=101:1,99:3"), s.encode())
+        XCTAssertNil(ReexecState.decode("v1 paused=0 request=0:0 unix=-1 tcp=1/5 workers=0:100:10:3:1:7 retired=- features=100"))
         XCTAssertNil(ReexecState.decode("v1 paused=0 request=0:0 unix=-1 pausedDBs=6g tcp=1/5 workers=- retired=-"))
         let empty = ReexecState()
         XCTAssertEqual(ReexecState.decode(empty.encode()), empty)

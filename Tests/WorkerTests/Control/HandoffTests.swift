@@ -75,6 +75,8 @@ final class HandoffTests: WorkerHarnessCase {
         XCTAssertEqual(moved?.processID, pid)
     }
 
+    /// A successor that did not announce `WorkerFeatures.pairMoves` (an older build: `drain` without its
+    /// features) gets no client with a server: the session stays here (PairHandoffTests for the rest).
     func testSessionModeClientsStay() throws {
         try start(["pool_mode": "session"])
         let (a, _, _) = loginWithKey()
