@@ -312,7 +312,16 @@ public struct SQLClassifier: Sendable {
                 break
             }
             prev = t
-            guard let n = lx.nextSignificant() else { break }
+            // Trivia is skipped, but an unterminated comment still makes the statement incomplete.
+            var n: SQLToken?
+            while let x = lx.next() {
+                if !x.isTrivia {
+                    n = x
+                    break
+                }
+                if x.flags.contains(.unterminated) { facts.flags.insert(.incomplete) }
+            }
+            guard let n else { break }
             t = n
         }
         // pg_temp and INTO TEMP matter only to statements that create: CREATE and SELECT INTO.

@@ -21,7 +21,7 @@ public enum SQLTokenKind: UInt8, Sendable {
     case dollarString
     /// A positional parameter: `$1`.
     case parameter
-    /// An operator: `+`, `::`, `<=`, `->>`, `:=`, `=>`, `@>`, ...
+    /// An operator: `+`, `::`, `<=`, `->>`, `:=`, `=>`, `@>`, `..`, ...
     case op
     case leftParen, rightParen, leftBracket, rightBracket, comma, semicolon, dot, colon
     /// One byte that starts no token (a backslash, `{`, a `$` that opens nothing, a control byte).
@@ -146,6 +146,9 @@ public struct SQLLexer {
             if SQLLexer.isDigit(byte(i)) {
                 kind = .number
                 i = scanNumber(s)
+            } else if byte(i) == UInt8(ascii: ".") {
+                kind = .op  // `..` (PL/pgSQL ranges): one token, as in PostgreSQL
+                i &+= 1
             } else {
                 kind = .dot
             }
