@@ -95,7 +95,6 @@ public struct SQLLexer {
     public let standardConformingStrings: Bool
 
     /// Lexes `range` of `bytes` (all of it by default).
-    @inlinable
     public init(_ bytes: UnsafeRawBufferPointer, range: Range<Int>? = nil, standardConformingStrings: Bool = true) {
         self.bytes = bytes
         let r = range ?? 0..<bytes.count

@@ -113,7 +113,7 @@ public struct SQLNormalizer {
     }
 
     /// Words whose next tokens are read differently.
-    enum Tag { case other, `is`, not }
+    enum Tag { case other, isKeyword, notKeyword }
 
     struct Emitter {
         var last = Last.none
@@ -150,13 +150,13 @@ public struct SQLNormalizer {
             case .identifier:
                 let isNull = lx.isWord(t, "null")
                 if isNull || lx.isWord(t, "true") || lx.isWord(t, "false") {
-                    let keep = tag1 == .is || (tag1 == .not && (isNull || tag2 == .is))
+                    let keep = tag1 == .isKeyword || (tag1 == .notKeyword && (isNull || tag2 == .isKeyword))
                     if !keep {
                         putLiteral(&e, &summary)
                         break
                     }
                 }
-                if lx.isWord(t, "is") { tag = .is } else if lx.isWord(t, "not") { tag = .not }
+                if lx.isWord(t, "is") { tag = .isKeyword } else if lx.isWord(t, "not") { tag = .notKeyword }
                 let bits = SQLWords.bits(lx, t)
                 putWord(&e, lx, t, bits)
                 if let open = lx.peekSignificant(),
@@ -164,8 +164,9 @@ public struct SQLNormalizer {
                     var look = lx
                     _ = look.nextSignificant()
                     let close: SQLTokenKind = open.kind == .leftParen ? .rightParen : .rightBracket
-                    if let (after, first) = constantList(look, close: close) {
-                        lx = after
+                    if let found = constantList(look, close: close) {
+                        let first = found.1
+                        lx = found.0
                         put(&e, open.kind == .leftParen ? .openParen : .openBracket, lx, open)
                         if first.kind == .parameter {
                             put(&e, .param, lx, first)
@@ -293,22 +294,12 @@ public struct SQLNormalizer {
     }
 
     mutating func appendDecimal(_ v: Int) {
-        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
-                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
-            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-        var n = 0
-        var x = UInt(v)
-        withUnsafeMutableBytes(of: &digits) { d in
-            repeat {
-                d[n] = UInt8(ascii: "0") &+ UInt8(x % 10)
-                x /= 10
-                n &+= 1
-            } while x > 0
-            while n > 0 {
-                n &-= 1
-                pattern.append(d[n])
-            }
-        }
+        var divisor = 1
+        while divisor <= v / 10 { divisor &*= 10 }
+        repeat {
+            pattern.append(UInt8(ascii: "0") &+ UInt8(v / divisor % 10))
+            divisor /= 10
+        } while divisor > 0
     }
 
     // MARK: Relations
@@ -425,7 +416,7 @@ public struct SQLNormalizer {
         if lx.isWord(m, "not"), let x = look.nextSignificant() { m = x }
         if lx.isWord(m, "materialized"), let x = look.nextSignificant() { m = x }
         guard m.kind == .leftParen else { return }
-        appendCanonicalName(lx, t.range, to: &cteNames)
+        Self.appendCanonicalName(lx, t.range, to: &cteNames)
         cteEnds.append(cteNames.count)
     }
 
@@ -503,7 +494,7 @@ public struct SQLNormalizer {
 
     mutating func addRelation(_ lx: SQLLexer, _ range: Range<Int>, _ access: SQLRelationAccess, _ summary: inout SQLNormalizeSummary) {
         let start = relationNames.count
-        appendCanonicalName(lx, range, to: &relationNames)
+        Self.appendCanonicalName(lx, range, to: &relationNames)
         let new = start..<relationNames.count
         // A WITH query's name is not a relation.
         if !relationNames[new].contains(UInt8(ascii: ".")) {
@@ -531,7 +522,7 @@ public struct SQLNormalizer {
 
     /// `Public."Users".x` → `public."Users".x`: unquoted parts folded, quoted parts kept with their
     /// quotes unless they need none (`"users"` → `users`).
-    func appendCanonicalName(_ lx: SQLLexer, _ range: Range<Int>, to out: inout [UInt8]) {
+    static func appendCanonicalName(_ lx: SQLLexer, _ range: Range<Int>, to out: inout [UInt8]) {
         var parts = SQLLexer(lx.bytes, range: range, standardConformingStrings: lx.standardConformingStrings)
         while let t = parts.nextSignificant() {
             if t.kind == .quotedIdentifier && Self.needsNoQuotes(lx, t) {
