@@ -20,7 +20,7 @@ enum SupervisorMain {
             print("pgswift \(PgswiftVersion.string)")
             return 0
         case .checkConfig(let options):
-            return checkConfig(options.configPath)
+            return checkConfig(options.configPath, quiet: options.quiet)
         case .run(let options):
             MockAuthKey.ensureInEnvironment()  // workers and upgrades inherit it (Shared/Auth/MockAuthKey.swift)
             return Supervisor.start(options)
@@ -30,17 +30,21 @@ enum SupervisorMain {
     }
 
     /// `--check-config`: warnings and errors as FILE:LINE: reason on stderr, verdict in the exit status.
-    static func checkConfig(_ path: String) -> Int32 {
+    /// Unless `quiet`, the effective values of every setting that is not at its default, with where each
+    /// comes from, and the databases go to stdout first (`CheckConfigReport`).
+    static func checkConfig(_ path: String, quiet: Bool = false) -> Int32 {
         guard let config = loadConfig(path, report: { writeStderr("\($0)\n") }) else { return 1 }
         for w in config.warnings { writeStderr("\(w.location): warning: \(w.message)\n") }
+        if !quiet { print(CheckConfigReport.render(config), terminator: "") }
         print("configuration OK")
         return 0
     }
 
-    /// Loads the config file for a command, or hands the error to `report` and returns nil.
+    /// Loads the config file for a command, with this process's environment (`${NAME}` in its lines,
+    /// `PGSWIFT_<KEY>` settings), or hands the error to `report` and returns nil.
     static func loadConfig(_ path: String, report: (ConfigError) -> Void) -> Config? {
         do throws(ConfigError) {
-            return try Config.load(path: path)
+            return try Config.load(path: path, environment: .process())
         } catch {
             report(error)
             return nil
@@ -141,6 +145,7 @@ final class Supervisor {
         let fileLimit = Posix.raiseOpenFilesLimit()
         log.info("pgswift \(PgswiftVersion.string) starting: config \(configPath), \(config.workers) workers, open files limit \(fileLimit)")
         for w in config.warnings { log.warning("\(w)") }
+        logEnvironmentSettings(config, log: log)
         guard config.workers >= 1 else {
             log.fatal("workers must be at least 1")
             return 1
@@ -563,6 +568,13 @@ final class Supervisor {
         upgradeShutdown(mode)
     }
 
+    /// One line naming the settings `PGSWIFT_<KEY>` variables set (their values are in SHOW CONFIG).
+    static func logEnvironmentSettings(_ config: Config, log: Logger) {
+        let env = config.settingsFromTheEnvironment()
+        guard !env.isEmpty else { return }
+        log.info("set by the environment: " + env.map { "\($0.key) (\($0.variable))" }.joined(separator: ", "))
+    }
+
     /// SIGHUP or RELOAD: re-read the file; a broken file leaves the running configuration (and workers) alone.
     /// The admin console's SET values are dropped: as in PgBouncer, the file wins.
     @discardableResult
@@ -571,7 +583,7 @@ final class Supervisor {
         defer { systemd.ready(status: "\(slots.count) workers accepting connections") }
         log.info("\(reason): reloading \(configPath)")
         do throws(ConfigError) {
-            let new = try Config.load(path: configPath)
+            let new = try Config.load(path: configPath, environment: .process())
             if !setOverrides.isEmpty {
                 log.info("\(reason): dropping the SET values \(setOverrides.map { $0.key }.joined(separator: ", "))")
             }
@@ -592,7 +604,7 @@ final class Supervisor {
     @discardableResult
     func set(_ override: ConfigOverride) throws(ConfigError) -> ConfigError? {
         let overrides = ConfigOverride.merging(setOverrides, override)
-        let new = try Config.load(path: configPath, overrides: overrides)
+        let new = try Config.load(path: configPath, overrides: overrides, environment: .process())
         log.info("SET \(override.key)=\(override.value): applying to all workers")
         if let problem = new.tlsNotApplied {
             log.error("TLS settings could not be applied, still using old configuration: \(problem)")
@@ -605,6 +617,7 @@ final class Supervisor {
     /// change, reopens the log file, and tells every worker to load the same (the file plus `overrides`).
     private func applyConfig(_ new: Config, overrides: [ConfigOverride]) {
         for w in new.warnings { log.warning("\(w)") }
+        Self.logEnvironmentSettings(new, log: log)
         let ignored = running.changedKeys(in: RestartSettings(new))
         if !ignored.isEmpty {
             log.warning("changed \(ignored.joined(separator: ", ")): takes effect only after a restart")

@@ -203,7 +203,7 @@ final class Worker {
             // SET TLS values the running workers could not set up either: they kept their previous
             // contexts; a new process starts with the TLS settings of the file and the other SETs.
             guard config.tlsNotApplied != nil else { throw error }
-            try tlsState.load(try Config.load(path: configPath, overrides: overrides.filter { !$0.isTLS }))
+            try tlsState.load(try Config.load(path: configPath, overrides: overrides.filter { !$0.isTLS }, environment: .process()))
             log.error("TLS settings from SET not applied, using the config file's: \(error)")
         }
         applyHotSettings()
@@ -434,7 +434,7 @@ final class Worker {
 
     func reload() {
         do {
-            let newConfig = try Config.load(path: configPath, overrides: overrides)
+            let newConfig = try Config.load(path: configPath, overrides: overrides, environment: .process())
             var newUsers = Userlist(entries: [:])
             if let af = newConfig.authFile, !af.isEmpty {
                 newUsers = try Userlist.load(path: af)

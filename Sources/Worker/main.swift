@@ -49,7 +49,7 @@ Signals.ignoreSIGPIPE()
 // No PR_SET_PDEATHSIG: a worker outlives a crashed supervisor and drains (Handoff.swift, supervisorLost).
 _ = Posix.raiseOpenFilesLimit()
 do {
-    let config = try Config.load(path: options.configPath, overrides: options.overrides)
+    let config = try Config.load(path: options.configPath, overrides: options.overrides, environment: .process())
     var users = Userlist(entries: [:])
     if let af = config.authFile, !af.isEmpty { users = try Userlist.load(path: af) }
     let worker = try Worker(options: options, config: config, userlist: users)

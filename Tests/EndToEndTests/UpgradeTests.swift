@@ -42,7 +42,8 @@ enum UpgradeFixtures {
 
     /// `pgswift upgrade -c CONFIG` with the given supervisor binary (default: the built one).
     static func upgradeCLI(_ px: Pgswift, binary: String? = nil) throws -> CommandResult {
-        try runCommand([try binary ?? PgswiftBinaries.supervisor(), "upgrade", "-c", px.configPath], timeout: 120)
+        try runCommand([try binary ?? PgswiftBinaries.supervisor(), "upgrade", "-c", px.configPath],
+                       environment: pgswiftEnvironment(), timeout: 120)
     }
 
     /// Lines of the CLI's table: (slot, old pid, new pid, result).

@@ -491,6 +491,22 @@ final class AdminResultsTests: XCTestCase {
                                                   ["iobuf_cache", "1048576", "4096", "0", "2147483647"]])
     }
 
+    /// SHOW CONFIG keeps PgBouncer's four columns; settings from PGSWIFT_<KEY> variables are named in a
+    /// NOTICE before the rows (none without them).
+    func testShowConfigNamesSettingsFromTheEnvironmentInANotice() {
+        let row = AdminConfigRow(key: "workers", value: "4", defaultValue: "", changeable: false)
+        AdminResults.config([row], into: &out)
+        XCTAssertEqual(AdminWire.decode(out).first, .rowDescription(["key", "value", "default", "changeable"], [25, 25, 25, 25]))
+        out.clear()
+        AdminResults.config([row], fromEnvironment: [("default_pool_size", "PGSWIFT_DEFAULT_POOL_SIZE"),
+                                                     ("workers", "PGSWIFT_WORKERS")], into: &out)
+        let m = AdminWire.decode(out)
+        guard case .notice(let n) = m.first else { return XCTFail("no notice: \(m)") }
+        XCTAssertEqual(n[UInt8(ascii: "M")], "set by the environment: default_pool_size, workers")
+        XCTAssertEqual(n[UInt8(ascii: "D")], "default_pool_size from PGSWIFT_DEFAULT_POOL_SIZE\nworkers from PGSWIFT_WORKERS")
+        XCTAssertEqual(AdminWire.rows(m), [["workers", "4", "", "no"]])
+    }
+
     func testHelpErrorsAndFakes() {
         AdminResults.help(into: &out)
         var m = AdminWire.decode(out)

@@ -267,7 +267,16 @@ public enum AdminResults {
         resultSet(AdminColumns.version, [[text]], into: &out)
     }
 
-    public static func config(_ rows: [AdminConfigRow], into out: inout OutBuffer) {
+    /// SHOW CONFIG in PgBouncer's columns; `fromEnvironment`, when not empty, is a NOTICE before the
+    /// rows naming the values that come from `PGSWIFT_<KEY>` variables (the rows have no column for it).
+    public static func config(_ rows: [AdminConfigRow], fromEnvironment: [(key: String, variable: String)] = [],
+                              into out: inout OutBuffer) {
+        if !fromEnvironment.isEmpty {
+            Backend.noticeResponse(into: &out, ErrorFields(
+                severity: ErrorFields.Severity.notice, code: "00000",
+                message: "set by the environment: " + fromEnvironment.map(\.key).joined(separator: ", "),
+                detail: fromEnvironment.map { "\($0.key) from \($0.variable)" }.joined(separator: "\n")))
+        }
         resultSet(AdminColumns.config, rows.map { [$0.key, $0.value, $0.defaultValue, yesNo($0.changeable)] }, into: &out)
     }
 

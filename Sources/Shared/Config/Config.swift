@@ -173,11 +173,15 @@ public struct Config: Sendable {
 
     // MARK: Loading
 
-    /// Reads, parses and validates a config file (includes, auth_file presence), with the admin
-    /// console's SET values applied after the file's own. No other side effects.
-    public static func load(path: String, overrides: [ConfigOverride] = []) throws(ConfigError) -> Config {
+    /// Reads, parses and validates a config file (includes, auth_file presence), with `environment`'s
+    /// `${NAME}` values in its lines and `PGSWIFT_<KEY>` settings after the file's own, then the admin
+    /// console's SET values (ConfigEnvironment.swift). The supervisor and workers pass
+    /// `ConfigEnvironment.process()`; the empty default keeps other callers (tests) independent of the
+    /// environment they run in. No other side effects.
+    public static func load(path: String, overrides: [ConfigOverride] = [],
+                            environment: ConfigEnvironment = [:]) throws(ConfigError) -> Config {
         var config = try parse(text: try ConfigFile.readText(path: path, what: "config file"), file: path,
-                               overrides: overrides)
+                               overrides: overrides, environment: environment)
         try config.validateAuthFiles()
         do throws(ConfigError) {
             try config.validateTLS()
@@ -193,12 +197,13 @@ public struct Config: Sendable {
 
     /// Parses config text; `%include` and a relative `auth_file` resolve against `file`'s directory.
     /// Does not check that `auth_file` exists (`load` does, via `validateFiles`).
-    public static func parse(text: String, file: String,
-                             overrides: [ConfigOverride] = []) throws(ConfigError) -> Config {
+    public static func parse(text: String, file: String, overrides: [ConfigOverride] = [],
+                             environment: ConfigEnvironment = [:]) throws(ConfigError) -> Config {
         var assembler = ConfigAssembler(file: file)
-        try ConfigIniParser.parse(text: text, file: file, depth: 0) { (event) throws(ConfigError) in
+        try ConfigIniParser.parse(text: text, file: file, depth: 0, environment: environment) { (event) throws(ConfigError) in
             try assembler.handle(event)
         }
+        try assembler.environment(environment)
         for o in overrides { try assembler.override(o) }
         return assembler.finish()
     }
@@ -351,9 +356,24 @@ public struct Config: Sendable {
         }
     }
 
+    /// The `[pgbouncer]`/`[pgswift]` keys whose value comes from a `PGSWIFT_<KEY>` variable (and not
+    /// from a later SET), in key order, with the variable: SHOW CONFIG's NOTICE, `--check-config` and the
+    /// supervisor's log say them, as SHOW CONFIG's rows have no column for it.
+    public func settingsFromTheEnvironment() -> [(key: String, variable: String)] {
+        settingLocations.compactMap { key, at in at.environmentVariable.map { (key: key, variable: $0) } }
+            .sorted { $0.key < $1.key }
+    }
+
     /// Why `name` cannot be an auth_dbname (an admin console name, PgBouncer's words), or nil.
     public static func reservedAuthDatabaseReason(_ name: String) -> String? {
         ConfigKeySpec.reservedAuthDatabaseReason(name)
+    }
+
+    /// The section a key belongs in ("pgbouncer" or "pgswift"); nil for a key that does not exist.
+    public static func section(ofKey key: String) -> String? {
+        let k = key.lowercased()
+        if ConfigKeySpec.pgbouncerByName[k] != nil { return "pgbouncer" }
+        return ConfigKeySpec.pgswiftByName[k] != nil ? "pgswift" : nil
     }
 
     /// Whether pgswift acts on a `[pgbouncer]`/`[pgswift]` key; nil for a key that does not exist.

@@ -8,6 +8,8 @@ struct ConfigAssembler {
     private var config = Config()
     private var section: Section? = nil
     private var sawMainSection = false
+    /// Some `PGSWIFT_<KEY>` applied: a file without [pgbouncer] is then expected, not worth a warning.
+    private var sawEnvironmentSettings = false
 
     init(file: String) {
         config.configFile = file
@@ -47,7 +49,7 @@ struct ConfigAssembler {
 
     func finish() -> Config {
         var result = config
-        if !sawMainSection {
+        if !sawMainSection && !sawEnvironmentSettings {
             result.warnings.append(ConfigWarning(file: config.configFile, line: 0,
                                                  message: "no [pgbouncer] section; using defaults"))
         }
@@ -85,6 +87,17 @@ struct ConfigAssembler {
             throw ConfigError(file: file, line: line, message: "unknown setting \"\(rawKey)\" in [\(sectionName)]")
         }
         try store(spec, value, at: ConfigLocation(file: file, line: line), resolvingAgainst: file)
+    }
+
+    /// Applies the environment's `PGSWIFT_<KEY>` settings on top of the file, each as if it were the
+    /// file's last line for its key, and warns about `PGSWIFT_` variables that name no key.
+    mutating func environment(_ env: ConfigEnvironment) throws(ConfigError) {
+        let (overrides, warnings) = env.overrides()
+        config.warnings += warnings
+        if !overrides.isEmpty { sawEnvironmentSettings = true }
+        for o in overrides {
+            try store(o.spec, o.value, at: .environment(o.variable), resolvingAgainst: config.configFile)
+        }
     }
 
     /// Applies an admin console `SET` on top of the file, as if it were the file's last line for

@@ -11,65 +11,86 @@ enum ConfigIniParser {
 
     /// Feeds every event of `text` (and of the files it includes, in place) to `handler`.
     /// Lines: `[section]`, `key = value` (the value is the rest of the line, trimmed; `;`/`#` are
-    /// only comments at the start of a line), `"quoted key" = value`, `%include FILE`.
-    static func parse(text: String, file: String, depth: Int,
+    /// only comments at the start of a line), `"quoted key" = value`, `%include FILE`. Every line but a
+    /// comment has its `${NAME}` references replaced from `environment` first (ConfigEnvironment.swift).
+    static func parse(text: String, file: String, depth: Int, environment: ConfigEnvironment = [:],
                       handler: (ConfigIniEvent) throws(ConfigError) -> Void) throws(ConfigError) {
         let lines = ConfigLines(text, skippingByteOrderMark: true)
         let bytes = lines.bytes
         for (lineNo, raw) in lines {
-            var lo = raw.startIndex
-            var hi = raw.endIndex
-            while lo < hi && ConfigText.isSpace(bytes[lo]) { lo += 1 }
-            while hi > lo && ConfigText.isSpace(bytes[hi - 1]) { hi -= 1 }
-            if lo == hi { continue }
-            let line = bytes[lo..<hi]
-            func fail(_ message: String) -> ConfigError {
-                ConfigError(file: file, line: lineNo, message: message)
+            let line = trimmed(bytes[raw.startIndex..<raw.endIndex])
+            if line.isEmpty || isComment(line) { continue }
+            if let expanded = try environment.expand(line, file: file, line: lineNo) {
+                let again = trimmed(expanded[...])
+                if again.isEmpty || isComment(again) { continue }
+                try parseLine(again, file: file, line: lineNo, depth: depth, environment: environment, handler: handler)
+            } else {
+                try parseLine(line, file: file, line: lineNo, depth: depth, environment: environment, handler: handler)
             }
+        }
+    }
 
-            switch line.first! {
-            case UInt8(ascii: "#"), UInt8(ascii: ";"):
-                continue
-            case UInt8(ascii: "%"):
-                try include(line, file: file, line: lineNo, depth: depth, handler: handler)
-            case UInt8(ascii: "["):
-                guard let close = line.firstIndex(of: UInt8(ascii: "]")) else {
-                    throw fail("syntax error: section header is missing \"]\"")
-                }
-                let name = ConfigText.trim(String(decoding: line[(lo + 1)..<close], as: UTF8.self))
-                if name.isEmpty { throw fail("syntax error: empty section name") }
-                var rest = close + 1
-                while rest < hi && ConfigText.isSpace(bytes[rest]) { rest += 1 }
-                if rest < hi && bytes[rest] != UInt8(ascii: "#") && bytes[rest] != UInt8(ascii: ";") {
-                    throw fail("syntax error: unexpected text after section header [\(name)]")
-                }
-                try handler(.section(name: name, file: file, line: lineNo))
-            default:
-                var p = lo
-                let key: String
-                if bytes[p] == UInt8(ascii: "\"") {
-                    // SQL-identifier quoting for database and user names: "" is one quote.
-                    guard let name = QuotedText.read(bytes[lo..<hi], at: &p, quote: UInt8(ascii: "\"")) else {
-                        throw fail("syntax error: unterminated quoted name")
-                    }
-                    if name.isEmpty { throw fail("syntax error: empty quoted name") }
-                    key = name
-                } else {
-                    while p < hi && isKeyByte(bytes[p]) { p += 1 }
-                    if p == lo {
-                        throw fail("syntax error: expected \"key = value\", a [section] or a comment")
-                    }
-                    key = String(decoding: bytes[lo..<p], as: UTF8.self)
-                }
-                while p < hi && ConfigText.isBlank(bytes[p]) { p += 1 }
-                guard p < hi && bytes[p] == UInt8(ascii: "=") else {
-                    throw fail("syntax error: expected \"=\" after \"\(key)\"")
-                }
-                p += 1
-                while p < hi && ConfigText.isBlank(bytes[p]) { p += 1 }
-                let value = String(decoding: bytes[p..<hi], as: UTF8.self)
-                try handler(.entry(key: key, value: value, file: file, line: lineNo))
+    private static func trimmed(_ s: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
+        var lo = s.startIndex
+        var hi = s.endIndex
+        while lo < hi && ConfigText.isSpace(s[lo]) { lo += 1 }
+        while hi > lo && ConfigText.isSpace(s[hi - 1]) { hi -= 1 }
+        return s[lo..<hi]
+    }
+
+    private static func isComment(_ line: ArraySlice<UInt8>) -> Bool {
+        line.first == UInt8(ascii: "#") || line.first == UInt8(ascii: ";")
+    }
+
+    /// One trimmed, non-empty line that is not a comment.
+    private static func parseLine(_ line: ArraySlice<UInt8>, file: String, line lineNo: Int, depth: Int,
+                                  environment: ConfigEnvironment,
+                                  handler: (ConfigIniEvent) throws(ConfigError) -> Void) throws(ConfigError) {
+        let lo = line.startIndex
+        let hi = line.endIndex
+        func fail(_ message: String) -> ConfigError {
+            ConfigError(file: file, line: lineNo, message: message)
+        }
+        switch line.first! {
+        case UInt8(ascii: "%"):
+            try include(line, file: file, line: lineNo, depth: depth, environment: environment, handler: handler)
+        case UInt8(ascii: "["):
+            guard let close = line.firstIndex(of: UInt8(ascii: "]")) else {
+                throw fail("syntax error: section header is missing \"]\"")
             }
+            let name = ConfigText.trim(String(decoding: line[(lo + 1)..<close], as: UTF8.self))
+            if name.isEmpty { throw fail("syntax error: empty section name") }
+            var rest = close + 1
+            while rest < hi && ConfigText.isSpace(line[rest]) { rest += 1 }
+            if rest < hi && line[rest] != UInt8(ascii: "#") && line[rest] != UInt8(ascii: ";") {
+                throw fail("syntax error: unexpected text after section header [\(name)]")
+            }
+            try handler(.section(name: name, file: file, line: lineNo))
+        default:
+            var p = lo
+            let key: String
+            if line[p] == UInt8(ascii: "\"") {
+                // SQL-identifier quoting for database and user names: "" is one quote.
+                guard let name = QuotedText.read(line, at: &p, quote: UInt8(ascii: "\"")) else {
+                    throw fail("syntax error: unterminated quoted name")
+                }
+                if name.isEmpty { throw fail("syntax error: empty quoted name") }
+                key = name
+            } else {
+                while p < hi && isKeyByte(line[p]) { p += 1 }
+                if p == lo {
+                    throw fail("syntax error: expected \"key = value\", a [section] or a comment")
+                }
+                key = String(decoding: line[lo..<p], as: UTF8.self)
+            }
+            while p < hi && ConfigText.isBlank(line[p]) { p += 1 }
+            guard p < hi && line[p] == UInt8(ascii: "=") else {
+                throw fail("syntax error: expected \"=\" after \"\(key)\"")
+            }
+            p += 1
+            while p < hi && ConfigText.isBlank(line[p]) { p += 1 }
+            let value = String(decoding: line[p..<hi], as: UTF8.self)
+            try handler(.entry(key: key, value: value, file: file, line: lineNo))
         }
     }
 
@@ -84,7 +105,7 @@ enum ConfigIniParser {
     }
 
     private static func include(_ line: ArraySlice<UInt8>, file: String, line lineNo: Int, depth: Int,
-                                handler: (ConfigIniEvent) throws(ConfigError) -> Void) throws(ConfigError) {
+                                environment: ConfigEnvironment, handler: (ConfigIniEvent) throws(ConfigError) -> Void) throws(ConfigError) {
         let directive = Array("%include".utf8)
         guard line.count >= directive.count && line.prefix(directive.count).elementsEqual(directive)
                 && (line.count == directive.count || ConfigText.isBlank(line[line.startIndex + directive.count]))
@@ -108,6 +129,6 @@ enum ConfigIniParser {
             throw ConfigError(file: file, line: lineNo,
                               message: "could not read included file \"\(path)\": \(error.reason)")
         }
-        try parse(text: text, file: path, depth: depth + 1, handler: handler)
+        try parse(text: text, file: path, depth: depth + 1, environment: environment, handler: handler)
     }
 }

@@ -81,7 +81,8 @@ public struct ConfigLocation: CustomStringConvertible, Sendable, Equatable {
         self.line = line
     }
 
-    public var description: String { "\(file):\(line)" }
+    /// "file:line"; just the origin when there is no line (-1: a setting from the environment).
+    public var description: String { line < 0 ? file : "\(file):\(line)" }
 }
 
 /// One startup parameter by name: one a `[databases]` entry forces on server connections, or one

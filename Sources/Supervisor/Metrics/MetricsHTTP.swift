@@ -91,9 +91,8 @@ enum MetricsHTTP {
     }
 
     /// Answers a parsed request, except /metrics: its body needs fresh figures from the workers, so
-    /// the caller answers it later with `metricsResponse`. `healthy` says whether every worker slot
-    /// has a ready worker.
-    static func route(_ request: HTTPRequest, healthy: Bool) -> MetricsRoute {
+    /// the caller answers it later with `metricsResponse`. `health` decides /health's answer.
+    static func route(_ request: HTTPRequest, health: ServiceHealth) -> MetricsRoute {
         let head = request.method == "HEAD"
         guard request.method == "GET" || head else {
             return .answer(response(status: 405, reason: "Method Not Allowed", body: Array("method not allowed\n".utf8),
@@ -103,9 +102,11 @@ enum MetricsHTTP {
         case "/metrics":
             return .metrics(headOnly: head)
         case "/health", "/healthz":
-            return .answer(healthy
-                ? response(status: 200, reason: "OK", body: Array("ok\n".utf8), headOnly: head)
-                : response(status: 503, reason: "Service Unavailable", body: Array("unavailable\n".utf8), headOnly: head))
+            guard let problem = health.problem else {
+                return .answer(response(status: 200, reason: "OK", body: Array("ok\n".utf8), headOnly: head))
+            }
+            return .answer(response(status: 503, reason: "Service Unavailable", body: Array("unavailable: \(problem)\n".utf8),
+                                    headOnly: head))
         default:
             return .answer(response(status: 404, reason: "Not Found", body: Array("not found\n".utf8), headOnly: head))
         }

@@ -285,9 +285,18 @@ extension Supervisor {
 
     func handleMetrics(_ token: SupervisorToken) {
         guard let server = statsState.metrics else { return }
-        let healthy = stopping == nil && slots.allSatisfy { $0.pid != 0 && $0.ready }
-        server.handle(token, epoll: epoll) { MetricsHTTP.route($0, healthy: healthy) }
+        let health = serviceHealth()
+        server.handle(token, epoll: epoll) { MetricsHTTP.route($0, health: health) }
         startMetricsRound(now: Clock.monotonicNanos())
+    }
+
+    /// The facts behind GET /health (ServiceHealth.swift).
+    func serviceHealth() -> ServiceHealth {
+        ServiceHealth(stopping: stopping != nil,
+                      upgrading: upgrade.check != nil || upgrade.resume != nil || !upgrade.isIdle,
+                      readyWorkers: slots.filter { $0.pid != 0 && $0.ready }.count, workerSlots: slots.count,
+                      backends: healthState.targets.count,
+                      backendsUp: healthState.targets.filter { $0.health.state == .up }.count)
     }
 
     /// Asks every worker for a fresh snapshot for the /metrics requests waiting, when a round is due

@@ -181,7 +181,8 @@ extension Supervisor {
         let exe = supervisorExecutable
         log.info("UPGRADE: checking the supervisor binary \(exe) (--check-config \(configPath))")
         do throws(SyscallError) {
-            let pid = try Posix.spawn(path: exe, arguments: ["--check-config", configPath],
+            // -q: the verdict only, not the effective values (they would go to our stdout, the journal).
+            let pid = try Posix.spawn(path: exe, arguments: ["-q", "--check-config", configPath],
                                       environment: Posix.environment().filter { !$0.hasPrefix(ReexecState.environmentName + "=") },
                                       fds: [])
             upgrade.check = SupervisorCheck(pid: pid, deadline: Clock.monotonicNanos() + Self.checkTimeoutNanos,

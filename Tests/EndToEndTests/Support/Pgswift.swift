@@ -131,7 +131,7 @@ final class Pgswift: @unchecked Sendable {
         try ini.write(toFile: configPath, atomically: false, encoding: .utf8)
         try userlist.write(toFile: dir + "/userlist.txt", atomically: false, encoding: .utf8)
         let argv = commandPrefix + [try binary ?? PgswiftBinaries.supervisor()] + (verbose ? ["-v"] : []) + [configPath]
-        let child = try ChildProcess.spawn(argv, environment: childEnvironment(environment),
+        let child = try ChildProcess.spawn(argv, environment: pgswiftEnvironment(environment),
                                            stdoutPath: dir + "/pgswift.stdout",
                                            stderrPath: dir + "/pgswift.stderr")
         return Pgswift(dir: dir, port: port, configPath: configPath, process: child, expectedWorkers: workers,
@@ -146,7 +146,7 @@ final class Pgswift: @unchecked Sendable {
     func relaunch(probe: ClientTarget?, timeout: Double = 60, wait: Bool = true) throws -> Pgswift {
         let stderrPath = dir + "/pgswift.next\(monotonicNow()).stderr"
         let child = try ChildProcess.spawn([try PgswiftBinaries.supervisor(), configPath],
-                                           environment: childEnvironment([:]),
+                                           environment: pgswiftEnvironment(),
                                            stdoutPath: dir + "/pgswift.next.stdout", stderrPath: stderrPath)
         ownsDirectory = false
         let next = Pgswift(dir: dir, port: port, configPath: configPath, process: child,
@@ -261,7 +261,17 @@ final class Pgswift: @unchecked Sendable {
     // MARK: command line
 
     /// Runs the supervisor binary with `args` (e.g. ["--check-config", path]) to completion.
-    static func runCLI(_ args: [String], timeout: Double = 30) throws -> CommandResult {
-        try runCommand([try PgswiftBinaries.supervisor()] + args, timeout: timeout)
+    static func runCLI(_ args: [String], environment: [String: String] = [:], timeout: Double = 30) throws -> CommandResult {
+        try runCommand([try PgswiftBinaries.supervisor()] + args, environment: pgswiftEnvironment(environment),
+                       timeout: timeout)
     }
+}
+
+/// The environment of a pgswift process a test starts: `childEnvironment` without the `PGSWIFT_`
+/// variables the test run itself has (PGSWIFT_BIN_DIR, PGSWIFT_PYTHON...: pgswift would read them as
+/// `PGSWIFT_<KEY>` settings and warn), plus the test's own, which may be settings.
+func pgswiftEnvironment(_ extra: [String: String] = [:]) -> [String: String] {
+    var env = childEnvironment().filter { !$0.key.hasPrefix("PGSWIFT_") }
+    for (k, v) in extra { env[k] = v }
+    return env
 }

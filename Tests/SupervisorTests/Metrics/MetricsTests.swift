@@ -284,7 +284,9 @@ final class MetricsHTTPTests: XCTestCase {
 
     func testRoutes() {
         func answer(_ method: String, _ path: String, healthy: Bool = true) -> String {
-            switch MetricsHTTP.route(HTTPRequest(method: method, path: path, version: "HTTP/1.1"), healthy: healthy) {
+            let health = ServiceHealth(stopping: !healthy, upgrading: false, readyWorkers: 2, workerSlots: 2,
+                                       backends: 1, backendsUp: 1)
+            switch MetricsHTTP.route(HTTPRequest(method: method, path: path, version: "HTTP/1.1"), health: health) {
             case .answer(let bytes): return String(decoding: bytes, as: UTF8.self)
             case .metrics(let head): return head ? "metrics head" : "metrics"
             }
@@ -297,6 +299,8 @@ final class MetricsHTTPTests: XCTestCase {
                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: 4\r\nConnection: close\r\n\r\n")
         XCTAssertTrue(answer("GET", "/health").hasSuffix("\r\n\r\nok\n"))
         XCTAssertTrue(answer("GET", "/health", healthy: false).hasPrefix("HTTP/1.1 503 Service Unavailable\r\n"))
+        XCTAssertTrue(answer("GET", "/health", healthy: false).hasSuffix("\r\n\r\nunavailable: shutting down\n"))
+        XCTAssertTrue(answer("HEAD", "/health", healthy: false).hasSuffix("Connection: close\r\n\r\n"))
         XCTAssertTrue(answer("GET", "/").hasPrefix("HTTP/1.1 404 Not Found\r\n"))
         let post = answer("POST", "/metrics")
         XCTAssertTrue(post.hasPrefix("HTTP/1.1 405 Method Not Allowed\r\n"))
@@ -305,7 +309,8 @@ final class MetricsHTTPTests: XCTestCase {
 
     func testConnectionLifecycle() {
         var c = MetricsConnection()
-        let respond: (HTTPRequest) -> MetricsRoute = { MetricsHTTP.route($0, healthy: true) }
+        let healthy = ServiceHealth(stopping: false, upgrading: false, readyWorkers: 1, workerSlots: 1, backends: 1, backendsUp: 1)
+        let respond: (HTTPRequest) -> MetricsRoute = { MetricsHTTP.route($0, health: healthy) }
         XCTAssertEqual(c.received(bytes("GET /met"), respond: respond), .readMore)
         // /metrics waits for the round's figures; more input meanwhile is ignored.
         XCTAssertEqual(c.received(bytes("rics HTTP/1.1\r\n\r\n"), respond: respond), .awaitMetrics)
