@@ -608,14 +608,15 @@ extension Worker {
 
     private func injectParse(_ si: Int32, _ id: Int32, swallow: Bool, clientName: String?) -> Bool {
         guard let sinfo = servers[si].info else { return false }
-        // Keep each server's cache within max_prepared_statements: evict the least recently used.
-        if sinfo.prepared.count >= max(config.maxPreparedStatements, 1) {
-            if let victim = sinfo.prepared.min(by: { $0.value < $1.value })?.key {
-                sinfo.prepared.removeValue(forKey: victim)
-                Frontend.close(into: &scratch, kind: UInt8(ascii: "S"), name: StatementRegistry.serverName(victim))
-                if !pushAnswer(si, ExpectedAnswer.closeTracked.swallowed) { return false }
-                sinfo.closesInFlight.append(victim)
-            }
+        // Keep each server's cache within max_prepared_statements: evict the least recently used, as
+        // many as it takes (a RELOAD or SET may have lowered the limit below what the server holds; as
+        // in PgBouncer, the cache shrinks at its next insert).
+        while sinfo.prepared.count >= max(config.maxPreparedStatements, 1),
+              let victim = sinfo.prepared.min(by: { $0.value < $1.value })?.key {
+            sinfo.prepared.removeValue(forKey: victim)
+            Frontend.close(into: &scratch, kind: UInt8(ascii: "S"), name: StatementRegistry.serverName(victim))
+            if !pushAnswer(si, ExpectedAnswer.closeTracked.swallowed) { return false }
+            sinfo.closesInFlight.append(victim)
         }
         let lo = scratch.beginMessage(FrontendType.parse)
         scratch.appendCString(StatementRegistry.serverName(id))

@@ -248,6 +248,33 @@ final class PreparedTests: WorkerHarnessCase {
         XCTAssertEqual(chars(h.readUntilReady(a)), ["2", "D", "C", "Z"])
     }
 
+    /// A RELOAD or SET that lowers max_prepared_statements leaves open servers' caches as they are;
+    /// the next statement a server gets evicts as many as it takes to fit (PgBouncer's way). Before,
+    /// one was evicted per insert, so the cache never shrank.
+    func testALoweredLimitShrinksAServersCacheAtItsNextInsert() throws {
+        try start(["max_prepared_statements": "5"])
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        var names: [String] = []
+        for i in 0..<3 {
+            a.send(FE.parse("s\(i)", "select \(i)") + FE.sync)
+            let got = h.next(s, 2)
+            XCTAssertEqual(chars(got), ["P", "S"])
+            names.append(got.first?.strings.first ?? "")
+            s.send(BE.parseComplete + BE.ready())
+            XCTAssertEqual(chars(h.readUntilReady(a)), ["1", "Z"])
+        }
+        h.worker.config.maxPreparedStatements = 2  // what a RELOAD or SET brings
+        h.worker.applyHotSettings()
+        a.send(FE.parse("s3", "select 3") + FE.sync)
+        let got = h.next(s, 4)
+        XCTAssertEqual(chars(got), ["C", "C", "P", "S"], "two go, so that the new one makes 2")
+        XCTAssertEqual(got.prefix(2).map { TestWire.cString($0.body, from: 1).0 }, Array(names.prefix(2)),
+                       "the least recently used go first")
+        s.send(BE.closeComplete + BE.closeComplete + BE.parseComplete + BE.ready())
+        XCTAssertEqual(chars(h.readUntilReady(a)), ["1", "Z"])
+    }
+
     func testDescribeOfAnUnknownStatementIsAnsweredByPgswift() throws {
         try start()
         let a = h.login()
