@@ -532,6 +532,7 @@ extension Worker {
             }
             let id = statements.intern(UnsafeRawBufferPointer(rebasing: body[restStart...]))
             info.prepared[name] = id
+            pools[Int(servers[si].pool)].totals.clientParseCount &+= 1  // stats hook (SHOW STATS)
             if statements.sweepDue { sweepStatements() }
             if servers[si].info?.prepared[id] != nil {
                 servers[si].info?.prepared[id] = nextUseTick()
@@ -542,6 +543,8 @@ extension Worker {
         case FrontendType.bind:
             guard let (_, stmtStart) = cString(body, from: 0),
                   let (name, restStart) = cString(body, from: stmtStart) else { return protocolFailure(ci) }
+            // Counted whether the name is known or not, as PgBouncer counts it.
+            pools[Int(servers[si].pool)].totals.bindCount &+= 1  // stats hook (SHOW STATS)
             guard let id = info.prepared[name] else {
                 ok = synthesizeError(ci, si, ErrorFields(severity: "ERROR", code: SQLState.invalidSQLStatementName,
                                                          message: "prepared statement \"\(name)\" does not exist"))
@@ -618,6 +621,7 @@ extension Worker {
             if !pushAnswer(si, ExpectedAnswer.closeTracked.swallowed) { return false }
             sinfo.closesInFlight.append(victim)
         }
+        pools[Int(servers[si].pool)].totals.serverParseCount &+= 1  // stats hook (SHOW STATS)
         let lo = scratch.beginMessage(FrontendType.parse)
         scratch.appendCString(StatementRegistry.serverName(id))
         statements.body(id)?.withUnsafeBytes { scratch.appendBytes($0) }

@@ -275,6 +275,30 @@ final class PreparedTests: WorkerHarnessCase {
         XCTAssertEqual(chars(h.readUntilReady(a)), ["1", "Z"])
     }
 
+    /// SHOW STATS' total_client_parse_count, total_server_parse_count and total_bind_count, as
+    /// PgBouncer counts them: a client's named Parse, a Parse pgswift sends a server (the client's
+    /// or injected), every named Bind.
+    func testParsesAndBindsAreCountedForShowStats() throws {
+        try start()
+        let a = h.login(), b = h.login()
+        let s0 = try XCTUnwrap(h.waitServers(1))
+        prepareAndRun(a, s0, "st", "select $1::int")  // client parse, server parse, bind
+        h.roundTrip(b, s0, "begin", status: "T")
+        a.send(FE.bind("", "st", ["1"]) + FE.execute() + FE.sync)  // another server: injected parse, bind
+        let s1 = try XCTUnwrap(h.waitServers(2))
+        XCTAssertEqual(chars(h.next(s1, 4)), ["P", "B", "E", "S"])
+        s1.send(BE.parseComplete + BE.bindComplete + BE.dataRow(["1"]) + BE.complete("SELECT 1") + BE.ready())
+        XCTAssertEqual(chars(h.readUntilReady(a)), ["2", "D", "C", "Z"])
+        // b prepares the same text on s0, which has it: a client parse, no server parse, a bind.
+        b.send(FE.parse("other", "select $1::int") + FE.bind("", "other", ["2"]) + FE.execute() + FE.sync)
+        XCTAssertEqual(chars(h.next(s0, 3)), ["B", "E", "S"])
+        s0.send(BE.bindComplete + BE.dataRow(["2"]) + BE.complete("SELECT 1") + BE.ready("T"))
+        XCTAssertEqual(chars(h.readUntilReady(b)), ["1", "2", "D", "C", "Z"])
+        let pool = try XCTUnwrap(h.worker.pools.indices.first { self.h.worker.pools[$0].database == "db" })
+        let t = h.worker.pools[pool].totals
+        XCTAssertEqual([t.clientParseCount, t.serverParseCount, t.bindCount], [2, 2, 3])
+    }
+
     func testDescribeOfAnUnknownStatementIsAnsweredByPgswift() throws {
         try start()
         let a = h.login()
