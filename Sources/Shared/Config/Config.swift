@@ -70,6 +70,8 @@ public struct Config: Sendable {
     public var queryTimeout: Double = 0
     public var transactionTimeout: Double = 0
     public var queryWaitTimeout: Double = 120
+    /// Whole seconds a queued client waits before it is told so with a NOTICE (0: never).
+    public var queryWaitNotify: Int = 5
 
     public var ignoreStartupParameters: [String] = []
     public var trackExtraParameters: [String] = ["IntervalStyle"]

@@ -167,7 +167,7 @@ extension ConfigKeySpec {
         seconds("pool_idle_timeout", "3600", \.poolIdleTimeout),
         lookup("pool_mode", "session", \.poolMode),
         seconds("query_timeout", "0", \.queryTimeout),
-        ignored("query_wait_notify", "5", .int(min: 0, max: intMax)),
+        int("query_wait_notify", "5", \.queryWaitNotify),
         seconds("query_wait_timeout", "120", \.queryWaitTimeout),
         int("reserve_pool_size", "0", \.reservePoolSize),
         seconds("reserve_pool_timeout", "5", \.reservePoolTimeout),
