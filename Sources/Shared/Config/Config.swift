@@ -64,6 +64,8 @@ public struct Config: Sendable {
     public var serverConnectTimeout: Double = 15
     public var serverLoginRetry: Double = 15
     public var serverRoundRobin: Bool = false
+    /// Session mode: a server a RECONNECT or RELOAD marked is closed between its client's transactions.
+    public var serverFastClose: Bool = false
     public var clientLoginTimeout: Double = 60
     public var clientIdleTimeout: Double = 0
     public var idleTransactionTimeout: Double = 0

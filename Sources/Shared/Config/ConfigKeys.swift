@@ -177,7 +177,7 @@ extension ConfigKeySpec {
         seconds("server_check_delay", "30", \.serverCheckDelay),
         text("server_check_query", "<empty>", \.serverCheckQuery),
         seconds("server_connect_timeout", "15", \.serverConnectTimeout),
-        ignored("server_fast_close", "0", .bool),
+        bool("server_fast_close", "0", \.serverFastClose),
         seconds("server_idle_timeout", "600", \.serverIdleTimeout),
         seconds("server_lifetime", "3600", \.serverLifetime),
         seconds("server_login_retry", "15", \.serverLoginRetry),
