@@ -78,4 +78,30 @@ final class PgBouncerTextsTests: XCTestCase {
             XCTAssertNotNil(shape.firstMatch(in: l, range: NSRange(l.startIndex..., in: l)), l)
         }
     }
+
+    /// `verbose` set from the admin console reaches the workers (their debug lines start), and they are
+    /// PgBouncer's varcache lines: a client whose DateStyle the server spells differently (`ISO` is
+    /// reported as `ISO, MDY`) gets one SET, then the server's spelling is its own, so the next
+    /// queries need none (PgBouncer's test_equivalent_startup_param counts these lines).
+    func testVerboseFromTheConsoleShowsOneVarcacheSetPerSpelling() throws {
+        let pg = try PostgresServer.shared()
+        var s = PgswiftSettings(postgres: pg)
+        s.workers = 1
+        s.poolMode = "transaction"
+        s.settings = [("admin_users", "u_trust")]
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        let reloads = px.logLines(containing: "configuration reloaded").count
+        let a = try WireClient.connect(port: px.port, user: "u_trust", database: "pgbouncer")
+        defer { a.close() }
+        XCTAssertNil(try a.outcome("SET verbose = 2").error)
+        XCTAssertTrue(waitUntil(timeout: 20) { px.logLines(containing: "configuration reloaded").count > reloads },
+                      "the worker never reloaded: \(px.log().suffix(3000))")
+        let c = try WireClient.connect(port: px.port, user: "u_trust", database: "testdb", parameters: [("DateStyle", "ISO")])
+        defer { c.close() }
+        for _ in 0..<3 { XCTAssertEqual(try c.query("select 1"), [["1"]]) }
+        XCTAssertEqual(px.logLines(containing: "varcache_apply: SET DateStyle='ISO';").count, 1, px.log())
+        XCTAssertEqual(px.logLines(containing: "varcache_set_canonical: setting DateStyle to its canonical version ISO -> ISO, ").count,
+                       1, px.log())
+    }
 }
