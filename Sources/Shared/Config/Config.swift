@@ -148,6 +148,9 @@ public struct Config: Sendable {
     public var drainTimeout: Double = 300
     /// When a backend is down, answer clients with an error at once instead of queueing them.
     public var failFast: Bool = false
+    /// A statement name in use or unknown in transaction/statement mode: disconnect (PgBouncer) or
+    /// PostgreSQL's error.
+    public var preparedStatementErrors: PreparedStatementErrors = .disconnect
     /// Backend health checks (Supervisor/Health/HealthCheck.swift): first retry delay after a failed check,
     /// the backoff's cap, the check's own timeout, and who it logs in as ("" = chosen, see README).
     public var healthCheckBackoffInitial: Double = 0.5

@@ -225,6 +225,7 @@ extension ConfigKeySpec {
         seconds("health_check_timeout", "5", \.healthCheckTimeout),
         text("health_check_user", "", \.healthCheckUser),
         text("metrics_listen", "", \.metricsListen),
+        lookup("prepared_statement_errors", "disconnect", \.preparedStatementErrors),
         optionalText("worker_binary", "", \.workerBinary),
         int("workers", "", \.workers, min: 1, max: 4096),
     ]

@@ -526,6 +526,12 @@ extension Worker {
         case FrontendType.parse:
             guard let (name, restStart) = cString(body, from: 0) else { return protocolFailure(ci) }
             if info.prepared[name] != nil {
+                // PgBouncer's log line and, by default, its disconnect.
+                log.warning("C-\(clients[ci].id): prepared statement '\(name)' was already prepared")
+                if config.preparedStatementErrors == .disconnect {
+                    failClient(ci, code: SQLState.protocolViolation, message: "prepared statement name is already in use")
+                    return false
+                }
                 ok = synthesizeError(ci, si, ErrorFields(severity: "ERROR", code: SQLState.duplicatePreparedStatement,
                                                          message: "prepared statement \"\(name)\" already exists"))
                 break
@@ -546,6 +552,7 @@ extension Worker {
             // Counted whether the name is known or not, as PgBouncer counts it.
             pools[Int(servers[si].pool)].totals.bindCount &+= 1  // stats hook (SHOW STATS)
             guard let id = info.prepared[name] else {
+                if !unknownStatementAllowed(ci, name) { return false }
                 ok = synthesizeError(ci, si, ErrorFields(severity: "ERROR", code: SQLState.invalidSQLStatementName,
                                                          message: "prepared statement \"\(name)\" does not exist"))
                 break
@@ -563,6 +570,7 @@ extension Worker {
         case FrontendType.describe:
             guard let (name, _) = cString(body, from: 1) else { return protocolFailure(ci) }
             guard let id = info.prepared[name] else {
+                if !unknownStatementAllowed(ci, name) { return false }
                 ok = synthesizeError(ci, si, ErrorFields(severity: "ERROR", code: SQLState.invalidSQLStatementName,
                                                          message: "prepared statement \"\(name)\" does not exist"))
                 break
@@ -585,6 +593,16 @@ extension Worker {
         }
         if emitDueSynthetics(si) { flushClient(ci) }
         return clients[ci].state != .free && clients[ci].state != .closing
+    }
+
+    /// A Bind or Describe names a statement the client has not prepared: PgBouncer's log line, then by
+    /// default its disconnect (false: the client was failed); with `prepared_statement_errors =
+    /// postgresql` the caller answers PostgreSQL's error instead.
+    private func unknownStatementAllowed(_ ci: Int32, _ name: String) -> Bool {
+        log.warning("C-\(clients[ci].id): prepared statement '\(name)' not found")
+        guard config.preparedStatementErrors == .disconnect else { return true }
+        failClient(ci, code: SQLState.protocolViolation, message: "prepared statement did not exist")
+        return false
     }
 
     private func protocolFailure(_ ci: Int32) -> Bool {
