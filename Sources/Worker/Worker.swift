@@ -74,6 +74,8 @@ struct WorkerOptions {
 final class Worker {
     let slot: Int32
     let configPath: String
+    /// `-v` on the command line: debug lines whatever `verbose` says.
+    let commandLineVerbose: Bool
     /// The admin console's SET values applied on top of the file; replaced by every reload message.
     var overrides: [ConfigOverride]
     var config: Config
@@ -177,6 +179,7 @@ final class Worker {
     init(options: WorkerOptions, config: Config, userlist: Userlist) throws {
         slot = options.slot
         configPath = options.configPath
+        commandLineVerbose = options.verbose > 0
         overrides = options.overrides
         self.config = config
         self.userlist = userlist
@@ -444,6 +447,8 @@ final class Worker {
             // Reopened on every reload, as the supervisor does: log rotation needs only a SIGHUP.
             if !log.useLogFile(config.logfile) { log.error("cannot open logfile \(config.logfile ?? ""): \(Errno.current)") }
             Syslog.configure(enabled: config.syslog, ident: config.syslogIdent, facility: config.syslogFacility)
+            // `verbose` by RELOAD or SET reaches the workers too, as the supervisor's own log.
+            log.minimumLevel = commandLineVerbose || config.verbose > 0 ? .debug : .log
             clientSecrets = ClientScramSecrets(saltKey: mockAuthKey, iterations: config.scramIterations)
             secretCache.removeAll()
             authQuery.cache.removeAll()

@@ -26,10 +26,11 @@ final class DriverTests: XCTestCase {
         try runDriver("psycopg_check.py", mode: "prepared")
     }
 
-    /// libpq-level named statements: a reused name (42P05) and an unknown one (26000) get PostgreSQL's
-    /// own errors and the connection survives; the statement keeps working across servers.
+    /// libpq-level named statements with `prepared_statement_errors = postgresql`: a reused name (42P05)
+    /// and an unknown one (26000) get PostgreSQL's own errors and the connection survives; the
+    /// statement keeps working across servers.
     func testPreparedStatementNameErrorsKeepTheConnection() throws {
-        try runDriver("psycopg_check.py", mode: "names")
+        try runDriver("psycopg_check.py", mode: "names", postgresqlErrors: true)
     }
 
     /// asyncpg's default statement cache uses named prepared statements.
@@ -50,10 +51,11 @@ final class DriverTests: XCTestCase {
     // MARK: helpers
 
     /// pgswift in transaction mode, 2 workers × 2 servers; the script's 4 connections share them.
-    private func runDriver(_ script: String, mode: String, file: StaticString = #filePath, line: UInt = #line) throws {
+    private func runDriver(_ script: String, mode: String, postgresqlErrors: Bool = false,
+                           file: StaticString = #filePath, line: UInt = #line) throws {
         let python = try Self.python()
         let pg = try PostgresServer.shared()
-        let px = try Pgswift.start(try TxFixtures.settings(pg, workers: 2, poolSize: 2))
+        let px = try Pgswift.start(try TxFixtures.settings(pg, workers: 2, poolSize: 2, postgresqlErrors: postgresqlErrors))
         defer { px.stop() }
         let dsn = "postgresql://\(TxFixtures.role):\(TxFixtures.password)@127.0.0.1:\(px.port)/testdb?sslmode=disable"
         let r = try runCommand([python, Self.driversDirectory + "/" + script, mode, dsn],

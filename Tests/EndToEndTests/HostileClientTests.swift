@@ -49,8 +49,9 @@ final class HostileClientTests: XCTestCase {
         pg = try PostgresServer.shared()
         TxFixtures.terminateLeftovers(pg)
         XCTAssertTrue(TxFixtures.waitForNoBackends(pg), "leftover backends of \(TxFixtures.role)")
-        // Transaction mode, max_prepared_statements at its default (tracking on), pool_size 2.
-        px = try Pgswift.start(try TxFixtures.settings(pg, workers: 1, poolSize: 2))
+        // Transaction mode, max_prepared_statements at its default (tracking on), pool_size 2; a statement
+        // name in use or unknown gets PostgreSQL's error (pgswift's extension), which these cases test.
+        px = try Pgswift.start(try TxFixtures.settings(pg, workers: 1, poolSize: 2, postgresqlErrors: true))
     }
 
     override func tearDown() {
@@ -180,7 +181,7 @@ final class HostileClientTests: XCTestCase {
         try copySyncsAndSkippedQueries(rewriting: true)
         // The same without prepared-statement support (max_prepared_statements = 0): still tracked.
         px.stop()
-        var s = try TxFixtures.settings(pg, workers: 1, poolSize: 2)
+        var s = try TxFixtures.settings(pg, workers: 1, poolSize: 2, postgresqlErrors: true)
         s.settings.append(("max_prepared_statements", "0"))
         px = try Pgswift.start(s)
         try copySyncsAndSkippedQueries(rewriting: false)
@@ -316,7 +317,7 @@ final class HostileClientTests: XCTestCase {
     /// parsed again (which the server would refuse with 42P05).
     func testEvictionSkippedAfterAnErrorKeepsTheStatement() throws {
         px.stop()
-        var s = try TxFixtures.settings(pg, workers: 1, poolSize: 1)
+        var s = try TxFixtures.settings(pg, workers: 1, poolSize: 1, postgresqlErrors: true)
         s.settings.append(("max_prepared_statements", "1"))
         px = try Pgswift.start(s)
         let c = try login()
@@ -349,7 +350,7 @@ final class HostileClientTests: XCTestCase {
     /// is dropped with the client, never handed to whoever gets the server next.
     func testUndeliveredAnswersNeverReachTheNextClient() throws {
         px.stop()
-        px = try Pgswift.start(try TxFixtures.settings(pg, workers: 1, poolSize: 1))
+        px = try Pgswift.start(try TxFixtures.settings(pg, workers: 1, poolSize: 1, postgresqlErrors: true))
         let normal = try login()
         defer { normal.close() }
         for round in 0..<30 {

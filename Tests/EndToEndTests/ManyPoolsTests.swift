@@ -76,7 +76,8 @@ final class ManyPoolsTests: XCTestCase {
     /// autodb_idle_timeout: the pool of a database made from the `*` entry is freed once it has held
     /// nothing that long (its server went after server_idle_timeout), while the pool of a database
     /// named in [databases] stays (pool_idle_timeout, an hour by default); used again, the automatic
-    /// database gets a new pool that works.
+    /// database gets a new pool that works. PgBouncer's `registered new auto-database: <name>` is logged
+    /// when `*` first serves a name, and again once its pool was freed.
     func testAutoDatabasePoolIsFreedAfterAutodbIdleTimeout() throws {
         let pg = try PostgresServer.shared()
         var s = PgswiftSettings(postgres: pg)
@@ -97,6 +98,8 @@ final class ManyPoolsTests: XCTestCase {
             c.close()
         }
         XCTAssertTrue(try pools().contains("auto_17/u_md5"), "\((try? pools()) ?? [])")
+        XCTAssertEqual(px.logLines(containing: "registered new auto-database: auto_17").count, 1, px.log())
+        XCTAssertEqual(px.logLines(containing: "registered new auto-database: testdb"), [])
         XCTAssertTrue(waitUntil(timeout: 30, poll: 0.2) { !((try? pools()) ?? ["?"]).contains("auto_17/u_md5") },
                       "still listed: \((try? pools()) ?? [])\n\(px.log().suffix(3000))")
         XCTAssertEqual(px.logLines(containing: "cleaning up idle pool for user u_md5 on db auto_17").count, 1, px.log())
@@ -107,6 +110,7 @@ final class ManyPoolsTests: XCTestCase {
         defer { again.close() }
         XCTAssertEqual(try again.query("select 2"), [["2"]])
         XCTAssertTrue(try pools().contains("auto_17/u_md5"))
+        XCTAssertEqual(px.logLines(containing: "registered new auto-database: auto_17").count, 2, px.log())
     }
 
     /// Many pools (default 10,000; PGSWIFT_MANY_POOLS=20000 for the acceptance figure): each made by one

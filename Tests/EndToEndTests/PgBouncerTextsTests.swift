@@ -78,4 +78,81 @@ final class PgBouncerTextsTests: XCTestCase {
             XCTAssertNotNil(shape.firstMatch(in: l, range: NSRange(l.startIndex..., in: l)), l)
         }
     }
+
+    /// `verbose` set from the admin console reaches the workers (their debug lines start), and they are
+    /// PgBouncer's varcache lines: a client whose DateStyle the server spells differently (`ISO` is
+    /// reported as `ISO, MDY`) gets one SET, then the server's spelling is its own, so the next
+    /// queries need none (PgBouncer's test_equivalent_startup_param counts these lines).
+    func testVerboseFromTheConsoleShowsOneVarcacheSetPerSpelling() throws {
+        let pg = try PostgresServer.shared()
+        var s = PgswiftSettings(postgres: pg)
+        s.workers = 1
+        s.poolMode = "transaction"
+        s.settings = [("admin_users", "u_trust")]
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        let reloads = px.logLines(containing: "configuration reloaded").count
+        let a = try WireClient.connect(port: px.port, user: "u_trust", database: "pgbouncer")
+        defer { a.close() }
+        XCTAssertNil(try a.outcome("SET verbose = 2").error)
+        XCTAssertTrue(waitUntil(timeout: 20) { px.logLines(containing: "configuration reloaded").count > reloads },
+                      "the worker never reloaded: \(px.log().suffix(3000))")
+        let c = try WireClient.connect(port: px.port, user: "u_trust", database: "testdb", parameters: [("DateStyle", "ISO")])
+        defer { c.close() }
+        for _ in 0..<3 { XCTAssertEqual(try c.query("select 1"), [["1"]]) }
+        XCTAssertEqual(px.logLines(containing: "varcache_apply: SET DateStyle='ISO';").count, 1, px.log())
+        XCTAssertEqual(px.logLines(containing: "varcache_set_canonical: setting DateStyle to its canonical version ISO -> ISO, ").count,
+                       1, px.log())
+    }
+
+    /// Prepared statements in transaction mode, by default as PgBouncer: a Bind or Describe naming a
+    /// statement the client never prepared, or a Parse reusing a name, gets PgBouncer's FATAL 08P01 and
+    /// the client is disconnected, with PgBouncer's log lines (its test_prepared.py reads them).
+    func testPreparedStatementNameErrorsDisconnectWithPgBouncersWords() throws {
+        let pg = try PostgresServer.shared()
+        var s = PgswiftSettings(postgres: pg)
+        s.workers = 1
+        s.poolMode = "transaction"
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        let sync = WireEncode.message("S", [])
+        func parse(_ name: String) -> [UInt8] {
+            WireEncode.message("P", WireEncode.cString(name) + WireEncode.cString("select 1") + [0, 0])
+        }
+        /// What the client gets for `bytes` (after `setup`, answered up to its ReadyForQuery) until closed.
+        func fatal(_ bytes: [UInt8], after setup: [UInt8] = []) throws -> WireErrorFields? {
+            let c = try WireClient.connect(port: px.port, user: "u_trust", database: "testdb")
+            defer { c.close() }
+            if !setup.isEmpty {
+                try c.socket.send(setup)
+                while let m = try c.readMessage(timeout: 20), m.typeChar != "Z" {
+                    XCTAssertNotEqual(m.typeChar, "E", WireErrorFields(body: m.body).message ?? "")
+                }
+            }
+            try c.socket.send(bytes)
+            var error: WireErrorFields?
+            while let m = try c.readMessage(timeout: 20) {
+                if m.typeChar == "E" { error = WireErrorFields(body: m.body) }
+                XCTAssertNotEqual(m.typeChar, "Z", "ReadyForQuery: the client was not disconnected")
+            }
+            return error
+        }
+        let bind = WireEncode.message("B", WireEncode.cString("") + WireEncode.cString("nosuch") + [0, 0, 0, 0, 0, 0])
+        let describe = WireEncode.message("D", [UInt8(ascii: "S")] + WireEncode.cString("nosuch"))
+        for bytes in [bind + sync, describe + sync] {
+            let e = try fatal(bytes)
+            XCTAssertEqual(e?.severity, "FATAL")
+            XCTAssertEqual(e?.sqlstate, "08P01")
+            XCTAssertEqual(e?.message, "prepared statement did not exist")
+        }
+        let reused = try fatal(parse("s1") + sync, after: parse("s1") + sync)
+        XCTAssertEqual(reused?.sqlstate, "08P01")
+        XCTAssertEqual(reused?.message, "prepared statement name is already in use")
+        XCTAssertTrue(waitUntil(timeout: 10) {
+            px.logLines(containing: "closing because: prepared statement name is already in use").count == 1
+        }, px.log().suffix(3000).description)
+        XCTAssertEqual(px.logLines(containing: "prepared statement 'nosuch' not found").count, 2, px.log())
+        XCTAssertEqual(px.logLines(containing: "closing because: prepared statement did not exist").count, 2, px.log())
+        XCTAssertEqual(px.logLines(containing: "prepared statement 's1' was already prepared").count, 1, px.log())
+    }
 }

@@ -25,15 +25,18 @@ enum TxFixtures {
     }
 
     /// pgswift in `mode` with `workers` workers and `poolSize` servers per pool (for the service); the
-    /// userlist also holds `role`. Client auth is trust unless the caller changes it.
+    /// userlist also holds `role`. Client auth is trust unless the caller changes it. `postgresqlErrors`:
+    /// `[pgswift] prepared_statement_errors = postgresql` (PostgreSQL's errors for a statement name in
+    /// use or unknown, where the default disconnects as PgBouncer does).
     static func settings(_ pg: PostgresServer, mode: String = "transaction", workers: Int,
-                         poolSize: Int) throws -> PgswiftSettings {
+                         poolSize: Int, postgresqlErrors: Bool = false) throws -> PgswiftSettings {
         try ensureRole(pg)
         var s = PgswiftSettings(postgres: pg)
         s.poolMode = mode
         s.workers = workers
         s.defaultPoolSize = poolSize
         s.users.append((role, password))
+        if postgresqlErrors { s.pgswiftSettings.append(("prepared_statement_errors", "postgresql")) }
         return s
     }
 

@@ -64,12 +64,16 @@ public struct Config: Sendable {
     public var serverConnectTimeout: Double = 15
     public var serverLoginRetry: Double = 15
     public var serverRoundRobin: Bool = false
+    /// Session mode: a server a RECONNECT or RELOAD marked is closed between its client's transactions.
+    public var serverFastClose: Bool = false
     public var clientLoginTimeout: Double = 60
     public var clientIdleTimeout: Double = 0
     public var idleTransactionTimeout: Double = 0
     public var queryTimeout: Double = 0
     public var transactionTimeout: Double = 0
     public var queryWaitTimeout: Double = 120
+    /// Whole seconds a queued client waits before it is told so with a NOTICE (0: never).
+    public var queryWaitNotify: Int = 5
 
     public var ignoreStartupParameters: [String] = []
     public var trackExtraParameters: [String] = ["IntervalStyle"]
@@ -144,6 +148,9 @@ public struct Config: Sendable {
     public var drainTimeout: Double = 300
     /// When a backend is down, answer clients with an error at once instead of queueing them.
     public var failFast: Bool = false
+    /// A statement name in use or unknown in transaction/statement mode: disconnect (PgBouncer) or
+    /// PostgreSQL's error.
+    public var preparedStatementErrors: PreparedStatementErrors = .disconnect
     /// Backend health checks (Supervisor/Health/HealthCheck.swift): first retry delay after a failed check,
     /// the backoff's cap, the check's own timeout, and who it logs in as ("" = chosen, see README).
     public var healthCheckBackoffInitial: Double = 0.5

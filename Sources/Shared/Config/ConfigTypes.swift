@@ -1,5 +1,15 @@
 // Public value types of the configuration model: modes, [databases]/[users] entries, errors, warnings.
 
+/// What a client gets for a named Parse, Bind or Describe pgswift cannot map in transaction or statement
+/// mode (a statement name in use, or unknown: `[pgswift] prepared_statement_errors`).
+public enum PreparedStatementErrors: String, Sendable, CaseIterable {
+    /// PgBouncer's way: FATAL 08P01 and the client is disconnected.
+    case disconnect
+    /// PostgreSQL's way (pgswift's extension): its ERROR (42P05, 26000), the client's messages skipped
+    /// to its Sync, and the session goes on.
+    case postgresql
+}
+
 /// When a server connection goes back to the pool (PgBouncer's `pool_mode`).
 public enum PoolMode: String, Sendable, CaseIterable {
     case session, transaction, statement

@@ -122,6 +122,29 @@ extension Worker {
         }
     }
 
+    /// server_fast_close, session mode: a server opened before a RECONNECT (or a RELOAD that changed
+    /// its database) that is linked to a client but between transactions (idle, nothing in flight) is
+    /// closed now, and its client with it, rather than when the client leaves (PgBouncer's janitor
+    /// does the same, in the same words). One inside a transaction goes at the transaction's end.
+    func fastCloseBefore(_ pi: Int) {
+        guard pools[pi].mode == .session else { return }
+        var si: Int32 = 0
+        while si < Int32(servers.capacity) {
+            if servers[si].state == .active && Int(servers[si].pool) == pi
+                && servers[si].createdAt <= pools[pi].limits.closeBefore && serverBetweenTransactions(si) {
+                closeWithClient(si, reason: "database configuration changed")
+            }
+            si += 1
+        }
+    }
+
+    /// Linked, idle outside a transaction, nothing forwarded awaits an answer (PgBouncer's `ready`).
+    private func serverBetweenTransactions(_ si: Int32) -> Bool {
+        servers[si].txStatus == UInt8(ascii: "I") && servers[si].pendingSyncs == 0 && !servers[si].unsynced
+            && servers[si].internalQueries == 0 && servers[si].answerCount == 0 && servers[si].io.input.partial == 0
+            && !servers[si].io.input.hasUnsent
+    }
+
     /// KILL: every client and server of the database (all of them for ""), like PgBouncer's kill_pool.
     private func killDatabase(_ database: String) {
         var ci: Int32 = 0

@@ -199,6 +199,11 @@ extension Worker {
             return p
         }
         guard let entry = config.database(named: database) else { return nil }
+        if config.fallbackDatabase != nil && !pools.indices.contains(where: { pools[$0].database == database })
+            && !config.databases.contains(where: { $0.name == database }) {
+            // PgBouncer's line when `*` first serves a name (again after autodb_idle_timeout freed it).
+            log.info("registered new auto-database: \(database)")
+        }
         var pool = Pool(database: database, user: user, entry: entry,
                         mode: config.effectivePoolMode(database: entry, user: user),
                         size: config.effectivePoolSize(database: entry, user: user))

@@ -309,6 +309,7 @@ extension Worker {
         for pi in pools.indices {
             if pools[pi].limits.closeBefore > 0 {
                 closeIdleBefore(pi)
+                if config.serverFastClose { fastCloseBefore(pi) }
                 if !hasServer(before: pools[pi].limits.closeBefore, pool: pi) { pools[pi].limits.closeBefore = 0 }
             }
             if paused || pools[pi].limits.dbPaused { continue }

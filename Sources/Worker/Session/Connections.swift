@@ -165,6 +165,8 @@ struct Client {
     var adminCounted = false
     /// The TLS handshake with this client completed (hostssl/hostnossl, cert auth, SCRAM -PLUS).
     var usesTLS = false
+    /// In `.waitServer` only: the client was told it is queued (query_wait_notify; Janitor.swift).
+    var waitNotified = false
 }
 
 final class ServerInfo {

@@ -683,11 +683,21 @@ extension Worker {
                     info.params.values[t] = value
                     servers[si].paramsKey = 0
                 }
-                // The client changed it itself (SET application_name ...): it follows the client.
                 let ci = servers[si].client
-                if !swallowing && ci >= 0, let cinfo = clients[ci].info, cinfo.params.values[t] != value {
-                    cinfo.params.values[t] = value
-                    clients[ci].paramsKey = 0
+                if ci >= 0, let cinfo = clients[ci].info, cinfo.params.values[t] != value {
+                    if !swallowing {
+                        // The client changed it itself (SET application_name ...): it follows the client.
+                        cinfo.params.values[t] = value
+                        clients[ci].paramsKey = 0
+                    } else if let old = cinfo.params.values[t] {
+                        // The answer to pgswift's own SET of the client's value (`syncParameters`): the
+                        // server's spelling of it ("ISO" is "ISO, MDY") becomes the client's, or every
+                        // later link would find them different and SET it again (PgBouncer's words).
+                        log.debug("C-\(clients[ci].id): varcache_set_canonical: setting \(tracked.names[t]) to its "
+                                  + "canonical version \(old) -> \(value)")
+                        cinfo.params.values[t] = value
+                        clients[ci].paramsKey = 0
+                    }
                 }
             }
         } else if type == BackendType.commandComplete {

@@ -10,6 +10,7 @@ extension Worker {
         let queryTimeout = Clock.nanos(seconds: config.queryTimeout)
         let globalWaitTimeout = Clock.nanos(seconds: config.queryWaitTimeout)
         let globalIdleTimeout = Clock.nanos(seconds: config.clientIdleTimeout)
+        let waitNotify = Int64(config.queryWaitNotify)
         for ci in 0..<Int32(clients.capacity) {
             if clients[ci].io.hangup && closeIfHungUp(ci) { continue }
             let age = now - clients[ci].stateSince
@@ -28,6 +29,8 @@ extension Worker {
                     failClient(ci, code: SQLState.protocolViolation, message: "query_timeout")
                 } else if waitTimeout > 0 && age > waitTimeout {
                     failClient(ci, code: SQLState.protocolViolation, message: "query_wait_timeout")
+                } else if waitNotify > 0 && !clients[ci].waitNotified && age / 1_000_000_000 > waitNotify {
+                    notifyQueued(ci)
                 }
             case .idle:
                 // Per pool: the pool user's [users] client_idle_timeout beats the global one.
@@ -78,6 +81,18 @@ extension Worker {
         }
         authQueryTick()
         freeIdlePools()
+    }
+
+    /// query_wait_notify: a client queued for more than that many whole seconds (PgBouncer's test) is
+    /// told so once per wait, with PgBouncer's NOTICE; it stays queued.
+    func notifyQueued(_ ci: Int32) {
+        clients[ci].waitNotified = true
+        scratch.clear()
+        Backend.noticeResponse(into: &scratch, ErrorFields(severity: ErrorFields.Severity.notice,
+            code: SQLState.successfulCompletion,
+            message: "No server connection available in postgres backend, client being queued"))
+        clients[ci].io.out.append(scratch)
+        flushClient(ci)
     }
 
     /// Which of PgBouncer's timeouts a linked server has run past, in PgBouncer's order and words

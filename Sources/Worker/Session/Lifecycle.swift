@@ -296,13 +296,20 @@ extension Worker {
         let running = servers[si].pendingSyncs > 0 || servers[si].unsynced
         log.debug("S-\(servers[si].id): \(reason): backend pid \(servers[si].backendPID)"
                   + (ci >= 0 ? ", client C-\(clients[ci].id)" : "") + (running ? ", query cancelled" : ""))
+        if running { sendCancel(toServer: si) }
+        closeWithClient(si, reason: reason)
+        if p >= 0 { launchIfNeeded(p) }
+    }
+
+    /// Closes a server and the client linked to it, which gets FATAL 08P01 `reason` after whatever
+    /// server bytes it was already owed (PgBouncer's disconnect_server of a linked server).
+    func closeWithClient(_ si: Int32, reason: String) {
+        let ci = servers[si].client
         if ci >= 0 {
             handOverUnsent(si, to: ci)
             dropLinkedClient(ci, si, ErrorFields(severity: "FATAL", code: SQLState.protocolViolation, message: reason))
         }
-        if running { sendCancel(toServer: si) }
         closeServer(si, reason: reason)
-        if p >= 0 { launchIfNeeded(p) }
     }
 
     func closeServer(_ si: Int32, reason: String) {

@@ -99,7 +99,7 @@ extension Worker {
             if want == nil { want = welcomeValue(p, t) }
             guard sinfo.params.values[t] != want else { continue }
             if let want {
-                sql += "SET \(name) = \(settingValueSQL(name: name, want));"
+                sql += "SET \(name)=\(settingValueSQL(name: name, want));"  // PgBouncer's spelling
             } else {
                 // A parameter the server does not report, set by an earlier client: back to the default.
                 sql += "RESET \(name);"
@@ -107,6 +107,7 @@ extension Worker {
             sinfo.params.values[t] = want
         }
         guard !sql.isEmpty else { return }
+        log.debug("S-\(servers[si].id): varcache_apply: \(sql)")  // PgBouncer's debug line (verbose)
         scratch.clear()
         Frontend.query(into: &scratch, sql: sql)
         servers[si].io.out.append(scratch)

@@ -526,12 +526,19 @@ extension Worker {
         case FrontendType.parse:
             guard let (name, restStart) = cString(body, from: 0) else { return protocolFailure(ci) }
             if info.prepared[name] != nil {
+                // PgBouncer's log line and, by default, its disconnect.
+                log.warning("C-\(clients[ci].id): prepared statement '\(name)' was already prepared")
+                if config.preparedStatementErrors == .disconnect {
+                    failClient(ci, code: SQLState.protocolViolation, message: "prepared statement name is already in use")
+                    return false
+                }
                 ok = synthesizeError(ci, si, ErrorFields(severity: "ERROR", code: SQLState.duplicatePreparedStatement,
                                                          message: "prepared statement \"\(name)\" already exists"))
                 break
             }
             let id = statements.intern(UnsafeRawBufferPointer(rebasing: body[restStart...]))
             info.prepared[name] = id
+            pools[Int(servers[si].pool)].totals.clientParseCount &+= 1  // stats hook (SHOW STATS)
             if statements.sweepDue { sweepStatements() }
             if servers[si].info?.prepared[id] != nil {
                 servers[si].info?.prepared[id] = nextUseTick()
@@ -542,7 +549,10 @@ extension Worker {
         case FrontendType.bind:
             guard let (_, stmtStart) = cString(body, from: 0),
                   let (name, restStart) = cString(body, from: stmtStart) else { return protocolFailure(ci) }
+            // Counted whether the name is known or not, as PgBouncer counts it.
+            pools[Int(servers[si].pool)].totals.bindCount &+= 1  // stats hook (SHOW STATS)
             guard let id = info.prepared[name] else {
+                if !unknownStatementAllowed(ci, name) { return false }
                 ok = synthesizeError(ci, si, ErrorFields(severity: "ERROR", code: SQLState.invalidSQLStatementName,
                                                          message: "prepared statement \"\(name)\" does not exist"))
                 break
@@ -560,6 +570,7 @@ extension Worker {
         case FrontendType.describe:
             guard let (name, _) = cString(body, from: 1) else { return protocolFailure(ci) }
             guard let id = info.prepared[name] else {
+                if !unknownStatementAllowed(ci, name) { return false }
                 ok = synthesizeError(ci, si, ErrorFields(severity: "ERROR", code: SQLState.invalidSQLStatementName,
                                                          message: "prepared statement \"\(name)\" does not exist"))
                 break
@@ -582,6 +593,16 @@ extension Worker {
         }
         if emitDueSynthetics(si) { flushClient(ci) }
         return clients[ci].state != .free && clients[ci].state != .closing
+    }
+
+    /// A Bind or Describe names a statement the client has not prepared: PgBouncer's log line, then by
+    /// default its disconnect (false: the client was failed); with `prepared_statement_errors =
+    /// postgresql` the caller answers PostgreSQL's error instead.
+    private func unknownStatementAllowed(_ ci: Int32, _ name: String) -> Bool {
+        log.warning("C-\(clients[ci].id): prepared statement '\(name)' not found")
+        guard config.preparedStatementErrors == .disconnect else { return true }
+        failClient(ci, code: SQLState.protocolViolation, message: "prepared statement did not exist")
+        return false
     }
 
     private func protocolFailure(_ ci: Int32) -> Bool {
@@ -608,15 +629,17 @@ extension Worker {
 
     private func injectParse(_ si: Int32, _ id: Int32, swallow: Bool, clientName: String?) -> Bool {
         guard let sinfo = servers[si].info else { return false }
-        // Keep each server's cache within max_prepared_statements: evict the least recently used.
-        if sinfo.prepared.count >= max(config.maxPreparedStatements, 1) {
-            if let victim = sinfo.prepared.min(by: { $0.value < $1.value })?.key {
-                sinfo.prepared.removeValue(forKey: victim)
-                Frontend.close(into: &scratch, kind: UInt8(ascii: "S"), name: StatementRegistry.serverName(victim))
-                if !pushAnswer(si, ExpectedAnswer.closeTracked.swallowed) { return false }
-                sinfo.closesInFlight.append(victim)
-            }
+        // Keep each server's cache within max_prepared_statements: evict the least recently used, as
+        // many as it takes (a RELOAD or SET may have lowered the limit below what the server holds; as
+        // in PgBouncer, the cache shrinks at its next insert).
+        while sinfo.prepared.count >= max(config.maxPreparedStatements, 1),
+              let victim = sinfo.prepared.min(by: { $0.value < $1.value })?.key {
+            sinfo.prepared.removeValue(forKey: victim)
+            Frontend.close(into: &scratch, kind: UInt8(ascii: "S"), name: StatementRegistry.serverName(victim))
+            if !pushAnswer(si, ExpectedAnswer.closeTracked.swallowed) { return false }
+            sinfo.closesInFlight.append(victim)
         }
+        pools[Int(servers[si].pool)].totals.serverParseCount &+= 1  // stats hook (SHOW STATS)
         let lo = scratch.beginMessage(FrontendType.parse)
         scratch.appendCString(StatementRegistry.serverName(id))
         statements.body(id)?.withUnsafeBytes { scratch.appendBytes($0) }

@@ -24,7 +24,10 @@ extension Worker {
         let from = clients[ci].state
         clients[ci].stateSince = now
         if from == to { return }
-        if from == .waitServer { removeWaiting(ci) }
+        if from == .waitServer {
+            removeWaiting(ci)
+            clients[ci].waitNotified = false  // told again if it queues again (query_wait_notify)
+        }
         // A client in .waitWelcome is counted while it belongs to its pool (detachClient uncounts it).
         if from == .waitWelcome && clients[ci].pool >= 0 { pools[Int(clients[ci].pool)].welcomeWaitCount -= 1 }
         clients[ci].state = to
@@ -161,6 +164,7 @@ extension Worker {
     ///                           server dropped before its swallowed answers came)
     ///   server.checking         only `.resetting` (server_check_query running)
     ///   client.skipUntilSync    only `.idle`, `.waitServer`, `.active` (a logged-in client)
+    ///   client.waitNotified     only `.waitServer` (told it is queued, query_wait_notify)
     ///   client.info.login       only `.startup`, `.auth` (dropped as the client leaves them)
     func checkScopedFields(server si: Int32) {
         let s = servers[si]
@@ -175,6 +179,7 @@ extension Worker {
         let c = clients[ci]
         precondition(!c.skipUntilSync || c.state == .idle || c.state == .waitServer || c.state == .active,
                      "C-\(c.id): skipUntilSync in state \(c.state)")
+        precondition(!c.waitNotified || c.state == .waitServer, "C-\(c.id): waitNotified in state \(c.state)")
         precondition(c.info?.login == nil || Worker.isLoginState(c.state), "C-\(c.id): login state kept in state \(c.state)")
     }
 

@@ -113,8 +113,9 @@ def cancel(dsn):
 
 
 def names(dsn):
-    """Protocol-level prepared statements through libpq: a reused name gets PostgreSQL's 42P05 and an
-    unknown one 26000 (PgBouncer would disconnect), and the connection keeps working after both."""
+    """Protocol-level prepared statements through libpq, with prepared_statement_errors = postgresql: a
+    reused name gets PostgreSQL's 42P05 and an unknown one 26000 (the default, as PgBouncer, disconnects),
+    and the connection keeps working after both."""
     from psycopg import pq
     with psycopg.connect(dsn, autocommit=True) as conn:
         pg = conn.pgconn

@@ -45,7 +45,7 @@ final class HandoffTests: WorkerHarnessCase {
         let (a, pid, key) = loginWithKey([("application_name", "moving")])
         let s = try XCTUnwrap(h.waitServers(1))
         a.send(FE.query("select 1"))
-        XCTAssertEqual(h.next(s, 2).map { $0.firstString }, ["SET application_name = 'moving';", "select 1"])
+        XCTAssertEqual(h.next(s, 2).map { $0.firstString }, ["SET application_name='moving';", "select 1"])
         s.send(BE.complete("SET") + BE.ready() + BE.row("1") + BE.ready())
         h.readUntilReady(a)
         try drain()

@@ -52,7 +52,7 @@ final class PairHandoffTests: WorkerHarnessCase {
         let (a, pid, key) = loginWithKey([("application_name", "moving")])
         let s = try XCTUnwrap(h.waitServers(1))
         a.send(FE.query("create temp table t (i int)"))
-        XCTAssertEqual(h.next(s, 2).map { $0.firstString }, ["SET application_name = 'moving';", "create temp table t (i int)"])
+        XCTAssertEqual(h.next(s, 2).map { $0.firstString }, ["SET application_name='moving';", "create temp table t (i int)"])
         s.send(BE.complete("SET") + BE.ready() + BE.complete("CREATE TABLE") + BE.ready())
         h.readUntilReady(a)
 

@@ -137,7 +137,7 @@ final class ClientLoginTests: WorkerHarnessCase {
         let s = try XCTUnwrap(h.waitServers(1))
         a.send(FE.query("select 1"))
         XCTAssertEqual(h.next(s, 2).map { $0.firstString },
-                       ["SET application_name = 'opt app';SET search_path = 'x';", "select 1"])
+                       ["SET application_name='opt app';SET search_path='x';", "select 1"])
     }
 
     /// An untracked name, or anything but pairs, refuses the client with PgBouncer's FATAL 08P01.
@@ -165,7 +165,7 @@ final class ClientLoginTests: WorkerHarnessCase {
         let a = h.login([("options", "-c enable_seqscan=off -c TimeZone=Europe/Paris")])
         let s = try XCTUnwrap(h.waitServers(1))
         a.send(FE.query("select 1"))
-        XCTAssertEqual(h.next(s)?.firstString, "SET TimeZone = 'Europe/Paris';")
+        XCTAssertEqual(h.next(s)?.firstString, "SET TimeZone='Europe/Paris';")
         let bad = h.readUntilClosed(sendStartup(("options", "-d")))
         XCTAssertEqual(bad.first?.error?.message, StartupOptions.unsupportedMessage, "\(bad)")
     }

@@ -390,7 +390,7 @@ final class ForwardingTests: WorkerHarnessCase {
         let a = h.login([("application_name", "x")])
         let s = try XCTUnwrap(h.waitServers(1))
         a.send(FE.query("select 1"))
-        XCTAssertEqual(h.next(s, 2).map { $0.firstString }, ["SET application_name = 'x';", "select 1"])
+        XCTAssertEqual(h.next(s, 2).map { $0.firstString }, ["SET application_name='x';", "select 1"])
         s.send(BE.error("22023", "invalid value") + BE.ready() + BE.row("1") + BE.ready())
         XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["T", "D", "C", "Z"], "pgswift's own error is not the client's")
         h.waitClosed(s)

@@ -27,4 +27,43 @@ final class JanitorTests: WorkerHarnessCase {
         XCTAssertFalse(c.eof, "the waiting client was dropped")
         XCTAssertEqual(h.servers.count, 1, "no new attempt within server_login_retry")
     }
+
+    /// query_wait_notify: a client queued for more than that many whole seconds gets PgBouncer's
+    /// NOTICE once, stays queued and gets its answer when a server frees up; queued again, it is told
+    /// again. The wait is aged by moving `stateSince` back, as that long a wait would have left it.
+    func testAClientQueuedPastQueryWaitNotifyIsToldOncePerWait() throws {
+        try start(["query_wait_notify": "2", "default_pool_size": "1"])
+        let a = h.login(), b = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        let w = h.worker
+        for round in 1...2 {
+            h.roundTrip(a, s, "begin", status: "T")  // a holds the only server
+            b.send(FE.query("select 2"))
+            h.waitUntil("b queued") { (0..<Int32(w.clients.capacity)).contains { w.clients[$0].state == .waitServer } }
+            let bi = try XCTUnwrap((0..<Int32(w.clients.capacity)).first { w.clients[$0].state == .waitServer })
+            // The janitor's pass is made here, so that "not told" is not just "not looked at yet".
+            w.janitor()
+            h.settle()
+            XCTAssertNil(b.reader.next(), "round \(round): not told before query_wait_notify")
+            w.clients[bi].stateSince = w.now - 2_000_000_000  // 2 s: not more than 2 whole seconds
+            w.janitor()
+            h.settle()
+            XCTAssertNil(b.reader.next(), "round \(round): told after 2 s with query_wait_notify = 2")
+            w.clients[bi].stateSince = w.now - 3_000_000_000
+            w.janitor()
+            let notice = h.read(b, 1)
+            XCTAssertEqual(notice.map { $0.char }, ["N"], "round \(round)")
+            XCTAssertEqual(notice.first?.error?.message,
+                           "No server connection available in postgres backend, client being queued")
+            XCTAssertEqual(notice.first?.error?.severity, "NOTICE")
+            XCTAssertEqual(notice.first?.sqlState, "00000")
+            w.janitor()
+            h.settle()
+            XCTAssertNil(b.reader.next(), "round \(round): told once")
+            XCTAssertEqual(w.clients[bi].state, .waitServer, "it stays queued")
+            h.roundTrip(a, s, "commit")
+            h.answerQuery(s, expect: "select 2")
+            XCTAssertEqual(h.readUntilReady(b).last?.status, "I", "round \(round): answered once a server frees up")
+        }
+    }
 }

@@ -276,7 +276,7 @@ final class LinkingTests: WorkerHarnessCase {
         let a = h.login([("search_path", "app, public")])
         let s = try XCTUnwrap(h.waitServers(1))
         a.send(FE.query("select 1"))
-        XCTAssertEqual(h.next(s)?.firstString, "SET search_path = 'app', 'public';")
+        XCTAssertEqual(h.next(s)?.firstString, "SET search_path='app', 'public';")
     }
 
     func testClientStartupParameterIsSetOnTheServerAndTheAnswerSwallowed() throws {
@@ -285,7 +285,7 @@ final class LinkingTests: WorkerHarnessCase {
         let s = try XCTUnwrap(h.waitServers(1))
         a.send(FE.query("select 1"))
         let msgs = h.next(s, 2)
-        XCTAssertEqual(msgs.first?.firstString, "SET application_name = 'app1';")
+        XCTAssertEqual(msgs.first?.firstString, "SET application_name='app1';")
         XCTAssertEqual(msgs.last?.firstString, "select 1")
         s.send(BE.complete("SET") + BE.parameterStatus("application_name", "app1") + BE.ready("I")
                + BE.row("1") + BE.ready("I"))
@@ -308,10 +308,30 @@ final class LinkingTests: WorkerHarnessCase {
         let b = h.login()
         b.send(FE.query("select 2"))
         let forB = h.next(s, 2)
-        XCTAssertEqual(forB.first?.firstString, "SET TimeZone = 'UTC';", "b expects the pool's default")
+        XCTAssertEqual(forB.first?.firstString, "SET TimeZone='UTC';", "b expects the pool's default")
         s.send(BE.complete("SET") + BE.parameterStatus("TimeZone", "UTC") + BE.ready("I") + BE.row("2") + BE.ready("I"))
         XCTAssertEqual(h.readUntilReady(b).map { $0.char }, ["T", "D", "C", "Z"])
         a.send(FE.query("select 3"))
-        XCTAssertEqual(h.next(s)?.firstString, "SET TimeZone = 'Europe/Paris';", "a keeps the value it set")
+        XCTAssertEqual(h.next(s)?.firstString, "SET TimeZone='Europe/Paris';", "a keeps the value it set")
+    }
+
+    /// The server answers pgswift's SET of a client's value with its own spelling of it (DateStyle
+    /// `ISO` is reported as `ISO, MDY`): that becomes the client's value, so the next link finds them
+    /// equal and sends no SET (PgBouncer's varcache_set_canonical). Before, every link SET it again.
+    func testTheServersSpellingOfASetValueBecomesTheClients() throws {
+        try start()
+        let a = h.login([("DateStyle", "ISO")])
+        let s = try XCTUnwrap(h.waitServers(1))
+        for (i, expectSet) in [(1, true), (2, false), (3, false)] {
+            a.send(FE.query("select \(i)"))
+            if expectSet {
+                XCTAssertEqual(h.next(s, 2).map { $0.firstString }, ["SET DateStyle='ISO';", "select 1"])
+                s.send(BE.complete("SET") + BE.parameterStatus("DateStyle", "ISO, MDY") + BE.ready("I"))
+            } else {
+                XCTAssertEqual(h.next(s)?.firstString, "select \(i)", "no SET once the value is the server's")
+            }
+            s.send(BE.row("\(i)") + BE.ready("I"))
+            XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["T", "D", "C", "Z"])
+        }
     }
 }

@@ -6,6 +6,9 @@ import Shared
 
 final class PreparedTests: WorkerHarnessCase {
     private func chars(_ msgs: [Msg]) -> [Character] { msgs.map { $0.char } }
+    /// pgswift's extension: PostgreSQL's errors for a statement name in use or unknown (the default is
+    /// PgBouncer's disconnect).
+    private let postgresqlErrors = ["prepared_statement_errors": "postgresql"]
 
     /// Client `c` prepares `name` as `sql` and runs it once; the server answers as PostgreSQL would.
     /// Returns the server's name for the statement.
@@ -66,7 +69,7 @@ final class PreparedTests: WorkerHarnessCase {
     }
 
     func testCloseIsAnsweredByPgswiftAndForgetsOnlyTheClientsName() throws {
-        try start()
+        try start(pgswift: postgresqlErrors)
         let a = h.login()
         let s = try XCTUnwrap(h.waitServers(1))
         prepareAndRun(a, s, "mine", "select $1::int")
@@ -83,7 +86,7 @@ final class PreparedTests: WorkerHarnessCase {
     }
 
     func testBindToAnUnknownStatementIsAnsweredByPgswiftAndSkippedToSync() throws {
-        try start()
+        try start(pgswift: postgresqlErrors)
         let a = h.login()
         let s = try XCTUnwrap(h.waitServers(1))
         a.send(FE.bind("", "nosuch", ["1"]) + FE.describePortal() + FE.execute() + FE.sync)
@@ -98,12 +101,52 @@ final class PreparedTests: WorkerHarnessCase {
         h.roundTrip(a, s, "select 1")
     }
 
+    /// The default, PgBouncer's: a Bind or Describe naming a statement the client has not prepared
+    /// (never, or dropped by DEALLOCATE ALL) gets FATAL 08P01 "prepared statement did not exist" and the
+    /// client is disconnected; nothing of it reaches the server.
+    func testAnUnknownStatementDisconnectsTheClientByDefault() throws {
+        try start()
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.bind("", "nosuch", ["1"]) + FE.execute() + FE.sync)
+        let got = h.readUntilClosed(a)
+        XCTAssertEqual(got.map { $0.error?.message }, ["prepared statement did not exist"])
+        XCTAssertEqual(got.first?.error?.severity, "FATAL")
+        XCTAssertEqual(got.first?.sqlState, SQLState.protocolViolation)
+        let b = h.login()
+        b.send(FE.describeStatement("nosuch") + FE.sync)
+        XCTAssertEqual(h.readUntilClosed(b).map { $0.error?.message }, ["prepared statement did not exist"])
+        let c = h.login()
+        prepareAndRun(c, s, "mine", "select $1::int")
+        c.send(FE.query("deallocate all"))
+        _ = h.next(s)
+        s.send(BE.complete("DEALLOCATE ALL") + BE.ready())
+        h.readUntilReady(c)
+        c.send(FE.bind("", "mine", ["1"]) + FE.execute() + FE.sync)
+        XCTAssertEqual(h.readUntilClosed(c).map { $0.error?.message }, ["prepared statement did not exist"])
+        h.settle()
+        XCTAssertNil(s.nextMessage(), "nothing of the refused messages reached the server")
+    }
+
+    /// The default, PgBouncer's: a Parse of a name the client already uses gets FATAL 08P01 "prepared
+    /// statement name is already in use" and the client is disconnected.
+    func testAParseOfANameInUseDisconnectsTheClientByDefault() throws {
+        try start()
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        prepareAndRun(a, s, "mine", "select 1")
+        a.send(FE.parse("mine", "select 2") + FE.sync)
+        let got = h.readUntilClosed(a)
+        XCTAssertEqual(got.map { $0.error?.message }, ["prepared statement name is already in use"])
+        XCTAssertEqual(got.first?.sqlState, SQLState.protocolViolation)
+    }
+
     /// The server's own error can end a batch before an error pgswift owes reaches the client (an
     /// unnamed Parse fails, then a Bind to an unknown statement): the owed error is dropped with the
     /// batch, and its text with it. Before, the text stayed queued and the next synthesised error (here
     /// for "other") went out with the old one's text ("nosuch").
     func testAnOwedErrorDroppedWithItsBatchTakesItsTextAlong() throws {
-        try start()
+        try start(pgswift: postgresqlErrors)
         let a = h.login()
         let s = try XCTUnwrap(h.waitServers(1))
         a.send(FE.parse("", "select syntax error") + FE.bind("", "nosuch", ["1"]) + FE.execute() + FE.sync)
@@ -120,7 +163,7 @@ final class PreparedTests: WorkerHarnessCase {
     }
 
     func testSkippingAfterAnErrorConsumesAMessageLargerThanTheBuffer() throws {
-        try start()
+        try start(pgswift: postgresqlErrors)
         let a = h.login()
         let s = try XCTUnwrap(h.waitServers(1))
         a.send(FE.bind("", "nosuch") + FE.query("select '" + String(repeating: "q", count: 80_000) + "'") + FE.sync)
@@ -131,7 +174,7 @@ final class PreparedTests: WorkerHarnessCase {
     }
 
     func testParseOfANameInUseGetsDuplicateStatementError() throws {
-        try start()
+        try start(pgswift: postgresqlErrors)
         let a = h.login()
         let s = try XCTUnwrap(h.waitServers(1))
         prepareAndRun(a, s, "mine", "select 1")
@@ -143,7 +186,7 @@ final class PreparedTests: WorkerHarnessCase {
     }
 
     func testAParseTheServerRefusesLeavesTheNameUndefined() throws {
-        try start()
+        try start(pgswift: postgresqlErrors)
         let a = h.login()
         let s = try XCTUnwrap(h.waitServers(1))
         a.send(FE.parse("bad", "selec 1") + FE.sync)
@@ -190,7 +233,7 @@ final class PreparedTests: WorkerHarnessCase {
     }
 
     func testDeallocateAllForgetsTheClientsStatements() throws {
-        try start()
+        try start(pgswift: postgresqlErrors)
         let a = h.login()
         let s = try XCTUnwrap(h.waitServers(1))
         prepareAndRun(a, s, "mine", "select 1")
@@ -248,8 +291,59 @@ final class PreparedTests: WorkerHarnessCase {
         XCTAssertEqual(chars(h.readUntilReady(a)), ["2", "D", "C", "Z"])
     }
 
-    func testDescribeOfAnUnknownStatementIsAnsweredByPgswift() throws {
+    /// A RELOAD or SET that lowers max_prepared_statements leaves open servers' caches as they are;
+    /// the next statement a server gets evicts as many as it takes to fit (PgBouncer's way). Before,
+    /// one was evicted per insert, so the cache never shrank.
+    func testALoweredLimitShrinksAServersCacheAtItsNextInsert() throws {
+        try start(["max_prepared_statements": "5"])
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        var names: [String] = []
+        for i in 0..<3 {
+            a.send(FE.parse("s\(i)", "select \(i)") + FE.sync)
+            let got = h.next(s, 2)
+            XCTAssertEqual(chars(got), ["P", "S"])
+            names.append(got.first?.strings.first ?? "")
+            s.send(BE.parseComplete + BE.ready())
+            XCTAssertEqual(chars(h.readUntilReady(a)), ["1", "Z"])
+        }
+        h.worker.config.maxPreparedStatements = 2  // what a RELOAD or SET brings
+        h.worker.applyHotSettings()
+        a.send(FE.parse("s3", "select 3") + FE.sync)
+        let got = h.next(s, 4)
+        XCTAssertEqual(chars(got), ["C", "C", "P", "S"], "two go, so that the new one makes 2")
+        XCTAssertEqual(got.prefix(2).map { TestWire.cString($0.body, from: 1).0 }, Array(names.prefix(2)),
+                       "the least recently used go first")
+        s.send(BE.closeComplete + BE.closeComplete + BE.parseComplete + BE.ready())
+        XCTAssertEqual(chars(h.readUntilReady(a)), ["1", "Z"])
+    }
+
+    /// SHOW STATS' total_client_parse_count, total_server_parse_count and total_bind_count, as
+    /// PgBouncer counts them: a client's named Parse, a Parse pgswift sends a server (the client's
+    /// or injected), every named Bind.
+    func testParsesAndBindsAreCountedForShowStats() throws {
         try start()
+        let a = h.login(), b = h.login()
+        let s0 = try XCTUnwrap(h.waitServers(1))
+        prepareAndRun(a, s0, "st", "select $1::int")  // client parse, server parse, bind
+        h.roundTrip(b, s0, "begin", status: "T")
+        a.send(FE.bind("", "st", ["1"]) + FE.execute() + FE.sync)  // another server: injected parse, bind
+        let s1 = try XCTUnwrap(h.waitServers(2))
+        XCTAssertEqual(chars(h.next(s1, 4)), ["P", "B", "E", "S"])
+        s1.send(BE.parseComplete + BE.bindComplete + BE.dataRow(["1"]) + BE.complete("SELECT 1") + BE.ready())
+        XCTAssertEqual(chars(h.readUntilReady(a)), ["2", "D", "C", "Z"])
+        // b prepares the same text on s0, which has it: a client parse, no server parse, a bind.
+        b.send(FE.parse("other", "select $1::int") + FE.bind("", "other", ["2"]) + FE.execute() + FE.sync)
+        XCTAssertEqual(chars(h.next(s0, 3)), ["B", "E", "S"])
+        s0.send(BE.bindComplete + BE.dataRow(["2"]) + BE.complete("SELECT 1") + BE.ready("T"))
+        XCTAssertEqual(chars(h.readUntilReady(b)), ["1", "2", "D", "C", "Z"])
+        let pool = try XCTUnwrap(h.worker.pools.indices.first { self.h.worker.pools[$0].database == "db" })
+        let t = h.worker.pools[pool].totals
+        XCTAssertEqual([t.clientParseCount, t.serverParseCount, t.bindCount], [2, 2, 3])
+    }
+
+    func testDescribeOfAnUnknownStatementIsAnsweredByPgswift() throws {
+        try start(pgswift: postgresqlErrors)
         let a = h.login()
         let s = try XCTUnwrap(h.waitServers(1))
         a.send(FE.describeStatement("nosuch") + FE.sync)

@@ -25,9 +25,10 @@ final class WorkerHarness {
     var timeout: Double = 10
 
     /// `settings` override the [pgbouncer] defaults below; `databaseOptions` follow host and port on
-    /// the `db` line (e.g. "pool_size=1"); `extraDatabases` are whole lines for [databases].
+    /// the `db` line (e.g. "pool_size=1"); `extraDatabases` are whole lines for [databases]; `pgswift`
+    /// are more [pgswift] lines.
     init(_ settings: [String: String] = [:], databaseOptions: String = "", extraDatabases: [String] = [],
-         users: [String: String] = ["u": "pw", "v": "pw"]) throws {
+         users: [String: String] = ["u": "pw", "v": "pw"], pgswift: [String: String] = [:]) throws {
         let listener = try Sockets.listenTCP(SocketAddress.numeric(host: "127.0.0.1", port: 0)!, reusePort: false, backlog: 64)
         let port = Sockets.localAddress(listener)?.port ?? 0
         backendFD = listener
@@ -42,6 +43,7 @@ final class WorkerHarness {
         let text = "[databases]\n\(dbs)\n[pgbouncer]\n"
             + s.sorted { $0.key < $1.key }.map { "\($0.key) = \($0.value)" }.joined(separator: "\n")
             + "\n[pgswift]\nworkers = 1\n"
+            + pgswift.sorted { $0.key < $1.key }.map { "\($0.key) = \($0.value)\n" }.joined()
         configText = text
         self.users = users
         worker = try WorkerHarness.makeWorker(text, users: users, slot: 0)
@@ -310,9 +312,10 @@ class WorkerHarnessCase: XCTestCase {
 
     @discardableResult
     func start(_ settings: [String: String] = [:], databaseOptions: String = "", extraDatabases: [String] = [],
-               users: [String: String] = ["u": "pw", "v": "pw"]) throws -> WorkerHarness {
+               users: [String: String] = ["u": "pw", "v": "pw"], pgswift: [String: String] = [:]) throws -> WorkerHarness {
         h?.close()
-        h = try WorkerHarness(settings, databaseOptions: databaseOptions, extraDatabases: extraDatabases, users: users)
+        h = try WorkerHarness(settings, databaseOptions: databaseOptions, extraDatabases: extraDatabases, users: users,
+                              pgswift: pgswift)
         return h
     }
 
