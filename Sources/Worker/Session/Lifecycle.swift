@@ -18,7 +18,9 @@ extension Worker {
             clientLoginInput(ci)
         case .closing:
             if hangup { freeClient(ci) } else { flushClient(ci) }
-        case .waitWelcome:
+        case .waitWelcome, .replicationWait, .replicationLogin:
+            // What it sends meanwhile stays in the socket until it is logged in (a replication client
+            // is linked to its own server then, and read at once).
             if hangup { closeClient(ci, reason: "client went away during login", notify: false); return }
             flushClient(ci)
         case .waitServer:
@@ -218,6 +220,8 @@ extension Worker {
             setClientState(ci, .idle)  // out of the wait queue
         case .active:
             detachServer(fromClient: ci)
+        case .replicationWait, .replicationLogin:
+            replicationClientLeaves(ci)  // its own server, if launched, closes (Replication.swift)
         default:
             break
         }
@@ -323,7 +327,8 @@ extension Worker {
         case .authQuery:
             authQueryServerClosed(si, reason: reason)
         default:
-            break
+            // A replication client's own server, before it was ready: the client's login fails with it.
+            if servers[si].replication != .none && servers[si].client >= 0 { replicationLoginFailed(si, reason: reason) }
         }
         if servers[si].state == .cancelRequest { cancelFinished(si) }
         freeServerRecord(si)
