@@ -18,10 +18,16 @@ extension Worker {
             clientLoginInput(ci)
         case .closing:
             if hangup { freeClient(ci) } else { flushClient(ci) }
-        case .waitWelcome, .replicationWait, .replicationLogin:
-            // What it sends meanwhile stays in the socket until it is logged in (a replication client
-            // is linked to its own server then, and read at once).
+        case .waitWelcome:
             if hangup { closeClient(ci, reason: "client went away during login", notify: false); return }
+            flushClient(ci)
+        case .replicationWait, .replicationLogin:
+            // Nothing is read until its own server is ready (then at once); one that gives up waiting
+            // for room closes its socket, which must not hold a place in the pool's queue.
+            if hangup || events & cl_EPOLLRDHUP() != 0 {
+                closeClient(ci, reason: "client went away during login", notify: false)
+                return
+            }
             flushClient(ci)
         case .waitServer:
             if hangup || events & cl_EPOLLRDHUP() != 0 {
