@@ -50,8 +50,9 @@ final class HbaTests: XCTestCase {
     }
 
     /// The method chosen for a connection, "reject" when no line matches (as PgBouncer reports it).
-    private func method(_ rules: HbaRules, _ db: String, _ user: String, _ peer: HbaPeer, tls: Bool = false) -> String {
-        rules.match(peer: peer, tls: tls, database: db, user: user)?.method.rawValue ?? "reject"
+    private func method(_ rules: HbaRules, _ db: String, _ user: String, _ peer: HbaPeer, tls: Bool = false,
+                        replication: ReplicationMode = .none) -> String {
+        rules.match(peer: peer, tls: tls, database: db, user: user, replication: replication)?.method.rawValue ?? "reject"
     }
 
     // MARK: The PgBouncer-style table
@@ -162,7 +163,7 @@ final class HbaTests: XCTestCase {
             ("scram-sha-256", "mdb3", "muser", v6("face::1"), false),
             ("reject", "mdb4", "muser", v4("1.2.3.4"), false),
             ("reject", "mdb4", "muser", v6("face::1"), false),
-            // replication matches replication connections only, which pgswift never has
+            // the replication keyword matches physical replication connections only (see below)
             ("reject", "db", "admin", v6("::1"), false),
             ("reject", "replication", "admin", v6("::1"), false),
             ("trust", "db2", "admin2", v6("::1"), false),
@@ -174,6 +175,27 @@ final class HbaTests: XCTestCase {
         for (expected, db, user, peer, tls) in cases {
             XCTAssertEqual(method(r, db, user, peer, tls: tls), expected, "db=\(db) user=\(user) peer=\(peer) tls=\(tls)")
         }
+    }
+
+    /// As PgBouncer's hba_eval (and PostgreSQL): a physical replication connection matches only lines
+    /// whose database field says `replication`, whatever database it names; `all` is not one of them.
+    /// A logical one (`replication=database`) is matched by its database name, like any connection.
+    func testReplicationKeywordMatchesPhysicalReplicationOnly() throws {
+        let r = try parse("""
+            host   replication   repl    127.0.0.1/32  trust
+            host   app           repl    127.0.0.1/32  md5
+            host   all           all     127.0.0.1/32  scram-sha-256
+            host   db2,replication  other  127.0.0.1/32  password
+            """)
+        let peer = v4("127.0.0.1")
+        XCTAssertEqual(method(r, "app", "repl", peer, replication: .physical), "trust")
+        XCTAssertEqual(method(r, "replication", "repl", peer, replication: .physical), "trust")
+        XCTAssertEqual(method(r, "app", "repl", peer, replication: .logical), "md5")
+        XCTAssertEqual(method(r, "app", "repl", peer), "md5")
+        XCTAssertEqual(method(r, "replication", "repl", peer), "scram-sha-256", "the keyword is no database name")
+        XCTAssertEqual(method(r, "x", "other", peer, replication: .physical), "password")
+        XCTAssertEqual(method(r, "x", "nobody", peer, replication: .physical), "reject", "all does not match physical")
+        XCTAssertEqual(method(r, "db2", "other", peer, replication: .logical), "password")
     }
 
     func testFirstMatchingLineWinsAndCarriesItsLocation() throws {

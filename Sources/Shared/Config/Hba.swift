@@ -24,7 +24,9 @@ public struct HbaRules: Sendable, Equatable {
         public var all = false
         /// Database field only: the database named like the user.
         public var sameUser = false
-        /// Database field only: replication connections, which pgswift does not accept, so it matches nothing.
+        /// Database field only: physical replication connections, which match only lines that name it
+        /// (and nothing else matches them); a logical one (`replication=database`) matches by its
+        /// database name like any client, as in PostgreSQL and PgBouncer.
         public var replication = false
         public var names: Set<String> = []
 
@@ -70,8 +72,11 @@ public struct HbaRules: Sendable, Equatable {
 
     // MARK: Matching
 
-    /// The first rule for this connection, or nil (PgBouncer then refuses the login).
-    public func match(peer: HbaPeer, tls: Bool, database: String, user: String) -> Rule? {
+    /// The first rule for this connection, or nil (PgBouncer then refuses the login). A physical
+    /// replication connection's database field must say `replication`; any other connection's must
+    /// name its database (or `all`, `sameuser`), where `replication` matches nothing.
+    public func match(peer: HbaPeer, tls: Bool, database: String, user: String,
+                      replication: ReplicationMode = .none) -> Rule? {
         for rule in rules {
             switch peer {
             case .unix:
@@ -85,7 +90,9 @@ public struct HbaRules: Sendable, Equatable {
                 }
                 guard let address = rule.address, peer.matches(address) else { continue }
             }
-            guard rule.databases.matches(database, pair: user), rule.users.matches(user, pair: database) else { continue }
+            let databaseMatches = replication == .physical ? rule.databases.replication
+                : rule.databases.matches(database, pair: user)
+            guard databaseMatches, rule.users.matches(user, pair: database) else { continue }
             return rule
         }
         return nil

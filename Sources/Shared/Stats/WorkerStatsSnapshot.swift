@@ -1,18 +1,5 @@
 // One worker's stats at one moment (pools, connection rows, process usage) and its binary codec.
 
-/// Replication mode of a connection (SHOW CLIENTS/SERVERS `replication`).
-public enum ReplicationMode: UInt8, Sendable {
-    case none = 0, logical = 1, physical = 2
-
-    public var name: String {
-        switch self {
-        case .none: return "none"
-        case .logical: return "logical"
-        case .physical: return "physical"
-        }
-    }
-}
-
 /// One row of SHOW CLIENTS or SHOW SERVERS, with PgBouncer's columns.
 public struct ConnectionRow: Equatable, Sendable {
     /// True for a server connection (`type` S), false for a client (`type` C).

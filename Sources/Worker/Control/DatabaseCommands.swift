@@ -112,13 +112,23 @@ extension Worker {
         return 0
     }
 
-    /// RECONNECT: idle servers opened before it close now (the others when released).
+    /// RECONNECT: idle servers opened before it close now (the others when released). A replication
+    /// client's own server is never released: it closes now too, with its client, as PgBouncer's
+    /// janitor closes close_needed replication servers at once.
     func closeIdleBefore(_ pi: Int) {
         var si = pools[pi].idleHead
         while si >= 0 {
             let next = servers[si].idleNext
             if servers[si].createdAt <= pools[pi].limits.closeBefore { closeServer(si, reason: "RECONNECT") }
             si = next
+        }
+        var ri: Int32 = 0
+        while ri < Int32(servers.capacity) {
+            if servers[ri].replication != .none && servers[ri].state != .closing && Int(servers[ri].pool) == pi
+                && servers[ri].createdAt <= pools[pi].limits.closeBefore {
+                closeServer(ri, reason: "RECONNECT")
+            }
+            ri += 1
         }
     }
 

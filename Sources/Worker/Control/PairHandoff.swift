@@ -17,7 +17,10 @@ extension Worker {
         guard handoff.outFD >= 0, handoff.successorFeatures & WorkerFeatures.pairMoves != 0,
               clients[ci].state == .active, clients[ci].pool >= 0 else { return false }
         let si = clients[ci].server
-        guard si >= 0, servers[si].client == ci, servers[si].state == .active else { return false }
+        // A replication client's own server stays: a walsender streams without pause, and the successor
+        // could not tell its link from a pooled one. It leaves with its client or at drain_timeout.
+        guard si >= 0, servers[si].client == ci, servers[si].state == .active, servers[si].replication == .none
+        else { return false }
         switch pools[Int(clients[ci].pool)].mode {
         case .session:
             break

@@ -45,7 +45,7 @@ extension Worker {
         var ci: Int32 = 0
         let cap = Int32(clients.capacity)
         while ci < cap {
-            if clients[ci].state == .waitServer || clients[ci].state == .waitWelcome {
+            if clients[ci].state == .waitServer || clients[ci].state == .waitWelcome || clients[ci].state == .replicationWait {
                 sendClientError(ci, Worker.serverShuttingDown, close: true)
             }
             ci += 1

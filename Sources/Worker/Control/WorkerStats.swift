@@ -135,7 +135,7 @@ extension Worker {
             case .startup, .auth:
                 login += 1
                 stateName = "login"
-            case .waitWelcome, .waitServer:
+            case .waitWelcome, .waitServer, .replicationWait, .replicationLogin:
                 if sp >= 0 { ps[sp].clWaiting += 1 }
                 stateName = "waiting"
             case .idle, .active:
@@ -159,9 +159,13 @@ extension Worker {
             splitPeer(info?.peer ?? "", into: &row)
             row.connectTime = wallTime(clients[ci].connectedAt)
             row.requestTime = wallTime(clients[ci].stateSince)
-            if state == .waitServer || state == .waitWelcome { row.waitMicros = max(0, now - clients[ci].stateSince) / 1000 }
+            if state == .waitServer || state == .waitWelcome || state == .replicationWait || state == .replicationLogin {
+                row.waitMicros = max(0, now - clients[ci].stateSince) / 1000
+            }
             row.ptr = AdminPointer.client(slot: slot, generation: clients[ci].io.gen, index: ci).raw
             let si = clients[ci].server
+            // Replication clients (Replication.swift): from the startup packet until linked, then their server's.
+            row.replication = info?.login?.replication ?? (state == .active && si >= 0 ? servers[si].replication : .none)
             if si >= 0 { row.link = AdminPointer.server(slot: slot, index: si).raw }
             row.remotePid = clientProcessID(ci)
             row.applicationName = info?.applicationName ?? ""
@@ -205,6 +209,7 @@ extension Worker {
             }
             guard includeServers else { continue }
             var row = ConnectionRow(isServer: true, user: pools[p].serverUser, database: pools[p].database, state: stateName)
+            row.replication = servers[si].replication
             splitPeer(servers[si].info?.address ?? "", into: &row)
             row.connectTime = wallTime(servers[si].createdAt)
             row.requestTime = wallTime(servers[si].stateSince)

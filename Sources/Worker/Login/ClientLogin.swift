@@ -152,16 +152,30 @@ extension Worker {
     }
 
     private func handleStartupMessage(_ ci: Int32, _ msg: StartupMessage) {
-        guard let info = clients[ci].info else { return }
+        guard let info = clients[ci].info, let login = info.login else { return }
         if clientTLSRefused(ci) { return }
         var user: String? = nil
         var database: String? = nil
+        // `replication` first, as PgBouncer reads it: it decides how `options` is taken (Replication.swift).
+        for (name, value) in msg.parameters where name == "replication" {
+            guard let mode = ReplicationMode(startupValue: value) else {
+                // PostgreSQL's answer (PgBouncer would quietly make it an ordinary session instead).
+                failClient(ci, code: SQLState.invalidParameterValue,
+                           message: "invalid value for parameter \"replication\": \"\(StartupMessage.truncatedName(value))\"")
+                return
+            }
+            login.replication = mode
+        }
         for (name, value) in msg.parameters {
             // Startup keys are nearly always lowercase already: skip the lowercasing copy then.
             let lname = name.utf8.contains(where: { $0 >= 65 && $0 <= 90 }) ? name.lowercased() : name
             switch lname {
             case "user": user = value
             case "database": database = value
+            case "replication" where name == lname: continue  // read above (PostgreSQL's key is lowercase)
+            case "options" where login.replication != .none:
+                // Its own server gets it as it came: any setting, not only the tracked ones.
+                login.replicationOptions = value
             case "options":
                 if !applyStartupOptions(ci, info, value) { return }
             default:
@@ -191,8 +205,9 @@ extension Worker {
         info.database = db
         info.protocolMinor = msg.minorVersion
         if config.logConnections {
-            // PgBouncer's line (pgswift takes no replication connections).
-            log.info("\(clientLogPrefix(ci)) login attempt: db=\(db) user=\(user) tls=\(tlsDescription(client: ci)) replication=no")
+            // PgBouncer's line.
+            log.info("\(clientLogPrefix(ci)) login attempt: db=\(db) user=\(user) tls=\(tlsDescription(client: ci)) "
+                     + "replication=\(login.replication.startupValue)")
         }
         if msg.minorVersion > 0 || !msg.unrecognizedProtocolOptions.isEmpty {
             scratch.clear()
@@ -437,6 +452,11 @@ extension Worker {
         if entry.user == nil || entry.user == info.user {
             if let s = login.authQuerySecret { adoptAuthQuerySecret(s, pool: pi) }
             if let key = login.scramClientKey { pools[p].scramClientKey = key }
+        }
+        if login.replication != .none {
+            // Its own server connection, whatever the pool knows (Replication.swift).
+            startReplication(ci)
+            return
         }
         if pools[p].welcome != nil {
             finishLogin(ci)

@@ -16,9 +16,13 @@ extension Worker {
             hbaReject(ci, reason: "cannot read the client's address")
             return nil
         }
+        // A physical replication connection matches only lines for `replication` (Hba.swift).
+        let replication = info.login?.replication ?? .none
         guard let rules = config.hba,
-              let rule = rules.match(peer: peer, tls: clients[ci].usesTLS, database: info.database, user: info.user) else {
-            hbaReject(ci, reason: "no auth_hba_file line matches host \(info.peer), user \(info.user), database \(info.database)"
+              let rule = rules.match(peer: peer, tls: clients[ci].usesTLS, database: info.database, user: info.user,
+                                     replication: replication) else {
+            hbaReject(ci, reason: "no auth_hba_file line matches host \(info.peer), user \(info.user), "
+                      + (replication == .physical ? "physical replication" : "database \(info.database)")
                       + (clients[ci].usesTLS ? ", TLS" : ", no TLS"))
             return nil
         }

@@ -3,8 +3,10 @@ import Shared
 import Glibc
 
 extension Worker {
-    /// Opens one more server connection for the pool (the caller checked the limits).
-    func launchServer(_ p: Int32) {
+    /// Opens one more server connection for the pool (the caller checked the limits). With
+    /// `replicationClient`, it is that replication client's own connection, linked to it from now on
+    /// (Replication.swift).
+    func launchServer(_ p: Int32, replicationClient rc: Int32 = -1) {
         let pi = Int(p)
         guard let (address, hostKey) = pickBackend(p) else { return }
         pools[pi].lastConnectAt = now
@@ -15,6 +17,12 @@ extension Worker {
             log.warning("connect to \(address) failed: \(error)")
             let fields = ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
                                      message: "could not connect to server: \(error.errno)")
+            if rc >= 0 {
+                // Only this client's login fails; the pool's other clients are not told.
+                _ = noteConnectFailure(p, key: hostKey, fields)
+                sendClientError(rc, fields, close: true)
+                return
+            }
             if noteConnectFailure(p, key: hostKey, fields) {
                 launchIfNeeded(p)
             } else {
@@ -22,7 +30,8 @@ extension Worker {
             }
             return
         }
-        servers[si].client = -1
+        servers[si].client = rc
+        if rc >= 0 { linkReplicationServer(rc, si) }
         servers[si].io.readable = false
         servers[si].io.writable = false
         servers[si].io.eof = false
@@ -72,6 +81,8 @@ extension Worker {
         // and they become the pool's welcome values; a client that set its own gets a SET at link.
         var parameters = [("user", pools[p].serverUser), ("database", pools[p].serverDatabase)]
         for param in pools[p].entry.startupParameters { parameters.append((param.name, param.value)) }
+        // A replication client's own server: its parameters and options too (Replication.swift).
+        if servers[si].replication != .none { addReplicationParameters(si, &parameters) }
         Frontend.startupMessage(into: &scratch, parameters: parameters)
         servers[si].io.out.append(scratch)
         flushServer(si)
@@ -175,13 +186,15 @@ extension Worker {
 
     func serverLoginDone(_ si: Int32) {
         let p = Int(servers[si].pool)
-        // Still `.login` (counted as connecting) until serverIdle hands it on or parks it.
-        pools[p].loginError = nil
-        pools[p].loginRefused = false
         if let key = servers[si].info?.hostKey {
             health.hostBackoff[key] = nil
             health.suspectUntil[key] = nil
         }
+        // A replication client's own server goes to that client; the pool learns nothing from it.
+        if servers[si].replication != .none { return replicationServerReady(si) }
+        // Still `.login` (counted as connecting) until serverIdle hands it on or parks it.
+        pools[p].loginError = nil
+        pools[p].loginRefused = false
         if pools[p].welcome == nil, let info = servers[si].info {
             setWelcome(p, info.reported)
         }
@@ -208,6 +221,15 @@ extension Worker {
         let p = servers[si].pool
         // PgBouncer's words ("server login failed: FATAL <message>"), after pgswift's socket prefix.
         log.warning("\(serverLogPrefix(si)) server login failed: \(fields.severity) \(fields.message)")
+        if servers[si].replication != .none {
+            // As PgBouncer: a replication login can fail for reasons of its own (no REPLICATION role, no
+            // pg_hba.conf line for replication) while ordinary logins work, so only its client is
+            // failed ("login failed"); the pool's state and its other clients are left alone.
+            _ = noteConnectFailure(p, key: servers[si].info?.hostKey ?? "", fields)
+            closeServer(si, reason: "login failed")
+            launchIfNeeded(p)
+            return
+        }
         if servers[si].state == .connecting || servers[si].state == .login {
             setServerState(si, .closing)
         }

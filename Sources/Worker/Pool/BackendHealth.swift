@@ -141,7 +141,8 @@ extension Worker {
         var ci: Int32 = 0
         let cap = Int32(clients.capacity)
         while ci < cap {
-            if clients[ci].pool == Int32(pi) && (clients[ci].state == .waitWelcome || clients[ci].state == .waitServer) {
+            if clients[ci].pool == Int32(pi) && (clients[ci].state == .waitWelcome || clients[ci].state == .waitServer
+                                                 || clients[ci].state == .replicationWait) {
                 sendClientError(ci, fields, close: true)
             }
             ci += 1
@@ -187,7 +188,7 @@ extension Worker {
             }
             if pools[pi].allDown && config.failFast {
                 failPoolClients(pi, downError(pi))
-            } else if !paused && pools[pi].waitCount > 0 {
+            } else if !paused && (pools[pi].waitCount > 0 || pools[pi].replicationWaitCount > 0) {
                 serveWaiting(Int32(pi))
             } else if !paused && pools[pi].welcome == nil && pools[pi].welcomeWaitCount > 0 {
                 launchWelcome(pi)
@@ -240,6 +241,7 @@ extension Worker {
     func healthTick() {
         guard !paused else { return }
         for pi in pools.indices where pools[pi].connectingCount == 0 {
+            if pools[pi].replicationWaitCount > 0 { launchReplication(Int32(pi)) }
             if pools[pi].waitCount > 0 {
                 launchIfNeeded(Int32(pi))
             } else if pools[pi].welcomeWaitCount > 0 && pools[pi].welcome == nil {

@@ -32,6 +32,8 @@ struct Pool {
     /// Clients in `.waitWelcome` (logged in to pgswift, waiting for the pool's first server login):
     /// the janitor retries a failed login for them as it does for queued clients.
     var welcomeWaitCount = 0
+    /// Replication clients waiting for room to open their own server (`.replicationWait`, Replication.swift).
+    var replicationWaitCount = 0
 
     /// Idle servers, taken at the head; `idleTail` is where server_round_robin adds them.
     var idleHead: Int32 = -1

@@ -90,8 +90,10 @@ extension Worker {
         // A new interval starts at every tick, reported or not: a peak kept until the next report
         // would repeat the same figures, so an idle worker would never report, and never look idle.
         pools[pi].busyPeak = busyNow
-        let now = (pools[pi].serverCount, idleLow, pools[pi].waitCount, pools[pi].quotaSeq)
-        if !force && now == pools[pi].reported && pools[pi].waitCount == 0 { return }
+        // Replication clients waiting for room want a server as queued clients do (Replication.swift).
+        let waiting = pools[pi].waitCount + pools[pi].replicationWaitCount
+        let now = (pools[pi].serverCount, idleLow, waiting, pools[pi].quotaSeq)
+        if !force && now == pools[pi].reported && waiting == 0 { return }
         pools[pi].reported = now
         sendControl(.poolReport(database: pools[pi].database, user: pools[pi].user,
                                 servers: Int32(clamping: now.0), idle: Int32(clamping: now.1),

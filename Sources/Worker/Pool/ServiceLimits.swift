@@ -156,10 +156,11 @@ extension Worker {
         return n
     }
 
-    /// Clients that want a server of this pool: queued ones, plus those waiting for the pool's first login.
+    /// Clients that want a server of this pool: queued ones, replication clients waiting for room for
+    /// their own, plus those waiting for the pool's first login.
     func wanting(_ pi: Int) -> Int {
-        var n = pools[pi].waitCount
-        if pools[pi].welcome == nil && pools[pi].connectingCount == 0 { n += pools[pi].clientCount }
+        var n = pools[pi].waitCount + pools[pi].replicationWaitCount
+        if pools[pi].welcome == nil && pools[pi].connectingCount == 0 { n += pools[pi].welcomeWaitCount }
         return n
     }
 
@@ -226,16 +227,17 @@ extension Worker {
 
     /// Launches for waiting clients, or the first login a pool's clients wait for.
     func launchFor(_ pi: Int) {
-        if pools[pi].welcome == nil {
+        if pools[pi].welcome == nil && pools[pi].welcomeWaitCount > 0 {
             launchWelcome(pi)
         } else {
             launchIfNeeded(Int32(pi))
         }
     }
 
-    /// The pool's first server (its welcome parameters), within the pool's and groups' limits.
+    /// The pool's first server (its welcome parameters), within the pool's and groups' limits. Only
+    /// for clients waiting for it: a replication client needs none (its own server answers its login).
     func launchWelcome(_ pi: Int) {
-        guard pools[pi].connectingCount == 0, pools[pi].clientCount > 0, !loginRetryPending(pi) else { return }
+        guard pools[pi].connectingCount == 0, pools[pi].welcomeWaitCount > 0, !loginRetryPending(pi) else { return }
         if pools[pi].limits.grouped && (pools[pi].serverCount >= pools[pi].limit || !groupRoom(pi)) { return }
         launchServer(Int32(pi))
     }

@@ -18,6 +18,13 @@ enum ClientState: UInt8 {
     case active
     /// Flushing a final message, then closing.
     case closing
+    /// A replication client (`replication=database`/`true`), authenticated, whose own server connection
+    /// is not opened yet: its pool (or a connection limit) has no room. Still logging in (no
+    /// AuthenticationOk yet); counted in its pool's `replicationWaitCount` (Replication.swift).
+    case replicationWait
+    /// A replication client whose own server connection (`server`, linked from its launch, as PgBouncer
+    /// links it) is connecting and logging in; at its ReadyForQuery both become `active`.
+    case replicationLogin
 }
 
 enum ServerState: UInt8 {
@@ -93,6 +100,12 @@ final class ClientLoginState {
     /// Why the exchange in progress cannot succeed (unknown user, an MD5 secret under SCRAM), for the log:
     /// the client still goes through the whole exchange and gets the wrong-password error.
     var mockReason: String? = nil
+    /// The startup packet's `replication` value (Replication.swift): such a client's login ends only
+    /// when its own server connection's does, so this lives until then.
+    var replication = ReplicationMode.none
+    /// A replication client's `options` startup parameter, untouched: its own server gets it as it came
+    /// (PgBouncer takes any options from replication clients, as nothing else shares that server).
+    var replicationOptions: String? = nil
 }
 
 enum ClientAuth {
@@ -260,6 +273,10 @@ struct Server {
     var info: ServerInfo? = nil
     /// Login-time TLS step (ServerTLS.swift).
     var tlsPhase = ServerTLSPhase.none
+    /// What kind of connection this is, for its whole life: not `.none` for a replication client's own
+    /// server (Replication.swift), which is linked to that client from its launch, never pooled and
+    /// closed when the client leaves.
+    var replication = ReplicationMode.none
 }
 
 /// Records that start out empty in a fresh table slot.

@@ -638,13 +638,15 @@ extension Worker {
         }
         if servers[si].pendingSyncs > 0 { servers[si].pendingSyncs &-= 1 }
         statsReadyForQuery(si, status: status)  // stats hook
-        if status != UInt8(ascii: "I") && pools[Int(servers[si].pool)].mode == .statement {
+        // The pool's mode, or session for a replication client's own server (`linkMode`).
+        let mode = linkMode(si)
+        if status != UInt8(ascii: "I") && mode == .statement {
             servers[si].io.input.scan = scan
             servers[si].io.input.partial = partial
             statementModeViolation(si)
             return .done(.stop)
         }
-        if pools[Int(servers[si].pool)].mode != .session && transactionDone(si) {
+        if mode != .session && transactionDone(si) {
             servers[si].releaseOnFlush = true
             servers[si].io.input.scan = scan
             servers[si].io.input.partial = partial

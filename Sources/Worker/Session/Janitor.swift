@@ -21,8 +21,9 @@ extension Worker {
                     failClient(ci, code: SQLState.protocolViolation,
                                message: clients[ci].state == .waitWelcome ? "client_login_timeout (server down)" : "client_login_timeout")
                 }
-            case .waitServer:
-                // query_wait_timeout of the client's user, else database, else global (per pool).
+            case .waitServer, .replicationWait:
+                // query_wait_timeout of the client's user, else database, else global (per pool); a
+                // replication client waiting for room to open its own server waits as a queued one does.
                 let p = clients[ci].pool
                 let waitTimeout = p >= 0 ? pools[Int(p)].timeouts.queryWait : globalWaitTimeout
                 if queryTimeout > 0 && age > queryTimeout {

@@ -21,6 +21,14 @@ extension Worker {
         case .waitWelcome:
             if hangup { closeClient(ci, reason: "client went away during login", notify: false); return }
             flushClient(ci)
+        case .replicationWait, .replicationLogin:
+            // Nothing is read until its own server is ready (then at once); one that gives up waiting
+            // for room closes its socket, which must not hold a place in the pool's queue.
+            if hangup || events & cl_EPOLLRDHUP() != 0 {
+                closeClient(ci, reason: "client went away during login", notify: false)
+                return
+            }
+            flushClient(ci)
         case .waitServer:
             if hangup || events & cl_EPOLLRDHUP() != 0 {
                 closeClient(ci, reason: "client went away while waiting for a server", notify: false)
@@ -218,6 +226,8 @@ extension Worker {
             setClientState(ci, .idle)  // out of the wait queue
         case .active:
             detachServer(fromClient: ci)
+        case .replicationWait, .replicationLogin:
+            replicationClientLeaves(ci)  // its own server, if launched, closes (Replication.swift)
         default:
             break
         }
@@ -330,7 +340,8 @@ extension Worker {
         case .authQuery:
             authQueryServerClosed(si, reason: reason)
         default:
-            break
+            // A replication client's own server, before it was ready: the client's login fails with it.
+            if servers[si].replication != .none && servers[si].client >= 0 { replicationLoginFailed(si, reason: reason) }
         }
         if servers[si].state == .cancelRequest { cancelFinished(si) }
         freeServerRecord(si)

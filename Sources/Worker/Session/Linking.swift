@@ -40,9 +40,11 @@ extension Worker {
     }
 
     /// Opens server connections while clients wait and the pool has room. A server being checked
-    /// (server_check_query) counts as one coming, as one connecting does.
+    /// (server_check_query) counts as one coming, as one connecting does. Replication clients waiting
+    /// for room go first (Replication.swift): called wherever room may have appeared.
     func launchIfNeeded(_ p: Int32) {
         let pi = Int(p)
+        if pools[pi].replicationWaitCount > 0 { launchReplication(p) }
         while pools[pi].waitCount > pools[pi].connectingCount + pools[pi].checkingCount && pools[pi].serverCount < pools[pi].limit
                 && pools[pi].connectingCount < Worker.maxConcurrentConnectsPerPool {
             if loginRetryPending(pi) { return }
@@ -67,11 +69,11 @@ extension Worker {
     /// and server adopted together from a predecessor are linked again (PairHandoff.swift).
     @inline(__always)
     func join(_ ci: Int32, _ si: Int32) {
-        let p = Int(clients[ci].pool)
+        let pooled = linkMode(si) != .session
         setServerState(si, .active)
         servers[si].client = ci
-        servers[si].watchTags = pools[p].mode != .session
-        servers[si].tracking = pools[p].mode != .session
+        servers[si].watchTags = pooled
+        servers[si].tracking = pooled
         servers[si].rewriting = servers[si].tracking && hot.pointee.trackPrepared
         servers[si].answerHead = 0
         servers[si].answerCount = 0
@@ -228,6 +230,8 @@ extension Worker {
             return
         }
         setServerState(si, .idle)
+        // A replication client waiting for room takes it from an idle server (evicted).
+        if pools[pi].replicationWaitCount > 0 { launchReplication(p) }
     }
 
     /// Serves waiting clients from idle servers (after RESUME, after a failed server_check_query) and
@@ -279,6 +283,14 @@ extension Worker {
         clients[ci].server = -1
         servers[si].client = -1
         servers[si].releaseOnFlush = false
+        if servers[si].replication != .none {
+            // Its own server never serves anyone else (PgBouncer's words). A walsender stops when its
+            // socket closes: nothing to cancel.
+            let p = servers[si].pool
+            closeServer(si, reason: "replication client was closed")
+            launchIfNeeded(p)
+            return
+        }
         // Quiet means: no query running, no protocol exchange half done, no bytes in flight.
         let quiet = servers[si].pendingSyncs == 0 && !servers[si].unsynced && servers[si].internalQueries == 0
             && servers[si].answerCount == 0 && !servers[si].unreliable

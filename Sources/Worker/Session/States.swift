@@ -7,6 +7,8 @@
 //   client .waitServer         in its pool's wait queue (FIFO), counted in waitCount
 //   client .startup/.auth      holds its login state (`ClientInfo.login`), dropped as it leaves them
 //   client .waitWelcome        counted in its pool's welcomeWaitCount (until detachClient)
+//   client .replicationWait    counted in its pool's replicationWaitCount; holds its login state too
+//   client .replicationLogin   linked (`server`) to its own server, which is connecting or logging in
 //   server .connecting/.login  counted in connectingCount
 //   server .idle               in its pool's idle list (LIFO), counted in idleCount
 //   server .resetting + checking  running server_check_query, counted in checkingCount
@@ -30,9 +32,11 @@ extension Worker {
         }
         // A client in .waitWelcome is counted while it belongs to its pool (detachClient uncounts it).
         if from == .waitWelcome && clients[ci].pool >= 0 { pools[Int(clients[ci].pool)].welcomeWaitCount -= 1 }
+        if from == .replicationWait { pools[Int(clients[ci].pool)].replicationWaitCount -= 1 }
         clients[ci].state = to
         if to == .waitServer { enqueueWaiting(ci) }
         if to == .waitWelcome { pools[Int(clients[ci].pool)].welcomeWaitCount += 1 }
+        if to == .replicationWait { pools[Int(clients[ci].pool)].replicationWaitCount += 1 }
         if to == .free { clients[ci].skipUntilSync = false }
         // The login ends here, whichever way: what only it needed goes (an idle client keeps none).
         if Worker.isLoginState(from) && !Worker.isLoginState(to) { clients[ci].info?.login = nil }
@@ -94,9 +98,12 @@ extension Worker {
         #endif
     }
 
-    /// A client logging in: the states that carry `ClientInfo.login`.
+    /// A client logging in: the states that carry `ClientInfo.login`. A replication client's login
+    /// goes on until its own server's has ended (Replication.swift).
     @inline(__always)
-    static func isLoginState(_ s: ClientState) -> Bool { s == .startup || s == .auth }
+    static func isLoginState(_ s: ClientState) -> Bool {
+        s == .startup || s == .auth || s == .replicationWait || s == .replicationLogin
+    }
 
     /// Counted in its pool's serverCount: every state but free and a cancel connection's (what
     /// `setServerState` counts and `checkPoolInvariants` checks).
@@ -124,14 +131,17 @@ extension Worker {
             wait += 1
             ci = clients[ci].waitNext
         }
-        var welcomeWait = 0
+        var welcomeWait = 0, replicationWait = 0
         var ck: Int32 = 0
         while ck < Int32(clients.capacity) {
             if clients[ck].pool == p && clients[ck].state == .waitWelcome { welcomeWait += 1 }
+            if clients[ck].pool == p && clients[ck].state == .replicationWait { replicationWait += 1 }
             ck += 1
         }
         precondition(welcomeWait == pools[pi].welcomeWaitCount,
                      "pool \(pi): welcomeWaitCount \(pools[pi].welcomeWaitCount), clients in waitWelcome \(welcomeWait)")
+        precondition(replicationWait == pools[pi].replicationWaitCount,
+                     "pool \(pi): replicationWaitCount \(pools[pi].replicationWaitCount), clients in replicationWait \(replicationWait)")
         var i: Int32 = 0
         while i < Int32(servers.capacity) {
             let s = servers[i].state
@@ -165,7 +175,11 @@ extension Worker {
     ///   server.checking         only `.resetting` (server_check_query running)
     ///   client.skipUntilSync    only `.idle`, `.waitServer`, `.active` (a logged-in client)
     ///   client.waitNotified     only `.waitServer` (told it is queued, query_wait_notify)
-    ///   client.info.login       only `.startup`, `.auth` (dropped as the client leaves them)
+    ///   client.info.login       only `.startup`, `.auth`, `.replicationWait`, `.replicationLogin`
+    ///                           (dropped as the client leaves them)
+    ///   client.server           only `.active`, and `.replicationLogin` (its own server logging in)
+    ///   server.replication      only `.connecting`, `.login`, `.active` (linked to its client), and
+    ///                           `.closing`/`.free` on its way out
     func checkScopedFields(server si: Int32) {
         let s = servers[si]
         precondition(!s.checking || s.state == .resetting, "S-\(s.id): checking in state \(s.state)")
@@ -173,6 +187,9 @@ extension Worker {
         precondition(s.internalQueries == 0 || s.state == .active || s.state == .resetting || s.state == .closing
                      || s.state == .beingCanceled,
                      "S-\(s.id): \(s.internalQueries) internal queries in state \(s.state)")
+        precondition(s.replication == .none || s.state == .connecting || s.state == .login || s.state == .active
+                     || s.state == .closing || s.state == .free,
+                     "S-\(s.id): a replication connection in state \(s.state)")
     }
 
     func checkScopedFields(client ci: Int32) {
@@ -181,6 +198,8 @@ extension Worker {
                      "C-\(c.id): skipUntilSync in state \(c.state)")
         precondition(!c.waitNotified || c.state == .waitServer, "C-\(c.id): waitNotified in state \(c.state)")
         precondition(c.info?.login == nil || Worker.isLoginState(c.state), "C-\(c.id): login state kept in state \(c.state)")
+        precondition(c.server < 0 || c.state == .active || c.state == .replicationLogin,
+                     "C-\(c.id): linked to S-\(c.server) in state \(c.state)")
     }
 
     /// A linked pair points at each other (checked where pairs are made and undone).
