@@ -637,7 +637,7 @@ extension Worker {
             }
             return .next
         }
-        if servers[si].pendingSyncs > 0 { servers[si].pendingSyncs &-= 1 }
+        syncAnswered(si)
         statsReadyForQuery(si, status: status)  // stats hook
         // The pool's mode, or session for a replication client's own server (`linkMode`).
         let mode = linkMode(si)

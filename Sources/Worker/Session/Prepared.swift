@@ -213,6 +213,12 @@ extension Worker {
         return servers[si].answers![Int(servers[si].answerHead)]
     }
 
+    /// One message that awaited a ReadyForQuery (Query, FunctionCall, Sync) got it, or never will.
+    @inline(__always)
+    func syncAnswered(_ si: Int32) {
+        if servers[si].pendingSyncs > 0 { servers[si].pendingSyncs &-= 1 }
+    }
+
     @inline(__always)
     func popAnswer(_ si: Int32) {
         servers[si].answerHead = (servers[si].answerHead &+ 1) % ExpectedAnswer.capacity
@@ -260,7 +266,7 @@ extension Worker {
                 // A malformed Flush read by the COPY is ignored like a Sync (and has no answer to lose).
                 if k == ExpectedAnswer.sync || k == ExpectedAnswer.badFlush {
                     if dataError && !consumed && e.isAfterCopyData { markUnreliable(si) }
-                    if k == ExpectedAnswer.sync && servers[si].pendingSyncs > 0 { servers[si].pendingSyncs &-= 1 }
+                    if k == ExpectedAnswer.sync { syncAnswered(si) }
                     continue
                 }
                 done = true
@@ -268,7 +274,7 @@ extension Worker {
                 if consumed {
                     // The message the COPY did not expect: read and dropped.
                     if k == ExpectedAnswer.query || k == ExpectedAnswer.functionCall {
-                        if servers[si].pendingSyncs > 0 { servers[si].pendingSyncs &-= 1 }
+                        syncAnswered(si)
                     } else {
                         unanswered(si, k, &failed)
                     }
@@ -303,9 +309,7 @@ extension Worker {
                 return
             }
             popAnswer(si)
-            if (k == ExpectedAnswer.query || k == ExpectedAnswer.functionCall) && servers[si].pendingSyncs > 0 {
-                servers[si].pendingSyncs &-= 1
-            }
+            if k == ExpectedAnswer.query || k == ExpectedAnswer.functionCall { syncAnswered(si) }
             unanswered(si, k, &failed)
         }
     }
@@ -556,9 +560,8 @@ extension Worker {
             // Counted whether the name is known or not, as PgBouncer counts it.
             pools[Int(servers[si].pool)].totals.bindCount &+= 1  // stats hook (SHOW STATS)
             guard let id = info.prepared[name] else {
-                if !unknownStatementAllowed(ci, si, name, wasUnsynced: wasUnsynced) { return false }
-                ok = synthesizeError(ci, si, ErrorFields(severity: "ERROR", code: SQLState.invalidSQLStatementName,
-                                                         message: "prepared statement \"\(name)\" does not exist"))
+                guard let answered = unknownStatement(ci, si, name, wasUnsynced: wasUnsynced) else { return false }
+                ok = answered
                 break
             }
             ok = ensurePrepared(si, id)
@@ -574,9 +577,8 @@ extension Worker {
         case FrontendType.describe:
             guard let (name, _) = cString(body, from: 1) else { return protocolFailure(ci) }
             guard let id = info.prepared[name] else {
-                if !unknownStatementAllowed(ci, si, name, wasUnsynced: wasUnsynced) { return false }
-                ok = synthesizeError(ci, si, ErrorFields(severity: "ERROR", code: SQLState.invalidSQLStatementName,
-                                                         message: "prepared statement \"\(name)\" does not exist"))
+                guard let answered = unknownStatement(ci, si, name, wasUnsynced: wasUnsynced) else { return false }
+                ok = answered
                 break
             }
             ok = ensurePrepared(si, id)
@@ -600,14 +602,17 @@ extension Worker {
     }
 
     /// A Bind or Describe names a statement the client has not prepared: PgBouncer's log line, then by
-    /// default its disconnect (false: the client was failed); with `prepared_statement_errors =
-    /// postgresql` the caller answers PostgreSQL's error instead.
-    private func unknownStatementAllowed(_ ci: Int32, _ si: Int32, _ name: String, wasUnsynced: Bool) -> Bool {
+    /// default its disconnect (nil: the client was failed); with `prepared_statement_errors =
+    /// postgresql`, PostgreSQL's error, answered in its turn (false: the queue of answers is full).
+    private func unknownStatement(_ ci: Int32, _ si: Int32, _ name: String, wasUnsynced: Bool) -> Bool? {
         log.warning("C-\(clients[ci].id): prepared statement '\(name)' not found")
-        guard config.preparedStatementErrors == .disconnect else { return true }
+        guard config.preparedStatementErrors == .disconnect else {
+            return synthesizeError(ci, si, ErrorFields(severity: "ERROR", code: SQLState.invalidSQLStatementName,
+                                                       message: "prepared statement \"\(name)\" does not exist"))
+        }
         servers[si].unsynced = wasUnsynced  // nothing of this message reached the server
         failClient(ci, code: SQLState.protocolViolation, message: "prepared statement did not exist")
-        return false
+        return nil
     }
 
     private func protocolFailure(_ ci: Int32) -> Bool {
