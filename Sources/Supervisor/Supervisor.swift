@@ -102,6 +102,8 @@ final class Supervisor {
     var limits: SupervisorLimits
     /// Backend health checks and host-name lookups (HealthCheck.swift).
     var healthState = HealthCheckState()
+    /// Cancel requests being forwarded to peers (Peers/PeerForwarding.swift).
+    var peerState = PeerForwardState()
 
     init(options: SupervisorOptions, configPath: String, workerBinary: String, config: Config, log: Logger,
          epoll: consuming Epoll, signals: consuming SignalFD, listeners: Listeners) {
@@ -268,6 +270,7 @@ final class Supervisor {
                 case .metrics: handleMetrics(token)
                 case .health: handleHealthEvent(token)
                 case .channel: handleChannel(token)
+                case .peers: handlePeerEvents()
                 }
             }
             runTimers(now: Clock.monotonicNanos())
@@ -344,7 +347,7 @@ final class Supervisor {
                                                tcpCount: listeners.addresses.count, hasUnix: listeners.unix >= 0,
                                                verbosity: options.verbosity, respawned: slot.generation > 0,
                                                clientsFD: limits.counter != nil, clientsWord: slot.counterWord,
-                                               overrides: setOverrides)
+                                               overrides: setOverrides, peerID: running.peerID)
         let pid: Int32
         do throws(SyscallError) {
             pid = try Posix.spawn(path: workerBinary, arguments: arguments, environment: Posix.environment(),
@@ -469,6 +472,8 @@ final class Supervisor {
                 log.debug("cancel request for worker \(t) dropped: worker not reachable")
             }
             forwardCancelToRetired(slot: t, processID: processID, secretKey: secretKey)
+        case .peerCancel(let peer, let processID, let secretKey):
+            forwardToPeer(Int(peer), PeerCancel(processID: processID, secretKey: secretKey))
         case .heartbeat(let clients, let servers):
             slot.clients = clients
             slot.servers = servers
@@ -633,5 +638,6 @@ final class Supervisor {
         limitsReloaded()
         loadAuthFileUsers()
         reconfigureHealthChecks(now: Clock.monotonicNanos())
+        reconfigurePeers()
     }
 }
