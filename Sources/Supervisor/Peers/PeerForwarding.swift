@@ -22,9 +22,7 @@ final class PeerMailbox: Sendable {
     let wakeWrite: Int32
 
     init() throws(SyscallError) {
-        let (r, w) = try Posix.pipe()
-        try Posix.setNonBlocking(r)
-        try Posix.setNonBlocking(w)
+        let (r, w) = try Posix.pipe()  // non-blocking, close-on-exec
         wakeRead = r
         wakeWrite = w
     }
