@@ -143,6 +143,11 @@ final class Supervisor {
             log.warning("changed workers: takes effect only after a restart (keeping \(reexec.tcp.count))")
             config.workers = reexec.tcp.count
         }
+        if let reexec, reexec.peerID != config.peerID {
+            // Every cancel key the running workers handed out carries it.
+            log.warning("changed peer_id: takes effect only after a restart (keeping \(reexec.peerID))")
+            config.peerID = reexec.peerID
+        }
         let executable = (Posix.executablePath() ?? CommandLine.arguments[0])
         let fileLimit = Posix.raiseOpenFilesLimit()
         log.info("pgswift \(PgswiftVersion.string) starting: config \(configPath), \(config.workers) workers, open files limit \(fileLimit)")
