@@ -133,10 +133,6 @@ final class PeerCancelJob: Sendable {
 struct PeerForwardState {
     var pools = PeerPools()
     var mailbox: PeerMailbox? = nil
-    /// Cancels forwarded (the peer closed after it), failed, and dropped (unknown peer, queue full).
-    var forwarded = 0
-    var failed = 0
-    var dropped = 0
 }
 
 extension Supervisor {
@@ -145,7 +141,6 @@ extension Supervisor {
         guard let peer = config.peer(id: peerID) else {
             // The worker checked [peers]; a reload in between may have removed it.
             log.warning("cancel request for unknown peer \(peerID) dropped: no such entry in [peers]")
-            peerState.dropped += 1
             return
         }
         switch peerState.pools.request(peer: peerID, cancel, poolSize: config.poolSize(of: peer),
@@ -154,7 +149,6 @@ extension Supervisor {
         case .queued: log.debug("cancel request for peer \(peerID) queued: its pool_size is in use")
         case .dropped:
             log.warning("cancel request for peer \(peerID) dropped: \(max(config.maxClientConn, 1)) already waiting")
-            peerState.dropped += 1
         }
     }
 
@@ -196,12 +190,7 @@ extension Supervisor {
     }
 
     private func peerFinished(_ peerID: Int, sent: Bool, error: String?) {
-        if let error {
-            log.warning("forwarding a cancel request to peer \(peerID) failed: \(error)")
-            peerState.failed += 1
-        } else {
-            peerState.forwarded += 1
-        }
+        if let error { log.warning("forwarding a cancel request to peer \(peerID) failed: \(error)") }
         let peer = config.peer(id: peerID)
         let (start, dropped) = peerState.pools.finished(peer: peerID, wasSent: sent, poolSize: peer.map { config.poolSize(of: $0) })
         if dropped > 0 { log.warning("\(dropped) cancel requests for peer \(peerID) dropped: it left [peers]") }
