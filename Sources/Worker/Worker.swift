@@ -69,10 +69,15 @@ struct WorkerOptions {
     var clientsWord: Int = -1
     /// The admin console's SET values the service runs with (`--set key=value`).
     var overrides: [ConfigOverride] = []
+    /// The service's peer id (`--peer-id`; 0: peering off), fixed for the process's life.
+    var peerID = 0
 }
 
 final class Worker {
     let slot: Int32
+    /// This host's peer id as the supervisor started the service with it (0: peering off): it shapes
+    /// every cancel key (`PeerCancelKey`), so a reload does not change it.
+    let peerID: Int
     let configPath: String
     /// `-v` on the command line: debug lines whatever `verbose` says.
     let commandLineVerbose: Bool
@@ -178,6 +183,7 @@ final class Worker {
 
     init(options: WorkerOptions, config: Config, userlist: Userlist) throws {
         slot = options.slot
+        peerID = options.peerID
         configPath = options.configPath
         commandLineVerbose = options.verbose > 0
         overrides = options.overrides
@@ -345,7 +351,7 @@ final class Worker {
         let info = ClientInfo(trackedCount: tracked.names.count)
         info.peer = isUnix ? "unix" : peer.description
         info.login = ClientLoginState()
-        guard let ci = newClient(fd, isUnix: isUnix, connectedAt: now, cancelKey: randomUInt32(), info: info,
+        guard let ci = newClient(fd, isUnix: isUnix, connectedAt: now, cancelKey: newCancelSecret(), info: info,
                                  state: .startup) else { return nil }
         clientLoginInput(ci)
         return ci
@@ -530,5 +536,10 @@ final class Worker {
 
     func randomUInt32() -> UInt32 {
         random.uint32()
+    }
+
+    /// A new client's cancel secret: random; with peering, with PgBouncer's TTL bits set (PeerCancelKey).
+    func newCancelSecret() -> UInt32 {
+        peerID > 0 ? PeerCancelKey.secret(random: random.uint32()) : random.uint32()
     }
 }

@@ -510,9 +510,10 @@ extension Worker {
     }
 
     /// Our BackendKeyData process id (`CancelProcessID`: the worker slot above the client's table
-    /// index), so a cancel that lands on any worker finds its owner.
+    /// index; with peering, `PeerCancelKey`: the peer id and the slot), so a cancel that lands on any
+    /// worker, or on a peer, finds its owner.
     func clientProcessID(_ ci: Int32) -> Int32 {
-        CancelProcessID(slot: slot, index: ci).raw
+        peerID > 0 ? PeerCancelKey.processID(slot: slot, peer: peerID) : CancelProcessID(slot: slot, index: ci).raw
     }
 
     /// The pool's logins are failing and no new attempt may start yet (server_login_retry has not passed

@@ -23,6 +23,10 @@ struct PgswiftSettings {
     var userSettings: [(user: String, settings: String)] = []
     /// More `[pgswift]` lines.
     var pgswiftSettings: [(key: String, value: String)] = []
+    /// `[peers]` entries, e.g. (2, "host=127.0.0.1 port=6433").
+    var peers: [(id: Int, connection: String)] = []
+    /// The listen port (nil: a fresh free one), e.g. one a peer's `[peers]` already names.
+    var port: Int? = nil
     /// Pass `-v` to the supervisor.
     var verbose = false
     /// Run the supervisor through this command (e.g. `unshare -m ...`); it must exec the rest of its arguments.
@@ -59,6 +63,9 @@ struct PgswiftSettings {
         if !userSettings.isEmpty {
             lines += ["", "[users]"] + userSettings.map { "\($0.user) = \($0.settings)" }
         }
+        if !peers.isEmpty {
+            lines += ["", "[peers]"] + peers.map { "\($0.id) = \($0.connection)" }
+        }
         lines += ["", "[pgswift]", "workers = \(workers)"]
         lines += pgswiftSettings.map { "\($0.key) = \($0.value)" }
         return lines.joined(separator: "\n") + "\n"
@@ -91,7 +98,7 @@ final class Pgswift: @unchecked Sendable {
     static func start(_ settings: PgswiftSettings, timeout: Double = 60, environment: [String: String] = [:],
                       binary: String? = nil) throws -> Pgswift {
         let dir = try makeTempDirectory(prefix: "px")
-        let port = try freePort()
+        let port = try settings.port ?? freePort()
         let px = try launch(ini: settings.render(port: port, dir: dir), userlist: settings.renderUserlist(),
                             dir: dir, port: port, workers: settings.workers, verbose: settings.verbose,
                             commandPrefix: settings.commandPrefix, environment: environment, binary: binary)
