@@ -136,6 +136,10 @@ final class Worker {
     var serviceStopping = false
     /// TCP_NODELAY and SO_KEEPALIVE are set on the listeners and inherited (ListenerTuning.swift).
     var listenersTuned = false
+    /// Clients accepted over max_client_conn whose startup packet has not come yet (`ClientLoginState
+    /// .overLimit`), at most `overLimitLogins` per worker.
+    var overLimitClients = 0
+    static let overLimitLogins = 64
     /// What `tuneListeners` last set on the listeners (nil before the first time).
     var listenerKeepalive: TCPKeepalive?
     /// gethostname, read once when application_name_add_host first needs it for a Unix client.
@@ -343,7 +347,11 @@ final class Worker {
     func adoptAcceptedClient(_ fd: Int32, peer: SocketAddress) -> Int32? {
         let isUnix = peer.family == AF_UNIX
         if !isUnix && !listenersTuned { Sockets.tuneTCP(fd, keepalive: config.tcpKeepaliveSettings) }
-        if !admitClient() {
+        // Over max_client_conn, PgBouncer still reads the startup packet: the refusal comes after the
+        // TLS exchange (a client that asked for TLS can read it) and the admin console gets in. At
+        // most `overLimitClients` such logins wait at once; beyond that, refused at once (memory).
+        let admitted = admitClient()
+        if !admitted && overLimitClients >= Worker.overLimitLogins {
             rejectEarly(fd, code: SQLState.tooManyConnections,
                         message: "no more connections allowed (max_client_conn)")
             return nil
@@ -351,8 +359,10 @@ final class Worker {
         let info = ClientInfo(trackedCount: tracked.names.count)
         info.peer = isUnix ? "unix" : peer.description
         info.login = ClientLoginState()
+        info.login?.overLimit = !admitted
         guard let ci = newClient(fd, isUnix: isUnix, connectedAt: now, cancelKey: newCancelSecret(), info: info,
                                  state: .startup) else { return nil }
+        if !admitted { overLimitClients += 1 }
         clientLoginInput(ci)
         return ci
     }

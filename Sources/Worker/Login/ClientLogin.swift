@@ -209,6 +209,14 @@ extension Worker {
             log.info("\(clientLogPrefix(ci)) login attempt: db=\(db) user=\(user) tls=\(tlsDescription(client: ci)) "
                      + "replication=\(login.replication.startupValue)")
         }
+        if login.overLimit {
+            // Accepted over max_client_conn (`adoptAcceptedClient`): only the admin console gets in.
+            guard db == "pgbouncer" else {
+                failClient(ci, code: SQLState.tooManyConnections, message: "no more connections allowed (max_client_conn)")
+                return
+            }
+            overLimitLogin(ci, counted: true)
+        }
         if msg.minorVersion > 0 || !msg.unrecognizedProtocolOptions.isEmpty {
             scratch.clear()
             Backend.negotiateProtocolVersion(into: &scratch, newestMinor: 0, unrecognized: msg.unrecognizedProtocolOptions)
