@@ -153,7 +153,13 @@ final class FleetTests: XCTestCase {
                 let started = monotonicNow()
                 let cancel = try sendCancel(port: fleet.proxy.port, processID: clients[i].processID,
                                             secretKey: clients[i].secretKey)
-                let error = try clients[i].readUntilReady(timeout: 10)
+                let error: WireErrorFields?
+                do {
+                    error = try clients[i].readUntilReady(timeout: 10)
+                } catch {
+                    throw E2EError("round \(round): the cancel of client \(i) (host \(hostOf[i])) through HAProxy "
+                                   + "got no answer: \(error)\n\(fleet.logs())")
+                }
                 let latency = monotonicNow() - started
                 pending.remove(i)
                 latencies.append(latency)
@@ -254,12 +260,18 @@ final class FleetTests: XCTestCase {
         let dir = try makeTempDirectory(prefix: "fleetbench")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let target = fleet.target(user: "bench", database: "bench")
-        let bench = try ChildProcess.spawn([try PostgresTools.path("pgbench"), "-n", "-M", "simple", "-h", "127.0.0.1",
-                                            "-p", String(fleet.proxy.port), "-U", "bench", "-c", "30", "-j", "2",
-                                            "-T", "20", "bench"],
-                                           environment: target.environment, stdoutPath: dir + "/pgbench.out",
-                                           stderrPath: dir + "/pgbench.err")
+        // 30 long-lived clients, and 4 that open a new connection per transaction (-C), so new clients
+        // reach the host through HAProxy while it upgrades, until HAProxy's check takes it out.
+        func pgbench(_ name: String, _ args: [String]) throws -> ChildProcess {
+            try ChildProcess.spawn([try PostgresTools.path("pgbench"), "-n", "-M", "simple", "-h", "127.0.0.1",
+                                    "-p", String(fleet.proxy.port), "-U", "bench"] + args + ["-T", "10", "bench"],
+                                   environment: target.environment, stdoutPath: dir + "/\(name).out",
+                                   stderrPath: dir + "/\(name).err")
+        }
+        let bench = try pgbench("long", ["-c", "30", "-j", "2"])
         defer { bench.terminate(SIGKILL, grace: 0) }
+        let reconnecting = try pgbench("reconnecting", ["-C", "-c", "4", "-j", "1"])
+        defer { reconnecting.terminate(SIGKILL, grace: 0) }
         // Wait until the host to upgrade is busy: PostgreSQL sees its server connections by their address.
         let upgraded = 0
         let address = fleet.network.addresses[upgraded]
@@ -278,17 +290,21 @@ final class FleetTests: XCTestCase {
             return now.count == 2 && now.isDisjoint(with: before)
         }, "workers \(fleet.hosts[upgraded].workerPids()), before \(before)\n\(fleet.logs())")
         let (r, summary) = UpgradeFixtures.finish(bench)
-        XCTAssertEqual(r.status, 0, "\(r)\n\(fleet.logs())")
-        XCTAssertFalse(r.stderr.contains("aborted"), r.stderr)
-        XCTAssertEqual(summary.failedTransactions, 0, r.stdout)
-        XCTAssertGreaterThan(summary.transactions ?? 0, 0, r.stdout)
+        let (rc, reconnected) = UpgradeFixtures.finish(reconnecting)
+        for (r, summary) in [(r, summary), (rc, reconnected)] {
+            XCTAssertEqual(r.status, 0, "\(r)\n\(fleet.logs())")
+            XCTAssertFalse(r.stderr.contains("aborted"), r.stderr)
+            XCTAssertEqual(summary.failedTransactions, 0, r.stdout)
+            XCTAssertGreaterThan(summary.transactions ?? 0, 0, r.stdout)
+        }
         let back = fleet.waitForStates(up: Set(fleet.hosts.indices))
         XCTAssertTrue(back.ok, "host \(upgraded + 1) not back in HAProxy: \(back.last)")
         let outages = fleet.proxy.logLinesContaining("pgswift/host\(upgraded + 1) is DOWN").count
-        print(String(format: "fleet upgrade: host %d upgraded in %.2f s under pgbench through HAProxy (30 clients); "
-                     + "%d transactions, %d failed, tps %.0f; HAProxy marked it down %d time(s) meanwhile",
+        print(String(format: "fleet upgrade: host %d upgraded in %.2f s under pgbench through HAProxy; 30 clients: "
+                     + "%d transactions, %d failed, tps %.0f; 4 clients reconnecting per transaction: %d transactions, "
+                     + "%d failed; HAProxy marked the host down %d time(s) meanwhile",
                      upgraded + 1, took, summary.transactions ?? 0, summary.failedTransactions ?? -1, summary.tps ?? 0,
-                     outages))
+                     reconnected.transactions ?? 0, reconnected.failedTransactions ?? -1, outages))
     }
 }
 
