@@ -102,6 +102,12 @@ final class FleetTests: XCTestCase {
             HAProxy.Server(name: "host\($0 + 1)", address: network.addresses[$0], port: port, checkPort: metricsPort)
         })
         addTeardownBlock { proxy.stop() }
+        // Each service in a network namespace of its own, none in ours.
+        func netns(_ pid: pid_t) -> String {
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/ns/net")) ?? "?"
+        }
+        let spaces = hosts.map { netns($0.supervisorPid) } + [netns(getpid())]
+        XCTAssertEqual(Set(spaces).count, count + 1, "network namespaces \(spaces)")
         let fleet = Fleet(network: network, pg: pg, hosts: hosts, proxy: proxy, metricsPort: metricsPort)
         let up = fleet.waitForStates(up: Set(hosts.indices))
         guard up.ok else { throw E2EError("HAProxy never saw every host up: \(up.last)\n\(fleet.logs())") }
