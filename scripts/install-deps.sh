@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages pgswift needs that are missing; safe to run again and again.
 #
-# Usage: scripts/install-deps.sh [build] [test] [drivers] [bench] [profile] [deb]   (no argument: build + test)
+# Usage: scripts/install-deps.sh [build] [test] [drivers] [bench] [profile] [deb] [cluster]   (no argument: build + test)
 #   build    toolchain libraries: libssl-dev, libsystemd-dev, pkg-config
 #   test     PostgreSQL server (initdb/postgres/pg_ctl), psql, pgbench, python3 + venv, and drivers;
 #            openssl (the TLS tests make their certificates with it)
@@ -12,6 +12,7 @@
 #   profile  linux-perf (make profile, Debian)
 #   deb      building and checking the Debian package: dpkg-dev, lintian, adduser, systemd
 #            (systemd-analyze verify; nothing is started), binutils (strip)
+#   cluster  the multi-host test (make test-cluster): haproxy (Debian's), iproute2 (ip netns, veth, bridge)
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -33,8 +34,9 @@ for s in "${sets[@]}"; do
         # perf: Debian's linux-perf (Ubuntu ships it as linux-tools-$(uname -r), not installed here).
         profile) add linux-perf ;;
         deb) add dpkg-dev lintian adduser systemd binutils ;;
-        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
-        *) echo "install-deps.sh: unknown package set '$s' (build, test, drivers, bench, profile, deb)" >&2; exit 2 ;;
+        cluster) add haproxy iproute2 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        *) echo "install-deps.sh: unknown package set '$s' (build, test, drivers, bench, profile, deb, cluster)" >&2; exit 2 ;;
     esac
 done
 
