@@ -139,6 +139,9 @@ final class Worker {
     /// Clients accepted over max_client_conn whose startup packet has not come yet (`ClientLoginState
     /// .overLimit`), at most `overLimitLogins` per worker.
     var overLimitClients = 0
+    /// Welcome parameters other workers' pools learnt, by "database\0user" (SharedWelcome.swift).
+    var sharedWelcomes: [String: [(String, String)]] = [:]
+    static let sharedWelcomeCapacity = 10_000
     static let overLimitLogins = 64
     /// What `tuneListeners` last set on the listeners (nil before the first time).
     var listenerKeepalive: TCPKeepalive?
@@ -446,6 +449,8 @@ final class Worker {
             handleLimits(m)
         case .backendState(let host, let port, let flags, let addresses):
             applyBackendState(host: host, port: Int(port), flags: flags, addresses: addresses)
+        case .welcomeToWorker(let database, let user, let parameters):
+            sharedWelcomeArrived(database: database, user: user, parameters: parameters)
         default:
             break
         }
