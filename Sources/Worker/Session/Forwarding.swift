@@ -247,6 +247,16 @@ extension Worker {
             }
             let total = len &+ 1
             let avail = end &- scan
+            if hot.pointee.queryTracking && queryStatsType(type) {
+                // Query statistics (QueryStats.swift) read the message whole when it fits the buffer.
+                if total > avail && total <= buffers.size {
+                    return scan > clients[ci].io.input.start ? .progress : .needMore
+                }
+                if !clients[ci].skipUntilSync || type == FrontendType.sync {
+                    queryStatsClientMessage(ci, si, type, total <= avail
+                        ? UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4) : nil)
+                }
+            }
             if servers[si].tracking {
                 switch trackClientMessage(ci, si, type, len, base, &scan, &partial, end) {
                 case .handle: break
@@ -524,9 +534,10 @@ extension Worker {
                 return .stop
             }
             let total = len &+ 1
+            let statementEnd = hot.pointee.queryTracking && !swallowing && queryStatsEnd(type)
             let inspect = type == BackendType.readyForQuery || type == BackendType.parameterStatus
                 || (swallowing && type == BackendType.errorResponse)
-                || (type == BackendType.commandComplete && servers[si].watchTags)
+                || (type == BackendType.commandComplete && (servers[si].watchTags || statementEnd))
             if inspect && total > avail {
                 if total <= buffers.size { result = .needMore; break }
                 // Too large to inspect (a giant ParameterStatus): pass it through unread.
@@ -547,6 +558,10 @@ extension Worker {
                     servers[si].io.input.start = scan
                     continue
                 }
+            }
+            if statementEnd {
+                queryStatsStatementEnd(si, type, total <= avail
+                    ? UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4) : nil)
             }
             if inspect && total <= avail {
                 let body = UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4)
@@ -638,6 +653,7 @@ extension Worker {
         }
         if servers[si].pendingSyncs > 0 { servers[si].pendingSyncs &-= 1 }
         statsReadyForQuery(si, status: status)  // stats hook
+        if hot.pointee.queryTracking { queryStatsReady(si) }  // query stats hook (QueryStats.swift)
         // The pool's mode, or session for a replication client's own server (`linkMode`).
         let mode = linkMode(si)
         if status != UInt8(ascii: "I") && mode == .statement {
