@@ -1,0 +1,122 @@
+// End to end (issue 21): per-pattern query statistics merged over workers (SHOW QUERIES, SHOW
+// TABLES, RESET QUERIES) and log_min_duration_statement, with real PostgreSQL.
+import Foundation
+import XCTest
+import Shared
+
+final class QueryInsightTests: XCTestCase {
+    private func column(_ a: AdminAnswer, _ row: [String?], _ name: String) -> String {
+        (row[a.columns.firstIndex(of: name)!]) ?? ""
+    }
+
+    /// 20 clients over 2 workers run 5 query shapes with varying literals and IN-list lengths: SHOW
+    /// QUERIES has exactly those 5 patterns with the calls summed over workers and the errors on the
+    /// pattern that failed; SHOW TABLES counts the table; a pg_sleep(0.3) is in the slow log with
+    /// its pattern (never its literal) and the fast statements are not; RESET QUERIES empties it.
+    func testPatternsMergedOverWorkersSlowLogAndTables() throws {
+        let pg = try PostgresServer.shared()
+        var s = PgswiftSettings(postgres: pg)
+        s.workers = 2
+        s.poolMode = "transaction"
+        s.settings = [("admin_users", "u_trust")]
+        s.pgswiftSettings = [("log_min_duration_statement", "200")]
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        let setup = try WireClient.connect(port: px.port, user: "u_trust", database: "testdb")
+        defer { setup.close() }
+        try pg.adminQuery(["drop table if exists qi_items", "create table qi_items (id int primary key, v text)",
+                           "insert into qi_items select g, 'v' || g from generate_series(1, 100) g",
+                           "grant all on qi_items to u_trust"], database: "testdb")
+        let admin = try WireClient.connect(port: px.port, user: "u_trust", database: "pgbouncer")
+        defer { admin.close() }
+        XCTAssertEqual(try admin.show("RESET QUERIES").rows.count, 0)
+        XCTAssertEqual(try admin.show("SHOW QUERIES").rows.count, 0, "RESET QUERIES cleared every worker")
+
+        let clients = 20, rounds = 10
+        let failures = LockedStrings()
+        DispatchQueue.concurrentPerform(iterations: clients) { c in
+            do {
+                let w = try WireClient.connect(port: px.port, user: "u_trust", database: "testdb")
+                defer { w.close() }
+                for r in 0..<rounds {
+                    let id = 1 + (c * rounds + r) % 100
+                    _ = try w.query("select id, v from qi_items where id = \(id)")
+                    let list = (0...(r % 6)).map { String(1 + ($0 * 7 + c) % 100) }.joined(separator: ", ")
+                    _ = try w.query("SELECT count(*) FROM qi_items WHERE id IN (\(list))")
+                    _ = try w.query("update qi_items set v = 'c\(c)r\(r)' where id = \(id)")
+                    _ = try w.query("select v from qi_items where v = 'v\(id)'   and id > \(r)")
+                    do {
+                        _ = try w.query("select 100 / \(r % 5)")
+                    } catch is WireServerError {
+                        // division by zero: counted as an error of its pattern
+                    }
+                }
+            } catch {
+                failures.append("client \(c): \(error)")
+            }
+        }
+        XCTAssertEqual(failures.values, [])
+
+        let q = try admin.show("SHOW QUERIES")
+        XCTAssertEqual(q.columns, AdminColumns.queries.map(\.name))
+        var calls: [String: Int] = [:], errors: [String: Int] = [:]
+        for row in q.rows {
+            let text = column(q, row, "query")
+            calls[text] = Int(column(q, row, "calls"))
+            errors[text] = Int(column(q, row, "errors"))
+            XCTAssertEqual(column(q, row, "database"), "testdb")
+            XCTAssertEqual(column(q, row, "user"), "u_trust")
+            XCTAssertLessThanOrEqual(Int(column(q, row, "p50_us"))!, Int(column(q, row, "p99_us"))!)
+            XCTAssertLessThanOrEqual(Int(column(q, row, "p99_us"))!, Int(column(q, row, "max_us"))!)
+        }
+        let n = clients * rounds
+        XCTAssertEqual(calls, [
+            "select id, v from qi_items where id = $1": n,
+            "select count(*) from qi_items where id in ($1 /*, ... */)": n,
+            "update qi_items set v = $1 where id = $2": n,
+            "select v from qi_items where v = $1 and id > $2": n,
+            "select $1 / $2": n,
+        ], "\(q.rows)")
+        XCTAssertEqual(errors["select $1 / $2"], clients * rounds / 5)
+        XCTAssertEqual(errors["select id, v from qi_items where id = $1"], 0)
+        let top = try admin.show("SHOW QUERIES 2")
+        XCTAssertEqual(top.rows.count, 2)
+
+        let t = try admin.show("SHOW TABLES")
+        XCTAssertEqual(t.columns, AdminColumns.tables.map(\.name))
+        let items = try XCTUnwrap(t.rows.first { column(t, $0, "table") == "qi_items" }, "\(t.rows)")
+        XCTAssertEqual(column(t, items, "database"), "testdb")
+        XCTAssertEqual(Int(column(t, items, "calls")), 4 * n)
+        XCTAssertEqual(Int(column(t, items, "reads")), 3 * n)
+        XCTAssertEqual(Int(column(t, items, "writes")), n)
+
+        // The slow log: pg_sleep(0.3) once, with its pattern and a duration the client saw too.
+        let started = Date()
+        _ = try setup.query("select pg_sleep(0.3), 'hidden literal'")
+        let clientMillis = Date().timeIntervalSince(started) * 1000
+        let deadline = Date().addingTimeInterval(10)
+        while px.logLines(containing: "duration:").isEmpty && Date() < deadline { usleep(50_000) }
+        let slow = px.logLines(containing: "duration:")
+        XCTAssertEqual(slow.count, 1, "only the slow statement is logged: \(slow)")
+        let line = slow.first ?? ""
+        XCTAssertTrue(line.contains("statement: select pg_sleep($1), $2"), line)
+        XCTAssertTrue(line.contains("db=testdb user=u_trust"), line)
+        XCTAssertFalse(line.contains("hidden literal"), line)
+        let sleepRow = try XCTUnwrap(try admin.show("SHOW QUERIES").rows.first {
+            column(q, $0, "query") == "select pg_sleep($1), $2"
+        })
+        let p50 = Double(column(q, sleepRow, "p50_us"))! / 1000
+        XCTAssertLessThanOrEqual(abs(p50 - clientMillis), clientMillis * 0.05, "p50 \(p50) ms, the client saw \(clientMillis) ms")
+
+        XCTAssertEqual(try admin.show("RESET QUERIES").rows.count, 0)
+        XCTAssertEqual(try admin.show("SHOW QUERIES").rows.count, 0)
+    }
+}
+
+/// Strings appended from several threads.
+final class LockedStrings: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [String] = []
+    func append(_ s: String) { lock.lock(); items.append(s); lock.unlock() }
+    var values: [String] { lock.lock(); defer { lock.unlock() }; return items }
+}
