@@ -138,6 +138,8 @@ server_check_delay = 3600
 """
         if self.kind == "pgswift":
             ini += f"\n[pgswift]\nworkers = 1\nworker_binary = {worker_binary or os.path.join(self.bin_dir, 'pgswift-worker')}\n"
+            # More [pgswift] lines, e.g. MICRO_PGSWIFT_EXTRA="query_stats = off" for an A/B run.
+            ini += os.environ.get("MICRO_PGSWIFT_EXTRA", "").replace(";", "\n") + "\n"
         else:
             ini += "client_tls_sslmode = disable\nserver_tls_sslmode = disable\n"
         return ini

@@ -12,14 +12,17 @@ final class QueryInsightTests: XCTestCase {
     /// 20 clients over 2 workers run 5 query shapes with varying literals and IN-list lengths: SHOW
     /// QUERIES has exactly those 5 patterns with the calls summed over workers and the errors on the
     /// pattern that failed; SHOW TABLES counts the table; a pg_sleep(0.3) is in the slow log with
-    /// its pattern (never its literal) and the fast statements are not; RESET QUERIES empties it.
+    /// its pattern (never its literal) and the fast statements are not; /metrics has the top patterns;
+    /// RESET QUERIES empties it.
     func testPatternsMergedOverWorkersSlowLogAndTables() throws {
         let pg = try PostgresServer.shared()
         var s = PgswiftSettings(postgres: pg)
         s.workers = 2
         s.poolMode = "transaction"
         s.settings = [("admin_users", "u_trust")]
-        s.pgswiftSettings = [("log_min_duration_statement", "200")]
+        let metricsPort = try freePort()
+        s.pgswiftSettings = [("log_min_duration_statement", "200"), ("metrics_listen", "127.0.0.1:\(metricsPort)"),
+                             ("query_stats_metrics_top", "3")]
         let px = try Pgswift.start(s)
         defer { px.stop() }
         let setup = try WireClient.connect(port: px.port, user: "u_trust", database: "testdb")
@@ -81,6 +84,15 @@ final class QueryInsightTests: XCTestCase {
         XCTAssertEqual(errors["select id, v from qi_items where id = $1"], 0)
         let top = try admin.show("SHOW QUERIES 2")
         XCTAssertEqual(top.rows.count, 2)
+
+        // /metrics: the 3 busiest patterns, with the calls SHOW QUERIES counted.
+        let metrics = try httpGet(port: metricsPort, path: "/metrics", timeout: 10)
+        let callLines = metrics.split(separator: "\n").filter { $0.hasPrefix("pgswift_query_calls_total{") }
+        XCTAssertEqual(callLines.count, 3, "\(callLines)")
+        let topID = column(q, q.rows[0], "queryid")
+        XCTAssertTrue(callLines.contains("pgswift_query_calls_total{database=\"testdb\",user=\"u_trust\",queryid=\"\(topID)\"} \(n)"),
+                      "\(callLines)")
+        XCTAssertTrue(metrics.contains("\npgswift_query_patterns_evicted_total 0\n"))
 
         let t = try admin.show("SHOW TABLES")
         XCTAssertEqual(t.columns, AdminColumns.tables.map(\.name))

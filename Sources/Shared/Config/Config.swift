@@ -155,6 +155,8 @@ public struct Config: Sendable {
     public var queryStats: Bool = true
     /// Patterns each worker keeps; beyond, the least used are evicted.
     public var queryStatsMax: Int = 5000
+    /// Patterns (by total time) with `pgswift_query_*` series on /metrics; 0: none.
+    public var queryStatsMetricsTop: Int = 50
     /// Milliseconds: a statement at least this slow is logged with its pattern (-1: off, 0: all).
     public var logMinDurationStatement: Int = -1
     /// Backend health checks (Supervisor/Health/HealthCheck.swift): first retry delay after a failed check,

@@ -229,6 +229,7 @@ extension ConfigKeySpec {
         lookup("prepared_statement_errors", "disconnect", \.preparedStatementErrors),
         bool("query_stats", "1", \.queryStats),
         int("query_stats_max", "5000", \.queryStatsMax, min: 1, max: 100_000),
+        int("query_stats_metrics_top", "50", \.queryStatsMetricsTop, min: 0, max: 10_000),
         optionalText("worker_binary", "", \.workerBinary),
         int("workers", "", \.workers, min: 1, max: 4096),
     ]

@@ -196,7 +196,7 @@ extension Supervisor {
         case .serversCheck:
             serversChecked(merged, everyWorkerAnswered: c.waiting.isEmpty)
         case .metrics:
-            metricsRoundDone(merged)
+            metricsRoundDone(merged, queries: Array(c.queries.values))
         }
     }
 

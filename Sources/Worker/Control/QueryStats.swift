@@ -63,6 +63,8 @@ struct QueryStatsState {
     var untracked: UInt64 = 0
 
     static let rawCacheSize = 4096
+    /// Named statements and portals remembered per client.
+    static let maxNamesPerClient = 10_000
 
     init(capacity: Int) {
         table = QueryStatsTable(capacity: capacity)
@@ -85,6 +87,7 @@ extension Worker {
     func queryStatsType(_ type: UInt8) -> Bool {
         type == FrontendType.query || type == FrontendType.parse || type == FrontendType.bind
             || type == FrontendType.execute || type == FrontendType.sync || type == FrontendType.functionCall
+            || type == FrontendType.close
     }
 
     /// The owner id of a pool's (database, user), interned at its first statement.
@@ -174,6 +177,11 @@ extension Worker {
             } else {
                 let key = SQLHash.rawText(UnsafeRawBufferPointer(rebasing: body[0..<nameEnd]), seed: 0x7374_6d74)
                 if q.pointee.sessions[sx].named == nil { q.pointee.sessions[sx].named = [:] }
+                // A client that names statements without end and never closes them: forget its names
+                // (their calls then go uncounted) rather than grow without bound.
+                if q.pointee.sessions[sx].named!.count >= QueryStatsState.maxNamesPerClient {
+                    q.pointee.sessions[sx].named!.removeAll()
+                }
                 q.pointee.sessions[sx].named![key] = ref
             }
         case FrontendType.bind:
@@ -196,6 +204,14 @@ extension Worker {
                 if q.pointee.sessions[sx].named == nil { q.pointee.sessions[sx].named = [:] }
                 q.pointee.sessions[sx].named![key] = ref
             }
+        case FrontendType.close:
+            // A closed statement or portal leaves the client's map (named ones only).
+            guard let body, body.count >= 2, body[1] != 0 else { return }
+            let sx = querySession(ci)
+            let nameEnd = cStringLength(body, from: 1)
+            let seed: UInt64 = body[0] == UInt8(ascii: "S") ? 0x7374_6d74 : 0x706f_7274
+            let key = SQLHash.rawText(UnsafeRawBufferPointer(rebasing: body[1..<nameEnd]), seed: seed)
+            q.pointee.sessions[sx].named?[key] = nil
         case FrontendType.execute:
             guard let body else { return }
             let sx = querySession(ci)
