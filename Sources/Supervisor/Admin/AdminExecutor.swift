@@ -184,7 +184,16 @@ extension Supervisor {
             let t = byDatabase[p.database] ?? (0, 0)
             byDatabase[p.database] = (t.servers &+ servers(p), t.clients &+ clients(p))
         }
-        var rows: [AdminDatabaseRow] = config.databases.map { d in
+        // The configured entries, then the databases the `*` entry made (PgBouncer's auto-databases),
+        // listed while some worker holds a pool for them (autodb_idle_timeout frees it).
+        var entries = config.databases
+        if config.fallbackDatabase != nil {
+            let configured = Set(entries.map(\.name))
+            for name in byDatabase.keys where name != "pgbouncer" && !configured.contains(name) {
+                if let d = config.database(named: name) { entries.append(d) }
+            }
+        }
+        var rows: [AdminDatabaseRow] = entries.map { d in
             let totals = byDatabase[d.name] ?? (0, 0)
             let maxClients = config.effectiveMaxDBClientConnections(database: d)
             return AdminDatabaseRow(

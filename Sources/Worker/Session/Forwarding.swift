@@ -358,12 +358,13 @@ extension Worker {
                 let body = UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4)
                 if namesStatement(type, body) {
                     if scan > clients[ci].io.input.start { return .done(.progress) }
+                    let wasUnsynced = servers[si].unsynced
                     servers[si].unsynced = true
                     scan &+= total
                     clients[ci].io.input.start = scan
                     clients[ci].io.input.scan = scan
                     clients[ci].io.input.partial = partial
-                    if !rewritePrepared(ci, si, type, body) { return .done(.stop) }
+                    if !rewritePrepared(ci, si, type, body, wasUnsynced: wasUnsynced) { return .done(.stop) }
                     return .next
                 }
                 expected = answerFor(type, body)
@@ -651,7 +652,7 @@ extension Worker {
             }
             return .next
         }
-        if servers[si].pendingSyncs > 0 { servers[si].pendingSyncs &-= 1 }
+        syncAnswered(si)
         statsReadyForQuery(si, status: status)  // stats hook
         if hot.pointee.queryTracking { queryStatsReady(si) }  // query stats hook (QueryStats.swift)
         // The pool's mode, or session for a replication client's own server (`linkMode`).

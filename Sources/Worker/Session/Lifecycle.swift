@@ -18,12 +18,10 @@ extension Worker {
             clientLoginInput(ci)
         case .closing:
             if hangup { freeClient(ci) } else { flushClient(ci) }
-        case .waitWelcome:
-            if hangup { closeClient(ci, reason: "client went away during login", notify: false); return }
-            flushClient(ci)
-        case .replicationWait, .replicationLogin:
-            // Nothing is read until its own server is ready (then at once); one that gives up waiting
-            // for room closes its socket, which must not hold a place in the pool's queue.
+        case .waitWelcome, .replicationWait, .replicationLogin:
+            // Nothing is read until the pool's first server has logged in (a replication client: until
+            // its own server is ready, then at once); one that gives up meanwhile closes its socket,
+            // which must not hold a place in the pool's queue until client_login_timeout.
             if hangup || events & cl_EPOLLRDHUP() != 0 {
                 closeClient(ci, reason: "client went away during login", notify: false)
                 return
