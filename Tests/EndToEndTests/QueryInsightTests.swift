@@ -123,6 +123,53 @@ final class QueryInsightTests: XCTestCase {
         XCTAssertEqual(try admin.show("RESET QUERIES").rows.count, 0)
         XCTAssertEqual(try admin.show("SHOW QUERIES").rows.count, 0)
     }
+
+    private func rssKiB(_ pid: pid_t) -> Int? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            return Int(line.split(separator: " ").dropFirst().first ?? "")
+        }
+        return nil
+    }
+
+    /// Bounded memory: 200,000 distinct patterns (literal-free texts, 100 statements per Query) through
+    /// one worker with query_stats_max = 5000 grow its RSS by less than 10 MiB, SHOW QUERIES keeps at
+    /// most 5000, and the eviction counter on /metrics accounts for the rest.
+    func testDistinctPatternsStayBoundedAndEvictionsAreCounted() throws {
+        let pg = try PostgresServer.shared()
+        var s = PgswiftSettings(postgres: pg)
+        s.workers = 1
+        s.poolMode = "transaction"
+        s.settings = [("admin_users", "u_trust")]
+        let metricsPort = try freePort()
+        s.pgswiftSettings = [("query_stats_max", "5000"), ("metrics_listen", "127.0.0.1:\(metricsPort)")]
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        let worker = try XCTUnwrap(px.workerPids().first)
+        let c = try WireClient.connect(port: px.port, user: "u_trust", database: "testdb")
+        defer { c.close() }
+        _ = try c.query("select 1")
+        let before = try XCTUnwrap(rssKiB(worker))
+        let perQuery = 100, total = 200_000
+        var sent = 0
+        while sent < total {
+            let text = (sent..<(sent + perQuery)).map { "select 1 as c\($0)" }.joined(separator: "; ")
+            _ = try c.query(text)
+            sent += perQuery
+        }
+        let after = try XCTUnwrap(rssKiB(worker))
+        XCTAssertLessThan(after - before, 10 * 1024, "worker RSS grew from \(before) KiB to \(after) KiB")
+        let admin = try WireClient.connect(port: px.port, user: "u_trust", database: "pgbouncer")
+        defer { admin.close() }
+        let rows = try admin.show("SHOW QUERIES").rows.count
+        XCTAssertLessThanOrEqual(rows, 5000)
+        XCTAssertGreaterThan(rows, 1000)
+        let metrics = try httpGet(port: metricsPort, path: "/metrics", timeout: 10)
+        let evicted = metrics.split(separator: "\n").first { $0.hasPrefix("pgswift_query_patterns_evicted_total ") }
+        let n = Int(evicted?.split(separator: " ").last ?? "") ?? -1
+        XCTAssertGreaterThanOrEqual(n, total - 5000, "\(evicted ?? "no eviction counter")")
+        print("distinct patterns: RSS \(before) KiB -> \(after) KiB, \(rows) patterns kept, \(n) evicted")
+    }
 }
 
 /// Strings appended from several threads.

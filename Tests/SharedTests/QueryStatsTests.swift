@@ -115,8 +115,8 @@ final class QueryStatsTableTests: XCTestCase {
         XCTAssertTrue(t.isValid(hotRef), "the busy pattern stays")
         XCTAssertEqual(t.find(queryid: 1, owner: o), hotRef)
         // Every live entry is reachable through the index.
-        for (i, e) in t.entries.enumerated() where e.inUse {
-            XCTAssertEqual(t.find(queryid: e.queryid, owner: e.owner)?.slot, Int32(i))
+        for i in t.entries.indices where t.entries[i].inUse {
+            XCTAssertEqual(t.find(queryid: t.entries[i].queryid, owner: t.entries[i].owner)?.slot, Int32(i))
         }
     }
 

@@ -52,9 +52,10 @@ struct ClientQuerySession {
 struct QueryStatsState {
     var table: QueryStatsTable
     var normalizer = SQLNormalizer()
-    var rawCache: [RawPatternCacheEntry]
-    var links: [ServerQueryLink] = []
-    var sessions: [ClientQuerySession] = []
+    var rawCache: RecordBuffer<RawPatternCacheEntry>
+    /// By server index and by client index (records checked against the connection's generation).
+    var links = RecordBuffer<ServerQueryLink>(capacity: 64)
+    var sessions = RecordBuffer<ClientQuerySession>(capacity: 64)
     /// query_stats: figures are kept (else patterns are only found for the slow log).
     var recording = true
     /// log_min_duration_statement in µs; -1: off.
@@ -68,7 +69,7 @@ struct QueryStatsState {
 
     init(capacity: Int) {
         table = QueryStatsTable(capacity: capacity)
-        rawCache = [RawPatternCacheEntry](repeating: RawPatternCacheEntry(), count: QueryStatsState.rawCacheSize)
+        rawCache = RecordBuffer(repeating: RawPatternCacheEntry(), count: QueryStatsState.rawCacheSize)
     }
 }
 
@@ -106,7 +107,7 @@ extension Worker {
         let i = Int(si)
         let q = queryStats
         if i >= q.pointee.links.count {
-            q.pointee.links.append(contentsOf: repeatElement(ServerQueryLink(), count: max(i + 1 - q.pointee.links.count, 64)))
+            q.pointee.links.extend(to: max(i + 1, q.pointee.links.count + 64), with: ServerQueryLink())
         }
         if !q.pointee.links[i].live || q.pointee.links[i].gen != servers[si].io.gen {
             q.pointee.links[i].live = true
@@ -125,7 +126,7 @@ extension Worker {
         let i = Int(ci)
         let q = queryStats
         if i >= q.pointee.sessions.count {
-            q.pointee.sessions.append(contentsOf: repeatElement(ClientQuerySession(), count: max(i + 1 - q.pointee.sessions.count, 64)))
+            q.pointee.sessions.extend(to: max(i + 1, q.pointee.sessions.count + 64), with: ClientQuerySession())
         }
         if !q.pointee.sessions[i].live || q.pointee.sessions[i].gen != clients[ci].io.gen {
             q.pointee.sessions[i] = ClientQuerySession(gen: clients[ci].io.gen, live: true)
