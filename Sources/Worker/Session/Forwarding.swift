@@ -202,6 +202,7 @@ extension Worker {
         var scan = clients[ci].io.input.scan
         let end = clients[ci].io.input.end
         var partial = clients[ci].io.input.partial
+        let queryTracking = hot.pointee.queryTracking  // changes only at reload
         defer {
             if clients[ci].state != .free {
                 clients[ci].io.input.scan = scan
@@ -247,7 +248,7 @@ extension Worker {
             }
             let total = len &+ 1
             let avail = end &- scan
-            if hot.pointee.queryTracking && queryStatsType(type) {
+            if queryTracking && queryStatsType(type) {
                 // Query statistics (QueryStats.swift) read the message whole when it fits the buffer.
                 if total > avail && total <= buffers.size {
                     return scan > clients[ci].io.input.start ? .progress : .needMore
@@ -511,6 +512,9 @@ extension Worker {
         let end = servers[si].io.input.end
         var partial = servers[si].io.input.partial
         var result = ScanResult.progress
+        // Read once per call (it changes only at reload): off, the query-stats tests below are a
+        // register test each.
+        let queryTracking = hot.pointee.queryTracking
         scanning: while scan < end {
             let swallowing = servers[si].internalQueries > 0 || servers[si].client < 0
             if partial > 0 {
@@ -535,10 +539,9 @@ extension Worker {
                 return .stop
             }
             let total = len &+ 1
-            let statementEnd = hot.pointee.queryTracking && !swallowing && queryStatsEnd(type)
             let inspect = type == BackendType.readyForQuery || type == BackendType.parameterStatus
                 || (swallowing && type == BackendType.errorResponse)
-                || (type == BackendType.commandComplete && (servers[si].watchTags || statementEnd))
+                || (type == BackendType.commandComplete && (servers[si].watchTags || queryTracking))
             if inspect && total > avail {
                 if total <= buffers.size { result = .needMore; break }
                 // Too large to inspect (a giant ParameterStatus): pass it through unread.
@@ -560,7 +563,7 @@ extension Worker {
                     continue
                 }
             }
-            if statementEnd {
+            if queryTracking && !swallowing && queryStatsEnd(type) {
                 queryStatsStatementEnd(si, type, total <= avail
                     ? UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4) : nil)
             }
