@@ -141,6 +141,21 @@ final class QueryStatsTableTests: XCTestCase {
         XCTAssertNil(t.find(queryid: 9, owner: o))
     }
 
+    /// Long texts are kept cut; a report stays within its byte budget, busiest patterns first.
+    func testLongTextsAreClippedAndTheReportIsBounded() {
+        var t = QueryStatsTable(capacity: 100)
+        let o = t.owner(database: "db", user: "u")
+        for q in 0..<50 as Range<UInt64> {
+            let r = t.findOrInsert(queryid: q, owner: o) { (String(repeating: "é", count: 3000), []) }
+            t.record(r, micros: 100 + q, rows: 0, error: false, waitMicros: 0)
+        }
+        let s = t.snapshot(maxBytes: 10 * 2200)
+        XCTAssertEqual(s.rows.count, 10, "96 + 2048 bytes counted per row")
+        XCTAssertEqual(s.rows.first?.queryid, 49, "the busiest first")
+        XCTAssertEqual(s.rows.first?.text.utf8.count, QueryStatsTable.maxTextBytes)
+        XCTAssertEqual(t.snapshot().rows.count, 50)
+    }
+
     func testSnapshotCodecRoundTripAndMerge() throws {
         var a = QueryStatsTable(capacity: 10), b = QueryStatsTable(capacity: 10)
         let oa = a.owner(database: "db", user: "u"), ob = b.owner(database: "db", user: "u")

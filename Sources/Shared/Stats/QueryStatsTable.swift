@@ -196,7 +196,7 @@ public struct QueryStatsTable {
         entries[Int(slot)].owner = owner
         entries[Int(slot)].gen = gen
         entries[Int(slot)].inUse = true
-        entries[Int(slot)].text = made.text
+        entries[Int(slot)].text = QueryStatsTable.clipped(made.text)
         entries[Int(slot)].tables = made.tables
         var i = Int(truncatingIfNeeded: QueryStatsTable.hash(queryid, owner)) & mask
         while index[i] >= 0 { i = (i + 1) & mask }
@@ -307,19 +307,30 @@ public struct QueryStatsTable {
         }
     }
 
-    /// The patterns called at least once, as reported to the supervisor: the `limit` busiest by total
-    /// time (a blob of a few MiB at most).
-    public func snapshot(limit: Int = 20_000) -> QueryStatsSnapshot {
+    /// Pattern texts kept (bytes, cut at a character boundary): SHOW QUERIES shows a long statement's
+    /// beginning, and a worker's report stays bounded.
+    public static let maxTextBytes = 2048
+
+    static func clipped(_ text: String) -> String {
+        guard text.utf8.count > maxTextBytes else { return text }
+        var end = text.utf8.index(text.utf8.startIndex, offsetBy: maxTextBytes)
+        while end > text.utf8.startIndex && !text.unicodeScalars.indices.contains(end) { end = text.utf8.index(before: end) }
+        return String(text[..<end])
+    }
+
+    /// The patterns called at least once, as reported to the supervisor: the busiest by total time,
+    /// at most `limit` and about `maxBytes` (well under the supervisor's 16 MiB bound for a blob).
+    public func snapshot(limit: Int = 20_000, maxBytes: Int = 8 << 20) -> QueryStatsSnapshot {
         var s = QueryStatsSnapshot()
         s.evicted = evicted
         s.patterns = Int64(liveCount)
         var called = entries.indices.filter { entries[$0].inUse && entries[$0].calls > 0 }
-        if called.count > limit {
-            called.sort { entries[$0].totalMicros > entries[$1].totalMicros }
-            called = Array(called.prefix(limit))
-        }
-        for i in called {
+        called.sort { entries[$0].totalMicros > entries[$1].totalMicros }
+        var bytes = 0
+        for i in called.prefix(limit) {
             let e = entries[i]
+            bytes += 96 + e.text.utf8.count + e.tables.reduce(0) { $0 + 2 + $1.name.utf8.count }
+            if bytes > maxBytes && !s.rows.isEmpty { break }
             let o = owners[Int(e.owner)]
             s.rows.append(QueryPatternRow(database: o.database, user: o.user, queryid: e.queryid, text: e.text,
                                           calls: e.calls, errors: e.errors, totalMicros: e.totalMicros,
