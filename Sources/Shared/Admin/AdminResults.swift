@@ -342,6 +342,8 @@ public enum AdminResults {
             \tSHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE
             \tSHOW DNS_HOSTS|DNS_ZONES
             \tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS
+            \tSHOW QUERIES [<n>]|TABLES
+            \tRESET QUERIES
             \tSET key = arg
             \tRELOAD
             \tPAUSE [<db>]
