@@ -94,6 +94,36 @@ final class QueryStatsTests: WorkerHarnessCase {
         XCTAssertEqual(rows().count, 1)
     }
 
+    /// Three extended batches pipelined in one write: the second's first Execute fails, so the
+    /// server skips its second Execute up to the Sync; the third runs. Each answer ends the statement
+    /// it belongs to, and the skipped one is not counted.
+    func testPipelinedBatchesWithAnErrorInTheMiddle() throws {
+        try start()
+        let c = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        func run(_ sql: String) -> [UInt8] { FE.parse("", sql) + FE.bind("", "") + FE.execute() }
+        c.send(run("select 1 from a") + FE.sync
+               + run("select 1 from b") + run("select 1 from c") + FE.sync
+               + run("select 1 from d") + FE.sync)
+        var syncs = 0
+        while syncs < 3, let m = h.next(s) { if m.char == "S" { syncs += 1 } }
+        let ok = BE.parseComplete + BE.bindComplete + BE.dataRow(["1"]) + BE.complete("SELECT 1")
+        s.send(ok + BE.ready()
+               + BE.parseComplete + BE.bindComplete + BE.error("42P01", "relation b does not exist") + BE.ready()
+               + ok + BE.ready())
+        _ = h.readUntilReady(c, count: 3)
+        XCTAssertEqual(row("select $1 from a")?.calls, 1)
+        XCTAssertEqual(row("select $1 from a")?.errors, 0)
+        XCTAssertEqual(row("select $1 from b")?.errors, 1)
+        XCTAssertEqual(row("select $1 from b")?.calls, 1)
+        XCTAssertNil(rows().first { $0.text == "select $1 from c" }, "skipped by the server, never called")
+        XCTAssertEqual(row("select $1 from d")?.calls, 1)
+        XCTAssertEqual(row("select $1 from d")?.errors, 0)
+        // The server is clean again: the next statement is counted too.
+        h.roundTrip(c, s, "select 1 from a")
+        XCTAssertEqual(row("select $1 from a")?.calls, 2)
+    }
+
     func testQueryStatsOffRecordsNothing() throws {
         try start(pgswift: ["query_stats": "off"])
         let c = h.login()
