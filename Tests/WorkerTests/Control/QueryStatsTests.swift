@@ -124,6 +124,65 @@ final class QueryStatsTests: WorkerHarnessCase {
         XCTAssertEqual(row("select $1 from a")?.calls, 2)
     }
 
+    /// Random pipelines of simple Queries (1-3 statements) and extended batches (1-3 Executes), each
+    /// statement answered or failed at random (a failure ends its Query or batch), sent in one write:
+    /// the calls and errors of every pattern are exactly those of the answers.
+    func testRandomPipelinesCountEveryAnsweredStatementOnce() throws {
+        var rng = SeededRandom("testRandomPipelinesCountEveryAnsweredStatementOnce")
+        let seed = rng.seed
+        try start()
+        let c = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        var calls: [String: UInt64] = [:], errors: [String: UInt64] = [:]
+        for round in 0..<40 {
+            var request: [UInt8] = [], reply: [UInt8] = []
+            var readies = 0, messages = 0
+            for _ in 0..<Int.random(in: 1...4, using: &rng) {
+                let n = Int.random(in: 1...3, using: &rng)
+                let tables = (0..<n).map { _ in Int.random(in: 0..<5, using: &rng) }
+                let failAt = Bool.random(using: &rng) ? Int.random(in: 0..<n, using: &rng) : n
+                let simple = Bool.random(using: &rng)
+                if simple {
+                    request += FE.query(tables.map { "select \(Int.random(in: 0...99, using: &rng)) from t\($0)" }.joined(separator: "; "))
+                    messages += 1
+                } else {
+                    for t in tables {
+                        request += FE.parse("", "select \(Int.random(in: 0...99, using: &rng)) from t\(t)") + FE.bind("", "") + FE.execute()
+                        messages += 3
+                    }
+                    request += FE.sync
+                    messages += 1
+                }
+                for (k, t) in tables.enumerated() {
+                    let pattern = "select $1 from t\(t)"
+                    if k < failAt {
+                        reply += (simple ? [] : BE.parseComplete + BE.bindComplete) + BE.dataRow(["1"]) + BE.complete("SELECT 1")
+                        calls[pattern, default: 0] += 1
+                    } else if k == failAt {
+                        reply += (simple ? [] : BE.parseComplete + BE.bindComplete) + BE.error("22012", "division by zero")
+                        calls[pattern, default: 0] += 1
+                        errors[pattern, default: 0] += 1
+                    }
+                }
+                reply += BE.ready()
+                readies += 1
+            }
+            c.send(request)
+            let got = h.next(s, messages)
+            XCTAssertEqual(got.count, messages, "seed \(seed) round \(round)")
+            s.send(reply)
+            let msgs = h.readUntilReady(c, count: readies)
+            XCTAssertEqual(msgs.filter { $0.char == "Z" }.count, readies, "seed \(seed) round \(round)")
+        }
+        var gotCalls: [String: UInt64] = [:], gotErrors: [String: UInt64] = [:]
+        for r in rows() {
+            gotCalls[r.text] = r.calls
+            if r.errors > 0 { gotErrors[r.text] = r.errors }
+        }
+        XCTAssertEqual(gotCalls, calls, "seed \(seed)")
+        XCTAssertEqual(gotErrors, errors, "seed \(seed)")
+    }
+
     func testQueryStatsOffRecordsNothing() throws {
         try start(pgswift: ["query_stats": "off"])
         let c = h.login()
