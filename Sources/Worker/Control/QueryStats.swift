@@ -2,8 +2,8 @@
 // ends, timed from the client's message to the end of that statement's answer.
 import Shared
 
-/// A raw text's pattern, by a hash of the text and its (database, user): a hit costs one hash of the
-/// text and no normalization.
+/// A text's pattern, by its shape or raw hash (`Worker.cacheKey`) and its (database, user): a hit costs
+/// one pass over the text and no normalization.
 struct RawPatternCacheEntry {
     var key: UInt64 = 0
     var ref = QueryPatternRef.none
@@ -234,11 +234,19 @@ extension Worker {
         }
     }
 
+    /// A text's pattern-cache key: its shape (constants' values left out, `SQLHash.shape`), so texts
+    /// that differ only in literal values hit without normalizing; the raw text's hash when the byte
+    /// scan cannot tell (comments, `$n`, quoted names, ...).
+    @inline(__always)
+    static func cacheKey(_ text: UnsafeRawBufferPointer) -> UInt64 {
+        SQLHash.shape(text) ?? SQLHash.rawText(text)
+    }
+
     /// The statements of a simple Query, each pushed with the Query's sequence number.
     private func simpleQuery(_ text: UnsafeRawBufferPointer, owner: Int32, li: Int) {
         let q = queryStats
         let seq = q.pointee.links[li].sent
-        let key = SQLHash.rawText(text) ^ (UInt64(UInt32(bitPattern: owner)) &* 0x9E37_79B9_7F4A_7C15)
+        let key = Worker.cacheKey(text) ^ (UInt64(UInt32(bitPattern: owner)) &* 0x9E37_79B9_7F4A_7C15)
         let c = Int(truncatingIfNeeded: key) & (QueryStatsState.rawCacheSize - 1)
         if q.pointee.rawCache[c].key == key {
             if !q.pointee.rawCache[c].multi {
@@ -282,7 +290,7 @@ extension Worker {
         var c = -1
         if useCache {
             let r = range ?? 0..<text.count
-            key = SQLHash.rawText(UnsafeRawBufferPointer(rebasing: text[r])) ^ (UInt64(UInt32(bitPattern: owner)) &* 0x9E37_79B9_7F4A_7C15)
+            key = Worker.cacheKey(UnsafeRawBufferPointer(rebasing: text[r])) ^ (UInt64(UInt32(bitPattern: owner)) &* 0x9E37_79B9_7F4A_7C15)
             c = Int(truncatingIfNeeded: key) & (QueryStatsState.rawCacheSize - 1)
             if q.pointee.rawCache[c].key == key && !q.pointee.rawCache[c].multi && q.pointee.table.isValid(q.pointee.rawCache[c].ref) {
                 return q.pointee.rawCache[c].ref
