@@ -47,6 +47,11 @@ extension SQLHash {
         let number: UInt64 = 0x4E55_4D42_4552_0000, string: UInt64 = 0x5354_5249_4E47_0000
         while i < n {
             let c = b[i]
+            // Most bytes are letters, `_` or spaces, none of them special: two compares.
+            if (c > UInt8(ascii: "9") && c != UInt8(ascii: "\\")) || c == UInt8(ascii: " ") {
+                i &+= 1
+                continue
+            }
             switch c {
             case UInt8(ascii: "'"):
                 if i > 0 && (isWordByte(b[i &- 1]) || b[i &- 1] == UInt8(ascii: "&")) { return nil }
