@@ -120,6 +120,17 @@ final class QueryInsightTests: XCTestCase {
         let p50 = Double(column(q, sleepRow, "p50_us"))! / 1000
         XCTAssertLessThanOrEqual(abs(p50 - clientMillis), clientMillis * 0.05, "p50 \(p50) ms, the client saw \(clientMillis) ms")
 
+        // SET query_stats_max lowers every worker's bound at once; SET query_stats = off forgets all.
+        XCTAssertNil(try admin.outcome("SET query_stats_max = 2").error)
+        let lowered = waitUntil(timeout: 20) { ((try? admin.show("SHOW QUERIES").rows.count) ?? 99) <= 4 }
+        let left = try admin.show("SHOW QUERIES").rows.count
+        XCTAssertTrue(lowered, "SHOW QUERIES: \(left) patterns")
+        XCTAssertNil(try admin.outcome("SET query_stats = off").error)
+        XCTAssertTrue(waitUntil(timeout: 20) { ((try? admin.show("SHOW QUERIES").rows.count) ?? 99) == 0 })
+        _ = try setup.query("select id from qi_items where id = 1")
+        XCTAssertEqual(try admin.show("SHOW QUERIES").rows.count, 0, "query_stats = off keeps nothing")
+        XCTAssertNil(try admin.outcome("SET query_stats = on").error)
+
         XCTAssertEqual(try admin.show("RESET QUERIES").rows.count, 0)
         XCTAssertEqual(try admin.show("SHOW QUERIES").rows.count, 0)
     }

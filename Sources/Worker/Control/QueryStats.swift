@@ -77,6 +77,8 @@ extension Worker {
     /// query_stats, query_stats_max and log_min_duration_statement (at start and on reload).
     func applyQueryStatsSettings() {
         let q = queryStats
+        // Turned off: what was kept goes (and its memory with it), as RESET QUERIES would.
+        if q.pointee.recording && !config.queryStats { resetQueryStats() }
         q.pointee.recording = config.queryStats
         q.pointee.logMinMicros = config.logMinDurationStatement < 0 ? -1 : Int64(config.logMinDurationStatement) * 1000
         q.pointee.table.setCapacity(config.queryStatsMax)
