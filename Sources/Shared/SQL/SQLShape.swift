@@ -9,8 +9,9 @@ extension SQLHash {
     /// collision), because they differ only in what the normalizer turns into `$n`; spacing, case and
     /// IN-list lengths still count, so one pattern may have several shapes.
     ///
-    /// nil (use `rawText`) when the text has anything this byte scan does not read exactly as the
-    /// lexer does: a comment (`--`, `/*`), a `$` (parameters, dollar quotes), a quoted identifier, a
+    /// Comments count as a marker whatever their text (so a trace id in a comment does not make a new
+    /// key). nil (use `rawText`) when the text has anything this byte scan does not read exactly as
+    /// the lexer does: an unterminated block comment, a `$` (parameters, dollar quotes), a quoted identifier, a
     /// backslash, a prefixed string (`E'`, `B'`, `X'`, `N'`, `U&'`, or any word right before a quote),
     /// a number that runs into a word or another dot (`1e5`, `0x1F`, `1.2.3`, `1..2`), or an
     /// unterminated string. One pass, a few
@@ -45,6 +46,7 @@ extension SQLHash {
         // Numbers and strings count apart: a `-` before a number may be its sign, before a string not.
         @inline(__always) func marker(_ kind: UInt64) { h = round(h, kind) }
         let number: UInt64 = 0x4E55_4D42_4552_0000, string: UInt64 = 0x5354_5249_4E47_0000
+        let comment: UInt64 = 0x434F_4D4D_454E_5400
         while i < n {
             let c = b[i]
             // Most bytes are letters, `_` or spaces, none of them special: two compares.
@@ -99,11 +101,38 @@ extension SQLHash {
             case UInt8(ascii: "$"), UInt8(ascii: "\""), UInt8(ascii: "\\"):
                 return nil
             case UInt8(ascii: "-"):
-                if i &+ 1 < n && b[i &+ 1] == UInt8(ascii: "-") { return nil }
-                i &+= 1
+                guard i &+ 1 < n && b[i &+ 1] == UInt8(ascii: "-") else {
+                    i &+= 1
+                    continue
+                }
+                // A line comment: its text does not count (the normalizer drops comments), its place does.
+                flush(i)
+                while i < n && b[i] != UInt8(ascii: "\n") { i &+= 1 }
+                marker(comment)
+                runStart = i
             case UInt8(ascii: "/"):
-                if i &+ 1 < n && b[i &+ 1] == UInt8(ascii: "*") { return nil }
-                i &+= 1
+                guard i &+ 1 < n && b[i &+ 1] == UInt8(ascii: "*") else {
+                    i &+= 1
+                    continue
+                }
+                // A block comment, nested as PostgreSQL nests them.
+                flush(i)
+                var depth = 0
+                while true {
+                    guard i &+ 1 < n else { return nil }
+                    if b[i] == UInt8(ascii: "/") && b[i &+ 1] == UInt8(ascii: "*") {
+                        depth &+= 1
+                        i &+= 2
+                    } else if b[i] == UInt8(ascii: "*") && b[i &+ 1] == UInt8(ascii: "/") {
+                        depth &-= 1
+                        i &+= 2
+                        if depth == 0 { break }
+                    } else {
+                        i &+= 1
+                    }
+                }
+                marker(comment)
+                runStart = i
             default:
                 i &+= 1
             }

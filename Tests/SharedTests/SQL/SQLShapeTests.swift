@@ -11,6 +11,11 @@ final class SQLShapeTests: XCTestCase {
         XCTAssertEqual(shape("select * from t where a = 'x' and b = 1.5"), shape("select * from t where a = 'it''s long' and b = 1_000"))
         XCTAssertEqual(shape("update t1 set v = 'a' where id in (1, 2)"), shape("update t1 set v = '' where id in (30, 41)"))
         XCTAssertNotNil(shape("select 1"))
+        // Comments' text does not count (sqlcommenter-style trace ids), their place does.
+        XCTAssertEqual(shape("select 1 /* trace=ab12 */"), shape("select 7 /* trace=ff99, 'x' */"))
+        XCTAssertEqual(shape("select 1 -- a\n"), shape("select 2 -- bcd\n"))
+        XCTAssertEqual(shape("select /* a /* nested */ b */ 1"), shape("select /* c */ 1"))
+        XCTAssertNotEqual(shape("a/**/b"), shape("ab"))
     }
 
     func testStructureCounts() {
@@ -22,7 +27,7 @@ final class SQLShapeTests: XCTestCase {
     }
 
     func testWhatTheByteScanDoesNotReadIsRefused() {
-        for text in ["select $1", "select 1 -- c", "select /* c */ 1", "select \"A\"", "select E'a\\'b'", "select x'1F'",
+        for text in ["select $1", "select /* open", "select /* a /* b */", "select \"A\"", "select E'a\\'b'", "select x'1F'",
                      "select N'a'", "select U&'a'", "select 1e5", "select 0x1F", "select 'open", "select $$a$$", "select 123abc", "select 1.2.3",
                      "select 1..2", "select .5.6", "select 1__0"] {
             XCTAssertNil(shape(text), text)
@@ -34,7 +39,8 @@ final class SQLShapeTests: XCTestCase {
     func testSameShapeMeansSamePattern() {
         var rng = SQLTestRandom("testSameShapeMeansSamePattern")
         let words = ["select", "from", "where", "and", "in", "t1", "x", "Y", "null", "true", "is", "not", "as", "limit"]
-        let symbols = [" ", " ", "(", ")", ",", "=", "-", "+", "::", ".", ";", "*", "<", "'", "\n"]
+        let symbols = [" ", " ", "(", ")", ",", "=", "-", "+", "::", ".", ";", "*", "<", "'", "\n", "/* c */", "--x\n",
+                       "/*a/*b*/c*/", "/", "-- ", "*/"]
         var byShape: [UInt64: String] = [:]
         var n = SQLNormalizer()
         var compared = 0
