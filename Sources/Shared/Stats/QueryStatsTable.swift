@@ -398,19 +398,22 @@ public struct QueryPatternRow: Equatable, Sendable {
 /// What a worker reports when asked (SHOW QUERIES, SHOW TABLES, /metrics).
 public struct QueryStatsSnapshot: Equatable, Sendable {
     public var evicted: UInt64 = 0
+    /// Statements not counted: too large to read (over 32 KiB), or their pattern was evicted meanwhile.
+    public var untracked: UInt64 = 0
     /// Patterns held (called or not yet).
     public var patterns: Int64 = 0
     public var rows: [QueryPatternRow] = []
     public init() {}
 
     static let magic: UInt8 = 0x51  // "Q"
-    static let version: UInt8 = 1
+    static let version: UInt8 = 2
 
     public func encode() -> [UInt8] {
         var w = MessageWriter(capacity: 64 + rows.count * 160)
         w.u8(Self.magic)
         w.u8(Self.version)
         w.varint(evicted)
+        w.varint(untracked)
         w.signed(patterns)
         w.varint(UInt64(rows.count))
         for r in rows {
@@ -436,6 +439,7 @@ public struct QueryStatsSnapshot: Equatable, Sendable {
             guard v == version else { throw StatsDecodeError("query stats version \(v), expected \(version)") }
             var s = QueryStatsSnapshot()
             s.evicted = try r.varint("evicted")
+            s.untracked = try r.varint("untracked")
             s.patterns = try r.signed("patterns")
             let n = try r.compactCount("pattern count", minimumEach: 14)
             s.rows.reserveCapacity(n)
@@ -464,6 +468,7 @@ public struct QueryStatsSnapshot: Equatable, Sendable {
 public struct MergedQueryStats: Sendable {
     public var rows: [QueryPatternRow] = []
     public var evicted: UInt64 = 0
+    public var untracked: UInt64 = 0
     public var patterns: Int64 = 0
 
     public init() {}
@@ -474,6 +479,7 @@ public struct MergedQueryStats: Sendable {
         var at: [Key: Int] = [:]
         for s in snaps {
             m.evicted &+= s.evicted
+            m.untracked &+= s.untracked
             m.patterns &+= s.patterns
             for r in s.rows {
                 let k = Key(db: r.database, user: r.user, id: r.queryid)

@@ -299,6 +299,9 @@ enum MetricsExposition {
         w.family("pgswift_query_patterns_evicted_total", .counter,
                  "Query patterns the workers evicted from their tables (query_stats_max).")
         w.sample("pgswift_query_patterns_evicted_total", [], String(q.evicted))
+        w.family("pgswift_query_untracked_total", .counter,
+                 "Statements not counted: a message over 32 KiB, or a pattern evicted while its statement ran.")
+        w.sample("pgswift_query_untracked_total", [], String(q.untracked))
         let rows = q.rows.prefix(max(0, top))
         if rows.isEmpty { return }
         func labels(_ r: QueryPatternRow) -> [(String, String)] {

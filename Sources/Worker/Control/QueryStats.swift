@@ -450,7 +450,9 @@ extension Worker {
 
     /// SHOW QUERIES and SHOW TABLES: this worker's patterns.
     func queryStatsSnapshot() -> QueryStatsSnapshot {
-        queryStats.pointee.table.snapshot()
+        var s = queryStats.pointee.table.snapshot()
+        s.untracked = queryStats.pointee.untracked
+        return s
     }
 
     /// RESET QUERIES.

@@ -231,6 +231,7 @@ final class MetricsExpositionTests: XCTestCase {
         XCTAssertTrue(text.contains("pgswift_query_exec_seconds_bucket{database=\"db\",user=\"app\",queryid=\"2\",le=\"1\"} 0\n"))
         XCTAssertTrue(text.contains("pgswift_query_exec_seconds_bucket{database=\"db\",user=\"app\",queryid=\"2\",le=\"2.5\"} 2\n"))
         XCTAssertTrue(text.contains("\npgswift_query_patterns_evicted_total 0\n"))
+        XCTAssertTrue(text.contains("\npgswift_query_untracked_total 0\n"))
         XCTAssertFalse(text.contains("queryid=\"3\""), "beyond the top 2")
         input.queryTop = 0
         XCTAssertFalse(MetricsExposition.render(input).contains("pgswift_query_calls_total"))

@@ -183,6 +183,21 @@ final class QueryStatsTests: WorkerHarnessCase {
         XCTAssertEqual(gotErrors, errors, "seed \(seed)")
     }
 
+    /// A Query larger than the 32 KiB buffer streams through uncounted, and says so.
+    func testAQueryLargerThanTheBufferIsCountedAsUntracked() throws {
+        try start()
+        let c = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        let big = "select '" + String(repeating: "x", count: 40_000) + "'"
+        c.send(FE.query(big))
+        XCTAssertEqual(h.next(s)?.firstString.utf8.count, big.utf8.count)
+        s.send(BE.row("x") + BE.ready())
+        _ = h.readUntilReady(c)
+        h.roundTrip(c, s, "select 1")
+        XCTAssertEqual(h.worker.queryStatsSnapshot().untracked, 1)
+        XCTAssertEqual(rows().map(\.text), ["select $1"])
+    }
+
     func testQueryStatsOffRecordsNothing() throws {
         try start(pgswift: ["query_stats": "off"])
         let c = h.login()
