@@ -1,6 +1,7 @@
 // Per-pattern query statistics and the slow-statement log (issue 21): which statement each answer
 // ends, timed from the client's message to the end of that statement's answer.
 import Shared
+import Glibc
 
 /// A text's pattern, by its shape or raw hash (`Worker.cacheKey`) and its (database, user): a hit costs
 /// one pass over the text and no normalization.
@@ -165,7 +166,10 @@ extension Worker {
                 q.pointee.untracked &+= 1
                 return
             }
-            let text = UnsafeRawBufferPointer(rebasing: body[0..<cStringLength(body, from: 0)])
+            // The text is the body up to its final NUL (a NUL inside would end it for the server too).
+            let n = body.count > 0 && body[body.count &- 1] == 0 && memchr(body.baseAddress!, 0, body.count &- 1) == nil
+                ? body.count &- 1 : cStringLength(body, from: 0)
+            let text = UnsafeRawBufferPointer(rebasing: body[0..<n])
             simpleQuery(text, owner: queryOwner(p), li: li)
         case FrontendType.parse:
             guard let body, p >= 0 else { return }
