@@ -102,6 +102,8 @@ final class Supervisor {
     var limits: SupervisorLimits
     /// Backend health checks and host-name lookups (HealthCheck.swift).
     var healthState = HealthCheckState()
+    /// Cancel requests being forwarded to peers (Peers/PeerForwarding.swift).
+    var peerState = PeerForwardState()
 
     init(options: SupervisorOptions, configPath: String, workerBinary: String, config: Config, log: Logger,
          epoll: consuming Epoll, signals: consuming SignalFD, listeners: Listeners) {
@@ -140,6 +142,11 @@ final class Supervisor {
             // The listening sockets exist per slot: the slot count is one of the restart-only settings.
             log.warning("changed workers: takes effect only after a restart (keeping \(reexec.tcp.count))")
             config.workers = reexec.tcp.count
+        }
+        if let reexec, reexec.peerID != config.peerID {
+            // Every cancel key the running workers handed out carries it.
+            log.warning("changed peer_id: takes effect only after a restart (keeping \(reexec.peerID))")
+            config.peerID = reexec.peerID
         }
         let executable = (Posix.executablePath() ?? CommandLine.arguments[0])
         let fileLimit = Posix.raiseOpenFilesLimit()
@@ -268,6 +275,7 @@ final class Supervisor {
                 case .metrics: handleMetrics(token)
                 case .health: handleHealthEvent(token)
                 case .channel: handleChannel(token)
+                case .peers: handlePeerEvents()
                 }
             }
             runTimers(now: Clock.monotonicNanos())
@@ -344,7 +352,7 @@ final class Supervisor {
                                                tcpCount: listeners.addresses.count, hasUnix: listeners.unix >= 0,
                                                verbosity: options.verbosity, respawned: slot.generation > 0,
                                                clientsFD: limits.counter != nil, clientsWord: slot.counterWord,
-                                               overrides: setOverrides)
+                                               overrides: setOverrides, peerID: running.peerID)
         let pid: Int32
         do throws(SyscallError) {
             pid = try Posix.spawn(path: workerBinary, arguments: arguments, environment: Posix.environment(),
@@ -469,6 +477,8 @@ final class Supervisor {
                 log.debug("cancel request for worker \(t) dropped: worker not reachable")
             }
             forwardCancelToRetired(slot: t, processID: processID, secretKey: secretKey)
+        case .peerCancel(let peer, let processID, let secretKey):
+            forwardToPeer(Int(peer), PeerCancel(processID: processID, secretKey: secretKey))
         case .heartbeat(let clients, let servers):
             slot.clients = clients
             slot.servers = servers
@@ -633,5 +643,6 @@ final class Supervisor {
         limitsReloaded()
         loadAuthFileUsers()
         reconfigureHealthChecks(now: Clock.monotonicNanos())
+        reconfigurePeers()
     }
 }

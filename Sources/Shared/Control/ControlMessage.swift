@@ -53,6 +53,9 @@ public enum ControlMessage: Equatable, Sendable {
     case moveServer(targetSlot: Int32, state: [UInt8])
     /// A cancel request that reached the wrong worker: relay it to `targetSlot`.
     case forwardCancel(targetSlot: Int32, processID: Int32, secretKey: UInt32)
+    /// A cancel request whose key names another peer (`PeerCancelKey`), its TTL already lowered by
+    /// one: the supervisor forwards it to that `[peers]` entry.
+    case peerCancel(peerID: Int32, processID: Int32, secretKey: UInt32)
     case heartbeat(clients: Int32, servers: Int32)
     /// Reserved: a log line to be written by the supervisor.
     case log(String)
@@ -86,7 +89,7 @@ public enum ControlMessage: Equatable, Sendable {
         case backendFailed = 0x60
         case limitsFromWorker = 0x70
         case ready = 0x41, forwardCancel = 0x42, heartbeat = 0x43, log = 0x44, statsFromWorker = 0x45, poolReport = 0x46
-        case moveServer = 0x47
+        case moveServer = 0x47, peerCancel = 0x48
     }
 
     public func encode() -> [UInt8] {
@@ -117,6 +120,8 @@ public enum ControlMessage: Equatable, Sendable {
         case .adoptServer(let state): w.put(Kind.adoptServer); w.raw(state)
         case .forwardCancel(let targetSlot, let processID, let secretKey):
             w.put(Kind.forwardCancel, targetSlot, processID, secretKey)
+        case .peerCancel(let peerID, let processID, let secretKey):
+            w.put(Kind.peerCancel, peerID, processID, secretKey)
         case .heartbeat(let clients, let servers): w.put(Kind.heartbeat, clients, servers)
         case .log(let text): w.put(Kind.log, text)
         case .statsToWorker(let chunk): w.put(Kind.statsToWorker); w.raw(chunk)
@@ -177,6 +182,9 @@ public enum ControlMessage: Equatable, Sendable {
         case .forwardCancel:
             message = .forwardCancel(targetSlot: try r.i32("forwardCancel"), processID: try r.i32("forwardCancel"),
                                      secretKey: try r.u32("forwardCancel"))
+        case .peerCancel:
+            message = .peerCancel(peerID: try r.i32("peerCancel"), processID: try r.i32("peerCancel"),
+                                  secretKey: try r.u32("peerCancel"))
         case .heartbeat:
             message = .heartbeat(clients: try r.i32("heartbeat"), servers: try r.i32("heartbeat"))
         case .log:

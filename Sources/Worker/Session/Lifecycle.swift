@@ -243,7 +243,7 @@ extension Worker {
         if clients[ci].pool >= 0 { detachClient(ci) }
         freeTLS(client: ci)
         if clients[ci].io.fd >= 0 { Posix.close(clients[ci].io.fd) }
-        clientLeft()
+        clientLeft(ci)
         if let info = clients[ci].info, info.countedDB != 0 || info.countedUser != 0 { giveBackClientPlaces(info) }
         if let b = clients[ci].io.input.base { buffers.give(b) }
         clients[ci].largeParse.release()

@@ -348,6 +348,8 @@ extension Worker {
     /// A server message on a tracked link: advances the queue. Returns false if the client must not see it.
     @inline(__always)
     func serverAnswer(_ si: Int32, _ type: UInt8) -> Bool {
+        // Rows are most of what a server sends, and answer nothing: first, before any other test.
+        if type == BackendType.dataRow { return true }
         guard let head = headAnswer(si) else { return true }
         let kind = head.kind
         switch type {
@@ -377,17 +379,24 @@ extension Worker {
             servers[si].skipping = true
             skippedToSync(si, throughSync: false)
             return true
-        case BackendType.parseComplete where kind == ExpectedAnswer.parseTracked:
+        case BackendType.parseComplete:
+            if kind == ExpectedAnswer.parseTracked {
+                if let sinfo = servers[si].info, !sinfo.parsesInFlight.isEmpty { sinfo.parsesInFlight.removeFirst() }
+            } else if kind != ExpectedAnswer.parse {
+                return true
+            }
             popAnswer(si)
-            if let sinfo = servers[si].info, !sinfo.parsesInFlight.isEmpty { sinfo.parsesInFlight.removeFirst() }
             return !head.isSwallowed
-        case BackendType.closeComplete where kind == ExpectedAnswer.closeTracked:
+        case BackendType.bindComplete:
+            if kind != ExpectedAnswer.bind { return true }
             popAnswer(si)
-            if let sinfo = servers[si].info, !sinfo.closesInFlight.isEmpty { sinfo.closesInFlight.removeFirst() }
             return !head.isSwallowed
-        case BackendType.parseComplete where kind == ExpectedAnswer.parse,
-             BackendType.bindComplete where kind == ExpectedAnswer.bind,
-             BackendType.closeComplete where kind == ExpectedAnswer.close:
+        case BackendType.closeComplete:
+            if kind == ExpectedAnswer.closeTracked {
+                if let sinfo = servers[si].info, !sinfo.closesInFlight.isEmpty { sinfo.closesInFlight.removeFirst() }
+            } else if kind != ExpectedAnswer.close {
+                return true
+            }
             popAnswer(si)
             return !head.isSwallowed
         case BackendType.rowDescription, BackendType.noData:
