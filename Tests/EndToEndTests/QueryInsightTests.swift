@@ -36,11 +36,19 @@ final class QueryInsightTests: XCTestCase {
         XCTAssertEqual(try admin.show("SHOW QUERIES").rows.count, 0, "RESET QUERIES cleared every worker")
 
         let clients = 20, rounds = 10
+        // Connected first, so that both workers are seen to hold some of them.
+        let conns = UncheckedBox(try (0..<clients).map { _ in
+            try WireClient.connect(port: px.port, user: "u_trust", database: "testdb")
+        })
+        defer { conns.value.forEach { $0.close() } }
+        let perWorker = try admin.show("SHOW WORKERS")
+        let held = perWorker.rows.map { Int(column(perWorker, $0, "clients")) ?? 0 }
+        XCTAssertEqual(held.count, 2)
+        XCTAssertTrue(held.allSatisfy { $0 > 0 }, "clients per worker: \(held)")
         let failures = LockedStrings()
         DispatchQueue.concurrentPerform(iterations: clients) { c in
             do {
-                let w = try WireClient.connect(port: px.port, user: "u_trust", database: "testdb")
-                defer { w.close() }
+                let w = conns.value[c]  // one thread per connection
                 for r in 0..<rounds {
                     let id = 1 + (c * rounds + r) % 100
                     _ = try w.query("select id, v from qi_items where id = \(id)")
@@ -181,6 +189,12 @@ final class QueryInsightTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(n, total - 5000, "\(evicted ?? "no eviction counter")")
         print("distinct patterns: RSS \(before) KiB -> \(after) KiB, \(rows) patterns kept, \(n) evicted")
     }
+}
+
+/// Hands values each thread uses alone (one connection per thread) to concurrentPerform.
+final class UncheckedBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ v: T) { value = v }
 }
 
 /// Strings appended from several threads.
