@@ -11,8 +11,8 @@ extension SQLHash {
     ///
     /// Comments count as a marker whatever their text (so a trace id in a comment does not make a new
     /// key). nil (use `rawText`) when the text has anything this byte scan does not read exactly as
-    /// the lexer does: an unterminated block comment, a `$` (parameters, dollar quotes), a quoted identifier, a
-    /// backslash, a prefixed string (`E'`, `B'`, `X'`, `N'`, `U&'`, or any word right before a quote),
+    /// the lexer does: an unterminated block comment or quoted name, a `$` (parameters, dollar quotes),
+    /// `U&"..."`, a backslash, a prefixed string (`E'`, `B'`, `X'`, `N'`, `U&'`, or any word right before a quote),
     /// a number that runs into a word or another dot (`1e5`, `0x1F`, `1.2.3`, `1..2`), or an
     /// unterminated string. One pass, a few
     /// instructions per byte, no allocation.
@@ -98,7 +98,24 @@ extension SQLHash {
                 if i < n && (isWordByte(b[i]) || b[i] == UInt8(ascii: ".")) { return nil }
                 marker(number)
                 runStart = i
-            case UInt8(ascii: "$"), UInt8(ascii: "\""), UInt8(ascii: "\\"):
+            case UInt8(ascii: "\""):
+                // A quoted name (ORMs quote every name): its bytes count as they are, and nothing in
+                // it is a constant or a comment. `U&"..."` is left to the lexer.
+                if i > 0 && b[i &- 1] == UInt8(ascii: "&") { return nil }
+                i &+= 1
+                while true {
+                    guard i < n else { return nil }
+                    if b[i] == UInt8(ascii: "\"") {
+                        if i &+ 1 < n && b[i &+ 1] == UInt8(ascii: "\"") {
+                            i &+= 2
+                            continue
+                        }
+                        i &+= 1
+                        break
+                    }
+                    i &+= 1
+                }
+            case UInt8(ascii: "$"), UInt8(ascii: "\\"):
                 return nil
             case UInt8(ascii: "-"):
                 guard i &+ 1 < n && b[i &+ 1] == UInt8(ascii: "-") else {

@@ -16,6 +16,11 @@ final class SQLShapeTests: XCTestCase {
         XCTAssertEqual(shape("select 1 -- a\n"), shape("select 2 -- bcd\n"))
         XCTAssertEqual(shape("select /* a /* nested */ b */ 1"), shape("select /* c */ 1"))
         XCTAssertNotEqual(shape("a/**/b"), shape("ab"))
+        // Quoted names count as written; what is inside them is no constant.
+        XCTAssertEqual(shape("SELECT \"u\".\"id\" FROM \"u\" WHERE \"u\".\"id\" = 5"),
+                       shape("SELECT \"u\".\"id\" FROM \"u\" WHERE \"u\".\"id\" = 77"))
+        XCTAssertNotEqual(shape("select \"t1\""), shape("select \"t2\""))
+        XCTAssertNotEqual(shape("select \"a'b\", 1"), shape("select \"a'c\", 1"))
     }
 
     func testStructureCounts() {
@@ -27,7 +32,7 @@ final class SQLShapeTests: XCTestCase {
     }
 
     func testWhatTheByteScanDoesNotReadIsRefused() {
-        for text in ["select $1", "select /* open", "select /* a /* b */", "select \"A\"", "select E'a\\'b'", "select x'1F'",
+        for text in ["select $1", "select /* open", "select /* a /* b */", "select \"A", "select U&\"a\"", "select E'a\\'b'", "select x'1F'",
                      "select N'a'", "select U&'a'", "select 1e5", "select 0x1F", "select 'open", "select $$a$$", "select 123abc", "select 1.2.3",
                      "select 1..2", "select .5.6", "select 1__0"] {
             XCTAssertNil(shape(text), text)
@@ -40,7 +45,7 @@ final class SQLShapeTests: XCTestCase {
         var rng = SQLTestRandom("testSameShapeMeansSamePattern")
         let words = ["select", "from", "where", "and", "in", "t1", "x", "Y", "null", "true", "is", "not", "as", "limit"]
         let symbols = [" ", " ", "(", ")", ",", "=", "-", "+", "::", ".", ";", "*", "<", "'", "\n", "/* c */", "--x\n",
-                       "/*a/*b*/c*/", "/", "-- ", "*/"]
+                       "/*a/*b*/c*/", "/", "-- ", "*/", "\"Q\"", "\"a\"\"b\"", "\"1\"", "\"x'--\"", "\""]
         var byShape: [UInt64: String] = [:]
         var n = SQLNormalizer()
         var compared = 0
