@@ -50,6 +50,8 @@ struct HotState {
     var running = true
     var nextJanitor: Int64 = 0
     var shutdownMode: ShutdownMode? = nil
+    /// query_stats or log_min_duration_statement: statements are followed (QueryStats.swift).
+    var queryTracking = false
 }
 
 struct WorkerOptions {
@@ -105,6 +107,12 @@ final class Worker {
     let hot: UnsafeMutablePointer<HotState> = {
         let p = UnsafeMutablePointer<HotState>.allocate(capacity: 1)
         p.initialize(to: HotState())
+        return p
+    }()
+    /// Per-pattern statistics and the slow log (QueryStats.swift), behind a pointer as `hot` is.
+    let queryStats: UnsafeMutablePointer<QueryStatsState> = {
+        let p = UnsafeMutablePointer<QueryStatsState>.allocate(capacity: 1)
+        p.initialize(to: QueryStatsState(capacity: 5000))
         return p
     }()
     var now: Int64 {
@@ -547,6 +555,7 @@ final class Worker {
         hot.pointee.serverRoundRobin = config.serverRoundRobin
         hot.pointee.serverCheckDelay = config.serverCheckQueryToSend == nil ? .max : Clock.nanos(seconds: config.serverCheckDelay)
         hot.pointee.resetOnEveryRelease = config.serverResetQueryAlways && !config.serverResetQuery.isEmpty
+        applyQueryStatsSettings()
     }
 
     func randomUInt32() -> UInt32 {

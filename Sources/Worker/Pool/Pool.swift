@@ -32,6 +32,8 @@ struct Pool {
     /// Clients in `.waitWelcome` (logged in to pgswift, waiting for the pool's first server login):
     /// the janitor retries a failed login for them as it does for queued clients.
     var welcomeWaitCount = 0
+    /// Its (database, user) in the query stats table (QueryStats.swift); -1 until its first statement.
+    var queryOwner: Int32 = -1
     /// Replication clients waiting for room to open their own server (`.replicationWait`, Replication.swift).
     var replicationWaitCount = 0
 
