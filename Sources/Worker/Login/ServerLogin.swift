@@ -216,17 +216,23 @@ extension Worker {
 
     /// A server connection failed before ReadyForQuery. `refusal`: PostgreSQL refused the login, or
     /// pgswift could not answer it (`LoginRetry.isRefusal`); anything else (connect, TLS, timeout, a
-    /// closed connection) is not one.
-    func serverLoginFailed(_ si: Int32, _ fields: ErrorFields, refusal: Bool = false) {
+    /// closed connection) is not one. `closeReason`: PgBouncer's reason for a failure that is not a
+    /// login error ("connect failed", "connect timeout"), logged as its `closing because:` line alone, as
+    /// PgBouncer does; nil for the others, which get PgBouncer's `server login failed:` line and close
+    /// as "login failed".
+    func serverLoginFailed(_ si: Int32, _ fields: ErrorFields, refusal: Bool = false, closeReason: String? = nil) {
         let p = servers[si].pool
-        // PgBouncer's words ("server login failed: FATAL <message>"), after pgswift's socket prefix.
-        log.warning("\(serverLogPrefix(si)) server login failed: \(fields.severity) \(fields.message)")
+        if closeReason == nil {
+            // PgBouncer's words ("server login failed: FATAL <message>"), after pgswift's socket prefix.
+            log.warning("\(serverLogPrefix(si)) server login failed: \(fields.severity) \(fields.message)")
+        }
+        let reason = closeReason ?? "login failed"
         if servers[si].replication != .none {
             // As PgBouncer: a replication login can fail for reasons of its own (no REPLICATION role, no
             // pg_hba.conf line for replication) while ordinary logins work, so only its client is
             // failed ("login failed"); the pool's state and its other clients are left alone.
             _ = noteConnectFailure(p, key: servers[si].info?.hostKey ?? "", fields)
-            closeServer(si, reason: "login failed")
+            closeServer(si, reason: reason)
             launchIfNeeded(p)
             return
         }
@@ -234,7 +240,7 @@ extension Worker {
             setServerState(si, .closing)
         }
         let failover = noteConnectFailure(p, key: servers[si].info?.hostKey ?? "", fields)
-        closeServer(si, reason: "login failed")
+        closeServer(si, reason: reason)
         if failover {
             launchIfNeeded(p)
         } else {

@@ -56,7 +56,7 @@ extension Worker {
                 // connect_query together (stateSince restarts when the connect completes).
                 if connectTimeout > 0 && now - servers[si].createdAt > connectTimeout {
                     serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
-                                                      message: "server_connect_timeout"))
+                                                      message: "server_connect_timeout"), closeReason: "connect timeout")
                 }
             case .active:
                 if let reason = timedOut(si) { serverTimedOut(si, reason: reason) }

@@ -67,3 +67,41 @@ final class JanitorTests: WorkerHarnessCase {
         }
     }
 }
+
+/// Janitor timeouts and log lines as PgBouncer's suite checks them (test_timeouts.py).
+final class JanitorPgBouncerTests: WorkerHarnessCase {
+    /// A server connect that is refused closes with PgBouncer's reason, `closing because: connect
+    /// failed` (test_server_login_retry greps for it); no `server login failed` line, which PgBouncer
+    /// writes only for an error PostgreSQL sent.
+    func testARefusedConnectIsLoggedAsConnectFailed() throws {
+        try start(["log_disconnections": "1", "server_login_retry": "60"])
+        h.captureLog()
+        h.stopBackend()
+        let c = h.connect()
+        c.send(FE.startup(user: "u", database: "db"))
+        h.waitUntil("the connect's failure is logged") { !h.logLines(containing: "closing because").isEmpty }
+        XCTAssertEqual(h.logLines(containing: "db/u@127.0.0.1:\(h.backendPort) closing because: connect failed (age=0s)").count, 1,
+                       "\(h.logLines(containing: "S-"))")
+        XCTAssertEqual(h.logLines(containing: "connect to 127.0.0.1:\(h.backendPort) failed: ").count, 1)
+        XCTAssertTrue(h.logLines(containing: "server login failed").isEmpty)
+    }
+
+    /// server_connect_timeout closes with PgBouncer's reason, `closing because: connect timeout`
+    /// (test_server_connect_timeout_establish greps for it), and no `server login failed` line.
+    func testServerConnectTimeoutIsLoggedAsConnectTimeout() throws {
+        try start(["log_disconnections": "1", "server_connect_timeout": "30", "server_login_retry": "60"])
+        h.captureLog()
+        var silent: [FakeServer] = []
+        h.onStartup = { silent.append($0) }
+        let c = h.connect()
+        c.send(FE.startup(user: "u", database: "db"))
+        h.waitUntil("the server's startup packet") { !silent.isEmpty }
+        let w = h.worker
+        let si = try XCTUnwrap((0..<Int32(w.servers.capacity)).first { w.servers[$0].state == .login })
+        w.servers[si].createdAt -= 31_000_000_000
+        h.waitClosed(silent[0])
+        XCTAssertEqual(h.logLines(containing: "db/u@127.0.0.1:\(h.backendPort) closing because: connect timeout (age=31s)").count, 1,
+                       "\(h.logLines(containing: "S-"))")
+        XCTAssertTrue(h.logLines(containing: "server login failed").isEmpty)
+    }
+}
