@@ -169,6 +169,13 @@ extension Worker {
     /// Does what the login machine asks: answer the server, wait, or fail the login.
     private func performServerLogin(_ si: Int32, _ action: BackendLoginMachine.Action) {
         if case .fail(let failure) = action {
+            if let detail = failure.logDetail {
+                // As PgBouncer: its own reason logged, the short words to the clients, and the server
+                // closed as one whose authentication request got no answer.
+                log.error("\(serverLogPrefix(si)) \(detail)")
+                return serverLoginFailed(si, failure.errorFields, refusal: LoginRetry.isRefusal(failure),
+                                         closeReason: "failed to answer authreq")
+            }
             return serverLoginFailed(si, failure.errorFields, refusal: LoginRetry.isRefusal(failure))
         }
         scratch.clear()

@@ -117,6 +117,27 @@ final class ServerLoginTests: WorkerHarnessCase {
         XCTAssertEqual(h.readUntilReady(c).last?.status, "I")
     }
 
+    /// A userlist SCRAM secret cannot answer the server's SCRAM request before a client gave its
+    /// ClientKey (here the client logged in with trust): the waiting client gets PgBouncer's words
+    /// (test_auth.py test_scram_server), the log PgBouncer's reason and its close of a server whose
+    /// authentication request got no answer.
+    func testASCRAMSecretWithoutClientKeyIsAWrongPasswordType() throws {
+        let secret = "SCRAM-SHA-256$4096:D76gvGUVj9Z4DNiGoabOBg==$RukL0Xo3Ql/2F9FsD7mcQ3GATG2fD3PA71qY1JagGDs="
+            + ":BhKUwyyivFm7Tq2jDJVXSVRbRDgTWyBilZKgg6DDuYU="
+        try start(["log_disconnections": "1"], users: ["u": secret])
+        h.captureLog()
+        h.onStartup = { $0.send(TestWire.encode { Backend.authenticationSASL(into: &$0, mechanisms: ["SCRAM-SHA-256"]) }) }
+        let c = h.connect()
+        c.send(FE.startup(user: "u", database: "db"))
+        let got = h.readUntilClosed(c)
+        let e = try XCTUnwrap(got.first { $0.char == "E" }, "\(got)")
+        XCTAssertEqual(e.error?.message, "server login failed: wrong password type")
+        XCTAssertEqual(e.sqlState, "08P01")
+        XCTAssertEqual(h.logLines(containing: "db/u@", "cannot do SCRAM authentication: password is SCRAM secret but "
+                                  + "client authentication did not provide SCRAM keys").count, 1)
+        XCTAssertEqual(h.logLines(containing: "db/u@", "closing because: failed to answer authreq").count, 1)
+    }
+
     /// Not a refusal (PgBouncer kills waiting clients only from an ErrorResponse at login): the client
     /// keeps waiting and the login is tried again after server_login_retry.
     func testServerClosingDuringLoginLeavesTheClientWaitingForTheRetry() throws {
