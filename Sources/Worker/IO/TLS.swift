@@ -65,7 +65,10 @@ extension Worker {
     /// Rebuilds the contexts after a reload: new certificates for new connections, no client dropped.
     /// When the server-side settings changed (`serverChangeNeedsReconnect`), every pool's servers made
     /// with the old ones close as after RECONNECT (idle ones now, the others when released), as
-    /// PgBouncer's RELOAD tags every pool dirty; not when the new settings could not be applied.
+    /// PgBouncer's RELOAD tags every pool dirty; not when the new settings could not be applied. A
+    /// pool's failed login is forgotten then, as for a changed database entry (`refreshPools`): the new
+    /// settings are worth a login at once, so a client arriving now is not given the cached error of a
+    /// login made with the old ones (PgBouncer parks it until its next attempt, which then succeeds).
     func reloadTLS() {
         let before = tlsState.serverSettings
         do {
@@ -79,6 +82,8 @@ extension Worker {
         for pi in pools.indices {
             pools[pi].limits.closeBefore = now
             closeIdleBefore(pi)
+            pools[pi].loginError = nil
+            pools[pi].loginRefused = false
         }
     }
 

@@ -61,4 +61,29 @@ final class TLSReloadTests: WorkerHarnessCase {
         h.roundTrip(a, s, "select 2")
         XCTAssertTrue(h.logLines(containing: "closing because").isEmpty, "\(h.logLines(containing: "closing because"))")
     }
+
+    /// A pool whose login was refused with the old settings tries again at once with the new ones
+    /// (test_ssl.py test_server_ssl_set_disable: pg_hba.conf refuses SSL, then server_tls_sslmode =
+    /// disable): the next client is not given the cached error, and gets in.
+    func testChangedServerTLSSettingsForgetAFailedLogin() throws {
+        try start(["server_login_retry": "60"])
+        var refuse = true
+        h.onStartup = { s in
+            if refuse {
+                s.send(BE.error("28000", "no pg_hba.conf entry for host", severity: "FATAL"))
+            } else {
+                s.answerLogin(welcome: self.h.welcome)
+            }
+        }
+        let a = h.connect()
+        a.send(FE.startup(user: "u", database: "db"))
+        XCTAssertEqual(h.readUntilClosed(a).first?.error?.message, "no pg_hba.conf entry for host")
+        refuse = false
+        try reloadTLS(adding: ["server_tls_sslmode = disable"])
+        let b = h.connect()
+        b.send(FE.startup(user: "u", database: "db"))
+        let got = h.readUntilReady(b)
+        XCTAssertEqual(got.last?.status, "I", "\(got)")
+        XCTAssertEqual(h.servers.count, 2, "a new login at once, within server_login_retry")
+    }
 }
