@@ -226,15 +226,16 @@ extension Worker {
     /// closed connection) is not one. `closeReason`: PgBouncer's reason for a failure that is not a
     /// login error ("connect failed", "connect timeout"), logged as its `closing because:` line alone, as
     /// PgBouncer does; nil for the others, which get PgBouncer's `server login failed:` line and close
-    /// as "login failed".
+    /// with the error's message as the reason, as PgBouncer closes a server whose login PostgreSQL
+    /// refused (a replication server's closes as "login failed").
     func serverLoginFailed(_ si: Int32, _ fields: ErrorFields, refusal: Bool = false, closeReason: String? = nil) {
         let p = servers[si].pool
         if closeReason == nil {
             // PgBouncer's words ("server login failed: FATAL <message>"), after pgswift's socket prefix.
             log.warning("\(serverLogPrefix(si)) server login failed: \(fields.severity) \(fields.message)")
         }
-        let reason = closeReason ?? "login failed"
         if servers[si].replication != .none {
+            let reason = closeReason ?? "login failed"
             // As PgBouncer: a replication login can fail for reasons of its own (no REPLICATION role, no
             // pg_hba.conf line for replication) while ordinary logins work, so only its client is
             // failed ("login failed"); the pool's state and its other clients are left alone.
@@ -247,7 +248,7 @@ extension Worker {
             setServerState(si, .closing)
         }
         let failover = noteConnectFailure(p, key: servers[si].info?.hostKey ?? "", fields)
-        closeServer(si, reason: reason)
+        closeServer(si, reason: closeReason ?? fields.message)
         if failover {
             launchIfNeeded(p)
         } else {

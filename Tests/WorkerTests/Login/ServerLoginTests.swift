@@ -37,6 +37,22 @@ final class ServerLoginTests: WorkerHarnessCase {
         XCTAssertEqual(got.first?.error?.message, "password authentication failed for user \"u\"")
     }
 
+    /// As PgBouncer, a server whose login PostgreSQL refused closes with the server's message as the
+    /// reason (test_auth.py test_change_server_password_* count those lines), after PgBouncer's
+    /// `server login failed:` line.
+    func testARefusedServerLoginClosesWithTheServersMessage() throws {
+        try start(["log_disconnections": "1"])
+        h.captureLog()
+        h.onStartup = { $0.send(BE.error("28P01", "password authentication failed for user \"u\"", severity: "FATAL")) }
+        let c = h.connect()
+        c.send(FE.startup(user: "u", database: "db"))
+        h.readUntilClosed(c)
+        h.waitUntil("the server's close is logged") { !h.logLines(containing: "S-", "closing because").isEmpty }
+        XCTAssertEqual(h.logLines(containing: "S-", "db/u@", "closing because: password authentication failed for user \"u\" (age=").count, 1,
+                       "\(h.logLines(containing: "closing because"))")
+        XCTAssertEqual(h.logLines(containing: "S-", "server login failed: FATAL password authentication failed").count, 1)
+    }
+
     /// PgBouncer's check_fast_fail: within server_login_retry a new client gets the cached error, and no
     /// new login is tried for it.
     func testNewClientsGetTheCachedErrorWithinServerLoginRetry() throws {
