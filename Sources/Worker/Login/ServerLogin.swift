@@ -260,15 +260,15 @@ extension Worker {
     /// connect until server_login_retry has passed since the last one, the janitor retries; new clients
     /// meanwhile get the cached error: `cachedLoginFailure`). A refusal also fails the clients waiting on
     /// the pool (queued, or logging in and waiting for the welcome) with the server's own error, unless a
-    /// logged-in server is left; any other failure leaves them waiting (query_wait_timeout,
-    /// client_login_timeout), as connects are retried.
+    /// logged-in server is left that can still serve them (`usableServers`); any other failure leaves
+    /// them waiting (query_wait_timeout, client_login_timeout), as connects are retried.
     func poolLoginFailed(_ p: Int32, _ fields: ErrorFields, refusal: Bool) {
         let pi = Int(p)
         var f = fields
         f.severity = "FATAL"
         pools[pi].loginError = f
         pools[pi].loginRefused = refusal
-        let loggedIn = pools[pi].serverCount - pools[pi].connectingCount
+        let loggedIn = usableServers(pi)
         guard LoginRetry.failsWaitingClients(refusal: refusal, loggedInServers: loggedIn,
                                              welcomeKnown: pools[pi].welcome != nil) else {
             if pools[pi].waitCount > 0 || pools[pi].welcomeWaitCount > 0 {
@@ -285,5 +285,24 @@ extension Worker {
             }
             ci += 1
         }
+    }
+
+    /// The pool's logged-in servers that can still serve a waiting client: not those a RECONNECT or a
+    /// changed configuration marked to close (`closeBefore`), which go as soon as they are released.
+    /// PgBouncer's kill_pool_logins counts none in a pool tagged dirty: its clients would otherwise
+    /// wait for a server that will not come. Walks the table only when servers are marked.
+    func usableServers(_ pi: Int) -> Int {
+        let loggedIn = pools[pi].serverCount - pools[pi].connectingCount
+        let marked = pools[pi].limits.closeBefore
+        guard marked > 0, loggedIn > 0 else { return loggedIn }
+        var n = 0
+        var si: Int32 = 0
+        while si < Int32(servers.capacity) {
+            let st = servers[si].state
+            if Int(servers[si].pool) == pi && Worker.isPoolServer(st) && st != .connecting && st != .login
+                && servers[si].createdAt > marked { n += 1 }
+            si += 1
+        }
+        return n
     }
 }

@@ -53,6 +53,28 @@ final class ServerLoginTests: WorkerHarnessCase {
         XCTAssertEqual(h.logLines(containing: "S-", "server login failed: FATAL password authentication failed").count, 1)
     }
 
+    /// A pool whose only logged-in server a RECONNECT marked has none left to offer: a refused login
+    /// then fails the queued clients with the server's error, as PgBouncer's kill_pool_logins does in a
+    /// pool tagged dirty (test_auth.py test_change_server_password_reconnect), instead of leaving them
+    /// to wait for a server that closes when released.
+    func testARefusedLoginFailsQueuedClientsWhenTheOnlyServerIsMarked() throws {
+        try start(["default_pool_size": "2", "server_login_retry": "60"])
+        let a = h.login()
+        a.send(FE.query("begin"))
+        let s1 = try XCTUnwrap(h.waitServers(1))
+        h.answerQuery(s1, expect: "begin", status: "T")
+        h.readUntilReady(a)
+        _ = h.worker.applyDatabaseOp(.reconnect, "db")
+        h.onStartup = { $0.send(BE.error("28P01", "password authentication failed for user \"u\"", severity: "FATAL")) }
+        let b = h.login()
+        b.send(FE.query("select 1"))
+        let got = h.readUntilClosed(b)
+        XCTAssertEqual(got.map { $0.sqlState }, [SQLState.invalidPassword], "\(got)")
+        XCTAssertFalse(a.eof, "the client holding the marked server keeps it until it is released")
+        h.roundTrip(a, s1, "commit")
+        h.waitClosed(s1)
+    }
+
     /// PgBouncer's check_fast_fail: within server_login_retry a new client gets the cached error, and no
     /// new login is tried for it.
     func testNewClientsGetTheCachedErrorWithinServerLoginRetry() throws {
