@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Installs the Debian packages pgswift needs that are missing; safe to run again and again.
 #
-# Usage: scripts/install-deps.sh [build] [test] [drivers] [bench] [profile] [deb]   (no argument: build + test)
+# Usage: scripts/install-deps.sh [build] [test] [drivers] [bench] [profile] [deb] [cluster]   (no argument: build + test)
 #   build    toolchain libraries: libssl-dev, libsystemd-dev, pkg-config
 #   test     PostgreSQL server (initdb/postgres/pg_ctl), psql, pgbench, python3 + venv, and drivers;
 #            openssl (the TLS tests make their certificates with it)
-#   drivers  a Python venv (.build/pyenv, or $PGSWIFT_PYENV) with psycopg 3 and asyncpg from PyPI,
+#   drivers  a Python venv (.build/pyenv, or $PGSWIFT_PYENV) with psycopg 3, asyncpg and
+#            prometheus_client (the metrics test parses /metrics with it) from PyPI,
 #            for the end-to-end driver tests (they find it there, or through $PGSWIFT_PYTHON)
 #   bench    test + pgbouncer (the reference pooler), valgrind and strace (for make microbench)
 #   profile  linux-perf (make profile, Debian)
 #   deb      building and checking the Debian package: dpkg-dev, lintian, adduser, systemd
 #            (systemd-analyze verify; nothing is started), binutils (strip)
+#   cluster  the multi-host test (make test-cluster): haproxy (Debian's), iproute2 (ip netns, veth, bridge)
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -32,8 +34,9 @@ for s in "${sets[@]}"; do
         # perf: Debian's linux-perf (Ubuntu ships it as linux-tools-$(uname -r), not installed here).
         profile) add linux-perf ;;
         deb) add dpkg-dev lintian adduser systemd binutils ;;
-        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
-        *) echo "install-deps.sh: unknown package set '$s' (build, test, drivers, bench, profile, deb)" >&2; exit 2 ;;
+        cluster) add haproxy iproute2 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        *) echo "install-deps.sh: unknown package set '$s' (build, test, drivers, bench, profile, deb, cluster)" >&2; exit 2 ;;
     esac
 done
 
@@ -88,17 +91,17 @@ if [ "$drivers" -eq 1 ]; then
     # Debian's interpreter (its python3-venv is installed above), not whatever python3 PATH finds first.
     base_python=/usr/bin/python3
     [ -x "$base_python" ] || base_python=$(command -v python3)
-    check='import psycopg, asyncpg; psycopg.pq.version()'
+    check='import psycopg, asyncpg, prometheus_client; psycopg.pq.version()'
     if [ -x "$pyenv/bin/python" ] && "$pyenv/bin/python" -c "$check" >/dev/null 2>&1; then
         echo "install-deps.sh: python drivers present ($pyenv)"
     else
-        echo "install-deps.sh: installing psycopg 3 and asyncpg into $pyenv"
+        echo "install-deps.sh: installing psycopg 3, asyncpg and prometheus_client into $pyenv"
         # A half-made venv (an interrupted run, a moved interpreter) is rebuilt from scratch.
         if [ -d "$pyenv" ] && ! "$pyenv/bin/python" -c 'import pip' >/dev/null 2>&1; then rm -rf "$pyenv"; fi
         [ -d "$pyenv" ] || "$base_python" -m venv "$pyenv"
         PIP_DISABLE_PIP_VERSION_CHECK=1 "$pyenv/bin/python" -m pip install -q --no-input \
-            'psycopg[binary]>=3.1,<4' 'asyncpg>=0.27' </dev/null
+            'psycopg[binary]>=3.1,<4' 'asyncpg>=0.27' 'prometheus_client>=0.16' </dev/null
         "$pyenv/bin/python" -c "$check" || {
-            echo "install-deps.sh: psycopg/asyncpg not importable from $pyenv after install" >&2; exit 1; }
+            echo "install-deps.sh: psycopg/asyncpg/prometheus_client not importable from $pyenv after install" >&2; exit 1; }
     fi
 fi

@@ -93,6 +93,9 @@ final class Supervisor {
     /// Server connections relayed from one worker to another for a quota move, and those that could
     /// not be delivered (closed) (`relayServer`, ServiceLimits.swift).
     var serverMoves = (relayed: 0, lost: 0)
+    /// The welcome parameters each pool's first server sent, as the workers report them, passed on to
+    /// the other workers (Workers/SharedWelcomes.swift).
+    var welcomes = SharedWelcomes()
     /// Rolling restart in progress and replaced workers still draining (Upgrade.swift).
     var upgrade = UpgradeState()
     var systemdState = SystemdState()
@@ -102,6 +105,8 @@ final class Supervisor {
     var limits: SupervisorLimits
     /// Backend health checks and host-name lookups (HealthCheck.swift).
     var healthState = HealthCheckState()
+    /// Cancel requests being forwarded to peers (Peers/PeerForwarding.swift).
+    var peerState = PeerForwardState()
 
     init(options: SupervisorOptions, configPath: String, workerBinary: String, config: Config, log: Logger,
          epoll: consuming Epoll, signals: consuming SignalFD, listeners: Listeners) {
@@ -140,6 +145,11 @@ final class Supervisor {
             // The listening sockets exist per slot: the slot count is one of the restart-only settings.
             log.warning("changed workers: takes effect only after a restart (keeping \(reexec.tcp.count))")
             config.workers = reexec.tcp.count
+        }
+        if let reexec, reexec.peerID != config.peerID {
+            // Every cancel key the running workers handed out carries it.
+            log.warning("changed peer_id: takes effect only after a restart (keeping \(reexec.peerID))")
+            config.peerID = reexec.peerID
         }
         let executable = (Posix.executablePath() ?? CommandLine.arguments[0])
         let fileLimit = Posix.raiseOpenFilesLimit()
@@ -268,6 +278,7 @@ final class Supervisor {
                 case .metrics: handleMetrics(token)
                 case .health: handleHealthEvent(token)
                 case .channel: handleChannel(token)
+                case .peers: handlePeerEvents()
                 }
             }
             runTimers(now: Clock.monotonicNanos())
@@ -344,7 +355,7 @@ final class Supervisor {
                                                tcpCount: listeners.addresses.count, hasUnix: listeners.unix >= 0,
                                                verbosity: options.verbosity, respawned: slot.generation > 0,
                                                clientsFD: limits.counter != nil, clientsWord: slot.counterWord,
-                                               overrides: setOverrides)
+                                               overrides: setOverrides, peerID: running.peerID)
         let pid: Int32
         do throws(SyscallError) {
             pid = try Posix.spawn(path: workerBinary, arguments: arguments, environment: Posix.environment(),
@@ -458,6 +469,7 @@ final class Supervisor {
             }
             slot.ready = true
             log.info("worker \(slot.index) ready (pid \(slot.pid))")
+            sendWelcomes(to: slot)
             announceReadyIfAll()
         case .forwardCancel(let target, let processID, let secretKey):
             let t = Int(target)
@@ -469,6 +481,8 @@ final class Supervisor {
                 log.debug("cancel request for worker \(t) dropped: worker not reachable")
             }
             forwardCancelToRetired(slot: t, processID: processID, secretKey: secretKey)
+        case .peerCancel(let peer, let processID, let secretKey):
+            forwardToPeer(Int(peer), PeerCancel(processID: processID, secretKey: secretKey))
         case .heartbeat(let clients, let servers):
             slot.clients = clients
             slot.servers = servers
@@ -488,10 +502,12 @@ final class Supervisor {
             handleLimitsReport(m, from: slot)
         case .backendFailed(let host, let port, let reason):
             healthBackendFailed(host: host, port: Int(port), reason: reason)
+        case .welcomeFromWorker(let database, let user, let parameters):
+            welcomeLearnt(database: database, user: user, parameters: parameters, from: slot)
         case .moveServer:
             break  // relayed above
         case .shutdown, .reload, .pause, .resume, .cancel, .statsToWorker, .quota, .backendState, .drain, .limitsToWorker,
-             .adoptServer:
+             .adoptServer, .welcomeToWorker:
             log.warning("worker \(slot.index) sent a supervisor-only message: \(message)")
         }
     }
@@ -633,5 +649,6 @@ final class Supervisor {
         limitsReloaded()
         loadAuthFileUsers()
         reconfigureHealthChecks(now: Clock.monotonicNanos())
+        reconfigurePeers()
     }
 }

@@ -69,10 +69,15 @@ struct WorkerOptions {
     var clientsWord: Int = -1
     /// The admin console's SET values the service runs with (`--set key=value`).
     var overrides: [ConfigOverride] = []
+    /// The service's peer id (`--peer-id`; 0: peering off), fixed for the process's life.
+    var peerID = 0
 }
 
 final class Worker {
     let slot: Int32
+    /// This host's peer id as the supervisor started the service with it (0: peering off): it shapes
+    /// every cancel key (`PeerCancelKey`), so a reload does not change it.
+    let peerID: Int
     let configPath: String
     /// `-v` on the command line: debug lines whatever `verbose` says.
     let commandLineVerbose: Bool
@@ -131,6 +136,13 @@ final class Worker {
     var serviceStopping = false
     /// TCP_NODELAY and SO_KEEPALIVE are set on the listeners and inherited (ListenerTuning.swift).
     var listenersTuned = false
+    /// Clients accepted over max_client_conn whose startup packet has not come yet (`ClientLoginState
+    /// .overLimit`), at most `overLimitLogins` per worker.
+    var overLimitClients = 0
+    /// Welcome parameters other workers' pools learnt, by "database\0user" (SharedWelcome.swift).
+    var sharedWelcomes: [String: [(String, String)]] = [:]
+    static let sharedWelcomeCapacity = 10_000
+    static let overLimitLogins = 64
     /// What `tuneListeners` last set on the listeners (nil before the first time).
     var listenerKeepalive: TCPKeepalive?
     /// gethostname, read once when application_name_add_host first needs it for a Unix client.
@@ -178,6 +190,7 @@ final class Worker {
 
     init(options: WorkerOptions, config: Config, userlist: Userlist) throws {
         slot = options.slot
+        peerID = options.peerID
         configPath = options.configPath
         commandLineVerbose = options.verbose > 0
         overrides = options.overrides
@@ -348,7 +361,11 @@ final class Worker {
     func adoptAcceptedClient(_ fd: Int32, peer: SocketAddress) -> Int32? {
         let isUnix = peer.family == AF_UNIX
         if !isUnix && !listenersTuned { Sockets.tuneTCP(fd, keepalive: config.tcpKeepaliveSettings) }
-        if !admitClient() {
+        // Over max_client_conn, PgBouncer still reads the startup packet: the refusal comes after the
+        // TLS exchange (a client that asked for TLS can read it) and the admin console gets in. At
+        // most `overLimitClients` such logins wait at once; beyond that, refused at once (memory).
+        let admitted = admitClient()
+        if !admitted && overLimitClients >= Worker.overLimitLogins {
             rejectEarly(fd, code: SQLState.tooManyConnections,
                         message: "no more connections allowed (max_client_conn)")
             return nil
@@ -356,8 +373,10 @@ final class Worker {
         let info = ClientInfo(trackedCount: tracked.names.count)
         info.peer = isUnix ? "unix" : peer.description
         info.login = ClientLoginState()
-        guard let ci = newClient(fd, isUnix: isUnix, connectedAt: now, cancelKey: randomUInt32(), info: info,
+        info.login?.overLimit = !admitted
+        guard let ci = newClient(fd, isUnix: isUnix, connectedAt: now, cancelKey: newCancelSecret(), info: info,
                                  state: .startup) else { return nil }
+        if !admitted { overLimitClients += 1 }
         clientLoginInput(ci)
         return ci
     }
@@ -441,6 +460,8 @@ final class Worker {
             handleLimits(m)
         case .backendState(let host, let port, let flags, let addresses):
             applyBackendState(host: host, port: Int(port), flags: flags, addresses: addresses)
+        case .welcomeToWorker(let database, let user, let parameters):
+            sharedWelcomeArrived(database: database, user: user, parameters: parameters)
         default:
             break
         }
@@ -541,5 +562,10 @@ final class Worker {
 
     func randomUInt32() -> UInt32 {
         random.uint32()
+    }
+
+    /// A new client's cancel secret: random; with peering, with PgBouncer's TTL bits set (PeerCancelKey).
+    func newCancelSecret() -> UInt32 {
+        peerID > 0 ? PeerCancelKey.secret(random: random.uint32()) : random.uint32()
     }
 }

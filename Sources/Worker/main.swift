@@ -3,7 +3,7 @@ import Shared
 import Glibc
 
 func workerUsage() -> Never {
-    let text = "usage: pgswift-worker --config FILE --slot N --tcp-fds FD[,FD...] [--unix-fds FD[,FD...]] [--control-fd FD] [--respawned] [--handoff-fd FD] [--clients-fd FD [--clients-word N]] [--set KEY=VALUE]... [-v]\n"
+    let text = "usage: pgswift-worker --config FILE --slot N --tcp-fds FD[,FD...] [--unix-fds FD[,FD...]] [--control-fd FD] [--respawned] [--handoff-fd FD] [--clients-fd FD [--clients-word N]] [--set KEY=VALUE]... [--peer-id N] [-v]\n"
         + "pgswift-worker is started by the pgswift supervisor; it is not meant to be run by hand.\n"
     var t = text
     t.withUTF8 { _ = Posix.writeAll(2, UnsafeRawBufferPointer($0)) }
@@ -27,6 +27,7 @@ func parseWorkerArguments(_ args: [String]) -> WorkerOptions? {
         case "--respawned": o.respawned = true
         case "--handoff-fd": guard let n = next, let v = Int32(n) else { return nil }; o.handoffFD = v; i += 1
         case "--clients-fd": guard let n = next, let v = Int32(n) else { return nil }; o.clientsFD = v; i += 1
+        case "--peer-id": guard let n = next, let v = Int(n), v >= 0 && v <= 0xFFFF else { return nil }; o.peerID = v; i += 1
         case "--clients-word": guard let n = next, let v = Int(n), v >= 0 else { return nil }; o.clientsWord = v; i += 1
         case "--set":
             guard let n = next, let eq = n.firstIndex(of: "=") else { return nil }

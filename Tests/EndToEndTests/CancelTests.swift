@@ -32,7 +32,7 @@ final class CancelTests: XCTestCase {
 
         let bystander = try startSleeper(target, tag: "bystander", seconds: 300, dir: dir)
         defer { bystander.process.terminate(SIGKILL, grace: 0) }
-        XCTAssertTrue(waitUntilRunning(pg, tag: "bystander"), "the bystander's query never started: " +
+        XCTAssertTrue(Self.waitUntilRunning(pg, tag: "bystander"), "the bystander's query never started: " +
                       bystander.process.stderrText(), file: file, line: line)
 
         var timings: [Double] = []
@@ -40,7 +40,7 @@ final class CancelTests: XCTestCase {
             let tag = "cancel-w\(workers)-\(round)"
             let victim = try startSleeper(target, tag: tag, seconds: 30, dir: dir)
             defer { victim.process.terminate(SIGKILL, grace: 0) }
-            XCTAssertTrue(waitUntilRunning(pg, tag: tag), "round \(round): the query never started: " +
+            XCTAssertTrue(Self.waitUntilRunning(pg, tag: tag), "round \(round): the query never started: " +
                           "\(victim.process.stderrText())\nlog:\n\(px.log().suffix(3000))", file: file, line: line)
             let elapsed = try cancelAndWait(victim)
             timings.append(elapsed)
@@ -58,7 +58,7 @@ final class CancelTests: XCTestCase {
               "\(px.logLines(containing: "cancel").count)")
 
         // The bystander's backend ran untouched all along; now it is cancelled the same way.
-        XCTAssertTrue(waitUntilRunning(pg, tag: "bystander", timeout: 1), "the bystander's query is gone", file: file, line: line)
+        XCTAssertTrue(Self.waitUntilRunning(pg, tag: "bystander", timeout: 1), "the bystander's query is gone", file: file, line: line)
         let elapsed = try cancelAndWait(bystander)
         XCTAssertTrue(bystander.process.stderrText().contains("57014"),
                       "bystander: \(bystander.process.stderrText())", file: file, line: line)
@@ -86,20 +86,20 @@ final class CancelTests: XCTestCase {
         XCTAssertEqual(workers.count, 3, px.log())
 
         let client = try KeyedClient(port: px.port, user: TxFixtures.role, database: "testdb")
-        guard let owner = waitForOwner(of: client.socket, port: px.port, workers: workers) else {
+        guard let owner = Self.waitForOwner(of: client.socket, port: px.port, workers: workers) else {
             return XCTFail("cannot tell which worker holds the client connection")
         }
 
         // Wrong key, from another worker: nothing happens to the query.
         try client.socket.send(WireEncode.query("select pg_sleep(30), 'xw-cancel-1'"))
-        XCTAssertTrue(waitUntilRunning(pg, tag: "xw-cancel-1"), "the query never started")
-        _ = try sendCancel(port: px.port, workers: workers, from: { $0 != owner },
+        XCTAssertTrue(Self.waitUntilRunning(pg, tag: "xw-cancel-1"), "the query never started")
+        _ = try Self.sendCancel(port: px.port, workers: workers, from: { $0 != owner },
                            processID: client.processID, secretKey: client.secretKey &+ 1)
-        let cancelledByWrongKey = waitUntil(timeout: 1.5) { !waitUntilRunning(pg, tag: "xw-cancel-1", timeout: 0) }
+        let cancelledByWrongKey = waitUntil(timeout: 1.5) { !Self.waitUntilRunning(pg, tag: "xw-cancel-1", timeout: 0) }
         XCTAssertFalse(cancelledByWrongKey, "a CancelRequest with a wrong secret key stopped the query")
 
         // Right key, from another worker.
-        var started = try sendCancel(port: px.port, workers: workers, from: { $0 != owner },
+        var started = try Self.sendCancel(port: px.port, workers: workers, from: { $0 != owner },
                                      processID: client.processID, secretKey: client.secretKey)
         var fields = try readAnswer(client, px, "the cross-worker cancel")
         var elapsed = monotonicNow() - started
@@ -112,8 +112,8 @@ final class CancelTests: XCTestCase {
         let after = try client.query("select 'after'")
         XCTAssertNil(after, "the query after the cancel failed: \(after.map { "\($0)" } ?? "")")
         try client.socket.send(WireEncode.query("select pg_sleep(30), 'xw-cancel-2'"))
-        XCTAssertTrue(waitUntilRunning(pg, tag: "xw-cancel-2"), "the second query never started")
-        started = try sendCancel(port: px.port, workers: workers, from: { $0 == owner },
+        XCTAssertTrue(Self.waitUntilRunning(pg, tag: "xw-cancel-2"), "the second query never started")
+        started = try Self.sendCancel(port: px.port, workers: workers, from: { $0 == owner },
                                  processID: client.processID, secretKey: client.secretKey)
         fields = try readAnswer(client, px, "the same-worker cancel")
         elapsed = monotonicNow() - started
@@ -135,7 +135,7 @@ final class CancelTests: XCTestCase {
         }
         let a = try KeyedClient(port: px.port, user: TxFixtures.role, database: "testdb")
         try a.socket.send(WireEncode.query("select pg_sleep(30), 'full-a'"))
-        XCTAssertTrue(waitUntilRunning(pg, tag: "full-a"), "A's query never started")
+        XCTAssertTrue(Self.waitUntilRunning(pg, tag: "full-a"), "A's query never started")
         let b = try WireClient.connect(port: px.port, user: TxFixtures.role, database: "testdb", timeout: 30)
         defer { b.close() }
         try b.socket.send(WireEncode.query("select 'full-b'"))
@@ -223,7 +223,7 @@ final class CancelTests: XCTestCase {
     }
 
     /// The worker process holding the accepted end of `socket`'s connection.
-    private func waitForOwner(of socket: TestSocket, port: Int, workers: [pid_t]) -> pid_t? {
+    static func waitForOwner(of socket: TestSocket, port: Int, workers: [pid_t]) -> pid_t? {
         var owner: pid_t?
         _ = waitUntil(timeout: 10) {
             guard let inode = Self.acceptedSocketInode(clientPort: socket.localPort, serverPort: port) else { return false }
@@ -252,7 +252,7 @@ final class CancelTests: XCTestCase {
     /// Opens connections until one is accepted by a worker satisfying `from`, and sends the
     /// CancelRequest on it (SO_REUSEPORT spreads connections by their source port). Returns when
     /// it was sent; waits for pgswift to close that connection.
-    private func sendCancel(port: Int, workers: [pid_t], from: (pid_t) -> Bool, processID: UInt32,
+    static func sendCancel(port: Int, workers: [pid_t], from: (pid_t) -> Bool, processID: UInt32,
                             secretKey: UInt32) throws -> Double {
         // Probes that landed elsewhere stay open until the end: a worker gives up its place at the
         // head of the shared listener's queue only while it holds more than its share of the clients
@@ -262,7 +262,7 @@ final class CancelTests: XCTestCase {
         for _ in 0..<100 {
             let s = try TestSocket(port: port)
             probes.append(s)
-            guard let w = waitForOwner(of: s, port: port, workers: workers) else { continue }
+            guard let w = Self.waitForOwner(of: s, port: port, workers: workers) else { continue }
             guard from(w) else { continue }
             let sent = monotonicNow()
             try s.send(WireEncode.int32(16) + WireEncode.int32(80_877_102) + WireEncode.int32(processID)
@@ -286,7 +286,7 @@ final class CancelTests: XCTestCase {
     }
 
     /// True once PostgreSQL shows the query tagged `tag` active.
-    private func waitUntilRunning(_ pg: PostgresServer, tag: String, timeout: Double = 30) -> Bool {
+    static func waitUntilRunning(_ pg: PostgresServer, tag: String, timeout: Double = 30) -> Bool {
         waitUntil(timeout: timeout, poll: 0.02) {
             (try? TxFixtures.backends(pg).contains { $0.query.contains("'\(tag)'") && $0.state == "active" }) ?? false
         }

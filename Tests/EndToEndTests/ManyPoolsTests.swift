@@ -77,7 +77,8 @@ final class ManyPoolsTests: XCTestCase {
     /// nothing that long (its server went after server_idle_timeout), while the pool of a database
     /// named in [databases] stays (pool_idle_timeout, an hour by default); used again, the automatic
     /// database gets a new pool that works. PgBouncer's `registered new auto-database: <name>` is logged
-    /// when `*` first serves a name, and again once its pool was freed.
+    /// when `*` first serves a name, and again once its pool was freed; SHOW DATABASES lists the name
+    /// while it has a pool.
     func testAutoDatabasePoolIsFreedAfterAutodbIdleTimeout() throws {
         let pg = try PostgresServer.shared()
         var s = PgswiftSettings(postgres: pg)
@@ -97,12 +98,18 @@ final class ManyPoolsTests: XCTestCase {
             XCTAssertEqual(try c.query("select 1"), [["1"]])
             c.close()
         }
+        func databases() throws -> [String] { try adm.show("SHOW DATABASES").column("name").compactMap { $0 } }
         XCTAssertTrue(try pools().contains("auto_17/u_md5"), "\((try? pools()) ?? [])")
+        // SHOW DATABASES lists it too, as PgBouncer lists its auto-databases, and never `*` itself.
+        XCTAssertTrue(try databases().contains("auto_17"), "\((try? databases()) ?? [])")
+        XCTAssertFalse(try databases().contains("*"))
         XCTAssertEqual(px.logLines(containing: "registered new auto-database: auto_17").count, 1, px.log())
         XCTAssertEqual(px.logLines(containing: "registered new auto-database: testdb"), [])
         XCTAssertTrue(waitUntil(timeout: 30, poll: 0.2) { !((try? pools()) ?? ["?"]).contains("auto_17/u_md5") },
                       "still listed: \((try? pools()) ?? [])\n\(px.log().suffix(3000))")
         XCTAssertEqual(px.logLines(containing: "cleaning up idle pool for user u_md5 on db auto_17").count, 1, px.log())
+        XCTAssertTrue(waitUntil(timeout: 10, poll: 0.2) { !((try? databases()) ?? ["auto_17"]).contains("auto_17") },
+                      "freed, yet listed: \((try? databases()) ?? [])")
         XCTAssertTrue(try pools().contains("testdb/u_md5"), "the named database's pool was freed: \((try? pools()) ?? [])")
         XCTAssertEqual(px.logLines(containing: "cleaning up idle pool for user u_md5 on db testdb"), [])
 

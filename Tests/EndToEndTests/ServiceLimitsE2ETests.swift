@@ -168,6 +168,7 @@ final class ServiceLimitsE2ETests: XCTestCase {
         s.workers = 4
         s.maxClientConn = 20
         s.poolMode = "transaction"
+        s.settings = [("admin_users", "u_trust")]
         let px = try Pgswift.start(s)
         defer { px.stop() }
         var admitted: [WireClient] = []
@@ -194,6 +195,16 @@ final class ServiceLimitsE2ETests: XCTestCase {
         let workers = Set(admitted.map { $0.backendProcessID >> 20 })
         XCTAssertGreaterThan(workers.count, 1, "all clients landed on one worker: the test proves nothing")
         XCTAssertFalse(attempt(), "a 21st client got in")
+        // As PgBouncer, the refusal follows the startup packet: libpq, which asks for TLS first
+        // (sslmode=prefer), reads why (an answer to its SSLRequest would be "an error response during SSL
+        // exchange"), and the admin console gets in beyond the limit.
+        let psql = try runCommand(["psql", "host=127.0.0.1 port=\(px.port) user=u_trust dbname=testdb sslmode=prefer "
+                                   + "connect_timeout=10", "-Atc", "select 1"], timeout: 30)
+        XCTAssertFalse(psql.succeeded, psql.description)
+        XCTAssertTrue(psql.stderr.contains("no more connections allowed (max_client_conn)"), psql.description)
+        let console = try WireClient.connect(port: px.port, user: "u_trust", database: "pgbouncer", timeout: 10)
+        XCTAssertFalse(try console.show("SHOW POOLS").rows.isEmpty)
+        console.close()
         // Every admitted client works.
         for c in admitted { XCTAssertEqual(try c.query("select 1"), [["1"]], px.log().suffix(3000).description) }
         // Five leave: five new ones get in (once the workers have seen them go), then no more.

@@ -126,7 +126,7 @@ final class ConfigEnvironmentTests: XCTestCase {
 
     func testIncludedFilesAndIncludeNamesAreExpanded() throws {
         _ = try write("pools.ini", "[databases]\napp = host=${DB_HOST} dbname=app\n")
-        let main = try write("main.ini", "[pgbouncer]\n%include \(tempDir)/${POOLS_FILE}\n")
+        let main = try write("main.ini", "[pgbouncer]\nauth_type = any\n%include \(tempDir)/${POOLS_FILE}\n")
         let c = try Config.load(path: main, environment: ["DB_HOST": "10.0.0.9", "POOLS_FILE": "pools.ini"])
         XCTAssertEqual(c.database(named: "app")?.hosts, ["10.0.0.9"])
         // An unset variable in an included file is reported at that file's line.
@@ -146,7 +146,7 @@ final class ConfigEnvironmentTests: XCTestCase {
         // depend on the variables they run with; the services pass ConfigEnvironment.process().
         setenv("PGSWIFT_DEFAULT_POOL_SIZE", "3", 1)
         defer { unsetenv("PGSWIFT_DEFAULT_POOL_SIZE") }
-        let main = try write("p.ini", "[pgbouncer]\n")
+        let main = try write("p.ini", "[pgbouncer]\nauth_type = any\n")
         XCTAssertEqual(try Config.load(path: main).defaultPoolSize, 20)
         XCTAssertEqual(try Config.load(path: main, environment: .process()).defaultPoolSize, 3)
         XCTAssertEqual(ConfigEnvironment.process().variables["PGSWIFT_DEFAULT_POOL_SIZE"], "3")
@@ -219,17 +219,17 @@ final class ConfigEnvironmentTests: XCTestCase {
 
     func testRelativeAuthFileFromTheEnvironmentResolvesAsTheFilesWould() throws {
         _ = try write("users.txt", "\"bob\" \"pw\"\n")
-        let main = try write("p.ini", "[pgbouncer]\n")
+        let main = try write("p.ini", "[pgbouncer]\nauth_type = any\n")
         let c = try Config.load(path: main, environment: ["PGSWIFT_AUTH_FILE": "users.txt"])
         XCTAssertEqual(c.authFile, tempDir + "/users.txt")
     }
 
     func testReloadSeesTheSameEnvironmentAndTheVariableStillBeatsTheFile() throws {
         let env: ConfigEnvironment = ["PGSWIFT_DEFAULT_POOL_SIZE": "50", "DB": "10.0.0.1"]
-        let main = try write("p.ini", "[pgbouncer]\ndefault_pool_size = 7\n[databases]\napp = host=${DB}\n")
+        let main = try write("p.ini", "[pgbouncer]\nauth_type = any\ndefault_pool_size = 7\n[databases]\napp = host=${DB}\n")
         XCTAssertEqual(try Config.load(path: main, environment: env).defaultPoolSize, 50)
         // An edited file, loaded again with the same (unchanged) environment, as RELOAD does.
-        _ = try write("p.ini", "[pgbouncer]\ndefault_pool_size = 8\nmax_client_conn = 9\n[databases]\napp = host=${DB} port=6000\n")
+        _ = try write("p.ini", "[pgbouncer]\nauth_type = any\ndefault_pool_size = 8\nmax_client_conn = 9\n[databases]\napp = host=${DB} port=6000\n")
         let again = try Config.load(path: main, environment: env)
         XCTAssertEqual(again.defaultPoolSize, 50)
         XCTAssertEqual(again.maxClientConn, 9)

@@ -776,10 +776,8 @@ final class ConfigTests: XCTestCase {
             user = postgres
             client_tls_dheparams = none
             client_tls_ecdhcurve = secp384r1
-            [peers]
-            1 = host=/tmp/pgbouncer-1
             """)
-        XCTAssertEqual(c.warnings.map(\.line), [2, 3, 4, 5, 6])
+        XCTAssertEqual(c.warnings.map(\.line), [2, 3, 4, 5])
         XCTAssertEqual(c.warnings[0].message, "disable_pqexec is not implemented by pgswift yet; ignored")
         XCTAssertEqual(c.warnings[0].description, "test.ini:2: disable_pqexec is not implemented by pgswift yet; ignored")
         XCTAssertTrue(c.warnings[1].message.hasPrefix("user is not implemented by pgswift yet"))
@@ -788,9 +786,64 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(c.ignoredSettings["disable_pqexec"], "1")
         XCTAssertEqual(c.ignoredSettings["user"], "postgres")
         XCTAssertEqual(Config.isImplemented(key: "pkt_buf"), false)
-        XCTAssertTrue(c.warnings[4].message.contains("[peers]"))
         // Values of ignored keys are still checked.
         XCTAssertEqual(parseError("[pgbouncer]\ndisable_pqexec = sometimes\n")?.line, 2)
+    }
+
+    /// peer_id and [peers] (PgBouncer's peering): read as PgBouncer reads them, no warning; a later
+    /// line for an id replaces the earlier; pool_size unset means default_pool_size.
+    func testPeeringSettings() throws {
+        let c = try parse("""
+            [pgbouncer]
+            peer_id = 2
+            default_pool_size = 7
+            [peers]
+            3 = host=10.0.0.3 port=6433 pool_size=4
+            1 = host=/tmp/pgbouncer-1
+            2 = host=db2.example.com
+            1 = host=/tmp/pgbouncer-one port=5555
+            """)
+        XCTAssertTrue(c.warnings.isEmpty, "\(c.warnings)")
+        XCTAssertEqual(c.peerID, 2)
+        XCTAssertEqual(c.peers, [PeerEntry(id: 1, host: "/tmp/pgbouncer-one", port: 5555),
+                                 PeerEntry(id: 2, host: "db2.example.com"),
+                                 PeerEntry(id: 3, host: "10.0.0.3", port: 6433, poolSize: 4)])
+        XCTAssertEqual(c.peer(id: 1)?.unixSocketPath, "/tmp/pgbouncer-one/.s.PGSQL.5555")
+        XCTAssertNil(c.peer(id: 2)?.unixSocketPath)
+        XCTAssertEqual(c.poolSize(of: c.peer(id: 2)!), 7)
+        XCTAssertEqual(c.poolSize(of: c.peer(id: 3)!), 4)
+        XCTAssertNil(c.peer(id: 4))
+        XCTAssertEqual(try parse("[pgbouncer]\n").peerID, 0)
+        XCTAssertEqual(try parse("[pgbouncer]\npeer_id = 16383\n").peerID, 16383)
+    }
+
+    /// Anything PgBouncer would refuse, and what could never forward a cancel, is an error with
+    /// file and line.
+    func testPeeringSettingsRefused() {
+        let cases: [(String, String)] = [
+            ("[pgbouncer]\npeer_id = 16384\n", "must be between 0 and 16383"),
+            ("[pgbouncer]\npeer_id = -1\n", "must be between 0 and 16383"),
+            ("[pgbouncer]\npeer_id = one\n", "not an integer"),
+            ("[peers]\n0 = host=a\n", "peer id, a number from 1 to 65535"),
+            ("[peers]\n65536 = host=a\n", "peer id, a number from 1 to 65535"),
+            ("[peers]\nx = host=a\n", "peer id, a number from 1 to 65535"),
+            ("[peers]\n1 = port=6432\n", "host was not provided"),
+            ("[peers]\n1 = host=a port=0\n", "invalid port"),
+            ("[peers]\n1 = host=a port=http\n", "invalid port"),
+            ("[peers]\n1 = host=a pool_size=many\n", "invalid pool_size"),
+            ("[peers]\n1 = host=a pool_size=0\n", "pool_size 0"),
+            ("[peers]\n1 = host=a dbname=x\n", "unrecognized connection parameter \"dbname\""),
+            ("[peers]\n1 = host=@abstract\n", "abstract Unix sockets"),
+            ("[peers]\n1 = host=\n", "syntax error"),
+        ]
+        for (text, expected) in cases {
+            guard let e = parseError(text) else {
+                XCTFail("accepted: \(text)")
+                continue
+            }
+            XCTAssertEqual(e.line, 2, text)
+            XCTAssertTrue(e.message.contains(expected), "\(text): \(e.message)")
+        }
     }
 
     /// syslog, syslog_ident, syslog_facility: PgBouncer's defaults and facility names (in any case),
@@ -918,12 +971,15 @@ final class ConfigTests: XCTestCase {
                        [ConfigOverride(key: "a", value: "3"), ConfigOverride(key: "b", value: "2")])
     }
 
-    /// SHOW CONFIG's `changeable` is PgBouncer 1.25's list: every key but its CF_NO_RELOAD ones.
+    /// SHOW CONFIG's `changeable` is PgBouncer 1.25's list: every key but its CF_NO_RELOAD ones, and
+    /// peer_id, which pgswift keeps until a restart (every cancel key handed out carries it, and its
+    /// layout depends on whether it is 0).
     func testChangeableIsPgBouncersList() throws {
         let noReload: Set<String> = ["disable_pqexec", "job_name", "listen_addr", "listen_backlog", "listen_port",
                                      "pidfile", "pkt_buf", "resolv_conf", "so_reuseport", "track_extra_parameters",
                                      "unix_socket_dir", "unix_socket_group", "unix_socket_mode", "user",
-                                     "service_name"]  // PgBouncer's Windows alias of job_name
+                                     "service_name",  // PgBouncer's Windows alias of job_name
+                                     "peer_id"]
         let rows = try parse("").settings()
         for r in rows where ConfigKeySpec.pgbouncerByName[r.key] != nil {
             XCTAssertEqual(r.changeable, !noReload.contains(r.key), r.key)

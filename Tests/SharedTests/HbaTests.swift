@@ -184,8 +184,8 @@ final class HbaTests: XCTestCase {
         let r = try parse("""
             host   replication   repl    127.0.0.1/32  trust
             host   app           repl    127.0.0.1/32  md5
-            host   all           all     127.0.0.1/32  scram-sha-256
             host   db2,replication  other  127.0.0.1/32  password
+            host   all           all     127.0.0.1/32  scram-sha-256
             """)
         let peer = v4("127.0.0.1")
         XCTAssertEqual(method(r, "app", "repl", peer, replication: .physical), "trust")

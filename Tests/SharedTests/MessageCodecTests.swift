@@ -106,6 +106,7 @@ final class MessageCodecTests: XCTestCase {
              "2000000001680000153803000000020000000831302e302e302e31000000033a3a31"),
             (.ready(slot: 2, pid: 1234), "4100000002000004d2"),
             (.forwardCancel(targetSlot: 1, processID: 2, secretKey: 3), "42000000010000000200000003"),
+            (.peerCancel(peerID: 7, processID: 2, secretKey: 3), "48000000070000000200000003"),
             (.heartbeat(clients: 4, servers: -1), "4300000004ffffffff"), (.log("x"), "440000000178"),
             (.poolReport(database: "d", user: "u", servers: 1, idle: 2, waiting: 3, seq: 4),
              "460000000164000000017500000001000000020000000300000004"),

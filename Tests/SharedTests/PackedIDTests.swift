@@ -42,6 +42,8 @@ final class SupervisorTokenTests: XCTestCase {
         XCTAssertEqual(SupervisorToken.signal.owner, .signal)
         XCTAssertEqual(SupervisorToken.metricsListener.raw, 1 << 63)
         XCTAssertEqual(SupervisorToken.metricsListener.owner, .metrics)
+        XCTAssertEqual(SupervisorToken.peerCancels.raw, 3 << 62)
+        XCTAssertEqual(SupervisorToken.peerCancels.owner, .peers)
         XCTAssertEqual(SupervisorToken.metricsListener.index, -1)
         XCTAssertEqual(SupervisorToken.healthResolver.raw, 1 << 62)
         XCTAssertEqual(SupervisorToken.healthResolver.owner, .health)
@@ -116,5 +118,52 @@ final class CancelProcessIDTests: XCTestCase {
         XCTAssertEqual(CancelProcessID(raw: -1).slot, -1)
         XCTAssertEqual(CancelProcessID(raw: -1).index, 0xF_FFFF)
         XCTAssertEqual(CancelProcessID(raw: 0x7FFF_FFFF).slot, 0x7FF)
+    }
+}
+
+final class PeerCancelKeyTests: XCTestCase {
+    /// The 8 key bytes as a client sends them back (process id, then secret, big-endian).
+    private func bytes(_ pid: Int32, _ secret: UInt32) -> [UInt8] {
+        let p = UInt32(bitPattern: pid)
+        return [UInt8(p >> 24), UInt8(p >> 16 & 0xFF), UInt8(p >> 8 & 0xFF), UInt8(p & 0xFF),
+                UInt8(secret >> 24), UInt8(secret >> 16 & 0xFF), UInt8(secret >> 8 & 0xFF), UInt8(secret & 0xFF)]
+    }
+
+    /// PgBouncer (>= 1.21) reads the peer id from bytes 1 and 2, low byte first, and the TTL from the
+    /// low two bits of byte 7, and keeps byte 0's top bit clear: pgswift's keys must read the same.
+    func testPgBouncerReadsThePeerIDAndTTL() {
+        let pid = PeerCancelKey.processID(slot: 0x1234, peer: 0x2A05)
+        let secret = PeerCancelKey.secret(random: 0xDEAD_BEE0)
+        let b = bytes(pid, secret)
+        XCTAssertEqual(Int(b[1]) + Int(b[2]) << 8, 0x2A05, "peer id as PgBouncer decodes it")
+        XCTAssertEqual(b[7] & 0x03, 3, "TTL bits all set in a new key")
+        XCTAssertEqual(b[0] & 0x80, 0, "no sign bit")
+        XCTAssertEqual(b, [0x12, 0x05, 0x2A, 0x34, 0xDE, 0xAD, 0xBE, 0xE3])
+        XCTAssertEqual(PeerCancelKey.peer(processID: pid), 0x2A05)
+        XCTAssertEqual(PeerCancelKey.slot(processID: pid), 0x1234)
+        XCTAssertEqual(PeerCancelKey.ttl(secret: secret), 3)
+        XCTAssertEqual(PeerCancelKey.ttl(secret: secret - 1), 2, "a forward lowers the TTL by subtracting 1, as PgBouncer")
+        XCTAssertEqual(PeerCancelKey.secret(random: secret - 2), secret, "the owner restores the TTL bits to compare")
+    }
+
+    /// A key PgBouncer made (random bytes 0 and 3) names its peer id the same way.
+    func testKeysMadeByPgBouncer() {
+        // bytes 7f 10 00 9c ...: peer 16, as PgBouncer with peer_id = 16 writes it.
+        let pid = Int32(bitPattern: 0x7F10_009C)
+        XCTAssertEqual(PeerCancelKey.peer(processID: pid), 16)
+        XCTAssertEqual(PeerCancelKey.peer(processID: Int32(bitPattern: 0x0001_4000)), 0x4001)
+    }
+
+    /// Every slot pgswift allows (workers <= 4096) and every peer id round-trip, and differ by key.
+    func testSlotsAndPeersRoundTrip() {
+        for slot: Int32 in [0, 1, 255, 256, 4095, PeerCancelKey.maxSlot] {
+            for peer in [1, 2, 255, 256, 16383, 65535] {
+                let pid = PeerCancelKey.processID(slot: slot, peer: peer)
+                XCTAssertGreaterThanOrEqual(pid, 0)
+                XCTAssertEqual(PeerCancelKey.slot(processID: pid), slot)
+                XCTAssertEqual(PeerCancelKey.peer(processID: pid), peer)
+            }
+        }
+        XCTAssertNotEqual(PeerCancelKey.processID(slot: 1, peer: 1), PeerCancelKey.processID(slot: 256, peer: 1))
     }
 }

@@ -241,12 +241,13 @@ public enum AdminResults {
         }, into: &out)
     }
 
-    /// SHOW LISTS. `databases`, `users`: configured counts; `dnsNames`, `dnsQueries`: the supervisor's
+    /// SHOW LISTS. `databases`, `users`, `peers`: configured counts; `peerPools`: peers a cancel was
+    /// forwarded to (the supervisor's); `dnsNames`, `dnsQueries`: the supervisor's
     /// resolver (no zones: pgswift tracks none); the rest comes from the workers.
     public static func lists(_ m: MergedStats, databases: Int, users: Int, dnsNames: Int = 0, dnsQueries: Int = 0,
-                             into out: inout OutBuffer) {
+                             peers: Int = 0, peerPools: Int = 0, into out: inout OutBuffer) {
         let items: [(String, Int)] = [
-            ("databases", databases), ("users", users), ("peers", 0), ("pools", m.pools.count), ("peer_pools", 0),
+            ("databases", databases), ("users", users), ("peers", peers), ("pools", m.pools.count), ("peer_pools", peerPools),
             ("free_clients", Int(m.lists.freeClients)), ("used_clients", Int(m.lists.usedClients)),
             ("login_clients", Int(m.lists.loginClients)), ("free_servers", Int(m.lists.freeServers)),
             ("used_servers", Int(m.lists.usedServers)), ("dns_names", dnsNames), ("dns_zones", 0), ("dns_queries", dnsQueries),
@@ -309,7 +310,7 @@ public enum AdminResults {
         }, into: &out)
     }
 
-    /// Commands whose lists pgswift has no entries for (peers, DNS zones):
+    /// Commands whose lists pgswift has no entries for (DNS zones):
     /// the right columns and no rows, so scripts see an empty but well-formed answer.
     public static func empty(_ target: AdminShowTarget, into out: inout OutBuffer) {
         resultSet(AdminColumns.columns(for: target) ?? [], [], into: &out)

@@ -36,6 +36,8 @@ public struct Config: Sendable {
 
     public var poolMode: PoolMode = .session
     public var defaultPoolSize: Int = 20
+    /// This host's id among peered poolers (0: peering off). Cancel keys carry it (`PeerCancelKey`).
+    public var peerID: Int = 0
     public var minPoolSize: Int = 0
     /// Extra servers a pool may open for clients that waited `reservePoolTimeout` seconds (0 turns
     /// the reserve off), service-wide like pool sizes (Supervisor/Limits/PoolQuotas.swift).
@@ -165,6 +167,8 @@ public struct Config: Sendable {
     /// The `*` entry: template for database names not listed.
     public var fallbackDatabase: DatabaseEntry? = nil
     public var users: [String: UserEntry] = [:]
+    /// `[peers]`, in id order (a later line for the same id replaces the earlier one).
+    public var peers: [PeerEntry] = []
     public var configFile: String = ""
     public var warnings: [ConfigWarning] = []
     /// Raw values of PgBouncer keys pgswift accepts but does not implement (for SHOW CONFIG).

@@ -25,9 +25,7 @@ struct ConfigAssembler {
             case "pgswift": section = .pgswift
             case "databases": section = .databases
             case "users": section = .users
-            case "peers":
-                section = .peers
-                warn(file, line, "[peers] is not implemented by pgswift yet; its entries are ignored")
+            case "peers": section = .peers
             default:
                 throw ConfigError(file: file, line: line, message: "unknown section [\(name)] "
                                   + "(expected [pgbouncer], [pgswift], [databases], [users] or [peers])")
@@ -42,7 +40,7 @@ struct ConfigAssembler {
             case .pgswift: try setting(key, value, file, line, in: "pgswift")
             case .databases: try database(key, value, file, line)
             case .users: try user(key, value, file, line)
-            case .peers: break
+            case .peers: try peer(key, value, file, line)
             }
         }
     }
@@ -261,6 +259,55 @@ struct ConfigAssembler {
                                  _ fail: (String) -> ConfigError) throws(ConfigError) -> Double? {
         if let n = ConfigText.decimal(value), n < 0 { return nil }
         return try timeout(value, key, fail)
+    }
+
+    // MARK: [peers]
+
+    /// `N = host=... port=... pool_size=...`, read as PgBouncer's parse_peer reads it, but every
+    /// value checked: a peer that could never be reached is an error, not a silent no-op.
+    private mutating func peer(_ name: String, _ connstr: String, _ file: String, _ line: Int) throws(ConfigError) {
+        func fail(_ message: String) -> ConfigError {
+            ConfigError(file: file, line: line, message: "peer \"\(name)\": \(message)")
+        }
+        guard let id = ConfigText.decimal(name), id >= 1 && id <= PeerEntry.maxID else {
+            throw fail("a peer's name is its peer id, a number from 1 to \(PeerEntry.maxID)")
+        }
+        let pairs: [(String, String)]
+        do {
+            pairs = try ConfigConnString.pairs(connstr)
+        } catch {
+            throw fail(error.reason)
+        }
+        var host: String? = nil
+        var entry = PeerEntry(id: id, host: "")
+        for (rawKey, value) in pairs {
+            switch rawKey.lowercased() {
+            case "host":
+                if value.hasPrefix("@") {
+                    throw fail("abstract Unix sockets (host=@...) are not supported by pgswift")
+                }
+                host = value
+            case "port":
+                guard let p = ConfigText.decimal(value), p >= 1 && p <= 65535 else { throw fail("invalid port \"\(value)\"") }
+                entry.port = p
+            case "pool_size":
+                guard let n = ConfigText.decimal(value), n <= ConfigKeySpec.intMax else {
+                    throw fail("invalid pool_size \"\(value)\" (expected an integer)")
+                }
+                if n == 0 { throw fail("pool_size 0 would never forward a cancel request (leave it out for default_pool_size)") }
+                entry.poolSize = n < 0 ? nil : n
+            default:
+                throw fail("unrecognized connection parameter \"\(rawKey)\" (expected host, port or pool_size)")
+            }
+        }
+        guard let host else { throw fail("host was not provided") }
+        entry.host = host
+        if let i = config.peers.firstIndex(where: { $0.id == id }) {
+            config.peers[i] = entry
+        } else {
+            config.peers.append(entry)
+            config.peers.sort { $0.id < $1.id }
+        }
     }
 
     // MARK: [users]

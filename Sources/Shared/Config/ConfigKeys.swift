@@ -161,7 +161,7 @@ extension ConfigKeySpec {
         int("max_user_client_connections", "0", \.maxUserClientConnections),
         int("max_user_connections", "0", \.maxUserConnections),
         int("min_pool_size", "0", \.minPoolSize),
-        ignored("peer_id", "0", .int(min: 0, max: 16383)),
+        int("peer_id", "0", \.peerID, max: PeerEntry.maxOwnID),
         optionalText("pidfile", "", \.pidfile),
         ignored("pkt_buf", "4096", .int(min: 256, max: intMax)),
         seconds("pool_idle_timeout", "3600", \.poolIdleTimeout),
@@ -262,7 +262,7 @@ extension ConfigKeySpec {
     /// pgswift's own that shape processes or sockets (`RestartSettings`) or are opened once
     /// (`metrics_listen`). Everything else a RELOAD applies, so SET applies it the same way.
     static let restartOnly: Set<String> = [
-        "disable_pqexec", "job_name", "listen_addr", "listen_backlog", "listen_port", "pidfile", "pkt_buf",
+        "disable_pqexec", "job_name", "listen_addr", "listen_backlog", "listen_port", "peer_id", "pidfile", "pkt_buf",
         "resolv_conf", "service_name", "so_reuseport", "track_extra_parameters", "unix_socket_dir",
         "unix_socket_group", "unix_socket_mode", "user",
         "metrics_listen", "worker_binary", "workers",

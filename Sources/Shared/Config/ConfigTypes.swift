@@ -315,3 +315,36 @@ public struct ConfigOverride: Sendable, Equatable {
         return .accepted(ConfigOverride(key: key, value: value))
     }
 }
+
+/// One `[peers]` line (`N = host=... port=... pool_size=...`): another pooler that cancel requests
+/// carrying peer id `id` are forwarded to (PgBouncer's peering).
+public struct PeerEntry: Sendable, Equatable {
+    /// PgBouncer's documented maximum of `peer_id` (the key has 16 bits for it).
+    public static let maxOwnID = 16383
+    /// What PgBouncer accepts as a `[peers]` name.
+    public static let maxID = 65535
+    public var id: Int
+    /// A host name or address, or a Unix socket directory (starts with `/`).
+    public var host: String
+    public var port: Int = 6432
+    /// Cancel requests in flight to the peer at once; nil: `default_pool_size`.
+    public var poolSize: Int? = nil
+
+    public init(id: Int, host: String, port: Int = 6432, poolSize: Int? = nil) {
+        self.id = id
+        self.host = host
+        self.port = port
+        self.poolSize = poolSize
+    }
+
+    /// The socket path when `host` is a Unix socket directory, else nil.
+    public var unixSocketPath: String? { host.hasPrefix("/") ? "\(host)/.s.PGSQL.\(port)" : nil }
+}
+
+extension Config {
+    /// The `[peers]` entry for `id`, if any.
+    public func peer(id: Int) -> PeerEntry? { peers.first { $0.id == id } }
+
+    /// How many cancel requests may be in flight to `peer` at once.
+    public func poolSize(of peer: PeerEntry) -> Int { peer.poolSize ?? defaultPoolSize }
+}

@@ -74,6 +74,7 @@
 /// - metrics (M): low 32 bits 0 for the listener, fd + 1 for a connection.
 /// - health check (H): probe serial in bits 32-55 (24 bits, wraps), low 32 bits 0 for the DNS
 ///   resolver's wake-up pipe, target index + 1 for a probe.
+/// - peer cancels (M and H): the wake-up pipe of the threads that forward cancels to peers; the rest 0.
 ///
 /// A stale event (a channel of an earlier process, a finished probe) carries an older generation or
 /// serial than the one in force and is dropped by the owner's comparison.
@@ -90,6 +91,7 @@
     @inlinable public static var signal: SupervisorToken { SupervisorToken(raw: 0) }
     @inlinable public static var metricsListener: SupervisorToken { SupervisorToken(raw: metricsBit) }
     @inlinable public static var healthResolver: SupervisorToken { SupervisorToken(raw: healthBit) }
+    @inlinable public static var peerCancels: SupervisorToken { SupervisorToken(raw: metricsBit | healthBit) }
 
     @inlinable public static func channel(slot: Int, generation: UInt32) -> SupervisorToken {
         SupervisorToken(raw: UInt64(generation & channelGenerationMask) << 32 | UInt64(UInt32(truncatingIfNeeded: slot + 1)))
@@ -101,9 +103,10 @@
         SupervisorToken(raw: healthBit | UInt64(serial & probeSerialMask) << 32 | UInt64(UInt32(truncatingIfNeeded: target + 1)))
     }
 
-    public enum Owner: Equatable, Sendable { case signal, channel, metrics, health }
+    public enum Owner: Equatable, Sendable { case signal, channel, metrics, health, peers }
     @inlinable public var owner: Owner {
         if raw == 0 { return .signal }
+        if raw & (Self.metricsBit | Self.healthBit) == Self.metricsBit | Self.healthBit { return .peers }
         if raw & Self.metricsBit != 0 { return .metrics }
         if raw & Self.healthBit != 0 { return .health }
         return .channel
@@ -172,4 +175,50 @@
     /// The slot of the worker that gave the key (arithmetic shift, as the key was read off the wire).
     @inlinable public var slot: Int32 { raw >> 20 }
     @inlinable public var index: Int32 { raw & Self.indexMask }
+}
+
+/// The BackendKeyData pgswift sends when peering is on (`peer_id` > 0), laid out as PgBouncer ≥ 1.21
+/// lays out its keys, so that any peer, pgswift or PgBouncer, reads the peer id and the hop count
+/// from a key it did not make. As the 8 bytes of the key (process id then secret, big-endian):
+///
+/// ```
+///  byte 0          1            2            3          4  5  6   7
+/// │0│slot hi (7) │ peer id lo │ peer id hi │ slot lo  │ random    │random (6)│TTL(2)│
+/// ```
+/// PgBouncer puts the peer id in bytes 1 and 2 (low byte first), the number of forwards left (TTL,
+/// 3 when made) in the low two bits of byte 7, and clears the process id's sign bit; the rest is its
+/// own business, random in PgBouncer's keys. pgswift puts the owning worker's slot in the process id's
+/// other 15 bits (byte 0's low 7 and byte 3), so the process id is the same for every client of a
+/// worker, and a client is found by its secret (30 random bits plus the TTL bits) among that worker's
+/// clients (`Worker.cancelTarget`). Without peering the layout is `CancelProcessID`.
+@frozen public enum PeerCancelKey {
+    /// The low two bits of the secret: how many more times the key may be forwarded between peers.
+    @inlinable public static var ttlMask: UInt32 { 0x3 }
+    /// Slots that fit in the process id's 15 free bits.
+    @inlinable public static var maxSlot: Int32 { 0x7FFF }
+
+    /// The process id of every client of worker `slot` on the host whose peer id is `peer`.
+    @inlinable public static func processID(slot: Int32, peer: Int) -> Int32 {
+        let p = UInt32(truncatingIfNeeded: peer) & 0xFFFF
+        let s = UInt32(bitPattern: slot) & 0x7FFF
+        return Int32(bitPattern: (s >> 8) << 24 | (p & 0xFF) << 16 | (p >> 8) << 8 | (s & 0xFF))
+    }
+
+    /// The peer id a key names (bytes 1 and 2, low byte first).
+    @inlinable public static func peer(processID: Int32) -> Int {
+        let u = UInt32(bitPattern: processID)
+        return Int((u >> 16) & 0xFF | ((u >> 8) & 0xFF) << 8)
+    }
+
+    /// The worker slot a key made by pgswift names.
+    @inlinable public static func slot(processID: Int32) -> Int32 {
+        let u = UInt32(bitPattern: processID)
+        return Int32(bitPattern: ((u >> 24) & 0x7F) << 8 | u & 0xFF)
+    }
+
+    /// A secret as handed out: random, with the TTL bits set (three forwards left).
+    @inlinable public static func secret(random: UInt32) -> UInt32 { random | ttlMask }
+
+    /// Forwards left on a key that arrived.
+    @inlinable public static func ttl(secret: UInt32) -> UInt32 { secret & ttlMask }
 }

@@ -33,7 +33,9 @@ extension Supervisor {
             case .state: AdminResults.state(paused: paused, suspended: false, into: &out)
             case .health: AdminResults.resultSet(AdminColumns.health, healthRows(now: Clock.monotonicNanos()), into: &out)
             case .dnsHosts: AdminResults.resultSet(AdminColumns.dnsHosts, dnsHostRows(now: Clock.monotonicNanos()), into: &out)
-            case .peers, .peerPools, .dnsZones:
+            case .peers: AdminResults.resultSet(AdminColumns.peers, peerRows(), into: &out)
+            case .peerPools: AdminResults.resultSet(AdminColumns.peerPools, peerPoolRows(), into: &out)
+            case .dnsZones:
                 AdminResults.empty(target, into: &out)
             default:
                 // Everything else reads live figures: ask every worker now, answer when all replied.
@@ -149,7 +151,8 @@ extension Supervisor {
             // PgBouncer counts its lists: the admin database and every user SHOW USERS shows.
             let dns = dnsCounts()
             AdminResults.lists(m, databases: databaseRows(m).count, users: userRows(m).count,
-                               dnsNames: dns.names, dnsQueries: dns.queries, into: &out)
+                               dnsNames: dns.names, dnsQueries: dns.queries, peers: config.peers.count,
+                               peerPools: peerState.pools.pools.count, into: &out)
         case .databases: AdminResults.databases(databaseRows(m), into: &out)
         case .users: AdminResults.users(userRows(m), into: &out)
         case .workers: AdminResults.workers(workerRows(m), into: &out)
@@ -179,7 +182,16 @@ extension Supervisor {
             let t = byDatabase[p.database] ?? (0, 0)
             byDatabase[p.database] = (t.servers &+ servers(p), t.clients &+ clients(p))
         }
-        var rows: [AdminDatabaseRow] = config.databases.map { d in
+        // The configured entries, then the databases the `*` entry made (PgBouncer's auto-databases),
+        // listed while some worker holds a pool for them (autodb_idle_timeout frees it).
+        var entries = config.databases
+        if config.fallbackDatabase != nil {
+            let configured = Set(entries.map(\.name))
+            for name in byDatabase.keys where name != "pgbouncer" && !configured.contains(name) {
+                if let d = config.database(named: name) { entries.append(d) }
+            }
+        }
+        var rows: [AdminDatabaseRow] = entries.map { d in
             let totals = byDatabase[d.name] ?? (0, 0)
             let maxClients = config.effectiveMaxDBClientConnections(database: d)
             return AdminDatabaseRow(

@@ -12,6 +12,8 @@ struct RestartSettings: Equatable, Sendable {
     var workers: Int
     var workerBinary: String?
     var pidfile: String?
+    /// In every cancel key handed out (PeerCancelKey): workers get it on their command line.
+    var peerID = 0
 
     init(listenAddr: [String], listenPort: Int, unixSocketDir: String, unixSocketMode: Int,
          unixSocketGroup: String = "", soReuseport: Bool = false,
@@ -33,6 +35,7 @@ struct RestartSettings: Equatable, Sendable {
                   unixSocketMode: c.unixSocketMode, unixSocketGroup: c.unixSocketGroup, soReuseport: c.soReuseport,
                   listenBacklog: c.listenBacklog, workers: c.workers,
                   workerBinary: c.workerBinary, pidfile: c.pidfile)
+        peerID = c.peerID
     }
 
     /// Config keys whose value differs in `new`: they take effect only after a restart.
@@ -48,6 +51,7 @@ struct RestartSettings: Equatable, Sendable {
         if workers != new.workers { keys.append("workers") }
         if workerBinary != new.workerBinary { keys.append("worker_binary") }
         if pidfile != new.pidfile { keys.append("pidfile") }
+        if peerID != new.peerID { keys.append("peer_id") }
         return keys
     }
 }

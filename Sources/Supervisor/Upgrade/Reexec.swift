@@ -33,6 +33,9 @@ struct ReexecState: Equatable, Sendable {
     /// The worker holding the admin client that sent UPGRADE (0: none) and its request.
     var requesterPid: Int32 = 0
     var requestID: UInt32 = 0
+    /// The peer id the service runs with (restart only: every cancel key carries it). Written only
+    /// when not 0 (`peer=N`); absent, as in states of images before peering, it is 0.
+    var peerID = 0
 
     static let environmentName = "PGSWIFT_REEXEC"
 
@@ -47,7 +50,7 @@ struct ReexecState: Equatable, Sendable {
             .joined(separator: "/")
         let announced = (workers + retired).filter { $0.features != 0 }
         let featuresText = announced.isEmpty ? "-" : announced.map { "\($0.pid):\($0.features)" }.joined(separator: ",")
-        return "v1 paused=\(paused ? 1 : 0) request=\(requesterPid):\(requestID) unix=\(unix) counter=\(counter) pausedDBs=\(Self.names(pausedDBs)) disabledDBs=\(Self.names(disabledDBs)) tcp=\(tcpText) workers=\(list(workers)) retired=\(list(retired)) features=\(featuresText)"
+        return "v1 paused=\(paused ? 1 : 0) request=\(requesterPid):\(requestID) unix=\(unix) counter=\(counter) pausedDBs=\(Self.names(pausedDBs)) disabledDBs=\(Self.names(disabledDBs)) tcp=\(tcpText) workers=\(list(workers)) retired=\(list(retired))\(peerID != 0 ? " peer=\(peerID)" : "") features=\(featuresText)"
     }
 
     /// Names as hex of their UTF-8 bytes, comma-separated ("-": none), so the line stays free of quoting.
@@ -144,6 +147,10 @@ struct ReexecState: Equatable, Sendable {
         }
         s.workers = workers
         s.retired = retired
+        if let p = kv["peer"] {
+            guard let id = Int(p), id > 0 && id <= PeerEntry.maxOwnID else { return nil }
+            s.peerID = id
+        }
         // Absent in states written before it existed: no features known (the old workers are then not
         // sent anything they might not read).
         if let f = kv["features"], f != "-" {
@@ -221,6 +228,7 @@ extension Supervisor {
         state.tcp = listeners.tcp
         state.unix = listeners.unix
         state.paused = paused
+        state.peerID = running.peerID
         func describe(_ p: WorkerSlot) -> ReexecState.Process? {
             guard p.pid != 0, let fd = p.channel?.fd else { return nil }
             return .init(slot: p.index, pid: p.pid, controlFD: fd, generation: p.generation, restarts: p.restarts,

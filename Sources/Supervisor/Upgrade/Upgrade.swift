@@ -143,7 +143,7 @@ extension Supervisor {
                                                tcpCount: listeners.addresses.count, hasUnix: listeners.unix >= 0,
                                                verbosity: options.verbosity, respawned: true,
                                                clientsFD: !counterFDs.isEmpty, clientsWord: word,
-                                               overrides: setOverrides)
+                                               overrides: setOverrides, peerID: running.peerID)
             + ["--handoff-fd", String(3 + listenFDs.count + 1 + counterFDs.count)]
         let pid: Int32
         do throws(SyscallError) {

@@ -30,7 +30,7 @@ enum WorkerLaunch {
     /// the slot's TCP listeners, then the shared Unix listener (if any), then the control socket.
     static func arguments(configPath: String, slot: Int, tcpCount: Int, hasUnix: Bool, verbosity: Int,
                           respawned: Bool = false, clientsFD: Bool = false, clientsWord: Int? = nil,
-                          overrides: [ConfigOverride] = []) -> [String] {
+                          overrides: [ConfigOverride] = [], peerID: Int = 0) -> [String] {
         var next: Int32 = 3
         var tcp: [String] = []
         for _ in 0..<tcpCount {
@@ -57,6 +57,9 @@ enum WorkerLaunch {
         // The admin console's SET values since the last RELOAD: a new process loads what the others
         // run. Only present when there are some, so a worker binary older than SET still starts.
         for o in overrides { args += ["--set", o.key + "=" + o.value] }
+        // The peer id the service started with (a reload cannot change it: the cancel keys already
+        // handed out carry it), so a worker respawned after the file changed keeps making the same keys.
+        if peerID > 0 { args += ["--peer-id", String(peerID)] }
         return args
     }
 }

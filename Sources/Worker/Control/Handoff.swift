@@ -354,6 +354,18 @@ extension Worker {
         return ci
     }
 
+    /// With peering every client of this slot has the same process id (`PeerCancelKey`), an adopted
+    /// one too (same slot, same peer id), so the secret names the client: a walk of the table, as
+    /// PgBouncer walks its client lists. Cancels are rare; nothing is kept per client for them.
+    func peerCancelTarget(processID: Int32, secretKey: UInt32) -> Int32 {
+        guard processID == PeerCancelKey.processID(slot: slot, peer: peerID) else { return -1 }
+        for i in clients.indices {
+            let ci = Int32(i)
+            if clients[ci].state != .free && clients[ci].cancelKey == secretKey && clients[ci].admin == .none { return ci }
+        }
+        return -1
+    }
+
     /// Forgets adopted keys whose clients have left.
     func pruneAdopted() {
         handoff.adopted = handoff.adopted.filter { clients[$0.value.ci].io.gen == $0.value.gen && clients[$0.value.ci].state != .free }
@@ -363,6 +375,7 @@ extension Worker {
     /// The table index a cancel key names: ours (`CancelProcessID`), else a key a client brought
     /// from a predecessor. -1 when none matches.
     func cancelTarget(processID: Int32, secretKey: UInt32) -> Int32 {
+        if peerID > 0 { return peerCancelTarget(processID: processID, secretKey: secretKey) }
         let ci = CancelProcessID(raw: processID).index
         if ci < Int32(clients.capacity), clients[ci].state != .free, clients[ci].cancelKey == secretKey,
            handoff.original[ci] == nil || handoff.original[ci]!.gen != clients[ci].io.gen {

@@ -209,6 +209,14 @@ extension Worker {
             log.info("\(clientLogPrefix(ci)) login attempt: db=\(db) user=\(user) tls=\(tlsDescription(client: ci)) "
                      + "replication=\(login.replication.startupValue)")
         }
+        if login.overLimit {
+            // Accepted over max_client_conn (`adoptAcceptedClient`): only the admin console gets in.
+            guard db == "pgbouncer" else {
+                failClient(ci, code: SQLState.tooManyConnections, message: "no more connections allowed (max_client_conn)")
+                return
+            }
+            overLimitLogin(ci, counted: true)
+        }
         if msg.minorVersion > 0 || !msg.unrecognizedProtocolOptions.isEmpty {
             scratch.clear()
             Backend.negotiateProtocolVersion(into: &scratch, newestMinor: 0, unrecognized: msg.unrecognizedProtocolOptions)
@@ -458,7 +466,8 @@ extension Worker {
             startReplication(ci)
             return
         }
-        if pools[p].welcome != nil {
+        // Known here, or learnt by another worker's pool (SharedWelcome.swift): answered at once.
+        if pools[p].welcome != nil || adoptSharedWelcome(p) {
             finishLogin(ci)
             return
         }
@@ -510,9 +519,10 @@ extension Worker {
     }
 
     /// Our BackendKeyData process id (`CancelProcessID`: the worker slot above the client's table
-    /// index), so a cancel that lands on any worker finds its owner.
+    /// index; with peering, `PeerCancelKey`: the peer id and the slot), so a cancel that lands on any
+    /// worker, or on a peer, finds its owner.
     func clientProcessID(_ ci: Int32) -> Int32 {
-        CancelProcessID(slot: slot, index: ci).raw
+        peerID > 0 ? PeerCancelKey.processID(slot: slot, peer: peerID) : CancelProcessID(slot: slot, index: ci).raw
     }
 
     /// The pool's logins are failing and no new attempt may start yet (server_login_retry has not passed

@@ -204,18 +204,14 @@ extension Worker {
         pools[p].loginRefused = false
         if pools[p].welcome == nil, let info = servers[si].info {
             setWelcome(p, info.reported)
+            reportWelcome(p)  // for the other workers' pools (SharedWelcome.swift)
         }
         servers[si].info?.reported = []
         servers[si].paramsKey = serverParamsKey(si)
         servers[si].info?.login = nil
         log.debug("S-\(servers[si].id): login done (backend pid \(servers[si].backendPID))")
         // Clients that authenticated before the pool knew its welcome parameters.
-        var ci: Int32 = 0
-        let cap = Int32(clients.capacity)
-        while ci < cap {
-            if clients[ci].state == .waitWelcome && clients[ci].pool == Int32(p) { finishLogin(ci) }
-            ci += 1
-        }
+        finishWelcomeWaits(p)
         serverIdle(si)
         // Connects are capped per pool (BackendHealth.swift): this one's end lets the next start.
         if !paused { launchIfNeeded(Int32(p)) }

@@ -74,9 +74,23 @@ extension Worker {
         limits.counter?.acquireUnchecked(slot: limits.counterWord)
     }
 
-    /// A client's table slot is freed: its place in the service-wide count too.
-    func clientLeft() {
+    /// A client's table slot is freed: its place in the service-wide count too (none for a client
+    /// accepted over max_client_conn and freed before its login ended: it never had one).
+    func clientLeft(_ ci: Int32) {
+        if clients[ci].info?.login?.overLimit == true {
+            overLimitLogin(ci, counted: false)
+            return
+        }
         limits.counter?.release(slot: limits.counterWord)
+    }
+
+    /// A login accepted over max_client_conn ends its wait: it leaves uncounted (freed while logging
+    /// in), or takes a place in the count (`counted`: the admin console, let in beyond the limit as
+    /// PgBouncer does, or a refused client on its way out, whose free gives the place back).
+    func overLimitLogin(_ ci: Int32, counted: Bool) {
+        clients[ci].info?.login?.overLimit = false
+        overLimitClients -= 1
+        if counted { limits.counter?.acquireUnchecked(slot: limits.counterWord) }
     }
 
     // MARK: Pools and groups

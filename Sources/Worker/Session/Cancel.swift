@@ -2,14 +2,45 @@
 import Shared
 
 extension Worker {
-    /// A CancelRequest arrived on this worker: handle it here or pass it to the owning worker.
+    /// A CancelRequest arrived on this worker: handle it here, pass it to the owning worker, or (with
+    /// peering) to the supervisor, which forwards it to the peer whose id the key carries.
     func handleCancelRequest(processID: Int32, secretKey: UInt32) {
-        let owner = CancelProcessID(raw: processID).slot
+        var secretKey = secretKey
+        let owner: Int32
+        if peerID > 0 {
+            let keyPeer = PeerCancelKey.peer(processID: processID)
+            if keyPeer != peerID {
+                forwardCancelToPeer(keyPeer, processID: processID, secretKey: secretKey)
+                return
+            }
+            // Ours: the keys we hand out have all TTL bits set; a forwarded copy has fewer.
+            secretKey = PeerCancelKey.secret(random: secretKey)
+            owner = PeerCancelKey.slot(processID: processID)
+        } else {
+            owner = CancelProcessID(raw: processID).slot
+        }
         if owner == slot {
             cancelLocal(processID: processID, secretKey: secretKey)
         } else {
             sendControl(.forwardCancel(targetSlot: owner, processID: processID, secretKey: secretKey))
         }
+    }
+
+    /// A key with another peer's id: PgBouncer's rules. One whose TTL is spent (it went round three
+    /// peers already) or whose peer is not in `[peers]` is dropped with a log line; any other goes to
+    /// the supervisor with one forward less, which sends it to the peer (Supervisor/Peers).
+    func forwardCancelToPeer(_ peer: Int, processID: Int32, secretKey: UInt32) {
+        let ttl = PeerCancelKey.ttl(secret: secretKey)
+        guard ttl > 0 else {
+            log.warning("cancel request for peer \(peer) dropped: forwarded too many times (TTL exhausted)")
+            return
+        }
+        guard config.peer(id: peer) != nil else {
+            log.warning("cancel request for unknown peer \(peer) dropped: no such entry in [peers]")
+            return
+        }
+        log.debug("cancel request for peer \(peer): forwarding")
+        sendControl(.peerCancel(peerID: Int32(peer), processID: processID, secretKey: secretKey - 1))
     }
 
     /// Sends PostgreSQL a CancelRequest for the server this client is linked to right now. A wrong

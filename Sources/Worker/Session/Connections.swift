@@ -106,6 +106,10 @@ final class ClientLoginState {
     /// A replication client's `options` startup parameter, untouched: its own server gets it as it came
     /// (PgBouncer takes any options from replication clients, as nothing else shares that server).
     var replicationOptions: String? = nil
+    /// Accepted while max_client_conn was reached, so not counted: refused once its startup packet
+    /// names a database (after TLS, so that the client can read why), unless that is the admin console,
+    /// which PgBouncer lets in beyond the limit (counted then).
+    var overLimit = false
 }
 
 enum ClientAuth {

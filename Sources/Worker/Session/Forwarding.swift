@@ -323,12 +323,14 @@ extension Worker {
             clients[ci].io.input.start = scan
             return .next
         }
-        var expected = answerFor(type, nil)
-        // A Flush with a body is an extended-protocol error for PostgreSQL (see `badFlush`).
-        if type == FrontendType.flush && len != 4 { expected = ExpectedAnswer.badFlush }
+        var expected = ExpectedAnswer.none
         let mayName = servers[si].rewriting && (type == FrontendType.parse || type == FrontendType.bind
             || type == FrontendType.describe || type == FrontendType.close)
-        if mayName {
+        if !mayName {
+            expected = answerFor(type, nil)
+            // A Flush with a body is an extended-protocol error for PostgreSQL (see `badFlush`).
+            if type == FrontendType.flush && len != 4 { expected = ExpectedAnswer.badFlush }
+        } else {
             if total > avail {
                 if total <= buffers.size { return .done(scan > clients[ci].io.input.start ? .progress : .needMore) }
                 // Larger than the buffer: only its head (the names) is looked at, the rest
@@ -348,12 +350,13 @@ extension Worker {
                 let body = UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4)
                 if namesStatement(type, body) {
                     if scan > clients[ci].io.input.start { return .done(.progress) }
+                    let wasUnsynced = servers[si].unsynced
                     servers[si].unsynced = true
                     scan &+= total
                     clients[ci].io.input.start = scan
                     clients[ci].io.input.scan = scan
                     clients[ci].io.input.partial = partial
-                    if !rewritePrepared(ci, si, type, body) { return .done(.stop) }
+                    if !rewritePrepared(ci, si, type, body, wasUnsynced: wasUnsynced) { return .done(.stop) }
                     return .next
                 }
                 expected = answerFor(type, body)
@@ -578,16 +581,8 @@ extension Worker {
     /// read whole. Non-nil: stop scanning with that result.
     @inline(__always)
     private func trackServerMessage(_ si: Int32, _ type: UInt8, total: Int, avail: Int, _ scan: inout Int) -> ScanResult? {
-        if let head = headAnswer(si), head.kind == ExpectedAnswer.copyEnd {
-            // A CopyDone/CopyFail at the head never ended a COPY (a running COPY's Query or Execute
-            // would be ahead of it): the server ignored it. It must not stand for the message this
-            // server message answers.
-            popStaleCopyEnds(si)
-        }
-        if let head = headAnswer(si), head.isSynthetic {
-            // An answer pgswift owes comes before this message: send what precedes it first.
-            if scan > servers[si].io.input.start { return .progress }
-            emitDueSynthetics(si)
+        if let head = headAnswer(si), head.kind == ExpectedAnswer.copyEnd || head.isSynthetic {
+            if let r = answersDueFirst(si, scan) { return r }
         }
         if total > avail && (type == BackendType.parseComplete || type == BackendType.closeComplete) {
             return .needMore
@@ -596,6 +591,19 @@ extension Worker {
             copyStarted(si)
         } else if servers[si].copyIn && (type == BackendType.commandComplete || type == BackendType.errorResponse) {
             return copyMayEnd(si, type, total: total, avail: avail, scan)
+        }
+        return nil
+    }
+
+    /// The head of the queue is not this server message's: a stale CopyDone/CopyFail (it never ended a
+    /// COPY, a running COPY's Query or Execute would be ahead of it: the server ignored it, so it must
+    /// not stand for this message) goes, and answers pgswift owes go out (after what precedes them).
+    @inline(never)
+    private func answersDueFirst(_ si: Int32, _ scan: Int) -> ScanResult? {
+        popStaleCopyEnds(si)
+        if let head = headAnswer(si), head.isSynthetic {
+            if scan > servers[si].io.input.start { return .progress }
+            emitDueSynthetics(si)
         }
         return nil
     }
@@ -636,7 +644,7 @@ extension Worker {
             }
             return .next
         }
-        if servers[si].pendingSyncs > 0 { servers[si].pendingSyncs &-= 1 }
+        syncAnswered(si)
         statsReadyForQuery(si, status: status)  // stats hook
         // The pool's mode, or session for a replication client's own server (`linkMode`).
         let mode = linkMode(si)

@@ -18,12 +18,10 @@ extension Worker {
             clientLoginInput(ci)
         case .closing:
             if hangup { freeClient(ci) } else { flushClient(ci) }
-        case .waitWelcome:
-            if hangup { closeClient(ci, reason: "client went away during login", notify: false); return }
-            flushClient(ci)
-        case .replicationWait, .replicationLogin:
-            // Nothing is read until its own server is ready (then at once); one that gives up waiting
-            // for room closes its socket, which must not hold a place in the pool's queue.
+        case .waitWelcome, .replicationWait, .replicationLogin:
+            // Nothing is read until the pool's first server has logged in (a replication client: until
+            // its own server is ready, then at once); one that gives up meanwhile closes its socket,
+            // which must not hold a place in the pool's queue until client_login_timeout.
             if hangup || events & cl_EPOLLRDHUP() != 0 {
                 closeClient(ci, reason: "client went away during login", notify: false)
                 return
@@ -248,7 +246,7 @@ extension Worker {
         if clients[ci].pool >= 0 { detachClient(ci) }
         freeTLS(client: ci)
         if clients[ci].io.fd >= 0 { Posix.close(clients[ci].io.fd) }
-        clientLeft()
+        clientLeft(ci)
         if let info = clients[ci].info, info.countedDB != 0 || info.countedUser != 0 { giveBackClientPlaces(info) }
         if let b = clients[ci].io.input.base { buffers.give(b) }
         clients[ci].largeParse.release()

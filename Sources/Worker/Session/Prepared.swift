@@ -213,6 +213,12 @@ extension Worker {
         return servers[si].answers![Int(servers[si].answerHead)]
     }
 
+    /// One message that awaited a ReadyForQuery (Query, FunctionCall, Sync) got it, or never will.
+    @inline(__always)
+    func syncAnswered(_ si: Int32) {
+        if servers[si].pendingSyncs > 0 { servers[si].pendingSyncs &-= 1 }
+    }
+
     @inline(__always)
     func popAnswer(_ si: Int32) {
         servers[si].answerHead = (servers[si].answerHead &+ 1) % ExpectedAnswer.capacity
@@ -260,7 +266,7 @@ extension Worker {
                 // A malformed Flush read by the COPY is ignored like a Sync (and has no answer to lose).
                 if k == ExpectedAnswer.sync || k == ExpectedAnswer.badFlush {
                     if dataError && !consumed && e.isAfterCopyData { markUnreliable(si) }
-                    if k == ExpectedAnswer.sync && servers[si].pendingSyncs > 0 { servers[si].pendingSyncs &-= 1 }
+                    if k == ExpectedAnswer.sync { syncAnswered(si) }
                     continue
                 }
                 done = true
@@ -268,7 +274,7 @@ extension Worker {
                 if consumed {
                     // The message the COPY did not expect: read and dropped.
                     if k == ExpectedAnswer.query || k == ExpectedAnswer.functionCall {
-                        if servers[si].pendingSyncs > 0 { servers[si].pendingSyncs &-= 1 }
+                        syncAnswered(si)
                     } else {
                         unanswered(si, k, &failed)
                     }
@@ -303,9 +309,7 @@ extension Worker {
                 return
             }
             popAnswer(si)
-            if (k == ExpectedAnswer.query || k == ExpectedAnswer.functionCall) && servers[si].pendingSyncs > 0 {
-                servers[si].pendingSyncs &-= 1
-            }
+            if k == ExpectedAnswer.query || k == ExpectedAnswer.functionCall { syncAnswered(si) }
             unanswered(si, k, &failed)
         }
     }
@@ -344,6 +348,8 @@ extension Worker {
     /// A server message on a tracked link: advances the queue. Returns false if the client must not see it.
     @inline(__always)
     func serverAnswer(_ si: Int32, _ type: UInt8) -> Bool {
+        // Rows are most of what a server sends, and answer nothing: first, before any other test.
+        if type == BackendType.dataRow { return true }
         guard let head = headAnswer(si) else { return true }
         let kind = head.kind
         switch type {
@@ -373,17 +379,24 @@ extension Worker {
             servers[si].skipping = true
             skippedToSync(si, throughSync: false)
             return true
-        case BackendType.parseComplete where kind == ExpectedAnswer.parseTracked:
+        case BackendType.parseComplete:
+            if kind == ExpectedAnswer.parseTracked {
+                if let sinfo = servers[si].info, !sinfo.parsesInFlight.isEmpty { sinfo.parsesInFlight.removeFirst() }
+            } else if kind != ExpectedAnswer.parse {
+                return true
+            }
             popAnswer(si)
-            if let sinfo = servers[si].info, !sinfo.parsesInFlight.isEmpty { sinfo.parsesInFlight.removeFirst() }
             return !head.isSwallowed
-        case BackendType.closeComplete where kind == ExpectedAnswer.closeTracked:
+        case BackendType.bindComplete:
+            if kind != ExpectedAnswer.bind { return true }
             popAnswer(si)
-            if let sinfo = servers[si].info, !sinfo.closesInFlight.isEmpty { sinfo.closesInFlight.removeFirst() }
             return !head.isSwallowed
-        case BackendType.parseComplete where kind == ExpectedAnswer.parse,
-             BackendType.bindComplete where kind == ExpectedAnswer.bind,
-             BackendType.closeComplete where kind == ExpectedAnswer.close:
+        case BackendType.closeComplete:
+            if kind == ExpectedAnswer.closeTracked {
+                if let sinfo = servers[si].info, !sinfo.closesInFlight.isEmpty { sinfo.closesInFlight.removeFirst() }
+            } else if kind != ExpectedAnswer.close {
+                return true
+            }
             popAnswer(si)
             return !head.isSwallowed
         case BackendType.rowDescription, BackendType.noData:
@@ -477,13 +490,14 @@ extension Worker {
             }
             if stmtEnd == portalEnd + 1 { return .stream(ExpectedAnswer.bind) }
             let names = stmtEnd + 1
+            let wasUnsynced = servers[si].unsynced
             servers[si].unsynced = true
             clients[ci].io.input.start = at &+ 5 &+ names
             clients[ci].io.input.scan = end
             clients[ci].io.input.partial = rest
             clients[ci].partialMode = .forward
             if !rewritePrepared(ci, si, type, UnsafeRawBufferPointer(rebasing: head[0..<names]),
-                                following: total &- 5 &- names) { return .stop }
+                                following: total &- 5 &- names, wasUnsynced: wasUnsynced) { return .stop }
             if clients[ci].skipUntilSync {
                 // Unknown statement: answered with an error, the parameters go nowhere.
                 clients[ci].io.input.start = end
@@ -516,9 +530,11 @@ extension Worker {
     /// Handles a named Parse/Bind/Describe/Close: writes what the server must see into its out queue and
     /// records what the client must get back. Returns false when the client was failed. For a Bind whose
     /// parameters stream after it, `body` is its head (portal and statement names) and `following` the
-    /// bytes the caller forwards after the rewritten head.
+    /// bytes the caller forwards after the rewritten head. `wasUnsynced`: the server's `unsynced` before
+    /// this message (the caller set it): a client refused here sent nothing of it to the server, so the
+    /// server leaves as clean as it was (back to the pool, not closed and cancelled).
     func rewritePrepared(_ ci: Int32, _ si: Int32, _ type: UInt8, _ body: UnsafeRawBufferPointer,
-                         following: Int = 0) -> Bool {
+                         following: Int = 0, wasUnsynced: Bool = true) -> Bool {
         guard let info = clients[ci].info else { return false }
         scratch.clear()
         var ok = true
@@ -529,6 +545,7 @@ extension Worker {
                 // PgBouncer's log line and, by default, its disconnect.
                 log.warning("C-\(clients[ci].id): prepared statement '\(name)' was already prepared")
                 if config.preparedStatementErrors == .disconnect {
+                    servers[si].unsynced = wasUnsynced  // nothing of this Parse reached the server
                     failClient(ci, code: SQLState.protocolViolation, message: "prepared statement name is already in use")
                     return false
                 }
@@ -552,9 +569,8 @@ extension Worker {
             // Counted whether the name is known or not, as PgBouncer counts it.
             pools[Int(servers[si].pool)].totals.bindCount &+= 1  // stats hook (SHOW STATS)
             guard let id = info.prepared[name] else {
-                if !unknownStatementAllowed(ci, name) { return false }
-                ok = synthesizeError(ci, si, ErrorFields(severity: "ERROR", code: SQLState.invalidSQLStatementName,
-                                                         message: "prepared statement \"\(name)\" does not exist"))
+                guard let answered = unknownStatement(ci, si, name, wasUnsynced: wasUnsynced) else { return false }
+                ok = answered
                 break
             }
             ok = ensurePrepared(si, id)
@@ -570,9 +586,8 @@ extension Worker {
         case FrontendType.describe:
             guard let (name, _) = cString(body, from: 1) else { return protocolFailure(ci) }
             guard let id = info.prepared[name] else {
-                if !unknownStatementAllowed(ci, name) { return false }
-                ok = synthesizeError(ci, si, ErrorFields(severity: "ERROR", code: SQLState.invalidSQLStatementName,
-                                                         message: "prepared statement \"\(name)\" does not exist"))
+                guard let answered = unknownStatement(ci, si, name, wasUnsynced: wasUnsynced) else { return false }
+                ok = answered
                 break
             }
             ok = ensurePrepared(si, id)
@@ -596,13 +611,17 @@ extension Worker {
     }
 
     /// A Bind or Describe names a statement the client has not prepared: PgBouncer's log line, then by
-    /// default its disconnect (false: the client was failed); with `prepared_statement_errors =
-    /// postgresql` the caller answers PostgreSQL's error instead.
-    private func unknownStatementAllowed(_ ci: Int32, _ name: String) -> Bool {
+    /// default its disconnect (nil: the client was failed); with `prepared_statement_errors =
+    /// postgresql`, PostgreSQL's error, answered in its turn (false: the queue of answers is full).
+    private func unknownStatement(_ ci: Int32, _ si: Int32, _ name: String, wasUnsynced: Bool) -> Bool? {
         log.warning("C-\(clients[ci].id): prepared statement '\(name)' not found")
-        guard config.preparedStatementErrors == .disconnect else { return true }
+        guard config.preparedStatementErrors == .disconnect else {
+            return synthesizeError(ci, si, ErrorFields(severity: "ERROR", code: SQLState.invalidSQLStatementName,
+                                                       message: "prepared statement \"\(name)\" does not exist"))
+        }
+        servers[si].unsynced = wasUnsynced  // nothing of this message reached the server
         failClient(ci, code: SQLState.protocolViolation, message: "prepared statement did not exist")
-        return false
+        return nil
     }
 
     private func protocolFailure(_ ci: Int32) -> Bool {

@@ -39,7 +39,12 @@ extension Worker {
         if to == .replicationWait { pools[Int(clients[ci].pool)].replicationWaitCount += 1 }
         if to == .free { clients[ci].skipUntilSync = false }
         // The login ends here, whichever way: what only it needed goes (an idle client keeps none).
-        if Worker.isLoginState(from) && !Worker.isLoginState(to) { clients[ci].info?.login = nil }
+        if Worker.isLoginState(from) && !Worker.isLoginState(to) {
+            // A login accepted over max_client_conn is counted as it ends, so that its free gives the
+            // place back like any other (ServiceLimits.swift, `overLimitLogin`).
+            if clients[ci].info?.login?.overLimit == true { overLimitLogin(ci, counted: true) }
+            clients[ci].info?.login = nil
+        }
         #if DEBUG
         checkPoolInvariants(clients[ci].pool)
         checkScopedFields(client: ci)

@@ -10,10 +10,12 @@ struct ClientTarget {
     var user: String
     var database: String
     var password: String?
+    /// An IPv4 address: pgswift's `listen_addr` (a network namespace's address in FleetTests).
+    var host = "127.0.0.1"
 
     /// libpq connection string; TLS and GSS off (pgswift's foundation speaks neither).
     var connectionString: String {
-        "host=127.0.0.1 port=\(port) dbname=\(database) user=\(user) sslmode=disable gssencmode=disable connect_timeout=20"
+        "host=\(host) port=\(port) dbname=\(database) user=\(user) sslmode=disable gssencmode=disable connect_timeout=20"
     }
 
     var environment: [String: String] {
@@ -56,7 +58,7 @@ enum Pgbench {
     /// name goes last. Returns the raw result and the parsed summary.
     static func run(_ target: ClientTarget, _ args: [String], timeout: Double = 120) throws
         -> (result: CommandResult, summary: PgbenchSummary) {
-        let argv = [try PostgresTools.path("pgbench"), "-h", "127.0.0.1", "-p", String(target.port),
+        let argv = [try PostgresTools.path("pgbench"), "-h", target.host, "-p", String(target.port),
                     "-U", target.user] + args + [target.database]
         let r = try runCommand(argv, environment: target.environment, timeout: timeout)
         return (r, parse(r.stdout))

@@ -23,6 +23,13 @@ struct PgswiftSettings {
     var userSettings: [(user: String, settings: String)] = []
     /// More `[pgswift]` lines.
     var pgswiftSettings: [(key: String, value: String)] = []
+    /// `[peers]` entries, e.g. (2, "host=127.0.0.1 port=6433").
+    var peers: [(id: Int, connection: String)] = []
+    /// The listen port (nil: a fresh free one), e.g. one a peer's `[peers]` already names.
+    var port: Int? = nil
+    /// `listen_addr`: one IPv4 address, where the readiness check and `target` connect (a network
+    /// namespace's own address when `commandPrefix` runs pgswift in one: FleetTests).
+    var listenAddr = "127.0.0.1"
     /// Pass `-v` to the supervisor.
     var verbose = false
     /// Run the supervisor through this command (e.g. `unshare -m ...`); it must exec the rest of its arguments.
@@ -46,7 +53,7 @@ struct PgswiftSettings {
         lines += [
             "",
             "[pgbouncer]",
-            "listen_addr = 127.0.0.1",
+            "listen_addr = \(listenAddr)",
             "listen_port = \(port)",
             "unix_socket_dir = \(dir)",
             "auth_type = \(authType)",
@@ -58,6 +65,9 @@ struct PgswiftSettings {
         lines += settings.map { "\($0.key) = \($0.value)" }
         if !userSettings.isEmpty {
             lines += ["", "[users]"] + userSettings.map { "\($0.user) = \($0.settings)" }
+        }
+        if !peers.isEmpty {
+            lines += ["", "[peers]"] + peers.map { "\($0.id) = \($0.connection)" }
         }
         lines += ["", "[pgswift]", "workers = \(workers)"]
         lines += pgswiftSettings.map { "\($0.key) = \($0.value)" }
@@ -72,6 +82,8 @@ struct PgswiftSettings {
 /// A running (or failed) pgswift supervisor and its workers.
 final class Pgswift: @unchecked Sendable {
     let dir: String
+    /// The address it listens on (`PgswiftSettings.listenAddr`).
+    let host: String
     let port: Int
     let configPath: String
     let process: ChildProcess
@@ -91,13 +103,15 @@ final class Pgswift: @unchecked Sendable {
     static func start(_ settings: PgswiftSettings, timeout: Double = 60, environment: [String: String] = [:],
                       binary: String? = nil) throws -> Pgswift {
         let dir = try makeTempDirectory(prefix: "px")
-        let port = try freePort()
+        let port = try settings.port ?? freePort()
         let px = try launch(ini: settings.render(port: port, dir: dir), userlist: settings.renderUserlist(),
                             dir: dir, port: port, workers: settings.workers, verbose: settings.verbose,
-                            commandPrefix: settings.commandPrefix, environment: environment, binary: binary)
+                            commandPrefix: settings.commandPrefix, environment: environment, binary: binary,
+                            host: settings.listenAddr)
         do {
             var probe = settings.probe
             probe?.port = port
+            probe?.host = settings.listenAddr
             try px.waitUntilReady(probe: probe, timeout: timeout)
         } catch {
             px.stop()
@@ -126,7 +140,7 @@ final class Pgswift: @unchecked Sendable {
 
     private static func launch(ini: String, userlist: String, dir: String, port: Int, workers: Int?,
                                verbose: Bool, commandPrefix: [String] = [], environment: [String: String] = [:],
-                               binary: String? = nil) throws -> Pgswift {
+                               binary: String? = nil, host: String = "127.0.0.1") throws -> Pgswift {
         let configPath = dir + "/pgswift.ini"
         try ini.write(toFile: configPath, atomically: false, encoding: .utf8)
         try userlist.write(toFile: dir + "/userlist.txt", atomically: false, encoding: .utf8)
@@ -134,8 +148,8 @@ final class Pgswift: @unchecked Sendable {
         let child = try ChildProcess.spawn(argv, environment: pgswiftEnvironment(environment),
                                            stdoutPath: dir + "/pgswift.stdout",
                                            stderrPath: dir + "/pgswift.stderr")
-        return Pgswift(dir: dir, port: port, configPath: configPath, process: child, expectedWorkers: workers,
-                       logPath: dir + "/pgswift.stderr")
+        return Pgswift(dir: dir, host: host, port: port, configPath: configPath, process: child,
+                       expectedWorkers: workers, logPath: dir + "/pgswift.stderr")
     }
 
     /// Starts another supervisor on this instance's config (same port, same directory), as systemd's
@@ -149,7 +163,7 @@ final class Pgswift: @unchecked Sendable {
                                            environment: pgswiftEnvironment(),
                                            stdoutPath: dir + "/pgswift.next.stdout", stderrPath: stderrPath)
         ownsDirectory = false
-        let next = Pgswift(dir: dir, port: port, configPath: configPath, process: child,
+        let next = Pgswift(dir: dir, host: host, port: port, configPath: configPath, process: child,
                            expectedWorkers: expectedWorkers, logPath: stderrPath)
         if !wait { return next }
         do {
@@ -161,9 +175,10 @@ final class Pgswift: @unchecked Sendable {
         return next
     }
 
-    private init(dir: String, port: Int, configPath: String, process: ChildProcess, expectedWorkers: Int?,
-                 logPath: String) {
+    private init(dir: String, host: String, port: Int, configPath: String, process: ChildProcess,
+                 expectedWorkers: Int?, logPath: String) {
         self.dir = dir
+        self.host = host
         self.port = port
         self.configPath = configPath
         self.process = process
@@ -185,7 +200,7 @@ final class Pgswift: @unchecked Sendable {
         var lastProbe = "port not accepting yet"
         let ready = waitUntil(timeout: timeout, poll: 0.1) {
             guard process.isRunning else { return true }
-            guard TestSocket.canConnect(port: port) else { return false }
+            guard TestSocket.canConnect(host: host, port: port) else { return false }
             if let probe {
                 guard let r = try? Psql.run(probe, "select 1", timeout: 15) else { return false }
                 guard r.succeeded, r.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "1" else {
@@ -221,7 +236,7 @@ final class Pgswift: @unchecked Sendable {
 
     /// A client of this instance.
     func target(user: String, database: String, password: String? = nil) -> ClientTarget {
-        ClientTarget(port: port, user: user, database: database, password: password)
+        ClientTarget(port: port, user: user, database: database, password: password, host: host)
     }
 
     // MARK: stopping

@@ -4,17 +4,22 @@ import Foundation
 import Glibc
 #endif
 
-/// A blocking TCP connection to 127.0.0.1 with poll()-based timeouts on every read.
+/// A blocking TCP connection (to 127.0.0.1 unless told otherwise) with poll()-based timeouts on every read.
 final class TestSocket {
     private(set) var fd: Int32 = -1
     private var buffer: [UInt8] = []
     /// Set once the peer has closed (EOF) or reset the connection.
     private(set) var peerClosed = false
 
-    init(port: Int, timeout: Double = 10) throws {
+    /// `host` is an IPv4 address (e.g. a network namespace's, see FleetNetwork).
+    init(host: String = "127.0.0.1", port: Int, timeout: Double = 10) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { throw E2EError("socket: \(String(cString: strerror(errno)))") }
         var addr = sockaddr_in.loopback(port: port)
+        guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else {
+            close()
+            throw E2EError("not an IPv4 address: \(host)")
+        }
         let rc = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
@@ -23,19 +28,19 @@ final class TestSocket {
         if rc != 0 && errno != EINPROGRESS {
             let e = errno
             close()
-            throw E2EError("connect 127.0.0.1:\(port): \(String(cString: strerror(e)))")
+            throw E2EError("connect \(host):\(port): \(String(cString: strerror(e)))")
         }
         if rc != 0 {
             guard waitFor(Int16(POLLOUT), timeout: timeout) else {
                 close()
-                throw E2EError("connect 127.0.0.1:\(port): timed out")
+                throw E2EError("connect \(host):\(port): timed out")
             }
             var err: Int32 = 0
             var len = socklen_t(MemoryLayout<Int32>.size)
             getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len)
             if err != 0 {
                 close()
-                throw E2EError("connect 127.0.0.1:\(port): \(String(cString: strerror(err)))")
+                throw E2EError("connect \(host):\(port): \(String(cString: strerror(err)))")
             }
         }
         // Back to blocking; reads are bounded by poll().
@@ -44,10 +49,13 @@ final class TestSocket {
 
     deinit { close() }
 
-    /// True if a TCP connection to 127.0.0.1:port is accepted now.
-    static func canConnect(port: Int, timeout: Double = 2) -> Bool {
-        (try? TestSocket(port: port, timeout: timeout)) != nil
+    /// True if a TCP connection to host:port is accepted now.
+    static func canConnect(host: String = "127.0.0.1", port: Int, timeout: Double = 2) -> Bool {
+        (try? TestSocket(host: host, port: port, timeout: timeout)) != nil
     }
+
+    /// True if bytes (or EOF) are waiting to be read now: something arrived that nobody asked for yet.
+    var hasInput: Bool { !buffer.isEmpty || peerClosed || waitFor(Int16(POLLIN), timeout: 0) }
 
     var localPort: Int {
         var addr = sockaddr_in()

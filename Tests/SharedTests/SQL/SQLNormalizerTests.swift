@@ -131,11 +131,11 @@ final class SQLNormalizerTests: XCTestCase {
 
     func testStandardConformingStringsOff() {
         var n = SQLNormalizer()
-        let text = Array("SELECT 'a\\'b' FROM t".utf8)
+        let text = Array("SELECT 'a\\'z' FROM t".utf8)
         text.withUnsafeBytes { _ = n.normalize($0, standardConformingStrings: false) }
         XCTAssertEqual(n.patternText, "select $1 from t")
         text.withUnsafeBytes { _ = n.normalize($0) }
-        XCTAssertEqual(n.patternText, "select $1 b $2", "on: the string ends at the second quote, the rest is unterminated")
+        XCTAssertEqual(n.patternText, "select $1 z $2", "on: the string ends at the second quote, the rest is unterminated")
     }
 
     // MARK: Relations

@@ -238,8 +238,14 @@ final class MetricsExpositionTests: XCTestCase {
             p.waitUntilExit()
             return (p.terminationStatus, String(decoding: data, as: UTF8.self))
         }
-        guard let probe = try? run(["python3", "-c", "import prometheus_client"]), probe.0 == 0 else {
-            throw XCTSkip("python3 with prometheus_client is not available")
+        // The drivers' venv (scripts/install-deps.sh drivers puts prometheus_client there), else python3.
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent()
+        var pythons = ["python3"]
+        pythons.insert(root.appendingPathComponent(".build/pyenv/bin/python").path, at: 0)
+        if let p = ProcessInfo.processInfo.environment["PGSWIFT_PYTHON"], !p.isEmpty { pythons.insert(p, at: 0) }
+        guard let python = pythons.first(where: { (try? run([$0, "-c", "import prometheus_client"]))?.0 == 0 }) else {
+            throw XCTSkip("no python with prometheus_client among \(pythons) (scripts/install-deps.sh drivers installs it)")
         }
         let script = """
             import sys
@@ -253,7 +259,7 @@ final class MetricsExpositionTests: XCTestCase {
             assert s.value == 6.0
             print(len(fams))
             """
-        let (status, output) = try run(["python3", "-c", script], stdin: MetricsExposition.render(Self.input()))
+        let (status, output) = try run([python, "-c", script], stdin: MetricsExposition.render(Self.input()))
         XCTAssertEqual(status, 0, output)
         XCTAssertGreaterThan(Int(output.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0, 50, output)
     }

@@ -192,17 +192,19 @@ final class RestartSettingsTests: XCTestCase {
         new.listenPort = 6433
         new.workers = 8
         new.pidfile = "/run/p.pid"
-        XCTAssertEqual(old.changedKeys(in: new), ["listen_port", "workers", "pidfile"])
+        new.peerID = 3
+        XCTAssertEqual(old.changedKeys(in: new), ["listen_port", "workers", "pidfile", "peer_id"])
     }
 
     /// SET refuses what a reload cannot apply: every restart-only key is not changeable.
     func testRestartOnlyKeysCannotBeSet() {
         let old = RestartSettings(listenAddr: ["*"], listenPort: 6432, unixSocketDir: "/tmp", unixSocketMode: 0o777,
                                   listenBacklog: 128, workers: 4, workerBinary: nil, pidfile: nil)
-        let new = RestartSettings(listenAddr: ["a"], listenPort: 1, unixSocketDir: "/x", unixSocketMode: 0o700,
+        var new = RestartSettings(listenAddr: ["a"], listenPort: 1, unixSocketDir: "/x", unixSocketMode: 0o700,
                                   listenBacklog: 1, workers: 1, workerBinary: "/w", pidfile: "/p")
+        new.peerID = 1
         let keys = old.changedKeys(in: new)
-        XCTAssertEqual(keys.count, 8)
+        XCTAssertEqual(keys.count, 9)
         for key in keys {
             XCTAssertEqual(ConfigOverride.check(key: key, value: "1"), .restartOnly(key: key), key)
         }

@@ -40,6 +40,14 @@ final class ReexecStateTests: XCTestCase {
         XCTAssertEqual(old?.workers.first?.counterWord, -1)
         XCTAssertEqual(old?.pausedDBs, [])
         XCTAssertEqual(old?.workers.first?.features, 0, "features unknown: nothing is sent an old worker might not read")
+        XCTAssertEqual(old?.peerID, 0, "an image before peering ran with peer id 0")
+        // The peer id the service runs with survives the re-exec (a changed peer_id needs a restart).
+        var peered = s
+        peered.peerID = 7
+        XCTAssertTrue(peered.encode().contains(" peer=7 "), peered.encode())
+        XCTAssertEqual(ReexecState.decode(peered.encode()), peered)
+        XCTAssertFalse(s.encode().contains("peer="))
+        XCTAssertNil(ReexecState.decode("v1 paused=0 request=0:0 unix=-1 tcp=1/5 workers=- retired=- peer=0"))
         // The features are a field of their own, which an older image skips (it reads known keys only).
         XCTAssertTrue(s.encode().hasSuffix(" features=101:1,99:3"), s.encode())
         XCTAssertNil(ReexecState.decode("v1 paused=0 request=0:0 unix=-1 tcp=1/5 workers=0:100:10:3:1:7 retired=- features=100"))

@@ -76,6 +76,11 @@ final class WorkerLaunchTests: XCTestCase {
                                                                 ConfigOverride(key: "server_reset_query", value: "")])
                              .suffix(4)),
                        ["--set", "pool_mode=transaction", "--set", "server_reset_query="])
+        // The peer id the service started with, only when peering is on.
+        XCTAssertEqual(Array(WorkerLaunch.arguments(configPath: "/p", slot: 0, tcpCount: 1, hasUnix: false, verbosity: 0,
+                                                    peerID: 12).suffix(2)), ["--peer-id", "12"])
+        XCTAssertFalse(WorkerLaunch.arguments(configPath: "/p", slot: 0, tcpCount: 1, hasUnix: false, verbosity: 0,
+                                              peerID: 0).contains("--peer-id"))
     }
 }
 

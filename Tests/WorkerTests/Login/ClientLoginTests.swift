@@ -258,13 +258,28 @@ final class ClientLoginTests: WorkerHarnessCase {
         XCTAssertNil(worker.clients[ci].info?.login, "the login state went with the login")
     }
 
-    func testMaxClientConnRefusesTheNextClient() throws {
+    /// As PgBouncer: the client over max_client_conn is refused once its startup packet came (not at
+    /// accept, where a TLS-asking client would read the error as the answer to its SSLRequest), and a
+    /// login that goes away before that holds no place: the count stays exact.
+    func testMaxClientConnRefusesTheNextClientAfterItsStartupPacket() throws {
         try start(["max_client_conn": "2"])
+        let a = h.login()
         h.login()
-        h.login()
+        let quiet = h.connect()
+        h.settle(turns: 5)
+        quiet.close()
         let c = h.connect()
+        c.send(FE.startup(user: "u", database: "db"))
         let msgs = h.readUntilClosed(c)
         XCTAssertEqual(msgs.map { $0.sqlState }, [SQLState.tooManyConnections], "\(msgs)")
+        XCTAssertEqual(msgs.first?.error?.message, "no more connections allowed (max_client_conn)")
+        // One of the two leaves: exactly one place is free again.
+        a.send(FE.terminate)
+        h.waitUntil("the first client to leave") { h.worker.clients.used == 1 }
+        h.login()
+        let d = h.connect()
+        d.send(FE.startup(user: "u", database: "db"))
+        XCTAssertEqual(h.readUntilClosed(d).map { $0.sqlState }, [SQLState.tooManyConnections])
     }
 }
 

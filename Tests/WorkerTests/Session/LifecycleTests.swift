@@ -118,6 +118,23 @@ final class LifecycleTests: WorkerHarnessCase {
         XCTAssertEqual(h.servers.count, 1)
     }
 
+    /// A client waiting for its pool's first server login (`.waitWelcome`) that closes its socket leaves
+    /// at once (its pool place and client count go), not at client_login_timeout.
+    func testClientHangingUpWhileThePoolsFirstServerLogsInLeavesAtOnce() throws {
+        try start()
+        var pending: [FakeServer] = []
+        h.onStartup = { pending.append($0) }
+        let a = h.connect(tcp: true)  // TCP: a close is a FIN (RDHUP), not a hang-up
+        a.send(FE.startup(user: "u", database: "db"))
+        h.waitUntil("the first server login") { !pending.isEmpty }
+        let p = Int(h.worker.clients[0].pool)
+        XCTAssertEqual(h.worker.clients[0].state, .waitWelcome)
+        XCTAssertEqual(h.worker.pools[p].clientCount, 1)
+        a.close()
+        h.waitUntil("the worker to let the client go", timeout: 10) { h.worker.pools[p].clientCount == 0 }
+        XCTAssertEqual(h.worker.clients[0].state, .free)
+    }
+
     func testImmediateShutdownClosesClientsWithAnError() throws {
         try start()
         let a = h.login()

@@ -28,7 +28,8 @@ final class WorkerHarness {
     /// the `db` line (e.g. "pool_size=1"); `extraDatabases` are whole lines for [databases]; `pgswift`
     /// are more [pgswift] lines.
     init(_ settings: [String: String] = [:], databaseOptions: String = "", extraDatabases: [String] = [],
-         users: [String: String] = ["u": "pw", "v": "pw"], pgswift: [String: String] = [:]) throws {
+         users: [String: String] = ["u": "pw", "v": "pw"], pgswift: [String: String] = [:], peerID: Int = 0,
+         peers: [String] = []) throws {
         let listener = try Sockets.listenTCP(SocketAddress.numeric(host: "127.0.0.1", port: 0)!, reusePort: false, backlog: 64)
         let port = Sockets.localAddress(listener)?.port ?? 0
         backendFD = listener
@@ -44,19 +45,24 @@ final class WorkerHarness {
             + s.sorted { $0.key < $1.key }.map { "\($0.key) = \($0.value)" }.joined(separator: "\n")
             + "\n[pgswift]\nworkers = 1\n"
             + pgswift.sorted { $0.key < $1.key }.map { "\($0.key) = \($0.value)\n" }.joined()
+            + (peers.isEmpty ? "" : "[peers]\n" + peers.map { $0 + "\n" }.joined())
         configText = text
         self.users = users
-        worker = try WorkerHarness.makeWorker(text, users: users, slot: 0)
+        self.peerID = peerID
+        worker = try WorkerHarness.makeWorker(text, users: users, slot: 0, peerID: peerID)
     }
 
     let configText: String
     private let users: [String: String]
+    /// `--peer-id` of every worker made here.
+    private let peerID: Int
     /// Other workers on the same configuration (a rolling restart's successor), turned with `worker`.
     private(set) var otherWorkers: [Worker] = []
 
-    private static func makeWorker(_ text: String, users: [String: String], slot: Int32) throws -> Worker {
+    private static func makeWorker(_ text: String, users: [String: String], slot: Int32, peerID: Int = 0) throws -> Worker {
         let config = try Config.parse(text: text, file: "harness.ini")
-        let options = WorkerOptions(configPath: "harness.ini", slot: slot, tcpFDs: [], unixFDs: [], controlFD: -1, verbose: 0)
+        var options = WorkerOptions(configPath: "harness.ini", slot: slot, tcpFDs: [], unixFDs: [], controlFD: -1, verbose: 0)
+        options.peerID = peerID
         let w = try Worker(options: options, config: config, userlist: Userlist(entries: users))
         // The loop's clock is read once per turn: start it before a client is adopted.
         try w.turn(timeoutMillis: 0)
@@ -65,7 +71,7 @@ final class WorkerHarness {
 
     /// Another worker on the same configuration and scripted backend; `step` turns it too.
     func addWorker(slot: Int32) throws -> Worker {
-        let w = try WorkerHarness.makeWorker(configText, users: users, slot: slot)
+        let w = try WorkerHarness.makeWorker(configText, users: users, slot: slot, peerID: peerID)
         otherWorkers.append(w)
         return w
     }
@@ -337,10 +343,11 @@ class WorkerHarnessCase: XCTestCase {
 
     @discardableResult
     func start(_ settings: [String: String] = [:], databaseOptions: String = "", extraDatabases: [String] = [],
-               users: [String: String] = ["u": "pw", "v": "pw"], pgswift: [String: String] = [:]) throws -> WorkerHarness {
+               users: [String: String] = ["u": "pw", "v": "pw"], pgswift: [String: String] = [:],
+               peerID: Int = 0, peers: [String] = []) throws -> WorkerHarness {
         h?.close()
         h = try WorkerHarness(settings, databaseOptions: databaseOptions, extraDatabases: extraDatabases, users: users,
-                              pgswift: pgswift)
+                              pgswift: pgswift, peerID: peerID, peers: peers)
         return h
     }
 
