@@ -243,9 +243,10 @@ extension Worker {
                 pools[i].loginError = nil
                 pools[i].loginRefused = false
             }
-            if entry.connectQuery != pools[i].entry.connectQuery {
-                // As PgBouncer: servers set up by the old connect_query close (idle ones now, the
-                // others when released), as after RECONNECT.
+            if entry.needsReconnect(from: pools[i].entry) {
+                // As PgBouncer's RELOAD: servers made for the old entry (another database, host, user,
+                // connect_query...) close, idle ones now and the others when released, as after
+                // RECONNECT ("database configuration changed").
                 pools[i].limits.closeBefore = now
                 closeIdleBefore(i)
             }
