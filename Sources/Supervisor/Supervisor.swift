@@ -504,10 +504,16 @@ final class Supervisor {
             healthBackendFailed(host: host, port: Int(port), reason: reason)
         case .welcomeFromWorker(let database, let user, let parameters):
             welcomeLearnt(database: database, user: user, parameters: parameters, from: slot)
+        case .loginRefusedFromWorker(let database, let user, let code, let text):
+            let relayed = ControlMessage.loginRefusedToWorker(database: database, user: user, code: code, message: text)
+            for other in slots where other !== slot && other.pid != 0
+                && other.features & WorkerFeatures.sharedLoginFailures != 0 {
+                _ = other.send(relayed)
+            }
         case .moveServer:
             break  // relayed above
         case .shutdown, .reload, .pause, .resume, .cancel, .statsToWorker, .quota, .backendState, .drain, .limitsToWorker,
-             .adoptServer, .welcomeToWorker:
+             .adoptServer, .welcomeToWorker, .loginRefusedToWorker:
             log.warning("worker \(slot.index) sent a supervisor-only message: \(message)")
         }
     }

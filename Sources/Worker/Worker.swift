@@ -470,6 +470,8 @@ final class Worker {
             applyBackendState(host: host, port: Int(port), flags: flags, addresses: addresses)
         case .welcomeToWorker(let database, let user, let parameters):
             sharedWelcomeArrived(database: database, user: user, parameters: parameters)
+        case .loginRefusedToWorker(let database, let user, let code, let message):
+            loginRefusedElsewhere(database: database, user: user, code: code, message: message)
         default:
             break
         }

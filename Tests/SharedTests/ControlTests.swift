@@ -26,6 +26,8 @@ final class ControlTests: XCTestCase {
         .welcomeToWorker(database: "app", user: "bob", parameters: ["server_version", "16.4", "DateStyle", "ISO, MDY"]),
         .welcomeFromWorker(database: "app", user: "ünï", parameters: ["application_name", ""]),
         .welcomeFromWorker(database: "", user: "", parameters: []),
+        .loginRefusedToWorker(database: "app", user: "bob", code: "28P01", message: "password authentication failed"),
+        .loginRefusedFromWorker(database: "app", user: "ünï", code: "", message: ""),
     ]
 
     private func decode(_ bytes: [UInt8]) throws -> ControlMessage {

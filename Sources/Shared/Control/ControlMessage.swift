@@ -45,6 +45,11 @@ public enum ControlMessage: Equatable, Sendable {
     /// clients' logins with them instead of waiting for a server of its own (Worker/Login/SharedWelcome.swift).
     /// Sent only to a worker that announced `WorkerFeatures.sharedWelcome`.
     case welcomeToWorker(database: String, user: String, parameters: [String])
+    /// PostgreSQL refused another worker's server login for the pool (database, user) with this error:
+    /// this worker treats it as its own refusal (no connect until server_login_retry, its waiting
+    /// clients get the error), so that the service tries a failing login once, as PgBouncer's one
+    /// process does. Sent only to a worker that announced `WorkerFeatures.sharedLoginFailures`.
+    case loginRefusedToWorker(database: String, user: String, code: String, message: String)
     /// Health of one backend host (host, port) as the supervisor's check sees it (`BackendFlags`), and
     /// for a host name the addresses it resolved to (numeric strings; workers never resolve names).
     case backendState(host: String, port: Int32, flags: UInt8, addresses: [String])
@@ -81,6 +86,8 @@ public enum ControlMessage: Equatable, Sendable {
     /// The welcome parameters this worker's first server of the pool (database, user) sent at login
     /// (name, value, ...): the supervisor keeps them and passes them to the other workers.
     case welcomeFromWorker(database: String, user: String, parameters: [String])
+    /// PostgreSQL refused this worker's server login for the pool: passed to the other workers.
+    case loginRefusedFromWorker(database: String, user: String, code: String, message: String)
 
     /// Largest datagram either side sends or accepts (a receiver rejects longer ones as invalid).
     public static let maximumSize = 65_536
@@ -93,11 +100,11 @@ public enum ControlMessage: Equatable, Sendable {
         case quotaMove = 0x08, adoptServer = 0x09
         case drain = 0x10
         case backendState = 0x20
-        case limitsToWorker = 0x30, welcomeToWorker = 0x31
+        case limitsToWorker = 0x30, welcomeToWorker = 0x31, loginRefusedToWorker = 0x32
         case backendFailed = 0x60
         case limitsFromWorker = 0x70
         case ready = 0x41, forwardCancel = 0x42, heartbeat = 0x43, log = 0x44, statsFromWorker = 0x45, poolReport = 0x46
-        case moveServer = 0x47, peerCancel = 0x48, welcomeFromWorker = 0x49
+        case moveServer = 0x47, peerCancel = 0x48, welcomeFromWorker = 0x49, loginRefusedFromWorker = 0x4A
     }
 
     public func encode() -> [UInt8] {
@@ -153,6 +160,10 @@ public enum ControlMessage: Equatable, Sendable {
         case .welcomeFromWorker(let database, let user, let parameters):
             w.put(Kind.welcomeFromWorker, database, user, UInt32(truncatingIfNeeded: parameters.count))
             for p in parameters { w.string(p) }
+        case .loginRefusedToWorker(let database, let user, let code, let message):
+            w.put(Kind.loginRefusedToWorker, database, user, code, message)
+        case .loginRefusedFromWorker(let database, let user, let code, let message):
+            w.put(Kind.loginRefusedFromWorker, database, user, code, message)
         case .poolReport(let database, let user, let servers, let idle, let waiting, let seq, let overdue):
             w.put(Kind.poolReport, database, user, servers, idle, waiting, seq)
             if overdue != 0 { w.put(overdue) }
@@ -234,6 +245,12 @@ public enum ControlMessage: Equatable, Sendable {
                 try r.string("address")
             }
             message = .backendState(host: host, port: port, flags: flags, addresses: addresses)
+        case .loginRefusedToWorker, .loginRefusedFromWorker:
+            let database = try r.string("login database"), user = try r.string("login user")
+            let code = try r.string("login error code"), text = try r.string("login error")
+            message = kind == .loginRefusedToWorker
+                ? .loginRefusedToWorker(database: database, user: user, code: code, message: text)
+                : .loginRefusedFromWorker(database: database, user: user, code: code, message: text)
         case .welcomeToWorker, .welcomeFromWorker:
             let database = try r.string("welcome database"), user = try r.string("welcome user")
             let parameters = try r.array("welcome parameters", minimumEach: 4, maximum: 1024) { r throws(ControlDecodeError) in
@@ -270,8 +287,10 @@ public enum WorkerFeatures {
     public static let pairMoves: UInt32 = 2
     /// Reads `welcomeToWorker`: a pool answers logins with the welcome another worker learnt.
     public static let sharedWelcome: UInt32 = 4
+    /// Reads `loginRefusedToWorker`: a login PostgreSQL refused on another worker counts as its own.
+    public static let sharedLoginFailures: UInt32 = 8
     /// What this build announces.
-    public static let all: UInt32 = serverMoves | pairMoves | sharedWelcome
+    public static let all: UInt32 = serverMoves | pairMoves | sharedWelcome | sharedLoginFailures
 }
 
 extension ShutdownMode: MessageField {}

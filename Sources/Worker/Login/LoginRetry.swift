@@ -33,3 +33,15 @@ enum LoginRetry {
                     message: "server login has been failing, cached error: \(failure.message) (server_login_retry)")
     }
 }
+
+extension Worker {
+    /// PostgreSQL refused another worker's login for a pool this worker may hold: the same as a
+    /// refusal here (`poolLoginFailed`), and no connect of this worker until server_login_retry from
+    /// now, so that the service tries a failing login once per server_login_retry, as PgBouncer's one
+    /// process does, rather than once per worker. A pool not open here has nothing to do.
+    func loginRefusedElsewhere(database: String, user: String, code: String, message: String) {
+        guard let p = poolIndex[database + "\u{0}" + user] else { return }
+        pools[Int(p)].lastConnectAt = now
+        poolLoginFailed(p, ErrorFields(severity: "FATAL", code: code, message: message), refusal: true)
+    }
+}

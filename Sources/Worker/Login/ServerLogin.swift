@@ -249,6 +249,11 @@ extension Worker {
             launchIfNeeded(p)
         } else {
             poolLoginFailed(p, fields, refusal: refusal)
+            // The other workers take it as their own (LoginRetry.swift, `loginRefusedElsewhere`).
+            if refusal {
+                sendControl(.loginRefusedFromWorker(database: pools[Int(p)].database, user: pools[Int(p)].user,
+                                                    code: fields.code, message: fields.message))
+            }
         }
     }
 

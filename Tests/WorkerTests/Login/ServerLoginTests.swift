@@ -37,6 +37,39 @@ final class ServerLoginTests: WorkerHarnessCase {
         XCTAssertEqual(got.first?.error?.message, "password authentication failed for user \"u\"")
     }
 
+    /// A login PostgreSQL refused on another worker (relayed by the supervisor) counts as this worker's
+    /// own: its client waiting for the pool's first login gets the error, as PgBouncer's one process
+    /// fails every waiting client of the pool (kill_pool_logins).
+    func testALoginRefusedOnAnotherWorkerFailsTheWaitingClientsHere() throws {
+        try start(["server_login_retry": "30"])
+        var pending: [FakeServer] = []
+        h.onStartup = { pending.append($0) }
+        let c = h.connect()
+        c.send(FE.startup(user: "u", database: "db"))
+        h.waitUntil("the pool's first server login") { !pending.isEmpty }
+        h.worker.handleControl(.loginRefusedToWorker(database: "db", user: "u", code: "28P01",
+                                                     message: "password authentication failed for user \"u\""))
+        let got = h.readUntilClosed(c)
+        XCTAssertEqual(got.map { $0.sqlState }, [SQLState.invalidPassword], "\(got)")
+        XCTAssertEqual(got.first?.error?.message, "password authentication failed for user \"u\"")
+    }
+
+    /// ...and this worker starts no connect of its own for the pool until server_login_retry has
+    /// passed, so that the service tries a failing login once, not once per worker.
+    func testALoginRefusedOnAnotherWorkerHoldsThisWorkersConnects() throws {
+        try start(["server_login_retry": "30"])
+        let a = h.login()
+        let s0 = try XCTUnwrap(h.waitServers(1))
+        h.roundTrip(a, s0, "select 1")
+        s0.close()
+        h.waitUntil("the worker to drop the closed server") { h.worker.pools[0].serverCount == 0 }
+        h.worker.handleControl(.loginRefusedToWorker(database: "db", user: "u", code: "28P01",
+                                                     message: "password authentication failed for user \"u\""))
+        a.send(FE.query("select 2"))
+        h.settle()
+        XCTAssertEqual(h.servers.count, 1, "a connect within server_login_retry of the other worker's refusal")
+    }
+
     /// As PgBouncer, a server whose login PostgreSQL refused closes with the server's message as the
     /// reason (test_auth.py test_change_server_password_* count those lines), after PgBouncer's
     /// `server login failed:` line.
