@@ -172,13 +172,13 @@ poolsize() { psql $P -U postgres -d pgbouncer -AtXc 'show config' 2>/dev/null | 
 BEFORE=$(poolsize)
 PID_BEFORE=$(IN systemctl show -P MainPID pgswift)
 sed -i 's/^default_pool_size = 20$/default_pool_size = 7/' "$INI"
-IN systemctl reload pgswift
+RELOAD=$(IN systemctl reload pgswift 2>&1); RELOAD_RC=$?
 AFTER=""
 for _ in $(seq 40); do AFTER=$(poolsize); [ "$AFTER" = 7 ] && break; sleep 0.25; done
 PID_AFTER=$(IN systemctl show -P MainPID pgswift)
-if [ "$BEFORE" = 20 ] && [ "$AFTER" = 7 ] && [ "$PID_BEFORE" = "$PID_AFTER" ]; then
+if [ "$RELOAD_RC" = 0 ] && [ "$BEFORE" = 20 ] && [ "$AFTER" = 7 ] && [ "$PID_BEFORE" = "$PID_AFTER" ]; then
     ok "systemctl reload: SHOW CONFIG default_pool_size 20 -> 7, same supervisor (PID $PID_AFTER)"
-else fail "reload: default_pool_size before=$BEFORE after=$AFTER, MainPID $PID_BEFORE -> $PID_AFTER"; fi
+else fail "reload (rc $RELOAD_RC $RELOAD; $(IN journalctl -u pgswift -o cat | grep -i -m2 'reload\|kill' | tr '\n' ' ')): default_pool_size before=$BEFORE after=$AFTER, MainPID $PID_BEFORE -> $PID_AFTER"; fi
 
 # --- 4. the watchdog restarts a stopped supervisor --------------------------------------------------
 RESTARTS=$(IN systemctl show -P NRestarts pgswift)
