@@ -20,6 +20,7 @@ NET=10.231.22
 PASS=0
 FAILED=0
 NSPAWN_PID=
+LEADER=
 PG_STARTED=
 
 log() { printf '%s test-systemd: %s\n' "$(date -u +%H:%M:%S)" "$*"; }
@@ -30,10 +31,14 @@ fail() { FAILED=$((FAILED + 1)); log "FAIL: $*"; }
 cleanup() {
     set +e
     if [ -n "$NSPAWN_PID" ] && kill -0 "$NSPAWN_PID" 2>/dev/null; then
+        [ -n "$LEADER" ] || LEADER=$(ps -o pid= --ppid "$NSPAWN_PID" | tr -d ' ' | head -1)
         kill -TERM "$NSPAWN_PID"   # nspawn asks the container's systemd to power off
         for _ in $(seq 60); do kill -0 "$NSPAWN_PID" 2>/dev/null || break; sleep 0.5; done
         kill -KILL "$NSPAWN_PID" 2>/dev/null
     fi
+    # A container whose nspawn was killed outlives it: killing its PID 1 ends its PID namespace.
+    if [ -n "$LEADER" ] && kill -0 "$LEADER" 2>/dev/null; then kill -KILL "$LEADER"; fi
+    ip link del "ve-$MACHINE" 2>/dev/null
     if [ -n "$PG_STARTED" ]; then
         runuser -u postgres -- "$PGBIN/pg_ctl" -D "$RUN/pgdata" -m immediate stop >/dev/null 2>&1
     fi
