@@ -141,6 +141,11 @@ if grep -q '^WatchdogSec=' "$RUN/root/lib/systemd/system/pgswift.service" && [ "
     ok "the shipped unit has WatchdogSec= ($WD)"
 else fail "no WatchdogSec= in the shipped unit (WatchdogUSec=$WD)"; fi
 
+# Both units verify clean where they run (no man-db in minbase: --man=no).
+VERIFY=$(IN sh -c 'cp /lib/systemd/system/pgswift@.service /tmp/pgswift@main.service &&
+    systemd-analyze verify --man=no /lib/systemd/system/pgswift.service /tmp/pgswift@main.service 2>&1') || true
+if [ -z "$VERIFY" ]; then ok "systemd-analyze verify: both units clean"; else fail "systemd-analyze verify: $VERIFY"; fi
+
 # Our config: TCP on the container's address, PostgreSQL on the host's, trust, an admin user.
 IN systemctl stop pgswift
 INI=$RUN/root/etc/pgswift/pgswift.ini
@@ -197,6 +202,8 @@ for _ in $(seq 360); do
     sleep 0.5
 done
 RESULT=$(IN journalctl -u pgswift --no-pager -o cat | grep -m1 -i 'watchdog timeout' || true)
+workers() { IN sh -c 'grep -lx pgswift-worker /proc/[0-9]*/comm 2>/dev/null | wc -l'; }
+log "pgswift-worker processes in the container after the restart: $(workers) (KillMode=process: the old supervisor's workers drain and exit)"
 ANSWER=$(psql $P -U bench -d bench -AtXc 'select 1' 2>&1 || true)
 if [ "$NEW" != "$MAIN" ] && [ -n "$RESULT" ] && [ "$ANSWER" = 1 ]; then
     ok "watchdog: '$RESULT'; restarted (PID $MAIN -> $NEW, NRestarts $RESTARTS -> $N) and serving"
@@ -216,6 +223,7 @@ INSTALLED=$(IN dpkg-query -W -f='${Version}' pgswift)
 FAILED_TX=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$RUN/pgbench.out")
 DONE_TX=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$RUN/pgbench.out")
 UPGRADED=$(grep -m1 'upgraded in place' "$RUN/install2.log" || true)
+log "pgswift-worker processes after the upgrade: $(workers)"
 if [ "$BENCH_RC" = 0 ] && [ "${FAILED_TX:-x}" = 0 ] && [ "${DONE_TX:-0}" -gt 0 ] && [ "$INSTALLED" = "$V2" ] && [ -n "$UPGRADED" ] \
     && [ "$(IN systemctl show -P MainPID pgswift)" = "$MAIN" ]; then
     ok "apt-get install $V2 under pgbench: $DONE_TX transactions, 0 failed; '$UPGRADED', same MainPID $MAIN"
@@ -231,11 +239,12 @@ T0=$(date +%s.%N)
 IN systemctl stop pgswift
 T1=$(date +%s.%N)
 CLIENT_RC=0; wait "$CLIENT" || CLIENT_RC=$?
+LEFT=$(workers)
 TOOK=$(awk "BEGIN {printf \"%.1f\", $T1 - $T0}")
 if [ "$CLIENT_RC" = 0 ] && grep -q '|7$' "$RUN/drain.out" && [ "$(IN systemctl is-active pgswift)" = inactive ] \
-    && [ "$(IN systemctl show -P Result pgswift)" = success ]; then
-    ok "systemctl stop drained: the in-flight query finished ($(cat "$RUN/drain.out")), stop took ${TOOK}s, Result=success"
-else fail "stop: client rc=$CLIENT_RC '$(cat "$RUN/drain.out")', unit $(IN systemctl is-active pgswift) Result=$(IN systemctl show -P Result pgswift)"; fi
+    && [ "$(IN systemctl show -P Result pgswift)" = success ] && [ "$LEFT" = 0 ]; then
+    ok "systemctl stop drained: the in-flight query finished ($(cat "$RUN/drain.out")), stop took ${TOOK}s, Result=success, no worker left"
+else fail "stop: $LEFT pgswift-worker processes left, client rc=$CLIENT_RC '$(cat "$RUN/drain.out")', unit $(IN systemctl is-active pgswift) Result=$(IN systemctl show -P Result pgswift)"; fi
 
 log "$PASS passed, $FAILED failed"
 if [ "$FAILED" != 0 ]; then
