@@ -193,6 +193,12 @@ else fail "reload (rc $RELOAD_RC $RELOAD; $(IN journalctl -u pgswift -o cat | gr
 # --- 4. the watchdog restarts a stopped supervisor --------------------------------------------------
 RESTARTS=$(IN systemctl show -P NRestarts pgswift)
 MAIN=$(IN systemctl show -P MainPID pgswift)
+# A query in flight on a worker of the supervisor about to hang: KillMode=process should let it finish.
+psql $P -U bench -d bench -AtXc 'select pg_sleep(40), 5' >"$RUN/inflight.out" 2>&1 &
+INFLIGHT=$!
+for _ in $(seq 40); do
+    [ "$(psql -AtXc "select count(*) from pg_stat_activity where query like 'select pg_sleep(40)%' and state = 'active'")" -gt 0 ] && break; sleep 0.25
+done
 IN sh -c "kill -STOP $MAIN"
 log "supervisor $MAIN stopped with SIGSTOP; waiting for the watchdog ($WD)"
 NEW=$MAIN
@@ -208,6 +214,11 @@ ANSWER=$(psql $P -U bench -d bench -AtXc 'select 1' 2>&1 || true)
 if [ "$NEW" != "$MAIN" ] && [ -n "$RESULT" ] && [ "$ANSWER" = 1 ]; then
     ok "watchdog: '$RESULT'; restarted (PID $MAIN -> $NEW, NRestarts $RESTARTS -> $N) and serving"
 else fail "watchdog: MainPID $MAIN -> $NEW, NRestarts $RESTARTS -> ${N:-?}, journal: '${RESULT}', select: $ANSWER"; fi
+INFLIGHT_RC=0; wait "$INFLIGHT" || INFLIGHT_RC=$?
+LEFTOVER=$(IN journalctl -u pgswift --no-pager -o cat | grep -m1 'left-over process' || true)
+if [ "$INFLIGHT_RC" = 0 ] && grep -q '|5$' "$RUN/inflight.out"; then
+    ok "a query in flight on the hung supervisor's worker finished after the restart ($(cat "$RUN/inflight.out"); journal: '$LEFTOVER')"
+else fail "the query in flight across the watchdog restart: rc=$INFLIGHT_RC '$(cat "$RUN/inflight.out")'"; fi
 
 # --- 5. apt install of a newer package under pgbench: 0 failed transactions -------------------------
 MAIN=$(IN systemctl show -P MainPID pgswift)
