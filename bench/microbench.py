@@ -61,11 +61,11 @@ class MicroError(Exception):
 # ---------------------------------------------------------------------------
 # the driver: N transactions through the pooler
 
-def tx_bytes(mode):
+def tx_bytes(mode, sql="SELECT 1"):
     if mode == "simple":
-        return pgwire.query_message("SELECT 1")
+        return pgwire.query_message(sql)
     m = pgwire.message
-    return (m(b"P", b"\0" + pgwire.cstr("SELECT 1") + b"\0\0")
+    return (m(b"P", b"\0" + pgwire.cstr(sql) + b"\0\0")
             + m(b"B", b"\0\0" + b"\0\0" + b"\0\0" + b"\0\0")
             + m(b"D", b"P\0") + m(b"E", b"\0" + b"\0\0\0\0") + m(b"S"))
 
@@ -73,7 +73,12 @@ def tx_bytes(mode):
 class Driver:
     def __init__(self, port, clients, mode):
         self.mode = mode
-        self.payload = tx_bytes(mode)
+        # MICRO_QUERY="... {n} ..." sends a different text each transaction (n counts up; 50,000
+        # texts, more than any pattern cache), e.g. to measure query_stats' normalization.
+        template = os.environ.get("MICRO_QUERY")
+        self.payloads = [tx_bytes(mode, template.format(n=n)) for n in range(50_000)] if template else [tx_bytes(mode)]
+        self.payload = self.payloads[0]
+        self.sent = 0
         self.conns = [pgwire.Conn.connect(HOST, port, USER, DB, None, timeout=120) for _ in range(clients)]
 
     def run(self, n):
@@ -84,6 +89,9 @@ class Driver:
         while done < n:
             batch = conns[:min(len(conns), n - done)]
             for c in batch:
+                if len(self.payloads) > 1:
+                    payload = self.payloads[self.sent % len(self.payloads)]
+                    self.sent += 1
                 c.sock.sendall(payload)
             for c in batch:
                 while True:
@@ -138,6 +146,8 @@ server_check_delay = 3600
 """
         if self.kind == "pgswift":
             ini += f"\n[pgswift]\nworkers = 1\nworker_binary = {worker_binary or os.path.join(self.bin_dir, 'pgswift-worker')}\n"
+            # More [pgswift] lines, e.g. MICRO_PGSWIFT_EXTRA="query_stats = off" for an A/B run.
+            ini += os.environ.get("MICRO_PGSWIFT_EXTRA", "").replace(";", "\n") + "\n"
         else:
             ini += "client_tls_sslmode = disable\nserver_tls_sslmode = disable\n"
         return ini

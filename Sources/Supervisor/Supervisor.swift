@@ -93,6 +93,9 @@ final class Supervisor {
     /// Server connections relayed from one worker to another for a quota move, and those that could
     /// not be delivered (closed) (`relayServer`, ServiceLimits.swift).
     var serverMoves = (relayed: 0, lost: 0)
+    /// The welcome parameters each pool's first server sent, as the workers report them, passed on to
+    /// the other workers (Workers/SharedWelcomes.swift).
+    var welcomes = SharedWelcomes()
     /// Rolling restart in progress and replaced workers still draining (Upgrade.swift).
     var upgrade = UpgradeState()
     var systemdState = SystemdState()
@@ -466,6 +469,7 @@ final class Supervisor {
             }
             slot.ready = true
             log.info("worker \(slot.index) ready (pid \(slot.pid))")
+            sendWelcomes(to: slot)
             announceReadyIfAll()
         case .forwardCancel(let target, let processID, let secretKey):
             let t = Int(target)
@@ -498,10 +502,12 @@ final class Supervisor {
             handleLimitsReport(m, from: slot)
         case .backendFailed(let host, let port, let reason):
             healthBackendFailed(host: host, port: Int(port), reason: reason)
+        case .welcomeFromWorker(let database, let user, let parameters):
+            welcomeLearnt(database: database, user: user, parameters: parameters, from: slot)
         case .moveServer:
             break  // relayed above
         case .shutdown, .reload, .pause, .resume, .cancel, .statsToWorker, .quota, .backendState, .drain, .limitsToWorker,
-             .adoptServer:
+             .adoptServer, .welcomeToWorker:
             log.warning("worker \(slot.index) sent a supervisor-only message: \(message)")
         }
     }

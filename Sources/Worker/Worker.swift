@@ -50,6 +50,8 @@ struct HotState {
     var running = true
     var nextJanitor: Int64 = 0
     var shutdownMode: ShutdownMode? = nil
+    /// query_stats or log_min_duration_statement: statements are followed (QueryStats.swift).
+    var queryTracking = false
 }
 
 struct WorkerOptions {
@@ -107,6 +109,12 @@ final class Worker {
         p.initialize(to: HotState())
         return p
     }()
+    /// Per-pattern statistics and the slow log (QueryStats.swift), behind a pointer as `hot` is.
+    let queryStats: UnsafeMutablePointer<QueryStatsState> = {
+        let p = UnsafeMutablePointer<QueryStatsState>.allocate(capacity: 1)
+        p.initialize(to: QueryStatsState(capacity: 5000))
+        return p
+    }()
     var now: Int64 {
         get { hot.pointee.now }
         set { hot.pointee.now = newValue }
@@ -139,6 +147,9 @@ final class Worker {
     /// Clients accepted over max_client_conn whose startup packet has not come yet (`ClientLoginState
     /// .overLimit`), at most `overLimitLogins` per worker.
     var overLimitClients = 0
+    /// Welcome parameters other workers' pools learnt, by "database\0user" (SharedWelcome.swift).
+    var sharedWelcomes: [String: [(String, String)]] = [:]
+    static let sharedWelcomeCapacity = 10_000
     static let overLimitLogins = 64
     /// What `tuneListeners` last set on the listeners (nil before the first time).
     var listenerKeepalive: TCPKeepalive?
@@ -326,18 +337,29 @@ final class Worker {
     /// A listener every worker shares (the Unix socket; TCP without so_reuseport) wakes the first
     /// worker in its wait queue that sits in epoll_wait (EPOLLEXCLUSIVE), so when the service is quiet
     /// one worker would get every connection, and long sessions opened then would all stay on it. A
-    /// worker holding more than its even share of the service's clients re-registers the listener,
-    /// which puts it at the back of the queue: connections go round the workers. Two epoll_ctl calls
-    /// per such accept, none per message.
+    /// worker holding more than its share of the service's clients (`takesTurn`) re-registers the
+    /// listener, which puts it at the back of the queue: connections go round the workers. Two
+    /// epoll_ctl calls per such accept, none per message.
     func takeTurnOnSharedListener(_ fd: Int32) {
         guard let counter = limits.counter, quotas.workers > 1 else { return }
-        guard counter.held(bySlot: limits.counterWord) * quotas.workers > counter.total else { return }
+        guard Worker.takesTurn(held: counter.held(bySlot: limits.counterWord), total: counter.total,
+                               workers: quotas.workers) else { return }
         epoll.remove(fd)
         do {
             try epoll.add(fd, events: [.input, .exclusive], data: WorkerToken(.listener, fd: fd).raw)
         } catch {
             log.error("could not re-register a listening socket (\(error)); this worker no longer accepts on it")
         }
+    }
+
+    /// Whether a worker holding `held` of the service's `total` clients (the one just accepted
+    /// included) goes to the back of a shared listener's queue: when it holds more than its share
+    /// rounded up. Clients that come one at a time, each gone before the next, thus stay with one
+    /// worker, whose idle servers serve them all as one PgBouncer process's would (with the share
+    /// rounded down, every such client went to the other worker, which had to open its own server);
+    /// clients that stay are spread over the workers, a worker at most two above another.
+    static func takesTurn(held: Int, total: Int, workers: Int) -> Bool {
+        workers > 1 && held > (total + workers - 1) / workers
     }
 
     /// Takes a freshly accepted, non-blocking client socket: counts it against max_client_conn,
@@ -446,6 +468,8 @@ final class Worker {
             handleLimits(m)
         case .backendState(let host, let port, let flags, let addresses):
             applyBackendState(host: host, port: Int(port), flags: flags, addresses: addresses)
+        case .welcomeToWorker(let database, let user, let parameters):
+            sharedWelcomeArrived(database: database, user: user, parameters: parameters)
         default:
             break
         }
@@ -542,6 +566,7 @@ final class Worker {
         hot.pointee.serverRoundRobin = config.serverRoundRobin
         hot.pointee.serverCheckDelay = config.serverCheckQueryToSend == nil ? .max : Clock.nanos(seconds: config.serverCheckDelay)
         hot.pointee.resetOnEveryRelease = config.serverResetQueryAlways && !config.serverResetQuery.isEmpty
+        applyQueryStatsSettings()
     }
 
     func randomUInt32() -> UInt32 {

@@ -200,7 +200,7 @@ final class E2EAuthQueryTests: XCTestCase {
             return n != "0"
         }, "the lookup's backend was found and terminated")
         XCTAssertNotEqual(broken.wait(timeout: 60), 0)
-        XCTAssertTrue(readTextFile(dir + "/broken.err").contains("authentication query failed"),
+        XCTAssertTrue(readTextFile(dir + "/broken.err").contains("bouncer config error"),
                       readTextFile(dir + "/broken.err"))
         XCTAssertTrue(px.isRunning)
         try assertLogsIn(px, "u_md5", password: passwords["u_md5"])
@@ -218,7 +218,7 @@ final class E2EAuthQueryTests: XCTestCase {
         let r = try Psql.run(px.target(user: "u_md5", database: "aqdb", password: passwords["u_md5"]), "select 1", timeout: 60)
         XCTAssertFalse(r.succeeded)
         XCTAssertFalse(r.timedOut)
-        XCTAssertTrue(r.stderr.contains("authentication query failed"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("bouncer config error"), r.stderr)
         XCTAssertFalse(px.logLines(containing: "no_such_table").isEmpty, "the log has the server's reason")
         // The pool's server survived the error: users in auth_file still get in through it.
         let ok = try Psql.run(px.target(user: "aq_auth", database: "aqdb", password: Self.authUserPassword),

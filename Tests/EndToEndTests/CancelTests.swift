@@ -254,8 +254,14 @@ final class CancelTests: XCTestCase {
     /// it was sent; waits for pgswift to close that connection.
     static func sendCancel(port: Int, workers: [pid_t], from: (pid_t) -> Bool, processID: UInt32,
                             secretKey: UInt32) throws -> Double {
+        // Probes that landed elsewhere stay open until the end: a worker gives up its place at the
+        // head of the shared listener's queue only while it holds more than its share of the clients
+        // (Worker.takesTurn), so connections opened and closed one at a time would all land on one.
+        var probes: [TestSocket] = []
+        defer { probes.forEach { $0.close() } }
         for _ in 0..<100 {
             let s = try TestSocket(port: port)
+            probes.append(s)
             guard let w = Self.waitForOwner(of: s, port: port, workers: workers) else { continue }
             guard from(w) else { continue }
             let sent = monotonicNow()

@@ -304,7 +304,7 @@ final class DatabaseParametersTests: XCTestCase {
         for db in ["aqmissing", "aqglobal"] {
             let r = try login(db)
             XCTAssertFalse(r.succeeded, "\(db) logged in: \(r)")
-            XCTAssertTrue(r.stderr.contains("authentication query failed"), "\(db): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains("bouncer config error"), "\(db): \(r.stderr)")
         }
         // Each failed where its query ran: pw_lookup in testdb, no_such_table in the global auth_dbname.
         XCTAssertFalse(px.logLines(containing: "auth_query for user \"dp_target\"", "\"pw_lookup\" does not exist").isEmpty,

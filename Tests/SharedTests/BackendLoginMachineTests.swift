@@ -111,14 +111,18 @@ final class BackendLoginMachineTests: XCTestCase {
 
         let scram = ScramSecret.derive(password: "x", salt: [9, 9, 9, 9], iterations: 4096)
         var b = BackendLoginMachine(user: "alice", secret: .scram(scram))
-        XCTAssertEqual(b.authenticationRequestReceived(.md5Password(salt: salt)), .fail(.noPassword(user: "alice", method: .md5)))
+        XCTAssertEqual(b.authenticationRequestReceived(.md5Password(salt: salt)), .fail(.wrongPasswordType(method: .md5)))
 
         var c = BackendLoginMachine(user: "alice", secret: .md5("md5ee69efad287c7423caf0b3229d71f567"))
         XCTAssertEqual(c.authenticationRequestReceived(.sasl(mechanisms: ["SCRAM-SHA-256"])),
-                       .fail(.noPassword(user: "alice", method: .scram)))
+                       .fail(.wrongPasswordType(method: .scram)))
 
         var d = BackendLoginMachine(user: "alice", secret: nil)
         XCTAssertEqual(d.authenticationRequestReceived(.cleartextPassword), .fail(.noPassword(user: "alice", method: .cleartext)))
+        var e = BackendLoginMachine(user: "alice", secret: nil)
+        XCTAssertEqual(e.authenticationRequestReceived(.md5Password(salt: salt)), .fail(.noPassword(user: "alice", method: .md5)))
+        var f = BackendLoginMachine(user: "alice", secret: nil)
+        XCTAssertEqual(f.authenticationRequestReceived(.sasl(mechanisms: ["SCRAM-SHA-256"])), .fail(.noPassword(user: "alice", method: .scram)))
     }
 
     func testSCRAMSecretWithoutClientKey() {
@@ -268,8 +272,16 @@ final class BackendLoginMachineTests: XCTestCase {
         check(.noPassword(user: "bob", method: .md5), "28P01", "no usable password for user \"bob\" (server asked for md5)")
         check(.noPassword(user: "bob", method: .scram), "28P01", "no usable password for user \"bob\" (server asked for SCRAM)")
         check(.noSupportedSASLMechanism(offered: []), "0A000", "server offers no supported SASL mechanism")
-        check(.scramClientKeyMissing, "28P01",
-              "cannot log in to the server with a SCRAM secret before a client has authenticated with SCRAM")
+        // PgBouncer's words for a secret of the wrong kind (test_auth.py test_scram_server), its reason
+        // in the log.
+        check(.scramClientKeyMissing, "08P01", "server login failed: wrong password type")
+        check(.wrongPasswordType(method: .md5), "08P01", "server login failed: wrong password type")
+        check(.wrongPasswordType(method: .scram), "08P01", "server login failed: wrong password type")
+        XCTAssertEqual(BackendLoginFailure.scramClientKeyMissing.logDetail,
+                       "cannot do SCRAM authentication: password is SCRAM secret but client authentication did not provide SCRAM keys")
+        XCTAssertEqual(BackendLoginFailure.wrongPasswordType(method: .scram).logDetail, "cannot do SCRAM authentication: wrong password type")
+        XCTAssertEqual(BackendLoginFailure.wrongPasswordType(method: .md5).logDetail, "cannot do MD5 authentication: wrong password type")
+        XCTAssertNil(BackendLoginFailure.noPassword(user: "bob", method: .md5).logDetail)
         check(.scram(reason: "incorrect server signature"), "28P01", "SCRAM: incorrect server signature")
         check(.unexpectedSASLContinue, "08P01", "unexpected SASL continue")
         check(.unexpectedSASLFinal, "08P01", "unexpected SASL final")

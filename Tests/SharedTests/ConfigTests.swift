@@ -50,6 +50,29 @@ final class ConfigTests: XCTestCase {
 
     // MARK: Defaults
 
+    /// PgBouncer's RELOAD closes a database's servers when its connection changed (loader.c's list);
+    /// a new password or pool size does not.
+    func testDatabaseEntryNeedsReconnect() {
+        let old = DatabaseEntry(name: "p1", hosts: ["127.0.0.1"], ports: [5432], dbname: "p1", user: nil, password: "a")
+        var e = old
+        XCTAssertFalse(e.needsReconnect(from: old))
+        e.password = "b"
+        e.poolSize = 7
+        XCTAssertFalse(e.needsReconnect(from: old), "password and pool size")
+        for change: (inout DatabaseEntry) -> Void in [
+            { $0.dbname = "p0" }, { $0.hosts = ["127.0.0.2"] }, { $0.ports = [6432] }, { $0.user = "u" },
+            { $0.connectQuery = "select 1" }, { $0.authDbname = "authdb" }, { $0.authQuery = "select 2" },
+            { $0.loadBalanceHosts = .disable },
+        ] {
+            var changed = old
+            change(&changed)
+            XCTAssertTrue(changed.needsReconnect(from: old), "\(changed)")
+        }
+        var same = old
+        same.dbname = nil  // the server database is still "p1"
+        XCTAssertFalse(same.needsReconnect(from: old))
+    }
+
     func testDefaultsEqualPgBouncers() throws {
         let c = try parse("[pgbouncer]\n")
         XCTAssertEqual(c.listenAddr, [])

@@ -23,6 +23,9 @@ final class ControlTests: XCTestCase {
         .backendState(host: "db.example", port: 5432, flags: 0x23, addresses: ["10.0.0.1", "::1"]),
         .backendState(host: "127.0.0.1", port: 1, flags: 0, addresses: []),
         .backendFailed(host: "db", port: 6543, reason: "connection refused"),
+        .welcomeToWorker(database: "app", user: "bob", parameters: ["server_version", "16.4", "DateStyle", "ISO, MDY"]),
+        .welcomeFromWorker(database: "app", user: "ünï", parameters: ["application_name", ""]),
+        .welcomeFromWorker(database: "", user: "", parameters: []),
     ]
 
     private func decode(_ bytes: [UInt8]) throws -> ControlMessage {
@@ -49,6 +52,14 @@ final class ControlTests: XCTestCase {
         var reused: [UInt8] = [9]
         ControlMessage.pause.encode(into: &reused)
         XCTAssertEqual(reused, [9, 0x03], "encode(into:) appends")
+    }
+
+    /// Welcome parameters travel as name/value pairs: an odd count is refused, not half-read.
+    func testWelcomeParametersComeInPairs() {
+        let odd = ControlMessage.welcomeToWorker(database: "d", user: "u", parameters: ["a", "b", "c"]).encode()
+        XCTAssertThrowsError(try decode(odd))
+        let even = ControlMessage.welcomeToWorker(database: "d", user: "u", parameters: ["a", "b"])
+        XCTAssertEqual(try decode(even.encode()), even)
     }
 
     func testEveryTruncationIsAnErrorNotACrash() {

@@ -370,7 +370,9 @@ final class StatsChunkTests: XCTestCase {
             let q = StatsRequest(requestID: 77, includeClients: c, includeServers: s)
             XCTAssertEqual(try StatsRequest.decode(q.encode(), requestID: 77), q)
         }
-        XCTAssertThrowsError(try StatsRequest.decode([4], requestID: 1))
+        XCTAssertEqual(try StatsRequest.decode([4], requestID: 1).includeQueries, true)
+        XCTAssertEqual(try StatsRequest.decode([8], requestID: 1).resetQueries, true)
+        XCTAssertThrowsError(try StatsRequest.decode([16], requestID: 1))
         XCTAssertThrowsError(try StatsRequest.decode([], requestID: 1))
     }
 }

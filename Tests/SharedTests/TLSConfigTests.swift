@@ -67,6 +67,26 @@ final class TLSConfigTests: XCTestCase {
         XCTAssertEqual(TLSCiphers.openSSLList("all"), "ALL:!aNULL:!eNULL")
     }
 
+    /// PgBouncer's rule for RELOAD (`tls_change_requires_reconnect`): any change of the server-side
+    /// settings closes the old servers while TLS to servers is or was on; none while it stays off.
+    func testServerChangeNeedsReconnect() {
+        let base = TLSSideSettings(mode: .prefer, keyFile: "", certFile: "", caFile: "", protocols: "secure",
+                                   ciphers: "default", tls13Ciphers: "", prefix: "server")
+        XCTAssertFalse(base.serverChangeNeedsReconnect(to: base))
+        var other = base
+        other.protocols = "tlsv1.2"
+        XCTAssertTrue(base.serverChangeNeedsReconnect(to: other))
+        other = base
+        other.mode = .require
+        XCTAssertTrue(base.serverChangeNeedsReconnect(to: other))
+        other.mode = .disable
+        XCTAssertTrue(base.serverChangeNeedsReconnect(to: other), "TLS turned off")
+        XCTAssertTrue(other.serverChangeNeedsReconnect(to: base), "TLS turned on")
+        var off2 = other
+        off2.caFile = "/x/ca.crt"
+        XCTAssertFalse(other.serverChangeNeedsReconnect(to: off2), "off before and after")
+    }
+
     func testDefaultsValidate() throws {
         XCTAssertNil(try tlsError("[pgbouncer]\n"))
         XCTAssertNil(try tlsError("[pgbouncer]\nclient_tls_sslmode = disable\nserver_tls_sslmode = disable\n"))

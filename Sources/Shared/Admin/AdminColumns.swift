@@ -21,6 +21,14 @@ public enum AdminColumns {
         }
     }
 
+    /// SHOW QUERIES (issue 21; pgswift's own).
+    public static let queries = make("ssqs" + String(repeating: "q", count: 10), [
+        "database", "user", "queryid", "query", "calls", "total_exec_us", "mean_exec_us", "p50_us", "p95_us",
+        "p99_us", "max_us", "total_wait_us", "errors", "rows"])
+
+    /// SHOW TABLES (issue 21; pgswift's own).
+    public static let tables = make("ssqqqq", ["database", "table", "calls", "total_exec_us", "reads", "writes"])
+
     public static let pools = make("ssiiiiiiiiiiiiiss", [
         "database", "user", "cl_active", "cl_waiting", "cl_active_cancel_req", "cl_waiting_cancel_req",
         "sv_active", "sv_active_cancel", "sv_being_canceled", "sv_idle", "sv_used", "sv_tested", "sv_login",

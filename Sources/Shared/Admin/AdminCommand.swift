@@ -45,12 +45,18 @@ public enum AdminCommand: Equatable, Sendable {
     case waitClose(database: String?)
     /// pgswift's own: rolling restart of the workers / binary upgrade.
     case upgrade
+    /// pgswift's own (issue 21): per-pattern statistics merged over workers, the top `limit` by time.
+    case showQueries(limit: Int?)
+    /// pgswift's own: per-relation figures from the patterns that name it.
+    case showTables
+    /// pgswift's own: forget every worker's patterns (admin only).
+    case resetQueries
 
     /// Everything except SHOW (and the fake SET) needs an admin_users member; SHOW FDS too.
     public var requiresAdmin: Bool {
         switch self {
         case .show(let t): return t == .fds
-        case .showFakeParameter, .setFakeParameter: return false
+        case .showFakeParameter, .setFakeParameter, .showQueries, .showTables: return false
         default: return true
         }
     }
@@ -68,6 +74,7 @@ public enum AdminCommand: Equatable, Sendable {
     /// Parses one simple-protocol query string. Throws `AdminError` with PgBouncer's text for an
     /// unknown or malformed command.
     public static func parse(_ query: String) throws(AdminError) -> AdminCommand {
+        if let q = queryInsight(query) { return q }
         var lexer = AdminLexer(Array(query.utf8))
         if let normal = lexer.normalForm() {
             return try command(normal.name, normal.arg, query: query)
@@ -120,6 +127,24 @@ public enum AdminCommand: Equatable, Sendable {
             }
         default:
             throw AdminError.invalidCommand(query)
+        }
+    }
+
+    /// SHOW QUERIES [n], SHOW TABLES, RESET QUERIES (words separated by white space, an optional `;`).
+    static func queryInsight(_ query: String) -> AdminCommand? {
+        var text = Substring(query)
+        while let last = text.last, last == ";" || last == " " || last == "\t" || last == "\n" || last == "\r" {
+            text = text.dropLast()
+        }
+        let words = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }).map { $0.lowercased() }
+        switch words.count {
+        case 2 where words[0] == "show" && words[1] == "queries": return .showQueries(limit: nil)
+        case 2 where words[0] == "show" && words[1] == "tables": return .showTables
+        case 2 where words[0] == "reset" && words[1] == "queries": return .resetQueries
+        case 3 where words[0] == "show" && words[1] == "queries":
+            guard let n = Int(words[2]), n >= 0 else { return nil }
+            return .showQueries(limit: n)
+        default: return nil
         }
     }
 

@@ -128,6 +128,24 @@ public enum AdminResults {
 
     // MARK: SHOW from merged stats
 
+    /// SHOW QUERIES: one row per (database, user, pattern), by total time, the first `limit` only.
+    public static func queries(_ m: MergedQueryStats, limit: Int?, into out: inout OutBuffer) {
+        let rows = m.rows.prefix(limit ?? m.rows.count).map { r -> [String?] in
+            [r.database, r.user, String(Int64(bitPattern: r.queryid)), r.text, String(r.calls), String(r.totalMicros),
+             String(r.meanMicros), String(r.percentile(0.50)), String(r.percentile(0.95)), String(r.percentile(0.99)),
+             String(r.maxMicros), String(r.waitMicros), String(r.errors), String(r.rows)]
+        }
+        resultSet(AdminColumns.queries, Array(rows), into: &out)
+    }
+
+    /// SHOW TABLES: one row per (database, relation named by a pattern).
+    public static func tables(_ m: MergedQueryStats, into out: inout OutBuffer) {
+        let rows = m.tables().map { t -> [String?] in
+            [t.database, t.table, String(t.calls), String(t.totalMicros), String(t.reads), String(t.writes)]
+        }
+        resultSet(AdminColumns.tables, rows, into: &out)
+    }
+
     public static func pools(_ m: MergedStats, loadBalanceHosts: (String) -> String? = { _ in nil },
                              into out: inout OutBuffer) {
         let rows: [[String?]] = m.pools.map { p in
@@ -325,6 +343,8 @@ public enum AdminResults {
             \tSHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE
             \tSHOW DNS_HOSTS|DNS_ZONES
             \tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS
+            \tSHOW QUERIES [<n>]|TABLES
+            \tRESET QUERIES
             \tSET key = arg
             \tRELOAD
             \tPAUSE [<db>]

@@ -20,6 +20,9 @@ public enum BackendLoginMethod: String, Sendable, Equatable {
 public enum BackendLoginFailure: Error, Sendable, Equatable {
     /// The secret cannot answer the request (e.g. an MD5 hash for a cleartext request, or no secret).
     case noPassword(user: String, method: BackendLoginMethod)
+    /// The secret is of a kind that cannot answer this method: a SCRAM secret for MD5, an MD5 hash
+    /// for SCRAM (PgBouncer's "wrong password type").
+    case wrongPasswordType(method: BackendLoginMethod)
     /// AuthenticationSASL without SCRAM-SHA-256 among the mechanisms (e.g. only -PLUS).
     case noSupportedSASLMechanism(offered: [String])
     /// The secret is a SCRAM secret and no client has yet given its ClientKey (passthrough).
@@ -40,9 +43,9 @@ public enum BackendLoginFailure: Error, Sendable, Equatable {
                               "no usable password for user \"\(user)\" (server asked for \(method.rawValue))")
         case .noSupportedSASLMechanism:
             return Self.fatal(SQLState.featureNotSupported, "server offers no supported SASL mechanism")
-        case .scramClientKeyMissing:
-            return Self.fatal(SQLState.invalidPassword,
-                              "cannot log in to the server with a SCRAM secret before a client has authenticated with SCRAM")
+        case .wrongPasswordType, .scramClientKeyMissing:
+            // PgBouncer's words (kill_pool_logins without a SQLSTATE: 08P01); `logDetail` says why.
+            return Self.fatal(SQLState.protocolViolation, "server login failed: wrong password type")
         case .scram(let reason):
             return Self.fatal(SQLState.invalidPassword, "SCRAM: \(reason)")
         case .unexpectedSASLContinue:
@@ -53,6 +56,19 @@ public enum BackendLoginFailure: Error, Sendable, Equatable {
             return Self.fatal(SQLState.featureNotSupported, "server asked for an unsupported authentication method")
         case .server(let fields):
             return fields
+        }
+    }
+
+    /// PgBouncer's log line for a failure pgswift decides on its own, where its `errorFields` are
+    /// PgBouncer's short words for clients (nil: `errorFields` say it all).
+    public var logDetail: String? {
+        switch self {
+        case .wrongPasswordType(let method):
+            return "cannot do \(method == .scram ? "SCRAM" : "MD5") authentication: wrong password type"
+        case .scramClientKeyMissing:
+            return "cannot do SCRAM authentication: password is SCRAM secret but client authentication did not provide SCRAM keys"
+        default:
+            return nil
         }
     }
 
@@ -134,7 +150,8 @@ public struct BackendLoginMachine {
             switch secret {
             case .plain(let password)?: response = MD5Password.response(user: user, password: password, salt: salt)
             case .md5(let hash)?: response = MD5Password.response(storedHash: hash, salt: salt)
-            case .scram?, nil: return fail(.noPassword(user: user, method: .md5))
+            case .scram?: return fail(.wrongPasswordType(method: .md5))
+            case nil: return fail(.noPassword(user: user, method: .md5))
             }
             state = .passwordSent
             return .sendPassword(response)
@@ -178,7 +195,9 @@ public struct BackendLoginMachine {
             exchange = ScramClientExchange(credential: .keys(clientKey: clientKey, serverKey: s.serverKey),
                                            cache: nil, nonceBytes: scramNonce,
                                            expectedParameters: (s.salt, s.iterations))
-        case .md5?, nil:
+        case .md5?:
+            return fail(.wrongPasswordType(method: .scram))
+        case nil:
             return fail(.noPassword(user: user, method: .scram))
         }
         let clientFirst = exchange.clientFirstMessage()

@@ -153,6 +153,14 @@ public struct Config: Sendable {
     /// A statement name in use or unknown in transaction/statement mode: disconnect (PgBouncer) or
     /// PostgreSQL's error.
     public var preparedStatementErrors: PreparedStatementErrors = .disconnect
+    /// Per-pattern query statistics in the workers (SHOW QUERIES, SHOW TABLES; issue 21).
+    public var queryStats: Bool = true
+    /// Patterns each worker keeps; beyond, the least used are evicted.
+    public var queryStatsMax: Int = 5000
+    /// Patterns (by total time) with `pgswift_query_*` series on /metrics; 0: none.
+    public var queryStatsMetricsTop: Int = 50
+    /// Milliseconds: a statement at least this slow is logged with its pattern (-1: off, 0: all).
+    public var logMinDurationStatement: Int = -1
     /// Backend health checks (Supervisor/Health/HealthCheck.swift): first retry delay after a failed check,
     /// the backoff's cap, the check's own timeout, and who it logs in as ("" = chosen, see README).
     public var healthCheckBackoffInitial: Double = 0.5

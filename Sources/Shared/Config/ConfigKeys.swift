@@ -224,8 +224,12 @@ extension ConfigKeySpec {
         seconds("health_check_backoff_max", "30", \.healthCheckBackoffMax),
         seconds("health_check_timeout", "5", \.healthCheckTimeout),
         text("health_check_user", "", \.healthCheckUser),
+        int("log_min_duration_statement", "-1", \.logMinDurationStatement, min: -1),
         text("metrics_listen", "", \.metricsListen),
         lookup("prepared_statement_errors", "disconnect", \.preparedStatementErrors),
+        bool("query_stats", "1", \.queryStats),
+        int("query_stats_max", "5000", \.queryStatsMax, min: 1, max: 100_000),
+        int("query_stats_metrics_top", "50", \.queryStatsMetricsTop, min: 0, max: 10_000),
         optionalText("worker_binary", "", \.workerBinary),
         int("workers", "", \.workers, min: 1, max: 4096),
     ]

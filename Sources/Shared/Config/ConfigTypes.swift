@@ -186,6 +186,16 @@ public struct DatabaseEntry: Sendable, Equatable {
     /// The database name sent to the server.
     public var serverDatabaseName: String { dbname ?? name }
 
+    /// Whether server connections made for `old` must close once this entry replaces it, as
+    /// PgBouncer's RELOAD tags a database dirty: another server database, host, port, forced user,
+    /// connect_query, auth_dbname, auth_query or load_balance_hosts (a password alone does not, as
+    /// there: servers logged in with the old one stay valid).
+    public func needsReconnect(from old: DatabaseEntry) -> Bool {
+        serverDatabaseName != old.serverDatabaseName || hosts != old.hosts || ports != old.ports
+            || user != old.user || connectQuery != old.connectQuery || authDbname != old.authDbname
+            || authQuery != old.authQuery || loadBalanceHosts != old.loadBalanceHosts
+    }
+
     /// The port for `hosts[index]` (a single port applies to every host).
     public func port(forHostAt index: Int) -> Int {
         if ports.count == 1 { return ports[0] }

@@ -40,6 +40,11 @@ public enum ControlMessage: Equatable, Sendable {
     case drain(handoff: Bool, successorFeatures: UInt32 = 0)
     /// Service-wide limits and per-database admin commands (LimitsMessage.swift), kind 0x30.
     case limitsToWorker(LimitsMessage)
+    /// The welcome parameters (the ParameterStatus set a server sent at login: name, value, name, value...)
+    /// another worker learnt for the pool (database, user): a worker whose pool has none answers its
+    /// clients' logins with them instead of waiting for a server of its own (Worker/Login/SharedWelcome.swift).
+    /// Sent only to a worker that announced `WorkerFeatures.sharedWelcome`.
+    case welcomeToWorker(database: String, user: String, parameters: [String])
     /// Health of one backend host (host, port) as the supervisor's check sees it (`BackendFlags`), and
     /// for a host name the addresses it resolved to (numeric strings; workers never resolve names).
     case backendState(host: String, port: Int32, flags: UInt8, addresses: [String])
@@ -73,6 +78,9 @@ public enum ControlMessage: Equatable, Sendable {
     case limitsFromWorker(LimitsMessage)
     /// A worker could not connect to a backend host: the supervisor checks it now instead of waiting.
     case backendFailed(host: String, port: Int32, reason: String)
+    /// The welcome parameters this worker's first server of the pool (database, user) sent at login
+    /// (name, value, ...): the supervisor keeps them and passes them to the other workers.
+    case welcomeFromWorker(database: String, user: String, parameters: [String])
 
     /// Largest datagram either side sends or accepts (a receiver rejects longer ones as invalid).
     public static let maximumSize = 65_536
@@ -85,11 +93,11 @@ public enum ControlMessage: Equatable, Sendable {
         case quotaMove = 0x08, adoptServer = 0x09
         case drain = 0x10
         case backendState = 0x20
-        case limitsToWorker = 0x30
+        case limitsToWorker = 0x30, welcomeToWorker = 0x31
         case backendFailed = 0x60
         case limitsFromWorker = 0x70
         case ready = 0x41, forwardCancel = 0x42, heartbeat = 0x43, log = 0x44, statsFromWorker = 0x45, poolReport = 0x46
-        case moveServer = 0x47, peerCancel = 0x48
+        case moveServer = 0x47, peerCancel = 0x48, welcomeFromWorker = 0x49
     }
 
     public func encode() -> [UInt8] {
@@ -139,6 +147,12 @@ public enum ControlMessage: Equatable, Sendable {
             w.put(Kind.backendState, host, port, flags, UInt32(truncatingIfNeeded: addresses.count))
             for a in addresses { w.string(a) }
         case .backendFailed(let host, let port, let reason): w.put(Kind.backendFailed, host, port, reason)
+        case .welcomeToWorker(let database, let user, let parameters):
+            w.put(Kind.welcomeToWorker, database, user, UInt32(truncatingIfNeeded: parameters.count))
+            for p in parameters { w.string(p) }
+        case .welcomeFromWorker(let database, let user, let parameters):
+            w.put(Kind.welcomeFromWorker, database, user, UInt32(truncatingIfNeeded: parameters.count))
+            for p in parameters { w.string(p) }
         case .poolReport(let database, let user, let servers, let idle, let waiting, let seq, let overdue):
             w.put(Kind.poolReport, database, user, servers, idle, waiting, seq)
             if overdue != 0 { w.put(overdue) }
@@ -220,6 +234,14 @@ public enum ControlMessage: Equatable, Sendable {
                 try r.string("address")
             }
             message = .backendState(host: host, port: port, flags: flags, addresses: addresses)
+        case .welcomeToWorker, .welcomeFromWorker:
+            let database = try r.string("welcome database"), user = try r.string("welcome user")
+            let parameters = try r.array("welcome parameters", minimumEach: 4, maximum: 1024) { r throws(ControlDecodeError) in
+                try r.string("welcome parameter")
+            }
+            guard parameters.count % 2 == 0 else { throw ControlDecodeError("welcome parameters not in pairs") }
+            message = kind == .welcomeToWorker ? .welcomeToWorker(database: database, user: user, parameters: parameters)
+                : .welcomeFromWorker(database: database, user: user, parameters: parameters)
         case .backendFailed:
             message = .backendFailed(host: try r.string("backend host"), port: try r.i32("backend port"),
                                      reason: try r.string("backend failure"))
@@ -246,8 +268,10 @@ public enum WorkerFeatures {
     /// (`HandoffPair`, two sockets in one datagram) on the handoff socket: a draining worker moves such
     /// pairs only to a successor that announced this (Worker/Control/PairHandoff.swift).
     public static let pairMoves: UInt32 = 2
+    /// Reads `welcomeToWorker`: a pool answers logins with the welcome another worker learnt.
+    public static let sharedWelcome: UInt32 = 4
     /// What this build announces.
-    public static let all: UInt32 = serverMoves | pairMoves
+    public static let all: UInt32 = serverMoves | pairMoves | sharedWelcome
 }
 
 extension ShutdownMode: MessageField {}

@@ -13,6 +13,9 @@ public enum StatsBlobKind: UInt8, Sendable, CaseIterable {
     /// supervisor → worker: the wire bytes answering an admin request (RowDescription ... CommandComplete,
     /// or an ErrorResponse), to be sent to the admin client followed by ReadyForQuery.
     case adminResult = 5
+    /// worker → supervisor, before the snapshot answering a `StatsRequest` with `queries`: its
+    /// `QueryStatsSnapshot` (issue 21).
+    case queryStats = 6
 }
 
 /// One datagram's worth of a blob: [kind u8][slot i32][requestID u32][index u32][total u32][payload].
@@ -184,26 +187,36 @@ public struct StatsReassembler {
     }
 }
 
-/// What SHOW CLIENTS / SHOW SERVERS need from each worker.
+/// What SHOW CLIENTS / SHOW SERVERS (rows), SHOW QUERIES / TABLES (patterns) and RESET QUERIES need
+/// from each worker.
 public struct StatsRequest: Equatable, Sendable {
     public var requestID: UInt32
     public var includeClients: Bool
     public var includeServers: Bool
+    /// Send the query statistics (a `queryStats` blob before the snapshot).
+    public var includeQueries: Bool
+    /// Forget the query statistics first (RESET QUERIES).
+    public var resetQueries: Bool
 
-    public init(requestID: UInt32, includeClients: Bool, includeServers: Bool) {
+    public init(requestID: UInt32, includeClients: Bool, includeServers: Bool, includeQueries: Bool = false,
+                resetQueries: Bool = false) {
         self.requestID = requestID
         self.includeClients = includeClients
         self.includeServers = includeServers
+        self.includeQueries = includeQueries
+        self.resetQueries = resetQueries
     }
 
     public func encode() -> [UInt8] {
-        [UInt8(includeClients ? 1 : 0) | UInt8(includeServers ? 2 : 0)]
+        [UInt8(includeClients ? 1 : 0) | UInt8(includeServers ? 2 : 0) | UInt8(includeQueries ? 4 : 0)
+            | UInt8(resetQueries ? 8 : 0)]
     }
 
     /// `requestID` travels in the chunk header.
     public static func decode(_ bytes: [UInt8], requestID: UInt32) throws(StatsDecodeError) -> StatsRequest {
-        guard bytes.count == 1, bytes[0] & ~3 == 0 else { throw StatsDecodeError("bad stats request") }
-        return StatsRequest(requestID: requestID, includeClients: bytes[0] & 1 != 0, includeServers: bytes[0] & 2 != 0)
+        guard bytes.count == 1, bytes[0] & ~15 == 0 else { throw StatsDecodeError("bad stats request") }
+        return StatsRequest(requestID: requestID, includeClients: bytes[0] & 1 != 0, includeServers: bytes[0] & 2 != 0,
+                            includeQueries: bytes[0] & 4 != 0, resetQueries: bytes[0] & 8 != 0)
     }
 }
 

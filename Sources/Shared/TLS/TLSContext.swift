@@ -35,6 +35,14 @@ public struct TLSSideSettings: Sendable, Equatable {
 }
 
 extension TLSSideSettings {
+    /// Whether server connections made with `self` must be closed once `new` applies, as PgBouncer's
+    /// RELOAD decides (`tls_change_requires_reconnect`): any change of the settings while TLS to
+    /// servers is or was on; nothing while it stays off. Otherwise a connection made with weaker
+    /// settings (an older protocol, no certificate check) would live on for good.
+    public func serverChangeNeedsReconnect(to new: TLSSideSettings) -> Bool {
+        (mode != .disable || new.mode != .disable) && self != new
+    }
+
     /// The key, certificate and CA file names taken relative to `configFile`'s directory (empty stays empty).
     func resolvingFiles(against configFile: String) -> TLSSideSettings {
         let dir = ConfigFile.directory(of: configFile)

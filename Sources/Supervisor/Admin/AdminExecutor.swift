@@ -45,6 +45,11 @@ extension Supervisor {
                                 servers: target == .servers || sockets.contains(target))
                 return
             }
+        case .showQueries, .showTables, .resetQueries:
+            // Issue 21: every worker's patterns (RESET QUERIES: each worker forgets its own first).
+            startCollection(.admin(slot: slot, requestID: id, command: command), clients: false, servers: false,
+                            queries: true, resetQueries: command == .resetQueries)
+            return
         case .showFakeParameter(let name, let value):
             AdminResults.fakeParameter(name: name, value: value, into: &out)
         case .setFakeParameter:

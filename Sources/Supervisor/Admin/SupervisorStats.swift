@@ -18,6 +18,8 @@ struct StatsCollection {
     var purpose: Purpose
     var waiting: Set<Int>
     var snapshots: [Int: WorkerStatsSnapshot] = [:]
+    /// Query statistics, when asked for (they arrive before their worker's snapshot).
+    var queries: [Int: QueryStatsSnapshot] = [:]
     var deadline: Int64
 }
 
@@ -112,6 +114,13 @@ extension Supervisor {
             } catch {
                 log.warning("worker \(slot.index) sent \(error)")
             }
+        case .queryStats:
+            do throws(StatsDecodeError) {
+                let q = try QueryStatsSnapshot.decode(blob.bytes)
+                statsState.collections[blob.requestID]?.queries[slot.index] = q
+            } catch {
+                log.warning("worker \(slot.index) sent \(error)")
+            }
         case .statsRequest, .adminResult:
             log.warning("worker \(slot.index) sent a supervisor-only stats blob (\(blob.kind))")
         }
@@ -120,11 +129,13 @@ extension Supervisor {
     // MARK: Collections
 
     /// Asks every live worker for a fresh snapshot; `collectionDone` runs once all answered (or 1 s passed).
-    func startCollection(_ purpose: StatsCollection.Purpose, clients: Bool, servers: Bool) {
+    func startCollection(_ purpose: StatsCollection.Purpose, clients: Bool, servers: Bool, queries: Bool = false,
+                         resetQueries: Bool = false) {
         statsState.nextRequestID &+= 1
         let id = statsState.nextRequestID
         var waiting = Set<Int>()
-        let request = StatsRequest(requestID: id, includeClients: clients, includeServers: servers).encode()
+        let request = StatsRequest(requestID: id, includeClients: clients, includeServers: servers,
+                                   includeQueries: queries, resetQueries: resetQueries).encode()
         for slot in slots where slot.pid != 0 && slot.channel != nil {
             var ok = true
             for chunk in StatsChunk.split(request, kind: .statsRequest, slot: Int32(slot.index), requestID: id) {
@@ -160,7 +171,16 @@ extension Supervisor {
         case .admin(let slot, let requestID, let command):
             var out = OutBuffer(capacity: 4096)
             defer { out.deallocate() }
-            renderShow(command, merged, into: &out)
+            switch command {
+            case .showQueries(let limit):
+                AdminResults.queries(MergedQueryStats.merge(Array(c.queries.values)), limit: limit, into: &out)
+            case .showTables:
+                AdminResults.tables(MergedQueryStats.merge(Array(c.queries.values)), into: &out)
+            case .resetQueries:
+                AdminResults.done("RESET", into: &out)
+            default:
+                renderShow(command, merged, into: &out)
+            }
             replyAdmin(slot: slot, requestID: requestID, out)
         case .pauseCheck:
             statsState.pauseCheckRunning = false
@@ -176,7 +196,7 @@ extension Supervisor {
         case .serversCheck:
             serversChecked(merged, everyWorkerAnswered: c.waiting.isEmpty)
         case .metrics:
-            metricsRoundDone(merged)
+            metricsRoundDone(merged, queries: Array(c.queries.values))
         }
     }
 

@@ -404,9 +404,9 @@ extension Supervisor {
         switch failure {
         case .noPassword(_, .cleartext):
             loginRefused(i, "no plain password for \(user)")
-        case .noPassword(_, .md5):
+        case .noPassword(_, .md5), .wrongPasswordType(.md5), .wrongPasswordType(.cleartext):
             loginRefused(i, "no md5-usable password for \(user)")
-        case .noPassword(_, .scram), .noSupportedSASLMechanism, .scramClientKeyMissing:
+        case .noPassword(_, .scram), .wrongPasswordType(.scram), .noSupportedSASLMechanism, .scramClientKeyMissing:
             loginRefused(i, "no password usable for SCRAM for \(user)")
         case .scram(let reason):
             loginRefused(i, "SCRAM: \(reason)")

@@ -21,6 +21,9 @@ struct MetricsInput {
     var serverMoves: Int64 = 0
     var serverMovesLost: Int64 = 0
     var version = "pgswift " + PgswiftVersion.string
+    /// Query statistics merged over workers (nil: query_stats off) and how many patterns get series.
+    var queries: MergedQueryStats? = nil
+    var queryTop = 0
 }
 
 /// Writes families one at a time: HELP and TYPE once, then every sample of the family, as the text
@@ -283,6 +286,50 @@ enum MetricsExposition {
         w.family("pgswift_server_moves_lost_total", .counter,
                  "Server connections given up for a move that could not reach the other worker (closed).")
         w.sample("pgswift_server_moves_lost_total", [], String(input.serverMovesLost))
+        if let q = input.queries { renderQueries(q, top: input.queryTop, &w) }
         return w.text
+    }
+
+    /// The `le` bounds of the per-pattern histograms, in µs (their labels in seconds).
+    static let queryBoundsMicros: [UInt64] = [500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000, 250_000,
+                                              500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000]
+
+    /// Issue 21: the `top` patterns by total time (bounded cardinality), labelled database, user, queryid.
+    static func renderQueries(_ q: MergedQueryStats, top: Int, _ w: inout PrometheusTextWriter) {
+        w.family("pgswift_query_patterns_evicted_total", .counter,
+                 "Query patterns the workers evicted from their tables (query_stats_max).")
+        w.sample("pgswift_query_patterns_evicted_total", [], String(q.evicted))
+        w.family("pgswift_query_untracked_total", .counter,
+                 "Statements not counted: a message over 32 KiB, or a pattern evicted while its statement ran.")
+        w.sample("pgswift_query_untracked_total", [], String(q.untracked))
+        let rows = q.rows.prefix(max(0, top))
+        if rows.isEmpty { return }
+        func labels(_ r: QueryPatternRow) -> [(String, String)] {
+            [("database", r.database), ("user", r.user), ("queryid", String(Int64(bitPattern: r.queryid)))]
+        }
+        w.family("pgswift_query_calls_total", .counter, "Statements of the pattern run (query_stats_metrics_top patterns by time).")
+        for r in rows { w.sample("pgswift_query_calls_total", labels(r), String(r.calls)) }
+        w.family("pgswift_query_exec_seconds_total", .counter, "Time of the pattern's statements, client message to end of answer.")
+        for r in rows { w.sample("pgswift_query_exec_seconds_total", labels(r), AdminResults.decimalMicros(r.totalMicros)) }
+        w.family("pgswift_query_errors_total", .counter, "Statements of the pattern that ended with an error.")
+        for r in rows { w.sample("pgswift_query_errors_total", labels(r), String(r.errors)) }
+        w.family("pgswift_query_exec_seconds", .histogram, "Time of the pattern's statements.")
+        for r in rows {
+            // Each log-linear bucket counts under the first bound at or above its midpoint.
+            var counts = [UInt64](repeating: 0, count: queryBoundsMicros.count + 1)
+            for b in r.histogram.buckets {
+                let mid = QueryLatencyBuckets.midpoint(Int(b.index))
+                let i = queryBoundsMicros.firstIndex { mid <= $0 } ?? queryBoundsMicros.count
+                counts[i] &+= b.count
+            }
+            var cumulative: UInt64 = 0
+            for i in 0...queryBoundsMicros.count {
+                cumulative &+= counts[i]
+                let le = i < queryBoundsMicros.count ? AdminResults.decimalMicros(queryBoundsMicros[i]) : "+Inf"
+                w.sample("pgswift_query_exec_seconds_bucket", labels(r) + [("le", le)], String(cumulative))
+            }
+            w.sample("pgswift_query_exec_seconds_sum", labels(r), AdminResults.decimalMicros(r.totalMicros))
+            w.sample("pgswift_query_exec_seconds_count", labels(r), String(cumulative))
+        }
     }
 }

@@ -306,13 +306,18 @@ extension Supervisor {
     func startMetricsRound(now: Int64) {
         guard let server = statsState.metrics, server.roundDue(now: now) else { return }
         server.beginRound(now: now)
-        startCollection(.metrics, clients: false, servers: false)
+        startCollection(.metrics, clients: false, servers: false, queries: config.queryStats)
     }
 
     /// The round's snapshots are in (or its time is up): one body for every request of the round.
-    func metricsRoundDone(_ merged: MergedStats) {
+    func metricsRoundDone(_ merged: MergedStats, queries: [QueryStatsSnapshot]) {
         guard let server = statsState.metrics else { return }
-        let body = Array((MetricsExposition.render(metricsInput(merged)) + healthMetrics()).utf8)
+        var input = metricsInput(merged)
+        if config.queryStats {
+            input.queries = MergedQueryStats.merge(queries)
+            input.queryTop = config.queryStatsMetricsTop
+        }
+        let body = Array((MetricsExposition.render(input) + healthMetrics()).utf8)
         server.answerRound(body: body, epoll: epoll)
         startMetricsRound(now: Clock.monotonicNanos())
     }

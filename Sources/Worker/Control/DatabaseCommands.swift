@@ -119,14 +119,16 @@ extension Worker {
         var si = pools[pi].idleHead
         while si >= 0 {
             let next = servers[si].idleNext
-            if servers[si].createdAt <= pools[pi].limits.closeBefore { closeServer(si, reason: "RECONNECT") }
+            if servers[si].createdAt <= pools[pi].limits.closeBefore {
+                closeServer(si, reason: "database configuration changed")
+            }
             si = next
         }
         var ri: Int32 = 0
         while ri < Int32(servers.capacity) {
             if servers[ri].replication != .none && servers[ri].state != .closing && Int(servers[ri].pool) == pi
                 && servers[ri].createdAt <= pools[pi].limits.closeBefore {
-                closeServer(ri, reason: "RECONNECT")
+                closeServer(ri, reason: "database configuration changed")
             }
             ri += 1
         }

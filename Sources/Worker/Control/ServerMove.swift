@@ -165,11 +165,7 @@ extension Worker {
         servers[si].paramsKey = serverParamsKey(si)
         if pools[pi].welcome == nil && !state.welcome.isEmpty {
             setWelcome(pi, state.welcome.map { ($0.name, $0.value) })
-            var ci: Int32 = 0
-            while ci < Int32(clients.capacity) {
-                if clients[ci].state == .waitWelcome && clients[ci].pool == p { finishLogin(ci) }
-                ci += 1
-            }
+            finishWelcomeWaits(pi)
         }
         return (si, stale)
     }

@@ -48,6 +48,7 @@ extension Worker {
         pools[p].waitDuration.record(micros: waited)
         servers[si].queryStart = 0
         servers[si].xactStart = 0
+        if hot.pointee.queryTracking { queryStatsLinked(si, waitedMicros: waited) }
     }
 
     /// A Query or Sync was forwarded to a server with no query running.
@@ -320,6 +321,8 @@ extension Worker {
         case .statsRequest:
             do throws(StatsDecodeError) {
                 let r = try StatsRequest.decode(blob.bytes, requestID: blob.requestID)
+                if r.resetQueries { resetQueryStats() }
+                if r.includeQueries { sendBlob(queryStatsSnapshot().encode(), kind: .queryStats, requestID: r.requestID) }
                 let snap = makeSnapshot(includeClients: r.includeClients, includeServers: r.includeServers)
                 sendSnapshot(snap, kind: .requestedSnapshot, requestID: r.requestID)
             } catch {

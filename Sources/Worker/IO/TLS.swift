@@ -9,14 +9,18 @@ import COpenSSL
 struct WorkerTLS {
     var clientContext: TLSContext? = nil
     var serverContext: TLSContext? = nil
+    /// The server-side settings `serverContext` was built from (nil before the first load).
+    var serverSettings: TLSSideSettings? = nil
     let bio = TLSBIOMethod()
 
     /// Builds both contexts from a configuration; throws without changing anything when one fails.
     mutating func load(_ config: Config) throws(TLSSetupError) {
         let c = try TLSContext.acceptingClients(config.clientTLS)
-        let s = try TLSContext.connectingServers(config.serverTLS)
+        let settings = config.serverTLS
+        let s = try TLSContext.connectingServers(settings)
         clientContext = c
         serverContext = s
+        serverSettings = settings
     }
 }
 
@@ -58,12 +62,28 @@ extension Worker {
         }
     }
 
-    /// Rebuilds the contexts after a reload: new certificates for new connections, nobody dropped.
+    /// Rebuilds the contexts after a reload: new certificates for new connections, no client dropped.
+    /// When the server-side settings changed (`serverChangeNeedsReconnect`), every pool's servers made
+    /// with the old ones close as after RECONNECT (idle ones now, the others when released), as
+    /// PgBouncer's RELOAD tags every pool dirty; not when the new settings could not be applied. A
+    /// pool's failed login is forgotten then, as for a changed database entry (`refreshPools`): the new
+    /// settings are worth a login at once, so a client arriving now is not given the cached error of a
+    /// login made with the old ones (PgBouncer parks it until its next attempt, which then succeeds).
     func reloadTLS() {
+        let before = tlsState.serverSettings
         do {
             try tlsState.load(config)
         } catch {
             log.error("TLS settings not reloaded, keeping the old certificates: \(error)")
+            return
+        }
+        guard let before, before.serverChangeNeedsReconnect(to: config.serverTLS) else { return }
+        log.info("server TLS settings changed: closing the server connections made with the old ones")
+        for pi in pools.indices {
+            pools[pi].limits.closeBefore = now
+            closeIdleBefore(pi)
+            pools[pi].loginError = nil
+            pools[pi].loginRefused = false
         }
     }
 

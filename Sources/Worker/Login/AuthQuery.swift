@@ -275,8 +275,7 @@ extension Worker {
             log.info("auth_query: no user \"\(l.user)\"")
         case .failed(let reason):
             log.warning("auth_query for user \"\(l.user)\": \(reason)")
-            failWaiters(l, ErrorFields(severity: "FATAL", code: SQLState.invalidAuthorizationSpecification,
-                                       message: "authentication query failed"))
+            failWaiters(l, Self.authQueryFailure)
             return
         }
         if authQuery.cache.count >= AuthQueryState.maxCached || authQuery.notFoundCount >= AuthQueryState.maxNotFound {
@@ -324,9 +323,13 @@ extension Worker {
         guard let li = authQuery.lookups.firstIndex(where: { $0.server == si }) else { return }
         let l = authQuery.lookups.remove(at: li)
         log.warning("auth_query for user \"\(l.user)\" failed: \(reason)")
-        failWaiters(l, ErrorFields(severity: "FATAL", code: SQLState.invalidAuthorizationSpecification,
-                                   message: "authentication query failed"))
+        failWaiters(l, Self.authQueryFailure)
     }
+
+    /// What a client whose lookup failed gets (the reason is in the log): PgBouncer's words for a
+    /// client logging in whose auth_query connection went away (unlink_server).
+    static let authQueryFailure = ErrorFields(severity: "FATAL", code: SQLState.protocolViolation,
+                                              message: "bouncer config error")
 
     /// From the janitor: drops lookups nobody waits for, bounds a query's time, retries launches.
     func authQueryTick() {

@@ -466,7 +466,8 @@ extension Worker {
             startReplication(ci)
             return
         }
-        if pools[p].welcome != nil {
+        // Known here, or learnt by another worker's pool (SharedWelcome.swift): answered at once.
+        if pools[p].welcome != nil || adoptSharedWelcome(p) {
             finishLogin(ci)
             return
         }

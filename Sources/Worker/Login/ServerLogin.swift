@@ -169,6 +169,13 @@ extension Worker {
     /// Does what the login machine asks: answer the server, wait, or fail the login.
     private func performServerLogin(_ si: Int32, _ action: BackendLoginMachine.Action) {
         if case .fail(let failure) = action {
+            if let detail = failure.logDetail {
+                // As PgBouncer: its own reason logged, the short words to the clients, and the server
+                // closed as one whose authentication request got no answer.
+                log.error("\(serverLogPrefix(si)) \(detail)")
+                return serverLoginFailed(si, failure.errorFields, refusal: LoginRetry.isRefusal(failure),
+                                         closeReason: "failed to answer authreq")
+            }
             return serverLoginFailed(si, failure.errorFields, refusal: LoginRetry.isRefusal(failure))
         }
         scratch.clear()
@@ -197,18 +204,14 @@ extension Worker {
         pools[p].loginRefused = false
         if pools[p].welcome == nil, let info = servers[si].info {
             setWelcome(p, info.reported)
+            reportWelcome(p)  // for the other workers' pools (SharedWelcome.swift)
         }
         servers[si].info?.reported = []
         servers[si].paramsKey = serverParamsKey(si)
         servers[si].info?.login = nil
         log.debug("S-\(servers[si].id): login done (backend pid \(servers[si].backendPID))")
         // Clients that authenticated before the pool knew its welcome parameters.
-        var ci: Int32 = 0
-        let cap = Int32(clients.capacity)
-        while ci < cap {
-            if clients[ci].state == .waitWelcome && clients[ci].pool == Int32(p) { finishLogin(ci) }
-            ci += 1
-        }
+        finishWelcomeWaits(p)
         serverIdle(si)
         // Connects are capped per pool (BackendHealth.swift): this one's end lets the next start.
         if !paused { launchIfNeeded(Int32(p)) }
@@ -216,17 +219,24 @@ extension Worker {
 
     /// A server connection failed before ReadyForQuery. `refusal`: PostgreSQL refused the login, or
     /// pgswift could not answer it (`LoginRetry.isRefusal`); anything else (connect, TLS, timeout, a
-    /// closed connection) is not one.
-    func serverLoginFailed(_ si: Int32, _ fields: ErrorFields, refusal: Bool = false) {
+    /// closed connection) is not one. `closeReason`: PgBouncer's reason for a failure that is not a
+    /// login error ("connect failed", "connect timeout"), logged as its `closing because:` line alone, as
+    /// PgBouncer does; nil for the others, which get PgBouncer's `server login failed:` line and close
+    /// with the error's message as the reason, as PgBouncer closes a server whose login PostgreSQL
+    /// refused (a replication server's closes as "login failed").
+    func serverLoginFailed(_ si: Int32, _ fields: ErrorFields, refusal: Bool = false, closeReason: String? = nil) {
         let p = servers[si].pool
-        // PgBouncer's words ("server login failed: FATAL <message>"), after pgswift's socket prefix.
-        log.warning("\(serverLogPrefix(si)) server login failed: \(fields.severity) \(fields.message)")
+        if closeReason == nil {
+            // PgBouncer's words ("server login failed: FATAL <message>"), after pgswift's socket prefix.
+            log.warning("\(serverLogPrefix(si)) server login failed: \(fields.severity) \(fields.message)")
+        }
         if servers[si].replication != .none {
+            let reason = closeReason ?? "login failed"
             // As PgBouncer: a replication login can fail for reasons of its own (no REPLICATION role, no
             // pg_hba.conf line for replication) while ordinary logins work, so only its client is
             // failed ("login failed"); the pool's state and its other clients are left alone.
             _ = noteConnectFailure(p, key: servers[si].info?.hostKey ?? "", fields)
-            closeServer(si, reason: "login failed")
+            closeServer(si, reason: reason)
             launchIfNeeded(p)
             return
         }
@@ -234,7 +244,7 @@ extension Worker {
             setServerState(si, .closing)
         }
         let failover = noteConnectFailure(p, key: servers[si].info?.hostKey ?? "", fields)
-        closeServer(si, reason: "login failed")
+        closeServer(si, reason: closeReason ?? fields.message)
         if failover {
             launchIfNeeded(p)
         } else {
@@ -246,15 +256,15 @@ extension Worker {
     /// connect until server_login_retry has passed since the last one, the janitor retries; new clients
     /// meanwhile get the cached error: `cachedLoginFailure`). A refusal also fails the clients waiting on
     /// the pool (queued, or logging in and waiting for the welcome) with the server's own error, unless a
-    /// logged-in server is left; any other failure leaves them waiting (query_wait_timeout,
-    /// client_login_timeout), as connects are retried.
+    /// logged-in server is left that can still serve them (`usableServers`); any other failure leaves
+    /// them waiting (query_wait_timeout, client_login_timeout), as connects are retried.
     func poolLoginFailed(_ p: Int32, _ fields: ErrorFields, refusal: Bool) {
         let pi = Int(p)
         var f = fields
         f.severity = "FATAL"
         pools[pi].loginError = f
         pools[pi].loginRefused = refusal
-        let loggedIn = pools[pi].serverCount - pools[pi].connectingCount
+        let loggedIn = usableServers(pi)
         guard LoginRetry.failsWaitingClients(refusal: refusal, loggedInServers: loggedIn,
                                              welcomeKnown: pools[pi].welcome != nil) else {
             if pools[pi].waitCount > 0 || pools[pi].welcomeWaitCount > 0 {
@@ -271,5 +281,24 @@ extension Worker {
             }
             ci += 1
         }
+    }
+
+    /// The pool's logged-in servers that can still serve a waiting client: not those a RECONNECT or a
+    /// changed configuration marked to close (`closeBefore`), which go as soon as they are released.
+    /// PgBouncer's kill_pool_logins counts none in a pool tagged dirty: its clients would otherwise
+    /// wait for a server that will not come. Walks the table only when servers are marked.
+    func usableServers(_ pi: Int) -> Int {
+        let loggedIn = pools[pi].serverCount - pools[pi].connectingCount
+        let marked = pools[pi].limits.closeBefore
+        guard marked > 0, loggedIn > 0 else { return loggedIn }
+        var n = 0
+        var si: Int32 = 0
+        while si < Int32(servers.capacity) {
+            let st = servers[si].state
+            if Int(servers[si].pool) == pi && Worker.isPoolServer(st) && st != .connecting && st != .login
+                && servers[si].createdAt > marked { n += 1 }
+            si += 1
+        }
+        return n
     }
 }

@@ -32,6 +32,8 @@ struct Pool {
     /// Clients in `.waitWelcome` (logged in to pgswift, waiting for the pool's first server login):
     /// the janitor retries a failed login for them as it does for queued clients.
     var welcomeWaitCount = 0
+    /// Its (database, user) in the query stats table (QueryStats.swift); -1 until its first statement.
+    var queryOwner: Int32 = -1
     /// Replication clients waiting for room to open their own server (`.replicationWait`, Replication.swift).
     var replicationWaitCount = 0
 
@@ -241,9 +243,10 @@ extension Worker {
                 pools[i].loginError = nil
                 pools[i].loginRefused = false
             }
-            if entry.connectQuery != pools[i].entry.connectQuery {
-                // As PgBouncer: servers set up by the old connect_query close (idle ones now, the
-                // others when released), as after RECONNECT.
+            if entry.needsReconnect(from: pools[i].entry) {
+                // As PgBouncer's RELOAD: servers made for the old entry (another database, host, user,
+                // connect_query...) close, idle ones now and the others when released, as after
+                // RECONNECT ("database configuration changed").
                 pools[i].limits.closeBefore = now
                 closeIdleBefore(i)
             }

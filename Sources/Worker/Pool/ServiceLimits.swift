@@ -210,7 +210,7 @@ extension Worker {
             return true
         }
         if pools[pi].limits.closeBefore > 0 && servers[si].createdAt <= pools[pi].limits.closeBefore {
-            closeServer(si, reason: "RECONNECT")
+            closeServer(si, reason: "close_needed")
             launchIfNeeded(Int32(pi))
             return true
         }

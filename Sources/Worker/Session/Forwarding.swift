@@ -202,6 +202,7 @@ extension Worker {
         var scan = clients[ci].io.input.scan
         let end = clients[ci].io.input.end
         var partial = clients[ci].io.input.partial
+        let queryTracking = hot.pointee.queryTracking  // changes only at reload
         defer {
             if clients[ci].state != .free {
                 clients[ci].io.input.scan = scan
@@ -247,6 +248,16 @@ extension Worker {
             }
             let total = len &+ 1
             let avail = end &- scan
+            if queryTracking && queryStatsType(type) {
+                // Query statistics (QueryStats.swift) read the message whole when it fits the buffer.
+                if total > avail && total <= buffers.size {
+                    return scan > clients[ci].io.input.start ? .progress : .needMore
+                }
+                if !clients[ci].skipUntilSync || type == FrontendType.sync {
+                    queryStatsClientMessage(ci, si, type, total <= avail
+                        ? UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4) : nil)
+                }
+            }
             if servers[si].tracking {
                 switch trackClientMessage(ci, si, type, len, base, &scan, &partial, end) {
                 case .handle: break
@@ -503,6 +514,9 @@ extension Worker {
         let end = servers[si].io.input.end
         var partial = servers[si].io.input.partial
         var result = ScanResult.progress
+        // Read once per call (it changes only at reload): off, the query-stats tests below are a
+        // register test each.
+        let queryTracking = hot.pointee.queryTracking
         scanning: while scan < end {
             let swallowing = servers[si].internalQueries > 0 || servers[si].client < 0
             if partial > 0 {
@@ -529,7 +543,7 @@ extension Worker {
             let total = len &+ 1
             let inspect = type == BackendType.readyForQuery || type == BackendType.parameterStatus
                 || (swallowing && type == BackendType.errorResponse)
-                || (type == BackendType.commandComplete && servers[si].watchTags)
+                || (type == BackendType.commandComplete && (servers[si].watchTags || queryTracking))
             if inspect && total > avail {
                 if total <= buffers.size { result = .needMore; break }
                 // Too large to inspect (a giant ParameterStatus): pass it through unread.
@@ -550,6 +564,10 @@ extension Worker {
                     servers[si].io.input.start = scan
                     continue
                 }
+            }
+            if queryTracking && !swallowing && queryStatsEnd(type) {
+                queryStatsStatementEnd(si, type, total <= avail
+                    ? UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4) : nil)
             }
             if inspect && total <= avail {
                 let body = UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4)
@@ -646,6 +664,7 @@ extension Worker {
         }
         syncAnswered(si)
         statsReadyForQuery(si, status: status)  // stats hook
+        if hot.pointee.queryTracking { queryStatsReady(si) }  // query stats hook (QueryStats.swift)
         // The pool's mode, or session for a replication client's own server (`linkMode`).
         let mode = linkMode(si)
         if status != UInt8(ascii: "I") && mode == .statement {

@@ -15,11 +15,22 @@ extension Worker {
             if clients[ci].io.hangup && closeIfHungUp(ci) { continue }
             let age = now - clients[ci].stateSince
             switch clients[ci].state {
-            case .startup, .auth, .waitWelcome:
+            case .startup, .auth:
                 if loginTimeout > 0 && now - clients[ci].connectedAt > loginTimeout {
-                    // PgBouncer's words for a client whose pool has no server to learn the welcome from.
-                    failClient(ci, code: SQLState.protocolViolation,
-                               message: clients[ci].state == .waitWelcome ? "client_login_timeout (server down)" : "client_login_timeout")
+                    failClient(ci, code: SQLState.protocolViolation, message: "client_login_timeout")
+                }
+            case .waitWelcome:
+                // As PgBouncer, whose clients waiting for the pool's first login sit in its waiting list:
+                // the global query_timeout and query_wait_timeout first, then client_login_timeout in
+                // PgBouncer's words for a client whose pool has no server to learn the welcome from.
+                let p = clients[ci].pool
+                let waitTimeout = p >= 0 ? pools[Int(p)].timeouts.queryWait : globalWaitTimeout
+                if queryTimeout > 0 && age > queryTimeout {
+                    failClient(ci, code: SQLState.protocolViolation, message: "query_timeout")
+                } else if waitTimeout > 0 && age > waitTimeout {
+                    failClient(ci, code: SQLState.protocolViolation, message: "query_wait_timeout")
+                } else if loginTimeout > 0 && now - clients[ci].connectedAt > loginTimeout {
+                    failClient(ci, code: SQLState.protocolViolation, message: "client_login_timeout (server down)")
                 }
             case .waitServer, .replicationWait:
                 // query_wait_timeout of the client's user, else database, else global (per pool); a
@@ -56,7 +67,7 @@ extension Worker {
                 // connect_query together (stateSince restarts when the connect completes).
                 if connectTimeout > 0 && now - servers[si].createdAt > connectTimeout {
                     serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
-                                                      message: "server_connect_timeout"))
+                                                      message: "server_connect_timeout"), closeReason: "connect timeout")
                 }
             case .active:
                 if let reason = timedOut(si) { serverTimedOut(si, reason: reason) }

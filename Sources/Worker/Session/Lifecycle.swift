@@ -55,8 +55,11 @@ extension Worker {
         switch servers[si].state {
         case .connecting:
             if let err = Sockets.pendingError(servers[si].io.fd) {
+                // PgBouncer's "connect failed" close, with the cause on a line of its own.
+                let address = servers[si].info?.address ?? ""
+                log.warning("\(serverLogPrefix(si)) connect to \(address) failed: \(err)")
                 serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
-                    message: "could not connect to server \(servers[si].info?.address ?? ""): \(err)"))
+                    message: "could not connect to server \(address): \(err)"), closeReason: "connect failed")
                 return
             }
             if events & cl_EPOLLOUT() != 0 { serverConnected(si) }

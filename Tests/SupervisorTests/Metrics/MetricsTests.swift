@@ -209,6 +209,35 @@ final class MetricsExpositionTests: XCTestCase {
         XCTAssertFalse(text.contains("pgswift_query_duration_seconds_count{database=\"other\""))
     }
 
+    /// Issue 21: the top query_stats_metrics_top patterns by total time get series; the others none.
+    func testQueryPatternSeriesForTheTopPatternsOnly() throws {
+        var t = QueryStatsTable(capacity: 10)
+        let o = t.owner(database: "db", user: "app")
+        for (id, micros) in [(UInt64(1), UInt64(300)), (2, 2_000_000), (3, 40)] {
+            let r = t.findOrInsert(queryid: id, owner: o) { ("p\(id)", []) }
+            t.record(r, micros: micros, rows: 1, error: id == 2, waitMicros: 0)
+            t.record(r, micros: micros, rows: 1, error: false, waitMicros: 0)
+        }
+        var input = Self.input()
+        input.queries = MergedQueryStats.merge([t.snapshot()])
+        input.queryTop = 2
+        let text = MetricsExposition.render(input)
+        let samples = try Self.strictCheck(text)
+        XCTAssertEqual(samples["pgswift_query_calls_total"]?.map { $0.labels["queryid"] ?? "" }, ["2", "1"])
+        XCTAssertTrue(text.contains("pgswift_query_calls_total{database=\"db\",user=\"app\",queryid=\"2\"} 2\n"))
+        XCTAssertTrue(text.contains("pgswift_query_errors_total{database=\"db\",user=\"app\",queryid=\"2\"} 1\n"))
+        XCTAssertTrue(text.contains("pgswift_query_exec_seconds_total{database=\"db\",user=\"app\",queryid=\"2\"} 4\n"))
+        XCTAssertTrue(text.contains("pgswift_query_exec_seconds_bucket{database=\"db\",user=\"app\",queryid=\"1\",le=\"0.0005\"} 2\n"))
+        XCTAssertTrue(text.contains("pgswift_query_exec_seconds_bucket{database=\"db\",user=\"app\",queryid=\"2\",le=\"1\"} 0\n"))
+        XCTAssertTrue(text.contains("pgswift_query_exec_seconds_bucket{database=\"db\",user=\"app\",queryid=\"2\",le=\"2.5\"} 2\n"))
+        XCTAssertTrue(text.contains("\npgswift_query_patterns_evicted_total 0\n"))
+        XCTAssertTrue(text.contains("\npgswift_query_untracked_total 0\n"))
+        XCTAssertFalse(text.contains("queryid=\"3\""), "beyond the top 2")
+        input.queryTop = 0
+        XCTAssertFalse(MetricsExposition.render(input).contains("pgswift_query_calls_total"))
+        XCTAssertFalse(MetricsExposition.render(MetricsInput(merged: MergedStats())).contains("pgswift_query_patterns"))
+    }
+
     func testEmptyStatsStillValid() throws {
         let text = MetricsExposition.render(MetricsInput(merged: MergedStats()))
         try Self.strictCheck(text)

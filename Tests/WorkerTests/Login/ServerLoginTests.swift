@@ -37,6 +37,44 @@ final class ServerLoginTests: WorkerHarnessCase {
         XCTAssertEqual(got.first?.error?.message, "password authentication failed for user \"u\"")
     }
 
+    /// As PgBouncer, a server whose login PostgreSQL refused closes with the server's message as the
+    /// reason (test_auth.py test_change_server_password_* count those lines), after PgBouncer's
+    /// `server login failed:` line.
+    func testARefusedServerLoginClosesWithTheServersMessage() throws {
+        try start(["log_disconnections": "1"])
+        h.captureLog()
+        h.onStartup = { $0.send(BE.error("28P01", "password authentication failed for user \"u\"", severity: "FATAL")) }
+        let c = h.connect()
+        c.send(FE.startup(user: "u", database: "db"))
+        h.readUntilClosed(c)
+        h.waitUntil("the server's close is logged") { !h.logLines(containing: "S-", "closing because").isEmpty }
+        XCTAssertEqual(h.logLines(containing: "S-", "db/u@", "closing because: password authentication failed for user \"u\" (age=").count, 1,
+                       "\(h.logLines(containing: "closing because"))")
+        XCTAssertEqual(h.logLines(containing: "S-", "server login failed: FATAL password authentication failed").count, 1)
+    }
+
+    /// A pool whose only logged-in server a RECONNECT marked has none left to offer: a refused login
+    /// then fails the queued clients with the server's error, as PgBouncer's kill_pool_logins does in a
+    /// pool tagged dirty (test_auth.py test_change_server_password_reconnect), instead of leaving them
+    /// to wait for a server that closes when released.
+    func testARefusedLoginFailsQueuedClientsWhenTheOnlyServerIsMarked() throws {
+        try start(["default_pool_size": "2", "server_login_retry": "60"])
+        let a = h.login()
+        a.send(FE.query("begin"))
+        let s1 = try XCTUnwrap(h.waitServers(1))
+        h.answerQuery(s1, expect: "begin", status: "T")
+        h.readUntilReady(a)
+        _ = h.worker.applyDatabaseOp(.reconnect, "db")
+        h.onStartup = { $0.send(BE.error("28P01", "password authentication failed for user \"u\"", severity: "FATAL")) }
+        let b = h.login()
+        b.send(FE.query("select 1"))
+        let got = h.readUntilClosed(b)
+        XCTAssertEqual(got.map { $0.sqlState }, [SQLState.invalidPassword], "\(got)")
+        XCTAssertFalse(a.eof, "the client holding the marked server keeps it until it is released")
+        h.roundTrip(a, s1, "commit")
+        h.waitClosed(s1)
+    }
+
     /// PgBouncer's check_fast_fail: within server_login_retry a new client gets the cached error, and no
     /// new login is tried for it.
     func testNewClientsGetTheCachedErrorWithinServerLoginRetry() throws {
@@ -115,6 +153,27 @@ final class ServerLoginTests: WorkerHarnessCase {
         XCTAssertEqual(p?.firstString, "sekrit")
         s.answerLogin(welcome: h.welcome)
         XCTAssertEqual(h.readUntilReady(c).last?.status, "I")
+    }
+
+    /// A userlist SCRAM secret cannot answer the server's SCRAM request before a client gave its
+    /// ClientKey (here the client logged in with trust): the waiting client gets PgBouncer's words
+    /// (test_auth.py test_scram_server), the log PgBouncer's reason and its close of a server whose
+    /// authentication request got no answer.
+    func testASCRAMSecretWithoutClientKeyIsAWrongPasswordType() throws {
+        let secret = "SCRAM-SHA-256$4096:D76gvGUVj9Z4DNiGoabOBg==$RukL0Xo3Ql/2F9FsD7mcQ3GATG2fD3PA71qY1JagGDs="
+            + ":BhKUwyyivFm7Tq2jDJVXSVRbRDgTWyBilZKgg6DDuYU="
+        try start(["log_disconnections": "1"], users: ["u": secret])
+        h.captureLog()
+        h.onStartup = { $0.send(TestWire.encode { Backend.authenticationSASL(into: &$0, mechanisms: ["SCRAM-SHA-256"]) }) }
+        let c = h.connect()
+        c.send(FE.startup(user: "u", database: "db"))
+        let got = h.readUntilClosed(c)
+        let e = try XCTUnwrap(got.first { $0.char == "E" }, "\(got)")
+        XCTAssertEqual(e.error?.message, "server login failed: wrong password type")
+        XCTAssertEqual(e.sqlState, "08P01")
+        XCTAssertEqual(h.logLines(containing: "db/u@", "cannot do SCRAM authentication: password is SCRAM secret but "
+                                  + "client authentication did not provide SCRAM keys").count, 1)
+        XCTAssertEqual(h.logLines(containing: "db/u@", "closing because: failed to answer authreq").count, 1)
     }
 
     /// Not a refusal (PgBouncer kills waiting clients only from an ErrorResponse at login): the client

@@ -67,3 +67,67 @@ final class JanitorTests: WorkerHarnessCase {
         }
     }
 }
+
+/// Janitor timeouts and log lines as PgBouncer's suite checks them (test_timeouts.py).
+final class JanitorPgBouncerTests: WorkerHarnessCase {
+    /// As PgBouncer, whose clients waiting for their pool's first login sit in its waiting list: such
+    /// a client is held to the global query_timeout (test_server_connect_timeout_establish: a server
+    /// that takes 5 s to log in, query_timeout 3, client_login_timeout 60). Its wait is aged by moving
+    /// `stateSince` back.
+    func testAClientWaitingForTheWelcomeIsHeldToQueryTimeout() throws {
+        try start(["query_timeout": "3", "client_login_timeout": "60"])
+        h.onStartup = { _ in }  // the server never answers its startup packet
+        let c = h.connect()
+        c.send(FE.startup(user: "u", database: "db"))
+        let w = h.worker
+        h.waitUntil("the client waits for the welcome") {
+            (0..<Int32(w.clients.capacity)).contains { w.clients[$0].state == .waitWelcome }
+        }
+        let ci = try XCTUnwrap((0..<Int32(w.clients.capacity)).first { w.clients[$0].state == .waitWelcome })
+        w.janitor()
+        h.settle()
+        XCTAssertFalse(c.eof, "failed before query_timeout")
+        w.clients[ci].stateSince = w.now - 4_000_000_000
+        w.janitor()
+        let got = h.readUntilClosed(c)
+        let error = try XCTUnwrap(got.first { $0.char == "E" }?.error, "\(got)")
+        XCTAssertEqual(error.severity, "FATAL")
+        XCTAssertEqual(error.message, "query_timeout")
+        XCTAssertEqual(got.first { $0.char == "E" }?.sqlState, "08P01")
+    }
+
+    /// A server connect that is refused closes with PgBouncer's reason, `closing because: connect
+    /// failed` (test_server_login_retry greps for it); no `server login failed` line, which PgBouncer
+    /// writes only for an error PostgreSQL sent.
+    func testARefusedConnectIsLoggedAsConnectFailed() throws {
+        try start(["log_disconnections": "1", "server_login_retry": "60"])
+        h.captureLog()
+        h.stopBackend()
+        let c = h.connect()
+        c.send(FE.startup(user: "u", database: "db"))
+        h.waitUntil("the connect's failure is logged") { !h.logLines(containing: "closing because").isEmpty }
+        XCTAssertEqual(h.logLines(containing: "db/u@127.0.0.1:\(h.backendPort) closing because: connect failed (age=0s)").count, 1,
+                       "\(h.logLines(containing: "S-"))")
+        XCTAssertEqual(h.logLines(containing: "connect to 127.0.0.1:\(h.backendPort) failed: ").count, 1)
+        XCTAssertTrue(h.logLines(containing: "server login failed").isEmpty)
+    }
+
+    /// server_connect_timeout closes with PgBouncer's reason, `closing because: connect timeout`
+    /// (test_server_connect_timeout_establish greps for it), and no `server login failed` line.
+    func testServerConnectTimeoutIsLoggedAsConnectTimeout() throws {
+        try start(["log_disconnections": "1", "server_connect_timeout": "30", "server_login_retry": "60"])
+        h.captureLog()
+        var silent: [FakeServer] = []
+        h.onStartup = { silent.append($0) }
+        let c = h.connect()
+        c.send(FE.startup(user: "u", database: "db"))
+        h.waitUntil("the server's startup packet") { !silent.isEmpty }
+        let w = h.worker
+        let si = try XCTUnwrap((0..<Int32(w.servers.capacity)).first { w.servers[$0].state == .login })
+        w.servers[si].createdAt -= 31_000_000_000
+        h.waitClosed(silent[0])
+        XCTAssertEqual(h.logLines(containing: "db/u@127.0.0.1:\(h.backendPort) closing because: connect timeout (age=31s)").count, 1,
+                       "\(h.logLines(containing: "S-"))")
+        XCTAssertTrue(h.logLines(containing: "server login failed").isEmpty)
+    }
+}

@@ -83,6 +83,7 @@ final class WorkerHarness {
 
     /// Closes everything: the worker's clients and servers (an immediate shutdown), then the test's ends.
     func close() {
+        removeLog()
         worker.beginShutdown(.immediate)
         for w in otherWorkers { w.beginShutdown(.immediate) }
         for c in clients { c.close() }
@@ -309,6 +310,30 @@ final class WorkerHarness {
     /// Waits until pgswift closed its connection to `s`.
     func waitClosed(_ s: FakeServer, file: StaticString = #filePath, line: UInt = #line) {
         waitUntil("pgswift to close server \(s.index)", file: file, line: line) { s.closed }
+    }
+
+    // MARK: The worker's log
+
+    private var logPath: String? = nil
+
+    /// From now on the worker's log lines also go to a file of the test's (`logLines` reads it).
+    func captureLog() {
+        let path = "/tmp/pgswift-harness-log-\(Posix.getpid())-\(Clock.monotonicNanos()).log"
+        XCTAssertTrue(worker.log.openLogFile(path))
+        logPath = path
+    }
+
+    /// The worker's log lines since `captureLog` that contain every one of `parts`.
+    func logLines(containing parts: String...) -> [Substring] {
+        guard let logPath, let text = try? String(contentsOfFile: logPath, encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").filter { line in parts.allSatisfy { line.contains($0) } }
+    }
+
+    fileprivate func removeLog() {
+        guard let path = logPath else { return }
+        _ = worker.log.useLogFile(nil)
+        unlink(path)
+        logPath = nil
     }
 }
 
