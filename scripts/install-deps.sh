@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages pgswift needs that are missing; safe to run again and again.
 #
-# Usage: scripts/install-deps.sh [build] [test] [drivers] [bench] [profile] [deb] [cluster]   (no argument: build + test)
+# Usage: scripts/install-deps.sh [build] [test] [drivers] [bench] [profile] [deb] [cluster] [systemd]   (no argument: build + test)
 #   build    toolchain libraries: libssl-dev, libsystemd-dev, pkg-config
 #   test     PostgreSQL server (initdb/postgres/pg_ctl), psql, pgbench, python3 + venv, and drivers;
 #            openssl (the TLS tests make their certificates with it)
@@ -13,6 +13,8 @@
 #   deb      building and checking the Debian package: dpkg-dev, lintian, adduser, systemd
 #            (systemd-analyze verify; nothing is started), binutils (strip)
 #   cluster  the multi-host test (make test-cluster): haproxy (Debian's), iproute2 (ip netns, veth, bridge)
+#   systemd  the package under a real systemd (make test-systemd): systemd-container (systemd-nspawn),
+#            debootstrap, iproute2
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -35,8 +37,9 @@ for s in "${sets[@]}"; do
         profile) add linux-perf ;;
         deb) add dpkg-dev lintian adduser systemd binutils ;;
         cluster) add haproxy iproute2 ;;
+        systemd) add systemd-container debootstrap iproute2 ;;
         -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
-        *) echo "install-deps.sh: unknown package set '$s' (build, test, drivers, bench, profile, deb, cluster)" >&2; exit 2 ;;
+        *) echo "install-deps.sh: unknown package set '$s' (build, test, drivers, bench, profile, deb, cluster, systemd)" >&2; exit 2 ;;
     esac
 done
 
