@@ -264,9 +264,13 @@ final class AdminSetTests: XCTestCase {
         kill(try XCTUnwrap(before.first), SIGKILL)
         XCTAssertTrue(waitUntil(timeout: 20) { !Set(px.workerPids()).subtracting(before).isEmpty })
         var slots: Set<Int> = []
+        // Clients stay connected until both workers answered: a worker passes the listener on only
+        // once it holds more than its share, so one-at-a-time clients would all reach the same one.
+        var held: [WireClient] = []
+        defer { held.forEach { $0.close() } }
         XCTAssertTrue(waitUntil(timeout: 20) {
             guard let c = try? WireClient.connect(port: px.port, user: "u_trust", database: "testdb") else { return false }
-            defer { c.close() }
+            held.append(c)
             if (try? c.query("select 1")) == [["1"]] { slots.insert(slot(of: c)) }
             return slots == [0, 1]
         }, "both workers answer: \(slots)\n\(px.log())")
