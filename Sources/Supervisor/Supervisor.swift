@@ -505,11 +505,8 @@ final class Supervisor {
         case .welcomeFromWorker(let database, let user, let parameters):
             welcomeLearnt(database: database, user: user, parameters: parameters, from: slot)
         case .loginRefusedFromWorker(let database, let user, let code, let text):
-            let relayed = ControlMessage.loginRefusedToWorker(database: database, user: user, code: code, message: text)
-            for other in slots where other !== slot && other.pid != 0
-                && other.features & WorkerFeatures.sharedLoginFailures != 0 {
-                _ = other.send(relayed)
-            }
+            relay(.loginRefusedToWorker(database: database, user: user, code: code, message: text),
+                  from: slot, toWorkersWith: WorkerFeatures.sharedLoginFailures)
         case .moveServer:
             break  // relayed above
         case .shutdown, .reload, .pause, .resume, .cancel, .statsToWorker, .quota, .backendState, .drain, .limitsToWorker,
@@ -523,6 +520,14 @@ final class Supervisor {
         announcedReady = true
         log.info("all \(slots.count) workers ready")
         systemd.ready(status: "\(slots.count) workers accepting connections")
+    }
+
+    /// Passes what one worker reported to every other running worker that announced `feature` (best
+    /// effort: a worker that does not take it acts on its own knowledge, as before the feature).
+    func relay(_ message: ControlMessage, from source: WorkerSlot, toWorkersWith feature: UInt32) {
+        for slot in slots where slot !== source && slot.pid != 0 && slot.features & feature != 0 {
+            _ = slot.send(message)
+        }
     }
 
     func broadcast(_ message: ControlMessage) {

@@ -36,10 +36,8 @@ extension Supervisor {
     /// A worker's pool learnt its welcome: kept, and passed to every other worker that reads it.
     func welcomeLearnt(database: String, user: String, parameters: [String], from source: WorkerSlot) {
         guard welcomes.record(database: database, user: user, parameters: parameters) else { return }
-        let message = ControlMessage.welcomeToWorker(database: database, user: user, parameters: parameters)
-        for slot in slots where slot !== source && slot.pid != 0 && slot.features & WorkerFeatures.sharedWelcome != 0 {
-            _ = slot.send(message)
-        }
+        relay(.welcomeToWorker(database: database, user: user, parameters: parameters),
+              from: source, toWorkersWith: WorkerFeatures.sharedWelcome)
     }
 
     /// A worker that just became ready gets every welcome known so far.
