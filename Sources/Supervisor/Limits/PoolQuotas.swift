@@ -392,8 +392,11 @@ struct ShareQuotas<Key: Hashable & Sendable> {
         if donor < 0 {
             // Every worker that holds quota uses it: move toward the even split only, so that a worker
             // left below its share (0 after an idle spell) is not starved by one whose clients also wait.
+            // Clients already past reserve_pool_timeout take the reserve instead: lowering a worker whose
+            // servers are all busy would wait (and be cut back every stuckLoweringNanos) until one of
+            // its queries ends, and block the grant all that time.
             let fair = Self.evenShare(size: e.size, slot: receiver, workers: workers)
-            guard e.quota[receiver] < fair else { return nil }
+            guard e.quota[receiver] < fair, e.overdue[receiver] == 0 || e.size + e.reserve <= e.handedOut else { return nil }
             for s in 0..<workers where s != receiver && alive[s] {
                 let over = e.quota[s] - Self.evenShare(size: e.size, slot: s, workers: workers)
                 if over > spare {

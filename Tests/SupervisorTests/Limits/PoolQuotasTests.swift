@@ -374,6 +374,54 @@ final class PoolQuotasTests: XCTestCase {
         XCTAssertEqual(q.pools[key]!.reserveInUse, 0)
     }
 
+    /// The burst of CI's ReservePoolTests failure: worker 1 holds the whole size (2) with both servers
+    /// busy on long queries, worker 0 holds 0 with 3 clients past reserve_pool_timeout. Lowering
+    /// worker 1 toward the even split would wait for a query to end (and be cut back every
+    /// stuckLoweringNanos, blocking the reserve meanwhile): worker 0 gets the reserve instead.
+    func testOverdueClientsBelowTheEvenShareGetTheReserveWhenTheDonorIsBusy() {
+        var q = PoolQuotas(workers: 2)
+        var seqs = [UInt32](repeating: 0, count: 2)
+        for o in q.report(slot: 1, key: key, size: 2, reserve: 2, servers: 0, idle: 0, waiting: 0, seq: 0, now: 0) {
+            seqs[o.slot] = o.seq
+        }
+        _ = q.report(slot: 1, key: key, size: 2, reserve: 2, servers: 0, idle: 0, waiting: 0, seq: seqs[1], now: 0)
+        // Worker 0 is idle: its quota moves to worker 1, whose clients wait.
+        _ = q.report(slot: 0, key: key, size: 2, reserve: 2, servers: 0, idle: 0, waiting: 0, seq: seqs[0], now: 0)
+        let lower = q.report(slot: 1, key: key, size: 2, reserve: 2, servers: 1, idle: 0, waiting: 1, seq: seqs[1],
+                             now: 1 * ms + PoolQuotas.moveIntervalNanos)
+        XCTAssertEqual(lower.map(\.slot), [0])
+        let raise = q.report(slot: 0, key: key, size: 2, reserve: 2, servers: 0, idle: 0, waiting: 0, seq: lower[0].seq,
+                             now: 2 * ms + PoolQuotas.moveIntervalNanos)
+        XCTAssertEqual(raise.map(\.slot), [1])
+        XCTAssertEqual(q.pools[key]!.quota, [0, 2])
+        seqs = [lower[0].seq, raise[0].seq]
+        // Both of worker 1's servers run long queries (its third client waits); worker 0's 3 clients
+        // wait from t = 0 and are overdue from 1 s (reserve_pool_timeout). Both report every 50 ms,
+        // acknowledging every quota they are sent; worker 0 opens a server for each place it gets.
+        let start = 10 * PoolQuotas.moveIntervalNanos
+        var quota = [0, 2]
+        var granted: Int64?
+        for step in 0..<60 {
+            let t = start + Int64(step) * 50 * ms
+            let overdue = t - start >= 1000 * ms
+            let servers0 = min(quota[0], 3)
+            for o in q.report(slot: 0, key: key, size: 2, reserve: 2, servers: servers0, idle: 0, waiting: 3 - servers0,
+                              overdue: overdue ? 3 - servers0 : 0, seq: seqs[0], now: t)
+                + q.report(slot: 1, key: key, size: 2, reserve: 2, servers: 2, idle: 0, waiting: 1,
+                           overdue: overdue ? 1 : 0, seq: seqs[1], now: t + 1 * ms) {
+                seqs[o.slot] = o.seq
+                quota[o.slot] = o.quota
+                if o.slot == 0 && o.fromReserve > 0 && granted == nil { granted = t - start }
+                if o.slot == 1 && overdue { XCTAssertEqual(o.quota, 2, "worker 1 lowered after the clients were overdue") }
+            }
+            XCTAssertLessThanOrEqual(sum(q), 4)
+        }
+        XCTAssertNotNil(granted, "the overdue clients never got the reserve: quotas \(q.pools[key]!.quota)")
+        XCTAssertLessThanOrEqual(granted ?? .max, 1500 * ms, "the reserve came late")
+        XCTAssertEqual(q.pools[key]!.quota, [2, 2])
+        XCTAssertEqual(q.pools[key]!.reserveInUse, 2)
+    }
+
     /// Reserve quota stays while its servers are open (PgBouncer keeps reserve connections until they
     /// close); once a worker with nobody waiting holds fewer servers than its quota, the quota above
     /// the size goes back, as a lowering the worker confirms, and may then be granted again.
