@@ -52,6 +52,11 @@ struct HotState {
     var shutdownMode: ShutdownMode? = nil
     /// query_stats or log_min_duration_statement: statements are followed (QueryStats.swift).
     var queryTracking = false
+    /// listen_mode = relay (ListenRelay.swift); clients with a LISTEN in flight; clients whose
+    /// notifications wait for the end of a forwarded message.
+    var listenRelay = false
+    var listenPending = 0
+    var listenDeferred = 0
 }
 
 struct WorkerOptions {
@@ -109,6 +114,8 @@ final class Worker {
         p.initialize(to: HotState())
         return p
     }()
+    /// LISTEN/NOTIFY relay state (ListenRelay.swift).
+    let listens = ListenRelayState()
     /// Per-pattern statistics and the slow log (QueryStats.swift), behind a pointer as `hot` is.
     let queryStats: UnsafeMutablePointer<QueryStatsState> = {
         let p = UnsafeMutablePointer<QueryStatsState>.allocate(capacity: 1)
@@ -569,6 +576,7 @@ final class Worker {
         hot.pointee.serverCheckDelay = config.serverCheckQueryToSend == nil ? .max : Clock.nanos(seconds: config.serverCheckDelay)
         hot.pointee.resetOnEveryRelease = config.serverResetQueryAlways && !config.serverResetQuery.isEmpty
         applyQueryStatsSettings()
+        applyListenSettings()
     }
 
     func randomUInt32() -> UInt32 {

@@ -153,6 +153,9 @@ public struct Config: Sendable {
     /// A statement name in use or unknown in transaction/statement mode: disconnect (PgBouncer) or
     /// PostgreSQL's error.
     public var preparedStatementErrors: PreparedStatementErrors = .disconnect
+    /// LISTEN/NOTIFY in transaction and statement mode: relayed through one listening connection per
+    /// pool and worker, or left to the pooled server (off).
+    public var listenMode: ListenMode = .relay
     /// Per-pattern query statistics in the workers (SHOW QUERIES, SHOW TABLES; issue 21).
     public var queryStats: Bool = true
     /// Patterns each worker keeps; beyond, the least used are evicted.

@@ -224,6 +224,7 @@ extension ConfigKeySpec {
         seconds("health_check_backoff_max", "30", \.healthCheckBackoffMax),
         seconds("health_check_timeout", "5", \.healthCheckTimeout),
         text("health_check_user", "", \.healthCheckUser),
+        lookup("listen_mode", "relay", \.listenMode),
         int("log_min_duration_statement", "-1", \.logMinDurationStatement, min: -1),
         text("metrics_listen", "", \.metricsListen),
         lookup("prepared_statement_errors", "disconnect", \.preparedStatementErrors),
@@ -242,6 +243,10 @@ extension ConfigKeySpec {
             "ldap": "pgswift does not do LDAP authentication (PgBouncer has it only when built with LDAP)",
             "peer": "peer is a method of auth_hba_file lines, not an auth_type (as in PgBouncer): "
                 + "use auth_type = hba with a local line whose method is peer",
+        ],
+        "listen_mode": [
+            "pin": "listen_mode = pin (a listening client kept on its server) is not implemented yet (issue 19): "
+                + "use relay, or off for the pooled server's reset",
         ],
     ]
 

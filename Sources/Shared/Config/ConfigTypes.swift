@@ -10,6 +10,14 @@ public enum PreparedStatementErrors: String, Sendable, CaseIterable {
     case postgresql
 }
 
+/// What LISTEN does in transaction and statement mode (`[pgswift] listen_mode`).
+public enum ListenMode: String, Sendable, CaseIterable {
+    /// One listening server connection per pool and worker relays notifications to subscribed clients.
+    case relay
+    /// Today's behaviour: the LISTEN runs on the pooled server, which is reset before its next client.
+    case off
+}
+
 /// When a server connection goes back to the pool (PgBouncer's `pool_mode`).
 public enum PoolMode: String, Sendable, CaseIterable {
     case session, transaction, statement

@@ -139,7 +139,7 @@ extension Worker {
     @discardableResult
     func handOff(_ ci: Int32) -> Bool {
         guard handoff.outFD >= 0, clients[ci].state == .idle || clients[ci].state == .waitServer,
-              clients[ci].server < 0, let state = clientHandoffState(ci) else { return false }
+              clients[ci].server < 0, !listenKeepsClient(ci), let state = clientHandoffState(ci) else { return false }
         let bytes = state.encode()
         guard bytes.count <= HandoffClient.maximumSize else {
             log.debug("C-\(clients[ci].id): state too large to hand off (\(bytes.count) bytes); it stays")

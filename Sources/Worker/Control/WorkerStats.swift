@@ -195,6 +195,8 @@ extension Worker {
             let sp = Int(at[p])
             var stateName = ""
             switch state {
+            case _ where servers[si].listener:
+                stateName = "listen"  // a pool's listening connection (ListenRelay.swift): in no sv_ column
             case .active, .authQuery: ps[sp].svActive += 1; stateName = "active"
             case .idle:
                 // PgBouncer's sv_used: idle past server_check_delay, checked before its next client.

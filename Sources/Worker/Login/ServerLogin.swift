@@ -199,6 +199,7 @@ extension Worker {
         }
         // A replication client's own server goes to that client; the pool learns nothing from it.
         if servers[si].replication != .none { return replicationServerReady(si) }
+        if servers[si].listener { return listenServerReady(si) }  // ListenRelay.swift
         // Still `.login` (counted as connecting) until serverIdle hands it on or parks it.
         pools[p].loginError = nil
         pools[p].loginRefused = false
@@ -230,6 +231,7 @@ extension Worker {
             // PgBouncer's words ("server login failed: FATAL <message>"), after pgswift's socket prefix.
             log.warning("\(serverLogPrefix(si)) server login failed: \(fields.severity) \(fields.message)")
         }
+        if servers[si].listener { return listenServerLoginFailed(si, fields, closeReason: closeReason) }
         if servers[si].replication != .none {
             let reason = closeReason ?? "login failed"
             // As PgBouncer: a replication login can fail for reasons of its own (no REPLICATION role, no

@@ -48,6 +48,8 @@ enum ServerState: UInt8 {
     case closing
     /// Running auth_query for clients that wait to log in (AuthQuery.swift); back to the pool after.
     case authQuery
+    /// A pool's listening connection, logged in (ListenRelay.swift; `Server.listener`).
+    case listening
 }
 
 /// Startup-parameter values that follow a client onto whichever server it gets (PgBouncer's varcache).
@@ -281,6 +283,8 @@ struct Server {
     /// server (Replication.swift), which is linked to that client from its launch, never pooled and
     /// closed when the client leaves.
     var replication = ReplicationMode.none
+    /// A pool's listening connection for its life (ListenRelay.swift): outside the pool's counters.
+    var listener = false
 }
 
 /// Records that start out empty in a fresh table slot.

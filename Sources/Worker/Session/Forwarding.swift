@@ -203,6 +203,7 @@ extension Worker {
         let end = clients[ci].io.input.end
         var partial = clients[ci].io.input.partial
         let queryTracking = hot.pointee.queryTracking  // changes only at reload
+        let listenRelay = hot.pointee.listenRelay  // changes only at reload
         defer {
             if clients[ci].state != .free {
                 clients[ci].io.input.scan = scan
@@ -248,6 +249,17 @@ extension Worker {
             }
             let total = len &+ 1
             let avail = end &- scan
+            if listenRelay && (type == FrontendType.query || type == FrontendType.parse) {
+                // LISTEN/UNLISTEN/DISCARD relayed (ListenRelay.swift): a first-keyword test, no lexing.
+                switch listenScan(ci, si, type, base + (scan &+ 5), min(len &- 4, avail &- 5), complete: total <= avail,
+                                  first: scan == clients[ci].io.input.start) {
+                case .go: break
+                case .flushFirst: return .progress
+                case .hold: return scan > clients[ci].io.input.start ? .progress : .stop
+                case .needMore:
+                    if total <= buffers.size { return scan > clients[ci].io.input.start ? .progress : .needMore }
+                }
+            }
             if queryTracking && queryStatsType(type) {
                 // Query statistics (QueryStats.swift) read the message whole when it fits the buffer.
                 if total > avail && total <= buffers.size {
@@ -481,6 +493,7 @@ extension Worker {
                     // to the successor now (PairHandoff.swift).
                     if hot.pointee.draining && ci >= 0 && handOffPair(ci) { return }
                 }
+                listenDeferredHook(ci)  // notifications held for the end of a message (ListenRelay.swift)
                 servers[si].io.releaseIfEmpty(buffers)
                 continue
             }
@@ -517,6 +530,10 @@ extension Worker {
         // Read once per call (it changes only at reload): off, the query-stats tests below are a
         // register test each.
         let queryTracking = hot.pointee.queryTracking
+        // listen_mode = relay: a pooled server's own notifications are dropped (the listening
+        // connection delivers them); errors are read while a client's LISTEN is in flight.
+        let listenRelay = hot.pointee.listenRelay
+        let listenPending = hot.pointee.listenPending > 0
         scanning: while scan < end {
             let swallowing = servers[si].internalQueries > 0 || servers[si].client < 0
             if partial > 0 {
@@ -542,7 +559,7 @@ extension Worker {
             }
             let total = len &+ 1
             let inspect = type == BackendType.readyForQuery || type == BackendType.parameterStatus
-                || (swallowing && type == BackendType.errorResponse)
+                || ((swallowing || listenPending) && type == BackendType.errorResponse)
                 || (type == BackendType.commandComplete && (servers[si].watchTags || queryTracking))
             if inspect && total > avail {
                 if total <= buffers.size { result = .needMore; break }
@@ -551,6 +568,15 @@ extension Worker {
             if swallowing && scan > servers[si].io.input.start {
                 // Bytes for the client still unsent before a message to swallow: send them first.
                 break
+            }
+            if listenRelay && type == BackendType.notificationResponse && !swallowing && total <= avail
+                && linkMode(si) != .session {
+                // Its clients get it from the listening connection (ListenRelay.swift): dropped, after
+                // what precedes it is sent.
+                if scan > servers[si].io.input.start { break }
+                scan &+= total
+                servers[si].io.input.start = scan
+                continue
             }
             if !swallowing && servers[si].tracking && servers[si].answerCount > 0 {
                 if let r = trackServerMessage(si, type, total: total, avail: avail, &scan) {
@@ -663,6 +689,7 @@ extension Worker {
             return .next
         }
         syncAnswered(si)
+        if hot.pointee.listenPending > 0 { listenReadySeen(si, status) }  // ListenRelay.swift
         statsReadyForQuery(si, status: status)  // stats hook
         if hot.pointee.queryTracking { queryStatsReady(si) }  // query stats hook (QueryStats.swift)
         // The pool's mode, or session for a replication client's own server (`linkMode`).
@@ -733,6 +760,7 @@ extension Worker {
             if !swallowing, let change = SessionTags.classify(body) {
                 servers[si].needsReset = change
             }
+            if !swallowing && hot.pointee.listenRelay { listenTagHook(si, body) }  // ListenRelay.swift
             if !swallowing && (SessionTags.matches(body, "DEALLOCATE ALL") || SessionTags.matches(body, "DISCARD ALL")) {
                 // The client wiped its statements: the server has none of ours left either.
                 servers[si].info?.prepared.removeAll()
@@ -740,6 +768,10 @@ extension Worker {
                 if ci >= 0 { clients[ci].info?.prepared.removeAll() }
             }
         } else if type == BackendType.errorResponse {
+            if !swallowing {
+                listenErrorSeen(si)  // a client's LISTEN in flight (ListenRelay.swift)
+                return
+            }
             let e = ErrorFields.parse(body)
             log.warning("S-\(servers[si].id): query pgswift sent failed: \(e?.message ?? "?")")
             servers[si].dirty = true

@@ -83,6 +83,8 @@ extension Worker {
             cancelConnectionEvent(si)
         case .authQuery:
             authQueryServerEvent(si)
+        case .listening:
+            listenServerInput(si)
         case .beingCanceled:
             idleServerInput(si)
         case .closing:
@@ -244,6 +246,7 @@ extension Worker {
     func freeClient(_ ci: Int32) {
         guard clients[ci].state != .free else { return }
         if clients[ci].pool >= 0 { detachClient(ci) }
+        listenClientGone(ci)  // ListenRelay.swift
         freeTLS(client: ci)
         if clients[ci].io.fd >= 0 { Posix.close(clients[ci].io.fd) }
         clientLeft(ci)
@@ -331,6 +334,7 @@ extension Worker {
         } else {
             logServerClosing(si, reason)
         }
+        if servers[si].listener { listenServerClosing(si, reason: reason) }  // ListenRelay.swift
         switch servers[si].state {
         case .active:
             let ci = servers[si].client

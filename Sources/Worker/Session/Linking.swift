@@ -159,6 +159,7 @@ extension Worker {
         } else {
             serverIdle(si)
         }
+        listenDeferredHook(ci)  // notifications held for the end of the answer (ListenRelay.swift)
         // Rolling restart: between transactions is when a client can move to the successor.
         if hot.pointee.draining && ci >= 0 && handOff(ci) { return }
         if ci >= 0 && clients[ci].state == .idle && (clients[ci].io.input.hasUnscanned || clients[ci].io.readable) {

@@ -58,6 +58,11 @@ extension Worker {
         let from = servers[si].state
         servers[si].stateSince = now
         if from == to { return }
+        if servers[si].listener {
+            // A listening connection is in no list or count of its pool (ListenRelay.swift).
+            servers[si].state = to
+            return
+        }
         let p = Int(servers[si].pool)
         switch from {
         case .idle:
@@ -113,7 +118,7 @@ extension Worker {
     /// Counted in its pool's serverCount: every state but free and a cancel connection's (what
     /// `setServerState` counts and `checkPoolInvariants` checks).
     @inline(__always)
-    static func isPoolServer(_ s: ServerState) -> Bool { s != .free && s != .cancelRequest }
+    static func isPoolServer(_ s: ServerState) -> Bool { s != .free && s != .cancelRequest && s != .listening }
 
     #if DEBUG
     /// Debug builds (`make test`): after every transition, the pool's counters equal what its lists and
@@ -151,7 +156,7 @@ extension Worker {
         while i < Int32(servers.capacity) {
             let s = servers[i].state
             if s == .active { activeAll += 1 }
-            if servers[i].pool == p && Worker.isPoolServer(s) {
+            if servers[i].pool == p && Worker.isPoolServer(s) && !servers[i].listener {
                 all += 1
                 if s == .connecting || s == .login { connecting += 1 }
                 if s == .active { active += 1 }
