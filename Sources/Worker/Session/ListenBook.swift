@@ -2,6 +2,7 @@
 // PostgreSQL's transaction semantics, and which channels each pool's listening connection must hold.
 // A pure value: events in, answers out; the worker (ListenRelay.swift) does the I/O.
 import Shared
+import Glibc
 
 /// A statement that changes what a session listens to.
 enum ListenOp: Equatable {
@@ -252,6 +253,20 @@ enum ListenStatements {
             return .no
         }
         return .needMore
+    }
+
+    /// A `;` with something other than blanks, `;` or the terminating NUL after it: the text may hold
+    /// more than one statement.
+    @inline(__always)
+    static func laterStatement(_ p: UnsafeRawPointer, _ n: Int) -> Bool {
+        guard let semi = memchr(p, Int32(UInt8(ascii: ";")), n) else { return false }
+        var i = UnsafeRawPointer(semi) - p
+        while i < n {
+            let c = p.load(fromByteOffset: i, as: UInt8.self)
+            if c != UInt8(ascii: ";") && c != 0 && !SQLLexer.isWhitespace(c) { return true }
+            i &+= 1
+        }
+        return false
     }
 
     @inline(__always)

@@ -53,7 +53,14 @@ extension Worker {
             n = count &- skip
         }
         switch ListenStatements.firstKeyword(text, n) {
-        case .no: return .go
+        case .no:
+            // A later statement of a simple Query may be one (`BEGIN; LISTEN a; COMMIT`, asyncpg's reset
+            // `...; UNLISTEN *; ...`): a memchr for `;`, and the classifier only when more follows it.
+            guard type == FrontendType.query && complete && ListenStatements.laterStatement(text, n) else { return .go }
+            if !first { return .flushFirst }
+            var len = n
+            if let nul = memchr(text, 0, n) { len = UnsafeRawPointer(nul) - text }
+            return listenDetect(ci, si, UnsafeRawBufferPointer(start: text, count: len))
         case .needMore: return complete ? .go : .needMore
         case .maybe:
             if !complete { return .needMore }

@@ -200,6 +200,18 @@ final class ListenBookTests: XCTestCase {
         XCTAssertEqual(hint("   "), .needMore)
     }
 
+    func testLaterStatement() {
+        func later(_ s: String) -> Bool {
+            var bytes = Array(s.utf8) + [0]
+            return bytes.withUnsafeMutableBytes { ListenStatements.laterStatement($0.baseAddress!, $0.count) }
+        }
+        XCTAssertTrue(later("BEGIN; LISTEN a; COMMIT"))
+        XCTAssertTrue(later("SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;"))
+        XCTAssertFalse(later("SELECT 1;"))
+        XCTAssertFalse(later("SELECT 1; \n ;"))
+        XCTAssertFalse(later("SELECT 1"))
+    }
+
     private func ops(_ s: String) -> [ListenOp] {
         var bytes = Array(s.utf8)
         return bytes.withUnsafeMutableBytes { ListenStatements.ops(UnsafeRawBufferPointer($0), classifier: SQLClassifier()) }
