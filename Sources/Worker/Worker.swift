@@ -55,6 +55,9 @@ struct HotState {
     /// listen_mode = relay (ListenRelay.swift); clients with a LISTEN in flight; clients whose
     /// notifications wait for the end of a forwarded message.
     var listenRelay = false
+    /// listen_mode = relay or pin: LISTEN statements are followed; pin: a listening client's server stays.
+    var listenFollow = false
+    var listenPin = false
     var listenPending = 0
     var listenDeferred = 0
 }

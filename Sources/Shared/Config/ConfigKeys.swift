@@ -244,10 +244,6 @@ extension ConfigKeySpec {
             "peer": "peer is a method of auth_hba_file lines, not an auth_type (as in PgBouncer): "
                 + "use auth_type = hba with a local line whose method is peer",
         ],
-        "listen_mode": [
-            "pin": "listen_mode = pin (a listening client kept on its server) is not implemented yet (issue 19): "
-                + "use relay, or off for the pooled server's reset",
-        ],
     ]
 
     /// Why a PgBouncer key has no effect in pgswift by design (not "not yet"): its load warning says so.

@@ -14,6 +14,8 @@ public enum PreparedStatementErrors: String, Sendable, CaseIterable {
 public enum ListenMode: String, Sendable, CaseIterable {
     /// One listening server connection per pool and worker relays notifications to subscribed clients.
     case relay
+    /// A listening client keeps its server (linked as in session mode) while it listens.
+    case pin
     /// Today's behaviour: the LISTEN runs on the pooled server, which is reset before its next client.
     case off
 }

@@ -285,6 +285,8 @@ struct Server {
     var replication = ReplicationMode.none
     /// A pool's listening connection for its life (ListenRelay.swift): outside the pool's counters.
     var listener = false
+    /// listen_mode = pin: its client listens, so the link stays at ReadyForQuery (`linkMode` is session).
+    var listenPinned = false
 }
 
 /// Records that start out empty in a fresh table slot.

@@ -203,7 +203,7 @@ extension Worker {
         let end = clients[ci].io.input.end
         var partial = clients[ci].io.input.partial
         let queryTracking = hot.pointee.queryTracking  // changes only at reload
-        let listenRelay = hot.pointee.listenRelay  // changes only at reload
+        let listenFollow = hot.pointee.listenFollow  // changes only at reload
         defer {
             if clients[ci].state != .free {
                 clients[ci].io.input.scan = scan
@@ -249,7 +249,7 @@ extension Worker {
             }
             let total = len &+ 1
             let avail = end &- scan
-            if listenRelay && (type == FrontendType.query || type == FrontendType.parse) {
+            if listenFollow && (type == FrontendType.query || type == FrontendType.parse) {
                 // LISTEN/UNLISTEN/DISCARD relayed (ListenRelay.swift): a first-keyword test, no lexing.
                 switch listenScan(ci, si, type, base + (scan &+ 5), min(len &- 4, avail &- 5), complete: total <= avail,
                                   first: scan == clients[ci].io.input.start) {
@@ -760,7 +760,7 @@ extension Worker {
             if !swallowing, let change = SessionTags.classify(body) {
                 servers[si].needsReset = change
             }
-            if !swallowing && hot.pointee.listenRelay { listenTagHook(si, body) }  // ListenRelay.swift
+            if !swallowing && hot.pointee.listenFollow { listenTagHook(si, body) }  // ListenRelay.swift
             if !swallowing && (SessionTags.matches(body, "DEALLOCATE ALL") || SessionTags.matches(body, "DISCARD ALL")) {
                 // The client wiped its statements: the server has none of ours left either.
                 servers[si].info?.prepared.removeAll()

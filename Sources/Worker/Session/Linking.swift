@@ -72,6 +72,7 @@ extension Worker {
         let pooled = linkMode(si) != .session
         setServerState(si, .active)
         servers[si].client = ci
+        servers[si].listenPinned = false  // listen_mode = pin: set again by its client's LISTEN
         servers[si].watchTags = pooled
         servers[si].tracking = pooled
         servers[si].rewriting = servers[si].tracking && hot.pointee.trackPrepared

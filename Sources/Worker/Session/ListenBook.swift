@@ -41,6 +41,8 @@ struct ListenClientState {
     var tentative: [(channel: String, message: [UInt8])] = []
     /// Messages due to the client at its next message boundary (notifications, pgswift's warnings).
     var outbox: [UInt8] = []
+    /// listen_mode = pin: a LISTEN ran that pgswift could not attribute; the link stays to the end.
+    var pinnedForGood = false
 
     init(pool: Int32) { self.pool = pool }
 
@@ -48,7 +50,9 @@ struct ListenClientState {
     var pending: Bool { !predicted.isEmpty || !uncommitted.isEmpty || !rolledBack.isEmpty }
 
     /// Nothing left: the record can go.
-    var empty: Bool { subscribed.isEmpty && !pending && wants.isEmpty && tentative.isEmpty && outbox.isEmpty }
+    var empty: Bool {
+        subscribed.isEmpty && !pending && wants.isEmpty && tentative.isEmpty && outbox.isEmpty && !pinnedForGood
+    }
 
     /// Channels this client needs the listening connection to hold.
     func channelsWanted(into set: inout Set<String>) {

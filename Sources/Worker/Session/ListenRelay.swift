@@ -36,6 +36,8 @@ enum ListenScan {
 extension Worker {
     func applyListenSettings() {
         hot.pointee.listenRelay = config.listenMode == .relay
+        hot.pointee.listenPin = config.listenMode == .pin
+        hot.pointee.listenFollow = config.listenMode != .off
     }
 
     // MARK: Client side (hooks in Forwarding.swift)
@@ -81,7 +83,7 @@ extension Worker {
         var channels: [String] = []
         for o in ops { if case .listen(let c) = o { channels.append(c) } }
         var ps = listens.pools[p] ?? ListenPoolState()
-        let missing = channels.filter { !ps.holds($0) }
+        let missing = hot.pointee.listenPin ? [] : channels.filter { !ps.holds($0) }
         if !missing.isEmpty {
             st.wants.formUnion(missing)
             storeListenClient(ci, st)
@@ -122,13 +124,21 @@ extension Worker {
     @inline(never)
     func listenTag(_ si: Int32, _ body: UnsafeRawBufferPointer) {
         let ci = servers[si].client
-        guard ci >= 0, linkMode(si) != .session else { return }
+        // The pool's mode: a link pinned by listen_mode = pin answers session to `linkMode`.
+        guard ci >= 0, servers[si].replication == .none, pools[Int(servers[si].pool)].mode != .session else { return }
         let t = ListenTag(body)
         if t == .other { return }
         var st = listens.clients[ci] ?? ListenClientState(pool: clients[ci].pool)
         guard st.pending || t == .listen || t == .unlisten else { return }
         let effect = st.tag(t)
-        if effect == .unpredicted && (t == .listen || t == .unlisten) {
+        if effect == .unpredicted && t == .listen && hot.pointee.listenPin {
+            // pin: the server listens itself; a LISTEN pgswift cannot attribute keeps the link to the end.
+            st.pinnedForGood = true
+            storeListenClient(ci, st)
+            listenPinUpdate(si, st)
+            return
+        }
+        if effect == .unpredicted && (t == .listen || t == .unlisten) && hot.pointee.listenRelay {
             log.warning("C-\(clients[ci].id): \(t == .listen ? "LISTEN" : "UNLISTEN") not relayed: it was not the first statement of its query")
             scratch.clear()
             Backend.noticeResponse(into: &scratch, ErrorFields(severity: "WARNING", code: "0A000",
@@ -140,7 +150,11 @@ extension Worker {
             return
         }
         storeListenClient(ci, st)
-        if t == .commit || t == .rollback || effect == .confirmed { listenReconcile(st.pool) }
+        if hot.pointee.listenPin {
+            listenPinUpdate(si, st)
+        } else if t == .commit || t == .rollback || effect == .confirmed {
+            listenReconcile(st.pool)
+        }
     }
 
     /// ErrorResponse on a pooled link while a LISTEN is in flight: its transaction will not commit.
@@ -160,8 +174,22 @@ extension Worker {
         let due = st.ready(status)
         for m in due { st.outbox.append(contentsOf: m) }
         storeListenClient(ci, st)
+        if hot.pointee.listenPin { listenPinUpdate(si, st) }
         listenReconcile(st.pool)
         if !due.isEmpty { listenDeliver(ci) }
+    }
+
+    // MARK: listen_mode = pin
+
+    /// The link stays (`Server.listenPinned`, `linkMode` answers session) while the client listens or a
+    /// LISTEN is in flight; a LISTEN pgswift could not attribute pins it until the client leaves (errs
+    /// toward pinning). UNLISTEN *, DISCARD ALL or the last UNLISTEN unpin at their commit.
+    private func listenPinUpdate(_ si: Int32, _ st: ListenClientState) {
+        let stay = st.pinnedForGood || !st.subscribed.isEmpty || st.pending
+        if stay != servers[si].listenPinned {
+            servers[si].listenPinned = stay
+            log.debug("S-\(servers[si].id): \(stay ? "pinned to" : "unpinned from") C-\(clients[servers[si].client].id) (listen_mode = pin)")
+        }
     }
 
     // MARK: Delivery
@@ -227,6 +255,7 @@ extension Worker {
     /// Brings the pool's listening connection to the union of what its clients want: launched when
     /// first needed, LISTEN/UNLISTEN sent, closed when nobody wants anything.
     func listenReconcile(_ p: Int32) {
+        if hot.pointee.listenPin { return }  // pin: the client's own server listens
         var wanted = Set<String>()
         for (_, st) in listens.clients where st.pool == p { st.channelsWanted(into: &wanted) }
         guard var ps = listens.pools[p] else {

@@ -18,7 +18,7 @@ extension Worker {
     /// session for a replication client's own server.
     @inline(__always)
     func linkMode(_ si: Int32) -> PoolMode {
-        servers[si].replication != .none ? .session : pools[Int(servers[si].pool)].mode
+        servers[si].replication != .none || servers[si].listenPinned ? .session : pools[Int(servers[si].pool)].mode
     }
 
     /// An authenticated replication client (`authenticated`): it waits for room, then for its own server.

@@ -139,6 +139,33 @@ final class ListenRelayTests: WorkerHarnessCase {
                        [TestWire.cstr("ext") + TestWire.cstr("e"), TestWire.cstr("multi") + TestWire.cstr("m")])
     }
 
+    /// listen_mode = pin: the listening client keeps its server (others wait for it) and gets that
+    /// server's notifications; UNLISTEN * gives the server back.
+    func testListenModePinKeepsTheServerUntilUnlisten() throws {
+        try start(databaseOptions: "pool_size=1", pgswift: ["listen_mode": "pin"])
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("LISTEN chan"))
+        XCTAssertEqual(h.next(s)?.firstString, "LISTEN chan")
+        s.send(BE.complete("LISTEN") + BE.ready())
+        XCTAssertEqual(h.readUntilReady(a).map(\.char), ["C", "Z"])
+        let b = h.login()
+        b.send(FE.query("select b"))
+        h.settle()
+        XCTAssertNil(s.nextMessage(), "a's server is pinned to a")
+        XCTAssertEqual(h.servers.count, 1, "no listening connection in pin mode")
+        s.send(notification("chan", "p"))
+        XCTAssertEqual(h.read(a, 1).first?.char, "A")
+        a.send(FE.query("UNLISTEN *"))
+        XCTAssertEqual(h.next(s)?.firstString, "UNLISTEN *")
+        s.send(BE.complete("UNLISTEN") + BE.ready())
+        XCTAssertEqual(h.readUntilReady(a).map(\.char), ["C", "Z"])
+        XCTAssertEqual(h.next(s)?.firstString, "DISCARD ALL")
+        s.send(BE.complete("DISCARD ALL") + BE.ready())
+        h.answerQuery(s, expect: "select b")
+        XCTAssertEqual(h.readUntilReady(b).last?.char, "Z")
+    }
+
     func testListenModeOffForwardsAndOpensNothing() throws {
         try start(databaseOptions: "pool_size=1", pgswift: ["listen_mode": "off"])
         let a = h.login()
