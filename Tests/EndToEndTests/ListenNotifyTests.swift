@@ -101,6 +101,28 @@ final class ListenNotifyTests: XCTestCase {
         XCTAssertEqual(try listeningBackends(pg), 0)
     }
 
+    /// listen_mode = pin, pool_size 1: the listener keeps its server and gets its notifications; another
+    /// client waits for that server until the listener's UNLISTEN *; no listening connection is opened.
+    func testListenModePinKeepsTheServer() throws {
+        let pg = try PostgresServer.shared()
+        var s = try TxFixtures.settings(pg, workers: 1, poolSize: 1)
+        s.pgswiftSettings.append(("listen_mode", "pin"))
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        let l = try WireClient.connect(port: px.port, user: TxFixtures.role, database: "testdb")
+        defer { l.close() }
+        _ = try l.query("LISTEN pinned")
+        _ = try pg.adminQuery("NOTIFY pinned, 'direct'", database: "testdb")
+        XCTAssertEqual(try readNotification(l)?.payload, "direct")
+        XCTAssertEqual(try listeningBackends(pg), 0)
+        let b = try WireClient.connect(port: px.port, user: TxFixtures.role, database: "testdb")
+        defer { b.close() }
+        try b.socket.send(WireEncode.query("select 'b'"))
+        XCTAssertNil(try? b.readMessage(timeout: 1), "b waits: the only server is pinned to the listener")
+        _ = try l.query("UNLISTEN *")
+        XCTAssertEqual(try b.readResult(), [["b"]])
+    }
+
     // MARK: helpers
 
     private func listeningBackends(_ pg: PostgresServer) throws -> Int {
