@@ -45,13 +45,13 @@ final class AdminClient {
         self.timeoutMillis = timeoutMillis
     }
 
-    deinit { close() }
+    deinit { disconnect() }
 
-    func close() {
+    func disconnect() {
         guard fd >= 0 else { return }
         var out = OutBuffer(capacity: 8)
         Frontend.terminate(into: &out)
-        try? send(out)
+        try? sendAll(out)
         out.deallocate()
         Posix.close(fd)
         fd = -1
@@ -75,7 +75,7 @@ final class AdminClient {
         var lastError = "no address"
         for a in addresses {
             do throws(AdminClientError) {
-                try connect(a)
+                try dial(a)
                 lastError = ""
                 break
             } catch {
@@ -87,7 +87,7 @@ final class AdminClient {
         defer { out.deallocate() }
         Frontend.startupMessage(into: &out, parameters: [("user", target.user), ("database", target.database),
                                                          ("application_name", "pgswift top")])
-        try send(out)
+        try sendAll(out)
         var login: BackendLoginMachine? = nil
         while true {
             let (type, body) = try readMessage()
@@ -104,7 +104,7 @@ final class AdminClient {
                 let action = login!.authenticationRequestReceived(req)
                 if case .fail(let f) = action { throw AdminClientError(f.errorFields.message) }
                 out.clear()
-                if action.encode(into: &out) { try send(out) }
+                if action.encode(into: &out) { try sendAll(out) }
             case BackendType.errorResponse:
                 throw AdminClientError(body.withUnsafeBytes { ErrorFields.parse($0)?.message } ?? "login failed")
             case BackendType.readyForQuery:
@@ -120,7 +120,7 @@ final class AdminClient {
         var out = OutBuffer(capacity: 64 + sql.utf8.count)
         defer { out.deallocate() }
         Frontend.query(into: &out, sql: sql)
-        try send(out)
+        try sendAll(out)
         var result = AdminResultSet()
         var error: String?
         while true {
@@ -144,7 +144,7 @@ final class AdminClient {
 
     // MARK: I/O
 
-    private func connect(_ address: SocketAddress) throws(AdminClientError) {
+    private func dial(_ address: SocketAddress) throws(AdminClientError) {
         let where_ = target.unixSocketPath ?? "\(target.host):\(target.port)"
         let connected: Bool
         do throws(SyscallError) {
@@ -172,7 +172,7 @@ final class AdminClient {
         if !ready { throw AdminClientError("no answer within \(timeoutMillis / 1000) s") }
     }
 
-    private func send(_ out: OutBuffer) throws(AdminClientError) {
+    private func sendAll(_ out: OutBuffer) throws(AdminClientError) {
         let bytes = out.bytes
         var sent = 0
         while sent < bytes.count {

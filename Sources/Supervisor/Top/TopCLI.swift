@@ -1,6 +1,5 @@
 // `pgswift top`: a live view of a running pgswift (pools, the busiest query patterns of the last
 // second) read from its admin console over the PostgreSQL protocol; plain ANSI escapes, q quits.
-import Glibc
 import Shared
 
 struct TopOptions: Equatable, Sendable {
@@ -94,7 +93,7 @@ enum TopCLI {
         return AdminTarget(host: host, port: port, user: user, database: o.database)
     }
 
-    static func env(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
+    static func env(_ name: String) -> String? { Posix.getenv(name) }
 
     static func run(_ options: TopOptions) -> Int32 {
         if options.help {
@@ -142,7 +141,7 @@ enum TopCLI {
             count += 1
             if let t = terminal {
                 let size = t.size()
-                t.write(TopModel.ansi(TopModel.render(frame, width: size.cols, height: size.rows)))
+                t.draw(TopModel.ansi(TopModel.render(frame, width: size.cols, height: size.rows)))
             } else {
                 let lines = TopModel.render(frame, width: 200, height: 60)
                 var end = lines.count
@@ -160,105 +159,48 @@ enum TopCLI {
                         if key == UInt8(ascii: "q") || key == UInt8(ascii: "Q") || key == 3 || key == 4 { return 0 }
                     }
                 } else {
-                    usleep(UInt32(min(left, 1) * 1_000_000))
+                    Clock.sleep(nanos: Int64(min(left, 1) * 1e9))
                 }
             }
         }
     }
 
-    static func monotonicSeconds() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
+    static func monotonicSeconds() -> Double { Double(Clock.monotonicNanos()) / 1e9 }
 
+    /// "HH:MM:SS" of the wall clock, UTC (as pgswift's log lines).
     static func clock() -> String {
-        var t = time(nil)
-        var tmv = tm()
-        localtime_r(&t, &tmv)
-        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
-        return "\(two(tmv.tm_hour)):\(two(tmv.tm_min)):\(two(tmv.tm_sec))"
+        let t = Clock.wallClock().seconds % 86_400
+        func two(_ v: Int) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        return "\(two(t / 3600)):\(two(t / 60 % 60)):\(two(t % 60)) UTC"
     }
 }
 
-/// The controlling terminal in raw mode (no echo, no line buffering, no signals from keys), on the
-/// alternate screen with the cursor hidden; `leave` restores it all.
+/// The screen side of the terminal: raw mode (Shared/System/TerminalIO.swift) plus the alternate
+/// screen with the cursor hidden; `leave` restores both.
 final class Terminal {
-    private var saved = termios()
-    private var active = false
+    private let raw: RawTerminal
+    private var active = true
+
+    private init(_ raw: RawTerminal) { self.raw = raw }
 
     static func enter() -> Terminal? {
-        guard isatty(0) == 1, isatty(1) == 1 else { return nil }
-        let t = Terminal()
-        guard tcgetattr(0, &t.saved) == 0 else { return nil }
-        var raw = t.saved
-        raw.c_lflag &= ~tcflag_t(ICANON | ECHO | ISIG | IEXTEN)
-        raw.c_iflag &= ~tcflag_t(IXON | ICRNL)
-        guard tcsetattr(0, TCSANOW, &raw) == 0 else { return nil }
-        t.active = true
-        t.write("\u{1B}[?1049h\u{1B}[?25l\u{1B}[H\u{1B}[2J")
+        guard let r = RawTerminal.enter() else { return nil }
+        let t = Terminal(r)
+        t.draw("\u{1B}[?1049h\u{1B}[?25l\u{1B}[H\u{1B}[2J")
         return t
     }
 
     func leave() {
         guard active else { return }
         active = false
-        write("\u{1B}[?25h\u{1B}[?1049l")
-        _ = tcsetattr(0, TCSANOW, &saved)
+        draw("\u{1B}[?25h\u{1B}[?1049l")
+        raw.leave()
     }
 
     deinit { leave() }
 
-    /// Rows and columns (24 × 80 when the terminal does not say).
-    func size() -> (rows: Int, cols: Int) {
-        var w = winsize()
-        if ioctl(1, UInt(TIOCGWINSZ), &w) == 0 && w.ws_row > 0 && w.ws_col > 0 {
-            return (Int(w.ws_row), Int(w.ws_col))
-        }
-        return (24, 80)
-    }
-
-    func write(_ s: String) {
-        var bytes = Array(s.utf8)
-        var at = 0
-        while at < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { Glibc.write(1, $0.baseAddress! + at, $0.count - at) }
-            if n < 0 {
-                if errno == EINTR || errno == EAGAIN { continue }
-                return
-            }
-            at += n
-        }
-    }
-
-    /// A key pressed within the timeout, else nil.
-    func readKey(timeoutMillis: Int32) -> UInt8? {
-        var p = pollfd(fd: 0, events: Int16(POLLIN), revents: 0)
-        guard poll(&p, 1, max(0, timeoutMillis)) == 1 else { return nil }
-        var b: UInt8 = 0
-        let n = Glibc.read(0, &b, 1)
-        if n == 0 { return 4 }  // end of input: as Ctrl-D
-        return n == 1 ? b : nil
-    }
-
-    /// A password typed on /dev/tty without echo; nil without a terminal.
-    static func askPassword(_ prompt: String) -> String? {
-        let fd = open("/dev/tty", O_RDWR | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var saved = termios()
-        let isTerminal = tcgetattr(fd, &saved) == 0
-        if isTerminal {
-            var quiet = saved
-            quiet.c_lflag &= ~tcflag_t(ECHO)
-            _ = tcsetattr(fd, TCSANOW, &quiet)
-        }
-        _ = Array(prompt.utf8).withUnsafeBytes { Glibc.write(fd, $0.baseAddress!, $0.count) }
-        var line: [UInt8] = []
-        var b: UInt8 = 0
-        while Glibc.read(fd, &b, 1) == 1 && b != 10 && b != 13 { line.append(b) }
-        if isTerminal { _ = tcsetattr(fd, TCSANOW, &saved) }
-        _ = Glibc.write(fd, "\n", 1)
-        return String(decoding: line, as: UTF8.self)
-    }
+    func size() -> (rows: Int, cols: Int) { raw.size() }
+    func readKey(timeoutMillis: Int32) -> UInt8? { raw.readKey(timeoutMillis: timeoutMillis) }
+    func draw(_ s: String) { _ = Array(s.utf8).withUnsafeBytes { Posix.writeAll(1, $0) } }
+    static func askPassword(_ prompt: String) -> String? { RawTerminal.askPassword(prompt) }
 }
