@@ -18,13 +18,17 @@ final class TopTests: XCTestCase {
 
     private func startPooler() throws -> Pgswift {
         let pg = try PostgresServer.shared()
+        // The console's admin logs in with SCRAM; the traffic (WireClient: trust or cleartext only) with trust.
+        let scratch = try makeTempDirectory(prefix: "top")
+        let hbaPath = scratch + "/pg_hba.conf"
+        try "host all u_scram 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 trust\n"
+            .write(toFile: hbaPath, atomically: false, encoding: .utf8)
         var s = PgswiftSettings(postgres: pg)
         s.workers = 2
-        s.authType = "scram-sha-256"
+        s.authType = "hba"
         s.poolMode = "transaction"
         s.defaultPoolSize = 2
-        s.settings = [("admin_users", "u_scram")]
-        s.probe = ClientTarget(port: 0, user: "u_trust", database: "testdb", password: PostgresServer.passwords["u_trust"])
+        s.settings = [("admin_users", "u_scram"), ("auth_hba_file", hbaPath)]
         return try Pgswift.start(s)
     }
 
@@ -72,22 +76,22 @@ final class TopTests: XCTestCase {
 
         // The screen: the header, the pool of the traffic, and its pattern in the last interval.
         var screen = ""
+        func clients(_ screen: String) -> Int? {
+            guard let pool = screen.split(separator: "\n").first(where: { $0.hasPrefix("testdb/u_trust") }) else { return nil }
+            let f = pool.split(separator: " ")
+            guard f.count >= 3, let act = Int(f[1]), let wait = Int(f[2]) else { return nil }
+            return act + wait
+        }
         let shown = waitUntil(timeout: 30, poll: 0.2) {
             screen = tmux.screen()
             return screen.contains("pgswift top - 127.0.0.1:\(px.port)") && screen.contains("calls/s")
-                && screen.contains("testdb/u_trust") && screen.contains("select pg_sleep($1), $2 as top_probe_marker")
+                && clients(screen) == 4 && screen.contains("select pg_sleep($1), $2 as top_probe_marker")
         }
         print("pgswift top screen:\n\(screen)")
         XCTAssertTrue(shown, "the screen:\n\(screen)")
         let lines = screen.split(separator: "\n", omittingEmptySubsequences: false)
-        let pool = lines.first { $0.hasPrefix("testdb/u_trust") }.map(String.init) ?? ""
-        let fields = pool.split(separator: " ")
-        // cl_act + cl_wait: the 4 traffic clients (the admin console's own pool is another line).
-        if fields.count >= 4, let act = Int(fields[1]), let wait = Int(fields[2]), Int(fields[3]) != nil {
-            XCTAssertEqual(act + wait, 4, pool)
-        } else {
-            XCTFail("pool line: \(pool)")
-        }
+        // cl_act + cl_wait of the pool: the 4 traffic clients.
+        XCTAssertEqual(clients(screen), 4, screen)
         let patternLine = lines.first { $0.contains("top_probe_marker") }.map(String.init) ?? ""
         let calls = Int(patternLine.split(separator: " ").first ?? "") ?? 0
         XCTAssertGreaterThan(calls, 0, "calls in the interval: \(patternLine)")
