@@ -143,10 +143,7 @@ enum TopCLI {
                 let size = t.size()
                 t.draw(TopModel.ansi(TopModel.render(frame, width: size.cols, height: size.rows)))
             } else {
-                let lines = TopModel.render(frame, width: 200, height: 60)
-                var end = lines.count
-                while end > 0 && lines[end - 1].isEmpty { end -= 1 }
-                print(lines[0..<end].joined(separator: "\n") + "\n")
+                print(TopModel.render(frame, width: 200, height: 60, fill: false).joined(separator: "\n") + "\n")
             }
             if options.iterations > 0 && count >= options.iterations { return 0 }
             // Wait for the next refresh, or a key.

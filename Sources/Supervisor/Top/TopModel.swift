@@ -137,8 +137,9 @@ enum TopModel {
 
     /// The screen for `width` × `height` characters: a header, the pools (at most a third of the
     /// rows, the ones with waiting clients first), the busiest patterns of the interval in what is left,
-    /// and a footer. Every line fits in `width`; there are at most `height` lines.
-    static func render(_ f: TopFrame, width: Int, height: Int) -> [String] {
+    /// and a footer. Every line fits in `width`; there are at most `height` lines (exactly `height` with
+    /// `fill`, blank lines before the footer; without, as many as there is to show).
+    static func render(_ f: TopFrame, width: Int, height: Int, fill: Bool = true) -> [String] {
         let width = max(20, width), height = max(8, height)
         var lines: [String] = []
         let calls = f.patterns.reduce(UInt64(0)) { $0 + $1.calls }
@@ -191,7 +192,7 @@ enum TopModel {
                          + right(duration(avg), 7) + right(duration(p.sample.p99Micros), 8) + right("\(p.errors)", 8)
                          + "  " + p.sample.database + "/" + p.sample.user + "  " + text)
         }
-        while lines.count < height - 1 { lines.append("") }
+        while fill && lines.count < height - 1 { lines.append("") }
         lines = Array(lines.prefix(height - 1))
         lines.append("q: quit   (time, calls, errors: the last interval; p99: since start or RESET QUERIES)")
         return lines.map { fit($0, width) }

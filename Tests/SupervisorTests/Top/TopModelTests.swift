@@ -103,6 +103,9 @@ final class TopModelTests: XCTestCase {
                                              patternCount: 0, firstSample: true), width: 80, height: 24)
         XCTAssertTrue(empty.contains { $0.contains("(no pools)") })
         XCTAssertTrue(empty.contains { $0.contains("(no statements in this interval)") })
+        let batch = TopModel.render(frame, width: 100, height: 60, fill: false)
+        XCTAssertEqual(batch.filter(\.isEmpty).count, 2, "no padding: \(batch)")
+        XCTAssertTrue(batch.last!.hasPrefix("q: quit"))
         let ansi = TopModel.ansi(["a", "b"])
         XCTAssertEqual(ansi, "\u{1B}[Ha\u{1B}[K\r\nb\u{1B}[K\u{1B}[J")
     }
