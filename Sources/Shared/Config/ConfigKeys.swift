@@ -225,6 +225,7 @@ extension ConfigKeySpec {
         seconds("health_check_timeout", "5", \.healthCheckTimeout),
         text("health_check_user", "", \.healthCheckUser),
         int("log_min_duration_statement", "-1", \.logMinDurationStatement, min: -1),
+        bool("log_statement_parameters", "0", \.logStatementParameters),
         text("metrics_listen", "", \.metricsListen),
         lookup("prepared_statement_errors", "disconnect", \.preparedStatementErrors),
         bool("query_stats", "1", \.queryStats),
