@@ -54,7 +54,8 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(dpkg-parsechangelog -l debian/ch
 
 t=debian/pgswift
 install -d $t/DEBIAN $t/usr/sbin $t/usr/lib/pgswift $t/etc/pgswift $t$unitdir \
-    $t/usr/share/man/man8 $t/usr/share/man/man5 $t/usr/share/doc/pgswift
+    $t/usr/share/man/man8 $t/usr/share/man/man5 $t/usr/share/doc/pgswift \
+    $t/usr/share/pgswift/grafana $t/usr/share/pgswift/prometheus
 # Stripped as dh_strip does; the Swift metadata sections are allocated and survive --strip-unneeded.
 install -m 0755 "$bindir/pgswift" $t/usr/sbin/pgswift
 install -m 0755 "$bindir/pgswift-worker" $t/usr/lib/pgswift/pgswift-worker
@@ -67,6 +68,9 @@ gzip -9n < "$pkg/man/pgswift.8" > $t/usr/share/man/man8/pgswift.8.gz
 gzip -9n < "$pkg/man/pgswift.ini.5" > $t/usr/share/man/man5/pgswift.ini.5.gz
 gzip -9n < debian/changelog > $t/usr/share/doc/pgswift/changelog.Debian.gz
 install -m 0644 "$pkg/debian/copyright" $t/usr/share/doc/pgswift/copyright
+# The Grafana dashboard and Prometheus alert rules (issue 21), for the operator to import.
+install -m 0644 "$pkg/grafana/pgswift-dashboard.json" $t/usr/share/pgswift/grafana/
+install -m 0644 "$pkg/prometheus/pgswift-alerts.yml" $t/usr/share/pgswift/prometheus/
 chmod 0644 $t/usr/share/man/man*/*.gz $t/usr/share/doc/pgswift/*
 install -m 0755 "$pkg/debian/postinst" "$pkg/debian/prerm" "$pkg/debian/postrm" $t/DEBIAN/
 install -m 0644 "$pkg/debian/conffiles" $t/DEBIAN/conffiles

@@ -52,6 +52,19 @@ def main():
     if rss:
         print()
         print("Peak RSS of the pooler's processes, ratio to PgBouncer's over the scenarios: " + "; ".join(rss) + ".")
+    cost = []
+    for key in ("select", "select-extended", "tpcb"):
+        vals = []
+        for n in (1, 2):
+            on, off = rows.get((key, f"pgswift:{n}")), rows.get((key, f"pgswift-nostats:{n}"))
+            a, b = (on or {}).get("pooler_cpu_s_per_1000_tx"), (off or {}).get("pooler_cpu_s_per_1000_tx")
+            vals.append(f"{a / b:.2f}" if a and b and on["status"] == "OK" and off["status"] == "OK" else "n/a")
+        if any(v != "n/a" for v in vals):
+            cost.append(f"{key} {' / '.join(vals)}")
+    if cost:
+        print()
+        print("Query statistics (`query_stats = on`, the default), pooler CPU per transaction on ÷ off, 1 / 2 "
+              "workers: " + "; ".join(cost) + ".")
     idle = {r["target"]: r for r in d["runs"] if r["scenario"] == "idle" and r["status"] == "OK"}
     parts = []
     for n in (1, 2):

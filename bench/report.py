@@ -46,7 +46,7 @@ def summarize(doc):
             row["other_cpu_s_max"] = max(r.get("other_cpu_s") or 0 for r in ok)
     for row in rows:
         kind, _, n = row["target"].partition(":")
-        base = index.get((row["scenario"], f"pgbouncer:{n}")) if kind == "pgswift" else None
+        base = index.get((row["scenario"], f"pgbouncer:{n}")) if kind.startswith("pgswift") else None
         row["baseline"] = base["target"] if base else None
         row["ratios"] = {}
         if base and row["ok"] and base["ok"]:
@@ -55,6 +55,23 @@ def summarize(doc):
                 if row.get(m) is not None and base.get(m):
                     row["ratios"][m] = round(row[m] / base[m], 3)
     return rows
+
+
+def query_stats_cost(rows):
+    """(scenario, N, pooler CPU per 1000 tx with query_stats on, off, on/off, tps on/off) for every
+    scenario where both pgswift:N and pgswift-nostats:N ran OK."""
+    index = {(r["scenario"], r["target"]): r for r in rows}
+    out = []
+    for r in rows:
+        kind, _, n = r["target"].partition(":")
+        off = index.get((r["scenario"], f"pgswift-nostats:{n}")) if kind == "pgswift" else None
+        if not off or not r["ok"] or not off["ok"]:
+            continue
+        on_cpu, off_cpu = r.get("pooler_cpu_s_per_1000_tx"), off.get("pooler_cpu_s_per_1000_tx")
+        if on_cpu is None or not off_cpu or not off.get("tps"):
+            continue
+        out.append((r["scenario"], int(n or 1), on_cpu, off_cpu, on_cpu / off_cpu, r["tps"] / off["tps"]))
+    return out
 
 
 def fmt(v, digits=1):
@@ -131,6 +148,15 @@ def markdown(doc):
           f"| {ratio(r, 'pooler_cpu_s_per_1000_tx') if ok else '—'} | {fmt(r['pooler_peak_rss_mib']) if ok else '—'} "
           f"| {ratio(r, 'pooler_peak_rss_mib') if ok else '—'} | {fmt(r['server_connections_mid_run'], 0) if ok else '—'} "
           f"| {fmt(r['other_cpu_s'], 2) if ok else '—'} |")
+    cost = query_stats_cost(rows)
+    if cost:
+        w("\n## Cost of query statistics (query_stats on / off)\n")
+        w("pgswift:N (query_stats = on, the default) against pgswift-nostats:N (query_stats = off), same run; "
+          "CPU per transaction: lower is better.\n")
+        w("| scenario | workers | pooler CPU s / 1000 tx on | off | on ÷ off | tps on ÷ off |")
+        w("|---|---|---|---|---|---|")
+        for sc, n, on, off, r, t in cost:
+            w(f"| {sc} | {n} | {fmt(on, 3)} | {fmt(off, 3)} | **{r:.3f}** | {t:.3f} |")
     idle = [r for r in rows if r["scenario"] == "idle"]
     if idle:
         n = s["idle_clients"]

@@ -226,6 +226,8 @@ stats_period = 60
 
 class PgSwift(Target):
     kind = "pgswift"
+    # More [pgswift] lines (the query_stats = off variant below).
+    extra = ""
 
     def __init__(self, s, processes, bindir, version):
         super().__init__(s, processes)
@@ -247,7 +249,7 @@ class PgSwift(Target):
 [pgswift]
 workers = {self.processes}
 worker_binary = {os.path.join(self.bindir, "pgswift-worker")}
-"""
+""" + self.extra
 
     def commands(self, ini):
         return [[os.path.join(self.bindir, "pgswift"), ini]]
@@ -260,3 +262,13 @@ worker_binary = {os.path.join(self.bindir, "pgswift-worker")}
         return (f"{self.version}, supervisor + {self.processes} worker(s) on one SO_REUSEPORT port, "
                 f"transaction pooling, default_pool_size={self.s.pool_size * self.processes} for the service "
                 f"(= {self.s.pool_size} per PgBouncer process x {self.processes})")
+
+
+class PgSwiftNoStats(PgSwift):
+    """pgswift with `query_stats = off`: the cost of per-pattern query statistics (issue 21) is
+    pgswift:N's pooler CPU per transaction over this target's."""
+    kind = "pgswift-nostats"
+    extra = "query_stats = off\n"
+
+    def describe(self):
+        return super().describe() + ", query_stats = off"

@@ -26,6 +26,8 @@ enum SupervisorMain {
             return Supervisor.start(options)
         case .upgrade(let options):
             return UpgradeCLI.run(configPath: options.configPath)
+        case .top(let options):
+            return TopCLI.run(options)
         }
     }
 

@@ -364,6 +364,7 @@ final class DebianMachine: @unchecked Sendable {
         "/etc/pgswift/userlist.txt", "/lib/systemd/system/pgswift.service", "/lib/systemd/system/pgswift@.service",
         "/usr/share/man/man8/pgswift.8.gz", "/usr/share/man/man5/pgswift.ini.5.gz",
         "/usr/share/doc/pgswift/changelog.Debian.gz", "/usr/share/doc/pgswift/copyright",
+        "/usr/share/pgswift/grafana/pgswift-dashboard.json", "/usr/share/pgswift/prometheus/pgswift-alerts.yml",
     ]
     /// Directories the package lists but shares with the rest of the system.
     static let sharedDirectories: Set<String> = [

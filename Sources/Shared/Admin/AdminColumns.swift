@@ -21,10 +21,10 @@ public enum AdminColumns {
         }
     }
 
-    /// SHOW QUERIES (issue 21; pgswift's own).
-    public static let queries = make("ssqs" + String(repeating: "q", count: 10), [
+    /// SHOW QUERIES (issue 21; pgswift's own). error_classes: the errors by SQLSTATE class, "22:40 23:1".
+    public static let queries = make("ssqs" + String(repeating: "q", count: 10) + "s", [
         "database", "user", "queryid", "query", "calls", "total_exec_us", "mean_exec_us", "p50_us", "p95_us",
-        "p99_us", "max_us", "total_wait_us", "errors", "rows"])
+        "p99_us", "max_us", "total_wait_us", "errors", "rows", "error_classes"])
 
     /// SHOW TABLES (issue 21; pgswift's own).
     public static let tables = make("ssqqqq", ["database", "table", "calls", "total_exec_us", "reads", "writes"])

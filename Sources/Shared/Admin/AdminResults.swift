@@ -133,7 +133,8 @@ public enum AdminResults {
         let rows = m.rows.prefix(limit ?? m.rows.count).map { r -> [String?] in
             [r.database, r.user, String(Int64(bitPattern: r.queryid)), r.text, String(r.calls), String(r.totalMicros),
              String(r.meanMicros), String(r.percentile(0.50)), String(r.percentile(0.95)), String(r.percentile(0.99)),
-             String(r.maxMicros), String(r.waitMicros), String(r.errors), String(r.rows)]
+             String(r.maxMicros), String(r.waitMicros), String(r.errors), String(r.rows),
+             QueryErrorClasses.text(r.errorClasses)]
         }
         resultSet(AdminColumns.queries, Array(rows), into: &out)
     }

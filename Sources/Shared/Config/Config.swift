@@ -164,6 +164,8 @@ public struct Config: Sendable {
     public var queryStatsMetricsTop: Int = 50
     /// Milliseconds: a statement at least this slow is logged with its pattern (-1: off, 0: all).
     public var logMinDurationStatement: Int = -1
+    /// The slow-statement line carries the statement's values (Bind parameters, or the simple Query's text).
+    public var logStatementParameters: Bool = false
     /// Backend health checks (Supervisor/Health/HealthCheck.swift): first retry delay after a failed check,
     /// the backoff's cap, the check's own timeout, and who it logs in as ("" = chosen, see README).
     public var healthCheckBackoffInitial: Double = 0.5

@@ -226,6 +226,7 @@ extension ConfigKeySpec {
         text("health_check_user", "", \.healthCheckUser),
         lookup("listen_mode", "relay", \.listenMode),
         int("log_min_duration_statement", "-1", \.logMinDurationStatement, min: -1),
+        bool("log_statement_parameters", "0", \.logStatementParameters),
         text("metrics_listen", "", \.metricsListen),
         lookup("prepared_statement_errors", "disconnect", \.preparedStatementErrors),
         bool("query_stats", "1", \.queryStats),

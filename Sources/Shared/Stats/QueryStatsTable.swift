@@ -26,6 +26,8 @@ public struct QueryPatternEntry: Sendable {
     public var inUse = false
     public var calls: UInt64 = 0
     public var errors: UInt64 = 0
+    /// The errors by SQLSTATE class (fixed size, inline).
+    public var errorClasses = QueryErrorClasses()
     public var totalMicros: UInt64 = 0
     public var minMicros: UInt64 = .max
     public var maxMicros: UInt64 = 0
@@ -205,12 +207,17 @@ public struct QueryStatsTable {
         return QueryPatternRef(slot: slot, gen: gen)
     }
 
-    /// One statement of the pattern ended after `micros`; `error`: with an ErrorResponse.
+    /// One statement of the pattern ended after `micros`; `error`: with an ErrorResponse, whose
+    /// SQLSTATE class is `errorClass` (`QueryErrorClasses.code`; 0 unknown).
     @inline(__always)
-    public func record(_ ref: QueryPatternRef, micros: UInt64, rows: UInt64, error: Bool, waitMicros: UInt64) {
+    public func record(_ ref: QueryPatternRef, micros: UInt64, rows: UInt64, error: Bool, waitMicros: UInt64,
+                       errorClass: UInt16 = 0) {
         let e = entries.base + Int(ref.slot)
         e.pointee.calls &+= 1
-        if error { e.pointee.errors &+= 1 }
+        if error {
+            e.pointee.errors &+= 1
+            e.pointee.errorClasses.record(errorClass)
+        }
         e.pointee.totalMicros &+= micros
         if micros < e.pointee.minMicros { e.pointee.minMicros = micros }
         if micros > e.pointee.maxMicros { e.pointee.maxMicros = micros }
@@ -335,7 +342,8 @@ public struct QueryStatsTable {
             s.rows.append(QueryPatternRow(database: o.database, user: o.user, queryid: e.queryid, text: e.text,
                                           calls: e.calls, errors: e.errors, totalMicros: e.totalMicros,
                                           minMicros: e.minMicros, maxMicros: e.maxMicros, rows: e.rows,
-                                          waitMicros: e.waitMicros, tables: e.tables, histogram: e.histogram.sparse))
+                                          waitMicros: e.waitMicros, tables: e.tables, histogram: e.histogram.sparse,
+                                          errorClasses: e.errorClasses.list))
         }
         return s
     }
@@ -356,14 +364,17 @@ public struct QueryPatternRow: Equatable, Sendable {
     public var waitMicros: UInt64
     public var tables: [QueryTableUse]
     public var histogram: QueryLatencyHistogram
+    /// The errors by SQLSTATE class, most first ("other" last).
+    public var errorClasses: [QueryErrorClassCount]
 
     public init(database: String, user: String, queryid: UInt64, text: String, calls: UInt64, errors: UInt64,
                 totalMicros: UInt64, minMicros: UInt64, maxMicros: UInt64, rows: UInt64, waitMicros: UInt64,
-                tables: [QueryTableUse], histogram: QueryLatencyHistogram) {
+                tables: [QueryTableUse], histogram: QueryLatencyHistogram, errorClasses: [QueryErrorClassCount] = []) {
         self.database = database; self.user = user; self.queryid = queryid; self.text = text
         self.calls = calls; self.errors = errors; self.totalMicros = totalMicros; self.minMicros = minMicros
         self.maxMicros = maxMicros; self.rows = rows; self.waitMicros = waitMicros; self.tables = tables
         self.histogram = histogram
+        self.errorClasses = errorClasses
     }
 
     public var meanMicros: UInt64 { calls == 0 ? 0 : totalMicros / calls }
@@ -385,6 +396,7 @@ public struct QueryPatternRow: Equatable, Sendable {
         rows &+= o.rows
         waitMicros &+= o.waitMicros
         histogram.merge(o.histogram)
+        if !o.errorClasses.isEmpty { errorClasses = QueryErrorClasses.merged(errorClasses, o.errorClasses) }
         for t in o.tables {
             if let i = tables.firstIndex(where: { $0.name == t.name }) {
                 tables[i].access |= t.access
@@ -406,7 +418,7 @@ public struct QueryStatsSnapshot: Equatable, Sendable {
     public init() {}
 
     static let magic: UInt8 = 0x51  // "Q"
-    static let version: UInt8 = 2
+    static let version: UInt8 = 3
 
     public func encode() -> [UInt8] {
         var w = MessageWriter(capacity: 64 + rows.count * 160)
@@ -428,6 +440,11 @@ public struct QueryStatsSnapshot: Equatable, Sendable {
                 w.u8(t.access)
             }
             w.queryHistogram(r.histogram)
+            w.varint(UInt64(r.errorClasses.count))
+            for c in r.errorClasses {
+                w.compactString(c.sqlClass)
+                w.varint(c.count)
+            }
         }
         return w.bytes
     }
@@ -436,7 +453,8 @@ public struct QueryStatsSnapshot: Equatable, Sendable {
         try StatsReader.reading(bytes) { r throws(StatsDecodeError) in
             guard try r.u8("magic") == magic else { throw StatsDecodeError("not a query stats snapshot") }
             let v = try r.u8("version")
-            guard v == version else { throw StatsDecodeError("query stats version \(v), expected \(version)") }
+            // Version 2 (before error classes) is still read: a worker of the previous build during an upgrade.
+            guard v == version || v == 2 else { throw StatsDecodeError("query stats version \(v), expected \(version)") }
             var s = QueryStatsSnapshot()
             s.evicted = try r.varint("evicted")
             s.untracked = try r.varint("untracked")
@@ -454,9 +472,15 @@ public struct QueryStatsSnapshot: Equatable, Sendable {
                 var tables: [QueryTableUse] = []
                 for _ in 0..<tn { tables.append(QueryTableUse(name: try r.compactString("table"), access: try r.u8("access"))) }
                 let h = try r.queryHistogram("pattern histogram")
+                let cn = v == 2 ? 0 : try r.compactCount("error class count", minimumEach: 2)
+                var classes: [QueryErrorClassCount] = []
+                for _ in 0..<cn {
+                    classes.append(QueryErrorClassCount(sqlClass: try r.compactString("error class"), count: try r.varint("error count")))
+                }
                 s.rows.append(QueryPatternRow(database: db, user: user, queryid: queryid, text: text, calls: f[0],
                                               errors: f[1], totalMicros: f[2], minMicros: f[3], maxMicros: f[4],
-                                              rows: f[5], waitMicros: f[6], tables: tables, histogram: h))
+                                              rows: f[5], waitMicros: f[6], tables: tables, histogram: h,
+                                              errorClasses: classes))
             }
             try r.expectEnd("query stats")
             return s

@@ -311,8 +311,12 @@ enum MetricsExposition {
         for r in rows { w.sample("pgswift_query_calls_total", labels(r), String(r.calls)) }
         w.family("pgswift_query_exec_seconds_total", .counter, "Time of the pattern's statements, client message to end of answer.")
         for r in rows { w.sample("pgswift_query_exec_seconds_total", labels(r), AdminResults.decimalMicros(r.totalMicros)) }
-        w.family("pgswift_query_errors_total", .counter, "Statements of the pattern that ended with an error.")
-        for r in rows { w.sample("pgswift_query_errors_total", labels(r), String(r.errors)) }
+        // By SQLSTATE class: a pattern's series appear at its first error of that class.
+        w.family("pgswift_query_errors_total", .counter,
+                 "Statements of the pattern that ended with an error, by SQLSTATE class (its first two characters).")
+        for r in rows {
+            for c in r.errorClasses { w.sample("pgswift_query_errors_total", labels(r) + [("class", c.sqlClass)], String(c.count)) }
+        }
         w.family("pgswift_query_exec_seconds", .histogram, "Time of the pattern's statements.")
         for r in rows {
             // Each log-linear bucket counts under the first bound at or above its midpoint.

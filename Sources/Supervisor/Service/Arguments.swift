@@ -13,6 +13,8 @@ enum SupervisorCommand: Equatable, Sendable {
     case checkConfig(SupervisorOptions)
     /// `pgswift upgrade [-c] CONFIG`: ask the running service for a rolling upgrade (UpgradeCLI.swift).
     case upgrade(SupervisorOptions)
+    /// `pgswift top [-h HOST] [-p PORT] [-U USER]`: a live view over the admin console (Top/TopCLI.swift).
+    case top(TopOptions)
     case help
     case version
 }
@@ -31,6 +33,7 @@ enum Arguments {
         usage: pgswift [-v] [-q] CONFIG
                pgswift --check-config CONFIG
                pgswift upgrade -c CONFIG
+               pgswift top [-h HOST] [-p PORT] [-U USER] [-d DATABASE]   (pgswift top --help)
                pgswift --help | --version
 
         Runs the pooler in the foreground (under systemd use Type=notify).
@@ -48,11 +51,15 @@ enum Arguments {
         to replace every worker with one started from the binaries now on disk, without dropping
         clients, and prints one line per worker slot; exit status 0 when every slot was replaced.
 
+        `pgswift top` shows the pools and the busiest query patterns of the last second, read from
+        the admin console of a running pgswift (local or remote) like psql connects to it; q quits.
+
         """
 
     /// Parses the arguments after the program name.
     static func parse(_ args: [String]) throws(UsageError) -> SupervisorCommand {
         if args.first == "upgrade" { return try parseUpgrade(Array(args.dropFirst())) }
+        if args.first == "top" { return .top(try TopCLI.parse(Array(args.dropFirst()))) }
         var verbosity = 0
         var quiet = false
         var check = false

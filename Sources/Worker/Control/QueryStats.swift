@@ -21,6 +21,8 @@ struct PendingStatement {
     var seq: UInt32
     /// The client's wait for this server, on the first statement after a link (µs).
     var waitMicros: UInt32
+    /// log_statement_parameters: its key in `QueryStatsState.parameters`; 0 none.
+    var parametersID: UInt32 = 0
 }
 
 /// A server's statements in flight, in order (a ring grown by doubling; kept for the worker's life).
@@ -47,6 +49,9 @@ struct ClientQuerySession {
     var unnamedPortal = QueryPatternRef.none
     /// Named statements and portals by a hash of (kind, name); made at the first named Parse.
     var named: [UInt64: QueryPatternRef]? = nil
+    /// log_statement_parameters: the Bind values of the unnamed portal and of named ones (by name hash).
+    var unnamedPortalParameters: String? = nil
+    var namedParameters: [UInt64: String]? = nil
 }
 
 /// The worker's query statistics (behind a pointer, as `HotState`: no run-time exclusivity checks).
@@ -63,6 +68,11 @@ struct QueryStatsState {
     var logMinMicros: Int64 = -1
     /// Statements whose pattern was evicted between their message and their answer, or too large to read.
     var untracked: UInt64 = 0
+    /// log_statement_parameters (with log_min_duration_statement set): statements carry their values.
+    var captureParameters = false
+    /// Values of the statements in flight, by `PendingStatement.parametersID` (only while capturing).
+    var parameters: [UInt32: String] = [:]
+    var nextParametersID: UInt32 = 0
 
     static let rawCacheSize = 4096
     /// Named statements and portals remembered per client.
@@ -83,6 +93,8 @@ extension Worker {
         q.pointee.recording = config.queryStats
         q.pointee.logMinMicros = config.logMinDurationStatement < 0 ? -1 : Int64(config.logMinDurationStatement) * 1000
         q.pointee.table.setCapacity(config.queryStatsMax)
+        q.pointee.captureParameters = config.logStatementParameters && config.logMinDurationStatement >= 0
+        if !q.pointee.captureParameters { q.pointee.parameters = [:] }
         hot.pointee.queryTracking = config.queryStats || config.logMinDurationStatement >= 0
     }
 
@@ -211,6 +223,7 @@ extension Worker {
                 if q.pointee.sessions[sx].named == nil { q.pointee.sessions[sx].named = [:] }
                 q.pointee.sessions[sx].named![key] = ref
             }
+            if q.pointee.captureParameters { keepBindParameters(sx, body, portalEnd: portalEnd, valuesAt: stmtEnd + 1) }
         case FrontendType.close:
             // A closed statement or portal leaves the client's map (named ones only).
             guard let body, body.count >= 2, body[1] != 0 else { return }
@@ -234,7 +247,8 @@ extension Worker {
                 q.pointee.untracked &+= 1
                 return
             }
-            pushStatement(li, ref, seq: q.pointee.links[li].sent &+ 1)
+            let values = q.pointee.captureParameters ? boundParameters(sx, body, portalEnd: portalEnd) : nil
+            pushStatement(li, ref, seq: q.pointee.links[li].sent &+ 1, parameters: values)
         default:
             break
         }
@@ -257,7 +271,7 @@ extension Worker {
         if q.pointee.rawCache[c].key == key {
             if !q.pointee.rawCache[c].multi {
                 if q.pointee.table.isValid(q.pointee.rawCache[c].ref) {
-                    pushStatement(li, q.pointee.rawCache[c].ref, seq: seq)
+                    pushStatement(li, q.pointee.rawCache[c].ref, seq: seq, parameters: rawParameters(text, nil))
                     return
                 }
                 // Its pattern was evicted: normalized again.
@@ -265,7 +279,7 @@ extension Worker {
                 guard let first = splitter.next() else { return }
                 let ref = patternRef(text, range: first.range, owner: owner, useCache: false)
                 q.pointee.rawCache[c].ref = ref
-                pushStatement(li, ref, seq: seq)
+                pushStatement(li, ref, seq: seq, parameters: rawParameters(text, first.range))
                 return
             }
         } else {
@@ -275,7 +289,7 @@ extension Worker {
             if splitter.next() == nil {
                 let ref = patternRef(text, range: first.range, owner: owner, useCache: false)
                 q.pointee.rawCache[c] = RawPatternCacheEntry(key: key, ref: ref, multi: false)
-                pushStatement(li, ref, seq: seq)
+                pushStatement(li, ref, seq: seq, parameters: rawParameters(text, first.range))
                 return
             }
             q.pointee.rawCache[c] = RawPatternCacheEntry(key: key, ref: .none, multi: true)
@@ -283,7 +297,8 @@ extension Worker {
         // Several statements: each has its own cache entry.
         var splitter = SQLStatementSplitter(text)
         while let s = splitter.next() {
-            pushStatement(li, patternRef(text, range: s.range, owner: owner, useCache: true), seq: seq)
+            pushStatement(li, patternRef(text, range: s.range, owner: owner, useCache: true), seq: seq,
+                          parameters: rawParameters(text, s.range))
         }
     }
 
@@ -312,8 +327,10 @@ extension Worker {
         return ref
     }
 
-    private func pushStatement(_ li: Int, _ ref: QueryPatternRef, seq: UInt32) {
+    private func pushStatement(_ li: Int, _ ref: QueryPatternRef, seq: UInt32, parameters: String? = nil) {
         let q = queryStats
+        var pid: UInt32 = 0
+        if let parameters { pid = keepParameters(parameters) }
         if q.pointee.links[li].count == q.pointee.links[li].capacity { growRing(li) }
         let cap = q.pointee.links[li].capacity
         var at = q.pointee.links[li].head &+ q.pointee.links[li].count
@@ -321,7 +338,8 @@ extension Worker {
         let wait = q.pointee.links[li].waitMicros
         q.pointee.links[li].waitMicros = 0
         q.pointee.links[li].ring![Int(at)] = PendingStatement(ref: ref, start: now, seq: seq,
-                                                              waitMicros: UInt32(clamping: max(0, wait)))
+                                                              waitMicros: UInt32(clamping: max(0, wait)),
+                                                              parametersID: pid)
         q.pointee.links[li].count &+= 1
     }
 
@@ -363,8 +381,10 @@ extension Worker {
         q.pointee.links[i].head = h &+ 1 == cap ? 0 : h &+ 1
         q.pointee.links[i].count &-= 1
         var rows: UInt64 = 0
+        var errorClass: UInt16 = 0
         if type == BackendType.commandComplete, let body { rows = Worker.tagRows(body) }
-        statementDone(si, st, rows: rows, error: type == BackendType.errorResponse)
+        if type == BackendType.errorResponse, let body { errorClass = QueryErrorClasses.code(errorBody: body) }
+        statementDone(si, st, rows: rows, error: type == BackendType.errorResponse, errorClass: errorClass)
         if q.pointee.links[i].count > 0 {
             let n = q.pointee.links[i].head
             if q.pointee.links[i].ring![Int(n)].start < now { q.pointee.links[i].ring![Int(n)].start = now }
@@ -385,6 +405,8 @@ extension Worker {
         while q.pointee.links[i].count > 0 {
             let h = q.pointee.links[i].head
             guard Int32(bitPattern: q.pointee.links[i].ring![Int(h)].seq &- answered) <= 0 else { break }
+            let pid = q.pointee.links[i].ring![Int(h)].parametersID
+            if pid != 0 { q.pointee.parameters[pid] = nil }
             q.pointee.links[i].head = h &+ 1 == cap ? 0 : h &+ 1
             q.pointee.links[i].count &-= 1
         }
@@ -394,23 +416,26 @@ extension Worker {
         }
     }
 
-    private func statementDone(_ si: Int32, _ st: PendingStatement, rows: UInt64, error: Bool) {
+    private func statementDone(_ si: Int32, _ st: PendingStatement, rows: UInt64, error: Bool, errorClass: UInt16) {
         let q = queryStats
+        let parameters = st.parametersID == 0 ? nil : q.pointee.parameters.removeValue(forKey: st.parametersID)
         guard q.pointee.table.isValid(st.ref) else {
             q.pointee.untracked &+= 1
             return
         }
         let micros = UInt64(max(0, now &- st.start) / 1000)
         if q.pointee.recording {
-            q.pointee.table.record(st.ref, micros: micros, rows: rows, error: error, waitMicros: UInt64(st.waitMicros))
+            q.pointee.table.record(st.ref, micros: micros, rows: rows, error: error, waitMicros: UInt64(st.waitMicros),
+                                   errorClass: errorClass)
         }
         let min = q.pointee.logMinMicros
-        if min >= 0 && Int64(micros) >= min { logSlowStatement(si, st, micros: micros) }
+        if min >= 0 && Int64(micros) >= min { logSlowStatement(si, st, micros: micros, parameters: parameters) }
     }
 
-    /// log_min_duration_statement's line: duration, pool wait, who, and the pattern (never literals).
+    /// log_min_duration_statement's line: duration, pool wait, who, and the pattern; the literal values
+    /// only with log_statement_parameters on (`parameters`, StatementParameters.swift).
     @inline(never)
-    private func logSlowStatement(_ si: Int32, _ st: PendingStatement, micros: UInt64) {
+    private func logSlowStatement(_ si: Int32, _ st: PendingStatement, micros: UInt64, parameters: String?) {
         let q = queryStats
         let e = q.pointee.table.entries[Int(st.ref.slot)]
         let owner = q.pointee.table.owners[Int(e.owner)]
@@ -421,7 +446,7 @@ extension Worker {
         let wait = Double(st.waitMicros) / 1000
         log.info("duration: \(formatMillis(ms)) ms  wait: \(formatMillis(wait)) ms  db=\(owner.database) user=\(owner.user) "
                  + "client=\(info?.peer ?? "?") application_name=\(info?.applicationName ?? "") "
-                 + "queryid=\(Int64(bitPattern: e.queryid)) statement: \(text)")
+                 + "queryid=\(Int64(bitPattern: e.queryid)) statement: \(text)" + (parameters.map { "  " + $0 } ?? ""))
     }
 
     private func formatMillis(_ v: Double) -> String {

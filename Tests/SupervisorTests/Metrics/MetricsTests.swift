@@ -215,7 +215,7 @@ final class MetricsExpositionTests: XCTestCase {
         let o = t.owner(database: "db", user: "app")
         for (id, micros) in [(UInt64(1), UInt64(300)), (2, 2_000_000), (3, 40)] {
             let r = t.findOrInsert(queryid: id, owner: o) { ("p\(id)", []) }
-            t.record(r, micros: micros, rows: 1, error: id == 2, waitMicros: 0)
+            t.record(r, micros: micros, rows: 1, error: id == 2, waitMicros: 0, errorClass: 0x3232)  // "22"
             t.record(r, micros: micros, rows: 1, error: false, waitMicros: 0)
         }
         var input = Self.input()
@@ -225,7 +225,8 @@ final class MetricsExpositionTests: XCTestCase {
         let samples = try Self.strictCheck(text)
         XCTAssertEqual(samples["pgswift_query_calls_total"]?.map { $0.labels["queryid"] ?? "" }, ["2", "1"])
         XCTAssertTrue(text.contains("pgswift_query_calls_total{database=\"db\",user=\"app\",queryid=\"2\"} 2\n"))
-        XCTAssertTrue(text.contains("pgswift_query_errors_total{database=\"db\",user=\"app\",queryid=\"2\"} 1\n"))
+        XCTAssertTrue(text.contains("pgswift_query_errors_total{database=\"db\",user=\"app\",queryid=\"2\",class=\"22\"} 1\n"))
+        XCTAssertFalse(text.contains("pgswift_query_errors_total{database=\"db\",user=\"app\",queryid=\"1\""), "no errors, no series")
         XCTAssertTrue(text.contains("pgswift_query_exec_seconds_total{database=\"db\",user=\"app\",queryid=\"2\"} 4\n"))
         XCTAssertTrue(text.contains("pgswift_query_exec_seconds_bucket{database=\"db\",user=\"app\",queryid=\"1\",le=\"0.0005\"} 2\n"))
         XCTAssertTrue(text.contains("pgswift_query_exec_seconds_bucket{database=\"db\",user=\"app\",queryid=\"2\",le=\"1\"} 0\n"))

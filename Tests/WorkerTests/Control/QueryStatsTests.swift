@@ -245,4 +245,65 @@ final class QueryStatsTests: WorkerHarnessCase {
         XCTAssertTrue(line.contains("statement: select pg_sleep($1), $2"), line)
         XCTAssertFalse(line.contains("secret"), "never the literals: \(line)")
     }
+
+    /// Errors by SQLSTATE class: the class of each ErrorResponse's code, per pattern.
+    func testErrorsCountedBySQLStateClass() throws {
+        try start()
+        let c = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        for code in ["23505", "22012", "23503", "23505"] {
+            c.send(FE.query("insert into t values (1)"))
+            _ = h.next(s)
+            s.send(BE.error(code, "failed") + BE.ready())
+            _ = h.readUntilReady(c)
+        }
+        h.roundTrip(c, s, "insert into t values (2)")
+        let r = try XCTUnwrap(row("insert into t values ($1)"))
+        XCTAssertEqual(r.calls, 5)
+        XCTAssertEqual(r.errors, 4)
+        XCTAssertEqual(r.errorClasses, [QueryErrorClassCount(sqlClass: "23", count: 3), QueryErrorClassCount(sqlClass: "22", count: 1)])
+    }
+
+    private func slowLog(parameters: String?) throws -> [String] {
+        let path = "/tmp/pgswift-queryparams-\(Posix.getpid())-\(Clock.monotonicNanos()).log"
+        defer { _ = unlink(path) }
+        var settings = ["log_min_duration_statement": "0"]
+        if let parameters { settings["log_statement_parameters"] = parameters }
+        try start(["logfile": path], pgswift: settings)
+        let c = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        c.send(FE.query("select 1, 'simple secret'; select 2"))
+        _ = h.next(s)
+        s.send(BE.row("1") + BE.complete("SELECT 1") + BE.row("2") + BE.complete("SELECT 1") + BE.ready())
+        _ = h.readUntilReady(c)
+        c.send(FE.parse("", "select a from u where b = $1 and c = $2 and d = $3") + FE.bind("", "", ["42", "it's secret", nil])
+               + FE.execute() + FE.sync)
+        _ = serverReads(s, until: "S")
+        s.send(BE.parseComplete + BE.bindComplete + BE.dataRow(["1"]) + BE.complete("SELECT 1") + BE.ready())
+        _ = h.readUntilReady(c)
+        var lines: [String] = []
+        h.waitUntil("3 slow-log lines") {
+            let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+            lines = text.split(separator: "\n").filter { $0.contains("duration:") }.map(String.init)
+            return lines.count >= 3
+        }
+        return lines
+    }
+
+    /// log_statement_parameters = on: the slow-log line carries the simple statement's own text and
+    /// the Bind values; off (the default, and explicitly): never.
+    func testSlowLogParametersOnlyWhenOn() throws {
+        let on = try slowLog(parameters: "on")
+        XCTAssertEqual(on.count, 3, "\(on)")
+        XCTAssertTrue(on[0].contains("statement: select $1, $2  text: select 1, 'simple secret'"), on[0])
+        XCTAssertTrue(on[1].contains("statement: select $1  text: select 2"), on[1])
+        XCTAssertTrue(on[2].hasSuffix("statement: select a from u where b = $1 and c = $2 and d = $3  parameters: $1 = '42', $2 = 'it''s secret', $3 = NULL"), on[2])
+        for setting in [nil, "off"] {
+            let off = try slowLog(parameters: setting)
+            XCTAssertEqual(off.count, 3, "\(off)")
+            for line in off {
+                XCTAssertFalse(line.contains("secret") || line.contains("parameters:") || line.contains("text:"), line)
+            }
+        }
+    }
 }
