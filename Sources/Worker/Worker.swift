@@ -60,6 +60,8 @@ struct HotState {
     var listenPin = false
     var listenPending = 0
     var listenDeferred = 0
+    /// Some pool routes reads and writes (Routing.swift): transactions' first messages are classified.
+    var routing = false
 }
 
 struct WorkerOptions {
@@ -123,6 +125,12 @@ final class Worker {
     let queryStats: UnsafeMutablePointer<QueryStatsState> = {
         let p = UnsafeMutablePointer<QueryStatsState>.allocate(capacity: 1)
         p.initialize(to: QueryStatsState(capacity: 5000))
+        return p
+    }()
+    /// Read/write routing (Routing.swift), behind a pointer as `hot` is.
+    let routes: UnsafeMutablePointer<RoutingState> = {
+        let p = UnsafeMutablePointer<RoutingState>.allocate(capacity: 1)
+        p.initialize(to: RoutingState())
         return p
     }()
     var now: Int64 {

@@ -91,6 +91,10 @@ public enum AdminColumns {
     public static let workers = make("iiTiisiNq", [
         "slot", "pid", "started_at", "clients", "servers", "state", "restarts", "cpu_seconds", "rss_bytes"])
 
+    /// pgswift's own: read/write routing per database and host.
+    public static let routing = make("ssissqqqq", [
+        "database", "host", "port", "role", "replay_lag_ms", "reads", "writes", "fallbacks", "retries"])
+
     /// The column list of a SHOW; nil for HELP (a NOTICE, no result set).
     public static func columns(for target: AdminShowTarget) -> [AdminColumn]? {
         switch target {
@@ -118,6 +122,7 @@ public enum AdminColumns {
         case .state: return state
         case .workers: return workers
         case .health: return health
+        case .routing: return routing
         }
     }
 }

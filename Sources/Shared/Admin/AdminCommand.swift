@@ -17,6 +17,8 @@ public enum AdminShowTarget: String, Sendable, CaseIterable {
     case workers
     /// pgswift's own: one row per backend host the health check watches.
     case health
+    /// pgswift's own: one row per routed database and host (issue 20; Supervisor/Admin/RoutingReport.swift).
+    case routing
 }
 
 /// One admin console command.

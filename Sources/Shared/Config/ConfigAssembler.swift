@@ -202,9 +202,17 @@ struct ConfigAssembler {
             case "server_lifetime": entry.serverLifetime = try timeout(value, key, fail)
             case "query_wait_timeout": entry.queryWaitTimeout = try optionalTimeout(value, key, fail)
             case "max_db_client_connections": entry.maxDBClientConnections = try poolNumber(value, key, fail)
+            case "routing", "read_after_write", "read_after_write_window", "max_standby_lag", "standby_reads_fallback",
+                 "routing_deny_functions":
+                if let e = entry.routing.set(key, value) { throw fail(e) }
             default:
                 throw fail("unrecognized connection parameter \"\(rawKey)\"")
             }
+        }
+        for w in entry.routing.loadWarnings { warn(file, line, "database \"\(name)\": \(w)") }
+        if entry.routing.enabled && entry.poolMode == .session {
+            warn(file, line, "database \"\(name)\": routing=read-write-split does not route session-mode pools "
+                 + "(every session goes to the primary)")
         }
         if entry.ports.count > 1 && entry.ports.count != entry.hosts.count {
             throw fail("port list has \(entry.ports.count) entries for \(entry.hosts.count) hosts "

@@ -161,6 +161,8 @@ public struct DatabaseEntry: Sendable, Equatable {
     public var loadBalanceHosts: LoadBalance
     /// libpq's target_session_attrs, checked by the supervisor's health check.
     public var targetSessionAttrs: TargetSessionAttrs = .any
+    /// Read/write routing (RoutingSettings.swift; Worker/Pool/Routing.swift).
+    public var routing = RoutingSettings()
     /// client_encoding, datestyle, timezone, application_name, in the order written: sent in the
     /// startup packet of every server connection of the database (so they are the session defaults
     /// the pool's first server reports to clients; a client's own value still wins, by a SET at link).

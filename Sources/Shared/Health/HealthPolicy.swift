@@ -153,6 +153,9 @@ public struct BackendFlags: OptionSet, Sendable, Equatable {
     public static let readOnly = BackendFlags(rawValue: 16)
     /// The addresses list is authoritative (a host name the supervisor resolved).
     public static let resolved = BackendFlags(rawValue: 32)
+    /// A standby whose replay lag is above the smallest max_standby_lag of the routed databases on it:
+    /// no reads for it (issue 20; Supervisor/Health/StandbyLag.swift).
+    public static let lagging = BackendFlags(rawValue: 64)
 
     public var role: HostRole? {
         contains(.roleKnown) ? HostRole(inRecovery: contains(.inRecovery), readOnly: contains(.readOnly)) : nil

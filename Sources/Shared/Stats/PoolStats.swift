@@ -122,6 +122,8 @@ public struct PoolStats: Equatable, Sendable {
     public var queryDuration = LatencyHistogram()
     public var xactDuration = LatencyHistogram()
     public var waitDuration = LatencyHistogram()
+    /// Read/write routing's counters per backend host of a routed pool (RouteStats.swift); empty otherwise.
+    public var routes: [RouteStat] = []
 
     public init(database: String, user: String, poolMode: PoolMode) {
         self.database = database
@@ -152,6 +154,7 @@ public struct PoolStats: Equatable, Sendable {
         queryDuration.merge(o.queryDuration)
         xactDuration.merge(o.xactDuration)
         waitDuration.merge(o.waitDuration)
+        RouteStat.merge(&routes, o.routes)
     }
 
     var gauges: [Int32] {

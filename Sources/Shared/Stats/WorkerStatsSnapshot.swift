@@ -233,7 +233,7 @@ public struct WorkerStatsSnapshot: Equatable, Sendable {
     /// Format tag and version: a supervisor and worker of different builds (during a binary upgrade)
     /// refuse each other's blobs cleanly instead of misreading them.
     static let magic: UInt8 = 0x57  // "W"
-    static let version: UInt8 = 3
+    static let version: UInt8 = 4
     /// What `encodePages` aims a page at: well below a reassembler's bound, a few chunks each.
     public static let targetPageBytes = 256 << 10
 
@@ -274,6 +274,7 @@ public struct WorkerStatsSnapshot: Equatable, Sendable {
         w.histogram(p.queryDuration)
         w.histogram(p.xactDuration)
         w.histogram(p.waitDuration)
+        RouteStat.write(p.routes, &w)
     }
 
     /// This snapshot as one blob (its `page` and `lastPage` as they are).
@@ -388,6 +389,7 @@ public struct WorkerStatsSnapshot: Equatable, Sendable {
             p.queryDuration = try r.histogram("query histogram")
             p.xactDuration = try r.histogram("xact histogram")
             p.waitDuration = try r.histogram("wait histogram")
+            p.routes = try RouteStat.read(&r)
             s.pools.append(p)
         }
         let clientCount = try r.compactCount("client count", minimumEach: 20)

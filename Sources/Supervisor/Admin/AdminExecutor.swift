@@ -165,6 +165,7 @@ extension Supervisor {
         case .activeSockets: AdminResults.sockets(m, activeOnly: true, into: &out)
         case .fds: AdminResults.fds(listeners: listenerRows(), m, into: &out)
         case .mem: AdminResults.mem(m.memory, into: &out)
+        case .routing: AdminResults.resultSet(AdminColumns.routing, routingRows(m), into: &out)
         default: AdminResults.empty(target, into: &out)
         }
     }

@@ -45,6 +45,10 @@ struct HealthTarget {
     var health: HostHealth
     var nextCheckAt: Int64 = 0
     var probe: HealthProbe? = nil
+    /// Read/write routing (StandbyLag.swift): the smallest max_standby_lag (ms) of the routed databases
+    /// on this host (nil: none routes, the lag is not polled), and the replay lag the last check saw.
+    var maxLagMillis: Int? = nil
+    var replayLagMillis: Int64? = nil
     /// What the workers were last told, to push only changes.
     var pushed: (flags: UInt8, addresses: [String])? = nil
     /// A login refusal already logged (class 28): logged once, not on every check.
@@ -65,6 +69,7 @@ struct HealthTarget {
             if r.readOnly { f.insert(.readOnly) }
         }
         if kind == .name && resolvedAt > 0 { f.insert(.resolved) }
+        if let m = maxLagMillis, let l = replayLagMillis, l > Int64(m), health.role?.inRecovery == true { f.insert(.lagging) }
         return f
     }
 }
@@ -125,7 +130,8 @@ extension Supervisor {
                 let host = rawHost.isEmpty ? "/var/run/postgresql" : rawHost
                 let key = HealthCheckState.key(host: host, port: port)
                 if let at = seen[key] {
-                    if entry.targetSessionAttrs != .any { targets[at].needRole = true }
+                    if entry.targetSessionAttrs != .any || entry.routing.enabled { targets[at].needRole = true }
+                    StandbyLag.noteEntry(entry, &targets[at])
                     continue
                 }
                 let kind: HealthTarget.Kind = DatabaseEntry.isUnixSocket(host) ? .unix
@@ -136,7 +142,9 @@ extension Supervisor {
                 t.database = entry.serverDatabaseName
                 t.user = user
                 t.secret = secret
-                t.needRole = entry.targetSessionAttrs != .any
+                t.needRole = entry.targetSessionAttrs != .any || entry.routing.enabled
+                t.maxLagMillis = nil
+                StandbyLag.noteEntry(entry, &t)
                 switch kind {
                 case .numeric: t.addresses = SocketAddress.numeric(host: host, port: port).map { [$0] } ?? []
                 case .unix: t.addresses = SocketAddress.unix(path: "\(host)/.s.PGSQL.\(port)").map { [$0] } ?? []
@@ -371,7 +379,7 @@ extension Supervisor {
             p.lastRow = body.withUnsafeBytes { Decode.dataRowText($0) }
         case BackendType.readyForQuery:
             if p.phase == .login {
-                let sql = healthCheckSQL(needRole: t.needRole)
+                let sql = healthCheckSQL(needRole: t.needRole) + (t.maxLagMillis != nil ? StandbyLag.sql : "")
                 p.phase = .query
                 Frontend.query(into: &out, sql: sql)
                 p.pending += out.bytes
@@ -380,6 +388,9 @@ extension Supervisor {
             var role: HostRole? = nil
             if t.needRole, let row = p.lastRow, row.count == 2 {
                 role = HostRole(inRecovery: row[0] == "t", readOnly: row[1] == "on")
+            } else if t.maxLagMillis != nil, let row = p.lastRow, row.count == 3 {
+                role = HostRole(inRecovery: row[0] == "t", readOnly: row[1] == "on")
+                healthState.targets[i].replayLagMillis = row[2].flatMap { Int64($0) }
             }
             Frontend.terminate(into: &out)
             out.withUnsafeBytes { b in _ = try? Posix.send(p.fd, b.baseAddress!, b.count) }

@@ -317,7 +317,7 @@ extension Supervisor {
             input.queries = MergedQueryStats.merge(queries)
             input.queryTop = config.queryStatsMetricsTop
         }
-        let body = Array((MetricsExposition.render(input) + healthMetrics()).utf8)
+        let body = Array((MetricsExposition.render(input) + healthMetrics() + routingMetrics(merged)).utf8)
         server.answerRound(body: body, epoll: epoll)
         startMetricsRound(now: Clock.monotonicNanos())
     }

@@ -106,6 +106,7 @@ extension Worker {
         for pi in pools.indices {
             at[pi] = Int32(ps.count)
             ps.append(PoolStats(database: pools[pi].database, user: pools[pi].user, poolMode: pools[pi].mode))
+            if hot.pointee.routing { ps[ps.count - 1].routes = routeStats(pi) }  // Routing.swift
         }
         var adminPool = PoolStats(database: "pgbouncer", user: "pgbouncer", poolMode: .statement)
         adminPool.totals = stats.adminTotals

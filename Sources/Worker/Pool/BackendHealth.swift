@@ -99,6 +99,7 @@ extension Worker {
                     || entry.targetSessionAttrs.accepts(v.flags.role)
             }
         }
+        if hot.pointee.routing && poolRoutes(pi) { routeCandidates(p, &candidates) }
         if entry.targetSessionAttrs == .preferStandby, candidates.contains(where: { $0.standby }) {
             candidates.removeAll { !$0.standby }
         }
@@ -152,6 +153,7 @@ extension Worker {
     /// Recomputes each pool's fail-fast flag (after a health message or a reload).
     func refreshPoolHealth() {
         for pi in pools.indices { pools[pi].allDown = computeAllDown(pools[pi].entry) }
+        if hot.pointee.routing { refreshRouting() }
     }
 
     // MARK: Messages from the supervisor
@@ -164,6 +166,7 @@ extension Worker {
         for t in texts { if let a = SocketAddress.numeric(host: t, port: port) { addresses.append(a) } }
         health.backends[key] = BackendView(flags: flags, addresses: addresses)
         health.suspectUntil[key] = nil
+        noteRoleChange(key, before: before?.flags, after: flags)
         let wasUp = before.map { !$0.flags.contains(.known) || $0.flags.contains(.up) } ?? true
         let isUp = !flags.contains(.known) || flags.contains(.up)
         if wasUp && !isUp {

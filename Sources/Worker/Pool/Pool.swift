@@ -223,6 +223,7 @@ extension Worker {
         poolIndex[key] = idx
         updateLimit(Int(idx))
         attachLimits(Int(idx), fresh: true)
+        setUpRouting(Int(idx), fresh: true)
         return idx
     }
 
@@ -260,6 +261,7 @@ extension Worker {
             pools[i].allDown = computeAllDown(entry)
             updateLimit(i)
             trimToLimit(i)
+            setUpRouting(i)
         }
         refreshLimits()
     }

@@ -244,6 +244,9 @@ extension Worker {
                     unknownClientMessage(ci, type)
                     return .stop
                 }
+                if hot.pointee.routing && !routeTransaction(ci, type, base + scan, total: len &+ 1, avail: end &- scan) {
+                    return .needMore  // Routing.swift reads the first message whole
+                }
                 if !acquireServer(ci) { return .stop }
                 si = clients[ci].server
             }

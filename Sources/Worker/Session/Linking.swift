@@ -12,7 +12,7 @@ extension Worker {
             return false
         }
         if !paused && !pools[pi].limits.dbPaused {
-            let si = pools[pi].idleHead
+            let si = hot.pointee.routing && poolRoutes(pi) ? routedIdle(ci) : pools[pi].idleHead
             if si >= 0 {
                 // server_check_delay: one compare for a server used recently; one idle longer is
                 // checked first, and the client waits for it (or for whatever serves it sooner).
@@ -226,10 +226,14 @@ extension Worker {
         // Logins waiting for auth_query go before queued clients (AuthQuery.swift).
         if hot.pointee.authQueriesWaiting > 0 && authQueryTakes(si) { return }
         if !paused && pools[pi].waitHead >= 0 && !hot.pointee.safeShutdown {
-            let ci = pools[pi].waitHead
-            link(ci, si)
-            clientData(ci)
-            return
+            // A routed pool's server goes to a client of its role (Routing.swift).
+            let ci = hot.pointee.routing && poolRoutes(pi) ? routedWaiter(si) : pools[pi].waitHead
+            if ci >= 0 {
+                link(ci, si)
+                clientData(ci)
+                return
+            }
+            if routedMakeRoom(si) { return }
         }
         setServerState(si, .idle)
         // A replication client waiting for room takes it from an idle server (evicted).
@@ -242,6 +246,7 @@ extension Worker {
     func serveWaiting(_ p: Int32) {
         let pi = Int(p)
         if pools[pi].limits.dbPaused { return }
+        if hot.pointee.routing && poolRoutes(pi) { return serveWaitingRouted(p) }
         while pools[pi].waitHead >= 0 && pools[pi].idleHead >= 0 {
             let si = pools[pi].idleHead
             if now &- servers[si].stateSince >= hot.pointee.serverCheckDelay {

@@ -133,6 +133,50 @@ final class PostgresServer: @unchecked Sendable {
         }
     }
 
+    /// A streaming standby of `primary` (which must let `postgres` replicate over its Unix socket:
+    /// `ReplicaSet` sets that up), made with `pg_basebackup -R` and started with `settings` on top of
+    /// quick-feedback replication settings. The caller calls `stop()`.
+    static func startStandby(of primary: PostgresServer, settings: [String] = []) throws -> PostgresServer {
+        try PostgresServer(standbyOf: primary, settings: settings)
+    }
+
+    private init(standbyOf primary: PostgresServer, settings: [String]) throws {
+        let all = ["hot_standby=on", "wal_receiver_status_interval=1s", "wal_retrieve_retry_interval=200ms",
+                   "hot_standby_feedback=on"] + settings
+        extraSettings = all
+        let bin = try PostgresTools.binDir()
+        let base = try makeTempDirectory(prefix: "pgsb")
+        baseDir = base
+        try PostgresUser.chownIfRoot(base)
+        let backup = try runCommand(PostgresUser.commandPrefix() + [
+            bin + "/pg_basebackup", "-h", primary.socketDir, "-p", String(primary.port), "-U", "postgres",
+            "-D", base + "/data", "-R", "-X", "stream", "-c", "fast", "--no-sync",
+        ], timeout: 180)
+        guard backup.succeeded else {
+            try? FileManager.default.removeItem(atPath: base)
+            throw E2EError("pg_basebackup failed: \(backup)")
+        }
+        var lastError = ""
+        var started: (ChildProcess, Int)?
+        for _ in 0..<3 {
+            let port = try freePort()
+            let child = try Self.spawnPostgres(base: base, port: port, settings: all)
+            if Self.waitUp(child, base: base, port: port) {
+                started = (child, port)
+                break
+            }
+            child.terminate(SIGQUIT, grace: 5)
+            lastError = readTextFile(base + "/postgres.log")
+        }
+        guard let (child, port) = started else {
+            try? FileManager.default.removeItem(atPath: base)
+            throw E2EError("standby did not start: \(lastError)")
+        }
+        process = child
+        self.port = port
+        watchdog = try? Watchdog(cleanup: "kill -QUIT \(child.pid) 2>/dev/null; sleep 3; rm -rf '\(base)'")
+    }
+
     private static func spawnPostgres(base: String, port: Int, settings: [String]) throws -> ChildProcess {
         var argv = PostgresUser.commandPrefix() + [
             try PostgresTools.binDir() + "/postgres", "-D", base + "/data",

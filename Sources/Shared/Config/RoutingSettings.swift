@@ -1,0 +1,94 @@
+// Read/write routing of one `[databases]` entry (issue 20): its keys, their values, what is refused.
+
+/// `routing=`, `read_after_write=`, `read_after_write_window=`, `max_standby_lag=`,
+/// `standby_reads_fallback=` and `routing_deny_functions=` of a `[databases]` entry.
+public struct RoutingSettings: Sendable, Equatable {
+    public enum Mode: String, Sendable {
+        /// Today's behaviour: every transaction goes wherever the pool's host choice puts it.
+        case none
+        /// Reads to standbys, everything else to the primary (Worker/Pool/Routing.swift).
+        case readWriteSplit = "read-write-split"
+    }
+
+    public enum ReadAfterWrite: String, Sendable {
+        /// Wanted: reads wait for a standby that replayed the client's last commit. Not done yet: it
+        /// behaves as `primaryWindow` (a warning says so at load).
+        case lsn
+        /// A client's reads go to the primary for `windowMillis` after its last transaction there.
+        case primaryWindow = "primary_window"
+        case none
+    }
+
+    public var mode = Mode.none
+    public var readAfterWrite = ReadAfterWrite.lsn
+    /// `read_after_write_window`, milliseconds.
+    public var windowMillis = 1000
+    /// `max_standby_lag`, milliseconds: a standby whose replay lag is larger gets no reads.
+    public var maxStandbyLagMillis = 5000
+    /// Functions a read must not call (`routing_deny_functions`, comma-separated; default issue 20's list).
+    public var denyFunctions = SQLFunctionDenyList.default
+
+    public init() {}
+
+    public var enabled: Bool { mode == .readWriteSplit }
+
+    /// The keys this struct takes.
+    public static let keys: Set<String> = [
+        "routing", "read_after_write", "read_after_write_window", "max_standby_lag", "standby_reads_fallback",
+        "routing_deny_functions",
+    ]
+
+    /// What a routed entry's settings ask that is not done yet, said at load.
+    public var loadWarnings: [String] {
+        guard enabled else { return [] }
+        var w: [String] = []
+        if readAfterWrite == .lsn {
+            w.append("read_after_write=lsn (the default) is not implemented yet; it works as primary_window "
+                     + "(a client's reads go to the primary for read_after_write_window after its last write)")
+        }
+        return w
+    }
+
+    /// Stores `key = value`. Returns an error text for a value that is refused.
+    public mutating func set(_ key: String, _ value: String) -> String? {
+        let v = value.lowercased()
+        switch key {
+        case "routing":
+            guard let m = Mode(rawValue: v) else { return "invalid routing \"\(value)\" (expected none or read-write-split)" }
+            mode = m
+        case "read_after_write":
+            guard let r = ReadAfterWrite(rawValue: v) else {
+                return "invalid read_after_write \"\(value)\" (expected lsn, primary_window or none)"
+            }
+            readAfterWrite = r
+        case "read_after_write_window":
+            guard let n = Self.millis(v) else { return "invalid read_after_write_window \"\(value)\" (expected milliseconds)" }
+            windowMillis = n
+        case "max_standby_lag":
+            guard let n = Self.millis(v) else { return "invalid max_standby_lag \"\(value)\" (expected milliseconds)" }
+            maxStandbyLagMillis = n
+        case "standby_reads_fallback":
+            switch v {
+            case "primary": break
+            case "wait", "error":
+                return "standby_reads_fallback=\(v) is not implemented yet (only primary: with no usable standby, "
+                    + "reads go to the primary)"
+            default:
+                return "invalid standby_reads_fallback \"\(value)\" (expected primary, wait or error)"
+            }
+        case "routing_deny_functions":
+            denyFunctions = SQLFunctionDenyList(commaSeparated: value)
+        default:
+            return "unrecognized routing setting \"\(key)\""
+        }
+        return nil
+    }
+
+    /// A non-negative number of milliseconds (`500`, `500ms`).
+    static func millis(_ v: String) -> Int? {
+        var s = Substring(v)
+        if s.hasSuffix("ms") { s = s.dropLast(2) }
+        guard !s.isEmpty, s.allSatisfy({ $0.isASCII && $0.isNumber }), let n = Int(s), n <= 86_400_000 else { return nil }
+        return n
+    }
+}

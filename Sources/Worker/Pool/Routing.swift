@@ -1,0 +1,382 @@
+// Read/write routing (issue 20): the first message of a transaction is classified before a server is
+// chosen; reads go to standbys (spread over them), everything else to the primary.
+import Shared
+
+/// Where a routed client's next transaction goes, and why (for the counters).
+enum RouteTarget: UInt8 {
+    /// Not decided (a pool that does not route).
+    case any = 0
+    /// Not known to be read-only: the primary.
+    case write
+    /// Read-only: a standby.
+    case read
+    /// Read-only, but on the primary: read_after_write (the client wrote a moment ago).
+    case readOnPrimary
+    /// Read-only, but on the primary: no standby is usable (standby_reads_fallback=primary).
+    case fallback
+
+    @inline(__always) var wantsStandby: Bool { self == .read }
+}
+
+/// Per host of a routed pool: SHOW ROUTING's and /metrics' counters (this worker's share).
+struct RouteCounters: Equatable {
+    var reads: UInt64 = 0
+    var writes: UInt64 = 0
+    var fallbacks: UInt64 = 0
+    var retries: UInt64 = 0
+}
+
+/// One routed pool's state.
+struct PoolRouting {
+    var classifier = SQLClassifier()
+    /// Each host's counters, in the entry's host order.
+    var counters: [RouteCounters] = []
+    /// Some standby is usable for reads now (recomputed when the supervisor reports a host).
+    var standbyUsable = false
+    /// Round-robin cursor over the standbys, for reads.
+    var nextStandby = 0
+    /// The standby host (entry index) the next launch for a read should go to (-1: any).
+    var launchHost = -1
+    /// Routes reads at all (transaction and statement mode; a session-mode pool sends all to the primary).
+    var routesReads = false
+    var readAfterWrite = RoutingSettings.ReadAfterWrite.lsn
+    var windowNanos: Int64 = 0
+}
+
+/// The worker's routing state, behind a pointer as `Worker.hot` is. Arrays indexed by client, server and
+/// pool slot grow as their tables do.
+struct RoutingState {
+    /// Per client slot.
+    var want: [RouteTarget] = []
+    /// Per client slot: when its last transaction on the primary was seen to end (primary_window).
+    var lastWrite: [Int64] = []
+    /// Per server slot: the connection id the cached role is for, its role (1 primary, 2 standby) and
+    /// its host's index in the pool's entry.
+    var serverID: [UInt64] = []
+    var serverRole: [UInt8] = []
+    var serverHost: [Int16] = []
+    /// Per pool slot (nil: the pool does not route).
+    var pools: [PoolRouting?] = []
+
+    mutating func fit(clients: Int, servers: Int, pools n: Int) {
+        if want.count < clients {
+            want += [RouteTarget](repeating: .any, count: clients - want.count)
+            lastWrite += [Int64](repeating: 0, count: clients - lastWrite.count)
+        }
+        if serverID.count < servers {
+            let k = servers - serverID.count
+            serverID += [UInt64](repeating: 0, count: k)
+            serverRole += [UInt8](repeating: 0, count: k)
+            serverHost += [Int16](repeating: -1, count: k)
+        }
+        if pools.count < n { pools += [PoolRouting?](repeating: nil, count: n - pools.count) }
+    }
+}
+
+/// Classifies a routed transaction's first message (pure: tested in RoutingTests).
+enum RouteClassifier {
+    /// The message's SQL text: a Query's string, or a Parse's query (after the statement name). nil for
+    /// any other message, or a malformed one.
+    static func text(type: UInt8, body: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer? {
+        var start = 0
+        if type == FrontendType.parse {
+            guard let nul = body.firstIndex(of: 0) else { return nil }
+            start = nul + 1
+        } else if type != FrontendType.query {
+            return nil
+        }
+        var end = start
+        while end < body.count && body[end] != 0 { end += 1 }
+        guard end < body.count else { return nil }
+        return UnsafeRawBufferPointer(rebasing: body[start..<end])
+    }
+
+    /// Read (a standby may run it) or write (the primary), from the text of a transaction's first message.
+    /// A hint comment decides first; BEGIN/START TRANSACTION READ ONLY is a read; a simple Query of
+    /// several statements is a read only when each of them is.
+    static func target(_ sql: UnsafeRawBufferPointer, _ classifier: SQLClassifier) -> RouteTarget {
+        var splitter = SQLStatementSplitter(sql)
+        var any = false
+        while let s = splitter.next() {
+            let info = classifier.classify(sql, range: s.range)
+            if !any {
+                if info.hint == .primary { return .write }
+                if info.hint == .standby { return .read }
+                if (info.kind == .begin || info.kind == .startTransaction) && info.flags.contains(.readOnlyTransaction)
+                    && !info.flags.contains(.readWriteTransaction) {
+                    return .read
+                }
+            }
+            if !info.readOnly { return .write }
+            any = true
+        }
+        return any ? .read : .write
+    }
+}
+
+extension Worker {
+    /// The routing state of pool `pi`, made when the pool is (or its entry changes at reload).
+    func setUpRouting(_ pi: Int, fresh: Bool = false) {
+        let entry = pools[pi].entry
+        routes.pointee.fit(clients: clients.capacity, servers: servers.capacity, pools: pools.highWater)
+        guard entry.routing.enabled else {
+            routes.pointee.pools[pi] = nil
+            return
+        }
+        var r = (fresh ? nil : routes.pointee.pools[pi]) ?? PoolRouting()
+        r.classifier = SQLClassifier(denyList: entry.routing.denyFunctions)
+        r.routesReads = pools[pi].mode != .session
+        r.readAfterWrite = entry.routing.readAfterWrite
+        r.windowNanos = Int64(entry.routing.windowMillis) * 1_000_000
+        let n = backendHosts(entry).count
+        if r.counters.count != n { r.counters = [RouteCounters](repeating: RouteCounters(), count: n) }
+        routes.pointee.pools[pi] = r
+        hot.pointee.routing = true
+        refreshRouting(pi)
+    }
+
+    @inline(__always)
+    func poolRoutes(_ pi: Int) -> Bool {
+        pi < routes.pointee.pools.count && routes.pointee.pools[pi] != nil
+    }
+
+    /// scanClient's hook before a server is linked for a new transaction (only while some pool routes).
+    /// Decides where it goes from its first message. false: that message must be read whole first.
+    @inline(never)
+    func routeTransaction(_ ci: Int32, _ type: UInt8, _ msg: UnsafeMutableRawPointer, total: Int, avail: Int) -> Bool {
+        let pi = Int(clients[ci].pool)
+        guard poolRoutes(pi) else { return true }
+        routes.pointee.fit(clients: clients.capacity, servers: servers.capacity, pools: pools.highWater)
+        let c = Int(ci)
+        // The previous transaction went to the primary and has ended: this is when it was last seen writing.
+        if routes.pointee.want[c] == .write { routes.pointee.lastWrite[c] = now }
+        var target = RouteTarget.write
+        let r = routes.pointee.pools[pi]!
+        if r.routesReads && (type == FrontendType.query || type == FrontendType.parse) {
+            if total > avail {
+                if total <= buffers.size { return false }
+            } else if let sql = RouteClassifier.text(type: type, body: UnsafeRawBufferPointer(start: msg + 5, count: total - 5)) {
+                target = RouteClassifier.target(sql, r.classifier)
+            }
+        }
+        if target == .read && r.readAfterWrite != .none && routes.pointee.lastWrite[c] != 0
+            && now &- routes.pointee.lastWrite[c] < r.windowNanos {
+            target = .readOnPrimary
+        }
+        if target == .read && !r.standbyUsable { target = .fallback }
+        routes.pointee.want[c] = target
+        return true
+    }
+
+    /// The role (1 primary, 2 standby, 0 unknown) of server `si` and its host's index, cached per connection.
+    func serverRoute(_ si: Int32) -> (role: UInt8, host: Int) {
+        let s = Int(si)
+        if routes.pointee.serverID.count <= s {
+            routes.pointee.fit(clients: clients.capacity, servers: servers.capacity, pools: pools.highWater)
+        }
+        if routes.pointee.serverID[s] == servers[si].id && routes.pointee.serverRole[s] != 0 {
+            return (routes.pointee.serverRole[s], Int(routes.pointee.serverHost[s]))
+        }
+        guard let key = servers[si].info?.hostKey, let role = health.backends[key]?.flags.role else { return (0, -1) }
+        let host = backendHosts(pools[Int(servers[si].pool)].entry).firstIndex { $0.key == key } ?? -1
+        routes.pointee.serverID[s] = servers[si].id
+        routes.pointee.serverRole[s] = role.inRecovery ? 2 : 1
+        routes.pointee.serverHost[s] = Int16(host)
+        return (routes.pointee.serverRole[s], host)
+    }
+
+    @inline(__always)
+    private func fits(_ want: RouteTarget, _ role: UInt8) -> Bool {
+        want.wantsStandby ? role == 2 : role == 1
+    }
+
+    /// Counts the transaction `ci` starts on `si`.
+    private func countRoute(_ ci: Int32, _ si: Int32) {
+        let pi = Int(clients[ci].pool)
+        let (_, host) = serverRoute(si)
+        guard host >= 0, poolRoutes(pi), host < routes.pointee.pools[pi]!.counters.count else { return }
+        switch routes.pointee.want[Int(ci)] {
+        case .write, .any: routes.pointee.pools[pi]!.counters[host].writes &+= 1
+        case .read, .readOnPrimary: routes.pointee.pools[pi]!.counters[host].reads &+= 1
+        case .fallback:
+            routes.pointee.pools[pi]!.counters[host].reads &+= 1
+            routes.pointee.pools[pi]!.counters[host].fallbacks &+= 1
+        }
+    }
+
+    /// acquireServer's choice of an idle server for a routed pool: one of the right role (for a read, on
+    /// the standby whose turn it is when it has one idle, or when the pool has room to open one there).
+    /// -1: none; when the pool is full of servers of the other role, an idle one of them closes for room.
+    func routedIdle(_ ci: Int32) -> Int32 {
+        let pi = Int(clients[ci].pool)
+        let want = routes.pointee.want[Int(ci)]
+        var turnHost = -1
+        if want.wantsStandby { turnHost = standbyTurn(pi) }
+        var first: Int32 = -1, onTurn: Int32 = -1, other: Int32 = -1
+        var si = pools[pi].idleHead
+        while si >= 0 {
+            let (role, host) = serverRoute(si)
+            if fits(want, role) {
+                if first < 0 { first = si }
+                if host == turnHost { onTurn = si; break }
+            } else if other < 0 {
+                other = si
+            }
+            si = servers[si].idleNext
+        }
+        if want.wantsStandby {
+            routes.pointee.pools[pi]!.nextStandby &+= 1
+            if onTurn < 0 && pools[pi].serverCount < pools[pi].limit {
+                routes.pointee.pools[pi]!.launchHost = turnHost
+                first = -1
+            }
+        }
+        let pick = onTurn >= 0 ? onTurn : first
+        if pick >= 0 {
+            countRoute(ci, pick)
+            return pick
+        }
+        if other >= 0 && pools[pi].serverCount >= pools[pi].limit {
+            closeServer(other, reason: "room for a server of the other role (routing)")
+        }
+        return -1
+    }
+
+    /// The standby host (entry index) whose turn it is to take a read, -1 when none is usable.
+    private func standbyTurn(_ pi: Int) -> Int {
+        let hosts = backendHosts(pools[pi].entry)
+        var usable: [Int] = []
+        for (i, h) in hosts.enumerated() where standbyUsable(h.key) { usable.append(i) }
+        guard !usable.isEmpty else { return -1 }
+        return usable[routes.pointee.pools[pi]!.nextStandby % usable.count]
+    }
+
+    private func standbyUsable(_ key: String) -> Bool {
+        guard let v = health.backends[key], v.flags.contains(.known), v.flags.contains(.up),
+              v.flags.role?.inRecovery == true, !v.flags.contains(.lagging) else { return false }
+        if let until = health.suspectUntil[key], now < until { return false }
+        return true
+    }
+
+    /// serverIdle's choice of a waiting client for a freed server of a routed pool: the first whose
+    /// transaction fits the server's role. -1: none (the server is parked, or closed for room when
+    /// clients wait for the other role and the pool is full).
+    func routedWaiter(_ si: Int32) -> Int32 {
+        let pi = Int(servers[si].pool)
+        let (role, _) = serverRoute(si)
+        var ci = pools[pi].waitHead
+        while ci >= 0 {
+            if fits(routes.pointee.want[Int(ci)], role) {
+                countRoute(ci, si)
+                return ci
+            }
+            ci = clients[ci].waitNext
+        }
+        return -1
+    }
+
+    /// After `routedWaiter` found nobody for `si` while clients wait: when the pool is full, the server
+    /// closes so one of the role they need can open. True when it was closed.
+    func routedMakeRoom(_ si: Int32) -> Bool {
+        let p = servers[si].pool
+        let pi = Int(p)
+        guard pools[pi].waitHead >= 0, pools[pi].serverCount >= pools[pi].limit else { return false }
+        closeServer(si, reason: "room for a server of the other role (routing)")
+        launchIfNeeded(p)
+        return true
+    }
+
+    /// serveWaiting for a routed pool: each waiting client, in order, gets an idle server of its role.
+    func serveWaitingRouted(_ p: Int32) {
+        let pi = Int(p)
+        var linked = true
+        while linked && pools[pi].waitHead >= 0 && pools[pi].idleHead >= 0 {
+            linked = false
+            var ci = pools[pi].waitHead
+            while ci >= 0 {
+                let si = routedIdle(ci)
+                if si >= 0 {
+                    link(ci, si)
+                    clientData(ci)
+                    linked = true
+                    break
+                }
+                ci = clients[ci].waitNext
+            }
+        }
+        launchIfNeeded(p)
+    }
+
+    /// pickBackend's filter for a routed pool: hosts of the role the waiting clients need (a standby when
+    /// more reads wait than standby connections are being opened), the standby whose turn it is first.
+    /// Hosts whose role is not known yet take nothing: no write may reach a standby.
+    func routeCandidates(_ p: Int32, _ candidates: inout [(key: String, addresses: [SocketAddress], standby: Bool)]) {
+        let pi = Int(p)
+        var readsWaiting = 0
+        var ci = pools[pi].waitHead
+        while ci >= 0 {
+            if routes.pointee.want[Int(ci)].wantsStandby { readsWaiting += 1 }
+            ci = clients[ci].waitNext
+        }
+        var standbysOpening = 0
+        if readsWaiting > 0 {
+            var si: Int32 = 0
+            let cap = Int32(servers.capacity)
+            while si < cap {
+                if servers[si].pool == p && (servers[si].state == .connecting || servers[si].state == .login)
+                    && serverRoute(si).role == 2 {
+                    standbysOpening += 1
+                }
+                si += 1
+            }
+        }
+        let standby = readsWaiting > standbysOpening
+        candidates.removeAll { c in
+            guard let role = health.backends[c.key]?.flags.role else { return true }
+            return role.inRecovery != standby
+        }
+        if standby, let r = routes.pointee.pools[pi], r.launchHost >= 0 {
+            let hosts = backendHosts(pools[pi].entry)
+            if r.launchHost < hosts.count, let i = candidates.firstIndex(where: { $0.key == hosts[r.launchHost].key }) {
+                candidates = [candidates[i]]
+            }
+            routes.pointee.pools[pi]!.launchHost = -1
+        }
+    }
+
+    /// After a health report: whether each routed pool has a usable standby; reads waiting for one that
+    /// is gone fall back to the primary.
+    func refreshRouting() {
+        for pi in pools.indices where poolRoutes(pi) { refreshRouting(pi) }
+    }
+
+    private func refreshRouting(_ pi: Int) {
+        let usable = backendHosts(pools[pi].entry).contains { standbyUsable($0.key) }
+        routes.pointee.pools[pi]!.standbyUsable = usable
+        if !usable {
+            var ci = pools[pi].waitHead
+            while ci >= 0 {
+                if routes.pointee.want[Int(ci)] == .read { routes.pointee.want[Int(ci)] = .fallback }
+                ci = clients[ci].waitNext
+            }
+        }
+    }
+
+    /// A host's role changed (promotion, demotion, switchover): its idle connections close now and busy
+    /// ones at release, for every pool (routed or target_session_attrs), so no write reaches a standby.
+    func noteRoleChange(_ key: String, before: BackendFlags?, after: BackendFlags) {
+        guard let old = before?.role, let new = after.role, old.inRecovery != new.inRecovery else { return }
+        log.info("backend \(key) is now a \(new.inRecovery ? "standby" : "primary"): closing its server connections")
+        drainServers(key: key, keep: nil, reason: "backend \(key) changed role")
+    }
+
+    /// This worker's routing counters of pool `pi`, per host (empty for a pool that does not route).
+    func routeStats(_ pi: Int) -> [RouteStat] {
+        guard poolRoutes(pi) else { return [] }
+        let c = routes.pointee.pools[pi]!.counters
+        return backendHosts(pools[pi].entry).enumerated().map { (i, h) in
+            i < c.count ? RouteStat(host: h.key, reads: c[i].reads, writes: c[i].writes, fallbacks: c[i].fallbacks,
+                                    retries: c[i].retries) : RouteStat(host: h.key)
+        }
+    }
+}

@@ -1,0 +1,220 @@
+// End to end: read/write routing (issue 20) over a real primary and two streaming standbys made with
+// pg_basebackup -R (ReplicaSet): reads to the standbys, spread; writes, locking reads and nextval to
+// the primary; BEGIN READ ONLY and hints; read-after-write; a lagging standby gets no reads; with the
+// standbys stopped reads fall back to the primary; SHOW ROUTING and /metrics count it all.
+import Foundation
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+final class RoutingE2ETests: XCTestCase {
+    /// One primary and two standbys for the whole class (standby 2 applies WAL 500 ms late), started on
+    /// first use; `tearDown` of the class stops them.
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var shared: ReplicaSet?
+
+    private static func cluster() throws -> ReplicaSet {
+        lock.lock()
+        defer { lock.unlock() }
+        if let s = shared { return s }
+        let s = try ReplicaSet(standbys: 2, standbySettings: [[], ["recovery_min_apply_delay=500ms"]])
+        do {
+            try s.primary.adminQuery(["create table public.rt(id bigserial primary key, v int)",
+                                      "grant all on public.rt to public", "grant all on sequence public.rt_id_seq to public",
+                                      "create sequence public.rs", "grant all on sequence public.rs to public"],
+                                     database: "testdb")
+        } catch {
+            s.stop()
+            throw error
+        }
+        XCTAssertTrue(s.waitCaughtUp())
+        shared = s
+        return s
+    }
+
+    override class func tearDown() {
+        lock.lock()
+        shared?.stop()
+        shared = nil
+        lock.unlock()
+        super.tearDown()
+    }
+
+    private func settings(_ rs: ReplicaSet, _ options: String, workers: Int = 2, metricsPort: Int? = nil) -> PgswiftSettings {
+        var s = HealthE2E.settings(rs.primary, workers: workers, poolSize: 6)
+        if let m = metricsPort { s.pgswiftSettings.append(("metrics_listen", "127.0.0.1:\(m)")) }
+        s.databases = [("testdb", "\(rs.hostsAndPorts) dbname=testdb routing=read-write-split \(options)")]
+        s.pgswiftSettings = s.pgswiftSettings.filter { $0.key != "fail_fast" } + [("health_check_user", "u_trust")]
+        return s
+    }
+
+    private func client(_ px: Pgswift) throws -> WireClient {
+        try WireClient.connect(port: px.port, user: "u_trust", database: "testdb", password: PostgresServer.passwords["u_trust"])
+    }
+
+    /// SHOW ROUTING rows keyed by port.
+    private func routing(_ px: Pgswift) throws -> [Int: [String: String]] {
+        let a = try WireClient.connect(port: px.port, user: "u_trust", database: "pgbouncer")
+        defer { a.close() }
+        let cols = ["database", "host", "port", "role", "replay_lag_ms", "reads", "writes", "fallbacks", "retries"]
+        var out: [Int: [String: String]] = [:]
+        for row in try a.query("SHOW ROUTING") {
+            let d = Dictionary(uniqueKeysWithValues: zip(cols, row.map { $0 ?? "" }))
+            out[Int(d["port"] ?? "") ?? 0] = d
+        }
+        return out
+    }
+
+    /// Waits until SHOW ROUTING gives every server its role.
+    private func waitRoles(_ px: Pgswift, _ rs: ReplicaSet) {
+        let ok = waitUntil(timeout: 30) {
+            guard let r = try? self.routing(px) else { return false }
+            return r[rs.primary.port]?["role"] == "primary"
+                && rs.standbys.allSatisfy { r[$0.port]?["role"]?.hasPrefix("standby") == true }
+        }
+        XCTAssertTrue(ok, "roles not learnt: \((try? routing(px)) ?? [:])")
+    }
+
+    private func port(_ c: WireClient, _ sql: String) throws -> Int {
+        Int(try c.query(sql).last?.last.flatMap { $0 } ?? "") ?? -1
+    }
+
+    /// Acceptance 1: mixed autocommit reads and writes through one endpoint: every write on the primary,
+    /// reads spread over both standbys; locking reads, nextval, hints and BEGIN READ ONLY where they belong.
+    func testReadsGoToStandbysAndWritesToThePrimary() throws {
+        let rs = try Self.cluster()
+        let metricsPort = try freePort()
+        let px = try Pgswift.start(settings(rs, "read_after_write=none max_standby_lag=600000", metricsPort: metricsPort))
+        defer { px.stop() }
+        waitRoles(px, rs)
+        let standbyPorts = Set(rs.standbys.map { $0.port })
+        let p = rs.primary.port
+        var readsOn: [Int: Int] = [:]
+        var writes = 0
+        let clients = try (0..<4).map { _ in try client(px) }
+        defer { clients.forEach { $0.close() } }
+        for i in 0..<1000 {
+            let c = clients[i % clients.count]
+            if i % 3 == 0 {
+                XCTAssertEqual(try port(c, "insert into rt(v) values (\(i)) returning inet_server_port()"), p, "write \(i)")
+                writes += 1
+            } else {
+                let at = try port(c, "select inet_server_port()")
+                XCTAssertTrue(standbyPorts.contains(at), "read \(i) ran on \(at)")
+                readsOn[at, default: 0] += 1
+            }
+        }
+        XCTAssertEqual(readsOn.count, 2, "reads not spread over both standbys: \(readsOn)")
+        let c = clients[0]
+        XCTAssertEqual(try port(c, "select inet_server_port() from rt for update limit 1"), p, "FOR UPDATE")
+        XCTAssertEqual(try port(c, "select nextval('rs'), inet_server_port()"), p, "nextval")
+        XCTAssertEqual(try port(c, "/* pgswift:primary */ select inet_server_port()"), p, "hint primary")
+        XCTAssertTrue(standbyPorts.contains(try port(c, "/* pgswift:standby */ select inet_server_port()")), "hint standby")
+        XCTAssertEqual(try port(c, "with x as (insert into rt(v) values (0) returning id) select inet_server_port() from x"),
+                       p, "data-modifying WITH")
+        _ = try c.query("BEGIN READ ONLY")
+        XCTAssertTrue(standbyPorts.contains(try port(c, "select inet_server_port()")), "BEGIN READ ONLY")
+        XCTAssertEqual(try c.query("show transaction_read_only").first?.first, "on")
+        _ = try c.query("COMMIT")
+        _ = try c.query("BEGIN")
+        XCTAssertEqual(try port(c, "select inet_server_port()"), p, "a read inside BEGIN goes with the transaction")
+        _ = try c.query("COMMIT")
+
+        // SHOW ROUTING counts: writes only on the primary, reads on the standbys.
+        XCTAssertTrue(waitUntil(timeout: 10) {
+            guard let r = try? self.routing(px) else { return false }
+            return Int(r[p]?["writes"] ?? "") ?? 0 >= writes
+        }, "\((try? routing(px)) ?? [:])")
+        let r = try routing(px)
+        for s in rs.standbys {
+            XCTAssertEqual(r[s.port]?["writes"], "0", "\(r)")
+            XCTAssertGreaterThan(Int(r[s.port]?["reads"] ?? "") ?? 0, 100, "\(r)")
+        }
+        // The same counters in /metrics.
+        let metrics = try httpGet(port: metricsPort, path: "/metrics")
+        XCTAssertTrue(metrics.contains("pgswift_routing_reads_total{database=\"testdb\",host=\"127.0.0.1\",port=\"\(rs.standbys[0].port)\"}"),
+                      metrics)
+    }
+
+    /// Read-after-write: a client that inserts a row and reads it back at once always sees it, although
+    /// one standby applies WAL 500 ms late; reads reach the standbys again once the window has passed.
+    func testReadAfterWriteSeesOwnWrites() throws {
+        let rs = try Self.cluster()
+        let px = try Pgswift.start(settings(rs, "read_after_write=primary_window read_after_write_window=1000 max_standby_lag=600000"))
+        defer { px.stop() }
+        waitRoles(px, rs)
+        let c = try client(px)
+        defer { c.close() }
+        for i in 0..<1000 {
+            let id = try c.query("insert into rt(v) values (\(i)) returning id").first?.first.flatMap { $0 } ?? ""
+            let seen = try c.query("select count(*) from rt where id = \(id)").first?.first.flatMap { $0 }
+            XCTAssertEqual(seen, "1", "row \(id) not visible right after its insert (round \(i))")
+        }
+        sleepSeconds(1.2)
+        let standbyPorts = Set(rs.standbys.map { $0.port })
+        XCTAssertTrue(standbyPorts.contains(try port(c, "select inet_server_port()")), "no read on a standby after the window")
+    }
+
+    /// A standby whose replay lag exceeds max_standby_lag gets no reads while it lags.
+    func testLaggingStandbyGetsNoReads() throws {
+        let rs = try Self.cluster()
+        let px = try Pgswift.start(settings(rs, "read_after_write=none max_standby_lag=200"))
+        defer { px.stop() }
+        waitRoles(px, rs)
+        let delayed = rs.standbys[1].port
+        // A steady trickle of writes keeps the delayed standby 500 ms behind.
+        let stop = StopFlag()
+        let pxPort = px.port
+        let writer = Thread {
+            guard let w = try? WireClient.connect(port: pxPort, user: "u_trust", database: "testdb",
+                                                  password: PostgresServer.passwords["u_trust"]) else { return }
+            defer { w.close() }
+            while !stop.isSet {
+                _ = try? w.query("insert into rt(v) values (1)")
+                usleep(20_000)
+            }
+        }
+        writer.start()
+        defer { stop.set() }
+        XCTAssertTrue(waitUntil(timeout: 20) { (try? self.routing(px))?[delayed]?["role"] == "standby (lagging)" },
+                      "\((try? routing(px)) ?? [:])")
+        let c = try client(px)
+        defer { c.close() }
+        var onDelayed = 0
+        for _ in 0..<100 where try port(c, "select inet_server_port()") == delayed { onDelayed += 1 }
+        // A check in flight may still see it caught up for a moment: allow a few.
+        XCTAssertLessThan(onDelayed, 5, "a lagging standby took reads")
+    }
+
+    /// With both standbys stopped, reads fall back to the primary with no client error, counted; when
+    /// they are back, reads return to them.
+    func testReadsFallBackToThePrimaryWhenStandbysStop() throws {
+        let rs = try Self.cluster()
+        let px = try Pgswift.start(settings(rs, "read_after_write=none max_standby_lag=600000"))
+        defer { px.stop() }
+        waitRoles(px, rs)
+        for s in rs.standbys { s.stopServer() }
+        defer { for s in rs.standbys where !s.isRunning { try? s.startServer() } }
+        XCTAssertTrue(waitUntil(timeout: 20) {
+            guard let r = try? self.routing(px) else { return false }
+            return rs.standbys.allSatisfy { r[$0.port]?["role"] == "down" }
+        })
+        let c = try client(px)
+        defer { c.close() }
+        for _ in 0..<50 { XCTAssertEqual(try port(c, "select inet_server_port()"), rs.primary.port) }
+        XCTAssertGreaterThanOrEqual(Int(try routing(px)[rs.primary.port]?["fallbacks"] ?? "") ?? 0, 50)
+        for s in rs.standbys { try s.startServer() }
+        waitRoles(px, rs)
+        let standbyPorts = Set(rs.standbys.map { $0.port })
+        XCTAssertTrue(waitUntil(timeout: 20) { standbyPorts.contains((try? self.port(c, "select inet_server_port()")) ?? 0) })
+    }
+}
+
+/// A flag one thread sets and another polls.
+private final class StopFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
+    func set() { lock.lock(); value = true; lock.unlock() }
+}
