@@ -35,6 +35,8 @@ struct PoolRouting {
     var standbyUsable = false
     /// Round-robin cursor over the standbys, for reads.
     var nextStandby = 0
+    /// The entry's host keys ("host:port"), in its order.
+    var hostKeys: [String] = []
     /// The standby host (entry index) the next launch for a read should go to (-1: any).
     var launchHost = -1
     /// Routes reads at all (transaction and statement mode; a session-mode pool sends all to the primary).
@@ -128,7 +130,8 @@ extension Worker {
         r.routesReads = pools[pi].mode != .session
         r.readAfterWrite = entry.routing.readAfterWrite
         r.windowNanos = Int64(entry.routing.windowMillis) * 1_000_000
-        let n = backendHosts(entry).count
+        r.hostKeys = backendHosts(entry).map { $0.key }
+        let n = r.hostKeys.count
         if r.counters.count != n { r.counters = [RouteCounters](repeating: RouteCounters(), count: n) }
         routes.pointee.pools[pi] = r
         hot.pointee.routing = true
@@ -178,7 +181,8 @@ extension Worker {
             return (routes.pointee.serverRole[s], Int(routes.pointee.serverHost[s]))
         }
         guard let key = servers[si].info?.hostKey, let role = health.backends[key]?.flags.role else { return (0, -1) }
-        let host = backendHosts(pools[Int(servers[si].pool)].entry).firstIndex { $0.key == key } ?? -1
+        let pi = Int(servers[si].pool)
+        let host = (poolRoutes(pi) ? routes.pointee.pools[pi]!.hostKeys.firstIndex(of: key) : nil) ?? -1
         routes.pointee.serverID[s] = servers[si].id
         routes.pointee.serverRole[s] = role.inRecovery ? 2 : 1
         routes.pointee.serverHost[s] = Int16(host)
@@ -233,7 +237,9 @@ extension Worker {
         }
         let pick = onTurn >= 0 ? onTurn : first
         if pick >= 0 {
-            countRoute(ci, pick)
+            // One idle past server_check_delay is checked first and reaches the client through
+            // `routedWaiter`, which counts it then.
+            if now &- servers[pick].stateSince < hot.pointee.serverCheckDelay { countRoute(ci, pick) }
             return pick
         }
         if other >= 0 && pools[pi].serverCount >= pools[pi].limit {
@@ -242,13 +248,19 @@ extension Worker {
         return -1
     }
 
-    /// The standby host (entry index) whose turn it is to take a read, -1 when none is usable.
+    /// The standby host (entry index) whose turn it is to take a read, -1 when none is usable. No
+    /// allocation: two passes over the host keys.
     private func standbyTurn(_ pi: Int) -> Int {
-        let hosts = backendHosts(pools[pi].entry)
-        var usable: [Int] = []
-        for (i, h) in hosts.enumerated() where standbyUsable(h.key) { usable.append(i) }
-        guard !usable.isEmpty else { return -1 }
-        return usable[routes.pointee.pools[pi]!.nextStandby % usable.count]
+        let keys = routes.pointee.pools[pi]!.hostKeys
+        var usable = 0
+        for k in keys where standbyUsable(k) { usable += 1 }
+        guard usable > 0 else { return -1 }
+        var n = routes.pointee.pools[pi]!.nextStandby % usable
+        for (i, k) in keys.enumerated() where standbyUsable(k) {
+            if n == 0 { return i }
+            n -= 1
+        }
+        return -1
     }
 
     private func standbyUsable(_ key: String) -> Bool {
@@ -351,7 +363,7 @@ extension Worker {
     }
 
     private func refreshRouting(_ pi: Int) {
-        let usable = backendHosts(pools[pi].entry).contains { standbyUsable($0.key) }
+        let usable = routes.pointee.pools[pi]!.hostKeys.contains { standbyUsable($0) }
         routes.pointee.pools[pi]!.standbyUsable = usable
         if !usable {
             var ci = pools[pi].waitHead
