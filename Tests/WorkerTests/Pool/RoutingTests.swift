@@ -3,6 +3,7 @@
 import XCTest
 @testable import Worker
 import Shared
+import Glibc
 
 final class RoutingTests: XCTestCase {
     /// A Query or Parse message's body (after the type and length).
@@ -59,5 +60,141 @@ final class RoutingTests: XCTestCase {
         XCTAssertEqual(target("select my_writer(1)", classifier: c), .write)
         XCTAssertEqual(target("select audit_log('x')", classifier: c), .write)
         XCTAssertEqual(target("select nextval('s')", classifier: c), .read, "the configured list replaces the default")
+    }
+}
+
+/// Routing through a real worker loop (WorkerHarness): the harness's scripted backend plays the
+/// primary, a second listener here the standby; the health check's verdicts are given to the worker
+/// as the supervisor would push them.
+final class RoutingLoopTests: WorkerHarnessCase {
+    private var standbyListener: Int32 = -1
+    private var standbyPort = 0
+    private var standbys: [FakeServer] = []
+
+    override func tearDown() {
+        for s in standbys { s.close() }
+        if standbyListener >= 0 { Glibc.close(standbyListener) }
+        super.tearDown()
+    }
+
+    private func startRouted(_ options: String = "read_after_write=none") throws {
+        standbyListener = try Sockets.listenTCP(SocketAddress.numeric(host: "127.0.0.1", port: 0)!, reusePort: false, backlog: 16)
+        standbyPort = Sockets.localAddress(standbyListener)?.port ?? 0
+        try start(extraDatabases: ["rdb = host=127.0.0.1,127.0.0.1 port=$PORT,\(standbyPort) routing=read-write-split pool_size=4 \(options)"])
+        setRoles(primary: h.backendPort, standby: standbyPort)
+    }
+
+    private func setRoles(primary: Int, standby: Int) {
+        let base: BackendFlags = [.known, .up, .roleKnown]
+        h.worker.applyBackendState(host: "127.0.0.1", port: primary, flags: base.rawValue, addresses: [])
+        h.worker.applyBackendState(host: "127.0.0.1", port: standby, flags: base.union([.inRecovery, .readOnly]).rawValue, addresses: [])
+    }
+
+    /// One loop turn on both sides, the standby listener's connections accepted and logged in here.
+    private func step() {
+        h.step()
+        var peer = SocketAddress()
+        while let fd = try? Sockets.accept(standbyListener, peer: &peer) {
+            try? Sockets.setIntOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
+            standbys.append(FakeServer(peer: Peer(fd: fd), index: 1000 + standbys.count))
+        }
+        for s in standbys {
+            s.peer.pump()
+            if s.readStartup(), s.cancel == nil { s.answerLogin(welcome: h.welcome) }
+        }
+    }
+
+    private func wait(_ what: String, file: StaticString = #filePath, line: UInt = #line, _ cond: () -> Bool) {
+        let deadline = Clock.monotonicNanos() + 10_000_000_000
+        while !cond() {
+            if Clock.monotonicNanos() > deadline { return XCTFail("timed out waiting for \(what)", file: file, line: line) }
+            step()
+        }
+    }
+
+    /// Sends `sql` and answers it on whichever server receives it; true when that was a standby.
+    private func run(_ c: Peer, _ sql: String, status: Character = "I", file: StaticString = #filePath, line: UInt = #line) -> Bool? {
+        c.send(FE.query(sql))
+        var got: (FakeServer, Bool)? = nil
+        wait("\(sql) to reach a server", file: file, line: line) {
+            for s in h.servers where s.loggedIn {
+                if let m = s.nextMessage(), m.char == "Q" { got = (s, false); XCTAssertEqual(m.firstString, sql, file: file, line: line) }
+            }
+            for s in standbys where s.loggedIn {
+                if let m = s.nextMessage(), m.char == "Q" { got = (s, true); XCTAssertEqual(m.firstString, sql, file: file, line: line) }
+            }
+            return got != nil
+        }
+        guard let (server, standby) = got else { return nil }
+        server.send(BE.complete("SELECT 1") + BE.ready(status))
+        var msgs: [Msg] = []
+        wait("the answer to \(sql)", file: file, line: line) {
+            while let m = c.reader.next() { msgs.append(m) }
+            return msgs.last?.char == "Z"
+        }
+        return standby
+    }
+
+    func testReadsToTheStandbyWritesToThePrimary() throws {
+        try startRouted()
+        let c = h.login(database: "rdb")
+        XCTAssertEqual(run(c, "select 1"), true)
+        XCTAssertEqual(run(c, "insert into t values (1)"), false)
+        XCTAssertEqual(run(c, "select * from t for update"), false)
+        XCTAssertEqual(run(c, "select nextval('s')"), false)
+        XCTAssertEqual(run(c, "/* pgswift:primary */ select 1"), false)
+        XCTAssertEqual(run(c, "/* pgswift:standby */ select 1"), true)
+        XCTAssertEqual(run(c, "BEGIN READ ONLY", status: "T"), true)
+        XCTAssertEqual(run(c, "select 2", status: "T"), true, "the transaction stays on its server")
+        XCTAssertEqual(run(c, "COMMIT"), true)
+        XCTAssertEqual(run(c, "BEGIN", status: "T"), false)
+        XCTAssertEqual(run(c, "select 3", status: "T"), false)
+        XCTAssertEqual(run(c, "COMMIT"), false)
+        let pi = try XCTUnwrap(h.worker.pools.indices.first { h.worker.pools[$0].database == "rdb" })
+        let stats = h.worker.routeStats(pi)
+        XCTAssertEqual(stats.map { $0.host }, ["127.0.0.1:\(h.backendPort)", "127.0.0.1:\(standbyPort)"])
+        XCTAssertEqual(stats[0].writes, 5)
+        XCTAssertEqual(stats[1].reads, 3)
+        XCTAssertEqual(stats[1].writes, 0)
+    }
+
+    func testPrimaryWindowAndFallback() throws {
+        try startRouted("read_after_write=primary_window read_after_write_window=60000")
+        let c = h.login(database: "rdb")
+        XCTAssertEqual(run(c, "select 1"), true)
+        XCTAssertEqual(run(c, "insert into t values (1)"), false)
+        XCTAssertEqual(run(c, "select 1"), false, "read right after a write: the primary")
+        // The standby goes down: reads fall back to the primary.
+        let other = try start2(c)
+        XCTAssertEqual(run(other, "select 1"), true)
+        let flags: BackendFlags = [.known, .roleKnown, .inRecovery]
+        h.worker.applyBackendState(host: "127.0.0.1", port: standbyPort, flags: flags.rawValue, addresses: [])
+        XCTAssertEqual(run(other, "select 1"), false, "no standby: fallback to the primary")
+        let pi = try XCTUnwrap(h.worker.pools.indices.first { h.worker.pools[$0].database == "rdb" })
+        XCTAssertEqual(h.worker.routeStats(pi)[0].fallbacks, 1)
+        // Lagging counts as unusable too.
+        h.worker.applyBackendState(host: "127.0.0.1", port: standbyPort,
+                                   flags: flags.union([.up, .lagging]).rawValue, addresses: [])
+        XCTAssertEqual(run(other, "select 1"), false, "lagging standby: fallback")
+        h.worker.applyBackendState(host: "127.0.0.1", port: standbyPort, flags: flags.union(.up).rawValue, addresses: [])
+        XCTAssertEqual(run(other, "select 1"), true)
+    }
+
+    /// Another client of the same pool.
+    private func start2(_ c: Peer) throws -> Peer { h.login(database: "rdb") }
+
+    func testRoleChangeDrainsAndRoutesToTheNewPrimary() throws {
+        try startRouted()
+        let c = h.login(database: "rdb")
+        XCTAssertEqual(run(c, "select 1"), true)
+        XCTAssertEqual(run(c, "insert into t values (1)"), false)
+        let oldPrimary = h.loggedInServers, oldStandby = standbys
+        // Switchover: the standby is promoted, the primary demoted.
+        setRoles(primary: standbyPort, standby: h.backendPort)
+        wait("idle connections of both hosts closed") {
+            oldPrimary.allSatisfy { $0.closed } && oldStandby.allSatisfy { $0.closed }
+        }
+        XCTAssertEqual(run(c, "insert into t values (2)"), true, "the write goes to the promoted host")
+        XCTAssertEqual(run(c, "select 1"), false, "the read to the demoted one")
     }
 }
