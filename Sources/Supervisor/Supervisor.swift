@@ -511,7 +511,8 @@ final class Supervisor {
                   from: slot, toWorkersWith: WorkerFeatures.sharedLoginFailures)
         case .moveServer:
             break  // relayed above
-        case .shutdown, .reload, .pause, .resume, .cancel, .statsToWorker, .quota, .backendState, .drain, .limitsToWorker,
+        case .shutdown, .reload, .pause, .resume, .cancel, .statsToWorker, .quota, .backendState, .standbyReplay, .drain,
+             .limitsToWorker,
              .adoptServer, .welcomeToWorker, .loginRefusedToWorker:
             log.warning("worker \(slot.index) sent a supervisor-only message: \(message)")
         }

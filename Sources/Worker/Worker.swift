@@ -486,6 +486,8 @@ final class Worker {
             handleLimits(m)
         case .backendState(let host, let port, let flags, let addresses):
             applyBackendState(host: host, port: Int(port), flags: flags, addresses: addresses)
+        case .standbyReplay(let host, let port, let lsn):
+            standbyReplayed(key: "\(host):\(port)", lsn: lsn)  // Routing.swift
         case .welcomeToWorker(let database, let user, let parameters):
             sharedWelcomeArrived(database: database, user: user, parameters: parameters)
         case .loginRefusedToWorker(let database, let user, let code, let message):

@@ -11,8 +11,8 @@ public struct RoutingSettings: Sendable, Equatable {
     }
 
     public enum ReadAfterWrite: String, Sendable {
-        /// Wanted: reads wait for a standby that replayed the client's last commit. Not done yet: it
-        /// behaves as `primaryWindow` (a warning says so at load).
+        /// After a client's write transaction, its reads go to the primary until every usable standby
+        /// has replayed that commit (the pooler asks the primary for its WAL position at release).
         case lsn
         /// A client's reads go to the primary for `windowMillis` after its last transaction there.
         case primaryWindow = "primary_window"
@@ -40,13 +40,7 @@ public struct RoutingSettings: Sendable, Equatable {
 
     /// What a routed entry's settings ask that is not done yet, said at load.
     public var loadWarnings: [String] {
-        guard enabled else { return [] }
-        var w: [String] = []
-        if readAfterWrite == .lsn {
-            w.append("read_after_write=lsn (the default) is not implemented yet; it works as primary_window "
-                     + "(a client's reads go to the primary for read_after_write_window after its last write)")
-        }
-        return w
+        []
     }
 
     /// Stores `key = value`. Returns an error text for a value that is refused.

@@ -53,6 +53,9 @@ public enum ControlMessage: Equatable, Sendable {
     /// Health of one backend host (host, port) as the supervisor's check sees it (`BackendFlags`), and
     /// for a host name the addresses it resolved to (numeric strings; workers never resolve names).
     case backendState(host: String, port: Int32, flags: UInt8, addresses: [String])
+    /// A standby's replay position (`pg_last_wal_replay_lsn()`) as the last health check read it, for
+    /// read/write routing's read_after_write=lsn (Worker/Pool/Routing.swift). Sent when it moves.
+    case standbyReplay(host: String, port: Int32, lsn: UInt64)
     // worker → supervisor
     /// The worker accepts connections.
     /// `features` (`WorkerFeatures` bits) is encoded only when not 0: the bytes of a `ready` before it
@@ -99,7 +102,7 @@ public enum ControlMessage: Equatable, Sendable {
         case shutdown = 0x01, reload = 0x02, pause = 0x03, resume = 0x04, cancel = 0x05, statsToWorker = 0x06, quota = 0x07
         case quotaMove = 0x08, adoptServer = 0x09
         case drain = 0x10
-        case backendState = 0x20
+        case backendState = 0x20, standbyReplay = 0x21
         case limitsToWorker = 0x30, welcomeToWorker = 0x31, loginRefusedToWorker = 0x32
         case backendFailed = 0x60
         case limitsFromWorker = 0x70
@@ -153,6 +156,9 @@ public enum ControlMessage: Equatable, Sendable {
         case .backendState(let host, let port, let flags, let addresses):
             w.put(Kind.backendState, host, port, flags, UInt32(truncatingIfNeeded: addresses.count))
             for a in addresses { w.string(a) }
+        case .standbyReplay(let host, let port, let lsn):
+            w.put(Kind.standbyReplay, host, port)
+            w.u64(lsn)
         case .backendFailed(let host, let port, let reason): w.put(Kind.backendFailed, host, port, reason)
         case .welcomeToWorker(let database, let user, let parameters):
             w.put(Kind.welcomeToWorker, database, user, UInt32(truncatingIfNeeded: parameters.count))
@@ -245,6 +251,10 @@ public enum ControlMessage: Equatable, Sendable {
                 try r.string("address")
             }
             message = .backendState(host: host, port: port, flags: flags, addresses: addresses)
+        case .standbyReplay:
+            let host = try r.string("standby host")
+            let port = try r.i32("standby port")
+            message = .standbyReplay(host: host, port: port, lsn: try r.u64("standby replay lsn"))
         case .loginRefusedToWorker, .loginRefusedFromWorker:
             let database = try r.string("login database"), user = try r.string("login user")
             let code = try r.string("login error code"), text = try r.string("login error")

@@ -49,6 +49,9 @@ struct HealthTarget {
     /// on this host (nil: none routes, the lag is not polled), and the replay lag the last check saw.
     var maxLagMillis: Int? = nil
     var replayLagMillis: Int64? = nil
+    /// The standby's replay position the last check read, and what the workers were last told of it.
+    var replayLSN: UInt64? = nil
+    var pushedLSN: UInt64? = nil
     /// What the workers were last told, to push only changes.
     var pushed: (flags: UInt8, addresses: [String])? = nil
     /// A login refusal already logged (class 28): logged once, not on every check.
@@ -388,9 +391,10 @@ extension Supervisor {
             var role: HostRole? = nil
             if t.needRole, let row = p.lastRow, row.count == 2 {
                 role = HostRole(inRecovery: row[0] == "t", readOnly: row[1] == "on")
-            } else if t.maxLagMillis != nil, let row = p.lastRow, row.count == 3 {
+            } else if t.maxLagMillis != nil, let row = p.lastRow, row.count == 4 {
                 role = HostRole(inRecovery: row[0] == "t", readOnly: row[1] == "on")
                 healthState.targets[i].replayLagMillis = row[2].flatMap { Int64($0) }
+                healthState.targets[i].replayLSN = StandbyLag.lsn(row[3])
             }
             Frontend.terminate(into: &out)
             out.withUnsafeBytes { b in _ = try? Posix.send(p.fd, b.baseAddress!, b.count) }
@@ -559,6 +563,7 @@ extension Supervisor {
     func pushHealth(_ i: Int) {
         let t = healthState.targets[i]
         let now = (t.flags.rawValue, t.addressTexts)
+        StandbyLag.pushReplay(self, i)
         if let p = t.pushed, p.flags == now.0 && p.addresses == now.1 { return }
         healthState.targets[i].pushed = now
         broadcast(backendStateMessage(t))
@@ -568,6 +573,7 @@ extension Supervisor {
     func sendHealth(to slot: WorkerSlot) {
         for t in healthState.targets where t.pushed != nil {
             slot.send(backendStateMessage(t))
+            if let lsn = t.pushedLSN { slot.send(.standbyReplay(host: t.host, port: Int32(t.port), lsn: lsn)) }
         }
     }
 

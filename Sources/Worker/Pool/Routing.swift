@@ -43,6 +43,10 @@ struct PoolRouting {
     var routesReads = false
     var readAfterWrite = RoutingSettings.ReadAfterWrite.lsn
     var windowNanos: Int64 = 0
+    /// Each host's replay position as the supervisor last pushed it (read_after_write=lsn; 0: unknown),
+    /// and the smallest of the usable standbys' (0 when one is unknown or none is usable).
+    var hostLSN: [UInt64] = []
+    var minStandbyLSN: UInt64 = 0
 }
 
 /// The worker's routing state, behind a pointer as `Worker.hot` is. Arrays indexed by client, server and
@@ -52,6 +56,17 @@ struct RoutingState {
     var want: [RouteTarget] = []
     /// Per client slot: when its last transaction on the primary was seen to end (primary_window).
     var lastWrite: [Int64] = []
+    /// Per client slot (read_after_write=lsn): the WAL position its last write transaction's commit
+    /// reached on the primary (0: none to wait for; `.max`: being learnt), and the client id it is for.
+    var commitLSN: [UInt64] = []
+    var commitFor: [UInt64] = []
+    /// Per server slot: the client (slot, id) whose commit position the server's internal query is
+    /// learning (-1: none).
+    var lsnClient: [Int32] = []
+    var lsnClientID: [UInt64] = []
+    /// Per server slot: the id of the connection running `commitLSNQuery` (0: none; its end goes to
+    /// `commitLSNDone`, not to a reset's).
+    var lsnQuery: [UInt64] = []
     /// Per server slot: the connection id the cached role is for, its role (1 primary, 2 standby) and
     /// its host's index in the pool's entry.
     var serverID: [UInt64] = []
@@ -64,12 +79,17 @@ struct RoutingState {
         if want.count < clients {
             want += [RouteTarget](repeating: .any, count: clients - want.count)
             lastWrite += [Int64](repeating: 0, count: clients - lastWrite.count)
+            commitLSN += [UInt64](repeating: 0, count: clients - commitLSN.count)
+            commitFor += [UInt64](repeating: 0, count: clients - commitFor.count)
         }
         if serverID.count < servers {
             let k = servers - serverID.count
             serverID += [UInt64](repeating: 0, count: k)
             serverRole += [UInt8](repeating: 0, count: k)
             serverHost += [Int16](repeating: -1, count: k)
+            lsnClient += [Int32](repeating: -1, count: k)
+            lsnClientID += [UInt64](repeating: 0, count: k)
+            lsnQuery += [UInt64](repeating: 0, count: k)
         }
         if pools.count < n { pools += [PoolRouting?](repeating: nil, count: n - pools.count) }
     }
@@ -132,6 +152,7 @@ extension Worker {
         r.windowNanos = Int64(entry.routing.windowMillis) * 1_000_000
         r.hostKeys = backendHosts(entry).map { $0.key }
         let n = r.hostKeys.count
+        if r.hostLSN.count != n { r.hostLSN = [UInt64](repeating: 0, count: n) }
         if r.counters.count != n { r.counters = [RouteCounters](repeating: RouteCounters(), count: n) }
         routes.pointee.pools[pi] = r
         hot.pointee.routing = true
@@ -162,9 +183,21 @@ extension Worker {
                 target = RouteClassifier.target(sql, r.classifier)
             }
         }
-        if target == .read && r.readAfterWrite != .none && routes.pointee.lastWrite[c] != 0
+        if target == .read && r.readAfterWrite == .primaryWindow && routes.pointee.lastWrite[c] != 0
             && now &- routes.pointee.lastWrite[c] < r.windowNanos {
             target = .readOnPrimary
+        }
+        if target == .read && r.readAfterWrite == .lsn && routes.pointee.commitLSN[c] != 0 {
+            let need = routes.pointee.commitLSN[c]
+            if routes.pointee.commitFor[c] != clients[ci].id {
+                routes.pointee.commitLSN[c] = 0  // another client's, in a reused slot
+            } else if need != .max && r.minStandbyLSN >= need {
+                routes.pointee.commitLSN[c] = 0  // every usable standby has replayed the client's last commit
+            } else if need == .max && now &- routes.pointee.lastWrite[c] > Worker.commitLSNPatience {
+                routes.pointee.commitLSN[c] = 0  // the position never came (the query failed): stop waiting
+            } else {
+                target = .readOnPrimary
+            }
         }
         if target == .read && !r.standbyUsable { target = .fallback }
         routes.pointee.want[c] = target
@@ -365,6 +398,7 @@ extension Worker {
     private func refreshRouting(_ pi: Int) {
         let usable = routes.pointee.pools[pi]!.hostKeys.contains { standbyUsable($0) }
         routes.pointee.pools[pi]!.standbyUsable = usable
+        refreshMinLSN(pi)
         if !usable {
             var ci = pools[pi].waitHead
             while ci >= 0 {
@@ -390,5 +424,112 @@ extension Worker {
             i < c.count ? RouteStat(host: h.key, reads: c[i].reads, writes: c[i].writes, fallbacks: c[i].fallbacks,
                                     retries: c[i].retries) : RouteStat(host: h.key)
         }
+    }
+
+    // MARK: read_after_write=lsn
+
+    /// How long a client's reads wait for its commit position to be learnt before going anywhere again.
+    static let commitLSNPatience: Int64 = 10_000_000_000
+
+    private func refreshMinLSN(_ pi: Int) {
+        let r = routes.pointee.pools[pi]!
+        var m = UInt64.max
+        for (i, k) in r.hostKeys.enumerated() where standbyUsable(k) { m = min(m, r.hostLSN[i]) }
+        routes.pointee.pools[pi]!.minStandbyLSN = m == .max ? 0 : m
+    }
+
+    /// The supervisor read a standby's replay position.
+    func standbyReplayed(key: String, lsn: UInt64) {
+        guard hot.pointee.routing else { return }
+        for pi in pools.indices where poolRoutes(pi) {
+            guard let i = routes.pointee.pools[pi]!.hostKeys.firstIndex(of: key) else { continue }
+            routes.pointee.pools[pi]!.hostLSN[i] = lsn
+            refreshMinLSN(pi)
+        }
+    }
+
+    static let commitLSNQuery = "SELECT pg_catalog.pg_current_wal_insert_lsn()"
+
+    /// releaseServer's hook (read_after_write=lsn): a write transaction just ended on the primary, so
+    /// before the server goes back to the pool it is asked for its WAL insert position, which covers
+    /// the commit; the answer (`commitLSNRow`) becomes the client's. Until then its reads go to the
+    /// primary. True when the query was sent (the server comes back through `resetDone`).
+    func learnCommitLSN(_ si: Int32, _ ci: Int32) -> Bool {
+        let pi = Int(servers[si].pool)
+        guard ci >= 0, poolRoutes(pi), routes.pointee.pools[pi]!.readAfterWrite == .lsn,
+              routes.pointee.want[Int(ci)] == .write, serverRoute(si).role == 1 else { return false }
+        let c = Int(ci), s = Int(si)
+        routes.pointee.commitLSN[c] = .max
+        routes.pointee.commitFor[c] = clients[ci].id
+        routes.pointee.lastWrite[c] = now
+        routes.pointee.lsnClient[s] = ci
+        routes.pointee.lsnClientID[s] = clients[ci].id
+        routes.pointee.lsnQuery[s] = servers[si].id
+        setServerState(si, .resetting)
+        scratch.clear()
+        Frontend.query(into: &scratch, sql: Worker.commitLSNQuery)
+        servers[si].io.out.append(scratch)
+        servers[si].internalQueries += 1
+        flushServer(si)
+        return true
+    }
+
+    /// resetDone's hook: the end of `commitLSNQuery` (not a reset: what the server's session holds is
+    /// unchanged). True when it was that; the server went on (`serverIdle`).
+    func commitLSNDone(_ si: Int32) -> Bool {
+        let s = Int(si)
+        guard s < routes.pointee.lsnQuery.count, routes.pointee.lsnQuery[s] != 0 else { return false }
+        let mine = routes.pointee.lsnQuery[s] == servers[si].id
+        routes.pointee.lsnQuery[s] = 0
+        guard mine else { return false }
+        routes.pointee.lsnClient[s] = -1
+        if servers[si].txStatus != UInt8(ascii: "I") {
+            closeServer(si, reason: "still in a transaction after the commit position query")
+            return true
+        }
+        serverIdle(si)
+        return true
+    }
+
+    /// A DataRow of one of pgswift's own queries (scanServer, while some pool routes): the answer to
+    /// `commitLSNQuery`, when this server was asked one.
+    func commitLSNRow(_ si: Int32, _ body: UnsafeRawBufferPointer) {
+        let s = Int(si)
+        guard s < routes.pointee.lsnClient.count, routes.pointee.lsnClient[s] >= 0,
+              routes.pointee.lsnQuery[s] == servers[si].id else { return }
+        let ci = routes.pointee.lsnClient[s]
+        routes.pointee.lsnClient[s] = -1
+        guard let lsn = RouteClassifier.lsn(dataRow: body), clients[ci].id == routes.pointee.lsnClientID[s],
+              routes.pointee.commitFor[Int(ci)] == clients[ci].id, routes.pointee.commitLSN[Int(ci)] == .max else { return }
+        routes.pointee.commitLSN[Int(ci)] = lsn
+    }
+}
+
+extension RouteClassifier {
+    /// The LSN in a one-column DataRow's text ("16/B374D848"); nil for anything else. No allocation.
+    static func lsn(dataRow body: UnsafeRawBufferPointer) -> UInt64? {
+        guard body.count >= 6, body[0] == 0, body[1] == 1 else { return nil }
+        let len = Int(body[2]) << 24 | Int(body[3]) << 16 | Int(body[4]) << 8 | Int(body[5])
+        guard len > 0, len <= 17, 6 + len == body.count else { return nil }
+        var hi: UInt64 = 0, lo: UInt64 = 0, slash = false, digits = 0
+        for i in 6..<body.count {
+            let b = body[i]
+            let v: UInt64
+            switch b {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): v = UInt64(b - 48)
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): v = UInt64(b - 55)
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): v = UInt64(b - 87)
+            case UInt8(ascii: "/") where !slash && digits > 0:
+                slash = true
+                digits = 0
+                continue
+            default: return nil
+            }
+            digits += 1
+            if digits > 8 { return nil }
+            if slash { lo = lo << 4 | v } else { hi = hi << 4 | v }
+        }
+        guard slash, digits > 0 else { return nil }
+        return hi << 32 | lo
     }
 }

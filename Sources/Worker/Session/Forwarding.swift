@@ -563,6 +563,7 @@ extension Worker {
             let total = len &+ 1
             let inspect = type == BackendType.readyForQuery || type == BackendType.parameterStatus
                 || ((swallowing || listenPending) && type == BackendType.errorResponse)
+                || (swallowing && type == BackendType.dataRow && hot.pointee.routing)
                 || (type == BackendType.commandComplete && (servers[si].watchTags || queryTracking))
             if inspect && total > avail {
                 if total <= buffers.size { result = .needMore; break }
@@ -770,6 +771,8 @@ extension Worker {
                 let ci = servers[si].client
                 if ci >= 0 { clients[ci].info?.prepared.removeAll() }
             }
+        } else if type == BackendType.dataRow {
+            commitLSNRow(si, body)  // read_after_write=lsn (Routing.swift)
         } else if type == BackendType.errorResponse {
             if !swallowing {
                 listenErrorSeen(si)  // a client's LISTEN in flight (ListenRelay.swift)

@@ -157,7 +157,7 @@ extension Worker {
         dropLeftovers(si)
         if hot.pointee.resetOnEveryRelease || (servers[si].needsReset && !config.serverResetQuery.isEmpty) {
             resetServer(si, rollback: false, reset: true)
-        } else {
+        } else if !(hot.pointee.routing && learnCommitLSN(si, ci)) {  // read_after_write=lsn (Routing.swift)
             serverIdle(si)
         }
         listenDeferredHook(ci)  // notifications held for the end of the answer (ListenRelay.swift)
@@ -352,6 +352,7 @@ extension Worker {
     }
 
     func resetDone(_ si: Int32) {
+        if hot.pointee.routing && commitLSNDone(si) { return }  // read_after_write=lsn (Routing.swift)
         if servers[si].checking {
             checkDone(si)
             return

@@ -183,6 +183,37 @@ final class RoutingLoopTests: WorkerHarnessCase {
     /// Another client of the same pool.
     private func start2(_ c: Peer) throws -> Peer { h.login(database: "rdb") }
 
+    /// read_after_write=lsn: after a write the primary is asked its WAL position at release; reads go to
+    /// the primary until the standby's replay position (as the supervisor pushes it) has reached it.
+    func testReadAfterWriteLSN() throws {
+        try startRouted("read_after_write=lsn")
+        let c = h.login(database: "rdb")
+        h.worker.standbyReplayed(key: "127.0.0.1:\(standbyPort)", lsn: 0x50)
+        XCTAssertEqual(run(c, "select 1"), true)
+        XCTAssertEqual(run(c, "insert into t values (1)"), false)
+        var asked: FakeServer? = nil
+        wait("the commit position query") {
+            for s in h.servers where s.loggedIn {
+                if let m = s.nextMessage(), m.char == "Q" {
+                    XCTAssertEqual(m.firstString, Worker.commitLSNQuery)
+                    asked = s
+                }
+            }
+            return asked != nil
+        }
+        asked?.send(BE.rowDescription(["pg_current_wal_insert_lsn"]) + BE.dataRow(["0/100"]) + BE.complete("SELECT 1")
+                    + BE.ready("I"))
+        XCTAssertEqual(run(c, "select 1"), false, "the standby has not replayed the commit yet")
+        h.worker.standbyReplayed(key: "127.0.0.1:\(standbyPort)", lsn: 0xFF)
+        XCTAssertEqual(run(c, "select 1"), false, "still one byte short")
+        h.worker.standbyReplayed(key: "127.0.0.1:\(standbyPort)", lsn: 0x100)
+        XCTAssertEqual(run(c, "select 1"), true, "caught up: reads go to the standby again")
+        XCTAssertEqual(run(c, "select 1"), true)
+        // Another client never waited.
+        let other = h.login(database: "rdb")
+        XCTAssertEqual(run(other, "select 1"), true)
+    }
+
     func testRoleChangeDrainsAndRoutesToTheNewPrimary() throws {
         try startRouted()
         let c = h.login(database: "rdb")
@@ -196,5 +227,21 @@ final class RoutingLoopTests: WorkerHarnessCase {
         }
         XCTAssertEqual(run(c, "insert into t values (2)"), true, "the write goes to the promoted host")
         XCTAssertEqual(run(c, "select 1"), false, "the read to the demoted one")
+    }
+}
+
+final class RouteLSNTests: XCTestCase {
+    private func row(_ text: String?) -> [UInt8] {
+        guard let text else { return [0, 1, 0xFF, 0xFF, 0xFF, 0xFF] }
+        let b = Array(text.utf8)
+        return [0, 1] + [UInt8(b.count >> 24), UInt8(b.count >> 16 & 0xFF), UInt8(b.count >> 8 & 0xFF), UInt8(b.count & 0xFF)] + b
+    }
+
+    func testLSNFromADataRow() {
+        func lsn(_ t: String?) -> UInt64? { row(t).withUnsafeBytes { RouteClassifier.lsn(dataRow: $0) } }
+        XCTAssertEqual(lsn("16/B374D848"), 0x16_B374_D848)
+        XCTAssertEqual(lsn("0/0"), 0)
+        XCTAssertEqual(lsn("FFFFFFFF/ffffffff"), .max)
+        for bad in [nil, "", "16", "/1", "1/", "1/2/3", "G/1", "123456789/0", "1 /2"] { XCTAssertNil(lsn(bad), "\(bad ?? "NULL")") }
     }
 }
