@@ -74,6 +74,9 @@ struct RoutingState {
     var serverHost: [Int16] = []
     /// Per pool slot (nil: the pool does not route).
     var pools: [PoolRouting?] = []
+    /// The verdict on each prepared statement (StatementRegistry id; ids are never reused), made at the
+    /// first Bind that starts a transaction with it: a named statement is classified once.
+    var statementTargets: [Int64: RouteTarget] = [:]
 
     mutating func fit(clients: Int, servers: Int, pools n: Int) {
         if want.count < clients {
@@ -176,9 +179,12 @@ extension Worker {
         if routes.pointee.want[c] == .write { routes.pointee.lastWrite[c] = now }
         var target = RouteTarget.write
         let r = routes.pointee.pools[pi]!
-        if r.routesReads && (type == FrontendType.query || type == FrontendType.parse) {
+        if r.routesReads && (type == FrontendType.query || type == FrontendType.parse
+                             || (type == FrontendType.bind && hot.pointee.trackPrepared)) {
             if total > avail {
                 if total <= buffers.size { return false }
+            } else if type == FrontendType.bind {
+                target = boundTarget(ci, UnsafeRawBufferPointer(start: msg + 5, count: total - 5), r.classifier)
             } else if let sql = RouteClassifier.text(type: type, body: UnsafeRawBufferPointer(start: msg + 5, count: total - 5)) {
                 target = RouteClassifier.target(sql, r.classifier)
             }
@@ -202,6 +208,29 @@ extension Worker {
         if target == .read && !r.standbyUsable { target = .fallback }
         routes.pointee.want[c] = target
         return true
+    }
+
+    /// A transaction that starts with a Bind of a statement the client prepared earlier (transaction
+    /// pooling's prepared-statement tracking): the statement's text decides, classified once per statement.
+    /// An unnamed or unknown statement goes to the primary.
+    private func boundTarget(_ ci: Int32, _ body: UnsafeRawBufferPointer, _ classifier: SQLClassifier) -> RouteTarget {
+        guard let portalEnd = body.firstIndex(of: 0) else { return .write }
+        let nameStart = portalEnd + 1
+        guard let nameEnd = body[nameStart...].firstIndex(of: 0), nameEnd > nameStart else { return .write }
+        let name = String(decoding: UnsafeRawBufferPointer(rebasing: body[nameStart..<nameEnd]), as: UTF8.self)
+        guard let id = clients[ci].info?.prepared[name] else { return .write }
+        // Per pool too: the pool's deny list may differ.
+        let key = Int64(clients[ci].pool) << 32 | Int64(UInt32(bitPattern: id))
+        if let t = routes.pointee.statementTargets[key] { return t }
+        guard let rest = statements.body(id) else { return .write }
+        let t = rest.withUnsafeBytes { raw -> RouteTarget in
+            guard let nul = raw.firstIndex(of: 0) else { return .write }
+            return RouteClassifier.target(UnsafeRawBufferPointer(rebasing: raw[..<nul]), classifier)
+        }
+        // Bounded: forgetting costs one classification per statement.
+        if routes.pointee.statementTargets.count >= 100_000 { routes.pointee.statementTargets.removeAll() }
+        routes.pointee.statementTargets[key] = t
+        return t
     }
 
     /// The role (1 primary, 2 standby, 0 unknown) of server `si` and its host's index, cached per connection.

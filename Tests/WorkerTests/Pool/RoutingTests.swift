@@ -214,6 +214,53 @@ final class RoutingLoopTests: WorkerHarnessCase {
         XCTAssertEqual(run(other, "select 1"), true)
     }
 
+    /// Sends extended-protocol messages ending with Sync and answers them on whichever server gets
+    /// them; true when that was a standby.
+    private func runExtended(_ c: Peer, _ bytes: [UInt8], file: StaticString = #filePath, line: UInt = #line) -> Bool? {
+        c.send(bytes)
+        var got: (FakeServer, Bool, [Msg])? = nil
+        var seen: [ObjectIdentifier: [Msg]] = [:]
+        wait("a Sync on some server", file: file, line: line) {
+            for (s, standby) in h.servers.filter({ $0.loggedIn }).map({ ($0, false) }) + standbys.filter({ $0.loggedIn }).map({ ($0, true) }) {
+                while let m = s.nextMessage() {
+                    seen[ObjectIdentifier(s), default: []].append(m)
+                    if m.char == "S" { got = (s, standby, seen[ObjectIdentifier(s)]!) }
+                }
+            }
+            return got != nil
+        }
+        guard let (server, standby, msgs) = got else { return nil }
+        var answer: [UInt8] = []
+        for m in msgs {
+            switch m.char {
+            case "P": answer += BE.parseComplete
+            case "B": answer += BE.bindComplete
+            case "E": answer += BE.complete("SELECT 1")
+            case "S": answer += BE.ready("I")
+            default: break
+            }
+        }
+        server.send(answer)
+        var out: [Msg] = []
+        wait("the answer", file: file, line: line) {
+            while let m = c.reader.next() { out.append(m) }
+            return out.last?.char == "Z"
+        }
+        return standby
+    }
+
+    /// A named statement prepared in one transaction and bound in later ones is routed by its text.
+    func testBoundPreparedStatementsAreClassifiedByTheirText() throws {
+        try startRouted()
+        let c = h.login(database: "rdb")
+        XCTAssertEqual(runExtended(c, FE.parse("r", "select $1::int") + FE.bind("", "r", ["1"]) + FE.execute() + FE.sync), true)
+        XCTAssertEqual(runExtended(c, FE.parse("w", "insert into t values ($1)") + FE.bind("", "w", ["1"]) + FE.execute() + FE.sync), false)
+        for _ in 0..<3 {
+            XCTAssertEqual(runExtended(c, FE.bind("", "r", ["2"]) + FE.execute() + FE.sync), true, "Bind of the read")
+            XCTAssertEqual(runExtended(c, FE.bind("", "w", ["2"]) + FE.execute() + FE.sync), false, "Bind of the write")
+        }
+    }
+
     func testRoleChangeDrainsAndRoutesToTheNewPrimary() throws {
         try startRouted()
         let c = h.login(database: "rdb")
