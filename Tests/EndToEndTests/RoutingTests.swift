@@ -212,10 +212,136 @@ final class RoutingE2ETests: XCTestCase {
     }
 }
 
+extension RoutingE2ETests {
+    /// psycopg 3 and asyncpg (their own checks, named statements included) and pgbench `-S -M
+    /// extended` and `-M prepared` work unchanged through the routed endpoint, and the standbys get reads.
+    func testDriversAndPgbenchThroughTheRoutedEndpoint() throws {
+        let rs = try Self.cluster()
+        try TxFixtures.ensureRole(rs.primary)
+        try rs.primary.ensurePgbenchData()
+        XCTAssertTrue(rs.waitCaughtUp())
+        var s = settings(rs, "max_standby_lag=600000")
+        s.databases.append(("bench", "\(rs.hostsAndPorts) dbname=bench routing=read-write-split max_standby_lag=600000"))
+        s.users.append((TxFixtures.role, TxFixtures.password))
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        waitRoles(px, rs)
+        let python = try DriverTests.python()
+        let dsn = "postgresql://\(TxFixtures.role):\(TxFixtures.password)@127.0.0.1:\(px.port)/testdb?sslmode=disable"
+        for (script, mode) in [("psycopg_check.py", "basic"), ("psycopg_check.py", "prepared"), ("asyncpg_check.py", "basic"),
+                               ("asyncpg_check.py", "prepared")] {
+            let r = try runCommand([python, DriverTests.driversDirectory + "/" + script, mode, dsn],
+                                   environment: childEnvironment(["PYTHONDONTWRITEBYTECODE": "1"]), timeout: 300)
+            XCTAssertEqual(r.status, 0, "\(script) \(mode): \(r)\n\(px.log().suffix(3000))")
+            XCTAssertTrue(r.stdout.hasPrefix("OK "), "\(script) \(mode): \(r)")
+        }
+        let bench = px.target(user: "bench", database: "bench", password: PostgresServer.passwords["bench"])
+        for protocolMode in ["extended", "prepared"] {
+            let (r, summary) = try Pgbench.run(bench, ["-S", "-M", protocolMode, "-c", "4", "-j", "2", "-T", "3"])
+            XCTAssertTrue(r.succeeded, "pgbench -M \(protocolMode): \(r)")
+            XCTAssertEqual(summary.failedTransactions ?? 0, 0)
+            XCTAssertGreaterThan(summary.transactions ?? 0, 100)
+        }
+        let a = try WireClient.connect(port: px.port, user: "u_trust", database: "pgbouncer")
+        defer { a.close() }
+        let rows = try a.query("SHOW ROUTING").filter { $0[0] == "bench" }
+        let standbyReads = rows.filter { ($0[3] ?? "").hasPrefix("standby") }.map { Int($0[5] ?? "") ?? 0 }
+        XCTAssertEqual(standbyReads.count, 2, "\(rows)")
+        XCTAssertTrue(standbyReads.allSatisfy { $0 > 50 }, "pgbench -S reads did not reach both standbys: \(rows)")
+    }
+}
+
 /// A flag one thread sets and another polls.
 private final class StopFlag: @unchecked Sendable {
     private let lock = NSLock()
     private var value = false
     var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
     func set() { lock.lock(); value = true; lock.unlock() }
+}
+
+/// Acceptance: a switchover under load (the primary stops, a standby is promoted, the other re-pointed):
+/// writes resume on the new primary within 5 s of the promotion, no write ever succeeds anywhere but on
+/// the host that was primary at the time, and reads go on. Its own cluster, which it breaks: run by
+/// `make test-cluster`, not `make test`.
+final class RoutingSwitchoverTests: XCTestCase {
+    /// One statement's outcome: when, and the server port it ran on (nil: it failed).
+    private struct Outcome { var at: Double; var port: Int? }
+
+    private final class Log: @unchecked Sendable {
+        private let lock = NSLock()
+        private var items: [Outcome] = []
+        private var stopped = false
+        func add(_ o: Outcome) { lock.lock(); items.append(o); lock.unlock() }
+        var all: [Outcome] { lock.lock(); defer { lock.unlock() }; return items }
+        var isStopped: Bool { lock.lock(); defer { lock.unlock() }; return stopped }
+        func stop() { lock.lock(); stopped = true; lock.unlock() }
+    }
+
+    private static func now() -> Double { ProcessInfo.processInfo.systemUptime }
+
+    /// A client that runs `sql` (whose last column is inet_server_port()) in a loop, reconnecting after errors.
+    private static func loop(port: Int, sql: String, into log: Log) -> Thread {
+        Thread {
+            var c: WireClient? = nil
+            while !log.isStopped {
+                do {
+                    if c == nil {
+                        c = try WireClient.connect(port: port, user: "u_trust", database: "testdb",
+                                                   password: PostgresServer.passwords["u_trust"], timeout: 10)
+                    }
+                    let rows = try c!.query(sql)
+                    log.add(Outcome(at: now(), port: Int(rows.last?.last.flatMap { $0 } ?? "")))
+                } catch {
+                    log.add(Outcome(at: now(), port: nil))
+                    c?.close()
+                    c = nil
+                    usleep(50_000)
+                }
+                usleep(10_000)
+            }
+            c?.close()
+        }
+    }
+
+    func testSwitchoverUnderLoad() throws {
+        let rs = try ReplicaSet(standbys: 2)
+        defer { rs.stop() }
+        try rs.primary.adminQuery(["create table public.rt(id bigserial primary key, v int)",
+                                   "grant all on public.rt to public", "grant all on sequence public.rt_id_seq to public"],
+                                  database: "testdb")
+        XCTAssertTrue(rs.waitCaughtUp())
+        var s = HealthE2E.settings(rs.primary, workers: 2, poolSize: 6)
+        s.databases = [("testdb", "\(rs.hostsAndPorts) dbname=testdb routing=read-write-split max_standby_lag=600000")]
+        s.pgswiftSettings = s.pgswiftSettings.filter { $0.key != "fail_fast" } + [("health_check_user", "u_trust")]
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        let old = rs.primary.port, promoted = rs.standbys[0], other = rs.standbys[1]
+        let writes = Log(), reads = Log()
+        let writer = Self.loop(port: px.port, sql: "insert into rt(v) values (1) returning inet_server_port()", into: writes)
+        let reader = Self.loop(port: px.port, sql: "select inet_server_port()", into: reads)
+        writer.start()
+        reader.start()
+        defer { writes.stop(); reads.stop() }
+        XCTAssertTrue(waitUntil(timeout: 20) { writes.all.contains { $0.port == old } && reads.all.contains { $0.port != nil } })
+
+        rs.primary.stopServer()
+        try promoted.adminQuery("select pg_promote()")
+        let promotedAt = Self.now()
+        try other.adminQuery(["alter system set primary_conninfo = 'host=\(promoted.socketDir) port=\(promoted.port) user=postgres'",
+                              "select pg_reload_conf()"])
+        XCTAssertTrue(waitUntil(timeout: 30) { writes.all.contains { $0.port == promoted.port } }, "writes never resumed")
+        let firstWrite = writes.all.first { $0.port == promoted.port }!.at
+        XCTAssertLessThan(firstWrite - promotedAt, 5, "writes resumed \(firstWrite - promotedAt) s after the promotion")
+        // Reads go on after the promotion.
+        let readsBefore = reads.all.filter { $0.port != nil }.count
+        XCTAssertTrue(waitUntil(timeout: 20) { reads.all.filter { $0.port != nil }.count > readsBefore + 20 })
+        writes.stop()
+        reads.stop()
+        let w = writes.all
+        XCTAssertFalse(w.contains { $0.port == other.port }, "a write succeeded on a standby")
+        XCTAssertFalse(w.contains { $0.port == promoted.port && $0.at < promotedAt - 0.001 }, "a write on the standby before its promotion")
+        XCTAssertFalse(w.contains { $0.port == old && $0.at > promotedAt }, "a write on the stopped primary")
+        print("switchover: writes resumed \(firstWrite - promotedAt) s after pg_promote; \(w.filter { $0.port == nil }.count) "
+              + "failed writes during it; \(reads.all.filter { $0.port == nil }.count) failed reads")
+    }
 }
