@@ -251,6 +251,13 @@ extension Worker {
         return (routes.pointee.serverRole[s], host)
     }
 
+    /// Where client `ci`'s transaction goes; a client that reached a routed pool without being routed
+    /// (a handed-over one) counts as a write.
+    @inline(__always)
+    func wantOf(_ ci: Int32) -> RouteTarget {
+        Int(ci) < routes.pointee.want.count ? routes.pointee.want[Int(ci)] : .write
+    }
+
     @inline(__always)
     private func fits(_ want: RouteTarget, _ role: UInt8) -> Bool {
         want.wantsStandby ? role == 2 : role == 1
@@ -261,7 +268,7 @@ extension Worker {
         let pi = Int(clients[ci].pool)
         let (_, host) = serverRoute(si)
         guard host >= 0, poolRoutes(pi), host < routes.pointee.pools[pi]!.counters.count else { return }
-        switch routes.pointee.want[Int(ci)] {
+        switch wantOf(ci) {
         case .write, .any: routes.pointee.pools[pi]!.counters[host].writes &+= 1
         case .read, .readOnPrimary: routes.pointee.pools[pi]!.counters[host].reads &+= 1
         case .fallback:
@@ -275,7 +282,7 @@ extension Worker {
     /// -1: none; when the pool is full of servers of the other role, an idle one of them closes for room.
     func routedIdle(_ ci: Int32) -> Int32 {
         let pi = Int(clients[ci].pool)
-        let want = routes.pointee.want[Int(ci)]
+        let want = wantOf(ci)
         var turnHost = -1
         if want.wantsStandby { turnHost = standbyTurn(pi) }
         var first: Int32 = -1, onTurn: Int32 = -1, other: Int32 = -1
@@ -340,7 +347,7 @@ extension Worker {
         let (role, _) = serverRoute(si)
         var ci = pools[pi].waitHead
         while ci >= 0 {
-            if fits(routes.pointee.want[Int(ci)], role) {
+            if fits(wantOf(ci), role) {
                 countRoute(ci, si)
                 return ci
             }
@@ -389,7 +396,7 @@ extension Worker {
         var readsWaiting = 0
         var ci = pools[pi].waitHead
         while ci >= 0 {
-            if routes.pointee.want[Int(ci)].wantsStandby { readsWaiting += 1 }
+            if wantOf(ci).wantsStandby { readsWaiting += 1 }
             ci = clients[ci].waitNext
         }
         var standbysOpening = 0
@@ -431,7 +438,7 @@ extension Worker {
         if !usable {
             var ci = pools[pi].waitHead
             while ci >= 0 {
-                if routes.pointee.want[Int(ci)] == .read { routes.pointee.want[Int(ci)] = .fallback }
+                if wantOf(ci) == .read { routes.pointee.want[Int(ci)] = .fallback }
                 ci = clients[ci].waitNext
             }
         }
@@ -486,7 +493,7 @@ extension Worker {
     func learnCommitLSN(_ si: Int32, _ ci: Int32) -> Bool {
         let pi = Int(servers[si].pool)
         guard ci >= 0, poolRoutes(pi), routes.pointee.pools[pi]!.readAfterWrite == .lsn,
-              routes.pointee.want[Int(ci)] == .write, serverRoute(si).role == 1 else { return false }
+              wantOf(ci) == .write, serverRoute(si).role == 1 else { return false }
         let c = Int(ci), s = Int(si)
         routes.pointee.commitLSN[c] = .max
         routes.pointee.commitFor[c] = clients[ci].id
