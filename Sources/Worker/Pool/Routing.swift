@@ -31,8 +31,10 @@ struct PoolRouting {
     var classifier = SQLClassifier()
     /// Each host's counters, in the entry's host order.
     var counters: [RouteCounters] = []
-    /// Some standby is usable for reads now (recomputed when the supervisor reports a host).
+    /// Some standby is usable for reads now, and which hosts are (recomputed when the supervisor reports
+    /// a host, so choosing a standby reads no dictionary).
     var standbyUsable = false
+    var usableStandbys: [Bool] = []
     /// Round-robin cursor over the standbys, for reads.
     var nextStandby = 0
     /// The entry's host keys ("host:port"), in its order.
@@ -320,12 +322,12 @@ extension Worker {
     /// The standby host (entry index) whose turn it is to take a read, -1 when none is usable. No
     /// allocation: two passes over the host keys.
     private func standbyTurn(_ pi: Int) -> Int {
-        let keys = routes.pointee.pools[pi]!.hostKeys
+        let ok = routes.pointee.pools[pi]!.usableStandbys
         var usable = 0
-        for k in keys where standbyUsable(k) { usable += 1 }
+        for u in ok where u { usable += 1 }
         guard usable > 0 else { return -1 }
         var n = routes.pointee.pools[pi]!.nextStandby % usable
-        for (i, k) in keys.enumerated() where standbyUsable(k) {
+        for i in ok.indices where ok[i] {
             if n == 0 { return i }
             n -= 1
         }
@@ -432,7 +434,9 @@ extension Worker {
     }
 
     private func refreshRouting(_ pi: Int) {
-        let usable = routes.pointee.pools[pi]!.hostKeys.contains { standbyUsable($0) }
+        let ok = routes.pointee.pools[pi]!.hostKeys.map { standbyUsable($0) }
+        let usable = ok.contains(true)
+        routes.pointee.pools[pi]!.usableStandbys = ok
         routes.pointee.pools[pi]!.standbyUsable = usable
         refreshMinLSN(pi)
         if !usable {
@@ -470,7 +474,7 @@ extension Worker {
     private func refreshMinLSN(_ pi: Int) {
         let r = routes.pointee.pools[pi]!
         var m = UInt64.max
-        for (i, k) in r.hostKeys.enumerated() where standbyUsable(k) { m = min(m, r.hostLSN[i]) }
+        for i in r.hostKeys.indices where i < r.usableStandbys.count && r.usableStandbys[i] { m = min(m, r.hostLSN[i]) }
         routes.pointee.pools[pi]!.minStandbyLSN = m == .max ? 0 : m
     }
 
