@@ -17,8 +17,30 @@ final class RoutingSettingsTests: XCTestCase {
         XCTAssertEqual(app.windowMillis, 250)
         XCTAssertEqual(app.maxStandbyLagMillis, 2000)
         XCTAssertEqual(app.denyFunctions, SQLFunctionDenyList(["nextval", "my_*"]))
-        XCTAssertEqual(try XCTUnwrap(c.database(named: "plain")).routing, RoutingSettings(), "routing=none by default")
+        XCTAssertFalse(try XCTUnwrap(c.database(named: "plain")).routing.enabled, "routing=none by default")
         XCTAssertTrue(c.warnings.isEmpty, "\(c.warnings)")
+    }
+
+    func testDefaultsInTheMainSections() throws {
+        let c = try Config.parse(text: """
+            [databases]
+            a = host=h,i routing=read-write-split max_standby_lag=100
+            b = host=h,i routing=read-write-split
+            [pgbouncer]
+            pool_mode = transaction
+            max_standby_lag = 700
+            [pgswift]
+            read_after_write = primary_window
+            read_after_write_window = 250
+            """, file: "t.ini")
+        let a = try XCTUnwrap(c.database(named: "a")).routing, b = try XCTUnwrap(c.database(named: "b")).routing
+        XCTAssertEqual(a.maxStandbyLagMillis, 100, "the entry's own value wins")
+        XCTAssertEqual(b.maxStandbyLagMillis, 700)
+        XCTAssertEqual([a.readAfterWrite, b.readAfterWrite], [.primaryWindow, .primaryWindow])
+        XCTAssertEqual(b.windowMillis, 250)
+        XCTAssertThrowsError(try Config.parse(text: "[pgswift]\nrouting = read-write-split\n", file: "t.ini"),
+                             "routing is per database")
+        XCTAssertThrowsError(try Config.parse(text: "[pgswift]\nstandby_reads_fallback = wait\n", file: "t.ini"))
     }
 
     func testUnfinishedValuesWarnOrAreRefused() throws {

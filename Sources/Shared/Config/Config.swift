@@ -179,6 +179,9 @@ public struct Config: Sendable {
     public var databases: [DatabaseEntry] = []
     /// The `*` entry: template for database names not listed.
     public var fallbackDatabase: DatabaseEntry? = nil
+    /// Read/write routing keys given in `[pgbouncer]`/`[pgswift]`: defaults every `[databases]` entry
+    /// inherits at the end of the load (RoutingSettings.swift).
+    public var routingDefaults = RoutingSettings()
     public var users: [String: UserEntry] = [:]
     /// `[peers]`, in id order (a later line for the same id replaces the earlier one).
     public var peers: [PeerEntry] = []

@@ -47,6 +47,15 @@ struct ConfigAssembler {
 
     func finish() -> Config {
         var result = config
+        for i in result.databases.indices {
+            result.databases[i].routing.inherit(config.routingDefaults)
+            let e = result.databases[i]
+            if e.routing.enabled && (e.poolMode ?? config.poolMode) == .session {
+                result.warnings.append(ConfigWarning(file: e.file, line: e.line, message: "database \"\(e.name)\": "
+                    + "routing=read-write-split does not route session-mode pools (every session goes to the primary)"))
+            }
+        }
+        result.fallbackDatabase?.routing.inherit(config.routingDefaults)
         if !sawMainSection && !sawEnvironmentSettings {
             result.warnings.append(ConfigWarning(file: config.configFile, line: 0,
                                                  message: "no [pgbouncer] section; using defaults"))
@@ -75,6 +84,11 @@ struct ConfigAssembler {
                                   in sectionName: String) throws(ConfigError) {
         let key = rawKey.lowercased()
         let own = sectionName == "pgbouncer" ? ConfigKeySpec.pgbouncerByName : ConfigKeySpec.pgswiftByName
+        if RoutingSettings.defaultableKeys.contains(key) {
+            // Read/write routing defaults for the [databases] entries (applied in `finish`).
+            if let e = config.routingDefaults.set(key, value) { throw ConfigError(file: file, line: line, message: e) }
+            return
+        }
         guard let spec = own[key] else {
             let otherName = sectionName == "pgbouncer" ? "pgswift" : "pgbouncer"
             let other = sectionName == "pgbouncer" ? ConfigKeySpec.pgswiftByName : ConfigKeySpec.pgbouncerByName
@@ -210,10 +224,6 @@ struct ConfigAssembler {
             }
         }
         for w in entry.routing.loadWarnings { warn(file, line, "database \"\(name)\": \(w)") }
-        if entry.routing.enabled && entry.poolMode == .session {
-            warn(file, line, "database \"\(name)\": routing=read-write-split does not route session-mode pools "
-                 + "(every session goes to the primary)")
-        }
         if entry.ports.count > 1 && entry.ports.count != entry.hosts.count {
             throw fail("port list has \(entry.ports.count) entries for \(entry.hosts.count) hosts "
                        + "(give one port, or one per host)")

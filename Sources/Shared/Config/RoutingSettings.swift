@@ -27,8 +27,26 @@ public struct RoutingSettings: Sendable, Equatable {
     public var maxStandbyLagMillis = 5000
     /// Functions a read must not call (`routing_deny_functions`, comma-separated; default issue 20's list).
     public var denyFunctions = SQLFunctionDenyList.default
+    /// The keys given for this entry (the others take the `[pgbouncer]`/`[pgswift]` default, `inherit`).
+    public var setKeys: Set<String> = []
 
     public init() {}
+
+    /// Keys that may also be given in `[pgbouncer]` or `[pgswift]` as defaults for every entry.
+    public static let defaultableKeys: Set<String> = keys.subtracting(["routing"])
+
+    /// Takes each value `defaults` sets and this entry does not.
+    public mutating func inherit(_ defaults: RoutingSettings) {
+        for k in defaults.setKeys where !setKeys.contains(k) {
+            switch k {
+            case "read_after_write": readAfterWrite = defaults.readAfterWrite
+            case "read_after_write_window": windowMillis = defaults.windowMillis
+            case "max_standby_lag": maxStandbyLagMillis = defaults.maxStandbyLagMillis
+            case "routing_deny_functions": denyFunctions = defaults.denyFunctions
+            default: break
+            }
+        }
+    }
 
     public var enabled: Bool { mode == .readWriteSplit }
 
@@ -75,6 +93,7 @@ public struct RoutingSettings: Sendable, Equatable {
         default:
             return "unrecognized routing setting \"\(key)\""
         }
+        setKeys.insert(key)
         return nil
     }
 
