@@ -3,8 +3,17 @@
 import Shared
 
 extension Supervisor {
+    func routingRows(_ m: MergedStats) -> [[String?]] {
+        Self.routingRows(config.databases, healthState.targets, m)
+    }
+
+    /// Appended to /metrics: routing counters per routed database and host.
+    func routingMetrics(_ m: MergedStats) -> String {
+        Self.routingMetrics(config.databases, m)
+    }
+
     /// One routed database's hosts: (key, host, port) in the entry's order.
-    private func routedHosts(_ entry: DatabaseEntry) -> [(key: String, host: String, port: Int)] {
+    static func routedHosts(_ entry: DatabaseEntry) -> [(key: String, host: String, port: Int)] {
         let hosts = entry.hosts.isEmpty ? [""] : entry.hosts
         return hosts.enumerated().map { (i, raw) in
             let port = entry.port(forHostAt: i)
@@ -14,44 +23,40 @@ extension Supervisor {
     }
 
     /// Each routed database's counters per host key, summed over its pools (users) and workers.
-    private func routeTotals(_ m: MergedStats) -> [String: [String: RouteStat]] {
+    static func routeTotals(_ m: MergedStats) -> [String: [String: RouteStat]] {
         var out: [String: [String: RouteStat]] = [:]
         for p in m.pools where !p.routes.isEmpty {
-            var byHost = out[p.database] ?? [:]
-            for r in p.routes {
-                var t = byHost[r.host] ?? RouteStat(host: r.host)
-                RouteStat.merge(&t, r)
-                byHost[r.host] = t
-            }
-            out[p.database] = byHost
+            var rows = Array((out[p.database] ?? [:]).values)
+            RouteStat.merge(&rows, p.routes)
+            out[p.database] = Dictionary(uniqueKeysWithValues: rows.map { ($0.host, $0) })
         }
         return out
     }
 
-    /// The role column: what the health check last saw.
-    private func roleText(_ key: String) -> String {
-        guard let t = healthState.targets.first(where: { $0.key == key }) else { return "" }
+    /// The role column: what the health check last saw ("down", "primary", "standby", "standby (lagging)",
+    /// "" before the role is known).
+    static func roleText(_ t: HealthTarget?) -> String {
+        guard let t else { return "" }
         if t.health.state == .down { return "down" }
         return t.health.role.map { $0.inRecovery ? (t.flags.contains(.lagging) ? "standby (lagging)" : "standby") : "primary" } ?? ""
     }
 
-    func routingRows(_ m: MergedStats) -> [[String?]] {
+    static func routingRows(_ databases: [DatabaseEntry], _ targets: [HealthTarget], _ m: MergedStats) -> [[String?]] {
         let totals = routeTotals(m)
         var rows: [[String?]] = []
-        for entry in config.databases where entry.routing.enabled {
+        for entry in databases where entry.routing.enabled {
             for h in routedHosts(entry) {
+                let t = targets.first { $0.key == h.key }
                 let c = totals[entry.name]?[h.key] ?? RouteStat(host: h.key)
-                let lag = healthState.targets.first { $0.key == h.key }?.replayLagMillis.map { String($0) }
-                rows.append([entry.name, h.host, String(h.port), roleText(h.key), lag,
+                rows.append([entry.name, h.host, String(h.port), roleText(t), t?.replayLagMillis.map { String($0) },
                              String(c.reads), String(c.writes), String(c.fallbacks), String(c.retries)])
             }
         }
         return rows
     }
 
-    /// Appended to /metrics: routing counters per routed database and host.
-    func routingMetrics(_ m: MergedStats) -> String {
-        let routed = config.databases.filter { $0.routing.enabled }
+    static func routingMetrics(_ databases: [DatabaseEntry], _ m: MergedStats) -> String {
+        let routed = databases.filter { $0.routing.enabled }
         guard !routed.isEmpty else { return "" }
         let totals = routeTotals(m)
         var w = PrometheusTextWriter(capacity: 1024)
@@ -71,15 +76,5 @@ extension Supervisor {
             }
         }
         return w.text
-    }
-}
-
-extension RouteStat {
-    /// Adds `o`'s counters to `t`.
-    static func merge(_ t: inout RouteStat, _ o: RouteStat) {
-        var rows = [t]
-        RouteStat.merge(&rows, [RouteStat(host: t.host, reads: o.reads, writes: o.writes, fallbacks: o.fallbacks,
-                                          retries: o.retries)])
-        t = rows[0]
     }
 }
