@@ -127,6 +127,7 @@ final class RoutingE2ETests: XCTestCase {
             return Int(r[p]?["writes"] ?? "") ?? 0 >= writes
         }, "\((try? routing(px)) ?? [:])")
         let r = try routing(px)
+        print("routing: \(writes) writes on the primary, reads per standby port \(readsOn); SHOW ROUTING \(r)")
         for s in rs.standbys {
             XCTAssertEqual(r[s.port]?["writes"], "0", "\(r)")
             XCTAssertGreaterThan(Int(r[s.port]?["reads"] ?? "") ?? 0, 100, "\(r)")
@@ -155,6 +156,7 @@ final class RoutingE2ETests: XCTestCase {
         let standbyPorts = Set(rs.standbys.map { $0.port })
         XCTAssertTrue(waitUntil(timeout: 20) { standbyPorts.contains((try? self.port(c, "select inet_server_port()")) ?? 0) },
                       "no read on a standby once they caught up")
+        print("read after write: SHOW ROUTING \(try routing(px))")
     }
 
     /// A standby whose replay lag exceeds max_standby_lag gets no reads while it lags.
@@ -204,7 +206,9 @@ final class RoutingE2ETests: XCTestCase {
         let c = try client(px)
         defer { c.close() }
         for _ in 0..<50 { XCTAssertEqual(try port(c, "select inet_server_port()"), rs.primary.port) }
-        XCTAssertGreaterThanOrEqual(Int(try routing(px)[rs.primary.port]?["fallbacks"] ?? "") ?? 0, 50)
+        let fallbacks = Int(try routing(px)[rs.primary.port]?["fallbacks"] ?? "") ?? 0
+        print("fallback: \(fallbacks) reads fell back to the primary")
+        XCTAssertGreaterThanOrEqual(fallbacks, 50)
         for s in rs.standbys { try s.startServer() }
         waitRoles(px, rs)
         let standbyPorts = Set(rs.standbys.map { $0.port })
