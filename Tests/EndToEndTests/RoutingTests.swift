@@ -111,6 +111,9 @@ final class RoutingE2ETests: XCTestCase {
         XCTAssertEqual(try port(c, "select nextval('rs'), inet_server_port()"), p, "nextval")
         XCTAssertEqual(try port(c, "/* pgswift:primary */ select inet_server_port()"), p, "hint primary")
         XCTAssertTrue(standbyPorts.contains(try port(c, "/* pgswift:standby */ select inet_server_port()")), "hint standby")
+        // The 25006 safety net: a write sent to a standby by a wrong hint is re-run on the primary.
+        XCTAssertEqual(try port(c, "/* pgswift:standby */ insert into rt(v) values (-1) returning inet_server_port()"), p,
+                       "a write a standby refused, re-run on the primary")
         XCTAssertEqual(try port(c, "with x as (insert into rt(v) values (0) returning id) select inet_server_port() from x"),
                        p, "data-modifying WITH")
         _ = try c.query("BEGIN READ ONLY")
@@ -128,6 +131,7 @@ final class RoutingE2ETests: XCTestCase {
         }, "\((try? routing(px)) ?? [:])")
         let r = try routing(px)
         print("routing: \(writes) writes on the primary, reads per standby port \(readsOn); SHOW ROUTING \(r)")
+        XCTAssertGreaterThanOrEqual(Int(r[p]?["retries"] ?? "") ?? 0, 1, "\(r)")
         for s in rs.standbys {
             XCTAssertEqual(r[s.port]?["writes"], "0", "\(r)")
             XCTAssertGreaterThan(Int(r[s.port]?["reads"] ?? "") ?? 0, 100, "\(r)")

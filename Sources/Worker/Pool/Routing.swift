@@ -14,6 +14,8 @@ enum RouteTarget: UInt8 {
     case readOnPrimary
     /// Read-only, but on the primary: no standby is usable (standby_reads_fallback=primary).
     case fallback
+    /// A read a standby refused with 25006, re-run on the primary.
+    case retry
 
     @inline(__always) var wantsStandby: Bool { self == .read }
 }
@@ -76,6 +78,14 @@ struct RoutingState {
     var serverHost: [Int16] = []
     /// Per pool slot (nil: the pool does not route).
     var pools: [PoolRouting?] = []
+    /// 25006 safety net. Per client slot: the Query message of its current read (kept to re-run it), and
+    /// whether its next transaction must go to the primary (the re-run). Per server slot: the id of the
+    /// connection whose answer may still be retried (nothing of it has reached the client yet; 0: none),
+    /// and of one draining the rest of a dropped answer.
+    var retryQuery: [[UInt8]] = []
+    var retryNext: [Bool] = []
+    var armed: [UInt64] = []
+    var retryDrain: [UInt64] = []
     /// The verdict on each prepared statement (StatementRegistry id; ids are never reused), made at the
     /// first Bind that starts a transaction with it: a named statement is classified once.
     var statementTargets: [Int64: RouteTarget] = [:]
@@ -86,6 +96,8 @@ struct RoutingState {
             lastWrite += [Int64](repeating: 0, count: clients - lastWrite.count)
             commitLSN += [UInt64](repeating: 0, count: clients - commitLSN.count)
             commitFor += [UInt64](repeating: 0, count: clients - commitFor.count)
+            retryQuery += [[UInt8]](repeating: [], count: clients - retryQuery.count)
+            retryNext += [Bool](repeating: false, count: clients - retryNext.count)
         }
         if serverID.count < servers {
             let k = servers - serverID.count
@@ -95,6 +107,8 @@ struct RoutingState {
             lsnClient += [Int32](repeating: -1, count: k)
             lsnClientID += [UInt64](repeating: 0, count: k)
             lsnQuery += [UInt64](repeating: 0, count: k)
+            armed += [UInt64](repeating: 0, count: k)
+            retryDrain += [UInt64](repeating: 0, count: k)
         }
         if pools.count < n { pools += [PoolRouting?](repeating: nil, count: n - pools.count) }
     }
@@ -208,6 +222,16 @@ extension Worker {
             }
         }
         if target == .read && !r.standbyUsable { target = .fallback }
+        if routes.pointee.retryNext[c] {
+            routes.pointee.retryNext[c] = false
+            target = .retry
+        } else if target == .read && type == FrontendType.query && total <= avail {
+            // Kept until the standby has answered: re-run on the primary if it refuses with 25006.
+            routes.pointee.retryQuery[c].removeAll(keepingCapacity: true)
+            routes.pointee.retryQuery[c].append(contentsOf: UnsafeRawBufferPointer(start: msg, count: total))
+        } else {
+            routes.pointee.retryQuery[c].removeAll(keepingCapacity: true)
+        }
         routes.pointee.want[c] = target
         return true
     }
@@ -276,7 +300,13 @@ extension Worker {
         case .fallback:
             routes.pointee.pools[pi]!.counters[host].reads &+= 1
             routes.pointee.pools[pi]!.counters[host].fallbacks &+= 1
+        case .retry:
+            routes.pointee.pools[pi]!.counters[host].reads &+= 1
+            routes.pointee.pools[pi]!.counters[host].retries &+= 1
         }
+        // A simple-Query read on a standby may be re-run on the primary until its answer starts.
+        let s = Int(si)
+        routes.pointee.armed[s] = wantOf(ci) == .read && !routes.pointee.retryQuery[Int(ci)].isEmpty ? servers[si].id : 0
     }
 
     /// acquireServer's choice of an idle server for a routed pool: one of the right role (for a read, on
@@ -516,8 +546,20 @@ extension Worker {
 
     /// resetDone's hook: the end of `commitLSNQuery` (not a reset: what the server's session holds is
     /// unchanged). True when it was that; the server went on (`serverIdle`).
-    func commitLSNDone(_ si: Int32) -> Bool {
+    func routedInternalDone(_ si: Int32) -> Bool {
         let s = Int(si)
+        if s < routes.pointee.retryDrain.count && routes.pointee.retryDrain[s] != 0 {
+            let mine = routes.pointee.retryDrain[s] == servers[si].id
+            routes.pointee.retryDrain[s] = 0
+            if mine {
+                if servers[si].txStatus != UInt8(ascii: "I") {
+                    closeServer(si, reason: "still in a transaction after a refused read")
+                } else {
+                    serverIdle(si)
+                }
+                return true
+            }
+        }
         guard s < routes.pointee.lsnQuery.count, routes.pointee.lsnQuery[s] != 0 else { return false }
         let mine = routes.pointee.lsnQuery[s] == servers[si].id
         routes.pointee.lsnQuery[s] = 0
@@ -571,5 +613,50 @@ extension RouteClassifier {
         }
         guard slash, digits > 0 else { return nil }
         return hi << 32 | lo
+    }
+}
+
+extension Worker {
+    // MARK: 25006 safety net
+
+    /// scanServer's hook while some pool routes, for each message of a linked server. A server armed for
+    /// a retry (a simple-Query read on a standby) is disarmed by any message but an ErrorResponse; an
+    /// ErrorResponse 25006 (read_only_sql_transaction) as the answer's first message is dropped, the
+    /// rest of the answer swallowed, and the client's Query re-run on the primary. nil: go on as usual;
+    /// true: the message was dropped; false: the error must be read whole first.
+    func routedServerMessage(_ si: Int32, _ type: UInt8, total: Int, avail: Int, _ scan: inout Int) -> Bool? {
+        let s = Int(si)
+        guard s < routes.pointee.armed.count, routes.pointee.armed[s] != 0 else { return nil }
+        guard routes.pointee.armed[s] == servers[si].id, type == BackendType.errorResponse else {
+            routes.pointee.armed[s] = 0
+            return nil
+        }
+        routes.pointee.armed[s] = 0
+        if total > avail { return total <= buffers.size ? false : nil }
+        let ci = servers[si].client
+        let body = UnsafeRawBufferPointer(start: servers[si].io.input.base! + (scan &+ 5), count: total &- 5)
+        guard ci >= 0, scan == servers[si].io.input.start, servers[si].pendingSyncs == 1, !servers[si].unsynced,
+              clients[ci].io.input.start == clients[ci].io.input.end, clients[ci].io.input.partial == 0,
+              Int(ci) < routes.pointee.retryQuery.count, !routes.pointee.retryQuery[Int(ci)].isEmpty,
+              ErrorFields.parse(body)?.code == "25006" else { return nil }  // read_only_sql_transaction
+        log.info("C-\(clients[ci].id): standby S-\(servers[si].id) refused a read (25006): re-running it on the primary")
+        // The error goes nowhere; the ReadyForQuery after it is swallowed (`routedInternalDone`).
+        scan &+= total
+        servers[si].io.input.start = scan
+        unlink(ci, si)
+        servers[si].pendingSyncs = 0
+        servers[si].internalQueries = 1
+        routes.pointee.retryDrain[s] = servers[si].id
+        setServerState(si, .resetting)
+        // The Query goes back in front of the client's input, bound for the primary.
+        let q = routes.pointee.retryQuery[Int(ci)]
+        if clients[ci].io.input.base == nil { clients[ci].io.input.base = buffers.take() }
+        q.withUnsafeBytes { clients[ci].io.input.base!.copyMemory(from: $0.baseAddress!, byteCount: q.count) }
+        clients[ci].io.input.start = 0
+        clients[ci].io.input.scan = 0
+        clients[ci].io.input.end = q.count
+        routes.pointee.retryNext[Int(ci)] = true
+        clientData(ci)
+        return true
     }
 }

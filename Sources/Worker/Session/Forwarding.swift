@@ -537,6 +537,7 @@ extension Worker {
         // connection delivers them); errors are read while a client's LISTEN is in flight.
         let listenRelay = hot.pointee.listenRelay
         let listenPending = hot.pointee.listenPending > 0
+        let routing = hot.pointee.routing
         scanning: while scan < end {
             let swallowing = servers[si].internalQueries > 0 || servers[si].client < 0
             if partial > 0 {
@@ -561,6 +562,12 @@ extension Worker {
                 return .stop
             }
             let total = len &+ 1
+            // Read/write routing's 25006 safety net (Routing.swift): true, dropped; false, read it whole.
+            if routing && !swallowing, let dropped = routedServerMessage(si, type, total: total, avail: avail, &scan) {
+                if dropped { continue }
+                result = .needMore
+                break scanning
+            }
             let inspect = type == BackendType.readyForQuery || type == BackendType.parameterStatus
                 || ((swallowing || listenPending) && type == BackendType.errorResponse)
                 || (swallowing && type == BackendType.dataRow && hot.pointee.routing)

@@ -352,7 +352,7 @@ extension Worker {
     }
 
     func resetDone(_ si: Int32) {
-        if hot.pointee.routing && commitLSNDone(si) { return }  // read_after_write=lsn (Routing.swift)
+        if hot.pointee.routing && routedInternalDone(si) { return }  // Routing.swift's own queries
         if servers[si].checking {
             checkDone(si)
             return

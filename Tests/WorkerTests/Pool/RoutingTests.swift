@@ -261,6 +261,56 @@ final class RoutingLoopTests: WorkerHarnessCase {
         }
     }
 
+    /// The 25006 safety net: a read the standby refuses before anything of its answer reached the
+    /// client is re-run on the primary, and the client sees only the primary's answer; once part of
+    /// the answer went out, the client gets the error.
+    func testReadRefusedByTheStandbyIsRerunOnThePrimary() throws {
+        try startRouted()
+        let c = h.login(database: "rdb")
+        XCTAssertEqual(run(c, "select 1"), true)
+        let sql = "/* pgswift:standby */ insert into t values (1)"
+        c.send(FE.query(sql))
+        var standby: FakeServer? = nil
+        wait("the read on the standby") {
+            for s in standbys where s.loggedIn { if let m = s.nextMessage(), m.char == "Q" { standby = s } }
+            return standby != nil
+        }
+        standby?.send(BE.error("25006", "cannot execute INSERT in a read-only transaction") + BE.ready("I"))
+        var primary: FakeServer? = nil
+        wait("the re-run on the primary") {
+            for s in h.servers where s.loggedIn {
+                if let m = s.nextMessage(), m.char == "Q" { XCTAssertEqual(m.firstString, sql); primary = s }
+            }
+            return primary != nil
+        }
+        primary?.send(BE.complete("INSERT 0 1") + BE.ready("I"))
+        var msgs: [Msg] = []
+        wait("the answer") {
+            while let m = c.reader.next() { msgs.append(m) }
+            return msgs.last?.char == "Z"
+        }
+        XCTAssertEqual(msgs.map { $0.char }, ["C", "Z"], "\(msgs)")
+        let pi = try XCTUnwrap(h.worker.pools.indices.first { h.worker.pools[$0].database == "rdb" })
+        XCTAssertEqual(h.worker.routeStats(pi)[0].retries, 1)
+        // The standby's connection is usable again, and reads go on there.
+        XCTAssertEqual(run(c, "select 2"), true)
+        // Part of the answer out first: no retry, the client gets the error.
+        c.send(FE.query("select f()"))
+        var s2: FakeServer? = nil
+        wait("the second read on the standby") {
+            for s in standbys where s.loggedIn { if let m = s.nextMessage(), m.char == "Q" { s2 = s } }
+            return s2 != nil
+        }
+        s2?.send(BE.rowDescription(["f"]) + BE.error("25006", "cannot execute nextval() in a read-only transaction") + BE.ready("I"))
+        msgs = []
+        wait("the error") {
+            while let m = c.reader.next() { msgs.append(m) }
+            return msgs.last?.char == "Z"
+        }
+        XCTAssertEqual(msgs.map { $0.char }, ["T", "E", "Z"], "\(msgs)")
+        XCTAssertEqual(h.worker.routeStats(pi)[0].retries, 1)
+    }
+
     func testRoleChangeDrainsAndRoutesToTheNewPrimary() throws {
         try startRouted()
         let c = h.login(database: "rdb")
