@@ -39,7 +39,7 @@ from cluster import (BENCH_DB, BENCH_USER, HOST, HarnessError, Postgres, clean_e
                      find_pg_bindir, find_tool, pick_port)
 from procs import (CLK_TCK, Child, become_subreaper, chown, cpu_model, descendants, log,  # noqa: E402
                    machine_jiffies, raise_open_files, reap_adopted, rss_by_process, tree_cpu, tree_rss)
-from targets import PgBouncer, PgSwift, PgSwiftNoStats, Settings, TargetError  # noqa: E402
+from targets import PgBouncer, PgSwift, PgSwiftNoStats, PgSwiftRouting, Settings, TargetError  # noqa: E402
 
 
 class Interrupted(BaseException):
@@ -53,6 +53,8 @@ def _interrupt(signum, _frame):
 # ---------------------------------------------------------------------------
 # Scenarios where make bench also runs pgswift with query_stats = off (pgswift-nostats:N targets).
 QUERY_STATS_SCENARIOS = ("select", "select-extended", "tpcb")
+# ... and with routing=read-write-split (pgswift-routing:N targets).
+ROUTING_SCENARIOS = ("select",)
 
 # scenarios
 
@@ -157,7 +159,7 @@ class Bench:
         self.pgbench = find_tool(self.bindir, "pgbench")
         self.versions = {"postgres": version(os.path.join(self.bindir, "postgres")),
                          "pgbench": version(self.pgbench)}
-        kinds = {t.split(":")[0].replace("pgswift-nostats", "pgswift") for t in a.targets}
+        kinds = {"pgswift" if t.startswith("pgswift") else t.split(":")[0] for t in a.targets}
         if "pgbouncer" in kinds:
             self.pgbouncer = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if os.access("/usr/sbin/pgbouncer", os.X_OK) else None)
             if not self.pgbouncer:
@@ -199,6 +201,8 @@ class Bench:
                 self.targets.append(PgBouncer(s, n, self.pgbouncer, self.versions["pgbouncer"]))
             elif kind == "pgswift-nostats":
                 self.targets.append(PgSwiftNoStats(s, n, a.pgswift_bin_dir, self.versions["pgswift"]))
+            elif kind == "pgswift-routing":
+                self.targets.append(PgSwiftRouting(s, n, a.pgswift_bin_dir, self.versions["pgswift"]))
             else:
                 self.targets.append(PgSwift(s, n, a.pgswift_bin_dir, self.versions["pgswift"]))
         if any(sc.tls for sc in a.scenario_list):
@@ -249,7 +253,9 @@ class Bench:
             f"machine (load {self.noise['before']['loadavg_1min']})")
         # The query_stats = off targets only where the issue measures the statistics' cost.
         plan = [(sc, rep, t) for sc in self.scenarios for rep in range(a.idle_repeats if sc.idle else a.repeats)
-                for t in self.targets if t.kind != "pgswift-nostats" or sc.name in QUERY_STATS_SCENARIOS]
+                for t in self.targets if t.kind == "pgswift" or t.kind == "pgbouncer"
+                or (t.kind == "pgswift-nostats" and sc.name in QUERY_STATS_SCENARIOS)
+                or (t.kind == "pgswift-routing" and sc.name in ROUTING_SCENARIOS)]
         for k, (sc, rep, t) in enumerate(plan, 1):
             log(f"[{k}/{len(plan)}] {sc.name} on {t.name}, repeat {rep + 1}")
             rec = self.run_idle(sc, t, rep, k) if sc.idle else self.run_pgbench(sc, t, rep, k)
@@ -614,9 +620,10 @@ def parse_args(argv):
     add("--warmup", type=int, default=env("BENCH_WARMUP", Q(2, 1), int), help="unmeasured seconds before each run [BENCH_WARMUP]")
     add("--scenarios", default=env("BENCH_SCENARIOS", ",".join(s.name for s in SCENARIOS)),
         help="comma list [BENCH_SCENARIOS]")
-    add("--targets", default=env("BENCH_TARGETS", "pgbouncer:1,pgswift:1,pgswift-nostats:1,pgbouncer:2,pgswift:2,pgswift-nostats:2"),
+    add("--targets", default=env("BENCH_TARGETS", "pgbouncer:1,pgswift:1,pgswift-nostats:1,pgswift-routing:1,pgbouncer:2,pgswift:2,pgswift-nostats:2"),
         help="comma list of pgbouncer:N / pgswift:N / pgswift-nostats:N (query_stats = off; only in the "
-             "select, select-extended and tpcb scenarios), run in this order [BENCH_TARGETS]")
+             "select, select-extended and tpcb scenarios) / pgswift-routing:N (routing=read-write-split; select "
+             "only), run in this order [BENCH_TARGETS]")
     add("--clients", type=int, default=env("BENCH_CLIENTS", 50, int), help="[BENCH_CLIENTS]")
     add("--many-clients", type=int, default=env("BENCH_MANY_CLIENTS", 400, int), help="select-many [BENCH_MANY_CLIENTS]")
     add("--idle-clients", type=int, default=env("BENCH_IDLE_CLIENTS", Q(10000, 1000), int), help="[BENCH_IDLE_CLIENTS]")
@@ -646,8 +653,8 @@ def parse_args(argv):
     a = p.parse_args(argv)
     a.targets = [t.strip() for t in a.targets.split(",") if t.strip()]
     for t in a.targets:
-        if not re.fullmatch(r"(pgbouncer|pgswift|pgswift-nostats)(:\d+)?", t):
-            p.error(f"unknown target {t!r} (pgbouncer:N, pgswift:N or pgswift-nostats:N)")
+        if not re.fullmatch(r"(pgbouncer|pgswift|pgswift-nostats|pgswift-routing)(:\d+)?", t):
+            p.error(f"unknown target {t!r} (pgbouncer:N, pgswift:N, pgswift-nostats:N or pgswift-routing:N)")
     names = {s.name: s for s in SCENARIOS}
     wanted = [x.strip() for x in a.scenarios.split(",") if x.strip()]
     for w in wanted:

@@ -65,6 +65,12 @@ def main():
         print()
         print("Query statistics (`query_stats = on`, the default), pooler CPU per transaction on ÷ off, 1 / 2 "
               "workers: " + "; ".join(cost) + ".")
+    on, off = rows.get(("select", "pgswift-routing:1")), rows.get(("select", "pgswift:1"))
+    if on and off and on["status"] == "OK" and off["status"] == "OK" and off.get("pooler_cpu_s_per_1000_tx"):
+        print()
+        print("Read/write routing (`routing=read-write-split`, no standby in the bench: reads fall back to the "
+              f"primary), select-only, pooler CPU per transaction routing on ÷ off, 1 worker: "
+              f"{on['pooler_cpu_s_per_1000_tx'] / off['pooler_cpu_s_per_1000_tx']:.2f}.")
     idle = {r["target"]: r for r in d["runs"] if r["scenario"] == "idle" and r["status"] == "OK"}
     parts = []
     for n in (1, 2):

@@ -60,12 +60,24 @@ def summarize(doc):
 def query_stats_cost(rows):
     """(scenario, N, pooler CPU per 1000 tx with query_stats on, off, on/off, tps on/off) for every
     scenario where both pgswift:N and pgswift-nostats:N ran OK."""
+    return variant_cost(rows, "pgswift-nostats", on_is_variant=False)
+
+
+def routing_cost(rows):
+    """The same for routing=read-write-split (pgswift-routing:N) against routing off (pgswift:N)."""
+    return variant_cost(rows, "pgswift-routing", on_is_variant=True)
+
+
+def variant_cost(rows, variant, on_is_variant):
     index = {(r["scenario"], r["target"]): r for r in rows}
     out = []
-    for r in rows:
-        kind, _, n = r["target"].partition(":")
-        off = index.get((r["scenario"], f"pgswift-nostats:{n}")) if kind == "pgswift" else None
-        if not off or not r["ok"] or not off["ok"]:
+    for row in rows:
+        kind, _, n = row["target"].partition(":")
+        other = index.get((row["scenario"], f"{variant}:{n}")) if kind == "pgswift" else None
+        if not other:
+            continue
+        r, off = (other, row) if on_is_variant else (row, other)
+        if not r["ok"] or not off["ok"]:
             continue
         on_cpu, off_cpu = r.get("pooler_cpu_s_per_1000_tx"), off.get("pooler_cpu_s_per_1000_tx")
         if on_cpu is None or not off_cpu or not off.get("tps"):
@@ -156,6 +168,15 @@ def markdown(doc):
         w("| scenario | workers | pooler CPU s / 1000 tx on | off | on ÷ off | tps on ÷ off |")
         w("|---|---|---|---|---|---|")
         for sc, n, on, off, r, t in cost:
+            w(f"| {sc} | {n} | {fmt(on, 3)} | {fmt(off, 3)} | **{r:.3f}** | {t:.3f} |")
+    rcost = routing_cost(rows)
+    if rcost:
+        w("\n## Cost of routing (routing=read-write-split / none)\n")
+        w("pgswift-routing:N (routing=read-write-split; the bench has no standby, so reads fall back to the "
+          "primary) against pgswift:N (routing off), same run; CPU per transaction: lower is better.\n")
+        w("| scenario | workers | pooler CPU s / 1000 tx on | off | on ÷ off | tps on ÷ off |")
+        w("|---|---|---|---|---|---|")
+        for sc, n, on, off, r, t in rcost:
             w(f"| {sc} | {n} | {fmt(on, 3)} | {fmt(off, 3)} | **{r:.3f}** | {t:.3f} |")
     idle = [r for r in rows if r["scenario"] == "idle"]
     if idle:

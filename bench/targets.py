@@ -264,6 +264,23 @@ worker_binary = {os.path.join(self.bindir, "pgswift-worker")}
                 f"(= {self.s.pool_size} per PgBouncer process x {self.processes})")
 
 
+class PgSwiftRouting(PgSwift):
+    """pgswift with `routing=read-write-split` on the bench database (issue 20). The bench has no
+    standby, so every read falls back to the primary: what it measures is the routing work on the
+    data path (the first statement of each transaction lexed and classified, the server picked by
+    role, the fallback counted), against pgswift:N, which has routing off."""
+    kind = "pgswift-routing"
+
+    def config_text(self):
+        ini = super().config_text()
+        line = f"{BENCH_DB} = host={HOST} port={self.s.pg_port} dbname={BENCH_DB}"
+        assert line in ini
+        return ini.replace(line, line + " routing=read-write-split", 1)
+
+    def describe(self):
+        return super().describe() + ", routing=read-write-split (no standby: reads fall back to the primary)"
+
+
 class PgSwiftNoStats(PgSwift):
     """pgswift with `query_stats = off`: the cost of per-pattern query statistics (issue 21) is
     pgswift:N's pooler CPU per transaction over this target's."""
