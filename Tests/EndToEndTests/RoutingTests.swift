@@ -353,3 +353,103 @@ final class RoutingSwitchoverTests: XCTestCase {
               + "failed writes during it; \(reads.all.filter { $0.port == nil }.count) failed reads")
     }
 }
+
+extension RoutingE2ETests {
+    /// Stops both standbys and waits until SHOW ROUTING says they are down; the caller restarts them
+    /// (the deferred start here covers a failure).
+    private func stopStandbys(_ px: Pgswift, _ rs: ReplicaSet) {
+        for s in rs.standbys { s.stopServer() }
+        XCTAssertTrue(waitUntil(timeout: 20) {
+            guard let r = try? self.routing(px) else { return false }
+            return rs.standbys.allSatisfy { r[$0.port]?["role"] == "down" }
+        }, "\((try? routing(px)) ?? [:])")
+    }
+
+    /// A one-column DataRow's text.
+    private func firstColumn(_ body: [UInt8]) -> String? {
+        guard body.count >= 6 else { return nil }
+        let n = Int(body[2]) << 24 | Int(body[3]) << 16 | Int(body[4]) << 8 | Int(body[5])
+        guard n >= 0, 6 + n <= body.count else { return nil }
+        return String(decoding: body[6..<(6 + n)], as: UTF8.self)
+    }
+
+    /// standby_reads_fallback=error: with both standbys stopped a read gets 57P03 at once, the client
+    /// stays connected, its writes and primary-hinted reads run on the primary; once the standbys are
+    /// back, reads go to them again.
+    func testStandbyReadsFallbackError() throws {
+        let rs = try Self.cluster()
+        let px = try Pgswift.start(settings(rs, "read_after_write=none max_standby_lag=600000 standby_reads_fallback=error"))
+        defer { px.stop() }
+        waitRoles(px, rs)
+        defer { for s in rs.standbys where !s.isRunning { try? s.startServer() } }
+        stopStandbys(px, rs)
+        let c = try client(px)
+        defer { c.close() }
+        for i in 0..<3 {
+            XCTAssertThrowsError(try c.query("select inet_server_port()"), "read \(i)") { e in
+                let f = (e as? WireServerError)?.fields
+                XCTAssertEqual(f?.sqlstate, "57P03", "\(e)")
+                XCTAssertEqual(f?.severity, "ERROR", "\(e)")
+                print("standby_reads_fallback=error: \(e)")
+            }
+            XCTAssertEqual(try port(c, "insert into rt(v) values (\(i)) returning inet_server_port()"), rs.primary.port,
+                           "a write on the same connection after the refused read")
+        }
+        XCTAssertEqual(try port(c, "/* pgswift:primary */ select inet_server_port()"), rs.primary.port)
+        XCTAssertEqual(try routing(px)[rs.primary.port]?["fallbacks"], "0", "nothing fell back to the primary")
+        for s in rs.standbys { try s.startServer() }
+        waitRoles(px, rs)
+        let standbyPorts = Set(rs.standbys.map { $0.port })
+        XCTAssertTrue(waitUntil(timeout: 20) { standbyPorts.contains((try? self.port(c, "select inet_server_port()")) ?? 0) })
+    }
+
+    /// standby_reads_fallback=wait: with both standbys stopped a read waits (writes go on meanwhile) and
+    /// runs on a standby once they are back; a read on an entry with query_wait_timeout=2 gets
+    /// PgBouncer's query_wait_timeout error instead.
+    func testStandbyReadsFallbackWait() throws {
+        let rs = try Self.cluster()
+        var s = settings(rs, "read_after_write=none max_standby_lag=600000 standby_reads_fallback=wait query_wait_timeout=90")
+        s.databases.append(("shortwait", "\(rs.hostsAndPorts) dbname=testdb routing=read-write-split read_after_write=none "
+                            + "max_standby_lag=600000 standby_reads_fallback=wait query_wait_timeout=2"))
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        waitRoles(px, rs)
+        defer { for s in rs.standbys where !s.isRunning { try? s.startServer() } }
+        stopStandbys(px, rs)
+        // The short wait ends with PgBouncer's error, and the client is closed.
+        let short = try WireClient.connect(port: px.port, user: "u_trust", database: "shortwait",
+                                           password: PostgresServer.passwords["u_trust"])
+        defer { short.close() }
+        try short.socket.send(WireEncode.query("select inet_server_port()"))
+        var shortEnd: WireMessage? = nil
+        while let m = try short.readMessage(timeout: 60) {
+            if m.typeChar == "E" { shortEnd = m }
+        }
+        let f = WireErrorFields(body: try XCTUnwrap(shortEnd, "no error before the close").body)
+        XCTAssertEqual(f.message, "query_wait_timeout")
+        XCTAssertEqual(f.sqlstate, "08P01")
+        // The long wait: the read is sent now and answered once a standby is back.
+        let reader = try client(px)
+        defer { reader.close() }
+        try reader.socket.send(WireEncode.query("select inet_server_port()"))
+        let w = try client(px)
+        defer { w.close() }
+        for i in 0..<5 {
+            XCTAssertEqual(try port(w, "insert into rt(v) values (\(i)) returning inet_server_port()"), rs.primary.port,
+                           "writes go on while a read waits")
+        }
+        for s in rs.standbys { try s.startServer() }
+        var row: String? = nil
+        var error: WireErrorFields? = nil
+        while let m = try reader.readMessage(timeout: 90) {
+            if m.typeChar == "D" { row = firstColumn(m.body) }
+            if m.typeChar == "E" { error = WireErrorFields(body: m.body) }
+            if m.typeChar == "Z" { break }
+        }
+        XCTAssertNil(error, "\(String(describing: error))")
+        let standbyPorts = Set(rs.standbys.map { $0.port })
+        XCTAssertTrue(standbyPorts.contains(Int(row ?? "") ?? 0), "the waiting read ran on \(row ?? "nothing")")
+        print("standby_reads_fallback=wait: the waiting read ran on port \(row ?? "?"); SHOW ROUTING \(try routing(px))")
+        XCTAssertEqual(try routing(px)[rs.primary.port]?["fallbacks"], "0")
+    }
+}

@@ -374,12 +374,15 @@ public struct Config: Sendable {
         public var changeable: Bool
     }
 
-    /// Every `[pgbouncer]` key in PgBouncer's order, then the `[pgswift]` keys.
+    /// Every `[pgbouncer]` key in PgBouncer's order, then the `[pgswift]` keys, then the read/write routing
+    /// defaults either section may set.
     public func settings() -> [Setting] {
         (ConfigKeySpec.pgbouncer + ConfigKeySpec.pgswift).map { spec in
             let value = spec.show?(self) ?? ignoredSettings[spec.name] ?? spec.defaultValue
             return Setting(key: spec.name, value: value, defaultValue: spec.defaultValue,
                            implemented: spec.support == .implemented, changeable: spec.changeable)
+        } + routingDefaults.defaultsRows.map {  // RoutingSettings.swift: the routing defaults, after them
+            Setting(key: $0.key, value: $0.value, defaultValue: $0.defaultValue, implemented: true, changeable: true)
         }
     }
 

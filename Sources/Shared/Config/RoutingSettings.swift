@@ -19,12 +19,25 @@ public struct RoutingSettings: Sendable, Equatable {
         case none
     }
 
+    /// `standby_reads_fallback`: what a read that would go to a standby does when none is usable (all
+    /// down, lagging over `max_standby_lag`, of unknown role or just failed). A read that read_after_write
+    /// keeps on the primary is not such a read: it goes to the primary whatever this says.
+    public enum Fallback: String, Sendable {
+        /// It runs on the primary (counted as a fallback).
+        case primary
+        /// It waits in the pool's queue until a standby is usable, within query_wait_timeout.
+        case wait
+        /// It is answered at once with an ErrorResponse (SQLSTATE 57P03); the client stays connected.
+        case error
+    }
+
     public var mode = Mode.none
     public var readAfterWrite = ReadAfterWrite.lsn
     /// `read_after_write_window`, milliseconds.
     public var windowMillis = 1000
     /// `max_standby_lag`, milliseconds: a standby whose replay lag is larger gets no reads.
     public var maxStandbyLagMillis = 5000
+    public var fallback = Fallback.primary
     /// Functions a read must not call (`routing_deny_functions`, comma-separated; default issue 20's list).
     public var denyFunctions = SQLFunctionDenyList.default
     /// The keys given for this entry (the others take the `[pgbouncer]`/`[pgswift]` default, `inherit`).
@@ -42,6 +55,7 @@ public struct RoutingSettings: Sendable, Equatable {
             case "read_after_write": readAfterWrite = defaults.readAfterWrite
             case "read_after_write_window": windowMillis = defaults.windowMillis
             case "max_standby_lag": maxStandbyLagMillis = defaults.maxStandbyLagMillis
+            case "standby_reads_fallback": fallback = defaults.fallback
             case "routing_deny_functions": denyFunctions = defaults.denyFunctions
             default: break
             }
@@ -80,14 +94,10 @@ public struct RoutingSettings: Sendable, Equatable {
             guard let n = Self.millis(v) else { return "invalid max_standby_lag \"\(value)\" (expected milliseconds)" }
             maxStandbyLagMillis = n
         case "standby_reads_fallback":
-            switch v {
-            case "primary": break
-            case "wait", "error":
-                return "standby_reads_fallback=\(v) is not implemented yet (only primary: with no usable standby, "
-                    + "reads go to the primary)"
-            default:
+            guard let f = Fallback(rawValue: v) else {
                 return "invalid standby_reads_fallback \"\(value)\" (expected primary, wait or error)"
             }
+            fallback = f
         case "routing_deny_functions":
             denyFunctions = SQLFunctionDenyList(commaSeparated: value)
         default:
@@ -95,6 +105,22 @@ public struct RoutingSettings: Sendable, Equatable {
         }
         setKeys.insert(key)
         return nil
+    }
+
+    /// SHOW CONFIG's rows for the keys `[pgbouncer]`/`[pgswift]` may set as defaults (alphabetical):
+    /// key, value, default. They change at RELOAD; the admin console's SET does not take them.
+    public var defaultsRows: [(key: String, value: String, defaultValue: String)] {
+        let d = RoutingSettings()
+        func list(_ l: SQLFunctionDenyList) -> String {
+            l.patterns.map { String(decoding: $0.name, as: UTF8.self) + ($0.isPrefix ? "*" : "") }.joined(separator: ",")
+        }
+        return [
+            ("max_standby_lag", String(maxStandbyLagMillis), String(d.maxStandbyLagMillis)),
+            ("read_after_write", readAfterWrite.rawValue, d.readAfterWrite.rawValue),
+            ("read_after_write_window", String(windowMillis), String(d.windowMillis)),
+            ("routing_deny_functions", list(denyFunctions), list(d.denyFunctions)),
+            ("standby_reads_fallback", fallback.rawValue, d.fallback.rawValue),
+        ]
     }
 
     /// A non-negative number of milliseconds (`500`, `500ms`).

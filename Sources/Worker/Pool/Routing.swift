@@ -46,6 +46,9 @@ struct PoolRouting {
     /// Routes reads at all (transaction and statement mode; a session-mode pool sends all to the primary).
     var routesReads = false
     var readAfterWrite = RoutingSettings.ReadAfterWrite.lsn
+    /// standby_reads_fallback: a read with no usable standby runs on the primary, waits, or is refused
+    /// (RoutingFallback.swift).
+    var fallback = RoutingSettings.Fallback.primary
     var windowNanos: Int64 = 0
     /// Each host's replay position as the supervisor last pushed it (read_after_write=lsn; 0: unknown),
     /// and the smallest of the usable standbys' (0 when one is unknown or none is usable).
@@ -86,6 +89,9 @@ struct RoutingState {
     var retryNext: [Bool] = []
     var armed: [UInt64] = []
     var retryDrain: [UInt64] = []
+    /// Per client slot (standby_reads_fallback=error): the id of the client whose refused extended-protocol
+    /// read is being skipped up to its Sync (0: none; RoutingFallback.swift).
+    var refusing: [UInt64] = []
     /// The verdict on each prepared statement (StatementRegistry id; ids are never reused), made at the
     /// first Bind that starts a transaction with it: a named statement is classified once.
     var statementTargets: [Int64: RouteTarget] = [:]
@@ -98,6 +104,7 @@ struct RoutingState {
             commitFor += [UInt64](repeating: 0, count: clients - commitFor.count)
             retryQuery += [[UInt8]](repeating: [], count: clients - retryQuery.count)
             retryNext += [Bool](repeating: false, count: clients - retryNext.count)
+            refusing += [UInt64](repeating: 0, count: clients - refusing.count)
         }
         if serverID.count < servers {
             let k = servers - serverID.count
@@ -168,6 +175,7 @@ extension Worker {
         r.classifier = SQLClassifier(denyList: entry.routing.denyFunctions)
         r.routesReads = pools[pi].mode != .session
         r.readAfterWrite = entry.routing.readAfterWrite
+        r.fallback = entry.routing.fallback
         r.windowNanos = Int64(entry.routing.windowMillis) * 1_000_000
         r.hostKeys = backendHosts(entry).map { $0.key }
         let n = r.hostKeys.count
@@ -184,13 +192,20 @@ extension Worker {
     }
 
     /// scanClient's hook before a server is linked for a new transaction (only while some pool routes).
-    /// Decides where it goes from its first message. false: that message must be read whole first.
+    /// Decides where it goes from its first message. `.handle`: go on (link a server); `.done(.needMore)`:
+    /// that message must be read whole first; `.next`: the message was answered here and consumed
+    /// (standby_reads_fallback=error, RoutingFallback.swift).
     @inline(never)
-    func routeTransaction(_ ci: Int32, _ type: UInt8, _ msg: UnsafeMutableRawPointer, total: Int, avail: Int) -> Bool {
+    func routeTransaction(_ ci: Int32, _ type: UInt8, _ msg: UnsafeMutableRawPointer, total: Int, avail: Int,
+                          _ scan: inout Int, _ partial: inout Int) -> ScanStep {
         let pi = Int(clients[ci].pool)
-        guard poolRoutes(pi) else { return true }
+        guard poolRoutes(pi) else { return .handle }
         routes.pointee.fit(clients: clients.capacity, servers: servers.capacity, pools: pools.highWater)
         let c = Int(ci)
+        if routes.pointee.refusing[c] != 0 {
+            if routes.pointee.refusing[c] == clients[ci].id { return skipRefused(ci, type, total: total, avail: avail, &scan, &partial) }
+            routes.pointee.refusing[c] = 0  // another client's, in a reused slot
+        }
         // The previous transaction went to the primary and has ended: this is when it was last seen writing.
         if routes.pointee.want[c] == .write { routes.pointee.lastWrite[c] = now }
         var target = RouteTarget.write
@@ -198,7 +213,7 @@ extension Worker {
         if r.routesReads && (type == FrontendType.query || type == FrontendType.parse
                              || (type == FrontendType.bind && hot.pointee.trackPrepared)) {
             if total > avail {
-                if total <= buffers.size { return false }
+                if total <= buffers.size { return .done(.needMore) }
             } else if type == FrontendType.bind {
                 target = boundTarget(ci, UnsafeRawBufferPointer(start: msg + 5, count: total - 5), r.classifier)
             } else if let sql = RouteClassifier.text(type: type, body: UnsafeRawBufferPointer(start: msg + 5, count: total - 5)) {
@@ -221,7 +236,15 @@ extension Worker {
                 target = .readOnPrimary
             }
         }
-        if target == .read && !r.standbyUsable { target = .fallback }
+        if target == .read && !r.standbyUsable && !routes.pointee.retryNext[c] {
+            // standby_reads_fallback: the primary; or wait in the queue (nothing fits it until a standby is
+            // usable); or an error now.
+            if r.fallback == .primary {
+                target = .fallback
+            } else if r.fallback == .error {
+                return refuseRead(ci, type, total: total, &scan)
+            }
+        }
         if routes.pointee.retryNext[c] {
             routes.pointee.retryNext[c] = false
             target = .retry
@@ -233,7 +256,7 @@ extension Worker {
             routes.pointee.retryQuery[c].removeAll(keepingCapacity: true)
         }
         routes.pointee.want[c] = target
-        return true
+        return .handle
     }
 
     /// A transaction that starts with a Bind of a statement the client prepared earlier (transaction
@@ -284,9 +307,13 @@ extension Worker {
         Int(ci) < routes.pointee.want.count ? routes.pointee.want[Int(ci)] : .write
     }
 
+    /// A server of `role` on entry host `host` of pool `pi` may take a transaction that wants `want`: a
+    /// read only on a standby usable now (not down, lagging or suspect).
     @inline(__always)
-    private func fits(_ want: RouteTarget, _ role: UInt8) -> Bool {
-        want.wantsStandby ? role == 2 : role == 1
+    private func fits(_ want: RouteTarget, _ role: UInt8, _ pi: Int, _ host: Int) -> Bool {
+        guard want.wantsStandby else { return role == 1 }
+        return role == 2 && host >= 0 && host < routes.pointee.pools[pi]!.usableStandbys.count
+            && routes.pointee.pools[pi]!.usableStandbys[host]
     }
 
     /// Counts the transaction `ci` starts on `si`.
@@ -321,7 +348,7 @@ extension Worker {
         var si = pools[pi].idleHead
         while si >= 0 {
             let (role, host) = serverRoute(si)
-            if fits(want, role) {
+            if fits(want, role, pi, host) {
                 if first < 0 { first = si }
                 if host == turnHost { onTurn = si; break }
             } else if other < 0 {
@@ -343,7 +370,7 @@ extension Worker {
             if now &- servers[pick].stateSince < hot.pointee.serverCheckDelay { countRoute(ci, pick) }
             return pick
         }
-        if other >= 0 && pools[pi].serverCount >= pools[pi].limit {
+        if other >= 0 && pools[pi].serverCount >= pools[pi].limit && !waitsForStandby(pi, want) {
             closeServer(other, reason: "room for a server of the other role (routing)")
         }
         return -1
@@ -376,10 +403,10 @@ extension Worker {
     /// clients wait for the other role and the pool is full).
     func routedWaiter(_ si: Int32) -> Int32 {
         let pi = Int(servers[si].pool)
-        let (role, _) = serverRoute(si)
+        let (role, host) = serverRoute(si)
         var ci = pools[pi].waitHead
         while ci >= 0 {
-            if fits(wantOf(ci), role) {
+            if fits(wantOf(ci), role, pi, host) {
                 countRoute(ci, si)
                 return ci
             }
@@ -393,7 +420,7 @@ extension Worker {
     func routedMakeRoom(_ si: Int32) -> Bool {
         let p = servers[si].pool
         let pi = Int(p)
-        guard pools[pi].waitHead >= 0, pools[pi].serverCount >= pools[pi].limit else { return false }
+        guard pools[pi].waitHead >= 0, pools[pi].serverCount >= pools[pi].limit, !onlyParkedReadsWait(pi) else { return false }
         closeServer(si, reason: "room for a server of the other role (routing)")
         launchIfNeeded(p)
         return true
@@ -425,11 +452,16 @@ extension Worker {
     /// Hosts whose role is not known yet take nothing: no write may reach a standby.
     func routeCandidates(_ p: Int32, _ candidates: inout [(key: String, addresses: [SocketAddress], standby: Bool)]) {
         let pi = Int(p)
-        var readsWaiting = 0
+        var readsWaiting = 0, othersWaiting = 0
         var ci = pools[pi].waitHead
         while ci >= 0 {
-            if wantOf(ci).wantsStandby { readsWaiting += 1 }
+            if wantOf(ci).wantsStandby { readsWaiting += 1 } else { othersWaiting += 1 }
             ci = clients[ci].waitNext
+        }
+        if readsWaiting > 0 && othersWaiting == 0 && !(routes.pointee.pools[pi]?.standbyUsable ?? true) {
+            // Only reads waiting for a standby while none is usable (standby_reads_fallback=wait): nothing to open.
+            candidates.removeAll()
+            return
         }
         var standbysOpening = 0
         if readsWaiting > 0 {
@@ -443,7 +475,7 @@ extension Worker {
                 si += 1
             }
         }
-        let standby = readsWaiting > standbysOpening
+        let standby = readsWaiting > standbysOpening && (routes.pointee.pools[pi]?.standbyUsable ?? false)
         candidates.removeAll { c in
             guard let role = health.backends[c.key]?.flags.role else { return true }
             return role.inRecovery != standby
@@ -469,13 +501,7 @@ extension Worker {
         routes.pointee.pools[pi]!.usableStandbys = ok
         routes.pointee.pools[pi]!.standbyUsable = usable
         refreshMinLSN(pi)
-        if !usable {
-            var ci = pools[pi].waitHead
-            while ci >= 0 {
-                if wantOf(ci) == .read { routes.pointee.want[Int(ci)] = .fallback }
-                ci = clients[ci].waitNext
-            }
-        }
+        if !usable { standbysGone(pi) }  // RoutingFallback.swift
     }
 
     /// A host's role changed (promotion, demotion, switchover): its idle connections close now and busy

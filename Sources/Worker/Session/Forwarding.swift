@@ -244,8 +244,12 @@ extension Worker {
                     unknownClientMessage(ci, type)
                     return .stop
                 }
-                if hot.pointee.routing && !routeTransaction(ci, type, base + scan, total: len &+ 1, avail: end &- scan) {
-                    return .needMore  // Routing.swift reads the first message whole
+                if hot.pointee.routing {  // Routing.swift: reads the first message whole, or answers it itself
+                    switch routeTransaction(ci, type, base + scan, total: len &+ 1, avail: end &- scan, &scan, &partial) {
+                    case .handle: break
+                    case .next: continue
+                    case .done(let r): return r
+                    }
                 }
                 if !acquireServer(ci) { return .stop }
                 si = clients[ci].server

@@ -65,11 +65,11 @@ final class RoutingTests: XCTestCase {
 
 /// Routing through a real worker loop (WorkerHarness): the harness's scripted backend plays the
 /// primary, a second listener here the standby; the health check's verdicts are given to the worker
-/// as the supervisor would push them.
+/// as the supervisor would push them. (Its helpers are used by RoutingFallbackTests.swift too.)
 final class RoutingLoopTests: WorkerHarnessCase {
-    private var standbyListener: Int32 = -1
-    private var standbyPort = 0
-    private var standbys: [FakeServer] = []
+    var standbyListener: Int32 = -1
+    var standbyPort = 0
+    var standbys: [FakeServer] = []
 
     override func tearDown() {
         for s in standbys { s.close() }
@@ -77,21 +77,21 @@ final class RoutingLoopTests: WorkerHarnessCase {
         super.tearDown()
     }
 
-    private func startRouted(_ options: String = "read_after_write=none") throws {
+    func startRouted(_ options: String = "read_after_write=none") throws {
         standbyListener = try Sockets.listenTCP(SocketAddress.numeric(host: "127.0.0.1", port: 0)!, reusePort: false, backlog: 16)
         standbyPort = Sockets.localAddress(standbyListener)?.port ?? 0
         try start(extraDatabases: ["rdb = host=127.0.0.1,127.0.0.1 port=$PORT,\(standbyPort) routing=read-write-split pool_size=4 \(options)"])
         setRoles(primary: h.backendPort, standby: standbyPort)
     }
 
-    private func setRoles(primary: Int, standby: Int) {
+    func setRoles(primary: Int, standby: Int) {
         let base: BackendFlags = [.known, .up, .roleKnown]
         h.worker.applyBackendState(host: "127.0.0.1", port: primary, flags: base.rawValue, addresses: [])
         h.worker.applyBackendState(host: "127.0.0.1", port: standby, flags: base.union([.inRecovery, .readOnly]).rawValue, addresses: [])
     }
 
     /// One loop turn on both sides, the standby listener's connections accepted and logged in here.
-    private func step() {
+    func step() {
         h.step()
         var peer = SocketAddress()
         while let fd = try? Sockets.accept(standbyListener, peer: &peer) {
@@ -104,7 +104,7 @@ final class RoutingLoopTests: WorkerHarnessCase {
         }
     }
 
-    private func wait(_ what: String, file: StaticString = #filePath, line: UInt = #line, _ cond: () -> Bool) {
+    func wait(_ what: String, file: StaticString = #filePath, line: UInt = #line, _ cond: () -> Bool) {
         let deadline = Clock.monotonicNanos() + 10_000_000_000
         while !cond() {
             if Clock.monotonicNanos() > deadline { return XCTFail("timed out waiting for \(what)", file: file, line: line) }
@@ -113,7 +113,7 @@ final class RoutingLoopTests: WorkerHarnessCase {
     }
 
     /// Sends `sql` and answers it on whichever server receives it; true when that was a standby.
-    private func run(_ c: Peer, _ sql: String, status: Character = "I", file: StaticString = #filePath, line: UInt = #line) -> Bool? {
+    func run(_ c: Peer, _ sql: String, status: Character = "I", file: StaticString = #filePath, line: UInt = #line) -> Bool? {
         c.send(FE.query(sql))
         var got: (FakeServer, Bool)? = nil
         wait("\(sql) to reach a server", file: file, line: line) {
@@ -216,7 +216,7 @@ final class RoutingLoopTests: WorkerHarnessCase {
 
     /// Sends extended-protocol messages ending with Sync and answers them on whichever server gets
     /// them; true when that was a standby.
-    private func runExtended(_ c: Peer, _ bytes: [UInt8], file: StaticString = #filePath, line: UInt = #line) -> Bool? {
+    func runExtended(_ c: Peer, _ bytes: [UInt8], file: StaticString = #filePath, line: UInt = #line) -> Bool? {
         c.send(bytes)
         var got: (FakeServer, Bool, [Msg])? = nil
         var seen: [ObjectIdentifier: [Msg]] = [:]
