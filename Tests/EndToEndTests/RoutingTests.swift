@@ -53,14 +53,15 @@ final class RoutingE2ETests: XCTestCase {
         try WireClient.connect(port: px.port, user: "u_trust", database: "testdb", password: PostgresServer.passwords["u_trust"])
     }
 
-    /// SHOW ROUTING rows keyed by port.
-    private func routing(_ px: Pgswift) throws -> [Int: [String: String]] {
+    /// SHOW ROUTING rows keyed by port (of `database` only, when given).
+    private func routing(_ px: Pgswift, database: String? = nil) throws -> [Int: [String: String]] {
         let a = try WireClient.connect(port: px.port, user: "u_trust", database: "pgbouncer")
         defer { a.close() }
         let cols = ["database", "host", "port", "role", "replay_lag_ms", "reads", "writes", "fallbacks", "retries"]
         var out: [Int: [String: String]] = [:]
         for row in try a.query("SHOW ROUTING") {
             let d = Dictionary(uniqueKeysWithValues: zip(cols, row.map { $0 ?? "" }))
+            if let database, d["database"] != database { continue }
             out[Int(d["port"] ?? "") ?? 0] = d
         }
         return out
@@ -449,7 +450,9 @@ extension RoutingE2ETests {
         XCTAssertNil(error, "\(String(describing: error))")
         let standbyPorts = Set(rs.standbys.map { $0.port })
         XCTAssertTrue(standbyPorts.contains(Int(row ?? "") ?? 0), "the waiting read ran on \(row ?? "nothing")")
-        print("standby_reads_fallback=wait: the waiting read ran on port \(row ?? "?"); SHOW ROUTING \(try routing(px))")
-        XCTAssertEqual(try routing(px)[rs.primary.port]?["fallbacks"], "0")
+        let r = try routing(px, database: "testdb")
+        print("standby_reads_fallback=wait: the waiting read ran on port \(row ?? "?"); SHOW ROUTING \(r)")
+        XCTAssertEqual(r[rs.primary.port]?["fallbacks"], "0", "\(r)")
+        XCTAssertGreaterThanOrEqual(Int(r[rs.primary.port]?["writes"] ?? "") ?? 0, 5, "\(r)")
     }
 }

@@ -194,16 +194,15 @@ extension Worker {
     /// scanClient's hook before a server is linked for a new transaction (only while some pool routes).
     /// Decides where it goes from its first message. `.handle`: go on (link a server); `.done(.needMore)`:
     /// that message must be read whole first; `.next`: the message was answered here and consumed
-    /// (standby_reads_fallback=error, RoutingFallback.swift).
+    /// (standby_reads_fallback=error, RoutingFallback.swift), the client's input position written back.
     @inline(never)
-    func routeTransaction(_ ci: Int32, _ type: UInt8, _ msg: UnsafeMutableRawPointer, total: Int, avail: Int,
-                          _ scan: inout Int, _ partial: inout Int) -> ScanStep {
+    func routeTransaction(_ ci: Int32, _ type: UInt8, _ msg: UnsafeMutableRawPointer, total: Int, avail: Int) -> ScanStep {
         let pi = Int(clients[ci].pool)
         guard poolRoutes(pi) else { return .handle }
         routes.pointee.fit(clients: clients.capacity, servers: servers.capacity, pools: pools.highWater)
         let c = Int(ci)
         if routes.pointee.refusing[c] != 0 {
-            if routes.pointee.refusing[c] == clients[ci].id { return skipRefused(ci, type, total: total, avail: avail, &scan, &partial) }
+            if routes.pointee.refusing[c] == clients[ci].id { return skipRefused(ci, type, total: total, avail: avail) }
             routes.pointee.refusing[c] = 0  // another client's, in a reused slot
         }
         // The previous transaction went to the primary and has ended: this is when it was last seen writing.
@@ -242,7 +241,7 @@ extension Worker {
             if r.fallback == .primary {
                 target = .fallback
             } else if r.fallback == .error {
-                return refuseRead(ci, type, total: total, &scan)
+                return refuseRead(ci, type, total: total)
             }
         }
         if routes.pointee.retryNext[c] {

@@ -17,8 +17,8 @@ extension Worker {
     /// `routeTransaction`'s refusal of a read (the message is whole: it was classified): consumed, answered
     /// with `noStandbyError`; a simple Query also with ReadyForQuery, an extended-protocol one (Parse or
     /// Bind) skips the client's messages up to its Sync, as PostgreSQL does after an error.
-    func refuseRead(_ ci: Int32, _ type: UInt8, total: Int, _ scan: inout Int) -> ScanStep {
-        scan &+= total
+    func refuseRead(_ ci: Int32, _ type: UInt8, total: Int) -> ScanStep {
+        let scan = clients[ci].io.input.scan &+ total
         clients[ci].io.input.start = scan
         clients[ci].io.input.scan = scan
         routes.pointee.retryQuery[Int(ci)].removeAll(keepingCapacity: true)
@@ -34,9 +34,10 @@ extension Worker {
 
     /// A message after a refused extended-protocol read, before its Sync: consumed unseen (one larger than
     /// what is buffered is dropped as it arrives); the Sync ends it with ReadyForQuery.
-    func skipRefused(_ ci: Int32, _ type: UInt8, total: Int, avail: Int, _ scan: inout Int, _ partial: inout Int) -> ScanStep {
+    func skipRefused(_ ci: Int32, _ type: UInt8, total: Int, avail: Int) -> ScanStep {
+        var scan = clients[ci].io.input.scan
         if total > avail {
-            partial = total &- avail
+            clients[ci].io.input.partial = total &- avail
             clients[ci].partialMode = .drop
             scan &+= avail
         } else {
@@ -44,7 +45,6 @@ extension Worker {
         }
         clients[ci].io.input.start = scan
         clients[ci].io.input.scan = scan
-        clients[ci].io.input.partial = partial
         if type == FrontendType.sync {
             routes.pointee.refusing[Int(ci)] = 0
             readyAfterRefusal(ci)

@@ -245,9 +245,12 @@ extension Worker {
                     return .stop
                 }
                 if hot.pointee.routing {  // Routing.swift: reads the first message whole, or answers it itself
-                    switch routeTransaction(ci, type, base + scan, total: len &+ 1, avail: end &- scan, &scan, &partial) {
+                    switch routeTransaction(ci, type, base + scan, total: len &+ 1, avail: end &- scan) {
                     case .handle: break
-                    case .next: continue
+                    case .next:  // answered and consumed there (no `&scan`: the loop's locals stay in registers)
+                        scan = clients[ci].io.input.scan
+                        partial = clients[ci].io.input.partial
+                        continue
                     case .done(let r): return r
                     }
                 }
