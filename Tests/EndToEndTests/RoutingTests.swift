@@ -379,9 +379,17 @@ extension RoutingE2ETests {
     /// back, reads go to them again.
     func testStandbyReadsFallbackError() throws {
         let rs = try Self.cluster()
-        let px = try Pgswift.start(settings(rs, "read_after_write=none max_standby_lag=600000 standby_reads_fallback=error"))
+        // Given as the [pgswift] default, which SHOW CONFIG shows.
+        var s = settings(rs, "read_after_write=none max_standby_lag=600000")
+        s.pgswiftSettings.append(("standby_reads_fallback", "error"))
+        let px = try Pgswift.start(s)
         defer { px.stop() }
         waitRoles(px, rs)
+        let admin = try WireClient.connect(port: px.port, user: "u_trust", database: "pgbouncer")
+        let config = try admin.query("SHOW CONFIG")
+        admin.close()
+        XCTAssertEqual(config.first { $0.first == "standby_reads_fallback" }?.dropFirst().map { $0 ?? "" }, ["error", "primary", "yes"])
+        XCTAssertEqual(config.first { $0.first == "max_standby_lag" }?[1], "5000")
         defer { for s in rs.standbys where !s.isRunning { try? s.startServer() } }
         stopStandbys(px, rs)
         let c = try client(px)
