@@ -153,6 +153,9 @@ public struct Config: Sendable {
     /// A statement name in use or unknown in transaction/statement mode: disconnect (PgBouncer) or
     /// PostgreSQL's error.
     public var preparedStatementErrors: PreparedStatementErrors = .disconnect
+    /// Transaction/statement mode: a temporary table, a session advisory lock or a WITH HOLD cursor keeps
+    /// the client on its server until it is gone (issue 19); off: PgBouncer's behaviour.
+    public var pinSessionState: Bool = true
     /// Per-pattern query statistics in the workers (SHOW QUERIES, SHOW TABLES; issue 21).
     public var queryStats: Bool = true
     /// Patterns each worker keeps; beyond, the least used are evicted.

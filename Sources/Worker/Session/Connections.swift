@@ -71,6 +71,8 @@ final class ClientInfo {
     var login: ClientLoginState? = nil
     /// Protocol-level prepared statements: client name → StatementRegistry id (transaction/statement mode).
     var prepared: [String: Int32] = [:]
+    /// Carried session settings, statements in flight, WITH HOLD cursors (SessionState.swift).
+    var session = ClientSessionState()
     var protocolMinor = 0
     /// The database and user name keys this client is counted under for max_db_client_connections
     /// and max_user_client_connections (0: not counted; ClientLimits.swift).
@@ -164,6 +166,9 @@ struct Client {
     var hangupAt: Int64 = 0
     /// Fingerprint of the tracked parameter values this client expects (0: not computed yet).
     var paramsKey: UInt64 = 0
+    /// Session state keeping it on its server (`SessionPins`), and carried settings to replay.
+    var sessionPins: UInt8 = 0
+    var sessionCarried = false
     /// Bytes read from / forwarded to this client since they were last added to its pool's totals
     /// (kept here so the data path never touches the pools array; folded in by WorkerStats.swift).
     var statBytesIn: UInt64 = 0
@@ -201,6 +206,8 @@ final class ServerInfo {
     var reported: [(String, String)] = []
     /// Statements prepared on this server: StatementRegistry id → last use (LRU).
     var prepared: [Int32: UInt64] = [:]
+    /// Session settings a client set (or pgswift replayed) on it beyond the tracked parameters.
+    var session = SessionSettings()
     /// Errors pgswift raised itself, in the order their `synthError` entries come due.
     var pendingErrors: [ErrorFields] = []
     /// Tracked Parses not answered yet, in the order of their `ExpectedAnswer.parseTracked` entries (Prepared.swift).
@@ -238,6 +245,10 @@ struct Server {
     var watchTags = false
     /// A tag showed session state a later client must not inherit: reset before reuse.
     var needsReset = false
+    /// Its client's session statements, transaction or pins are followed (SessionHooks.swift), and
+    /// it holds carried settings (`ServerInfo.session` not empty).
+    var sessionPending = false
+    var sessionCarried = false
     /// In `.resetting` for server_check_query (not a reset): counted in the pool's `checkingCount`.
     var checking = false
     /// When the last ReadyForQuery arrived (idle_transaction_timeout).

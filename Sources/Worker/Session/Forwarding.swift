@@ -258,6 +258,14 @@ extension Worker {
                         ? UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4) : nil)
                 }
             }
+            if servers[si].watchTags && (type == FrontendType.query || type == FrontendType.parse) {
+                // Carried session state and pinning (SessionHooks.swift): the text whole, when it fits.
+                if total > avail {
+                    if total <= buffers.size { return scan > clients[ci].io.input.start ? .progress : .needMore }
+                } else if !clients[ci].skipUntilSync {
+                    sessionClientMessage(ci, si, type, UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4))
+                }
+            }
             if servers[si].tracking {
                 switch trackClientMessage(ci, si, type, len, base, &scan, &partial, end) {
                 case .handle: break
@@ -542,7 +550,7 @@ extension Worker {
             }
             let total = len &+ 1
             let inspect = type == BackendType.readyForQuery || type == BackendType.parameterStatus
-                || (swallowing && type == BackendType.errorResponse)
+                || (type == BackendType.errorResponse && (swallowing || servers[si].sessionPending))
                 || (type == BackendType.commandComplete && (servers[si].watchTags || queryTracking))
             if inspect && total > avail {
                 if total <= buffers.size { result = .needMore; break }
@@ -663,6 +671,7 @@ extension Worker {
             return .next
         }
         syncAnswered(si)
+        if servers[si].sessionPending { sessionReady(si, status) }  // carried session state (SessionHooks.swift)
         statsReadyForQuery(si, status: status)  // stats hook
         if hot.pointee.queryTracking { queryStatsReady(si) }  // query stats hook (QueryStats.swift)
         // The pool's mode, or session for a replication client's own server (`linkMode`).
@@ -699,7 +708,7 @@ extension Worker {
         let ci = servers[si].client
         return servers[si].pendingSyncs == 0 && !servers[si].unsynced && servers[si].txStatus == UInt8(ascii: "I")
             && servers[si].answerCount == 0 && !servers[si].unreliable && ci >= 0 && !clients[ci].io.input.hasUnsent
-            && clients[ci].io.input.partial == 0
+            && clients[ci].io.input.partial == 0 && clients[ci].sessionPins == 0
     }
 
     /// ParameterStatus (tracked values follow the client), CommandComplete tags (session state that
@@ -730,7 +739,9 @@ extension Worker {
                 }
             }
         } else if type == BackendType.commandComplete {
-            if !swallowing, let change = SessionTags.classify(body) {
+            // A tracked statement's tag needs no reset (SessionHooks.swift); others keep the old rule.
+            let carried = !swallowing && servers[si].sessionPending && sessionCommandComplete(si, body)
+            if !swallowing && !carried, let change = SessionTags.classify(body) {
                 servers[si].needsReset = change
             }
             if !swallowing && (SessionTags.matches(body, "DEALLOCATE ALL") || SessionTags.matches(body, "DISCARD ALL")) {
@@ -738,8 +749,13 @@ extension Worker {
                 servers[si].info?.prepared.removeAll()
                 let ci = servers[si].client
                 if ci >= 0 { clients[ci].info?.prepared.removeAll() }
+                if SessionTags.matches(body, "DISCARD ALL") { sessionDiscardAll(si) }
             }
         } else if type == BackendType.errorResponse {
+            if !swallowing {
+                sessionError(si)
+                return
+            }
             let e = ErrorFields.parse(body)
             log.warning("S-\(servers[si].id): query pgswift sent failed: \(e?.message ?? "?")")
             servers[si].dirty = true

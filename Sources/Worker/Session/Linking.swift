@@ -90,24 +90,26 @@ extension Worker {
     /// client expects; the answers are swallowed. The client's own query follows in the same write.
     func syncParameters(_ ci: Int32, _ si: Int32) {
         if clients[ci].paramsKey == 0 { clients[ci].paramsKey = expectedParamsKey(ci) }
-        if servers[si].paramsKey == clients[ci].paramsKey { return }
-        guard let cinfo = clients[ci].info, let sinfo = servers[si].info else { return }
-        servers[si].paramsKey = clients[ci].paramsKey
-        let p = Int(clients[ci].pool)
         var sql = ""
-        for t in 0..<tracked.names.count {
-            let name = tracked.names[t]
-            var want = cinfo.params.values[t]
-            if want == nil { want = welcomeValue(p, t) }
-            guard sinfo.params.values[t] != want else { continue }
-            if let want {
-                sql += "SET \(name)=\(settingValueSQL(name: name, want));"  // PgBouncer's spelling
-            } else {
-                // A parameter the server does not report, set by an earlier client: back to the default.
-                sql += "RESET \(name);"
+        if servers[si].paramsKey != clients[ci].paramsKey, let cinfo = clients[ci].info, let sinfo = servers[si].info {
+            servers[si].paramsKey = clients[ci].paramsKey
+            let p = Int(clients[ci].pool)
+            for t in 0..<tracked.names.count {
+                let name = tracked.names[t]
+                var want = cinfo.params.values[t]
+                if want == nil { want = welcomeValue(p, t) }
+                guard sinfo.params.values[t] != want else { continue }
+                if let want {
+                    sql += "SET \(name)=\(settingValueSQL(name: name, want));"  // PgBouncer's spelling
+                } else {
+                    // A parameter the server does not report, set by an earlier client: back to the default.
+                    sql += "RESET \(name);"
+                }
+                sinfo.params.values[t] = want
             }
-            sinfo.params.values[t] = want
         }
+        // Session settings beyond the tracked parameters (SessionHooks.swift).
+        if clients[ci].sessionCarried || servers[si].sessionCarried { sql += carriedSettingsSQL(ci, si) }
         guard !sql.isEmpty else { return }
         log.debug("S-\(servers[si].id): varcache_apply: \(sql)")  // PgBouncer's debug line (verbose)
         scratch.clear()
@@ -350,6 +352,7 @@ extension Worker {
             return
         }
         servers[si].needsReset = false
+        forgetCarriedSettings(si)
         if servers[si].txStatus != UInt8(ascii: "I") {
             closeServer(si, reason: "still in a transaction after ROLLBACK")
             return

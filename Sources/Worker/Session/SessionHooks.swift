@@ -1,0 +1,126 @@
+// Where the data path calls the carried session state (SessionState.swift): a Query or Parse that may
+// touch session state (a first-word check, `SQLSessionCandidate`, before any lexing), the server's
+// CommandComplete tags, errors and ReadyForQuery while something is in flight, and the link.
+import Shared
+
+extension Worker {
+    /// The classifier for session statements (the deny list plays no part here).
+    static let sessionClassifier = SQLClassifier()
+
+    /// scanClient: a whole Query or Parse on a transaction/statement-mode link, before it is forwarded.
+    /// Cheap unless the text is a candidate. May be called again for the same message (idempotent).
+    @inline(__always)
+    func sessionClientMessage(_ ci: Int32, _ si: Int32, _ type: UInt8, _ body: UnsafeRawBufferPointer) {
+        var text = body
+        if type == FrontendType.parse {
+            // Statement name, then the query text (both NUL-terminated).
+            guard let nul = body.firstIndex(of: 0) else { return }
+            text = UnsafeRawBufferPointer(rebasing: body[(nul &+ 1)...])
+        }
+        if let nul = text.firstIndex(of: 0) { text = UnsafeRawBufferPointer(rebasing: text[..<nul]) }
+        if !SQLSessionCandidate.check(text) { return }
+        sessionStatement(ci, si, query: type == FrontendType.query, text)
+    }
+
+    @inline(never)
+    private func sessionStatement(_ ci: Int32, _ si: Int32, query: Bool, _ text: UnsafeRawBufferPointer) {
+        guard let info = clients[ci].info else { return }
+        let p = Int(clients[ci].pool)
+        let plan = SessionPlanner.plan(text, classifier: Worker.sessionClassifier) { key in
+            guard let t = self.tracked.lowered.firstIndex(of: key) else { return .no }
+            return self.welcomeValue(p, t) != nil ? .reported : .unreported
+        }
+        if plan.isEmpty { return }
+        if !plan.pin.isEmpty && config.pinSessionState {
+            // Pinned as the statement goes (detection errs toward pinning); a reset when it leaves.
+            if UInt8(clients[ci].sessionPins) & plan.pin.rawValue != plan.pin.rawValue {
+                log.debug("C-\(clients[ci].id): pinned to S-\(servers[si].id) by session state \(plan.pin.rawValue)")
+            }
+            clients[ci].sessionPins |= plan.pin.rawValue
+            servers[si].needsReset = true
+            servers[si].sessionPending = true
+        }
+        // Tags are matched to statements only when nothing else is in flight on the link; otherwise
+        // the old rule applies (a SET tag resets the server at release).
+        guard query && servers[si].pendingSyncs == 0 && !servers[si].unsynced else { return }
+        info.session.sent(plan)
+        servers[si].sessionPending = true
+    }
+
+    /// scanServer: a CommandComplete of the client's while something is in flight. True when its tag
+    /// was a tracked statement's (no reset needed for it).
+    @inline(never)
+    func sessionCommandComplete(_ si: Int32, _ body: UnsafeRawBufferPointer) -> Bool {
+        let ci = servers[si].client
+        guard ci >= 0, let tag = SessionTag.of(body), let info = clients[ci].info else { return false }
+        let out = info.session.commandComplete(tag)
+        sessionOutcome(ci, si, info, out)
+        return out.handled
+    }
+
+    /// scanServer: an ErrorResponse of the client's while something is in flight.
+    @inline(never)
+    func sessionError(_ si: Int32) {
+        let ci = servers[si].client
+        guard ci >= 0, let info = clients[ci].info else { return }
+        info.session.error()
+    }
+
+    /// scanServer: the client's ReadyForQuery while something is in flight.
+    @inline(never)
+    func sessionReady(_ si: Int32, _ status: UInt8) {
+        let ci = servers[si].client
+        guard ci >= 0, let info = clients[ci].info else {
+            servers[si].sessionPending = false
+            return
+        }
+        let out = info.session.ready(status)
+        sessionOutcome(ci, si, info, out)
+        servers[si].sessionPending = info.session.inFlight || clients[ci].sessionPins != 0
+    }
+
+    private func sessionOutcome(_ ci: Int32, _ si: Int32, _ info: ClientInfo, _ out: ClientSessionState.Outcome) {
+        if out.needsReset { servers[si].needsReset = true }
+        if !out.apply.isEmpty, let sinfo = servers[si].info {
+            for op in out.apply { info.session.remember(op, server: &sinfo.session) }
+            clients[ci].sessionCarried = !info.session.settings.isEmpty
+            servers[si].sessionCarried = !sinfo.session.isEmpty
+            log.debug("C-\(clients[ci].id): session settings now \(info.session.settings.entries.map(\.set))")
+        }
+        if !out.unpin.isEmpty && clients[ci].sessionPins != 0 {
+            clients[ci].sessionPins &= ~out.unpin.rawValue
+            if clients[ci].sessionPins == 0 { log.debug("C-\(clients[ci].id): unpinned from S-\(servers[si].id)") }
+        }
+    }
+
+    /// syncParameters: the SETs and RESETs that give the server the client's carried settings, "" when
+    /// it has them already. The server's record becomes the client's.
+    func carriedSettingsSQL(_ ci: Int32, _ si: Int32) -> String {
+        guard let cinfo = clients[ci].info, let sinfo = servers[si].info else { return "" }
+        let sql = sinfo.session.transition(to: cinfo.session.settings)
+        sinfo.session = cinfo.session.settings
+        servers[si].sessionCarried = !sinfo.session.isEmpty
+        return sql
+    }
+
+    /// The server was reset (server_reset_query) or its client ran DISCARD ALL: it holds no carried
+    /// setting any more.
+    func forgetCarriedSettings(_ si: Int32) {
+        servers[si].info?.session.removeAll()
+        servers[si].sessionCarried = false
+    }
+}
+
+extension Worker {
+    /// The client's DISCARD ALL, however it was sent: the server holds nothing carried, the client's
+    /// settings are its startup ones again, and no pin is left.
+    func sessionDiscardAll(_ si: Int32) {
+        forgetCarriedSettings(si)
+        let ci = servers[si].client
+        guard ci >= 0, let info = clients[ci].info else { return }
+        info.session.settings = info.session.baseline
+        info.session.holdCursors.removeAll()
+        clients[ci].sessionCarried = !info.session.settings.isEmpty
+        clients[ci].sessionPins = 0
+    }
+}
