@@ -98,6 +98,57 @@ final class SessionStateE2ETests: XCTestCase {
         XCTAssertGreaterThan(backends.count, 1, "the client never changed servers: the test proves nothing")
     }
 
+    /// PHP PDO's emulation: SQL `PREPARE s AS ...` once, then `EXECUTE s(...)` in 50 transactions spread
+    /// over servers: each works (the PREPARE is replayed where missing), no other client sees `s`, a
+    /// second PREPARE s gives 42P05 and DEALLOCATE then EXECUTE gives 26000, as PostgreSQL would.
+    func testSQLPrepareFollowsItsClientAcrossServers() throws {
+        let pg = try PostgresServer.shared()
+        XCTAssertTrue(waitUntil(timeout: 20) { (try? pg.countBackends(user: "u_trust", db: "testdb")) == 0 })
+        let px = try Pgswift.start(settings(pg))
+        defer { px.stop() }
+        let c = try connect(px)
+        defer { c.close() }
+        let others = try (0..<4).map { _ in try connect(px) }
+        defer { others.forEach { $0.close() } }
+
+        _ = try c.query("PREPARE pdo_stmt_1 (int) AS SELECT $1 + 1, pg_backend_pid()")
+        var backends = Set<String>()
+        for i in 0..<50 {
+            let o = others[i % others.count]
+            let seen = try o.query("begin; select count(*)::text from pg_prepared_statements")
+            XCTAssertEqual(seen.first?.first, "0", "another client sees the statement (round \(i))")
+            let row = try c.query("EXECUTE pdo_stmt_1(\(i))").first ?? []
+            XCTAssertEqual(row.first, "\(i + 1)", "round \(i)\n\(px.log().suffix(3000))")
+            if row.count == 2, let pid = row[1] { backends.insert(pid) }
+            _ = try o.query("commit")
+        }
+        func sqlstate(_ sql: String) -> String? {
+            do {
+                _ = try c.query(sql)
+                return nil
+            } catch let e as WireServerError {
+                return e.fields.sqlstate
+            } catch {
+                return "\(error)"
+            }
+        }
+        // Held by another client meanwhile, so the duplicate may land on a server that lacked it.
+        let o = others[0]
+        _ = try o.query("begin")
+        XCTAssertEqual(sqlstate("PREPARE pdo_stmt_1 AS SELECT 2"), "42P05")
+        _ = try o.query("commit")
+        _ = try c.query("DEALLOCATE pdo_stmt_1")
+        XCTAssertEqual(sqlstate("EXECUTE pdo_stmt_1(1)"), "26000")
+        XCTAssertEqual(sqlstate("DEALLOCATE nothing_here"), "26000")
+        // The name is free again.
+        _ = try c.query("PREPARE pdo_stmt_1 AS SELECT 7")
+        XCTAssertEqual(try value(c, "EXECUTE pdo_stmt_1"), "7")
+        _ = try c.query("DEALLOCATE ALL")
+        XCTAssertEqual(sqlstate("EXECUTE pdo_stmt_1"), "26000")
+        print("SQL PREPARE: 50 EXECUTEs on \(backends.count) backends")
+        XCTAssertGreaterThan(backends.count, 1, "the client never changed servers: the test proves nothing")
+    }
+
     /// A temporary table keeps its client on one server across 10 transactions; SHOW POOLS counts it
     /// in cl_pinned until DISCARD TEMP; the other clients are served meanwhile by the other servers.
     func testTempTablePinsItsClientUntilDiscardTemp() throws {

@@ -208,6 +208,10 @@ final class ServerInfo {
     var prepared: [Int32: UInt64] = [:]
     /// Session settings a client set (or pgswift replayed) on it beyond the tracked parameters.
     var session = SessionSettings()
+    /// SQL prepared statements on it (folded name → PREPARE statement), all of one client's (the
+    /// client's `id`; another client's are deallocated when it links: SessionHooks.swift).
+    var sqlPrepared: [String: String] = [:]
+    var sqlPreparedOwner: UInt64 = 0
     /// Errors pgswift raised itself, in the order their `synthError` entries come due.
     var pendingErrors: [ErrorFields] = []
     /// Tracked Parses not answered yet, in the order of their `ExpectedAnswer.parseTracked` entries (Prepared.swift).

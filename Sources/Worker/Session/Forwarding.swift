@@ -262,8 +262,9 @@ extension Worker {
                 // Carried session state and pinning (SessionHooks.swift): the text whole, when it fits.
                 if total > avail {
                     if total <= buffers.size { return scan > clients[ci].io.input.start ? .progress : .needMore }
-                } else if !clients[ci].skipUntilSync {
-                    sessionClientMessage(ci, si, type, UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4))
+                } else if !clients[ci].skipUntilSync && !sessionClientMessage(ci, si, type,
+                            UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4), first: scan == clients[ci].io.input.start) {
+                    return .progress  // a PREPARE to replay first: what precedes it goes before
                 }
             }
             if servers[si].tracking {
@@ -749,7 +750,7 @@ extension Worker {
                 servers[si].info?.prepared.removeAll()
                 let ci = servers[si].client
                 if ci >= 0 { clients[ci].info?.prepared.removeAll() }
-                if SessionTags.matches(body, "DISCARD ALL") { sessionDiscardAll(si) }
+                sessionPreparedWiped(si, discardAll: SessionTags.matches(body, "DISCARD ALL"))
             }
         } else if type == BackendType.errorResponse {
             if !swallowing {

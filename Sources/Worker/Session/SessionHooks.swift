@@ -9,28 +9,51 @@ extension Worker {
 
     /// scanClient: a whole Query or Parse on a transaction/statement-mode link, before it is forwarded.
     /// Cheap unless the text is a candidate. May be called again for the same message (idempotent).
+    /// False when SQL prepared statements must be replayed before it and `first` is false (client bytes
+    /// before it are not forwarded yet): forward those, then call again.
     @inline(__always)
-    func sessionClientMessage(_ ci: Int32, _ si: Int32, _ type: UInt8, _ body: UnsafeRawBufferPointer) {
+    func sessionClientMessage(_ ci: Int32, _ si: Int32, _ type: UInt8, _ body: UnsafeRawBufferPointer, first: Bool) -> Bool {
         var text = body
         if type == FrontendType.parse {
             // Statement name, then the query text (both NUL-terminated).
-            guard let nul = body.firstIndex(of: 0) else { return }
+            guard let nul = body.firstIndex(of: 0) else { return true }
             text = UnsafeRawBufferPointer(rebasing: body[(nul &+ 1)...])
         }
         if let nul = text.firstIndex(of: 0) { text = UnsafeRawBufferPointer(rebasing: text[..<nul]) }
-        if !SQLSessionCandidate.check(text) { return }
-        sessionStatement(ci, si, query: type == FrontendType.query, text)
+        if !SQLSessionCandidate.check(text) { return true }
+        return sessionStatement(ci, si, query: type == FrontendType.query, text, first: first)
     }
 
     @inline(never)
-    private func sessionStatement(_ ci: Int32, _ si: Int32, query: Bool, _ text: UnsafeRawBufferPointer) {
-        guard let info = clients[ci].info else { return }
+    private func sessionStatement(_ ci: Int32, _ si: Int32, query: Bool, _ text: UnsafeRawBufferPointer, first: Bool) -> Bool {
+        guard let info = clients[ci].info, let sinfo = servers[si].info else { return true }
         let p = Int(clients[ci].pool)
         let plan = SessionPlanner.plan(text, classifier: Worker.sessionClassifier) { key in
             guard let t = self.tracked.lowered.firstIndex(of: key) else { return .no }
             return self.welcomeValue(p, t) != nil ? .reported : .unreported
         }
-        if plan.isEmpty { return }
+        if plan.isEmpty { return true }
+        let quiet = servers[si].pendingSyncs == 0 && !servers[si].unsynced
+        if query && quiet && !plan.referenced.isEmpty && config.maxPreparedStatements > 0 {
+            // The client's statements this text uses and this server lacks are prepared first.
+            var replay = ""
+            for name in plan.referenced {
+                if let sql = info.session.prepared[name], sinfo.sqlPrepared[name] == nil { replay += sql + ";" }
+            }
+            if !replay.isEmpty {
+                if !first { return false }
+                log.debug("S-\(servers[si].id): replaying SQL prepared statements of C-\(clients[ci].id): \(replay)")
+                for name in plan.referenced where sinfo.sqlPrepared[name] == nil {
+                    if let sql = info.session.prepared[name] { sinfo.sqlPrepared[name] = sql }
+                }
+                sinfo.sqlPreparedOwner = clients[ci].id
+                servers[si].sessionCarried = true
+                scratch.clear()
+                Frontend.query(into: &scratch, sql: replay)
+                servers[si].io.out.append(scratch)
+                servers[si].internalQueries += 1
+            }
+        }
         if !plan.pin.isEmpty && config.pinSessionState {
             // Pinned as the statement goes (detection errs toward pinning); a reset when it leaves.
             if UInt8(clients[ci].sessionPins) & plan.pin.rawValue != plan.pin.rawValue {
@@ -42,9 +65,11 @@ extension Worker {
         }
         // Tags are matched to statements only when nothing else is in flight on the link; otherwise
         // the old rule applies (a SET tag resets the server at release).
-        guard query && servers[si].pendingSyncs == 0 && !servers[si].unsynced else { return }
+        guard query && quiet else { return true }
+        info.session.preparedLimit = config.maxPreparedStatements
         info.session.sent(plan)
         servers[si].sessionPending = true
+        return true
     }
 
     /// scanServer: a CommandComplete of the client's while something is in flight. True when its tag
@@ -87,6 +112,18 @@ extension Worker {
             servers[si].sessionCarried = !sinfo.session.isEmpty
             log.debug("C-\(clients[ci].id): session settings now \(info.session.settings.entries.map(\.set))")
         }
+        if !out.prepared.isEmpty, let sinfo = servers[si].info {
+            if sinfo.sqlPreparedOwner != clients[ci].id { sinfo.sqlPrepared.removeAll() }
+            sinfo.sqlPreparedOwner = clients[ci].id
+            for op in out.prepared {
+                switch op {
+                case .prepare(let name, let sql): sinfo.sqlPrepared[name] = sql
+                case .deallocate(let name): sinfo.sqlPrepared[name] = nil
+                default: sinfo.sqlPrepared.removeAll()
+                }
+            }
+            servers[si].sessionCarried = !sinfo.session.isEmpty || !sinfo.sqlPrepared.isEmpty
+        }
         if !out.unpin.isEmpty && clients[ci].sessionPins != 0 {
             clients[ci].sessionPins &= ~out.unpin.rawValue
             if clients[ci].sessionPins == 0 { log.debug("C-\(clients[ci].id): unpinned from S-\(servers[si].id)") }
@@ -97,9 +134,14 @@ extension Worker {
     /// it has them already. The server's record becomes the client's.
     func carriedSettingsSQL(_ ci: Int32, _ si: Int32) -> String {
         guard let cinfo = clients[ci].info, let sinfo = servers[si].info else { return "" }
-        let sql = sinfo.session.transition(to: cinfo.session.settings)
+        var sql = sinfo.session.transition(to: cinfo.session.settings)
         sinfo.session = cinfo.session.settings
-        servers[si].sessionCarried = !sinfo.session.isEmpty
+        if !sinfo.sqlPrepared.isEmpty && sinfo.sqlPreparedOwner != clients[ci].id {
+            // Another client's SQL prepared statements: no client sees another's (and its own names are free).
+            for name in sinfo.sqlPrepared.keys.sorted() { sql += "DEALLOCATE \(quotedIdentifier(name));" }
+            sinfo.sqlPrepared.removeAll()
+        }
+        servers[si].sessionCarried = !sinfo.session.isEmpty || !sinfo.sqlPrepared.isEmpty
         return sql
     }
 
@@ -107,20 +149,44 @@ extension Worker {
     /// setting any more.
     func forgetCarriedSettings(_ si: Int32) {
         servers[si].info?.session.removeAll()
+        servers[si].info?.sqlPrepared.removeAll()
         servers[si].sessionCarried = false
     }
 }
 
 extension Worker {
-    /// The client's DISCARD ALL, however it was sent: the server holds nothing carried, the client's
-    /// settings are its startup ones again, and no pin is left.
-    func sessionDiscardAll(_ si: Int32) {
-        forgetCarriedSettings(si)
+    /// The client's DEALLOCATE ALL or DISCARD ALL, however it was sent: no SQL prepared statement is
+    /// left on either side; after DISCARD ALL the server holds nothing carried, the client's settings
+    /// are its startup ones again, and no pin is left.
+    func sessionPreparedWiped(_ si: Int32, discardAll: Bool) {
         let ci = servers[si].client
+        servers[si].info?.sqlPrepared.removeAll()
+        if ci >= 0 { clients[ci].info?.session.prepared.removeAll() }
+        guard discardAll else { return }
+        forgetCarriedSettings(si)
         guard ci >= 0, let info = clients[ci].info else { return }
         info.session.settings = info.session.baseline
         info.session.holdCursors.removeAll()
         clients[ci].sessionCarried = !info.session.settings.isEmpty
         clients[ci].sessionPins = 0
+    }
+}
+
+/// A name as a quoted SQL identifier (`"` doubled).
+func quotedIdentifier(_ name: String) -> String {
+    var out = "\""
+    for ch in name {
+        if ch == "\"" { out += "\"\"" } else { out.append(ch) }
+    }
+    return out + "\""
+}
+
+extension Worker {
+    /// A client may move to a successor worker (rolling restart) only without carried state: the
+    /// handoff does not carry it, and losing a search_path silently is worse than staying (until the
+    /// client leaves or drain_timeout).
+    func sessionMovable(_ ci: Int32) -> Bool {
+        guard clients[ci].sessionPins == 0 && !clients[ci].sessionCarried else { return false }
+        return clients[ci].info?.session.prepared.isEmpty ?? true
     }
 }

@@ -44,6 +44,7 @@ struct SessionSettings: Equatable {
 /// The CommandComplete tags a tracked statement answers with.
 enum SessionTag: UInt8, Equatable {
     case set, reset, discardAll, discardTemp, discardOther, commit, rollback, prepareTransaction, closeCursor
+    case prepare, deallocate, deallocateAll
 
     /// The tag of a CommandComplete body (NUL-terminated), nil for one that does not concern session state.
     static func of(_ body: UnsafeRawBufferPointer) -> SessionTag? {
@@ -55,6 +56,8 @@ enum SessionTag: UInt8, Equatable {
             if SessionTags.matches(body, "RESET") { return .reset }
             return SessionTags.matches(body, "ROLLBACK") ? .rollback : nil
         case UInt8(ascii: "D"):
+            if SessionTags.matches(body, "DEALLOCATE") { return .deallocate }
+            if SessionTags.matches(body, "DEALLOCATE ALL") { return .deallocateAll }
             if SessionTags.matches(body, "DISCARD ALL") { return .discardAll }
             if SessionTags.matches(body, "DISCARD TEMP") { return .discardTemp }
             if SessionTags.matches(body, "DISCARD PLANS") || SessionTags.matches(body, "DISCARD SEQUENCES") { return .discardOther }
@@ -63,6 +66,7 @@ enum SessionTag: UInt8, Equatable {
             if SessionTags.matches(body, "COMMIT") { return .commit }
             return SessionTags.matches(body, "CLOSE CURSOR") || SessionTags.matches(body, "CLOSE CURSOR ALL") ? .closeCursor : nil
         case UInt8(ascii: "P"):
+            if SessionTags.matches(body, "PREPARE") { return .prepare }
             return SessionTags.matches(body, "PREPARE TRANSACTION") ? .prepareTransaction : nil
         default:
             return nil
@@ -70,7 +74,12 @@ enum SessionTag: UInt8, Equatable {
     }
 
     /// Tags that stand for one statement of a tracked Query (the others end transactions).
-    var isStatementTag: Bool { self == .set || self == .reset || self == .discardAll || self == .discardTemp || self == .discardOther }
+    var isStatementTag: Bool {
+        switch self {
+        case .set, .reset, .discardAll, .discardTemp, .discardOther, .prepare, .deallocate, .deallocateAll: return true
+        default: return false
+        }
+    }
 }
 
 /// What one statement of a tracked Query does to the client's settings once its tag confirms it.
@@ -81,8 +90,14 @@ enum SessionOp: Equatable {
     case reset(key: String, tag: SessionTag)
     /// RESET ALL (tag RESET).
     case resetAll
-    /// DISCARD ALL (tag DISCARD ALL): settings and pins go.
+    /// DISCARD ALL (tag DISCARD ALL): settings, SQL prepared statements and pins go.
     case discardAll
+    /// PREPARE name AS ... (tag PREPARE): `sql` is the statement as written, replayed on a server that
+    /// lacks it. Not transactional in PostgreSQL: remembered at its tag.
+    case prepare(name: String, sql: String)
+    /// DEALLOCATE [PREPARE] name | ALL (tag DEALLOCATE / DEALLOCATE ALL).
+    case deallocate(name: String)
+    case deallocateAll
     /// SET LOCAL, SET TRANSACTION, a parameter the server reports (followed by ParameterStatus),
     /// DISCARD TEMP/PLANS/SEQUENCES: its tag changes nothing here.
     case none(tag: SessionTag)
@@ -97,6 +112,9 @@ enum SessionOp: Equatable {
         case .reset(_, let t): return t
         case .resetAll: return .reset
         case .discardAll: return .discardAll
+        case .prepare: return .prepare
+        case .deallocate: return .deallocate
+        case .deallocateAll: return .deallocateAll
         case .none(let t), .untracked(let t): return t
         }
     }
@@ -120,8 +138,11 @@ struct SessionPlan: Equatable {
     var holdCursors: [String] = []
     var closedCursors: [String] = []
     var closeAll = false
+    /// SQL prepared statements the text needs on the server before it runs (EXECUTE, DEALLOCATE, a
+    /// PREPARE of a name the client has: PostgreSQL's own error then), not prepared earlier in it.
+    var referenced: [String] = []
 
-    var isEmpty: Bool { ops.isEmpty && pin.isEmpty && unpinOnSuccess.isEmpty && closedCursors.isEmpty && !closeAll }
+    var isEmpty: Bool { ops.isEmpty && pin.isEmpty && referenced.isEmpty && unpinOnSuccess.isEmpty && closedCursors.isEmpty && !closeAll }
 }
 
 /// How the existing parameter tracking follows a setting (`Worker.tracked`, ParameterStatus).
@@ -142,9 +163,32 @@ enum SessionPlanner {
         var plan = SessionPlan()
         var splitter = SQLStatementSplitter(text, standardConformingStrings: classifier.standardConformingStrings)
         let lx = SQLLexer(text, standardConformingStrings: classifier.standardConformingStrings)
+        var preparedHere: [String] = []
         while let st = splitter.next() {
             let info = classifier.classify(text, range: st.range)
             statement(info, lx, followed, &plan)
+            switch info.kind {
+            case .prepare:
+                guard let n = info.name, info.body != nil else {
+                    plan.ops.append(.untracked(tag: .prepare))
+                    continue
+                }
+                let name = lx.foldedName(n)
+                if !preparedHere.contains(name) && !plan.referenced.contains(name) { plan.referenced.append(name) }
+                preparedHere.append(name)
+                plan.ops.append(.prepare(name: name, sql: lx.text(st.range)))
+            case .execute, .deallocate:
+                if info.kind == .deallocate {
+                    plan.ops.append(info.flags.contains(.all) ? .deallocateAll
+                                    : info.name.map { .deallocate(name: lx.foldedName($0)) } ?? .untracked(tag: .deallocate))
+                }
+                if let n = info.name {
+                    let name = lx.foldedName(n)
+                    if !preparedHere.contains(name) && !plan.referenced.contains(name) { plan.referenced.append(name) }
+                }
+            default:
+                break
+            }
         }
         return plan
     }
@@ -274,6 +318,11 @@ struct ClientSessionState {
     var closeAll = false
     /// WITH HOLD cursors declared (folded names).
     var holdCursors: [String] = []
+    /// SQL prepared statements: folded name → the PREPARE statement as written.
+    var prepared: [String: String] = [:]
+    /// max_prepared_statements: more SQL prepared statements than this are not carried (the server is
+    /// then reset when released, as before issue 19); 0: none are.
+    var preparedLimit = 0
 
     var inFlight: Bool { opsHead < ops.count || !staged.isEmpty || !unpinOnSuccess.isEmpty || !closedCursors.isEmpty || closeAll }
 
@@ -285,6 +334,9 @@ struct ClientSessionState {
         var needsReset = false
         /// Ops now remembered: apply them to the client's and the server's settings.
         var apply: [SessionOp] = []
+        /// Prepared statements created or dropped (already in the client's `prepared`): the server's
+        /// record follows.
+        var prepared: [SessionOp] = []
         /// Pins gone.
         var unpin: SessionPins = []
     }
@@ -316,6 +368,8 @@ struct ClientSessionState {
         case .discardAll:
             out.unpin = [.temporary, .advisoryLock, .holdCursor]
             holdCursors.removeAll()
+            prepared.removeAll()
+            out.prepared.append(.deallocateAll)
         case .discardTemp:
             out.unpin = .temporary
         case .closeCursor:
@@ -340,6 +394,20 @@ struct ClientSessionState {
             out.needsReset = true
         case .none:
             break
+        case .prepare(let name, let sql):
+            if prepared[name] == nil && prepared.count >= preparedLimit {
+                // Beyond max_prepared_statements: not carried; the server keeps it until a reset.
+                out.needsReset = true
+            } else {
+                prepared[name] = sql
+                out.prepared.append(op)
+            }
+        case .deallocate(let name):
+            prepared[name] = nil
+            out.prepared.append(op)
+        case .deallocateAll:
+            prepared.removeAll()
+            out.prepared.append(op)
         default:
             staged.append(op)
         }
@@ -389,7 +457,7 @@ struct ClientSessionState {
         case .resetAll, .discardAll:
             server.removeAll()
             settings = baseline
-        case .none, .untracked:
+        case .none, .untracked, .prepare, .deallocate, .deallocateAll:
             break
         }
     }

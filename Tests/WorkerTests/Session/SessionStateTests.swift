@@ -160,4 +160,37 @@ final class SessionStateTests: XCTestCase {
         s.remember(.resetAll, server: &server)
         XCTAssertEqual(s.settings, s.baseline)
     }
+
+    func testPlansPrepareExecuteDeallocate() {
+        let p = plan("PREPARE s (int) AS SELECT $1; EXECUTE s(1)")
+        XCTAssertEqual(p.ops, [.prepare(name: "s", sql: "PREPARE s (int) AS SELECT $1")])
+        XCTAssertEqual(p.referenced, ["s"], "a PREPARE of a name the client has needs it on the server: 42P05 then")
+        XCTAssertEqual(plan("EXECUTE S(1); EXECUTE t").referenced, ["s", "t"])
+        XCTAssertEqual(plan("DEALLOCATE PREPARE s").ops, [.deallocate(name: "s")])
+        XCTAssertEqual(plan("DEALLOCATE s").referenced, ["s"])
+        XCTAssertEqual(plan("deallocate all").ops, [.deallocateAll])
+        XCTAssertEqual(plan("DEALLOCATE s; PREPARE s AS SELECT 2; EXECUTE s").referenced, ["s"])
+        XCTAssertEqual(plan("PREPARE TRANSACTION 'x'").ops, [])
+    }
+
+    func testPreparedStatementsAreRememberedAtTheirTag() {
+        var s = ClientSessionState()
+        s.preparedLimit = 2
+        s.sent(plan("BEGIN; PREPARE a AS SELECT 1; PREPARE b AS SELECT 2; PREPARE c AS SELECT 3"))
+        XCTAssertEqual(s.commandComplete(.prepare).prepared, [.prepare(name: "a", sql: "PREPARE a AS SELECT 1")])
+        XCTAssertFalse(s.commandComplete(.prepare).needsReset)
+        let third = s.commandComplete(.prepare)
+        XCTAssertTrue(third.needsReset, "beyond max_prepared_statements: not carried")
+        XCTAssertTrue(third.prepared.isEmpty)
+        XCTAssertEqual(Set(s.prepared.keys), ["a", "b"])
+        _ = s.commandComplete(.rollback)
+        XCTAssertEqual(Set(s.prepared.keys), ["a", "b"], "PREPARE is not transactional")
+        _ = s.ready(UInt8(ascii: "I"))
+        s.sent(plan("DEALLOCATE a"))
+        XCTAssertEqual(s.commandComplete(.deallocate).prepared, [.deallocate(name: "a")])
+        XCTAssertEqual(Array(s.prepared.keys), ["b"])
+        s.sent(plan("DISCARD ALL"))
+        _ = s.commandComplete(.discardAll)
+        XCTAssertTrue(s.prepared.isEmpty)
+    }
 }

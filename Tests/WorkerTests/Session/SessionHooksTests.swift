@@ -1,0 +1,72 @@
+// The carried session state on the data path (SessionHooks.swift) through a real worker loop: SQL
+// prepared statements replayed on a server that lacks them, another client's dropped at link, and a
+// pinned client kept on its server.
+import XCTest
+@testable import Worker
+import Shared
+
+final class SessionHooksTests: WorkerHarnessCase {
+    func testPrepareIsReplayedOnAnotherServerAndHiddenFromOtherClients() throws {
+        try start(databaseOptions: "pool_size=2")
+        let a = h.login()
+        let s0 = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("PREPARE s AS select 1"))
+        XCTAssertEqual(h.next(s0)?.firstString, "PREPARE s AS select 1")
+        s0.send(BE.complete("PREPARE") + BE.ready("I"))
+        XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["C", "Z"])
+        // b gets s0: a's statement is dropped there first, and no reset was needed.
+        let b = h.login()
+        b.send(FE.query("begin"))
+        XCTAssertEqual(h.next(s0)?.firstString, "DEALLOCATE \"s\";")
+        s0.send(BE.complete("DEALLOCATE") + BE.ready("I"))
+        h.answerQuery(s0, expect: "begin", status: "T")
+        _ = h.readUntilReady(b)
+        // a's EXECUTE goes to a new server, where its PREPARE is replayed first.
+        a.send(FE.query("EXECUTE s"))
+        let s1 = try XCTUnwrap(h.waitServers(2))
+        XCTAssertEqual(h.next(s1)?.firstString, "PREPARE s AS select 1;")
+        s1.send(BE.complete("PREPARE") + BE.ready("I"))
+        h.answerQuery(s1, expect: "EXECUTE s")
+        XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["T", "D", "C", "Z"], "the replay's answers were swallowed")
+        // Once there, not again.
+        h.roundTrip(a, s1, "EXECUTE s")
+    }
+
+    func testTempTableKeepsTheClientOnItsServer() throws {
+        try start(databaseOptions: "pool_size=2")
+        let a = h.login()
+        let s0 = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("create temp table t (i int)"))
+        _ = h.next(s0)
+        s0.send(BE.complete("CREATE TABLE") + BE.ready("I"))
+        _ = h.readUntilReady(a)
+        // The server stays with a: b gets another one.
+        let b = h.login()
+        b.send(FE.query("select 2"))
+        let s1 = try XCTUnwrap(h.waitServers(2))
+        h.answerQuery(s1, expect: "select 2")
+        _ = h.readUntilReady(b)
+        h.roundTrip(a, s0, "select 3")
+        a.send(FE.query("discard temp"))
+        _ = h.next(s0)
+        s0.send(BE.complete("DISCARD TEMP") + BE.ready("I"))
+        _ = h.readUntilReady(a)
+        // Unpinned: released, and reset (the temp table's CREATE asked for it) before anyone else.
+        XCTAssertEqual(h.next(s0)?.firstString, "DISCARD ALL")
+        s0.send(BE.complete("DISCARD ALL") + BE.ready("I"))
+    }
+
+    func testPinOffKeepsTheOldReset() throws {
+        try start(databaseOptions: "pool_size=1", pgswift: ["pin_session_state": "off"])
+        let a = h.login()
+        let s0 = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("create temp table t (i int)"))
+        _ = h.next(s0)
+        s0.send(BE.complete("CREATE TABLE") + BE.ready("I"))
+        _ = h.readUntilReady(a)
+        XCTAssertEqual(h.next(s0)?.firstString, "DISCARD ALL")
+        s0.send(BE.complete("DISCARD ALL") + BE.ready("I"))
+        let b = h.login()
+        h.roundTrip(b, s0, "select 2")
+    }
+}
