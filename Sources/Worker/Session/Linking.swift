@@ -313,6 +313,12 @@ extension Worker {
             servers[si].io.releaseIfEmpty(buffers)
         }
         let p = Int(servers[si].pool)
+        if clients[ci].sessionPins != 0 && config.serverResetQuery.isEmpty {
+            // A temp table, advisory lock or held cursor, and no reset query to undo it (SessionHooks.swift).
+            closeServer(si, reason: "client left pinned session state")
+            launchIfNeeded(Int32(p))
+            return
+        }
         let inTransaction = servers[si].txStatus != UInt8(ascii: "I")
         let reset = (pools[p].mode == .session || config.serverResetQueryAlways || servers[si].needsReset)
             && !config.serverResetQuery.isEmpty

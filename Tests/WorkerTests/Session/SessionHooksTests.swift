@@ -69,4 +69,15 @@ final class SessionHooksTests: WorkerHarnessCase {
         let b = h.login()
         h.roundTrip(b, s0, "select 2")
     }
+
+    func testPinnedClientLeavingWithoutAResetQueryClosesItsServer() throws {
+        try start(["server_reset_query": ""], databaseOptions: "pool_size=1")
+        let a = h.login()
+        let s0 = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("select pg_advisory_lock(1)"))
+        h.answerQuery(s0, expect: "select pg_advisory_lock(1)")
+        _ = h.readUntilReady(a)
+        a.close()
+        h.waitClosed(s0)
+    }
 }
