@@ -33,6 +33,8 @@ public enum SQLSessionCandidate {
         return Self.scanRest(text, from: j, into: select)
     }
 
+    // The text may run on past a NUL (a Parse message's parameter types): the check ends there.
+
     /// SET, RESET, DISCARD, PREPARE, EXECUTE, DEALLOCATE, DECLARE, CLOSE, CREATE.
     @inlinable
     static func sessionWord(_ w: UInt64, _ len: Int) -> Bool {
@@ -54,11 +56,11 @@ public enum SQLSessionCandidate {
         var k = start
         while k < n {
             let c = text[k]
+            if c == 0 { return false }
             if c == UInt8(ascii: ";") {
                 var m = k &+ 1
-                while m < n && (SQLLexer.isWhitespace(text[m]) || text[m] == UInt8(ascii: ";") || text[m] == 0) { m &+= 1 }
-                if m < n { return true }
-                return false
+                while m < n && (SQLLexer.isWhitespace(text[m]) || text[m] == UInt8(ascii: ";")) { m &+= 1 }
+                return m < n && text[m] != 0
             }
             let l = c | 0x20
             if l == UInt8(ascii: "v") && k >= 2 && matches(text, k &- 2, "advisory") { return true }

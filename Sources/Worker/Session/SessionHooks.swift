@@ -15,12 +15,13 @@ extension Worker {
     func sessionClientMessage(_ ci: Int32, _ si: Int32, _ type: UInt8, _ body: UnsafeRawBufferPointer, first: Bool) -> Bool {
         var text = body
         if type == FrontendType.parse {
-            // Statement name, then the query text (both NUL-terminated).
+            // Statement name, then the query text (both NUL-terminated; the check stops at the NUL).
             guard let nul = body.firstIndex(of: 0) else { return true }
             text = UnsafeRawBufferPointer(rebasing: body[(nul &+ 1)...])
         }
-        if let nul = text.firstIndex(of: 0) { text = UnsafeRawBufferPointer(rebasing: text[..<nul]) }
         if !SQLSessionCandidate.check(text) { return true }
+        // A candidate: now the text is cut at its NUL for the lexer.
+        if let nul = text.firstIndex(of: 0) { text = UnsafeRawBufferPointer(rebasing: text[..<nul]) }
         return sessionStatement(ci, si, query: type == FrontendType.query, text, first: first)
     }
 

@@ -33,6 +33,10 @@ final class SQLSessionCandidateTests: XCTestCase {
             XCTAssertTrue(candidate(sql), sql)
         }
         XCTAssertFalse(candidate("select 1;"))
+        // A Parse's text runs on into its parameter types: the NUL ends it.
+        XCTAssertFalse(candidate("select 1\u{0}\u{0}\u{1};x"))
+        XCTAssertFalse(candidate("select 1;\u{0}x"))
+        XCTAssertTrue(candidate("set a = 1\u{0}\u{0}\u{1}"))
         XCTAssertFalse(candidate("select 1 ;  \n"))
     }
 
