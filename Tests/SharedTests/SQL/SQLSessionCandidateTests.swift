@@ -50,4 +50,44 @@ final class SQLSessionCandidateTests: XCTestCase {
         // INTO after INSERT is no SELECT INTO.
         XCTAssertFalse(candidate("INSERT INTO t SELECT 1"))
     }
+
+    /// The word-at-a-time scan against a byte-by-byte reference, on random texts made of what it looks
+    /// for (and near misses) at every alignment.
+    func testWordScanAgreesWithTheBytewiseReference() {
+        var rng = SQLTestRandom("SQLSessionCandidateTests")
+        let parts = ["select ", "SELECT ", "with ", "insert ", "x", "v", "V", "t", "advisor", "advisory", "ADVISORY",
+                     "into", "INTO", "int", ";", " ; ", ";;", "\u{0}", " ", "\n", "pg_", "y", "(", "'", "é"]
+        func reference(_ b: [UInt8]) -> Bool {
+            var i = 0
+            while i < b.count && SQLLexer.isWhitespace(b[i]) { i += 1 }
+            if i == b.count { return false }
+            if b[i] == UInt8(ascii: "/") || b[i] == UInt8(ascii: "-") || b[i] == UInt8(ascii: "(") { return true }
+            var j = i
+            while j < b.count && (b[j] | 0x20) >= 97 && (b[j] | 0x20) <= 122 { j += 1 }
+            let first = String(decoding: b[i..<j].map { $0 | 0x20 }, as: UTF8.self)
+            if ["set", "reset", "close", "create", "discard", "prepare", "execute", "declare", "deallocate"].contains(first)
+                || (first.count == 10 && first.hasPrefix("dealloca")) { return true }
+            let into = first == "select" || first == "with"
+            let folded = b.map { $0 | 0x20 }
+            var k = j
+            while k < b.count {
+                if b[k] == 0 { return false }
+                if b[k] == UInt8(ascii: ";") {
+                    var m = k + 1
+                    while m < b.count && (SQLLexer.isWhitespace(b[m]) || b[m] == UInt8(ascii: ";")) { m += 1 }
+                    return m < b.count && b[m] != 0
+                }
+                if k >= 2 && k + 6 <= b.count && Array(folded[(k - 2)..<(k + 6)]) == Array("advisory".utf8) { return true }
+                if into && k >= 2 && k + 2 <= b.count && Array(folded[(k - 2)..<(k + 2)]) == Array("into".utf8) { return true }
+                k += 1
+            }
+            return false
+        }
+        for _ in 0..<20_000 {
+            var text = ""
+            for _ in 0..<Int.random(in: 1...14, using: &rng) { text += parts.randomElement(using: &rng)! }
+            let b = Array(text.utf8)
+            XCTAssertEqual(b.withUnsafeBytes { SQLSessionCandidate.check($0) }, reference(b), "\(b)")
+        }
+    }
 }
