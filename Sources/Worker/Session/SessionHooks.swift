@@ -31,7 +31,7 @@ extension Worker {
         let p = Int(clients[ci].pool)
         let plan = SessionPlanner.plan(text, classifier: Worker.sessionClassifier) { key in
             guard let t = self.tracked.lowered.firstIndex(of: key) else { return .no }
-            return self.welcomeValue(p, t) != nil ? .reported : .unreported
+            return self.welcomeValue(p, t) != nil ? .reported : .unreported(t)
         }
         if plan.isEmpty { return true }
         let quiet = servers[si].pendingSyncs == 0 && !servers[si].unsynced
@@ -108,7 +108,23 @@ extension Worker {
     private func sessionOutcome(_ ci: Int32, _ si: Int32, _ info: ClientInfo, _ out: ClientSessionState.Outcome) {
         if out.needsReset { servers[si].needsReset = true }
         if !out.apply.isEmpty, let sinfo = servers[si].info {
-            for op in out.apply { info.session.remember(op, server: &sinfo.session) }
+            for op in out.apply {
+                info.session.remember(op, server: &sinfo.session)
+                switch op {
+                case .tracked(let t, let value):
+                    rememberTracked(ci, si, info, sinfo, t, value)
+                case .trackedReset(let t):
+                    rememberTracked(ci, si, info, sinfo, t, nil)
+                case .resetAll, .discardAll:
+                    // Tracked parameters the server does not report go back to the pool's default.
+                    let p = Int(clients[ci].pool)
+                    for t in 0..<tracked.names.count where welcomeValue(p, t) == nil {
+                        rememberTracked(ci, si, info, sinfo, t, nil)
+                    }
+                default:
+                    break
+                }
+            }
             clients[ci].sessionCarried = !info.session.settings.isEmpty
             servers[si].sessionCarried = !sinfo.session.isEmpty
             log.debug("C-\(clients[ci].id): session settings now \(info.session.settings.entries.map(\.set))")
@@ -129,6 +145,16 @@ extension Worker {
             clients[ci].sessionPins &= ~out.unpin.rawValue
             if clients[ci].sessionPins == 0 { log.debug("C-\(clients[ci].id): unpinned from S-\(servers[si].id)") }
         }
+    }
+
+    /// A tracked parameter's value set by the client's own SET (or RESET, nil), on both sides: the
+    /// fingerprints are recomputed at the next link.
+    private func rememberTracked(_ ci: Int32, _ si: Int32, _ info: ClientInfo, _ sinfo: ServerInfo, _ t: Int, _ value: String?) {
+        guard t < info.params.values.count, t < sinfo.params.values.count else { return }
+        info.params.values[t] = value
+        sinfo.params.values[t] = value
+        clients[ci].paramsKey = 0
+        servers[si].paramsKey = 0
     }
 
     /// syncParameters: the SETs and RESETs that give the server the client's carried settings, "" when

@@ -98,6 +98,12 @@ enum SessionOp: Equatable {
     /// DEALLOCATE [PREPARE] name | ALL (tag DEALLOCATE / DEALLOCATE ALL).
     case deallocate(name: String)
     case deallocateAll
+    /// SET / RESET of a tracked parameter the server does not report (search_path before PostgreSQL
+    /// 18, track_extra_parameters): the client's tracked value becomes `value` (nil: the pool's
+    /// default), and `syncParameters` follows it as it follows startup values.
+    case tracked(index: Int, value: String?)
+    /// RESET of such a parameter (tag RESET).
+    case trackedReset(index: Int)
     /// SET LOCAL, SET TRANSACTION, a parameter the server reports (followed by ParameterStatus),
     /// DISCARD TEMP/PLANS/SEQUENCES: its tag changes nothing here.
     case none(tag: SessionTag)
@@ -115,6 +121,8 @@ enum SessionOp: Equatable {
         case .prepare: return .prepare
         case .deallocate: return .deallocate
         case .deallocateAll: return .deallocateAll
+        case .tracked: return .set
+        case .trackedReset: return .reset
         case .none(let t), .untracked(let t): return t
         }
     }
@@ -151,8 +159,9 @@ enum FollowedParameter {
     case no
     /// Tracked and reported by the server: ParameterStatus follows it; nothing to do here.
     case reported
-    /// Tracked but not reported: neither mechanism can follow a SET of it.
-    case unreported
+    /// Tracked but not reported (its index in `Worker.tracked`): the SET's value becomes the client's
+    /// tracked value.
+    case unreported(Int)
 }
 
 enum SessionPlanner {
@@ -263,14 +272,17 @@ enum SessionPlanner {
             resetSQL = "RESET xmloption"
         case .timeZone, .names:
             // TimeZone and client_encoding: reported by every server, followed by ParameterStatus.
-            return followed(info.setting == .timeZone ? "timezone" : "client_encoding") == .reported
-                ? .none(tag: .set) : .untracked(tag: .set)
+            if case .reported = followed(info.setting == .timeZone ? "timezone" : "client_encoding") { return .none(tag: .set) }
+            return .untracked(tag: .set)
         default:
             return .untracked(tag: .set)
         }
         switch followed(key) {
         case .reported: return .none(tag: .set)
-        case .unreported: return .untracked(tag: .set)
+        case .unreported(let t):
+            if toDefault { return .tracked(index: t, value: nil) }
+            guard let v = info.value, let text = settingText(lx, v) else { return .untracked(tag: .set) }
+            return .tracked(index: t, value: text)
         case .no: break
         }
         if toDefault { return .reset(key: key, tag: .set) }
@@ -293,9 +305,51 @@ enum SessionPlanner {
         }
         switch followed(key) {
         case .reported: return .none(tag: .reset)
-        case .unreported: return .untracked(tag: .reset)
+        case .unreported(let t):
+            // The tag of RESET is RESET: a tracked op stands for SET's, so the tag is checked apart.
+            return .trackedReset(index: t)
         case .no: return .reset(key: key, tag: .reset)
         }
+    }
+
+    /// A SET value as PostgreSQL shows the setting: list elements joined by ", ", string literals
+    /// unquoted, unquoted names folded, numbers (with a sign) as written. nil for anything else (a
+    /// quoted name, an escape string, a dollar quote...): not carried then.
+    static func settingText(_ lx: SQLLexer, _ range: Range<Int>) -> String? {
+        var out = ""
+        var element = ""
+        var sign = ""
+        var lexer = SQLLexer(lx.bytes, range: range, standardConformingStrings: lx.standardConformingStrings)
+        var expectValue = true
+        while let t = lexer.nextSignificant() {
+            switch t.kind {
+            case .comma where !expectValue:
+                out += element + ", "
+                element = ""
+                expectValue = true
+                continue
+            case .string where expectValue && t.flags.isEmpty:
+                var s: [UInt8] = []
+                var k = t.start + 1
+                while k < t.end - 1 {
+                    s.append(lx.bytes[k])
+                    k += lx.bytes[k] == UInt8(ascii: "'") ? 2 : 1
+                }
+                element = String(decoding: s, as: UTF8.self)
+            case .identifier where expectValue:
+                element = lx.foldedName(t.range)
+            case .number where expectValue:
+                element = sign + lx.text(t.range)
+                sign = ""
+            case .op where expectValue && sign.isEmpty && (lx.isOp(t, "-") || lx.isOp(t, "+")):
+                sign = lx.isOp(t, "-") ? "-" : ""
+                continue
+            default:
+                return nil
+            }
+            expectValue = false
+        }
+        return expectValue ? nil : out + element
     }
 }
 
@@ -457,8 +511,8 @@ struct ClientSessionState {
         case .resetAll, .discardAll:
             server.removeAll()
             settings = baseline
-        case .none, .untracked, .prepare, .deallocate, .deallocateAll:
-            break
+        case .none, .untracked, .prepare, .deallocate, .deallocateAll, .tracked, .trackedReset:
+            break  // prepared statements at their tag; tracked parameters by the caller (SessionHooks.swift)
         }
     }
 }

@@ -80,4 +80,27 @@ final class SessionHooksTests: WorkerHarnessCase {
         a.close()
         h.waitClosed(s0)
     }
+
+    /// search_path is a tracked parameter the server (before PostgreSQL 18) does not report: the
+    /// client's SET becomes its tracked value, synced like a startup value.
+    func testSetOfAnUnreportedTrackedParameterFollowsTheClient() throws {
+        try start(databaseOptions: "pool_size=1")
+        let a = h.login()
+        let s0 = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("SET search_path = app, public"))
+        _ = h.next(s0)
+        s0.send(BE.complete("SET") + BE.ready("I"))
+        _ = h.readUntilReady(a)
+        let b = h.login()
+        b.send(FE.query("select 1"))
+        XCTAssertEqual(h.next(s0)?.firstString, "RESET search_path;")
+        s0.send(BE.complete("RESET") + BE.ready("I"))
+        h.answerQuery(s0, expect: "select 1")
+        _ = h.readUntilReady(b)
+        a.send(FE.query("select 2"))
+        XCTAssertEqual(h.next(s0)?.firstString, "SET search_path='app', 'public';")
+        s0.send(BE.complete("SET") + BE.ready("I"))
+        h.answerQuery(s0, expect: "select 2")
+        _ = h.readUntilReady(a)
+    }
 }

@@ -38,11 +38,20 @@ final class SessionStateTests: XCTestCase {
 
     func testTrackedParametersAreLeftToParameterStatus() {
         let followed: (String) -> FollowedParameter = { key in
-            key == "application_name" || key == "timezone" ? .reported : key == "search_path" ? .unreported : .no
+            key == "application_name" || key == "timezone" ? .reported : key == "search_path" ? .unreported(5) : .no
         }
         XCTAssertEqual(plan("SET application_name = 'x'; SET TIME ZONE 'UTC'; RESET application_name",
                             followed: followed).ops, [.none(tag: .set), .none(tag: .set), .none(tag: .reset)])
-        XCTAssertEqual(plan("SET search_path = a", followed: followed).ops, [.untracked(tag: .set)])
+        // search_path before PostgreSQL 18: the client's tracked value, as PostgreSQL would show it.
+        XCTAssertEqual(plan("SET search_path = App, public", followed: followed).ops, [.tracked(index: 5, value: "app, public")])
+        XCTAssertEqual(plan("SET search_path TO 'app', 'x y'", followed: followed).ops, [.tracked(index: 5, value: "app, x y")])
+        XCTAssertEqual(plan("SET SCHEMA 'it''s'", followed: followed).ops, [.tracked(index: 5, value: "it's")])
+        XCTAssertEqual(plan("SET search_path TO DEFAULT; RESET search_path", followed: followed).ops,
+                       [.tracked(index: 5, value: nil), .trackedReset(index: 5)])
+        XCTAssertEqual(plan("SET search_path = \"Odd\"", followed: followed).ops, [.untracked(tag: .set)])
+        XCTAssertEqual(plan("SET search_path = a,", followed: followed).ops, [.untracked(tag: .set)])
+        XCTAssertEqual(plan("SET extra_float_digits = -2", followed: { $0 == "extra_float_digits" ? .unreported(7) : .no }).ops,
+                       [.tracked(index: 7, value: "-2")])
     }
 
     func testPlansPins() {
