@@ -163,10 +163,15 @@ extension Worker {
         guard let cinfo = clients[ci].info, let sinfo = servers[si].info else { return "" }
         var sql = sinfo.session.transition(to: cinfo.session.settings)
         sinfo.session = cinfo.session.settings
-        if !sinfo.sqlPrepared.isEmpty && sinfo.sqlPreparedOwner != clients[ci].id {
-            // Another client's SQL prepared statements: no client sees another's (and its own names are free).
-            for name in sinfo.sqlPrepared.keys.sorted() { sql += "DEALLOCATE \(quotedIdentifier(name));" }
-            sinfo.sqlPrepared.removeAll()
+        if !sinfo.sqlPrepared.isEmpty {
+            // Another client's SQL prepared statements (no client sees another's, and its own names are
+            // free), or this client's that it has since deallocated or prepared anew elsewhere.
+            let own = sinfo.sqlPreparedOwner == clients[ci].id
+            for name in sinfo.sqlPrepared.keys.sorted() where !own || cinfo.session.prepared[name] != sinfo.sqlPrepared[name] {
+                sql += "DEALLOCATE \(quotedIdentifier(name));"
+                sinfo.sqlPrepared[name] = nil
+            }
+            sinfo.sqlPreparedOwner = clients[ci].id
         }
         servers[si].sessionCarried = !sinfo.session.isEmpty || !sinfo.sqlPrepared.isEmpty
         return sql

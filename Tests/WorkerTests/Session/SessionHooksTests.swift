@@ -103,4 +103,37 @@ final class SessionHooksTests: WorkerHarnessCase {
         h.answerQuery(s0, expect: "select 2")
         _ = h.readUntilReady(a)
     }
+
+    /// A statement the client deallocated (or prepared anew) on another server is dropped from a server
+    /// that still has the old one before the client uses it again: EXECUTE then fails as PostgreSQL's would.
+    func testStaleOwnStatementIsDroppedAtLink() throws {
+        try start(databaseOptions: "pool_size=2")
+        let a = h.login()
+        let c = h.login()
+        let s0 = try XCTUnwrap(h.waitServers(1))
+        h.roundTrip(a, s0, "begin", status: "T")
+        c.send(FE.query("begin"))
+        let s1 = try XCTUnwrap(h.waitServers(2))
+        h.answerQuery(s1, expect: "begin", status: "T")
+        _ = h.readUntilReady(c)
+        a.send(FE.query("PREPARE s AS select 1"))
+        _ = h.next(s0)
+        s0.send(BE.complete("PREPARE") + BE.ready("T"))
+        _ = h.readUntilReady(a)
+        h.roundTrip(a, s0, "commit")
+        h.roundTrip(c, s1, "commit")
+        // s1 was released last: a gets it, its PREPARE is replayed there, then dropped by its DEALLOCATE.
+        a.send(FE.query("DEALLOCATE s"))
+        XCTAssertEqual(h.next(s1)?.firstString, "PREPARE s AS select 1;")
+        s1.send(BE.complete("PREPARE") + BE.ready("I"))
+        XCTAssertEqual(h.next(s1)?.firstString, "DEALLOCATE s")
+        s1.send(BE.complete("DEALLOCATE") + BE.ready("I"))
+        _ = h.readUntilReady(a)
+        // c takes s1; a gets s0 back, which still has the old s: dropped before a's EXECUTE.
+        h.roundTrip(c, s1, "begin", status: "T")
+        a.send(FE.query("EXECUTE s"))
+        XCTAssertEqual(h.next(s0)?.firstString, "DEALLOCATE \"s\";")
+        s0.send(BE.complete("DEALLOCATE") + BE.ready("I"))
+        XCTAssertEqual(h.next(s0)?.firstString, "EXECUTE s")
+    }
 }
