@@ -341,6 +341,7 @@ extension Worker {
         if reset {
             Frontend.query(into: &scratch, sql: config.serverResetQuery)
             servers[si].internalQueries += 1
+            carriedStateReset(si)  // SessionHooks.swift
             if let info = servers[si].info, !info.prepared.isEmpty {
                 // Whatever server_reset_query is, no statement of ours may survive a reset we forget.
                 Frontend.query(into: &scratch, sql: "DEALLOCATE ALL")
@@ -358,7 +359,6 @@ extension Worker {
             return
         }
         servers[si].needsReset = false
-        forgetCarriedSettings(si)
         if servers[si].txStatus != UInt8(ascii: "I") {
             closeServer(si, reason: "still in a transaction after ROLLBACK")
             return

@@ -177,8 +177,19 @@ extension Worker {
         return sql
     }
 
-    /// The server was reset (server_reset_query) or its client ran DISCARD ALL: it holds no carried
-    /// setting any more.
+    /// server_reset_query is sent: what it clears is forgotten. DISCARD ALL (the default) clears
+    /// settings and SQL prepared statements, RESET ALL the settings, DEALLOCATE ALL the statements; a
+    /// reset query that does none of these leaves the records as they are.
+    func carriedStateReset(_ si: Int32) {
+        guard servers[si].sessionCarried, let info = servers[si].info else { return }
+        let q = config.serverResetQuery.uppercased()
+        let discard = q.contains("DISCARD ALL")
+        if discard || q.contains("RESET ALL") { info.session.removeAll() }
+        if discard || q.contains("DEALLOCATE ALL") { info.sqlPrepared.removeAll() }
+        servers[si].sessionCarried = !info.session.isEmpty || !info.sqlPrepared.isEmpty
+    }
+
+    /// The client ran DISCARD ALL: the server holds no carried setting or statement any more.
     func forgetCarriedSettings(_ si: Int32) {
         servers[si].info?.session.removeAll()
         servers[si].info?.sqlPrepared.removeAll()

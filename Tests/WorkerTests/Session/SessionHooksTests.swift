@@ -136,4 +136,25 @@ final class SessionHooksTests: WorkerHarnessCase {
         s0.send(BE.complete("DEALLOCATE") + BE.ready("I"))
         XCTAssertEqual(h.next(s0)?.firstString, "EXECUTE s")
     }
+
+    /// A client that leaves inside a transaction gets a ROLLBACK, not a reset: its carried settings
+    /// are still on the server, and the next client gets them undone.
+    func testCarriedSettingsOutliveARollbackOnlyCleanup() throws {
+        try start(databaseOptions: "pool_size=1")
+        let a = h.login()
+        let s0 = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("set work_mem = '1MB'"))
+        _ = h.next(s0)
+        s0.send(BE.complete("SET") + BE.ready("I"))
+        _ = h.readUntilReady(a)
+        h.roundTrip(a, s0, "begin", status: "T")
+        a.close()
+        XCTAssertEqual(h.next(s0)?.firstString, "ROLLBACK")
+        s0.send(BE.complete("ROLLBACK") + BE.ready("I"))
+        let b = h.login()
+        b.send(FE.query("select 1"))
+        XCTAssertEqual(h.next(s0)?.firstString, "RESET work_mem;")
+        s0.send(BE.complete("RESET") + BE.ready("I"))
+        h.answerQuery(s0, expect: "select 1")
+    }
 }
