@@ -24,6 +24,20 @@ final class SessionStateE2ETests: XCTestCase {
         try c.query(sql).first?.first ?? nil
     }
 
+    /// Connections that share `a`'s worker, found as they come (SO_REUSEPORT spreads them): right after
+    /// `a`'s transaction each gets the server `a` left (idle servers are reused last in, first out), so
+    /// while one holds a server in a transaction `a` must take another. Plus `plain` more, anywhere.
+    private func neighbours(_ px: Pgswift, of a: WireClient, count: Int, plain: Int) throws -> [WireClient] {
+        var found: [WireClient] = []
+        for _ in 0..<32 where found.count < count {
+            let c = try connect(px)
+            let mine = try value(a, "select pg_backend_pid()::text")
+            if try value(c, "select pg_backend_pid()::text") == mine { found.append(c) } else { c.close() }
+        }
+        XCTAssertEqual(found.count, count, "no connection landed on the client's worker in 32 tries")
+        return try found + (0..<plain).map { _ in try connect(px) }
+    }
+
     /// cl_pinned summed over the pools of testdb, as SHOW POOLS tells it (both workers merged).
     private func pinned(_ px: Pgswift) -> Int? {
         guard let a = try? connect(px, database: "pgbouncer") else { return nil }
@@ -50,7 +64,7 @@ final class SessionStateE2ETests: XCTestCase {
         _ = try a.query("set statement_timeout = '150ms'")
         _ = try a.query("begin; set local work_mem = '3MB'; commit")
         _ = try a.query("begin; set lock_timeout = '7s'; rollback")
-        let others = try (0..<4).map { _ in try connect(px) }
+        let others = try neighbours(px, of: a, count: 2, plain: 2)
         defer { others.forEach { $0.close() } }
 
         var backends = Set<String>()
@@ -108,7 +122,7 @@ final class SessionStateE2ETests: XCTestCase {
         defer { px.stop() }
         let c = try connect(px)
         defer { c.close() }
-        let others = try (0..<4).map { _ in try connect(px) }
+        let others = try neighbours(px, of: c, count: 2, plain: 2)
         defer { others.forEach { $0.close() } }
 
         _ = try c.query("PREPARE pdo_stmt_1 (int) AS SELECT $1 + 1, pg_backend_pid()")
@@ -147,6 +161,52 @@ final class SessionStateE2ETests: XCTestCase {
         XCTAssertEqual(sqlstate("EXECUTE pdo_stmt_1"), "26000")
         print("SQL PREPARE: 50 EXECUTEs on \(backends.count) backends")
         XCTAssertGreaterThan(backends.count, 1, "the client never changed servers: the test proves nothing")
+    }
+
+    /// psycopg 3 sending its SETs with the extended protocol (a binary cursor: Parse, Bind, Execute,
+    /// Sync, as JDBC always does): carried all the same, across servers held by other connections.
+    func testExtendedProtocolSetsFromPsycopgAreCarried() throws {
+        let python = try DriverTests.python()
+        let pg = try PostgresServer.shared()
+        XCTAssertTrue(waitUntil(timeout: 20) { (try? pg.countBackends(user: "u_trust", db: "testdb")) == 0 })
+        let defaultTimeout = try pg.adminQuery("show statement_timeout")
+        let px = try Pgswift.start(settings(pg))
+        defer { px.stop() }
+        let dir = try makeTempDirectory(prefix: "sessionstate")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let script = """
+            import sys, psycopg
+            dsn = sys.argv[1]
+            a = psycopg.connect(dsn, autocommit=True)
+            others = [psycopg.connect(dsn, autocommit=True) for _ in range(4)]
+            a.cursor(binary=True).execute("SET statement_timeout = '150ms'")
+            a.cursor(binary=True).execute("SET search_path TO app, public")
+            pids, timeouts = set(), 0
+            for i in range(30):
+                o = others[i % 4]
+                o.execute("BEGIN")
+                seen = o.execute("select current_setting('statement_timeout')").fetchone()[0]
+                assert seen == sys.argv[2], f"another connection saw {seen!r} in round {i}"
+                t, path, pid = a.execute("select current_setting('statement_timeout'), current_setting('search_path'), "
+                                         "pg_backend_pid()").fetchone()
+                assert (t, path) == ("150ms", "app, public"), f"round {i}: {t!r} {path!r}"
+                pids.add(pid)
+                if i % 10 == 0:
+                    try:
+                        a.execute("select pg_sleep(2)")
+                    except psycopg.errors.QueryCanceled:
+                        timeouts += 1
+                o.execute("COMMIT")
+            assert timeouts == 3, timeouts
+            print(f"OK {len(pids)} backends {timeouts} timeouts")
+            """
+        try script.write(toFile: dir + "/extended_set.py", atomically: true, encoding: .utf8)
+        let dsn = "postgresql://u_trust@127.0.0.1:\(px.port)/testdb?sslmode=disable"
+        let r = try runCommand([python, dir + "/extended_set.py", dsn, defaultTimeout],
+                               environment: childEnvironment(["PYTHONDONTWRITEBYTECODE": "1"]), timeout: 120)
+        XCTAssertEqual(r.status, 0, "\(r)\n\(px.log().suffix(3000))")
+        XCTAssertTrue(r.stdout.hasPrefix("OK "), "\(r)")
+        print("psycopg extended-protocol SETs: \(r.stdout.trimmed)")
     }
 
     /// A temporary table keeps its client on one server across 10 transactions; SHOW POOLS counts it

@@ -169,6 +169,8 @@ struct Client {
     /// Session state keeping it on its server (`SessionPins`), and carried settings to replay.
     var sessionPins: UInt8 = 0
     var sessionCarried = false
+    /// Its unnamed statement or portal carries session ops (SessionHooks.swift): Bind and Execute are looked at.
+    var sessionExtended = false
     /// Bytes read from / forwarded to this client since they were last added to its pool's totals
     /// (kept here so the data path never touches the pools array; folded in by WorkerStats.swift).
     var statBytesIn: UInt64 = 0

@@ -258,7 +258,8 @@ extension Worker {
                         ? UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4) : nil)
                 }
             }
-            if servers[si].watchTags && (type == FrontendType.query || type == FrontendType.parse) {
+            if servers[si].watchTags && (type == FrontendType.query || type == FrontendType.parse || (clients[ci].sessionExtended
+                    && (type == FrontendType.bind || type == FrontendType.execute))) {
                 // Carried session state and pinning (SessionHooks.swift): the text whole, when it fits.
                 if total > avail {
                     if total <= buffers.size { return scan > clients[ci].io.input.start ? .progress : .needMore }

@@ -14,19 +14,59 @@ extension Worker {
     @inline(__always)
     func sessionClientMessage(_ ci: Int32, _ si: Int32, _ type: UInt8, _ body: UnsafeRawBufferPointer, first: Bool) -> Bool {
         var text = body
+        var unnamed = false
         if type == FrontendType.parse {
             // Statement name, then the query text (both NUL-terminated; the check stops at the NUL).
             guard let nul = body.firstIndex(of: 0) else { return true }
+            unnamed = nul == 0
+            // A new unnamed statement replaces the one whose session ops were remembered.
+            if unnamed && clients[ci].sessionExtended { sessionExtendedMessage(ci, si, type, body) }
             text = UnsafeRawBufferPointer(rebasing: body[(nul &+ 1)...])
+        } else if type != FrontendType.query {
+            // Bind or Execute while the unnamed statement or portal carries session ops.
+            sessionExtendedMessage(ci, si, type, body)
+            return true
         }
         if !SQLSessionCandidate.check(text) { return true }
         // A candidate: now the text is cut at its NUL for the lexer.
         if let nul = text.firstIndex(of: 0) { text = UnsafeRawBufferPointer(rebasing: text[..<nul]) }
-        return sessionStatement(ci, si, query: type == FrontendType.query, text, first: first)
+        return sessionStatement(ci, si, query: type == FrontendType.query, unnamedParse: unnamed, text, first: first)
+    }
+
+    /// The extended protocol's unnamed statement → unnamed portal → Execute, for a SET (or RESET,
+    /// DISCARD...) sent that way, as drivers do (psycopg 3, JDBC): its ops join those matched to tags
+    /// when it is executed in a batch that began with nothing in flight. Anything else (a named
+    /// statement or portal, a pipeline) keeps the old reset-on-tag rule.
+    @inline(never)
+    private func sessionExtendedMessage(_ ci: Int32, _ si: Int32, _ type: UInt8, _ body: UnsafeRawBufferPointer) {
+        guard let info = clients[ci].info else { return }
+        switch type {
+        case FrontendType.parse:
+            info.session.unnamedStatement = nil
+            info.session.unnamedPortal = nil
+        case FrontendType.bind:
+            // Portal name, statement name.
+            guard let p = body.firstIndex(of: 0) else { return }
+            if p == 0 {
+                let s = body.count > 1 ? body[1] : 1
+                info.session.unnamedPortal = s == 0 ? info.session.unnamedStatement : nil
+            }
+        case FrontendType.execute:
+            guard body.first == 0, let plan = info.session.unnamedPortal else { return }
+            info.session.unnamedPortal = nil  // run once: another Execute of it keeps the old rule
+            if servers[si].pendingSyncs == 0 && info.session.extendedBatchQuiet {
+                info.session.ops.append(contentsOf: plan.ops)
+                servers[si].sessionPending = true
+            }
+        default:
+            break
+        }
+        clients[ci].sessionExtended = info.session.unnamedStatement != nil || info.session.unnamedPortal != nil
     }
 
     @inline(never)
-    private func sessionStatement(_ ci: Int32, _ si: Int32, query: Bool, _ text: UnsafeRawBufferPointer, first: Bool) -> Bool {
+    private func sessionStatement(_ ci: Int32, _ si: Int32, query: Bool, unnamedParse: Bool, _ text: UnsafeRawBufferPointer,
+                                  first: Bool) -> Bool {
         guard let info = clients[ci].info, let sinfo = servers[si].info else { return true }
         let p = Int(clients[ci].pool)
         let plan = SessionPlanner.plan(text, classifier: Worker.sessionClassifier) { key in
@@ -66,6 +106,17 @@ extension Worker {
         }
         // Tags are matched to statements only when nothing else is in flight on the link; otherwise
         // the old rule applies (a SET tag resets the server at release).
+        if unnamedParse && !plan.ops.isEmpty {
+            // Its ops are matched to tags when it is executed (`sessionExtendedMessage`), if the batch
+            // it starts began with nothing in flight.
+            info.session.unnamedStatement = plan
+            info.session.extendedBatchQuiet = quiet
+            if quiet {
+                info.session.preparedLimit = config.maxPreparedStatements
+                info.session.errorSeen = false
+            }
+            clients[ci].sessionExtended = true
+        }
         guard query && quiet else { return true }
         info.session.preparedLimit = config.maxPreparedStatements
         info.session.sent(plan)

@@ -374,6 +374,11 @@ struct ClientSessionState {
     var holdCursors: [String] = []
     /// SQL prepared statements: folded name → the PREPARE statement as written.
     var prepared: [String: String] = [:]
+    /// Extended protocol: the session ops of the unnamed statement and of the unnamed portal bound to
+    /// it, and whether the batch of that Parse began with nothing in flight.
+    var unnamedStatement: SessionPlan? = nil
+    var unnamedPortal: SessionPlan? = nil
+    var extendedBatchQuiet = false
     /// max_prepared_statements: more SQL prepared statements than this are not carried (the server is
     /// then reset when released, as before issue 19); 0: none are.
     var preparedLimit = 0

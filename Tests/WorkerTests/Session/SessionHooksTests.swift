@@ -157,4 +157,39 @@ final class SessionHooksTests: WorkerHarnessCase {
         s0.send(BE.complete("RESET") + BE.ready("I"))
         h.answerQuery(s0, expect: "select 1")
     }
+
+    /// A SET sent the way drivers send it (unnamed Parse, Bind, Execute, Sync) is carried too.
+    func testExtendedProtocolSetIsCarried() throws {
+        try start(databaseOptions: "pool_size=1")
+        let a = h.login()
+        let s0 = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.parse("", "SET work_mem = '1MB'") + FE.bind("", "") + FE.execute() + FE.sync)
+        _ = h.next(s0, 4)
+        s0.send(BE.parseComplete + BE.bindComplete + BE.complete("SET") + BE.ready("I"))
+        XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["1", "2", "C", "Z"])
+        let b = h.login()
+        b.send(FE.query("select 1"))
+        XCTAssertEqual(h.next(s0)?.firstString, "RESET work_mem;", "carried, not reset")
+        s0.send(BE.complete("RESET") + BE.ready("I"))
+        h.answerQuery(s0, expect: "select 1")
+        _ = h.readUntilReady(b)
+        a.send(FE.query("select 2"))
+        XCTAssertEqual(h.next(s0)?.firstString, "SET work_mem TO '1MB';")
+        s0.send(BE.complete("SET") + BE.ready("I"))
+        h.answerQuery(s0, expect: "select 2")
+        _ = h.readUntilReady(a)
+    }
+
+    /// A second Execute of the unnamed portal, or a named statement, keeps the old reset.
+    func testExtendedProtocolSetOutsideTheSimpleShapeIsReset() throws {
+        try start(databaseOptions: "pool_size=1")
+        let a = h.login()
+        let s0 = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.parse("", "SET work_mem = '1MB'") + FE.bind("", "") + FE.execute() + FE.execute() + FE.sync)
+        _ = h.next(s0, 5)
+        s0.send(BE.parseComplete + BE.bindComplete + BE.complete("SET") + BE.complete("SET") + BE.ready("I"))
+        _ = h.readUntilReady(a)
+        XCTAssertEqual(h.next(s0)?.firstString, "DISCARD ALL")
+        s0.send(BE.complete("DISCARD ALL") + BE.ready("I"))
+    }
 }
