@@ -166,11 +166,6 @@ struct Client {
     var hangupAt: Int64 = 0
     /// Fingerprint of the tracked parameter values this client expects (0: not computed yet).
     var paramsKey: UInt64 = 0
-    /// Session state keeping it on its server (`SessionPins`), and carried settings to replay.
-    var sessionPins: UInt8 = 0
-    var sessionCarried = false
-    /// Its unnamed statement or portal carries session ops (SessionHooks.swift): Bind and Execute are looked at.
-    var sessionExtended = false
     /// Bytes read from / forwarded to this client since they were last added to its pool's totals
     /// (kept here so the data path never touches the pools array; folded in by WorkerStats.swift).
     var statBytesIn: UInt64 = 0
@@ -255,6 +250,11 @@ struct Server {
     /// it holds carried settings (`ServerInfo.session` not empty).
     var sessionPending = false
     var sessionCarried = false
+    /// Session state keeping its client on it (`SessionPins`): a pinned client is always linked, so
+    /// the pin lives here (the client table's records are kept small). Cleared when the client leaves.
+    var sessionPins: UInt8 = 0
+    /// Its client's unnamed statement or portal carries session ops: Bind and Execute are looked at.
+    var sessionExtended = false
     /// In `.resetting` for server_check_query (not a reset): counted in the pool's `checkingCount`.
     var checking = false
     /// When the last ReadyForQuery arrived (idle_transaction_timeout).

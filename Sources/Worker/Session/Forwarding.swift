@@ -258,7 +258,7 @@ extension Worker {
                         ? UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4) : nil)
                 }
             }
-            if servers[si].watchTags && (type == FrontendType.query || type == FrontendType.parse || (clients[ci].sessionExtended
+            if servers[si].watchTags && (type == FrontendType.query || type == FrontendType.parse || (servers[si].sessionExtended
                     && (type == FrontendType.bind || type == FrontendType.execute))) {
                 // Carried session state and pinning (SessionHooks.swift): the text whole, when it fits.
                 if total > avail {
@@ -710,7 +710,7 @@ extension Worker {
         let ci = servers[si].client
         return servers[si].pendingSyncs == 0 && !servers[si].unsynced && servers[si].txStatus == UInt8(ascii: "I")
             && servers[si].answerCount == 0 && !servers[si].unreliable && ci >= 0 && !clients[ci].io.input.hasUnsent
-            && clients[ci].io.input.partial == 0 && clients[ci].sessionPins == 0
+            && clients[ci].io.input.partial == 0 && servers[si].sessionPins == 0
     }
 
     /// ParameterStatus (tracked values follow the client), CommandComplete tags (session state that

@@ -109,7 +109,7 @@ extension Worker {
             }
         }
         // Session settings beyond the tracked parameters (SessionHooks.swift).
-        if clients[ci].sessionCarried || servers[si].sessionCarried { sql += carriedSettingsSQL(ci, si) }
+        if servers[si].sessionCarried || clientCarries(ci) { sql += carriedSettingsSQL(ci, si) }
         guard !sql.isEmpty else { return }
         log.debug("S-\(servers[si].id): varcache_apply: \(sql)")  // PgBouncer's debug line (verbose)
         scratch.clear()
@@ -313,11 +313,15 @@ extension Worker {
             servers[si].io.releaseIfEmpty(buffers)
         }
         let p = Int(servers[si].pool)
-        if clients[ci].sessionPins != 0 && config.serverResetQuery.isEmpty {
-            // A temp table, advisory lock or held cursor, and no reset query to undo it (SessionHooks.swift).
-            closeServer(si, reason: "client left pinned session state")
-            launchIfNeeded(Int32(p))
-            return
+        if servers[si].sessionPins != 0 {
+            // A temp table, advisory lock or held cursor: reset (`needsReset`), or closed when there is
+            // no reset query to undo it (SessionHooks.swift).
+            servers[si].sessionPins = 0
+            if config.serverResetQuery.isEmpty {
+                closeServer(si, reason: "client left pinned session state")
+                launchIfNeeded(Int32(p))
+                return
+            }
         }
         let inTransaction = servers[si].txStatus != UInt8(ascii: "I")
         let reset = (pools[p].mode == .session || config.serverResetQueryAlways || servers[si].needsReset)

@@ -20,7 +20,7 @@ extension Worker {
             guard let nul = body.firstIndex(of: 0) else { return true }
             unnamed = nul == 0
             // A new unnamed statement replaces the one whose session ops were remembered.
-            if unnamed && clients[ci].sessionExtended { sessionExtendedMessage(ci, si, type, body) }
+            if unnamed && servers[si].sessionExtended { sessionExtendedMessage(ci, si, type, body) }
             text = UnsafeRawBufferPointer(rebasing: body[(nul &+ 1)...])
         } else if type != FrontendType.query {
             // Bind or Execute while the unnamed statement or portal carries session ops.
@@ -61,7 +61,7 @@ extension Worker {
         default:
             break
         }
-        clients[ci].sessionExtended = info.session.unnamedStatement != nil || info.session.unnamedPortal != nil
+        servers[si].sessionExtended = info.session.unnamedStatement != nil || info.session.unnamedPortal != nil
     }
 
     @inline(never)
@@ -97,10 +97,10 @@ extension Worker {
         }
         if !plan.pin.isEmpty && config.pinSessionState {
             // Pinned as the statement goes (detection errs toward pinning); a reset when it leaves.
-            if UInt8(clients[ci].sessionPins) & plan.pin.rawValue != plan.pin.rawValue {
+            if UInt8(servers[si].sessionPins) & plan.pin.rawValue != plan.pin.rawValue {
                 log.debug("C-\(clients[ci].id): pinned to S-\(servers[si].id) by session state \(plan.pin.rawValue)")
             }
-            clients[ci].sessionPins |= plan.pin.rawValue
+            servers[si].sessionPins |= plan.pin.rawValue
             servers[si].needsReset = true
             servers[si].sessionPending = true
         }
@@ -115,7 +115,7 @@ extension Worker {
                 info.session.preparedLimit = config.maxPreparedStatements
                 info.session.errorSeen = false
             }
-            clients[ci].sessionExtended = true
+            servers[si].sessionExtended = true
         }
         guard query && quiet else { return true }
         info.session.preparedLimit = config.maxPreparedStatements
@@ -153,7 +153,7 @@ extension Worker {
         }
         let out = info.session.ready(status)
         sessionOutcome(ci, si, info, out)
-        servers[si].sessionPending = info.session.inFlight || clients[ci].sessionPins != 0
+        servers[si].sessionPending = info.session.inFlight || servers[si].sessionPins != 0
     }
 
     private func sessionOutcome(_ ci: Int32, _ si: Int32, _ info: ClientInfo, _ out: ClientSessionState.Outcome) {
@@ -176,8 +176,7 @@ extension Worker {
                     break
                 }
             }
-            clients[ci].sessionCarried = !info.session.settings.isEmpty
-            servers[si].sessionCarried = !sinfo.session.isEmpty
+            servers[si].sessionCarried = !sinfo.session.isEmpty || !sinfo.sqlPrepared.isEmpty
             log.debug("C-\(clients[ci].id): session settings now \(info.session.settings.entries.map(\.set))")
         }
         if !out.prepared.isEmpty, let sinfo = servers[si].info {
@@ -192,9 +191,9 @@ extension Worker {
             }
             servers[si].sessionCarried = !sinfo.session.isEmpty || !sinfo.sqlPrepared.isEmpty
         }
-        if !out.unpin.isEmpty && clients[ci].sessionPins != 0 {
-            clients[ci].sessionPins &= ~out.unpin.rawValue
-            if clients[ci].sessionPins == 0 { log.debug("C-\(clients[ci].id): unpinned from S-\(servers[si].id)") }
+        if !out.unpin.isEmpty && servers[si].sessionPins != 0 {
+            servers[si].sessionPins &= ~out.unpin.rawValue
+            if servers[si].sessionPins == 0 { log.debug("C-\(clients[ci].id): unpinned from S-\(servers[si].id)") }
         }
     }
 
@@ -261,8 +260,7 @@ extension Worker {
         guard ci >= 0, let info = clients[ci].info else { return }
         info.session.settings = info.session.baseline
         info.session.holdCursors.removeAll()
-        clients[ci].sessionCarried = !info.session.settings.isEmpty
-        clients[ci].sessionPins = 0
+        servers[si].sessionPins = 0
     }
 }
 
@@ -280,7 +278,16 @@ extension Worker {
     /// handoff does not carry it, and losing a search_path silently is worse than staying (until the
     /// client leaves or drain_timeout).
     func sessionMovable(_ ci: Int32) -> Bool {
-        guard clients[ci].sessionPins == 0 && !clients[ci].sessionCarried else { return false }
-        return clients[ci].info?.session.prepared.isEmpty ?? true
+        let si = clients[ci].server
+        if si >= 0 && servers[si].sessionPins != 0 { return false }
+        guard let info = clients[ci].info else { return true }
+        return info.session.settings.isEmpty && info.session.prepared.isEmpty
+    }
+
+    /// The client has carried settings to replay at link.
+    @inline(__always)
+    func clientCarries(_ ci: Int32) -> Bool {
+        guard let info = clients[ci].info else { return false }
+        return !info.session.settings.isEmpty
     }
 }
