@@ -63,9 +63,9 @@ final class PoolerSettingsTests: XCTestCase {
     /// server_reset_query_always = 1: in transaction mode server_reset_query (here the default, DISCARD
     /// ALL) runs at every release, not only when the client leaves, so a client loses its session state
     /// after each transaction ("deterministic breakage", as PgBouncer puts it): a custom setting made
-    /// with set_config() and a session advisory lock, neither of which pgswift's tracking of SET and
-    /// its kin notices, are gone at the next transaction on the same server. Off (the default), they
-    /// stay with the server.
+    /// with set_config() and a session advisory lock (with pin_session_state off: on, the lock would
+    /// keep the client on its server, which is then never released), neither of which pgswift carries,
+    /// are gone at the next transaction on the same server. Off (the default), they stay with the server.
     func testServerResetQueryAlwaysResetsAtEveryRelease() throws {
         let postgres = try PostgresServer.shared()
         for always in [false, true] {
@@ -74,6 +74,8 @@ final class PoolerSettingsTests: XCTestCase {
             s.poolMode = "transaction"
             s.defaultPoolSize = 1
             s.settings = [("server_reset_query_always", always ? "1" : "0")]
+            // The advisory lock would pin the client (it would never be released): PgBouncer's behaviour.
+            s.pgswiftSettings = [("pin_session_state", "off")]
             let px = try Pgswift.start(s)
             defer { px.stop() }
             let c = try WireClient.connect(port: px.port, user: "u_trust", database: "testdb")

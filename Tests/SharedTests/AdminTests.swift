@@ -145,7 +145,7 @@ final class AdminColumnsTests: XCTestCase {
             .pools: [("database", t), ("user", t), ("cl_active", i), ("cl_waiting", i), ("cl_active_cancel_req", i),
                      ("cl_waiting_cancel_req", i), ("sv_active", i), ("sv_active_cancel", i), ("sv_being_canceled", i),
                      ("sv_idle", i), ("sv_used", i), ("sv_tested", i), ("sv_login", i), ("maxwait", i),
-                     ("maxwait_us", i), ("pool_mode", t), ("load_balance_hosts", t)],
+                     ("maxwait_us", i), ("pool_mode", t), ("load_balance_hosts", t), ("cl_pinned", i)],
             .stats: [("database", t), ("total_server_assignment_count", n), ("total_xact_count", n),
                      ("total_query_count", n), ("total_received", n), ("total_sent", n), ("total_xact_time", n),
                      ("total_query_time", n), ("total_wait_time", n), ("total_client_parse_count", n),
@@ -304,8 +304,8 @@ final class AdminResultsTests: XCTestCase {
         let m = AdminWire.decode(out)
         XCTAssertEqual(m.first, .rowDescription(AdminColumns.pools.map(\.name), AdminColumns.pools.map(\.typeOID)))
         XCTAssertEqual(AdminWire.rows(m), [
-            ["db1", "app", "3", "2", "0", "0", "2", "0", "0", "1", "0", "0", "0", "2", "250000", "transaction", nil],
-            ["db1", "other", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "session", nil],
+            ["db1", "app", "3", "2", "0", "0", "2", "0", "0", "1", "0", "0", "0", "2", "250000", "transaction", nil, "0"],
+            ["db1", "other", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "session", nil, "0"],
         ])
         XCTAssertEqual(m.last, .commandComplete("SHOW"))
     }

@@ -135,6 +135,7 @@ final class StatsSnapshotTests: XCTestCase {
         p.svUsed = 6
         p.svTested = 7
         p.svLogin = 8
+        p.clPinned = 9
         p.maxWaitMicros = Int64(seed) * 1_500_000
         p.totals.queryCount = UInt64(seed) * 1000
         p.totals.xactCount = UInt64(seed) * 500
@@ -387,6 +388,7 @@ final class StatsMergeTests: XCTestCase {
         let db1 = m.pools[1]
         XCTAssertEqual(db1.clActive, 1 + 2)
         XCTAssertEqual(db1.svLogin, 16)
+        XCTAssertEqual(db1.clPinned, 18)
         XCTAssertEqual(db1.maxWaitMicros, 3_000_000)     // max, not sum
         XCTAssertEqual(db1.totals.queryCount, 1000 + 2000)
         XCTAssertEqual(db1.totals.bytesSent, (UInt64.max - 5) &+ (UInt64.max - 5))  // wraps like PgBouncer's uint64

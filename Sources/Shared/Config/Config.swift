@@ -156,6 +156,9 @@ public struct Config: Sendable {
     /// LISTEN/NOTIFY in transaction and statement mode: relayed through one listening connection per
     /// pool and worker, or left to the pooled server (off).
     public var listenMode: ListenMode = .relay
+    /// Transaction/statement mode: a temporary table, a session advisory lock or a WITH HOLD cursor keeps
+    /// the client on its server until it is gone (issue 19); off: PgBouncer's behaviour.
+    public var pinSessionState: Bool = true
     /// Per-pattern query statistics in the workers (SHOW QUERIES, SHOW TABLES; issue 21).
     public var queryStats: Bool = true
     /// Patterns each worker keeps; beyond, the least used are evicted.

@@ -228,6 +228,7 @@ extension ConfigKeySpec {
         int("log_min_duration_statement", "-1", \.logMinDurationStatement, min: -1),
         bool("log_statement_parameters", "0", \.logStatementParameters),
         text("metrics_listen", "", \.metricsListen),
+        bool("pin_session_state", "1", \.pinSessionState),
         lookup("prepared_statement_errors", "disconnect", \.preparedStatementErrors),
         bool("query_stats", "1", \.queryStats),
         int("query_stats_max", "5000", \.queryStatsMax, min: 1, max: 100_000),

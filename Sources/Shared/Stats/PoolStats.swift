@@ -113,6 +113,8 @@ public struct PoolStats: Equatable, Sendable {
     public var svUsed: Int32 = 0
     public var svTested: Int32 = 0
     public var svLogin: Int32 = 0
+    /// Clients kept on their server by session state (pin_session_state; SHOW POOLS `cl_pinned`).
+    public var clPinned: Int32 = 0
     /// How long the oldest waiting client has waited (SHOW POOLS splits it into maxwait + maxwait_us).
     public var maxWaitMicros: Int64 = 0
 
@@ -149,6 +151,7 @@ public struct PoolStats: Equatable, Sendable {
         svUsed &+= o.svUsed
         svTested &+= o.svTested
         svLogin &+= o.svLogin
+        clPinned &+= o.clPinned
         maxWaitMicros = max(maxWaitMicros, o.maxWaitMicros)
         totals.add(o.totals)
         queryDuration.merge(o.queryDuration)
@@ -159,13 +162,13 @@ public struct PoolStats: Equatable, Sendable {
 
     var gauges: [Int32] {
         [clActive, clWaiting, clActiveCancelReq, clWaitingCancelReq, svActive, svActiveCancel,
-         svBeingCanceled, svIdle, svUsed, svTested, svLogin]
+         svBeingCanceled, svIdle, svUsed, svTested, svLogin, clPinned]
     }
 
     mutating func setGauges(_ g: [Int32]) {
         clActive = g[0]; clWaiting = g[1]; clActiveCancelReq = g[2]; clWaitingCancelReq = g[3]
         svActive = g[4]; svActiveCancel = g[5]; svBeingCanceled = g[6]; svIdle = g[7]
-        svUsed = g[8]; svTested = g[9]; svLogin = g[10]
+        svUsed = g[8]; svTested = g[9]; svLogin = g[10]; clPinned = g[11]
     }
-    static let gaugeCount = 11
+    static let gaugeCount = 12
 }

@@ -164,7 +164,7 @@ extension Worker {
               clients[ci].io.out.isEmpty, !clients[ci].io.hangup, !clients[ci].io.eof, !clients[ci].skipUntilSync,
               clients[ci].io.input.start == clients[ci].io.input.scan, clients[ci].io.input.partial == 0,
               clients[ci].partialMode == .forward, clients[ci].largeParse.count == 0,
-              clients[ci].pool >= 0, let info = clients[ci].info else { return nil }
+              clients[ci].pool >= 0, let info = clients[ci].info, sessionMovable(ci) else { return nil }
         let p = Int(clients[ci].pool)
         var state = HandoffClient(user: info.user, database: info.database, processID: clientProcessID(ci),
                                   secretKey: clients[ci].cancelKey)

@@ -24,7 +24,7 @@ extension Worker {
             && s.tlsPhase == .none && s.io.out.isEmpty && s.io.input.isEmpty && s.io.input.partial == 0
             && !s.io.eof && !s.io.hangup && s.pendingSyncs == 0 && !s.unsynced && s.internalQueries == 0
             && s.answerCount == 0 && s.txStatus == UInt8(ascii: "I") && !s.dirty && !s.needsReset
-            && !s.unreliable && s.cancelsInFlight == 0 && s.info != nil
+            && !s.unreliable && s.cancelsInFlight == 0 && s.info != nil && !s.sessionCarried
     }
 
     /// Hands server `si` to the worker in slot `target` through the supervisor; true when it is gone

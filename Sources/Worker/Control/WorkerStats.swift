@@ -145,6 +145,8 @@ extension Worker {
                     adminPool.clActive += 1
                 } else if sp >= 0 {
                     ps[sp].clActive += 1
+                    let si = clients[ci].server
+                    if si >= 0 && servers[si].sessionPins != 0 { ps[sp].clPinned += 1 }
                 }
                 stateName = state == .active ? "active" : "idle"
             case .closing:

@@ -73,6 +73,8 @@ final class ClientInfo {
     var login: ClientLoginState? = nil
     /// Protocol-level prepared statements: client name → StatementRegistry id (transaction/statement mode).
     var prepared: [String: Int32] = [:]
+    /// Carried session settings, statements in flight, WITH HOLD cursors (SessionState.swift).
+    var session = ClientSessionState()
     var protocolMinor = 0
     /// The database and user name keys this client is counted under for max_db_client_connections
     /// and max_user_client_connections (0: not counted; ClientLimits.swift).
@@ -203,6 +205,12 @@ final class ServerInfo {
     var reported: [(String, String)] = []
     /// Statements prepared on this server: StatementRegistry id → last use (LRU).
     var prepared: [Int32: UInt64] = [:]
+    /// Session settings a client set (or pgswift replayed) on it beyond the tracked parameters.
+    var session = SessionSettings()
+    /// SQL prepared statements on it (folded name → PREPARE statement), all of one client's (the
+    /// client's `id`; another client's are deallocated when it links: SessionHooks.swift).
+    var sqlPrepared: [String: String] = [:]
+    var sqlPreparedOwner: UInt64 = 0
     /// Errors pgswift raised itself, in the order their `synthError` entries come due.
     var pendingErrors: [ErrorFields] = []
     /// Tracked Parses not answered yet, in the order of their `ExpectedAnswer.parseTracked` entries (Prepared.swift).
@@ -240,6 +248,15 @@ struct Server {
     var watchTags = false
     /// A tag showed session state a later client must not inherit: reset before reuse.
     var needsReset = false
+    /// Its client's session statements, transaction or pins are followed (SessionHooks.swift), and
+    /// it holds carried settings (`ServerInfo.session` not empty).
+    var sessionPending = false
+    var sessionCarried = false
+    /// Session state keeping its client on it (`SessionPins`): a pinned client is always linked, so
+    /// the pin lives here (the client table's records are kept small). Cleared when the client leaves.
+    var sessionPins: UInt8 = 0
+    /// Its client's unnamed statement or portal carries session ops: Bind and Execute are looked at.
+    var sessionExtended = false
     /// In `.resetting` for server_check_query (not a reset): counted in the pool's `checkingCount`.
     var checking = false
     /// When the last ReadyForQuery arrived (idle_transaction_timeout).

@@ -280,6 +280,16 @@ extension Worker {
                         ? UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4) : nil)
                 }
             }
+            if servers[si].watchTags && (type == FrontendType.query || type == FrontendType.parse || (servers[si].sessionExtended
+                    && (type == FrontendType.bind || type == FrontendType.execute))) {
+                // Carried session state and pinning (SessionHooks.swift): the text whole, when it fits.
+                if total > avail {
+                    if total <= buffers.size { return scan > clients[ci].io.input.start ? .progress : .needMore }
+                } else if !clients[ci].skipUntilSync && !sessionClientMessage(ci, si, type,
+                            UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4), first: scan == clients[ci].io.input.start) {
+                    return .progress  // a PREPARE to replay first: what precedes it goes before
+                }
+            }
             if servers[si].tracking {
                 switch trackClientMessage(ci, si, type, len, base, &scan, &partial, end) {
                 case .handle: break
@@ -576,7 +586,7 @@ extension Worker {
                 break scanning
             }
             let inspect = type == BackendType.readyForQuery || type == BackendType.parameterStatus
-                || ((swallowing || listenPending) && type == BackendType.errorResponse)
+                || (type == BackendType.errorResponse && (swallowing || listenPending || servers[si].sessionPending))
                 || (swallowing && type == BackendType.dataRow && hot.pointee.routing)
                 || (type == BackendType.commandComplete && (servers[si].watchTags || queryTracking))
             if inspect && total > avail {
@@ -708,6 +718,7 @@ extension Worker {
         }
         syncAnswered(si)
         if hot.pointee.listenPending > 0 { listenReadySeen(si, status) }  // ListenRelay.swift
+        if servers[si].sessionPending { sessionReady(si, status) }  // carried session state (SessionHooks.swift)
         statsReadyForQuery(si, status: status)  // stats hook
         if hot.pointee.queryTracking { queryStatsReady(si) }  // query stats hook (QueryStats.swift)
         // The pool's mode, or session for a replication client's own server (`linkMode`).
@@ -744,7 +755,7 @@ extension Worker {
         let ci = servers[si].client
         return servers[si].pendingSyncs == 0 && !servers[si].unsynced && servers[si].txStatus == UInt8(ascii: "I")
             && servers[si].answerCount == 0 && !servers[si].unreliable && ci >= 0 && !clients[ci].io.input.hasUnsent
-            && clients[ci].io.input.partial == 0
+            && clients[ci].io.input.partial == 0 && servers[si].sessionPins == 0
     }
 
     /// ParameterStatus (tracked values follow the client), CommandComplete tags (session state that
@@ -775,7 +786,9 @@ extension Worker {
                 }
             }
         } else if type == BackendType.commandComplete {
-            if !swallowing, let change = SessionTags.classify(body) {
+            // A tracked statement's tag needs no reset (SessionHooks.swift); others keep the old rule.
+            let carried = !swallowing && servers[si].sessionPending && sessionCommandComplete(si, body)
+            if !swallowing && !carried, let change = SessionTags.classify(body) {
                 servers[si].needsReset = change
             }
             if !swallowing && hot.pointee.listenFollow { listenTagHook(si, body) }  // ListenRelay.swift
@@ -784,12 +797,14 @@ extension Worker {
                 servers[si].info?.prepared.removeAll()
                 let ci = servers[si].client
                 if ci >= 0 { clients[ci].info?.prepared.removeAll() }
+                sessionPreparedWiped(si, discardAll: SessionTags.matches(body, "DISCARD ALL"))
             }
         } else if type == BackendType.dataRow {
             commitLSNRow(si, body)  // read_after_write=lsn (Routing.swift)
         } else if type == BackendType.errorResponse {
             if !swallowing {
-                listenErrorSeen(si)  // a client's LISTEN in flight (ListenRelay.swift)
+                if hot.pointee.listenPending > 0 { listenErrorSeen(si) }  // a client's LISTEN in flight (ListenRelay.swift)
+                if servers[si].sessionPending { sessionError(si) }  // carried session state (SessionHooks.swift)
                 return
             }
             let e = ErrorFields.parse(body)

@@ -91,24 +91,26 @@ extension Worker {
     /// client expects; the answers are swallowed. The client's own query follows in the same write.
     func syncParameters(_ ci: Int32, _ si: Int32) {
         if clients[ci].paramsKey == 0 { clients[ci].paramsKey = expectedParamsKey(ci) }
-        if servers[si].paramsKey == clients[ci].paramsKey { return }
-        guard let cinfo = clients[ci].info, let sinfo = servers[si].info else { return }
-        servers[si].paramsKey = clients[ci].paramsKey
-        let p = Int(clients[ci].pool)
         var sql = ""
-        for t in 0..<tracked.names.count {
-            let name = tracked.names[t]
-            var want = cinfo.params.values[t]
-            if want == nil { want = welcomeValue(p, t) }
-            guard sinfo.params.values[t] != want else { continue }
-            if let want {
-                sql += "SET \(name)=\(settingValueSQL(name: name, want));"  // PgBouncer's spelling
-            } else {
-                // A parameter the server does not report, set by an earlier client: back to the default.
-                sql += "RESET \(name);"
+        if servers[si].paramsKey != clients[ci].paramsKey, let cinfo = clients[ci].info, let sinfo = servers[si].info {
+            servers[si].paramsKey = clients[ci].paramsKey
+            let p = Int(clients[ci].pool)
+            for t in 0..<tracked.names.count {
+                let name = tracked.names[t]
+                var want = cinfo.params.values[t]
+                if want == nil { want = welcomeValue(p, t) }
+                guard sinfo.params.values[t] != want else { continue }
+                if let want {
+                    sql += "SET \(name)=\(settingValueSQL(name: name, want));"  // PgBouncer's spelling
+                } else {
+                    // A parameter the server does not report, set by an earlier client: back to the default.
+                    sql += "RESET \(name);"
+                }
+                sinfo.params.values[t] = want
             }
-            sinfo.params.values[t] = want
         }
+        // Session settings beyond the tracked parameters (SessionHooks.swift).
+        if servers[si].sessionCarried || clientCarries(ci) { sql += carriedSettingsSQL(ci, si) }
         guard !sql.isEmpty else { return }
         log.debug("S-\(servers[si].id): varcache_apply: \(sql)")  // PgBouncer's debug line (verbose)
         scratch.clear()
@@ -318,6 +320,16 @@ extension Worker {
             servers[si].io.releaseIfEmpty(buffers)
         }
         let p = Int(servers[si].pool)
+        if servers[si].sessionPins != 0 {
+            // A temp table, advisory lock or held cursor: reset (`needsReset`), or closed when there is
+            // no reset query to undo it (SessionHooks.swift).
+            servers[si].sessionPins = 0
+            if config.serverResetQuery.isEmpty {
+                closeServer(si, reason: "client left pinned session state")
+                launchIfNeeded(Int32(p))
+                return
+            }
+        }
         let inTransaction = servers[si].txStatus != UInt8(ascii: "I")
         let reset = (pools[p].mode == .session || config.serverResetQueryAlways || servers[si].needsReset)
             && !config.serverResetQuery.isEmpty
@@ -340,6 +352,7 @@ extension Worker {
         if reset {
             Frontend.query(into: &scratch, sql: config.serverResetQuery)
             servers[si].internalQueries += 1
+            carriedStateReset(si)  // SessionHooks.swift
             if let info = servers[si].info, !info.prepared.isEmpty {
                 // Whatever server_reset_query is, no statement of ours may survive a reset we forget.
                 Frontend.query(into: &scratch, sql: "DEALLOCATE ALL")

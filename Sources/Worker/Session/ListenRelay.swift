@@ -286,8 +286,8 @@ extension Worker {
         for c in commands {
             switch c {
             // The comment names the connection in pg_stat_activity.
-            case .listen(let ch): Frontend.query(into: &scratch, sql: Self.listenCommandPrefix + "LISTEN " + Self.quotedIdentifier(ch))
-            case .unlisten(let ch): Frontend.query(into: &scratch, sql: Self.listenCommandPrefix + "UNLISTEN " + Self.quotedIdentifier(ch))
+            case .listen(let ch): Frontend.query(into: &scratch, sql: Self.listenCommandPrefix + "LISTEN " + quotedIdentifier(ch))
+            case .unlisten(let ch): Frontend.query(into: &scratch, sql: Self.listenCommandPrefix + "UNLISTEN " + quotedIdentifier(ch))
             default: break
             }
         }
@@ -297,12 +297,6 @@ extension Worker {
     }
 
     static let listenCommandPrefix = "/* pgswift listening connection */ "
-
-    static func quotedIdentifier(_ s: String) -> String {
-        var out = "\""
-        for ch in s { out += ch == "\"" ? "\"\"" : String(ch) }
-        return out + "\""
-    }
 
     /// Opens the pool's listening connection: a server record of the pool that its counters do not
     /// hold (outside pool_size, `Server.listener`), logged in like any other.

@@ -64,8 +64,9 @@ final class LinkingTests: WorkerHarnessCase {
         try start()
         let a = h.login()
         let s = try XCTUnwrap(h.waitServers(1))
-        a.send(FE.query("set work_mem = '1MB'"))
-        XCTAssertEqual(h.next(s)?.firstString, "set work_mem = '1MB'")
+        // A SET pgswift cannot carry (SessionState.swift) keeps the old rule: reset at release.
+        a.send(FE.query("set session characteristics as transaction read only"))
+        XCTAssertEqual(h.next(s)?.firstString, "set session characteristics as transaction read only")
         s.send(BE.complete("SET") + BE.ready("I"))
         XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["C", "Z"])
         XCTAssertEqual(h.next(s)?.firstString, "DISCARD ALL", "server_reset_query after a SET in transaction mode")
@@ -73,6 +74,43 @@ final class LinkingTests: WorkerHarnessCase {
         let b = h.login()
         h.roundTrip(b, s, "select 1")
         XCTAssertTrue(a.reader.unread.isEmpty, "the reset's answers were swallowed")
+    }
+
+    func testCarriedSetIsUndoneForTheNextClientAndReplayedForItsOwn() throws {
+        try start(databaseOptions: "pool_size=1")
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("set work_mem = '1MB'"))
+        XCTAssertEqual(h.next(s)?.firstString, "set work_mem = '1MB'")
+        s.send(BE.complete("SET") + BE.ready("I"))
+        XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["C", "Z"])
+        // No reset: the next client gets the one setting it must not see undone, then its query.
+        let b = h.login()
+        b.send(FE.query("select 1"))
+        XCTAssertEqual(h.next(s)?.firstString, "RESET work_mem;")
+        s.send(BE.complete("RESET") + BE.ready("I"))
+        h.answerQuery(s, expect: "select 1")
+        XCTAssertEqual(h.readUntilReady(b).last?.status, "I")
+        // The first client's next transaction has it again.
+        a.send(FE.query("show work_mem"))
+        XCTAssertEqual(h.next(s)?.firstString, "SET work_mem TO '1MB';")
+        s.send(BE.complete("SET") + BE.ready("I"))
+        h.answerQuery(s, expect: "show work_mem")
+        XCTAssertEqual(h.readUntilReady(a).last?.status, "I")
+        XCTAssertTrue(b.reader.unread.isEmpty && a.reader.unread.isEmpty, "pgswift's own answers were swallowed")
+    }
+
+    func testRolledBackSetIsNotCarried() throws {
+        try start(databaseOptions: "pool_size=1")
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("set work_mem = '1MB'; select 1/0"))
+        _ = h.next(s)
+        s.send(BE.complete("SET") + BE.error("22012", "division by zero") + BE.ready("I"))
+        XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["C", "E", "Z"])
+        let b = h.login()
+        h.roundTrip(b, s, "select 2")
+        h.roundTrip(a, s, "select 3")
     }
 
     func testPlainSelectDoesNotResetTheServer() throws {

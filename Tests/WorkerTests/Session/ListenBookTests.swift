@@ -227,6 +227,6 @@ final class ListenBookTests: XCTestCase {
     }
 
     func testQuotedIdentifier() {
-        XCTAssertEqual(Worker.quotedIdentifier("a\"b"), "\"a\"\"b\"")
+        XCTAssertEqual(quotedIdentifier("a\"b"), "\"a\"\"b\"")
     }
 }
