@@ -275,7 +275,9 @@ class PgSwiftRouting(PgSwift):
         ini = super().config_text()
         line = f"{BENCH_DB} = host={HOST} port={self.s.pg_port} dbname={BENCH_DB}"
         assert line in ini
-        return ini.replace(line, line + " routing=read-write-split", 1)
+        # Routing needs the host's role from the health check, which cannot log in with a SCRAM secret
+        # (it has no client to take keys from): the entry forces the bench user with its password.
+        return ini.replace(line, line + f" routing=read-write-split user={BENCH_USER} password={self.s.password}", 1)
 
     def describe(self):
         return super().describe() + ", routing=read-write-split (no standby: reads fall back to the primary)"

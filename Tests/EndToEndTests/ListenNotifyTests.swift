@@ -44,12 +44,18 @@ final class ListenNotifyTests: XCTestCase {
         _ = try l.query("LISTEN kept")
         _ = try l.query("COMMIT")
         XCTAssertEqual(try listeningBackends(pg), 1)
-        // SHOW SERVERS: the listening connection is a row in state `listen`, beside the pool's server.
+        // SHOW SERVERS: the listening connection is a row in state `listen`, beside the pool's server;
+        // SHOW POOLS counts it in sv_listen and in none of PgBouncer's sv_ columns.
         let a = try WireClient.connect(port: px.port, user: TxFixtures.role, database: "pgbouncer")
         let servers = try a.show("SHOW SERVERS")
-        a.close()
         let state = try XCTUnwrap(servers.columns.firstIndex(of: "state"))
         XCTAssertEqual(servers.rows.filter { $0[state] == "listen" }.count, 1, "\(servers.rows)")
+        let pools = try a.show("SHOW POOLS")
+        a.close()
+        XCTAssertEqual(pools.sum("sv_listen", where: "database", is: "testdb"), 1, "\(pools.rows)")
+        let pooled = ["sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login"]
+            .map { pools.sum($0, where: "database", is: "testdb") }.reduce(0, +)
+        XCTAssertEqual(pooled, servers.rows.filter { $0[state] != "listen" }.count, "\(pools.rows)")
         _ = try n.query("NOTIFY rolled, 'r'; NOTIFY kept, 'k1'")
         let got = try readNotification(l)
         XCTAssertEqual(got?.channel, "kept")
@@ -64,6 +70,11 @@ final class ListenNotifyTests: XCTestCase {
         XCTAssertNil(try readNotification(l, timeout: 0.5), "after UNLISTEN")
         XCTAssertTrue(try waitUntil(timeout: 10) { try listeningBackends(pg) == 0 },
                       "the listening connection closes when nobody listens")
+        let admin = try WireClient.connect(port: px.port, user: TxFixtures.role, database: "pgbouncer")
+        defer { admin.close() }
+        XCTAssertTrue(try waitUntil(timeout: 10) {
+            try admin.show("SHOW POOLS").sum("sv_listen", where: "database", is: "testdb") == 0
+        }, "SHOW POOLS sv_listen after the last listener left")
     }
 
     /// The listening connection dies: its subscribers are closed with FATAL 08006, never left waiting.

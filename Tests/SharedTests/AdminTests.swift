@@ -145,7 +145,7 @@ final class AdminColumnsTests: XCTestCase {
             .pools: [("database", t), ("user", t), ("cl_active", i), ("cl_waiting", i), ("cl_active_cancel_req", i),
                      ("cl_waiting_cancel_req", i), ("sv_active", i), ("sv_active_cancel", i), ("sv_being_canceled", i),
                      ("sv_idle", i), ("sv_used", i), ("sv_tested", i), ("sv_login", i), ("maxwait", i),
-                     ("maxwait_us", i), ("pool_mode", t), ("load_balance_hosts", t), ("cl_pinned", i)],
+                     ("maxwait_us", i), ("pool_mode", t), ("load_balance_hosts", t), ("cl_pinned", i), ("sv_listen", i)],
             .stats: [("database", t), ("total_server_assignment_count", n), ("total_xact_count", n),
                      ("total_query_count", n), ("total_received", n), ("total_sent", n), ("total_xact_time", n),
                      ("total_query_time", n), ("total_wait_time", n), ("total_client_parse_count", n),

@@ -29,10 +29,10 @@ public enum AdminColumns {
     /// SHOW TABLES (issue 21; pgswift's own).
     public static let tables = make("ssqqqq", ["database", "table", "calls", "total_exec_us", "reads", "writes"])
 
-    public static let pools = make("ssiiiiiiiiiiiiissi", [
+    public static let pools = make("ssiiiiiiiiiiiiissii", [
         "database", "user", "cl_active", "cl_waiting", "cl_active_cancel_req", "cl_waiting_cancel_req",
         "sv_active", "sv_active_cancel", "sv_being_canceled", "sv_idle", "sv_used", "sv_tested", "sv_login",
-        "maxwait", "maxwait_us", "pool_mode", "load_balance_hosts", "cl_pinned"])
+        "maxwait", "maxwait_us", "pool_mode", "load_balance_hosts", "cl_pinned", "sv_listen"])
 
     public static let stats = make("s" + String(repeating: "N", count: 22), [
         "database",

@@ -153,7 +153,7 @@ public enum AdminResults {
             [p.database, p.user, s(p.clActive), s(p.clWaiting), s(p.clActiveCancelReq), s(p.clWaitingCancelReq),
              s(p.svActive), s(p.svActiveCancel), s(p.svBeingCanceled), s(p.svIdle), s(p.svUsed), s(p.svTested),
              s(p.svLogin), s(p.maxWaitSeconds), s(p.maxWaitMicrosPart), p.poolMode.rawValue,
-             loadBalanceHosts(p.database), s(p.clPinned)]
+             loadBalanceHosts(p.database), s(p.clPinned), s(p.svListen)]
         }
         resultSet(AdminColumns.pools, rows, into: &out)
     }

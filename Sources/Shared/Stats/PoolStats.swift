@@ -115,6 +115,8 @@ public struct PoolStats: Equatable, Sendable {
     public var svLogin: Int32 = 0
     /// Clients kept on their server by session state (pin_session_state; SHOW POOLS `cl_pinned`).
     public var clPinned: Int32 = 0
+    /// Listening connections of the pool (listen_mode = relay; SHOW POOLS `sv_listen`): outside pool_size.
+    public var svListen: Int32 = 0
     /// How long the oldest waiting client has waited (SHOW POOLS splits it into maxwait + maxwait_us).
     public var maxWaitMicros: Int64 = 0
 
@@ -152,6 +154,7 @@ public struct PoolStats: Equatable, Sendable {
         svTested &+= o.svTested
         svLogin &+= o.svLogin
         clPinned &+= o.clPinned
+        svListen &+= o.svListen
         maxWaitMicros = max(maxWaitMicros, o.maxWaitMicros)
         totals.add(o.totals)
         queryDuration.merge(o.queryDuration)
@@ -162,13 +165,13 @@ public struct PoolStats: Equatable, Sendable {
 
     var gauges: [Int32] {
         [clActive, clWaiting, clActiveCancelReq, clWaitingCancelReq, svActive, svActiveCancel,
-         svBeingCanceled, svIdle, svUsed, svTested, svLogin, clPinned]
+         svBeingCanceled, svIdle, svUsed, svTested, svLogin, clPinned, svListen]
     }
 
     mutating func setGauges(_ g: [Int32]) {
         clActive = g[0]; clWaiting = g[1]; clActiveCancelReq = g[2]; clWaitingCancelReq = g[3]
         svActive = g[4]; svActiveCancel = g[5]; svBeingCanceled = g[6]; svIdle = g[7]
-        svUsed = g[8]; svTested = g[9]; svLogin = g[10]; clPinned = g[11]
+        svUsed = g[8]; svTested = g[9]; svLogin = g[10]; clPinned = g[11]; svListen = g[12]
     }
-    static let gaugeCount = 12
+    static let gaugeCount = 13
 }

@@ -234,6 +234,7 @@ enum MetricsExposition {
             ("client_waiting_connections", "Clients waiting for a server.", { String($0.clWaiting) }),
             ("client_waiting_cancel_connections", "Clients whose cancel request waits to be forwarded.", { String($0.clWaitingCancelReq) }),
             ("client_pinned_connections", "Clients kept on their server by session state (pin_session_state).", { String($0.clPinned) }),
+            ("server_listen_connections", "Listening connections of the pool (listen_mode = relay), outside pool_size.", { String($0.svListen) }),
             ("server_active_connections", "Servers linked to a client.", { String($0.svActive) }),
             ("server_active_cancel_connections", "Servers forwarding a cancel request.", { String($0.svActiveCancel) }),
             ("server_being_canceled_connections", "Servers waiting for cancel requests aimed at them to finish.", { String($0.svBeingCanceled) }),

@@ -199,7 +199,8 @@ extension Worker {
             var stateName = ""
             switch state {
             case _ where servers[si].listener:
-                stateName = "listen"  // a pool's listening connection (ListenRelay.swift): in no sv_ column
+                ps[sp].svListen += 1
+                stateName = "listen"  // a pool's listening connection (ListenRelay.swift): only in sv_listen
             case .active, .authQuery: ps[sp].svActive += 1; stateName = "active"
             case .idle:
                 // PgBouncer's sv_used: idle past server_check_delay, checked before its next client.
