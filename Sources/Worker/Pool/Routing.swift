@@ -1,6 +1,7 @@
 // Read/write routing (issue 20): the first message of a transaction is classified before a server is
 // chosen; reads go to standbys (spread over them), everything else to the primary.
 import Shared
+import Glibc
 
 /// Where a routed client's next transaction goes, and why (for the counters).
 enum RouteTarget: UInt8 {
@@ -95,6 +96,9 @@ struct RoutingState {
     /// The verdict on each prepared statement (StatementRegistry id; ids are never reused), made at the
     /// first Bind that starts a transaction with it: a named statement is classified once.
     var statementTargets: [Int64: RouteTarget] = [:]
+    /// Verdicts on transactions' first texts by shape (`RouteVerdictCache`): texts that differ only in
+    /// their constants are classified once.
+    var verdicts = RouteVerdictCache()
 
     mutating func fit(clients: Int, servers: Int, pools n: Int) {
         if want.count < clients {
@@ -118,6 +122,51 @@ struct RoutingState {
             retryDrain += [UInt64](repeating: 0, count: k)
         }
         if pools.count < n { pools += [PoolRouting?](repeating: nil, count: n - pools.count) }
+    }
+}
+
+/// A direct-mapped cache of classifications, keyed by the text's shape (`SQLHash.shape`: constants' values
+/// left out) and the pool slot: pgbench's `SELECT ... WHERE aid = 42` is lexed once, not once per
+/// transaction. Texts with a comment are never cached, because the shape counts a comment without its
+/// text and a `/* pgswift:primary */` hint must not share a verdict with an unhinted text. Emptied when
+/// a pool's routing settings change (a deny list decides verdicts). Fixed size, no allocation after init.
+struct RouteVerdictCache {
+    static let size = 4096
+    private var keys = [UInt64](repeating: 0, count: RouteVerdictCache.size)
+    private var targets = [RouteTarget](repeating: .any, count: RouteVerdictCache.size)
+
+    /// The cache key of `sql` in pool `pool`, nil when it must not be cached.
+    @inline(__always)
+    static func key(_ sql: UnsafeRawBufferPointer, pool: Int) -> UInt64? {
+        guard let base = sql.baseAddress, sql.count > 0 else { return nil }
+        // Comments (a hint is one) are rare in application SQL: `/` or `--` anywhere opts out.
+        if memchr(base, Int32(UInt8(ascii: "/")), sql.count) != nil { return nil }
+        var from = 0
+        while from < sql.count, let dash = memchr(base + from, Int32(UInt8(ascii: "-")), sql.count - from) {
+            let i = base.distance(to: UnsafeRawPointer(dash))
+            if i + 1 < sql.count && sql[i + 1] == UInt8(ascii: "-") { return nil }
+            from = i + 1
+        }
+        guard let shape = SQLHash.shape(sql) else { return nil }
+        let k = shape ^ (UInt64(UInt32(truncatingIfNeeded: pool)) &* 0x9E37_79B9_7F4A_7C15)
+        return k == 0 ? 1 : k
+    }
+
+    @inline(__always)
+    func lookup(_ key: UInt64) -> RouteTarget? {
+        let i = Int(truncatingIfNeeded: key) & (Self.size - 1)
+        return keys[i] == key ? targets[i] : nil
+    }
+
+    @inline(__always)
+    mutating func store(_ key: UInt64, _ target: RouteTarget) {
+        let i = Int(truncatingIfNeeded: key) & (Self.size - 1)
+        keys[i] = key
+        targets[i] = target
+    }
+
+    mutating func clear() {
+        for i in keys.indices { keys[i] = 0 }
     }
 }
 
@@ -182,6 +231,7 @@ extension Worker {
         if r.hostLSN.count != n { r.hostLSN = [UInt64](repeating: 0, count: n) }
         if r.counters.count != n { r.counters = [RouteCounters](repeating: RouteCounters(), count: n) }
         routes.pointee.pools[pi] = r
+        routes.pointee.verdicts.clear()
         hot.pointee.routing = true
         refreshRouting(pi)
     }
@@ -208,26 +258,35 @@ extension Worker {
         // The previous transaction went to the primary and has ended: this is when it was last seen writing.
         if routes.pointee.want[c] == .write { routes.pointee.lastWrite[c] = now }
         var target = RouteTarget.write
-        let r = routes.pointee.pools[pi]!
-        if r.routesReads && (type == FrontendType.query || type == FrontendType.parse
+        // The pool's settings read field by field: a copy of the whole PoolRouting would retain and
+        // release each of its arrays at every transaction.
+        if routes.pointee.pools[pi]!.routesReads && (type == FrontendType.query || type == FrontendType.parse
                              || (type == FrontendType.bind && hot.pointee.trackPrepared)) {
             if total > avail {
                 if total <= buffers.size { return .done(.needMore) }
             } else if type == FrontendType.bind {
-                target = boundTarget(ci, UnsafeRawBufferPointer(start: msg + 5, count: total - 5), r.classifier)
+                target = boundTarget(ci, UnsafeRawBufferPointer(start: msg + 5, count: total - 5),
+                                     routes.pointee.pools[pi]!.classifier)
             } else if let sql = RouteClassifier.text(type: type, body: UnsafeRawBufferPointer(start: msg + 5, count: total - 5)) {
-                target = RouteClassifier.target(sql, r.classifier)
+                let key = RouteVerdictCache.key(sql, pool: pi)
+                if let key, let known = routes.pointee.verdicts.lookup(key) {
+                    target = known
+                } else {
+                    target = RouteClassifier.target(sql, routes.pointee.pools[pi]!.classifier)
+                    if let key { routes.pointee.verdicts.store(key, target) }
+                }
             }
         }
-        if target == .read && r.readAfterWrite == .primaryWindow && routes.pointee.lastWrite[c] != 0
-            && now &- routes.pointee.lastWrite[c] < r.windowNanos {
+        let readAfterWrite = routes.pointee.pools[pi]!.readAfterWrite
+        if target == .read && readAfterWrite == .primaryWindow && routes.pointee.lastWrite[c] != 0
+            && now &- routes.pointee.lastWrite[c] < routes.pointee.pools[pi]!.windowNanos {
             target = .readOnPrimary
         }
-        if target == .read && r.readAfterWrite == .lsn && routes.pointee.commitLSN[c] != 0 {
+        if target == .read && readAfterWrite == .lsn && routes.pointee.commitLSN[c] != 0 {
             let need = routes.pointee.commitLSN[c]
             if routes.pointee.commitFor[c] != clients[ci].id {
                 routes.pointee.commitLSN[c] = 0  // another client's, in a reused slot
-            } else if need != .max && r.minStandbyLSN >= need {
+            } else if need != .max && routes.pointee.pools[pi]!.minStandbyLSN >= need {
                 routes.pointee.commitLSN[c] = 0  // every usable standby has replayed the client's last commit
             } else if need == .max && now &- routes.pointee.lastWrite[c] > Worker.commitLSNPatience {
                 routes.pointee.commitLSN[c] = 0  // the position never came (the query failed): stop waiting
@@ -235,12 +294,12 @@ extension Worker {
                 target = .readOnPrimary
             }
         }
-        if target == .read && !r.standbyUsable && !routes.pointee.retryNext[c] {
+        if target == .read && !routes.pointee.pools[pi]!.standbyUsable && !routes.pointee.retryNext[c] {
             // standby_reads_fallback: the primary; or wait in the queue (nothing fits it until a standby is
             // usable); or an error now.
-            if r.fallback == .primary {
+            if routes.pointee.pools[pi]!.fallback == .primary {
                 target = .fallback
-            } else if r.fallback == .error {
+            } else if routes.pointee.pools[pi]!.fallback == .error {
                 return refuseRead(ci, type, total: total)
             }
         }
@@ -251,7 +310,7 @@ extension Worker {
             // Kept until the standby has answered: re-run on the primary if it refuses with 25006.
             routes.pointee.retryQuery[c].removeAll(keepingCapacity: true)
             routes.pointee.retryQuery[c].append(contentsOf: UnsafeRawBufferPointer(start: msg, count: total))
-        } else {
+        } else if !routes.pointee.retryQuery[c].isEmpty {
             routes.pointee.retryQuery[c].removeAll(keepingCapacity: true)
         }
         routes.pointee.want[c] = target
@@ -350,6 +409,7 @@ extension Worker {
             if fits(want, role, pi, host) {
                 if first < 0 { first = si }
                 if host == turnHost { onTurn = si; break }
+                if !want.wantsStandby { break }  // any server of the primary will do
             } else if other < 0 {
                 other = si
             }
@@ -378,12 +438,12 @@ extension Worker {
     /// The standby host (entry index) whose turn it is to take a read, -1 when none is usable. No
     /// allocation: two passes over the host keys.
     private func standbyTurn(_ pi: Int) -> Int {
-        let ok = routes.pointee.pools[pi]!.usableStandbys
+        let hosts = routes.pointee.pools[pi]!.usableStandbys.count
         var usable = 0
-        for u in ok where u { usable += 1 }
+        for i in 0..<hosts where routes.pointee.pools[pi]!.usableStandbys[i] { usable += 1 }
         guard usable > 0 else { return -1 }
         var n = routes.pointee.pools[pi]!.nextStandby % usable
-        for i in ok.indices where ok[i] {
+        for i in 0..<hosts where routes.pointee.pools[pi]!.usableStandbys[i] {
             if n == 0 { return i }
             n -= 1
         }

@@ -61,6 +61,33 @@ final class RoutingTests: XCTestCase {
         XCTAssertEqual(target("select audit_log('x')", classifier: c), .write)
         XCTAssertEqual(target("select nextval('s')", classifier: c), .read, "the configured list replaces the default")
     }
+
+    private func key(_ sql: String, pool: Int = 0) -> UInt64? {
+        Array(sql.utf8).withUnsafeBytes { RouteVerdictCache.key($0, pool: pool) }
+    }
+
+    /// The verdict cache: texts that differ only in constants share a key (classified once); a text with
+    /// a comment has none (a hint must never take an unhinted text's verdict, or the reverse); pools differ.
+    func testVerdictCacheKeys() {
+        let a = key("SELECT abalance FROM pgbench_accounts WHERE aid = 42;")
+        XCTAssertNotNil(a)
+        XCTAssertEqual(a, key("SELECT abalance FROM pgbench_accounts WHERE aid = 77031;"))
+        XCTAssertEqual(key("select * from t where name = 'x'"), key("select * from t where name = 'yz'"))
+        XCTAssertNotEqual(a, key("UPDATE pgbench_accounts SET abalance = 42;"))
+        XCTAssertNotEqual(a, key("SELECT abalance FROM pgbench_accounts WHERE aid = 42;", pool: 1))
+        XCTAssertNil(key("/* pgswift:primary */ SELECT abalance FROM pgbench_accounts WHERE aid = 42;"))
+        XCTAssertNil(key("select 1 -- pgswift:primary"))
+        XCTAssertNil(key("select a / b from t"), "a `/` anywhere opts out")
+        XCTAssertNotNil(key("select a - b from t where c = -1"), "a lone `-` is no comment")
+        XCTAssertNil(key("select $1"), "what the shape cannot read exactly is not cached")
+        XCTAssertNil(key(""))
+        var cache = RouteVerdictCache()
+        cache.store(a!, .read)
+        XCTAssertEqual(cache.lookup(a!), .read)
+        XCTAssertNil(cache.lookup(key("UPDATE pgbench_accounts SET abalance = 42;")!))
+        cache.clear()
+        XCTAssertNil(cache.lookup(a!))
+    }
 }
 
 /// Routing through a real worker loop (WorkerHarness): the harness's scripted backend plays the
