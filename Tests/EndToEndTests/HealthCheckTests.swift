@@ -218,7 +218,7 @@ final class HealthCheckTests: XCTestCase {
         XCTAssertTrue(settled, "fds/threads before \(before) after \(after)")
         for (b, a) in zip(before, after) {
             // A leak of one 256-byte buffer per check grew the supervisor by about 600 KiB here; clean runs stay flat.
-            XCTAssertLessThan(a.rssKiB - b.rssKiB, 256, "RSS grew from \(b.rssKiB) to \(a.rssKiB) KiB")
+            XCTAssertLessThan(a.rssKiB - b.rssKiB, 256, "RSS grew from \(b.rssKiB) to \(a.rssKiB) KiB; all: \(before) -> \(after)")
         }
         print("health leak test: before \(before), after \(after)")
     }

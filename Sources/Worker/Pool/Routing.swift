@@ -215,11 +215,13 @@ extension Worker {
     /// The routing state of pool `pi`, made when the pool is (or its entry changes at reload).
     func setUpRouting(_ pi: Int, fresh: Bool = false) {
         let entry = pools[pi].entry
-        routes.pointee.fit(clients: clients.capacity, servers: servers.capacity, pools: pools.highWater)
         guard entry.routing.enabled else {
-            routes.pointee.pools[pi] = nil
+            // A pool that does not route allocates nothing: the per-client and per-server tables (about
+            // 40 bytes a client slot) exist only once some pool routes.
+            if pi < routes.pointee.pools.count { routes.pointee.pools[pi] = nil }
             return
         }
+        routes.pointee.fit(clients: clients.capacity, servers: servers.capacity, pools: pools.highWater)
         var r = (fresh ? nil : routes.pointee.pools[pi]) ?? PoolRouting()
         r.classifier = SQLClassifier(denyList: entry.routing.denyFunctions)
         r.routesReads = pools[pi].mode != .session
