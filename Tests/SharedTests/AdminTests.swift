@@ -287,6 +287,7 @@ final class AdminResultsTests: XCTestCase {
         p.clWaiting = 2
         p.svActive = 2
         p.svIdle = 1
+        p.svListen = 1
         p.maxWaitMicros = 2_250_000
         p.totals.queryCount = 300
         p.totals.xactCount = 100
@@ -304,8 +305,8 @@ final class AdminResultsTests: XCTestCase {
         let m = AdminWire.decode(out)
         XCTAssertEqual(m.first, .rowDescription(AdminColumns.pools.map(\.name), AdminColumns.pools.map(\.typeOID)))
         XCTAssertEqual(AdminWire.rows(m), [
-            ["db1", "app", "3", "2", "0", "0", "2", "0", "0", "1", "0", "0", "0", "2", "250000", "transaction", nil, "0"],
-            ["db1", "other", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "session", nil, "0"],
+            ["db1", "app", "3", "2", "0", "0", "2", "0", "0", "1", "0", "0", "0", "2", "250000", "transaction", nil, "0", "1"],
+            ["db1", "other", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "session", nil, "0", "0"],
         ])
         XCTAssertEqual(m.last, .commandComplete("SHOW"))
     }
