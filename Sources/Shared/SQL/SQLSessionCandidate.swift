@@ -18,17 +18,8 @@ public enum SQLSessionCandidate {
         if i == n { return false }
         let c0 = p[i]
         if c0 == UInt8(ascii: "/") || c0 == UInt8(ascii: "-") || c0 == UInt8(ascii: "(") { return true }
-        // The first word, folded, packed into a UInt64 (8 letters at most).
-        var word: UInt64 = 0
-        var len = 0
-        var j = i
-        while j < n {
-            let c = p[j] | 0x20
-            guard c &- UInt8(ascii: "a") < 26 else { break }
-            if len < 8 { word |= UInt64(c) << (UInt64(len) &* 8) }
-            len &+= 1
-            j &+= 1
-        }
+        let (word, len) = firstWord(p, i, n)
+        let j = i &+ len
         switch len {
         // SET; RESET, CLOSE; CREATE; DISCARD, PREPARE, EXECUTE, DECLARE; DEALLOCATE (its first 8).
         case 3: if word == 0x746573 { return true }
@@ -47,6 +38,37 @@ public enum SQLSessionCandidate {
 
     @inlinable
     static func isSpace(_ c: UInt8) -> Bool { c == 0x20 || (c &- 0x09) < 5 }
+
+    /// The ASCII letters starting at `i`: their count, and the first eight of them folded to lower
+    /// case, packed little-endian. With eight bytes to read, one load finds the word's end: a byte is
+    /// a letter when, OR 0x20, it lies in `a`...`z` (the sums below never carry out of a byte, since
+    /// the high bits are masked first; bytes of 0x80 and above are no letters).
+    @inlinable @inline(__always)
+    static func firstWord(_ p: UnsafePointer<UInt8>, _ i: Int, _ n: Int) -> (word: UInt64, count: Int) {
+        if i &+ 8 <= n {
+            let f = UInt64(littleEndian: UnsafeRawPointer(p).loadUnaligned(fromByteOffset: i, as: UInt64.self))
+                | 0x2020_2020_2020_2020
+            let x = f & 0x7F7F_7F7F_7F7F_7F7F
+            let letters = (x &+ 0x1F1F_1F1F_1F1F_1F1F) & ~(x &+ 0x0505_0505_0505_0505) & ~f & 0x8080_8080_8080_8080
+            let others = ~letters & 0x8080_8080_8080_8080
+            if others != 0 {
+                let count = others.trailingZeroBitCount >> 3
+                return (f & ((1 << (UInt64(count) &* 8)) &- 1), count)
+            }
+            var j = i &+ 8
+            while j < n && (p[j] | 0x20) &- UInt8(ascii: "a") < 26 { j &+= 1 }
+            return (f, j &- i)
+        }
+        var word: UInt64 = 0
+        var j = i
+        while j < n {
+            let c = p[j] | 0x20
+            guard c &- UInt8(ascii: "a") < 26 else { break }
+            word |= UInt64(c) << (UInt64(j &- i) &* 8)
+            j &+= 1
+        }
+        return (word, j &- i)
+    }
 
     /// One pass: a `;` followed by anything but whitespace, `advisory` in any letter case, and (for
     /// SELECT / WITH) `into`. Quotes and comments are not understood: a hit there only costs a lexing.
@@ -70,6 +92,19 @@ public enum SQLSessionCandidate {
             }
             k &+= 8
         }
+        if k < n && n >= 8 {
+            // The last 1-7 bytes: the text's last eight, shifted so that they start at `k`, blanks
+            // above. The lowest bit of each mask is exact, so the first byte that can decide is found
+            // at once; the bytes before it decide nothing.
+            let r = n &- k
+            let w = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: n &- 8, as: UInt64.self)) >> (UInt64(8 &- r) &* 8)
+                | (0x2020_2020_2020_2020 << (UInt64(r) &* 8))
+            let f = w | 0x2020_2020_2020_2020
+            var m = zeroBytes(w) | zeroBytes(w ^ (ones &* 0x3B)) | zeroBytes(f ^ (ones &* 0x76))
+            if into { m |= zeroBytes(f ^ (ones &* 0x74)) }
+            if m == 0 { return false }
+            k &+= m.trailingZeroBitCount >> 3
+        }
         while k < n {
             if let r = byte(p, k, n, into) { return r }
             k &+= 1
@@ -78,8 +113,13 @@ public enum SQLSessionCandidate {
     }
 
     @inlinable
-    static func hasZero(_ v: UInt64) -> Bool {
-        (v &- 0x0101_0101_0101_0101) & ~v & 0x8080_8080_8080_8080 != 0
+    static func hasZero(_ v: UInt64) -> Bool { zeroBytes(v) != 0 }
+
+    /// 0x80 in each byte of `v` that is zero, and possibly in bytes above such a byte (a borrow): the
+    /// lowest bit set is always a zero byte.
+    @inlinable
+    static func zeroBytes(_ v: UInt64) -> UInt64 {
+        (v &- 0x0101_0101_0101_0101) & ~v & 0x8080_8080_8080_8080
     }
 
     /// The byte at `k`: the answer when it decides one (end, second statement, advisory, into).

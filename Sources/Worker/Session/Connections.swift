@@ -158,6 +158,9 @@ struct Client {
     var cancelKey: UInt32 = 0
     /// The admin query forwarded to the supervisor and not answered yet (0: none).
     var adminRequest: UInt32 = 0
+    /// Its carried session settings are not empty (SessionHooks.swift `clientCarries`); here, in the
+    /// four bytes before the first 8-byte field, it costs no space.
+    var carriesSettings = false
     /// SHOW CLIENTS' `id` (`newConnectionID`), also in log lines (`C-<id>`).
     var id: UInt64 = 0
     var connectedAt: Int64 = 0

@@ -585,10 +585,14 @@ extension Worker {
                 result = .needMore
                 break scanning
             }
-            let inspect = type == BackendType.readyForQuery || type == BackendType.parameterStatus
-                || (type == BackendType.errorResponse && (swallowing || listenPending || servers[si].sessionPending))
-                || (swallowing && type == BackendType.dataRow && hot.pointee.routing)
-                || (type == BackendType.commandComplete && (servers[si].watchTags || queryTracking))
+            let inspect: Bool
+            switch type {  // read whole and looked at (`inspectServerMessage`); DataRow, the commonest, first
+            case BackendType.dataRow: inspect = swallowing && routing
+            case BackendType.readyForQuery, BackendType.parameterStatus: inspect = true
+            case BackendType.commandComplete: inspect = servers[si].watchTags || queryTracking
+            case BackendType.errorResponse: inspect = swallowing || listenPending || servers[si].sessionPending
+            default: inspect = false
+            }
             if inspect && total > avail {
                 if total <= buffers.size { result = .needMore; break }
                 // Too large to inspect (a giant ParameterStatus): pass it through unread.

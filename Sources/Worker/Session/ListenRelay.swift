@@ -43,7 +43,9 @@ extension Worker {
     // MARK: Client side (hooks in Forwarding.swift)
 
     /// A Query or Parse on a pooled link: the cheap first-keyword test, then (rarely) the classifier.
-    @inline(__always)
+    /// Out of line: inlined, it made `clientData` too large for the prepared-statement tracking it
+    /// must inline (a call with eight arguments per message cost more than this call per Query/Parse).
+    @inline(never)
     func listenScan(_ ci: Int32, _ si: Int32, _ type: UInt8, _ body: UnsafeRawPointer, _ count: Int,
                     complete: Bool, first: Bool) -> ListenScan {
         var text = body
@@ -227,7 +229,14 @@ extension Worker {
     /// After a server's bytes were all forwarded to client `ci` (Forwarding.swift, Linking.swift).
     @inline(__always)
     func listenDeferredHook(_ ci: Int32) {
-        if hot.pointee.listenDeferred > 0 && ci >= 0 && listens.deferred.contains(ci) { listenDeliver(ci) }
+        if hot.pointee.listenDeferred > 0 && ci >= 0 { listenDeliverIfDeferred(ci) }
+    }
+
+    /// Out of line: `listens` is a class, and an access to its stored properties inlined into the
+    /// forward loop is one run-time exclusivity check per call, hoisted to the loop's entry.
+    @inline(never)
+    private func listenDeliverIfDeferred(_ ci: Int32) {
+        if listens.deferred.contains(ci) { listenDeliver(ci) }
     }
 
     // MARK: Clients leaving

@@ -10,8 +10,8 @@ extension Worker {
     /// scanClient: a whole Query or Parse on a transaction/statement-mode link, before it is forwarded.
     /// Cheap unless the text is a candidate. May be called again for the same message (idempotent).
     /// False when SQL prepared statements must be replayed before it and `first` is false (client bytes
-    /// before it are not forwarded yet): forward those, then call again.
-    @inline(__always)
+    /// before it are not forwarded yet): forward those, then call again. Out of line, as `listenScan`.
+    @inline(never)
     func sessionClientMessage(_ ci: Int32, _ si: Int32, _ type: UInt8, _ body: UnsafeRawBufferPointer, first: Bool) -> Bool {
         var text = body
         var unnamed = false
@@ -177,6 +177,7 @@ extension Worker {
                 }
             }
             servers[si].sessionCarried = !sinfo.session.isEmpty || !sinfo.sqlPrepared.isEmpty
+            noteClientSettings(ci, info)
             log.debug("C-\(clients[ci].id): session settings now \(info.session.settings.entries.map(\.set))")
         }
         if !out.prepared.isEmpty, let sinfo = servers[si].info {
@@ -259,6 +260,7 @@ extension Worker {
         forgetCarriedSettings(si)
         guard ci >= 0, let info = clients[ci].info else { return }
         info.session.settings = info.session.baseline
+        noteClientSettings(ci, info)
         info.session.holdCursors.removeAll()
         servers[si].sessionPins = 0
     }
@@ -284,10 +286,14 @@ extension Worker {
         return info.session.settings.isEmpty && info.session.prepared.isEmpty
     }
 
-    /// The client has carried settings to replay at link.
+    /// The client has carried settings to replay at link: a flag in the client's record, kept by
+    /// `noteClientSettings`, since reading `ClientInfo.session` (a class's stored property) at every
+    /// link would cost a run-time exclusivity check.
     @inline(__always)
-    func clientCarries(_ ci: Int32) -> Bool {
-        guard let info = clients[ci].info else { return false }
-        return !info.session.settings.isEmpty
+    func clientCarries(_ ci: Int32) -> Bool { clients[ci].carriesSettings }
+
+    /// After the client's settings changed: whether it now has any to carry.
+    func noteClientSettings(_ ci: Int32, _ info: ClientInfo) {
+        clients[ci].carriesSettings = !info.session.settings.isEmpty
     }
 }

@@ -56,7 +56,8 @@ final class SQLSessionCandidateTests: XCTestCase {
     func testWordScanAgreesWithTheBytewiseReference() {
         var rng = SQLTestRandom("SQLSessionCandidateTests")
         let parts = ["select ", "SELECT ", "with ", "insert ", "x", "v", "V", "t", "advisor", "advisory", "ADVISORY",
-                     "into", "INTO", "int", ";", " ; ", ";;", "\u{0}", " ", "\n", "pg_", "y", "(", "'", "é"]
+                     "into", "INTO", "int", ";", " ; ", ";;", "\u{0}", " ", "\n", "pg_", "y", "(", "'", "é",
+                     "set", "SET", "reset", "Deallocate", "dealloc", "create", "discard", "@", "_", "[", "`", "{"]
         func reference(_ b: [UInt8]) -> Bool {
             var i = 0
             while i < b.count && SQLLexer.isWhitespace(b[i]) { i += 1 }
