@@ -154,8 +154,25 @@ public struct OutBuffer {
 
     /// A message whose body is one C string (Query, PasswordMessage, CommandComplete, CopyFail).
     @inlinable public mutating func appendCStringMessage(_ type: UInt8, _ text: String) {
+        message(type) { $0.appendCString(text) }
+    }
+
+    /// One message: the type byte, what `body` appends, then the length patched in. Always inlined
+    /// with its non-escaping closure, so an encoder costs what begin/append/end written out costs (no
+    /// context allocated, no indirect call); the worker's data path writes ReadyForQuery,
+    /// ErrorResponse, Sync... through it.
+    @inlinable @inline(__always)
+    public mutating func message(_ type: UInt8, _ body: (inout OutBuffer) -> Void) {
         let at = beginMessage(type)
-        appendCString(text)
+        body(&self)
+        endMessage(at)
+    }
+
+    /// `message` for a startup-style packet, which has no type byte.
+    @inlinable @inline(__always)
+    public mutating func untypedMessage(_ body: (inout OutBuffer) -> Void) {
+        let at = beginUntypedMessage()
+        body(&self)
         endMessage(at)
     }
 
