@@ -138,14 +138,6 @@ public struct TCPKeepalive: Sendable, Equatable {
     public var interval: Int32
     public var count: Int32
     public var userTimeoutMillis: Int32
-
-    public init(enabled: Bool, idle: Int32 = 0, interval: Int32 = 0, count: Int32 = 0, userTimeoutMillis: Int32 = 0) {
-        self.enabled = enabled
-        self.idle = idle
-        self.interval = interval
-        self.count = count
-        self.userTimeoutMillis = userTimeoutMillis
-    }
 }
 
 public enum Sockets {
