@@ -360,103 +360,84 @@ public struct SQLClassifier: Sendable {
             return
         }
         guard first.kind == .identifier else { info.kind = .other; return }
-        let w = first
-        func word(_ s: StaticString) -> Bool { lx.isWord(w, s) }
-
-        if let k = Self.kind(of: w, lx, in: Self.mainWords) {
+        if let k = Self.kind(of: first, lx, in: Self.mainWords) {
             mainStatement(k, facts, &info)
-        } else if word("with") {
+        } else if lx.isWord(first, "with") {
             withStatement(&lx, facts, &info)
-        } else if word("show") {
-            info.kind = .show
-            info.readOnly = true
-        } else if word("explain") {
-            explain(&lx, &info)
-        } else if word("copy") {
-            copy(&lx, &info)
-        } else if word("begin") {
-            info.kind = .begin
-            transactionModes(&lx, &info)
-        } else if word("start") {
-            if let t = lx.nextSignificant(), lx.isWord(t, "transaction") {
-                info.kind = .startTransaction
-                transactionModes(&lx, &info)
-            } else {
-                info.kind = .other
-            }
-        } else if word("commit") || word("end") {
-            endTransaction(&lx, &info, commit: true)
-        } else if word("rollback") || word("abort") {
-            endTransaction(&lx, &info, commit: false)
-        } else if let k = Self.kind(of: w, lx, in: Self.namingWords) {
+        } else if let k = Self.kind(of: first, lx, in: Self.otherWords) {
             info.kind = k
-            info.name = nameRange(&lx)
-        } else if word("release") {
-            info.kind = .release
-            info.name = next(&lx, skipping: "savepoint").flatMap { nameRange(from: $0, &lx) }
-        } else if word("prepare") {
-            prepare(&lx, &info)
-        } else if word("deallocate") {
-            info.kind = .deallocate
-            nameOrAll(next(&lx, skipping: "prepare"), &lx, &info)
-        } else if word("set") {
-            set(&lx, &info)
-        } else if word("reset") {
-            reset(&lx, &info)
-        } else if word("discard") {
-            discard(&lx, &info)
-        } else if word("unlisten") {
-            info.kind = .unlisten
-            if let t = lx.nextSignificant() {
-                if lx.isOp(t, "*") { info.flags.insert(.all) } else { info.name = nameRange(from: t, &lx) }
-            }
-        } else if word("notify") {
-            info.kind = .notify
-            info.name = nameRange(&lx)
-            if let c = lx.nextSignificant(), c.kind == .comma, let payload = lx.nextSignificant(), payload.kind == .string {
-                info.value = payload.range
-            }
-        } else if word("declare") {
-            declare(&lx, &info)
-        } else if word("close") {
-            info.kind = .close
-            nameOrAll(lx.nextSignificant(), &lx, &info)
-        } else if word("fetch") || word("move") {
-            info.kind = .fetch
-            // The cursor is the last word: FETCH c, FETCH NEXT FROM c, MOVE FORWARD 5 IN c.
-            var last: SQLToken?
-            while let t = lx.nextSignificant(), t.kind != .semicolon { last = t }
-            if let last, last.isName { info.name = last.range }
-        } else if word("create") {
-            info.kind = .ddl
-            createFlags(&lx, &info)
-        } else if word("alter") || word("drop") || word("comment") || word("grant") || word("revoke")
-                    || word("security") || word("reindex") || word("cluster") || word("refresh")
-                    || word("import") || word("reassign") {
-            info.kind = .ddl
+            readRest(first, &lx, &info)
         } else {
-            info.kind = Self.kind(of: w, lx, in: Self.utilityWords) ?? .other
+            info.kind = .other
         }
     }
 
     typealias WordKinds = [(word: StaticString, kind: SQLStatementKind)]
 
-    /// The statements a WITH list may lead to, also tried first as a statement's first word. A
-    /// constant table: the optimizer lays it out statically, with no lazy initialisation or
-    /// reference counting when it is read.
+    /// The statements a WITH list may lead to, also tried first as a statement's first word. Like
+    /// `otherWords`, a constant table: the optimizer lays it out statically, with no lazy
+    /// initialisation or reference counting when it is read.
     static let mainWords: WordKinds = [
         ("select", .select), ("values", .values), ("table", .table),
         ("insert", .insert), ("update", .update), ("delete", .delete), ("merge", .merge),
     ]
 
-    /// Statements that are their first word and a name: SAVEPOINT x, EXECUTE x, LISTEN x.
-    static let namingWords: WordKinds = [("savepoint", .savepoint), ("execute", .execute), ("listen", .listen)]
-
-    /// First words that say the kind on their own and are tried last (the rarer statements).
-    static let utilityWords: WordKinds = [
+    /// The other first words and the kind each starts, tried in this order after `mainWords` and
+    /// WITH; `readRest` reads what follows. COPY's kind is a placeholder until FROM or TO is read,
+    /// START's until TRANSACTION is.
+    static let otherWords: WordKinds = [
+        ("show", .show), ("explain", .explain), ("copy", .copyFrom), ("begin", .begin), ("start", .startTransaction),
+        ("commit", .commit), ("end", .commit), ("rollback", .rollback), ("abort", .rollback),
+        ("savepoint", .savepoint), ("release", .release), ("prepare", .prepare), ("execute", .execute),
+        ("deallocate", .deallocate), ("set", .set), ("reset", .reset), ("discard", .discard),
+        ("listen", .listen), ("unlisten", .unlisten), ("notify", .notify),
+        ("declare", .declareCursor), ("close", .close), ("fetch", .fetch), ("move", .fetch),
+        ("create", .ddl), ("alter", .ddl), ("drop", .ddl), ("comment", .ddl), ("grant", .ddl), ("revoke", .ddl),
+        ("security", .ddl), ("reindex", .ddl), ("cluster", .ddl), ("refresh", .ddl), ("import", .ddl),
+        ("reassign", .ddl),
         ("truncate", .truncate), ("call", .call), ("do", .do), ("lock", .lock), ("vacuum", .vacuum),
         ("analyze", .analyze), ("analyse", .analyze),
     ]
+
+    /// After the first word `w` of `otherWords`, with `info.kind` set from it: what follows.
+    func readRest(_ w: SQLToken, _ lx: inout SQLLexer, _ info: inout SQLStatementInfo) {
+        switch info.kind {
+        case .show: info.readOnly = true
+        case .explain: explain(&lx, &info)
+        case .copyFrom: copy(&lx, &info)
+        case .begin: transactionModes(&lx, &info)
+        case .startTransaction:
+            guard let t = lx.nextSignificant(), lx.isWord(t, "transaction") else { info.kind = .other; return }
+            transactionModes(&lx, &info)
+        case .commit, .rollback: endTransaction(&lx, &info, commit: info.kind == .commit)
+        case .savepoint, .execute, .listen: info.name = nameRange(&lx)
+        case .release: info.name = next(&lx, skipping: "savepoint").flatMap { nameRange(from: $0, &lx) }
+        case .prepare: prepare(&lx, &info)
+        case .deallocate: nameOrAll(next(&lx, skipping: "prepare"), &lx, &info)
+        case .set: set(&lx, &info)
+        case .reset: reset(&lx, &info)
+        case .discard: discard(&lx, &info)
+        case .unlisten:
+            if let t = lx.nextSignificant() {
+                if lx.isOp(t, "*") { info.flags.insert(.all) } else { info.name = nameRange(from: t, &lx) }
+            }
+        case .notify:
+            info.name = nameRange(&lx)
+            if let c = lx.nextSignificant(), c.kind == .comma, let payload = lx.nextSignificant(), payload.kind == .string {
+                info.value = payload.range
+            }
+        case .declareCursor: declare(&lx, &info)
+        case .close: nameOrAll(lx.nextSignificant(), &lx, &info)
+        case .fetch:
+            // The cursor is the last word: FETCH c, FETCH NEXT FROM c, MOVE FORWARD 5 IN c.
+            var last: SQLToken?
+            while let t = lx.nextSignificant(), t.kind != .semicolon { last = t }
+            if let last, last.isName { info.name = last.range }
+        case .ddl: if lx.isWord(w, "create") { createFlags(&lx, &info) }
+        default:
+            break  // TRUNCATE, CALL, DO, LOCK, VACUUM, ANALYZE: the word says it all.
+        }
+    }
 
     /// The kind of the first word of `table` that `t` is, nil if none.
     @inline(__always)
