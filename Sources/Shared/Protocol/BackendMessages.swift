@@ -166,27 +166,29 @@ public enum Backend {
         errorOrNotice(into: &out, BackendType.noticeResponse, e)
     }
 
+    /// Written out with begin/end rather than `message`: the worker sends these itself, and at -O a
+    /// closure this long is compiled as a separate function, one more call than this form costs.
     private static func errorOrNotice(into out: inout OutBuffer, _ type: UInt8, _ e: ErrorFields) {
-        out.message(type) {
-            // PostgreSQL sends S (possibly translated) and V (never translated); ours are never translated.
-            $0.appendUInt8(ErrorFields.FieldType.severity)
-            $0.appendCString(e.severity)
-            $0.appendUInt8(ErrorFields.FieldType.severityNonLocalized)
-            $0.appendCString(e.severity)
-            $0.appendUInt8(ErrorFields.FieldType.code)
-            $0.appendCString(e.code)
-            $0.appendUInt8(ErrorFields.FieldType.message)
-            $0.appendCString(e.message)
-            if let d = e.detail {
-                $0.appendUInt8(ErrorFields.FieldType.detail)
-                $0.appendCString(d)
-            }
-            if let h = e.hint {
-                $0.appendUInt8(ErrorFields.FieldType.hint)
-                $0.appendCString(h)
-            }
-            $0.appendUInt8(0)
+        let at = out.beginMessage(type)
+        // PostgreSQL sends S (possibly translated) and V (never translated); ours are never translated.
+        out.appendUInt8(ErrorFields.FieldType.severity)
+        out.appendCString(e.severity)
+        out.appendUInt8(ErrorFields.FieldType.severityNonLocalized)
+        out.appendCString(e.severity)
+        out.appendUInt8(ErrorFields.FieldType.code)
+        out.appendCString(e.code)
+        out.appendUInt8(ErrorFields.FieldType.message)
+        out.appendCString(e.message)
+        if let d = e.detail {
+            out.appendUInt8(ErrorFields.FieldType.detail)
+            out.appendCString(d)
         }
+        if let h = e.hint {
+            out.appendUInt8(ErrorFields.FieldType.hint)
+            out.appendCString(h)
+        }
+        out.appendUInt8(0)
+        out.endMessage(at)
     }
 
     // MARK: query results (admin console, synthetic answers)

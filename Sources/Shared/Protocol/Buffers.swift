@@ -157,10 +157,10 @@ public struct OutBuffer {
         message(type) { $0.appendCString(text) }
     }
 
-    /// One message: the type byte, what `body` appends, then the length patched in. Always inlined
-    /// with its non-escaping closure, so an encoder costs what begin/append/end written out costs (no
-    /// context allocated, no indirect call); the worker's data path writes ReadyForQuery,
-    /// ErrorResponse, Sync... through it.
+    /// One message: the type byte, what `body` appends, then the length patched in. Always inlined,
+    /// and the closure is non-escaping: no context is allocated and nothing is called indirectly. A
+    /// short body (ReadyForQuery, Describe...) compiles to the same code as begin/append/end written
+    /// out; a long one (with a loop) may become one direct call.
     @inlinable @inline(__always)
     public mutating func message(_ type: UInt8, _ body: (inout OutBuffer) -> Void) {
         let at = beginMessage(type)
