@@ -215,7 +215,8 @@ public struct DatabaseEntry: Sendable, Equatable {
     }
 }
 
-/// One `[users]` line: per-user overrides of pool settings.
+/// One `[users]` line: per-user overrides of pool settings. Made only by the config loader (with
+/// the compiler's memberwise initializer); other modules read it.
 public struct UserEntry: Sendable, Equatable {
     public var name: String
     public var poolMode: PoolMode?
@@ -236,7 +237,7 @@ public struct UserEntry: Sendable, Equatable {
 }
 
 /// The timeouts a pool applies, in seconds (0: off): `[users]` and `[databases]` overrides resolved
-/// against the globals (`Config.effectiveTimeouts`).
+/// against the globals (`Config.effectiveTimeouts`, which makes them with the memberwise initializer).
 public struct PoolTimeouts: Sendable, Equatable {
     public var query: Double
     public var transaction: Double

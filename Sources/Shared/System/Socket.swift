@@ -131,7 +131,8 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
 }
 
 /// PgBouncer's tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt (seconds, probes) and
-/// tcp_user_timeout (milliseconds); 0 means "the system's default".
+/// tcp_user_timeout (milliseconds); 0 means "the system's default". Made by
+/// `Config.tcpKeepaliveSettings` (the memberwise initializer); the worker reads and adjusts it.
 public struct TCPKeepalive: Sendable, Equatable {
     public var enabled: Bool
     public var idle: Int32
