@@ -168,12 +168,7 @@ struct ConfigAssembler {
         if name == "pgbouncer" {
             throw fail("the name is reserved for the admin console")
         }
-        let pairs: [(String, String)]
-        do {
-            pairs = try ConfigConnString.pairs(connstr)
-        } catch {
-            throw fail(error.reason)
-        }
+        let pairs = try connectionPairs(connstr, fail)
         var entry = DatabaseEntry(name: name, line: line, file: file)
         for (rawKey, value) in pairs {
             let key = rawKey.lowercased()
@@ -194,22 +189,12 @@ struct ConfigAssembler {
             case "reserve_pool", "reserve_pool_size":  // reserve_pool: the older name, an alias in PgBouncer too
                 entry.reservePoolSize = try poolNumber(value, key, fail)
             case "max_db_connections": entry.maxDBConnections = try poolNumber(value, key, fail)
-            case "pool_mode":
-                guard let mode = PoolMode(rawValue: value.lowercased()) else {
-                    throw fail("invalid pool_mode \"\(value)\" (expected session, transaction or statement)")
-                }
-                entry.poolMode = mode
+            case "pool_mode": entry.poolMode = try choice(value, key, Self.poolModes, fail)
             case "load_balance_hosts":
-                guard let lb = DatabaseEntry.LoadBalance(rawValue: value.lowercased()) else {
-                    throw fail("invalid load_balance_hosts \"\(value)\" (expected round-robin, least-connections or disable)")
-                }
-                entry.loadBalanceHosts = lb
+                entry.loadBalanceHosts = try choice(value, key, "round-robin, least-connections or disable", fail)
             case "connect_query": entry.connectQuery = value
             case "target_session_attrs":
-                guard let t = TargetSessionAttrs(rawValue: value.lowercased()) else {
-                    throw fail("invalid target_session_attrs \"\(value)\" (expected any, read-write, read-only, primary, standby or prefer-standby)")
-                }
-                entry.targetSessionAttrs = t
+                entry.targetSessionAttrs = try choice(value, key, "any, read-write, read-only, primary, standby or prefer-standby", fail)
             case "client_encoding", "datestyle", "timezone", "application_name":
                 entry.startupParameters.removeAll { $0.name == key }
                 entry.startupParameters.append(ConnParam(name: key, value: value))
@@ -236,6 +221,28 @@ struct ConfigAssembler {
         } else {
             config.databases.append(entry)
         }
+    }
+
+    /// The `key=value` pairs of a `[databases]`, `[peers]` or `[users]` line, a syntax error said
+    /// through `fail` (which names the entry).
+    private func connectionPairs(_ text: String, _ fail: (String) -> ConfigError) throws(ConfigError) -> [(String, String)] {
+        do {
+            return try ConfigConnString.pairs(text)
+        } catch {
+            throw fail(error.reason)
+        }
+    }
+
+    /// What `pool_mode` takes, in `[databases]` and `[users]` alike.
+    static let poolModes = "session, transaction or statement"
+
+    /// One of an enumeration's spellings, in any letter case; `expected` lists them for the error.
+    private func choice<T: RawRepresentable>(_ value: String, _ key: String, _ expected: String,
+                                             _ fail: (String) -> ConfigError) throws(ConfigError) -> T where T.RawValue == String {
+        guard let v = T(rawValue: value.lowercased()) else {
+            throw fail("invalid \(key) \"\(value)\" (expected \(expected))")
+        }
+        return v
     }
 
     /// `port=`: one port, or a comma-separated list of them (one per host, checked once all pairs are read).
@@ -290,12 +297,7 @@ struct ConfigAssembler {
         guard let id = ConfigText.decimal(name), id >= 1 && id <= PeerEntry.maxID else {
             throw fail("a peer's name is its peer id, a number from 1 to \(PeerEntry.maxID)")
         }
-        let pairs: [(String, String)]
-        do {
-            pairs = try ConfigConnString.pairs(connstr)
-        } catch {
-            throw fail(error.reason)
-        }
+        let pairs = try connectionPairs(connstr, fail)
         var host: String? = nil
         var entry = PeerEntry(id: id, host: "")
         for (rawKey, value) in pairs {
@@ -334,21 +336,12 @@ struct ConfigAssembler {
         func fail(_ message: String) -> ConfigError {
             ConfigError(file: file, line: line, message: "user \"\(name)\": \(message)")
         }
-        let pairs: [(String, String)]
-        do {
-            pairs = try ConfigConnString.pairs(settings)
-        } catch {
-            throw fail(error.reason)
-        }
+        let pairs = try connectionPairs(settings, fail)
         var entry = UserEntry(name: name)
         for (rawKey, value) in pairs {
             let key = rawKey.lowercased()
             switch key {
-            case "pool_mode":
-                guard let mode = PoolMode(rawValue: value.lowercased()) else {
-                    throw fail("invalid pool_mode \"\(value)\" (expected session, transaction or statement)")
-                }
-                entry.poolMode = mode
+            case "pool_mode": entry.poolMode = try choice(value, key, Self.poolModes, fail)
             case "pool_size": entry.poolSize = try poolNumber(value, key, fail)
             case "reserve_pool_size": entry.reservePoolSize = try poolNumber(value, key, fail)
             case "max_user_connections": entry.maxUserConnections = try poolNumber(value, key, fail)

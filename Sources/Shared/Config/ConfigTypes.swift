@@ -36,14 +36,9 @@ public enum SyslogFacility: String, Sendable, CaseIterable {
         case .daemon: return 3 << 3
         case .auth: return 4 << 3
         case .authpriv: return 10 << 3
-        case .local0: return 16 << 3
-        case .local1: return 17 << 3
-        case .local2: return 18 << 3
-        case .local3: return 19 << 3
-        case .local4: return 20 << 3
-        case .local5: return 21 << 3
-        case .local6: return 22 << 3
-        case .local7: return 23 << 3
+        case .local0, .local1, .local2, .local3, .local4, .local5, .local6, .local7:
+            // LOG_LOCAL0 ... LOG_LOCAL7 are facilities 16 to 23: the name's digit says which.
+            return (16 + Int32(rawValue.utf8.last! &- UInt8(ascii: "0"))) << 3
         }
     }
 }
@@ -220,7 +215,8 @@ public struct DatabaseEntry: Sendable, Equatable {
     }
 }
 
-/// One `[users]` line: per-user overrides of pool settings.
+/// One `[users]` line: per-user overrides of pool settings. Made only by the config loader (with
+/// the compiler's memberwise initializer); other modules read it.
 public struct UserEntry: Sendable, Equatable {
     public var name: String
     public var poolMode: PoolMode?
@@ -238,40 +234,16 @@ public struct UserEntry: Sendable, Equatable {
     public var queryWaitTimeout: Double?
     /// Client connections of the user (as it logs in) for the whole service; nil or 0: the global value.
     public var maxUserClientConnections: Int?
-
-    public init(name: String, poolMode: PoolMode? = nil, maxUserConnections: Int? = nil,
-                poolSize: Int? = nil, reservePoolSize: Int? = nil, queryTimeout: Double? = nil,
-                transactionTimeout: Double? = nil, idleTransactionTimeout: Double? = nil,
-                clientIdleTimeout: Double? = nil) {
-        self.name = name
-        self.poolMode = poolMode
-        self.maxUserConnections = maxUserConnections
-        self.poolSize = poolSize
-        self.reservePoolSize = reservePoolSize
-        self.queryTimeout = queryTimeout
-        self.transactionTimeout = transactionTimeout
-        self.idleTransactionTimeout = idleTransactionTimeout
-        self.clientIdleTimeout = clientIdleTimeout
-    }
 }
 
 /// The timeouts a pool applies, in seconds (0: off): `[users]` and `[databases]` overrides resolved
-/// against the globals (`Config.effectiveTimeouts`).
+/// against the globals (`Config.effectiveTimeouts`, which makes them with the memberwise initializer).
 public struct PoolTimeouts: Sendable, Equatable {
     public var query: Double
     public var transaction: Double
     public var idleTransaction: Double
     public var clientIdle: Double
     public var serverLifetime: Double
-
-    public init(query: Double, transaction: Double, idleTransaction: Double, clientIdle: Double,
-                serverLifetime: Double) {
-        self.query = query
-        self.transaction = transaction
-        self.idleTransaction = idleTransaction
-        self.clientIdle = clientIdle
-        self.serverLifetime = serverLifetime
-    }
 }
 
 /// One admin console `SET key = value`, kept by the supervisor until the next RELOAD and applied on

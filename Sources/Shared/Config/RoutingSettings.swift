@@ -78,31 +78,28 @@ public struct RoutingSettings: Sendable, Equatable {
     /// Stores `key = value`. Returns an error text for a value that is refused.
     public mutating func set(_ key: String, _ value: String) -> String? {
         let v = value.lowercased()
+        // Stores what `value` parsed to, or says what was expected instead.
+        func store<T>(_ parsed: T?, in field: inout T, expected: String) -> String? {
+            guard let parsed else { return "invalid \(key) \"\(value)\" (expected \(expected))" }
+            field = parsed
+            return nil
+        }
+        let refusal: String?
         switch key {
-        case "routing":
-            guard let m = Mode(rawValue: v) else { return "invalid routing \"\(value)\" (expected none or read-write-split)" }
-            mode = m
+        case "routing": refusal = store(Mode(rawValue: v), in: &mode, expected: "none or read-write-split")
         case "read_after_write":
-            guard let r = ReadAfterWrite(rawValue: v) else {
-                return "invalid read_after_write \"\(value)\" (expected lsn, primary_window or none)"
-            }
-            readAfterWrite = r
-        case "read_after_write_window":
-            guard let n = Self.millis(v) else { return "invalid read_after_write_window \"\(value)\" (expected milliseconds)" }
-            windowMillis = n
-        case "max_standby_lag":
-            guard let n = Self.millis(v) else { return "invalid max_standby_lag \"\(value)\" (expected milliseconds)" }
-            maxStandbyLagMillis = n
+            refusal = store(ReadAfterWrite(rawValue: v), in: &readAfterWrite, expected: "lsn, primary_window or none")
+        case "read_after_write_window": refusal = store(Self.millis(v), in: &windowMillis, expected: "milliseconds")
+        case "max_standby_lag": refusal = store(Self.millis(v), in: &maxStandbyLagMillis, expected: "milliseconds")
         case "standby_reads_fallback":
-            guard let f = Fallback(rawValue: v) else {
-                return "invalid standby_reads_fallback \"\(value)\" (expected primary, wait or error)"
-            }
-            fallback = f
+            refusal = store(Fallback(rawValue: v), in: &fallback, expected: "primary, wait or error")
         case "routing_deny_functions":
             denyFunctions = SQLFunctionDenyList(commaSeparated: value)
+            refusal = nil
         default:
             return "unrecognized routing setting \"\(key)\""
         }
+        if let refusal { return refusal }
         setKeys.insert(key)
         return nil
     }

@@ -87,13 +87,13 @@ public enum Backend {
     }
 
     public static func authenticationMD5Password(into out: inout OutBuffer, salt: (UInt8, UInt8, UInt8, UInt8)) {
-        let at = out.beginMessage(BackendType.authentication)
-        out.appendInt32(5)
-        out.appendUInt8(salt.0)
-        out.appendUInt8(salt.1)
-        out.appendUInt8(salt.2)
-        out.appendUInt8(salt.3)
-        out.endMessage(at)
+        out.message(BackendType.authentication) {
+            $0.appendInt32(5)
+            $0.appendUInt8(salt.0)
+            $0.appendUInt8(salt.1)
+            $0.appendUInt8(salt.2)
+            $0.appendUInt8(salt.3)
+        }
     }
 
     public static func authenticationMD5Password(into out: inout OutBuffer, salt: [UInt8]) {
@@ -103,63 +103,57 @@ public enum Backend {
 
     /// AuthenticationSASL: the mechanisms offered, in order of preference.
     public static func authenticationSASL(into out: inout OutBuffer, mechanisms: [String]) {
-        let at = out.beginMessage(BackendType.authentication)
-        out.appendInt32(10)
-        for m in mechanisms { out.appendCString(m) }
-        out.appendUInt8(0)
-        out.endMessage(at)
+        out.message(BackendType.authentication) {
+            $0.appendInt32(10)
+            for m in mechanisms { $0.appendCString(m) }
+            $0.appendUInt8(0)
+        }
     }
 
     public static func authenticationSASLContinue(into out: inout OutBuffer, data: [UInt8]) {
-        let at = out.beginMessage(BackendType.authentication)
-        out.appendInt32(11)
-        out.appendBytes(data)
-        out.endMessage(at)
+        authenticationCode(into: &out, 11, data: data)
     }
 
     public static func authenticationSASLFinal(into out: inout OutBuffer, data: [UInt8]) {
-        let at = out.beginMessage(BackendType.authentication)
-        out.appendInt32(12)
-        out.appendBytes(data)
-        out.endMessage(at)
+        authenticationCode(into: &out, 12, data: data)
     }
 
-    private static func authenticationCode(into out: inout OutBuffer, _ code: Int32) {
-        let at = out.beginMessage(BackendType.authentication)
-        out.appendInt32(code)
-        out.endMessage(at)
+    /// An Authentication message: its code, then the code's data (none for Ok and CleartextPassword).
+    private static func authenticationCode(into out: inout OutBuffer, _ code: Int32, data: [UInt8] = []) {
+        out.message(BackendType.authentication) {
+            $0.appendInt32(code)
+            $0.appendBytes(data)
+        }
     }
 
     // MARK: session setup
 
     public static func parameterStatus(into out: inout OutBuffer, name: String, value: String) {
-        let at = out.beginMessage(BackendType.parameterStatus)
-        out.appendCString(name)
-        out.appendCString(value)
-        out.endMessage(at)
+        out.message(BackendType.parameterStatus) {
+            $0.appendCString(name)
+            $0.appendCString(value)
+        }
     }
 
     public static func backendKeyData(into out: inout OutBuffer, processID: Int32, secretKey: UInt32) {
-        let at = out.beginMessage(BackendType.backendKeyData)
-        out.appendInt32(processID)
-        out.appendUInt32(secretKey)
-        out.endMessage(at)
+        out.message(BackendType.backendKeyData) {
+            $0.appendInt32(processID)
+            $0.appendUInt32(secretKey)
+        }
     }
 
     /// `status` is one of `Wire.TransactionStatus`.
     public static func readyForQuery(into out: inout OutBuffer, status: UInt8) {
-        let at = out.beginMessage(BackendType.readyForQuery)
-        out.appendUInt8(status)
-        out.endMessage(at)
+        out.message(BackendType.readyForQuery) { $0.appendUInt8(status) }
     }
 
     /// Tells a client asking for 3.`x` (x > newestMinor) or sending `_pq_.` options what we support.
     public static func negotiateProtocolVersion(into out: inout OutBuffer, newestMinor: Int, unrecognized: [String]) {
-        let at = out.beginMessage(BackendType.negotiateProtocolVersion)
-        out.appendInt32(Wire.protocolVersion3 | Int32(truncatingIfNeeded: newestMinor & 0xFFFF))
-        out.appendInt32(Int32(truncatingIfNeeded: unrecognized.count))
-        for name in unrecognized { out.appendCString(name) }
-        out.endMessage(at)
+        out.message(BackendType.negotiateProtocolVersion) {
+            $0.appendInt32(Wire.protocolVersion3 | Int32(truncatingIfNeeded: newestMinor & 0xFFFF))
+            $0.appendInt32(Int32(truncatingIfNeeded: unrecognized.count))
+            for name in unrecognized { $0.appendCString(name) }
+        }
     }
 
     // MARK: errors and notices
@@ -172,6 +166,8 @@ public enum Backend {
         errorOrNotice(into: &out, BackendType.noticeResponse, e)
     }
 
+    /// Written out with begin/end rather than `message`: the worker sends these itself, and at -O a
+    /// closure this long is compiled as a separate function, one more call than this form costs.
     private static func errorOrNotice(into out: inout OutBuffer, _ type: UInt8, _ e: ErrorFields) {
         let at = out.beginMessage(type)
         // PostgreSQL sends S (possibly translated) and V (never translated); ours are never translated.
@@ -207,36 +203,36 @@ public enum Backend {
 
     /// Columns in text format, not tied to a table, as PostgreSQL describes a computed result.
     public static func rowDescription(into out: inout OutBuffer, columns: [(name: String, typeOID: Int32)]) {
-        let at = out.beginMessage(BackendType.rowDescription)
-        out.appendInt16(Int16(truncatingIfNeeded: columns.count))
-        for c in columns {
-            out.appendCString(c.name)
-            out.appendInt32(0)                          // table OID
-            out.appendInt16(0)                          // column attribute number
-            out.appendInt32(c.typeOID)
-            out.appendInt16(TypeOID.typeLength(c.typeOID))
-            out.appendInt32(-1)                         // type modifier
-            out.appendInt16(0)                          // text format
+        out.message(BackendType.rowDescription) {
+            $0.appendInt16(Int16(truncatingIfNeeded: columns.count))
+            for c in columns {
+                $0.appendCString(c.name)
+                $0.appendInt32(0)                       // table OID
+                $0.appendInt16(0)                       // column attribute number
+                $0.appendInt32(c.typeOID)
+                $0.appendInt16(TypeOID.typeLength(c.typeOID))
+                $0.appendInt32(-1)                      // type modifier
+                $0.appendInt16(0)                       // text format
+            }
         }
-        out.endMessage(at)
     }
 
     /// One row of text values; nil is SQL NULL.
     public static func dataRow(into out: inout OutBuffer, _ values: [String?]) {
-        let at = out.beginMessage(BackendType.dataRow)
-        out.appendInt16(Int16(truncatingIfNeeded: values.count))
-        for v in values {
-            guard let v else {
-                out.appendInt32(-1)
-                continue
+        out.message(BackendType.dataRow) {
+            $0.appendInt16(Int16(truncatingIfNeeded: values.count))
+            for v in values {
+                guard let v else {
+                    $0.appendInt32(-1)
+                    continue
+                }
+                let lengthAt = $0.beginUntypedMessage()
+                $0.appendString(v)
+                // A value's length excludes its own length field, unlike a message's.
+                let n = $0.count - lengthAt - 4
+                $0.base.storeBytes(of: Int32(truncatingIfNeeded: n).bigEndian, toByteOffset: lengthAt, as: Int32.self)
             }
-            let lengthAt = out.beginUntypedMessage()
-            out.appendString(v)
-            // A value's length excludes its own length field, unlike a message's.
-            let n = out.count - lengthAt - 4
-            out.base.storeBytes(of: Int32(truncatingIfNeeded: n).bigEndian, toByteOffset: lengthAt, as: Int32.self)
         }
-        out.endMessage(at)
     }
 
     // MARK: extended protocol acknowledgements

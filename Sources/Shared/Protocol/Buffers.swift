@@ -154,8 +154,25 @@ public struct OutBuffer {
 
     /// A message whose body is one C string (Query, PasswordMessage, CommandComplete, CopyFail).
     @inlinable public mutating func appendCStringMessage(_ type: UInt8, _ text: String) {
+        message(type) { $0.appendCString(text) }
+    }
+
+    /// One message: the type byte, what `body` appends, then the length patched in. Always inlined,
+    /// and the closure is non-escaping: no context is allocated and nothing is called indirectly. A
+    /// short body (ReadyForQuery, Describe...) compiles to the same code as begin/append/end written
+    /// out; a long one (with a loop) may become one direct call.
+    @inlinable @inline(__always)
+    public mutating func message(_ type: UInt8, _ body: (inout OutBuffer) -> Void) {
         let at = beginMessage(type)
-        appendCString(text)
+        body(&self)
+        endMessage(at)
+    }
+
+    /// `message` for a startup-style packet, which has no type byte.
+    @inlinable @inline(__always)
+    public mutating func untypedMessage(_ body: (inout OutBuffer) -> Void) {
+        let at = beginUntypedMessage()
+        body(&self)
         endMessage(at)
     }
 

@@ -6,14 +6,14 @@ public enum Frontend {
 
     public static func startupMessage(into out: inout OutBuffer, parameters: [(String, String)],
                                       protocolVersion: Int32 = Wire.protocolVersion3) {
-        let at = out.beginUntypedMessage()
-        out.appendInt32(protocolVersion)
-        for (name, value) in parameters {
-            out.appendCString(name)
-            out.appendCString(value)
+        out.untypedMessage {
+            $0.appendInt32(protocolVersion)
+            for (name, value) in parameters {
+                $0.appendCString(name)
+                $0.appendCString(value)
+            }
+            $0.appendUInt8(0)
         }
-        out.appendUInt8(0)
-        out.endMessage(at)
     }
 
     public static func sslRequest(into out: inout OutBuffer) {
@@ -42,21 +42,19 @@ public enum Frontend {
 
     /// SASLInitialResponse; nil data is sent as length -1 ("no initial response").
     public static func saslInitialResponse(into out: inout OutBuffer, mechanism: String, data: [UInt8]?) {
-        let at = out.beginMessage(FrontendType.password)
-        out.appendCString(mechanism)
-        if let data {
-            out.appendInt32(Int32(truncatingIfNeeded: data.count))
-            out.appendBytes(data)
-        } else {
-            out.appendInt32(-1)
+        out.message(FrontendType.password) {
+            $0.appendCString(mechanism)
+            if let data {
+                $0.appendInt32(Int32(truncatingIfNeeded: data.count))
+                $0.appendBytes(data)
+            } else {
+                $0.appendInt32(-1)
+            }
         }
-        out.endMessage(at)
     }
 
     public static func saslResponse(into out: inout OutBuffer, data: [UInt8]) {
-        let at = out.beginMessage(FrontendType.password)
-        out.appendBytes(data)
-        out.endMessage(at)
+        out.message(FrontendType.password) { $0.appendBytes(data) }
     }
 
     // MARK: simple query and session end
@@ -81,58 +79,60 @@ public enum Frontend {
 
     /// Parse; `name` "" is the unnamed statement. `parameterTypes` 0 lets the server infer a type.
     public static func parse(into out: inout OutBuffer, name: String, query: String, parameterTypes: [Int32] = []) {
-        let at = out.beginMessage(FrontendType.parse)
-        out.appendCString(name)
-        out.appendCString(query)
-        out.appendInt16(Int16(truncatingIfNeeded: parameterTypes.count))
-        for t in parameterTypes { out.appendInt32(t) }
-        out.endMessage(at)
+        out.message(FrontendType.parse) {
+            $0.appendCString(name)
+            $0.appendCString(query)
+            $0.appendInt16(Int16(truncatingIfNeeded: parameterTypes.count))
+            for t in parameterTypes { $0.appendInt32(t) }
+        }
     }
 
     /// Bind with text-format parameters (nil = NULL) and text-format results.
     public static func bind(into out: inout OutBuffer, portal: String, statement: String, parameters: [String?] = []) {
-        let at = out.beginMessage(FrontendType.bind)
-        out.appendCString(portal)
-        out.appendCString(statement)
-        out.appendInt16(0)                              // parameter formats: all text
-        out.appendInt16(Int16(truncatingIfNeeded: parameters.count))
-        for p in parameters {
-            guard let p else {
-                out.appendInt32(-1)
-                continue
+        out.message(FrontendType.bind) { out in
+            out.appendCString(portal)
+            out.appendCString(statement)
+            out.appendInt16(0)                          // parameter formats: all text
+            out.appendInt16(Int16(truncatingIfNeeded: parameters.count))
+            for p in parameters {
+                guard let p else {
+                    out.appendInt32(-1)
+                    continue
+                }
+                var utf8 = p
+                utf8.withUTF8 { bytes in
+                    out.appendInt32(Int32(truncatingIfNeeded: bytes.count))
+                    out.appendBytes(UnsafeRawBufferPointer(bytes))
+                }
             }
-            var utf8 = p
-            utf8.withUTF8 { bytes in
-                out.appendInt32(Int32(truncatingIfNeeded: bytes.count))
-                out.appendBytes(UnsafeRawBufferPointer(bytes))
-            }
+            out.appendInt16(0)                          // result formats: all text
         }
-        out.appendInt16(0)                              // result formats: all text
-        out.endMessage(at)
     }
 
     /// Execute; `maxRows` 0 means no limit.
     public static func execute(into out: inout OutBuffer, portal: String, maxRows: Int32 = 0) {
-        let at = out.beginMessage(FrontendType.execute)
-        out.appendCString(portal)
-        out.appendInt32(maxRows)
-        out.endMessage(at)
+        out.message(FrontendType.execute) {
+            $0.appendCString(portal)
+            $0.appendInt32(maxRows)
+        }
     }
 
     /// Describe; `kind` is `Frontend.statementKind` ('S') or `Frontend.portalKind` ('P').
     public static func describe(into out: inout OutBuffer, kind: UInt8, name: String) {
-        let at = out.beginMessage(FrontendType.describe)
-        out.appendUInt8(kind)
-        out.appendCString(name)
-        out.endMessage(at)
+        target(into: &out, FrontendType.describe, kind: kind, name: name)
     }
 
     /// Close; `kind` is `Frontend.statementKind` ('S') or `Frontend.portalKind` ('P').
     public static func close(into out: inout OutBuffer, kind: UInt8, name: String) {
-        let at = out.beginMessage(FrontendType.close)
-        out.appendUInt8(kind)
-        out.appendCString(name)
-        out.endMessage(at)
+        target(into: &out, FrontendType.close, kind: kind, name: name)
+    }
+
+    /// Describe and Close have the same body: what kind of object, and its name.
+    private static func target(into out: inout OutBuffer, _ type: UInt8, kind: UInt8, name: String) {
+        out.message(type) {
+            $0.appendUInt8(kind)
+            $0.appendCString(name)
+        }
     }
 
     /// Target kinds of Describe and Close.

@@ -360,134 +360,112 @@ public struct SQLClassifier: Sendable {
             return
         }
         guard first.kind == .identifier else { info.kind = .other; return }
-        let w = first
-        func word(_ s: StaticString) -> Bool { lx.isWord(w, s) }
-
-        if word("select") {
-            queryKind(.select, facts, &info)
-        } else if word("values") {
-            queryKind(.values, facts, &info)
-        } else if word("table") {
-            queryKind(.table, facts, &info)
-        } else if word("with") {
+        if let k = Self.kind(of: first, lx, in: Self.mainWords) {
+            mainStatement(k, facts, &info)
+        } else if lx.isWord(first, "with") {
             withStatement(&lx, facts, &info)
-        } else if word("show") {
-            info.kind = .show
-            info.readOnly = true
-        } else if word("explain") {
-            explain(&lx, &info)
-        } else if word("insert") {
-            info.kind = .insert
-        } else if word("update") {
-            info.kind = .update
-        } else if word("delete") {
-            info.kind = .delete
-        } else if word("merge") {
-            info.kind = .merge
-        } else if word("copy") {
-            copy(&lx, &info)
-        } else if word("begin") {
-            info.kind = .begin
-            transactionModes(&lx, &info)
-        } else if word("start") {
-            if let t = lx.nextSignificant(), lx.isWord(t, "transaction") {
-                info.kind = .startTransaction
-                transactionModes(&lx, &info)
-            } else {
-                info.kind = .other
-            }
-        } else if word("commit") || word("end") {
-            endTransaction(&lx, &info, commit: true)
-        } else if word("rollback") || word("abort") {
-            endTransaction(&lx, &info, commit: false)
-        } else if word("savepoint") {
-            info.kind = .savepoint
-            info.name = nameRange(&lx)
-        } else if word("release") {
-            info.kind = .release
-            var t = lx.nextSignificant()
-            if let s = t, lx.isWord(s, "savepoint") { t = lx.nextSignificant() }
-            info.name = t.flatMap { nameRange(from: $0, &lx) }
-        } else if word("prepare") {
-            prepare(&lx, &info)
-        } else if word("execute") {
-            info.kind = .execute
-            info.name = nameRange(&lx)
-        } else if word("deallocate") {
-            info.kind = .deallocate
-            var t = lx.nextSignificant()
-            if let p = t, lx.isWord(p, "prepare") { t = lx.nextSignificant() }
-            nameOrAll(t, &lx, &info)
-        } else if word("set") {
-            set(&lx, &info)
-        } else if word("reset") {
-            reset(&lx, &info)
-        } else if word("discard") {
-            info.kind = .discard
-            if let t = lx.nextSignificant() {
-                if lx.isWord(t, "all") {
-                    info.discard = .all
-                    info.flags.insert(.all)
-                } else if lx.isWord(t, "temp") || lx.isWord(t, "temporary") {
-                    info.discard = .temporary
-                } else if lx.isWord(t, "plans") {
-                    info.discard = .plans
-                } else if lx.isWord(t, "sequences") {
-                    info.discard = .sequences
-                }
-            }
-        } else if word("listen") {
-            info.kind = .listen
-            info.name = nameRange(&lx)
-        } else if word("unlisten") {
-            info.kind = .unlisten
-            if let t = lx.nextSignificant() {
-                if lx.isOp(t, "*") { info.flags.insert(.all) } else { info.name = nameRange(from: t, &lx) }
-            }
-        } else if word("notify") {
-            info.kind = .notify
-            info.name = nameRange(&lx)
-            if let c = lx.nextSignificant(), c.kind == .comma, let payload = lx.nextSignificant(), payload.kind == .string {
-                info.value = payload.range
-            }
-        } else if word("declare") {
-            declare(&lx, &info)
-        } else if word("close") {
-            info.kind = .close
-            nameOrAll(lx.nextSignificant(), &lx, &info)
-        } else if word("fetch") || word("move") {
-            info.kind = .fetch
-            // The cursor is the last word: FETCH c, FETCH NEXT FROM c, MOVE FORWARD 5 IN c.
-            var last: SQLToken?
-            while let t = lx.nextSignificant(), t.kind != .semicolon { last = t }
-            if let last, last.isName { info.name = last.range }
-        } else if word("create") {
-            info.kind = .ddl
-            createFlags(&lx, &info)
-        } else if word("alter") || word("drop") || word("comment") || word("grant") || word("revoke")
-                    || word("security") || word("reindex") || word("cluster") || word("refresh")
-                    || word("import") || word("reassign") {
-            info.kind = .ddl
-        } else if word("truncate") {
-            info.kind = .truncate
-        } else if word("call") {
-            info.kind = .call
-        } else if word("do") {
-            info.kind = .do
-        } else if word("lock") {
-            info.kind = .lock
-        } else if word("vacuum") {
-            info.kind = .vacuum
-        } else if word("analyze") || word("analyse") {
-            info.kind = .analyze
+        } else if let k = Self.kind(of: first, lx, in: Self.otherWords) {
+            info.kind = k
+            readRest(first, &lx, &info)
         } else {
             info.kind = .other
         }
     }
 
-    /// SELECT, VALUES, TABLE: read-only unless the facts say otherwise.
-    func queryKind(_ kind: SQLStatementKind, _ facts: Facts, _ info: inout SQLStatementInfo) {
+    typealias WordKinds = [(word: StaticString, kind: SQLStatementKind)]
+
+    /// The statements a WITH list may lead to, also tried first as a statement's first word. Like
+    /// `otherWords`, a constant table: the optimizer lays it out statically, with no lazy
+    /// initialisation or reference counting when it is read.
+    static let mainWords: WordKinds = [
+        ("select", .select), ("values", .values), ("table", .table),
+        ("insert", .insert), ("update", .update), ("delete", .delete), ("merge", .merge),
+    ]
+
+    /// The other first words and the kind each starts, tried in this order after `mainWords` and
+    /// WITH; `readRest` reads what follows. COPY's kind is a placeholder until FROM or TO is read,
+    /// START's until TRANSACTION is.
+    static let otherWords: WordKinds = [
+        ("show", .show), ("explain", .explain), ("copy", .copyFrom), ("begin", .begin), ("start", .startTransaction),
+        ("commit", .commit), ("end", .commit), ("rollback", .rollback), ("abort", .rollback),
+        ("savepoint", .savepoint), ("release", .release), ("prepare", .prepare), ("execute", .execute),
+        ("deallocate", .deallocate), ("set", .set), ("reset", .reset), ("discard", .discard),
+        ("listen", .listen), ("unlisten", .unlisten), ("notify", .notify),
+        ("declare", .declareCursor), ("close", .close), ("fetch", .fetch), ("move", .fetch),
+        ("create", .ddl), ("alter", .ddl), ("drop", .ddl), ("comment", .ddl), ("grant", .ddl), ("revoke", .ddl),
+        ("security", .ddl), ("reindex", .ddl), ("cluster", .ddl), ("refresh", .ddl), ("import", .ddl),
+        ("reassign", .ddl),
+        ("truncate", .truncate), ("call", .call), ("do", .do), ("lock", .lock), ("vacuum", .vacuum),
+        ("analyze", .analyze), ("analyse", .analyze),
+    ]
+
+    /// After the first word `w` of `otherWords`, with `info.kind` set from it: what follows.
+    func readRest(_ w: SQLToken, _ lx: inout SQLLexer, _ info: inout SQLStatementInfo) {
+        switch info.kind {
+        case .show: info.readOnly = true
+        case .explain: explain(&lx, &info)
+        case .copyFrom: copy(&lx, &info)
+        case .begin: transactionModes(&lx, &info)
+        case .startTransaction:
+            guard let t = lx.nextSignificant(), lx.isWord(t, "transaction") else { info.kind = .other; return }
+            transactionModes(&lx, &info)
+        case .commit, .rollback: endTransaction(&lx, &info, commit: info.kind == .commit)
+        case .savepoint, .execute, .listen: info.name = nameRange(&lx)
+        case .release: info.name = next(&lx, skipping: "savepoint").flatMap { nameRange(from: $0, &lx) }
+        case .prepare: prepare(&lx, &info)
+        case .deallocate: nameOrAll(next(&lx, skipping: "prepare"), &lx, &info)
+        case .set: set(&lx, &info)
+        case .reset: reset(&lx, &info)
+        case .discard: discard(&lx, &info)
+        case .unlisten:
+            if let t = lx.nextSignificant() {
+                if lx.isOp(t, "*") { info.flags.insert(.all) } else { info.name = nameRange(from: t, &lx) }
+            }
+        case .notify:
+            info.name = nameRange(&lx)
+            if let c = lx.nextSignificant(), c.kind == .comma, let payload = lx.nextSignificant(), payload.kind == .string {
+                info.value = payload.range
+            }
+        case .declareCursor: declare(&lx, &info)
+        case .close: nameOrAll(lx.nextSignificant(), &lx, &info)
+        case .fetch:
+            // The cursor is the last word: FETCH c, FETCH NEXT FROM c, MOVE FORWARD 5 IN c.
+            var last: SQLToken?
+            while let t = lx.nextSignificant(), t.kind != .semicolon { last = t }
+            if let last, last.isName { info.name = last.range }
+        case .ddl: if lx.isWord(w, "create") { createFlags(&lx, &info) }
+        default:
+            break  // TRUNCATE, CALL, DO, LOCK, VACUUM, ANALYZE: the word says it all.
+        }
+    }
+
+    /// The kind of the first word of `table` that `t` is, nil if none.
+    @inline(__always)
+    static func kind(of t: SQLToken, _ lx: SQLLexer, in table: WordKinds) -> SQLStatementKind? {
+        for entry in table where lx.isWord(t, entry.word) { return entry.kind }
+        return nil
+    }
+
+    /// The next word outside parentheses (the statement's own, not a subquery's or a list's); nil at
+    /// the end. Called again, it goes on from there: the word it returned was at the top level.
+    func nextTopLevelWord(_ lx: inout SQLLexer) -> SQLToken? {
+        var depth = 0
+        while let t = lx.nextSignificant() {
+            switch t.kind {
+            case .leftParen: depth &+= 1
+            case .rightParen: depth &-= 1
+            case .identifier where depth == 0: return t
+            default: break
+            }
+        }
+        return nil
+    }
+
+    /// A statement of `mainWords`: SELECT, VALUES, TABLE are read-only unless the facts say otherwise;
+    /// INSERT, UPDATE, DELETE, MERGE are not.
+    func mainStatement(_ kind: SQLStatementKind, _ facts: Facts, _ info: inout SQLStatementInfo) {
         info.kind = kind
+        guard kind == .select || kind == .values || kind == .table else { return }
         if facts.into { info.flags.insert(.selectInto) }
         info.readOnly = !facts.into && facts.flags.isDisjoint(with: [.lockingClause, .dataModifyingSubstatement, .deniedFunction])
     }
@@ -495,22 +473,8 @@ public struct SQLClassifier: Sendable {
     /// WITH: the kind of the main statement, the first SELECT/INSERT/UPDATE/DELETE/MERGE/VALUES/TABLE
     /// outside the parentheses of the WITH list.
     func withStatement(_ lx: inout SQLLexer, _ facts: Facts, _ info: inout SQLStatementInfo) {
-        var depth = 0
-        while let t = lx.nextSignificant() {
-            switch t.kind {
-            case .leftParen: depth &+= 1
-            case .rightParen: depth &-= 1
-            case .identifier where depth == 0:
-                if lx.isWord(t, "select") { return queryKind(.select, facts, &info) }
-                if lx.isWord(t, "values") { return queryKind(.values, facts, &info) }
-                if lx.isWord(t, "table") { return queryKind(.table, facts, &info) }
-                if lx.isWord(t, "insert") { info.kind = .insert; return }
-                if lx.isWord(t, "update") { info.kind = .update; return }
-                if lx.isWord(t, "delete") { info.kind = .delete; return }
-                if lx.isWord(t, "merge") { info.kind = .merge; return }
-            default:
-                break
-            }
+        while let t = nextTopLevelWord(&lx) {
+            if let k = Self.kind(of: t, lx, in: Self.mainWords) { return mainStatement(k, facts, &info) }
         }
         info.kind = .other
     }
@@ -555,19 +519,27 @@ public struct SQLClassifier: Sendable {
 
     /// COPY ... FROM or COPY ... TO: the first FROM or TO outside parentheses decides.
     func copy(_ lx: inout SQLLexer, _ info: inout SQLStatementInfo) {
-        var depth = 0
-        while let t = lx.nextSignificant() {
-            switch t.kind {
-            case .leftParen: depth &+= 1
-            case .rightParen: depth &-= 1
-            case .identifier where depth == 0:
-                if lx.isWord(t, "from") { info.kind = .copyFrom; return }
-                if lx.isWord(t, "to") { info.kind = .copyTo; return }
-            default:
-                break
-            }
+        while let t = nextTopLevelWord(&lx) {
+            if lx.isWord(t, "from") { info.kind = .copyFrom; return }
+            if lx.isWord(t, "to") { info.kind = .copyTo; return }
         }
         info.kind = .other
+    }
+
+    /// DISCARD ALL | TEMP | TEMPORARY | PLANS | SEQUENCES.
+    func discard(_ lx: inout SQLLexer, _ info: inout SQLStatementInfo) {
+        info.kind = .discard
+        guard let t = lx.nextSignificant() else { return }
+        if lx.isWord(t, "all") {
+            info.discard = .all
+            info.flags.insert(.all)
+        } else if lx.isWord(t, "temp") || lx.isWord(t, "temporary") {
+            info.discard = .temporary
+        } else if lx.isWord(t, "plans") {
+            info.discard = .plans
+        } else if lx.isWord(t, "sequences") {
+            info.discard = .sequences
+        }
     }
 
     /// READ ONLY / READ WRITE among BEGIN's, START TRANSACTION's or SET TRANSACTION's modes.
@@ -593,9 +565,7 @@ public struct SQLClassifier: Sendable {
         guard let p = t else { return }
         if !commit && lx.isWord(p, "to") {
             info.kind = .rollbackToSavepoint
-            var n = lx.nextSignificant()
-            if let s = n, lx.isWord(s, "savepoint") { n = lx.nextSignificant() }
-            info.name = n.flatMap { nameRange(from: $0, &lx) }
+            info.name = next(&lx, skipping: "savepoint").flatMap { nameRange(from: $0, &lx) }
         } else if lx.isWord(p, "and"), let c = lx.nextSignificant(), lx.isWord(c, "chain") {
             info.flags.insert(.andChain)
         }
@@ -611,10 +581,8 @@ public struct SQLClassifier: Sendable {
         }
         info.kind = .prepare
         info.name = nameRange(from: n, &lx)
-        var depth = 0
-        while let t = lx.nextSignificant() {
-            if t.kind == .leftParen { depth &+= 1 } else if t.kind == .rightParen { depth &-= 1 }
-            if depth == 0 && lx.isWord(t, "as") {
+        while let t = nextTopLevelWord(&lx) {
+            if lx.isWord(t, "as") {
                 if let b = lx.nextSignificant() { info.body = b.start..<lastEnd(&lx, after: b) }
                 return
             }
@@ -684,7 +652,7 @@ public struct SQLClassifier: Sendable {
         }
         // `name [. name ...]` followed by TO / = is the generic form, whatever the first word is.
         var look = lx
-        let nameEnd = dottedNameEnd(from: t, &look)
+        let nameEnd = look.dottedNameEnd(from: t)
         if let op = look.nextSignificant() {
             if lx.isOp(op, "=") || lx.isWord(op, "to") {
                 lx = look
@@ -788,7 +756,7 @@ public struct SQLClassifier: Sendable {
         } else {
             info.setting = .named
             var look = lx
-            info.name = t.start..<dottedNameEnd(from: t, &look)
+            info.name = t.start..<look.dottedNameEnd(from: t)
             return
         }
         info.name = t.start..<nameLast.end
@@ -796,17 +764,11 @@ public struct SQLClassifier: Sendable {
 
     // MARK: Names and ranges
 
-    /// The end of `name [. name ...]` starting at `t`; `lx` is left after it.
-    func dottedNameEnd(from t: SQLToken, _ lx: inout SQLLexer) -> Int {
-        var end = t.end
-        while let d = lx.peekSignificant(), d.kind == .dot {
-            var look = lx
-            _ = look.nextSignificant()
-            guard let n = look.nextSignificant(), n.isName else { break }
-            lx = look
-            end = n.end
-        }
-        return end
+    /// The next token, or the one after it when it is the optional `word` (RELEASE [SAVEPOINT] x,
+    /// DEALLOCATE [PREPARE] x, ROLLBACK TO [SAVEPOINT] x).
+    func next(_ lx: inout SQLLexer, skipping word: StaticString) -> SQLToken? {
+        guard let t = lx.nextSignificant() else { return nil }
+        return lx.isWord(t, word) ? lx.nextSignificant() : t
     }
 
     func nameRange(_ lx: inout SQLLexer) -> Range<Int>? {
@@ -817,7 +779,7 @@ public struct SQLClassifier: Sendable {
     /// A name token (or a dotted name) at `t`, nil if `t` is not a name.
     func nameRange(from t: SQLToken, _ lx: inout SQLLexer) -> Range<Int>? {
         guard t.isName else { return nil }
-        return t.start..<dottedNameEnd(from: t, &lx)
+        return t.start..<lx.dottedNameEnd(from: t)
     }
 
     func nameOrAll(_ t: SQLToken?, _ lx: inout SQLLexer, _ info: inout SQLStatementInfo) {
@@ -853,15 +815,12 @@ extension SQLLexer {
     /// over the token's exact bytes.
     @usableFromInline
     func isWordLike(_ t: SQLToken, _ word: StaticString) -> Bool {
-        guard t.length == word.utf8CodeUnitCount else { return false }
-        let w = word.utf8Start
-        for k in 0..<t.length where SQLLexer.lower(bytes[t.start &+ k]) != w[k] { return false }
-        return true
+        t.length == word.utf8CodeUnitCount && matches(at: t.start, SQLLexer.raw(word), folding: true)
     }
 
     /// A function name: the unquoted word (folded) or the quoted identifier (exact).
     @usableFromInline
     func isWordOrQuoted(_ t: SQLToken, _ name: StaticString) -> Bool {
-        names(t, UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
+        names(t, SQLLexer.raw(name))
     }
 }

@@ -52,6 +52,18 @@ public enum SQLHash {
         UInt64(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: i, as: UInt32.self)))
     }
 
+    /// XXH64's final mix, which spreads every input bit over the whole value (also ends `shape`).
+    @inlinable @inline(__always)
+    static func avalanche(_ h: UInt64) -> UInt64 {
+        var h = h
+        h ^= h >> 33
+        h &*= p2
+        h ^= h >> 29
+        h &*= p3
+        h ^= h >> 32
+        return h
+    }
+
     /// XXH64 of `bytes` with `seed`.
     @inlinable
     public static func xxh64(_ bytes: UnsafeRawBufferPointer, seed: UInt64) -> UInt64 {
@@ -94,11 +106,6 @@ public enum SQLHash {
             h = rotl(h, 11) &* p1
             i &+= 1
         }
-        h ^= h >> 33
-        h &*= p2
-        h ^= h >> 29
-        h &*= p3
-        h ^= h >> 32
-        return h
+        return avalanche(h)
     }
 }

@@ -444,27 +444,13 @@ extension SQLLexer {
     /// unquoted names: ASCII letters only.
     @inlinable
     public func isWord(_ t: SQLToken, _ word: StaticString) -> Bool {
-        guard t.kind == .identifier, t.length == word.utf8CodeUnitCount else { return false }
-        let w = word.utf8Start
-        var k = 0
-        while k < t.length {
-            if SQLLexer.lower(bytes[t.start &+ k]) != w[k] { return false }
-            k &+= 1
-        }
-        return true
+        t.kind == .identifier && t.length == word.utf8CodeUnitCount && matches(at: t.start, Self.raw(word), folding: true)
     }
 
     /// True when `t` is the operator `text` exactly.
     @inlinable
     public func isOp(_ t: SQLToken, _ text: StaticString) -> Bool {
-        guard t.kind == .op, t.length == text.utf8CodeUnitCount else { return false }
-        let w = text.utf8Start
-        var k = 0
-        while k < t.length {
-            if bytes[t.start &+ k] != w[k] { return false }
-            k &+= 1
-        }
-        return true
+        t.kind == .op && t.length == text.utf8CodeUnitCount && matches(at: t.start, Self.raw(text), folding: false)
     }
 
     /// True when the name `t` denotes `name` (lower case, no quotes): an unquoted word compared as
@@ -473,24 +459,46 @@ extension SQLLexer {
     public func names(_ t: SQLToken, _ name: UnsafeRawBufferPointer) -> Bool {
         switch t.kind {
         case .identifier:
-            guard t.length == name.count else { return false }
-            var k = 0
-            while k < t.length {
-                if SQLLexer.lower(bytes[t.start &+ k]) != name[k] { return false }
-                k &+= 1
-            }
-            return true
+            return t.length == name.count && matches(at: t.start, name, folding: true)
         case .quotedIdentifier:
             guard !t.flags.contains(.unicode), !t.flags.contains(.unterminated), t.length == name.count &+ 2 else { return false }
-            var k = 0
-            while k < name.count {
-                if bytes[t.start &+ 1 &+ k] != name[k] { return false }
-                k &+= 1
-            }
-            return true
+            return matches(at: t.start &+ 1, name, folding: false)
         default:
             return false
         }
+    }
+
+    /// True when the buffer's bytes from `start` on are `text` (which the caller has checked fits):
+    /// byte for byte, or with `folding` the buffer's ASCII letters lowered first (`text` is lower
+    /// case). The one comparison loop behind isWord, isOp, isWordLike and names.
+    @inlinable @inline(__always)
+    func matches(at start: Int, _ text: UnsafeRawBufferPointer, folding: Bool) -> Bool {
+        var k = 0
+        while k < text.count {
+            let c = bytes[start &+ k]
+            if (folding ? SQLLexer.lower(c) : c) != text[k] { return false }
+            k &+= 1
+        }
+        return true
+    }
+
+    @inlinable @inline(__always)
+    static func raw(_ s: StaticString) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount)
+    }
+
+    /// The end of `name [. name ...]` from the name `t` just read; the lexer is left after the last
+    /// name (a dot not followed by a name is not consumed).
+    mutating func dottedNameEnd(from t: SQLToken) -> Int {
+        var end = t.end
+        while let d = peekSignificant(), d.kind == .dot {
+            var look = self
+            _ = look.nextSignificant()
+            guard let n = look.nextSignificant(), n.isName else { break }
+            self = look
+            end = n.end
+        }
+        return end
     }
 
     /// Appends the name a token stands for: an unquoted word folded to lower case (ASCII letters

@@ -380,7 +380,7 @@ public struct SQLNormalizer {
                 } else if lx.isWord(t, "copy") && prev == nil {
                     var look = lx
                     if let n = look.nextSignificant(), n.isName {
-                        let end = dottedNameEnd(&look, n)
+                        let end = look.dottedNameEnd(from: n)
                         copyName = n.start..<end
                     }
                 } else if let p = prev, p.kind == .comma || lx.isWord(p, "with") || lx.isWord(p, "recursive") {
@@ -436,7 +436,7 @@ public struct SQLNormalizer {
                 guard skipBalanced(&look, budget: 4096) else { return }
             } else {
                 guard t.isName, !SQLWords.isReserved(lx, t) else { return }
-                let end = dottedNameEnd(&look, t)
+                let end = look.dottedNameEnd(from: t)
                 if calls, let p = look.peekSignificant(), p.kind == .leftParen {
                     _ = look.nextSignificant()
                     guard skipBalanced(&look, budget: 4096) else { return }
@@ -461,19 +461,6 @@ public struct SQLNormalizer {
             guard let c = look.peekSignificant(), c.kind == .comma else { return }
             _ = look.nextSignificant()
         }
-    }
-
-    /// After `name`, the end of `name . name ...`.
-    func dottedNameEnd(_ look: inout SQLLexer, _ t: SQLToken) -> Int {
-        var end = t.end
-        while let d = look.peekSignificant(), d.kind == .dot {
-            var l2 = look
-            _ = l2.nextSignificant()
-            guard let n = l2.nextSignificant(), n.isName else { break }
-            look = l2
-            end = n.end
-        }
-        return end
     }
 
     /// Skips to just after the `)` closing an already consumed `(`; false if the input ends first or

@@ -43,6 +43,23 @@ extension SQLHash {
             while i < n && (SQLLexer.isDigit(b[i])
                             || (b[i] == UInt8(ascii: "_") && i &+ 1 < n && SQLLexer.isDigit(b[i &+ 1]))) { i &+= 1 }
         }
+        // From the opening quote `q` at i to just after its closing one (a doubled `q` inside is one
+        // character); false when the text ends first.
+        @inline(__always) func skipQuoted(_ q: UInt8) -> Bool {
+            i &+= 1
+            while i < n {
+                if b[i] == q {
+                    if i &+ 1 < n && b[i &+ 1] == q {
+                        i &+= 2
+                        continue
+                    }
+                    i &+= 1
+                    return true
+                }
+                i &+= 1
+            }
+            return false
+        }
         // Numbers and strings count apart: a `-` before a number may be its sign, before a string not.
         @inline(__always) func marker(_ kind: UInt64) { h = round(h, kind) }
         let number: UInt64 = 0x4E55_4D42_4552_0000, string: UInt64 = 0x5354_5249_4E47_0000
@@ -58,19 +75,7 @@ extension SQLHash {
             case UInt8(ascii: "'"):
                 if i > 0 && (isWordByte(b[i &- 1]) || b[i &- 1] == UInt8(ascii: "&")) { return nil }
                 flush(i)
-                i &+= 1
-                while true {
-                    guard i < n else { return nil }
-                    if b[i] == UInt8(ascii: "'") {
-                        if i &+ 1 < n && b[i &+ 1] == UInt8(ascii: "'") {
-                            i &+= 2
-                            continue
-                        }
-                        i &+= 1
-                        break
-                    }
-                    i &+= 1
-                }
+                guard skipQuoted(UInt8(ascii: "'")) else { return nil }
                 marker(string)
                 runStart = i
             case UInt8(ascii: "0")...UInt8(ascii: "9"):
@@ -102,19 +107,7 @@ extension SQLHash {
                 // A quoted name (ORMs quote every name): its bytes count as they are, and nothing in
                 // it is a constant or a comment. `U&"..."` is left to the lexer.
                 if i > 0 && b[i &- 1] == UInt8(ascii: "&") { return nil }
-                i &+= 1
-                while true {
-                    guard i < n else { return nil }
-                    if b[i] == UInt8(ascii: "\"") {
-                        if i &+ 1 < n && b[i &+ 1] == UInt8(ascii: "\"") {
-                            i &+= 2
-                            continue
-                        }
-                        i &+= 1
-                        break
-                    }
-                    i &+= 1
-                }
+                guard skipQuoted(UInt8(ascii: "\"")) else { return nil }
             case UInt8(ascii: "$"), UInt8(ascii: "\\"):
                 return nil
             case UInt8(ascii: "-"):
@@ -155,11 +148,6 @@ extension SQLHash {
             }
         }
         flush(n)
-        h ^= h >> 33
-        h &*= p2
-        h ^= h >> 29
-        h &*= p3
-        h ^= h >> 32
-        return h
+        return avalanche(h)
     }
 }

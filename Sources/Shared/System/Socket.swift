@@ -131,21 +131,14 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
 }
 
 /// PgBouncer's tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt (seconds, probes) and
-/// tcp_user_timeout (milliseconds); 0 means "the system's default".
+/// tcp_user_timeout (milliseconds); 0 means "the system's default". Made by
+/// `Config.tcpKeepaliveSettings` (the memberwise initializer); the worker reads and adjusts it.
 public struct TCPKeepalive: Sendable, Equatable {
     public var enabled: Bool
     public var idle: Int32
     public var interval: Int32
     public var count: Int32
     public var userTimeoutMillis: Int32
-
-    public init(enabled: Bool, idle: Int32 = 0, interval: Int32 = 0, count: Int32 = 0, userTimeoutMillis: Int32 = 0) {
-        self.enabled = enabled
-        self.idle = idle
-        self.interval = interval
-        self.count = count
-        self.userTimeoutMillis = userTimeoutMillis
-    }
 }
 
 public enum Sockets {
