@@ -27,7 +27,7 @@ typealias PoolQuotas = ShareQuotas<PoolQuotaKey>
 /// `max_db_connections` and `max_user_connections` split over the workers (ServiceLimits.swift).
 typealias GroupQuotas = ShareQuotas<LimitGroupKey>
 
-/// What a worker's report says of one pool.
+/// What a worker's report says of one pool (or limit group).
 struct SlotFigures {
     var servers = 0
     var idle = 0
