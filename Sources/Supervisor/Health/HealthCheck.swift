@@ -96,7 +96,7 @@ extension Supervisor {
         if healthState.resolver == nil {
             do throws(SyscallError) {
                 let r = try DNSResolver()
-                try epoll.add(r.wakeRead, events: .input, data: SupervisorToken.healthResolver.raw)
+                try epoll.add(r.mailbox.wakeRead, events: .input, data: SupervisorToken.healthResolver.raw)
                 healthState.resolver = r
             } catch {
                 log.error("cannot start the DNS resolver: \(error); host names will not be resolved")

@@ -27,6 +27,42 @@ typealias PoolQuotas = ShareQuotas<PoolQuotaKey>
 /// `max_db_connections` and `max_user_connections` split over the workers (ServiceLimits.swift).
 typealias GroupQuotas = ShareQuotas<LimitGroupKey>
 
+/// What a worker's report says of one pool (or limit group).
+struct SlotFigures {
+    var servers = 0
+    var idle = 0
+    var waiting = 0
+    /// Clients waiting longer than reserve_pool_timeout at the worker's quota.
+    var overdue = 0
+}
+
+/// Most servers one worker had in use at once (reported servers - idle, where a report's idle is the
+/// fewest over its interval) in the current and the previous half of a window, and when the current
+/// half began (`.min`: not yet).
+struct BusyWindow {
+    var peak = 0
+    var previousPeak = 0
+    var start = Int64.min
+
+    /// Starts a new half-window when the current one is over. Called before a report's figures replace
+    /// the previous ones: those held until now (a worker reports only changes), so `current` (their
+    /// servers in use) starts the new half.
+    mutating func rotate(current: Int, now: Int64, half: Int64) {
+        if start == .min || now - start >= 2 * half {
+            previousPeak = current
+            peak = current
+            start = now
+        } else if now - start >= half {
+            previousPeak = peak
+            peak = current
+            start += half
+        }
+    }
+
+    /// Most servers in use over the last half to whole window.
+    var windowPeak: Int { max(peak, previousPeak) }
+}
+
 /// Invariant: for every pool, the sum of the workers' quotas never exceeds the pool size plus its
 /// reserve (reserve_pool_size; 0 for limit groups), so the server connections of all workers together
 /// never do either; it exceeds the pool size only by reserve handed to workers whose clients waited
@@ -42,11 +78,8 @@ struct ShareQuotas<Key: Hashable & Sendable> {
         /// that only workers with overdue clients get, and that goes back once no server stands on it.
         var reserve = 0
         var quota: [Int]
-        var servers: [Int]
-        var idle: [Int]
-        var waiting: [Int]
-        /// Clients each slot reported waiting longer than reserve_pool_timeout at its quota.
-        var overdue: [Int]
+        /// Each slot's last report (zero for a dead slot, or one that holds no such pool).
+        var reported: [SlotFigures]
         /// Seq of the last quota sent to each slot, and of the last one each slot reported applied.
         var sentSeq: [UInt32]
         var seenSeq: [UInt32]
@@ -54,13 +87,9 @@ struct ShareQuotas<Key: Hashable & Sendable> {
         var heard: [Bool]
         /// The slot's last report said it holds no such pool (freed, or never opened: `servers` -1).
         var freed: [Bool]
-        /// Most servers each slot had in use at once (reported servers - idle, where a report's idle
-        /// is the fewest over its interval) in the current and the previous half of `calmNanos`, and
-        /// when the current half began (`.min`: not yet). A donor gives only quota it left unused
+        /// Each slot's servers in use over the last `calmNanos`: a donor gives only quota it left unused
         /// over the whole window.
-        var busyPeak: [Int]
-        var busyPeakPrev: [Int]
-        var busyPeakStart: [Int64]
+        var busy: [BusyWindow]
         /// A lowering not confirmed yet: while set, nothing else moves in this pool. `receiver` -1: reserve
         /// given back (nobody is raised).
         var pending: (donor: Int, receiver: Int, amount: Int)?
@@ -117,13 +146,7 @@ struct ShareQuotas<Key: Hashable & Sendable> {
         guard slot >= 0 && slot < workers else { return [] }
         if servers < 0 {
             guard pools[key] != nil else { return [] }
-            pools[key]!.servers[slot] = 0
-            pools[key]!.idle[slot] = 0
-            pools[key]!.waiting[slot] = 0
-            pools[key]!.overdue[slot] = 0
-            pools[key]!.seenSeq[slot] = seq
-            pools[key]!.heard[slot] = true
-            pools[key]!.freed[slot] = true
+            heard(key, slot: slot, SlotFigures(), seq: seq, freed: true)
             var orders = rebalance(key, now: now)
             // A slot never heard from since its process started holds none either (a worker that opens
             // a pool reports it at its next tick; if that report comes after the forget, the pool starts
@@ -143,17 +166,20 @@ struct ShareQuotas<Key: Hashable & Sendable> {
             orders += resize(key, to: size, reserve: reserve)
         }
         rotatePeak(key, slot: slot, now: now)
-        pools[key]!.servers[slot] = max(0, servers)
-        pools[key]!.idle[slot] = max(0, idle)
-        pools[key]!.waiting[slot] = max(0, waiting)
-        pools[key]!.overdue[slot] = max(0, overdue)
-        pools[key]!.seenSeq[slot] = seq
-        pools[key]!.heard[slot] = true
-        pools[key]!.freed[slot] = false
+        heard(key, slot: slot, SlotFigures(servers: max(0, servers), idle: max(0, idle), waiting: max(0, waiting),
+                                           overdue: max(0, overdue)), seq: seq, freed: false)
         let busy = max(0, servers - idle)
-        if busy > pools[key]!.busyPeak[slot] { pools[key]!.busyPeak[slot] = busy }
+        if busy > pools[key]!.busy[slot].peak { pools[key]!.busy[slot].peak = busy }
         orders += rebalance(key, now: now)
         return orders
+    }
+
+    /// A report from `slot` about an existing pool: its figures, and the last quota it applied.
+    private mutating func heard(_ key: Key, slot: Int, _ figures: SlotFigures, seq: UInt32, freed: Bool) {
+        pools[key]!.reported[slot] = figures
+        pools[key]!.seenSeq[slot] = seq
+        pools[key]!.heard[slot] = true
+        pools[key]!.freed[slot] = freed
     }
 
     /// A worker process exited: its connections are gone, so its whole quota may be given away.
@@ -162,11 +188,8 @@ struct ShareQuotas<Key: Hashable & Sendable> {
         alive[slot] = false
         var orders: [ShareOrder<Key>] = []
         for key in Array(pools.keys) {
-            pools[key]!.servers[slot] = 0
-            pools[key]!.idle[slot] = 0
-            pools[key]!.waiting[slot] = 0
-            pools[key]!.overdue[slot] = 0
-            pools[key]!.busyPeakStart[slot] = .min
+            pools[key]!.reported[slot] = SlotFigures()
+            pools[key]!.busy[slot].start = .min
             orders += rebalance(key, now: now)
         }
         return orders
@@ -181,7 +204,7 @@ struct ShareQuotas<Key: Hashable & Sendable> {
             pools[key]!.seenSeq[slot] = 0
             pools[key]!.heard[slot] = false
             pools[key]!.freed[slot] = false
-            pools[key]!.busyPeakStart[slot] = .min
+            pools[key]!.busy[slot].start = .min
             orders.append(send(key, slot: slot))
         }
         return orders
@@ -199,40 +222,27 @@ struct ShareQuotas<Key: Hashable & Sendable> {
         return orders
     }
 
-    /// Starts a new half-window for `slot` when the current one is over. Called before a report's
-    /// figures replace the previous ones: those held until now (a worker reports only changes), so
-    /// they start the new half.
+    /// The slot's busy window, moved on to `now` (`BusyWindow.rotate`).
     private mutating func rotatePeak(_ key: Key, slot: Int, now: Int64) {
-        let half = Self.calmNanos / 2
-        let current = max(0, pools[key]!.servers[slot] - pools[key]!.idle[slot])
-        let start = pools[key]!.busyPeakStart[slot]
-        if start == .min || now - start >= 2 * half {
-            pools[key]!.busyPeakPrev[slot] = current
-            pools[key]!.busyPeak[slot] = current
-            pools[key]!.busyPeakStart[slot] = now
-        } else if now - start >= half {
-            pools[key]!.busyPeakPrev[slot] = pools[key]!.busyPeak[slot]
-            pools[key]!.busyPeak[slot] = current
-            pools[key]!.busyPeakStart[slot] = start + half
-        }
+        let r = pools[key]!.reported[slot]
+        pools[key]!.busy[slot].rotate(current: max(0, r.servers - r.idle), now: now, half: Self.calmNanos / 2)
     }
 
     /// Most servers `slot` had in use at once over the last half to whole `calmNanos`.
     private mutating func windowPeak(_ key: Key, slot: Int, now: Int64) -> Int {
         rotatePeak(key, slot: slot, now: now)
-        return max(pools[key]!.busyPeak[slot], pools[key]!.busyPeakPrev[slot])
+        return pools[key]!.busy[slot].windowPeak
     }
 
     // MARK: Moving quota
 
     private func makeEntry(size: Int, reserve: Int) -> Entry {
-        let zero = Array(repeating: 0, count: workers)
-        return Entry(size: size, reserve: max(0, reserve),
-                     quota: (0..<workers).map { Self.evenShare(size: size, slot: $0, workers: workers) },
-                     servers: zero, idle: zero, waiting: zero, overdue: zero,
-                     sentSeq: Array(repeating: 0, count: workers), seenSeq: Array(repeating: 0, count: workers),
-                     heard: Array(repeating: false, count: workers), freed: Array(repeating: false, count: workers),
-                     busyPeak: zero, busyPeakPrev: zero, busyPeakStart: Array(repeating: .min, count: workers))
+        Entry(size: size, reserve: max(0, reserve),
+              quota: (0..<workers).map { Self.evenShare(size: size, slot: $0, workers: workers) },
+              reported: Array(repeating: SlotFigures(), count: workers),
+              sentSeq: Array(repeating: 0, count: workers), seenSeq: Array(repeating: 0, count: workers),
+              heard: Array(repeating: false, count: workers), freed: Array(repeating: false, count: workers),
+              busy: Array(repeating: BusyWindow(), count: workers))
     }
 
     /// A changed pool size or reserve: the even split of the new size (reserve handed out goes back).
@@ -265,15 +275,15 @@ struct ShareQuotas<Key: Hashable & Sendable> {
         let capacity = e.size + e.reserve
         if let p = e.pending {
             let confirmed = !alive[p.donor]
-                || (e.seenSeq[p.donor] == e.sentSeq[p.donor] && e.servers[p.donor] <= e.quota[p.donor])
+                || (e.seenSeq[p.donor] == e.sentSeq[p.donor] && e.reported[p.donor].servers <= e.quota[p.donor])
             if !confirmed {
                 // The donor applied the lowering but its servers are all in use (an idle one was taken
                 // between its report and the lowering; session clients may hold theirs for hours).
                 // After a while it keeps what it holds and only the rest moves: no deadlock, and the
                 // sum is unchanged (what the donor keeps back, the receiver does not get).
-                guard e.seenSeq[p.donor] == e.sentSeq[p.donor], e.idle[p.donor] == 0,
+                guard e.seenSeq[p.donor] == e.sentSeq[p.donor], e.reported[p.donor].idle == 0,
                       now - e.lastMove >= Self.stuckLoweringNanos else { return [] }
-                let kept = min(p.amount, e.servers[p.donor] - e.quota[p.donor])
+                let kept = min(p.amount, e.reported[p.donor].servers - e.quota[p.donor])
                 pools[key]!.quota[p.donor] += kept
                 pools[key]!.pending = nil
                 pools[key]!.lastMove = now
@@ -312,8 +322,8 @@ struct ShareQuotas<Key: Hashable & Sendable> {
     private mutating func returnReserve(_ key: Key, now: Int64) -> [ShareOrder<Key>]? {
         let e = pools[key]!
         for s in 0..<workers {
-            let settled = !alive[s] || (e.heard[s] && e.seenSeq[s] == e.sentSeq[s] && e.waiting[s] == 0)
-            let unused = e.quota[s] - (alive[s] ? e.servers[s] : 0)
+            let settled = !alive[s] || (e.heard[s] && e.seenSeq[s] == e.sentSeq[s] && e.reported[s].waiting == 0)
+            let unused = e.quota[s] - (alive[s] ? e.reported[s].servers : 0)
             guard settled && unused > 0 else { continue }
             let amount = min(unused, e.handedOut - e.size)
             pools[key]!.quota[s] -= amount
@@ -339,14 +349,14 @@ struct ShareQuotas<Key: Hashable & Sendable> {
         let room = e.size + e.reserve - e.handedOut
         guard room > 0 else { return [] }
         var receiver = -1, waiting = 0
-        for s in 0..<workers where alive[s] && e.servers[s] >= e.quota[s] {
-            waiting += max(e.waiting[s], e.overdue[s])
-            guard e.overdue[s] > 0 && e.seenSeq[s] == e.sentSeq[s] else { continue }
-            if receiver < 0 || e.overdue[s] > e.overdue[receiver] { receiver = s }
+        for s in 0..<workers where alive[s] && e.reported[s].servers >= e.quota[s] {
+            waiting += max(e.reported[s].waiting, e.reported[s].overdue)
+            guard e.reported[s].overdue > 0 && e.seenSeq[s] == e.sentSeq[s] else { continue }
+            if receiver < 0 || e.reported[s].overdue > e.reported[receiver].overdue { receiver = s }
         }
         guard receiver >= 0 else { return [] }
-        let part = (room * e.overdue[receiver] + waiting - 1) / waiting
-        let amount = min(room, e.overdue[receiver], part)
+        let part = (room * e.reported[receiver].overdue + waiting - 1) / waiting
+        let amount = min(room, e.reported[receiver].overdue, part)
         pools[key]!.quota[receiver] += amount
         pools[key]!.lastMove = now
         var order = send(key, slot: receiver)
@@ -362,16 +372,16 @@ struct ShareQuotas<Key: Hashable & Sendable> {
         // The receiver: among workers at (or above) their quota with clients waiting, one below its even
         // share first, then the most clients waiting.
         var receiver = -1, receiverBelow = false
-        for s in 0..<workers where alive[s] && e.waiting[s] > 0 && e.servers[s] >= e.quota[s] {
+        for s in 0..<workers where alive[s] && e.reported[s].waiting > 0 && e.reported[s].servers >= e.quota[s] {
             let below = e.quota[s] < Self.evenShare(size: e.size, slot: s, workers: workers)
             if receiver < 0 || (below && !receiverBelow)
-                || (below == receiverBelow && e.waiting[s] > e.waiting[receiver]) {
+                || (below == receiverBelow && e.reported[s].waiting > e.reported[receiver].waiting) {
                 receiver = s
                 receiverBelow = below
             }
         }
         guard receiver >= 0 else { return nil }
-        let need = e.waiting[receiver]
+        let need = e.reported[receiver].waiting
         let free = e.size - e.handedOut
         if free > 0 {
             let amount = min(free, need)
@@ -381,7 +391,7 @@ struct ShareQuotas<Key: Hashable & Sendable> {
         }
         // The donor: the most quota not in use over the last `calmNanos`, among workers with nobody waiting.
         var donor = -1, spare = 0
-        for s in 0..<workers where s != receiver && e.waiting[s] == 0 && (e.heard[s] || !alive[s]) {
+        for s in 0..<workers where s != receiver && e.reported[s].waiting == 0 && (e.heard[s] || !alive[s]) {
             let busy = alive[s] ? windowPeak(key, slot: s, now: now) : 0
             let unused = e.quota[s] - max(0, busy)
             if unused > spare {
@@ -396,7 +406,7 @@ struct ShareQuotas<Key: Hashable & Sendable> {
             // servers are all busy would wait (and be cut back every stuckLoweringNanos) until one of
             // its queries ends, and block the grant all that time.
             let fair = Self.evenShare(size: e.size, slot: receiver, workers: workers)
-            guard e.quota[receiver] < fair, e.overdue[receiver] == 0 || e.size + e.reserve <= e.handedOut else { return nil }
+            guard e.quota[receiver] < fair, e.reported[receiver].overdue == 0 || e.size + e.reserve <= e.handedOut else { return nil }
             for s in 0..<workers where s != receiver && alive[s] {
                 let over = e.quota[s] - Self.evenShare(size: e.size, slot: s, workers: workers)
                 if over > spare {

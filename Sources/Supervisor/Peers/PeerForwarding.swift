@@ -1,7 +1,6 @@
 // Forwards cancel requests whose key names another peer to that peer's host, as PgBouncer's peering does.
 import Glibc
 import Shared
-import Synchronization
 
 /// What a forwarding thread reports to the loop.
 struct PeerEvent: Sendable {
@@ -15,38 +14,6 @@ struct PeerEvent: Sendable {
     var kind: Kind
 }
 
-/// Events waiting for the loop, and the pipe that wakes it (as `ResolverMailbox`).
-final class PeerMailbox: Sendable {
-    let events = Mutex<[PeerEvent]>([])
-    let wakeRead: Int32
-    let wakeWrite: Int32
-
-    init() throws(SyscallError) {
-        let (r, w) = try Posix.pipe()  // non-blocking, close-on-exec
-        wakeRead = r
-        wakeWrite = w
-    }
-
-    func post(_ e: PeerEvent) {
-        events.withLock { $0.append(e) }
-        var b: UInt8 = 1
-        _ = try? Posix.write(wakeWrite, &b, 1)
-    }
-
-    func collect() -> [PeerEvent] {
-        var buf = [UInt8](repeating: 0, count: 64)
-        while true {
-            let r = buf.withUnsafeMutableBytes { try? Posix.read(wakeRead, $0.baseAddress!, 64) }
-            guard case .processed(let n)? = r, n > 0 else { break }
-        }
-        return events.withLock { e in
-            let out = e
-            e = []
-            return out
-        }
-    }
-}
-
 /// One cancel sent to one peer, on its own short-lived thread: resolve (a host name may block),
 /// connect, send the CancelRequest, wait for the peer to close the connection (PgBouncer closes it
 /// once it has passed the cancel on; so does pgswift). Each step is bounded by `timeoutMillis`.
@@ -54,9 +21,9 @@ final class PeerCancelJob: Sendable {
     let peer: PeerEntry
     let cancel: PeerCancel
     let timeoutMillis: Int32
-    let mailbox: PeerMailbox
+    let mailbox: ThreadMailbox<PeerEvent>
 
-    init(peer: PeerEntry, cancel: PeerCancel, timeoutMillis: Int32, mailbox: PeerMailbox) {
+    init(peer: PeerEntry, cancel: PeerCancel, timeoutMillis: Int32, mailbox: ThreadMailbox<PeerEvent>) {
         self.peer = peer
         self.cancel = cancel
         self.timeoutMillis = timeoutMillis
@@ -132,7 +99,7 @@ final class PeerCancelJob: Sendable {
 /// The supervisor's side of peering: the peer pools and the mailbox their threads report to.
 struct PeerForwardState {
     var pools = PeerPools()
-    var mailbox: PeerMailbox? = nil
+    var mailbox: ThreadMailbox<PeerEvent>? = nil
 }
 
 extension Supervisor {
@@ -152,10 +119,10 @@ extension Supervisor {
         }
     }
 
-    private func ensurePeerMailbox() -> PeerMailbox? {
+    private func ensurePeerMailbox() -> ThreadMailbox<PeerEvent>? {
         if let m = peerState.mailbox { return m }
         do throws(SyscallError) {
-            let m = try PeerMailbox()
+            let m = try ThreadMailbox<PeerEvent>()
             try epoll.add(m.wakeRead, events: .input, data: SupervisorToken.peerCancels.raw)
             peerState.mailbox = m
             return m

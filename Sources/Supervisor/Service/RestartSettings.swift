@@ -6,36 +6,22 @@ struct RestartSettings: Equatable, Sendable {
     var listenPort: Int
     var unixSocketDir: String
     var unixSocketMode: Int
-    var unixSocketGroup: String
-    var soReuseport: Bool
+    var unixSocketGroup = ""
+    var soReuseport = false
     var listenBacklog: Int
     var workers: Int
     var workerBinary: String?
     var pidfile: String?
     /// In every cancel key handed out (PeerCancelKey): workers get it on their command line.
     var peerID = 0
+}
 
-    init(listenAddr: [String], listenPort: Int, unixSocketDir: String, unixSocketMode: Int,
-         unixSocketGroup: String = "", soReuseport: Bool = false,
-         listenBacklog: Int, workers: Int, workerBinary: String?, pidfile: String?) {
-        self.listenAddr = listenAddr
-        self.listenPort = listenPort
-        self.unixSocketDir = unixSocketDir
-        self.unixSocketMode = unixSocketMode
-        self.unixSocketGroup = unixSocketGroup
-        self.soReuseport = soReuseport
-        self.listenBacklog = listenBacklog
-        self.workers = workers
-        self.workerBinary = workerBinary
-        self.pidfile = pidfile
-    }
-
+extension RestartSettings {
     init(_ c: Config) {
         self.init(listenAddr: c.listenAddr, listenPort: c.listenPort, unixSocketDir: c.unixSocketDir,
                   unixSocketMode: c.unixSocketMode, unixSocketGroup: c.unixSocketGroup, soReuseport: c.soReuseport,
                   listenBacklog: c.listenBacklog, workers: c.workers,
-                  workerBinary: c.workerBinary, pidfile: c.pidfile)
-        peerID = c.peerID
+                  workerBinary: c.workerBinary, pidfile: c.pidfile, peerID: c.peerID)
     }
 
     /// Config keys whose value differs in `new`: they take effect only after a restart.

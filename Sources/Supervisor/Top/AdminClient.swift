@@ -1,5 +1,5 @@
-// A small blocking PostgreSQL client for `pgswift top`: connect over TCP or a Unix socket, log in
-// (trust, cleartext, md5, SCRAM-SHA-256 through `BackendLoginMachine`), run simple queries.
+// A small blocking PostgreSQL client for `pgswift top` and `pgswift upgrade`: connect over TCP or a Unix
+// socket, log in (trust, cleartext, md5, SCRAM-SHA-256 through `BackendLoginMachine`), run simple queries.
 import Glibc
 import Shared
 
@@ -26,22 +26,27 @@ struct AdminTarget: Equatable {
     var port: Int
     var user: String
     var database: String
+    /// Set: this Unix socket, whatever `host` says (`pgswift upgrade` takes it from the configuration).
+    var socketPath: String? = nil
 
-    /// `host` a directory (starting with "/"): the Unix socket `<host>/.s.PGSQL.<port>`.
+    /// `socketPath`, or with `host` a directory (starting with "/"): the Unix socket `<host>/.s.PGSQL.<port>`.
     var unixSocketPath: String? {
-        host.hasPrefix("/") ? host + "/.s.PGSQL.\(port)" : nil
+        socketPath ?? (host.hasPrefix("/") ? host + "/.s.PGSQL.\(port)" : nil)
     }
 }
 
 final class AdminClient {
     let target: AdminTarget
+    /// The StartupMessage's application_name.
+    let applicationName: String
     private(set) var fd: Int32 = -1
     private var input: [UInt8] = []
     /// Answer wait bound per read.
     let timeoutMillis: Int32
 
-    init(target: AdminTarget, timeoutMillis: Int32 = 10_000) {
+    init(target: AdminTarget, applicationName: String = "pgswift top", timeoutMillis: Int32 = 10_000) {
         self.target = target
+        self.applicationName = applicationName
         self.timeoutMillis = timeoutMillis
     }
 
@@ -57,8 +62,9 @@ final class AdminClient {
         fd = -1
     }
 
-    /// Connects and logs in; `password` is asked for only if the server wants one.
-    func connect(password: () -> String?) throws(AdminClientError) {
+    /// Connects and logs in; `password` is asked for only if the server wants one (it may throw to refuse).
+    /// A failure to reach the server leaves `fd` negative.
+    func connect(password: () throws(AdminClientError) -> String?) throws(AdminClientError) {
         let addresses: [SocketAddress]
         if let path = target.unixSocketPath {
             guard let a = SocketAddress.unix(path: path) else { throw AdminClientError("bad socket path \(path)") }
@@ -86,7 +92,7 @@ final class AdminClient {
         var out = OutBuffer(capacity: 256)
         defer { out.deallocate() }
         Frontend.startupMessage(into: &out, parameters: [("user", target.user), ("database", target.database),
-                                                         ("application_name", "pgswift top")])
+                                                         ("application_name", applicationName)])
         try sendAll(out)
         var login: BackendLoginMachine? = nil
         while true {
@@ -98,7 +104,7 @@ final class AdminClient {
                 }
                 if login == nil {
                     var secret: PasswordSecret? = nil
-                    if req != .ok, let p = password() { secret = .plain(p) }
+                    if req != .ok, let p = try password() { secret = .plain(p) }
                     login = BackendLoginMachine(user: target.user, secret: secret)
                 }
                 let action = login!.authenticationRequestReceived(req)

@@ -118,12 +118,8 @@ extension Worker {
         if portalEnd == 0 {
             q.pointee.sessions[sx].unnamedPortalParameters = text
         } else {
-            let key = SQLHash.rawText(UnsafeRawBufferPointer(rebasing: body[0..<portalEnd]), seed: 0x706f_7274)
-            if q.pointee.sessions[sx].namedParameters == nil { q.pointee.sessions[sx].namedParameters = [:] }
-            if q.pointee.sessions[sx].namedParameters!.count >= QueryStatsState.maxNamesPerClient {
-                q.pointee.sessions[sx].namedParameters!.removeAll()
-            }
-            q.pointee.sessions[sx].namedParameters![key] = text
+            ClientQuerySession.remember(text, at: Self.portalKey(body, portalEnd),
+                                        in: &q.pointee.sessions[sx].namedParameters)
         }
     }
 
@@ -131,7 +127,23 @@ extension Worker {
     func boundParameters(_ sx: Int, _ body: UnsafeRawBufferPointer, portalEnd: Int) -> String? {
         let q = queryStats
         if portalEnd == 0 { return q.pointee.sessions[sx].unnamedPortalParameters }
-        let key = SQLHash.rawText(UnsafeRawBufferPointer(rebasing: body[0..<portalEnd]), seed: 0x706f_7274)
-        return q.pointee.sessions[sx].namedParameters?[key]
+        return q.pointee.sessions[sx].namedParameters?[Self.portalKey(body, portalEnd)]
+    }
+
+    /// A named portal's key in `ClientQuerySession.namedParameters`: the hash of its name, the first
+    /// `portalEnd` bytes of a Bind or Execute body.
+    private static func portalKey(_ body: UnsafeRawBufferPointer, _ portalEnd: Int) -> UInt64 {
+        SQLHash.rawText(UnsafeRawBufferPointer(rebasing: body[0..<portalEnd]), seed: 0x706f_7274)
+    }
+}
+
+extension ClientQuerySession {
+    /// `names[key] = value` in one of a client's maps by name hash, the map made at its first use. A
+    /// client that names statements or portals without end and never closes them has its names
+    /// forgotten (their calls then go uncounted) rather than the map grow without bound.
+    static func remember<Value>(_ value: Value?, at key: UInt64, in names: inout [UInt64: Value]?) {
+        if names == nil { names = [:] }
+        if names!.count >= QueryStatsState.maxNamesPerClient { names!.removeAll() }
+        names![key] = value
     }
 }

@@ -23,25 +23,15 @@ extension Worker {
                 // As PgBouncer, whose clients waiting for the pool's first login sit in its waiting list:
                 // the global query_timeout and query_wait_timeout first, then client_login_timeout in
                 // PgBouncer's words for a client whose pool has no server to learn the welcome from.
-                let p = clients[ci].pool
-                let waitTimeout = p >= 0 ? pools[Int(p)].timeouts.queryWait : globalWaitTimeout
-                if queryTimeout > 0 && age > queryTimeout {
-                    failClient(ci, code: SQLState.protocolViolation, message: "query_timeout")
-                } else if waitTimeout > 0 && age > waitTimeout {
-                    failClient(ci, code: SQLState.protocolViolation, message: "query_wait_timeout")
-                } else if loginTimeout > 0 && now - clients[ci].connectedAt > loginTimeout {
+                if !failQueuedClientOverdue(ci, age: age, queryTimeout: queryTimeout, globalWaitTimeout: globalWaitTimeout)
+                    && loginTimeout > 0 && now - clients[ci].connectedAt > loginTimeout {
                     failClient(ci, code: SQLState.protocolViolation, message: "client_login_timeout (server down)")
                 }
             case .waitServer, .replicationWait:
                 // query_wait_timeout of the client's user, else database, else global (per pool); a
                 // replication client waiting for room to open its own server waits as a queued one does.
-                let p = clients[ci].pool
-                let waitTimeout = p >= 0 ? pools[Int(p)].timeouts.queryWait : globalWaitTimeout
-                if queryTimeout > 0 && age > queryTimeout {
-                    failClient(ci, code: SQLState.protocolViolation, message: "query_timeout")
-                } else if waitTimeout > 0 && age > waitTimeout {
-                    failClient(ci, code: SQLState.protocolViolation, message: "query_wait_timeout")
-                } else if waitNotify > 0 && !clients[ci].waitNotified && age / 1_000_000_000 > waitNotify {
+                if !failQueuedClientOverdue(ci, age: age, queryTimeout: queryTimeout, globalWaitTimeout: globalWaitTimeout)
+                    && waitNotify > 0 && !clients[ci].waitNotified && age / 1_000_000_000 > waitNotify {
                     notifyQueued(ci)
                 }
             case .idle:
@@ -93,6 +83,22 @@ extension Worker {
         }
         authQueryTick()
         freeIdlePools()
+    }
+
+    /// A queued client (waiting for a server, or for its pool's first login) past the global
+    /// query_timeout, then past its pool's query_wait_timeout (`globalWaitTimeout` without a pool), is
+    /// failed with that timeout's name. True when it was.
+    private func failQueuedClientOverdue(_ ci: Int32, age: Int64, queryTimeout: Int64, globalWaitTimeout: Int64) -> Bool {
+        let p = clients[ci].pool
+        let waitTimeout = p >= 0 ? pools[Int(p)].timeouts.queryWait : globalWaitTimeout
+        if queryTimeout > 0 && age > queryTimeout {
+            failClient(ci, code: SQLState.protocolViolation, message: "query_timeout")
+        } else if waitTimeout > 0 && age > waitTimeout {
+            failClient(ci, code: SQLState.protocolViolation, message: "query_wait_timeout")
+        } else {
+            return false
+        }
+        return true
     }
 
     /// query_wait_notify: a client queued for more than that many whole seconds (PgBouncer's test) is
