@@ -35,7 +35,9 @@ final class HandoffCodecTests: XCTestCase {
     }
 
     func testForeignFormatAndHugeCountsAreRejected() {
-        XCTAssertThrowsError(try decode(Array("PGH2".utf8) + Array(Self.full.encode().dropFirst(4))))
+        XCTAssertThrowsError(try decode(Array("PGH2".utf8) + Array(Self.full.encode().dropFirst(4)))) { error in
+            XCTAssertEqual("\(error)", "invalid client handoff: not a pgswift client handoff (format PGH1)")
+        }
         // A parameter count of 2^32-1 in a short datagram must not allocate or loop.
         var w = Array("PGH1".utf8) + [0, 0, 0, 1, 0x75, 0, 0, 0, 1, 0x64]
         w += [0xFF, 0xFF, 0xFF, 0xFF]
@@ -113,7 +115,9 @@ final class HandoffServerCodecTests: XCTestCase {
             XCTAssertThrowsError(try decode(Array(bytes.prefix(n))), "prefix of \(n) bytes")
         }
         XCTAssertThrowsError(try decode(bytes + [0]))
-        XCTAssertThrowsError(try decode(Array("PGS2".utf8) + Array(bytes.dropFirst(4))))
+        XCTAssertThrowsError(try decode(Array("PGS2".utf8) + Array(bytes.dropFirst(4)))) { error in
+            XCTAssertEqual("\(error)", "invalid client handoff: not a pgswift server handoff (format PGS1)")
+        }
         XCTAssertThrowsError(try decode(HandoffCodecTests.full.encode()), "a client state is not a server state")
     }
 
@@ -206,7 +210,9 @@ final class HandoffPairCodecTests: XCTestCase {
             XCTAssertThrowsError(try decode(Array(bytes.prefix(n))), "prefix of \(n) bytes")
         }
         XCTAssertThrowsError(try decode(bytes + [0]))
-        XCTAssertThrowsError(try decode(Array("PGP2".utf8) + Array(bytes.dropFirst(4))))
+        XCTAssertThrowsError(try decode(Array("PGP2".utf8) + Array(bytes.dropFirst(4)))) { error in
+            XCTAssertEqual("\(error)", "invalid client handoff: not a pgswift client-server handoff (format PGP1)")
+        }
         // The client state's own format tag, spoiled inside the pair.
         var bad = bytes
         bad[8] = UInt8(ascii: "X")

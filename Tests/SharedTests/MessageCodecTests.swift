@@ -87,6 +87,30 @@ final class MessageCodecTests: XCTestCase {
         }, "1 unexpected trailing bytes after message")
     }
 
+    /// Lists: `array` writes a u32 count and the fields of each element, as `MessageReader.array`
+    /// reads them; `compactArray` reads a varint count, bounded by the bytes left.
+    func testListsRoundTripAndLayout() throws {
+        var w = MessageWriter()
+        w.array([Color.red, Color.blue])
+        w.array([Color]())
+        w.varint(2)
+        w.raw([1, 2])
+        XCTAssertEqual(w.bytes, [0, 0, 0, 2, 1, 2, 0, 0, 0, 0, 2, 1, 2])
+        let back = try Reader.reading(w.bytes) { r throws(TestFailure) in
+            let fixed = try r.array("colors", minimumEach: 1) { r throws(TestFailure) in try r.code(Color.self, "color") }
+            let none = try r.array("colors", minimumEach: 1) { r throws(TestFailure) in try r.code(Color.self, "color") }
+            let compact = try r.compactArray("colors", minimumEach: 1) { r throws(TestFailure) in try r.code(Color.self, "color") }
+            try r.expectEnd("lists")
+            return (fixed, none, compact)
+        }
+        XCTAssertEqual(back.0, [.red, .blue])
+        XCTAssertEqual(back.1, [])
+        XCTAssertEqual(back.2, [.red, .blue])
+        XCTAssertThrowsError(try Reader.reading([5, 1, 2]) { r throws(TestFailure) in
+            _ = try r.compactArray("colors", minimumEach: 1) { r throws(TestFailure) in try r.code(Color.self, "color") }
+        }) { error in XCTAssertEqual((error as? TestFailure)?.reason, "element count 5 exceeds the data (colors)") }
+    }
+
     func testAppendingToAnExistingBuffer() {
         var out: [UInt8] = [7]
         var w = MessageWriter(appendingTo: &out)

@@ -64,28 +64,21 @@ public struct HandoffClient: Equatable, Sendable {
     public static let maximumSize = 160_000
 
     public func encode() -> [UInt8] {
-        var w = MessageWriter(capacity: 256 + pending.count)
-        w.raw(Self.magic)
-        w.put(user, database, UInt32(parameters.count))
-        for p in parameters { w.put(p.name, p.value) }
-        w.put(applicationName, protocolMinor, processID, secretKey, isUnix, peer, connectedAt, UInt32(prepared.count))
-        for s in prepared { w.put(s.name, s.body) }
+        var w = HandoffFormat.writer(Self.magic, capacity: 256 + pending.count)
+        w.put(user, database)
+        w.array(parameters)
+        w.put(applicationName, protocolMinor, processID, secretKey, isUnix, peer, connectedAt)
+        w.array(prepared)
         w.put(pending, scramClientKey)
         return w.bytes
     }
 
     /// Decodes exactly one state: anything short, long or malformed is an error, never a crash.
     public static func decode(_ bytes: UnsafeRawBufferPointer) throws(HandoffDecodeError) -> HandoffClient {
-        var r = MessageReader<HandoffDecodeError>(bytes)
-        guard bytes.count >= magic.count, Array(bytes[0..<magic.count]) == magic else {
-            throw HandoffDecodeError("not a pgswift client handoff (format PGH1)")
-        }
-        _ = try r.bytes(magic.count, "format")
+        var r = try HandoffFormat.reader(bytes, magic, "client handoff")
         let user = try r.string("user")
         let database = try r.string("database")
-        let parameters = try r.array("parameters", minimumEach: 8) { r throws(HandoffDecodeError) in
-            HandoffParameter(name: try r.string("parameter"), value: try r.string("parameter"))
-        }
+        let parameters = try r.parameters("parameters", each: "parameter")
         let applicationName = try r.string("application name")
         let minor = try r.i32("protocol")
         let pid = try r.i32("process id")
@@ -168,24 +161,17 @@ public struct HandoffServer: Equatable, Sendable {
     public static let maximumSize = 60_000
 
     public func encode() -> [UInt8] {
-        var w = MessageWriter(capacity: 256)
-        w.raw(Self.magic)
-        w.put(database, user, id, backendPID, backendKey, createdAt, hostKey, address, UInt32(parameters.count))
-        for p in parameters { w.put(p.name, p.value) }
-        w.put(UInt32(prepared.count))
-        for s in prepared { w.put(s.serverID, s.body) }
-        w.put(UInt32(welcome.count))
-        for p in welcome { w.put(p.name, p.value) }
+        var w = HandoffFormat.writer(Self.magic, capacity: 256)
+        w.put(database, user, id, backendPID, backendKey, createdAt, hostKey, address)
+        w.array(parameters)
+        w.array(prepared)
+        w.array(welcome)
         return w.bytes
     }
 
     /// Decodes exactly one state: anything short, long or malformed is an error, never a crash.
     public static func decode(_ bytes: UnsafeRawBufferPointer) throws(HandoffDecodeError) -> HandoffServer {
-        var r = MessageReader<HandoffDecodeError>(bytes)
-        guard bytes.count >= magic.count, Array(bytes[0..<magic.count]) == magic else {
-            throw HandoffDecodeError("not a pgswift server handoff (format PGS1)")
-        }
-        _ = try r.bytes(magic.count, "format")
+        var r = try HandoffFormat.reader(bytes, magic, "server handoff")
         var s = HandoffServer(database: try r.string("database"), user: try r.string("user"))
         s.id = try r.u64("id")
         s.backendPID = try r.i32("backend pid")
@@ -193,15 +179,11 @@ public struct HandoffServer: Equatable, Sendable {
         s.createdAt = Int64(bitPattern: try r.u64("created at"))
         s.hostKey = try r.string("host")
         s.address = try r.string("address")
-        s.parameters = try r.array("parameters", minimumEach: 8) { r throws(HandoffDecodeError) in
-            HandoffParameter(name: try r.string("parameter"), value: try r.string("parameter"))
-        }
+        s.parameters = try r.parameters("parameters", each: "parameter")
         s.prepared = try r.array("statements", minimumEach: 8) { r throws(HandoffDecodeError) in
             HandoffServerStatement(serverID: try r.i32("statement id"), body: try r.blob("statement"))
         }
-        s.welcome = try r.array("welcome", minimumEach: 8) { r throws(HandoffDecodeError) in
-            HandoffParameter(name: try r.string("welcome"), value: try r.string("welcome"))
-        }
+        s.welcome = try r.parameters("welcome", each: "welcome")
         try r.expectEnd("the server state")
         return s
     }
@@ -245,13 +227,12 @@ public struct HandoffPair: Equatable, Sendable {
 
     /// The datagram is a pair (the handoff socket carries lone clients too).
     public static func isPair(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        bytes.count >= magic.count && magic.indices.allSatisfy { bytes[$0] == magic[$0] }
+        HandoffFormat.starts(bytes, with: magic)
     }
 
     public func encode() -> [UInt8] {
         let c = client.encode(), s = server.encode()
-        var w = MessageWriter(capacity: c.count + s.count + 64)
-        w.raw(Self.magic)
+        var w = HandoffFormat.writer(Self.magic, capacity: c.count + s.count + 64)
         w.put(c, s, poolMode, txStatus, needsReset, lastReady, xactStart)
         return w.bytes
     }
@@ -259,9 +240,7 @@ public struct HandoffPair: Equatable, Sendable {
     /// Decodes exactly one pair: anything short, long or malformed, in either nested state, is an
     /// error, never a crash.
     public static func decode(_ bytes: UnsafeRawBufferPointer) throws(HandoffDecodeError) -> HandoffPair {
-        guard isPair(bytes) else { throw HandoffDecodeError("not a pgswift client-server handoff (format PGP1)") }
-        var r = MessageReader<HandoffDecodeError>(bytes)
-        _ = try r.bytes(magic.count, "format")
+        var r = try HandoffFormat.reader(bytes, magic, "client-server handoff")
         // Each nested state is u32-length-prefixed (as `put` writes a byte array) and decoded in place.
         let client = try HandoffClient.decode(try r.bytes(Int(try r.u32("client state")), "client state"))
         let server = try HandoffServer.decode(try r.bytes(Int(try r.u32("server state")), "server state"))
@@ -273,5 +252,55 @@ public struct HandoffPair: Equatable, Sendable {
         try r.expectEnd("the pair state")
         return HandoffPair(client: client, server: server, poolMode: mode, txStatus: status, needsReset: needsReset,
                            lastReady: lastReady, xactStart: xactStart)
+    }
+}
+
+/// The framing every handoff state shares: its four-byte format tag, then its fields in MessageCodec's
+/// fixed style.
+enum HandoffFormat {
+    /// A writer holding `magic`, for the fields to follow.
+    static func writer(_ magic: [UInt8], capacity: Int) -> MessageWriter {
+        var w = MessageWriter(capacity: capacity)
+        w.raw(magic)
+        return w
+    }
+
+    static func starts(_ bytes: UnsafeRawBufferPointer, with magic: [UInt8]) -> Bool {
+        bytes.count >= magic.count && magic.indices.allSatisfy { bytes[$0] == magic[$0] }
+    }
+
+    /// A reader past `magic`; bytes that do not start with it are refused as not a pgswift `what`.
+    static func reader(_ bytes: UnsafeRawBufferPointer, _ magic: [UInt8],
+                       _ what: String) throws(HandoffDecodeError) -> MessageReader<HandoffDecodeError> {
+        guard starts(bytes, with: magic) else {
+            throw HandoffDecodeError("not a pgswift \(what) (format \(String(decoding: magic, as: UTF8.self)))")
+        }
+        var r = MessageReader<HandoffDecodeError>(bytes)
+        _ = try r.bytes(magic.count, "format")
+        return r
+    }
+}
+
+// The elements of the states' lists, each written as its fields in order (`MessageWriter.array`).
+
+extension HandoffParameter: MessageField {
+    public func write(to w: inout MessageWriter) { w.put(name, value) }
+}
+
+extension HandoffStatement: MessageField {
+    public func write(to w: inout MessageWriter) { w.put(name, body) }
+}
+
+extension HandoffServerStatement: MessageField {
+    public func write(to w: inout MessageWriter) { w.put(serverID, body) }
+}
+
+extension MessageReader {
+    /// A list of name/value pairs as `MessageWriter.array` wrote it; `what` names the list and `each`
+    /// the pairs' fields in errors.
+    mutating func parameters(_ what: StaticString, each: StaticString) throws(Failure) -> [HandoffParameter] {
+        try array(what, minimumEach: 8) { r throws(Failure) in
+            HandoffParameter(name: try r.string(each), value: try r.string(each))
+        }
     }
 }

@@ -78,6 +78,12 @@ public struct MessageWriter {
         repeat (each field).write(to: &self)
     }
 
+    /// A u32 count, then the elements: what `MessageReader.array` reads.
+    public mutating func array(_ elements: [some MessageField]) {
+        u32(UInt32(truncatingIfNeeded: elements.count))
+        for e in elements { e.write(to: &self) }
+    }
+
     // MARK: fixed style
 
     public mutating func u8(_ v: UInt8) { bytes.append(v) }
@@ -208,6 +214,11 @@ public struct MessageReader<Failure: MessageDecodeFailure> {
                                   _ element: (inout MessageReader) throws(Failure) -> T) throws(Failure) -> [T] {
         let n = try count(what, minimumEach: minimumEach)
         guard n <= maximum else { throw Failure("too many \(what) (\(n))") }
+        return try elements(n, element)
+    }
+
+    /// `n` elements read by `element` (after a count read by `array` or `compactArray`).
+    private mutating func elements<T>(_ n: Int, _ element: (inout MessageReader) throws(Failure) -> T) throws(Failure) -> [T] {
         var out: [T] = []
         out.reserveCapacity(n)
         for _ in 0..<n { out.append(try element(&self)) }
@@ -269,6 +280,13 @@ public struct MessageReader<Failure: MessageDecodeFailure> {
     /// A varint element count, bounded as `count(_:minimumEach:)`.
     public mutating func compactCount(_ what: StaticString, minimumEach: Int = 1) throws(Failure) -> Int {
         try checked(count: try varint(what), what, minimumEach: minimumEach)
+    }
+
+    /// A varint count (bounded as `compactCount`), then that many elements read by `element`: what
+    /// `MessageWriter.compactArray` wrote.
+    public mutating func compactArray<T>(_ what: StaticString, minimumEach: Int,
+                                         _ element: (inout MessageReader) throws(Failure) -> T) throws(Failure) -> [T] {
+        try elements(try compactCount(what, minimumEach: minimumEach), element)
     }
 
     /// Varint length, then that much UTF-8.

@@ -51,12 +51,10 @@ public struct MergedStats: Equatable, Sendable {
             m.clients.append(contentsOf: s.clients)
             m.servers.append(contentsOf: s.servers)
             for r in s.memory {
-                if let i = m.memory.firstIndex(where: { $0.name == r.name }) {
-                    m.memory[i].size = max(m.memory[i].size, r.size)
-                    m.memory[i].used &+= r.used
-                    m.memory[i].free &+= r.free
-                } else {
-                    m.memory.append(r)
+                m.memory.fold(r, by: \.name) { row, r in
+                    row.size = max(row.size, r.size)
+                    row.used &+= r.used
+                    row.free &+= r.free
                 }
             }
         }
@@ -122,5 +120,17 @@ public struct StatsAverager: Sendable {
         var old = PoolCounters()
         for (_, c) in older { old.add(c) }
         return current.averages(since: old, elapsedMicros: now - oldStamp)
+    }
+}
+
+extension Array {
+    /// Folds `row` into the element with the same `key` (`combine(&element, row)`), or appends it when
+    /// there is none: the supervisor's merge of per-worker rows named by a host, a table, an object kind.
+    mutating func fold<K: Equatable>(_ row: Element, by key: KeyPath<Element, K>, _ combine: (inout Element, Element) -> Void) {
+        if let i = firstIndex(where: { $0[keyPath: key] == row[keyPath: key] }) {
+            combine(&self[i], row)
+        } else {
+            append(row)
+        }
     }
 }

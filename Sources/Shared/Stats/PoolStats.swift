@@ -40,12 +40,6 @@ public struct PoolCounters: Equatable, Sendable {
         for k in Self.fieldPaths { self[keyPath: k] &+= o[keyPath: k] }
     }
 
-    var fields: [UInt64] { Self.fieldPaths.map { self[keyPath: $0] } }
-
-    init(fields f: [UInt64]) {
-        for (k, v) in zip(Self.fieldPaths, f) { self[keyPath: k] = v }
-    }
-
     /// PgBouncer's averages (stats.c `calc_average`): rates per second over `elapsedMicros`, and
     /// mean durations per query / transaction / assignment over the same window. A counter that went
     /// backwards (a worker restarted and its totals vanished) counts as zero, never as a huge number.
@@ -142,19 +136,7 @@ public struct PoolStats: Equatable, Sendable {
 
     /// Folds another worker's view of the same pool into this one: sums, except maxwait (the max).
     public mutating func merge(_ o: PoolStats) {
-        clActive &+= o.clActive
-        clWaiting &+= o.clWaiting
-        clActiveCancelReq &+= o.clActiveCancelReq
-        clWaitingCancelReq &+= o.clWaitingCancelReq
-        svActive &+= o.svActive
-        svActiveCancel &+= o.svActiveCancel
-        svBeingCanceled &+= o.svBeingCanceled
-        svIdle &+= o.svIdle
-        svUsed &+= o.svUsed
-        svTested &+= o.svTested
-        svLogin &+= o.svLogin
-        clPinned &+= o.clPinned
-        svListen &+= o.svListen
+        for k in Self.gaugePaths { self[keyPath: k] &+= o[keyPath: k] }
         maxWaitMicros = max(maxWaitMicros, o.maxWaitMicros)
         totals.add(o.totals)
         queryDuration.merge(o.queryDuration)
@@ -163,15 +145,10 @@ public struct PoolStats: Equatable, Sendable {
         RouteStat.merge(&routes, o.routes)
     }
 
-    var gauges: [Int32] {
-        [clActive, clWaiting, clActiveCancelReq, clWaitingCancelReq, svActive, svActiveCancel,
-         svBeingCanceled, svIdle, svUsed, svTested, svLogin, clPinned, svListen]
-    }
-
-    mutating func setGauges(_ g: [Int32]) {
-        clActive = g[0]; clWaiting = g[1]; clActiveCancelReq = g[2]; clWaitingCancelReq = g[3]
-        svActive = g[4]; svActiveCancel = g[5]; svBeingCanceled = g[6]; svIdle = g[7]
-        svUsed = g[8]; svTested = g[9]; svLogin = g[10]; clPinned = g[11]; svListen = g[12]
-    }
-    static let gaugeCount = 13
+    /// Every gauge, in the wire codec's order (WorkerStatsSnapshot) and the one `merge` walks.
+    static let gaugePaths: [WritableKeyPath<PoolStats, Int32> & Sendable] = [
+        \.clActive, \.clWaiting, \.clActiveCancelReq, \.clWaitingCancelReq, \.svActive, \.svActiveCancel,
+        \.svBeingCanceled, \.svIdle, \.svUsed, \.svTested, \.svLogin, \.clPinned, \.svListen,
+    ]
+    static var gaugeCount: Int { gaugePaths.count }
 }

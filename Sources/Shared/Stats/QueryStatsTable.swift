@@ -397,13 +397,54 @@ public struct QueryPatternRow: Equatable, Sendable {
         waitMicros &+= o.waitMicros
         histogram.merge(o.histogram)
         if !o.errorClasses.isEmpty { errorClasses = QueryErrorClasses.merged(errorClasses, o.errorClasses) }
-        for t in o.tables {
-            if let i = tables.firstIndex(where: { $0.name == t.name }) {
-                tables[i].access |= t.access
-            } else {
-                tables.append(t)
-            }
+        for t in o.tables { tables.fold(t, by: \.name) { $0.access |= $1.access } }
+    }
+}
+
+extension QueryPatternRow: CompactRecord {
+    func encode(into w: inout MessageWriter) {
+        w.compactString(database)
+        w.compactString(user)
+        w.varint(queryid)
+        w.compactString(text)
+        for v in [calls, errors, totalMicros, minMicros, maxMicros, rows, waitMicros] { w.varint(v) }
+        w.compactArray(tables)
+        w.queryHistogram(histogram)
+        w.compactArray(errorClasses)
+    }
+
+    /// A row as `QueryStatsSnapshot` `version` wrote it (version 2 had no error classes).
+    static func decode(_ r: inout StatsReader, version: UInt8) throws(StatsDecodeError) -> QueryPatternRow {
+        let db = try r.compactString("database")
+        let user = try r.compactString("user")
+        let queryid = try r.varint("queryid")
+        let text = try r.compactString("query")
+        var f: [UInt64] = []
+        for _ in 0..<7 { f.append(try r.varint("pattern counter")) }
+        let tables = try r.compactArray("table count", minimumEach: 2) { r throws(StatsDecodeError) in
+            QueryTableUse(name: try r.compactString("table"), access: try r.u8("access"))
         }
+        let h = try r.queryHistogram("pattern histogram")
+        let classes = version == 2 ? [] : try r.compactArray("error class count", minimumEach: 2) { r throws(StatsDecodeError) in
+            QueryErrorClassCount(sqlClass: try r.compactString("error class"), count: try r.varint("error count"))
+        }
+        return QueryPatternRow(database: db, user: user, queryid: queryid, text: text, calls: f[0], errors: f[1],
+                               totalMicros: f[2], minMicros: f[3], maxMicros: f[4], rows: f[5], waitMicros: f[6],
+                               tables: tables, histogram: h, errorClasses: classes)
+    }
+}
+
+extension QueryTableUse: CompactRecord {
+    func encode(into w: inout MessageWriter) {
+        w.compactString(name)
+        w.u8(access)
+    }
+}
+
+extension QueryErrorClassCount: CompactRecord {
+    func encode(into w: inout MessageWriter) {
+        w.compactString(sqlClass)
+        w.varint(count)
     }
 }
 
@@ -427,25 +468,7 @@ public struct QueryStatsSnapshot: Equatable, Sendable {
         w.varint(evicted)
         w.varint(untracked)
         w.signed(patterns)
-        w.varint(UInt64(rows.count))
-        for r in rows {
-            w.compactString(r.database)
-            w.compactString(r.user)
-            w.varint(r.queryid)
-            w.compactString(r.text)
-            for v in [r.calls, r.errors, r.totalMicros, r.minMicros, r.maxMicros, r.rows, r.waitMicros] { w.varint(v) }
-            w.varint(UInt64(r.tables.count))
-            for t in r.tables {
-                w.compactString(t.name)
-                w.u8(t.access)
-            }
-            w.queryHistogram(r.histogram)
-            w.varint(UInt64(r.errorClasses.count))
-            for c in r.errorClasses {
-                w.compactString(c.sqlClass)
-                w.varint(c.count)
-            }
-        }
+        w.compactArray(rows)
         return w.bytes
     }
 
@@ -459,28 +482,8 @@ public struct QueryStatsSnapshot: Equatable, Sendable {
             s.evicted = try r.varint("evicted")
             s.untracked = try r.varint("untracked")
             s.patterns = try r.signed("patterns")
-            let n = try r.compactCount("pattern count", minimumEach: 14)
-            s.rows.reserveCapacity(n)
-            for _ in 0..<n {
-                let db = try r.compactString("database")
-                let user = try r.compactString("user")
-                let queryid = try r.varint("queryid")
-                let text = try r.compactString("query")
-                var f: [UInt64] = []
-                for _ in 0..<7 { f.append(try r.varint("pattern counter")) }
-                let tn = try r.compactCount("table count", minimumEach: 2)
-                var tables: [QueryTableUse] = []
-                for _ in 0..<tn { tables.append(QueryTableUse(name: try r.compactString("table"), access: try r.u8("access"))) }
-                let h = try r.queryHistogram("pattern histogram")
-                let cn = v == 2 ? 0 : try r.compactCount("error class count", minimumEach: 2)
-                var classes: [QueryErrorClassCount] = []
-                for _ in 0..<cn {
-                    classes.append(QueryErrorClassCount(sqlClass: try r.compactString("error class"), count: try r.varint("error count")))
-                }
-                s.rows.append(QueryPatternRow(database: db, user: user, queryid: queryid, text: text, calls: f[0],
-                                              errors: f[1], totalMicros: f[2], minMicros: f[3], maxMicros: f[4],
-                                              rows: f[5], waitMicros: f[6], tables: tables, histogram: h,
-                                              errorClasses: classes))
+            s.rows = try r.compactArray("pattern count", minimumEach: 14) { r throws(StatsDecodeError) in
+                try QueryPatternRow.decode(&r, version: v)
             }
             try r.expectEnd("query stats")
             return s

@@ -23,39 +23,30 @@ public struct RouteStat: Equatable, Sendable {
         self.retries = retries
     }
 
+    /// The counters, in the wire codec's order and the one `merge` walks, each with its name in decode errors.
+    static let counters: [(path: WritableKeyPath<RouteStat, UInt64> & Sendable, name: StaticString)] = [
+        (\.reads, "route reads"), (\.writes, "route writes"), (\.fallbacks, "route fallbacks"), (\.retries, "route retries"),
+    ]
+
     /// Adds `other`'s counters to the host rows of the same name in `into` (new hosts appended).
     public static func merge(_ into: inout [RouteStat], _ other: [RouteStat]) {
         for o in other {
-            if let i = into.firstIndex(where: { $0.host == o.host }) {
-                into[i].reads &+= o.reads
-                into[i].writes &+= o.writes
-                into[i].fallbacks &+= o.fallbacks
-                into[i].retries &+= o.retries
-            } else {
-                into.append(o)
+            into.fold(o, by: \.host) { row, o in
+                for c in counters { row[keyPath: c.path] &+= o[keyPath: c.path] }
             }
         }
     }
+}
 
-    static func write(_ rows: [RouteStat], _ w: inout MessageWriter) {
-        w.varint(UInt64(rows.count))
-        for r in rows {
-            w.compactString(r.host)
-            w.varint(r.reads)
-            w.varint(r.writes)
-            w.varint(r.fallbacks)
-            w.varint(r.retries)
-        }
+extension RouteStat: CompactRecord {
+    func encode(into w: inout MessageWriter) {
+        w.compactString(host)
+        for c in Self.counters { w.varint(self[keyPath: c.path]) }
     }
 
-    static func read(_ r: inout StatsReader) throws(StatsDecodeError) -> [RouteStat] {
-        let n = try r.compactCount("route count", minimumEach: 5)
-        var rows: [RouteStat] = []
-        for _ in 0..<n {
-            rows.append(RouteStat(host: try r.compactString("route host"), reads: try r.varint("route reads"),
-                                  writes: try r.varint("route writes"), fallbacks: try r.varint("route fallbacks"),
-                                  retries: try r.varint("route retries")))
-        }
-        return rows
+    static func decode(_ r: inout StatsReader) throws(StatsDecodeError) -> RouteStat {
+        var row = RouteStat(host: try r.compactString("route host"))
+        for c in counters { row[keyPath: c.path] = try r.varint(c.name) }
+        return row
     }
 }

@@ -36,16 +36,6 @@ public struct StatsChunk: Equatable, Sendable {
     /// Largest chunk that fits one control message (ControlMessage.maximumSize, less its kind byte).
     public static let maximumSize = 65_535
 
-    public init(kind: StatsBlobKind, slot: Int32, requestID: UInt32, index: UInt32, total: UInt32,
-                payload: ArraySlice<UInt8>) {
-        self.kind = kind
-        self.slot = slot
-        self.requestID = requestID
-        self.index = index
-        self.total = total
-        self.payload = payload
-    }
-
     public func encode() -> [UInt8] {
         var w = MessageWriter(capacity: Self.headerSize + payload.count)
         w.put(kind, slot, requestID, index, total)

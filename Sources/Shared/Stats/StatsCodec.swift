@@ -11,7 +11,19 @@ public struct StatsDecodeError: MessageDecodeFailure, Equatable, Sendable, Custo
 /// record (11 gauges, 11 counters, 75 histogram buckets) to well under 200 bytes in practice.
 public typealias StatsReader = MessageReader<StatsDecodeError>
 
+/// A record of a stats blob's lists, written in the compact style (`MessageWriter.compactArray`); each
+/// type reads itself back with a `decode(_:)` passed to `MessageReader.compactArray`.
+protocol CompactRecord {
+    func encode(into w: inout MessageWriter)
+}
+
 extension MessageWriter {
+    /// A varint count, then the records.
+    mutating func compactArray(_ records: [some CompactRecord]) {
+        varint(UInt64(records.count))
+        for record in records { record.encode(into: &self) }
+    }
+
     /// A mask of the buckets in use (25 bits), then, when any, the sum and those buckets' counts: an
     /// empty histogram (most pools' most of the time) is one byte.
     public mutating func histogram(_ h: LatencyHistogram) {

@@ -1,7 +1,7 @@
 // One worker's stats at one moment (pools, connection rows, process usage) and its binary codec.
 
 /// One row of SHOW CLIENTS or SHOW SERVERS, with PgBouncer's columns.
-public struct ConnectionRow: Equatable, Sendable {
+public struct ConnectionRow: Equatable, Sendable, CompactRecord {
     /// True for a server connection (`type` S), false for a client (`type` C).
     public var isServer: Bool
     public var user: String
@@ -178,6 +178,20 @@ public struct MemoryRow: Equatable, Sendable {
     public var memtotal: Int64 { (used &+ free) &* size }
 }
 
+extension MemoryRow: CompactRecord {
+    func encode(into w: inout MessageWriter) {
+        w.compactString(name)
+        w.signed(size)
+        w.signed(used)
+        w.signed(free)
+    }
+
+    static func decode(_ r: inout StatsReader) throws(StatsDecodeError) -> MemoryRow {
+        MemoryRow(name: try r.compactString("memory name"), size: try r.signed("memory size"),
+                  used: try r.signed("memory used"), free: try r.signed("memory free"))
+    }
+}
+
 /// Object counts for SHOW LISTS (per worker; summed across workers).
 public struct ListCounts: Equatable, Sendable {
     public var usedClients: Int32 = 0
@@ -254,40 +268,14 @@ public struct WorkerStatsSnapshot: Equatable, Sendable {
         w.put(last)
     }
 
-    private func writeMemory(_ w: inout MessageWriter, rows: [MemoryRow]) {
-        w.varint(UInt64(rows.count))
-        for m in rows {
-            w.compactString(m.name)
-            w.signed(m.size)
-            w.signed(m.used)
-            w.signed(m.free)
-        }
-    }
-
-    private static func writePool(_ p: PoolStats, _ w: inout MessageWriter) {
-        w.compactString(p.database)
-        w.compactString(p.user)
-        w.compactString(p.poolMode.rawValue)
-        for g in p.gauges { w.signed(Int64(g)) }
-        w.signed(p.maxWaitMicros)
-        for f in p.totals.fields { w.varint(f) }
-        w.histogram(p.queryDuration)
-        w.histogram(p.xactDuration)
-        w.histogram(p.waitDuration)
-        RouteStat.write(p.routes, &w)
-    }
-
     /// This snapshot as one blob (its `page` and `lastPage` as they are).
     public func encode() -> [UInt8] {
         var w = MessageWriter(capacity: 128 + pools.count * 160 + (clients.count + servers.count) * 96)
         writeHeader(&w, page: page, last: lastPage)
-        writeMemory(&w, rows: memory)
-        w.varint(UInt64(pools.count))
-        for p in pools { Self.writePool(p, &w) }
-        w.varint(UInt64(clients.count))
-        for c in clients { c.encode(into: &w) }
-        w.varint(UInt64(servers.count))
-        for s in servers { s.encode(into: &w) }
+        w.compactArray(memory)
+        w.compactArray(pools)
+        w.compactArray(clients)
+        w.compactArray(servers)
         return w.bytes
     }
 
@@ -300,11 +288,11 @@ public struct WorkerStatsSnapshot: Equatable, Sendable {
             var w = MessageWriter(capacity: min(targetPageBytes, 64 << 10) + 256)
             writeHeader(&w, page: pages.count, last: false)
             let lastFlagAt = w.bytes.count - 1
-            writeMemory(&w, rows: pages.isEmpty ? memory : [])
+            w.compactArray(pages.isEmpty ? memory : [])
             var body = MessageWriter(capacity: min(targetPageBytes, 64 << 10))
             var n = 0
             while pi < pools.count && (n == 0 || body.bytes.count < targetPageBytes) {
-                Self.writePool(pools[pi], &body)
+                pools[pi].encode(into: &body)
                 pi += 1
                 n += 1
             }
@@ -364,41 +352,52 @@ public struct WorkerStatsSnapshot: Equatable, Sendable {
         guard page < UInt64(Int32.max) else { throw StatsDecodeError("page number \(page)") }
         s.page = Int(page)
         s.lastPage = try r.bool("last page")
-        let memoryCount = try r.compactCount("memory row count", minimumEach: 4)
-        for _ in 0..<memoryCount {
-            s.memory.append(MemoryRow(name: try r.compactString("memory name"), size: try r.signed("memory size"),
-                                      used: try r.signed("memory used"), free: try r.signed("memory free")))
+        s.memory = try r.compactArray("memory row count", minimumEach: 4) { r throws(StatsDecodeError) in
+            try MemoryRow.decode(&r)
         }
-        let poolCount = try r.compactCount("pool count", minimumEach: 3 + PoolStats.gaugeCount + 1 + PoolCounters.fieldCount)
-        s.pools.reserveCapacity(poolCount)
-        for _ in 0..<poolCount {
-            let db = try r.compactString("pool database")
-            let user = try r.compactString("pool user")
-            let modeName = try r.compactString("pool mode")
-            guard let mode = PoolMode(rawValue: modeName) else { throw StatsDecodeError("unknown pool mode \(modeName)") }
-            var p = PoolStats(database: db, user: user, poolMode: mode)
-            var g: [Int32] = []
-            g.reserveCapacity(PoolStats.gaugeCount)
-            for _ in 0..<PoolStats.gaugeCount { g.append(try r.signed32("pool gauge")) }
-            p.setGauges(g)
-            p.maxWaitMicros = try r.signed("pool maxwait")
-            var f: [UInt64] = []
-            f.reserveCapacity(PoolCounters.fieldCount)
-            for _ in 0..<PoolCounters.fieldCount { f.append(try r.varint("pool counter")) }
-            p.totals = PoolCounters(fields: f)
-            p.queryDuration = try r.histogram("query histogram")
-            p.xactDuration = try r.histogram("xact histogram")
-            p.waitDuration = try r.histogram("wait histogram")
-            p.routes = try RouteStat.read(&r)
-            s.pools.append(p)
+        s.pools = try r.compactArray("pool count", minimumEach: 3 + PoolStats.gaugeCount + 1 + PoolCounters.fieldCount) {
+            r throws(StatsDecodeError) in try PoolStats.decode(&r)
         }
-        let clientCount = try r.compactCount("client count", minimumEach: 20)
-        s.clients.reserveCapacity(clientCount)
-        for _ in 0..<clientCount { s.clients.append(try ConnectionRow.decode(&r)) }
-        let serverCount = try r.compactCount("server count", minimumEach: 20)
-        s.servers.reserveCapacity(serverCount)
-        for _ in 0..<serverCount { s.servers.append(try ConnectionRow.decode(&r)) }
+        s.clients = try r.compactArray("client count", minimumEach: 20) { r throws(StatsDecodeError) in
+            try ConnectionRow.decode(&r)
+        }
+        s.servers = try r.compactArray("server count", minimumEach: 20) { r throws(StatsDecodeError) in
+            try ConnectionRow.decode(&r)
+        }
         try r.expectEnd("snapshot")
         return s
+    }
+}
+
+/// A pool's record in a snapshot: its key, the gauges and counters in `gaugePaths` / `fieldPaths`
+/// order, the histograms and the routing rows.
+extension PoolStats: CompactRecord {
+    func encode(into w: inout MessageWriter) {
+        w.compactString(database)
+        w.compactString(user)
+        w.compactString(poolMode.rawValue)
+        for k in Self.gaugePaths { w.signed(Int64(self[keyPath: k])) }
+        w.signed(maxWaitMicros)
+        for k in PoolCounters.fieldPaths { w.varint(totals[keyPath: k]) }
+        w.histogram(queryDuration)
+        w.histogram(xactDuration)
+        w.histogram(waitDuration)
+        w.compactArray(routes)
+    }
+
+    static func decode(_ r: inout StatsReader) throws(StatsDecodeError) -> PoolStats {
+        let db = try r.compactString("pool database")
+        let user = try r.compactString("pool user")
+        let modeName = try r.compactString("pool mode")
+        guard let mode = PoolMode(rawValue: modeName) else { throw StatsDecodeError("unknown pool mode \(modeName)") }
+        var p = PoolStats(database: db, user: user, poolMode: mode)
+        for k in gaugePaths { p[keyPath: k] = try r.signed32("pool gauge") }
+        p.maxWaitMicros = try r.signed("pool maxwait")
+        for k in PoolCounters.fieldPaths { p.totals[keyPath: k] = try r.varint("pool counter") }
+        p.queryDuration = try r.histogram("query histogram")
+        p.xactDuration = try r.histogram("xact histogram")
+        p.waitDuration = try r.histogram("wait histogram")
+        p.routes = try r.compactArray("route count", minimumEach: 5) { r throws(StatsDecodeError) in try RouteStat.decode(&r) }
+        return p
     }
 }
