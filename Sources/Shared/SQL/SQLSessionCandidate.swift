@@ -9,7 +9,6 @@ public enum SQLSessionCandidate {
     /// nothing like `advisory` (pg_advisory_lock inside any statement). A text starting with a comment
     /// or a parenthesis, or holding a second statement, is a candidate. Errs toward true. The text may
     /// run on past a NUL (a Parse message's parameter types): the check ends there.
-    @inlinable
     public static func check(_ text: UnsafeRawBufferPointer) -> Bool {
         guard let p = text.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return false }
         let n = text.count
@@ -36,14 +35,14 @@ public enum SQLSessionCandidate {
         return scanRest(p, from: j, count: n, into: select)
     }
 
-    @inlinable
+    @inline(__always)
     static func isSpace(_ c: UInt8) -> Bool { c == 0x20 || (c &- 0x09) < 5 }
 
     /// The ASCII letters starting at `i`: their count, and the first eight of them folded to lower
     /// case, packed little-endian. With eight bytes to read, one load finds the word's end: a byte is
     /// a letter when, OR 0x20, it lies in `a`...`z` (the sums below never carry out of a byte, since
     /// the high bits are masked first; bytes of 0x80 and above are no letters).
-    @inlinable @inline(__always)
+    @inline(__always)
     static func firstWord(_ p: UnsafePointer<UInt8>, _ i: Int, _ n: Int) -> (word: UInt64, count: Int) {
         if i &+ 8 <= n {
             let f = UInt64(littleEndian: UnsafeRawPointer(p).loadUnaligned(fromByteOffset: i, as: UInt64.self))
@@ -75,7 +74,7 @@ public enum SQLSessionCandidate {
     /// Eight bytes at a time: a word holding none of NUL, `;`, `v`/`V` (nor `t`/`T` for INTO) is
     /// skipped with a few integer operations (the has-zero-byte test; it may see a byte that is not
     /// there, never miss one that is).
-    @inlinable @inline(__always)
+    @inline(__always)
     static func scanRest(_ p: UnsafePointer<UInt8>, from start: Int, count n: Int, into: Bool) -> Bool {
         let ones: UInt64 = 0x0101_0101_0101_0101
         let raw = UnsafeRawPointer(p)
@@ -112,18 +111,18 @@ public enum SQLSessionCandidate {
         return false
     }
 
-    @inlinable
+    @inline(__always)
     static func hasZero(_ v: UInt64) -> Bool { zeroBytes(v) != 0 }
 
     /// 0x80 in each byte of `v` that is zero, and possibly in bytes above such a byte (a borrow): the
     /// lowest bit set is always a zero byte.
-    @inlinable
+    @inline(__always)
     static func zeroBytes(_ v: UInt64) -> UInt64 {
         (v &- 0x0101_0101_0101_0101) & ~v & 0x8080_8080_8080_8080
     }
 
     /// The byte at `k`: the answer when it decides one (end, second statement, advisory, into).
-    @inlinable
+    @inline(__always)
     static func byte(_ p: UnsafePointer<UInt8>, _ k: Int, _ n: Int, _ into: Bool) -> Bool? {
         let c = p[k]
         if c == 0 { return false }
@@ -139,7 +138,7 @@ public enum SQLSessionCandidate {
     }
 
     /// `len` bytes at `at`, each OR 0x20 (ASCII letters folded), packed little-endian.
-    @inlinable
+    @inline(__always)
     static func folded(_ p: UnsafePointer<UInt8>, _ at: Int, _ len: Int) -> UInt64 {
         var v: UInt64 = 0
         for q in 0..<len { v |= UInt64(p[at &+ q] | 0x20) << (UInt64(q) &* 8) }
