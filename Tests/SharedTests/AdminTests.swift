@@ -1,6 +1,6 @@
 // Tests of the admin console: command parsing, PgBouncer-compatible column lists, rendered results.
 import XCTest
-import Shared
+@testable import Shared  // Config.Setting's memberwise init
 
 final class AdminParserTests: XCTestCase {
     func parse(_ q: String) -> Result<AdminCommand, AdminError> {
@@ -375,7 +375,8 @@ final class AdminResultsTests: XCTestCase {
         XCTAssertEqual(AdminWire.rows(AdminWire.decode(out)),
                        [["db1", "127.0.0.1", "5432", "real", nil, "20", "0", "0", "3600", nil, nil, "0", "2", "0", "5", "1", "0"]])
         out.clear()
-        AdminResults.config([AdminConfigRow(key: "max_client_conn", value: "100", defaultValue: "100", changeable: true)],
+        AdminResults.config([Config.Setting(key: "max_client_conn", value: "100", defaultValue: "100", implemented: true,
+                                            changeable: true)],
                             into: &out)
         XCTAssertEqual(AdminWire.rows(AdminWire.decode(out)), [["max_client_conn", "100", "100", "yes"]])
         out.clear()
@@ -496,7 +497,7 @@ final class AdminResultsTests: XCTestCase {
     /// SHOW CONFIG keeps PgBouncer's four columns; settings from PGSWIFT_<KEY> variables are named in a
     /// NOTICE before the rows (none without them).
     func testShowConfigNamesSettingsFromTheEnvironmentInANotice() {
-        let row = AdminConfigRow(key: "workers", value: "4", defaultValue: "", changeable: false)
+        let row = Config.Setting(key: "workers", value: "4", defaultValue: "", implemented: true, changeable: false)
         AdminResults.config([row], into: &out)
         XCTAssertEqual(AdminWire.decode(out).first, .rowDescription(["key", "value", "default", "changeable"], [25, 25, 25, 25]))
         out.clear()

@@ -54,18 +54,6 @@ public struct AdminUserRow: Equatable, Sendable {
     }
 }
 
-/// One setting for SHOW CONFIG.
-public struct AdminConfigRow: Equatable, Sendable {
-    public var key: String
-    public var value: String
-    public var defaultValue: String
-    public var changeable: Bool
-
-    public init(key: String, value: String, defaultValue: String, changeable: Bool) {
-        self.key = key; self.value = value; self.defaultValue = defaultValue; self.changeable = changeable
-    }
-}
-
 /// One worker slot for SHOW WORKERS (the supervisor knows slots whose process is down, too).
 public struct AdminWorkerRow: Equatable, Sendable {
     public var slot: Int32
@@ -289,7 +277,7 @@ public enum AdminResults {
 
     /// SHOW CONFIG in PgBouncer's columns; `fromEnvironment`, when not empty, is a NOTICE before the
     /// rows naming the values that come from `PGSWIFT_<KEY>` variables (the rows have no column for it).
-    public static func config(_ rows: [AdminConfigRow], fromEnvironment: [(key: String, variable: String)] = [],
+    public static func config(_ rows: [Config.Setting], fromEnvironment: [(key: String, variable: String)] = [],
                               into out: inout OutBuffer) {
         if !fromEnvironment.isEmpty {
             Backend.noticeResponse(into: &out, ErrorFields(

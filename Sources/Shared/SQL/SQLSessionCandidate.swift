@@ -75,7 +75,7 @@ public enum SQLSessionCandidate {
     /// Eight bytes at a time: a word holding none of NUL, `;`, `v`/`V` (nor `t`/`T` for INTO) is
     /// skipped with a few integer operations (the has-zero-byte test; it may see a byte that is not
     /// there, never miss one that is).
-    @inlinable
+    @inlinable @inline(__always)
     static func scanRest(_ p: UnsafePointer<UInt8>, from start: Int, count n: Int, into: Bool) -> Bool {
         let ones: UInt64 = 0x0101_0101_0101_0101
         let raw = UnsafeRawPointer(p)

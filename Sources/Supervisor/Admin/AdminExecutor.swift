@@ -27,9 +27,7 @@ extension Supervisor {
             case .help: AdminResults.help(into: &out)
             case .version: AdminResults.version(into: &out)
             case .config:
-                AdminResults.config(config.settings().map {
-                    AdminConfigRow(key: $0.key, value: $0.value, defaultValue: $0.defaultValue, changeable: $0.changeable)
-                }, fromEnvironment: config.settingsFromTheEnvironment(), into: &out)
+                AdminResults.config(config.settings(), fromEnvironment: config.settingsFromTheEnvironment(), into: &out)
             case .state: AdminResults.state(paused: paused, suspended: false, into: &out)
             case .health: AdminResults.resultSet(AdminColumns.health, healthRows(now: Clock.monotonicNanos()), into: &out)
             case .dnsHosts: AdminResults.resultSet(AdminColumns.dnsHosts, dnsHostRows(now: Clock.monotonicNanos()), into: &out)

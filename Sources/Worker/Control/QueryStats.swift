@@ -54,6 +54,39 @@ struct ClientQuerySession {
     var namedParameters: [UInt64: String]? = nil
 }
 
+/// A record kept per connection slot (server or client index) for the connection of one generation.
+protocol QueryStatsSlotRecord {
+    init()
+    var gen: UInt32 { get }
+    var live: Bool { get }
+    /// The record for a new connection (generation `gen`) in the same slot.
+    func fresh(gen: UInt32) -> Self
+}
+
+extension ServerQueryLink: QueryStatsSlotRecord {
+    /// Nothing in flight; the ring is kept (for the worker's life).
+    func fresh(gen: UInt32) -> ServerQueryLink {
+        ServerQueryLink(gen: gen, live: true, ring: ring, capacity: capacity)
+    }
+}
+
+extension ClientQuerySession: QueryStatsSlotRecord {
+    func fresh(gen: UInt32) -> ClientQuerySession {
+        ClientQuerySession(gen: gen, live: true)
+    }
+}
+
+extension RecordBuffer where Element: QueryStatsSlotRecord {
+    /// Slot `i`'s record for the connection of generation `gen`: the buffer grown to hold it, the record
+    /// made fresh when the slot was reused. Returns `i`.
+    @inline(__always)
+    mutating func current(_ i: Int, gen: UInt32) -> Int {
+        if i >= count { extend(to: max(i + 1, count + 64), with: Element()) }
+        if !self[i].live || self[i].gen != gen { self[i] = self[i].fresh(gen: gen) }
+        return i
+    }
+}
+
 /// The worker's query statistics (behind a pointer, as `HotState`: no run-time exclusivity checks).
 struct QueryStatsState {
     var table: QueryStatsTable
@@ -116,47 +149,23 @@ extension Worker {
         return n
     }
 
-    /// The server's link record, reset when the server record was reused.
+    /// The server's link record, fresh when the server record was reused.
     @inline(__always)
     private func queryLink(_ si: Int32) -> Int {
-        let i = Int(si)
-        let q = queryStats
-        if i >= q.pointee.links.count {
-            q.pointee.links.extend(to: max(i + 1, q.pointee.links.count + 64), with: ServerQueryLink())
-        }
-        if !q.pointee.links[i].live || q.pointee.links[i].gen != servers[si].io.gen {
-            q.pointee.links[i].live = true
-            q.pointee.links[i].gen = servers[si].io.gen
-            q.pointee.links[i].head = 0
-            q.pointee.links[i].count = 0
-            q.pointee.links[i].sent = 0
-            q.pointee.links[i].answered = 0
-            q.pointee.links[i].waitMicros = 0
-        }
-        return i
+        queryStats.pointee.links.current(Int(si), gen: servers[si].io.gen)
     }
 
+    /// The client's session record, fresh when the client record was reused.
     @inline(__always)
     private func querySession(_ ci: Int32) -> Int {
-        let i = Int(ci)
-        let q = queryStats
-        if i >= q.pointee.sessions.count {
-            q.pointee.sessions.extend(to: max(i + 1, q.pointee.sessions.count + 64), with: ClientQuerySession())
-        }
-        if !q.pointee.sessions[i].live || q.pointee.sessions[i].gen != clients[ci].io.gen {
-            q.pointee.sessions[i] = ClientQuerySession(gen: clients[ci].io.gen, live: true)
-        }
-        return i
+        queryStats.pointee.sessions.current(Int(ci), gen: clients[ci].io.gen)
     }
 
     /// A server was linked to a client that waited `waitedMicros` for it: a fresh start.
     func queryStatsLinked(_ si: Int32, waitedMicros: Int64) {
         let i = queryLink(si)
         let q = queryStats
-        q.pointee.links[i].head = 0
-        q.pointee.links[i].count = 0
-        q.pointee.links[i].sent = 0
-        q.pointee.links[i].answered = 0
+        q.pointee.links[i] = q.pointee.links[i].fresh(gen: servers[si].io.gen)
         q.pointee.links[i].waitMicros = waitedMicros
     }
 

@@ -72,4 +72,25 @@ extension Worker {
             return .stopped
         }
     }
+
+    /// The next whole message at the front of the input of a server pgswift talks to itself (its login,
+    /// an auth_query reply, a pool's listening connection), reading when none is held yet; the held
+    /// length policy (`frameLimit(.held)`). Nil: more bytes are needed, or the connection failed and
+    /// `invalid` (a length out of bounds) or `onClosed` ran. The message stays in the input: the
+    /// caller consumes it (`io.consume(Wire.headerSize + body.count, buffers)`), before or after
+    /// handling it as its protocol needs.
+    func nextHeldMessage(server si: Int32, tooLarge: String? = nil, invalid: (MessageHeader) -> Void,
+                         onClosed: () -> Void) -> (type: UInt8, body: UnsafeRawBufferPointer)? {
+        while true {
+            switch servers[si].io.heldMessage(maxLength: frameLimit(.held)) {
+            case .message(let type, let body):
+                return (type, body)
+            case .invalid(let h):
+                invalid(h)
+                return nil
+            case .none:
+                if readHeld(server: si, tooLarge: tooLarge, onClosed: onClosed) != .more { return nil }
+            }
+        }
+    }
 }

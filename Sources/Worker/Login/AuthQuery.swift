@@ -222,35 +222,27 @@ extension Worker {
     /// Reads the reply of the query a server runs for us.
     func authQueryServerEvent(_ si: Int32) {
         if !servers[si].io.out.isEmpty && !flushServer(si) { return }
-        while servers[si].state == .authQuery {
-            switch servers[si].io.heldMessage(maxLength: frameLimit(.held)) {
-            case .none:
-                break
-            case .invalid(let h):
-                closeServer(si, reason: "invalid message length \(h.length) in the auth_query reply")
+        while servers[si].state == .authQuery,
+              let (type, body) = nextHeldMessage(server: si, tooLarge: "auth_query reply too large",
+                  invalid: { closeServer(si, reason: "invalid message length \($0.length) in the auth_query reply") },
+                  onClosed: { closeServer(si, reason: "server closed the connection during auth_query") }) {
+            guard let li = authQuery.lookups.firstIndex(where: { $0.server == si }) else {
+                closeServer(si, reason: "auth_query reply without a lookup")
                 return
-            case .message(let type, let body):
-                guard let li = authQuery.lookups.firstIndex(where: { $0.server == si }) else {
-                    closeServer(si, reason: "auth_query reply without a lookup")
-                    return
-                }
-                let step = authQuery.lookups[li].reply.receive(type: type, body: body)
-                servers[si].io.consume(Wire.headerSize + body.count, buffers)
-                switch step {
-                case .more:
-                    continue
-                case .protocolError(let reason):
-                    closeServer(si, reason: reason)
-                    return
-                case .done(let outcome, let status):
-                    servers[si].txStatus = status
-                    finishAuthQuery(li, si: si, outcome: outcome)
-                    return
-                }
             }
-            let read = readHeld(server: si, tooLarge: "auth_query reply too large",
-                                onClosed: { closeServer(si, reason: "server closed the connection during auth_query") })
-            if read != .more { return }
+            let step = authQuery.lookups[li].reply.receive(type: type, body: body)
+            servers[si].io.consume(Wire.headerSize + body.count, buffers)
+            switch step {
+            case .more:
+                continue
+            case .protocolError(let reason):
+                closeServer(si, reason: reason)
+                return
+            case .done(let outcome, let status):
+                servers[si].txStatus = status
+                finishAuthQuery(li, si: si, outcome: outcome)
+                return
+            }
         }
     }
 

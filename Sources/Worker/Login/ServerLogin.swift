@@ -91,28 +91,21 @@ extension Worker {
     /// Handles login-phase messages from PostgreSQL until ReadyForQuery.
     func serverLoginInput(_ si: Int32) {
         if servers[si].tlsPhase != .none && !serverTLSLogin(si) { return }
-        while servers[si].state == .login {
-            switch servers[si].io.heldMessage(maxLength: frameLimit(.held)) {
-            case .none:
-                break
-            case .invalid:
-                serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.protocolViolation,
-                                                  message: "invalid message from server during login"))
-                return
-            case .message(let type, let raw):
-                let body = [UInt8](raw)
-                servers[si].io.consume(Wire.headerSize + raw.count, buffers)
-                handleServerLoginMessage(si, type, body)
-                continue
-            }
-            let read = readHeld(server: si) {
-                serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
-                                                  message: "server closed the connection during login"))
-            }
-            if read == .more { continue }
-            if read == .stopped { return }
-            break
+        while servers[si].state == .login,
+              let (type, raw) = nextHeldMessage(server: si,
+                  invalid: { _ in
+                      serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.protocolViolation,
+                                                        message: "invalid message from server during login"))
+                  },
+                  onClosed: {
+                      serverLoginFailed(si, ErrorFields(severity: "FATAL", code: SQLState.connectionFailure,
+                                                        message: "server closed the connection during login"))
+                  }) {
+            let body = [UInt8](raw)
+            servers[si].io.consume(Wire.headerSize + raw.count, buffers)
+            handleServerLoginMessage(si, type, body)
         }
+        // Still logging in: send what the messages handled queued (a failed login closed the server).
         if servers[si].state == .login { flushServer(si) }
     }
 

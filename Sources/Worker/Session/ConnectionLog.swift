@@ -27,6 +27,7 @@ extension Worker {
     }
 
     /// PgBouncer's `closing because: <reason> (age=<seconds>s)`, with log_disconnections.
+    @inline(never)  // error path: kept out of the forward loops it is called from
     func logClientClosing(_ ci: Int32, _ reason: String) {
         guard config.logDisconnections else { return }
         log.info("\(clientLogPrefix(ci)) closing because: \(reason) (age=\(ConnectionLog.ageSeconds(now - clients[ci].connectedAt))s)")

@@ -259,7 +259,12 @@ extension Worker {
             }
             let total = len &+ 1
             let avail = end &- scan
-            if listenFollow && (type == FrontendType.query || type == FrontendType.parse) {
+            // A Query or Parse whose text holds no keyword of the LISTEN relay's or of carried session
+            // state's (`plainText`: one pass for both) needs neither hook below.
+            let hooked = (type == FrontendType.query || type == FrontendType.parse) && (listenFollow || servers[si].watchTags)
+                && !(total <= avail && (type == FrontendType.query || !servers[si].sessionExtended)
+                     && plainText(type, base + (scan &+ 5), len &- 4))
+            if hooked && listenFollow {
                 // LISTEN/UNLISTEN/DISCARD relayed (ListenRelay.swift): a first-keyword test, no lexing.
                 switch listenScan(ci, si, type, base + (scan &+ 5), min(len &- 4, avail &- 5), complete: total <= avail,
                                   first: scan == clients[ci].io.input.start) {
@@ -280,7 +285,7 @@ extension Worker {
                         ? UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4) : nil)
                 }
             }
-            if servers[si].watchTags && (type == FrontendType.query || type == FrontendType.parse || (servers[si].sessionExtended
+            if servers[si].watchTags && (hooked || (servers[si].sessionExtended
                     && (type == FrontendType.bind || type == FrontendType.execute))) {
                 // Carried session state and pinning (SessionHooks.swift): the text whole, when it fits.
                 if total > avail {
@@ -343,6 +348,24 @@ extension Worker {
             }
         }
         return nil
+    }
+
+    /// A whole Query or Parse text that neither `listenScan` nor `sessionClientMessage` would act on:
+    /// its first word is no LISTEN, UNLISTEN or DISCARD, and `SQLSessionCandidate` finds nothing
+    /// (which also means no second statement). For a Parse, an unnamed statement's text while the
+    /// link follows one carrying session ops is not asked about (the caller checks that).
+    @inline(never)
+    private func plainText(_ type: UInt8, _ body: UnsafeRawPointer, _ count: Int) -> Bool {
+        var text = body
+        var n = count
+        if type == FrontendType.parse {
+            guard let nul = memchr(body, 0, count) else { return false }
+            let skip = UnsafeRawPointer(nul) - body + 1
+            text = body + skip
+            n = count &- skip
+        }
+        return ListenStatements.firstKeyword(text, n) == .no
+            && !SQLSessionCandidate.check(UnsafeRawBufferPointer(start: text, count: n))
     }
 
     /// A client message on a tracked link (prepared statements, Prepared.swift): skipped after an error
@@ -461,6 +484,7 @@ extension Worker {
     }
 
     /// PostgreSQL's answer to a message type it does not know: one FATAL, and the connection ends.
+    @inline(never)  // error path: kept out of the forward loops it is called from
     func unknownClientMessage(_ ci: Int32, _ type: UInt8) {
         failClient(ci, code: SQLState.protocolViolation, message: "invalid frontend message type \(type)")
     }

@@ -149,6 +149,7 @@ extension Worker {
     // MARK: Errors to clients
 
     /// Sends a FATAL error and closes the client once it is written.
+    @inline(never)  // error path: kept out of the forward loops it is called from
     func failClient(_ ci: Int32, code: String, message: String) {
         sendClientError(ci, ErrorFields(severity: "FATAL", code: code, message: message), close: true)
     }
@@ -201,6 +202,7 @@ extension Worker {
 
     /// Ends a client: its server goes back to the pool (or is closed if dirty), then the socket closes.
     /// `notify`: a FATAL `reason` (SQLSTATE `code`) is written first, best effort.
+    @inline(never)  // error path: kept out of the forward loops it is called from
     func closeClient(_ ci: Int32, reason: String, notify: Bool, quiet: Bool = false, code: String = SQLState.adminShutdown) {
         guard clients[ci].state != .free else { return }
         if notify && clients[ci].state != .closing && !clientMidMessage(ci) {
@@ -262,6 +264,7 @@ extension Worker {
     }
 
     /// The server connection broke while in use: its client gets a clean error, the pool refills.
+    @inline(never)  // error path: kept out of the forward loops it is called from
     func serverBroken(_ si: Int32, reason: String) {
         guard servers[si].state != .free else { return }
         let ci = servers[si].client

@@ -392,23 +392,13 @@ extension Worker {
     /// Server events of a listening connection (Lifecycle.swift `serverEvent`).
     func listenServerInput(_ si: Int32) {
         if !servers[si].io.out.isEmpty && !flushServer(si) { return }
-        while servers[si].state == .listening {
-            switch servers[si].io.heldMessage(maxLength: frameLimit(.held)) {
-            case .none:
-                break
-            case .invalid:
-                closeServer(si, reason: "invalid message from the listening connection")
-                return
-            case .message(let type, let body):
-                let n = Wire.headerSize + body.count
-                listenServerMessage(si, type, body)
-                if servers[si].state != .listening { return }
-                servers[si].io.consume(n, buffers)
-                continue
-            }
-            let read = readHeld(server: si) { closeServer(si, reason: "server closed the listening connection") }
-            if read == .more { continue }
-            return
+        while servers[si].state == .listening,
+              let (type, body) = nextHeldMessage(server: si,
+                  invalid: { _ in closeServer(si, reason: "invalid message from the listening connection") },
+                  onClosed: { closeServer(si, reason: "server closed the listening connection") }) {
+            listenServerMessage(si, type, body)
+            if servers[si].state != .listening { return }
+            servers[si].io.consume(Wire.headerSize + body.count, buffers)
         }
     }
 

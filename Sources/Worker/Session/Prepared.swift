@@ -515,6 +515,7 @@ extension Worker {
     }
 
     /// The last byte of a collected named Parse arrived: intern and forward it as if it had fitted.
+    @inline(never)  // error path: kept out of the forward loops it is called from
     func finishLargeParse(_ ci: Int32) -> Bool {
         var side = clients[ci].largeParse
         clients[ci].largeParse = SideBuffer()
