@@ -77,7 +77,7 @@ final class QueryErrorsTests: XCTestCase {
         Frontend.parse(into: &out, name: "", query: sql)
         Frontend.bind(into: &out, portal: "", statement: "", parameters: values)
         Frontend.execute(into: &out, portal: "")
-        Frontend.sync(into: &out)
+        out.appendEmptyMessage(FrontendType.sync)
         try c.socket.send(out.bytes)
         _ = try c.readResult(sql)
     }

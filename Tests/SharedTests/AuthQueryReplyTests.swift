@@ -32,8 +32,8 @@ final class AuthQueryReplyTests: XCTestCase {
     }
 
     private func prefix(_ out: inout OutBuffer) {
-        Backend.parseComplete(into: &out)
-        Backend.bindComplete(into: &out)
+        out.appendEmptyMessage(BackendType.parseComplete)
+        out.appendEmptyMessage(BackendType.bindComplete)
     }
 
     func testRequestIsParseBindExecuteSyncWithTheUserAsTextParameter() {
@@ -93,7 +93,7 @@ final class AuthQueryReplyTests: XCTestCase {
 
     func testErrorsAndOddShapesFail() {
         guard case .failed(let reason)? = outcome({ out in
-            Backend.parseComplete(into: &out)
+            out.appendEmptyMessage(BackendType.parseComplete)
             Backend.errorResponse(into: &out, ErrorFields(severity: "ERROR", code: "42501",
                                                           message: "permission denied for table pg_authid"))
             Backend.readyForQuery(into: &out, status: UInt8(ascii: "I"))

@@ -131,10 +131,10 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(c.tcpUserTimeout, 0)
         XCTAssertEqual(c.dnsMaxTTL, 15)
         XCTAssertEqual(c.dnsNXDomainTTL, 15)
-        XCTAssertEqual(c.clientTLSSSLMode, .disable)
-        XCTAssertEqual(c.serverTLSSSLMode, .prefer)
-        XCTAssertEqual(c.clientTLSProtocols, "secure")
-        XCTAssertEqual(c.serverTLSCiphers, "default")
+        XCTAssertEqual(c.clientTLS.mode, .disable)
+        XCTAssertEqual(c.serverTLS.mode, .prefer)
+        XCTAssertEqual(c.clientTLS.protocols, "secure")
+        XCTAssertEqual(c.serverTLS.ciphers, "default")
         XCTAssertEqual(c.clientTLSECDHCurve, "auto")
         // [pgswift]
         XCTAssertEqual(c.workers, max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
@@ -942,7 +942,7 @@ final class ConfigTests: XCTestCase {
     func testTLSOverrideThatCannotBeSetUpIsKeptNotFatal() throws {
         let main = try write("tls.ini", "[pgbouncer]\nauth_type = any\n")
         let c = try Config.load(path: main, overrides: [ConfigOverride(key: "server_tls_key_file", value: "/x.key")])
-        XCTAssertEqual(c.serverTLSKeyFile, "/x.key")
+        XCTAssertEqual(c.serverTLS.keyFile, "/x.key")
         XCTAssertTrue(c.tlsNotApplied?.message.contains("go together") ?? false, "\(String(describing: c.tlsNotApplied))")
         XCTAssertNil(try Config.load(path: main).tlsNotApplied)
         let bad = try write("badtls.ini", "[pgbouncer]\nauth_type = any\nserver_tls_key_file = /x.key\n")

@@ -205,7 +205,7 @@ final class ProtocolFramingTests: XCTestCase {
     func testScanningAStream() {
         var out = OutBuffer(capacity: 64)
         defer { out.deallocate() }
-        Backend.parseComplete(into: &out)
+        out.appendEmptyMessage(BackendType.parseComplete)
         Backend.commandComplete(into: &out, tag: "SELECT 1")
         Backend.readyForQuery(into: &out, status: Wire.TransactionStatus.idle)
         var types: [UInt8] = []
@@ -521,11 +521,11 @@ final class ProtocolBackendMessageTests: XCTestCase {
         XCTAssertEqual(with(body(cc, type: BackendType.commandComplete)) { Decode.commandComplete($0) }, "SHOW")
         XCTAssertNil(with(Array("SHOW".utf8)) { Decode.commandComplete($0) })
 
-        XCTAssertEqual(encode { Backend.emptyQueryResponse(into: &$0) }, [0x49, 0, 0, 0, 4])
-        XCTAssertEqual(encode { Backend.parseComplete(into: &$0) }, [0x31, 0, 0, 0, 4])
-        XCTAssertEqual(encode { Backend.bindComplete(into: &$0) }, [0x32, 0, 0, 0, 4])
-        XCTAssertEqual(encode { Backend.closeComplete(into: &$0) }, [0x33, 0, 0, 0, 4])
-        XCTAssertEqual(encode { Backend.noData(into: &$0) }, [0x6E, 0, 0, 0, 4])
+        XCTAssertEqual(encode { $0.appendEmptyMessage(BackendType.emptyQueryResponse) }, [0x49, 0, 0, 0, 4])
+        XCTAssertEqual(encode { $0.appendEmptyMessage(BackendType.parseComplete) }, [0x31, 0, 0, 0, 4])
+        XCTAssertEqual(encode { $0.appendEmptyMessage(BackendType.bindComplete) }, [0x32, 0, 0, 0, 4])
+        XCTAssertEqual(encode { $0.appendEmptyMessage(BackendType.closeComplete) }, [0x33, 0, 0, 0, 4])
+        XCTAssertEqual(encode { $0.appendEmptyMessage(BackendType.noData) }, [0x6E, 0, 0, 0, 4])
 
         let rd = encode { Backend.rowDescription(into: &$0, columns: [(name: "a", typeOID: Backend.TypeOID.int4)]) }
         XCTAssertEqual(rd, [0x54] + be32(26) + [0, 1] + cstr("a") + be32(0) + [0, 0] + be32(23) + [0, 4]
@@ -604,10 +604,10 @@ final class ProtocolFrontendMessageTests: XCTestCase {
         XCTAssertNil(with(cstr("a") + cstr("b")) { Decode.query($0) })
         XCTAssertNil(with([]) { Decode.query($0) })
 
-        XCTAssertEqual(encode { Frontend.terminate(into: &$0) }, [0x58, 0, 0, 0, 4])
-        XCTAssertEqual(encode { Frontend.sync(into: &$0) }, [0x53, 0, 0, 0, 4])
-        XCTAssertEqual(encode { Frontend.flush(into: &$0) }, [0x48, 0, 0, 0, 4])
-        XCTAssertEqual(encode { Frontend.copyDone(into: &$0) }, [0x63, 0, 0, 0, 4])
+        XCTAssertEqual(encode { $0.appendEmptyMessage(FrontendType.terminate) }, [0x58, 0, 0, 0, 4])
+        XCTAssertEqual(encode { $0.appendEmptyMessage(FrontendType.sync) }, [0x53, 0, 0, 0, 4])
+        XCTAssertEqual(encode { $0.appendEmptyMessage(FrontendType.flush) }, [0x48, 0, 0, 0, 4])
+        XCTAssertEqual(encode { $0.appendEmptyMessage(FrontendType.copyDone) }, [0x63, 0, 0, 0, 4])
         XCTAssertEqual(encode { Frontend.copyFail(into: &$0, message: "no") }, [0x66] + be32(7) + cstr("no"))
     }
 

@@ -158,7 +158,8 @@ final class TLSConfigTests: XCTestCase {
         _ = try makeCert("rel")
         let c = try Config.parse(text: "[pgbouncer]\nclient_tls_sslmode = require\nclient_tls_key_file = rel.key\n"
                                  + "client_tls_cert_file = rel.crt\n", file: dir + "/pgswift.ini")
-        XCTAssertEqual(c.clientTLS.keyFile, dir + "/rel.key")
+        XCTAssertEqual(c.resolvedTLS(\.clientTLS).keyFile, dir + "/rel.key")
+        XCTAssertEqual(c.clientTLS.keyFile, "rel.key", "kept as written, as SHOW CONFIG shows it")
         XCTAssertNoThrow(try c.validateTLS())
     }
 }

@@ -32,7 +32,7 @@ public struct AuthQueryReply: Sendable {
         Frontend.parse(into: &out, name: "", query: query)
         Frontend.bind(into: &out, portal: "", statement: "", parameters: [user])
         Frontend.execute(into: &out, portal: "")
-        Frontend.sync(into: &out)
+        out.appendEmptyMessage(FrontendType.sync)
     }
 
     public mutating func receive(type: UInt8, body: UnsafeRawBufferPointer) -> Step {

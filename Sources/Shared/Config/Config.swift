@@ -119,22 +119,11 @@ public struct Config: Sendable {
     public var dnsNXDomainTTL: Double = 15
 
     // TLS (Shared/TLS/TLSContext.swift; dheparams and ecdhcurve are stored but have no effect).
-    public var clientTLSSSLMode: TLSMode = .disable
-    public var clientTLSKeyFile: String = ""
-    public var clientTLSCertFile: String = ""
-    public var clientTLSCAFile: String = ""
-    public var clientTLSProtocols: String = "secure"
-    public var clientTLSCiphers: String = "default"
-    public var clientTLS13Ciphers: String = ""
+    // File names as written; `resolvedTLS(_:)` takes them relative to the config's directory.
+    public var clientTLS: TLSSideSettings = TLSSideSettings(mode: .disable, prefix: "client")
     public var clientTLSDHEParams: String = "auto"
     public var clientTLSECDHCurve: String = "auto"
-    public var serverTLSSSLMode: TLSMode = .prefer
-    public var serverTLSKeyFile: String = ""
-    public var serverTLSCertFile: String = ""
-    public var serverTLSCAFile: String = ""
-    public var serverTLSProtocols: String = "secure"
-    public var serverTLSCiphers: String = "default"
-    public var serverTLS13Ciphers: String = ""
+    public var serverTLS: TLSSideSettings = TLSSideSettings(mode: .prefer, prefix: "server")
 
     // MARK: [pgswift]
 
@@ -318,29 +307,32 @@ public struct Config: Sendable {
 
     /// Server connection cap for a database (0 = unlimited); a per-database 0 inherits, as in PgBouncer.
     public func effectiveMaxDBConnections(database: DatabaseEntry?) -> Int {
-        if let v = database?.maxDBConnections, v > 0 { return v }
-        return maxDBConnections
+        Self.positiveOr(database?.maxDBConnections, maxDBConnections)
     }
 
     /// Server connection cap for a user (0 = unlimited); a per-user 0 inherits, as in PgBouncer.
     public func effectiveMaxUserConnections(user: String) -> Int {
-        if let v = users[user]?.maxUserConnections, v > 0 { return v }
-        return maxUserConnections
+        Self.positiveOr(users[user]?.maxUserConnections, maxUserConnections)
     }
 
     /// Client connections allowed to a database (0 = unlimited): its own positive value, else the
     /// global `max_db_client_connections` (PgBouncer 1.25: a per-database 0 or -1 inherits). The admin
     /// console (no entry) has the global one.
     public func effectiveMaxDBClientConnections(database: DatabaseEntry?) -> Int {
-        if let v = database?.maxDBClientConnections, v > 0 { return v }
-        return maxDBClientConnections
+        Self.positiveOr(database?.maxDBClientConnections, maxDBClientConnections)
     }
 
     /// Client connections allowed to a user, the name it logs in as (0 = unlimited): its `[users]`
     /// positive value, else the global `max_user_client_connections`.
     public func effectiveMaxUserClientConnections(user: String) -> Int {
-        if let v = users[user]?.maxUserClientConnections, v > 0 { return v }
-        return maxUserClientConnections
+        Self.positiveOr(users[user]?.maxUserClientConnections, maxUserClientConnections)
+    }
+
+    /// The connection caps' rule: an entry's own value when positive, else the global one (0, and
+    /// for client caps -1, inherit).
+    private static func positiveOr(_ own: Int?, _ global: Int) -> Int {
+        if let own, own > 0 { return own }
+        return global
     }
 
     /// The health-check query to send: nil = checking disabled, "" = send an empty query.

@@ -40,7 +40,9 @@ public struct ErrorFields: Equatable, Sendable {
     }
 }
 
-/// Messages from pgswift to a client (pgswift acting as the server).
+/// Messages from pgswift to a client (pgswift acting as the server). Those with no body (ParseComplete,
+/// BindComplete, CloseComplete, NoData, EmptyQueryResponse) have no encoder here:
+/// `out.appendEmptyMessage(BackendType.parseComplete)`.
 public enum Backend {
     /// One-byte answers to SSLRequest / GSSENCRequest (sent without any framing).
     public static let sslRefused = UInt8(ascii: "N")
@@ -197,10 +199,6 @@ public enum Backend {
         out.appendCStringMessage(BackendType.commandComplete, tag)
     }
 
-    public static func emptyQueryResponse(into out: inout OutBuffer) {
-        out.appendEmptyMessage(BackendType.emptyQueryResponse)
-    }
-
     /// Columns in text format, not tied to a table, as PostgreSQL describes a computed result.
     public static func rowDescription(into out: inout OutBuffer, columns: [(name: String, typeOID: Int32)]) {
         out.message(BackendType.rowDescription) {
@@ -233,23 +231,5 @@ public enum Backend {
                 $0.base.storeBytes(of: Int32(truncatingIfNeeded: n).bigEndian, toByteOffset: lengthAt, as: Int32.self)
             }
         }
-    }
-
-    // MARK: extended protocol acknowledgements
-
-    public static func parseComplete(into out: inout OutBuffer) {
-        out.appendEmptyMessage(BackendType.parseComplete)
-    }
-
-    public static func bindComplete(into out: inout OutBuffer) {
-        out.appendEmptyMessage(BackendType.bindComplete)
-    }
-
-    public static func closeComplete(into out: inout OutBuffer) {
-        out.appendEmptyMessage(BackendType.closeComplete)
-    }
-
-    public static func noData(into out: inout OutBuffer) {
-        out.appendEmptyMessage(BackendType.noData)
     }
 }

@@ -1,6 +1,7 @@
 // Encoders for the messages pgswift sends to PostgreSQL servers in the client's role.
 
-/// Messages from pgswift to a PostgreSQL server (pgswift acting as the client).
+/// Messages from pgswift to a PostgreSQL server (pgswift acting as the client). Those with no body
+/// (Sync, Flush, Terminate, CopyDone) have no encoder here: `out.appendEmptyMessage(FrontendType.sync)`.
 public enum Frontend {
     // MARK: startup-phase packets (no type byte)
 
@@ -57,25 +58,13 @@ public enum Frontend {
         out.message(FrontendType.password) { $0.appendBytes(data) }
     }
 
-    // MARK: simple query and session end
+    // MARK: simple query
 
     public static func query(into out: inout OutBuffer, sql: String) {
         out.appendCStringMessage(FrontendType.query, sql)
     }
 
-    public static func terminate(into out: inout OutBuffer) {
-        out.appendEmptyMessage(FrontendType.terminate)
-    }
-
     // MARK: extended query
-
-    public static func sync(into out: inout OutBuffer) {
-        out.appendEmptyMessage(FrontendType.sync)
-    }
-
-    public static func flush(into out: inout OutBuffer) {
-        out.appendEmptyMessage(FrontendType.flush)
-    }
 
     /// Parse; `name` "" is the unnamed statement. `parameterTypes` 0 lets the server infer a type.
     public static func parse(into out: inout OutBuffer, name: String, query: String, parameterTypes: [Int32] = []) {
@@ -140,10 +129,6 @@ public enum Frontend {
     public static let portalKind = UInt8(ascii: "P")
 
     // MARK: COPY
-
-    public static func copyDone(into out: inout OutBuffer) {
-        out.appendEmptyMessage(FrontendType.copyDone)
-    }
 
     public static func copyFail(into out: inout OutBuffer, message: String) {
         out.appendCStringMessage(FrontendType.copyFail, message)

@@ -9,7 +9,8 @@ public struct TLSSetupError: Error, Sendable, CustomStringConvertible {
     public var description: String { "\(key): \(reason)" }
 }
 
-/// The TLS settings of one side (clients or servers), as configured.
+/// The TLS settings of one side (clients or servers): `Config.clientTLS` and `Config.serverTLS`, the
+/// client_tls_* and server_tls_* keys, with PgBouncer's defaults (`mode`'s differs by side).
 public struct TLSSideSettings: Sendable, Equatable {
     public var mode: Config.TLSMode
     public var keyFile: String
@@ -21,8 +22,8 @@ public struct TLSSideSettings: Sendable, Equatable {
     /// "client" or "server": the prefix of the setting names, for error messages.
     public var prefix: String
 
-    public init(mode: Config.TLSMode, keyFile: String, certFile: String, caFile: String, protocols: String,
-                ciphers: String, tls13Ciphers: String, prefix: String) {
+    public init(mode: Config.TLSMode, keyFile: String = "", certFile: String = "", caFile: String = "",
+                protocols: String = "secure", ciphers: String = "default", tls13Ciphers: String = "", prefix: String) {
         self.mode = mode
         self.keyFile = keyFile
         self.certFile = certFile
@@ -56,24 +57,16 @@ extension TLSSideSettings {
 }
 
 extension Config {
-    /// Settings for the TLS pgswift offers to clients; file names resolved against the config's directory.
-    public var clientTLS: TLSSideSettings {
-        TLSSideSettings(mode: clientTLSSSLMode, keyFile: clientTLSKeyFile, certFile: clientTLSCertFile,
-                        caFile: clientTLSCAFile, protocols: clientTLSProtocols, ciphers: clientTLSCiphers,
-                        tls13Ciphers: clientTLS13Ciphers, prefix: "client").resolvingFiles(against: configFile)
-    }
-
-    /// Settings for the TLS pgswift asks of PostgreSQL servers.
-    public var serverTLS: TLSSideSettings {
-        TLSSideSettings(mode: serverTLSSSLMode, keyFile: serverTLSKeyFile, certFile: serverTLSCertFile,
-                        caFile: serverTLSCAFile, protocols: serverTLSProtocols, ciphers: serverTLSCiphers,
-                        tls13Ciphers: serverTLS13Ciphers, prefix: "server").resolvingFiles(against: configFile)
+    /// `\.clientTLS` (the TLS pgswift offers to clients) or `\.serverTLS` (what it asks of PostgreSQL
+    /// servers) as the contexts are built from it: file names resolved against the config's directory.
+    public func resolvedTLS(_ side: KeyPath<Config, TLSSideSettings>) -> TLSSideSettings {
+        self[keyPath: side].resolvingFiles(against: configFile)
     }
 
     /// Builds both TLS contexts once to find unreadable files, a key that does not match its
     /// certificate or a bad protocol/cipher list, reported at the line of the setting to blame.
     public func validateTLS() throws(ConfigError) {
-        for side in [clientTLS, serverTLS] {
+        for side in [resolvedTLS(\.clientTLS), resolvedTLS(\.serverTLS)] {
             do {
                 if side.prefix == "client" {
                     _ = try TLSContext.acceptingClients(side)

@@ -396,7 +396,7 @@ extension Supervisor {
                 healthState.targets[i].replayLagMillis = row[2].flatMap { Int64($0) }
                 healthState.targets[i].replayLSN = StandbyLag.lsn(row[3])
             }
-            Frontend.terminate(into: &out)
+            out.appendEmptyMessage(FrontendType.terminate)
             out.withUnsafeBytes { b in _ = try? Posix.send(p.fd, b.baseAddress!, b.count) }
             checkFinished(i, failure: nil, role: role)
         default:

@@ -55,7 +55,7 @@ final class AdminClient {
     func disconnect() {
         guard fd >= 0 else { return }
         var out = OutBuffer(capacity: 8)
-        Frontend.terminate(into: &out)
+        out.appendEmptyMessage(FrontendType.terminate)
         try? sendAll(out)
         out.deallocate()
         Posix.close(fd)

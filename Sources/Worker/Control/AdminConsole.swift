@@ -105,7 +105,7 @@ extension Worker {
     private func adminQuery(_ ci: Int32, _ query: String) {
         if query.allSatisfy({ $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" || $0 == ";" }) {
             scratch.clear()
-            Backend.emptyQueryResponse(into: &scratch)
+            scratch.appendEmptyMessage(BackendType.emptyQueryResponse)
             Backend.readyForQuery(into: &scratch, status: UInt8(ascii: "I"))
             clients[ci].io.out.append(scratch)
             return

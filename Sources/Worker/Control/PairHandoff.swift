@@ -129,7 +129,7 @@ extension Worker {
         if !stale.isEmpty {
             scratch.clear()
             for id in stale { Frontend.close(into: &scratch, kind: UInt8(ascii: "S"), name: StatementRegistry.serverName(id)) }
-            Frontend.sync(into: &scratch)
+            scratch.appendEmptyMessage(FrontendType.sync)
             servers[si].io.out.append(scratch)
             servers[si].internalQueries += 1
             if !flushServer(si) && servers[si].state == .free { return }
@@ -154,7 +154,7 @@ extension Worker {
     /// A server connection nobody will use: Terminate (best effort), then close.
     private func terminateAndClose(_ fd: Int32) {
         scratch.clear()
-        Frontend.terminate(into: &scratch)
+        scratch.appendEmptyMessage(FrontendType.terminate)
         scratch.withUnsafeBytes { _ = try? Posix.send(fd, $0.baseAddress!, $0.count) }
         Posix.close(fd)
     }

@@ -15,8 +15,8 @@ struct WorkerTLS {
 
     /// Builds both contexts from a configuration; throws without changing anything when one fails.
     mutating func load(_ config: Config) throws(TLSSetupError) {
-        let c = try TLSContext.acceptingClients(config.clientTLS)
-        let settings = config.serverTLS
+        let c = try TLSContext.acceptingClients(config.resolvedTLS(\.clientTLS))
+        let settings = config.resolvedTLS(\.serverTLS)
         let s = try TLSContext.connectingServers(settings)
         clientContext = c
         serverContext = s
@@ -77,7 +77,7 @@ extension Worker {
             log.error("TLS settings not reloaded, keeping the old certificates: \(error)")
             return
         }
-        guard let before, before.serverChangeNeedsReconnect(to: config.serverTLS) else { return }
+        guard let before, before.serverChangeNeedsReconnect(to: config.resolvedTLS(\.serverTLS)) else { return }
         log.info("server TLS settings changed: closing the server connections made with the old ones")
         for pi in pools.indices {
             pools[pi].limits.closeBefore = now

@@ -333,8 +333,8 @@ extension Worker {
             }
             scratch.clear()
             switch head.kind {
-            case ExpectedAnswer.synthParseComplete: Backend.parseComplete(into: &scratch)
-            case ExpectedAnswer.synthCloseComplete: Backend.closeComplete(into: &scratch)
+            case ExpectedAnswer.synthParseComplete: scratch.appendEmptyMessage(BackendType.parseComplete)
+            case ExpectedAnswer.synthCloseComplete: scratch.appendEmptyMessage(BackendType.closeComplete)
             default:
                 let e = servers[si].info?.pendingErrors.isEmpty == false ? servers[si].info!.pendingErrors.removeFirst()
                     : ErrorFields(severity: "ERROR", code: SQLState.protocolViolation, message: "protocol error")

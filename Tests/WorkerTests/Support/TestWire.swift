@@ -107,9 +107,9 @@ enum FE {
     static func closeStatement(_ name: String) -> [UInt8] {
         TestWire.encode { Frontend.close(into: &$0, kind: Frontend.statementKind, name: name) }
     }
-    static let sync = TestWire.encode { Frontend.sync(into: &$0) }
-    static let flush = TestWire.encode { Frontend.flush(into: &$0) }
-    static let terminate = TestWire.encode { Frontend.terminate(into: &$0) }
+    static let sync = TestWire.encode { $0.appendEmptyMessage(FrontendType.sync) }
+    static let flush = TestWire.encode { $0.appendEmptyMessage(FrontendType.flush) }
+    static let terminate = TestWire.encode { $0.appendEmptyMessage(FrontendType.terminate) }
 }
 
 /// What a scripted PostgreSQL answers.
@@ -135,10 +135,10 @@ enum BE {
     static func notice(_ message: String) -> [UInt8] {
         TestWire.encode { Backend.noticeResponse(into: &$0, ErrorFields(severity: "NOTICE", code: "00000", message: message)) }
     }
-    static let parseComplete = TestWire.encode { Backend.parseComplete(into: &$0) }
-    static let bindComplete = TestWire.encode { Backend.bindComplete(into: &$0) }
-    static let closeComplete = TestWire.encode { Backend.closeComplete(into: &$0) }
-    static let noData = TestWire.encode { Backend.noData(into: &$0) }
+    static let parseComplete = TestWire.encode { $0.appendEmptyMessage(BackendType.parseComplete) }
+    static let bindComplete = TestWire.encode { $0.appendEmptyMessage(BackendType.bindComplete) }
+    static let closeComplete = TestWire.encode { $0.appendEmptyMessage(BackendType.closeComplete) }
+    static let noData = TestWire.encode { $0.appendEmptyMessage(BackendType.noData) }
 
     /// A one-row, one-column result and its CommandComplete (what `select <value>` returns).
     static func row(_ value: String) -> [UInt8] {
