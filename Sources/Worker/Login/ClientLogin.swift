@@ -209,8 +209,9 @@ extension Worker {
             log.info("\(clientLogPrefix(ci)) login attempt: db=\(db) user=\(user) tls=\(tlsDescription(client: ci)) "
                      + "replication=\(login.replication.startupValue)")
         }
-        if login.overLimit {
-            // Accepted over max_client_conn (`adoptAcceptedClient`): only the admin console gets in.
+        if login.overLimit && !admitLate(ci) {
+            // Accepted over max_client_conn (`adoptAcceptedClient`) and still over it: only the admin
+            // console gets in.
             guard db == "pgbouncer" else {
                 failClient(ci, code: SQLState.tooManyConnections, message: "no more connections allowed (max_client_conn)")
                 return

@@ -84,6 +84,21 @@ extension Worker {
         limits.counter?.release(slot: limits.counterWord)
     }
 
+    /// A login accepted over max_client_conn, at its startup packet: a place freed since the accept is
+    /// taken now (a client that left on another worker a moment before: its release and this accept
+    /// race, where one PgBouncer process sees them in order). True when it was.
+    func admitLate(_ ci: Int32) -> Bool {
+        if let c = limits.counter {
+            guard c.tryAcquire(slot: limits.counterWord, limit: config.maxClientConn) else { return false }
+        } else {
+            // The table holds this client and the other over-limit logins, which hold no place.
+            guard clients.used - overLimitClients < config.maxClientConn else { return false }
+        }
+        clients[ci].info?.login?.overLimit = false
+        overLimitClients -= 1
+        return true
+    }
+
     /// A login accepted over max_client_conn ends its wait: it leaves uncounted (freed while logging
     /// in), or takes a place in the count (`counted`: the admin console, let in beyond the limit as
     /// PgBouncer does, or a refused client on its way out, whose free gives the place back).

@@ -281,6 +281,25 @@ final class ClientLoginTests: WorkerHarnessCase {
         d.send(FE.startup(user: "u", database: "db"))
         XCTAssertEqual(h.readUntilClosed(d).map { $0.sqlState }, [SQLState.tooManyConnections])
     }
+
+    /// A place freed between the accept and the startup packet (with several workers: a client that
+    /// left on another worker just before this one connected) is the late client's: it logs in, and
+    /// the count stays exact.
+    func testAPlaceFreedBeforeTheStartupPacketLetsTheClientIn() throws {
+        try start(["max_client_conn": "2"])
+        let a = h.login()
+        h.login()
+        let c = h.connect()
+        h.settle(turns: 5)
+        a.send(FE.terminate)
+        h.waitUntil("the first client to leave") { h.worker.clients.used == 2 }
+        c.send(FE.startup(user: "u", database: "db"))
+        let msgs = h.readUntilReady(c)
+        XCTAssertEqual(msgs.last?.status, "I", "\(msgs)")
+        let d = h.connect()
+        d.send(FE.startup(user: "u", database: "db"))
+        XCTAssertEqual(h.readUntilClosed(d).map { $0.sqlState }, [SQLState.tooManyConnections])
+    }
 }
 
 /// A database with a forced user=: one pool, whoever logs in (PgBouncer's get_pool with the forced
