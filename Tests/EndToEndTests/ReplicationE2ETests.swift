@@ -106,9 +106,12 @@ final class ReplicationE2ETests: XCTestCase {
         defer { _ = recv.terminate(SIGINT, grace: 10) }
         XCTAssertTrue(waitUntil(timeout: 30) { (try? self.replicationRows(px, "SHOW SERVERS", "logical"))?.count == 1 },
                       "no logical replication server: \(recv.stderrText())\n\(px.log().suffix(3000))")
-        let client = try replicationRows(px, "SHOW CLIENTS", "logical")
-        XCTAssertEqual(client.count, 1, "\(client)")
-        XCTAssertEqual(client.first?["state"], "active")
+        // The server row shows while it logs in; its client is `waiting` until the two are linked.
+        var client: [[String: String]] = []
+        XCTAssertTrue(waitUntil(timeout: 30) {
+            client = (try? self.replicationRows(px, "SHOW CLIENTS", "logical")) ?? []
+            return client.count == 1 && client.first?["state"] == "active"
+        }, "the logical replication client is not linked: \(client)\n\(px.log().suffix(3000))")
         XCTAssertEqual(client.first?["user"], "u_repl")
         _ = try pg.adminQuery("insert into public.t values (42)", database: "testdb")
         XCTAssertTrue(waitUntil(timeout: 30) { readTextFile(out).contains("table public.t: INSERT: a[integer]:42") },
