@@ -4,6 +4,28 @@ import Shared
 import Glibc
 
 /// What a scanner helper tells the scanning loop.
+/// What scanServer reads from `HotState` once per call (it changes only at reload or between calls):
+/// off, each test below is a register test.
+struct ServerScanFlags {
+    /// query_stats: statements end at CommandComplete and friends (QueryStats.swift).
+    let queryTracking: Bool
+    /// listen_mode = relay: a pooled server's own notifications are dropped (the listening connection
+    /// delivers them).
+    let listenRelay: Bool
+    /// Some client's LISTEN is in flight: errors are read (ListenRelay.swift).
+    let listenPending: Bool
+    /// Some pool routes reads and writes (Routing.swift).
+    let routing: Bool
+
+    @inline(__always)
+    init(_ hot: HotState) {
+        queryTracking = hot.queryTracking
+        listenRelay = hot.listenRelay
+        listenPending = hot.listenPending > 0
+        routing = hot.routing
+    }
+}
+
 enum ScanStep {
     /// Go on with this message (count it, inspect it, forward it).
     case handle
@@ -239,62 +261,19 @@ extension Worker {
                 clients[ci].io.input.scan = scan
                 clients[ci].io.input.partial = partial
                 if scan > clients[ci].io.input.start { return .progress }
-                // Garbage is refused here: no server is linked (or launched) for it.
-                if !knownClientMessage(type) {
-                    unknownClientMessage(ci, type)
-                    return .stop
+                switch linkForMessage(ci, type, base + scan, len: len, avail: end &- scan) {
+                case .handle: si = clients[ci].server
+                case .next:  // answered and consumed by routing (no `&scan`: the loop's locals stay in registers)
+                    scan = clients[ci].io.input.scan
+                    partial = clients[ci].io.input.partial
+                    continue
+                case .done(let r): return r
                 }
-                if hot.pointee.routing {  // Routing.swift: reads the first message whole, or answers it itself
-                    switch routeTransaction(ci, type, base + scan, total: len &+ 1, avail: end &- scan) {
-                    case .handle: break
-                    case .next:  // answered and consumed there (no `&scan`: the loop's locals stay in registers)
-                        scan = clients[ci].io.input.scan
-                        partial = clients[ci].io.input.partial
-                        continue
-                    case .done(let r): return r
-                    }
-                }
-                if !acquireServer(ci) { return .stop }
-                si = clients[ci].server
             }
             let total = len &+ 1
             let avail = end &- scan
-            // A Query or Parse whose text holds no keyword of the LISTEN relay's or of carried session
-            // state's (`plainText`: one pass for both) needs neither hook below.
-            let hooked = (type == FrontendType.query || type == FrontendType.parse) && (listenFollow || servers[si].watchTags)
-                && !(total <= avail && (type == FrontendType.query || !servers[si].sessionExtended)
-                     && plainText(type, base + (scan &+ 5), len &- 4))
-            if hooked && listenFollow {
-                // LISTEN/UNLISTEN/DISCARD relayed (ListenRelay.swift): a first-keyword test, no lexing.
-                switch listenScan(ci, si, type, base + (scan &+ 5), min(len &- 4, avail &- 5), complete: total <= avail,
-                                  first: scan == clients[ci].io.input.start) {
-                case .go: break
-                case .flushFirst: return .progress
-                case .hold: return scan > clients[ci].io.input.start ? .progress : .stop
-                case .needMore:
-                    if total <= buffers.size { return scan > clients[ci].io.input.start ? .progress : .needMore }
-                }
-            }
-            if queryTracking && queryStatsType(type) {
-                // Query statistics (QueryStats.swift) read the message whole when it fits the buffer.
-                if total > avail && total <= buffers.size {
-                    return scan > clients[ci].io.input.start ? .progress : .needMore
-                }
-                if !clients[ci].skipUntilSync || type == FrontendType.sync {
-                    queryStatsClientMessage(ci, si, type, total <= avail
-                        ? UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4) : nil)
-                }
-            }
-            if servers[si].watchTags && (hooked || (servers[si].sessionExtended
-                    && (type == FrontendType.bind || type == FrontendType.execute))) {
-                // Carried session state and pinning (SessionHooks.swift): the text whole, when it fits.
-                if total > avail {
-                    if total <= buffers.size { return scan > clients[ci].io.input.start ? .progress : .needMore }
-                } else if !clients[ci].skipUntilSync && !sessionClientMessage(ci, si, type,
-                            UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4), first: scan == clients[ci].io.input.start) {
-                    return .progress  // a PREPARE to replay first: what precedes it goes before
-                }
-            }
+            if let r = clientMessageHooks(ci, si, type, base + scan, len: len, avail: avail,
+                                          listenFollow: listenFollow, queryTracking: queryTracking) { return r }
             if servers[si].tracking {
                 switch trackClientMessage(ci, si, type, len, base, &scan, &partial, end) {
                 case .handle: break
@@ -315,6 +294,80 @@ extension Worker {
             }
         }
         return .progress
+    }
+
+    /// The first message of a transaction, with nothing unsent before it: garbage is refused (no server
+    /// is linked or launched for it), read/write routing may read it whole or answer it itself
+    /// (Routing.swift), then a server is linked. `.handle`: linked; `.next`: routing consumed it.
+    @inline(__always)
+    private func linkForMessage(_ ci: Int32, _ type: UInt8, _ message: UnsafeMutableRawPointer, len: Int,
+                                avail: Int) -> ScanStep {
+        if !knownClientMessage(type) {
+            unknownClientMessage(ci, type)
+            return .done(.stop)
+        }
+        if hot.pointee.routing {
+            switch routeTransaction(ci, type, message, total: len &+ 1, avail: avail) {
+            case .handle: break
+            case .next: return .next
+            case .done(let r): return .done(r)
+            }
+        }
+        return acquireServer(ci) ? .handle : .done(.stop)
+    }
+
+    /// The hooks a client message meets before it is forwarded, in this order: the LISTEN relay
+    /// (ListenRelay.swift), query statistics (QueryStats.swift) and carried session state
+    /// (SessionHooks.swift). `message` is the message's first byte, `avail` what is buffered of it.
+    /// nil: forward it; otherwise what `scanClient` returns now (wait for the rest, forward what
+    /// precedes it first, or stop).
+    @inline(__always)
+    private func clientMessageHooks(_ ci: Int32, _ si: Int32, _ type: UInt8, _ message: UnsafeMutableRawPointer, len: Int,
+                                    avail: Int, listenFollow: Bool, queryTracking: Bool) -> ScanResult? {
+        let total = len &+ 1
+        let body = message + 5
+        // A Query or Parse whose text holds no keyword of the LISTEN relay's or of carried session
+        // state's (`plainText`: one pass for both) needs neither hook.
+        let hooked = (type == FrontendType.query || type == FrontendType.parse) && (listenFollow || servers[si].watchTags)
+            && !(total <= avail && (type == FrontendType.query || !servers[si].sessionExtended)
+                 && plainText(type, body, len &- 4))
+        if hooked && listenFollow {
+            // LISTEN/UNLISTEN/DISCARD relayed: a first-keyword test, no lexing.
+            switch listenScan(ci, si, type, body, min(len &- 4, avail &- 5), complete: total <= avail,
+                              first: message == clients[ci].io.input.base! + clients[ci].io.input.start) {
+            case .go: break
+            case .flushFirst: return .progress
+            case .hold: return waitingResult(ci, message, stop: true)
+            case .needMore:
+                if total <= buffers.size { return waitingResult(ci, message, stop: false) }
+            }
+        }
+        if queryTracking && queryStatsType(type) {
+            // Query statistics read the message whole when it fits the buffer.
+            if total > avail && total <= buffers.size { return waitingResult(ci, message, stop: false) }
+            if !clients[ci].skipUntilSync || type == FrontendType.sync {
+                queryStatsClientMessage(ci, si, type, total <= avail ? UnsafeRawBufferPointer(start: body, count: len &- 4) : nil)
+            }
+        }
+        if servers[si].watchTags && (hooked || (servers[si].sessionExtended
+                && (type == FrontendType.bind || type == FrontendType.execute))) {
+            // Carried session state and pinning: the text whole, when it fits.
+            if total > avail {
+                if total <= buffers.size { return waitingResult(ci, message, stop: false) }
+            } else if !clients[ci].skipUntilSync && !sessionClientMessage(ci, si, type,
+                        UnsafeRawBufferPointer(start: body, count: len &- 4),
+                        first: message == clients[ci].io.input.base! + clients[ci].io.input.start) {
+                return .progress  // a PREPARE to replay first: what precedes it goes before
+            }
+        }
+        return nil
+    }
+
+    /// A hook waits for more of the message at `message` (or, `stop`, for an event of its own):
+    /// what precedes it in the buffer is forwarded first.
+    @inline(__always)
+    private func waitingResult(_ ci: Int32, _ message: UnsafeMutableRawPointer, stop: Bool) -> ScanResult {
+        message > clients[ci].io.input.base! + clients[ci].io.input.start ? .progress : (stop ? .stop : .needMore)
     }
 
     /// The rest of a message larger than what was buffered (`partial` bytes still to come): forwarded
@@ -571,14 +624,7 @@ extension Worker {
         let end = servers[si].io.input.end
         var partial = servers[si].io.input.partial
         var result = ScanResult.progress
-        // Read once per call (it changes only at reload): off, the query-stats tests below are a
-        // register test each.
-        let queryTracking = hot.pointee.queryTracking
-        // listen_mode = relay: a pooled server's own notifications are dropped (the listening
-        // connection delivers them); errors are read while a client's LISTEN is in flight.
-        let listenRelay = hot.pointee.listenRelay
-        let listenPending = hot.pointee.listenPending > 0
-        let routing = hot.pointee.routing
+        let flags = ServerScanFlags(hot.pointee)
         scanning: while scan < end {
             let swallowing = servers[si].internalQueries > 0 || servers[si].client < 0
             if partial > 0 {
@@ -598,25 +644,17 @@ extension Worker {
                 (type, len) = (h.type, h.length)
             case .invalid(let h):
                 servers[si].io.input.scan = scan
-                serverBroken(si, reason: h.length < 4 ? "invalid message length \(h.length) from server"
-                             : "message too long (\(h.length) bytes; max_packet_size is \(maxPacket))")
+                serverFrameInvalid(si, h)
                 return .stop
             }
             let total = len &+ 1
             // Read/write routing's 25006 safety net (Routing.swift): true, dropped; false, read it whole.
-            if routing && !swallowing, let dropped = routedServerMessage(si, type, total: total, avail: avail, &scan) {
+            if flags.routing && !swallowing, let dropped = routedServerMessage(si, type, total: total, avail: avail, &scan) {
                 if dropped { continue }
                 result = .needMore
                 break scanning
             }
-            let inspect: Bool
-            switch type {  // read whole and looked at (`inspectServerMessage`); DataRow, the commonest, first
-            case BackendType.dataRow: inspect = swallowing && routing
-            case BackendType.readyForQuery, BackendType.parameterStatus: inspect = true
-            case BackendType.commandComplete: inspect = servers[si].watchTags || queryTracking
-            case BackendType.errorResponse: inspect = swallowing || listenPending || servers[si].sessionPending
-            default: inspect = false
-            }
+            let inspect = inspects(si, type, swallowing: swallowing, flags)
             if inspect && total > avail {
                 if total <= buffers.size { result = .needMore; break }
                 // Too large to inspect (a giant ParameterStatus): pass it through unread.
@@ -625,29 +663,14 @@ extension Worker {
                 // Bytes for the client still unsent before a message to swallow: send them first.
                 break
             }
-            if listenRelay && type == BackendType.notificationResponse && !swallowing && total <= avail
-                && linkMode(si) != .session {
-                // Its clients get it from the listening connection (ListenRelay.swift): dropped, after
-                // what precedes it is sent.
-                if scan > servers[si].io.input.start { break }
-                scan &+= total
-                servers[si].io.input.start = scan
-                continue
+            switch serverMessageStep(si, type, total: total, avail: avail, swallowing: swallowing, flags, &scan) {
+            case .handle: break
+            case .next: continue
+            case .done(let r):
+                result = r
+                break scanning
             }
-            if !swallowing && servers[si].tracking && servers[si].answerCount > 0 {
-                if let r = trackServerMessage(si, type, total: total, avail: avail, &scan) {
-                    result = r
-                    break scanning
-                }
-                if !serverAnswer(si, type) {
-                    // The answer to an injected Parse/Close: drop it (after what precedes it is sent).
-                    if scan > servers[si].io.input.start { break }
-                    scan &+= total
-                    servers[si].io.input.start = scan
-                    continue
-                }
-            }
-            if queryTracking && !swallowing && queryStatsEnd(type) {
+            if flags.queryTracking && !swallowing && queryStatsEnd(type) {
                 queryStatsStatementEnd(si, type, total <= avail
                     ? UnsafeRawBufferPointer(start: base + (scan &+ 5), count: len &- 4) : nil)
             }
@@ -674,6 +697,46 @@ extension Worker {
         if swallowing(si) { servers[si].io.releaseIfEmpty(buffers) }
         if result == .needMore && scan > servers[si].io.input.start { return .progress }
         return result
+    }
+
+    /// Whether a server message is for the client at all. A pooled server's own notification in relay
+    /// mode (its clients get it from the listening connection, ListenRelay.swift) and the answer to an
+    /// injected Parse/Close are dropped (`.next`), after what precedes them is sent (`.done(.progress)`
+    /// first); on a tracked link the answer queue moves (Prepared.swift).
+    @inline(__always)
+    private func serverMessageStep(_ si: Int32, _ type: UInt8, total: Int, avail: Int, swallowing: Bool,
+                                   _ flags: ServerScanFlags, _ scan: inout Int) -> ScanStep {
+        var drop = flags.listenRelay && type == BackendType.notificationResponse && !swallowing && total <= avail
+            && linkMode(si) != .session
+        if !drop && !swallowing && servers[si].tracking && servers[si].answerCount > 0 {
+            if let r = trackServerMessage(si, type, total: total, avail: avail, &scan) { return .done(r) }
+            drop = !serverAnswer(si, type)
+        }
+        guard drop else { return .handle }
+        if scan > servers[si].io.input.start { return .done(.progress) }
+        scan &+= total
+        servers[si].io.input.start = scan
+        return .next
+    }
+
+    /// Whether scanServer reads a message whole and looks at it (`inspectServerMessage`): DataRow,
+    /// the commonest, first.
+    @inline(__always)
+    private func inspects(_ si: Int32, _ type: UInt8, swallowing: Bool, _ flags: ServerScanFlags) -> Bool {
+        switch type {
+        case BackendType.dataRow: return swallowing && flags.routing
+        case BackendType.readyForQuery, BackendType.parameterStatus: return true
+        case BackendType.commandComplete: return servers[si].watchTags || flags.queryTracking
+        case BackendType.errorResponse: return swallowing || flags.listenPending || servers[si].sessionPending
+        default: return false
+        }
+    }
+
+    /// A server sent a frame header pgswift cannot accept: the connection is broken.
+    @inline(never)
+    private func serverFrameInvalid(_ si: Int32, _ h: MessageHeader) {
+        serverBroken(si, reason: h.length < 4 ? "invalid message length \(h.length) from server"
+                     : "message too long (\(h.length) bytes; max_packet_size is \(maxPacket))")
     }
 
     /// A server message on a tracked link with expected answers pending, before its slot is popped:
