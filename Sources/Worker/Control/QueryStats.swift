@@ -194,73 +194,79 @@ extension Worker {
             simpleQuery(text, owner: queryOwner(p), li: li)
         case FrontendType.parse:
             guard let body, p >= 0 else { return }
-            let sx = querySession(ci)
-            let nameEnd = cStringLength(body, from: 0)
-            guard nameEnd < body.count else { return }
-            let textEnd = cStringLength(body, from: nameEnd + 1)
-            let text = UnsafeRawBufferPointer(rebasing: body[(nameEnd + 1)..<textEnd])
-            let ref = patternRef(text, range: nil, owner: queryOwner(p), useCache: true)
-            if nameEnd == 0 {
-                q.pointee.sessions[sx].unnamedStatement = ref
-            } else {
-                let key = SQLHash.rawText(UnsafeRawBufferPointer(rebasing: body[0..<nameEnd]), seed: 0x7374_6d74)
-                if q.pointee.sessions[sx].named == nil { q.pointee.sessions[sx].named = [:] }
-                // A client that names statements without end and never closes them: forget its names
-                // (their calls then go uncounted) rather than grow without bound.
-                if q.pointee.sessions[sx].named!.count >= QueryStatsState.maxNamesPerClient {
-                    q.pointee.sessions[sx].named!.removeAll()
-                }
-                q.pointee.sessions[sx].named![key] = ref
-            }
+            queryStatsParse(ci, body, owner: queryOwner(p))
         case FrontendType.bind:
             guard let body else { return }
-            let sx = querySession(ci)
-            let portalEnd = cStringLength(body, from: 0)
-            guard portalEnd < body.count else { return }
-            let stmtEnd = cStringLength(body, from: portalEnd + 1)
-            let ref: QueryPatternRef
-            if stmtEnd == portalEnd + 1 {
-                ref = q.pointee.sessions[sx].unnamedStatement
-            } else {
-                let key = SQLHash.rawText(UnsafeRawBufferPointer(rebasing: body[(portalEnd + 1)..<stmtEnd]), seed: 0x7374_6d74)
-                ref = q.pointee.sessions[sx].named?[key] ?? .none
-            }
-            if portalEnd == 0 {
-                q.pointee.sessions[sx].unnamedPortal = ref
-            } else {
-                let key = SQLHash.rawText(UnsafeRawBufferPointer(rebasing: body[0..<portalEnd]), seed: 0x706f_7274)
-                if q.pointee.sessions[sx].named == nil { q.pointee.sessions[sx].named = [:] }
-                q.pointee.sessions[sx].named![key] = ref
-            }
-            if q.pointee.captureParameters { keepBindParameters(sx, body, portalEnd: portalEnd, valuesAt: stmtEnd + 1) }
+            queryStatsBind(ci, body)
         case FrontendType.close:
             // A closed statement or portal leaves the client's map (named ones only).
             guard let body, body.count >= 2, body[1] != 0 else { return }
             let sx = querySession(ci)
-            let nameEnd = cStringLength(body, from: 1)
-            let seed: UInt64 = body[0] == UInt8(ascii: "S") ? 0x7374_6d74 : 0x706f_7274
-            let key = SQLHash.rawText(UnsafeRawBufferPointer(rebasing: body[1..<nameEnd]), seed: seed)
+            let key = Self.nameKey(body, 1..<cStringLength(body, from: 1), portal: body[0] != UInt8(ascii: "S"))
             q.pointee.sessions[sx].named?[key] = nil
         case FrontendType.execute:
             guard let body else { return }
-            let sx = querySession(ci)
-            let portalEnd = cStringLength(body, from: 0)
-            let ref: QueryPatternRef
-            if portalEnd == 0 {
-                ref = q.pointee.sessions[sx].unnamedPortal
-            } else {
-                let key = SQLHash.rawText(UnsafeRawBufferPointer(rebasing: body[0..<portalEnd]), seed: 0x706f_7274)
-                ref = q.pointee.sessions[sx].named?[key] ?? .none
-            }
-            if ref.isNone {
-                q.pointee.untracked &+= 1
-                return
-            }
-            let values = q.pointee.captureParameters ? boundParameters(sx, body, portalEnd: portalEnd) : nil
-            pushStatement(li, ref, seq: q.pointee.links[li].sent &+ 1, parameters: values)
+            queryStatsExecute(ci, li, body)
         default:
             break
         }
+    }
+
+    /// A Parse: its text's pattern, kept for the unnamed statement or under the statement's name.
+    @inline(__always)
+    private func queryStatsParse(_ ci: Int32, _ body: UnsafeRawBufferPointer, owner: Int32) {
+        let sx = querySession(ci)
+        let nameEnd = cStringLength(body, from: 0)
+        guard nameEnd < body.count else { return }
+        let textEnd = cStringLength(body, from: nameEnd + 1)
+        let ref = patternRef(UnsafeRawBufferPointer(rebasing: body[(nameEnd + 1)..<textEnd]), range: nil, owner: owner,
+                             useCache: true)
+        if nameEnd == 0 {
+            queryStats.pointee.sessions[sx].unnamedStatement = ref
+        } else {
+            ClientQuerySession.remember(ref, at: Self.nameKey(body, 0..<nameEnd, portal: false),
+                                        in: &queryStats.pointee.sessions[sx].named)
+        }
+    }
+
+    /// A Bind: the portal takes its statement's pattern (and, with log_statement_parameters, its values).
+    @inline(__always)
+    private func queryStatsBind(_ ci: Int32, _ body: UnsafeRawBufferPointer) {
+        let q = queryStats
+        let sx = querySession(ci)
+        let portalEnd = cStringLength(body, from: 0)
+        guard portalEnd < body.count else { return }
+        let stmtEnd = cStringLength(body, from: portalEnd + 1)
+        let ref = stmtEnd == portalEnd + 1 ? q.pointee.sessions[sx].unnamedStatement
+            : q.pointee.sessions[sx].named?[Self.nameKey(body, (portalEnd + 1)..<stmtEnd, portal: false)] ?? .none
+        if portalEnd == 0 {
+            q.pointee.sessions[sx].unnamedPortal = ref
+        } else {
+            ClientQuerySession.remember(ref, at: Self.nameKey(body, 0..<portalEnd, portal: true), in: &q.pointee.sessions[sx].named)
+        }
+        if q.pointee.captureParameters { keepBindParameters(sx, body, portalEnd: portalEnd, valuesAt: stmtEnd + 1) }
+    }
+
+    /// An Execute: its portal's pattern is a statement in flight on the link (uncounted without one).
+    @inline(__always)
+    private func queryStatsExecute(_ ci: Int32, _ li: Int, _ body: UnsafeRawBufferPointer) {
+        let q = queryStats
+        let sx = querySession(ci)
+        let portalEnd = cStringLength(body, from: 0)
+        let ref = portalEnd == 0 ? q.pointee.sessions[sx].unnamedPortal
+            : q.pointee.sessions[sx].named?[Self.nameKey(body, 0..<portalEnd, portal: true)] ?? .none
+        if ref.isNone {
+            q.pointee.untracked &+= 1
+            return
+        }
+        let values = q.pointee.captureParameters ? boundParameters(sx, body, portalEnd: portalEnd) : nil
+        pushStatement(li, ref, seq: q.pointee.links[li].sent &+ 1, parameters: values)
+    }
+
+    /// A statement's or portal's name (`range` of a message body): its key in the client's map by name.
+    @inline(__always)
+    private static func nameKey(_ body: UnsafeRawBufferPointer, _ range: Range<Int>, portal: Bool) -> UInt64 {
+        SQLHash.rawText(UnsafeRawBufferPointer(rebasing: body[range]), seed: portal ? 0x706f_7274 : 0x7374_6d74)
     }
 
     /// A text's pattern-cache key: its shape (constants' values left out, `SQLHash.shape`), so texts
