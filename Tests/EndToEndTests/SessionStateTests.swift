@@ -27,17 +27,22 @@ final class SessionStateE2ETests: XCTestCase {
     /// Connections that share `a`'s worker, found as they come (SO_REUSEPORT spreads them): right after
     /// `a`'s transaction each gets the server `a` left (idle servers are reused last in, first out), so
     /// while one holds a server in a transaction `a` must take another. Plus `plain` more, anywhere.
+    /// The server must follow twice in a row: an idle server may move to another worker whose client
+    /// waits (ServerMove.swift), and a candidate there would get it once.
     private func neighbours(_ px: Pgswift, of a: WireClient, count: Int, plain: Int) throws -> [WireClient] {
         var found: [WireClient] = []
         var tries: [String] = []
-        for _ in 0..<64 where found.count < count {
-            let c = try connect(px)
+        func follows(_ c: WireClient) throws -> Bool {
             let mine = try value(a, "select pg_backend_pid()::text")
             let theirs = try value(c, "select pg_backend_pid()::text")
             tries.append("\(mine ?? "?")/\(theirs ?? "?")")
-            if theirs == mine { found.append(c) } else { c.close() }
+            return theirs == mine
         }
-        print("neighbours: \(found.count) of \(tries.count) candidates on the client's worker")
+        for _ in 0..<64 where found.count < count {
+            let c = try connect(px)
+            if try follows(c), try follows(c) { found.append(c) } else { c.close() }
+        }
+        print("neighbours: \(found.count) on the client's worker after \(tries.count) checks")
         XCTAssertFalse(found.isEmpty, "no connection landed on the client's worker: \(tries)\n\(px.log().suffix(3000))")
         return try found + (0..<plain).map { _ in try connect(px) }
     }
