@@ -64,9 +64,10 @@ extension Worker {
     // MARK: max_client_conn
 
     /// Admits one more client, or refuses it: service-wide through the shared counter when there is one.
-    func admitClient() -> Bool {
+    /// Without one, the client table is the count, less `uncounted` records that hold no place.
+    func admitClient(uncounted: Int = 0) -> Bool {
         if let c = limits.counter { return c.tryAcquire(slot: limits.counterWord, limit: config.maxClientConn) }
-        return clients.used < config.maxClientConn
+        return clients.used - uncounted < config.maxClientConn
     }
 
     /// A client handed over by the predecessor of a rolling restart (which gave its place back).
@@ -88,12 +89,8 @@ extension Worker {
     /// taken now (a client that left on another worker a moment before: its release and this accept
     /// race, where one PgBouncer process sees them in order). True when it was.
     func admitLate(_ ci: Int32) -> Bool {
-        if let c = limits.counter {
-            guard c.tryAcquire(slot: limits.counterWord, limit: config.maxClientConn) else { return false }
-        } else {
-            // The table holds this client and the other over-limit logins, which hold no place.
-            guard clients.used - overLimitClients < config.maxClientConn else { return false }
-        }
+        // The table holds this client and the other over-limit logins, which hold no place.
+        guard admitClient(uncounted: overLimitClients) else { return false }
         clients[ci].info?.login?.overLimit = false
         overLimitClients -= 1
         return true

@@ -3,7 +3,6 @@
 import Shared
 import Glibc
 
-/// What a scanner helper tells the scanning loop.
 /// What scanServer reads from `HotState` once per call (it changes only at reload or between calls):
 /// off, each test below is a register test.
 struct ServerScanFlags {
@@ -26,6 +25,7 @@ struct ServerScanFlags {
     }
 }
 
+/// What a scanner helper tells the scanning loop.
 enum ScanStep {
     /// Go on with this message (count it, inspect it, forward it).
     case handle
@@ -334,7 +334,7 @@ extension Worker {
         if hooked && listenFollow {
             // LISTEN/UNLISTEN/DISCARD relayed: a first-keyword test, no lexing.
             switch listenScan(ci, si, type, body, min(len &- 4, avail &- 5), complete: total <= avail,
-                              first: message == clients[ci].io.input.base! + clients[ci].io.input.start) {
+                              first: isFirstUnsent(ci, message)) {
             case .go: break
             case .flushFirst: return .progress
             case .hold: return waitingResult(ci, message, stop: true)
@@ -355,8 +355,7 @@ extension Worker {
             if total > avail {
                 if total <= buffers.size { return waitingResult(ci, message, stop: false) }
             } else if !clients[ci].skipUntilSync && !sessionClientMessage(ci, si, type,
-                        UnsafeRawBufferPointer(start: body, count: len &- 4),
-                        first: message == clients[ci].io.input.base! + clients[ci].io.input.start) {
+                        UnsafeRawBufferPointer(start: body, count: len &- 4), first: isFirstUnsent(ci, message)) {
                 return .progress  // a PREPARE to replay first: what precedes it goes before
             }
         }
@@ -367,7 +366,13 @@ extension Worker {
     /// what precedes it in the buffer is forwarded first.
     @inline(__always)
     private func waitingResult(_ ci: Int32, _ message: UnsafeMutableRawPointer, stop: Bool) -> ScanResult {
-        message > clients[ci].io.input.base! + clients[ci].io.input.start ? .progress : (stop ? .stop : .needMore)
+        !isFirstUnsent(ci, message) ? .progress : (stop ? .stop : .needMore)
+    }
+
+    /// No byte of the client's input before `message` waits to be forwarded.
+    @inline(__always)
+    private func isFirstUnsent(_ ci: Int32, _ message: UnsafeMutableRawPointer) -> Bool {
+        message == clients[ci].io.input.base! + clients[ci].io.input.start
     }
 
     /// The rest of a message larger than what was buffered (`partial` bytes still to come): forwarded
@@ -409,16 +414,19 @@ extension Worker {
     /// link follows one carrying session ops is not asked about (the caller checks that).
     @inline(never)
     private func plainText(_ type: UInt8, _ body: UnsafeRawPointer, _ count: Int) -> Bool {
-        var text = body
-        var n = count
-        if type == FrontendType.parse {
-            guard let nul = memchr(body, 0, count) else { return false }
-            let skip = UnsafeRawPointer(nul) - body + 1
-            text = body + skip
-            n = count &- skip
-        }
+        guard let (text, n) = Worker.queryText(type, body, count) else { return false }
         return ListenStatements.firstKeyword(text, n) == .no
             && !SQLSessionCandidate.check(UnsafeRawBufferPointer(start: text, count: n))
+    }
+
+    /// The SQL text of a Query or Parse body (`count` bytes of it at hand): a Query's body, or what
+    /// follows a Parse's statement name; nil when that name's NUL is not among those bytes.
+    @inline(__always)
+    static func queryText(_ type: UInt8, _ body: UnsafeRawPointer, _ count: Int) -> (UnsafeRawPointer, Int)? {
+        guard type == FrontendType.parse else { return (body, count) }
+        guard let nul = memchr(body, 0, count) else { return nil }
+        let skip = UnsafeRawPointer(nul) - body + 1
+        return (body + skip, count &- skip)
     }
 
     /// A client message on a tracked link (prepared statements, Prepared.swift): skipped after an error

@@ -48,14 +48,7 @@ extension Worker {
     @inline(never)
     func listenScan(_ ci: Int32, _ si: Int32, _ type: UInt8, _ body: UnsafeRawPointer, _ count: Int,
                     complete: Bool, first: Bool) -> ListenScan {
-        var text = body
-        var n = count
-        if type == FrontendType.parse {
-            guard let nul = memchr(body, 0, count) else { return complete ? .go : .needMore }
-            let skip = UnsafeRawPointer(nul) - body + 1
-            text = body + skip
-            n = count &- skip
-        }
+        guard let (text, n) = Worker.queryText(type, body, count) else { return complete ? .go : .needMore }
         switch ListenStatements.firstKeyword(text, n) {
         case .no:
             // A later statement of a simple Query may be one (`BEGIN; LISTEN a; COMMIT`, asyncpg's reset

@@ -262,9 +262,7 @@ final class ClientLoginTests: WorkerHarnessCase {
     /// accept, where a TLS-asking client would read the error as the answer to its SSLRequest), and a
     /// login that goes away before that holds no place: the count stays exact.
     func testMaxClientConnRefusesTheNextClientAfterItsStartupPacket() throws {
-        try start(["max_client_conn": "2"])
-        let a = h.login()
-        h.login()
+        let a = try startFull()
         let quiet = h.connect()
         h.settle(turns: 5)
         quiet.close()
@@ -277,18 +275,14 @@ final class ClientLoginTests: WorkerHarnessCase {
         a.send(FE.terminate)
         h.waitUntil("the first client to leave") { h.worker.clients.used == 1 }
         h.login()
-        let d = h.connect()
-        d.send(FE.startup(user: "u", database: "db"))
-        XCTAssertEqual(h.readUntilClosed(d).map { $0.sqlState }, [SQLState.tooManyConnections])
+        assertNextClientRefused()
     }
 
     /// A place freed between the accept and the startup packet (with several workers: a client that
     /// left on another worker just before this one connected) is the late client's: it logs in, and
     /// the count stays exact.
     func testAPlaceFreedBeforeTheStartupPacketLetsTheClientIn() throws {
-        try start(["max_client_conn": "2"])
-        let a = h.login()
-        h.login()
+        let a = try startFull()
         let c = h.connect()
         h.settle(turns: 5)
         a.send(FE.terminate)
@@ -296,9 +290,22 @@ final class ClientLoginTests: WorkerHarnessCase {
         c.send(FE.startup(user: "u", database: "db"))
         let msgs = h.readUntilReady(c)
         XCTAssertEqual(msgs.last?.status, "I", "\(msgs)")
+        assertNextClientRefused()
+    }
+
+    /// max_client_conn = 2 with both places taken by logged-in clients: the first of them.
+    private func startFull() throws -> Peer {
+        try start(["max_client_conn": "2"])
+        let first = h.login()
+        h.login()
+        return first
+    }
+
+    /// A new client is refused with 53300 once its startup packet came: no place is free.
+    private func assertNextClientRefused(file: StaticString = #filePath, line: UInt = #line) {
         let d = h.connect()
         d.send(FE.startup(user: "u", database: "db"))
-        XCTAssertEqual(h.readUntilClosed(d).map { $0.sqlState }, [SQLState.tooManyConnections])
+        XCTAssertEqual(h.readUntilClosed(d).map { $0.sqlState }, [SQLState.tooManyConnections], file: file, line: line)
     }
 }
 
