@@ -270,6 +270,22 @@ final class SystemTests: XCTestCase {
         XCTAssertEqual(waitForChild(pid), .exited(0))
     }
 
+    func testSpawnClosesDescriptorsTheParentInheritedWithoutCloseOnExec() throws {
+        // A supervisor started from a shell or a test runner may hold descriptors without CLOEXEC
+        // (CI's runner leaked fds 7-19); its workers must hold only 0-2 and their own list.
+        let (r, w) = try Posix.pipe()
+        defer { Posix.close(r) }
+        let inherited = dup(w)  // dup() clears close-on-exec
+        XCTAssertGreaterThan(inherited, 3)
+        defer { Posix.close(inherited) }
+        let script = "if [ -e /proc/$$/fd/\(inherited) ]; then echo leaked >&3; else echo closed >&3; fi"
+        let pid = try Posix.spawn(path: "/bin/sh", arguments: ["-c", script], environment: ["PATH=/usr/bin:/bin"], fds: [w])
+        Posix.close(w)
+        Posix.close(inherited)
+        XCTAssertEqual(readString(r), "closed\n")
+        XCTAssertEqual(waitForChild(pid), .exited(0))
+    }
+
     func testSpawnWithSourceDescriptorsInTheScratchRange() throws {
         // The spawn shim parks descriptors at 64.. before moving them to 3..; sources that already
         // live there must not be overwritten by an earlier one.

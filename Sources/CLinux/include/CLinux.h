@@ -147,8 +147,13 @@ static inline ssize_t cl_recv_fds(int sock, void *buf, size_t len, int *fds, int
     return n;
 }
 
+// Declared here because spawn.h shows it only under _GNU_SOURCE; weak, so a glibc without it
+// (before 2.34) still links and cl_spawn falls back.
+extern int posix_spawn_file_actions_addclosefrom_np(posix_spawn_file_actions_t *, int) __attribute__((weak));
+
 // posix_spawn with a cleared signal mask and default dispositions, and the given fds
-// dup2'ed onto 3, 4, 5... (fd_count of them). Returns 0 or an errno value.
+// dup2'ed onto 3, 4, 5... (fd_count of them); every descriptor above those is closed.
+// Returns 0 or an errno value.
 static inline int cl_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[],
                            const int *fds, int fd_count) {
     posix_spawn_file_actions_t fa;
@@ -169,8 +174,16 @@ static inline int cl_spawn(pid_t *pid, const char *path, char *const argv[], cha
     for (int i = 0; i < fd_count && rc == 0; i++) {
         rc = posix_spawn_file_actions_adddup2(&fa, base + i, 3 + i);
     }
-    for (int i = 0; i < fd_count && rc == 0; i++) {
-        rc = posix_spawn_file_actions_addclose(&fa, base + i);
+    // Then close everything else: the parked copies, and whatever the supervisor itself inherited
+    // without CLOEXEC (a shell's or a test runner's descriptors), so every child holds exactly
+    // 0-2 and its own list.
+    // glibc before 2.34 lacks closefrom_np: there only the parked copies are closed.
+    if (posix_spawn_file_actions_addclosefrom_np != NULL) {
+        if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&fa, 3 + fd_count);
+    } else {
+        for (int i = 0; i < fd_count && rc == 0; i++) {
+            rc = posix_spawn_file_actions_addclose(&fa, base + i);
+        }
     }
     sigset_t empty, all;
     sigemptyset(&empty);
