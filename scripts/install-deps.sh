@@ -5,7 +5,9 @@
 #   build    toolchain libraries: libssl-dev, libsystemd-dev, pkg-config
 #   test     PostgreSQL server (initdb/postgres/pg_ctl), psql, pgbench, python3 + venv, and drivers;
 #            openssl (the TLS tests make their certificates with it), tmux (TopTests drive `pgswift top` in it),
-#            python3-yaml (DashboardTests read the alert rules with Debian's python3)
+#            python3-yaml (DashboardTests read the alert rules with Debian's python3), and the Go and
+#            Java drivers DriverTests run: golang-go + golang-github-jackc-pgx-v4-dev (pgx v4),
+#            default-jdk-headless + libpostgresql-jdbc-java (the PostgreSQL JDBC driver)
 #   drivers  a Python venv (.build/pyenv, or $PGSWIFT_PYENV) with psycopg 3, asyncpg and
 #            prometheus_client (the metrics test parses /metrics with it) from PyPI,
 #            for the end-to-end driver tests (they find it there, or through $PGSWIFT_PYTHON)
@@ -31,7 +33,8 @@ for s in "${sets[@]}"; do
         build) add libssl-dev libsystemd-dev pkg-config ;;
         # On Debian 12 pgbench ships in postgresql-15 (pulled in by `postgresql`); newer
         # releases moved it to postgresql-client-NN, which `postgresql-client` pulls in.
-        test) add postgresql postgresql-client python3 python3-venv python3-pip python3-yaml openssl tmux; drivers=1 ;;
+        test) add postgresql postgresql-client python3 python3-venv python3-pip python3-yaml openssl tmux \
+                  golang-go golang-github-jackc-pgx-v4-dev default-jdk-headless libpostgresql-jdbc-java; drivers=1 ;;
         drivers) add python3 python3-venv python3-pip; drivers=1 ;;
         bench) add postgresql postgresql-client python3 pgbouncer valgrind strace openssl ;;
         # perf: Debian's linux-perf (Ubuntu ships it as linux-tools-$(uname -r), not installed here).

@@ -71,48 +71,55 @@ public enum SQLSessionCandidate {
 
     /// One pass: a `;` followed by anything but whitespace, `advisory` in any letter case, and (for
     /// SELECT / WITH) `into`. Quotes and comments are not understood: a hit there only costs a lexing.
-    /// Eight bytes at a time: a word holding none of NUL, `;`, `v`/`V` (nor `t`/`T` for INTO) is
-    /// skipped with a few integer operations (the has-zero-byte test; it may see a byte that is not
-    /// there, never miss one that is).
+    /// `nextCandidate` skips eight bytes at a time to the next byte that may decide; `byte` decides
+    /// it or the scan goes on after it.
     @inline(__always)
     static func scanRest(_ p: UnsafePointer<UInt8>, from start: Int, count n: Int, into: Bool) -> Bool {
-        let ones: UInt64 = 0x0101_0101_0101_0101
-        let raw = UnsafeRawPointer(p)
         var k = start
-        while k &+ 8 <= n {
-            let w = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: k, as: UInt64.self))
-            let f = w | 0x2020_2020_2020_2020
-            var hit = hasZero(w) || hasZero(w ^ (ones &* 0x3B)) || hasZero(f ^ (ones &* 0x76))
-            if into && !hit { hit = hasZero(f ^ (ones &* 0x74)) }
-            if hit {
-                for q in k..<(k &+ 8) {
-                    if let r = byte(p, q, n, into) { return r }
-                }
-            }
-            k &+= 8
-        }
-        if k < n && n >= 8 {
-            // The last 1-7 bytes: the text's last eight, shifted so that they start at `k`, blanks
-            // above. The lowest bit of each mask is exact, so the first byte that can decide is found
-            // at once; the bytes before it decide nothing.
-            let r = n &- k
-            let w = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: n &- 8, as: UInt64.self)) >> (UInt64(8 &- r) &* 8)
-                | (0x2020_2020_2020_2020 << (UInt64(r) &* 8))
-            let f = w | 0x2020_2020_2020_2020
-            var m = zeroBytes(w) | zeroBytes(w ^ (ones &* 0x3B)) | zeroBytes(f ^ (ones &* 0x76))
-            if into { m |= zeroBytes(f ^ (ones &* 0x74)) }
-            if m == 0 { return false }
-            k &+= m.trailingZeroBitCount >> 3
-        }
-        while k < n {
-            if let r = byte(p, k, n, into) { return r }
-            k &+= 1
+        while let c = nextCandidate(p, from: k, count: n, into: into) {
+            if let r = byte(p, c, n, into) { return r }
+            k = c &+ 1
         }
         return false
     }
 
+    /// The first byte at or after `start` that is NUL, `;`, `v`/`V` or (with `into`) `t`/`T`; nil
+    /// when there is none before `n`. A word holding none of them is skipped with a few integer
+    /// operations (`zeroBytes`, whose lowest bit is exact). The last 1-7 bytes are the text's last
+    /// eight, shifted down so that they start at `k`, blanks above.
     @inline(__always)
-    static func hasZero(_ v: UInt64) -> Bool { zeroBytes(v) != 0 }
+    static func nextCandidate(_ p: UnsafePointer<UInt8>, from start: Int, count n: Int, into: Bool) -> Int? {
+        let raw = UnsafeRawPointer(p)
+        var k = start
+        while k &+ 8 <= n {
+            let m = candidates(UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: k, as: UInt64.self)), into)
+            if m != 0 { return k &+ m.trailingZeroBitCount >> 3 }
+            k &+= 8
+        }
+        if k >= n { return nil }
+        if n >= 8 {
+            let r = n &- k
+            let w = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: n &- 8, as: UInt64.self)) >> (UInt64(8 &- r) &* 8)
+                | (0x2020_2020_2020_2020 << (UInt64(r) &* 8))
+            let m = candidates(w, into)
+            return m == 0 ? nil : k &+ m.trailingZeroBitCount >> 3
+        }
+        while k < n {
+            let c = p[k], l = c | 0x20
+            if c == 0 || c == UInt8(ascii: ";") || l == UInt8(ascii: "v") || (into && l == UInt8(ascii: "t")) { return k }
+            k &+= 1
+        }
+        return nil
+    }
+
+    /// 0x80 in each byte of `w` that may decide (see `nextCandidate`), possibly in bytes above one.
+    @inline(__always)
+    static func candidates(_ w: UInt64, _ into: Bool) -> UInt64 {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let f = w | 0x2020_2020_2020_2020
+        let m = zeroBytes(w) | zeroBytes(w ^ (ones &* 0x3B)) | zeroBytes(f ^ (ones &* 0x76))
+        return into ? m | zeroBytes(f ^ (ones &* 0x74)) : m
+    }
 
     /// 0x80 in each byte of `v` that is zero, and possibly in bytes above such a byte (a borrow): the
     /// lowest bit set is always a zero byte.

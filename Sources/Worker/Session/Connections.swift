@@ -239,6 +239,11 @@ struct Server {
     var pendingSyncs: Int32 = 0
     /// Extended-protocol messages forwarded since the last Sync: the server is not free yet.
     var unsynced = false
+    /// The client parsed the unnamed statement and has executed nothing since (no Execute, Query or
+    /// FunctionCall): a Parse/Describe/Sync whose Bind/Execute comes in a later batch (pgx's
+    /// describe-then-execute). The link is held until then, as PostgreSQL keeps that statement on
+    /// this server only (`transactionDone`).
+    var unnamedParsed = false
     /// ReadyForQuery answers still owed for queries pgswift sent itself (SET, reset): swallowed.
     var internalQueries: Int32 = 0
     var txStatus: UInt8 = UInt8(ascii: "I")

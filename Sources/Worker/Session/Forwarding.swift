@@ -281,7 +281,7 @@ extension Worker {
                 case .done(let r): return r
                 }
             }
-            if !countClientMessage(si, type) {
+            if !countClientMessage(si, type, base + scan, avail: avail) {
                 clients[ci].io.input.scan = scan
                 unknownClientMessage(ci, type)
                 return .stop
@@ -501,21 +501,31 @@ extension Worker {
     }
 
     /// What a forwarded message means for its server: a Query, FunctionCall or Sync awaits a
-    /// ReadyForQuery, extended-protocol messages leave it unsynced. False for a type a logged-in
-    /// client may not send.
+    /// ReadyForQuery, extended-protocol messages leave it unsynced, a Parse of the unnamed statement
+    /// holds the link until something is executed (`unnamedParsed`). `message` is the message's first
+    /// byte, `avail` what is buffered of it. False for a type a logged-in client may not send.
     @inline(__always)
-    private func countClientMessage(_ si: Int32, _ type: UInt8) -> Bool {
+    private func countClientMessage(_ si: Int32, _ type: UInt8, _ message: UnsafeMutableRawPointer, avail: Int) -> Bool {
         switch type {
         case FrontendType.query, FrontendType.functionCall:
             if servers[si].queryStart == 0 { statsQueryStart(si) }  // stats hook
             servers[si].pendingSyncs &+= 1
             servers[si].copyDataSent = false
+            servers[si].unnamedParsed = false
         case FrontendType.sync:
             if servers[si].queryStart == 0 { statsQueryStart(si) }  // stats hook
             servers[si].pendingSyncs &+= 1
             servers[si].unsynced = false
-        case FrontendType.parse, FrontendType.bind, FrontendType.describe, FrontendType.execute,
-             FrontendType.close:
+        case FrontendType.parse:
+            servers[si].unsynced = true
+            servers[si].copyDataSent = false
+            // The statement name's first byte: NUL for the unnamed statement.
+            if avail > 5 && message.load(fromByteOffset: 5, as: UInt8.self) == 0 { servers[si].unnamedParsed = true }
+        case FrontendType.execute:
+            servers[si].unsynced = true
+            servers[si].copyDataSent = false
+            servers[si].unnamedParsed = false
+        case FrontendType.bind, FrontendType.describe, FrontendType.close:
             servers[si].unsynced = true
             servers[si].copyDataSent = false
         case FrontendType.flush:
@@ -846,7 +856,8 @@ extension Worker {
     }
 
     /// Transaction and statement mode: the server may go back to the pool — idle ('I'), nothing
-    /// forwarded awaits an answer, no extended-protocol batch is open, no answer pgswift owes, and the
+    /// forwarded awaits an answer, no extended-protocol batch is open, no unnamed statement parsed
+    /// and not executed yet (`unnamedParsed`), no pin, no answer pgswift owes, and the
     /// client has nothing scanned for it that is not sent yet and is not in the middle of a message
     /// to it (the rest of a large one would have no server to go to).
     @inline(__always)
@@ -854,7 +865,7 @@ extension Worker {
         let ci = servers[si].client
         return servers[si].pendingSyncs == 0 && !servers[si].unsynced && servers[si].txStatus == UInt8(ascii: "I")
             && servers[si].answerCount == 0 && !servers[si].unreliable && ci >= 0 && !clients[ci].io.input.hasUnsent
-            && clients[ci].io.input.partial == 0 && servers[si].sessionPins == 0
+            && clients[ci].io.input.partial == 0 && servers[si].sessionPins == 0 && !servers[si].unnamedParsed
     }
 
     /// ParameterStatus (tracked values follow the client), CommandComplete tags (session state that

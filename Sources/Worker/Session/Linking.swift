@@ -292,6 +292,7 @@ extension Worker {
         clients[ci].server = -1
         servers[si].client = -1
         servers[si].releaseOnFlush = false
+        servers[si].unnamedParsed = false  // its unnamed statement is harmless: the next Parse replaces it
         if servers[si].replication != .none {
             // Its own server never serves anyone else (PgBouncer's words). A walsender stops when its
             // socket closes: nothing to cancel.

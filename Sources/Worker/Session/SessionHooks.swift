@@ -14,42 +14,55 @@ extension Worker {
     @inline(never)
     func sessionClientMessage(_ ci: Int32, _ si: Int32, _ type: UInt8, _ body: UnsafeRawBufferPointer, first: Bool) -> Bool {
         var text = body
-        var unnamed = false
+        var statement: UnsafeRawBufferPointer? = nil
         if type == FrontendType.parse {
             // Statement name, then the query text (both NUL-terminated; the check stops at the NUL).
             guard let nul = body.firstIndex(of: 0) else { return true }
-            unnamed = nul == 0
-            // A new unnamed statement replaces the one whose session ops were remembered.
-            if unnamed && servers[si].sessionExtended { sessionExtendedMessage(ci, si, type, body) }
+            statement = UnsafeRawBufferPointer(rebasing: body[..<nul])
+            // A new statement of a name replaces the one whose session ops were remembered.
+            if servers[si].sessionExtended { sessionExtendedMessage(ci, si, type, body) }
             text = UnsafeRawBufferPointer(rebasing: body[(nul &+ 1)...])
         } else if type != FrontendType.query {
-            // Bind or Execute while the unnamed statement or portal carries session ops.
+            // Bind or Execute while a statement or the unnamed portal carries session ops.
             sessionExtendedMessage(ci, si, type, body)
             return true
         }
         if !SQLSessionCandidate.check(text) { return true }
         // A candidate: now the text is cut at its NUL for the lexer.
         if let nul = text.firstIndex(of: 0) { text = UnsafeRawBufferPointer(rebasing: text[..<nul]) }
-        return sessionStatement(ci, si, query: type == FrontendType.query, unnamedParse: unnamed, text, first: first)
+        return sessionStatement(ci, si, query: type == FrontendType.query, statement: statement, text, first: first)
     }
 
-    /// The extended protocol's unnamed statement → unnamed portal → Execute, for a SET (or RESET,
-    /// DISCARD...) sent that way, as drivers do (psycopg 3, JDBC): its ops join those matched to tags
-    /// when it is executed in a batch that began with nothing in flight. Anything else (a named
-    /// statement or portal, a pipeline) keeps the old reset-on-tag rule.
+    /// The extended protocol's statement → unnamed portal → Execute, for a SET (or RESET, DISCARD...)
+    /// sent that way, as drivers do: unnamed (psycopg 3, JDBC) or named (JDBC from its
+    /// prepareThreshold on, executed again and again). Its ops join those matched to tags when it is
+    /// executed in a batch that began with nothing in flight. Anything else (a named portal, a
+    /// pipeline) keeps the old reset-on-tag rule.
     @inline(never)
     private func sessionExtendedMessage(_ ci: Int32, _ si: Int32, _ type: UInt8, _ body: UnsafeRawBufferPointer) {
         guard let info = clients[ci].info else { return }
         switch type {
         case FrontendType.parse:
-            info.session.unnamedStatement = nil
-            info.session.unnamedPortal = nil
+            guard let nul = body.firstIndex(of: 0) else { return }
+            if nul == 0 {
+                info.session.unnamedStatement = nil
+                info.session.unnamedPortal = nil
+            } else if !info.session.namedStatements.isEmpty {
+                info.session.namedStatements[String(decoding: body[..<nul], as: UTF8.self)] = nil
+                noteClientSettings(ci, info)
+            }
         case FrontendType.bind:
             // Portal name, statement name.
             guard let p = body.firstIndex(of: 0) else { return }
             if p == 0 {
-                let s = body.count > 1 ? body[1] : 1
-                info.session.unnamedPortal = s == 0 ? info.session.unnamedStatement : nil
+                let rest = UnsafeRawBufferPointer(rebasing: body[1...])
+                guard let s = rest.firstIndex(of: 0) else { return }
+                if s == 0 {
+                    info.session.unnamedPortal = info.session.unnamedStatement
+                } else {
+                    info.session.unnamedPortal = info.session.namedStatements.isEmpty ? nil
+                        : info.session.namedStatements[String(decoding: rest[..<s], as: UTF8.self)]
+                }
             }
         case FrontendType.execute:
             guard body.first == 0, let plan = info.session.unnamedPortal else { return }
@@ -61,12 +74,12 @@ extension Worker {
         default:
             break
         }
-        servers[si].sessionExtended = info.session.unnamedStatement != nil || info.session.unnamedPortal != nil
+        servers[si].sessionExtended = info.session.extendedPlans
     }
 
     @inline(never)
-    private func sessionStatement(_ ci: Int32, _ si: Int32, query: Bool, unnamedParse: Bool, _ text: UnsafeRawBufferPointer,
-                                  first: Bool) -> Bool {
+    private func sessionStatement(_ ci: Int32, _ si: Int32, query: Bool, statement: UnsafeRawBufferPointer?,
+                                  _ text: UnsafeRawBufferPointer, first: Bool) -> Bool {
         guard let info = clients[ci].info, let sinfo = servers[si].info else { return true }
         let p = Int(clients[ci].pool)
         let plan = SessionPlanner.plan(text, classifier: Worker.sessionClassifier) { key in
@@ -106,16 +119,22 @@ extension Worker {
         }
         // Tags are matched to statements only when nothing else is in flight on the link; otherwise
         // the old rule applies (a SET tag resets the server at release).
-        if unnamedParse && !plan.ops.isEmpty {
+        if let statement, !plan.ops.isEmpty {
             // Its ops are matched to tags when it is executed (`sessionExtendedMessage`), if the batch
-            // it starts began with nothing in flight.
-            info.session.unnamedStatement = plan
+            // it starts began with nothing in flight. A named one is remembered for the client's life
+            // (bounded: over `namedPlanLimit` the old rule applies to the rest).
+            if statement.isEmpty {
+                info.session.unnamedStatement = plan
+            } else if info.session.namedStatements.count < ClientSessionState.namedPlanLimit {
+                info.session.namedStatements[String(decoding: statement, as: UTF8.self)] = plan
+                noteClientSettings(ci, info)
+            }
             info.session.extendedBatchQuiet = quiet
             if quiet {
                 info.session.preparedLimit = config.maxPreparedStatements
                 info.session.errorSeen = false
             }
-            servers[si].sessionExtended = true
+            servers[si].sessionExtended = info.session.extendedPlans
         }
         guard query && quiet else { return true }
         info.session.preparedLimit = config.maxPreparedStatements
@@ -214,6 +233,8 @@ extension Worker {
         guard let cinfo = clients[ci].info, let sinfo = servers[si].info else { return "" }
         var sql = sinfo.session.transition(to: cinfo.session.settings)
         sinfo.session = cinfo.session.settings
+        // Named statements with session ops: this link looks at the client's Bind and Execute.
+        if !cinfo.session.namedStatements.isEmpty { servers[si].sessionExtended = true }
         if !sinfo.sqlPrepared.isEmpty {
             // Another client's SQL prepared statements (no client sees another's, and its own names are
             // free), or this client's that it has since deallocated or prepared anew elsewhere.
@@ -255,7 +276,11 @@ extension Worker {
     func sessionPreparedWiped(_ si: Int32, discardAll: Bool) {
         let ci = servers[si].client
         servers[si].info?.sqlPrepared.removeAll()
-        if ci >= 0 { clients[ci].info?.session.prepared.removeAll() }
+        if ci >= 0, let info = clients[ci].info {
+            info.session.prepared.removeAll()
+            info.session.namedStatements.removeAll()
+            noteClientSettings(ci, info)
+        }
         guard discardAll else { return }
         forgetCarriedSettings(si)
         guard ci >= 0, let info = clients[ci].info else { return }
@@ -283,7 +308,7 @@ extension Worker {
         let si = clients[ci].server
         if si >= 0 && servers[si].sessionPins != 0 { return false }
         guard let info = clients[ci].info else { return true }
-        return info.session.settings.isEmpty && info.session.prepared.isEmpty
+        return info.session.settings.isEmpty && info.session.prepared.isEmpty && info.session.namedStatements.isEmpty
     }
 
     /// The client has carried settings to replay at link: a flag in the client's record, kept by
@@ -292,8 +317,9 @@ extension Worker {
     @inline(__always)
     func clientCarries(_ ci: Int32) -> Bool { clients[ci].carriesSettings }
 
-    /// After the client's settings changed: whether it now has any to carry.
+    /// After the client's settings (or its named statements with session ops) changed: whether it now
+    /// has any to carry, or plans its Bind and Execute must be looked at for on every link.
     func noteClientSettings(_ ci: Int32, _ info: ClientInfo) {
-        clients[ci].carriesSettings = !info.session.settings.isEmpty
+        clients[ci].carriesSettings = !info.session.settings.isEmpty || !info.session.namedStatements.isEmpty
     }
 }

@@ -379,6 +379,13 @@ struct ClientSessionState {
     var unnamedStatement: SessionPlan? = nil
     var unnamedPortal: SessionPlan? = nil
     var extendedBatchQuiet = false
+    /// Named statements (the extended protocol's, by the client's name) whose text carries session
+    /// ops: a SET JDBC prepares once and executes again on later links. At most `namedPlanLimit`.
+    var namedStatements: [String: SessionPlan] = [:]
+    static let namedPlanLimit = 100
+
+    /// A statement or the unnamed portal carries session ops: Bind and Execute are looked at.
+    var extendedPlans: Bool { unnamedStatement != nil || unnamedPortal != nil || !namedStatements.isEmpty }
     /// max_prepared_statements: more SQL prepared statements than this are not carried (the server is
     /// then reset when released, as before issue 19); 0: none are.
     var preparedLimit = 0

@@ -372,6 +372,49 @@ final class ForwardingTests: WorkerHarnessCase {
         XCTAssertEqual(h.readUntilReady(b).last?.status, "I")
     }
 
+    /// pgx's describe-then-execute: Parse of the unnamed statement, Describe, Sync; the Bind and
+    /// Execute come in the next batch. PostgreSQL keeps that statement on the one server, so the
+    /// link is held across the ReadyForQuery between (a released server would give the Bind to
+    /// another backend: "unnamed prepared statement does not exist"). Both with and without
+    /// prepared-statement tracking (`max_prepared_statements = 0`).
+    func testUnnamedStatementParsedInOneBatchAndExecutedInTheNextKeepsItsServer() throws {
+        for tracking in ["200", "0"] {
+            try start(["max_prepared_statements": tracking], databaseOptions: "pool_size=1")
+            let a = h.login()
+            let s = try XCTUnwrap(h.waitServers(1))
+            a.send(FE.parse("", "select $1::int") + FE.describeStatement("") + FE.sync)
+            XCTAssertEqual(h.next(s, 3).map { $0.char }, ["P", "D", "S"])
+            let parameterDescription: [UInt8] = [UInt8(ascii: "t"), 0, 0, 0, 10, 0, 1, 0, 0, 0, 23]
+            s.send(BE.parseComplete + parameterDescription + BE.rowDescription(["int4"]) + BE.ready())
+            XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["1", "t", "T", "Z"])
+            let b = h.login()
+            b.send(FE.query("select b"))
+            h.waitUntil("b queued behind a") { self.h.worker.pools.indices.contains { self.h.worker.pools[$0].waitCount == 1 } }
+            a.send(FE.bind("", "", ["7"]) + FE.execute() + FE.sync)
+            XCTAssertEqual(h.next(s, 3).map { $0.char }, ["B", "E", "S"], "a's Bind reached the server its statement is on")
+            s.send(BE.bindComplete + BE.dataRow(["7"]) + BE.complete("SELECT 1") + BE.ready())
+            XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["2", "D", "C", "Z"])
+            // Executed: released, and b gets the server.
+            h.answerQuery(s, expect: "select b")
+            XCTAssertEqual(h.readUntilReady(b).last?.status, "I", "max_prepared_statements = \(tracking)")
+        }
+    }
+
+    /// A client that parses the unnamed statement and then sends a simple Query has dropped it: the
+    /// Query's ReadyForQuery releases the server as usual.
+    func testQueryAfterAnUnexecutedUnnamedStatementReleasesTheServer() throws {
+        try start(databaseOptions: "pool_size=1")
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.parse("", "select 1") + FE.sync)
+        XCTAssertEqual(h.next(s, 2).map { $0.char }, ["P", "S"])
+        s.send(BE.parseComplete + BE.ready())
+        _ = h.readUntilReady(a)
+        h.roundTrip(a, s, "select 2")
+        let b = h.login()
+        h.roundTrip(b, s, "select 3")
+    }
+
     func testParameterStatusLargerThanTheBufferPassesThrough() throws {
         try start()
         let a = h.login()

@@ -180,7 +180,47 @@ final class SessionHooksTests: WorkerHarnessCase {
         _ = h.readUntilReady(a)
     }
 
-    /// A second Execute of the unnamed portal, or a named statement, keeps the old reset.
+    /// A SET through a named statement (JDBC from its prepareThreshold on) is carried, and so is the
+    /// same statement executed again on a later link, without its Parse.
+    func testNamedStatementSetIsCarriedWhenExecutedAgain() throws {
+        try start(databaseOptions: "pool_size=1")
+        let a = h.login()
+        let s0 = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.parse("S_1", "SET work_mem = '1MB'") + FE.bind("", "S_1") + FE.execute() + FE.sync)
+        _ = h.next(s0, 4)
+        s0.send(BE.parseComplete + BE.bindComplete + BE.complete("SET") + BE.ready("I"))
+        XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["1", "2", "C", "Z"])
+        let b = h.login()
+        b.send(FE.query("select 1"))
+        XCTAssertEqual(h.next(s0)?.firstString, "RESET work_mem;", "carried, not reset")
+        s0.send(BE.complete("RESET") + BE.ready("I"))
+        h.answerQuery(s0, expect: "select 1")
+        _ = h.readUntilReady(b)
+        // a sets another value, then runs S_1 again (the server has it: no Parse).
+        a.send(FE.query("SET work_mem = '2MB'"))
+        XCTAssertEqual(h.next(s0)?.firstString, "SET work_mem TO '1MB';")
+        s0.send(BE.complete("SET") + BE.ready("I"))
+        XCTAssertEqual(h.next(s0)?.firstString, "SET work_mem = '2MB'")
+        s0.send(BE.complete("SET") + BE.ready("I"))
+        _ = h.readUntilReady(a)
+        a.send(FE.bind("", "S_1") + FE.execute() + FE.sync)
+        XCTAssertEqual(h.next(s0, 3).map { $0.char }, ["B", "E", "S"])
+        s0.send(BE.bindComplete + BE.complete("SET") + BE.ready("I"))
+        XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["2", "C", "Z"])
+        // b's turn: undone for b; then a gets its 1MB back (not the 2MB of its simple SET).
+        b.send(FE.query("select 2"))
+        XCTAssertEqual(h.next(s0)?.firstString, "RESET work_mem;", "S_1's SET carried, not reset")
+        s0.send(BE.complete("RESET") + BE.ready("I"))
+        h.answerQuery(s0, expect: "select 2")
+        _ = h.readUntilReady(b)
+        a.send(FE.query("select 3"))
+        XCTAssertEqual(h.next(s0)?.firstString, "SET work_mem TO '1MB';")
+        s0.send(BE.complete("SET") + BE.ready("I"))
+        h.answerQuery(s0, expect: "select 3")
+        _ = h.readUntilReady(a)
+    }
+
+    /// A second Execute of the unnamed portal keeps the old reset.
     func testExtendedProtocolSetOutsideTheSimpleShapeIsReset() throws {
         try start(databaseOptions: "pool_size=1")
         let a = h.login()
