@@ -374,6 +374,8 @@ extension Worker {
         case BackendType.errorResponse:
             // Only an extended-protocol message's error makes the server skip to the next Sync.
             if !kind.isExtendedMessage { return true }
+            // An unnamed statement that failed to parse does not exist: nothing to hold the link for.
+            if kind == ExpectedAnswer.parse { servers[si].unnamedParsed = false }
             // The server skips everything up to the next Sync: so do the answers we owe, for what was
             // forwarded already and (`skipping`, until its ReadyForQuery) for what is forwarded next.
             servers[si].skipping = true

@@ -400,6 +400,20 @@ final class ForwardingTests: WorkerHarnessCase {
         }
     }
 
+    /// An unnamed statement that failed to parse does not exist: the server goes back to the pool at
+    /// that batch's ReadyForQuery (a client that then idles must not hold it).
+    func testUnnamedStatementThatFailedToParseDoesNotHoldTheServer() throws {
+        try start(databaseOptions: "pool_size=1")
+        let a = h.login()
+        let s = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.parse("", "selec 1") + FE.describeStatement("") + FE.sync)
+        XCTAssertEqual(h.next(s, 3).map { $0.char }, ["P", "D", "S"])
+        s.send(BE.error("42601", "syntax error") + BE.ready())
+        XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["E", "Z"])
+        let b = h.login()
+        h.roundTrip(b, s, "select 3")
+    }
+
     /// A client that parses the unnamed statement and then sends a simple Query has dropped it: the
     /// Query's ReadyForQuery releases the server as usual.
     func testQueryAfterAnUnexecutedUnnamedStatementReleasesTheServer() throws {
