@@ -1,6 +1,7 @@
 // Issue 19 end to end, transaction mode, 2 workers, a pool small enough that clients share servers:
 // session SETs follow their client from server to server and never reach another client; a temporary
-// table or a session advisory lock pins its client (SHOW POOLS cl_pinned) until it is gone;
+// table, a session advisory lock or a set_config(..., false) pins its client (SHOW POOLS cl_pinned)
+// until it is gone;
 // pin_session_state = off restores the old behaviour.
 import XCTest
 import Shared
@@ -294,6 +295,35 @@ final class SessionStateE2ETests: XCTestCase {
         XCTAssertEqual(try value(a, "select 1"), "1")
     }
 
+    /// set_config(name, value, false) outside a transaction is session state pgswift cannot carry (its
+    /// value may be a parameter): it pins its client, which keeps seeing it, while the neighbours that
+    /// got the client's server before never do (PgBouncer hands that server, setting and all, to the
+    /// next client). DISCARD ALL unpins.
+    func testSetConfigForTheSessionPinsItsClientAndReachesNoOneElse() throws {
+        let pg = try PostgresServer.shared()
+        XCTAssertTrue(waitUntil(timeout: 20) { (try? pg.countBackends(user: "u_trust", db: "testdb")) == 0 })
+        let px = try Pgswift.start(settings(pg))
+        defer { px.stop() }
+        let a = try connect(px)
+        defer { a.close() }
+        let others = try neighbours(px, of: a, count: 2, plain: 2)
+        defer { others.forEach { $0.close() } }
+        let pid = try value(a, "select pg_backend_pid()::text")
+        XCTAssertEqual(try value(a, "select set_config('app.tenant', '42', false)"), "42")
+        for round in 0..<10 {
+            XCTAssertEqual(try value(a, "select current_setting('app.tenant', true)"), "42", "round \(round)")
+            XCTAssertEqual(try value(a, "select pg_backend_pid()::text"), pid, "pinned to its server")
+            for c in others {
+                let seen = try value(c, "select coalesce(current_setting('app.tenant', true), '')")
+                XCTAssertEqual(seen, "", "round \(round): another client saw the setting")
+            }
+        }
+        XCTAssertTrue(waitUntil(timeout: 20) { self.pinned(px) == 1 }, "cl_pinned: \(pinned(px) ?? -1)")
+        _ = try a.query("discard all")
+        XCTAssertTrue(waitUntil(timeout: 20) { self.pinned(px) == 0 }, "cl_pinned: \(pinned(px) ?? -1)")
+        XCTAssertEqual(try value(a, "select coalesce(current_setting('app.tenant', true), '')"), "")
+    }
+
     /// pin_session_state = off: PgBouncer's behaviour. The temp table does not keep the client on its
     /// server; the server is reset when released, so the table is gone in the next transaction.
     func testPinOffRestoresTheOldBehaviour() throws {
@@ -306,5 +336,10 @@ final class SessionStateE2ETests: XCTestCase {
         _ = try t.query("create temp table unpinned_tmp (i int)")
         XCTAssertEqual(pinned(px), 0)
         XCTAssertEqual(try value(t, "select to_regclass('unpinned_tmp') is null"), "t", "reset at release, as before")
+        // Unlike PgBouncer, a set_config(..., false) is not left on the server for the next client: with
+        // no pin, its server is reset when released (the client loses it too).
+        _ = try t.query("select set_config('app.tenant', '42', false)")
+        XCTAssertEqual(pinned(px), 0)
+        XCTAssertEqual(try value(t, "select coalesce(current_setting('app.tenant', true), '')"), "", "reset at release")
     }
 }

@@ -123,6 +123,9 @@ public struct SQLStatementFlags: OptionSet, Sendable, Hashable {
     public static let explainAnalyze = SQLStatementFlags(rawValue: 1 << 16)
     /// A quote, dollar quote or comment runs to the end of the text: PostgreSQL will reject it.
     public static let incomplete = SQLStatementFlags(rawValue: 1 << 17)
+    /// Calls set_config with a third argument (`is_local`) other than the literal `true`: a setting
+    /// that outlives the transaction (false, a parameter, an expression, all err toward the session).
+    public static let sessionSetConfig = SQLStatementFlags(rawValue: 1 << 18)
 }
 
 /// What the classifier found in one statement. Ranges index the classified buffer.
@@ -331,6 +334,9 @@ public struct SQLClassifier: Sendable {
 
     func callFacts(_ name: SQLToken, _ lx: SQLLexer, _ flags: inout SQLStatementFlags) {
         if denyList.matches(name, in: lx) { flags.insert(.deniedFunction) }
+        if name.length >= 10 && name.length <= 12 && lx.isWordOrQuoted(name, "set_config") && !setConfigIsLocal(lx) {
+            flags.insert(.sessionSetConfig)
+        }
         guard name.length >= 16 else { return }
         if lx.isWordOrQuoted(name, "pg_advisory_lock") || lx.isWordOrQuoted(name, "pg_advisory_lock_shared")
             || lx.isWordOrQuoted(name, "pg_try_advisory_lock") || lx.isWordOrQuoted(name, "pg_try_advisory_lock_shared") {
@@ -340,6 +346,34 @@ public struct SQLClassifier: Sendable {
         } else if lx.isWordOrQuoted(name, "pg_advisory_unlock_all") {
             flags.insert(.advisoryUnlockAll)
         }
+    }
+
+    /// set_config's third argument (`is_local`), `start` just past the call's `(`: true when it is the
+    /// one word `true`, so the setting ends with the transaction.
+    func setConfigIsLocal(_ start: SQLLexer) -> Bool {
+        var lx = start
+        var depth = 0, commas = 0, tokens = 0
+        var third: SQLToken? = nil
+        while let t = lx.nextSignificant() {
+            switch t.kind {
+            case .leftParen, .leftBracket:
+                depth += 1
+            case .rightParen, .rightBracket:
+                if depth == 0 { return commas == 2 && tokens == 1 && third.map { lx.isWord($0, "true") } == true }
+                depth -= 1
+            case .comma where depth == 0:
+                commas += 1
+                if commas > 2 { return false }
+                continue
+            default:
+                break
+            }
+            if commas == 2 {
+                tokens += 1
+                third = t
+            }
+        }
+        return false
     }
 
     // MARK: Dispatch on the first word

@@ -1,12 +1,13 @@
 // The data path's cheap test before lexing a Query or Parse text in transaction mode (issue 19): does
 // it possibly change session state (SET, PREPARE, a temp table, an advisory lock...)? No lexing, no
-// allocation: the first word, and for the rest one pass over the bytes for a `;`, `advisory` or `into`.
+// allocation: the first word, and for the rest one pass over the bytes for a `;`, `advisory`,
+// `set_config` or `into`.
 
 public enum SQLSessionCandidate {
     /// True when the text may touch session state and is worth classifying (`SQLClassifier`). False
     /// only when it certainly does not: a single statement whose first word is none of SET, RESET,
     /// DISCARD, PREPARE, EXECUTE, DEALLOCATE, DECLARE, CLOSE, CREATE, SELECT INTO, and which names
-    /// nothing like `advisory` (pg_advisory_lock inside any statement). A text starting with a comment
+    /// nothing like `advisory` (pg_advisory_lock inside any statement) or `set_config`. A text starting with a comment
     /// or a parenthesis, or holding a second statement, is a candidate. Errs toward true. The text may
     /// run on past a NUL (a Parse message's parameter types): the check ends there.
     public static func check(_ text: UnsafeRawBufferPointer) -> Bool {
@@ -69,8 +70,8 @@ public enum SQLSessionCandidate {
         return (word, j &- i)
     }
 
-    /// One pass: a `;` followed by anything but whitespace, `advisory` in any letter case, and (for
-    /// SELECT / WITH) `into`. Quotes and comments are not understood: a hit there only costs a lexing.
+    /// One pass: a `;` followed by anything but whitespace, `advisory` and `set_config` in any letter
+    /// case, and (for SELECT / WITH) `into`. Quotes and comments are not understood: a hit there only costs a lexing.
     /// `nextCandidate` skips eight bytes at a time to the next byte that may decide; `byte` decides
     /// it or the scan goes on after it.
     @inline(__always)
@@ -83,7 +84,7 @@ public enum SQLSessionCandidate {
         return false
     }
 
-    /// The first byte at or after `start` that is NUL, `;`, `v`/`V` or (with `into`) `t`/`T`; nil
+    /// The first byte at or after `start` that is NUL, `;`, `_`, `v`/`V` or (with `into`) `t`/`T`; nil
     /// when there is none before `n`. A word holding none of them is skipped with a few integer
     /// operations (`zeroBytes`, whose lowest bit is exact). The last 1-7 bytes are the text's last
     /// eight, shifted down so that they start at `k`, blanks above.
@@ -106,7 +107,8 @@ public enum SQLSessionCandidate {
         }
         while k < n {
             let c = p[k], l = c | 0x20
-            if c == 0 || c == UInt8(ascii: ";") || l == UInt8(ascii: "v") || (into && l == UInt8(ascii: "t")) { return k }
+            if c == 0 || c == UInt8(ascii: ";") || c == UInt8(ascii: "_") || l == UInt8(ascii: "v")
+                || (into && l == UInt8(ascii: "t")) { return k }
             k &+= 1
         }
         return nil
@@ -117,7 +119,7 @@ public enum SQLSessionCandidate {
     static func candidates(_ w: UInt64, _ into: Bool) -> UInt64 {
         let ones: UInt64 = 0x0101_0101_0101_0101
         let f = w | 0x2020_2020_2020_2020
-        let m = zeroBytes(w) | zeroBytes(w ^ (ones &* 0x3B)) | zeroBytes(f ^ (ones &* 0x76))
+        let m = zeroBytes(w) | zeroBytes(w ^ (ones &* 0x3B)) | zeroBytes(w ^ (ones &* 0x5F)) | zeroBytes(f ^ (ones &* 0x76))
         return into ? m | zeroBytes(f ^ (ones &* 0x74)) : m
     }
 
@@ -128,7 +130,8 @@ public enum SQLSessionCandidate {
         (v &- 0x0101_0101_0101_0101) & ~v & 0x8080_8080_8080_8080
     }
 
-    /// The byte at `k`: the answer when it decides one (end, second statement, advisory, into).
+    /// The byte at `k`: the answer when it decides one (end, second statement, advisory, set_config,
+    /// into).
     @inline(__always)
     static func byte(_ p: UnsafePointer<UInt8>, _ k: Int, _ n: Int, _ into: Bool) -> Bool? {
         let c = p[k]
@@ -140,6 +143,8 @@ public enum SQLSessionCandidate {
         }
         let l = c | 0x20
         if l == UInt8(ascii: "v") && k >= 2 && k &+ 6 <= n && folded(p, k &- 2, 8) == 0x7972_6f73_6976_6461 { return true }
+        // `set_conf`, the underscore folded to 0x7F.
+        if c == UInt8(ascii: "_") && k >= 3 && k &+ 5 <= n && folded(p, k &- 3, 8) == 0x666e_6f63_7f74_6573 { return true }
         if into && l == UInt8(ascii: "t") && k >= 2 && k &+ 2 <= n && folded(p, k &- 2, 4) == 0x6f74_6e69 { return true }
         return nil
     }

@@ -116,6 +116,9 @@ extension Worker {
             servers[si].sessionPins |= plan.pin.rawValue
             servers[si].needsReset = true
             servers[si].sessionPending = true
+        } else if plan.pin.contains(.setConfig) {
+            // Not pinned: no tag tells of a set_config, so its server is reset when released.
+            servers[si].needsReset = true
         }
         // Tags are matched to statements only when nothing else is in flight on the link; otherwise
         // the old rule applies (a SET tag resets the server at release).

@@ -134,6 +134,9 @@ struct SessionPins: OptionSet, Equatable {
     static let temporary = SessionPins(rawValue: 1 << 0)
     static let advisoryLock = SessionPins(rawValue: 1 << 1)
     static let holdCursor = SessionPins(rawValue: 1 << 2)
+    /// set_config(..., false): a setting the client made for its session, by a value pgswift does not
+    /// see (a parameter, an expression), so it cannot be carried.
+    static let setConfig = SessionPins(rawValue: 1 << 3)
 }
 
 /// What a tracked text (a Query, or a Parse's statement) does: the ops its tags confirm, in order, what
@@ -205,6 +208,7 @@ enum SessionPlanner {
     static func statement(_ info: SQLStatementInfo, _ lx: SQLLexer, _ followed: (String) -> FollowedParameter,
                           _ plan: inout SessionPlan) {
         if info.flags.contains(.sessionAdvisoryLock) { plan.pin.insert(.advisoryLock) }
+        if info.flags.contains(.sessionSetConfig) { plan.pin.insert(.setConfig) }
         if info.flags.contains(.advisoryUnlockAll) { plan.unpinOnSuccess.insert(.advisoryLock) }
         switch info.kind {
         case .set:
@@ -432,7 +436,7 @@ struct ClientSessionState {
             staged.removeAll()
             return out
         case .discardAll:
-            out.unpin = [.temporary, .advisoryLock, .holdCursor]
+            out.unpin = [.temporary, .advisoryLock, .holdCursor, .setConfig]
             holdCursors.removeAll()
             prepared.removeAll()
             out.prepared.append(.deallocateAll)

@@ -399,6 +399,22 @@ final class SQLClassifierTests: XCTestCase {
         }
     }
 
+    /// set_config whose third argument is not the word `true`: a setting for the session.
+    func testSetConfigOutsideATransactionIsFlagged() {
+        for (sql, session) in [
+            ("SELECT set_config('app.tenant', $1, false)", true),
+            ("select SET_CONFIG('a.b', 'c', FALSE)", true),
+            ("SELECT pg_catalog.set_config('a.b', 'c', $3)", true),
+            ("SELECT set_config('a.b', lower('C'), 1 = 1)", true),
+            ("SELECT set_config('a.b', 'c', true)", false),
+            ("SELECT set_config('a.b', format('%s,%s', 1, 2), TRUE)", false),
+            ("SELECT set_config('a.b', (SELECT max(x) FROM t), /* local */ true)", false),
+            ("SELECT current_setting('a.b'), my_set_config('a', 'b', false)", false),
+        ] {
+            XCTAssertEqual(sqlClassify(sql).0.flags.contains(.sessionSetConfig), session, sql)
+        }
+    }
+
     func testSubrangeOfAMultiStatementText() {
         let text = Array("SELECT 1; LISTEN ch; SET x = 2".utf8)
         text.withUnsafeBytes { b in

@@ -51,13 +51,25 @@ final class SQLSessionCandidateTests: XCTestCase {
         XCTAssertFalse(candidate("INSERT INTO t SELECT 1"))
     }
 
+    func testSetConfigIsACandidateAndOtherUnderscoresAreNot() {
+        for sql in ["SELECT set_config('app.tenant', $1, false)", "select pg_catalog.SET_CONFIG('a.b', 'c', false)",
+                    "SELECT x FROM t WHERE set_config('a.b', t.v, true) IS NOT NULL"] {
+            XCTAssertTrue(candidate(sql), sql)
+        }
+        for sql in ["SELECT user_id, created_at FROM user_accounts WHERE account_id = $1", "select current_setting('a.b')",
+                    "SELECT _x, et_config FROM t_"] {
+            XCTAssertFalse(candidate(sql), sql)
+        }
+    }
+
     /// The word-at-a-time scan against a byte-by-byte reference, on random texts made of what it looks
     /// for (and near misses) at every alignment.
     func testWordScanAgreesWithTheBytewiseReference() {
         var rng = SQLTestRandom("SQLSessionCandidateTests")
         let parts = ["select ", "SELECT ", "with ", "insert ", "x", "v", "V", "t", "advisor", "advisory", "ADVISORY",
                      "into", "INTO", "int", ";", " ; ", ";;", "\u{0}", " ", "\n", "pg_", "y", "(", "'", "é",
-                     "set", "SET", "reset", "Deallocate", "dealloc", "create", "discard", "@", "_", "[", "`", "{"]
+                     "set", "SET", "reset", "Deallocate", "dealloc", "create", "discard", "@", "_", "[", "`", "{",
+                     "set_config", "SET_CONFIG", "set_conf", "et_config", "user_id"]
         func reference(_ b: [UInt8]) -> Bool {
             var i = 0
             while i < b.count && SQLLexer.isWhitespace(b[i]) { i += 1 }
@@ -79,6 +91,8 @@ final class SQLSessionCandidateTests: XCTestCase {
                     return m < b.count && b[m] != 0
                 }
                 if k >= 2 && k + 6 <= b.count && Array(folded[(k - 2)..<(k + 6)]) == Array("advisory".utf8) { return true }
+                if b[k] == UInt8(ascii: "_") && k >= 3 && k + 5 <= b.count
+                    && Array(folded[(k - 3)..<(k + 5)]) == Array("set".utf8) + [0x7F] + Array("conf".utf8) { return true }
                 if into && k >= 2 && k + 2 <= b.count && Array(folded[(k - 2)..<(k + 2)]) == Array("into".utf8) { return true }
                 k += 1
             }

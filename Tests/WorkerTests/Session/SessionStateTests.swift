@@ -139,7 +139,13 @@ final class SessionStateTests: XCTestCase {
         XCTAssertFalse(s.ready(UInt8(ascii: "I")).unpin.contains(.advisoryLock), "failed: kept")
         s.sent(plan("DISCARD TEMP"))
         XCTAssertEqual(s.commandComplete(.discardTemp).unpin, .temporary)
-        XCTAssertEqual(s.commandComplete(.discardAll).unpin, [.temporary, .advisoryLock, .holdCursor])
+        XCTAssertEqual(s.commandComplete(.discardAll).unpin, [.temporary, .advisoryLock, .holdCursor, .setConfig])
+    }
+
+    func testSetConfigForTheSessionPinsAndForTheTransactionDoesNot() {
+        XCTAssertEqual(plan("SELECT set_config('app.tenant', $1, false)").pin, .setConfig)
+        XCTAssertEqual(plan("SELECT set_config('app.tenant', $1, is_local => false)").pin, .setConfig, "unsure: pinned")
+        XCTAssertEqual(plan("SELECT set_config('app.tenant', $1, true)").pin, [])
     }
 
     func testTransitionReplaysOnlyWhatDiffers() {
