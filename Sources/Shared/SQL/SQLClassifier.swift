@@ -151,6 +151,9 @@ public struct SQLStatementInfo: Equatable, Sendable {
     public var value: Range<Int>?
     /// The statement inside: PREPARE ... AS <body>, DECLARE ... FOR <body>, EXPLAIN [options] <body>.
     public var body: Range<Int>?
+    /// With `sessionSetConfig`: the setting's name when every such call names the same one as a plain
+    /// string literal (`'TimeZone'`, quotes included); nil otherwise (a parameter, an expression).
+    public var setConfigName: Range<Int>?
 
     public init() {}
 }
@@ -244,6 +247,7 @@ public struct SQLClassifier: Sendable {
         guard let first else { return info }
         let facts = scanFacts(lx, first: first)
         info.flags = facts.flags
+        info.setConfigName = facts.setConfigName
         dispatch(first, &lx, facts, &info)
         if info.flags.contains(.incomplete) { info.readOnly = false }
         switch info.kind {
@@ -273,6 +277,9 @@ public struct SQLClassifier: Sendable {
     struct Facts {
         var flags: SQLStatementFlags = []
         var into = false
+        /// The name of the session set_config calls (see `SQLStatementInfo.setConfigName`); nil once
+        /// one of them names none or another.
+        var setConfigName: Range<Int>?
     }
 
     /// One pass over every token: function calls (deny list, advisory locks), locking clauses,
@@ -286,7 +293,7 @@ public struct SQLClassifier: Sendable {
             if t.flags.contains(.unterminated) { facts.flags.insert(.incomplete) }
             switch t.kind {
             case .leftParen:
-                if let p = prev, p.isName { callFacts(p, lx, &facts.flags) }
+                if let p = prev, p.isName { callFacts(p, lx, &facts) }
             case .identifier:
                 if let p = prev, p.kind == .leftParen,
                    lx.isWord(t, "insert") || lx.isWord(t, "update") || lx.isWord(t, "delete") || lx.isWord(t, "merge") {
@@ -332,48 +339,61 @@ public struct SQLClassifier: Sendable {
         return facts
     }
 
-    func callFacts(_ name: SQLToken, _ lx: SQLLexer, _ flags: inout SQLStatementFlags) {
-        if denyList.matches(name, in: lx) { flags.insert(.deniedFunction) }
-        if name.length >= 10 && name.length <= 12 && lx.isWordOrQuoted(name, "set_config") && !setConfigIsLocal(lx) {
-            flags.insert(.sessionSetConfig)
+    func callFacts(_ name: SQLToken, _ lx: SQLLexer, _ facts: inout Facts) {
+        if denyList.matches(name, in: lx) { facts.flags.insert(.deniedFunction) }
+        if name.length >= 10 && name.length <= 12 && lx.isWordOrQuoted(name, "set_config") {
+            let call = setConfigCall(lx)
+            if !call.local {
+                let first = !facts.flags.contains(.sessionSetConfig)
+                facts.flags.insert(.sessionSetConfig)
+                let same = call.name.map { n in facts.setConfigName.map { lx.text($0) == lx.text(n) } ?? first } ?? false
+                facts.setConfigName = same ? call.name : nil
+            }
         }
         guard name.length >= 16 else { return }
         if lx.isWordOrQuoted(name, "pg_advisory_lock") || lx.isWordOrQuoted(name, "pg_advisory_lock_shared")
             || lx.isWordOrQuoted(name, "pg_try_advisory_lock") || lx.isWordOrQuoted(name, "pg_try_advisory_lock_shared") {
-            flags.insert(.sessionAdvisoryLock)
+            facts.flags.insert(.sessionAdvisoryLock)
         } else if lx.isWordOrQuoted(name, "pg_advisory_unlock") || lx.isWordOrQuoted(name, "pg_advisory_unlock_shared") {
-            flags.insert(.advisoryUnlock)
+            facts.flags.insert(.advisoryUnlock)
         } else if lx.isWordOrQuoted(name, "pg_advisory_unlock_all") {
-            flags.insert(.advisoryUnlockAll)
+            facts.flags.insert(.advisoryUnlockAll)
         }
     }
 
-    /// set_config's third argument (`is_local`), `start` just past the call's `(`: true when it is the
-    /// one word `true`, so the setting ends with the transaction.
-    func setConfigIsLocal(_ start: SQLLexer) -> Bool {
+    /// A set_config call's arguments, `start` just past its `(`: `local` when the third (`is_local`)
+    /// is the one word `true`, so the setting ends with the transaction; `name` the first when it is
+    /// one plain string literal.
+    func setConfigCall(_ start: SQLLexer) -> (local: Bool, name: Range<Int>?) {
         var lx = start
-        var depth = 0, commas = 0, tokens = 0
-        var third: SQLToken? = nil
+        var depth = 0, commas = 0
+        var tokens = (0, 0, 0)
+        var first: SQLToken? = nil, third: SQLToken? = nil
         while let t = lx.nextSignificant() {
             switch t.kind {
             case .leftParen, .leftBracket:
                 depth += 1
             case .rightParen, .rightBracket:
-                if depth == 0 { return commas == 2 && tokens == 1 && third.map { lx.isWord($0, "true") } == true }
+                if depth == 0 {
+                    let local = commas == 2 && tokens.2 == 1 && third.map { lx.isWord($0, "true") } == true
+                    let name = tokens.0 == 1 ? first.flatMap { $0.kind == .string && $0.flags.isEmpty ? $0.range : nil } : nil
+                    return (local, name)
+                }
                 depth -= 1
             case .comma where depth == 0:
                 commas += 1
-                if commas > 2 { return false }
+                if commas > 2 { return (false, nil) }
                 continue
             default:
                 break
             }
-            if commas == 2 {
-                tokens += 1
-                third = t
+            switch commas {
+            case 0: tokens.0 += 1; first = t
+            case 1: tokens.1 += 1
+            default: tokens.2 += 1; third = t
             }
         }
-        return false
+        return (false, nil)
     }
 
     // MARK: Dispatch on the first word

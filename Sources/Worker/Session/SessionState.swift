@@ -208,7 +208,7 @@ enum SessionPlanner {
     static func statement(_ info: SQLStatementInfo, _ lx: SQLLexer, _ followed: (String) -> FollowedParameter,
                           _ plan: inout SessionPlan) {
         if info.flags.contains(.sessionAdvisoryLock) { plan.pin.insert(.advisoryLock) }
-        if info.flags.contains(.sessionSetConfig) { plan.pin.insert(.setConfig) }
+        if info.flags.contains(.sessionSetConfig) && !setConfigFollowed(info, lx, followed) { plan.pin.insert(.setConfig) }
         if info.flags.contains(.advisoryUnlockAll) { plan.unpinOnSuccess.insert(.advisoryLock) }
         switch info.kind {
         case .set:
@@ -243,6 +243,17 @@ enum SessionPlanner {
     }
 
     /// SET [SESSION] name TO value | DEFAULT, and the special forms that set one parameter.
+    /// set_config of a parameter the server reports (TimeZone, application_name...): its
+    /// ParameterStatus makes the value the client's, which follows it to every server, so no pin.
+    static func setConfigFollowed(_ info: SQLStatementInfo, _ lx: SQLLexer, _ followed: (String) -> FollowedParameter) -> Bool {
+        guard let r = info.setConfigName, r.count > 2 else { return false }
+        let quoted = lx.text(r)
+        let name = quoted.dropFirst().dropLast()
+        guard !name.contains("'") else { return false }
+        if case .reported = followed(name.lowercased()) { return true }
+        return false
+    }
+
     static func setOp(_ info: SQLStatementInfo, _ lx: SQLLexer, _ followed: (String) -> FollowedParameter) -> SessionOp {
         if info.flags.contains(.fromCurrent) { return .untracked(tag: .set) }
         let toDefault = info.flags.contains(.toDefault)

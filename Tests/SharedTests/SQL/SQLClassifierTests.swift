@@ -413,6 +413,18 @@ final class SQLClassifierTests: XCTestCase {
         ] {
             XCTAssertEqual(sqlClassify(sql).0.flags.contains(.sessionSetConfig), session, sql)
         }
+        // The name, when every such call gives the same plain literal.
+        for (sql, name) in [
+            ("SELECT set_config('TimeZone', $1, false)", "'TimeZone'"),
+            ("SELECT set_config('a.b', '1', false), set_config('a.b', '2', false)", "'a.b'"),
+            ("SELECT set_config('a.b', '1', false), set_config('a.c', '2', false)", nil),
+            ("SELECT set_config($1, '1', false)", nil),
+            ("SELECT set_config('a' || '.b', '1', false)", nil),
+            ("SELECT set_config('a.b', '1', true), set_config('a.c', '2', false)", "'a.c'"),
+        ] as [(String, String?)] {
+            let (info, text) = sqlClassify(sql)
+            XCTAssertEqual(text(info.setConfigName), name, sql)
+        }
     }
 
     func testSubrangeOfAMultiStatementText() {

@@ -146,6 +146,14 @@ final class SessionStateTests: XCTestCase {
         XCTAssertEqual(plan("SELECT set_config('app.tenant', $1, false)").pin, .setConfig)
         XCTAssertEqual(plan("SELECT set_config('app.tenant', $1, is_local => false)").pin, .setConfig, "unsure: pinned")
         XCTAssertEqual(plan("SELECT set_config('app.tenant', $1, true)").pin, [])
+        // A parameter the server reports: its ParameterStatus carries it, no pin.
+        let reported: (String) -> FollowedParameter = { $0 == "timezone" ? .reported : .no }
+        XCTAssertEqual(plan("select set_config('TimeZone', 'Europe/Paris', false)", followed: reported).pin, [])
+        XCTAssertEqual(plan("select set_config('TimeZone', $1, false), set_config('TimeZone', 'UTC', false)",
+                            followed: reported).pin, [])
+        XCTAssertEqual(plan("select set_config('TimeZone', 'UTC', false), set_config('app.x', '1', false)",
+                            followed: reported).pin, .setConfig, "another name too")
+        XCTAssertEqual(plan("select set_config($1, 'UTC', false)", followed: reported).pin, .setConfig)
     }
 
     func testTransitionReplaysOnlyWhatDiffers() {
