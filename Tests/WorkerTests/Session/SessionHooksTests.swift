@@ -158,12 +158,13 @@ final class SessionHooksTests: WorkerHarnessCase {
         h.answerQuery(s0, expect: "select 1")
     }
 
-    /// A SET sent the way drivers send it (unnamed Parse, Bind, Execute, Sync) is carried too.
-    func testExtendedProtocolSetIsCarried() throws {
+    /// a sends `SET work_mem = '1MB'` as Parse (of `statement`), Bind, Execute, Sync; then b gets the
+    /// one server, where the SET is undone (carried, not reset) before b's query.
+    private func extendedSetThenNeighbour(statement: String) throws -> (Peer, FakeServer, Peer) {
         try start(databaseOptions: "pool_size=1")
         let a = h.login()
         let s0 = try XCTUnwrap(h.waitServers(1))
-        a.send(FE.parse("", "SET work_mem = '1MB'") + FE.bind("", "") + FE.execute() + FE.sync)
+        a.send(FE.parse(statement, "SET work_mem = '1MB'") + FE.bind("", statement) + FE.execute() + FE.sync)
         _ = h.next(s0, 4)
         s0.send(BE.parseComplete + BE.bindComplete + BE.complete("SET") + BE.ready("I"))
         XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["1", "2", "C", "Z"])
@@ -173,6 +174,12 @@ final class SessionHooksTests: WorkerHarnessCase {
         s0.send(BE.complete("RESET") + BE.ready("I"))
         h.answerQuery(s0, expect: "select 1")
         _ = h.readUntilReady(b)
+        return (a, s0, b)
+    }
+
+    /// A SET sent the way drivers send it (unnamed Parse, Bind, Execute, Sync) is carried too.
+    func testExtendedProtocolSetIsCarried() throws {
+        let (a, s0, _) = try extendedSetThenNeighbour(statement: "")
         a.send(FE.query("select 2"))
         XCTAssertEqual(h.next(s0)?.firstString, "SET work_mem TO '1MB';")
         s0.send(BE.complete("SET") + BE.ready("I"))
@@ -183,19 +190,7 @@ final class SessionHooksTests: WorkerHarnessCase {
     /// A SET through a named statement (JDBC from its prepareThreshold on) is carried, and so is the
     /// same statement executed again on a later link, without its Parse.
     func testNamedStatementSetIsCarriedWhenExecutedAgain() throws {
-        try start(databaseOptions: "pool_size=1")
-        let a = h.login()
-        let s0 = try XCTUnwrap(h.waitServers(1))
-        a.send(FE.parse("S_1", "SET work_mem = '1MB'") + FE.bind("", "S_1") + FE.execute() + FE.sync)
-        _ = h.next(s0, 4)
-        s0.send(BE.parseComplete + BE.bindComplete + BE.complete("SET") + BE.ready("I"))
-        XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["1", "2", "C", "Z"])
-        let b = h.login()
-        b.send(FE.query("select 1"))
-        XCTAssertEqual(h.next(s0)?.firstString, "RESET work_mem;", "carried, not reset")
-        s0.send(BE.complete("RESET") + BE.ready("I"))
-        h.answerQuery(s0, expect: "select 1")
-        _ = h.readUntilReady(b)
+        let (a, s0, b) = try extendedSetThenNeighbour(statement: "S_1")
         // a sets another value, then runs S_1 again (the server has it: no Parse).
         a.send(FE.query("SET work_mem = '2MB'"))
         XCTAssertEqual(h.next(s0)?.firstString, "SET work_mem TO '1MB';")
