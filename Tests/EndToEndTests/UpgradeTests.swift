@@ -327,6 +327,34 @@ final class UpgradeTests: XCTestCase {
         XCTAssertGreaterThan(adopted.reduce(0, +), 0, "no client moved; log:\n\(px.log().suffix(3000))")
     }
 
+    /// Carried session state (issue 19) moves with its client: transaction-mode clients that SET
+    /// statement_timeout and PREPARE a statement are served by the new workers after a roll (the old
+    /// ones exit long before drain_timeout) and still have both, on whichever server they get.
+    func testCarriedSessionStateMovesWithItsClients() throws {
+        let pg = try PostgresServer.shared()
+        let px = try Pgswift.start(try UpgradeFixtures.settings(pg))
+        defer { px.stop() }
+        let before = Set(px.workerPids())
+        let clients = try (0..<6).map { i -> WireClient in
+            let c = try WireClient.connect(port: px.port, user: "u_trust", database: "testdb")
+            _ = try c.query("SET statement_timeout = '1\(i)s'")
+            _ = try c.query("PREPARE answer AS select \(40 + i)")
+            return c
+        }
+        defer { clients.forEach { $0.close() } }
+        let cli = try UpgradeFixtures.upgradeCLI(px)
+        XCTAssertTrue(cli.succeeded, "\(cli)\nlog:\n\(px.log().suffix(4000))")
+        XCTAssertTrue(waitUntil(timeout: 30) { Set(px.workerPids()).isDisjoint(with: before) && px.workerPids().count == 2 },
+                      "the old workers did not exit (clients kept there?)\n\(px.log().suffix(3000))")
+        for (i, c) in clients.enumerated() {
+            for _ in 0..<3 {
+                XCTAssertEqual(try c.query("show statement_timeout").first?.first ?? nil, "1\(i)s", "client \(i)")
+                XCTAssertEqual(try c.query("EXECUTE answer").first?.first ?? nil, "\(40 + i)", "client \(i)")
+            }
+        }
+        XCTAssertGreaterThan(px.logLines(containing: "adopted").count, 0, "no client moved; log:\n\(px.log().suffix(3000))")
+    }
+
     /// A client that cannot move stays on the draining worker until drain_timeout: here a session-mode
     /// client whose query runs longer than that (a pair moves only once its ReadyForQuery has reached the
     /// client; TLS clients stay the same way). Once drain_timeout passes it is closed with an error and

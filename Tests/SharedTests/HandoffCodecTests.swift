@@ -26,6 +26,24 @@ final class HandoffCodecTests: XCTestCase {
         XCTAssertEqual(try decode(minimal.encode()), minimal)
     }
 
+    /// Carried session state (issue 19) comes after the fields above, and only when there is some: a
+    /// client without any keeps the bytes MessageCodecTests pins (a build that predates it reads
+    /// them), and one with some cannot be cut anywhere but at that boundary.
+    func testCarriedSessionStateFollowsTheOlderFields() throws {
+        var carried = Self.full
+        carried.settings = [HandoffSetting(key: "statement_timeout", set: "SET statement_timeout TO '12s'",
+                                           reset: "RESET statement_timeout")]
+        carried.sqlPrepared = [HandoffParameter(name: "s", value: "PREPARE s AS select 42")]
+        let bytes = carried.encode()
+        XCTAssertEqual(try decode(bytes), carried)
+        let older = Self.full.encode()
+        XCTAssertEqual(Array(bytes.prefix(older.count)), older)
+        for n in 0..<bytes.count where n != older.count {
+            XCTAssertThrowsError(try decode(Array(bytes.prefix(n))), "prefix of \(n) bytes")
+        }
+        XCTAssertThrowsError(try decode(bytes + [0]))
+    }
+
     func testEveryTruncationAndTrailingByteIsRejected() {
         let bytes = Self.full.encode()
         for n in 0..<bytes.count {

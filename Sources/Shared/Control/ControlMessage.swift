@@ -299,8 +299,11 @@ public enum WorkerFeatures {
     public static let sharedWelcome: UInt32 = 4
     /// Reads `loginRefusedToWorker`: a login PostgreSQL refused on another worker counts as its own.
     public static let sharedLoginFailures: UInt32 = 8
+    /// Reads a `HandoffClient`'s carried session state (settings, SQL prepared statements): a
+    /// draining worker moves a client that has some only to a successor that announced this.
+    public static let sessionMoves: UInt32 = 16
     /// What this build announces.
-    public static let all: UInt32 = serverMoves | pairMoves | sharedWelcome | sharedLoginFailures
+    public static let all: UInt32 = serverMoves | pairMoves | sharedWelcome | sharedLoginFailures | sessionMoves
 }
 
 extension ShutdownMode: MessageField {}

@@ -15,6 +15,19 @@ public struct HandoffStatement: Equatable, Sendable {
     }
 }
 
+/// A session setting a client carries (Worker/Session/SessionState.swift's `CarriedSetting`): its
+/// folded name and the SQL that sets and undoes it.
+public struct HandoffSetting: Equatable, Sendable {
+    public var key: String
+    public var set: String
+    public var reset: String
+    public init(key: String, set: String, reset: String) {
+        self.key = key
+        self.set = set
+        self.reset = reset
+    }
+}
+
 /// Everything a worker needs to go on serving a logged-in client that sits between transactions.
 /// The socket itself travels beside it (SCM_RIGHTS) in the same datagram.
 public struct HandoffClient: Equatable, Sendable {
@@ -37,11 +50,17 @@ public struct HandoffClient: Equatable, Sendable {
     /// The pool's ClientKey recovered from a SCRAM proof (empty: none), so the successor can log in
     /// to PostgreSQL with a userlist SCRAM secret before any client has logged in there.
     public var scramClientKey: [UInt8]
+    /// Carried session state (issue 19): the settings the client made, replayed on the successor's
+    /// servers at link, and its SQL prepared statements (name → the PREPARE as written). Sent only to a
+    /// successor that announced `WorkerFeatures.sessionMoves`, and written only when not empty, so a
+    /// client without any reads as before in a build that predates them.
+    public var settings: [HandoffSetting]
+    public var sqlPrepared: [HandoffParameter]
 
     public init(user: String, database: String, parameters: [HandoffParameter] = [], applicationName: String = "",
                 protocolMinor: Int32 = 0, processID: Int32, secretKey: UInt32, isUnix: Bool = false, peer: String = "",
                 connectedAt: Int64 = 0, prepared: [HandoffStatement] = [], pending: [UInt8] = [],
-                scramClientKey: [UInt8] = []) {
+                scramClientKey: [UInt8] = [], settings: [HandoffSetting] = [], sqlPrepared: [HandoffParameter] = []) {
         self.user = user
         self.database = database
         self.parameters = parameters
@@ -55,6 +74,8 @@ public struct HandoffClient: Equatable, Sendable {
         self.prepared = prepared
         self.pending = pending
         self.scramClientKey = scramClientKey
+        self.settings = settings
+        self.sqlPrepared = sqlPrepared
     }
 
     /// Format tag and version: a successor from another build refuses what it cannot read (the
@@ -70,6 +91,10 @@ public struct HandoffClient: Equatable, Sendable {
         w.put(applicationName, protocolMinor, processID, secretKey, isUnix, peer, connectedAt)
         w.array(prepared)
         w.put(pending, scramClientKey)
+        if !settings.isEmpty || !sqlPrepared.isEmpty {
+            w.array(settings)
+            w.array(sqlPrepared)
+        }
         return w.bytes
     }
 
@@ -91,10 +116,19 @@ public struct HandoffClient: Equatable, Sendable {
         }
         let pending = try r.blob("pending")
         let scram = try r.blob("scram key")
+        var settings: [HandoffSetting] = []
+        var sqlPrepared: [HandoffParameter] = []
+        if !r.isAtEnd {
+            settings = try r.array("settings", minimumEach: 12) { r throws(HandoffDecodeError) in
+                HandoffSetting(key: try r.string("setting"), set: try r.string("setting"), reset: try r.string("setting"))
+            }
+            sqlPrepared = try r.parameters("SQL statements", each: "SQL statement")
+        }
         try r.expectEnd("the client state")
         return HandoffClient(user: user, database: database, parameters: parameters, applicationName: applicationName,
                              protocolMinor: minor, processID: pid, secretKey: key, isUnix: isUnix, peer: peer,
-                             connectedAt: connectedAt, prepared: prepared, pending: pending, scramClientKey: scram)
+                             connectedAt: connectedAt, prepared: prepared, pending: pending, scramClientKey: scram,
+                             settings: settings, sqlPrepared: sqlPrepared)
     }
 }
 
@@ -285,6 +319,10 @@ enum HandoffFormat {
 
 extension HandoffParameter: MessageField {
     public func write(to w: inout MessageWriter) { w.put(name, value) }
+}
+
+extension HandoffSetting: MessageField {
+    public func write(to w: inout MessageWriter) { w.put(key, set, reset) }
 }
 
 extension HandoffStatement: MessageField {

@@ -139,7 +139,9 @@ extension Worker {
     @discardableResult
     func handOff(_ ci: Int32) -> Bool {
         guard handoff.outFD >= 0, clients[ci].state == .idle || clients[ci].state == .waitServer,
-              clients[ci].server < 0, !listenKeepsClient(ci), let state = clientHandoffState(ci) else { return false }
+              clients[ci].server < 0, !listenKeepsClient(ci),
+              let state = clientHandoffState(ci, carriedState: handoff.successorFeatures & WorkerFeatures.sessionMoves != 0)
+        else { return false }
         let bytes = state.encode()
         guard bytes.count <= HandoffClient.maximumSize else {
             log.debug("C-\(clients[ci].id): state too large to hand off (\(bytes.count) bytes); it stays")
@@ -158,13 +160,16 @@ extension Worker {
 
     /// What the successor needs to go on serving client `ci` (`HandoffClient`); nil when it cannot move:
     /// an admin client, a TLS client (its session keys live in this process: it stays until it leaves),
-    /// bytes pending towards it, its peer gone, a message half read or half forwarded.
-    func clientHandoffState(_ ci: Int32) -> HandoffClient? {
+    /// bytes pending towards it, its peer gone, a message half read or half forwarded, session state
+    /// that cannot travel (`sessionMovable`; with `carriedState`, its settings and SQL prepared
+    /// statements go along).
+    func clientHandoffState(_ ci: Int32, carriedState: Bool) -> HandoffClient? {
         guard clients[ci].admin == .none, clients[ci].io.tls == nil && !clients[ci].usesTLS,
               clients[ci].io.out.isEmpty, !clients[ci].io.hangup, !clients[ci].io.eof, !clients[ci].skipUntilSync,
               clients[ci].io.input.start == clients[ci].io.input.scan, clients[ci].io.input.partial == 0,
               clients[ci].partialMode == .forward, clients[ci].largeParse.count == 0,
-              clients[ci].pool >= 0, let info = clients[ci].info, sessionMovable(ci) else { return nil }
+              clients[ci].pool >= 0, let info = clients[ci].info, sessionMovable(ci, carriedState: carriedState)
+        else { return nil }
         let p = Int(clients[ci].pool)
         var state = HandoffClient(user: info.user, database: info.database, processID: clientProcessID(ci),
                                   secretKey: clients[ci].cancelKey)
@@ -188,6 +193,10 @@ extension Worker {
                                                            count: clients[ci].io.input.end - clients[ci].io.input.start))
         }
         state.scramClientKey = pools[p].scramClientKey ?? []
+        if carriedState {
+            state.settings = info.session.settings.entries.map { HandoffSetting(key: $0.key, set: $0.set, reset: $0.reset) }
+            state.sqlPrepared = info.session.prepared.sorted { $0.key < $1.key }.map { HandoffParameter(name: $0.key, value: $0.value) }
+        }
         return state
     }
 
@@ -322,8 +331,13 @@ extension Worker {
         for s in state.prepared {
             info.prepared[s.name] = s.body.withUnsafeBytes { statements.intern($0) }
         }
+        // Carried session state: replayed on this worker's servers at link (SessionHooks.swift).
+        for s in state.settings { info.session.settings.apply(CarriedSetting(key: s.key, set: s.set, reset: s.reset)) }
+        for s in state.sqlPrepared { info.session.prepared[s.name] = s.value }
+        info.session.preparedLimit = config.maxPreparedStatements
         guard let ci = newClient(fd, isUnix: state.isUnix, connectedAt: state.connectedAt, cancelKey: state.secretKey,
                                  info: info, state: .idle) else { return nil }
+        noteClientSettings(ci, info)
         let poolUser = poolUser(database: state.database, clientUser: state.user)
         guard let p = pool(database: state.database, user: poolUser) else {
             failClient(ci, code: SQLState.invalidCatalogName, message: "no such database: \(state.database)")

@@ -46,7 +46,7 @@ extension Worker {
     @inline(never)  // cold: only while draining
     @discardableResult
     func handOffPair(_ ci: Int32) -> Bool {
-        guard canMovePair(ci), let client = clientHandoffState(ci) else { return false }
+        guard canMovePair(ci), let client = clientHandoffState(ci, carriedState: false) else { return false }
         let si = clients[ci].server
         guard let server = serverHandoffState(si) else { return false }
         let mode = pools[Int(clients[ci].pool)].mode

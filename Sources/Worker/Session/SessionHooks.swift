@@ -304,14 +304,17 @@ func quotedIdentifier(_ name: String) -> String {
 }
 
 extension Worker {
-    /// A client may move to a successor worker (rolling restart) only without carried state: the
-    /// handoff does not carry it, and losing a search_path silently is worse than staying (until the
-    /// client leaves or drain_timeout).
-    func sessionMovable(_ ci: Int32) -> Bool {
+    /// A client may move to a successor worker (rolling restart) unless its session state keeps it
+    /// on its server (a pin) or cannot travel: named statements with session plans; carried settings
+    /// and SQL prepared statements only with `carriedState` (a lone client to a successor that reads
+    /// them, `WorkerFeatures.sessionMoves`; a pair's server record of them does not travel). Losing a
+    /// search_path silently is worse than staying (until the client leaves or drain_timeout).
+    func sessionMovable(_ ci: Int32, carriedState: Bool) -> Bool {
         let si = clients[ci].server
         if si >= 0 && servers[si].sessionPins != 0 { return false }
         guard let info = clients[ci].info else { return true }
-        return info.session.settings.isEmpty && info.session.prepared.isEmpty && info.session.namedStatements.isEmpty
+        if !info.session.namedStatements.isEmpty { return false }
+        return carriedState || (info.session.settings.isEmpty && info.session.prepared.isEmpty)
     }
 
     /// The client has carried settings to replay at link: a flag in the client's record, kept by

@@ -88,6 +88,57 @@ final class HandoffTests: WorkerHarnessCase {
         h.roundTrip(a, s, "select 2")  // still served here, on its own server
     }
 
+    /// A client that carries a SET and an SQL PREPARE (issue 19) stays when the successor did not
+    /// announce `WorkerFeatures.sessionMoves`, and moves with both when it did.
+    func testCarriedSessionStateMovesOnlyToASuccessorThatReadsIt() throws {
+        for features in [WorkerFeatures.pairMoves, WorkerFeatures.all] {
+            try start()
+            let (a, _, _) = loginWithKey()
+            let s = try XCTUnwrap(h.waitServers(1))
+            a.send(FE.query("SET statement_timeout = '12s'; PREPARE s AS select 42"))
+            _ = h.next(s)
+            s.send(BE.complete("SET") + BE.complete("PREPARE") + BE.ready())
+            h.readUntilReady(a)
+            pair = try Posix.socketPair()
+            h.worker.beginDrain(handoffFD: pair.0, successorFeatures: features)
+            pair.0 = -1
+            if features & WorkerFeatures.sessionMoves == 0 {
+                h.settle()
+                XCTAssertNil(handedOver(), "an older successor would lose the settings: the client stays")
+                h.roundTrip(a, s, "select 1")
+                continue
+            }
+            var moved: HandoffClient? = nil
+            h.waitUntil("the client on the handoff socket") { moved = handedOver(); return moved != nil }
+            XCTAssertEqual(moved?.settings.map(\.set), ["SET statement_timeout TO '12s'"])
+            XCTAssertEqual(moved?.sqlPrepared, [HandoffParameter(name: "s", value: "PREPARE s AS select 42")])
+        }
+    }
+
+    /// The successor replays an adopted client's carried state on its own server at the first link.
+    func testSuccessorReplaysTheAdoptedClientsSettings() throws {
+        try start()
+        let (a, _, _) = loginWithKey()
+        let s0 = try XCTUnwrap(h.waitServers(1))
+        a.send(FE.query("SET statement_timeout = '12s'"))
+        _ = h.next(s0)
+        s0.send(BE.complete("SET") + BE.ready())
+        h.readUntilReady(a)
+        let successor = try h.addWorker(slot: 0)
+        pair = try Posix.socketPair()
+        try successor.registerHandoffInput(pair.1)
+        pair.1 = -1
+        h.worker.beginDrain(handoffFD: pair.0, successorFeatures: WorkerFeatures.all)
+        pair.0 = -1
+        h.waitClosed(s0)
+        a.send(FE.query("show statement_timeout"))
+        let s1 = try XCTUnwrap(h.waitServers(2))
+        XCTAssertEqual(h.next(s1)?.firstString, "SET statement_timeout TO '12s';", "replayed before the client's query")
+        s1.send(BE.complete("SET") + BE.ready())
+        h.answerQuery(s1, expect: "show statement_timeout")
+        XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["T", "D", "C", "Z"], "the replay's answers were swallowed")
+    }
+
     func testSuccessorAdoptsTheClientAndServesItsNextQuery() throws {
         try start()
         let (a, pid, key) = loginWithKey()
