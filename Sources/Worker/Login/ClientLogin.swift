@@ -209,15 +209,31 @@ extension Worker {
             log.info("\(clientLogPrefix(ci)) login attempt: db=\(db) user=\(user) tls=\(tlsDescription(client: ci)) "
                      + "replication=\(login.replication.startupValue)")
         }
+        admitAndAuthenticate(ci, msg)
+    }
+
+    /// After the startup packet: max_client_conn, protocol negotiation, then the admin console or
+    /// authentication. A client accepted over max_client_conn (`adoptAcceptedClient`) and still over
+    /// it gets one more chance at the next janitor tick (`ClientLoginState.deferredStartup`): the
+    /// client whose place it would take may have closed on another worker just before this one
+    /// connected, and that worker may not have released the place yet. Then only the admin console
+    /// gets in over the limit.
+    func admitAndAuthenticate(_ ci: Int32, _ msg: StartupMessage) {
+        guard let info = clients[ci].info, let login = info.login else { return }
+        let db = info.database
         if login.overLimit && !admitLate(ci) {
-            // Accepted over max_client_conn (`adoptAcceptedClient`) and still over it: only the admin
-            // console gets in.
             guard db == "pgbouncer" else {
+                if login.deferredStartup == nil {
+                    login.deferredStartup = msg
+                    login.deferredAt = now
+                    return
+                }
                 failClient(ci, code: SQLState.tooManyConnections, message: "no more connections allowed (max_client_conn)")
                 return
             }
             overLimitLogin(ci, counted: true)
         }
+        login.deferredStartup = nil
         if msg.minorVersion > 0 || !msg.unrecognizedProtocolOptions.isEmpty {
             scratch.clear()
             Backend.negotiateProtocolVersion(into: &scratch, newestMinor: 0, unrecognized: msg.unrecognizedProtocolOptions)

@@ -114,6 +114,11 @@ final class ClientLoginState {
     /// names a database (after TLS, so that the client can read why), unless that is the admin console,
     /// which PgBouncer lets in beyond the limit (counted then).
     var overLimit = false
+    /// Still over max_client_conn when its startup packet came: the packet, kept for one janitor tick
+    /// (`admitAndAuthenticate`), as a place may be freeing on another worker that very moment.
+    var deferredStartup: StartupMessage? = nil
+    /// When it was kept (`Worker.now`): the janitor takes it up at a later turn, never the same one.
+    var deferredAt: Int64 = 0
 }
 
 enum ClientAuth {

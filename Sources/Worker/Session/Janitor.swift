@@ -16,6 +16,11 @@ extension Worker {
             let age = now - clients[ci].stateSince
             switch clients[ci].state {
             case .startup, .auth:
+                if let login = clients[ci].info?.login, let msg = login.deferredStartup {
+                    // Over max_client_conn at its startup packet: admitted now, or refused.
+                    if now > login.deferredAt { admitAndAuthenticate(ci, msg) }
+                    continue
+                }
                 if loginTimeout > 0 && now - clients[ci].connectedAt > loginTimeout {
                     failClient(ci, code: SQLState.protocolViolation, message: "client_login_timeout")
                 }

@@ -293,6 +293,29 @@ final class ClientLoginTests: WorkerHarnessCase {
         assertNextClientRefused()
     }
 
+    /// The last place is freed by another worker just after this client's startup packet (its client
+    /// closed as this one connected, PgBouncer's test_max_client_conn): one janitor tick later the
+    /// client is let in rather than refused.
+    func testAPlaceFreedOnAnotherWorkerJustAfterTheStartupPacketLetsTheClientIn() throws {
+        try start(["max_client_conn": "2"])
+        let counter = try ClientCounter.create()
+        defer { Posix.close(counter.fd) }
+        h.worker.limits.counter = counter
+        h.worker.limits.counterWord = 1
+        h.login()
+        counter.acquireUnchecked(slot: 2)  // another worker's client
+        let c = h.connect()
+        c.send(FE.startup(user: "u", database: "db"))
+        let w = h.worker
+        h.waitUntil("the startup packet kept for a tick") {
+            (0..<Int32(w.clients.capacity)).contains { w.clients[$0].info?.login?.deferredStartup != nil }
+        }
+        counter.release(slot: 2)
+        let msgs = h.readUntilReady(c)
+        XCTAssertEqual(msgs.last?.status, "I", "\(msgs)")
+        assertNextClientRefused()
+    }
+
     /// max_client_conn = 2 with both places taken by logged-in clients: the first of them.
     private func startFull() throws -> Peer {
         try start(["max_client_conn": "2"])
