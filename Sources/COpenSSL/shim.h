@@ -31,7 +31,8 @@ static inline void pgs_BIO_clear_retry_flags(BIO *b) { BIO_clear_retry_flags(b);
 static inline X509 *pgs_SSL_get_peer_certificate(const SSL *s) { return SSL_get1_peer_certificate(s); }
 static inline void pgs_OPENSSL_free(void *p) { OPENSSL_free(p); }
 static inline long pgs_SSL_CTX_set_session_cache_mode(SSL_CTX *c, long m) { return SSL_CTX_set_session_cache_mode(c, m); }
-static inline long pgs_SSL_CTX_set_ecdh_auto(SSL_CTX *c) { (void)c; return 1; }
+static inline long pgs_SSL_CTX_set_dh_auto(SSL_CTX *c, int onoff) { return SSL_CTX_set_dh_auto(c, onoff); }
+static inline long pgs_SSL_CTX_set1_groups_list(SSL_CTX *c, const char *list) { return SSL_CTX_set1_groups_list(c, list); }
 /* SHA-256 and HMAC-SHA-256 on libcrypto's low-level SHA256_* (deprecated in OpenSSL 3, still exported):
  * no provider dispatch, no context allocation. A SCRAM login hashes a few hundred bytes, where the EVP
  * layer's per-call overhead cost as much as the hashing itself. */

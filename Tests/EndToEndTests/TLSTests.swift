@@ -565,6 +565,51 @@ final class TLSTests: XCTestCase {
                        px.log().suffix(3000).description)
     }
 
+    /// client_tls_ecdhcurve: a client offering only a group outside the setting fails (TLS 1.3 and 1.2),
+    /// one offering it gets it, and libpq (which offers several) gets in. client_tls_dheparams, with an
+    /// RSA key: `auto` (the default) lets a TLS 1.2 client that offers only a DHE suite in, `none` does not.
+    func testClientTLSKeyExchangeSettings() throws {
+        let (certs, pg) = try environment()
+        let p384 = try start(pg, clientTLS(certs, [("client_tls_ecdhcurve", "secp384r1")]))
+        defer { p384.stop() }
+        for version in ["-tls1_3", "-tls1_2"] {
+            let other = try handshake(p384, [version, "-groups", "prime256v1"])
+            XCTAssertFalse(other.established, "a group outside client_tls_ecdhcurve was accepted: \(other)")
+            // The client prefers P-256 and also offers P-384 (a TLS 1.2 client must offer the ECDSA
+            // certificate's curve, P-256): pgswift takes P-384.
+            let same = try handshake(p384, [version, "-groups", "prime256v1:secp384r1"])
+            XCTAssertTrue(same.established, "\(same)\n\(p384.log().suffix(3000))")
+            XCTAssertTrue(same.output.contains("P-384") || same.output.contains("secp384r1"), "\(same)")
+        }
+        XCTAssertTrue(try psql(p384, "sslmode=require user=u_trust", "select 1").succeeded, p384.log().suffix(3000).description)
+        // The default (auto) takes the group the client prefers.
+        let auto = try start(pg, clientTLS(certs, []))
+        defer { auto.stop() }
+        let preferred = try handshake(auto, ["-tls1_3", "-groups", "prime256v1:secp384r1"])
+        XCTAssertTrue(preferred.established && !preferred.output.contains("P-384"), "\(preferred)")
+
+        // DHE needs an RSA key (the test certificates are ECDSA).
+        let rsaKey = certs.dir + "/rsa.key", rsaCert = certs.dir + "/rsa.crt"
+        let made = try runCommand(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", rsaKey,
+                                   "-out", rsaCert, "-days", "2", "-subj", "/CN=localhost"], timeout: 120)
+        XCTAssertTrue(made.succeeded, "\(made)")
+        func rsa(_ dhe: String?) -> [(String, String)] {
+            [("client_tls_sslmode", "require"), ("client_tls_key_file", rsaKey), ("client_tls_cert_file", rsaCert),
+             ("server_tls_sslmode", "disable")] + (dhe.map { [("client_tls_dheparams", $0)] } ?? [])
+        }
+        let dhe = ["-tls1_2", "-cipher", "DHE-RSA-AES128-GCM-SHA256"]
+        let dheAuto = try start(pg, rsa(nil))
+        defer { dheAuto.stop() }
+        let withDH = try handshake(dheAuto, dhe)
+        XCTAssertTrue(withDH.established, "\(withDH)\n\(dheAuto.log().suffix(3000))")
+        XCTAssertEqual(withDH.cipher, "DHE-RSA-AES128-GCM-SHA256", "\(withDH)")
+        let dheNone = try start(pg, rsa("none"))
+        defer { dheNone.stop() }
+        let withoutDH = try handshake(dheNone, dhe)
+        XCTAssertFalse(withoutDH.established, "a DHE suite was accepted with client_tls_dheparams = none: \(withoutDH)")
+        XCTAssertTrue(try handshake(dheNone, ["-tls1_2"]).established, "ECDHE suites still work with dheparams none")
+    }
+
     // MARK: 7. client certificate, protocol versions and ciphers towards PostgreSQL
 
     /// "version/cipher/client DN" of the TLS connection between pgswift and PostgreSQL, from pg_stat_ssl

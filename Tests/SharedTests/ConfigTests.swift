@@ -135,7 +135,8 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(c.serverTLS.mode, .prefer)
         XCTAssertEqual(c.clientTLS.protocols, "secure")
         XCTAssertEqual(c.serverTLS.ciphers, "default")
-        XCTAssertEqual(c.clientTLSECDHCurve, "auto")
+        XCTAssertEqual(c.clientTLS.ecdhCurve, "auto")
+        XCTAssertEqual(c.clientTLS.dheParams, "auto")
         // [pgswift]
         XCTAssertEqual(c.workers, max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
         XCTAssertNil(c.workerBinary)
@@ -171,7 +172,7 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(Config.isImplemented(key: "listen_port"), true)
         XCTAssertEqual(Config.isImplemented(key: "FAIL_FAST"), true, "any case")
         XCTAssertEqual(Config.isImplemented(key: "client_tls_sslmode"), true)
-        XCTAssertEqual(Config.isImplemented(key: "client_tls_dheparams"), false)
+        XCTAssertEqual(Config.isImplemented(key: "client_tls_dheparams"), true)
         XCTAssertEqual(Config.isImplemented(key: "reserve_pool_timeout"), true)
         XCTAssertEqual(Config.isImplemented(key: "syslog"), true)
         XCTAssertEqual(Config.isImplemented(key: "disable_pqexec"), false)
@@ -460,19 +461,24 @@ final class ConfigTests: XCTestCase {
         XCTAssertThrowsError(try parse("[databases]\nx = host=h query_wait_timeout=soon\n"))
     }
 
-    /// Keys whose value is kept (SHOW DATABASES / SHOW USERS show some) but that nothing acts on yet
-    /// warn, in every section; scripts/check-config-readers finds such keys when they do not.
-    func testStoredButUnusedKeysWarn() throws {
-        // The [databases] session defaults and connect_query act now: no warning for them.
+    /// Keys that act load without a warning ([databases] session defaults, connect_query, a curve);
+    /// `client_tls_ecdhcurve = none`, which PgBouncer documents as turning ECDH off and which turns
+    /// nothing off with OpenSSL 1.1 and later, warns at its line.
+    func testActingKeysDoNotWarnAndAnEcdhCurveOfNoneDoes() throws {
         let c = try parse("""
             [pgbouncer]
             client_tls_ecdhcurve = secp384r1
+            client_tls_dheparams = none
             [databases]
             d = host=h connect_query='SELECT 1' client_encoding=UTF8 datestyle=ISO timezone=UTC application_name=a
             """)
-        XCTAssertEqual(c.warnings.map(\.line), [2])
-        XCTAssertEqual(c.warnings.first?.message, "client_tls_ecdhcurve is not implemented by pgswift yet; stored but has no effect")
+        XCTAssertEqual(c.warnings, [])
+        XCTAssertEqual(c.clientTLS.ecdhCurve, "secp384r1")
+        XCTAssertEqual(c.clientTLS.dheParams, "none")
         XCTAssertEqual(c.database(named: "d")?.connectQuery, "SELECT 1")
+        let none = try parse("[pgbouncer]\nlisten_port = 1\nclient_tls_ecdhcurve = None\n")
+        XCTAssertEqual(none.warnings.map(\.line), [3])
+        XCTAssertTrue(none.warnings.first?.message.contains("does not turn ECDHE off") == true, "\(none.warnings)")
     }
 
     /// reserve_pool_size and reserve_pool_timeout (PgBouncer 1.25): global, per database (also under
@@ -774,15 +780,11 @@ final class ConfigTests: XCTestCase {
             [pgbouncer]
             disable_pqexec = 1
             user = postgres
-            client_tls_dheparams = none
-            client_tls_ecdhcurve = secp384r1
             """)
-        XCTAssertEqual(c.warnings.map(\.line), [2, 3, 4, 5])
+        XCTAssertEqual(c.warnings.map(\.line), [2, 3])
         XCTAssertEqual(c.warnings[0].message, "disable_pqexec is not implemented by pgswift yet; ignored")
         XCTAssertEqual(c.warnings[0].description, "test.ini:2: disable_pqexec is not implemented by pgswift yet; ignored")
         XCTAssertTrue(c.warnings[1].message.hasPrefix("user is not implemented by pgswift yet"))
-        XCTAssertEqual(c.clientTLSDHEParams, "none", "stored TLS keys are kept")
-        XCTAssertEqual(c.clientTLSECDHCurve, "secp384r1")
         XCTAssertEqual(c.ignoredSettings["disable_pqexec"], "1")
         XCTAssertEqual(c.ignoredSettings["user"], "postgres")
         XCTAssertEqual(Config.isImplemented(key: "pkt_buf"), false)

@@ -153,6 +153,29 @@ final class TLSConfigTests: XCTestCase {
         XCTAssertTrue(serverKey.message.contains("go together"), serverKey.message)
     }
 
+    /// client_tls_dheparams takes none or auto (any case; `legacy`, in PgBouncer's doc, is refused as
+    /// its code does), client_tls_ecdhcurve a curve or group OpenSSL knows, or a list; a bad value is
+    /// reported at its line, and only while client TLS is on (PgBouncer's `setup_tls` runs only then).
+    func testKeyExchangeValues() throws {
+        let (cert, key) = try makeCert("kx")
+        func clientTLS(_ more: String) -> String {
+            "[pgbouncer]\nclient_tls_sslmode = require\nclient_tls_key_file = \(key)\nclient_tls_cert_file = \(cert)\n" + more
+        }
+        for good in ["client_tls_dheparams = none\n", "client_tls_dheparams = AUTO\n", "client_tls_ecdhcurve = secp384r1\n",
+                     "client_tls_ecdhcurve = prime256v1\n", "client_tls_ecdhcurve = P-384\n",
+                     "client_tls_ecdhcurve = X25519:secp521r1\n", "client_tls_ecdhcurve = none\n"] {
+            XCTAssertNil(try tlsError(clientTLS(good)), good)
+        }
+        let legacy = try XCTUnwrap(try tlsError(clientTLS("listen_port = 1\nclient_tls_dheparams = legacy\n")))
+        XCTAssertEqual(legacy.line, 6, legacy.description)
+        XCTAssertTrue(legacy.message.contains("client_tls_dheparams") && legacy.message.contains("legacy"), legacy.message)
+        let curve = try XCTUnwrap(try tlsError(clientTLS("client_tls_ecdhcurve = secp999r9\n")))
+        XCTAssertEqual(curve.line, 5, curve.description)
+        XCTAssertTrue(curve.message.contains("secp999r9"), curve.message)
+        XCTAssertNil(try tlsError("[pgbouncer]\nclient_tls_dheparams = legacy\nclient_tls_ecdhcurve = secp999r9\n"),
+                     "not checked while client TLS is off")
+    }
+
     /// A relative certificate path is taken from the config file's directory (as auth_file is).
     func testRelativePathsResolveAgainstConfigDirectory() throws {
         _ = try makeCert("rel")

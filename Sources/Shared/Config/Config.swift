@@ -118,11 +118,9 @@ public struct Config: Sendable {
     public var dnsMaxTTL: Double = 15
     public var dnsNXDomainTTL: Double = 15
 
-    // TLS (Shared/TLS/TLSContext.swift; dheparams and ecdhcurve are stored but have no effect).
+    // TLS (Shared/TLS/TLSContext.swift).
     // File names as written; `resolvedTLS(_:)` takes them relative to the config's directory.
     public var clientTLS: TLSSideSettings = TLSSideSettings(mode: .disable, prefix: "client")
-    public var clientTLSDHEParams: String = "auto"
-    public var clientTLSECDHCurve: String = "auto"
     public var serverTLS: TLSSideSettings = TLSSideSettings(mode: .prefer, prefix: "server")
 
     // MARK: [pgswift]

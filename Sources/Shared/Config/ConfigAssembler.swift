@@ -140,9 +140,6 @@ struct ConfigAssembler {
         switch spec.support {
         case .implemented:
             spec.store?(&config, parsed)
-        case .storedNotImplemented:
-            spec.store?(&config, parsed)
-            warn(file, line, "\(key) is not implemented by pgswift yet; stored but has no effect")
         case .notImplemented:
             config.ignoredSettings[key] = value
             if let reason = ConfigKeySpec.noEffectReasons[key] {
@@ -150,6 +147,11 @@ struct ConfigAssembler {
             } else {
                 warn(file, line, "\(key) is not implemented by pgswift yet; ignored")
             }
+        }
+        if key == "client_tls_ecdhcurve" && value.lowercased() == "none" {
+            // PgBouncer documents `none` as turning ECDH off; with OpenSSL 1.1 and later it does not.
+            warn(file, line, "client_tls_ecdhcurve = none does not turn ECDHE off (nor in PgBouncer with OpenSSL 1.1 "
+                 + "or later): OpenSSL's default groups apply, as with auto")
         }
         if key == "auth_file", let path = config.authFile {
             config.authFile = resolveFile(key, path, configFile: resolvingFile, file, line)

@@ -18,8 +18,6 @@ struct ConfigKeySpec: Sendable {
     enum Support: Sendable, Equatable {
         /// pgswift acts on it.
         case implemented
-        /// Parsed and stored for the component that will use it, but not acted on yet: warns when set.
-        case storedNotImplemented
         /// A PgBouncer key pgswift does not implement: validated, kept raw, ignored with a warning.
         case notImplemented
     }
@@ -107,8 +105,7 @@ extension ConfigKeySpec {
         + "rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin"
 
     /// `[pgbouncer]`, in PgBouncer's order (alphabetical, as SHOW CONFIG lists them). This is the
-    /// list of what pgswift implements: `.implemented` rows act, `.storedNotImplemented` rows are
-    /// kept for a later component and warn, `ignored` rows are accepted with a warning. An
+    /// list of what pgswift implements: `.implemented` rows act, `ignored` rows are accepted with a warning. An
     /// `.implemented` row's property must be read by the code that runs (scripts/check-config-readers,
     /// docs/CONFIG.md).
     static let pgbouncer: [ConfigKeySpec] = [
@@ -130,8 +127,8 @@ extension ConfigKeySpec {
         text("client_tls_ca_file", "", \.clientTLS.caFile),
         text("client_tls_cert_file", "", \.clientTLS.certFile),
         text("client_tls_ciphers", "default", \.clientTLS.ciphers),
-        text("client_tls_dheparams", "auto", \.clientTLSDHEParams, .storedNotImplemented),
-        text("client_tls_ecdhcurve", "auto", \.clientTLSECDHCurve, .storedNotImplemented),
+        text("client_tls_dheparams", "auto", \.clientTLS.dheParams),
+        text("client_tls_ecdhcurve", "auto", \.clientTLS.ecdhCurve),
         text("client_tls_key_file", "", \.clientTLS.keyFile),
         text("client_tls_protocols", "secure", \.clientTLS.protocols),
         lookup("client_tls_sslmode", "disable", \.clientTLS.mode),

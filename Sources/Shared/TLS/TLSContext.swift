@@ -19,6 +19,15 @@ public struct TLSSideSettings: Sendable, Equatable {
     public var protocols: String
     public var ciphers: String
     public var tls13Ciphers: String
+    /// client_tls_dheparams (clients' side only): `auto` lets TLS 1.2 DHE cipher suites run with
+    /// OpenSSL's built-in group sized to the certificate's key (PgBouncer's `SSL_CTX_set_dh_auto`),
+    /// `none` leaves them out (no DH parameters); anything else is refused when the context is built.
+    public var dheParams: String = "auto"
+    /// client_tls_ecdhcurve (clients' side only): `auto` and `none` leave OpenSSL's default groups (with
+    /// OpenSSL 1.1 and later nothing turns ECDHE off, in PgBouncer either: `none` is warned about at
+    /// load); a curve name (`secp384r1`, `prime256v1`, `P-384`, `X25519`...) or a colon-separated list
+    /// is the only key exchange groups offered, TLS 1.2 and 1.3 alike.
+    public var ecdhCurve: String = "auto"
     /// "client" or "server": the prefix of the setting names, for error messages.
     public var prefix: String
 
@@ -114,6 +123,7 @@ public final class TLSContext: @unchecked Sendable {
         }
         do throws(TLSSetupError) {
             try common(ctx, s)
+            try keyExchange(ctx, s)
             if !s.caFile.isEmpty {
                 if SSL_CTX_load_verify_locations(ctx, s.caFile, nil) != 1 {
                     throw TLSSetupError(key: "client_tls_ca_file", reason: "cannot load \"\(s.caFile)\": \(lastError())")
@@ -187,6 +197,27 @@ public final class TLSContext: @unchecked Sendable {
     }
 
     /// Certificate, key, protocol range and ciphers: what both sides share.
+    /// client_tls_dheparams and client_tls_ecdhcurve, as PgBouncer applies them (its `setup_tls`
+    /// refuses any other DHE value, `legacy` included, and a curve its OpenSSL does not know).
+    private static func keyExchange(_ ctx: OpaquePointer, _ s: TLSSideSettings) throws(TLSSetupError) {
+        switch s.dheParams.lowercased() {
+        case "none": break
+        case "auto": _ = pgs_SSL_CTX_set_dh_auto(ctx, 1)
+        default:
+            throw TLSSetupError(key: "client_tls_dheparams",
+                                reason: "invalid value \"\(s.dheParams)\" (none or auto)")
+        }
+        switch s.ecdhCurve.lowercased() {
+        case "none", "auto", "": break
+        default:
+            if pgs_SSL_CTX_set1_groups_list(ctx, s.ecdhCurve) != 1 {
+                ERR_clear_error()
+                throw TLSSetupError(key: "client_tls_ecdhcurve",
+                                    reason: "unknown curve \"\(s.ecdhCurve)\" (see openssl ecparam -list_curves)")
+            }
+        }
+    }
+
     private static func common(_ ctx: OpaquePointer, _ s: TLSSideSettings) throws(TLSSetupError) {
         let p = s.prefix
         if !s.certFile.isEmpty {
