@@ -2,7 +2,7 @@
 # `make microbench`: instructions per transaction on pgswift's forward path, against a fake server (no PostgreSQL).
 """Micro-benchmark of the forward path: client -> pooler -> bench/fakeserver.py and back.
 
-    python3 bench/microbench.py [--transactions N] [--clients C] [--modes simple,extended]
+    python3 bench/microbench.py [--transactions N] [--clients C] [--modes simple,extended[,prepared]]
                                 [--targets pgswift,pgbouncer] [--tool auto|perf|callgrind]
 
 For each target (pgswift with workers=1, and PgBouncer for scale when installed) and protocol
@@ -21,7 +21,9 @@ mode it reports:
 MB_DUMP_INSTR=yes in the environment makes callgrind record costs per instruction address (with
 --keep-workdir, the outputs then tell which call site, e.g. of swift_beginAccess, runs per transaction).
 
-A transaction is one simple Query ("SELECT 1") or one Parse/Bind/Describe/Execute/Sync, answered
+A transaction is one simple Query ("SELECT 1") or one Parse/Bind/Describe/Execute/Sync (or, in the
+`prepared` mode, not run by default, Bind/Execute/Sync of a statement each connection prepared once
+under a name, as pgbench -M prepared, JDBC and asyncpg do), answered
 by the fake server with RowDescription, one DataRow, CommandComplete, ReadyForQuery.  With
 --clients C the driver keeps C transactions in flight (one per connection).  Transaction pooling,
 trust authentication, one server connection.  It is a measurement tool, not a test.
@@ -65,9 +67,16 @@ def tx_bytes(mode, sql="SELECT 1"):
     if mode == "simple":
         return pgwire.query_message(sql)
     m = pgwire.message
+    if mode == "prepared":
+        # Bind/Execute/Sync of the named statement each connection prepared once (`prepare_bytes`).
+        return m(b"B", b"\0" + b"s1\0" + b"\0\0" + b"\0\0" + b"\0\0") + m(b"E", b"\0" + b"\0\0\0\0") + m(b"S")
     return (m(b"P", b"\0" + pgwire.cstr(sql) + b"\0\0")
             + m(b"B", b"\0\0" + b"\0\0" + b"\0\0" + b"\0\0")
             + m(b"D", b"P\0") + m(b"E", b"\0" + b"\0\0\0\0") + m(b"S"))
+
+
+def sql_text():
+    return "SELECT 1"
 
 
 class Driver:
@@ -80,6 +89,13 @@ class Driver:
         self.payload = self.payloads[0]
         self.sent = 0
         self.conns = [pgwire.Conn.connect(HOST, port, USER, DB, None, timeout=120) for _ in range(clients)]
+        if mode == "prepared":
+            # pgbench -M prepared's shape: Parse once per connection, then only Bind/Execute/Sync
+            # (transaction pooling's prepared-statement tracking prepares it on each server).
+            for c in self.conns:
+                c.sock.sendall(pgwire.message(b"P", b"s1\0" + pgwire.cstr(sql_text()) + b"\0\0") + pgwire.message(b"S"))
+                while c.read_message()[0] != b"Z":
+                    pass
 
     def run(self, n):
         """n transactions, len(conns) in flight at a time; returns the wall seconds."""

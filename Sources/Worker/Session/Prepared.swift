@@ -115,6 +115,45 @@ struct StatementRegistry {
     }
 
     static func serverName(_ id: Int32) -> String { "PGSWIFT_\(id)" }
+
+    /// `serverName(id)`'s length in bytes, without making the string.
+    @inline(__always)
+    static func serverNameLength(_ id: Int32) -> Int {
+        var n = 9  // "PGSWIFT_" and one digit
+        var v = id.magnitude
+        while v >= 10 { v /= 10; n &+= 1 }
+        return id < 0 ? n &+ 1 : n
+    }
+
+    /// Appends `serverName(id)` and its NUL: what a forwarded Bind or Describe names, once per message,
+    /// so no string is made (`serverName` made one, about 200 instructions a Bind).
+    @inline(__always)
+    static func appendServerName(_ id: Int32, to out: inout OutBuffer) {
+        for c in "PGSWIFT_".utf8 { out.appendUInt8(c) }
+        if id < 0 { out.appendUInt8(UInt8(ascii: "-")) }
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var v = id.magnitude
+        var n = 0
+        withUnsafeMutableBytes(of: &digits) { d in
+            repeat {
+                d[n] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: v % 10)
+                v /= 10
+                n &+= 1
+            } while v > 0
+            while n > 0 { n &-= 1; out.appendUInt8(d[n]) }
+        }
+        out.appendUInt8(0)
+    }
+
+    /// Marks statement `id` of a server's cache as just used; false when the server does not hold it.
+    /// One access to the map (one hash, one run-time exclusivity check on the class property it sits
+    /// in) where a lookup and then an assignment took two of each.
+    @inline(__always)
+    static func touch(_ cache: inout [Int32: UInt64], _ id: Int32, tick: UInt64) -> Bool {
+        guard let i = cache.index(forKey: id) else { return false }
+        cache.values[i] = tick
+        return true
+    }
 }
 
 extension Worker {
@@ -450,6 +489,13 @@ extension Worker {
         }
     }
 
+    /// Where the NUL-terminated string at `from` ends (the index after its NUL), without making it.
+    @inline(__always)
+    private func cStringEnd(_ body: UnsafeRawBufferPointer, from: Int) -> Int? {
+        guard from < body.count, let end = body[from...].firstIndex(of: 0) else { return nil }
+        return end + 1
+    }
+
     private func cString(_ body: UnsafeRawBufferPointer, from: Int) -> (String, Int)? {
         guard from < body.count, let end = body[from...].firstIndex(of: 0) else { return nil }
         return (String(decoding: UnsafeRawBufferPointer(rebasing: body[from..<end]), as: UTF8.self), end + 1)
@@ -560,14 +606,13 @@ extension Worker {
             info.prepared[name] = id
             pools[Int(servers[si].pool)].totals.clientParseCount &+= 1  // stats hook (SHOW STATS)
             if statements.sweepDue { sweepStatements() }
-            if servers[si].info?.prepared[id] != nil {
-                servers[si].info?.prepared[id] = nextUseTick()
+            if let sinfo = servers[si].info, StatementRegistry.touch(&sinfo.prepared, id, tick: nextUseTick()) {
                 ok = pushAnswer(si, ExpectedAnswer.synthParseComplete)
             } else {
                 ok = injectParse(si, id, swallow: false, clientName: name)
             }
         case FrontendType.bind:
-            guard let (_, stmtStart) = cString(body, from: 0),
+            guard let stmtStart = cStringEnd(body, from: 0),
                   let (name, restStart) = cString(body, from: stmtStart) else { return protocolFailure(ci) }
             // Counted whether the name is known or not, as PgBouncer counts it.
             pools[Int(servers[si].pool)].totals.bindCount &+= 1  // stats hook (SHOW STATS)
@@ -577,13 +622,12 @@ extension Worker {
                 break
             }
             ok = ensurePrepared(si, id)
-            let serverName = StatementRegistry.serverName(id)
             let inline = UnsafeRawBufferPointer(rebasing: body[restStart...])
             scratch.appendUInt8(FrontendType.bind)
-            scratch.appendInt32(Int32(truncatingIfNeeded: 4 &+ stmtStart &+ serverName.utf8.count &+ 1
+            scratch.appendInt32(Int32(truncatingIfNeeded: 4 &+ stmtStart &+ StatementRegistry.serverNameLength(id) &+ 1
                                       &+ inline.count &+ following))
             scratch.appendBytes(UnsafeRawBufferPointer(rebasing: body[0..<stmtStart]))  // portal name and NUL
-            scratch.appendCString(serverName)
+            StatementRegistry.appendServerName(id, to: &scratch)
             scratch.appendBytes(inline)
             ok = ok && pushAnswer(si, ExpectedAnswer.bind)
         case FrontendType.describe:
@@ -642,10 +686,7 @@ extension Worker {
 
     /// Makes sure the server has statement `id`, injecting a Parse whose ParseComplete is swallowed.
     private func ensurePrepared(_ si: Int32, _ id: Int32) -> Bool {
-        if servers[si].info?.prepared[id] != nil {
-            servers[si].info?.prepared[id] = nextUseTick()
-            return true
-        }
+        if let sinfo = servers[si].info, StatementRegistry.touch(&sinfo.prepared, id, tick: nextUseTick()) { return true }
         return injectParse(si, id, swallow: true, clientName: nil)
     }
 

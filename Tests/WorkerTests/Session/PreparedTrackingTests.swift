@@ -183,4 +183,23 @@ final class ExpectedAnswerTests: XCTestCase {
         XCTAssertFalse(ExpectedAnswer.closeTracked.swallowed.isSynthetic)
         XCTAssertEqual(ExpectedAnswer.none.raw, 0)
     }
+
+    /// The server-side name a forwarded Bind carries is written digit by digit, without a string: the
+    /// same bytes and length as `serverName` for every id (the sign, one digit, ten digits).
+    func testServerNamesWrittenInPlaceMatchTheirStrings() {
+        var seed = UInt64(UInt32(truncatingIfNeeded: time(nil)))
+        print("testServerNamesWrittenInPlaceMatchTheirStrings seed \(seed)")
+        var ids: [Int32] = [0, 1, 9, 10, 99, 100, 12345, Int32.max, -1, -10, Int32.min]
+        for _ in 0..<1000 {
+            seed = seed &* 6364136223846793005 &+ 1442695040888963407
+            ids.append(Int32(truncatingIfNeeded: seed >> 33))
+        }
+        for id in ids {
+            var out = OutBuffer(capacity: 32)
+            StatementRegistry.appendServerName(id, to: &out)
+            let expected = Array(StatementRegistry.serverName(id).utf8) + [0]
+            XCTAssertEqual(out.bytes, expected, "id \(id)")
+            XCTAssertEqual(StatementRegistry.serverNameLength(id) + 1, expected.count, "id \(id)")
+        }
+    }
 }
