@@ -184,7 +184,7 @@ extension Worker {
         state.connectedAt = clients[ci].connectedAt
         // In id order: a successor with a fresh registry interns them in that order, so it gives them
         // the ids they have here, the names a server moved with its client knows them by.
-        for (name, id) in info.prepared.sorted(by: { $0.value < $1.value }) {
+        for (name, id) in info.prepared.map.sorted(by: { $0.value < $1.value }) {
             guard let body = statements.body(id) else { continue }
             state.prepared.append(HandoffStatement(name: name, body: body))
         }

@@ -71,8 +71,9 @@ final class ClientInfo {
     /// While the client is in `.startup` or `.auth` (a freshly accepted one); `setClientState` drops it
     /// as the client leaves them, so an idle client pays one nil pointer for its login.
     var login: ClientLoginState? = nil
-    /// Protocol-level prepared statements: client name → StatementRegistry id (transaction/statement mode).
-    var prepared: [String: Int32] = [:]
+    /// Protocol-level prepared statements: client name → StatementRegistry id (transaction/statement
+    /// mode), with a memo of the last name a Bind looked up (StatementNames.swift).
+    var prepared = ClientStatementNames()
     /// Carried session settings, statements in flight, WITH HOLD cursors (SessionState.swift).
     var session = ClientSessionState()
     var protocolMinor = 0

@@ -613,10 +613,12 @@ extension Worker {
             }
         case FrontendType.bind:
             guard let stmtStart = cStringEnd(body, from: 0),
-                  let (name, restStart) = cString(body, from: stmtStart) else { return protocolFailure(ci) }
+                  let restStart = cStringEnd(body, from: stmtStart) else { return protocolFailure(ci) }
             // Counted whether the name is known or not, as PgBouncer counts it.
             pools[Int(servers[si].pool)].totals.bindCount &+= 1  // stats hook (SHOW STATS)
-            guard let id = info.prepared[name] else {
+            let nameBytes = UnsafeRawBufferPointer(rebasing: body[stmtStart..<(restStart - 1)])
+            guard let id = info.prepared.lookup(nameBytes) else {
+                let name = String(decoding: nameBytes, as: UTF8.self)
                 guard let answered = unknownStatement(ci, si, name, wasUnsynced: wasUnsynced) else { return false }
                 ok = answered
                 break
