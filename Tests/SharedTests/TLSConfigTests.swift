@@ -161,7 +161,7 @@ final class TLSConfigTests: XCTestCase {
         func clientTLS(_ more: String) -> String {
             "[pgbouncer]\nclient_tls_sslmode = require\nclient_tls_key_file = \(key)\nclient_tls_cert_file = \(cert)\n" + more
         }
-        for good in ["client_tls_dheparams = none\n", "client_tls_dheparams = AUTO\n", "client_tls_ecdhcurve = secp384r1\n",
+        for good in ["client_tls_dheparams = none\n", "client_tls_dheparams = AUTO\n", "client_tls_dheparams =\n", "client_tls_ecdhcurve = secp384r1\n",
                      "client_tls_ecdhcurve = prime256v1\n", "client_tls_ecdhcurve = P-384\n",
                      "client_tls_ecdhcurve = X25519:secp521r1\n", "client_tls_ecdhcurve = none\n"] {
             XCTAssertNil(try tlsError(clientTLS(good)), good)

@@ -201,7 +201,7 @@ public final class TLSContext: @unchecked Sendable {
     /// refuses any other DHE value, `legacy` included, and a curve its OpenSSL does not know).
     private static func keyExchange(_ ctx: OpaquePointer, _ s: TLSSideSettings) throws(TLSSetupError) {
         switch s.dheParams.lowercased() {
-        case "none": break
+        case "none", "": break  // PgBouncer leaves an empty value at libtls's default, none
         case "auto": _ = pgs_SSL_CTX_set_dh_auto(ctx, 1)
         default:
             throw TLSSetupError(key: "client_tls_dheparams",
