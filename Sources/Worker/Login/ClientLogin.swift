@@ -29,6 +29,9 @@ extension Worker {
         let avail = clients[ci].io.input.end - start
         let p = base + start
         if clients[ci].state == .startup {
+            // A startup packet kept for the janitor's next tick (over max_client_conn): whatever came
+            // after it waits until the client is admitted or refused.
+            if clients[ci].info?.login?.deferredStartup != nil { return false }
             if avail > 0 && clients[ci].io.tls == nil && p.load(as: UInt8.self) == 0x16 {
                 // A TLS ClientHello with no SSLRequest before it: PostgreSQL 17's direct TLS.
                 clientDirectTLS(ci)
