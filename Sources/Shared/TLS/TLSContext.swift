@@ -196,7 +196,6 @@ public final class TLSContext: @unchecked Sendable {
         return TLSContext(ctx: ctx, endPointHash: [], mode: s.mode)
     }
 
-    /// Certificate, key, protocol range and ciphers: what both sides share.
     /// client_tls_dheparams and client_tls_ecdhcurve, as PgBouncer applies them (its `setup_tls`
     /// refuses any other DHE value, `legacy` included, and a curve its OpenSSL does not know).
     private static func keyExchange(_ ctx: OpaquePointer, _ s: TLSSideSettings) throws(TLSSetupError) {
@@ -218,6 +217,7 @@ public final class TLSContext: @unchecked Sendable {
         }
     }
 
+    /// Certificate, key, protocol range and ciphers: what both sides share.
     private static func common(_ ctx: OpaquePointer, _ s: TLSSideSettings) throws(TLSSetupError) {
         let p = s.prefix
         if !s.certFile.isEmpty {

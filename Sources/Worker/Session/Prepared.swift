@@ -497,8 +497,8 @@ extension Worker {
     }
 
     private func cString(_ body: UnsafeRawBufferPointer, from: Int) -> (String, Int)? {
-        guard from < body.count, let end = body[from...].firstIndex(of: 0) else { return nil }
-        return (String(decoding: UnsafeRawBufferPointer(rebasing: body[from..<end]), as: UTF8.self), end + 1)
+        guard let next = cStringEnd(body, from: from) else { return nil }
+        return (String(decoding: UnsafeRawBufferPointer(rebasing: body[from..<(next - 1)]), as: UTF8.self), next)
     }
 
     /// A Parse/Bind/Describe/Close larger than the I/O buffer on a tracked link, first in the client's

@@ -1,5 +1,5 @@
-// A client's protocol-level prepared statements by name, with a memo of the last name a Bind or
-// Describe looked up (transaction and statement mode, Prepared.swift).
+// A client's protocol-level prepared statements by name, with a memo of the last name a Bind
+// looked up (transaction and statement mode, Prepared.swift).
 
 /// Client statement name → StatementRegistry id. A Bind names its statement in raw message bytes;
 /// looking those up in a `[String: Int32]` made a string and hashed it every time (about 450
