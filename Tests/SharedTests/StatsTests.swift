@@ -446,6 +446,21 @@ final class StatsProcessTests: XCTestCase {
         XCTAssertEqual(p, ProcessStats(cpuUserMicros: 2_500_000, cpuSystemMicros: 750_000, residentBytes: 2560 * 4096))
         XCTAssertNil(ProcessStats.parse(procStat: "garbage", ticksPerSecond: 100, pageSize: 4096))
         XCTAssertNil(ProcessStats.parse(procStat: "1 (x) S 1 2", ticksPerSecond: 100, pageSize: 4096))
+        // As the kernel writes it: a newline at the end. A negative rss reads as 0; a utime that is no
+        // number, or a line that stops before field 24, is no answer.
+        XCTAssertEqual(ProcessStats.parse(procStat: line + "\n", ticksPerSecond: 100, pageSize: 4096), p)
+        let fields = line.split(separator: " ").map(String.init)
+        func with(_ field: Int, _ value: String) -> String {
+            var f = fields; f[field] = value; return f.joined(separator: " ")
+        }
+        // Field n is fields[n] here: the command name "(pgswift) worker)" took two.
+        XCTAssertEqual(ProcessStats.parse(procStat: with(24, "-3"), ticksPerSecond: 100, pageSize: 4096)?.residentBytes, 0)
+        XCTAssertEqual(ProcessStats.parse(procStat: with(14, "7"), ticksPerSecond: 100, pageSize: 4096)?.cpuUserMicros, 70_000)
+        XCTAssertNil(ProcessStats.parse(procStat: with(14, "x1"), ticksPerSecond: 100, pageSize: 4096))
+        XCTAssertNil(ProcessStats.parse(procStat: with(15, "-1"), ticksPerSecond: 100, pageSize: 4096))
+        XCTAssertNil(ProcessStats.parse(procStat: fields[0..<24].joined(separator: " "), ticksPerSecond: 100, pageSize: 4096))
+        XCTAssertNotNil(ProcessStats.parse(procStat: fields[0..<25].joined(separator: " "), ticksPerSecond: 100, pageSize: 4096))
+        XCTAssertNil(ProcessStats.parse(procStat: line, ticksPerSecond: 0, pageSize: 4096))
     }
 
     func testReadSelf() throws {
