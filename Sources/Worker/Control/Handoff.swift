@@ -184,7 +184,7 @@ extension Worker {
         state.connectedAt = clients[ci].connectedAt
         // In id order: a successor with a fresh registry interns them in that order, so it gives them
         // the ids they have here, the names a server moved with its client knows them by.
-        for (name, id) in info.prepared.map.sorted(by: { $0.value < $1.value }) {
+        for (name, id) in (info.prepared?.map ?? [:]).sorted(by: { $0.value < $1.value }) {
             guard let body = statements.body(id) else { continue }
             state.prepared.append(HandoffStatement(name: name, body: body))
         }
@@ -329,7 +329,7 @@ extension Worker {
             if let t = tracked.index(of: p.name) { info.params.values[t] = p.value }
         }
         for s in state.prepared {
-            info.prepared[s.name] = s.body.withUnsafeBytes { statements.intern($0) }
+            info.preparedNames()[s.name] = s.body.withUnsafeBytes { statements.intern($0) }
         }
         // Carried session state: replayed on this worker's servers at link (SessionHooks.swift).
         for s in state.settings { info.session.settings.apply(CarriedSetting(key: s.key, set: s.set, reset: s.reset)) }

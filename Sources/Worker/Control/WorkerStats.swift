@@ -174,7 +174,7 @@ extension Worker {
             row.remotePid = clientProcessID(ci)
             row.applicationName = info?.applicationName ?? ""
             if clients[ci].usesTLS, let t = clients[ci].io.tls { row.tls = TLSIO.describe(t) }  // TLS hook
-            row.preparedStatements = Int32(clamping: info?.prepared.count ?? 0)
+            row.preparedStatements = Int32(clamping: info?.prepared?.count ?? 0)
             row.id = Int64(bitPattern: clients[ci].id)
             row.fd = clients[ci].io.fd
             if si >= 0 { row.linkFD = servers[si].io.fd }

@@ -327,7 +327,7 @@ extension Worker {
         let nameStart = portalEnd + 1
         guard let nameEnd = body[nameStart...].firstIndex(of: 0), nameEnd > nameStart else { return .write }
         let name = String(decoding: UnsafeRawBufferPointer(rebasing: body[nameStart..<nameEnd]), as: UTF8.self)
-        guard let id = clients[ci].info?.prepared[name] else { return .write }
+        guard let id = clients[ci].info?.prepared?[name] else { return .write }
         // Per pool too: the pool's deny list may differ.
         let key = Int64(clients[ci].pool) << 32 | Int64(UInt32(bitPattern: id))
         if let t = routes.pointee.statementTargets[key] { return t }

@@ -72,8 +72,9 @@ final class ClientInfo {
     /// as the client leaves them, so an idle client pays one nil pointer for its login.
     var login: ClientLoginState? = nil
     /// Protocol-level prepared statements: client name → StatementRegistry id (transaction/statement
-    /// mode), with a memo of the last name a Bind looked up (StatementNames.swift).
-    var prepared = ClientStatementNames()
+    /// mode), with a memo of the last name a Bind looked up (StatementNames.swift). Nil until the
+    /// client's first named statement (`preparedNames`), and again after its DEALLOCATE ALL or DISCARD ALL.
+    var prepared: ClientStatementNames? = nil
     /// Carried session settings, statements in flight, WITH HOLD cursors (SessionState.swift).
     var session = ClientSessionState()
     var protocolMinor = 0
@@ -82,6 +83,14 @@ final class ClientInfo {
     var countedDB: Int64 = 0
     var countedUser: Int64 = 0
     init(trackedCount: Int) { params = ParamValues(count: trackedCount) }
+
+    /// `prepared`, made when the client names its first statement.
+    func preparedNames() -> ClientStatementNames {
+        if let names = prepared { return names }
+        let names = ClientStatementNames()
+        prepared = names
+        return names
+    }
 }
 
 /// What only a client's login needs (ClientLogin.swift, AuthQuery.swift): the exchange in progress,

@@ -906,7 +906,7 @@ extension Worker {
                 // The client wiped its statements: the server has none of ours left either.
                 servers[si].info?.prepared.removeAll()
                 let ci = servers[si].client
-                if ci >= 0 { clients[ci].info?.prepared.removeAll() }
+                if ci >= 0 { clients[ci].info?.prepared = nil }
                 sessionPreparedWiped(si, discardAll: SessionTags.matches(body, "DISCARD ALL"))
             }
         } else if type == BackendType.dataRow {

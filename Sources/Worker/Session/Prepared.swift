@@ -165,7 +165,7 @@ extension Worker {
         var live = Set<Int32>()
         var ci: Int32 = 0
         while ci < Int32(clients.capacity) {
-            if clients[ci].state != .free, let info = clients[ci].info { live.formUnion(info.prepared.values) }
+            if clients[ci].state != .free, let info = clients[ci].info { if let names = info.prepared { live.formUnion(names.values) } }
             ci += 1
         }
         var si: Int32 = 0
@@ -590,7 +590,7 @@ extension Worker {
         switch type {
         case FrontendType.parse:
             guard let (name, restStart) = cString(body, from: 0) else { return protocolFailure(ci) }
-            if info.prepared[name] != nil {
+            if info.prepared?[name] != nil {
                 // PgBouncer's log line and, by default, its disconnect.
                 log.warning("C-\(clients[ci].id): prepared statement '\(name)' was already prepared")
                 if config.preparedStatementErrors == .disconnect {
@@ -603,7 +603,7 @@ extension Worker {
                 break
             }
             let id = statements.intern(UnsafeRawBufferPointer(rebasing: body[restStart...]))
-            info.prepared[name] = id
+            info.preparedNames()[name] = id
             pools[Int(servers[si].pool)].totals.clientParseCount &+= 1  // stats hook (SHOW STATS)
             if statements.sweepDue { sweepStatements() }
             if let sinfo = servers[si].info, StatementRegistry.touch(&sinfo.prepared, id, tick: nextUseTick()) {
@@ -617,7 +617,7 @@ extension Worker {
             // Counted whether the name is known or not, as PgBouncer counts it.
             pools[Int(servers[si].pool)].totals.bindCount &+= 1  // stats hook (SHOW STATS)
             let nameBytes = UnsafeRawBufferPointer(rebasing: body[stmtStart..<(restStart - 1)])
-            guard let id = info.prepared.lookup(nameBytes) else {
+            guard let id = info.prepared?.lookup(nameBytes) else {
                 let name = String(decoding: nameBytes, as: UTF8.self)
                 guard let answered = unknownStatement(ci, si, name, wasUnsynced: wasUnsynced) else { return false }
                 ok = answered
@@ -634,7 +634,7 @@ extension Worker {
             ok = ok && pushAnswer(si, ExpectedAnswer.bind)
         case FrontendType.describe:
             guard let (name, _) = cString(body, from: 1) else { return protocolFailure(ci) }
-            guard let id = info.prepared[name] else {
+            guard let id = info.prepared?[name] else {
                 guard let answered = unknownStatement(ci, si, name, wasUnsynced: wasUnsynced) else { return false }
                 ok = answered
                 break
@@ -645,7 +645,7 @@ extension Worker {
         case FrontendType.close:
             guard let (name, _) = cString(body, from: 1) else { return protocolFailure(ci) }
             // Only the client's mapping goes; the server keeps the statement for whoever needs it next.
-            info.prepared.removeValue(forKey: name)
+            info.prepared?.removeValue(forKey: name)
             ok = pushAnswer(si, ExpectedAnswer.synthCloseComplete)
         default:
             return true
@@ -734,8 +734,8 @@ extension Worker {
             sinfo.prepared.removeValue(forKey: p.id)
             failed.append(p.id)
             let ci = servers[si].client
-            if let name = p.clientName, ci >= 0, let cinfo = clients[ci].info, cinfo.prepared[name] == p.id {
-                cinfo.prepared.removeValue(forKey: name)
+            if let name = p.clientName, ci >= 0, let cinfo = clients[ci].info, cinfo.prepared?[name] == p.id {
+                cinfo.prepared?.removeValue(forKey: name)
             }
         } else {
             // An eviction Close skipped: the statement is still there, unless its own Parse just failed.

@@ -135,7 +135,7 @@ final class PreparedTrackingTests: XCTestCase {
         let ci = w.clients.allocate()
         w.setClientState(ci, .idle)
         let cinfo = ClientInfo(trackedCount: 1)
-        cinfo.prepared["a"] = all[7]
+        cinfo.preparedNames()["a"] = all[7]
         w.clients[ci].info = cinfo
         let si = w.servers.allocate()
         w.servers[si].pool = try XCTUnwrap(w.pool(database: "db", user: "u"))

@@ -4,36 +4,36 @@ import XCTest
 @testable import Worker
 
 final class StatementNamesTests: XCTestCase {
-    private func lookup(_ names: inout ClientStatementNames, _ name: String) -> Int32? {
+    private func lookup(_ names: ClientStatementNames, _ name: String) -> Int32? {
         Array(name.utf8).withUnsafeBytes { names.lookup($0) }
     }
 
     func testTheMemoNeverOutlivesAChange() {
-        var n = ClientStatementNames()
-        XCTAssertNil(lookup(&n, "s1"))
+        let n = ClientStatementNames()
+        XCTAssertNil(lookup(n, "s1"))
         n["s1"] = 7
-        XCTAssertEqual(lookup(&n, "s1"), 7)
-        XCTAssertEqual(lookup(&n, "s1"), 7, "answered from the memo")
-        XCTAssertNil(lookup(&n, "s2"))
-        XCTAssertNil(lookup(&n, "s"), "a prefix of the remembered name")
-        XCTAssertNil(lookup(&n, "s1\u{0}"), "the remembered name and a zero byte")
+        XCTAssertEqual(lookup(n, "s1"), 7)
+        XCTAssertEqual(lookup(n, "s1"), 7, "answered from the memo")
+        XCTAssertNil(lookup(n, "s2"))
+        XCTAssertNil(lookup(n, "s"), "a prefix of the remembered name")
+        XCTAssertNil(lookup(n, "s1\u{0}"), "the remembered name and a zero byte")
         n["s1"] = 8
-        XCTAssertEqual(lookup(&n, "s1"), 8)
+        XCTAssertEqual(lookup(n, "s1"), 8)
         n.removeValue(forKey: "s1")
-        XCTAssertNil(lookup(&n, "s1"))
+        XCTAssertNil(lookup(n, "s1"))
         n["s1"] = 9
-        XCTAssertEqual(lookup(&n, "s1"), 9)
+        XCTAssertEqual(lookup(n, "s1"), 9)
         n.removeAll()
-        XCTAssertNil(lookup(&n, "s1"))
+        XCTAssertNil(lookup(n, "s1"))
         XCTAssertTrue(n.isEmpty)
     }
 
     func testNamesOfEveryLengthAroundTheMemosSize() {
-        var n = ClientStatementNames()
+        let n = ClientStatementNames()
         let names = (0...20).map { String(repeating: "x", count: $0) } + ["__asyncpg_stmt_1__", "0123456789abcdef"]
         for (i, name) in names.enumerated() { n[name] = Int32(i) }
         for _ in 0..<2 {
-            for (i, name) in names.enumerated() { XCTAssertEqual(lookup(&n, name), Int32(i), "\(name.count) bytes") }
+            for (i, name) in names.enumerated() { XCTAssertEqual(lookup(n, name), Int32(i), "\(name.count) bytes") }
         }
         XCTAssertEqual(n.count, names.count)
     }
@@ -47,7 +47,7 @@ final class StatementNamesTests: XCTestCase {
             return Int((seed >> 33) % UInt64(bound))
         }
         let pool = ["a", "b", "s1", "S_1", "P_0", "sixteen_bytes_ab", "seventeen_bytes_a", ""]
-        var n = ClientStatementNames()
+        let n = ClientStatementNames()
         var reference: [String: Int32] = [:]
         for step in 0..<20_000 {
             let name = pool[next(pool.count)]
@@ -57,8 +57,8 @@ final class StatementNamesTests: XCTestCase {
             case 3 where next(20) == 0: n.removeAll(); reference.removeAll()
             default: break
             }
-            XCTAssertEqual(lookup(&n, name), reference[name], "step \(step), \(name), seed printed above")
-            if lookup(&n, name) != reference[name] { return }
+            XCTAssertEqual(lookup(n, name), reference[name], "step \(step), \(name), seed printed above")
+            if lookup(n, name) != reference[name] { return }
         }
         XCTAssertEqual(n.map, reference)
     }
