@@ -12,28 +12,42 @@ public enum SQLSessionCandidate {
     /// run on past a NUL (a Parse message's parameter types): the check ends there.
     public static func check(_ text: UnsafeRawBufferPointer) -> Bool {
         guard let p = text.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return false }
-        let n = text.count
+        return classify(p, text.count, listen: false) == .candidate
+    }
+
+    /// For the data path's hooks (the worker's `plainText`): true when `check` would say false and the
+    /// first word is no LISTEN or UNLISTEN either (the LISTEN relay's words; DISCARD is a candidate
+    /// already) and the text is not all blanks. One call, for both hooks.
+    public static func plain(_ text: UnsafeRawPointer, _ count: Int) -> Bool {
+        classify(text.assumingMemoryBound(to: UInt8.self), count, listen: true) == .plain
+    }
+
+    enum Verdict { case plain, candidate, blank }
+
+    @inline(__always)
+    static func classify(_ p: UnsafePointer<UInt8>, _ n: Int, listen: Bool) -> Verdict {
         var i = 0
         while i < n && isSpace(p[i]) { i &+= 1 }
-        if i == n { return false }
+        if i == n { return .blank }
         let c0 = p[i]
-        if c0 == UInt8(ascii: "/") || c0 == UInt8(ascii: "-") || c0 == UInt8(ascii: "(") { return true }
+        if c0 == UInt8(ascii: "/") || c0 == UInt8(ascii: "-") || c0 == UInt8(ascii: "(") { return .candidate }
         let (word, len) = firstWord(p, i, n)
-        let j = i &+ len
         switch len {
-        // SET; RESET, CLOSE; CREATE; DISCARD, PREPARE, EXECUTE, DECLARE; DEALLOCATE (its first 8).
-        case 3: if word == 0x746573 { return true }
-        case 5: if word == 0x74_6573_6572 || word == 0x65_736f_6c63 { return true }
-        case 6: if word == 0x6574_6165_7263 { return true }
+        // SET; RESET, CLOSE; CREATE, LISTEN; DISCARD, PREPARE, EXECUTE, DECLARE; UNLISTEN; DEALLOCATE
+        // (its first 8).
+        case 3: if word == 0x746573 { return .candidate }
+        case 5: if word == 0x74_6573_6572 || word == 0x65_736f_6c63 { return .candidate }
+        case 6: if word == 0x6574_6165_7263 || (listen && word == 0x6e65_7473_696c) { return .candidate }
         case 7:
             if word == 0x64_7261_6373_6964 || word == 0x65_7261_7065_7270 || word == 0x65_7475_6365_7865
-                || word == 0x65_7261_6c63_6564 { return true }
-        case 10: if word == 0x6163_6f6c_6c61_6564 { return true }
+                || word == 0x65_7261_6c63_6564 { return .candidate }
+        case 8: if listen && word == 0x6e65_7473_696c_6e75 { return .candidate }
+        case 10: if word == 0x6163_6f6c_6c61_6564 { return .candidate }
         default: break
         }
         // SELECT or WITH: SELECT ... INTO creates a table.
         let select = (len == 6 && word == 0x7463_656c_6573) || (len == 4 && word == 0x6874_6977)
-        return scanRest(p, from: j, count: n, into: select)
+        return scanRest(p, from: i &+ len, count: n, into: select) ? .candidate : .plain
     }
 
     @inline(__always)
@@ -71,47 +85,37 @@ public enum SQLSessionCandidate {
     }
 
     /// One pass: a `;` followed by anything but whitespace, `advisory` and `set_config` in any letter
-    /// case, and (for SELECT / WITH) `into`. Quotes and comments are not understood: a hit there only costs a lexing.
-    /// `nextCandidate` skips eight bytes at a time to the next byte that may decide; `byte` decides
-    /// it or the scan goes on after it.
+    /// case, and (for SELECT / WITH) `into`. Quotes and comments are not understood: a hit there only
+    /// costs a lexing. Eight bytes at a time are skipped with a few integer operations when none of
+    /// them may decide (`candidates`: NUL, `;`, `_`, `v`/`V`, and with `into` `t`/`T`); the last 1-7
+    /// bytes are the text's last eight, shifted down so that they start at `k`, blanks above. `byte`
+    /// decides at a candidate, or the scan goes on after it.
     @inline(__always)
     static func scanRest(_ p: UnsafePointer<UInt8>, from start: Int, count n: Int, into: Bool) -> Bool {
+        let raw = UnsafeRawPointer(p)
         var k = start
-        while let c = nextCandidate(p, from: k, count: n, into: into) {
+        while k < n {
+            let m: UInt64
+            if k &+ 8 <= n {
+                m = candidates(UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: k, as: UInt64.self)), into)
+                if m == 0 { k &+= 8; continue }
+            } else if n >= 8 {
+                let r = n &- k
+                let w = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: n &- 8, as: UInt64.self)) >> (UInt64(8 &- r) &* 8)
+                    | (0x2020_2020_2020_2020 << (UInt64(r) &* 8))
+                m = candidates(w, into)
+                if m == 0 { return false }
+            } else {
+                let c = p[k], l = c | 0x20
+                guard c == 0 || c == UInt8(ascii: ";") || c == UInt8(ascii: "_") || l == UInt8(ascii: "v")
+                    || (into && l == UInt8(ascii: "t")) else { k &+= 1; continue }
+                m = 0x80
+            }
+            let c = k &+ m.trailingZeroBitCount >> 3
             if let r = byte(p, c, n, into) { return r }
             k = c &+ 1
         }
         return false
-    }
-
-    /// The first byte at or after `start` that is NUL, `;`, `_`, `v`/`V` or (with `into`) `t`/`T`; nil
-    /// when there is none before `n`. A word holding none of them is skipped with a few integer
-    /// operations (`zeroBytes`, whose lowest bit is exact). The last 1-7 bytes are the text's last
-    /// eight, shifted down so that they start at `k`, blanks above.
-    @inline(__always)
-    static func nextCandidate(_ p: UnsafePointer<UInt8>, from start: Int, count n: Int, into: Bool) -> Int? {
-        let raw = UnsafeRawPointer(p)
-        var k = start
-        while k &+ 8 <= n {
-            let m = candidates(UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: k, as: UInt64.self)), into)
-            if m != 0 { return k &+ m.trailingZeroBitCount >> 3 }
-            k &+= 8
-        }
-        if k >= n { return nil }
-        if n >= 8 {
-            let r = n &- k
-            let w = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: n &- 8, as: UInt64.self)) >> (UInt64(8 &- r) &* 8)
-                | (0x2020_2020_2020_2020 << (UInt64(r) &* 8))
-            let m = candidates(w, into)
-            return m == 0 ? nil : k &+ m.trailingZeroBitCount >> 3
-        }
-        while k < n {
-            let c = p[k], l = c | 0x20
-            if c == 0 || c == UInt8(ascii: ";") || c == UInt8(ascii: "_") || l == UInt8(ascii: "v")
-                || (into && l == UInt8(ascii: "t")) { return k }
-            k &+= 1
-        }
-        return nil
     }
 
     /// 0x80 in each byte of `w` that may decide (see `nextCandidate`), possibly in bytes above one.

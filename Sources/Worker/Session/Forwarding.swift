@@ -415,8 +415,7 @@ extension Worker {
     @inline(never)
     private func plainText(_ type: UInt8, _ body: UnsafeRawPointer, _ count: Int) -> Bool {
         guard let (text, n) = Worker.queryText(type, body, count) else { return false }
-        return ListenStatements.firstKeyword(text, n) == .no
-            && !SQLSessionCandidate.check(UnsafeRawBufferPointer(start: text, count: n))
+        return SQLSessionCandidate.plain(text, n)
     }
 
     /// The SQL text of a Query or Parse body (`count` bytes of it at hand): a Query's body, or what
@@ -424,6 +423,8 @@ extension Worker {
     @inline(__always)
     static func queryText(_ type: UInt8, _ body: UnsafeRawPointer, _ count: Int) -> (UnsafeRawPointer, Int)? {
         guard type == FrontendType.parse else { return (body, count) }
+        // The unnamed statement, as most drivers send it: no call to memchr for an empty name.
+        if count > 0 && body.load(as: UInt8.self) == 0 { return (body + 1, count &- 1) }
         guard let nul = memchr(body, 0, count) else { return nil }
         let skip = UnsafeRawPointer(nul) - body + 1
         return (body + skip, count &- skip)

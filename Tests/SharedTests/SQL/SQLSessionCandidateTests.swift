@@ -62,6 +62,23 @@ final class SQLSessionCandidateTests: XCTestCase {
         }
     }
 
+    /// `plain`, the worker's one call for both hooks: no candidate, no LISTEN or UNLISTEN first, not blank.
+    func testPlainAlsoLeavesOutTheListenRelaysWordsAndBlankTexts() {
+        func plain(_ sql: String) -> Bool { Array(sql.utf8).withUnsafeBytes { SQLSessionCandidate.plain($0.baseAddress!, $0.count) } }
+        for sql in ["SELECT 1", "SELECT 1\u{0}", "select abalance from pgbench_accounts where aid = $1\u{0}\u{0}\u{1}",
+                    "INSERT INTO t VALUES (1)", "NOTIFY c", "listener", "unlistened x", "BEGIN"] {
+            XCTAssertTrue(plain(sql), sql)
+            XCTAssertFalse(candidate(sql), sql)
+        }
+        for sql in ["LISTEN c", "  listen c", "UNLISTEN *", "unlisten c;", "Listen\tc", "DISCARD ALL", "", "  \n",
+                    "SET a = 1", "/* x */ SELECT 1", "select 1; select 2", "SELECT pg_advisory_lock(1)"] {
+            XCTAssertFalse(plain(sql), sql)
+        }
+        // LISTEN and blanks are no session candidates: only `plain` leaves them out.
+        XCTAssertFalse(candidate("LISTEN c"))
+        XCTAssertFalse(candidate("   "))
+    }
+
     /// The word-at-a-time scan against a byte-by-byte reference, on random texts made of what it looks
     /// for (and near misses) at every alignment.
     func testWordScanAgreesWithTheBytewiseReference() {
@@ -69,7 +86,7 @@ final class SQLSessionCandidateTests: XCTestCase {
         let parts = ["select ", "SELECT ", "with ", "insert ", "x", "v", "V", "t", "advisor", "advisory", "ADVISORY",
                      "into", "INTO", "int", ";", " ; ", ";;", "\u{0}", " ", "\n", "pg_", "y", "(", "'", "é",
                      "set", "SET", "reset", "Deallocate", "dealloc", "create", "discard", "@", "_", "[", "`", "{",
-                     "set_config", "SET_CONFIG", "set_conf", "et_config", "user_id"]
+                     "set_config", "SET_CONFIG", "set_conf", "et_config", "user_id", "listen", "UNLISTEN", "listen "]
         func reference(_ b: [UInt8]) -> Bool {
             var i = 0
             while i < b.count && SQLLexer.isWhitespace(b[i]) { i += 1 }
@@ -103,6 +120,14 @@ final class SQLSessionCandidateTests: XCTestCase {
             for _ in 0..<Int.random(in: 1...14, using: &rng) { text += parts.randomElement(using: &rng)! }
             let b = Array(text.utf8)
             XCTAssertEqual(b.withUnsafeBytes { SQLSessionCandidate.check($0) }, reference(b), "\(b)")
+            var i = 0
+            while i < b.count && SQLLexer.isWhitespace(b[i]) { i += 1 }
+            var j = i
+            while j < b.count && (b[j] | 0x20) >= 97 && (b[j] | 0x20) <= 122 { j += 1 }
+            let first = String(decoding: b[i..<j].map { $0 | 0x20 }, as: UTF8.self)
+            let plain = i < b.count && !reference(b) && first != "listen" && first != "unlisten"
+            XCTAssertEqual(b.withUnsafeBytes { SQLSessionCandidate.plain($0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, $0.count) },
+                           plain, "plain \(b)")
         }
     }
 }
