@@ -316,6 +316,53 @@ final class ClientLoginTests: WorkerHarnessCase {
         assertNextClientRefused()
     }
 
+    /// While its startup packet is kept for a tick, what the client sent behind it waits unread: a Query
+    /// pipelined behind the packet starts no second login and is not lost; it runs once the client is in.
+    func testAQueryPipelinedBehindAKeptStartupPacketRunsOnceTheClientIsIn() throws {
+        try start(["max_client_conn": "2"])
+        let counter = try ClientCounter.create()
+        defer { Posix.close(counter.fd) }
+        h.worker.limits.counter = counter
+        h.worker.limits.counterWord = 1
+        h.login()
+        counter.acquireUnchecked(slot: 2)  // another worker's client
+        let c = h.connect()
+        c.send(FE.startup(user: "u", database: "db") + FE.query("select 42"))
+        let w = h.worker
+        h.waitUntil("the startup packet kept for a tick") {
+            (0..<Int32(w.clients.capacity)).contains { w.clients[$0].info?.login?.deferredStartup != nil }
+        }
+        counter.release(slot: 2)
+        let login = h.readUntilReady(c)
+        XCTAssertEqual(login.filter { $0.char == "E" }, [], "\(login)")
+        XCTAssertEqual(login.last?.status, "I", "\(login)")
+        let s = try XCTUnwrap(h.waitServers(1))
+        h.answerQuery(s, expect: "select 42", value: "42")
+        let answer = h.readUntilReady(c)
+        XCTAssertEqual(answer.last?.status, "I", "\(answer)")
+        XCTAssertTrue(answer.contains { $0.char == "D" }, "the row reached the client: \(answer)")
+    }
+
+    /// Refused after its tick, such a client gets one FATAL 53300 and is closed, whatever followed its
+    /// packet (a second startup packet, bytes that are no message at all): none of it was read.
+    func testAKeptStartupPacketThatIsRefusedGetsOneErrorWhateverFollowedIt() throws {
+        try start(["max_client_conn": "2"])
+        let counter = try ClientCounter.create()
+        defer { Posix.close(counter.fd) }
+        h.worker.limits.counter = counter
+        h.worker.limits.counterWord = 1
+        h.login()
+        let servers = h.servers.count
+        counter.acquireUnchecked(slot: 2)
+        let c = h.connect()
+        c.send(FE.startup(user: "u", database: "db") + FE.startup(user: "v", database: "db")
+               + [UInt8](repeating: 0xFF, count: 3000))
+        let msgs = h.readUntilClosed(c)
+        XCTAssertEqual(msgs.map { $0.sqlState }, [SQLState.tooManyConnections], "\(msgs)")
+        h.settle()
+        XCTAssertEqual(h.servers.count, servers, "no server was opened for it")
+    }
+
     /// max_client_conn = 2 with both places taken by logged-in clients: the first of them.
     private func startFull() throws -> Peer {
         try start(["max_client_conn": "2"])
