@@ -106,7 +106,18 @@ final class Worker {
     let buffers: BufferPool
     /// Cancel keys, SCRAM nonces and md5 salts (RandomPool.swift).
     let random = RandomPool()
-    var scratch = OutBuffer(capacity: 4096)
+    /// Where pgswift builds the messages it writes itself (rewritten Binds, injected Parses, errors,
+    /// SETs), behind a pointer as `hot` is: a stored `var` cost a run-time exclusivity check at each
+    /// function that used it, three per transaction on the prepared-statement path.
+    let scratchStorage: UnsafeMutablePointer<OutBuffer> = {
+        let p = UnsafeMutablePointer<OutBuffer>.allocate(capacity: 1)
+        p.initialize(to: OutBuffer(capacity: 4096))
+        return p
+    }()
+    var scratch: OutBuffer {
+        unsafeAddress { UnsafePointer(scratchStorage) }
+        unsafeMutableAddress { scratchStorage }
+    }
     var tracked: TrackedParams
     var listenFDs: [Int32]
     var unixFDs: [Int32]

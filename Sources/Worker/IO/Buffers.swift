@@ -75,8 +75,9 @@ struct IOBuf {
     }
 }
 
-/// Bytes pgswift itself queued for a socket (login answers, errors, SET and reset queries): malloc'ed
-/// only when used, freed once flushed.
+/// Bytes pgswift itself queued for a socket (login answers, errors, SET and reset queries, rewritten
+/// prepared-statement messages): held only while used, given back once flushed. The smallest size,
+/// 1 KiB, comes from and returns to `SpareOutChunks`.
 struct PendingOut {
     var base: UnsafeMutableRawPointer? = nil
     var start = 0
@@ -93,11 +94,12 @@ struct PendingOut {
                 end -= start
                 start = 0
             } else {
-                let newCap = max(capacity * 2, end - start + bytes.count, 1024)
-                let nb = UnsafeMutableRawPointer.allocate(byteCount: newCap, alignment: 16)
+                let newCap = max(capacity * 2, end - start + bytes.count, SpareOutChunks.size)
+                let nb = newCap == SpareOutChunks.size ? SpareOutChunks.take()
+                    : UnsafeMutableRawPointer.allocate(byteCount: newCap, alignment: 16)
                 if let b = base {
                     nb.copyMemory(from: b + start, byteCount: end - start)
-                    b.deallocate()
+                    free(b, capacity)
                 }
                 end -= start
                 start = 0
@@ -119,10 +121,40 @@ struct PendingOut {
     }
 
     mutating func release() {
-        base?.deallocate()
+        if let b = base { free(b, capacity) }
         base = nil
         start = 0
         end = 0
         capacity = 0
+    }
+
+    @inline(__always)
+    private func free(_ b: UnsafeMutableRawPointer, _ capacity: Int) {
+        if capacity == SpareOutChunks.size { SpareOutChunks.give(b) } else { b.deallocate() }
+    }
+}
+
+/// Drained 1 KiB `PendingOut` buffers, kept for the next queue that needs one (at most `limit`, 64 KiB).
+/// A transaction whose messages pgswift rewrites (a prepared statement's Bind, in transaction mode)
+/// fills and drains its server's queue every time: allocating and freeing that buffer cost about 250
+/// instructions per transaction. A worker is one thread, and only its event loop queues output.
+enum SpareOutChunks {
+    static let size = 1024
+    static let limit = 64
+    nonisolated(unsafe) private static var stack = UnsafeMutablePointer<UnsafeMutableRawPointer>.allocate(capacity: limit)
+    nonisolated(unsafe) private(set) static var count = 0
+
+    @inline(__always)
+    static func take() -> UnsafeMutableRawPointer {
+        guard count > 0 else { return .allocate(byteCount: size, alignment: 16) }
+        count &-= 1
+        return stack[count]
+    }
+
+    @inline(__always)
+    static func give(_ b: UnsafeMutableRawPointer) {
+        guard count < limit else { return b.deallocate() }
+        stack[count] = b
+        count &+= 1
     }
 }

@@ -221,8 +221,18 @@ final class ServerInfo {
     var socketAddress: SocketAddress? = nil
     /// ParameterStatus values reported at login (the pool's welcome set if it is the first).
     var reported: [(String, String)] = []
-    /// Statements prepared on this server: StatementRegistry id → last use (LRU).
-    var prepared: [Int32: UInt64] = [:]
+    /// Statements prepared on this server: StatementRegistry id → last use (LRU). Behind a pointer, as
+    /// the worker's tables are: a stored `var` of a class costs a run-time exclusivity check at every
+    /// access, and every Bind of a prepared statement touches this one.
+    private let preparedStorage: UnsafeMutablePointer<[Int32: UInt64]> = {
+        let p = UnsafeMutablePointer<[Int32: UInt64]>.allocate(capacity: 1)
+        p.initialize(to: [:])
+        return p
+    }()
+    var prepared: [Int32: UInt64] {
+        unsafeAddress { UnsafePointer(preparedStorage) }
+        unsafeMutableAddress { preparedStorage }
+    }
     /// Session settings a client set (or pgswift replayed) on it beyond the tracked parameters.
     var session = SessionSettings()
     /// SQL prepared statements on it (folded name → PREPARE statement), all of one client's (the
@@ -236,6 +246,10 @@ final class ServerInfo {
     /// Statements evicted by a Close not answered yet, in the order of their `ExpectedAnswer.closeTracked` entries.
     var closesInFlight: [Int32] = []
     init(trackedCount: Int) { params = ParamValues(count: trackedCount) }
+    deinit {
+        preparedStorage.deinitialize(count: 1)
+        preparedStorage.deallocate()
+    }
 }
 
 struct Server {

@@ -45,4 +45,30 @@ final class BufferTests: XCTestCase {
         XCTAssertTrue(out.isEmpty)
         XCTAssertNil(out.base, "a drained queue frees its memory")
     }
+
+    /// A drained 1 KiB queue buffer goes to `SpareOutChunks` and the next queue that needs one takes it;
+    /// larger ones, and any beyond the limit, are freed.
+    func testDrainedSmallQueueBuffersAreReused() {
+        var a = PendingOut(), b = PendingOut()
+        [UInt8](repeating: 1, count: 100).withUnsafeBytes { a.append($0) }
+        let first = a.base
+        XCTAssertEqual(a.capacity, SpareOutChunks.size)
+        let spare = SpareOutChunks.count
+        a.consumed(100)
+        XCTAssertEqual(SpareOutChunks.count, spare + 1)
+        [UInt8](repeating: 2, count: 10).withUnsafeBytes { b.append($0) }
+        XCTAssertEqual(b.base, first, "the drained buffer, taken again")
+        XCTAssertEqual(SpareOutChunks.count, spare)
+        // Grown past 1 KiB: its 1 KiB buffer is given back, the 2 KiB one is freed when drained.
+        [UInt8](repeating: 3, count: 2000).withUnsafeBytes { b.append($0) }
+        XCTAssertEqual(SpareOutChunks.count, spare + 1)
+        XCTAssertEqual(b.capacity, 2048)
+        b.consumed(2010)
+        XCTAssertEqual(SpareOutChunks.count, spare + 1)
+        // Never more than `limit` kept.
+        var queues = [PendingOut](repeating: PendingOut(), count: SpareOutChunks.limit + 5)
+        for i in queues.indices { [UInt8](repeating: 4, count: 8).withUnsafeBytes { queues[i].append($0) } }
+        for i in queues.indices { queues[i].consumed(8) }
+        XCTAssertEqual(SpareOutChunks.count, SpareOutChunks.limit)
+    }
 }
