@@ -246,6 +246,11 @@ final class ServerInfo {
     /// Statements evicted by a Close not answered yet, in the order of their `ExpectedAnswer.closeTracked` entries.
     var closesInFlight: [Int32] = []
     init(trackedCount: Int) { params = ParamValues(count: trackedCount) }
+
+    /// Marks statement `id` used at `tick` (LRU); false when this server does not have it.
+    @inline(__always)
+    func touchPrepared(_ id: Int32, tick: UInt64) -> Bool { StatementRegistry.touch(&prepared, id, tick: tick) }
+
     deinit {
         preparedStorage.deinitialize(count: 1)
         preparedStorage.deallocate()

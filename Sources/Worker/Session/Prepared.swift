@@ -584,13 +584,15 @@ extension Worker {
     /// server leaves as clean as it was (back to the pool, not closed and cancelled).
     func rewritePrepared(_ ci: Int32, _ si: Int32, _ type: UInt8, _ body: UnsafeRawBufferPointer,
                          following: Int = 0, wasUnsynced: Bool = true) -> Bool {
-        guard let info = clients[ci].info else { return false }
+        // No local strong reference to the client's info: binding one costs a retain and a release
+        // per Bind. Each use below reads it through the table (the guard holds for the whole call).
+        guard clients[ci].info != nil else { return false }
         scratch.clear()
         var ok = true
         switch type {
         case FrontendType.parse:
             guard let (name, restStart) = cString(body, from: 0) else { return protocolFailure(ci) }
-            if info.prepared?[name] != nil {
+            if clients[ci].info!.prepared?[name] != nil {
                 // PgBouncer's log line and, by default, its disconnect.
                 log.warning("C-\(clients[ci].id): prepared statement '\(name)' was already prepared")
                 if config.preparedStatementErrors == .disconnect {
@@ -603,10 +605,10 @@ extension Worker {
                 break
             }
             let id = statements.intern(UnsafeRawBufferPointer(rebasing: body[restStart...]))
-            info.preparedNames()[name] = id
+            clients[ci].info!.preparedNames()[name] = id
             pools[Int(servers[si].pool)].totals.clientParseCount &+= 1  // stats hook (SHOW STATS)
             if statements.sweepDue { sweepStatements() }
-            if let sinfo = servers[si].info, StatementRegistry.touch(&sinfo.prepared, id, tick: nextUseTick()) {
+            if servers[si].info?.touchPrepared(id, tick: nextUseTick()) == true {
                 ok = pushAnswer(si, ExpectedAnswer.synthParseComplete)
             } else {
                 ok = injectParse(si, id, swallow: false, clientName: name)
@@ -617,7 +619,7 @@ extension Worker {
             // Counted whether the name is known or not, as PgBouncer counts it.
             pools[Int(servers[si].pool)].totals.bindCount &+= 1  // stats hook (SHOW STATS)
             let nameBytes = UnsafeRawBufferPointer(rebasing: body[stmtStart..<(restStart - 1)])
-            guard let id = info.prepared?.lookup(nameBytes) else {
+            guard let id = clients[ci].info!.prepared?.lookup(nameBytes) else {
                 let name = String(decoding: nameBytes, as: UTF8.self)
                 guard let answered = unknownStatement(ci, si, name, wasUnsynced: wasUnsynced) else { return false }
                 ok = answered
@@ -634,7 +636,7 @@ extension Worker {
             ok = ok && pushAnswer(si, ExpectedAnswer.bind)
         case FrontendType.describe:
             guard let (name, _) = cString(body, from: 1) else { return protocolFailure(ci) }
-            guard let id = info.prepared?[name] else {
+            guard let id = clients[ci].info!.prepared?[name] else {
                 guard let answered = unknownStatement(ci, si, name, wasUnsynced: wasUnsynced) else { return false }
                 ok = answered
                 break
@@ -645,7 +647,7 @@ extension Worker {
         case FrontendType.close:
             guard let (name, _) = cString(body, from: 1) else { return protocolFailure(ci) }
             // Only the client's mapping goes; the server keeps the statement for whoever needs it next.
-            info.prepared?.removeValue(forKey: name)
+            clients[ci].info!.prepared?.removeValue(forKey: name)
             ok = pushAnswer(si, ExpectedAnswer.synthCloseComplete)
         default:
             return true
@@ -688,7 +690,7 @@ extension Worker {
 
     /// Makes sure the server has statement `id`, injecting a Parse whose ParseComplete is swallowed.
     private func ensurePrepared(_ si: Int32, _ id: Int32) -> Bool {
-        if let sinfo = servers[si].info, StatementRegistry.touch(&sinfo.prepared, id, tick: nextUseTick()) { return true }
+        if servers[si].info?.touchPrepared(id, tick: nextUseTick()) == true { return true }
         return injectParse(si, id, swallow: true, clientName: nil)
     }
 
