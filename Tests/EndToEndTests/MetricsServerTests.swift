@@ -26,6 +26,16 @@ final class MetricsServerTests: XCTestCase {
             let source = i < 150 ? "127.0.0.\(2 + i % 50)" : "127.0.0.1"
             idle.append(try Self.connect(from: source, port: metricsPort))
         }
+        // Held: their handshakes done (SYNs dropped while the backlog was full are retried after 1 s,
+        // 3 s...). A scrape racing that burst of retries could be evicted as idle before its request
+        // arrives, as any connection that has sent nothing can be; the issue's scrape came behind them.
+        var pending = idle.map { pollfd(fd: $0, events: Int16(POLLOUT), revents: 0) }
+        let settled = monotonicNow() + 30
+        while !pending.isEmpty && monotonicNow() < settled {
+            _ = poll(&pending, nfds_t(pending.count), 500)
+            pending.removeAll { $0.revents != 0 }
+        }
+        XCTAssertTrue(pending.isEmpty, "\(pending.count) idle connections still not established after 30 s")
         // A fresh scrape behind them (the one the issue says timed out).
         let start = monotonicNow()
         let response = try httpGet(port: metricsPort, path: "/metrics", timeout: 5)
