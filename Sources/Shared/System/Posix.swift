@@ -94,6 +94,25 @@ public enum Posix {
         return try retrying("sendmsg") { Glibc.sendmsg(fd, &msg, cl_MSG_NOSIGNAL()) }
     }
 
+    /// sendmsg(2) of `aCount` bytes at `a`, then `bCount` at `b` (MSG_NOSIGNAL): one system call where
+    /// two sends would be.
+    @inlinable
+    public static func send(_ fd: Int32, _ a: UnsafeRawPointer, _ aCount: Int,
+                            then b: UnsafeRawPointer, _ bCount: Int) throws(SyscallError) -> IOResult {
+        var iov = (iovec(iov_base: UnsafeMutableRawPointer(mutating: a), iov_len: aCount),
+                   iovec(iov_base: UnsafeMutableRawPointer(mutating: b), iov_len: bCount))
+        return try retrying("sendmsg") {
+            withUnsafeMutablePointer(to: &iov) { pair in
+                pair.withMemoryRebound(to: iovec.self, capacity: 2) { v in
+                    var msg = msghdr()
+                    msg.msg_iov = v
+                    msg.msg_iovlen = 2
+                    return Glibc.sendmsg(fd, &msg, cl_MSG_NOSIGNAL())
+                }
+            }
+        }
+    }
+
     /// Writes everything to a blocking fd (logs, pid files); gives up on error.
     @discardableResult
     public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {

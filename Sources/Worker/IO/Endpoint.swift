@@ -145,6 +145,35 @@ struct Endpoint {
         return try Posix.send(fd, p, count)
     }
 
+    /// Plain sockets only (`tls` nil): pgswift's queued bytes (`out`), then `count` bytes at `p`, in one
+    /// sendmsg. Flushing the queue first would cost a second system call, and a transaction whose
+    /// prepared-statement Bind pgswift rewrote has that Bind queued ahead of the client's Execute and
+    /// Sync. The queue goes first: the result is how many of `p`'s bytes went (0 when the socket took
+    /// less than the queue). `writable` is false when the socket took less than all. On a failure the
+    /// queued bytes are dropped, as `flushOut` drops them; the caller ends the connection.
+    mutating func sendQueued(then p: UnsafeRawPointer, _ count: Int) throws(SyscallError) -> Int {
+        let queued = out.end - out.start
+        let r: IOResult
+        do {
+            r = try Posix.send(fd, out.base! + out.start, queued, then: p, count)
+        } catch {
+            out.release()
+            throw error
+        }
+        guard case .processed(let n) = r else {
+            writable = false
+            return 0
+        }
+        if n < queued {
+            out.consumed(n)
+            writable = false
+            return 0
+        }
+        out.consumed(queued)
+        if n &- queued < count { writable = false }
+        return n &- queued
+    }
+
     enum FlushOutcome {
         /// Nothing of pgswift's own is left to write.
         case done

@@ -173,9 +173,26 @@ extension Worker {
             if clients[ci].io.input.hasUnsent {
                 let si = clients[ci].server
                 guard si >= 0, servers[si].state == .active else { return }
-                if !servers[si].io.out.isEmpty && !flushServer(si) { return }
                 let start = clients[ci].io.input.start
                 let count = clients[ci].io.input.scan - start
+                if !servers[si].io.out.isEmpty {
+                    // What pgswift queued (a rewritten Bind) goes first; on a plain socket, in the same
+                    // system call as the client's bytes after it.
+                    if servers[si].io.tls != nil {
+                        if !flushServer(si) { return }
+                    } else {
+                        do {
+                            let n = try servers[si].io.sendQueued(then: clients[ci].io.input.base! + start, count)
+                            clients[ci].io.input.start = start &+ n
+                            if !servers[si].io.writable { return }
+                        } catch {
+                            serverBroken(si, reason: "write to server failed: \(error.errno)")
+                            return
+                        }
+                        clients[ci].io.releaseIfEmpty(buffers)
+                        continue
+                    }
+                }
                 do {
                     switch try servers[si].io.send(clients[ci].io.input.base! + start, count) {
                     case .processed(let n):
