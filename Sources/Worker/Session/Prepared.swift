@@ -165,7 +165,7 @@ extension Worker {
         var live = Set<Int32>()
         var ci: Int32 = 0
         while ci < Int32(clients.capacity) {
-            if clients[ci].state != .free, let info = clients[ci].info { if let names = info.prepared { live.formUnion(names.values) } }
+            if clients[ci].state != .free, let names = clients[ci].info?.prepared { live.formUnion(names.values) }
             ci += 1
         }
         var si: Int32 = 0
