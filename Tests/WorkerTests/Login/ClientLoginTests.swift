@@ -297,19 +297,10 @@ final class ClientLoginTests: WorkerHarnessCase {
     /// closed as this one connected, PgBouncer's test_max_client_conn): one janitor tick later the
     /// client is let in rather than refused.
     func testAPlaceFreedOnAnotherWorkerJustAfterTheStartupPacketLetsTheClientIn() throws {
-        try start(["max_client_conn": "2"])
-        let counter = try ClientCounter.create()
-        defer { Posix.close(counter.fd) }
-        h.worker.limits.counter = counter
-        h.worker.limits.counterWord = 1
-        h.login()
-        counter.acquireUnchecked(slot: 2)  // another worker's client
+        let counter = try startFullWithAnotherWorkersClient()
         let c = h.connect()
         c.send(FE.startup(user: "u", database: "db"))
-        let w = h.worker
-        h.waitUntil("the startup packet kept for a tick") {
-            (0..<Int32(w.clients.capacity)).contains { w.clients[$0].info?.login?.deferredStartup != nil }
-        }
+        waitForAKeptStartupPacket()
         counter.release(slot: 2)
         let msgs = h.readUntilReady(c)
         XCTAssertEqual(msgs.last?.status, "I", "\(msgs)")
@@ -319,19 +310,10 @@ final class ClientLoginTests: WorkerHarnessCase {
     /// While its startup packet is kept for a tick, what the client sent behind it waits unread: a Query
     /// pipelined behind the packet starts no second login and is not lost; it runs once the client is in.
     func testAQueryPipelinedBehindAKeptStartupPacketRunsOnceTheClientIsIn() throws {
-        try start(["max_client_conn": "2"])
-        let counter = try ClientCounter.create()
-        defer { Posix.close(counter.fd) }
-        h.worker.limits.counter = counter
-        h.worker.limits.counterWord = 1
-        h.login()
-        counter.acquireUnchecked(slot: 2)  // another worker's client
+        let counter = try startFullWithAnotherWorkersClient()
         let c = h.connect()
         c.send(FE.startup(user: "u", database: "db") + FE.query("select 42"))
-        let w = h.worker
-        h.waitUntil("the startup packet kept for a tick") {
-            (0..<Int32(w.clients.capacity)).contains { w.clients[$0].info?.login?.deferredStartup != nil }
-        }
+        waitForAKeptStartupPacket()
         counter.release(slot: 2)
         let login = h.readUntilReady(c)
         XCTAssertEqual(login.filter { $0.char == "E" }, [], "\(login)")
@@ -346,14 +328,8 @@ final class ClientLoginTests: WorkerHarnessCase {
     /// Refused after its tick, such a client gets one FATAL 53300 and is closed, whatever followed its
     /// packet (a second startup packet, bytes that are no message at all): none of it was read.
     func testAKeptStartupPacketThatIsRefusedGetsOneErrorWhateverFollowedIt() throws {
-        try start(["max_client_conn": "2"])
-        let counter = try ClientCounter.create()
-        defer { Posix.close(counter.fd) }
-        h.worker.limits.counter = counter
-        h.worker.limits.counterWord = 1
-        h.login()
+        _ = try startFullWithAnotherWorkersClient()
         let servers = h.servers.count
-        counter.acquireUnchecked(slot: 2)
         let c = h.connect()
         c.send(FE.startup(user: "u", database: "db") + FE.startup(user: "v", database: "db")
                + [UInt8](repeating: 0xFF, count: 3000))
@@ -361,6 +337,26 @@ final class ClientLoginTests: WorkerHarnessCase {
         XCTAssertEqual(msgs.map { $0.sqlState }, [SQLState.tooManyConnections], "\(msgs)")
         h.settle()
         XCTAssertEqual(h.servers.count, servers, "no server was opened for it")
+    }
+
+    /// max_client_conn = 2, counted across workers in a shared counter: one client logged in here,
+    /// the other place held by "another worker's" client (slot 2, freed with `release(slot: 2)`).
+    private func startFullWithAnotherWorkersClient() throws -> ClientCounter {
+        try start(["max_client_conn": "2"])
+        let counter = try ClientCounter.create()
+        addTeardownBlock { Posix.close(counter.fd) }
+        h.worker.limits.counter = counter
+        h.worker.limits.counterWord = 1
+        h.login()
+        counter.acquireUnchecked(slot: 2)
+        return counter
+    }
+
+    private func waitForAKeptStartupPacket() {
+        let w = h.worker
+        h.waitUntil("the startup packet kept for a tick") {
+            (0..<Int32(w.clients.capacity)).contains { w.clients[$0].info?.login?.deferredStartup != nil }
+        }
     }
 
     /// max_client_conn = 2 with both places taken by logged-in clients: the first of them.
