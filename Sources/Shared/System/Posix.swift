@@ -101,14 +101,9 @@ public enum Posix {
                             then b: UnsafeRawPointer, _ bCount: Int) throws(SyscallError) -> IOResult {
         var iov = (iovec(iov_base: UnsafeMutableRawPointer(mutating: a), iov_len: aCount),
                    iovec(iov_base: UnsafeMutableRawPointer(mutating: b), iov_len: bCount))
-        return try retrying("sendmsg") {
-            withUnsafeMutablePointer(to: &iov) { pair in
-                pair.withMemoryRebound(to: iovec.self, capacity: 2) { v in
-                    var msg = msghdr()
-                    msg.msg_iov = v
-                    msg.msg_iovlen = 2
-                    return Glibc.sendmsg(fd, &msg, cl_MSG_NOSIGNAL())
-                }
+        return try withUnsafeMutablePointer(to: &iov) { (pair) throws(SyscallError) -> IOResult in
+            try pair.withMemoryRebound(to: iovec.self, capacity: 2) { (v) throws(SyscallError) -> IOResult in
+                try sendv(fd, v, 2)
             }
         }
     }
