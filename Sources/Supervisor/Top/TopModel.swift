@@ -1,15 +1,28 @@
 // `pgswift top`'s pure parts: what SHOW POOLS and SHOW QUERIES say, the difference of two SHOW
 // QUERIES (the last interval), and the screen's lines for a given terminal size.
 
-/// One pattern as SHOW QUERIES shows it (cumulative figures since start or RESET QUERIES).
+/// Calls, execution time and errors: a pattern's totals since start or RESET QUERIES, or one interval's.
+struct TopFigures: Equatable {
+    var calls: UInt64
+    var execMicros: UInt64
+    var errors: UInt64
+
+    /// What was added since `earlier`; nil where a counter went down (RESET QUERIES, or the pattern
+    /// evicted and seen again).
+    func since(_ earlier: TopFigures) -> TopFigures? {
+        guard earlier.calls <= calls, earlier.execMicros <= execMicros, earlier.errors <= errors else { return nil }
+        return TopFigures(calls: calls - earlier.calls, execMicros: execMicros - earlier.execMicros,
+                          errors: errors - earlier.errors)
+    }
+}
+
+/// One pattern as SHOW QUERIES shows it.
 struct TopPatternSample: Equatable {
     var database: String
     var user: String
     var queryid: String
     var query: String
-    var calls: UInt64
-    var totalExecMicros: UInt64
-    var errors: UInt64
+    var totals: TopFigures
     var p99Micros: UInt64
 
     var key: String { database + "\u{0}" + user + "\u{0}" + queryid }
@@ -18,9 +31,7 @@ struct TopPatternSample: Equatable {
 /// One pattern's figures over the last interval.
 struct TopPatternDelta: Equatable {
     var sample: TopPatternSample
-    var calls: UInt64
-    var execMicros: UInt64
-    var errors: UInt64
+    var interval: TopFigures
 }
 
 /// One pool as SHOW POOLS shows it.
@@ -59,8 +70,8 @@ enum TopModel {
                   let id = r.value(row, "queryid"), let calls = r.value(row, "calls").flatMap({ UInt64($0) }),
                   let total = r.value(row, "total_exec_us").flatMap({ UInt64($0) }) else { return nil }
             return TopPatternSample(database: db, user: user, queryid: id, query: r.value(row, "query") ?? "",
-                                    calls: calls, totalExecMicros: total,
-                                    errors: r.value(row, "errors").flatMap { UInt64($0) } ?? 0,
+                                    totals: TopFigures(calls: calls, execMicros: total,
+                                                       errors: r.value(row, "errors").flatMap { UInt64($0) } ?? 0),
                                     p99Micros: r.value(row, "p99_us").flatMap { UInt64($0) } ?? 0)
         }
     }
@@ -87,17 +98,12 @@ enum TopModel {
         for p in previous { before[p.key] = p }
         var out: [TopPatternDelta] = []
         for c in current {
-            var d = TopPatternDelta(sample: c, calls: c.calls, execMicros: c.totalExecMicros, errors: c.errors)
-            if let p = before[c.key], p.calls <= c.calls, p.totalExecMicros <= c.totalExecMicros, p.errors <= c.errors {
-                d.calls = c.calls - p.calls
-                d.execMicros = c.totalExecMicros - p.totalExecMicros
-                d.errors = c.errors - p.errors
-            }
-            if d.calls > 0 || d.errors > 0 { out.append(d) }
+            let d = TopPatternDelta(sample: c, interval: before[c.key].flatMap { c.totals.since($0.totals) } ?? c.totals)
+            if d.interval.calls > 0 || d.interval.errors > 0 { out.append(d) }
         }
         out.sort { a, b in
-            if a.execMicros != b.execMicros { return a.execMicros > b.execMicros }
-            if a.calls != b.calls { return a.calls > b.calls }
+            if a.interval.execMicros != b.interval.execMicros { return a.interval.execMicros > b.interval.execMicros }
+            if a.interval.calls != b.interval.calls { return a.interval.calls > b.interval.calls }
             return a.sample.key < b.sample.key
         }
         return out
@@ -142,8 +148,8 @@ enum TopModel {
     static func render(_ f: TopFrame, width: Int, height: Int, fill: Bool = true) -> [String] {
         let width = max(20, width), height = max(8, height)
         var lines: [String] = []
-        let calls = f.patterns.reduce(UInt64(0)) { $0 + $1.calls }
-        let errors = f.patterns.reduce(UInt64(0)) { $0 + $1.errors }
+        let calls = f.patterns.reduce(UInt64(0)) { $0 + $1.interval.calls }
+        let errors = f.patterns.reduce(UInt64(0)) { $0 + $1.interval.errors }
         let secs = max(f.intervalSeconds, 0.001)
         let waiting = f.pools.reduce(0) { $0 + $1.clientsWaiting }
         let active = f.pools.reduce(0) { $0 + $1.clientsActive }
@@ -181,15 +187,16 @@ enum TopModel {
         // Patterns: calls, time and errors in the interval; p99 since start or RESET QUERIES.
         lines.append(right("calls", 8) + right("time", 8) + right("time%", 7) + right("avg", 7) + right("p99", 8)
                      + right("errors", 8) + "  " + "DB/USER  QUERY")
-        let total = max(1, f.patterns.reduce(UInt64(0)) { $0 + $1.execMicros })
+        let total = max(1, f.patterns.reduce(UInt64(0)) { $0 + $1.interval.execMicros })
         let room = height - lines.count - 1
         if f.patterns.isEmpty { lines.append("  (no statements in this interval)") }
         for p in f.patterns.prefix(max(0, room)) {
-            let avg = p.calls == 0 ? 0 : p.execMicros / p.calls
-            let pct = fixed(Double(p.execMicros) * 100 / Double(total), 1)
+            let i = p.interval
+            let avg = i.calls == 0 ? 0 : i.execMicros / i.calls
+            let pct = fixed(Double(i.execMicros) * 100 / Double(total), 1)
             let text = p.sample.query.split(whereSeparator: { $0.isWhitespace }).joined(separator: " ")
-            lines.append(right("\(p.calls)", 8) + right(duration(p.execMicros), 8) + right(pct, 7)
-                         + right(duration(avg), 7) + right(duration(p.sample.p99Micros), 8) + right("\(p.errors)", 8)
+            lines.append(right("\(i.calls)", 8) + right(duration(i.execMicros), 8) + right(pct, 7)
+                         + right(duration(avg), 7) + right(duration(p.sample.p99Micros), 8) + right("\(i.errors)", 8)
                          + "  " + p.sample.database + "/" + p.sample.user + "  " + text)
         }
         while fill && lines.count < height - 1 { lines.append("") }

@@ -6,8 +6,7 @@ import Shared
 final class TopModelTests: XCTestCase {
     private func sample(_ id: String, calls: UInt64, us: UInt64, errors: UInt64 = 0, p99: UInt64 = 10,
                         db: String = "db", query: String? = nil) -> TopPatternSample {
-        TopPatternSample(database: db, user: "u", queryid: id, query: query ?? "select \(id)", calls: calls,
-                         totalExecMicros: us, errors: errors, p99Micros: p99)
+        TopPatternSample(database: db, user: "u", queryid: id, query: query ?? "select \(id)", totals: TopFigures(calls: calls, execMicros: us, errors: errors), p99Micros: p99)
     }
 
     func testArguments() throws {
@@ -39,7 +38,7 @@ final class TopModelTests: XCTestCase {
         let q = AdminResultSet(columns: ["database", "user", "queryid", "query", "calls", "total_exec_us", "p99_us", "errors"],
                                rows: [["db", "u", "42", "select $1", "7", "700", "150", "2"], ["db", nil, "1", "x", "1", "1", "1", "0"]])
         XCTAssertEqual(TopModel.patterns(q), [TopPatternSample(database: "db", user: "u", queryid: "42", query: "select $1",
-                                                                calls: 7, totalExecMicros: 700, errors: 2, p99Micros: 150)])
+                                                                totals: TopFigures(calls: 7, execMicros: 700, errors: 2), p99Micros: 150)])
         let p = AdminResultSet(columns: ["database", "user", "cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used",
                                          "sv_login", "maxwait", "maxwait_us", "pool_mode"],
                                rows: [["app", "web", "5", "3", "4", "1", "0", "0", "2", "500000", "transaction"]])
@@ -55,11 +54,11 @@ final class TopModelTests: XCTestCase {
         let after = [sample("a", calls: 30, us: 3000), sample("b", calls: 6, us: 9000, errors: 3),
                      sample("c", calls: 3, us: 30), sample("d", calls: 2, us: 50), sample("a", calls: 1, us: 10_000, db: "other")]
         let d = TopModel.diff(previous: before, current: after)
-        XCTAssertEqual(d.map { "\($0.sample.database)/\($0.sample.queryid) \($0.calls) \($0.execMicros) \($0.errors)" },
+        XCTAssertEqual(d.map { "\($0.sample.database)/\($0.sample.queryid) \($0.interval.calls) \($0.interval.execMicros) \($0.interval.errors)" },
                        ["other/a 1 10000 0", "b 1 4000 2", "a 20 2000 0", "d 2 50 0"].map { $0.contains("/") ? $0 : "db/" + $0 })
         // RESET QUERIES between two samples: the counters went down, so the new figures are the interval's.
         let reset = TopModel.diff(previous: after, current: [sample("a", calls: 4, us: 40)])
-        XCTAssertEqual(reset.map(\.calls), [4])
+        XCTAssertEqual(reset.map(\.interval.calls), [4])
         XCTAssertEqual(TopModel.diff(previous: after, current: after), [])
     }
 
