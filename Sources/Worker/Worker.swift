@@ -154,18 +154,6 @@ final class Worker {
     /// Salts of unknown users' mock SCRAM exchanges and of plain-password users (MockAuthKey.swift).
     let mockAuthKey = MockAuthKey.current()
     lazy var clientSecrets = ClientScramSecrets(saltKey: mockAuthKey, iterations: config.scramIterations)
-    var shutdownMode: ShutdownMode? {
-        get { hot.pointee.shutdownMode }
-        set { hot.pointee.shutdownMode = newValue }
-    }
-    var paused: Bool {
-        get { hot.pointee.paused }
-        set { hot.pointee.paused = newValue }
-    }
-    var running: Bool {
-        get { hot.pointee.running }
-        set { hot.pointee.running = newValue }
-    }
     var accepting = true
     /// The service is stopping (the supervisor's `shutdown`: SHUTDOWN, SIGTERM, SIGINT), as opposed to
     /// this worker draining for a rolling restart: new logins to a database get PgBouncer's `pooler
@@ -187,14 +175,6 @@ final class Worker {
     /// Listeners shared by every worker (`takeTurnOnSharedListener`).
     var sharedListeners: Set<Int32> = []
     var maxPacket: Int
-    var nextJanitor: Int64 {
-        get { hot.pointee.nextJanitor }
-        set { hot.pointee.nextJanitor = newValue }
-    }
-    var activeServerCount: Int {
-        get { hot.pointee.activeServerCount }
-        set { hot.pointee.activeServerCount = newValue }
-    }
     var statements = StatementRegistry()
     /// TLS contexts for clients and servers (TLS.swift).
     var tlsState = WorkerTLS()
@@ -205,10 +185,6 @@ final class Worker {
     var secretCache: [String: PasswordSecret] = [:]
     /// `ignore_startup_parameters`, lowercased.
     var ignoredStartupParameters: Set<String> = []
-    var useTick: UInt64 {
-        get { hot.pointee.useTick }
-        set { hot.pointee.useTick = newValue }
-    }
     /// Stats pushed to the supervisor and admin queries relayed to it (WorkerStats.swift, AdminConsole.swift).
     var stats = WorkerStatsState()
     /// This worker's share of each pool, as the supervisor set it (Quotas.swift).
@@ -280,8 +256,8 @@ final class Worker {
         }
         log.info("worker \(slot) ready (pid \(Posix.getpid()), \(listenFDs.count) tcp + \(unixFDs.count) unix listeners)")
         now = Clock.monotonicNanos()
-        nextJanitor = now + 100_000_000
-        while running {
+        hot.pointee.nextJanitor = now + 100_000_000
+        while hot.pointee.running {
             try turn(timeoutMillis: 100)
         }
         log.info("worker \(slot) exiting")
@@ -300,16 +276,16 @@ final class Worker {
             let (events, data) = epoll.event(i)
             dispatch(events: events, token: data)
         }
-        if now >= nextJanitor {
+        if now >= hot.pointee.nextJanitor {
             janitor()
-            nextJanitor = now + 100_000_000
+            hot.pointee.nextJanitor = now + 100_000_000
             pushStatsIfDue()
             reportPools()
             if hot.pointee.draining { drainTick() }
             if hot.pointee.safeShutdown { shutdownTick() }
             healthTick()
         }
-        if shutdownMode != nil { checkShutdown() }
+        if hot.pointee.shutdownMode != nil { checkShutdown() }
     }
 
     @inline(__always)
@@ -479,11 +455,11 @@ final class Worker {
             self.overrides = overrides
             reload()
         case .pause:
-            paused = true
+            hot.pointee.paused = true
             log.info("paused")
         case .resume:
-            if paused {
-                paused = false
+            if hot.pointee.paused {
+                hot.pointee.paused = false
                 log.info("resumed")
                 for p in pools.indices { serveWaiting(Int32(p)) }
             }
@@ -542,11 +518,11 @@ final class Worker {
     /// reachable during the drain (ShutdownDrain.swift); a rolling restart's drain, a lost supervisor and
     /// an immediate stop close every listener.
     func beginShutdown(_ mode: ShutdownMode, keepUnixSocket: Bool = false) {
-        if shutdownMode == nil || mode.rawValue > shutdownMode!.rawValue {
-            shutdownMode = mode
+        if hot.pointee.shutdownMode == nil || mode.rawValue > hot.pointee.shutdownMode!.rawValue {
+            hot.pointee.shutdownMode = mode
         }
-        hot.pointee.safeShutdown = shutdownMode == .safe
-        let closeUnix = !keepUnixSocket || shutdownMode == .immediate
+        hot.pointee.safeShutdown = hot.pointee.shutdownMode == .safe
+        let closeUnix = !keepUnixSocket || hot.pointee.shutdownMode == .immediate
         for fd in listenFDs + (closeUnix ? unixFDs : []) {
             epoll.remove(fd)
             Posix.close(fd)
@@ -561,19 +537,19 @@ final class Worker {
 
     @inline(never)  // cold: kept out of the loop turn (see `turn`)
     func checkShutdown() {
-        guard let mode = shutdownMode else { return }
+        guard let mode = hot.pointee.shutdownMode else { return }
         switch mode {
         case .immediate:
-            running = false
+            hot.pointee.running = false
         case .safe:
             // Exit when no server is linked to a client: in-flight transactions finish first. While the
             // supervisor is there it decides, for the whole service (Supervisor/Service/ServiceStop.swift):
             // a worker with nothing in use waits for the others, as PgBouncer, one process, would.
-            if activeServerCount == 0 && (controlFD < 0 || hot.pointee.draining) { running = false }
+            if hot.pointee.activeServerCount == 0 && (controlFD < 0 || hot.pointee.draining) { hot.pointee.running = false }
         case .graceful:
-            if clients.used == 0 { running = false }
+            if clients.used == 0 { hot.pointee.running = false }
         }
-        if !running {
+        if !hot.pointee.running {
             let (reason, code) = exitNotice()
             var i: Int32 = 0
             while i < Int32(clients.capacity) {

@@ -549,11 +549,11 @@ final class ConfigTests: XCTestCase {
                                                  idleTransactionTimeout: 3, clientIdleTimeout: 4.5))
         let plain = c.database(named: "plain"), short = c.database(named: "short")
         XCTAssertEqual(c.effectiveTimeouts(database: plain, user: "bob"),
-                       PoolTimeouts(query: 1, transaction: 2, idleTransaction: 3, clientIdle: 4.5, serverLifetime: 3600))
+                       PoolTimeouts(seconds: 1, transaction: 2, idleTransaction: 3, clientIdle: 4.5, serverLifetime: 3600, queryWait: 120))
         XCTAssertEqual(c.effectiveTimeouts(database: short, user: "alice"),
-                       PoolTimeouts(query: 100, transaction: 0, idleTransaction: 30, clientIdle: 50, serverLifetime: 20))
-        XCTAssertEqual(c.effectiveTimeouts(database: plain, user: "carol").query, 100, "a per-user 0 inherits")
-        XCTAssertEqual(c.effectiveTimeouts(database: c.database(named: "forced"), user: "bob").transaction, 9,
+                       PoolTimeouts(seconds: 100, transaction: 0, idleTransaction: 30, clientIdle: 50, serverLifetime: 20, queryWait: 120))
+        XCTAssertEqual(c.effectiveTimeouts(database: plain, user: "carol").query, 100_000_000_000, "a per-user 0 inherits")
+        XCTAssertEqual(c.effectiveTimeouts(database: c.database(named: "forced"), user: "bob").transaction, 9_000_000_000,
                        "the forced user's entry")
         XCTAssertEqual(parseError("[users]\nbob = query_timeout=soon\n")?.line, 2)
         XCTAssertEqual(parseError("[databases]\nx = host=h server_lifetime=-1\n")?.line, 2)

@@ -275,19 +275,21 @@ public struct Config: Sendable {
         return users[poolUser]?.reservePoolSize ?? database?.reservePoolSize ?? reservePoolSize
     }
 
-    /// The timeouts of a pool: a positive per-user value (of the pool user, as above) beats the global
-    /// one, and so does a positive per-database `server_lifetime`, as in PgBouncer 1.25.
+    /// The timeouts of the pool of `user` on `database`: a positive per-user value (of the pool user,
+    /// as above) beats the global one, and so does a positive per-database `server_lifetime`, as in
+    /// PgBouncer 1.25; query_wait_timeout as `effectiveQueryWaitTimeout` picks it.
     public func effectiveTimeouts(database: DatabaseEntry?, user: String) -> PoolTimeouts {
         let u = users[database?.user ?? user]
         func pick(_ own: Double?, _ global: Double) -> Double {
             if let own, own > 0 { return own }
             return global
         }
-        return PoolTimeouts(query: pick(u?.queryTimeout, queryTimeout),
+        return PoolTimeouts(seconds: pick(u?.queryTimeout, queryTimeout),
                             transaction: pick(u?.transactionTimeout, transactionTimeout),
                             idleTransaction: pick(u?.idleTransactionTimeout, idleTransactionTimeout),
                             clientIdle: pick(u?.clientIdleTimeout, clientIdleTimeout),
-                            serverLifetime: pick(database?.serverLifetime, serverLifetime))
+                            serverLifetime: pick(database?.serverLifetime, serverLifetime),
+                            queryWait: effectiveQueryWaitTimeout(database: database, user: user))
     }
 
     /// How long a client of `user` (the name it logged in as, not a database's forced user) may wait

@@ -236,14 +236,31 @@ public struct UserEntry: Sendable, Equatable {
     public var maxUserClientConnections: Int?
 }
 
-/// The timeouts a pool applies, in seconds (0: off): `[users]` and `[databases]` overrides resolved
-/// against the globals (`Config.effectiveTimeouts`, which makes them with the memberwise initializer).
+/// The timeouts a pool applies, resolved once (`Config.effectiveTimeouts`): the `[users]` and
+/// `[databases]` overrides against the globals, in monotonic nanoseconds, so the worker's janitor and
+/// release path read them with neither a lookup nor a conversion. 0: off (`serverLifetime` 0: a server
+/// serves one client, then closes).
 public struct PoolTimeouts: Sendable, Equatable {
-    public var query: Double
-    public var transaction: Double
-    public var idleTransaction: Double
-    public var clientIdle: Double
-    public var serverLifetime: Double
+    public var query: Int64 = 0
+    public var transaction: Int64 = 0
+    public var idleTransaction: Int64 = 0
+    public var clientIdle: Int64 = 0
+    public var serverLifetime: Int64 = 0
+    /// query_wait_timeout of the pool's (login) user and database (`Config.effectiveQueryWaitTimeout`).
+    public var queryWait: Int64 = 0
+
+    public init() {}
+
+    /// From seconds, as the configuration gives them.
+    public init(seconds query: Double, transaction: Double, idleTransaction: Double, clientIdle: Double,
+                serverLifetime: Double, queryWait: Double) {
+        self.query = Clock.nanos(seconds: query)
+        self.transaction = Clock.nanos(seconds: transaction)
+        self.idleTransaction = Clock.nanos(seconds: idleTransaction)
+        self.clientIdle = Clock.nanos(seconds: clientIdle)
+        self.serverLifetime = Clock.nanos(seconds: serverLifetime)
+        self.queryWait = Clock.nanos(seconds: queryWait)
+    }
 }
 
 /// One admin console `SET key = value`, kept by the supervisor until the next RELOAD and applied on

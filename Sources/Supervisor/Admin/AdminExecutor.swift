@@ -204,7 +204,7 @@ extension Supervisor {
                 poolSize: Int32(clamping: config.effectivePoolSize(database: d, user: "")),
                 minPoolSize: Int32(clamping: d.minPoolSize ?? config.minPoolSize),
                 reservePoolSize: Int32(clamping: d.reservePoolSize ?? config.reservePoolSize),
-                serverLifetime: Int32(clamping: Int(config.effectiveTimeouts(database: d, user: "").serverLifetime)),
+                serverLifetime: Int32(clamping: config.effectiveTimeouts(database: d, user: "").serverLifetime / 1_000_000_000),
                 poolMode: d.poolMode?.rawValue,
                 loadBalanceHosts: d.loadBalanceHosts.rawValue,
                 maxConnections: Int32(clamping: d.maxDBConnections ?? config.maxDBConnections),

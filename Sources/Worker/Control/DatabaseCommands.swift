@@ -19,7 +19,7 @@ extension Worker {
             limits.groups[gi].quota = Int(quota)
             limits.groups[gi].seq = seq
             trimGroup(gi)
-            if !paused {
+            if !hot.pointee.paused {
                 for p in limits.groups[gi].members where !pools[Int(p)].limits.dbPaused { launchFor(Int(p)) }
             }
             reportGroup(gi, force: true)
@@ -74,7 +74,7 @@ extension Worker {
             }
             for pi in pools.indices where covered(pi, database) && pools[pi].limits.dbPaused {
                 pools[pi].limits.dbPaused = limits.allPaused || limits.pausedDBs.contains(pools[pi].database)
-                if !pools[pi].limits.dbPaused && !paused { serveWaiting(Int32(pi)) }
+                if !pools[pi].limits.dbPaused && !hot.pointee.paused { serveWaiting(Int32(pi)) }
             }
         case .disable:
             limits.disabledDBs.insert(database)
@@ -116,9 +116,9 @@ extension Worker {
     /// client's own server is never released: it closes now too, with its client, as PgBouncer's
     /// janitor closes close_needed replication servers at once.
     func closeIdleBefore(_ pi: Int) {
-        var si = pools[pi].idleHead
+        var si = pools[pi].idle.head
         while si >= 0 {
-            let next = servers[si].idleNext
+            let next = servers[si].links.next
             if servers[si].createdAt <= pools[pi].limits.closeBefore {
                 closeServer(si, reason: "database configuration changed")
             }

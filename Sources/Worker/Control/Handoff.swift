@@ -57,7 +57,7 @@ extension Worker {
         // (session mode). So whoever stays here may use up to the pool size while we drain.
         for pi in pools.indices { pools[pi].limit = pools[pi].size }
         handOffIdleClients()
-        for pi in pools.indices where pools[pi].waitCount > 0 { launchIfNeeded(Int32(pi)) }
+        for pi in pools.indices where pools[pi].waiting.count > 0 { launchIfNeeded(Int32(pi)) }
     }
 
     /// Every 100 ms while draining: move who can move, shed idle servers nobody waits for, and
@@ -79,12 +79,12 @@ extension Worker {
                 if clients[ci].state != .free { counts[clients[ci].state, default: 0] += 1 }
                 ci += 1
             }
-            let pools = pools.indices.map { "\(self.pools[$0].database)/\(self.pools[$0].user) servers \(self.pools[$0].serverCount) limit \(self.pools[$0].limit) waiting \(self.pools[$0].waitCount)" }
+            let pools = pools.indices.map { "\(self.pools[$0].database)/\(self.pools[$0].user) servers \(self.pools[$0].serverCount) limit \(self.pools[$0].limit) waiting \(self.pools[$0].waiting.count)" }
             log.info("draining: \(clients.used) clients left (\(counts.map { "\($0.key): \($0.value)" }.sorted().joined(separator: ", "))), \(handoff.moved) moved (\(handoff.movedPairs) with their server); \(pools.joined(separator: "; "))\(handoff.outFD < 0 ? "; no successor socket" : "")")
         }
         guard !handoff.orphaned else { return }
-        for pi in pools.indices where pools[pi].waitCount == 0 {
-            while pools[pi].idleHead >= 0 { closeServer(pools[pi].idleHead, reason: "draining") }
+        for pi in pools.indices where pools[pi].waiting.count == 0 {
+            while pools[pi].idle.head >= 0 { closeServer(pools[pi].idle.head, reason: "draining") }
         }
     }
 
@@ -114,7 +114,7 @@ extension Worker {
         handoff.drainDeadline = now + Clock.nanos(seconds: config.drainTimeout)
         log.warning("supervisor gone (control channel closed): no longer accepting; serving the \(clients.used) clients here until they leave (drain_timeout \(Int(config.drainTimeout)) s)")
         beginShutdown(.graceful)
-        for pi in pools.indices where pools[pi].waitCount > 0 { launchIfNeeded(Int32(pi)) }
+        for pi in pools.indices where pools[pi].waiting.count > 0 { launchIfNeeded(Int32(pi)) }
     }
 
     /// At drain start and every 100 ms: every client that can move now, alone or with its server.

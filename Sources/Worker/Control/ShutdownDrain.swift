@@ -30,7 +30,7 @@ extension Worker {
     /// stop runs: the clients queued for a server, or waiting for a pool's first login, are failed.
     @inline(never)  // cold: kept out of the loop turn (see `turn`)
     func shutdownTick() {
-        if hot.pointee.safeShutdown && running { failClientsWaitingForServers() }
+        if hot.pointee.safeShutdown && hot.pointee.running { failClientsWaitingForServers() }
     }
 
     /// What the clients still here get (FATAL, 57P01 admin_shutdown) when the worker exits: when the

@@ -185,8 +185,8 @@ extension Worker {
             snap.clients.append(row)
         }
         // maxwait: the head of each wait queue has waited longest (FIFO).
-        for p in pools.indices where pools[p].waitHead >= 0 {
-            ps[Int(at[p])].maxWaitMicros = max(0, now - clients[pools[p].waitHead].stateSince) / 1000
+        for p in pools.indices where pools[p].waiting.head >= 0 {
+            ps[Int(at[p])].maxWaitMicros = max(0, now - clients[pools[p].waiting.head].stateSince) / 1000
         }
         let scap = Int32(servers.capacity)
         var si: Int32 = 0

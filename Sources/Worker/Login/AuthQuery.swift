@@ -169,12 +169,12 @@ extension Worker {
         var li = 0
         while li < authQuery.lookups.count {
             let l = authQuery.lookups[li]
-            if l.server >= 0 || paused {
+            if l.server >= 0 || hot.pointee.paused {
                 li += 1
                 continue
             }
             let ap = Int(l.pool)
-            let si = pools[ap].idleHead
+            let si = pools[ap].idle.head
             if si >= 0 {
                 runAuthQuery(li, on: si)  // leaves the idle list
                 li += 1
@@ -198,7 +198,7 @@ extension Worker {
 
     /// serverIdle's hook: a server coming free runs a waiting lookup of its pool first.
     func authQueryTakes(_ si: Int32) -> Bool {
-        guard !paused, let li = authQuery.lookups.firstIndex(where: { $0.server < 0 && $0.pool == servers[si].pool }) else {
+        guard !hot.pointee.paused, let li = authQuery.lookups.firstIndex(where: { $0.server < 0 && $0.pool == servers[si].pool }) else {
             return false
         }
         runAuthQuery(li, on: si)

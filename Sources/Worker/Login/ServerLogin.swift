@@ -208,7 +208,7 @@ extension Worker {
         finishWelcomeWaits(p)
         serverIdle(si)
         // Connects are capped per pool (BackendHealth.swift): this one's end lets the next start.
-        if !paused { launchIfNeeded(Int32(p)) }
+        if !hot.pointee.paused { launchIfNeeded(Int32(p)) }
     }
 
     /// A server connection failed before ReadyForQuery. `refusal`: PostgreSQL refused the login, or
@@ -267,7 +267,7 @@ extension Worker {
         let loggedIn = usableServers(pi)
         guard LoginRetry.failsWaitingClients(refusal: refusal, loggedInServers: loggedIn,
                                              welcomeKnown: pools[pi].welcome != nil) else {
-            if pools[pi].waitCount > 0 || pools[pi].welcomeWaitCount > 0 {
+            if pools[pi].waiting.count > 0 || pools[pi].welcomeWaitCount > 0 {
                 log.debug("pool \(pools[pi].database)/\(pools[pi].user): server login failed; waiting clients keep "
                          + "waiting, next attempt in server_login_retry (\(config.serverLoginRetry) s)")
             }

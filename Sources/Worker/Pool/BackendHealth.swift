@@ -191,9 +191,9 @@ extension Worker {
             }
             if pools[pi].allDown && config.failFast {
                 failPoolClients(pi, downError(pi))
-            } else if !paused && (pools[pi].waitCount > 0 || pools[pi].replicationWaitCount > 0) {
+            } else if !hot.pointee.paused && (pools[pi].waiting.count > 0 || pools[pi].replicationWaitCount > 0) {
                 serveWaiting(Int32(pi))
-            } else if !paused && pools[pi].welcome == nil && pools[pi].welcomeWaitCount > 0 {
+            } else if !hot.pointee.paused && pools[pi].welcome == nil && pools[pi].welcomeWaitCount > 0 {
                 launchWelcome(pi)
             }
         }
@@ -242,10 +242,10 @@ extension Worker {
     /// PgBouncer's janitor relaunches the same way), queued ones and those waiting for the welcome alike.
     @inline(never)  // cold: kept out of the loop turn (see `turn`)
     func healthTick() {
-        guard !paused else { return }
+        guard !hot.pointee.paused else { return }
         for pi in pools.indices where pools[pi].connectingCount == 0 {
             if pools[pi].replicationWaitCount > 0 { launchReplication(Int32(pi)) }
-            if pools[pi].waitCount > 0 {
+            if pools[pi].waiting.count > 0 {
                 launchIfNeeded(Int32(pi))
             } else if pools[pi].welcomeWaitCount > 0 && pools[pi].welcome == nil {
                 launchWelcome(pi)

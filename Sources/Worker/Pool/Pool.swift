@@ -17,7 +17,7 @@ struct Pool {
     /// This pool's timeouts with its user's and database's overrides applied (`Config.effectiveTimeouts`),
     /// set when the pool is made and at reload: the janitor reads them, the release path reads
     /// `serverLifetime`, so a per-user or per-database value costs no lookup per connection.
-    var timeouts = PoolTimeoutNanos()
+    var timeouts = PoolTimeouts()
     /// What the server connections log in as.
     var serverUser: String
     var serverDatabase: String
@@ -37,16 +37,13 @@ struct Pool {
     /// Replication clients waiting for room to open their own server (`.replicationWait`, Replication.swift).
     var replicationWaitCount = 0
 
-    /// Idle servers, taken at the head; `idleTail` is where server_round_robin adds them.
-    var idleHead: Int32 = -1
-    var idleTail: Int32 = -1
-    var idleCount = 0
+    /// Idle servers, taken at the head; server_round_robin adds them at the tail (`pushIdle`).
+    var idle = RowList()
     /// Most servers out of the idle list at once since the last janitor tick: the pool report's idle
     /// figure is the fewest idle over that interval, not a snapshot (Quotas.swift).
     var busyPeak = 0
-    var waitHead: Int32 = -1
-    var waitTail: Int32 = -1
-    var waitCount = 0
+    /// Clients waiting for a server, first come first served.
+    var waiting = RowList()
     /// Server connections of this pool in any state (connecting, login, idle, active, resetting).
     var serverCount = 0
     var connectingCount = 0
@@ -91,12 +88,11 @@ struct Pool {
     var xactDuration = LatencyHistogram()
     var waitDuration = LatencyHistogram()
 
-    /// One idle server fewer; keeps the peak in use for the pool report. One `inout` access to the
-    /// pool rather than one per field (`make microbench` showed no measurable difference either way).
+    /// A server left the idle list: keeps the peak in use for the pool report. One `inout` access to
+    /// the pool rather than one per field (`make microbench` showed no measurable difference either way).
     @inline(__always)
     static func tookIdle(_ pool: inout Pool) {
-        pool.idleCount -= 1
-        let busy = pool.serverCount - pool.idleCount
+        let busy = pool.serverCount - pool.idle.count
         if busy > pool.busyPeak { pool.busyPeak = busy }
     }
 
@@ -111,27 +107,6 @@ struct Pool {
     }
 }
 
-/// `PoolTimeouts` in monotonic nanoseconds; 0: off (`serverLifetime` 0: a server serves one client, then closes).
-struct PoolTimeoutNanos {
-    var query: Int64 = 0
-    var transaction: Int64 = 0
-    var idleTransaction: Int64 = 0
-    var clientIdle: Int64 = 0
-    var serverLifetime: Int64 = 0
-    /// query_wait_timeout of the pool's (login) user and database (`Config.effectiveQueryWaitTimeout`).
-    var queryWait: Int64 = 0
-
-    init() {}
-
-    init(_ t: PoolTimeouts) {
-        query = Clock.nanos(seconds: t.query)
-        transaction = Clock.nanos(seconds: t.transaction)
-        idleTransaction = Clock.nanos(seconds: t.idleTransaction)
-        clientIdle = Clock.nanos(seconds: t.clientIdle)
-        serverLifetime = Clock.nanos(seconds: t.serverLifetime)
-    }
-}
-
 extension Worker {
     // MARK: Idle list (LIFO: the most recently used server is the warmest; FIFO with server_round_robin)
 
@@ -140,50 +115,27 @@ extension Worker {
     /// round-robin address or host list). One predictable branch per release.
     func pushIdle(_ si: Int32) {
         let p = Int(servers[si].pool)
-        let head = pools[p].idleHead, tail = pools[p].idleTail
-        if hot.pointee.serverRoundRobin && tail >= 0 {
-            servers[si].idlePrev = tail
-            servers[si].idleNext = -1
-            servers[tail].idleNext = si
-            pools[p].idleTail = si
+        if hot.pointee.serverRoundRobin {
+            servers.pushTail(si, &pools[p].idle)
         } else {
-            servers[si].idleNext = head
-            servers[si].idlePrev = -1
-            if head >= 0 { servers[head].idlePrev = si } else { pools[p].idleTail = si }
-            pools[p].idleHead = si
+            servers.pushHead(si, &pools[p].idle)
         }
-        pools[p].idleCount += 1
     }
 
     func removeIdle(_ si: Int32) {
         let p = Int(servers[si].pool)
-        let next = servers[si].idleNext, prev = servers[si].idlePrev
-        if prev >= 0 { servers[prev].idleNext = next } else { pools[p].idleHead = next }
-        if next >= 0 { servers[next].idlePrev = prev } else { pools[p].idleTail = prev }
-        servers[si].idleNext = -1
-        servers[si].idlePrev = -1
+        servers.unlink(si, &pools[p].idle)
         Pool.tookIdle(&pools[p])
     }
 
     // MARK: Wait queue (FIFO)
 
     func enqueueWaiting(_ ci: Int32) {
-        let p = Int(clients[ci].pool)
-        clients[ci].waitNext = -1
-        clients[ci].waitPrev = pools[p].waitTail
-        if pools[p].waitTail >= 0 { clients[pools[p].waitTail].waitNext = ci } else { pools[p].waitHead = ci }
-        pools[p].waitTail = ci
-        pools[p].waitCount += 1
+        clients.pushTail(ci, &pools[Int(clients[ci].pool)].waiting)
     }
 
     func removeWaiting(_ ci: Int32) {
-        let p = Int(clients[ci].pool)
-        let next = clients[ci].waitNext, prev = clients[ci].waitPrev
-        if prev >= 0 { clients[prev].waitNext = next } else { pools[p].waitHead = next }
-        if next >= 0 { clients[next].waitPrev = prev } else { pools[p].waitTail = prev }
-        clients[ci].waitNext = -1
-        clients[ci].waitPrev = -1
-        pools[p].waitCount -= 1
+        clients.unlink(ci, &pools[Int(clients[ci].pool)].waiting)
     }
 
     // MARK: Finding pools
@@ -213,7 +165,7 @@ extension Worker {
                         size: config.effectivePoolSize(database: entry, user: user))
         pool.inUse = true
         pool.reserve = config.effectiveReservePoolSize(database: entry, user: user)
-        pool.timeouts = poolTimeouts(entry, user)
+        pool.timeouts = config.effectiveTimeouts(database: entry, user: user)
         pool.allDown = computeAllDown(entry)
         if let told = quotas.told[key] {
             pool.quota = told.quota
@@ -225,13 +177,6 @@ extension Worker {
         attachLimits(Int(idx), fresh: true)
         setUpRouting(Int(idx), fresh: true)
         return idx
-    }
-
-    /// The timeouts of the pool of `user` on the database `entry`, in nanoseconds.
-    private func poolTimeouts(_ entry: DatabaseEntry, _ user: String) -> PoolTimeoutNanos {
-        var t = PoolTimeoutNanos(config.effectiveTimeouts(database: entry, user: user))
-        t.queryWait = Clock.nanos(seconds: config.effectiveQueryWaitTimeout(database: entry, user: user))
-        return t
     }
 
     /// Re-applies pool settings after a reload (sizes, modes, addresses); existing links are kept.
@@ -255,7 +200,7 @@ extension Worker {
             pools[i].mode = config.effectivePoolMode(database: entry, user: pools[i].user)
             pools[i].size = config.effectivePoolSize(database: entry, user: pools[i].user)
             pools[i].reserve = config.effectiveReservePoolSize(database: entry, user: pools[i].user)
-            pools[i].timeouts = poolTimeouts(entry, pools[i].user)
+            pools[i].timeouts = config.effectiveTimeouts(database: entry, user: pools[i].user)
             pools[i].serverUser = entry.user ?? pools[i].user
             pools[i].serverDatabase = entry.dbname ?? pools[i].database
             pools[i].allDown = computeAllDown(entry)
@@ -285,8 +230,8 @@ extension Worker {
     /// idle, active, retiring), no waiter, no warm-up share (min_pool_size), no auth_query lookup.
     func poolIsEmpty(_ pi: Int) -> Bool {
         // Field by field: a copy of the record would retain its strings and arrays.
-        pools[pi].clientCount == 0 && pools[pi].serverCount == 0 && pools[pi].waitCount == 0
-            && pools[pi].connectingCount == 0 && pools[pi].activeCount == 0 && pools[pi].idleCount == 0
+        pools[pi].clientCount == 0 && pools[pi].serverCount == 0 && pools[pi].waiting.count == 0
+            && pools[pi].connectingCount == 0 && pools[pi].activeCount == 0 && pools[pi].idle.count == 0
             && pools[pi].limits.retiring == 0 && pools[pi].limits.warm == 0
     }
 

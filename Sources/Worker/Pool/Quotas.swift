@@ -36,8 +36,8 @@ extension Worker {
     /// `moveTo` (the worker the quota goes to), each moves there when it can (ServerMove.swift); else
     /// it is retired, not closed: it counts until PostgreSQL let it go (ServiceLimits.swift).
     func trimToLimit(_ pi: Int, moveTo: Int = -1) {
-        while pools[pi].serverCount - pools[pi].limits.retiring > pools[pi].limit && pools[pi].idleHead >= 0 {
-            let si = pools[pi].idleHead
+        while pools[pi].serverCount - pools[pi].limits.retiring > pools[pi].limit && pools[pi].idle.head >= 0 {
+            let si = pools[pi].idle.head
             if moveTo >= 0 && moveServer(si, toSlot: moveTo) { continue }
             retireServer(si, reason: "pool quota lowered")
         }
@@ -67,7 +67,7 @@ extension Worker {
         pools[pi].moveTo = moveTo
         updateLimit(pi)
         trimToLimit(pi, moveTo: moveTo)
-        if !paused { launchIfNeeded(p) }
+        if !hot.pointee.paused { launchIfNeeded(p) }
         reportPool(pi, force: true)
     }
 
@@ -85,13 +85,13 @@ extension Worker {
     /// Clients that wait report every tick, so `overdue` (reserve_pool_timeout) is always current.
     func reportPool(_ pi: Int, force: Bool) {
         guard controlFD >= 0 else { return }
-        let busyNow = pools[pi].serverCount - pools[pi].idleCount
+        let busyNow = pools[pi].serverCount - pools[pi].idle.count
         let idleLow = max(0, pools[pi].serverCount - max(busyNow, pools[pi].busyPeak))
         // A new interval starts at every tick, reported or not: a peak kept until the next report
         // would repeat the same figures, so an idle worker would never report, and never look idle.
         pools[pi].busyPeak = busyNow
         // Replication clients waiting for room want a server as queued clients do (Replication.swift).
-        let waiting = pools[pi].waitCount + pools[pi].replicationWaitCount
+        let waiting = pools[pi].waiting.count + pools[pi].replicationWaitCount
         let now = (pools[pi].serverCount, idleLow, waiting, pools[pi].quotaSeq)
         if !force && now == pools[pi].reported && waiting == 0 { return }
         pools[pi].reported = now
@@ -108,15 +108,15 @@ extension Worker {
     /// most the reserve. 0 while paused: nothing would be launched.
     func overdueClients(_ pi: Int) -> Int {
         let reserve = pools[pi].reserve
-        guard reserve > 0, pools[pi].waitCount > 0, pools[pi].serverCount >= pools[pi].limit,
-              !paused, !pools[pi].limits.dbPaused else { return 0 }
+        guard reserve > 0, pools[pi].waiting.count > 0, pools[pi].serverCount >= pools[pi].limit,
+              !hot.pointee.paused, !pools[pi].limits.dbPaused else { return 0 }
         let timeout = Clock.nanos(seconds: config.reservePoolTimeout)
         let wanted = reserve + pools[pi].connectingCount
         var n = 0
-        var ci = pools[pi].waitHead
+        var ci = pools[pi].waiting.head
         while ci >= 0 && n < wanted && now - clients[ci].stateSince >= timeout {
             n += 1
-            ci = clients[ci].waitNext
+            ci = clients[ci].links.next
         }
         return max(0, n - pools[pi].connectingCount)
     }

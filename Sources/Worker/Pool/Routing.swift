@@ -405,7 +405,7 @@ extension Worker {
         var turnHost = -1
         if want.wantsStandby { turnHost = standbyTurn(pi) }
         var first: Int32 = -1, onTurn: Int32 = -1, other: Int32 = -1
-        var si = pools[pi].idleHead
+        var si = pools[pi].idle.head
         while si >= 0 {
             let (role, host) = serverRoute(si)
             if fits(want, role, pi, host) {
@@ -415,7 +415,7 @@ extension Worker {
             } else if other < 0 {
                 other = si
             }
-            si = servers[si].idleNext
+            si = servers[si].links.next
         }
         if want.wantsStandby {
             routes.pointee.pools[pi]!.nextStandby &+= 1
@@ -465,13 +465,13 @@ extension Worker {
     func routedWaiter(_ si: Int32) -> Int32 {
         let pi = Int(servers[si].pool)
         let (role, host) = serverRoute(si)
-        var ci = pools[pi].waitHead
+        var ci = pools[pi].waiting.head
         while ci >= 0 {
             if fits(wantOf(ci), role, pi, host) {
                 countRoute(ci, si)
                 return ci
             }
-            ci = clients[ci].waitNext
+            ci = clients[ci].links.next
         }
         return -1
     }
@@ -481,7 +481,7 @@ extension Worker {
     func routedMakeRoom(_ si: Int32) -> Bool {
         let p = servers[si].pool
         let pi = Int(p)
-        guard pools[pi].waitHead >= 0, pools[pi].serverCount >= pools[pi].limit, !onlyParkedReadsWait(pi) else { return false }
+        guard pools[pi].waiting.head >= 0, pools[pi].serverCount >= pools[pi].limit, !onlyParkedReadsWait(pi) else { return false }
         closeServer(si, reason: "room for a server of the other role (routing)")
         launchIfNeeded(p)
         return true
@@ -491,9 +491,9 @@ extension Worker {
     func serveWaitingRouted(_ p: Int32) {
         let pi = Int(p)
         var linked = true
-        while linked && pools[pi].waitHead >= 0 && pools[pi].idleHead >= 0 {
+        while linked && pools[pi].waiting.head >= 0 && pools[pi].idle.head >= 0 {
             linked = false
-            var ci = pools[pi].waitHead
+            var ci = pools[pi].waiting.head
             while ci >= 0 {
                 let si = routedIdle(ci)
                 if si >= 0 {
@@ -502,7 +502,7 @@ extension Worker {
                     linked = true
                     break
                 }
-                ci = clients[ci].waitNext
+                ci = clients[ci].links.next
             }
         }
         launchIfNeeded(p)
@@ -514,10 +514,10 @@ extension Worker {
     func routeCandidates(_ p: Int32, _ candidates: inout [(key: String, addresses: [SocketAddress], standby: Bool)]) {
         let pi = Int(p)
         var readsWaiting = 0, othersWaiting = 0
-        var ci = pools[pi].waitHead
+        var ci = pools[pi].waiting.head
         while ci >= 0 {
             if wantOf(ci).wantsStandby { readsWaiting += 1 } else { othersWaiting += 1 }
-            ci = clients[ci].waitNext
+            ci = clients[ci].links.next
         }
         if readsWaiting > 0 && othersWaiting == 0 && !(routes.pointee.pools[pi]?.standbyUsable ?? true) {
             // Only reads waiting for a standby while none is usable (standby_reads_fallback=wait): nothing to open.

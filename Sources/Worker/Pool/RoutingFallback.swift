@@ -71,10 +71,10 @@ extension Worker {
     /// server closing to make room would only be opened again (to the primary) and closed, over and over.
     func onlyParkedReadsWait(_ pi: Int) -> Bool {
         guard !routes.pointee.pools[pi]!.standbyUsable else { return false }
-        var ci = pools[pi].waitHead
+        var ci = pools[pi].waiting.head
         while ci >= 0 {
             if !wantOf(ci).wantsStandby { return false }
-            ci = clients[ci].waitNext
+            ci = clients[ci].links.next
         }
         return true
     }
@@ -86,12 +86,12 @@ extension Worker {
         let fallback = routes.pointee.pools[pi]!.fallback
         if fallback == .wait { return }
         var refused: [Int32] = []
-        var ci = pools[pi].waitHead
+        var ci = pools[pi].waiting.head
         while ci >= 0 {
             if wantOf(ci) == .read {
                 if fallback == .primary { routes.pointee.want[Int(ci)] = .fallback } else { refused.append(ci) }
             }
-            ci = clients[ci].waitNext
+            ci = clients[ci].links.next
         }
         // Collected first: scanning a client may link, queue or fail others.
         let ids = refused.map { clients[$0].id }

@@ -185,7 +185,7 @@ extension Worker {
     /// Clients that want a server of this pool: queued ones, replication clients waiting for room for
     /// their own, plus those waiting for the pool's first login.
     func wanting(_ pi: Int) -> Int {
-        var n = pools[pi].waitCount + pools[pi].replicationWaitCount
+        var n = pools[pi].waiting.count + pools[pi].replicationWaitCount
         if pools[pi].welcome == nil && pools[pi].connectingCount == 0 { n += pools[pi].welcomeWaitCount }
         return n
     }
@@ -205,8 +205,8 @@ extension Worker {
 
     private func evictIdle(group g: Int, except pi: Int) -> Bool {
         for p in limits.groups[g].members where Int(p) != pi {
-            let si = pools[Int(p)].idleHead
-            if si >= 0 && pools[Int(p)].waitCount == 0 {
+            let si = pools[Int(p)].idle.head
+            if si >= 0 && pools[Int(p)].waiting.count == 0 {
                 retireServer(si, reason: "evicted for another pool of \(limits.groups[g].key) (connection limit)")
                 return true
             }
@@ -235,7 +235,7 @@ extension Worker {
             }
             // Nobody here wants it but another pool of the group waits at the limit: it gets the room
             // (once PostgreSQL has let this one go, see retired()).
-            if count >= limit && retiring == 0 && pools[pi].waitCount == 0 {
+            if count >= limit && retiring == 0 && pools[pi].waiting.count == 0 {
                 for p in limits.groups[gi].members where Int(p) != pi && wanting(Int(p)) > pools[Int(p)].connectingCount
                     && !pools[Int(p)].limits.dbPaused {
                     retireServer(si, reason: "released for another pool of \(limits.groups[gi].key) (connection limit)")
@@ -273,8 +273,8 @@ extension Worker {
         guard limits.groups[g].size > 0 else { return }
         var excess = groupServers(g) - groupRetiring(g) - groupLimit(g)
         for p in limits.groups[g].members {
-            while excess > 0 && pools[Int(p)].idleHead >= 0 {
-                retireServer(pools[Int(p)].idleHead, reason: "connection limit share lowered (\(limits.groups[g].key))")
+            while excess > 0 && pools[Int(p)].idle.head >= 0 {
+                retireServer(pools[Int(p)].idle.head, reason: "connection limit share lowered (\(limits.groups[g].key))")
                 excess -= 1
             }
         }
@@ -308,7 +308,7 @@ extension Worker {
         pools[p].limits.retiring -= 1
         limits.retiring -= 1
         closeServer(si, reason: "retired")
-        if paused || pools[p].limits.dbPaused { return }
+        if hot.pointee.paused || pools[p].limits.dbPaused { return }
         launchIfNeeded(Int32(p))
         for g in [pools[p].limits.dbGroup, pools[p].limits.userGroup] where g >= 0 {
             for m in limits.groups[Int(g)].members where !pools[Int(m)].limits.dbPaused
@@ -340,7 +340,7 @@ extension Worker {
                 if config.serverFastClose { fastCloseBefore(pi) }
                 if !hasServer(before: pools[pi].limits.closeBefore, pool: pi) { pools[pi].limits.closeBefore = 0 }
             }
-            if paused || pools[pi].limits.dbPaused { continue }
+            if hot.pointee.paused || pools[pi].limits.dbPaused { continue }
             if pools[pi].limits.grouped && wanting(pi) > pools[pi].connectingCount { launchFor(pi) }
             if pools[pi].limits.warm > 0 { warmUp(pi) }
         }
@@ -358,7 +358,7 @@ extension Worker {
 
     /// min_pool_size: opens servers up to this worker's part of it, within every limit, one at a time.
     func warmUp(_ pi: Int) {
-        guard !paused, !pools[pi].limits.dbPaused, pools[pi].connectingCount == 0, shutdownMode == nil,
+        guard !hot.pointee.paused, !pools[pi].limits.dbPaused, pools[pi].connectingCount == 0, hot.pointee.shutdownMode == nil,
               pools[pi].serverCount < min(pools[pi].limits.warm, pools[pi].limit),
               !loginRetryPending(pi) else { return }
         if pools[pi].limits.grouped {
@@ -381,7 +381,7 @@ extension Worker {
         var servers = 0, idle = 0, waiting = 0
         for p in limits.groups[g].members {
             servers += pools[Int(p)].serverCount
-            idle += pools[Int(p)].idleCount
+            idle += pools[Int(p)].idle.count
             waiting += wanting(Int(p))
         }
         let now = (servers, idle, waiting, limits.groups[g].seq)

@@ -168,8 +168,8 @@ struct Client {
     var io = Endpoint(writable: true)
     var pool: Int32 = -1
     var server: Int32 = -1
-    var waitNext: Int32 = -1
-    var waitPrev: Int32 = -1
+    /// Its place in its pool's wait queue (`.waitServer`; Pool/RowList.swift).
+    var links = RowLinks()
     var cancelKey: UInt32 = 0
     /// The admin query forwarded to the supervisor and not answered yet (0: none).
     var adminRequest: UInt32 = 0
@@ -265,8 +265,8 @@ struct Server {
     var client: Int32 = -1
     /// SHOW SERVERS' `id` (`newConnectionID`), also in log lines (`S-<id>`).
     var id: UInt64 = 0
-    var idleNext: Int32 = -1
-    var idlePrev: Int32 = -1
+    /// Its place in its pool's idle list (`.idle`; Pool/RowList.swift).
+    var links = RowLinks()
     var createdAt: Int64 = 0
     var stateSince: Int64 = 0
     /// Query and Sync messages forwarded whose ReadyForQuery has not come back yet.
@@ -359,8 +359,8 @@ extension TableRecord {
     var inUse: Bool { true }
 }
 
-extension Client: TableRecord {}
-extension Server: TableRecord {}
+extension Client: ListedRow {}
+extension Server: ListedRow {}
 extension Pool: TableRecord {
     init() { self.init(database: "", user: "", entry: DatabaseEntry(name: ""), mode: .session, size: 0) }
 }

@@ -11,8 +11,8 @@ extension Worker {
             sendClientError(ci, Worker.serverShuttingDown, close: true)
             return false
         }
-        if !paused && !pools[pi].limits.dbPaused {
-            let si = hot.pointee.routing && poolRoutes(pi) ? routedIdle(ci) : pools[pi].idleHead
+        if !hot.pointee.paused && !pools[pi].limits.dbPaused {
+            let si = hot.pointee.routing && poolRoutes(pi) ? routedIdle(ci) : pools[pi].idle.head
             if si >= 0 {
                 // server_check_delay: one compare for a server used recently; one idle longer is
                 // checked first, and the client waits for it (or for whatever serves it sooner).
@@ -35,7 +35,7 @@ extension Worker {
             return false
         }
         setClientState(ci, .waitServer)
-        if !paused && !pools[pi].limits.dbPaused { launchIfNeeded(p) }
+        if !hot.pointee.paused && !pools[pi].limits.dbPaused { launchIfNeeded(p) }
         return false
     }
 
@@ -45,7 +45,7 @@ extension Worker {
     func launchIfNeeded(_ p: Int32) {
         let pi = Int(p)
         if pools[pi].replicationWaitCount > 0 { launchReplication(p) }
-        while pools[pi].waitCount > pools[pi].connectingCount + pools[pi].checkingCount && pools[pi].serverCount < pools[pi].limit
+        while pools[pi].waiting.count > pools[pi].connectingCount + pools[pi].checkingCount && pools[pi].serverCount < pools[pi].limit
                 && pools[pi].connectingCount < Worker.maxConcurrentConnectsPerPool {
             if loginRetryPending(pi) { return }
             // max_db_connections / max_user_connections for the whole service (ServiceLimits.swift).
@@ -227,9 +227,9 @@ extension Worker {
         if pools[pi].limits.onRelease && closeOnRelease(si, pi) { return }
         // Logins waiting for auth_query go before queued clients (AuthQuery.swift).
         if hot.pointee.authQueriesWaiting > 0 && authQueryTakes(si) { return }
-        if !paused && pools[pi].waitHead >= 0 && !hot.pointee.safeShutdown {
+        if !hot.pointee.paused && pools[pi].waiting.head >= 0 && !hot.pointee.safeShutdown {
             // A routed pool's server goes to a client of its role (Routing.swift).
-            let ci = hot.pointee.routing && poolRoutes(pi) ? routedWaiter(si) : pools[pi].waitHead
+            let ci = hot.pointee.routing && poolRoutes(pi) ? routedWaiter(si) : pools[pi].waiting.head
             if ci >= 0 {
                 link(ci, si)
                 clientData(ci)
@@ -249,14 +249,14 @@ extension Worker {
         let pi = Int(p)
         if pools[pi].limits.dbPaused { return }
         if hot.pointee.routing && poolRoutes(pi) { return serveWaitingRouted(p) }
-        while pools[pi].waitHead >= 0 && pools[pi].idleHead >= 0 {
-            let si = pools[pi].idleHead
+        while pools[pi].waiting.head >= 0 && pools[pi].idle.head >= 0 {
+            let si = pools[pi].idle.head
             if now &- servers[si].stateSince >= hot.pointee.serverCheckDelay {
-                if pools[pi].checkingCount >= pools[pi].waitCount { break }
+                if pools[pi].checkingCount >= pools[pi].waiting.count { break }
                 checkServer(si)  // leaves the idle list
                 continue
             }
-            let ci = pools[pi].waitHead
+            let ci = pools[pi].waiting.head
             link(ci, si)
             clientData(ci)
         }
@@ -401,7 +401,7 @@ extension Worker {
         }
         log.info("S-\(servers[si].id): closing because: \(reason) (backend pid \(servers[si].backendPID))")
         closeServer(si, reason: reason)
-        if !paused { serveWaiting(p) }
+        if !hot.pointee.paused { serveWaiting(p) }
     }
 }
 

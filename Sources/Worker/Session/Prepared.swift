@@ -64,6 +64,16 @@ struct ExpectedAnswer: Equatable {
     @inline(__always) var isAfterCopyData: Bool { raw & Self.afterCopyDataBit != 0 }
     /// A Parse, Bind, Describe, Execute or Close the server reads (injected or not), or a malformed
     /// Flush: an error answering it makes the server skip to the next Sync.
+    /// The entry a ParseComplete, BindComplete or CloseComplete (`type`) answers: a Parse (tracked or
+    /// not), a Bind, a Close (tracked or not).
+    @inline(__always) func isCompletedBy(_ type: UInt8) -> Bool {
+        let k = kind
+        switch type {
+        case BackendType.parseComplete: return k == .parse || k == .parseTracked
+        case BackendType.bindComplete: return k == .bind
+        default: return k == .close || k == .closeTracked
+        }
+    }
     @inline(__always) var isExtendedMessage: Bool {
         let k = raw & 0x3F
         return (k >= 1 && k <= 6) || k == 10 || k == 11 || k == 13
@@ -420,23 +430,12 @@ extension Worker {
             servers[si].skipping = true
             skippedToSync(si, throughSync: false)
             return true
-        case BackendType.parseComplete:
+        case BackendType.parseComplete, BackendType.bindComplete, BackendType.closeComplete:
+            guard kind.isCompletedBy(type) else { return true }
             if kind == ExpectedAnswer.parseTracked {
                 if let sinfo = servers[si].info, !sinfo.parsesInFlight.isEmpty { sinfo.parsesInFlight.removeFirst() }
-            } else if kind != ExpectedAnswer.parse {
-                return true
-            }
-            popAnswer(si)
-            return !head.isSwallowed
-        case BackendType.bindComplete:
-            if kind != ExpectedAnswer.bind { return true }
-            popAnswer(si)
-            return !head.isSwallowed
-        case BackendType.closeComplete:
-            if kind == ExpectedAnswer.closeTracked {
+            } else if kind == ExpectedAnswer.closeTracked {
                 if let sinfo = servers[si].info, !sinfo.closesInFlight.isEmpty { sinfo.closesInFlight.removeFirst() }
-            } else if kind != ExpectedAnswer.close {
-                return true
             }
             popAnswer(si)
             return !head.isSwallowed
@@ -748,7 +747,7 @@ extension Worker {
     }
 
     func nextUseTick() -> UInt64 {
-        useTick &+= 1
-        return useTick
+        hot.pointee.useTick &+= 1
+        return hot.pointee.useTick
     }
 }

@@ -40,7 +40,7 @@ extension Worker {
         let pi = Int(p)
         while pools[pi].replicationWaitCount > 0 {
             // PgBouncer's find_server: nothing is launched while paused; server_login_retry holds it too.
-            if paused || pools[pi].limits.dbPaused || hot.pointee.safeShutdown || loginRetryPending(pi)
+            if hot.pointee.paused || pools[pi].limits.dbPaused || hot.pointee.safeShutdown || loginRetryPending(pi)
                 || pools[pi].connectingCount >= Worker.maxConcurrentConnectsPerPool || !replicationRoom(pi) { return }
             guard let ci = oldestReplicationWaiter(p) else { return }
             launchServer(p, replicationClient: ci)
@@ -67,10 +67,10 @@ extension Worker {
     /// Closes the pool's idle server unused the longest (PgBouncer's evict_pool_connection). False: none.
     private func evictIdle(_ pi: Int) -> Bool {
         var oldest: Int32 = -1
-        var si = pools[pi].idleHead
+        var si = pools[pi].idle.head
         while si >= 0 {
             if oldest < 0 || servers[si].stateSince < servers[oldest].stateSince { oldest = si }
-            si = servers[si].idleNext
+            si = servers[si].links.next
         }
         guard oldest >= 0 else { return false }
         closeServer(oldest, reason: "evicted")
@@ -141,7 +141,7 @@ extension Worker {
         log.debug("S-\(servers[si].id): replication connection ready for C-\(clients[ci].id) (backend pid \(servers[si].backendPID))")
         if !flushClient(ci) { return }
         if clients[ci].io.input.hasUnscanned || clients[ci].io.readable { clientData(ci) }
-        if !paused { launchIfNeeded(p) }
+        if !hot.pointee.paused { launchIfNeeded(p) }
     }
 
     /// A replication client's own server closes before its login ended (`closeServer`): the client's

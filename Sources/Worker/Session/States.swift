@@ -4,13 +4,13 @@
 // pool's idle list or wait queue, or counts servers by state.
 //
 // What each state means for the lists and counters (docs/ARCHITECTURE.md draws both machines):
-//   client .waitServer         in its pool's wait queue (FIFO), counted in waitCount
+//   client .waitServer         in its pool's wait queue (FIFO), counted in waiting.count
 //   client .startup/.auth      holds its login state (`ClientInfo.login`), dropped as it leaves them
 //   client .waitWelcome        counted in its pool's welcomeWaitCount (until detachClient)
 //   client .replicationWait    counted in its pool's replicationWaitCount; holds its login state too
 //   client .replicationLogin   linked (`server`) to its own server, which is connecting or logging in
 //   server .connecting/.login  counted in connectingCount
-//   server .idle               in its pool's idle list (LIFO), counted in idleCount
+//   server .idle               in its pool's idle list (LIFO), counted in idle.count
 //   server .resetting + checking  running server_check_query, counted in checkingCount
 //   server .active             counted in the pool's activeCount and the worker's activeServerCount
 //   server, any but .free and .cancelRequest: counted in serverCount (a cancel connection is not
@@ -69,7 +69,7 @@ extension Worker {
             removeIdle(si)
         case .active:
             pools[p].activeCount -= 1
-            activeServerCount -= 1
+            hot.pointee.activeServerCount -= 1
         case .connecting, .login:
             if to != .connecting && to != .login { pools[p].connectingCount -= 1 }
         case .resetting:
@@ -96,7 +96,7 @@ extension Worker {
             pushIdle(si)
         case .active:
             pools[p].activeCount += 1
-            activeServerCount += 1
+            hot.pointee.activeServerCount += 1
         case .connecting, .login:
             if from != .connecting && from != .login { pools[p].connectingCount += 1 }
         default:
@@ -127,19 +127,19 @@ extension Worker {
         guard p >= 0, Int(p) < pools.capacity, pools[Int(p)].inUse else { return }
         let pi = Int(p)
         var idle = 0, wait = 0, all = 0, connecting = 0, active = 0, activeAll = 0, checking = 0
-        var si = pools[pi].idleHead, last: Int32 = -1
+        var si = pools[pi].idle.head, last: Int32 = -1
         while si >= 0 {
             precondition(servers[si].state == .idle, "S-\(servers[si].id) in the idle list in state \(servers[si].state)")
             idle += 1
             last = si
-            si = servers[si].idleNext
+            si = servers[si].links.next
         }
-        precondition(pools[pi].idleTail == last, "pool \(pi): idle tail \(pools[pi].idleTail), last in the list \(last)")
-        var ci = pools[pi].waitHead
+        precondition(pools[pi].idle.tail == last, "pool \(pi): idle tail \(pools[pi].idle.tail), last in the list \(last)")
+        var ci = pools[pi].waiting.head
         while ci >= 0 {
             precondition(clients[ci].state == .waitServer, "C-\(clients[ci].id) in the wait queue in state \(clients[ci].state)")
             wait += 1
-            ci = clients[ci].waitNext
+            ci = clients[ci].links.next
         }
         var welcomeWait = 0, replicationWait = 0
         var ck: Int32 = 0
@@ -165,11 +165,11 @@ extension Worker {
             i += 1
         }
         let c = pools[pi]
-        precondition(idle == c.idleCount && wait == c.waitCount && all == c.serverCount
-                     && connecting == c.connectingCount && active == c.activeCount && activeAll == activeServerCount
+        precondition(idle == c.idle.count && wait == c.waiting.count && all == c.serverCount
+                     && connecting == c.connectingCount && active == c.activeCount && activeAll == hot.pointee.activeServerCount
                      && checking == c.checkingCount,
-                     "pool \(c.database)/\(c.user): counters idle \(c.idleCount) wait \(c.waitCount) servers \(c.serverCount) "
-                     + "connecting \(c.connectingCount) active \(c.activeCount) (worker \(activeServerCount)) checking "
+                     "pool \(c.database)/\(c.user): counters idle \(c.idle.count) wait \(c.waiting.count) servers \(c.serverCount) "
+                     + "connecting \(c.connectingCount) active \(c.activeCount) (worker \(hot.pointee.activeServerCount)) checking "
                      + "\(c.checkingCount), but the lists and states say \(idle) \(wait) \(all) \(connecting) \(active) "
                      + "(\(activeAll)) \(checking)")
     }

@@ -66,7 +66,7 @@ final class PairHandoffTests: WorkerHarnessCase {
         XCTAssertEqual(pool(b)?.clientCount, 1)
         XCTAssertEqual(pool(b)?.serverCount, 1)
         XCTAssertEqual(pool(b)?.activeCount, 1)
-        XCTAssertEqual(b.activeServerCount, 1)
+        XCTAssertEqual(b.hot.pointee.activeServerCount, 1)
         // The same session answers the next query, with nothing sent before it: no SET, no reset, no login.
         h.roundTrip(a, s, "select * from t")
         XCTAssertEqual(h.servers.count, 1, "no new server connection")
@@ -120,9 +120,9 @@ final class PairHandoffTests: WorkerHarnessCase {
         // The transaction goes on on the same server, then the server goes back to the successor's pool.
         h.roundTrip(a, s, "insert into t values (2)", status: "T")
         h.roundTrip(a, s, "commit")
-        h.waitUntil("the server idle in the successor's pool") { pool(b)?.idleCount == 1 }
+        h.waitUntil("the server idle in the successor's pool") { pool(b)?.idle.count == 1 }
         XCTAssertEqual(pool(b)?.serverCount, 1)
-        XCTAssertEqual(b.activeServerCount, 0)
+        XCTAssertEqual(b.hot.pointee.activeServerCount, 0)
         XCTAssertEqual(h.servers.count, 1)
     }
 

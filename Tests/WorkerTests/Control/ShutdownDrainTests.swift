@@ -18,7 +18,7 @@ final class ShutdownDrainTests: WorkerHarnessCase {
         _ = h.answerQuery(s, expect: "begin", status: "T")
         XCTAssertEqual(h.readUntilReady(a).last?.status, "T")
         b.send(FE.query("select 1"))
-        h.waitUntil("b queued behind a") { self.h.worker.pools.indices.contains { self.h.worker.pools[$0].waitCount == 1 } }
+        h.waitUntil("b queued behind a") { self.h.worker.pools.indices.contains { self.h.worker.pools[$0].waiting.count == 1 } }
 
         h.worker.beginServiceShutdown(.safe)
         let queued = h.readUntilClosed(b)
@@ -32,12 +32,12 @@ final class ShutdownDrainTests: WorkerHarnessCase {
         a.send(FE.query("select 3"))
         _ = h.answerQuery(s, expect: "select 3", status: "T")
         XCTAssertEqual(h.readUntilReady(a).last?.status, "T", "a's transaction goes on")
-        XCTAssertTrue(h.worker.running)
+        XCTAssertTrue(h.worker.hot.pointee.running)
         a.send(FE.query("commit"))
         _ = h.answerQuery(s, expect: "commit", status: "I")
         // No supervisor here (a lost one): the worker decides alone. With one, the supervisor does,
         // for the whole service (Supervisor/Service/ServiceStop.swift; EndToEndTests/ShutdownE2ETests).
-        h.waitUntil("the worker to stop once no server is linked") { !self.h.worker.running }
+        h.waitUntil("the worker to stop once no server is linked") { !self.h.worker.hot.pointee.running }
         let last = h.readUntilClosed(a)
         XCTAssertEqual(last.last?.error?.message, "database removed", "what is left hears PgBouncer's words: \(last)")
     }
@@ -48,7 +48,7 @@ final class ShutdownDrainTests: WorkerHarnessCase {
         try start()
         let a = h.login()
         h.worker.beginServiceShutdown(.graceful)
-        XCTAssertTrue(h.worker.running)
+        XCTAssertTrue(h.worker.hot.pointee.running)
         h.worker.beginServiceShutdown(.immediate)
         let got = h.readUntilClosed(a)
         XCTAssertEqual(got.map { $0.error?.message }, ["database removed"], "\(got)")
@@ -72,6 +72,6 @@ final class ShutdownDrainTests: WorkerHarnessCase {
         XCTAssertEqual(got.map { $0.sqlState }, [SQLState.protocolViolation], "\(got)")
         XCTAssertEqual(got.first?.error?.message, "pooler is shutting down")
         XCTAssertEqual(h.roundTrip(a, s, "select 1").last?.status, "I", "a client already in is served")
-        XCTAssertTrue(h.worker.running, "a graceful stop waits for the clients")
+        XCTAssertTrue(h.worker.hot.pointee.running, "a graceful stop waits for the clients")
     }
 }

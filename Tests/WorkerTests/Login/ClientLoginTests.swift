@@ -394,7 +394,7 @@ final class ForcedUserPoolTests: WorkerHarnessCase {
         b.send(FE.query("select 1"))
         h.settle()
         XCTAssertEqual(h.servers.count, 1, "pool_size=1 holds for both users together: the second one queues")
-        XCTAssertEqual(h.worker.pools[used[0]].waitCount, 1)
+        XCTAssertEqual(h.worker.pools[used[0]].waiting.count, 1)
         XCTAssertEqual(h.servers[0].startup?["user"], "realuser")
     }
 }

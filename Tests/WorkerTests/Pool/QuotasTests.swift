@@ -24,7 +24,7 @@ final class QuotasTests: WorkerHarnessCase {
         let b = h.login()
         let sent = Clock.monotonicNanos()
         b.send(FE.query("select b"))
-        h.waitUntil("b to wait for a server") { h.worker.pools[pi].waitCount == 1 }
+        h.waitUntil("b to wait for a server") { h.worker.pools[pi].waiting.count == 1 }
         h.waitUntil("b to be overdue") { h.worker.overdueClients(pi) == 1 }
         XCTAssertGreaterThanOrEqual(Clock.monotonicNanos() - sent, 300_000_000, "overdue before reserve_pool_timeout")
         XCTAssertEqual(h.servers.count, 1, "no server above pool_size without the supervisor's grant")
@@ -50,7 +50,7 @@ final class QuotasTests: WorkerHarnessCase {
         XCTAssertEqual(h.worker.pools[pi].reserve, 0)
         let b = h.login()
         b.send(FE.query("select b"))
-        h.waitUntil("b to wait for a server") { h.worker.pools[pi].waitCount == 1 }
+        h.waitUntil("b to wait for a server") { h.worker.pools[pi].waiting.count == 1 }
         XCTAssertEqual(h.worker.overdueClients(pi), 0)
         h.worker.applyQuota(database: "db", user: "u", quota: 4, seq: 1)
         XCTAssertEqual(h.worker.pools[pi].limit, 1)

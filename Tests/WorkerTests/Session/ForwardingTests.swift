@@ -389,7 +389,7 @@ final class ForwardingTests: WorkerHarnessCase {
             XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["1", "t", "T", "Z"])
             let b = h.login()
             b.send(FE.query("select b"))
-            h.waitUntil("b queued behind a") { self.h.worker.pools.indices.contains { self.h.worker.pools[$0].waitCount == 1 } }
+            h.waitUntil("b queued behind a") { self.h.worker.pools.indices.contains { self.h.worker.pools[$0].waiting.count == 1 } }
             a.send(FE.bind("", "", ["7"]) + FE.execute() + FE.sync)
             XCTAssertEqual(h.next(s, 3).map { $0.char }, ["B", "E", "S"], "a's Bind reached the server its statement is on")
             s.send(BE.bindComplete + BE.dataRow(["7"]) + BE.complete("SELECT 1") + BE.ready())

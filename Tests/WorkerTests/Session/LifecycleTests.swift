@@ -167,9 +167,9 @@ final class LifecycleTests: WorkerHarnessCase {
         h.worker.beginShutdown(.graceful)
         h.roundTrip(a, s, "select 1")
         h.roundTrip(a, s, "select 2")
-        XCTAssertTrue(h.worker.running)
+        XCTAssertTrue(h.worker.hot.pointee.running)
         a.send(FE.terminate)
-        h.waitUntil("the worker to stop once its last client left") { !h.worker.running }
+        h.waitUntil("the worker to stop once its last client left") { !h.worker.hot.pointee.running }
         h.waitClosed(s)
     }
 }

@@ -68,8 +68,8 @@ final class StatesTests: XCTestCase {
 
     private func counts(_ w: Worker, _ p: Int32) -> [String: Int] {
         let c = w.pools[Int(p)]
-        return ["servers": c.serverCount, "connecting": c.connectingCount, "idle": c.idleCount,
-                "active": c.activeCount, "waiting": c.waitCount, "workerActive": w.activeServerCount]
+        return ["servers": c.serverCount, "connecting": c.connectingCount, "idle": c.idle.count,
+                "active": c.activeCount, "waiting": c.waiting.count, "workerActive": w.hot.pointee.activeServerCount]
     }
 
     func testServerLifeKeepsEveryCounter() throws {
@@ -81,11 +81,11 @@ final class StatesTests: XCTestCase {
         XCTAssertEqual(counts(w, p)["connecting"], 1, "connecting -> login is still connecting")
         w.setServerState(si, .idle)
         XCTAssertEqual(counts(w, p), ["servers": 1, "connecting": 0, "idle": 1, "active": 0, "waiting": 0, "workerActive": 0])
-        XCTAssertEqual(w.pools[Int(p)].idleHead, si)
+        XCTAssertEqual(w.pools[Int(p)].idle.head, si)
         let ci = client(w, pool: p)
         w.link(ci, si)
         XCTAssertEqual(counts(w, p), ["servers": 1, "connecting": 0, "idle": 0, "active": 1, "waiting": 0, "workerActive": 1])
-        XCTAssertEqual(w.pools[Int(p)].idleHead, -1, "a linked server left the idle list")
+        XCTAssertEqual(w.pools[Int(p)].idle.head, -1, "a linked server left the idle list")
         w.unlink(ci, si)
         XCTAssertEqual(w.clients[ci].state, .idle)
         XCTAssertEqual(w.servers[si].state, .active, "unlinked, the server waits for its caller to move it on")
@@ -106,7 +106,7 @@ final class StatesTests: XCTestCase {
         let c1 = client(w, pool: p), c2 = client(w, pool: p)
         w.link(c1, a)
         w.link(c2, b)
-        XCTAssertEqual(w.activeServerCount, 2)
+        XCTAssertEqual(w.hot.pointee.activeServerCount, 2)
         w.unlink(c1, a)
         w.setServerState(a, .free)
         XCTAssertEqual(counts(w, p), ["servers": 1, "connecting": 0, "idle": 0, "active": 1, "waiting": 0, "workerActive": 1])
@@ -117,18 +117,18 @@ final class StatesTests: XCTestCase {
         let p = try XCTUnwrap(w.pool(database: "db", user: "u"))
         let cs = (0..<3).map { _ in client(w, pool: p) }
         for c in cs { w.setClientState(c, .waitServer) }
-        XCTAssertEqual(w.pools[Int(p)].waitCount, 3)
-        XCTAssertEqual(w.pools[Int(p)].waitHead, cs[0])
+        XCTAssertEqual(w.pools[Int(p)].waiting.count, 3)
+        XCTAssertEqual(w.pools[Int(p)].waiting.head, cs[0])
         w.setClientState(cs[1], .waitServer)  // the same state again: keeps its place
-        XCTAssertEqual(w.clients[cs[0]].waitNext, cs[1])
+        XCTAssertEqual(w.clients[cs[0]].links.next, cs[1])
         w.setClientState(cs[0], .closing)
-        XCTAssertEqual(w.pools[Int(p)].waitHead, cs[1])
-        XCTAssertEqual(w.pools[Int(p)].waitCount, 2)
+        XCTAssertEqual(w.pools[Int(p)].waiting.head, cs[1])
+        XCTAssertEqual(w.pools[Int(p)].waiting.count, 2)
         let si = server(w, pool: p)
         w.setServerState(si, .idle)
         w.link(cs[1], si)
-        XCTAssertEqual(w.pools[Int(p)].waitHead, cs[2], "the linked client left the queue")
-        XCTAssertEqual(w.pools[Int(p)].waitCount, 1)
+        XCTAssertEqual(w.pools[Int(p)].waiting.head, cs[2], "the linked client left the queue")
+        XCTAssertEqual(w.pools[Int(p)].waiting.count, 1)
     }
 
     func testCancelConnectionIsNotAPoolServer() throws {
