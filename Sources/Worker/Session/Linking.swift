@@ -91,8 +91,17 @@ extension Worker {
     /// client expects; the answers are swallowed. The client's own query follows in the same write.
     func syncParameters(_ ci: Int32, _ si: Int32) {
         if clients[ci].paramsKey == 0 { clients[ci].paramsKey = expectedParamsKey(ci) }
+        let paramsDiffer = servers[si].paramsKey != clients[ci].paramsKey
+        // The common case, nothing to set, makes no String (its release cost as much as the test).
+        guard paramsDiffer || servers[si].sessionCarried || clientCarries(ci) else { return }
+        setParameters(ci, si, paramsDiffer: paramsDiffer)
+    }
+
+    /// The SETs (and carried settings) that make the server's session what the client expects.
+    @inline(never)
+    private func setParameters(_ ci: Int32, _ si: Int32, paramsDiffer: Bool) {
         var sql = ""
-        if servers[si].paramsKey != clients[ci].paramsKey, let cinfo = clients[ci].info, let sinfo = servers[si].info {
+        if paramsDiffer, let cinfo = clients[ci].info, let sinfo = servers[si].info {
             servers[si].paramsKey = clients[ci].paramsKey
             let p = Int(clients[ci].pool)
             for t in 0..<tracked.names.count {
