@@ -18,6 +18,7 @@ mode it reports:
   round-trip time the driver saw (the Python driver adds its own overhead to the latter).
 - callgrind's top functions of the pooler (self cost, longer run) in bench/out/.
 
+MICRO_TOP_FUNCTIONS=N lists N functions instead of 15 (to compare two builds function by function).
 MB_DUMP_INSTR=yes in the environment makes callgrind record costs per instruction address (with
 --keep-workdir, the outputs then tell which call site, e.g. of swift_beginAccess, runs per transaction).
 
@@ -275,7 +276,7 @@ def function_costs(path):
     return costs
 
 
-def marginal_functions(small, large, n_tx, limit=15):
+def marginal_functions(small, large, n_tx, limit=int(os.environ.get("MICRO_TOP_FUNCTIONS", 15))):
     """Per-function cost of the extra transactions of the longer run: start-up, login and
     shutdown cancel out, what is left is the forward path."""
     a, b = function_costs(small), function_costs(large)
