@@ -69,6 +69,9 @@ extension Worker {
     /// pool's failed login is forgotten then, as for a changed database entry (`refreshPools`): the new
     /// settings are worth a login at once, so a client arriving now is not given the cached error of a
     /// login made with the old ones (PgBouncer parks it until its next attempt, which then succeeds).
+    /// Nor is a host this worker avoids after its connects failed (`noteConnectFailure`): a failed
+    /// certificate check says nothing of the new settings, and with a host list the other hosts must not
+    /// take every connection until the backoff runs out.
     func reloadTLS() {
         let before = tlsState.serverSettings
         do {
@@ -85,6 +88,8 @@ extension Worker {
             pools[pi].loginError = nil
             pools[pi].loginRefused = false
         }
+        health.suspectUntil.removeAll()
+        health.hostBackoff.removeAll()
     }
 
     // MARK: Client side

@@ -86,4 +86,22 @@ final class TLSReloadTests: WorkerHarnessCase {
         XCTAssertEqual(got.last?.status, "I", "\(got)")
         XCTAssertEqual(h.servers.count, 2, "a new login at once, within server_login_retry")
     }
+
+    /// A host this worker avoids after a failed connect (`noteConnectFailure`) is usable again once the
+    /// server TLS settings change (test_ssl.py test_server_ssl_verify: connects to `localhost` failed
+    /// their certificate check under the wrong CA file; after the right one is SET, a database with
+    /// `host=localhost,127.0.0.1` must not send every connection to 127.0.0.1, which fails verify-full,
+    /// until the backoff of `localhost` runs out).
+    func testChangedServerTLSSettingsForgetHostsAvoidedAfterFailedConnects() throws {
+        try start(["server_login_retry": "60"])
+        h.onStartup = { s in s.close() }
+        let a = h.connect()
+        a.send(FE.startup(user: "u", database: "db"))
+        let entry = try XCTUnwrap(h.worker.config.database(named: "db"))
+        let key = "127.0.0.1:\(h.backendPort)"
+        XCTAssertTrue(h.worker.hostUsable(key, entry))
+        h.waitUntil("the failed connect to make the worker avoid the host") { !self.h.worker.hostUsable(key, entry) }
+        try reloadTLS(adding: ["server_tls_protocols = tlsv1.2"])
+        XCTAssertTrue(h.worker.hostUsable(key, entry), "the avoidance is forgotten with the old settings")
+    }
 }
