@@ -916,6 +916,8 @@ extension Worker {
         } else if type == BackendType.commandComplete {
             // A tracked statement's tag needs no reset (SessionHooks.swift); others keep the old rule.
             let carried = !swallowing && servers[si].sessionPending && sessionCommandComplete(si, body)
+            // `SELECT <rows>`, the commonest tag, is none of the words tested below.
+            if SessionTags.isSelectRows(body) { return }
             if !swallowing && !carried, let change = SessionTags.classify(body) {
                 servers[si].needsReset = change
             }
@@ -983,6 +985,15 @@ enum SessionTags {
         }
         if matches(body, "DISCARD ALL") { return false }
         return nil
+    }
+
+    /// `SELECT ` and a digit: a query's row count. One 8-byte load.
+    @inline(__always)
+    static func isSelectRows(_ body: UnsafeRawBufferPointer) -> Bool {
+        guard body.count >= 9, let p = body.baseAddress else { return false }
+        // "SELECT " in the low seven bytes, little-endian; the eighth byte is the count's first digit.
+        let w = UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))
+        return w & 0x00FF_FFFF_FFFF_FFFF == 0x0020_5443_454C_4553 && (UInt8(truncatingIfNeeded: w >> 56) &- 0x30) < 10
     }
 
     /// The tag (NUL-terminated) equals `word`.

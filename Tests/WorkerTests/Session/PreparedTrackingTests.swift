@@ -164,6 +164,22 @@ final class PreparedTrackingTests: XCTestCase {
         XCTAssertNil(classify("SETTLE"), "whole tags only")
         XCTAssertNil(classify("COMMIT"))
     }
+
+    /// The fast exit for a query's row count: every tag `classify`, the LISTEN relay or the statement
+    /// wipe checks would act on is refused, and so is `SELECT INTO`'s spelling.
+    func testSelectRowsTag() {
+        func rows(_ s: String) -> Bool {
+            Array((s + "\0").utf8).withUnsafeBytes { SessionTags.isSelectRows($0) }
+        }
+        XCTAssertTrue(rows("SELECT 1"))
+        XCTAssertTrue(rows("SELECT 0"))
+        XCTAssertTrue(rows("SELECT 123456"))
+        for tag in ["SELECT INTO", "SELECT", "SELECTS 1", "SET", "select 1", "SELECT x", "INSERT 0 1", "DISCARD ALL",
+                    "LISTEN", "SELECT :", "SELECT /"] {
+            XCTAssertFalse(rows(tag), tag)
+        }
+        XCTAssertFalse([UInt8]("SELECT 1".utf8).withUnsafeBytes { SessionTags.isSelectRows($0) }, "needs 9 bytes")
+    }
 }
 
 final class ExpectedAnswerTests: XCTestCase {
