@@ -62,8 +62,6 @@ struct ExpectedAnswer: Equatable {
     @inline(__always) var isSynthetic: Bool { raw & 0x3F >= 20 }
     @inline(__always) var afterCopyData: ExpectedAnswer { .init(raw: raw | Self.afterCopyDataBit) }
     @inline(__always) var isAfterCopyData: Bool { raw & Self.afterCopyDataBit != 0 }
-    /// A Parse, Bind, Describe, Execute or Close the server reads (injected or not), or a malformed
-    /// Flush: an error answering it makes the server skip to the next Sync.
     /// The entry a ParseComplete, BindComplete or CloseComplete (`type`) answers: a Parse (tracked or
     /// not), a Bind, a Close (tracked or not).
     @inline(__always) func isCompletedBy(_ type: UInt8) -> Bool {
@@ -74,6 +72,8 @@ struct ExpectedAnswer: Equatable {
         default: return k == .close || k == .closeTracked
         }
     }
+    /// A Parse, Bind, Describe, Execute or Close the server reads (injected or not), or a malformed
+    /// Flush: an error answering it makes the server skip to the next Sync.
     @inline(__always) var isExtendedMessage: Bool {
         let k = raw & 0x3F
         return (k >= 1 && k <= 6) || k == 10 || k == 11 || k == 13

@@ -57,8 +57,9 @@ final class RowListTests: XCTestCase {
                 t.unlink(r, &list)
                 model.removeAll { $0 == r }
             }
-            XCTAssertEqual(walk(t, list), model, "seed \(seed) step \(step)")
-            if walk(t, list) != model { return }
+            let got = walk(t, list)
+            XCTAssertEqual(got, model, "seed \(seed) step \(step)")
+            if got != model { return }
         }
     }
 }
