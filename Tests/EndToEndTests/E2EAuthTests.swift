@@ -94,6 +94,35 @@ final class E2EAuthTests: XCTestCase {
         for user in ["u_password", "u_scram"] { try assertPasswordChecked(px, user: user, sasl: true) }
     }
 
+    /// A non-ASCII password that SASLprep changes (a ligature, a no-break space, full-width letters, a
+    /// Roman numeral: "first pwIX" once prepared). PostgreSQL stores its SCRAM secret prepared and
+    /// libpq prepares it when it answers, so pgswift must too, on both sides: psql logs in to pgswift,
+    /// which checks it against the plain-text userlist entry, and pgswift logs in to PostgreSQL with
+    /// that entry. The prepared form is the same password; another one is refused.
+    func testNonASCIIPasswordIsPreparedLikePostgreSQL() throws {
+        let pg = try PostgresServer.shared()
+        let password = "\u{FB01}rst\u{00A0}\u{FF50}\u{FF57}\u{2168}"
+        try pg.adminQuery(["drop role if exists u_saslprep", "set password_encryption = 'scram-sha-256'",
+                           "create role u_saslprep login password '\(password)'"])
+        XCTAssertTrue(try pg.storedPassword(of: "u_saslprep").hasPrefix("SCRAM-SHA-256$"))
+        var s = PgswiftSettings(postgres: pg)
+        s.workers = 1
+        s.authType = "scram-sha-256"
+        s.databases = [("testdb", pg.connectionString(dbname: "testdb"))]
+        s.users = [("u_saslprep", password)]
+        s.probe = ClientTarget(port: 0, user: "u_saslprep", database: "testdb", password: password)
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        for typed in [password, "first pwIX"] {
+            let r = try Psql.run(px.target(user: "u_saslprep", database: "testdb", password: typed), "select current_user")
+            XCTAssertTrue(r.succeeded, "password \(typed): \(r)\nlog:\n\(px.log().suffix(3000))")
+            XCTAssertEqual(r.stdout.trimmed, "u_saslprep")
+        }
+        let wrong = try Psql.run(px.target(user: "u_saslprep", database: "testdb", password: "first pwIx"), "select 1")
+        XCTAssertFalse(wrong.succeeded, "a different password was accepted")
+        XCTAssertTrue(wrong.stderr.contains("SASL authentication failed"), wrong.stderr)
+    }
+
     // MARK: server side
 
     /// Databases whose entries force the server user, with the password in the connection string

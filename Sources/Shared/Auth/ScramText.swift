@@ -34,11 +34,10 @@ enum ScramText {
         return v >= 1 && v <= Int(Int32.max) ? v : nil
     }
 
-    /// SASLprep stand-in. PostgreSQL leaves pure-ASCII passwords unchanged (and uses the raw bytes when
-    /// SASLprep rejects a password), so ASCII is exact. Non-ASCII passwords are used as raw UTF-8 without
-    /// NFKC normalization: exact only when the password is already normalized and has no mapped characters.
+    /// The password as PostgreSQL's SCRAM hashes it: SASLprep'd where PostgreSQL does that
+    /// (`SASLprep`), raw otherwise.
     static func preparePassword(_ password: String) -> [UInt8] {
-        Array(password.utf8)
+        SASLprep.prepare(Array(password.utf8))
     }
 
     /// saslname escaping: ',' as "=2C" and '=' as "=3D".
