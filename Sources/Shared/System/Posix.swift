@@ -68,13 +68,13 @@ public enum Posix {
     /// recv(2) with no flags: read(2) for sockets, minus the VFS layer read(2) goes through first
     /// (measured with bench/profile.py: vfs_read alone was ~3 % of a worker's CPU). `.processed(0)`
     /// means end of file.
-    @inlinable
+    @inlinable @inline(__always)
     public static func recv(_ fd: Int32, _ buf: UnsafeMutableRawPointer, _ count: Int) throws(SyscallError) -> IOResult {
         try retrying("recv") { Glibc.recv(fd, buf, count, 0) }
     }
 
     /// send(2) with MSG_NOSIGNAL so a closed peer is EPIPE, never SIGPIPE.
-    @inlinable
+    @inlinable @inline(__always)
     public static func send(_ fd: Int32, _ buf: UnsafeRawPointer, _ count: Int) throws(SyscallError) -> IOResult {
         try retrying("send") { Glibc.send(fd, buf, count, cl_MSG_NOSIGNAL()) }
     }
