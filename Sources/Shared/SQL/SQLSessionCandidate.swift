@@ -67,7 +67,7 @@ public enum SQLSessionCandidate {
             let others = ~letters & 0x8080_8080_8080_8080
             if others != 0 {
                 let count = others.trailingZeroBitCount >> 3
-                return (f & ((1 << (UInt64(count) &* 8)) &- 1), count)
+                return (f & ((1 &<< (UInt64(count) &* 8)) &- 1), count)
             }
             var j = i &+ 8
             while j < n && (p[j] | 0x20) &- UInt8(ascii: "a") < 26 { j &+= 1 }
@@ -101,8 +101,8 @@ public enum SQLSessionCandidate {
                 if m == 0 { k &+= 8; continue }
             } else if n >= 8 {
                 let r = n &- k
-                let w = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: n &- 8, as: UInt64.self)) >> (UInt64(8 &- r) &* 8)
-                    | (0x2020_2020_2020_2020 << (UInt64(r) &* 8))
+                let w = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: n &- 8, as: UInt64.self)) &>> (UInt64(8 &- r) &* 8)
+                    | (0x2020_2020_2020_2020 &<< (UInt64(r) &* 8))
                 m = candidates(w, into)
                 if m == 0 { return false }
             } else {
@@ -146,18 +146,22 @@ public enum SQLSessionCandidate {
             return m < n && p[m] != 0
         }
         let l = c | 0x20
-        if l == UInt8(ascii: "v") && k >= 2 && k &+ 6 <= n && folded(p, k &- 2, 8) == 0x7972_6f73_6976_6461 { return true }
+        if l == UInt8(ascii: "v") && k >= 2 && k &+ 6 <= n && folded8(p, k &- 2) == 0x7972_6f73_6976_6461 { return true }
         // `set_conf`, the underscore folded to 0x7F.
-        if c == UInt8(ascii: "_") && k >= 3 && k &+ 5 <= n && folded(p, k &- 3, 8) == 0x666e_6f63_7f74_6573 { return true }
-        if into && l == UInt8(ascii: "t") && k >= 2 && k &+ 2 <= n && folded(p, k &- 2, 4) == 0x6f74_6e69 { return true }
+        if c == UInt8(ascii: "_") && k >= 3 && k &+ 5 <= n && folded8(p, k &- 3) == 0x666e_6f63_7f74_6573 { return true }
+        if into && l == UInt8(ascii: "t") && k >= 2 && k &+ 2 <= n && folded4(p, k &- 2) == 0x6f74_6e69 { return true }
         return nil
     }
 
-    /// `len` bytes at `at`, each OR 0x20 (ASCII letters folded), packed little-endian.
+    /// The eight bytes at `at`, each OR 0x20 (ASCII letters folded), little-endian: one load.
     @inline(__always)
-    static func folded(_ p: UnsafePointer<UInt8>, _ at: Int, _ len: Int) -> UInt64 {
-        var v: UInt64 = 0
-        for q in 0..<len { v |= UInt64(p[at &+ q] | 0x20) << (UInt64(q) &* 8) }
-        return v
+    static func folded8(_ p: UnsafePointer<UInt8>, _ at: Int) -> UInt64 {
+        UInt64(littleEndian: UnsafeRawPointer(p).loadUnaligned(fromByteOffset: at, as: UInt64.self)) | 0x2020_2020_2020_2020
+    }
+
+    /// The four bytes at `at`, each OR 0x20, little-endian: one load.
+    @inline(__always)
+    static func folded4(_ p: UnsafePointer<UInt8>, _ at: Int) -> UInt32 {
+        UInt32(littleEndian: UnsafeRawPointer(p).loadUnaligned(fromByteOffset: at, as: UInt32.self)) | 0x2020_2020
     }
 }

@@ -25,6 +25,21 @@ struct ServerScanFlags {
     }
 }
 
+/// The client message types the LISTEN relay and carried session state act on (Query, Parse, Bind,
+/// Execute), one bit per type's low six bits: without query statistics the other types (Describe,
+/// Sync, CopyData...) skip `clientMessageHooks` with one test. A prefilter: the hooks test the type
+/// exactly, so an unknown byte sharing a bit only costs their tests.
+enum SessionHookTypes {
+    @inline(__always)
+    static func bit(_ type: UInt8) -> UInt64 { 1 << UInt64(type & 63) }
+
+    @inline(__always)
+    static func contains(_ type: UInt8) -> Bool {
+        let bits = bit(FrontendType.query) | bit(FrontendType.parse) | bit(FrontendType.bind) | bit(FrontendType.execute)
+        return bits & bit(type) != 0
+    }
+}
+
 /// What a scanner helper tells the scanning loop.
 enum ScanStep {
     /// Go on with this message (count it, inspect it, forward it).
@@ -289,7 +304,8 @@ extension Worker {
             }
             let total = len &+ 1
             let avail = end &- scan
-            if let r = clientMessageHooks(ci, si, type, base + scan, len: len, avail: avail,
+            if queryTracking || SessionHookTypes.contains(type),
+               let r = clientMessageHooks(ci, si, type, base + scan, len: len, avail: avail,
                                           listenFollow: listenFollow, queryTracking: queryTracking) { return r }
             if servers[si].tracking {
                 switch trackClientMessage(ci, si, type, len, base, &scan, &partial, end) {
@@ -746,7 +762,7 @@ extension Worker {
             && linkMode(si) != .session
         if !drop && !swallowing && servers[si].tracking && servers[si].answerCount > 0 {
             if let r = trackServerMessage(si, type, total: total, avail: avail, &scan) { return .done(r) }
-            drop = !serverAnswer(si, type)
+            drop = type != BackendType.dataRow && !serverAnswer(si, type)
         }
         guard drop else { return .handle }
         if scan > servers[si].io.input.start { return .done(.progress) }

@@ -52,8 +52,10 @@ struct ExpectedAnswer: Equatable {
     /// server fails on bad data, such a Sync may have been read during the COPY (no ReadyForQuery) or
     /// after it (a ReadyForQuery): pgswift cannot tell which (`Server.unreliable`).
     @inline(__always) static var afterCopyDataBit: UInt8 { 0x40 }
-    /// Entries a ring holds; a client pipelining more is failed ("too many pipelined messages").
+    /// Entries a ring holds; a client pipelining more is failed ("too many pipelined messages"). A
+    /// power of two: a position wraps with `& ringMask`.
     static var capacity: Int32 { 1024 }
+    @inline(__always) static var ringMask: Int32 { capacity &- 1 }
 
     /// The same entry, answered to pgswift alone.
     @inline(__always) var swallowed: ExpectedAnswer { .init(raw: raw | Self.swallowBit) }
@@ -250,7 +252,7 @@ extension Worker {
             servers[si].answers = .allocate(capacity: Int(ExpectedAnswer.capacity))
         }
         if servers[si].answerCount >= ExpectedAnswer.capacity { return false }
-        let i = (servers[si].answerHead &+ servers[si].answerCount) % ExpectedAnswer.capacity
+        let i = (servers[si].answerHead &+ servers[si].answerCount) & ExpectedAnswer.ringMask
         servers[si].answers![Int(i)] = s
         servers[si].answerCount &+= 1
         return true
@@ -270,7 +272,7 @@ extension Worker {
 
     @inline(__always)
     func popAnswer(_ si: Int32) {
-        servers[si].answerHead = (servers[si].answerHead &+ 1) % ExpectedAnswer.capacity
+        servers[si].answerHead = (servers[si].answerHead &+ 1) & ExpectedAnswer.ringMask
         servers[si].answerCount &-= 1
     }
 
@@ -395,10 +397,9 @@ extension Worker {
     }
 
     /// A server message on a tracked link: advances the queue. Returns false if the client must not see it.
+    /// The caller lets DataRow, the commonest message, through without a call (it answers nothing).
     @inline(__always)
     func serverAnswer(_ si: Int32, _ type: UInt8) -> Bool {
-        // Rows are most of what a server sends, and answer nothing: first, before any other test.
-        if type == BackendType.dataRow { return true }
         guard let head = headAnswer(si) else { return true }
         let kind = head.kind
         switch type {
@@ -413,9 +414,7 @@ extension Worker {
                 let k = h.kind
                 popAnswer(si)
                 if k == ExpectedAnswer.parseTracked || k == ExpectedAnswer.closeTracked || k == ExpectedAnswer.synthError {
-                    // Abnormal (an error pops these first): kept off the common path.
-                    var failed: [Int32] = []
-                    unanswered(si, k, &failed)
+                    unansweredAtReady(si, k)
                 }
                 if k == ExpectedAnswer.sync || k == ExpectedAnswer.query || k == ExpectedAnswer.functionCall { break }
             }
@@ -432,11 +431,7 @@ extension Worker {
             return true
         case BackendType.parseComplete, BackendType.bindComplete, BackendType.closeComplete:
             guard kind.isCompletedBy(type) else { return true }
-            if kind == ExpectedAnswer.parseTracked {
-                if let sinfo = servers[si].info, !sinfo.parsesInFlight.isEmpty { sinfo.parsesInFlight.removeFirst() }
-            } else if kind == ExpectedAnswer.closeTracked {
-                if let sinfo = servers[si].info, !sinfo.closesInFlight.isEmpty { sinfo.closesInFlight.removeFirst() }
-            }
+            if kind == ExpectedAnswer.parseTracked || kind == ExpectedAnswer.closeTracked { trackedCompleted(si, kind) }
             popAnswer(si)
             return !head.isSwallowed
         case BackendType.rowDescription, BackendType.noData:
@@ -448,6 +443,26 @@ extension Worker {
         default:
             return true
         }
+    }
+
+    /// A ParseComplete or CloseComplete of a statement pgswift tracks arrived: it is no longer in
+    /// flight. Off the common path (a class reference: retain and release).
+    @inline(never)
+    func trackedCompleted(_ si: Int32, _ kind: ExpectedAnswer) {
+        guard let sinfo = servers[si].info else { return }
+        if kind == ExpectedAnswer.parseTracked {
+            if !sinfo.parsesInFlight.isEmpty { sinfo.parsesInFlight.removeFirst() }
+        } else if !sinfo.closesInFlight.isEmpty {
+            sinfo.closesInFlight.removeFirst()
+        }
+    }
+
+    /// An answer popped at ReadyForQuery that never came (an error made the server skip it).
+    /// Abnormal: kept off the common path.
+    @inline(never)
+    func unansweredAtReady(_ si: Int32, _ kind: ExpectedAnswer) {
+        var failed: [Int32] = []
+        unanswered(si, kind, &failed)
     }
 
     // MARK: Client messages

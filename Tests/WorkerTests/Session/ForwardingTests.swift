@@ -537,4 +537,16 @@ final class ForwardingTests: WorkerHarnessCase {
         s.peer.readingPaused = false
         h.waitClosed(s)
     }
+
+    /// The hooks' prefilter without query statistics passes every type a session hook or the LISTEN
+    /// relay acts on and stops the ones an extended transaction sends most besides.
+    func testSessionHookTypesPassEveryTypeTheHooksActOn() {
+        for t in [FrontendType.query, FrontendType.parse, FrontendType.bind, FrontendType.execute] {
+            XCTAssertTrue(SessionHookTypes.contains(t), "type \(t)")
+        }
+        for t in [FrontendType.sync, FrontendType.describe, FrontendType.flush, FrontendType.copyData,
+                  FrontendType.copyDone, FrontendType.close, FrontendType.functionCall] {
+            XCTAssertFalse(SessionHookTypes.contains(t), "type \(t)")
+        }
+    }
 }
