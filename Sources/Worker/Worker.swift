@@ -132,6 +132,8 @@ final class Worker {
     }()
     /// LISTEN/NOTIFY relay state (ListenRelay.swift).
     let listens = ListenRelayState()
+    /// Recent Query/Parse texts found plain (PlainTextCache.swift).
+    let plainTexts = PlainTextCache()
     /// Per-pattern statistics and the slow log (QueryStats.swift), behind a pointer as `hot` is.
     let queryStats: UnsafeMutablePointer<QueryStatsState> = {
         let p = UnsafeMutablePointer<QueryStatsState>.allocate(capacity: 1)

@@ -444,11 +444,16 @@ extension Worker {
     /// A whole Query or Parse text that neither `listenScan` nor `sessionClientMessage` would act on:
     /// its first word is no LISTEN, UNLISTEN or DISCARD, and `SQLSessionCandidate` finds nothing
     /// (which also means no second statement). For a Parse, an unnamed statement's text while the
-    /// link follows one carrying session ops is not asked about (the caller checks that).
+    /// link follows one carrying session ops is not asked about (the caller checks that). A text
+    /// found plain lately is recognised by a byte comparison (`plainTexts`).
     @inline(never)
     private func plainText(_ type: UInt8, _ body: UnsafeRawPointer, _ count: Int) -> Bool {
         guard let (text, n) = Worker.queryText(type, body, count) else { return false }
-        return SQLSessionCandidate.plain(text, n)
+        let probe = plainTexts.probe(text, n)
+        if probe.hit { return true }
+        guard SQLSessionCandidate.plain(text, n) else { return false }
+        plainTexts.notePlain(probe, text, n)
+        return true
     }
 
     /// The SQL text of a Query or Parse body (`count` bytes of it at hand): a Query's body, or what
