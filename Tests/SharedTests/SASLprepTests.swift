@@ -115,6 +115,10 @@ final class SASLprepTests: XCTestCase {
         writer.start()
         let answer = String(decoding: stdout.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
+        // Later tests of this process count on free descriptor numbers (SystemTests' spawn shim test).
+        for handle in [stdout.fileHandleForReading, stdout.fileHandleForWriting, stdin.fileHandleForReading] {
+            try? handle.close()
+        }
         XCTAssertEqual(p.terminationStatus, 0)
         let lines = answer.split(separator: "\n").map(String.init)
         XCTAssertEqual(lines.count, inputs.count)
