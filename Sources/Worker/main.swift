@@ -7,7 +7,7 @@ func workerUsage() -> Never {
         + "pgswift-worker is started by the pgswift supervisor; it is not meant to be run by hand.\n"
     var t = text
     t.withUTF8 { _ = Posix.writeAll(2, UnsafeRawBufferPointer($0)) }
-    exit(1)
+    Posix.exit(1)
 }
 
 func parseWorkerArguments(_ args: [String]) -> WorkerOptions? {
@@ -35,7 +35,7 @@ func parseWorkerArguments(_ args: [String]) -> WorkerOptions? {
             i += 1
         case "--version":
             print("pgswift-worker \(PgswiftVersion.string)")
-            exit(0)
+            Posix.exit(0)
         default: return nil
         }
         i += 1
@@ -55,8 +55,8 @@ do {
     if let af = config.authFile, !af.isEmpty { users = try Userlist.load(path: af) }
     let worker = try Worker(options: options, config: config, userlist: users)
     try worker.run()
-    exit(0)
+    Posix.exit(0)
 } catch {
     bootLog.fatal("worker \(options.slot) cannot start: \(error)")
-    exit(1)
+    Posix.exit(1)
 }

@@ -194,6 +194,9 @@ public enum Posix {
 
     public static func getpid() -> Int32 { Glibc.getpid() }
 
+    /// This process's real user id.
+    public static func getuid() -> UInt32 { Glibc.getuid() }
+
     /// This machine's host name (gethostname), "" if it cannot be read.
     public static func hostName() -> String {
         var buf = [CChar](repeating: 0, count: 256)

@@ -8,7 +8,7 @@ extension Worker {
     /// or as pgswift's own user gets in without a password; everyone else authenticates as usual and
     /// must then be in admin_users or stats_users.
     func adminLogin(_ ci: Int32) {
-        if clients[ci].isUnix, let uid = Sockets.peerUID(clients[ci].io.fd), uid == 0 || uid == getuid() {
+        if clients[ci].isUnix, let uid = Sockets.peerUID(clients[ci].io.fd), uid == 0 || uid == Posix.getuid() {
             clients[ci].admin = .full
             adminLoginDone(ci)
             return

@@ -64,7 +64,7 @@ extension Worker {
         epoll.remove(clients[ci].io.fd)
         epoll.remove(servers[si].io.fd)
         log.debug("C-\(clients[ci].id): handed to the successor with S-\(servers[si].id) (\(mode) mode, transaction status \(Character(UnicodeScalar(servers[si].txStatus))), backend pid \(servers[si].backendPID))")
-        unlink(ci, si)
+        unlink(client: ci, server: si)
         freeServerRecord(si)
         handoff.original[ci] = nil
         handoff.moved += 1

@@ -188,7 +188,7 @@ struct Endpoint {
         while !out.isEmpty {
             let o = out
             do {
-                switch try send(o.base! + o.start, o.end - o.start) {
+                switch try self.send(o.base! + o.start, o.end - o.start) {
                 case .processed(let n):
                     out.consumed(n)
                     if !out.isEmpty {

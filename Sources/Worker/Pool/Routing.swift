@@ -730,7 +730,7 @@ extension Worker {
         // The error goes nowhere; the ReadyForQuery after it is swallowed (`routedInternalDone`).
         scan &+= total
         servers[si].io.input.start = scan
-        unlink(ci, si)
+        unlink(client: ci, server: si)
         servers[si].pendingSyncs = 0
         servers[si].internalQueries = 1
         routes.pointee.retryDrain[s] = servers[si].id

@@ -970,7 +970,7 @@ extension Worker {
         let ci = servers[si].client
         log.warning("S-\(servers[si].id): transaction block in statement pooling mode")
         if ci >= 0 {
-            unlink(ci, si)
+            unlink(client: ci, server: si)
             sendClientError(ci, ErrorFields(severity: "FATAL", code: SQLState.protocolViolation,
                 message: "transaction blocks not allowed in statement pooling mode"), close: true)
         }

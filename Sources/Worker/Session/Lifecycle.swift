@@ -295,7 +295,7 @@ extension Worker {
     /// socket.
     private func dropLinkedClient(_ ci: Int32, _ si: Int32, _ fields: ErrorFields) {
         let midMessage = servers[si].io.input.partial > 0
-        unlink(ci, si)
+        unlink(client: ci, server: si)
         if midMessage {
             closeClientMidMessage(ci, reason: fields.message)
         } else {

@@ -164,7 +164,7 @@ extension Worker {
     /// release with server_reset_query_always, as PgBouncer's release_server does.
     func releaseServer(_ si: Int32) {
         let ci = servers[si].client
-        if ci >= 0 { unlink(ci, si) }
+        if ci >= 0 { unlink(client: ci, server: si) }
         dropLeftovers(si)
         if hot.pointee.resetOnEveryRelease || (servers[si].needsReset && !config.serverResetQuery.isEmpty) {
             resetServer(si, rollback: false, reset: true)
@@ -182,7 +182,7 @@ extension Worker {
     /// Undoes a link: the client is idle again; the server stays `.active`, unlinked, until the caller
     /// moves it on (to a waiting client, the idle list, a reset, or closed).
     @inline(__always)
-    func unlink(_ ci: Int32, _ si: Int32) {
+    func unlink(client ci: Int32, server si: Int32) {
         #if DEBUG
         checkLink(ci, si)
         #endif

@@ -86,7 +86,7 @@ final class StatesTests: XCTestCase {
         w.link(ci, si)
         XCTAssertEqual(counts(w, p), ["servers": 1, "connecting": 0, "idle": 0, "active": 1, "waiting": 0, "workerActive": 1])
         XCTAssertEqual(w.pools[Int(p)].idle.head, -1, "a linked server left the idle list")
-        w.unlink(ci, si)
+        w.unlink(client: ci, server: si)
         XCTAssertEqual(w.clients[ci].state, .idle)
         XCTAssertEqual(w.servers[si].state, .active, "unlinked, the server waits for its caller to move it on")
         w.setServerState(si, .resetting)
@@ -107,7 +107,7 @@ final class StatesTests: XCTestCase {
         w.link(c1, a)
         w.link(c2, b)
         XCTAssertEqual(w.hot.pointee.activeServerCount, 2)
-        w.unlink(c1, a)
+        w.unlink(client: c1, server: a)
         w.setServerState(a, .free)
         XCTAssertEqual(counts(w, p), ["servers": 1, "connecting": 0, "idle": 0, "active": 1, "waiting": 0, "workerActive": 1])
     }
