@@ -63,14 +63,13 @@ final class SASLprepTests: XCTestCase {
     }
 
     /// Random strings over characters SASLprep treats differently, against a reference written on
-    /// Python's own stringprep tables and NFKC. Prints its seed; SASLPREP_SEED repeats a run.
+    /// Python's own stringprep tables and NFKC. Seeded (`SQLTestRandom` prints the seed;
+    /// PGSWIFT_TEST_SEED repeats a run).
     func testAgreesWithAPythonReference() throws {
         let python = ProcessInfo.processInfo.environment["PGSWIFT_PYTHON"] ?? "/usr/bin/python3"
         guard FileManager.default.isExecutableFile(atPath: python) else { throw XCTSkip("no \(python)") }
-        let seed = ProcessInfo.processInfo.environment["SASLPREP_SEED"].flatMap { UInt64($0) }
-            ?? UInt64.random(in: 1...UInt64(UInt32.max))
-        print("SASLprepTests seed \(seed) (SASLPREP_SEED=\(seed) repeats it)")
-        var rng = SplitMix64(seed: seed)
+        var rng = SQLTestRandom("SASLprepTests")
+        let seed = rng.seed
         let pool: [UInt32] = [
             0x61, 0x41, 0x31, 0x20, 0x7, 0xA0, 0xAD, 0xAA, 0xB2, 0xC5, 0xE9, 0x130, 0x1C4, 0x221, 0x300, 0x301, 0x302,
             0x308, 0x316, 0x323, 0x327, 0x345, 0x3A9, 0x3D2, 0x5D0, 0x5D1, 0x5B0, 0x627, 0x660, 0x6F0, 0x915, 0x93C,
@@ -131,18 +130,5 @@ final class SASLprepTests: XCTestCase {
             }
         }
         XCTAssertEqual(mismatches, 0, "seed \(seed)")
-    }
-}
-
-/// A small seeded generator (SplitMix64), so a failing run can be repeated.
-private struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
