@@ -42,6 +42,7 @@ final class LimitsMessageTests: XCTestCase {
 
     func testClientCounterIsExactAndReclaimsADeadWorkersPlaces() throws {
         let sup = try ClientCounter.create()
+        defer { Posix.close(sup.fd) }
         let w0 = try ClientCounter.map(sup.fd), w1 = try ClientCounter.map(sup.fd)
         var admitted = 0
         for i in 0..<30 where (i % 2 == 0 ? w0 : w1).tryAcquire(slot: i % 2, limit: 20) { admitted += 1 }
@@ -61,6 +62,7 @@ final class LimitsMessageTests: XCTestCase {
     /// counter per process, kept in the file (so across a supervisor re-exec too).
     func testConnectionIDsAreOneSequenceAcrossProcesses() throws {
         let sup = try ClientCounter.create()
+        defer { Posix.close(sup.fd) }
         let w0 = try ClientCounter.map(sup.fd), w1 = try ClientCounter.map(sup.fd)
         XCTAssertEqual([w0.nextConnectionID(), w1.nextConnectionID(), w1.nextConnectionID(), w0.nextConnectionID()],
                        [1, 2, 3, 4])
@@ -83,6 +85,7 @@ final class LimitsMessageTests: XCTestCase {
     func testAdoptedClientsMoveBetweenAnOldAndANewProcessOfOneSlot() throws {
         // A rolling restart: slot 0's old process uses word 0, its successor word 2 (slot + workers).
         let sup = try ClientCounter.create()
+        defer { Posix.close(sup.fd) }
         let old = try ClientCounter.map(sup.fd), new = try ClientCounter.map(sup.fd)
         for _ in 0..<3 { XCTAssertTrue(old.tryAcquire(slot: 0, limit: 3)) }
         old.release(slot: 0)          // handed over...
@@ -97,6 +100,7 @@ final class LimitsMessageTests: XCTestCase {
 
     func testClientCounterNeverOvershootsUnderContention() throws {
         let sup = try ClientCounter.create()
+        defer { Posix.close(sup.fd) }
         let limit = 50
         final class PerThread: @unchecked Sendable {
             let held = UnsafeMutablePointer<Int>.allocate(capacity: 4)
@@ -128,6 +132,7 @@ final class LimitsMessageTests: XCTestCase {
 
     func testNameCountsAreExactPerNameAcrossProcessesAndReclaimed() throws {
         let sup = try ClientCounter.create()
+        defer { Posix.close(sup.fd) }
         let w0 = try ClientCounter.map(sup.fd), w1 = try ClientCounter.map(sup.fd)
         let app = ClientCounter.nameKey(kind: "d", "app"), alice = ClientCounter.nameKey(kind: "u", "app")
         XCTAssertNotEqual(app, alice, "a database and a user of the same name are different names")
@@ -158,6 +163,7 @@ final class LimitsMessageTests: XCTestCase {
 
     func testNameTableFillsAndThenCountsNothingNew() throws {
         let sup = try ClientCounter.create()
+        defer { Posix.close(sup.fd) }
         var entries = Set<Int32>()
         for i in 0..<ClientCounter.nameCapacity {
             entries.insert(try XCTUnwrap(sup.nameEntry(ClientCounter.nameKey(kind: "u", "user\(i)"), claim: true)))
@@ -172,6 +178,7 @@ final class LimitsMessageTests: XCTestCase {
     /// image grows it, and what the old processes counted stays.
     func testAFileOfTheOldSizeIsGrown() throws {
         let old = try ClientCounter.create()
+        defer { Posix.close(old.fd) }
         XCTAssertTrue(old.tryAcquire(slot: 0, limit: 10))
         XCTAssertEqual(ftruncate(old.fd, off_t(ClientCounter.byteCount)), 0)
         let grown = try ClientCounter.map(old.fd)

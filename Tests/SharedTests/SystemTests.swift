@@ -30,6 +30,14 @@ final class SystemTests: XCTestCase {
 
     private func isOpen(_ fd: Int32) -> Bool { fcntl(fd, F_GETFD) >= 0 }
 
+    /// What a descriptor of this process refers to ("pipe:[…]", "socket:[…]", a path), for skip messages.
+    private func describeDescriptor(_ fd: Int32) -> String {
+        guard isOpen(fd) else { return "closed" }
+        var buf = [CChar](repeating: 0, count: 512)
+        let n = readlink("/proc/self/fd/\(fd)", &buf, buf.count - 1)
+        return n > 0 ? String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : "open"
+    }
+
     private func localPort(_ fd: Int32) -> Int {
         var storage = sockaddr_storage()
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
@@ -186,7 +194,9 @@ final class SystemTests: XCTestCase {
         let path = "/tmp/pgswift-systemtests-\(getpid()).sock"
         defer { unlink(path) }
         // A stale file is replaced.
-        _ = open(path, O_CREAT | O_WRONLY, 0o600)
+        let stale = open(path, O_CREAT | O_WRONLY, 0o600)
+        XCTAssertGreaterThanOrEqual(stale, 0)
+        Posix.close(stale)
         let l = try Sockets.listenUnix(path: path, mode: 0o660, backlog: 8)
         defer { Posix.close(l) }
         var st = stat()
@@ -289,7 +299,9 @@ final class SystemTests: XCTestCase {
     func testSpawnWithSourceDescriptorsInTheScratchRange() throws {
         // The spawn shim parks descriptors at 64.. before moving them to 3..; sources that already
         // live there must not be overwritten by an earlier one.
-        guard !isOpen(64) && !isOpen(65) else { throw XCTSkip("fds 64/65 are in use") }
+        guard !isOpen(64) && !isOpen(65) else {
+            throw XCTSkip("fds 64/65 are in use: 64 \(describeDescriptor(64)), 65 \(describeDescriptor(65))")
+        }
         let (ra, wa) = try Posix.pipe()
         let (rb, wb) = try Posix.pipe()
         defer { Posix.close(ra); Posix.close(rb) }

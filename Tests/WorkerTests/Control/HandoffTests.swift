@@ -99,6 +99,7 @@ final class HandoffTests: WorkerHarnessCase {
             _ = h.next(s)
             s.send(BE.complete("SET") + BE.complete("PREPARE") + BE.ready())
             h.readUntilReady(a)
+            if pair.1 >= 0 { Glibc.close(pair.1) }  // the first round's
             pair = try Posix.socketPair()
             h.worker.beginDrain(handoffFD: pair.0, successorFeatures: features)
             pair.0 = -1

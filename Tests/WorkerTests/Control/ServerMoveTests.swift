@@ -135,6 +135,7 @@ final class ServerMoveTests: WorkerHarnessCase {
         h.roundTrip(a, s, "commit")
         // Released above the quota: it goes where the quota went instead of closing.
         let moved = try XCTUnwrap(movedServer())
+        Glibc.close(moved.fd)  // no receiver here: the supervisor's copy of the socket
         XCTAssertEqual(moved.target, 1)
         XCTAssertEqual(h.worker.moves.movedOut, 1)
         XCTAssertFalse(s.closed)

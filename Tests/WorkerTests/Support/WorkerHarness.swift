@@ -90,6 +90,16 @@ final class WorkerHarness {
         for s in servers { s.close() }
         if backendFD >= 0 { Glibc.close(backendFD); backendFD = -1 }
         if tcpListenFD >= 0 { Glibc.close(tcpListenFD); tcpListenFD = -1 }
+        // What a worker process leaves to its exit (its log file, the control and handoff sockets a test
+        // gave it): the test process goes on, and a descriptor left open here shifts every later test's
+        // numbers (SystemTests needs 64 and 65 free).
+        for w in [worker] + otherWorkers {
+            _ = w.log.useLogFile(nil)
+            for fd in [w.controlFD, w.handoff.outFD, w.handoff.inFD] where fd >= 0 { Glibc.close(fd) }
+            w.controlFD = -1
+            w.handoff.outFD = -1
+            w.handoff.inFD = -1
+        }
     }
 
     // MARK: The loop
