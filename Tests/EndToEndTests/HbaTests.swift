@@ -224,6 +224,49 @@ final class E2EHbaTests: XCTestCase {
         try assertRejected(px, me, "db_peer")
     }
 
+    /// A local peer line with `map=` (auth_ident_file): the OS user logs in as the database users the
+    /// map names, and no longer as itself unless a line says so (PgBouncer's test_peer_auth_ident_map).
+    func testLocalPeerLineWithAnIdentMap() throws {
+        guard let pw = getpwuid(getuid()), let me = pw.pointee.pw_name.map({ String(cString: $0) }) else {
+            return XCTFail("cannot tell who runs the test")
+        }
+        let scratch = try makeTempDirectory(prefix: "hba")
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let ident = scratch + "/ident.conf"
+        try "mymap \(me) u_md5\nmymap \(me) u_scram\n".write(toFile: ident, atomically: false, encoding: .utf8)
+        let hba = scratch + "/peer-map.conf"
+        try "local db_peer all peer map=mymap\n".write(toFile: hba, atomically: false, encoding: .utf8)
+        let pg = try PostgresServer.shared()
+        var s = PgswiftSettings(postgres: pg)
+        s.workers = 1
+        s.authType = "hba"
+        s.settings = [("auth_hba_file", hba), ("auth_ident_file", ident)]
+        s.databases = [("db_peer", pg.connectionString(dbname: "testdb", extra: "user=u_trust"))]
+        s.users = [("u_md5", try pg.storedPassword(of: "u_md5")), ("u_scram", try pg.storedPassword(of: "u_scram")),
+                   ("u_trust", passwords["u_trust"]!)]
+        s.probe = nil  // a TCP probe has no hba line
+        let px = try Pgswift.start(s)
+        defer { px.stop() }
+        func overSocket(_ user: String) throws -> CommandResult {
+            let conn = "host=\(px.dir) port=\(px.port) dbname=db_peer user=\(user) connect_timeout=20"
+            return try runCommand([try PostgresTools.path("psql"), conn, "-XAtq", "-c", "select current_user"],
+                                  environment: childEnvironment(), timeout: 60)
+        }
+        for user in ["u_md5", "u_scram"] {
+            let r = try overSocket(user)
+            XCTAssertTrue(r.succeeded, "\(me) mapped to \(user): \(r)\n\(px.log().suffix(2000))")
+            XCTAssertEqual(r.stdout.trimmed, "u_trust")
+        }
+        for user in ["u_trust", me] where user != "u_md5" && user != "u_scram" {
+            let r = try overSocket(user)
+            XCTAssertFalse(r.succeeded, "\(me) as \(user), which the map does not name")
+            XCTAssertTrue(r.stderr.contains("Peer authentication failed for user \"\(user)\""), r.stderr)
+        }
+        XCTAssertTrue(waitUntil(timeout: 30, poll: 0.2) {
+            !px.logLines(containing: "ident map mymap cannot be matched", "OS user \"\(me)\"").isEmpty
+        }, "PgBouncer's words in the log:\n\(px.log().suffix(2000))")
+    }
+
     /// A reload picks up a changed file; a broken file is refused (error with file and line) and the
     /// rules in force stay.
     func testReloadAppliesNewRulesAndKeepsOldOnesWhenBroken() throws {

@@ -324,6 +324,52 @@ final class TLSTests: XCTestCase {
         XCTAssertTrue(wrong.stderr.contains("certificate authentication failed"), wrong.stderr)
     }
 
+    /// An hba cert line with `map=` (auth_ident_file, PgBouncer's rules): the certificate's CN logs in as
+    /// the users its map lines name, or as anyone with `all`, and as itself only when a line says so. A
+    /// reload reads the ident file again.
+    func testHbaCertLineWithAnIdentMap() throws {
+        let (certs, pg) = try environment()
+        let hba = certs.dir + "/hba-map.conf"
+        let ident = certs.dir + "/ident-map.conf"
+        try """
+            hostssl   testdb  u_md5  127.0.0.1/32  cert map=anyone
+            hostssl   testdb  all    127.0.0.1/32  cert map=certs
+            """.write(toFile: hba, atomically: false, encoding: .utf8)
+        try """
+            # MAPNAME  SYSTEM-USERNAME (the certificate's CN)  PG-USERNAME
+            certs      u_md5     u_trust
+            anyone     "u_trust" all
+            """.write(toFile: ident, atomically: false, encoding: .utf8)
+        let px = try start(pg, [("client_tls_sslmode", "require"), ("client_tls_key_file", certs.serverKey),
+                                ("client_tls_cert_file", certs.serverCert), ("client_tls_ca_file", certs.caCert),
+                                ("server_tls_sslmode", "disable"), ("auth_hba_file", hba), ("auth_ident_file", ident)],
+                           authType: "hba")
+        defer { px.stop() }
+        func login(_ user: String, certificateOf cn: String) throws -> CommandResult {
+            try psql(px, "sslmode=require user=\(user) sslcert=\(certs.clientCert(cn)) sslkey=\(certs.clientKey(cn))",
+                     "select 1")
+        }
+        let mapped = try login("u_trust", certificateOf: "u_md5")
+        XCTAssertTrue(mapped.succeeded, "CN u_md5 mapped to u_trust: \(mapped)\n\(px.log().suffix(3000))")
+        let all = try login("u_md5", certificateOf: "u_trust")
+        XCTAssertTrue(all.succeeded, "CN u_trust may be anyone on the first line: \(all)\n\(px.log().suffix(3000))")
+        let own = try login("u_trust", certificateOf: "u_trust")
+        XCTAssertFalse(own.succeeded, "a CN equal to the user name is not enough under a map without that line")
+        XCTAssertTrue(own.stderr.contains("certificate authentication failed"), own.stderr)
+        XCTAssertTrue(waitUntil(timeout: 30, poll: 0.2) {
+            !px.logLines(containing: "ident map: certs does not have a match for certificate CN \"u_trust\"").isEmpty
+        }, "PgBouncer's words in the log:\n\(px.log().suffix(3000))")
+        let unmapped = try login("u_md5", certificateOf: "u_md5")
+        XCTAssertFalse(unmapped.succeeded, "the first line's map has no line for CN u_md5")
+
+        // A new line in the ident file counts from the next reload.
+        try "certs u_md5 u_trust\ncerts u_trust u_trust\nanyone \"u_trust\" all\n"
+            .write(toFile: ident, atomically: true, encoding: .utf8)
+        px.signal(SIGHUP)
+        XCTAssertTrue(waitUntil(timeout: 30, poll: 0.5) { (try? login("u_trust", certificateOf: "u_trust"))?.succeeded == true },
+                      "after the reload CN u_trust may be u_trust:\n\(px.log().suffix(3000))")
+    }
+
     /// client_tls_sslmode = verify-ca: the handshake itself needs a client certificate from the CA.
     func testClientVerifyCARequiresCertificate() throws {
         let (certs, pg) = try environment()

@@ -3,23 +3,8 @@ import Foundation
 import XCTest
 @testable import Shared
 
-final class ConfigEnvironmentTests: XCTestCase {
-    private var tempDir = ""
-
-    override func setUpWithError() throws {
-        tempDir = NSTemporaryDirectory() + "pgswift-configenv-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: tempDir, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(atPath: tempDir)
-    }
-
-    private func write(_ name: String, _ text: String) throws -> String {
-        let path = tempDir + "/" + name
-        try text.write(toFile: path, atomically: true, encoding: .utf8)
-        return path
-    }
+final class ConfigEnvironmentTests: TemporaryFolderCase {
+    override class var folderPrefix: String { "configenv" }
 
     private func parseError(_ text: String, _ env: ConfigEnvironment, _ sourceLine: UInt = #line) -> ConfigError? {
         do {

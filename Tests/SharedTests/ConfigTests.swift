@@ -3,25 +3,8 @@ import Foundation
 import XCTest
 @testable import Shared
 
-final class ConfigTests: XCTestCase {
-    private var tempDir = ""
-
-    override func setUpWithError() throws {
-        tempDir = NSTemporaryDirectory() + "pgswift-config-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: tempDir, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(atPath: tempDir)
-    }
-
-    private func write(_ name: String, _ text: String) throws -> String {
-        let path = tempDir + "/" + name
-        let dir = (path as NSString).deletingLastPathComponent
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        try text.write(toFile: path, atomically: true, encoding: .utf8)
-        return path
-    }
+final class ConfigTests: TemporaryFolderCase {
+    override class var folderPrefix: String { "config" }
 
     private func parse(_ text: String, file: String = "test.ini") throws -> Config {
         try Config.parse(text: text, file: file)

@@ -3,29 +3,20 @@ import Foundation
 import XCTest
 @testable import Shared
 
-final class TLSConfigTests: XCTestCase {
-    private var dir = ""
-
-    override func setUpWithError() throws {
-        dir = NSTemporaryDirectory() + "pgswift-tlsconfig-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(atPath: dir)
-    }
+final class TLSConfigTests: TemporaryFolderCase {
+    override class var folderPrefix: String { "tlsconfig" }
 
     /// A self-signed certificate and its key, made with the openssl CLI.
     private func makeCert(_ name: String) throws -> (cert: String, key: String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                       "-keyout", "\(dir)/\(name).key", "-out", "\(dir)/\(name).crt", "-days", "1", "-subj", "/CN=\(name)"]
+                       "-keyout", "\(tempDir)/\(name).key", "-out", "\(tempDir)/\(name).crt", "-days", "1", "-subj", "/CN=\(name)"]
         p.standardError = FileHandle.nullDevice
         try p.run()
         p.waitUntilExit()
         XCTAssertEqual(p.terminationStatus, 0, "openssl req failed")
-        return ("\(dir)/\(name).crt", "\(dir)/\(name).key")
+        return ("\(tempDir)/\(name).crt", "\(tempDir)/\(name).key")
     }
 
     /// The error `validateTLS` raises for this config text (nil when it passes).
@@ -100,8 +91,8 @@ final class TLSConfigTests: XCTestCase {
         let e2 = try XCTUnwrap(try tlsError("""
             [pgbouncer]
             client_tls_sslmode = require
-            client_tls_key_file = \(dir)/none.key
-            client_tls_cert_file = \(dir)/none.crt
+            client_tls_key_file = \(tempDir)/none.key
+            client_tls_cert_file = \(tempDir)/none.crt
             """))
         XCTAssertEqual(e2.line, 4, e2.description)
         XCTAssertTrue(e2.message.contains("cannot read"), e2.message)
@@ -180,8 +171,8 @@ final class TLSConfigTests: XCTestCase {
     func testRelativePathsResolveAgainstConfigDirectory() throws {
         _ = try makeCert("rel")
         let c = try Config.parse(text: "[pgbouncer]\nclient_tls_sslmode = require\nclient_tls_key_file = rel.key\n"
-                                 + "client_tls_cert_file = rel.crt\n", file: dir + "/pgswift.ini")
-        XCTAssertEqual(c.resolvedTLS(\.clientTLS).keyFile, dir + "/rel.key")
+                                 + "client_tls_cert_file = rel.crt\n", file: tempDir + "/pgswift.ini")
+        XCTAssertEqual(c.resolvedTLS(\.clientTLS).keyFile, tempDir + "/rel.key")
         XCTAssertEqual(c.clientTLS.keyFile, "rel.key", "kept as written, as SHOW CONFIG shows it")
         XCTAssertNoThrow(try c.validateTLS())
     }

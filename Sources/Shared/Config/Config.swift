@@ -28,6 +28,9 @@ public struct Config: Sendable {
     public var authDbname: String? = nil
     /// Relative: against the working directory (PgBouncer), else next to the config file; read when `auth_type = hba`.
     public var authHbaFile: String? = nil
+    /// pg_ident.conf-style user name maps for `map=` on auth_hba_file's peer and cert lines (IdentMap.swift);
+    /// relative as `authHbaFile`; read with it.
+    public var authIdentFile: String? = nil
     /// The parsed `auth_hba_file` (`load` fills it when `auth_type = hba`; see Hba.swift).
     public var hba: HbaRules? = nil
     public var authQuery: String = ConfigKeySpec.defaultAuthQuery

@@ -159,6 +159,9 @@ struct ConfigAssembler {
         if key == "auth_hba_file", let path = config.authHbaFile {
             config.authHbaFile = resolveFile(key, path, configFile: resolvingFile, file, line)
         }
+        if key == "auth_ident_file", let path = config.authIdentFile {
+            config.authIdentFile = resolveFile(key, path, configFile: resolvingFile, file, line)
+        }
     }
 
     // MARK: [databases]

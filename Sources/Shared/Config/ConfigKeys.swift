@@ -114,7 +114,7 @@ extension ConfigKeySpec {
         optionalText("auth_dbname", "", \.authDbname, kind: .authDatabase),
         optionalText("auth_file", "", \.authFile),
         optionalText("auth_hba_file", "", \.authHbaFile),
-        ignored("auth_ident_file", "", .text),
+        optionalText("auth_ident_file", "", \.authIdentFile),
         ignored("auth_ldap_options", "", .text),
         text("auth_query", defaultAuthQuery, \.authQuery),
         lookup("auth_type", "md5", \.authType),

@@ -3,7 +3,7 @@ import Glibc
 
 /// The rules of an `auth_hba_file`, in file order. A line naming an authentication method or an option
 /// pgswift does not support is handled as a PgBouncer without that feature handles it, with a warning
-/// naming file and line: skipped (gss, ident, pam..., `map=` and other options), or, for `ldap`, kept
+/// naming file and line: skipped (gss, ident, pam..., options other than `map=`), or, for `ldap`, kept
 /// as a line that refuses the connections it matches. Any other line pgswift cannot read or honour
 /// exactly (a syntax error, an unknown word, `+group`, host names...) is an error naming file and line:
 /// PgBouncer skips those too, but skipping a mistyped rule can open access, so pgswift refuses the
@@ -56,6 +56,9 @@ public struct HbaRules: Sendable, Equatable {
         public var method: Method
         public var file: String
         public var line: Int
+        /// `map=` on a peer or cert line: the `auth_ident_file` map that says which system user may log
+        /// in as which user (nil: the system user name must equal the user name).
+        public var identMap: IdentMap? = nil
     }
 
     public var rules: [Rule]
@@ -100,12 +103,13 @@ public struct HbaRules: Sendable, Equatable {
 
     // MARK: Loading
 
-    public static func load(path: String) throws(ConfigError) -> HbaRules {
-        try parse(text: try ConfigFile.readText(path: path, what: "auth_hba_file"), file: path)
+    public static func load(path: String, identMaps: IdentMaps? = nil) throws(ConfigError) -> HbaRules {
+        try parse(text: try ConfigFile.readText(path: path, what: "auth_hba_file"), file: path, identMaps: identMaps)
     }
 
-    /// Parses hba text; `@file` names resolve against `file`'s directory.
-    public static func parse(text: String, file: String) throws(ConfigError) -> HbaRules {
+    /// Parses hba text; `@file` names resolve against `file`'s directory; `map=` names a map of
+    /// `identMaps` (the parsed `auth_ident_file`; nil: none set).
+    public static func parse(text: String, file: String, identMaps: IdentMaps? = nil) throws(ConfigError) -> HbaRules {
         var rules = HbaRules(file: file)
         // No byte order mark is skipped here (PgBouncer's hba reader does not either).
         for (lineNo, rawLine) in ConfigLines(text, skippingByteOrderMark: false) {
@@ -115,7 +119,7 @@ public struct HbaRules: Sendable, Equatable {
                 continue
             }
             var p = HbaLineParser(tokens: tokens, file: file, line: lineNo, syntaxError: syntaxError?.reason,
-                                  text: Array(rawLine))
+                                  text: Array(rawLine), identMaps: identMaps)
             let parsed = try p.rule()
             if let rule = parsed.rule { rules.rules.append(rule) }
             if let warning = parsed.warning {
@@ -256,14 +260,18 @@ struct HbaLineParser {
     let syntaxError: String?
     /// The line's bytes, for the text after the method of a skipped line.
     let text: [UInt8]
+    /// What `map=` may name.
+    let identMaps: IdentMaps?
     var p = 0
 
-    init(tokens: [HbaToken], file: String, line: Int, syntaxError: String? = nil, text: [UInt8] = []) {
+    init(tokens: [HbaToken], file: String, line: Int, syntaxError: String? = nil, text: [UInt8] = [],
+         identMaps: IdentMaps? = nil) {
         self.tokens = tokens
         self.file = file
         self.line = line
         self.syntaxError = syntaxError
         self.text = text
+        self.identMaps = identMaps
     }
 
     func fail(_ message: String) -> ConfigError {
@@ -330,21 +338,31 @@ struct HbaLineParser {
         if method == .cert && type == .local {
             throw fail("cert authentication is only supported on host and hostssl lines (it needs TLS)")
         }
-        // Whatever follows the method is an option pgswift does not support (readable or not): PgBouncer
-        // skips such a line too, map= when auth_ident_file has no such map (pgswift reads no
-        // auth_ident_file), anything else as "unsupported parameters".
+        var rule = HbaRules.Rule(type: type, databases: databases, users: users, address: address,
+                                 method: method, file: file, line: line)
+        // One `map=NAME` may follow the method, as in PgBouncer. Anything else after the method is an
+        // option pgswift does not support (readable or not): PgBouncer skips such a line too, as
+        // "unsupported parameters", and so it skips a map= its auth_ident_file does not have.
         if p < tokens.count || syntaxError != nil {
             let option = p < tokens.count && tokens[p].kind == .word ? tokens[p].text : rest(after: methodToken)
-            if option.hasPrefix("map=") {
-                return Parsed(rule: nil, warning: "option \"\(option)\" is not supported by pgswift (it needs "
-                              + "auth_ident_file); line skipped, as PgBouncer skips a map it cannot find")
+            guard option.hasPrefix("map="), !tokens[p].quoted, p + 1 == tokens.count, syntaxError == nil else {
+                return Parsed(rule: nil, warning: "option \"\(option)\" is not supported by pgswift; line skipped, "
+                              + "as PgBouncer skips it")
             }
-            return Parsed(rule: nil, warning: "option \"\(option)\" is not supported by pgswift; line skipped, "
-                          + "as PgBouncer skips it")
+            let name = String(option.dropFirst(4))
+            guard let map = identMaps?.maps[name] else {
+                return Parsed(rule: nil, warning: "ident map \"\(name)\" is not in "
+                              + (identMaps.map { "auth_ident_file \($0.file)" } ?? "an auth_ident_file (none is set)")
+                              + "; line skipped, as PgBouncer skips it")
+            }
+            guard method == .peer || method == .cert else {
+                // PgBouncer keeps such a line and never reads its map (PostgreSQL refuses it).
+                return Parsed(rule: rule, warning: "\(option) has no effect with method \(method.rawValue) (only peer "
+                              + "and cert use ident maps); the line applies without it, as in PgBouncer")
+            }
+            rule.identMap = map
         }
-        return Parsed(rule: HbaRules.Rule(type: type, databases: databases, users: users, address: address,
-                                          method: method, file: file, line: line),
-                      warning: nil)
+        return Parsed(rule: rule, warning: nil)
     }
 
     static let supportedMethods = "trust, reject, md5, password, scram-sha-256, cert, peer"
@@ -511,17 +529,30 @@ struct HbaIP {
 }
 
 extension Config {
-    /// With `auth_type = hba`, reads and parses `auth_hba_file` into `hba`; a missing setting or a
-    /// bad file is an error (so a reload with a broken file keeps the running configuration).
+    /// With `auth_type = hba`, reads and parses `auth_ident_file` (when set) and `auth_hba_file` into
+    /// `hba`; a missing setting or a bad or unreadable file is an error (so a reload with a broken file
+    /// keeps the running configuration). PgBouncer reads `auth_ident_file` only under `auth_type = hba` too.
     public mutating func loadHbaRules() throws(ConfigError) {
         guard authType == .hba else {
             hba = nil
+            if authIdentFile != nil {
+                let at = location(ofSetting: "auth_ident_file")
+                warnings.append(ConfigWarning(file: at?.file ?? configFile, line: at?.line ?? 0,
+                                              message: "auth_ident_file has no effect unless auth_type = hba "
+                                              + "(its maps serve auth_hba_file's map= options), as in PgBouncer"))
+            }
             return
         }
         guard let path = authHbaFile else {
             throw settingError("auth_type hba needs auth_hba_file", at: "auth_type")
         }
-        let rules = try HbaRules.load(path: path)
+        var identMaps: IdentMaps? = nil
+        if let identPath = authIdentFile {
+            let maps = try IdentMaps.load(path: identPath)
+            warnings.append(contentsOf: maps.warnings)
+            identMaps = maps
+        }
+        let rules = try HbaRules.load(path: path, identMaps: identMaps)
         warnings.append(contentsOf: rules.warnings)
         hba = rules
     }

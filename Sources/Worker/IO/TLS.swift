@@ -187,7 +187,8 @@ extension Worker {
         }
     }
 
-    /// auth_type cert: a verified client certificate whose CommonName is the user name.
+    /// auth_type cert (or an hba cert line): a verified client certificate whose CommonName is the user
+    /// name, or, under an hba line's `map=`, one the ident map lets log in as that user.
     func certAuthenticate(_ ci: Int32) {
         guard let info = clients[ci].info else { return }
         guard clients[ci].usesTLS, let t = clients[ci].io.tls else {
@@ -203,7 +204,13 @@ extension Worker {
             certFailed(ci, reason: "client certificate not verified")
             return
         }
-        guard name == info.user else {
+        if let map = info.login?.identMap {
+            // PgBouncer's words for a map without a line for this CN and user.
+            guard map.permits(systemUser: name, databaseUser: info.user) else {
+                certFailed(ci, reason: "ident map: \(map.name) does not have a match for certificate CN \"\(name)\"")
+                return
+            }
+        } else if name != info.user {
             certFailed(ci, reason: "certificate CN \"\(name)\" does not match user")
             return
         }

@@ -35,10 +35,14 @@ extension Worker {
         case .reject:
             hbaReject(ci, reason: "rejected by \(rule.file):\(rule.line)")
         case .peer:
-            peerAuthentication(ci)
+            peerAuthentication(ci, map: rule.identMap)
         case .cert:
-            // The certificate check is auth_type cert's, on the TLS side; without TLS there is none.
-            if clients[ci].usesTLS { return .cert }
+            // The certificate check is auth_type cert's, on the TLS side, with the line's ident map;
+            // without TLS there is none.
+            if clients[ci].usesTLS {
+                info.login?.identMap = rule.identMap
+                return .cert
+            }
             log.warning("C-\(clients[ci].id): cert authentication for user \"\(info.user)\" refused: the connection is not TLS")
             failClient(ci, code: SQLState.invalidAuthorizationSpecification, message: "cert authentication requires TLS")
         }
@@ -51,8 +55,9 @@ extension Worker {
         failClient(ci, code: SQLState.invalidAuthorizationSpecification, message: "login rejected")
     }
 
-    /// `peer`: the Unix socket's peer uid must belong to the user name the client asked for.
-    func peerAuthentication(_ ci: Int32) {
+    /// `peer`: the Unix socket's peer uid must belong to the user name the client asked for, or, with
+    /// `map=`, be one the ident map lets log in as that user.
+    func peerAuthentication(_ ci: Int32, map: IdentMap?) {
         guard let info = clients[ci].info else { return }
         guard clients[ci].isUnix else {
             // The parser only allows peer on local lines; a TCP client never gets here.
@@ -65,7 +70,15 @@ extension Worker {
                        message: "Peer authentication failed for user \"\(info.user)\"")
             return
         }
-        guard name == info.user else {
+        if let map, !map.permits(systemUser: name, databaseUser: info.user) {
+            // PgBouncer's words, then who asked.
+            log.warning("C-\(clients[ci].id): ident map \(map.name) cannot be matched: OS user \"\(name)\" may not log in "
+                        + "as user \"\(info.user)\"")
+            failClient(ci, code: SQLState.invalidAuthorizationSpecification,
+                       message: "Peer authentication failed for user \"\(info.user)\"")
+            return
+        }
+        guard map != nil || name == info.user else {
             log.warning("C-\(clients[ci].id): peer authentication failed for user \"\(info.user)\": the peer is OS user \"\(name)\"")
             failClient(ci, code: SQLState.invalidAuthorizationSpecification,
                        message: "Peer authentication failed for user \"\(info.user)\"")

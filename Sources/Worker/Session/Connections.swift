@@ -114,6 +114,8 @@ final class ClientLoginState {
     /// Why the exchange in progress cannot succeed (unknown user, an MD5 secret under SCRAM), for the log:
     /// the client still goes through the whole exchange and gets the wrong-password error.
     var mockReason: String? = nil
+    /// The `map=` of the auth_hba_file cert line that chose certificate authentication (HbaLogin.swift).
+    var identMap: IdentMap? = nil
     /// The startup packet's `replication` value (Replication.swift): such a client's login ends only
     /// when its own server connection's does, so this lives until then.
     var replication = ReplicationMode.none

@@ -1,0 +1,34 @@
+// Base class of the Shared tests that write files (configs, hba and ident files, certificates).
+import Foundation
+import XCTest
+
+/// A fresh folder per test (`tempDir`, named pgswift-<folderPrefix>-<uuid> in the system's temporary
+/// folder), removed after it.
+class TemporaryFolderCase: XCTestCase {
+    private(set) var tempDir = ""
+
+    /// Names the folder after the test class, for someone looking at /tmp while a test runs.
+    class var folderPrefix: String { "test" }
+
+    override func setUpWithError() throws {
+        try super.setUpWithError()
+        tempDir = NSTemporaryDirectory() + "pgswift-\(Self.folderPrefix)-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: tempDir, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(atPath: tempDir)
+        try super.tearDownWithError()
+    }
+
+    /// Writes `text` to `name` (a path relative to the folder; its own folders are made), returning the
+    /// whole path.
+    @discardableResult
+    func write(_ name: String, _ text: String) throws -> String {
+        let path = tempDir + "/" + name
+        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent,
+                                                withIntermediateDirectories: true)
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+}
