@@ -75,7 +75,8 @@ final class TLSTests: XCTestCase {
         if let c = s.certs, let p = s.pg { return (c, p) }
         let certs = try TestCertificates()
         // Database certdb takes TLS connections with a client certificate from the test CA only (for
-        // server_tls_key_file / server_tls_cert_file); the rest of pg_hba.conf is the harness's.
+        // server_tls_key_file / server_tls_cert_file), database sslonly any TLS connection and no other
+        // (a managed PostgreSQL that forces TLS); the rest of pg_hba.conf is the harness's.
         let pg = try PostgresServer.startPrivate(settings: ["ssl=on", "ssl_cert_file=server.crt", "ssl_key_file=server.key",
                                                             "ssl_ca_file=root.crt"],
                                                  configure: { data in
@@ -83,10 +84,12 @@ final class TLSTests: XCTestCase {
             let hba = data + "/pg_hba.conf"
             let harness = readTextFile(hba)
             guard !harness.isEmpty else { throw E2EError("cannot read \(hba)") }
-            try ("hostssl   certdb all 127.0.0.1/32 cert\nhostnossl certdb all 127.0.0.1/32 reject\n" + harness)
+            try ("hostssl   certdb all 127.0.0.1/32 cert\nhostnossl certdb all 127.0.0.1/32 reject\n"
+                 + "hostssl   sslonly all 127.0.0.1/32 trust\nhostnossl sslonly all 127.0.0.1/32 reject\n" + harness)
                 .write(toFile: hba, atomically: false, encoding: .utf8)
         })
         try pg.adminQuery("create database certdb")
+        try pg.adminQuery("create database sslonly")
         s.certs = certs
         s.pg = pg
         return (certs, pg)
@@ -101,9 +104,10 @@ final class TLSTests: XCTestCase {
         super.tearDown()
     }
 
-    /// pgswift in front of the TLS PostgreSQL; `server` is the databases' extra connection options.
+    /// pgswift in front of the TLS PostgreSQL; `databases` replace the usual [databases] entries.
     private func start(_ pg: PostgresServer, _ settings: [(String, String)], authType: String = "trust",
-                       poolMode: String = "session", users: [(String, String)]? = nil) throws -> Pgswift {
+                       poolMode: String = "session", users: [(String, String)]? = nil,
+                       databases: [(String, String)]? = nil) throws -> Pgswift {
         var s = PgswiftSettings(postgres: pg)
         s.workers = 1
         s.authType = authType
@@ -111,6 +115,7 @@ final class TLSTests: XCTestCase {
         s.databases = [("testdb", pg.connectionString(dbname: "testdb", extra: "user=u_trust")),
                        ("bench", pg.connectionString(dbname: "bench", extra: "user=bench password=\(PostgresServer.passwords["bench"]!)")),
                        ("certdb", pg.connectionString(dbname: "certdb", extra: "user=u_trust"))]
+        if let databases { s.databases = databases }
         if let users { s.users = users }
         s.settings = settings.map { (key: $0.0, value: $0.1) }
         s.probe = nil
@@ -228,6 +233,38 @@ final class TLSTests: XCTestCase {
         let failures = wrong.logLines(containing: "TLS handshake with server failed")
         XCTAssertFalse(failures.isEmpty, wrong.log().suffix(3000).description)
         XCTAssertTrue(failures.contains { $0.contains("certificate") }, "\(failures)")
+    }
+
+    /// The supervisor's health checks speak TLS as the workers' server connections do. Behind pg_hba
+    /// lines that take only TLS (a managed PostgreSQL forcing it), a plaintext check could not log in, so
+    /// the host's role stayed unknown and a `target_session_attrs = read-write` database had no usable
+    /// host; over TLS the check learns it is the primary. A check that fails the certificate check marks
+    /// the host down, with the reason in the log.
+    func testHealthChecksUseServerTLS() throws {
+        let (certs, pg) = try environment()
+        let sslonly = ("sslonly", pg.connectionString(dbname: "sslonly", extra: "user=u_trust target_session_attrs=read-write"))
+        // The only entry: the check logs in to the first database that names the host.
+        let px = try start(pg, [("server_tls_sslmode", "verify-full"), ("server_tls_ca_file", certs.caCert)],
+                           databases: [sslonly])
+        defer { px.stop() }
+        let key = "127.0.0.1:\(pg.port)"
+        XCTAssertTrue(waitUntil(timeout: 30, poll: 0.2) {
+            !px.logLines(containing: "backend \(key) is up (primary, read-write)").isEmpty
+        }, "the check logged in over TLS and read the role:\n\(px.log().suffix(3000))")
+        XCTAssertTrue(px.logLines(containing: "health check of \(key)", "refused").isEmpty, px.log().suffix(3000).description)
+        let r = try runCommand([try PostgresTools.path("psql"),
+                                "host=127.0.0.1 port=\(px.port) dbname=sslonly user=u_trust sslmode=disable connect_timeout=20",
+                                "-XAtq", "-c", "select ssl from pg_stat_ssl where pid = pg_backend_pid()"],
+                               environment: childEnvironment(), timeout: 60)
+        XCTAssertTrue(r.succeeded, "read-write database behind TLS-only lines: \(r)\n\(px.log().suffix(3000))")
+        XCTAssertEqual(r.stdout.trimmed, "t")
+
+        let wrong = try start(pg, [("server_tls_sslmode", "verify-ca"), ("server_tls_ca_file", certs.otherCACert)],
+                              databases: [sslonly])
+        defer { wrong.stop() }
+        XCTAssertTrue(waitUntil(timeout: 30, poll: 0.2) {
+            wrong.logLines(containing: "backend \(key) is DOWN", "TLS handshake", "certificate").count > 0
+        }, "a certificate from another CA fails the check:\n\(wrong.log().suffix(3000))")
     }
 
     // MARK: 3. pgbench over TLS

@@ -316,7 +316,7 @@ final class SystemTests: XCTestCase {
         } catch {
             // The test process is shared: a thread an earlier test left behind may close one of the two
             // descriptors under us (CI saw EBADF once). Then the arrangement failed, not the shim.
-            if (error as? SyscallError)?.errno == .badFileDescriptor && !(isOpen(64) && isOpen(65)) {
+            if error.errno == .badFileDescriptor && !(isOpen(64) && isOpen(65)) {
                 throw XCTSkip("fd 64 or 65 was closed by another thread before the spawn (\(error))")
             }
             throw error

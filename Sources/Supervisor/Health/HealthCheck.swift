@@ -4,11 +4,16 @@ import Shared
 
 /// One check in flight: a non-blocking connection to a backend host, driven by the supervisor's loop.
 final class HealthProbe {
-    enum Phase { case connecting, login, query }
+    /// `tlsRequested`: SSLRequest sent, its one-byte answer awaited; `tlsHandshake`: TLS being set up.
+    enum Phase { case connecting, tlsRequested, tlsHandshake, login, query }
     let fd: Int32
     let serial: UInt32
     let address: String
     var phase = Phase.connecting
+    /// The connection's TLS, once PostgreSQL accepted the SSLRequest (server_tls_sslmode above disable),
+    /// and whether its handshake waits for the socket to take more (else for bytes to read).
+    var tls: TLSClientSocket? = nil
+    var handshakeWantsWrite = false
     var input: [UInt8] = []
     var pending: [UInt8] = []
     var deadline: Int64
@@ -84,6 +89,10 @@ struct HealthCheckState {
     var nextSerial: UInt32 = 0
     var started = false
     var rng = SystemRandomNumberGenerator()
+    /// server_tls_*: the checks speak TLS to TCP hosts as the workers' server connections do (nil:
+    /// server_tls_sslmode = disable), and the settings it was built from.
+    var tls: TLSContext? = nil
+    var tlsSettings: TLSSideSettings? = nil
 
     /// The key workers and the supervisor use for a host: "host:port".
     static func key(host: String, port: Int) -> String { "\(host):\(port)" }
@@ -109,6 +118,16 @@ extension Supervisor {
     /// (Re)builds the target list from the configuration; a host kept across a reload keeps its state.
     func reconfigureHealthChecks(now: Int64) {
         guard healthState.started else { return }
+        let tlsSettings = config.resolvedTLS(\.serverTLS)
+        if tlsSettings != healthState.tlsSettings {
+            healthState.tlsSettings = tlsSettings
+            do throws(TLSSetupError) {
+                healthState.tls = try TLSContext.connectingServers(tlsSettings)
+            } catch {
+                healthState.tls = nil
+                log.warning("health checks: server TLS cannot be set up (\(error)); checking in plaintext")
+            }
+        }
         let userlist: Userlist
         if let path = config.authFile, !path.isEmpty, let u = try? Userlist.load(path: path) {
             userlist = u
@@ -292,6 +311,10 @@ extension Supervisor {
                 return
             }
             probeConnected(index, p)
+        case .tlsRequested:
+            probeTLSAnswer(index, p)
+        case .tlsHandshake:
+            probeHandshake(index, p)
         case .login, .query:
             probeRead(index, p)
         }
@@ -299,6 +322,21 @@ extension Supervisor {
     }
 
     func probeConnected(_ i: Int, _ p: HealthProbe) {
+        if healthState.tls != nil && healthState.targets[i].kind != .unix {
+            // As a worker's server connection: SSLRequest first, never on a Unix socket.
+            var out = OutBuffer(capacity: 16)
+            defer { out.deallocate() }
+            Frontend.sslRequest(into: &out)
+            p.pending += out.bytes
+            p.phase = .tlsRequested
+            flushProbe(i, p)
+            return
+        }
+        sendProbeStartup(i, p)
+    }
+
+    /// The startup packet, in plaintext or over the TLS just set up.
+    func sendProbeStartup(_ i: Int, _ p: HealthProbe) {
         let t = healthState.targets[i]
         p.phase = .login
         var out = OutBuffer(capacity: 256)
@@ -311,6 +349,18 @@ extension Supervisor {
 
     func flushProbe(_ i: Int, _ p: HealthProbe) {
         while !p.pending.isEmpty {
+            if let tls = p.tls {
+                switch p.pending.withUnsafeBytes({ b in tls.write(b.baseAddress!, b.count) }) {
+                case .success(0): break
+                case .success(let n):
+                    p.pending.removeFirst(n)
+                    continue
+                case .failure(let e):
+                    probeFailed(i, "TLS send to \(p.address) failed: \(e.reason)")
+                    return
+                }
+                break
+            }
             guard let r = p.pending.withUnsafeBytes({ b in try? Posix.send(p.fd, b.baseAddress!, b.count) }) else {
                 probeFailed(i, "send to \(p.address) failed: \(Errno.current)")
                 return
@@ -318,7 +368,7 @@ extension Supervisor {
             guard case .processed(let n) = r else { break }
             p.pending.removeFirst(n)
         }
-        let want = !p.pending.isEmpty || p.phase == .connecting
+        let want = !p.pending.isEmpty || p.phase == .connecting || (p.phase == .tlsHandshake && p.handshakeWantsWrite)
         if want != p.wantsOutput {
             p.wantsOutput = want
             try? epoll.modify(p.fd, events: want ? [.input, .output] : [.input], data: probeData(i, p))
@@ -328,11 +378,24 @@ extension Supervisor {
     func probeRead(_ i: Int, _ p: HealthProbe) {
         var buf = [UInt8](repeating: 0, count: 8192)
         while true {
-            guard let r = buf.withUnsafeMutableBytes({ b in try? Posix.read(p.fd, b.baseAddress!, b.count) }) else {
-                probeFailed(i, "read from \(p.address) failed: \(Errno.current)")
-                return
+            let read: IOResult
+            if let tls = p.tls {
+                switch buf.withUnsafeMutableBytes({ b in tls.read(b.baseAddress!, b.count) }) {
+                case .data(let n): read = .processed(n)
+                case .wantMore: read = .wouldBlock
+                case .closed: read = .processed(0)
+                case .failed(let reason):
+                    probeFailed(i, "TLS read from \(p.address) failed: \(reason)")
+                    return
+                }
+            } else {
+                guard let r = buf.withUnsafeMutableBytes({ b in try? Posix.read(p.fd, b.baseAddress!, b.count) }) else {
+                    probeFailed(i, "read from \(p.address) failed: \(Errno.current)")
+                    return
+                }
+                read = r
             }
-            switch r {
+            switch read {
             case .wouldBlock:
                 return
             case .processed(0):
@@ -358,6 +421,48 @@ extension Supervisor {
                     guard let q = healthState.targets[i].probe, q === p else { return }
                 }
             }
+        }
+    }
+
+    /// PostgreSQL's one-byte answer to the SSLRequest: `S` starts TLS, `N` goes on in plaintext unless
+    /// server_tls_sslmode requires TLS (then the check fails, as a worker's login would).
+    func probeTLSAnswer(_ i: Int, _ p: HealthProbe) {
+        var answer: UInt8 = 0
+        guard let r = try? Posix.read(p.fd, &answer, 1) else {
+            return probeFailed(i, "read from \(p.address) failed: \(Errno.current)")
+        }
+        guard case .processed(let n) = r else { return }
+        guard n == 1, let ctx = healthState.tls else { return probeFailed(i, "\(p.address) closed the connection after SSLRequest") }
+        switch answer {
+        case UInt8(ascii: "S"):
+            let host = healthState.targets[i].kind == .unix ? nil : healthState.targets[i].host
+            guard let tls = TLSClientSocket(context: ctx, fd: p.fd, host: host) else {
+                return probeFailed(i, "TLS setup failed: \(TLSContext.lastError())")
+            }
+            p.tls = tls
+            p.phase = .tlsHandshake
+            probeHandshake(i, p)
+        case UInt8(ascii: "N"):
+            if ctx.mode == .require || ctx.mode == .verifyCA || ctx.mode == .verifyFull {
+                return probeFailed(i, "server refused TLS (server_tls_sslmode is \(ctx.mode.rawValue))")
+            }
+            sendProbeStartup(i, p)
+        default:
+            probeFailed(i, "unexpected answer to SSLRequest from \(p.address)")
+        }
+    }
+
+    func probeHandshake(_ i: Int, _ p: HealthProbe) {
+        guard let tls = p.tls else { return }
+        switch tls.handshake() {
+        case .done:
+            sendProbeStartup(i, p)
+        case .wantRead:
+            p.handshakeWantsWrite = false
+        case .wantWrite:
+            p.handshakeWantsWrite = true
+        case .failed(let reason):
+            probeFailed(i, "TLS handshake with \(p.address) failed: \(reason)")
         }
     }
 
@@ -397,7 +502,9 @@ extension Supervisor {
                 healthState.targets[i].replayLSN = StandbyLag.lsn(row[3])
             }
             out.appendEmptyMessage(FrontendType.terminate)
-            out.withUnsafeBytes { b in _ = try? Posix.send(p.fd, b.baseAddress!, b.count) }
+            out.withUnsafeBytes { b in
+                if let tls = p.tls { _ = tls.write(b.baseAddress!, b.count) } else { _ = try? Posix.send(p.fd, b.baseAddress!, b.count) }
+            }
             checkFinished(i, failure: nil, role: role)
         default:
             break
@@ -466,6 +573,7 @@ extension Supervisor {
 
     func endProbe(_ p: HealthProbe) {
         epoll.remove(p.fd)
+        p.tls?.release()
         Posix.close(p.fd)
     }
 

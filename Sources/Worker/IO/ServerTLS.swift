@@ -39,18 +39,8 @@ extension Worker {
                     serverTLSFailed(si, "TLS setup failed: \(TLSContext.lastError())")
                     return false
                 }
-                if let host = serverHostName(si) {
-                    let isIP = SocketAddress.numeric(host: host, port: 0) != nil
-                    if !isIP { _ = pgs_SSL_set_tlsext_host_name(t.pointee.ssl, host) }
-                    if ctx.mode == .verifyFull {
-                        // An address is checked against the certificate's IP entries, a name against its DNS names.
-                        if isIP {
-                            _ = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t.pointee.ssl), host)
-                        } else {
-                            _ = SSL_set1_host(t.pointee.ssl, host)
-                        }
-                    }
-                }
+                // SNI, and for verify-full the name or address the certificate must carry.
+                if let ssl = t.pointee.ssl { ctx.prepareServerCheck(ssl, host: serverHostName(si)) }
                 servers[si].io.tls = t
                 servers[si].tlsPhase = .handshaking
             case UInt8(ascii: "N"):

@@ -246,10 +246,7 @@ enum TLSIO {
 
     /// "TLSv1.3/TLS_AES_256_GCM_SHA384", as PgBouncer shows it.
     static func describe(_ c: TLSConn) -> String {
-        guard let ssl = c.pointee.ssl else { return "" }
-        let v = SSL_get_version(ssl).map { String(cString: $0) } ?? "?"
-        let cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(ssl)).map { String(cString: $0) } ?? "?"
-        return "\(v)/\(cipher)"
+        c.pointee.ssl.map { TLSContext.describe($0) } ?? ""
     }
 
     /// The peer certificate's subject CommonName, and whether the certificate verified.

@@ -4,8 +4,8 @@ import Foundation
 import Glibc
 #endif
 
-/// A Python process on a port of its own. `.accepting`: accepts every connection, reads what it is sent
-/// and never answers, and logs each connection's start and end (whether it was the supervisor's health
+/// A Python process on a port of its own. `.accepting`: accepts every connection, answers an SSLRequest
+/// `N` (no TLS) and nothing else, reads what it is sent, and logs each connection's start and end (whether it was the supervisor's health
 /// check, and how long it lasted). `.blackhole`: listens with a backlog of 0 and fills that queue with a
 /// connection of its own that it never accepts, so every later SYN is dropped and a connect stays in
 /// SYN-SENT until the connecting side gives up (an unroutable address is no use here: the sandbox may
@@ -47,6 +47,7 @@ final class SilentBackend: @unchecked Sendable {
             while True:
                 time.sleep(3600)
 
+        ssl_request = bytes([0, 0, 0, 8, 4, 210, 22, 47])
         def serve(conn, peer):
             start, data = time.monotonic(), b""
             while True:
@@ -57,6 +58,10 @@ final class SilentBackend: @unchecked Sendable {
                 if not chunk:
                     break
                 data += chunk
+                if data == ssl_request:
+                    # A PostgreSQL without TLS: "N", then the startup packet (which it never answers).
+                    conn.sendall(b"N")
+                    data = b""
             kind = "health" if b"pgswift health check" in data else "other"
             note("closed %d %s %.3f" % (peer[1], kind, time.monotonic() - start))
             conn.close()
