@@ -24,24 +24,6 @@ final class TLSClientSocketTests: TemporaryFolderCase {
         try super.tearDownWithError()
     }
 
-    private func openssl(_ args: [String]) throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["openssl"] + args
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
-        XCTAssertEqual(p.terminationStatus, 0, "openssl \(args.first ?? "")")
-    }
-
-    /// A self-signed certificate for `cn` with the subjectAltName `san`, and its key.
-    private func certificate(_ name: String, cn: String, san: String) throws -> (cert: String, key: String) {
-        let cert = "\(tempDir)/\(name).crt", key = "\(tempDir)/\(name).key"
-        try openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key,
-                     "-out", cert, "-days", "1", "-subj", "/CN=\(cn)", "-addext", "subjectAltName=\(san)"])
-        return (cert, key)
-    }
-
     /// A client over a non-blocking socketpair whose other end an OpenSSL server with `serverCert` holds.
     private func connect(client mode: Config.TLSMode, caFile: String = "", host: String?,
                          serverCert: (cert: String, key: String)) throws -> TLSClientSocket {
@@ -70,7 +52,7 @@ final class TLSClientSocketTests: TemporaryFolderCase {
     }
 
     func testHandshakeThenBothDirections() throws {
-        let c = try connect(client: .require, host: nil, serverCert: try certificate("s", cn: "db", san: "DNS:db.example"))
+        let c = try connect(client: .require, host: nil, serverCert: try selfSignedCertificate("s", cn: "db", subjectAltName: "DNS:db.example"))
         XCTAssertEqual(handshake(c), .done)
         XCTAssertTrue(c.description.hasPrefix("TLSv1."), c.description)
         let hello = Array("SELECT 1".utf8)
@@ -100,8 +82,8 @@ final class TLSClientSocketTests: TemporaryFolderCase {
     /// verify-ca checks the chain against server_tls_ca_file; verify-full also the host: a name against
     /// the DNS entries, an address against the IP entries.
     func testCertificateChecksOfTheVerifyModes() throws {
-        let cert = try certificate("s", cn: "db", san: "DNS:db.example,IP:10.1.2.3")
-        let other = try certificate("other", cn: "db", san: "DNS:db.example")
+        let cert = try selfSignedCertificate("s", cn: "db", subjectAltName: "DNS:db.example,IP:10.1.2.3")
+        let other = try selfSignedCertificate("other", cn: "db", subjectAltName: "DNS:db.example")
         let cases: [(Config.TLSMode, String, String?, Bool)] = [
             (.verifyCA, cert.cert, "anything.example", true),
             (.verifyCA, other.cert, nil, false),

@@ -6,19 +6,6 @@ import XCTest
 final class TLSConfigTests: TemporaryFolderCase {
     override class var folderPrefix: String { "tlsconfig" }
 
-    /// A self-signed certificate and its key, made with the openssl CLI.
-    private func makeCert(_ name: String) throws -> (cert: String, key: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                       "-keyout", "\(tempDir)/\(name).key", "-out", "\(tempDir)/\(name).crt", "-days", "1", "-subj", "/CN=\(name)"]
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        p.waitUntilExit()
-        XCTAssertEqual(p.terminationStatus, 0, "openssl req failed")
-        return ("\(tempDir)/\(name).crt", "\(tempDir)/\(name).key")
-    }
-
     /// The error `validateTLS` raises for this config text (nil when it passes).
     private func tlsError(_ text: String) throws -> ConfigError? {
         let c = try Config.parse(text: text, file: "test.ini")
@@ -97,7 +84,7 @@ final class TLSConfigTests: TemporaryFolderCase {
         XCTAssertEqual(e2.line, 4, e2.description)
         XCTAssertTrue(e2.message.contains("cannot read"), e2.message)
 
-        let (cert, key) = try makeCert("a")
+        let (cert, key) = try selfSignedCertificate("a")
         let e3 = try XCTUnwrap(try tlsError("""
             [pgbouncer]
             client_tls_sslmode = verify-ca
@@ -109,8 +96,8 @@ final class TLSConfigTests: TemporaryFolderCase {
     }
 
     func testKeyMismatchProtocolsAndCiphers() throws {
-        let a = try makeCert("a")
-        let b = try makeCert("b")
+        let a = try selfSignedCertificate("a")
+        let b = try selfSignedCertificate("b")
         XCTAssertNil(try tlsError("""
             [pgbouncer]
             client_tls_sslmode = verify-full
@@ -148,7 +135,7 @@ final class TLSConfigTests: TemporaryFolderCase {
     /// its code does), client_tls_ecdhcurve a curve or group OpenSSL knows, or a list; a bad value is
     /// reported at its line, and only while client TLS is on (PgBouncer's `setup_tls` runs only then).
     func testKeyExchangeValues() throws {
-        let (cert, key) = try makeCert("kx")
+        let (cert, key) = try selfSignedCertificate("kx")
         func clientTLS(_ more: String) -> String {
             "[pgbouncer]\nclient_tls_sslmode = require\nclient_tls_key_file = \(key)\nclient_tls_cert_file = \(cert)\n" + more
         }
@@ -169,7 +156,7 @@ final class TLSConfigTests: TemporaryFolderCase {
 
     /// A relative certificate path is taken from the config file's directory (as auth_file is).
     func testRelativePathsResolveAgainstConfigDirectory() throws {
-        _ = try makeCert("rel")
+        _ = try selfSignedCertificate("rel")
         let c = try Config.parse(text: "[pgbouncer]\nclient_tls_sslmode = require\nclient_tls_key_file = rel.key\n"
                                  + "client_tls_cert_file = rel.crt\n", file: tempDir + "/pgswift.ini")
         XCTAssertEqual(c.resolvedTLS(\.clientTLS).keyFile, tempDir + "/rel.key")

@@ -31,4 +31,21 @@ class TemporaryFolderCase: XCTestCase {
         try text.write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }
+
+    /// A self-signed certificate for `cn` (default: `name`), with `subjectAltName` when given, and its
+    /// key, made with the openssl CLI in the folder as <name>.crt and <name>.key.
+    func selfSignedCertificate(_ name: String, cn: String? = nil, subjectAltName: String? = nil) throws
+        -> (cert: String, key: String) {
+        let cert = "\(tempDir)/\(name).crt", key = "\(tempDir)/\(name).key"
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                       "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=\(cn ?? name)"]
+            + (subjectAltName.map { ["-addext", "subjectAltName=\($0)"] } ?? [])
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0, "openssl req failed")
+        return (cert, key)
+    }
 }
