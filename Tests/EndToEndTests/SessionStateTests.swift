@@ -1,6 +1,7 @@
 // Issue 19 end to end, transaction mode, 2 workers, a pool small enough that clients share servers:
 // session SETs follow their client from server to server and never reach another client; a temporary
-// table, a session advisory lock or a set_config(..., false) pins its client (SHOW POOLS cl_pinned)
+// table, a session advisory lock, a set_config(..., false) or a SET pgswift cannot replay (SET SESSION
+// CHARACTERISTICS) pins its client (SHOW POOLS cl_pinned)
 // until it is gone;
 // pin_session_state = off restores the old behaviour.
 import XCTest
@@ -15,6 +16,14 @@ final class SessionStateE2ETests: XCTestCase {
         s.settings = [("admin_users", "u_trust")]
         if !pin { s.pgswiftSettings.append(("pin_session_state", "off")) }
         return s
+    }
+
+    /// pgswift on the shared PostgreSQL once no earlier test's testdb backend is left: a test that
+    /// counts pins or follows servers needs the pool to itself.
+    private func startQuiet(pin: Bool = true) throws -> Pgswift {
+        let pg = try PostgresServer.shared()
+        XCTAssertTrue(waitUntil(timeout: 20) { (try? pg.countBackends(user: "u_trust", db: "testdb")) == 0 })
+        return try Pgswift.start(settings(pg, pin: pin))
     }
 
     private func connect(_ px: Pgswift, database: String = "testdb") throws -> WireClient {
@@ -46,6 +55,23 @@ final class SessionStateE2ETests: XCTestCase {
         print("neighbours: \(found.count) on the client's worker after \(tries.count) checks")
         XCTAssertFalse(found.isEmpty, "no connection landed on the client's worker: \(tries)\n\(px.log().suffix(3000))")
         return try found + (0..<plain).map { _ in try connect(px) }
+    }
+
+    /// A quiet pgswift (`startQuiet`), one client, and its `neighbours`.
+    private func clientAmongNeighbours(count: Int, plain: Int) throws -> (Pgswift, WireClient, [WireClient]) {
+        let px = try startQuiet()
+        do {
+            let c = try connect(px)
+            do {
+                return (px, c, try neighbours(px, of: c, count: count, plain: plain))
+            } catch {
+                c.close()
+                throw error
+            }
+        } catch {
+            px.stop()
+            throw error
+        }
     }
 
     /// cl_pinned summed over the pools of testdb, as SHOW POOLS tells it (both workers merged).
@@ -126,14 +152,8 @@ final class SessionStateE2ETests: XCTestCase {
     /// over servers: each works (the PREPARE is replayed where missing), no other client sees `s`, a
     /// second PREPARE s gives 42P05 and DEALLOCATE then EXECUTE gives 26000, as PostgreSQL would.
     func testSQLPrepareFollowsItsClientAcrossServers() throws {
-        let pg = try PostgresServer.shared()
-        XCTAssertTrue(waitUntil(timeout: 20) { (try? pg.countBackends(user: "u_trust", db: "testdb")) == 0 })
-        let px = try Pgswift.start(settings(pg))
-        defer { px.stop() }
-        let c = try connect(px)
-        defer { c.close() }
-        let others = try neighbours(px, of: c, count: 2, plain: 2)
-        defer { others.forEach { $0.close() } }
+        let (px, c, others) = try clientAmongNeighbours(count: 2, plain: 2)
+        defer { others.forEach { $0.close() }; c.close(); px.stop() }
 
         _ = try c.query("PREPARE pdo_stmt_1 (int) AS SELECT $1 + 1, pg_backend_pid()")
         var backends = Set<String>()
@@ -229,9 +249,7 @@ final class SessionStateE2ETests: XCTestCase {
     /// A temporary table keeps its client on one server across 10 transactions; SHOW POOLS counts it
     /// in cl_pinned until DISCARD TEMP; the other clients are served meanwhile by the other servers.
     func testTempTablePinsItsClientUntilDiscardTemp() throws {
-        let pg = try PostgresServer.shared()
-        XCTAssertTrue(waitUntil(timeout: 20) { (try? pg.countBackends(user: "u_trust", db: "testdb")) == 0 })
-        let px = try Pgswift.start(settings(pg))
+        let px = try startQuiet()
         defer { px.stop() }
         let t = try connect(px)
         defer { t.close() }
@@ -259,14 +277,8 @@ final class SessionStateE2ETests: XCTestCase {
     /// A WITH HOLD cursor outlives its transaction on its backend: the client stays there and fetches
     /// from it across transactions until CLOSE.
     func testHoldCursorPinsItsClientUntilClose() throws {
-        let pg = try PostgresServer.shared()
-        XCTAssertTrue(waitUntil(timeout: 20) { (try? pg.countBackends(user: "u_trust", db: "testdb")) == 0 })
-        let px = try Pgswift.start(settings(pg))
-        defer { px.stop() }
-        let c = try connect(px)
-        defer { c.close() }
-        let others = try neighbours(px, of: c, count: 1, plain: 1)
-        defer { others.forEach { $0.close() } }
+        let (px, c, others) = try clientAmongNeighbours(count: 1, plain: 1)
+        defer { others.forEach { $0.close() }; c.close(); px.stop() }
         _ = try c.query("declare held cursor with hold for select generate_series(1, 5)")
         for i in 1...5 {
             for o in others { _ = try o.query("select 1") }
@@ -280,9 +292,7 @@ final class SessionStateE2ETests: XCTestCase {
     /// A session advisory lock pins its client (the lock stays with it across transactions) until
     /// pg_advisory_unlock_all; then the next client of that server does not hold it.
     func testAdvisoryLockPinsItsClientUntilUnlockAll() throws {
-        let pg = try PostgresServer.shared()
-        XCTAssertTrue(waitUntil(timeout: 20) { (try? pg.countBackends(user: "u_trust", db: "testdb")) == 0 })
-        let px = try Pgswift.start(settings(pg))
+        let px = try startQuiet()
         defer { px.stop() }
         let a = try connect(px)
         defer { a.close() }
@@ -307,14 +317,8 @@ final class SessionStateE2ETests: XCTestCase {
     /// got the client's server before never do (PgBouncer hands that server, setting and all, to the
     /// next client). DISCARD ALL unpins.
     func testSetConfigForTheSessionPinsItsClientAndReachesNoOneElse() throws {
-        let pg = try PostgresServer.shared()
-        XCTAssertTrue(waitUntil(timeout: 20) { (try? pg.countBackends(user: "u_trust", db: "testdb")) == 0 })
-        let px = try Pgswift.start(settings(pg))
-        defer { px.stop() }
-        let a = try connect(px)
-        defer { a.close() }
-        let others = try neighbours(px, of: a, count: 2, plain: 2)
-        defer { others.forEach { $0.close() } }
+        let (px, a, others) = try clientAmongNeighbours(count: 2, plain: 2)
+        defer { others.forEach { $0.close() }; a.close(); px.stop() }
         let pid = try value(a, "select pg_backend_pid()::text")
         XCTAssertEqual(try value(a, "select set_config('app.tenant', '42', false)"), "42")
         for round in 0..<10 {
@@ -331,12 +335,29 @@ final class SessionStateE2ETests: XCTestCase {
         XCTAssertEqual(try value(a, "select coalesce(current_setting('app.tenant', true), '')"), "")
     }
 
+    /// SET SESSION CHARACTERISTICS sets the default_transaction_* settings in a form pgswift does not
+    /// replay: it pins its client, whose later transactions keep the isolation level it chose, while the
+    /// neighbours that got the client's server before run at the default. DISCARD ALL unpins.
+    func testSessionCharacteristicsPinTheirClient() throws {
+        let (px, a, others) = try clientAmongNeighbours(count: 2, plain: 2)
+        defer { others.forEach { $0.close() }; a.close(); px.stop() }
+        _ = try a.query("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+        for round in 0..<10 {
+            XCTAssertEqual(try value(a, "show transaction_isolation"), "serializable", "round \(round)")
+            for c in others {
+                XCTAssertEqual(try value(c, "show transaction_isolation"), "read committed", "round \(round): another client")
+            }
+        }
+        XCTAssertTrue(waitUntil(timeout: 20) { self.pinned(px) == 1 }, "cl_pinned: \(pinned(px) ?? -1)")
+        _ = try a.query("discard all")
+        XCTAssertTrue(waitUntil(timeout: 20) { self.pinned(px) == 0 }, "cl_pinned: \(pinned(px) ?? -1)")
+        XCTAssertEqual(try value(a, "show transaction_isolation"), "read committed")
+    }
+
     /// pin_session_state = off: PgBouncer's behaviour. The temp table does not keep the client on its
     /// server; the server is reset when released, so the table is gone in the next transaction.
     func testPinOffRestoresTheOldBehaviour() throws {
-        let pg = try PostgresServer.shared()
-        XCTAssertTrue(waitUntil(timeout: 20) { (try? pg.countBackends(user: "u_trust", db: "testdb")) == 0 })
-        let px = try Pgswift.start(settings(pg, pin: false))
+        let px = try startQuiet(pin: false)
         defer { px.stop() }
         let t = try connect(px)
         defer { t.close() }

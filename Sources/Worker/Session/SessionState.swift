@@ -134,8 +134,9 @@ struct SessionPins: OptionSet, Equatable {
     static let temporary = SessionPins(rawValue: 1 << 0)
     static let advisoryLock = SessionPins(rawValue: 1 << 1)
     static let holdCursor = SessionPins(rawValue: 1 << 2)
-    /// set_config(..., false): a setting the client made for its session, by a value pgswift does not
-    /// see (a parameter, an expression), so it cannot be carried.
+    /// A setting the client made for its session that pgswift cannot carry: set_config(..., false)
+    /// (a value pgswift does not see: a parameter, an expression), SET SESSION CHARACTERISTICS,
+    /// SET ... FROM CURRENT, a value it cannot read.
     static let setConfig = SessionPins(rawValue: 1 << 3)
 }
 
@@ -212,7 +213,12 @@ enum SessionPlanner {
         if info.flags.contains(.advisoryUnlockAll) { plan.unpinOnSuccess.insert(.advisoryLock) }
         switch info.kind {
         case .set:
-            plan.ops.append(setOp(info, lx, followed))
+            let op = setOp(info, lx, followed)
+            // A session setting pgswift cannot replay on another server keeps the client on this one,
+            // as set_config(..., false) does: lost at the next release, it would change the client's
+            // later transactions without a word (SET SESSION CHARACTERISTICS: their isolation level).
+            if case .untracked = op { plan.pin.insert(.setConfig) }
+            plan.ops.append(op)
         case .setLocal, .setTransaction:
             plan.ops.append(.none(tag: .set))
         case .reset:

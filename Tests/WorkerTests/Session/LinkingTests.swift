@@ -61,10 +61,10 @@ final class LinkingTests: WorkerHarnessCase {
     }
 
     func testSessionStateTagMakesTheServerResetBeforeTheNextClient() throws {
-        try start()
+        try start(pgswift: ["pin_session_state": "0"])
         let a = h.login()
         let s = try XCTUnwrap(h.waitServers(1))
-        // A SET pgswift cannot carry (SessionState.swift) keeps the old rule: reset at release.
+        // A SET pgswift cannot carry (SessionState.swift), not pinned: the old rule, reset at release.
         a.send(FE.query("set session characteristics as transaction read only"))
         XCTAssertEqual(h.next(s)?.firstString, "set session characteristics as transaction read only")
         s.send(BE.complete("SET") + BE.ready("I"))

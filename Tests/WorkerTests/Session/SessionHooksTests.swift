@@ -32,20 +32,27 @@ final class SessionHooksTests: WorkerHarnessCase {
         h.roundTrip(a, s1, "EXECUTE s")
     }
 
-    func testTempTableKeepsTheClientOnItsServer() throws {
+    /// A client runs `sql` (answered with `tag`) on its first server, then another client needs one:
+    /// the first keeps its server (no reset after its transaction), the other gets a second one.
+    private func pinningStatement(_ sql: String, tag: String) throws -> (Peer, FakeServer) {
         try start(databaseOptions: "pool_size=2")
         let a = h.login()
         let s0 = try XCTUnwrap(h.waitServers(1))
-        a.send(FE.query("create temp table t (i int)"))
+        a.send(FE.query(sql))
         _ = h.next(s0)
-        s0.send(BE.complete("CREATE TABLE") + BE.ready("I"))
-        _ = h.readUntilReady(a)
-        // The server stays with a: b gets another one.
+        s0.send(BE.complete(tag) + BE.ready("I"))
+        XCTAssertEqual(h.readUntilReady(a).map { $0.char }, ["C", "Z"])
+        XCTAssertNil(s0.nextMessage(), "no reset: the server stays with the client")
         let b = h.login()
         b.send(FE.query("select 2"))
-        let s1 = try XCTUnwrap(h.waitServers(2))
+        let s1 = try XCTUnwrap(h.waitServers(2), "the other client gets another server")
         h.answerQuery(s1, expect: "select 2")
         _ = h.readUntilReady(b)
+        return (a, s0)
+    }
+
+    func testTempTableKeepsTheClientOnItsServer() throws {
+        let (a, s0) = try pinningStatement("create temp table t (i int)", tag: "CREATE TABLE")
         h.roundTrip(a, s0, "select 3")
         a.send(FE.query("discard temp"))
         _ = h.next(s0)
@@ -54,6 +61,14 @@ final class SessionHooksTests: WorkerHarnessCase {
         // Unpinned: released, and reset (the temp table's CREATE asked for it) before anyone else.
         XCTAssertEqual(h.next(s0)?.firstString, "DISCARD ALL")
         s0.send(BE.complete("DISCARD ALL") + BE.ready("I"))
+    }
+
+    /// A session setting pgswift cannot replay elsewhere (SET SESSION CHARACTERISTICS) pins like a temp
+    /// table: the client's later transactions run on the server that has it.
+    func testSessionSettingThatCannotBeCarriedKeepsTheClientOnItsServer() throws {
+        let (a, s0) = try pinningStatement("set session characteristics as transaction isolation level serializable",
+                                           tag: "SET")
+        h.roundTrip(a, s0, "show transaction_isolation")
     }
 
     func testPinOffKeepsTheOldReset() throws {

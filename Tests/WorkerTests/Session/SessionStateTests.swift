@@ -114,7 +114,7 @@ final class SessionStateTests: XCTestCase {
 
     func testUntrackedAndOutOfStepTagsAskForAReset() {
         var s = ClientSessionState()
-        s.sent(plan("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"))
+        s.sent(plan("SET work_mem FROM CURRENT"))
         let t = s.commandComplete(.set)
         XCTAssertTrue(t.handled)
         XCTAssertTrue(t.needsReset)
@@ -154,6 +154,24 @@ final class SessionStateTests: XCTestCase {
         XCTAssertEqual(plan("select set_config('TimeZone', 'UTC', false), set_config('app.x', '1', false)",
                             followed: reported).pin, .setConfig, "another name too")
         XCTAssertEqual(plan("select set_config($1, 'UTC', false)", followed: reported).pin, .setConfig)
+    }
+
+    /// A SET pgswift cannot replay on another server pins like set_config(..., false); the ones it
+    /// carries, and SET LOCAL / SET TRANSACTION, do not.
+    func testSettingsThatCannotBeCarriedPin() {
+        for sql in ["SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+                    "set session characteristics as transaction read only, deferrable",
+                    "SET work_mem FROM CURRENT"] {
+            let p = plan(sql)
+            XCTAssertEqual(p.pin, .setConfig, sql)
+            XCTAssertEqual(p.ops, [.untracked(tag: .set)], sql)
+        }
+        // TimeZone: every server reports it, so its ParameterStatus carries it.
+        let reported: (String) -> FollowedParameter = { $0 == "timezone" ? .reported : .no }
+        for sql in ["SET work_mem = '64MB'", "SET LOCAL work_mem = '1MB'", "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+                    "SET search_path TO app", "RESET work_mem", "SET TIME ZONE 'UTC'"] {
+            XCTAssertEqual(plan(sql, followed: reported).pin, [], sql)
+        }
     }
 
     func testTransitionReplaysOnlyWhatDiffers() {
