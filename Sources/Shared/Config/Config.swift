@@ -6,6 +6,9 @@ public struct Config: Sendable {
         case disable, allow, prefer, require
         case verifyCA = "verify-ca"
         case verifyFull = "verify-full"
+
+        /// require and above: no plaintext (a refused SSLRequest fails, a plaintext client is refused).
+        public var requiresTLS: Bool { self == .require || self == .verifyCA || self == .verifyFull }
     }
 
     // MARK: [pgbouncer] — defaults are PgBouncer 1.2x's (see ConfigKeySpec.pgbouncer).

@@ -26,10 +26,12 @@ extension TLSContext {
     }
 
     /// OpenSSL's reason for a failed call on `ssl`, with the certificate verification result when the
-    /// connection checks certificates and this one failed.
-    public static func failureText(_ ssl: OpaquePointer, _ sslError: Int32) -> String {
-        var text = sslError == SSL_ERROR_SYSCALL ? "connection closed during TLS" : lastError()
+    /// connection checks certificates and this one failed. `syscallReason`: what the socket said, for
+    /// SSL_ERROR_SYSCALL (nil: the connection closed).
+    public static func failureText(_ ssl: OpaquePointer?, _ sslError: Int32, syscallReason: String? = nil) -> String {
+        var text = sslError == SSL_ERROR_SYSCALL ? syscallReason ?? "connection closed during TLS" : lastError()
         ERR_clear_error()
+        guard let ssl else { return text }
         let v = SSL_get_verify_result(ssl)
         if SSL_get_verify_mode(ssl) != SSL_VERIFY_NONE, v != X509_V_OK, let s = X509_verify_cert_error_string(v) {
             text += " (certificate verification: \(String(cString: s)))"

@@ -28,6 +28,40 @@ final class HealthProbe {
         self.address = address
         self.deadline = deadline
     }
+
+    /// Why a read or send failed, worded for the check's log line.
+    struct IOFailure: Error { var reason: String }
+
+    /// Sends what the socket takes of `b`, through TLS once it is set up: the bytes taken (0: the
+    /// socket is full).
+    func send(_ b: UnsafeRawBufferPointer) -> Result<Int, IOFailure> {
+        if let tls {
+            return tls.write(b.baseAddress!, b.count).mapError { IOFailure(reason: "TLS send to \(address) failed: \($0.reason)") }
+        }
+        do throws(SyscallError) {
+            guard case .processed(let n) = try Posix.send(fd, b.baseAddress!, b.count) else { return .success(0) }
+            return .success(n)
+        } catch {
+            return .failure(IOFailure(reason: "send to \(address) failed: \(error.errno)"))
+        }
+    }
+
+    /// Reads into `b`, through TLS once it is set up: `.processed(0)` is the end of the connection.
+    func read(_ b: UnsafeMutableRawBufferPointer) -> Result<IOResult, IOFailure> {
+        if let tls {
+            switch tls.read(b.baseAddress!, b.count) {
+            case .data(let n): return .success(.processed(n))
+            case .wantMore: return .success(.wouldBlock)
+            case .closed: return .success(.processed(0))
+            case .failed(let reason): return .failure(IOFailure(reason: "TLS read from \(address) failed: \(reason)"))
+            }
+        }
+        do throws(SyscallError) {
+            return .success(try Posix.read(fd, b.baseAddress!, b.count))
+        } catch {
+            return .failure(IOFailure(reason: "read from \(address) failed: \(error.errno)"))
+        }
+    }
 }
 
 /// One backend host (host, port) of the `[databases]` entries, checked once whatever number of databases use it.
@@ -348,25 +382,12 @@ extension Supervisor {
     }
 
     func flushProbe(_ i: Int, _ p: HealthProbe) {
-        while !p.pending.isEmpty {
-            if let tls = p.tls {
-                switch p.pending.withUnsafeBytes({ b in tls.write(b.baseAddress!, b.count) }) {
-                case .success(0): break
-                case .success(let n):
-                    p.pending.removeFirst(n)
-                    continue
-                case .failure(let e):
-                    probeFailed(i, "TLS send to \(p.address) failed: \(e.reason)")
-                    return
-                }
-                break
+        sending: while !p.pending.isEmpty {
+            switch p.pending.withUnsafeBytes({ p.send($0) }) {
+            case .success(0): break sending
+            case .success(let n): p.pending.removeFirst(n)
+            case .failure(let f): return probeFailed(i, f.reason)
             }
-            guard let r = p.pending.withUnsafeBytes({ b in try? Posix.send(p.fd, b.baseAddress!, b.count) }) else {
-                probeFailed(i, "send to \(p.address) failed: \(Errno.current)")
-                return
-            }
-            guard case .processed(let n) = r else { break }
-            p.pending.removeFirst(n)
         }
         let want = !p.pending.isEmpty || p.phase == .connecting || (p.phase == .tlsHandshake && p.handshakeWantsWrite)
         if want != p.wantsOutput {
@@ -379,21 +400,9 @@ extension Supervisor {
         var buf = [UInt8](repeating: 0, count: 8192)
         while true {
             let read: IOResult
-            if let tls = p.tls {
-                switch buf.withUnsafeMutableBytes({ b in tls.read(b.baseAddress!, b.count) }) {
-                case .data(let n): read = .processed(n)
-                case .wantMore: read = .wouldBlock
-                case .closed: read = .processed(0)
-                case .failed(let reason):
-                    probeFailed(i, "TLS read from \(p.address) failed: \(reason)")
-                    return
-                }
-            } else {
-                guard let r = buf.withUnsafeMutableBytes({ b in try? Posix.read(p.fd, b.baseAddress!, b.count) }) else {
-                    probeFailed(i, "read from \(p.address) failed: \(Errno.current)")
-                    return
-                }
-                read = r
+            switch buf.withUnsafeMutableBytes({ p.read($0) }) {
+            case .success(let r): read = r
+            case .failure(let f): return probeFailed(i, f.reason)
             }
             switch read {
             case .wouldBlock:
@@ -428,8 +437,10 @@ extension Supervisor {
     /// server_tls_sslmode requires TLS (then the check fails, as a worker's login would).
     func probeTLSAnswer(_ i: Int, _ p: HealthProbe) {
         var answer: UInt8 = 0
-        guard let r = try? Posix.read(p.fd, &answer, 1) else {
-            return probeFailed(i, "read from \(p.address) failed: \(Errno.current)")
+        let r: IOResult
+        switch withUnsafeMutableBytes(of: &answer, { p.read($0) }) {  // one byte, in plaintext: TLS is not set up yet
+        case .success(let got): r = got
+        case .failure(let f): return probeFailed(i, f.reason)
         }
         guard case .processed(let n) = r else { return }
         guard n == 1, let ctx = healthState.tls else { return probeFailed(i, "\(p.address) closed the connection after SSLRequest") }
@@ -443,7 +454,7 @@ extension Supervisor {
             p.phase = .tlsHandshake
             probeHandshake(i, p)
         case UInt8(ascii: "N"):
-            if ctx.mode == .require || ctx.mode == .verifyCA || ctx.mode == .verifyFull {
+            if ctx.mode.requiresTLS {
                 return probeFailed(i, "server refused TLS (server_tls_sslmode is \(ctx.mode.rawValue))")
             }
             sendProbeStartup(i, p)
@@ -502,9 +513,7 @@ extension Supervisor {
                 healthState.targets[i].replayLSN = StandbyLag.lsn(row[3])
             }
             out.appendEmptyMessage(FrontendType.terminate)
-            out.withUnsafeBytes { b in
-                if let tls = p.tls { _ = tls.write(b.baseAddress!, b.count) } else { _ = try? Posix.send(p.fd, b.baseAddress!, b.count) }
-            }
+            out.withUnsafeBytes { _ = p.send($0) }
             checkFinished(i, failure: nil, role: role)
         default:
             break

@@ -44,7 +44,7 @@ extension Worker {
                 servers[si].io.tls = t
                 servers[si].tlsPhase = .handshaking
             case UInt8(ascii: "N"):
-                if ctx.mode == .require || ctx.mode == .verifyCA || ctx.mode == .verifyFull {
+                if ctx.mode.requiresTLS {
                     serverTLSFailed(si, "server refused TLS (server_tls_sslmode is \(ctx.mode.rawValue))")
                     return false
                 }

@@ -177,14 +177,11 @@ extension Worker {
     /// client_tls_sslmode require and above: a plaintext TCP startup is refused (Unix sockets are not
     /// subject to it, as in PgBouncer). Returns true when the client was refused.
     func clientTLSRefused(_ ci: Int32) -> Bool {
-        guard let ctx = tlsState.clientContext, !clients[ci].isUnix, !clients[ci].usesTLS else { return false }
-        switch ctx.mode {
-        case .require, .verifyCA, .verifyFull:
-            failClient(ci, code: SQLState.invalidAuthorizationSpecification, message: "SSL required")
-            return true
-        default:
+        guard let ctx = tlsState.clientContext, !clients[ci].isUnix, !clients[ci].usesTLS, ctx.mode.requiresTLS else {
             return false
         }
+        failClient(ci, code: SQLState.invalidAuthorizationSpecification, message: "SSL required")
+        return true
     }
 
     /// auth_type cert (or an hba cert line): a verified client certificate whose CommonName is the user

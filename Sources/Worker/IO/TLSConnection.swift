@@ -229,20 +229,8 @@ enum TLSIO {
     /// OpenSSL's reason for a failure (with the certificate verification result when the connection
     /// checks certificates and this one failed it).
     static func errorText(_ c: TLSConn, _ sslError: Int32) -> String {
-        var text: String
-        if sslError == SSL_ERROR_SYSCALL {
-            text = c.pointee.ioErrno != 0 ? "\(Errno(rawValue: c.pointee.ioErrno))" : "connection closed during TLS"
-        } else {
-            text = TLSContext.lastError()
-        }
-        ERR_clear_error()
-        if let ssl = c.pointee.ssl, SSL_get_verify_mode(ssl) != SSL_VERIFY_NONE {
-            let v = SSL_get_verify_result(ssl)
-            if v != X509_V_OK, let s = X509_verify_cert_error_string(v) {
-                text += " (certificate verification: \(String(cString: s)))"
-            }
-        }
-        return text
+        TLSContext.failureText(c.pointee.ssl, sslError,
+                               syscallReason: c.pointee.ioErrno != 0 ? "\(Errno(rawValue: c.pointee.ioErrno))" : nil)
     }
 
     /// "TLSv1.3/TLS_AES_256_GCM_SHA384", as PgBouncer shows it.

@@ -70,16 +70,11 @@ extension Worker {
                        message: "Peer authentication failed for user \"\(info.user)\"")
             return
         }
-        if let map, !map.permits(systemUser: name, databaseUser: info.user) {
-            // PgBouncer's words, then who asked.
-            log.warning("C-\(clients[ci].id): ident map \(map.name) cannot be matched: OS user \"\(name)\" may not log in "
-                        + "as user \"\(info.user)\"")
-            failClient(ci, code: SQLState.invalidAuthorizationSpecification,
-                       message: "Peer authentication failed for user \"\(info.user)\"")
-            return
-        }
-        guard map != nil || name == info.user else {
-            log.warning("C-\(clients[ci].id): peer authentication failed for user \"\(info.user)\": the peer is OS user \"\(name)\"")
+        guard map?.permits(systemUser: name, databaseUser: info.user) ?? (name == info.user) else {
+            // With a map, PgBouncer's words, then who asked.
+            let why = map.map { "ident map \($0.name) cannot be matched: OS user \"\(name)\" may not log in as user \"\(info.user)\"" }
+                ?? "peer authentication failed for user \"\(info.user)\": the peer is OS user \"\(name)\""
+            log.warning("C-\(clients[ci].id): \(why)")
             failClient(ci, code: SQLState.invalidAuthorizationSpecification,
                        message: "Peer authentication failed for user \"\(info.user)\"")
             return
