@@ -259,12 +259,21 @@ final class TLSTests: XCTestCase {
         XCTAssertTrue(r.succeeded, "read-write database behind TLS-only lines: \(r)\n\(px.log().suffix(3000))")
         XCTAssertEqual(r.stdout.trimmed, "t")
 
-        let wrong = try start(pg, [("server_tls_sslmode", "verify-ca"), ("server_tls_ca_file", certs.otherCACert)],
+        // server_tls_ca_file names a copy of another CA: the check fails. The right CA copied over the
+        // same file counts from the next reload, for the checks as for the workers.
+        let caCopy = certs.dir + "/health-ca.crt"
+        try readTextFile(certs.otherCACert).write(toFile: caCopy, atomically: true, encoding: .utf8)
+        let wrong = try start(pg, [("server_tls_sslmode", "verify-ca"), ("server_tls_ca_file", caCopy)],
                               databases: [sslonly])
         defer { wrong.stop() }
         XCTAssertTrue(waitUntil(timeout: 30, poll: 0.2) {
             wrong.logLines(containing: "backend \(key) is DOWN", "TLS handshake", "certificate").count > 0
         }, "a certificate from another CA fails the check:\n\(wrong.log().suffix(3000))")
+        try readTextFile(certs.caCert).write(toFile: caCopy, atomically: true, encoding: .utf8)
+        wrong.signal(SIGHUP)
+        XCTAssertTrue(waitUntil(timeout: 30, poll: 0.2) {
+            !wrong.logLines(containing: "backend \(key) is UP again").isEmpty
+        }, "the replaced CA file counts after the reload:\n\(wrong.log().suffix(3000))")
     }
 
     // MARK: 3. pgbench over TLS

@@ -124,9 +124,8 @@ struct HealthCheckState {
     var started = false
     var rng = SystemRandomNumberGenerator()
     /// server_tls_*: the checks speak TLS to TCP hosts as the workers' server connections do (nil:
-    /// server_tls_sslmode = disable), and the settings it was built from.
+    /// server_tls_sslmode = disable).
     var tls: TLSContext? = nil
-    var tlsSettings: TLSSideSettings? = nil
 
     /// The key workers and the supervisor use for a host: "host:port".
     static func key(host: String, port: Int) -> String { "\(host):\(port)" }
@@ -152,15 +151,13 @@ extension Supervisor {
     /// (Re)builds the target list from the configuration; a host kept across a reload keeps its state.
     func reconfigureHealthChecks(now: Int64) {
         guard healthState.started else { return }
-        let tlsSettings = config.resolvedTLS(\.serverTLS)
-        if tlsSettings != healthState.tlsSettings {
-            healthState.tlsSettings = tlsSettings
-            do throws(TLSSetupError) {
-                healthState.tls = try TLSContext.connectingServers(tlsSettings)
-            } catch {
-                healthState.tls = nil
-                log.warning("health checks: server TLS cannot be set up (\(error)); checking in plaintext")
-            }
+        // Rebuilt at every reload, as the workers rebuild theirs (WorkerTLS.load), so a certificate or
+        // CA file replaced under the same name counts for both; one that fails keeps the context in use,
+        // as in the workers.
+        do throws(TLSSetupError) {
+            healthState.tls = try TLSContext.connectingServers(config.resolvedTLS(\.serverTLS))
+        } catch {
+            log.warning("health checks: server TLS cannot be set up (\(error)); the checks keep the TLS settings they had")
         }
         let userlist: Userlist
         if let path = config.authFile, !path.isEmpty, let u = try? Userlist.load(path: path) {
